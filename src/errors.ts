@@ -1,0 +1,122 @@
+/**
+ * Every error l4proxy creates is an {@link L4Error} with a stable `code`.
+ * Match on `code` (or `instanceof` a subclass), never on the message text.
+ */
+
+/** Stable error codes. Documented in `docs/tcp.md`; a test checks that every code is. */
+export const ErrorCode = {
+  INVALID_OPTION: 'ERR_L4_INVALID_OPTION',
+  MODE_UNSUPPORTED: 'ERR_L4_MODE_UNSUPPORTED',
+  NO_UPSTREAM: 'ERR_L4_NO_UPSTREAM',
+  CONNECT_TIMEOUT: 'ERR_L4_CONNECT_TIMEOUT',
+  CONNECT_FAILED: 'ERR_L4_CONNECT_FAILED',
+  SELECTOR: 'ERR_L4_SELECTOR',
+  PROXY_CLOSED: 'ERR_L4_PROXY_CLOSED',
+  PROXY_PROTOCOL: 'ERR_L4_PROXY_PROTOCOL',
+  TLS_CLIENT_HELLO: 'ERR_L4_TLS_CLIENT_HELLO',
+  LISTEN: 'ERR_L4_LISTEN',
+} as const;
+
+/** Union of every stable error code string. */
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Base class of every error thrown or reported by l4proxy. */
+export class L4Error extends Error {
+  /** Stable, documented identifier of the failure. */
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** An option passed to a constructor or method is invalid; `option` names it (a dotted path). */
+export class InvalidOptionError extends L4Error {
+  /** Dotted path of the offending option, e.g. `upstreams[1].port`. */
+  readonly option: string;
+
+  constructor(option: string, expected: string, received: unknown) {
+    super(
+      ErrorCode.INVALID_OPTION,
+      `Invalid option "${option}": expected ${expected}, received ${describe(received)}.`,
+    );
+    this.option = option;
+  }
+}
+
+/** A proxy mode other than `'non-transparent'` was requested. */
+export class ModeUnsupportedError extends L4Error {
+  constructor(received: unknown) {
+    super(
+      ErrorCode.MODE_UNSUPPORTED,
+      `Proxy mode ${describe(received)} is not supported: l4proxy runs in 'non-transparent' mode only. ` +
+        'Transparent proxying needs CAP_NET_ADMIN and return-path routing that only the proxy host can set up. ' +
+        "To tell the upstream who the client is, use the PROXY protocol (option 'proxyProtocol').",
+    );
+  }
+}
+
+/** No upstream could be chosen (empty set, or the selector returned nothing). */
+export class NoUpstreamError extends L4Error {
+  constructor(message = 'No upstream is available: add upstreams or check their health.') {
+    super(ErrorCode.NO_UPSTREAM, message);
+  }
+}
+
+/** Connecting to an upstream took longer than `connectTimeout`. */
+export class ConnectTimeoutError extends L4Error {
+  constructor(address: string, timeoutMs: number) {
+    super(
+      ErrorCode.CONNECT_TIMEOUT,
+      `Connecting to upstream ${address} timed out after ${timeoutMs} ms; raise 'connectTimeout' or check the upstream.`,
+    );
+  }
+}
+
+/** Connecting to an upstream failed; `cause` holds the socket error. */
+export class ConnectFailedError extends L4Error {
+  constructor(address: string, cause: unknown) {
+    super(
+      ErrorCode.CONNECT_FAILED,
+      `Connecting to upstream ${address} failed: ${cause instanceof Error ? cause.message : String(cause)}.`,
+      { cause },
+    );
+  }
+}
+
+/** A user-supplied selector threw, rejected or returned something that is not an upstream. */
+export class SelectorError extends L4Error {
+  constructor(message: string, cause?: unknown) {
+    super(ErrorCode.SELECTOR, message, cause === undefined ? undefined : { cause });
+  }
+}
+
+/** The operation is not possible because the proxy is closing or closed. */
+export class ProxyClosedError extends L4Error {
+  constructor(message = 'The proxy is closed: create a new one.') {
+    super(ErrorCode.PROXY_CLOSED, message);
+  }
+}
+
+/** Listening or binding failed; `cause` holds the system error (EADDRINUSE, EACCES, ...). */
+export class ListenError extends L4Error {
+  constructor(message: string, cause: unknown) {
+    super(ErrorCode.LISTEN, message, { cause });
+  }
+}
+
+/** Short, safe description of a received value for error messages. */
+export function describe(value: unknown): string {
+  if (typeof value === 'string')
+    return JSON.stringify(value.length > 64 ? value.slice(0, 64) + '…' : value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint')
+    return String(value);
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (Array.isArray(value)) return `an array of length ${value.length}`;
+  if (typeof value === 'function') return 'a function';
+  if (typeof value === 'symbol') return value.toString();
+  return 'an object';
+}

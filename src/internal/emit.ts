@@ -1,0 +1,46 @@
+import { debuglog } from 'node:util';
+import type { EventEmitter } from 'eventemitter3';
+
+const debug = debuglog('l4proxy');
+
+/**
+ * Emits an event without letting a throwing listener corrupt the proxy's state: the listener's
+ * exception is rethrown on the next tick, as the host's own bug, after the proxy has finished
+ * its bookkeeping.
+ */
+export function emitSafely<
+  Events extends EventEmitter.ValidEventTypes,
+  E extends EventEmitter.EventNames<Events>,
+>(emitter: EventEmitter<Events>, event: E, ...args: EventEmitter.EventArgs<Events, E>): void {
+  try {
+    emitter.emit(event, ...args);
+  } catch (err) {
+    process.nextTick(() => {
+      throw err;
+    });
+  }
+}
+
+/** The part of an emitter that error reporting needs. */
+export interface ErrorEmitter {
+  listenerCount(event: 'error'): number;
+  emit(event: 'error', error: Error): boolean;
+}
+
+/**
+ * Reports a proxy-level error. eventemitter3 silently drops `'error'` when nobody listens, so
+ * errors go through here: emitted when someone listens, otherwise written to NODE_DEBUG=l4proxy.
+ */
+export function reportError(emitter: ErrorEmitter, err: Error): void {
+  if (emitter.listenerCount('error') > 0) {
+    try {
+      emitter.emit('error', err);
+    } catch (listenerError) {
+      process.nextTick(() => {
+        throw listenerError;
+      });
+    }
+  } else {
+    debug('unhandled proxy error: %s', err.stack ?? err.message);
+  }
+}

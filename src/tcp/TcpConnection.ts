@@ -1,0 +1,515 @@
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import {
+  ConnectFailedError,
+  ConnectTimeoutError,
+  L4Error,
+  NoUpstreamError,
+  ProxyClosedError,
+  SelectorError,
+} from '../errors.js';
+import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
+import type { UpstreamState } from '../upstream/UpstreamState.js';
+import { CloseReason } from './closeReasons.js';
+import type { TcpConnectionInfo, TcpConnectionSummary } from './events.js';
+import type { ConnectionHost } from './ConnectionHost.js';
+
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+const EMPTY: readonly UpstreamState[] = [];
+
+function isReset(err: Error): boolean {
+  return RESET_CODES.has((err as NodeJS.ErrnoException).code ?? '');
+}
+
+function isThenable(value: unknown): value is PromiseLike<SelectionResult> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
+/**
+ * One proxied TCP connection: selection, connect with retries, the two-way relay with
+ * backpressure and half-close, timeouts, and exactly one summary at the end.
+ *
+ * Handlers are bound once per connection; nothing is allocated per chunk.
+ */
+export class TcpConnection implements TcpConnectionInfo, SelectionContext {
+  readonly id: number;
+  readonly protocol = 'tcp' as const;
+  readonly clientAddress: string;
+  readonly clientPort: number;
+  readonly clientFamily: 'IPv4' | 'IPv6' | 'unix';
+  readonly localAddress: string;
+  readonly localPort: number;
+  readonly startTime = Date.now();
+  serverName: string | undefined = undefined;
+  alpn: readonly string[] | undefined = undefined;
+
+  attempts = 0;
+  bytesFromClient = 0;
+  bytesToUpstream = 0;
+  bytesFromUpstream = 0;
+  bytesToClient = 0;
+
+  private readonly host: ConnectionHost;
+  private readonly client: Socket;
+  private upstreamSocket: Socket | undefined;
+  private current: UpstreamState | undefined;
+  private connected = false;
+  private triedStates: UpstreamState[] | undefined;
+  private abort: AbortController | undefined;
+
+  /** Chunks the client sent before the upstream was ready, delivered first and in order. */
+  private early: Buffer[] | undefined;
+  private earlyBytes = 0;
+  private clientEnded = false;
+  private upstreamEnded = false;
+
+  private openSockets = 1;
+  private reason: CloseReason | undefined;
+  private error: Error | undefined;
+  private finished = false;
+
+  private lastActivity = this.startTime;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private durationTimer: NodeJS.Timeout | undefined;
+  private connectTimer: NodeJS.Timeout | undefined;
+
+  constructor(host: ConnectionHost, client: Socket, id: number) {
+    this.host = host;
+    this.client = client;
+    this.id = id;
+    this.clientAddress = client.remoteAddress ?? '';
+    this.clientPort = client.remotePort ?? 0;
+    this.clientFamily = (client.remoteFamily as 'IPv4' | 'IPv6' | undefined) ?? 'unix';
+    this.localAddress = client.localAddress ?? '';
+    this.localPort = client.localPort ?? 0;
+  }
+
+  // ---- SelectionContext -------------------------------------------------------------------
+
+  get attempt(): number {
+    return this.attempts;
+  }
+
+  get tried(): readonly UpstreamState[] {
+    return this.triedStates ?? EMPTY;
+  }
+
+  get candidates(): readonly UpstreamState[] {
+    const available = this.host.upstreams.available();
+    const tried = this.triedStates;
+    if (tried === undefined) return available;
+    return available.filter((state) => !tried.includes(state));
+  }
+
+  get upstreams(): readonly UpstreamState[] {
+    return this.host.upstreams.list();
+  }
+
+  get signal(): AbortSignal {
+    this.abort ??= new AbortController();
+    return this.abort.signal;
+  }
+
+  get upstream(): UpstreamState | undefined {
+    return this.current;
+  }
+
+  // ---- lifecycle ----------------------------------------------------------------------------
+
+  /** Wires the client socket and starts choosing an upstream. */
+  start(): void {
+    const client = this.client;
+    client.on('error', this.onClientError);
+    client.on('close', this.onClientClose);
+    client.on('end', this.onClientEnd);
+    client.on('data', this.onClientData);
+    client.on('drain', this.onClientDrain);
+    if (this.host.options.noDelay) client.setNoDelay(true);
+    this.armTimers();
+    this.nextAttempt();
+  }
+
+  /** Ends the connection now with `reason` (both sockets destroyed, not reset). */
+  terminate(reason: CloseReason, error?: Error): void {
+    if (this.reason !== undefined) return;
+    this.fail(reason, error, false);
+  }
+
+  close(): void {
+    this.terminate(CloseReason.CLOSED_BY_USER);
+  }
+
+  // ---- selection and connect ----------------------------------------------------------------
+
+  private nextAttempt(): void {
+    if (this.reason !== undefined) return;
+    this.attempts++;
+    let result: SelectionResult | PromiseLike<SelectionResult>;
+    try {
+      result = this.host.selector(this);
+    } catch (err) {
+      this.selectorFailed(err);
+      return;
+    }
+    if (isThenable(result)) {
+      Promise.resolve(result).then(this.onSelected, (err: unknown) => {
+        this.selectorFailed(err);
+      });
+    } else {
+      this.onSelected(result);
+    }
+  }
+
+  private readonly onSelected = (choice: SelectionResult): void => {
+    if (this.reason !== undefined) return;
+    if (choice === undefined || choice === null) {
+      this.noMoreUpstreams();
+      return;
+    }
+    let state: UpstreamState;
+    try {
+      state = this.host.upstreams.resolve(choice);
+    } catch (err) {
+      this.selectorFailed(err);
+      return;
+    }
+    this.connect(state);
+  };
+
+  private selectorFailed(err: unknown): void {
+    if (this.reason !== undefined) return;
+    const error =
+      err instanceof L4Error
+        ? err
+        : new SelectorError('The upstream selector failed; see `cause`.', err);
+    this.fail(CloseReason.SELECTOR_ERROR, error, true);
+  }
+
+  /** Nothing (more) to try: report the last failure, or that there was no upstream at all. */
+  private noMoreUpstreams(): void {
+    if (this.triedStates === undefined || this.error === undefined) {
+      this.host.stats.noRoute++;
+      this.fail(CloseReason.NO_UPSTREAM, new NoUpstreamError(), true);
+      return;
+    }
+    const timedOut = this.error instanceof ConnectTimeoutError;
+    this.fail(
+      timedOut ? CloseReason.CONNECT_TIMEOUT : CloseReason.CONNECT_FAILED,
+      this.error,
+      true,
+    );
+  }
+
+  private connect(state: UpstreamState): void {
+    this.current = state;
+    (this.triedStates ??= []).push(state);
+    state.active++;
+    state.counters.total++;
+    this.host.stats.upstreamTotal++;
+    this.openSockets++;
+    const socket = net.connect({
+      host: state.host,
+      port: state.port,
+      allowHalfOpen: true,
+      noDelay: this.host.options.noDelay,
+    });
+    this.upstreamSocket = socket;
+    socket.on('error', this.onUpstreamError);
+    socket.on('close', this.onUpstreamClose);
+    socket.once('connect', this.onUpstreamConnect);
+    this.connectTimer = setTimeout(this.onConnectTimeout, this.host.options.connectTimeout);
+    this.connectTimer.unref();
+  }
+
+  private readonly onConnectTimeout = (): void => {
+    this.connectTimer = undefined;
+    const state = this.current;
+    if (state === undefined || this.connected) return;
+    state.counters.connectTimeouts++;
+    this.host.stats.connectTimeouts++;
+    this.attemptFailed(
+      state,
+      new ConnectTimeoutError(state.address, this.host.options.connectTimeout),
+    );
+  };
+
+  /** One connect attempt failed: drop its socket and try another upstream, if any is left. */
+  private attemptFailed(state: UpstreamState, error: L4Error): void {
+    const socket = this.upstreamSocket;
+    this.upstreamSocket = undefined;
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    state.active--;
+    this.host.upstreamFailed(state);
+    socket?.destroy();
+    this.error = error;
+    this.host.emitUpstreamError(this, state, error);
+    if (this.reason !== undefined) return;
+    if (this.attempts >= this.host.options.maxConnectAttempts) {
+      this.host.stats.attemptsExceeded++;
+      this.noMoreUpstreams();
+      return;
+    }
+    if (this.candidates.length === 0) {
+      this.noMoreUpstreams();
+      return;
+    }
+    this.nextAttempt();
+  }
+
+  private readonly onUpstreamConnect = (): void => {
+    const socket = this.upstreamSocket;
+    const state = this.current;
+    if (socket === undefined || state === undefined || this.reason !== undefined) return;
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    this.connected = true;
+    this.error = undefined;
+    this.host.upstreamSucceeded(state);
+    socket.on('data', this.onUpstreamData);
+    socket.on('end', this.onUpstreamEnd);
+    socket.on('drain', this.onUpstreamDrain);
+    this.host.emitUpstreamConnect(this, state);
+    if (this.reason !== undefined) return;
+    this.flushEarly(socket);
+  };
+
+  /** Delivers what the client sent while we were connecting, then lets the client flow. */
+  private flushEarly(socket: Socket): void {
+    const preamble = this.host.preamble?.(this);
+    const early = this.early;
+    this.early = undefined;
+    let writable = true;
+    if (preamble !== undefined || (early !== undefined && early.length > 1)) socket.cork();
+    if (preamble !== undefined) writable = this.writeUpstream(socket, preamble);
+    if (early !== undefined)
+      for (const chunk of early) writable = this.writeUpstream(socket, chunk);
+    if (preamble !== undefined || (early !== undefined && early.length > 1)) socket.uncork();
+    this.earlyBytes = 0;
+    if (this.clientEnded) socket.end();
+    else if (writable && this.client.isPaused()) this.client.resume();
+    else if (!writable) this.pauseClient();
+  }
+
+  private writeUpstream(socket: Socket, chunk: Buffer): boolean {
+    this.bytesToUpstream += chunk.length;
+    this.current!.counters.txBytes += chunk.length;
+    return socket.write(chunk);
+  }
+
+  // ---- relay --------------------------------------------------------------------------------
+
+  private readonly onClientData = (chunk: Buffer): void => {
+    this.bytesFromClient += chunk.length;
+    this.lastActivity = Date.now();
+    const socket = this.upstreamSocket;
+    if (this.connected && socket !== undefined) {
+      this.bytesToUpstream += chunk.length;
+      this.current!.counters.txBytes += chunk.length;
+      if (!socket.write(chunk)) this.pauseClient();
+      return;
+    }
+    (this.early ??= []).push(chunk);
+    this.earlyBytes += chunk.length;
+    if (this.earlyBytes >= this.host.options.maxEarlyData) this.client.pause();
+  };
+
+  private readonly onUpstreamData = (chunk: Buffer): void => {
+    this.bytesFromUpstream += chunk.length;
+    this.current!.counters.rxBytes += chunk.length;
+    this.lastActivity = Date.now();
+    this.bytesToClient += chunk.length;
+    if (!this.client.write(chunk)) {
+      this.host.stats.upstreamPaused++;
+      this.upstreamSocket?.pause();
+    }
+  };
+
+  private pauseClient(): void {
+    this.host.stats.downstreamPaused++;
+    this.client.pause();
+  }
+
+  /** The upstream drained its write buffer: the client may send again. */
+  private readonly onUpstreamDrain = (): void => {
+    if (this.client.isPaused()) {
+      this.host.stats.downstreamResumed++;
+      this.client.resume();
+    }
+  };
+
+  /** The client drained its write buffer: the upstream may send again. */
+  private readonly onClientDrain = (): void => {
+    const socket = this.upstreamSocket;
+    if (socket?.isPaused() === true) {
+      this.host.stats.upstreamResumed++;
+      socket.resume();
+    }
+  };
+
+  private readonly onClientEnd = (): void => {
+    this.clientEnded = true;
+    if (this.connected) this.upstreamSocket?.end();
+  };
+
+  private readonly onUpstreamEnd = (): void => {
+    this.upstreamEnded = true;
+    this.client.end();
+  };
+
+  // ---- errors and close ---------------------------------------------------------------------
+
+  private readonly onClientError = (err: Error): void => {
+    if (this.reason !== undefined) return;
+    this.fail(
+      isReset(err) ? CloseReason.DOWNSTREAM_RESET : CloseReason.DOWNSTREAM_ERROR,
+      err,
+      true,
+    );
+  };
+
+  private readonly onUpstreamError = (err: Error): void => {
+    const state = this.current;
+    if (state === undefined) return;
+    if (!this.connected) {
+      state.counters.connectFailures++;
+      this.host.stats.connectFailures++;
+      this.attemptFailed(state, new ConnectFailedError(state.address, err));
+      return;
+    }
+    if (this.reason !== undefined) return;
+    state.counters.errors++;
+    this.fail(isReset(err) ? CloseReason.UPSTREAM_RESET : CloseReason.UPSTREAM_ERROR, err, true);
+  };
+
+  private readonly onClientClose = (): void => {
+    this.openSockets--;
+    // Closed without an error and before both sides finished: someone destroyed the socket.
+    if (this.reason === undefined && !(this.clientEnded && this.upstreamEnded)) {
+      this.fail(CloseReason.DOWNSTREAM_CLOSED, undefined, false);
+      return;
+    }
+    this.maybeFinish();
+  };
+
+  private readonly onUpstreamClose = (): void => {
+    this.openSockets--;
+    this.maybeFinish();
+  };
+
+  /**
+   * Ends the connection for `reason`. With `reset`, the other side is reset (RST), so a peer can
+   * tell failure from success; otherwise both sockets are simply destroyed.
+   */
+  private fail(reason: CloseReason, error: Error | undefined, reset: boolean): void {
+    this.reason = reason;
+    this.error = error;
+    this.abort?.abort(error ?? new ProxyClosedError(`Connection ended: ${reason}.`));
+    this.clearTimers();
+    this.early = undefined;
+    destroySocket(this.client, reset);
+    const upstream = this.upstreamSocket;
+    if (upstream !== undefined) destroySocket(upstream, reset);
+    this.maybeFinish();
+  }
+
+  private maybeFinish(): void {
+    if (this.finished || this.openSockets > 0) return;
+    if (this.reason === undefined) {
+      // Both sockets closed without an error: a clean end.
+      this.reason = CloseReason.COMPLETED;
+    }
+    this.finished = true;
+    this.clearTimers();
+    if (this.current !== undefined && (this.connected || this.upstreamSocket !== undefined)) {
+      this.current.active--;
+    }
+    this.host.finish(this, this.summary());
+  }
+
+  private summary(): TcpConnectionSummary {
+    const state = this.current;
+    return {
+      id: this.id,
+      reason: this.reason ?? CloseReason.COMPLETED,
+      error: this.error,
+      clientAddress: this.clientAddress,
+      clientPort: this.clientPort,
+      clientFamily: this.clientFamily,
+      localAddress: this.localAddress,
+      localPort: this.localPort,
+      upstream: state && { id: state.id, host: state.host, port: state.port },
+      upstreamConnected: this.connected,
+      attempts: this.attempts,
+      bytesFromClient: this.bytesFromClient,
+      bytesToUpstream: this.bytesToUpstream,
+      bytesFromUpstream: this.bytesFromUpstream,
+      bytesToClient: this.bytesToClient,
+      startTime: this.startTime,
+      durationMs: Date.now() - this.startTime,
+    };
+  }
+
+  // ---- timers -------------------------------------------------------------------------------
+
+  private armTimers(): void {
+    const { idleTimeout, maxConnectionDuration } = this.host.options;
+    if (idleTimeout > 0) {
+      this.idleTimer = setTimeout(this.onIdleCheck, idleTimeout);
+      this.idleTimer.unref();
+    }
+    if (maxConnectionDuration > 0) {
+      this.durationTimer = setTimeout(this.onMaxDuration, maxConnectionDuration);
+      this.durationTimer.unref();
+    }
+  }
+
+  /**
+   * Fires at most once per `idleTimeout`; activity only stamps `lastActivity`, so the relay never
+   * touches a timer per chunk.
+   */
+  private readonly onIdleCheck = (): void => {
+    const idleTimeout = this.host.options.idleTimeout;
+    const idleFor = Date.now() - this.lastActivity;
+    if (idleFor >= idleTimeout) {
+      this.idleTimer = undefined;
+      this.host.stats.idleTimeouts++;
+      this.terminate(CloseReason.IDLE_TIMEOUT);
+      return;
+    }
+    this.idleTimer = setTimeout(this.onIdleCheck, idleTimeout - idleFor);
+    this.idleTimer.unref();
+  };
+
+  private readonly onMaxDuration = (): void => {
+    this.durationTimer = undefined;
+    this.host.stats.maxDurationReached++;
+    this.terminate(CloseReason.MAX_DURATION);
+  };
+
+  private clearTimers(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    if (this.durationTimer) clearTimeout(this.durationTimer);
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    this.idleTimer = this.durationTimer = this.connectTimer = undefined;
+  }
+}
+
+/** Resets TCP sockets that are connected (RST); destroys anything else (pipes, connecting). */
+function destroySocket(socket: Socket, reset: boolean): void {
+  if (socket.destroyed) return;
+  const family = socket.remoteFamily;
+  if (reset && !socket.connecting && (family === 'IPv4' || family === 'IPv6')) {
+    try {
+      socket.resetAndDestroy();
+      return;
+    } catch {
+      // Fall through: a plain destroy is always possible.
+    }
+  }
+  socket.destroy();
+}

@@ -1,0 +1,325 @@
+import net from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
+import { EventEmitter } from 'eventemitter3';
+import { InvalidOptionError, ListenError, L4Error } from '../errors.js';
+import { emitSafely, reportError } from '../internal/emit.js';
+import {
+  boolean,
+  duration,
+  integer,
+  optionalRecord,
+  rejectUnknownKeys,
+} from '../internal/validate.js';
+import type { UpstreamSelector } from '../select/SelectionContext.js';
+import type { Upstream } from '../upstream/Upstream.js';
+import { UpstreamSet } from '../upstream/UpstreamSet.js';
+import type { UpstreamState } from '../upstream/UpstreamState.js';
+import { CloseReason, RejectReason } from './closeReasons.js';
+import type { ConnectionHost, TcpCounters } from './ConnectionHost.js';
+import type { TcpConnectionInfo, TcpConnectionSummary, TcpProxyEvents } from './events.js';
+import { TcpConnection } from './TcpConnection.js';
+import type { ResolvedTcpOptions, TcpProxyOptions } from './TcpProxyOptions.js';
+import { resolveTcpOptions } from './TcpProxyOptions.js';
+import type { ClosedTotals, TcpProxyStats } from './TcpProxyStats.js';
+import { snapshotTcpStats } from './TcpProxyStats.js';
+
+/** Where `listen()` binds: a TCP port (0 for ephemeral) on a host, or a Unix socket path. */
+export interface ListenOptions {
+  readonly port?: number;
+  readonly host?: string;
+  /** Bind IPv6 only (no IPv4-mapped addresses) when `host` is `::`. */
+  readonly ipv6Only?: boolean;
+  /** Unix domain socket path (instead of `port`/`host`). */
+  readonly path?: string;
+  readonly backlog?: number;
+}
+
+/** How `close()` ends live connections. */
+export interface CloseOptions {
+  /** Time live connections get to finish on their own; then they are destroyed. Default 30 000. */
+  readonly drainTimeout?: number;
+}
+
+/**
+ * A Layer 4 TCP proxy (non-transparent): each client connection is relayed to an upstream chosen
+ * by the selector, from the proxy's own address.
+ *
+ * @example
+ * const proxy = new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: 6379 }] });
+ * const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
+ * // ...
+ * await proxy.close({ drainTimeout: 10_000 });
+ */
+export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDisposable {
+  private readonly host: ConnectionHost;
+  private readonly upstreamSet: UpstreamSet;
+  private readonly options: ResolvedTcpOptions;
+  private readonly servers = new Set<Server>();
+  private readonly live = new Set<TcpConnection>();
+  private readonly counters: TcpCounters = {
+    downstreamTotal: 0,
+    downstreamOverflow: 0,
+    rejected: 0,
+    noRoute: 0,
+    upstreamTotal: 0,
+    connectFailures: 0,
+    connectTimeouts: 0,
+    attemptsExceeded: 0,
+    idleTimeouts: 0,
+    maxDurationReached: 0,
+    downstreamPaused: 0,
+    downstreamResumed: 0,
+    upstreamPaused: 0,
+    upstreamResumed: 0,
+  };
+  private readonly closed: ClosedTotals = {
+    rxBytes: 0,
+    txBytes: 0,
+    upstreamRxBytes: 0,
+    upstreamTxBytes: 0,
+    reasons: {},
+  };
+  private nextId = 1;
+  private closing: Promise<void> | undefined;
+  private drained: (() => void) | undefined;
+
+  /** @throws {InvalidOptionError} naming the first invalid option. */
+  constructor(options: TcpProxyOptions = {}) {
+    super();
+    const resolved = resolveTcpOptions(options);
+    this.options = resolved.options;
+    this.upstreamSet = new UpstreamSet();
+    this.upstreamSet.set(resolved.upstreams, 'upstreams');
+    this.host = this.createHost(resolved.selector);
+  }
+
+  private createHost(selector: UpstreamSelector): ConnectionHost {
+    return {
+      options: this.options,
+      upstreams: this.upstreamSet,
+      selector,
+      stats: this.counters,
+      preamble: undefined,
+      upstreamFailed: () => undefined,
+      upstreamSucceeded: () => undefined,
+      emitUpstreamConnect: (connection, state) => {
+        emitSafely(this, 'upstreamConnect', connection, state);
+      },
+      emitUpstreamError: (connection, state, error) => {
+        emitSafely(this, 'upstreamError', connection, state, error);
+      },
+      finish: (connection, summary) => {
+        this.finish(connection, summary);
+      },
+    };
+  }
+
+  /**
+   * Listens for clients. Resolves with the bound address (a string for a Unix socket path).
+   * May be called more than once to listen on several addresses.
+   *
+   * @throws {ListenError} (rejection) when the address cannot be bound.
+   */
+  async listen(options: ListenOptions = {}): Promise<AddressInfo | string> {
+    const listenOptions = validateListenOptions(options);
+    if (this.closing)
+      throw new L4Error('ERR_L4_PROXY_CLOSED', 'The proxy is closed: create a new one.');
+    const server = net.createServer({ allowHalfOpen: true, noDelay: this.options.noDelay });
+    server.on('connection', (socket: Socket) => {
+      this.handle(socket);
+    });
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => {
+        reject(
+          new ListenError(`Cannot listen on ${describeListen(listenOptions)}: ${err.message}`, err),
+        );
+      };
+      server.once('error', onError);
+      server.listen(listenOptions, () => {
+        server.off('error', onError);
+        resolve();
+      });
+    });
+    server.on('error', (err) => {
+      reportError(this, err);
+    });
+    this.servers.add(server);
+    const address = server.address() ?? '';
+    emitSafely(this, 'listening', address);
+    return address;
+  }
+
+  /** Addresses the proxy listens on. */
+  addresses(): (AddressInfo | string)[] {
+    return [...this.servers].map((server) => server.address() ?? '');
+  }
+
+  /**
+   * Proxies a socket accepted by a server you own. Create that server with `allowHalfOpen: true`
+   * so half-closed connections keep working (the proxy sets it on the socket anyway).
+   *
+   * @example
+   * net.createServer({ allowHalfOpen: true }, (socket) => proxy.handle(socket)).listen(8080);
+   */
+  handle(socket: Socket): void {
+    // The error handler goes on before anything else can fail.
+    socket.on('error', ignoreError);
+    socket.allowHalfOpen = true;
+    if (this.closing) {
+      this.reject(socket, RejectReason.PROXY_CLOSING);
+      return;
+    }
+    if (socket.destroyed) {
+      this.reject(socket, RejectReason.INVALID_SOCKET);
+      return;
+    }
+    if (this.live.size >= this.options.maxConnections) {
+      this.counters.downstreamOverflow++;
+      this.reject(socket, RejectReason.MAX_CONNECTIONS);
+      return;
+    }
+    this.admit(socket);
+  }
+
+  private admit(socket: Socket): void {
+    const connection = new TcpConnection(this.host, socket, this.nextId++);
+    socket.off('error', ignoreError);
+    this.live.add(connection);
+    this.counters.downstreamTotal++;
+    connection.start();
+    if (this.live.has(connection)) emitSafely(this, 'connection', connection);
+  }
+
+  private reject(socket: Socket, reason: RejectReason): void {
+    this.counters.rejected++;
+    const rejection = {
+      reason,
+      clientAddress: socket.remoteAddress,
+      clientPort: socket.remotePort,
+    };
+    const family = socket.remoteFamily;
+    if (!socket.destroyed && (family === 'IPv4' || family === 'IPv6')) socket.resetAndDestroy();
+    else socket.destroy();
+    emitSafely(this, 'rejected', rejection);
+  }
+
+  private finish(connection: TcpConnection, summary: TcpConnectionSummary): void {
+    this.live.delete(connection);
+    this.closed.rxBytes += summary.bytesFromClient;
+    this.closed.txBytes += summary.bytesToClient;
+    this.closed.upstreamRxBytes += summary.bytesFromUpstream;
+    this.closed.upstreamTxBytes += summary.bytesToUpstream;
+    this.closed.reasons[summary.reason] = (this.closed.reasons[summary.reason] ?? 0) + 1;
+    emitSafely(this, 'connectionClose', summary);
+    if (this.live.size === 0) this.drained?.();
+  }
+
+  /**
+   * Replaces the upstream set. New connections use it at once; live connections to a removed
+   * upstream finish on their own. Counters of upstreams that stay are kept.
+   *
+   * @throws {InvalidOptionError} naming the bad entry; the old set stays in force.
+   */
+  setUpstreams(upstreams: readonly Upstream[]): void {
+    this.upstreamSet.set(upstreams, 'upstreams');
+  }
+
+  /** The configured upstreams with their live state. */
+  upstreams(): readonly UpstreamState[] {
+    return this.upstreamSet.list();
+  }
+
+  /** Live connections. */
+  connections(): TcpConnectionInfo[] {
+    return [...this.live];
+  }
+
+  /** A snapshot of counters and gauges, named after Envoy's tcp_proxy and cluster stats. */
+  stats(): TcpProxyStats {
+    return snapshotTcpStats(this.counters, this.closed, this.live, this.upstreamSet.list());
+  }
+
+  /**
+   * Stops accepting, lets live connections finish for `drainTimeout` ms, then destroys what is
+   * left (reason `proxy_closed`). Idempotent: every call returns the same promise.
+   */
+  close(options: CloseOptions = {}): Promise<void> {
+    if (this.closing) return this.closing;
+    const raw = optionalRecord(options, 'close options');
+    rejectUnknownKeys(raw, ['drainTimeout'], '');
+    const drainTimeout = duration(raw.drainTimeout, 'drainTimeout', 30_000);
+    this.closing = this.shutdown(drainTimeout);
+    return this.closing;
+  }
+
+  private async shutdown(drainTimeout: number): Promise<void> {
+    const serversClosed = [...this.servers].map(
+      (server) =>
+        new Promise<void>((resolve) =>
+          server.close(() => {
+            resolve();
+          }),
+        ),
+    );
+    this.servers.clear();
+    await this.drain(drainTimeout);
+    await Promise.all(serversClosed);
+    emitSafely(this, 'close');
+  }
+
+  private drain(drainTimeout: number): Promise<void> {
+    if (this.live.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        for (const connection of [...this.live]) connection.terminate(CloseReason.PROXY_CLOSED);
+      }, drainTimeout);
+      this.drained = () => {
+        clearTimeout(timer);
+        this.drained = undefined;
+        resolve();
+      };
+      if (drainTimeout === 0) {
+        clearTimeout(timer);
+        for (const connection of [...this.live]) connection.terminate(CloseReason.PROXY_CLOSED);
+      }
+    });
+  }
+
+  /** `await using proxy = new TcpProxy(...)`: closes at once (drainTimeout 0) at scope exit. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close({ drainTimeout: 0 });
+  }
+}
+
+function ignoreError(): void {
+  // Errors of a socket not yet (or never) proxied carry no information worth surfacing.
+}
+
+function validateListenOptions(options: unknown): net.ListenOptions {
+  const raw = optionalRecord(options, 'listen options');
+  rejectUnknownKeys(raw, ['port', 'host', 'ipv6Only', 'path', 'backlog'], '');
+  if (raw.path !== undefined) {
+    if (typeof raw.path !== 'string' || raw.path === '') {
+      throw new InvalidOptionError('path', 'a non-empty socket path', raw.path);
+    }
+    if (raw.port !== undefined || raw.host !== undefined) {
+      throw new InvalidOptionError('path', 'either path or port/host, not both', raw.path);
+    }
+    return { path: raw.path, backlog: integer(raw.backlog, 'backlog', 511, { min: 1 }) };
+  }
+  if (raw.host !== undefined && (typeof raw.host !== 'string' || raw.host === '')) {
+    throw new InvalidOptionError('host', 'a non-empty host name or address', raw.host);
+  }
+  const result: net.ListenOptions = {
+    port: integer(raw.port, 'port', 0, { min: 0, max: 65535 }),
+    ipv6Only: boolean(raw.ipv6Only, 'ipv6Only', false),
+    backlog: integer(raw.backlog, 'backlog', 511, { min: 1 }),
+  };
+  if (typeof raw.host === 'string') result.host = raw.host;
+  return result;
+}
+
+function describeListen(options: net.ListenOptions): string {
+  if (options.path !== undefined) return options.path;
+  return `${options.host ?? '(all addresses)'}:${options.port ?? 0}`;
+}

@@ -1,0 +1,95 @@
+import type { ProxyMode } from '../mode.js';
+import { assertProxyMode } from '../mode.js';
+import type { UpstreamSelector } from '../select/SelectionContext.js';
+import { roundRobin } from '../select/roundRobin.js';
+import type { Upstream } from '../upstream/Upstream.js';
+import {
+  boolean,
+  duration,
+  integer,
+  limit,
+  optionalFunction,
+  optionalRecord,
+  rejectUnknownKeys,
+} from '../internal/validate.js';
+
+/**
+ * Options of {@link TcpProxy}. Durations are in milliseconds.
+ *
+ * @example
+ * new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: 5432 }], connectTimeout: 2_000 });
+ */
+export interface TcpProxyOptions {
+  /** Only `'non-transparent'` exists; anything else fails to type-check (and throws from JS). */
+  readonly mode?: ProxyMode;
+  /** Initial upstreams; change them later with `setUpstreams()`. Default `[]`. */
+  readonly upstreams?: readonly Upstream[];
+  /** Load-balancing hook. Default `roundRobin()`. */
+  readonly selector?: UpstreamSelector;
+  /** Time allowed for one upstream connect attempt. Default 5000, minimum 1. */
+  readonly connectTimeout?: number;
+  /** Upstreams tried per connection before giving up (each a different upstream). Default 3. */
+  readonly maxConnectAttempts?: number;
+  /** Close a connection after this long with no byte either way; 0 disables. Default 3 600 000 (1 h). */
+  readonly idleTimeout?: number;
+  /** Close a connection after this long whatever it does; 0 disables (default). */
+  readonly maxConnectionDuration?: number;
+  /** Active connections allowed; clients beyond are refused at once. Default Infinity. */
+  readonly maxConnections?: number;
+  /** Bytes held from a client while the upstream connects; reading pauses beyond. Default 65536. */
+  readonly maxEarlyData?: number;
+  /** Disable Nagle's algorithm on both sockets. Default true. */
+  readonly noDelay?: boolean;
+}
+
+/** Options with every default applied. */
+export interface ResolvedTcpOptions {
+  readonly connectTimeout: number;
+  readonly maxConnectAttempts: number;
+  readonly idleTimeout: number;
+  readonly maxConnectionDuration: number;
+  readonly maxConnections: number;
+  readonly maxEarlyData: number;
+  readonly noDelay: boolean;
+}
+
+const KNOWN = [
+  'mode',
+  'upstreams',
+  'selector',
+  'connectTimeout',
+  'maxConnectAttempts',
+  'idleTimeout',
+  'maxConnectionDuration',
+  'maxConnections',
+  'maxEarlyData',
+  'noDelay',
+] as const;
+
+/** Validates options; throws `InvalidOptionError` naming the first bad option. */
+export function resolveTcpOptions(input: unknown): {
+  options: ResolvedTcpOptions;
+  selector: UpstreamSelector;
+  upstreams: unknown;
+} {
+  const raw = optionalRecord(input, 'options');
+  assertProxyMode(raw.mode);
+  rejectUnknownKeys(raw, KNOWN, '');
+  const options: ResolvedTcpOptions = {
+    connectTimeout: duration(raw.connectTimeout, 'connectTimeout', 5_000, 1),
+    maxConnectAttempts: integer(raw.maxConnectAttempts, 'maxConnectAttempts', 3, {
+      min: 1,
+      max: 100,
+    }),
+    idleTimeout: duration(raw.idleTimeout, 'idleTimeout', 3_600_000),
+    maxConnectionDuration: duration(raw.maxConnectionDuration, 'maxConnectionDuration', 0),
+    maxConnections: limit(raw.maxConnections, 'maxConnections', Infinity),
+    maxEarlyData: integer(raw.maxEarlyData, 'maxEarlyData', 65_536, {
+      min: 1,
+      max: 64 * 1024 * 1024,
+    }),
+    noDelay: boolean(raw.noDelay, 'noDelay', true),
+  };
+  const selector = optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin();
+  return { options, selector, upstreams: raw.upstreams ?? [] };
+}

@@ -1,0 +1,122 @@
+import type { UpstreamState } from '../upstream/UpstreamState.js';
+import { CloseReason } from './closeReasons.js';
+import type { TcpCounters } from './ConnectionHost.js';
+import type { TcpConnection } from './TcpConnection.js';
+
+/** Counters and gauges of one upstream in {@link TcpProxyStats}. */
+export interface TcpUpstreamStats {
+  readonly host: string;
+  readonly port: number;
+  readonly healthy: boolean;
+  readonly upstream_cx_total: number;
+  readonly upstream_cx_active: number;
+  readonly upstream_cx_connect_fail: number;
+  readonly upstream_cx_connect_timeout: number;
+  readonly upstream_cx_rx_bytes_total: number;
+  readonly upstream_cx_tx_bytes_total: number;
+  readonly upstream_cx_errors: number;
+}
+
+/**
+ * A snapshot of a {@link TcpProxy}'s counters (monotonic `_total`-like values) and gauges
+ * (`_active`), named after Envoy's tcp_proxy, listener and cluster statistics.
+ */
+export interface TcpProxyStats {
+  readonly downstream_cx_total: number;
+  readonly downstream_cx_active: number;
+  /** Refused because `maxConnections` were active (Envoy's listener `downstream_cx_overflow`). */
+  readonly downstream_cx_overflow: number;
+  /** Refused at admission for any reason (overflow included). */
+  readonly downstream_cx_rejected: number;
+  /** Closed because no upstream could be chosen. */
+  readonly downstream_cx_no_route: number;
+  readonly downstream_cx_rx_bytes_total: number;
+  readonly downstream_cx_tx_bytes_total: number;
+  readonly idle_timeout: number;
+  readonly max_downstream_connection_duration: number;
+  readonly downstream_flow_control_paused_reading_total: number;
+  readonly downstream_flow_control_resumed_reading_total: number;
+  readonly upstream_flow_control_paused_reading_total: number;
+  readonly upstream_flow_control_resumed_reading_total: number;
+  readonly upstream_cx_total: number;
+  readonly upstream_cx_active: number;
+  readonly upstream_cx_connect_fail: number;
+  readonly upstream_cx_connect_timeout: number;
+  readonly upstream_cx_connect_attempts_exceeded: number;
+  readonly upstream_cx_rx_bytes_total: number;
+  readonly upstream_cx_tx_bytes_total: number;
+  /** Closed connections by close reason (every reason present, zero when none). */
+  readonly close_reasons: Readonly<Record<CloseReason, number>>;
+  /** Per configured upstream, keyed by upstream id. */
+  readonly upstreams: Readonly<Record<string, TcpUpstreamStats>>;
+}
+
+/** Totals carried over from connections that already closed. */
+export interface ClosedTotals {
+  rxBytes: number;
+  txBytes: number;
+  upstreamRxBytes: number;
+  upstreamTxBytes: number;
+  reasons: Partial<Record<CloseReason, number>>;
+}
+
+export function snapshotTcpStats(
+  counters: TcpCounters,
+  closed: ClosedTotals,
+  live: ReadonlySet<TcpConnection>,
+  upstreams: readonly UpstreamState[],
+): TcpProxyStats {
+  let rx = closed.rxBytes;
+  let tx = closed.txBytes;
+  let upRx = closed.upstreamRxBytes;
+  let upTx = closed.upstreamTxBytes;
+  let upstreamActive = 0;
+  for (const connection of live) {
+    rx += connection.bytesFromClient;
+    tx += connection.bytesToClient;
+    upRx += connection.bytesFromUpstream;
+    upTx += connection.bytesToUpstream;
+    if (connection.upstream !== undefined) upstreamActive++;
+  }
+  const reasons = {} as Record<CloseReason, number>;
+  for (const reason of Object.values(CloseReason)) reasons[reason] = closed.reasons[reason] ?? 0;
+  const perUpstream: Record<string, TcpUpstreamStats> = {};
+  for (const state of upstreams) {
+    perUpstream[state.id] = {
+      host: state.host,
+      port: state.port,
+      healthy: state.healthy,
+      upstream_cx_total: state.counters.total,
+      upstream_cx_active: state.active,
+      upstream_cx_connect_fail: state.counters.connectFailures,
+      upstream_cx_connect_timeout: state.counters.connectTimeouts,
+      upstream_cx_rx_bytes_total: state.counters.rxBytes,
+      upstream_cx_tx_bytes_total: state.counters.txBytes,
+      upstream_cx_errors: state.counters.errors,
+    };
+  }
+  return {
+    downstream_cx_total: counters.downstreamTotal,
+    downstream_cx_active: live.size,
+    downstream_cx_overflow: counters.downstreamOverflow,
+    downstream_cx_rejected: counters.rejected,
+    downstream_cx_no_route: counters.noRoute,
+    downstream_cx_rx_bytes_total: rx,
+    downstream_cx_tx_bytes_total: tx,
+    idle_timeout: counters.idleTimeouts,
+    max_downstream_connection_duration: counters.maxDurationReached,
+    downstream_flow_control_paused_reading_total: counters.downstreamPaused,
+    downstream_flow_control_resumed_reading_total: counters.downstreamResumed,
+    upstream_flow_control_paused_reading_total: counters.upstreamPaused,
+    upstream_flow_control_resumed_reading_total: counters.upstreamResumed,
+    upstream_cx_total: counters.upstreamTotal,
+    upstream_cx_active: upstreamActive,
+    upstream_cx_connect_fail: counters.connectFailures,
+    upstream_cx_connect_timeout: counters.connectTimeouts,
+    upstream_cx_connect_attempts_exceeded: counters.attemptsExceeded,
+    upstream_cx_rx_bytes_total: upRx,
+    upstream_cx_tx_bytes_total: upTx,
+    close_reasons: reasons,
+    upstreams: perUpstream,
+  };
+}

@@ -1,0 +1,55 @@
+/**
+ * Why a proxied TCP connection ended. Exactly one `connectionClose` event carries one of these.
+ * Documented in `docs/tcp.md` (a test checks that every reason is).
+ */
+export const CloseReason = {
+  /** Both sides closed cleanly (FIN both ways, all bytes delivered). */
+  COMPLETED: 'completed',
+  /** The client reset the connection (ECONNRESET / EPIPE); the upstream was reset too. */
+  DOWNSTREAM_RESET: 'downstream_reset',
+  /** Another socket error on the client side; the upstream was reset. */
+  DOWNSTREAM_ERROR: 'downstream_error',
+  /** The client socket was destroyed from outside the proxy (e.g. by the server that owns it). */
+  DOWNSTREAM_CLOSED: 'downstream_closed',
+  /** The upstream reset the connection; the client was reset too. */
+  UPSTREAM_RESET: 'upstream_reset',
+  /** Another socket error on the upstream side; the client was reset. */
+  UPSTREAM_ERROR: 'upstream_error',
+  /** Every connect attempt failed (refused, unreachable, DNS failure); the last one was an error. */
+  CONNECT_FAILED: 'connect_failed',
+  /** Every connect attempt failed and the last one timed out (`connectTimeout`). */
+  CONNECT_TIMEOUT: 'connect_timeout',
+  /** There was no upstream to try (empty or all-unhealthy set, or the selector returned nothing). */
+  NO_UPSTREAM: 'no_upstream',
+  /** The selector threw, rejected or returned something that is not an upstream. */
+  SELECTOR_ERROR: 'selector_error',
+  /** No byte moved either way for `idleTimeout` ms. */
+  IDLE_TIMEOUT: 'idle_timeout',
+  /** The connection lived longer than `maxConnectionDuration` ms. */
+  MAX_DURATION: 'max_duration',
+  /** The proxy was closed and its drain deadline passed (or `drainTimeout` was 0). */
+  PROXY_CLOSED: 'proxy_closed',
+  /** The upstream left the set and `upstreamDrainTimeout` passed. */
+  UPSTREAM_REMOVED: 'upstream_removed',
+  /** Closed by `connection.close()` from user code. */
+  CLOSED_BY_USER: 'closed_by_user',
+} as const;
+
+/** Union of every close reason string. */
+export type CloseReason = (typeof CloseReason)[keyof typeof CloseReason];
+
+/**
+ * Why a client was refused before anything was dialled (`rejected` event).
+ * Documented in `docs/tcp.md`.
+ */
+export const RejectReason = {
+  /** `maxConnections` connections were already active. */
+  MAX_CONNECTIONS: 'max_connections',
+  /** The proxy is closing or closed. */
+  PROXY_CLOSING: 'proxy_closing',
+  /** The client socket was already closed or had no address when it reached the proxy. */
+  INVALID_SOCKET: 'invalid_socket',
+} as const;
+
+/** Union of every rejection reason string. */
+export type RejectReason = (typeof RejectReason)[keyof typeof RejectReason];

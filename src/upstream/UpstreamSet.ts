@@ -1,0 +1,97 @@
+import type { Upstream } from './Upstream.js';
+import { upstreamId, validateUpstream, validateUpstreams } from './Upstream.js';
+import { UpstreamState } from './UpstreamState.js';
+import type { UpstreamCandidate } from './UpstreamState.js';
+
+/**
+ * The live set of upstreams of one proxy. Keeps one {@link UpstreamState} per id across
+ * `set()` calls so counters and live connection counts survive reconfiguration.
+ */
+export class UpstreamSet {
+  private states = new Map<string, UpstreamState>();
+  private all: readonly UpstreamState[] = [];
+  private availableCache: readonly UpstreamState[] | undefined;
+  /** Share (0-100) of healthy upstreams under which all upstreams are used anyway. */
+  panicThreshold = 0;
+  /** Incremented on every change of membership or health; selectors may cache on it. */
+  version = 0;
+
+  constructor(upstreams: readonly Upstream[] = []) {
+    this.set(upstreams, 'upstreams');
+  }
+
+  /** Replaces the configured set. Throws InvalidOptionError (naming `name[i]`) and changes nothing on bad input. */
+  set(upstreams: unknown, name = 'upstreams'): void {
+    const list = validateUpstreams(upstreams, name);
+    const next = new Map<string, UpstreamState>();
+    for (const upstream of list) {
+      const id = upstreamId(upstream);
+      const existing = this.states.get(id);
+      if (existing) {
+        existing.update(upstream);
+        next.set(id, existing);
+      } else {
+        next.set(id, new UpstreamState(upstream));
+      }
+    }
+    for (const [id, state] of this.states) if (!next.has(id)) state.member = false;
+    this.states = next;
+    this.all = [...next.values()];
+    this.changed();
+  }
+
+  /** Every configured upstream, healthy or not. */
+  list(): readonly UpstreamState[] {
+    return this.all;
+  }
+
+  get size(): number {
+    return this.all.length;
+  }
+
+  get(id: string): UpstreamState | undefined {
+    return this.states.get(id);
+  }
+
+  /** Call after a health change so the cached candidate list is rebuilt. */
+  changed(): void {
+    this.availableCache = undefined;
+    this.version++;
+  }
+
+  /**
+   * Upstreams a selector may choose: healthy ones; all of them when the healthy share is below
+   * `panicThreshold` percent (Envoy's panic mode) or when none is healthy and panic is on.
+   * The returned array is cached until the next change, so it is cheap per connection.
+   */
+  available(): readonly UpstreamState[] {
+    if (this.availableCache) return this.availableCache;
+    const healthy = this.all.filter((state) => state.healthy);
+    const panic =
+      this.panicThreshold > 0 && healthy.length * 100 < this.panicThreshold * this.all.length;
+    this.availableCache = panic ? this.all : healthy;
+    return this.availableCache;
+  }
+
+  /**
+   * Maps what a selector returned to live state: one of the candidates, the `Upstream` object of
+   * one, an upstream of the set by id, or (for a brand-new upstream object) a detached state that
+   * is dialled but not kept in the set.
+   */
+  resolve(choice: UpstreamCandidate | Upstream): UpstreamState {
+    if (choice instanceof UpstreamState) return choice;
+    const id = upstreamId(choice);
+    const state = this.states.get(id);
+    if (
+      state &&
+      (state === choice ||
+        state.upstream === choice ||
+        (state.host === choice.host && state.port === choice.port))
+    ) {
+      return state;
+    }
+    const detached = new UpstreamState(validateUpstream(choice, 'selector result'));
+    detached.member = false;
+    return detached;
+  }
+}

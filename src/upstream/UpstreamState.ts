@@ -1,0 +1,99 @@
+import type { Upstream } from './Upstream.js';
+import { upstreamId } from './Upstream.js';
+
+/**
+ * An upstream as a selector sees it: the configured entry plus its live state.
+ * The same object lives as long as its id stays in the set, so a selector may keep
+ * per-upstream state in a `WeakMap` keyed by it.
+ */
+export interface UpstreamCandidate {
+  /** `upstream.id`, or `host:port`. */
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+  /** Effective weight (default 1). */
+  readonly weight: number;
+  /** Effective failover priority (default 0, tried first). */
+  readonly priority: number;
+  readonly metadata: Readonly<Record<string, unknown>> | undefined;
+  /** The entry as given to the proxy. */
+  readonly upstream: Upstream;
+  /** Live connections (TCP, connecting ones included) or sessions (UDP) on this upstream. */
+  readonly active: number;
+  /** False while health checking or passive ejection keeps traffic off it. */
+  readonly healthy: boolean;
+}
+
+/** Counters kept per upstream; they survive `setUpstreams` for ids that stay. */
+export interface UpstreamCounters {
+  /** Connections (TCP) or sessions (UDP) opened to this upstream, attempts included. */
+  total: number;
+  connectFailures: number;
+  connectTimeouts: number;
+  /** Bytes received from the upstream. */
+  rxBytes: number;
+  /** Bytes sent to the upstream. */
+  txBytes: number;
+  rxDatagrams: number;
+  txDatagrams: number;
+  /** Socket or send errors other than connect failures. */
+  errors: number;
+}
+
+/** Internal, mutable live state of one upstream. */
+export class UpstreamState implements UpstreamCandidate {
+  id: string;
+  host: string;
+  port: number;
+  weight: number;
+  priority: number;
+  metadata: Readonly<Record<string, unknown>> | undefined;
+  upstream: Upstream;
+  active = 0;
+  /** Result of active health checks (true until a check says otherwise). */
+  checkHealthy = true;
+  /** Passive ejection: not selectable until this time (ms since epoch); 0 when not ejected. */
+  ejectedUntil = 0;
+  /** Whether this upstream is still in the configured set. */
+  member = true;
+  readonly counters: UpstreamCounters = {
+    total: 0,
+    connectFailures: 0,
+    connectTimeouts: 0,
+    rxBytes: 0,
+    txBytes: 0,
+    rxDatagrams: 0,
+    txDatagrams: 0,
+    errors: 0,
+  };
+
+  constructor(upstream: Upstream) {
+    this.id = upstreamId(upstream);
+    this.host = upstream.host;
+    this.port = upstream.port;
+    this.weight = upstream.weight ?? 1;
+    this.priority = upstream.priority ?? 0;
+    this.metadata = upstream.metadata;
+    this.upstream = upstream;
+  }
+
+  get healthy(): boolean {
+    return this.checkHealthy && this.ejectedUntil === 0;
+  }
+
+  /** Takes a new configuration for the same id, keeping live state and counters. */
+  update(upstream: Upstream): void {
+    this.host = upstream.host;
+    this.port = upstream.port;
+    this.weight = upstream.weight ?? 1;
+    this.priority = upstream.priority ?? 0;
+    this.metadata = upstream.metadata;
+    this.upstream = upstream;
+    this.member = true;
+  }
+
+  /** `host:port` for messages and summaries. */
+  get address(): string {
+    return this.host.includes(':') ? `[${this.host}]:${this.port}` : `${this.host}:${this.port}`;
+  }
+}
