@@ -1,0 +1,117 @@
+import { once } from 'node:events';
+import net from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
+
+/** Rejects after `ms` with a message naming what was awaited, so a stuck test fails fast. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
+    }, ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => {
+    clearTimeout(timer);
+  });
+}
+
+/** Waits for one event, bounded in time. */
+export async function waitFor<T extends unknown[] = unknown[]>(
+  emitter: NodeJS.EventEmitter,
+  event: string,
+  ms = 5_000,
+): Promise<T> {
+  return (await withTimeout(once(emitter, event), ms, `'${event}'`)) as T;
+}
+
+/** Starts a server on 127.0.0.1 (or `host`) and an ephemeral port. */
+export async function listen(server: Server, host = '127.0.0.1'): Promise<number> {
+  server.listen(0, host);
+  await waitFor(server, 'listening');
+  return (server.address() as AddressInfo).port;
+}
+
+/** An echo server that honours half-close; tracks its sockets so `close()` ends them all. */
+export async function echoServer(host = '127.0.0.1'): Promise<{
+  server: Server;
+  port: number;
+  sockets: Set<Socket>;
+  close(): Promise<void>;
+}> {
+  const sockets = new Set<Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.on('close', () => sockets.delete(socket));
+    socket.pipe(socket);
+  });
+  const port = await listen(server, host);
+  return {
+    server,
+    port,
+    sockets,
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      );
+    },
+  };
+}
+
+/** Connects, resolves once connected. */
+export async function connect(port: number, host = '127.0.0.1'): Promise<Socket> {
+  const socket = net.connect({ port, host, allowHalfOpen: true });
+  socket.on('error', () => undefined);
+  await waitFor(socket, 'connect');
+  return socket;
+}
+
+/** Collects everything a socket reads until it ends or closes. */
+export function readAll(socket: Socket, ms = 10_000): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+  return withTimeout(
+    new Promise<Buffer>((resolve) => {
+      const done = (): void => {
+        resolve(Buffer.concat(chunks));
+      };
+      socket.once('end', done);
+      socket.once('close', done);
+    }),
+    ms,
+    'socket end',
+  );
+}
+
+/** Resolves when a socket closes, with the error it closed on (if any). */
+export function closed(socket: Socket, ms = 10_000): Promise<Error | undefined> {
+  let error: Error | undefined;
+  socket.on('error', (err) => {
+    error = err;
+  });
+  if (socket.destroyed) return Promise.resolve(error);
+  return withTimeout(
+    new Promise((resolve) =>
+      socket.once('close', () => {
+        resolve(error);
+      }),
+    ),
+    ms,
+    'socket close',
+  );
+}
+
+/** A port on 127.0.0.1 that refuses connections (bound, then released). */
+export async function refusedPort(): Promise<number> {
+  const server = net.createServer();
+  const port = await listen(server);
+  await new Promise<void>((resolve) =>
+    server.close(() => {
+      resolve();
+    }),
+  );
+  return port;
+}
