@@ -183,9 +183,12 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private selectorFailed(err: unknown): void {
     if (this.reason !== undefined) return;
     const error =
-      err instanceof L4Error
+      err instanceof SelectorError
         ? err
-        : new SelectorError('The upstream selector failed; see `cause`.', err);
+        : new SelectorError(
+            `The upstream selector failed: ${err instanceof Error ? err.message : String(err)}`,
+            err,
+          );
     this.fail(CloseReason.SELECTOR_ERROR, error, true);
   }
 

@@ -17,11 +17,25 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): P
 
 /** Waits for one event, bounded in time. */
 export async function waitFor<T extends unknown[] = unknown[]>(
-  emitter: NodeJS.EventEmitter,
+  emitter: NodeJS.EventEmitter | MinimalEmitter,
   event: string,
   ms = 5_000,
 ): Promise<T> {
-  return (await withTimeout(once(emitter, event), ms, `'${event}'`)) as T;
+  if ('setMaxListeners' in emitter) {
+    return (await withTimeout(once(emitter, event), ms, `'${event}'`)) as T;
+  }
+  return withTimeout(
+    new Promise<T>((resolve) => {
+      emitter.once(event, (...args: unknown[]) => { resolve(args as T); });
+    }),
+    ms,
+    `'${event}'`,
+  );
+}
+
+/** The part of an eventemitter3 emitter that waitFor needs. */
+export interface MinimalEmitter {
+  once(event: string, listener: (...args: unknown[]) => void): unknown;
 }
 
 /** Starts a server on 127.0.0.1 (or `host`) and an ephemeral port. */
@@ -86,22 +100,32 @@ export function readAll(socket: Socket, ms = 10_000): Promise<Buffer> {
   );
 }
 
-/** Resolves when a socket closes, with the error it closed on (if any). */
+/**
+ * Resolves when a socket closes, with the error it closed on (if any). Reads and discards what
+ * arrives, and answers the peer's FIN with its own, so a half-open socket can finish closing.
+ */
 export function closed(socket: Socket, ms = 10_000): Promise<Error | undefined> {
   let error: Error | undefined;
   socket.on('error', (err) => {
     error = err;
   });
   if (socket.destroyed) return Promise.resolve(error);
+  socket.on('end', () => {
+    if (!socket.writableEnded) socket.end();
+  });
+  socket.resume();
   return withTimeout(
-    new Promise((resolve) =>
-      socket.once('close', () => {
-        resolve(error);
-      }),
-    ),
+    new Promise((resolve) => socket.once('close', () => { resolve(error); })),
     ms,
     'socket close',
   );
+}
+
+/** Connects without waiting: for peers the proxy may refuse or reset at once. */
+export function dial(port: number, host = '127.0.0.1'): Socket {
+  const socket = net.connect({ port, host, allowHalfOpen: true });
+  socket.on('error', () => undefined);
+  return socket;
 }
 
 /** A port on 127.0.0.1 that refuses connections (bound, then released). */

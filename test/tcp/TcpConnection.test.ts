@@ -1,0 +1,441 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import { describe, test } from 'node:test';
+import { CloseReason } from '../../src/index.js';
+import type { SelectionContext, Upstream } from '../../src/index.js';
+import { closed, connect, dial, echoServer, listen, readAll, refusedPort, waitFor, withTimeout } from '../helpers/net.js';
+import { startProxy } from '../helpers/proxy.js';
+
+const local = (port: number): Upstream => ({ host: '127.0.0.1', port });
+
+/** A server whose accepted sockets are handed to `onSocket`; closes everything at the end. */
+async function customServer(onSocket: (socket: Socket) => void) {
+  const sockets = new Set<Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.on('close', () => sockets.delete(socket));
+    onSocket(socket);
+  });
+  const port = await listen(server);
+  return {
+    port,
+    sockets,
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => { resolve(); }));
+    },
+  };
+}
+
+describe('TcpConnection relay', () => {
+  test('relays bytes both ways and closes cleanly with reason completed', async () => {
+    const echo = await echoServer();
+    const { proxy, port, closes } = await startProxy({ upstreams: [local(echo.port)] });
+    const client = await connect(port);
+    const reply = readAll(client);
+    client.end('hello through the proxy');
+    assert.equal((await reply).toString(), 'hello through the proxy');
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.COMPLETED);
+    assert.equal(summary.bytesFromClient, 23);
+    assert.equal(summary.bytesToUpstream, 23);
+    assert.equal(summary.bytesFromUpstream, 23);
+    assert.equal(summary.bytesToClient, 23);
+    assert.equal(summary.upstream?.port, echo.port);
+    assert.equal(summary.upstreamConnected, true);
+    assert.equal(summary.attempts, 1);
+    assert.equal(summary.clientAddress, '127.0.0.1');
+    assert.equal(summary.localPort, port);
+    await proxy.close();
+    await echo.close();
+  });
+
+  test('dials the upstream at once so server-speaks-first protocols work', async () => {
+    const greeter = await customServer((socket) => socket.end('220 ready\r\n'));
+    const { proxy, port, closes } = await startProxy({ upstreams: [local(greeter.port)] });
+    const client = await connect(port);
+    const greeting = readAll(client);
+    assert.equal((await greeting).toString(), '220 ready\r\n');
+    client.end();
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.COMPLETED);
+    await proxy.close();
+    await greeter.close();
+  });
+
+  test('holds bytes sent before the upstream is ready and delivers them first, in order', async () => {
+    const received: Buffer[] = [];
+    const upstream = await customServer((socket) => {
+      socket.on('data', (chunk: Buffer) => received.push(chunk));
+      socket.on('end', () => socket.end('done'));
+    });
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [local(upstream.port)],
+      selector: async (ctx) => {
+        await gate;
+        return ctx.candidates[0];
+      },
+    });
+    const client = await connect(port);
+    const reply = readAll(client);
+    for (let i = 0; i < 10; i++) client.write(`part-${i};`);
+    // Wait until the proxy has read everything the client sent, then let selection finish.
+    await withTimeout(
+      (async () => {
+        for (let i = 0; i < 200; i++) {
+          if ((proxy.connections()[0]?.bytesFromClient ?? 0) >= 70) return;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        throw new Error('proxy did not read the early bytes');
+      })(),
+      5_000,
+      'early bytes',
+    );
+    release();
+    client.end('tail');
+    assert.equal((await reply).toString(), 'done');
+    const expected = Array.from({ length: 10 }, (_, i) => `part-${i};`).join('') + 'tail';
+    assert.equal(Buffer.concat(received).toString(), expected);
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.COMPLETED);
+    await proxy.close();
+    await upstream.close();
+  });
+
+  test('bounds what it holds before the upstream is ready, then delivers all of it', async () => {
+    let receivedBytes = 0;
+    const upstream = await customServer((socket) => {
+      socket.on('data', (chunk: Buffer) => (receivedBytes += chunk.length));
+      socket.on('end', () => socket.end());
+    });
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [local(upstream.port)],
+      maxEarlyData: 16 * 1024,
+      selector: async (ctx) => {
+        await gate;
+        return ctx.candidates[0];
+      },
+    });
+    const client = await connect(port);
+    const total = 8 * 1024 * 1024;
+    const chunk = Buffer.alloc(64 * 1024, 7);
+    let written = 0;
+    const writer = (async () => {
+      while (written < total) {
+        written += chunk.length;
+        if (!client.write(chunk)) await waitFor(client, 'drain', 20_000);
+      }
+      client.end();
+    })();
+    // The client fills the kernel buffers and stalls: the proxy stops reading at the bound.
+    await withTimeout(
+      (async () => {
+        let stable = 0;
+        let last = -1;
+        for (let i = 0; i < 2_000 && stable < 50; i++) {
+          const held = proxy.connections()[0]?.bytesFromClient ?? 0;
+          stable = held === last ? stable + 1 : 0;
+          last = held;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      })(),
+      10_000,
+      'the proxy to stop reading',
+    );
+    const held = proxy.connections()[0]?.bytesFromClient ?? 0;
+    assert.ok(held < 16 * 1024 + 2 * 65536, `proxy read ${held} bytes before connecting`);
+    assert.ok(written > held, 'the client wrote more than the proxy held');
+    release();
+    await withTimeout(writer, 20_000, 'the writer');
+    const [summary] = await closes(1, 20_000);
+    assert.equal(summary?.reason, CloseReason.COMPLETED);
+    assert.equal(receivedBytes, total);
+    await proxy.close();
+    await upstream.close();
+  });
+
+  test('half-close: after the client FIN the upstream reply still arrives', async () => {
+    const upstream = await customServer((socket) => {
+      const chunks: Buffer[] = [];
+      socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+      // Reply only after the client finished sending.
+      socket.on('end', () => {
+        socket.write('got:');
+        setImmediate(() => socket.end(Buffer.concat(chunks)));
+      });
+    });
+    const { proxy, port, closes } = await startProxy({ upstreams: [local(upstream.port)] });
+    const client = await connect(port);
+    const reply = readAll(client);
+    client.end('request');
+    assert.equal((await reply).toString(), 'got:request');
+    assert.equal((await closes(1))[0]?.reason, CloseReason.COMPLETED);
+    await proxy.close();
+    await upstream.close();
+  });
+
+  test('half-close: after the upstream FIN the client can still send', async () => {
+    const received: Buffer[] = [];
+    let upstreamEnded!: () => void;
+    const upstreamDone = new Promise<void>((resolve) => (upstreamEnded = resolve));
+    const upstreamServer = await customServer((socket) => {
+      socket.end('bye first');
+      socket.on('data', (chunk: Buffer) => received.push(chunk));
+      socket.on('end', () => { upstreamEnded(); });
+    });
+    const { proxy, port, closes } = await startProxy({ upstreams: [local(upstreamServer.port)] });
+    const client = await connect(port);
+    const greeting = readAll(client);
+    await waitFor(client, 'end');
+    assert.equal((await greeting).toString(), 'bye first');
+    client.write('still ');
+    client.end('talking');
+    await withTimeout(upstreamDone, 5_000, 'upstream end');
+    assert.equal(Buffer.concat(received).toString(), 'still talking');
+    assert.equal((await closes(1))[0]?.reason, CloseReason.COMPLETED);
+    await proxy.close();
+    await upstreamServer.close();
+  });
+
+  test('an upstream reset resets the client (reason upstream_reset)', async () => {
+    const upstream = await customServer((socket) => {
+      socket.once('data', () => socket.resetAndDestroy());
+    });
+    const { proxy, port, closes } = await startProxy({ upstreams: [local(upstream.port)] });
+    const client = await connect(port);
+    const clientClosed = closed(client);
+    client.write('trigger');
+    const error = (await clientClosed) as NodeJS.ErrnoException | undefined;
+    assert.equal(error?.code, 'ECONNRESET');
+    assert.equal((await closes(1))[0]?.reason, CloseReason.UPSTREAM_RESET);
+    await proxy.close();
+    await upstream.close();
+  });
+
+  test('a client reset resets the upstream (reason downstream_reset)', async () => {
+    let upstreamClosed!: Promise<Error | undefined>;
+    let markConnected!: () => void;
+    const connected = new Promise<void>((resolve) => (markConnected = resolve));
+    const upstreamServer = await customServer((socket) => {
+      upstreamClosed = closed(socket);
+      markConnected();
+    });
+    const { proxy, port, closes } = await startProxy({ upstreams: [local(upstreamServer.port)] });
+    const client = await connect(port);
+    await withTimeout(connected, 5_000, 'upstream connection');
+    await waitFor(proxy, 'upstreamConnect');
+    client.resetAndDestroy();
+    const error = (await upstreamClosed) as NodeJS.ErrnoException | undefined;
+    assert.equal(error?.code, 'ECONNRESET');
+    assert.equal((await closes(1))[0]?.reason, CloseReason.DOWNSTREAM_RESET);
+    await proxy.close();
+    await upstreamServer.close();
+  });
+
+  test('a clean close stays clean on both sides (no reset)', async () => {
+    let upstreamError: Promise<Error | undefined> | undefined;
+    const upstream = await customServer((socket) => {
+      socket.on('end', () => socket.end('ok'));
+      upstreamError = closed(socket);
+    });
+    const { proxy, port, closes } = await startProxy({ upstreams: [local(upstream.port)] });
+    const client = await connect(port);
+    const clientError = closed(client);
+    client.resume();
+    client.end('x');
+    assert.equal(await clientError, undefined);
+    assert.equal(await upstreamError, undefined);
+    assert.equal((await closes(1))[0]?.reason, CloseReason.COMPLETED);
+    await proxy.close();
+    await upstream.close();
+  });
+});
+
+describe('TcpConnection connect and retries', () => {
+  test('tries another upstream when one refuses, and reports the failed attempt', async () => {
+    const echo = await echoServer();
+    const dead = await refusedPort();
+    const errors: string[] = [];
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [local(dead), local(echo.port)],
+    });
+    proxy.on('upstreamError', (_connection, upstream, error) => errors.push(`${upstream.port}:${error.code}`));
+    const client = await connect(port);
+    const reply = readAll(client);
+    client.end('retry me');
+    assert.equal((await reply).toString(), 'retry me');
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.COMPLETED);
+    assert.equal(summary.attempts, 2);
+    assert.deepEqual(errors, [`${dead}:ERR_L4_CONNECT_FAILED`]);
+    assert.equal(proxy.stats().upstreams[`127.0.0.1:${dead}`]?.upstream_cx_connect_fail, 1);
+    await proxy.close();
+    await echo.close();
+  });
+
+  test('when every upstream refuses, the client is reset and the reason is connect_failed', async () => {
+    const dead = [await refusedPort(), await refusedPort(), await refusedPort(), await refusedPort()];
+    const tried: number[] = [];
+    const { proxy, port, closes } = await startProxy({
+      upstreams: dead.map(local),
+      maxConnectAttempts: 3,
+    });
+    proxy.on('upstreamError', (_c, upstream) => tried.push(upstream.port));
+    const client = await connect(port);
+    const error = (await closed(client)) as NodeJS.ErrnoException | undefined;
+    assert.equal(error?.code, 'ECONNRESET');
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.CONNECT_FAILED);
+    assert.equal(summary.attempts, 3);
+    assert.equal(new Set(tried).size, 3, 'each attempt went to a different upstream');
+    assert.equal(summary.error?.name, 'ConnectFailedError');
+    assert.equal(proxy.stats().upstream_cx_connect_attempts_exceeded, 1);
+    await proxy.close();
+  });
+
+  test('stops after the last untried upstream even below maxConnectAttempts', async () => {
+    const dead = await refusedPort();
+    const { proxy, port, closes } = await startProxy({ upstreams: [local(dead)], maxConnectAttempts: 5 });
+    const client = await connect(port);
+    await closed(client);
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.CONNECT_FAILED);
+    assert.equal(summary.attempts, 1);
+    await proxy.close();
+  });
+
+  test('with no upstream the client is closed with reason no_upstream', async () => {
+    const { proxy, port, closes } = await startProxy({ upstreams: [] });
+    const client = dial(port);
+    await closed(client);
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.NO_UPSTREAM);
+    assert.equal(summary.error?.name, 'NoUpstreamError');
+    assert.equal(proxy.stats().downstream_cx_no_route, 1);
+    await proxy.close();
+  });
+
+  for (const [name, selector] of [
+    ['throws', (): Upstream => { throw new Error('boom'); }],
+    ['rejects', (): Promise<Upstream> => Promise.reject(new Error('boom'))],
+    ['returns garbage', (): Upstream => ({ host: '', port: -1 })],
+  ] as const) {
+    test(`a selector that ${name} closes only that connection with selector_error`, async () => {
+      const echo = await echoServer();
+      let calls = 0;
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [local(echo.port)],
+        selector: (ctx: SelectionContext) => (++calls === 1 ? selector() : ctx.candidates[0]),
+      });
+      const first = dial(port);
+      await closed(first);
+      const second = await connect(port);
+      const reply = readAll(second);
+      second.end('still serving');
+      assert.equal((await reply).toString(), 'still serving');
+      const summaries = await closes(2);
+      assert.deepEqual(
+        summaries.map((s) => s.reason).sort(),
+        [CloseReason.COMPLETED, CloseReason.SELECTOR_ERROR].sort(),
+      );
+      const failed = summaries.find((s) => s.reason === CloseReason.SELECTOR_ERROR);
+      assert.equal((failed?.error as { code?: string } | undefined)?.code, 'ERR_L4_SELECTOR');
+      await proxy.close();
+      await echo.close();
+    });
+  }
+
+  test('aborts the selection signal when the client leaves during an async selection', async () => {
+    const echo = await echoServer();
+    let seen: AbortSignal | undefined;
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [local(echo.port)],
+      selector: async (ctx) => {
+        seen = ctx.signal;
+        await gate;
+        return ctx.candidates[0];
+      },
+    });
+    const client = await connect(port);
+    await withTimeout(
+      (async () => {
+        for (let i = 0; i < 1_000 && seen === undefined; i++) await new Promise((r) => setImmediate(r));
+      })(),
+      5_000,
+      'the selector call',
+    );
+    client.resetAndDestroy();
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.DOWNSTREAM_RESET);
+    assert.equal(seen?.aborted, true);
+    release();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(echo.sockets.size, 0, 'no upstream connection after the client left');
+    await proxy.close();
+    await echo.close();
+  });
+});
+
+describe('TcpConnection timeouts', () => {
+  test('idleTimeout closes a connection with no traffic (reason idle_timeout)', async () => {
+    const echo = await echoServer();
+    const { proxy, port, closes } = await startProxy({ upstreams: [local(echo.port)], idleTimeout: 150 });
+    const client = await connect(port);
+    await closed(client);
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.IDLE_TIMEOUT);
+    assert.ok(summary.durationMs >= 140, `closed after ${summary.durationMs} ms`);
+    assert.equal(proxy.stats().idle_timeout, 1);
+    await proxy.close();
+    await echo.close();
+  });
+
+  test('traffic keeps a connection alive past idleTimeout', async () => {
+    const echo = await echoServer();
+    const { proxy, port, closes } = await startProxy({ upstreams: [local(echo.port)], idleTimeout: 200 });
+    const client = await connect(port);
+    const started = Date.now();
+    let echoed = 0;
+    client.on('data', (chunk: Buffer) => (echoed += chunk.length));
+    // Ping every ~50 ms for ~600 ms: three idle periods, never idle for one.
+    for (let i = 0; i < 12; i++) {
+      client.write('.');
+      await waitFor(client, 'data');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.ok(Date.now() - started >= 550);
+    assert.equal(proxy.stats().downstream_cx_active, 1);
+    client.end();
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.COMPLETED);
+    assert.ok(echoed >= 12);
+    await proxy.close();
+    await echo.close();
+  });
+
+  test('maxConnectionDuration closes even a busy connection (reason max_duration)', async () => {
+    const echo = await echoServer();
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [local(echo.port)],
+      maxConnectionDuration: 200,
+    });
+    const client = await connect(port);
+    client.resume();
+    const timer = setInterval(() => client.write('busy'), 20);
+    await closed(client);
+    clearInterval(timer);
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.MAX_DURATION);
+    assert.equal(proxy.stats().max_downstream_connection_duration, 1);
+    await proxy.close();
+    await echo.close();
+  });
+});
