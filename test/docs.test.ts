@@ -1,0 +1,31 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { CloseReason, ErrorCode, RejectReason } from '../src/index.js';
+
+const read = (path: string): string => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
+
+/** Every stable string a user may match on must be in the docs, in backticks. */
+function assertDocumented(doc: string, values: readonly string[], what: string): void {
+  const text = read(doc);
+  const missing = values.filter((value) => !text.includes(`\`${value}\``));
+  assert.deepEqual(missing, [], `${what} missing from ${doc}`);
+}
+
+test('every error code is documented in docs/tcp.md', () => {
+  assertDocumented('docs/tcp.md', Object.values(ErrorCode), 'error codes');
+});
+
+test('every TCP close reason is documented in docs/tcp.md', () => {
+  assertDocumented('docs/tcp.md', Object.values(CloseReason), 'close reasons');
+});
+
+test('every TCP rejection reason is documented in docs/tcp.md', () => {
+  assertDocumented('docs/tcp.md', Object.values(RejectReason), 'rejection reasons');
+});
+
+test('the README opens with the two commands a newcomer runs', () => {
+  const head = read('README.md').split('\n').slice(0, 12).join('\n');
+  assert.match(head, /npm install && npm start/);
+  assert.match(head, /npm test/);
+});

@@ -1,0 +1,60 @@
+/**
+ * Type-level tests: tsc checks this file in CI (`npm run typecheck` and the test build). Each
+ * `@ts-expect-error` covers one case, on an object literal that is otherwise valid, so the
+ * directive cannot pass for the wrong reason. `scripts/check-type-tests.sh` widens ProxyMode and
+ * checks that these directives then fail.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { expectTypeOf } from 'expect-type';
+import { TcpProxy } from '../src/index.js';
+import type {
+  ProxyMode,
+  SelectionContext,
+  TcpConnectionSummary,
+  TcpProxyOptions,
+  UpstreamCandidate,
+  UpstreamSelector,
+} from '../src/index.js';
+
+const upstreams = [{ host: '127.0.0.1', port: 1 }];
+
+test('ProxyMode is exactly non-transparent', () => {
+  expectTypeOf<ProxyMode>().toEqualTypeOf<'non-transparent'>();
+  expectTypeOf<TcpProxyOptions['mode']>().toEqualTypeOf<'non-transparent' | undefined>();
+  const ok: TcpProxyOptions = { mode: 'non-transparent', upstreams };
+  // @ts-expect-error transparent mode is not a ProxyMode
+  const transparent: TcpProxyOptions = { mode: 'transparent', upstreams };
+  // @ts-expect-error the constructor refuses transparent mode at compile time too
+  const refused = () => new TcpProxy({ mode: 'transparent', upstreams });
+  assert.equal(ok.mode, 'non-transparent');
+  assert.equal(transparent.mode, 'transparent');
+  assert.equal(typeof refused, 'function');
+});
+
+test('selectors are plain functions, sync or async, over a typed context', () => {
+  const sync: UpstreamSelector = (ctx) => ctx.candidates[0];
+  const async: UpstreamSelector = async (ctx) => {
+    await Promise.resolve();
+    return ctx.candidates.find((c) => c.active === 0);
+  };
+  const adHoc: UpstreamSelector = () => ({ host: 'example.test', port: 80 });
+  // @ts-expect-error a selector must return an upstream, not a string
+  const wrong: UpstreamSelector = () => 'upstream-1';
+  expectTypeOf<SelectionContext['candidates']>().toEqualTypeOf<readonly UpstreamCandidate[]>();
+  expectTypeOf<SelectionContext['protocol']>().toEqualTypeOf<'tcp' | 'udp'>();
+  assert.equal([sync, async, adHoc, wrong].length, 4);
+});
+
+test('event listeners are type-checked', () => {
+  const proxy = new TcpProxy({ upstreams });
+  proxy.on('connectionClose', (summary) => {
+    expectTypeOf(summary).toEqualTypeOf<TcpConnectionSummary>();
+  });
+  // @ts-expect-error connectionClose gives a summary object, not a number
+  proxy.on('connectionClose', (summary: number) => summary);
+  // @ts-expect-error there is no such event
+  proxy.on('conection', () => undefined);
+  assert.equal(proxy.listenerCount('connectionClose'), 2);
+  void proxy.close();
+});
