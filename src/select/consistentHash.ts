@@ -75,9 +75,13 @@ export function consistentHash(options: ConsistentHashOptions = {}): UpstreamSel
     const hash = hashKey(value);
     const cached = tables.get(candidates);
     if (cached) return cached.members[cached.lookup(hash)];
-    if (ctx.tried.length > 0 && last !== undefined) {
-      const retry = pickAmong(last, candidates, hash);
-      if (retry !== undefined) return retry;
+    if (ctx.tried.length > 0) {
+      // A retry: walk the table of the set the first attempt saw (candidates + tried), so the
+      // result depends only on the key and the sets, not on this selector's history.
+      if (last === undefined || !holdsExactly(last, candidates, ctx.tried)) {
+        last = build([...candidates, ...ctx.tried]);
+      }
+      return pickAmong(last, candidates, hash);
     }
     last = tableFor(candidates);
     return last.members[last.lookup(hash)];
@@ -104,10 +108,20 @@ function tableBuilder(
     : (candidates) => new MaglevTable(candidates, tableSize);
 }
 
-/**
- * A retry's pick in the table of the set it started from, skipping members that are no longer
- * candidates; undefined when some candidate is not in that table (the set changed meanwhile).
- */
+/** Whether `table` was built over exactly `candidates` and `tried` (disjoint lists). */
+function holdsExactly(
+  table: HashTable,
+  candidates: readonly UpstreamCandidate[],
+  tried: readonly UpstreamCandidate[],
+): boolean {
+  if (table.members.length !== candidates.length + tried.length) return false;
+  return (
+    candidates.every((candidate) => table.positions.has(candidate)) &&
+    tried.every((candidate) => table.positions.has(candidate))
+  );
+}
+
+/** The first candidate at or after the key's position in `table`, skipping members that are not candidates. */
 function pickAmong(
   table: HashTable,
   candidates: readonly UpstreamCandidate[],
@@ -116,8 +130,7 @@ function pickAmong(
   const allowed = new Uint8Array(table.members.length);
   for (const candidate of candidates) {
     const index = table.positions.get(candidate);
-    if (index === undefined) return undefined;
-    allowed[index] = 1;
+    if (index !== undefined) allowed[index] = 1;
   }
   return table.members[table.lookupAllowed(hash, allowed)];
 }

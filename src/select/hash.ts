@@ -80,7 +80,8 @@ function encode(text: string): number {
 /** XXH32 of a key: a string is hashed as its UTF-8 bytes, so `'a'` and `Buffer.from('a')` agree. */
 export function hashKey(key: string | Uint8Array, seed = 0): number {
   if (typeof key !== 'string') return xxHash32(key, seed);
-  return xxHash32(scratch, seed, encode(key));
+  const length = encode(key); // may replace `scratch`, so read it after
+  return xxHash32(scratch, seed, length);
 }
 
 /** XXH32 of `text` in UTF-8 followed by `index` as 4 little-endian bytes (ring points, probe seeds). */

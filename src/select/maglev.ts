@@ -68,10 +68,15 @@ function fill(members: readonly UpstreamCandidate[], size: number): Int32Array {
     for (const cursor of cursors) {
       if (round * cursor.weight < cursor.target) continue;
       cursor.target += maxWeight;
+      const skip = cursor.skip;
       let slot = cursor.next;
-      while (slots[slot] !== -1) slot = (slot + cursor.skip) % size;
+      while (slots[slot] !== -1) {
+        slot += skip;
+        if (slot >= size) slot -= size;
+      }
       slots[slot] = cursor.index;
-      cursor.next = (slot + cursor.skip) % size;
+      slot += skip;
+      cursor.next = slot >= size ? slot - size : slot;
       if (++filled === size) return slots;
     }
   }
