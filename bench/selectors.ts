@@ -11,7 +11,7 @@ import { roundRobin } from '../src/select/roundRobin.js';
 import type { SelectionContext, UpstreamSelector } from '../src/select/SelectionContext.js';
 import type { Upstream } from '../src/upstream/Upstream.js';
 import { UpstreamSet } from '../src/upstream/UpstreamSet.js';
-import type { UpstreamCandidate, UpstreamState } from '../src/upstream/UpstreamState.js';
+import type { UpstreamCandidate } from '../src/upstream/UpstreamState.js';
 
 const signal = new AbortController().signal;
 
@@ -109,7 +109,7 @@ function loadedLeast(): number[] {
   const set = new UpstreamSet(named(WEIGHTS));
   const selector = leastConnections({ rng: seeded(3) });
   const ctx = context(set);
-  for (let i = 0; i < PICKS / 100; i++) (pick(selector, ctx) as UpstreamState).active++;
+  for (let i = 0; i < PICKS / 100; i++) set.get(pick(selector, ctx).id)!.active++;
   return set.list().map((state) => state.active);
 }
 
@@ -137,7 +137,7 @@ export function movement(
     const id = pick(selector, context(set, clientAddress(i))).id;
     if (id !== first[i]) {
       moved++;
-      if (staying.has(first[i]!)) movedFromStaying++;
+      if (staying.has(first[i])) movedFromStaying++;
     }
   }
   const mean = keys / before.length;

@@ -18,7 +18,9 @@ const address = (i: number): string => `10.${(i >>> 16) & 255}.${(i >>> 8) & 255
 
 /** The upstream id chosen for each of KEYS client addresses. */
 function assign(selector: UpstreamSelector, set: UpstreamSet): string[] {
-  return Array.from({ length: KEYS }, (_, i) => pickId(selector, contextFor(set, { clientAddress: address(i) }))!);
+  return Array.from({ length: KEYS }, (_, i) =>
+    pickId(selector, contextFor(set, { clientAddress: address(i) }))!,
+  );
 }
 
 function shares(ids: readonly string[]): Map<string, number> {
@@ -60,7 +62,12 @@ describe('consistentHash', () => {
       });
 
       test(`10 equal upstreams each get 100 000 keys / 10 within ±${SPREAD[algorithm] * 100}%`, () => {
-        const counts = shares(assign(consistentHash({ algorithm }), new UpstreamSet(named(new Array<number>(10).fill(1)))));
+        const counts = shares(
+          assign(
+            consistentHash({ algorithm }),
+            new UpstreamSet(named(new Array<number>(10).fill(1))),
+          ),
+        );
         assert.equal(counts.size, 10);
         for (const [id, count] of counts) {
           assert.ok(Math.abs(count / (KEYS / 10) - 1) <= SPREAD[algorithm], `${id}: ${count}`);
@@ -108,7 +115,9 @@ describe('consistentHash', () => {
       });
 
       test('weights 4:2:1:1 give key shares 50/25/12.5/12.5 within ±2.5 points', () => {
-        const counts = shares(assign(consistentHash({ algorithm }), new UpstreamSet(named([4, 2, 1, 1]))));
+        const counts = shares(
+          assign(consistentHash({ algorithm }), new UpstreamSet(named([4, 2, 1, 1]))),
+        );
         const expected = [0.5, 0.25, 0.125, 0.125];
         expected.forEach((share, i) => {
           const got = (counts.get(`u${i}`) ?? 0) / KEYS;
@@ -186,7 +195,10 @@ describe('consistentHash', () => {
     const set = new UpstreamSet(named(new Array<number>(7).fill(1)));
     for (let i = 0; i < 100; i++) {
       assert.equal(
-        pickId(selector, contextFor(set, { clientAddress: `::ffff:${address(i)}`, clientFamily: 'IPv6' })),
+        pickId(
+          selector,
+          contextFor(set, { clientAddress: `::ffff:${address(i)}`, clientFamily: 'IPv6' }),
+        ),
         pickId(selector, contextFor(set, { clientAddress: address(i) })),
       );
     }
@@ -198,8 +210,14 @@ describe('consistentHash', () => {
   });
 
   test('rejects invalid options naming them', () => {
-    assert.throws(() => consistentHash({ tableSize: 65536 }), { name: InvalidOptionError.name, message: /consistentHash\.tableSize/ });
-    assert.throws(() => consistentHash({ algorithm: 'rendezvous' as 'ring' }), /consistentHash\.algorithm/);
+    assert.throws(() => consistentHash({ tableSize: 65536 }), {
+      name: InvalidOptionError.name,
+      message: /consistentHash\.tableSize/,
+    });
+    assert.throws(
+      () => consistentHash({ algorithm: 'rendezvous' as 'ring' }),
+      /consistentHash\.algorithm/,
+    );
     assert.throws(() => consistentHash({ vnodes: 0 }), /consistentHash\.vnodes/);
     assert.throws(() => consistentHash({ key: 'clientAddress' as never }), /consistentHash\.key/);
     assert.throws(() => consistentHash({ seed: 1 } as never), /consistentHash\.seed/);
@@ -218,9 +236,13 @@ describe('consistentHash', () => {
       for (let i = 0; i < 8; i++) await roundTrip(rig.port);
       const totals = rig.totals();
       assert.deepEqual([...totals].sort(), [0, 0, 0, 8], String(totals));
-      const expected = pickId(consistentHash(), contextFor(new UpstreamSet(
-        rig.ids.map((id, i) => ({ id, host: '127.0.0.1', port: 1 + i })),
-      ), { clientAddress: '127.0.0.1' }));
+      const expected = pickId(
+        consistentHash(),
+        contextFor(
+          new UpstreamSet(rig.ids.map((id, i) => ({ id, host: '127.0.0.1', port: 1 + i }))),
+          { clientAddress: '127.0.0.1' },
+        ),
+      );
       assert.equal(totals[rig.ids.indexOf(expected!)], 8);
     } finally {
       await rig.close();

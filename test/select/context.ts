@@ -46,7 +46,10 @@ export function retryContext(
 }
 
 /** `n` upstreams a..: `host` 10.0.0.x, weights as given (default 1). */
-export function upstreams(weights: readonly number[], priorities: readonly number[] = []): Upstream[] {
+export function upstreams(
+  weights: readonly number[],
+  priorities: readonly number[] = [],
+): Upstream[] {
   return weights.map((weight, i) => ({
     id: String.fromCharCode(97 + i),
     host: `10.0.0.${i + 1}`,
@@ -105,7 +108,12 @@ export async function echoRig(
   const ids = servers.map((_, i) => `e${i}`);
   const proxy = new TcpProxy({
     selector,
-    upstreams: servers.map((s, i) => ({ id: `e${i}`, host: '127.0.0.1', port: s.port, ...extra(i) })),
+    upstreams: servers.map((s, i) => ({
+      id: `e${i}`,
+      host: '127.0.0.1',
+      port: s.port,
+      ...extra(i),
+    })),
   });
   const address = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo;
   return {

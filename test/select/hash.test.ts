@@ -14,7 +14,13 @@ describe('xxHash32', () => {
   });
 
   test('hashes a string key as its UTF-8 bytes, ASCII or not', () => {
-    for (const text of ['10.0.0.1', '2001:db8::1', 'bücher.example', '日本語.example', 'x'.repeat(300)]) {
+    for (const text of [
+      '10.0.0.1',
+      '2001:db8::1',
+      'bücher.example',
+      '日本語.example',
+      'x'.repeat(300),
+    ]) {
       assert.equal(hashKey(text), xxHash32(bytes(text)), text);
       assert.equal(hashKey(Buffer.from(text)), hashKey(text), text);
     }

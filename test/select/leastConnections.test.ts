@@ -6,7 +6,16 @@ import { leastConnections } from '../../src/select/leastConnections.js';
 import { UpstreamSet } from '../../src/upstream/UpstreamSet.js';
 import type { UpstreamState } from '../../src/upstream/UpstreamState.js';
 import { closed } from '../helpers/net.js';
-import { contextFor, countPicks, echoRig, openEchoed, pickId, retryContext, seeded, upstreams } from './context.js';
+import {
+  contextFor,
+  countPicks,
+  echoRig,
+  openEchoed,
+  pickId,
+  retryContext,
+  seeded,
+  upstreams,
+} from './context.js';
 
 function withActive(weights: readonly number[], active: readonly number[]): UpstreamSet {
   const set = new UpstreamSet(upstreams(weights));
@@ -37,9 +46,17 @@ describe('leastConnections', () => {
   });
 
   test('an idle pool is spread in proportion to weight (3:1 gives 75/25 within ±2 points)', () => {
-    const counts = countPicks(leastConnections({ rng: seeded(5) }), contextFor(withActive([3, 1], [0, 0])), 10_000);
+    const counts = countPicks(
+      leastConnections({ rng: seeded(5) }),
+      contextFor(withActive([3, 1], [0, 0])),
+      10_000,
+    );
     assert.ok(Math.abs((counts.get('a') ?? 0) - 7_500) <= 200, String([...counts]));
-    const four = countPicks(leastConnections({ rng: seeded(6) }), contextFor(withActive([3, 1, 1, 1], [0, 0, 0, 0])), 12_000);
+    const four = countPicks(
+      leastConnections({ rng: seeded(6) }),
+      contextFor(withActive([3, 1, 1, 1], [0, 0, 0, 0])),
+      12_000,
+    );
     assert.ok(Math.abs((four.get('a') ?? 0) - 6_000) <= 240, String([...four]));
   });
 
@@ -63,13 +80,20 @@ describe('leastConnections', () => {
   });
 
   test('choices: 1 is weighted random, ignoring load', () => {
-    const counts = countPicks(leastConnections({ choices: 1, rng: seeded(2) }), contextFor(withActive([1, 1], [100, 0])), 4_000);
+    const counts = countPicks(
+      leastConnections({ choices: 1, rng: seeded(2) }),
+      contextFor(withActive([1, 1], [100, 0])),
+      4_000,
+    );
     assert.ok(Math.abs((counts.get('a') ?? 0) - 2_000) <= 150, String([...counts]));
   });
 
   test('choices at least the candidate count compares all: exact least connections', () => {
     const set = withActive([1, 1, 1, 1, 1], [4, 3, 5, 1, 2]);
-    assert.deepEqual(Object.fromEntries(countPicks(leastConnections({ choices: 5 }), contextFor(set), 100)), { d: 100 });
+    assert.deepEqual(
+      Object.fromEntries(countPicks(leastConnections({ choices: 5 }), contextFor(set), 100)),
+      { d: 100 },
+    );
   });
 
   test('a retry only returns upstreams not tried yet', () => {
@@ -84,7 +108,10 @@ describe('leastConnections', () => {
   });
 
   test('rejects invalid options naming them', () => {
-    assert.throws(() => leastConnections({ choices: 0 }), { name: InvalidOptionError.name, message: /leastConnections\.choices/ });
+    assert.throws(() => leastConnections({ choices: 0 }), {
+      name: InvalidOptionError.name,
+      message: /leastConnections\.choices/,
+    });
     assert.throws(() => leastConnections({ choices: 1.5 }), /leastConnections\.choices/);
     assert.throws(() => leastConnections({ rng: 'x' as never }), /leastConnections\.rng/);
   });

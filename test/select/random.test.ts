@@ -3,17 +3,34 @@ import assert from 'node:assert/strict';
 import { InvalidOptionError } from '../../src/errors.js';
 import { random } from '../../src/select/random.js';
 import { UpstreamSet } from '../../src/upstream/UpstreamSet.js';
-import { contextFor, countPicks, echoRig, pickId, retryContext, roundTrip, seeded, upstreams } from './context.js';
+import {
+  contextFor,
+  countPicks,
+  echoRig,
+  pickId,
+  retryContext,
+  roundTrip,
+  seeded,
+  upstreams,
+} from './context.js';
 
 describe('random', () => {
   test('weights 3:1 give 75/25 within ±2 points over 10 000 picks', () => {
-    const counts = countPicks(random({ rng: seeded(7) }), contextFor(new UpstreamSet(upstreams([3, 1]))), 10_000);
+    const counts = countPicks(
+      random({ rng: seeded(7) }),
+      contextFor(new UpstreamSet(upstreams([3, 1]))),
+      10_000,
+    );
     assert.ok(Math.abs((counts.get('a') ?? 0) - 7_500) <= 200, String([...counts]));
     assert.equal((counts.get('a') ?? 0) + (counts.get('b') ?? 0), 10_000);
   });
 
   test('with Math.random, weights 5:3:1:1 give 50/30/10/10 within ±2 points over 10 000 picks', () => {
-    const counts = countPicks(random(), contextFor(new UpstreamSet(upstreams([5, 3, 1, 1]))), 10_000);
+    const counts = countPicks(
+      random(),
+      contextFor(new UpstreamSet(upstreams([5, 3, 1, 1]))),
+      10_000,
+    );
     const expected = { a: 5_000, b: 3_000, c: 1_000, d: 1_000 };
     for (const [id, want] of Object.entries(expected)) {
       assert.ok(Math.abs((counts.get(id) ?? 0) - want) <= 200, `${id}: ${counts.get(id)}`);
@@ -25,7 +42,10 @@ describe('random', () => {
     let i = 0;
     const selector = random({ rng: () => values[i++]! });
     const ctx = contextFor(new UpstreamSet(upstreams([2, 1, 1])));
-    assert.deepEqual(values.map(() => pickId(selector, ctx)), ['a', 'a', 'b', 'b', 'c', 'c']);
+    assert.deepEqual(
+      values.map(() => pickId(selector, ctx)),
+      ['a', 'a', 'b', 'b', 'c', 'c'],
+    );
   });
 
   test('a retry only returns upstreams not tried yet', () => {
@@ -52,7 +72,10 @@ describe('random', () => {
   });
 
   test('rejects invalid options naming them', () => {
-    assert.throws(() => random({ rng: 0.5 as never }), { name: InvalidOptionError.name, message: /random\.rng/ });
+    assert.throws(() => random({ rng: 0.5 as never }), {
+      name: InvalidOptionError.name,
+      message: /random\.rng/,
+    });
     assert.throws(() => random({ seed: 1 } as never), /random\.seed/);
   });
 

@@ -2,7 +2,15 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { roundRobin } from '../../src/select/roundRobin.js';
 import { UpstreamSet } from '../../src/upstream/UpstreamSet.js';
-import { contextFor, countPicks, echoRig, pickId, retryContext, roundTrip, upstreams } from './context.js';
+import {
+  contextFor,
+  countPicks,
+  echoRig,
+  pickId,
+  retryContext,
+  roundTrip,
+  upstreams,
+} from './context.js';
 
 describe('roundRobin', () => {
   test('weights 5,1,1 give the nginx smooth sequence a a b a c a a, cycle after cycle', () => {
