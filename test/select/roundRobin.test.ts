@@ -41,6 +41,21 @@ describe('roundRobin', () => {
     assert.equal(longest, 1, `a run of ${longest} in ${picks.join('')}`);
   });
 
+  test('scaled weights give the same sequence (300 000 : 100 000 : 100 000 like 3:1:1)', () => {
+    const selector = roundRobin();
+    const ctx = contextFor(new UpstreamSet(upstreams([300_000, 100_000, 100_000])));
+    assert.equal(Array.from({ length: 10 }, () => pickId(selector, ctx)).join(''), 'abacaabaca');
+  });
+
+  test('weights whose cycle is too long to precompute still alternate smoothly', () => {
+    // 1 000 000 + 999 999: a cycle of ~2 million picks, so each pick is computed on the fly.
+    const selector = roundRobin();
+    const ctx = contextFor(new UpstreamSet(upstreams([1_000_000, 999_999])));
+    assert.equal(Array.from({ length: 8 }, () => pickId(selector, ctx)).join(''), 'abababab');
+    const counts = countPicks(selector, ctx, 10_000);
+    assert.deepEqual(Object.fromEntries(counts), { a: 5_000, b: 5_000 });
+  });
+
   test('equal weights cycle through every upstream in order', () => {
     const set = new UpstreamSet(upstreams([1, 1, 1]));
     const selector = roundRobin();
