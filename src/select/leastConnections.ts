@@ -11,7 +11,7 @@ import { WeightTable } from './WeightTable.js';
 /** Options of {@link leastConnections}. */
 export interface LeastConnectionsOptions {
   /**
-   * Distinct upstreams sampled per pick ("power of `choices` choices"). Default 2. When it is at
+   * Distinct upstreams sampled per pick ("power of `choices` choices"), 1-64. Default 2. When it is at
    * least the number of candidates every candidate is compared (exact least connections).
    */
   readonly choices?: number;
