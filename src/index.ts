@@ -35,3 +35,14 @@ export type {
   TcpProxyEvents,
 } from './tcp/events.js';
 export { CloseReason, RejectReason } from './tcp/closeReasons.js';
+
+// ---- Selectors (issue 5) ----
+export { random } from './select/random.js';
+export type { RandomOptions } from './select/random.js';
+export { leastConnections } from './select/leastConnections.js';
+export type { LeastConnectionsOptions } from './select/leastConnections.js';
+export { consistentHash } from './select/consistentHash.js';
+export type { ConsistentHashOptions } from './select/consistentHash.js';
+export { failover } from './select/failover.js';
+export type { FailoverOptions } from './select/failover.js';
+export { withCandidates } from './select/withCandidates.js';
