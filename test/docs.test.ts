@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { CloseReason, ErrorCode, RejectReason } from '../src/index.js';
 
-const read = (path: string): string => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
+const read = (path: string): string =>
+  readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
 
 /** Every stable string a user may match on must be in the docs, in backticks. */
 function assertDocumented(doc: string, values: readonly string[], what: string): void {

@@ -21,7 +21,13 @@ test('the package exports the public API and nothing else', () => {
     'roundRobin',
   ];
   for (const name of expected) assert.ok(exported.includes(name), `${name} is exported`);
-  for (const name of ['UpstreamSet', 'UpstreamState', 'TcpConnection', 'emitSafely', 'reportError']) {
+  for (const name of [
+    'UpstreamSet',
+    'UpstreamState',
+    'TcpConnection',
+    'emitSafely',
+    'reportError',
+  ]) {
     assert.ok(!exported.includes(name), `internal ${name} is not exported`);
   }
 });

@@ -68,7 +68,18 @@ export function boolean(value: unknown, name: string, fallback: boolean): boolea
   return value;
 }
 
-export function optionalFunction<F>(value: unknown, name: string): F | undefined {
+/** Any function; callers narrow it to the signature the option documents. */
+export type AnyFunction = (...args: never[]) => unknown;
+
+/**
+ * A function option, typed as the signature the option documents (checked only as "a function":
+ * JavaScript cannot see parameter types).
+ */
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the documented signature
+export function optionalFunction<F extends AnyFunction>(
+  value: unknown,
+  name: string,
+): F | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'function') throw new InvalidOptionError(name, 'a function', value);
   return value as F;

@@ -9,13 +9,26 @@ import {
   SelectorError,
 } from '../errors.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
-import type { UpstreamState } from '../upstream/UpstreamState.js';
+import type { UpstreamCounters, UpstreamState } from '../upstream/UpstreamState.js';
 import { CloseReason } from './closeReasons.js';
 import type { TcpConnectionInfo, TcpConnectionSummary } from './events.js';
 import type { ConnectionHost } from './ConnectionHost.js';
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 const EMPTY: readonly UpstreamState[] = [];
+
+function scratchCounters(): UpstreamCounters {
+  return {
+    total: 0,
+    connectFailures: 0,
+    connectTimeouts: 0,
+    rxBytes: 0,
+    txBytes: 0,
+    rxDatagrams: 0,
+    txDatagrams: 0,
+    errors: 0,
+  };
+}
 
 function isReset(err: Error): boolean {
   return RESET_CODES.has((err as NodeJS.ErrnoException).code ?? '');
@@ -57,8 +70,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private readonly client: Socket;
   private upstreamSocket: Socket | undefined;
   private current: UpstreamState | undefined;
+  /** Counters of the current upstream; a scratch object until one is chosen (no branch per chunk). */
+  private upstreamCounters: UpstreamCounters = scratchCounters();
   private connected = false;
   private triedStates: UpstreamState[] | undefined;
+  private retryCandidates:
+    | { source: readonly UpstreamState[]; attempt: number; list: readonly UpstreamState[] }
+    | undefined;
   private abort: AbortController | undefined;
 
   /** Chunks the client sent before the upstream was ready, delivered first and in order. */
@@ -102,7 +120,18 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     const available = this.host.upstreams.available();
     const tried = this.triedStates;
     if (tried === undefined) return available;
-    return available.filter((state) => !tried.includes(state));
+    // Retries: one filtered array per attempt, so selectors may cache on its identity.
+    if (
+      this.retryCandidates?.source !== available ||
+      this.retryCandidates.attempt !== this.attempts
+    ) {
+      this.retryCandidates = {
+        source: available,
+        attempt: this.attempts,
+        list: available.filter((state) => !tried.includes(state)),
+      };
+    }
+    return this.retryCandidates.list;
   }
 
   get upstreams(): readonly UpstreamState[] {
@@ -116,6 +145,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   get upstream(): UpstreamState | undefined {
     return this.current;
+  }
+
+  /** Whether a close reason was decided (a method, so the compiler does not narrow it away). */
+  private ended(): boolean {
+    return this.reason !== undefined;
   }
 
   // ---- lifecycle ----------------------------------------------------------------------------
@@ -164,7 +198,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     }
   }
 
-  private readonly onSelected = (choice: SelectionResult): void => {
+  private readonly onSelected = (choice: SelectionResult | null): void => {
     if (this.reason !== undefined) return;
     if (choice === undefined || choice === null) {
       this.noMoreUpstreams();
@@ -209,6 +243,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   private connect(state: UpstreamState): void {
     this.current = state;
+    this.upstreamCounters = state.counters;
     (this.triedStates ??= []).push(state);
     state.active++;
     state.counters.total++;
@@ -277,7 +312,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     socket.on('end', this.onUpstreamEnd);
     socket.on('drain', this.onUpstreamDrain);
     this.host.emitUpstreamConnect(this, state);
-    if (this.reason !== undefined) return;
+    // A listener may have closed the connection.
+    if (this.ended()) return;
     this.flushEarly(socket);
   };
 
@@ -300,7 +336,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   private writeUpstream(socket: Socket, chunk: Buffer): boolean {
     this.bytesToUpstream += chunk.length;
-    this.current!.counters.txBytes += chunk.length;
+    this.upstreamCounters.txBytes += chunk.length;
     return socket.write(chunk);
   }
 
@@ -312,7 +348,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     const socket = this.upstreamSocket;
     if (this.connected && socket !== undefined) {
       this.bytesToUpstream += chunk.length;
-      this.current!.counters.txBytes += chunk.length;
+      this.upstreamCounters.txBytes += chunk.length;
       if (!socket.write(chunk)) this.pauseClient();
       return;
     }
@@ -323,7 +359,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   private readonly onUpstreamData = (chunk: Buffer): void => {
     this.bytesFromUpstream += chunk.length;
-    this.current!.counters.rxBytes += chunk.length;
+    this.upstreamCounters.rxBytes += chunk.length;
     this.lastActivity = Date.now();
     this.bytesToClient += chunk.length;
     if (!this.client.write(chunk)) {

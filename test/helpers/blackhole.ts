@@ -20,7 +20,9 @@ export async function blackholePort(python: string): Promise<{ port: number; clo
   child.on('error', () => undefined);
   const port = await withTimeout(
     new Promise<number>((resolve) => {
-      child.stdout.once('data', (data: Buffer) => { resolve(Number(data.toString().trim())); });
+      child.stdout.once('data', (data: Buffer) => {
+        resolve(Number(data.toString().trim()));
+      });
     }),
     5_000,
     'the blackhole listener',

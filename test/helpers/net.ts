@@ -26,7 +26,9 @@ export async function waitFor<T extends unknown[] = unknown[]>(
   }
   return withTimeout(
     new Promise<T>((resolve) => {
-      emitter.once(event, (...args: unknown[]) => { resolve(args as T); });
+      emitter.once(event, (...args: unknown[]) => {
+        resolve(args as T);
+      });
     }),
     ms,
     `'${event}'`,
@@ -115,7 +117,11 @@ export function closed(socket: Socket, ms = 10_000): Promise<Error | undefined> 
   });
   socket.resume();
   return withTimeout(
-    new Promise((resolve) => socket.once('close', () => { resolve(error); })),
+    new Promise((resolve) =>
+      socket.once('close', () => {
+        resolve(error);
+      }),
+    ),
     ms,
     'socket close',
   );

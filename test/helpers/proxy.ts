@@ -9,7 +9,7 @@ export interface ProxyUnderTest {
   port: number;
   summaries: TcpConnectionSummary[];
   /** Resolves once `count` connections have closed in total. */
-  closes(count: number, ms?: number): Promise<TcpConnectionSummary[]>;
+  closes: (count: number, ms?: number) => Promise<TcpConnectionSummary[]>;
 }
 
 export async function startProxy(options: TcpProxyOptions): Promise<ProxyUnderTest> {

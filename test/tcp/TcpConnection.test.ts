@@ -4,7 +4,17 @@ import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { CloseReason } from '../../src/index.js';
 import type { SelectionContext, Upstream } from '../../src/index.js';
-import { closed, connect, dial, echoServer, listen, readAll, refusedPort, waitFor, withTimeout } from '../helpers/net.js';
+import {
+  closed,
+  connect,
+  dial,
+  echoServer,
+  listen,
+  readAll,
+  refusedPort,
+  waitFor,
+  withTimeout,
+} from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 
 const local = (port: number): Upstream => ({ host: '127.0.0.1', port });
@@ -24,7 +34,11 @@ async function customServer(onSocket: (socket: Socket) => void) {
     sockets,
     async close() {
       for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => server.close(() => { resolve(); }));
+      await new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      );
     },
   };
 }
@@ -187,7 +201,9 @@ describe('TcpConnection relay', () => {
     const upstreamServer = await customServer((socket) => {
       socket.end('bye first');
       socket.on('data', (chunk: Buffer) => received.push(chunk));
-      socket.on('end', () => { upstreamEnded(); });
+      socket.on('end', () => {
+        upstreamEnded();
+      });
     });
     const { proxy, port, closes } = await startProxy({ upstreams: [local(upstreamServer.port)] });
     const client = await connect(port);
@@ -265,7 +281,9 @@ describe('TcpConnection connect and retries', () => {
     const { proxy, port, closes } = await startProxy({
       upstreams: [local(dead), local(echo.port)],
     });
-    proxy.on('upstreamError', (_connection, upstream, error) => errors.push(`${upstream.port}:${error.code}`));
+    proxy.on('upstreamError', (_connection, upstream, error) =>
+      errors.push(`${upstream.port}:${error.code}`),
+    );
     const client = await connect(port);
     const reply = readAll(client);
     client.end('retry me');
@@ -280,7 +298,12 @@ describe('TcpConnection connect and retries', () => {
   });
 
   test('when every upstream refuses, the client is reset and the reason is connect_failed', async () => {
-    const dead = [await refusedPort(), await refusedPort(), await refusedPort(), await refusedPort()];
+    const dead = [
+      await refusedPort(),
+      await refusedPort(),
+      await refusedPort(),
+      await refusedPort(),
+    ];
     const tried: number[] = [];
     const { proxy, port, closes } = await startProxy({
       upstreams: dead.map(local),
@@ -301,7 +324,10 @@ describe('TcpConnection connect and retries', () => {
 
   test('stops after the last untried upstream even below maxConnectAttempts', async () => {
     const dead = await refusedPort();
-    const { proxy, port, closes } = await startProxy({ upstreams: [local(dead)], maxConnectAttempts: 5 });
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [local(dead)],
+      maxConnectAttempts: 5,
+    });
     const client = await connect(port);
     await closed(client);
     const [summary] = await closes(1);
@@ -322,7 +348,12 @@ describe('TcpConnection connect and retries', () => {
   });
 
   for (const [name, selector] of [
-    ['throws', (): Upstream => { throw new Error('boom'); }],
+    [
+      'throws',
+      (): Upstream => {
+        throw new Error('boom');
+      },
+    ],
     ['rejects', (): Promise<Upstream> => Promise.reject(new Error('boom'))],
     ['returns garbage', (): Upstream => ({ host: '', port: -1 })],
   ] as const) {
@@ -367,7 +398,8 @@ describe('TcpConnection connect and retries', () => {
     const client = await connect(port);
     await withTimeout(
       (async () => {
-        for (let i = 0; i < 1_000 && seen === undefined; i++) await new Promise((r) => setImmediate(r));
+        for (let i = 0; i < 1_000 && seen === undefined; i++)
+          await new Promise((r) => setImmediate(r));
       })(),
       5_000,
       'the selector call',
@@ -387,7 +419,10 @@ describe('TcpConnection connect and retries', () => {
 describe('TcpConnection timeouts', () => {
   test('idleTimeout closes a connection with no traffic (reason idle_timeout)', async () => {
     const echo = await echoServer();
-    const { proxy, port, closes } = await startProxy({ upstreams: [local(echo.port)], idleTimeout: 150 });
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [local(echo.port)],
+      idleTimeout: 150,
+    });
     const client = await connect(port);
     await closed(client);
     const [summary] = await closes(1);
@@ -400,7 +435,10 @@ describe('TcpConnection timeouts', () => {
 
   test('traffic keeps a connection alive past idleTimeout', async () => {
     const echo = await echoServer();
-    const { proxy, port, closes } = await startProxy({ upstreams: [local(echo.port)], idleTimeout: 200 });
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [local(echo.port)],
+      idleTimeout: 200,
+    });
     const client = await connect(port);
     const started = Date.now();
     let echoed = 0;

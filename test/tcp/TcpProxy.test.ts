@@ -17,7 +17,16 @@ import {
 } from '../../src/index.js';
 import type { TcpProxyOptions, TcpRejection, Upstream } from '../../src/index.js';
 import { blackholePort } from '../helpers/blackhole.js';
-import { closed, connect, dial, echoServer, listen, readAll, waitFor, withTimeout } from '../helpers/net.js';
+import {
+  closed,
+  connect,
+  dial,
+  echoServer,
+  listen,
+  readAll,
+  waitFor,
+  withTimeout,
+} from '../helpers/net.js';
 import { openHandles, startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
 
@@ -44,9 +53,25 @@ describe('TcpProxy options', () => {
     ['upstreams', { upstreams: 'localhost:80' }],
     ['upstreams[0].port', { upstreams: [{ host: 'a', port: 70000 }] }],
     ['upstreams[0].port', { upstreams: [{ host: 'a' }] }],
-    ['upstreams[1].host', { upstreams: [{ host: 'a', port: 1 }, { host: '', port: 1 }] }],
+    [
+      'upstreams[1].host',
+      {
+        upstreams: [
+          { host: 'a', port: 1 },
+          { host: '', port: 1 },
+        ],
+      },
+    ],
     ['upstreams[0].weight', { upstreams: [{ host: 'a', port: 1, weight: 0 }] }],
-    ['upstreams[1].id', { upstreams: [{ host: 'a', port: 1 }, { host: 'a', port: 1 }] }],
+    [
+      'upstreams[1].id',
+      {
+        upstreams: [
+          { host: 'a', port: 1 },
+          { host: 'a', port: 1 },
+        ],
+      },
+    ],
     ['upstreams[0].metadata', { upstreams: [{ host: 'a', port: 1, metadata: 3 }] }],
     ['upstreams[0].colour', { upstreams: [{ host: 'a', port: 1, colour: 'red' }] }],
     ['conectTimeout', { conectTimeout: 5 }],
@@ -54,7 +79,7 @@ describe('TcpProxy options', () => {
   for (const [option, options] of invalid) {
     test(`rejects an invalid ${option} with ERR_L4_INVALID_OPTION naming it`, () => {
       assert.throws(
-        () => new TcpProxy(options as TcpProxyOptions),
+        () => new TcpProxy(options),
         (err: unknown) =>
           err instanceof InvalidOptionError &&
           err.code === 'ERR_L4_INVALID_OPTION' &&
@@ -83,7 +108,9 @@ describe('TcpProxy options', () => {
 
   test('setUpstreams rejects a bad list and keeps the old one', () => {
     const proxy = new TcpProxy({ upstreams: [local(1)] });
-    assert.throws(() => { proxy.setUpstreams([{ host: 'x', port: 0 }]); }, InvalidOptionError);
+    assert.throws(() => {
+      proxy.setUpstreams([{ host: 'x', port: 0 }]);
+    }, InvalidOptionError);
     assert.deepEqual(
       proxy.upstreams().map((u) => u.id),
       ['127.0.0.1:1'],
@@ -115,7 +142,10 @@ describe('TcpProxy listen', () => {
     const proxy = new TcpProxy({ upstreams: [{ host: '::1', port: echo.port }] });
     const address = (await proxy.listen({ port: 0, host: '::1', ipv6Only: true })) as AddressInfo;
     assert.equal(address.family, 'IPv6');
-    const summary = waitFor<[{ clientFamily: string; upstream: { id: string } }]>(proxy, 'connectionClose');
+    const summary = waitFor<[{ clientFamily: string; upstream: { id: string } }]>(
+      proxy,
+      'connectionClose',
+    );
     assert.equal(await roundTrip(address.port, 'v6', '::1'), 'v6');
     const [s] = await summary;
     assert.equal(s.clientFamily, 'IPv6');
@@ -130,7 +160,10 @@ describe('TcpProxy listen', () => {
     const path = join(dir, 'proxy.sock');
     const proxy = new TcpProxy({ upstreams: [local(echo.port)] });
     assert.equal(await proxy.listen({ path }), path);
-    const closeEvent = waitFor<[{ clientFamily: string; reason: string }]>(proxy, 'connectionClose');
+    const closeEvent = waitFor<[{ clientFamily: string; reason: string }]>(
+      proxy,
+      'connectionClose',
+    );
     const client = net.connect({ path, allowHalfOpen: true });
     const reply = readAll(client);
     client.end('over a unix socket');
@@ -155,12 +188,19 @@ describe('TcpProxy listen', () => {
       );
     });
     await proxy.close();
-    await new Promise<void>((resolve) => blocker.close(() => { resolve(); }));
+    await new Promise<void>((resolve) =>
+      blocker.close(() => {
+        resolve();
+      }),
+    );
   });
 
   test('invalid listen options are rejected with the option named', async () => {
     const proxy = new TcpProxy();
-    await assert.rejects(proxy.listen({ port: -1 }), { code: 'ERR_L4_INVALID_OPTION', option: 'port' });
+    await assert.rejects(proxy.listen({ port: -1 }), {
+      code: 'ERR_L4_INVALID_OPTION',
+      option: 'port',
+    });
     await assert.rejects(proxy.listen({ path: '/tmp/x', port: 1 }), { option: 'path' });
     await proxy.close();
   });
@@ -169,7 +209,10 @@ describe('TcpProxy listen', () => {
 describe('TcpProxy admission and handle()', () => {
   test('maxConnections: clients beyond it are refused at once, counted and reported', async () => {
     const echo = await echoServer();
-    const { proxy, port, closes } = await startProxy({ upstreams: [local(echo.port)], maxConnections: 2 });
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [local(echo.port)],
+      maxConnections: 2,
+    });
     const rejections: TcpRejection[] = [];
     proxy.on('rejected', (r) => rejections.push(r));
     const a = await connect(port);
@@ -204,27 +247,39 @@ describe('TcpProxy admission and handle()', () => {
   test('handle() proxies sockets from a server the user owns', async () => {
     const echo = await echoServer();
     const proxy = new TcpProxy({ upstreams: [local(echo.port)] });
-    const server = net.createServer({ allowHalfOpen: true }, (socket) => { proxy.handle(socket); });
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      proxy.handle(socket);
+    });
     const port = await listen(server);
     const closeEvent = waitFor<[{ reason: string }]>(proxy, 'connectionClose');
     assert.equal(await roundTrip(port, 'owned server'), 'owned server');
     const [summary] = await closeEvent;
     assert.equal(summary.reason, CloseReason.COMPLETED);
     await proxy.close();
-    await new Promise<void>((resolve) => server.close(() => { resolve(); }));
+    await new Promise<void>((resolve) =>
+      server.close(() => {
+        resolve();
+      }),
+    );
     await echo.close();
   });
 
   test('handle() after close() refuses the socket with proxy_closing', async () => {
     const proxy = new TcpProxy();
     await proxy.close();
-    const server = net.createServer((socket) => { proxy.handle(socket); });
+    const server = net.createServer((socket) => {
+      proxy.handle(socket);
+    });
     const port = await listen(server);
     const rejected = waitFor<[TcpRejection]>(proxy, 'rejected');
     const client = dial(port);
     await closed(client);
     assert.equal((await rejected)[0].reason, RejectReason.PROXY_CLOSING);
-    await new Promise<void>((resolve) => server.close(() => { resolve(); }));
+    await new Promise<void>((resolve) =>
+      server.close(() => {
+        resolve();
+      }),
+    );
   });
 
   test('connectTimeout: a hanging upstream is abandoned for the next one', async (t) => {
@@ -254,7 +309,10 @@ describe('TcpProxy admission and handle()', () => {
     const python = tool(t, 'python3');
     if (python === undefined) return;
     const hole = await blackholePort(python);
-    const { proxy, port, closes } = await startProxy({ upstreams: [local(hole.port)], connectTimeout: 150 });
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [local(hole.port)],
+      connectTimeout: 150,
+    });
     const client = dial(port);
     await closed(client);
     const [summary] = await closes(1);
@@ -312,7 +370,9 @@ describe('TcpProxy close', () => {
     const closing = proxy.close({ drainTimeout: 5_000 });
     // A new client is refused: the listener is closed.
     const refused = net.connect(port, '127.0.0.1');
-    const refusedError = await new Promise<NodeJS.ErrnoException>((resolve) => refused.once('error', resolve));
+    const refusedError = await new Promise<NodeJS.ErrnoException>((resolve) =>
+      refused.once('error', resolve),
+    );
     assert.equal(refusedError.code, 'ECONNREFUSED');
     const reply = readAll(client);
     client.end('drain me');
@@ -367,11 +427,13 @@ describe('TcpProxy close', () => {
       maxConnectionDuration: 60_000,
     });
     const clients = await Promise.all(Array.from({ length: 10 }, () => connect(port)));
-    await Promise.all(clients.map(async (client, i) => {
-      const reply = readAll(client);
-      client.end(`c${i}`);
-      assert.equal((await reply).toString(), `c${i}`);
-    }));
+    await Promise.all(
+      clients.map(async (client, i) => {
+        const reply = readAll(client);
+        client.end(`c${i}`);
+        assert.equal((await reply).toString(), `c${i}`);
+      }),
+    );
     await closes(10);
     const hanging = await connect(port);
     await waitFor(proxy, 'upstreamConnect');

@@ -48,9 +48,15 @@ function ask<T>(child: ChildProcess, message: string, key: string): Promise<T> {
 }
 
 async function startChild(upstreamPort: number): Promise<{ child: ChildProcess; port: number }> {
-  const child = fork(CHILD, [String(upstreamPort)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(CHILD, [String(upstreamPort)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const { port } = await withTimeout(
-    new Promise<{ port: number }>((resolve) => child.once('message', (m) => { resolve(m as { port: number }); })),
+    new Promise<{ port: number }>((resolve) =>
+      child.once('message', (m) => {
+        resolve(m as { port: number });
+      }),
+    ),
     10_000,
     'the proxy child to listen',
   );
@@ -86,16 +92,18 @@ async function pushOneGiB(direction: 'client-to-upstream' | 'upstream-to-client'
 }> {
   let receiver!: Socket;
   let sender!: Socket;
-  let upstreamSocket!: Promise<Socket>;
   const server = net.createServer({ allowHalfOpen: true });
-  upstreamSocket = new Promise((resolve) => server.once('connection', resolve));
+  const upstreamSocket: Promise<Socket> = new Promise((resolve) =>
+    server.once('connection', resolve),
+  );
   const upstreamPort = await listen(server);
   const { child, port } = await startChild(upstreamPort);
   try {
     const client = await connect(port);
     const upstream = await withTimeout(upstreamSocket, 5_000, 'upstream connection');
     upstream.on('error', () => undefined);
-    [sender, receiver] = direction === 'client-to-upstream' ? [client, upstream] : [upstream, client];
+    [sender, receiver] =
+      direction === 'client-to-upstream' ? [client, upstream] : [upstream, client];
     receiver.pause();
     await ask(child, 'gc', 'gc');
     const baseline = rssOf(child.pid!);
@@ -123,7 +131,11 @@ async function pushOneGiB(direction: 'client-to-upstream' | 'upstream-to-client'
     return { baseline, stalled, peak };
   } finally {
     child.kill();
-    await new Promise<void>((resolve) => server.close(() => { resolve(); }));
+    await new Promise<void>((resolve) =>
+      server.close(() => {
+        resolve();
+      }),
+    );
   }
 }
 

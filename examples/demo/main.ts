@@ -1,0 +1,117 @@
+/**
+ * The README's first command: `npm install && npm start`.
+ *
+ * Starts three echo upstreams inside this process (one weighted 2) and a fourth address where
+ * nothing listens, puts a TcpProxy in front, pushes traffic through it from a few clients, prints
+ * what happened, and exits 0.
+ */
+import net from 'node:net';
+import type { AddressInfo, Server } from 'node:net';
+import { TcpProxy, roundRobin } from '../../src/index.js';
+import type { TcpConnectionSummary, Upstream } from '../../src/index.js';
+
+const CLIENTS = 12;
+
+async function echoUpstream(name: string): Promise<{ server: Server; port: number }> {
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    socket.on('error', () => undefined);
+    socket.write(`[${name}] `);
+    socket.pipe(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+async function deadPort(): Promise<number> {
+  const { server, port } = await echoUpstream('gone');
+  await new Promise<void>((resolve) =>
+    server.close(() => {
+      resolve();
+    }),
+  );
+  return port;
+}
+
+async function client(port: number, message: string): Promise<string> {
+  const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  const chunks: Buffer[] = [];
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+  socket.end(message);
+  await new Promise((resolve, reject) => {
+    socket.once('close', resolve);
+    socket.once('error', reject);
+  });
+  return Buffer.concat(chunks).toString();
+}
+
+function table(rows: (string | number)[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => String(row[i]).length)));
+  return rows
+    .map((row, r) => {
+      const line = row.map((cell, i) => String(cell).padEnd(widths[i]!)).join('  ');
+      return r === 0 ? `${line}\n${widths.map((w) => '-'.repeat(w)).join('  ')}` : line;
+    })
+    .join('\n');
+}
+
+async function main(): Promise<void> {
+  const upstreamServers = await Promise.all(['alpha', 'beta', 'gamma'].map(echoUpstream));
+  const upstreams: Upstream[] = [
+    { id: 'alpha', host: '127.0.0.1', port: upstreamServers[0]!.port, weight: 2 },
+    { id: 'beta', host: '127.0.0.1', port: upstreamServers[1]!.port },
+    { id: 'gamma', host: '127.0.0.1', port: upstreamServers[2]!.port },
+    { id: 'down', host: '127.0.0.1', port: await deadPort() },
+  ];
+  const proxy = new TcpProxy({ upstreams, selector: roundRobin(), connectTimeout: 1_000 });
+  const summaries: TcpConnectionSummary[] = [];
+  proxy.on('connectionClose', (summary) => summaries.push(summary));
+  const { port } = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo;
+  console.log(`l4proxy demo: proxy on 127.0.0.1:${port} in front of ${upstreams.length} upstreams`);
+  console.log(`(alpha has weight 2; "down" refuses connections, so the proxy retries elsewhere)\n`);
+
+  const replies = await Promise.all(
+    Array.from({ length: CLIENTS }, (_, i) => client(port, `hello from client ${i + 1}`)),
+  );
+  for (const reply of replies.slice(0, 4)) console.log(`  reply: ${reply}`);
+  console.log(`  ... ${replies.length} replies in all\n`);
+
+  const stats = proxy.stats();
+  console.log(
+    table([
+      ['upstream', 'weight', 'connections', 'connect failures', 'bytes sent', 'bytes received'],
+      ...upstreams.map((u) => {
+        const s = stats.upstreams[u.id!]!;
+        return [
+          u.id!,
+          u.weight ?? 1,
+          s.upstream_cx_total - s.upstream_cx_connect_fail,
+          s.upstream_cx_connect_fail,
+          s.upstream_cx_tx_bytes_total,
+          s.upstream_cx_rx_bytes_total,
+        ];
+      }),
+    ]),
+  );
+  console.log();
+  const reasons = Object.entries(stats.close_reasons).filter(([, n]) => n > 0);
+  console.log(table([['close reason', 'connections'], ...reasons]));
+  const retried = summaries.filter((s) => s.attempts > 1).length;
+  console.log(
+    `\n${summaries.length} connections, ${retried} needed a retry, ${stats.downstream_cx_rx_bytes_total} bytes in, ${stats.downstream_cx_tx_bytes_total} bytes out.`,
+  );
+
+  await proxy.close();
+  await Promise.all(
+    upstreamServers.map(({ server }) => new Promise((resolve) => server.close(resolve))),
+  );
+  const ok = replies.every((reply, i) => reply.endsWith(`hello from client ${i + 1}`));
+  if (!ok) throw new Error('a reply did not match its request');
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
