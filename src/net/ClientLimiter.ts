@@ -1,0 +1,125 @@
+import { integer, limit, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
+import { canonicalAddress } from './addressList.js';
+
+/** Per-client admission limits, keyed by client address (IPv4-mapped addresses as IPv4). */
+export interface PerClientLimits {
+  /** Concurrent connections (TCP) or sessions (UDP) per client address. Default Infinity. */
+  readonly maxConnections?: number;
+  /** New connections per second per client address (token bucket refill rate). Default Infinity. */
+  readonly connectionsPerSecond?: number;
+  /** Token bucket size: connections a client may open in a burst. Default `connectionsPerSecond`. */
+  readonly burst?: number;
+}
+
+interface ClientEntry {
+  active: number;
+  tokens: number;
+  refilledAt: number;
+}
+
+/** Why a client was refused by the limiter. */
+export type ClientLimitVerdict = 'client_limit' | 'rate_limited' | undefined;
+
+const SWEEP_INTERVAL = 10_000;
+
+/**
+ * Tracks live connections and a token bucket per client address. Entries are dropped once a
+ * client has nothing open and a full bucket, so memory follows the number of active clients,
+ * not the number of addresses ever seen.
+ */
+export class ClientLimiter {
+  private readonly maxConnections: number;
+  private readonly rate: number;
+  private readonly burst: number;
+  private readonly clients = new Map<string, ClientEntry>();
+  private sweepTimer: NodeJS.Timeout | undefined;
+
+  constructor(maxConnections: number, rate: number, burst: number) {
+    this.maxConnections = maxConnections;
+    this.rate = rate;
+    this.burst = burst;
+  }
+
+  /** Validates `perClient` options; returns undefined when no limit is set. */
+  static from(value: unknown, name: string): ClientLimiter | undefined {
+    if (value === undefined) return undefined;
+    const raw = optionalRecord(value, name);
+    rejectUnknownKeys(raw, ['maxConnections', 'connectionsPerSecond', 'burst'], name);
+    const maxConnections = limit(raw.maxConnections, `${name}.maxConnections`, Infinity);
+    const rate = limit(raw.connectionsPerSecond, `${name}.connectionsPerSecond`, Infinity);
+    const burst =
+      rate === Infinity
+        ? Infinity
+        : integer(raw.burst, `${name}.burst`, Math.max(1, Math.ceil(rate)), { min: 1 });
+    if (maxConnections === Infinity && rate === Infinity) return undefined;
+    return new ClientLimiter(maxConnections, rate, burst);
+  }
+
+  /** Admits one connection for `address`, or says why not. Admitted ones must be `release()`d. */
+  acquire(address: string, now = Date.now()): ClientLimitVerdict {
+    const key = canonicalAddress(address);
+    let entry = this.clients.get(key);
+    if (entry === undefined) {
+      entry = { active: 0, tokens: this.burst, refilledAt: now };
+      this.clients.set(key, entry);
+      this.scheduleSweep();
+    } else {
+      this.refill(entry, now);
+    }
+    if (entry.active >= this.maxConnections) return 'client_limit';
+    if (entry.tokens < 1) return 'rate_limited';
+    entry.tokens -= 1;
+    entry.active++;
+    return undefined;
+  }
+
+  release(address: string): void {
+    const key = canonicalAddress(address);
+    const entry = this.clients.get(key);
+    if (entry === undefined) return;
+    entry.active = Math.max(0, entry.active - 1);
+  }
+
+  /** Live connections of one client (for tests and stats). */
+  active(address: string): number {
+    return this.clients.get(canonicalAddress(address))?.active ?? 0;
+  }
+
+  /** Number of client addresses tracked. */
+  get size(): number {
+    return this.clients.size;
+  }
+
+  close(): void {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+    this.clients.clear();
+  }
+
+  private refill(entry: ClientEntry, now: number): void {
+    if (this.rate === Infinity) return;
+    const elapsed = (now - entry.refilledAt) / 1000;
+    entry.tokens = Math.min(this.burst, entry.tokens + elapsed * this.rate);
+    entry.refilledAt = now;
+  }
+
+  /** Drops entries with nothing open and a full bucket. */
+  sweep(now = Date.now()): void {
+    for (const [key, entry] of this.clients) {
+      this.refill(entry, now);
+      if (entry.active === 0 && entry.tokens >= this.burst) this.clients.delete(key);
+    }
+    if (this.clients.size === 0 && this.sweepTimer) {
+      clearInterval(this.sweepTimer);
+      this.sweepTimer = undefined;
+    }
+  }
+
+  private scheduleSweep(): void {
+    if (this.sweepTimer) return;
+    this.sweepTimer = setInterval(() => {
+      this.sweep();
+    }, SWEEP_INTERVAL);
+    this.sweepTimer.unref();
+  }
+}
