@@ -35,3 +35,36 @@ export type {
   TcpProxyEvents,
 } from './tcp/events.js';
 export { CloseReason, RejectReason } from './tcp/closeReasons.js';
+
+// Protocol codecs: PROXY protocol v1/v2 and TLS ClientHello peek (issue 6).
+export { ProxyProtocolError, TlsClientHelloError } from './errors.js';
+export type { ProxyProtocolErrorReason, TlsClientHelloErrorReason } from './errors.js';
+export type {
+  ProxyCommand,
+  ProxyProtocolName,
+  ProxyInetEndpoint,
+  ProxyUnixEndpoint,
+  ProxyTlv,
+  ProxyInetHeader,
+  ProxyUnixHeader,
+  ProxyUnknownHeader,
+  ProxyHeader,
+  ProxyHeaderResult,
+} from './protocol/ProxyHeader.js';
+export {
+  PROXY_V2_SIGNATURE,
+  PROXY_V1_MAX_LENGTH,
+  PROXY_V2_MAX_LENGTH,
+} from './protocol/ProxyHeader.js';
+export {
+  ProxyHeaderParser,
+  decodeProxyHeader,
+  DEFAULT_PROXY_HEADER_MAX_LENGTH,
+} from './protocol/ProxyHeaderParser.js';
+export type { ProxyHeaderParserOptions } from './protocol/ProxyHeaderParser.js';
+export { encodeProxyHeader } from './protocol/encodeProxyHeader.js';
+export type { EncodeProxyHeaderOptions } from './protocol/encodeProxyHeader.js';
+export { ProxyTlvType, ProxySslSubtype, ProxySslClient } from './protocol/proxyTlv.js';
+export { proxyTlvs, readProxyTlvs } from './protocol/proxyTlvFields.js';
+export type { ProxyTlvFields, ProxySslFields } from './protocol/proxyTlvFields.js';
+export { crc32c } from './protocol/crc32c.js';
