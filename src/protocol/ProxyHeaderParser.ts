@@ -141,6 +141,7 @@ export class ProxyHeaderParser {
 
   /** Header length once the header is complete; undefined while incomplete; throws when invalid. */
   #examine(): number | undefined {
+    if (this.#length === 0) return undefined;
     if (this.#stage === 'detect') this.#detect();
     return this.#stage === 'v1' ? this.#examineV1() : this.#examineV2();
   }

@@ -105,7 +105,8 @@ describe('PROXY protocol codec properties (fast-check)', () => {
         const parser = new ProxyHeaderParser({ maxLength: 300 });
         try {
           const { result } = feed(parser, chunksOf(bytes, points));
-          if (result === undefined) assert.ok(parser.buffered === bytes.length && bytes.length < 300);
+          if (result === undefined)
+            assert.ok(parser.buffered === bytes.length && bytes.length < 300);
         } catch (error) {
           if (!(error instanceof ProxyProtocolError)) throw error;
           assert.ok(parser.buffered <= Math.max(PROXY_V1_MAX_LENGTH, 300));
@@ -122,14 +123,26 @@ describe('PROXY protocol codec properties (fast-check)', () => {
       byte: fc.nat(255),
     });
     fc.assert(
-      fc.property(anyHeader, fc.array(mutation, { minLength: 1, maxLength: 4 }), cuts, (header, mutations, points) => {
-        let bytes: Buffer = Buffer.from(encodeProxyHeader(header, header.version === 2 ? { crc32c: mutations.length % 2 === 0 } : {}));
-        for (const { at, kind, byte } of mutations) bytes = mutate(bytes, at, kind, byte);
-        const result = survives(chunksOf(bytes, points));
-        if (result === undefined) return;
-        const again = new ProxyHeaderParser({ maxLength: 65551 }).push(encodeProxyHeader(result.header));
-        assert.deepEqual(again?.header, result.header);
-      }),
+      fc.property(
+        anyHeader,
+        fc.array(mutation, { minLength: 1, maxLength: 4 }),
+        cuts,
+        (header, mutations, points) => {
+          let bytes: Buffer = Buffer.from(
+            encodeProxyHeader(
+              header,
+              header.version === 2 ? { crc32c: mutations.length % 2 === 0 } : {},
+            ),
+          );
+          for (const { at, kind, byte } of mutations) bytes = mutate(bytes, at, kind, byte);
+          const result = survives(chunksOf(bytes, points));
+          if (result === undefined) return;
+          const again = new ProxyHeaderParser({ maxLength: 65551 }).push(
+            encodeProxyHeader(result.header),
+          );
+          assert.deepEqual(again?.header, result.header);
+        },
+      ),
       { numRuns: runs },
     );
   });
@@ -154,4 +167,3 @@ function mutate(bytes: Buffer, at: number, kind: string, byte: number): Buffer {
       return bytes.subarray(0, i);
   }
 }
-
