@@ -68,3 +68,6 @@ export { ProxyTlvType, ProxySslSubtype, ProxySslClient } from './protocol/proxyT
 export { proxyTlvs, readProxyTlvs } from './protocol/proxyTlvFields.js';
 export type { ProxyTlvFields, ProxySslFields } from './protocol/proxyTlvFields.js';
 export { crc32c } from './protocol/crc32c.js';
+export { ClientHelloParser, DEFAULT_CLIENT_HELLO_MAX_BYTES } from './protocol/ClientHelloParser.js';
+export type { ClientHelloParserOptions, ClientHelloResult } from './protocol/ClientHelloParser.js';
+export type { ClientHello } from './protocol/clientHello.js';
