@@ -31,7 +31,11 @@ export async function captureFirstRecord(
     return await withTimeout(captured, 10_000, 'a ClientHello');
   } finally {
     stopClient?.();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await new Promise<void>((resolve) =>
+      server.close(() => {
+        resolve();
+      }),
+    );
   }
 }
 
