@@ -107,6 +107,59 @@ export class ListenError extends L4Error {
   }
 }
 
+/**
+ * Why a PROXY protocol header was refused. Closed set, documented in `docs/proxy-protocol.md`.
+ */
+export type ProxyProtocolErrorReason =
+  | 'bad_signature'
+  | 'version_not_allowed'
+  | 'bad_version'
+  | 'bad_command'
+  | 'bad_family'
+  | 'bad_length'
+  | 'too_long'
+  | 'bad_v1_line'
+  | 'bad_address'
+  | 'bad_port'
+  | 'truncated_tlv'
+  | 'bad_tlv'
+  | 'bad_crc32c'
+  | 'incomplete';
+
+/** A PROXY protocol header (v1 or v2) is malformed or breaks a limit; `reason` says which rule. */
+export class ProxyProtocolError extends L4Error {
+  /** Stable, documented name of the rule the header broke. */
+  readonly reason: ProxyProtocolErrorReason;
+
+  constructor(reason: ProxyProtocolErrorReason, detail: string) {
+    super(ErrorCode.PROXY_PROTOCOL, `Invalid PROXY protocol header (${reason}): ${detail}.`);
+    this.reason = reason;
+  }
+}
+
+/**
+ * Why a TLS ClientHello could not be read. Closed set, documented in `docs/proxy-protocol.md`.
+ */
+export type TlsClientHelloErrorReason =
+  | 'bad_record'
+  | 'not_client_hello'
+  | 'bad_handshake'
+  | 'bad_extension'
+  | 'bad_sni'
+  | 'bad_alpn'
+  | 'too_long';
+
+/** Bytes that start like TLS are not a well-formed ClientHello, or it exceeds the byte limit. */
+export class TlsClientHelloError extends L4Error {
+  /** Stable, documented name of the rule the bytes broke. */
+  readonly reason: TlsClientHelloErrorReason;
+
+  constructor(reason: TlsClientHelloErrorReason, detail: string) {
+    super(ErrorCode.TLS_CLIENT_HELLO, `Invalid TLS ClientHello (${reason}): ${detail}.`);
+    this.reason = reason;
+  }
+}
+
 /** Short, safe description of a received value for error messages. */
 export function describe(value: unknown): string {
   if (typeof value === 'string')

@@ -46,3 +46,39 @@ export type { ConsistentHashOptions } from './select/consistentHash.js';
 export { failover } from './select/failover.js';
 export type { FailoverOptions } from './select/failover.js';
 export { withCandidates } from './select/withCandidates.js';
+
+// Protocol codecs: PROXY protocol v1/v2 and TLS ClientHello peek (issue 6).
+export { ProxyProtocolError, TlsClientHelloError } from './errors.js';
+export type { ProxyProtocolErrorReason, TlsClientHelloErrorReason } from './errors.js';
+export type {
+  ProxyCommand,
+  ProxyProtocolName,
+  ProxyInetEndpoint,
+  ProxyUnixEndpoint,
+  ProxyTlv,
+  ProxyInetHeader,
+  ProxyUnixHeader,
+  ProxyUnknownHeader,
+  ProxyHeader,
+  ProxyHeaderResult,
+} from './protocol/ProxyHeader.js';
+export {
+  PROXY_V2_SIGNATURE,
+  PROXY_V1_MAX_LENGTH,
+  PROXY_V2_MAX_LENGTH,
+} from './protocol/ProxyHeader.js';
+export {
+  ProxyHeaderParser,
+  decodeProxyHeader,
+  DEFAULT_PROXY_HEADER_MAX_LENGTH,
+} from './protocol/ProxyHeaderParser.js';
+export type { ProxyHeaderParserOptions } from './protocol/ProxyHeaderParser.js';
+export { encodeProxyHeader } from './protocol/encodeProxyHeader.js';
+export type { EncodeProxyHeaderOptions } from './protocol/encodeProxyHeader.js';
+export { ProxyTlvType, ProxySslSubtype, ProxySslClient } from './protocol/proxyTlv.js';
+export { proxyTlvs, readProxyTlvs } from './protocol/proxyTlvFields.js';
+export type { ProxyTlvFields, ProxySslFields } from './protocol/proxyTlvFields.js';
+export { crc32c } from './protocol/crc32c.js';
+export { ClientHelloParser, DEFAULT_CLIENT_HELLO_MAX_BYTES } from './protocol/ClientHelloParser.js';
+export type { ClientHelloParserOptions, ClientHelloResult } from './protocol/ClientHelloParser.js';
+export type { ClientHello } from './protocol/clientHello.js';

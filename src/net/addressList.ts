@@ -6,11 +6,13 @@ import { InvalidOptionError } from '../errors.js';
  * Throws InvalidOptionError naming `name[i]` for an entry that is not an address or CIDR.
  */
 export function parseAddressList(value: unknown, name: string): net.BlockList {
-  if (!Array.isArray(value)) throw new InvalidOptionError(name, 'an array of addresses or CIDRs', value);
+  if (!Array.isArray(value))
+    throw new InvalidOptionError(name, 'an array of addresses or CIDRs', value);
   const list = new net.BlockList();
   value.forEach((entry: unknown, index) => {
     const where = `${name}[${index}]`;
-    if (typeof entry !== 'string') throw new InvalidOptionError(where, 'an address or CIDR string', entry);
+    if (typeof entry !== 'string')
+      throw new InvalidOptionError(where, 'an address or CIDR string', entry);
     const [address = '', prefixText, ...extra] = entry.trim().split('/');
     const family = net.isIPv4(address) ? 'ipv4' : net.isIPv6(address) ? 'ipv6' : undefined;
     if (family === undefined || extra.length > 0) {
@@ -35,7 +37,8 @@ const MAPPED_V4 = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i;
 /** Whether `address` is in `list`; an IPv4-mapped IPv6 address matches the IPv4 rules too. */
 export function addressIn(list: net.BlockList, address: string): boolean {
   const mapped = MAPPED_V4.exec(address);
-  if (mapped?.[1] !== undefined) return list.check(mapped[1], 'ipv4') || list.check(address, 'ipv6');
+  if (mapped?.[1] !== undefined)
+    return list.check(mapped[1], 'ipv4') || list.check(address, 'ipv6');
   if (net.isIPv4(address)) return list.check(address, 'ipv4');
   if (net.isIPv6(address)) return list.check(address, 'ipv6');
   return false;

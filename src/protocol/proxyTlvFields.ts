@@ -1,0 +1,137 @@
+import { InvalidOptionError } from '../errors.js';
+import type { ProxyTlv } from './ProxyHeader.js';
+import { ProxySslSubtype, ProxyTlvType, joinTlvs, splitTlvs } from './proxyTlv.js';
+
+/** The `PP2_TYPE_SSL` TLV: how the client reached the sender over TLS. */
+export interface ProxySslFields {
+  /** Bit field of {@link ProxySslClient} values. */
+  readonly client: number;
+  /** 0 when the client presented a certificate that verified; non-zero otherwise. */
+  readonly verify: number;
+  readonly version?: string;
+  readonly cn?: string;
+  readonly cipher?: string;
+  readonly sigAlg?: string;
+  readonly keyAlg?: string;
+  readonly group?: string;
+  readonly sigScheme?: string;
+  /** DER of the client certificate. */
+  readonly clientCert?: Buffer;
+}
+
+/**
+ * The registered TLVs as named fields. CRC32C is not a field: ask the encoder for it
+ * (`encodeProxyHeader(header, { crc32c: true })`); the decoder always verifies it. NOOP is skipped.
+ */
+export interface ProxyTlvFields {
+  /** Negotiated application protocol (bytes as latin1, so lossless), e.g. `'h2'`. */
+  readonly alpn?: string;
+  /** Host name the client asked for (TLS SNI), UTF-8. */
+  readonly authority?: string;
+  /** Opaque connection id, at most 128 bytes. */
+  readonly uniqueId?: Buffer;
+  /** Network namespace name, US-ASCII. */
+  readonly netns?: string;
+  readonly ssl?: ProxySslFields;
+  /** Application TLVs, types 0xE0-0xEF. */
+  readonly custom?: readonly ProxyTlv[];
+}
+
+type SslStringField = 'version' | 'cn' | 'cipher' | 'sigAlg' | 'keyAlg' | 'group' | 'sigScheme';
+
+const SSL_STRINGS: readonly (readonly [SslStringField, number])[] = [
+  ['version', ProxySslSubtype.VERSION],
+  ['cn', ProxySslSubtype.CN],
+  ['cipher', ProxySslSubtype.CIPHER],
+  ['sigAlg', ProxySslSubtype.SIG_ALG],
+  ['keyAlg', ProxySslSubtype.KEY_ALG],
+  ['group', ProxySslSubtype.GROUP],
+  ['sigScheme', ProxySslSubtype.SIG_SCHEME],
+];
+
+function isCustom(type: number): boolean {
+  return type >= ProxyTlvType.MIN_CUSTOM && type <= ProxyTlvType.MAX_CUSTOM;
+}
+
+/**
+ * Builds TLVs from named fields, in a fixed order (ALPN, AUTHORITY, UNIQUE_ID, SSL, NETNS, custom).
+ * Throws {@link InvalidOptionError} for a custom type outside 0xE0-0xEF.
+ *
+ * @example
+ * encodeProxyHeader({ ...header, tlvs: proxyTlvs({ alpn: 'h2', authority: 'example.com' }) });
+ */
+export function proxyTlvs(fields: ProxyTlvFields): ProxyTlv[] {
+  const tlvs: ProxyTlv[] = [];
+  const add = (type: number, value: Buffer): void => {
+    tlvs.push({ type, value });
+  };
+  if (fields.alpn !== undefined) add(ProxyTlvType.ALPN, Buffer.from(fields.alpn, 'latin1'));
+  if (fields.authority !== undefined)
+    add(ProxyTlvType.AUTHORITY, Buffer.from(fields.authority, 'utf8'));
+  if (fields.uniqueId !== undefined) add(ProxyTlvType.UNIQUE_ID, Buffer.from(fields.uniqueId));
+  if (fields.ssl !== undefined) add(ProxyTlvType.SSL, sslValue(fields.ssl));
+  if (fields.netns !== undefined) add(ProxyTlvType.NETNS, Buffer.from(fields.netns, 'latin1'));
+  (fields.custom ?? []).forEach((tlv, i) => {
+    if (!isCustom(tlv.type))
+      throw new InvalidOptionError(`custom[${i}].type`, 'an integer from 0xE0 to 0xEF', tlv.type);
+    add(tlv.type, Buffer.from(tlv.value));
+  });
+  return tlvs;
+}
+
+function sslValue(ssl: ProxySslFields): Buffer {
+  const head = Buffer.alloc(5);
+  head.writeUInt8(ssl.client & 0xff, 0);
+  head.writeUInt32BE(ssl.verify >>> 0, 1);
+  const subs: ProxyTlv[] = [];
+  for (const [field, type] of SSL_STRINGS) {
+    const text = ssl[field];
+    if (text !== undefined) subs.push({ type, value: Buffer.from(text, 'utf8') });
+  }
+  if (ssl.clientCert !== undefined)
+    subs.push({ type: ProxySslSubtype.CLIENT_CERT, value: Buffer.from(ssl.clientCert) });
+  return Buffer.concat([head, joinTlvs(subs)]);
+}
+
+/**
+ * Reads the registered TLVs into named fields (the first of each type wins); unknown types other
+ * than custom ones are left out (they stay in `header.tlvs`).
+ *
+ * @example
+ * const { authority } = readProxyTlvs(header.tlvs ?? []);
+ */
+export function readProxyTlvs(tlvs: readonly ProxyTlv[]): ProxyTlvFields {
+  const first = (type: number): Buffer | undefined => tlvs.find((t) => t.type === type)?.value;
+  const alpn = first(ProxyTlvType.ALPN);
+  const authority = first(ProxyTlvType.AUTHORITY);
+  const uniqueId = first(ProxyTlvType.UNIQUE_ID);
+  const ssl = first(ProxyTlvType.SSL);
+  const netns = first(ProxyTlvType.NETNS);
+  const custom = tlvs.filter((t) => isCustom(t.type));
+  const sslFields = ssl === undefined ? undefined : readSsl(ssl);
+  return {
+    ...(alpn !== undefined && { alpn: alpn.toString('latin1') }),
+    ...(authority !== undefined && { authority: authority.toString('utf8') }),
+    ...(uniqueId !== undefined && { uniqueId: Buffer.from(uniqueId) }),
+    ...(sslFields !== undefined && { ssl: sslFields }),
+    ...(netns !== undefined && { netns: netns.toString('latin1') }),
+    ...(custom.length > 0 && { custom }),
+  };
+}
+
+function readSsl(value: Buffer): ProxySslFields | undefined {
+  if (value.length < 5) return undefined;
+  const subs = splitTlvs(value, 5, value.length) ?? [];
+  const sub = (type: number): Buffer | undefined => subs.find((t) => t.type === type)?.value;
+  const fields: Record<string, unknown> = {
+    client: value.readUInt8(0),
+    verify: value.readUInt32BE(1),
+  };
+  for (const [field, type] of SSL_STRINGS) {
+    const text = sub(type);
+    if (text !== undefined) fields[field] = text.toString('utf8');
+  }
+  const cert = sub(ProxySslSubtype.CLIENT_CERT);
+  if (cert !== undefined) fields.clientCert = cert;
+  return fields as unknown as ProxySslFields;
+}

@@ -1,0 +1,288 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import type { Server, Socket } from 'node:net';
+import type { ProxyHeader } from '../../src/protocol/ProxyHeader.js';
+import { ProxyHeaderParser } from '../../src/protocol/ProxyHeaderParser.js';
+import { encodeProxyHeader } from '../../src/protocol/encodeProxyHeader.js';
+import { proxyTlvs, readProxyTlvs } from '../../src/protocol/proxyTlvFields.js';
+import { startHaproxy } from '../helpers/haproxy.js';
+import { startNginx } from '../helpers/nginx.js';
+import { connect, echoServer, listen, readAll, withTimeout } from '../helpers/net.js';
+import { freePort } from '../helpers/peerProcess.js';
+import { tool } from '../helpers/tools.js';
+
+/** What the PROXY-aware Node server saw on one connection. */
+interface Seen {
+  header: ProxyHeader;
+  payload: string;
+}
+
+/** A Node server that decodes the PROXY header with ProxyHeaderParser, then the payload until FIN. */
+async function proxyAwareServer(): Promise<{
+  port: number;
+  seen: Seen[];
+  next(): Promise<Seen>;
+  close(): Promise<void>;
+}> {
+  const seen: Seen[] = [];
+  const waiting: ((s: Seen) => void)[] = [];
+  const sockets = new Set<Socket>();
+  const server: Server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.on('close', () => sockets.delete(socket));
+    const parser = new ProxyHeaderParser();
+    let header: ProxyHeader | undefined;
+    const payload: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => {
+      if (header !== undefined) {
+        payload.push(chunk);
+        return;
+      }
+      try {
+        const result = parser.push(chunk);
+        if (result === undefined) return;
+        header = result.header;
+        payload.push(result.rest);
+      } catch (error) {
+        socket.destroy(error as Error);
+      }
+    });
+    socket.on('end', () => {
+      if (header !== undefined) {
+        const entry = { header, payload: Buffer.concat(payload).toString() };
+        const waiter = waiting.shift();
+        if (waiter) waiter(entry);
+        else seen.push(entry);
+      }
+      socket.end('ok');
+    });
+  });
+  const port = await listen(server);
+  return {
+    port,
+    seen,
+    next: () => {
+      const ready = seen.shift();
+      return withTimeout(
+        ready ? Promise.resolve(ready) : new Promise<Seen>((resolve) => waiting.push(resolve)),
+        5_000,
+        'a PROXY header at the Node server',
+      );
+    },
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      );
+    },
+  };
+}
+
+/** Sends `payload` through host:port, half-closes, and returns the client socket's local endpoint. */
+async function sendThrough(
+  host: string,
+  port: number,
+  payload: string,
+): Promise<{ address: string; port: number; reply: string }> {
+  const socket = await connect(port, host);
+  const local = { address: socket.localAddress ?? '', port: socket.localPort ?? 0 };
+  socket.end(payload);
+  const reply = (await readAll(socket)).toString();
+  socket.destroy();
+  return { ...local, reply };
+}
+
+describe('PROXY protocol interop: haproxy as the sender', () => {
+  test('ProxyHeaderParser decodes haproxy send-proxy and send-proxy-v2 (with CRC32C and UNIQUE_ID) over IPv4 and IPv6', async (t) => {
+    if (!tool(t, 'haproxy')) return;
+    const node = await proxyAwareServer();
+    const ports = {
+      v1: await freePort(),
+      v2: await freePort(),
+      v1six: await freePort('::1'),
+      v2six: await freePort('::1'),
+    };
+    const haproxy = await startHaproxy(
+      [
+        'backend node_v1',
+        `  server s1 127.0.0.1:${node.port} send-proxy`,
+        'backend node_v2',
+        `  server s1 127.0.0.1:${node.port} send-proxy-v2 proxy-v2-options crc32c,unique-id`,
+        'frontend in_v1',
+        `  bind 127.0.0.1:${ports.v1}`,
+        `  bind [::1]:${ports.v1six}`,
+        '  default_backend node_v1',
+        'frontend in_v2',
+        `  bind 127.0.0.1:${ports.v2}`,
+        `  bind [::1]:${ports.v2six}`,
+        '  unique-id-format %ci_%cp',
+        '  default_backend node_v2',
+      ].join('\n'),
+    );
+    try {
+      const cases = [
+        { host: '127.0.0.1', port: ports.v1, version: 1, protocol: 'TCP4' },
+        { host: '127.0.0.1', port: ports.v2, version: 2, protocol: 'TCP4' },
+        { host: '::1', port: ports.v1six, version: 1, protocol: 'TCP6' },
+        { host: '::1', port: ports.v2six, version: 2, protocol: 'TCP6' },
+      ] as const;
+      for (const c of cases) {
+        const client = await sendThrough(c.host, c.port, `hello over ${c.protocol} v${c.version}`);
+        const { header, payload } = await node.next();
+        assert.equal(header.version, c.version);
+        assert.equal(header.protocol, c.protocol);
+        assert.deepEqual(
+          header.source,
+          { address: client.address, port: client.port },
+          'the real client',
+        );
+        assert.deepEqual(
+          header.destination,
+          { address: c.host, port: c.port },
+          'the haproxy frontend',
+        );
+        assert.equal(payload, `hello over ${c.protocol} v${c.version}`);
+        assert.equal(client.reply, 'ok');
+        if (c.version === 2) {
+          assert.ok(
+            header.tlvs?.some((tlv) => tlv.type === 0x03),
+            'haproxy sent a CRC32C TLV we verified',
+          );
+          assert.equal(
+            readProxyTlvs(header.tlvs ?? []).uniqueId?.toString(),
+            `${client.address}_${client.port}`,
+          );
+        }
+      }
+    } finally {
+      await haproxy.stop();
+      await node.close();
+    }
+  });
+});
+
+const claims = [
+  {
+    protocol: 'TCP4',
+    source: { address: '203.0.113.7', port: 4242 },
+    destination: { address: '198.51.100.1', port: 443 },
+  },
+  {
+    protocol: 'TCP6',
+    source: { address: '2001:db8::7', port: 6464 },
+    destination: { address: '2001:db8::1', port: 443 },
+  },
+] as const;
+
+function claimHeader(version: 1 | 2, claim: (typeof claims)[number]): Buffer {
+  const header = { version, command: 'PROXY', ...claim } as const;
+  if (version === 1) return encodeProxyHeader(header);
+  return encodeProxyHeader(
+    {
+      ...header,
+      tlvs: proxyTlvs({
+        authority: 'example.com',
+        uniqueId: Buffer.from('conn-1'),
+        custom: [{ type: 0xe0, value: Buffer.from('x') }],
+      }),
+    },
+    { crc32c: true },
+  );
+}
+
+describe('PROXY protocol interop: haproxy as the receiver', () => {
+  test('haproxy accept-proxy believes encodeProxyHeader v1 and v2 (with CRC32C and TLVs), IPv4 and IPv6', async (t) => {
+    if (!tool(t, 'haproxy')) return;
+    const echo = await echoServer();
+    const port = await freePort();
+    const haproxy = await startHaproxy(
+      [
+        'listen in',
+        `  bind 127.0.0.1:${port} accept-proxy`,
+        '  log-format "client=%ci:%cp"',
+        `  server s1 127.0.0.1:${echo.port}`,
+      ].join('\n'),
+    );
+    try {
+      for (const version of [1, 2] as const) {
+        for (const claim of claims) {
+          const socket = await connect(port);
+          const reply = readAll(socket);
+          socket.write(claimHeader(version, claim));
+          socket.end(`ping v${version}`);
+          assert.equal(
+            (await reply).toString(),
+            `ping v${version}`,
+            'haproxy took the header off and relayed the payload',
+          );
+          socket.destroy();
+          await haproxy.waitForOutput(
+            new RegExp(
+              `client=${claim.source.address.replace(/[.]/g, '\\.')}:${claim.source.port}`,
+            ),
+          );
+        }
+      }
+    } finally {
+      await haproxy.stop();
+      await echo.close();
+    }
+  });
+
+  test('haproxy accept-proxy refuses a v2 header whose CRC32C we corrupted', async (t) => {
+    if (!tool(t, 'haproxy')) return;
+    const echo = await echoServer();
+    const port = await freePort();
+    const haproxy = await startHaproxy(
+      [
+        'listen in',
+        `  bind 127.0.0.1:${port} accept-proxy`,
+        `  server s1 127.0.0.1:${echo.port}`,
+      ].join('\n'),
+    );
+    try {
+      const bytes = claimHeader(2, claims[0]);
+      bytes[bytes.length - 1] = (bytes[bytes.length - 1] ?? 0) ^ 0xff;
+      const socket = await connect(port);
+      const reply = readAll(socket);
+      socket.write(bytes);
+      socket.write('ping');
+      assert.equal((await reply).toString(), '', 'haproxy closed without relaying');
+      socket.destroy();
+    } finally {
+      await haproxy.stop();
+      await echo.close();
+    }
+  });
+});
+
+describe('PROXY protocol interop: nginx as the receiver', () => {
+  test('nginx proxy_protocol reports the client encodeProxyHeader claims, v1 and v2, IPv4 and IPv6', async (t) => {
+    if (!tool(t, 'nginx')) return;
+    const port = await freePort();
+    const nginx = await startNginx(
+      `server { listen 127.0.0.1:${port} proxy_protocol; return "$proxy_protocol_addr:$proxy_protocol_port\\n"; }`,
+    );
+    try {
+      for (const version of [1, 2] as const) {
+        for (const claim of claims) {
+          const socket = await connect(port);
+          const reply = readAll(socket);
+          socket.write(claimHeader(version, claim));
+          assert.equal(
+            (await reply).toString(),
+            `${claim.source.address}:${claim.source.port}\n`,
+            `v${version} ${claim.protocol}`,
+          );
+          socket.destroy();
+        }
+      }
+    } finally {
+      await nginx.stop();
+    }
+  });
+});

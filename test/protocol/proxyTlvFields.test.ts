@@ -1,0 +1,75 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { InvalidOptionError } from '../../src/errors.js';
+import { ProxySslClient, ProxyTlvType } from '../../src/protocol/proxyTlv.js';
+import { proxyTlvs, readProxyTlvs } from '../../src/protocol/proxyTlvFields.js';
+import type { ProxyTlvFields } from '../../src/protocol/proxyTlvFields.js';
+
+describe('proxyTlvs / readProxyTlvs', () => {
+  test('build the registered TLVs with the spec type codes, in a fixed order', () => {
+    const tlvs = proxyTlvs({
+      custom: [{ type: 0xe5, value: Buffer.from('c') }],
+      netns: 'blue',
+      alpn: 'h2',
+      authority: 'example.com',
+      uniqueId: Buffer.from('id'),
+    });
+    assert.deepEqual(
+      tlvs.map((t) => t.type),
+      [ProxyTlvType.ALPN, ProxyTlvType.AUTHORITY, ProxyTlvType.UNIQUE_ID, ProxyTlvType.NETNS, 0xe5],
+    );
+    assert.deepEqual(tlvs[1]?.value, Buffer.from('example.com'));
+  });
+
+  test('lay out the SSL TLV as client, verify, then sub-TLVs', () => {
+    const [ssl] = proxyTlvs({
+      ssl: {
+        client: ProxySslClient.SSL | ProxySslClient.CERT_CONN,
+        verify: 0,
+        version: 'TLSv1.3',
+        cn: 'alice',
+      },
+    });
+    assert.equal(ssl?.type, ProxyTlvType.SSL);
+    assert.deepEqual(
+      ssl.value,
+      Buffer.concat([
+        Buffer.from('03 00000000 21 0007'.replace(/\s/g, ''), 'hex'),
+        Buffer.from('TLSv1.3'),
+        Buffer.from('220005', 'hex'),
+        Buffer.from('alice'),
+      ]),
+    );
+  });
+
+  test('read back what they build', () => {
+    const fields: ProxyTlvFields = {
+      alpn: 'http/1.1',
+      authority: 'bücher.example',
+      uniqueId: Buffer.from([1, 2, 3]),
+      ssl: {
+        client: 7,
+        verify: 1,
+        version: 'TLSv1.2',
+        cn: 'c',
+        cipher: 'x',
+        sigAlg: 'RSA-SHA256',
+        keyAlg: 'RSA2048',
+        group: 'secp256r1',
+        sigScheme: 'rsa_pss_rsae_sha256',
+        clientCert: Buffer.from([0x30]),
+      },
+      netns: 'ns1',
+      custom: [{ type: 0xef, value: Buffer.from('z') }],
+    };
+    assert.deepEqual(readProxyTlvs(proxyTlvs(fields)), fields);
+    assert.deepEqual(readProxyTlvs([]), {});
+  });
+
+  test('refuse a custom TLV outside 0xE0-0xEF', () => {
+    assert.throws(
+      () => proxyTlvs({ custom: [{ type: 0x10, value: Buffer.alloc(0) }] }),
+      (e: unknown) => e instanceof InvalidOptionError && e.option === 'custom[0].type',
+    );
+  });
+});
