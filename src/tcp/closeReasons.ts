@@ -49,6 +49,24 @@ export const RejectReason = {
   PROXY_CLOSING: 'proxy_closing',
   /** The client socket was already closed or had no address when it reached the proxy. */
   INVALID_SOCKET: 'invalid_socket',
+  /** The client's address matched `deny`, or `allow` is set and it matched nothing in it. */
+  DENIED: 'denied',
+  /** The client already had `perClient.maxConnections` connections open. */
+  CLIENT_LIMIT: 'client_limit',
+  /** The client opened connections faster than `perClient.connectionsPerSecond` (burst spent). */
+  RATE_LIMITED: 'rate_limited',
+  /** A trusted peer sent a malformed PROXY header, none when `required`, or one too long. */
+  PROXY_PROTOCOL_ERROR: 'proxy_protocol_error',
+  /** A trusted peer did not complete its PROXY header within `acceptProxyProtocol.timeout`. */
+  PROXY_PROTOCOL_TIMEOUT: 'proxy_protocol_timeout',
+  /** `sni.required` is set and the client sent no TLS ClientHello with a server name. */
+  SNI_REQUIRED: 'sni_required',
+  /** The TLS ClientHello was malformed or longer than `sni.maxBytes`. */
+  TLS_ERROR: 'tls_error',
+  /** The ClientHello did not arrive within `sni.timeout`. */
+  SNI_TIMEOUT: 'sni_timeout',
+  /** The client closed or reset the connection while the proxy read its preface. */
+  CLIENT_GONE: 'client_gone',
 } as const;
 
 /** Union of every rejection reason string. */
