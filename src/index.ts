@@ -35,3 +35,11 @@ export type {
   TcpProxyEvents,
 } from './tcp/events.js';
 export { CloseReason, RejectReason } from './tcp/closeReasons.js';
+
+// ---- UDP proxy (issue 4) ----
+export { UdpProxy } from './udp/UdpProxy.js';
+export type { BindOptions } from './udp/UdpProxy.js';
+export type { UdpProxyOptions } from './udp/UdpProxyOptions.js';
+export type { UdpProxyStats, UdpUpstreamStats } from './udp/UdpProxyStats.js';
+export type { UdpSessionInfo, UdpSessionSummary, UdpDrop, UdpProxyEvents } from './udp/events.js';
+export { SessionCloseReason, DropReason } from './udp/closeReasons.js';
