@@ -109,7 +109,7 @@ export function dig(
       [`@${host}`, '-p', String(port), name, '+short', '+tries=1', '+time=2'],
       { timeout: 10_000 },
       (err, stdout) => {
-        if (err) reject(err instanceof Error ? err : new Error(String(err)));
+        if (err !== null) reject(new Error(`dig failed: ${err.message}`, { cause: err }));
         else resolve(stdout.trim());
       },
     );
