@@ -481,6 +481,35 @@ describe('UdpProxy lifecycle', () => {
     assert.ok(proxy.addresses().length >= 1);
   });
 
+  test('binds all addresses by default and serves IPv4 clients through it', async (t) => {
+    const echo = await udpEcho('E:');
+    t.after(() => echo.close());
+    const proxy = new UdpProxy({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
+    t.after(() => proxy.close());
+    const bound = await proxy.bind();
+    assert.ok(['::', '0.0.0.0'].includes(bound.address), bound.address);
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    assert.equal((await request(client, bound.port, 'v4')).toString(), 'E:v4');
+    const [session] = proxy.sessions();
+    assert.match(session?.clientAddress ?? '', /127\.0\.0\.1$/);
+  });
+
+  test("sends a new client's first datagram upstream before emitting session (no tick)", async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    });
+    t.after(() => proxy.close());
+    const sentAtSession: number[] = [];
+    proxy.on('session', () => sentAtSession.push(proxy.stats().upstream_sess_tx_datagrams));
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    await request(client, port, 'first');
+    assert.deepEqual(sentAtSession, [1]);
+  });
+
   test('rejects a taken port with ListenError and a closed proxy with ProxyClosedError', async (t) => {
     const taken = await udpSocket();
     t.after(() => closeSocket(taken));
