@@ -119,12 +119,13 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
    * Binds a UDP socket and starts proxying datagrams that reach it. Resolves with the bound
    * address. May be called more than once to serve several addresses.
    *
-   * @throws {InvalidOptionError} (synchronously) for bad options.
+   * @throws {InvalidOptionError} (rejection) for bad options, like `TcpProxy.listen()`.
    * @throws {ListenError} (rejection) when the address cannot be bound.
+   * @throws {ProxyClosedError} (rejection) after `close()`.
    */
-  bind(options: BindOptions = {}): Promise<AddressInfo> {
+  async bind(options: BindOptions = {}): Promise<AddressInfo> {
     const resolved = validateBindOptions(options);
-    if (this.closing) return Promise.reject(new ProxyClosedError());
+    if (this.closing) throw new ProxyClosedError();
     return this.bindResolved(resolved);
   }
 

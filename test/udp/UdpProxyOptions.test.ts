@@ -69,7 +69,7 @@ describe('UdpProxyOptions', () => {
     assert.deepEqual(created, []);
   });
 
-  test('rejects invalid bind options with InvalidOptionError naming them, binding nothing', (t) => {
+  test('rejects invalid bind options with InvalidOptionError naming them, binding nothing', async (t) => {
     const proxy = new UdpProxy({});
     t.after(() => proxy.close());
     for (const [options, option] of [
@@ -80,8 +80,8 @@ describe('UdpProxyOptions', () => {
       [{ recvBufferSize: 0 }, 'recvBufferSize'],
       [{ host: '127.0.0.1' }, 'host'],
     ] as const) {
-      assert.throws(
-        () => void proxy.bind(options as never),
+      await assert.rejects(
+        proxy.bind(options as never),
         (err: unknown) => err instanceof InvalidOptionError && err.option === option,
       );
     }
