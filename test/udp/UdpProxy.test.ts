@@ -1,4 +1,5 @@
 import { createHook } from 'node:async_hooks';
+import { lookup } from 'node:dns/promises';
 import type { Socket } from 'node:dgram';
 import { once } from 'node:events';
 import { test, describe } from 'node:test';
@@ -344,6 +345,47 @@ describe('UdpProxy sessions', () => {
     assert.equal(closes[0]?.reason, 'idle_timeout');
     assert.equal(closes[0].datagramsFromClient, 12);
     assert.ok(closes[0].durationMs >= Date.now() - started - 50 - 400);
+  });
+
+  test('resolves an upstream host name when the session socket is set up', async (t) => {
+    // Bind the echo where 'localhost' resolves (from /etc/hosts), IPv4 or IPv6.
+    const { address } = await lookup('localhost');
+    const echo = await udpEcho('E:', address);
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: 'localhost', port: echo.port, id: 'local' }],
+    });
+    t.after(() => proxy.close());
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    assert.equal((await request(client, port, 'named')).toString(), 'E:named');
+    assert.equal(proxy.stats().upstreams.local?.upstream_sess_rx_datagrams, 1);
+  });
+
+  test('with perPacketBalancing, a down upstream loses only its own socket', async (t) => {
+    const echo = await udpEcho('E:');
+    t.after(() => echo.close());
+    const downPort = await freeUdpPort();
+    const { proxy, port } = await startProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: downPort, id: 'down' },
+        { host: '127.0.0.1', port: echo.port, id: 'up' },
+      ],
+      perPacketBalancing: true,
+    });
+    t.after(() => proxy.close());
+    const errors: string[] = [];
+    proxy.on('upstreamError', (_session, upstream) => errors.push(upstream.id));
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    client.send('lost', port, '127.0.0.1'); // round robin: to 'down'
+    await until(proxy, 'upstreamError', () => errors.length === 1);
+    assert.deepEqual(errors, ['down']);
+    assert.equal((await request(client, port, 'kept')).toString(), 'E:kept'); // to 'up'
+    const stats = proxy.stats();
+    assert.equal(stats.downstream_sess_active, 1);
+    assert.equal(stats.upstreams.down?.upstream_sess_active, 0);
+    assert.equal(stats.upstreams.up?.upstream_sess_active, 1);
   });
 
   test('drops with no_upstream and counts downstream_sess_no_route when the set is empty', async (t) => {
