@@ -82,3 +82,11 @@ export { crc32c } from './protocol/crc32c.js';
 export { ClientHelloParser, DEFAULT_CLIENT_HELLO_MAX_BYTES } from './protocol/ClientHelloParser.js';
 export type { ClientHelloParserOptions, ClientHelloResult } from './protocol/ClientHelloParser.js';
 export type { ClientHello } from './protocol/clientHello.js';
+
+// ---- UDP proxy (issue 4) ----
+export { UdpProxy } from './udp/UdpProxy.js';
+export type { BindOptions } from './udp/UdpProxy.js';
+export type { UdpProxyOptions } from './udp/UdpProxyOptions.js';
+export type { UdpProxyStats, UdpUpstreamStats } from './udp/UdpProxyStats.js';
+export type { UdpSessionInfo, UdpSessionSummary, UdpDrop, UdpProxyEvents } from './udp/events.js';
+export { SessionCloseReason, DropReason } from './udp/closeReasons.js';

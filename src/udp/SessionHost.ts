@@ -1,0 +1,32 @@
+import type { UpstreamSelector } from '../select/SelectionContext.js';
+import type { UpstreamSet } from '../upstream/UpstreamSet.js';
+import type { UpstreamState } from '../upstream/UpstreamState.js';
+import type { DropReason } from './closeReasons.js';
+import type { UdpSessionSummary } from './events.js';
+import type { UdpSession } from './UdpSession.js';
+import type { ResolvedUdpOptions } from './UdpProxyOptions.js';
+import type { UdpCounters } from './UdpProxyStats.js';
+
+/** What a {@link UdpSession} and its upstream links need from the proxy that owns them (internal seam). */
+export interface SessionHost {
+  readonly options: ResolvedUdpOptions;
+  readonly upstreams: UpstreamSet;
+  readonly selector: UpstreamSelector;
+  readonly counters: UdpCounters;
+  /** Counts a dropped datagram and emits `dropped` when someone listens. */
+  drop(
+    reason: DropReason,
+    from: 'client' | 'upstream',
+    session: UdpSession | undefined,
+    clientAddress: string,
+    clientPort: number,
+    size: number,
+    error?: Error,
+  ): void;
+  emitUpstreamError(session: UdpSession, state: UpstreamState, error: Error): void;
+  /** The session ended: forget it, count it, emit `sessionClose`. */
+  finish(session: UdpSession, summary: UdpSessionSummary): void;
+  /** A session socket was created / has emitted 'close' (so `close()` can wait for all of them). */
+  socketOpened(): void;
+  socketClosed(): void;
+}

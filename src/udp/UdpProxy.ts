@@ -1,0 +1,360 @@
+import dgram from 'node:dgram';
+import type { RemoteInfo, Socket } from 'node:dgram';
+import { lookup } from 'node:dns';
+import { isIP } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { EventEmitter } from 'eventemitter3';
+import { InvalidOptionError, ListenError, ProxyClosedError } from '../errors.js';
+import { emitSafely, reportError } from '../internal/emit.js';
+import { boolean, integer, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
+import type { UpstreamSelector } from '../select/SelectionContext.js';
+import type { Upstream } from '../upstream/Upstream.js';
+import { UpstreamSet } from '../upstream/UpstreamSet.js';
+import type { UpstreamState } from '../upstream/UpstreamState.js';
+import { DropReason, SessionCloseReason } from './closeReasons.js';
+import type { UdpProxyEvents, UdpSessionInfo, UdpSessionSummary } from './events.js';
+import { literalLookup4, literalLookup6 } from './literalLookup.js';
+import type { SessionHost } from './SessionHost.js';
+import type { ListenerOwner } from './UdpListener.js';
+import { UdpListener } from './UdpListener.js';
+import type { ResolvedUdpOptions, UdpProxyOptions } from './UdpProxyOptions.js';
+import { resolveUdpOptions } from './UdpProxyOptions.js';
+import type { UdpProxyStats } from './UdpProxyStats.js';
+import { createUdpCounters, snapshotUdpStats } from './UdpProxyStats.js';
+import { UdpSession } from './UdpSession.js';
+
+/** Where `bind()` binds a UDP socket. */
+export interface BindOptions {
+  /** UDP port, 0 (default) for an ephemeral one. */
+  readonly port?: number;
+  /**
+   * IP address or host name. Default: all addresses (`::` with IPv4-mapped clients where IPv6
+   * is available, else `0.0.0.0`).
+   */
+  readonly address?: string;
+  /** With an IPv6 address, do not accept IPv4 clients (no IPv4-mapped addresses). Default false. */
+  readonly ipv6Only?: boolean;
+  /** SO_RCVBUF of the bound socket, in bytes (capped by the kernel). Default: the system's. */
+  readonly recvBufferSize?: number;
+  /** SO_SNDBUF of the bound socket, in bytes (capped by the kernel). Default: the system's. */
+  readonly sendBufferSize?: number;
+}
+
+interface ResolvedBind {
+  port: number;
+  address: string | undefined;
+  ipv6Only: boolean;
+  recvBufferSize: number | undefined;
+  sendBufferSize: number | undefined;
+}
+
+/**
+ * A Layer 4 UDP proxy (non-transparent): each client (address and port) gets a session with its
+ * own socket connected to an upstream chosen by the selector; replies go back to the client from
+ * the bound socket. Sessions expire when idle.
+ *
+ * @example
+ * const proxy = new UdpProxy({ upstreams: [{ host: '127.0.0.1', port: 53 }], maxResponses: 1 });
+ * const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
+ * // ...
+ * await proxy.close();
+ */
+export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDisposable {
+  private readonly host: SessionHost;
+  private readonly upstreamSet: UpstreamSet;
+  private readonly options: ResolvedUdpOptions;
+  private readonly counters = createUdpCounters();
+  private readonly bound = new Set<UdpListener>();
+  private readonly owner: ListenerOwner;
+  private live = 0;
+  private openSockets = 0;
+  private nextId = 1;
+  private closing: Promise<void> | undefined;
+  private socketsDrained: (() => void) | undefined;
+
+  /** @throws {InvalidOptionError} naming the first invalid option. */
+  constructor(options: UdpProxyOptions = {}) {
+    super();
+    const resolved = resolveUdpOptions(options);
+    this.options = resolved.options;
+    this.upstreamSet = new UpstreamSet();
+    this.upstreamSet.set(resolved.upstreams, 'upstreams');
+    this.host = this.createHost(resolved.selector);
+    this.owner = {
+      receive: (listener, msg, rinfo) => {
+        this.receive(listener, msg, rinfo);
+      },
+      listenerError: (_listener, error) => {
+        reportError(this, error);
+      },
+    };
+  }
+
+  private createHost(selector: UpstreamSelector): SessionHost {
+    return {
+      options: this.options,
+      upstreams: this.upstreamSet,
+      selector,
+      counters: this.counters,
+      drop: (reason, from, session, clientAddress, clientPort, size, error) => {
+        this.drop(reason, from, session, clientAddress, clientPort, size, error);
+      },
+      emitUpstreamError: (session, state, error) => {
+        emitSafely(this, 'upstreamError', session, state, error);
+      },
+      finish: (session, summary) => {
+        this.finish(session, summary);
+      },
+      socketOpened: () => {
+        this.openSockets++;
+      },
+      socketClosed: () => {
+        this.openSockets--;
+        if (this.openSockets === 0) this.socketsDrained?.();
+      },
+    };
+  }
+
+  /**
+   * Binds a UDP socket and starts proxying datagrams that reach it. Resolves with the bound
+   * address. May be called more than once to serve several addresses.
+   *
+   * @throws {InvalidOptionError} (rejection) for bad options, like `TcpProxy.listen()`.
+   * @throws {ListenError} (rejection) when the address cannot be bound.
+   * @throws {ProxyClosedError} (rejection) after `close()`.
+   */
+  async bind(options: BindOptions = {}): Promise<AddressInfo> {
+    const resolved = validateBindOptions(options);
+    if (this.closing) throw new ProxyClosedError();
+    return this.bindResolved(resolved);
+  }
+
+  private async bindResolved(options: ResolvedBind): Promise<AddressInfo> {
+    let socket: Socket;
+    if (options.address === undefined) {
+      try {
+        socket = await bindSocket(options, '::', 6);
+      } catch {
+        socket = await bindSocket(options, '0.0.0.0', 4);
+      }
+    } else {
+      const [ip, family] = await resolveAddress(options.address);
+      socket = await bindSocket(options, ip, family);
+    }
+    if (this.closing) {
+      socket.close();
+      throw new ProxyClosedError();
+    }
+    const listener = new UdpListener(this.owner, socket, this.counters, this.options.maxSendQueue);
+    this.bound.add(listener);
+    const address = socket.address();
+    emitSafely(this, 'listening', address);
+    return address;
+  }
+
+  /** Addresses the proxy is bound to. */
+  addresses(): AddressInfo[] {
+    return [...this.bound].map((listener) => listener.socket.address());
+  }
+
+  /** The hot path: one datagram from a client. */
+  private receive(listener: UdpListener, msg: Buffer, rinfo: RemoteInfo): void {
+    const counters = this.counters;
+    counters.rxDatagrams++;
+    counters.rxBytes += msg.length;
+    const session = listener.find(rinfo.address, rinfo.port);
+    if (session !== undefined) {
+      session.fromClient(msg);
+      return;
+    }
+    this.open(listener, msg, rinfo);
+  }
+
+  /** A new client: open a session for it, unless its datagram or the limits forbid it. */
+  private open(listener: UdpListener, msg: Buffer, rinfo: RemoteInfo): void {
+    if (this.closing) return;
+    if (msg.length > this.options.maxDatagramSize) {
+      this.drop(DropReason.OVERSIZED, 'client', undefined, rinfo.address, rinfo.port, msg.length);
+      return;
+    }
+    if (this.live >= this.options.maxSessions) {
+      this.drop(
+        DropReason.MAX_SESSIONS,
+        'client',
+        undefined,
+        rinfo.address,
+        rinfo.port,
+        msg.length,
+      );
+      return;
+    }
+    const session = new UdpSession(this.host, listener, rinfo.address, rinfo.port, this.nextId++);
+    listener.add(session);
+    this.live++;
+    this.counters.sessTotal++;
+    session.start(msg);
+    if (!session.closed) emitSafely(this, 'session', session);
+  }
+
+  private drop(
+    reason: DropReason,
+    from: 'client' | 'upstream',
+    session: UdpSession | undefined,
+    clientAddress: string,
+    clientPort: number,
+    size: number,
+    error?: Error,
+  ): void {
+    const counters = this.counters;
+    counters.droppedTotal++;
+    counters.dropped[reason]++;
+    if (reason === DropReason.NO_UPSTREAM) counters.noRoute++;
+    if (this.listenerCount('dropped') === 0) return;
+    emitSafely(this, 'dropped', {
+      reason,
+      from,
+      clientAddress,
+      clientPort,
+      size,
+      sessionId: session?.id,
+      error,
+    });
+  }
+
+  private finish(session: UdpSession, summary: UdpSessionSummary): void {
+    session.listener.remove(session);
+    this.live--;
+    this.counters.closeReasons[summary.reason]++;
+    emitSafely(this, 'sessionClose', summary);
+  }
+
+  /**
+   * Replaces the upstream set. New sessions use it at once; live sessions keep their upstream
+   * until they end. Counters of upstreams that stay are kept.
+   *
+   * @throws {InvalidOptionError} naming the bad entry; the old set stays in force.
+   */
+  setUpstreams(upstreams: readonly Upstream[]): void {
+    this.upstreamSet.set(upstreams, 'upstreams');
+  }
+
+  /** The configured upstreams with their live state. */
+  upstreams(): readonly UpstreamState[] {
+    return this.upstreamSet.list();
+  }
+
+  /** Live sessions. */
+  sessions(): UdpSessionInfo[] {
+    const result: UdpSessionInfo[] = [];
+    for (const listener of this.bound)
+      for (const session of listener.sessions()) result.push(session);
+    return result;
+  }
+
+  /** A snapshot of counters and gauges, named after Envoy's udp_proxy stats. */
+  stats(): UdpProxyStats {
+    return snapshotUdpStats(this.counters, this.live, this.upstreamSet.list());
+  }
+
+  /**
+   * Closes the bound sockets and every session (reason `proxy_closed`); resolves once every
+   * socket is closed. Idempotent: every call returns the same promise.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    const listeners = [...this.bound];
+    this.bound.clear();
+    const closed = listeners.map((listener) => listener.close());
+    for (const listener of listeners) {
+      for (const session of [...listener.sessions()]) {
+        session.terminate(SessionCloseReason.PROXY_CLOSED);
+      }
+    }
+    await Promise.all(closed);
+    if (this.openSockets > 0) {
+      await new Promise<void>((resolve) => {
+        this.socketsDrained = resolve;
+      });
+      this.socketsDrained = undefined;
+    }
+    emitSafely(this, 'close');
+  }
+
+  /** `await using proxy = new UdpProxy(...)`: closes at scope exit. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+function validateBindOptions(options: unknown): ResolvedBind {
+  const raw = optionalRecord(options, 'bind options');
+  rejectUnknownKeys(raw, ['port', 'address', 'ipv6Only', 'recvBufferSize', 'sendBufferSize'], '');
+  if (raw.address !== undefined && (typeof raw.address !== 'string' || raw.address === '')) {
+    throw new InvalidOptionError('address', 'a non-empty host name or IP address', raw.address);
+  }
+  const bufferSize = (name: string): number | undefined =>
+    raw[name] === undefined
+      ? undefined
+      : integer(raw[name], name, 0, { min: 1, max: 2_147_483_647 });
+  return {
+    port: integer(raw.port, 'port', 0, { min: 0, max: 65535 }),
+    address: raw.address,
+    ipv6Only: boolean(raw.ipv6Only, 'ipv6Only', false),
+    recvBufferSize: bufferSize('recvBufferSize'),
+    sendBufferSize: bufferSize('sendBufferSize'),
+  };
+}
+
+/** An IP literal as is; a host name through `dns.lookup` (first address). */
+function resolveAddress(address: string): Promise<[string, number]> {
+  const family = isIP(address);
+  if (family !== 0) return Promise.resolve([address, family]);
+  return new Promise((resolve, reject) => {
+    lookup(address, (err, ip, ipFamily) => {
+      if (err)
+        reject(new ListenError(`Cannot resolve bind address ${address}: ${err.message}`, err));
+      else resolve([ip, ipFamily]);
+    });
+  });
+}
+
+/** Binds a socket of the right family; rejects with ListenError (the socket closed) on failure. */
+function bindSocket(options: ResolvedBind, ip: string, family: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    let socket: Socket;
+    const where = family === 6 ? `[${ip}]:${options.port}` : `${ip}:${options.port}`;
+    const fail = (err: Error): void => {
+      try {
+        socket.close();
+      } catch {
+        // Never bound or already closed.
+      }
+      reject(new ListenError(`Cannot bind UDP ${where}: ${err.message}`, err));
+    };
+    try {
+      socket = dgram.createSocket({
+        type: family === 6 ? 'udp6' : 'udp4',
+        lookup: family === 6 ? literalLookup6 : literalLookup4,
+        ipv6Only: options.ipv6Only,
+        ...(options.recvBufferSize !== undefined && { recvBufferSize: options.recvBufferSize }),
+        ...(options.sendBufferSize !== undefined && { sendBufferSize: options.sendBufferSize }),
+      });
+    } catch (err) {
+      reject(new ListenError(`Cannot create a UDP socket for ${where}`, err));
+      return;
+    }
+    socket.once('error', fail);
+    try {
+      socket.bind({ port: options.port, address: ip }, () => {
+        socket.off('error', fail);
+        resolve(socket);
+      });
+    } catch (err) {
+      fail(err instanceof Error ? err : new Error(String(err)));
+    }
+  });
+}

@@ -1,0 +1,171 @@
+import type { UpstreamState } from '../upstream/UpstreamState.js';
+import { DropReason, SessionCloseReason } from './closeReasons.js';
+
+/** Counters and gauges of one upstream in {@link UdpProxyStats}. */
+export interface UdpUpstreamStats {
+  readonly host: string;
+  readonly port: number;
+  readonly healthy: boolean;
+  /** Session sockets opened to this upstream. */
+  readonly upstream_sess_total: number;
+  /** Session sockets open to this upstream now. */
+  readonly upstream_sess_active: number;
+  readonly upstream_sess_rx_datagrams: number;
+  readonly upstream_sess_rx_bytes: number;
+  readonly upstream_sess_tx_datagrams: number;
+  readonly upstream_sess_tx_bytes: number;
+  /** Setup failures, ICMP errors and failed sends on sockets to this upstream. */
+  readonly upstream_sess_errors: number;
+}
+
+/**
+ * A snapshot of a {@link UdpProxy}'s counters and gauges (`_active`), named after Envoy's
+ * udp_proxy statistics. Counters only grow; `downstream_sess_active` and `upstream_sess_active`
+ * are gauges.
+ */
+export interface UdpProxyStats {
+  /** Sessions opened. */
+  readonly downstream_sess_total: number;
+  /** Sessions live now. */
+  readonly downstream_sess_active: number;
+  /** Datagrams received from clients (dropped ones included). */
+  readonly downstream_sess_rx_datagrams: number;
+  readonly downstream_sess_rx_bytes: number;
+  /** Datagrams handed to a bound socket for a client. */
+  readonly downstream_sess_tx_datagrams: number;
+  readonly downstream_sess_tx_bytes: number;
+  /** Receive errors on bound sockets. */
+  readonly downstream_sess_rx_errors: number;
+  /** Sends to clients that failed. */
+  readonly downstream_sess_tx_errors: number;
+  /** Datagrams dropped because no upstream could be chosen. */
+  readonly downstream_sess_no_route: number;
+  /** Sessions closed by `idleTimeout`. */
+  readonly idle_timeout: number;
+  /** Session sockets opened to upstreams. */
+  readonly upstream_sess_total: number;
+  /** Session sockets open now. */
+  readonly upstream_sess_active: number;
+  readonly upstream_sess_rx_datagrams: number;
+  readonly upstream_sess_rx_bytes: number;
+  readonly upstream_sess_tx_datagrams: number;
+  readonly upstream_sess_tx_bytes: number;
+  /** Setup failures and receive (ICMP) errors on session sockets. */
+  readonly upstream_sess_rx_errors: number;
+  /** Sends to upstreams that failed. */
+  readonly upstream_sess_tx_errors: number;
+  /** Datagrams not forwarded, all reasons. */
+  readonly datagrams_dropped: number;
+  /** Datagrams not forwarded, by reason (every reason present, zero when none). */
+  readonly dropped: Readonly<Record<DropReason, number>>;
+  /** Closed sessions by reason (every reason present, zero when none). */
+  readonly session_close_reasons: Readonly<Record<SessionCloseReason, number>>;
+  /** Per configured upstream, keyed by upstream id. */
+  readonly upstreams: Readonly<Record<string, UdpUpstreamStats>>;
+}
+
+/** Proxy-wide counters that sessions update directly (no lookups on the hot path). Internal. */
+export interface UdpCounters {
+  sessTotal: number;
+  rxDatagrams: number;
+  rxBytes: number;
+  txDatagrams: number;
+  txBytes: number;
+  rxErrors: number;
+  txErrors: number;
+  noRoute: number;
+  idleTimeouts: number;
+  upstreamTotal: number;
+  upstreamActive: number;
+  upstreamRxDatagrams: number;
+  upstreamRxBytes: number;
+  upstreamTxDatagrams: number;
+  upstreamTxBytes: number;
+  upstreamRxErrors: number;
+  upstreamTxErrors: number;
+  droppedTotal: number;
+  dropped: Record<DropReason, number>;
+  closeReasons: Record<SessionCloseReason, number>;
+}
+
+function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {
+  const record = {} as Record<K, number>;
+  for (const key of keys) record[key] = 0;
+  return record;
+}
+
+/** Fresh, all-zero counters. */
+export function createUdpCounters(): UdpCounters {
+  return {
+    sessTotal: 0,
+    rxDatagrams: 0,
+    rxBytes: 0,
+    txDatagrams: 0,
+    txBytes: 0,
+    rxErrors: 0,
+    txErrors: 0,
+    noRoute: 0,
+    idleTimeouts: 0,
+    upstreamTotal: 0,
+    upstreamActive: 0,
+    upstreamRxDatagrams: 0,
+    upstreamRxBytes: 0,
+    upstreamTxDatagrams: 0,
+    upstreamTxBytes: 0,
+    upstreamRxErrors: 0,
+    upstreamTxErrors: 0,
+    droppedTotal: 0,
+    dropped: zeroes(Object.values(DropReason)),
+    closeReasons: zeroes(Object.values(SessionCloseReason)),
+  };
+}
+
+function upstreamStats(state: UpstreamState): UdpUpstreamStats {
+  const counters = state.counters;
+  return {
+    host: state.host,
+    port: state.port,
+    healthy: state.healthy,
+    upstream_sess_total: counters.total,
+    upstream_sess_active: state.active,
+    upstream_sess_rx_datagrams: counters.rxDatagrams,
+    upstream_sess_rx_bytes: counters.rxBytes,
+    upstream_sess_tx_datagrams: counters.txDatagrams,
+    upstream_sess_tx_bytes: counters.txBytes,
+    upstream_sess_errors: counters.errors,
+  };
+}
+
+/** Builds the public snapshot. */
+export function snapshotUdpStats(
+  counters: UdpCounters,
+  activeSessions: number,
+  upstreams: readonly UpstreamState[],
+): UdpProxyStats {
+  const perUpstream: Record<string, UdpUpstreamStats> = {};
+  for (const state of upstreams) perUpstream[state.id] = upstreamStats(state);
+  return {
+    downstream_sess_total: counters.sessTotal,
+    downstream_sess_active: activeSessions,
+    downstream_sess_rx_datagrams: counters.rxDatagrams,
+    downstream_sess_rx_bytes: counters.rxBytes,
+    downstream_sess_tx_datagrams: counters.txDatagrams,
+    downstream_sess_tx_bytes: counters.txBytes,
+    downstream_sess_rx_errors: counters.rxErrors,
+    downstream_sess_tx_errors: counters.txErrors,
+    downstream_sess_no_route: counters.noRoute,
+    idle_timeout: counters.idleTimeouts,
+    upstream_sess_total: counters.upstreamTotal,
+    upstream_sess_active: counters.upstreamActive,
+    upstream_sess_rx_datagrams: counters.upstreamRxDatagrams,
+    upstream_sess_rx_bytes: counters.upstreamRxBytes,
+    upstream_sess_tx_datagrams: counters.upstreamTxDatagrams,
+    upstream_sess_tx_bytes: counters.upstreamTxBytes,
+    upstream_sess_rx_errors: counters.upstreamRxErrors,
+    upstream_sess_tx_errors: counters.upstreamTxErrors,
+    datagrams_dropped: counters.droppedTotal,
+    dropped: { ...counters.dropped },
+    session_close_reasons: { ...counters.closeReasons },
+    upstreams: perUpstream,
+  };
+}

@@ -1,0 +1,447 @@
+import { L4Error, ProxyClosedError, SelectorError } from '../errors.js';
+import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
+import type { UpstreamState } from '../upstream/UpstreamState.js';
+import { DropReason, SessionCloseReason } from './closeReasons.js';
+import type { UdpSessionInfo, UdpSessionSummary } from './events.js';
+import type { SessionHost } from './SessionHost.js';
+import type { UdpListener } from './UdpListener.js';
+import type { LinkFailure, LinkOwner } from './UpstreamLink.js';
+import { isUnreachable, UpstreamLink } from './UpstreamLink.js';
+
+const EMPTY: readonly UpstreamState[] = [];
+
+function isThenable(value: unknown): value is PromiseLike<SelectionResult> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
+function selectorError(err: unknown): L4Error {
+  return err instanceof L4Error
+    ? err
+    : new SelectorError('The upstream selector failed; see `cause`.', err);
+}
+
+/** What happens to datagrams still waiting when a session closes for `reason`. */
+function dropReasonFor(reason: SessionCloseReason): DropReason {
+  switch (reason) {
+    case SessionCloseReason.NO_UPSTREAM:
+      return DropReason.NO_UPSTREAM;
+    case SessionCloseReason.SELECTOR_ERROR:
+      return DropReason.SELECTOR_ERROR;
+    case SessionCloseReason.SOCKET_ERROR:
+      return DropReason.SOCKET_ERROR;
+    default:
+      return DropReason.SESSION_CLOSED;
+  }
+}
+
+/**
+ * One UDP session: every datagram from one client address and port on one bound socket. It owns
+ * the connected socket(s) to its upstream(s), relays both ways, expires when idle, and ends with
+ * exactly one summary.
+ *
+ * Handlers are bound once per session; the hot path updates plain counters and stamps
+ * `lastActivity` (one self re-arming timer per session checks it, never a timer per datagram).
+ */
+export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
+  readonly id: number;
+  readonly protocol = 'udp' as const;
+  readonly attempt = 1;
+  readonly clientAddress: string;
+  readonly clientPort: number;
+  readonly clientFamily: 'IPv4' | 'IPv6';
+  readonly localAddress: string;
+  readonly localPort: number;
+  readonly startTime = Date.now();
+  readonly host: SessionHost;
+  readonly listener: UdpListener;
+
+  datagramsFromClient = 0;
+  bytesFromClient = 0;
+  datagramsFromUpstream = 0;
+  bytesFromUpstream = 0;
+  datagramsToClient = 0;
+  bytesToClient = 0;
+  /** Sends to upstreams by links already closed (live links count their own). */
+  private closedLinksDatagrams = 0;
+  private closedLinksBytes = 0;
+
+  /** Per-session balancing: the one link, once the upstream is chosen. */
+  private link: UpstreamLink | undefined;
+  /** Per-packet balancing: one link per upstream used. */
+  private links: Map<UpstreamState, UpstreamLink> | undefined;
+  private current: UpstreamState | undefined;
+  /** Datagrams waiting for the (per-session) selection. */
+  private pending: Buffer[] | undefined;
+  /** Datagrams waiting anywhere (selection, socket setup): bounded by `maxPendingDatagrams`. */
+  private waiting = 0;
+  private selecting = false;
+  private responses = 0;
+
+  private reason: SessionCloseReason | undefined;
+  private error: Error | undefined;
+  private abort: AbortController | undefined;
+  private lastActivity = this.startTime;
+  private idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(host: SessionHost, listener: UdpListener, address: string, port: number, id: number) {
+    this.host = host;
+    this.listener = listener;
+    this.id = id;
+    this.clientAddress = address;
+    this.clientPort = port;
+    this.clientFamily = address.includes(':') ? 'IPv6' : 'IPv4';
+    this.localAddress = listener.localAddress;
+    this.localPort = listener.localPort;
+  }
+
+  // ---- SelectionContext -------------------------------------------------------------------
+
+  get tried(): readonly UpstreamState[] {
+    return EMPTY;
+  }
+
+  get candidates(): readonly UpstreamState[] {
+    return this.host.upstreams.available();
+  }
+
+  get upstreams(): readonly UpstreamState[] {
+    return this.host.upstreams.list();
+  }
+
+  get signal(): AbortSignal {
+    this.abort ??= new AbortController();
+    return this.abort.signal;
+  }
+
+  get upstream(): UpstreamState | undefined {
+    return this.current;
+  }
+
+  /** Whether the session has ended. */
+  get closed(): boolean {
+    return this.reason !== undefined;
+  }
+
+  // ---- lifecycle ----------------------------------------------------------------------------
+
+  /** Arms the idle timer and handles the first datagram. */
+  start(first: Buffer): void {
+    const idleTimeout = this.host.options.idleTimeout;
+    if (idleTimeout > 0) {
+      this.idleTimer = setTimeout(this.onIdleCheck, idleTimeout);
+      this.idleTimer.unref();
+    }
+    this.fromClient(first);
+  }
+
+  /** Ends the session now, reason `closed_by_user`. */
+  close(): void {
+    this.terminate(SessionCloseReason.CLOSED_BY_USER);
+  }
+
+  // ---- client to upstream -------------------------------------------------------------------
+
+  /** A datagram from the client. */
+  fromClient(msg: Buffer): void {
+    const len = msg.length;
+    this.datagramsFromClient++;
+    this.bytesFromClient += len;
+    this.lastActivity = Date.now();
+    if (len > this.host.options.maxDatagramSize) {
+      this.drop(DropReason.OVERSIZED, 'client', len);
+      return;
+    }
+    if (this.links !== undefined || this.host.options.perPacketBalancing) {
+      this.selectFor(msg);
+      return;
+    }
+    const link = this.link;
+    if (link !== undefined) {
+      if (link.ready) {
+        if (!link.send(msg)) this.drop(DropReason.SEND_QUEUE_FULL, 'client', len);
+      } else if (this.reserve(len)) {
+        link.send(msg);
+      }
+      return;
+    }
+    if (!this.reserve(len)) return;
+    (this.pending ??= []).push(msg);
+    if (!this.selecting) this.select();
+  }
+
+  /** Counts a datagram about to wait; drops it when `maxPendingDatagrams` already wait. */
+  private reserve(len: number): boolean {
+    if (this.waiting >= this.host.options.maxPendingDatagrams) {
+      this.drop(DropReason.PENDING_OVERFLOW, 'client', len);
+      return false;
+    }
+    this.waiting++;
+    return true;
+  }
+
+  /** Datagrams left a link's queue (sent, or about to be dropped by the caller). */
+  unqueued(count: number): void {
+    this.waiting -= count;
+  }
+
+  sendQueueFull(size: number): void {
+    this.drop(DropReason.SEND_QUEUE_FULL, 'client', size);
+  }
+
+  // ---- per-session selection ----------------------------------------------------------------
+
+  private select(): void {
+    this.selecting = true;
+    let result: SelectionResult | PromiseLike<SelectionResult>;
+    try {
+      result = this.host.selector(this);
+    } catch (err) {
+      this.terminate(SessionCloseReason.SELECTOR_ERROR, selectorError(err));
+      return;
+    }
+    if (isThenable(result)) Promise.resolve(result).then(this.onSelected, this.onSelectorFailed);
+    else this.onSelected(result);
+  }
+
+  private readonly onSelectorFailed = (err: unknown): void => {
+    this.terminate(SessionCloseReason.SELECTOR_ERROR, selectorError(err));
+  };
+
+  private readonly onSelected = (choice: SelectionResult): void => {
+    if (this.reason !== undefined) return;
+    this.selecting = false;
+    const state = this.resolve(choice);
+    if (typeof state === 'string') {
+      this.terminate(state, this.error);
+      return;
+    }
+    const link = new UpstreamLink(this, state);
+    this.current = state;
+    this.link = link;
+    link.queue = this.pending;
+    this.pending = undefined;
+    link.open();
+  };
+
+  /**
+   * Maps a selector's choice to live state, or to the reason it cannot be used (with
+   * `this.error` set for a selector error).
+   */
+  private resolve(choice: SelectionResult): UpstreamState | SessionCloseReason {
+    // JS selectors may return null as well as undefined.
+    if (choice === undefined || (choice as unknown) === null) return SessionCloseReason.NO_UPSTREAM;
+    try {
+      return this.host.upstreams.resolve(choice);
+    } catch (err) {
+      this.error = selectorError(err);
+      return SessionCloseReason.SELECTOR_ERROR;
+    }
+  }
+
+  // ---- per-packet selection -----------------------------------------------------------------
+
+  private selectFor(msg: Buffer): void {
+    let result: SelectionResult | PromiseLike<SelectionResult>;
+    try {
+      result = this.host.selector(this);
+    } catch (err) {
+      this.drop(DropReason.SELECTOR_ERROR, 'client', msg.length, selectorError(err));
+      return;
+    }
+    if (!isThenable(result)) {
+      this.routeTo(result, msg);
+      return;
+    }
+    if (!this.reserve(msg.length)) return;
+    // Async per-packet selection costs a closure per datagram; sync selectors avoid it.
+    Promise.resolve(result).then(
+      (choice) => {
+        this.waiting--;
+        if (this.reason !== undefined) this.drop(DropReason.SESSION_CLOSED, 'client', msg.length);
+        else this.routeTo(choice, msg);
+      },
+      (err: unknown) => {
+        this.waiting--;
+        this.drop(DropReason.SELECTOR_ERROR, 'client', msg.length, selectorError(err));
+      },
+    );
+  }
+
+  private routeTo(choice: SelectionResult, msg: Buffer): void {
+    const resolved = this.resolve(choice);
+    if (typeof resolved === 'string') {
+      const reason =
+        resolved === SessionCloseReason.NO_UPSTREAM
+          ? DropReason.NO_UPSTREAM
+          : DropReason.SELECTOR_ERROR;
+      const error = this.error;
+      this.error = undefined;
+      this.drop(reason, 'client', msg.length, error);
+      return;
+    }
+    const links = (this.links ??= new Map<UpstreamState, UpstreamLink>());
+    let link = links.get(resolved);
+    this.current = resolved;
+    if (link === undefined) {
+      if (!this.reserve(msg.length)) return;
+      link = new UpstreamLink(this, resolved);
+      links.set(resolved, link);
+      link.queue = [msg];
+      link.open();
+      return;
+    }
+    if (link.ready) {
+      if (!link.send(msg)) this.drop(DropReason.SEND_QUEUE_FULL, 'client', msg.length);
+    } else if (this.reserve(msg.length)) {
+      link.send(msg);
+    }
+  }
+
+  // ---- upstream to client -------------------------------------------------------------------
+
+  /** A datagram from one of the session's upstreams: sent back from the bound socket. */
+  fromUpstream(_link: UpstreamLink, msg: Buffer): void {
+    const len = msg.length;
+    this.datagramsFromUpstream++;
+    this.bytesFromUpstream += len;
+    this.lastActivity = Date.now();
+    if (len > this.host.options.maxDatagramSize) {
+      this.drop(DropReason.OVERSIZED, 'upstream', len);
+    } else if (this.listener.sendTo(msg, this.clientPort, this.clientAddress)) {
+      this.datagramsToClient++;
+      this.bytesToClient += len;
+    } else {
+      this.drop(DropReason.SEND_QUEUE_FULL, 'upstream', len);
+    }
+    if (++this.responses >= this.host.options.maxResponses) {
+      this.terminate(SessionCloseReason.MAX_RESPONSES);
+    }
+  }
+
+  // ---- failures -----------------------------------------------------------------------------
+
+  /**
+   * A link could not be set up, its socket reported an error (an ICMP error such as port
+   * unreachable, seen as ECONNREFUSED), or a send failed.
+   */
+  linkFailed(link: UpstreamLink, error: Error, kind: LinkFailure): void {
+    this.host.emitUpstreamError(this, link.state, error);
+    // A transient send failure (ENOBUFS, EAGAIN, ...) is counted by the link; the session goes on.
+    if (this.reason !== undefined || (kind === 'send' && !isUnreachable(error))) return;
+    const setup = kind === 'setup';
+    if (this.links === undefined) {
+      this.terminate(
+        setup ? SessionCloseReason.SOCKET_ERROR : SessionCloseReason.UPSTREAM_ERROR,
+        error,
+      );
+      return;
+    }
+    // Per-packet balancing: only this upstream's link goes; the session keeps the others.
+    this.links.delete(link.state);
+    this.closeLink(link, setup ? DropReason.SOCKET_ERROR : DropReason.SESSION_CLOSED, error);
+  }
+
+  private drop(reason: DropReason, from: 'client' | 'upstream', size: number, error?: Error): void {
+    this.host.drop(reason, from, this, this.clientAddress, this.clientPort, size, error);
+  }
+
+  /** Ends the session for `reason`: closes its sockets at once, drops what still waits. */
+  terminate(reason: SessionCloseReason, error?: Error): void {
+    if (this.reason !== undefined) return;
+    this.reason = reason;
+    this.error = error;
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+    this.abort?.abort(error ?? new ProxyClosedError(`Session ended: ${reason}.`));
+    const dropReason = dropReasonFor(reason);
+    const pending = this.pending;
+    this.pending = undefined;
+    if (pending !== undefined) {
+      this.waiting -= pending.length;
+      for (const msg of pending) this.drop(dropReason, 'client', msg.length, error);
+    }
+    if (this.link !== undefined) this.closeLink(this.link, dropReason, error);
+    if (this.links !== undefined) {
+      for (const link of this.links.values()) this.closeLink(link, dropReason, error);
+      this.links.clear();
+    }
+    this.host.finish(this, this.summary());
+  }
+
+  private closeLink(link: UpstreamLink, dropReason: DropReason, error: Error | undefined): void {
+    const queue = link.queue;
+    this.closedLinksDatagrams += link.datagramsSent;
+    this.closedLinksBytes += link.bytesSent;
+    link.close();
+    if (queue === undefined) return;
+    this.waiting -= queue.length;
+    for (const msg of queue) this.drop(dropReason, 'client', msg.length, error);
+  }
+
+  // ---- summary and timers -------------------------------------------------------------------
+
+  private upstreamSent(): [number, number] {
+    let datagrams = this.closedLinksDatagrams;
+    let bytes = this.closedLinksBytes;
+    if (this.reason === undefined) {
+      if (this.link !== undefined) {
+        datagrams += this.link.datagramsSent;
+        bytes += this.link.bytesSent;
+      }
+      if (this.links !== undefined) {
+        for (const link of this.links.values()) {
+          datagrams += link.datagramsSent;
+          bytes += link.bytesSent;
+        }
+      }
+    }
+    return [datagrams, bytes];
+  }
+
+  private summary(): UdpSessionSummary {
+    const state = this.current;
+    const [datagramsToUpstream, bytesToUpstream] = this.upstreamSent();
+    return {
+      id: this.id,
+      reason: this.reason ?? SessionCloseReason.CLOSED_BY_USER,
+      error: this.error,
+      clientAddress: this.clientAddress,
+      clientPort: this.clientPort,
+      clientFamily: this.clientFamily,
+      localAddress: this.localAddress,
+      localPort: this.localPort,
+      upstream: state && { id: state.id, host: state.host, port: state.port },
+      datagramsFromClient: this.datagramsFromClient,
+      bytesFromClient: this.bytesFromClient,
+      datagramsToUpstream,
+      bytesToUpstream,
+      datagramsFromUpstream: this.datagramsFromUpstream,
+      bytesFromUpstream: this.bytesFromUpstream,
+      datagramsToClient: this.datagramsToClient,
+      bytesToClient: this.bytesToClient,
+      startTime: this.startTime,
+      durationMs: Date.now() - this.startTime,
+    };
+  }
+
+  /**
+   * Fires at most once per `idleTimeout`; traffic only stamps `lastActivity`, so the relay never
+   * touches a timer per datagram.
+   */
+  private readonly onIdleCheck = (): void => {
+    const idleTimeout = this.host.options.idleTimeout;
+    const idleFor = Date.now() - this.lastActivity;
+    if (idleFor >= idleTimeout) {
+      this.idleTimer = undefined;
+      this.host.counters.idleTimeouts++;
+      this.terminate(SessionCloseReason.IDLE_TIMEOUT);
+      return;
+    }
+    this.idleTimer = setTimeout(this.onIdleCheck, idleTimeout - idleFor);
+    this.idleTimer.unref();
+  };
+}

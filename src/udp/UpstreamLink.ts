@@ -1,0 +1,235 @@
+import dgram from 'node:dgram';
+import type { Socket } from 'node:dgram';
+import { lookup } from 'node:dns';
+import { isIP } from 'node:net';
+import type { UpstreamState } from '../upstream/UpstreamState.js';
+import { literalLookup4, literalLookup6 } from './literalLookup.js';
+import type { SessionHost } from './SessionHost.js';
+
+/** Where a link failed: setting up its socket, an 'error' event after setup, or one send. */
+export type LinkFailure = 'setup' | 'receive' | 'send';
+
+/** What a link reports to the session that owns it (internal seam). */
+export interface LinkOwner {
+  readonly host: SessionHost;
+  /** A datagram arrived from the upstream. */
+  fromUpstream(link: UpstreamLink, msg: Buffer): void;
+  /** The socket could not be set up, reported an error, or a send failed. */
+  linkFailed(link: UpstreamLink, error: Error, kind: LinkFailure): void;
+  /** Datagrams waiting in the link's queue left it (sent or dropped). */
+  unqueued(count: number): void;
+  /** A datagram from the link's queue could not be sent: `maxSendQueue` sends were pending. */
+  sendQueueFull(size: number): void;
+}
+
+/** ICMP errors a connected UDP socket reports: the upstream cannot be reached. */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN']);
+
+/** Whether a send error means the upstream is unreachable (rather than a transient failure). */
+export function isUnreachable(err: Error): boolean {
+  return UNREACHABLE.has((err as NodeJS.ErrnoException).code ?? '');
+}
+
+function toError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value));
+}
+
+/** Whether a dgram socket has completed `connect()`, via the public API. */
+function isConnected(socket: Socket): boolean {
+  try {
+    socket.remoteAddress();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * One session's socket to one upstream, connected with `socket.connect()` so that the kernel
+ * filters replies to that upstream and they map back to the session with no state in the datagram.
+ * Handlers are bound once per link; nothing is allocated per datagram beyond what `dgram` does.
+ */
+export class UpstreamLink {
+  readonly state: UpstreamState;
+  /** Set once the socket is connected and sends go straight out. */
+  ready = false;
+  closed = false;
+  /** Datagrams held until the socket is connected (bounded by the session). */
+  queue: Buffer[] | undefined;
+  /** Sends handed to `dgram` whose callback has not run yet. */
+  inFlight = 0;
+  /** Datagrams and bytes handed to the socket. */
+  datagramsSent = 0;
+  bytesSent = 0;
+
+  private readonly owner: LinkOwner;
+  private readonly host: SessionHost;
+  private socket: Socket | undefined;
+  private counted = false;
+  private socketOpen = false;
+
+  constructor(owner: LinkOwner, state: UpstreamState) {
+    this.owner = owner;
+    this.host = owner.host;
+    this.state = state;
+  }
+
+  /** Creates and connects the socket (resolving the upstream host first when it is a name). */
+  open(): void {
+    const state = this.state;
+    state.active++;
+    state.counters.total++;
+    this.host.counters.upstreamTotal++;
+    this.host.counters.upstreamActive++;
+    this.counted = true;
+    const family = isIP(state.host);
+    if (family !== 0) {
+      this.connect(state.host, family);
+      return;
+    }
+    lookup(state.host, this.onResolved);
+  }
+
+  private readonly onResolved = (
+    err: NodeJS.ErrnoException | null,
+    address: string,
+    family: number,
+  ): void => {
+    if (this.closed) return;
+    if (err !== null) {
+      this.setupFailed(err);
+      return;
+    }
+    this.connect(address, family);
+  };
+
+  private connect(address: string, family: number): void {
+    let socket: Socket;
+    try {
+      socket = dgram.createSocket({
+        type: family === 6 ? 'udp6' : 'udp4',
+        lookup: family === 6 ? literalLookup6 : literalLookup4,
+      });
+    } catch (err) {
+      this.setupFailed(toError(err));
+      return;
+    }
+    this.socket = socket;
+    this.socketOpen = true;
+    this.host.socketOpened();
+    // Handlers go on before anything can fail; bind errors (EMFILE) are emitted inside connect().
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+    socket.on('message', this.onMessage);
+    try {
+      socket.connect(this.state.port, address);
+    } catch (err) {
+      this.setupFailed(toError(err));
+      return;
+    }
+    if (this.closed) return;
+    if (isConnected(socket)) this.onConnect();
+    else socket.once('connect', this.onConnect);
+  }
+
+  private readonly onConnect = (): void => {
+    if (this.closed) return;
+    this.ready = true;
+    const queue = this.queue;
+    if (queue === undefined) return;
+    this.queue = undefined;
+    this.owner.unqueued(queue.length);
+    // Send callbacks run on a later tick, so nothing here can close the link mid-flush.
+    for (const msg of queue) if (!this.send(msg)) this.owner.sendQueueFull(msg.length);
+  };
+
+  /**
+   * Sends `msg` to the upstream, or holds it until the socket is connected. The caller has
+   * checked the session's pending bound. Returns false when the send queue is full.
+   */
+  send(msg: Buffer): boolean {
+    const socket = this.socket;
+    if (!this.ready || socket === undefined) {
+      (this.queue ??= []).push(msg);
+      return true;
+    }
+    if (this.inFlight >= this.host.options.maxSendQueue) return false;
+    this.inFlight++;
+    const len = msg.length;
+    this.datagramsSent++;
+    this.bytesSent += len;
+    const counters = this.host.counters;
+    counters.upstreamTxDatagrams++;
+    counters.upstreamTxBytes += len;
+    this.state.counters.txDatagrams++;
+    this.state.counters.txBytes += len;
+    socket.send(msg, this.onSent);
+    return true;
+  }
+
+  private readonly onSent = (err: Error | null): void => {
+    this.inFlight--;
+    if (err === null) return;
+    this.host.counters.upstreamTxErrors++;
+    this.state.counters.errors++;
+    if (this.closed) return;
+    // An ICMP error may surface on a send instead of a receive: same meaning.
+    this.owner.linkFailed(this, err, 'send');
+  };
+
+  private readonly onMessage = (msg: Buffer): void => {
+    if (this.closed) return;
+    const len = msg.length;
+    const counters = this.host.counters;
+    counters.upstreamRxDatagrams++;
+    counters.upstreamRxBytes += len;
+    this.state.counters.rxDatagrams++;
+    this.state.counters.rxBytes += len;
+    this.owner.fromUpstream(this, msg);
+  };
+
+  private readonly onError = (err: Error): void => {
+    if (this.closed) return;
+    if (!this.ready) {
+      this.setupFailed(err);
+      return;
+    }
+    this.host.counters.upstreamRxErrors++;
+    this.state.counters.errors++;
+    this.owner.linkFailed(this, err, 'receive');
+  };
+
+  private setupFailed(err: Error): void {
+    if (this.closed) return;
+    this.host.counters.upstreamRxErrors++;
+    this.state.counters.errors++;
+    this.owner.linkFailed(this, err, 'setup');
+  }
+
+  private readonly onClose = (): void => {
+    if (!this.socketOpen) return;
+    this.socketOpen = false;
+    this.host.socketClosed();
+  };
+
+  /** Closes the socket at once (its file descriptor is released synchronously). Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ready = false;
+    this.queue = undefined;
+    if (this.counted) {
+      this.counted = false;
+      this.state.active--;
+      this.host.counters.upstreamActive--;
+    }
+    const socket = this.socket;
+    if (socket === undefined) return;
+    try {
+      socket.close();
+    } catch {
+      // dgram refused (its handle is gone): no 'close' event will come, so account for it here.
+      this.onClose();
+    }
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * Why a UDP session ended. Exactly one `sessionClose` event carries one of these.
+ * Documented in `docs/udp.md`.
+ */
+export const SessionCloseReason = {
+  /** No datagram moved either way for `idleTimeout` ms. */
+  IDLE_TIMEOUT: 'idle_timeout',
+  /** The upstream sent `maxResponses` replies (nginx's `proxy_responses`). */
+  MAX_RESPONSES: 'max_responses',
+  /** There was no upstream to choose (empty or all-unhealthy set, or the selector returned nothing). */
+  NO_UPSTREAM: 'no_upstream',
+  /** The selector threw, rejected or returned something that is not an upstream. */
+  SELECTOR_ERROR: 'selector_error',
+  /**
+   * The session's upstream socket could not be set up: creating, binding or connecting it failed
+   * (EMFILE, ENFILE, EADDRNOTAVAIL, ...) or the upstream host name did not resolve.
+   */
+  SOCKET_ERROR: 'socket_error',
+  /**
+   * The upstream socket failed after setup: an ICMP error (port or host unreachable, seen as
+   * ECONNREFUSED, EHOSTUNREACH, ENETUNREACH) or another receive error. The client's next datagram
+   * opens a new session, so the selector may choose again.
+   */
+  UPSTREAM_ERROR: 'upstream_error',
+  /** The proxy was closed. */
+  PROXY_CLOSED: 'proxy_closed',
+  /** Closed by `session.close()` from user code. */
+  CLOSED_BY_USER: 'closed_by_user',
+} as const;
+
+/** Union of every session close reason string. */
+export type SessionCloseReason = (typeof SessionCloseReason)[keyof typeof SessionCloseReason];
+
+/**
+ * Why a datagram was not forwarded (`dropped` event, `stats().dropped`).
+ * Documented in `docs/udp.md`.
+ */
+export const DropReason = {
+  /** A new client arrived while `maxSessions` sessions were live. */
+  MAX_SESSIONS: 'max_sessions',
+  /** The datagram was larger than `maxDatagramSize` (either direction). */
+  OVERSIZED: 'oversized',
+  /** `maxPendingDatagrams` datagrams were already waiting for the session to be set up. */
+  PENDING_OVERFLOW: 'pending_overflow',
+  /** `maxSendQueue` datagrams were already queued on the socket that should send it. */
+  SEND_QUEUE_FULL: 'send_queue_full',
+  /** No upstream could be chosen for it. */
+  NO_UPSTREAM: 'no_upstream',
+  /** The selector threw, rejected or returned something that is not an upstream. */
+  SELECTOR_ERROR: 'selector_error',
+  /** The session's upstream socket could not be set up (EMFILE, resolution failure, ...). */
+  SOCKET_ERROR: 'socket_error',
+  /** It was waiting in a session that closed before it could be sent. */
+  SESSION_CLOSED: 'session_closed',
+} as const;
+
+/** Union of every drop reason string. */
+export type DropReason = (typeof DropReason)[keyof typeof DropReason];

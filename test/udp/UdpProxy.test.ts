@@ -1,0 +1,641 @@
+import { createHook } from 'node:async_hooks';
+import { lookup } from 'node:dns/promises';
+import type { Socket } from 'node:dgram';
+import { once } from 'node:events';
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  ListenError,
+  ProxyClosedError,
+  UdpProxy,
+  type UdpDrop,
+  type UdpProxyOptions,
+  type UdpSessionSummary,
+} from '../../src/index.js';
+import { tool } from '../helpers/tools.js';
+import { withTimeout } from '../helpers/net.js';
+import {
+  closeSocket,
+  dig,
+  freeUdpPort,
+  hasIpv6Loopback,
+  request,
+  startDnsmasq,
+  udpEcho,
+  udpSocket,
+} from './helpers.js';
+
+/** A proxy bound on 127.0.0.1 (or `address`) and an ephemeral port. */
+async function startProxy(
+  options: UdpProxyOptions,
+  address = '127.0.0.1',
+): Promise<{ proxy: UdpProxy; port: number }> {
+  const proxy = new UdpProxy(options);
+  const bound = await proxy.bind({ port: 0, address });
+  return { proxy, port: bound.port };
+}
+
+/** Collects events of one name. */
+function collect<T>(proxy: UdpProxy, event: 'dropped' | 'sessionClose'): T[] {
+  const items: T[] = [];
+  proxy.on(event, (item: unknown) => items.push(item as T));
+  return items;
+}
+
+/** Waits until `predicate` holds, re-checking on each `event` of the proxy (bounded). */
+async function until(
+  proxy: UdpProxy,
+  event: 'dropped' | 'sessionClose' | 'upstreamError' | 'session',
+  predicate: () => boolean,
+  ms = 5_000,
+): Promise<void> {
+  if (predicate()) return;
+  await withTimeout(
+    new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (predicate()) {
+          proxy.off(event, check);
+          resolve();
+        }
+      };
+      proxy.on(event, check);
+    }),
+    ms,
+    `${event} until condition`,
+  );
+}
+
+describe('UdpProxy with a real DNS server', () => {
+  test('answers dig queries from dnsmasq through the proxy', async (t) => {
+    const digPath = tool(t, 'dig');
+    if (digPath === undefined) return;
+    const dns = await startDnsmasq(t, 'example.test', '10.1.2.3');
+    if (dns === undefined) return;
+    t.after(() => dns.stop());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: dns.port }],
+      maxResponses: 1,
+    });
+    t.after(() => proxy.close());
+    assert.equal(await dig(digPath, port, 'example.test'), '10.1.2.3');
+    assert.equal(await dig(digPath, port, 'example.test'), '10.1.2.3');
+    const stats = proxy.stats();
+    assert.equal(stats.downstream_sess_total, 2);
+    assert.equal(stats.downstream_sess_tx_datagrams, 2);
+    assert.equal(stats.session_close_reasons.max_responses, 2);
+    assert.equal(stats.downstream_sess_active, 0);
+  });
+
+  test('shares 20 queries 10/10 between two dnsmasq upstreams under round robin', async (t) => {
+    const digPath = tool(t, 'dig');
+    if (digPath === undefined) return;
+    const a = await startDnsmasq(t, 'example.test', '10.1.2.3');
+    if (a === undefined) return;
+    t.after(() => a.stop());
+    const b = await startDnsmasq(t, 'example.test', '10.1.2.4');
+    if (b === undefined) return;
+    t.after(() => b.stop());
+    const { proxy, port } = await startProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: a.port, id: 'a' },
+        { host: '127.0.0.1', port: b.port, id: 'b' },
+      ],
+      maxResponses: 1,
+    });
+    t.after(() => proxy.close());
+    const answers = new Map<string, number>();
+    for (let i = 0; i < 20; i++) {
+      // Each dig run uses a new source port, so each query is a new session.
+      const answer = await dig(digPath, port, 'example.test');
+      answers.set(answer, (answers.get(answer) ?? 0) + 1);
+    }
+    assert.deepEqual(Object.fromEntries(answers), { '10.1.2.3': 10, '10.1.2.4': 10 });
+    const stats = proxy.stats();
+    assert.equal(stats.upstreams.a?.upstream_sess_total, 10);
+    assert.equal(stats.upstreams.b?.upstream_sess_total, 10);
+    assert.equal(stats.upstreams.a.upstream_sess_rx_datagrams, 10);
+    assert.equal(stats.upstreams.b.upstream_sess_rx_datagrams, 10);
+    assert.equal(stats.downstream_sess_total, 20);
+  });
+});
+
+describe('UdpProxy sessions', () => {
+  /** Each client sends its unique payload (retrying a lost datagram) and must get only it back. */
+  async function ownRepliesOnly(
+    clients: Socket[],
+    proxyPort: number,
+    host: string,
+    round: number,
+  ): Promise<void> {
+    const wave = 50;
+    for (let start = 0; start < clients.length; start += wave) {
+      await Promise.all(
+        clients.slice(start, start + wave).map(async (client, offset) => {
+          const payload = `client-${start + offset}-round-${round}`;
+          for (let attempt = 0; ; attempt++) {
+            try {
+              const reply = await request(client, proxyPort, payload, host, 1_000);
+              assert.equal(reply.toString(), `E:${payload}`);
+              return;
+            } catch (err) {
+              // Loopback may drop a datagram under a burst; a wrong reply fails at once.
+              if (err instanceof assert.AssertionError || attempt >= 4) throw err;
+            }
+          }
+        }),
+      );
+    }
+  }
+
+  async function manyClients(
+    t: import('node:test').TestContext,
+    host: string,
+    count: number,
+  ): Promise<void> {
+    const echo = await udpEcho('E:');
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy(
+      { upstreams: [{ host: '127.0.0.1', port: echo.port }] },
+      host,
+    );
+    t.after(() => proxy.close());
+    const clients = await Promise.all(Array.from({ length: count }, () => udpSocket(host)));
+    t.after(() => Promise.all(clients.map(closeSocket)));
+    await ownRepliesOnly(clients, port, host, 1);
+    await ownRepliesOnly(clients, port, host, 2);
+    const stats = proxy.stats();
+    assert.equal(stats.downstream_sess_total, count);
+    assert.equal(stats.downstream_sess_active, count);
+    assert.equal(stats.upstream_sess_active, count);
+    assert.equal(proxy.sessions().length, count);
+  }
+
+  test('gives each of 500 IPv4 clients only its own replies', async (t) => {
+    await manyClients(t, '127.0.0.1', 500);
+  });
+
+  test('gives each of 200 IPv6 clients on ::1 only its own replies', async (t) => {
+    if (!(await hasIpv6Loopback())) {
+      t.skip('::1 is not available on this host');
+      return;
+    }
+    await manyClients(t, '::1', 200);
+  });
+
+  test('drops new clients beyond maxSessions with max_sessions; existing ones keep working', async (t) => {
+    const echo = await udpEcho('E:');
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      maxSessions: 2,
+    });
+    t.after(() => proxy.close());
+    const drops = collect<UdpDrop>(proxy, 'dropped');
+    const [c1, c2, c3] = await Promise.all([udpSocket(), udpSocket(), udpSocket()]);
+    t.after(() => Promise.all([c1, c2, c3].map(closeSocket)));
+    assert.equal((await request(c1, port, 'one')).toString(), 'E:one');
+    assert.equal((await request(c2, port, 'two')).toString(), 'E:two');
+    c3.send('three', port, '127.0.0.1');
+    await until(proxy, 'dropped', () => drops.length === 1);
+    assert.equal(drops[0]?.reason, 'max_sessions');
+    assert.equal(drops[0].clientPort, c3.address().port);
+    assert.equal(drops[0].size, 5);
+    assert.equal((await request(c1, port, 'again')).toString(), 'E:again');
+    assert.equal((await request(c2, port, 'again')).toString(), 'E:again');
+    assert.equal(proxy.stats().dropped.max_sessions, 1);
+    assert.equal(proxy.stats().downstream_sess_active, 2);
+  });
+
+  test('drops and counts oversized datagrams in both directions', async (t) => {
+    const echo = await udpEcho('XX');
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      maxDatagramSize: 100,
+    });
+    t.after(() => proxy.close());
+    const drops = collect<UdpDrop>(proxy, 'dropped');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    // 98 + 2 = 100 bytes back: at the limit, forwarded.
+    assert.equal((await request(client, port, Buffer.alloc(98, 1))).length, 100);
+    client.send(Buffer.alloc(101, 1), port, '127.0.0.1');
+    await until(proxy, 'dropped', () => drops.length === 1);
+    assert.deepEqual(
+      [drops[0]?.reason, drops[0]?.from, drops[0]?.size],
+      ['oversized', 'client', 101],
+    );
+    // 99 + 2 = 101 bytes back: the reply is dropped.
+    client.send(Buffer.alloc(99, 1), port, '127.0.0.1');
+    await until(proxy, 'dropped', () => drops.length === 2);
+    assert.deepEqual(
+      [drops[1]?.reason, drops[1]?.from, drops[1]?.size],
+      ['oversized', 'upstream', 101],
+    );
+    assert.equal(proxy.stats().dropped.oversized, 2);
+    assert.equal(echo.received, 2);
+  });
+
+  test('drops an oversized first datagram without opening a session', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      maxDatagramSize: 10,
+    });
+    t.after(() => proxy.close());
+    const drops = collect<UdpDrop>(proxy, 'dropped');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    client.send(Buffer.alloc(11), port, '127.0.0.1');
+    await until(proxy, 'dropped', () => drops.length === 1);
+    assert.equal(drops[0]?.sessionId, undefined);
+    assert.equal(proxy.stats().downstream_sess_total, 0);
+  });
+
+  test('forwards zero-length datagrams both ways', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    });
+    t.after(() => proxy.close());
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    const reply = await request(client, port, Buffer.alloc(0));
+    assert.equal(reply.length, 0);
+    const stats = proxy.stats();
+    assert.equal(stats.downstream_sess_rx_datagrams, 1);
+    assert.equal(stats.downstream_sess_tx_datagrams, 1);
+    assert.equal(stats.downstream_sess_rx_bytes, 0);
+  });
+
+  test('counts ECONNREFUSED from a down upstream, ends that session and keeps serving', async (t) => {
+    const downPort = await freeUdpPort();
+    const echo = await udpEcho('E:');
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: downPort, id: 'down' }],
+    });
+    t.after(() => proxy.close());
+    const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
+    const errors: Error[] = [];
+    proxy.on('upstreamError', (_session, upstream, error) => {
+      assert.equal(upstream.id, 'down');
+      errors.push(error);
+    });
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    client.send('ping', port, '127.0.0.1');
+    await until(proxy, 'sessionClose', () => closes.length === 1);
+    assert.equal(closes[0]?.reason, 'upstream_error');
+    assert.equal((errors[0] as NodeJS.ErrnoException | undefined)?.code, 'ECONNREFUSED');
+    const stats = proxy.stats();
+    assert.equal(stats.upstreams.down?.upstream_sess_errors, 1);
+    assert.equal(stats.upstream_sess_rx_errors, 1);
+    assert.equal(stats.upstream_sess_active, 0);
+    // The proxy still serves: the next datagram opens a new session on the new set.
+    proxy.setUpstreams([{ host: '127.0.0.1', port: echo.port }]);
+    assert.equal((await request(client, port, 'ping')).toString(), 'E:ping');
+  });
+
+  test('sends new sessions to a changed upstream set; live sessions keep theirs until they expire', async (t) => {
+    const a = await udpEcho('A:');
+    t.after(() => a.close());
+    const b = await udpEcho('B:');
+    t.after(() => b.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: a.port }],
+      idleTimeout: 300,
+    });
+    t.after(() => proxy.close());
+    const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
+    const [c1, c2] = await Promise.all([udpSocket(), udpSocket()]);
+    t.after(() => Promise.all([closeSocket(c1), closeSocket(c2)]));
+    assert.equal((await request(c1, port, 'x')).toString(), 'A:x');
+    proxy.setUpstreams([{ host: '127.0.0.1', port: b.port }]);
+    assert.equal((await request(c1, port, 'y')).toString(), 'A:y');
+    assert.equal((await request(c2, port, 'z')).toString(), 'B:z');
+    await until(proxy, 'sessionClose', () => closes.length === 2);
+    assert.ok(closes.every((summary) => summary.reason === 'idle_timeout'));
+    assert.equal(closes.find((s) => s.clientPort === c1.address().port)?.datagramsToClient, 2);
+    assert.equal((await request(c1, port, 'w')).toString(), 'B:w');
+    assert.equal(proxy.stats().idle_timeout, 2);
+  });
+
+  test('idle timeout is refreshed by traffic in either direction', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      idleTimeout: 400,
+    });
+    t.after(() => proxy.close());
+    const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    const started = Date.now();
+    // Keep traffic flowing for ~3 idle periods: the session must survive it.
+    for (let i = 0; i < 12; i++) {
+      await request(client, port, `k${i}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.equal(closes.length, 0);
+    await until(proxy, 'sessionClose', () => closes.length === 1);
+    assert.equal(closes[0]?.reason, 'idle_timeout');
+    assert.equal(closes[0].datagramsFromClient, 12);
+    assert.ok(closes[0].durationMs >= Date.now() - started - 50 - 400);
+  });
+
+  test('resolves an upstream host name when the session socket is set up', async (t) => {
+    // Bind the echo where 'localhost' resolves (from /etc/hosts), IPv4 or IPv6.
+    const { address } = await lookup('localhost');
+    const echo = await udpEcho('E:', address);
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: 'localhost', port: echo.port, id: 'local' }],
+    });
+    t.after(() => proxy.close());
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    assert.equal((await request(client, port, 'named')).toString(), 'E:named');
+    assert.equal(proxy.stats().upstreams.local?.upstream_sess_rx_datagrams, 1);
+  });
+
+  test('with perPacketBalancing, a down upstream loses only its own socket', async (t) => {
+    const echo = await udpEcho('E:');
+    t.after(() => echo.close());
+    const downPort = await freeUdpPort();
+    const { proxy, port } = await startProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: downPort, id: 'down' },
+        { host: '127.0.0.1', port: echo.port, id: 'up' },
+      ],
+      perPacketBalancing: true,
+    });
+    t.after(() => proxy.close());
+    const errors: string[] = [];
+    proxy.on('upstreamError', (_session, upstream) => errors.push(upstream.id));
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    client.send('lost', port, '127.0.0.1'); // round robin: to 'down'
+    await until(proxy, 'upstreamError', () => errors.length === 1);
+    assert.deepEqual(errors, ['down']);
+    assert.equal((await request(client, port, 'kept')).toString(), 'E:kept'); // to 'up'
+    const stats = proxy.stats();
+    assert.equal(stats.downstream_sess_active, 1);
+    assert.equal(stats.upstreams.down?.upstream_sess_active, 0);
+    assert.equal(stats.upstreams.up?.upstream_sess_active, 1);
+  });
+
+  test('drops with no_upstream and counts downstream_sess_no_route when the set is empty', async (t) => {
+    const { proxy, port } = await startProxy({ upstreams: [] });
+    t.after(() => proxy.close());
+    const drops = collect<UdpDrop>(proxy, 'dropped');
+    const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    client.send('q', port, '127.0.0.1');
+    await until(proxy, 'dropped', () => drops.length === 1);
+    assert.equal(drops[0]?.reason, 'no_upstream');
+    assert.equal(closes[0]?.reason, 'no_upstream');
+    assert.equal(proxy.stats().downstream_sess_no_route, 1);
+    assert.equal(proxy.stats().downstream_sess_active, 0);
+  });
+});
+
+describe('UdpProxy selectors', () => {
+  test('drops with selector_error when the selector throws or rejects, and keeps serving', async (t) => {
+    const echo = await udpEcho('E:');
+    t.after(() => echo.close());
+    let mode: 'throw' | 'reject' | 'ok' = 'throw';
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      selector: (ctx) => {
+        if (mode === 'throw') throw new Error('selector bug');
+        if (mode === 'reject') return Promise.reject(new Error('async selector bug'));
+        return ctx.candidates[0];
+      },
+    });
+    t.after(() => proxy.close());
+    const drops = collect<UdpDrop>(proxy, 'dropped');
+    const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    client.send('a', port, '127.0.0.1');
+    await until(proxy, 'dropped', () => drops.length === 1);
+    mode = 'reject';
+    client.send('b', port, '127.0.0.1');
+    await until(proxy, 'dropped', () => drops.length === 2);
+    assert.deepEqual(
+      drops.map((d) => [d.reason, d.error?.name]),
+      [
+        ['selector_error', 'SelectorError'],
+        ['selector_error', 'SelectorError'],
+      ],
+    );
+    assert.deepEqual(
+      closes.map((c) => c.reason),
+      ['selector_error', 'selector_error'],
+    );
+    mode = 'ok';
+    assert.equal((await request(client, port, 'c')).toString(), 'E:c');
+    assert.equal(proxy.stats().dropped.selector_error, 2);
+  });
+
+  test('holds datagrams while an async selector decides, in order, up to maxPendingDatagrams', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    let decide: (() => void) | undefined;
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      maxPendingDatagrams: 3,
+      selector: (ctx) =>
+        new Promise((resolve) => {
+          assert.equal(ctx.protocol, 'udp');
+          assert.equal(ctx.attempt, 1);
+          decide = () => {
+            resolve(ctx.candidates[0]);
+          };
+        }),
+    });
+    t.after(() => proxy.close());
+    const drops = collect<UdpDrop>(proxy, 'dropped');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    const replies: string[] = [];
+    client.on('message', (msg: Buffer) => replies.push(msg.toString()));
+    for (const payload of ['1', '2', '3', '4', '5']) client.send(payload, port, '127.0.0.1');
+    await until(proxy, 'dropped', () => drops.length === 2);
+    assert.ok(drops.every((d) => d.reason === 'pending_overflow'));
+    assert.ok(decide);
+    decide();
+    await withTimeout(
+      (async () => {
+        while (replies.length < 3) await once(client, 'message');
+      })(),
+      3_000,
+      'three replies',
+    );
+    assert.deepEqual(replies, ['1', '2', '3']);
+    assert.equal(proxy.stats().dropped.pending_overflow, 2);
+  });
+
+  test('chooses an upstream per datagram with perPacketBalancing', async (t) => {
+    const a = await udpEcho('A:');
+    t.after(() => a.close());
+    const b = await udpEcho('B:');
+    t.after(() => b.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: a.port, id: 'a' },
+        { host: '127.0.0.1', port: b.port, id: 'b' },
+      ],
+      perPacketBalancing: true,
+    });
+    t.after(() => proxy.close());
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    const tags: string[] = [];
+    for (let i = 0; i < 10; i++)
+      tags.push((await request(client, port, `${i}`)).toString().slice(0, 2));
+    assert.equal(tags.filter((tag) => tag === 'A:').length, 5);
+    assert.equal(tags.filter((tag) => tag === 'B:').length, 5);
+    const stats = proxy.stats();
+    assert.equal(stats.downstream_sess_total, 1);
+    assert.equal(stats.upstream_sess_total, 2);
+    assert.equal(stats.upstreams.a?.upstream_sess_tx_datagrams, 5);
+  });
+});
+
+describe('UdpProxy lifecycle', () => {
+  test('binds IPv4 and IPv6 ephemeral ports and reports them', async (t) => {
+    const proxy = new UdpProxy({});
+    t.after(() => proxy.close());
+    const v4 = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    assert.equal(v4.family, 'IPv4');
+    assert.ok(v4.port > 0);
+    if (await hasIpv6Loopback()) {
+      const v6 = await proxy.bind({ port: 0, address: '::1', ipv6Only: true });
+      assert.equal(v6.family, 'IPv6');
+      assert.equal(v6.address, '::1');
+    }
+    assert.ok(proxy.addresses().length >= 1);
+  });
+
+  test('binds all addresses by default and serves IPv4 clients through it', async (t) => {
+    const echo = await udpEcho('E:');
+    t.after(() => echo.close());
+    const proxy = new UdpProxy({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
+    t.after(() => proxy.close());
+    const bound = await proxy.bind();
+    assert.ok(['::', '0.0.0.0'].includes(bound.address), bound.address);
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    assert.equal((await request(client, bound.port, 'v4')).toString(), 'E:v4');
+    const [session] = proxy.sessions();
+    assert.match(session?.clientAddress ?? '', /127\.0\.0\.1$/);
+  });
+
+  test("sends a new client's first datagram upstream before emitting session (no tick)", async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    });
+    t.after(() => proxy.close());
+    const sentAtSession: number[] = [];
+    proxy.on('session', () => sentAtSession.push(proxy.stats().upstream_sess_tx_datagrams));
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    await request(client, port, 'first');
+    assert.deepEqual(sentAtSession, [1]);
+  });
+
+  test('rejects a taken port with ListenError and a closed proxy with ProxyClosedError', async (t) => {
+    const taken = await udpSocket();
+    t.after(() => closeSocket(taken));
+    const proxy = new UdpProxy({});
+    await assert.rejects(
+      proxy.bind({ port: taken.address().port, address: '127.0.0.1' }),
+      (err: unknown) => err instanceof ListenError && err.code === 'ERR_L4_LISTEN',
+    );
+    await proxy.close();
+    await assert.rejects(proxy.bind({ port: 0, address: '127.0.0.1' }), ProxyClosedError);
+  });
+
+  test('close() ends every session with proxy_closed and is idempotent', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    });
+    const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
+    const clients = await Promise.all([udpSocket(), udpSocket(), udpSocket()]);
+    t.after(() => Promise.all(clients.map(closeSocket)));
+    for (const client of clients) await request(client, port, 'hi');
+    const closeEvent = new Promise<void>((resolve) => proxy.once('close', resolve));
+    const first = proxy.close();
+    assert.equal(proxy.close(), first);
+    await first;
+    await closeEvent;
+    assert.deepEqual(
+      closes.map((c) => c.reason),
+      ['proxy_closed', 'proxy_closed', 'proxy_closed'],
+    );
+    assert.equal(proxy.stats().downstream_sess_active, 0);
+    assert.equal(proxy.stats().upstream_sess_active, 0);
+  });
+
+  test('sessions() lists live sessions; session.close() ends one with closed_by_user', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    });
+    t.after(() => proxy.close());
+    const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    await request(client, port, 'hi');
+    const [session] = proxy.sessions();
+    assert.equal(session?.clientPort, client.address().port);
+    assert.equal(session.upstream?.port, echo.port);
+    session.close();
+    assert.equal(closes[0]?.reason, 'closed_by_user');
+    assert.equal(proxy.sessions().length, 0);
+  });
+
+  test('leaves no socket or timer behind after close()', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    const alive = new Map<number, string>();
+    const hook = createHook({
+      init(id, type) {
+        if (type === 'UDPWRAP' || type === 'Timeout') alive.set(id, type);
+      },
+      destroy(id) {
+        alive.delete(id);
+      },
+    }).enable();
+    t.after(() => hook.disable());
+    {
+      await using proxy = new UdpProxy({
+        upstreams: [{ host: '127.0.0.1', port: echo.port }],
+        idleTimeout: 30_000,
+      });
+      const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+      await request(client, port, 'one');
+      await request(client, port, 'two');
+      assert.ok([...alive.values()].includes('UDPWRAP'));
+    }
+    // destroy hooks run asynchronously (from an immediate) after handles closed and timers cleared.
+    const deadline = Date.now() + 2_000;
+    for (let i = 0; i < 1_000 && alive.size > 0 && Date.now() < deadline; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    assert.deepEqual([...alive.values()], []);
+  });
+});

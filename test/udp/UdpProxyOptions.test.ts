@@ -1,0 +1,90 @@
+import { createHook } from 'node:async_hooks';
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { InvalidOptionError, ModeUnsupportedError, UdpProxy } from '../../src/index.js';
+import type { UdpProxyOptions } from '../../src/index.js';
+
+/** Asserts that the options throw InvalidOptionError naming `option`. */
+function rejectsOption(options: unknown, option: string): void {
+  assert.throws(
+    () => new UdpProxy(options as UdpProxyOptions),
+    (err: unknown) =>
+      err instanceof InvalidOptionError &&
+      err.option === option &&
+      err.code === 'ERR_L4_INVALID_OPTION',
+    `expected InvalidOptionError for ${option}`,
+  );
+}
+
+describe('UdpProxyOptions', () => {
+  test('rejects each invalid option with InvalidOptionError naming it', () => {
+    rejectsOption({ idleTimeout: -1 }, 'idleTimeout');
+    rejectsOption({ idleTimeout: 1.5 }, 'idleTimeout');
+    rejectsOption({ idleTimeout: '60s' }, 'idleTimeout');
+    rejectsOption({ maxSessions: 0 }, 'maxSessions');
+    rejectsOption({ maxSessions: -Infinity }, 'maxSessions');
+    rejectsOption({ maxDatagramSize: 0 }, 'maxDatagramSize');
+    rejectsOption({ maxDatagramSize: 65_536 }, 'maxDatagramSize');
+    rejectsOption({ maxResponses: 0 }, 'maxResponses');
+    rejectsOption({ perPacketBalancing: 'yes' }, 'perPacketBalancing');
+    rejectsOption({ maxPendingDatagrams: -1 }, 'maxPendingDatagrams');
+    rejectsOption({ maxSendQueue: 0 }, 'maxSendQueue');
+    rejectsOption({ selector: 'roundRobin' }, 'selector');
+    rejectsOption({ upstreams: {} }, 'upstreams');
+    rejectsOption({ upstreams: [{ host: '127.0.0.1', port: 0 }] }, 'upstreams[0].port');
+    rejectsOption({ upstreams: [{ host: '', port: 53 }] }, 'upstreams[0].host');
+    rejectsOption({ idleTimout: 5 }, 'idleTimout');
+    rejectsOption('fast', 'options');
+  });
+
+  test('accepts the documented boundaries', () => {
+    for (const options of [
+      { idleTimeout: 0 },
+      { maxSessions: Infinity, maxResponses: Infinity },
+      { maxDatagramSize: 1 },
+      { maxDatagramSize: 65_535 },
+      { maxPendingDatagrams: 0 },
+      { mode: 'non-transparent' as const },
+    ]) {
+      assert.ok(new UdpProxy(options) instanceof UdpProxy);
+    }
+  });
+
+  test("throws ModeUnsupportedError for mode 'transparent' from JS, binding nothing", () => {
+    const created: string[] = [];
+    const hook = createHook({
+      init(_id, type) {
+        if (type === 'UDPWRAP') created.push(type);
+      },
+    }).enable();
+    try {
+      assert.throws(
+        () => new UdpProxy({ mode: 'transparent' } as unknown as UdpProxyOptions),
+        (err: unknown) =>
+          err instanceof ModeUnsupportedError && err.code === 'ERR_L4_MODE_UNSUPPORTED',
+      );
+    } finally {
+      hook.disable();
+    }
+    assert.deepEqual(created, []);
+  });
+
+  test('rejects invalid bind options with InvalidOptionError naming them, binding nothing', async (t) => {
+    const proxy = new UdpProxy({});
+    t.after(() => proxy.close());
+    for (const [options, option] of [
+      [{ port: 70_000 }, 'port'],
+      [{ port: -1 }, 'port'],
+      [{ address: '' }, 'address'],
+      [{ ipv6Only: 1 }, 'ipv6Only'],
+      [{ recvBufferSize: 0 }, 'recvBufferSize'],
+      [{ host: '127.0.0.1' }, 'host'],
+    ] as const) {
+      await assert.rejects(
+        proxy.bind(options as never),
+        (err: unknown) => err instanceof InvalidOptionError && err.option === option,
+      );
+    }
+    assert.deepEqual(proxy.addresses(), []);
+  });
+});

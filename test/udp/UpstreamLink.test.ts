@@ -1,0 +1,44 @@
+import type { Socket } from 'node:dgram';
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { proxyChild } from './child.js';
+import { closeSocket, countFds, request, udpEcho, udpSocket } from './helpers.js';
+
+describe('UpstreamLink setup failures', () => {
+  test('EMFILE when creating a session socket drops and counts, and the proxy keeps serving', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const maxFiles = 64;
+    const { child, port } = await proxyChild(
+      { upstreams: [{ host: '127.0.0.1', port: echo.port }], idleTimeout: 400 },
+      { maxFiles },
+    );
+    t.after(() => child.stop());
+    const headroom = maxFiles - (await countFds(child.pid));
+    assert.ok(headroom > 0 && headroom < maxFiles, `headroom ${headroom}`);
+    // More clients than file descriptors left: the last ones cannot get a session socket.
+    const clients: Socket[] = await Promise.all(
+      Array.from({ length: headroom + 10 }, () => udpSocket()),
+    );
+    t.after(() => Promise.all(clients.map(closeSocket)));
+    let answered = 0;
+    await Promise.all(
+      clients.map(async (client, index) => {
+        try {
+          await request(client, port, `c${index}`, '127.0.0.1', 1_000);
+          answered++;
+        } catch {
+          // No reply: its datagram was dropped for lack of a socket.
+        }
+      }),
+    );
+    const stats = await child.stats();
+    assert.ok(answered > 0, 'sessions that got a socket were served');
+    assert.ok(stats.dropped.socket_error >= 5, `socket_error drops: ${stats.dropped.socket_error}`);
+    assert.equal(stats.session_close_reasons.socket_error, stats.dropped.socket_error);
+    assert.equal(answered + stats.dropped.socket_error, clients.length);
+    // Once the sessions expire, descriptors are free again and new clients are served.
+    await child.next('drained', 5_000);
+    assert.equal((await request(clients[0]!, port, 'again')).toString(), 'again');
+  });
+});

@@ -1,0 +1,214 @@
+import { execFile, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import type { RemoteInfo, Socket } from 'node:dgram';
+import { once } from 'node:events';
+import type { TestContext } from 'node:test';
+import { withTimeout } from '../helpers/net.js';
+import { tool } from '../helpers/tools.js';
+
+/** Binds a UDP socket on `host` and an ephemeral port. */
+export async function udpSocket(host = '127.0.0.1'): Promise<Socket> {
+  const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  // once() rejects on 'error', so a failed bind fails fast; afterwards errors are ignored.
+  const listening = once(socket, 'listening');
+  socket.bind(0, host);
+  try {
+    await withTimeout(listening, 5_000, 'udp bind');
+  } catch (err) {
+    socket.close();
+    throw err;
+  }
+  socket.on('error', () => undefined);
+  return socket;
+}
+
+/** Closes a dgram socket and waits for its 'close' event. */
+export async function closeSocket(socket: Socket): Promise<void> {
+  const closed = once(socket, 'close');
+  try {
+    socket.close();
+  } catch {
+    return;
+  }
+  await withTimeout(closed, 5_000, 'udp close');
+}
+
+/** A UDP echo upstream: replies `tag + payload` to every datagram. */
+export async function udpEcho(
+  tag = '',
+  host = '127.0.0.1',
+): Promise<{ socket: Socket; port: number; received: number; close(): Promise<void> }> {
+  const socket = await udpSocket(host);
+  const prefix = Buffer.from(tag);
+  const server = {
+    socket,
+    port: socket.address().port,
+    received: 0,
+    close: () => closeSocket(socket),
+  };
+  socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
+    server.received++;
+    socket.send(tag === '' ? msg : Buffer.concat([prefix, msg]), rinfo.port, rinfo.address);
+  });
+  return server;
+}
+
+/** Waits for the next datagram on `socket`, bounded in time. */
+export async function nextMessage(socket: Socket, ms = 3_000): Promise<Buffer> {
+  const [msg] = (await withTimeout(once(socket, 'message'), ms, 'a datagram')) as [Buffer];
+  return msg;
+}
+
+/** Sends `payload` to `port` and waits for one reply. */
+export async function request(
+  socket: Socket,
+  port: number,
+  payload: string | Buffer,
+  host = '127.0.0.1',
+  ms = 3_000,
+): Promise<Buffer> {
+  const reply = nextMessage(socket, ms);
+  socket.send(payload, port, host);
+  return reply;
+}
+
+/** A UDP port on 127.0.0.1 that nothing listens on (bound, then released). */
+export async function freeUdpPort(host = '127.0.0.1'): Promise<number> {
+  const socket = await udpSocket(host);
+  const port = socket.address().port;
+  await closeSocket(socket);
+  return port;
+}
+
+/** Resolves when `child` has exited (bounded), killing it by PID first when `signal` is given. */
+export async function stopChild(child: ChildProcess, signal?: NodeJS.Signals): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  if (signal !== undefined && child.pid !== undefined) process.kill(child.pid, signal);
+  await withTimeout(exited, 5_000, 'child exit');
+}
+
+/** A dnsmasq instance answering `name` with `answer`, on 127.0.0.1 and an ephemeral port. */
+export interface Dnsmasq {
+  readonly port: number;
+  readonly child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/** Runs dig once through `port`: the `+short` answer lines. */
+export function dig(
+  digPath: string,
+  port: number,
+  name: string,
+  host = '127.0.0.1',
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      digPath,
+      [`@${host}`, '-p', String(port), name, '+short', '+tries=1', '+time=2'],
+      { timeout: 10_000 },
+      (err, stdout) => {
+        if (err !== null) reject(new Error(`dig failed: ${err.message}`, { cause: err }));
+        else resolve(stdout.trim());
+      },
+    );
+  });
+}
+
+async function startDnsmasqOnce(
+  path: string,
+  name: string,
+  answer: string,
+): Promise<Dnsmasq | undefined> {
+  const port = await freeUdpPort();
+  const child = spawn(
+    path,
+    [
+      '--no-daemon',
+      `--port=${port}`,
+      '--listen-address=127.0.0.1',
+      '--bind-interfaces',
+      '--no-resolv',
+      '--no-hosts',
+      `--address=/${name}/${answer}`,
+      '--conf-file=/dev/null',
+      '--pid-file=',
+      '--log-facility=-',
+      '--user=root',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  child.on('error', () => undefined);
+  let output = '';
+  const collect = (chunk: Buffer): void => {
+    output += chunk.toString();
+  };
+  child.stdout.on('data', collect);
+  child.stderr.on('data', collect);
+  const stop = (): Promise<void> => stopChild(child, 'SIGTERM');
+  // Ready when it logs "started", or failed when it exits (e.g. the port was taken meanwhile).
+  const started = await withTimeout(
+    new Promise<boolean>((resolve) => {
+      const check = (): void => {
+        if (/started, version/.test(output)) resolve(true);
+      };
+      child.stdout.on('data', check);
+      child.stderr.on('data', check);
+      child.once('exit', () => {
+        resolve(false);
+      });
+      check();
+    }),
+    5_000,
+    'dnsmasq start',
+  ).catch(() => false);
+  if (!started) {
+    await stop().catch(() => undefined);
+    return undefined;
+  }
+  return { port, child, stop };
+}
+
+/**
+ * Starts dnsmasq (skipping the test when it is not installed), retrying a few times when the
+ * chosen port was taken between probing and binding.
+ */
+export async function startDnsmasq(
+  t: TestContext,
+  name: string,
+  answer: string,
+): Promise<Dnsmasq | undefined> {
+  const path = tool(t, 'dnsmasq');
+  if (path === undefined) return undefined;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const instance = await startDnsmasqOnce(path, name, answer);
+    if (instance !== undefined) return instance;
+  }
+  throw new Error('dnsmasq failed to start 5 times');
+}
+
+/** Open file descriptors of a process, from /proc. */
+export async function countFds(pid: number): Promise<number> {
+  const { readdir } = await import('node:fs/promises');
+  return (await readdir(`/proc/${pid}/fd`)).length;
+}
+
+/** Resident set size of a process in kB, from /proc/<pid>/status. */
+export async function rssKb(pid: number): Promise<number> {
+  const { readFile } = await import('node:fs/promises');
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const match = /VmRSS:\s+(\d+)\s+kB/.exec(status);
+  if (match?.[1] === undefined) throw new Error('no VmRSS in /proc status');
+  return Number(match[1]);
+}
+
+/** Whether ::1 can be bound (IPv6 loopback present). */
+export async function hasIpv6Loopback(): Promise<boolean> {
+  try {
+    await closeSocket(await udpSocket('::1'));
+    return true;
+  } catch {
+    return false;
+  }
+}
