@@ -77,8 +77,8 @@ export class ClientPreface {
   private identity: ClientIdentity;
   private stage: Stage = 'done';
   private readonly buffered: Buffer[] = [];
-  private proxyParser: ProxyHeaderParser | undefined;
-  private helloParser: ClientHelloParser | undefined;
+  private proxyStage: { parser: ProxyHeaderParser; required: boolean } | undefined;
+  private sniStage: { parser: ClientHelloParser; required: boolean } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private finished = false;
 
@@ -87,6 +87,11 @@ export class ClientPreface {
     this.config = config;
     this.done = done;
     this.identity = socketIdentity(socket);
+  }
+
+  /** The client as known so far (after an accepted PROXY header, its client). */
+  get identitySoFar(): ClientIdentity {
+    return this.identity;
   }
 
   /** Whether this socket needs a preface at all under `config`. */
@@ -105,8 +110,12 @@ export class ClientPreface {
     socket.on('end', this.onGone);
     socket.on('close', this.onGone);
     socket.on('error', this.onGone);
-    if (ClientPreface.trusted(socket, this.config)) this.enterProxyStage();
-    else this.enterSniStage();
+    const accept = this.config.acceptProxy;
+    if (accept !== undefined && ClientPreface.trusted(socket, this.config)) {
+      this.enterProxyStage(accept);
+    } else {
+      this.enterSniStage();
+    }
   }
 
   /** Stops reading (the proxy is closing): refuses the client. */
@@ -114,10 +123,12 @@ export class ClientPreface {
     this.finish({ ok: false, reason: RejectReason.PROXY_CLOSING, error: undefined });
   }
 
-  private enterProxyStage(): void {
-    const accept = this.config.acceptProxy!;
+  private enterProxyStage(accept: NonNullable<PrefaceConfig['acceptProxy']>): void {
     this.stage = 'proxy';
-    this.proxyParser = new ProxyHeaderParser({ maxLength: accept.maxLength });
+    this.proxyStage = {
+      parser: new ProxyHeaderParser({ maxLength: accept.maxLength }),
+      required: accept.required,
+    };
     this.arm(accept.timeout, RejectReason.PROXY_PROTOCOL_TIMEOUT);
   }
 
@@ -128,7 +139,10 @@ export class ClientPreface {
       return;
     }
     this.stage = 'sni';
-    this.helloParser = new ClientHelloParser({ maxBytes: sni.maxBytes });
+    this.sniStage = {
+      parser: new ClientHelloParser({ maxBytes: sni.maxBytes }),
+      required: sni.required,
+    };
     this.arm(sni.timeout, RejectReason.SNI_TIMEOUT);
   }
 
@@ -147,15 +161,16 @@ export class ClientPreface {
   };
 
   private readProxyHeader(chunk: Buffer): void {
-    const accept = this.config.acceptProxy!;
+    const stage = this.proxyStage;
+    if (stage === undefined) return;
     this.buffered.push(chunk);
     let result;
     try {
-      result = this.proxyParser!.push(chunk);
+      result = stage.parser.push(chunk);
     } catch (err) {
       const error = err instanceof ProxyProtocolError ? err : wrapUnexpected(err);
       const optionalAndAbsent =
-        !accept.required && error instanceof ProxyProtocolError && error.reason === 'bad_signature';
+        !stage.required && error instanceof ProxyProtocolError && error.reason === 'bad_signature';
       if (optionalAndAbsent) {
         // No header from a peer that may send one: everything read so far is payload.
         this.replayAsPayload();
@@ -189,11 +204,12 @@ export class ClientPreface {
   }
 
   private readClientHello(chunk: Buffer): void {
-    const sni = this.config.sni!;
+    const sni = this.sniStage;
+    if (sni === undefined) return;
     this.buffered.push(chunk);
     let result;
     try {
-      result = this.helloParser!.push(chunk);
+      result = sni.parser.push(chunk);
     } catch (err) {
       const error = err instanceof TlsClientHelloError ? err : wrapUnexpected(err);
       this.finish({ ok: false, reason: RejectReason.TLS_ERROR, error });

@@ -13,6 +13,8 @@ import type { UpstreamCounters, UpstreamState } from '../upstream/UpstreamState.
 import { CloseReason } from './closeReasons.js';
 import type { TcpConnectionInfo, TcpConnectionSummary } from './events.js';
 import type { ConnectionHost } from './ConnectionHost.js';
+import type { ClientIdentity } from './ClientPreface.js';
+import type { ProxyHeader } from '../protocol/ProxyHeader.js';
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 const EMPTY: readonly UpstreamState[] = [];
@@ -57,8 +59,12 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   readonly localAddress: string;
   readonly localPort: number;
   readonly startTime = Date.now();
-  serverName: string | undefined = undefined;
-  alpn: readonly string[] | undefined = undefined;
+  readonly peerAddress: string;
+  readonly peerPort: number;
+  readonly serverName: string | undefined;
+  readonly alpn: readonly string[] | undefined;
+  /** The PROXY header accepted from a trusted peer, if any. */
+  readonly proxyHeader: ProxyHeader | undefined;
 
   attempts = 0;
   bytesFromClient = 0;
@@ -95,16 +101,42 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private durationTimer: NodeJS.Timeout | undefined;
   private connectTimer: NodeJS.Timeout | undefined;
 
-  constructor(host: ConnectionHost, client: Socket, id: number) {
+  /**
+   * @param identity who the client is (from the socket, or from an accepted PROXY header)
+   * @param preface bytes already read by the preface (after any PROXY header), forwarded first;
+   *   when given, the socket was paused by the preface and is resumed here.
+   */
+  constructor(
+    host: ConnectionHost,
+    client: Socket,
+    id: number,
+    identity: ClientIdentity,
+    preface: Buffer[] | undefined,
+  ) {
     this.host = host;
     this.client = client;
     this.id = id;
-    this.clientAddress = client.remoteAddress ?? '';
-    this.clientPort = client.remotePort ?? 0;
-    this.clientFamily = (client.remoteFamily as 'IPv4' | 'IPv6' | undefined) ?? 'unix';
-    this.localAddress = client.localAddress ?? '';
-    this.localPort = client.localPort ?? 0;
+    this.clientAddress = identity.address;
+    this.clientPort = identity.port;
+    this.clientFamily = identity.family;
+    this.localAddress = identity.localAddress;
+    this.localPort = identity.localPort;
+    this.peerAddress = identity.peerAddress;
+    this.peerPort = identity.peerPort;
+    this.serverName = identity.serverName;
+    this.alpn = identity.alpn;
+    this.proxyHeader = identity.proxyHeader;
+    if (preface !== undefined) {
+      this.resumeAfterPreface = true;
+      for (const chunk of preface) {
+        (this.early ??= []).push(chunk);
+        this.earlyBytes += chunk.length;
+        this.bytesFromClient += chunk.length;
+      }
+    }
   }
+
+  private resumeAfterPreface = false;
 
   // ---- SelectionContext -------------------------------------------------------------------
 
@@ -164,6 +196,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     client.on('drain', this.onClientDrain);
     if (this.host.options.noDelay) client.setNoDelay(true);
     this.armTimers();
+    if (this.resumeAfterPreface && this.earlyBytes < this.host.options.maxEarlyData) client.resume();
     this.nextAttempt();
   }
 
@@ -481,6 +514,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       clientFamily: this.clientFamily,
       localAddress: this.localAddress,
       localPort: this.localPort,
+      peerAddress: this.peerAddress,
+      peerPort: this.peerPort,
+      serverName: this.serverName,
       upstream: state && { id: state.id, host: state.host, port: state.port },
       upstreamConnected: this.connected,
       attempts: this.attempts,

@@ -16,8 +16,18 @@ import { UpstreamSet } from '../upstream/UpstreamSet.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { CloseReason, RejectReason } from './closeReasons.js';
 import type { ConnectionHost, TcpCounters } from './ConnectionHost.js';
-import type { TcpConnectionInfo, TcpConnectionSummary, TcpProxyEvents } from './events.js';
+import type {
+  TcpConnectionInfo,
+  TcpConnectionSummary,
+  TcpProxyEvents,
+  TcpRejection,
+} from './events.js';
 import { TcpConnection } from './TcpConnection.js';
+import { ClientPreface, socketIdentity } from './ClientPreface.js';
+import type { ClientIdentity } from './ClientPreface.js';
+import type { IdentityConfig } from './identityOptions.js';
+import { proxyHeaderFor } from './proxyHeaderFor.js';
+import { addressIn } from '../net/addressList.js';
 import type { ResolvedTcpOptions, TcpProxyOptions } from './TcpProxyOptions.js';
 import { resolveTcpOptions } from './TcpProxyOptions.js';
 import type { ClosedTotals, TcpProxyStats } from './TcpProxyStats.js';
@@ -79,6 +89,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     upstreamTxBytes: 0,
     reasons: {},
   };
+  private readonly identity: IdentityConfig;
+  private readonly prefaces = new Set<ClientPreface>();
+  private readonly rejectReasons: Partial<Record<RejectReason, number>> = {};
   private nextId = 1;
   private closing: Promise<void> | undefined;
   private drained: (() => void) | undefined;
@@ -88,18 +101,20 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     super();
     const resolved = resolveTcpOptions(options);
     this.options = resolved.options;
+    this.identity = resolved.identity;
     this.upstreamSet = new UpstreamSet();
     this.upstreamSet.set(resolved.upstreams, 'upstreams');
     this.host = this.createHost(resolved.selector);
   }
 
   private createHost(selector: UpstreamSelector): ConnectionHost {
+    const send = this.identity.send;
     return {
       options: this.options,
       upstreams: this.upstreamSet,
       selector,
       stats: this.counters,
-      preamble: undefined,
+      preamble: send === undefined ? undefined : (connection) => proxyHeaderFor(connection, send),
       upstreamFailed: () => undefined,
       upstreamSucceeded: () => undefined,
       emitUpstreamConnect: (connection, state) => {
@@ -173,16 +188,32 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.reject(socket, RejectReason.INVALID_SOCKET);
       return;
     }
-    if (this.live.size >= this.options.maxConnections) {
+    if (this.live.size + this.prefaces.size >= this.options.maxConnections) {
       this.counters.downstreamOverflow++;
       this.reject(socket, RejectReason.MAX_CONNECTIONS);
       return;
     }
-    this.admit(socket);
+    if (!ClientPreface.needed(socket, this.identity.preface)) {
+      this.admit(socket, socketIdentity(socket), undefined);
+      return;
+    }
+    const preface = new ClientPreface(socket, this.identity.preface, (outcome) => {
+      this.prefaces.delete(preface);
+      if (outcome.ok) this.admit(socket, outcome.identity, outcome.buffered);
+      else this.reject(socket, outcome.reason, outcome.error, preface.identitySoFar);
+    });
+    this.prefaces.add(preface);
+    preface.start();
   }
 
-  private admit(socket: Socket): void {
-    const connection = new TcpConnection(this.host, socket, this.nextId++);
+  /** Access control on the client's (possibly PROXY-header) identity, then the connection. */
+  private admit(socket: Socket, identity: ClientIdentity, preface: Buffer[] | undefined): void {
+    const refusal = this.accessVerdict(identity.address);
+    if (refusal !== undefined) {
+      this.reject(socket, refusal, undefined, identity);
+      return;
+    }
+    const connection = new TcpConnection(this.host, socket, this.nextId++, identity, preface);
     socket.off('error', ignoreError);
     this.live.add(connection);
     this.counters.downstreamTotal++;
@@ -190,14 +221,35 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     if (this.live.has(connection)) emitSafely(this, 'connection', connection);
   }
 
-  private reject(socket: Socket, reason: RejectReason): void {
+  /** Why `address` may not connect (deny, allow, per-client limits), or undefined. */
+  private accessVerdict(address: string): RejectReason | undefined {
+    const { allow, deny, perClient } = this.identity;
+    if (deny !== undefined && addressIn(deny, address)) return RejectReason.DENIED;
+    if (allow !== undefined && !addressIn(allow, address)) return RejectReason.DENIED;
+    if (perClient === undefined) return undefined;
+    const verdict = perClient.acquire(address);
+    if (verdict === 'client_limit') return RejectReason.CLIENT_LIMIT;
+    if (verdict === 'rate_limited') return RejectReason.RATE_LIMITED;
+    return undefined;
+  }
+
+  private reject(
+    socket: Socket,
+    reason: RejectReason,
+    error?: Error,
+    identity?: ClientIdentity,
+  ): void {
     this.counters.rejected++;
-    const rejection = {
+    this.rejectReasons[reason] = (this.rejectReasons[reason] ?? 0) + 1;
+    const rejection: TcpRejection = {
       reason,
-      clientAddress: socket.remoteAddress,
-      clientPort: socket.remotePort,
+      clientAddress: identity?.address ?? socket.remoteAddress,
+      clientPort: identity?.port ?? socket.remotePort,
+      peerAddress: socket.remoteAddress,
+      error,
     };
     const family = socket.remoteFamily;
+    // Nothing was dialled and nothing is flushed: a reset tells the client it was refused.
     if (!socket.destroyed && (family === 'IPv4' || family === 'IPv6')) socket.resetAndDestroy();
     else socket.destroy();
     emitSafely(this, 'rejected', rejection);
@@ -205,6 +257,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   private finish(connection: TcpConnection, summary: TcpConnectionSummary): void {
     this.live.delete(connection);
+    this.identity.perClient?.release(connection.clientAddress);
     this.closed.rxBytes += summary.bytesFromClient;
     this.closed.txBytes += summary.bytesToClient;
     this.closed.upstreamRxBytes += summary.bytesFromUpstream;
@@ -236,7 +289,13 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   /** A snapshot of counters and gauges, named after Envoy's tcp_proxy and cluster stats. */
   stats(): TcpProxyStats {
-    return snapshotTcpStats(this.counters, this.closed, this.live, this.upstreamSet.list());
+    return snapshotTcpStats(
+      this.counters,
+      this.closed,
+      this.live,
+      this.upstreamSet.list(),
+      this.rejectReasons,
+    );
   }
 
   /**
@@ -262,8 +321,11 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         ),
     );
     this.servers.clear();
+    // Clients still in their preface have nothing dialled: refuse them now.
+    for (const preface of [...this.prefaces]) preface.abort();
     await this.drain(drainTimeout);
     await Promise.all(serversClosed);
+    this.identity.perClient?.close();
     emitSafely(this, 'close');
   }
 

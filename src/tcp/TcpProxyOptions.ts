@@ -3,6 +3,14 @@ import { assertProxyMode } from '../mode.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
 import { roundRobin } from '../select/roundRobin.js';
 import type { Upstream } from '../upstream/Upstream.js';
+import type { PerClientLimits } from '../net/ClientLimiter.js';
+import { resolveIdentityOptions } from './identityOptions.js';
+import type {
+  AcceptProxyProtocolOptions,
+  IdentityConfig,
+  ProxyProtocolOption,
+  SniOptions,
+} from './identityOptions.js';
 import {
   boolean,
   duration,
@@ -40,6 +48,18 @@ export interface TcpProxyOptions {
   readonly maxEarlyData?: number;
   /** Disable Nagle's algorithm on both sockets. Default true. */
   readonly noDelay?: boolean;
+  /** Send a PROXY protocol header to upstreams naming the client. Default off. */
+  readonly proxyProtocol?: ProxyProtocolOption;
+  /** Read PROXY protocol headers from trusted peers (load balancers in front). Default off. */
+  readonly acceptProxyProtocol?: AcceptProxyProtocolOptions;
+  /** Peek the TLS ClientHello so selectors see `serverName` and `alpn`. Default off. */
+  readonly sni?: boolean | SniOptions;
+  /** Only clients in these addresses/CIDRs are admitted (IPv4-mapped IPv6 matches IPv4 rules). */
+  readonly allow?: readonly string[];
+  /** Clients in these addresses/CIDRs are refused (checked before `allow`). */
+  readonly deny?: readonly string[];
+  /** Limits per client address: concurrent connections and new connections per second. */
+  readonly perClient?: PerClientLimits;
 }
 
 /** Options with every default applied. */
@@ -64,6 +84,12 @@ const KNOWN = [
   'maxConnections',
   'maxEarlyData',
   'noDelay',
+  'proxyProtocol',
+  'acceptProxyProtocol',
+  'sni',
+  'allow',
+  'deny',
+  'perClient',
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
@@ -71,6 +97,7 @@ export function resolveTcpOptions(input: unknown): {
   options: ResolvedTcpOptions;
   selector: UpstreamSelector;
   upstreams: unknown;
+  identity: IdentityConfig;
 } {
   const raw = optionalRecord(input, 'options');
   assertProxyMode(raw.mode);
@@ -91,5 +118,6 @@ export function resolveTcpOptions(input: unknown): {
     noDelay: boolean(raw.noDelay, 'noDelay', true),
   };
   const selector = optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin();
-  return { options, selector, upstreams: raw.upstreams ?? [] };
+  const identity = resolveIdentityOptions(raw);
+  return { options, selector, upstreams: raw.upstreams ?? [], identity };
 }

@@ -1,5 +1,5 @@
 import type { UpstreamState } from '../upstream/UpstreamState.js';
-import { CloseReason } from './closeReasons.js';
+import { CloseReason, RejectReason } from './closeReasons.js';
 import type { TcpCounters } from './ConnectionHost.js';
 import type { TcpConnection } from './TcpConnection.js';
 
@@ -45,6 +45,8 @@ export interface TcpProxyStats {
   readonly upstream_cx_connect_attempts_exceeded: number;
   readonly upstream_cx_rx_bytes_total: number;
   readonly upstream_cx_tx_bytes_total: number;
+  /** Refused clients by rejection reason (every reason present, zero when none). */
+  readonly rejected_reasons: Readonly<Record<RejectReason, number>>;
   /** Closed connections by close reason (every reason present, zero when none). */
   readonly close_reasons: Readonly<Record<CloseReason, number>>;
   /** Per configured upstream, keyed by upstream id. */
@@ -65,6 +67,7 @@ export function snapshotTcpStats(
   closed: ClosedTotals,
   live: ReadonlySet<TcpConnection>,
   upstreams: readonly UpstreamState[],
+  rejectReasons: Partial<Record<RejectReason, number>>,
 ): TcpProxyStats {
   let rx = closed.rxBytes;
   let tx = closed.txBytes;
@@ -80,6 +83,8 @@ export function snapshotTcpStats(
   }
   const reasons = {} as Record<CloseReason, number>;
   for (const reason of Object.values(CloseReason)) reasons[reason] = closed.reasons[reason] ?? 0;
+  const rejected = {} as Record<RejectReason, number>;
+  for (const reason of Object.values(RejectReason)) rejected[reason] = rejectReasons[reason] ?? 0;
   const perUpstream: Record<string, TcpUpstreamStats> = {};
   for (const state of upstreams) {
     perUpstream[state.id] = {
@@ -116,6 +121,7 @@ export function snapshotTcpStats(
     upstream_cx_connect_attempts_exceeded: counters.attemptsExceeded,
     upstream_cx_rx_bytes_total: upRx,
     upstream_cx_tx_bytes_total: upTx,
+    rejected_reasons: rejected,
     close_reasons: reasons,
     upstreams: perUpstream,
   };

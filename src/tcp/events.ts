@@ -12,6 +12,13 @@ export interface TcpConnectionInfo {
   readonly clientFamily: 'IPv4' | 'IPv6' | 'unix';
   readonly localAddress: string;
   readonly localPort: number;
+  /** The TCP peer: the load balancer when a PROXY header was accepted, else the client. */
+  readonly peerAddress: string;
+  readonly peerPort: number;
+  /** TLS server name from the ClientHello (with `sni` on), if the client sent one. */
+  readonly serverName: string | undefined;
+  /** ALPN protocols from the ClientHello (with `sni` on). */
+  readonly alpn: readonly string[] | undefined;
   /** `Date.now()` when the proxy took the connection. */
   readonly startTime: number;
   /** The upstream being tried or connected, once one is chosen. */
@@ -35,6 +42,10 @@ export interface TcpConnectionSummary {
   readonly clientFamily: 'IPv4' | 'IPv6' | 'unix';
   readonly localAddress: string;
   readonly localPort: number;
+  /** The TCP peer (differs from the client when a PROXY header was accepted). */
+  readonly peerAddress: string;
+  readonly peerPort: number;
+  readonly serverName: string | undefined;
   /** The upstream connected to, or the last one tried. */
   readonly upstream:
     { readonly id: string; readonly host: string; readonly port: number } | undefined;
@@ -56,8 +67,13 @@ export interface TcpConnectionSummary {
 /** A client refused before anything was dialled: the payload of `rejected`. */
 export interface TcpRejection {
   readonly reason: RejectReason;
+  /** The client as known when refused (from the PROXY header, once one was accepted). */
   readonly clientAddress: string | undefined;
   readonly clientPort: number | undefined;
+  /** The TCP peer. */
+  readonly peerAddress: string | undefined;
+  /** The parse error behind `proxy_protocol_error` and `tls_error`. */
+  readonly error: Error | undefined;
 }
 
 /** Events of {@link TcpProxy}; listeners are type-checked against these signatures. */
