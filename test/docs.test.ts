@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { CloseReason, ErrorCode, RejectReason } from '../src/index.js';
+import {
+  CloseReason,
+  DropReason,
+  ErrorCode,
+  RejectReason,
+  SessionCloseReason,
+} from '../src/index.js';
 
 const read = (path: string): string =>
   readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
@@ -23,6 +29,11 @@ test('every TCP close reason is documented in docs/tcp.md', () => {
 
 test('every TCP rejection reason is documented in docs/tcp.md', () => {
   assertDocumented('docs/tcp.md', Object.values(RejectReason), 'rejection reasons');
+});
+
+test('every UDP session close reason and drop reason is documented in docs/udp.md', () => {
+  assertDocumented('docs/udp.md', Object.values(SessionCloseReason), 'session close reasons');
+  assertDocumented('docs/udp.md', Object.values(DropReason), 'drop reasons');
 });
 
 test('the README opens with the two commands a newcomer runs', () => {

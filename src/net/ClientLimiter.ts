@@ -40,13 +40,21 @@ export class ClientLimiter {
     this.burst = burst;
   }
 
-  /** Validates `perClient` options; returns undefined when no limit is set. */
-  static from(value: unknown, name: string): ClientLimiter | undefined {
+  /**
+   * Validates `perClient` options; returns undefined when no limit is set. `keys` names the
+   * concurrency and rate options (TCP: connections, UDP: sessions).
+   */
+  static from(
+    value: unknown,
+    name: string,
+    keys: readonly [concurrent: string, perSecond: string] = ['maxConnections', 'connectionsPerSecond'],
+  ): ClientLimiter | undefined {
     if (value === undefined) return undefined;
     const raw = optionalRecord(value, name);
-    rejectUnknownKeys(raw, ['maxConnections', 'connectionsPerSecond', 'burst'], name);
-    const maxConnections = limit(raw.maxConnections, `${name}.maxConnections`, Infinity);
-    const rate = limit(raw.connectionsPerSecond, `${name}.connectionsPerSecond`, Infinity);
+    const [concurrentKey, rateKey] = keys;
+    rejectUnknownKeys(raw, [concurrentKey, rateKey, 'burst'], name);
+    const maxConnections = limit(raw[concurrentKey], `${name}.${concurrentKey}`, Infinity);
+    const rate = limit(raw[rateKey], `${name}.${rateKey}`, Infinity);
     const burst =
       rate === Infinity
         ? Infinity

@@ -9,7 +9,7 @@ import type { ProxyProtocolSend } from './identityOptions.js';
 const MAPPED_V4 = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i;
 
 /** Both ends as one family: IPv4 when both are (or map to) IPv4, else IPv6 (IPv4 mapped). */
-function sameFamily(source: string, destination: string): ['TCP4' | 'TCP6', string, string] | undefined {
+export function sameFamily(source: string, destination: string): ['TCP4' | 'TCP6', string, string] | undefined {
   const s = MAPPED_V4.exec(source)?.[1] ?? source;
   const d = MAPPED_V4.exec(destination)?.[1] ?? destination;
   if (net.isIPv4(s) && net.isIPv4(d)) return ['TCP4', s, d];

@@ -17,6 +17,8 @@ import { literalLookup4, literalLookup6 } from './literalLookup.js';
 import type { SessionHost } from './SessionHost.js';
 import type { ListenerOwner } from './UdpListener.js';
 import { UdpListener } from './UdpListener.js';
+import type { UdpAccess } from './UdpProxyOptions.js';
+import { addressIn } from '../net/addressList.js';
 import type { ResolvedUdpOptions, UdpProxyOptions } from './UdpProxyOptions.js';
 import { resolveUdpOptions } from './UdpProxyOptions.js';
 import type { UdpProxyStats } from './UdpProxyStats.js';
@@ -63,6 +65,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   private readonly host: SessionHost;
   private readonly upstreamSet: UpstreamSet;
   private readonly options: ResolvedUdpOptions;
+  private readonly access: UdpAccess;
   private readonly counters = createUdpCounters();
   private readonly bound = new Set<UdpListener>();
   private readonly owner: ListenerOwner;
@@ -77,6 +80,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     super();
     const resolved = resolveUdpOptions(options);
     this.options = resolved.options;
+    this.access = resolved.access;
     this.upstreamSet = new UpstreamSet();
     this.upstreamSet.set(resolved.upstreams, 'upstreams');
     this.host = this.createHost(resolved.selector);
@@ -188,12 +192,28 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       );
       return;
     }
+    const refusal = this.accessVerdict(rinfo.address);
+    if (refusal !== undefined) {
+      this.drop(refusal, 'client', undefined, rinfo.address, rinfo.port, msg.length);
+      return;
+    }
     const session = new UdpSession(this.host, listener, rinfo.address, rinfo.port, this.nextId++);
     listener.add(session);
     this.live++;
     this.counters.sessTotal++;
     session.start(msg);
     if (!session.closed) emitSafely(this, 'session', session);
+  }
+
+  /** Why a new client may not open a session (deny, allow, per-client limits), or undefined. */
+  private accessVerdict(address: string): DropReason | undefined {
+    const { allow, deny, perClient } = this.access;
+    if (deny !== undefined && addressIn(deny, address)) return DropReason.DENIED;
+    if (allow !== undefined && !addressIn(allow, address)) return DropReason.DENIED;
+    const verdict = perClient?.acquire(address);
+    if (verdict === 'client_limit') return DropReason.CLIENT_LIMIT;
+    if (verdict === 'rate_limited') return DropReason.RATE_LIMITED;
+    return undefined;
   }
 
   private drop(
@@ -223,6 +243,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
 
   private finish(session: UdpSession, summary: UdpSessionSummary): void {
     session.listener.remove(session);
+    this.access.perClient?.release(session.clientAddress);
     this.live--;
     this.counters.closeReasons[summary.reason]++;
     emitSafely(this, 'sessionClose', summary);
@@ -281,6 +302,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       });
       this.socketsDrained = undefined;
     }
+    this.access.perClient?.close();
     emitSafely(this, 'close');
   }
 

@@ -3,6 +3,10 @@ import { assertProxyMode } from '../mode.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
 import { roundRobin } from '../select/roundRobin.js';
 import type { Upstream } from '../upstream/Upstream.js';
+import type { BlockList } from 'node:net';
+import { InvalidOptionError } from '../errors.js';
+import { parseAddressList } from '../net/addressList.js';
+import { ClientLimiter } from '../net/ClientLimiter.js';
 import {
   boolean,
   duration,
@@ -40,6 +44,34 @@ export interface UdpProxyOptions {
   readonly maxPendingDatagrams?: number;
   /** Sends not yet completed per socket; datagrams beyond are dropped. Default 1024, 1-1 048 576. */
   readonly maxSendQueue?: number;
+  /**
+   * Prepend a PROXY protocol v2 header (UDP4/UDP6, naming the client) to every datagram sent
+   * upstream. Only `'v2'`: v1 cannot describe UDP. Default off.
+   */
+  readonly proxyProtocol?: 'v2';
+  /** Only clients in these addresses/CIDRs get sessions (IPv4-mapped IPv6 matches IPv4 rules). */
+  readonly allow?: readonly string[];
+  /** Clients in these addresses/CIDRs are dropped (checked before `allow`). */
+  readonly deny?: readonly string[];
+  /** Limits per client address: concurrent sessions and new sessions per second. */
+  readonly perClient?: UdpPerClientLimits;
+}
+
+/** Per-client limits of {@link UdpProxyOptions}. */
+export interface UdpPerClientLimits {
+  /** Concurrent sessions per client address. Default Infinity. */
+  readonly maxSessions?: number;
+  /** New sessions per second per client address (token bucket rate). Default Infinity. */
+  readonly sessionsPerSecond?: number;
+  /** Sessions a client may open in a burst. Default `sessionsPerSecond`. */
+  readonly burst?: number;
+}
+
+/** Access control of a UdpProxy, resolved. */
+export interface UdpAccess {
+  readonly allow: BlockList | undefined;
+  readonly deny: BlockList | undefined;
+  readonly perClient: ClientLimiter | undefined;
 }
 
 /** Options with every default applied. */
@@ -51,6 +83,7 @@ export interface ResolvedUdpOptions {
   readonly perPacketBalancing: boolean;
   readonly maxPendingDatagrams: number;
   readonly maxSendQueue: number;
+  readonly proxyProtocol: boolean;
 }
 
 const KNOWN = [
@@ -64,6 +97,10 @@ const KNOWN = [
   'perPacketBalancing',
   'maxPendingDatagrams',
   'maxSendQueue',
+  'proxyProtocol',
+  'allow',
+  'deny',
+  'perClient',
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
@@ -71,6 +108,7 @@ export function resolveUdpOptions(input: unknown): {
   options: ResolvedUdpOptions;
   selector: UpstreamSelector;
   upstreams: unknown;
+  access: UdpAccess;
 } {
   const raw = optionalRecord(input, 'options');
   assertProxyMode(raw.mode);
@@ -89,7 +127,19 @@ export function resolveUdpOptions(input: unknown): {
       max: 65_536,
     }),
     maxSendQueue: integer(raw.maxSendQueue, 'maxSendQueue', 1024, { min: 1, max: 1_048_576 }),
+    proxyProtocol: resolveProxyProtocol(raw.proxyProtocol),
+  };
+  const access: UdpAccess = {
+    allow: raw.allow === undefined ? undefined : parseAddressList(raw.allow, 'allow'),
+    deny: raw.deny === undefined ? undefined : parseAddressList(raw.deny, 'deny'),
+    perClient: ClientLimiter.from(raw.perClient, 'perClient', ['maxSessions', 'sessionsPerSecond']),
   };
   const selector = optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin();
-  return { options, selector, upstreams: raw.upstreams ?? [] };
+  return { options, selector, upstreams: raw.upstreams ?? [], access };
+}
+
+function resolveProxyProtocol(value: unknown): boolean {
+  if (value === undefined) return false;
+  if (value === 'v2') return true;
+  throw new InvalidOptionError('proxyProtocol', "'v2' (v1 cannot carry UDP)", value);
 }

@@ -4,6 +4,7 @@ import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
 import type { UdpSessionInfo, UdpSessionSummary } from './events.js';
 import type { SessionHost } from './SessionHost.js';
+import { datagramProxyHeader } from './datagramProxyHeader.js';
 import type { UdpListener } from './UdpListener.js';
 import type { LinkFailure, LinkOwner } from './UpstreamLink.js';
 import { isUnreachable, UpstreamLink } from './UpstreamLink.js';
@@ -66,6 +67,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
   datagramsToClient = 0;
   bytesToClient = 0;
   /** Sends to upstreams by links already closed (live links count their own). */
+  /** Built on first use when the proxy sends PROXY protocol v2 headers. */
+  private header: Buffer | undefined;
   private closedLinksDatagrams = 0;
   private closedLinksBytes = 0;
 
@@ -86,6 +89,18 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
   private abort: AbortController | undefined;
   private lastActivity = this.startTime;
   private idleTimer: NodeJS.Timeout | undefined;
+
+  /** The PROXY v2 header naming this client, prepended to every datagram sent upstream. */
+  get proxyHeader(): Buffer | undefined {
+    if (!this.host.options.proxyProtocol) return undefined;
+    this.header ??= datagramProxyHeader(
+      this.clientAddress,
+      this.clientPort,
+      this.localAddress,
+      this.localPort,
+    );
+    return this.header;
+  }
 
   constructor(host: SessionHost, listener: UdpListener, address: string, port: number, id: number) {
     this.host = host;

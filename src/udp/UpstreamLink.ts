@@ -20,6 +20,8 @@ export interface LinkOwner {
   unqueued(count: number): void;
   /** A datagram from the link's queue could not be sent: `maxSendQueue` sends were pending. */
   sendQueueFull(size: number): void;
+  /** The PROXY protocol v2 header to prepend to each datagram, when configured. */
+  readonly proxyHeader: Buffer | undefined;
 }
 
 /** ICMP errors a connected UDP socket reports: the upstream cannot be reached. */
@@ -163,7 +165,10 @@ export class UpstreamLink {
     counters.upstreamTxBytes += len;
     this.state.counters.txDatagrams++;
     this.state.counters.txBytes += len;
-    socket.send(msg, this.onSent);
+    const header = this.owner.proxyHeader;
+    // A header goes out as a second iovec of the same datagram: no copy of the payload.
+    if (header === undefined) socket.send(msg, this.onSent);
+    else socket.send([header, msg], this.onSent);
     return true;
   }
 

@@ -52,6 +52,12 @@ export const DropReason = {
   SOCKET_ERROR: 'socket_error',
   /** It was waiting in a session that closed before it could be sent. */
   SESSION_CLOSED: 'session_closed',
+  /** A new client whose address matched `deny`, or not `allow` when it is set. */
+  DENIED: 'denied',
+  /** A new client that already had `perClient.maxSessions` sessions. */
+  CLIENT_LIMIT: 'client_limit',
+  /** A new client opening sessions faster than `perClient.sessionsPerSecond` (burst spent). */
+  RATE_LIMITED: 'rate_limited',
 } as const;
 
 /** Union of every drop reason string. */

@@ -1,0 +1,178 @@
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { describe, test } from 'node:test';
+import { DropReason, UdpProxy, decodeProxyHeader } from '../../src/index.js';
+import type { UdpDrop } from '../../src/index.js';
+import { withTimeout } from '../helpers/net.js';
+import { closeSocket, request, udpEcho, udpSocket } from './helpers.js';
+
+/** A UDP upstream that decodes the PROXY v2 header of each datagram and answers with what it saw. */
+async function proxyAwareUpstream(): Promise<{ port: number; close(): Promise<void> }> {
+  const socket = await udpSocket();
+  socket.on('message', (msg, rinfo) => {
+    let reply: string;
+    try {
+      const { header, rest } = decodeProxyHeader(msg);
+      const source = 'source' in header && 'address' in header.source ? header.source : undefined;
+      reply = `${header.protocol} ${source?.address}:${source?.port} ${rest.toString()}`;
+    } catch (err) {
+      reply = `error ${(err as Error).message}`;
+    }
+    socket.send(reply, rinfo.port, rinfo.address);
+  });
+  return { port: socket.address().port, close: () => closeSocket(socket) };
+}
+
+/** The next `dropped` event, bounded in time. */
+function nextDrop(proxy: UdpProxy): Promise<UdpDrop> {
+  return withTimeout(
+    new Promise<UdpDrop>((resolve) => proxy.once('dropped', resolve)),
+    3_000,
+    'a dropped datagram',
+  );
+}
+
+/** A client socket bound to a given loopback address (127.0.0.0/8 all reach this host). */
+async function clientFrom(address: string): Promise<dgram.Socket> {
+  const socket = dgram.createSocket('udp4');
+  socket.on('error', () => undefined);
+  socket.bind(0, address);
+  await once(socket, 'listening');
+  return socket;
+}
+
+describe('UdpProxy client identity', () => {
+  test("proxyProtocol 'v2' prepends a UDP4 header naming the client to every datagram", async () => {
+    const upstream = await proxyAwareUpstream();
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+      proxyProtocol: 'v2',
+    });
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const client = await udpSocket();
+    const me = client.address();
+    for (const payload of ['first', 'second', '']) {
+      const reply = await request(client, port, payload);
+      assert.equal(reply.toString(), `UDP4 127.0.0.1:${me.port} ${payload}`);
+    }
+    await closeSocket(client);
+    await proxy.close();
+    await upstream.close();
+  });
+
+  test("proxyProtocol 'v2' names an IPv6 client with a UDP6 header", async (t) => {
+    let client: dgram.Socket;
+    try {
+      client = await udpSocket('::1');
+    } catch {
+      t.skip('IPv6 loopback (::1) is not available');
+      return;
+    }
+    const upstream = await proxyAwareUpstream();
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+      proxyProtocol: 'v2',
+    });
+    const { port } = await proxy.bind({ port: 0, address: '::1' });
+    const reply = await request(client, port, 'six', '::1');
+    assert.equal(reply.toString(), `UDP6 ::1:${client.address().port} six`);
+    await closeSocket(client);
+    await proxy.close();
+    await upstream.close();
+  });
+
+  test('proxyProtocol accepts only v2', () => {
+    assert.throws(() => new UdpProxy({ proxyProtocol: 'v1' as 'v2' }), {
+      code: 'ERR_L4_INVALID_OPTION',
+      option: 'proxyProtocol',
+    });
+  });
+
+  test('deny drops new clients from a denied address; others keep their sessions', async () => {
+    const echo = await udpEcho();
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      deny: ['127.0.0.2/32'],
+    });
+    const drops: UdpDrop[] = [];
+    proxy.on('dropped', (d) => drops.push(d));
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const good = await clientFrom('127.0.0.1');
+    const bad = await clientFrom('127.0.0.2');
+    assert.equal((await request(good, port, 'ok')).toString(), 'ok');
+    const dropped = nextDrop(proxy);
+    bad.send('let me in', port, '127.0.0.1');
+    await dropped;
+    assert.equal(drops[0]?.reason, DropReason.DENIED);
+    assert.equal(drops[0].clientAddress, '127.0.0.2');
+    assert.equal(proxy.stats().dropped.denied, 1);
+    assert.equal((await request(good, port, 'still ok')).toString(), 'still ok');
+    assert.equal(proxy.stats().downstream_sess_total, 1);
+    await closeSocket(good);
+    await closeSocket(bad);
+    await proxy.close();
+    await echo.close();
+  });
+
+  test('allow admits only listed clients (IPv4 rules match IPv4-mapped clients on a dual-stack socket)', async (t) => {
+    const echo = await udpEcho();
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      allow: ['127.0.0.1'],
+    });
+    let port: number;
+    try {
+      ({ port } = await proxy.bind({ port: 0, address: '::' }));
+    } catch {
+      t.skip('cannot bind a dual-stack socket on ::');
+      await proxy.close();
+      await echo.close();
+      return;
+    }
+    const drops: UdpDrop[] = [];
+    proxy.on('dropped', (d) => drops.push(d));
+    const allowed = await clientFrom('127.0.0.1');
+    const other = await clientFrom('127.0.0.3');
+    assert.equal((await request(allowed, port, 'mapped')).toString(), 'mapped');
+    const dropped = nextDrop(proxy);
+    other.send('nope', port, '127.0.0.1');
+    await dropped;
+    assert.equal(drops[0]?.reason, DropReason.DENIED);
+    assert.equal(drops[0].clientAddress, '::ffff:127.0.0.3');
+    await closeSocket(allowed);
+    await closeSocket(other);
+    await proxy.close();
+    await echo.close();
+  });
+
+  test('perClient.maxSessions caps sessions per client address, not per port', async () => {
+    const echo = await udpEcho();
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      perClient: { maxSessions: 2 },
+    });
+    const drops: UdpDrop[] = [];
+    proxy.on('dropped', (d) => drops.push(d));
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const a = await clientFrom('127.0.0.1');
+    const b = await clientFrom('127.0.0.1');
+    const c = await clientFrom('127.0.0.1');
+    const elsewhere = await clientFrom('127.0.0.2');
+    assert.equal((await request(a, port, 'a')).toString(), 'a');
+    assert.equal((await request(b, port, 'b')).toString(), 'b');
+    let answered = false;
+    c.on('message', () => (answered = true));
+    const dropped = nextDrop(proxy);
+    c.send('c', port, '127.0.0.1');
+    assert.equal((await dropped).reason, DropReason.CLIENT_LIMIT);
+    assert.equal(drops[0]?.reason, DropReason.CLIENT_LIMIT);
+    assert.equal((await request(elsewhere, port, 'other address')).toString(), 'other address');
+    assert.equal(proxy.stats().dropped.client_limit, 1);
+    assert.equal(answered, false, 'the refused client got no reply');
+    assert.equal(proxy.stats().downstream_sess_active, 3);
+    for (const s of [a, b, c, elsewhere]) await closeSocket(s);
+    await proxy.close();
+    await echo.close();
+  });
+});
