@@ -90,3 +90,12 @@ export type { UdpProxyOptions } from './udp/UdpProxyOptions.js';
 export type { UdpProxyStats, UdpUpstreamStats } from './udp/UdpProxyStats.js';
 export type { UdpSessionInfo, UdpSessionSummary, UdpDrop, UdpProxyEvents } from './udp/events.js';
 export { SessionCloseReason, DropReason } from './udp/closeReasons.js';
+
+// ---- TCP client identity and admission options (issue 6) ----
+export type {
+  AcceptProxyProtocolOptions,
+  ProxyProtocolOption,
+  SniOptions,
+} from './tcp/identityOptions.js';
+export type { PerClientLimits } from './net/ClientLimiter.js';
+export type { UdpPerClientLimits } from './udp/UdpProxyOptions.js';

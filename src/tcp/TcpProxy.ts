@@ -1,3 +1,4 @@
+import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { EventEmitter } from 'eventemitter3';
@@ -13,7 +14,6 @@ import {
 import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import { UpstreamSet } from '../upstream/UpstreamSet.js';
-import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { CloseReason, RejectReason } from './closeReasons.js';
 import type { ConnectionHost, TcpCounters } from './ConnectionHost.js';
 import type {
@@ -278,7 +278,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   }
 
   /** The configured upstreams with their live state. */
-  upstreams(): readonly UpstreamState[] {
+  upstreams(): readonly UpstreamCandidate[] {
     return this.upstreamSet.list();
   }
 

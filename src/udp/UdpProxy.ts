@@ -1,3 +1,4 @@
+import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import dgram from 'node:dgram';
 import type { RemoteInfo, Socket } from 'node:dgram';
 import { lookup } from 'node:dns';
@@ -10,7 +11,6 @@ import { boolean, integer, optionalRecord, rejectUnknownKeys } from '../internal
 import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import { UpstreamSet } from '../upstream/UpstreamSet.js';
-import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
 import type { UdpProxyEvents, UdpSessionInfo, UdpSessionSummary } from './events.js';
 import { literalLookup4, literalLookup6 } from './literalLookup.js';
@@ -260,7 +260,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   }
 
   /** The configured upstreams with their live state. */
-  upstreams(): readonly UpstreamState[] {
+  upstreams(): readonly UpstreamCandidate[] {
     return this.upstreamSet.list();
   }
 
