@@ -64,3 +64,18 @@ test('example tls-terminate: tls.createServer terminates TLS, the proxy relays p
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('example cluster: two workers share one port and both proxy connections', async () => {
+  const { stdout } = await run(process.execPath, [example('cluster'), '2', '20'], {
+    timeout: 60_000,
+  });
+  assert.match(stdout, /20 of 20 connections proxied by 2 workers/);
+  const counts = [...stdout.matchAll(/worker \d+ \(pid \d+\): (\d+) connections/g)].map((m) =>
+    Number(m[1]),
+  );
+  assert.equal(counts.length, 2);
+  assert.ok(
+    counts.every((n) => n > 0),
+    `every worker served some: ${counts.join(', ')}`,
+  );
+});
