@@ -5,7 +5,7 @@ import { startHaproxy } from '../helpers/haproxy.js';
 import { startNginx } from '../helpers/nginx.js';
 import { echoServer } from '../helpers/net.js';
 import { freePort } from '../helpers/peerProcess.js';
-import { dialFrom, recordingProxy } from '../helpers/recordingProxy.js';
+import { dialFrom, received, recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
 import { tool } from '../helpers/tools.js';
 import type { TcpProxyOptions } from '../../src/index.js';
@@ -19,9 +19,17 @@ async function visit(
   const client = dialFrom(port, host);
   await client.connected;
   const local = { address: client.socket.localAddress ?? '', port: client.socket.localPort ?? 0 };
-  client.socket.end(payload);
-  const { data } = await client.done;
-  return { ...local, reply: data.toString() };
+  if (payload === '') {
+    // The receiver answers and closes by itself.
+    return { ...local, reply: (await client.done).data.toString() };
+  }
+  // Half-close only once the echo is back: haproxy 2.6 sometimes drops a reply to a client that
+  // half-closed first (seen 8 times in 40 runs), which is not what these tests are about.
+  client.socket.write(payload);
+  const reply = (await received(client.socket, payload.length)).toString();
+  client.socket.end();
+  await client.done;
+  return { ...local, reply };
 }
 
 /** Proxies on 127.0.0.1 and on ::1, both sending `proxyProtocol` to 127.0.0.1:`upstream`. */
@@ -30,7 +38,10 @@ async function proxiesTo(
   upstream: number,
   options: TcpProxyOptions,
 ): Promise<{ v4: RecordingProxy; v6: RecordingProxy }> {
-  const v4 = await recordingProxy({ upstreams: [{ host: '127.0.0.1', port: upstream }], ...options });
+  const v4 = await recordingProxy({
+    upstreams: [{ host: '127.0.0.1', port: upstream }],
+    ...options,
+  });
   t.after(() => v4.close());
   const v6 = await recordingProxy(
     { upstreams: [{ host: '127.0.0.1', port: upstream }], ...options },
@@ -78,7 +89,11 @@ describe('TcpProxy proxyProtocol: real receivers learn the real client', () => {
       const { v4, v6 } = await proxiesTo(t, port, { proxyProtocol: version });
 
       const four = await visit(v4.port, '127.0.0.1', `ping ${version}`);
-      assert.equal(four.reply, `ping ${version}`, 'haproxy stripped the header and relayed the rest');
+      assert.equal(
+        four.reply,
+        `ping ${version}`,
+        'haproxy stripped the header and relayed the rest',
+      );
       await haproxy.waitForOutput(new RegExp(`client=127\\.0\\.0\\.1:${four.port}\\b`));
       const six = await visit(v6.port, '::1', `ping6 ${version}`);
       assert.equal(six.reply, `ping6 ${version}`);
