@@ -62,6 +62,8 @@ export interface TlsPeer {
   readonly port: number;
   /** TLS handshakes completed. */
   handshakes(): number;
+  /** TCP connections accepted. */
+  accepted(): number;
   /** The server names (SNI) clients sent it, in order. */
   readonly serverNames: (string | false | null)[];
   close(): Promise<void>;
@@ -72,8 +74,14 @@ export async function tlsPeer(name: string, cert: TestCert, alpn?: string[]): Pr
   const sockets = new Set<Socket>();
   const serverNames: (string | false | null)[] = [];
   let handshakes = 0;
+  let accepted = 0;
   const server = tls.createServer(
-    { key: cert.key, cert: cert.cert, allowHalfOpen: true, ...(alpn ? { ALPNProtocols: alpn } : {}) },
+    {
+      key: cert.key,
+      cert: cert.cert,
+      allowHalfOpen: true,
+      ...(alpn ? { ALPNProtocols: alpn } : {}),
+    },
     (socket: TLSSocket) => {
       handshakes++;
       serverNames.push(socket.servername);
@@ -83,6 +91,7 @@ export async function tlsPeer(name: string, cert: TestCert, alpn?: string[]): Pr
     },
   );
   server.on('connection', (socket: Socket) => {
+    accepted++;
     sockets.add(socket);
     socket.on('error', () => undefined);
     socket.on('close', () => sockets.delete(socket));
@@ -93,6 +102,7 @@ export async function tlsPeer(name: string, cert: TestCert, alpn?: string[]): Pr
     name,
     port,
     handshakes: () => handshakes,
+    accepted: () => accepted,
     serverNames,
     async close() {
       for (const socket of sockets) socket.destroy();
