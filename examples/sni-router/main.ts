@@ -5,9 +5,10 @@
  *
  *   npm run build:test && node build/examples/sni-router/main.js [--openssl /usr/bin/openssl]
  *
- * Self-contained: it makes a throwaway self-signed certificate with openssl, starts two local TLS
- * backends (two for alpha.test, one for beta.test), puts a TcpProxy in front, sends a few TLS clients and one
- * plain-text client through it, prints one JSON line per event, closes everything and exits 0.
+ * Self-contained: it makes a throwaway self-signed certificate with openssl, starts three local
+ * TLS backends (two for alpha.test, one for beta.test), puts a TcpProxy in front, sends a few TLS
+ * clients and one plain-text client through it, prints one JSON line per event, closes everything
+ * and exits 0.
  * (In your own code, import from 'l4proxy' instead of the source tree.)
  */
 import { execFileSync } from 'node:child_process';

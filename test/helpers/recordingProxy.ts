@@ -107,7 +107,8 @@ export async function recordingProxy(
       return until(
         () => rejections.length + connections.length >= count,
         ms,
-        () => `${count} outcomes (have ${rejections.length} rejected, ${connections.length} admitted)`,
+        () =>
+          `${count} outcomes (have ${rejections.length} rejected, ${connections.length} admitted)`,
       );
     },
     close: () => proxy.close({ drainTimeout: 0 }),
