@@ -83,7 +83,7 @@ function bySni(): UpstreamSelector {
     const name = ctx.serverName;
     if (name === undefined) return undefined; // sni.required refuses these before we are asked
     let byName = groups.get(ctx.candidates);
-    if (!byName) groups.set(ctx.candidates, (byName = new Map()));
+    if (!byName) groups.set(ctx.candidates, (byName = new Map<string, UpstreamCandidate[]>()));
     let group = byName.get(name);
     if (!group) {
       group = ctx.candidates.filter((c) =>

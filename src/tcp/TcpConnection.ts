@@ -197,7 +197,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     client.on('drain', this.onClientDrain);
     if (this.host.options.noDelay) client.setNoDelay(true);
     this.armTimers();
-    if (this.resumeAfterPreface && this.earlyBytes < this.host.options.maxEarlyData) client.resume();
+    if (this.resumeAfterPreface && this.earlyBytes < this.host.options.maxEarlyData)
+      client.resume();
     this.nextAttempt();
   }
 

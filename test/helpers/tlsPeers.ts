@@ -61,9 +61,9 @@ export interface TlsPeer {
   readonly name: string;
   readonly port: number;
   /** TLS handshakes completed. */
-  handshakes(): number;
+  readonly handshakes: () => number;
   /** TCP connections accepted. */
-  accepted(): number;
+  readonly accepted: () => number;
   /** The server names (SNI) clients sent it, in order. */
   readonly serverNames: (string | false | null)[];
   close(): Promise<void>;

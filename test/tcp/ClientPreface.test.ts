@@ -51,10 +51,7 @@ const endings = fc.constantFrom('end', 'hold', 'reset');
 const REASONS = new Set<string>(Object.values(RejectReason));
 
 /** Writes chunks in order, stopping quietly if the proxy already reset the socket. */
-async function writeAll(
-  socket: import('node:net').Socket,
-  chunks: readonly Buffer[],
-): Promise<void> {
+async function writeAll(socket: Socket, chunks: readonly Buffer[]): Promise<void> {
   for (const chunk of chunks) {
     if (socket.destroyed) return;
     const ok = await new Promise<boolean>((resolve) => {

@@ -11,7 +11,7 @@ async function rig(
   t: TestContext,
   options: TcpProxyOptions,
   listen: { host?: string; ipv6Only?: boolean } = {},
-): Promise<{ proxy: RecordingProxy; accepted(): number }> {
+): Promise<{ proxy: RecordingProxy; accepted: () => number }> {
   const echo = await echoServer();
   t.after(() => echo.close());
   let accepted = 0;

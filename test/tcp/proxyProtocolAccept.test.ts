@@ -84,15 +84,15 @@ describe('acceptProxyProtocol: real senders (haproxy send-proxy) in front of l4p
 
       const [first, second] = await l4.closed(2);
       assert.equal(first?.clientAddress, '127.0.0.2');
-      assert.equal(first?.clientPort, fourPort);
-      assert.equal(first?.clientFamily, 'IPv4');
-      assert.equal(first?.peerAddress, '127.0.0.1', 'the TCP peer is haproxy');
-      assert.notEqual(first?.peerPort, fourPort);
-      assert.equal(first?.localAddress, '127.0.0.1');
-      assert.equal(first?.localPort, front, 'the address the client reached is haproxy’s frontend');
+      assert.equal(first.clientPort, fourPort);
+      assert.equal(first.clientFamily, 'IPv4');
+      assert.equal(first.peerAddress, '127.0.0.1', 'the TCP peer is haproxy');
+      assert.notEqual(first.peerPort, fourPort);
+      assert.equal(first.localAddress, '127.0.0.1');
+      assert.equal(first.localPort, front, 'the address the client reached is haproxy’s frontend');
       assert.equal(second?.clientAddress, '::1');
-      assert.equal(second?.clientFamily, 'IPv6');
-      assert.equal(second?.localPort, frontSix);
+      assert.equal(second.clientFamily, 'IPv6');
+      assert.equal(second.localPort, frontSix);
       assert.deepEqual(l4.rejections, []);
     });
   }

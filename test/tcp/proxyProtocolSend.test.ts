@@ -69,7 +69,7 @@ describe('TcpProxy proxyProtocol: real receivers learn the real client', () => {
 
       const [summary] = await v4.closed(1);
       assert.equal(summary?.clientPort, four.port);
-      assert.equal(summary?.reason, 'completed');
+      assert.equal(summary.reason, 'completed');
     });
 
     test(`haproxy accept-proxy logs the client's address and port (${version}, IPv4 and IPv6 clients)`, async (t) => {
@@ -191,10 +191,10 @@ describe('TcpProxy proxyProtocol: failures building the header', () => {
     }
     const [thrown, refused] = await proxy.closed(2);
     assert.equal(thrown?.reason, 'proxy_header_error');
-    assert.equal((thrown?.error as { code?: string } | undefined)?.code, 'ERR_L4_PROXY_PROTOCOL');
-    assert.match(String(thrown?.error?.message), /tlvs callback failed/);
+    assert.equal((thrown.error as { code?: string } | undefined)?.code, 'ERR_L4_PROXY_PROTOCOL');
+    assert.match(String(thrown.error?.message), /tlvs callback failed/);
     assert.equal(refused?.reason, 'proxy_header_error');
-    assert.equal((refused?.error as { code?: string } | undefined)?.code, 'ERR_L4_INVALID_OPTION');
+    assert.equal((refused.error as { code?: string } | undefined)?.code, 'ERR_L4_INVALID_OPTION');
     assert.deepEqual(received, [], 'the upstream received no byte of a failed connection');
 
     const third = dialFrom(proxy.port);

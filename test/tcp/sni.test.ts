@@ -50,7 +50,7 @@ async function sniRig(
   proxy: RecordingProxy;
   a: TlsPeer;
   b: TlsPeer;
-  plainAccepted(): number;
+  plainAccepted: () => number;
   seen: Seen[];
 }> {
   const a = await tlsPeer('a', testCert, ['h2', 'http/1.1']);
