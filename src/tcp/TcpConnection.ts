@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import {
   ConnectFailedError,
   ConnectTimeoutError,
+  ErrorCode,
   L4Error,
   NoUpstreamError,
   ProxyClosedError,
@@ -196,7 +197,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     client.on('drain', this.onClientDrain);
     if (this.host.options.noDelay) client.setNoDelay(true);
     this.armTimers();
-    if (this.resumeAfterPreface && this.earlyBytes < this.host.options.maxEarlyData) client.resume();
+    if (this.resumeAfterPreface && this.earlyBytes < this.host.options.maxEarlyData)
+      client.resume();
     this.nextAttempt();
   }
 
@@ -352,7 +354,14 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   /** Delivers what the client sent while we were connecting, then lets the client flow. */
   private flushEarly(socket: Socket): void {
-    const preamble = this.host.preamble?.(this);
+    let preamble: Buffer | undefined;
+    try {
+      preamble = this.host.preamble?.(this);
+    } catch (err) {
+      // User code (a TLV callback) runs here, inside a socket event: it must not escape.
+      this.fail(CloseReason.PROXY_HEADER_ERROR, preambleError(err), true);
+      return;
+    }
     const early = this.early;
     this.early = undefined;
     let writable = true;
@@ -572,6 +581,16 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.idleTimer = this.durationTimer = this.connectTimer = undefined;
   }
+}
+
+/** The error behind `proxy_header_error`: the encoder's own error, or what user code threw, wrapped. */
+function preambleError(err: unknown): L4Error {
+  if (err instanceof L4Error) return err;
+  return new L4Error(
+    ErrorCode.PROXY_PROTOCOL,
+    `Cannot build the PROXY protocol header: ${err instanceof Error ? err.message : String(err)}`,
+    { cause: err },
+  );
 }
 
 /** Resets TCP sockets that are connected (RST); destroys anything else (pipes, connecting). */

@@ -33,6 +33,11 @@ export const CloseReason = {
   UPSTREAM_REMOVED: 'upstream_removed',
   /** Closed by `connection.close()` from user code. */
   CLOSED_BY_USER: 'closed_by_user',
+  /**
+   * The PROXY protocol header for the upstream could not be built (`proxyProtocol.tlvs` threw or
+   * returned TLVs the encoder refuses); both sides were reset before any byte was sent.
+   */
+  PROXY_HEADER_ERROR: 'proxy_header_error',
 } as const;
 
 /** Union of every close reason string. */

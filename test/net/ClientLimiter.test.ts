@@ -1,0 +1,67 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { InvalidOptionError } from '../../src/index.js';
+import { ClientLimiter } from '../../src/net/ClientLimiter.js';
+
+describe('ClientLimiter', () => {
+  test('no limit set means no limiter', () => {
+    assert.equal(ClientLimiter.from(undefined, 'perClient'), undefined);
+    assert.equal(ClientLimiter.from({}, 'perClient'), undefined);
+  });
+
+  test('invalid limits throw InvalidOptionError naming the option', () => {
+    for (const [value, option] of [
+      [{ maxConnections: 0 }, 'perClient.maxConnections'],
+      [{ connectionsPerSecond: 1.5 }, 'perClient.connectionsPerSecond'],
+      [{ connectionsPerSecond: 1, burst: 0 }, 'perClient.burst'],
+      [{ maxConnection: 1 }, 'perClient.maxConnection'],
+    ] as const) {
+      assert.throws(
+        () => ClientLimiter.from(value, 'perClient'),
+        (error: unknown) => error instanceof InvalidOptionError && error.option === option,
+        option,
+      );
+    }
+  });
+
+  test('the token bucket refills at connectionsPerSecond up to burst, per client', () => {
+    const limiter = ClientLimiter.from({ connectionsPerSecond: 2, burst: 3 }, 'perClient')!;
+    for (let i = 0; i < 3; i++) assert.equal(limiter.acquire('192.0.2.1', 0), undefined);
+    assert.equal(limiter.acquire('192.0.2.1', 0), 'rate_limited');
+    assert.equal(limiter.acquire('192.0.2.2', 0), undefined, 'another client has its own bucket');
+    assert.equal(limiter.acquire('192.0.2.1', 400), 'rate_limited', '0.8 token after 400 ms');
+    assert.equal(limiter.acquire('192.0.2.1', 500), undefined, '1 token after 500 ms');
+    assert.equal(limiter.acquire('192.0.2.1', 10_000), undefined);
+    limiter.close();
+  });
+
+  test('maxConnections counts live connections; IPv4-mapped and IPv4 forms are one client', () => {
+    const limiter = ClientLimiter.from({ maxConnections: 2 }, 'perClient')!;
+    assert.equal(limiter.acquire('192.0.2.1'), undefined);
+    assert.equal(limiter.acquire('::ffff:192.0.2.1'), undefined);
+    assert.equal(limiter.acquire('192.0.2.1'), 'client_limit');
+    assert.equal(limiter.active('::ffff:192.0.2.1'), 2);
+    limiter.release('::ffff:192.0.2.1');
+    assert.equal(limiter.acquire('192.0.2.1'), undefined);
+    limiter.release('203.0.113.1'); // unknown: ignored
+    limiter.close();
+  });
+
+  test('sweep forgets clients with nothing open and a full bucket, so memory follows active clients', () => {
+    const limiter = ClientLimiter.from(
+      { maxConnections: 5, connectionsPerSecond: 1, burst: 1 },
+      'perClient',
+    )!;
+    assert.equal(limiter.acquire('192.0.2.1', 0), undefined);
+    assert.equal(limiter.acquire('192.0.2.2', 0), undefined);
+    limiter.release('192.0.2.1');
+    limiter.sweep(500);
+    assert.equal(limiter.size, 2, 'bucket not full yet');
+    limiter.sweep(1_000);
+    assert.equal(limiter.size, 1, 'only the client with a live connection is kept');
+    limiter.release('192.0.2.2');
+    limiter.sweep(2_000);
+    assert.equal(limiter.size, 0);
+    limiter.close();
+  });
+});
