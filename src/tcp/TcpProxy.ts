@@ -12,7 +12,9 @@ import {
 } from '../internal/validate.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { Upstream } from '../upstream/Upstream.js';
-import { UpstreamSet } from '../upstream/UpstreamSet.js';
+import { UpstreamManager } from '../upstream/UpstreamManager.js';
+import type { UpstreamManagerHooks } from '../upstream/UpstreamManager.js';
+import type { UpstreamSet } from '../upstream/UpstreamSet.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { CloseReason, RejectReason } from './closeReasons.js';
 import type { ConnectionHost, TcpCounters } from './ConnectionHost.js';
@@ -53,6 +55,9 @@ export interface CloseOptions {
 export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDisposable {
   private readonly host: ConnectionHost;
   private readonly upstreamSet: UpstreamSet;
+  private readonly manager: UpstreamManager;
+  /** Pending `upstreamDrainTimeout` deadlines, one per set change that removed upstreams. */
+  private readonly upstreamDrains = new Set<NodeJS.Timeout>();
   private readonly options: ResolvedTcpOptions;
   private readonly servers = new Set<Server>();
   private readonly live = new Set<TcpConnection>();
@@ -88,9 +93,44 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     super();
     const resolved = resolveTcpOptions(options);
     this.options = resolved.options;
-    this.upstreamSet = new UpstreamSet();
-    this.upstreamSet.set(resolved.upstreams, 'upstreams');
+    this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, this.upstreamHooks());
+    this.upstreamSet = this.manager.set;
     this.host = this.createHost(resolved.selector);
+    this.manager.start();
+  }
+
+  private upstreamHooks(): UpstreamManagerHooks {
+    return {
+      health: (upstream, healthy, change) => {
+        emitSafely(this, 'upstreamHealth', upstream, healthy, change);
+      },
+      sourceError: (error) => {
+        emitSafely(this, 'upstreamSourceError', error);
+      },
+      membership: (removed) => {
+        emitSafely(this, 'upstreamsChange', this.upstreamSet.list());
+        this.drainRemoved(removed);
+      },
+    };
+  }
+
+  /** Closes connections still on `removed` upstreams once `upstreamDrainTimeout` has passed. */
+  private drainRemoved(removed: readonly UpstreamState[]): void {
+    const deadline = this.options.upstreamDrainTimeout;
+    if (removed.length === 0 || deadline === 0) return;
+    const gone = new Set(removed);
+    const timer = setTimeout(() => {
+      this.upstreamDrains.delete(timer);
+      for (const connection of [...this.live]) {
+        const state = connection.upstream;
+        if (state === undefined || !gone.has(state)) continue;
+        // Back in the set at the same address meanwhile: nothing to drain.
+        if (this.upstreamSet.get(state.id)?.address === state.address) continue;
+        connection.terminate(CloseReason.UPSTREAM_REMOVED);
+      }
+    }, deadline);
+    timer.unref();
+    this.upstreamDrains.add(timer);
   }
 
   private createHost(selector: UpstreamSelector): ConnectionHost {
@@ -100,8 +140,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       selector,
       stats: this.counters,
       preamble: undefined,
-      upstreamFailed: () => undefined,
-      upstreamSucceeded: () => undefined,
+      upstreamFailed: (state) => {
+        this.manager.upstreamFailed(state);
+      },
+      upstreamSucceeded: (state) => {
+        this.manager.upstreamSucceeded(state);
+      },
       emitUpstreamConnect: (connection, state) => {
         emitSafely(this, 'upstreamConnect', connection, state);
       },
@@ -216,12 +260,13 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   /**
    * Replaces the upstream set. New connections use it at once; live connections to a removed
-   * upstream finish on their own. Counters of upstreams that stay are kept.
+   * upstream finish on their own (or are closed after `upstreamDrainTimeout`). Counters and
+   * health of upstreams that stay are kept. With an `upstreamSource`, its next list replaces this one.
    *
    * @throws {InvalidOptionError} naming the bad entry; the old set stays in force.
    */
   setUpstreams(upstreams: readonly Upstream[]): void {
-    this.upstreamSet.set(upstreams, 'upstreams');
+    this.manager.setUpstreams(upstreams, 'upstreams');
   }
 
   /** The configured upstreams with their live state. */
@@ -236,7 +281,13 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   /** A snapshot of counters and gauges, named after Envoy's tcp_proxy and cluster stats. */
   stats(): TcpProxyStats {
-    return snapshotTcpStats(this.counters, this.closed, this.live, this.upstreamSet.list());
+    return snapshotTcpStats(
+      this.counters,
+      this.closed,
+      this.live,
+      this.upstreamSet.list(),
+      this.manager.totals(),
+    );
   }
 
   /**
@@ -253,6 +304,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   }
 
   private async shutdown(drainTimeout: number): Promise<void> {
+    this.manager.stop();
     const serversClosed = [...this.servers].map(
       (server) =>
         new Promise<void>((resolve) =>
@@ -263,6 +315,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     );
     this.servers.clear();
     await this.drain(drainTimeout);
+    for (const timer of this.upstreamDrains) clearTimeout(timer);
+    this.upstreamDrains.clear();
     await Promise.all(serversClosed);
     emitSafely(this, 'close');
   }
