@@ -46,3 +46,17 @@ export type { ConsistentHashOptions } from './select/consistentHash.js';
 export { failover } from './select/failover.js';
 export type { FailoverOptions } from './select/failover.js';
 export { withCandidates } from './select/withCandidates.js';
+
+// ---- Upstreams: live sets, upstream sources, DNS discovery, health (issue 5) ----
+export { HealthCheckError, UpstreamSourceError } from './errors.js';
+export { DnsSource } from './upstream/DnsSource.js';
+export type { DnsAddressType, DnsSourceOptions, DnsSourceStats } from './upstream/DnsSource.js';
+export type { UpstreamSink, UpstreamSource } from './upstream/UpstreamSource.js';
+export type {
+  HealthCheckOptions,
+  HealthExpect,
+  OutlierDetectionOptions,
+  TcpHealthCheck,
+  UdpHealthCheck,
+} from './upstream/healthOptions.js';
+export type { UpstreamHealthChange } from './upstream/UpstreamManager.js';
