@@ -323,7 +323,11 @@ describe('DnsSource', () => {
     const tracker = trackResources();
     // A DNS "server" that never answers.
     const silent = dgram.createSocket('udp4');
-    await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', () => { resolve(); }));
+    await new Promise<void>((resolve) =>
+      silent.bind(0, '127.0.0.1', () => {
+        resolve();
+      }),
+    );
     const s = sink();
     const source = new DnsSource({
       name: NAME,
@@ -338,7 +342,11 @@ describe('DnsSource', () => {
       'the query',
     );
     source.stop();
-    await new Promise<void>((resolve) => silent.close(() => { resolve(); }));
+    await new Promise<void>((resolve) =>
+      silent.close(() => {
+        resolve();
+      }),
+    );
     assert.deepEqual(await tracker.settled(), {});
     tracker.stop();
     assert.deepEqual([s.lists.length, s.errors.length], [0, 0]);
@@ -347,7 +355,11 @@ describe('DnsSource', () => {
   test('closing the proxy stops its source', async () => {
     const tracker = trackResources();
     const silent = dgram.createSocket('udp4');
-    await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', () => { resolve(); }));
+    await new Promise<void>((resolve) =>
+      silent.bind(0, '127.0.0.1', () => {
+        resolve();
+      }),
+    );
     const source = new DnsSource({
       name: NAME,
       port: 80,
@@ -360,7 +372,11 @@ describe('DnsSource', () => {
       'the query',
     );
     await proxy.close();
-    await new Promise<void>((resolve) => silent.close(() => { resolve(); }));
+    await new Promise<void>((resolve) =>
+      silent.close(() => {
+        resolve();
+      }),
+    );
     assert.deepEqual(await tracker.settled(), {});
     tracker.stop();
   });
@@ -390,9 +406,7 @@ describe('DnsSource', () => {
   }
 });
 
-async function startProxyWith(
-  source: DnsSource,
-): Promise<Awaited<ReturnType<typeof startProxy>>> {
+async function startProxyWith(source: DnsSource): Promise<Awaited<ReturnType<typeof startProxy>>> {
   return startProxy({ upstreamSource: source, connectTimeout: 1_000 });
 }
 

@@ -148,7 +148,12 @@ describe('OutlierDetector', () => {
     d.recordFailure(at(set, 0));
     d.recordFailure(at(set, 1));
     assert.equal(tracker.open().Timeout, 2);
-    set.set(set.list().slice(1).map((s) => s.upstream));
+    set.set(
+      set
+        .list()
+        .slice(1)
+        .map((s) => s.upstream),
+    );
     d.sync();
     assert.equal(d.ejectedCount, 1);
     d.stop();
@@ -224,11 +229,7 @@ describe('TcpProxy passive ejection', () => {
       'no connection is sent to the ejected upstream while a healthy one exists',
     );
     await flaky.up();
-    await nextEvent(
-      proxy,
-      'upstreamHealth',
-      (u, healthy) => u.id === 'flaky' && healthy,
-    );
+    await nextEvent(proxy, 'upstreamHealth', (u, healthy) => u.id === 'flaky' && healthy);
     for (let i = 0; i < 4; i++) await roundTrip();
     const after = proxy.stats();
     assert.ok((after.upstreams.flaky?.upstream_cx_total ?? 0) > before.upstream_cx_total);

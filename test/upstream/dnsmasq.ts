@@ -48,7 +48,11 @@ async function freeUdpPort(): Promise<number> {
  */
 export async function startDnsmasq(
   binary: string,
-  options: { hosts?: Record<string, readonly string[]>; srv?: readonly string[]; ttl?: number } = {},
+  options: {
+    hosts?: Record<string, readonly string[]>;
+    srv?: readonly string[];
+    ttl?: number;
+  } = {},
 ): Promise<Dnsmasq> {
   const dir = mkdtempSync(join(tmpdir(), 'l4proxy-dnsmasq-'));
   const hostsDir = join(dir, 'hosts');
@@ -86,7 +90,7 @@ export async function startDnsmasq(
       const proc = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
       proc.on('error', () => undefined);
       let log = '';
-      proc.stderr?.on('data', (chunk: Buffer) => (log += chunk.toString()));
+      proc.stderr.on('data', (chunk: Buffer) => (log += chunk.toString()));
       const ok = await ready(candidate, proc);
       if (ok) {
         child = proc;

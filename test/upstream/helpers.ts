@@ -105,7 +105,12 @@ export async function flakyServer(
     const current = server;
     server = undefined;
     for (const socket of sockets) socket.destroy();
-    if (current) await new Promise<void>((resolve) => current.close(() => { resolve(); }));
+    if (current)
+      await new Promise<void>((resolve) =>
+        current.close(() => {
+          resolve();
+        }),
+      );
   };
   return {
     port,
@@ -132,22 +137,39 @@ export async function udpServer(
     const answer = reply(message);
     if (answer) socket.send(answer, rinfo.port, rinfo.address);
   });
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => { resolve(); }));
+  await new Promise<void>((resolve) =>
+    socket.bind(0, '127.0.0.1', () => {
+      resolve();
+    }),
+  );
   return {
     port: socket.address().port,
     get received() {
       return received;
     },
-    close: () => new Promise<void>((resolve) => socket.close(() => { resolve(); })),
+    close: () =>
+      new Promise<void>((resolve) =>
+        socket.close(() => {
+          resolve();
+        }),
+      ),
   };
 }
 
 /** A UDP port on 127.0.0.1 with nobody bound (bound, then released): datagrams get ICMP unreachable. */
 export async function closedUdpPort(): Promise<number> {
   const socket = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => { resolve(); }));
+  await new Promise<void>((resolve) =>
+    socket.bind(0, '127.0.0.1', () => {
+      resolve();
+    }),
+  );
   const { port } = socket.address();
-  await new Promise<void>((resolve) => socket.close(() => { resolve(); }));
+  await new Promise<void>((resolve) =>
+    socket.close(() => {
+      resolve();
+    }),
+  );
   return port;
 }
 
