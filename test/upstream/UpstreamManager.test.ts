@@ -243,3 +243,22 @@ describe('TcpProxy with every upstream feature', () => {
     tracker.stop();
   });
 });
+
+describe('exports', () => {
+  test('the package exports DnsSource and the health and source errors, not the internals', async () => {
+    const l4proxy: Record<string, unknown> = await import('../../src/index.js');
+    for (const name of ['DnsSource', 'HealthCheckError', 'UpstreamSourceError']) {
+      assert.equal(typeof l4proxy[name], 'function', name);
+    }
+    for (const name of ['HealthChecker', 'OutlierDetector', 'UpstreamManager', 'tcpProbe']) {
+      assert.equal(l4proxy[name], undefined, `internal ${name} is not exported`);
+    }
+    const { HealthCheckError, UpstreamSourceError, L4Error, ErrorCode } =
+      await import('../../src/index.js');
+    const errors = [new HealthCheckError('x'), new UpstreamSourceError('y', new Error('z'))];
+    for (const error of errors) {
+      assert.ok(error instanceof L4Error);
+      assert.ok(Object.values(ErrorCode).includes(error.code));
+    }
+  });
+});
