@@ -201,6 +201,22 @@ describe('HealthChecker (TCP)', () => {
     await b.close();
   });
 
+  test('an upstream whose address changes under the same id is checked at the new address, as a new upstream', async () => {
+    const old = await flakyServer();
+    const moved = await flakyServer();
+    await moved.down();
+    const o = observe([old.port], { interval: 20, unhealthyThreshold: 5 });
+    o.checker.start();
+    await o.until(() => o.checks.length >= 1);
+    o.set.set([{ host: '127.0.0.1', port: moved.port, id: `u${old.port}` }]);
+    o.checker.sync();
+    await o.until(() => o.flips.length === 1);
+    assert.match(o.flips[0]?.[2]?.message ?? '', new RegExp(`:${moved.port}`));
+    assert.equal(o.checks.at(-1)?.[1], false, 'one failure at the new address was enough');
+    o.checker.stop();
+    await old.close();
+  });
+
   test('stop() clears every timer and destroys the probe in flight', async () => {
     const tracker = trackResources();
     const server = await flakyServer(() => undefined);
