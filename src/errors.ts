@@ -15,6 +15,8 @@ export const ErrorCode = {
   PROXY_PROTOCOL: 'ERR_L4_PROXY_PROTOCOL',
   TLS_CLIENT_HELLO: 'ERR_L4_TLS_CLIENT_HELLO',
   LISTEN: 'ERR_L4_LISTEN',
+  HEALTH_CHECK: 'ERR_L4_HEALTH_CHECK',
+  UPSTREAM_SOURCE: 'ERR_L4_UPSTREAM_SOURCE',
 } as const;
 
 /** Union of every stable error code string. */
@@ -157,6 +159,20 @@ export class TlsClientHelloError extends L4Error {
   constructor(reason: TlsClientHelloErrorReason, detail: string) {
     super(ErrorCode.TLS_CLIENT_HELLO, `Invalid TLS ClientHello (${reason}): ${detail}.`);
     this.reason = reason;
+  }
+}
+
+/** An active health check failed; `cause` holds the socket error, when there was one. */
+export class HealthCheckError extends L4Error {
+  constructor(message: string, cause?: unknown) {
+    super(ErrorCode.HEALTH_CHECK, message, cause === undefined ? undefined : { cause });
+  }
+}
+
+/** An upstream source (DNS discovery, a registry) failed to produce a list; `cause` says why. */
+export class UpstreamSourceError extends L4Error {
+  constructor(message: string, cause?: unknown) {
+    super(ErrorCode.UPSTREAM_SOURCE, message, cause === undefined ? undefined : { cause });
   }
 }
 

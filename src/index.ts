@@ -99,3 +99,16 @@ export type {
 } from './tcp/identityOptions.js';
 export type { PerClientLimits } from './net/ClientLimiter.js';
 export type { UdpPerClientLimits } from './udp/UdpProxyOptions.js';
+// ---- Upstreams: live sets, upstream sources, DNS discovery, health (issue 5) ----
+export { HealthCheckError, UpstreamSourceError } from './errors.js';
+export { DnsSource } from './upstream/DnsSource.js';
+export type { DnsAddressType, DnsSourceOptions, DnsSourceStats } from './upstream/DnsSource.js';
+export type { UpstreamSink, UpstreamSource } from './upstream/UpstreamSource.js';
+export type {
+  HealthCheckOptions,
+  HealthExpect,
+  OutlierDetectionOptions,
+  TcpHealthCheck,
+  UdpHealthCheck,
+} from './upstream/healthOptions.js';
+export type { UpstreamHealthChange } from './upstream/UpstreamManager.js';

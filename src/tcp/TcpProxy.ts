@@ -13,7 +13,10 @@ import {
 } from '../internal/validate.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { Upstream } from '../upstream/Upstream.js';
-import { UpstreamSet } from '../upstream/UpstreamSet.js';
+import { UpstreamManager } from '../upstream/UpstreamManager.js';
+import type { UpstreamManagerHooks } from '../upstream/UpstreamManager.js';
+import type { UpstreamSet } from '../upstream/UpstreamSet.js';
+import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { CloseReason, RejectReason } from './closeReasons.js';
 import type { ConnectionHost, TcpCounters } from './ConnectionHost.js';
 import type {
@@ -26,7 +29,7 @@ import { TcpConnection } from './TcpConnection.js';
 import { ClientPreface, socketIdentity } from './ClientPreface.js';
 import type { ClientIdentity } from './ClientPreface.js';
 import type { IdentityConfig } from './identityOptions.js';
-import { proxyHeaderFor } from './proxyHeaderFor.js';
+import { localProxyHeader, proxyHeaderFor } from './proxyHeaderFor.js';
 import { addressIn } from '../net/addressList.js';
 import type { ResolvedTcpOptions, TcpProxyOptions } from './TcpProxyOptions.js';
 import { resolveTcpOptions } from './TcpProxyOptions.js';
@@ -63,6 +66,9 @@ export interface CloseOptions {
 export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDisposable {
   private readonly host: ConnectionHost;
   private readonly upstreamSet: UpstreamSet;
+  private readonly manager: UpstreamManager;
+  /** Pending `upstreamDrainTimeout` deadlines, one per set change that removed upstreams. */
+  private readonly upstreamDrains = new Set<NodeJS.Timeout>();
   private readonly options: ResolvedTcpOptions;
   private readonly servers = new Set<Server>();
   private readonly live = new Set<TcpConnection>();
@@ -102,9 +108,48 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     const resolved = resolveTcpOptions(options);
     this.options = resolved.options;
     this.identity = resolved.identity;
-    this.upstreamSet = new UpstreamSet();
-    this.upstreamSet.set(resolved.upstreams, 'upstreams');
+    this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, this.upstreamHooks());
+    this.upstreamSet = this.manager.set;
     this.host = this.createHost(resolved.selector);
+    this.manager.start();
+  }
+
+  private upstreamHooks(): UpstreamManagerHooks {
+    // Health checks speak for the proxy itself: a LOCAL header (v2) or UNKNOWN (v1), per the spec.
+    const send = this.identity.send;
+    const local = send === undefined ? undefined : localProxyHeader(send.version);
+    return {
+      checkPreamble: () => local,
+      health: (upstream, healthy, change) => {
+        emitSafely(this, 'upstreamHealth', upstream, healthy, change);
+      },
+      sourceError: (error) => {
+        emitSafely(this, 'upstreamSourceError', error);
+      },
+      membership: (removed) => {
+        emitSafely(this, 'upstreamsChange', this.upstreamSet.list());
+        this.drainRemoved(removed);
+      },
+    };
+  }
+
+  /** Closes connections still on `removed` upstreams once `upstreamDrainTimeout` has passed. */
+  private drainRemoved(removed: readonly UpstreamState[]): void {
+    const deadline = this.options.upstreamDrainTimeout;
+    if (removed.length === 0 || deadline === 0) return;
+    const gone = new Set(removed);
+    const timer = setTimeout(() => {
+      this.upstreamDrains.delete(timer);
+      for (const connection of [...this.live]) {
+        const state = connection.upstream;
+        if (state === undefined || !gone.has(state)) continue;
+        // Back in the set at the same address meanwhile: nothing to drain.
+        if (this.upstreamSet.get(state.id)?.address === state.address) continue;
+        connection.terminate(CloseReason.UPSTREAM_REMOVED);
+      }
+    }, deadline);
+    timer.unref();
+    this.upstreamDrains.add(timer);
   }
 
   private createHost(selector: UpstreamSelector): ConnectionHost {
@@ -115,8 +160,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       selector,
       stats: this.counters,
       preamble: send === undefined ? undefined : (connection) => proxyHeaderFor(connection, send),
-      upstreamFailed: () => undefined,
-      upstreamSucceeded: () => undefined,
+      upstreamFailed: (state) => {
+        this.manager.upstreamFailed(state);
+      },
+      upstreamSucceeded: (state) => {
+        this.manager.upstreamSucceeded(state);
+      },
       emitUpstreamConnect: (connection, state) => {
         emitSafely(this, 'upstreamConnect', connection, state);
       },
@@ -269,12 +318,13 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   /**
    * Replaces the upstream set. New connections use it at once; live connections to a removed
-   * upstream finish on their own. Counters of upstreams that stay are kept.
+   * upstream finish on their own (or are closed after `upstreamDrainTimeout`). Counters and
+   * health of upstreams that stay are kept. With an `upstreamSource`, its next list replaces this one.
    *
    * @throws {InvalidOptionError} naming the bad entry; the old set stays in force.
    */
   setUpstreams(upstreams: readonly Upstream[]): void {
-    this.upstreamSet.set(upstreams, 'upstreams');
+    this.manager.setUpstreams(upstreams, 'upstreams');
   }
 
   /** The configured upstreams with their live state. */
@@ -295,6 +345,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.live,
       this.upstreamSet.list(),
       this.rejectReasons,
+      this.manager.totals(),
     );
   }
 
@@ -312,6 +363,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   }
 
   private async shutdown(drainTimeout: number): Promise<void> {
+    this.manager.stop();
     const serversClosed = [...this.servers].map(
       (server) =>
         new Promise<void>((resolve) =>
@@ -324,6 +376,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     // Clients still in their preface have nothing dialled: refuse them now.
     for (const preface of [...this.prefaces]) preface.abort();
     await this.drain(drainTimeout);
+    for (const timer of this.upstreamDrains) clearTimeout(timer);
+    this.upstreamDrains.clear();
     await Promise.all(serversClosed);
     this.identity.perClient?.close();
     emitSafely(this, 'close');

@@ -11,6 +11,15 @@ import type {
   ProxyProtocolOption,
   SniOptions,
 } from './identityOptions.js';
+import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/healthOptions.js';
+import {
+  resolveHealthCheck,
+  resolveOutlierDetection,
+  resolvePanicThreshold,
+} from '../upstream/healthOptions.js';
+import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
+import type { UpstreamSource } from '../upstream/UpstreamSource.js';
+import { validateUpstreamSource } from '../upstream/UpstreamSource.js';
 import {
   boolean,
   duration,
@@ -60,6 +69,16 @@ export interface TcpProxyOptions {
   readonly deny?: readonly string[];
   /** Limits per client address: concurrent connections and new connections per second. */
   readonly perClient?: PerClientLimits;
+  /** Feeds the set over time (e.g. a `DnsSource`); `upstreams` is used until its first list. */
+  readonly upstreamSource?: UpstreamSource;
+  /** Connections to an upstream that left the set are closed this long after (`upstream_removed`); 0 never. Default 0. */
+  readonly upstreamDrainTimeout?: number;
+  /** Active health checks (TCP connect by default). Off unless set. */
+  readonly healthCheck?: HealthCheckOptions;
+  /** Passive ejection after consecutive connect failures. Off unless set. */
+  readonly outlierDetection?: OutlierDetectionOptions;
+  /** Below this percentage of healthy upstreams, all are used (Envoy's panic mode); 0 disables. Default 0. */
+  readonly panicThreshold?: number;
 }
 
 /** Options with every default applied. */
@@ -71,6 +90,7 @@ export interface ResolvedTcpOptions {
   readonly maxConnections: number;
   readonly maxEarlyData: number;
   readonly noDelay: boolean;
+  readonly upstreamDrainTimeout: number;
 }
 
 const KNOWN = [
@@ -90,6 +110,11 @@ const KNOWN = [
   'allow',
   'deny',
   'perClient',
+  'upstreamSource',
+  'upstreamDrainTimeout',
+  'healthCheck',
+  'outlierDetection',
+  'panicThreshold',
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
@@ -98,6 +123,7 @@ export function resolveTcpOptions(input: unknown): {
   selector: UpstreamSelector;
   upstreams: unknown;
   identity: IdentityConfig;
+  manager: UpstreamManagerOptions;
 } {
   const raw = optionalRecord(input, 'options');
   assertProxyMode(raw.mode);
@@ -116,8 +142,15 @@ export function resolveTcpOptions(input: unknown): {
       max: 64 * 1024 * 1024,
     }),
     noDelay: boolean(raw.noDelay, 'noDelay', true),
+    upstreamDrainTimeout: duration(raw.upstreamDrainTimeout, 'upstreamDrainTimeout', 0),
   };
   const selector = optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin();
   const identity = resolveIdentityOptions(raw);
-  return { options, selector, upstreams: raw.upstreams ?? [], identity };
+  const manager: UpstreamManagerOptions = {
+    healthCheck: resolveHealthCheck(raw.healthCheck, 'healthCheck', 'tcp'),
+    outlierDetection: resolveOutlierDetection(raw.outlierDetection, 'outlierDetection'),
+    source: validateUpstreamSource(raw.upstreamSource, 'upstreamSource'),
+    panicThreshold: resolvePanicThreshold(raw.panicThreshold, 'panicThreshold'),
+  };
+  return { options, selector, upstreams: raw.upstreams ?? [], identity, manager };
 }

@@ -40,6 +40,16 @@ export interface UpstreamCounters {
   errors: number;
 }
 
+/** Health counters kept per upstream (active checks and passive ejection). */
+export interface UpstreamHealthCounters {
+  /** Active health checks completed. */
+  checks: number;
+  /** Active health checks that failed. */
+  checkFailures: number;
+  /** Times passive outlier detection ejected this upstream. */
+  ejections: number;
+}
+
 /** Internal, mutable live state of one upstream. */
 export class UpstreamState implements UpstreamCandidate {
   id: string;
@@ -66,6 +76,7 @@ export class UpstreamState implements UpstreamCandidate {
     txDatagrams: 0,
     errors: 0,
   };
+  readonly health: UpstreamHealthCounters = { checks: 0, checkFailures: 0, ejections: 0 };
 
   constructor(upstream: Upstream) {
     this.id = upstreamId(upstream);

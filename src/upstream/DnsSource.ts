@@ -1,0 +1,396 @@
+import { Resolver } from 'node:dns/promises';
+import net from 'node:net';
+import { InvalidOptionError, UpstreamSourceError } from '../errors.js';
+import {
+  boolean,
+  duration,
+  integer,
+  nonEmptyString,
+  optionalRecord,
+  rejectUnknownKeys,
+} from '../internal/validate.js';
+import type { Upstream } from './Upstream.js';
+import { upstreamId } from './Upstream.js';
+import type { UpstreamSink, UpstreamSource } from './UpstreamSource.js';
+
+/** Address record types a {@link DnsSource} can follow. */
+export type DnsAddressType = 'A' | 'AAAA' | 'A/AAAA';
+
+/**
+ * Options of {@link DnsSource}. Durations are in milliseconds.
+ *
+ * @example
+ * new DnsSource({ name: 'db.internal', type: 'A', port: 5432, refreshInterval: 10_000 });
+ * new DnsSource({ name: '_pg._tcp.db.service.consul', type: 'SRV', servers: ['127.0.0.1:8600'] });
+ */
+export interface DnsSourceOptions {
+  /** The name to resolve (for SRV: `_service._proto.name`). */
+  readonly name: string;
+  /** Record type. `'A/AAAA'` merges both families (IPv4 first). Default `'A'`. */
+  readonly type?: DnsAddressType | 'SRV';
+  /** Upstream port for A/AAAA answers (required for them; SRV records carry their own). */
+  readonly port?: number;
+  /** DNS servers (`'10.0.0.2'`, `'127.0.0.1:5353'`, `'[::1]:53'`). Default: the system's. */
+  readonly servers?: readonly string[];
+  /** Time between lookups, and the longest an answer is used. Default 30 000. */
+  readonly refreshInterval?: number;
+  /** Look again when the answer's lowest TTL runs out, if that is sooner than `refreshInterval`. Default true. */
+  readonly respectTtl?: boolean;
+  /** Floor of a TTL-driven refresh (a TTL of 0 would otherwise spin). Default 1000. */
+  readonly minRefreshInterval?: number;
+  /** Time one query waits for an answer before it is retried. Default 5000. */
+  readonly timeout?: number;
+  /** Attempts per query (per server) before the lookup fails. Default 2. */
+  readonly tries?: number;
+  /**
+   * What an empty answer (the name exists with no record of the type, or NXDOMAIN) does:
+   * `'keep'` keeps the last good set and reports the empty answer as an error; `'clear'` empties
+   * the set (new connections then close with `no_upstream`). Default `'keep'`.
+   */
+  readonly onEmpty?: 'keep' | 'clear';
+  /**
+   * SRV only: how targets become addresses. `'A'`, `'AAAA'` or `'A/AAAA'` resolve each target
+   * through the same servers; `'hostname'` keeps the target name (resolved at each connect by
+   * the system resolver). Default `'A'`.
+   */
+  readonly srvTargets?: DnsAddressType | 'hostname';
+}
+
+/** Counters of a {@link DnsSource}. */
+export interface DnsSourceStats {
+  /** Lookups started. */
+  readonly lookups: number;
+  /** Lookups that failed (the last good set was kept). */
+  readonly failures: number;
+  /** Lookups that returned no record. */
+  readonly empty: number;
+  /** Lists delivered (only when the answer changed). */
+  readonly updates: number;
+  /** The last failure, if any. */
+  readonly lastError: Error | undefined;
+}
+
+interface ResolvedDnsOptions {
+  readonly name: string;
+  readonly type: DnsAddressType | 'SRV';
+  readonly port: number;
+  readonly refreshInterval: number;
+  readonly respectTtl: boolean;
+  readonly minRefreshInterval: number;
+  readonly onEmpty: 'keep' | 'clear';
+  readonly srvTargets: DnsAddressType | 'hostname';
+}
+
+interface Answer {
+  readonly upstreams: Upstream[];
+  /** Lowest TTL of the answer in seconds, when known. */
+  readonly ttl: number | undefined;
+}
+
+interface Address {
+  readonly address: string;
+  readonly ttl: number | undefined;
+}
+
+const KEYS = [
+  'name',
+  'type',
+  'port',
+  'servers',
+  'refreshInterval',
+  'respectTtl',
+  'minRefreshInterval',
+  'timeout',
+  'tries',
+  'onEmpty',
+  'srvTargets',
+] as const;
+const ADDRESS_TYPES: readonly string[] = ['A', 'AAAA', 'A/AAAA'];
+const EMPTY_CODES = new Set(['ENODATA', 'ENOTFOUND']);
+
+/**
+ * An {@link UpstreamSource} that follows DNS: A/AAAA records (with a fixed port) or SRV records
+ * (Kubernetes headless services, Consul), through a `node:dns` `Resolver` with its own servers.
+ * SRV priority becomes `Upstream.priority` (for `failover()`), SRV weight becomes `weight`
+ * (weight 0 becomes 1). A failed lookup keeps the last good set and is reported; an empty answer
+ * does what `onEmpty` says. A list is delivered only when it changed. Timers are unref'd.
+ *
+ * @example
+ * const proxy = new TcpProxy({
+ *   upstreamSource: new DnsSource({ name: 'api.default.svc.cluster.local', port: 8080 }),
+ * });
+ */
+export class DnsSource implements UpstreamSource {
+  private readonly options: ResolvedDnsOptions;
+  private readonly resolver: Resolver;
+  private sink: UpstreamSink | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private generation = 0;
+  private delivered: string | undefined;
+  private last: readonly Upstream[] = [];
+  private counters = { lookups: 0, failures: 0, empty: 0, updates: 0 };
+  private lastError: Error | undefined;
+
+  /** @throws {InvalidOptionError} naming the first invalid option. */
+  constructor(options: DnsSourceOptions) {
+    const raw = optionalRecord(options, 'DnsSource options');
+    rejectUnknownKeys(raw, KEYS, '');
+    const type = oneOf(raw.type, 'type', [...ADDRESS_TYPES, 'SRV'], 'A') as DnsAddressType | 'SRV';
+    if (type === 'SRV' && raw.port !== undefined) {
+      throw new InvalidOptionError('port', 'no port for SRV (records carry their own)', raw.port);
+    }
+    if (type !== 'SRV' && raw.port === undefined) {
+      throw new InvalidOptionError('port', 'an integer from 1 to 65535', undefined);
+    }
+    const refreshInterval = duration(raw.refreshInterval, 'refreshInterval', 30_000, 1);
+    this.options = {
+      name: nonEmptyString(raw.name, 'name'),
+      type,
+      port: integer(raw.port, 'port', 0, { min: 1, max: 65535 }),
+      refreshInterval,
+      respectTtl: boolean(raw.respectTtl, 'respectTtl', true),
+      minRefreshInterval: duration(raw.minRefreshInterval, 'minRefreshInterval', 1_000, 1),
+      onEmpty: oneOf(raw.onEmpty, 'onEmpty', ['keep', 'clear'], 'keep') as 'keep' | 'clear',
+      srvTargets: oneOf(raw.srvTargets, 'srvTargets', [...ADDRESS_TYPES, 'hostname'], 'A') as
+        DnsAddressType | 'hostname',
+    };
+    this.resolver = new Resolver({
+      timeout: duration(raw.timeout, 'timeout', 5_000, 1),
+      tries: integer(raw.tries, 'tries', 2, { min: 1, max: 10 }),
+    });
+    if (raw.servers !== undefined) this.setServers(raw.servers);
+  }
+
+  private setServers(servers: unknown): void {
+    if (!Array.isArray(servers) || servers.length === 0) {
+      throw new InvalidOptionError('servers', 'a non-empty array of server addresses', servers);
+    }
+    servers.forEach((server: unknown, index) => {
+      nonEmptyString(server, `servers[${index}]`);
+    });
+    try {
+      this.resolver.setServers(servers as string[]);
+    } catch {
+      throw new InvalidOptionError(
+        'servers',
+        "addresses like '10.0.0.2' or '127.0.0.1:5353'",
+        servers,
+      );
+    }
+  }
+
+  /** Starts looking up (the first lookup at once) and delivering lists into `sink`. */
+  start(sink: UpstreamSink): void {
+    this.stop();
+    this.sink = sink;
+    this.refresh(this.generation);
+  }
+
+  /** Stops: the timer is cleared, queries in flight are cancelled and their answers dropped. */
+  stop(): void {
+    this.generation++;
+    this.sink = undefined;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.resolver.cancel();
+  }
+
+  /** The last list delivered. */
+  get upstreams(): readonly Upstream[] {
+    return this.last;
+  }
+
+  /** Lookup counters. */
+  stats(): DnsSourceStats {
+    return { ...this.counters, lastError: this.lastError };
+  }
+
+  private refresh(generation: number): void {
+    this.timer = undefined;
+    this.counters.lookups++;
+    this.lookup().then(
+      (answer) => {
+        if (generation === this.generation) this.answered(answer, generation);
+      },
+      (err: unknown) => {
+        if (generation === this.generation) this.failed(err, generation);
+      },
+    );
+  }
+
+  private answered(answer: Answer, generation: number): void {
+    const { refreshInterval, respectTtl, minRefreshInterval } = this.options;
+    if (answer.upstreams.length === 0) {
+      this.counters.empty++;
+      if (this.options.onEmpty === 'keep') {
+        this.report(
+          new UpstreamSourceError(
+            `DNS ${this.describe()} returned no record; keeping the last ${this.last.length} upstream(s) (onEmpty: 'keep')`,
+          ),
+        );
+      } else this.deliver([]);
+      this.schedule(refreshInterval, generation);
+      return;
+    }
+    this.deliver(answer.upstreams);
+    const ttl = answer.ttl;
+    const delay =
+      respectTtl && ttl !== undefined
+        ? Math.min(refreshInterval, Math.max(minRefreshInterval, ttl * 1000))
+        : refreshInterval;
+    this.schedule(delay, generation);
+  }
+
+  private failed(err: unknown, generation: number): void {
+    this.counters.failures++;
+    const error =
+      err instanceof UpstreamSourceError
+        ? err
+        : new UpstreamSourceError(`DNS ${this.describe()} failed: ${String(err)}`, err);
+    this.report(error);
+    this.schedule(this.options.refreshInterval, generation);
+  }
+
+  private report(error: Error): void {
+    this.lastError = error;
+    const sink = this.sink;
+    if (sink)
+      callSafely(() => {
+        sink.error(error);
+      });
+  }
+
+  private deliver(upstreams: Upstream[]): void {
+    const key = JSON.stringify(upstreams.map((u) => [upstreamId(u), u.weight, u.priority]));
+    if (key === this.delivered) return;
+    this.delivered = key;
+    this.last = upstreams;
+    this.counters.updates++;
+    const sink = this.sink;
+    if (sink)
+      callSafely(() => {
+        sink.update(upstreams);
+      });
+  }
+
+  private schedule(delay: number, generation: number): void {
+    if (generation !== this.generation) return;
+    this.timer = setTimeout(() => {
+      this.refresh(generation);
+    }, delay);
+    this.timer.unref();
+  }
+
+  private describe(): string {
+    return `${this.options.type} lookup of ${this.options.name}`;
+  }
+
+  private async lookup(): Promise<Answer> {
+    const { name, type, port } = this.options;
+    if (type === 'SRV') return this.lookupSrv();
+    const addresses = await this.addresses(name, type);
+    return {
+      upstreams: dedupe(addresses.map(({ address }) => ({ host: address, port }))),
+      ttl: lowestTtl(addresses),
+    };
+  }
+
+  private async lookupSrv(): Promise<Answer> {
+    const { name, srvTargets } = this.options;
+    const records = await this.query('SRV', name, () => this.resolver.resolveSrv(name));
+    records.sort(
+      (a, b) => a.priority - b.priority || b.weight - a.weight || a.name.localeCompare(b.name),
+    );
+    const targets = new Map<string, Promise<Address[]>>();
+    for (const record of records) {
+      if (targets.has(record.name)) continue;
+      targets.set(
+        record.name,
+        srvTargets === 'hostname' || net.isIP(record.name) !== 0
+          ? Promise.resolve([{ address: record.name, ttl: undefined }])
+          : this.addresses(record.name, srvTargets),
+      );
+    }
+    const resolved = new Map<string, Address[]>();
+    await Promise.all(
+      [...targets].map(async ([target, addresses]) => {
+        resolved.set(target, await addresses);
+      }),
+    );
+    const upstreams: Upstream[] = [];
+    for (const record of records) {
+      for (const { address } of resolved.get(record.name) ?? []) {
+        upstreams.push({
+          host: address,
+          port: record.port,
+          weight: Math.max(1, record.weight),
+          priority: record.priority,
+          metadata: { dnsName: name, target: record.name },
+        });
+      }
+    }
+    return { upstreams: dedupe(upstreams), ttl: lowestTtl([...resolved.values()].flat()) };
+  }
+
+  private async addresses(name: string, type: DnsAddressType): Promise<Address[]> {
+    const queries: Promise<Address[]>[] = [];
+    if (type !== 'AAAA') {
+      queries.push(this.query('A', name, () => this.resolver.resolve4(name, { ttl: true })));
+    }
+    if (type !== 'A') {
+      queries.push(this.query('AAAA', name, () => this.resolver.resolve6(name, { ttl: true })));
+    }
+    return (await Promise.all(queries)).flat();
+  }
+
+  /** One query: "no such record" is an empty answer, anything else a failure. */
+  private async query<T>(type: string, name: string, run: () => Promise<T[]>): Promise<T[]> {
+    try {
+      return await run();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? '';
+      if (EMPTY_CODES.has(code)) return [];
+      throw new UpstreamSourceError(
+        `DNS ${type} lookup of ${name} failed: ${code || String(err)}`,
+        err,
+      );
+    }
+  }
+}
+
+/** A sink that throws has a bug of its own: surface it on the next tick, as a listener error. */
+function callSafely(call: () => void): void {
+  try {
+    call();
+  } catch (err) {
+    process.nextTick(() => {
+      throw err;
+    });
+  }
+}
+
+function oneOf(value: unknown, name: string, allowed: readonly string[], fallback: string): string {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string' || !allowed.includes(value)) {
+    throw new InvalidOptionError(name, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, value);
+  }
+  return value;
+}
+
+/** First entry per id wins (the lowest priority, as records were sorted). */
+function dedupe(upstreams: Upstream[]): Upstream[] {
+  const seen = new Set<string>();
+  return upstreams.filter((upstream) => {
+    const id = upstreamId(upstream);
+    if (seen.has(id)) return false;
+    seen.add(id);
+    return true;
+  });
+}
+
+function lowestTtl(addresses: readonly Address[]): number | undefined {
+  let lowest: number | undefined;
+  for (const { ttl } of addresses)
+    if (ttl !== undefined && (lowest === undefined || ttl < lowest)) lowest = ttl;
+  return lowest;
+}

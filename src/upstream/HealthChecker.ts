@@ -1,0 +1,204 @@
+import { HealthCheckError } from '../errors.js';
+import type { ResolvedHealthCheck } from './healthOptions.js';
+import { tcpProbe } from './tcpProbe.js';
+import type { ProbeDone, ProbeSpec } from './tcpProbe.js';
+import { udpProbe } from './udpProbe.js';
+import type { UpstreamSet } from './UpstreamSet.js';
+import type { UpstreamCandidate, UpstreamState } from './UpstreamState.js';
+
+/** What the checker tells its owner (a proxy). */
+export interface HealthCheckerHooks {
+  /** The active-check verdict of `state` flipped; `error` is the failure that made it unhealthy. */
+  transition(state: UpstreamState, healthy: boolean, error: HealthCheckError | undefined): void;
+  /** Every completed check, passed or not. */
+  checked?(state: UpstreamState, passed: boolean): void;
+  /**
+   * Bytes written before the probe on every TCP check. A proxy that speaks the PROXY protocol to
+   * its upstreams returns a LOCAL header here, so the upstream accepts the check.
+   */
+  preamble?(upstream: UpstreamCandidate): Buffer | undefined;
+}
+
+/** Proxy-wide check counters (they survive upstream removal). */
+export interface HealthCheckTotals {
+  attempts: number;
+  failures: number;
+}
+
+interface Entry {
+  readonly state: UpstreamState;
+  address: string;
+  timer: NodeJS.Timeout | undefined;
+  cancel: (() => void) | undefined;
+  passes: number;
+  fails: number;
+  /** Whether this upstream had a check yet: until then one failure is enough (it is new). */
+  checked: boolean;
+}
+
+type Probe = (host: string, port: number, spec: ProbeSpec, done: ProbeDone) => () => void;
+
+/**
+ * Active health checks of every upstream of a set, protocol-agnostic: TCP connect (optionally
+ * send/expect) or UDP send/expect. Each upstream has its own schedule; the next check starts
+ * `interval` (± jitter) after the previous one ended, so checks of one upstream never overlap.
+ *
+ * A new upstream counts as healthy until its first check; that first check alone can make it
+ * unhealthy (HAProxy's `init-state up`). After that, `unhealthyThreshold` consecutive failures
+ * make it unhealthy and `healthyThreshold` consecutive passes make it healthy again.
+ * Timers and sockets are unref'd: checks never keep a process alive on their own.
+ *
+ * @example
+ * const checker = new HealthChecker(set, resolved, { transition: (s, ok) => console.log(s.id, ok) });
+ * checker.start(); // ... checker.sync() after each set change ... checker.stop();
+ */
+export class HealthChecker {
+  readonly totals: HealthCheckTotals = { attempts: 0, failures: 0 };
+  private readonly entries = new Map<UpstreamState, Entry>();
+  private readonly probe: Probe;
+  private running = false;
+
+  constructor(
+    private readonly set: UpstreamSet,
+    private readonly options: ResolvedHealthCheck,
+    private readonly hooks: HealthCheckerHooks,
+  ) {
+    this.probe = options.protocol === 'udp' ? udpProbe : tcpProbe;
+  }
+
+  /** Starts checking every upstream of the set. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.sync();
+  }
+
+  /** Follows a membership change: new upstreams get a schedule, removed ones lose theirs. */
+  sync(): void {
+    if (!this.running) return;
+    const current = new Set(this.set.list());
+    for (const [state, entry] of this.entries) {
+      if (!current.has(state)) {
+        this.cancel(entry);
+        this.entries.delete(state);
+      }
+    }
+    for (const state of current) {
+      const entry = this.entries.get(state);
+      if (entry === undefined) this.add(state);
+      else if (entry.address !== state.address) this.restart(entry);
+    }
+  }
+
+  /** Stops every check: timers cleared, probe sockets destroyed. Verdicts stay as they are. */
+  stop(): void {
+    this.running = false;
+    for (const entry of this.entries.values()) this.cancel(entry);
+    this.entries.clear();
+  }
+
+  private add(state: UpstreamState): void {
+    const entry: Entry = {
+      state,
+      address: state.address,
+      timer: undefined,
+      cancel: undefined,
+      passes: 0,
+      fails: 0,
+      checked: false,
+    };
+    this.entries.set(state, entry);
+    this.schedule(entry, Math.random() * this.options.jitter * this.options.interval);
+  }
+
+  /** The same id now points elsewhere: what we knew is about the old address. */
+  private restart(entry: Entry): void {
+    this.cancel(entry);
+    entry.address = entry.state.address;
+    entry.passes = entry.fails = 0;
+    entry.checked = false;
+    this.schedule(entry, 0);
+  }
+
+  private schedule(entry: Entry, delay: number): void {
+    entry.timer = setTimeout(
+      () => {
+        this.run(entry);
+      },
+      Math.max(0, Math.round(delay)),
+    );
+    entry.timer.unref();
+  }
+
+  private nextDelay(): number {
+    const { interval, jitter } = this.options;
+    return Math.max(1, interval * (1 + jitter * (2 * Math.random() - 1)));
+  }
+
+  private run(entry: Entry): void {
+    const { state } = entry;
+    this.totals.attempts++;
+    state.health.checks++;
+    const port = this.options.port ?? state.port;
+    const spec: ProbeSpec = {
+      preamble: this.options.protocol === 'tcp' ? this.hooks.preamble?.(state) : undefined,
+      send: this.options.send,
+      expect: this.options.expect,
+    };
+    let done = false;
+    const complete = (error: HealthCheckError | undefined): void => {
+      if (done) return;
+      done = true;
+      if (entry.timer) clearTimeout(entry.timer);
+      entry.cancel?.();
+      entry.timer = entry.cancel = undefined;
+      this.record(entry, error);
+      if (this.running && this.entries.get(state) === entry) this.schedule(entry, this.nextDelay());
+    };
+    entry.timer = setTimeout(() => {
+      complete(this.timeoutError(state, port));
+    }, this.options.timeout);
+    entry.timer.unref();
+    entry.cancel = this.probe(state.host, port, spec, complete);
+  }
+
+  private timeoutError(state: UpstreamState, port: number): HealthCheckError {
+    return new HealthCheckError(
+      `${this.options.protocol.toUpperCase()} health check of ${state.host}:${port} timed out after ${this.options.timeout} ms`,
+    );
+  }
+
+  private record(entry: Entry, error: HealthCheckError | undefined): void {
+    const { state } = entry;
+    const firstCheck = !entry.checked;
+    entry.checked = true;
+    if (error !== undefined) {
+      this.totals.failures++;
+      state.health.checkFailures++;
+      entry.fails++;
+      entry.passes = 0;
+      if (state.checkHealthy && (firstCheck || entry.fails >= this.options.unhealthyThreshold)) {
+        this.flip(state, false, error);
+      }
+    } else {
+      entry.passes++;
+      entry.fails = 0;
+      if (!state.checkHealthy && entry.passes >= this.options.healthyThreshold) {
+        this.flip(state, true, undefined);
+      }
+    }
+    this.hooks.checked?.(state, error === undefined);
+  }
+
+  private flip(state: UpstreamState, healthy: boolean, error: HealthCheckError | undefined): void {
+    state.checkHealthy = healthy;
+    this.set.changed();
+    this.hooks.transition(state, healthy, error);
+  }
+
+  private cancel(entry: Entry): void {
+    if (entry.timer) clearTimeout(entry.timer);
+    entry.cancel?.();
+    entry.timer = entry.cancel = undefined;
+  }
+}

@@ -1,0 +1,155 @@
+import type { ResolvedOutlierDetection } from './healthOptions.js';
+import type { UpstreamSet } from './UpstreamSet.js';
+import type { UpstreamState } from './UpstreamState.js';
+
+/** What the detector tells its owner (a proxy). */
+export interface OutlierDetectorHooks {
+  /** `state` was ejected until `until` (ms since epoch), or its ejection ended (`until` 0). */
+  transition(state: UpstreamState, ejected: boolean, until: number, failures: number): void;
+}
+
+/** Proxy-wide ejection counters (they survive upstream removal). */
+export interface OutlierTotals {
+  /** Ejections made. */
+  ejections: number;
+  /** Ejections skipped because `maxEjectedPercent` of the set was already ejected. */
+  overflow: number;
+}
+
+interface OutlierRecord {
+  failures: number;
+  /** Ejections that still count for the next ejection time; decays while the upstream behaves. */
+  multiplier: number;
+  /** When the last ejection ended (ms since epoch), 0 if never ejected. */
+  releasedAt: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * Passive health checking: `consecutiveFailures` connect failures in a row (for UDP: ICMP errors)
+ * eject an upstream. The n-th ejection lasts n × `baseEjectionTime`, capped at
+ * `maxEjectionTime`; the count drops by one for every `baseEjectionTime` the upstream then
+ * stays in service. At most `maxEjectedPercent` of the set is ejected at once (at least one
+ * upstream always may be), and the last healthy upstream is never ejected: an ejection only
+ * helps when traffic has somewhere else to go.
+ *
+ * @example
+ * const detector = new OutlierDetector(set, resolved, { transition: (s, ejected) => {} });
+ * detector.recordFailure(state); // from a failed connect or an ICMP error
+ * detector.recordSuccess(state); // from a successful connect or a reply
+ */
+export class OutlierDetector {
+  readonly totals: OutlierTotals = { ejections: 0, overflow: 0 };
+  private readonly records = new Map<UpstreamState, OutlierRecord>();
+  private stopped = false;
+
+  constructor(
+    private readonly set: UpstreamSet,
+    private readonly options: ResolvedOutlierDetection,
+    private readonly hooks: OutlierDetectorHooks,
+  ) {}
+
+  /** A connect attempt (or a UDP exchange) with `state` failed. */
+  recordFailure(state: UpstreamState): void {
+    if (this.stopped || !state.member) return;
+    const record = this.record(state);
+    record.failures++;
+    if (state.ejectedUntil !== 0 || record.failures < this.options.consecutiveFailures) return;
+    if (!this.mayEject(state)) {
+      this.totals.overflow++;
+      return;
+    }
+    this.eject(state, record);
+  }
+
+  /** A connect attempt (or a UDP exchange) with `state` succeeded: the failure streak ends. */
+  recordSuccess(state: UpstreamState): void {
+    const record = this.records.get(state);
+    if (record) record.failures = 0;
+  }
+
+  /** Ends an ejection early (an active health check passed, for instance). */
+  release(state: UpstreamState): void {
+    const record = this.records.get(state);
+    if (record === undefined || state.ejectedUntil === 0 || this.stopped) return;
+    this.end(state, record);
+  }
+
+  /** Ejected upstreams of the set, now. */
+  get ejectedCount(): number {
+    return this.set.list().filter((state) => state.ejectedUntil !== 0).length;
+  }
+
+  /** Forgets upstreams that left the set (their timers are cleared). */
+  sync(): void {
+    const current = new Set(this.set.list());
+    for (const [state, record] of this.records) {
+      if (!current.has(state)) {
+        if (record.timer) clearTimeout(record.timer);
+        this.records.delete(state);
+      }
+    }
+  }
+
+  /** Clears every timer; no ejection starts or ends afterwards. */
+  stop(): void {
+    this.stopped = true;
+    for (const record of this.records.values()) if (record.timer) clearTimeout(record.timer);
+    this.records.clear();
+  }
+
+  private record(state: UpstreamState): OutlierRecord {
+    let record = this.records.get(state);
+    if (record === undefined) {
+      record = { failures: 0, multiplier: 0, releasedAt: 0, timer: undefined };
+      this.records.set(state, record);
+    }
+    return record;
+  }
+
+  private mayEject(state: UpstreamState): boolean {
+    const members = this.set.list();
+    let ejected = 0;
+    let otherHealthy = 0;
+    for (const member of members) {
+      if (member.ejectedUntil !== 0) ejected++;
+      else if (member !== state && member.healthy) otherHealthy++;
+    }
+    const allowed = Math.max(
+      1,
+      Math.floor((members.length * this.options.maxEjectedPercent) / 100),
+    );
+    return ejected < allowed && otherHealthy > 0;
+  }
+
+  private eject(state: UpstreamState, record: OutlierRecord): void {
+    const { baseEjectionTime, maxEjectionTime } = this.options;
+    const now = Date.now();
+    if (record.releasedAt !== 0) {
+      const decay = Math.floor((now - record.releasedAt) / baseEjectionTime);
+      record.multiplier = Math.max(0, record.multiplier - decay);
+    }
+    record.multiplier++;
+    const time = Math.min(baseEjectionTime * record.multiplier, maxEjectionTime);
+    state.ejectedUntil = now + time;
+    state.health.ejections++;
+    this.totals.ejections++;
+    record.timer = setTimeout(() => {
+      record.timer = undefined;
+      this.end(state, record);
+    }, time);
+    record.timer.unref();
+    this.set.changed();
+    this.hooks.transition(state, true, state.ejectedUntil, record.failures);
+  }
+
+  private end(state: UpstreamState, record: OutlierRecord): void {
+    if (record.timer) clearTimeout(record.timer);
+    record.timer = undefined;
+    record.failures = 0;
+    record.releasedAt = Date.now();
+    state.ejectedUntil = 0;
+    this.set.changed();
+    this.hooks.transition(state, false, 0, 0);
+  }
+}

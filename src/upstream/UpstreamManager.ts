@@ -1,0 +1,204 @@
+import { UpstreamSourceError } from '../errors.js';
+import type { HealthCheckError } from '../errors.js';
+import { HealthChecker } from './HealthChecker.js';
+import type { ResolvedHealthCheck, ResolvedOutlierDetection } from './healthOptions.js';
+import { OutlierDetector } from './OutlierDetector.js';
+import type { UpstreamSink, UpstreamSource } from './UpstreamSource.js';
+import { UpstreamSet } from './UpstreamSet.js';
+import type { UpstreamCandidate, UpstreamState } from './UpstreamState.js';
+
+/** Why an upstream's health changed: the payload of the `upstreamHealth` event after `healthy`. */
+export interface UpstreamHealthChange {
+  /** `'active'`: health checks decided; `'passive'`: outlier detection ejected it or let it back. */
+  readonly source: 'active' | 'passive';
+  /** A human-readable explanation. */
+  readonly detail: string;
+  /** The failed check behind an active `healthy: false`. */
+  readonly error: HealthCheckError | undefined;
+  /** For a passive ejection, when it ends (ms since epoch); otherwise 0. */
+  readonly ejectedUntil: number;
+}
+
+/** Health and discovery settings of a proxy, already validated. */
+export interface UpstreamManagerOptions {
+  readonly healthCheck: ResolvedHealthCheck | undefined;
+  readonly outlierDetection: ResolvedOutlierDetection | undefined;
+  readonly source: UpstreamSource | undefined;
+  /** Percent (0 = off) of healthy upstreams under which every upstream is used. */
+  readonly panicThreshold: number;
+}
+
+/** What the manager tells the proxy that owns it. */
+export interface UpstreamManagerHooks {
+  /** One health verdict flipped (`healthy` is that source's verdict; `upstream.healthy` is the sum). */
+  health(upstream: UpstreamState, healthy: boolean, change: UpstreamHealthChange): void;
+  /** The source failed, or sent a list that was refused; the last good set stays. */
+  sourceError(error: Error): void;
+  /** The set was replaced (by `setUpstreams()` or the source); `removed` left it. */
+  membership(removed: readonly UpstreamState[]): void;
+  /** Bytes written first on each TCP health check (a PROXY protocol LOCAL header). */
+  checkPreamble?(upstream: UpstreamCandidate): Buffer | undefined;
+}
+
+/** Proxy-wide health and discovery counters. */
+export interface UpstreamTotals {
+  readonly healthCheckAttempts: number;
+  readonly healthCheckFailures: number;
+  readonly ejectionsTotal: number;
+  readonly ejectionsActive: number;
+  readonly ejectionsOverflow: number;
+  readonly sourceUpdates: number;
+  readonly sourceErrors: number;
+}
+
+/**
+ * Everything about a proxy's upstreams that is not about one connection: the live set, the
+ * upstream source that feeds it, active health checks and passive ejection. Protocol-agnostic:
+ * a TCP or UDP proxy creates one, calls `start()`/`stop()`, reports connect (or exchange)
+ * outcomes through `upstreamFailed`/`upstreamSucceeded`, and reads `set`.
+ *
+ * @example
+ * const manager = new UpstreamManager(options.upstreams, resolved, hooks);
+ * manager.start();
+ * // per connection: manager.set.available(), manager.upstreamFailed(state) ...
+ * manager.stop();
+ */
+export class UpstreamManager {
+  readonly set = new UpstreamSet();
+  private readonly checker: HealthChecker | undefined;
+  private readonly detector: OutlierDetector | undefined;
+  private readonly source: UpstreamSource | undefined;
+  private sink: UpstreamSink | undefined;
+  private sourceUpdates = 0;
+  private sourceErrors = 0;
+
+  /** @throws {InvalidOptionError} when `initial` is not a valid upstream list. */
+  constructor(
+    initial: unknown,
+    options: UpstreamManagerOptions,
+    private readonly hooks: UpstreamManagerHooks,
+  ) {
+    this.set.panicThreshold = options.panicThreshold;
+    this.set.set(initial, 'upstreams');
+    this.source = options.source;
+    if (options.healthCheck) {
+      this.checker = new HealthChecker(this.set, options.healthCheck, {
+        transition: (state, healthy, error) => {
+          this.hooks.health(state, healthy, {
+            source: 'active',
+            detail: error?.message ?? 'health checks passed',
+            error,
+            ejectedUntil: 0,
+          });
+        },
+        // A passing active check ends a passive ejection at once (as Envoy does by default).
+        checked: (state, passed) => {
+          if (passed) this.detector?.release(state);
+        },
+        preamble: (upstream) => this.hooks.checkPreamble?.(upstream),
+      });
+    }
+    if (options.outlierDetection) {
+      this.detector = new OutlierDetector(this.set, options.outlierDetection, {
+        transition: (state, ejected, until, failures) => {
+          this.hooks.health(state, !ejected, {
+            source: 'passive',
+            detail: ejected
+              ? `ejected after ${failures} consecutive failures until ${new Date(until).toISOString()}`
+              : 'ejection ended',
+            error: undefined,
+            ejectedUntil: until,
+          });
+        },
+      });
+    }
+  }
+
+  /** Starts health checks and the upstream source. */
+  start(): void {
+    this.checker?.start();
+    const source = this.source;
+    if (source === undefined || this.sink !== undefined) return;
+    const sink: UpstreamSink = {
+      update: (upstreams) => {
+        if (this.sink === sink) this.applySourceList(upstreams);
+      },
+      error: (error) => {
+        if (this.sink === sink) this.sourceFailed(error);
+      },
+    };
+    this.sink = sink;
+    try {
+      source.start(sink);
+    } catch (err) {
+      this.sourceFailed(err);
+    }
+  }
+
+  /** Stops the source, health checks and ejection timers. The set itself stays usable. */
+  stop(): void {
+    this.checker?.stop();
+    this.detector?.stop();
+    if (this.sink === undefined) return;
+    this.sink = undefined;
+    try {
+      this.source?.stop();
+    } catch (err) {
+      this.sourceFailed(err);
+    }
+  }
+
+  /**
+   * Replaces the set; `name` is the option path used in errors.
+   *
+   * @throws {InvalidOptionError} naming the bad entry; the old set stays in force.
+   */
+  setUpstreams(upstreams: unknown, name: string): void {
+    const before = this.set.list();
+    this.set.set(upstreams, name);
+    this.checker?.sync();
+    this.detector?.sync();
+    this.hooks.membership(before.filter((state) => !state.member));
+  }
+
+  /** A connect attempt (or a UDP exchange) with `state` failed: feeds outlier detection. */
+  upstreamFailed(state: UpstreamState): void {
+    this.detector?.recordFailure(state);
+  }
+
+  /** A connect attempt (or a UDP exchange) with `state` succeeded. */
+  upstreamSucceeded(state: UpstreamState): void {
+    this.detector?.recordSuccess(state);
+  }
+
+  /** Proxy-wide counters. */
+  totals(): UpstreamTotals {
+    return {
+      healthCheckAttempts: this.checker?.totals.attempts ?? 0,
+      healthCheckFailures: this.checker?.totals.failures ?? 0,
+      ejectionsTotal: this.detector?.totals.ejections ?? 0,
+      ejectionsActive: this.detector?.ejectedCount ?? 0,
+      ejectionsOverflow: this.detector?.totals.overflow ?? 0,
+      sourceUpdates: this.sourceUpdates,
+      sourceErrors: this.sourceErrors,
+    };
+  }
+
+  private applySourceList(upstreams: unknown): void {
+    try {
+      this.setUpstreams(upstreams, 'upstreamSource');
+      this.sourceUpdates++;
+    } catch (err) {
+      this.sourceFailed(err);
+    }
+  }
+
+  private sourceFailed(err: unknown): void {
+    this.sourceErrors++;
+    const error =
+      err instanceof Error
+        ? err
+        : new UpstreamSourceError(`The upstream source failed: ${String(err)}`, err);
+    this.hooks.sourceError(error);
+  }
+}

@@ -1,0 +1,219 @@
+import { InvalidOptionError } from '../errors.js';
+import { duration, integer, isRecord, rejectUnknownKeys } from '../internal/validate.js';
+
+/** What a health-check reply must contain: bytes, a string (its UTF-8 bytes) or a regular expression. */
+export type HealthExpect = string | Uint8Array | RegExp;
+
+/** TCP check: connect, optionally send bytes and wait for a reply containing `expect`. */
+export interface TcpHealthCheck {
+  /** Bytes (or a UTF-8 string) written once connected. */
+  readonly send?: string | Uint8Array;
+  /** The reply must contain these bytes, or match this regular expression (tested on the UTF-8 text). */
+  readonly expect?: HealthExpect;
+}
+
+/** UDP check: send a probe datagram, wait for a reply (matching `expect` when given). */
+export interface UdpHealthCheck {
+  /** The probe datagram. */
+  readonly send: string | Uint8Array;
+  /** A reply must contain these bytes, or match this regular expression; any reply passes when unset. */
+  readonly expect?: HealthExpect;
+}
+
+/**
+ * Active health checking of every upstream. Durations are in milliseconds.
+ *
+ * @example
+ * new TcpProxy({ upstreams, healthCheck: { interval: 2_000, tcp: { send: 'PING\r\n', expect: '+PONG' } } });
+ */
+export interface HealthCheckOptions {
+  /** Time between the end of one check of an upstream and the start of the next. Default 5000. */
+  readonly interval?: number;
+  /** Each interval is spread by up to ± this fraction of it (0-1), so checks do not align. Default 0.1. */
+  readonly jitter?: number;
+  /** A check that has not passed after this long fails. Default 2000. */
+  readonly timeout?: number;
+  /** Consecutive passed checks that make an unhealthy upstream healthy. Default 2. */
+  readonly healthyThreshold?: number;
+  /** Consecutive failed checks that make a healthy upstream unhealthy. Default 3. */
+  readonly unhealthyThreshold?: number;
+  /** Check this port instead of the upstream's own. */
+  readonly port?: number;
+  /** TCP check (the default for a TCP proxy: a plain connect). */
+  readonly tcp?: TcpHealthCheck;
+  /** UDP check. Set either `tcp` or `udp`, not both. */
+  readonly udp?: UdpHealthCheck;
+}
+
+/** Health-check options with defaults applied. */
+export interface ResolvedHealthCheck {
+  readonly interval: number;
+  readonly jitter: number;
+  readonly timeout: number;
+  readonly healthyThreshold: number;
+  readonly unhealthyThreshold: number;
+  readonly port: number | undefined;
+  readonly protocol: 'tcp' | 'udp';
+  readonly send: Buffer | undefined;
+  readonly expect: Buffer | RegExp | undefined;
+}
+
+/**
+ * Passive health checking (outlier detection): consecutive connect failures (and, for UDP, ICMP
+ * errors) eject an upstream for a while.
+ *
+ * @example
+ * new TcpProxy({ upstreams, outlierDetection: { consecutiveFailures: 3, baseEjectionTime: 10_000 } });
+ */
+export interface OutlierDetectionOptions {
+  /** Consecutive failures that eject an upstream. Default 5. */
+  readonly consecutiveFailures?: number;
+  /** First ejection time; the n-th ejection lasts n times this. Default 30 000. */
+  readonly baseEjectionTime?: number;
+  /** Upper bound of one ejection. Default 300 000. */
+  readonly maxEjectionTime?: number;
+  /** At most this share (percent) of the set is ejected at once; at least one always may be. Default 10. */
+  readonly maxEjectedPercent?: number;
+}
+
+/** Outlier-detection options with defaults applied. */
+export interface ResolvedOutlierDetection {
+  readonly consecutiveFailures: number;
+  readonly baseEjectionTime: number;
+  readonly maxEjectionTime: number;
+  readonly maxEjectedPercent: number;
+}
+
+const HEALTH_KEYS = [
+  'interval',
+  'jitter',
+  'timeout',
+  'healthyThreshold',
+  'unhealthyThreshold',
+  'port',
+  'tcp',
+  'udp',
+] as const;
+
+const OUTLIER_KEYS = [
+  'consecutiveFailures',
+  'baseEjectionTime',
+  'maxEjectionTime',
+  'maxEjectedPercent',
+] as const;
+
+/**
+ * Validates `healthCheck`; `name` is its option path. `defaultProtocol` is the check used when
+ * neither `tcp` nor `udp` is set (a UDP check needs a probe, so for `'udp'` one of them is required).
+ */
+export function resolveHealthCheck(
+  value: unknown,
+  name: string,
+  defaultProtocol: 'tcp' | 'udp',
+): ResolvedHealthCheck | undefined {
+  if (value === undefined) return undefined;
+  if (!isRecord(value)) throw new InvalidOptionError(name, 'an object', value);
+  rejectUnknownKeys(value, HEALTH_KEYS, name);
+  const jitter = value.jitter ?? 0.1;
+  if (typeof jitter !== 'number' || !(jitter >= 0 && jitter <= 1)) {
+    throw new InvalidOptionError(`${name}.jitter`, 'a fraction from 0 to 1', jitter);
+  }
+  if (value.tcp !== undefined && value.udp !== undefined) {
+    throw new InvalidOptionError(`${name}.udp`, 'either tcp or udp, not both', value.udp);
+  }
+  const probe = resolveProbe(value, name, defaultProtocol);
+  return {
+    interval: duration(value.interval, `${name}.interval`, 5_000, 1),
+    jitter,
+    timeout: duration(value.timeout, `${name}.timeout`, 2_000, 1),
+    healthyThreshold: integer(value.healthyThreshold, `${name}.healthyThreshold`, 2, {
+      min: 1,
+      max: 1000,
+    }),
+    unhealthyThreshold: integer(value.unhealthyThreshold, `${name}.unhealthyThreshold`, 3, {
+      min: 1,
+      max: 1000,
+    }),
+    port:
+      value.port === undefined
+        ? undefined
+        : integer(value.port, `${name}.port`, 0, { min: 1, max: 65535 }),
+    ...probe,
+  };
+}
+
+function resolveProbe(
+  value: Record<string, unknown>,
+  name: string,
+  defaultProtocol: 'tcp' | 'udp',
+): Pick<ResolvedHealthCheck, 'protocol' | 'send' | 'expect'> {
+  const protocol = value.udp !== undefined ? 'udp' : value.tcp !== undefined ? 'tcp' : undefined;
+  if (protocol === undefined) {
+    if (defaultProtocol === 'udp') {
+      throw new InvalidOptionError(`${name}.udp`, 'a probe { send, expect? }', undefined);
+    }
+    return { protocol: 'tcp', send: undefined, expect: undefined };
+  }
+  const path = `${name}.${protocol}`;
+  const probe = value[protocol];
+  if (!isRecord(probe)) throw new InvalidOptionError(path, 'an object { send?, expect? }', probe);
+  rejectUnknownKeys(probe, ['send', 'expect'], path);
+  const send = bytes(probe.send, `${path}.send`);
+  if (protocol === 'udp' && send === undefined) {
+    throw new InvalidOptionError(`${path}.send`, 'a probe datagram (bytes or a string)', undefined);
+  }
+  return { protocol, send, expect: expectation(probe.expect, `${path}.expect`) };
+}
+
+function bytes(value: unknown, name: string): Buffer | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'string' && value !== '') return Buffer.from(value, 'utf8');
+  if (value instanceof Uint8Array && value.length > 0) return Buffer.from(value);
+  throw new InvalidOptionError(name, 'non-empty bytes or a non-empty string', value);
+}
+
+function expectation(value: unknown, name: string): Buffer | RegExp | undefined {
+  if (value instanceof RegExp) {
+    // A global or sticky regex carries lastIndex between tests: drop those flags.
+    return new RegExp(value.source, value.flags.replace(/[gy]/g, ''));
+  }
+  return bytes(value, name);
+}
+
+/** Validates `outlierDetection`; `name` is its option path. */
+export function resolveOutlierDetection(
+  value: unknown,
+  name: string,
+): ResolvedOutlierDetection | undefined {
+  if (value === undefined) return undefined;
+  if (!isRecord(value)) throw new InvalidOptionError(name, 'an object', value);
+  rejectUnknownKeys(value, OUTLIER_KEYS, name);
+  const baseEjectionTime = duration(value.baseEjectionTime, `${name}.baseEjectionTime`, 30_000, 1);
+  const maxEjectionTime = duration(
+    value.maxEjectionTime,
+    `${name}.maxEjectionTime`,
+    Math.max(300_000, baseEjectionTime),
+    baseEjectionTime,
+  );
+  return {
+    consecutiveFailures: integer(value.consecutiveFailures, `${name}.consecutiveFailures`, 5, {
+      min: 1,
+      max: 1000,
+    }),
+    baseEjectionTime,
+    maxEjectionTime,
+    maxEjectedPercent: integer(value.maxEjectedPercent, `${name}.maxEjectedPercent`, 10, {
+      min: 0,
+      max: 100,
+    }),
+  };
+}
+
+/** Validates `panicThreshold` (percent, 0 disables). */
+export function resolvePanicThreshold(value: unknown, name: string): number {
+  if (value === undefined) return 0;
+  if (typeof value !== 'number' || !(value >= 0 && value <= 100)) {
+    throw new InvalidOptionError(name, 'a percentage from 0 to 100', value);
+  }
+  return value;
+}

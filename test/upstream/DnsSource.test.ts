@@ -1,0 +1,415 @@
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import net from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
+import { describe, test } from 'node:test';
+import {
+  CloseReason,
+  DnsSource,
+  InvalidOptionError,
+  UpstreamSourceError,
+} from '../../src/index.js';
+import type { DnsSourceOptions, Upstream } from '../../src/index.js';
+import { closed, connect, dial, readAll, withTimeout } from '../helpers/net.js';
+import { startProxy } from '../helpers/proxy.js';
+import { tool } from '../helpers/tools.js';
+import { startDnsmasq } from './dnsmasq.js';
+import { nextEvent, trackResources } from './helpers.js';
+
+const NAME = 'web.example.test';
+
+/** Echo servers on several loopback addresses sharing one port (A records carry no port). */
+async function echoOnOnePort(hosts: readonly string[]): Promise<{
+  port: number;
+  accepted: Map<string, number>;
+  close(): Promise<void>;
+}> {
+  const accepted = new Map<string, number>(hosts.map((host) => [host, 0]));
+  const sockets = new Set<Socket>();
+  const servers: Server[] = [];
+  const closeAll = async (): Promise<void> => {
+    for (const socket of sockets) socket.destroy();
+    await Promise.all(
+      servers.splice(0).map((server) => new Promise((resolve) => server.close(resolve))),
+    );
+  };
+  for (let attempt = 0; attempt < 10; attempt++) {
+    let port = 0;
+    try {
+      for (const host of hosts) {
+        const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+          accepted.set(host, (accepted.get(host) ?? 0) + 1);
+          sockets.add(socket);
+          socket.on('error', () => undefined);
+          socket.on('close', () => sockets.delete(socket));
+          socket.pipe(socket);
+        });
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(port, host, () => {
+            resolve();
+          });
+        });
+        servers.push(server);
+        port = (server.address() as AddressInfo).port;
+      }
+      return { port, accepted, close: closeAll };
+    } catch {
+      await closeAll();
+    }
+  }
+  throw new Error('no common free port on the loopback addresses');
+}
+
+function ids(upstreams: readonly { id: string }[]): string[] {
+  return upstreams.map((u) => u.id).sort();
+}
+
+async function echoes(port: number, text: string): Promise<string> {
+  const client = await connect(port);
+  const reply = readAll(client);
+  client.end(text);
+  return (await reply).toString();
+}
+
+/** Collects every list and error a source delivers. */
+function sink(): {
+  lists: (readonly Upstream[])[];
+  errors: Error[];
+  update(list: readonly Upstream[]): void;
+  error(err: Error): void;
+  next(what: 'list' | 'error', ms?: number): Promise<void>;
+} {
+  const waiters: { what: 'list' | 'error'; resolve: () => void }[] = [];
+  const wake = (what: 'list' | 'error'): void => {
+    for (const waiter of waiters.splice(0)) {
+      if (waiter.what === what) waiter.resolve();
+      else waiters.push(waiter);
+    }
+  };
+  const s = {
+    lists: [] as (readonly Upstream[])[],
+    errors: [] as Error[],
+    update(list: readonly Upstream[]) {
+      s.lists.push(list);
+      wake('list');
+    },
+    error(err: Error) {
+      s.errors.push(err);
+      wake('error');
+    },
+    next(what: 'list' | 'error', ms = 5_000) {
+      return withTimeout(
+        new Promise<void>((resolve) => waiters.push({ what, resolve })),
+        ms,
+        `a DnsSource ${what}`,
+      );
+    },
+  };
+  return s;
+}
+
+describe('DnsSource against dnsmasq', () => {
+  test('A records: the set follows the records within one refresh, and a live connection to a removed upstream keeps working', async (t) => {
+    const binary = tool(t, 'dnsmasq');
+    if (!binary) return;
+    const echo = await echoOnOnePort(['127.0.0.2', '127.0.0.3']);
+    const dns = await startDnsmasq(binary, { hosts: { [NAME]: ['127.0.0.2'] } });
+    t.after(() => dns.close());
+    const source = new DnsSource({
+      name: NAME,
+      port: echo.port,
+      servers: [dns.server],
+      refreshInterval: 200,
+      timeout: 500,
+      tries: 1,
+    });
+    const { proxy } = await startProxyWith(source);
+    if (proxy.upstreams().length === 0) await nextEvent(proxy, 'upstreamsChange');
+    assert.deepEqual(ids(proxy.upstreams()), [`127.0.0.2:${echo.port}`]);
+    const port = proxyPort(proxy);
+    const live = await connect(port);
+    live.write('before ');
+    await withTimeout(
+      new Promise((resolve) => live.once('data', resolve)),
+      5_000,
+      'the first echo',
+    );
+
+    const changed = nextEvent(proxy, 'upstreamsChange', (list) =>
+      list.some((u) => u.host === '127.0.0.3'),
+    );
+    await dns.setHosts({ [NAME]: ['127.0.0.3'] });
+    const lookupsWhenServed = source.stats().lookups;
+    await changed;
+    assert.ok(
+      source.stats().lookups - lookupsWhenServed <= 1,
+      'the change was picked up by the next lookup',
+    );
+    assert.deepEqual(ids(proxy.upstreams()), [`127.0.0.3:${echo.port}`]);
+    assert.equal(await echoes(port, 'new'), 'new');
+    assert.equal(echo.accepted.get('127.0.0.3'), 1, 'the new connection went to the new record');
+    const reply = readAll(live);
+    live.end('after');
+    assert.equal((await reply).toString(), 'after', 'the live connection survived');
+    assert.equal(echo.accepted.get('127.0.0.2'), 1);
+    assert.ok(proxy.stats().upstream_source_updates >= 2);
+    await proxy.close();
+    await dns.close();
+    await echo.close();
+  });
+
+  test('respectTtl: a TTL shorter than refreshInterval brings the next lookup forward', async (t) => {
+    const binary = tool(t, 'dnsmasq');
+    if (!binary) return;
+    const dns = await startDnsmasq(binary, { hosts: { [NAME]: ['127.0.0.2'] }, ttl: 1 });
+    t.after(() => dns.close());
+    const make = (respectTtl: boolean): DnsSource =>
+      new DnsSource({
+        name: NAME,
+        port: 80,
+        servers: [dns.server],
+        refreshInterval: 600_000,
+        minRefreshInterval: 50,
+        respectTtl,
+      });
+    const following = make(true);
+    const ignoring = make(false);
+    const s1 = sink();
+    const s2 = sink();
+    following.start(s1);
+    ignoring.start(s2);
+    await Promise.all([s1.next('list'), s2.next('list')]);
+    // The TTL is 1 s: the next lookup comes after about a second instead of ten minutes.
+    const deadline = Date.now() + 5_000;
+    while (following.stats().lookups < 2 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(following.stats().lookups, 2);
+    assert.equal(ignoring.stats().lookups, 1);
+    following.stop();
+    ignoring.stop();
+    await dns.close();
+  });
+
+  test('SRV: priority and weight map to failover priority and weight, targets resolve through the same servers', async (t) => {
+    const binary = tool(t, 'dnsmasq');
+    if (!binary) return;
+    const srvName = '_db._tcp.example.test';
+    const dns = await startDnsmasq(binary, {
+      hosts: {
+        'a.example.test': ['127.0.0.2'],
+        'b.example.test': ['127.0.0.3'],
+        'c.example.test': ['127.0.0.4', '127.0.0.5'],
+      },
+      srv: [
+        `${srvName},a.example.test,5432,0,10`,
+        `${srvName},b.example.test,5433,0,0`,
+        `${srvName},c.example.test,5434,1,5`,
+      ],
+    });
+    t.after(() => dns.close());
+    const s = sink();
+    const source = new DnsSource({ name: srvName, type: 'SRV', servers: [dns.server] });
+    source.start(s);
+    await s.next('list');
+    const shape = (list: readonly Upstream[]): string[] =>
+      list.map((u) => `${u.host}:${u.port} p${u.priority} w${u.weight}`).sort();
+    assert.deepEqual(shape(s.lists[0] ?? []), [
+      '127.0.0.2:5432 p0 w10',
+      '127.0.0.3:5433 p0 w1',
+      '127.0.0.4:5434 p1 w5',
+      '127.0.0.5:5434 p1 w5',
+    ]);
+    assert.deepEqual(s.lists[0]?.[0]?.metadata, { dnsName: srvName, target: 'a.example.test' });
+    source.stop();
+
+    const names = sink();
+    const byName = new DnsSource({
+      name: srvName,
+      type: 'SRV',
+      srvTargets: 'hostname',
+      servers: [dns.server],
+    });
+    byName.start(names);
+    await names.next('list');
+    assert.deepEqual(shape(names.lists[0] ?? []), [
+      'a.example.test:5432 p0 w10',
+      'b.example.test:5433 p0 w1',
+      'c.example.test:5434 p1 w5',
+    ]);
+    byName.stop();
+    await dns.close();
+  });
+
+  test('a failed lookup keeps the last good set and is reported; the set follows again once DNS is back', async (t) => {
+    const binary = tool(t, 'dnsmasq');
+    if (!binary) return;
+    const echo = await echoOnOnePort(['127.0.0.2', '127.0.0.3']);
+    const dns = await startDnsmasq(binary, { hosts: { [NAME]: ['127.0.0.2'] } });
+    t.after(() => dns.close());
+    const source = new DnsSource({
+      name: NAME,
+      port: echo.port,
+      servers: [dns.server],
+      refreshInterval: 100,
+      timeout: 200,
+      tries: 1,
+    });
+    const { proxy } = await startProxyWith(source);
+    if (proxy.upstreams().length === 0) await nextEvent(proxy, 'upstreamsChange');
+    const failed = nextEvent(proxy, 'upstreamSourceError');
+    await dns.stop();
+    const [error] = await failed;
+    assert.ok(error instanceof UpstreamSourceError);
+    assert.equal(error.code, 'ERR_L4_UPSTREAM_SOURCE');
+    assert.match(
+      String((error.cause as NodeJS.ErrnoException | undefined)?.code),
+      /ECONNREFUSED|ETIMEOUT/,
+    );
+    assert.deepEqual(ids(proxy.upstreams()), [`127.0.0.2:${echo.port}`], 'last good set kept');
+    assert.equal(await echoes(proxyPort(proxy), 'still served'), 'still served');
+    assert.ok(proxy.stats().upstream_source_errors >= 1);
+    assert.ok(source.stats().failures >= 1);
+
+    const back = nextEvent(proxy, 'upstreamsChange');
+    await dns.setHosts({ [NAME]: ['127.0.0.3'] }, false);
+    await dns.start();
+    const [list] = await back;
+    assert.deepEqual(ids(list), [`127.0.0.3:${echo.port}`]);
+    await proxy.close();
+    await dns.close();
+    await echo.close();
+  });
+
+  test("an empty answer keeps the last set by default (reported), and empties it with onEmpty: 'clear'", async (t) => {
+    const binary = tool(t, 'dnsmasq');
+    if (!binary) return;
+    const dns = await startDnsmasq(binary, { hosts: { [NAME]: ['127.0.0.2'] } });
+    t.after(() => dns.close());
+    const options: DnsSourceOptions = {
+      name: NAME,
+      port: 9,
+      servers: [dns.server],
+      refreshInterval: 100,
+      timeout: 500,
+      tries: 1,
+    };
+    const { proxy: keeping } = await startProxyWith(new DnsSource(options));
+    const { proxy: clearing, closes } = await startProxyWith(
+      new DnsSource({ ...options, onEmpty: 'clear' }),
+    );
+    for (const proxy of [keeping, clearing]) {
+      if (proxy.upstreams().length === 0) await nextEvent(proxy, 'upstreamsChange');
+    }
+    const reported = nextEvent(keeping, 'upstreamSourceError');
+    const emptied = nextEvent(clearing, 'upstreamsChange', (list) => list.length === 0);
+    await dns.setHosts({ [NAME]: [] });
+    const [error] = await reported;
+    assert.match(error.message, /returned no record; keeping the last 1 upstream/);
+    await emptied;
+    assert.equal(keeping.upstreams().length, 1);
+    await closed(dial(proxyPort(clearing)));
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.NO_UPSTREAM);
+    await keeping.close();
+    await clearing.close();
+    await dns.close();
+  });
+});
+
+describe('DnsSource', () => {
+  test('stop() cancels the lookup in flight: no list, no error, no timer or query left', async () => {
+    const tracker = trackResources();
+    // A DNS "server" that never answers.
+    const silent = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) =>
+      silent.bind(0, '127.0.0.1', () => {
+        resolve();
+      }),
+    );
+    const s = sink();
+    const source = new DnsSource({
+      name: NAME,
+      port: 80,
+      servers: [`127.0.0.1:${silent.address().port}`],
+      timeout: 10_000,
+    });
+    source.start(s);
+    await withTimeout(
+      new Promise((resolve) => silent.once('message', resolve)),
+      5_000,
+      'the query',
+    );
+    source.stop();
+    await new Promise<void>((resolve) =>
+      silent.close(() => {
+        resolve();
+      }),
+    );
+    assert.deepEqual(await tracker.settled(), {});
+    tracker.stop();
+    assert.deepEqual([s.lists.length, s.errors.length], [0, 0]);
+  });
+
+  test('closing the proxy stops its source', async () => {
+    const tracker = trackResources();
+    const silent = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) =>
+      silent.bind(0, '127.0.0.1', () => {
+        resolve();
+      }),
+    );
+    const source = new DnsSource({
+      name: NAME,
+      port: 80,
+      servers: [`127.0.0.1:${silent.address().port}`],
+    });
+    const { proxy } = await startProxyWith(source);
+    await withTimeout(
+      new Promise((resolve) => silent.once('message', resolve)),
+      5_000,
+      'the query',
+    );
+    await proxy.close();
+    await new Promise<void>((resolve) =>
+      silent.close(() => {
+        resolve();
+      }),
+    );
+    assert.deepEqual(await tracker.settled(), {});
+    tracker.stop();
+  });
+
+  const invalid: [Record<string, unknown>, string][] = [
+    [{ port: 80 }, 'name'],
+    [{ name: NAME }, 'port'],
+    [{ name: NAME, type: 'SRV', port: 80 }, 'port'],
+    [{ name: NAME, type: 'MX', port: 80 }, 'type'],
+    [{ name: NAME, port: 80, servers: [] }, 'servers'],
+    [{ name: NAME, port: 80, servers: [''] }, 'servers[0]'],
+    [{ name: NAME, port: 80, servers: ['not an address'] }, 'servers'],
+    [{ name: NAME, port: 80, refreshInterval: 0 }, 'refreshInterval'],
+    [{ name: NAME, port: 80, respectTtl: 'yes' }, 'respectTtl'],
+    [{ name: NAME, port: 80, tries: 0 }, 'tries'],
+    [{ name: NAME, port: 80, onEmpty: 'drop' }, 'onEmpty'],
+    [{ name: NAME, type: 'SRV', srvTargets: 'CNAME' }, 'srvTargets'],
+    [{ name: NAME, port: 80, ttl: 5 }, 'ttl'],
+  ];
+  for (const [options, option] of invalid) {
+    test(`rejects an invalid ${option} with ERR_L4_INVALID_OPTION naming it (${JSON.stringify(options)})`, () => {
+      assert.throws(
+        () => new DnsSource(options as unknown as DnsSourceOptions),
+        (err: unknown) => err instanceof InvalidOptionError && err.option === option,
+      );
+    });
+  }
+});
+
+async function startProxyWith(source: DnsSource): Promise<Awaited<ReturnType<typeof startProxy>>> {
+  return startProxy({ upstreamSource: source, connectTimeout: 1_000 });
+}
+
+function proxyPort(proxy: { addresses(): (AddressInfo | string)[] }): number {
+  return (proxy.addresses()[0] as AddressInfo).port;
+}

@@ -1,0 +1,395 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { HealthCheckError, InvalidOptionError, TcpProxy } from '../../src/index.js';
+import { HealthChecker } from '../../src/upstream/HealthChecker.js';
+import type { HealthCheckerHooks } from '../../src/upstream/HealthChecker.js';
+import { resolveHealthCheck } from '../../src/upstream/healthOptions.js';
+import type { HealthCheckOptions, TcpHealthCheck } from '../../src/upstream/healthOptions.js';
+import { UpstreamSet } from '../../src/upstream/UpstreamSet.js';
+import type { UpstreamState } from '../../src/upstream/UpstreamState.js';
+import { connect, readAll, withTimeout } from '../helpers/net.js';
+import { startProxy } from '../helpers/proxy.js';
+import { closedUdpPort, flakyServer, nextEvent, trackResources, udpServer } from './helpers.js';
+
+interface Observed {
+  checker: HealthChecker;
+  set: UpstreamSet;
+  /** Every check outcome, in order: [upstream id, passed]. */
+  checks: [string, boolean][];
+  /** Every verdict flip: [upstream id, healthy, error]. */
+  flips: [string, boolean, HealthCheckError | undefined][];
+  /** Resolves once `predicate` holds after a check or a flip (bounded). */
+  until(predicate: () => boolean, ms?: number): Promise<void>;
+}
+
+function observe(
+  ports: number[],
+  options: HealthCheckOptions,
+  extra: Partial<HealthCheckerHooks> = {},
+): Observed {
+  const set = new UpstreamSet(ports.map((port) => ({ host: '127.0.0.1', port, id: `u${port}` })));
+  const resolved = resolveHealthCheck({ jitter: 0, ...options }, 'healthCheck', 'tcp');
+  assert.ok(resolved);
+  const checks: [string, boolean][] = [];
+  const flips: [string, boolean, HealthCheckError | undefined][] = [];
+  const waiters = new Set<() => void>();
+  const poke = (): void => {
+    for (const waiter of waiters) waiter();
+  };
+  const checker = new HealthChecker(set, resolved, {
+    ...extra,
+    transition: (state, healthy, error) => {
+      flips.push([state.id, healthy, error]);
+      poke();
+    },
+    checked: (state, passed) => {
+      checks.push([state.id, passed]);
+      poke();
+    },
+  });
+  return {
+    checker,
+    set,
+    checks,
+    flips,
+    until(predicate, ms = 5_000) {
+      if (predicate()) return Promise.resolve();
+      let waiter: (() => void) | undefined;
+      return withTimeout(
+        new Promise<void>((resolve) => {
+          waiter = () => {
+            if (predicate()) resolve();
+          };
+          waiters.add(waiter);
+        }),
+        ms,
+        'a health-check outcome',
+      ).finally(() => {
+        if (waiter) waiters.delete(waiter);
+      });
+    },
+  };
+}
+
+function only(set: UpstreamSet): UpstreamState {
+  const state = set.list()[0];
+  assert.ok(state);
+  return state;
+}
+
+describe('HealthChecker (TCP)', () => {
+  test('a new upstream whose server is down is unhealthy after its first check, and healthy again after healthyThreshold passes', async () => {
+    const server = await flakyServer();
+    await server.down();
+    const o = observe([server.port], { interval: 20, healthyThreshold: 3, unhealthyThreshold: 5 });
+    o.checker.start();
+    await o.until(() => o.flips.length === 1);
+    assert.deepEqual(o.checks, [[`u${server.port}`, false]], 'one failed check was enough');
+    assert.equal(o.flips[0]?.[1], false);
+    assert.match(o.flips[0][2]?.message ?? '', /ECONNREFUSED/);
+    assert.equal(only(o.set).healthy, false);
+    await server.up();
+    const mark = o.checks.length;
+    await o.until(() => o.flips.length === 2);
+    const since = o.checks.slice(mark).map(([, passed]) => passed);
+    assert.deepEqual(since.slice(-3), [true, true, true]);
+    assert.equal(since.filter(Boolean).length, 3, 'exactly healthyThreshold passes');
+    assert.equal(only(o.set).healthy, true);
+    o.checker.stop();
+    await server.close();
+  });
+
+  test('a checked upstream becomes unhealthy after exactly unhealthyThreshold consecutive failures', async () => {
+    const server = await flakyServer();
+    const o = observe([server.port], { interval: 20, unhealthyThreshold: 3 });
+    o.checker.start();
+    await o.until(() => o.checks.length >= 1);
+    assert.equal(o.checks[0]?.[1], true);
+    await server.down();
+    const mark = o.checks.length;
+    await o.until(() => o.flips.length === 1);
+    assert.deepEqual(
+      o.checks.slice(mark).map(([, passed]) => passed),
+      [false, false, false],
+    );
+    assert.equal(only(o.set).health.checkFailures, 3);
+    o.checker.stop();
+    await server.close();
+  });
+
+  test('send/expect: passes when the reply contains the expected bytes or matches the regex, fails otherwise', async () => {
+    const server = await flakyServer((socket) => {
+      socket.on('data', (data: Buffer) => {
+        if (data.toString().includes('PING')) socket.write('+PONG\r\n');
+      });
+    });
+    const cases: [TcpHealthCheck, boolean][] = [
+      [{ send: 'PING\r\n', expect: '+PONG' }, true],
+      [{ send: Buffer.from('PING\r\n'), expect: Buffer.from('PONG') }, true],
+      [{ send: 'PING\r\n', expect: /^\+PO+NG/g }, true],
+      [{ send: 'PING\r\n', expect: 'NOPE' }, false],
+    ];
+    for (const [tcp, passes] of cases) {
+      const o = observe([server.port], { interval: 1_000, timeout: 200, tcp });
+      o.checker.start();
+      await o.until(() => o.checks.length === 1);
+      assert.equal(o.checks[0]?.[1], passes, JSON.stringify(tcp));
+      if (!passes) assert.match(o.flips[0]?.[2]?.message ?? '', /timed out after 200 ms/);
+      o.checker.stop();
+    }
+    await server.close();
+  });
+
+  test('a reply that ends before the expected bytes fails the check at once, naming what came', async () => {
+    const server = await flakyServer((socket) => socket.end('-ERR no\r\n'));
+    const o = observe([server.port], { timeout: 5_000, tcp: { expect: '+OK' } });
+    o.checker.start();
+    await o.until(() => o.flips.length === 1);
+    assert.match(o.flips[0]?.[2]?.message ?? '', /closed before the expected reply.*-ERR no/);
+    o.checker.stop();
+    await server.close();
+  });
+
+  test('the preamble hook is written before the probe (for a PROXY protocol LOCAL header)', async () => {
+    const server = await flakyServer((socket) => {
+      socket.on('data', () => socket.write('ok'));
+    });
+    const o = observe(
+      [server.port],
+      { tcp: { send: 'hello', expect: 'ok' } },
+      { preamble: (upstream) => Buffer.from(`LOCAL ${upstream.id} `) },
+    );
+    o.checker.start();
+    await o.until(() => o.checks.length === 1);
+    assert.equal(o.checks[0]?.[1], true);
+    assert.equal(server.received[0]?.toString(), `LOCAL u${server.port} hello`);
+    o.checker.stop();
+    await server.close();
+  });
+
+  test('checks of one upstream never overlap, even when each one runs into its timeout', async () => {
+    let open = 0;
+    let most = 0;
+    const server = await flakyServer((socket) => {
+      open++;
+      most = Math.max(most, open);
+      socket.on('end', () => socket.end());
+      socket.on('close', () => open--);
+    });
+    const o = observe([server.port], { interval: 30, timeout: 60, tcp: { expect: 'never' } });
+    o.checker.start();
+    await o.until(() => o.checks.length >= 5);
+    o.checker.stop();
+    assert.equal(most, 1);
+    assert.equal(server.accepted, o.checks.length);
+    await server.close();
+  });
+
+  test('sync(): an added upstream gets checked, a removed one is no longer checked', async () => {
+    const a = await flakyServer();
+    const b = await flakyServer();
+    const o = observe([a.port], { interval: 20 });
+    o.checker.start();
+    await o.until(() => o.checks.length >= 1);
+    o.set.set([{ host: '127.0.0.1', port: b.port, id: `u${b.port}` }]);
+    o.checker.sync();
+    const acceptedByA = a.accepted;
+    await o.until(() => o.checks.filter(([id]) => id === `u${b.port}`).length >= 4);
+    assert.equal(a.accepted, acceptedByA, 'the removed upstream got no further check');
+    o.checker.stop();
+    await a.close();
+    await b.close();
+  });
+
+  test('an upstream whose address changes under the same id is checked at the new address, as a new upstream', async () => {
+    const old = await flakyServer();
+    const moved = await flakyServer();
+    await moved.down();
+    const o = observe([old.port], { interval: 20, unhealthyThreshold: 5 });
+    o.checker.start();
+    await o.until(() => o.checks.length >= 1);
+    o.set.set([{ host: '127.0.0.1', port: moved.port, id: `u${old.port}` }]);
+    o.checker.sync();
+    await o.until(() => o.flips.length === 1);
+    assert.match(o.flips[0]?.[2]?.message ?? '', new RegExp(`:${moved.port}`));
+    assert.equal(o.checks.at(-1)?.[1], false, 'one failure at the new address was enough');
+    o.checker.stop();
+    await old.close();
+  });
+
+  test('stop() clears every timer and destroys the probe in flight', async () => {
+    const tracker = trackResources();
+    const server = await flakyServer(() => undefined);
+    const o = observe([server.port], { interval: 10, timeout: 10_000, tcp: { expect: 'x' } });
+    o.checker.start();
+    while (server.accepted === 0) await new Promise((resolve) => setImmediate(resolve));
+    o.checker.stop();
+    await server.close();
+    assert.deepEqual(await tracker.settled(), {});
+    tracker.stop();
+    assert.equal(o.checks.length, 0, 'a cancelled check reports nothing');
+  });
+});
+
+describe('HealthChecker (UDP)', () => {
+  test('passes when the probe datagram gets a reply', async () => {
+    const server = await udpServer();
+    const o = observe([server.port], { udp: { send: 'ping', expect: 'ping' } });
+    o.checker.start();
+    await o.until(() => o.checks.length === 1);
+    assert.deepEqual(o.checks[0], [`u${server.port}`, true]);
+    assert.equal(server.received, 1);
+    o.checker.stop();
+    await server.close();
+  });
+
+  test('fails on a reply that does not match', async () => {
+    const server = await udpServer(() => Buffer.from('pong'));
+    const o = observe([server.port], { udp: { send: 'ping', expect: /^PONG$/ } });
+    o.checker.start();
+    await o.until(() => o.flips.length === 1);
+    assert.match(o.flips[0]?.[2]?.message ?? '', /unexpected reply "pong"/);
+    o.checker.stop();
+    await server.close();
+  });
+
+  test('ICMP port unreachable fails the check at once, long before the timeout', async () => {
+    const port = await closedUdpPort();
+    const o = observe([port], { timeout: 60_000, udp: { send: 'ping' } });
+    o.checker.start();
+    await o.until(() => o.flips.length === 1, 5_000);
+    assert.match(o.flips[0]?.[2]?.message ?? '', /ICMP port unreachable/);
+    assert.equal((o.flips[0]?.[2]?.cause as NodeJS.ErrnoException).code, 'ECONNREFUSED');
+    o.checker.stop();
+  });
+
+  test('a silent server fails the check after the timeout', async () => {
+    const server = await udpServer(() => undefined);
+    const o = observe([server.port], { timeout: 100, udp: { send: 'ping' } });
+    o.checker.start();
+    await o.until(() => o.flips.length === 1);
+    assert.match(o.flips[0]?.[2]?.message ?? '', /UDP health check .* timed out after 100 ms/);
+    o.checker.stop();
+    await server.close();
+  });
+});
+
+describe('healthCheck options', () => {
+  const cases: [unknown, string][] = [
+    ['yes', 'healthCheck'],
+    [{ interval: 0 }, 'healthCheck.interval'],
+    [{ timeout: 1.5 }, 'healthCheck.timeout'],
+    [{ jitter: 2 }, 'healthCheck.jitter'],
+    [{ healthyThreshold: 0 }, 'healthCheck.healthyThreshold'],
+    [{ unhealthyThreshold: 'three' }, 'healthCheck.unhealthyThreshold'],
+    [{ port: 70_000 }, 'healthCheck.port'],
+    [{ tcp: { send: '' } }, 'healthCheck.tcp.send'],
+    [{ tcp: { expect: 42 } }, 'healthCheck.tcp.expect'],
+    [{ tcp: { sned: 'x' } }, 'healthCheck.tcp.sned'],
+    [{ tcp: 'connect' }, 'healthCheck.tcp'],
+    [{ udp: {} }, 'healthCheck.udp.send'],
+    [{ tcp: {}, udp: { send: 'x' } }, 'healthCheck.udp'],
+    [{ intervall: 5 }, 'healthCheck.intervall'],
+  ];
+  for (const [healthCheck, option] of cases) {
+    test(`rejects an invalid ${option} with ERR_L4_INVALID_OPTION naming it`, () => {
+      assert.throws(
+        () => new TcpProxy({ healthCheck: healthCheck as HealthCheckOptions }),
+        (err: unknown) => err instanceof InvalidOptionError && err.option === option,
+      );
+    });
+  }
+
+  test('a UDP proxy needs a probe: resolveHealthCheck names healthCheck.udp', () => {
+    assert.throws(
+      () => resolveHealthCheck({}, 'healthCheck', 'udp'),
+      (err: unknown) => err instanceof InvalidOptionError && err.option === 'healthCheck.udp',
+    );
+  });
+});
+
+describe('TcpProxy active health checks', () => {
+  test('traffic moves off an upstream that goes down and returns after it recovers; none is sent to it while it is known down', async () => {
+    const a = await flakyServer();
+    const b = await flakyServer();
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: a.port, id: 'a' },
+        { host: '127.0.0.1', port: b.port, id: 'b' },
+      ],
+      healthCheck: { interval: 50, timeout: 200, healthyThreshold: 2, unhealthyThreshold: 2 },
+    });
+    let served = 0;
+    const roundTrips = async (count: number): Promise<void> => {
+      for (let i = 0; i < count; i++) {
+        const client = await connect(port);
+        const reply = readAll(client);
+        client.end(`m${i}`);
+        assert.equal((await reply).toString(), `m${i}`);
+        served++;
+      }
+    };
+    await roundTrips(4);
+    assert.ok(b.accepted >= 2);
+    const down = nextEvent(proxy, 'upstreamHealth', (u, healthy) => u.id === 'b' && !healthy);
+    await b.down();
+    const [upstream, healthy, change] = await down;
+    assert.equal(healthy, false);
+    assert.equal(upstream.healthy, false);
+    assert.equal(change.source, 'active');
+    assert.ok(change.error instanceof HealthCheckError);
+    const known = proxy.stats().upstreams.b;
+    assert.equal(known?.health_check_healthy, false);
+    await roundTrips(10);
+    const after = proxy.stats();
+    assert.equal(
+      after.upstreams.b?.upstream_cx_total,
+      known.upstream_cx_total,
+      'no connection to b while it is known down',
+    );
+    assert.equal(after.upstream_cx_connect_fail, 0);
+    const up = nextEvent(proxy, 'upstreamHealth', (u, ok) => u.id === 'b' && ok);
+    await b.up();
+    await up;
+    const acceptedBefore = b.accepted;
+    await roundTrips(4);
+    assert.ok(b.accepted > acceptedBefore, 'traffic returned to b');
+    const stats = proxy.stats();
+    assert.ok(stats.upstream_health_check_attempts >= 6);
+    assert.ok(stats.upstream_health_check_failures >= 2);
+    assert.equal(stats.upstreams.b?.health_check_healthy, true);
+    assert.ok(stats.upstreams.b.health_check_failures >= 2);
+    await closes(served);
+    await proxy.close();
+    await a.close();
+    await b.close();
+  });
+
+  test('close() stops health checks: no timer or socket is left', async () => {
+    const tracker = trackResources();
+    const slow = await flakyServer(() => undefined);
+    const fast = await flakyServer();
+    const proxy = new TcpProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: slow.port },
+        { host: '127.0.0.1', port: fast.port },
+      ],
+      healthCheck: { interval: 5, timeout: 10_000, tcp: { send: 'x', expect: 'x' } },
+      outlierDetection: {},
+    });
+    await withTimeout(
+      (async () => {
+        while (slow.accepted === 0 || fast.accepted < 3) {
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      })(),
+      5_000,
+      'checks to run',
+    );
+    await proxy.close();
+    await slow.close();
+    await fast.close();
+    assert.deepEqual(await tracker.settled(), {});
+    tracker.stop();
+  });
+});

@@ -1,0 +1,253 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { TcpProxy } from '../../src/index.js';
+import type { Upstream, UpstreamHealthChange } from '../../src/index.js';
+import { resolveOutlierDetection } from '../../src/upstream/healthOptions.js';
+import { OutlierDetector } from '../../src/upstream/OutlierDetector.js';
+import { UpstreamSet } from '../../src/upstream/UpstreamSet.js';
+import type { UpstreamState } from '../../src/upstream/UpstreamState.js';
+import { connect, readAll } from '../helpers/net.js';
+import { startProxy } from '../helpers/proxy.js';
+import { flakyServer, nextEvent, trackResources } from './helpers.js';
+
+function setOf(count: number): UpstreamSet {
+  return new UpstreamSet(
+    Array.from({ length: count }, (_, i): Upstream => ({ host: '127.0.0.1', port: 1000 + i })),
+  );
+}
+
+function detector(
+  set: UpstreamSet,
+  options: Record<string, unknown>,
+): { detector: OutlierDetector; events: [string, boolean, number][] } {
+  const events: [string, boolean, number][] = [];
+  const resolved = resolveOutlierDetection(options, 'outlierDetection');
+  assert.ok(resolved);
+  return {
+    detector: new OutlierDetector(set, resolved, {
+      transition: (state, ejected, until) => events.push([state.id, ejected, until]),
+    }),
+    events,
+  };
+}
+
+function at(set: UpstreamSet, index: number): UpstreamState {
+  const state = set.list()[index];
+  assert.ok(state);
+  return state;
+}
+
+function fail(d: OutlierDetector, state: UpstreamState, times: number): void {
+  for (let i = 0; i < times; i++) d.recordFailure(state);
+}
+
+describe('OutlierDetector', () => {
+  test('ejects after consecutiveFailures failures in a row and lets the upstream back after baseEjectionTime', async () => {
+    const set = setOf(3);
+    const { detector: d, events } = detector(set, { consecutiveFailures: 3, baseEjectionTime: 50 });
+    const a = at(set, 0);
+    fail(d, a, 2);
+    assert.equal(a.healthy, true, 'two failures are not enough');
+    const version = set.version;
+    fail(d, a, 1);
+    assert.equal(a.healthy, false);
+    assert.ok(set.version > version, 'the set is told, so candidates are rebuilt');
+    assert.ok(!set.available().includes(a));
+    assert.equal(a.health.ejections, 1);
+    assert.deepEqual(d.totals, { ejections: 1, overflow: 0 });
+    const start = Date.now();
+    await waitUntil(() => a.healthy, 2_000);
+    assert.ok(Date.now() - start >= 40);
+    assert.deepEqual(
+      events.map(([id, ejected]) => [id, ejected]),
+      [
+        [a.id, true],
+        [a.id, false],
+      ],
+    );
+    d.stop();
+  });
+
+  test('a success ends the failure streak', () => {
+    const set = setOf(2);
+    const { detector: d } = detector(set, { consecutiveFailures: 3 });
+    const a = at(set, 0);
+    fail(d, a, 2);
+    d.recordSuccess(a);
+    fail(d, a, 2);
+    assert.equal(a.healthy, true);
+    fail(d, a, 1);
+    assert.equal(a.healthy, false);
+    d.stop();
+  });
+
+  test('the n-th ejection lasts n x baseEjectionTime, capped at maxEjectionTime', () => {
+    const set = setOf(2);
+    const { detector: d, events } = detector(set, {
+      consecutiveFailures: 1,
+      baseEjectionTime: 10_000,
+      maxEjectionTime: 25_000,
+    });
+    const a = at(set, 0);
+    const lengths: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const before = Date.now();
+      d.recordFailure(a);
+      lengths.push(Math.round((a.ejectedUntil - before) / 1000));
+      d.release(a);
+    }
+    assert.deepEqual(lengths, [10, 20, 25, 25]);
+    assert.equal(events.length, 8);
+    d.stop();
+  });
+
+  test('never ejects more than maxEjectedPercent of the set, and always allows one', () => {
+    const set = setOf(10);
+    const { detector: d } = detector(set, { consecutiveFailures: 1, maxEjectedPercent: 20 });
+    for (let i = 0; i < 4; i++) d.recordFailure(at(set, i));
+    assert.equal(set.list().filter((s) => !s.healthy).length, 2);
+    assert.deepEqual(d.totals, { ejections: 2, overflow: 2 });
+    d.stop();
+    const small = setOf(3);
+    const { detector: none } = detector(small, { consecutiveFailures: 1, maxEjectedPercent: 0 });
+    none.recordFailure(at(small, 0));
+    none.recordFailure(at(small, 1));
+    assert.deepEqual(
+      small.list().map((s) => s.healthy),
+      [false, true, true],
+    );
+    none.stop();
+  });
+
+  test('never ejects the last healthy upstream', () => {
+    const set = setOf(2);
+    const { detector: d } = detector(set, { consecutiveFailures: 1, maxEjectedPercent: 100 });
+    d.recordFailure(at(set, 0));
+    d.recordFailure(at(set, 1));
+    assert.deepEqual(
+      set.list().map((s) => s.healthy),
+      [false, true],
+    );
+    assert.equal(d.totals.overflow, 1);
+    const single = setOf(1);
+    const { detector: alone } = detector(single, { consecutiveFailures: 1 });
+    alone.recordFailure(at(single, 0));
+    assert.equal(at(single, 0).healthy, true);
+    d.stop();
+    alone.stop();
+  });
+
+  test('forgets upstreams that left the set, and stop() clears every ejection timer', async () => {
+    const tracker = trackResources();
+    const set = setOf(4);
+    const { detector: d } = detector(set, {
+      consecutiveFailures: 1,
+      maxEjectedPercent: 50,
+      baseEjectionTime: 60_000,
+    });
+    d.recordFailure(at(set, 0));
+    d.recordFailure(at(set, 1));
+    assert.equal(tracker.open().Timeout, 2);
+    set.set(
+      set
+        .list()
+        .slice(1)
+        .map((s) => s.upstream),
+    );
+    d.sync();
+    assert.equal(d.ejectedCount, 1);
+    d.stop();
+    d.recordFailure(at(set, 2));
+    assert.equal(at(set, 2).healthy, true, 'nothing is ejected after stop()');
+    assert.deepEqual(await tracker.settled(), {});
+    tracker.stop();
+  });
+
+  test('rejects invalid options naming them', () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ consecutiveFailures: 0 }, 'outlierDetection.consecutiveFailures'],
+      [{ baseEjectionTime: -1 }, 'outlierDetection.baseEjectionTime'],
+      [{ baseEjectionTime: 1000, maxEjectionTime: 999 }, 'outlierDetection.maxEjectionTime'],
+      [{ maxEjectedPercent: 101 }, 'outlierDetection.maxEjectedPercent'],
+      [{ consecutiveFailure: 3 }, 'outlierDetection.consecutiveFailure'],
+    ];
+    for (const [options, option] of cases) {
+      assert.throws(
+        () => new TcpProxy({ outlierDetection: options }),
+        (err: unknown) => (err as { option?: string }).option === option,
+        option,
+      );
+    }
+    assert.throws(
+      () => new TcpProxy({ outlierDetection: 5 as never }),
+      (err: unknown) => (err as { option?: string }).option === 'outlierDetection',
+    );
+  });
+});
+
+describe('TcpProxy passive ejection', () => {
+  test('a dead upstream is ejected after consecutive connect failures, gets no connection while ejected, and is back after the ejection', async () => {
+    const good = await flakyServer();
+    const flaky = await flakyServer();
+    await flaky.down();
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: good.port, id: 'good' },
+        { host: '127.0.0.1', port: flaky.port, id: 'flaky' },
+      ],
+      outlierDetection: { consecutiveFailures: 2, baseEjectionTime: 300, maxEjectedPercent: 50 },
+    });
+    const changes: [string, boolean, UpstreamHealthChange][] = [];
+    proxy.on('upstreamHealth', (upstream, healthy, change) =>
+      changes.push([upstream.id, healthy, change]),
+    );
+    const ejected = nextEvent(
+      proxy,
+      'upstreamHealth',
+      (u, healthy) => u.id === 'flaky' && !healthy,
+    );
+    let served = 0;
+    const roundTrip = async (): Promise<void> => {
+      const client = await connect(port);
+      const reply = readAll(client);
+      client.end('x');
+      assert.equal((await reply).toString(), 'x', 'every client is served (retries included)');
+      served++;
+    };
+    // Round robin alternates: every other connection tries `flaky` first, then retries on `good`.
+    for (let i = 0; i < 4 && !changes.some(([id]) => id === 'flaky'); i++) await roundTrip();
+    const [, , change] = await ejected;
+    assert.equal(change.source, 'passive');
+    assert.match(change.detail, /2 consecutive failures/);
+    const before = proxy.stats().upstreams.flaky;
+    assert.equal(before?.ejected, true);
+    assert.equal(before.upstream_cx_connect_fail, 2);
+    for (let i = 0; i < 6; i++) await roundTrip();
+    assert.equal(
+      proxy.stats().upstreams.flaky?.upstream_cx_total,
+      before.upstream_cx_total,
+      'no connection is sent to the ejected upstream while a healthy one exists',
+    );
+    await flaky.up();
+    await nextEvent(proxy, 'upstreamHealth', (u, healthy) => u.id === 'flaky' && healthy);
+    for (let i = 0; i < 4; i++) await roundTrip();
+    const after = proxy.stats();
+    assert.ok((after.upstreams.flaky?.upstream_cx_total ?? 0) > before.upstream_cx_total);
+    assert.ok(flaky.accepted >= 1, 'traffic returned to the recovered upstream');
+    assert.equal(after.outlier_ejections_total, 1);
+    assert.equal(after.outlier_ejections_active, 0);
+    assert.equal(after.upstreams.flaky?.ejections_total, 1);
+    await closes(served);
+    await proxy.close();
+    await good.close();
+    await flaky.close();
+  });
+});
+
+async function waitUntil(condition: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

@@ -1,0 +1,181 @@
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import { Resolver } from 'node:dns/promises';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** A dnsmasq child serving `example.test` on 127.0.0.1 and an ephemeral UDP port. */
+export interface Dnsmasq {
+  readonly port: number;
+  /** `127.0.0.1:port`, for `servers`. */
+  readonly server: string;
+  /**
+   * Replaces the address records (dnsmasq re-reads its hosts directory on change, via inotify)
+   * and, unless `wait` is false (dnsmasq stopped), waits until the first name is served as given.
+   */
+  setHosts(records: Record<string, readonly string[]>, wait?: boolean): Promise<void>;
+  /** Stops the child (SIGTERM to its PID); lookups then fail with ECONNREFUSED. */
+  stop(): Promise<void>;
+  /** Starts it again on the same port, with new SRV records if given. */
+  start(srv?: readonly string[]): Promise<void>;
+  /** Stops the child and removes its files. */
+  close(): Promise<void>;
+}
+
+/** A free UDP port on 127.0.0.1 (bound, then released). */
+async function freeUdpPort(): Promise<number> {
+  const socket = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) =>
+    socket.bind(0, '127.0.0.1', () => {
+      resolve();
+    }),
+  );
+  const { port } = socket.address();
+  await new Promise<void>((resolve) =>
+    socket.close(() => {
+      resolve();
+    }),
+  );
+  return port;
+}
+
+/**
+ * Starts dnsmasq authoritative-like for `example.test` (`--local`: unknown names are NXDOMAIN),
+ * with address records from a hosts directory and SRV records from the command line. `ttl` is
+ * the TTL of every answer.
+ */
+export async function startDnsmasq(
+  binary: string,
+  options: {
+    hosts?: Record<string, readonly string[]>;
+    srv?: readonly string[];
+    ttl?: number;
+  } = {},
+): Promise<Dnsmasq> {
+  const dir = mkdtempSync(join(tmpdir(), 'l4proxy-dnsmasq-'));
+  const hostsDir = join(dir, 'hosts');
+  mkdirSync(hostsDir);
+  const hostsFile = join(hostsDir, 'records');
+  const writeHosts = (records: Record<string, readonly string[]>): void => {
+    const lines = Object.entries(records).flatMap(([name, addresses]) =>
+      addresses.map((address) => `${address} ${name}`),
+    );
+    writeFileSync(hostsFile, lines.join('\n') + '\n');
+  };
+  writeHosts(options.hosts ?? {});
+  let srv = options.srv ?? [];
+  let child: ChildProcess | undefined;
+  let port = 0;
+
+  const launch = async (fixedPort?: number): Promise<void> => {
+    for (let attempt = 0; ; attempt++) {
+      const candidate = fixedPort ?? (await freeUdpPort());
+      const args = [
+        '--no-daemon',
+        `--port=${candidate}`,
+        '--listen-address=127.0.0.1',
+        '--bind-interfaces',
+        '--no-resolv',
+        '--no-hosts',
+        '--conf-file=/dev/null',
+        '--pid-file=',
+        '--user=root',
+        '--local=/example.test/',
+        `--local-ttl=${options.ttl ?? 1}`,
+        `--hostsdir=${hostsDir}`,
+        ...srv.map((record) => `--srv-host=${record}`),
+      ];
+      const proc = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      proc.on('error', () => undefined);
+      let log = '';
+      proc.stderr.on('data', (chunk: Buffer) => (log += chunk.toString()));
+      const ok = await ready(candidate, proc);
+      if (ok) {
+        child = proc;
+        port = candidate;
+        return;
+      }
+      proc.kill();
+      if (attempt >= 4) throw new Error(`dnsmasq did not start on port ${candidate}: ${log}`);
+      // The port was taken meanwhile (or is still held): try again, bounded.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  };
+
+  const stop = async (): Promise<void> => {
+    const proc = child;
+    child = undefined;
+    if (proc === undefined || proc.exitCode !== null) return;
+    const exited = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill('SIGTERM');
+    await exited;
+  };
+
+  await launch();
+  return {
+    get port() {
+      return port;
+    },
+    get server() {
+      return `127.0.0.1:${port}`;
+    },
+    async setHosts(records, wait = true) {
+      writeHosts(records);
+      if (!wait) return;
+      // Wait until dnsmasq serves the new records (inotify is asynchronous).
+      const [name, addresses] = Object.entries(records)[0] ?? ['', []];
+      if (name === '') return;
+      await until(async () => {
+        const got = await query(port, name);
+        return got.join(',') === [...addresses].sort().join(',');
+      });
+    },
+    stop,
+    async start(newSrv) {
+      if (newSrv) srv = newSrv;
+      await launch(port);
+    },
+    async close() {
+      await stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function query(port: number, name: string): Promise<string[]> {
+  const resolver = new Resolver({ timeout: 200, tries: 1 });
+  resolver.setServers([`127.0.0.1:${port}`]);
+  try {
+    return (await resolver.resolve4(name)).sort();
+  } catch {
+    return [];
+  }
+}
+
+/** Whether dnsmasq answers on `port` (bounded: about 5 s). */
+async function ready(port: number, proc: ChildProcess): Promise<boolean> {
+  const resolver = new Resolver({ timeout: 100, tries: 1 });
+  resolver.setServers([`127.0.0.1:${port}`]);
+  for (let i = 0; i < 50; i++) {
+    if (proc.exitCode !== null) return false;
+    try {
+      await resolver.resolve4('ready.example.test');
+      return true;
+    } catch (err) {
+      // NXDOMAIN from --local means dnsmasq is up and answering.
+      if ((err as NodeJS.ErrnoException).code === 'ENOTFOUND') return true;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return false;
+}
+
+async function until(condition: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (await condition()) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error('dnsmasq did not pick up the new records within 2 s');
+}
