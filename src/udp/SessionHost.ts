@@ -24,6 +24,10 @@ export interface SessionHost {
     error?: Error,
   ): void;
   emitUpstreamError(session: UdpSession, state: UpstreamState, error: Error): void;
+  /** An upstream proved unreachable (ICMP error): passive ejection counts it. */
+  upstreamFailed(state: UpstreamState): void;
+  /** An upstream answered: passive ejection resets its failure streak. */
+  upstreamSucceeded(state: UpstreamState): void;
   /** The session ended: forget it, count it, emit `sessionClose`. */
   finish(session: UdpSession, summary: UdpSessionSummary): void;
   /** A session socket was created / has emitted 'close' (so `close()` can wait for all of them). */

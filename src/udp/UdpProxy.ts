@@ -10,7 +10,8 @@ import { emitSafely, reportError } from '../internal/emit.js';
 import { boolean, integer, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { Upstream } from '../upstream/Upstream.js';
-import { UpstreamSet } from '../upstream/UpstreamSet.js';
+import type { UpstreamSet } from '../upstream/UpstreamSet.js';
+import { UpstreamManager } from '../upstream/UpstreamManager.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
 import type { UdpProxyEvents, UdpSessionInfo, UdpSessionSummary } from './events.js';
 import { literalLookup4, literalLookup6 } from './literalLookup.js';
@@ -64,6 +65,7 @@ interface ResolvedBind {
 export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDisposable {
   private readonly host: SessionHost;
   private readonly upstreamSet: UpstreamSet;
+  private readonly manager: UpstreamManager;
   private readonly options: ResolvedUdpOptions;
   private readonly access: UdpAccess;
   private readonly counters = createUdpCounters();
@@ -81,8 +83,18 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     const resolved = resolveUdpOptions(options);
     this.options = resolved.options;
     this.access = resolved.access;
-    this.upstreamSet = new UpstreamSet();
-    this.upstreamSet.set(resolved.upstreams, 'upstreams');
+    this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, {
+      health: (upstream, healthy, change) => {
+        emitSafely(this, 'upstreamHealth', upstream, healthy, change);
+      },
+      sourceError: (error) => {
+        emitSafely(this, 'upstreamSourceError', error);
+      },
+      membership: () => {
+        emitSafely(this, 'upstreamsChange', this.upstreamSet.list());
+      },
+    });
+    this.upstreamSet = this.manager.set;
     this.host = this.createHost(resolved.selector);
     this.owner = {
       receive: (listener, msg, rinfo) => {
@@ -92,6 +104,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
         reportError(this, error);
       },
     };
+    this.manager.start();
   }
 
   private createHost(selector: UpstreamSelector): SessionHost {
@@ -102,6 +115,12 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       counters: this.counters,
       drop: (reason, from, session, clientAddress, clientPort, size, error) => {
         this.drop(reason, from, session, clientAddress, clientPort, size, error);
+      },
+      upstreamFailed: (state) => {
+        this.manager.upstreamFailed(state);
+      },
+      upstreamSucceeded: (state) => {
+        this.manager.upstreamSucceeded(state);
       },
       emitUpstreamError: (session, state, error) => {
         emitSafely(this, 'upstreamError', session, state, error);
@@ -256,7 +275,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
    * @throws {InvalidOptionError} naming the bad entry; the old set stays in force.
    */
   setUpstreams(upstreams: readonly Upstream[]): void {
-    this.upstreamSet.set(upstreams, 'upstreams');
+    this.manager.setUpstreams(upstreams, 'upstreams');
   }
 
   /** The configured upstreams with their live state. */
@@ -274,7 +293,12 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
 
   /** A snapshot of counters and gauges, named after Envoy's udp_proxy stats. */
   stats(): UdpProxyStats {
-    return snapshotUdpStats(this.counters, this.live, this.upstreamSet.list());
+    return snapshotUdpStats(
+      this.counters,
+      this.live,
+      this.upstreamSet.list(),
+      this.manager.totals(),
+    );
   }
 
   /**
@@ -287,6 +311,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   }
 
   private async shutdown(): Promise<void> {
+    this.manager.stop();
     const listeners = [...this.bound];
     this.bound.clear();
     const closed = listeners.map((listener) => listener.close());

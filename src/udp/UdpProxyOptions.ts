@@ -7,6 +7,15 @@ import type { BlockList } from 'node:net';
 import { InvalidOptionError } from '../errors.js';
 import { parseAddressList } from '../net/addressList.js';
 import { ClientLimiter } from '../net/ClientLimiter.js';
+import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/healthOptions.js';
+import {
+  resolveHealthCheck,
+  resolveOutlierDetection,
+  resolvePanicThreshold,
+} from '../upstream/healthOptions.js';
+import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
+import type { UpstreamSource } from '../upstream/UpstreamSource.js';
+import { validateUpstreamSource } from '../upstream/UpstreamSource.js';
 import {
   boolean,
   duration,
@@ -55,6 +64,14 @@ export interface UdpProxyOptions {
   readonly deny?: readonly string[];
   /** Limits per client address: concurrent sessions and new sessions per second. */
   readonly perClient?: UdpPerClientLimits;
+  /** Feeds the set over time (e.g. a `DnsSource`); `upstreams` is used until its first list. */
+  readonly upstreamSource?: UpstreamSource;
+  /** Active health checks; UDP send/expect probes by default (give `udp: { send, expect }`). */
+  readonly healthCheck?: HealthCheckOptions;
+  /** Passive ejection after consecutive ICMP errors (port unreachable, ...). Off unless set. */
+  readonly outlierDetection?: OutlierDetectionOptions;
+  /** Below this percentage of healthy upstreams, all are used; 0 disables. Default 0. */
+  readonly panicThreshold?: number;
 }
 
 /** Per-client limits of {@link UdpProxyOptions}. */
@@ -101,6 +118,10 @@ const KNOWN = [
   'allow',
   'deny',
   'perClient',
+  'upstreamSource',
+  'healthCheck',
+  'outlierDetection',
+  'panicThreshold',
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
@@ -109,6 +130,7 @@ export function resolveUdpOptions(input: unknown): {
   selector: UpstreamSelector;
   upstreams: unknown;
   access: UdpAccess;
+  manager: UpstreamManagerOptions;
 } {
   const raw = optionalRecord(input, 'options');
   assertProxyMode(raw.mode);
@@ -135,7 +157,13 @@ export function resolveUdpOptions(input: unknown): {
     perClient: ClientLimiter.from(raw.perClient, 'perClient', ['maxSessions', 'sessionsPerSecond']),
   };
   const selector = optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin();
-  return { options, selector, upstreams: raw.upstreams ?? [], access };
+  const manager: UpstreamManagerOptions = {
+    healthCheck: resolveHealthCheck(raw.healthCheck, 'healthCheck', 'udp'),
+    outlierDetection: resolveOutlierDetection(raw.outlierDetection, 'outlierDetection'),
+    source: validateUpstreamSource(raw.upstreamSource, 'upstreamSource'),
+    panicThreshold: resolvePanicThreshold(raw.panicThreshold, 'panicThreshold'),
+  };
+  return { options, selector, upstreams: raw.upstreams ?? [], access, manager };
 }
 
 function resolveProxyProtocol(value: unknown): boolean {

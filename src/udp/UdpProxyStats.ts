@@ -1,3 +1,4 @@
+import type { UpstreamTotals } from '../upstream/UpstreamManager.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
 
@@ -16,6 +17,13 @@ export interface UdpUpstreamStats {
   readonly upstream_sess_tx_bytes: number;
   /** Setup failures, ICMP errors and failed sends on sockets to this upstream. */
   readonly upstream_sess_errors: number;
+  /** Verdict of active health checks (true when none run). */
+  readonly health_check_healthy: boolean;
+  readonly health_check_attempts: number;
+  readonly health_check_failures: number;
+  /** Passively ejected now (after consecutive ICMP errors). */
+  readonly ejected: boolean;
+  readonly ejections_total: number;
 }
 
 /**
@@ -61,6 +69,16 @@ export interface UdpProxyStats {
   /** Closed sessions by reason (every reason present, zero when none). */
   readonly session_close_reasons: Readonly<Record<SessionCloseReason, number>>;
   /** Per configured upstream, keyed by upstream id. */
+  /** Active health checks run, and failed. */
+  readonly upstream_health_check_attempts: number;
+  readonly upstream_health_check_failures: number;
+  /** Passive ejections made, in force now, and skipped because of `maxEjectedPercent`. */
+  readonly outlier_ejections_total: number;
+  readonly outlier_ejections_active: number;
+  readonly outlier_ejections_overflow: number;
+  /** Lists applied from the upstream source, and source failures. */
+  readonly upstream_source_updates: number;
+  readonly upstream_source_errors: number;
   readonly upstreams: Readonly<Record<string, UdpUpstreamStats>>;
 }
 
@@ -133,6 +151,11 @@ function upstreamStats(state: UpstreamState): UdpUpstreamStats {
     upstream_sess_tx_datagrams: counters.txDatagrams,
     upstream_sess_tx_bytes: counters.txBytes,
     upstream_sess_errors: counters.errors,
+    health_check_healthy: state.checkHealthy,
+    health_check_attempts: state.health.checks,
+    health_check_failures: state.health.checkFailures,
+    ejected: state.ejectedUntil !== 0,
+    ejections_total: state.health.ejections,
   };
 }
 
@@ -141,6 +164,7 @@ export function snapshotUdpStats(
   counters: UdpCounters,
   activeSessions: number,
   upstreams: readonly UpstreamState[],
+  totals: UpstreamTotals,
 ): UdpProxyStats {
   const perUpstream: Record<string, UdpUpstreamStats> = {};
   for (const state of upstreams) perUpstream[state.id] = upstreamStats(state);
@@ -166,6 +190,13 @@ export function snapshotUdpStats(
     datagrams_dropped: counters.droppedTotal,
     dropped: { ...counters.dropped },
     session_close_reasons: { ...counters.closeReasons },
+    upstream_health_check_attempts: totals.healthCheckAttempts,
+    upstream_health_check_failures: totals.healthCheckFailures,
+    outlier_ejections_total: totals.ejectionsTotal,
+    outlier_ejections_active: totals.ejectionsActive,
+    outlier_ejections_overflow: totals.ejectionsOverflow,
+    upstream_source_updates: totals.sourceUpdates,
+    upstream_source_errors: totals.sourceErrors,
     upstreams: perUpstream,
   };
 }

@@ -319,8 +319,10 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
   // ---- upstream to client -------------------------------------------------------------------
 
   /** A datagram from one of the session's upstreams: sent back from the bound socket. */
-  fromUpstream(_link: UpstreamLink, msg: Buffer): void {
+  fromUpstream(link: UpstreamLink, msg: Buffer): void {
     const len = msg.length;
+    // The first reply on a link proves the upstream reachable; later ones add nothing.
+    if (link.datagramsReceived++ === 0) this.host.upstreamSucceeded(link.state);
     this.datagramsFromUpstream++;
     this.bytesFromUpstream += len;
     this.lastActivity = Date.now();
@@ -345,6 +347,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
    */
   linkFailed(link: UpstreamLink, error: Error, kind: LinkFailure): void {
     this.host.emitUpstreamError(this, link.state, error);
+    if (kind !== 'setup' && isUnreachable(error)) this.host.upstreamFailed(link.state);
     // A transient send failure (ENOBUFS, EAGAIN, ...) is counted by the link; the session goes on.
     if (this.reason !== undefined || (kind === 'send' && !isUnreachable(error))) return;
     const setup = kind === 'setup';

@@ -60,6 +60,8 @@ export class UpstreamLink {
   queue: Buffer[] | undefined;
   /** Sends handed to `dgram` whose callback has not run yet. */
   inFlight = 0;
+  /** Replies received on this link (the session counts the first as an upstream success). */
+  datagramsReceived = 0;
   /** Datagrams and bytes handed to the socket. */
   datagramsSent = 0;
   bytesSent = 0;
