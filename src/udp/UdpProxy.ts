@@ -24,6 +24,8 @@ import { resolveUdpOptions } from './UdpProxyOptions.js';
 import type { UdpProxyStats } from './UdpProxyStats.js';
 import { createUdpCounters, snapshotUdpStats } from './UdpProxyStats.js';
 import { UdpSession } from './UdpSession.js';
+import { channels } from '../diagnostics.js';
+import { udpMetrics } from '../metrics/prometheus.js';
 
 /** Where `bind()` binds a UDP socket. */
 export interface BindOptions {
@@ -202,7 +204,9 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     this.live++;
     this.counters.sessTotal++;
     session.start(msg);
-    if (!session.closed) emitSafely(this, 'session', session);
+    if (session.closed) return;
+    emitSafely(this, 'session', session);
+    if (channels.udpSession.hasSubscribers) channels.udpSession.publish({ proxy: this, session });
   }
 
   /** Why a new client may not open a session (deny, allow, per-client limits), or undefined. */
@@ -229,16 +233,11 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     counters.droppedTotal++;
     counters.dropped[reason]++;
     if (reason === DropReason.NO_UPSTREAM) counters.noRoute++;
-    if (this.listenerCount('dropped') === 0) return;
-    emitSafely(this, 'dropped', {
-      reason,
-      from,
-      clientAddress,
-      clientPort,
-      size,
-      sessionId: session?.id,
-      error,
-    });
+    const observed = channels.udpDropped.hasSubscribers;
+    if (!observed && this.listenerCount('dropped') === 0) return;
+    const drop = { reason, from, clientAddress, clientPort, size, sessionId: session?.id, error };
+    emitSafely(this, 'dropped', drop);
+    if (observed) channels.udpDropped.publish({ proxy: this, drop });
   }
 
   private finish(session: UdpSession, summary: UdpSessionSummary): void {
@@ -247,6 +246,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     this.live--;
     this.counters.closeReasons[summary.reason]++;
     emitSafely(this, 'sessionClose', summary);
+    if (channels.udpSessionClose.hasSubscribers)
+      channels.udpSessionClose.publish({ proxy: this, summary });
   }
 
   /**
@@ -275,6 +276,11 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   /** A snapshot of counters and gauges, named after Envoy's udp_proxy stats. */
   stats(): UdpProxyStats {
     return snapshotUdpStats(this.counters, this.live, this.upstreamSet.list());
+  }
+
+  /** `stats()` in the Prometheus text exposition format (`l4proxy_udp_*` metrics). */
+  metrics(): string {
+    return udpMetrics(this.stats());
   }
 
   /**
