@@ -90,3 +90,14 @@ export type { UdpProxyOptions } from './udp/UdpProxyOptions.js';
 export type { UdpProxyStats, UdpUpstreamStats } from './udp/UdpProxyStats.js';
 export type { UdpSessionInfo, UdpSessionSummary, UdpDrop, UdpProxyEvents } from './udp/events.js';
 export { SessionCloseReason, DropReason } from './udp/closeReasons.js';
+
+// ---- Operations: diagnostics channels (issue 8) ----
+export { DiagnosticsChannel } from './diagnostics.js';
+export type {
+  TcpConnectionMessage,
+  TcpConnectionCloseMessage,
+  TcpRejectedMessage,
+  UdpSessionMessage,
+  UdpSessionCloseMessage,
+  UdpDroppedMessage,
+} from './diagnostics.js';
