@@ -61,14 +61,14 @@ test('TCP connection, close and rejection are published with the proxy and the e
 
   assert.equal(connections.length, 1);
   assert.equal(connections[0]?.proxy, proxy);
-  assert.equal(connections[0]?.connection.clientAddress, '127.0.0.1');
+  assert.equal(connections[0].connection.clientAddress, '127.0.0.1');
   assert.equal(closes.length, 1);
   assert.equal(closes[0]?.proxy, proxy);
-  assert.equal(closes[0]?.summary, summary, 'the same summary object as the event');
-  assert.equal(closes[0]?.summary.reason, 'completed');
+  assert.equal(closes[0].summary, summary, 'the same summary object as the event');
+  assert.equal(closes[0].summary.reason, 'completed');
   assert.equal(rejections.length, 1);
   assert.equal(rejections[0]?.rejection.reason, 'denied');
-  assert.equal(rejections[0]?.rejection.peerAddress, '127.0.0.2');
+  assert.equal(rejections[0].rejection.peerAddress, '127.0.0.2');
 });
 
 test('UDP session, close and drop are published, drops even with no dropped listener', async (t) => {
@@ -97,11 +97,11 @@ test('UDP session, close and drop are published, drops even with no dropped list
 
   assert.equal(sessions.length, 1);
   assert.equal(sessions[0]?.proxy, proxy);
-  assert.equal(sessions[0]?.session.clientPort, client.address().port);
+  assert.equal(sessions[0].session.clientPort, client.address().port);
   assert.equal(drops.length, 1);
   assert.equal(drops[0]?.proxy, proxy);
-  assert.equal(drops[0]?.drop.reason, 'oversized');
-  assert.equal(drops[0]?.drop.size, 50);
+  assert.equal(drops[0].drop.reason, 'oversized');
+  assert.equal(drops[0].drop.size, 50);
   assert.equal(closes.length, 1);
   assert.equal(closes[0]?.summary.reason, 'closed_by_user');
 });
