@@ -186,12 +186,6 @@ function prepareListener(
       'DNS upstream discovery is not available in this version of l4proxy yet',
     );
   }
-  const name = entry.name ?? `${protocol}:${formatHostPort(listen.value.host, listen.value.port)}`;
-  if (typeof name !== 'string' || name === '')
-    throw fieldError(source, `${path}.name`, 'a non-empty string', name);
-  const clash = earlier.find((other) => other.config.name === name);
-  if (clash)
-    throw fieldError(source, `${path}.name`, `a name not used by ${clash.config.path}`, name);
   const sameAddress = earlier.find(
     (other) =>
       other.config.protocol === protocol &&
@@ -206,6 +200,14 @@ function prepareListener(
       `an address not used by ${sameAddress.config.path}`,
       listenText,
     );
+  const fallback = `${protocol}:${formatHostPort(listen.value.host, listen.value.port)}`;
+  const taken = earlier.some((other) => other.config.name === fallback);
+  const name = entry.name ?? (taken ? `${fallback}#${earlier.length}` : fallback);
+  if (typeof name !== 'string' || name === '')
+    throw fieldError(source, `${path}.name`, 'a non-empty string', name);
+  const clash = earlier.find((other) => other.config.name === name);
+  if (clash)
+    throw fieldError(source, `${path}.name`, `a name not used by ${clash.config.path}`, name);
   const config: ListenerConfig = { name, protocol, listen: listen.value, path, raw: entry };
   try {
     return { config, proxy: construct(protocol, entry) };
