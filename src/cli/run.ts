@@ -54,13 +54,16 @@ export async function runInstance(config: Config, settings: EffectiveSettings): 
     if (draining) return;
     draining = true;
     status.stop();
-    ops.info('draining', { reason: why, drainTimeout: settings.drainTimeout });
+
     // A drain that hangs (it should not) must not keep the process forever.
     setTimeout(() => {
       ops.error('drain did not finish in time, exiting');
       process.exit(1);
     }, settings.drainTimeout + 5_000).unref();
-    await running.drain(settings.drainTimeout);
+    // Listeners stop accepting synchronously here, so 'draining' means "no new connections".
+    const drained = running.drain(settings.drainTimeout);
+    ops.info('draining', { reason: why, drainTimeout: settings.drainTimeout });
+    await drained;
     ops.info('drained, exiting');
     process.exit(0);
   };
