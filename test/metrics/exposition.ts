@@ -38,6 +38,8 @@ export function parseExposition(text: string): Map<string, ParsedFamily> {
   const seen = new Set<string>();
   assert.ok(text.endsWith('\n'), 'exposition ends with a newline');
   for (const line of text.slice(0, -1).split('\n')) {
+    // Blank lines are allowed (prom-client separates families with one).
+    if (line === '') continue;
     const help = /^# HELP (\S+) (.*)$/.exec(line);
     if (help) {
       const [, name, description] = help as unknown as [string, string, string];
