@@ -206,8 +206,11 @@ describe('l4proxy --config', () => {
     const file = dir.write('l4proxy.json', {
       listeners: [{ ...listener, upstreams: [{ host: '127.0.0.1', port: a }] }],
     });
-    const cli = startCli(t, ['--config', file]);
+    const cli = startCli(t, ['--config', file, '--metrics', '127.0.0.1:0']);
     const port = await listenPort(cli);
+    const metricsAt = String(
+      (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
+    );
     const live = await connect(port);
     t.after(() => live.destroy());
     assert.equal(await roundTrip(live, '1'), 'A:1');
@@ -229,6 +232,10 @@ describe('l4proxy --config', () => {
       'A:2',
       'the live connection still reaches its upstream',
     );
+    // Metrics sum the old proxy (still holding the live connection) and the new one.
+    const afterReload = parseExposition((await httpGet(`http://${metricsAt}/metrics`)).body);
+    assert.equal(valueOf(afterReload, 'l4proxy_tcp_downstream_cx_total', { listener: 'web' }), 2);
+    assert.equal(valueOf(afterReload, 'l4proxy_tcp_downstream_cx_active', { listener: 'web' }), 1);
 
     dir.write('l4proxy.json', {
       listeners: [{ ...listener, upstreams: [{ host: '127.0.0.1', port: 0 }] }],
@@ -259,6 +266,16 @@ describe('l4proxy --config', () => {
     assert.equal(await roundTrip(live, '3'), 'A:3');
     live.end();
     await cli.waitLines('stdout', (l) => l.msg === 'connection closed', 3);
+    // The old proxy, empty now, is gone; its counts stay in the totals.
+    const atEnd = parseExposition((await httpGet(`http://${metricsAt}/metrics`)).body);
+    assert.equal(valueOf(atEnd, 'l4proxy_tcp_downstream_cx_total', { listener: 'web' }), 3);
+    assert.equal(
+      valueOf(atEnd, 'l4proxy_tcp_downstream_cx_closed_total', {
+        listener: 'web',
+        reason: 'completed',
+      }),
+      3,
+    );
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(), 0);
   });
