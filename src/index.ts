@@ -112,3 +112,14 @@ export type {
   UdpHealthCheck,
 } from './upstream/healthOptions.js';
 export type { UpstreamHealthChange } from './upstream/UpstreamManager.js';
+
+// ---- Operations: diagnostics channels (issue 8) ----
+export { DiagnosticsChannel } from './diagnostics.js';
+export type {
+  TcpConnectionMessage,
+  TcpConnectionCloseMessage,
+  TcpRejectedMessage,
+  UdpSessionMessage,
+  UdpSessionCloseMessage,
+  UdpDroppedMessage,
+} from './diagnostics.js';

@@ -35,6 +35,8 @@ import type { ResolvedTcpOptions, TcpProxyOptions } from './TcpProxyOptions.js';
 import { resolveTcpOptions } from './TcpProxyOptions.js';
 import type { ClosedTotals, TcpProxyStats } from './TcpProxyStats.js';
 import { snapshotTcpStats } from './TcpProxyStats.js';
+import { channels } from '../diagnostics.js';
+import { tcpMetrics } from '../metrics/prometheus.js';
 
 /** Where `listen()` binds: a TCP port (0 for ephemeral) on a host, or a Unix socket path. */
 export interface ListenOptions {
@@ -267,7 +269,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     this.live.add(connection);
     this.counters.downstreamTotal++;
     connection.start();
-    if (this.live.has(connection)) emitSafely(this, 'connection', connection);
+    if (!this.live.has(connection)) return;
+    emitSafely(this, 'connection', connection);
+    if (channels.tcpConnection.hasSubscribers)
+      channels.tcpConnection.publish({ proxy: this, connection });
   }
 
   /** Why `address` may not connect (deny, allow, per-client limits), or undefined. */
@@ -302,6 +307,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     if (!socket.destroyed && (family === 'IPv4' || family === 'IPv6')) socket.resetAndDestroy();
     else socket.destroy();
     emitSafely(this, 'rejected', rejection);
+    if (channels.tcpRejected.hasSubscribers)
+      channels.tcpRejected.publish({ proxy: this, rejection });
   }
 
   private finish(connection: TcpConnection, summary: TcpConnectionSummary): void {
@@ -313,6 +320,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     this.closed.upstreamTxBytes += summary.bytesToUpstream;
     this.closed.reasons[summary.reason] = (this.closed.reasons[summary.reason] ?? 0) + 1;
     emitSafely(this, 'connectionClose', summary);
+    if (channels.tcpConnectionClose.hasSubscribers)
+      channels.tcpConnectionClose.publish({ proxy: this, summary });
     if (this.live.size === 0) this.drained?.();
   }
 
@@ -347,6 +356,11 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.rejectReasons,
       this.manager.totals(),
     );
+  }
+
+  /** `stats()` in the Prometheus text exposition format (`l4proxy_tcp_*` metrics). */
+  metrics(): string {
+    return tcpMetrics(this.stats());
   }
 
   /**

@@ -25,6 +25,8 @@ import { resolveUdpOptions } from './UdpProxyOptions.js';
 import type { UdpProxyStats } from './UdpProxyStats.js';
 import { createUdpCounters, snapshotUdpStats } from './UdpProxyStats.js';
 import { UdpSession } from './UdpSession.js';
+import { channels } from '../diagnostics.js';
+import { udpMetrics } from '../metrics/prometheus.js';
 
 /** Where `bind()` binds a UDP socket. */
 export interface BindOptions {
@@ -221,7 +223,9 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     this.live++;
     this.counters.sessTotal++;
     session.start(msg);
-    if (!session.closed) emitSafely(this, 'session', session);
+    if (session.closed) return;
+    emitSafely(this, 'session', session);
+    if (channels.udpSession.hasSubscribers) channels.udpSession.publish({ proxy: this, session });
   }
 
   /** Why a new client may not open a session (deny, allow, per-client limits), or undefined. */
@@ -248,16 +252,11 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     counters.droppedTotal++;
     counters.dropped[reason]++;
     if (reason === DropReason.NO_UPSTREAM) counters.noRoute++;
-    if (this.listenerCount('dropped') === 0) return;
-    emitSafely(this, 'dropped', {
-      reason,
-      from,
-      clientAddress,
-      clientPort,
-      size,
-      sessionId: session?.id,
-      error,
-    });
+    const observed = channels.udpDropped.hasSubscribers;
+    if (!observed && this.listenerCount('dropped') === 0) return;
+    const drop = { reason, from, clientAddress, clientPort, size, sessionId: session?.id, error };
+    emitSafely(this, 'dropped', drop);
+    if (observed) channels.udpDropped.publish({ proxy: this, drop });
   }
 
   private finish(session: UdpSession, summary: UdpSessionSummary): void {
@@ -266,6 +265,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     this.live--;
     this.counters.closeReasons[summary.reason]++;
     emitSafely(this, 'sessionClose', summary);
+    if (channels.udpSessionClose.hasSubscribers)
+      channels.udpSessionClose.publish({ proxy: this, summary });
   }
 
   /**
@@ -299,6 +300,11 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       this.upstreamSet.list(),
       this.manager.totals(),
     );
+  }
+
+  /** `stats()` in the Prometheus text exposition format (`l4proxy_udp_*` metrics). */
+  metrics(): string {
+    return udpMetrics(this.stats());
   }
 
   /**

@@ -1,0 +1,137 @@
+import type { Config, PreparedListener } from './config.js';
+import { closeAll, loadConfigFile } from './config.js';
+import { Listener } from './Listener.js';
+import type { ListenerStats, ProxyObserver } from './Listener.js';
+import type { Logger } from './logger.js';
+
+/** What a reload did, for the log line. */
+export interface ReloadOutcome {
+  readonly ok: boolean;
+  /** Why the new config was refused (the old one stays). */
+  readonly error?: string;
+  readonly changed: readonly string[];
+  readonly needsRestart: readonly string[];
+}
+
+/**
+ * The listeners of one process (the only process, or one cluster worker): starts them, reloads
+ * them from the config file, drains them, and snapshots their stats.
+ */
+export class Instance {
+  private readonly listeners = new Map<string, Listener>();
+  private reloading: Promise<ReloadOutcome> | undefined;
+  private readonly settingsKey: string;
+
+  constructor(
+    config: Config,
+    private readonly ops: Logger,
+    observe: ProxyObserver,
+  ) {
+    this.settingsKey = JSON.stringify(config.settings);
+    for (const prepared of config.listeners) {
+      this.listeners.set(prepared.config.name, new Listener(prepared, observe));
+    }
+  }
+
+  /** Listens on every address; on a failure, closes what was opened and rejects. */
+  async start(): Promise<void> {
+    for (const listener of this.listeners.values()) {
+      try {
+        const address = await listener.start();
+        this.ops.info('listening', {
+          listener: listener.name,
+          protocol: listener.protocol,
+          address,
+        });
+      } catch (err) {
+        await this.drain(0);
+        throw new Error(`${listener.name}: cannot listen: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+    }
+  }
+
+  /** Stats of every listener. */
+  stats(): ListenerStats[] {
+    return [...this.listeners.values()].map((listener) => listener.stats());
+  }
+
+  /** Listener names with their bound addresses. */
+  addresses(): { name: string; protocol: 'tcp' | 'udp'; address: string }[] {
+    return [...this.listeners.values()].map((l) => ({
+      name: l.name,
+      protocol: l.protocol,
+      address: l.boundAddress,
+    }));
+  }
+
+  /**
+   * Re-reads `file` and applies what can change without a restart. All or nothing: an invalid
+   * file changes nothing. Reloads do not overlap (a second one waits for the first).
+   */
+  reload(file: string): Promise<ReloadOutcome> {
+    const run = async (): Promise<ReloadOutcome> => {
+      let config: Config;
+      try {
+        config = await loadConfigFile(file);
+      } catch (err) {
+        return { ok: false, error: (err as Error).message, changed: [], needsRestart: [] };
+      }
+      const outcome = this.apply(config.listeners);
+      if (JSON.stringify(config.settings) === this.settingsKey) return outcome;
+      return {
+        ...outcome,
+        needsRestart: [
+          ...outcome.needsRestart,
+          'settings (metrics, drainTimeout, logLevel, workers)',
+        ],
+      };
+    };
+    const next = (this.reloading ?? Promise.resolve()).then(run, run);
+    this.reloading = next;
+    return next;
+  }
+
+  private apply(prepared: readonly PreparedListener[]): ReloadOutcome {
+    const changed: string[] = [];
+    const needsRestart: string[] = [];
+    const unused: PreparedListener[] = [];
+    const seen = new Set<string>();
+    for (const next of prepared) {
+      const { name, protocol, listen, path } = next.config;
+      seen.add(name);
+      const listener = this.listeners.get(name);
+      if (listener === undefined) {
+        needsRestart.push(`${path} (${name}): new listener`);
+        unused.push(next);
+        continue;
+      }
+      if (listener.protocol !== protocol || !sameListen(listener, next)) {
+        needsRestart.push(
+          `${path} (${name}): protocol or listen address changed to ${protocol} ${listen.host}:${listen.port}`,
+        );
+        unused.push(next);
+        continue;
+      }
+      const result = listener.reload(next);
+      if (result.upstreamsChanged) changed.push(`${name}: upstreams`);
+      if (result.replaced) changed.push(`${name}: options (new connections use them)`);
+      for (const key of result.needsRestart) needsRestart.push(`${path}.${key} (${name})`);
+    }
+    for (const name of this.listeners.keys()) {
+      if (!seen.has(name)) needsRestart.push(`listener ${name}: removed from the file`);
+    }
+    closeAll(unused);
+    return { ok: true, changed, needsRestart };
+  }
+
+  /** Drains every listener (see {@link Listener.drain}). */
+  async drain(drainTimeout: number): Promise<void> {
+    await Promise.all([...this.listeners.values()].map((listener) => listener.drain(drainTimeout)));
+  }
+}
+
+function sameListen(listener: Listener, next: PreparedListener): boolean {
+  return listener.configuredListen === `${next.config.listen.host}:${next.config.listen.port}`;
+}

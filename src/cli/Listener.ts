@@ -1,0 +1,184 @@
+import net from 'node:net';
+import type { Server, Socket } from 'node:net';
+import { TcpProxy } from '../tcp/TcpProxy.js';
+import type { TcpProxyStats } from '../tcp/TcpProxyStats.js';
+import { UdpProxy } from '../udp/UdpProxy.js';
+import type { UdpProxyStats } from '../udp/UdpProxyStats.js';
+import { formatHostPort } from './address.js';
+import type { ListenerConfig, PreparedListener } from './config.js';
+import { optionsKey } from './config.js';
+import { sumStats } from './sumStats.js';
+
+/** Attaches logging (or anything else) to every proxy a listener creates. */
+export type ProxyObserver = (listener: ListenerConfig, proxy: TcpProxy | UdpProxy) => void;
+
+/** What a reload did to one listener. */
+export interface ListenerReload {
+  readonly upstreamsChanged: boolean;
+  /** TCP: options other than upstreams changed; a new proxy takes new connections. */
+  readonly replaced: boolean;
+  /** Option names that changed but cannot be applied without a restart (UDP). */
+  readonly needsRestart: readonly string[];
+}
+
+/** A stats snapshot of one listener, labelled for metrics. */
+export type ListenerStats =
+  | { readonly name: string; readonly protocol: 'tcp'; readonly stats: TcpProxyStats }
+  | { readonly name: string; readonly protocol: 'udp'; readonly stats: UdpProxyStats };
+
+/**
+ * One configured listener at run time.
+ *
+ * TCP: the CLI owns the server and hands each accepted socket to the current TcpProxy
+ * (`handle()`), so a reload that changes options other than upstreams builds a new proxy for new
+ * connections while the old one keeps its live connections until they end ("generations").
+ * UDP: the UdpProxy owns its socket, so only upstreams reload.
+ */
+export class Listener {
+  private config: ListenerConfig;
+  private current: TcpProxy | UdpProxy;
+  private readonly retired = new Set<TcpProxy>();
+  /** Final stats of retired TCP proxies, so counters never go back on a reload. */
+  private carried: TcpProxyStats | undefined;
+  private server: Server | undefined;
+  private address = '';
+
+  constructor(
+    prepared: PreparedListener,
+    private readonly observe: ProxyObserver,
+  ) {
+    this.config = prepared.config;
+    this.current = prepared.proxy;
+    observe(this.config, this.current);
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  get protocol(): 'tcp' | 'udp' {
+    return this.config.protocol;
+  }
+
+  /** The configured listen address (`host:port`, host `''` for all), to compare on reload. */
+  get configuredListen(): string {
+    return `${this.config.listen.host}:${this.config.listen.port}`;
+  }
+
+  /** The bound address, `host:port`. */
+  get boundAddress(): string {
+    return this.address;
+  }
+
+  /** Listens (TCP) or binds (UDP); rejects with the system error's message. */
+  async start(): Promise<string> {
+    const { host, port } = this.config.listen;
+    if (this.current instanceof UdpProxy) {
+      const bound = await this.current.bind({ port, ...(host !== '' && { address: host }) });
+      this.address = formatHostPort(bound.address, bound.port);
+      return this.address;
+    }
+    const server = net.createServer({ allowHalfOpen: true });
+    server.on('connection', (socket: Socket) => {
+      (this.current as TcpProxy).handle(socket);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ port, ...(host !== '' && { host }) }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    // Accept errors (EMFILE) are transient: the server keeps listening.
+    server.on('error', () => undefined);
+    this.server = server;
+    const bound = server.address() as net.AddressInfo;
+    this.address = formatHostPort(bound.address, bound.port);
+    return this.address;
+  }
+
+  /**
+   * Takes a new configuration of the same listener (same name, protocol and address): upstreams
+   * at once, other options as a new TCP proxy generation. `next.proxy` is adopted or closed.
+   */
+  reload(next: PreparedListener): ListenerReload {
+    const before = this.config.raw;
+    const after = next.config.raw;
+    const upstreamsChanged = JSON.stringify(before.upstreams) !== JSON.stringify(after.upstreams);
+    const optionsChanged = optionsKey(before) !== optionsKey(after);
+    this.config = next.config;
+    if (optionsChanged && this.current instanceof TcpProxy && next.proxy instanceof TcpProxy) {
+      this.retire(this.current);
+      this.current = next.proxy;
+      this.observe(this.config, next.proxy);
+      return { upstreamsChanged, replaced: true, needsRestart: [] };
+    }
+    if (upstreamsChanged) this.current.setUpstreams(next.proxy.upstreams().map((s) => s.upstream));
+    void next.proxy.close();
+    return {
+      upstreamsChanged,
+      replaced: false,
+      needsRestart: optionsChanged ? changedKeys(before, after) : [],
+    };
+  }
+
+  private retire(proxy: TcpProxy): void {
+    this.retired.add(proxy);
+    const release = (): void => {
+      if (proxy.connections().length > 0 || !this.retired.has(proxy)) return;
+      this.retired.delete(proxy);
+      const final = proxy.stats();
+      this.carried = this.carried === undefined ? final : sumStats(this.carried, final);
+      void proxy.close({ drainTimeout: 0 });
+    };
+    proxy.on('connectionClose', release);
+    release();
+  }
+
+  /** A snapshot across the current proxy and TCP generations still draining. */
+  stats(): ListenerStats {
+    if (this.current instanceof UdpProxy) {
+      return { name: this.name, protocol: 'udp', stats: this.current.stats() };
+    }
+    let stats = this.current.stats();
+    for (const proxy of this.retired) stats = sumStats(stats, proxy.stats());
+    if (this.carried !== undefined) stats = sumStats(stats, this.carried);
+    return { name: this.name, protocol: 'tcp', stats };
+  }
+
+  /**
+   * Stops accepting, lets live TCP connections finish for `drainTimeout` ms, then ends them.
+   * UDP sessions end at once: their replies need the listening socket, which closes.
+   */
+  async drain(drainTimeout: number): Promise<void> {
+    const server = this.server;
+    const serverClosed =
+      server === undefined
+        ? Promise.resolve()
+        : new Promise<void>((resolve) =>
+            server.close(() => {
+              resolve();
+            }),
+          );
+    if (this.current instanceof UdpProxy) {
+      await this.current.close();
+      return;
+    }
+    const proxies = [this.current, ...this.retired];
+    await Promise.all(proxies.map((proxy) => proxy.close({ drainTimeout })));
+    await serverClosed;
+  }
+}
+
+/** Top-level option names whose values differ (upstreams excluded). */
+function changedKeys(
+  before: Readonly<Record<string, unknown>>,
+  after: Readonly<Record<string, unknown>>,
+): string[] {
+  const keys = new Set([...Object.keys(before), ...Object.keys(after)]);
+  keys.delete('upstreams');
+  keys.delete('name');
+  return [...keys].filter(
+    (key) => optionsKey({ [key]: before[key] }) !== optionsKey({ [key]: after[key] }),
+  );
+}

@@ -1,0 +1,164 @@
+import { parseArgs } from 'node:util';
+import type { HostPort } from './address.js';
+import { parseHostPort } from './address.js';
+import { isLogLevel } from './logger.js';
+import type { LogLevel } from './logger.js';
+
+/** A command line that cannot be run; the CLI prints the message and the usage, exit code 2. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** The command line, parsed. Flags left out are undefined (the config file or defaults apply). */
+export interface CliArgs {
+  readonly help: boolean;
+  readonly version: boolean;
+  readonly check: boolean;
+  readonly config: string | undefined;
+  /** Quick form: `tcp|udp listen upstream...`. */
+  readonly quick:
+    | {
+        readonly protocol: 'tcp' | 'udp';
+        readonly listen: string;
+        readonly upstreams: readonly HostPort[];
+      }
+    | undefined;
+  readonly logLevel: LogLevel | undefined;
+  readonly drainTimeout: number | undefined;
+  readonly workers: number | undefined;
+  readonly metrics: HostPort | undefined;
+  /** Status output period in ms; 0 turns it off. */
+  readonly statusInterval: number | undefined;
+}
+
+/** Usage text of `l4proxy --help`. */
+export const USAGE = `Usage:
+  l4proxy tcp <listen> <upstream>... [options]   proxy TCP, e.g. l4proxy tcp 127.0.0.1:8080 10.0.0.7:80
+  l4proxy udp <listen> <upstream>... [options]   proxy UDP, e.g. l4proxy udp [::1]:5353 127.0.0.1:53
+  l4proxy --config l4proxy.json [options]        several listeners, selectors, limits (docs/operations.md)
+
+Options:
+  -c, --config <file>        JSON config file (reloaded on SIGHUP)
+      --check                validate the configuration and exit (0 valid, 1 invalid)
+      --log-level <level>    trace, debug, info (default), warn, error, fatal, silent
+      --drain-timeout <d>    time connections get to finish on SIGTERM/SIGINT (default 30s)
+      --workers <n>          processes sharing the listeners through node:cluster (default 1)
+      --metrics <host:port>  serve Prometheus metrics on http://host:port/metrics
+      --status-interval <d>  status output period (default 1s on a terminal, 60s otherwise; 0: off)
+  -h, --help                 this text
+  -V, --version              the version
+
+Durations: a number with a unit (500ms, 30s, 2m); a bare number is seconds.
+`;
+
+/** Parses a duration flag: `500ms`, `30s`, `2m`, or a bare number of seconds. */
+export function parseDuration(text: string, flag: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text);
+  if (match === null)
+    throw new UsageError(
+      `${flag}: expected a duration such as 500ms, 30s or 2m, received "${text}"`,
+    );
+  const scale = match[2] === 'ms' ? 1 : match[2] === 'm' ? 60_000 : 1_000;
+  const ms = Math.round(Number(match[1]) * scale);
+  if (ms > 2_147_483_647)
+    throw new UsageError(`${flag}: at most 2147483647 ms, received "${text}"`);
+  return ms;
+}
+
+function parseQuick(positionals: readonly string[]): CliArgs['quick'] {
+  if (positionals.length === 0) return undefined;
+  const [protocol, listen, ...upstreams] = positionals;
+  if (protocol !== 'tcp' && protocol !== 'udp') {
+    throw new UsageError(`argument 1: expected "tcp" or "udp", received "${protocol ?? ''}"`);
+  }
+  if (listen === undefined || upstreams.length === 0) {
+    throw new UsageError(`${protocol}: expected a listen address and at least one upstream`);
+  }
+  const listenParsed = parseHostPort(listen, 0);
+  if (!listenParsed.ok)
+    throw new UsageError(`argument 2 ("${listen}"): expected ${listenParsed.expected}`);
+  return {
+    protocol,
+    listen,
+    upstreams: upstreams.map((text, index) => {
+      const parsed = parseHostPort(text, 1);
+      if (!parsed.ok || parsed.value.host === '') {
+        throw new UsageError(
+          `argument ${index + 3} ("${text}"): expected an upstream ${parsed.ok ? '"host:port" with a host' : parsed.expected}`,
+        );
+      }
+      return parsed.value;
+    }),
+  };
+}
+
+/** Parses `argv` (without node and the script). Throws UsageError. */
+export function parseCliArgs(argv: readonly string[]): CliArgs {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        check: { type: 'boolean' },
+        'log-level': { type: 'string' },
+        'drain-timeout': { type: 'string' },
+        workers: { type: 'string' },
+        metrics: { type: 'string' },
+        'status-interval': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  const quick = parseQuick(positionals);
+  const help = values.help === true;
+  const version = values.version === true;
+  if (!help && !version && quick === undefined && values.config === undefined) {
+    throw new UsageError(
+      'expected a quick form (tcp|udp <listen> <upstream>...) or --config <file>',
+    );
+  }
+  if (quick !== undefined && values.config !== undefined) {
+    throw new UsageError('--config cannot be combined with the quick form');
+  }
+  const level = values['log-level'];
+  if (level !== undefined && !isLogLevel(level)) {
+    throw new UsageError(
+      `--log-level: expected one of trace, debug, info, warn, error, fatal, silent, received "${level}"`,
+    );
+  }
+  const workers = values.workers;
+  if (
+    workers !== undefined &&
+    (!/^\d+$/.test(workers) || Number(workers) < 1 || Number(workers) > 1024)
+  ) {
+    throw new UsageError(`--workers: expected an integer from 1 to 1024, received "${workers}"`);
+  }
+  let metrics: HostPort | undefined;
+  if (values.metrics !== undefined) {
+    const result = parseHostPort(values.metrics, 0);
+    if (!result.ok)
+      throw new UsageError(`--metrics: expected ${result.expected}, received "${values.metrics}"`);
+    metrics = result.value;
+  }
+  const drain = values['drain-timeout'];
+  const status = values['status-interval'];
+  return {
+    help,
+    version,
+    check: values.check === true,
+    config: values.config,
+    quick,
+    logLevel: level,
+    drainTimeout: drain === undefined ? undefined : parseDuration(drain, '--drain-timeout'),
+    workers: workers === undefined ? undefined : Number(workers),
+    metrics,
+    statusInterval: status === undefined ? undefined : parseDuration(status, '--status-interval'),
+  };
+}

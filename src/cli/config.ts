@@ -1,0 +1,286 @@
+import { DnsSource } from '../upstream/DnsSource.js';
+import type { DnsSourceOptions } from '../upstream/DnsSource.js';
+import { readFile } from 'node:fs/promises';
+import { InvalidOptionError, L4Error } from '../errors.js';
+import { isRecord } from '../internal/validate.js';
+import { TcpProxy } from '../tcp/TcpProxy.js';
+import { UdpProxy } from '../udp/UdpProxy.js';
+import type { HostPort } from './address.js';
+import { formatHostPort, parseHostPort } from './address.js';
+import { isLogLevel } from './logger.js';
+import type { LogLevel } from './logger.js';
+import { buildSelector } from './selectorConfig.js';
+
+/**
+ * A config error: names the source (file or command line), the JSON path and what was expected.
+ * Its message is the whole line the CLI prints.
+ */
+export class ConfigError extends Error {
+  constructor(
+    readonly source: string,
+    readonly path: string,
+    detail: string,
+  ) {
+    super(path === '' ? `${source}: ${detail}` : `${source}: ${path}: ${detail}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** One listener of a config file, validated. */
+export interface ListenerConfig {
+  /** Unique name; `protocol:listen` by default. Labels metrics and log lines. */
+  readonly name: string;
+  readonly protocol: 'tcp' | 'udp';
+  readonly listen: HostPort;
+  /** Where it sits in the config (`listeners[2]`). */
+  readonly path: string;
+  /** The JSON options (upstreams included) as written, for change detection on reload. */
+  readonly raw: Readonly<Record<string, unknown>>;
+}
+
+/** A listener with its proxy constructed (not listening yet). */
+export interface PreparedListener {
+  readonly config: ListenerConfig;
+  readonly proxy: TcpProxy | UdpProxy;
+}
+
+/** Process-wide settings a config file may hold; command-line flags override them. */
+export interface Settings {
+  readonly metrics?: HostPort;
+  readonly drainTimeout?: number;
+  readonly logLevel?: LogLevel;
+  readonly workers?: number;
+}
+
+/** A validated configuration: listeners with their proxies constructed, and settings. */
+export interface Config {
+  readonly source: string;
+  readonly listeners: readonly PreparedListener[];
+  readonly settings: Settings;
+}
+
+const TOP_KEYS = ['$schema', 'listeners', 'metrics', 'drainTimeout', 'logLevel', 'workers'];
+/** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
+const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns'];
+
+/** Reads and validates a config file; nothing listens yet. */
+export async function loadConfigFile(file: string): Promise<Config> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, '', `cannot read the file: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(file, '', `invalid JSON: ${(err as Error).message}`);
+  }
+  return validateConfig(json, file);
+}
+
+/** Validates a parsed config (`source` names it in errors) and constructs every proxy. */
+export function validateConfig(json: unknown, source: string): Config {
+  if (!isRecord(json))
+    throw new ConfigError(source, '', 'expected a JSON object { "listeners": [...] }');
+  for (const key of Object.keys(json)) {
+    if (!TOP_KEYS.includes(key)) {
+      throw new ConfigError(
+        source,
+        key,
+        `expected one of the known settings (${TOP_KEYS.join(', ')})`,
+      );
+    }
+  }
+  const settings = validateSettings(json, source);
+  const list = json.listeners;
+  if (!Array.isArray(list) || list.length === 0) {
+    throw new ConfigError(
+      source,
+      'listeners',
+      `expected a non-empty array of listeners, received ${describeJson(list)}`,
+    );
+  }
+  const listeners: PreparedListener[] = [];
+  try {
+    list.forEach((entry: unknown, index) => {
+      listeners.push(prepareListener(entry, `listeners[${index}]`, source, listeners));
+    });
+  } catch (err) {
+    closeAll(listeners);
+    throw err;
+  }
+  return { source, listeners, settings };
+}
+
+/** Closes proxies that were constructed but will not be used (they hold no socket yet). */
+export function closeAll(listeners: readonly PreparedListener[]): void {
+  for (const { proxy } of listeners) void proxy.close();
+}
+
+function validateSettings(json: Record<string, unknown>, source: string): Settings {
+  const settings: { -readonly [K in keyof Settings]: Settings[K] } = {};
+  if (json.metrics !== undefined) {
+    const parsed = typeof json.metrics === 'string' ? parseHostPort(json.metrics, 0) : undefined;
+    if (!parsed?.ok) throw fieldError(source, 'metrics', '"host:port"', json.metrics);
+    settings.metrics = parsed.value;
+  }
+  if (json.drainTimeout !== undefined) {
+    const value = json.drainTimeout;
+    if (
+      typeof value !== 'number' ||
+      !Number.isSafeInteger(value) ||
+      value < 0 ||
+      value > 2_147_483_647
+    ) {
+      throw fieldError(
+        source,
+        'drainTimeout',
+        'milliseconds, an integer from 0 to 2147483647',
+        value,
+      );
+    }
+    settings.drainTimeout = value;
+  }
+  if (json.logLevel !== undefined) {
+    if (typeof json.logLevel !== 'string' || !isLogLevel(json.logLevel)) {
+      throw fieldError(
+        source,
+        'logLevel',
+        'one of trace, debug, info, warn, error, fatal, silent',
+        json.logLevel,
+      );
+    }
+    settings.logLevel = json.logLevel;
+  }
+  if (json.workers !== undefined) {
+    const value = json.workers;
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > 1024) {
+      throw fieldError(source, 'workers', 'an integer from 1 to 1024', value);
+    }
+    settings.workers = value;
+  }
+  return settings;
+}
+
+function prepareListener(
+  entry: unknown,
+  path: string,
+  source: string,
+  earlier: readonly PreparedListener[],
+): PreparedListener {
+  if (!isRecord(entry))
+    throw fieldError(source, path, 'an object { "protocol", "listen", "upstreams" }', entry);
+  const protocol = entry.protocol;
+  if (protocol !== 'tcp' && protocol !== 'udp')
+    throw fieldError(source, `${path}.protocol`, '"tcp" or "udp"', protocol);
+  const listenText = entry.listen;
+  const listen = typeof listenText === 'string' ? parseHostPort(listenText, 0) : undefined;
+  if (!listen?.ok) {
+    throw fieldError(source, `${path}.listen`, listen?.expected ?? '"host:port"', listenText);
+  }
+  const dns = entry.dns === undefined ? undefined : dnsSource(entry.dns, source, `${path}.dns`);
+  const sameAddress = earlier.find(
+    (other) =>
+      other.config.protocol === protocol &&
+      other.config.listen.port === listen.value.port &&
+      other.config.listen.port !== 0 &&
+      other.config.listen.host === listen.value.host,
+  );
+  if (sameAddress)
+    throw fieldError(
+      source,
+      `${path}.listen`,
+      `an address not used by ${sameAddress.config.path}`,
+      listenText,
+    );
+  const fallback = `${protocol}:${formatHostPort(listen.value.host, listen.value.port)}`;
+  const taken = earlier.some((other) => other.config.name === fallback);
+  const name = entry.name ?? (taken ? `${fallback}#${earlier.length}` : fallback);
+  if (typeof name !== 'string' || name === '')
+    throw fieldError(source, `${path}.name`, 'a non-empty string', name);
+  const clash = earlier.find((other) => other.config.name === name);
+  if (clash)
+    throw fieldError(source, `${path}.name`, `a name not used by ${clash.config.path}`, name);
+  const config: ListenerConfig = { name, protocol, listen: listen.value, path, raw: entry };
+  try {
+    return { config, proxy: construct(protocol, entry, dns) };
+  } catch (err) {
+    dns?.stop();
+    if (err instanceof InvalidOptionError) {
+      throw new ConfigError(
+        source,
+        `${path}.${err.option}`,
+        err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, ''),
+      );
+    }
+    // ModeUnsupportedError and the like: the library's message says it all.
+    if (err instanceof L4Error) throw new ConfigError(source, path, err.message);
+    throw err;
+  }
+}
+
+/** Constructs the proxy a listener entry describes; InvalidOptionError names the option. */
+function construct(
+  protocol: 'tcp' | 'udp',
+  entry: Readonly<Record<string, unknown>>,
+  dns: DnsSource | undefined,
+): TcpProxy | UdpProxy {
+  const options: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(entry))
+    if (!CLI_KEYS.includes(key)) options[key] = value;
+  if (dns !== undefined) options.upstreamSource = dns;
+  if (entry.selector !== undefined) options.selector = buildSelector(entry.selector);
+  return protocol === 'tcp' ? new TcpProxy(options) : new UdpProxy(options);
+}
+
+/**
+ * A listener's `dns` block: `{ name, type, port, servers, refreshInterval, ... }`, the options of
+ * `DnsSource`. The source starts when its proxy is constructed and stops when it closes.
+ */
+function dnsSource(value: unknown, source: string, path: string): DnsSource {
+  try {
+    return new DnsSource(value as DnsSourceOptions);
+  } catch (err) {
+    if (err instanceof InvalidOptionError) {
+      const tail = err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, '');
+      const option = err.option === 'DnsSource options' ? '' : `.${err.option}`;
+      throw new ConfigError(source, `${path}${option}`, tail);
+    }
+    throw err;
+  }
+}
+
+function fieldError(
+  source: string,
+  path: string,
+  expected: string,
+  received: unknown,
+): ConfigError {
+  return new ConfigError(source, path, `expected ${expected}, received ${describeJson(received)}`);
+}
+
+/** A received JSON value, short. */
+export function describeJson(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  const text = JSON.stringify(value);
+  return text.length > 64 ? `${text.slice(0, 64)}…` : text;
+}
+
+/** Options of a listener other than its upstreams, in a canonical form (sorted keys). */
+export function optionsKey(raw: Readonly<Record<string, unknown>>): string {
+  const rest: Record<string, unknown> = { ...raw };
+  delete rest.upstreams;
+  delete rest.name;
+  return canonical(rest);
+}
+
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (isRecord(value)) {
+    const keys = Object.keys(value).sort();
+    return `{${keys.map((key) => `${JSON.stringify(key)}:${canonical(value[key])}`).join(',')}}`;
+  }
+  return value === undefined ? 'null' : JSON.stringify(value);
+}

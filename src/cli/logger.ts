@@ -1,0 +1,80 @@
+import { hostname } from 'node:os';
+
+/** Log levels, numbered as pino numbers them. */
+export const LOG_LEVELS = {
+  trace: 10,
+  debug: 20,
+  info: 30,
+  warn: 40,
+  error: 50,
+  fatal: 60,
+  silent: Infinity,
+} as const;
+
+/** A level name accepted by `--log-level`. */
+export type LogLevel = keyof typeof LOG_LEVELS;
+
+/** Where a logger writes: one string per call, already newline-terminated. */
+export type LogSink = (line: string) => void;
+
+/**
+ * A JSON-lines logger with pino's field conventions (`level` as a number, `time` in epoch ms,
+ * `pid`, `hostname`, `msg`), so pino-pretty and log shippers that know pino read it as is.
+ */
+export class Logger {
+  private readonly threshold: number;
+  private readonly base: string;
+
+  constructor(
+    level: LogLevel,
+    private readonly sink: LogSink,
+    private readonly bindings: Readonly<Record<string, unknown>> = {},
+  ) {
+    this.threshold = LOG_LEVELS[level];
+    this.base = `"pid":${process.pid},"hostname":${JSON.stringify(hostname())}`;
+  }
+
+  /** Whether a message at `level` would be written. */
+  enabled(level: Exclude<LogLevel, 'silent'>): boolean {
+    return LOG_LEVELS[level] >= this.threshold;
+  }
+
+  /** Writes one line at `level` with `fields` (plain JSON values; errors become `{ type, message, code }`). */
+  log(level: Exclude<LogLevel, 'silent'>, msg: string, fields: Record<string, unknown> = {}): void {
+    if (!this.enabled(level)) return;
+    const body = JSON.stringify({ ...this.bindings, ...fields, msg }, replaceErrors);
+    this.sink(`{"level":${LOG_LEVELS[level]},"time":${Date.now()},${this.base},${body.slice(1)}\n`);
+  }
+
+  info(msg: string, fields?: Record<string, unknown>): void {
+    this.log('info', msg, fields);
+  }
+
+  warn(msg: string, fields?: Record<string, unknown>): void {
+    this.log('warn', msg, fields);
+  }
+
+  error(msg: string, fields?: Record<string, unknown>): void {
+    this.log('error', msg, fields);
+  }
+
+  /** A logger writing to the same sink with extra fields on every line. */
+  child(bindings: Record<string, unknown>): Logger {
+    const level = (Object.keys(LOG_LEVELS) as LogLevel[]).find(
+      (name) => LOG_LEVELS[name] === this.threshold,
+    );
+    return new Logger(level ?? 'info', this.sink, { ...this.bindings, ...bindings });
+  }
+}
+
+/** pino's `err` serialization, reduced: errors are not plain JSON. */
+function replaceErrors(_key: string, value: unknown): unknown {
+  if (!(value instanceof Error)) return value;
+  const code = (value as { code?: unknown }).code;
+  return { type: value.name, message: value.message, ...(code !== undefined && { code }) };
+}
+
+/** Whether `text` names a log level. */
+export function isLogLevel(text: string): text is LogLevel {
+  return Object.hasOwn(LOG_LEVELS, text);
+}

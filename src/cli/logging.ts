@@ -1,0 +1,47 @@
+import { Logger } from './logger.js';
+import type { LogLevel } from './logger.js';
+import { StatusLine } from './statusLine.js';
+import type { ListenerStats } from './Listener.js';
+
+/** The CLI's outputs: access log on stdout, operational log and status on stderr. */
+export interface Outputs {
+  readonly access: Logger;
+  readonly ops: Logger;
+  readonly status: StatusLine;
+}
+
+/**
+ * Builds the loggers and the status line. Operational lines erase the status line first, so a
+ * terminal never shows a log line glued to it.
+ */
+export function createOutputs(
+  level: LogLevel,
+  bindings: Record<string, unknown>,
+  collect: () => Promise<readonly ListenerStats[]>,
+): Outputs {
+  const shown: { status?: StatusLine } = {};
+  const access = new Logger(level, (line) => process.stdout.write(line), bindings);
+  const ops = new Logger(
+    level,
+    (line) => {
+      shown.status?.clear();
+      process.stderr.write(line);
+    },
+    bindings,
+  );
+  const status = new StatusLine(process.stderr, collect, (totals) => {
+    ops.info('status', { ...totals });
+  });
+  shown.status = status;
+  return { access, ops, status };
+}
+
+/** The status period: `configured`, else 1 s on a terminal and 60 s otherwise. */
+export function statusPeriod(configured: number | undefined): number {
+  return configured ?? (process.stderr.isTTY ? 1_000 : 60_000);
+}
+
+/** Exit code for a process ended by a signal it could not wait on: 128 + the signal number. */
+export function signalExitCode(signal: NodeJS.Signals): number {
+  return signal === 'SIGINT' ? 130 : signal === 'SIGHUP' ? 129 : 143;
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+/**
+ * The `l4proxy` command: runs TCP and UDP proxies from the command line or a JSON config file.
+ * See `l4proxy --help` and docs/operations.md.
+ */
+import cluster from 'node:cluster';
+import { readFileSync } from 'node:fs';
+import { parseCliArgs, USAGE, UsageError } from './args.js';
+import type { CliArgs } from './args.js';
+import { formatHostPort } from './address.js';
+import type { Config } from './config.js';
+import { closeAll, ConfigError, loadConfigFile, validateConfig } from './config.js';
+import { Primary } from './primary.js';
+import { runInstance } from './run.js';
+import { effectiveSettings } from './settings.js';
+
+/** The quick form's config: one listener, the upstreams given on the command line. */
+function quickConfig(quick: NonNullable<CliArgs['quick']>): Config {
+  return validateConfig(
+    {
+      listeners: [
+        {
+          protocol: quick.protocol,
+          listen: quick.listen,
+          upstreams: quick.upstreams.map(({ host, port }) => ({ host, port })),
+        },
+      ],
+    },
+    'command line',
+  );
+}
+
+/** The package version: package.json is two levels up in dist/, three in the test build. */
+function version(): string {
+  for (const path of ['../../package.json', '../../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(path, import.meta.url), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === 'l4proxy' && pkg.version !== undefined) return pkg.version;
+    } catch {
+      // Not there: try the next level.
+    }
+  }
+  return 'unknown';
+}
+
+function describeListeners(config: Config): string {
+  return config.listeners
+    .map(
+      ({ config: l }) =>
+        `${l.name} (${l.protocol} ${formatHostPort(l.listen.host || '*', l.listen.port)})`,
+    )
+    .join(', ');
+}
+
+async function main(argv: readonly string[]): Promise<void> {
+  let args: CliArgs;
+  try {
+    args = parseCliArgs(argv);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`l4proxy: ${err.message}\n\n${USAGE}`);
+    process.exit(2);
+  }
+  if (args.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (args.version) {
+    process.stdout.write(`${version()}\n`);
+    return;
+  }
+  let config: Config;
+  try {
+    if (args.config !== undefined) config = await loadConfigFile(args.config);
+    else if (args.quick !== undefined) config = quickConfig(args.quick);
+    else throw new UsageError('expected a quick form or --config');
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    // Nothing runs yet, so the message is for a person: plain text, not a JSON log line.
+    process.stderr.write(`${err.message}\n`);
+    process.exit(1);
+  }
+  if (args.check) {
+    closeAll(config.listeners);
+    process.stdout.write(
+      `${config.source}: ok, ${config.listeners.length} listener(s): ${describeListeners(config)}\n`,
+    );
+    return;
+  }
+  const settings = effectiveSettings(args, config);
+  if (settings.workers > 1 && cluster.isPrimary) {
+    await new Primary(settings).start(config);
+    return;
+  }
+  await runInstance(config, settings);
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  process.stderr.write(
+    `l4proxy: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  process.exit(1);
+});

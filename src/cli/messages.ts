@@ -1,0 +1,39 @@
+import type { ListenerStats } from './Listener.js';
+
+/** Messages the cluster primary sends a worker over IPC. */
+export type PrimaryMessage =
+  | { readonly type: 'l4proxy:drain' }
+  | { readonly type: 'l4proxy:reload' }
+  | { readonly type: 'l4proxy:stats'; readonly id: number }
+  | { readonly type: 'l4proxy:exit' };
+
+/** Messages a worker sends the primary over IPC. */
+export type WorkerMessage =
+  | {
+      readonly type: 'l4proxy:ready';
+      readonly addresses: readonly { name: string; address: string }[];
+    }
+  | {
+      readonly type: 'l4proxy:stats';
+      readonly id: number;
+      readonly stats: readonly ListenerStats[];
+    };
+
+function isOurs(value: unknown): value is { type: string } {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { type?: unknown }).type === 'string' &&
+    (value as { type: string }).type.startsWith('l4proxy:')
+  );
+}
+
+/** Whether an IPC message to a worker is one of ours (cluster and users may send others). */
+export function isPrimaryMessage(value: unknown): value is PrimaryMessage {
+  return isOurs(value);
+}
+
+/** Whether an IPC message from a worker is one of ours. */
+export function isWorkerMessage(value: unknown): value is WorkerMessage {
+  return isOurs(value);
+}

@@ -1,0 +1,73 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import {
+  PROMETHEUS_CONTENT_TYPE,
+  renderFamilies,
+  tcpFamilies,
+  udpFamilies,
+} from '../metrics/prometheus.js';
+import type { MetricFamily, MetricLabels } from '../metrics/prometheus.js';
+import type { HostPort } from './address.js';
+import { formatHostPort } from './address.js';
+import type { ListenerStats } from './Listener.js';
+
+/** Metric families of listener snapshots, labelled `listener="name"` plus `labels`. */
+export function listenerFamilies(
+  snapshots: readonly ListenerStats[],
+  labels: MetricLabels = {},
+): MetricFamily[] {
+  return snapshots.flatMap((snapshot) => {
+    const all = { listener: snapshot.name, ...labels };
+    return snapshot.protocol === 'tcp'
+      ? tcpFamilies(snapshot.stats, all)
+      : udpFamilies(snapshot.stats, all);
+  });
+}
+
+/** Renders the families `collect()` returns. */
+export type MetricsCollector = () => Promise<Iterable<MetricFamily>>;
+
+/**
+ * Serves `GET /metrics` (Prometheus text format 0.0.4) on `address`; resolves once listening
+ * with the server and its bound address.
+ */
+export async function startMetricsServer(
+  address: HostPort,
+  collect: MetricsCollector,
+): Promise<{ server: http.Server; address: string }> {
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+      res
+        .writeHead(404, { 'content-type': 'text/plain; charset=utf-8' })
+        .end('Not found: try GET /metrics\n');
+      return;
+    }
+    collect().then(
+      (families) => {
+        res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE });
+        res.end(req.method === 'HEAD' ? undefined : renderFamilies(families));
+      },
+      (err: unknown) => {
+        res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end(`${String(err)}\n`);
+      },
+    );
+  });
+  server.on('clientError', (_err, socket) => {
+    socket.destroy();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(
+      { port: address.port, ...(address.host !== '' && { host: address.host }), exclusive: true },
+      () => {
+        server.off('error', reject);
+        resolve();
+      },
+    );
+  });
+  // Connections scraped with keep-alive must not hold up exit.
+  server.unref();
+  const bound = server.address() as AddressInfo;
+  return { server, address: formatHostPort(bound.address, bound.port) };
+}

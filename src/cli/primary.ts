@@ -1,0 +1,200 @@
+import cluster from 'node:cluster';
+import type { Worker } from 'node:cluster';
+import type { Config } from './config.js';
+import { closeAll, loadConfigFile } from './config.js';
+import type { ListenerStats } from './Listener.js';
+import { createOutputs, signalExitCode, statusPeriod } from './logging.js';
+import type { Logger } from './logger.js';
+import { isWorkerMessage } from './messages.js';
+import type { PrimaryMessage, WorkerMessage } from './messages.js';
+import { listenerFamilies, startMetricsServer } from './metricsServer.js';
+import type { MetricFamily } from '../metrics/prometheus.js';
+import type { EffectiveSettings } from './settings.js';
+
+/** How long a worker has to answer a stats request before a scrape goes on without it. */
+const STATS_TIMEOUT = 1_000;
+/** Pause before a crashed worker is replaced, so a worker that dies at start cannot spin. */
+const RESPAWN_DELAY = 1_000;
+
+/**
+ * The cluster primary: forks `workers` processes that each run every listener (TCP connections
+ * are spread by cluster's round-robin; UDP shares one socket), forwards signals and reloads to
+ * them, replaces a worker that crashes, and serves metrics gathered from all workers over IPC
+ * (each series labelled `worker="n"`).
+ */
+export class Primary {
+  private readonly slots = new Map<number, Worker>();
+  private readonly pending = new Map<
+    number,
+    { stats: Map<number, readonly ListenerStats[]>; waiting: number; done: () => void }
+  >();
+  private nextRequest = 1;
+  private draining = false;
+  private failed = false;
+  private ready = new Set<number>();
+  private readonly ops: Logger;
+  private readonly status;
+
+  constructor(private readonly settings: EffectiveSettings) {
+    const outputs = createOutputs(settings.logLevel, {}, () =>
+      this.collect().then((byWorker) => [...byWorker.values()].flat()),
+    );
+    this.ops = outputs.ops;
+    this.status = outputs.status;
+  }
+
+  /** Validated config in hand: forks the workers and wires signals. */
+  async start(config: Config): Promise<void> {
+    // The primary only validated the config; the workers build their own proxies.
+    closeAll(config.listeners);
+    for (let slot = 1; slot <= this.settings.workers; slot++) this.fork(slot);
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      process.on(signal, () => {
+        this.onStopSignal(signal);
+      });
+    }
+    process.on('SIGHUP', () => void this.reload());
+    if (this.settings.metrics !== undefined) {
+      try {
+        const served = await startMetricsServer(this.settings.metrics, () => this.families());
+        this.ops.info('metrics listening', { address: served.address, path: '/metrics' });
+      } catch (err) {
+        this.ops.log('fatal', `cannot serve metrics: ${(err as Error).message}`);
+        this.stopWorkers();
+        process.exit(1);
+      }
+    }
+    this.status.start(statusPeriod(this.settings.statusInterval));
+  }
+
+  private fork(slot: number): void {
+    const worker = cluster.fork({ L4PROXY_WORKER: String(slot) });
+    this.slots.set(slot, worker);
+    worker.on('message', (message: unknown) => {
+      if (isWorkerMessage(message)) this.onMessage(slot, message);
+    });
+    worker.on('exit', (code, signal) => {
+      this.onExit(slot, worker, code, signal);
+    });
+  }
+
+  private onMessage(slot: number, message: WorkerMessage): void {
+    if (message.type === 'l4proxy:ready') {
+      this.ready.add(slot);
+      this.ops.info('worker ready', {
+        worker: slot,
+        pid: this.slots.get(slot)?.process.pid,
+        listeners: message.addresses,
+      });
+      if (this.ready.size === this.settings.workers)
+        this.ops.info('ready', { workers: this.settings.workers });
+      return;
+    }
+    const request = this.pending.get(message.id);
+    if (request === undefined) return;
+    request.stats.set(slot, message.stats);
+    if (request.stats.size === request.waiting) request.done();
+  }
+
+  private onExit(slot: number, worker: Worker, code: number | null, signal: string | null): void {
+    if (this.slots.get(slot) !== worker) return;
+    this.slots.delete(slot);
+    if (code !== 0) this.failed = true;
+    if (this.draining) {
+      if (this.slots.size === 0) this.exit();
+      return;
+    }
+    if (!this.ready.has(slot)) {
+      // A worker that could not even start (address in use...) will not do better next time.
+      this.ops.log('fatal', 'worker failed to start, stopping', { worker: slot, code, signal });
+      this.stopWorkers();
+      process.exit(1);
+    }
+    this.ready.delete(slot);
+    this.ops.error('worker exited, replacing it', { worker: slot, code, signal });
+    setTimeout(() => {
+      if (!this.draining) this.fork(slot);
+    }, RESPAWN_DELAY).unref();
+  }
+
+  private onStopSignal(signal: NodeJS.Signals): void {
+    if (this.draining) {
+      this.ops.warn('second signal: exiting now', { signal });
+      this.stopWorkers();
+      process.exit(signalExitCode(signal));
+    }
+    this.draining = true;
+    this.status.stop();
+    this.ops.info('draining', {
+      reason: signal,
+      drainTimeout: this.settings.drainTimeout,
+      workers: this.slots.size,
+    });
+    this.broadcast({ type: 'l4proxy:drain' });
+    setTimeout(() => {
+      this.ops.error('workers did not finish draining in time, killing them');
+      this.stopWorkers();
+      process.exit(1);
+    }, this.settings.drainTimeout + 10_000).unref();
+    if (this.slots.size === 0) this.exit();
+  }
+
+  private exit(): void {
+    this.ops.info('drained, exiting');
+    process.exit(this.failed ? 1 : 0);
+  }
+
+  private stopWorkers(): void {
+    for (const worker of this.slots.values()) worker.process.kill('SIGKILL');
+  }
+
+  private async reload(): Promise<void> {
+    const file = this.settings.file;
+    if (file === undefined) {
+      this.ops.warn('no config file (quick form): nothing to reload');
+      return;
+    }
+    try {
+      closeAll((await loadConfigFile(file)).listeners);
+    } catch (err) {
+      this.ops.error('reload refused, keeping the running configuration', {
+        reason: (err as Error).message,
+      });
+      return;
+    }
+    this.ops.info('reloading workers', { workers: this.slots.size });
+    this.broadcast({ type: 'l4proxy:reload' });
+  }
+
+  private broadcast(message: PrimaryMessage): void {
+    for (const worker of this.slots.values()) if (worker.isConnected()) worker.send(message);
+  }
+
+  /** Stats of every worker that answers within STATS_TIMEOUT, by slot. */
+  private collect(): Promise<Map<number, readonly ListenerStats[]>> {
+    const id = this.nextRequest++;
+    const workers = [...this.slots].filter(
+      ([slot, worker]) => this.ready.has(slot) && worker.isConnected(),
+    );
+    const stats = new Map<number, readonly ListenerStats[]>();
+    if (workers.length === 0) return Promise.resolve(stats);
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.pending.delete(id);
+        resolve(stats);
+      };
+      const timer = setTimeout(done, STATS_TIMEOUT);
+      this.pending.set(id, { stats, waiting: workers.length, done });
+      for (const [, worker] of workers)
+        worker.send({ type: 'l4proxy:stats', id } satisfies PrimaryMessage);
+    });
+  }
+
+  private async families(): Promise<MetricFamily[]> {
+    const byWorker = await this.collect();
+    return [...byWorker].flatMap(([slot, stats]) =>
+      listenerFamilies(stats, { worker: String(slot) }),
+    );
+  }
+}

@@ -1,0 +1,125 @@
+import cluster from 'node:cluster';
+import { observeProxy } from './accessLog.js';
+import type { Config } from './config.js';
+import { Instance } from './Instance.js';
+import type { ReloadOutcome } from './Instance.js';
+import type { Logger } from './logger.js';
+import { createOutputs, signalExitCode, statusPeriod } from './logging.js';
+import { isPrimaryMessage } from './messages.js';
+import type { WorkerMessage } from './messages.js';
+import { listenerFamilies, startMetricsServer } from './metricsServer.js';
+import type { EffectiveSettings } from './settings.js';
+
+/** Logs what a reload did. */
+export function logReload(ops: Logger, outcome: ReloadOutcome): void {
+  if (!outcome.ok) {
+    ops.error('reload refused, keeping the running configuration', { reason: outcome.error });
+    return;
+  }
+  const fields = { changed: outcome.changed, needsRestart: outcome.needsRestart };
+  if (outcome.needsRestart.length > 0)
+    ops.warn('config reloaded; some changes need a restart', fields);
+  else ops.info('config reloaded', fields);
+}
+
+/**
+ * Runs the listeners in this process. Alone: handles signals, serves metrics and the status
+ * line. As a cluster worker: obeys the primary over IPC (drain, reload, stats).
+ */
+export async function runInstance(config: Config, settings: EffectiveSettings): Promise<void> {
+  const worker = cluster.isWorker
+    ? (process.env.L4PROXY_WORKER ?? String(cluster.worker?.id))
+    : undefined;
+  const ref: { instance?: Instance } = {};
+  const collect = (): Promise<ReturnType<Instance['stats']>> =>
+    Promise.resolve(ref.instance?.stats() ?? []);
+  const { access, ops, status } = createOutputs(
+    settings.logLevel,
+    worker === undefined ? {} : { worker: Number(worker) },
+    collect,
+  );
+  const running = new Instance(config, ops, (listener, proxy) => {
+    observeProxy(access, ops, listener, proxy);
+  });
+  ref.instance = running;
+  try {
+    await running.start();
+  } catch (err) {
+    ops.log('fatal', (err as Error).message);
+    process.exit(1);
+  }
+
+  let draining = false;
+  const drain = async (why: string): Promise<void> => {
+    if (draining) return;
+    draining = true;
+    status.stop();
+
+    // A drain that hangs (it should not) must not keep the process forever.
+    setTimeout(() => {
+      ops.error('drain did not finish in time, exiting');
+      process.exit(1);
+    }, settings.drainTimeout + 5_000).unref();
+    // Listeners stop accepting synchronously here, so 'draining' means "no new connections".
+    const drained = running.drain(settings.drainTimeout);
+    ops.info('draining', { reason: why, drainTimeout: settings.drainTimeout });
+    await drained;
+    ops.info('drained, exiting');
+    process.exit(0);
+  };
+  const reload = async (): Promise<void> => {
+    if (settings.file === undefined) {
+      ops.warn('no config file (quick form): nothing to reload');
+      return;
+    }
+    logReload(ops, await running.reload(settings.file));
+  };
+
+  if (worker !== undefined) {
+    // The primary forwards signals; the terminal's own SIGINT reaching the whole process group
+    // starts the same drain (never a forced exit: that is the primary's call).
+    process.on('SIGINT', () => void drain('SIGINT'));
+    process.on('SIGTERM', () => void drain('SIGTERM'));
+    process.on('SIGHUP', () => undefined);
+    process.on('disconnect', () => void drain('primary gone'));
+    process.on('message', (message: unknown) => {
+      if (!isPrimaryMessage(message)) return;
+      if (message.type === 'l4proxy:drain') void drain('primary');
+      else if (message.type === 'l4proxy:reload') void reload();
+      else if (message.type === 'l4proxy:exit') process.exit(1);
+      else reply({ type: 'l4proxy:stats', id: message.id, stats: running.stats() });
+    });
+    reply({ type: 'l4proxy:ready', addresses: running.addresses() });
+    return;
+  }
+
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      if (!draining) {
+        void drain(signal);
+        return;
+      }
+      ops.warn('second signal: exiting now', { signal });
+      process.exit(signalExitCode(signal));
+    });
+  }
+  process.on('SIGHUP', () => void reload());
+  if (settings.metrics !== undefined) {
+    try {
+      const served = await startMetricsServer(settings.metrics, () =>
+        Promise.resolve(listenerFamilies(running.stats())),
+      );
+      ops.info('metrics listening', { address: served.address, path: '/metrics' });
+    } catch (err) {
+      ops.log('fatal', `cannot serve metrics: ${(err as Error).message}`);
+      await running.drain(0);
+      process.exit(1);
+    }
+  }
+  status.start(statusPeriod(settings.statusInterval));
+  ops.info('ready', { listeners: running.addresses() });
+}
+
+function reply(message: WorkerMessage): void {
+  process.send?.(message);
+}

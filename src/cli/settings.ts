@@ -1,0 +1,29 @@
+import type { HostPort } from './address.js';
+import type { CliArgs } from './args.js';
+import type { Config } from './config.js';
+import type { LogLevel } from './logger.js';
+
+/** Settings in force: command-line flags over the config file over defaults. */
+export interface EffectiveSettings {
+  /** The config file to reload on SIGHUP; undefined for the quick form. */
+  readonly file: string | undefined;
+  readonly logLevel: LogLevel;
+  readonly drainTimeout: number;
+  readonly workers: number;
+  readonly metrics: HostPort | undefined;
+  /** Status period in ms, 0 for none; undefined: 1 s on a terminal, 60 s otherwise. */
+  readonly statusInterval: number | undefined;
+}
+
+/** Merges flags, file settings and defaults. */
+export function effectiveSettings(args: CliArgs, config: Config): EffectiveSettings {
+  const file = config.settings;
+  return {
+    file: args.config,
+    logLevel: args.logLevel ?? file.logLevel ?? 'info',
+    drainTimeout: args.drainTimeout ?? file.drainTimeout ?? 30_000,
+    workers: args.workers ?? file.workers ?? 1,
+    metrics: args.metrics ?? file.metrics,
+    statusInterval: args.statusInterval,
+  };
+}

@@ -1,0 +1,301 @@
+import type { TcpProxyStats, TcpUpstreamStats } from '../tcp/TcpProxyStats.js';
+import type { UdpProxyStats, UdpUpstreamStats } from '../udp/UdpProxyStats.js';
+
+/** Label names and values of one sample. */
+export type MetricLabels = Readonly<Record<string, string>>;
+
+/** One series of a family: its labels and current value. */
+export interface MetricSample {
+  readonly labels: MetricLabels;
+  readonly value: number;
+}
+
+/** A Prometheus metric family: every series of one metric name. */
+export interface MetricFamily {
+  readonly name: string;
+  readonly help: string;
+  readonly type: 'counter' | 'gauge';
+  readonly samples: readonly MetricSample[];
+}
+
+/** Keys of `T` whose values are numbers: the counters and gauges of a stats snapshot. */
+type NumericKeys<T> = { [K in keyof T]-?: T[K] extends number ? K : never }[keyof T];
+
+/**
+ * HELP text of every numeric stat, or `null` for a total that the reason-labelled family already
+ * carries (its sum). Typed over every numeric key, so a stat added to a snapshot without a
+ * metric here fails to compile.
+ */
+type HelpTable<T> = Readonly<Record<NumericKeys<T>, string | null>>;
+
+const TCP_HELP: HelpTable<TcpProxyStats> = {
+  downstream_cx_total: 'Client connections admitted.',
+  downstream_cx_active: 'Client connections open now.',
+  downstream_cx_overflow: 'Clients refused because maxConnections connections were active.',
+  downstream_cx_rejected: null,
+  downstream_cx_no_route: 'Connections closed because no upstream could be chosen.',
+  downstream_cx_rx_bytes_total: 'Bytes received from clients.',
+  downstream_cx_tx_bytes_total: 'Bytes written to clients.',
+  idle_timeout: 'Connections closed by idleTimeout.',
+  max_downstream_connection_duration: 'Connections closed by maxConnectionDuration.',
+  downstream_flow_control_paused_reading_total: 'Times reading from a client was paused.',
+  downstream_flow_control_resumed_reading_total: 'Times reading from a client was resumed.',
+  upstream_flow_control_paused_reading_total: 'Times reading from an upstream was paused.',
+  upstream_flow_control_resumed_reading_total: 'Times reading from an upstream was resumed.',
+  upstream_cx_total: 'Upstream connect attempts.',
+  upstream_cx_active: 'Connections with an upstream chosen (connecting or connected).',
+  upstream_cx_connect_fail: 'Upstream connect attempts that failed.',
+  upstream_cx_connect_timeout: 'Upstream connect attempts that timed out.',
+  upstream_cx_connect_attempts_exceeded: 'Connections that used maxConnectAttempts and failed.',
+  upstream_cx_rx_bytes_total: 'Bytes received from upstreams.',
+  upstream_cx_tx_bytes_total: 'Bytes written to upstreams.',
+  upstream_health_check_attempts: 'Active health checks run.',
+  upstream_health_check_failures: 'Active health checks that failed.',
+  outlier_ejections_total: 'Passive ejections of upstreams.',
+  outlier_ejections_active: 'Upstreams passively ejected now.',
+  outlier_ejections_overflow: 'Ejections skipped because of maxEjectedPercent.',
+  upstream_source_updates: 'Upstream lists applied from the upstream source.',
+  upstream_source_errors: 'Upstream source failures (refused lists included).',
+};
+
+const TCP_UPSTREAM_HELP: HelpTable<TcpUpstreamStats> = {
+  port: null,
+  upstream_cx_total: 'Connect attempts to this upstream.',
+  upstream_cx_active: 'Connections on this upstream now (connecting ones included).',
+  upstream_cx_connect_fail: 'Failed connect attempts to this upstream.',
+  upstream_cx_connect_timeout: 'Timed out connect attempts to this upstream.',
+  upstream_cx_rx_bytes_total: 'Bytes received from this upstream.',
+  upstream_cx_tx_bytes_total: 'Bytes written to this upstream.',
+  upstream_cx_errors: 'Socket errors on connections to this upstream.',
+  health_check_attempts: 'Active health checks of this upstream.',
+  health_check_failures: 'Failed active health checks of this upstream.',
+  ejections_total: 'Passive ejections of this upstream.',
+};
+
+const UDP_HELP: HelpTable<UdpProxyStats> = {
+  downstream_sess_total: 'Sessions opened.',
+  downstream_sess_active: 'Sessions live now.',
+  downstream_sess_rx_datagrams: 'Datagrams received from clients (dropped ones included).',
+  downstream_sess_rx_bytes: 'Bytes received from clients.',
+  downstream_sess_tx_datagrams: 'Datagrams sent to clients.',
+  downstream_sess_tx_bytes: 'Bytes sent to clients.',
+  downstream_sess_rx_errors: 'Receive errors on bound sockets.',
+  downstream_sess_tx_errors: 'Sends to clients that failed.',
+  downstream_sess_no_route: 'Datagrams dropped because no upstream could be chosen.',
+  idle_timeout: 'Sessions closed by idleTimeout.',
+  upstream_sess_total: 'Session sockets opened to upstreams.',
+  upstream_sess_active: 'Session sockets open now.',
+  upstream_sess_rx_datagrams: 'Datagrams received from upstreams.',
+  upstream_sess_rx_bytes: 'Bytes received from upstreams.',
+  upstream_sess_tx_datagrams: 'Datagrams sent to upstreams.',
+  upstream_sess_tx_bytes: 'Bytes sent to upstreams.',
+  upstream_sess_rx_errors: 'Setup failures and receive (ICMP) errors on session sockets.',
+  upstream_sess_tx_errors: 'Sends to upstreams that failed.',
+  datagrams_dropped: null,
+  upstream_health_check_attempts: 'Active health checks run.',
+  upstream_health_check_failures: 'Active health checks that failed.',
+  outlier_ejections_total: 'Passive ejections of upstreams.',
+  outlier_ejections_active: 'Upstreams passively ejected now.',
+  outlier_ejections_overflow: 'Ejections skipped because of maxEjectedPercent.',
+  upstream_source_updates: 'Upstream lists applied from the upstream source.',
+  upstream_source_errors: 'Upstream source failures (refused lists included).',
+};
+
+const UDP_UPSTREAM_HELP: HelpTable<UdpUpstreamStats> = {
+  port: null,
+  upstream_sess_total: 'Session sockets opened to this upstream.',
+  upstream_sess_active: 'Session sockets open to this upstream now.',
+  upstream_sess_rx_datagrams: 'Datagrams received from this upstream.',
+  upstream_sess_rx_bytes: 'Bytes received from this upstream.',
+  upstream_sess_tx_datagrams: 'Datagrams sent to this upstream.',
+  upstream_sess_tx_bytes: 'Bytes sent to this upstream.',
+  upstream_sess_errors: 'Setup failures, ICMP errors and failed sends on sockets to this upstream.',
+  health_check_attempts: 'Active health checks of this upstream.',
+  health_check_failures: 'Failed active health checks of this upstream.',
+  ejections_total: 'Passive ejections of this upstream.',
+};
+
+/** Gauges are the `_active` stats; everything else only grows and gets a `_total` name. */
+function metricName(prefix: string, key: string): { name: string; type: 'counter' | 'gauge' } {
+  if (key.endsWith('_active')) return { name: prefix + key, type: 'gauge' };
+  return { name: key.endsWith('_total') ? prefix + key : `${prefix}${key}_total`, type: 'counter' };
+}
+
+/** One unlabelled-by-us family per numeric stat of `stats`. */
+function scalarFamilies<T extends object>(
+  prefix: string,
+  table: HelpTable<T>,
+  stats: T,
+  labels: MetricLabels,
+): MetricFamily[] {
+  const families: MetricFamily[] = [];
+  for (const [key, help] of Object.entries<string | null>(table)) {
+    if (help === null) continue;
+    const value = (stats as Record<string, unknown>)[key];
+    if (typeof value !== 'number') continue;
+    families.push({ ...metricName(prefix, key), help, samples: [{ labels, value }] });
+  }
+  return families;
+}
+
+/** A counter with one series per reason. */
+function reasonFamily(
+  name: string,
+  help: string,
+  counts: Readonly<Record<string, number>>,
+  labels: MetricLabels,
+): MetricFamily {
+  const samples = Object.entries(counts).map(([reason, value]) => ({
+    labels: { ...labels, reason },
+    value,
+  }));
+  return { name, help, type: 'counter', samples };
+}
+
+/**
+ * Per-upstream families (`<prefix>upstream_host_*{upstream="id"}`), from each upstream's stats,
+ * plus a `healthy` gauge (1 or 0).
+ */
+function upstreamFamilies<U extends { readonly healthy: boolean }>(
+  prefix: string,
+  table: HelpTable<U>,
+  upstreams: Readonly<Record<string, U>>,
+  labels: MetricLabels,
+): MetricFamily[] {
+  const byName = new Map<
+    string,
+    { help: string; type: 'counter' | 'gauge'; samples: MetricSample[] }
+  >();
+  const add = (key: string, help: string, sample: MetricSample): void => {
+    const { name, type } = metricName(prefix + 'upstream_host_', key.replace(/^upstream_/, ''));
+    let family = byName.get(name);
+    if (family === undefined) {
+      family = { help, type, samples: [] };
+      byName.set(name, family);
+    }
+    family.samples.push(sample);
+  };
+  for (const [id, stats] of Object.entries(upstreams)) {
+    const upstreamLabels = { ...labels, upstream: id };
+    for (const [key, help] of Object.entries<string | null>(table)) {
+      const value = (stats as Record<string, unknown>)[key];
+      if (help !== null && typeof value === 'number')
+        add(key, help, { labels: upstreamLabels, value });
+    }
+  }
+  const families = [...byName].map(([name, family]) => ({ name, ...family }));
+  families.push({
+    name: `${prefix}upstream_host_healthy`,
+    help: 'Whether the upstream may be chosen (1) or is kept out by health checks or ejection (0).',
+    type: 'gauge',
+    samples: Object.entries(upstreams).map(([id, stats]) => ({
+      labels: { ...labels, upstream: id },
+      value: stats.healthy ? 1 : 0,
+    })),
+  });
+  return families;
+}
+
+/**
+ * The metric families of a {@link TcpProxy} stats snapshot (`l4proxy_tcp_*`), each series
+ * carrying `labels` (e.g. `{ listener: 'web' }`) in addition to its own.
+ */
+export function tcpFamilies(stats: TcpProxyStats, labels: MetricLabels = {}): MetricFamily[] {
+  const prefix = 'l4proxy_tcp_';
+  return [
+    ...scalarFamilies(prefix, TCP_HELP, stats, labels),
+    reasonFamily(
+      `${prefix}downstream_cx_rejected_total`,
+      'Clients refused at admission, by reason.',
+      stats.rejected_reasons,
+      labels,
+    ),
+    reasonFamily(
+      `${prefix}downstream_cx_closed_total`,
+      'Connections closed, by close reason.',
+      stats.close_reasons,
+      labels,
+    ),
+    ...upstreamFamilies(prefix, TCP_UPSTREAM_HELP, stats.upstreams, labels),
+  ];
+}
+
+/**
+ * The metric families of a {@link UdpProxy} stats snapshot (`l4proxy_udp_*`), each series
+ * carrying `labels` in addition to its own.
+ */
+export function udpFamilies(stats: UdpProxyStats, labels: MetricLabels = {}): MetricFamily[] {
+  const prefix = 'l4proxy_udp_';
+  return [
+    ...scalarFamilies(prefix, UDP_HELP, stats, labels),
+    reasonFamily(
+      `${prefix}datagrams_dropped_total`,
+      'Datagrams not forwarded, by reason.',
+      stats.dropped,
+      labels,
+    ),
+    reasonFamily(
+      `${prefix}downstream_sess_closed_total`,
+      'Sessions closed, by close reason.',
+      stats.session_close_reasons,
+      labels,
+    ),
+    ...upstreamFamilies(prefix, UDP_UPSTREAM_HELP, stats.upstreams, labels),
+  ];
+}
+
+function escapeLabelValue(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+function escapeHelp(help: string): string {
+  return help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+}
+
+function formatValue(value: number): string {
+  if (Number.isNaN(value)) return 'NaN';
+  if (value === Infinity) return '+Inf';
+  if (value === -Infinity) return '-Inf';
+  return String(value);
+}
+
+function formatSample(name: string, sample: MetricSample): string {
+  const labels = Object.entries(sample.labels)
+    .map(([label, value]) => `${label}="${escapeLabelValue(value)}"`)
+    .join(',');
+  return `${name}${labels === '' ? '' : `{${labels}}`} ${formatValue(sample.value)}`;
+}
+
+/**
+ * Renders families in the Prometheus text exposition format (version 0.0.4). Families of the
+ * same name (several proxies, several workers) are merged under one HELP and TYPE line, as the
+ * format requires.
+ */
+export function renderFamilies(families: Iterable<MetricFamily>): string {
+  const merged = new Map<string, { family: MetricFamily; samples: MetricSample[] }>();
+  for (const family of families) {
+    const entry = merged.get(family.name);
+    if (entry === undefined) merged.set(family.name, { family, samples: [...family.samples] });
+    else entry.samples.push(...family.samples);
+  }
+  const lines: string[] = [];
+  for (const { family, samples } of merged.values()) {
+    lines.push(`# HELP ${family.name} ${escapeHelp(family.help)}`);
+    lines.push(`# TYPE ${family.name} ${family.type}`);
+    for (const sample of samples) lines.push(formatSample(family.name, sample));
+  }
+  return lines.length === 0 ? '' : lines.join('\n') + '\n';
+}
+
+/** `stats()` of a TcpProxy as Prometheus text. */
+export function tcpMetrics(stats: TcpProxyStats, labels: MetricLabels = {}): string {
+  return renderFamilies(tcpFamilies(stats, labels));
+}
+
+/** `stats()` of a UdpProxy as Prometheus text. */
+export function udpMetrics(stats: UdpProxyStats, labels: MetricLabels = {}): string {
+  return renderFamilies(udpFamilies(stats, labels));
+}
+
+/** The content type of {@link renderFamilies}' output, for an HTTP response. */
+export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';

@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { formatHostPort, parseHostPort } from '../../src/cli/address.js';
+import { parseCliArgs, parseDuration, UsageError } from '../../src/cli/args.js';
+
+test('host:port parsing accepts IPv4, host names, bracketed IPv6 and :port', () => {
+  assert.deepEqual(parseHostPort('127.0.0.1:8080', 0), {
+    ok: true,
+    value: { host: '127.0.0.1', port: 8080 },
+  });
+  assert.deepEqual(parseHostPort('[::1]:53', 1), { ok: true, value: { host: '::1', port: 53 } });
+  assert.deepEqual(parseHostPort('db-1.internal:5432', 1), {
+    ok: true,
+    value: { host: 'db-1.internal', port: 5432 },
+  });
+  assert.deepEqual(parseHostPort(':9090', 0), { ok: true, value: { host: '', port: 9090 } });
+  for (const bad of ['::1:53', '[nothost]:53', 'a:0', 'a:65536', 'a', '[::1]']) {
+    assert.equal(parseHostPort(bad, 1).ok, false, bad);
+  }
+  assert.equal(formatHostPort('::1', 53), '[::1]:53');
+});
+
+test('durations take ms, s and m units; a bare number is seconds', () => {
+  assert.equal(parseDuration('500ms', 'x'), 500);
+  assert.equal(parseDuration('30s', 'x'), 30_000);
+  assert.equal(parseDuration('2m', 'x'), 120_000);
+  assert.equal(parseDuration('1.5', 'x'), 1_500);
+  assert.throws(
+    () => parseDuration('soon', '--drain-timeout'),
+    /--drain-timeout: expected a duration/,
+  );
+});
+
+test('the quick form and flags are parsed; mistakes are usage errors naming the argument', () => {
+  const args = parseCliArgs([
+    'tcp',
+    '[::1]:8080',
+    '10.0.0.7:80',
+    '10.0.0.8:80',
+    '--drain-timeout',
+    '5s',
+    '--workers',
+    '2',
+    '--log-level',
+    'warn',
+  ]);
+  assert.deepEqual(args.quick, {
+    protocol: 'tcp',
+    listen: '[::1]:8080',
+    upstreams: [
+      { host: '10.0.0.7', port: 80 },
+      { host: '10.0.0.8', port: 80 },
+    ],
+  });
+  assert.equal(args.drainTimeout, 5_000);
+  assert.equal(args.workers, 2);
+  assert.equal(args.logLevel, 'warn');
+  assert.throws(
+    () => parseCliArgs(['udp', '127.0.0.1:53', '127.0.0.1:0']),
+    (err: Error) =>
+      err instanceof UsageError && err.message.startsWith('argument 3 ("127.0.0.1:0"): expected'),
+  );
+  assert.throws(
+    () => parseCliArgs(['tcp', '127.0.0.1:80']),
+    /expected a listen address and at least one upstream/,
+  );
+  assert.throws(
+    () => parseCliArgs(['--config', 'a.json', 'tcp', ':1', 'a:1']),
+    /cannot be combined/,
+  );
+  assert.throws(
+    () => parseCliArgs(['--workers', 'many', '-c', 'a.json']),
+    /--workers: expected an integer/,
+  );
+  assert.throws(
+    () => parseCliArgs(['--log-level', 'loud', '-c', 'a.json']),
+    /--log-level: expected one of/,
+  );
+  assert.throws(() => parseCliArgs(['--bogus']), UsageError);
+  assert.throws(() => parseCliArgs([]), /expected a quick form/);
+});

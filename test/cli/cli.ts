@@ -1,0 +1,164 @@
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { TestContext } from 'node:test';
+import { withTimeout } from '../helpers/net.js';
+
+/** The built CLI entry point. */
+export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+/** A JSON log line. */
+export type LogLine = Record<string, unknown> & { msg: string; level: number; pid: number };
+
+/** A running `l4proxy` child process with its stdout (access log) and stderr (ops log) lines. */
+export interface CliProcess {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly stdout: LogLine[];
+  readonly stderr: LogLine[];
+  /** Non-JSON stderr text, if any. */
+  readonly text: string[];
+  /** The first line (already seen or coming) of `stream` that matches, bounded in time. */
+  waitLine(
+    stream: 'stdout' | 'stderr',
+    match: (line: LogLine) => boolean,
+    ms?: number,
+  ): Promise<LogLine>;
+  /** Lines of `stream` matching, once there are `count`, bounded in time. */
+  waitLines(
+    stream: 'stdout' | 'stderr',
+    match: (line: LogLine) => boolean,
+    count: number,
+    ms?: number,
+  ): Promise<LogLine[]>;
+  /** Resolves with the exit code (or signal name), bounded in time. */
+  exited(ms?: number): Promise<number | string>;
+}
+
+/** Starts `l4proxy args...`; the test's `after` kills it by PID if it is still running. */
+export function startCli(t: TestContext, args: readonly string[]): CliProcess {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const stdout: LogLine[] = [];
+  const stderr: LogLine[] = [];
+  const text: string[] = [];
+  const wakers = new Set<() => void>();
+  const wake = (): void => {
+    for (const waker of wakers) waker();
+  };
+  const read = (stream: NodeJS.ReadableStream, into: LogLine[]): void => {
+    createInterface({ input: stream }).on('line', (line) => {
+      try {
+        into.push(JSON.parse(line) as LogLine);
+      } catch {
+        text.push(line);
+      }
+      wake();
+    });
+  };
+  read(child.stdout, stdout);
+  read(child.stderr, stderr);
+  let exit: number | string | undefined;
+  const exitPromise = new Promise<number | string>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exit = code ?? signal ?? -1;
+      wake();
+      resolve(exit);
+    });
+  });
+  t.after(() => {
+    if (exit === undefined && child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
+    return exitPromise;
+  });
+  const waitLines = (
+    stream: 'stdout' | 'stderr',
+    match: (line: LogLine) => boolean,
+    count: number,
+    ms = 5_000,
+  ): Promise<LogLine[]> => {
+    const lines = stream === 'stdout' ? stdout : stderr;
+    return withTimeout(
+      new Promise<LogLine[]>((resolve, reject) => {
+        const check = (): void => {
+          const found = lines.filter(match);
+          if (found.length >= count) {
+            wakers.delete(check);
+            resolve(found);
+          } else if (exit !== undefined) {
+            wakers.delete(check);
+            reject(
+              new Error(
+                `l4proxy exited (${exit}) first; stderr: ${JSON.stringify(stderr)} ${text.join('\n')}`,
+              ),
+            );
+          }
+        };
+        wakers.add(check);
+        check();
+      }),
+      ms,
+      `${count} matching ${stream} line(s); stderr so far: ${JSON.stringify(stderr.map((l) => l.msg))} ${text.join(' ')}`,
+    );
+  };
+  return {
+    child,
+    pid: child.pid ?? -1,
+    stdout,
+    stderr,
+    text,
+    waitLines,
+    waitLine: async (stream, match, ms) => (await waitLines(stream, match, 1, ms))[0]!,
+    exited: (ms = 10_000) => withTimeout(exitPromise, ms, 'l4proxy to exit'),
+  };
+}
+
+/** Runs `l4proxy args...` to completion: exit code, stdout and stderr text. */
+export function runCli(
+  args: readonly string[],
+  ms = 10_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  return withTimeout(
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
+      child.once('close', (code) => {
+        resolve({ code, stdout, stderr });
+      }),
+    ),
+    ms,
+    `l4proxy ${args.join(' ')}`,
+  ).catch((err: unknown) => {
+    child.kill('SIGKILL');
+    throw err;
+  });
+}
+
+/** A temporary directory for config files, removed after the test. */
+export function configDir(t: TestContext): { write(name: string, json: unknown): string } {
+  const dir = mkdtempSync(join(tmpdir(), 'l4proxy-cli-'));
+  t.after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    write(name, json) {
+      const path = join(dir, name);
+      writeFileSync(path, typeof json === 'string' ? json : JSON.stringify(json, null, 2));
+      return path;
+    },
+  };
+}
+
+/** The listening address a listener logged (`listening` line), as a port. */
+export async function listenPort(cli: CliProcess, name?: string): Promise<number> {
+  const line = await cli.waitLine(
+    'stderr',
+    (l) => l.msg === 'listening' && (name === undefined || l.listener === name),
+  );
+  return Number(/:(\d+)$/.exec(String(line.address))?.[1]);
+}

@@ -1,0 +1,325 @@
+import assert from 'node:assert/strict';
+import { get } from 'node:http';
+import net from 'node:net';
+import type { Server, Socket } from 'node:net';
+import { describe, test } from 'node:test';
+import { connect, listen, readAll, waitFor, withTimeout } from '../helpers/net.js';
+import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
+import { parseExposition, valueOf } from '../metrics/exposition.js';
+import { configDir, listenPort, runCli, startCli } from './cli.js';
+
+/** A TCP server answering every chunk with `tag` + the chunk (so a test sees which upstream). */
+async function taggedEcho(t: { after(fn: () => unknown): void }, tag: string): Promise<number> {
+  const sockets = new Set<Socket>();
+  const server: Server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk) => socket.write(`${tag}${chunk.toString()}`));
+    socket.on('end', () => socket.end());
+    socket.on('close', () => sockets.delete(socket));
+  });
+  const port = await listen(server);
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  return port;
+}
+
+/** Writes `text` and waits for the next chunk back. */
+async function roundTrip(socket: Socket, text: string): Promise<string> {
+  const reply = waitFor<[Buffer]>(socket, 'data');
+  socket.write(text);
+  return (await reply)[0].toString();
+}
+
+/** One request on a new connection, then close: returns what came back. */
+async function exchange(port: number, text: string): Promise<string> {
+  const socket = await connect(port);
+  const body = readAll(socket);
+  socket.end(text);
+  return (await body).toString();
+}
+
+function httpGet(url: string): Promise<{ status: number; type: string; body: string }> {
+  return withTimeout(
+    new Promise((resolve, reject) => {
+      get(url, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => {
+          resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body });
+        });
+      }).on('error', reject);
+    }),
+    5_000,
+    `GET ${url}`,
+  );
+}
+
+describe('l4proxy quick form', () => {
+  test('tcp: proxies to the upstream and writes one JSON access line per closed connection', async (t) => {
+    const upstream = await taggedEcho(t, 'A:');
+    const cli = startCli(t, ['tcp', '127.0.0.1:0', `127.0.0.1:${upstream}`]);
+    const port = await listenPort(cli);
+    assert.equal(await exchange(port, 'hello'), 'A:hello');
+    const line = await cli.waitLine('stdout', (l) => l.msg === 'connection closed');
+    assert.equal(line.level, 30);
+    assert.equal(line.pid, cli.pid);
+    assert.equal(typeof line.time, 'number');
+    assert.equal(typeof line.hostname, 'string');
+    assert.equal(line.reason, 'completed');
+    assert.equal(line.upstream, `127.0.0.1:${upstream}`);
+    assert.equal(line.bytesFromClient, 5);
+    assert.equal(line.bytesToClient, 7);
+    assert.equal(line.protocol, 'tcp');
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
+  test('udp: proxies datagrams; the session close is logged when the proxy drains', async (t) => {
+    const upstream = await udpEcho('U:');
+    t.after(() => upstream.close());
+    const cli = startCli(t, ['udp', '127.0.0.1:0', `127.0.0.1:${upstream.port}`]);
+    const port = await listenPort(cli);
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    assert.equal((await request(client, port, 'ping')).toString(), 'U:ping');
+    process.kill(cli.pid, 'SIGTERM');
+    const line = await cli.waitLine('stdout', (l) => l.msg === 'session closed');
+    assert.equal(line.reason, 'proxy_closed');
+    assert.equal(line.datagramsFromClient, 1);
+    assert.equal(line.clientPort, client.address().port);
+    assert.equal(await cli.exited(), 0);
+  });
+
+  test('a bad argument prints the usage and exits 2', async () => {
+    const result = await runCli(['tcp', '127.0.0.1:0', 'nohost']);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /^l4proxy: argument 3 \("nohost"\): expected/);
+    assert.match(result.stderr, /Usage:/);
+  });
+});
+
+describe('l4proxy --config', () => {
+  test('--check validates: exit 0 on a good file, exit 1 naming file, path and expectation on a bad one', async (t) => {
+    const dir = configDir(t);
+    const good = dir.write('good.json', {
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: 80 }],
+        },
+        {
+          name: 'dns',
+          protocol: 'udp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: 53 }],
+        },
+      ],
+    });
+    const ok = await runCli(['--check', '--config', good]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(
+      ok.stdout,
+      /ok, 2 listener\(s\): web \(tcp 127\.0\.0\.1:0\), dns \(udp 127\.0\.0\.1:0\)/,
+    );
+    const bad = dir.write('l4proxy.json', {
+      listeners: [
+        { protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: 'a', port: 1 }] },
+        { protocol: 'tcp', listen: '127.0.0.1:1', upstreams: [{ host: 'b', port: 70000 }] },
+      ],
+    });
+    const failed = await runCli(['--check', '-c', bad]);
+    assert.equal(failed.code, 1);
+    assert.equal(
+      failed.stderr,
+      `${bad}: listeners[1].upstreams[0].port: expected an integer from 1 to 65535, received 70000\n`,
+    );
+  });
+
+  test('runs several listeners; --metrics serves Prometheus text over HTTP', async (t) => {
+    const web = await taggedEcho(t, 'W:');
+    const dnsUpstream = await udpEcho('D:');
+    t.after(() => dnsUpstream.close());
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: web }],
+          selector: 'leastConnections',
+        },
+        {
+          name: 'dns',
+          protocol: 'udp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: dnsUpstream.port }],
+          idleTimeout: 100,
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file, '--metrics', '127.0.0.1:0', '--log-level', 'debug']);
+    const webPort = await listenPort(cli, 'web');
+    const dnsPort = await listenPort(cli, 'dns');
+    const metricsLine = await cli.waitLine('stderr', (l) => l.msg === 'metrics listening');
+    assert.equal(await exchange(webPort, 'x'), 'W:x');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    assert.equal((await request(client, dnsPort, 'q')).toString(), 'D:q');
+    await cli.waitLine('stdout', (l) => l.msg === 'session closed' && l.reason === 'idle_timeout');
+    await cli.waitLine('stdout', (l) => l.msg === 'connection closed' && l.listener === 'web');
+
+    const response = await httpGet(`http://${String(metricsLine.address)}/metrics`);
+    assert.equal(response.status, 200);
+    assert.equal(response.type, 'text/plain; version=0.0.4; charset=utf-8');
+    const families = parseExposition(response.body);
+    assert.equal(valueOf(families, 'l4proxy_tcp_downstream_cx_total', { listener: 'web' }), 1);
+    assert.equal(
+      valueOf(families, 'l4proxy_tcp_downstream_cx_closed_total', {
+        listener: 'web',
+        reason: 'completed',
+      }),
+      1,
+    );
+    assert.equal(
+      valueOf(families, 'l4proxy_udp_downstream_sess_closed_total', {
+        listener: 'dns',
+        reason: 'idle_timeout',
+      }),
+      1,
+    );
+    assert.equal((await httpGet(`http://${String(metricsLine.address)}/other`)).status, 404);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
+  test('SIGHUP reloads upstreams and options without dropping a live connection; a bad file keeps the old config', async (t) => {
+    const a = await taggedEcho(t, 'A:');
+    const b = await taggedEcho(t, 'B:');
+    const dir = configDir(t);
+    const listener = { name: 'web', protocol: 'tcp', listen: '127.0.0.1:0' };
+    const file = dir.write('l4proxy.json', {
+      listeners: [{ ...listener, upstreams: [{ host: '127.0.0.1', port: a }] }],
+    });
+    const cli = startCli(t, ['--config', file, '--metrics', '127.0.0.1:0']);
+    const port = await listenPort(cli);
+    const metricsAt = String(
+      (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
+    );
+    const live = await connect(port);
+    t.after(() => live.destroy());
+    assert.equal(await roundTrip(live, '1'), 'A:1');
+
+    dir.write('l4proxy.json', {
+      listeners: [
+        { ...listener, upstreams: [{ host: '127.0.0.1', port: b }], idleTimeout: 60_000 },
+      ],
+    });
+    process.kill(cli.pid, 'SIGHUP');
+    const reloaded = await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
+    assert.deepEqual(reloaded.changed, [
+      'web: upstreams',
+      'web: options (new connections use them)',
+    ]);
+    assert.equal(await exchange(port, 'new'), 'B:new');
+    assert.equal(
+      await roundTrip(live, '2'),
+      'A:2',
+      'the live connection still reaches its upstream',
+    );
+    // Metrics sum the old proxy (still holding the live connection) and the new one.
+    const afterReload = parseExposition((await httpGet(`http://${metricsAt}/metrics`)).body);
+    assert.equal(valueOf(afterReload, 'l4proxy_tcp_downstream_cx_total', { listener: 'web' }), 2);
+    assert.equal(valueOf(afterReload, 'l4proxy_tcp_downstream_cx_active', { listener: 'web' }), 1);
+
+    dir.write('l4proxy.json', {
+      listeners: [{ ...listener, upstreams: [{ host: '127.0.0.1', port: 0 }] }],
+    });
+    process.kill(cli.pid, 'SIGHUP');
+    const refused = await cli.waitLine('stderr', (l) => l.msg.startsWith('reload refused'));
+    assert.equal(refused.level, 50);
+    assert.equal(
+      refused.reason,
+      `${file}: listeners[0].upstreams[0].port: expected an integer from 1 to 65535, received 0`,
+    );
+    assert.equal(await exchange(port, 'still'), 'B:still');
+
+    dir.write('l4proxy.json', {
+      listeners: [
+        { ...listener, listen: '127.0.0.1:1', upstreams: [{ host: '127.0.0.1', port: a }] },
+      ],
+    });
+    process.kill(cli.pid, 'SIGHUP');
+    const partial = await cli.waitLine(
+      'stderr',
+      (l) => l.msg === 'config reloaded; some changes need a restart',
+    );
+    assert.match(
+      String((partial.needsRestart as string[])[0]),
+      /^listeners\[0\] \(web\): protocol or listen address changed/,
+    );
+    assert.equal(await roundTrip(live, '3'), 'A:3');
+    live.end();
+    await cli.waitLines('stdout', (l) => l.msg === 'connection closed', 3);
+    // The old proxy, empty now, is gone; its counts stay in the totals.
+    const atEnd = parseExposition((await httpGet(`http://${metricsAt}/metrics`)).body);
+    assert.equal(valueOf(atEnd, 'l4proxy_tcp_downstream_cx_total', { listener: 'web' }), 3);
+    assert.equal(
+      valueOf(atEnd, 'l4proxy_tcp_downstream_cx_closed_total', {
+        listener: 'web',
+        reason: 'completed',
+      }),
+      3,
+    );
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+});
+
+describe('l4proxy signals', () => {
+  test('SIGTERM drains: no new connections, the live one finishes, then exit 0', async (t) => {
+    const upstream = await taggedEcho(t, 'A:');
+    const cli = startCli(t, [
+      'tcp',
+      '127.0.0.1:0',
+      `127.0.0.1:${upstream}`,
+      '--drain-timeout',
+      '20s',
+    ]);
+    const port = await listenPort(cli);
+    const live = await connect(port);
+    t.after(() => live.destroy());
+    assert.equal(await roundTrip(live, '1'), 'A:1');
+    process.kill(cli.pid, 'SIGTERM');
+    const draining = await cli.waitLine('stderr', (l) => l.msg === 'draining');
+    assert.equal(draining.drainTimeout, 20_000);
+    const refused = net.connect({ port, host: '127.0.0.1' });
+    const [error] = await waitFor<[NodeJS.ErrnoException]>(refused, 'error');
+    assert.equal(error.code, 'ECONNREFUSED');
+    assert.equal(await roundTrip(live, '2'), 'A:2');
+    const body = readAll(live);
+    live.end();
+    await body;
+    assert.equal(await cli.exited(), 0);
+    const line = await cli.waitLine('stdout', (l) => l.msg === 'connection closed');
+    assert.equal(line.reason, 'completed');
+  });
+
+  test('a second signal during the drain exits at once', async (t) => {
+    const upstream = await taggedEcho(t, 'A:');
+    const cli = startCli(t, ['tcp', '127.0.0.1:0', `127.0.0.1:${upstream}`]);
+    const port = await listenPort(cli);
+    const live = await connect(port);
+    t.after(() => live.destroy());
+    assert.equal(await roundTrip(live, '1'), 'A:1');
+    process.kill(cli.pid, 'SIGINT');
+    await cli.waitLine('stderr', (l) => l.msg === 'draining');
+    process.kill(cli.pid, 'SIGINT');
+    assert.equal(await cli.exited(), 130);
+  });
+});

@@ -1,0 +1,106 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import { get } from 'node:http';
+import { test } from 'node:test';
+import { connect, listen, readAll, waitFor, withTimeout } from '../helpers/net.js';
+import { parseExposition, valueOf } from '../metrics/exposition.js';
+import { listenPort, startCli } from './cli.js';
+
+test('--workers 2: both workers serve, metrics aggregate them, SIGTERM drains live connections and exits 0', async (t) => {
+  const sockets = new Set<Socket>();
+  const upstream = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.on('close', () => sockets.delete(socket));
+    socket.pipe(socket);
+  });
+  const upstreamPort = await listen(upstream);
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((resolve) => upstream.close(resolve));
+  });
+  const cli = startCli(t, [
+    'tcp',
+    '127.0.0.1:0',
+    `127.0.0.1:${upstreamPort}`,
+    '--workers',
+    '2',
+    '--metrics',
+    '127.0.0.1:0',
+    '--drain-timeout',
+    '20s',
+  ]);
+  await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
+  const port = await listenPort(cli);
+  const metrics = await cli.waitLine('stderr', (l) => l.msg === 'metrics listening');
+
+  // cluster's round-robin hands connections to the workers in turn.
+  for (let i = 0; i < 6; i++) {
+    const socket = await connect(port);
+    const body = readAll(socket);
+    socket.end(`n${i}`);
+    assert.equal((await body).toString(), `n${i}`);
+  }
+  const lines = await cli.waitLines('stdout', (l) => l.msg === 'connection closed', 6);
+  const pids = new Set(lines.map((l) => l.pid));
+  assert.equal(pids.size, 2, 'both workers served connections');
+  assert.ok(!pids.has(cli.pid), 'the primary serves none');
+
+  const body = await withTimeout(
+    new Promise<string>((resolve, reject) => {
+      get(`http://${String(metrics.address)}/metrics`, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => {
+          resolve(text);
+        });
+      }).on('error', reject);
+    }),
+    5_000,
+    'metrics',
+  );
+  const families = parseExposition(body);
+  const listener = `tcp:127.0.0.1:0`;
+  const perWorker = ['1', '2'].map(
+    (worker) => valueOf(families, 'l4proxy_tcp_downstream_cx_total', { listener, worker }) ?? -1,
+  );
+  assert.equal(
+    perWorker.reduce((a, b) => a + b, 0),
+    6,
+    `per worker: ${perWorker.join(', ')}`,
+  );
+
+  const live = [await connect(port), await connect(port)];
+  t.after(() => {
+    for (const socket of live) socket.destroy();
+  });
+  for (const socket of live) {
+    const echoed = waitFor<[Buffer]>(socket, 'data');
+    socket.write('live');
+    assert.equal((await echoed)[0].toString(), 'live');
+  }
+  process.kill(cli.pid, 'SIGTERM');
+  await cli.waitLines('stderr', (l) => l.msg === 'draining' && typeof l.worker === 'number', 2);
+  for (const socket of live) {
+    const echoed = waitFor<[Buffer]>(socket, 'data');
+    socket.write('still');
+    assert.equal(
+      (await echoed)[0].toString(),
+      'still',
+      'a live connection keeps working while draining',
+    );
+  }
+  for (const socket of live) {
+    const ended = readAll(socket);
+    socket.end();
+    await ended;
+  }
+  assert.equal(await cli.exited(), 0);
+  const closedLive = cli.stdout.filter(
+    (l) => l.msg === 'connection closed' && l.bytesFromClient === 9,
+  );
+  assert.equal(closedLive.length, 2);
+  assert.ok(closedLive.every((l) => l.reason === 'completed'));
+});
