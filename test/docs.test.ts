@@ -41,3 +41,23 @@ test('the README opens with the two commands a newcomer runs', () => {
   assert.match(head, /npm install && npm start/);
   assert.match(head, /npm test/);
 });
+
+test('the Kubernetes manifests parse, and their l4proxy configuration is valid', async () => {
+  const { parseAllDocuments } = await import('yaml');
+  const { closeAll, validateConfig } = await import('../src/cli/config.js');
+  const documents = parseAllDocuments(read('docs/kubernetes/l4proxy.yaml'));
+  assert.ok(Array.isArray(documents));
+  const manifests = documents.map((doc) => {
+    assert.deepEqual(doc.errors, [], 'no YAML errors');
+    return doc.toJS() as { kind: string; data?: Record<string, string> };
+  });
+  assert.deepEqual(
+    manifests.map((m) => m.kind),
+    ['Service', 'ConfigMap', 'Deployment', 'Service'],
+  );
+  const configText = manifests[1]?.data?.['l4proxy.json'];
+  assert.ok(configText !== undefined);
+  const config = validateConfig(JSON.parse(configText) as unknown, 'l4proxy.json');
+  assert.equal(config.listeners.length, 1);
+  closeAll(config.listeners);
+});

@@ -84,8 +84,23 @@ register(
   (stats) => Object.entries(stats.close_reasons).map(([reason, n]) => [{ reason }, n]),
 );
 const sample = Object.values(initial.upstreams)[0];
-for (const key of Object.keys(sample ?? {})) {
-  if (key === 'host' || key === 'port' || key === 'healthy') continue;
+for (const [key, value] of Object.entries(sample ?? {})) {
+  if (key === 'host' || key === 'port') continue;
+  if (typeof value === 'boolean') {
+    // Flags (healthy, health_check_healthy, ejected) are 1/0 gauges.
+    register(
+      `l4proxy_tcp_upstream_host_${key}`,
+      `l4proxy stats().upstreams[id].${key}`,
+      true,
+      ['upstream'],
+      (stats) =>
+        Object.entries(stats.upstreams).map(([upstream, s]) => [
+          { upstream },
+          s[key as keyof typeof s] === true ? 1 : 0,
+        ]),
+    );
+    continue;
+  }
   const { name, gauge } = nameOf('l4proxy_tcp_upstream_host_', key.replace(/^upstream_/, ''));
   register(name, `l4proxy stats().upstreams[id].${key}`, gauge, ['upstream'], (stats) =>
     Object.entries(stats.upstreams).map(([upstream, s]) => [
@@ -94,14 +109,6 @@ for (const key of Object.keys(sample ?? {})) {
     ]),
   );
 }
-register(
-  'l4proxy_tcp_upstream_host_healthy',
-  'Whether the upstream may be chosen.',
-  true,
-  ['upstream'],
-  (stats) =>
-    Object.entries(stats.upstreams).map(([upstream, s]) => [{ upstream }, s.healthy ? 1 : 0]),
-);
 
 const address = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo;
 const server = http.createServer((req, res) => {

@@ -156,6 +156,16 @@ function reasonFamily(
  * Per-upstream families (`<prefix>upstream_host_*{upstream="id"}`), from each upstream's stats,
  * plus a `healthy` gauge (1 or 0).
  */
+/** Boolean per-upstream stats, exposed as 1/0 gauges. */
+const UPSTREAM_FLAGS: readonly (readonly [key: string, help: string])[] = [
+  [
+    'healthy',
+    'Whether the upstream may be chosen (1) or is kept out by health checks or ejection (0).',
+  ],
+  ['health_check_healthy', 'Verdict of active health checks (1 healthy; 1 when none run).'],
+  ['ejected', 'Whether the upstream is passively ejected now (1) or not (0).'],
+];
+
 function upstreamFamilies<U extends { readonly healthy: boolean }>(
   prefix: string,
   table: HelpTable<U>,
@@ -184,15 +194,17 @@ function upstreamFamilies<U extends { readonly healthy: boolean }>(
     }
   }
   const families = [...byName].map(([name, family]) => ({ name, ...family }));
-  families.push({
-    name: `${prefix}upstream_host_healthy`,
-    help: 'Whether the upstream may be chosen (1) or is kept out by health checks or ejection (0).',
-    type: 'gauge',
-    samples: Object.entries(upstreams).map(([id, stats]) => ({
-      labels: { ...labels, upstream: id },
-      value: stats.healthy ? 1 : 0,
-    })),
-  });
+  for (const [key, help] of UPSTREAM_FLAGS) {
+    families.push({
+      name: `${prefix}upstream_host_${key}`,
+      help,
+      type: 'gauge',
+      samples: Object.entries(upstreams).map(([id, stats]) => ({
+        labels: { ...labels, upstream: id },
+        value: (stats as Record<string, unknown>)[key] === true ? 1 : 0,
+      })),
+    });
+  }
   return families;
 }
 

@@ -57,10 +57,13 @@ function assertUpstreams(
   for (const [id, stats] of Object.entries(upstreams)) {
     for (const [key, value] of Object.entries(stats) as [string, unknown][]) {
       if (key === 'port' || key === 'host') continue;
-      if (key === 'healthy') {
+      if (typeof value === 'boolean') {
+        const flag = `${prefix}upstream_host_${key}`;
+        assert.equal(families.get(flag)?.type, 'gauge', `${flag} is a gauge`);
         assert.equal(
-          valueOf(families, `${prefix}upstream_host_healthy`, { upstream: id }),
+          valueOf(families, flag, { upstream: id }),
           value ? 1 : 0,
+          `${flag}{upstream="${id}"}`,
         );
         continue;
       }
