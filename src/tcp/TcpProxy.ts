@@ -184,7 +184,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.reject(socket, RejectReason.PROXY_CLOSING);
       return;
     }
-    if (socket.destroyed) {
+    if (socket.destroyed || peerLost(socket)) {
       this.reject(socket, RejectReason.INVALID_SOCKET);
       return;
     }
@@ -351,6 +351,16 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   [Symbol.asyncDispose](): Promise<void> {
     return this.close({ drainTimeout: 0 });
   }
+}
+
+/**
+ * A TCP socket whose peer address cannot be read: the client reset it before the proxy looked
+ * (getpeername fails), yet bytes it sent may still be readable. Without an address, neither
+ * `deny`/`allow`, per-client limits nor PROXY header trust can be decided, so it is refused.
+ * (A Unix socket has no local port either and is not affected.)
+ */
+function peerLost(socket: Socket): boolean {
+  return socket.remoteAddress === undefined && socket.localPort !== undefined;
 }
 
 function ignoreError(): void {
