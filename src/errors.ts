@@ -15,6 +15,7 @@ export const ErrorCode = {
   PROXY_PROTOCOL: 'ERR_L4_PROXY_PROTOCOL',
   TLS_CLIENT_HELLO: 'ERR_L4_TLS_CLIENT_HELLO',
   LISTEN: 'ERR_L4_LISTEN',
+  RESOURCE_EXHAUSTED: 'ERR_L4_RESOURCE_EXHAUSTED',
 } as const;
 
 /** Union of every stable error code string. */
@@ -104,6 +105,17 @@ export class ProxyClosedError extends L4Error {
 export class ListenError extends L4Error {
   constructor(message: string, cause: unknown) {
     super(ErrorCode.LISTEN, message, { cause });
+  }
+}
+
+/**
+ * The process or the system ran out of file descriptors (`EMFILE`, `ENFILE`); `cause` holds the
+ * system error. Reported on the proxy's `error` event (at most once a second) and as the error of
+ * connections closed with `resource_exhausted`.
+ */
+export class ResourceExhaustedError extends L4Error {
+  constructor(message: string, cause: unknown) {
+    super(ErrorCode.RESOURCE_EXHAUSTED, message, { cause });
   }
 }
 

@@ -90,3 +90,6 @@ export type { UdpProxyOptions } from './udp/UdpProxyOptions.js';
 export type { UdpProxyStats, UdpUpstreamStats } from './udp/UdpProxyStats.js';
 export type { UdpSessionInfo, UdpSessionSummary, UdpDrop, UdpProxyEvents } from './udp/events.js';
 export { SessionCloseReason, DropReason } from './udp/closeReasons.js';
+
+// Reliability: running out of file descriptors.
+export { ResourceExhaustedError } from './errors.js';

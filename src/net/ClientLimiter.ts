@@ -47,7 +47,10 @@ export class ClientLimiter {
   static from(
     value: unknown,
     name: string,
-    keys: readonly [concurrent: string, perSecond: string] = ['maxConnections', 'connectionsPerSecond'],
+    keys: readonly [concurrent: string, perSecond: string] = [
+      'maxConnections',
+      'connectionsPerSecond',
+    ],
   ): ClientLimiter | undefined {
     if (value === undefined) return undefined;
     const raw = optionalRecord(value, name);

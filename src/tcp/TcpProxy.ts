@@ -1,7 +1,7 @@
 import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { EventEmitter } from 'eventemitter3';
-import { InvalidOptionError, ListenError, L4Error } from '../errors.js';
+import { InvalidOptionError, ListenError, L4Error, ResourceExhaustedError } from '../errors.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import {
   boolean,
@@ -23,6 +23,7 @@ import type {
   TcpRejection,
 } from './events.js';
 import { TcpConnection } from './TcpConnection.js';
+import { ExhaustionBackoff, isDescriptorExhaustion } from './ExhaustionBackoff.js';
 import { ClientPreface, socketIdentity } from './ClientPreface.js';
 import type { ClientIdentity } from './ClientPreface.js';
 import type { IdentityConfig } from './identityOptions.js';
@@ -81,7 +82,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     downstreamResumed: 0,
     upstreamPaused: 0,
     upstreamResumed: 0,
+    resourceExhausted: 0,
   };
+  private readonly exhaustion = new ExhaustionBackoff();
   private readonly closed: ClosedTotals = {
     rxBytes: 0,
     txBytes: 0,
@@ -118,6 +121,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       upstreamFailed: () => undefined,
       upstreamSucceeded: () => undefined,
       emitUpstreamConnect: (connection, state) => {
+        this.exhaustion.recovered();
         emitSafely(this, 'upstreamConnect', connection, state);
       },
       emitUpstreamError: (connection, state, error) => {
@@ -125,6 +129,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       },
       finish: (connection, summary) => {
         this.finish(connection, summary);
+      },
+      resourceExhausted: (error) => {
+        this.descriptorShortage(error);
       },
     };
   }
@@ -156,7 +163,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       });
     });
     server.on('error', (err) => {
-      reportError(this, err);
+      if (isDescriptorExhaustion(err))
+        this.descriptorShortage(new ResourceExhaustedError(`accept() failed: ${err.message}`, err));
+      else reportError(this, err);
     });
     this.servers.add(server);
     const address = server.address() ?? '';
@@ -193,6 +202,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.reject(socket, RejectReason.MAX_CONNECTIONS);
       return;
     }
+    if (this.exhaustion.active()) {
+      this.reject(socket, RejectReason.RESOURCE_EXHAUSTED);
+      return;
+    }
     if (!ClientPreface.needed(socket, this.identity.preface)) {
       this.admit(socket, socketIdentity(socket), undefined);
       return;
@@ -222,6 +235,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   }
 
   /** Why `address` may not connect (deny, allow, per-client limits), or undefined. */
+  /** Out of file descriptors: count, back off admission, report (at most once a second). */
+  private descriptorShortage(error: Error): void {
+    this.counters.resourceExhausted++;
+    if (this.exhaustion.record() > 0) reportError(this, error);
+  }
+
   private accessVerdict(address: string): RejectReason | undefined {
     const { allow, deny, perClient } = this.identity;
     if (deny !== undefined && addressIn(deny, address)) return RejectReason.DENIED;

@@ -33,6 +33,11 @@ export const CloseReason = {
   UPSTREAM_REMOVED: 'upstream_removed',
   /** Closed by `connection.close()` from user code. */
   CLOSED_BY_USER: 'closed_by_user',
+  /**
+   * The proxy ran out of file descriptors (EMFILE/ENFILE) creating the upstream socket. The client
+   * was closed; the upstream was neither blamed nor retried.
+   */
+  RESOURCE_EXHAUSTED: 'resource_exhausted',
 } as const;
 
 /** Union of every close reason string. */
@@ -67,6 +72,8 @@ export const RejectReason = {
   SNI_TIMEOUT: 'sni_timeout',
   /** The client closed or reset the connection while the proxy read its preface. */
   CLIENT_GONE: 'client_gone',
+  /** The proxy ran out of file descriptors moments ago and is backing off (up to 1 s). */
+  RESOURCE_EXHAUSTED: 'resource_exhausted',
 } as const;
 
 /** Union of every rejection reason string. */

@@ -105,10 +105,6 @@ describe('churn through one proxy process', () => {
     assert.equal(udp.upstream_sess_active, 0);
     assert.equal(udp.datagrams_dropped, 0);
     const closing = await child.ask({ type: 'close' });
-    assert.deepEqual(
-      closing.resources,
-      [],
-      'nothing left open in the proxy process after close()',
-    );
+    assert.deepEqual(closing.resources, [], 'nothing left open in the proxy process after close()');
   });
 });

@@ -10,7 +10,11 @@ import type { TcpRejection } from '../../src/index.js';
 import { echoServer, waitFor } from '../helpers/net.js';
 
 /** A server that hands over each accepted socket untouched (paused, address not yet read). */
-async function holdingServer(): Promise<{ port: number; next(): Promise<Socket>; close(): Promise<void> }> {
+async function holdingServer(): Promise<{
+  port: number;
+  next(): Promise<Socket>;
+  close(): Promise<void>;
+}> {
   const queue: Socket[] = [];
   const waiters: ((socket: Socket) => void)[] = [];
   const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {

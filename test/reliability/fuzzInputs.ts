@@ -21,7 +21,10 @@ const mutation = fc.record({
 const mutations = fc.oneof(fc.constant([]), fc.array(mutation, { minLength: 1, maxLength: 6 }));
 
 /** Applies byte mutations (set, insert, delete, truncate at a point). */
-export function mutate(input: Buffer, list: readonly { at: number; byte: number; kind: string }[]): Buffer {
+export function mutate(
+  input: Buffer,
+  list: readonly { at: number; byte: number; kind: string }[],
+): Buffer {
   let bytes = input;
   for (const { at, byte, kind } of list) {
     if (bytes.length === 0) break;

@@ -62,80 +62,84 @@ async function client(port: number, bytes: Buffer, ending: Ending): Promise<void
 }
 
 describe(`live proxy fuzz (${CONNECTIONS} connections)`, () => {
-  test('garbage on the wire yields typed rejections or proxied connections, each accepted socket ending exactly once', { timeout: 300_000 }, async (t) => {
-    const upstream = await echoServer();
-    t.after(() => upstream.close());
-    const proxy = new TcpProxy({
-      upstreams: [{ host: '127.0.0.1', port: upstream.port }],
-      acceptProxyProtocol: { trusted: ['127.0.0.1'], timeout: PREFACE_TIMEOUT },
-      sni: { timeout: PREFACE_TIMEOUT },
-      idleTimeout: 1_000,
-    });
-    let accepted = 0;
-    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-      accepted++;
-      proxy.handle(socket);
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-    t.after(() => proxy.close({ drainTimeout: 0 }));
-    const port = (server.address() as AddressInfo).port;
+  test(
+    'garbage on the wire yields typed rejections or proxied connections, each accepted socket ending exactly once',
+    { timeout: 300_000 },
+    async (t) => {
+      const upstream = await echoServer();
+      t.after(() => upstream.close());
+      const proxy = new TcpProxy({
+        upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+        acceptProxyProtocol: { trusted: ['127.0.0.1'], timeout: PREFACE_TIMEOUT },
+        sni: { timeout: PREFACE_TIMEOUT },
+        idleTimeout: 1_000,
+      });
+      let accepted = 0;
+      const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+        accepted++;
+        proxy.handle(socket);
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+      t.after(() => proxy.close({ drainTimeout: 0 }));
+      const port = (server.address() as AddressInfo).port;
 
-    const rejectReasons: Record<string, number> = {};
-    const closeReasons: Record<string, number> = {};
-    const untyped: string[] = [];
-    const open = new Set<number>();
-    let connections = 0;
-    let rejected = 0;
-    let duplicateCloses = 0;
-    proxy.on('rejected', (rejection) => {
-      rejected++;
-      rejectReasons[rejection.reason] = (rejectReasons[rejection.reason] ?? 0) + 1;
-      const error = rejection.error;
-      if (
-        error !== undefined &&
-        !(error instanceof ProxyProtocolError) &&
-        !(error instanceof TlsClientHelloError)
-      )
-        untyped.push(String(error));
-    });
-    proxy.on('connection', (connection) => {
-      connections++;
-      open.add(connection.id);
-    });
-    proxy.on('connectionClose', (summary) => {
-      closeReasons[summary.reason] = (closeReasons[summary.reason] ?? 0) + 1;
-      if (!open.delete(summary.id)) duplicateCloses++;
-    });
+      const rejectReasons: Record<string, number> = {};
+      const closeReasons: Record<string, number> = {};
+      const untyped: string[] = [];
+      const open = new Set<number>();
+      let connections = 0;
+      let rejected = 0;
+      let duplicateCloses = 0;
+      proxy.on('rejected', (rejection) => {
+        rejected++;
+        rejectReasons[rejection.reason] = (rejectReasons[rejection.reason] ?? 0) + 1;
+        const error = rejection.error;
+        if (
+          error !== undefined &&
+          !(error instanceof ProxyProtocolError) &&
+          !(error instanceof TlsClientHelloError)
+        )
+          untyped.push(String(error));
+      });
+      proxy.on('connection', (connection) => {
+        connections++;
+        open.add(connection.id);
+      });
+      proxy.on('connectionClose', (summary) => {
+        closeReasons[summary.reason] = (closeReasons[summary.reason] ?? 0) + 1;
+        if (!open.delete(summary.id)) duplicateCloses++;
+      });
 
-    const seed = Number(process.env.L4PROXY_FUZZ_SEED ?? Date.now() % 2 ** 31);
-    const inputs = fc.sample(clientInput, { numRuns: CONNECTIONS, seed });
-    await runPool(inputs.length, 100, async (index) => {
-      const input = inputs[index]!;
-      await client(port, Buffer.concat([input.proxy, input.hello, input.tail]), input.ending);
-    });
-    await eventually(
-      () => Promise.resolve(accepted === rejected + connections && open.size === 0),
-      'every accepted socket accounted for',
-      10_000,
-    );
-    t.diagnostic(
-      `seed ${seed}; accepted ${accepted}, rejected ${rejected} ${JSON.stringify(rejectReasons)}, ` +
-        `connections ${connections} ${JSON.stringify(closeReasons)}`,
-    );
-    assert.equal(accepted, CONNECTIONS);
-    assert.deepEqual(untyped, []);
-    assert.equal(duplicateCloses, 0);
-    const closed = Object.values(closeReasons).reduce((a, b) => a + b, 0);
-    assert.equal(closed, connections, 'one connectionClose per connection');
-    const stats = proxy.stats();
-    assert.equal(stats.downstream_cx_total, connections);
-    assert.equal(stats.downstream_cx_rejected, rejected);
-    assert.equal(stats.downstream_cx_active, 0);
-    // The mix reaches both outcomes and the timeouts.
-    assert.ok(connections > 0 && rejected > 0);
-    assert.ok((rejectReasons.proxy_protocol_error ?? 0) > 0);
-    assert.ok((rejectReasons.proxy_protocol_timeout ?? 0) > 0);
-    assert.ok((closeReasons.completed ?? 0) > 0);
-  });
+      const seed = Number(process.env.L4PROXY_FUZZ_SEED ?? Date.now() % 2 ** 31);
+      const inputs = fc.sample(clientInput, { numRuns: CONNECTIONS, seed });
+      await runPool(inputs.length, 100, async (index) => {
+        const input = inputs[index]!;
+        await client(port, Buffer.concat([input.proxy, input.hello, input.tail]), input.ending);
+      });
+      await eventually(
+        () => Promise.resolve(accepted === rejected + connections && open.size === 0),
+        'every accepted socket accounted for',
+        10_000,
+      );
+      t.diagnostic(
+        `seed ${seed}; accepted ${accepted}, rejected ${rejected} ${JSON.stringify(rejectReasons)}, ` +
+          `connections ${connections} ${JSON.stringify(closeReasons)}`,
+      );
+      assert.equal(accepted, CONNECTIONS);
+      assert.deepEqual(untyped, []);
+      assert.equal(duplicateCloses, 0);
+      const closed = Object.values(closeReasons).reduce((a, b) => a + b, 0);
+      assert.equal(closed, connections, 'one connectionClose per connection');
+      const stats = proxy.stats();
+      assert.equal(stats.downstream_cx_total, connections);
+      assert.equal(stats.downstream_cx_rejected, rejected);
+      assert.equal(stats.downstream_cx_active, 0);
+      // The mix reaches both outcomes and the timeouts.
+      assert.ok(connections > 0 && rejected > 0);
+      assert.ok((rejectReasons.proxy_protocol_error ?? 0) > 0);
+      assert.ok((rejectReasons.proxy_protocol_timeout ?? 0) > 0);
+      assert.ok((closeReasons.completed ?? 0) > 0);
+    },
+  );
 });

@@ -57,55 +57,66 @@ function run(
 }
 
 describe(`parser fuzz (${CASES} cases per parser)`, () => {
-  test('the PROXY header decoder only returns a header, waits, or throws ProxyProtocolError with a documented reason', { timeout: TIME_LIMIT }, (t) => {
-    const outcomes = { result: 0, wait: 0, error: 0 };
-    const maxLength = fc.option(fc.integer({ min: 232, max: 65_551 }), { nil: undefined });
-    fc.assert(
-      fc.property(proxyInput, cuts, maxLength, (input, points, limit) => {
-        const parser = new ProxyHeaderParser(limit === undefined ? {} : { maxLength: limit });
-        let consumed = 0;
-        const outcome = run((chunk) => {
-          consumed += chunk.length;
-          const result = parser.push(chunk);
-          if (result !== undefined) assert.ok(result.length <= (limit ?? 4096));
-          return result;
-        }, chunksOf(input, points));
-        if (outcome instanceof Error) {
-          assert.ok(outcome instanceof ProxyProtocolError, `unexpected ${String(outcome)}`);
-          assert.ok(PROXY_REASONS.has(outcome.reason), outcome.reason);
-          assert.equal(outcome.code, 'ERR_L4_PROXY_PROTOCOL');
-          outcomes.error++;
-        } else {
-          outcomes[outcome]++;
-        }
-        assert.ok(consumed <= input.length);
-      }),
-      { numRuns: CASES },
-    );
-    t.diagnostic(`PROXY outcomes: ${JSON.stringify(outcomes)}`);
-    // The generators reach every outcome: the fuzz is not stuck on one branch.
-    assert.ok(outcomes.result > CASES / 20 && outcomes.error > CASES / 20 && outcomes.wait > 0);
-  });
+  test(
+    'the PROXY header decoder only returns a header, waits, or throws ProxyProtocolError with a documented reason',
+    { timeout: TIME_LIMIT },
+    (t) => {
+      const outcomes = { result: 0, wait: 0, error: 0 };
+      const maxLength = fc.option(fc.integer({ min: 232, max: 65_551 }), { nil: undefined });
+      fc.assert(
+        fc.property(proxyInput, cuts, maxLength, (input, points, limit) => {
+          const parser = new ProxyHeaderParser(limit === undefined ? {} : { maxLength: limit });
+          let consumed = 0;
+          const outcome = run(
+            (chunk) => {
+              consumed += chunk.length;
+              const result = parser.push(chunk);
+              if (result !== undefined) assert.ok(result.length <= (limit ?? 4096));
+              return result;
+            },
+            chunksOf(input, points),
+          );
+          if (outcome instanceof Error) {
+            assert.ok(outcome instanceof ProxyProtocolError, `unexpected ${String(outcome)}`);
+            assert.ok(PROXY_REASONS.has(outcome.reason), outcome.reason);
+            assert.equal(outcome.code, 'ERR_L4_PROXY_PROTOCOL');
+            outcomes.error++;
+          } else {
+            outcomes[outcome]++;
+          }
+          assert.ok(consumed <= input.length);
+        }),
+        { numRuns: CASES },
+      );
+      t.diagnostic(`PROXY outcomes: ${JSON.stringify(outcomes)}`);
+      // The generators reach every outcome: the fuzz is not stuck on one branch.
+      assert.ok(outcomes.result > CASES / 20 && outcomes.error > CASES / 20 && outcomes.wait > 0);
+    },
+  );
 
-  test('the ClientHello reader only returns an outcome, waits, or throws TlsClientHelloError with a documented reason', { timeout: TIME_LIMIT }, (t) => {
-    const outcomes = { result: 0, wait: 0, error: 0 };
-    const maxBytes = fc.option(fc.integer({ min: 64, max: 4096 }), { nil: undefined });
-    fc.assert(
-      fc.property(helloInput, cuts, maxBytes, (input, points, limit) => {
-        const parser = new ClientHelloParser(limit === undefined ? {} : { maxBytes: limit });
-        const outcome = run((chunk) => parser.push(chunk), chunksOf(input, points));
-        if (outcome instanceof Error) {
-          assert.ok(outcome instanceof TlsClientHelloError, `unexpected ${String(outcome)}`);
-          assert.ok(TLS_REASONS.has(outcome.reason), outcome.reason);
-          assert.equal(outcome.code, 'ERR_L4_TLS_CLIENT_HELLO');
-          outcomes.error++;
-        } else {
-          outcomes[outcome]++;
-        }
-      }),
-      { numRuns: CASES },
-    );
-    t.diagnostic(`ClientHello outcomes: ${JSON.stringify(outcomes)}`);
-    assert.ok(outcomes.result > CASES / 20 && outcomes.error > CASES / 20 && outcomes.wait > 0);
-  });
+  test(
+    'the ClientHello reader only returns an outcome, waits, or throws TlsClientHelloError with a documented reason',
+    { timeout: TIME_LIMIT },
+    (t) => {
+      const outcomes = { result: 0, wait: 0, error: 0 };
+      const maxBytes = fc.option(fc.integer({ min: 64, max: 4096 }), { nil: undefined });
+      fc.assert(
+        fc.property(helloInput, cuts, maxBytes, (input, points, limit) => {
+          const parser = new ClientHelloParser(limit === undefined ? {} : { maxBytes: limit });
+          const outcome = run((chunk) => parser.push(chunk), chunksOf(input, points));
+          if (outcome instanceof Error) {
+            assert.ok(outcome instanceof TlsClientHelloError, `unexpected ${String(outcome)}`);
+            assert.ok(TLS_REASONS.has(outcome.reason), outcome.reason);
+            assert.equal(outcome.code, 'ERR_L4_TLS_CLIENT_HELLO');
+            outcomes.error++;
+          } else {
+            outcomes[outcome]++;
+          }
+        }),
+        { numRuns: CASES },
+      );
+      t.diagnostic(`ClientHello outcomes: ${JSON.stringify(outcomes)}`);
+      assert.ok(outcomes.result > CASES / 20 && outcomes.error > CASES / 20 && outcomes.wait > 0);
+    },
+  );
 });
