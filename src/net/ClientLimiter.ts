@@ -47,10 +47,7 @@ export class ClientLimiter {
   static from(
     value: unknown,
     name: string,
-    keys: readonly [concurrent: string, perSecond: string] = [
-      'maxConnections',
-      'connectionsPerSecond',
-    ],
+    keys: readonly [concurrent: string, perSecond: string] = ['maxConnections', 'connectionsPerSecond'],
   ): ClientLimiter | undefined {
     if (value === undefined) return undefined;
     const raw = optionalRecord(value, name);

@@ -35,7 +35,8 @@ export interface PrefaceConfig {
       }
     | undefined;
   readonly sni:
-    { readonly timeout: number; readonly maxBytes: number; readonly required: boolean } | undefined;
+    | { readonly timeout: number; readonly maxBytes: number; readonly required: boolean }
+    | undefined;
 }
 
 /** How a preface ended: an identity and the bytes read (to forward first), or a refusal. */

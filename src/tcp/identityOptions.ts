@@ -67,8 +67,7 @@ export interface SniOptions {
 /** Resolved sending configuration. */
 export interface ProxyProtocolSend {
   readonly version: 1 | 2;
-  readonly tlvs:
-    ((connection: TcpConnectionInfo) => ProxyTlvFields | readonly ProxyTlv[]) | undefined;
+  readonly tlvs: ((connection: TcpConnectionInfo) => ProxyTlvFields | readonly ProxyTlv[]) | undefined;
   readonly crc32c: boolean;
 }
 
@@ -89,58 +88,40 @@ function parseVersion(value: unknown, name: string): 1 | 2 {
 
 function resolveSend(value: unknown): ProxyProtocolSend | undefined {
   if (value === undefined) return undefined;
-  if (!isRecord(value))
-    return { version: parseVersion(value, 'proxyProtocol'), tlvs: undefined, crc32c: false };
+  if (!isRecord(value)) return { version: parseVersion(value, 'proxyProtocol'), tlvs: undefined, crc32c: false };
   rejectUnknownKeys(value, ['version', 'tlvs', 'crc32c'], 'proxyProtocol');
   const version = parseVersion(value.version, 'proxyProtocol.version');
-  const tlvs = optionalFunction<NonNullable<ProxyProtocolSend['tlvs']>>(
-    value.tlvs,
-    'proxyProtocol.tlvs',
-  );
+  const tlvs = optionalFunction<NonNullable<ProxyProtocolSend['tlvs']>>(value.tlvs, 'proxyProtocol.tlvs');
   const crc32c = boolean(value.crc32c, 'proxyProtocol.crc32c', false);
   if (version === 1 && (tlvs !== undefined || crc32c)) {
-    throw new InvalidOptionError(
-      'proxyProtocol.version',
-      "'v2' (v1 carries no TLVs)",
-      value.version,
-    );
+    throw new InvalidOptionError('proxyProtocol.version', "'v2' (v1 carries no TLVs)", value.version);
   }
   return { version, tlvs, crc32c };
 }
 
 function resolveAccept(value: unknown): PrefaceConfig['acceptProxy'] {
   if (value === undefined) return undefined;
-  if (!isRecord(value))
-    throw new InvalidOptionError('acceptProxyProtocol', 'an object { trusted, ... }', value);
+  if (!isRecord(value)) throw new InvalidOptionError('acceptProxyProtocol', 'an object { trusted, ... }', value);
   rejectUnknownKeys(value, ['trusted', 'timeout', 'required', 'maxLength'], 'acceptProxyProtocol');
   return {
     trusted: parseAddressList(value.trusted, 'acceptProxyProtocol.trusted'),
     timeout: duration(value.timeout, 'acceptProxyProtocol.timeout', 5_000, 1),
     required: boolean(value.required, 'acceptProxyProtocol.required', true),
-    maxLength: integer(
-      value.maxLength,
-      'acceptProxyProtocol.maxLength',
-      DEFAULT_PROXY_HEADER_MAX_LENGTH,
-      {
-        min: 232,
-        max: 65_551,
-      },
-    ),
+    maxLength: integer(value.maxLength, 'acceptProxyProtocol.maxLength', DEFAULT_PROXY_HEADER_MAX_LENGTH, {
+      min: 232,
+      max: 65_551,
+    }),
   };
 }
 
 function resolveSni(value: unknown): PrefaceConfig['sni'] {
   if (value === undefined || value === false) return undefined;
   const raw = value === true ? {} : value;
-  if (!isRecord(raw))
-    throw new InvalidOptionError('sni', 'true or an object { timeout, maxBytes, required }', value);
+  if (!isRecord(raw)) throw new InvalidOptionError('sni', 'true or an object { timeout, maxBytes, required }', value);
   rejectUnknownKeys(raw, ['timeout', 'maxBytes', 'required'], 'sni');
   return {
     timeout: duration(raw.timeout, 'sni.timeout', 5_000, 1),
-    maxBytes: integer(raw.maxBytes, 'sni.maxBytes', DEFAULT_CLIENT_HELLO_MAX_BYTES, {
-      min: 64,
-      max: 1 << 20,
-    }),
+    maxBytes: integer(raw.maxBytes, 'sni.maxBytes', DEFAULT_CLIENT_HELLO_MAX_BYTES, { min: 64, max: 1 << 20 }),
     required: boolean(raw.required, 'sni.required', false),
   };
 }
