@@ -135,7 +135,7 @@ export function resolveUdpOptions(input: unknown): {
     perClient: ClientLimiter.from(raw.perClient, 'perClient', ['maxSessions', 'sessionsPerSecond']),
   };
   const selector = optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin();
-  return { options, selector, upstreams: raw.upstreams ?? [], access };
+  return { options, selector, upstreams: raw.upstreams === undefined ? [] : raw.upstreams, access };
 }
 
 function resolveProxyProtocol(value: unknown): boolean {
