@@ -41,7 +41,14 @@ export function sha256(data: Buffer): string {
 export function exchange(
   port: number,
   payload: Buffer,
-  options: { ms?: number; chunk?: number; resetAfter?: number; localAddress?: string } = {},
+  options: {
+    ms?: number;
+    chunk?: number;
+    resetAfter?: number;
+    localAddress?: string;
+    /** Called with the client's local port once connected (to find its close summary). */
+    onConnect?: (localPort: number) => void;
+  } = {},
 ): Promise<Exchange> {
   const { ms = 20_000, chunk = 16_384 } = options;
   const socket = net.connect({
@@ -67,6 +74,7 @@ export function exchange(
     socket.end();
   });
   socket.once('connect', () => {
+    options.onConnect?.(socket.localPort ?? 0);
     let offset = 0;
     const write = (): void => {
       while (offset < payload.length) {
