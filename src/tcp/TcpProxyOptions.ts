@@ -119,5 +119,10 @@ export function resolveTcpOptions(input: unknown): {
   };
   const selector = optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin();
   const identity = resolveIdentityOptions(raw);
-  return { options, selector, upstreams: raw.upstreams === undefined ? [] : raw.upstreams, identity };
+  return {
+    options,
+    selector,
+    upstreams: raw.upstreams === undefined ? [] : raw.upstreams,
+    identity,
+  };
 }

@@ -19,7 +19,11 @@ async function flood(port: number, first: Buffer, chunk: Buffer, limit: number):
   socket.on('error', () => undefined);
   socket.resume();
   let written = 0;
-  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  const closed = new Promise<void>((resolve) =>
+    socket.once('close', () => {
+      resolve();
+    }),
+  );
   socket.once('connect', () => {
     socket.write(first);
     written += first.length;
@@ -87,7 +91,7 @@ describe('stated bounds (docs/security.md)', () => {
     await closed(slow, 5_000);
     await eventually(() => Promise.resolve(rejections.length === 2), 'two rejections');
     assert.equal(rejections[0]?.reason, 'tls_error');
-    assert.ok(rejections[0]?.error instanceof TlsClientHelloError);
+    assert.ok(rejections[0].error instanceof TlsClientHelloError);
     assert.equal(rejections[0].error.reason, 'too_long');
     assert.equal(rejections[1]?.reason, 'sni_timeout');
   });

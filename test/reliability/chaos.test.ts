@@ -7,7 +7,6 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { TcpProxy } from '../../src/index.js';

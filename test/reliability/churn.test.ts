@@ -1,7 +1,7 @@
 /**
  * Churn: many short TCP connections and UDP sessions through one proxy in a child process. File
  * descriptors return to the baseline, memory settles near it, no listener-leak warning, and the
- * stats add up. Counts: L4PROXY_CHURN_TCP / L4PROXY_CHURN_UDP (CI 30 000 / 20 000; soak 100 000 / 20 000).
+ * stats add up. Counts: L4PROXY_CHURN_TCP / L4PROXY_CHURN_UDP (CI 20 000 / 20 000; soak 100 000 / 20 000).
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +10,7 @@ import { echoUpstream, proxyHost } from './child.js';
 import type { Child } from './child.js';
 import { eventually, exchange, runPool, setting, SOAK, udpOnce } from './load.js';
 
-const TCP_COUNT = setting('L4PROXY_CHURN_TCP', SOAK ? 100_000 : 30_000);
+const TCP_COUNT = setting('L4PROXY_CHURN_TCP', SOAK ? 100_000 : 20_000);
 const UDP_COUNT = setting('L4PROXY_CHURN_UDP', 20_000);
 const CONCURRENCY = 64;
 /** RSS may end at most this far above the warmed-up baseline (after a GC). */

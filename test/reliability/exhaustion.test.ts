@@ -21,8 +21,12 @@ function hold(port: number): Promise<{ socket: Socket; outcome: 'served' | 'refu
   socket.write('ping');
   return withTimeout(
     new Promise((resolve) => {
-      socket.once('data', () => resolve({ socket, outcome: 'served' }));
-      socket.once('close', () => resolve({ socket, outcome: 'refused' }));
+      socket.once('data', () => {
+        resolve({ socket, outcome: 'served' });
+      });
+      socket.once('close', () => {
+        resolve({ socket, outcome: 'refused' });
+      });
     }),
     10_000,
     'held connection outcome',
@@ -140,7 +144,9 @@ describe(`file descriptor exhaustion (ulimit -n ${MAX_FILES})`, () => {
       clients.map(
         (socket, index) =>
           new Promise<boolean>((resolve) => {
-            const timer = setTimeout(() => resolve(false), 2_000);
+            const timer = setTimeout(() => {
+              resolve(false);
+            }, 2_000);
             socket.once('message', () => {
               clearTimeout(timer);
               resolve(true);

@@ -31,7 +31,12 @@ async function holdingServer(): Promise<{
         if (socket) resolve(socket);
         else waiters.push(resolve);
       }),
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      ),
   };
 }
 

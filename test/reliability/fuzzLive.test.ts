@@ -38,7 +38,11 @@ async function client(port: number, bytes: Buffer, ending: Ending): Promise<void
   socket.on('error', () => undefined);
   socket.resume();
   socket.on('end', () => socket.end());
-  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  const closed = new Promise<void>((resolve) =>
+    socket.once('close', () => {
+      resolve();
+    }),
+  );
   let trickle: NodeJS.Timeout | undefined;
   socket.once('connect', () => {
     if (ending === 'trickle') {
@@ -80,7 +84,14 @@ describe(`live proxy fuzz (${CONNECTIONS} connections)`, () => {
         proxy.handle(socket);
       });
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+      t.after(
+        () =>
+          new Promise<void>((resolve) =>
+            server.close(() => {
+              resolve();
+            }),
+          ),
+      );
       t.after(() => proxy.close({ drainTimeout: 0 }));
       const port = (server.address() as AddressInfo).port;
 
