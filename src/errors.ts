@@ -17,6 +17,7 @@ export const ErrorCode = {
   LISTEN: 'ERR_L4_LISTEN',
   HEALTH_CHECK: 'ERR_L4_HEALTH_CHECK',
   UPSTREAM_SOURCE: 'ERR_L4_UPSTREAM_SOURCE',
+  RESOURCE_EXHAUSTED: 'ERR_L4_RESOURCE_EXHAUSTED',
 } as const;
 
 /** Union of every stable error code string. */
@@ -106,6 +107,17 @@ export class ProxyClosedError extends L4Error {
 export class ListenError extends L4Error {
   constructor(message: string, cause: unknown) {
     super(ErrorCode.LISTEN, message, { cause });
+  }
+}
+
+/**
+ * The process or the system ran out of file descriptors (`EMFILE`, `ENFILE`); `cause` holds the
+ * system error. Reported on the proxy's `error` event (at most once a second) and as the error of
+ * connections closed with `resource_exhausted`.
+ */
+export class ResourceExhaustedError extends L4Error {
+  constructor(message: string, cause: unknown) {
+    super(ErrorCode.RESOURCE_EXHAUSTED, message, { cause });
   }
 }
 

@@ -123,3 +123,5 @@ export type {
   UdpSessionCloseMessage,
   UdpDroppedMessage,
 } from './diagnostics.js';
+// Reliability: running out of file descriptors.
+export { ResourceExhaustedError } from './errors.js';

@@ -49,6 +49,7 @@ const TCP_HELP: HelpTable<TcpProxyStats> = {
   upstream_cx_connect_attempts_exceeded: 'Connections that used maxConnectAttempts and failed.',
   upstream_cx_rx_bytes_total: 'Bytes received from upstreams.',
   upstream_cx_tx_bytes_total: 'Bytes written to upstreams.',
+  resource_exhausted: 'Connections closed because the proxy ran out of file descriptors.',
   upstream_health_check_attempts: 'Active health checks run.',
   upstream_health_check_failures: 'Active health checks that failed.',
   outlier_ejections_total: 'Passive ejections of upstreams.',

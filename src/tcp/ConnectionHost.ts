@@ -22,6 +22,8 @@ export interface TcpCounters {
   downstreamResumed: number;
   upstreamPaused: number;
   upstreamResumed: number;
+  /** File descriptor shortages (EMFILE/ENFILE) met creating sockets. */
+  resourceExhausted: number;
 }
 
 /** What a {@link TcpConnection} needs from the proxy that owns it (internal seam). */
@@ -34,6 +36,8 @@ export interface ConnectionHost {
   readonly preamble: ((connection: TcpConnection) => Buffer | undefined) | undefined;
   upstreamFailed(state: UpstreamState): void;
   upstreamSucceeded(state: UpstreamState): void;
+  /** Creating the upstream socket failed for lack of file descriptors (EMFILE/ENFILE). */
+  resourceExhausted(error: Error): void;
   emitUpstreamConnect(connection: TcpConnection, state: UpstreamState): void;
   emitUpstreamError(connection: TcpConnection, state: UpstreamState, error: L4Error): void;
   finish(connection: TcpConnection, summary: TcpConnectionSummary): void;

@@ -7,8 +7,10 @@ import {
   L4Error,
   NoUpstreamError,
   ProxyClosedError,
+  ResourceExhaustedError,
   SelectorError,
 } from '../errors.js';
+import { isDescriptorExhaustion } from './ExhaustionBackoff.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
 import type { UpstreamCounters, UpstreamState } from '../upstream/UpstreamState.js';
 import { CloseReason } from './closeReasons.js';
@@ -456,6 +458,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private readonly onUpstreamError = (err: Error): void => {
     const state = this.current;
     if (state === undefined) return;
+    if (!this.connected && isDescriptorExhaustion(err)) {
+      this.outOfDescriptors(state, err);
+      return;
+    }
     if (!this.connected) {
       state.counters.connectFailures++;
       this.host.stats.connectFailures++;
@@ -466,6 +472,26 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     state.counters.errors++;
     this.fail(isReset(err) ? CloseReason.UPSTREAM_RESET : CloseReason.UPSTREAM_ERROR, err, true);
   };
+
+  /**
+   * The upstream socket could not be created (EMFILE/ENFILE): a local shortage, not the
+   * upstream's fault, and any other upstream would fail the same way. Ends this one connection.
+   */
+  private outOfDescriptors(state: UpstreamState, err: Error): void {
+    const socket = this.upstreamSocket;
+    this.upstreamSocket = undefined;
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    state.active--;
+    socket?.destroy();
+    if (this.reason !== undefined) return;
+    const error = new ResourceExhaustedError(
+      `No file descriptor left to connect to upstream ${state.address}: ${err.message}.`,
+      err,
+    );
+    this.host.resourceExhausted(error);
+    this.fail(CloseReason.RESOURCE_EXHAUSTED, error, false);
+  }
 
   private readonly onClientClose = (): void => {
     this.openSockets--;

@@ -2,7 +2,7 @@ import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { EventEmitter } from 'eventemitter3';
-import { InvalidOptionError, ListenError, L4Error } from '../errors.js';
+import { InvalidOptionError, ListenError, L4Error, ResourceExhaustedError } from '../errors.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import {
   boolean,
@@ -26,6 +26,7 @@ import type {
   TcpRejection,
 } from './events.js';
 import { TcpConnection } from './TcpConnection.js';
+import { ExhaustionBackoff, isDescriptorExhaustion } from './ExhaustionBackoff.js';
 import { ClientPreface, socketIdentity } from './ClientPreface.js';
 import type { ClientIdentity } from './ClientPreface.js';
 import type { IdentityConfig } from './identityOptions.js';
@@ -89,7 +90,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     downstreamResumed: 0,
     upstreamPaused: 0,
     upstreamResumed: 0,
+    resourceExhausted: 0,
   };
+  private readonly exhaustion = new ExhaustionBackoff();
   private readonly closed: ClosedTotals = {
     rxBytes: 0,
     txBytes: 0,
@@ -169,6 +172,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         this.manager.upstreamSucceeded(state);
       },
       emitUpstreamConnect: (connection, state) => {
+        this.exhaustion.recovered();
         emitSafely(this, 'upstreamConnect', connection, state);
       },
       emitUpstreamError: (connection, state, error) => {
@@ -176,6 +180,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       },
       finish: (connection, summary) => {
         this.finish(connection, summary);
+      },
+      resourceExhausted: (error) => {
+        this.descriptorShortage(error);
       },
     };
   }
@@ -207,7 +214,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       });
     });
     server.on('error', (err) => {
-      reportError(this, err);
+      if (isDescriptorExhaustion(err))
+        this.descriptorShortage(new ResourceExhaustedError(`accept() failed: ${err.message}`, err));
+      else reportError(this, err);
     });
     this.servers.add(server);
     const address = server.address() ?? '';
@@ -235,13 +244,17 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.reject(socket, RejectReason.PROXY_CLOSING);
       return;
     }
-    if (socket.destroyed) {
+    if (socket.destroyed || peerLost(socket)) {
       this.reject(socket, RejectReason.INVALID_SOCKET);
       return;
     }
     if (this.live.size + this.prefaces.size >= this.options.maxConnections) {
       this.counters.downstreamOverflow++;
       this.reject(socket, RejectReason.MAX_CONNECTIONS);
+      return;
+    }
+    if (this.exhaustion.active()) {
+      this.reject(socket, RejectReason.RESOURCE_EXHAUSTED);
       return;
     }
     if (!ClientPreface.needed(socket, this.identity.preface)) {
@@ -276,6 +289,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   }
 
   /** Why `address` may not connect (deny, allow, per-client limits), or undefined. */
+  /** Out of file descriptors: count, back off admission, report (at most once a second). */
+  private descriptorShortage(error: Error): void {
+    this.counters.resourceExhausted++;
+    if (this.exhaustion.record() > 0) reportError(this, error);
+  }
+
   private accessVerdict(address: string): RejectReason | undefined {
     const { allow, deny, perClient } = this.identity;
     if (deny !== undefined && addressIn(deny, address)) return RejectReason.DENIED;
@@ -419,6 +438,16 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   [Symbol.asyncDispose](): Promise<void> {
     return this.close({ drainTimeout: 0 });
   }
+}
+
+/**
+ * A TCP socket whose peer address cannot be read: the client reset it before the proxy looked
+ * (getpeername fails), yet bytes it sent may still be readable. Without an address, neither
+ * `deny`/`allow`, per-client limits nor PROXY header trust can be decided, so it is refused.
+ * (A Unix socket has no local port either and is not affected.)
+ */
+function peerLost(socket: Socket): boolean {
+  return socket.remoteAddress === undefined && socket.localPort !== undefined;
 }
 
 function ignoreError(): void {

@@ -152,5 +152,11 @@ export function resolveTcpOptions(input: unknown): {
     source: validateUpstreamSource(raw.upstreamSource, 'upstreamSource'),
     panicThreshold: resolvePanicThreshold(raw.panicThreshold, 'panicThreshold'),
   };
-  return { options, selector, upstreams: raw.upstreams ?? [], identity, manager };
+  return {
+    options,
+    selector,
+    upstreams: raw.upstreams === undefined ? [] : raw.upstreams,
+    identity,
+    manager,
+  };
 }

@@ -53,6 +53,11 @@ export interface TcpProxyStats {
   readonly upstream_cx_connect_attempts_exceeded: number;
   readonly upstream_cx_rx_bytes_total: number;
   readonly upstream_cx_tx_bytes_total: number;
+  /**
+   * File descriptor shortages (EMFILE/ENFILE): upstream sockets that could not be created and
+   * accept errors. Each starts (or extends) a short admission backoff.
+   */
+  readonly resource_exhausted: number;
   /** Refused clients by rejection reason (every reason present, zero when none). */
   readonly rejected_reasons: Readonly<Record<RejectReason, number>>;
   /** Closed connections by close reason (every reason present, zero when none). */
@@ -145,6 +150,7 @@ export function snapshotTcpStats(
     upstream_cx_connect_attempts_exceeded: counters.attemptsExceeded,
     upstream_cx_rx_bytes_total: upRx,
     upstream_cx_tx_bytes_total: upTx,
+    resource_exhausted: counters.resourceExhausted,
     rejected_reasons: rejected,
     close_reasons: reasons,
     upstream_health_check_attempts: totals.healthCheckAttempts,

@@ -38,6 +38,11 @@ export const CloseReason = {
    * returned TLVs the encoder refuses); both sides were reset before any byte was sent.
    */
   PROXY_HEADER_ERROR: 'proxy_header_error',
+  /**
+   * The proxy ran out of file descriptors (EMFILE/ENFILE) creating the upstream socket. The client
+   * was closed; the upstream was neither blamed nor retried.
+   */
+  RESOURCE_EXHAUSTED: 'resource_exhausted',
 } as const;
 
 /** Union of every close reason string. */
@@ -72,6 +77,8 @@ export const RejectReason = {
   SNI_TIMEOUT: 'sni_timeout',
   /** The client closed or reset the connection while the proxy read its preface. */
   CLIENT_GONE: 'client_gone',
+  /** The proxy ran out of file descriptors moments ago and is backing off (up to 1 s). */
+  RESOURCE_EXHAUSTED: 'resource_exhausted',
 } as const;
 
 /** Union of every rejection reason string. */

@@ -163,7 +163,13 @@ export function resolveUdpOptions(input: unknown): {
     source: validateUpstreamSource(raw.upstreamSource, 'upstreamSource'),
     panicThreshold: resolvePanicThreshold(raw.panicThreshold, 'panicThreshold'),
   };
-  return { options, selector, upstreams: raw.upstreams ?? [], access, manager };
+  return {
+    options,
+    selector,
+    upstreams: raw.upstreams === undefined ? [] : raw.upstreams,
+    access,
+    manager,
+  };
 }
 
 function resolveProxyProtocol(value: unknown): boolean {

@@ -1,0 +1,57 @@
+/** System error codes that mean the process (EMFILE) or the system (ENFILE) has no descriptor left. */
+const EXHAUSTED_CODES = new Set(['EMFILE', 'ENFILE']);
+
+/** Whether `err` says the process or system ran out of file descriptors. */
+export function isDescriptorExhaustion(err: unknown): boolean {
+  return EXHAUSTED_CODES.has((err as NodeJS.ErrnoException | undefined)?.code ?? '');
+}
+
+const FIRST_PAUSE = 50;
+const MAX_PAUSE = 1_000;
+const REPORT_INTERVAL = 1_000;
+
+/**
+ * What the proxy does when it runs out of file descriptors. Node offers no way to pause accept()
+ * (libuv already answers accept-side EMFILE by accepting and closing the excess connections, its
+ * "EMFILE trick", and never reports it), so the proxy backs off at admission instead: for a
+ * window that starts at 50 ms and doubles up to 1 s while failures go on, new clients are
+ * refused at once (a refusal frees their descriptor at once, where a doomed upstream socket()
+ * would fail anyway). The first upstream connect that succeeds ends the backoff.
+ *
+ * Reports are rate-limited to one per second, so a storm of failures costs one event.
+ */
+export class ExhaustionBackoff {
+  /** Descriptor shortages seen (upstream sockets that could not be created, accept errors). */
+  count = 0;
+  private pause = 0;
+  private until = 0;
+  private lastReport = -Infinity;
+  private unreported = 0;
+
+  /**
+   * Records one shortage. Returns how many shortages to report now (this one and those held back
+   * since the last report), or 0 when a report went out less than a second ago.
+   */
+  record(now = Date.now()): number {
+    this.count++;
+    this.unreported++;
+    this.pause = Math.min(Math.max(this.pause * 2, FIRST_PAUSE), MAX_PAUSE);
+    this.until = now + this.pause;
+    if (now - this.lastReport < REPORT_INTERVAL) return 0;
+    this.lastReport = now;
+    const count = this.unreported;
+    this.unreported = 0;
+    return count;
+  }
+
+  /** Whether new clients are refused now. */
+  active(now = Date.now()): boolean {
+    return now < this.until;
+  }
+
+  /** A socket was created and connected: descriptors are available again. */
+  recovered(): void {
+    this.pause = 0;
+    this.until = 0;
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * Resource exhaustion: the proxy runs in a child under `ulimit -n 64`. Out of file descriptors it
+ * keeps running, closes the connections it cannot serve with a clear reason, counts and reports
+ * the shortage, backs off, and serves again once descriptors are free. The same for UDP sessions.
+ */
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import { echoUpstream, proxyHost } from './child.js';
+import { eventually, exchange, udpOnce } from './load.js';
+import { withTimeout } from '../helpers/net.js';
+
+const MAX_FILES = 64;
+
+/** Connects and sends 'ping': 'served' once it comes back, 'refused' if the socket closes first. */
+function hold(port: number): Promise<{ socket: Socket; outcome: 'served' | 'refused' }> {
+  const socket = net.connect({ port, host: '127.0.0.1' });
+  socket.on('error', () => undefined);
+  socket.write('ping');
+  return withTimeout(
+    new Promise((resolve) => {
+      socket.once('data', () => {
+        resolve({ socket, outcome: 'served' });
+      });
+      socket.once('close', () => {
+        resolve({ socket, outcome: 'refused' });
+      });
+    }),
+    10_000,
+    'held connection outcome',
+  );
+}
+
+describe(`file descriptor exhaustion (ulimit -n ${MAX_FILES})`, () => {
+  test('TCP: out of descriptors the proxy keeps running, closes what it cannot serve as resource_exhausted, reports it, and recovers', async (t) => {
+    const upstream = await echoUpstream();
+    t.after(() => upstream.child.stop());
+    const { child, tcpPort, udpPort } = await proxyHost(
+      {
+        tcp: { upstreams: [{ host: '127.0.0.1', port: upstream.tcpPort }] },
+        udp: { upstreams: [{ host: '127.0.0.1', port: upstream.udpPort }], idleTimeout: 60_000 },
+      },
+      { maxFiles: MAX_FILES },
+    );
+    t.after(() => child.stop());
+    const baseline = await child.fds();
+    const held: { socket: Socket; outcome: 'served' | 'refused' }[] = [];
+    t.after(() => {
+      for (const { socket } of held) socket.destroy();
+    });
+    // Fill the table one client at a time (each proxied connection takes two descriptors).
+    for (let i = 0; i < MAX_FILES; i++) {
+      const result = await hold(tcpPort);
+      held.push(result);
+      if (result.outcome === 'refused') break;
+    }
+    // With no descriptor free, libuv accepts and closes new clients itself (its "EMFILE trick")
+    // and the proxy never sees them. With exactly one free, the proxy accepts the client and then
+    // cannot create the upstream socket: the case the proxy handles. Make it one: a connection
+    // gives back two, a UDP session takes one.
+    const filled = await child.report();
+    if (filled.tally.connectionCloses + filled.tally.rejected === 0) {
+      const fds = await child.fds();
+      held.find((h) => h.outcome === 'served')?.socket.destroy();
+      await eventually(async () => (await child.fds()) === fds - 2, 'a connection released');
+      const udpClient = dgram.createSocket('udp4');
+      udpClient.on('error', () => undefined);
+      t.after(() => udpClient.close());
+      udpClient.send('hold', udpPort, '127.0.0.1');
+      await eventually(async () => (await child.fds()) === fds - 1, 'a UDP session opened');
+    }
+    for (let i = 0; i < 10; i++) held.push(await hold(tcpPort));
+    const served = held.filter((h) => h.outcome === 'served').length;
+    const during = await child.report();
+    t.diagnostic(
+      `baseline fds ${baseline}; served ${served} of ${held.length}; ` +
+        `resource_exhausted ${during.tcp!.resource_exhausted}; closes ${JSON.stringify(during.tally.closeReasons)}; ` +
+        `rejections ${JSON.stringify(during.tally.rejectReasons)}; errors ${JSON.stringify(during.tally.errors)}`,
+    );
+    assert.ok(child.alive);
+    assert.ok(served > 0 && served < held.length, `served ${served}`);
+    assert.ok(during.tcp!.resource_exhausted > 0);
+    assert.ok((during.tally.closeReasons.resource_exhausted ?? 0) > 0);
+    assert.equal(
+      during.tcp!.close_reasons.resource_exhausted,
+      during.tally.closeReasons.resource_exhausted,
+    );
+    // Reported on 'error', rate-limited: at least one, fewer than the shortages.
+    const reports = during.tally.errors.filter((code) => code === 'ERR_L4_RESOURCE_EXHAUSTED');
+    assert.ok(reports.length >= 1 && reports.length <= during.tcp!.resource_exhausted);
+    // No upstream was blamed for the proxy's own shortage.
+    assert.equal(during.tcp!.upstream_cx_connect_fail, 0);
+    // Every admitted connection is open or closed with one reason.
+    const closed = Object.values(during.tcp!.close_reasons).reduce((a, b) => a + b, 0);
+    assert.equal(during.tcp!.downstream_cx_total, closed + during.tcp!.downstream_cx_active);
+    assert.equal(
+      during.tcp!.downstream_cx_active,
+      served - (during.tally.closeReasons.completed ?? 0),
+    );
+    // Refused at admission while backing off, or closed when the upstream socket failed.
+    assert.equal(
+      held.length - served,
+      (during.tally.closeReasons.resource_exhausted ?? 0) +
+        (during.tally.rejectReasons.resource_exhausted ?? 0),
+    );
+
+    for (const { socket } of held) socket.destroy();
+    await eventually(async () => (await child.fds()) === baseline, 'fds back at the baseline');
+    // Recovery: once the backoff (at most 1 s) ends, clients are served again.
+    await eventually(
+      async () => (await exchange(tcpPort, Buffer.from('again'))).intact,
+      'a clean exchange after recovery',
+      10_000,
+      100,
+    );
+    const after = await child.report();
+    assert.deepEqual(after.warnings, []);
+    assert.equal(after.tcp!.downstream_cx_active, 0);
+  });
+
+  test('UDP: sessions that cannot get a socket are dropped as socket_error, the proxy keeps serving, and recovers when sessions expire', async (t) => {
+    const upstream = await echoUpstream();
+    t.after(() => upstream.child.stop());
+    const { child, udpPort } = await proxyHost(
+      { udp: { upstreams: [{ host: '127.0.0.1', port: upstream.udpPort }], idleTimeout: 1_500 } },
+      { maxFiles: MAX_FILES },
+    );
+    t.after(() => child.stop());
+    const baseline = await child.fds();
+    const clients = await Promise.all(
+      Array.from({ length: MAX_FILES + 20 }, async () => {
+        const socket = dgram.createSocket('udp4');
+        socket.on('error', () => undefined);
+        await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+        return socket;
+      }),
+    );
+    t.after(() => {
+      for (const socket of clients) socket.close();
+    });
+    const answers = await Promise.all(
+      clients.map(
+        (socket, index) =>
+          new Promise<boolean>((resolve) => {
+            const timer = setTimeout(() => {
+              resolve(false);
+            }, 2_000);
+            socket.once('message', () => {
+              clearTimeout(timer);
+              resolve(true);
+            });
+            socket.send(`c${index}`, udpPort, '127.0.0.1');
+          }),
+      ),
+    );
+    const answered = answers.filter(Boolean).length;
+    const during = await child.report();
+    const udp = during.udp!;
+    t.diagnostic(
+      `baseline fds ${baseline}; answered ${answered} of ${clients.length}; dropped ${JSON.stringify(udp.dropped)}`,
+    );
+    assert.ok(child.alive);
+    assert.ok(answered > 0 && udp.dropped.socket_error > 0);
+    assert.equal(answered + udp.dropped.socket_error, clients.length);
+    assert.equal(udp.session_close_reasons.socket_error, udp.dropped.socket_error);
+    // Sessions expire, their sockets close, and new clients are served again.
+    await eventually(async () => (await child.fds()) === baseline, 'fds back at the baseline');
+    const reply = await udpOnce(udpPort, Buffer.from('again'));
+    assert.equal(reply?.toString(), 'again');
+    const after = await child.report();
+    assert.equal(
+      after.udp!.downstream_sess_total,
+      Object.values(after.udp!.session_close_reasons).reduce((a, b) => a + b, 0) +
+        after.udp!.downstream_sess_active,
+    );
+    assert.deepEqual(after.warnings, []);
+  });
+});
