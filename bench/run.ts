@@ -12,7 +12,7 @@ import { startBackend } from './lib/backends.js';
 import type { Backend } from './lib/backends.js';
 import { parseOptions } from './lib/options.js';
 import type { BenchOptions } from './lib/options.js';
-import { CpuMeter } from './lib/procStat.js';
+import { CpuMeter, MachineMeter } from './lib/procStat.js';
 import { markdown } from './lib/report.js';
 import type { BenchResults, ContenderResult, ScenarioResult } from './lib/results.js';
 import type { Sample, Scenario, ScenarioContext } from './lib/scenarios.js';
@@ -48,9 +48,15 @@ async function measure(
     const pids = running.pids();
     const proxyMeter = new CpuMeter(pids);
     const backendMeter = new CpuMeter([backend.pid]);
+    const machineMeter = new MachineMeter();
     const sample = await scenario.run(running.port, () => running.pids(), context);
     if (pids.length > 0) sample.proxyCpu = proxyMeter.cores();
     sample.backendCpu = backendMeter.cores();
+    // What the machine did besides this benchmark: other jobs share it, so show the noise.
+    sample.otherCpu = Math.max(
+      0,
+      machineMeter.cores() - (sample.proxyCpu ?? 0) - sample.backendCpu - sample.loadgenCpu,
+    );
     scenario.derive?.(sample);
     return sample;
   } finally {
@@ -71,10 +77,12 @@ function summarizeResult(result: ContenderResult, scenario: Scenario): void {
   const proxy = cpu((s) => s.proxyCpu);
   const loadgen = cpu((s) => s.loadgenCpu);
   const backend = cpu((s) => s.backendCpu);
+  const other = cpu((s) => s.otherCpu);
   result.cpu = {
     ...(proxy && { proxy }),
     ...(loadgen && { loadgen }),
     ...(backend && { backend }),
+    ...(other && { other }),
   };
 }
 

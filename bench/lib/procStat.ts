@@ -66,3 +66,24 @@ export class CpuMeter {
     return seconds > 0 ? (cpuSeconds(this.pids) - this.cpu0) / seconds : 0;
   }
 }
+
+function busySeconds(): number {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+  // cpu user nice system idle iowait irq softirq steal ...
+  const [user, nice, system, , , irq, softirq, steal] = line.split(/\s+/).slice(1).map(Number);
+  return (
+    ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / TICKS
+  );
+}
+
+/** Measures how many cores the whole machine kept busy over an interval. */
+export class MachineMeter {
+  private readonly busy0 = busySeconds();
+  private readonly t0 = performance.now();
+
+  /** Busy cores since construction, every process and the kernel included. */
+  cores(): number {
+    const seconds = (performance.now() - this.t0) / 1000;
+    return seconds > 0 ? (busySeconds() - this.busy0) / seconds : 0;
+  }
+}

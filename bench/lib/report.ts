@@ -64,7 +64,7 @@ function detailRow(
   });
   const errors = result.samples.reduce((sum, sample) => sum + sample.errors, 0);
   const failures = result.failures.length > 0 ? ` (${result.failures.length} failed)` : '';
-  return `| ${name}${failures} | ${num(s?.median, metric.digits)} | ${num(s?.min, metric.digits)} – ${num(s?.max, metric.digits)} | ${ratios.join(' | ')} | ${cores(result.cpu.proxy)} | ${cores(result.cpu.loadgen)} | ${cores(result.cpu.backend)} | ${errors} |`;
+  return `| ${name}${failures} | ${num(s?.median, metric.digits)} | ${num(s?.min, metric.digits)} – ${num(s?.max, metric.digits)} | ${ratios.join(' | ')} | ${cores(result.cpu.proxy)} | ${cores(result.cpu.loadgen)} | ${cores(result.cpu.backend)} | ${cores(result.cpu.other)} | ${errors} |`;
 }
 
 /** One table per metric: spread, ratio to every peer, and where the CPU went. */
@@ -76,8 +76,8 @@ function detailTables(scenario: ScenarioResult): string[] {
     const better = metric.better === 'higher' ? 'higher is better' : 'lower is better';
     out.push(`${metric.label} (${metric.unit}, ${better}); ratio = row ÷ column`, '');
     out.push(
-      `| contender | median | min – max | ${names.map((n) => `÷ ${n}`).join(' | ')} | proxy CPU | load gen CPU | backend CPU | errors |`,
-      `|---|---:|---:|${names.map(() => '---:').join('|')}|---:|---:|---:|---:|`,
+      `| contender | median | min – max | ${names.map((n) => `÷ ${n}`).join(' | ')} | proxy CPU | load gen CPU | backend CPU | other CPU | errors |`,
+      `|---|---:|---:|${names.map(() => '---:').join('|')}|---:|---:|---:|---:|---:|`,
     );
     for (const name of names)
       out.push(detailRow(name, scenario.results[name]!, metric, names, scenario));
@@ -98,7 +98,7 @@ export function markdown(results: BenchResults): string {
     `Machine: ${m.nproc} cores, ${m.cpuModel}, Linux ${m.kernel}, Node ${m.node}. ${versions}.`,
     `Load average at start ${m.loadAverageStart}, at end ${m.loadAverageEnd ?? '?'}.`,
     `Runs: ${results.options.reps} repetitions × ${results.options.duration} s per scenario and contender, interleaved, each on a fresh proxy process; medians (min – max). Idle connections: ${results.options.idleConnections}.`,
-    'CPU columns: median cores used during the run (100% = one core busy).',
+    'CPU columns: median cores used during the run (100% = one core busy); "other CPU" is what the rest of the machine (other jobs, kernel threads) kept busy meanwhile: the noise.',
     '',
     '## Summary (medians; ↑ higher is better, ↓ lower is better)',
     '',

@@ -8,7 +8,7 @@ export interface ContenderResult {
   samples: Sample[];
   /** Per metric key. */
   summary: Record<string, Summary>;
-  cpu: { proxy?: Summary; loadgen?: Summary; backend?: Summary };
+  cpu: { proxy?: Summary; loadgen?: Summary; backend?: Summary; other?: Summary };
   failures: string[];
 }
 

@@ -21,6 +21,8 @@ export interface Sample {
   proxyCpu?: number;
   /** Cores the backend used (filled by the runner). */
   backendCpu?: number;
+  /** Cores busy on the machine besides proxy, load generator and backend (other jobs, kernel). */
+  otherCpu?: number;
   /** Failed operations or lost datagrams during the measured window. */
   errors: number;
 }
@@ -163,7 +165,7 @@ const idleRss: Scenario = {
   responses: 0,
   skip: ['direct'],
   async run(port, pids, context) {
-    await settle(200);
+    await settle(context.duration < 1 ? 20 : 200);
     const before = rssBytes(pids());
     const child = start(
       context.loadgen,
