@@ -19,7 +19,13 @@ import type { Sample, Scenario, ScenarioContext } from './lib/scenarios.js';
 import { rotate, summarize } from './lib/stats.js';
 import type { Summary } from './lib/stats.js';
 import { checkTargets } from './lib/targets.js';
-import { buildLoadgen, ensureTools, loadAverage, machineInfo } from './lib/tools.js';
+import {
+  buildLoadgen,
+  ensureTools,
+  loadAverage,
+  machineInfo,
+  raiseOpenFiles,
+} from './lib/tools.js';
 import type { ToolName } from './lib/tools.js';
 import { profilesIn, selfTimeTable } from './profileSummary.js';
 
@@ -165,6 +171,19 @@ async function main(): Promise<void> {
   const loadgen = cc === undefined ? '' : buildLoadgen(cc);
   if (cc === undefined) tools.delete('cc');
   const contenders = CONTENDERS.filter((c) => options.contenders.includes(c.name));
+  // The proxy holds two descriptors per idle connection; HAProxy is configured for 6000.
+  const openFiles = raiseOpenFiles(2 * options.idleConnections + 200);
+  const idleConnections = Math.min(
+    options.idleConnections,
+    Math.floor((openFiles - 200) / 2),
+    5_900,
+  );
+  if (idleConnections < options.idleConnections) {
+    notes.push(
+      `tcp-idle-rss: ${idleConnections} connections instead of ${options.idleConnections} (open files limit ${openFiles}, HAProxy maxconn 6000)`,
+    );
+    options.idleConnections = idleConnections;
+  }
   const context: ScenarioContext = {
     loadgen,
     tools,

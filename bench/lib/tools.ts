@@ -116,3 +116,27 @@ export function machineInfo(tools: ReadonlyMap<ToolName, string>): MachineInfo {
 export function loadAverage(): string {
   return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 }
+
+/**
+ * Raises this process's soft open-files limit (inherited by every child) to the hard limit when
+ * it is below `needed`. Returns the limit now in force.
+ */
+export function raiseOpenFiles(needed: number): number {
+  const prlimit = findTool('prlimit');
+  const read = (): [number, number] | undefined => {
+    if (prlimit === undefined) return undefined;
+    const out = spawnSync(
+      prlimit,
+      ['--pid', String(process.pid), '--nofile', '--raw', '--noheadings', '-o', 'SOFT,HARD'],
+      { encoding: 'utf8' },
+    );
+    const [soft, hard] = out.stdout.trim().split(/\s+/).map(Number);
+    return soft === undefined || hard === undefined ? undefined : [soft, hard];
+  };
+  const limits = read();
+  if (limits === undefined) return needed;
+  const [soft, hard] = limits;
+  if (soft >= needed || prlimit === undefined) return soft;
+  spawnSync(prlimit, ['--pid', String(process.pid), `--nofile=${hard}:${hard}`]);
+  return read()?.[0] ?? soft;
+}
