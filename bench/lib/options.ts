@@ -22,7 +22,7 @@ export const USAGE = `usage: npm run bench -- [options]
   --scenarios a,b     scenario ids or prefixes (default all): ${SCENARIOS.map((s) => s.id).join(', ')}
   --contenders a,b    default all: ${CONTENDER_NAMES.join(', ')}
   --reps N            repetitions (default 3; 1 with --quick)
-  --duration S        measured seconds per run (default 4; 1 with --quick)
+  --duration S        measured seconds per run (default 3; 1 with --quick)
   --idle-connections N  connections for tcp-idle-rss (default 5000; 500 with --quick)
   --quick             a fast look: 1 repetition, 1 s runs, 500 idle connections
   --profile           write l4proxy --cpu-prof profiles under <out>/profiles/ and summarize them
@@ -73,7 +73,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     scenarios: SCENARIOS.filter((s) => ids.includes(s.id)),
     contenders: list(values.contenders, CONTENDER_NAMES, 'contender'),
     reps: Math.round(positive(values.reps, values.quick ? 1 : 3, 'reps')),
-    duration: positive(values.duration, values.quick ? 1 : 4, 'duration'),
+    duration: positive(values.duration, values.quick ? 1 : 3, 'duration'),
     idleConnections: Math.round(
       positive(values['idle-connections'], values.quick ? 500 : 5000, 'idle-connections'),
     ),
