@@ -1,0 +1,84 @@
+import { parseArgs } from 'node:util';
+import { CONTENDER_NAMES } from './contenders.js';
+import type { ContenderName } from './contenders.js';
+import { repoRoot } from './paths.js';
+import { SCENARIOS } from './scenarios.js';
+import type { Scenario } from './scenarios.js';
+
+/** What `npm run bench -- ...` asked for. */
+export interface BenchOptions {
+  scenarios: Scenario[];
+  contenders: ContenderName[];
+  reps: number;
+  duration: number;
+  idleConnections: number;
+  install: boolean;
+  outDir: string;
+  profile: boolean;
+}
+
+/** The usage text. */
+export const USAGE = `usage: npm run bench -- [options]
+  --scenarios a,b     scenario ids or prefixes (default all): ${SCENARIOS.map((s) => s.id).join(', ')}
+  --contenders a,b    default all: ${CONTENDER_NAMES.join(', ')}
+  --reps N            repetitions (default 3; 1 with --quick)
+  --duration S        measured seconds per run (default 3; 1 with --quick)
+  --idle-connections N  connections for tcp-idle-rss (default 5000; 500 with --quick)
+  --quick             a fast look: 1 repetition, 1 s runs, 500 idle connections
+  --profile           write l4proxy --cpu-prof profiles under <out>/profiles/ and summarize them
+  --no-install        never apt-get install missing programs
+  --out DIR           where results go (default bench/results)`;
+
+function list<T extends string>(text: string | undefined, all: readonly T[], what: string): T[] {
+  if (text === undefined) return [...all];
+  const picked = text.split(',').flatMap((word) => {
+    const matches = all.filter((name) => name === word || name.startsWith(word));
+    if (matches.length === 0) throw new Error(`unknown ${what} "${word}"\n${USAGE}`);
+    return matches;
+  });
+  return all.filter((name) => picked.includes(name));
+}
+
+function positive(text: string | undefined, fallback: number, what: string): number {
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`--${what} must be a positive number`);
+  return value;
+}
+
+/** Parses the command line (throws with the usage text on a mistake). */
+export function parseOptions(argv: readonly string[]): BenchOptions {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      scenarios: { type: 'string' },
+      contenders: { type: 'string' },
+      reps: { type: 'string' },
+      duration: { type: 'string' },
+      'idle-connections': { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
+      'no-install': { type: 'boolean', default: false },
+      out: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) throw new Error(USAGE);
+  const ids = list(
+    values.scenarios,
+    SCENARIOS.map((s) => s.id),
+    'scenario',
+  );
+  return {
+    scenarios: SCENARIOS.filter((s) => ids.includes(s.id)),
+    contenders: list(values.contenders, CONTENDER_NAMES, 'contender'),
+    reps: Math.round(positive(values.reps, values.quick ? 1 : 3, 'reps')),
+    duration: positive(values.duration, values.quick ? 1 : 3, 'duration'),
+    idleConnections: Math.round(
+      positive(values['idle-connections'], values.quick ? 500 : 5000, 'idle-connections'),
+    ),
+    install: !values['no-install'],
+    outDir: values.out ?? `${repoRoot}bench/results`,
+    profile: values.profile,
+  };
+}
