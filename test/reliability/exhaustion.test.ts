@@ -61,6 +61,8 @@ describe(`file descriptor exhaustion (ulimit -n ${MAX_FILES})`, () => {
     // cannot create the upstream socket: the case the proxy handles. Make it one: a connection
     // gives back two, a UDP session takes one.
     const filled = await child.report();
+    // The UDP session opened below keeps its descriptor until it idles out (60 s).
+    let udpHeld = 0;
     if (filled.tally.connectionCloses + filled.tally.rejected === 0) {
       const fds = await child.fds();
       held.find((h) => h.outcome === 'served')?.socket.destroy();
@@ -70,6 +72,7 @@ describe(`file descriptor exhaustion (ulimit -n ${MAX_FILES})`, () => {
       t.after(() => udpClient.close());
       udpClient.send('hold', udpPort, '127.0.0.1');
       await eventually(async () => (await child.fds()) === fds - 1, 'a UDP session opened');
+      udpHeld = 1;
     }
     for (let i = 0; i < 10; i++) held.push(await hold(tcpPort));
     const served = held.filter((h) => h.outcome === 'served').length;
@@ -99,15 +102,22 @@ describe(`file descriptor exhaustion (ulimit -n ${MAX_FILES})`, () => {
       during.tcp!.downstream_cx_active,
       served - (during.tally.closeReasons.completed ?? 0),
     );
-    // Refused at admission while backing off, or closed when the upstream socket failed.
-    assert.equal(
-      held.length - served,
+    // Refused at admission while backing off, or closed when the upstream socket failed; with no
+    // descriptor free at all, libuv may also accept and close a client itself (its EMFILE trick;
+    // Node 22 does so more readily), which the proxy never sees: those are the difference.
+    const refusedByProxy =
       (during.tally.closeReasons.resource_exhausted ?? 0) +
-        (during.tally.rejectReasons.resource_exhausted ?? 0),
+      (during.tally.rejectReasons.resource_exhausted ?? 0);
+    assert.ok(
+      refusedByProxy >= 1 && refusedByProxy <= held.length - served,
+      `refused by the proxy ${refusedByProxy}, not served ${held.length - served}`,
     );
 
     for (const { socket } of held) socket.destroy();
-    await eventually(async () => (await child.fds()) === baseline, 'fds back at the baseline');
+    await eventually(
+      async () => (await child.fds()) === baseline + udpHeld,
+      'fds back at the baseline',
+    );
     // Recovery: once the backoff (at most 1 s) ends, clients are served again.
     await eventually(
       async () => (await exchange(tcpPort, Buffer.from('again'))).intact,

@@ -3,6 +3,7 @@ import type { ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import type { RemoteInfo, Socket } from 'node:dgram';
 import { once } from 'node:events';
+import net from 'node:net';
 import type { TestContext } from 'node:test';
 import { withTimeout } from '../helpers/net.js';
 import { tool } from '../helpers/tools.js';
@@ -81,6 +82,32 @@ export async function freeUdpPort(host = '127.0.0.1'): Promise<number> {
   return port;
 }
 
+/**
+ * A port on 127.0.0.1 free for both UDP and TCP (dnsmasq binds both): a TCP listener picks it,
+ * then a UDP bind on the same number proves it free there too; both are released.
+ */
+export async function freeDnsPort(): Promise<number> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const udp = dgram.createSocket('udp4');
+    const bound = await new Promise<boolean>((resolve) => {
+      udp.once('error', () => {
+        resolve(false);
+      });
+      udp.bind(port, '127.0.0.1', () => {
+        resolve(true);
+      });
+    });
+    if (bound) await closeSocket(udp);
+    else udp.close();
+    await new Promise((resolve) => server.close(resolve));
+    if (bound) return port;
+  }
+  throw new Error('no port free for both UDP and TCP after 20 tries');
+}
+
 /** Resolves when `child` has exited (bounded), killing it by PID first when `signal` is given. */
 export async function stopChild(child: ChildProcess, signal?: NodeJS.Signals): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
@@ -116,12 +143,14 @@ export function dig(
   });
 }
 
+let lastDnsmasqOutput = '';
+
 async function startDnsmasqOnce(
   path: string,
   name: string,
   answer: string,
 ): Promise<Dnsmasq | undefined> {
-  const port = await freeUdpPort();
+  const port = await freeDnsPort();
   const child = spawn(
     path,
     [
@@ -165,6 +194,7 @@ async function startDnsmasqOnce(
   ).catch(() => false);
   if (!started) {
     await stop().catch(() => undefined);
+    lastDnsmasqOutput = output;
     return undefined;
   }
   return { port, child, stop };
@@ -185,7 +215,7 @@ export async function startDnsmasq(
     const instance = await startDnsmasqOnce(path, name, answer);
     if (instance !== undefined) return instance;
   }
-  throw new Error('dnsmasq failed to start 5 times');
+  throw new Error(`dnsmasq failed to start 5 times; last output: ${lastDnsmasqOutput}`);
 }
 
 /** Open file descriptors of a process, from /proc. */
