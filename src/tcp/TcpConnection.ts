@@ -8,10 +8,10 @@ import {
   NoUpstreamError,
   ProxyClosedError,
   ResourceExhaustedError,
-  SelectorError,
 } from '../errors.js';
 import { isDescriptorExhaustion } from './ExhaustionBackoff.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
+import { isThenable, selectorError } from '../select/selectorOutcome.js';
 import type { UpstreamCounters, UpstreamState } from '../upstream/UpstreamState.js';
 import { CloseReason } from './closeReasons.js';
 import type { TcpConnectionInfo, TcpConnectionSummary } from './events.js';
@@ -37,14 +37,6 @@ function scratchCounters(): UpstreamCounters {
 
 function isReset(err: Error): boolean {
   return RESET_CODES.has((err as NodeJS.ErrnoException).code ?? '');
-}
-
-function isThenable(value: unknown): value is PromiseLike<SelectionResult> {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as { then?: unknown }).then === 'function'
-  );
 }
 
 /**
@@ -253,14 +245,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   private selectorFailed(err: unknown): void {
     if (this.reason !== undefined) return;
-    const error =
-      err instanceof SelectorError
-        ? err
-        : new SelectorError(
-            `The upstream selector failed: ${err instanceof Error ? err.message : String(err)}`,
-            err,
-          );
-    this.fail(CloseReason.SELECTOR_ERROR, error, true);
+    this.fail(CloseReason.SELECTOR_ERROR, selectorError(err), true);
   }
 
   /** Nothing (more) to try: report the last failure, or that there was no upstream at all. */

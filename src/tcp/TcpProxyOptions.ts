@@ -12,14 +12,9 @@ import type {
   SniOptions,
 } from './identityOptions.js';
 import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/healthOptions.js';
-import {
-  resolveHealthCheck,
-  resolveOutlierDetection,
-  resolvePanicThreshold,
-} from '../upstream/healthOptions.js';
+import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
-import { validateUpstreamSource } from '../upstream/UpstreamSource.js';
 import {
   boolean,
   duration,
@@ -146,12 +141,7 @@ export function resolveTcpOptions(input: unknown): {
   };
   const selector = optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin();
   const identity = resolveIdentityOptions(raw);
-  const manager: UpstreamManagerOptions = {
-    healthCheck: resolveHealthCheck(raw.healthCheck, 'healthCheck', 'tcp'),
-    outlierDetection: resolveOutlierDetection(raw.outlierDetection, 'outlierDetection'),
-    source: validateUpstreamSource(raw.upstreamSource, 'upstreamSource'),
-    panicThreshold: resolvePanicThreshold(raw.panicThreshold, 'panicThreshold'),
-  };
+  const manager = resolveUpstreamManagerOptions(raw, 'tcp');
   return {
     options,
     selector,

@@ -1,3 +1,5 @@
+import { proxyHealthStats, upstreamHealthStats } from '../upstream/healthStats.js';
+import type { ProxyHealthStats, UpstreamHealthStats } from '../upstream/healthStats.js';
 import type { UpstreamTotals } from '../upstream/UpstreamManager.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { CloseReason, RejectReason } from './closeReasons.js';
@@ -5,7 +7,7 @@ import type { TcpCounters } from './ConnectionHost.js';
 import type { TcpConnection } from './TcpConnection.js';
 
 /** Counters and gauges of one upstream in {@link TcpProxyStats}. */
-export interface TcpUpstreamStats {
+export interface TcpUpstreamStats extends UpstreamHealthStats {
   readonly host: string;
   readonly port: number;
   readonly healthy: boolean;
@@ -16,20 +18,13 @@ export interface TcpUpstreamStats {
   readonly upstream_cx_rx_bytes_total: number;
   readonly upstream_cx_tx_bytes_total: number;
   readonly upstream_cx_errors: number;
-  /** Verdict of active health checks (true when they are off). */
-  readonly health_check_healthy: boolean;
-  readonly health_check_attempts: number;
-  readonly health_check_failures: number;
-  /** Passively ejected now. */
-  readonly ejected: boolean;
-  readonly ejections_total: number;
 }
 
 /**
  * A snapshot of a {@link TcpProxy}'s counters (monotonic `_total`-like values) and gauges
  * (`_active`), named after Envoy's tcp_proxy, listener and cluster statistics.
  */
-export interface TcpProxyStats {
+export interface TcpProxyStats extends ProxyHealthStats {
   readonly downstream_cx_total: number;
   readonly downstream_cx_active: number;
   /** Refused because `maxConnections` were active (Envoy's listener `downstream_cx_overflow`). */
@@ -62,16 +57,6 @@ export interface TcpProxyStats {
   readonly rejected_reasons: Readonly<Record<RejectReason, number>>;
   /** Closed connections by close reason (every reason present, zero when none). */
   readonly close_reasons: Readonly<Record<CloseReason, number>>;
-  /** Active health checks run, and failed, over every upstream ever in the set. */
-  readonly upstream_health_check_attempts: number;
-  readonly upstream_health_check_failures: number;
-  /** Passive ejections made, in force now, and skipped because of `maxEjectedPercent`. */
-  readonly outlier_ejections_total: number;
-  readonly outlier_ejections_active: number;
-  readonly outlier_ejections_overflow: number;
-  /** Lists applied from the upstream source, and source failures (refused lists included). */
-  readonly upstream_source_updates: number;
-  readonly upstream_source_errors: number;
   /** Per configured upstream, keyed by upstream id. */
   readonly upstreams: Readonly<Record<string, TcpUpstreamStats>>;
 }
@@ -122,11 +107,7 @@ export function snapshotTcpStats(
       upstream_cx_rx_bytes_total: state.counters.rxBytes,
       upstream_cx_tx_bytes_total: state.counters.txBytes,
       upstream_cx_errors: state.counters.errors,
-      health_check_healthy: state.checkHealthy,
-      health_check_attempts: state.health.checks,
-      health_check_failures: state.health.checkFailures,
-      ejected: state.ejectedUntil !== 0,
-      ejections_total: state.health.ejections,
+      ...upstreamHealthStats(state),
     };
   }
   return {
@@ -153,13 +134,7 @@ export function snapshotTcpStats(
     resource_exhausted: counters.resourceExhausted,
     rejected_reasons: rejected,
     close_reasons: reasons,
-    upstream_health_check_attempts: totals.healthCheckAttempts,
-    upstream_health_check_failures: totals.healthCheckFailures,
-    outlier_ejections_total: totals.ejectionsTotal,
-    outlier_ejections_active: totals.ejectionsActive,
-    outlier_ejections_overflow: totals.ejectionsOverflow,
-    upstream_source_updates: totals.sourceUpdates,
-    upstream_source_errors: totals.sourceErrors,
+    ...proxyHealthStats(totals),
     upstreams: perUpstream,
   };
 }

@@ -8,14 +8,9 @@ import { InvalidOptionError } from '../errors.js';
 import { parseAddressList } from '../net/addressList.js';
 import { ClientLimiter } from '../net/ClientLimiter.js';
 import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/healthOptions.js';
-import {
-  resolveHealthCheck,
-  resolveOutlierDetection,
-  resolvePanicThreshold,
-} from '../upstream/healthOptions.js';
+import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
-import { validateUpstreamSource } from '../upstream/UpstreamSource.js';
 import {
   boolean,
   duration,
@@ -157,12 +152,7 @@ export function resolveUdpOptions(input: unknown): {
     perClient: ClientLimiter.from(raw.perClient, 'perClient', ['maxSessions', 'sessionsPerSecond']),
   };
   const selector = optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin();
-  const manager: UpstreamManagerOptions = {
-    healthCheck: resolveHealthCheck(raw.healthCheck, 'healthCheck', 'udp'),
-    outlierDetection: resolveOutlierDetection(raw.outlierDetection, 'outlierDetection'),
-    source: validateUpstreamSource(raw.upstreamSource, 'upstreamSource'),
-    panicThreshold: resolvePanicThreshold(raw.panicThreshold, 'panicThreshold'),
-  };
+  const manager = resolveUpstreamManagerOptions(raw, 'udp');
   return {
     options,
     selector,

@@ -1,9 +1,11 @@
+import { proxyHealthStats, upstreamHealthStats } from '../upstream/healthStats.js';
+import type { ProxyHealthStats, UpstreamHealthStats } from '../upstream/healthStats.js';
 import type { UpstreamTotals } from '../upstream/UpstreamManager.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
 
 /** Counters and gauges of one upstream in {@link UdpProxyStats}. */
-export interface UdpUpstreamStats {
+export interface UdpUpstreamStats extends UpstreamHealthStats {
   readonly host: string;
   readonly port: number;
   readonly healthy: boolean;
@@ -17,13 +19,6 @@ export interface UdpUpstreamStats {
   readonly upstream_sess_tx_bytes: number;
   /** Setup failures, ICMP errors and failed sends on sockets to this upstream. */
   readonly upstream_sess_errors: number;
-  /** Verdict of active health checks (true when none run). */
-  readonly health_check_healthy: boolean;
-  readonly health_check_attempts: number;
-  readonly health_check_failures: number;
-  /** Passively ejected now (after consecutive ICMP errors). */
-  readonly ejected: boolean;
-  readonly ejections_total: number;
 }
 
 /**
@@ -31,7 +26,7 @@ export interface UdpUpstreamStats {
  * udp_proxy statistics. Counters only grow; `downstream_sess_active` and `upstream_sess_active`
  * are gauges.
  */
-export interface UdpProxyStats {
+export interface UdpProxyStats extends ProxyHealthStats {
   /** Sessions opened. */
   readonly downstream_sess_total: number;
   /** Sessions live now. */
@@ -69,16 +64,6 @@ export interface UdpProxyStats {
   /** Closed sessions by reason (every reason present, zero when none). */
   readonly session_close_reasons: Readonly<Record<SessionCloseReason, number>>;
   /** Per configured upstream, keyed by upstream id. */
-  /** Active health checks run, and failed. */
-  readonly upstream_health_check_attempts: number;
-  readonly upstream_health_check_failures: number;
-  /** Passive ejections made, in force now, and skipped because of `maxEjectedPercent`. */
-  readonly outlier_ejections_total: number;
-  readonly outlier_ejections_active: number;
-  readonly outlier_ejections_overflow: number;
-  /** Lists applied from the upstream source, and source failures. */
-  readonly upstream_source_updates: number;
-  readonly upstream_source_errors: number;
   readonly upstreams: Readonly<Record<string, UdpUpstreamStats>>;
 }
 
@@ -151,11 +136,7 @@ function upstreamStats(state: UpstreamState): UdpUpstreamStats {
     upstream_sess_tx_datagrams: counters.txDatagrams,
     upstream_sess_tx_bytes: counters.txBytes,
     upstream_sess_errors: counters.errors,
-    health_check_healthy: state.checkHealthy,
-    health_check_attempts: state.health.checks,
-    health_check_failures: state.health.checkFailures,
-    ejected: state.ejectedUntil !== 0,
-    ejections_total: state.health.ejections,
+    ...upstreamHealthStats(state),
   };
 }
 
@@ -190,13 +171,7 @@ export function snapshotUdpStats(
     datagrams_dropped: counters.droppedTotal,
     dropped: { ...counters.dropped },
     session_close_reasons: { ...counters.closeReasons },
-    upstream_health_check_attempts: totals.healthCheckAttempts,
-    upstream_health_check_failures: totals.healthCheckFailures,
-    outlier_ejections_total: totals.ejectionsTotal,
-    outlier_ejections_active: totals.ejectionsActive,
-    outlier_ejections_overflow: totals.ejectionsOverflow,
-    upstream_source_updates: totals.sourceUpdates,
-    upstream_source_errors: totals.sourceErrors,
+    ...proxyHealthStats(totals),
     upstreams: perUpstream,
   };
 }

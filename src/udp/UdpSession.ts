@@ -1,5 +1,6 @@
-import { L4Error, ProxyClosedError, SelectorError } from '../errors.js';
+import { ProxyClosedError } from '../errors.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
+import { isThenable, selectorError } from '../select/selectorOutcome.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
 import type { UdpSessionInfo, UdpSessionSummary } from './events.js';
@@ -10,20 +11,6 @@ import type { LinkFailure, LinkOwner } from './UpstreamLink.js';
 import { isUnreachable, UpstreamLink } from './UpstreamLink.js';
 
 const EMPTY: readonly UpstreamState[] = [];
-
-function isThenable(value: unknown): value is PromiseLike<SelectionResult> {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as { then?: unknown }).then === 'function'
-  );
-}
-
-function selectorError(err: unknown): L4Error {
-  return err instanceof L4Error
-    ? err
-    : new SelectorError('The upstream selector failed; see `cause`.', err);
-}
 
 /** What happens to datagrams still waiting when a session closes for `reason`. */
 function dropReasonFor(reason: SessionCloseReason): DropReason {

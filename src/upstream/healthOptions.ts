@@ -1,3 +1,5 @@
+import type { UpstreamManagerOptions } from './UpstreamManager.js';
+import { validateUpstreamSource } from './UpstreamSource.js';
 import { InvalidOptionError } from '../errors.js';
 import { duration, integer, isRecord, rejectUnknownKeys } from '../internal/validate.js';
 
@@ -216,4 +218,20 @@ export function resolvePanicThreshold(value: unknown, name: string): number {
     throw new InvalidOptionError(name, 'a percentage from 0 to 100', value);
   }
   return value;
+}
+
+/**
+ * The health and discovery options shared by both proxies (`healthCheck`, `outlierDetection`,
+ * `upstreamSource`, `panicThreshold`), validated; `probe` is the default health check kind.
+ */
+export function resolveUpstreamManagerOptions(
+  raw: Readonly<Record<string, unknown>>,
+  probe: 'tcp' | 'udp',
+): UpstreamManagerOptions {
+  return {
+    healthCheck: resolveHealthCheck(raw.healthCheck, 'healthCheck', probe),
+    outlierDetection: resolveOutlierDetection(raw.outlierDetection, 'outlierDetection'),
+    source: validateUpstreamSource(raw.upstreamSource, 'upstreamSource'),
+    panicThreshold: resolvePanicThreshold(raw.panicThreshold, 'panicThreshold'),
+  };
 }

@@ -1,0 +1,21 @@
+import { SelectorError } from '../errors.js';
+import type { SelectionResult } from './SelectionContext.js';
+
+/** Whether a selector returned a promise (or any thenable) rather than a result. */
+export function isThenable(value: unknown): value is PromiseLike<SelectionResult> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
+/**
+ * What a selector threw, rejected with, or returned instead of an upstream, as the
+ * `SelectorError` (`ERR_L4_SELECTOR`) that closes that one connection or session.
+ */
+export function selectorError(err: unknown): SelectorError {
+  if (err instanceof SelectorError) return err;
+  const detail = err instanceof Error ? err.message : String(err);
+  return new SelectorError(`The upstream selector failed: ${detail}`, err);
+}

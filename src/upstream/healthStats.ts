@@ -1,0 +1,49 @@
+import type { UpstreamTotals } from './UpstreamManager.js';
+import type { UpstreamState } from './UpstreamState.js';
+
+/** Health fields of one upstream in a stats snapshot (TCP and UDP alike). */
+export interface UpstreamHealthStats {
+  /** Verdict of active health checks (true when none run). */
+  readonly health_check_healthy: boolean;
+  readonly health_check_attempts: number;
+  readonly health_check_failures: number;
+  /** Passively ejected now. */
+  readonly ejected: boolean;
+  readonly ejections_total: number;
+}
+
+/** Proxy-wide health and discovery counters in a stats snapshot (TCP and UDP alike). */
+export interface ProxyHealthStats {
+  /** Active health checks run, and failed, over every upstream ever in the set. */
+  readonly upstream_health_check_attempts: number;
+  readonly upstream_health_check_failures: number;
+  /** Passive ejections made, in force now, and skipped because of `maxEjectedPercent`. */
+  readonly outlier_ejections_total: number;
+  readonly outlier_ejections_active: number;
+  readonly outlier_ejections_overflow: number;
+  /** Lists applied from the upstream source, and source failures (refused lists included). */
+  readonly upstream_source_updates: number;
+  readonly upstream_source_errors: number;
+}
+
+export function upstreamHealthStats(state: UpstreamState): UpstreamHealthStats {
+  return {
+    health_check_healthy: state.checkHealthy,
+    health_check_attempts: state.health.checks,
+    health_check_failures: state.health.checkFailures,
+    ejected: state.ejectedUntil !== 0,
+    ejections_total: state.health.ejections,
+  };
+}
+
+export function proxyHealthStats(totals: UpstreamTotals): ProxyHealthStats {
+  return {
+    upstream_health_check_attempts: totals.healthCheckAttempts,
+    upstream_health_check_failures: totals.healthCheckFailures,
+    outlier_ejections_total: totals.ejectionsTotal,
+    outlier_ejections_active: totals.ejectionsActive,
+    outlier_ejections_overflow: totals.ejectionsOverflow,
+    upstream_source_updates: totals.sourceUpdates,
+    upstream_source_errors: totals.sourceErrors,
+  };
+}
