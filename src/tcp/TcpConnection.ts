@@ -17,6 +17,7 @@ import { CloseReason } from './closeReasons.js';
 import type { TcpConnectionInfo, TcpConnectionSummary } from './events.js';
 import type { ConnectionHost } from './ConnectionHost.js';
 import type { ClientIdentity } from './ClientPreface.js';
+import { closeSocket } from '../net/closeSocket.js';
 import type { ProxyHeader } from '../protocol/ProxyHeader.js';
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
@@ -503,9 +504,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.abort?.abort(error ?? new ProxyClosedError(`Connection ended: ${reason}.`));
     this.clearTimers();
     this.early = undefined;
-    destroySocket(this.client, reset);
+    closeSocket(this.client, reset);
     const upstream = this.upstreamSocket;
-    if (upstream !== undefined) destroySocket(upstream, reset);
+    if (upstream !== undefined) closeSocket(upstream, reset);
     this.maybeFinish();
   }
 
@@ -602,19 +603,4 @@ function preambleError(err: unknown): L4Error {
     `Cannot build the PROXY protocol header: ${err instanceof Error ? err.message : String(err)}`,
     { cause: err },
   );
-}
-
-/** Resets TCP sockets that are connected (RST); destroys anything else (pipes, connecting). */
-function destroySocket(socket: Socket, reset: boolean): void {
-  if (socket.destroyed) return;
-  const family = socket.remoteFamily;
-  if (reset && !socket.connecting && (family === 'IPv4' || family === 'IPv6')) {
-    try {
-      socket.resetAndDestroy();
-      return;
-    } catch {
-      // Fall through: a plain destroy is always possible.
-    }
-  }
-  socket.destroy();
 }

@@ -32,6 +32,7 @@ import type { ClientIdentity } from './ClientPreface.js';
 import type { IdentityConfig } from './identityOptions.js';
 import { localProxyHeader, proxyHeaderFor } from './proxyHeaderFor.js';
 import { addressIn } from '../net/addressList.js';
+import { closeSocket } from '../net/closeSocket.js';
 import type { ResolvedTcpOptions, TcpProxyOptions } from './TcpProxyOptions.js';
 import { resolveTcpOptions } from './TcpProxyOptions.js';
 import type { ClosedTotals, TcpProxyStats } from './TcpProxyStats.js';
@@ -321,10 +322,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       peerAddress: socket.remoteAddress,
       error,
     };
-    const family = socket.remoteFamily;
     // Nothing was dialled and nothing is flushed: a reset tells the client it was refused.
-    if (!socket.destroyed && (family === 'IPv4' || family === 'IPv6')) socket.resetAndDestroy();
-    else socket.destroy();
+    closeSocket(socket, true);
     emitSafely(this, 'rejected', rejection);
     if (channels.tcpRejected.hasSubscribers)
       channels.tcpRejected.publish({ proxy: this, rejection });
@@ -419,20 +418,20 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private drain(drainTimeout: number): Promise<void> {
     if (this.live.size === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        for (const connection of [...this.live]) connection.terminate(CloseReason.PROXY_CLOSED);
-      }, drainTimeout);
+      const timer = drainTimeout === 0 ? undefined : setTimeout(this.terminateAll, drainTimeout);
       this.drained = () => {
         clearTimeout(timer);
         this.drained = undefined;
         resolve();
       };
-      if (drainTimeout === 0) {
-        clearTimeout(timer);
-        for (const connection of [...this.live]) connection.terminate(CloseReason.PROXY_CLOSED);
-      }
+      if (timer === undefined) this.terminateAll();
     });
   }
+
+  /** Ends every live connection now (the drain deadline passed). */
+  private readonly terminateAll = (): void => {
+    for (const connection of [...this.live]) connection.terminate(CloseReason.PROXY_CLOSED);
+  };
 
   /** `await using proxy = new TcpProxy(...)`: closes at once (drainTimeout 0) at scope exit. */
   [Symbol.asyncDispose](): Promise<void> {
