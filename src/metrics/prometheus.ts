@@ -1,5 +1,6 @@
 import type { TcpProxyStats, TcpUpstreamStats } from '../tcp/TcpProxyStats.js';
 import type { UdpProxyStats, UdpUpstreamStats } from '../udp/UdpProxyStats.js';
+import type { ProxyHealthStats, UpstreamHealthStats } from '../upstream/healthStats.js';
 
 /** Label names and values of one sample. */
 export type MetricLabels = Readonly<Record<string, string>>;
@@ -28,6 +29,23 @@ type NumericKeys<T> = { [K in keyof T]-?: T[K] extends number ? K : never }[keyo
  */
 type HelpTable<T> = Readonly<Record<NumericKeys<T>, string | null>>;
 
+/** Health and discovery stats, the same for TCP and UDP proxies. */
+const PROXY_HEALTH_HELP: HelpTable<ProxyHealthStats> = {
+  upstream_health_check_attempts: 'Active health checks run.',
+  upstream_health_check_failures: 'Active health checks that failed.',
+  outlier_ejections_total: 'Passive ejections of upstreams.',
+  outlier_ejections_active: 'Upstreams passively ejected now.',
+  outlier_ejections_overflow: 'Ejections skipped because of maxEjectedPercent.',
+  upstream_source_updates: 'Upstream lists applied from the upstream source.',
+  upstream_source_errors: 'Upstream source failures (refused lists included).',
+};
+
+const UPSTREAM_HEALTH_HELP: HelpTable<UpstreamHealthStats> = {
+  health_check_attempts: 'Active health checks of this upstream.',
+  health_check_failures: 'Failed active health checks of this upstream.',
+  ejections_total: 'Passive ejections of this upstream.',
+};
+
 const TCP_HELP: HelpTable<TcpProxyStats> = {
   downstream_cx_total: 'Client connections admitted.',
   downstream_cx_active: 'Client connections open now.',
@@ -50,13 +68,7 @@ const TCP_HELP: HelpTable<TcpProxyStats> = {
   upstream_cx_rx_bytes_total: 'Bytes received from upstreams.',
   upstream_cx_tx_bytes_total: 'Bytes written to upstreams.',
   resource_exhausted: 'Connections closed because the proxy ran out of file descriptors.',
-  upstream_health_check_attempts: 'Active health checks run.',
-  upstream_health_check_failures: 'Active health checks that failed.',
-  outlier_ejections_total: 'Passive ejections of upstreams.',
-  outlier_ejections_active: 'Upstreams passively ejected now.',
-  outlier_ejections_overflow: 'Ejections skipped because of maxEjectedPercent.',
-  upstream_source_updates: 'Upstream lists applied from the upstream source.',
-  upstream_source_errors: 'Upstream source failures (refused lists included).',
+  ...PROXY_HEALTH_HELP,
 };
 
 const TCP_UPSTREAM_HELP: HelpTable<TcpUpstreamStats> = {
@@ -68,9 +80,7 @@ const TCP_UPSTREAM_HELP: HelpTable<TcpUpstreamStats> = {
   upstream_cx_rx_bytes_total: 'Bytes received from this upstream.',
   upstream_cx_tx_bytes_total: 'Bytes written to this upstream.',
   upstream_cx_errors: 'Socket errors on connections to this upstream.',
-  health_check_attempts: 'Active health checks of this upstream.',
-  health_check_failures: 'Failed active health checks of this upstream.',
-  ejections_total: 'Passive ejections of this upstream.',
+  ...UPSTREAM_HEALTH_HELP,
 };
 
 const UDP_HELP: HelpTable<UdpProxyStats> = {
@@ -93,13 +103,7 @@ const UDP_HELP: HelpTable<UdpProxyStats> = {
   upstream_sess_rx_errors: 'Setup failures and receive (ICMP) errors on session sockets.',
   upstream_sess_tx_errors: 'Sends to upstreams that failed.',
   datagrams_dropped: null,
-  upstream_health_check_attempts: 'Active health checks run.',
-  upstream_health_check_failures: 'Active health checks that failed.',
-  outlier_ejections_total: 'Passive ejections of upstreams.',
-  outlier_ejections_active: 'Upstreams passively ejected now.',
-  outlier_ejections_overflow: 'Ejections skipped because of maxEjectedPercent.',
-  upstream_source_updates: 'Upstream lists applied from the upstream source.',
-  upstream_source_errors: 'Upstream source failures (refused lists included).',
+  ...PROXY_HEALTH_HELP,
 };
 
 const UDP_UPSTREAM_HELP: HelpTable<UdpUpstreamStats> = {
@@ -111,9 +115,7 @@ const UDP_UPSTREAM_HELP: HelpTable<UdpUpstreamStats> = {
   upstream_sess_tx_datagrams: 'Datagrams sent to this upstream.',
   upstream_sess_tx_bytes: 'Bytes sent to this upstream.',
   upstream_sess_errors: 'Setup failures, ICMP errors and failed sends on sockets to this upstream.',
-  health_check_attempts: 'Active health checks of this upstream.',
-  health_check_failures: 'Failed active health checks of this upstream.',
-  ejections_total: 'Passive ejections of this upstream.',
+  ...UPSTREAM_HEALTH_HELP,
 };
 
 /** Gauges are the `_active` stats; everything else only grows and gets a `_total` name. */
