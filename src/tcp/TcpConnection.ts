@@ -19,6 +19,7 @@ import type { ConnectionHost } from './ConnectionHost.js';
 import type { ClientIdentity } from './ClientPreface.js';
 import { closeSocket } from '../net/closeSocket.js';
 import type { ProxyHeader } from '../protocol/ProxyHeader.js';
+import { readIntoSharedBuffer, sharedReadBuffer } from '../net/sharedReadBuffer.js';
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 const EMPTY: readonly UpstreamState[] = [];
@@ -38,6 +39,78 @@ function scratchCounters(): UpstreamCounters {
 
 function isReset(err: Error): boolean {
   return RESET_CODES.has((err as NodeJS.ErrnoException).code ?? '');
+}
+
+/**
+ * Each socket points back at its connection, so one set of module-level handlers serves every
+ * connection (`this` is the socket): no closure per handler per connection.
+ */
+const kConnection = Symbol('l4proxy.connection');
+
+interface RelaySocket extends Socket {
+  [kConnection]: TcpConnection;
+}
+
+function own(socket: Socket, connection: TcpConnection): RelaySocket {
+  const owned = socket as RelaySocket;
+  owned[kConnection] = connection;
+  return owned;
+}
+
+/** Copies a chunk out of the shared read buffer (the next read reuses it). */
+function copyOut(bytes: number, buffer: Buffer): Buffer {
+  const chunk = Buffer.allocUnsafe(bytes);
+  buffer.copy(chunk, 0, 0, bytes);
+  return chunk;
+}
+
+function onClientRead(this: Socket, bytes: number, buffer: Buffer): boolean {
+  return (this as RelaySocket)[kConnection].clientData(copyOut(bytes, buffer));
+}
+function onClientData(this: RelaySocket, chunk: Buffer): void {
+  this[kConnection].clientData(chunk);
+}
+function onClientEnd(this: RelaySocket): void {
+  this[kConnection].clientEnd();
+}
+function onClientDrain(this: RelaySocket): void {
+  this[kConnection].clientDrain();
+}
+function onClientError(this: RelaySocket, err: Error): void {
+  this[kConnection].clientError(err);
+}
+function onClientClose(this: RelaySocket): void {
+  this[kConnection].clientClose();
+}
+function onUpstreamRead(this: Socket, bytes: number, buffer: Buffer): boolean {
+  return (this as RelaySocket)[kConnection].upstreamData(copyOut(bytes, buffer));
+}
+function onUpstreamData(this: RelaySocket, chunk: Buffer): void {
+  this[kConnection].upstreamData(chunk);
+}
+function onUpstreamEnd(this: RelaySocket): void {
+  this[kConnection].upstreamEnd();
+}
+function onUpstreamDrain(this: RelaySocket): void {
+  this[kConnection].upstreamDrain();
+}
+function onUpstreamError(this: RelaySocket, err: Error): void {
+  this[kConnection].upstreamError(err);
+}
+function onUpstreamClose(this: RelaySocket): void {
+  this[kConnection].upstreamClose();
+}
+function onUpstreamConnect(this: RelaySocket): void {
+  this[kConnection].upstreamConnect();
+}
+function onConnectTimeout(connection: TcpConnection): void {
+  connection.connectTimedOut();
+}
+function onIdleCheck(connection: TcpConnection): void {
+  connection.idleCheck();
+}
+function onMaxDuration(connection: TcpConnection): void {
+  connection.maxDurationReached();
 }
 
 /**
@@ -184,12 +257,14 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   /** Wires the client socket and starts choosing an upstream. */
   start(): void {
-    const client = this.client;
-    client.on('error', this.onClientError);
-    client.on('close', this.onClientClose);
-    client.on('end', this.onClientEnd);
-    client.on('data', this.onClientData);
-    client.on('drain', this.onClientDrain);
+    const client = own(this.client, this);
+    client.on('error', onClientError);
+    client.on('close', onClientClose);
+    client.on('end', onClientEnd);
+    const sharedBuffer =
+      this.host.options.relay === 'onread' && readIntoSharedBuffer(client, onClientRead);
+    if (!sharedBuffer) client.on('data', onClientData);
+    client.on('drain', onClientDrain);
     if (this.host.options.noDelay) client.setNoDelay(true);
     this.armTimers();
     if (this.resumeAfterPreface && this.earlyBytes < this.host.options.maxEarlyData)
@@ -220,15 +295,20 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       return;
     }
     if (isThenable(result)) {
-      Promise.resolve(result).then(this.onSelected, (err: unknown) => {
-        this.selectorFailed(err);
-      });
+      Promise.resolve(result).then(
+        (choice) => {
+          this.onSelected(choice);
+        },
+        (err: unknown) => {
+          this.selectorFailed(err);
+        },
+      );
     } else {
       this.onSelected(result);
     }
   }
 
-  private readonly onSelected = (choice: SelectionResult | null): void => {
+  private onSelected(choice: SelectionResult | null): void {
     if (this.reason !== undefined) return;
     if (choice === undefined || choice === null) {
       this.noMoreUpstreams();
@@ -242,7 +322,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       return;
     }
     this.connect(state);
-  };
+  }
 
   private selectorFailed(err: unknown): void {
     if (this.reason !== undefined) return;
@@ -272,21 +352,29 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     state.counters.total++;
     this.host.stats.upstreamTotal++;
     this.openSockets++;
-    const socket = net.connect({
-      host: state.host,
-      port: state.port,
-      allowHalfOpen: true,
-      noDelay: this.host.options.noDelay,
-    });
+    const options = this.host.options;
+    const socket = own(
+      net.connect({
+        host: state.host,
+        port: state.port,
+        allowHalfOpen: true,
+        noDelay: options.noDelay,
+        ...(options.relay === 'onread' && {
+          onread: { buffer: sharedReadBuffer(), callback: onUpstreamRead },
+        }),
+      }),
+      this,
+    );
     this.upstreamSocket = socket;
-    socket.on('error', this.onUpstreamError);
-    socket.on('close', this.onUpstreamClose);
-    socket.once('connect', this.onUpstreamConnect);
-    this.connectTimer = setTimeout(this.onConnectTimeout, this.host.options.connectTimeout);
+    socket.on('error', onUpstreamError);
+    socket.on('close', onUpstreamClose);
+    socket.once('connect', onUpstreamConnect);
+    this.connectTimer = setTimeout(onConnectTimeout, options.connectTimeout, this);
     this.connectTimer.unref();
   }
 
-  private readonly onConnectTimeout = (): void => {
+  /** @internal */
+  connectTimedOut(): void {
     this.connectTimer = undefined;
     const state = this.current;
     if (state === undefined || this.connected) return;
@@ -296,7 +384,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       state,
       new ConnectTimeoutError(state.address, this.host.options.connectTimeout),
     );
-  };
+  }
 
   /** One connect attempt failed: drop its socket and try another upstream, if any is left. */
   private attemptFailed(state: UpstreamState, error: L4Error): void {
@@ -322,7 +410,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.nextAttempt();
   }
 
-  private readonly onUpstreamConnect = (): void => {
+  /** @internal */
+  upstreamConnect(): void {
     const socket = this.upstreamSocket;
     const state = this.current;
     if (socket === undefined || state === undefined || this.reason !== undefined) return;
@@ -331,14 +420,14 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.connected = true;
     this.error = undefined;
     this.host.upstreamSucceeded(state);
-    socket.on('data', this.onUpstreamData);
-    socket.on('end', this.onUpstreamEnd);
-    socket.on('drain', this.onUpstreamDrain);
+    if (this.host.options.relay !== 'onread') socket.on('data', onUpstreamData);
+    socket.on('end', onUpstreamEnd);
+    socket.on('drain', onUpstreamDrain);
     this.host.emitUpstreamConnect(this, state);
     // A listener may have closed the connection.
     if (this.ended()) return;
     this.flushEarly(socket);
-  };
+  }
 
   /** Delivers what the client sent while we were connecting, then lets the client flow. */
   private flushEarly(socket: Socket): void {
@@ -372,31 +461,40 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   // ---- relay --------------------------------------------------------------------------------
 
-  private readonly onClientData = (chunk: Buffer): void => {
+  /**
+   * A chunk from the client. Returns false when the client was paused (for `onread`, which
+   * stops reading on false).
+   * @internal
+   */
+  clientData(chunk: Buffer): boolean {
     this.bytesFromClient += chunk.length;
     this.lastActivity = Date.now();
     const socket = this.upstreamSocket;
     if (this.connected && socket !== undefined) {
       this.bytesToUpstream += chunk.length;
       this.upstreamCounters.txBytes += chunk.length;
-      if (!socket.write(chunk)) this.pauseClient();
-      return;
+      if (socket.write(chunk)) return true;
+      this.pauseClient();
+      return false;
     }
     (this.early ??= []).push(chunk);
     this.earlyBytes += chunk.length;
-    if (this.earlyBytes >= this.host.options.maxEarlyData) this.client.pause();
-  };
+    if (this.earlyBytes < this.host.options.maxEarlyData) return true;
+    this.client.pause();
+    return false;
+  }
 
-  private readonly onUpstreamData = (chunk: Buffer): void => {
+  /** A chunk from the upstream; false when the upstream was paused. @internal */
+  upstreamData(chunk: Buffer): boolean {
     this.bytesFromUpstream += chunk.length;
     this.upstreamCounters.rxBytes += chunk.length;
     this.lastActivity = Date.now();
     this.bytesToClient += chunk.length;
-    if (!this.client.write(chunk)) {
-      this.host.stats.upstreamPaused++;
-      this.upstreamSocket?.pause();
-    }
-  };
+    if (this.client.write(chunk)) return true;
+    this.host.stats.upstreamPaused++;
+    this.upstreamSocket?.pause();
+    return false;
+  }
 
   private pauseClient(): void {
     this.host.stats.downstreamPaused++;
@@ -404,44 +502,50 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   }
 
   /** The upstream drained its write buffer: the client may send again. */
-  private readonly onUpstreamDrain = (): void => {
+  /** @internal */
+  upstreamDrain(): void {
     if (this.client.isPaused()) {
       this.host.stats.downstreamResumed++;
       this.client.resume();
     }
-  };
+  }
 
   /** The client drained its write buffer: the upstream may send again. */
-  private readonly onClientDrain = (): void => {
+  /** @internal */
+  clientDrain(): void {
     const socket = this.upstreamSocket;
     if (socket?.isPaused() === true) {
       this.host.stats.upstreamResumed++;
       socket.resume();
     }
-  };
+  }
 
-  private readonly onClientEnd = (): void => {
+  /** @internal */
+  clientEnd(): void {
     this.clientEnded = true;
     if (this.connected) this.upstreamSocket?.end();
-  };
+  }
 
-  private readonly onUpstreamEnd = (): void => {
+  /** @internal */
+  upstreamEnd(): void {
     this.upstreamEnded = true;
     this.client.end();
-  };
+  }
 
   // ---- errors and close ---------------------------------------------------------------------
 
-  private readonly onClientError = (err: Error): void => {
+  /** @internal */
+  clientError(err: Error): void {
     if (this.reason !== undefined) return;
     this.fail(
       isReset(err) ? CloseReason.DOWNSTREAM_RESET : CloseReason.DOWNSTREAM_ERROR,
       err,
       true,
     );
-  };
+  }
 
-  private readonly onUpstreamError = (err: Error): void => {
+  /** @internal */
+  upstreamError(err: Error): void {
     const state = this.current;
     if (state === undefined) return;
     if (!this.connected && isDescriptorExhaustion(err)) {
@@ -457,7 +561,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.reason !== undefined) return;
     state.counters.errors++;
     this.fail(isReset(err) ? CloseReason.UPSTREAM_RESET : CloseReason.UPSTREAM_ERROR, err, true);
-  };
+  }
 
   /**
    * The upstream socket could not be created (EMFILE/ENFILE): a local shortage, not the
@@ -479,7 +583,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.fail(CloseReason.RESOURCE_EXHAUSTED, error, false);
   }
 
-  private readonly onClientClose = (): void => {
+  /** @internal */
+  clientClose(): void {
     this.openSockets--;
     // Closed without an error and before both sides finished: someone destroyed the socket.
     if (this.reason === undefined && !(this.clientEnded && this.upstreamEnded)) {
@@ -487,12 +592,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       return;
     }
     this.maybeFinish();
-  };
+  }
 
-  private readonly onUpstreamClose = (): void => {
+  /** @internal */
+  upstreamClose(): void {
     this.openSockets--;
     this.maybeFinish();
-  };
+  }
 
   /**
    * Ends the connection for `reason`. With `reset`, the other side is reset (RST), so a peer can
@@ -555,11 +661,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private armTimers(): void {
     const { idleTimeout, maxConnectionDuration } = this.host.options;
     if (idleTimeout > 0) {
-      this.idleTimer = setTimeout(this.onIdleCheck, idleTimeout);
+      this.idleTimer = setTimeout(onIdleCheck, idleTimeout, this);
       this.idleTimer.unref();
     }
     if (maxConnectionDuration > 0) {
-      this.durationTimer = setTimeout(this.onMaxDuration, maxConnectionDuration);
+      this.durationTimer = setTimeout(onMaxDuration, maxConnectionDuration, this);
       this.durationTimer.unref();
     }
   }
@@ -567,8 +673,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /**
    * Fires at most once per `idleTimeout`; activity only stamps `lastActivity`, so the relay never
    * touches a timer per chunk.
+   * @internal
    */
-  private readonly onIdleCheck = (): void => {
+  idleCheck(): void {
     const idleTimeout = this.host.options.idleTimeout;
     const idleFor = Date.now() - this.lastActivity;
     if (idleFor >= idleTimeout) {
@@ -577,15 +684,16 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.terminate(CloseReason.IDLE_TIMEOUT);
       return;
     }
-    this.idleTimer = setTimeout(this.onIdleCheck, idleTimeout - idleFor);
+    this.idleTimer = setTimeout(onIdleCheck, idleTimeout - idleFor, this);
     this.idleTimer.unref();
-  };
+  }
 
-  private readonly onMaxDuration = (): void => {
+  /** @internal */
+  maxDurationReached(): void {
     this.durationTimer = undefined;
     this.host.stats.maxDurationReached++;
     this.terminate(CloseReason.MAX_DURATION);
-  };
+  }
 
   private clearTimers(): void {
     if (this.idleTimer) clearTimeout(this.idleTimer);
