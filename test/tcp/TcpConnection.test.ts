@@ -43,235 +43,253 @@ async function customServer(onSocket: (socket: Socket) => void) {
   };
 }
 
-describe('TcpConnection relay', () => {
-  test('relays bytes both ways and closes cleanly with reason completed', async () => {
-    const echo = await echoServer();
-    const { proxy, port, closes } = await startProxy({ upstreams: [local(echo.port)] });
-    const client = await connect(port);
-    const reply = readAll(client);
-    client.end('hello through the proxy');
-    assert.equal((await reply).toString(), 'hello through the proxy');
-    const [summary] = await closes(1);
-    assert.equal(summary?.reason, CloseReason.COMPLETED);
-    assert.equal(summary.bytesFromClient, 23);
-    assert.equal(summary.bytesToUpstream, 23);
-    assert.equal(summary.bytesFromUpstream, 23);
-    assert.equal(summary.bytesToClient, 23);
-    assert.equal(summary.upstream?.port, echo.port);
-    assert.equal(summary.upstreamConnected, true);
-    assert.equal(summary.attempts, 1);
-    assert.equal(summary.clientAddress, '127.0.0.1');
-    assert.equal(summary.localPort, port);
-    await proxy.close();
-    await echo.close();
-  });
+for (const relay of ['onread', 'stream'] as const)
+  describe(`TcpConnection relay (relay: '${relay}')`, () => {
+    test('relays bytes both ways and closes cleanly with reason completed', async () => {
+      const echo = await echoServer();
+      const { proxy, port, closes } = await startProxy({ upstreams: [local(echo.port)], relay });
+      const client = await connect(port);
+      const reply = readAll(client);
+      client.end('hello through the proxy');
+      assert.equal((await reply).toString(), 'hello through the proxy');
+      const [summary] = await closes(1);
+      assert.equal(summary?.reason, CloseReason.COMPLETED);
+      assert.equal(summary.bytesFromClient, 23);
+      assert.equal(summary.bytesToUpstream, 23);
+      assert.equal(summary.bytesFromUpstream, 23);
+      assert.equal(summary.bytesToClient, 23);
+      assert.equal(summary.upstream?.port, echo.port);
+      assert.equal(summary.upstreamConnected, true);
+      assert.equal(summary.attempts, 1);
+      assert.equal(summary.clientAddress, '127.0.0.1');
+      assert.equal(summary.localPort, port);
+      await proxy.close();
+      await echo.close();
+    });
 
-  test('dials the upstream at once so server-speaks-first protocols work', async () => {
-    const greeter = await customServer((socket) => socket.end('220 ready\r\n'));
-    const { proxy, port, closes } = await startProxy({ upstreams: [local(greeter.port)] });
-    const client = await connect(port);
-    const greeting = readAll(client);
-    assert.equal((await greeting).toString(), '220 ready\r\n');
-    client.end();
-    const [summary] = await closes(1);
-    assert.equal(summary?.reason, CloseReason.COMPLETED);
-    await proxy.close();
-    await greeter.close();
-  });
-
-  test('holds bytes sent before the upstream is ready and delivers them first, in order', async () => {
-    const received: Buffer[] = [];
-    const upstream = await customServer((socket) => {
-      socket.on('data', (chunk: Buffer) => received.push(chunk));
-      socket.on('end', () => socket.end('done'));
-    });
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const { proxy, port, closes } = await startProxy({
-      upstreams: [local(upstream.port)],
-      selector: async (ctx) => {
-        await gate;
-        return ctx.candidates[0];
-      },
-    });
-    const client = await connect(port);
-    const reply = readAll(client);
-    for (let i = 0; i < 10; i++) client.write(`part-${i};`);
-    // Wait until the proxy has read everything the client sent, then let selection finish.
-    await withTimeout(
-      (async () => {
-        for (let i = 0; i < 200; i++) {
-          if ((proxy.connections()[0]?.bytesFromClient ?? 0) >= 70) return;
-          await new Promise((resolve) => setImmediate(resolve));
-        }
-        throw new Error('proxy did not read the early bytes');
-      })(),
-      5_000,
-      'early bytes',
-    );
-    release();
-    client.end('tail');
-    assert.equal((await reply).toString(), 'done');
-    const expected = Array.from({ length: 10 }, (_, i) => `part-${i};`).join('') + 'tail';
-    assert.equal(Buffer.concat(received).toString(), expected);
-    const [summary] = await closes(1);
-    assert.equal(summary?.reason, CloseReason.COMPLETED);
-    await proxy.close();
-    await upstream.close();
-  });
-
-  test('bounds what it holds before the upstream is ready, then delivers all of it', async () => {
-    let receivedBytes = 0;
-    const upstream = await customServer((socket) => {
-      socket.on('data', (chunk: Buffer) => (receivedBytes += chunk.length));
-      socket.on('end', () => socket.end());
-    });
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const { proxy, port, closes } = await startProxy({
-      upstreams: [local(upstream.port)],
-      maxEarlyData: 16 * 1024,
-      selector: async (ctx) => {
-        await gate;
-        return ctx.candidates[0];
-      },
-    });
-    const client = await connect(port);
-    const total = 8 * 1024 * 1024;
-    const chunk = Buffer.alloc(64 * 1024, 7);
-    let written = 0;
-    const writer = (async () => {
-      while (written < total) {
-        written += chunk.length;
-        if (!client.write(chunk)) await waitFor(client, 'drain', 20_000);
-      }
+    test('dials the upstream at once so server-speaks-first protocols work', async () => {
+      const greeter = await customServer((socket) => socket.end('220 ready\r\n'));
+      const { proxy, port, closes } = await startProxy({ upstreams: [local(greeter.port)], relay });
+      const client = await connect(port);
+      const greeting = readAll(client);
+      assert.equal((await greeting).toString(), '220 ready\r\n');
       client.end();
-    })();
-    // The client fills the kernel buffers and stalls: the proxy stops reading at the bound.
-    await withTimeout(
-      (async () => {
-        let stable = 0;
-        let last = -1;
-        for (let i = 0; i < 2_000 && stable < 50; i++) {
-          const held = proxy.connections()[0]?.bytesFromClient ?? 0;
-          stable = held === last ? stable + 1 : 0;
-          last = held;
-          await new Promise((resolve) => setImmediate(resolve));
+      const [summary] = await closes(1);
+      assert.equal(summary?.reason, CloseReason.COMPLETED);
+      await proxy.close();
+      await greeter.close();
+    });
+
+    test('holds bytes sent before the upstream is ready and delivers them first, in order', async () => {
+      const received: Buffer[] = [];
+      const upstream = await customServer((socket) => {
+        socket.on('data', (chunk: Buffer) => received.push(chunk));
+        socket.on('end', () => socket.end('done'));
+      });
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      const { proxy, port, closes } = await startProxy({
+        relay,
+        upstreams: [local(upstream.port)],
+        selector: async (ctx) => {
+          await gate;
+          return ctx.candidates[0];
+        },
+      });
+      const client = await connect(port);
+      const reply = readAll(client);
+      for (let i = 0; i < 10; i++) client.write(`part-${i};`);
+      // Wait until the proxy has read everything the client sent, then let selection finish.
+      await withTimeout(
+        (async () => {
+          for (let i = 0; i < 200; i++) {
+            if ((proxy.connections()[0]?.bytesFromClient ?? 0) >= 70) return;
+            await new Promise((resolve) => setImmediate(resolve));
+          }
+          throw new Error('proxy did not read the early bytes');
+        })(),
+        5_000,
+        'early bytes',
+      );
+      release();
+      client.end('tail');
+      assert.equal((await reply).toString(), 'done');
+      const expected = Array.from({ length: 10 }, (_, i) => `part-${i};`).join('') + 'tail';
+      assert.equal(Buffer.concat(received).toString(), expected);
+      const [summary] = await closes(1);
+      assert.equal(summary?.reason, CloseReason.COMPLETED);
+      await proxy.close();
+      await upstream.close();
+    });
+
+    test('bounds what it holds before the upstream is ready, then delivers all of it', async () => {
+      let receivedBytes = 0;
+      const upstream = await customServer((socket) => {
+        socket.on('data', (chunk: Buffer) => (receivedBytes += chunk.length));
+        socket.on('end', () => socket.end());
+      });
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      const { proxy, port, closes } = await startProxy({
+        relay,
+        upstreams: [local(upstream.port)],
+        maxEarlyData: 16 * 1024,
+        selector: async (ctx) => {
+          await gate;
+          return ctx.candidates[0];
+        },
+      });
+      const client = await connect(port);
+      const total = 8 * 1024 * 1024;
+      const chunk = Buffer.alloc(64 * 1024, 7);
+      let written = 0;
+      const writer = (async () => {
+        while (written < total) {
+          written += chunk.length;
+          if (!client.write(chunk)) await waitFor(client, 'drain', 20_000);
         }
-      })(),
-      10_000,
-      'the proxy to stop reading',
-    );
-    const held = proxy.connections()[0]?.bytesFromClient ?? 0;
-    assert.ok(held < 16 * 1024 + 2 * 65536, `proxy read ${held} bytes before connecting`);
-    assert.ok(written > held, 'the client wrote more than the proxy held');
-    release();
-    await withTimeout(writer, 20_000, 'the writer');
-    const [summary] = await closes(1, 20_000);
-    assert.equal(summary?.reason, CloseReason.COMPLETED);
-    assert.equal(receivedBytes, total);
-    await proxy.close();
-    await upstream.close();
-  });
+        client.end();
+      })();
+      // The client fills the kernel buffers and stalls: the proxy stops reading at the bound.
+      await withTimeout(
+        (async () => {
+          let stable = 0;
+          let last = -1;
+          for (let i = 0; i < 2_000 && stable < 50; i++) {
+            const held = proxy.connections()[0]?.bytesFromClient ?? 0;
+            stable = held === last ? stable + 1 : 0;
+            last = held;
+            await new Promise((resolve) => setImmediate(resolve));
+          }
+        })(),
+        10_000,
+        'the proxy to stop reading',
+      );
+      const held = proxy.connections()[0]?.bytesFromClient ?? 0;
+      assert.ok(held < 16 * 1024 + 2 * 65536, `proxy read ${held} bytes before connecting`);
+      assert.ok(written > held, 'the client wrote more than the proxy held');
+      release();
+      await withTimeout(writer, 20_000, 'the writer');
+      const [summary] = await closes(1, 20_000);
+      assert.equal(summary?.reason, CloseReason.COMPLETED);
+      assert.equal(receivedBytes, total);
+      await proxy.close();
+      await upstream.close();
+    });
 
-  test('half-close: after the client FIN the upstream reply still arrives', async () => {
-    const upstream = await customServer((socket) => {
-      const chunks: Buffer[] = [];
-      socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-      // Reply only after the client finished sending.
-      socket.on('end', () => {
-        socket.write('got:');
-        setImmediate(() => socket.end(Buffer.concat(chunks)));
+    test('half-close: after the client FIN the upstream reply still arrives', async () => {
+      const upstream = await customServer((socket) => {
+        const chunks: Buffer[] = [];
+        socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+        // Reply only after the client finished sending.
+        socket.on('end', () => {
+          socket.write('got:');
+          setImmediate(() => socket.end(Buffer.concat(chunks)));
+        });
       });
-    });
-    const { proxy, port, closes } = await startProxy({ upstreams: [local(upstream.port)] });
-    const client = await connect(port);
-    const reply = readAll(client);
-    client.end('request');
-    assert.equal((await reply).toString(), 'got:request');
-    assert.equal((await closes(1))[0]?.reason, CloseReason.COMPLETED);
-    await proxy.close();
-    await upstream.close();
-  });
-
-  test('half-close: after the upstream FIN the client can still send', async () => {
-    const received: Buffer[] = [];
-    let upstreamEnded!: () => void;
-    const upstreamDone = new Promise<void>((resolve) => (upstreamEnded = resolve));
-    const upstreamServer = await customServer((socket) => {
-      socket.end('bye first');
-      socket.on('data', (chunk: Buffer) => received.push(chunk));
-      socket.on('end', () => {
-        upstreamEnded();
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [local(upstream.port)],
+        relay,
       });
+      const client = await connect(port);
+      const reply = readAll(client);
+      client.end('request');
+      assert.equal((await reply).toString(), 'got:request');
+      assert.equal((await closes(1))[0]?.reason, CloseReason.COMPLETED);
+      await proxy.close();
+      await upstream.close();
     });
-    const { proxy, port, closes } = await startProxy({ upstreams: [local(upstreamServer.port)] });
-    const client = await connect(port);
-    const greeting = readAll(client);
-    await waitFor(client, 'end');
-    assert.equal((await greeting).toString(), 'bye first');
-    client.write('still ');
-    client.end('talking');
-    await withTimeout(upstreamDone, 5_000, 'upstream end');
-    assert.equal(Buffer.concat(received).toString(), 'still talking');
-    assert.equal((await closes(1))[0]?.reason, CloseReason.COMPLETED);
-    await proxy.close();
-    await upstreamServer.close();
-  });
 
-  test('an upstream reset resets the client (reason upstream_reset)', async () => {
-    const upstream = await customServer((socket) => {
-      socket.once('data', () => socket.resetAndDestroy());
+    test('half-close: after the upstream FIN the client can still send', async () => {
+      const received: Buffer[] = [];
+      let upstreamEnded!: () => void;
+      const upstreamDone = new Promise<void>((resolve) => (upstreamEnded = resolve));
+      const upstreamServer = await customServer((socket) => {
+        socket.end('bye first');
+        socket.on('data', (chunk: Buffer) => received.push(chunk));
+        socket.on('end', () => {
+          upstreamEnded();
+        });
+      });
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [local(upstreamServer.port)],
+        relay,
+      });
+      const client = await connect(port);
+      const greeting = readAll(client);
+      await waitFor(client, 'end');
+      assert.equal((await greeting).toString(), 'bye first');
+      client.write('still ');
+      client.end('talking');
+      await withTimeout(upstreamDone, 5_000, 'upstream end');
+      assert.equal(Buffer.concat(received).toString(), 'still talking');
+      assert.equal((await closes(1))[0]?.reason, CloseReason.COMPLETED);
+      await proxy.close();
+      await upstreamServer.close();
     });
-    const { proxy, port, closes } = await startProxy({ upstreams: [local(upstream.port)] });
-    const client = await connect(port);
-    const clientClosed = closed(client);
-    client.write('trigger');
-    const error = (await clientClosed) as NodeJS.ErrnoException | undefined;
-    assert.equal(error?.code, 'ECONNRESET');
-    assert.equal((await closes(1))[0]?.reason, CloseReason.UPSTREAM_RESET);
-    await proxy.close();
-    await upstream.close();
-  });
 
-  test('a client reset resets the upstream (reason downstream_reset)', async () => {
-    let upstreamClosed!: Promise<Error | undefined>;
-    let markConnected!: () => void;
-    const connected = new Promise<void>((resolve) => (markConnected = resolve));
-    const upstreamServer = await customServer((socket) => {
-      upstreamClosed = closed(socket);
-      markConnected();
+    test('an upstream reset resets the client (reason upstream_reset)', async () => {
+      const upstream = await customServer((socket) => {
+        socket.once('data', () => socket.resetAndDestroy());
+      });
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [local(upstream.port)],
+        relay,
+      });
+      const client = await connect(port);
+      const clientClosed = closed(client);
+      client.write('trigger');
+      const error = (await clientClosed) as NodeJS.ErrnoException | undefined;
+      assert.equal(error?.code, 'ECONNRESET');
+      assert.equal((await closes(1))[0]?.reason, CloseReason.UPSTREAM_RESET);
+      await proxy.close();
+      await upstream.close();
     });
-    const { proxy, port, closes } = await startProxy({ upstreams: [local(upstreamServer.port)] });
-    const client = await connect(port);
-    await withTimeout(connected, 5_000, 'upstream connection');
-    await waitFor(proxy, 'upstreamConnect');
-    client.resetAndDestroy();
-    const error = (await upstreamClosed) as NodeJS.ErrnoException | undefined;
-    assert.equal(error?.code, 'ECONNRESET');
-    assert.equal((await closes(1))[0]?.reason, CloseReason.DOWNSTREAM_RESET);
-    await proxy.close();
-    await upstreamServer.close();
-  });
 
-  test('a clean close stays clean on both sides (no reset)', async () => {
-    let upstreamError: Promise<Error | undefined> | undefined;
-    const upstream = await customServer((socket) => {
-      socket.on('end', () => socket.end('ok'));
-      upstreamError = closed(socket);
+    test('a client reset resets the upstream (reason downstream_reset)', async () => {
+      let upstreamClosed!: Promise<Error | undefined>;
+      let markConnected!: () => void;
+      const connected = new Promise<void>((resolve) => (markConnected = resolve));
+      const upstreamServer = await customServer((socket) => {
+        upstreamClosed = closed(socket);
+        markConnected();
+      });
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [local(upstreamServer.port)],
+        relay,
+      });
+      const client = await connect(port);
+      await withTimeout(connected, 5_000, 'upstream connection');
+      await waitFor(proxy, 'upstreamConnect');
+      client.resetAndDestroy();
+      const error = (await upstreamClosed) as NodeJS.ErrnoException | undefined;
+      assert.equal(error?.code, 'ECONNRESET');
+      assert.equal((await closes(1))[0]?.reason, CloseReason.DOWNSTREAM_RESET);
+      await proxy.close();
+      await upstreamServer.close();
     });
-    const { proxy, port, closes } = await startProxy({ upstreams: [local(upstream.port)] });
-    const client = await connect(port);
-    const clientError = closed(client);
-    client.resume();
-    client.end('x');
-    assert.equal(await clientError, undefined);
-    assert.equal(await upstreamError, undefined);
-    assert.equal((await closes(1))[0]?.reason, CloseReason.COMPLETED);
-    await proxy.close();
-    await upstream.close();
+
+    test('a clean close stays clean on both sides (no reset)', async () => {
+      let upstreamError: Promise<Error | undefined> | undefined;
+      const upstream = await customServer((socket) => {
+        socket.on('end', () => socket.end('ok'));
+        upstreamError = closed(socket);
+      });
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [local(upstream.port)],
+        relay,
+      });
+      const client = await connect(port);
+      const clientError = closed(client);
+      client.resume();
+      client.end('x');
+      assert.equal(await clientError, undefined);
+      assert.equal(await upstreamError, undefined);
+      assert.equal((await closes(1))[0]?.reason, CloseReason.COMPLETED);
+      await proxy.close();
+      await upstream.close();
+    });
   });
-});
 
 describe('TcpConnection connect and retries', () => {
   test('tries another upstream when one refuses, and reports the failed attempt', async () => {
