@@ -189,6 +189,7 @@ async function main(): Promise<void> {
     tools,
     duration: options.duration,
     idleConnections: options.idleConnections,
+    idleHold: options.idleHold,
   };
   const scenarios: ScenarioResult[] = [];
   for (const scenario of options.scenarios) {
@@ -206,6 +207,7 @@ async function main(): Promise<void> {
       reps: options.reps,
       duration: options.duration,
       idleConnections: options.idleConnections,
+      idleHold: options.idleHold,
       profile: options.profile,
     },
     machine,

@@ -16,6 +16,7 @@ export type Protocol = 'tcp' | 'udp';
 export const CONTENDER_NAMES = [
   'direct',
   'l4proxy',
+  'l4proxy-2w',
   'naive',
   'haproxy',
   'haproxy-splice',
@@ -54,7 +55,12 @@ export interface Contender {
   start(setup: ProxySetup, tools: ReadonlyMap<ToolName, string>): Promise<Running>;
 }
 
-async function forkNode(script: string, args: string[], profileDir?: string): Promise<Running> {
+async function forkNode(
+  script: string,
+  args: string[],
+  profileDir?: string,
+  processes: (pid: number) => number[] = (pid) => [pid],
+): Promise<Running> {
   const execArgv = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
   const child = track(fork(benchScript(script), args, { execArgv, stdio: 'ignore' }));
   const port = await new Promise<number>((resolve, reject) => {
@@ -65,7 +71,7 @@ async function forkNode(script: string, args: string[], profileDir?: string): Pr
       reject(new Error(`${script} exited ${code}`));
     });
   });
-  return { port, pids: () => [child.pid!], stop: () => stop(child) };
+  return { port, pids: () => processes(child.pid!), stop: () => stop(child) };
 }
 
 /** Runs a program whose config lives in a temp dir, ready once it accepts on `readyPort`. */
@@ -200,6 +206,19 @@ export const CONTENDERS: readonly Contender[] = [
         'servers/l4proxy.js',
         [setup.protocol, String(setup.upstreamPort), String(setup.responses)],
         setup.profileDir,
+      ),
+  },
+  {
+    name: 'l4proxy-2w',
+    description:
+      'the same in 2 `node:cluster` workers sharing the listening socket (TCP `SCHED_NONE`: the kernel spreads accepts)',
+    protocols: ['tcp', 'udp'],
+    start: (setup) =>
+      forkNode(
+        'servers/l4proxyCluster.js',
+        [setup.protocol, String(setup.upstreamPort), String(setup.responses), '2'],
+        undefined,
+        family,
       ),
   },
   {

@@ -12,6 +12,7 @@ export interface BenchOptions {
   reps: number;
   duration: number;
   idleConnections: number;
+  idleHold: number;
   install: boolean;
   outDir: string;
   profile: boolean;
@@ -24,6 +25,7 @@ export const USAGE = `usage: npm run bench -- [options]
   --reps N            repetitions (default 3; 1 with --quick)
   --duration S        measured seconds per run (default 3; 1 with --quick)
   --idle-connections N  connections for tcp-idle-rss (default 5000; 500 with --quick)
+  --idle-hold S       seconds tcp-idle-rss holds them idle before its steady reading (default 15; 3 with --quick)
   --quick             a fast look: 1 repetition, 1 s runs, 500 idle connections
   --profile           write l4proxy --cpu-prof profiles under <out>/profiles/ and summarize them
   --no-install        never apt-get install missing programs
@@ -56,6 +58,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       reps: { type: 'string' },
       duration: { type: 'string' },
       'idle-connections': { type: 'string' },
+      'idle-hold': { type: 'string' },
       quick: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       'no-install': { type: 'boolean', default: false },
@@ -77,6 +80,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     idleConnections: Math.round(
       positive(values['idle-connections'], values.quick ? 500 : 5000, 'idle-connections'),
     ),
+    idleHold: positive(values['idle-hold'], values.quick ? 3 : 15, 'idle-hold'),
     install: !values['no-install'],
     outDir: values.out ?? `${repoRoot}bench/results`,
     profile: values.profile,

@@ -97,7 +97,7 @@ export function markdown(results: BenchResults): string {
     '',
     `Machine: ${m.nproc} cores, ${m.cpuModel}, Linux ${m.kernel}, Node ${m.node}. ${versions}.`,
     `Load average at start ${m.loadAverageStart}, at end ${m.loadAverageEnd ?? '?'}.`,
-    `Runs: ${results.options.reps} repetitions × ${results.options.duration} s per scenario and contender, interleaved, each on a fresh proxy process; medians (min – max). Idle connections: ${results.options.idleConnections}.`,
+    `Runs: ${results.options.reps} repetitions × ${results.options.duration} s per scenario and contender, interleaved, each on a fresh proxy process; medians (min – max). Idle connections: ${results.options.idleConnections}, held idle ${results.options.idleHold} s for the steady RSS reading.`,
     'CPU columns: median cores used during the run (100% = one core busy); "other CPU" is what the rest of the machine (other jobs, kernel threads) kept busy meanwhile: the noise.',
     '',
     '## Summary (medians; ↑ higher is better, ↓ lower is better)',

@@ -41,6 +41,8 @@ export interface BenchResults {
     reps: number;
     duration: number;
     idleConnections: number;
+    /** Seconds tcp-idle-rss held its connections idle before the steady reading. */
+    idleHold: number;
     profile: boolean;
   };
   machine: MachineInfo;

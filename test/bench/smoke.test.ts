@@ -22,6 +22,8 @@ function runHarness(out: string, contenders: string[]): Promise<string> {
     '1',
     '--idle-connections',
     '20',
+    '--idle-hold',
+    '0.05',
     '--no-install',
     '--contenders',
     contenders.join(','),

@@ -49,6 +49,7 @@ describe('TcpProxy options', () => {
     ['maxConnections', { maxConnections: 0 }],
     ['maxEarlyData', { maxEarlyData: 0 }],
     ['noDelay', { noDelay: 'yes' }],
+    ['relay', { relay: 'splice' }],
     ['selector', { selector: 'roundRobin' }],
     ['upstreams', { upstreams: 'localhost:80' }],
     ['upstreams[0].port', { upstreams: [{ host: 'a', port: 70000 }] }],
