@@ -3,6 +3,7 @@ import type { ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import type { RemoteInfo, Socket } from 'node:dgram';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import type { TestContext } from 'node:test';
 import { withTimeout } from '../helpers/net.js';
@@ -82,30 +83,58 @@ export async function freeUdpPort(host = '127.0.0.1'): Promise<number> {
   return port;
 }
 
+/** The lowest port the kernel hands out for outgoing connections (`ip_local_port_range`). */
+function ephemeralLow(): number {
+  try {
+    const low = Number(
+      readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').split(/\s+/)[0],
+    );
+    return Number.isInteger(low) && low > 2_048 ? low : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+/** Whether `port` on 127.0.0.1 can be bound now, by a TCP listener and then by a UDP socket. */
+async function bindsBoth(port: number): Promise<boolean> {
+  const server = net.createServer();
+  const listening = await new Promise<boolean>((resolve) => {
+    server.once('error', () => {
+      resolve(false);
+    });
+    server.listen(port, '127.0.0.1', () => {
+      resolve(true);
+    });
+  });
+  if (!listening) return false;
+  const udp = dgram.createSocket('udp4');
+  const bound = await new Promise<boolean>((resolve) => {
+    udp.once('error', () => {
+      resolve(false);
+    });
+    udp.bind(port, '127.0.0.1', () => {
+      resolve(true);
+    });
+  });
+  if (bound) await closeSocket(udp);
+  else udp.close();
+  await new Promise((resolve) => server.close(resolve));
+  return bound;
+}
+
 /**
- * A port on 127.0.0.1 free for both UDP and TCP (dnsmasq binds both): a TCP listener picks it,
- * then a UDP bind on the same number proves it free there too; both are released.
+ * A port on 127.0.0.1 free for both UDP and TCP (dnsmasq binds both), chosen below the ephemeral
+ * range: there, no outgoing connection of a test running in parallel holds the TCP side (an
+ * ephemeral port can sit in TIME_WAIT, which dnsmasq's TCP listener refuses).
  */
 export async function freeDnsPort(): Promise<number> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const server = net.createServer();
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const port = (server.address() as net.AddressInfo).port;
-    const udp = dgram.createSocket('udp4');
-    const bound = await new Promise<boolean>((resolve) => {
-      udp.once('error', () => {
-        resolve(false);
-      });
-      udp.bind(port, '127.0.0.1', () => {
-        resolve(true);
-      });
-    });
-    if (bound) await closeSocket(udp);
-    else udp.close();
-    await new Promise((resolve) => server.close(resolve));
-    if (bound) return port;
+  const high = ephemeralLow() - 1;
+  const low = Math.min(10_000, high - 1_000);
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = low + Math.floor(Math.random() * (high - low));
+    if (await bindsBoth(port)) return port;
   }
-  throw new Error('no port free for both UDP and TCP after 20 tries');
+  throw new Error(`no port in ${low}-${high} free for both UDP and TCP after 50 tries`);
 }
 
 /** Resolves when `child` has exited (bounded), killing it by PID first when `signal` is given. */

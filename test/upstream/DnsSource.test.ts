@@ -114,6 +114,7 @@ describe('DnsSource against dnsmasq', () => {
     const binary = tool(t, 'dnsmasq');
     if (!binary) return;
     const echo = await echoOnOnePort(['127.0.0.2', '127.0.0.3']);
+    t.after(() => echo.close());
     const dns = await startDnsmasq(binary, { hosts: { [NAME]: ['127.0.0.2'] } });
     t.after(() => dns.close());
     const source = new DnsSource({
@@ -125,6 +126,7 @@ describe('DnsSource against dnsmasq', () => {
       tries: 1,
     });
     const { proxy } = await startProxyWith(source);
+    t.after(() => proxy.close());
     if (proxy.upstreams().length === 0) await nextEvent(proxy, 'upstreamsChange');
     assert.deepEqual(ids(proxy.upstreams()), [`127.0.0.2:${echo.port}`]);
     const port = proxyPort(proxy);
@@ -246,6 +248,7 @@ describe('DnsSource against dnsmasq', () => {
     const binary = tool(t, 'dnsmasq');
     if (!binary) return;
     const echo = await echoOnOnePort(['127.0.0.2', '127.0.0.3']);
+    t.after(() => echo.close());
     const dns = await startDnsmasq(binary, { hosts: { [NAME]: ['127.0.0.2'] } });
     t.after(() => dns.close());
     const source = new DnsSource({
@@ -257,6 +260,7 @@ describe('DnsSource against dnsmasq', () => {
       tries: 1,
     });
     const { proxy } = await startProxyWith(source);
+    t.after(() => proxy.close());
     if (proxy.upstreams().length === 0) await nextEvent(proxy, 'upstreamsChange');
     const failed = nextEvent(proxy, 'upstreamSourceError');
     await dns.stop();
@@ -296,9 +300,11 @@ describe('DnsSource against dnsmasq', () => {
       tries: 1,
     };
     const { proxy: keeping } = await startProxyWith(new DnsSource(options));
+    t.after(() => keeping.close());
     const { proxy: clearing, closes } = await startProxyWith(
       new DnsSource({ ...options, onEmpty: 'clear' }),
     );
+    t.after(() => clearing.close());
     for (const proxy of [keeping, clearing]) {
       if (proxy.upstreams().length === 0) await nextEvent(proxy, 'upstreamsChange');
     }

@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import dgram from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freeDnsPort } from '../udp/helpers.js';
 
 /** A dnsmasq child serving `example.test` on 127.0.0.1 and an ephemeral UDP port. */
 export interface Dnsmasq {
@@ -22,23 +22,6 @@ export interface Dnsmasq {
   start(srv?: readonly string[]): Promise<void>;
   /** Stops the child and removes its files. */
   close(): Promise<void>;
-}
-
-/** A free UDP port on 127.0.0.1 (bound, then released). */
-async function freeUdpPort(): Promise<number> {
-  const socket = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) =>
-    socket.bind(0, '127.0.0.1', () => {
-      resolve();
-    }),
-  );
-  const { port } = socket.address();
-  await new Promise<void>((resolve) =>
-    socket.close(() => {
-      resolve();
-    }),
-  );
-  return port;
 }
 
 /**
@@ -71,7 +54,7 @@ export async function startDnsmasq(
 
   const launch = async (fixedPort?: number): Promise<void> => {
     for (let attempt = 0; ; attempt++) {
-      const candidate = fixedPort ?? (await freeUdpPort());
+      const candidate = fixedPort ?? (await freeDnsPort());
       const args = [
         '--no-daemon',
         `--port=${candidate}`,
@@ -98,7 +81,7 @@ export async function startDnsmasq(
         return;
       }
       proc.kill();
-      if (attempt >= 4) throw new Error(`dnsmasq did not start on port ${candidate}: ${log}`);
+      if (attempt >= 9) throw new Error(`dnsmasq did not start on port ${candidate}: ${log}`);
       // The port was taken meanwhile (or is still held): try again, bounded.
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
