@@ -41,6 +41,23 @@ function isReset(err: Error): boolean {
   return RESET_CODES.has((err as NodeJS.ErrnoException).code ?? '');
 }
 
+const NOTHING = Buffer.alloc(0);
+
+/**
+ * Whether a socket that just ended was in fact reset. libuv reports a reset that arrives right
+ * after a partial read as an end of stream (the socket hung up), and the reset itself only on
+ * the next write, which may never come: forwarding that "end" would give the other side a clean
+ * FIN for a failure. A zero-length write costs one syscall, sends nothing, and fails at once
+ * (`socket.errored`) on a reset socket; its 'error' event follows on the next tick.
+ */
+function revealsReset(socket: Socket | undefined): boolean {
+  if (socket === undefined || socket.destroyed || socket.writableEnded) return false;
+  // Queued bytes would hold the probe back; the reset then shows when they are written.
+  if (socket.writableLength > 0) return false;
+  socket.write(NOTHING);
+  return socket.errored !== null;
+}
+
 /**
  * Each socket points back at its connection, so one set of module-level handlers serves every
  * connection (`this` is the socket): no closure per handler per connection.
@@ -523,12 +540,16 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /** @internal */
   clientEnd(): void {
     this.clientEnded = true;
+    // A client reset seen as an end: its 'error' follows, and resets the upstream instead.
+    if (revealsReset(this.client)) return;
     if (this.connected) this.upstreamSocket?.end();
   }
 
   /** @internal */
   upstreamEnd(): void {
     this.upstreamEnded = true;
+    // An upstream reset seen as an end: its 'error' follows, and resets the client instead.
+    if (revealsReset(this.upstreamSocket)) return;
     this.client.end();
   }
 

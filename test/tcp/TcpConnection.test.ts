@@ -19,6 +19,15 @@ import { startProxy } from '../helpers/proxy.js';
 
 const local = (port: number): Upstream => ({ host: '127.0.0.1', port });
 
+/** Resolves once `condition` holds, checking on each turn of the event loop (bounded: 5 s). */
+async function eventuallyTrue(condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met within 5 s');
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
 /** A server whose accepted sockets are handed to `onSocket`; closes everything at the end. */
 async function customServer(onSocket: (socket: Socket) => void) {
   const sockets = new Set<Socket>();
@@ -226,6 +235,70 @@ for (const relay of ['onread', 'stream'] as const)
       assert.equal((await closes(1))[0]?.reason, CloseReason.COMPLETED);
       await proxy.close();
       await upstreamServer.close();
+    });
+
+    test('an upstream that answers and resets at once resets the client, never a FIN first', async (t) => {
+      // Reply and RST arrive together: libuv reports the reset after a partial read as an end of
+      // stream. Forwarded as is, the client would get a clean FIN for a failed upstream.
+      const upstream = await customServer((socket) => {
+        socket.once('data', () =>
+          socket.write(Buffer.alloc(1000, 1), () => socket.resetAndDestroy()),
+        );
+      });
+      t.after(() => upstream.close());
+      const { proxy, closes } = await startProxy({ upstreams: [local(upstream.port)], relay });
+      t.after(() => proxy.close({ drainTimeout: 0 }));
+      let ends = 0;
+      const front = await customServer((socket) => {
+        const end = socket.end.bind(socket);
+        socket.end = ((...args: Parameters<Socket['end']>) => {
+          ends++;
+          return end(...args);
+        }) as Socket['end'];
+        proxy.handle(socket);
+      });
+      t.after(() => front.close());
+      const clients = Array.from({ length: 10 }, async () => {
+        const client = await connect(front.port);
+        t.after(() => client.destroy());
+        const clientClosed = closed(client, 5_000);
+        client.on('data', () => undefined);
+        client.on('end', () => client.end());
+        client.write('trigger');
+        await clientClosed;
+      });
+      await Promise.all(clients);
+      const summaries = await closes(10, 5_000);
+      assert.deepEqual(
+        summaries.map((summary) => summary.reason),
+        Array.from({ length: 10 }, () => CloseReason.UPSTREAM_RESET),
+      );
+      assert.equal(ends, 0, 'no FIN was sent to a client whose upstream reset');
+    });
+
+    test('a client that sends and resets at once resets the upstream, never a FIN first', async (t) => {
+      // The mirror case: the client's bytes and RST arrive together and libuv reports an end.
+      const upstream = await customServer((socket) => {
+        socket.on('data', () => undefined);
+      });
+      t.after(() => upstream.close());
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [local(upstream.port)],
+        relay,
+      });
+      t.after(() => proxy.close({ drainTimeout: 0 }));
+      for (let i = 0; i < 10; i++) {
+        const client = await connect(port);
+        t.after(() => client.destroy());
+        // Wait until the proxy is relaying (its upstream accepted), then send and reset at once.
+        await eventuallyTrue(() => upstream.sockets.size > i);
+        client.write(Buffer.alloc(1000, 2), () => client.resetAndDestroy());
+      }
+      const summaries = await closes(10, 5_000);
+      assert.deepEqual(
+        summaries.map((summary) => summary.reason),
+        Array.from({ length: 10 }, () => CloseReason.DOWNSTREAM_RESET),
+      );
     });
 
     test('an upstream reset resets the client (reason upstream_reset)', async () => {
