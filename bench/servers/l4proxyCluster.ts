@@ -6,25 +6,12 @@
  */
 import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';
-import { TcpProxy, UdpProxy } from '../../src/index.js';
+import { startL4proxy } from './startL4proxy.js';
 
 const [protocol, upstreamArg, responsesArg, workersArg] = process.argv.slice(2);
 
 async function worker(): Promise<void> {
-  const upstreams = [{ host: '127.0.0.1', port: Number(upstreamArg) }];
-  let port: number;
-  if (protocol === 'udp') {
-    const responses = Number(responsesArg ?? 0);
-    const proxy = new UdpProxy(
-      responses > 0 ? { upstreams, maxResponses: responses } : { upstreams },
-    );
-    port = (await proxy.bind({ port: 0, address: '127.0.0.1' })).port;
-  } else {
-    const proxy = new TcpProxy({ upstreams });
-    const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
-    if (typeof address === 'string') throw new Error('expected a TCP address');
-    port = address.port;
-  }
+  const { port } = await startL4proxy(protocol, Number(upstreamArg), Number(responsesArg ?? 0));
   process.send?.({ port });
 }
 

@@ -1,0 +1,31 @@
+/** The l4proxy a benchmark contender runs: one proxy, default options, on 127.0.0.1 port 0. */
+import { TcpProxy, UdpProxy } from '../../src/index.js';
+
+/** A started proxy: where clients connect, and how to close it. */
+export interface StartedProxy {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a `TcpProxy` or `UdpProxy` in front of 127.0.0.1:`upstreamPort`. For UDP, `responses` > 0
+ * closes each session after that many replies (`maxResponses`).
+ */
+export async function startL4proxy(
+  protocol: string | undefined,
+  upstreamPort: number,
+  responses: number,
+): Promise<StartedProxy> {
+  const upstreams = [{ host: '127.0.0.1', port: upstreamPort }];
+  if (protocol === 'udp') {
+    const proxy = new UdpProxy(
+      responses > 0 ? { upstreams, maxResponses: responses } : { upstreams },
+    );
+    const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    return { port: address.port, close: () => proxy.close() };
+  }
+  const proxy = new TcpProxy({ upstreams });
+  const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
+  if (typeof address === 'string') throw new Error('expected a TCP address');
+  return { port: address.port, close: () => proxy.close() };
+}
