@@ -3,6 +3,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
 import {
   CloseReason,
   DnsSource,
@@ -109,25 +110,39 @@ function sink(): {
   return s;
 }
 
+/**
+ * Echo servers on 127.0.0.2 and .3, a dnsmasq naming only .2, and a proxy whose `DnsSource`
+ * follows it; all closed after the test. Resolves once the proxy has its first list.
+ */
+async function proxyOnDnsmasq(
+  t: TestContext,
+  binary: string,
+  refreshInterval: number,
+  timeout: number,
+) {
+  const echo = await echoOnOnePort(['127.0.0.2', '127.0.0.3']);
+  t.after(() => echo.close());
+  const dns = await startDnsmasq(binary, { hosts: { [NAME]: ['127.0.0.2'] } });
+  t.after(() => dns.close());
+  const source = new DnsSource({
+    name: NAME,
+    port: echo.port,
+    servers: [dns.server],
+    refreshInterval,
+    timeout,
+    tries: 1,
+  });
+  const { proxy } = await startProxyWith(source);
+  t.after(() => proxy.close());
+  if (proxy.upstreams().length === 0) await nextEvent(proxy, 'upstreamsChange');
+  return { echo, dns, source, proxy };
+}
+
 describe('DnsSource against dnsmasq', () => {
   test('A records: the set follows the records within one refresh, and a live connection to a removed upstream keeps working', async (t) => {
     const binary = tool(t, 'dnsmasq');
     if (!binary) return;
-    const echo = await echoOnOnePort(['127.0.0.2', '127.0.0.3']);
-    t.after(() => echo.close());
-    const dns = await startDnsmasq(binary, { hosts: { [NAME]: ['127.0.0.2'] } });
-    t.after(() => dns.close());
-    const source = new DnsSource({
-      name: NAME,
-      port: echo.port,
-      servers: [dns.server],
-      refreshInterval: 200,
-      timeout: 500,
-      tries: 1,
-    });
-    const { proxy } = await startProxyWith(source);
-    t.after(() => proxy.close());
-    if (proxy.upstreams().length === 0) await nextEvent(proxy, 'upstreamsChange');
+    const { echo, dns, source, proxy } = await proxyOnDnsmasq(t, binary, 200, 500);
     assert.deepEqual(ids(proxy.upstreams()), [`127.0.0.2:${echo.port}`]);
     const port = proxyPort(proxy);
     const live = await connect(port);
@@ -247,21 +262,7 @@ describe('DnsSource against dnsmasq', () => {
   test('a failed lookup keeps the last good set and is reported; the set follows again once DNS is back', async (t) => {
     const binary = tool(t, 'dnsmasq');
     if (!binary) return;
-    const echo = await echoOnOnePort(['127.0.0.2', '127.0.0.3']);
-    t.after(() => echo.close());
-    const dns = await startDnsmasq(binary, { hosts: { [NAME]: ['127.0.0.2'] } });
-    t.after(() => dns.close());
-    const source = new DnsSource({
-      name: NAME,
-      port: echo.port,
-      servers: [dns.server],
-      refreshInterval: 100,
-      timeout: 200,
-      tries: 1,
-    });
-    const { proxy } = await startProxyWith(source);
-    t.after(() => proxy.close());
-    if (proxy.upstreams().length === 0) await nextEvent(proxy, 'upstreamsChange');
+    const { echo, dns, source, proxy } = await proxyOnDnsmasq(t, binary, 100, 200);
     const failed = nextEvent(proxy, 'upstreamSourceError');
     await dns.stop();
     const [error] = await failed;
