@@ -276,6 +276,14 @@ export function optionsKey(raw: Readonly<Record<string, unknown>>): string {
   return canonical(rest);
 }
 
+/** A listener's upstreams in a canonical form: the same set in another order gives the same key. */
+export function upstreamsKey(raw: Readonly<Record<string, unknown>>): string {
+  const upstreams = raw.upstreams;
+  return Array.isArray(upstreams)
+    ? upstreams.map(canonical).sort().join('\n')
+    : canonical(upstreams);
+}
+
 function canonical(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
   if (isRecord(value)) {
