@@ -245,8 +245,13 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.reject(socket, RejectReason.PROXY_CLOSING);
       return;
     }
-    if (socket.destroyed || peerLost(socket)) {
+    if (socket.destroyed) {
       this.reject(socket, RejectReason.INVALID_SOCKET);
+      return;
+    }
+    // The client reset before the proxy looked: no address to decide trust, deny or limits on.
+    if (peerLost(socket)) {
+      this.reject(socket, RejectReason.CLIENT_GONE);
       return;
     }
     if (this.live.size + this.prefaces.size >= this.options.maxConnections) {
