@@ -140,7 +140,9 @@ export class Primary {
   }
 
   private exit(): void {
-    this.ops.info('drained, exiting');
+    // A worker that cut connections at the deadline (or failed) exits 1, and so does the command.
+    if (this.failed) this.ops.warn('drained, a worker cut connections or failed; exiting');
+    else this.ops.info('drained, exiting');
     process.exit(this.failed ? 1 : 0);
   }
 

@@ -2,6 +2,7 @@ import cluster from 'node:cluster';
 import { observeProxy } from './accessLog.js';
 import type { Config } from './config.js';
 import { Instance } from './Instance.js';
+import type { ListenerStats } from './Listener.js';
 import type { ReloadOutcome } from './Instance.js';
 import type { Logger } from './logger.js';
 import { createOutputs, signalExitCode, statusPeriod } from './logging.js';
@@ -60,10 +61,20 @@ export async function runInstance(config: Config, settings: EffectiveSettings): 
       ops.error('drain did not finish in time, exiting');
       process.exit(1);
     }, settings.drainTimeout + 5_000).unref();
+    const cutBefore = cutConnections(running.stats());
     // Listeners stop accepting synchronously here, so 'draining' means "no new connections".
     const drained = running.drain(settings.drainTimeout);
     ops.info('draining', { reason: why, drainTimeout: settings.drainTimeout });
     await drained;
+    // Connections still open at the deadline were cut (proxy_closed): the drain overran.
+    const cut = cutConnections(running.stats()) - cutBefore;
+    if (cut > 0) {
+      ops.warn('drain deadline passed, connections cut; exiting', {
+        cut,
+        drainTimeout: settings.drainTimeout,
+      });
+      process.exit(1);
+    }
     ops.info('drained, exiting');
     process.exit(0);
   };
@@ -118,6 +129,14 @@ export async function runInstance(config: Config, settings: EffectiveSettings): 
   }
   status.start(statusPeriod(settings.statusInterval));
   ops.info('ready', { listeners: running.addresses() });
+}
+
+/** TCP connections the proxies closed themselves (`proxy_closed`): cut by a drain's deadline. */
+function cutConnections(listeners: readonly ListenerStats[]): number {
+  let cut = 0;
+  for (const listener of listeners)
+    if (listener.protocol === 'tcp') cut += listener.stats.close_reasons.proxy_closed;
+  return cut;
 }
 
 function reply(message: WorkerMessage): void {
