@@ -189,11 +189,14 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   }
 
   /**
-   * Listens for clients. Resolves with the bound address (a string for a Unix socket path).
-   * May be called more than once to listen on several addresses.
+   * Listens for clients. Resolves with the bound address: an `AddressInfo` for a port, a string
+   * for a Unix socket path. May be called more than once to listen on several addresses.
    *
    * @throws {ListenError} (rejection) when the address cannot be bound.
    */
+  listen(options?: ListenOptions & { readonly path?: undefined }): Promise<AddressInfo>;
+  listen(options: ListenOptions & { readonly path: string }): Promise<string>;
+  listen(options: ListenOptions): Promise<AddressInfo | string>;
   async listen(options: ListenOptions = {}): Promise<AddressInfo | string> {
     const listenOptions = validateListenOptions(options);
     if (this.closing)
