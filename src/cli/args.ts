@@ -35,7 +35,9 @@ export interface CliArgs {
 export const USAGE = `Usage:
   l4proxy tcp <listen> <upstream>... [options]   proxy TCP, e.g. l4proxy tcp 127.0.0.1:8080 10.0.0.7:80
   l4proxy udp <listen> <upstream>... [options]   proxy UDP, e.g. l4proxy udp [::1]:5353 127.0.0.1:53
-  l4proxy --config l4proxy.json [options]        several listeners, selectors, limits (docs/operations.md)
+  l4proxy --config l4proxy.json [options]        several listeners, selectors, limits
+
+Reference: https://github.com/l4proxy/l4proxy/blob/main/docs/operations.md
 
 Options:
   -c, --config <file>        JSON config file (reloaded on SIGHUP)
