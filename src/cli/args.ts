@@ -1,8 +1,8 @@
 import { parseArgs } from 'node:util';
 import type { HostPort } from './address.js';
 import { parseHostPort } from './address.js';
-import { isLogLevel } from './logger.js';
-import type { LogLevel } from './logger.js';
+import { isLogLevel } from './jsonLogger.js';
+import type { LogLevel } from './jsonLogger.js';
 
 /** A command line that cannot be run; the CLI prints the message and the usage, exit code 2. */
 export class UsageError extends Error {

@@ -7,8 +7,8 @@ import { TcpProxy } from '../tcp/TcpProxy.js';
 import { UdpProxy } from '../udp/UdpProxy.js';
 import type { HostPort } from './address.js';
 import { formatHostPort, parseHostPort } from './address.js';
-import { isLogLevel } from './logger.js';
-import type { LogLevel } from './logger.js';
+import { isLogLevel } from './jsonLogger.js';
+import type { LogLevel } from './jsonLogger.js';
 import { buildSelector } from './selectorConfig.js';
 
 /**

@@ -1,5 +1,5 @@
-import { Logger } from './logger.js';
-import type { LogLevel } from './logger.js';
+import { Logger } from './jsonLogger.js';
+import type { LogLevel } from './jsonLogger.js';
 import { StatusLine } from './statusLine.js';
 import type { StatusStream } from './statusLine.js';
 import type { ListenerStats } from './Listener.js';

@@ -1,11 +1,11 @@
 import cluster from 'node:cluster';
 import { observeProxy } from './accessLog.js';
 import type { Config } from './config.js';
-import { Instance } from './Instance.js';
+import { ListenerSet } from './ListenerSet.js';
 import type { ListenerStats } from './Listener.js';
-import type { ReloadOutcome } from './Instance.js';
-import type { Logger } from './logger.js';
-import { createOutputs, signalExitCode, statusPeriod } from './logging.js';
+import type { ReloadOutcome } from './ListenerSet.js';
+import type { Logger } from './jsonLogger.js';
+import { createOutputs, signalExitCode, statusPeriod } from './outputs.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
@@ -27,22 +27,22 @@ export function logReload(ops: Logger, outcome: ReloadOutcome): void {
  * Runs the listeners in this process. Alone: handles signals, serves metrics and the status
  * line. As a cluster worker: obeys the primary over IPC (drain, reload, stats).
  */
-export async function runInstance(config: Config, settings: EffectiveSettings): Promise<void> {
+export async function runListeners(config: Config, settings: EffectiveSettings): Promise<void> {
   const worker = cluster.isWorker
     ? (process.env.L4PROXY_WORKER ?? String(cluster.worker?.id))
     : undefined;
-  const ref: { instance?: Instance } = {};
-  const collect = (): Promise<ReturnType<Instance['stats']>> =>
-    Promise.resolve(ref.instance?.stats() ?? []);
+  const ref: { listeners?: ListenerSet } = {};
+  const collect = (): Promise<ReturnType<ListenerSet['stats']>> =>
+    Promise.resolve(ref.listeners?.stats() ?? []);
   const { access, ops, status } = createOutputs(
     settings.logLevel,
     worker === undefined ? {} : { worker: Number(worker) },
     collect,
   );
-  const running = new Instance(config, ops, (listener, proxy) => {
+  const running = new ListenerSet(config, ops, (listener, proxy) => {
     observeProxy(access, ops, listener, proxy);
   });
-  ref.instance = running;
+  ref.listeners = running;
   try {
     await running.start();
   } catch (err) {

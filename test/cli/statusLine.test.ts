@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { TcpProxy, UdpProxy } from '../../src/index.js';
 import type { ListenerStats } from '../../src/cli/Listener.js';
-import { createOutputs } from '../../src/cli/logging.js';
+import { createOutputs } from '../../src/cli/outputs.js';
 import { count, formatRate, StatusLine, statusTotals } from '../../src/cli/statusLine.js';
 import type { StatusTotals } from '../../src/cli/statusLine.js';
 import { withTimeout } from '../helpers/net.js';
