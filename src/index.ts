@@ -113,6 +113,7 @@ export {
   HealthCheckError,
   UpstreamSourceError,
   ResourceExhaustedError,
+  ParserFinishedError,
 } from './errors.js';
 export type { ProxyProtocolErrorReason, TlsClientHelloErrorReason } from './errors.js';
 

@@ -19,8 +19,8 @@ function assertDocumented(doc: string, values: readonly string[], what: string):
   assert.deepEqual(missing, [], `${what} missing from ${doc}`);
 }
 
-test('every error code is documented in docs/tcp.md', () => {
-  assertDocumented('docs/tcp.md', Object.values(ErrorCode), 'error codes');
+test('every error code is documented in docs/errors.md', () => {
+  assertDocumented('docs/errors.md', Object.values(ErrorCode), 'error codes');
 });
 
 test('every TCP close reason is documented in docs/tcp.md', () => {
@@ -85,9 +85,10 @@ test('the Kubernetes manifests parse, their l4proxy configuration is valid, and 
 
   assert.equal(pod.securityContext?.runAsNonRoot, true, 'non-root');
   for (const each of [...pod.initContainers, ...pod.containers]) {
-    assert.equal(each.securityContext?.allowPrivilegeEscalation, false, each.name);
-    assert.equal(each.securityContext?.readOnlyRootFilesystem, true, each.name);
-    assert.deepEqual(each.securityContext?.capabilities?.drop, ['ALL'], each.name);
+    const context = each.securityContext ?? {};
+    assert.equal(context.allowPrivilegeEscalation, false, each.name);
+    assert.equal(context.readOnlyRootFilesystem, true, each.name);
+    assert.deepEqual(context.capabilities?.drop, ['ALL'], each.name);
   }
   const ports = container.ports.map((p) => p.containerPort);
   assert.ok(
@@ -100,11 +101,13 @@ interface Container {
   name: string;
   command: string[];
   ports: { containerPort: number }[];
-  securityContext?: {
-    allowPrivilegeEscalation?: boolean;
-    readOnlyRootFilesystem?: boolean;
-    capabilities?: { drop?: string[] };
-  };
+  securityContext?:
+    | {
+        allowPrivilegeEscalation?: boolean;
+        readOnlyRootFilesystem?: boolean;
+        capabilities?: { drop?: string[] } | undefined;
+      }
+    | undefined;
 }
 
 interface Manifest {

@@ -1,4 +1,4 @@
-import { InvalidOptionError, ProxyProtocolError } from '../errors.js';
+import { InvalidOptionError, ParserFinishedError, ProxyProtocolError } from '../errors.js';
 import { integer, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
 import type { ProxyHeader, ProxyHeaderResult } from './ProxyHeader.js';
 import { PROXY_V1_MAX_LENGTH, PROXY_V2_MAX_LENGTH, PROXY_V2_SIGNATURE } from './ProxyHeader.js';
@@ -89,7 +89,7 @@ export class ProxyHeaderParser {
   push(chunk: Uint8Array): ProxyHeaderResult | undefined {
     if (this.#failure !== undefined) throw this.#failure;
     if (this.#stage === 'done')
-      throw new Error('ProxyHeaderParser: the header was already returned');
+      throw new ParserFinishedError('ProxyHeaderParser');
     if (!(chunk instanceof Uint8Array)) throw new InvalidOptionError('chunk', 'a Buffer', chunk);
     const input = Buffer.isBuffer(chunk)
       ? chunk

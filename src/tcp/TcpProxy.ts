@@ -2,7 +2,12 @@ import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { EventEmitter } from 'eventemitter3';
-import { InvalidOptionError, ListenError, L4Error, ResourceExhaustedError } from '../errors.js';
+import {
+  InvalidOptionError,
+  ListenError,
+  ProxyClosedError,
+  ResourceExhaustedError,
+} from '../errors.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import {
   boolean,
@@ -200,7 +205,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   async listen(options: ListenOptions = {}): Promise<AddressInfo | string> {
     const listenOptions = validateListenOptions(options);
     if (this.closing)
-      throw new L4Error('ERR_L4_PROXY_CLOSED', 'The proxy is closed: create a new one.');
+      throw new ProxyClosedError();
     const server = net.createServer({ allowHalfOpen: true, noDelay: this.options.noDelay });
     server.on('connection', (socket: Socket) => {
       this.handle(socket);
