@@ -204,8 +204,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   listen(options: ListenOptions): Promise<AddressInfo | string>;
   async listen(options: ListenOptions = {}): Promise<AddressInfo | string> {
     const listenOptions = validateListenOptions(options);
-    if (this.closing)
-      throw new ProxyClosedError();
+    if (this.closing) throw new ProxyClosedError();
     const server = net.createServer({ allowHalfOpen: true, noDelay: this.options.noDelay });
     server.on('connection', (socket: Socket) => {
       this.handle(socket);

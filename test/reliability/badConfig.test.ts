@@ -262,8 +262,8 @@ describe(`bad configuration (${CASES} cases per proxy class)`, () => {
       [{ upstreams: [{ host: 'db.internal ', port: 80 }] }, 'upstreams[0].host', /without spaces/],
     ];
     for (const [options, option, message] of cases) {
-      const proxies: (() => unknown)[] = [() => new TcpProxy(options as never)];
-      if (!('acceptProxyProtocol' in options)) proxies.push(() => new UdpProxy(options as never));
+      const proxies: (() => unknown)[] = [() => new TcpProxy(options)];
+      if (!('acceptProxyProtocol' in options)) proxies.push(() => new UdpProxy(options));
       for (const create of proxies) {
         assert.throws(
           create,
