@@ -1,27 +1,10 @@
-import net from 'node:net';
+import { sameFamily } from '../net/sameFamily.js';
 import type { ProxyHeader, ProxyTlv } from '../protocol/ProxyHeader.js';
 import { encodeProxyHeader } from '../protocol/encodeProxyHeader.js';
 import { proxyTlvs } from '../protocol/proxyTlvFields.js';
 import type { ProxyTlvFields } from '../protocol/proxyTlvFields.js';
 import type { TcpConnectionInfo } from './events.js';
 import type { ProxyProtocolSend } from './identityOptions.js';
-
-const MAPPED_V4 = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i;
-
-/** Both ends as one family: IPv4 when both are (or map to) IPv4, else IPv6 (IPv4 mapped). */
-export function sameFamily(
-  source: string,
-  destination: string,
-): ['TCP4' | 'TCP6', string, string] | undefined {
-  const s = MAPPED_V4.exec(source)?.[1] ?? source;
-  const d = MAPPED_V4.exec(destination)?.[1] ?? destination;
-  if (net.isIPv4(s) && net.isIPv4(d)) return ['TCP4', s, d];
-  const asV6 = (a: string): string | undefined =>
-    net.isIPv6(a) ? a : net.isIPv4(a) ? `::ffff:${a}` : undefined;
-  const s6 = asV6(s);
-  const d6 = asV6(d);
-  return s6 !== undefined && d6 !== undefined ? ['TCP6', s6, d6] : undefined;
-}
 
 /**
  * The PROXY header naming a connection's client (the original client when the proxy accepted a

@@ -1,5 +1,5 @@
 import { encodeProxyHeader } from '../protocol/encodeProxyHeader.js';
-import { sameFamily } from '../tcp/proxyHeaderFor.js';
+import { sameFamily } from '../net/sameFamily.js';
 
 /**
  * The PROXY protocol v2 header (UDP4, or UDP6 with IPv4 mapped when the ends differ) naming a
