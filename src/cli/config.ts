@@ -7,6 +7,7 @@ import { TcpProxy } from '../tcp/TcpProxy.js';
 import { UdpProxy } from '../udp/UdpProxy.js';
 import type { HostPort } from './address.js';
 import { formatHostPort, parseHostPort } from './address.js';
+import { jsonErrorPosition } from './jsonErrorPosition.js';
 import { isLogLevel } from './jsonLogger.js';
 import type { LogLevel } from './jsonLogger.js';
 import { buildSelector } from './selectorConfig.js';
@@ -75,7 +76,9 @@ export async function loadConfigFile(file: string): Promise<Config> {
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new ConfigError(file, '', `invalid JSON: ${(err as Error).message}`);
+    const where = jsonErrorPosition(text);
+    const at = where === undefined ? '' : ` at line ${where.line}, column ${where.column}`;
+    throw new ConfigError(file, '', `invalid JSON${at}: ${(err as Error).message}`);
   }
   return validateConfig(json, file);
 }
@@ -212,13 +215,24 @@ function prepareListener(
       throw new ConfigError(
         source,
         `${path}.${err.option}`,
-        err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, ''),
+        jsonKeys(err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, '')),
       );
     }
     // ModeUnsupportedError and the like: the library's message says it all.
     if (err instanceof L4Error) throw new ConfigError(source, path, err.message);
     throw err;
   }
+}
+
+/** Options a JSON listener cannot set (functions and objects), and the keys the CLI adds. */
+const NOT_IN_JSON = new Set(['upstreamSource', 'mode']);
+
+/** A listener's "known options" as a JSON config knows them: with `dns`, `name`..., without `upstreamSource`. */
+function jsonKeys(expected: string): string {
+  return expected.replace(/one of the known options \(([^)]*)\)/, (_match, list: string) => {
+    const keys = list.split(', ').filter((key) => !NOT_IN_JSON.has(key));
+    return `one of the known options (${[...new Set([...CLI_KEYS, ...keys])].join(', ')})`;
+  });
 }
 
 /** Constructs the proxy a listener entry describes; InvalidOptionError names the option. */

@@ -68,7 +68,7 @@ describe('config validation', () => {
     );
     assert.match(
       errorOf({ listeners: [tcp({ tcpFastOpen: true })] }),
-      /^l4proxy\.json: listeners\[0\]\.tcpFastOpen: expected one of the known options \(mode, upstreams/,
+      /^l4proxy\.json: listeners\[0\]\.tcpFastOpen: expected one of the known options \(name, protocol, listen, selector, dns, upstreams/,
     );
     assert.equal(
       errorOf({ listeners: [tcp()], workers: 0 }),
@@ -138,7 +138,36 @@ describe('config validation', () => {
     );
     const broken = dir.write('broken.json', '{ "listeners": [ }');
     await assert.rejects(loadConfigFile(broken), (err: Error) =>
-      err.message.startsWith(`${broken}: invalid JSON: `),
+      err.message.startsWith(`${broken}: invalid JSON at line 1, column 18: `),
+    );
+    const cases: [string, string][] = [
+      ['{\n  "listeners": [\n    { "protocol": "tcp", "listen": x }\n  ]\n}', 'line 3, column 36'],
+      ['{ "a": [1, 2,] }', 'line 1, column 14'],
+      ['{ "a": 1 }\n}', 'line 2, column 1'],
+      ['{ "a": "tab\there" }', 'line 1, column 8'],
+      ['', 'line 1, column 1'],
+    ];
+    for (const [text, where] of cases) {
+      const file = dir.write('case.json', text);
+      await assert.rejects(loadConfigFile(file), (err: Error) =>
+        err.message.startsWith(`${file}: invalid JSON at ${where}: `),
+      );
+    }
+  });
+
+  test('an unknown listener key lists the keys a JSON listener knows: dns and name, not upstreamSource or mode', () => {
+    assert.throws(
+      () =>
+        validateConfig(
+          { listeners: [{ protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [], typo: 1 }] },
+          'l4proxy.json',
+        ),
+      (err: Error) =>
+        err instanceof ConfigError &&
+        /listeners\[0\]\.typo: expected one of the known options \(name, protocol, listen, selector, dns, upstreams, /.test(
+          err.message,
+        ) &&
+        !/upstreamSource|\bmode\b/.test(err.message),
     );
   });
 });
