@@ -3,6 +3,7 @@ import { get } from 'node:http';
 import net from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
 import { connect, listen, readAll, waitFor, withTimeout } from '../helpers/net.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
 import { parseExposition, valueOf } from '../metrics/exposition.js';
@@ -281,20 +282,20 @@ describe('l4proxy --config', () => {
   });
 });
 
+/** The quick form in front of a tagged echo, with one live connection that has round-tripped. */
+async function cliWithLiveConnection(t: TestContext, extra: readonly string[] = []) {
+  const upstream = await taggedEcho(t, 'A:');
+  const cli = startCli(t, ['tcp', '127.0.0.1:0', `127.0.0.1:${upstream}`, ...extra]);
+  const port = await listenPort(cli);
+  const live = await connect(port);
+  t.after(() => live.destroy());
+  assert.equal(await roundTrip(live, '1'), 'A:1');
+  return { cli, port, live };
+}
+
 describe('l4proxy signals', () => {
   test('SIGTERM drains: no new connections, the live one finishes, then exit 0', async (t) => {
-    const upstream = await taggedEcho(t, 'A:');
-    const cli = startCli(t, [
-      'tcp',
-      '127.0.0.1:0',
-      `127.0.0.1:${upstream}`,
-      '--drain-timeout',
-      '20s',
-    ]);
-    const port = await listenPort(cli);
-    const live = await connect(port);
-    t.after(() => live.destroy());
-    assert.equal(await roundTrip(live, '1'), 'A:1');
+    const { cli, port, live } = await cliWithLiveConnection(t, ['--drain-timeout', '20s']);
     process.kill(cli.pid, 'SIGTERM');
     const draining = await cli.waitLine('stderr', (l) => l.msg === 'draining');
     assert.equal(draining.drainTimeout, 20_000);
@@ -311,18 +312,7 @@ describe('l4proxy signals', () => {
   });
 
   test('a drain that overruns its deadline cuts the connection, logs the count at warn and exits 1', async (t) => {
-    const upstream = await taggedEcho(t, 'A:');
-    const cli = startCli(t, [
-      'tcp',
-      '127.0.0.1:0',
-      `127.0.0.1:${upstream}`,
-      '--drain-timeout',
-      '200ms',
-    ]);
-    const port = await listenPort(cli);
-    const live = await connect(port);
-    t.after(() => live.destroy());
-    assert.equal(await roundTrip(live, '1'), 'A:1');
+    const { cli } = await cliWithLiveConnection(t, ['--drain-timeout', '200ms']);
     process.kill(cli.pid, 'SIGTERM');
     const cut = await cli.waitLine('stderr', (l) => l.msg.startsWith('drain deadline passed'));
     assert.equal(cut.level, 40, 'warn');
@@ -333,12 +323,7 @@ describe('l4proxy signals', () => {
   });
 
   test('a second signal during the drain exits at once', async (t) => {
-    const upstream = await taggedEcho(t, 'A:');
-    const cli = startCli(t, ['tcp', '127.0.0.1:0', `127.0.0.1:${upstream}`]);
-    const port = await listenPort(cli);
-    const live = await connect(port);
-    t.after(() => live.destroy());
-    assert.equal(await roundTrip(live, '1'), 'A:1');
+    const { cli } = await cliWithLiveConnection(t);
     process.kill(cli.pid, 'SIGINT');
     await cli.waitLine('stderr', (l) => l.msg === 'draining');
     process.kill(cli.pid, 'SIGINT');
