@@ -12,6 +12,7 @@ import type { HashTable } from './internal/HashTable.js';
 import { MaglevTable } from './internal/maglev.js';
 import { random } from './random.js';
 import type { SelectionContext, UpstreamSelector } from './SelectionContext.js';
+import { triedOf } from './internal/triedOf.js';
 
 /** Options of {@link consistentHash}. */
 export interface ConsistentHashOptions {
@@ -75,11 +76,12 @@ export function consistentHash(options: ConsistentHashOptions = {}): UpstreamSel
     const hash = hashKey(value);
     const cached = tables.get(candidates);
     if (cached) return cached.members[cached.lookup(hash)];
-    if (ctx.tried.length > 0) {
+    const tried = triedOf(ctx);
+    if (tried.length > 0) {
       // A retry: walk the table of the set the first attempt saw (candidates + tried), so the
       // result depends only on the key and the sets, not on this selector's history.
-      if (last === undefined || !holdsExactly(last, candidates, ctx.tried)) {
-        last = build([...candidates, ...ctx.tried]);
+      if (last === undefined || !holdsExactly(last, candidates, tried)) {
+        last = build([...candidates, ...tried]);
       }
       return pickAmong(last, candidates, hash);
     }

@@ -1,6 +1,7 @@
 import type { UpstreamSelector } from './SelectionContext.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import { SmoothCycle } from './internal/SmoothCycle.js';
+import { triedOf } from './internal/triedOf.js';
 
 /**
  * Smooth weighted round robin (nginx's algorithm): over any window each upstream gets its weight's
@@ -21,7 +22,7 @@ export function roundRobin(): UpstreamSelector {
     if (candidates.length <= 1) return candidates[0];
     let cycle = cycles.get(candidates);
     if (cycle === undefined) {
-      if (ctx.tried.length > 0 && last?.holdsAll(candidates)) return last.nextAmong(candidates);
+      if (triedOf(ctx).length > 0 && last?.holdsAll(candidates)) return last.nextAmong(candidates);
       cycle = SmoothCycle.build(candidates);
       if (cycle === undefined) return smoothPick(candidates, current);
       cycles.set(candidates, cycle);
