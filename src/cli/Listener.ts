@@ -8,6 +8,8 @@ import { formatHostPort } from './address.js';
 import type { ListenerConfig, PreparedListener } from './config.js';
 import { optionsKey } from './config.js';
 import { sumStats } from './sumStats.js';
+import { listenerBacklog } from './listenBacklog.js';
+import { inheritNoDelay, markNoDelay } from '../net/inheritedNoDelay.js';
 
 /** Attaches logging (or anything else) to every proxy a listener creates. */
 export type ProxyObserver = (listener: ListenerConfig, proxy: TcpProxy | UdpProxy) => void;
@@ -46,6 +48,8 @@ export class Listener {
   constructor(
     prepared: PreparedListener,
     private readonly observe: ProxyObserver,
+    /** `--backlog` or the file's top-level `backlog`, for TCP listeners that set none. */
+    private readonly backlogDefault: number | undefined = undefined,
   ) {
     this.config = prepared.config;
     this.current = prepared.proxy;
@@ -70,6 +74,11 @@ export class Listener {
     return this.address;
   }
 
+  /** The accept queue length this TCP listener listens with. */
+  get backlog(): number {
+    return listenerBacklog(this.config.raw, this.backlogDefault);
+  }
+
   /** Listens (TCP) or binds (UDP); rejects with the system error's message. */
   async start(): Promise<string> {
     const { host, port } = this.config.listen;
@@ -79,16 +88,25 @@ export class Listener {
       return this.address;
     }
     const server = net.createServer({ allowHalfOpen: true });
+    let noDelayInherited = false;
     server.on('connection', (socket: Socket) => {
+      if (noDelayInherited) {
+        markNoDelay(socket);
+        // A reload may have turned it off since the listening socket got it.
+        if (this.config.raw.noDelay === false) socket.setNoDelay(false);
+      }
       (this.current as TcpProxy).handle(socket);
     });
+    const backlog = this.backlog;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ port, ...(host !== '' && { host }) }, () => {
+      server.listen({ port, backlog, ...(host !== '' && { host }) }, () => {
         server.off('error', reject);
         resolve();
       });
     });
+    // Every generation relays with TCP_NODELAY unless told not to (`noDelay: false`).
+    noDelayInherited = this.config.raw.noDelay !== false && inheritNoDelay(server);
     // Accept errors (EMFILE) are transient: the server keeps listening.
     server.on('error', () => undefined);
     this.server = server;

@@ -3,6 +3,7 @@ import type { HostPort } from './address.js';
 import { parseHostPort } from './address.js';
 import { isLogLevel } from './logger.js';
 import type { LogLevel } from './logger.js';
+import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
 
 /** A command line that cannot be run; the CLI prints the message and the usage, exit code 2. */
 export class UsageError extends Error {
@@ -29,6 +30,8 @@ export interface CliArgs {
   readonly metrics: HostPort | undefined;
   /** Status output period in ms; 0 turns it off. */
   readonly statusInterval: number | undefined;
+  /** Accept queue length of TCP listeners that set none. */
+  readonly backlog: number | undefined;
 }
 
 /** Usage text of `l4proxy --help`. */
@@ -45,6 +48,7 @@ Options:
       --workers <n>          processes sharing the listeners through node:cluster (default 1)
       --metrics <host:port>  serve Prometheus metrics on http://host:port/metrics
       --status-interval <d>  status output period (default 1s on a terminal, 60s otherwise; 0: off)
+      --backlog <n>          TCP accept queue length (default maxConnections, else net.core.somaxconn)
   -h, --help                 this text
   -V, --version              the version
 
@@ -108,6 +112,7 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
         workers: { type: 'string' },
         metrics: { type: 'string' },
         'status-interval': { type: 'string' },
+        backlog: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
       },
@@ -147,6 +152,10 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
       throw new UsageError(`--metrics: expected ${result.expected}, received "${values.metrics}"`);
     metrics = result.value;
   }
+  const backlog = values.backlog;
+  if (backlog !== undefined && (!/^\d+$/.test(backlog) || !isBacklog(Number(backlog)))) {
+    throw new UsageError(`--backlog: expected ${BACKLOG_EXPECTED}, received "${backlog}"`);
+  }
   const drain = values['drain-timeout'];
   const status = values['status-interval'];
   return {
@@ -160,5 +169,6 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
     workers: workers === undefined ? undefined : Number(workers),
     metrics,
     statusInterval: status === undefined ? undefined : parseDuration(status, '--status-interval'),
+    backlog: backlog === undefined ? undefined : Number(backlog),
   };
 }

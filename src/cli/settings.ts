@@ -13,6 +13,8 @@ export interface EffectiveSettings {
   readonly metrics: HostPort | undefined;
   /** Status period in ms, 0 for none; undefined: 1 s on a terminal, 60 s otherwise. */
   readonly statusInterval: number | undefined;
+  /** Accept queue length of TCP listeners that set none; undefined: the library's default. */
+  readonly backlog: number | undefined;
 }
 
 /** Merges flags, file settings and defaults. */
@@ -25,5 +27,6 @@ export function effectiveSettings(args: CliArgs, config: Config): EffectiveSetti
     workers: args.workers ?? file.workers ?? 1,
     metrics: args.metrics ?? file.metrics,
     statusInterval: args.statusInterval,
+    backlog: args.backlog ?? file.backlog,
   };
 }
