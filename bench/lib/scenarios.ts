@@ -1,5 +1,6 @@
 import type { ContenderName, Protocol } from './contenders.js';
 import { rssBytes } from './procStat.js';
+import { burst } from './burst.js';
 import { run, start, stop, waitForLine } from './processes.js';
 import type { ToolName } from './tools.js';
 
@@ -39,7 +40,7 @@ export interface ScenarioContext {
 }
 
 /** Backend programs, started once per scenario and shared by every contender. */
-export type BackendKind = 'iperf3' | 'echo-tcp' | 'echo-udp';
+export type BackendKind = 'iperf3' | 'echo-tcp' | 'echo-udp' | 'nginx-http';
 
 /** One measurement. */
 export interface Scenario {
@@ -284,5 +285,6 @@ export const SCENARIOS: readonly Scenario[] = [
     (port, seconds) => ['udp-sessions', port, 32, seconds, 64],
     1,
   ),
+  burst,
   idleRss,
 ];
