@@ -59,9 +59,8 @@ export const burst: Scenario = {
     );
     const overflows = listenOverflows() - before;
     const finished = /finished in ([\d.]+)(ms|s), ([\d.]+) req\/s/.exec(out);
-    const requests = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(
-      out,
-    );
+    const requests =
+      /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(out);
     if (finished === null || requests === null) throw new Error(`h2load said: ${out.slice(-400)}`);
     const seconds = Number(finished[1]) / (finished[2] === 'ms' ? 1000 : 1);
     return {

@@ -175,7 +175,8 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
     settings.workers = value;
   }
   if (json.backlog !== undefined) {
-    if (!isBacklog(json.backlog)) throw fieldError(source, 'backlog', BACKLOG_EXPECTED, json.backlog);
+    if (!isBacklog(json.backlog))
+      throw fieldError(source, 'backlog', BACKLOG_EXPECTED, json.backlog);
     settings.backlog = json.backlog;
   }
   return settings;

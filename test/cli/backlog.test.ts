@@ -41,7 +41,10 @@ describe('l4proxy backlog', () => {
     await flag.exited();
 
     const quick = startCli(t, ['tcp', '127.0.0.1:0', '127.0.0.1:9', '--status-interval', '0']);
-    assert.equal(listenQueue(ss, await listenPort(quick)), Number.isFinite(somaxconn()) ? somaxconn() : 511);
+    assert.equal(
+      listenQueue(ss, await listenPort(quick)),
+      Number.isFinite(somaxconn()) ? somaxconn() : 511,
+    );
     quick.child.kill('SIGTERM');
     await quick.exited();
   });
