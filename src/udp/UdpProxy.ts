@@ -25,6 +25,7 @@ import { resolveUdpOptions } from './UdpProxyOptions.js';
 import type { UdpProxyStats } from './UdpProxyStats.js';
 import { createUdpCounters, snapshotUdpStats } from './UdpProxyStats.js';
 import { UdpSession } from './UdpSession.js';
+import { kernelDrops } from './kernelDrops.js';
 import { channels } from '../diagnostics.js';
 import { udpMetrics } from '../metrics/prometheus.js';
 
@@ -74,6 +75,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   private readonly bound = new Set<UdpListener>();
   private readonly owner: ListenerOwner;
   private live = 0;
+  /** Kernel drops of bound sockets already closed. */
+  private closedKernelDrops = 0;
   private openSockets = 0;
   private nextId = 1;
   private closing: Promise<void> | undefined;
@@ -299,7 +302,17 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       this.live,
       this.upstreamSet.list(),
       this.manager.totals(),
+      this.kernelDrops(),
     );
+  }
+
+  /** Datagrams the kernel dropped on the bound sockets (receive buffer full); 0 off Linux. */
+  private kernelDrops(): number {
+    const inodes = new Set<number>();
+    for (const listener of this.bound) if (listener.inode !== undefined) inodes.add(listener.inode);
+    let total = this.closedKernelDrops;
+    for (const drops of kernelDrops(inodes).values()) total += drops;
+    return total;
   }
 
   /** `stats()` in the Prometheus text exposition format (`l4proxy_udp_*` metrics). */
@@ -321,6 +334,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     const listeners = [...this.bound];
     this.bound.clear();
     const closed = listeners.map((listener) => listener.close());
+    for (const listener of listeners) this.closedKernelDrops += listener.dropsAtClose;
     for (const listener of listeners) {
       for (const session of [...listener.sessions()]) {
         session.terminate(SessionCloseReason.PROXY_CLOSED);
