@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import net from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { TcpProxy } from '../tcp/TcpProxy.js';
@@ -9,6 +10,7 @@ import type { ListenerConfig, PreparedListener } from './config.js';
 import { optionsKey } from './config.js';
 import { sumStats } from './sumStats.js';
 import { listenerBacklog } from './listenBacklog.js';
+import { reusePortSupported } from '../net/reusePort.js';
 import { inheritNoDelay, markNoDelay } from '../net/inheritedNoDelay.js';
 
 /** Attaches logging (or anything else) to every proxy a listener creates. */
@@ -74,6 +76,14 @@ export class Listener {
     return this.address;
   }
 
+  /**
+   * Whether this worker opens its own SO_REUSEPORT socket (Node >= 22.12, a cluster worker, a
+   * fixed port: with port 0 each worker would get a port of its own, so cluster shares it).
+   */
+  private get reusePort(): boolean {
+    return cluster.isWorker && this.config.listen.port !== 0 && reusePortSupported();
+  }
+
   /** The accept queue length this TCP listener listens with. */
   get backlog(): number {
     return listenerBacklog(this.config.raw, this.backlogDefault);
@@ -83,7 +93,11 @@ export class Listener {
   async start(): Promise<string> {
     const { host, port } = this.config.listen;
     if (this.current instanceof UdpProxy) {
-      const bound = await this.current.bind({ port, ...(host !== '' && { address: host }) });
+      const bound = await this.current.bind({
+        port,
+        ...(host !== '' && { address: host }),
+        ...(this.reusePort && { reusePort: true }),
+      });
       this.address = formatHostPort(bound.address, bound.port);
       return this.address;
     }
@@ -100,7 +114,8 @@ export class Listener {
     const backlog = this.backlog;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ port, backlog, ...(host !== '' && { host }) }, () => {
+      const shared = this.reusePort ? { reusePort: true, exclusive: true } : {};
+      server.listen({ port, backlog, ...shared, ...(host !== '' && { host }) }, () => {
         server.off('error', reject);
         resolve();
       });

@@ -52,7 +52,7 @@ export interface Settings {
   readonly metrics?: HostPort;
   readonly drainTimeout?: number;
   readonly logLevel?: LogLevel;
-  readonly workers?: number;
+  readonly workers?: number | 'auto';
   /** Accept queue length of TCP listeners that set none themselves. */
   readonly backlog?: number;
 }
@@ -169,8 +169,11 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
   }
   if (json.workers !== undefined) {
     const value = json.workers;
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > 1024) {
-      throw fieldError(source, 'workers', 'an integer from 1 to 1024', value);
+    if (
+      value !== 'auto' &&
+      (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > 1024)
+    ) {
+      throw fieldError(source, 'workers', 'an integer from 1 to 1024, or "auto"', value);
     }
     settings.workers = value;
   }

@@ -2,6 +2,7 @@ import type { HostPort } from './address.js';
 import type { CliArgs } from './args.js';
 import type { Config } from './config.js';
 import type { LogLevel } from './logger.js';
+import { workerCount } from '../cluster/runWorkers.js';
 
 /** Settings in force: command-line flags over the config file over defaults. */
 export interface EffectiveSettings {
@@ -24,7 +25,7 @@ export function effectiveSettings(args: CliArgs, config: Config): EffectiveSetti
     file: args.config,
     logLevel: args.logLevel ?? file.logLevel ?? 'info',
     drainTimeout: args.drainTimeout ?? file.drainTimeout ?? 30_000,
-    workers: args.workers ?? file.workers ?? 1,
+    workers: workerCount(args.workers ?? file.workers ?? 1),
     metrics: args.metrics ?? file.metrics,
     statusInterval: args.statusInterval,
     backlog: args.backlog ?? file.backlog,

@@ -35,6 +35,7 @@ import { addressIn } from '../net/addressList.js';
 import { closeSocket } from '../net/closeSocket.js';
 import { defaultBacklog } from '../net/listenBacklog.js';
 import { inheritNoDelay, markNoDelay } from '../net/inheritedNoDelay.js';
+import { reusePortSupported } from '../net/reusePort.js';
 import type { ResolvedTcpOptions, TcpProxyOptions } from './TcpProxyOptions.js';
 import { resolveTcpOptions } from './TcpProxyOptions.js';
 import type { ClosedTotals, TcpProxyStats } from './TcpProxyStats.js';
@@ -55,6 +56,12 @@ export interface ListenOptions {
    * Default: `maxConnections` when set, else `somaxconn` (read once), else 511.
    */
   readonly backlog?: number;
+  /**
+   * Open this listener with SO_REUSEPORT, owned by this process even in a `cluster` worker, so
+   * that several processes listen on the same port and the kernel spreads connections among
+   * them. Node 22.12 and later on Linux; an `InvalidOptionError` on older Node. Default false.
+   */
+  readonly reusePort?: boolean;
 }
 
 /** How `close()` ends live connections. */
@@ -468,7 +475,14 @@ function ignoreError(): void {
 
 function validateListenOptions(options: unknown, fallbackBacklog: number): net.ListenOptions {
   const raw = optionalRecord(options, 'listen options');
-  rejectUnknownKeys(raw, ['port', 'host', 'ipv6Only', 'path', 'backlog'], '');
+  rejectUnknownKeys(raw, ['port', 'host', 'ipv6Only', 'path', 'backlog', 'reusePort'], '');
+  const reusePort = boolean(raw.reusePort, 'reusePort', false);
+  if (reusePort && !reusePortSupported())
+    throw new InvalidOptionError(
+      'reusePort',
+      `supported from Node 22.12 on Linux (this is ${process.version}); use cluster workers instead`,
+      raw.reusePort,
+    );
   if (raw.path !== undefined) {
     if (typeof raw.path !== 'string' || raw.path === '') {
       throw new InvalidOptionError('path', 'a non-empty socket path', raw.path);
@@ -476,7 +490,10 @@ function validateListenOptions(options: unknown, fallbackBacklog: number): net.L
     if (raw.port !== undefined || raw.host !== undefined) {
       throw new InvalidOptionError('path', 'either path or port/host, not both', raw.path);
     }
-    return { path: raw.path, backlog: integer(raw.backlog, 'backlog', fallbackBacklog, { min: 1 }) };
+    return {
+      path: raw.path,
+      backlog: integer(raw.backlog, 'backlog', fallbackBacklog, { min: 1 }),
+    };
   }
   if (raw.host !== undefined && (typeof raw.host !== 'string' || raw.host === '')) {
     throw new InvalidOptionError('host', 'a non-empty host name or address', raw.host);
@@ -487,6 +504,8 @@ function validateListenOptions(options: unknown, fallbackBacklog: number): net.L
     backlog: integer(raw.backlog, 'backlog', fallbackBacklog, { min: 1 }),
   };
   if (typeof raw.host === 'string') result.host = raw.host;
+  // Each process then owns its socket, even in a cluster worker (no shared handle).
+  if (reusePort) Object.assign(result, { reusePort: true, exclusive: true });
   return result;
 }
 
