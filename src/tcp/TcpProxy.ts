@@ -36,6 +36,7 @@ import { closeSocket } from '../net/closeSocket.js';
 import { defaultBacklog } from '../net/listenBacklog.js';
 import { inheritNoDelay, markNoDelay } from '../net/inheritedNoDelay.js';
 import { reusePortSupported } from '../net/reusePort.js';
+import { fixedLocalAddress, presetLocalAddress } from '../net/knownLocalAddress.js';
 import type { ResolvedTcpOptions, TcpProxyOptions } from './TcpProxyOptions.js';
 import { resolveTcpOptions } from './TcpProxyOptions.js';
 import type { ClosedTotals, TcpProxyStats } from './TcpProxyStats.js';
@@ -217,8 +218,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     // TCP_NODELAY goes on the listening socket once (inherited), or per connection in the relay.
     const server = net.createServer({ allowHalfOpen: true });
     let noDelayInherited = false;
+    let local: AddressInfo | undefined;
     server.on('connection', (socket: Socket) => {
       if (noDelayInherited) markNoDelay(socket);
+      if (local !== undefined) presetLocalAddress(socket, local);
       this.handle(socket);
     });
     await new Promise<void>((resolve, reject) => {
@@ -234,6 +237,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       });
     });
     noDelayInherited = this.options.noDelay && inheritNoDelay(server);
+    local = fixedLocalAddress(server);
     server.on('error', (err) => {
       if (isDescriptorExhaustion(err))
         this.descriptorShortage(new ResourceExhaustedError(`accept() failed: ${err.message}`, err));
