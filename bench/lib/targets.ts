@@ -140,6 +140,13 @@ export function checkTargets(scenarios: readonly ScenarioResult[]): TargetCheck[
       (x) => x <= 1.2,
     ),
     ...naiveChecks(scenarios, get),
+    check(
+      'PSS per idle proxied TCP connection (held idle)',
+      '<= 4 KB (4096 bytes, issue 16)',
+      get('tcp-idle-rss', 'l4proxy', 'pssPerConnSteady'),
+      (x) => x <= 4096,
+      (x) => `${Math.round(x)} bytes`,
+    ),
     ...burstChecks(get),
     ...cliChecks(scenarios, get),
   ];
