@@ -11,6 +11,7 @@ import { optionsKey } from './config.js';
 import { sumStats } from './sumStats.js';
 import { listenerBacklog } from './listenBacklog.js';
 import { reusePortSupported } from '../net/reusePort.js';
+import { fixedLocalAddress, presetLocalAddress } from '../net/knownLocalAddress.js';
 import { inheritNoDelay, markNoDelay } from '../net/inheritedNoDelay.js';
 
 /** Attaches logging (or anything else) to every proxy a listener creates. */
@@ -103,7 +104,9 @@ export class Listener {
     }
     const server = net.createServer({ allowHalfOpen: true });
     let noDelayInherited = false;
+    let local: net.AddressInfo | undefined;
     server.on('connection', (socket: Socket) => {
+      if (local !== undefined) presetLocalAddress(socket, local);
       if (noDelayInherited) {
         markNoDelay(socket);
         // A reload may have turned it off since the listening socket got it.
@@ -122,6 +125,7 @@ export class Listener {
     });
     // Every generation relays with TCP_NODELAY unless told not to (`noDelay: false`).
     noDelayInherited = this.config.raw.noDelay !== false && inheritNoDelay(server);
+    local = fixedLocalAddress(server);
     // Accept errors (EMFILE) are transient: the server keeps listening.
     server.on('error', () => undefined);
     this.server = server;
