@@ -52,7 +52,7 @@ export class Listener {
     prepared: PreparedListener,
     private readonly observe: ProxyObserver,
     /** `--backlog` or the file's top-level `backlog`, for TCP listeners that set none. */
-    private readonly backlogDefault: number | undefined = undefined,
+    private readonly backlogDefault?: number,
   ) {
     this.config = prepared.config;
     this.current = prepared.proxy;
@@ -104,7 +104,7 @@ export class Listener {
     }
     const server = net.createServer({ allowHalfOpen: true });
     let noDelayInherited = false;
-    let local: net.AddressInfo | undefined;
+    let local: net.AddressInfo | undefined = undefined;
     server.on('connection', (socket: Socket) => {
       if (local !== undefined) presetLocalAddress(socket, local);
       if (noDelayInherited) {

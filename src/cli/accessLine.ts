@@ -34,8 +34,12 @@ function valueJson(value: unknown): string {
       return value ? 'true' : 'false';
     case 'string':
       return JSON.stringify(value);
-    default:
-      return value instanceof Error ? errorJson(value) : (JSON.stringify(value) ?? 'null');
+    default: {
+      if (value instanceof Error) return errorJson(value);
+      // Functions and symbols have no JSON form (stringify returns undefined for them).
+      const text = JSON.stringify(value) as string | undefined;
+      return text === undefined ? 'null' : text;
+    }
   }
 }
 

@@ -218,7 +218,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     // TCP_NODELAY goes on the listening socket once (inherited), or per connection in the relay.
     const server = net.createServer({ allowHalfOpen: true });
     let noDelayInherited = false;
-    let local: AddressInfo | undefined;
+    let local: AddressInfo | undefined = undefined;
     server.on('connection', (socket: Socket) => {
       if (noDelayInherited) markNoDelay(socket);
       if (local !== undefined) presetLocalAddress(socket, local);
