@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import type { Socket } from 'node:dgram';
+import net from 'node:net';
 import { availableParallelism } from 'node:os';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
@@ -14,7 +15,7 @@ import {
 import { configDir, startCli } from '../cli/cli.js';
 import { withTimeout } from '../helpers/net.js';
 import { tool } from '../helpers/tools.js';
-import { closeSocket, freeUdpPort, udpEcho, udpSocket } from '../udp/helpers.js';
+import { closeSocket, udpEcho, udpSocket } from '../udp/helpers.js';
 
 const upstream = { host: '127.0.0.1', port: 9 };
 
@@ -74,7 +75,6 @@ describe('every core: reusePort and workers', () => {
   test('UDP with reusePort: each client meets one session on one socket, clients spread over both', async (t) => {
     if (!needsReusePort(t)) return;
     const echo = await udpEcho();
-    const port = await freeUdpPort();
     const proxies = [0, 1].map(
       () => new UdpProxy({ upstreams: [{ host: '127.0.0.1', port: echo.port }] }),
     );
@@ -84,7 +84,9 @@ describe('every core: reusePort and workers', () => {
       for (const proxy of proxies) await proxy.close();
       await echo.close();
     });
-    for (const proxy of proxies) await proxy.bind({ port, address: '127.0.0.1', reusePort: true });
+    // The first binds an ephemeral port, the second joins it: no window for anyone else.
+    const { port } = await proxies[0]!.bind({ port: 0, address: '127.0.0.1', reusePort: true });
+    await proxies[1]!.bind({ port, address: '127.0.0.1', reusePort: true });
     const CLIENTS = 24;
     const EACH = 5;
     let replies = 0;
@@ -116,13 +118,27 @@ describe('every core: reusePort and workers', () => {
     if (!needsReusePort(t)) return;
     const ss = tool(t, 'ss');
     if (ss === undefined) return;
-    const port = await freeUdpPort();
+    // The test holds the port with a reuse-port listener of its own, so nothing else can take
+    // it before the workers bind it: three sockets, the test's and one per worker.
+    const holder = net.createServer();
+    await new Promise<void>((resolve) => {
+      holder.listen({ port: 0, host: '127.0.0.1', reusePort: true } as net.ListenOptions, resolve);
+    });
+    t.after(
+      () =>
+        new Promise<void>((resolve) =>
+          holder.close(() => {
+            resolve();
+          }),
+        ),
+    );
+    const port = (holder.address() as net.AddressInfo).port;
     const file = configDir(t).write('l4proxy.json', {
       listeners: [{ protocol: 'tcp', listen: `127.0.0.1:${port}`, upstreams: [upstream] }],
     });
     const cli = startCli(t, ['--config', file, '--workers', '2', '--status-interval', '0']);
     await cli.waitLine('stderr', (line) => line.msg === 'ready' && line.workers === 2, 10_000);
-    assert.equal(listeners(ss, port), 2);
+    assert.equal(listeners(ss, port), 3);
     cli.child.kill('SIGTERM');
     assert.equal(await cli.exited(), 0);
   });
