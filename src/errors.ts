@@ -44,7 +44,7 @@ export class L4Error extends Error {
     super(message, options);
     this.code = code;
     this.name = new.target.name;
-    for (let c: unknown = new.target; c !== Error && typeof c === 'function'; ) {
+    for (let c: unknown = new.target; c !== Error && typeof c === 'function';) {
       Object.defineProperty(this, brand(c), { value: true });
       c = Object.getPrototypeOf(c);
     }

@@ -88,8 +88,7 @@ export class ProxyHeaderParser {
    */
   push(chunk: Uint8Array): ProxyHeaderResult | undefined {
     if (this.#failure !== undefined) throw this.#failure;
-    if (this.#stage === 'done')
-      throw new ParserFinishedError('ProxyHeaderParser');
+    if (this.#stage === 'done') throw new ParserFinishedError('ProxyHeaderParser');
     if (!(chunk instanceof Uint8Array)) throw new InvalidOptionError('chunk', 'a Buffer', chunk);
     const input = Buffer.isBuffer(chunk)
       ? chunk

@@ -221,8 +221,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       options,
       defaultBacklog(this.options.maxConnections),
     );
-    if (this.closing)
-      throw new ProxyClosedError();
+    if (this.closing) throw new ProxyClosedError();
     // TCP_NODELAY goes on the listening socket once (inherited), or per connection in the relay.
     const server = net.createServer({ allowHalfOpen: true });
     let noDelayInherited = false;
