@@ -29,6 +29,9 @@ export type { UdpProxyOptions, UdpPerClientLimits } from './udp/UdpProxyOptions.
 export type { UdpProxyStats, UdpUpstreamStats } from './udp/UdpProxyStats.js';
 export type { UdpSessionInfo, UdpSessionSummary, UdpDrop, UdpProxyEvents } from './udp/events.js';
 export { SessionCloseReason, DropReason } from './udp/closeReasons.js';
+export { runWorkers, workerCount } from './cluster/runWorkers.js';
+export type { RunWorkersOptions, WorkerContext, WorkerGroup } from './cluster/runWorkers.js';
+export { reusePortSupported } from './net/reusePort.js';
 
 // Upstreams and sources: the upstream shape, live state, discovery and health.
 export type { Upstream } from './upstream/Upstream.js';

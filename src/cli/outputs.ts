@@ -2,6 +2,7 @@ import { Logger } from './jsonLogger.js';
 import type { LogLevel } from './jsonLogger.js';
 import { StatusLine } from './statusLine.js';
 import type { StatusStream } from './statusLine.js';
+import { bufferedSink } from './bufferedSink.js';
 import type { ListenerStats } from './Listener.js';
 
 /** The CLI's outputs: access log on stdout, operational log and status on stderr. */
@@ -32,10 +33,10 @@ export function createOutputs(
   const shown: { status?: StatusLine } = {};
   const access = new Logger(
     level,
-    (line) => {
+    bufferedSink((text) => {
       if (stdout.isTTY === true) shown.status?.clear();
-      stdout.write(line);
-    },
+      stdout.write(text);
+    }),
     bindings,
   );
   const ops = new Logger(

@@ -39,9 +39,14 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
     worker === undefined ? {} : { worker: Number(worker) },
     collect,
   );
-  const running = new ListenerSet(config, ops, (listener, proxy) => {
-    observeProxy(access, ops, listener, proxy);
-  });
+  const running = new ListenerSet(
+    config,
+    ops,
+    (listener, proxy) => {
+      observeProxy(access, ops, listener, proxy);
+    },
+    settings.backlog,
+  );
   ref.listeners = running;
   try {
     await running.start();

@@ -111,6 +111,8 @@ test('on a terminal, an access line or a log line first erases the status line',
   // Synchronously after the status line was drawn: no tick can come in between.
   access.info('connection closed');
   ops.warn('something');
+  // Access lines are buffered and written once per event-loop turn: let that turn pass.
+  await new Promise((resolve) => setImmediate(resolve));
   status.stop();
   assert.ok(
     (terminal[0] ?? '').startsWith(
@@ -120,7 +122,7 @@ test('on a terminal, an access line or a log line first erases the status line',
   );
   const erase = 'err:\r\x1b[2K';
   assert.equal(terminal[1], erase, JSON.stringify(terminal));
-  assert.match(terminal[2] ?? '', /^out:\{.*"msg":"connection closed"/);
-  assert.match(terminal[3] ?? '', /^err:\{.*"msg":"something"/);
+  assert.match(terminal[2] ?? '', /^err:\{.*"msg":"something"/);
+  assert.match(terminal[3] ?? '', /^out:\{.*"msg":"connection closed"/);
   assert.equal(terminal.length, 4, 'nothing left to erase at stop()');
 });
