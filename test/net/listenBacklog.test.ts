@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { TcpProxy } from '../../src/index.js';
@@ -24,11 +23,11 @@ async function listenedQueue(
   backlog?: number,
 ): Promise<number> {
   t.after(() => proxy.close({ drainTimeout: 0 }));
-  const address = (await proxy.listen({
+  const address = await proxy.listen({
     port: 0,
     host: '127.0.0.1',
     ...(backlog !== undefined && { backlog }),
-  })) as AddressInfo;
+  });
   return listenQueue(ss, address.port);
 }
 
