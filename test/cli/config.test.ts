@@ -68,7 +68,7 @@ describe('config validation', () => {
     );
     assert.match(
       errorOf({ listeners: [tcp({ tcpFastOpen: true })] }),
-      /^l4proxy\.json: listeners\[0\]\.tcpFastOpen: expected one of the known options \(name, protocol, listen, selector, dns, upstreams/,
+      /^l4proxy\.json: listeners\[0\]\.tcpFastOpen: expected one of the known options \(name, protocol, listen, selector, dns, /,
     );
     assert.equal(
       errorOf({ listeners: [tcp()], workers: 0 }),
@@ -164,7 +164,7 @@ describe('config validation', () => {
         ),
       (err: Error) =>
         err instanceof ConfigError &&
-        /listeners\[0\]\.typo: expected one of the known options \(name, protocol, listen, selector, dns, upstreams, /.test(
+        /listeners\[0\]\.typo: expected one of the known options \(name, protocol, listen, selector, dns, /.test(
           err.message,
         ) &&
         !/upstreamSource|\bmode\b/.test(err.message),
