@@ -5,6 +5,7 @@ import { proxyTlvs } from '../protocol/proxyTlvFields.js';
 import type { ProxyTlvFields } from '../protocol/proxyTlvFields.js';
 import type { TcpConnectionInfo } from './events.js';
 import type { ProxyProtocolSend } from './identityOptions.js';
+import { withSslTlvs } from '../tls/sslTlv.js';
 
 const MAPPED_V4 = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i;
 
@@ -29,7 +30,9 @@ export function sameFamily(
  * sent as UNKNOWN: the upstream then uses the proxy's own address, as the spec says.
  */
 export function proxyHeaderFor(connection: TcpConnectionInfo, send: ProxyProtocolSend): Buffer {
-  const tlvs = send.version === 2 && send.tlvs ? toTlvs(send.tlvs(connection)) : undefined;
+  const user = send.version === 2 && send.tlvs ? send.tlvs(connection) : undefined;
+  const fields = send.ssl ? withSslTlvs(user, connection.tls) : user;
+  const tlvs = fields === undefined ? undefined : toTlvs(fields);
   const ends = sameFamily(connection.clientAddress, connection.localAddress);
   const base = tlvs === undefined ? {} : { tlvs };
   const header: ProxyHeader =
