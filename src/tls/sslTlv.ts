@@ -14,11 +14,18 @@ import type { DownstreamTlsInfo } from './DownstreamTls.js';
  */
 export function sslTlvFields(tls: DownstreamTlsInfo): ProxySslFields {
   const peer = tls.peer;
-  const client = ProxySslClient.SSL | (peer === undefined ? 0 : ProxySslClient.CERT_CONN);
+  // As HAProxy: CERT_SESS when the session has a client certificate, CERT_CONN when it was sent
+  // on this very connection (not a resumed session).
+  let client: number = ProxySslClient.SSL;
+  if (peer !== undefined) {
+    client |= ProxySslClient.CERT_SESS;
+    if (!tls.sessionReused) client |= ProxySslClient.CERT_CONN;
+  }
   return {
     client,
-    // The spec: 0 when a certificate was presented and verified, non-zero otherwise.
-    verify: peer?.verified === true ? 0 : 1,
+    // OpenSSL's verify result, as HAProxy sends it: 0 unless a presented certificate failed to
+    // verify (no certificate is 0 too; the client bits tell whether one was presented).
+    verify: peer === undefined || peer.verified ? 0 : 1,
     version: tls.version,
     cipher: tls.cipher,
     ...(peer?.commonName !== undefined && { cn: peer.commonName }),
