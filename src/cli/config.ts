@@ -10,6 +10,8 @@ import { formatHostPort, parseHostPort } from './address.js';
 import { isLogLevel } from './logger.js';
 import type { LogLevel } from './logger.js';
 import { buildSelector } from './selectorConfig.js';
+import { TlsFileError, readTlsFiles } from './tlsConfig.js';
+import type { TlsFiles } from './tlsConfig.js';
 
 /**
  * A config error: names the source (file or command line), the JSON path and what was expected.
@@ -203,9 +205,17 @@ function prepareListener(
   const clash = earlier.find((other) => other.config.name === name);
   if (clash)
     throw fieldError(source, `${path}.name`, `a name not used by ${clash.config.path}`, name);
-  const config: ListenerConfig = { name, protocol, listen: listen.value, path, raw: entry };
+  let files: TlsFiles;
   try {
-    return { config, proxy: construct(protocol, entry, dns) };
+    files = readTlsFiles(entry, source, path);
+  } catch (err) {
+    dns?.stop();
+    if (err instanceof TlsFileError) throw new ConfigError(source, err.path, err.message);
+    throw err;
+  }
+  const config: ListenerConfig = { name, protocol, listen: listen.value, path, raw: files.raw };
+  try {
+    return { config, proxy: construct(protocol, files.entry, dns) };
   } catch (err) {
     dns?.stop();
     if (err instanceof InvalidOptionError) {
