@@ -48,7 +48,10 @@ export function readTlsFiles(
   const digest = createHash('sha256');
   const read = (block: unknown, at: string): unknown => {
     if (!isRecord(block)) return block;
-    const out: Record<string, unknown> = { ...block };
+    const fileKeys = new Set(FILE_KEYS.map(([fileKey]) => fileKey));
+    const out: Record<string, unknown> = Object.fromEntries(
+      Object.entries(block).filter(([key]) => !fileKeys.has(key)),
+    );
     for (const [fileKey, option] of FILE_KEYS) {
       const file = block[fileKey];
       if (file === undefined) continue;
@@ -67,7 +70,6 @@ export function readTlsFiles(
         );
       }
       digest.update(`${at}.${fileKey}\0${text}\0`);
-      delete out[fileKey];
       out[option] = text;
     }
     return out;

@@ -12,7 +12,6 @@ import {
 } from '../errors.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
-import type { TLSSocket } from 'node:tls';
 import {
   countUpstreamFailure,
   upstreamTlsCloseReason,
@@ -481,7 +480,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.connected = true;
     this.error = undefined;
     this.host.upstreamSucceeded(state);
-    if (tls !== undefined) this.host.upstreamTls.secured(socket as TLSSocket);
+    if (tls !== undefined) this.host.upstreamTls.secured(socket);
     if (this.host.options.relay !== 'onread' || tls !== undefined)
       socket.on('data', onUpstreamData);
     socket.on('end', onUpstreamEnd);

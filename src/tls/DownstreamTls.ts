@@ -73,7 +73,10 @@ export class DownstreamTls {
     this.stats = stats;
     this.done = done;
     const mode = settings.clientCertificate;
-    const selects = settings.byName.size > 0 || settings.byWildcard.size > 0 || settings.sniCallback !== undefined;
+    const selects =
+      settings.byName.size > 0 ||
+      settings.byWildcard.size > 0 ||
+      settings.sniCallback !== undefined;
     this.socket = new tls.TLSSocket(raw, {
       isServer: true,
       secureContext: settings.defaultContext,
@@ -105,7 +108,12 @@ export class DownstreamTls {
 
   /** The proxy is closing: refuse this client. */
   abort(): void {
-    this.finish({ ok: false, socket: this.socket, reason: RejectReason.PROXY_CLOSING, error: undefined });
+    this.finish({
+      ok: false,
+      socket: this.socket,
+      reason: RejectReason.PROXY_CLOSING,
+      error: undefined,
+    });
   }
 
   private selectContext(name: string, cb: (err: Error | null, ctx?: SecureContext) => void): void {
@@ -186,7 +194,12 @@ export class DownstreamTls {
   };
 
   private readonly onClose = (): void => {
-    this.finish({ ok: false, socket: this.socket, reason: RejectReason.CLIENT_GONE, error: undefined });
+    this.finish({
+      ok: false,
+      socket: this.socket,
+      reason: RejectReason.CLIENT_GONE,
+      error: undefined,
+    });
   };
 
   private readonly onTimeout = (): void => {

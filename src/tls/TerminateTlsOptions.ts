@@ -1,12 +1,7 @@
 import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import { InvalidOptionError } from '../errors.js';
-import {
-  duration,
-  isRecord,
-  optionalFunction,
-  rejectUnknownKeys,
-} from '../internal/validate.js';
+import { duration, isRecord, optionalFunction, rejectUnknownKeys } from '../internal/validate.js';
 import type { PemInput, TlsVersion } from './pem.js';
 import { alpnList, optionalPem, pemOption, tlsVersion } from './pem.js';
 
@@ -49,9 +44,7 @@ export interface TerminateTlsOptions {
    * (sync or async; results are not cached, cache yourself). A throw or rejection fails that
    * handshake (`tls_handshake_failed`).
    */
-  readonly sniCallback?: (
-    serverName: string,
-  ) => SniCallbackResult | PromiseLike<SniCallbackResult>;
+  readonly sniCallback?: (serverName: string) => SniCallbackResult | PromiseLike<SniCallbackResult>;
   /** ALPN protocols the proxy accepts, in its order of preference. Default none. */
   readonly alpn?: readonly string[];
   /** Default `'TLSv1.2'`. */
@@ -147,8 +140,16 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
   if (!hasDefault && list.length === 0 && sniCallback === undefined)
     throw new InvalidOptionError(name, 'a cert and key, certificates, or an sniCallback', value);
   const clientCertificate = value.clientCertificate ?? 'none';
-  if (clientCertificate !== 'none' && clientCertificate !== 'optional' && clientCertificate !== 'required')
-    throw new InvalidOptionError(`${name}.clientCertificate`, "'none', 'optional' or 'required'", clientCertificate);
+  if (
+    clientCertificate !== 'none' &&
+    clientCertificate !== 'optional' &&
+    clientCertificate !== 'required'
+  )
+    throw new InvalidOptionError(
+      `${name}.clientCertificate`,
+      "'none', 'optional' or 'required'",
+      clientCertificate,
+    );
   const ca = optionalPem(value.ca, `${name}.ca`);
   if (clientCertificate !== 'none' && ca === undefined)
     throw new InvalidOptionError(`${name}.ca`, 'the CAs client certificates must chain to', ca);
@@ -163,10 +164,14 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
   if (maxVersion !== undefined) base.maxVersion = maxVersion;
   if (value.ciphers !== undefined) {
     if (typeof value.ciphers !== 'string' || value.ciphers === '')
-      throw new InvalidOptionError(`${name}.ciphers`, 'a non-empty OpenSSL cipher list', value.ciphers);
+      throw new InvalidOptionError(
+        `${name}.ciphers`,
+        'a non-empty OpenSSL cipher list',
+        value.ciphers,
+      );
     base.ciphers = value.ciphers;
   }
-  if (ca !== undefined) base.ca = ca as string[];
+  if (ca !== undefined) base.ca = ca;
   const build = (certificate: Partial<TlsCertificate>, path: string): SecureContext => {
     try {
       return tls.createSecureContext({

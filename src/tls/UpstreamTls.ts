@@ -44,7 +44,10 @@ export class UpstreamTls {
    * proxy's; `tls: false` on the upstream turns TLS off for it.
    * @throws {InvalidOptionError} when the upstream's own settings cannot be built (`name`).
    */
-  settingsFor(upstream: Upstream, name = `upstream ${upstream.host}:${upstream.port}`): ResolvedUpstreamTls | undefined {
+  settingsFor(
+    upstream: Upstream,
+    name = `upstream ${upstream.host}:${upstream.port}`,
+  ): ResolvedUpstreamTls | undefined {
     const own = upstream.tls;
     if (own === undefined) return this.proxyWide;
     if (own === false) return undefined;
@@ -100,9 +103,10 @@ export class UpstreamTls {
   }
 
   /** Counts a completed handshake. */
-  secured(socket: TLSSocket): void {
+  secured(socket: Socket): void {
     this.stats.upstream_tls_handshake++;
-    if (socket.isSessionReused()) this.stats.upstream_tls_session_reused++;
+    if (socket instanceof tls.TLSSocket && socket.isSessionReused())
+      this.stats.upstream_tls_session_reused++;
   }
 
   private remember(key: string, session: Buffer): void {

@@ -117,14 +117,22 @@ export function checkUpstreamTlsShape(
     servername !== false &&
     (typeof servername !== 'string' || servername === '' || net.isIP(servername) !== 0)
   ) {
-    throw new InvalidOptionError(`${name}.servername`, 'a host name (not an IP) or false', servername);
+    throw new InvalidOptionError(
+      `${name}.servername`,
+      'a host name (not an IP) or false',
+      servername,
+    );
   }
   boolean(value.forwardServerName, `${name}.forwardServerName`, false);
   alpnList(value.alpn, `${name}.alpn`);
   tlsVersion(value.minVersion, `${name}.minVersion`);
   tlsVersion(value.maxVersion, `${name}.maxVersion`);
   if (value.ciphers !== undefined && (typeof value.ciphers !== 'string' || value.ciphers === ''))
-    throw new InvalidOptionError(`${name}.ciphers`, 'a non-empty OpenSSL cipher list', value.ciphers);
+    throw new InvalidOptionError(
+      `${name}.ciphers`,
+      'a non-empty OpenSSL cipher list',
+      value.ciphers,
+    );
   boolean(value.rejectUnauthorized, `${name}.rejectUnauthorized`, true);
   boolean(value.sessionResumption, `${name}.sessionResumption`, true);
   duration(value.handshakeTimeout, `${name}.handshakeTimeout`, 5_000, 1);

@@ -3,15 +3,21 @@ import { InvalidOptionError } from '../errors.js';
 /** PEM text or bytes, or several (a CA bundle, a chain). */
 export type PemInput = string | Buffer | readonly (string | Buffer)[];
 
+/** PEM text holds at least one `-----BEGIN ...-----` block (OpenSSL skips anything else silently). */
 function isPemPart(value: unknown): value is string | Buffer {
-  return (typeof value === 'string' && value.length > 0) || Buffer.isBuffer(value);
+  if (typeof value === 'string') return value.includes('-----BEGIN ');
+  return Buffer.isBuffer(value) && value.includes('-----BEGIN ');
 }
 
 /** Validates a PEM option (non-empty string, Buffer, or a non-empty array of them). */
 export function pemOption(value: unknown, name: string): string | Buffer | (string | Buffer)[] {
   if (isPemPart(value)) return value;
   if (Array.isArray(value) && value.length > 0 && value.every(isPemPart)) return [...value];
-  throw new InvalidOptionError(name, 'PEM text, a Buffer, or a non-empty array of them', value);
+  throw new InvalidOptionError(
+    name,
+    'PEM text (-----BEGIN ...), a Buffer of it, or a non-empty array of them',
+    value,
+  );
 }
 
 /** The same, or undefined when absent. */
@@ -38,8 +44,7 @@ export function alpnList(value: unknown, name: string): string[] | undefined {
     !Array.isArray(value) ||
     value.length === 0 ||
     !value.every(
-      (entry) =>
-        typeof entry === 'string' && entry.length > 0 && Buffer.byteLength(entry) <= 255,
+      (entry) => typeof entry === 'string' && entry.length > 0 && Buffer.byteLength(entry) <= 255,
     )
   ) {
     throw new InvalidOptionError(name, 'a non-empty array of protocol names (1-255 bytes)', value);

@@ -96,8 +96,8 @@ test('CLI: termination certificates renewed on disk are served after SIGHUP; liv
   const peer = await tlsPeer('tls-upstream', await ca.issue('localhost', ['localhost']));
   t.after(() => peer.close());
   const dir = configDir(t);
-  const certFile = dir.write('server.pem', first.cert);
-  const keyFile = dir.write('server.key', first.key);
+  dir.write('server.pem', first.cert);
+  dir.write('server.key', first.key);
   dir.write('ca.pem', ca.cert);
   const file = dir.write('l4proxy.json', {
     listeners: [

@@ -134,7 +134,7 @@ describe('TLS origination against openssl s_server -Verify (client certificate r
     await readAll(client);
     const [summary] = await rig.closes(1);
     assert.equal(summary?.reason, 'upstream_tls_failed');
-    assert.equal((summary?.error as L4Error | undefined)?.code, 'ERR_L4_TLS_HANDSHAKE');
+    assert.equal((summary.error as L4Error | undefined)?.code, 'ERR_L4_TLS_HANDSHAKE');
     assert.deepEqual(
       errors.map((e) => e.code),
       ['ERR_L4_TLS_HANDSHAKE'],
@@ -243,7 +243,7 @@ describe('TLS origination failures are connect failures, retried on another upst
     assert.equal(text, 'hello from good\nx');
     const [summary] = await rig.closes(1);
     assert.equal(summary?.reason, 'completed');
-    assert.equal(summary?.attempts, 2);
+    assert.equal(summary.attempts, 2);
     assert.deepEqual(
       errors.map((e) => e.code),
       [expected],
@@ -308,9 +308,9 @@ describe('TLS origination failures are connect failures, retried on another upst
     await readAll(client);
     const [summary] = await rig.closes(1);
     assert.equal(summary?.reason, 'upstream_tls_untrusted');
-    assert.equal((summary?.error as L4Error | undefined)?.code, 'ERR_L4_TLS_UNTRUSTED');
+    assert.equal((summary.error as L4Error | undefined)?.code, 'ERR_L4_TLS_UNTRUSTED');
     // Nothing of the upstream reached the client.
-    assert.equal(summary?.bytesToClient, 0);
+    assert.equal(summary.bytesToClient, 0);
   });
 });
 
