@@ -3,7 +3,7 @@ import type { SecureContext } from 'node:tls';
 import { InvalidOptionError } from '../errors.js';
 import { duration, isRecord, optionalFunction, rejectUnknownKeys } from '../internal/validate.js';
 import type { PemInput, TlsVersion } from './pem.js';
-import { alpnList, optionalPem, pemOption, tlsVersion } from './pem.js';
+import { alpnList, optionalCa, pemOption, tlsVersion } from './pem.js';
 
 /** A certificate (chain) and its private key, PEM. */
 export interface TlsCertificate {
@@ -150,7 +150,7 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
       "'none', 'optional' or 'required'",
       clientCertificate,
     );
-  const ca = optionalPem(value.ca, `${name}.ca`);
+  const ca = optionalCa(value.ca, `${name}.ca`);
   if (clientCertificate !== 'none' && ca === undefined)
     throw new InvalidOptionError(`${name}.ca`, 'the CAs client certificates must chain to', ca);
   if (value.passphrase !== undefined && typeof value.passphrase !== 'string')

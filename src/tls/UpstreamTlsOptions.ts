@@ -4,7 +4,7 @@ import type { SecureContext } from 'node:tls';
 import { InvalidOptionError } from '../errors.js';
 import { boolean, duration, isRecord, rejectUnknownKeys } from '../internal/validate.js';
 import type { PemInput, TlsVersion } from './pem.js';
-import { alpnList, optionalPem, tlsVersion } from './pem.js';
+import { alpnList, optionalCa, optionalPem, tlsVersion } from './pem.js';
 
 /**
  * TLS origination: the proxy speaks TLS to the upstream (HAProxy `server ... ssl verify required`,
@@ -104,7 +104,7 @@ export function checkUpstreamTlsShape(
   if (!isRecord(value))
     throw new InvalidOptionError(name, allowFalse ? 'an object or false' : 'an object', value);
   rejectUnknownKeys(value, KEYS, name);
-  optionalPem(value.ca, `${name}.ca`);
+  optionalCa(value.ca, `${name}.ca`);
   optionalPem(value.cert, `${name}.cert`);
   optionalPem(value.key, `${name}.key`);
   if ((value.cert === undefined) !== (value.key === undefined))

@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { InvalidOptionError } from '../errors.js';
 
 /** PEM text or bytes, or several (a CA bundle, a chain). */
@@ -50,4 +51,35 @@ export function alpnList(value: unknown, name: string): string[] | undefined {
     throw new InvalidOptionError(name, 'a non-empty array of protocol names (1-255 bytes)', value);
   }
   return [...(value as string[])];
+}
+
+const CERTIFICATE_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/**
+ * A CA option: PEM whose every certificate parses. OpenSSL skips a CA it cannot read without a
+ * word, which would leave the proxy trusting fewer CAs than configured.
+ */
+export function optionalCa(
+  value: unknown,
+  name: string,
+): string | Buffer | (string | Buffer)[] | undefined {
+  const pem = optionalPem(value, name);
+  if (pem === undefined) return undefined;
+  for (const part of Array.isArray(pem) ? pem : [pem]) {
+    const blocks = part.toString('latin1').match(CERTIFICATE_BLOCK) ?? [];
+    if (blocks.length === 0)
+      throw new InvalidOptionError(name, 'PEM certificates (-----BEGIN CERTIFICATE-----)', value);
+    for (const block of blocks) {
+      try {
+        new X509Certificate(block);
+      } catch (err) {
+        throw new InvalidOptionError(
+          name,
+          `certificates that parse (${err instanceof Error ? err.message : String(err)})`,
+          value,
+        );
+      }
+    }
+  }
+  return pem;
 }

@@ -35,7 +35,7 @@ test('invalid tls options fail at construction, naming the option', () => {
   refused({ upstreams, tls: { ca: 'not a PEM certificate' } }, 'tls.ca');
   refused(
     { upstreams, tls: { ca: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n' } },
-    'tls',
+    'tls.ca',
   );
   refused({ upstreams: [{ host: 'a', port: 1, tls: 'on' }] }, 'upstreams[0].tls');
   refused({ upstreams: [{ host: 'a', port: 1, tls: { ca: 'junk' } }] }, 'upstreams[0].tls.ca');
