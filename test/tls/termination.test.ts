@@ -354,6 +354,31 @@ describe('TLS termination', () => {
   });
 });
 
+test("re-encryption: the client's server name is forwarded to the upstream (forwardServerName)", async (t) => {
+  const p = await getPki(t);
+  if (p === undefined) return;
+  const { tlsPeer, tlsVisit } = await import('../helpers/tlsPeers.js');
+  const api = await tlsPeer('api', p.api);
+  t.after(() => api.close());
+  const rig = await proxyFor(t, {
+    upstreams: [{ host: '127.0.0.1', port: api.port }],
+    terminateTls: {
+      cert: p.localhost.cert,
+      key: p.localhost.key,
+      certificates: [{ serverNames: ['api.test'], cert: p.api.cert, key: p.api.key }],
+    },
+    tls: { ca: p.ca.cert, forwardServerName: true },
+  });
+  const visit = await tlsVisit(rig.port, { servername: 'api.test' });
+  assert.equal(visit.greeting, 'hello from api');
+  assert.equal(visit.fingerprint256, p.api.fingerprint256);
+  assert.deepEqual(api.serverNames, ['api.test']);
+  const [summary] = await rig.closed(1);
+  assert.equal(summary?.tls?.serverName, 'api.test');
+  assert.equal(rig.proxy.stats().upstream_tls_handshake, 1);
+  assert.equal(rig.proxy.stats().downstream_tls_handshake, 1);
+});
+
 describe('PROXY protocol v2 SSL TLVs', () => {
   /** A server that reads one PROXY v2 header per connection and records its SSL fields. */
   async function headerRecorder(
