@@ -12,7 +12,9 @@
  *   through each contender, which speaks TLS to a shared TLS upstream (nginx `listen ssl` in
  *   front of the echo backend). l4proxy with and without session resumption.
  *
- * Bulk Gbit/s over TLS is not measured here (no independent TLS bulk client on the machine).
+ * - bulk: iperf3 (plain) through each contender twice, originating TLS to itself and terminating
+ *   it again in the same process (nginx: two servers, HAProxy: two listens, one worker/thread), so
+ *   the Gbit/s include one TLS encryption and one decryption per byte.
  */
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -199,6 +201,29 @@ async function startL4proxy(mode: string, upstream: number): Promise<Running> {
   return { port, stop: () => stop(child) };
 }
 
+let iperfPort = 0;
+
+async function startL4proxyBoth(upstream: number): Promise<Running> {
+  return startL4proxy('both', upstream);
+}
+
+async function startNginxBoth(upstream: number, ssl: string): Promise<Running> {
+  const inner = await freePort();
+  return startNginx(
+    'both',
+    `proxy_ssl on; proxy_ssl_verify on; proxy_ssl_trusted_certificate ${file('ca.pem')}; proxy_ssl_name localhost; proxy_ssl_server_name on; proxy_pass 127.0.0.1:${inner}; } server { listen 127.0.0.1:${inner} ssl; ${ssl} proxy_pass 127.0.0.1:${upstream};`,
+  );
+}
+
+async function startHaproxyBoth(upstream: number): Promise<Running> {
+  const inner = await freePort();
+  return startHaproxy(
+    'both',
+    '',
+    `127.0.0.1:${inner} ssl verify required ca-file ${file('ca.pem')} sni str(localhost) verifyhost localhost\nlisten inner\n  bind 127.0.0.1:${inner} ssl crt ${file('bundle.pem')}\n  server s2 127.0.0.1:${upstream}`,
+  );
+}
+
 async function sTime(port: number, reuse: boolean): Promise<number> {
   const out = await run(
     openssl,
@@ -219,6 +244,16 @@ async function sTime(port: number, reuse: boolean): Promise<number> {
   return Number(match[1]) / Number(match[2]);
 }
 
+async function bulk(port: number): Promise<number> {
+  const out = await run(
+    need('iperf3'),
+    ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-J'],
+    seconds * 1000 + 30_000,
+  );
+  const json = JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } };
+  return json.end.sum_received.bits_per_second / 1e9;
+}
+
 async function connects(port: number): Promise<number> {
   const out = await run(
     loadgen,
@@ -237,6 +272,7 @@ async function measure(
   label: string,
   contenders: [string, () => Promise<Running>][],
   probe: (port: number) => Promise<number>,
+  unit = '/s',
 ): Promise<void> {
   const results: [string, number][] = [];
   for (const [name, launch] of contenders) {
@@ -253,7 +289,7 @@ async function measure(
   console.log(`\n${label} (median of ${runs} × ${seconds} s)`);
   for (const [name, rate] of results)
     console.log(
-      `  ${name.padEnd(22)} ${rate.toFixed(0).padStart(8)} /s   ${nginxRate > 0 ? (rate / nginxRate).toFixed(2) : '-'}× nginx`,
+      `  ${name.padEnd(22)} ${rate.toFixed(unit === '/s' ? 0 : 2).padStart(8)} ${unit}   ${nginxRate > 0 ? (rate / nginxRate).toFixed(2) : '-'}× nginx`,
     );
 }
 
@@ -319,6 +355,27 @@ try {
     );
   } finally {
     await upstream.stop();
+  }
+  const iperf = start(
+    need('iperf3'),
+    ['-s', '-B', '127.0.0.1', '-p', String(await freePort().then((p) => (iperfPort = p)))],
+    { stdio: 'ignore' },
+  );
+  try {
+    await waitPort(iperfPort);
+    const ssl = `ssl_certificate ${file('server.pem')}; ssl_certificate_key ${file('server.key')};`;
+    await measure(
+      'bulk through originate + terminate in one process (iperf3)',
+      [
+        ['l4proxy', () => startL4proxyBoth(iperfPort)],
+        ['nginx', () => startNginxBoth(iperfPort, ssl)],
+        ['haproxy', () => startHaproxyBoth(iperfPort)],
+      ],
+      bulk,
+      'Gbit/s',
+    );
+  } finally {
+    await stop(iperf);
   }
 } finally {
   await stop(echo);
