@@ -406,8 +406,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
         // A TLS upstream reads through its TLS socket (the stream path), never the shared buffer.
         ...(options.relay === 'onread' &&
           tls === undefined && {
-          onread: { buffer: sharedReadBuffer(), callback: onUpstreamRead },
-        }),
+            onread: { buffer: sharedReadBuffer(), callback: onUpstreamRead },
+          }),
       }),
       this,
     );

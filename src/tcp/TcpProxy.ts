@@ -276,10 +276,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.reject(socket, RejectReason.INVALID_SOCKET);
       return;
     }
-    if (
-      this.live.size + this.prefaces.size + this.handshakes.size >=
-      this.options.maxConnections
-    ) {
+    if (this.live.size + this.prefaces.size + this.handshakes.size >= this.options.maxConnections) {
       this.counters.downstreamOverflow++;
       this.reject(socket, RejectReason.MAX_CONNECTIONS);
       return;
