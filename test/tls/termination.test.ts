@@ -332,6 +332,37 @@ describe('TLS termination', () => {
       );
     const before = await open();
     assert.equal(before.getPeerX509Certificate()?.fingerprint256, p.localhost.fingerprint256);
+    // A session ticket from that connection resumes the next one (Node clients read it).
+    const ticket = await withTimeout(
+      new Promise<Buffer>((resolve) => {
+        before.once('session', resolve);
+      }),
+      5_000,
+      'a session ticket',
+    );
+    const resumed = await withTimeout(
+      new Promise<tls.TLSSocket>((resolve, reject) => {
+        const socket = tls.connect(
+          {
+            port: rig.port,
+            host: '127.0.0.1',
+            ca: p.ca.cert,
+            servername: 'localhost',
+            session: ticket,
+          },
+          () => {
+            resolve(socket);
+          },
+        );
+        socket.once('error', reject);
+      }),
+      5_000,
+      'a resumed connection',
+    );
+    assert.equal(resumed.isSessionReused(), true);
+    resumed.end();
+    await rig.closed(1);
+    assert.equal(rig.proxy.stats().downstream_tls_session_reused, 1);
     const renewed = await p.ca.issue('localhost', ['localhost']);
     assert.throws(
       () => {
@@ -346,10 +377,10 @@ describe('TLS termination', () => {
     assert.equal(await echoOnce(after, 'new one'), 'new one');
     before.end();
     after.end();
-    await rig.closed(2);
+    await rig.closed(3);
     assert.deepEqual(
       rig.summaries.map((s) => s.reason),
-      ['completed', 'completed'],
+      ['completed', 'completed', 'completed'],
     );
   });
 });
