@@ -85,5 +85,8 @@ test('TLS option types', () => {
   const wrong: TcpProxyOptions = { terminateTls: { clientCertificate: 'sometimes' } };
   expectTypeOf<SelectionContext['tls']>().toEqualTypeOf<DownstreamTlsInfo | undefined>();
   expectTypeOf<DownstreamTlsInfo['peer']>().exclude<undefined>().toHaveProperty('fingerprint256');
-  assert.ok(ok.tls && old && wrong);
+  assert.deepEqual(
+    [ok.tls?.minVersion, old.minVersion, wrong.terminateTls?.clientCertificate],
+    ['TLSv1.3', 'TLSv1', 'sometimes'],
+  );
 });
