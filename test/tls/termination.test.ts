@@ -410,6 +410,42 @@ test("re-encryption: the client's server name is forwarded to the upstream (forw
   assert.equal(rig.proxy.stats().downstream_tls_handshake, 1);
 });
 
+test('a PROXY header from a trusted load balancer comes before the TLS handshake', async (t) => {
+  const p = await getPki(t);
+  if (p === undefined) return;
+  const upstream = await greeter(t);
+  const rig = await proxyFor(t, {
+    upstreams: [{ host: '127.0.0.1', port: upstream }],
+    acceptProxyProtocol: { trusted: ['127.0.0.1'] },
+    terminateTls: { cert: p.localhost.cert, key: p.localhost.key },
+  });
+  const { encodeProxyHeader } = await import('../../src/index.js');
+  const raw = net.connect(rig.port, '127.0.0.1');
+  raw.on('error', () => undefined);
+  await new Promise((resolve) => raw.once('connect', resolve));
+  // Header and ClientHello back to back: bytes read past the header must reach the TLS layer.
+  raw.cork();
+  raw.write(
+    encodeProxyHeader({
+      version: 2,
+      command: 'PROXY',
+      protocol: 'TCP4',
+      source: { address: '192.0.2.7', port: 40_000 },
+      destination: { address: '192.0.2.1', port: 443 },
+    }),
+  );
+  const secure = tls.connect({ socket: raw, ca: p.ca.cert, servername: 'localhost' });
+  secure.on('error', () => undefined);
+  process.nextTick(() => {
+    raw.uncork();
+  });
+  const text = (await readAll(secure)).toString();
+  assert.equal(text, 'hello from upstream\n');
+  await rig.closed(1);
+  assert.equal(rig.connections[0]?.clientAddress, '192.0.2.7');
+  assert.equal(rig.connections[0].tls?.serverName, 'localhost');
+});
+
 describe('PROXY protocol v2 SSL TLVs', () => {
   /** A server that reads one PROXY v2 header per connection and records its SSL fields. */
   async function headerRecorder(
