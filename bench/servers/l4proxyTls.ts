@@ -5,7 +5,6 @@
  * Sends `{ port }` over IPC once listening; exits on SIGTERM.
  */
 import { readFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { TcpProxy } from '../../src/index.js';
 
 const [mode, upstreamArg, certFile, keyFile, caFile] = process.argv.slice(2);
@@ -15,7 +14,7 @@ const terminateTls = { cert: readFileSync(certFile), key: readFileSync(keyFile) 
 const ca = readFileSync(caFile);
 
 async function listen(proxy: TcpProxy): Promise<number> {
-  return ((await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo).port;
+  return (await proxy.listen({ port: 0, host: '127.0.0.1' })).port;
 }
 
 let port: number;
