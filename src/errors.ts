@@ -18,6 +18,11 @@ export const ErrorCode = {
   HEALTH_CHECK: 'ERR_L4_HEALTH_CHECK',
   UPSTREAM_SOURCE: 'ERR_L4_UPSTREAM_SOURCE',
   RESOURCE_EXHAUSTED: 'ERR_L4_RESOURCE_EXHAUSTED',
+  TLS_UNTRUSTED: 'ERR_L4_TLS_UNTRUSTED',
+  TLS_NAME_MISMATCH: 'ERR_L4_TLS_NAME_MISMATCH',
+  TLS_HANDSHAKE_TIMEOUT: 'ERR_L4_TLS_HANDSHAKE_TIMEOUT',
+  TLS_HANDSHAKE: 'ERR_L4_TLS_HANDSHAKE',
+  TLS_CLIENT_CERT: 'ERR_L4_TLS_CLIENT_CERT',
   PARSER_FINISHED: 'ERR_L4_PARSER_FINISHED',
 } as const;
 
@@ -220,6 +225,37 @@ export class HealthCheckError extends L4Error {
 export class UpstreamSourceError extends L4Error {
   constructor(message: string, cause?: unknown) {
     super(ErrorCode.UPSTREAM_SOURCE, message, cause === undefined ? undefined : { cause });
+  }
+}
+
+/** The TLS failure kinds of {@link TlsHandshakeError}, each with its own code. */
+export type TlsFailureCode =
+  | typeof ErrorCode.TLS_UNTRUSTED
+  | typeof ErrorCode.TLS_NAME_MISMATCH
+  | typeof ErrorCode.TLS_HANDSHAKE_TIMEOUT
+  | typeof ErrorCode.TLS_HANDSHAKE
+  | typeof ErrorCode.TLS_CLIENT_CERT;
+
+/**
+ * A TLS handshake failed, with an upstream (origination) or a client (termination). `code` names
+ * the cause: the peer's certificate is not trusted (`ERR_L4_TLS_UNTRUSTED`), does not name the
+ * host (`ERR_L4_TLS_NAME_MISMATCH`), the handshake took too long (`ERR_L4_TLS_HANDSHAKE_TIMEOUT`),
+ * a client gave no valid certificate (`ERR_L4_TLS_CLIENT_CERT`), or anything else
+ * (`ERR_L4_TLS_HANDSHAKE`: protocol versions, ciphers, alerts, the peer hanging up). `cause` is
+ * Node's error, when there was one.
+ */
+export class TlsHandshakeError extends L4Error {
+  /** `'upstream'` for origination, `'downstream'` for termination. */
+  readonly side: 'upstream' | 'downstream';
+
+  constructor(
+    code: TlsFailureCode,
+    side: 'upstream' | 'downstream',
+    message: string,
+    cause?: unknown,
+  ) {
+    super(code, message, cause === undefined ? undefined : { cause });
+    this.side = side;
   }
 }
 

@@ -130,3 +130,18 @@ export type {
   UdpSessionCloseMessage,
   UdpDroppedMessage,
 } from './diagnostics.js';
+
+// TLS origination and termination (issue 14).
+export { TlsHandshakeError } from './errors.js';
+export type { TlsFailureCode } from './errors.js';
+export type { UpstreamTlsOptions, UpstreamTlsSetting } from './tls/UpstreamTlsOptions.js';
+export type {
+  TerminateTlsOptions,
+  TlsCertificate,
+  SniCertificate,
+  SniCallbackResult,
+} from './tls/TerminateTlsOptions.js';
+export type { DownstreamTlsInfo, TlsPeerCertificate } from './tls/DownstreamTls.js';
+export type { TlsVersion, PemInput } from './tls/pem.js';
+export type { TlsStats } from './tls/tlsStats.js';
+export { sslTlvFields } from './tls/sslTlv.js';

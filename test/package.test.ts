@@ -6,8 +6,11 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-/** The packed tarball stays small: the library, its types and its docs, nothing else. */
-const SIZE_BUDGET = 400 * 1024;
+/**
+ * The packed tarball stays small: the library, its types and its docs, nothing else. 448 KiB since
+ * TLS origination/termination (src/tls, ~35 KB packed) took it from ~380 KB to ~416 KB.
+ */
+const SIZE_BUDGET = 448 * 1024;
 
 interface PackEntry {
   size: number;

@@ -12,6 +12,8 @@ import { isLogLevel } from './jsonLogger.js';
 import type { LogLevel } from './jsonLogger.js';
 import { buildSelector } from './selectorConfig.js';
 import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
+import { TlsFileError, readTlsFiles } from './tlsConfig.js';
+import type { TlsFiles } from './tlsConfig.js';
 
 /**
  * A config error: names the source (file or command line), the JSON path and what was expected.
@@ -230,16 +232,24 @@ function prepareListener(
   const backlog = entry.backlog;
   if (backlog !== undefined && (protocol !== 'tcp' || !isBacklog(backlog)))
     throw fieldError(source, `${path}.backlog`, `${BACKLOG_EXPECTED}, TCP only`, backlog);
+  let files: TlsFiles;
+  try {
+    files = readTlsFiles(entry, source, path);
+  } catch (err) {
+    dns?.stop();
+    if (err instanceof TlsFileError) throw new ConfigError(source, err.path, err.message);
+    throw err;
+  }
   const config: ListenerConfig = {
     name,
     protocol,
     listen: listen.value,
     path,
-    raw: entry,
+    raw: files.raw,
     backlog,
   };
   try {
-    return { config, proxy: construct(protocol, entry, dns) };
+    return { config, proxy: construct(protocol, files.entry, dns) };
   } catch (err) {
     dns?.stop();
     if (err instanceof InvalidOptionError) {

@@ -1,5 +1,6 @@
 import type { TcpProxyStats, TcpUpstreamStats } from '../tcp/TcpProxyStats.js';
 import type { UdpProxyStats, UdpUpstreamStats } from '../udp/UdpProxyStats.js';
+import type { TlsStats } from '../tls/tlsStats.js';
 import type { ProxyHealthStats, UpstreamHealthStats } from '../upstream/healthStats.js';
 
 /** Label names and values of one sample. */
@@ -46,6 +47,20 @@ const UPSTREAM_HEALTH_HELP: HelpTable<UpstreamHealthStats> = {
   ejections_total: 'Passive ejections of this upstream.',
 };
 
+const TLS_HELP: HelpTable<TlsStats> = {
+  upstream_tls_handshake: 'TLS handshakes completed with upstreams.',
+  upstream_tls_session_reused: 'Upstream TLS handshakes that resumed a session.',
+  upstream_tls_fail_verify_error: 'Upstream certificates not signed by a trusted CA.',
+  upstream_tls_fail_verify_san: 'Upstream certificates not naming the server name.',
+  upstream_tls_handshake_timeout: 'Upstream TLS handshakes that timed out.',
+  upstream_tls_connection_error: 'Other failed upstream TLS handshakes.',
+  downstream_tls_handshake: 'TLS handshakes completed with clients.',
+  downstream_tls_session_reused: 'Client TLS handshakes that resumed a session.',
+  downstream_tls_fail_verify_cert: 'Clients refused for a missing or unverified certificate.',
+  downstream_tls_handshake_timeout: 'Client TLS handshakes that timed out.',
+  downstream_tls_connection_error: 'Other failed client TLS handshakes.',
+};
+
 const TCP_HELP: HelpTable<TcpProxyStats> = {
   downstream_cx_total: 'Client connections admitted.',
   downstream_cx_active: 'Client connections open now.',
@@ -69,6 +84,7 @@ const TCP_HELP: HelpTable<TcpProxyStats> = {
   upstream_cx_tx_bytes_total: 'Bytes written to upstreams.',
   resource_exhausted: 'Connections closed because the proxy ran out of file descriptors.',
   ...PROXY_HEALTH_HELP,
+  ...TLS_HELP,
 };
 
 const TCP_UPSTREAM_HELP: HelpTable<TcpUpstreamStats> = {

@@ -1,4 +1,5 @@
 import type { Upstream } from '../upstream/Upstream.js';
+import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 
 /** What a selector knows when it chooses an upstream for a connection, session or datagram. */
@@ -13,8 +14,10 @@ export interface SelectionContext {
   readonly localPort: number;
   /** TLS server name from the ClientHello, when SNI peeking is on and the client sent one. */
   readonly serverName?: string | undefined;
-  /** ALPN protocols from the ClientHello, when SNI peeking is on. */
+  /** ALPN protocols from the ClientHello, when SNI peeking is on (the agreed one with termination). */
   readonly alpn?: readonly string[] | undefined;
+  /** TCP with `terminateTls`: TLS version, cipher, server name, ALPN and client certificate. */
+  readonly tls?: DownstreamTlsInfo | undefined;
   /** 1 for the first try, 2 for the first retry, ... */
   readonly attempt: number;
   /** Upstreams already tried for this connection (empty on attempt 1). */

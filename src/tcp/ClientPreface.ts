@@ -6,6 +6,7 @@ import { ClientHelloParser } from '../protocol/ClientHelloParser.js';
 import type { ProxyHeader } from '../protocol/ProxyHeader.js';
 import { ProxyHeaderParser } from '../protocol/ProxyHeaderParser.js';
 import { RejectReason } from './closeReasons.js';
+import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 
 /** Who the client is, as selectors, limits, events, stats and the sent PROXY header see it. */
 export interface ClientIdentity {
@@ -22,6 +23,8 @@ export interface ClientIdentity {
   readonly proxyHeader: ProxyHeader | undefined;
   readonly serverName: string | undefined;
   readonly alpn: readonly string[] | undefined;
+  /** What TLS termination negotiated, when the proxy terminates TLS. */
+  readonly tls?: DownstreamTlsInfo | undefined;
 }
 
 /** What the preface reads, resolved from the proxy's options. */

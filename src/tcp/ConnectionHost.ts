@@ -3,6 +3,7 @@ import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { UpstreamSet } from '../upstream/UpstreamSet.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import type { TcpConnectionSummary } from './events.js';
+import type { UpstreamTls } from '../tls/UpstreamTls.js';
 import type { TcpConnection } from './TcpConnection.js';
 import type { ResolvedTcpOptions } from './TcpProxyOptions.js';
 
@@ -32,6 +33,8 @@ export interface ConnectionHost {
   readonly upstreams: UpstreamSet;
   readonly selector: UpstreamSelector;
   readonly stats: TcpCounters;
+  /** TLS origination settings and session cache (upstreams without TLS ask it and get nothing). */
+  readonly upstreamTls: UpstreamTls;
   /** Bytes to send upstream before anything else (the PROXY protocol header), if any. */
   readonly preamble: ((connection: TcpConnection) => Buffer | undefined) | undefined;
   upstreamFailed(state: UpstreamState): void;

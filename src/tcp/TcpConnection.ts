@@ -8,7 +8,16 @@ import {
   NoUpstreamError,
   ProxyClosedError,
   ResourceExhaustedError,
+  TlsHandshakeError,
 } from '../errors.js';
+import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
+import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
+import {
+  countUpstreamFailure,
+  upstreamTlsCloseReason,
+  upstreamTlsError,
+  upstreamTlsTimeout,
+} from '../tls/tlsFailure.js';
 import { isDescriptorExhaustion } from './ExhaustionBackoff.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
 import { isThenable, selectorError } from '../select/internal/selectorOutcome.js';
@@ -120,6 +129,9 @@ function onUpstreamClose(this: RelaySocket): void {
 function onUpstreamConnect(this: RelaySocket): void {
   this[kConnection].upstreamConnect();
 }
+function ignoreRawError(): void {
+  // The raw socket under an upstream TLS socket: its failures surface on the TLS socket.
+}
 function onConnectTimeout(connection: TcpConnection): void {
   connection.connectTimedOut();
 }
@@ -151,6 +163,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   readonly alpn: readonly string[] | undefined;
   /** The PROXY header accepted from a trusted peer, if any. */
   readonly proxyHeader: ProxyHeader | undefined;
+  /** What TLS termination negotiated with the client, when the proxy terminates TLS. */
+  readonly tls: DownstreamTlsInfo | undefined;
 
   attempts = 0;
   bytesFromClient = 0;
@@ -170,6 +184,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     | { source: readonly UpstreamState[]; attempt: number; list: readonly UpstreamState[] }
     | undefined;
   private abort: AbortController | undefined;
+  /** TLS settings of the current attempt (origination), if any. */
+  private upstreamTls: ResolvedUpstreamTls | undefined;
+  /** The TCP socket under the upstream TLS socket, once the handshake started. */
+  private rawUpstream: Socket | undefined;
 
   /** Chunks the client sent before the upstream was ready, delivered first and in order. */
   private early: Buffer[] | undefined;
@@ -212,6 +230,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.serverName = identity.serverName;
     this.alpn = identity.alpn;
     this.proxyHeader = identity.proxyHeader;
+    this.tls = identity.tls;
     if (preface !== undefined) {
       this.resumeAfterPreface = true;
       for (const chunk of preface) {
@@ -332,13 +351,15 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       return;
     }
     let state: UpstreamState;
+    let tls: ResolvedUpstreamTls | undefined;
     try {
       state = this.host.upstreams.resolve(choice);
+      tls = this.host.upstreamTls.settingsFor(state.upstream);
     } catch (err) {
       this.selectorFailed(err);
       return;
     }
-    this.connect(state);
+    this.connect(state, tls);
   }
 
   private selectorFailed(err: unknown): void {
@@ -353,16 +374,22 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.fail(CloseReason.NO_UPSTREAM, new NoUpstreamError(), true);
       return;
     }
-    const timedOut = this.error instanceof ConnectTimeoutError;
+    const error = this.error;
+    const timedOut = error instanceof ConnectTimeoutError;
     this.fail(
-      timedOut ? CloseReason.CONNECT_TIMEOUT : CloseReason.CONNECT_FAILED,
-      this.error,
+      error instanceof TlsHandshakeError
+        ? upstreamTlsCloseReason(error)
+        : timedOut
+          ? CloseReason.CONNECT_TIMEOUT
+          : CloseReason.CONNECT_FAILED,
+      error,
       true,
     );
   }
 
-  private connect(state: UpstreamState): void {
+  private connect(state: UpstreamState, tls: ResolvedUpstreamTls | undefined): void {
     this.current = state;
+    this.upstreamTls = tls;
     this.upstreamCounters = state.counters;
     (this.triedStates ??= []).push(state);
     state.active++;
@@ -376,9 +403,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
         port: state.port,
         allowHalfOpen: true,
         noDelay: options.noDelay,
-        ...(options.relay === 'onread' && {
-          onread: { buffer: sharedReadBuffer(), callback: onUpstreamRead },
-        }),
+        // A TLS upstream reads through its TLS socket (the stream path), never the shared buffer.
+        ...(options.relay === 'onread' &&
+          tls === undefined && {
+            onread: { buffer: sharedReadBuffer(), callback: onUpstreamRead },
+          }),
       }),
       this,
     );
@@ -395,6 +424,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.connectTimer = undefined;
     const state = this.current;
     if (state === undefined || this.connected) return;
+    if (this.rawUpstream !== undefined && this.upstreamTls !== undefined) {
+      this.tlsAttemptFailed(
+        state,
+        upstreamTlsTimeout(state.address, this.upstreamTls.handshakeTimeout),
+      );
+      return;
+    }
     state.counters.connectTimeouts++;
     this.host.stats.connectTimeouts++;
     this.attemptFailed(
@@ -407,6 +443,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private attemptFailed(state: UpstreamState, error: L4Error): void {
     const socket = this.upstreamSocket;
     this.upstreamSocket = undefined;
+    this.rawUpstream?.destroy();
+    this.rawUpstream = undefined;
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     state.active--;
@@ -432,12 +470,19 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     const socket = this.upstreamSocket;
     const state = this.current;
     if (socket === undefined || state === undefined || this.reason !== undefined) return;
+    const tls = this.upstreamTls;
+    if (tls !== undefined && this.rawUpstream === undefined) {
+      this.startUpstreamTls(socket, state, tls);
+      return;
+    }
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     this.connected = true;
     this.error = undefined;
     this.host.upstreamSucceeded(state);
-    if (this.host.options.relay !== 'onread') socket.on('data', onUpstreamData);
+    if (tls !== undefined) this.host.upstreamTls.secured(socket);
+    if (this.host.options.relay !== 'onread' || tls !== undefined)
+      socket.on('data', onUpstreamData);
     socket.on('end', onUpstreamEnd);
     socket.on('drain', onUpstreamDrain);
     this.host.emitUpstreamConnect(this, state);
@@ -446,11 +491,61 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.flushEarly(socket);
   }
 
+  /**
+   * TCP is up to a TLS upstream: the PROXY header (if any) goes first in clear, as HAProxy sends
+   * it, then the handshake runs under `handshakeTimeout`; its 'secureConnect' comes back to
+   * `upstreamConnect`. From here the TLS socket is the upstream socket.
+   */
+  private startUpstreamTls(raw: Socket, state: UpstreamState, tls: ResolvedUpstreamTls): void {
+    let preamble: Buffer | undefined;
+    try {
+      preamble = this.host.preamble?.(this);
+    } catch (err) {
+      this.fail(CloseReason.PROXY_HEADER_ERROR, preambleError(err), true);
+      return;
+    }
+    if (preamble !== undefined) this.writeUpstream(raw, preamble);
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    this.connectTimer = setTimeout(onConnectTimeout, tls.handshakeTimeout, this);
+    this.connectTimer.unref();
+    raw.off('error', onUpstreamError);
+    raw.off('close', onUpstreamClose);
+    raw.on('error', ignoreRawError);
+    this.rawUpstream = raw;
+    let secure: Socket;
+    try {
+      secure = this.host.upstreamTls.start(
+        raw,
+        { settings: tls, id: state.id, host: state.host, port: state.port },
+        this.serverName,
+      );
+    } catch (err) {
+      // The raw socket's close no longer counts: account for it here.
+      this.openSockets--;
+      this.tlsAttemptFailed(state, upstreamTlsError(state.address, err));
+      return;
+    }
+    const socket = own(secure, this);
+    this.upstreamSocket = socket;
+    socket.on('error', onUpstreamError);
+    socket.on('close', onUpstreamClose);
+    socket.once('secureConnect', onUpstreamConnect);
+  }
+
+  /** A TLS handshake with the upstream failed: a connect failure of this attempt, retried. */
+  private tlsAttemptFailed(state: UpstreamState, error: TlsHandshakeError): void {
+    state.counters.connectFailures++;
+    this.host.stats.connectFailures++;
+    countUpstreamFailure(this.host.upstreamTls.stats, error);
+    this.attemptFailed(state, error);
+  }
+
   /** Delivers what the client sent while we were connecting, then lets the client flow. */
   private flushEarly(socket: Socket): void {
     let preamble: Buffer | undefined;
     try {
-      preamble = this.host.preamble?.(this);
+      // Over TLS the header already went out in clear, before the handshake.
+      preamble = this.rawUpstream === undefined ? this.host.preamble?.(this) : undefined;
     } catch (err) {
       // User code (a TLV callback) runs here, inside a socket event: it must not escape.
       this.fail(CloseReason.PROXY_HEADER_ERROR, preambleError(err), true);
@@ -573,6 +668,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.outOfDescriptors(state, err);
       return;
     }
+    if (!this.connected && this.rawUpstream !== undefined) {
+      this.tlsAttemptFailed(state, upstreamTlsError(state.address, err));
+      return;
+    }
     if (!this.connected) {
       state.counters.connectFailures++;
       this.host.stats.connectFailures++;
@@ -665,6 +764,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       peerAddress: this.peerAddress,
       peerPort: this.peerPort,
       serverName: this.serverName,
+      tls: this.tls,
       upstream: state && { id: state.id, host: state.host, port: state.port },
       upstreamConnected: this.connected,
       attempts: this.attempts,

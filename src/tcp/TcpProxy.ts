@@ -48,6 +48,12 @@ import type { ClosedTotals, TcpProxyStats } from './TcpProxyStats.js';
 import { snapshotTcpStats } from './TcpProxyStats.js';
 import { channels } from '../diagnostics.js';
 import { tcpMetrics } from '../metrics/prometheus.js';
+import { UpstreamTls } from '../tls/UpstreamTls.js';
+import { tlsCounters } from '../tls/tlsStats.js';
+import { DownstreamTls } from '../tls/DownstreamTls.js';
+import type { DownstreamTlsOutcome } from '../tls/DownstreamTls.js';
+import { resolveTerminateTls } from '../tls/TerminateTlsOptions.js';
+import type { ResolvedTerminateTls, TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
 
 /** Where `listen()` binds: a TCP port (0 for ephemeral) on a host, or a Unix socket path. */
 export interface ListenOptions {
@@ -123,6 +129,11 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private readonly identity: IdentityConfig;
   private readonly prefaces = new Set<ClientPreface>();
   private readonly rejectReasons: Partial<Record<RejectReason, number>> = {};
+  private readonly tlsStats = tlsCounters();
+  private readonly upstreamTls: UpstreamTls;
+  /** TLS termination settings (replaced whole by `setTerminateTls`), or undefined. */
+  private terminateTls: ResolvedTerminateTls | undefined;
+  private readonly handshakes = new Set<DownstreamTls>();
   private nextId = 1;
   private closing: Promise<void> | undefined;
   private drained: (() => void) | undefined;
@@ -133,6 +144,17 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     const resolved = resolveTcpOptions(options);
     this.options = resolved.options;
     this.identity = resolved.identity;
+    this.upstreamTls = new UpstreamTls(resolved.tls, this.tlsStats);
+    this.upstreamTls.prepare(resolved.upstreams);
+    if (resolved.terminateTls !== undefined) {
+      if (this.identity.preface.sni !== undefined)
+        throw new InvalidOptionError(
+          'sni',
+          'no SNI peeking with terminateTls (the handshake gives serverName and alpn)',
+          options.sni,
+        );
+      this.terminateTls = resolveTerminateTls(resolved.terminateTls);
+    }
     this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, this.upstreamHooks());
     this.upstreamSet = this.manager.set;
     this.host = this.createHost(resolved.selector);
@@ -145,6 +167,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     const local = send === undefined ? undefined : localProxyHeader(send.version);
     return {
       checkPreamble: () => local,
+      checkTls: (upstream) => {
+        const settings = this.upstreamTls.settingsFor(upstream.upstream);
+        return settings && { settings, tls: this.upstreamTls };
+      },
       health: (upstream, healthy, change) => {
         emitSafely(this, 'upstreamHealth', upstream, healthy, change);
       },
@@ -184,6 +210,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       upstreams: this.upstreamSet,
       selector,
       stats: this.counters,
+      upstreamTls: this.upstreamTls,
       preamble: send === undefined ? undefined : (connection) => proxyHeaderFor(connection, send),
       upstreamFailed: (state) => {
         this.manager.upstreamFailed(state);
@@ -285,7 +312,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.reject(socket, RejectReason.CLIENT_GONE);
       return;
     }
-    if (this.live.size + this.prefaces.size >= this.options.maxConnections) {
+    if (this.live.size + this.prefaces.size + this.handshakes.size >= this.options.maxConnections) {
       this.counters.downstreamOverflow++;
       this.reject(socket, RejectReason.MAX_CONNECTIONS);
       return;
@@ -314,8 +341,59 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.reject(socket, refusal, undefined, identity);
       return;
     }
-    const connection = new TcpConnection(this.host, socket, this.nextId++, identity, preface);
+    if (this.terminateTls !== undefined) {
+      this.startTermination(socket, identity, preface, this.terminateTls);
+      return;
+    }
     socket.off('error', ignoreError);
+    this.startConnection(socket, identity, preface);
+  }
+
+  /**
+   * TLS termination after admission: the handshake runs on the raw socket (bytes read by the
+   * preface are put back first), bounded by `handshakeTimeout`; the decrypted socket is proxied.
+   * The raw socket keeps its quiet error handler: its errors surface on the TLS socket.
+   */
+  private startTermination(
+    socket: Socket,
+    identity: ClientIdentity,
+    preface: Buffer[] | undefined,
+    settings: ResolvedTerminateTls,
+  ): void {
+    if (preface !== undefined && preface.length > 0) socket.unshift(Buffer.concat(preface));
+    const handshake = new DownstreamTls(socket, settings, this.tlsStats, (outcome) => {
+      this.handshakes.delete(handshake);
+      this.terminated(outcome, identity);
+    });
+    this.handshakes.add(handshake);
+    handshake.start();
+  }
+
+  private terminated(outcome: DownstreamTlsOutcome, identity: ClientIdentity): void {
+    if (!outcome.ok) {
+      this.identity.perClient?.release(identity.address);
+      this.reject(outcome.socket, outcome.reason, outcome.error, identity);
+      return;
+    }
+    const { info } = outcome;
+    this.startConnection(
+      outcome.socket,
+      {
+        ...identity,
+        serverName: info.serverName,
+        alpn: info.alpnProtocol === undefined ? undefined : [info.alpnProtocol],
+        tls: info,
+      },
+      undefined,
+    );
+  }
+
+  private startConnection(
+    socket: Socket,
+    identity: ClientIdentity,
+    preface: Buffer[] | undefined,
+  ): void {
+    const connection = new TcpConnection(this.host, socket, this.nextId++, identity, preface);
     this.live.add(connection);
     this.counters.downstreamTotal++;
     connection.start();
@@ -387,6 +465,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
    * @throws {InvalidOptionError} naming the bad entry; the old set stays in force.
    */
   setUpstreams(upstreams: readonly Upstream[]): void {
+    this.upstreamTls.prepare(upstreams);
     this.manager.setUpstreams(upstreams, 'upstreams');
   }
 
@@ -409,7 +488,25 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.upstreamSet.list(),
       this.rejectReasons,
       this.manager.totals(),
+      this.tlsStats,
     );
+  }
+
+  /**
+   * Replaces the TLS termination certificates and settings (a certificate renewal). Handshakes
+   * that start after the call use the new ones; established connections are not touched. The
+   * CLI calls this on SIGHUP.
+   *
+   * @throws {InvalidOptionError} naming the bad option; the old settings stay in force.
+   */
+  setTerminateTls(options: TerminateTlsOptions): void {
+    if (this.terminateTls === undefined)
+      throw new InvalidOptionError(
+        'terminateTls',
+        'a proxy constructed with terminateTls (termination cannot be switched on later)',
+        options,
+      );
+    this.terminateTls = resolveTerminateTls(options);
   }
 
   /** `stats()` in the Prometheus text exposition format (`l4proxy_tcp_*` metrics). */
@@ -443,6 +540,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     this.servers.clear();
     // Clients still in their preface have nothing dialled: refuse them now.
     for (const preface of [...this.prefaces]) preface.abort();
+    for (const handshake of [...this.handshakes]) handshake.abort();
     await this.drain(drainTimeout);
     for (const timer of this.upstreamDrains) clearTimeout(timer);
     this.upstreamDrains.clear();

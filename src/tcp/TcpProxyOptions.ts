@@ -16,6 +16,8 @@ import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/he
 import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
+import type { UpstreamTlsOptions } from '../tls/UpstreamTlsOptions.js';
+import type { TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
 import {
   boolean,
   duration,
@@ -81,6 +83,16 @@ export interface TcpProxyOptions {
   readonly outlierDetection?: OutlierDetectionOptions;
   /** Below this percentage of healthy upstreams, all are used (Envoy's panic mode); 0 disables. Default 0. */
   readonly panicThreshold?: number;
+  /**
+   * TLS origination: speak TLS to every upstream (an upstream's own `tls` wins; `tls: false` on
+   * one turns it off there). Verifies certificates by default. Off unless set. See docs/tls.md.
+   */
+  readonly tls?: UpstreamTlsOptions;
+  /**
+   * TLS termination: clients speak TLS to the proxy, which relays the decrypted bytes. Applies to
+   * every `listen()` and `handle()`. Off unless set. See docs/tls.md.
+   */
+  readonly terminateTls?: TerminateTlsOptions;
 }
 
 /** Options with every default applied. */
@@ -119,6 +131,8 @@ const KNOWN = [
   'healthCheck',
   'outlierDetection',
   'panicThreshold',
+  'tls',
+  'terminateTls',
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
@@ -128,6 +142,8 @@ export function resolveTcpOptions(input: unknown): {
   upstreams: unknown;
   identity: IdentityConfig;
   manager: UpstreamManagerOptions;
+  tls: unknown;
+  terminateTls: unknown;
 } {
   const raw = optionalRecord(input, 'options');
   assertProxyMode(raw.mode);
@@ -158,6 +174,8 @@ export function resolveTcpOptions(input: unknown): {
     upstreams: raw.upstreams === undefined ? [] : raw.upstreams,
     identity,
     manager,
+    tls: raw.tls,
+    terminateTls: raw.terminateTls,
   };
 }
 

@@ -5,6 +5,7 @@ import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { CloseReason, RejectReason } from './closeReasons.js';
 import type { TcpCounters } from './ConnectionHost.js';
 import type { TcpConnection } from './TcpConnection.js';
+import type { TlsStats } from '../tls/tlsStats.js';
 
 /** Counters and gauges of one upstream in {@link TcpProxyStats}. */
 export interface TcpUpstreamStats extends UpstreamHealthStats {
@@ -24,7 +25,7 @@ export interface TcpUpstreamStats extends UpstreamHealthStats {
  * A snapshot of a {@link TcpProxy}'s counters (monotonic `_total`-like values) and gauges
  * (`_active`), named after Envoy's tcp_proxy, listener and cluster statistics.
  */
-export interface TcpProxyStats extends ProxyHealthStats {
+export interface TcpProxyStats extends ProxyHealthStats, Readonly<TlsStats> {
   readonly downstream_cx_total: number;
   readonly downstream_cx_active: number;
   /** Refused because `maxConnections` were active (Envoy's listener `downstream_cx_overflow`). */
@@ -77,6 +78,7 @@ export function snapshotTcpStats(
   upstreams: readonly UpstreamState[],
   rejectReasons: Partial<Record<RejectReason, number>>,
   totals: UpstreamTotals,
+  tls: TlsStats,
 ): TcpProxyStats {
   let rx = closed.rxBytes;
   let tx = closed.txBytes;
@@ -135,6 +137,7 @@ export function snapshotTcpStats(
     rejected_reasons: rejected,
     close_reasons: reasons,
     ...proxyHealthStats(totals),
+    ...tls,
     upstreams: perUpstream,
   };
 }

@@ -43,6 +43,17 @@ export const CloseReason = {
    * was closed; the upstream was neither blamed nor retried.
    */
   RESOURCE_EXHAUSTED: 'resource_exhausted',
+  /**
+   * Every connect attempt failed and the last one failed its TLS handshake with the upstream: the
+   * certificate did not verify against the trusted CAs (`ERR_L4_TLS_UNTRUSTED`).
+   */
+  UPSTREAM_TLS_UNTRUSTED: 'upstream_tls_untrusted',
+  /** As above, but the certificate does not name the server name asked for (`ERR_L4_TLS_NAME_MISMATCH`). */
+  UPSTREAM_TLS_NAME_MISMATCH: 'upstream_tls_name_mismatch',
+  /** As above, but the handshake did not finish within `tls.handshakeTimeout` (`ERR_L4_TLS_HANDSHAKE_TIMEOUT`). */
+  UPSTREAM_TLS_TIMEOUT: 'upstream_tls_timeout',
+  /** As above, for any other handshake failure: alert, protocol version, peer hung up (`ERR_L4_TLS_HANDSHAKE`). */
+  UPSTREAM_TLS_FAILED: 'upstream_tls_failed',
 } as const;
 
 /** Union of every close reason string. */
@@ -82,6 +93,12 @@ export const RejectReason = {
   CLIENT_GONE: 'client_gone',
   /** The proxy ran out of file descriptors moments ago and is backing off (up to 1 s). */
   RESOURCE_EXHAUSTED: 'resource_exhausted',
+  /** TLS termination: the client's handshake failed (alert, version, garbage, hang-up). */
+  TLS_HANDSHAKE_FAILED: 'tls_handshake_failed',
+  /** TLS termination: the handshake did not finish within `terminateTls.handshakeTimeout`. */
+  TLS_HANDSHAKE_TIMEOUT: 'tls_handshake_timeout',
+  /** TLS termination: a client certificate was required and none, or one that did not verify, was given. */
+  TLS_CLIENT_CERT: 'tls_client_cert',
 } as const;
 
 /** Union of every rejection reason string. */

@@ -3,6 +3,7 @@ import type { L4Error } from '../errors.js';
 import type { UpstreamHealthChange } from '../upstream/UpstreamManager.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { CloseReason, RejectReason } from './closeReasons.js';
+import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 
 /** A live proxied connection, as events and `connections()` show it. */
 export interface TcpConnectionInfo {
@@ -18,8 +19,13 @@ export interface TcpConnectionInfo {
   readonly peerPort: number;
   /** TLS server name from the ClientHello (with `sni` on), if the client sent one. */
   readonly serverName: string | undefined;
-  /** ALPN protocols from the ClientHello (with `sni` on). */
+  /**
+   * ALPN protocols from the ClientHello (with `sni` on); with `terminateTls`, the one protocol
+   * agreed.
+   */
   readonly alpn: readonly string[] | undefined;
+  /** With `terminateTls`: version, cipher, server name, ALPN and the client certificate. */
+  readonly tls?: DownstreamTlsInfo | undefined;
   /** `Date.now()` when the proxy took the connection. */
   readonly startTime: number;
   /** The upstream being tried or connected, once one is chosen. */
@@ -47,6 +53,8 @@ export interface TcpConnectionSummary {
   readonly peerAddress: string;
   readonly peerPort: number;
   readonly serverName: string | undefined;
+  /** With `terminateTls`: what the client's handshake negotiated. */
+  readonly tls?: DownstreamTlsInfo | undefined;
   /** The upstream connected to, or the last one tried. */
   readonly upstream:
     { readonly id: string; readonly host: string; readonly port: number } | undefined;
@@ -73,7 +81,7 @@ export interface TcpRejection {
   readonly clientPort: number | undefined;
   /** The TCP peer. */
   readonly peerAddress: string | undefined;
-  /** The parse error behind `proxy_protocol_error` and `tls_error`. */
+  /** The parse error behind `proxy_protocol_error` and `tls_error`, or the TLS handshake error. */
   readonly error: Error | undefined;
 }
 

@@ -34,6 +34,12 @@ export type ProxyProtocolOption =
       readonly tlvs?: (connection: TcpConnectionInfo) => ProxyTlvFields | readonly ProxyTlv[];
       /** v2 only: append a CRC32C TLV. Default false. */
       readonly crc32c?: boolean;
+      /**
+       * v2 only, with `terminateTls`: send the client's TLS as the standard TLVs (`PP2_TYPE_SSL`
+       * with version, cipher and client certificate CN; ALPN; AUTHORITY from SNI), as HAProxy's
+       * `send-proxy-v2-ssl-cn`. Default false.
+       */
+      readonly ssl?: boolean;
     };
 
 /** Accepting PROXY protocol headers from trusted peers (load balancers in front of the proxy). */
@@ -70,6 +76,8 @@ export interface ProxyProtocolSend {
   readonly tlvs:
     ((connection: TcpConnectionInfo) => ProxyTlvFields | readonly ProxyTlv[]) | undefined;
   readonly crc32c: boolean;
+  /** Add the SSL, ALPN and AUTHORITY TLVs of a terminated connection. */
+  readonly ssl: boolean;
 }
 
 /** Resolved identity and admission configuration. */
@@ -90,22 +98,28 @@ function parseVersion(value: unknown, name: string): 1 | 2 {
 function resolveSend(value: unknown): ProxyProtocolSend | undefined {
   if (value === undefined) return undefined;
   if (!isRecord(value))
-    return { version: parseVersion(value, 'proxyProtocol'), tlvs: undefined, crc32c: false };
-  rejectUnknownKeys(value, ['version', 'tlvs', 'crc32c'], 'proxyProtocol');
+    return {
+      version: parseVersion(value, 'proxyProtocol'),
+      tlvs: undefined,
+      crc32c: false,
+      ssl: false,
+    };
+  rejectUnknownKeys(value, ['version', 'tlvs', 'crc32c', 'ssl'], 'proxyProtocol');
   const version = parseVersion(value.version, 'proxyProtocol.version');
   const tlvs = optionalFunction<NonNullable<ProxyProtocolSend['tlvs']>>(
     value.tlvs,
     'proxyProtocol.tlvs',
   );
   const crc32c = boolean(value.crc32c, 'proxyProtocol.crc32c', false);
-  if (version === 1 && (tlvs !== undefined || crc32c)) {
+  const ssl = boolean(value.ssl, 'proxyProtocol.ssl', false);
+  if (version === 1 && (tlvs !== undefined || crc32c || ssl)) {
     throw new InvalidOptionError(
       'proxyProtocol.version',
       "'v2' (v1 carries no TLVs)",
       value.version,
     );
   }
-  return { version, tlvs, crc32c };
+  return { version, tlvs, crc32c, ssl };
 }
 
 function resolveAccept(value: unknown): PrefaceConfig['acceptProxy'] {

@@ -5,6 +5,7 @@ import { proxyTlvs } from '../protocol/proxyTlvFields.js';
 import type { ProxyTlvFields } from '../protocol/proxyTlvFields.js';
 import type { TcpConnectionInfo } from './events.js';
 import type { ProxyProtocolSend } from './identityOptions.js';
+import { withSslTlvs } from '../tls/sslTlv.js';
 
 /**
  * The PROXY header naming a connection's client (the original client when the proxy accepted a
@@ -12,7 +13,9 @@ import type { ProxyProtocolSend } from './identityOptions.js';
  * sent as UNKNOWN: the upstream then uses the proxy's own address, as the spec says.
  */
 export function proxyHeaderFor(connection: TcpConnectionInfo, send: ProxyProtocolSend): Buffer {
-  const tlvs = send.version === 2 && send.tlvs ? toTlvs(send.tlvs(connection)) : undefined;
+  const user = send.version === 2 && send.tlvs ? send.tlvs(connection) : undefined;
+  const fields = send.ssl ? withSslTlvs(user, connection.tls) : user;
+  const tlvs = fields === undefined ? undefined : toTlvs(fields);
   const ends = sameFamily(connection.clientAddress, connection.localAddress);
   const base = tlvs === undefined ? {} : { tlvs };
   const header: ProxyHeader =

@@ -1,7 +1,7 @@
 import { HealthCheckError } from '../errors.js';
 import type { ResolvedHealthCheck } from './healthOptions.js';
 import { tcpProbe } from './tcpProbe.js';
-import type { ProbeDone, ProbeSpec } from './tcpProbe.js';
+import type { ProbeDone, ProbeSpec, ProbeTls } from './tcpProbe.js';
 import { udpProbe } from './udpProbe.js';
 import type { UpstreamSet } from './UpstreamSet.js';
 import type { UpstreamCandidate, UpstreamState } from './UpstreamState.js';
@@ -17,6 +17,8 @@ export interface HealthCheckerHooks {
    * its upstreams returns a LOCAL header here, so the upstream accepts the check.
    */
   preamble?(upstream: UpstreamCandidate): Buffer | undefined;
+  /** TLS settings for TCP checks of a TLS upstream: the check completes a handshake. */
+  tls?(upstream: UpstreamCandidate): ProbeTls | undefined;
 }
 
 /** Proxy-wide check counters (they survive upstream removal). */
@@ -140,8 +142,10 @@ export class HealthChecker {
     this.totals.attempts++;
     state.health.checks++;
     const port = this.options.port ?? state.port;
+    const tcp = this.options.protocol === 'tcp';
     const spec: ProbeSpec = {
-      preamble: this.options.protocol === 'tcp' ? this.hooks.preamble?.(state) : undefined,
+      preamble: tcp ? this.hooks.preamble?.(state) : undefined,
+      tls: tcp ? this.hooks.tls?.(state) : undefined,
       send: this.options.send,
       expect: this.options.expect,
     };

@@ -1,5 +1,7 @@
 import { InvalidOptionError } from '../errors.js';
 import { integer, isRecord, nonEmptyString, rejectUnknownKeys } from '../internal/validate.js';
+import type { UpstreamTlsSetting } from '../tls/UpstreamTlsOptions.js';
+import { checkUpstreamTlsShape } from '../tls/UpstreamTlsOptions.js';
 
 /**
  * One upstream (backend) the proxy can forward to.
@@ -20,9 +22,14 @@ export interface Upstream {
   readonly priority?: number;
   /** Anything the user wants a selector or event listener to see. */
   readonly metadata?: Readonly<Record<string, unknown>>;
+  /**
+   * TCP only: TLS to this upstream (fields win over the proxy's `tls`), or `false` for plain TCP
+   * even when the proxy sets `tls`. See docs/tls.md.
+   */
+  readonly tls?: UpstreamTlsSetting;
 }
 
-const UPSTREAM_KEYS = ['host', 'port', 'weight', 'id', 'priority', 'metadata'] as const;
+const UPSTREAM_KEYS = ['host', 'port', 'weight', 'id', 'priority', 'metadata', 'tls'] as const;
 
 /** Default id of an upstream: `host:port`, with IPv6 literals in brackets. */
 export function upstreamId(upstream: Pick<Upstream, 'host' | 'port' | 'id'>): string {
@@ -51,6 +58,7 @@ export function validateUpstream(value: unknown, name: string): Upstream {
   if (value.metadata !== undefined && !isRecord(value.metadata)) {
     throw new InvalidOptionError(`${name}.metadata`, 'an object', value.metadata);
   }
+  checkUpstreamTlsShape(value.tls, `${name}.tls`, true);
   return value as unknown as Upstream;
 }
 

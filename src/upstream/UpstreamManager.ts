@@ -1,6 +1,7 @@
 import { UpstreamSourceError } from '../errors.js';
 import type { HealthCheckError } from '../errors.js';
 import { HealthChecker } from './HealthChecker.js';
+import type { ProbeTls } from './tcpProbe.js';
 import type { ResolvedHealthCheck, ResolvedOutlierDetection } from './healthOptions.js';
 import { OutlierDetector } from './OutlierDetector.js';
 import type { UpstreamSink, UpstreamSource } from './UpstreamSource.js';
@@ -38,6 +39,8 @@ export interface UpstreamManagerHooks {
   membership(removed: readonly UpstreamState[]): void;
   /** Bytes written first on each TCP health check (a PROXY protocol LOCAL header). */
   checkPreamble?(upstream: UpstreamCandidate): Buffer | undefined;
+  /** TLS settings of TCP checks of a TLS upstream (the handshake must complete). */
+  checkTls?(upstream: UpstreamCandidate): ProbeTls | undefined;
 }
 
 /** Proxy-wide health and discovery counters. */
@@ -96,6 +99,7 @@ export class UpstreamManager {
           if (passed) this.detector?.release(state);
         },
         preamble: (upstream) => this.hooks.checkPreamble?.(upstream),
+        tls: (upstream) => this.hooks.checkTls?.(upstream),
       });
     }
     if (options.outlierDetection) {

@@ -1,49 +1,64 @@
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import { HealthCheckError } from '../errors.js';
+import type { UpstreamTls } from '../tls/UpstreamTls.js';
+import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
 import { MAX_REPLY_BYTES, describeReply, replyMatches } from './replyMatcher.js';
+
+/** TLS settings of a check of a TLS upstream: the same the proxy's connections use. */
+export interface ProbeTls {
+  readonly settings: ResolvedUpstreamTls;
+  readonly tls: UpstreamTls;
+}
 
 /** What one probe sends and expects. */
 export interface ProbeSpec {
-  /** Written first (a PROXY protocol LOCAL header, for instance). */
+  /** Written first (a PROXY protocol LOCAL header, for instance), in clear even with TLS. */
   readonly preamble: Buffer | undefined;
   readonly send: Buffer | undefined;
   readonly expect: Buffer | RegExp | undefined;
+  /** Complete a TLS handshake after the preamble; `send`/`expect` then go through TLS. */
+  readonly tls?: ProbeTls | undefined;
 }
 
 /** Called once with the outcome (undefined = passed); never after the probe was cancelled. */
 export type ProbeDone = (error: HealthCheckError | undefined) => void;
 
 /**
- * One TCP health check: connect, write the preamble and `send`, then pass on connect (no
- * `expect`) or once the reply contains `expect`. Returns a cancel function that destroys the
- * socket without calling `done`.
+ * One TCP health check: connect, write the preamble, complete a TLS handshake when the upstream
+ * is a TLS one, write `send`, then pass on connect (no `expect`) or once the reply contains
+ * `expect`. Returns a cancel function that destroys the socket without calling `done`.
  */
 export function tcpProbe(host: string, port: number, spec: ProbeSpec, done: ProbeDone): () => void {
   const address = net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
   let settled = false;
   let reply = Buffer.alloc(0);
-  const socket: Socket = net.connect({ host, port });
+  const raw: Socket = net.connect({ host, port });
+  let socket: Socket = raw;
   const finish = (error: HealthCheckError | undefined): void => {
     if (settled) return;
     settled = true;
     socket.destroy();
+    raw.destroy();
     done(error);
   };
-  socket.on('error', (err) => {
-    finish(new HealthCheckError(`TCP health check of ${address} failed: ${err.message}`, err));
-  });
-  socket.on('close', () => {
+  const kind = spec.tls === undefined ? 'TCP' : 'TLS';
+  const onError = (err: Error): void => {
+    finish(new HealthCheckError(`${kind} health check of ${address} failed: ${err.message}`, err));
+  };
+  const onClose = (): void => {
     finish(
       new HealthCheckError(
-        `TCP health check of ${address}: closed before the expected reply (got ${describeReply(reply)})`,
+        `${kind} health check of ${address}: closed before the expected reply (got ${describeReply(reply)})`,
       ),
     );
-  });
-  socket.unref();
-  socket.once('connect', () => {
-    const { preamble, send, expect } = spec;
-    const payload = Buffer.concat([preamble ?? Buffer.alloc(0), send ?? Buffer.alloc(0)]);
+  };
+  raw.on('error', onError);
+  raw.on('close', onClose);
+  raw.unref();
+  const exchange = (): void => {
+    const { send, expect } = spec;
+    const payload = send ?? Buffer.alloc(0);
     if (expect === undefined) {
       if (payload.length === 0) finish(undefined);
       else
@@ -59,14 +74,45 @@ export function tcpProbe(host: string, port: number, spec: ProbeSpec, done: Prob
       else if (reply.length >= MAX_REPLY_BYTES) {
         finish(
           new HealthCheckError(
-            `TCP health check of ${address}: no expected reply in the first ${MAX_REPLY_BYTES} bytes`,
+            `${kind} health check of ${address}: no expected reply in the first ${MAX_REPLY_BYTES} bytes`,
           ),
         );
       }
     });
+  };
+  raw.once('connect', () => {
+    const { preamble, tls } = spec;
+    if (tls === undefined) {
+      // One write for preamble and probe, as before TLS existed.
+      if (preamble !== undefined) {
+        if (spec.send === undefined && spec.expect === undefined) {
+          raw.write(preamble, () => {
+            finish(undefined);
+          });
+          return;
+        }
+        raw.write(preamble);
+      }
+      exchange();
+      return;
+    }
+    if (preamble !== undefined) raw.write(preamble);
+    raw.off('error', onError);
+    raw.off('close', onClose);
+    raw.on('error', () => undefined);
+    try {
+      socket = tls.tls.start(raw, { settings: tls.settings, id: address, host, port }, undefined);
+    } catch (err) {
+      onError(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    socket.on('error', onError);
+    socket.on('close', onClose);
+    socket.once('secureConnect', exchange);
   });
   return () => {
     settled = true;
     socket.destroy();
+    raw.destroy();
   };
 }

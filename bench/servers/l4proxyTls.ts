@@ -1,0 +1,42 @@
+/**
+ * l4proxy with TLS, as a contender of bench/tls.ts, in its own process.
+ * argv: 'terminate' | 'originate' | 'originate-noresume' | 'both', upstream port, cert file,
+ * key file, CA file. `both` runs an originating proxy in front of a terminating one (bulk runs).
+ * Sends `{ port }` over IPC once listening; exits on SIGTERM.
+ */
+import { readFileSync } from 'node:fs';
+import { TcpProxy } from '../../src/index.js';
+
+const [mode, upstreamArg, certFile, keyFile, caFile] = process.argv.slice(2);
+if (!mode || !upstreamArg || !certFile || !keyFile || !caFile) throw new Error('bad arguments');
+const upstreams = [{ host: '127.0.0.1', port: Number(upstreamArg) }];
+const terminateTls = { cert: readFileSync(certFile), key: readFileSync(keyFile) };
+const ca = readFileSync(caFile);
+
+async function listen(proxy: TcpProxy): Promise<number> {
+  return (await proxy.listen({ port: 0, host: '127.0.0.1' })).port;
+}
+
+let port: number;
+if (mode === 'terminate') {
+  port = await listen(new TcpProxy({ upstreams, terminateTls }));
+} else if (mode === 'both') {
+  const inner = await listen(new TcpProxy({ upstreams, terminateTls }));
+  port = await listen(
+    new TcpProxy({
+      upstreams: [{ host: '127.0.0.1', port: inner }],
+      tls: { ca, servername: 'localhost' },
+    }),
+  );
+} else {
+  port = await listen(
+    new TcpProxy({
+      upstreams,
+      tls: { ca, servername: 'localhost', sessionResumption: mode === 'originate' },
+    }),
+  );
+}
+process.once('SIGTERM', () => {
+  process.exit(0);
+});
+process.send?.({ port });

@@ -1,0 +1,383 @@
+/**
+ * TLS benchmark (optional, not part of `bench/run.ts`): handshakes per second of TLS termination
+ * and origination, l4proxy beside nginx `stream` with `ssl` and HAProxy with `ssl`, in the same
+ * run, one process / worker / thread each, as medians of `--runs` and ratios to nginx.
+ *
+ *   npm run build && node build/bench/tls.js [--seconds 5] [--runs 3]
+ *
+ * - termination, full handshakes: `openssl s_time -new` against each contender (TLS in front of
+ *   the C echo backend).
+ * - termination, resumed: `openssl s_time -reuse`.
+ * - origination: the C load generator opens plain TCP connections (one 64-byte echo each)
+ *   through each contender, which speaks TLS to a shared TLS upstream (nginx `listen ssl` in
+ *   front of the echo backend). l4proxy with and without session resumption.
+ *
+ * - bulk: iperf3 (plain) through each contender twice, originating TLS to itself and terminating
+ *   it again in the same process (nginx: two servers, HAProxy: two listens, one worker/thread), so
+ *   the Gbit/s include one TLS encryption and one decryption per byte.
+ */
+import { fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort } from './lib/net.js';
+import { run, start, stop } from './lib/processes.js';
+import { buildLoadgen, findTool, loadAverage } from './lib/tools.js';
+
+const args = process.argv.slice(2);
+const option = (name: string, fallback: number): number => {
+  const at = args.indexOf(`--${name}`);
+  return at >= 0 ? Number(args[at + 1]) : fallback;
+};
+const seconds = option('seconds', 5);
+const runs = option('runs', 3);
+
+function need(name: string): string {
+  const path = findTool(name);
+  if (path === undefined) throw new Error(`${name} is required for the TLS benchmark`);
+  return path;
+}
+
+const openssl = need('openssl');
+const nginx = need('nginx');
+const haproxy = need('haproxy');
+const loadgen = buildLoadgen(need('cc'));
+const dir = mkdtempSync(join(tmpdir(), 'l4proxy-bench-tls-'));
+const file = (name: string): string => join(dir, name);
+
+function certificates(): void {
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1'];
+  execFileSync(
+    openssl,
+    [
+      'req',
+      '-x509',
+      ...ec,
+      '-subj',
+      '/CN=bench CA',
+      '-keyout',
+      file('ca.key'),
+      '-out',
+      file('ca.pem'),
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+    ],
+    { stdio: 'ignore' },
+  );
+  execFileSync(
+    openssl,
+    [
+      'req',
+      '-new',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-subj',
+      '/CN=localhost',
+      '-keyout',
+      file('server.key'),
+      '-out',
+      file('server.csr'),
+    ],
+    { stdio: 'ignore' },
+  );
+  writeFileSync(file('ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
+  execFileSync(
+    openssl,
+    [
+      'x509',
+      '-req',
+      '-in',
+      file('server.csr'),
+      '-CA',
+      file('ca.pem'),
+      '-CAkey',
+      file('ca.key'),
+      '-CAcreateserial',
+      '-out',
+      file('server.pem'),
+      '-days',
+      '1',
+      '-extfile',
+      file('ext'),
+    ],
+    { stdio: 'ignore' },
+  );
+  execFileSync('sh', [
+    '-c',
+    `cat ${file('server.pem')} ${file('server.key')} > ${file('bundle.pem')}`,
+  ]);
+}
+
+async function waitPort(port: number): Promise<void> {
+  const net = await import('node:net');
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => {
+        resolve(false);
+      });
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
+
+interface Running {
+  port: number;
+  stop(): Promise<void>;
+}
+
+async function startNginx(name: string, server: string): Promise<Running> {
+  const port = await freePort();
+  const conf = file(`${name}.nginx.conf`);
+  writeFileSync(
+    conf,
+    [
+      'load_module /usr/lib/nginx/modules/ngx_stream_module.so;',
+      `error_log ${file(`${name}.error.log`)} warn;`,
+      `pid ${file(`${name}.pid`)};`,
+      'worker_processes 1;',
+      'events { worker_connections 4096; }',
+      `stream { server { listen 127.0.0.1:${port}${server.startsWith('ssl') ? ' ssl' : ''}; ${server.replace(/^ssl/, '')} } }`,
+      '',
+    ].join('\n'),
+  );
+  const child = start(nginx, ['-c', conf, '-p', dir, '-g', 'daemon off;'], { stdio: 'ignore' });
+  await waitPort(port);
+  return { port, stop: () => stop(child) };
+}
+
+async function startHaproxy(name: string, bind: string, server: string): Promise<Running> {
+  const port = await freePort();
+  const conf = file(`${name}.haproxy.cfg`);
+  writeFileSync(
+    conf,
+    [
+      'global',
+      '  nbthread 1',
+      '  maxconn 8192',
+      'defaults',
+      '  mode tcp',
+      '  timeout connect 5s',
+      '  timeout client 30s',
+      '  timeout server 30s',
+      'listen bench',
+      `  bind 127.0.0.1:${port} ${bind}`,
+      `  server s1 ${server}`,
+      '',
+    ].join('\n'),
+  );
+  const child = start(haproxy, ['-db', '-f', conf], { stdio: 'ignore' });
+  await waitPort(port);
+  return { port, stop: () => stop(child) };
+}
+
+async function startL4proxy(mode: string, upstream: number): Promise<Running> {
+  const script = fileURLToPath(new URL('./servers/l4proxyTls.js', import.meta.url));
+  const child: ChildProcess = fork(
+    script,
+    [mode, String(upstream), file('server.pem'), file('server.key'), file('ca.pem')],
+    { stdio: 'ignore' },
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (m: { port: number }) => {
+      resolve(m.port);
+    });
+    child.once('exit', () => {
+      reject(new Error('l4proxy exited'));
+    });
+  });
+  return { port, stop: () => stop(child) };
+}
+
+let iperfPort = 0;
+
+async function startL4proxyBoth(upstream: number): Promise<Running> {
+  return startL4proxy('both', upstream);
+}
+
+async function startNginxBoth(upstream: number, ssl: string): Promise<Running> {
+  const inner = await freePort();
+  return startNginx(
+    'both',
+    `proxy_ssl on; proxy_ssl_verify on; proxy_ssl_trusted_certificate ${file('ca.pem')}; proxy_ssl_name localhost; proxy_ssl_server_name on; proxy_pass 127.0.0.1:${inner}; } server { listen 127.0.0.1:${inner} ssl; ${ssl} proxy_pass 127.0.0.1:${upstream};`,
+  );
+}
+
+async function startHaproxyBoth(upstream: number): Promise<Running> {
+  const inner = await freePort();
+  return startHaproxy(
+    'both',
+    '',
+    `127.0.0.1:${inner} ssl verify required ca-file ${file('ca.pem')} sni str(localhost) verifyhost localhost\nlisten inner\n  bind 127.0.0.1:${inner} ssl crt ${file('bundle.pem')}\n  server s2 127.0.0.1:${upstream}`,
+  );
+}
+
+async function sTime(port: number, reuse: boolean): Promise<number> {
+  const out = await run(
+    openssl,
+    [
+      's_time',
+      '-connect',
+      `127.0.0.1:${port}`,
+      reuse ? '-reuse' : '-new',
+      '-time',
+      String(seconds),
+    ],
+    seconds * 1000 + 30_000,
+  );
+  const match =
+    /(\d+) connections in (\d+) real seconds/.exec(out) ??
+    /(\d+) connections in ([\d.]+)s/.exec(out);
+  if (!match) throw new Error(`unexpected s_time output: ${out}`);
+  return Number(match[1]) / Number(match[2]);
+}
+
+async function bulk(port: number): Promise<number> {
+  const out = await run(
+    need('iperf3'),
+    ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-J'],
+    seconds * 1000 + 30_000,
+  );
+  const json = JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } };
+  return json.end.sum_received.bits_per_second / 1e9;
+}
+
+async function connects(port: number): Promise<number> {
+  const out = await run(
+    loadgen,
+    ['tcp-connect', String(port), '8', String(seconds), '64'],
+    seconds * 1000 + 30_000,
+  );
+  return (JSON.parse(out.trim().split('\n').pop() ?? '{}') as { rate: number }).rate;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? 0;
+}
+
+async function measure(
+  label: string,
+  contenders: [string, () => Promise<Running>][],
+  probe: (port: number) => Promise<number>,
+  unit = '/s',
+): Promise<void> {
+  const results: [string, number][] = [];
+  for (const [name, launch] of contenders) {
+    const running = await launch();
+    try {
+      const samples: number[] = [];
+      for (let i = 0; i < runs; i++) samples.push(await probe(running.port));
+      results.push([name, median(samples)]);
+    } finally {
+      await running.stop();
+    }
+  }
+  const nginxRate = results.find(([name]) => name === 'nginx')?.[1] ?? 0;
+  console.log(`\n${label} (median of ${runs} × ${seconds} s)`);
+  for (const [name, rate] of results)
+    console.log(
+      `  ${name.padEnd(22)} ${rate.toFixed(unit === '/s' ? 0 : 2).padStart(8)} ${unit}   ${nginxRate > 0 ? (rate / nginxRate).toFixed(2) : '-'}× nginx`,
+    );
+}
+
+certificates();
+const echo = start(loadgen, ['echo-tcp', '0'], { stdio: ['ignore', 'pipe', 'ignore'] });
+const echoPort = await new Promise<number>((resolve) => {
+  echo.stdout?.once('data', (chunk: Buffer) => {
+    resolve(Number(/ready (\d+)/.exec(chunk.toString())?.[1]));
+  });
+});
+console.log(`TLS benchmark, load average ${loadAverage()}`);
+try {
+  const terminators: [string, () => Promise<Running>][] = [
+    ['l4proxy', () => startL4proxy('terminate', echoPort)],
+    [
+      'nginx',
+      () =>
+        startNginx(
+          'term',
+          `ssl ssl_certificate ${file('server.pem')}; ssl_certificate_key ${file('server.key')}; proxy_pass 127.0.0.1:${echoPort};`,
+        ),
+    ],
+    [
+      'haproxy',
+      () => startHaproxy('term', `ssl crt ${file('bundle.pem')}`, `127.0.0.1:${echoPort}`),
+    ],
+  ];
+  await measure('termination, full handshakes (openssl s_time -new)', terminators, (port) =>
+    sTime(port, false),
+  );
+  await measure('termination, resumed sessions (openssl s_time -reuse)', terminators, (port) =>
+    sTime(port, true),
+  );
+  const upstream = await startNginx(
+    'upstream',
+    `ssl ssl_certificate ${file('server.pem')}; ssl_certificate_key ${file('server.key')}; proxy_pass 127.0.0.1:${echoPort};`,
+  );
+  try {
+    await measure(
+      'origination, connections/s (plain client -> contender -> TLS upstream)',
+      [
+        ['l4proxy', () => startL4proxy('originate', upstream.port)],
+        ['l4proxy (no resumption)', () => startL4proxy('originate-noresume', upstream.port)],
+        [
+          'nginx',
+          () =>
+            startNginx(
+              'orig',
+              `proxy_ssl on; proxy_ssl_verify on; proxy_ssl_trusted_certificate ${file('ca.pem')}; proxy_ssl_name localhost; proxy_ssl_server_name on; proxy_pass 127.0.0.1:${upstream.port};`,
+            ),
+        ],
+        [
+          'haproxy',
+          () =>
+            startHaproxy(
+              'orig',
+              '',
+              `127.0.0.1:${upstream.port} ssl verify required ca-file ${file('ca.pem')} sni str(localhost) verifyhost localhost`,
+            ),
+        ],
+      ],
+      connects,
+    );
+  } finally {
+    await upstream.stop();
+  }
+  const iperf = start(
+    need('iperf3'),
+    ['-s', '-B', '127.0.0.1', '-p', String(await freePort().then((p) => (iperfPort = p)))],
+    { stdio: 'ignore' },
+  );
+  try {
+    await waitPort(iperfPort);
+    const ssl = `ssl_certificate ${file('server.pem')}; ssl_certificate_key ${file('server.key')};`;
+    await measure(
+      'bulk through originate + terminate in one process (iperf3)',
+      [
+        ['l4proxy', () => startL4proxyBoth(iperfPort)],
+        ['nginx', () => startNginxBoth(iperfPort, ssl)],
+        ['haproxy', () => startHaproxyBoth(iperfPort)],
+      ],
+      bulk,
+      'Gbit/s',
+    );
+  } finally {
+    await stop(iperf);
+  }
+} finally {
+  await stop(echo);
+  rmSync(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,89 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { isRecord } from '../internal/validate.js';
+
+/** PEM options a config file may give as files instead (`caFile` for `ca`, ...). */
+const FILE_KEYS: readonly (readonly [file: string, option: string])[] = [
+  ['caFile', 'ca'],
+  ['certFile', 'cert'],
+  ['keyFile', 'key'],
+];
+
+/** Why a TLS file option was refused: the JSON path and what was wrong. */
+export class TlsFileError extends Error {
+  constructor(
+    readonly path: string,
+    detail: string,
+  ) {
+    super(detail);
+    this.name = 'TlsFileError';
+  }
+}
+
+/** A listener entry with its TLS files read, and what decides whether a reload changed them. */
+export interface TlsFiles {
+  /** The entry with `caFile`/`certFile`/`keyFile` replaced by the PEM they hold. */
+  readonly entry: Readonly<Record<string, unknown>>;
+  /**
+   * The entry as written plus a digest of every file read: a SIGHUP that finds renewed
+   * certificates sees a changed listener and starts a new proxy generation with them, while
+   * live connections finish on the old one.
+   */
+  readonly raw: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * Reads the certificate and key files of a listener's `tls` and `terminateTls` (and each
+ * `terminateTls.certificates[i]`), relative to the config file's directory.
+ * @throws {TlsFileError} naming the option when a file cannot be read or clashes with inline PEM.
+ */
+export function readTlsFiles(
+  entry: Readonly<Record<string, unknown>>,
+  source: string,
+  path: string,
+): TlsFiles {
+  if (entry.tls === undefined && entry.terminateTls === undefined) return { entry, raw: entry };
+  const base = dirname(source);
+  const digest = createHash('sha256');
+  const read = (block: unknown, at: string): unknown => {
+    if (!isRecord(block)) return block;
+    const fileKeys = new Set(FILE_KEYS.map(([fileKey]) => fileKey));
+    const out: Record<string, unknown> = Object.fromEntries(
+      Object.entries(block).filter(([key]) => !fileKeys.has(key)),
+    );
+    for (const [fileKey, option] of FILE_KEYS) {
+      const file = block[fileKey];
+      if (file === undefined) continue;
+      if (typeof file !== 'string' || file === '')
+        throw new TlsFileError(`${at}.${fileKey}`, 'expected a file path');
+      if (block[option] !== undefined)
+        throw new TlsFileError(`${at}.${fileKey}`, `give either ${fileKey} or ${option}, not both`);
+      const full = resolve(base, file);
+      let text: string;
+      try {
+        text = readFileSync(full, 'utf8');
+      } catch (err) {
+        throw new TlsFileError(
+          `${at}.${fileKey}`,
+          `cannot read ${full}: ${err instanceof Error ? err.message : String(err)}`,
+        );
+      }
+      digest.update(`${at}.${fileKey}\0${text}\0`);
+      out[option] = text;
+    }
+    return out;
+  };
+  const next: Record<string, unknown> = { ...entry };
+  if (entry.tls !== undefined) next.tls = read(entry.tls, `${path}.tls`);
+  if (entry.terminateTls !== undefined) {
+    const terminate = read(entry.terminateTls, `${path}.terminateTls`);
+    if (isRecord(terminate) && Array.isArray(terminate.certificates)) {
+      terminate.certificates = terminate.certificates.map((certificate: unknown, i) =>
+        read(certificate, `${path}.terminateTls.certificates[${i}]`),
+      );
+    }
+    next.terminateTls = terminate;
+  }
+  return { entry: next, raw: { ...entry, $tlsFiles: digest.digest('hex') } };
+}

@@ -1,0 +1,262 @@
+import type { Socket } from 'node:net';
+import tls from 'node:tls';
+import type { SecureContext, TLSSocket } from 'node:tls';
+import { ErrorCode, TlsHandshakeError } from '../errors.js';
+import { RejectReason } from '../tcp/closeReasons.js';
+import type { ResolvedTerminateTls, SniCallbackResult } from './TerminateTlsOptions.js';
+import { staticContextFor } from './TerminateTlsOptions.js';
+import { countDownstreamFailure, downstreamTlsFailure } from './tlsFailure.js';
+import type { TlsStats } from './tlsStats.js';
+
+/** The verified (or not) client certificate of a terminated connection. */
+export interface TlsPeerCertificate {
+  /** Subject distinguished name, one `KEY=value` per line (as `X509Certificate.subject`). */
+  readonly subject: string;
+  /** Subject common name, if any. */
+  readonly commonName: string | undefined;
+  /** SHA-256 fingerprint, colon-separated hex (as `getPeerCertificate().fingerprint256`). */
+  readonly fingerprint256: string;
+  /** Whether it chained to `terminateTls.ca`. Always true with `clientCertificate: 'required'`. */
+  readonly verified: boolean;
+}
+
+/** What a terminated TLS connection negotiated; on the connection, its events and selectors. */
+export interface DownstreamTlsInfo {
+  /** `'TLSv1.3'`, `'TLSv1.2'`. */
+  readonly version: string;
+  /** Cipher suite, OpenSSL name (e.g. `TLS_AES_256_GCM_SHA384`). */
+  readonly cipher: string;
+  /** Server name the client sent (SNI), if any. */
+  readonly serverName: string | undefined;
+  /** ALPN protocol agreed, if any. */
+  readonly alpnProtocol: string | undefined;
+  /** Whether the client resumed a session (ticket). */
+  readonly sessionReused: boolean;
+  /** The client certificate, when one was asked for and given. */
+  readonly peer: TlsPeerCertificate | undefined;
+}
+
+/** How a termination handshake ended. */
+export type DownstreamTlsOutcome =
+  | { readonly ok: true; readonly socket: TLSSocket; readonly info: DownstreamTlsInfo }
+  | {
+      readonly ok: false;
+      readonly socket: TLSSocket;
+      readonly reason: RejectReason;
+      readonly error: TlsHandshakeError | undefined;
+    };
+
+interface VerifyHandle {
+  verifyError?: () => Error | null;
+}
+
+/**
+ * The server side of one client's TLS handshake, bounded by `handshakeTimeout` (memory is bounded
+ * by OpenSSL's record size). The raw socket is wrapped at once; after that only the TLS socket is
+ * touched (resetting a wrapped TCP socket is not safe in Node).
+ */
+export class DownstreamTls {
+  private readonly socket: TLSSocket;
+  private readonly settings: ResolvedTerminateTls;
+  private readonly stats: TlsStats;
+  private readonly done: (outcome: DownstreamTlsOutcome) => void;
+  private timer: NodeJS.Timeout | undefined;
+  private finished = false;
+
+  constructor(
+    raw: Socket,
+    settings: ResolvedTerminateTls,
+    stats: TlsStats,
+    done: (outcome: DownstreamTlsOutcome) => void,
+  ) {
+    this.settings = settings;
+    this.stats = stats;
+    this.done = done;
+    const mode = settings.clientCertificate;
+    const selects =
+      settings.byName.size > 0 ||
+      settings.byWildcard.size > 0 ||
+      settings.sniCallback !== undefined;
+    this.socket = new tls.TLSSocket(raw, {
+      isServer: true,
+      secureContext: settings.defaultContext,
+      ...(selects && {
+        SNICallback: (name: string, cb: (err: Error | null, ctx?: SecureContext) => void) => {
+          this.selectContext(name, cb);
+        },
+      }),
+      ...(settings.alpn !== undefined && { ALPNProtocols: settings.alpn }),
+      requestCert: mode !== 'none',
+      rejectUnauthorized: mode === 'required',
+    });
+    this.socket.allowHalfOpen = true;
+  }
+
+  /** The TLS socket (for rejection bookkeeping). */
+  get tlsSocket(): TLSSocket {
+    return this.socket;
+  }
+
+  start(): void {
+    const socket = this.socket;
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+    socket.once('secure', this.onSecure);
+    this.timer = setTimeout(this.onTimeout, this.settings.handshakeTimeout);
+    this.timer.unref();
+  }
+
+  /** The proxy is closing: refuse this client. */
+  abort(): void {
+    this.finish({
+      ok: false,
+      socket: this.socket,
+      reason: RejectReason.PROXY_CLOSING,
+      error: undefined,
+    });
+  }
+
+  private selectContext(name: string, cb: (err: Error | null, ctx?: SecureContext) => void): void {
+    const settings = this.settings;
+    const found = staticContextFor(settings, name);
+    const callback = settings.sniCallback;
+    if (found !== undefined || callback === undefined) {
+      cb(null, found ?? settings.defaultContext);
+      return;
+    }
+    const answer = (result: SniCallbackResult): void => {
+      if (this.finished) return;
+      try {
+        cb(null, this.toContext(result));
+      } catch (err) {
+        cb(err instanceof Error ? err : new Error(String(err)));
+      }
+    };
+    const failed = (err: unknown): void => {
+      if (this.finished) return;
+      cb(err instanceof Error ? err : new Error(`sniCallback failed: ${String(err)}`));
+    };
+    try {
+      const result = callback(name);
+      if (isPromiseLike(result)) Promise.resolve(result).then(answer, failed);
+      else answer(result);
+    } catch (err) {
+      failed(err);
+    }
+  }
+
+  private toContext(result: SniCallbackResult): SecureContext {
+    if (result === undefined) return this.settings.defaultContext;
+    if ('cert' in result) return this.settings.contextFor(result);
+    return result;
+  }
+
+  private readonly onSecure = (): void => {
+    const socket = this.socket;
+    const mode = this.settings.clientCertificate;
+    let peer: TlsPeerCertificate | undefined;
+    if (mode !== 'none') {
+      peer = peerCertificate(socket);
+      if (mode === 'required' && peer?.verified !== true) {
+        this.refuse(
+          RejectReason.TLS_CLIENT_CERT,
+          new TlsHandshakeError(
+            ErrorCode.TLS_CLIENT_CERT,
+            'downstream',
+            'The client presented no certificate that chains to terminateTls.ca.',
+          ),
+        );
+        return;
+      }
+    }
+    this.stats.downstream_tls_handshake++;
+    const sessionReused = socket.isSessionReused();
+    if (sessionReused) this.stats.downstream_tls_session_reused++;
+    const alpn = socket.alpnProtocol;
+    const servername = (socket as TLSSocket & { servername?: string | false | null }).servername;
+    this.finish({
+      ok: true,
+      socket,
+      info: {
+        version: socket.getProtocol() ?? 'unknown',
+        cipher: socket.getCipher().name,
+        serverName: typeof servername === 'string' ? servername : undefined,
+        alpnProtocol: typeof alpn === 'string' ? alpn : undefined,
+        sessionReused,
+        peer,
+      },
+    });
+  };
+
+  private readonly onError = (err: Error): void => {
+    const { error, reason } = downstreamTlsFailure(err, this.settings.clientCertificate !== 'none');
+    this.refuse(reason, error);
+  };
+
+  private readonly onClose = (): void => {
+    this.finish({
+      ok: false,
+      socket: this.socket,
+      reason: RejectReason.CLIENT_GONE,
+      error: undefined,
+    });
+  };
+
+  private readonly onTimeout = (): void => {
+    this.timer = undefined;
+    this.refuse(
+      RejectReason.TLS_HANDSHAKE_TIMEOUT,
+      new TlsHandshakeError(
+        ErrorCode.TLS_HANDSHAKE_TIMEOUT,
+        'downstream',
+        `The client did not complete its TLS handshake within ${this.settings.handshakeTimeout} ms.`,
+      ),
+    );
+  };
+
+  private refuse(reason: RejectReason, error: TlsHandshakeError): void {
+    if (this.finished) return;
+    countDownstreamFailure(this.stats, reason);
+    this.finish({ ok: false, socket: this.socket, reason, error });
+  }
+
+  private finish(outcome: DownstreamTlsOutcome): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    const socket = this.socket;
+    socket.off('error', this.onError);
+    socket.off('close', this.onClose);
+    socket.off('secure', this.onSecure);
+    // Errors after the outcome (a refused client's late alert) must not go unhandled.
+    if (!outcome.ok) socket.on('error', ignore);
+    this.done(outcome);
+  }
+}
+
+function isPromiseLike(value: unknown): value is PromiseLike<SniCallbackResult> {
+  return typeof (value as { then?: unknown } | undefined)?.then === 'function';
+}
+
+function ignore(): void {
+  // A refused client's socket: nothing more to learn from it.
+}
+
+/** The client's certificate as the connection shows it, or undefined when it sent none. */
+function peerCertificate(socket: TLSSocket): TlsPeerCertificate | undefined {
+  const x509 = socket.getPeerX509Certificate();
+  if (x509 === undefined) return undefined;
+  // Node sets `authorized` only for sockets of a tls.Server; ask OpenSSL's verdict directly.
+  const handle = (socket as unknown as { _handle?: VerifyHandle | null })._handle;
+  const verify = handle?.verifyError;
+  const verifyError =
+    typeof verify === 'function' ? verify.call(handle) : new Error('no verification result');
+  const cn = /^CN=(.*)$/m.exec(x509.subject)?.[1];
+  return {
+    subject: x509.subject,
+    commonName: cn,
+    fingerprint256: x509.fingerprint256,
+    verified: verifyError === null,
+  };
+}

@@ -1,0 +1,234 @@
+import tls from 'node:tls';
+import type { SecureContext } from 'node:tls';
+import { InvalidOptionError } from '../errors.js';
+import { duration, isRecord, optionalFunction, rejectUnknownKeys } from '../internal/validate.js';
+import type { PemInput, TlsVersion } from './pem.js';
+import { alpnList, optionalCa, pemOption, tlsVersion } from './pem.js';
+
+/** A certificate (chain) and its private key, PEM. */
+export interface TlsCertificate {
+  readonly cert: PemInput;
+  readonly key: PemInput;
+  /** Passphrase of an encrypted key. */
+  readonly passphrase?: string;
+}
+
+/** A certificate served to clients asking for one of `serverNames` (SNI). */
+export interface SniCertificate extends TlsCertificate {
+  /** Exact names (`db.example.com`) or one-label wildcards (`*.example.com`), case-insensitive. */
+  readonly serverNames: readonly string[];
+}
+
+/**
+ * What `sniCallback` may return for a server name: a certificate and key, a context built with
+ * `tls.createSecureContext()`, or undefined for the default certificate.
+ */
+export type SniCallbackResult = TlsCertificate | SecureContext | undefined;
+
+/**
+ * TLS termination: clients speak TLS to the proxy (HAProxy `bind ... ssl crt`, nginx
+ * `listen ... ssl`, Envoy's downstream TLS context); the upstream gets the decrypted bytes.
+ *
+ * @example
+ * new TcpProxy({ upstreams, terminateTls: { cert, key, certificates: [{ serverNames: ['api.example.com'], cert: apiCert, key: apiKey }] } });
+ */
+export interface TerminateTlsOptions {
+  /** Default certificate (no SNI, or a name nothing else matches). Needs `key`. */
+  readonly cert?: PemInput;
+  readonly key?: PemInput;
+  readonly passphrase?: string;
+  /** Certificates chosen by the client's server name, before `sniCallback` and the default. */
+  readonly certificates?: readonly SniCertificate[];
+  /**
+   * Certificates loaded at run time: called for a server name that `certificates` does not match
+   * (sync or async; results are not cached, cache yourself). A throw or rejection fails that
+   * handshake (`tls_handshake_failed`).
+   */
+  readonly sniCallback?: (serverName: string) => SniCallbackResult | PromiseLike<SniCallbackResult>;
+  /** ALPN protocols the proxy accepts, in its order of preference. Default none. */
+  readonly alpn?: readonly string[];
+  /** Default `'TLSv1.2'`. */
+  readonly minVersion?: TlsVersion;
+  readonly maxVersion?: TlsVersion;
+  /** OpenSSL cipher list (TLS 1.2 and below). Default Node's. */
+  readonly ciphers?: string;
+  /**
+   * Client certificates (mutual TLS): `'none'` (default) asks for none; `'optional'` asks, and a
+   * client without one (or with one that does not verify) is still admitted, with `tls.peer`
+   * telling which; `'required'` refuses clients without a certificate signed by `ca`
+   * (`tls_client_cert`).
+   */
+  readonly clientCertificate?: 'none' | 'optional' | 'required';
+  /** CAs client certificates must chain to. Required when `clientCertificate` is not `'none'`. */
+  readonly ca?: PemInput;
+  /** Time a client has to complete its handshake. Default 10 000 ms. */
+  readonly handshakeTimeout?: number;
+}
+
+const KEYS = [
+  'cert',
+  'key',
+  'passphrase',
+  'certificates',
+  'sniCallback',
+  'alpn',
+  'minVersion',
+  'maxVersion',
+  'ciphers',
+  'clientCertificate',
+  'ca',
+  'handshakeTimeout',
+] as const;
+
+/** Termination settings, contexts built. Replaced as a whole on reload. */
+export interface ResolvedTerminateTls {
+  readonly defaultContext: SecureContext;
+  readonly byName: ReadonlyMap<string, SecureContext>;
+  /** `example.com` for `*.example.com`. */
+  readonly byWildcard: ReadonlyMap<string, SecureContext>;
+  readonly sniCallback: TerminateTlsOptions['sniCallback'];
+  readonly alpn: string[] | undefined;
+  readonly clientCertificate: 'none' | 'optional' | 'required';
+  readonly handshakeTimeout: number;
+  /** Builds a context for a certificate from `sniCallback` with the same settings. */
+  readonly contextFor: (certificate: TlsCertificate) => SecureContext;
+}
+
+function certificateShape(value: unknown, name: string, needsNames: boolean): void {
+  if (!isRecord(value)) throw new InvalidOptionError(name, 'an object { cert, key }', value);
+  rejectUnknownKeys(
+    value,
+    needsNames ? ['cert', 'key', 'passphrase', 'serverNames'] : ['cert', 'key', 'passphrase'],
+    name,
+  );
+  pemOption(value.cert, `${name}.cert`);
+  pemOption(value.key, `${name}.key`);
+  if (value.passphrase !== undefined && typeof value.passphrase !== 'string')
+    throw new InvalidOptionError(`${name}.passphrase`, 'a string', value.passphrase);
+  if (!needsNames) return;
+  const names = value.serverNames;
+  if (
+    !Array.isArray(names) ||
+    names.length === 0 ||
+    !names.every((n) => typeof n === 'string' && /^(\*\.)?[A-Za-z0-9_.-]+$/.test(n))
+  ) {
+    throw new InvalidOptionError(
+      `${name}.serverNames`,
+      "a non-empty array of host names or '*.domain' wildcards",
+      names,
+    );
+  }
+}
+
+/** Validates termination options and builds every context. @throws {InvalidOptionError} */
+export function resolveTerminateTls(value: unknown, name = 'terminateTls'): ResolvedTerminateTls {
+  if (!isRecord(value)) throw new InvalidOptionError(name, 'an object', value);
+  rejectUnknownKeys(value, KEYS, name);
+  const hasDefault = value.cert !== undefined || value.key !== undefined;
+  if (hasDefault) certificateShape({ cert: value.cert, key: value.key }, name, false);
+  const certificates = value.certificates;
+  if (certificates !== undefined && (!Array.isArray(certificates) || certificates.length === 0))
+    throw new InvalidOptionError(`${name}.certificates`, 'a non-empty array', certificates);
+  const list = (certificates ?? []) as unknown[];
+  list.forEach((entry, i) => {
+    certificateShape(entry, `${name}.certificates[${i}]`, true);
+  });
+  const sniCallback = optionalFunction<NonNullable<TerminateTlsOptions['sniCallback']>>(
+    value.sniCallback,
+    `${name}.sniCallback`,
+  );
+  if (!hasDefault && list.length === 0 && sniCallback === undefined)
+    throw new InvalidOptionError(name, 'a cert and key, certificates, or an sniCallback', value);
+  const clientCertificate = value.clientCertificate ?? 'none';
+  if (
+    clientCertificate !== 'none' &&
+    clientCertificate !== 'optional' &&
+    clientCertificate !== 'required'
+  )
+    throw new InvalidOptionError(
+      `${name}.clientCertificate`,
+      "'none', 'optional' or 'required'",
+      clientCertificate,
+    );
+  const ca = optionalCa(value.ca, `${name}.ca`);
+  if (clientCertificate !== 'none' && ca === undefined)
+    throw new InvalidOptionError(`${name}.ca`, 'the CAs client certificates must chain to', ca);
+  if (value.passphrase !== undefined && typeof value.passphrase !== 'string')
+    throw new InvalidOptionError(`${name}.passphrase`, 'a string', value.passphrase);
+  const base: tls.SecureContextOptions = {
+    minVersion: tlsVersion(value.minVersion, `${name}.minVersion`) ?? 'TLSv1.2',
+    // Session resumption with client certificates needs a session id context (OpenSSL).
+    sessionIdContext: 'l4proxy',
+  };
+  const maxVersion = tlsVersion(value.maxVersion, `${name}.maxVersion`);
+  if (maxVersion !== undefined) base.maxVersion = maxVersion;
+  if (value.ciphers !== undefined) {
+    if (typeof value.ciphers !== 'string' || value.ciphers === '')
+      throw new InvalidOptionError(
+        `${name}.ciphers`,
+        'a non-empty OpenSSL cipher list',
+        value.ciphers,
+      );
+    base.ciphers = value.ciphers;
+  }
+  if (ca !== undefined) base.ca = ca;
+  const build = (certificate: Partial<TlsCertificate>, path: string): SecureContext => {
+    try {
+      return tls.createSecureContext({
+        ...base,
+        ...(certificate.cert !== undefined && { cert: certificate.cert as string[] }),
+        ...(certificate.key !== undefined && { key: certificate.key as string[] }),
+        ...(certificate.passphrase !== undefined && { passphrase: certificate.passphrase }),
+      });
+    } catch (err) {
+      throw new InvalidOptionError(
+        path,
+        `a certificate and key OpenSSL accepts (${err instanceof Error ? err.message : String(err)})`,
+        undefined,
+      );
+    }
+  };
+  const defaultContext = build(
+    hasDefault
+      ? {
+          cert: value.cert as PemInput,
+          key: value.key as PemInput,
+          ...(typeof value.passphrase === 'string' && { passphrase: value.passphrase }),
+        }
+      : {},
+    name,
+  );
+  const byName = new Map<string, SecureContext>();
+  const byWildcard = new Map<string, SecureContext>();
+  list.forEach((entry, i) => {
+    const certificate = entry as SniCertificate;
+    const context = build(certificate, `${name}.certificates[${i}]`);
+    for (const serverName of certificate.serverNames) {
+      const lower = serverName.toLowerCase();
+      if (lower.startsWith('*.')) byWildcard.set(lower.slice(2), context);
+      else byName.set(lower, context);
+    }
+  });
+  return {
+    defaultContext,
+    byName,
+    byWildcard,
+    sniCallback,
+    alpn: alpnList(value.alpn, `${name}.alpn`),
+    clientCertificate,
+    handshakeTimeout: duration(value.handshakeTimeout, `${name}.handshakeTimeout`, 10_000, 1),
+    contextFor: (certificate) => build(certificate, `${name}.sniCallback result`),
+  };
+}
+
+/** The context `certificates` give for `serverName` (exact, then one-label wildcard), if any. */
+export function staticContextFor(
+  settings: ResolvedTerminateTls,
+  serverName: string,
+): SecureContext | undefined {
+  const lower = serverName.toLowerCase();
+  const exact = settings.byName.get(lower);
+  if (exact !== undefined) return exact;
+  const dot = lower.indexOf('.');
+  return dot < 0 ? undefined : settings.byWildcard.get(lower.slice(dot + 1));
+}

@@ -1,0 +1,135 @@
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import tls from 'node:tls';
+import type { TLSSocket } from 'node:tls';
+import type { Upstream } from '../upstream/Upstream.js';
+import type { ResolvedUpstreamTls } from './UpstreamTlsOptions.js';
+import { changesContext, checkUpstreamTlsShape, resolveUpstreamTls } from './UpstreamTlsOptions.js';
+import type { TlsStats } from './tlsStats.js';
+
+/** Sessions kept per proxy (one per upstream and server name); the oldest goes first beyond. */
+const MAX_SESSIONS = 1_024;
+
+/** Where one origination handshake goes and with what. */
+export interface UpstreamTlsTarget {
+  readonly settings: ResolvedUpstreamTls;
+  /** Upstream id, for the session cache. */
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+}
+
+/**
+ * TLS origination of one proxy: the proxy-wide settings, each upstream's merged settings (built
+ * once per upstream `tls` object), and one resumable session per upstream and server name.
+ */
+export class UpstreamTls {
+  readonly stats: TlsStats;
+  private readonly proxyRaw: Record<string, unknown> | undefined;
+  private readonly proxyWide: ResolvedUpstreamTls | undefined;
+  private readonly perUpstream = new WeakMap<object, ResolvedUpstreamTls>();
+  private readonly sessions = new Map<string, Buffer>();
+
+  /** @throws {InvalidOptionError} naming `tls.*`. */
+  constructor(value: unknown, stats: TlsStats) {
+    this.stats = stats;
+    const raw = checkUpstreamTlsShape(value, 'tls', false);
+    if (raw === false || raw === undefined) return;
+    this.proxyRaw = raw;
+    this.proxyWide = resolveUpstreamTls(raw, 'tls');
+  }
+
+  /**
+   * Settings for `upstream`, or undefined for plain TCP. Per-upstream fields win over the
+   * proxy's; `tls: false` on the upstream turns TLS off for it.
+   * @throws {InvalidOptionError} when the upstream's own settings cannot be built (`name`).
+   */
+  settingsFor(
+    upstream: Upstream,
+    name = `upstream ${upstream.host}:${upstream.port}`,
+  ): ResolvedUpstreamTls | undefined {
+    const own = upstream.tls;
+    if (own === undefined) return this.proxyWide;
+    if (own === false) return undefined;
+    const cached = this.perUpstream.get(own);
+    if (cached !== undefined) return cached;
+    const raw = checkUpstreamTlsShape(own, `${name}.tls`, true);
+    if (raw === false || raw === undefined) return undefined;
+    const merged = { ...this.proxyRaw, ...raw };
+    const shared = changesContext(raw) ? undefined : this.proxyWide?.context;
+    const settings = resolveUpstreamTls(merged, `${name}.tls`, shared);
+    this.perUpstream.set(own, settings);
+    return settings;
+  }
+
+  /** Builds every upstream's settings now, so bad ones fail where they are given. */
+  prepare(upstreams: unknown): void {
+    if (!Array.isArray(upstreams)) return;
+    upstreams.forEach((upstream: Upstream, index) => {
+      if (typeof upstream === 'object' && upstream.tls !== undefined)
+        this.settingsFor(upstream, `upstreams[${index}]`);
+    });
+  }
+
+  /**
+   * Starts the TLS handshake on `raw`, a TCP socket just connected to the upstream (anything
+   * written on it before, such as a PROXY header, goes out first, in clear, as HAProxy does).
+   * `clientServerName` is the client's SNI, used with `forwardServerName`.
+   */
+  start(raw: Socket, target: UpstreamTlsTarget, clientServerName: string | undefined): TLSSocket {
+    const { settings, host } = target;
+    const servername = serverNameFor(settings, host, clientServerName);
+    const key = settings.sessionResumption
+      ? `${settings.id}\0${target.id}\0${host}:${target.port}\0${servername ?? ''}`
+      : undefined;
+    const session = key === undefined ? undefined : this.sessions.get(key);
+    const socket = tls.connect({
+      socket: raw,
+      host,
+      ...(servername !== undefined && { servername }),
+      secureContext: settings.context,
+      rejectUnauthorized: settings.rejectUnauthorized,
+      ...(settings.alpn !== undefined && { ALPNProtocols: settings.alpn }),
+      ...(session !== undefined && { session }),
+    });
+    // Half-close: the client's FIN becomes close_notify (then FIN), and the other way round.
+    socket.allowHalfOpen = true;
+    if (key !== undefined) {
+      socket.on('session', (ticket: Buffer) => {
+        this.remember(key, ticket);
+      });
+    }
+    return socket;
+  }
+
+  /** Counts a completed handshake. */
+  secured(socket: Socket): void {
+    this.stats.upstream_tls_handshake++;
+    if (socket instanceof tls.TLSSocket && socket.isSessionReused())
+      this.stats.upstream_tls_session_reused++;
+  }
+
+  private remember(key: string, session: Buffer): void {
+    this.sessions.delete(key);
+    this.sessions.set(key, session);
+    if (this.sessions.size > MAX_SESSIONS) {
+      const oldest = this.sessions.keys().next();
+      if (oldest.done !== true) this.sessions.delete(oldest.value);
+    }
+  }
+}
+
+/**
+ * The SNI to send: the client's (with `forwardServerName`), the configured one, or the host when
+ * it is a name. None for an IP address (RFC 6066 forbids literal addresses in SNI).
+ */
+export function serverNameFor(
+  settings: ResolvedUpstreamTls,
+  host: string,
+  clientServerName: string | undefined,
+): string | undefined {
+  if (settings.forwardServerName && clientServerName !== undefined) return clientServerName;
+  if (settings.servername === false) return undefined;
+  if (settings.servername !== undefined) return settings.servername;
+  return net.isIP(host) === 0 ? host : undefined;
+}

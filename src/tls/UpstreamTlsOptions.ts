@@ -1,0 +1,185 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import type { SecureContext } from 'node:tls';
+import { InvalidOptionError } from '../errors.js';
+import { boolean, duration, isRecord, rejectUnknownKeys } from '../internal/validate.js';
+import type { PemInput, TlsVersion } from './pem.js';
+import { alpnList, optionalCa, optionalPem, tlsVersion } from './pem.js';
+
+/**
+ * TLS origination: the proxy speaks TLS to the upstream (HAProxy `server ... ssl verify required`,
+ * nginx `proxy_ssl on`, Envoy's upstream TLS transport socket). Given on `TcpProxy` for every
+ * upstream and/or on one upstream (its fields win over the proxy's; `tls: false` on an upstream
+ * turns TLS off for it).
+ *
+ * @example
+ * new TcpProxy({ upstreams: [{ host: 'db.internal', port: 5432 }], tls: { ca: caPem } });
+ */
+export interface UpstreamTlsOptions {
+  /** CAs that may sign the upstream's certificate. Default: Node's default trust store. */
+  readonly ca?: PemInput;
+  /** Client certificate (chain) for mutual TLS; needs `key`. */
+  readonly cert?: PemInput;
+  /** Private key of `cert`. */
+  readonly key?: PemInput;
+  /** Passphrase of an encrypted `key`. */
+  readonly passphrase?: string;
+  /**
+   * Server name sent (SNI) and checked against the certificate. Default: the upstream's host name;
+   * for an IP address no SNI is sent (RFC 6066) and the certificate must name the IP. `false`:
+   * never send SNI (the certificate is then checked against the host).
+   */
+  readonly servername?: string | false;
+  /**
+   * With `sni` peeking on, send (and verify) the client's own server name when it sent one,
+   * instead of `servername`. Default false.
+   */
+  readonly forwardServerName?: boolean;
+  /** ALPN protocols offered to the upstream. Default none. */
+  readonly alpn?: readonly string[];
+  /** Lowest TLS version accepted. Default `'TLSv1.2'`. */
+  readonly minVersion?: TlsVersion;
+  /** Highest TLS version offered. Default `'TLSv1.3'`. */
+  readonly maxVersion?: TlsVersion;
+  /** OpenSSL cipher list (TLS 1.2 and below). Default Node's. */
+  readonly ciphers?: string;
+  /**
+   * Verify the upstream's certificate and name. Default true. **`false` accepts any certificate,
+   * including an attacker's: the traffic is encrypted but not authenticated.** Only for tests or a
+   * network you trust for other reasons.
+   */
+  readonly rejectUnauthorized?: boolean;
+  /** Resume TLS sessions per upstream (abbreviated handshakes). Default true. */
+  readonly sessionResumption?: boolean;
+  /** Time the TLS handshake may take after the TCP connect. Default 5000 ms. */
+  readonly handshakeTimeout?: number;
+}
+
+/** `tls` on an upstream: options, or `false` to speak plain TCP to it whatever the proxy says. */
+export type UpstreamTlsSetting = UpstreamTlsOptions | false;
+
+const KEYS = [
+  'ca',
+  'cert',
+  'key',
+  'passphrase',
+  'servername',
+  'forwardServerName',
+  'alpn',
+  'minVersion',
+  'maxVersion',
+  'ciphers',
+  'rejectUnauthorized',
+  'sessionResumption',
+  'handshakeTimeout',
+] as const;
+
+/** Fields that shape the secure context (the rest are per connection). */
+const CONTEXT_KEYS = ['ca', 'cert', 'key', 'passphrase', 'minVersion', 'maxVersion', 'ciphers'];
+
+/** Settings resolved for connecting, secure context built. */
+export interface ResolvedUpstreamTls {
+  /** Distinct per resolved settings: part of the session cache key. */
+  readonly id: number;
+  readonly context: SecureContext;
+  /** `undefined`: the upstream's host (none for an IP); `false`: no SNI. */
+  readonly servername: string | false | undefined;
+  readonly forwardServerName: boolean;
+  readonly alpn: string[] | undefined;
+  readonly rejectUnauthorized: boolean;
+  readonly sessionResumption: boolean;
+  readonly handshakeTimeout: number;
+}
+
+let nextId = 1;
+
+/** Checks the shape of a `tls` option (upstream or proxy-wide), without building anything. */
+export function checkUpstreamTlsShape(
+  value: unknown,
+  name: string,
+  allowFalse: boolean,
+): Record<string, unknown> | false | undefined {
+  if (value === undefined) return undefined;
+  if (value === false && allowFalse) return false;
+  if (!isRecord(value))
+    throw new InvalidOptionError(name, allowFalse ? 'an object or false' : 'an object', value);
+  rejectUnknownKeys(value, KEYS, name);
+  optionalCa(value.ca, `${name}.ca`);
+  optionalPem(value.cert, `${name}.cert`);
+  optionalPem(value.key, `${name}.key`);
+  if ((value.cert === undefined) !== (value.key === undefined))
+    throw new InvalidOptionError(`${name}.key`, 'both cert and key, or neither', value.key);
+  if (value.passphrase !== undefined && typeof value.passphrase !== 'string')
+    throw new InvalidOptionError(`${name}.passphrase`, 'a string', value.passphrase);
+  const servername = value.servername;
+  if (
+    servername !== undefined &&
+    servername !== false &&
+    (typeof servername !== 'string' || servername === '' || net.isIP(servername) !== 0)
+  ) {
+    throw new InvalidOptionError(
+      `${name}.servername`,
+      'a host name (not an IP) or false',
+      servername,
+    );
+  }
+  boolean(value.forwardServerName, `${name}.forwardServerName`, false);
+  alpnList(value.alpn, `${name}.alpn`);
+  tlsVersion(value.minVersion, `${name}.minVersion`);
+  tlsVersion(value.maxVersion, `${name}.maxVersion`);
+  if (value.ciphers !== undefined && (typeof value.ciphers !== 'string' || value.ciphers === ''))
+    throw new InvalidOptionError(
+      `${name}.ciphers`,
+      'a non-empty OpenSSL cipher list',
+      value.ciphers,
+    );
+  boolean(value.rejectUnauthorized, `${name}.rejectUnauthorized`, true);
+  boolean(value.sessionResumption, `${name}.sessionResumption`, true);
+  duration(value.handshakeTimeout, `${name}.handshakeTimeout`, 5_000, 1);
+  return value;
+}
+
+/** Builds the secure context of validated settings; bad PEM or ciphers throw naming `name`. */
+function buildContext(raw: Record<string, unknown>, name: string): SecureContext {
+  const options: tls.SecureContextOptions = {
+    minVersion: (raw.minVersion as TlsVersion | undefined) ?? 'TLSv1.2',
+  };
+  if (raw.maxVersion !== undefined) options.maxVersion = raw.maxVersion as TlsVersion;
+  if (raw.ca !== undefined) options.ca = raw.ca as PemInput as string[];
+  if (raw.cert !== undefined) options.cert = raw.cert as PemInput as string[];
+  if (raw.key !== undefined) options.key = raw.key as PemInput as string[];
+  if (raw.passphrase !== undefined) options.passphrase = raw.passphrase as string;
+  if (raw.ciphers !== undefined) options.ciphers = raw.ciphers as string;
+  try {
+    return tls.createSecureContext(options);
+  } catch (err) {
+    throw new InvalidOptionError(
+      name,
+      `settings OpenSSL accepts (${err instanceof Error ? err.message : String(err)})`,
+      raw,
+    );
+  }
+}
+
+/** Resolves validated settings into what a connection needs (builds the context when asked). */
+export function resolveUpstreamTls(
+  raw: Record<string, unknown>,
+  name: string,
+  shared?: SecureContext,
+): ResolvedUpstreamTls {
+  return {
+    id: nextId++,
+    context: shared ?? buildContext(raw, name),
+    servername: raw.servername as string | false | undefined,
+    forwardServerName: (raw.forwardServerName as boolean | undefined) ?? false,
+    alpn: raw.alpn === undefined ? undefined : [...(raw.alpn as string[])],
+    rejectUnauthorized: (raw.rejectUnauthorized as boolean | undefined) ?? true,
+    sessionResumption: (raw.sessionResumption as boolean | undefined) ?? true,
+    handshakeTimeout: (raw.handshakeTimeout as number | undefined) ?? 5_000,
+  };
+}
+
+/** Whether upstream-level settings change the secure context (else the proxy's is reused). */
+export function changesContext(raw: Record<string, unknown>): boolean {
+  return CONTEXT_KEYS.some((key) => raw[key] !== undefined);
+}

@@ -1,0 +1,85 @@
+import { X509Certificate } from 'node:crypto';
+import { InvalidOptionError } from '../errors.js';
+
+/** PEM text or bytes, or several (a CA bundle, a chain). */
+export type PemInput = string | Buffer | readonly (string | Buffer)[];
+
+/** PEM text holds at least one `-----BEGIN ...-----` block (OpenSSL skips anything else silently). */
+function isPemPart(value: unknown): value is string | Buffer {
+  if (typeof value === 'string') return value.includes('-----BEGIN ');
+  return Buffer.isBuffer(value) && value.includes('-----BEGIN ');
+}
+
+/** Validates a PEM option (non-empty string, Buffer, or a non-empty array of them). */
+export function pemOption(value: unknown, name: string): string | Buffer | (string | Buffer)[] {
+  if (isPemPart(value)) return value;
+  if (Array.isArray(value) && value.length > 0 && value.every(isPemPart)) return [...value];
+  throw new InvalidOptionError(
+    name,
+    'PEM text (-----BEGIN ...), a Buffer of it, or a non-empty array of them',
+    value,
+  );
+}
+
+/** The same, or undefined when absent. */
+export function optionalPem(
+  value: unknown,
+  name: string,
+): string | Buffer | (string | Buffer)[] | undefined {
+  return value === undefined ? undefined : pemOption(value, name);
+}
+
+/** TLS protocol versions accepted by `minVersion` / `maxVersion`. */
+export type TlsVersion = 'TLSv1.2' | 'TLSv1.3';
+
+/** A TLS version option, or undefined. */
+export function tlsVersion(value: unknown, name: string): TlsVersion | undefined {
+  if (value === undefined || value === 'TLSv1.2' || value === 'TLSv1.3') return value;
+  throw new InvalidOptionError(name, "'TLSv1.2' or 'TLSv1.3'", value);
+}
+
+/** An ALPN protocol list (non-empty strings of 1-255 bytes), or undefined. */
+export function alpnList(value: unknown, name: string): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (
+    !Array.isArray(value) ||
+    value.length === 0 ||
+    !value.every(
+      (entry) => typeof entry === 'string' && entry.length > 0 && Buffer.byteLength(entry) <= 255,
+    )
+  ) {
+    throw new InvalidOptionError(name, 'a non-empty array of protocol names (1-255 bytes)', value);
+  }
+  return [...(value as string[])];
+}
+
+const CERTIFICATE_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/**
+ * A CA option: PEM whose every certificate parses. OpenSSL skips a CA it cannot read without a
+ * word, which would leave the proxy trusting fewer CAs than configured.
+ */
+export function optionalCa(
+  value: unknown,
+  name: string,
+): string | Buffer | (string | Buffer)[] | undefined {
+  const pem = optionalPem(value, name);
+  if (pem === undefined) return undefined;
+  for (const part of Array.isArray(pem) ? pem : [pem]) {
+    const blocks = part.toString('latin1').match(CERTIFICATE_BLOCK) ?? [];
+    if (blocks.length === 0)
+      throw new InvalidOptionError(name, 'PEM certificates (-----BEGIN CERTIFICATE-----)', value);
+    for (const block of blocks) {
+      try {
+        new X509Certificate(block);
+      } catch (err) {
+        throw new InvalidOptionError(
+          name,
+          `certificates that parse (${err instanceof Error ? err.message : String(err)})`,
+          value,
+        );
+      }
+    }
+  }
+  return pem;
+}

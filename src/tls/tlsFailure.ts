@@ -1,0 +1,138 @@
+import { ErrorCode, TlsHandshakeError } from '../errors.js';
+import type { TlsFailureCode } from '../errors.js';
+import { CloseReason, RejectReason } from '../tcp/closeReasons.js';
+import type { TlsStats } from './tlsStats.js';
+
+/** OpenSSL verify results that mean "this certificate is not signed by anyone we trust". */
+const UNTRUSTED = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'PATH_LENGTH_EXCEEDED',
+  'CERT_CHAIN_TOO_LONG',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+]);
+
+const NAME_MISMATCH = new Set(['ERR_TLS_CERT_ALTNAME_INVALID', 'HOSTNAME_MISMATCH']);
+
+function codeOf(err: unknown): string {
+  return (err as NodeJS.ErrnoException | undefined)?.code ?? '';
+}
+
+/** The kind of an origination failure, from Node's error. */
+export function upstreamFailureCode(err: unknown): TlsFailureCode {
+  const code = codeOf(err);
+  if (UNTRUSTED.has(code)) return ErrorCode.TLS_UNTRUSTED;
+  if (NAME_MISMATCH.has(code)) return ErrorCode.TLS_NAME_MISMATCH;
+  return ErrorCode.TLS_HANDSHAKE;
+}
+
+const WHAT_TO_DO: Record<TlsFailureCode, string> = {
+  [ErrorCode.TLS_UNTRUSTED]: "give the CA that signed it in 'tls.ca'",
+  [ErrorCode.TLS_NAME_MISMATCH]:
+    "set 'tls.servername' to a name the certificate carries, or fix the certificate",
+  [ErrorCode.TLS_HANDSHAKE_TIMEOUT]:
+    "check that the upstream speaks TLS on this port, or raise 'tls.handshakeTimeout'",
+  [ErrorCode.TLS_HANDSHAKE]: 'check TLS versions, ciphers and client certificates on both sides',
+  [ErrorCode.TLS_CLIENT_CERT]: 'the client must present a certificate signed by terminateTls.ca',
+};
+
+/** The error of one failed origination handshake with `address`. */
+export function upstreamTlsError(address: string, err: unknown): TlsHandshakeError {
+  const code = upstreamFailureCode(err);
+  const detail = err instanceof Error ? err.message : String(err);
+  return new TlsHandshakeError(
+    code,
+    'upstream',
+    `TLS handshake with upstream ${address} failed (${detail}): ${WHAT_TO_DO[code]}.`,
+    err,
+  );
+}
+
+/** The error of an origination handshake that ran out of time. */
+export function upstreamTlsTimeout(address: string, ms: number): TlsHandshakeError {
+  return new TlsHandshakeError(
+    ErrorCode.TLS_HANDSHAKE_TIMEOUT,
+    'upstream',
+    `TLS handshake with upstream ${address} timed out after ${ms} ms: ${WHAT_TO_DO[ErrorCode.TLS_HANDSHAKE_TIMEOUT]}.`,
+  );
+}
+
+/** Counts one failed origination handshake. */
+export function countUpstreamFailure(stats: TlsStats, error: TlsHandshakeError): void {
+  switch (error.code) {
+    case ErrorCode.TLS_UNTRUSTED:
+      stats.upstream_tls_fail_verify_error++;
+      break;
+    case ErrorCode.TLS_NAME_MISMATCH:
+      stats.upstream_tls_fail_verify_san++;
+      break;
+    case ErrorCode.TLS_HANDSHAKE_TIMEOUT:
+      stats.upstream_tls_handshake_timeout++;
+      break;
+    default:
+      stats.upstream_tls_connection_error++;
+  }
+}
+
+/** The close reason when the last attempt failed its TLS handshake. */
+export function upstreamTlsCloseReason(error: TlsHandshakeError): CloseReason {
+  switch (error.code) {
+    case ErrorCode.TLS_UNTRUSTED:
+      return CloseReason.UPSTREAM_TLS_UNTRUSTED;
+    case ErrorCode.TLS_NAME_MISMATCH:
+      return CloseReason.UPSTREAM_TLS_NAME_MISMATCH;
+    case ErrorCode.TLS_HANDSHAKE_TIMEOUT:
+      return CloseReason.UPSTREAM_TLS_TIMEOUT;
+    default:
+      return CloseReason.UPSTREAM_TLS_FAILED;
+  }
+}
+
+/** A failed termination handshake: its error, rejection reason, and counter. */
+export function downstreamTlsFailure(
+  err: unknown,
+  clientCertRequested: boolean,
+): { error: TlsHandshakeError; reason: RejectReason } {
+  const code = codeOf(err);
+  const detail = err instanceof Error ? err.message : String(err);
+  // OpenSSL names a missing or bad client certificate in its reason (PEER_DID_NOT_RETURN_A_CERTIFICATE, CERTIFICATE_VERIFY_FAILED...).
+  if (clientCertRequested && (/CERTIFICATE/.test(code) || UNTRUSTED.has(code))) {
+    return {
+      error: new TlsHandshakeError(
+        ErrorCode.TLS_CLIENT_CERT,
+        'downstream',
+        `Client certificate refused (${detail}): ${WHAT_TO_DO[ErrorCode.TLS_CLIENT_CERT]}.`,
+        err,
+      ),
+      reason: RejectReason.TLS_CLIENT_CERT,
+    };
+  }
+  return {
+    error: new TlsHandshakeError(
+      ErrorCode.TLS_HANDSHAKE,
+      'downstream',
+      `TLS handshake with the client failed: ${detail}.`,
+      err,
+    ),
+    reason: RejectReason.TLS_HANDSHAKE_FAILED,
+  };
+}
+
+/** Counts one refused termination handshake by its rejection reason. */
+export function countDownstreamFailure(stats: TlsStats, reason: RejectReason): void {
+  if (reason === RejectReason.TLS_CLIENT_CERT) stats.downstream_tls_fail_verify_cert++;
+  else if (reason === RejectReason.TLS_HANDSHAKE_TIMEOUT) stats.downstream_tls_handshake_timeout++;
+  else stats.downstream_tls_connection_error++;
+}

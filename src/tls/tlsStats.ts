@@ -1,0 +1,45 @@
+/**
+ * TLS counters of a {@link TcpProxy}, named after Envoy's `ssl.*` statistics. Upstream ones
+ * count origination handshakes, downstream ones termination handshakes. Zero when unused.
+ */
+export interface TlsStats {
+  /** TLS handshakes completed with upstreams. */
+  upstream_tls_handshake: number;
+  /** Of those, handshakes that resumed a cached session. */
+  upstream_tls_session_reused: number;
+  /** Upstream certificates that did not verify against the trusted CAs. */
+  upstream_tls_fail_verify_error: number;
+  /** Upstream certificates that did not name the server name asked for. */
+  upstream_tls_fail_verify_san: number;
+  /** Upstream handshakes that took longer than `tls.handshakeTimeout`. */
+  upstream_tls_handshake_timeout: number;
+  /** Other upstream handshake failures (alerts, versions, the upstream hanging up). */
+  upstream_tls_connection_error: number;
+  /** TLS handshakes completed with clients (termination). */
+  downstream_tls_handshake: number;
+  /** Of those, handshakes that resumed a session (tickets). */
+  downstream_tls_session_reused: number;
+  /** Clients refused for a missing or unverified client certificate. */
+  downstream_tls_fail_verify_cert: number;
+  /** Client handshakes that took longer than `terminateTls.handshakeTimeout`. */
+  downstream_tls_handshake_timeout: number;
+  /** Other client handshake failures. */
+  downstream_tls_connection_error: number;
+}
+
+/** A zeroed counter set. */
+export function tlsCounters(): TlsStats {
+  return {
+    upstream_tls_handshake: 0,
+    upstream_tls_session_reused: 0,
+    upstream_tls_fail_verify_error: 0,
+    upstream_tls_fail_verify_san: 0,
+    upstream_tls_handshake_timeout: 0,
+    upstream_tls_connection_error: 0,
+    downstream_tls_handshake: 0,
+    downstream_tls_session_reused: 0,
+    downstream_tls_fail_verify_cert: 0,
+    downstream_tls_handshake_timeout: 0,
+    downstream_tls_connection_error: 0,
+  };
+}

@@ -1,0 +1,128 @@
+import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** A certificate signed by a test CA, with its key, as PEM text and as files in the CA's dir. */
+export interface IssuedCert {
+  readonly cert: string;
+  readonly key: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** cert then key in one file (HAProxy's `crt`). */
+  readonly bundleFile: string;
+  readonly fingerprint256: string;
+}
+
+/** A throwaway CA made with openssl in a temp dir (removed by `remove()`). */
+export interface TestCa {
+  readonly dir: string;
+  readonly cert: string;
+  readonly certFile: string;
+  /** Issues a certificate for `cn` with DNS/IP subject alternative names. */
+  issue(cn: string, names?: readonly string[], purpose?: 'server' | 'client'): Promise<IssuedCert>;
+  remove(): void;
+}
+
+function run(openssl: string, args: readonly string[], cwd: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(openssl, [...args], { cwd, timeout: 20_000 }, (error, _stdout, stderr) => {
+      if (error) reject(new Error(`openssl ${args[0] ?? ''} failed: ${stderr}`, { cause: error }));
+      else resolve();
+    });
+  });
+}
+
+let serial = 0;
+
+/** Makes a CA (P-256, one day) named `name`. */
+export async function makeCa(openssl: string, name = 'l4proxy test CA'): Promise<TestCa> {
+  const dir = mkdtempSync(join(tmpdir(), 'l4proxy-ca-'));
+  const certFile = join(dir, 'ca.pem');
+  const keyFile = join(dir, 'ca.key');
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  await run(
+    openssl,
+    [
+      'req',
+      '-x509',
+      ...ec,
+      '-subj',
+      `/CN=${name}`,
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+      '-days',
+      '1',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ],
+    dir,
+  );
+  return {
+    dir,
+    cert: readFileSync(certFile, 'utf8'),
+    certFile,
+    async issue(cn, names = [cn], purpose = 'server') {
+      const id = `${++serial}-${cn.replace(/[^A-Za-z0-9]/g, '_')}`;
+      const key = join(dir, `${id}.key`);
+      const csr = join(dir, `${id}.csr`);
+      const cert = join(dir, `${id}.pem`);
+      const ext = join(dir, `${id}.ext`);
+      const san = names.map((n) => (/^[\d.]+$|:/.test(n) ? `IP:${n}` : `DNS:${n}`)).join(',');
+      writeFileSync(
+        ext,
+        [
+          `subjectAltName=${san}`,
+          `extendedKeyUsage=${purpose === 'server' ? 'serverAuth' : 'clientAuth'}`,
+          '',
+        ].join('\n'),
+      );
+      await run(
+        openssl,
+        ['req', '-new', ...ec, '-subj', `/CN=${cn}`, '-keyout', key, '-out', csr],
+        dir,
+      );
+      await run(
+        openssl,
+        [
+          'x509',
+          '-req',
+          '-in',
+          csr,
+          '-CA',
+          certFile,
+          '-CAkey',
+          keyFile,
+          '-CAcreateserial',
+          '-out',
+          cert,
+          '-days',
+          '1',
+          '-extfile',
+          ext,
+        ],
+        dir,
+      );
+      const certPem = readFileSync(cert, 'utf8');
+      const keyPem = readFileSync(key, 'utf8');
+      const bundleFile = join(dir, `${id}.bundle.pem`);
+      writeFileSync(bundleFile, certPem + keyPem);
+      return {
+        cert: certPem,
+        key: keyPem,
+        certFile: cert,
+        keyFile: key,
+        bundleFile,
+        fingerprint256: new X509Certificate(certPem).fingerprint256,
+      };
+    },
+    remove() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

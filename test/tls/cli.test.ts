@@ -1,0 +1,143 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import tls from 'node:tls';
+import { validateConfig, closeAll } from '../../src/cli/config.js';
+import { echoServer, withTimeout } from '../helpers/net.js';
+import { tlsPeer } from '../helpers/tlsPeers.js';
+import { makeCa } from '../helpers/tlsCa.js';
+import { tool } from '../helpers/tools.js';
+import { configDir, listenPort, startCli } from '../cli/cli.js';
+
+function openTls(port: number, ca: string): Promise<tls.TLSSocket> {
+  return withTimeout(
+    new Promise((resolve, reject) => {
+      const socket = tls.connect({ port, host: '127.0.0.1', ca, servername: 'localhost' }, () => {
+        resolve(socket);
+      });
+      socket.once('error', reject);
+    }),
+    5_000,
+    'a TLS connection through the CLI',
+  );
+}
+
+function firstData(
+  socket: NodeJS.ReadableStream & { write(text: string): boolean },
+  text?: string,
+): Promise<string> {
+  return withTimeout(
+    new Promise((resolve) => {
+      socket.once('data', (chunk: Buffer) => {
+        resolve(chunk.toString());
+      });
+      if (text !== undefined) socket.write(text);
+    }),
+    5_000,
+    'data',
+  );
+}
+
+test('config: TLS file options are read relative to the config file; errors name the option', async (t) => {
+  const openssl = tool(t, 'openssl');
+  if (openssl === undefined) return;
+  const ca = await makeCa(openssl);
+  t.after(() => {
+    ca.remove();
+  });
+  const dir = configDir(t);
+  const file = dir.write('l4proxy.json', '{}');
+  const cert = await ca.issue('localhost');
+  const listener = (extra: Record<string, unknown>): unknown => ({
+    listeners: [
+      {
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: '127.0.0.1', port: 1 }],
+        ...extra,
+      },
+    ],
+  });
+  const ok = validateConfig(
+    listener({
+      tls: { caFile: ca.certFile, servername: 'localhost' },
+      terminateTls: { certFile: cert.certFile, keyFile: cert.keyFile },
+    }),
+    file,
+  );
+  closeAll(ok.listeners);
+  assert.throws(
+    () =>
+      validateConfig(
+        listener({ terminateTls: { certFile: 'missing.pem', keyFile: cert.keyFile } }),
+        file,
+      ),
+    /listeners\[0\]\.terminateTls\.certFile: cannot read .*missing\.pem/,
+  );
+  assert.throws(
+    () => validateConfig(listener({ tls: { caFile: ca.certFile, ca: 'x' } }), file),
+    /listeners\[0\]\.tls\.caFile: give either caFile or ca, not both/,
+  );
+  assert.throws(
+    () => validateConfig(listener({ tls: { rejectUnauthorized: 'no' } }), file),
+    /listeners\[0\]\.tls\.rejectUnauthorized: expected a boolean/,
+  );
+});
+
+test('CLI: termination certificates renewed on disk are served after SIGHUP; live connections stay', async (t) => {
+  const openssl = tool(t, 'openssl');
+  if (openssl === undefined) return;
+  const ca = await makeCa(openssl);
+  t.after(() => {
+    ca.remove();
+  });
+  const first = await ca.issue('localhost', ['localhost']);
+  const echo = await echoServer();
+  t.after(() => echo.close());
+  const peer = await tlsPeer('tls-upstream', await ca.issue('localhost', ['localhost']));
+  t.after(() => peer.close());
+  const dir = configDir(t);
+  dir.write('server.pem', first.cert);
+  dir.write('server.key', first.key);
+  dir.write('ca.pem', ca.cert);
+  const file = dir.write('l4proxy.json', {
+    listeners: [
+      {
+        name: 'terminate',
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: '127.0.0.1', port: echo.port }],
+        terminateTls: { certFile: 'server.pem', keyFile: 'server.key' },
+      },
+      {
+        name: 'originate',
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: 'localhost', port: peer.port }],
+        tls: { caFile: 'ca.pem' },
+      },
+    ],
+  });
+  const cli = startCli(t, ['--config', file]);
+  const terminatePort = await listenPort(cli, 'terminate');
+  const originatePort = await listenPort(cli, 'originate');
+  const plain = (await import('node:net')).connect(originatePort, '127.0.0.1');
+  plain.on('error', () => undefined);
+  assert.equal(await firstData(plain), 'hello from tls-upstream\n');
+  plain.destroy();
+
+  const live = await openTls(terminatePort, ca.cert);
+  t.after(() => live.destroy());
+  assert.equal(live.getPeerX509Certificate()?.fingerprint256, first.fingerprint256);
+  assert.equal(await firstData(live, 'before'), 'before');
+
+  const renewed = await ca.issue('localhost', ['localhost']);
+  dir.write('server.pem', renewed.cert);
+  dir.write('server.key', renewed.key);
+  process.kill(cli.pid, 'SIGHUP');
+  await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
+  const fresh = await openTls(terminatePort, ca.cert);
+  t.after(() => fresh.destroy());
+  assert.equal(fresh.getPeerX509Certificate()?.fingerprint256, renewed.fingerprint256);
+  assert.equal(await firstData(fresh, 'new'), 'new');
+  assert.equal(await firstData(live, 'after'), 'after', 'the live connection survived the reload');
+});

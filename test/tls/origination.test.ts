@@ -1,0 +1,447 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+import { execFile } from 'node:child_process';
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import type { L4Error, TcpProxyOptions, UpstreamCandidate } from '../../src/index.js';
+import { connect, echoServer, readAll, withTimeout } from '../helpers/net.js';
+import { startProxy } from '../helpers/proxy.js';
+import type { ProxyUnderTest } from '../helpers/proxy.js';
+import { freePort, startPeer } from '../helpers/peerProcess.js';
+import { startHaproxy } from '../helpers/haproxy.js';
+import { selfSignedCert, tlsPeer } from '../helpers/tlsPeers.js';
+import { makeCa } from '../helpers/tlsCa.js';
+import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
+import { tool } from '../helpers/tools.js';
+
+interface Pki {
+  openssl: string;
+  ca: TestCa;
+  server: IssuedCert;
+  client: IssuedCert;
+}
+
+let pki: Promise<Pki> | undefined;
+
+/** One CA, a server certificate for localhost/127.0.0.1 and a client certificate per file. */
+async function getPki(t: TestContext): Promise<Pki | undefined> {
+  const openssl = tool(t, 'openssl');
+  if (openssl === undefined) return undefined;
+  pki ??= (async () => {
+    const ca = await makeCa(openssl);
+    process.once('exit', () => {
+      ca.remove();
+    });
+    const server = await ca.issue('localhost', ['localhost', '127.0.0.1']);
+    const client = await ca.issue('proxy-client', ['proxy-client'], 'client');
+    return { openssl, ca, server, client };
+  })();
+  return pki;
+}
+
+async function proxyFor(t: TestContext, options: TcpProxyOptions): Promise<ProxyUnderTest> {
+  const rig = await startProxy(options);
+  t.after(() => rig.proxy.close({ drainTimeout: 0 }));
+  return rig;
+}
+
+/** Reads from `socket` until `pattern` shows up (bounded). */
+function readUntil(socket: Socket, pattern: RegExp, ms = 10_000): Promise<string> {
+  let text = '';
+  return withTimeout(
+    new Promise<string>((resolve, reject) => {
+      socket.on('data', (chunk: Buffer) => {
+        text += chunk.toString();
+        if (pattern.test(text)) resolve(text);
+      });
+      socket.once('close', () => {
+        reject(new Error(`closed before ${String(pattern)}; got ${JSON.stringify(text)}`));
+      });
+    }),
+    ms,
+    `${String(pattern)} (got ${JSON.stringify(text)})`,
+  );
+}
+
+function runTool(command: string, args: readonly string[], ms = 60_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(command, [...args], { timeout: ms }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`${command} failed: ${stderr}${stdout}`, { cause: error }));
+      else resolve(stdout);
+    });
+  });
+}
+
+describe('TLS origination against openssl s_server -Verify (client certificate required)', () => {
+  async function sServer(t: TestContext, p: Pki): Promise<{ port: number; output: () => string }> {
+    const port = await freePort();
+    const peer = await startPeer(
+      p.openssl,
+      [
+        's_server',
+        '-accept',
+        `127.0.0.1:${port}`,
+        '-cert',
+        p.server.certFile,
+        '-key',
+        p.server.keyFile,
+        '-CAfile',
+        p.ca.certFile,
+        '-Verify',
+        '1',
+        '-rev',
+      ],
+      port,
+    );
+    t.after(() => peer.stop());
+    return { port, output: () => peer.output() };
+  }
+
+  test('relays plain TCP to s_server over mutual TLS; the server sees the client certificate', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const server = await sServer(t, p);
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: server.port }],
+      tls: { ca: p.ca.cert, cert: p.client.cert, key: p.client.key, servername: 'localhost' },
+    });
+    const client = await connect(rig.port);
+    client.write('hello proxy\n');
+    const text = await readUntil(client, /yxorp olleh/);
+    assert.match(text, /yxorp olleh/);
+    client.end();
+    await readAll(client);
+    const [summary] = await rig.closes(1);
+    assert.equal(summary?.upstreamConnected, true);
+    assert.match(server.output(), /CN ?= ?proxy-client/);
+    assert.equal(rig.proxy.stats().upstream_tls_handshake, 1);
+  });
+
+  test('without a client certificate the handshake fails: upstream_tls_failed, counted', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const server = await sServer(t, p);
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: server.port }],
+      maxConnectAttempts: 1,
+      // TLS 1.2: the server refuses inside the handshake (1.3 refuses after the client finished).
+      tls: { ca: p.ca.cert, servername: 'localhost', maxVersion: 'TLSv1.2' },
+    });
+    const errors: L4Error[] = [];
+    rig.proxy.on('upstreamError', (_c, _u, error) => errors.push(error));
+    const client = await connect(rig.port);
+    await readAll(client);
+    const [summary] = await rig.closes(1);
+    assert.equal(summary?.reason, 'upstream_tls_failed');
+    assert.equal((summary.error as L4Error | undefined)?.code, 'ERR_L4_TLS_HANDSHAKE');
+    assert.deepEqual(
+      errors.map((e) => e.code),
+      ['ERR_L4_TLS_HANDSHAKE'],
+    );
+    const stats = rig.proxy.stats();
+    assert.equal(stats.upstream_tls_connection_error, 1);
+    assert.equal(stats.upstream_cx_connect_fail, 1);
+    assert.equal(stats.close_reasons.upstream_tls_failed, 1);
+    assert.match(rig.proxy.metrics(), /l4proxy_tcp_upstream_tls_connection_error_total 1/);
+  });
+});
+
+test('redis-server with only its TLS port, driven by redis-cli and redis-benchmark in plain TCP', async (t) => {
+  const p = await getPki(t);
+  if (p === undefined) return;
+  const redisServer = tool(t, 'redis-server');
+  const redisCli = tool(t, 'redis-cli');
+  const redisBenchmark = tool(t, 'redis-benchmark');
+  if (!redisServer || !redisCli || !redisBenchmark) return;
+  const port = await freePort();
+  const redis = await startPeer(
+    redisServer,
+    [
+      '--port',
+      '0',
+      '--tls-port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--tls-cert-file',
+      p.server.certFile,
+      '--tls-key-file',
+      p.server.keyFile,
+      '--tls-ca-cert-file',
+      p.ca.certFile,
+      '--tls-auth-clients',
+      'no',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+    ],
+    port,
+  );
+  t.after(() => redis.stop());
+  // The upstream is an IP: no SNI is sent, and the certificate must name 127.0.0.1 (it does).
+  const rig = await proxyFor(t, {
+    upstreams: [{ host: '127.0.0.1', port }],
+    tls: { ca: p.ca.cert },
+  });
+  const cli = (...args: string[]): Promise<string> =>
+    runTool(redisCli, ['-h', '127.0.0.1', '-p', String(rig.port), ...args]);
+  assert.equal((await cli('PING')).trim(), 'PONG');
+  assert.equal((await cli('SET', 'l4proxy', 'over-tls')).trim(), 'OK');
+  assert.equal((await cli('GET', 'l4proxy')).trim(), 'over-tls');
+  const bench = await runTool(redisBenchmark, [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(rig.port),
+    '-n',
+    '2000',
+    '-c',
+    '4',
+    '-t',
+    'set,get',
+    '-q',
+  ]);
+  assert.match(bench, /SET: /);
+  assert.match(bench, /GET: /);
+  const stats = rig.proxy.stats();
+  assert.ok(stats.upstream_tls_handshake >= 11, `handshakes: ${stats.upstream_tls_handshake}`);
+  assert.ok(stats.upstream_tls_session_reused >= 1, 'sessions are resumed per upstream');
+  assert.equal(stats.upstream_tls_connection_error, 0);
+});
+
+describe('TLS origination failures are connect failures, retried on another upstream', () => {
+  /** A selector that tries the upstreams in their configured order. */
+  const inOrder = (ctx: {
+    candidates: readonly UpstreamCandidate[];
+  }): UpstreamCandidate | undefined => ctx.candidates[0];
+
+  async function retried(
+    t: TestContext,
+    bad: { port: number },
+    expected: string,
+    tlsExtra: Record<string, unknown> = {},
+  ): Promise<ProxyUnderTest> {
+    const p = await getPki(t);
+    assert.ok(p);
+    const good = await tlsPeer('good', p.server);
+    t.after(() => good.close());
+    const rig = await proxyFor(t, {
+      upstreams: [
+        { host: '127.0.0.1', port: bad.port, id: 'bad' },
+        { host: '127.0.0.1', port: good.port, id: 'good' },
+      ],
+      selector: inOrder,
+      tls: { ca: p.ca.cert, servername: 'localhost', ...tlsExtra },
+    });
+    const errors: L4Error[] = [];
+    rig.proxy.on('upstreamError', (_c, _u, error) => errors.push(error));
+    const client = await connect(rig.port);
+    client.end('x');
+    const text = (await readAll(client)).toString();
+    assert.equal(text, 'hello from good\nx');
+    const [summary] = await rig.closes(1);
+    assert.equal(summary?.reason, 'completed');
+    assert.equal(summary.attempts, 2);
+    assert.deepEqual(
+      errors.map((e) => e.code),
+      [expected],
+    );
+    assert.equal(rig.proxy.stats().upstreams.bad?.upstream_cx_connect_fail, 1);
+    return rig;
+  }
+
+  test('untrusted certificate: ERR_L4_TLS_UNTRUSTED, then the next upstream', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const rogue = await tlsPeer('rogue', await selfSignedCert(p.openssl, 'localhost'));
+    t.after(() => rogue.close());
+    const rig = await retried(t, rogue, 'ERR_L4_TLS_UNTRUSTED');
+    assert.equal(rig.proxy.stats().upstream_tls_fail_verify_error, 1);
+  });
+
+  test('name mismatch: ERR_L4_TLS_NAME_MISMATCH, then the next upstream', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const other = await tlsPeer('other', await p.ca.issue('other.test'));
+    t.after(() => other.close());
+    const rig = await retried(t, other, 'ERR_L4_TLS_NAME_MISMATCH');
+    assert.equal(rig.proxy.stats().upstream_tls_fail_verify_san, 1);
+  });
+
+  test('handshake timeout (a server that never answers): ERR_L4_TLS_HANDSHAKE_TIMEOUT', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const silent = new Set<Socket>();
+    const mute = net.createServer((s) => {
+      silent.add(s);
+      s.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => mute.listen(0, '127.0.0.1', resolve));
+    t.after(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const s of silent) s.destroy();
+          mute.close(() => {
+            resolve();
+          });
+        }),
+    );
+    const port = (mute.address() as net.AddressInfo).port;
+    const rig = await retried(t, { port }, 'ERR_L4_TLS_HANDSHAKE_TIMEOUT', {
+      handshakeTimeout: 200,
+    });
+    assert.equal(rig.proxy.stats().upstream_tls_handshake_timeout, 1);
+  });
+
+  test('when every attempt fails verification the close reason names it', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const rogue = await tlsPeer('rogue', await selfSignedCert(p.openssl, 'localhost'));
+    t.after(() => rogue.close());
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: rogue.port }],
+      tls: { ca: p.ca.cert, servername: 'localhost' },
+    });
+    const client = await connect(rig.port);
+    await readAll(client);
+    const [summary] = await rig.closes(1);
+    assert.equal(summary?.reason, 'upstream_tls_untrusted');
+    assert.equal((summary.error as L4Error | undefined)?.code, 'ERR_L4_TLS_UNTRUSTED');
+    // Nothing of the upstream reached the client.
+    assert.equal(summary.bytesToClient, 0);
+  });
+});
+
+describe('TLS origination behaviour', () => {
+  test('half-close maps to close_notify both ways; sessions resume per upstream', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const peer = await tlsPeer('peer', p.server);
+    t.after(() => peer.close());
+    for (const sessionResumption of [true, false]) {
+      const rig = await proxyFor(t, {
+        upstreams: [{ host: 'localhost', port: peer.port }],
+        tls: { ca: p.ca.cert, sessionResumption },
+      });
+      for (let i = 0; i < 3; i++) {
+        const client = await connect(rig.port);
+        client.end(`ping ${i}`);
+        assert.equal((await readAll(client)).toString(), `hello from peer\nping ${i}`);
+      }
+      const summaries = await rig.closes(3);
+      assert.deepEqual(
+        summaries.map((s) => s.reason),
+        ['completed', 'completed', 'completed'],
+      );
+      const stats = rig.proxy.stats();
+      assert.equal(stats.upstream_tls_handshake, 3);
+      if (sessionResumption) assert.ok(stats.upstream_tls_session_reused >= 1);
+      else assert.equal(stats.upstream_tls_session_reused, 0);
+    }
+    // A host name upstream sends its name as SNI.
+    assert.ok(peer.serverNames.every((name) => name === 'localhost'));
+  });
+
+  test('per-upstream tls wins; tls: false speaks plain TCP', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const peer = await tlsPeer('peer', p.server);
+    t.after(() => peer.close());
+    const plain = await echoServer();
+    t.after(() => plain.close());
+    const order = ['tls', 'plain'];
+    const rig = await proxyFor(t, {
+      upstreams: [
+        { host: '127.0.0.1', port: peer.port, id: 'tls', tls: { servername: 'localhost' } },
+        { host: '127.0.0.1', port: plain.port, id: 'plain', tls: false },
+      ],
+      selector: (ctx) => {
+        const id = order.shift();
+        return ctx.candidates.find((c) => c.id === id);
+      },
+      tls: { ca: p.ca.cert },
+    });
+    const client = await connect(rig.port);
+    client.end('a');
+    assert.equal((await readAll(client)).toString(), 'hello from peer\na');
+    assert.deepEqual(peer.serverNames, ['localhost']);
+    const second = await connect(rig.port);
+    second.end('plain');
+    assert.equal((await readAll(second)).toString(), 'plain');
+    const summaries = await rig.closes(2);
+    assert.deepEqual(
+      summaries.map((s) => s.reason),
+      ['completed', 'completed'],
+    );
+    assert.equal(rig.proxy.stats().upstream_tls_handshake, 1);
+  });
+
+  test('health checks complete a TLS handshake: a plain TCP server is unhealthy', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const peer = await tlsPeer('peer', p.server);
+    t.after(() => peer.close());
+    const plain = await echoServer();
+    t.after(() => plain.close());
+    const rig = await proxyFor(t, {
+      upstreams: [
+        { host: '127.0.0.1', port: plain.port, id: 'plain' },
+        { host: '127.0.0.1', port: peer.port, id: 'tls' },
+      ],
+      tls: { ca: p.ca.cert, servername: 'localhost' },
+      healthCheck: { interval: 50, timeout: 2_000, unhealthyThreshold: 1 },
+    });
+    const verdict = await withTimeout(
+      new Promise<[string, boolean]>((resolve) => {
+        rig.proxy.on('upstreamHealth', (u, healthy) => {
+          resolve([u.id, healthy]);
+        });
+      }),
+      5_000,
+      'a health verdict',
+    );
+    assert.deepEqual(verdict, ['plain', false]);
+    await withTimeout(
+      (async () => {
+        while ((rig.proxy.stats().upstreams.tls?.health_check_attempts ?? 0) < 3)
+          await new Promise((r) => setTimeout(r, 20));
+      })(),
+      5_000,
+      'three checks of the TLS upstream',
+    );
+    assert.equal(rig.proxy.stats().upstreams.tls?.health_check_failures, 0);
+    assert.ok(peer.accepted() >= 2);
+    assert.equal(rig.proxy.stats().upstreams.tls?.healthy, true);
+  });
+
+  test('the PROXY header goes before the handshake, in clear (HAProxy accept-proxy + ssl)', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    if (tool(t, 'haproxy') === undefined) return;
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const port = await freePort();
+    const haproxy = await startHaproxy(
+      [
+        'listen tls_in',
+        `  bind 127.0.0.1:${port} accept-proxy ssl crt ${p.server.bundleFile}`,
+        '  option tcplog',
+        `  server echo 127.0.0.1:${echo.port}`,
+      ].join('\n'),
+    );
+    t.after(() => haproxy.stop());
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port }],
+      proxyProtocol: 'v2',
+      tls: { ca: p.ca.cert, servername: 'localhost' },
+    });
+    const client = await connect(rig.port);
+    const clientPort = client.localPort;
+    client.end('through haproxy');
+    assert.equal((await readAll(client)).toString(), 'through haproxy');
+    // HAProxy logs the client the PROXY header named: our client's own port.
+    await haproxy.waitForOutput(new RegExp(`127\\.0\\.0\\.1:${clientPort}`), 5_000);
+  });
+});

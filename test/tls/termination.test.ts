@@ -1,0 +1,542 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+import { execFile } from 'node:child_process';
+import http from 'node:http';
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import tls from 'node:tls';
+import { decodeProxyHeader, readProxyTlvs } from '../../src/index.js';
+import type {
+  DownstreamTlsInfo,
+  ProxySslFields,
+  SelectionContext,
+  TcpProxyOptions,
+} from '../../src/index.js';
+import { echoServer, readAll, withTimeout } from '../helpers/net.js';
+import { recordingProxy } from '../helpers/recordingProxy.js';
+import type { RecordingProxy } from '../helpers/recordingProxy.js';
+import { freePort } from '../helpers/peerProcess.js';
+import { startHaproxy } from '../helpers/haproxy.js';
+import { makeCa } from '../helpers/tlsCa.js';
+import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
+import { tool } from '../helpers/tools.js';
+
+interface Pki {
+  openssl: string;
+  ca: TestCa;
+  localhost: IssuedCert;
+  api: IssuedCert;
+  wild: IssuedCert;
+  client: IssuedCert;
+}
+
+let pki: Promise<Pki> | undefined;
+
+async function getPki(t: TestContext): Promise<Pki | undefined> {
+  const openssl = tool(t, 'openssl');
+  if (openssl === undefined) return undefined;
+  pki ??= (async () => {
+    const ca = await makeCa(openssl);
+    process.once('exit', () => {
+      ca.remove();
+    });
+    return {
+      openssl,
+      ca,
+      localhost: await ca.issue('localhost', ['localhost', '127.0.0.1']),
+      api: await ca.issue('api.test'),
+      wild: await ca.issue('*.wild.test'),
+      client: await ca.issue('proxy-client', ['proxy-client'], 'client'),
+    };
+  })();
+  return pki;
+}
+
+/** A plain TCP upstream that greets each client and ends. */
+async function greeter(t: TestContext): Promise<number> {
+  const server = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    socket.end('hello from upstream\n');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+      }),
+  );
+  return (server.address() as net.AddressInfo).port;
+}
+
+async function proxyFor(t: TestContext, options: TcpProxyOptions): Promise<RecordingProxy> {
+  const rig = await recordingProxy(options);
+  t.after(() => rig.close());
+  return rig;
+}
+
+function run(
+  command: string,
+  args: readonly string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = execFile(command, [...args], { timeout: 20_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? ((error.code as number | undefined) ?? 1) : 0, stdout, stderr });
+    });
+    child.stdin?.end();
+  });
+}
+
+/** `openssl s_client` through the proxy: its whole output (stdin is empty; -ign_eof waits for the server). */
+async function sClient(p: Pki, port: number, extra: readonly string[]): Promise<string> {
+  const result = await run(p.openssl, [
+    's_client',
+    '-connect',
+    `127.0.0.1:${port}`,
+    '-CAfile',
+    p.ca.certFile,
+    '-verify_return_error',
+    '-ign_eof',
+    ...extra,
+  ]);
+  return result.stdout + result.stderr;
+}
+
+describe('TLS termination', () => {
+  test('openssl s_client gets the certificate its server name selects', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const seen: (DownstreamTlsInfo | undefined)[] = [];
+    const upstream = await greeter(t);
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: upstream }],
+      selector: (ctx: SelectionContext) => {
+        seen.push(ctx.tls);
+        return ctx.candidates[0];
+      },
+      terminateTls: {
+        cert: p.localhost.cert,
+        key: p.localhost.key,
+        certificates: [
+          { serverNames: ['api.test'], cert: p.api.cert, key: p.api.key },
+          { serverNames: ['*.wild.test'], cert: p.wild.cert, key: p.wild.key },
+        ],
+      },
+    });
+    const cases: [string[], RegExp][] = [
+      [['-servername', 'api.test'], /subject=CN ?= ?api\.test/],
+      [['-servername', 'x.wild.test'], /subject=CN ?= ?\*\.wild\.test/],
+      [['-servername', 'unknown.test'], /subject=CN ?= ?localhost/],
+      [['-noservername'], /subject=CN ?= ?localhost/],
+    ];
+    for (const [args, subject] of cases) {
+      const output = await sClient(p, rig.port, args);
+      assert.match(output, subject, output);
+      assert.match(output, /hello from upstream/);
+      assert.match(output, /Verify return code: 0/);
+    }
+    await rig.closed(4);
+    assert.deepEqual(
+      seen.map((s) => s?.serverName),
+      ['api.test', 'x.wild.test', 'unknown.test', undefined],
+    );
+    assert.ok(seen.every((s) => s?.version === 'TLSv1.3' && s.cipher.length > 0));
+    assert.equal(rig.proxy.stats().downstream_tls_handshake, 4);
+    assert.ok(rig.summaries.every((s) => s.reason === 'completed' && s.tls !== undefined));
+  });
+
+  test('sniCallback serves certificates loaded at run time; a throw fails that handshake', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const upstream = await greeter(t);
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: upstream }],
+      terminateTls: {
+        cert: p.localhost.cert,
+        key: p.localhost.key,
+        sniCallback: async (name) => {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          if (name === 'api.test') return { cert: p.api.cert, key: p.api.key };
+          if (name === 'boom.test') throw new Error('no such tenant');
+          return undefined;
+        },
+      },
+    });
+    assert.match(await sClient(p, rig.port, ['-servername', 'api.test']), /CN ?= ?api\.test/);
+    assert.doesNotMatch(await sClient(p, rig.port, ['-servername', 'boom.test']), /hello from/);
+    const [rejection] = await rig.rejected(1);
+    assert.equal(rejection?.reason, 'tls_handshake_failed');
+  });
+
+  test('curl with a client certificate (required); without one it is refused', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const curl = tool(t, 'curl');
+    if (curl === undefined) return;
+    const web = http.createServer((_req, res) => {
+      res.end('hello over mtls\n');
+    });
+    await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
+    t.after(
+      () =>
+        new Promise<void>((resolve) => {
+          web.closeAllConnections();
+          web.close(() => {
+            resolve();
+          });
+        }),
+    );
+    const peers: (DownstreamTlsInfo | undefined)[] = [];
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: (web.address() as net.AddressInfo).port }],
+      selector: (ctx) => {
+        peers.push(ctx.tls);
+        return ctx.candidates[0];
+      },
+      terminateTls: {
+        cert: p.localhost.cert,
+        key: p.localhost.key,
+        alpn: ['http/1.1'],
+        clientCertificate: 'required',
+        ca: p.ca.cert,
+      },
+    });
+    const url = `https://localhost:${rig.port}/`;
+    const resolve = `localhost:${rig.port}:127.0.0.1`;
+    const ok = await run(curl, [
+      '-sS',
+      '--resolve',
+      resolve,
+      '--cacert',
+      p.ca.certFile,
+      '--cert',
+      p.client.certFile,
+      '--key',
+      p.client.keyFile,
+      url,
+    ]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, 'hello over mtls\n');
+    const peer = peers[0]?.peer;
+    assert.equal(peer?.commonName, 'proxy-client');
+    assert.equal(peer.fingerprint256, p.client.fingerprint256);
+    assert.equal(peer.verified, true);
+    assert.equal(peers[0]?.alpnProtocol, 'http/1.1');
+    const refused = await run(curl, ['-sS', '--resolve', resolve, '--cacert', p.ca.certFile, url]);
+    assert.notEqual(refused.code, 0);
+    const [rejection] = await rig.rejected(1);
+    assert.equal(rejection?.reason, 'tls_client_cert');
+    assert.equal(
+      rejection.error && (rejection.error as { code?: string }).code,
+      'ERR_L4_TLS_CLIENT_CERT',
+    );
+    assert.equal(rig.proxy.stats().downstream_tls_fail_verify_cert, 1);
+    assert.equal(rig.proxy.stats().rejected_reasons.tls_client_cert, 1);
+  });
+
+  test('optional client certificates: clients without one are admitted, unverified', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const upstream = await greeter(t);
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: upstream }],
+      terminateTls: {
+        cert: p.localhost.cert,
+        key: p.localhost.key,
+        clientCertificate: 'optional',
+        ca: p.ca.cert,
+      },
+    });
+    assert.match(await sClient(p, rig.port, ['-servername', 'localhost']), /hello from upstream/);
+    const rogue = await makeCa(p.openssl, 'rogue CA');
+    t.after(() => {
+      rogue.remove();
+    });
+    const stranger = await rogue.issue('stranger', ['stranger'], 'client');
+    assert.match(
+      await sClient(p, rig.port, ['-cert', stranger.certFile, '-key', stranger.keyFile]),
+      /hello from upstream/,
+    );
+    assert.match(
+      await sClient(p, rig.port, ['-cert', p.client.certFile, '-key', p.client.keyFile]),
+      /hello from upstream/,
+    );
+    await rig.closed(3);
+    assert.deepEqual(
+      rig.connections.map((c) => c.tls?.peer && [c.tls.peer.commonName, c.tls.peer.verified]),
+      [undefined, ['stranger', false], ['proxy-client', true]],
+    );
+  });
+
+  test('handshake timeout and garbage are rejections with their own reasons', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const upstream = await greeter(t);
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: upstream }],
+      terminateTls: { cert: p.localhost.cert, key: p.localhost.key, handshakeTimeout: 150 },
+    });
+    const silent = net.connect(rig.port, '127.0.0.1');
+    silent.on('error', () => undefined);
+    const garbage = net.connect(rig.port, '127.0.0.1');
+    garbage.on('error', () => undefined);
+    garbage.write('GET / HTTP/1.0\r\n\r\n');
+    await Promise.all([readAll(silent), readAll(garbage)]);
+    const rejections = await rig.rejected(2);
+    assert.deepEqual(rejections.map((r) => r.reason).sort(), [
+      'tls_handshake_failed',
+      'tls_handshake_timeout',
+    ]);
+    const stats = rig.proxy.stats();
+    assert.equal(stats.downstream_tls_handshake_timeout, 1);
+    assert.equal(stats.downstream_tls_connection_error, 1);
+    assert.equal(stats.downstream_cx_total, 0);
+    assert.match(rig.proxy.metrics(), /l4proxy_tcp_downstream_tls_handshake_timeout_total 1/);
+  });
+
+  test('setTerminateTls reloads certificates without dropping live connections', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      terminateTls: { cert: p.localhost.cert, key: p.localhost.key },
+    });
+    const open = (): Promise<tls.TLSSocket> =>
+      withTimeout(
+        new Promise((resolve, reject) => {
+          const socket = tls.connect(
+            { port: rig.port, host: '127.0.0.1', ca: p.ca.cert, servername: 'localhost' },
+            () => {
+              resolve(socket);
+            },
+          );
+          socket.once('error', reject);
+        }),
+        5_000,
+        'a TLS connection through the proxy',
+      );
+    const echoOnce = (socket: Socket, text: string): Promise<string> =>
+      withTimeout(
+        new Promise((resolve) => {
+          socket.once('data', (chunk: Buffer) => {
+            resolve(chunk.toString());
+          });
+          socket.write(text);
+        }),
+        5_000,
+        'an echo',
+      );
+    const before = await open();
+    assert.equal(before.getPeerX509Certificate()?.fingerprint256, p.localhost.fingerprint256);
+    // A session ticket from that connection resumes the next one (Node clients read it).
+    const ticket = await withTimeout(
+      new Promise<Buffer>((resolve) => {
+        before.once('session', resolve);
+      }),
+      5_000,
+      'a session ticket',
+    );
+    const resumed = await withTimeout(
+      new Promise<tls.TLSSocket>((resolve, reject) => {
+        const socket = tls.connect(
+          {
+            port: rig.port,
+            host: '127.0.0.1',
+            ca: p.ca.cert,
+            servername: 'localhost',
+            session: ticket,
+          },
+          () => {
+            resolve(socket);
+          },
+        );
+        socket.once('error', reject);
+      }),
+      5_000,
+      'a resumed connection',
+    );
+    assert.equal(resumed.isSessionReused(), true);
+    resumed.end();
+    await rig.closed(1);
+    assert.equal(rig.proxy.stats().downstream_tls_session_reused, 1);
+    const renewed = await p.ca.issue('localhost', ['localhost']);
+    assert.throws(
+      () => {
+        rig.proxy.setTerminateTls({ cert: 'not a certificate', key: renewed.key });
+      },
+      { code: 'ERR_L4_INVALID_OPTION' },
+    );
+    rig.proxy.setTerminateTls({ cert: renewed.cert, key: renewed.key });
+    const after = await open();
+    assert.equal(after.getPeerX509Certificate()?.fingerprint256, renewed.fingerprint256);
+    assert.equal(await echoOnce(before, 'still here'), 'still here');
+    assert.equal(await echoOnce(after, 'new one'), 'new one');
+    before.end();
+    after.end();
+    await rig.closed(3);
+    assert.deepEqual(
+      rig.summaries.map((s) => s.reason),
+      ['completed', 'completed', 'completed'],
+    );
+  });
+});
+
+test("re-encryption: the client's server name is forwarded to the upstream (forwardServerName)", async (t) => {
+  const p = await getPki(t);
+  if (p === undefined) return;
+  const { tlsPeer, tlsVisit } = await import('../helpers/tlsPeers.js');
+  const api = await tlsPeer('api', p.api);
+  t.after(() => api.close());
+  const rig = await proxyFor(t, {
+    upstreams: [{ host: '127.0.0.1', port: api.port }],
+    terminateTls: {
+      cert: p.localhost.cert,
+      key: p.localhost.key,
+      certificates: [{ serverNames: ['api.test'], cert: p.api.cert, key: p.api.key }],
+    },
+    tls: { ca: p.ca.cert, forwardServerName: true },
+  });
+  const visit = await tlsVisit(rig.port, { servername: 'api.test' });
+  assert.equal(visit.greeting, 'hello from api');
+  assert.equal(visit.fingerprint256, p.api.fingerprint256);
+  assert.deepEqual(api.serverNames, ['api.test']);
+  const [summary] = await rig.closed(1);
+  assert.equal(summary?.tls?.serverName, 'api.test');
+  assert.equal(rig.proxy.stats().upstream_tls_handshake, 1);
+  assert.equal(rig.proxy.stats().downstream_tls_handshake, 1);
+});
+
+test('a PROXY header from a trusted load balancer comes before the TLS handshake', async (t) => {
+  const p = await getPki(t);
+  if (p === undefined) return;
+  const upstream = await greeter(t);
+  const rig = await proxyFor(t, {
+    upstreams: [{ host: '127.0.0.1', port: upstream }],
+    acceptProxyProtocol: { trusted: ['127.0.0.1'] },
+    terminateTls: { cert: p.localhost.cert, key: p.localhost.key },
+  });
+  const { encodeProxyHeader } = await import('../../src/index.js');
+  const raw = net.connect(rig.port, '127.0.0.1');
+  raw.on('error', () => undefined);
+  await new Promise((resolve) => raw.once('connect', resolve));
+  // Header and ClientHello back to back: bytes read past the header must reach the TLS layer.
+  raw.cork();
+  raw.write(
+    encodeProxyHeader({
+      version: 2,
+      command: 'PROXY',
+      protocol: 'TCP4',
+      source: { address: '192.0.2.7', port: 40_000 },
+      destination: { address: '192.0.2.1', port: 443 },
+    }),
+  );
+  const secure = tls.connect({ socket: raw, ca: p.ca.cert, servername: 'localhost' });
+  secure.on('error', () => undefined);
+  process.nextTick(() => {
+    raw.uncork();
+  });
+  const text = (await readAll(secure)).toString();
+  assert.equal(text, 'hello from upstream\n');
+  await rig.closed(1);
+  assert.equal(rig.connections[0]?.clientAddress, '192.0.2.7');
+  assert.equal(rig.connections[0].tls?.serverName, 'localhost');
+});
+
+describe('PROXY protocol v2 SSL TLVs', () => {
+  /** A server that reads one PROXY v2 header per connection and records its SSL fields. */
+  async function headerRecorder(
+    t: TestContext,
+  ): Promise<{ port: number; ssl: Promise<ProxySslFields | undefined>[] }> {
+    const ssl: Promise<ProxySslFields | undefined>[] = [];
+    const server = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+      ssl.push(
+        new Promise((resolve) => {
+          let bytes = Buffer.alloc(0);
+          socket.on('data', (chunk: Buffer) => {
+            bytes = Buffer.concat([bytes, chunk]);
+            try {
+              const { header } = decodeProxyHeader(bytes);
+              resolve(readProxyTlvs(header.tlvs ?? []).ssl);
+              socket.end('ok\n');
+            } catch {
+              // incomplete: wait for more
+            }
+          });
+        }),
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(
+      () =>
+        new Promise<void>((resolve) => {
+          server.close(() => {
+            resolve();
+          });
+        }),
+    );
+    return { port: (server.address() as net.AddressInfo).port, ssl };
+  }
+
+  function visit(port: number, p: Pki, withCert: boolean): Promise<string> {
+    const socket = tls.connect({
+      port,
+      host: '127.0.0.1',
+      ca: p.ca.cert,
+      servername: 'localhost',
+      ...(withCert && { cert: p.client.cert, key: p.client.key }),
+    });
+    socket.on('error', () => undefined);
+    return readAll(socket).then((b) => b.toString());
+  }
+
+  test('l4proxy sends the SSL TLV HAProxy send-proxy-v2-ssl-cn sends for the same client', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    if (tool(t, 'haproxy') === undefined) return;
+    const fromHaproxy = await headerRecorder(t);
+    const fromL4proxy = await headerRecorder(t);
+    const port = await freePort();
+    const haproxy = await startHaproxy(
+      [
+        'listen tls_in',
+        `  bind 127.0.0.1:${port} ssl crt ${p.localhost.bundleFile} verify optional ca-file ${p.ca.certFile}`,
+        `  server rec 127.0.0.1:${fromHaproxy.port} send-proxy-v2-ssl-cn`,
+      ].join('\n'),
+    );
+    t.after(() => haproxy.stop());
+    await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: fromL4proxy.port }],
+      proxyProtocol: { version: 'v2', ssl: true },
+      terminateTls: {
+        cert: p.localhost.cert,
+        key: p.localhost.key,
+        clientCertificate: 'optional',
+        ca: p.ca.cert,
+      },
+    }).then(async (rig) => {
+      for (const withCert of [true, false]) {
+        assert.equal(await visit(port, p, withCert), 'ok\n');
+        assert.equal(await visit(rig.port, p, withCert), 'ok\n');
+      }
+    });
+    const theirs = await Promise.all(fromHaproxy.ssl);
+    const ours = await Promise.all(fromL4proxy.ssl);
+    assert.equal(theirs.length, 2);
+    for (const [i, haproxySsl] of theirs.entries()) {
+      const l4Ssl = ours[i];
+      assert.ok(haproxySsl && l4Ssl);
+      // Every field HAProxy sends, l4proxy sends with the same value.
+      for (const [key, value] of Object.entries(haproxySsl)) {
+        if (key === 'verify') assert.equal(l4Ssl.verify === 0, value === 0, `verify (${i})`);
+        else assert.deepEqual(l4Ssl[key as keyof ProxySslFields], value, `${key} (${i})`);
+      }
+    }
+    assert.equal(ours[0]?.cn, 'proxy-client');
+    assert.equal(ours[1]?.cn, undefined);
+  });
+});
