@@ -68,6 +68,10 @@ const TCP_HELP: HelpTable<TcpProxyStats> = {
   upstream_cx_rx_bytes_total: 'Bytes received from upstreams.',
   upstream_cx_tx_bytes_total: 'Bytes written to upstreams.',
   resource_exhausted: 'Connections closed because the proxy ran out of file descriptors.',
+  downstream_cx_queued_active: 'Clients waiting because every upstream is at its maxConnections.',
+  downstream_cx_queued_total: 'Clients that waited in the queue for an upstream slot.',
+  half_close_timeout: 'Connections closed by halfCloseTimeout.',
+  upstream_unhealthy_closed: 'Connections closed because their upstream failed health checks.',
   ...PROXY_HEALTH_HELP,
 };
 

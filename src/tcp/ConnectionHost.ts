@@ -24,6 +24,14 @@ export interface TcpCounters {
   upstreamResumed: number;
   /** File descriptor shortages (EMFILE/ENFILE) met creating sockets. */
   resourceExhausted: number;
+  /** Clients that waited in the queue (every upstream at its cap). */
+  queuedTotal: number;
+  /** Clients waiting in the queue now (a gauge). */
+  queueActive: number;
+  /** Connections closed by `halfCloseTimeout`. */
+  halfCloseTimeouts: number;
+  /** Connections closed because their upstream failed health checks (`closeOnHealthFailure`). */
+  unhealthyClosed: number;
 }
 
 /** What a {@link TcpConnection} needs from the proxy that owns it (internal seam). */

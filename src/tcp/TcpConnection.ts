@@ -20,6 +20,7 @@ import type { ClientIdentity } from './ClientPreface.js';
 import { closeSocket } from '../net/closeSocket.js';
 import type { ProxyHeader } from '../protocol/ProxyHeader.js';
 import { readIntoSharedBuffer, sharedReadBuffer } from '../net/sharedReadBuffer.js';
+import { backoffDelay } from './policyOptions.js';
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 const EMPTY: readonly UpstreamState[] = [];
@@ -129,6 +130,15 @@ function onIdleCheck(connection: TcpConnection): void {
 function onMaxDuration(connection: TcpConnection): void {
   connection.maxDurationReached();
 }
+function onHalfCloseCheck(connection: TcpConnection): void {
+  connection.halfCloseCheck();
+}
+function onConnectDeadline(connection: TcpConnection): void {
+  connection.connectDeadlinePassed();
+}
+function onBackoffDone(connection: TcpConnection): void {
+  connection.backoffDone();
+}
 
 /**
  * One proxied TCP connection: selection, connect with retries, the two-way relay with
@@ -185,7 +195,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private lastActivity = this.startTime;
   private idleTimer: NodeJS.Timeout | undefined;
   private durationTimer: NodeJS.Timeout | undefined;
+  /** The current attempt's `connectTimeout`, or the `connectBackoff` delay before the next one. */
   private connectTimer: NodeJS.Timeout | undefined;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  /** Whether `idleTimer` now runs the `halfCloseTimeout` check. */
+  private halfClosed = false;
 
   /**
    * @param identity who the client is (from the socket, or from an accepted PROXY header)
@@ -283,6 +297,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (!sharedBuffer) client.on('data', onClientData);
     client.on('drain', onClientDrain);
     if (this.host.options.noDelay) client.setNoDelay(true);
+    if (this.host.options.clientKeepAlive !== undefined)
+      client.setKeepAlive(true, this.host.options.clientKeepAlive);
     this.armTimers();
     if (this.resumeAfterPreface && this.earlyBytes < this.host.options.maxEarlyData)
       client.resume();
@@ -338,7 +354,22 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.selectorFailed(err);
       return;
     }
+    // At its cap (an async selection raced others, or the selector ignored `candidates`).
+    if (state.active >= state.maxConnections) {
+      this.skipFull(state);
+      return;
+    }
     this.connect(state);
+  }
+
+  /** The chosen upstream is at its `maxConnections`: ask again for another, without dialling. */
+  private skipFull(state: UpstreamState): void {
+    (this.triedStates ??= []).push(state);
+    if (this.attempts < this.host.options.maxConnectAttempts && this.candidates.length > 0) {
+      this.nextAttempt();
+      return;
+    }
+    this.noMoreUpstreams();
   }
 
   private selectorFailed(err: unknown): void {
@@ -376,6 +407,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
         port: state.port,
         allowHalfOpen: true,
         noDelay: options.noDelay,
+        ...options.upstreamSocket,
         ...(options.relay === 'onread' && {
           onread: { buffer: sharedReadBuffer(), callback: onUpstreamRead },
         }),
@@ -424,7 +456,35 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.noMoreUpstreams();
       return;
     }
+    const delay = backoffDelay(this.host.options, this.attempts + 1);
+    if (delay > 0) {
+      this.connectTimer = setTimeout(onBackoffDone, delay, this);
+      this.connectTimer.unref();
+      return;
+    }
     this.nextAttempt();
+  }
+
+  /** The `connectBackoff` delay passed: next attempt. @internal */
+  backoffDone(): void {
+    this.connectTimer = undefined;
+    this.nextAttempt();
+  }
+
+  /** `connectDeadline` passed before any attempt connected. @internal */
+  connectDeadlinePassed(): void {
+    this.deadlineTimer = undefined;
+    if (this.connected || this.reason !== undefined) return;
+    const state = this.current;
+    if (state !== undefined && this.upstreamSocket !== undefined) {
+      state.counters.connectTimeouts++;
+      this.host.stats.connectTimeouts++;
+    }
+    const deadline = this.host.options.connectDeadline;
+    const error = new ConnectTimeoutError(state?.address ?? 'any upstream', deadline, 'connectDeadline');
+    if (state !== undefined) this.host.emitUpstreamError(this, state, error);
+    if (this.reason !== undefined) return;
+    this.fail(CloseReason.CONNECT_TIMEOUT, error, true);
   }
 
   /** @internal */
@@ -434,6 +494,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (socket === undefined || state === undefined || this.reason !== undefined) return;
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
     this.connected = true;
     this.error = undefined;
     this.host.upstreamSucceeded(state);
@@ -543,6 +605,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     // A client reset seen as an end: its 'error' follows, and resets the upstream instead.
     if (revealsReset(this.client)) return;
     if (this.connected) this.upstreamSocket?.end();
+    if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
   }
 
   /** @internal */
@@ -551,6 +614,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     // An upstream reset seen as an end: its 'error' follows, and resets the client instead.
     if (revealsReset(this.upstreamSocket)) return;
     this.client.end();
+    if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
   }
 
   // ---- errors and close ---------------------------------------------------------------------
@@ -689,6 +753,40 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.durationTimer = setTimeout(onMaxDuration, maxConnectionDuration, this);
       this.durationTimer.unref();
     }
+    const connectDeadline = this.host.options.connectDeadline;
+    if (connectDeadline > 0) {
+      this.deadlineTimer = setTimeout(onConnectDeadline, connectDeadline, this);
+      this.deadlineTimer.unref();
+    }
+  }
+
+  /**
+   * The first FIN (either way): from now on the idle timer checks `halfCloseTimeout` instead,
+   * unless `idleTimeout` is shorter anyway.
+   */
+  private armHalfClose(): void {
+    const { halfCloseTimeout, idleTimeout } = this.host.options;
+    if (this.halfClosed || this.reason !== undefined || (this.clientEnded && this.upstreamEnded))
+      return;
+    if (idleTimeout > 0 && idleTimeout <= halfCloseTimeout) return;
+    this.halfClosed = true;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(onHalfCloseCheck, halfCloseTimeout, this);
+    this.idleTimer.unref();
+  }
+
+  /** Like `idleCheck`, with `halfCloseTimeout` and its own reason. @internal */
+  halfCloseCheck(): void {
+    const halfCloseTimeout = this.host.options.halfCloseTimeout;
+    const idleFor = Date.now() - this.lastActivity;
+    if (idleFor >= halfCloseTimeout) {
+      this.idleTimer = undefined;
+      this.host.stats.halfCloseTimeouts++;
+      this.terminate(CloseReason.HALF_CLOSE_TIMEOUT);
+      return;
+    }
+    this.idleTimer = setTimeout(onHalfCloseCheck, halfCloseTimeout - idleFor, this);
+    this.idleTimer.unref();
   }
 
   /**
@@ -720,7 +818,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     if (this.durationTimer) clearTimeout(this.durationTimer);
     if (this.connectTimer) clearTimeout(this.connectTimer);
-    this.idleTimer = this.durationTimer = this.connectTimer = undefined;
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.idleTimer = this.durationTimer = this.connectTimer = this.deadlineTimer = undefined;
   }
 }
 

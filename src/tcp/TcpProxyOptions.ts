@@ -16,6 +16,8 @@ import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/he
 import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
+import { resolveTcpPolicy, TCP_POLICY_KEYS } from './policyOptions.js';
+import type { ResolvedTcpPolicy, TcpPolicyOptions } from './policyOptions.js';
 import {
   boolean,
   duration,
@@ -32,7 +34,7 @@ import {
  * @example
  * new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: 5432 }], connectTimeout: 2_000 });
  */
-export interface TcpProxyOptions {
+export interface TcpProxyOptions extends TcpPolicyOptions {
   /** Only `'non-transparent'` exists; anything else fails to type-check (and throws from JS). */
   readonly mode?: ProxyMode;
   /** Initial upstreams; change them later with `setUpstreams()`. Default `[]`. */
@@ -84,7 +86,7 @@ export interface TcpProxyOptions {
 }
 
 /** Options with every default applied. */
-export interface ResolvedTcpOptions {
+export interface ResolvedTcpOptions extends ResolvedTcpPolicy {
   readonly connectTimeout: number;
   readonly maxConnectAttempts: number;
   readonly idleTimeout: number;
@@ -119,6 +121,7 @@ const KNOWN = [
   'healthCheck',
   'outlierDetection',
   'panicThreshold',
+  ...TCP_POLICY_KEYS,
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
@@ -148,6 +151,7 @@ export function resolveTcpOptions(input: unknown): {
     noDelay: boolean(raw.noDelay, 'noDelay', true),
     relay: relayMode(raw.relay),
     upstreamDrainTimeout: duration(raw.upstreamDrainTimeout, 'upstreamDrainTimeout', 0),
+    ...resolveTcpPolicy(raw),
   };
   const selector = optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin();
   const identity = resolveIdentityOptions(raw);

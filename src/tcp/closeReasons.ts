@@ -43,6 +43,13 @@ export const CloseReason = {
    * was closed; the upstream was neither blamed nor retried.
    */
   RESOURCE_EXHAUSTED: 'resource_exhausted',
+  /**
+   * One side had sent its FIN and nothing moved for `halfCloseTimeout` ms (HAProxy
+   * `timeout client-fin`/`server-fin`).
+   */
+  HALF_CLOSE_TIMEOUT: 'half_close_timeout',
+  /** Active health checks marked the upstream unhealthy and `closeOnHealthFailure` is on. */
+  UPSTREAM_UNHEALTHY: 'upstream_unhealthy',
 } as const;
 
 /** Union of every close reason string. */
@@ -79,6 +86,10 @@ export const RejectReason = {
   CLIENT_GONE: 'client_gone',
   /** The proxy ran out of file descriptors moments ago and is backing off (up to 1 s). */
   RESOURCE_EXHAUSTED: 'resource_exhausted',
+  /** Every upstream was at its `maxConnections` and `queue.maxLength` clients already waited. */
+  QUEUE_FULL: 'queue_full',
+  /** The client waited `queue.timeout` ms in the queue without an upstream slot freeing up. */
+  QUEUE_TIMEOUT: 'queue_timeout',
 } as const;
 
 /** Union of every rejection reason string. */
