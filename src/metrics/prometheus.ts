@@ -98,6 +98,7 @@ const UDP_HELP: HelpTable<UdpProxyStats> = {
   downstream_sess_tx_errors: 'Sends to clients that failed.',
   downstream_sess_no_route: 'Datagrams dropped because no upstream could be chosen.',
   idle_timeout: 'Sessions closed by idleTimeout.',
+  max_requests_reached: 'Sessions that took maxRequests datagrams from their client.',
   upstream_sess_total: 'Session sockets opened to upstreams.',
   upstream_sess_active: 'Session sockets open now.',
   upstream_sess_rx_datagrams: 'Datagrams received from upstreams.',

@@ -213,6 +213,11 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       );
       return;
     }
+    if (this.upstreamSet.allFull()) {
+      const { address, port } = rinfo;
+      this.drop(DropReason.UPSTREAMS_FULL, 'client', undefined, address, port, msg.length);
+      return;
+    }
     const refusal = this.accessVerdict(rinfo.address);
     if (refusal !== undefined) {
       this.drop(refusal, 'client', undefined, rinfo.address, rinfo.port, msg.length);

@@ -9,6 +9,7 @@ import { parseAddressList } from '../net/addressList.js';
 import { ClientLimiter } from '../net/ClientLimiter.js';
 import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/healthOptions.js';
 import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
+import { resolveSourceAddress } from '../tcp/policyOptions.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
 import {
@@ -42,6 +43,10 @@ export interface UdpProxyOptions {
   readonly maxDatagramSize?: number;
   /** Close a session after this many replies from the upstream (nginx `proxy_responses`). Default Infinity. */
   readonly maxResponses?: number;
+  /** Close a session after this many datagrams from the client (nginx `proxy_requests`). Default Infinity. */
+  readonly maxRequests?: number;
+  /** Local IP address session sockets are bound to (nginx `proxy_bind`). Default: the system's choice. */
+  readonly sourceAddress?: string;
   /** Choose an upstream for every datagram instead of once per session. Default false. */
   readonly perPacketBalancing?: boolean;
   /** Datagrams held per session while its upstream is chosen and its socket set up. Default 64, 0-65 536. */
@@ -92,6 +97,8 @@ export interface ResolvedUdpOptions {
   readonly maxSessions: number;
   readonly maxDatagramSize: number;
   readonly maxResponses: number;
+  readonly maxRequests: number;
+  readonly sourceAddress: string | undefined;
   readonly perPacketBalancing: boolean;
   readonly maxPendingDatagrams: number;
   readonly maxSendQueue: number;
@@ -106,6 +113,8 @@ const KNOWN = [
   'maxSessions',
   'maxDatagramSize',
   'maxResponses',
+  'maxRequests',
+  'sourceAddress',
   'perPacketBalancing',
   'maxPendingDatagrams',
   'maxSendQueue',
@@ -138,6 +147,8 @@ export function resolveUdpOptions(input: unknown): {
       max: 65_535,
     }),
     maxResponses: limit(raw.maxResponses, 'maxResponses', Infinity),
+    maxRequests: limit(raw.maxRequests, 'maxRequests', Infinity),
+    sourceAddress: resolveSourceAddress(raw.sourceAddress, 'sourceAddress'),
     perPacketBalancing: boolean(raw.perPacketBalancing, 'perPacketBalancing', false),
     maxPendingDatagrams: integer(raw.maxPendingDatagrams, 'maxPendingDatagrams', 64, {
       min: 0,

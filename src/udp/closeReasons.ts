@@ -38,6 +38,8 @@ export type SessionCloseReason = (typeof SessionCloseReason)[keyof typeof Sessio
 export const DropReason = {
   /** A new client arrived while `maxSessions` sessions were live. */
   MAX_SESSIONS: 'max_sessions',
+  /** A new client arrived while every upstream had `maxConnections` sessions. */
+  UPSTREAMS_FULL: 'upstreams_full',
   /** The datagram was larger than `maxDatagramSize` (either direction). */
   OVERSIZED: 'oversized',
   /** `maxPendingDatagrams` datagrams were already waiting for the session to be set up. */
