@@ -445,6 +445,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   /** A snapshot of counters and gauges, named after Envoy's tcp_proxy and cluster stats. */
   stats(): TcpProxyStats {
+    this.counters.queueActive = this.queue.length;
     return snapshotTcpStats(
       this.counters,
       this.closed,
