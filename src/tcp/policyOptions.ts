@@ -35,7 +35,8 @@ export interface KeepAliveOptions {
 
 /**
  * Waiting between connect attempts (Envoy's retry back-off): before attempt n (n >= 2), a random
- * delay in `[0, min(max, base * 2^(n-2))]` ("full jitter").
+ * delay in `[c/2, c]` with `c = min(max, base * 2^(n-2))` ("equal jitter": spread out, yet never
+ * an immediate retry).
  */
 export interface ConnectBackoffOptions {
   /** Upper bound of the first delay, in milliseconds. Default 25. */
@@ -228,9 +229,9 @@ function resolveBandwidth(value: unknown): ResolvedBandwidth | undefined {
   return any === undefined ? undefined : resolved;
 }
 
-/** Delay before connect attempt `attempt` (2, 3, ...): full jitter, capped. 0 when off. */
+/** Delay before connect attempt `attempt` (2, 3, ...): equal jitter, capped. 0 when off. */
 export function backoffDelay(policy: ResolvedTcpPolicy, attempt: number): number {
   if (policy.backoffBase === 0) return 0;
   const ceiling = Math.min(policy.backoffMax, policy.backoffBase * 2 ** Math.max(0, attempt - 2));
-  return Math.round(Math.random() * ceiling);
+  return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
 }
