@@ -72,6 +72,8 @@ const TCP_HELP: HelpTable<TcpProxyStats> = {
   downstream_cx_queued_total: 'Clients that waited in the queue for an upstream slot.',
   half_close_timeout: 'Connections closed by halfCloseTimeout.',
   upstream_unhealthy_closed: 'Connections closed because their upstream failed health checks.',
+  bandwidth_upload_throttled: 'Times reading a client paused for an upload bandwidth limit.',
+  bandwidth_download_throttled: 'Times reading an upstream paused for a download bandwidth limit.',
   ...PROXY_HEALTH_HELP,
 };
 

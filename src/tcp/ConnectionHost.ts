@@ -32,6 +32,10 @@ export interface TcpCounters {
   halfCloseTimeouts: number;
   /** Connections closed because their upstream failed health checks (`closeOnHealthFailure`). */
   unhealthyClosed: number;
+  /** Times reading a client paused because an upload `bandwidth` budget was spent. */
+  uploadThrottled: number;
+  /** Times reading an upstream paused because a download `bandwidth` budget was spent. */
+  downloadThrottled: number;
 }
 
 /** What a {@link TcpConnection} needs from the proxy that owns it (internal seam). */

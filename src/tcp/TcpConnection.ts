@@ -168,13 +168,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   bytesFromUpstream = 0;
   bytesToClient = 0;
 
-  private readonly host: ConnectionHost;
-  private readonly client: Socket;
-  private upstreamSocket: Socket | undefined;
+  protected readonly host: ConnectionHost;
+  protected readonly client: Socket;
+  protected upstreamSocket: Socket | undefined;
   private current: UpstreamState | undefined;
   /** Counters of the current upstream; a scratch object until one is chosen (no branch per chunk). */
   private upstreamCounters: UpstreamCounters = scratchCounters();
-  private connected = false;
+  protected connected = false;
   private triedStates: UpstreamState[] | undefined;
   private retryCandidates:
     | { source: readonly UpstreamState[]; attempt: number; list: readonly UpstreamState[] }
@@ -814,7 +814,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.terminate(CloseReason.MAX_DURATION);
   }
 
-  private clearTimers(): void {
+  protected clearTimers(): void {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     if (this.durationTimer) clearTimeout(this.durationTimer);
     if (this.connectTimer) clearTimeout(this.connectTimer);

@@ -39,6 +39,7 @@ import type { ClosedTotals, TcpProxyStats } from './TcpProxyStats.js';
 import { snapshotTcpStats } from './TcpProxyStats.js';
 import { channels } from '../diagnostics.js';
 import { ConnectionQueue } from './ConnectionQueue.js';
+import { RateLimitedConnection, SharedBandwidth } from './RateLimitedConnection.js';
 import type { QueuedClient } from './ConnectionQueue.js';
 import { tcpMetrics } from '../metrics/prometheus.js';
 
@@ -98,6 +99,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     queueActive: 0,
     halfCloseTimeouts: 0,
     unhealthyClosed: 0,
+    uploadThrottled: 0,
+    downloadThrottled: 0,
   };
   private readonly exhaustion = new ExhaustionBackoff();
   private readonly closed: ClosedTotals = {
@@ -114,6 +117,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   /** Clients waiting while every upstream is at its `maxConnections`. */
   private readonly queue: ConnectionQueue;
   private queueDrainScheduled = false;
+  /** Set when `bandwidth` limits are: connections are then `RateLimitedConnection`s. */
+  private readonly bandwidth: SharedBandwidth | undefined;
   private closing: Promise<void> | undefined;
   private drained: (() => void) | undefined;
 
@@ -126,6 +131,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, this.upstreamHooks());
     this.upstreamSet = this.manager.set;
     this.host = this.createHost(resolved.selector);
+    const limits = this.options.bandwidth;
+    this.bandwidth = limits === undefined ? undefined : new SharedBandwidth(limits);
     this.queue = new ConnectionQueue(this.options.queueMaxLength, this.options.queueTimeout, {
       expired: (client) => {
         this.refuseQueued(client, RejectReason.QUEUE_TIMEOUT);
@@ -308,7 +315,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   /** Starts proxying an admitted client. */
   private open(socket: Socket, identity: ClientIdentity, preface: Buffer[] | undefined): void {
-    const connection = new TcpConnection(this.host, socket, this.nextId++, identity, preface);
+    const connection =
+      this.bandwidth === undefined
+        ? new TcpConnection(this.host, socket, this.nextId++, identity, preface)
+        : new RateLimitedConnection(this.host, socket, this.nextId++, identity, preface, this.bandwidth);
     socket.off('error', ignoreError);
     this.live.add(connection);
     this.counters.downstreamTotal++;

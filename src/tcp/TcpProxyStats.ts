@@ -61,6 +61,10 @@ export interface TcpProxyStats extends ProxyHealthStats {
   readonly half_close_timeout: number;
   /** Connections closed because their upstream failed active health checks (`closeOnHealthFailure`). */
   readonly upstream_unhealthy_closed: number;
+  /** Times reading a client paused because an upload `bandwidth` budget was spent. */
+  readonly bandwidth_upload_throttled: number;
+  /** Times reading an upstream paused because a download `bandwidth` budget was spent. */
+  readonly bandwidth_download_throttled: number;
   /** Refused clients by rejection reason (every reason present, zero when none). */
   readonly rejected_reasons: Readonly<Record<RejectReason, number>>;
   /** Closed connections by close reason (every reason present, zero when none). */
@@ -144,6 +148,8 @@ export function snapshotTcpStats(
     downstream_cx_queued_total: counters.queuedTotal,
     half_close_timeout: counters.halfCloseTimeouts,
     upstream_unhealthy_closed: counters.unhealthyClosed,
+    bandwidth_upload_throttled: counters.uploadThrottled,
+    bandwidth_download_throttled: counters.downloadThrottled,
     rejected_reasons: rejected,
     close_reasons: reasons,
     ...proxyHealthStats(totals),
