@@ -38,6 +38,7 @@ const PROXY_HEALTH_HELP: HelpTable<ProxyHealthStats> = {
   outlier_ejections_overflow: 'Ejections skipped because of maxEjectedPercent.',
   upstream_source_updates: 'Upstream lists applied from the upstream source.',
   upstream_source_errors: 'Upstream source failures (refused lists included).',
+  upstream_slow_start_active: 'Upstreams whose weight is ramping up now (slowStart).',
 };
 
 const UPSTREAM_HEALTH_HELP: HelpTable<UpstreamHealthStats> = {

@@ -16,6 +16,7 @@ import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/he
 import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
+import type { SlowStartOptions } from '../upstream/SlowStart.js';
 import { resolveTcpPolicy, TCP_POLICY_KEYS } from './policyOptions.js';
 import type { ResolvedTcpPolicy, TcpPolicyOptions } from './policyOptions.js';
 import {
@@ -83,6 +84,8 @@ export interface TcpProxyOptions extends TcpPolicyOptions {
   readonly outlierDetection?: OutlierDetectionOptions;
   /** Below this percentage of healthy upstreams, all are used (Envoy's panic mode); 0 disables. Default 0. */
   readonly panicThreshold?: number;
+  /** Ramp the weight of upstreams that join or recover over `window` ms. Off unless set. */
+  readonly slowStart?: SlowStartOptions;
 }
 
 /** Options with every default applied. */
@@ -121,6 +124,7 @@ const KNOWN = [
   'healthCheck',
   'outlierDetection',
   'panicThreshold',
+  'slowStart',
   ...TCP_POLICY_KEYS,
 ] as const;
 

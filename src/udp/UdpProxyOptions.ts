@@ -12,6 +12,7 @@ import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
 import { resolveSourceAddress } from '../tcp/policyOptions.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
+import type { SlowStartOptions } from '../upstream/SlowStart.js';
 import {
   boolean,
   duration,
@@ -72,6 +73,8 @@ export interface UdpProxyOptions {
   readonly outlierDetection?: OutlierDetectionOptions;
   /** Below this percentage of healthy upstreams, all are used; 0 disables. Default 0. */
   readonly panicThreshold?: number;
+  /** Ramp the weight of upstreams that join or recover over `window` ms. Off unless set. */
+  readonly slowStart?: SlowStartOptions;
 }
 
 /** Per-client limits of {@link UdpProxyOptions}. */
@@ -126,6 +129,7 @@ const KNOWN = [
   'healthCheck',
   'outlierDetection',
   'panicThreshold',
+  'slowStart',
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
