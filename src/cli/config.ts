@@ -10,6 +10,7 @@ import { formatHostPort, parseHostPort } from './address.js';
 import { isLogLevel } from './logger.js';
 import type { LogLevel } from './logger.js';
 import { buildSelector } from './selectorConfig.js';
+import { applyPolicyConfig } from './policyConfig.js';
 
 /**
  * A config error: names the source (file or command line), the JSON path and what was expected.
@@ -232,6 +233,7 @@ function construct(
     if (!CLI_KEYS.includes(key)) options[key] = value;
   if (dns !== undefined) options.upstreamSource = dns;
   if (entry.selector !== undefined) options.selector = buildSelector(entry.selector);
+  applyPolicyConfig(options);
   return protocol === 'tcp' ? new TcpProxy(options) : new UdpProxy(options);
 }
 
