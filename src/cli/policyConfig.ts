@@ -55,8 +55,7 @@ export function applyPolicyConfig(options: Record<string, unknown>): void {
   if (isRecord(shared)) {
     const sharedConverted: Record<string, unknown> = { ...shared };
     for (const key of ['upload', 'download'])
-      if (key in shared)
-        sharedConverted[key] = parseRate(shared[key], `bandwidth.shared.${key}`);
+      if (key in shared) sharedConverted[key] = parseRate(shared[key], `bandwidth.shared.${key}`);
     converted.shared = sharedConverted;
   }
   options.bandwidth = converted;

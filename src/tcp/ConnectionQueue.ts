@@ -22,7 +22,10 @@ const kEntry = Symbol('l4proxy.queueEntry');
 const kQueue = Symbol('l4proxy.queue');
 
 /** A waiting socket points at its entry, so one module-level 'close' handler serves them all. */
-type MarkedSocket = Socket & { [kEntry]?: QueuedClient | undefined; [kQueue]?: ConnectionQueue | undefined };
+type MarkedSocket = Socket & {
+  [kEntry]?: QueuedClient | undefined;
+  [kQueue]?: ConnectionQueue | undefined;
+};
 
 function onQueuedClose(this: MarkedSocket): void {
   const entry = this[kEntry];
@@ -146,6 +149,6 @@ export class ConnectionQueue {
     const now = Date.now();
     for (let first = this.peek(); first !== undefined && first.deadline <= now; first = this.peek())
       this.owner.expired(this.shift() ?? first);
-    if (this.timer === undefined && this.waiting > 0) this.arm();
+    if (this.waiting > 0) this.arm();
   };
 }

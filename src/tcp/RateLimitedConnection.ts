@@ -79,7 +79,7 @@ export class RateLimitedConnection extends TcpConnection {
   /** @internal */
   override upstreamConnect(): void {
     // Per-upstream shared budgets are known once the upstream is.
-    [this.sharedUpload, this.sharedDownload] = this.shared.budgets(this.upstream as UpstreamState);
+    [this.sharedUpload, this.sharedDownload] = this.shared.budgets(this.upstream);
     super.upstreamConnect();
   }
 

@@ -481,9 +481,14 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.host.stats.connectTimeouts++;
     }
     const deadline = this.host.options.connectDeadline;
-    const error = new ConnectTimeoutError(state?.address ?? 'any upstream', deadline, 'connectDeadline');
+    const error = new ConnectTimeoutError(
+      state?.address ?? 'any upstream',
+      deadline,
+      'connectDeadline',
+    );
     if (state !== undefined) this.host.emitUpstreamError(this, state, error);
-    if (this.reason !== undefined) return;
+    // A listener may have closed the connection.
+    if (this.ended()) return;
     this.fail(CloseReason.CONNECT_TIMEOUT, error, true);
   }
 

@@ -318,7 +318,14 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     const connection =
       this.bandwidth === undefined
         ? new TcpConnection(this.host, socket, this.nextId++, identity, preface)
-        : new RateLimitedConnection(this.host, socket, this.nextId++, identity, preface, this.bandwidth);
+        : new RateLimitedConnection(
+            this.host,
+            socket,
+            this.nextId++,
+            identity,
+            preface,
+            this.bandwidth,
+          );
     socket.off('error', ignoreError);
     this.live.add(connection);
     this.counters.downstreamTotal++;

@@ -130,7 +130,7 @@ export class UpstreamLink {
       // nginx proxy_bind: bind first; a failure (EADDRNOTAVAIL, a family mismatch) is an 'error'.
       try {
         socket.bind({ address: source, port: 0, exclusive: true }, () => {
-          this.connectSocket(socket, address);
+          if (!this.closed) this.connectSocket(socket, address);
         });
       } catch (err) {
         this.setupFailed(toError(err));
@@ -141,7 +141,6 @@ export class UpstreamLink {
   }
 
   private connectSocket(socket: Socket, address: string): void {
-    if (this.closed) return;
     try {
       socket.connect(this.state.port, address);
     } catch (err) {

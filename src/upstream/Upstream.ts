@@ -1,5 +1,11 @@
 import { InvalidOptionError } from '../errors.js';
-import { integer, isRecord, limit, nonEmptyString, rejectUnknownKeys } from '../internal/validate.js';
+import {
+  integer,
+  isRecord,
+  limit,
+  nonEmptyString,
+  rejectUnknownKeys,
+} from '../internal/validate.js';
 
 /**
  * One upstream (backend) the proxy can forward to.
@@ -28,7 +34,15 @@ export interface Upstream {
   readonly maxConnections?: number;
 }
 
-const UPSTREAM_KEYS = ['host', 'port', 'weight', 'id', 'priority', 'metadata', 'maxConnections'] as const;
+const UPSTREAM_KEYS = [
+  'host',
+  'port',
+  'weight',
+  'id',
+  'priority',
+  'metadata',
+  'maxConnections',
+] as const;
 
 /** Default id of an upstream: `host:port`, with IPv6 literals in brackets. */
 export function upstreamId(upstream: Pick<Upstream, 'host' | 'port' | 'id'>): string {

@@ -85,7 +85,11 @@ export class UpstreamSet {
    * the queue (a UDP one is dropped) rather than failing with `no_upstream`.
    */
   allFull(): boolean {
-    return this.capped.length !== 0 && this.availableUnderCap().length === 0 && this.healthyOrPanic().length !== 0;
+    return (
+      this.capped.length !== 0 &&
+      this.availableUnderCap().length === 0 &&
+      this.healthyOrPanic().length !== 0
+    );
   }
 
   /** Free slots over the usable upstreams: how many queued clients may go now (Infinity if one has no cap). */

@@ -34,7 +34,11 @@ describe('connection policy in the config file', () => {
             connectDeadline: 10_000,
             closeOnHealthFailure: true,
             slowStart: { window: 30_000 },
-            bandwidth: { upload: '30mbit', download: '4MB/s', shared: { download: '1gbit', per: 'upstream' } },
+            bandwidth: {
+              upload: '30mbit',
+              download: '4MB/s',
+              shared: { download: '1gbit', per: 'upstream' },
+            },
           },
           {
             protocol: 'udp',
@@ -81,9 +85,7 @@ describe('connection policy in the config file', () => {
         () =>
           validateConfig(
             {
-              listeners: [
-                { protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [], ...entry },
-              ],
+              listeners: [{ protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [], ...entry }],
             },
             'l4proxy.json',
           ),

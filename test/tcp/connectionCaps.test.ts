@@ -37,7 +37,11 @@ async function countingBackend(
     },
     async close(): Promise<void> {
       for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      );
     },
   };
   const server: Server = net.createServer({ allowHalfOpen: true }, (socket) => {
@@ -126,10 +130,10 @@ describe('per-upstream maxConnections and the queue', () => {
     );
     for (const [i, reply] of replies.entries()) assert.equal(reply, `ok:c${i}`);
     await until(() => closedCount === clients, 'every connection closed', 10_000);
-    assert.ok(backends[0] !== undefined && backends[1] !== undefined);
-    assert.ok(backends[0].peak <= 4, `backend 0 peaked at ${backends[0].peak}`);
-    assert.ok(backends[1].peak <= 8, `backend 1 peaked at ${backends[1].peak}`);
-    assert.equal(backends[0].order.length + backends[1].order.length, clients);
+    const [small, large] = backends;
+    assert.ok(small.peak <= 4, `backend 0 peaked at ${small.peak}`);
+    assert.ok(large.peak <= 8, `backend 1 peaked at ${large.peak}`);
+    assert.equal(small.order.length + large.order.length, clients);
     const stats = proxy.stats();
     assert.ok(stats.downstream_cx_queued_total > 0, 'clients had to wait');
     assert.equal(stats.downstream_cx_queued_active, 0);
@@ -305,7 +309,11 @@ describe('per-upstream maxConnections and the queue', () => {
     client.write('A');
     await until(() => backend.order.length === 1, 'the client upstream');
     const done = closed(client);
-    await new Promise<void>((resolve) => checks.close(() => resolve()));
+    await new Promise<void>((resolve) =>
+      checks.close(() => {
+        resolve();
+      }),
+    );
     const [summary] = await closes(1);
     assert.equal(summary?.reason, CloseReason.UPSTREAM_UNHEALTHY);
     await done;
@@ -318,9 +326,8 @@ describe('per-upstream maxConnections and the queue', () => {
 describe('UDP per-upstream session cap', () => {
   test('a new client is dropped with upstreams_full while the upstream has its sessions', async () => {
     const { UdpProxy } = await import('../../src/index.js');
-    const { udpEcho, udpSocket, request, closeSocket, nextMessage } = await import(
-      '../udp/helpers.js'
-    );
+    const { udpEcho, udpSocket, request, closeSocket, nextMessage } =
+      await import('../udp/helpers.js');
     const echo = await udpEcho('e:');
     const proxy = new UdpProxy({ upstreams: [local(echo.port, 1)] });
     const address = await proxy.bind({ port: 0, address: '127.0.0.1' });

@@ -22,7 +22,11 @@ import { tool } from '../helpers/tools.js';
 const local = (port: number): Upstream => ({ host: '127.0.0.1', port });
 
 /** A backend that reads everything and never ends its side (nor closes) on its own. */
-async function silentBackend(): Promise<{ port: number; sockets: Set<Socket>; close(): Promise<void> }> {
+async function silentBackend(): Promise<{
+  port: number;
+  sockets: Set<Socket>;
+  close(): Promise<void>;
+}> {
   const sockets = new Set<Socket>();
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     sockets.add(socket);
@@ -36,7 +40,11 @@ async function silentBackend(): Promise<{ port: number; sockets: Set<Socket>; cl
     sockets,
     async close() {
       for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      );
     },
   };
 }
@@ -102,7 +110,11 @@ describe('halfCloseTimeout', () => {
     assert.equal(summary?.reason, CloseReason.HALF_CLOSE_TIMEOUT);
     client.destroy();
     await proxy.close();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await new Promise<void>((resolve) =>
+      server.close(() => {
+        resolve();
+      }),
+    );
   });
 
   test('is not armed before a FIN: an open, quiet connection stays', async () => {
@@ -127,9 +139,13 @@ describe('halfCloseTimeout', () => {
 
 /** `ss -tnoH` lines of established sockets on `port` (either end). */
 function socketsOn(ss: string, port: number): string[] {
-  const out = execFileSync(ss, ['-tnoH', 'state', 'established', `( sport = :${port} or dport = :${port} )`], {
-    encoding: 'utf8',
-  });
+  const out = execFileSync(
+    ss,
+    ['-tnoH', 'state', 'established', `( sport = :${port} or dport = :${port} )`],
+    {
+      encoding: 'utf8',
+    },
+  );
   return out.split('\n').filter((line) => line.trim() !== '');
 }
 
@@ -152,7 +168,8 @@ describe('keepAlive', () => {
       return local?.endsWith(`:${port}`) === true || peer?.endsWith(`:${echo.port}`) === true;
     });
     assert.equal(proxySide.length, 2, lines.join('\n'));
-    for (const line of proxySide) assert.match(line, /timer:\(keepalive,[0-9.]+(m?s|sec|min)/, line);
+    for (const line of proxySide)
+      assert.match(line, /timer:\(keepalive,[0-9.]+(m?s|sec|min)/, line);
     // The test's own client and the echo server did not ask for keepalive.
     const others = lines.filter((line) => !proxySide.includes(line));
     for (const line of others) assert.doesNotMatch(line, /keepalive/, line);
@@ -195,7 +212,11 @@ describe('sourceAddress', () => {
     assert.equal((await reply).toString(), '127.0.0.2');
     assert.equal(seen, '127.0.0.2');
     await proxy.close();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await new Promise<void>((resolve) =>
+      server.close(() => {
+        resolve();
+      }),
+    );
   });
 
   test('a source the upstream cannot be reached from is a connect error, not a crash', async () => {
@@ -242,7 +263,10 @@ describe('connectBackoff and connectDeadline', () => {
     const [first, second] = failures;
     assert.ok(first !== undefined && second !== undefined);
     assert.ok(second - first >= 59, `second attempt after ${second - first} ms`);
-    assert.ok((connects[0] ?? 0) - second >= 59, `third attempt after ${(connects[0] ?? 0) - second} ms`);
+    assert.ok(
+      (connects[0] ?? 0) - second >= 59,
+      `third attempt after ${(connects[0] ?? 0) - second} ms`,
+    );
     await proxy.close();
     await echo.close();
   });

@@ -22,7 +22,7 @@ describe('UdpProxy policy options', () => {
       ['sourceAddress', { sourceAddress: 'localhost' }],
     ] as const) {
       assert.throws(
-        () => new UdpProxy(options as never),
+        () => new UdpProxy(options),
         (err: unknown) => err instanceof InvalidOptionError && err.option === option,
       );
     }

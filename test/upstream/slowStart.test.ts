@@ -68,7 +68,10 @@ describe('slowStart', () => {
     }
     assert.equal(weightOf('new'), 100);
     for (let i = 1; i < observed.length; i++)
-      assert.ok((observed[i] ?? 0) >= (observed[i - 1] ?? 0), `ramp went down: ${observed.join(',')}`);
+      assert.ok(
+        (observed[i] ?? 0) >= (observed[i - 1] ?? 0),
+        `ramp went down: ${observed.join(',')}`,
+      );
     assert.ok(new Set(observed).size > 2, `ramp in steps: ${observed.join(',')}`);
     assert.equal(proxy.stats().upstream_slow_start_active, 0);
     await proxy.close();
