@@ -3,7 +3,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { InvalidOptionError, TcpProxy, UdpProxy, roundRobin } from '../../src/index.js';
 import type { SelectionContext, Upstream } from '../../src/index.js';
-import { connect, echoServer, readAll } from '../helpers/net.js';
+import net from 'node:net';
+import { connect, echoServer, listen, readAll, waitFor } from '../helpers/net.js';
 
 const local = (port: number, weight: number, id: string): Upstream => ({
   host: '127.0.0.1',
@@ -75,6 +76,49 @@ describe('slowStart', () => {
     assert.ok(new Set(observed).size > 2, `ramp in steps: ${observed.join(',')}`);
     assert.equal(proxy.stats().upstream_slow_start_active, 0);
     await proxy.close();
+    await echo.close();
+  });
+
+  test('an upstream that health checks bring back ramps up too', async () => {
+    const echo = await echoServer();
+    const checks = net.createServer((socket) => {
+      socket.destroy();
+    });
+    const checkPort = await listen(checks);
+    const proxy = new TcpProxy({
+      upstreams: [local(echo.port, 50, 'db')],
+      slowStart: { window: 60_000, minWeightPercent: 20 },
+      healthCheck: {
+        interval: 30,
+        timeout: 200,
+        unhealthyThreshold: 1,
+        healthyThreshold: 1,
+        port: checkPort,
+      },
+    });
+    const health: boolean[] = [];
+    proxy.on('upstreamHealth', (_upstream, healthy) => health.push(healthy));
+    await new Promise<void>((resolve) => {
+      checks.close(() => {
+        resolve();
+      });
+    });
+    await waitFor(proxy, 'upstreamHealth');
+    assert.deepEqual(health, [false]);
+    assert.equal(proxy.upstreams()[0]?.weight, 50, 'no ramp while down');
+    checks.listen(checkPort, '127.0.0.1');
+    await waitFor(proxy, 'upstreamHealth');
+    assert.deepEqual(health, [false, true]);
+    assert.equal(proxy.upstreams()[0]?.weight, 10);
+    assert.equal(proxy.stats().upstream_slow_start_active, 1);
+    await proxy.close();
+    // Closing stops the ramp and restores the weight.
+    assert.equal(proxy.upstreams()[0]?.weight, 50);
+    await new Promise<void>((resolve) => {
+      checks.close(() => {
+        resolve();
+      });
+    });
     await echo.close();
   });
 });
