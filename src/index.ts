@@ -125,3 +125,13 @@ export type {
 } from './diagnostics.js';
 // Reliability: running out of file descriptors.
 export { ResourceExhaustedError } from './errors.js';
+// ---- Connection policy: caps and queue, timeouts, keepalive, source address, bandwidth (issue 15) ----
+export type {
+  BandwidthOptions,
+  ConnectBackoffOptions,
+  KeepAliveOptions,
+  QueueOptions,
+  SharedBandwidthOptions,
+  TcpPolicyOptions,
+} from './tcp/policyOptions.js';
+export type { SlowStartOptions } from './upstream/SlowStart.js';
