@@ -7,19 +7,25 @@
  * memory stays flat whatever the rate.
  */
 export class RateLimiter {
-  private tokens: number;
-  private last = performance.now();
+  /** Starts empty: a new connection gets no head start over the rate. */
+  private tokens = 0;
+  /** When the bucket was last charged; its clock starts at the first chunk, not at creation. */
+  private last = -1;
+  /**
+   * 200 ms worth of bytes (at least one full read). The bucket only fills while the reader is
+   * paused for longer than it needed to be (a timer that fired late on a busy event loop): the
+   * slack makes that time up instead of losing it, so the average holds under load.
+   */
   readonly burst: number;
 
   constructor(readonly rate: number) {
-    // 50 ms worth of bytes (at least one full read): small against any measuring window.
-    this.burst = Math.max(65_536, rate / 20);
-    this.tokens = this.burst;
+    this.burst = Math.max(65_536, rate / 5);
   }
 
   /** Takes `bytes`; returns the milliseconds to wait before reading more (0: go on now). */
   take(bytes: number): number {
     const now = performance.now();
+    if (this.last < 0) this.last = now;
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.rate) / 1000);
     this.last = now;
     this.tokens -= bytes;

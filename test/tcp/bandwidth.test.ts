@@ -92,6 +92,9 @@ async function measure(
       rssPeak - rssBefore < 32 * 1024 * 1024,
       `RSS grew by ${((rssPeak - rssBefore) / 1048576).toFixed(1)} MiB`,
     );
+  } catch (err) {
+    await proxy.close({ drainTimeout: 0 });
+    throw err;
   } finally {
     clearInterval(sampler);
   }
