@@ -48,6 +48,8 @@ export interface UdpProxyOptions {
   readonly maxRequests?: number;
   /** Local IP address session sockets are bound to (nginx `proxy_bind`). Default: the system's choice. */
   readonly sourceAddress?: string;
+  /** End the sessions of an upstream that active health checks mark unhealthy. Default false. */
+  readonly closeOnHealthFailure?: boolean;
   /** Choose an upstream for every datagram instead of once per session. Default false. */
   readonly perPacketBalancing?: boolean;
   /** Datagrams held per session while its upstream is chosen and its socket set up. Default 64, 0-65 536. */
@@ -102,6 +104,7 @@ export interface ResolvedUdpOptions {
   readonly maxResponses: number;
   readonly maxRequests: number;
   readonly sourceAddress: string | undefined;
+  readonly closeOnHealthFailure: boolean;
   readonly perPacketBalancing: boolean;
   readonly maxPendingDatagrams: number;
   readonly maxSendQueue: number;
@@ -118,6 +121,7 @@ const KNOWN = [
   'maxResponses',
   'maxRequests',
   'sourceAddress',
+  'closeOnHealthFailure',
   'perPacketBalancing',
   'maxPendingDatagrams',
   'maxSendQueue',
@@ -153,6 +157,7 @@ export function resolveUdpOptions(input: unknown): {
     maxResponses: limit(raw.maxResponses, 'maxResponses', Infinity),
     maxRequests: limit(raw.maxRequests, 'maxRequests', Infinity),
     sourceAddress: resolveSourceAddress(raw.sourceAddress, 'sourceAddress'),
+    closeOnHealthFailure: boolean(raw.closeOnHealthFailure, 'closeOnHealthFailure', false),
     perPacketBalancing: boolean(raw.perPacketBalancing, 'perPacketBalancing', false),
     maxPendingDatagrams: integer(raw.maxPendingDatagrams, 'maxPendingDatagrams', 64, {
       min: 0,

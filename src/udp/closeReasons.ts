@@ -22,6 +22,8 @@ export const SessionCloseReason = {
    * opens a new session, so the selector may choose again.
    */
   UPSTREAM_ERROR: 'upstream_error',
+  /** Active health checks marked the session's upstream unhealthy and `closeOnHealthFailure` is on. */
+  UPSTREAM_UNHEALTHY: 'upstream_unhealthy',
   /** The proxy was closed. */
   PROXY_CLOSED: 'proxy_closed',
   /** Closed by `session.close()` from user code. */

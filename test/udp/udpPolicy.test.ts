@@ -115,4 +115,32 @@ describe('UdpProxy policy options', () => {
     await closeSocket(client);
     await upstream.close();
   });
+
+  test('closeOnHealthFailure ends the sessions of an upstream that fails its checks', async () => {
+    const upstream = await whoAmI();
+    // Health checks go to a second echo, which then goes away (port unreachable).
+    const checks = await whoAmI();
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+      closeOnHealthFailure: true,
+      healthCheck: {
+        interval: 30,
+        timeout: 200,
+        unhealthyThreshold: 1,
+        port: checks.port,
+        udp: { send: 'ping' },
+      },
+    });
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const client = await udpSocket();
+    assert.match((await request(client, port, 'x')).toString(), /^x@/);
+    const closed = waitFor<[UdpSessionSummary]>(proxy, 'sessionClose');
+    await checks.close();
+    const [summary] = await closed;
+    assert.equal(summary.reason, SessionCloseReason.UPSTREAM_UNHEALTHY);
+    assert.equal(proxy.stats().session_close_reasons.upstream_unhealthy, 1);
+    await proxy.close();
+    await closeSocket(client);
+    await upstream.close();
+  });
 });
