@@ -135,3 +135,7 @@ export type {
   TcpPolicyOptions,
 } from './tcp/policyOptions.js';
 export type { SlowStartOptions } from './upstream/SlowStart.js';
+// ---- Every core: SO_REUSEPORT listeners and cluster workers (issue 16) ----
+export { runWorkers, workerCount } from './cluster/runWorkers.js';
+export type { RunWorkersOptions, WorkerContext, WorkerGroup } from './cluster/runWorkers.js';
+export { reusePortSupported } from './net/reusePort.js';
