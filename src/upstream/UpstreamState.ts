@@ -111,6 +111,8 @@ export class UpstreamState implements UpstreamCandidate {
     this.metadata = upstream.metadata;
     this.upstream = upstream;
     this.maxConnections = upstream.maxConnections ?? Infinity;
+    // Seen again by the set on its next look, against the new cap.
+    this.full = false;
     this.member = true;
   }
 

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import type { AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
 import { InvalidOptionError, TcpProxy } from '../../src/index.js';
 import type { TcpProxyOptions } from '../../src/index.js';
@@ -64,7 +63,7 @@ async function measure(
   t: { diagnostic(message: string): void },
 ): Promise<TcpProxy> {
   const proxy = new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: serverPort }], ...options });
-  const address = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo;
+  const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
   // Memory from one second in (past start-up and JIT warm-up) to the end of the run.
   const started = performance.now();
   let rssBefore: number | undefined;

@@ -112,7 +112,7 @@ describe('per-upstream maxConnections and the queue', () => {
     });
     // A backlog above the 1 000 simultaneous SYNs, so none is dropped and retried a second later.
     const address = await proxy.listen({ port: 0, host: '127.0.0.1', backlog: 2_048 });
-    const port = (address as net.AddressInfo).port;
+    const port = address.port;
     let closedCount = 0;
     proxy.on('connectionClose', () => closedCount++);
     const clients = 1_000;
@@ -283,7 +283,7 @@ describe('per-upstream maxConnections and the queue', () => {
         return ctx.candidates[0];
       },
     });
-    const address = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as net.AddressInfo;
+    const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
     for (let i = 0; i < 3; i++) {
       const socket = await connect(address.port);
       const reply = readAll(socket);
