@@ -100,10 +100,11 @@ export class NoUpstreamError extends L4Error {
 
 /** Connecting to an upstream took longer than `connectTimeout`. */
 export class ConnectTimeoutError extends L4Error {
-  constructor(address: string, timeoutMs: number) {
+  /** @param option the timeout that passed: `connectTimeout` (one attempt) or `connectDeadline` (all). */
+  constructor(address: string, timeoutMs: number, option = 'connectTimeout') {
     super(
       ErrorCode.CONNECT_TIMEOUT,
-      `Connecting to upstream ${address} timed out after ${timeoutMs} ms; raise 'connectTimeout' or check the upstream.`,
+      `Connecting to upstream ${address} timed out after ${timeoutMs} ms; raise '${option}' or check the upstream.`,
     );
   }
 }

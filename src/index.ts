@@ -131,7 +131,7 @@ export type {
   UdpDroppedMessage,
 } from './diagnostics.js';
 
-// TLS origination and termination (issue 14).
+// TLS origination and termination.
 export { TlsHandshakeError } from './errors.js';
 export type { TlsFailureCode } from './errors.js';
 export type { UpstreamTlsOptions, UpstreamTlsSetting } from './tls/UpstreamTlsOptions.js';
@@ -145,3 +145,14 @@ export type { DownstreamTlsInfo, TlsPeerCertificate } from './tls/DownstreamTls.
 export type { TlsVersion, PemInput } from './tls/pem.js';
 export type { TlsStats } from './tls/tlsStats.js';
 export { sslTlvFields } from './tls/sslTlv.js';
+
+// Connection policy: caps and queue, timeouts, keepalive, source address, bandwidth.
+export type {
+  BandwidthOptions,
+  ConnectBackoffOptions,
+  KeepAliveOptions,
+  QueueOptions,
+  SharedBandwidthOptions,
+  TcpPolicyOptions,
+} from './tcp/policyOptions.js';
+export type { SlowStartOptions } from './upstream/SlowStart.js';

@@ -65,6 +65,22 @@ test('event listeners are type-checked', () => {
   void proxy.close();
 });
 
+test('connection policy options are typed', () => {
+  const ok: TcpProxyOptions = {
+    upstreams: [{ host: '127.0.0.1', port: 1, maxConnections: 10 }],
+    queue: { maxLength: 100, timeout: 1_000 },
+    bandwidth: { upload: 1_000_000, shared: { download: 5_000_000, per: 'upstream' } },
+    keepAlive: { initialDelay: 30_000 },
+  };
+  // @ts-expect-error shared budgets are per 'proxy' or per 'upstream', not per client
+  const perClient: TcpProxyOptions = { bandwidth: { shared: { upload: 1, per: 'client' } } };
+  // @ts-expect-error rates are numbers (bytes per second); units are for the config file
+  const withUnit: TcpProxyOptions = { bandwidth: { upload: '30mbit' } };
+  expectTypeOf<UpstreamCandidate['maxConnections']>().toEqualTypeOf<number>();
+  assert.equal(ok.queue?.maxLength, 100);
+  assert.equal(typeof perClient, typeof withUnit);
+});
+
 test('listen backlog and reusePort, bind reusePort and runWorkers are typed', () => {
   expectTypeOf<ListenOptions['backlog']>().toEqualTypeOf<number | undefined>();
   expectTypeOf<ListenOptions['reusePort']>().toEqualTypeOf<boolean | undefined>();

@@ -11,6 +11,7 @@ import { jsonErrorPosition } from './jsonErrorPosition.js';
 import { isLogLevel } from './jsonLogger.js';
 import type { LogLevel } from './jsonLogger.js';
 import { buildSelector } from './selectorConfig.js';
+import { applyPolicyConfig } from './policyConfig.js';
 import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
 import { TlsFileError, readTlsFiles } from './tlsConfig.js';
 import type { TlsFiles } from './tlsConfig.js';
@@ -287,6 +288,7 @@ function construct(
     if (!CLI_KEYS.includes(key)) options[key] = value;
   if (dns !== undefined) options.upstreamSource = dns;
   if (entry.selector !== undefined) options.selector = buildSelector(entry.selector);
+  applyPolicyConfig(options);
   return protocol === 'tcp' ? new TcpProxy(options) : new UdpProxy(options);
 }
 

@@ -39,6 +39,7 @@ const PROXY_HEALTH_HELP: HelpTable<ProxyHealthStats> = {
   outlier_ejections_overflow: 'Ejections skipped because of maxEjectedPercent.',
   upstream_source_updates: 'Upstream lists applied from the upstream source.',
   upstream_source_errors: 'Upstream source failures (refused lists included).',
+  upstream_slow_start_active: 'Upstreams whose weight is ramping up now (slowStart).',
 };
 
 const UPSTREAM_HEALTH_HELP: HelpTable<UpstreamHealthStats> = {
@@ -83,6 +84,12 @@ const TCP_HELP: HelpTable<TcpProxyStats> = {
   upstream_cx_rx_bytes_total: 'Bytes received from upstreams.',
   upstream_cx_tx_bytes_total: 'Bytes written to upstreams.',
   resource_exhausted: 'Connections closed because the proxy ran out of file descriptors.',
+  downstream_cx_queued_active: 'Clients waiting because every upstream is at its maxConnections.',
+  downstream_cx_queued_total: 'Clients that waited in the queue for an upstream slot.',
+  half_close_timeout: 'Connections closed by halfCloseTimeout.',
+  upstream_unhealthy_closed: 'Connections closed because their upstream failed health checks.',
+  bandwidth_upload_throttled: 'Times reading a client paused for an upload bandwidth limit.',
+  bandwidth_download_throttled: 'Times reading an upstream paused for a download bandwidth limit.',
   ...PROXY_HEALTH_HELP,
   ...TLS_HELP,
 };
@@ -112,6 +119,7 @@ const UDP_HELP: HelpTable<UdpProxyStats> = {
   downstream_sess_tx_errors: 'Sends to clients that failed.',
   downstream_sess_no_route: 'Datagrams dropped because no upstream could be chosen.',
   idle_timeout: 'Sessions closed by idleTimeout.',
+  max_requests_reached: 'Sessions that took maxRequests datagrams from their client.',
   upstream_sess_total: 'Session sockets opened to upstreams.',
   upstream_sess_active: 'Session sockets open now.',
   upstream_sess_rx_datagrams: 'Datagrams received from upstreams.',

@@ -25,6 +25,18 @@ export interface TcpCounters {
   upstreamResumed: number;
   /** File descriptor shortages (EMFILE/ENFILE) met creating sockets. */
   resourceExhausted: number;
+  /** Clients that waited in the queue (every upstream at its cap). */
+  queuedTotal: number;
+  /** Clients waiting in the queue now (a gauge). */
+  queueActive: number;
+  /** Connections closed by `halfCloseTimeout`. */
+  halfCloseTimeouts: number;
+  /** Connections closed because their upstream failed health checks (`closeOnHealthFailure`). */
+  unhealthyClosed: number;
+  /** Times reading a client paused because an upload `bandwidth` budget was spent. */
+  uploadThrottled: number;
+  /** Times reading an upstream paused because a download `bandwidth` budget was spent. */
+  downloadThrottled: number;
 }
 
 /** What a {@link TcpConnection} needs from the proxy that owns it (internal seam). */

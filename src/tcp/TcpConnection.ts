@@ -29,6 +29,7 @@ import type { ClientIdentity } from './ClientPreface.js';
 import { closeSocket } from '../net/closeSocket.js';
 import type { ProxyHeader } from '../protocol/ProxyHeader.js';
 import { readIntoSharedBuffer, sharedReadBuffer } from '../net/sharedReadBuffer.js';
+import { backoffDelay } from './policyOptions.js';
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 const EMPTY: readonly UpstreamState[] = [];
@@ -141,6 +142,15 @@ function onIdleCheck(connection: TcpConnection): void {
 function onMaxDuration(connection: TcpConnection): void {
   connection.maxDurationReached();
 }
+function onHalfCloseCheck(connection: TcpConnection): void {
+  connection.halfCloseCheck();
+}
+function onConnectDeadline(connection: TcpConnection): void {
+  connection.connectDeadlinePassed();
+}
+function onBackoffDone(connection: TcpConnection): void {
+  connection.backoffDone();
+}
 
 /**
  * One proxied TCP connection: selection, connect with retries, the two-way relay with
@@ -172,13 +182,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   bytesFromUpstream = 0;
   bytesToClient = 0;
 
-  private readonly host: ConnectionHost;
-  private readonly client: Socket;
-  private upstreamSocket: Socket | undefined;
+  protected readonly host: ConnectionHost;
+  protected readonly client: Socket;
+  protected upstreamSocket: Socket | undefined;
   private current: UpstreamState | undefined;
   /** Counters of the current upstream; a scratch object until one is chosen (no branch per chunk). */
   private upstreamCounters: UpstreamCounters = scratchCounters();
-  private connected = false;
+  protected connected = false;
   private triedStates: UpstreamState[] | undefined;
   private retryCandidates:
     | { source: readonly UpstreamState[]; attempt: number; list: readonly UpstreamState[] }
@@ -203,7 +213,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private lastActivity = this.startTime;
   private idleTimer: NodeJS.Timeout | undefined;
   private durationTimer: NodeJS.Timeout | undefined;
+  /** The current attempt's `connectTimeout`, or the `connectBackoff` delay before the next one. */
   private connectTimer: NodeJS.Timeout | undefined;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  /** Whether `idleTimer` now runs the `halfCloseTimeout` check. */
+  private halfClosed = false;
 
   /**
    * @param identity who the client is (from the socket, or from an accepted PROXY header)
@@ -302,6 +316,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (!sharedBuffer) client.on('data', onClientData);
     client.on('drain', onClientDrain);
     if (this.host.options.noDelay) client.setNoDelay(true);
+    if (this.host.options.clientKeepAlive !== undefined)
+      client.setKeepAlive(true, this.host.options.clientKeepAlive);
     this.armTimers();
     if (this.resumeAfterPreface && this.earlyBytes < this.host.options.maxEarlyData)
       client.resume();
@@ -359,7 +375,22 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.selectorFailed(err);
       return;
     }
+    // At its cap (an async selection raced others, or the selector ignored `candidates`).
+    if (state.active >= state.maxConnections) {
+      this.skipFull(state);
+      return;
+    }
     this.connect(state, tls);
+  }
+
+  /** The chosen upstream is at its `maxConnections`: ask again for another, without dialling. */
+  private skipFull(state: UpstreamState): void {
+    (this.triedStates ??= []).push(state);
+    if (this.attempts < this.host.options.maxConnectAttempts && this.candidates.length > 0) {
+      this.nextAttempt();
+      return;
+    }
+    this.noMoreUpstreams();
   }
 
   private selectorFailed(err: unknown): void {
@@ -403,6 +434,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
         port: state.port,
         allowHalfOpen: true,
         noDelay: options.noDelay,
+        ...options.upstreamSocket,
         // A TLS upstream reads through its TLS socket (the stream path), never the shared buffer.
         ...(options.relay === 'onread' &&
           tls === undefined && {
@@ -462,7 +494,40 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.noMoreUpstreams();
       return;
     }
+    const delay = backoffDelay(this.host.options, this.attempts + 1);
+    if (delay > 0) {
+      this.connectTimer = setTimeout(onBackoffDone, delay, this);
+      this.connectTimer.unref();
+      return;
+    }
     this.nextAttempt();
+  }
+
+  /** The `connectBackoff` delay passed: next attempt. @internal */
+  backoffDone(): void {
+    this.connectTimer = undefined;
+    this.nextAttempt();
+  }
+
+  /** `connectDeadline` passed before any attempt connected. @internal */
+  connectDeadlinePassed(): void {
+    this.deadlineTimer = undefined;
+    if (this.connected || this.reason !== undefined) return;
+    const state = this.current;
+    if (state !== undefined && this.upstreamSocket !== undefined) {
+      state.counters.connectTimeouts++;
+      this.host.stats.connectTimeouts++;
+    }
+    const deadline = this.host.options.connectDeadline;
+    const error = new ConnectTimeoutError(
+      state?.address ?? 'any upstream',
+      deadline,
+      'connectDeadline',
+    );
+    if (state !== undefined) this.host.emitUpstreamError(this, state, error);
+    // A listener may have closed the connection.
+    if (this.ended()) return;
+    this.fail(CloseReason.CONNECT_TIMEOUT, error, true);
   }
 
   /** @internal */
@@ -477,6 +542,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     }
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
     this.connected = true;
     this.error = undefined;
     this.host.upstreamSucceeded(state);
@@ -638,6 +705,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     // A client reset seen as an end: its 'error' follows, and resets the upstream instead.
     if (revealsReset(this.client)) return;
     if (this.connected) this.upstreamSocket?.end();
+    if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
   }
 
   /** @internal */
@@ -646,6 +714,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     // An upstream reset seen as an end: its 'error' follows, and resets the client instead.
     if (revealsReset(this.upstreamSocket)) return;
     this.client.end();
+    if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
   }
 
   // ---- errors and close ---------------------------------------------------------------------
@@ -789,6 +858,40 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.durationTimer = setTimeout(onMaxDuration, maxConnectionDuration, this);
       this.durationTimer.unref();
     }
+    const connectDeadline = this.host.options.connectDeadline;
+    if (connectDeadline > 0) {
+      this.deadlineTimer = setTimeout(onConnectDeadline, connectDeadline, this);
+      this.deadlineTimer.unref();
+    }
+  }
+
+  /**
+   * The first FIN (either way): from now on the idle timer checks `halfCloseTimeout` instead,
+   * unless `idleTimeout` is shorter anyway.
+   */
+  private armHalfClose(): void {
+    const { halfCloseTimeout, idleTimeout } = this.host.options;
+    if (this.halfClosed || this.reason !== undefined || (this.clientEnded && this.upstreamEnded))
+      return;
+    if (idleTimeout > 0 && idleTimeout <= halfCloseTimeout) return;
+    this.halfClosed = true;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(onHalfCloseCheck, halfCloseTimeout, this);
+    this.idleTimer.unref();
+  }
+
+  /** Like `idleCheck`, with `halfCloseTimeout` and its own reason. @internal */
+  halfCloseCheck(): void {
+    const halfCloseTimeout = this.host.options.halfCloseTimeout;
+    const idleFor = Date.now() - this.lastActivity;
+    if (idleFor >= halfCloseTimeout) {
+      this.idleTimer = undefined;
+      this.host.stats.halfCloseTimeouts++;
+      this.terminate(CloseReason.HALF_CLOSE_TIMEOUT);
+      return;
+    }
+    this.idleTimer = setTimeout(onHalfCloseCheck, halfCloseTimeout - idleFor, this);
+    this.idleTimer.unref();
   }
 
   /**
@@ -816,11 +919,12 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.terminate(CloseReason.MAX_DURATION);
   }
 
-  private clearTimers(): void {
+  protected clearTimers(): void {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     if (this.durationTimer) clearTimeout(this.durationTimer);
     if (this.connectTimer) clearTimeout(this.connectTimer);
-    this.idleTimer = this.durationTimer = this.connectTimer = undefined;
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.idleTimer = this.durationTimer = this.connectTimer = this.deadlineTimer = undefined;
   }
 }
 

@@ -47,6 +47,9 @@ import { resolveTcpOptions } from './TcpProxyOptions.js';
 import type { ClosedTotals, TcpProxyStats } from './TcpProxyStats.js';
 import { snapshotTcpStats } from './TcpProxyStats.js';
 import { channels } from '../diagnostics.js';
+import { ConnectionQueue } from './ConnectionQueue.js';
+import { RateLimitedConnection, SharedBandwidth } from './RateLimitedConnection.js';
+import type { QueuedClient } from './ConnectionQueue.js';
 import { tcpMetrics } from '../metrics/prometheus.js';
 import { UpstreamTls } from '../tls/UpstreamTls.js';
 import { tlsCounters } from '../tls/tlsStats.js';
@@ -117,6 +120,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     upstreamPaused: 0,
     upstreamResumed: 0,
     resourceExhausted: 0,
+    queuedTotal: 0,
+    queueActive: 0,
+    halfCloseTimeouts: 0,
+    unhealthyClosed: 0,
+    uploadThrottled: 0,
+    downloadThrottled: 0,
   };
   private readonly exhaustion = new ExhaustionBackoff();
   private readonly closed: ClosedTotals = {
@@ -135,6 +144,11 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private terminateTls: ResolvedTerminateTls | undefined;
   private readonly handshakes = new Set<DownstreamTls>();
   private nextId = 1;
+  /** Clients waiting while every upstream is at its `maxConnections`. */
+  private readonly queue: ConnectionQueue;
+  private queueDrainScheduled = false;
+  /** Set when `bandwidth` limits are: connections are then `RateLimitedConnection`s. */
+  private readonly bandwidth: SharedBandwidth | undefined;
   private closing: Promise<void> | undefined;
   private drained: (() => void) | undefined;
 
@@ -158,6 +172,13 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, this.upstreamHooks());
     this.upstreamSet = this.manager.set;
     this.host = this.createHost(resolved.selector);
+    const limits = this.options.bandwidth;
+    this.bandwidth = limits === undefined ? undefined : new SharedBandwidth(limits);
+    this.queue = new ConnectionQueue(this.options.queueMaxLength, this.options.queueTimeout, {
+      expired: (client) => {
+        this.refuseQueued(client, RejectReason.QUEUE_TIMEOUT);
+      },
+    });
     this.manager.start();
   }
 
@@ -172,6 +193,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         return settings && { settings, tls: this.upstreamTls };
       },
       health: (upstream, healthy, change) => {
+        if (!healthy && change.source === 'active' && this.options.closeOnHealthFailure)
+          this.closeConnectionsTo(upstream);
+        this.scheduleQueueDrain();
         emitSafely(this, 'upstreamHealth', upstream, healthy, change);
       },
       sourceError: (error) => {
@@ -180,6 +204,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       membership: (removed) => {
         emitSafely(this, 'upstreamsChange', this.upstreamSet.list());
         this.drainRemoved(removed);
+        this.scheduleQueueDrain();
       },
     };
   }
@@ -214,6 +239,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       preamble: send === undefined ? undefined : (connection) => proxyHeaderFor(connection, send),
       upstreamFailed: (state) => {
         this.manager.upstreamFailed(state);
+        // The failed attempt gave its slot back.
+        if (this.queue.length > 0) this.scheduleQueueDrain();
       },
       upstreamSucceeded: (state) => {
         this.manager.upstreamSucceeded(state);
@@ -312,7 +339,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.reject(socket, RejectReason.CLIENT_GONE);
       return;
     }
-    if (this.live.size + this.prefaces.size + this.handshakes.size >= this.options.maxConnections) {
+    if (
+      this.live.size + this.prefaces.size + this.handshakes.size + this.queue.length >=
+      this.options.maxConnections
+    ) {
       this.counters.downstreamOverflow++;
       this.reject(socket, RejectReason.MAX_CONNECTIONS);
       return;
@@ -345,7 +375,6 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.startTermination(socket, identity, preface, this.terminateTls);
       return;
     }
-    socket.off('error', ignoreError);
     this.startConnection(socket, identity, preface);
   }
 
@@ -388,12 +417,34 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     );
   }
 
+  /** A client ready to proxy (plain, or after TLS termination): queued when every upstream is full. */
   private startConnection(
     socket: Socket,
     identity: ClientIdentity,
     preface: Buffer[] | undefined,
   ): void {
-    const connection = new TcpConnection(this.host, socket, this.nextId++, identity, preface);
+    // Every upstream at its cap, or clients already waiting (first come, first served): wait.
+    if (this.upstreamSet.hasCaps && (this.queue.length > 0 || this.upstreamSet.allFull())) {
+      this.enqueue(socket, identity, preface);
+      return;
+    }
+    this.open(socket, identity, preface);
+  }
+
+  /** Starts proxying an admitted client. */
+  private open(socket: Socket, identity: ClientIdentity, preface: Buffer[] | undefined): void {
+    const connection =
+      this.bandwidth === undefined
+        ? new TcpConnection(this.host, socket, this.nextId++, identity, preface)
+        : new RateLimitedConnection(
+            this.host,
+            socket,
+            this.nextId++,
+            identity,
+            preface,
+            this.bandwidth,
+          );
+    socket.off('error', ignoreError);
     this.live.add(connection);
     this.counters.downstreamTotal++;
     connection.start();
@@ -454,7 +505,56 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     emitSafely(this, 'connectionClose', summary);
     if (channels.tcpConnectionClose.hasSubscribers)
       channels.tcpConnectionClose.publish({ proxy: this, summary });
+    if (this.queue.length > 0) this.scheduleQueueDrain();
     if (this.live.size === 0) this.drained?.();
+  }
+
+  // ---- the queue (per-upstream caps) ---------------------------------------------------------
+
+  private enqueue(socket: Socket, identity: ClientIdentity, preface: Buffer[] | undefined): void {
+    if (!this.queue.push(socket, identity, preface)) {
+      this.identity.perClient?.release(identity.address);
+      this.reject(socket, RejectReason.QUEUE_FULL, undefined, identity);
+      return;
+    }
+    this.counters.queuedTotal++;
+    this.counters.queueActive = this.queue.length;
+  }
+
+  private refuseQueued(client: QueuedClient, reason: RejectReason): void {
+    this.counters.queueActive = this.queue.length;
+    this.identity.perClient?.release(client.identity.address);
+    this.reject(client.socket, reason, undefined, client.identity);
+  }
+
+  /** Lets waiting clients go once the current event is done (slots free up, health changes). */
+  private scheduleQueueDrain(): void {
+    if (this.queueDrainScheduled || this.queue.length === 0) return;
+    this.queueDrainScheduled = true;
+    process.nextTick(this.drainQueue);
+  }
+
+  /** As many waiting clients go, oldest first, as there are free slots now. */
+  private readonly drainQueue = (): void => {
+    this.queueDrainScheduled = false;
+    if (this.closing) return;
+    let slots = this.upstreamSet.freeSlots();
+    while (slots-- > 0) {
+      const client = this.queue.shift();
+      if (client === undefined) break;
+      this.counters.queueActive = this.queue.length;
+      this.open(client.socket, client.identity, client.preface);
+    }
+    this.counters.queueActive = this.queue.length;
+  };
+
+  /** `upstream` failed its health checks: end its connections (`closeOnHealthFailure`). */
+  private closeConnectionsTo(upstream: UpstreamState): void {
+    for (const connection of [...this.live]) {
+      if (connection.upstream !== upstream) continue;
+      this.counters.unhealthyClosed++;
+      connection.terminate(CloseReason.UPSTREAM_UNHEALTHY);
+    }
   }
 
   /**
@@ -481,6 +581,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   /** A snapshot of counters and gauges, named after Envoy's tcp_proxy and cluster stats. */
   stats(): TcpProxyStats {
+    this.counters.queueActive = this.queue.length;
     return snapshotTcpStats(
       this.counters,
       this.closed,
@@ -541,6 +642,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     // Clients still in their preface have nothing dialled: refuse them now.
     for (const preface of [...this.prefaces]) preface.abort();
     for (const handshake of [...this.handshakes]) handshake.abort();
+    for (const client of this.queue.clear()) this.refuseQueued(client, RejectReason.PROXY_CLOSING);
     await this.drain(drainTimeout);
     for (const timer of this.upstreamDrains) clearTimeout(timer);
     this.upstreamDrains.clear();

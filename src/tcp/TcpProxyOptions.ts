@@ -18,6 +18,9 @@ import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
 import type { UpstreamTlsOptions } from '../tls/UpstreamTlsOptions.js';
 import type { TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
+import type { SlowStartOptions } from '../upstream/SlowStart.js';
+import { resolveTcpPolicy, TCP_POLICY_KEYS } from './policyOptions.js';
+import type { ResolvedTcpPolicy, TcpPolicyOptions } from './policyOptions.js';
 import {
   boolean,
   duration,
@@ -34,7 +37,7 @@ import {
  * @example
  * new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: 5432 }], connectTimeout: 2_000 });
  */
-export interface TcpProxyOptions {
+export interface TcpProxyOptions extends TcpPolicyOptions {
   /** Only `'non-transparent'` exists; anything else fails to type-check (and throws from JS). */
   readonly mode?: ProxyMode;
   /** Initial upstreams; change them later with `setUpstreams()`. Default `[]`. */
@@ -93,10 +96,12 @@ export interface TcpProxyOptions {
    * every `listen()` and `handle()`. Off unless set. See docs/tls.md.
    */
   readonly terminateTls?: TerminateTlsOptions;
+  /** Ramp the weight of upstreams that join or recover over `window` ms. Off unless set. */
+  readonly slowStart?: SlowStartOptions;
 }
 
 /** Options with every default applied. */
-export interface ResolvedTcpOptions {
+export interface ResolvedTcpOptions extends ResolvedTcpPolicy {
   readonly connectTimeout: number;
   readonly maxConnectAttempts: number;
   readonly idleTimeout: number;
@@ -133,6 +138,8 @@ const KNOWN = [
   'panicThreshold',
   'tls',
   'terminateTls',
+  'slowStart',
+  ...TCP_POLICY_KEYS,
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
@@ -164,6 +171,7 @@ export function resolveTcpOptions(input: unknown): {
     noDelay: boolean(raw.noDelay, 'noDelay', true),
     relay: relayMode(raw.relay),
     upstreamDrainTimeout: duration(raw.upstreamDrainTimeout, 'upstreamDrainTimeout', 0),
+    ...resolveTcpPolicy(raw),
   };
   const selector = optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin();
   const identity = resolveIdentityOptions(raw);

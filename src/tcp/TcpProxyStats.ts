@@ -54,6 +54,18 @@ export interface TcpProxyStats extends ProxyHealthStats, Readonly<TlsStats> {
    * accept errors. Each starts (or extends) a short admission backoff.
    */
   readonly resource_exhausted: number;
+  /** Clients waiting now because every upstream is at its `maxConnections` (a gauge). */
+  readonly downstream_cx_queued_active: number;
+  /** Clients that had to wait in the queue. */
+  readonly downstream_cx_queued_total: number;
+  /** Connections closed by `halfCloseTimeout`. */
+  readonly half_close_timeout: number;
+  /** Connections closed because their upstream failed active health checks (`closeOnHealthFailure`). */
+  readonly upstream_unhealthy_closed: number;
+  /** Times reading a client paused because an upload `bandwidth` budget was spent. */
+  readonly bandwidth_upload_throttled: number;
+  /** Times reading an upstream paused because a download `bandwidth` budget was spent. */
+  readonly bandwidth_download_throttled: number;
   /** Refused clients by rejection reason (every reason present, zero when none). */
   readonly rejected_reasons: Readonly<Record<RejectReason, number>>;
   /** Closed connections by close reason (every reason present, zero when none). */
@@ -134,6 +146,12 @@ export function snapshotTcpStats(
     upstream_cx_rx_bytes_total: upRx,
     upstream_cx_tx_bytes_total: upTx,
     resource_exhausted: counters.resourceExhausted,
+    downstream_cx_queued_active: counters.queueActive,
+    downstream_cx_queued_total: counters.queuedTotal,
+    half_close_timeout: counters.halfCloseTimeouts,
+    upstream_unhealthy_closed: counters.unhealthyClosed,
+    bandwidth_upload_throttled: counters.uploadThrottled,
+    bandwidth_download_throttled: counters.downloadThrottled,
     rejected_reasons: rejected,
     close_reasons: reasons,
     ...proxyHealthStats(totals),

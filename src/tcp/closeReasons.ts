@@ -54,6 +54,13 @@ export const CloseReason = {
   UPSTREAM_TLS_TIMEOUT: 'upstream_tls_timeout',
   /** As above, for any other handshake failure: alert, protocol version, peer hung up (`ERR_L4_TLS_HANDSHAKE`). */
   UPSTREAM_TLS_FAILED: 'upstream_tls_failed',
+  /**
+   * One side had sent its FIN and nothing moved for `halfCloseTimeout` ms (HAProxy
+   * `timeout client-fin`/`server-fin`).
+   */
+  HALF_CLOSE_TIMEOUT: 'half_close_timeout',
+  /** Active health checks marked the upstream unhealthy and `closeOnHealthFailure` is on. */
+  UPSTREAM_UNHEALTHY: 'upstream_unhealthy',
 } as const;
 
 /** Union of every close reason string. */
@@ -99,6 +106,10 @@ export const RejectReason = {
   TLS_HANDSHAKE_TIMEOUT: 'tls_handshake_timeout',
   /** TLS termination: a client certificate was required and none, or one that did not verify, was given. */
   TLS_CLIENT_CERT: 'tls_client_cert',
+  /** Every upstream was at its `maxConnections` and `queue.maxLength` clients already waited. */
+  QUEUE_FULL: 'queue_full',
+  /** The client waited `queue.timeout` ms in the queue without an upstream slot freeing up. */
+  QUEUE_TIMEOUT: 'queue_timeout',
 } as const;
 
 /** Union of every rejection reason string. */

@@ -30,6 +30,8 @@ export class UdpListener {
   private readonly counters: UdpCounters;
   private readonly maxSendQueue: number;
   private readonly byAddress = new Map<string, Map<number, UdpSession>>();
+  /** Sessions that took `maxRequests` datagrams: no longer found by address, still live. */
+  private detached: Set<UdpSession> | undefined;
 
   constructor(owner: ListenerOwner, socket: Socket, counters: UdpCounters, maxSendQueue: number) {
     this.owner = owner;
@@ -68,15 +70,26 @@ export class UdpListener {
   }
 
   remove(session: UdpSession): void {
+    this.detached?.delete(session);
     const byPort = this.byAddress.get(session.clientAddress);
     if (byPort?.get(session.clientPort) !== session) return;
     byPort.delete(session.clientPort);
     if (byPort.size === 0) this.byAddress.delete(session.clientAddress);
   }
 
+  /**
+   * Stops routing the client's datagrams to `session` (it reached `maxRequests`): the next one
+   * opens a new session, while this one stays live for replies until it ends.
+   */
+  detach(session: UdpSession): void {
+    this.remove(session);
+    (this.detached ??= new Set()).add(session);
+  }
+
   /** Every live session of this socket. */
   *sessions(): IterableIterator<UdpSession> {
     for (const byPort of this.byAddress.values()) yield* byPort.values();
+    if (this.detached !== undefined) yield* this.detached;
   }
 
   /** Sends a reply to a client; false (nothing sent) when `maxSendQueue` sends are pending. */

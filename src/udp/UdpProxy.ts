@@ -99,6 +99,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     this.access = resolved.access;
     this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, {
       health: (upstream, healthy, change) => {
+        if (!healthy && change.source === 'active' && this.options.closeOnHealthFailure)
+          this.closeSessionsTo(upstream);
         emitSafely(this, 'upstreamHealth', upstream, healthy, change);
       },
       sourceError: (error) => {
@@ -225,6 +227,11 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       );
       return;
     }
+    if (this.upstreamSet.allFull()) {
+      const { address, port } = rinfo;
+      this.drop(DropReason.UPSTREAMS_FULL, 'client', undefined, address, port, msg.length);
+      return;
+    }
     const refusal = this.accessVerdict(rinfo.address);
     if (refusal !== undefined) {
       this.drop(refusal, 'client', undefined, rinfo.address, rinfo.port, msg.length);
@@ -238,6 +245,13 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     if (session.closed) return;
     emitSafely(this, 'session', session);
     if (channels.udpSession.hasSubscribers) channels.udpSession.publish({ proxy: this, session });
+  }
+
+  /** `upstream` failed its health checks: end its sessions (`closeOnHealthFailure`). */
+  private closeSessionsTo(upstream: UpstreamCandidate): void {
+    for (const listener of this.bound)
+      for (const session of [...listener.sessions()])
+        if (session.upstream === upstream) session.terminate(SessionCloseReason.UPSTREAM_UNHEALTHY);
   }
 
   /** Why a new client may not open a session (deny, allow, per-client limits), or undefined. */

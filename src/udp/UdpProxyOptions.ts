@@ -9,8 +9,10 @@ import { parseAddressList } from '../net/addressList.js';
 import { ClientLimiter } from '../net/ClientLimiter.js';
 import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/healthOptions.js';
 import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
+import { resolveSourceAddress } from '../tcp/policyOptions.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
+import type { SlowStartOptions } from '../upstream/SlowStart.js';
 import {
   boolean,
   duration,
@@ -42,6 +44,12 @@ export interface UdpProxyOptions {
   readonly maxDatagramSize?: number;
   /** Close a session after this many replies from the upstream (nginx `proxy_responses`). Default Infinity. */
   readonly maxResponses?: number;
+  /** Close a session after this many datagrams from the client (nginx `proxy_requests`). Default Infinity. */
+  readonly maxRequests?: number;
+  /** Local IP address session sockets are bound to (nginx `proxy_bind`). Default: the system's choice. */
+  readonly sourceAddress?: string;
+  /** End the sessions of an upstream that active health checks mark unhealthy. Default false. */
+  readonly closeOnHealthFailure?: boolean;
   /** Choose an upstream for every datagram instead of once per session. Default false. */
   readonly perPacketBalancing?: boolean;
   /** Datagrams held per session while its upstream is chosen and its socket set up. Default 64, 0-65 536. */
@@ -67,6 +75,8 @@ export interface UdpProxyOptions {
   readonly outlierDetection?: OutlierDetectionOptions;
   /** Below this percentage of healthy upstreams, all are used; 0 disables. Default 0. */
   readonly panicThreshold?: number;
+  /** Ramp the weight of upstreams that join or recover over `window` ms. Off unless set. */
+  readonly slowStart?: SlowStartOptions;
 }
 
 /** Per-client limits of {@link UdpProxyOptions}. */
@@ -92,6 +102,9 @@ export interface ResolvedUdpOptions {
   readonly maxSessions: number;
   readonly maxDatagramSize: number;
   readonly maxResponses: number;
+  readonly maxRequests: number;
+  readonly sourceAddress: string | undefined;
+  readonly closeOnHealthFailure: boolean;
   readonly perPacketBalancing: boolean;
   readonly maxPendingDatagrams: number;
   readonly maxSendQueue: number;
@@ -106,6 +119,9 @@ const KNOWN = [
   'maxSessions',
   'maxDatagramSize',
   'maxResponses',
+  'maxRequests',
+  'sourceAddress',
+  'closeOnHealthFailure',
   'perPacketBalancing',
   'maxPendingDatagrams',
   'maxSendQueue',
@@ -117,6 +133,7 @@ const KNOWN = [
   'healthCheck',
   'outlierDetection',
   'panicThreshold',
+  'slowStart',
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
@@ -138,6 +155,9 @@ export function resolveUdpOptions(input: unknown): {
       max: 65_535,
     }),
     maxResponses: limit(raw.maxResponses, 'maxResponses', Infinity),
+    maxRequests: limit(raw.maxRequests, 'maxRequests', Infinity),
+    sourceAddress: resolveSourceAddress(raw.sourceAddress, 'sourceAddress'),
+    closeOnHealthFailure: boolean(raw.closeOnHealthFailure, 'closeOnHealthFailure', false),
     perPacketBalancing: boolean(raw.perPacketBalancing, 'perPacketBalancing', false),
     maxPendingDatagrams: integer(raw.maxPendingDatagrams, 'maxPendingDatagrams', 64, {
       min: 0,

@@ -51,6 +51,8 @@ export interface UdpProxyStats extends ProxyHealthStats {
   readonly downstream_sess_no_route: number;
   /** Sessions closed by `idleTimeout`. */
   readonly idle_timeout: number;
+  /** Sessions that took `maxRequests` datagrams (the client's next one opened a new session). */
+  readonly max_requests_reached: number;
   /** Session sockets opened to upstreams. */
   readonly upstream_sess_total: number;
   /** Session sockets open now. */
@@ -84,6 +86,7 @@ export interface UdpCounters {
   txErrors: number;
   noRoute: number;
   idleTimeouts: number;
+  maxRequestsReached: number;
   upstreamTotal: number;
   upstreamActive: number;
   upstreamRxDatagrams: number;
@@ -115,6 +118,7 @@ export function createUdpCounters(): UdpCounters {
     txErrors: 0,
     noRoute: 0,
     idleTimeouts: 0,
+    maxRequestsReached: 0,
     upstreamTotal: 0,
     upstreamActive: 0,
     upstreamRxDatagrams: 0,
@@ -168,6 +172,7 @@ export function snapshotUdpStats(
     downstream_sess_tx_errors: counters.txErrors,
     downstream_sess_no_route: counters.noRoute,
     idle_timeout: counters.idleTimeouts,
+    max_requests_reached: counters.maxRequestsReached,
     upstream_sess_total: counters.upstreamTotal,
     upstream_sess_active: counters.upstreamActive,
     upstream_sess_rx_datagrams: counters.upstreamRxDatagrams,

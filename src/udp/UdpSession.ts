@@ -150,7 +150,11 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
   /** A datagram from the client. */
   fromClient(msg: Buffer): void {
     const len = msg.length;
-    this.datagramsFromClient++;
+    // nginx's proxy_requests: the client's next datagram opens a new session.
+    if (++this.datagramsFromClient === this.host.options.maxRequests) {
+      this.host.counters.maxRequestsReached++;
+      this.listener.detach(this);
+    }
     this.bytesFromClient += len;
     this.lastActivity = Date.now();
     if (len > this.host.options.maxDatagramSize) {

@@ -125,6 +125,22 @@ export class UpstreamLink {
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
     socket.on('message', this.onMessage);
+    const source = this.host.options.sourceAddress;
+    if (source !== undefined) {
+      // nginx proxy_bind: bind first; a failure (EADDRNOTAVAIL, a family mismatch) is an 'error'.
+      try {
+        socket.bind({ address: source, port: 0, exclusive: true }, () => {
+          if (!this.closed) this.connectSocket(socket, address);
+        });
+      } catch (err) {
+        this.setupFailed(toError(err));
+      }
+      return;
+    }
+    this.connectSocket(socket, address);
+  }
+
+  private connectSocket(socket: Socket, address: string): void {
     try {
       socket.connect(this.state.port, address);
     } catch (err) {

@@ -22,6 +22,8 @@ export const SessionCloseReason = {
    * opens a new session, so the selector may choose again.
    */
   UPSTREAM_ERROR: 'upstream_error',
+  /** Active health checks marked the session's upstream unhealthy and `closeOnHealthFailure` is on. */
+  UPSTREAM_UNHEALTHY: 'upstream_unhealthy',
   /** The proxy was closed. */
   PROXY_CLOSED: 'proxy_closed',
   /** Closed by `session.close()` from user code. */
@@ -38,6 +40,8 @@ export type SessionCloseReason = (typeof SessionCloseReason)[keyof typeof Sessio
 export const DropReason = {
   /** A new client arrived while `maxSessions` sessions were live. */
   MAX_SESSIONS: 'max_sessions',
+  /** A new client arrived while every upstream had `maxConnections` sessions. */
+  UPSTREAMS_FULL: 'upstreams_full',
   /** The datagram was larger than `maxDatagramSize` (either direction). */
   OVERSIZED: 'oversized',
   /** `maxPendingDatagrams` datagrams were already waiting for the session to be set up. */

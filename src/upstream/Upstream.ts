@@ -1,5 +1,11 @@
 import { InvalidOptionError } from '../errors.js';
-import { integer, isRecord, nonEmptyString, rejectUnknownKeys } from '../internal/validate.js';
+import {
+  integer,
+  isRecord,
+  limit,
+  nonEmptyString,
+  rejectUnknownKeys,
+} from '../internal/validate.js';
 import type { UpstreamTlsSetting } from '../tls/UpstreamTlsOptions.js';
 import { checkUpstreamTlsShape } from '../tls/UpstreamTlsOptions.js';
 
@@ -23,13 +29,28 @@ export interface Upstream {
   /** Anything the user wants a selector or event listener to see. */
   readonly metadata?: Readonly<Record<string, unknown>>;
   /**
+   * Most connections (TCP, connecting ones included) or sessions (UDP) on this upstream at once
+   * (HAProxy `maxconn`, nginx `max_conns`). At its cap it is skipped by every selector; when every
+   * upstream is at its cap, TCP clients wait in the proxy's `queue`. Default Infinity.
+   */
+  readonly maxConnections?: number;
+  /**
    * TCP only: TLS to this upstream (fields win over the proxy's `tls`), or `false` for plain TCP
    * even when the proxy sets `tls`. See docs/tls.md.
    */
   readonly tls?: UpstreamTlsSetting;
 }
 
-const UPSTREAM_KEYS = ['host', 'port', 'weight', 'id', 'priority', 'metadata', 'tls'] as const;
+const UPSTREAM_KEYS = [
+  'host',
+  'port',
+  'weight',
+  'id',
+  'priority',
+  'metadata',
+  'maxConnections',
+  'tls',
+] as const;
 
 /** Default id of an upstream: `host:port`, with IPv6 literals in brackets. */
 export function upstreamId(upstream: Pick<Upstream, 'host' | 'port' | 'id'>): string {
@@ -54,6 +75,7 @@ export function validateUpstream(value: unknown, name: string): Upstream {
     throw new InvalidOptionError(`${name}.port`, 'an integer from 1 to 65535', undefined);
   integer(value.weight, `${name}.weight`, 1, { min: 1, max: 1_000_000 });
   integer(value.priority, `${name}.priority`, 0, { min: 0, max: 1_000_000 });
+  limit(value.maxConnections, `${name}.maxConnections`, Infinity);
   if (value.id !== undefined) nonEmptyString(value.id, `${name}.id`);
   if (value.metadata !== undefined && !isRecord(value.metadata)) {
     throw new InvalidOptionError(`${name}.metadata`, 'an object', value.metadata);

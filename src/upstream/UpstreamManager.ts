@@ -4,6 +4,8 @@ import { HealthChecker } from './HealthChecker.js';
 import type { ProbeTls } from './tcpProbe.js';
 import type { ResolvedHealthCheck, ResolvedOutlierDetection } from './healthOptions.js';
 import { OutlierDetector } from './OutlierDetector.js';
+import { SlowStart } from './SlowStart.js';
+import type { ResolvedSlowStart } from './SlowStart.js';
 import type { UpstreamSink, UpstreamSource } from './UpstreamSource.js';
 import { UpstreamSet } from './UpstreamSet.js';
 import type { UpstreamCandidate, UpstreamState } from './UpstreamState.js';
@@ -27,6 +29,8 @@ export interface UpstreamManagerOptions {
   readonly source: UpstreamSource | undefined;
   /** Percent (0 = off) of healthy upstreams under which every upstream is used. */
   readonly panicThreshold: number;
+  /** Weight ramp for upstreams that join or recover; undefined when off. */
+  readonly slowStart?: ResolvedSlowStart | undefined;
 }
 
 /** What the manager tells the proxy that owns it. */
@@ -52,6 +56,8 @@ export interface UpstreamTotals {
   readonly ejectionsOverflow: number;
   readonly sourceUpdates: number;
   readonly sourceErrors: number;
+  /** Upstreams whose weight is ramping up now (slow start). */
+  readonly slowStartActive: number;
 }
 
 /**
@@ -70,6 +76,7 @@ export class UpstreamManager {
   readonly set = new UpstreamSet();
   private readonly checker: HealthChecker | undefined;
   private readonly detector: OutlierDetector | undefined;
+  private readonly slowStart: SlowStart | undefined;
   private readonly source: UpstreamSource | undefined;
   private sink: UpstreamSink | undefined;
   private sourceUpdates = 0;
@@ -84,9 +91,11 @@ export class UpstreamManager {
     this.set.panicThreshold = options.panicThreshold;
     this.set.set(initial, 'upstreams');
     this.source = options.source;
+    if (options.slowStart) this.slowStart = new SlowStart(this.set, options.slowStart);
     if (options.healthCheck) {
       this.checker = new HealthChecker(this.set, options.healthCheck, {
         transition: (state, healthy, error) => {
+          if (healthy && state.healthy) this.slowStart?.begin(state);
           this.hooks.health(state, healthy, {
             source: 'active',
             detail: error?.message ?? 'health checks passed',
@@ -105,6 +114,7 @@ export class UpstreamManager {
     if (options.outlierDetection) {
       this.detector = new OutlierDetector(this.set, options.outlierDetection, {
         transition: (state, ejected, until, failures) => {
+          if (!ejected && state.healthy) this.slowStart?.begin(state);
           this.hooks.health(state, !ejected, {
             source: 'passive',
             detail: ejected
@@ -143,6 +153,7 @@ export class UpstreamManager {
   stop(): void {
     this.checker?.stop();
     this.detector?.stop();
+    this.slowStart?.stop();
     if (this.sink === undefined) return;
     this.sink = undefined;
     try {
@@ -161,6 +172,10 @@ export class UpstreamManager {
   setUpstreams(upstreams: unknown, name: string): boolean {
     const before = this.set.list();
     if (!this.set.set(upstreams, name)) return false;
+    if (this.slowStart !== undefined) {
+      const known = new Set(before);
+      for (const state of this.set.list()) if (!known.has(state)) this.slowStart.begin(state);
+    }
     this.checker?.sync();
     this.detector?.sync();
     this.hooks.membership(before.filter((state) => !state.member));
@@ -187,6 +202,7 @@ export class UpstreamManager {
       ejectionsOverflow: this.detector?.totals.overflow ?? 0,
       sourceUpdates: this.sourceUpdates,
       sourceErrors: this.sourceErrors,
+      slowStartActive: this.slowStart?.active ?? 0,
     };
   }
 

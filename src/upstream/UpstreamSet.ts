@@ -12,6 +12,11 @@ export class UpstreamSet {
   private states = new Map<string, UpstreamState>();
   private all: readonly UpstreamState[] = [];
   private availableCache: readonly UpstreamState[] | undefined;
+  /** Members with a finite `maxConnections`; empty when no upstream has a cap (the usual case). */
+  private capped: readonly UpstreamState[] = [];
+  /** `available()` minus upstreams at their cap, and the list it was filtered from. */
+  private underCap: readonly UpstreamState[] = [];
+  private underCapSource: readonly UpstreamState[] | undefined;
   /** Share (0-100) of healthy upstreams under which all upstreams are used anyway. */
   panicThreshold = 0;
   /** Incremented on every change of membership or health; selectors may cache on it. */
@@ -50,6 +55,7 @@ export class UpstreamSet {
     for (const [id, state] of this.states) if (!next.has(id)) state.member = false;
     this.states = next;
     this.all = [...next.values()];
+    this.capped = this.all.filter((state) => state.maxConnections !== Infinity);
     this.changed();
     return true;
   }
@@ -79,6 +85,61 @@ export class UpstreamSet {
    * The returned array is cached until the next change, so it is cheap per connection.
    */
   available(): readonly UpstreamState[] {
+    if (this.capped.length !== 0) return this.availableUnderCap();
+    return this.healthyOrPanic();
+  }
+
+  /** Whether any upstream has a `maxConnections` cap. */
+  get hasCaps(): boolean {
+    return this.capped.length !== 0;
+  }
+
+  /**
+   * Whether there are upstreams to use but every one is at its cap: a new TCP client waits in
+   * the queue (a UDP one is dropped) rather than failing with `no_upstream`.
+   */
+  allFull(): boolean {
+    return (
+      this.capped.length !== 0 &&
+      this.availableUnderCap().length === 0 &&
+      this.healthyOrPanic().length !== 0
+    );
+  }
+
+  /** Free slots over the usable upstreams: how many queued clients may go now (Infinity if one has no cap). */
+  freeSlots(): number {
+    let free = 0;
+    for (const state of this.healthyOrPanic()) {
+      if (state.maxConnections === Infinity) return Infinity;
+      free += Math.max(0, state.maxConnections - state.active);
+    }
+    return free;
+  }
+
+  /**
+   * `healthyOrPanic()` without the upstreams at their cap. The filtered array is rebuilt only when
+   * an upstream crossed its cap (or health changed) since the last call, so its identity stays
+   * stable for the selectors' per-array caches; a call costs one comparison per capped upstream.
+   */
+  private availableUnderCap(): readonly UpstreamState[] {
+    const source = this.healthyOrPanic();
+    let crossed = this.underCapSource !== source;
+    for (const state of this.capped) {
+      const full = state.active >= state.maxConnections;
+      if (full !== state.full) {
+        state.full = full;
+        crossed = true;
+      }
+    }
+    if (crossed) {
+      this.underCapSource = source;
+      this.underCap = source.filter((state) => !state.full);
+      this.version++;
+    }
+    return this.underCap;
+  }
+
+  private healthyOrPanic(): readonly UpstreamState[] {
     if (this.availableCache) return this.availableCache;
     const healthy = this.all.filter((state) => state.healthy);
     const panic =

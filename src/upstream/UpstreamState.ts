@@ -22,6 +22,8 @@ export interface UpstreamCandidate {
   readonly active: number;
   /** False while health checking or passive ejection keeps traffic off it. */
   readonly healthy: boolean;
+  /** Cap on `active` (`Infinity` when none); at it, the upstream is not a candidate. */
+  readonly maxConnections: number;
 }
 
 /** Counters kept per upstream; they survive `setUpstreams` for ids that stay. */
@@ -60,6 +62,11 @@ export class UpstreamState implements UpstreamCandidate {
   metadata: Readonly<Record<string, unknown>> | undefined;
   upstream: Upstream;
   active = 0;
+  maxConnections: number;
+  /** Whether `active` was at `maxConnections` when the set last looked (see `UpstreamSet.available()`). */
+  full = false;
+  /** The weight configured, which slow start may scale down for a while into `weight`. */
+  configuredWeight: number;
   /** Result of active health checks (true until a check says otherwise). */
   checkHealthy = true;
   /** Passive ejection: not selectable until this time (ms since epoch); 0 when not ejected. */
@@ -83,9 +90,11 @@ export class UpstreamState implements UpstreamCandidate {
     this.host = upstream.host;
     this.port = upstream.port;
     this.weight = upstream.weight ?? 1;
+    this.configuredWeight = this.weight;
     this.priority = upstream.priority ?? 0;
     this.metadata = upstream.metadata;
     this.upstream = upstream;
+    this.maxConnections = upstream.maxConnections ?? Infinity;
   }
 
   get healthy(): boolean {
@@ -97,9 +106,13 @@ export class UpstreamState implements UpstreamCandidate {
     this.host = upstream.host;
     this.port = upstream.port;
     this.weight = upstream.weight ?? 1;
+    this.configuredWeight = this.weight;
     this.priority = upstream.priority ?? 0;
     this.metadata = upstream.metadata;
     this.upstream = upstream;
+    this.maxConnections = upstream.maxConnections ?? Infinity;
+    // Seen again by the set on its next look, against the new cap.
+    this.full = false;
     this.member = true;
   }
 

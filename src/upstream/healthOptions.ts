@@ -1,5 +1,6 @@
 import type { UpstreamManagerOptions } from './UpstreamManager.js';
 import { validateUpstreamSource } from './UpstreamSource.js';
+import { resolveSlowStart } from './SlowStart.js';
 import { InvalidOptionError } from '../errors.js';
 import { duration, integer, isRecord, rejectUnknownKeys } from '../internal/validate.js';
 
@@ -233,5 +234,6 @@ export function resolveUpstreamManagerOptions(
     outlierDetection: resolveOutlierDetection(raw.outlierDetection, 'outlierDetection'),
     source: validateUpstreamSource(raw.upstreamSource, 'upstreamSource'),
     panicThreshold: resolvePanicThreshold(raw.panicThreshold, 'panicThreshold'),
+    slowStart: resolveSlowStart(raw.slowStart, 'slowStart'),
   };
 }

@@ -24,6 +24,8 @@ export interface ProxyHealthStats {
   /** Lists applied from the upstream source, and source failures (refused lists included). */
   readonly upstream_source_updates: number;
   readonly upstream_source_errors: number;
+  /** Upstreams whose weight is ramping up now (`slowStart`). */
+  readonly upstream_slow_start_active: number;
 }
 
 export function upstreamHealthStats(state: UpstreamState): UpstreamHealthStats {
@@ -45,5 +47,6 @@ export function proxyHealthStats(totals: UpstreamTotals): ProxyHealthStats {
     outlier_ejections_overflow: totals.ejectionsOverflow,
     upstream_source_updates: totals.sourceUpdates,
     upstream_source_errors: totals.sourceErrors,
+    upstream_slow_start_active: totals.slowStartActive,
   };
 }

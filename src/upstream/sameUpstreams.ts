@@ -18,7 +18,7 @@ export function sameUpstreams(a: readonly Upstream[], b: readonly Upstream[]): b
   });
 }
 
-/** Same host, port, weight, priority (defaults applied) and deeply equal metadata. */
+/** Same host, port, weight, priority, maxConnections (defaults applied) and deeply equal metadata. */
 export function sameUpstream(a: Upstream, b: Upstream): boolean {
   return (
     a === b ||
@@ -26,6 +26,7 @@ export function sameUpstream(a: Upstream, b: Upstream): boolean {
       a.port === b.port &&
       (a.weight ?? 1) === (b.weight ?? 1) &&
       (a.priority ?? 0) === (b.priority ?? 0) &&
+      (a.maxConnections ?? Infinity) === (b.maxConnections ?? Infinity) &&
       isDeepStrictEqual(a.metadata, b.metadata))
   );
 }

@@ -1,0 +1,162 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { describe, test } from 'node:test';
+import { InvalidOptionError, TcpProxy } from '../../src/index.js';
+import type { TcpProxyOptions } from '../../src/index.js';
+import { freePort, startPeer } from '../helpers/peerProcess.js';
+import type { PeerProcess } from '../helpers/peerProcess.js';
+import { tool } from '../helpers/tools.js';
+
+const MBIT = 1_000_000 / 8;
+const SECONDS = 5;
+
+interface IperfResult {
+  /** Bits per second the receiving end measured. */
+  readonly received: number;
+}
+
+/** Runs an iperf3 client through `port` for SECONDS; `reverse` measures upstream → client. */
+function iperf(
+  iperf3: string,
+  port: number,
+  options: { reverse?: boolean; streams?: number },
+): Promise<IperfResult> {
+  const args = ['-c', '127.0.0.1', '-p', String(port), '-t', String(SECONDS), '-J'];
+  if (options.reverse === true) args.push('-R');
+  if (options.streams !== undefined) args.push('-P', String(options.streams));
+  return new Promise((resolve, reject) => {
+    execFile(iperf3, args, { timeout: (SECONDS + 20) * 1000 }, (err, stdout) => {
+      if (err) {
+        reject(new Error(`iperf3 failed: ${err.message}\n${stdout}`));
+        return;
+      }
+      const report = JSON.parse(stdout) as { end: { sum_received: { bits_per_second: number } } };
+      resolve({ received: report.end.sum_received.bits_per_second });
+    });
+  });
+}
+
+async function withIperfServer(
+  iperf3: string,
+  run: (serverPort: number) => Promise<void>,
+): Promise<void> {
+  const serverPort = await freePort();
+  const server: PeerProcess = await startPeer(
+    iperf3,
+    ['-s', '-B', '127.0.0.1', '-p', String(serverPort)],
+    serverPort,
+  );
+  try {
+    await run(serverPort);
+  } finally {
+    await server.stop();
+  }
+}
+
+/** Starts a proxy to `serverPort`, runs iperf3 through it, and checks rate and memory. */
+async function measure(
+  iperf3: string,
+  serverPort: number,
+  options: TcpProxyOptions,
+  run: { reverse?: boolean; streams?: number },
+  limitBytes: number,
+  t: { diagnostic(message: string): void },
+): Promise<TcpProxy> {
+  const proxy = new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: serverPort }], ...options });
+  const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
+  // Memory from one second in (past start-up and JIT warm-up) to the end of the run.
+  const started = performance.now();
+  let rssBefore: number | undefined;
+  let rssPeak = 0;
+  const sampler = setInterval(() => {
+    const rss = process.memoryUsage().rss;
+    if (performance.now() - started < 1_000) return;
+    rssBefore ??= rss;
+    rssPeak = Math.max(rssPeak, rss);
+  }, 250);
+  try {
+    const result = await iperf(iperf3, address.port, run);
+    rssBefore ??= rssPeak = process.memoryUsage().rss;
+    const expected = limitBytes * 8;
+    const ratio = result.received / expected;
+    t.diagnostic(
+      `${(result.received / 1e6).toFixed(2)} Mbit/s for a limit of ${expected / 1e6} (ratio ${ratio.toFixed(3)}), RSS +${((rssPeak - rssBefore) / 1048576).toFixed(1)} MiB`,
+    );
+    assert.ok(
+      ratio > 0.95 && ratio < 1.05,
+      `measured ${(result.received / 1e6).toFixed(2)} Mbit/s for a limit of ${expected / 1e6} Mbit/s`,
+    );
+    // Flat memory: the proxy pauses the sender instead of buffering what it cannot pass yet.
+    assert.ok(
+      rssPeak - rssBefore < 32 * 1024 * 1024,
+      `RSS grew by ${((rssPeak - rssBefore) / 1048576).toFixed(1)} MiB`,
+    );
+  } catch (err) {
+    await proxy.close({ drainTimeout: 0 });
+    throw err;
+  } finally {
+    clearInterval(sampler);
+  }
+  return proxy;
+}
+
+describe('bandwidth limits', () => {
+  test('options are validated', () => {
+    for (const [option, options] of [
+      ['bandwidth.upload', { bandwidth: { upload: 0 } }],
+      ['bandwidth.download', { bandwidth: { download: 1.5 } }],
+      ['bandwidth.shared.per', { bandwidth: { shared: { per: 'client' } } }],
+      ['bandwidth.burst', { bandwidth: { burst: 1 } }],
+    ] as const) {
+      assert.throws(
+        () => new TcpProxy(options as never),
+        (err: unknown) => err instanceof InvalidOptionError && err.option === option,
+      );
+    }
+  });
+
+  test('per connection, upload (relay onread) and download (relay stream), measured by iperf3', async (t) => {
+    const iperf3 = tool(t, 'iperf3');
+    if (iperf3 === undefined) return;
+    await withIperfServer(iperf3, async (serverPort) => {
+      const upload = await measure(
+        iperf3,
+        serverPort,
+        { relay: 'onread', bandwidth: { upload: 30 * MBIT } },
+        {},
+        30 * MBIT,
+        t,
+      );
+      assert.ok(upload.stats().bandwidth_upload_throttled > 0);
+      assert.equal(upload.stats().bandwidth_download_throttled, 0);
+      assert.match(upload.metrics(), /^l4proxy_tcp_bandwidth_upload_throttled_total [1-9]/m);
+      await upload.close();
+      const download = await measure(
+        iperf3,
+        serverPort,
+        { relay: 'stream', bandwidth: { download: 20 * MBIT } },
+        { reverse: true },
+        20 * MBIT,
+        t,
+      );
+      assert.ok(download.stats().bandwidth_download_throttled > 0);
+      await download.close();
+    });
+  });
+
+  test('one budget shared by the connections of the proxy (2 parallel streams)', async (t) => {
+    const iperf3 = tool(t, 'iperf3');
+    if (iperf3 === undefined) return;
+    await withIperfServer(iperf3, async (serverPort) => {
+      const proxy = await measure(
+        iperf3,
+        serverPort,
+        { bandwidth: { upload: 100 * MBIT, shared: { upload: 24 * MBIT } } },
+        { streams: 2 },
+        24 * MBIT,
+        t,
+      );
+      await proxy.close();
+    });
+  });
+});

@@ -1,0 +1,124 @@
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, test } from 'node:test';
+import { InvalidOptionError, TcpProxy, UdpProxy, roundRobin } from '../../src/index.js';
+import type { SelectionContext, Upstream } from '../../src/index.js';
+import net from 'node:net';
+import { connect, echoServer, listen, readAll, waitFor } from '../helpers/net.js';
+
+const local = (port: number, weight: number, id: string): Upstream => ({
+  host: '127.0.0.1',
+  port,
+  weight,
+  id,
+});
+
+describe('slowStart', () => {
+  test('options are validated', () => {
+    for (const [option, options] of [
+      ['slowStart', { slowStart: 1000 }],
+      ['slowStart.window', { slowStart: {} }],
+      ['slowStart.window', { slowStart: { window: 0 } }],
+      ['slowStart.minWeightPercent', { slowStart: { window: 10, minWeightPercent: 0 } }],
+    ] as const) {
+      assert.throws(
+        () => new TcpProxy(options as never),
+        (err: unknown) => err instanceof InvalidOptionError && err.option === option,
+      );
+      assert.throws(
+        () => new UdpProxy(options as never),
+        (err: unknown) => err instanceof InvalidOptionError && err.option === option,
+      );
+    }
+  });
+
+  test('an upstream that joins starts at minWeightPercent and ramps to its weight', async () => {
+    const echo = await echoServer();
+    const seen: number[] = [];
+    const inner = roundRobin();
+    const proxy = new TcpProxy({
+      upstreams: [local(echo.port, 100, 'old')],
+      slowStart: { window: 400, minWeightPercent: 10 },
+      selector: (ctx: SelectionContext) => {
+        const joined = ctx.candidates.find((c) => c.id === 'new');
+        if (joined !== undefined) seen.push(joined.weight);
+        return inner(ctx);
+      },
+    });
+    const address = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as { port: number };
+    const weightOf = (id: string): number | undefined =>
+      proxy.upstreams().find((u) => u.id === id)?.weight;
+    // The initial set does not ramp.
+    assert.equal(weightOf('old'), 100);
+    proxy.setUpstreams([local(echo.port, 100, 'old'), local(echo.port, 100, 'new')]);
+    assert.equal(weightOf('new'), 10);
+    assert.equal(weightOf('old'), 100);
+    assert.equal(proxy.stats().upstream_slow_start_active, 1);
+    assert.match(proxy.metrics(), /^l4proxy_tcp_upstream_slow_start_active 1$/m);
+    // A connection now: the selector sees the reduced weight.
+    const client = await connect(address.port);
+    const reply = readAll(client);
+    client.end('x');
+    await reply;
+    assert.ok((seen[0] ?? 100) < 100, `selector saw weight ${seen[0]}`);
+    // Bounded wait for the ramp to end (window 400 ms); weights only grow meanwhile.
+    const observed: number[] = [];
+    for (let i = 0; i < 200 && weightOf('new') !== 100; i++) {
+      observed.push(weightOf('new') ?? 0);
+      await sleep(10);
+    }
+    assert.equal(weightOf('new'), 100);
+    for (let i = 1; i < observed.length; i++)
+      assert.ok(
+        (observed[i] ?? 0) >= (observed[i - 1] ?? 0),
+        `ramp went down: ${observed.join(',')}`,
+      );
+    assert.ok(new Set(observed).size > 2, `ramp in steps: ${observed.join(',')}`);
+    assert.equal(proxy.stats().upstream_slow_start_active, 0);
+    await proxy.close();
+    await echo.close();
+  });
+
+  test('an upstream that health checks bring back ramps up too', async () => {
+    const echo = await echoServer();
+    const checks = net.createServer((socket) => {
+      socket.destroy();
+    });
+    const checkPort = await listen(checks);
+    const proxy = new TcpProxy({
+      upstreams: [local(echo.port, 50, 'db')],
+      slowStart: { window: 60_000, minWeightPercent: 20 },
+      healthCheck: {
+        interval: 30,
+        timeout: 200,
+        unhealthyThreshold: 1,
+        healthyThreshold: 1,
+        port: checkPort,
+      },
+    });
+    const health: boolean[] = [];
+    proxy.on('upstreamHealth', (_upstream, healthy) => health.push(healthy));
+    await new Promise<void>((resolve) => {
+      checks.close(() => {
+        resolve();
+      });
+    });
+    await waitFor(proxy, 'upstreamHealth');
+    assert.deepEqual(health, [false]);
+    assert.equal(proxy.upstreams()[0]?.weight, 50, 'no ramp while down');
+    checks.listen(checkPort, '127.0.0.1');
+    await waitFor(proxy, 'upstreamHealth');
+    assert.deepEqual(health, [false, true]);
+    assert.equal(proxy.upstreams()[0]?.weight, 10);
+    assert.equal(proxy.stats().upstream_slow_start_active, 1);
+    await proxy.close();
+    // Closing stops the ramp and restores the weight.
+    assert.equal(proxy.upstreams()[0]?.weight, 50);
+    await new Promise<void>((resolve) => {
+      checks.close(() => {
+        resolve();
+      });
+    });
+    await echo.close();
+  });
+});
