@@ -18,6 +18,8 @@ export const ErrorCode = {
   HEALTH_CHECK: 'ERR_L4_HEALTH_CHECK',
   UPSTREAM_SOURCE: 'ERR_L4_UPSTREAM_SOURCE',
   RESOURCE_EXHAUSTED: 'ERR_L4_RESOURCE_EXHAUSTED',
+  ADMISSION: 'ERR_L4_ADMISSION',
+  FILTER: 'ERR_L4_FILTER',
 } as const;
 
 /** Union of every stable error code string. */

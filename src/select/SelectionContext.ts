@@ -1,5 +1,7 @@
 import type { Upstream } from '../upstream/Upstream.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
+import type { PrereadResults } from '../preread/types.js';
+import type { ProxyTlv } from '../protocol/ProxyHeader.js';
 
 /** What a selector knows when it chooses an upstream for a connection, session or datagram. */
 export interface SelectionContext {
@@ -15,6 +17,10 @@ export interface SelectionContext {
   readonly serverName?: string | undefined;
   /** ALPN protocols from the ClientHello, when SNI peeking is on. */
   readonly alpn?: readonly string[] | undefined;
+  /** Metadata of the preread inspectors that matched, by inspector name (TCP with `preread`). */
+  readonly preread?: PrereadResults | undefined;
+  /** TLVs of the PROXY header accepted from a trusted peer (TCP, v2), if any. */
+  readonly proxyTlvs?: readonly ProxyTlv[] | undefined;
   /** 1 for the first try, 2 for the first retry, ... */
   readonly attempt: number;
   /** Upstreams already tried for this connection (empty on attempt 1). */

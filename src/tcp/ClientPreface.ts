@@ -6,6 +6,9 @@ import { ClientHelloParser } from '../protocol/ClientHelloParser.js';
 import type { ProxyHeader } from '../protocol/ProxyHeader.js';
 import { ProxyHeaderParser } from '../protocol/ProxyHeaderParser.js';
 import { RejectReason } from './closeReasons.js';
+import { PrereadStage, tlsIdentity } from '../preread/PrereadStage.js';
+import type { PrereadConfig } from '../preread/PrereadStage.js';
+import type { PrereadResults } from '../preread/types.js';
 
 /** Who the client is, as selectors, limits, events, stats and the sent PROXY header see it. */
 export interface ClientIdentity {
@@ -22,6 +25,8 @@ export interface ClientIdentity {
   readonly proxyHeader: ProxyHeader | undefined;
   readonly serverName: string | undefined;
   readonly alpn: readonly string[] | undefined;
+  /** Metadata of the preread inspectors that matched (with `preread` on). */
+  readonly preread?: PrereadResults | undefined;
 }
 
 /** What the preface reads, resolved from the proxy's options. */
@@ -36,12 +41,20 @@ export interface PrefaceConfig {
     | undefined;
   readonly sni:
     { readonly timeout: number; readonly maxBytes: number; readonly required: boolean } | undefined;
+  /** Preread inspectors, run after the PROXY header and the SNI peek. */
+  readonly preread?: PrereadConfig | undefined;
 }
 
 /** How a preface ended: an identity and the bytes read (to forward first), or a refusal. */
 export type PrefaceOutcome =
   | { readonly ok: true; readonly identity: ClientIdentity; readonly buffered: Buffer[] }
-  | { readonly ok: false; readonly reason: RejectReason; readonly error: Error | undefined };
+  | {
+      readonly ok: false;
+      readonly reason: RejectReason;
+      readonly error: Error | undefined;
+      /** The inspector's own reason, for `preread_rejected`. */
+      readonly detail?: string;
+    };
 
 /** The identity of a socket taken at face value (no PROXY header). */
 export function socketIdentity(socket: Socket): ClientIdentity {
@@ -61,7 +74,7 @@ export function socketIdentity(socket: Socket): ClientIdentity {
   };
 }
 
-type Stage = 'proxy' | 'sni' | 'done';
+type Stage = 'proxy' | 'sni' | 'preread' | 'done';
 
 /**
  * Reads what the proxy must know before it can choose an upstream: a PROXY protocol header (only
@@ -78,6 +91,7 @@ export class ClientPreface {
   private readonly buffered: Buffer[] = [];
   private proxyStage: { parser: ProxyHeaderParser; required: boolean } | undefined;
   private sniStage: { parser: ClientHelloParser; required: boolean } | undefined;
+  private prereadStage: PrereadStage | undefined;
   private timer: NodeJS.Timeout | undefined;
   private finished = false;
 
@@ -95,7 +109,11 @@ export class ClientPreface {
 
   /** Whether this socket needs a preface at all under `config`. */
   static needed(socket: Socket, config: PrefaceConfig): boolean {
-    return config.sni !== undefined || ClientPreface.trusted(socket, config);
+    return (
+      config.sni !== undefined ||
+      config.preread !== undefined ||
+      ClientPreface.trusted(socket, config)
+    );
   }
 
   private static trusted(socket: Socket, config: PrefaceConfig): boolean {
@@ -134,7 +152,7 @@ export class ClientPreface {
   private enterSniStage(): void {
     const sni = this.config.sni;
     if (sni === undefined) {
-      this.succeed();
+      this.enterPrereadStage();
       return;
     }
     this.stage = 'sni';
@@ -149,7 +167,8 @@ export class ClientPreface {
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.finish({ ok: false, reason, error: undefined });
+      if (this.stage === 'preread') this.prereadIncomplete();
+      else this.finish({ ok: false, reason, error: undefined });
     }, timeout);
     this.timer.unref();
   }
@@ -157,6 +176,7 @@ export class ClientPreface {
   private readonly onData = (chunk: Buffer): void => {
     if (this.stage === 'proxy') this.readProxyHeader(chunk);
     else if (this.stage === 'sni') this.readClientHello(chunk);
+    else if (this.stage === 'preread') this.inspect(chunk);
   };
 
   private readProxyHeader(chunk: Buffer): void {
@@ -195,7 +215,7 @@ export class ClientPreface {
   private continueWith(first: Buffer): void {
     if (this.config.sni === undefined) {
       if (first.length > 0) this.buffered.push(first);
-      this.succeed();
+      this.enterPrereadStage();
       return;
     }
     this.enterSniStage();
@@ -228,6 +248,72 @@ export class ClientPreface {
       }
       if (result.kind === 'no_sni') this.identity = { ...this.identity, alpn: result.hello.alpn };
     }
+    this.enterPrereadStage();
+  }
+
+  /** Runs the preread inspectors over the bytes held so far and those that follow, if configured. */
+  private enterPrereadStage(): void {
+    const preread = this.config.preread;
+    if (preread === undefined) {
+      this.succeed();
+      return;
+    }
+    this.stage = 'preread';
+    const identity = this.identity;
+    this.prereadStage = new PrereadStage(preread, {
+      clientAddress: identity.address,
+      clientPort: identity.port,
+      localAddress: identity.localAddress,
+      localPort: identity.localPort,
+      proxyHeader: identity.proxyHeader,
+    });
+    this.arm(preread.timeout, RejectReason.PREREAD_TIMEOUT);
+    if (this.buffered.length > 0) this.inspect(undefined);
+  }
+
+  /** Feeds `chunk` (or, with undefined, only what is held) to the inspectors. */
+  private inspect(chunk: Buffer | undefined): void {
+    const stage = this.prereadStage;
+    if (stage === undefined) return;
+    if (chunk !== undefined) this.buffered.push(chunk);
+    const outcome = stage.inspect(this.buffered, this.reply);
+    switch (outcome.kind) {
+      case 'more':
+        return;
+      case 'done':
+        this.prereadDone(outcome.results);
+        return;
+      case 'limit':
+        this.prereadIncomplete();
+        return;
+      case 'reject':
+        this.finish({
+          ok: false,
+          reason: RejectReason.PREREAD_REJECTED,
+          error: undefined,
+          detail: `${outcome.inspector}: ${outcome.reason}`,
+        });
+    }
+  }
+
+  private readonly reply = (data: Buffer): void => {
+    this.socket.write(data);
+  };
+
+  /** Time or bytes ran out with inspectors undecided: route with what was found, or refuse. */
+  private prereadIncomplete(): void {
+    const stage = this.prereadStage;
+    if (stage === undefined) return;
+    if (this.config.preread?.rejectIncomplete === true) {
+      this.finish({ ok: false, reason: RejectReason.PREREAD_TIMEOUT, error: undefined });
+      return;
+    }
+    this.prereadDone(stage.found);
+  }
+
+  private prereadDone(results: PrereadResults): void {
+    const tls = this.identity.serverName === undefined ? tlsIdentity(results) : undefined;
+    this.identity = { ...this.identity, ...tls, preread: results };
     this.succeed();
   }
 

@@ -18,7 +18,8 @@ import type { TcpConnectionInfo, TcpConnectionSummary } from './events.js';
 import type { ConnectionHost } from './ConnectionHost.js';
 import type { ClientIdentity } from './ClientPreface.js';
 import { closeSocket } from '../net/closeSocket.js';
-import type { ProxyHeader } from '../protocol/ProxyHeader.js';
+import type { ProxyHeader, ProxyTlv } from '../protocol/ProxyHeader.js';
+import type { PrereadResults } from '../preread/types.js';
 import { readIntoSharedBuffer, sharedReadBuffer } from '../net/sharedReadBuffer.js';
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
@@ -151,6 +152,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   readonly alpn: readonly string[] | undefined;
   /** The PROXY header accepted from a trusted peer, if any. */
   readonly proxyHeader: ProxyHeader | undefined;
+  /** Metadata of the preread inspectors that matched. */
+  readonly preread: PrereadResults | undefined;
 
   attempts = 0;
   bytesFromClient = 0;
@@ -212,6 +215,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.serverName = identity.serverName;
     this.alpn = identity.alpn;
     this.proxyHeader = identity.proxyHeader;
+    this.preread = identity.preread;
     if (preface !== undefined) {
       this.resumeAfterPreface = true;
       for (const chunk of preface) {
@@ -225,6 +229,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private resumeAfterPreface = false;
 
   // ---- SelectionContext -------------------------------------------------------------------
+
+  get proxyTlvs(): readonly ProxyTlv[] | undefined {
+    return this.proxyHeader?.tlvs;
+  }
 
   get attempt(): number {
     return this.attempts;

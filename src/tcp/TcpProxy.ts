@@ -39,6 +39,8 @@ import type { ClosedTotals, TcpProxyStats } from './TcpProxyStats.js';
 import { snapshotTcpStats } from './TcpProxyStats.js';
 import { channels } from '../diagnostics.js';
 import { tcpMetrics } from '../metrics/prometheus.js';
+import { AdmissionCheck } from '../filter/admission.js';
+import type { AdmissionConfig } from '../filter/admission.js';
 
 /** Where `listen()` binds: a TCP port (0 for ephemeral) on a host, or a Unix socket path. */
 export interface ListenOptions {
@@ -103,6 +105,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   };
   private readonly identity: IdentityConfig;
   private readonly prefaces = new Set<ClientPreface>();
+  private readonly admission: AdmissionConfig | undefined;
+  /** Clients waiting for the `admit` hook: they count against `maxConnections`. */
+  private readonly admissions = new Set<AdmissionCheck>();
   private readonly rejectReasons: Partial<Record<RejectReason, number>> = {};
   private nextId = 1;
   private closing: Promise<void> | undefined;
@@ -114,6 +119,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     const resolved = resolveTcpOptions(options);
     this.options = resolved.options;
     this.identity = resolved.identity;
+    this.admission = resolved.admission;
     this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, this.upstreamHooks());
     this.upstreamSet = this.manager.set;
     this.host = this.createHost(resolved.selector);
@@ -249,7 +255,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.reject(socket, RejectReason.INVALID_SOCKET);
       return;
     }
-    if (this.live.size + this.prefaces.size >= this.options.maxConnections) {
+    if (this.live.size + this.prefaces.size + this.admissions.size >= this.options.maxConnections) {
       this.counters.downstreamOverflow++;
       this.reject(socket, RejectReason.MAX_CONNECTIONS);
       return;
@@ -265,7 +271,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     const preface = new ClientPreface(socket, this.identity.preface, (outcome) => {
       this.prefaces.delete(preface);
       if (outcome.ok) this.admit(socket, outcome.identity, outcome.buffered);
-      else this.reject(socket, outcome.reason, outcome.error, preface.identitySoFar);
+      else
+        this.reject(socket, outcome.reason, outcome.error, preface.identitySoFar, outcome.detail);
     });
     this.prefaces.add(preface);
     preface.start();
@@ -278,6 +285,40 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.reject(socket, refusal, undefined, identity);
       return;
     }
+    if (this.admission !== undefined) {
+      this.checkAdmission(this.admission, socket, identity, preface);
+      return;
+    }
+    this.open(socket, identity, preface);
+  }
+
+  /** Runs the `admit` hook, then opens the connection or refuses the client. */
+  private checkAdmission(
+    config: AdmissionConfig,
+    socket: Socket,
+    identity: ClientIdentity,
+    preface: Buffer[] | undefined,
+  ): void {
+    let check: AdmissionCheck | undefined = undefined;
+    const gone = (): void => check?.cancel(RejectReason.CLIENT_GONE);
+    socket.once('close', gone);
+    check = new AdmissionCheck(config, identity, (outcome) => {
+      socket.off('close', gone);
+      if (check !== undefined) this.admissions.delete(check);
+      if (outcome.ok && !socket.destroyed && this.closing === undefined) {
+        this.open(socket, identity, preface);
+        return;
+      }
+      this.identity.perClient?.release(identity.address);
+      if (outcome.ok) {
+        const reason = socket.destroyed ? RejectReason.CLIENT_GONE : RejectReason.PROXY_CLOSING;
+        this.reject(socket, reason, undefined, identity);
+      } else this.reject(socket, outcome.reason, outcome.error, identity, outcome.detail);
+    });
+    if (!check.decided) this.admissions.add(check);
+  }
+
+  private open(socket: Socket, identity: ClientIdentity, preface: Buffer[] | undefined): void {
     const connection = new TcpConnection(this.host, socket, this.nextId++, identity, preface);
     socket.off('error', ignoreError);
     this.live.add(connection);
@@ -312,6 +353,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     reason: RejectReason,
     error?: Error,
     identity?: ClientIdentity,
+    detail?: string,
   ): void {
     this.counters.rejected++;
     this.rejectReasons[reason] = (this.rejectReasons[reason] ?? 0) + 1;
@@ -321,6 +363,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       clientPort: identity?.port ?? socket.remotePort,
       peerAddress: socket.remoteAddress,
       error,
+      detail,
     };
     // Nothing was dialled and nothing is flushed: a reset tells the client it was refused.
     closeSocket(socket, true);
@@ -407,6 +450,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     this.servers.clear();
     // Clients still in their preface have nothing dialled: refuse them now.
     for (const preface of [...this.prefaces]) preface.abort();
+    for (const check of [...this.admissions]) check.cancel(RejectReason.PROXY_CLOSING);
     await this.drain(drainTimeout);
     for (const timer of this.upstreamDrains) clearTimeout(timer);
     this.upstreamDrains.clear();

@@ -16,6 +16,9 @@ import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/he
 import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
+import type { PrereadOptions } from '../preread/prereadOptions.js';
+import { resolveAdmission } from '../filter/admission.js';
+import type { AdmissionConfig, AdmissionHook } from '../filter/admission.js';
 import {
   boolean,
   duration,
@@ -81,6 +84,12 @@ export interface TcpProxyOptions {
   readonly outlierDetection?: OutlierDetectionOptions;
   /** Below this percentage of healthy upstreams, all are used (Envoy's panic mode); 0 disables. Default 0. */
   readonly panicThreshold?: number;
+  /** Inspect the first bytes (TLS, HTTP/1, PostgreSQL, custom) for `ctx.preread`. Default off. */
+  readonly preread?: PrereadOptions;
+  /** Async admission hook run before an upstream is chosen. Default none. */
+  readonly admit?: AdmissionHook;
+  /** Time `admit` has to answer (`admission_timeout`). Default 5000 ms. */
+  readonly admitTimeout?: number;
 }
 
 /** Options with every default applied. */
@@ -119,6 +128,9 @@ const KNOWN = [
   'healthCheck',
   'outlierDetection',
   'panicThreshold',
+  'preread',
+  'admit',
+  'admitTimeout',
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
@@ -128,6 +140,7 @@ export function resolveTcpOptions(input: unknown): {
   upstreams: unknown;
   identity: IdentityConfig;
   manager: UpstreamManagerOptions;
+  admission: AdmissionConfig | undefined;
 } {
   const raw = optionalRecord(input, 'options');
   assertProxyMode(raw.mode);
@@ -158,6 +171,7 @@ export function resolveTcpOptions(input: unknown): {
     upstreams: raw.upstreams === undefined ? [] : raw.upstreams,
     identity,
     manager,
+    admission: resolveAdmission(raw),
   };
 }
 

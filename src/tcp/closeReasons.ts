@@ -79,6 +79,16 @@ export const RejectReason = {
   CLIENT_GONE: 'client_gone',
   /** The proxy ran out of file descriptors moments ago and is backing off (up to 1 s). */
   RESOURCE_EXHAUSTED: 'resource_exhausted',
+  /** A preread inspector refused the client; `detail` names the inspector and its reason. */
+  PREREAD_REJECTED: 'preread_rejected',
+  /** With `preread.onIncomplete: 'reject'`, inspectors were undecided at the time or byte limit. */
+  PREREAD_TIMEOUT: 'preread_timeout',
+  /** The `admit` hook refused the client; `detail` is the hook's own reason. */
+  ADMISSION_REJECTED: 'admission_rejected',
+  /** The `admit` hook did not answer within `admitTimeout`. */
+  ADMISSION_TIMEOUT: 'admission_timeout',
+  /** The `admit` hook threw or rejected; `error` holds what it threw. */
+  ADMISSION_ERROR: 'admission_error',
 } as const;
 
 /** Union of every rejection reason string. */

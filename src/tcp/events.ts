@@ -3,6 +3,8 @@ import type { L4Error } from '../errors.js';
 import type { UpstreamHealthChange } from '../upstream/UpstreamManager.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { CloseReason, RejectReason } from './closeReasons.js';
+import type { PrereadResults } from '../preread/types.js';
+import type { ProxyTlv } from '../protocol/ProxyHeader.js';
 
 /** A live proxied connection, as events and `connections()` show it. */
 export interface TcpConnectionInfo {
@@ -20,6 +22,10 @@ export interface TcpConnectionInfo {
   readonly serverName: string | undefined;
   /** ALPN protocols from the ClientHello (with `sni` on). */
   readonly alpn: readonly string[] | undefined;
+  /** Metadata of the preread inspectors that matched (with `preread` on). */
+  readonly preread: PrereadResults | undefined;
+  /** TLVs of the PROXY header accepted from a trusted peer (v2), if any. */
+  readonly proxyTlvs: readonly ProxyTlv[] | undefined;
   /** `Date.now()` when the proxy took the connection. */
   readonly startTime: number;
   /** The upstream being tried or connected, once one is chosen. */
@@ -73,8 +79,10 @@ export interface TcpRejection {
   readonly clientPort: number | undefined;
   /** The TCP peer. */
   readonly peerAddress: string | undefined;
-  /** The parse error behind `proxy_protocol_error` and `tls_error`. */
+  /** The parse error behind `proxy_protocol_error` and `tls_error`; what `admit` threw. */
   readonly error: Error | undefined;
+  /** The user's own reason: the inspector's for `preread_rejected`, the hook's for `admission_rejected`. */
+  readonly detail?: string | undefined;
 }
 
 /** Events of {@link TcpProxy}; listeners are type-checked against these signatures. */

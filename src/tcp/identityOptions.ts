@@ -17,6 +17,7 @@ import type { ProxyTlvFields } from '../protocol/proxyTlvFields.js';
 import { DEFAULT_CLIENT_HELLO_MAX_BYTES } from '../protocol/ClientHelloParser.js';
 import type { PrefaceConfig } from './ClientPreface.js';
 import type { TcpConnectionInfo } from './events.js';
+import { resolvePreread } from '../preread/prereadOptions.js';
 
 /**
  * Sending the PROXY protocol to upstreams: `'v1'`, `'v2'`, or an object choosing the version and
@@ -149,7 +150,11 @@ function resolveSni(value: unknown): PrefaceConfig['sni'] {
 export function resolveIdentityOptions(raw: Record<string, unknown>): IdentityConfig {
   return {
     send: resolveSend(raw.proxyProtocol),
-    preface: { acceptProxy: resolveAccept(raw.acceptProxyProtocol), sni: resolveSni(raw.sni) },
+    preface: {
+      acceptProxy: resolveAccept(raw.acceptProxyProtocol),
+      sni: resolveSni(raw.sni),
+      preread: resolvePreread(raw.preread),
+    },
     allow: raw.allow === undefined ? undefined : parseAddressList(raw.allow, 'allow'),
     deny: raw.deny === undefined ? undefined : parseAddressList(raw.deny, 'deny'),
     perClient: ClientLimiter.from(raw.perClient, 'perClient'),
