@@ -37,6 +37,8 @@ function inspectRequest(bytes: Buffer, maxHeaderBytes: number): PrereadVerdict {
   const space = bytes.indexOf(0x20);
   const method = bytes.toString('latin1', 0, space < 0 ? Math.min(bytes.length, MAX_METHOD + 1) : space);
   if (method.length > MAX_METHOD || (method !== '' && !TOKEN.test(method))) return SKIP;
+  const lineEnd = bytes.indexOf('\r\n');
+  if (lineEnd >= 0 && !REQUEST_LINE.test(bytes.toString('latin1', 0, lineEnd))) return SKIP;
   const end = bytes.indexOf('\r\n\r\n');
   if (end < 0) return bytes.length >= maxHeaderBytes ? SKIP : MORE;
   if (end > maxHeaderBytes) return SKIP;

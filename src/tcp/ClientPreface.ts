@@ -124,7 +124,7 @@ export class ClientPreface {
   start(): void {
     const socket = this.socket;
     socket.on('data', this.onData);
-    socket.on('end', this.onGone);
+    socket.on('end', this.onEnd);
     socket.on('close', this.onGone);
     socket.on('error', this.onGone);
     const accept = this.config.acceptProxy;
@@ -321,6 +321,12 @@ export class ClientPreface {
     this.finish({ ok: true, identity: this.identity, buffered: this.buffered });
   }
 
+  /** A client may send its request and half-close: inspection ends with what it sent. */
+  private readonly onEnd = (): void => {
+    if (this.stage === 'preread') this.prereadIncomplete();
+    else this.onGone();
+  };
+
   private readonly onGone = (): void => {
     this.finish({ ok: false, reason: RejectReason.CLIENT_GONE, error: undefined });
   };
@@ -333,7 +339,7 @@ export class ClientPreface {
     this.timer = undefined;
     const socket = this.socket;
     socket.off('data', this.onData);
-    socket.off('end', this.onGone);
+    socket.off('end', this.onEnd);
     socket.off('close', this.onGone);
     socket.off('error', this.onGone);
     // Reading stops until the connection takes over (removing 'data' does not pause a stream).

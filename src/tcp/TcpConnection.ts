@@ -291,6 +291,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (!sharedBuffer) client.on('data', onClientData);
     client.on('drain', onClientDrain);
     if (this.host.options.noDelay) client.setNoDelay(true);
+    // The client sent its request and half-closed while the preface read it (preread).
+    if (client.readableEnded) this.clientEnded = true;
     this.armTimers();
     if (this.resumeAfterPreface && this.earlyBytes < this.host.options.maxEarlyData)
       client.resume();
