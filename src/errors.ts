@@ -190,6 +190,17 @@ export class UpstreamSourceError extends L4Error {
   }
 }
 
+/** A data filter or admission hook failed; `cause` is what the user code threw. */
+export class FilterError extends L4Error {
+  constructor(cause: unknown) {
+    super(
+      ErrorCode.FILTER,
+      `A data filter failed: ${cause instanceof Error ? cause.message : String(cause)}`,
+      { cause },
+    );
+  }
+}
+
 /** Short, safe description of a received value for error messages. */
 export function describe(value: unknown): string {
   if (typeof value === 'string')

@@ -149,3 +149,5 @@ export type {
   AdmissionHook,
   AdmissionVerdict,
 } from './filter/admission.js';
+export type { DataFilter, DataFilterFactory, FilterResult } from './filter/dataFilter.js';
+export { FilterError } from './errors.js';

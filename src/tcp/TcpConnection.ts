@@ -2,6 +2,7 @@ import net from 'node:net';
 import type { Socket } from 'node:net';
 import {
   ConnectFailedError,
+  FilterError,
   ConnectTimeoutError,
   ErrorCode,
   L4Error,
@@ -21,6 +22,9 @@ import { closeSocket } from '../net/closeSocket.js';
 import type { ProxyHeader, ProxyTlv } from '../protocol/ProxyHeader.js';
 import type { PrereadResults } from '../preread/types.js';
 import { readIntoSharedBuffer, sharedReadBuffer } from '../net/sharedReadBuffer.js';
+import { FilterChain } from '../filter/FilterChain.js';
+import type { FilterOutput } from '../filter/FilterChain.js';
+import type { DataFilterFactory } from '../filter/dataFilter.js';
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 const EMPTY: readonly UpstreamState[] = [];
@@ -84,6 +88,18 @@ function copyOut(bytes: number, buffer: Buffer): Buffer {
 
 function onClientRead(this: Socket, bytes: number, buffer: Buffer): boolean {
   return (this as RelaySocket)[kConnection].clientData(copyOut(bytes, buffer));
+}
+function onClientReadFiltered(this: Socket, bytes: number, buffer: Buffer): boolean {
+  return (this as RelaySocket)[kConnection].filteredClientData(copyOut(bytes, buffer));
+}
+function onClientDataFiltered(this: RelaySocket, chunk: Buffer): void {
+  this[kConnection].filteredClientData(chunk);
+}
+function onUpstreamReadFiltered(this: Socket, bytes: number, buffer: Buffer): boolean {
+  return (this as RelaySocket)[kConnection].filteredUpstreamData(copyOut(bytes, buffer));
+}
+function onUpstreamDataFiltered(this: RelaySocket, chunk: Buffer): void {
+  this[kConnection].filteredUpstreamData(chunk);
 }
 function onClientData(this: RelaySocket, chunk: Buffer): void {
   this[kConnection].clientData(chunk);
@@ -173,6 +189,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     | { source: readonly UpstreamState[]; attempt: number; list: readonly UpstreamState[] }
     | undefined;
   private abort: AbortController | undefined;
+
+  /** The data filters of this connection (with the `filters` option); undefined on the plain path. */
+  private filters: FilterChain | undefined;
 
   /** Chunks the client sent before the upstream was ready, delivered first and in order. */
   private early: Buffer[] | undefined;
@@ -286,9 +305,12 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     client.on('error', onClientError);
     client.on('close', onClientClose);
     client.on('end', onClientEnd);
+    if (this.host.filters !== undefined && !this.openFilters(this.host.filters)) return;
+    const filtered = this.filters !== undefined;
     const sharedBuffer =
-      this.host.options.relay === 'onread' && readIntoSharedBuffer(client, onClientRead);
-    if (!sharedBuffer) client.on('data', onClientData);
+      this.host.options.relay === 'onread' &&
+      readIntoSharedBuffer(client, filtered ? onClientReadFiltered : onClientRead);
+    if (!sharedBuffer) client.on('data', filtered ? onClientDataFiltered : onClientData);
     client.on('drain', onClientDrain);
     if (this.host.options.noDelay) client.setNoDelay(true);
     // The client sent its request and half-closed while the preface read it (preread).
@@ -387,7 +409,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
         allowHalfOpen: true,
         noDelay: options.noDelay,
         ...(options.relay === 'onread' && {
-          onread: { buffer: sharedReadBuffer(), callback: onUpstreamRead },
+          onread: {
+            buffer: sharedReadBuffer(),
+            callback: this.filters === undefined ? onUpstreamRead : onUpstreamReadFiltered,
+          },
         }),
       }),
       this,
@@ -447,8 +472,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.connected = true;
     this.error = undefined;
     this.host.upstreamSucceeded(state);
-    if (this.host.options.relay !== 'onread') socket.on('data', onUpstreamData);
+    if (this.host.options.relay !== 'onread')
+      socket.on('data', this.filters === undefined ? onUpstreamData : onUpstreamDataFiltered);
     socket.on('end', onUpstreamEnd);
+    if (this.filters !== undefined && !this.filtersSee(() => this.filters?.upstreamConnected(state)))
+      return;
     socket.on('drain', onUpstreamDrain);
     this.host.emitUpstreamConnect(this, state);
     // A listener may have closed the connection.
@@ -552,6 +580,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.clientEnded = true;
     // A client reset seen as an end: its 'error' follows, and resets the upstream instead.
     if (revealsReset(this.client)) return;
+    if (this.filters !== undefined && !this.flushToUpstream(this.filters)) return;
     if (this.connected) this.upstreamSocket?.end();
   }
 
@@ -560,7 +589,102 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.upstreamEnded = true;
     // An upstream reset seen as an end: its 'error' follows, and resets the client instead.
     if (revealsReset(this.upstreamSocket)) return;
+    if (this.filters !== undefined && !this.flushToClient(this.filters)) return;
     this.client.end();
+  }
+
+  // ---- data filters (only with the `filters` option) ----------------------------------------
+
+  /** Creates this connection's filters and runs the bytes read by the preface through them. */
+  private openFilters(factories: readonly DataFilterFactory[]): boolean {
+    if (!this.filtersSee(() => (this.filters = FilterChain.open(factories, this)))) return false;
+    const early = this.early;
+    if (this.filters === undefined || early === undefined) return true;
+    this.early = undefined;
+    this.earlyBytes = 0;
+    for (const chunk of early) {
+      this.bytesFromClient -= chunk.length;
+      this.filteredClientData(chunk);
+    }
+    return this.reason === undefined;
+  }
+
+  /** Runs user filter code; a throw closes the connection with `filter_error`. */
+  private filtersSee(action: () => void): boolean {
+    try {
+      action();
+      return true;
+    } catch (err) {
+      if (this.reason === undefined)
+        this.fail(CloseReason.FILTER_ERROR, new FilterError(err), true);
+      return false;
+    }
+  }
+
+  /** A client chunk through the filters; counted as received, forwarded as they decide. @internal */
+  filteredClientData(chunk: Buffer): boolean {
+    const filters = this.filters;
+    if (filters === undefined || this.reason !== undefined) return false;
+    let output: FilterOutput | undefined;
+    if (!this.filtersSee(() => (output = filters.toUpstream(chunk))) || output === undefined)
+      return false;
+    // clientData counts what it forwards; the rest of the chunk was received all the same.
+    this.bytesFromClient += chunk.length - output.data.length;
+    this.lastActivity = Date.now();
+    const more = output.data.length === 0 || this.clientData(output.data);
+    if (output.end) this.filterEndedUpstream();
+    return more;
+  }
+
+  /** An upstream chunk through the filters. @internal */
+  filteredUpstreamData(chunk: Buffer): boolean {
+    const filters = this.filters;
+    if (filters === undefined || this.reason !== undefined) return false;
+    let output: FilterOutput | undefined;
+    if (!this.filtersSee(() => (output = filters.toClient(chunk))) || output === undefined)
+      return false;
+    const dropped = chunk.length - output.data.length;
+    this.bytesFromUpstream += dropped;
+    this.upstreamCounters.rxBytes += dropped;
+    this.lastActivity = Date.now();
+    const more = output.data.length === 0 || this.upstreamData(output.data);
+    if (output.end) this.filterEndedClient();
+    return more;
+  }
+
+  /** A filter ended client-to-upstream: the upstream gets its FIN; later client bytes are dropped. */
+  private filterEndedUpstream(): void {
+    if (this.clientEnded) return;
+    this.clientEnded = true;
+    if (this.connected) this.upstreamSocket?.end();
+  }
+
+  /** A filter ended upstream-to-client: the client gets its FIN; later upstream bytes are dropped. */
+  private filterEndedClient(): void {
+    if (this.upstreamEnded) return;
+    this.upstreamEnded = true;
+    this.client.end();
+  }
+
+  /** The client half-closed: what the filters held goes upstream (or waits with the early bytes). */
+  private flushToUpstream(filters: FilterChain): boolean {
+    let tail: Buffer | undefined;
+    if (!this.filtersSee(() => (tail = filters.clientEnded()))) return false;
+    if (tail === undefined || tail.length === 0) return true;
+    const socket = this.upstreamSocket;
+    if (this.connected && socket !== undefined) this.writeUpstream(socket, tail);
+    else (this.early ??= []).push(tail);
+    return true;
+  }
+
+  private flushToClient(filters: FilterChain): boolean {
+    let tail: Buffer | undefined;
+    if (!this.filtersSee(() => (tail = filters.upstreamEnded()))) return false;
+    if (tail !== undefined && tail.length > 0) {
+      this.bytesToClient += tail.length;
+      this.client.write(tail);
+    }
+    return true;
   }
 
   // ---- errors and close ---------------------------------------------------------------------
@@ -658,7 +782,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.current !== undefined && (this.connected || this.upstreamSocket !== undefined)) {
       this.current.active--;
     }
-    this.host.finish(this, this.summary());
+    const summary = this.summary();
+    this.host.finish(this, summary);
+    if (this.filters !== undefined) this.host.filtersClosed(this.filters.closed(summary));
   }
 
   private summary(): TcpConnectionSummary {

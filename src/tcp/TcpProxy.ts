@@ -2,7 +2,13 @@ import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { EventEmitter } from 'eventemitter3';
-import { InvalidOptionError, ListenError, L4Error, ResourceExhaustedError } from '../errors.js';
+import {
+  FilterError,
+  InvalidOptionError,
+  ListenError,
+  L4Error,
+  ResourceExhaustedError,
+} from '../errors.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import {
   boolean,
@@ -41,6 +47,7 @@ import { channels } from '../diagnostics.js';
 import { tcpMetrics } from '../metrics/prometheus.js';
 import { AdmissionCheck } from '../filter/admission.js';
 import type { AdmissionConfig } from '../filter/admission.js';
+import type { DataFilterFactory } from '../filter/dataFilter.js';
 
 /** Where `listen()` binds: a TCP port (0 for ephemeral) on a host, or a Unix socket path. */
 export interface ListenOptions {
@@ -106,6 +113,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private readonly identity: IdentityConfig;
   private readonly prefaces = new Set<ClientPreface>();
   private readonly admission: AdmissionConfig | undefined;
+  private readonly filterFactories: readonly DataFilterFactory[] | undefined;
   /** Clients waiting for the `admit` hook: they count against `maxConnections`. */
   private readonly admissions = new Set<AdmissionCheck>();
   private readonly rejectReasons: Partial<Record<RejectReason, number>> = {};
@@ -120,6 +128,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     this.options = resolved.options;
     this.identity = resolved.identity;
     this.admission = resolved.admission;
+    this.filterFactories = resolved.filters;
     this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, this.upstreamHooks());
     this.upstreamSet = this.manager.set;
     this.host = this.createHost(resolved.selector);
@@ -172,6 +181,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       selector,
       stats: this.counters,
       preamble: send === undefined ? undefined : (connection) => proxyHeaderFor(connection, send),
+      filters: this.filterFactories,
+      filtersClosed: (errors) => {
+        for (const err of errors) reportError(this, new FilterError(err));
+      },
       upstreamFailed: (state) => {
         this.manager.upstreamFailed(state);
       },

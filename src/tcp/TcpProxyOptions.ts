@@ -18,6 +18,8 @@ import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
 import type { PrereadOptions } from '../preread/prereadOptions.js';
 import { resolveAdmission } from '../filter/admission.js';
+import { resolveFilters } from '../filter/dataFilter.js';
+import type { DataFilterFactory } from '../filter/dataFilter.js';
 import type { AdmissionConfig, AdmissionHook } from '../filter/admission.js';
 import {
   boolean,
@@ -90,6 +92,8 @@ export interface TcpProxyOptions {
   readonly admit?: AdmissionHook;
   /** Time `admit` has to answer (`admission_timeout`). Default 5000 ms. */
   readonly admitTimeout?: number;
+  /** Data filters: one factory per filter, called for each connection. Default none. */
+  readonly filters?: readonly DataFilterFactory[];
 }
 
 /** Options with every default applied. */
@@ -131,6 +135,7 @@ const KNOWN = [
   'preread',
   'admit',
   'admitTimeout',
+  'filters',
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
@@ -141,6 +146,7 @@ export function resolveTcpOptions(input: unknown): {
   identity: IdentityConfig;
   manager: UpstreamManagerOptions;
   admission: AdmissionConfig | undefined;
+  filters: readonly DataFilterFactory[] | undefined;
 } {
   const raw = optionalRecord(input, 'options');
   assertProxyMode(raw.mode);
@@ -172,6 +178,7 @@ export function resolveTcpOptions(input: unknown): {
     identity,
     manager,
     admission: resolveAdmission(raw),
+    filters: resolveFilters(raw.filters),
   };
 }
 

@@ -43,6 +43,8 @@ export const CloseReason = {
    * was closed; the upstream was neither blamed nor retried.
    */
   RESOURCE_EXHAUSTED: 'resource_exhausted',
+  /** A data filter threw (or returned nonsense); both sides were reset. `error` is a `FilterError`. */
+  FILTER_ERROR: 'filter_error',
 } as const;
 
 /** Union of every close reason string. */
