@@ -35,6 +35,11 @@ export type ProxyProtocolOption =
       readonly tlvs?: (connection: TcpConnectionInfo) => ProxyTlvFields | readonly ProxyTlv[];
       /** v2 only: append a CRC32C TLV. Default false. */
       readonly crc32c?: boolean;
+      /**
+       * v2 only: TLV types of the header accepted from a trusted peer that are copied into the
+       * header sent upstream, before those of `tlvs` (Envoy `pass_through_tlvs`). Default none.
+       */
+      readonly passThroughTlvs?: readonly number[];
     };
 
 /** Accepting PROXY protocol headers from trusted peers (load balancers in front of the proxy). */
@@ -71,6 +76,8 @@ export interface ProxyProtocolSend {
   readonly tlvs:
     ((connection: TcpConnectionInfo) => ProxyTlvFields | readonly ProxyTlv[]) | undefined;
   readonly crc32c: boolean;
+  /** TLV types copied from the accepted header, if any. */
+  readonly passThroughTlvs?: ReadonlySet<number> | undefined;
 }
 
 /** Resolved identity and admission configuration. */
@@ -92,21 +99,35 @@ function resolveSend(value: unknown): ProxyProtocolSend | undefined {
   if (value === undefined) return undefined;
   if (!isRecord(value))
     return { version: parseVersion(value, 'proxyProtocol'), tlvs: undefined, crc32c: false };
-  rejectUnknownKeys(value, ['version', 'tlvs', 'crc32c'], 'proxyProtocol');
+  rejectUnknownKeys(value, ['version', 'tlvs', 'crc32c', 'passThroughTlvs'], 'proxyProtocol');
   const version = parseVersion(value.version, 'proxyProtocol.version');
   const tlvs = optionalFunction<NonNullable<ProxyProtocolSend['tlvs']>>(
     value.tlvs,
     'proxyProtocol.tlvs',
   );
   const crc32c = boolean(value.crc32c, 'proxyProtocol.crc32c', false);
-  if (version === 1 && (tlvs !== undefined || crc32c)) {
+  const passThroughTlvs = resolvePassThrough(value.passThroughTlvs);
+  if (version === 1 && (tlvs !== undefined || crc32c || passThroughTlvs !== undefined)) {
     throw new InvalidOptionError(
       'proxyProtocol.version',
       "'v2' (v1 carries no TLVs)",
       value.version,
     );
   }
-  return { version, tlvs, crc32c };
+  return { version, tlvs, crc32c, passThroughTlvs };
+}
+
+function resolvePassThrough(value: unknown): ReadonlySet<number> | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value))
+    throw new InvalidOptionError('proxyProtocol.passThroughTlvs', 'an array of TLV types', value);
+  const types = new Set<number>();
+  value.forEach((type: unknown, i) => {
+    types.add(integer(type, `proxyProtocol.passThroughTlvs[${i}]`, 0, { min: 0, max: 255 }));
+  });
+  // CRC32C belongs to the header it checks: it is recomputed (option crc32c), never copied.
+  types.delete(0x03);
+  return types.size === 0 ? undefined : types;
 }
 
 function resolveAccept(value: unknown): PrefaceConfig['acceptProxy'] {

@@ -29,7 +29,8 @@ export function sameFamily(
  * sent as UNKNOWN: the upstream then uses the proxy's own address, as the spec says.
  */
 export function proxyHeaderFor(connection: TcpConnectionInfo, send: ProxyProtocolSend): Buffer {
-  const tlvs = send.version === 2 && send.tlvs ? toTlvs(send.tlvs(connection)) : undefined;
+  const own = send.version === 2 && send.tlvs ? toTlvs(send.tlvs(connection)) : undefined;
+  const tlvs = send.passThroughTlvs ? passedThrough(connection, send.passThroughTlvs, own) : own;
   const ends = sameFamily(connection.clientAddress, connection.localAddress);
   const base = tlvs === undefined ? {} : { tlvs };
   const header: ProxyHeader =
@@ -44,6 +45,17 @@ export function proxyHeaderFor(connection: TcpConnectionInfo, send: ProxyProtoco
           ...base,
         };
   return encodeProxyHeader(header, { crc32c: send.version === 2 && send.crc32c });
+}
+
+/** The accepted header's TLVs of the chosen types, then the connection's own. */
+function passedThrough(
+  connection: TcpConnectionInfo,
+  types: ReadonlySet<number>,
+  own: readonly ProxyTlv[] | undefined,
+): readonly ProxyTlv[] | undefined {
+  const inbound = connection.proxyTlvs?.filter((tlv) => types.has(tlv.type));
+  if (inbound === undefined || inbound.length === 0) return own;
+  return own === undefined ? inbound : [...inbound, ...own];
 }
 
 function toTlvs(value: ProxyTlvFields | readonly ProxyTlv[]): readonly ProxyTlv[] {
