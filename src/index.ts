@@ -151,3 +151,8 @@ export type {
 } from './filter/admission.js';
 export type { DataFilter, DataFilterFactory, FilterResult } from './filter/dataFilter.js';
 export { FilterError } from './errors.js';
+export type {
+  DatagramResult,
+  UdpSessionFilter,
+  UdpSessionFilterFactory,
+} from './filter/sessionFilter.js';
