@@ -10,6 +10,7 @@ import { formatHostPort, parseHostPort } from './address.js';
 import { isLogLevel } from './logger.js';
 import type { LogLevel } from './logger.js';
 import { buildSelector } from './selectorConfig.js';
+import { programmableOptions } from './routeConfig.js';
 
 /**
  * A config error: names the source (file or command line), the JSON path and what was expected.
@@ -61,7 +62,7 @@ export interface Config {
 
 const TOP_KEYS = ['$schema', 'listeners', 'metrics', 'drainTimeout', 'logLevel', 'workers'];
 /** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
-const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns'];
+const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns', 'routes'];
 
 /** Reads and validates a config file; nothing listens yet. */
 export async function loadConfigFile(file: string): Promise<Config> {
@@ -232,6 +233,7 @@ function construct(
     if (!CLI_KEYS.includes(key)) options[key] = value;
   if (dns !== undefined) options.upstreamSource = dns;
   if (entry.selector !== undefined) options.selector = buildSelector(entry.selector);
+  programmableOptions(entry, options);
   return protocol === 'tcp' ? new TcpProxy(options) : new UdpProxy(options);
 }
 
