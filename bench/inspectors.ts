@@ -10,7 +10,13 @@ import { firstLine, http1, postgresStartup, tlsClientHello } from '../src/index.
 import type { PrereadInspector } from '../src/index.js';
 
 const iterations = Number(process.argv[2] ?? 20_000);
-const ctx = { clientAddress: '127.0.0.1', clientPort: 1, localAddress: '127.0.0.1', localPort: 2, proxyHeader: undefined };
+const ctx = {
+  clientAddress: '127.0.0.1',
+  clientPort: 1,
+  localAddress: '127.0.0.1',
+  localPort: 2,
+  proxyHeader: undefined,
+};
 
 /** A real ClientHello from Node's TLS client (captured on a loopback socket). */
 async function clientHello(): Promise<Buffer> {
@@ -18,12 +24,19 @@ async function clientHello(): Promise<Buffer> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as net.AddressInfo;
   const hello = new Promise<Buffer>((resolve) =>
-    server.once('connection', (socket) => socket.once('data', (chunk: Buffer) => {
-      resolve(chunk);
-      socket.destroy();
-    })),
+    server.once('connection', (socket) =>
+      socket.once('data', (chunk: Buffer) => {
+        resolve(chunk);
+        socket.destroy();
+      }),
+    ),
   );
-  const client = tls.connect({ host: '127.0.0.1', port, servername: 'bench.example', ALPNProtocols: ['h2', 'http/1.1'] });
+  const client = tls.connect({
+    host: '127.0.0.1',
+    port,
+    servername: 'bench.example',
+    ALPNProtocols: ['h2', 'http/1.1'],
+  });
   client.on('error', () => undefined);
   const bytes = await hello;
   client.destroy();
@@ -41,7 +54,13 @@ function startup(): Buffer {
 
 const cases: [string, PrereadInspector, Buffer][] = [
   ['tlsClientHello', tlsClientHello(), await clientHello()],
-  ['http1', http1(), Buffer.from('GET /index.html HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n')],
+  [
+    'http1',
+    http1(),
+    Buffer.from(
+      'GET /index.html HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n',
+    ),
+  ],
   ['postgresStartup', postgresStartup(), startup()],
   ['firstLine', firstLine(), Buffer.from('HELLO tenant-42 v1\r\n')],
 ];
@@ -50,7 +69,8 @@ console.log('| inspector | first flight (bytes) | µs per inspection (median of 
 console.log('| --- | --- | --- |');
 for (const [name, inspector, bytes] of cases) {
   const verdict = inspector(bytes, ctx);
-  if (verdict.action !== 'match') throw new Error(`${name} did not match its sample: ${verdict.action}`);
+  if (verdict.action !== 'match')
+    throw new Error(`${name} did not match its sample: ${verdict.action}`);
   const rounds: number[] = [];
   for (let round = 0; round < 5; round++) {
     const start = process.hrtime.bigint();

@@ -144,11 +144,7 @@ export type {
   PrereadVerdict,
 } from './preread/types.js';
 export type { PrereadOptions } from './preread/prereadOptions.js';
-export type {
-  AdmissionContext,
-  AdmissionHook,
-  AdmissionVerdict,
-} from './filter/admission.js';
+export type { AdmissionContext, AdmissionHook, AdmissionVerdict } from './filter/admission.js';
 export type { DataFilter, DataFilterFactory, FilterResult } from './filter/dataFilter.js';
 export { FilterError } from './errors.js';
 export type {

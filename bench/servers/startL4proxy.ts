@@ -22,7 +22,9 @@ export async function startL4proxy(
   const upstreams = [{ host: '127.0.0.1', port: upstreamPort }];
   if (protocol === 'udp') {
     const udpExtra: UdpProxyOptions =
-      variant === 'filter' ? { sessionFilters: [() => ({ onClientDatagram: () => undefined })] } : {};
+      variant === 'filter'
+        ? { sessionFilters: [() => ({ onClientDatagram: () => undefined })] }
+        : {};
     const proxy = new UdpProxy(
       responses > 0
         ? { upstreams, maxResponses: responses, ...udpExtra }
@@ -39,7 +41,9 @@ export async function startL4proxy(
 
 function tcpVariant(variant: string | undefined): TcpProxyOptions {
   if (variant === 'filter')
-    return { filters: [() => ({ onClientData: () => undefined, onUpstreamData: () => undefined })] };
+    return {
+      filters: [() => ({ onClientData: () => undefined, onUpstreamData: () => undefined })],
+    };
   if (variant === 'preread')
     return { preread: { inspectors: { tls: tlsClientHello(), pg: postgresStartup() } } };
   return {};

@@ -49,9 +49,13 @@ export function prereadFromConfig(value: unknown, path = 'preread'): PrereadOpti
       built[name] = create(type, options, where);
     }
   } else {
-    throw new InvalidOptionError(`${path}.inspectors`, 'an array or object of inspectors', inspectors);
+    throw new InvalidOptionError(
+      `${path}.inspectors`,
+      'an array or object of inspectors',
+      inspectors,
+    );
   }
-  return { ...rest, inspectors: built } as PrereadOptions;
+  return { ...rest, inspectors: built };
 }
 
 function inspectorNames(): string {
@@ -67,7 +71,11 @@ function create(type: string, options: Record<string, unknown>, where: string): 
     // The factory names options after itself (`http1.maxHeaderBytes`): rename to the file's path.
     if (err instanceof InvalidOptionError) {
       const option = err.option.includes('.') ? err.option.slice(err.option.indexOf('.') + 1) : '';
-      const copy = new InvalidOptionError(option === '' ? where : `${where}.${option}`, '', undefined);
+      const copy = new InvalidOptionError(
+        option === '' ? where : `${where}.${option}`,
+        '',
+        undefined,
+      );
       copy.message = err.message.replace(`"${err.option}"`, `"${copy.option}"`);
       throw copy;
     }
@@ -89,7 +97,11 @@ const MATCHERS = {
 
 type MatchKey = keyof typeof MATCHERS;
 
-function field(results: PrereadResults | undefined, protocol: string, name: string): string | undefined {
+function field(
+  results: PrereadResults | undefined,
+  protocol: string,
+  name: string,
+): string | undefined {
   if (results === undefined) return undefined;
   for (const key in results) {
     const metadata = results[key];
@@ -111,7 +123,11 @@ function pattern(value: unknown, where: string): (value: string | undefined) => 
   const patterns = Array.isArray(value) ? value : [value];
   const tests = patterns.map((p: unknown, i) => {
     if (typeof p !== 'string' || p === '')
-      throw new InvalidOptionError(Array.isArray(value) ? `${where}[${i}]` : where, 'a non-empty string or array of strings', p);
+      throw new InvalidOptionError(
+        Array.isArray(value) ? `${where}[${i}]` : where,
+        'a non-empty string or array of strings',
+        p,
+      );
     const lower = p.toLowerCase();
     if (lower === '*') return (v: string) => v !== '';
     if (lower.startsWith('*.')) return (v: string) => v.toLowerCase().endsWith(lower.slice(1));
@@ -127,12 +143,21 @@ function pattern(value: unknown, where: string): (value: string | undefined) => 
  * that name; `inner` (the listener's `selector`) then chooses among them. A connection no route
  * matches gets no upstream (`no_upstream`).
  */
-export function routesSelector(value: unknown, inner: UpstreamSelector, path = 'routes'): UpstreamSelector {
+export function routesSelector(
+  value: unknown,
+  inner: UpstreamSelector,
+  path = 'routes',
+): UpstreamSelector {
   if (!Array.isArray(value) || value.length === 0)
-    throw new InvalidOptionError(path, 'a non-empty array of routes { ...conditions, "group" }', value);
+    throw new InvalidOptionError(
+      path,
+      'a non-empty array of routes { ...conditions, "group" }',
+      value,
+    );
   const routes: Route[] = value.map((entry: unknown, i) => {
     const where = `${path}[${i}]`;
-    if (!isRecord(entry)) throw new InvalidOptionError(where, 'an object { ...conditions, "group" }', entry);
+    if (!isRecord(entry))
+      throw new InvalidOptionError(where, 'an object { ...conditions, "group" }', entry);
     rejectUnknownKeys(entry, [...Object.keys(MATCHERS), 'group'], where);
     const group = entry.group;
     if (typeof group !== 'string' || group === '')
@@ -143,10 +168,17 @@ export function routesSelector(value: unknown, inner: UpstreamSelector, path = '
     return { conditions, group };
   });
   // One filtered array per (candidate list, group), so inner selectors can cache on its identity.
-  const groups = new WeakMap<readonly UpstreamCandidate[], Map<string, readonly UpstreamCandidate[]>>();
-  const members = (candidates: readonly UpstreamCandidate[], group: string): readonly UpstreamCandidate[] => {
+  const groups = new WeakMap<
+    readonly UpstreamCandidate[],
+    Map<string, readonly UpstreamCandidate[]>
+  >();
+  const members = (
+    candidates: readonly UpstreamCandidate[],
+    group: string,
+  ): readonly UpstreamCandidate[] => {
     let byGroup = groups.get(candidates);
-    if (byGroup === undefined) groups.set(candidates, (byGroup = new Map()));
+    if (byGroup === undefined)
+      groups.set(candidates, (byGroup = new Map<string, readonly UpstreamCandidate[]>()));
     let list = byGroup.get(group);
     if (list === undefined) {
       list = candidates.filter((c) => (c.metadata?.group ?? c.id) === group);

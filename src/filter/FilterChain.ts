@@ -88,9 +88,9 @@ export class FilterChain {
     let end = false;
     for (let i = from; i < this.filters.length && !end; i++) {
       const filter = this.filters[i];
-      const handler = filter?.[callback];
-      if (handler === undefined || (data.length === 0 && i > from)) continue;
-      const result = handler.call(filter, data);
+      if (filter === undefined || (data.length === 0 && i > from)) continue;
+      const result =
+        callback === 'onClientData' ? filter.onClientData?.(data) : filter.onUpstreamData?.(data);
       ({ data, end } = interpret(result, data));
     }
     return { data, end };
@@ -124,5 +124,7 @@ function interpret(result: FilterResult, chunk: Buffer): FilterOutput {
     if (data === undefined) return { data: NOTHING, end: true };
     if (Buffer.isBuffer(data)) return { data, end: true };
   }
-  throw new TypeError('a data filter returned something other than a Buffer, null, undefined or { end: true, data? }');
+  throw new TypeError(
+    'a data filter returned something other than a Buffer, null, undefined or { end: true, data? }',
+  );
 }

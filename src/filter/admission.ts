@@ -30,7 +30,7 @@ export interface AdmissionContext {
  * The hook's answer: `true` (or nothing) admits; `false` refuses (`admission_rejected`);
  * `{ reject: 'reason' }` refuses with your own reason (the rejection's `detail`).
  */
-export type AdmissionVerdict = boolean | undefined | void | { readonly reject: string };
+export type AdmissionVerdict = boolean | undefined | { readonly reject: string };
 
 /**
  * An admission hook (nginx `js_access`, Envoy `ext_authz`): runs once per client after the
@@ -65,7 +65,11 @@ export function resolveAdmission(raw: Record<string, unknown>): AdmissionConfig 
   const timeout = duration(raw.admitTimeout, 'admitTimeout', 5_000, 1);
   if (hook === undefined) {
     if (raw.admitTimeout !== undefined)
-      throw new InvalidOptionError('admitTimeout', 'to be set together with admit', raw.admitTimeout);
+      throw new InvalidOptionError(
+        'admitTimeout',
+        'to be set together with admit',
+        raw.admitTimeout,
+      );
     return undefined;
   }
   return { hook, timeout };
@@ -83,7 +87,11 @@ export class AdmissionCheck {
   private settled = false;
   private readonly done: (outcome: AdmissionOutcome) => void;
 
-  constructor(config: AdmissionConfig, identity: ClientIdentity, done: (outcome: AdmissionOutcome) => void) {
+  constructor(
+    config: AdmissionConfig,
+    identity: ClientIdentity,
+    done: (outcome: AdmissionOutcome) => void,
+  ) {
     this.done = done;
     let verdict: AdmissionVerdict | PromiseLike<AdmissionVerdict>;
     try {
@@ -134,7 +142,8 @@ export class AdmissionCheck {
     this.settled = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (!outcome.ok) this.abort.abort(outcome.error ?? new L4Error(ErrorCode.ADMISSION, outcome.reason));
+    if (!outcome.ok)
+      this.abort.abort(outcome.error ?? new L4Error(ErrorCode.ADMISSION, outcome.reason));
     this.done(outcome);
   }
 }
@@ -161,9 +170,14 @@ function admissionContext(identity: ClientIdentity, signal: AbortSignal): Admiss
 function judge(verdict: unknown): AdmissionOutcome {
   if (verdict === true || verdict === undefined) return ALLOWED;
   if (verdict === false)
-    return { ok: false, reason: RejectReason.ADMISSION_REJECTED, detail: undefined, error: undefined };
+    return {
+      ok: false,
+      reason: RejectReason.ADMISSION_REJECTED,
+      detail: undefined,
+      error: undefined,
+    };
   if (typeof verdict === 'object' && verdict !== null && 'reject' in verdict) {
-    const detail = (verdict as { reject: unknown }).reject;
+    const detail = verdict.reject;
     return {
       ok: false,
       reason: RejectReason.ADMISSION_REJECTED,

@@ -11,7 +11,8 @@ import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
  * - `{ end: true, data? }`: forward `data`, then end this direction: the receiving side gets a
  *   FIN and whatever the sender sends afterwards is discarded.
  */
-export type FilterResult = Buffer | null | undefined | { readonly end: true; readonly data?: Buffer };
+export type FilterResult =
+  Buffer | null | undefined | { readonly end: true; readonly data?: Buffer };
 
 /**
  * One connection's data filter (nginx `js_filter`, Envoy network filters). Every callback is

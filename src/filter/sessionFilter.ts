@@ -30,7 +30,9 @@ export interface UdpSessionFilter {
 export type UdpSessionFilterFactory = (session: UdpSessionInfo) => UdpSessionFilter | undefined;
 
 /** Validates the `sessionFilters` option. */
-export function resolveSessionFilters(value: unknown): readonly UdpSessionFilterFactory[] | undefined {
+export function resolveSessionFilters(
+  value: unknown,
+): readonly UdpSessionFilterFactory[] | undefined {
   if (value === undefined) return undefined;
   if (!Array.isArray(value))
     throw new InvalidOptionError('sessionFilters', 'an array of filter factory functions', value);
@@ -49,13 +51,16 @@ export function filterDatagram(
 ): Buffer | undefined {
   let current = datagram;
   for (const filter of filters) {
-    const handler = filter[callback];
-    if (handler === undefined) continue;
-    const result: unknown = handler.call(filter, current);
+    const result: unknown =
+      callback === 'onClientDatagram'
+        ? filter.onClientDatagram?.(current)
+        : filter.onUpstreamDatagram?.(current);
     if (result === null) return undefined;
     if (result === undefined) continue;
     if (!Buffer.isBuffer(result))
-      throw new TypeError('a session filter returned something other than a Buffer, null or undefined');
+      throw new TypeError(
+        'a session filter returned something other than a Buffer, null or undefined',
+      );
     current = result;
   }
   return current;

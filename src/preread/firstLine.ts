@@ -28,6 +28,9 @@ export function firstLine(options: FirstLineOptions = {}): PrereadInspector {
     if (end < 0) return bytes.length > maxLength ? SKIP : MORE;
     const cut = end > 0 && bytes[end - 1] === 0x0d ? end - 1 : end;
     if (cut > maxLength) return SKIP;
-    return { action: 'match', metadata: { protocol: 'text', line: bytes.toString('utf8', 0, cut) } };
+    return {
+      action: 'match',
+      metadata: { protocol: 'text', line: bytes.toString('utf8', 0, cut) },
+    };
   };
 }

@@ -35,7 +35,11 @@ export function http1(options: Http1Options = {}): PrereadInspector {
 
 function inspectRequest(bytes: Buffer, maxHeaderBytes: number): PrereadVerdict {
   const space = bytes.indexOf(0x20);
-  const method = bytes.toString('latin1', 0, space < 0 ? Math.min(bytes.length, MAX_METHOD + 1) : space);
+  const method = bytes.toString(
+    'latin1',
+    0,
+    space < 0 ? Math.min(bytes.length, MAX_METHOD + 1) : space,
+  );
   if (method.length > MAX_METHOD || (method !== '' && !TOKEN.test(method))) return SKIP;
   const lineEnd = bytes.indexOf('\r\n');
   if (lineEnd >= 0 && !REQUEST_LINE.test(bytes.toString('latin1', 0, lineEnd))) return SKIP;
@@ -63,7 +67,8 @@ function headerValue(lines: readonly string[], name: string): string | undefined
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i] ?? '';
     const colon = line.indexOf(':');
-    if (colon > 0 && line.slice(0, colon).toLowerCase() === name) return line.slice(colon + 1).trim();
+    if (colon > 0 && line.slice(0, colon).toLowerCase() === name)
+      return line.slice(colon + 1).trim();
   }
   return undefined;
 }

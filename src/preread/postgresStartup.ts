@@ -26,7 +26,11 @@ const GSSENC_REQUEST = 80_877_104;
 const CANCEL_REQUEST = 80_877_102;
 const PROTOCOL_3 = 3;
 const REFUSED = Buffer.from('N');
-const REFUSE_REQUEST: PrereadVerdict = Object.freeze({ action: 'reply', data: REFUSED, consume: 8 });
+const REFUSE_REQUEST: PrereadVerdict = Object.freeze({
+  action: 'reply',
+  data: REFUSED,
+  consume: 8,
+});
 
 /**
  * The PostgreSQL startup message inspector (protocol 3.x): matches with `{ protocol: 'postgres',
@@ -42,12 +46,17 @@ export function postgresStartup(options: PostgresStartupOptions = {}): PrereadIn
   rejectUnknownKeys(raw, ['sslRequest'], 'postgresStartup');
   const sslRequest = raw.sslRequest ?? 'refuse';
   if (sslRequest !== 'refuse' && sslRequest !== 'passthrough')
-    throw new InvalidOptionError('postgresStartup.sslRequest', "'refuse' or 'passthrough'", sslRequest);
+    throw new InvalidOptionError(
+      'postgresStartup.sslRequest',
+      "'refuse' or 'passthrough'",
+      sslRequest,
+    );
   return (bytes) => inspectStartup(bytes, sslRequest === 'refuse');
 }
 
 function inspectStartup(bytes: Buffer, refuseSsl: boolean): PrereadVerdict {
-  if (bytes.length < 8) return bytes.length >= 4 && !plausibleLength(bytes.readUInt32BE(0)) ? SKIP : MORE;
+  if (bytes.length < 8)
+    return bytes.length >= 4 && !plausibleLength(bytes.readUInt32BE(0)) ? SKIP : MORE;
   const length = bytes.readUInt32BE(0);
   const code = bytes.readUInt32BE(4);
   if (length === 8 && (code === SSL_REQUEST || code === GSSENC_REQUEST)) {
@@ -78,7 +87,11 @@ function plausibleLength(length: number): boolean {
 }
 
 /** `name\0value\0 ... \0` between `start` and `end`, or undefined when it is not that. */
-function startupParameters(bytes: Buffer, start: number, end: number): Map<string, string> | undefined {
+function startupParameters(
+  bytes: Buffer,
+  start: number,
+  end: number,
+): Map<string, string> | undefined {
   const parameters = new Map<string, string>();
   let at = start;
   while (at < end) {
@@ -87,7 +100,10 @@ function startupParameters(bytes: Buffer, start: number, end: number): Map<strin
     if (nameEnd < 0 || nameEnd >= end) return undefined;
     const valueEnd = bytes.indexOf(0, nameEnd + 1);
     if (valueEnd < 0 || valueEnd >= end) return undefined;
-    parameters.set(bytes.toString('utf8', at, nameEnd), bytes.toString('utf8', nameEnd + 1, valueEnd));
+    parameters.set(
+      bytes.toString('utf8', at, nameEnd),
+      bytes.toString('utf8', nameEnd + 1, valueEnd),
+    );
     at = valueEnd + 1;
   }
   return undefined;

@@ -33,11 +33,19 @@ export function resolvePreread(value: unknown): PrereadConfig | undefined {
   rejectUnknownKeys(value, ['inspectors', 'timeout', 'maxBytes', 'onIncomplete'], 'preread');
   const inspectors = value.inspectors;
   if (!isRecord(inspectors) || Object.keys(inspectors).length === 0)
-    throw new InvalidOptionError('preread.inspectors', 'an object of named inspector functions', inspectors);
+    throw new InvalidOptionError(
+      'preread.inspectors',
+      'an object of named inspector functions',
+      inspectors,
+    );
   const entries: (readonly [string, PrereadInspector])[] = [];
   for (const [name, inspector] of Object.entries(inspectors)) {
     if (typeof inspector !== 'function')
-      throw new InvalidOptionError(`preread.inspectors.${name}`, 'an inspector function', inspector);
+      throw new InvalidOptionError(
+        `preread.inspectors.${name}`,
+        'an inspector function',
+        inspector,
+      );
     entries.push([name, inspector as PrereadInspector]);
   }
   const onIncomplete = value.onIncomplete ?? 'continue';

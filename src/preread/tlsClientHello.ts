@@ -1,6 +1,9 @@
 import { TlsClientHelloError } from '../errors.js';
 import { integer, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
-import { ClientHelloParser, DEFAULT_CLIENT_HELLO_MAX_BYTES } from '../protocol/ClientHelloParser.js';
+import {
+  ClientHelloParser,
+  DEFAULT_CLIENT_HELLO_MAX_BYTES,
+} from '../protocol/ClientHelloParser.js';
 import type { PrereadInspector, PrereadVerdict } from './types.js';
 import { MORE, SKIP } from './types.js';
 
@@ -22,10 +25,15 @@ export interface TlsClientHelloOptions {
 export function tlsClientHello(options: TlsClientHelloOptions = {}): PrereadInspector {
   const raw = optionalRecord(options, 'tlsClientHello options');
   rejectUnknownKeys(raw, ['maxBytes'], 'tlsClientHello');
-  const maxBytes = integer(raw.maxBytes, 'tlsClientHello.maxBytes', DEFAULT_CLIENT_HELLO_MAX_BYTES, {
-    min: 64,
-    max: 1 << 20,
-  });
+  const maxBytes = integer(
+    raw.maxBytes,
+    'tlsClientHello.maxBytes',
+    DEFAULT_CLIENT_HELLO_MAX_BYTES,
+    {
+      min: 64,
+      max: 1 << 20,
+    },
+  );
   // The parser is incremental, the inspector is given every byte each time: a fresh parser per
   // call keeps the inspector stateless (ClientHellos are a few hundred bytes, rarely two reads).
   return (bytes) => inspectClientHello(new ClientHelloParser({ maxBytes }), bytes);

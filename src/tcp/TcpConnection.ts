@@ -475,7 +475,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.host.options.relay !== 'onread')
       socket.on('data', this.filters === undefined ? onUpstreamData : onUpstreamDataFiltered);
     socket.on('end', onUpstreamEnd);
-    if (this.filters !== undefined && !this.filtersSee(() => this.filters?.upstreamConnected(state)))
+    if (
+      this.filters !== undefined &&
+      !this.filtersSee(() => this.filters?.upstreamConnected(state))
+    )
       return;
     socket.on('drain', onUpstreamDrain);
     this.host.emitUpstreamConnect(this, state);

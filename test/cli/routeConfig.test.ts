@@ -92,9 +92,13 @@ test('config: a match table routes curl requests by Host to upstream groups, fir
   const { port } = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo;
   const get = async (host: string): Promise<string> =>
     (
-      await run(curl, ['-s', '--max-time', '10', '-H', `Host: ${host}`, `http://127.0.0.1:${port}/`], {
-        timeout: 15_000,
-      })
+      await run(
+        curl,
+        ['-s', '--max-time', '10', '-H', `Host: ${host}`, `http://127.0.0.1:${port}/`],
+        {
+          timeout: 15_000,
+        },
+      )
     ).stdout;
   const answers = [
     await get('api.test'),

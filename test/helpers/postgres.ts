@@ -10,7 +10,11 @@ import { requireTools } from './tools.js';
 const run = promisify(execFile);
 
 /** Debian's server binaries (`initdb`, `pg_ctl`, `postgres`), newest major version first. */
-const SERVER_DIRS = ['/usr/lib/postgresql/17/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/15/bin'];
+const SERVER_DIRS = [
+  '/usr/lib/postgresql/17/bin',
+  '/usr/lib/postgresql/16/bin',
+  '/usr/lib/postgresql/15/bin',
+];
 
 /** The unprivileged account a root test runs the server as (PostgreSQL refuses to run as root). */
 const RUN_AS = 'nobody';
@@ -64,14 +68,36 @@ export async function startPostgres(
   const query = async (sql: string, database = 'postgres'): Promise<string> => {
     const { stdout } = await run(
       psql,
-      ['-X', '-At', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', database, '-c', sql],
+      [
+        '-X',
+        '-At',
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(port),
+        '-U',
+        'postgres',
+        '-d',
+        database,
+        '-c',
+        sql,
+      ],
       { timeout: 15_000 },
     );
     return stdout.trim();
   };
   try {
     await run(
-      ...asServerUser(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8']),
+      ...asServerUser(join(bin, 'initdb'), [
+        '-D',
+        data,
+        '-U',
+        'postgres',
+        '--auth=trust',
+        '--no-sync',
+        '-E',
+        'UTF8',
+      ]),
       { timeout: 60_000 },
     );
     const settings = [
@@ -87,7 +113,7 @@ export async function startPostgres(
   } catch (error) {
     const text = existsSync(log) ? readFileSync(log, 'utf8') : '';
     await stop();
-    throw new Error(`PostgreSQL did not start: ${String(error)}\n${text}`);
+    throw new Error(`PostgreSQL did not start: ${String(error)}\n${text}`, { cause: error });
   }
   return { port, query, stop };
 }

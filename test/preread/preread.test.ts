@@ -45,7 +45,8 @@ test('postgresStartup: SSLRequest answered N and consumed, startup parameters re
   const ssl = Buffer.from('0000000804d2162f', 'hex');
   const reply = inspect(ssl, ctx);
   assert.equal(reply.action, 'reply');
-  assert.ok(reply.action === 'reply' && reply.data.toString() === 'N' && reply.consume === 8);
+  assert.equal(reply.data.toString(), 'N');
+  assert.equal(reply.consume, 8);
   assert.deepEqual(postgresStartup({ sslRequest: 'passthrough' })(ssl, ctx), {
     action: 'match',
     metadata: { protocol: 'postgres', ssl: true },
@@ -109,9 +110,10 @@ test('every byte is forwarded unchanged after inspection, even when it arrives o
   client.end();
   assert.deepEqual(await received, message);
   assert.deepEqual(seen, [{ line: { protocol: 'text', line: 'PING tenant-7' } }]);
-  const [summary] = await closes(1);
-  assert.equal(summary?.bytesFromClient, message.length);
-  assert.equal(summary?.bytesToUpstream, message.length);
+  const summary = (await closes(1))[0];
+  assert.ok(summary);
+  assert.equal(summary.bytesFromClient, message.length);
+  assert.equal(summary.bytesToUpstream, message.length);
 });
 
 test('inspectors that reject, throw or stay undecided: preread_rejected with detail, preread_timeout, or routed without metadata', async (t) => {
@@ -125,7 +127,12 @@ test('inspectors that reject, throw or stay undecided: preread_rejected with det
   };
   const strict = await startProxy({
     upstreams: [{ host: '127.0.0.1', port: echo.port }],
-    preread: { inspectors: { picky, throwing }, timeout: 200, maxBytes: 64, onIncomplete: 'reject' },
+    preread: {
+      inspectors: { picky, throwing },
+      timeout: 200,
+      maxBytes: 64,
+      onIncomplete: 'reject',
+    },
   });
   t.after(() => strict.proxy.close({ drainTimeout: 0 }));
   const rejections: TcpRejection[] = [];
@@ -171,7 +178,8 @@ test('preread options are validated at construction', async () => {
     /preread\.inspectors\.x/,
   );
   assert.throws(
-    () => new TcpProxy({ preread: { inspectors: { h: http1() }, onIncomplete: 'wait' as 'reject' } }),
+    () =>
+      new TcpProxy({ preread: { inspectors: { h: http1() }, onIncomplete: 'wait' as 'reject' } }),
     /preread\.onIncomplete/,
   );
 });

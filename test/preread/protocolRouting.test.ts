@@ -48,19 +48,27 @@ test('HTTP and TLS on one port: curl reaches real nginx servers chosen by Host a
   const fetch = async (...args: string[]): Promise<string> =>
     (await run(curl, ['-s', '--max-time', '10', ...args], { timeout: 15_000 })).stdout;
 
-  assert.equal(await fetch('-H', 'Host: b.test:8080', `http://127.0.0.1:${port}/x?y=1`), 'web-b b.test /x?y=1\n');
-  assert.equal(await fetch(`http://a.test:${port}/`, '--resolve', `a.test:${port}:127.0.0.1`), 'web-a a.test /\n');
   assert.equal(
-    await fetch('-k', '--resolve', `secure.test:${port}:127.0.0.1`, `https://secure.test:${port}/tls`),
+    await fetch('-H', 'Host: b.test:8080', `http://127.0.0.1:${port}/x?y=1`),
+    'web-b b.test /x?y=1\n',
+  );
+  assert.equal(
+    await fetch(`http://a.test:${port}/`, '--resolve', `a.test:${port}:127.0.0.1`),
+    'web-a a.test /\n',
+  );
+  assert.equal(
+    await fetch(
+      '-k',
+      '--resolve',
+      `secure.test:${port}:127.0.0.1`,
+      `https://secure.test:${port}/tls`,
+    ),
     'secure secure.test /tls\n',
   );
   const summaries = await closes(3);
-  assert.deepEqual(
-    summaries.map((s) => [s.upstream?.id, s.serverName]).sort(),
-    [
-      ['secure', 'secure.test'],
-      ['web-a', undefined],
-      ['web-b', undefined],
-    ],
-  );
+  assert.deepEqual(summaries.map((s) => [s.upstream?.id, s.serverName]).sort(), [
+    ['secure', 'secure.test'],
+    ['web-a', undefined],
+    ['web-b', undefined],
+  ]);
 });

@@ -51,13 +51,17 @@ test('TLVs from HAProxy reach the selector and the chosen types pass through to 
   client.end('through two HAProxies');
   assert.equal((await echoed).toString(), 'through two HAProxies');
   const log = await haproxy.waitForOutput(/passed uid=\S*/);
-  assert.match(log, /passed uid=tenant-42-127\.0\.0\.1 authority=added\.by\.l4proxy src=127\.0\.0\.1/);
+  assert.match(
+    log,
+    /passed uid=tenant-42-127\.0\.0\.1 authority=added\.by\.l4proxy src=127\.0\.0\.1/,
+  );
   // The selector saw both TLVs HAProxy sent; CRC32C is recomputed, not copied.
   assert.deepEqual(
     seen[0]?.map((tlv) => tlv.type),
     [ProxyTlvType.CRC32C, ProxyTlvType.UNIQUE_ID],
   );
-  assert.equal(seen[0]?.[1]?.value.toString(), 'tenant-42-127.0.0.1');
-  const [summary] = await closes(1);
-  assert.equal(summary?.reason, 'completed');
+  assert.equal(seen[0][1]?.value.toString(), 'tenant-42-127.0.0.1');
+  const summary = (await closes(1))[0];
+  assert.ok(summary);
+  assert.equal(summary.reason, 'completed');
 });
