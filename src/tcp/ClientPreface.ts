@@ -321,9 +321,12 @@ export class ClientPreface {
     this.finish({ ok: true, identity: this.identity, buffered: this.buffered });
   }
 
-  /** A client may send its request and half-close: inspection ends with what it sent. */
+  /**
+   * A client may send its request and half-close: inspection ends with what it sent. One that
+   * leaves having sent nothing to forward (or only what an inspector answered) is gone.
+   */
   private readonly onEnd = (): void => {
-    if (this.stage === 'preread') this.prereadIncomplete();
+    if (this.stage === 'preread' && this.buffered.length > 0) this.prereadIncomplete();
     else this.onGone();
   };
 

@@ -7,6 +7,7 @@ import type { PrereadResults, TcpRejection } from '../../src/index.js';
 import { startProxy } from '../helpers/proxy.js';
 import { postgresBin, startPostgres } from '../helpers/postgres.js';
 import { tool } from '../helpers/tools.js';
+import { waitFor } from '../helpers/net.js';
 
 const run = promisify(execFile);
 
@@ -90,7 +91,9 @@ test('one port in front of two real PostgreSQL clusters, routed by the database 
   ]);
 
   // A client that requires TLS hears 'N' and gives up: nothing was dialled.
+  const refused = waitFor(proxy, 'rejected');
   await assert.rejects(viaProxy('dbname=billing sslmode=require'), /SSL/);
+  await refused;
   const summaries = await closes(3);
   assert.deepEqual(
     summaries.map((s) => [s.reason, s.upstream?.id]),

@@ -183,3 +183,31 @@ test('preread options are validated at construction', async () => {
     /preread\.onIncomplete/,
   );
 });
+
+test('a client that half-closes while inspected is routed with what it sent; one that sent nothing is gone', async (t) => {
+  const echo = await echoServer();
+  t.after(() => echo.close());
+  const { proxy, port, closes } = await startProxy({
+    upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    preread: { inspectors: { http: http1() }, timeout: 5_000 },
+  });
+  t.after(() => proxy.close({ drainTimeout: 0 }));
+  const rejections: TcpRejection[] = [];
+  proxy.on('rejected', (r) => rejections.push(r));
+  const partial = dial(port);
+  const echoed = readAll(partial);
+  partial.end('GET / HTTP/1.0\r\nHost: a'); // the headers never end: http1 stays undecided
+  assert.equal((await echoed).toString(), 'GET / HTTP/1.0\r\nHost: a');
+  const summary = (await closes(1))[0];
+  assert.ok(summary);
+  assert.equal(summary.reason, 'completed');
+  const silent = dial(port);
+  const refused = waitFor(proxy, 'rejected');
+  silent.end();
+  await refused;
+  await closed(silent);
+  assert.deepEqual(
+    rejections.map((r) => r.reason),
+    ['client_gone'],
+  );
+});
