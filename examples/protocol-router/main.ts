@@ -48,7 +48,7 @@ function selfSigned(openssl: string): { key: string; cert: string } {
   }
 }
 
-async function listening<S extends http.Server | tls.Server>(server: S): Promise<number> {
+async function listening(server: http.Server | tls.Server): Promise<number> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return (server.address() as AddressInfo).port;
 }
