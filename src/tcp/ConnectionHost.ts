@@ -25,6 +25,12 @@ export interface TcpCounters {
   upstreamResumed: number;
   /** File descriptor shortages (EMFILE/ENFILE) met creating sockets. */
   resourceExhausted: number;
+  /** Clients whose first bytes went through the preread inspectors. */
+  prereadInspected: number;
+  /** Matches per preread inspector name. */
+  prereadMatched: Record<string, number>;
+  /** Clients the `admit` hook allowed. */
+  admissionAllowed: number;
 }
 
 /** What a {@link TcpConnection} needs from the proxy that owns it (internal seam). */

@@ -48,6 +48,7 @@ import { tcpMetrics } from '../metrics/prometheus.js';
 import { AdmissionCheck } from '../filter/admission.js';
 import type { AdmissionConfig } from '../filter/admission.js';
 import type { DataFilterFactory } from '../filter/dataFilter.js';
+import type { PrereadResults } from '../preread/types.js';
 
 /** Where `listen()` binds: a TCP port (0 for ephemeral) on a host, or a Unix socket path. */
 export interface ListenOptions {
@@ -101,6 +102,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     upstreamPaused: 0,
     upstreamResumed: 0,
     resourceExhausted: 0,
+    prereadInspected: 0,
+    prereadMatched: {},
+    admissionAllowed: 0,
   };
   private readonly exhaustion = new ExhaustionBackoff();
   private readonly closed: ClosedTotals = {
@@ -283,7 +287,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     }
     const preface = new ClientPreface(socket, this.identity.preface, (outcome) => {
       this.prefaces.delete(preface);
-      if (outcome.ok) this.admit(socket, outcome.identity, outcome.buffered);
+      if (outcome.ok) {
+        if (outcome.identity.preread !== undefined) this.countPreread(outcome.identity.preread);
+        this.admit(socket, outcome.identity, outcome.buffered);
+      }
       else
         this.reject(socket, outcome.reason, outcome.error, preface.identitySoFar, outcome.detail);
     });
@@ -319,6 +326,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       socket.off('close', gone);
       if (check !== undefined) this.admissions.delete(check);
       if (outcome.ok && !socket.destroyed && this.closing === undefined) {
+        this.counters.admissionAllowed++;
         this.open(socket, identity, preface);
         return;
       }
@@ -329,6 +337,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       } else this.reject(socket, outcome.reason, outcome.error, identity, outcome.detail);
     });
     if (!check.decided) this.admissions.add(check);
+  }
+
+  private countPreread(results: PrereadResults): void {
+    this.counters.prereadInspected++;
+    const matched = this.counters.prereadMatched;
+    for (const name in results) matched[name] = (matched[name] ?? 0) + 1;
   }
 
   private open(socket: Socket, identity: ClientIdentity, preface: Buffer[] | undefined): void {

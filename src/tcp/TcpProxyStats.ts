@@ -53,6 +53,12 @@ export interface TcpProxyStats extends ProxyHealthStats {
    * accept errors. Each starts (or extends) a short admission backoff.
    */
   readonly resource_exhausted: number;
+  /** Clients whose first bytes went through the preread inspectors (`preread` option). */
+  readonly preread_inspected: number;
+  /** Preread matches per inspector name (inspectors that never matched are absent). */
+  readonly preread_matched: Readonly<Record<string, number>>;
+  /** Clients the `admit` hook allowed (its refusals are in `rejected_reasons`). */
+  readonly admission_allowed: number;
   /** Refused clients by rejection reason (every reason present, zero when none). */
   readonly rejected_reasons: Readonly<Record<RejectReason, number>>;
   /** Closed connections by close reason (every reason present, zero when none). */
@@ -132,6 +138,9 @@ export function snapshotTcpStats(
     upstream_cx_rx_bytes_total: upRx,
     upstream_cx_tx_bytes_total: upTx,
     resource_exhausted: counters.resourceExhausted,
+    preread_inspected: counters.prereadInspected,
+    preread_matched: { ...counters.prereadMatched },
+    admission_allowed: counters.admissionAllowed,
     rejected_reasons: rejected,
     close_reasons: reasons,
     ...proxyHealthStats(totals),

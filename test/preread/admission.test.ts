@@ -54,6 +54,7 @@ test('admit: allows, refuses with its own reason, times out, and fails safely; e
   assert.equal(stats.rejected_reasons.admission_error, 1);
   assert.equal(stats.rejected_reasons.admission_timeout, 1);
   assert.equal(stats.upstream_cx_total, 1, 'only the admitted client reached an upstream');
+  assert.equal(stats.admission_allowed, 1);
   await closes(1);
 });
 

@@ -66,6 +66,10 @@ test('HTTP and TLS on one port: curl reaches real nginx servers chosen by Host a
     'secure secure.test /tls\n',
   );
   const summaries = await closes(3);
+  const stats = proxy.stats();
+  assert.equal(stats.preread_inspected, 3);
+  assert.deepEqual(stats.preread_matched, { tls: 1, http: 2 });
+  assert.match(proxy.metrics(), /^l4proxy_tcp_preread_matched_total\{inspector="http"\} 2$/m);
   assert.deepEqual(summaries.map((s) => [s.upstream?.id, s.serverName]).sort(), [
     ['secure', 'secure.test'],
     ['web-a', undefined],
