@@ -290,8 +290,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       if (outcome.ok) {
         if (outcome.identity.preread !== undefined) this.countPreread(outcome.identity.preread);
         this.admit(socket, outcome.identity, outcome.buffered);
-      }
-      else
+      } else
         this.reject(socket, outcome.reason, outcome.error, preface.identitySoFar, outcome.detail);
     });
     this.prefaces.add(preface);
