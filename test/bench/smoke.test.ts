@@ -123,7 +123,7 @@ test('the optional contenders (a pass-through filter, preread) run and are repor
   t.after(() => {
     rmSync(out, { recursive: true, force: true });
   });
-  const printed = await runHarness(out, ['l4proxy', ...OPTIONAL_CONTENDERS], ['tcp-rr', 'udp-pps']);
+  const printed = await runHarness(out, [...OPTIONAL_CONTENDERS], ['tcp-rr', 'udp-pps']);
   for (const name of OPTIONAL_CONTENDERS)
     assert.match(printed, new RegExp(`\\| ${name} \\| [\\d,]+ \\|`), `${name} row`);
 });
