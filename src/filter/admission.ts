@@ -1,8 +1,8 @@
-import { L4Error, ErrorCode, InvalidOptionError } from '../errors.js';
+import { AdmissionError, InvalidOptionError } from '../errors.js';
 import { duration, optionalFunction } from '../internal/validate.js';
 import type { ProxyHeader, ProxyTlv } from '../protocol/ProxyHeader.js';
 import type { PrereadResults } from '../preread/types.js';
-import { isThenable } from '../select/selectorOutcome.js';
+import { isThenable } from '../select/internal/selectorOutcome.js';
 import type { ClientIdentity } from '../tcp/ClientPreface.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 
@@ -110,8 +110,7 @@ export class AdmissionCheck {
         ok: false,
         reason: RejectReason.ADMISSION_TIMEOUT,
         detail: undefined,
-        error: new L4Error(
-          ErrorCode.ADMISSION,
+        error: new AdmissionError(
           `The admit hook did not answer within ${config.timeout} ms; raise 'admitTimeout' or make the hook faster.`,
         ),
       });
@@ -143,7 +142,7 @@ export class AdmissionCheck {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     if (!outcome.ok)
-      this.abort.abort(outcome.error ?? new L4Error(ErrorCode.ADMISSION, outcome.reason));
+      this.abort.abort(outcome.error ?? new AdmissionError(`Admission ended: ${outcome.reason}.`));
     this.done(outcome);
   }
 }
@@ -193,10 +192,9 @@ function hookFailed(err: unknown): AdmissionOutcome {
     ok: false,
     reason: RejectReason.ADMISSION_ERROR,
     detail: undefined,
-    error: new L4Error(
-      ErrorCode.ADMISSION,
+    error: new AdmissionError(
       `The admit hook failed: ${err instanceof Error ? err.message : String(err)}`,
-      { cause: err },
+      err,
     ),
   };
 }

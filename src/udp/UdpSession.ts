@@ -2,7 +2,7 @@ import { FilterError, ProxyClosedError } from '../errors.js';
 import { filterDatagram } from '../filter/sessionFilter.js';
 import type { UdpSessionFilter, UdpSessionFilterFactory } from '../filter/sessionFilter.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
-import { isThenable, selectorError } from '../select/selectorOutcome.js';
+import { isThenable, selectorError } from '../select/internal/selectorOutcome.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
 import type { UdpSessionInfo, UdpSessionSummary } from './events.js';
