@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { test } from 'node:test';
 import { closeAll, ConfigError, validateConfig } from '../../src/cli/config.js';
