@@ -148,7 +148,7 @@ async function main(): Promise<void> {
   proxy.on('rejected', (r) => {
     log('rejected', { reason: r.reason, detail: r.detail });
   });
-  const { port } = (await proxy.listen({ port: 0, host: '127.0.0.1' }));
+  const { port } = await proxy.listen({ port: 0, host: '127.0.0.1' });
 
   log('http', { answer: await get(port, 'api.test') });
   log('http', { answer: await get(port, 'www.test:8080') });

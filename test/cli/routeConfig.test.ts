@@ -88,7 +88,7 @@ test('config: a match table routes curl requests by Host to upstream groups, fir
   );
   const proxy = config.listeners[0]?.proxy as TcpProxy;
   t.after(() => proxy.close({ drainTimeout: 0 }));
-  const { port } = (await proxy.listen({ port: 0, host: '127.0.0.1' }));
+  const { port } = await proxy.listen({ port: 0, host: '127.0.0.1' });
   const get = async (host: string): Promise<string> =>
     (
       await run(
