@@ -24,6 +24,8 @@ export const ErrorCode = {
   TLS_HANDSHAKE: 'ERR_L4_TLS_HANDSHAKE',
   TLS_CLIENT_CERT: 'ERR_L4_TLS_CLIENT_CERT',
   PARSER_FINISHED: 'ERR_L4_PARSER_FINISHED',
+  ADMISSION: 'ERR_L4_ADMISSION',
+  FILTER: 'ERR_L4_FILTER',
 } as const;
 
 /** Union of every stable error code string. */
@@ -257,6 +259,27 @@ export class TlsHandshakeError extends L4Error {
   ) {
     super(code, message, cause === undefined ? undefined : { cause });
     this.side = side;
+  }
+}
+
+/**
+ * The `admit` hook did not answer in time (`admission_timeout`), or threw, rejected or answered
+ * something else (`admission_error`; `cause` is what it threw).
+ */
+export class AdmissionError extends L4Error {
+  constructor(message: string, cause?: unknown) {
+    super(ErrorCode.ADMISSION, message, cause === undefined ? undefined : { cause });
+  }
+}
+
+/** A data filter or UDP session filter failed; `cause` is what the user code threw. */
+export class FilterError extends L4Error {
+  constructor(cause: unknown) {
+    super(
+      ErrorCode.FILTER,
+      `A data filter failed: ${cause instanceof Error ? cause.message : String(cause)}`,
+      { cause },
+    );
   }
 }
 

@@ -117,6 +117,8 @@ export {
   UpstreamSourceError,
   ResourceExhaustedError,
   ParserFinishedError,
+  FilterError,
+  AdmissionError,
 } from './errors.js';
 export type { ProxyProtocolErrorReason, TlsClientHelloErrorReason } from './errors.js';
 
@@ -156,3 +158,28 @@ export type {
   TcpPolicyOptions,
 } from './tcp/policyOptions.js';
 export type { SlowStartOptions } from './upstream/SlowStart.js';
+// Programmable data path: preread inspectors, the admission hook, data filters.
+export { tlsClientHello } from './preread/tlsClientHello.js';
+export type { TlsClientHelloOptions } from './preread/tlsClientHello.js';
+export { http1 } from './preread/http1.js';
+export type { Http1Options } from './preread/http1.js';
+export { postgresStartup } from './preread/postgresStartup.js';
+export type { PostgresStartupOptions } from './preread/postgresStartup.js';
+export { firstLine } from './preread/firstLine.js';
+export type { FirstLineOptions } from './preread/firstLine.js';
+export type {
+  PrereadContext,
+  PrereadInspector,
+  PrereadMetadata,
+  PrereadResults,
+  PrereadValue,
+  PrereadVerdict,
+} from './preread/types.js';
+export type { PrereadOptions } from './preread/prereadOptions.js';
+export type { AdmissionContext, AdmissionHook, AdmissionVerdict } from './filter/admission.js';
+export type { DataFilter, DataFilterFactory, FilterResult } from './filter/dataFilter.js';
+export type {
+  DatagramResult,
+  UdpSessionFilter,
+  UdpSessionFilterFactory,
+} from './filter/sessionFilter.js';

@@ -23,7 +23,12 @@ export const CONTENDER_NAMES = [
   'haproxy',
   'haproxy-splice',
   'nginx',
+  'l4proxy-filter',
+  'l4proxy-preread',
 ] as const;
+
+/** Contenders run only when named with --contenders (the cost of optional l4proxy features). */
+export const OPTIONAL_CONTENDERS: readonly ContenderName[] = ['l4proxy-filter', 'l4proxy-preread'];
 
 /** Name of a contender. */
 export type ContenderName = (typeof CONTENDER_NAMES)[number];
@@ -243,4 +248,28 @@ export const CONTENDERS: readonly Contender[] = [
   haproxy('haproxy', false),
   haproxy('haproxy-splice', true),
   nginx,
+  {
+    name: 'l4proxy-filter',
+    description:
+      'l4proxy with one pass-through data filter (TCP `filters`, UDP `sessionFilters`): the cost of the filtered relay',
+    protocols: ['tcp', 'udp'],
+    start: (setup) =>
+      forkNode(
+        'servers/l4proxy.js',
+        [setup.protocol, String(setup.upstreamPort), String(setup.responses), 'filter'],
+        setup.profileDir,
+      ),
+  },
+  {
+    name: 'l4proxy-preread',
+    description:
+      'l4proxy with `preread` (TLS ClientHello and PostgreSQL inspectors, which skip the load generator bytes on the first read): the cost of the stage',
+    protocols: ['tcp'],
+    start: (setup) =>
+      forkNode(
+        'servers/l4proxy.js',
+        [setup.protocol, String(setup.upstreamPort), String(setup.responses), 'preread'],
+        setup.profileDir,
+      ),
+  },
 ];

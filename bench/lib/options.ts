@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { CONTENDER_NAMES } from './contenders.js';
+import { CONTENDER_NAMES, OPTIONAL_CONTENDERS } from './contenders.js';
 import type { ContenderName } from './contenders.js';
 import { repoRoot } from './paths.js';
 import { SCENARIOS } from './scenarios.js';
@@ -74,7 +74,10 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
   );
   return {
     scenarios: SCENARIOS.filter((s) => ids.includes(s.id)),
-    contenders: list(values.contenders, CONTENDER_NAMES, 'contender'),
+    contenders:
+      values.contenders === undefined
+        ? CONTENDER_NAMES.filter((name) => !OPTIONAL_CONTENDERS.includes(name))
+        : list(values.contenders, CONTENDER_NAMES, 'contender'),
     reps: Math.round(positive(values.reps, values.quick ? 1 : 3, 'reps')),
     duration: positive(values.duration, values.quick ? 1 : 3, 'duration'),
     idleConnections: Math.round(

@@ -1,5 +1,6 @@
 /** The l4proxy a benchmark contender runs: one proxy, default options, on 127.0.0.1 port 0. */
-import { TcpProxy, UdpProxy } from '../../src/index.js';
+import { postgresStartup, TcpProxy, tlsClientHello, UdpProxy } from '../../src/index.js';
+import type { TcpProxyOptions, UdpProxyOptions } from '../../src/index.js';
 
 /** A started proxy: where clients connect, and how to close it. */
 export interface StartedProxy {
@@ -9,23 +10,41 @@ export interface StartedProxy {
 
 /**
  * Starts a `TcpProxy` or `UdpProxy` in front of 127.0.0.1:`upstreamPort`. For UDP, `responses` > 0
- * closes each session after that many replies (`maxResponses`).
+ * closes each session after that many replies (`maxResponses`). `variant` adds one feature whose
+ * cost is measured: `'filter'` (one pass-through data/session filter) or `'preread'` (TCP).
  */
 export async function startL4proxy(
   protocol: string | undefined,
   upstreamPort: number,
   responses: number,
+  variant?: string,
 ): Promise<StartedProxy> {
   const upstreams = [{ host: '127.0.0.1', port: upstreamPort }];
   if (protocol === 'udp') {
+    const udpExtra: UdpProxyOptions =
+      variant === 'filter'
+        ? { sessionFilters: [() => ({ onClientDatagram: () => undefined })] }
+        : {};
     const proxy = new UdpProxy(
-      responses > 0 ? { upstreams, maxResponses: responses } : { upstreams },
+      responses > 0
+        ? { upstreams, maxResponses: responses, ...udpExtra }
+        : { upstreams, ...udpExtra },
     );
     const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
     return { port: address.port, close: () => proxy.close() };
   }
-  const proxy = new TcpProxy({ upstreams });
+  const proxy = new TcpProxy({ upstreams, ...tcpVariant(variant) });
   const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
   if (typeof address === 'string') throw new Error('expected a TCP address');
   return { port: address.port, close: () => proxy.close() };
+}
+
+function tcpVariant(variant: string | undefined): TcpProxyOptions {
+  if (variant === 'filter')
+    return {
+      filters: [() => ({ onClientData: () => undefined, onUpstreamData: () => undefined })],
+    };
+  if (variant === 'preread')
+    return { preread: { inspectors: { tls: tlsClientHello(), pg: postgresStartup() } } };
+  return {};
 }

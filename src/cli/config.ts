@@ -12,6 +12,7 @@ import { isLogLevel } from './jsonLogger.js';
 import type { LogLevel } from './jsonLogger.js';
 import { buildSelector } from './selectorConfig.js';
 import { applyPolicyConfig } from './policyConfig.js';
+import { programmableOptions } from './routeConfig.js';
 import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
 import { TlsFileError, readTlsFiles } from './tlsConfig.js';
 import type { TlsFiles } from './tlsConfig.js';
@@ -78,7 +79,7 @@ const TOP_KEYS = [
   'backlog',
 ];
 /** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
-const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns', 'backlog'];
+const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns', 'backlog', 'routes'];
 
 /** Reads and validates a config file; nothing listens yet. */
 export async function loadConfigFile(file: string): Promise<Config> {
@@ -289,6 +290,7 @@ function construct(
   if (dns !== undefined) options.upstreamSource = dns;
   if (entry.selector !== undefined) options.selector = buildSelector(entry.selector);
   applyPolicyConfig(options);
+  programmableOptions(entry, options);
   return protocol === 'tcp' ? new TcpProxy(options) : new UdpProxy(options);
 }
 

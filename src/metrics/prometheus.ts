@@ -66,6 +66,8 @@ const TCP_HELP: HelpTable<TcpProxyStats> = {
   downstream_cx_total: 'Client connections admitted.',
   downstream_cx_active: 'Client connections open now.',
   downstream_cx_overflow: 'Clients refused because maxConnections connections were active.',
+  preread_inspected: 'Clients whose first bytes went through the preread inspectors.',
+  admission_allowed: 'Clients the admit hook allowed.',
   downstream_cx_rejected: null,
   downstream_cx_no_route: 'Connections closed because no upstream could be chosen.',
   downstream_cx_rx_bytes_total: 'Bytes received from clients.',
@@ -257,6 +259,15 @@ export function tcpFamilies(stats: TcpProxyStats, labels: MetricLabels = {}): Me
       stats.close_reasons,
       labels,
     ),
+    {
+      name: `${prefix}preread_matched_total`,
+      help: 'Preread matches, by inspector name.',
+      type: 'counter',
+      samples: Object.entries(stats.preread_matched).map(([inspector, value]) => ({
+        labels: { ...labels, inspector },
+        value,
+      })),
+    },
     ...upstreamFamilies(prefix, TCP_UPSTREAM_HELP, stats.upstreams, labels),
   ];
 }

@@ -1,6 +1,8 @@
 import type { Upstream } from '../upstream/Upstream.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
+import type { PrereadResults } from '../preread/types.js';
+import type { ProxyTlv } from '../protocol/ProxyHeader.js';
 
 /** What a selector knows when it chooses an upstream for a connection, session or datagram. */
 export interface SelectionContext {
@@ -18,6 +20,10 @@ export interface SelectionContext {
   readonly alpn?: readonly string[] | undefined;
   /** TCP with `terminateTls`: TLS version, cipher, server name, ALPN and client certificate. */
   readonly tls?: DownstreamTlsInfo | undefined;
+  /** Metadata of the preread inspectors that matched, by inspector name (TCP with `preread`). */
+  readonly preread?: PrereadResults | undefined;
+  /** TLVs of the PROXY header accepted from a trusted peer (TCP, v2), if any. */
+  readonly proxyTlvs?: readonly ProxyTlv[] | undefined;
   /** 1 for the first try, 2 for the first retry, ... */
   readonly attempt: number;
   /** Upstreams already tried for this connection (empty on attempt 1). */

@@ -1,5 +1,7 @@
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { SelectionContext } from './SelectionContext.js';
+import type { PrereadResults } from '../preread/types.js';
+import type { ProxyTlv } from '../protocol/ProxyHeader.js';
 
 /** Delegates every field to the proxy's context except `candidates`. */
 class NarrowedContext implements SelectionContext {
@@ -30,6 +32,12 @@ class NarrowedContext implements SelectionContext {
   }
   get alpn(): readonly string[] | undefined {
     return this.base.alpn;
+  }
+  get preread(): PrereadResults | undefined {
+    return this.base.preread;
+  }
+  get proxyTlvs(): readonly ProxyTlv[] | undefined {
+    return this.base.proxyTlvs;
   }
   get attempt(): number {
     return this.base.attempt;

@@ -7,6 +7,9 @@ import type { ProxyHeader } from '../protocol/ProxyHeader.js';
 import { ProxyHeaderParser } from '../protocol/ProxyHeaderParser.js';
 import { RejectReason } from './closeReasons.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
+import { PrereadStage, tlsIdentity } from '../preread/PrereadStage.js';
+import type { PrereadConfig } from '../preread/PrereadStage.js';
+import type { PrereadResults } from '../preread/types.js';
 
 /** Who the client is, as selectors, limits, events, stats and the sent PROXY header see it. */
 export interface ClientIdentity {
@@ -25,6 +28,8 @@ export interface ClientIdentity {
   readonly alpn: readonly string[] | undefined;
   /** What TLS termination negotiated, when the proxy terminates TLS. */
   readonly tls?: DownstreamTlsInfo | undefined;
+  /** Metadata of the preread inspectors that matched (with `preread` on). */
+  readonly preread?: PrereadResults | undefined;
 }
 
 /** What the preface reads, resolved from the proxy's options. */
@@ -39,12 +44,20 @@ export interface PrefaceConfig {
     | undefined;
   readonly sni:
     { readonly timeout: number; readonly maxBytes: number; readonly required: boolean } | undefined;
+  /** Preread inspectors, run after the PROXY header and the SNI peek. */
+  readonly preread?: PrereadConfig | undefined;
 }
 
 /** How a preface ended: an identity and the bytes read (to forward first), or a refusal. */
 export type PrefaceOutcome =
   | { readonly ok: true; readonly identity: ClientIdentity; readonly buffered: Buffer[] }
-  | { readonly ok: false; readonly reason: RejectReason; readonly error: Error | undefined };
+  | {
+      readonly ok: false;
+      readonly reason: RejectReason;
+      readonly error: Error | undefined;
+      /** The inspector's own reason, for `preread_rejected`. */
+      readonly detail?: string;
+    };
 
 /** The identity of a socket taken at face value (no PROXY header). */
 export function socketIdentity(socket: Socket): ClientIdentity {
@@ -64,7 +77,7 @@ export function socketIdentity(socket: Socket): ClientIdentity {
   };
 }
 
-type Stage = 'proxy' | 'sni' | 'done';
+type Stage = 'proxy' | 'sni' | 'preread' | 'done';
 
 /**
  * Reads what the proxy must know before it can choose an upstream: a PROXY protocol header (only
@@ -81,6 +94,7 @@ export class ClientPreface {
   private readonly buffered: Buffer[] = [];
   private proxyStage: { parser: ProxyHeaderParser; required: boolean } | undefined;
   private sniStage: { parser: ClientHelloParser; required: boolean } | undefined;
+  private prereadStage: PrereadStage | undefined;
   private timer: NodeJS.Timeout | undefined;
   private finished = false;
 
@@ -98,7 +112,11 @@ export class ClientPreface {
 
   /** Whether this socket needs a preface at all under `config`. */
   static needed(socket: Socket, config: PrefaceConfig): boolean {
-    return config.sni !== undefined || ClientPreface.trusted(socket, config);
+    return (
+      config.sni !== undefined ||
+      config.preread !== undefined ||
+      ClientPreface.trusted(socket, config)
+    );
   }
 
   private static trusted(socket: Socket, config: PrefaceConfig): boolean {
@@ -109,7 +127,7 @@ export class ClientPreface {
   start(): void {
     const socket = this.socket;
     socket.on('data', this.onData);
-    socket.on('end', this.onGone);
+    socket.on('end', this.onEnd);
     socket.on('close', this.onGone);
     socket.on('error', this.onGone);
     const accept = this.config.acceptProxy;
@@ -137,7 +155,7 @@ export class ClientPreface {
   private enterSniStage(): void {
     const sni = this.config.sni;
     if (sni === undefined) {
-      this.succeed();
+      this.enterPrereadStage();
       return;
     }
     this.stage = 'sni';
@@ -152,7 +170,8 @@ export class ClientPreface {
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.finish({ ok: false, reason, error: undefined });
+      if (this.stage === 'preread') this.prereadIncomplete();
+      else this.finish({ ok: false, reason, error: undefined });
     }, timeout);
     this.timer.unref();
   }
@@ -160,6 +179,7 @@ export class ClientPreface {
   private readonly onData = (chunk: Buffer): void => {
     if (this.stage === 'proxy') this.readProxyHeader(chunk);
     else if (this.stage === 'sni') this.readClientHello(chunk);
+    else if (this.stage === 'preread') this.inspect(chunk);
   };
 
   private readProxyHeader(chunk: Buffer): void {
@@ -198,7 +218,7 @@ export class ClientPreface {
   private continueWith(first: Buffer): void {
     if (this.config.sni === undefined) {
       if (first.length > 0) this.buffered.push(first);
-      this.succeed();
+      this.enterPrereadStage();
       return;
     }
     this.enterSniStage();
@@ -231,12 +251,87 @@ export class ClientPreface {
       }
       if (result.kind === 'no_sni') this.identity = { ...this.identity, alpn: result.hello.alpn };
     }
+    this.enterPrereadStage();
+  }
+
+  /** Runs the preread inspectors over the bytes held so far and those that follow, if configured. */
+  private enterPrereadStage(): void {
+    const preread = this.config.preread;
+    if (preread === undefined) {
+      this.succeed();
+      return;
+    }
+    this.stage = 'preread';
+    const identity = this.identity;
+    this.prereadStage = new PrereadStage(preread, {
+      clientAddress: identity.address,
+      clientPort: identity.port,
+      localAddress: identity.localAddress,
+      localPort: identity.localPort,
+      proxyHeader: identity.proxyHeader,
+    });
+    this.arm(preread.timeout, RejectReason.PREREAD_TIMEOUT);
+    if (this.buffered.length > 0) this.inspect(undefined);
+  }
+
+  /** Feeds `chunk` (or, with undefined, only what is held) to the inspectors. */
+  private inspect(chunk: Buffer | undefined): void {
+    const stage = this.prereadStage;
+    if (stage === undefined) return;
+    if (chunk !== undefined) this.buffered.push(chunk);
+    const outcome = stage.inspect(this.buffered, this.reply);
+    switch (outcome.kind) {
+      case 'more':
+        return;
+      case 'done':
+        this.prereadDone(outcome.results);
+        return;
+      case 'limit':
+        this.prereadIncomplete();
+        return;
+      case 'reject':
+        this.finish({
+          ok: false,
+          reason: RejectReason.PREREAD_REJECTED,
+          error: undefined,
+          detail: `${outcome.inspector}: ${outcome.reason}`,
+        });
+    }
+  }
+
+  private readonly reply = (data: Buffer): void => {
+    this.socket.write(data);
+  };
+
+  /** Time or bytes ran out with inspectors undecided: route with what was found, or refuse. */
+  private prereadIncomplete(): void {
+    const stage = this.prereadStage;
+    if (stage === undefined) return;
+    if (this.config.preread?.rejectIncomplete === true) {
+      this.finish({ ok: false, reason: RejectReason.PREREAD_TIMEOUT, error: undefined });
+      return;
+    }
+    this.prereadDone(stage.found);
+  }
+
+  private prereadDone(results: PrereadResults): void {
+    const tls = this.identity.serverName === undefined ? tlsIdentity(results) : undefined;
+    this.identity = { ...this.identity, ...tls, preread: results };
     this.succeed();
   }
 
   private succeed(): void {
     this.finish({ ok: true, identity: this.identity, buffered: this.buffered });
   }
+
+  /**
+   * A client may send its request and half-close: inspection ends with what it sent. One that
+   * leaves having sent nothing to forward (or only what an inspector answered) is gone.
+   */
+  private readonly onEnd = (): void => {
+    if (this.stage === 'preread' && this.buffered.length > 0) this.prereadIncomplete();
+    else this.onGone();
+  };
 
   private readonly onGone = (): void => {
     this.finish({ ok: false, reason: RejectReason.CLIENT_GONE, error: undefined });
@@ -250,7 +345,7 @@ export class ClientPreface {
     this.timer = undefined;
     const socket = this.socket;
     socket.off('data', this.onData);
-    socket.off('end', this.onGone);
+    socket.off('end', this.onEnd);
     socket.off('close', this.onGone);
     socket.off('error', this.onGone);
     // Reading stops until the connection takes over (removing 'data' does not pause a stream).

@@ -1,4 +1,5 @@
 import type { L4Error } from '../errors.js';
+import type { DataFilterFactory } from '../filter/dataFilter.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { UpstreamSet } from '../upstream/UpstreamSet.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
@@ -37,6 +38,12 @@ export interface TcpCounters {
   uploadThrottled: number;
   /** Times reading an upstream paused because a download `bandwidth` budget was spent. */
   downloadThrottled: number;
+  /** Clients whose first bytes went through the preread inspectors. */
+  prereadInspected: number;
+  /** Matches per preread inspector name. */
+  prereadMatched: Record<string, number>;
+  /** Clients the `admit` hook allowed. */
+  admissionAllowed: number;
 }
 
 /** What a {@link TcpConnection} needs from the proxy that owns it (internal seam). */
@@ -49,6 +56,10 @@ export interface ConnectionHost {
   readonly upstreamTls: UpstreamTls;
   /** Bytes to send upstream before anything else (the PROXY protocol header), if any. */
   readonly preamble: ((connection: TcpConnection) => Buffer | undefined) | undefined;
+  /** Data filter factories (the `filters` option), or undefined: the plain relay. */
+  readonly filters: readonly DataFilterFactory[] | undefined;
+  /** Errors data filters threw from `onClose` (reported, nothing else to do). */
+  filtersClosed(errors: readonly unknown[]): void;
   upstreamFailed(state: UpstreamState): void;
   upstreamSucceeded(state: UpstreamState): void;
   /** Creating the upstream socket failed for lack of file descriptors (EMFILE/ENFILE). */

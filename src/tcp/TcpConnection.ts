@@ -2,6 +2,7 @@ import net from 'node:net';
 import type { Socket } from 'node:net';
 import {
   ConnectFailedError,
+  FilterError,
   ConnectTimeoutError,
   ErrorCode,
   L4Error,
@@ -27,9 +28,13 @@ import type { TcpConnectionInfo, TcpConnectionSummary } from './events.js';
 import type { ConnectionHost } from './ConnectionHost.js';
 import type { ClientIdentity } from './ClientPreface.js';
 import { closeSocket } from '../net/closeSocket.js';
-import type { ProxyHeader } from '../protocol/ProxyHeader.js';
+import type { ProxyHeader, ProxyTlv } from '../protocol/ProxyHeader.js';
+import type { PrereadResults } from '../preread/types.js';
 import { readIntoSharedBuffer, sharedReadBuffer } from '../net/sharedReadBuffer.js';
 import { backoffDelay } from './policyOptions.js';
+import { FilterChain } from '../filter/FilterChain.js';
+import type { FilterOutput } from '../filter/FilterChain.js';
+import type { DataFilterFactory } from '../filter/dataFilter.js';
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 const EMPTY: readonly UpstreamState[] = [];
@@ -93,6 +98,18 @@ function copyOut(bytes: number, buffer: Buffer): Buffer {
 
 function onClientRead(this: Socket, bytes: number, buffer: Buffer): boolean {
   return (this as RelaySocket)[kConnection].clientData(copyOut(bytes, buffer));
+}
+function onClientReadFiltered(this: Socket, bytes: number, buffer: Buffer): boolean {
+  return (this as RelaySocket)[kConnection].filteredClientData(copyOut(bytes, buffer));
+}
+function onClientDataFiltered(this: RelaySocket, chunk: Buffer): void {
+  this[kConnection].filteredClientData(chunk);
+}
+function onUpstreamReadFiltered(this: Socket, bytes: number, buffer: Buffer): boolean {
+  return (this as RelaySocket)[kConnection].filteredUpstreamData(copyOut(bytes, buffer));
+}
+function onUpstreamDataFiltered(this: RelaySocket, chunk: Buffer): void {
+  this[kConnection].filteredUpstreamData(chunk);
 }
 function onClientData(this: RelaySocket, chunk: Buffer): void {
   this[kConnection].clientData(chunk);
@@ -175,6 +192,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   readonly proxyHeader: ProxyHeader | undefined;
   /** What TLS termination negotiated with the client, when the proxy terminates TLS. */
   readonly tls: DownstreamTlsInfo | undefined;
+  /** Metadata of the preread inspectors that matched. */
+  readonly preread: PrereadResults | undefined;
 
   attempts = 0;
   bytesFromClient = 0;
@@ -198,6 +217,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private upstreamTls: ResolvedUpstreamTls | undefined;
   /** The TCP socket under the upstream TLS socket, once the handshake started. */
   private rawUpstream: Socket | undefined;
+
+  /** The data filters of this connection (with the `filters` option); undefined on the plain path. */
+  private filters: FilterChain | undefined;
 
   /** Chunks the client sent before the upstream was ready, delivered first and in order. */
   private early: Buffer[] | undefined;
@@ -245,6 +267,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.alpn = identity.alpn;
     this.proxyHeader = identity.proxyHeader;
     this.tls = identity.tls;
+    this.preread = identity.preread;
     if (preface !== undefined) {
       this.resumeAfterPreface = true;
       for (const chunk of preface) {
@@ -258,6 +281,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private resumeAfterPreface = false;
 
   // ---- SelectionContext -------------------------------------------------------------------
+
+  get proxyTlvs(): readonly ProxyTlv[] | undefined {
+    return this.proxyHeader?.tlvs;
+  }
 
   get attempt(): number {
     return this.attempts;
@@ -311,13 +338,18 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     client.on('error', onClientError);
     client.on('close', onClientClose);
     client.on('end', onClientEnd);
+    if (this.host.filters !== undefined && !this.openFilters(this.host.filters)) return;
+    const filtered = this.filters !== undefined;
     const sharedBuffer =
-      this.host.options.relay === 'onread' && readIntoSharedBuffer(client, onClientRead);
-    if (!sharedBuffer) client.on('data', onClientData);
+      this.host.options.relay === 'onread' &&
+      readIntoSharedBuffer(client, filtered ? onClientReadFiltered : onClientRead);
+    if (!sharedBuffer) client.on('data', filtered ? onClientDataFiltered : onClientData);
     client.on('drain', onClientDrain);
     if (this.host.options.noDelay) client.setNoDelay(true);
     if (this.host.options.clientKeepAlive !== undefined)
       client.setKeepAlive(true, this.host.options.clientKeepAlive);
+    // The client sent its request and half-closed while the preface read it (preread).
+    if (client.readableEnded) this.clientEnded = true;
     this.armTimers();
     if (this.resumeAfterPreface && this.earlyBytes < this.host.options.maxEarlyData)
       client.resume();
@@ -438,7 +470,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
         // A TLS upstream reads through its TLS socket (the stream path), never the shared buffer.
         ...(options.relay === 'onread' &&
           tls === undefined && {
-            onread: { buffer: sharedReadBuffer(), callback: onUpstreamRead },
+            onread: {
+              buffer: sharedReadBuffer(),
+              callback: this.filters === undefined ? onUpstreamRead : onUpstreamReadFiltered,
+            },
           }),
       }),
       this,
@@ -549,8 +584,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.host.upstreamSucceeded(state);
     if (tls !== undefined) this.host.upstreamTls.secured(socket);
     if (this.host.options.relay !== 'onread' || tls !== undefined)
-      socket.on('data', onUpstreamData);
+      socket.on('data', this.filters === undefined ? onUpstreamData : onUpstreamDataFiltered);
     socket.on('end', onUpstreamEnd);
+    if (
+      this.filters !== undefined &&
+      !this.filtersSee(() => this.filters?.upstreamConnected(state))
+    )
+      return;
     socket.on('drain', onUpstreamDrain);
     this.host.emitUpstreamConnect(this, state);
     // A listener may have closed the connection.
@@ -704,6 +744,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.clientEnded = true;
     // A client reset seen as an end: its 'error' follows, and resets the upstream instead.
     if (revealsReset(this.client)) return;
+    if (this.filters !== undefined && !this.flushToUpstream(this.filters)) return;
     if (this.connected) this.upstreamSocket?.end();
     if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
   }
@@ -713,8 +754,103 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.upstreamEnded = true;
     // An upstream reset seen as an end: its 'error' follows, and resets the client instead.
     if (revealsReset(this.upstreamSocket)) return;
+    if (this.filters !== undefined && !this.flushToClient(this.filters)) return;
     this.client.end();
     if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
+  }
+
+  // ---- data filters (only with the `filters` option) ----------------------------------------
+
+  /** Creates this connection's filters and runs the bytes read by the preface through them. */
+  private openFilters(factories: readonly DataFilterFactory[]): boolean {
+    if (!this.filtersSee(() => (this.filters = FilterChain.open(factories, this)))) return false;
+    const early = this.early;
+    if (this.filters === undefined || early === undefined) return true;
+    this.early = undefined;
+    this.earlyBytes = 0;
+    for (const chunk of early) {
+      this.bytesFromClient -= chunk.length;
+      this.filteredClientData(chunk);
+    }
+    return this.reason === undefined;
+  }
+
+  /** Runs user filter code; a throw closes the connection with `filter_error`. */
+  private filtersSee(action: () => void): boolean {
+    try {
+      action();
+      return true;
+    } catch (err) {
+      if (this.reason === undefined)
+        this.fail(CloseReason.FILTER_ERROR, new FilterError(err), true);
+      return false;
+    }
+  }
+
+  /** A client chunk through the filters; counted as received, forwarded as they decide. @internal */
+  filteredClientData(chunk: Buffer): boolean {
+    const filters = this.filters;
+    if (filters === undefined || this.reason !== undefined) return false;
+    let output: FilterOutput | undefined;
+    if (!this.filtersSee(() => (output = filters.toUpstream(chunk))) || output === undefined)
+      return false;
+    // clientData counts what it forwards; the rest of the chunk was received all the same.
+    this.bytesFromClient += chunk.length - output.data.length;
+    this.lastActivity = Date.now();
+    const more = output.data.length === 0 || this.clientData(output.data);
+    if (output.end) this.filterEndedUpstream();
+    return more;
+  }
+
+  /** An upstream chunk through the filters. @internal */
+  filteredUpstreamData(chunk: Buffer): boolean {
+    const filters = this.filters;
+    if (filters === undefined || this.reason !== undefined) return false;
+    let output: FilterOutput | undefined;
+    if (!this.filtersSee(() => (output = filters.toClient(chunk))) || output === undefined)
+      return false;
+    const dropped = chunk.length - output.data.length;
+    this.bytesFromUpstream += dropped;
+    this.upstreamCounters.rxBytes += dropped;
+    this.lastActivity = Date.now();
+    const more = output.data.length === 0 || this.upstreamData(output.data);
+    if (output.end) this.filterEndedClient();
+    return more;
+  }
+
+  /** A filter ended client-to-upstream: the upstream gets its FIN; later client bytes are dropped. */
+  private filterEndedUpstream(): void {
+    if (this.clientEnded) return;
+    this.clientEnded = true;
+    if (this.connected) this.upstreamSocket?.end();
+  }
+
+  /** A filter ended upstream-to-client: the client gets its FIN; later upstream bytes are dropped. */
+  private filterEndedClient(): void {
+    if (this.upstreamEnded) return;
+    this.upstreamEnded = true;
+    this.client.end();
+  }
+
+  /** The client half-closed: what the filters held goes upstream (or waits with the early bytes). */
+  private flushToUpstream(filters: FilterChain): boolean {
+    let tail: Buffer | undefined;
+    if (!this.filtersSee(() => (tail = filters.clientEnded()))) return false;
+    if (tail === undefined || tail.length === 0) return true;
+    const socket = this.upstreamSocket;
+    if (this.connected && socket !== undefined) this.writeUpstream(socket, tail);
+    else (this.early ??= []).push(tail);
+    return true;
+  }
+
+  private flushToClient(filters: FilterChain): boolean {
+    let tail: Buffer | undefined;
+    if (!this.filtersSee(() => (tail = filters.upstreamEnded()))) return false;
+    if (tail !== undefined && tail.length > 0) {
+      this.bytesToClient += tail.length;
+      this.client.write(tail);
+    }
+    return true;
   }
 
   // ---- errors and close ---------------------------------------------------------------------
@@ -816,7 +952,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.current !== undefined && (this.connected || this.upstreamSocket !== undefined)) {
       this.current.active--;
     }
-    this.host.finish(this, this.summary());
+    const summary = this.summary();
+    this.host.finish(this, summary);
+    if (this.filters !== undefined) this.host.filtersClosed(this.filters.closed(summary));
   }
 
   private summary(): TcpConnectionSummary {

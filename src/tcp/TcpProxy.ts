@@ -3,6 +3,7 @@ import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { EventEmitter } from 'eventemitter3';
 import {
+  FilterError,
   InvalidOptionError,
   ListenError,
   ProxyClosedError,
@@ -57,6 +58,10 @@ import { DownstreamTls } from '../tls/DownstreamTls.js';
 import type { DownstreamTlsOutcome } from '../tls/DownstreamTls.js';
 import { resolveTerminateTls } from '../tls/TerminateTlsOptions.js';
 import type { ResolvedTerminateTls, TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
+import { AdmissionCheck } from '../filter/admission.js';
+import type { AdmissionConfig } from '../filter/admission.js';
+import type { DataFilterFactory } from '../filter/dataFilter.js';
+import type { PrereadResults } from '../preread/types.js';
 
 /** Where `listen()` binds: a TCP port (0 for ephemeral) on a host, or a Unix socket path. */
 export interface ListenOptions {
@@ -126,6 +131,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     unhealthyClosed: 0,
     uploadThrottled: 0,
     downloadThrottled: 0,
+    prereadInspected: 0,
+    prereadMatched: {},
+    admissionAllowed: 0,
   };
   private readonly exhaustion = new ExhaustionBackoff();
   private readonly closed: ClosedTotals = {
@@ -137,6 +145,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   };
   private readonly identity: IdentityConfig;
   private readonly prefaces = new Set<ClientPreface>();
+  private readonly admission: AdmissionConfig | undefined;
+  private readonly filterFactories: readonly DataFilterFactory[] | undefined;
+  /** Clients waiting for the `admit` hook: they count against `maxConnections`. */
+  private readonly admissions = new Set<AdmissionCheck>();
   private readonly rejectReasons: Partial<Record<RejectReason, number>> = {};
   private readonly tlsStats = tlsCounters();
   private readonly upstreamTls: UpstreamTls;
@@ -169,6 +181,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         );
       this.terminateTls = resolveTerminateTls(resolved.terminateTls);
     }
+    this.admission = resolved.admission;
+    this.filterFactories = resolved.filters;
     this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, this.upstreamHooks());
     this.upstreamSet = this.manager.set;
     this.host = this.createHost(resolved.selector);
@@ -237,6 +251,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       stats: this.counters,
       upstreamTls: this.upstreamTls,
       preamble: send === undefined ? undefined : (connection) => proxyHeaderFor(connection, send),
+      filters: this.filterFactories,
+      filtersClosed: (errors) => {
+        for (const err of errors) reportError(this, new FilterError(err));
+      },
       upstreamFailed: (state) => {
         this.manager.upstreamFailed(state);
         // The failed attempt gave its slot back.
@@ -340,7 +358,11 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       return;
     }
     if (
-      this.live.size + this.prefaces.size + this.handshakes.size + this.queue.length >=
+      this.live.size +
+        this.prefaces.size +
+        this.handshakes.size +
+        this.admissions.size +
+        this.queue.length >=
       this.options.maxConnections
     ) {
       this.counters.downstreamOverflow++;
@@ -357,8 +379,11 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     }
     const preface = new ClientPreface(socket, this.identity.preface, (outcome) => {
       this.prefaces.delete(preface);
-      if (outcome.ok) this.admit(socket, outcome.identity, outcome.buffered);
-      else this.reject(socket, outcome.reason, outcome.error, preface.identitySoFar);
+      if (outcome.ok) {
+        if (outcome.identity.preread !== undefined) this.countPreread(outcome.identity.preread);
+        this.admit(socket, outcome.identity, outcome.buffered);
+      } else
+        this.reject(socket, outcome.reason, outcome.error, preface.identitySoFar, outcome.detail);
     });
     this.prefaces.add(preface);
     preface.start();
@@ -423,12 +448,54 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     identity: ClientIdentity,
     preface: Buffer[] | undefined,
   ): void {
+    if (this.admission !== undefined) {
+      this.checkAdmission(this.admission, socket, identity, preface);
+      return;
+    }
+    this.queueOrOpen(socket, identity, preface);
+  }
+
+  /** Opens the connection, or queues the client when every upstream is at its cap. */
+  private queueOrOpen(socket: Socket, identity: ClientIdentity, preface: Buffer[] | undefined): void {
     // Every upstream at its cap, or clients already waiting (first come, first served): wait.
     if (this.upstreamSet.hasCaps && (this.queue.length > 0 || this.upstreamSet.allFull())) {
       this.enqueue(socket, identity, preface);
       return;
     }
     this.open(socket, identity, preface);
+  }
+
+  /** Runs the `admit` hook, then opens the connection or refuses the client. */
+  private checkAdmission(
+    config: AdmissionConfig,
+    socket: Socket,
+    identity: ClientIdentity,
+    preface: Buffer[] | undefined,
+  ): void {
+    let check: AdmissionCheck | undefined = undefined;
+    const gone = (): void => check?.cancel(RejectReason.CLIENT_GONE);
+    socket.once('close', gone);
+    check = new AdmissionCheck(config, identity, (outcome) => {
+      socket.off('close', gone);
+      if (check !== undefined) this.admissions.delete(check);
+      if (outcome.ok && !socket.destroyed && this.closing === undefined) {
+        this.counters.admissionAllowed++;
+        this.queueOrOpen(socket, identity, preface);
+        return;
+      }
+      this.identity.perClient?.release(identity.address);
+      if (outcome.ok) {
+        const reason = socket.destroyed ? RejectReason.CLIENT_GONE : RejectReason.PROXY_CLOSING;
+        this.reject(socket, reason, undefined, identity);
+      } else this.reject(socket, outcome.reason, outcome.error, identity, outcome.detail);
+    });
+    if (!check.decided) this.admissions.add(check);
+  }
+
+  private countPreread(results: PrereadResults): void {
+    this.counters.prereadInspected++;
+    const matched = this.counters.prereadMatched;
+    for (const name in results) matched[name] = (matched[name] ?? 0) + 1;
   }
 
   /** Starts proxying an admitted client. */
@@ -477,6 +544,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     reason: RejectReason,
     error?: Error,
     identity?: ClientIdentity,
+    detail?: string,
   ): void {
     this.counters.rejected++;
     this.rejectReasons[reason] = (this.rejectReasons[reason] ?? 0) + 1;
@@ -486,6 +554,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       clientPort: identity?.port ?? socket.remotePort,
       peerAddress: socket.remoteAddress,
       error,
+      detail,
     };
     // Nothing was dialled and nothing is flushed: a reset tells the client it was refused.
     closeSocket(socket, true);
@@ -643,6 +712,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     for (const preface of [...this.prefaces]) preface.abort();
     for (const handshake of [...this.handshakes]) handshake.abort();
     for (const client of this.queue.clear()) this.refuseQueued(client, RejectReason.PROXY_CLOSING);
+    for (const check of [...this.admissions]) check.cancel(RejectReason.PROXY_CLOSING);
     await this.drain(drainTimeout);
     for (const timer of this.upstreamDrains) clearTimeout(timer);
     this.upstreamDrains.clear();

@@ -21,6 +21,11 @@ import type { TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
 import type { SlowStartOptions } from '../upstream/SlowStart.js';
 import { resolveTcpPolicy, TCP_POLICY_KEYS } from './policyOptions.js';
 import type { ResolvedTcpPolicy, TcpPolicyOptions } from './policyOptions.js';
+import type { PrereadOptions } from '../preread/prereadOptions.js';
+import { resolveAdmission } from '../filter/admission.js';
+import { resolveFilters } from '../filter/dataFilter.js';
+import type { DataFilterFactory } from '../filter/dataFilter.js';
+import type { AdmissionConfig, AdmissionHook } from '../filter/admission.js';
 import {
   boolean,
   duration,
@@ -98,6 +103,14 @@ export interface TcpProxyOptions extends TcpPolicyOptions {
   readonly terminateTls?: TerminateTlsOptions;
   /** Ramp the weight of upstreams that join or recover over `window` ms. Off unless set. */
   readonly slowStart?: SlowStartOptions;
+  /** Inspect the first bytes (TLS, HTTP/1, PostgreSQL, custom) for `ctx.preread`. Default off. */
+  readonly preread?: PrereadOptions;
+  /** Async admission hook run before an upstream is chosen. Default none. */
+  readonly admit?: AdmissionHook;
+  /** Time `admit` has to answer (`admission_timeout`). Default 5000 ms. */
+  readonly admitTimeout?: number;
+  /** Data filters: one factory per filter, called for each connection. Default none. */
+  readonly filters?: readonly DataFilterFactory[];
 }
 
 /** Options with every default applied. */
@@ -140,6 +153,10 @@ const KNOWN = [
   'terminateTls',
   'slowStart',
   ...TCP_POLICY_KEYS,
+  'preread',
+  'admit',
+  'admitTimeout',
+  'filters',
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
@@ -151,6 +168,8 @@ export function resolveTcpOptions(input: unknown): {
   manager: UpstreamManagerOptions;
   tls: unknown;
   terminateTls: unknown;
+  admission: AdmissionConfig | undefined;
+  filters: readonly DataFilterFactory[] | undefined;
 } {
   const raw = optionalRecord(input, 'options');
   assertProxyMode(raw.mode);
@@ -184,6 +203,8 @@ export function resolveTcpOptions(input: unknown): {
     manager,
     tls: raw.tls,
     terminateTls: raw.terminateTls,
+    admission: resolveAdmission(raw),
+    filters: resolveFilters(raw.filters),
   };
 }
 

@@ -66,6 +66,12 @@ export interface TcpProxyStats extends ProxyHealthStats, Readonly<TlsStats> {
   readonly bandwidth_upload_throttled: number;
   /** Times reading an upstream paused because a download `bandwidth` budget was spent. */
   readonly bandwidth_download_throttled: number;
+  /** Clients whose first bytes went through the preread inspectors (`preread` option). */
+  readonly preread_inspected: number;
+  /** Preread matches per inspector name (inspectors that never matched are absent). */
+  readonly preread_matched: Readonly<Record<string, number>>;
+  /** Clients the `admit` hook allowed (its refusals are in `rejected_reasons`). */
+  readonly admission_allowed: number;
   /** Refused clients by rejection reason (every reason present, zero when none). */
   readonly rejected_reasons: Readonly<Record<RejectReason, number>>;
   /** Closed connections by close reason (every reason present, zero when none). */
@@ -152,6 +158,9 @@ export function snapshotTcpStats(
     upstream_unhealthy_closed: counters.unhealthyClosed,
     bandwidth_upload_throttled: counters.uploadThrottled,
     bandwidth_download_throttled: counters.downloadThrottled,
+    preread_inspected: counters.prereadInspected,
+    preread_matched: { ...counters.prereadMatched },
+    admission_allowed: counters.admissionAllowed,
     rejected_reasons: rejected,
     close_reasons: reasons,
     ...proxyHealthStats(totals),

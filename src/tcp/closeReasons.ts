@@ -61,6 +61,8 @@ export const CloseReason = {
   HALF_CLOSE_TIMEOUT: 'half_close_timeout',
   /** Active health checks marked the upstream unhealthy and `closeOnHealthFailure` is on. */
   UPSTREAM_UNHEALTHY: 'upstream_unhealthy',
+  /** A data filter threw (or returned nonsense); both sides were reset. `error` is a `FilterError`. */
+  FILTER_ERROR: 'filter_error',
 } as const;
 
 /** Union of every close reason string. */
@@ -110,6 +112,16 @@ export const RejectReason = {
   QUEUE_FULL: 'queue_full',
   /** The client waited `queue.timeout` ms in the queue without an upstream slot freeing up. */
   QUEUE_TIMEOUT: 'queue_timeout',
+  /** A preread inspector refused the client; `detail` names the inspector and its reason. */
+  PREREAD_REJECTED: 'preread_rejected',
+  /** With `preread.onIncomplete: 'reject'`, inspectors were undecided at the time or byte limit. */
+  PREREAD_TIMEOUT: 'preread_timeout',
+  /** The `admit` hook refused the client; `detail` is the hook's own reason. */
+  ADMISSION_REJECTED: 'admission_rejected',
+  /** The `admit` hook did not answer within `admitTimeout`. */
+  ADMISSION_TIMEOUT: 'admission_timeout',
+  /** The `admit` hook threw or rejected; `error` holds what it threw. */
+  ADMISSION_ERROR: 'admission_error',
 } as const;
 
 /** Union of every rejection reason string. */

@@ -4,6 +4,8 @@ import type { UpstreamHealthChange } from '../upstream/UpstreamManager.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { CloseReason, RejectReason } from './closeReasons.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
+import type { PrereadResults } from '../preread/types.js';
+import type { ProxyTlv } from '../protocol/ProxyHeader.js';
 
 /** A live proxied connection, as events and `connections()` show it. */
 export interface TcpConnectionInfo {
@@ -26,6 +28,10 @@ export interface TcpConnectionInfo {
   readonly alpn: readonly string[] | undefined;
   /** With `terminateTls`: version, cipher, server name, ALPN and the client certificate. */
   readonly tls?: DownstreamTlsInfo | undefined;
+  /** Metadata of the preread inspectors that matched (with `preread` on). */
+  readonly preread: PrereadResults | undefined;
+  /** TLVs of the PROXY header accepted from a trusted peer (v2), if any. */
+  readonly proxyTlvs: readonly ProxyTlv[] | undefined;
   /** `Date.now()` when the proxy took the connection. */
   readonly startTime: number;
   /** The upstream being tried or connected, once one is chosen. */
@@ -81,8 +87,10 @@ export interface TcpRejection {
   readonly clientPort: number | undefined;
   /** The TCP peer. */
   readonly peerAddress: string | undefined;
-  /** The parse error behind `proxy_protocol_error` and `tls_error`, or the TLS handshake error. */
+  /** The parse error behind `proxy_protocol_error` and `tls_error`, the TLS handshake error, or what `admit` threw. */
   readonly error: Error | undefined;
+  /** The user's own reason: the inspector's for `preread_rejected`, the hook's for `admission_rejected`. */
+  readonly detail?: string | undefined;
 }
 
 /** Events of {@link TcpProxy}; listeners are type-checked against these signatures. */

@@ -17,6 +17,7 @@ import type { ProxyTlvFields } from '../protocol/proxyTlvFields.js';
 import { DEFAULT_CLIENT_HELLO_MAX_BYTES } from '../protocol/ClientHelloParser.js';
 import type { PrefaceConfig } from './ClientPreface.js';
 import type { TcpConnectionInfo } from './events.js';
+import { resolvePreread } from '../preread/prereadOptions.js';
 
 /**
  * Sending the PROXY protocol to upstreams: `'v1'`, `'v2'`, or an object choosing the version and
@@ -40,6 +41,11 @@ export type ProxyProtocolOption =
        * `send-proxy-v2-ssl-cn`. Default false.
        */
       readonly ssl?: boolean;
+      /**
+       * v2 only: TLV types of the header accepted from a trusted peer that are copied into the
+       * header sent upstream, before those of `tlvs` (Envoy `pass_through_tlvs`). Default none.
+       */
+      readonly passThroughTlvs?: readonly number[];
     };
 
 /** Accepting PROXY protocol headers from trusted peers (load balancers in front of the proxy). */
@@ -78,6 +84,8 @@ export interface ProxyProtocolSend {
   readonly crc32c: boolean;
   /** Add the SSL, ALPN and AUTHORITY TLVs of a terminated connection. */
   readonly ssl: boolean;
+  /** TLV types copied from the accepted header, if any. */
+  readonly passThroughTlvs?: ReadonlySet<number> | undefined;
 }
 
 /** Resolved identity and admission configuration. */
@@ -104,7 +112,11 @@ function resolveSend(value: unknown): ProxyProtocolSend | undefined {
       crc32c: false,
       ssl: false,
     };
-  rejectUnknownKeys(value, ['version', 'tlvs', 'crc32c', 'ssl'], 'proxyProtocol');
+  rejectUnknownKeys(
+    value,
+    ['version', 'tlvs', 'crc32c', 'ssl', 'passThroughTlvs'],
+    'proxyProtocol',
+  );
   const version = parseVersion(value.version, 'proxyProtocol.version');
   const tlvs = optionalFunction<NonNullable<ProxyProtocolSend['tlvs']>>(
     value.tlvs,
@@ -112,14 +124,28 @@ function resolveSend(value: unknown): ProxyProtocolSend | undefined {
   );
   const crc32c = boolean(value.crc32c, 'proxyProtocol.crc32c', false);
   const ssl = boolean(value.ssl, 'proxyProtocol.ssl', false);
-  if (version === 1 && (tlvs !== undefined || crc32c || ssl)) {
+  const passThroughTlvs = resolvePassThrough(value.passThroughTlvs);
+  if (version === 1 && (tlvs !== undefined || crc32c || ssl || passThroughTlvs !== undefined)) {
     throw new InvalidOptionError(
       'proxyProtocol.version',
       "'v2' (v1 carries no TLVs)",
       value.version,
     );
   }
-  return { version, tlvs, crc32c, ssl };
+  return { version, tlvs, crc32c, ssl, passThroughTlvs };
+}
+
+function resolvePassThrough(value: unknown): ReadonlySet<number> | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value))
+    throw new InvalidOptionError('proxyProtocol.passThroughTlvs', 'an array of TLV types', value);
+  const types = new Set<number>();
+  value.forEach((type: unknown, i) => {
+    types.add(integer(type, `proxyProtocol.passThroughTlvs[${i}]`, 0, { min: 0, max: 255 }));
+  });
+  // CRC32C belongs to the header it checks: it is recomputed (option crc32c), never copied.
+  types.delete(0x03);
+  return types.size === 0 ? undefined : types;
 }
 
 function resolveAccept(value: unknown): PrefaceConfig['acceptProxy'] {
@@ -163,7 +189,11 @@ function resolveSni(value: unknown): PrefaceConfig['sni'] {
 export function resolveIdentityOptions(raw: Record<string, unknown>): IdentityConfig {
   return {
     send: resolveSend(raw.proxyProtocol),
-    preface: { acceptProxy: resolveAccept(raw.acceptProxyProtocol), sni: resolveSni(raw.sni) },
+    preface: {
+      acceptProxy: resolveAccept(raw.acceptProxyProtocol),
+      sni: resolveSni(raw.sni),
+      preread: resolvePreread(raw.preread),
+    },
     allow: raw.allow === undefined ? undefined : parseAddressList(raw.allow, 'allow'),
     deny: raw.deny === undefined ? undefined : parseAddressList(raw.deny, 'deny'),
     perClient: ClientLimiter.from(raw.perClient, 'perClient'),

@@ -15,7 +15,8 @@ import { withSslTlvs } from '../tls/sslTlv.js';
 export function proxyHeaderFor(connection: TcpConnectionInfo, send: ProxyProtocolSend): Buffer {
   const user = send.version === 2 && send.tlvs ? send.tlvs(connection) : undefined;
   const fields = send.ssl ? withSslTlvs(user, connection.tls) : user;
-  const tlvs = fields === undefined ? undefined : toTlvs(fields);
+  const own = fields === undefined ? undefined : toTlvs(fields);
+  const tlvs = send.passThroughTlvs ? passedThrough(connection, send.passThroughTlvs, own) : own;
   const ends = sameFamily(connection.clientAddress, connection.localAddress);
   const base = tlvs === undefined ? {} : { tlvs };
   const header: ProxyHeader =
@@ -30,6 +31,17 @@ export function proxyHeaderFor(connection: TcpConnectionInfo, send: ProxyProtoco
           ...base,
         };
   return encodeProxyHeader(header, { crc32c: send.version === 2 && send.crc32c });
+}
+
+/** The accepted header's TLVs of the chosen types, then the connection's own. */
+function passedThrough(
+  connection: TcpConnectionInfo,
+  types: ReadonlySet<number>,
+  own: readonly ProxyTlv[] | undefined,
+): readonly ProxyTlv[] | undefined {
+  const inbound = connection.proxyTlvs?.filter((tlv) => types.has(tlv.type));
+  if (inbound === undefined || inbound.length === 0) return own;
+  return own === undefined ? inbound : [...inbound, ...own];
 }
 
 function toTlvs(value: ProxyTlvFields | readonly ProxyTlv[]): readonly ProxyTlv[] {

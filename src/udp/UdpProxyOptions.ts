@@ -1,4 +1,6 @@
 import type { ProxyMode } from '../mode.js';
+import { resolveSessionFilters } from '../filter/sessionFilter.js';
+import type { UdpSessionFilterFactory } from '../filter/sessionFilter.js';
 import { assertProxyMode } from '../mode.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
 import { roundRobin } from '../select/roundRobin.js';
@@ -52,6 +54,8 @@ export interface UdpProxyOptions {
   readonly closeOnHealthFailure?: boolean;
   /** Choose an upstream for every datagram instead of once per session. Default false. */
   readonly perPacketBalancing?: boolean;
+  /** Filters that see each datagram of a session both ways (Envoy UDP session filters). Default none. */
+  readonly sessionFilters?: readonly UdpSessionFilterFactory[];
   /** Datagrams held per session while its upstream is chosen and its socket set up. Default 64, 0-65 536. */
   readonly maxPendingDatagrams?: number;
   /** Sends not yet completed per socket; datagrams beyond are dropped. Default 1024, 1-1 048 576. */
@@ -109,6 +113,8 @@ export interface ResolvedUdpOptions {
   readonly maxPendingDatagrams: number;
   readonly maxSendQueue: number;
   readonly proxyProtocol: boolean;
+  /** Session filter factories, or undefined: the plain relay. */
+  readonly sessionFilters: readonly UdpSessionFilterFactory[] | undefined;
 }
 
 const KNOWN = [
@@ -134,6 +140,7 @@ const KNOWN = [
   'outlierDetection',
   'panicThreshold',
   'slowStart',
+  'sessionFilters',
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
@@ -165,6 +172,7 @@ export function resolveUdpOptions(input: unknown): {
     }),
     maxSendQueue: integer(raw.maxSendQueue, 'maxSendQueue', 1024, { min: 1, max: 1_048_576 }),
     proxyProtocol: resolveProxyProtocol(raw.proxyProtocol),
+    sessionFilters: resolveSessionFilters(raw.sessionFilters),
   };
   const access: UdpAccess = {
     allow: raw.allow === undefined ? undefined : parseAddressList(raw.allow, 'allow'),

@@ -1,4 +1,6 @@
-import { ProxyClosedError } from '../errors.js';
+import { FilterError, ProxyClosedError } from '../errors.js';
+import { filterDatagram } from '../filter/sessionFilter.js';
+import type { UdpSessionFilter, UdpSessionFilterFactory } from '../filter/sessionFilter.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
 import { isThenable, selectorError } from '../select/internal/selectorOutcome.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
@@ -76,6 +78,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
   private abort: AbortController | undefined;
   private lastActivity = this.startTime;
   private idleTimer: NodeJS.Timeout | undefined;
+  /** The session filters (with the `sessionFilters` option); undefined on the plain path. */
+  private filters: UdpSessionFilter[] | undefined;
 
   /** The PROXY v2 header naming this client, prepended to every datagram sent upstream. */
   get proxyHeader(): Buffer | undefined {
@@ -132,6 +136,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
 
   /** Arms the idle timer and handles the first datagram. */
   start(first: Buffer): void {
+    const factories = this.host.options.sessionFilters;
+    if (factories !== undefined && !this.openFilters(factories)) return;
     const idleTimeout = this.host.options.idleTimeout;
     if (idleTimeout > 0) {
       this.idleTimer = setTimeout(this.onIdleCheck, idleTimeout);
@@ -157,6 +163,11 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
     }
     this.bytesFromClient += len;
     this.lastActivity = Date.now();
+    if (this.filters !== undefined) {
+      const out = this.filtered(this.filters, 'onClientDatagram', msg, 'client');
+      if (out === undefined) return;
+      msg = out;
+    }
     if (len > this.host.options.maxDatagramSize) {
       this.drop(DropReason.OVERSIZED, 'client', len);
       return;
@@ -317,6 +328,11 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
     this.datagramsFromUpstream++;
     this.bytesFromUpstream += len;
     this.lastActivity = Date.now();
+    if (this.filters !== undefined) {
+      const out = this.filtered(this.filters, 'onUpstreamDatagram', msg, 'upstream');
+      if (out === undefined) return;
+      msg = out;
+    }
     if (len > this.host.options.maxDatagramSize) {
       this.drop(DropReason.OVERSIZED, 'upstream', len);
     } else if (this.listener.sendTo(msg, this.clientPort, this.clientAddress)) {
@@ -328,6 +344,41 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
     if (++this.responses >= this.host.options.maxResponses) {
       this.terminate(SessionCloseReason.MAX_RESPONSES);
     }
+  }
+
+  // ---- session filters (only with the `sessionFilters` option) ------------------------------
+
+  private openFilters(factories: readonly UdpSessionFilterFactory[]): boolean {
+    const filters: UdpSessionFilter[] = [];
+    try {
+      for (const factory of factories) {
+        const filter = factory(this);
+        if (filter !== undefined) filters.push(filter);
+      }
+    } catch (err) {
+      this.terminate(SessionCloseReason.FILTER_ERROR, new FilterError(err));
+      return false;
+    }
+    if (filters.length > 0) this.filters = filters;
+    return true;
+  }
+
+  /** A datagram through the filters: what to forward, or undefined (dropped, or the session ended). */
+  private filtered(
+    filters: readonly UdpSessionFilter[],
+    callback: 'onClientDatagram' | 'onUpstreamDatagram',
+    msg: Buffer,
+    from: 'client' | 'upstream',
+  ): Buffer | undefined {
+    let out: Buffer | undefined;
+    try {
+      out = filterDatagram(filters, callback, msg);
+    } catch (err) {
+      this.terminate(SessionCloseReason.FILTER_ERROR, new FilterError(err));
+      return undefined;
+    }
+    if (out === undefined) this.drop(DropReason.FILTERED, from, msg.length);
+    return out;
   }
 
   // ---- failures -----------------------------------------------------------------------------
@@ -378,7 +429,19 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
       for (const link of this.links.values()) this.closeLink(link, dropReason, error);
       this.links.clear();
     }
-    this.host.finish(this, this.summary());
+    const summary = this.summary();
+    this.host.finish(this, summary);
+    if (this.filters !== undefined) this.filtersClosed(this.filters, summary);
+  }
+
+  private filtersClosed(filters: readonly UdpSessionFilter[], summary: UdpSessionSummary): void {
+    for (const filter of filters) {
+      try {
+        filter.onClose?.(summary);
+      } catch {
+        // The session is over: nothing left for a failing onClose to harm.
+      }
+    }
   }
 
   private closeLink(link: UpstreamLink, dropReason: DropReason, error: Error | undefined): void {

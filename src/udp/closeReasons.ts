@@ -28,6 +28,8 @@ export const SessionCloseReason = {
   PROXY_CLOSED: 'proxy_closed',
   /** Closed by `session.close()` from user code. */
   CLOSED_BY_USER: 'closed_by_user',
+  /** A session filter threw (or returned nonsense); `error` is a `FilterError`. */
+  FILTER_ERROR: 'filter_error',
 } as const;
 
 /** Union of every session close reason string. */
@@ -62,6 +64,8 @@ export const DropReason = {
   CLIENT_LIMIT: 'client_limit',
   /** A new client opening sessions faster than `perClient.sessionsPerSecond` (burst spent). */
   RATE_LIMITED: 'rate_limited',
+  /** A session filter dropped it (returned null). */
+  FILTERED: 'filtered',
 } as const;
 
 /** Union of every drop reason string. */

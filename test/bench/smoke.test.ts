@@ -5,7 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { CONTENDERS } from '../../bench/lib/contenders.js';
+import { CONTENDERS as ALL_CONTENDERS, OPTIONAL_CONTENDERS } from '../../bench/lib/contenders.js';
+
+/** The default run's contenders; the optional ones get their own short run below. */
+const CONTENDERS = ALL_CONTENDERS.filter((c) => !OPTIONAL_CONTENDERS.includes(c.name));
 import type { BenchResults } from '../../bench/lib/results.js';
 import { SCENARIOS } from '../../bench/lib/scenarios.js';
 import { findTool, tool } from '../helpers/tools.js';
@@ -13,9 +16,10 @@ import { findTool, tool } from '../helpers/tools.js';
 const harness = fileURLToPath(new URL('../../bench/run.js', import.meta.url));
 
 /** Runs the harness with tiny durations; no timing is asserted, only the shape of the output. */
-function runHarness(out: string, contenders: string[]): Promise<string> {
+function runHarness(out: string, contenders: string[], scenarios?: string[]): Promise<string> {
   const args = [
     harness,
+    ...(scenarios === undefined ? [] : ['--scenarios', scenarios.join(',')]),
     '--duration',
     '0.05',
     '--reps',
@@ -111,4 +115,15 @@ test('the benchmark harness produces a JSON result and a Markdown report coverin
       assert.match(latest, new RegExp(`\\| scenario \\| metric \\|.*\\b${contender.name}\\b`));
     });
   }
+});
+
+test('the optional contenders (a pass-through filter, preread) run and are reported', async (t) => {
+  if (!tool(t, 'cc')) return;
+  const out = mkdtempSync(join(tmpdir(), 'l4proxy-bench-smoke-'));
+  t.after(() => {
+    rmSync(out, { recursive: true, force: true });
+  });
+  const printed = await runHarness(out, [...OPTIONAL_CONTENDERS], ['tcp-rr', 'udp-pps']);
+  for (const name of OPTIONAL_CONTENDERS)
+    assert.match(printed, new RegExp(`\\| ${name} \\| [\\d,]+ \\|`), `${name} row`);
 });

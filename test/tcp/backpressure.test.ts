@@ -52,8 +52,9 @@ type Relay = 'onread' | 'stream';
 async function startChild(
   upstreamPort: number,
   relay: Relay,
+  filter = false,
 ): Promise<{ child: ChildProcess; port: number }> {
-  const child = fork(CHILD, [String(upstreamPort), relay], {
+  const child = fork(CHILD, [String(upstreamPort), relay, ...(filter ? ['filter'] : [])], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const { port } = await withTimeout(
@@ -93,6 +94,7 @@ async function untilPaused(child: ChildProcess, key: keyof TcpProxyStats): Promi
 async function pushOneGiB(
   direction: 'client-to-upstream' | 'upstream-to-client',
   relay: Relay,
+  filter = false,
 ): Promise<{
   baseline: number;
   stalled: number;
@@ -105,7 +107,7 @@ async function pushOneGiB(
     server.once('connection', resolve),
   );
   const upstreamPort = await listen(server);
-  const { child, port } = await startChild(upstreamPort, relay);
+  const { child, port } = await startChild(upstreamPort, relay, filter);
   try {
     const client = await connect(port);
     const upstream = await withTimeout(upstreamSocket, 5_000, 'upstream connection');
@@ -163,3 +165,19 @@ for (const relay of ['onread', 'stream'] as const)
       assert.ok(peak - baseline < FLOWING_BUDGET, `peak growth ${mib(peak - baseline)} MiB`);
     });
   }
+
+// The same through one pass-through data filter: the filtered relay keeps backpressure end to end.
+for (const [relay, direction] of [
+  ['onread', 'client-to-upstream'],
+  ['stream', 'upstream-to-client'],
+] as const) {
+  test(`backpressure ${direction} (relay ${relay}, pass-through filter): 1 GiB raises the proxy's RSS by a few MiB at most`, async () => {
+    const { baseline, stalled, peak } = await pushOneGiB(direction, relay, true);
+    const mib = (n: number): string => (n / MiB).toFixed(1);
+    console.log(
+      `[${direction}, ${relay}, filter] baseline ${mib(baseline)} MiB, stalled +${mib(stalled - baseline)} MiB, peak +${mib(peak - baseline)} MiB`,
+    );
+    assert.ok(stalled - baseline < STALLED_BUDGET, `stalled growth ${mib(stalled - baseline)} MiB`);
+    assert.ok(peak - baseline < FLOWING_BUDGET, `peak growth ${mib(peak - baseline)} MiB`);
+  });
+}

@@ -1,0 +1,130 @@
+import type { TcpConnectionInfo, TcpConnectionSummary } from '../tcp/events.js';
+import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
+import type { DataFilter, DataFilterFactory, FilterResult } from './dataFilter.js';
+
+const NOTHING = Buffer.alloc(0);
+
+/** What the chain forwards for one chunk: bytes (possibly none), and whether to end the direction. */
+export interface FilterOutput {
+  readonly data: Buffer;
+  readonly end: boolean;
+}
+
+const EMPTY_OUTPUT: FilterOutput = Object.freeze({ data: NOTHING, end: false });
+
+type DataCallback = 'onClientData' | 'onUpstreamData';
+
+/**
+ * The ordered filters of one connection. A chunk passes through every filter in order, each
+ * seeing what the previous one forwarded; a filter that ends a direction ends it for the whole
+ * chain. Exceptions from filters propagate to the connection, which closes with `filter_error`.
+ */
+export class FilterChain {
+  private readonly filters: readonly DataFilter[];
+  private toUpstreamEnded = false;
+  private toClientEnded = false;
+
+  private constructor(filters: readonly DataFilter[]) {
+    this.filters = filters;
+  }
+
+  /** Calls every factory for `connection` (throws what a factory throws); undefined when none filters. */
+  static open(
+    factories: readonly DataFilterFactory[],
+    connection: TcpConnectionInfo,
+  ): FilterChain | undefined {
+    const filters: DataFilter[] = [];
+    for (const factory of factories) {
+      const filter = factory(connection);
+      if (filter !== undefined) filters.push(filter);
+    }
+    return filters.length === 0 ? undefined : new FilterChain(filters);
+  }
+
+  toUpstream(chunk: Buffer): FilterOutput {
+    if (this.toUpstreamEnded) return EMPTY_OUTPUT;
+    const output = this.run('onClientData', chunk, 0);
+    if (output.end) this.toUpstreamEnded = true;
+    return output;
+  }
+
+  toClient(chunk: Buffer): FilterOutput {
+    if (this.toClientEnded) return EMPTY_OUTPUT;
+    const output = this.run('onUpstreamData', chunk, 0);
+    if (output.end) this.toClientEnded = true;
+    return output;
+  }
+
+  /** The client half-closed: what the filters still hold for the upstream. */
+  clientEnded(): Buffer {
+    return this.flush('onClientEnd', 'onClientData', this.toUpstreamEnded);
+  }
+
+  /** The upstream half-closed: what the filters still hold for the client. */
+  upstreamEnded(): Buffer {
+    return this.flush('onUpstreamEnd', 'onUpstreamData', this.toClientEnded);
+  }
+
+  upstreamConnected(upstream: UpstreamCandidate): void {
+    for (const filter of this.filters) filter.onUpstreamConnect?.(upstream);
+  }
+
+  /** Tells every filter the connection ended; a throwing filter does not stop the others. */
+  closed(summary: TcpConnectionSummary): unknown[] {
+    const errors: unknown[] = [];
+    for (const filter of this.filters) {
+      try {
+        filter.onClose?.(summary);
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    return errors;
+  }
+
+  /** Passes `chunk` through the filters from index `from` on. */
+  private run(callback: DataCallback, chunk: Buffer, from: number): FilterOutput {
+    let data = chunk;
+    let end = false;
+    for (let i = from; i < this.filters.length && !end; i++) {
+      const filter = this.filters[i];
+      if (filter === undefined || (data.length === 0 && i > from)) continue;
+      const result =
+        callback === 'onClientData' ? filter.onClientData?.(data) : filter.onUpstreamData?.(data);
+      ({ data, end } = interpret(result, data));
+    }
+    return { data, end };
+  }
+
+  /** Each filter's end callback in order; what one releases still passes the filters after it. */
+  private flush(
+    endCallback: 'onClientEnd' | 'onUpstreamEnd',
+    dataCallback: DataCallback,
+    ended: boolean,
+  ): Buffer {
+    if (ended) return NOTHING;
+    const parts: Buffer[] = [];
+    for (let i = 0; i < this.filters.length; i++) {
+      const filter = this.filters[i];
+      const tail = filter?.[endCallback]?.call(filter);
+      if (tail === undefined || tail.length === 0) continue;
+      const output = this.run(dataCallback, tail, i + 1);
+      if (output.data.length > 0) parts.push(output.data);
+    }
+    return parts.length === 1 && parts[0] !== undefined ? parts[0] : Buffer.concat(parts);
+  }
+}
+
+function interpret(result: FilterResult, chunk: Buffer): FilterOutput {
+  if (result === undefined) return { data: chunk, end: false };
+  if (result === null) return EMPTY_OUTPUT;
+  if (Buffer.isBuffer(result)) return { data: result, end: false };
+  if (typeof result === 'object' && (result as { end?: unknown }).end === true) {
+    const data = (result as { data?: unknown }).data;
+    if (data === undefined) return { data: NOTHING, end: true };
+    if (Buffer.isBuffer(data)) return { data, end: true };
+  }
+  throw new TypeError(
+    'a data filter returned something other than a Buffer, null, undefined or { end: true, data? }',
+  );
+}

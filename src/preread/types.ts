@@ -1,0 +1,58 @@
+import type { ProxyHeader } from '../protocol/ProxyHeader.js';
+
+/** One value an inspector reports: text, a number, a flag or a list of strings. */
+export type PrereadValue = string | number | boolean | readonly string[] | undefined;
+
+/**
+ * What an inspector learned about a connection, e.g. `{ protocol: 'postgres', database: 'app' }`.
+ * Built-in inspectors always set `protocol`.
+ */
+export type PrereadMetadata = Readonly<Record<string, PrereadValue>>;
+
+/** Metadata of every inspector that matched, keyed by the name it was configured under. */
+export type PrereadResults = Readonly<Record<string, PrereadMetadata>>;
+
+/**
+ * An inspector's answer for the bytes seen so far:
+ * - `more`: not decided yet, read more bytes (up to `preread.maxBytes`, within `preread.timeout`);
+ * - `match`: this is the inspector's protocol; `metadata` goes to `ctx.preread[name]`;
+ * - `skip`: not this inspector's protocol (nothing is recorded);
+ * - `reject`: refuse the client (`rejected` with `preread_rejected`, `detail` = `reason`);
+ * - `reply`: write `data` to the client, drop the first `consume` bytes read (they are answered,
+ *   not forwarded), then inspect what follows (a PostgreSQL `SSLRequest` is answered this way).
+ */
+export type PrereadVerdict =
+  | { readonly action: 'more' }
+  | { readonly action: 'match'; readonly metadata: PrereadMetadata }
+  | { readonly action: 'skip' }
+  | { readonly action: 'reject'; readonly reason: string }
+  | { readonly action: 'reply'; readonly data: Buffer; readonly consume: number };
+
+/** What an inspector knows besides the bytes: who the client is. */
+export interface PrereadContext {
+  readonly clientAddress: string;
+  readonly clientPort: number;
+  readonly localAddress: string;
+  readonly localPort: number;
+  /** The PROXY header accepted from a trusted peer, if any (its TLVs included). */
+  readonly proxyHeader: ProxyHeader | undefined;
+}
+
+/**
+ * A preread inspector: a plain function given every byte read so far (after any PROXY header),
+ * called again with more bytes as long as it answers `more`. It must not keep `bytes` (the buffer
+ * may be reused) and should decide as early as it can: a server-speaks-first protocol sends
+ * nothing, so an undecided inspector waits for `preread.timeout`.
+ *
+ * @example
+ * const redisAuth: PrereadInspector = (bytes) =>
+ *   bytes.length < 4 ? { action: 'more' }
+ *   : bytes.subarray(0, 4).toString() === 'AUTH' ? { action: 'match', metadata: { auth: true } }
+ *   : { action: 'skip' };
+ */
+export type PrereadInspector = (bytes: Buffer, ctx: PrereadContext) => PrereadVerdict;
+
+/** `{ action: 'more' }`, shared (inspectors answer it on every partial read). */
+export const MORE: PrereadVerdict = Object.freeze({ action: 'more' });
+/** `{ action: 'skip' }`, shared. */
+export const SKIP: PrereadVerdict = Object.freeze({ action: 'skip' });

@@ -1,0 +1,80 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { UdpProxy } from '../../src/index.js';
+import type { UdpSessionFilterFactory, UdpSessionSummary } from '../../src/index.js';
+import { dig, startDnsmasq } from '../udp/helpers.js';
+import { tool } from '../helpers/tools.js';
+import { withTimeout } from '../helpers/net.js';
+
+/** Swaps one DNS label for another of the same length, wherever it appears in a datagram. */
+function swapLabel(datagram: Buffer, from: string, to: string): Buffer {
+  const needle = Buffer.from([from.length, ...Buffer.from(from)]);
+  const at = datagram.indexOf(needle);
+  if (at < 0) return datagram;
+  const out = Buffer.from(datagram);
+  out.write(to, at + 1, 'latin1');
+  return out;
+}
+
+test('UDP session filters see each datagram both ways: a real dig through dnsmasq, rewritten, dropped, or failing', async (t) => {
+  const digPath = tool(t, 'dig');
+  if (digPath === undefined) return;
+  const dnsmasq = await startDnsmasq(t, 'public.test', '10.1.2.3');
+  if (dnsmasq === undefined) return;
+  t.after(() => dnsmasq.stop());
+  const counted = { client: 0, upstream: 0, closes: 0 };
+  // One filter per session (dig uses a new source port per query): it remembers what it rewrote.
+  const alias: UdpSessionFilterFactory = () => {
+    let aliased = false;
+    return {
+      onClientDatagram(query) {
+        counted.client++;
+        if (query.includes('blocked')) return null;
+        if (query.includes('boom')) throw new Error('session filter bug');
+        const rewritten = swapLabel(query, 'secret', 'public');
+        aliased ||= rewritten !== query;
+        return rewritten;
+      },
+      onUpstreamDatagram(answer) {
+        counted.upstream++;
+        return aliased ? swapLabel(answer, 'public', 'secret') : undefined;
+      },
+      onClose() {
+        counted.closes++;
+      },
+    };
+  };
+  const proxy = new UdpProxy({
+    upstreams: [{ host: '127.0.0.1', port: dnsmasq.port }],
+    sessionFilters: [alias],
+  });
+  const summaries: UdpSessionSummary[] = [];
+  proxy.on('sessionClose', (s) => summaries.push(s));
+  const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+  t.after(() => proxy.close());
+
+  // dig checks that the answer's question matches its own: the rewrite must be undone both ways.
+  assert.equal(await dig(digPath, port, 'secret.test'), '10.1.2.3');
+  assert.equal(await dig(digPath, port, 'public.test'), '10.1.2.3');
+  await assert.rejects(dig(digPath, port, 'blocked.test'), /dig failed/);
+  await assert.rejects(dig(digPath, port, 'boom.test'), /dig failed/);
+  const stats = proxy.stats();
+  assert.ok(stats.dropped.filtered >= 1, 'the blocked query was dropped and counted');
+  assert.ok(counted.upstream >= 2);
+  await withTimeout(
+    new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (summaries.some((s) => s.reason === 'filter_error')) resolve();
+        else setTimeout(check, 10);
+      };
+      check();
+    }),
+    5_000,
+    'the failing session to close',
+  );
+  const failed = summaries.find((s) => s.reason === 'filter_error');
+  assert.equal(failed?.error?.name, 'FilterError');
+  assert.equal(proxy.stats().session_close_reasons.filter_error, 1);
+  await proxy.close();
+  assert.equal(counted.closes, summaries.length, 'every session told its filter it closed');
+});

@@ -1,0 +1,119 @@
+import { execFile } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { TestContext } from 'node:test';
+import { freePort } from './peerProcess.js';
+import { requireTools } from './tools.js';
+
+const run = promisify(execFile);
+
+/** Debian's server binaries (`initdb`, `pg_ctl`, `postgres`), newest major version first. */
+const SERVER_DIRS = [
+  '/usr/lib/postgresql/17/bin',
+  '/usr/lib/postgresql/16/bin',
+  '/usr/lib/postgresql/15/bin',
+];
+
+/** The unprivileged account a root test runs the server as (PostgreSQL refuses to run as root). */
+const RUN_AS = 'nobody';
+const NOBODY_UID = 65_534;
+
+/** A PostgreSQL cluster a test started on 127.0.0.1:`port` (trust auth, superuser `postgres`). */
+export interface PostgresCluster {
+  readonly port: number;
+  /** Runs `psql -Atc sql` against this cluster directly; resolves with its trimmed output. */
+  query(sql: string, database?: string): Promise<string>;
+  /** `pg_ctl stop -m immediate`, then removes the data directory. */
+  stop(): Promise<void>;
+}
+
+/** The directory holding `initdb` and `pg_ctl`, or skips the test (fails under REQUIRE_TOOLS). */
+export function postgresBin(t: TestContext): string | undefined {
+  const dir = SERVER_DIRS.find((candidate) => existsSync(join(candidate, 'initdb')));
+  if (dir !== undefined) return dir;
+  const reason = 'PostgreSQL server binaries are not installed (apt-get install postgresql)';
+  if (requireTools) throw new Error(`L4PROXY_REQUIRE_TOOLS=1 but ${reason}`);
+  t.skip(reason);
+  return undefined;
+}
+
+function asServerUser(command: string, args: readonly string[]): [string, string[]] {
+  const root = process.getuid?.() === 0;
+  return root ? ['runuser', ['-u', RUN_AS, '--', command, ...args]] : [command, [...args]];
+}
+
+/**
+ * `initdb` and `pg_ctl start` a throwaway cluster in a temp dir owned by the server user, listening
+ * on 127.0.0.1 only (its Unix socket in the same temp dir), then creates `databases`.
+ */
+export async function startPostgres(
+  bin: string,
+  psql: string,
+  databases: readonly string[],
+): Promise<PostgresCluster> {
+  const dir = mkdtempSync(join(tmpdir(), 'l4proxy-pg-'));
+  if (process.getuid?.() === 0) chownSync(dir, NOBODY_UID, NOBODY_UID);
+  const data = join(dir, 'data');
+  const log = join(dir, 'server.log');
+  const port = await freePort();
+  const pgCtl = (args: readonly string[]): Promise<unknown> =>
+    run(...asServerUser(join(bin, 'pg_ctl'), args), { timeout: 30_000 });
+  const stop = async (): Promise<void> => {
+    if (existsSync(join(data, 'postmaster.pid')))
+      await pgCtl(['-D', data, '-m', 'immediate', '-w', 'stop']).catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const query = async (sql: string, database = 'postgres'): Promise<string> => {
+    const { stdout } = await run(
+      psql,
+      [
+        '-X',
+        '-At',
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(port),
+        '-U',
+        'postgres',
+        '-d',
+        database,
+        '-c',
+        sql,
+      ],
+      { timeout: 15_000 },
+    );
+    return stdout.trim();
+  };
+  try {
+    await run(
+      ...asServerUser(join(bin, 'initdb'), [
+        '-D',
+        data,
+        '-U',
+        'postgres',
+        '--auth=trust',
+        '--no-sync',
+        '-E',
+        'UTF8',
+      ]),
+      { timeout: 60_000 },
+    );
+    const settings = [
+      `-p ${port}`,
+      `-k ${dir}`,
+      '-c listen_addresses=127.0.0.1',
+      '-c fsync=off',
+      '-c shared_buffers=16MB',
+      '-c max_connections=20',
+    ].join(' ');
+    await pgCtl(['-D', data, '-l', log, '-o', settings, '-w', '-t', '30', 'start']);
+    for (const database of databases) await query(`CREATE DATABASE ${database}`);
+  } catch (error) {
+    const text = existsSync(log) ? readFileSync(log, 'utf8') : '';
+    await stop();
+    throw new Error(`PostgreSQL did not start: ${String(error)}\n${text}`, { cause: error });
+  }
+  return { port, query, stop };
+}

@@ -1,0 +1,99 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { firstLine } from '../../src/index.js';
+import type { AdmissionContext, TcpRejection } from '../../src/index.js';
+import { closed, dial, echoServer, readAll } from '../helpers/net.js';
+import { startProxy } from '../helpers/proxy.js';
+
+test('admit: allows, refuses with its own reason, times out, and fails safely; every outcome counted', async (t) => {
+  const echo = await echoServer();
+  t.after(() => echo.close());
+  const contexts: AdmissionContext[] = [];
+  const { proxy, port, closes } = await startProxy({
+    upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    preread: { inspectors: { line: firstLine() } },
+    admitTimeout: 200,
+    admit: async (ctx) => {
+      contexts.push(ctx);
+      const line = ctx.preread?.line?.line;
+      await new Promise((resolve) => setImmediate(resolve));
+      if (line === 'let me in') return true;
+      if (line === 'no') return false;
+      if (line === 'quota') return { reject: 'over quota' };
+      if (line === 'throw') throw new Error('hook bug');
+      return new Promise<boolean>(() => undefined); // never answers
+    },
+  });
+  t.after(() => proxy.close({ drainTimeout: 0 }));
+  const rejections: TcpRejection[] = [];
+  proxy.on('rejected', (r) => rejections.push(r));
+
+  const admitted = dial(port);
+  const echoed = readAll(admitted);
+  admitted.end('let me in\nhello\n');
+  assert.equal((await echoed).toString(), 'let me in\nhello\n');
+  for (const line of ['no', 'quota', 'throw', 'silent']) {
+    const client = dial(port);
+    client.write(`${line}\n`);
+    await closed(client);
+  }
+  assert.deepEqual(
+    rejections.map((r) => [r.reason, r.detail, r.error?.message.slice(0, 24)]),
+    [
+      ['admission_rejected', undefined, undefined],
+      ['admission_rejected', 'over quota', undefined],
+      ['admission_error', undefined, 'The admit hook failed: h'],
+      ['admission_timeout', undefined, 'The admit hook did not a'],
+    ],
+  );
+  assert.equal(contexts.length, 5);
+  assert.equal(contexts[0]?.clientAddress, '127.0.0.1');
+  assert.equal(contexts[4]?.signal.aborted, true, 'the timed-out hook sees its signal aborted');
+  const stats = proxy.stats();
+  assert.equal(stats.rejected_reasons.admission_rejected, 2);
+  assert.equal(stats.rejected_reasons.admission_error, 1);
+  assert.equal(stats.rejected_reasons.admission_timeout, 1);
+  assert.equal(stats.upstream_cx_total, 1, 'only the admitted client reached an upstream');
+  assert.equal(stats.admission_allowed, 1);
+  await closes(1);
+});
+
+/** Polls (bounded: 200 x 5 ms) until `ready()` holds. */
+async function until(ready: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (ready()) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+test('admit: a pending check counts against maxConnections, and closing the proxy refuses it', async (t) => {
+  const echo = await echoServer();
+  t.after(() => echo.close());
+  let pending: AdmissionContext | undefined;
+  const { proxy, port } = await startProxy({
+    upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    maxConnections: 1,
+    admit: (ctx) =>
+      new Promise<boolean>((resolve) => {
+        pending = ctx;
+        ctx.signal.addEventListener('abort', () => {
+          resolve(true);
+        });
+      }),
+  });
+  const rejections: TcpRejection[] = [];
+  proxy.on('rejected', (r) => rejections.push(r));
+  const waiting = dial(port);
+  await until(() => pending !== undefined, 'the admit hook to run');
+  const extra = dial(port);
+  await closed(extra);
+  await proxy.close({ drainTimeout: 0 });
+  await closed(waiting);
+  assert.equal(pending?.signal.aborted, true);
+  assert.deepEqual(
+    rejections.map((r) => r.reason),
+    ['max_connections', 'proxy_closing'],
+  );
+  assert.equal(proxy.stats().downstream_cx_total, 0);
+});
