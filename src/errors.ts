@@ -18,6 +18,7 @@ export const ErrorCode = {
   HEALTH_CHECK: 'ERR_L4_HEALTH_CHECK',
   UPSTREAM_SOURCE: 'ERR_L4_UPSTREAM_SOURCE',
   RESOURCE_EXHAUSTED: 'ERR_L4_RESOURCE_EXHAUSTED',
+  QUIC_INITIAL: 'ERR_L4_QUIC_INITIAL',
 } as const;
 
 /** Union of every stable error code string. */
@@ -170,6 +171,36 @@ export class TlsClientHelloError extends L4Error {
 
   constructor(reason: TlsClientHelloErrorReason, detail: string) {
     super(ErrorCode.TLS_CLIENT_HELLO, `Invalid TLS ClientHello (${reason}): ${detail}.`);
+    this.reason = reason;
+  }
+}
+
+/**
+ * Why a QUIC Initial packet could not be read. Closed set, documented in `docs/quic.md`.
+ */
+export type QuicInitialErrorReason =
+  | 'bad_header'
+  | 'decrypt_failed'
+  | 'bad_frame'
+  | 'connection_close'
+  | 'too_long'
+  | 'too_fragmented'
+  | 'bad_client_hello';
+
+/**
+ * A QUIC Initial packet is malformed, cannot be decrypted with the keys its connection ID gives
+ * (corrupted, forged, or not really an Initial), or its ClientHello is malformed or too long.
+ */
+export class QuicInitialError extends L4Error {
+  /** Stable, documented name of the rule the packet broke. */
+  readonly reason: QuicInitialErrorReason;
+
+  constructor(reason: QuicInitialErrorReason, detail: string, cause?: unknown) {
+    super(
+      ErrorCode.QUIC_INITIAL,
+      `Invalid QUIC Initial (${reason}): ${detail}.`,
+      cause === undefined ? undefined : { cause },
+    );
     this.reason = reason;
   }
 }
