@@ -15,6 +15,8 @@ export interface SelectionContext {
   readonly serverName?: string | undefined;
   /** ALPN protocols from the ClientHello, when SNI peeking is on. */
   readonly alpn?: readonly string[] | undefined;
+  /** UDP with the `quic` option: the QUIC version of the client's Initial (1 or 0x6b3343cf). */
+  readonly quicVersion?: number | undefined;
   /** 1 for the first try, 2 for the first retry, ... */
   readonly attempt: number;
   /** Upstreams already tried for this connection (empty on attempt 1). */

@@ -27,6 +27,7 @@ import { createUdpCounters, snapshotUdpStats } from './UdpProxyStats.js';
 import { UdpSession } from './UdpSession.js';
 import { channels } from '../diagnostics.js';
 import { udpMetrics } from '../metrics/prometheus.js';
+import { QuicRouter } from '../quic/QuicRouter.js';
 
 /** Where `bind()` binds a UDP socket. */
 export interface BindOptions {
@@ -115,6 +116,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       upstreams: this.upstreamSet,
       selector,
       counters: this.counters,
+      quic: this.options.quic && new QuicRouter(this.options.quic, this.upstreamSet),
       drop: (reason, from, session, clientAddress, clientPort, size, error) => {
         this.drop(reason, from, session, clientAddress, clientPort, size, error);
       },
@@ -222,6 +224,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     listener.add(session);
     this.live++;
     this.counters.sessTotal++;
+    if (this.host.quic !== undefined) session.quic = this.host.quic.attach(session, msg);
     session.start(msg);
     if (session.closed) return;
     emitSafely(this, 'session', session);
@@ -294,12 +297,13 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
 
   /** A snapshot of counters and gauges, named after Envoy's udp_proxy stats. */
   stats(): UdpProxyStats {
-    return snapshotUdpStats(
+    const stats = snapshotUdpStats(
       this.counters,
       this.live,
       this.upstreamSet.list(),
       this.manager.totals(),
     );
+    return this.host.quic === undefined ? stats : { ...stats, quic: this.host.quic.stats() };
   }
 
   /** `stats()` in the Prometheus text exposition format (`l4proxy_udp_*` metrics). */

@@ -11,6 +11,8 @@ import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/he
 import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
+import type { ResolvedQuicOptions, UdpQuicOptions } from '../quic/quicOptions.js';
+import { resolveQuicOptions } from '../quic/quicOptions.js';
 import {
   boolean,
   duration,
@@ -67,6 +69,11 @@ export interface UdpProxyOptions {
   readonly outlierDetection?: OutlierDetectionOptions;
   /** Below this percentage of healthy upstreams, all are used; 0 disables. Default 0. */
   readonly panicThreshold?: number;
+  /**
+   * QUIC awareness (HTTP/3): route by the server name of the client's Initial, keep connections
+   * on their upstream across client address changes. Off unless set; see `docs/quic.md`.
+   */
+  readonly quic?: UdpQuicOptions | boolean;
 }
 
 /** Per-client limits of {@link UdpProxyOptions}. */
@@ -96,6 +103,7 @@ export interface ResolvedUdpOptions {
   readonly maxPendingDatagrams: number;
   readonly maxSendQueue: number;
   readonly proxyProtocol: boolean;
+  readonly quic: ResolvedQuicOptions | undefined;
 }
 
 const KNOWN = [
@@ -117,6 +125,7 @@ const KNOWN = [
   'healthCheck',
   'outlierDetection',
   'panicThreshold',
+  'quic',
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
@@ -145,7 +154,14 @@ export function resolveUdpOptions(input: unknown): {
     }),
     maxSendQueue: integer(raw.maxSendQueue, 'maxSendQueue', 1024, { min: 1, max: 1_048_576 }),
     proxyProtocol: resolveProxyProtocol(raw.proxyProtocol),
+    quic: resolveQuicOptions(raw.quic),
   };
+  if (options.quic !== undefined && options.perPacketBalancing)
+    throw new InvalidOptionError(
+      'quic',
+      'no quic option with perPacketBalancing (a QUIC connection needs one upstream)',
+      raw.quic,
+    );
   const access: UdpAccess = {
     allow: raw.allow === undefined ? undefined : parseAddressList(raw.allow, 'allow'),
     deny: raw.deny === undefined ? undefined : parseAddressList(raw.deny, 'deny'),

@@ -26,6 +26,11 @@ export const SessionCloseReason = {
   PROXY_CLOSED: 'proxy_closed',
   /** Closed by `session.close()` from user code. */
   CLOSED_BY_USER: 'closed_by_user',
+  /**
+   * `quic.fallback: 'drop'`: the session's QUIC Initial was malformed, could not be decrypted,
+   * or its ClientHello was not complete within `quic.maxInitialDatagrams` / `maxInitialWait`.
+   */
+  QUIC_NO_CLIENT_HELLO: 'quic_no_client_hello',
 } as const;
 
 /** Union of every session close reason string. */
@@ -58,6 +63,8 @@ export const DropReason = {
   CLIENT_LIMIT: 'client_limit',
   /** A new client opening sessions faster than `perClient.sessionsPerSecond` (burst spent). */
   RATE_LIMITED: 'rate_limited',
+  /** It waited in a session closed as `quic_no_client_hello` (`quic.fallback: 'drop'`). */
+  QUIC_NO_CLIENT_HELLO: 'quic_no_client_hello',
 } as const;
 
 /** Union of every drop reason string. */

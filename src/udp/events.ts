@@ -17,6 +17,10 @@ export interface UdpSessionInfo {
   readonly startTime: number;
   /** The upstream of the session once chosen (with `perPacketBalancing`, the last one used). */
   readonly upstream: UpstreamCandidate | undefined;
+  /** With the `quic` option: the server name, ALPN and QUIC version of the client's Initial. */
+  readonly serverName?: string | undefined;
+  readonly alpn?: readonly string[] | undefined;
+  readonly quicVersion?: number | undefined;
   readonly datagramsFromClient: number;
   readonly bytesFromClient: number;
   readonly datagramsToClient: number;
