@@ -186,8 +186,10 @@ describe('UdpProxy quic option', () => {
         client.send(bad, port, '127.0.0.1');
         if (fallback === 'drop') {
           await withTimeout(firstClose, 3_000, 'the session to close');
-          assert.equal(closed[0]?.reason, 'quic_no_client_hello');
-          assert.match(String(closed[0]?.error?.message), /decrypt_failed/);
+          const summary = closed[0];
+          assert.equal(summary?.reason, 'quic_no_client_hello');
+          assert.ok(summary.error);
+          assert.match(summary.error.message, /decrypt_failed/);
           assert.equal(proxy.stats().dropped.quic_no_client_hello, 1);
           assert.equal(proxy.stats().quic?.quic_fallback_dropped, 1);
           assert.deepEqual(names, []);
