@@ -125,3 +125,20 @@ export type {
 } from './diagnostics.js';
 // Reliability: running out of file descriptors.
 export { ResourceExhaustedError } from './errors.js';
+
+// ---- QUIC: Initial codec and QUIC-aware UdpProxy (issue 23) ----
+export { QuicInitialError } from './errors.js';
+export type { QuicInitialErrorReason } from './errors.js';
+export {
+  QuicInitialParser,
+  parseQuicInitial,
+  DEFAULT_QUIC_INITIAL_MAX_BYTES,
+} from './protocol/QuicInitialParser.js';
+export type {
+  QuicInitial,
+  QuicInitialParserOptions,
+  QuicInitialResult,
+} from './protocol/QuicInitialParser.js';
+export { QUIC_V1, QUIC_V2 } from './protocol/quicKeys.js';
+export type { UdpQuicOptions, QuicLbOptions } from './quic/quicOptions.js';
+export type { UdpQuicStats } from './quic/QuicStats.js';
