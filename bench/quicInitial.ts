@@ -54,9 +54,9 @@ async function bind(socket: Socket): Promise<void> {
 async function sessionCost(quic: boolean, packets: Buffer[]): Promise<number> {
   const upstream = dgram.createSocket('udp4');
   await bind(upstream);
-  upstream.on('message', (msg, rinfo) =>
-    upstream.send(msg.subarray(0, 16), rinfo.port, rinfo.address),
-  );
+  upstream.on('message', (msg, rinfo) => {
+    upstream.send(msg.subarray(0, 16), rinfo.port, rinfo.address);
+  });
   const proxy = new UdpProxy({
     upstreams: [{ host: '127.0.0.1', port: upstream.address().port }],
     ...(quic && { quic: { sni: true } }),
