@@ -6,6 +6,7 @@ import type { UdpSessionSummary } from '../../src/udp/events.js';
 import type { SelectionContext } from '../../src/select/SelectionContext.js';
 import { QUIC_V1, QUIC_V2 } from '../../src/protocol/quicKeys.js';
 import { withTimeout } from '../helpers/net.js';
+import { openHandles } from '../helpers/proxy.js';
 import { closeSocket, nextMessage, udpSocket } from '../udp/helpers.js';
 import { buildInitial, cryptoFrame } from '../protocol/quicInitialFixtures.js';
 import { alpnExtension, buildHandshake, sniExtension } from '../protocol/tlsHelloFixtures.js';
@@ -296,6 +297,38 @@ describe('UdpProxy quic option', () => {
       await closeSocket(client1);
       await proxy.close();
     }
+  });
+
+  test('close() during a ClientHello wait and with tracked IDs leaves no socket or timer open', async () => {
+    const before = openHandles();
+    const hello = buildHandshake([sniExtension('example.com')]);
+    const part = buildInitial({
+      version: QUIC_V1,
+      dcid: Buffer.alloc(8, 5),
+      frames: cryptoFrame(0, hello.subarray(0, 10)),
+      padTo: 1100,
+    });
+    const { proxy, port } = await proxyWith({
+      quic: { maxInitialWait: 60_000, connectionIdRouting: true },
+      idleTimeout: 60_000,
+    });
+    const waiting = await udpSocket();
+    const routed = await udpSocket();
+    try {
+      waiting.send(part, port, '127.0.0.1');
+      routed.send(V1_CLIENT_INITIAL, port, '127.0.0.1');
+      await nextMessage(routed);
+      assert.equal(proxy.sessions().length, 2);
+      assert.equal(proxy.stats().quic?.quic_cids_active, 2);
+    } finally {
+      await closeSocket(waiting);
+      await closeSocket(routed);
+      await proxy.close();
+    }
+    assert.equal(proxy.stats().quic?.quic_cids_active, 0);
+    const after = openHandles();
+    for (const kind of ['UDPWRAP', 'Timeout'])
+      assert.ok((after[kind] ?? 0) <= (before[kind] ?? 0), `${kind}: ${JSON.stringify(after)}`);
   });
 
   test('invalid quic options throw InvalidOptionError naming the option', () => {
