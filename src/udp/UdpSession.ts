@@ -447,7 +447,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   private summary(): UdpSessionSummary {
     const state = this.current;
     const [datagramsToUpstream, bytesToUpstream] = this.upstreamSent();
-    return {
+    const summary: UdpSessionSummary = {
       id: this.id,
       reason: this.reason ?? SessionCloseReason.CLOSED_BY_USER,
       error: this.error,
@@ -467,6 +467,14 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       bytesToClient: this.bytesToClient,
       startTime: this.startTime,
       durationMs: Date.now() - this.startTime,
+    };
+    const quic = this.quic;
+    if (quic === undefined) return summary;
+    return {
+      ...summary,
+      serverName: quic.serverName,
+      alpn: quic.alpn,
+      quicVersion: quic.quicVersion,
     };
   }
 

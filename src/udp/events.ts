@@ -57,6 +57,10 @@ export interface UdpSessionSummary {
   readonly bytesToClient: number;
   readonly startTime: number;
   readonly durationMs: number;
+  /** With the `quic` option: what the client's Initial said (undefined when it was not read). */
+  readonly serverName?: string | undefined;
+  readonly alpn?: readonly string[] | undefined;
+  readonly quicVersion?: number | undefined;
 }
 
 /** A datagram the proxy did not forward: the payload of `dropped`. */

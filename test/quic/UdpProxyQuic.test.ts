@@ -88,6 +88,7 @@ describe('UdpProxy quic option', () => {
         return byName(ctx);
       },
     });
+    const summaries = closes(proxy);
     try {
       for (const packet of [V1_CLIENT_INITIAL, V2_CLIENT_INITIAL]) {
         client = await udpSocket();
@@ -108,6 +109,13 @@ describe('UdpProxy quic option', () => {
     } finally {
       await proxy.close();
     }
+    assert.deepEqual(
+      summaries.map((x) => [x.serverName, x.quicVersion]),
+      [
+        ['example.com', QUIC_V1],
+        ['example.com', QUIC_V2],
+      ],
+    );
   });
 
   test('a ClientHello over two datagrams waits for both; other names go elsewhere', async () => {
