@@ -301,6 +301,23 @@ describe('UdpProxy quic option', () => {
       client1.send(Buffer.concat([Buffer.from([0x40]), cid, Buffer.from('x')]), port, '127.0.0.1');
       assert.equal((await nextMessage(client1)).subarray(0, 2).toString(), 'B:');
       assert.equal(proxy.stats().quic?.quic_lb_routed, 1);
+      // A client Initial whose random DCID happens to look encoded is not routed by it.
+      const initial = await udpSocket();
+      try {
+        initial.send(
+          buildInitial({
+            version: QUIC_V1,
+            dcid: cid,
+            frames: cryptoFrame(0, Buffer.alloc(30, 1)),
+          }),
+          port,
+          '127.0.0.1',
+        );
+        assert.equal((await nextMessage(initial)).subarray(-1).toString(), 'A');
+        assert.equal(proxy.stats().quic?.quic_lb_routed, 1);
+      } finally {
+        await closeSocket(initial);
+      }
     } finally {
       await closeSocket(client1);
       await proxy.close();
