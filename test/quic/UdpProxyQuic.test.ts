@@ -17,8 +17,8 @@ import { V1_CLIENT_INITIAL, V2_CLIENT_INITIAL } from '../protocol/quicVectors.js
  * SCID is `cid` (what a server's first packets carry), to anything else with `tag:` + payload.
  * Records the proxy-side source ports it saw.
  */
-async function fakeServer(tag: string, cid: Buffer) {
-  const socket = await udpSocket();
+async function fakeServer(tag: string, cid: Buffer, host = '127.0.0.1') {
+  const socket = await udpSocket(host);
   const ports = new Set<number>();
   let received = 0;
   socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
@@ -288,6 +288,35 @@ describe('UdpProxy quic option', () => {
       a.ports.clear();
     });
   }
+
+  test('connection-ID routing over IPv6 (::1)', async () => {
+    const six = await fakeServer('6', cidA, '::1');
+    const other = await fakeServer('X', cidB, '::1');
+    const proxy = new UdpProxy({
+      upstreams: [
+        { id: 'six', host: '::1', port: six.port },
+        { id: 'other', host: '::1', port: other.port },
+      ],
+      quic: { connectionIdRouting: true },
+    });
+    const { port } = await proxy.bind({ port: 0, address: '::1' });
+    const first = await udpSocket('::1');
+    const moved = await udpSocket('::1');
+    try {
+      first.send(V1_CLIENT_INITIAL, port, '::1');
+      assert.equal((await nextMessage(first)).subarray(-1).toString(), '6');
+      moved.send(Buffer.concat([Buffer.from([0x41]), cidA, Buffer.from('v6')]), port, '::1');
+      assert.equal((await nextMessage(moved)).subarray(0, 2).toString(), '6:');
+      assert.equal(proxy.stats().quic?.quic_cid_routed, 1);
+      assert.equal(proxy.sessions()[1]?.clientFamily, 'IPv6');
+    } finally {
+      await closeSocket(first);
+      await closeSocket(moved);
+      await proxy.close();
+      await six.close();
+      await other.close();
+    }
+  });
 
   test('QUIC-LB plaintext server IDs route a new address to the encoded server', async () => {
     const { proxy, port } = await proxyWith({
