@@ -1,4 +1,9 @@
-import { InvalidOptionError, QuicInitialError, TlsClientHelloError } from '../errors.js';
+import {
+  InvalidOptionError,
+  ParserFinishedError,
+  QuicInitialError,
+  TlsClientHelloError,
+} from '../errors.js';
 import { integer, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
 import type { ClientHello } from './clientHello.js';
 import { parseClientHello } from './clientHello.js';
@@ -102,7 +107,7 @@ export class QuicInitialParser {
   /** Feeds the next datagram from the client; see the class description. */
   push(datagram: Uint8Array): QuicInitialResult | undefined {
     if (this.#failure !== undefined) throw this.#failure;
-    if (this.#done) throw new Error('QuicInitialParser: the result was already returned');
+    if (this.#done) throw new ParserFinishedError('QuicInitialParser');
     if (!(datagram instanceof Uint8Array))
       throw new InvalidOptionError('datagram', 'a Buffer', datagram);
     const bytes = Buffer.isBuffer(datagram)

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { QuicInitialError } from '../../src/errors.js';
+import { ParserFinishedError, QuicInitialError } from '../../src/errors.js';
 import { parseQuicInitial, QuicInitialParser } from '../../src/protocol/QuicInitialParser.js';
 import {
   deriveClientInitialKeys,
@@ -216,7 +216,7 @@ describe('QuicInitialParser', () => {
     assert.throws(() => parser.push(V1_CLIENT_INITIAL), QuicInitialError);
     const done = new QuicInitialParser();
     assert.ok(done.push(V1_CLIENT_INITIAL));
-    assert.throws(() => done.push(V1_CLIENT_INITIAL), /already returned/);
+    assert.throws(() => done.push(V1_CLIENT_INITIAL), ParserFinishedError);
   });
 
   test('options are validated', () => {
