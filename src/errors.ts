@@ -26,6 +26,7 @@ export const ErrorCode = {
   PARSER_FINISHED: 'ERR_L4_PARSER_FINISHED',
   ADMISSION: 'ERR_L4_ADMISSION',
   FILTER: 'ERR_L4_FILTER',
+  QUIC_INITIAL: 'ERR_L4_QUIC_INITIAL',
 } as const;
 
 /** Union of every stable error code string. */
@@ -213,6 +214,36 @@ export class TlsClientHelloError extends L4Error {
 
   constructor(reason: TlsClientHelloErrorReason, detail: string) {
     super(ErrorCode.TLS_CLIENT_HELLO, `Invalid TLS ClientHello (${reason}): ${detail}.`);
+    this.reason = reason;
+  }
+}
+
+/**
+ * Why a QUIC Initial packet could not be read. Closed set, documented in `docs/quic.md`.
+ */
+export type QuicInitialErrorReason =
+  | 'bad_header'
+  | 'decrypt_failed'
+  | 'bad_frame'
+  | 'connection_close'
+  | 'too_long'
+  | 'too_fragmented'
+  | 'bad_client_hello';
+
+/**
+ * A QUIC Initial packet is malformed, cannot be decrypted with the keys its connection ID gives
+ * (corrupted, forged, or not really an Initial), or its ClientHello is malformed or too long.
+ */
+export class QuicInitialError extends L4Error {
+  /** Stable, documented name of the rule the packet broke. */
+  readonly reason: QuicInitialErrorReason;
+
+  constructor(reason: QuicInitialErrorReason, detail: string, cause?: unknown) {
+    super(
+      ErrorCode.QUIC_INITIAL,
+      `Invalid QUIC Initial (${reason}): ${detail}.`,
+      cause === undefined ? undefined : { cause },
+    );
     this.reason = reason;
   }
 }

@@ -27,6 +27,8 @@ export { UdpProxy } from './udp/UdpProxy.js';
 export type { BindOptions } from './udp/UdpProxy.js';
 export type { UdpProxyOptions, UdpPerClientLimits } from './udp/UdpProxyOptions.js';
 export type { UdpProxyStats, UdpUpstreamStats } from './udp/UdpProxyStats.js';
+export type { UdpQuicOptions, QuicLbOptions } from './quic/quicOptions.js';
+export type { UdpQuicStats } from './quic/QuicStats.js';
 export type { UdpSessionInfo, UdpSessionSummary, UdpDrop, UdpProxyEvents } from './udp/events.js';
 export { SessionCloseReason, DropReason } from './udp/closeReasons.js';
 export { runWorkers, workerCount } from './cluster/runWorkers.js';
@@ -98,6 +100,17 @@ export { crc32c } from './protocol/crc32c.js';
 export { ClientHelloParser, DEFAULT_CLIENT_HELLO_MAX_BYTES } from './protocol/ClientHelloParser.js';
 export type { ClientHelloParserOptions, ClientHelloResult } from './protocol/ClientHelloParser.js';
 export type { ClientHello } from './protocol/clientHello.js';
+export {
+  QuicInitialParser,
+  parseQuicInitial,
+  DEFAULT_QUIC_INITIAL_MAX_BYTES,
+} from './protocol/QuicInitialParser.js';
+export type {
+  QuicInitial,
+  QuicInitialParserOptions,
+  QuicInitialResult,
+} from './protocol/QuicInitialParser.js';
+export { QUIC_V1, QUIC_V2 } from './protocol/quicKeys.js';
 
 // Errors: every error the library reports is an L4Error with a stable code (docs/errors.md).
 export {
@@ -119,8 +132,13 @@ export {
   ParserFinishedError,
   FilterError,
   AdmissionError,
+  QuicInitialError,
 } from './errors.js';
-export type { ProxyProtocolErrorReason, TlsClientHelloErrorReason } from './errors.js';
+export type {
+  ProxyProtocolErrorReason,
+  TlsClientHelloErrorReason,
+  QuicInitialErrorReason,
+} from './errors.js';
 
 // Diagnostics and metrics: node:diagnostics_channel channels and their messages.
 export { DiagnosticsChannel } from './diagnostics.js';

@@ -1,6 +1,7 @@
 import type { TcpProxyStats, TcpUpstreamStats } from '../tcp/TcpProxyStats.js';
 import type { UdpProxyStats, UdpUpstreamStats } from '../udp/UdpProxyStats.js';
 import type { TlsStats } from '../tls/tlsStats.js';
+import type { UdpQuicStats } from '../quic/QuicStats.js';
 import type { ProxyHealthStats, UpstreamHealthStats } from '../upstream/healthStats.js';
 
 /** Label names and values of one sample. */
@@ -106,6 +107,20 @@ const TCP_UPSTREAM_HELP: HelpTable<TcpUpstreamStats> = {
   upstream_cx_tx_bytes_total: 'Bytes written to this upstream.',
   upstream_cx_errors: 'Socket errors on connections to this upstream.',
   ...UPSTREAM_HEALTH_HELP,
+};
+
+const UDP_QUIC_HELP: HelpTable<UdpQuicStats> = {
+  quic_initials_parsed: 'Sessions whose ClientHello was read from their QUIC Initial packets.',
+  quic_sni_found: 'QUIC ClientHellos read that named a server.',
+  quic_no_sni: 'QUIC ClientHellos read without a server name.',
+  quic_not_quic: 'Sessions whose first datagram was not a QUIC v1/v2 Initial.',
+  quic_parse_errors: 'Sessions whose QUIC Initial was malformed or could not be decrypted.',
+  quic_incomplete: 'Sessions whose ClientHello was not complete within the QUIC limits.',
+  quic_fallback_routed: 'Sessions routed without a server name by the QUIC fallback.',
+  quic_fallback_dropped: 'Sessions closed by the QUIC fallback drop.',
+  quic_cid_routed: 'New client addresses routed to the upstream of a known QUIC connection ID.',
+  quic_lb_routed: 'New client addresses routed by a QUIC-LB server ID.',
+  quic_cids_active: 'QUIC connection IDs tracked now.',
 };
 
 const UDP_HELP: HelpTable<UdpProxyStats> = {
@@ -293,6 +308,7 @@ export function udpFamilies(stats: UdpProxyStats, labels: MetricLabels = {}): Me
       labels,
     ),
     ...upstreamFamilies(prefix, UDP_UPSTREAM_HELP, stats.upstreams, labels),
+    ...(stats.quic === undefined ? [] : scalarFamilies(prefix, UDP_QUIC_HELP, stats.quic, labels)),
   ];
 }
 

@@ -24,6 +24,8 @@ export interface SelectionContext {
   readonly preread?: PrereadResults | undefined;
   /** TLVs of the PROXY header accepted from a trusted peer (TCP, v2), if any. */
   readonly proxyTlvs?: readonly ProxyTlv[] | undefined;
+  /** UDP with the `quic` option: the QUIC version of the client's Initial (1 or 0x6b3343cf). */
+  readonly quicVersion?: number | undefined;
   /** 1 for the first try, 2 for the first retry, ... */
   readonly attempt: number;
   /** Upstreams already tried for this connection (empty on attempt 1). */

@@ -6,6 +6,7 @@ import type { UdpSessionSummary } from './events.js';
 import type { UdpSession } from './UdpSession.js';
 import type { ResolvedUdpOptions } from './UdpProxyOptions.js';
 import type { UdpCounters } from './UdpProxyStats.js';
+import type { QuicRouter } from '../quic/QuicRouter.js';
 
 /** What a {@link UdpSession} and its upstream links need from the proxy that owns them (internal seam). */
 export interface SessionHost {
@@ -13,6 +14,8 @@ export interface SessionHost {
   readonly upstreams: UpstreamSet;
   readonly selector: UpstreamSelector;
   readonly counters: UdpCounters;
+  /** The QUIC side, only with the `quic` option. */
+  readonly quic: QuicRouter | undefined;
   /** Counts a dropped datagram and emits `dropped` when someone listens. */
   drop(
     reason: DropReason,

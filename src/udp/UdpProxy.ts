@@ -29,6 +29,7 @@ import { kernelDrops } from './kernelDrops.js';
 import { reusePortSupported } from '../net/reusePort.js';
 import { channels } from '../diagnostics.js';
 import { udpMetrics } from '../metrics/prometheus.js';
+import { QuicRouter } from '../quic/QuicRouter.js';
 
 /** Where `bind()` binds a UDP socket. */
 export interface BindOptions {
@@ -129,6 +130,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       upstreams: this.upstreamSet,
       selector,
       counters: this.counters,
+      quic: this.options.quic && new QuicRouter(this.options.quic, this.upstreamSet),
       drop: (reason, from, session, clientAddress, clientPort, size, error) => {
         this.drop(reason, from, session, clientAddress, clientPort, size, error);
       },
@@ -241,6 +243,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     listener.add(session);
     this.live++;
     this.counters.sessTotal++;
+    if (this.host.quic !== undefined) session.quic = this.host.quic.attach(session, msg);
     session.start(msg);
     if (session.closed) return;
     emitSafely(this, 'session', session);
@@ -320,13 +323,14 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
 
   /** A snapshot of counters and gauges, named after Envoy's udp_proxy stats. */
   stats(): UdpProxyStats {
-    return snapshotUdpStats(
+    const stats = snapshotUdpStats(
       this.counters,
       this.live,
       this.upstreamSet.list(),
       this.manager.totals(),
       this.kernelDrops(),
     );
+    return this.host.quic === undefined ? stats : { ...stats, quic: this.host.quic.stats() };
   }
 
   /** Datagrams the kernel dropped on the bound sockets (receive buffer full); 0 off Linux. */

@@ -15,6 +15,8 @@ import { resolveSourceAddress } from '../tcp/policyOptions.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
 import type { SlowStartOptions } from '../upstream/SlowStart.js';
+import type { ResolvedQuicOptions, UdpQuicOptions } from '../quic/quicOptions.js';
+import { resolveQuicOptions } from '../quic/quicOptions.js';
 import {
   boolean,
   duration,
@@ -81,6 +83,11 @@ export interface UdpProxyOptions {
   readonly panicThreshold?: number;
   /** Ramp the weight of upstreams that join or recover over `window` ms. Off unless set. */
   readonly slowStart?: SlowStartOptions;
+  /**
+   * QUIC awareness (HTTP/3): route by the server name of the client's Initial, keep connections
+   * on their upstream across client address changes. Off unless set; see `docs/quic.md`.
+   */
+  readonly quic?: UdpQuicOptions | boolean;
 }
 
 /** Per-client limits of {@link UdpProxyOptions}. */
@@ -115,6 +122,7 @@ export interface ResolvedUdpOptions {
   readonly proxyProtocol: boolean;
   /** Session filter factories, or undefined: the plain relay. */
   readonly sessionFilters: readonly UdpSessionFilterFactory[] | undefined;
+  readonly quic: ResolvedQuicOptions | undefined;
 }
 
 const KNOWN = [
@@ -141,6 +149,7 @@ const KNOWN = [
   'panicThreshold',
   'slowStart',
   'sessionFilters',
+  'quic',
 ] as const;
 
 /** Validates options; throws `InvalidOptionError` naming the first bad option. */
@@ -173,7 +182,14 @@ export function resolveUdpOptions(input: unknown): {
     maxSendQueue: integer(raw.maxSendQueue, 'maxSendQueue', 1024, { min: 1, max: 1_048_576 }),
     proxyProtocol: resolveProxyProtocol(raw.proxyProtocol),
     sessionFilters: resolveSessionFilters(raw.sessionFilters),
+    quic: resolveQuicOptions(raw.quic),
   };
+  if (options.quic !== undefined && options.perPacketBalancing)
+    throw new InvalidOptionError(
+      'quic',
+      'no quic option with perPacketBalancing (a QUIC connection needs one upstream)',
+      raw.quic,
+    );
   const access: UdpAccess = {
     allow: raw.allow === undefined ? undefined : parseAddressList(raw.allow, 'allow'),
     deny: raw.deny === undefined ? undefined : parseAddressList(raw.deny, 'deny'),

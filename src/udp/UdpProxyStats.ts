@@ -3,6 +3,7 @@ import type { ProxyHealthStats, UpstreamHealthStats } from '../upstream/healthSt
 import type { UpstreamTotals } from '../upstream/UpstreamManager.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
+import type { UdpQuicStats } from '../quic/QuicStats.js';
 
 /** Counters and gauges of one upstream in {@link UdpProxyStats}. */
 export interface UdpUpstreamStats extends UpstreamHealthStats {
@@ -73,6 +74,8 @@ export interface UdpProxyStats extends ProxyHealthStats {
   readonly session_close_reasons: Readonly<Record<SessionCloseReason, number>>;
   /** Per configured upstream, keyed by upstream id. */
   readonly upstreams: Readonly<Record<string, UdpUpstreamStats>>;
+  /** QUIC counters, present only with the `quic` option. */
+  readonly quic?: UdpQuicStats;
 }
 
 /** Proxy-wide counters that sessions update directly (no lookups on the hot path). Internal. */

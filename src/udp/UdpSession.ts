@@ -11,6 +11,7 @@ import { datagramProxyHeader } from './datagramProxyHeader.js';
 import type { UdpListener } from './UdpListener.js';
 import type { LinkFailure, LinkOwner } from './UpstreamLink.js';
 import { isUnreachable, UpstreamLink } from './UpstreamLink.js';
+import type { QuicSession, QuicSessionOwner } from '../quic/QuicSession.js';
 
 const EMPTY: readonly UpstreamState[] = [];
 
@@ -23,6 +24,8 @@ function dropReasonFor(reason: SessionCloseReason): DropReason {
       return DropReason.SELECTOR_ERROR;
     case SessionCloseReason.SOCKET_ERROR:
       return DropReason.SOCKET_ERROR;
+    case SessionCloseReason.QUIC_NO_CLIENT_HELLO:
+      return DropReason.QUIC_NO_CLIENT_HELLO;
     default:
       return DropReason.SESSION_CLOSED;
   }
@@ -36,7 +39,7 @@ function dropReasonFor(reason: SessionCloseReason): DropReason {
  * Handlers are bound once per session; the hot path updates plain counters and stamps
  * `lastActivity` (one self re-arming timer per session checks it, never a timer per datagram).
  */
-export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
+export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, QuicSessionOwner {
   readonly id: number;
   readonly protocol = 'udp' as const;
   readonly attempt = 1;
@@ -80,6 +83,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
   private idleTimer: NodeJS.Timeout | undefined;
   /** The session filters (with the `sessionFilters` option); undefined on the plain path. */
   private filters: UdpSessionFilter[] | undefined;
+  /** QUIC state, set by the proxy right after construction when the `quic` option is on. */
+  quic: QuicSession | undefined;
 
   /** The PROXY v2 header naming this client, prepended to every datagram sent upstream. */
   get proxyHeader(): Buffer | undefined {
@@ -125,6 +130,21 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
 
   get upstream(): UpstreamState | undefined {
     return this.current;
+  }
+
+  /** TLS server name from the client's QUIC Initial, with the `quic` option. */
+  get serverName(): string | undefined {
+    return this.quic?.serverName;
+  }
+
+  /** ALPN protocols from the client's QUIC Initial, with the `quic` option. */
+  get alpn(): readonly string[] | undefined {
+    return this.quic?.alpn;
+  }
+
+  /** QUIC version of the client's Initial (1, or 0x6b3343cf for v2), with the `quic` option. */
+  get quicVersion(): number | undefined {
+    return this.quic?.quicVersion;
   }
 
   /** Whether the session has ended. */
@@ -187,7 +207,17 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
     }
     if (!this.reserve(len)) return;
     (this.pending ??= []).push(msg);
-    if (!this.selecting) this.select();
+    if (!this.selecting && (this.quic === undefined || this.quic.admit(msg))) this.select();
+  }
+
+  /** QuicSessionOwner: the ClientHello wait ended on its timer; choose the upstream now. */
+  inspected(): void {
+    if (this.reason === undefined && !this.selecting && this.link === undefined) this.select();
+  }
+
+  /** QuicSessionOwner: `quic.fallback: 'drop'`. */
+  dropForQuic(error: Error): void {
+    this.terminate(SessionCloseReason.QUIC_NO_CLIENT_HELLO, error);
   }
 
   /** Counts a datagram about to wait; drops it when `maxPendingDatagrams` already wait. */
@@ -212,6 +242,11 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
   // ---- per-session selection ----------------------------------------------------------------
 
   private select(): void {
+    const pinned = this.quic?.pinned;
+    if (pinned !== undefined) {
+      this.onSelected(pinned);
+      return;
+    }
     this.selecting = true;
     let result: SelectionResult | PromiseLike<SelectionResult>;
     try {
@@ -325,6 +360,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
     const len = msg.length;
     // The first reply on a link proves the upstream reachable; later ones add nothing.
     if (link.datagramsReceived++ === 0) this.host.upstreamSucceeded(link.state);
+    if (this.quic !== undefined) this.quic.fromServer(msg);
     this.datagramsFromUpstream++;
     this.bytesFromUpstream += len;
     this.lastActivity = Date.now();
@@ -417,6 +453,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
     this.abort?.abort(error ?? new ProxyClosedError(`Session ended: ${reason}.`));
+    this.quic?.close();
     const dropReason = dropReasonFor(reason);
     const pending = this.pending;
     this.pending = undefined;
@@ -477,7 +514,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
   private summary(): UdpSessionSummary {
     const state = this.current;
     const [datagramsToUpstream, bytesToUpstream] = this.upstreamSent();
-    return {
+    const summary: UdpSessionSummary = {
       id: this.id,
       reason: this.reason ?? SessionCloseReason.CLOSED_BY_USER,
       error: this.error,
@@ -497,6 +534,14 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner {
       bytesToClient: this.bytesToClient,
       startTime: this.startTime,
       durationMs: Date.now() - this.startTime,
+    };
+    const quic = this.quic;
+    if (quic === undefined) return summary;
+    return {
+      ...summary,
+      serverName: quic.serverName,
+      alpn: quic.alpn,
+      quicVersion: quic.quicVersion,
     };
   }
 

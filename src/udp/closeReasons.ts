@@ -30,6 +30,11 @@ export const SessionCloseReason = {
   CLOSED_BY_USER: 'closed_by_user',
   /** A session filter threw (or returned nonsense); `error` is a `FilterError`. */
   FILTER_ERROR: 'filter_error',
+  /**
+   * `quic.fallback: 'drop'`: the session's QUIC Initial was malformed, could not be decrypted,
+   * or its ClientHello was not complete within `quic.maxInitialDatagrams` / `maxInitialWait`.
+   */
+  QUIC_NO_CLIENT_HELLO: 'quic_no_client_hello',
 } as const;
 
 /** Union of every session close reason string. */
@@ -66,6 +71,8 @@ export const DropReason = {
   RATE_LIMITED: 'rate_limited',
   /** A session filter dropped it (returned null). */
   FILTERED: 'filtered',
+  /** It waited in a session closed as `quic_no_client_hello` (`quic.fallback: 'drop'`). */
+  QUIC_NO_CLIENT_HELLO: 'quic_no_client_hello',
 } as const;
 
 /** Union of every drop reason string. */

@@ -17,6 +17,10 @@ export interface UdpSessionInfo {
   readonly startTime: number;
   /** The upstream of the session once chosen (with `perPacketBalancing`, the last one used). */
   readonly upstream: UpstreamCandidate | undefined;
+  /** With the `quic` option: the server name, ALPN and QUIC version of the client's Initial. */
+  readonly serverName?: string | undefined;
+  readonly alpn?: readonly string[] | undefined;
+  readonly quicVersion?: number | undefined;
   readonly datagramsFromClient: number;
   readonly bytesFromClient: number;
   readonly datagramsToClient: number;
@@ -53,6 +57,10 @@ export interface UdpSessionSummary {
   readonly bytesToClient: number;
   readonly startTime: number;
   readonly durationMs: number;
+  /** With the `quic` option: what the client's Initial said (undefined when it was not read). */
+  readonly serverName?: string | undefined;
+  readonly alpn?: readonly string[] | undefined;
+  readonly quicVersion?: number | undefined;
 }
 
 /** A datagram the proxy did not forward: the payload of `dropped`. */

@@ -1,0 +1,170 @@
+import { QuicInitialError } from '../errors.js';
+import { QuicInitialParser } from '../protocol/QuicInitialParser.js';
+import type { QuicInitialResult } from '../protocol/QuicInitialParser.js';
+import { isLongHeader, readLongHeader } from '../protocol/quicHeader.js';
+import type { UpstreamState } from '../upstream/UpstreamState.js';
+import type { QuicConnection, QuicRouter } from './QuicRouter.js';
+
+/** What a {@link QuicSession} needs from the UDP session it belongs to (internal seam). */
+export interface QuicSessionOwner {
+  readonly closed: boolean;
+  readonly upstream: UpstreamState | undefined;
+  /** The ClientHello wait is over (read, not QUIC, or fallback `route`): choose the upstream. */
+  inspected(): void;
+  /** Fallback `drop`: end the session. */
+  dropForQuic(error: Error): void;
+}
+
+/**
+ * The QUIC state of one UDP session: the ClientHello read from its first datagrams (bounded by
+ * count and time), the upstream it is pinned to when it continues a known connection, and the
+ * connection IDs it learnt from the server.
+ */
+export class QuicSession {
+  serverName: string | undefined;
+  alpn: readonly string[] | undefined;
+  quicVersion: number | undefined;
+  /** Set when the session continues a known connection (CID or QUIC-LB routing): no selection. */
+  readonly pinned: UpstreamState | undefined;
+
+  private readonly router: QuicRouter;
+  private readonly owner: QuicSessionOwner;
+  private parser: QuicInitialParser | undefined;
+  private datagrams = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private connection: QuicConnection | undefined;
+  /** The client's first DCID, registered with the server's first ID. */
+  private clientCid: Buffer | undefined;
+
+  constructor(
+    router: QuicRouter,
+    owner: QuicSessionOwner,
+    pinned: UpstreamState | undefined,
+    connection: QuicConnection | undefined,
+  ) {
+    this.router = router;
+    this.owner = owner;
+    this.pinned = pinned;
+    this.connection = connection;
+    if (pinned === undefined && router.options.sni)
+      this.parser = new QuicInitialParser({ maxBytes: router.options.maxClientHelloBytes });
+  }
+
+  /**
+   * A datagram from the client before the upstream is chosen. True when the selection may start
+   * now; false while the ClientHello is incomplete (or the session was dropped).
+   */
+  admit(msg: Buffer): boolean {
+    if (this.connection === undefined && this.router.options.connectionIdRouting)
+      this.rememberClientCid(msg);
+    const parser = this.parser;
+    if (parser === undefined) return true;
+    this.datagrams++;
+    let result: QuicInitialResult | undefined;
+    try {
+      result = parser.push(msg);
+    } catch (error) {
+      this.router.counters.parseErrors++;
+      return this.fallback(error as Error);
+    }
+    if (result !== undefined) {
+      this.decided(result);
+      return true;
+    }
+    if (this.datagrams >= this.router.options.maxInitialDatagrams) {
+      this.router.counters.incomplete++;
+      return this.fallback(
+        new QuicInitialError(
+          'too_long',
+          `no complete ClientHello in ${this.datagrams} datagrams (quic.maxInitialDatagrams)`,
+        ),
+      );
+    }
+    if (this.timer === undefined) {
+      this.timer = setTimeout(this.onWaitExpired, this.router.options.maxInitialWait);
+      this.timer.unref();
+    }
+    return false;
+  }
+
+  private decided(result: QuicInitialResult): void {
+    this.stopInspecting();
+    const counters = this.router.counters;
+    if (result.kind === 'not_quic') {
+      counters.notQuic++;
+      return;
+    }
+    counters.initialsParsed++;
+    const { initial } = result;
+    this.quicVersion = initial.version;
+    this.alpn = initial.hello.alpn;
+    if (result.kind === 'sni') {
+      counters.sniFound++;
+      this.serverName = result.serverName;
+    } else counters.noSni++;
+  }
+
+  /** Applies `fallback`; true when the session goes on to selection. */
+  private fallback(error: Error): boolean {
+    this.stopInspecting();
+    if (this.router.options.fallback === 'route') {
+      this.router.counters.fallbackRouted++;
+      return true;
+    }
+    this.router.counters.fallbackDropped++;
+    this.owner.dropForQuic(error);
+    return false;
+  }
+
+  private readonly onWaitExpired = (): void => {
+    this.timer = undefined;
+    if (this.parser === undefined || this.owner.closed) return;
+    this.router.counters.incomplete++;
+    const error = new QuicInitialError(
+      'too_long',
+      `no complete ClientHello within ${this.router.options.maxInitialWait} ms (quic.maxInitialWait)`,
+    );
+    if (this.fallback(error)) this.owner.inspected();
+  };
+
+  private stopInspecting(): void {
+    this.parser = undefined;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private rememberClientCid(msg: Buffer): void {
+    if (this.clientCid !== undefined) return;
+    const first = msg[0];
+    if (first === undefined || !isLongHeader(first)) return;
+    const header = readLongHeader(msg, 0, msg.length);
+    if (header !== undefined && header.dcid.length > 0) this.clientCid = Buffer.from(header.dcid);
+  }
+
+  /**
+   * A datagram from the upstream. With connection-ID routing, a long header names the server's
+   * connection ID (its SCID) and, with it, the length of the IDs in the client's short headers.
+   */
+  fromServer(msg: Buffer): void {
+    if (!this.router.options.connectionIdRouting) return;
+    const first = msg[0];
+    if (first === undefined || !isLongHeader(first)) return;
+    const header = readLongHeader(msg, 0, msg.length);
+    const state = this.owner.upstream;
+    if (header === undefined || state === undefined || header.version === 0) return;
+    let connection = this.connection;
+    if (connection === undefined) {
+      connection = this.connection = this.router.connection(state);
+      if (this.clientCid !== undefined) this.router.register(connection, this.clientCid);
+    }
+    this.router.register(connection, header.scid);
+  }
+
+  /** The session ended: stop waiting, release the connection's IDs if it was the last path. */
+  close(): void {
+    this.stopInspecting();
+    const connection = this.connection;
+    this.connection = undefined;
+    if (connection !== undefined) this.router.release(connection);
+  }
+}

@@ -1,0 +1,226 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ParserFinishedError, QuicInitialError } from '../../src/errors.js';
+import { parseQuicInitial, QuicInitialParser } from '../../src/protocol/QuicInitialParser.js';
+import {
+  deriveClientInitialKeys,
+  hkdfExpandLabel,
+  hkdfExtract,
+  quicVersionProfile,
+  QUIC_V1,
+  QUIC_V2,
+} from '../../src/protocol/quicKeys.js';
+import { alpnExtension, buildHandshake, sniExtension } from './tlsHelloFixtures.js';
+import { buildInitial, cryptoFrame, opaqueLongPacket } from './quicInitialFixtures.js';
+import {
+  RFC_DCID,
+  V1_CLIENT_INITIAL,
+  V1_KEYS,
+  V1_SERVER_INITIAL,
+  V2_CLIENT_INITIAL,
+  V2_KEYS,
+} from './quicVectors.js';
+
+function profile(version: number) {
+  const p = quicVersionProfile(version);
+  assert.ok(p);
+  return p;
+}
+
+describe('QUIC Initial keys (RFC 9001 A.1, RFC 9369 A.1)', () => {
+  test('v1 initial secret, client secret, key, iv and hp', () => {
+    const initial = hkdfExtract(profile(QUIC_V1).salt, RFC_DCID);
+    assert.deepEqual(initial, V1_KEYS.initialSecret);
+    assert.deepEqual(hkdfExpandLabel(initial, 'client in', 32), V1_KEYS.clientInitialSecret);
+    const keys = deriveClientInitialKeys(profile(QUIC_V1), RFC_DCID);
+    assert.deepEqual(keys.key, V1_KEYS.key);
+    assert.deepEqual(keys.iv, V1_KEYS.iv);
+    assert.deepEqual(keys.hp, V1_KEYS.hp);
+  });
+
+  test('v2 key, iv and hp (quicv2 labels, v2 salt)', () => {
+    const keys = deriveClientInitialKeys(profile(QUIC_V2), RFC_DCID);
+    assert.deepEqual(keys.key, V2_KEYS.key);
+    assert.deepEqual(keys.iv, V2_KEYS.iv);
+    assert.deepEqual(keys.hp, V2_KEYS.hp);
+  });
+});
+
+describe('parseQuicInitial on the RFC sample packets', () => {
+  for (const [name, packet, version] of [
+    ['RFC 9001 A.2 (v1)', V1_CLIENT_INITIAL, QUIC_V1],
+    ['RFC 9369 A.2 (v2)', V2_CLIENT_INITIAL, QUIC_V2],
+  ] as const) {
+    test(`${name}: example.com, ALPN "alpn", DCID, TLS 1.3`, () => {
+      assert.equal(packet.length, 1200);
+      const copy = Buffer.from(packet);
+      const result = parseQuicInitial(packet);
+      assert.ok(result?.kind === 'sni');
+      assert.equal(result.serverName, 'example.com');
+      assert.deepEqual(result.initial.hello.alpn, ['alpn']);
+      assert.deepEqual(result.initial.hello.supportedVersions, [0x0304]);
+      assert.equal(result.initial.version, version);
+      assert.deepEqual(result.initial.dcid, RFC_DCID);
+      assert.equal(result.initial.scid.length, 0);
+      assert.equal(result.initial.packets, 1);
+      assert.equal(result.initial.hello.length, 0xf1);
+      assert.deepEqual(packet, copy, 'the datagram is not modified');
+    });
+  }
+
+  test('one flipped bit anywhere in the protected payload fails authentication', () => {
+    for (const at of [30, 600, 1199]) {
+      const bad = Buffer.from(V1_CLIENT_INITIAL);
+      bad[at] = (bad[at] ?? 0) ^ 0x01;
+      assert.throws(
+        () => parseQuicInitial(bad),
+        (e: unknown) => e instanceof QuicInitialError && e.reason === 'decrypt_failed',
+      );
+    }
+  });
+
+  test('a v1 packet relabelled as v2 does not open (keys are per version)', () => {
+    const relabelled = Buffer.from(V1_CLIENT_INITIAL);
+    relabelled.writeUInt32BE(QUIC_V2, 1);
+    // Its type bits (00) mean Retry in v2: refused before any decryption.
+    assert.throws(() => parseQuicInitial(relabelled), QuicInitialError);
+  });
+
+  test('the server Initial of A.3 is not a client Initial', () => {
+    assert.throws(() => parseQuicInitial(V1_SERVER_INITIAL), QuicInitialError);
+  });
+
+  test('other versions, short headers and non-QUIC bytes are not_quic', () => {
+    const draft = Buffer.from(V1_CLIENT_INITIAL);
+    draft.writeUInt32BE(0xff00001d, 1);
+    assert.deepEqual(parseQuicInitial(draft), { kind: 'not_quic' });
+    const negotiation = Buffer.from(V1_CLIENT_INITIAL.subarray(0, 30));
+    negotiation.writeUInt32BE(0, 1);
+    assert.deepEqual(parseQuicInitial(negotiation), { kind: 'not_quic' });
+    assert.deepEqual(parseQuicInitial(Buffer.from([0x40, 1, 2, 3, 4, 5])), { kind: 'not_quic' });
+    assert.deepEqual(parseQuicInitial(Buffer.from('GET / HTTP/1.1\r\n')), { kind: 'not_quic' });
+    assert.deepEqual(parseQuicInitial(Buffer.alloc(0)), undefined);
+  });
+});
+
+describe('QuicInitialParser', () => {
+  const hello = buildHandshake([sniExtension('h3.example'), alpnExtension(['h3'])]);
+  const dcid = Buffer.from('0011223344556677', 'hex');
+
+  test('a ClientHello over two datagrams, second half first', () => {
+    const half = Math.floor(hello.length / 2);
+    const a = buildInitial({
+      version: QUIC_V1,
+      dcid,
+      packetNumber: 0,
+      frames: cryptoFrame(half, hello.subarray(half)),
+      padTo: 1100,
+    });
+    const b = buildInitial({
+      version: QUIC_V1,
+      dcid,
+      packetNumber: 1,
+      frames: cryptoFrame(0, hello.subarray(0, half)),
+      padTo: 1100,
+    });
+    const parser = new QuicInitialParser();
+    assert.equal(parser.push(a), undefined);
+    const result = parser.push(b);
+    assert.ok(result?.kind === 'sni');
+    assert.equal(result.serverName, 'h3.example');
+    assert.deepEqual(result.initial.hello.alpn, ['h3']);
+    assert.equal(result.initial.packets, 2);
+  });
+
+  test('coalesced Initial and 0-RTT packets; a 0-RTT-only datagram is skipped', () => {
+    const initial = buildInitial({
+      version: QUIC_V2,
+      dcid,
+      frames: cryptoFrame(0, hello.subarray(0, 20)),
+    });
+    const zeroRtt = opaqueLongPacket(QUIC_V2, 2, dcid, 100);
+    const parser = new QuicInitialParser();
+    assert.equal(parser.push(Buffer.concat([initial, zeroRtt])), undefined);
+    assert.equal(parser.push(zeroRtt), undefined);
+    const rest = buildInitial({
+      version: QUIC_V2,
+      dcid,
+      packetNumber: 1,
+      frames: cryptoFrame(20, hello.subarray(20)),
+    });
+    const result = parser.push(Buffer.concat([rest, Buffer.alloc(50)]));
+    assert.ok(result?.kind === 'sni');
+    assert.equal(result.initial.version, QUIC_V2);
+  });
+
+  test('a ClientHello without server_name is no_sni', () => {
+    const plain = buildHandshake([alpnExtension(['h3'])]);
+    const result = parseQuicInitial(
+      buildInitial({ version: QUIC_V1, dcid, frames: cryptoFrame(0, plain) }),
+    );
+    assert.equal(result?.kind, 'no_sni');
+  });
+
+  test('wrong keys, bad frames, CONNECTION_CLOSE, oversize and short DCIDs are QuicInitialErrors', () => {
+    const reasons = (packet: Buffer, options = {}) => {
+      try {
+        parseQuicInitial(packet, options);
+      } catch (e) {
+        assert.ok(e instanceof QuicInitialError, String(e));
+        assert.equal(e.code, 'ERR_L4_QUIC_INITIAL');
+        return e.reason;
+      }
+      return 'no error';
+    };
+    const frames = cryptoFrame(0, hello);
+    assert.equal(
+      reasons(buildInitial({ version: QUIC_V1, dcid, frames, keyCid: Buffer.alloc(8, 9) })),
+      'decrypt_failed',
+    );
+    assert.equal(
+      reasons(buildInitial({ version: QUIC_V1, dcid, frames: Buffer.from([0x08, 0, 0]) })),
+      'bad_frame',
+    );
+    assert.equal(
+      reasons(buildInitial({ version: QUIC_V1, dcid, frames: Buffer.from([0x1c, 0, 0, 0]) })),
+      'connection_close',
+    );
+    assert.equal(
+      reasons(buildInitial({ version: QUIC_V1, dcid, frames }), { maxBytes: 64 }),
+      'too_long',
+    );
+    assert.equal(
+      reasons(buildInitial({ version: QUIC_V1, dcid: Buffer.alloc(4, 1), frames })),
+      'bad_header',
+    );
+    assert.equal(
+      reasons(
+        buildInitial({
+          version: QUIC_V1,
+          dcid,
+          frames: cryptoFrame(0, Buffer.from([2, 0, 0, 1, 0])),
+        }),
+      ),
+      'bad_client_hello',
+    );
+    assert.equal(
+      reasons(buildInitial({ version: QUIC_V1, dcid, frames }).subarray(0, 40)),
+      'bad_header',
+    );
+  });
+
+  test('after an error, push throws the same error; after a result, push refuses', () => {
+    const parser = new QuicInitialParser();
+    const bad = buildInitial({ version: QUIC_V1, dcid, frames: Buffer.from([0x08]) });
+    assert.throws(() => parser.push(bad), QuicInitialError);
+    assert.throws(() => parser.push(V1_CLIENT_INITIAL), QuicInitialError);
+    const done = new QuicInitialParser();
+    assert.ok(done.push(V1_CLIENT_INITIAL));
+    assert.throws(() => done.push(V1_CLIENT_INITIAL), ParserFinishedError);
+  });
+
+  test('options are validated', () => {
+    assert.throws(() => new QuicInitialParser({ maxBytes: 10 }), /options.maxBytes/);
+    assert.throws(() => new QuicInitialParser({ nope: 1 } as never), /options.nope/);
+  });
+});

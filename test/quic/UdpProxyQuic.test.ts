@@ -1,0 +1,403 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { RemoteInfo, Socket } from 'node:dgram';
+import { UdpProxy } from '../../src/udp/UdpProxy.js';
+import type { UdpSessionSummary } from '../../src/udp/events.js';
+import type { SelectionContext } from '../../src/select/SelectionContext.js';
+import { QUIC_V1, QUIC_V2 } from '../../src/protocol/quicKeys.js';
+import { withTimeout } from '../helpers/net.js';
+import { openHandles } from '../helpers/proxy.js';
+import { closeSocket, nextMessage, udpSocket } from '../udp/helpers.js';
+import { buildInitial, cryptoFrame } from '../protocol/quicInitialFixtures.js';
+import { alpnExtension, buildHandshake, sniExtension } from '../protocol/tlsHelloFixtures.js';
+import { V1_CLIENT_INITIAL, V2_CLIENT_INITIAL } from '../protocol/quicVectors.js';
+
+/**
+ * A QUIC-ish upstream: replies to a long-header datagram with a Handshake-type long header whose
+ * SCID is `cid` (what a server's first packets carry), to anything else with `tag:` + payload.
+ * Records the proxy-side source ports it saw.
+ */
+async function fakeServer(tag: string, cid: Buffer, host = '127.0.0.1') {
+  const socket = await udpSocket(host);
+  const ports = new Set<number>();
+  let received = 0;
+  socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
+    received++;
+    ports.add(rinfo.port);
+    if (((msg[0] ?? 0) & 0x80) !== 0) {
+      const head = Buffer.from([0xe0, 0, 0, 0, 1, 0, cid.length]);
+      socket.send(Buffer.concat([head, cid, Buffer.from(tag)]), rinfo.port, rinfo.address);
+    } else socket.send(Buffer.concat([Buffer.from(`${tag}:`), msg]), rinfo.port, rinfo.address);
+  });
+  return {
+    tag,
+    port: socket.address().port,
+    ports,
+    get received() {
+      return received;
+    },
+    close: () => closeSocket(socket),
+  };
+}
+
+type Server = Awaited<ReturnType<typeof fakeServer>>;
+
+function byName(ctx: SelectionContext) {
+  const wanted = ctx.serverName === 'example.com' ? 'a' : 'b';
+  return ctx.candidates.find((c) => c.id === wanted);
+}
+
+function closes(proxy: UdpProxy): UdpSessionSummary[] {
+  const list: UdpSessionSummary[] = [];
+  proxy.on('sessionClose', (s) => list.push(s));
+  return list;
+}
+
+describe('UdpProxy quic option', () => {
+  let a: Server;
+  let b: Server;
+  let client: Socket;
+  const cidA = Buffer.from('aa00112233445566', 'hex');
+  const cidB = Buffer.from('bb00112233445566', 'hex');
+  const upstreams = () => [
+    { id: 'a', host: '127.0.0.1', port: a.port },
+    { id: 'b', host: '127.0.0.1', port: b.port },
+  ];
+
+  before(async () => {
+    a = await fakeServer('A', cidA);
+    b = await fakeServer('B', cidB);
+  });
+  after(async () => {
+    await a.close();
+    await b.close();
+  });
+
+  async function proxyWith(options: ConstructorParameters<typeof UdpProxy>[0]) {
+    const proxy = new UdpProxy({ upstreams: upstreams(), ...options });
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    return { proxy, port };
+  }
+
+  test('selectors see serverName, alpn and quicVersion of RFC 9001 and RFC 9369 Initials', async () => {
+    const seen: [string | undefined, readonly string[] | undefined, number | undefined][] = [];
+    const { proxy, port } = await proxyWith({
+      quic: { sni: true },
+      selector: (ctx) => {
+        seen.push([ctx.serverName, ctx.alpn, ctx.quicVersion]);
+        return byName(ctx);
+      },
+    });
+    const summaries = closes(proxy);
+    try {
+      for (const packet of [V1_CLIENT_INITIAL, V2_CLIENT_INITIAL]) {
+        client = await udpSocket();
+        client.send(packet, port, '127.0.0.1');
+        const reply = await nextMessage(client);
+        assert.equal(reply.subarray(-1).toString(), 'A');
+        await closeSocket(client);
+      }
+      assert.deepEqual(seen, [
+        ['example.com', ['alpn'], QUIC_V1],
+        ['example.com', ['alpn'], QUIC_V2],
+      ]);
+      const stats = proxy.stats().quic;
+      assert.ok(stats);
+      assert.equal(stats.quic_initials_parsed, 2);
+      assert.equal(stats.quic_sni_found, 2);
+      assert.match(proxy.metrics(), /^l4proxy_udp_quic_sni_found_total 2$/m);
+    } finally {
+      await proxy.close();
+    }
+    assert.deepEqual(
+      summaries.map((x) => [x.serverName, x.quicVersion]),
+      [
+        ['example.com', QUIC_V1],
+        ['example.com', QUIC_V2],
+      ],
+    );
+  });
+
+  test('a ClientHello over two datagrams waits for both; other names go elsewhere', async () => {
+    const hello = buildHandshake([sniExtension('other.example'), alpnExtension(['h3'])]);
+    const dcid = Buffer.alloc(8, 3);
+    const half = 30;
+    const { proxy, port } = await proxyWith({ quic: {}, selector: byName });
+    client = await udpSocket();
+    try {
+      client.send(
+        buildInitial({
+          version: QUIC_V1,
+          dcid,
+          frames: cryptoFrame(half, hello.subarray(half)),
+          padTo: 1100,
+        }),
+        port,
+        '127.0.0.1',
+      );
+      // Nothing is forwarded until the ClientHello is complete.
+      await new Promise((r) => setImmediate(r));
+      assert.equal(proxy.sessions()[0]?.upstream, undefined);
+      client.send(
+        buildInitial({
+          version: QUIC_V1,
+          dcid,
+          packetNumber: 1,
+          frames: cryptoFrame(0, hello.subarray(0, half)),
+          padTo: 1100,
+        }),
+        port,
+        '127.0.0.1',
+      );
+      const first = await nextMessage(client);
+      assert.equal(first.subarray(-1).toString(), 'B');
+      assert.equal(proxy.sessions()[0]?.serverName, 'other.example');
+      assert.deepEqual(proxy.sessions()[0]?.alpn, ['h3']);
+    } finally {
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
+  test('non-QUIC datagrams pass as without the option', async () => {
+    const { proxy, port } = await proxyWith({ quic: { fallback: 'drop' }, selector: byName });
+    client = await udpSocket();
+    try {
+      client.send('plain', port, '127.0.0.1');
+      assert.equal((await nextMessage(client)).toString(), 'B:plain');
+      assert.equal(proxy.stats().quic?.quic_not_quic, 1);
+    } finally {
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
+  test("an undecryptable Initial: fallback 'drop' closes the session, 'route' routes without a name", async () => {
+    const bad = Buffer.from(V1_CLIENT_INITIAL);
+    bad[100] = (bad[100] ?? 0) ^ 1;
+    for (const fallback of ['drop', 'route'] as const) {
+      const names: (string | undefined)[] = [];
+      const { proxy, port } = await proxyWith({
+        quic: { fallback },
+        selector: (ctx) => {
+          names.push(ctx.serverName);
+          return byName(ctx);
+        },
+      });
+      const closed = closes(proxy);
+      const firstClose = new Promise<void>((resolve) =>
+        proxy.once('sessionClose', () => {
+          resolve();
+        }),
+      );
+      client = await udpSocket();
+      try {
+        client.send(bad, port, '127.0.0.1');
+        if (fallback === 'drop') {
+          await withTimeout(firstClose, 3_000, 'the session to close');
+          const summary = closed[0];
+          assert.equal(summary?.reason, 'quic_no_client_hello');
+          assert.ok(summary.error);
+          assert.match(summary.error.message, /decrypt_failed/);
+          assert.equal(proxy.stats().dropped.quic_no_client_hello, 1);
+          assert.equal(proxy.stats().quic?.quic_fallback_dropped, 1);
+          assert.deepEqual(names, []);
+        } else {
+          const reply = await nextMessage(client);
+          assert.equal(reply.subarray(-1).toString(), 'B');
+          assert.deepEqual(names, [undefined]);
+          assert.equal(proxy.stats().quic?.quic_fallback_routed, 1);
+        }
+        assert.equal(proxy.stats().quic?.quic_parse_errors, 1);
+      } finally {
+        await closeSocket(client);
+        await proxy.close();
+      }
+    }
+  });
+
+  test('an incomplete ClientHello is routed after maxInitialWait; maxInitialDatagrams bounds the count', async () => {
+    const hello = buildHandshake([sniExtension('example.com')]);
+    const dcid = Buffer.alloc(8, 4);
+    const part = buildInitial({
+      version: QUIC_V1,
+      dcid,
+      frames: cryptoFrame(0, hello.subarray(0, 10)),
+      padTo: 1100,
+    });
+    const { proxy, port } = await proxyWith({
+      quic: { maxInitialWait: 50, maxInitialDatagrams: 2 },
+      selector: byName,
+    });
+    client = await udpSocket();
+    const other = await udpSocket();
+    try {
+      client.send(part, port, '127.0.0.1');
+      const reply = await nextMessage(client);
+      assert.equal(reply.subarray(-1).toString(), 'B');
+      other.send(part, port, '127.0.0.1');
+      other.send(
+        buildInitial({
+          version: QUIC_V1,
+          dcid,
+          packetNumber: 1,
+          frames: cryptoFrame(10, hello.subarray(10, 20)),
+          padTo: 1100,
+        }),
+        port,
+        '127.0.0.1',
+      );
+      await nextMessage(other);
+      assert.equal(proxy.stats().quic?.quic_incomplete, 2);
+    } finally {
+      await closeSocket(client);
+      await closeSocket(other);
+      await proxy.close();
+    }
+  });
+
+  for (const routing of [true, false]) {
+    test(`a new client address with a known server connection ID ${routing ? 'keeps' : 'loses (routing off)'} its upstream`, async () => {
+      const { proxy, port } = await proxyWith({
+        quic: { sni: false, connectionIdRouting: routing },
+      });
+      const first = await udpSocket();
+      const moved = await udpSocket();
+      try {
+        // Round robin: the first session goes to a, whose long-header reply names cidA.
+        first.send(V1_CLIENT_INITIAL, port, '127.0.0.1');
+        const hello = await nextMessage(first);
+        assert.equal(hello.subarray(-1).toString(), 'A');
+        const short = Buffer.concat([Buffer.from([0x41]), cidA, Buffer.from('data')]);
+        moved.send(short, port, '127.0.0.1');
+        const reply = await nextMessage(moved);
+        assert.equal(reply.subarray(0, 2).toString(), routing ? 'A:' : 'B:');
+        if (routing) {
+          assert.equal(a.ports.size >= 2, true, 'a new proxy socket: the server sees a new path');
+          assert.equal(proxy.stats().quic?.quic_cid_routed, 1);
+          assert.equal(proxy.stats().quic?.quic_cids_active, 2);
+          // The old path's session still gets nothing of the new path's replies.
+          assert.equal(proxy.sessions().length, 2);
+        }
+      } finally {
+        await closeSocket(first);
+        await closeSocket(moved);
+        await proxy.close();
+      }
+      assert.equal(proxy.stats().quic?.quic_cids_active, 0);
+      a.ports.clear();
+    });
+  }
+
+  test('connection-ID routing over IPv6 (::1)', async () => {
+    const six = await fakeServer('6', cidA, '::1');
+    const other = await fakeServer('X', cidB, '::1');
+    const proxy = new UdpProxy({
+      upstreams: [
+        { id: 'six', host: '::1', port: six.port },
+        { id: 'other', host: '::1', port: other.port },
+      ],
+      quic: { connectionIdRouting: true },
+    });
+    const { port } = await proxy.bind({ port: 0, address: '::1' });
+    const first = await udpSocket('::1');
+    const moved = await udpSocket('::1');
+    try {
+      first.send(V1_CLIENT_INITIAL, port, '::1');
+      assert.equal((await nextMessage(first)).subarray(-1).toString(), '6');
+      moved.send(Buffer.concat([Buffer.from([0x41]), cidA, Buffer.from('v6')]), port, '::1');
+      assert.equal((await nextMessage(moved)).subarray(0, 2).toString(), '6:');
+      assert.equal(proxy.stats().quic?.quic_cid_routed, 1);
+      assert.equal(proxy.sessions()[1]?.clientFamily, 'IPv6');
+    } finally {
+      await closeSocket(first);
+      await closeSocket(moved);
+      await proxy.close();
+      await six.close();
+      await other.close();
+    }
+  });
+
+  test('QUIC-LB plaintext server IDs route a new address to the encoded server', async () => {
+    const { proxy, port } = await proxyWith({
+      quic: { sni: false, quicLb: { serverIdLength: 3, servers: { c4605e: 'b', '0a0b0c': 'a' } } },
+      selector: (ctx) => ctx.candidates.find((c) => c.id === 'a'),
+    });
+    const client1 = await udpSocket();
+    try {
+      // draft-ietf-quic-load-balancers "Unencrypted CIDs", cr_bits 0: cid 07c4605e4504cc4f -> sid c4605e.
+      const cid = Buffer.from('07c4605e4504cc4f', 'hex');
+      client1.send(Buffer.concat([Buffer.from([0x40]), cid, Buffer.from('x')]), port, '127.0.0.1');
+      assert.equal((await nextMessage(client1)).subarray(0, 2).toString(), 'B:');
+      assert.equal(proxy.stats().quic?.quic_lb_routed, 1);
+      // A client Initial whose random DCID happens to look encoded is not routed by it.
+      const initial = await udpSocket();
+      try {
+        initial.send(
+          buildInitial({
+            version: QUIC_V1,
+            dcid: cid,
+            frames: cryptoFrame(0, Buffer.alloc(30, 1)),
+          }),
+          port,
+          '127.0.0.1',
+        );
+        assert.equal((await nextMessage(initial)).subarray(-1).toString(), 'A');
+        assert.equal(proxy.stats().quic?.quic_lb_routed, 1);
+      } finally {
+        await closeSocket(initial);
+      }
+    } finally {
+      await closeSocket(client1);
+      await proxy.close();
+    }
+  });
+
+  test('close() during a ClientHello wait and with tracked IDs leaves no socket open and no ID tracked', async () => {
+    const before = openHandles();
+    const hello = buildHandshake([sniExtension('example.com')]);
+    const part = buildInitial({
+      version: QUIC_V1,
+      dcid: Buffer.alloc(8, 5),
+      frames: cryptoFrame(0, hello.subarray(0, 10)),
+      padTo: 1100,
+    });
+    const { proxy, port } = await proxyWith({
+      quic: { maxInitialWait: 60_000, connectionIdRouting: true },
+      idleTimeout: 60_000,
+    });
+    const waiting = await udpSocket();
+    const routed = await udpSocket();
+    try {
+      waiting.send(part, port, '127.0.0.1');
+      routed.send(V1_CLIENT_INITIAL, port, '127.0.0.1');
+      await nextMessage(routed);
+      assert.equal(proxy.sessions().length, 2);
+      assert.equal(proxy.stats().quic?.quic_cids_active, 2);
+    } finally {
+      await closeSocket(waiting);
+      await closeSocket(routed);
+      await proxy.close();
+    }
+    assert.equal(proxy.stats().quic?.quic_cids_active, 0);
+    const after = openHandles();
+    // Unref'd timers (the ClientHello wait, the idle check) are not listed by
+    // getActiveResourcesInfo(): sockets are what this checks.
+    for (const kind of ['UDPWRAP', 'Timeout'])
+      assert.ok((after[kind] ?? 0) <= (before[kind] ?? 0), `${kind}: ${JSON.stringify(after)}`);
+  });
+
+  test('invalid quic options throw InvalidOptionError naming the option', () => {
+    assert.throws(() => new UdpProxy({ quic: { fallback: 'x' as never } }), /quic\.fallback/);
+    assert.throws(
+      () => new UdpProxy({ quic: { maxInitialDatagrams: 0 } }),
+      /quic\.maxInitialDatagrams/,
+    );
+    assert.throws(
+      () => new UdpProxy({ quic: { quicLb: { serverIdLength: 2, servers: { abc: 'a' } } } }),
+      /quic\.quicLb\.servers/,
+    );
+    assert.throws(() => new UdpProxy({ quic: {}, perPacketBalancing: true }), /"quic"/);
+    assert.throws(() => new UdpProxy({ quic: { bogus: 1 } as never }), /quic\.bogus/);
+  });
+});

@@ -1,0 +1,140 @@
+import { after, before, describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { UdpProxy } from '../../src/udp/UdpProxy.js';
+import type { UdpQuicOptions } from '../../src/quic/quicOptions.js';
+import type { UdpSessionInfo } from '../../src/udp/events.js';
+import { findTool, requireTools } from '../helpers/tools.js';
+import { runHttp3Client, startHttp3Server } from './ngtcp2Peers.js';
+import type { Http3Server } from './ngtcp2Peers.js';
+
+const TOOLS = ['gtlsserver', 'gtlsclient', 'openssl', 'unshare'] as const;
+
+/** The tools' paths, or a skip reason (a failure under L4PROXY_REQUIRE_TOOLS=1). */
+function tools(): Record<(typeof TOOLS)[number], string> | string {
+  const found: Partial<Record<(typeof TOOLS)[number], string>> = {};
+  for (const name of TOOLS) {
+    const path = findTool(name);
+    if (path === undefined) {
+      const reason = `${name} is not installed (ngtcp2-client, ngtcp2-server, openssl, util-linux; see .ci/run)`;
+      if (requireTools) throw new Error(`L4PROXY_REQUIRE_TOOLS=1 but ${reason}`);
+      return reason;
+    }
+    found[name] = path;
+  }
+  return found as Record<(typeof TOOLS)[number], string>;
+}
+
+describe('UdpProxy quic with ngtcp2 HTTP/3 peers', () => {
+  const found = tools();
+  let dir = '';
+  let alpha: Http3Server | undefined;
+  let beta: Http3Server | undefined;
+
+  before(async () => {
+    if (typeof found === 'string') return;
+    dir = mkdtempSync(join(tmpdir(), 'l4proxy-quic-'));
+    alpha = await startHttp3Server(found.gtlsserver, found.openssl, dir, 'alpha.test');
+    beta = await startHttp3Server(found.gtlsserver, found.openssl, dir, 'beta.test');
+    writeFileSync(join(dir, 'upload.bin'), randomBytes(8 << 20));
+  });
+
+  after(async () => {
+    await alpha?.stop();
+    await beta?.stop();
+    if (dir !== '') rmSync(dir, { recursive: true, force: true });
+  });
+
+  function ready(
+    t: TestContext,
+  ): [Record<(typeof TOOLS)[number], string>, Http3Server, Http3Server] | undefined {
+    if (typeof found === 'string') {
+      t.skip(found);
+      return undefined;
+    }
+    assert.ok(alpha && beta);
+    return [found, alpha, beta];
+  }
+
+  function proxyFor(
+    a: Http3Server,
+    b: Http3Server,
+    quic: UdpQuicOptions,
+    bySni: boolean,
+  ): UdpProxy {
+    return new UdpProxy({
+      upstreams: [
+        { id: 'alpha.test', host: '127.0.0.1', port: a.port },
+        { id: 'beta.test', host: '127.0.0.1', port: b.port },
+      ],
+      idleTimeout: 10_000,
+      quic,
+      ...(bySni && { selector: (ctx) => ctx.candidates.find((c) => c.id === ctx.serverName) }),
+    });
+  }
+
+  test('two HTTP/3 servers behind one UdpProxy: each client reaches the one it names', async (t) => {
+    const peers = ready(t);
+    if (!peers) return;
+    const [paths, a, b] = peers;
+    const proxy = proxyFor(a, b, { sni: true }, true);
+    try {
+      const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+      const [toAlpha, toBeta] = await Promise.all([
+        runHttp3Client(paths.gtlsclient, paths.unshare, dir, 'alpha.test', port),
+        runHttp3Client(paths.gtlsclient, paths.unshare, dir, 'beta.test', port),
+      ]);
+      assert.equal(toAlpha.body, 'served by alpha.test\n', toAlpha.output.slice(-2000));
+      assert.equal(toBeta.body, 'served by beta.test\n', toBeta.output.slice(-2000));
+      const stats = proxy.stats();
+      assert.equal(stats.quic?.quic_sni_found, 2);
+      assert.equal(stats.upstreams['alpha.test']?.upstream_sess_total, 1);
+      assert.equal(stats.upstreams['beta.test']?.upstream_sess_total, 1);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  for (const connectionIdRouting of [true, false]) {
+    test(`a client rebinding while uploading ${connectionIdRouting ? 'keeps its connection and server (CID routing on)' : 'loses its connection (CID routing off)'}`, async (t) => {
+      const peers = ready(t);
+      if (!peers) return;
+      const [paths, a, b] = peers;
+      // Round robin, no SNI: with routing off, the rebound address gets the other server.
+      const proxy = proxyFor(a, b, { sni: false, connectionIdRouting }, false);
+      const sessions: UdpSessionInfo[] = [];
+      proxy.on('session', (s) => sessions.push(s));
+      try {
+        const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+        const run = await runHttp3Client(paths.gtlsclient, paths.unshare, dir, 'alpha.test', port, [
+          `--data=${join(dir, 'upload.bin')}`,
+          '--change-local-addr=150ms',
+          '--nat-rebinding',
+        ]);
+        assert.ok(run.rebound, `the client rebound: ${run.output}`);
+        assert.ok(sessions.length >= 2, 'the rebound client opened a second session');
+        const firstUpstream = sessions[0]?.upstream?.id;
+        const stats = proxy.stats().quic;
+        if (connectionIdRouting) {
+          assert.equal(run.body, `served by ${String(firstUpstream)}\n`, run.output);
+          assert.ok((stats?.quic_cid_routed ?? 0) >= 1);
+          assert.ok(sessions.every((s) => s.upstream?.id === firstUpstream));
+        } else {
+          // gtlsclient creates the download file when the request starts: it stays empty.
+          assert.ok(
+            !run.body?.includes('served by'),
+            `no response on another server: ${String(run.body)}`,
+          );
+          assert.equal(stats?.quic_cid_routed, 0);
+          assert.notEqual(sessions[1]?.upstream?.id, firstUpstream);
+        }
+      } finally {
+        await proxy.close();
+      }
+    });
+  }
+});

@@ -1,0 +1,194 @@
+import { execFileSync, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { withTimeout } from '../helpers/net.js';
+import { closeSocket, freeUdpPort, nextMessage, stopChild, udpSocket } from '../udp/helpers.js';
+
+/**
+ * Real QUIC peers from Debian's ngtcp2 packages (0.12): `gtlsserver` (HTTP/3 server) and
+ * `gtlsclient`. Their quirks, found by trying them: the client sends the host name it was given
+ * as SNI (it ignores --sni), so it runs in a mount namespace of its own (`unshare -m`) where a
+ * private /etc/hosts resolves the test names to 127.0.0.1; it exits 0 at its idle timeout, so the
+ * tests check what it downloaded, not its exit code.
+ */
+
+/** A key and self-signed certificate for `name`, made by openssl in `dir`. */
+export function makeCertificate(
+  openssl: string,
+  dir: string,
+  name: string,
+): { key: string; cert: string } {
+  const key = join(dir, `${name}.key`);
+  const cert = join(dir, `${name}.crt`);
+  execFileSync(
+    openssl,
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      `/CN=${name}`,
+      '-addext',
+      `subjectAltName=DNS:${name}`,
+    ],
+    { stdio: 'ignore' },
+  );
+  return { key, cert };
+}
+
+export interface Http3Server {
+  readonly name: string;
+  readonly port: number;
+  readonly child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `gtlsserver` on 127.0.0.1 serving `index.html` = "served by <name>"; resolves once it
+ * answers a QUIC packet of an unknown version with a Version Negotiation packet.
+ */
+export async function startHttp3Server(
+  gtlsserver: string,
+  openssl: string,
+  dir: string,
+  name: string,
+): Promise<Http3Server> {
+  const root = join(dir, `htdocs-${name}`);
+  mkdirSync(root, { recursive: true });
+  writeFileSync(join(root, 'index.html'), `served by ${name}\n`);
+  const { key, cert } = makeCertificate(openssl, dir, name);
+  const port = await freeUdpPort();
+  const child = spawn(
+    gtlsserver,
+    ['-q', '--timeout=5s', '-d', root, '127.0.0.1', String(port), key, cert],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
+  child.on('error', () => undefined);
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const server: Http3Server = {
+    name,
+    port,
+    child,
+    stop: () => stopChild(child, 'SIGTERM'),
+  };
+  try {
+    await versionNegotiation(port);
+  } catch (error) {
+    await server.stop();
+    throw new Error(`gtlsserver did not start: ${stderr}`, { cause: error });
+  }
+  return server;
+}
+
+/** Probes until the server answers (bounded: 40 tries of 100 ms). */
+async function versionNegotiation(port: number): Promise<void> {
+  const probe = Buffer.alloc(1200);
+  probe[0] = 0xc0;
+  probe.writeUInt32BE(0x1a2a3a4a, 1);
+  probe[5] = 8;
+  probe.fill(7, 6, 14);
+  probe[14] = 0;
+  const socket = await udpSocket();
+  try {
+    for (let attempt = 0; attempt < 40; attempt++) {
+      socket.send(probe, port, '127.0.0.1');
+      try {
+        const reply = await nextMessage(socket, 100);
+        if (reply.readUInt32BE(1) === 0) return;
+      } catch {
+        // Not up yet.
+      }
+    }
+    throw new Error('no Version Negotiation from the server');
+  } finally {
+    await closeSocket(socket);
+  }
+}
+
+export interface ClientRun {
+  /** The body downloaded, or undefined when the request did not complete. */
+  readonly body: string | undefined;
+  /** Whether the client reported changing its local address (--change-local-addr). */
+  readonly rebound: boolean;
+  /** The last few kilobytes of its output, for failure messages. */
+  readonly output: string;
+}
+
+/**
+ * Runs `gtlsclient` against `host` (resolved through a private /etc/hosts) and `port`, fetching
+ * /index.html; `extra` adds options (upload, rebinding). Bounded by `limitMs`, then killed by PID.
+ */
+export async function runHttp3Client(
+  gtlsclient: string,
+  unshare: string,
+  dir: string,
+  host: string,
+  port: number,
+  extra: readonly string[] = [],
+  limitMs = 20_000,
+): Promise<ClientRun> {
+  const hosts = join(dir, 'hosts');
+  if (!existsSync(hosts))
+    writeFileSync(hosts, '127.0.0.1 localhost\n127.0.0.1 alpha.test\n127.0.0.1 beta.test\n');
+  const download = join(
+    dir,
+    `download-${host}-${Date.now()}-${Math.random().toString(16).slice(2)}`,
+  );
+  mkdirSync(download);
+  const args = [
+    '-m',
+    'sh',
+    '-c',
+    'mount --bind "$0" /etc/hosts && exec "$@"',
+    hosts,
+    gtlsclient,
+    '--exit-on-all-streams-close',
+    '--timeout=3s',
+    '--no-quic-dump',
+    '--no-http-dump',
+    `--download=${download}`,
+    ...extra,
+    host,
+    String(port),
+    `https://${host}/index.html`,
+  ];
+  const child = spawn(unshare, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.on('error', () => undefined);
+  // The debug output of an upload runs to megabytes: keep a tail, and watch for the rebinding.
+  let output = '';
+  let rebound = false;
+  const keep = (chunk: Buffer): void => {
+    output = (output + chunk.toString('latin1')).slice(-8_000);
+    if (!rebound && output.includes('Local address is now')) rebound = true;
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', () => {
+      resolve();
+    });
+  });
+  try {
+    await withTimeout(exited, limitMs, 'gtlsclient to exit');
+  } finally {
+    await stopChild(child, 'SIGKILL');
+  }
+  const file = join(download, 'index.html');
+  return { body: existsSync(file) ? readFileSync(file, 'utf8') : undefined, rebound, output };
+}
