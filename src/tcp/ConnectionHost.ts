@@ -1,5 +1,6 @@
 import type { L4Error } from '../errors.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
+import type { TunnelAgent } from '../transport/TunnelAgent.js';
 import type { UpstreamSet } from '../upstream/UpstreamSet.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import type { TcpConnectionSummary } from './events.js';
@@ -34,6 +35,8 @@ export interface ConnectionHost {
   readonly stats: TcpCounters;
   /** Bytes to send upstream before anything else (the PROXY protocol header), if any. */
   readonly preamble: ((connection: TcpConnection) => Buffer | undefined) | undefined;
+  /** The proxy's HTTP tunnels (created on first use, by tunnel upstreams only). */
+  tunnels(): TunnelAgent;
   upstreamFailed(state: UpstreamState): void;
   upstreamSucceeded(state: UpstreamState): void;
   /** Creating the upstream socket failed for lack of file descriptors (EMFILE/ENFILE). */

@@ -8,7 +8,9 @@ import {
   NoUpstreamError,
   ProxyClosedError,
   ResourceExhaustedError,
+  TunnelRefusedError,
 } from '../errors.js';
+import { TUNNEL_READY } from '../transport/httpConnect.js';
 import { isDescriptorExhaustion } from './ExhaustionBackoff.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
 import { isThenable, selectorError } from '../select/selectorOutcome.js';
@@ -21,7 +23,8 @@ import { closeSocket } from '../net/closeSocket.js';
 import type { ProxyHeader } from '../protocol/ProxyHeader.js';
 import { readIntoSharedBuffer, sharedReadBuffer } from '../net/sharedReadBuffer.js';
 
-const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+// ERR_HTTP2_STREAM_ERROR: an HTTP/2 tunnel stream was reset (RST_STREAM), the tunnel's reset.
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_HTTP2_STREAM_ERROR']);
 const EMPTY: readonly UpstreamState[] = [];
 
 function scratchCounters(): UpstreamCounters {
@@ -354,8 +357,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       return;
     }
     const timedOut = this.error instanceof ConnectTimeoutError;
+    const refused = this.error instanceof TunnelRefusedError;
     this.fail(
-      timedOut ? CloseReason.CONNECT_TIMEOUT : CloseReason.CONNECT_FAILED,
+      timedOut
+        ? CloseReason.CONNECT_TIMEOUT
+        : refused
+          ? CloseReason.TUNNEL_REFUSED
+          : CloseReason.CONNECT_FAILED,
       this.error,
       true,
     );
@@ -370,22 +378,26 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.host.stats.upstreamTotal++;
     this.openSockets++;
     const options = this.host.options;
+    // An HTTP CONNECT tunnel upstream (src/transport/): its socket or stream is ready on TUNNEL_READY.
+    const tunnel = state.upstream.tunnel;
     const socket = own(
-      net.connect({
-        host: state.host,
-        port: state.port,
-        allowHalfOpen: true,
-        noDelay: options.noDelay,
-        ...(options.relay === 'onread' && {
-          onread: { buffer: sharedReadBuffer(), callback: onUpstreamRead },
-        }),
-      }),
+      tunnel !== undefined
+        ? this.host.tunnels().open(state, tunnel, this, options.noDelay)
+        : net.connect({
+            host: state.host,
+            port: state.port,
+            allowHalfOpen: true,
+            noDelay: options.noDelay,
+            ...(options.relay === 'onread' && {
+              onread: { buffer: sharedReadBuffer(), callback: onUpstreamRead },
+            }),
+          }),
       this,
     );
     this.upstreamSocket = socket;
     socket.on('error', onUpstreamError);
     socket.on('close', onUpstreamClose);
-    socket.once('connect', onUpstreamConnect);
+    socket.once(tunnel === undefined ? 'connect' : TUNNEL_READY, onUpstreamConnect);
     this.connectTimer = setTimeout(onConnectTimeout, options.connectTimeout, this);
     this.connectTimer.unref();
   }
@@ -437,7 +449,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.connected = true;
     this.error = undefined;
     this.host.upstreamSucceeded(state);
-    if (this.host.options.relay !== 'onread') socket.on('data', onUpstreamData);
+    if (this.host.options.relay !== 'onread' || state.upstream.tunnel !== undefined)
+      socket.on('data', onUpstreamData);
     socket.on('end', onUpstreamEnd);
     socket.on('drain', onUpstreamDrain);
     this.host.emitUpstreamConnect(this, state);
@@ -576,7 +589,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (!this.connected) {
       state.counters.connectFailures++;
       this.host.stats.connectFailures++;
-      this.attemptFailed(state, new ConnectFailedError(state.address, err));
+      const refused = err instanceof TunnelRefusedError;
+      this.attemptFailed(state, refused ? err : new ConnectFailedError(state.address, err));
       return;
     }
     if (this.reason !== undefined) return;

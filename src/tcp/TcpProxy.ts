@@ -26,6 +26,7 @@ import type {
   TcpRejection,
 } from './events.js';
 import { TcpConnection } from './TcpConnection.js';
+import { TunnelAgent } from '../transport/TunnelAgent.js';
 import { ExhaustionBackoff, isDescriptorExhaustion } from './ExhaustionBackoff.js';
 import { ClientPreface, socketIdentity } from './ClientPreface.js';
 import type { ClientIdentity } from './ClientPreface.js';
@@ -105,6 +106,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private readonly prefaces = new Set<ClientPreface>();
   private readonly rejectReasons: Partial<Record<RejectReason, number>> = {};
   private nextId = 1;
+  /** HTTP tunnels (src/transport/), created by the first tunnel upstream connection. */
+  private tunnelAgent: TunnelAgent | undefined;
   private closing: Promise<void> | undefined;
   private drained: (() => void) | undefined;
 
@@ -165,6 +168,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       upstreams: this.upstreamSet,
       selector,
       stats: this.counters,
+      tunnels: () => (this.tunnelAgent ??= new TunnelAgent()),
       preamble: send === undefined ? undefined : (connection) => proxyHeaderFor(connection, send),
       upstreamFailed: (state) => {
         this.manager.upstreamFailed(state);
@@ -366,7 +370,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   /** A snapshot of counters and gauges, named after Envoy's tcp_proxy and cluster stats. */
   stats(): TcpProxyStats {
-    return snapshotTcpStats(
+    const stats = snapshotTcpStats(
       this.counters,
       this.closed,
       this.live,
@@ -374,6 +378,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.rejectReasons,
       this.manager.totals(),
     );
+    return this.tunnelAgent === undefined ? stats : { ...stats, tunnels: this.tunnelAgent.stats() };
   }
 
   /** `stats()` in the Prometheus text exposition format (`l4proxy_tcp_*` metrics). */
@@ -408,6 +413,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     // Clients still in their preface have nothing dialled: refuse them now.
     for (const preface of [...this.prefaces]) preface.abort();
     await this.drain(drainTimeout);
+    this.tunnelAgent?.close();
     for (const timer of this.upstreamDrains) clearTimeout(timer);
     this.upstreamDrains.clear();
     await Promise.all(serversClosed);

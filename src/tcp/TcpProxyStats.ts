@@ -5,6 +5,7 @@ import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { CloseReason, RejectReason } from './closeReasons.js';
 import type { TcpCounters } from './ConnectionHost.js';
 import type { TcpConnection } from './TcpConnection.js';
+import type { TunnelStats } from '../transport/TunnelStats.js';
 
 /** Counters and gauges of one upstream in {@link TcpProxyStats}. */
 export interface TcpUpstreamStats extends UpstreamHealthStats {
@@ -59,6 +60,8 @@ export interface TcpProxyStats extends ProxyHealthStats {
   readonly close_reasons: Readonly<Record<CloseReason, number>>;
   /** Per configured upstream, keyed by upstream id. */
   readonly upstreams: Readonly<Record<string, TcpUpstreamStats>>;
+  /** HTTP tunnels (docs/tunneling.md); present once a tunnel upstream was used. */
+  readonly tunnels?: TunnelStats;
 }
 
 /** Totals carried over from connections that already closed. */

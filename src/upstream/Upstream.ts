@@ -1,5 +1,7 @@
 import { InvalidOptionError } from '../errors.js';
 import { integer, isRecord, nonEmptyString, rejectUnknownKeys } from '../internal/validate.js';
+import type { HttpTunnel } from '../transport/tunnelOptions.js';
+import { resolveTunnel } from '../transport/tunnelOptions.js';
 
 /**
  * One upstream (backend) the proxy can forward to.
@@ -20,9 +22,11 @@ export interface Upstream {
   readonly priority?: number;
   /** Anything the user wants a selector or event listener to see. */
   readonly metadata?: Readonly<Record<string, unknown>>;
+  /** Reach the target through this upstream as an HTTP CONNECT proxy (see docs/tunneling.md). */
+  readonly tunnel?: HttpTunnel;
 }
 
-const UPSTREAM_KEYS = ['host', 'port', 'weight', 'id', 'priority', 'metadata'] as const;
+const UPSTREAM_KEYS = ['host', 'port', 'weight', 'id', 'priority', 'metadata', 'tunnel'] as const;
 
 /** Default id of an upstream: `host:port`, with IPv6 literals in brackets. */
 export function upstreamId(upstream: Pick<Upstream, 'host' | 'port' | 'id'>): string {
@@ -46,6 +50,7 @@ export function validateUpstream(value: unknown, name: string): Upstream {
   if (value.metadata !== undefined && !isRecord(value.metadata)) {
     throw new InvalidOptionError(`${name}.metadata`, 'an object', value.metadata);
   }
+  if (value.tunnel !== undefined) resolveTunnel(value.tunnel as HttpTunnel, `${name}.tunnel`);
   return value as unknown as Upstream;
 }
 
