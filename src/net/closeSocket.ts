@@ -10,7 +10,7 @@ export const kResetStream = Symbol('l4proxy.resetStream');
 export function closeSocket(socket: Socket, reset: boolean): void {
   if (socket.destroyed) return;
   // An HTTP/2 tunnel stream resets with RST_STREAM (src/transport/h2Connect.ts).
-  const resetStream = (socket as Partial<Record<symbol, () => void>>)[kResetStream];
+  const resetStream = (socket as unknown as Partial<Record<symbol, () => void>>)[kResetStream];
   if (reset && resetStream !== undefined) {
     resetStream();
     return;

@@ -18,7 +18,6 @@ const SESSION_WINDOW = 16 * 1024 * 1024;
 /** How long a session with no stream stays open for the next tunnel. */
 const IDLE_SESSION_MS = 30_000;
 
-
 /** An error that the relay reads as a reset of the upstream (`upstream_reset`). */
 function resetError(message: string): Error {
   return Object.assign(new Error(message), { code: 'ECONNRESET' });

@@ -48,12 +48,14 @@ export function openHttp1Tunnel(
   const socket =
     tunnel.tls === undefined
       ? net.connect({ host, port, allowHalfOpen: true, noDelay })
-      : tls.connect(halfOpen({
-          host,
-          port,
-          ALPNProtocols: ['http/1.1'],
-          ...proxyTlsOptions(host, tunnel.tls),
-        }));
+      : tls.connect(
+          halfOpen({
+            host,
+            port,
+            ALPNProtocols: ['http/1.1'],
+            ...proxyTlsOptions(host, tunnel.tls),
+          }),
+        );
   if (tunnel.tls !== undefined && noDelay) socket.setNoDelay(true);
   let answered = false;
   const request = http.request({
