@@ -125,3 +125,6 @@ export type {
 } from './diagnostics.js';
 // Reliability: running out of file descriptors.
 export { ResourceExhaustedError } from './errors.js';
+export { TunnelRefusedError } from './errors.js';
+export type { HttpTunnel, TunnelPeer, TunnelTlsOptions } from './transport/tunnelOptions.js';
+export type { TunnelStats } from './transport/TunnelStats.js';

@@ -1,6 +1,7 @@
 import type { TcpProxyStats, TcpUpstreamStats } from '../tcp/TcpProxyStats.js';
 import type { UdpProxyStats, UdpUpstreamStats } from '../udp/UdpProxyStats.js';
 import type { ProxyHealthStats, UpstreamHealthStats } from '../upstream/healthStats.js';
+import { tunnelFamilies } from './tunnelMetrics.js';
 
 /** Label names and values of one sample. */
 export type MetricLabels = Readonly<Record<string, string>>;
@@ -232,6 +233,7 @@ export function tcpFamilies(stats: TcpProxyStats, labels: MetricLabels = {}): Me
       labels,
     ),
     ...upstreamFamilies(prefix, TCP_UPSTREAM_HELP, stats.upstreams, labels),
+    ...(stats.tunnels === undefined ? [] : tunnelFamilies(prefix, stats.tunnels, labels)),
   ];
 }
 
