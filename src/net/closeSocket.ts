@@ -16,7 +16,13 @@ export function closeSocket(socket: Socket, reset: boolean): void {
     return;
   }
   const family = socket.remoteFamily;
-  if (reset && !socket.connecting && (family === 'IPv4' || family === 'IPv6')) {
+  // After end() libuv refuses the reset (EINVAL) and Node then never emits 'close': destroy.
+  if (
+    reset &&
+    !socket.connecting &&
+    !socket.writableEnded &&
+    (family === 'IPv4' || family === 'IPv6')
+  ) {
     try {
       socket.resetAndDestroy();
       return;

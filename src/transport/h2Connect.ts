@@ -9,7 +9,7 @@ import type { ResolvedTunnel } from './tunnelOptions.js';
 import type { TunnelCounters } from './TunnelStats.js';
 import { statusClass } from './TunnelStats.js';
 
-const { NGHTTP2_CANCEL, NGHTTP2_CONNECT_ERROR } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_CONNECT_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 
 /** Per-stream window: a bulk tunnel is not held to the 64 KiB default round trip by round trip. */
 const STREAM_WINDOW = 1024 * 1024;
@@ -108,6 +108,7 @@ export class H2SessionPool {
   ): void {
     const counters = this.counters;
     let answered = false;
+    let ready = false;
     (stream as unknown as Record<symbol, () => void>)[kResetStream] = () => {
       if (!stream.destroyed) stream.close(NGHTTP2_CONNECT_ERROR);
     };
@@ -115,6 +116,7 @@ export class H2SessionPool {
       answered = true;
       const status = Number(headers[':status']);
       if (status >= 200 && status < 300) {
+        ready = true;
         counters.opened++;
         stream.emit(TUNNEL_READY);
         return;
@@ -124,10 +126,12 @@ export class H2SessionPool {
       stream.close(NGHTTP2_CANCEL);
       stream.destroy(new TunnelRefusedError(proxy, target, status));
     });
-    // RST_STREAM with NO_ERROR or CANCEL closes a Node stream without an error: for a tunnel
-    // that has not finished both ways, it is still the far side's reset.
+    // RST_STREAM with NO_ERROR or CANCEL closes a Node stream without an error. After the
+    // proxy's END_STREAM, NO_ERROR only asks us to stop sending (RFC 9113 section 8.1): the
+    // target closed, and the FIN already went to the client. Otherwise it is the far side's reset.
     stream.once('aborted', () => {
-      if (answered) stream.destroy(resetError(`The proxy ${proxy} reset the tunnel stream.`));
+      if (!ready || (stream.rstCode === NGHTTP2_NO_ERROR && stream.readableEnded)) return;
+      stream.destroy(resetError(`The proxy ${proxy} reset the tunnel stream.`));
     });
     stream.once('close', () => {
       if (!answered) counters.failed++;
