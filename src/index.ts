@@ -128,3 +128,13 @@ export { ResourceExhaustedError } from './errors.js';
 export { TunnelRefusedError } from './errors.js';
 export type { HttpTunnel, TunnelPeer, TunnelTlsOptions } from './transport/tunnelOptions.js';
 export type { TunnelStats } from './transport/TunnelStats.js';
+export { TunnelServer } from './tunnel/TunnelServer.js';
+export type {
+  TunnelRequest,
+  TunnelServerEvents,
+  TunnelServerOptions,
+  TunnelServerStats,
+  TunnelSummary,
+  TunnelTarget,
+} from './tunnel/TunnelServer.js';
+export type { RelayEnd } from './tunnel/relayStreams.js';
