@@ -258,6 +258,7 @@ export function udpFamilies(stats: UdpProxyStats, labels: MetricLabels = {}): Me
       labels,
     ),
     ...upstreamFamilies(prefix, UDP_UPSTREAM_HELP, stats.upstreams, labels),
+    ...(stats.tunnels === undefined ? [] : tunnelFamilies(prefix, stats.tunnels, labels)),
   ];
 }
 

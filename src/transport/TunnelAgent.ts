@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { failedStream, H2SessionPool } from './h2Connect.js';
 import { openHttp1Tunnel } from './httpConnect.js';
@@ -35,6 +36,24 @@ export class TunnelAgent {
     this.h2 ??= new H2SessionPool(this.counters);
     // A Duplex, not a Socket: the relay only uses what both have (see docs/tunneling.md).
     return this.h2.open(state.host, state.port, resolved, target) as Socket;
+  }
+
+  /**
+   * Opens an RFC 9298 CONNECT-UDP stream through `state` (an HTTP/2 proxy) for `peer`'s session;
+   * it emits `TUNNEL_READY`, then carries capsules (see capsules.ts).
+   */
+  openUdp(state: UpstreamState, tunnel: HttpTunnel, peer: TunnelPeer): Duplex {
+    const resolved = resolveTunnel(tunnel);
+    this.counters.requests++;
+    let target: string;
+    try {
+      target = tunnelTarget(resolved, peer);
+    } catch (err) {
+      this.counters.failed++;
+      return failedStream(err);
+    }
+    this.h2 ??= new H2SessionPool(this.counters);
+    return this.h2.openUdp(state.host, state.port, resolved, target);
   }
 
   stats(): TunnelStats {

@@ -1,11 +1,18 @@
 import http2 from 'node:http2';
-import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
+import type {
+  ClientHttp2Session,
+  ClientHttp2Stream,
+  IncomingHttpHeaders,
+  OutgoingHttpHeaders,
+} from 'node:http2';
 import { PassThrough } from 'node:stream';
 import type { Duplex } from 'node:stream';
 import { TunnelRefusedError } from '../errors.js';
 import { kResetStream } from '../net/closeSocket.js';
 import { proxyTlsOptions, TUNNEL_READY } from './httpConnect.js';
 import type { ResolvedTunnel } from './tunnelOptions.js';
+import { parseAuthority } from './tunnelOptions.js';
+import { expandUdpPath } from './capsules.js';
 import type { TunnelCounters } from './TunnelStats.js';
 import { statusClass } from './TunnelStats.js';
 
@@ -82,13 +89,42 @@ export class H2SessionPool {
 
   /** Opens a CONNECT stream to `target` through the proxy at host:port (the relay owns it). */
   open(host: string, port: number, tunnel: ResolvedTunnel, target: string): Duplex {
+    return this.request(host, port, tunnel, target, {
+      ':method': 'CONNECT',
+      ':authority': target,
+      ...tunnel.headers,
+    });
+  }
+
+  /**
+   * Opens an RFC 9298 CONNECT-UDP stream (extended CONNECT, `:protocol` connect-udp, the
+   * capsule protocol) for `target` through the proxy at host:port.
+   */
+  openUdp(host: string, port: number, tunnel: ResolvedTunnel, target: string): Duplex {
+    const { host: targetHost, port: targetPort } = parseAuthority(target) ?? { host: '', port: 0 };
+    const hostPart = host.includes(':') ? `[${host}]` : host;
+    return this.request(host, port, tunnel, target, {
+      ':method': 'CONNECT',
+      ':protocol': 'connect-udp',
+      ':scheme': tunnel.tls === undefined ? 'http' : 'https',
+      ':authority': `${hostPart}:${String(port)}`,
+      ':path': expandUdpPath(tunnel.udpPath, targetHost, targetPort),
+      'capsule-protocol': '?1',
+      ...tunnel.headers,
+    });
+  }
+
+  private request(
+    host: string,
+    port: number,
+    tunnel: ResolvedTunnel,
+    target: string,
+    headers: OutgoingHttpHeaders,
+  ): Duplex {
     const pooled = this.sessionFor(host, port, tunnel);
     let stream: ClientHttp2Stream;
     try {
-      stream = pooled.session.request(
-        { ':method': 'CONNECT', ':authority': target, ...tunnel.headers },
-        { endStream: false },
-      );
+      stream = pooled.session.request(headers, { endStream: false });
     } catch (err) {
       // The session closed under us (GOAWAY, out of stream ids): a failed attempt, retried.
       pooled.retire();

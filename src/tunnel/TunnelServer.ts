@@ -13,7 +13,8 @@ import {
   optionalRecord,
   rejectUnknownKeys,
 } from '../internal/validate.js';
-import { parseAuthority } from '../transport/tunnelOptions.js';
+import { DEFAULT_UDP_PATH, parseAuthority, validateTunnel } from '../transport/tunnelOptions.js';
+import { matchUdpPath, relayUdp } from './udpRelay.js';
 import { statusClass } from '../transport/TunnelStats.js';
 import type { RelayEnd } from './relayStreams.js';
 import { relayStreams, resetSide } from './relayStreams.js';
@@ -23,6 +24,8 @@ import { PrefacedSocket } from './PrefacedSocket.js';
 export interface TunnelRequest {
   /** `'h1'` (HTTP/1.1 CONNECT) or `'h2'` (an HTTP/2 CONNECT stream). */
   readonly version: 'h1' | 'h2';
+  /** `'connect'` (a TCP tunnel) or `'connect-udp'` (RFC 9298, HTTP/2 only). */
+  readonly protocol: 'connect' | 'connect-udp';
   /** The requested `host:port`. */
   readonly authority: string;
   readonly host: string;
@@ -57,11 +60,16 @@ export interface TunnelServerOptions {
   readonly connectTimeout?: number;
   /** Idle timeout of a tunnel, ms (0: none). Default 3 600 000 (Envoy's tcp_proxy default). */
   readonly idleTimeout?: number;
+  /** Idle timeout of a CONNECT-UDP tunnel, ms (0: none). Default 60 000 (as UDP sessions). */
+  readonly udpIdleTimeout?: number;
+  /** RFC 9298 URI template of CONNECT-UDP requests. Default `/.well-known/masque/udp/{target_host}/{target_port}/`. */
+  readonly udpPath?: string;
 }
 
 /** Summary of a finished tunnel (`tunnelClose`). */
 export interface TunnelSummary {
   readonly version: 'h1' | 'h2';
+  readonly protocol: 'connect' | 'connect-udp';
   readonly authority: string;
   readonly clientAddress: string;
   /** The status answered (200 when the tunnel opened). */
@@ -96,11 +104,22 @@ interface Resolved {
   readonly route: NonNullable<TunnelServerOptions['route']> | undefined;
   readonly connectTimeout: number;
   readonly idleTimeout: number;
+  readonly udpIdleTimeout: number;
+  readonly udpPath: string;
+}
+
+/** Checks a CONNECT-UDP template as `tunnel.udpPath` is checked. */
+function udpTemplate(value: unknown): string {
+  return validateTunnel({ target: 'x:1', udpPath: value }, 'TunnelServer').udpPath;
 }
 
 function resolve(options: unknown): Resolved {
   const raw = optionalRecord(options, 'TunnelServer options');
-  rejectUnknownKeys(raw, ['authorize', 'route', 'connectTimeout', 'idleTimeout'], '');
+  rejectUnknownKeys(
+    raw,
+    ['authorize', 'route', 'connectTimeout', 'idleTimeout', 'udpIdleTimeout', 'udpPath'],
+    '',
+  );
   return {
     authorize: optionalFunction<NonNullable<TunnelServerOptions['authorize']>>(
       raw.authorize,
@@ -109,6 +128,8 @@ function resolve(options: unknown): Resolved {
     route: optionalFunction<NonNullable<TunnelServerOptions['route']>>(raw.route, 'route'),
     connectTimeout: duration(raw.connectTimeout, 'connectTimeout', 10_000, 1),
     idleTimeout: duration(raw.idleTimeout, 'idleTimeout', 3_600_000),
+    udpIdleTimeout: duration(raw.udpIdleTimeout, 'udpIdleTimeout', 60_000),
+    udpPath: raw.udpPath === undefined ? DEFAULT_UDP_PATH : udpTemplate(raw.udpPath),
   };
 }
 
@@ -126,7 +147,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   private readonly listener: Server;
   private readonly h1 = http.createServer();
   private readonly h2: Http2Server = http2.createServer({
-    settings: { initialWindowSize: 1024 * 1024 },
+    settings: { initialWindowSize: 1024 * 1024, enableConnectProtocol: true },
   });
   private readonly live = new Set<{ destroy(): void }>();
   private readonly sockets = new Set<Socket>();
@@ -265,11 +286,19 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     stream.on('error', () => {
       // The relay (or the refusal) handles the stream's end.
     });
-    if (headers[':method'] !== 'CONNECT' || headers[':protocol'] !== undefined) {
+    const protocol = headers[':protocol'];
+    if (
+      headers[':method'] !== 'CONNECT' ||
+      (protocol !== undefined && protocol !== 'connect-udp')
+    ) {
       this.answerH2(stream, headers[':method'] === 'CONNECT' ? 501 : 405);
       return;
     }
     const client = stream.session === undefined ? undefined : this.clients.get(stream.session);
+    if (protocol === 'connect-udp') {
+      this.udpStream(stream, headers, client);
+      return;
+    }
     const tunnel = this.request('h2', headers[':authority'] ?? '', headers, client);
     if (tunnel === undefined) {
       this.answerH2(stream, 400);
@@ -286,11 +315,69 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     });
   }
 
+  private udpStream(
+    stream: ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    client: Socket | undefined,
+  ): void {
+    const target = matchUdpPath(this.options.udpPath, headers[':path'] ?? '');
+    const authority =
+      target === undefined
+        ? ''
+        : `${target.host.includes(':') ? `[${target.host}]` : target.host}:${String(target.port)}`;
+    const tunnel = this.request('h2', authority, headers, client, 'connect-udp');
+    if (tunnel === undefined) {
+      this.answerH2(stream, 400);
+      return;
+    }
+    void this.decide(tunnel).then((decision) => {
+      if (stream.destroyed) return;
+      if (typeof decision === 'number') {
+        this.answerH2(stream, decision);
+        this.refused(tunnel, decision);
+        return;
+      }
+      const handle = { destroy: () => stream.close(http2.constants.NGHTTP2_CANCEL) };
+      relayUdp(
+        stream,
+        decision.host,
+        decision.port,
+        this.options.udpIdleTimeout,
+        (error) => {
+          if (error !== undefined) {
+            this.answerH2(stream, 502);
+            this.refused(tunnel, 502);
+            return;
+          }
+          stream.respond({ ':status': 200, 'capsule-protocol': '?1' });
+          this.counters.opened++;
+          this.live.add(handle);
+        },
+        (totals) => {
+          if (!this.live.delete(handle)) return;
+          this.counters.rx += totals.bytesToTarget;
+          this.counters.tx += totals.bytesFromTarget;
+          emitSafely(this, 'tunnelClose', {
+            version: 'h2',
+            protocol: 'connect-udp',
+            authority: tunnel.authority,
+            clientAddress: tunnel.clientAddress,
+            status: 200,
+            end: 'completed',
+            bytesToTarget: totals.bytesToTarget,
+            bytesFromTarget: totals.bytesFromTarget,
+          });
+        },
+      );
+    });
+  }
+
   private request(
     version: 'h1' | 'h2',
     authority: string,
     headers: IncomingHttpHeaders,
     socket: Socket | undefined,
+    protocol: 'connect' | 'connect-udp' = 'connect',
   ): TunnelRequest | undefined {
     this.counters.requests++;
     const parsed = parseAuthority(authority);
@@ -300,6 +387,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     }
     return {
       version,
+      protocol,
       authority,
       host: parsed.host,
       port: parsed.port,
@@ -378,6 +466,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       this.counters.tx += fromTarget;
       emitSafely(this, 'tunnelClose', {
         version: tunnel.version,
+        protocol: tunnel.protocol,
         authority: tunnel.authority,
         clientAddress: tunnel.clientAddress,
         status: 200,
@@ -391,6 +480,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   private refused(tunnel: TunnelRequest, status: number): void {
     emitSafely(this, 'tunnelClose', {
       version: tunnel.version,
+      protocol: tunnel.protocol,
       authority: tunnel.authority,
       clientAddress: tunnel.clientAddress,
       status,

@@ -1,6 +1,7 @@
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import dgram from 'node:dgram';
 import type { RemoteInfo, Socket } from 'node:dgram';
+import { TunnelAgent } from '../transport/TunnelAgent.js';
 import { lookup } from 'node:dns';
 import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -78,6 +79,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   private nextId = 1;
   private closing: Promise<void> | undefined;
   private socketsDrained: (() => void) | undefined;
+  /** CONNECT-UDP tunnels (src/transport/), created by the first tunnel upstream session. */
+  private tunnelAgent: TunnelAgent | undefined;
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
   constructor(options: UdpProxyOptions = {}) {
@@ -115,6 +118,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       upstreams: this.upstreamSet,
       selector,
       counters: this.counters,
+      tunnels: () => (this.tunnelAgent ??= new TunnelAgent()),
       drop: (reason, from, session, clientAddress, clientPort, size, error) => {
         this.drop(reason, from, session, clientAddress, clientPort, size, error);
       },
@@ -294,12 +298,13 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
 
   /** A snapshot of counters and gauges, named after Envoy's udp_proxy stats. */
   stats(): UdpProxyStats {
-    return snapshotUdpStats(
+    const stats = snapshotUdpStats(
       this.counters,
       this.live,
       this.upstreamSet.list(),
       this.manager.totals(),
     );
+    return this.tunnelAgent === undefined ? stats : { ...stats, tunnels: this.tunnelAgent.stats() };
   }
 
   /** `stats()` in the Prometheus text exposition format (`l4proxy_udp_*` metrics). */
@@ -333,6 +338,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       });
       this.socketsDrained = undefined;
     }
+    this.tunnelAgent?.close();
     this.access.perClient?.close();
     emitSafely(this, 'close');
   }
