@@ -10,6 +10,7 @@ import { formatHostPort, parseHostPort } from './address.js';
 import { isLogLevel } from './logger.js';
 import type { LogLevel } from './logger.js';
 import { buildSelector } from './selectorConfig.js';
+import { tunnelUpstreams } from './tunnelConfig.js';
 
 /**
  * A config error: names the source (file or command line), the JSON path and what was expected.
@@ -228,7 +229,7 @@ function construct(
   dns: DnsSource | undefined,
 ): TcpProxy | UdpProxy {
   const options: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(entry))
+  for (const [key, value] of Object.entries(tunnelUpstreams(entry)))
     if (!CLI_KEYS.includes(key)) options[key] = value;
   if (dns !== undefined) options.upstreamSource = dns;
   if (entry.selector !== undefined) options.selector = buildSelector(entry.selector);
