@@ -1,5 +1,7 @@
 import type { TunnelStats } from '../transport/TunnelStats.js';
+import type { TunnelServerStats } from '../tunnel/TunnelServer.js';
 import type { MetricFamily, MetricLabels } from './prometheus.js';
+import { renderFamilies } from './prometheus.js';
 
 const COUNTERS = [
   ['tunnel_requests_total', 'HTTP CONNECT (and CONNECT-UDP) requests sent to tunnel proxies.'],
@@ -45,4 +47,35 @@ export function tunnelFamilies(
     })),
   });
   return families;
+}
+
+/** A {@link TunnelServer}'s stats as Prometheus text (`l4proxy_tunnel_server_*`). */
+export function tunnelServerMetrics(stats: TunnelServerStats, labels: MetricLabels = {}): string {
+  const prefix = 'l4proxy_tunnel_server_';
+  const scalar = (
+    key: keyof TunnelServerStats,
+    type: 'counter' | 'gauge',
+    help: string,
+  ): MetricFamily => ({
+    name: prefix + key,
+    help,
+    type,
+    samples: [{ labels, value: stats[key] as number }],
+  });
+  return renderFamilies([
+    scalar('tunnel_requests_total', 'counter', 'CONNECT and CONNECT-UDP requests received.'),
+    scalar('tunnel_opened_total', 'counter', 'Tunnels opened (200).'),
+    scalar('tunnel_active', 'gauge', 'Tunnels open now.'),
+    scalar('tunnel_rx_bytes_total', 'counter', 'Bytes relayed from clients to targets.'),
+    scalar('tunnel_tx_bytes_total', 'counter', 'Bytes relayed from targets to clients.'),
+    {
+      name: `${prefix}tunnel_refused_total`,
+      help: 'Requests refused, by HTTP status class.',
+      type: 'counter',
+      samples: Object.entries(stats.tunnel_refused).map(([status, value]) => ({
+        labels: { ...labels, status },
+        value,
+      })),
+    },
+  ]);
 }

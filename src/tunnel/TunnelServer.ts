@@ -19,6 +19,7 @@ import { statusClass } from '../transport/TunnelStats.js';
 import type { RelayEnd } from './relayStreams.js';
 import { relayStreams, resetSide } from './relayStreams.js';
 import { PrefacedSocket } from './PrefacedSocket.js';
+import { tunnelServerMetrics } from '../metrics/tunnelMetrics.js';
 
 /** A CONNECT request as `authorize` and `route` see it. */
 export interface TunnelRequest {
@@ -220,6 +221,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       tunnel_rx_bytes_total: this.counters.rx,
       tunnel_tx_bytes_total: this.counters.tx,
     };
+  }
+
+  /** `stats()` in the Prometheus text format (`l4proxy_tunnel_server_*`). */
+  metrics(): string {
+    return tunnelServerMetrics(this.stats());
   }
 
   /** Stops accepting and ends every tunnel and client connection now. */

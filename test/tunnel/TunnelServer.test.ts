@@ -80,6 +80,7 @@ describe('TunnelServer: the terminating side of CONNECT', () => {
     assert.equal(stats.tunnel_opened_total, 1);
     assert.equal(stats.tunnel_refused['4xx'], 1);
     assert.equal(stats.tunnel_active, 0);
+    assert.match(server.metrics(), /l4proxy_tunnel_server_tunnel_refused_total\{status="4xx"\} 1/);
     await server.close();
     origin.close();
   });
