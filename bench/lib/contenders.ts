@@ -21,7 +21,12 @@ export const CONTENDER_NAMES = [
   'haproxy',
   'haproxy-splice',
   'nginx',
+  'tunnel-h1',
+  'tunnel-h2',
 ] as const;
+
+/** Contenders that run only when named in `--contenders` (the HTTP tunnels). */
+export const OPTIONAL_CONTENDERS: readonly ContenderName[] = ['tunnel-h1', 'tunnel-h2'];
 
 /** Name of a contender. */
 export type ContenderName = (typeof CONTENDER_NAMES)[number];
@@ -188,6 +193,21 @@ const nginx: Contender = {
   },
 };
 
+/** l4proxy at both ends of an HTTP/1.1 or HTTP/2 CONNECT tunnel (TCP only, opt-in). */
+function tunnel(name: ContenderName, protocol: 'http/1.1' | 'h2'): Contender {
+  return {
+    name,
+    description: `l4proxy \`TcpProxy\` -> ${protocol === 'h2' ? 'HTTP/2' : 'HTTP/1.1'} CONNECT -> l4proxy \`TunnelServer\`, both ends in one Node process`,
+    protocols: ['tcp'],
+    start: (setup) =>
+      forkNode(
+        'servers/l4proxyTunnel.js',
+        [protocol, String(setup.upstreamPort)],
+        setup.profileDir,
+      ),
+  };
+}
+
 /** Every contender, in report order. */
 export const CONTENDERS: readonly Contender[] = [
   {
@@ -234,4 +254,6 @@ export const CONTENDERS: readonly Contender[] = [
   haproxy('haproxy', false),
   haproxy('haproxy-splice', true),
   nginx,
+  tunnel('tunnel-h1', 'http/1.1'),
+  tunnel('tunnel-h2', 'h2'),
 ];

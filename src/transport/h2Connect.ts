@@ -1,4 +1,6 @@
 import http2 from 'node:http2';
+import net from 'node:net';
+import tls from 'node:tls';
 import type {
   ClientHttp2Session,
   ClientHttp2Stream,
@@ -234,9 +236,21 @@ export class H2SessionPool {
 function connectSession(host: string, port: number, tunnel: ResolvedTunnel): ClientHttp2Session {
   const hostPart = host.includes(':') ? `[${host}]` : host;
   const secure = tunnel.tls !== undefined;
+  const tlsOptions = tunnel.tls;
   const session = http2.connect(`${secure ? 'https' : 'http'}://${hostPart}:${String(port)}`, {
-    ...(secure && tunnel.tls !== undefined && proxyTlsOptions(host, tunnel.tls)),
     settings: { enablePush: false, initialWindowSize: STREAM_WINDOW },
+    // Nagle off: many small tunnel writes share the socket, and each waits for none.
+    createConnection: () => {
+      if (tlsOptions === undefined) return net.connect({ host, port, noDelay: true });
+      const socket = tls.connect({
+        host,
+        port,
+        ALPNProtocols: ['h2'],
+        ...proxyTlsOptions(host, tlsOptions),
+      });
+      socket.setNoDelay(true);
+      return socket;
+    },
   });
   session.once('connect', () => {
     try {

@@ -167,7 +167,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   constructor(options: TunnelServerOptions = {}) {
     super();
     this.options = resolve(options);
-    this.listener = net.createServer({ allowHalfOpen: true }, (socket) => {
+    this.listener = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
       this.accept(socket);
     });
     this.h1.on('connect', (request: IncomingMessage, socket: Socket, head: Buffer) => {
