@@ -5,7 +5,6 @@ import { UpstreamLink } from '../udp/UpstreamLink.js';
 import type { SessionHost } from '../udp/SessionHost.js';
 import { CapsuleParser, datagramCapsule } from './capsules.js';
 import { TUNNEL_READY } from './httpConnect.js';
-import type { TunnelAgent } from './TunnelAgent.js';
 import type { HttpTunnel, TunnelPeer } from './tunnelOptions.js';
 
 /** Bytes a session may have queued on its stream before datagrams are dropped (per session). */
@@ -18,7 +17,7 @@ const MAX_STREAM_BACKLOG = 256 * 1024;
  */
 export class ConnectUdpLink extends UpstreamLink {
   private readonly link: LinkOwner;
-  private readonly sessionHost: SessionHost & { tunnels(): TunnelAgent };
+  private readonly sessionHost: SessionHost;
   private readonly tunnel: HttpTunnel;
   private stream: Duplex | undefined;
   private accounted = false;
@@ -26,7 +25,7 @@ export class ConnectUdpLink extends UpstreamLink {
   constructor(owner: LinkOwner, state: UpstreamState, tunnel: HttpTunnel) {
     super(owner, state);
     this.link = owner;
-    this.sessionHost = owner.host as SessionHost & { tunnels(): TunnelAgent };
+    this.sessionHost = owner.host;
     this.tunnel = tunnel;
   }
 

@@ -9,6 +9,15 @@ import type { TunnelCounters, TunnelStats } from './TunnelStats.js';
 import { tunnelCounters } from './TunnelStats.js';
 
 /**
+ * The relay types its upstream as a `Socket`; a tunnel stream is a `Duplex`, and the relay uses
+ * only what both have (write, end, pause, resume, cork, destroy and their events).
+ */
+function asRelaySocket(stream: Duplex): Socket {
+  // eslint-disable-next-line @typescript-eslint/no-unsafe-class-instance-assignment -- see above
+  return stream as Socket;
+}
+
+/**
  * The tunnels of one proxy: their counters and the HTTP/2 sessions they share. Created on the
  * first tunnel, so a proxy without tunnel upstreams holds none.
  */
@@ -29,13 +38,13 @@ export class TunnelAgent {
       target = tunnelTarget(resolved, peer);
     } catch (err) {
       this.counters.failed++;
-      return failedStream(err) as Socket;
+      return asRelaySocket(failedStream(err));
     }
     if (resolved.protocol === 'http/1.1')
       return openHttp1Tunnel(state.host, state.port, resolved, target, this.counters, noDelay);
     this.h2 ??= new H2SessionPool(this.counters);
     // A Duplex, not a Socket: the relay only uses what both have (see docs/tunneling.md).
-    return this.h2.open(state.host, state.port, resolved, target) as Socket;
+    return asRelaySocket(this.h2.open(state.host, state.port, resolved, target));
   }
 
   /**

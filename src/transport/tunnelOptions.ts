@@ -139,7 +139,7 @@ function validateTls(value: unknown, name: string): TunnelTlsOptions | undefined
   const isPem = (item: unknown): boolean => typeof item === 'string' || Buffer.isBuffer(item);
   if (ca !== undefined && !isPem(ca) && !(Array.isArray(ca) && ca.every(isPem)))
     throw new InvalidOptionError(`${name}.ca`, 'PEM text, a Buffer or an array of them', ca);
-  return value as TunnelTlsOptions;
+  return value;
 }
 
 function validateUdpPath(value: unknown, name: string): string {

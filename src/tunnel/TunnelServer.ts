@@ -343,7 +343,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         this.refused(tunnel, decision);
         return;
       }
-      const handle = { destroy: () => stream.close(http2.constants.NGHTTP2_CANCEL) };
+      const handle = {
+        destroy: () => {
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+        },
+      };
       relayUdp(
         stream,
         decision.host,

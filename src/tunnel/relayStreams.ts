@@ -1,3 +1,4 @@
+import net from 'node:net';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import http2 from 'node:http2';
@@ -15,10 +16,9 @@ export function resetSide(side: Duplex): void {
     (side as ServerHttp2Stream).close(NGHTTP2_CONNECT_ERROR);
     return;
   }
-  const socket = side as Socket;
-  if (typeof socket.resetAndDestroy === 'function' && !socket.writableEnded && !socket.connecting) {
+  if (side instanceof net.Socket && !side.writableEnded && !side.connecting) {
     try {
-      socket.resetAndDestroy();
+      side.resetAndDestroy();
       return;
     } catch {
       // Not a TCP handle: a plain destroy.

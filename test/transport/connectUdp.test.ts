@@ -77,7 +77,7 @@ describe('UDP over HTTP/2 CONNECT-UDP, l4proxy at both ends', () => {
     assert.equal(stats.tunnels?.tunnel_opened_total, 2);
     assert.equal(stats.tunnels.h2_sessions_opened_total, 1);
     assert.equal(requests[0]?.protocol, 'connect-udp');
-    assert.equal(requests[0]?.authority, `127.0.0.1:${dns.port}`);
+    assert.equal(requests[0].authority, `127.0.0.1:${dns.port}`);
     assert.equal(server.stats().tunnel_opened_total, 2);
     await proxy.close();
     // Closing the sessions closes their requests: the server sees both tunnels end.
