@@ -99,6 +99,8 @@ export interface TunnelServerStats {
 }
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
+/** HTTP/2 connection receive window (the stream window is 1 MiB, in the SETTINGS). */
+const SESSION_WINDOW = 16 * 1024 * 1024;
 
 interface Resolved {
   readonly authorize: NonNullable<TunnelServerOptions['authorize']> | undefined;
@@ -184,6 +186,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     });
     this.h2.on('session', (session) => {
       if (this.accepting !== undefined) this.clients.set(session, this.accepting);
+      // The connection window is shared by every tunnel of the session: 64 KiB would hold a
+      // single bulk upload to one window per round trip.
+      try {
+        session.setLocalWindowSize(SESSION_WINDOW);
+      } catch {
+        // A session destroyed meanwhile.
+      }
     });
     this.h2.on('sessionError', () => {
       // The session's streams end with it; their relays reset the targets.
