@@ -125,6 +125,10 @@ export type {
 } from './diagnostics.js';
 // Reliability: running out of file descriptors.
 export { ResourceExhaustedError } from './errors.js';
+// ---- Every core: SO_REUSEPORT listeners and cluster workers (issue 16) ----
+export { runWorkers, workerCount } from './cluster/runWorkers.js';
+export type { RunWorkersOptions, WorkerContext, WorkerGroup } from './cluster/runWorkers.js';
+export { reusePortSupported } from './net/reusePort.js';
 export { TunnelRefusedError } from './errors.js';
 export type { HttpTunnel, TunnelPeer, TunnelTlsOptions } from './transport/tunnelOptions.js';
 export type { TunnelStats } from './transport/TunnelStats.js';

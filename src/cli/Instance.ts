@@ -3,6 +3,7 @@ import { closeAll, loadConfigFile } from './config.js';
 import { Listener } from './Listener.js';
 import type { ListenerStats, ProxyObserver } from './Listener.js';
 import type { Logger } from './logger.js';
+import { backlogFields } from './listenBacklog.js';
 
 /** What a reload did, for the log line. */
 export interface ReloadOutcome {
@@ -26,10 +27,11 @@ export class Instance {
     config: Config,
     private readonly ops: Logger,
     observe: ProxyObserver,
+    backlog?: number,
   ) {
     this.settingsKey = JSON.stringify(config.settings);
     for (const prepared of config.listeners) {
-      this.listeners.set(prepared.config.name, new Listener(prepared, observe));
+      this.listeners.set(prepared.config.name, new Listener(prepared, observe, backlog));
     }
   }
 
@@ -42,6 +44,7 @@ export class Instance {
           listener: listener.name,
           protocol: listener.protocol,
           address,
+          ...(listener.protocol === 'tcp' && backlogFields(listener.backlog)),
         });
       } catch (err) {
         await this.drain(0);
@@ -84,7 +87,7 @@ export class Instance {
         ...outcome,
         needsRestart: [
           ...outcome.needsRestart,
-          'settings (metrics, drainTimeout, logLevel, workers)',
+          'settings (metrics, drainTimeout, logLevel, workers, backlog)',
         ],
       };
     };

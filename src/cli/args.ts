@@ -3,6 +3,7 @@ import type { HostPort } from './address.js';
 import { parseHostPort } from './address.js';
 import { isLogLevel } from './logger.js';
 import type { LogLevel } from './logger.js';
+import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
 
 /** A command line that cannot be run; the CLI prints the message and the usage, exit code 2. */
 export class UsageError extends Error {
@@ -25,10 +26,13 @@ export interface CliArgs {
     | undefined;
   readonly logLevel: LogLevel | undefined;
   readonly drainTimeout: number | undefined;
-  readonly workers: number | undefined;
+  /** A count, or `'auto'`: one per core (`os.availableParallelism()`). */
+  readonly workers: number | 'auto' | undefined;
   readonly metrics: HostPort | undefined;
   /** Status output period in ms; 0 turns it off. */
   readonly statusInterval: number | undefined;
+  /** Accept queue length of TCP listeners that set none. */
+  readonly backlog: number | undefined;
 }
 
 /** Usage text of `l4proxy --help`. */
@@ -42,9 +46,11 @@ Options:
       --check                validate the configuration and exit (0 valid, 1 invalid)
       --log-level <level>    trace, debug, info (default), warn, error, fatal, silent
       --drain-timeout <d>    time connections get to finish on SIGTERM/SIGINT (default 30s)
-      --workers <n>          processes sharing the listeners through node:cluster (default 1)
+      --workers <n|auto>     processes serving the listeners, auto: one per core (default 1);
+                             SO_REUSEPORT on Node >= 22.12, node:cluster sharing before
       --metrics <host:port>  serve Prometheus metrics on http://host:port/metrics
       --status-interval <d>  status output period (default 1s on a terminal, 60s otherwise; 0: off)
+      --backlog <n>          TCP accept queue length (default maxConnections, else net.core.somaxconn)
   -h, --help                 this text
   -V, --version              the version
 
@@ -108,6 +114,7 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
         workers: { type: 'string' },
         metrics: { type: 'string' },
         'status-interval': { type: 'string' },
+        backlog: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
       },
@@ -136,9 +143,12 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
   const workers = values.workers;
   if (
     workers !== undefined &&
+    workers !== 'auto' &&
     (!/^\d+$/.test(workers) || Number(workers) < 1 || Number(workers) > 1024)
   ) {
-    throw new UsageError(`--workers: expected an integer from 1 to 1024, received "${workers}"`);
+    throw new UsageError(
+      `--workers: expected an integer from 1 to 1024 or "auto", received "${workers}"`,
+    );
   }
   let metrics: HostPort | undefined;
   if (values.metrics !== undefined) {
@@ -146,6 +156,10 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
     if (!result.ok)
       throw new UsageError(`--metrics: expected ${result.expected}, received "${values.metrics}"`);
     metrics = result.value;
+  }
+  const backlog = values.backlog;
+  if (backlog !== undefined && (!/^\d+$/.test(backlog) || !isBacklog(Number(backlog)))) {
+    throw new UsageError(`--backlog: expected ${BACKLOG_EXPECTED}, received "${backlog}"`);
   }
   const drain = values['drain-timeout'];
   const status = values['status-interval'];
@@ -157,8 +171,9 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
     quick,
     logLevel: level,
     drainTimeout: drain === undefined ? undefined : parseDuration(drain, '--drain-timeout'),
-    workers: workers === undefined ? undefined : Number(workers),
+    workers: workers === undefined ? undefined : workers === 'auto' ? 'auto' : Number(workers),
     metrics,
     statusInterval: status === undefined ? undefined : parseDuration(status, '--status-interval'),
+    backlog: backlog === undefined ? undefined : Number(backlog),
   };
 }

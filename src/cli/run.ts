@@ -38,9 +38,14 @@ export async function runInstance(config: Config, settings: EffectiveSettings): 
     worker === undefined ? {} : { worker: Number(worker) },
     collect,
   );
-  const running = new Instance(config, ops, (listener, proxy) => {
-    observeProxy(access, ops, listener, proxy);
-  });
+  const running = new Instance(
+    config,
+    ops,
+    (listener, proxy) => {
+      observeProxy(access, ops, listener, proxy);
+    },
+    settings.backlog,
+  );
   ref.instance = running;
   try {
     await running.start();

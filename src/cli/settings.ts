@@ -2,6 +2,7 @@ import type { HostPort } from './address.js';
 import type { CliArgs } from './args.js';
 import type { Config } from './config.js';
 import type { LogLevel } from './logger.js';
+import { workerCount } from '../cluster/runWorkers.js';
 
 /** Settings in force: command-line flags over the config file over defaults. */
 export interface EffectiveSettings {
@@ -13,6 +14,8 @@ export interface EffectiveSettings {
   readonly metrics: HostPort | undefined;
   /** Status period in ms, 0 for none; undefined: 1 s on a terminal, 60 s otherwise. */
   readonly statusInterval: number | undefined;
+  /** Accept queue length of TCP listeners that set none; undefined: the library's default. */
+  readonly backlog: number | undefined;
 }
 
 /** Merges flags, file settings and defaults. */
@@ -22,8 +25,9 @@ export function effectiveSettings(args: CliArgs, config: Config): EffectiveSetti
     file: args.config,
     logLevel: args.logLevel ?? file.logLevel ?? 'info',
     drainTimeout: args.drainTimeout ?? file.drainTimeout ?? 30_000,
-    workers: args.workers ?? file.workers ?? 1,
+    workers: workerCount(args.workers ?? file.workers ?? 1),
     metrics: args.metrics ?? file.metrics,
     statusInterval: args.statusInterval,
+    backlog: args.backlog ?? file.backlog,
   };
 }
