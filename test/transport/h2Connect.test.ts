@@ -188,10 +188,15 @@ describe('TCP over HTTP/2 CONNECT through nghttpx', { skip: missing }, () => {
     await proxy.close();
   });
 
-  test('the HTTP/2 proxy dies mid-stream: clients are reset, later connections fail over', async () => {
+  test('the HTTP/2 proxy dies mid-stream: clients are reset, later connections fail over', async (t) => {
     const doomed = await startNghttpx(squid.port);
     const { proxy, port, closes } = await startProxy({
       upstreams: [{ ...viaH2(echo.port), port: doomed.port }],
+    });
+    // Even when an assertion fails, nothing may keep the test file alive.
+    t.after(async () => {
+      await doomed.stop();
+      await proxy.close({ drainTimeout: 0 });
     });
     const client = await connect(port);
     assert.equal(await echoed(client, 'before'), 'before');
