@@ -7,7 +7,7 @@ import { UdpProxy } from '../udp/UdpProxy.js';
 import type { UdpProxyStats } from '../udp/UdpProxyStats.js';
 import { formatHostPort } from './address.js';
 import type { ListenerConfig, PreparedListener } from './config.js';
-import { optionsKey } from './config.js';
+import { optionsKey, upstreamsKey } from './config.js';
 import { sumStats } from './sumStats.js';
 import { listenerBacklog } from './listenBacklog.js';
 import { reusePortSupported } from '../net/reusePort.js';
@@ -141,7 +141,7 @@ export class Listener {
   reload(next: PreparedListener): ListenerReload {
     const before = this.config.raw;
     const after = next.config.raw;
-    const upstreamsChanged = JSON.stringify(before.upstreams) !== JSON.stringify(after.upstreams);
+    const upstreamsChanged = upstreamsKey(before) !== upstreamsKey(after);
     const optionsChanged = optionsKey(before) !== optionsKey(after);
     this.config = next.config;
     if (optionsChanged && this.current instanceof TcpProxy && next.proxy instanceof TcpProxy) {

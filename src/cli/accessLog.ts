@@ -1,7 +1,7 @@
 import type { TcpProxy } from '../tcp/TcpProxy.js';
 import type { UdpProxy } from '../udp/UdpProxy.js';
 import type { ListenerConfig } from './config.js';
-import type { Logger } from './logger.js';
+import type { Logger } from './jsonLogger.js';
 import { summaryMembers } from './accessLine.js';
 
 /**

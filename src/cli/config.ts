@@ -7,8 +7,8 @@ import { TcpProxy } from '../tcp/TcpProxy.js';
 import { UdpProxy } from '../udp/UdpProxy.js';
 import type { HostPort } from './address.js';
 import { formatHostPort, parseHostPort } from './address.js';
-import { isLogLevel } from './logger.js';
-import type { LogLevel } from './logger.js';
+import { isLogLevel } from './jsonLogger.js';
+import type { LogLevel } from './jsonLogger.js';
 import { buildSelector } from './selectorConfig.js';
 import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
 import { tunnelUpstreams } from './tunnelConfig.js';
@@ -306,6 +306,14 @@ export function optionsKey(raw: Readonly<Record<string, unknown>>): string {
   delete rest.upstreams;
   delete rest.name;
   return canonical(rest);
+}
+
+/** A listener's upstreams in a canonical form: the same set in another order gives the same key. */
+export function upstreamsKey(raw: Readonly<Record<string, unknown>>): string {
+  const upstreams = raw.upstreams;
+  return Array.isArray(upstreams)
+    ? upstreams.map(canonical).sort().join('\n')
+    : canonical(upstreams);
 }
 
 function canonical(value: unknown): string {

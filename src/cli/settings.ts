@@ -1,7 +1,7 @@
 import type { HostPort } from './address.js';
 import type { CliArgs } from './args.js';
 import type { Config } from './config.js';
-import type { LogLevel } from './logger.js';
+import type { LogLevel } from './jsonLogger.js';
 import { workerCount } from '../cluster/runWorkers.js';
 
 /** Settings in force: command-line flags over the config file over defaults. */
