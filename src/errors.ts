@@ -27,6 +27,7 @@ export const ErrorCode = {
   ADMISSION: 'ERR_L4_ADMISSION',
   FILTER: 'ERR_L4_FILTER',
   QUIC_INITIAL: 'ERR_L4_QUIC_INITIAL',
+  TUNNEL_REFUSED: 'ERR_L4_TUNNEL_REFUSED',
 } as const;
 
 /** Union of every stable error code string. */
@@ -120,6 +121,26 @@ export class ConnectFailedError extends L4Error {
       `Connecting to upstream ${address} failed: ${cause instanceof Error ? cause.message : String(cause)}.`,
       { cause },
     );
+  }
+}
+
+/**
+ * The HTTP proxy of a tunnel upstream answered CONNECT (or CONNECT-UDP) with a status other than
+ * 2xx; `status` holds it. Counted as a failed connect attempt, and retried like one.
+ */
+export class TunnelRefusedError extends L4Error {
+  /** The HTTP status the proxy answered (e.g. 407, 403, 502). */
+  readonly status: number;
+
+  constructor(proxy: string, target: string, status: number) {
+    super(
+      ErrorCode.TUNNEL_REFUSED,
+      `The HTTP proxy ${proxy} refused to tunnel to ${target} with status ${status}; ` +
+        (status === 407
+          ? "set 'tunnel.headers' with valid Proxy-Authorization."
+          : 'check the proxy access rules and that the target is reachable from it.'),
+    );
+    this.status = status;
   }
 }
 

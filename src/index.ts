@@ -201,3 +201,16 @@ export type {
   UdpSessionFilter,
   UdpSessionFilterFactory,
 } from './filter/sessionFilter.js';
+export { TunnelRefusedError } from './errors.js';
+export type { HttpTunnel, TunnelPeer, TunnelTlsOptions } from './transport/tunnelOptions.js';
+export type { TunnelStats } from './transport/TunnelStats.js';
+export { TunnelServer } from './tunnel/TunnelServer.js';
+export type {
+  TunnelRequest,
+  TunnelServerEvents,
+  TunnelServerOptions,
+  TunnelServerStats,
+  TunnelSummary,
+  TunnelTarget,
+} from './tunnel/TunnelServer.js';
+export type { RelayEnd } from './tunnel/relayStreams.js';

@@ -25,10 +25,17 @@ export const CONTENDER_NAMES = [
   'nginx',
   'l4proxy-filter',
   'l4proxy-preread',
+  'tunnel-h1',
+  'tunnel-h2',
 ] as const;
 
 /** Contenders run only when named with --contenders (the cost of optional l4proxy features). */
-export const OPTIONAL_CONTENDERS: readonly ContenderName[] = ['l4proxy-filter', 'l4proxy-preread'];
+export const OPTIONAL_CONTENDERS: readonly ContenderName[] = [
+  'l4proxy-filter',
+  'l4proxy-preread',
+  'tunnel-h1',
+  'tunnel-h2',
+];
 
 /** Name of a contender. */
 export type ContenderName = (typeof CONTENDER_NAMES)[number];
@@ -195,6 +202,21 @@ const nginx: Contender = {
   },
 };
 
+/** l4proxy at both ends of an HTTP/1.1 or HTTP/2 CONNECT tunnel (TCP only, opt-in). */
+function tunnel(name: ContenderName, protocol: 'http/1.1' | 'h2'): Contender {
+  return {
+    name,
+    description: `l4proxy \`TcpProxy\` -> ${protocol === 'h2' ? 'HTTP/2' : 'HTTP/1.1'} CONNECT -> l4proxy \`TunnelServer\`, both ends in one Node process`,
+    protocols: ['tcp'],
+    start: (setup) =>
+      forkNode(
+        'servers/l4proxyTunnel.js',
+        [protocol, String(setup.upstreamPort)],
+        setup.profileDir,
+      ),
+  };
+}
+
 /** Every contender, in report order. */
 export const CONTENDERS: readonly Contender[] = [
   {
@@ -272,4 +294,6 @@ export const CONTENDERS: readonly Contender[] = [
         setup.profileDir,
       ),
   },
+  tunnel('tunnel-h1', 'http/1.1'),
+  tunnel('tunnel-h2', 'h2'),
 ];

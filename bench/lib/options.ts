@@ -21,7 +21,7 @@ export interface BenchOptions {
 /** The usage text. */
 export const USAGE = `usage: npm run bench -- [options]
   --scenarios a,b     scenario ids or prefixes (default all): ${SCENARIOS.map((s) => s.id).join(', ')}
-  --contenders a,b    default all: ${CONTENDER_NAMES.join(', ')}
+  --contenders a,b    default all but the opt-in ${OPTIONAL_CONTENDERS.join(', ')}: ${CONTENDER_NAMES.join(', ')}
   --reps N            repetitions (default 3; 1 with --quick)
   --duration S        measured seconds per run (default 3; 1 with --quick)
   --idle-connections N  connections for tcp-idle-rss (default 5000; 500 with --quick)
@@ -31,8 +31,13 @@ export const USAGE = `usage: npm run bench -- [options]
   --no-install        never apt-get install missing programs
   --out DIR           where results go (default bench/results)`;
 
-function list<T extends string>(text: string | undefined, all: readonly T[], what: string): T[] {
-  if (text === undefined) return [...all];
+function list<T extends string>(
+  text: string | undefined,
+  all: readonly T[],
+  what: string,
+  optional: readonly T[] = [],
+): T[] {
+  if (text === undefined) return all.filter((name) => !optional.includes(name));
   const picked = text.split(',').flatMap((word) => {
     const matches = all.filter((name) => name === word || name.startsWith(word));
     if (matches.length === 0) throw new Error(`unknown ${what} "${word}"\n${USAGE}`);
@@ -74,10 +79,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
   );
   return {
     scenarios: SCENARIOS.filter((s) => ids.includes(s.id)),
-    contenders:
-      values.contenders === undefined
-        ? CONTENDER_NAMES.filter((name) => !OPTIONAL_CONTENDERS.includes(name))
-        : list(values.contenders, CONTENDER_NAMES, 'contender'),
+    contenders: list(values.contenders, CONTENDER_NAMES, 'contender', OPTIONAL_CONTENDERS),
     reps: Math.round(positive(values.reps, values.quick ? 1 : 3, 'reps')),
     duration: positive(values.duration, values.quick ? 1 : 3, 'duration'),
     idleConnections: Math.round(

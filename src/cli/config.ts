@@ -16,6 +16,7 @@ import { programmableOptions } from './routeConfig.js';
 import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
 import { TlsFileError, readTlsFiles } from './tlsConfig.js';
 import type { TlsFiles } from './tlsConfig.js';
+import { tunnelUpstreams } from './tunnelConfig.js';
 
 /**
  * A config error: names the source (file or command line), the JSON path and what was expected.
@@ -285,7 +286,7 @@ function construct(
   dns: DnsSource | undefined,
 ): TcpProxy | UdpProxy {
   const options: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(entry))
+  for (const [key, value] of Object.entries(tunnelUpstreams(entry)))
     if (!CLI_KEYS.includes(key)) options[key] = value;
   if (dns !== undefined) options.upstreamSource = dns;
   if (entry.selector !== undefined) options.selector = buildSelector(entry.selector);

@@ -3,6 +3,7 @@ import type { UdpProxyStats, UdpUpstreamStats } from '../udp/UdpProxyStats.js';
 import type { TlsStats } from '../tls/tlsStats.js';
 import type { UdpQuicStats } from '../quic/QuicStats.js';
 import type { ProxyHealthStats, UpstreamHealthStats } from '../upstream/healthStats.js';
+import { tunnelFamilies } from './tunnelMetrics.js';
 
 /** Label names and values of one sample. */
 export type MetricLabels = Readonly<Record<string, string>>;
@@ -284,6 +285,7 @@ export function tcpFamilies(stats: TcpProxyStats, labels: MetricLabels = {}): Me
       })),
     },
     ...upstreamFamilies(prefix, TCP_UPSTREAM_HELP, stats.upstreams, labels),
+    ...(stats.tunnels === undefined ? [] : tunnelFamilies(prefix, stats.tunnels, labels)),
   ];
 }
 
@@ -309,6 +311,7 @@ export function udpFamilies(stats: UdpProxyStats, labels: MetricLabels = {}): Me
     ),
     ...upstreamFamilies(prefix, UDP_UPSTREAM_HELP, stats.upstreams, labels),
     ...(stats.quic === undefined ? [] : scalarFamilies(prefix, UDP_QUIC_HELP, stats.quic, labels)),
+    ...(stats.tunnels === undefined ? [] : tunnelFamilies(prefix, stats.tunnels, labels)),
   ];
 }
 

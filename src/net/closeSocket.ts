@@ -1,13 +1,28 @@
 import type { Socket } from 'node:net';
 
+/** Marks a stream's own reset (an HTTP/2 tunnel stream: RST_STREAM CONNECT_ERROR). */
+export const kResetStream = Symbol('l4proxy.resetStream');
+
 /**
  * Ends a socket: with `reset`, a connected TCP socket is reset (RST), so the peer can tell
  * failure from success; anything else (a pipe, a socket still connecting) is destroyed.
  */
 export function closeSocket(socket: Socket, reset: boolean): void {
   if (socket.destroyed) return;
+  // An HTTP/2 tunnel stream resets with RST_STREAM (src/transport/h2Connect.ts).
+  const resetStream = (socket as unknown as Partial<Record<symbol, () => void>>)[kResetStream];
+  if (reset && resetStream !== undefined) {
+    resetStream();
+    return;
+  }
   const family = socket.remoteFamily;
-  if (reset && !socket.connecting && (family === 'IPv4' || family === 'IPv6')) {
+  // After end() libuv refuses the reset (EINVAL) and Node then never emits 'close': destroy.
+  if (
+    reset &&
+    !socket.connecting &&
+    !socket.writableEnded &&
+    (family === 'IPv4' || family === 'IPv6')
+  ) {
     try {
       socket.resetAndDestroy();
       return;

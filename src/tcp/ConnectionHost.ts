@@ -1,6 +1,7 @@
 import type { L4Error } from '../errors.js';
 import type { DataFilterFactory } from '../filter/dataFilter.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
+import type { TunnelAgent } from '../transport/TunnelAgent.js';
 import type { UpstreamSet } from '../upstream/UpstreamSet.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import type { TcpConnectionSummary } from './events.js';
@@ -60,6 +61,8 @@ export interface ConnectionHost {
   readonly filters: readonly DataFilterFactory[] | undefined;
   /** Errors data filters threw from `onClose` (reported, nothing else to do). */
   filtersClosed(errors: readonly unknown[]): void;
+  /** The proxy's HTTP tunnels (created on first use, by tunnel upstreams only). */
+  tunnels(): TunnelAgent;
   upstreamFailed(state: UpstreamState): void;
   upstreamSucceeded(state: UpstreamState): void;
   /** Creating the upstream socket failed for lack of file descriptors (EMFILE/ENFILE). */

@@ -10,7 +10,9 @@ import {
   ProxyClosedError,
   ResourceExhaustedError,
   TlsHandshakeError,
+  TunnelRefusedError,
 } from '../errors.js';
+import { TUNNEL_READY } from '../transport/httpConnect.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import {
@@ -36,7 +38,8 @@ import { FilterChain } from '../filter/FilterChain.js';
 import type { FilterOutput } from '../filter/FilterChain.js';
 import type { DataFilterFactory } from '../filter/dataFilter.js';
 
-const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+// ERR_HTTP2_STREAM_ERROR: an HTTP/2 tunnel stream was reset (RST_STREAM), the tunnel's reset.
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_HTTP2_STREAM_ERROR']);
 const EMPTY: readonly UpstreamState[] = [];
 
 function scratchCounters(): UpstreamCounters {
@@ -402,7 +405,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     let tls: ResolvedUpstreamTls | undefined;
     try {
       state = this.host.upstreams.resolve(choice);
-      tls = this.host.upstreamTls.settingsFor(state.upstream);
+      // A tunnel upstream has its own `tunnel.tls` (to the HTTP proxy); TLS inside it is not wired.
+      tls =
+        state.upstream.tunnel === undefined
+          ? this.host.upstreamTls.settingsFor(state.upstream)
+          : undefined;
     } catch (err) {
       this.selectorFailed(err);
       return;
@@ -444,7 +451,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
         ? upstreamTlsCloseReason(error)
         : timedOut
           ? CloseReason.CONNECT_TIMEOUT
-          : CloseReason.CONNECT_FAILED,
+          : error instanceof TunnelRefusedError
+            ? CloseReason.TUNNEL_REFUSED
+            : CloseReason.CONNECT_FAILED,
       error,
       true,
     );
@@ -460,28 +469,32 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.host.stats.upstreamTotal++;
     this.openSockets++;
     const options = this.host.options;
+    // An HTTP CONNECT tunnel upstream (src/transport/): its socket or stream is ready on TUNNEL_READY.
+    const tunnel = state.upstream.tunnel;
     const socket = own(
-      net.connect({
-        host: state.host,
-        port: state.port,
-        allowHalfOpen: true,
-        noDelay: options.noDelay,
-        ...options.upstreamSocket,
-        // A TLS upstream reads through its TLS socket (the stream path), never the shared buffer.
-        ...(options.relay === 'onread' &&
-          tls === undefined && {
-            onread: {
-              buffer: sharedReadBuffer(),
-              callback: this.filters === undefined ? onUpstreamRead : onUpstreamReadFiltered,
-            },
+      tunnel !== undefined
+        ? this.host.tunnels().open(state, tunnel, this, options.noDelay)
+        : net.connect({
+            host: state.host,
+            port: state.port,
+            allowHalfOpen: true,
+            noDelay: options.noDelay,
+            ...options.upstreamSocket,
+            // A TLS upstream reads through its TLS socket (the stream path), never the shared buffer.
+            ...(options.relay === 'onread' &&
+              tls === undefined && {
+                onread: {
+                  buffer: sharedReadBuffer(),
+                  callback: this.filters === undefined ? onUpstreamRead : onUpstreamReadFiltered,
+                },
+              }),
           }),
-      }),
       this,
     );
     this.upstreamSocket = socket;
     socket.on('error', onUpstreamError);
     socket.on('close', onUpstreamClose);
-    socket.once('connect', onUpstreamConnect);
+    socket.once(tunnel === undefined ? 'connect' : TUNNEL_READY, onUpstreamConnect);
     this.connectTimer = setTimeout(onConnectTimeout, options.connectTimeout, this);
     this.connectTimer.unref();
   }
@@ -583,7 +596,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.error = undefined;
     this.host.upstreamSucceeded(state);
     if (tls !== undefined) this.host.upstreamTls.secured(socket);
-    if (this.host.options.relay !== 'onread' || tls !== undefined)
+    if (
+      this.host.options.relay !== 'onread' ||
+      tls !== undefined ||
+      state.upstream.tunnel !== undefined
+    )
       socket.on('data', this.filters === undefined ? onUpstreamData : onUpstreamDataFiltered);
     socket.on('end', onUpstreamEnd);
     if (
@@ -880,7 +897,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (!this.connected) {
       state.counters.connectFailures++;
       this.host.stats.connectFailures++;
-      this.attemptFailed(state, new ConnectFailedError(state.address, err));
+      const refused = err instanceof TunnelRefusedError;
+      this.attemptFailed(state, refused ? err : new ConnectFailedError(state.address, err));
       return;
     }
     if (this.reason !== undefined) return;

@@ -32,6 +32,7 @@ import type {
   TcpRejection,
 } from './events.js';
 import { TcpConnection } from './TcpConnection.js';
+import { TunnelAgent } from '../transport/TunnelAgent.js';
 import { ExhaustionBackoff, isDescriptorExhaustion } from './ExhaustionBackoff.js';
 import { ClientPreface, socketIdentity } from './ClientPreface.js';
 import type { ClientIdentity } from './ClientPreface.js';
@@ -161,6 +162,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private queueDrainScheduled = false;
   /** Set when `bandwidth` limits are: connections are then `RateLimitedConnection`s. */
   private readonly bandwidth: SharedBandwidth | undefined;
+  /** HTTP tunnels (src/transport/), created by the first tunnel upstream connection. */
+  private tunnelAgent: TunnelAgent | undefined;
   private closing: Promise<void> | undefined;
   private drained: (() => void) | undefined;
 
@@ -250,6 +253,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       selector,
       stats: this.counters,
       upstreamTls: this.upstreamTls,
+      tunnels: () => (this.tunnelAgent ??= new TunnelAgent()),
       preamble: send === undefined ? undefined : (connection) => proxyHeaderFor(connection, send),
       filters: this.filterFactories,
       filtersClosed: (errors) => {
@@ -456,7 +460,11 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   }
 
   /** Opens the connection, or queues the client when every upstream is at its cap. */
-  private queueOrOpen(socket: Socket, identity: ClientIdentity, preface: Buffer[] | undefined): void {
+  private queueOrOpen(
+    socket: Socket,
+    identity: ClientIdentity,
+    preface: Buffer[] | undefined,
+  ): void {
     // Every upstream at its cap, or clients already waiting (first come, first served): wait.
     if (this.upstreamSet.hasCaps && (this.queue.length > 0 || this.upstreamSet.allFull())) {
       this.enqueue(socket, identity, preface);
@@ -651,7 +659,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   /** A snapshot of counters and gauges, named after Envoy's tcp_proxy and cluster stats. */
   stats(): TcpProxyStats {
     this.counters.queueActive = this.queue.length;
-    return snapshotTcpStats(
+    const stats = snapshotTcpStats(
       this.counters,
       this.closed,
       this.live,
@@ -660,6 +668,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.manager.totals(),
       this.tlsStats,
     );
+    return this.tunnelAgent === undefined ? stats : { ...stats, tunnels: this.tunnelAgent.stats() };
   }
 
   /**
@@ -714,6 +723,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     for (const client of this.queue.clear()) this.refuseQueued(client, RejectReason.PROXY_CLOSING);
     for (const check of [...this.admissions]) check.cancel(RejectReason.PROXY_CLOSING);
     await this.drain(drainTimeout);
+    this.tunnelAgent?.close();
     for (const timer of this.upstreamDrains) clearTimeout(timer);
     this.upstreamDrains.clear();
     await Promise.all(serversClosed);

@@ -6,6 +6,7 @@ import { CloseReason, RejectReason } from './closeReasons.js';
 import type { TcpCounters } from './ConnectionHost.js';
 import type { TcpConnection } from './TcpConnection.js';
 import type { TlsStats } from '../tls/tlsStats.js';
+import type { TunnelStats } from '../transport/TunnelStats.js';
 
 /** Counters and gauges of one upstream in {@link TcpProxyStats}. */
 export interface TcpUpstreamStats extends UpstreamHealthStats {
@@ -78,6 +79,8 @@ export interface TcpProxyStats extends ProxyHealthStats, Readonly<TlsStats> {
   readonly close_reasons: Readonly<Record<CloseReason, number>>;
   /** Per configured upstream, keyed by upstream id. */
   readonly upstreams: Readonly<Record<string, TcpUpstreamStats>>;
+  /** HTTP tunnels (docs/tunneling.md); present once a tunnel upstream was used. */
+  readonly tunnels?: TunnelStats;
 }
 
 /** Totals carried over from connections that already closed. */

@@ -19,6 +19,11 @@ export const CloseReason = {
   CONNECT_FAILED: 'connect_failed',
   /** Every connect attempt failed and the last one timed out (`connectTimeout`). */
   CONNECT_TIMEOUT: 'connect_timeout',
+  /**
+   * Every connect attempt failed and the last one was an HTTP tunnel proxy answering CONNECT with
+   * a status other than 2xx (`TunnelRefusedError`, its `status` in the error).
+   */
+  TUNNEL_REFUSED: 'tunnel_refused',
   /** There was no upstream to try (empty or all-unhealthy set, or the selector returned nothing). */
   NO_UPSTREAM: 'no_upstream',
   /** The selector threw, rejected or returned something that is not an upstream. */

@@ -1,4 +1,5 @@
 import type { UpstreamSelector } from '../select/SelectionContext.js';
+import type { TunnelAgent } from '../transport/TunnelAgent.js';
 import type { UpstreamSet } from '../upstream/UpstreamSet.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import type { DropReason } from './closeReasons.js';
@@ -26,6 +27,8 @@ export interface SessionHost {
     size: number,
     error?: Error,
   ): void;
+  /** The proxy's CONNECT-UDP tunnels (created on first use, by tunnel upstreams only). */
+  tunnels(): TunnelAgent;
   emitUpstreamError(session: UdpSession, state: UpstreamState, error: Error): void;
   /** An upstream proved unreachable (ICMP error): passive ejection counts it. */
   upstreamFailed(state: UpstreamState): void;

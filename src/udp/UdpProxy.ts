@@ -1,6 +1,7 @@
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import dgram from 'node:dgram';
 import type { RemoteInfo, Socket } from 'node:dgram';
+import { TunnelAgent } from '../transport/TunnelAgent.js';
 import { lookup } from 'node:dns';
 import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -91,6 +92,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   private nextId = 1;
   private closing: Promise<void> | undefined;
   private socketsDrained: (() => void) | undefined;
+  /** CONNECT-UDP tunnels (src/transport/), created by the first tunnel upstream session. */
+  private tunnelAgent: TunnelAgent | undefined;
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
   constructor(options: UdpProxyOptions = {}) {
@@ -131,6 +134,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       selector,
       counters: this.counters,
       quic: this.options.quic && new QuicRouter(this.options.quic, this.upstreamSet),
+      tunnels: () => (this.tunnelAgent ??= new TunnelAgent()),
       drop: (reason, from, session, clientAddress, clientPort, size, error) => {
         this.drop(reason, from, session, clientAddress, clientPort, size, error);
       },
@@ -330,7 +334,11 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       this.manager.totals(),
       this.kernelDrops(),
     );
-    return this.host.quic === undefined ? stats : { ...stats, quic: this.host.quic.stats() };
+    const withQuic =
+      this.host.quic === undefined ? stats : { ...stats, quic: this.host.quic.stats() };
+    return this.tunnelAgent === undefined
+      ? withQuic
+      : { ...withQuic, tunnels: this.tunnelAgent.stats() };
   }
 
   /** Datagrams the kernel dropped on the bound sockets (receive buffer full); 0 off Linux. */
@@ -374,6 +382,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       });
       this.socketsDrained = undefined;
     }
+    this.tunnelAgent?.close();
     this.access.perClient?.close();
     emitSafely(this, 'close');
   }

@@ -1,3 +1,4 @@
+import type { TunnelStats } from '../transport/TunnelStats.js';
 import { proxyHealthStats, upstreamHealthStats } from '../upstream/healthStats.js';
 import type { ProxyHealthStats, UpstreamHealthStats } from '../upstream/healthStats.js';
 import type { UpstreamTotals } from '../upstream/UpstreamManager.js';
@@ -76,6 +77,8 @@ export interface UdpProxyStats extends ProxyHealthStats {
   readonly upstreams: Readonly<Record<string, UdpUpstreamStats>>;
   /** QUIC counters, present only with the `quic` option. */
   readonly quic?: UdpQuicStats;
+  /** CONNECT-UDP tunnels (docs/tunneling.md); present once a tunnel upstream was used. */
+  readonly tunnels?: TunnelStats;
 }
 
 /** Proxy-wide counters that sessions update directly (no lookups on the hot path). Internal. */

@@ -10,7 +10,9 @@ import type { SessionHost } from './SessionHost.js';
 import { datagramProxyHeader } from './datagramProxyHeader.js';
 import type { UdpListener } from './UdpListener.js';
 import type { LinkFailure, LinkOwner } from './UpstreamLink.js';
-import { isUnreachable, UpstreamLink } from './UpstreamLink.js';
+import { isUnreachable } from './UpstreamLink.js';
+import type { UpstreamLink } from './UpstreamLink.js';
+import { linkTo } from '../transport/linkTo.js';
 import type { QuicSession, QuicSessionOwner } from '../quic/QuicSession.js';
 
 const EMPTY: readonly UpstreamState[] = [];
@@ -271,7 +273,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       this.terminate(state, this.error);
       return;
     }
-    const link = new UpstreamLink(this, state);
+    const link = linkTo(this, state);
     this.current = state;
     this.link = link;
     link.queue = this.pending;
@@ -340,7 +342,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     this.current = resolved;
     if (link === undefined) {
       if (!this.reserve(msg.length)) return;
-      link = new UpstreamLink(this, resolved);
+      link = linkTo(this, resolved);
       links.set(resolved, link);
       link.queue = [msg];
       link.open();

@@ -8,6 +8,8 @@ import {
 } from '../internal/validate.js';
 import type { UpstreamTlsSetting } from '../tls/UpstreamTlsOptions.js';
 import { checkUpstreamTlsShape } from '../tls/UpstreamTlsOptions.js';
+import type { HttpTunnel } from '../transport/tunnelOptions.js';
+import { resolveTunnel } from '../transport/tunnelOptions.js';
 
 /**
  * One upstream (backend) the proxy can forward to.
@@ -39,6 +41,8 @@ export interface Upstream {
    * even when the proxy sets `tls`. See docs/tls.md.
    */
   readonly tls?: UpstreamTlsSetting;
+  /** Reach the target through this upstream as an HTTP CONNECT proxy (see docs/tunneling.md). */
+  readonly tunnel?: HttpTunnel;
 }
 
 const UPSTREAM_KEYS = [
@@ -50,6 +54,7 @@ const UPSTREAM_KEYS = [
   'metadata',
   'maxConnections',
   'tls',
+  'tunnel',
 ] as const;
 
 /** Default id of an upstream: `host:port`, with IPv6 literals in brackets. */
@@ -81,6 +86,7 @@ export function validateUpstream(value: unknown, name: string): Upstream {
     throw new InvalidOptionError(`${name}.metadata`, 'an object', value.metadata);
   }
   checkUpstreamTlsShape(value.tls, `${name}.tls`, true);
+  if (value.tunnel !== undefined) resolveTunnel(value.tunnel as HttpTunnel, `${name}.tunnel`);
   return value as unknown as Upstream;
 }
 

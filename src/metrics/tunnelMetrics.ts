@@ -1,0 +1,81 @@
+import type { TunnelStats } from '../transport/TunnelStats.js';
+import type { TunnelServerStats } from '../tunnel/TunnelServer.js';
+import type { MetricFamily, MetricLabels } from './prometheus.js';
+import { renderFamilies } from './prometheus.js';
+
+const COUNTERS = [
+  ['tunnel_requests_total', 'HTTP CONNECT (and CONNECT-UDP) requests sent to tunnel proxies.'],
+  ['tunnel_opened_total', 'Tunnels the proxy accepted (2xx).'],
+  ['tunnel_failed_total', 'Tunnel attempts that failed without an HTTP status.'],
+  ['h2_sessions_opened_total', 'HTTP/2 sessions opened to tunnel proxies.'],
+] as const;
+
+const GAUGES = [
+  ['h2_sessions_active', 'HTTP/2 sessions to tunnel proxies open now.'],
+  ['h2_streams_active', 'Tunnel streams open now over HTTP/2 sessions.'],
+  ['h2_streams_per_session_max', 'The most tunnel streams one HTTP/2 session carries now.'],
+] as const;
+
+/** The families of `stats().tunnels` (`<prefix>tunnel_*`, `<prefix>h2_*`). */
+export function tunnelFamilies(
+  prefix: string,
+  stats: TunnelStats,
+  labels: MetricLabels,
+): MetricFamily[] {
+  const families: MetricFamily[] = [];
+  for (const [key, help] of COUNTERS)
+    families.push({
+      name: prefix + key,
+      help,
+      type: 'counter',
+      samples: [{ labels, value: stats[key] }],
+    });
+  for (const [key, help] of GAUGES)
+    families.push({
+      name: prefix + key,
+      help,
+      type: 'gauge',
+      samples: [{ labels, value: stats[key] }],
+    });
+  families.push({
+    name: `${prefix}tunnel_refused_total`,
+    help: 'Tunnels refused by the proxy, by HTTP status class.',
+    type: 'counter',
+    samples: Object.entries(stats.tunnel_refused).map(([status, value]) => ({
+      labels: { ...labels, status },
+      value,
+    })),
+  });
+  return families;
+}
+
+/** A {@link TunnelServer}'s stats as Prometheus text (`l4proxy_tunnel_server_*`). */
+export function tunnelServerMetrics(stats: TunnelServerStats, labels: MetricLabels = {}): string {
+  const prefix = 'l4proxy_tunnel_server_';
+  const scalar = (
+    key: keyof TunnelServerStats,
+    type: 'counter' | 'gauge',
+    help: string,
+  ): MetricFamily => ({
+    name: prefix + key,
+    help,
+    type,
+    samples: [{ labels, value: stats[key] as number }],
+  });
+  return renderFamilies([
+    scalar('tunnel_requests_total', 'counter', 'CONNECT and CONNECT-UDP requests received.'),
+    scalar('tunnel_opened_total', 'counter', 'Tunnels opened (200).'),
+    scalar('tunnel_active', 'gauge', 'Tunnels open now.'),
+    scalar('tunnel_rx_bytes_total', 'counter', 'Bytes relayed from clients to targets.'),
+    scalar('tunnel_tx_bytes_total', 'counter', 'Bytes relayed from targets to clients.'),
+    {
+      name: `${prefix}tunnel_refused_total`,
+      help: 'Requests refused, by HTTP status class.',
+      type: 'counter',
+      samples: Object.entries(stats.tunnel_refused).map(([status, value]) => ({
+        labels: { ...labels, status },
+        value,
+      })),
+    },
+  ]);
+}

@@ -1,0 +1,89 @@
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { UpstreamState } from '../upstream/UpstreamState.js';
+import { failedStream, H2SessionPool } from './h2Connect.js';
+import { openHttp1Tunnel } from './httpConnect.js';
+import type { HttpTunnel, TunnelPeer } from './tunnelOptions.js';
+import { resolveTunnel, tunnelTarget } from './tunnelOptions.js';
+import type { TunnelCounters, TunnelStats } from './TunnelStats.js';
+import { tunnelCounters } from './TunnelStats.js';
+
+/**
+ * The relay types its upstream as a `Socket`; a tunnel stream is a `Duplex`, and the relay uses
+ * only what both have (write, end, pause, resume, cork, destroy and their events).
+ */
+function asRelaySocket(stream: Duplex): Socket {
+  // eslint-disable-next-line @typescript-eslint/no-unsafe-class-instance-assignment -- see above
+  return stream as Socket;
+}
+
+/**
+ * The tunnels of one proxy: their counters and the HTTP/2 sessions they share. Created on the
+ * first tunnel, so a proxy without tunnel upstreams holds none.
+ */
+export class TunnelAgent {
+  readonly counters: TunnelCounters = tunnelCounters();
+  private h2: H2SessionPool | undefined;
+
+  /**
+   * Opens a tunnel through `state` (the HTTP proxy) for `peer`. The returned stream is owned by
+   * the caller at once; it emits `TUNNEL_READY` when bytes may flow, or 'error' (a
+   * `TunnelRefusedError` for a non-2xx answer) and 'close'.
+   */
+  open(state: UpstreamState, tunnel: HttpTunnel, peer: TunnelPeer, noDelay: boolean): Socket {
+    const resolved = resolveTunnel(tunnel);
+    this.counters.requests++;
+    let target: string;
+    try {
+      target = tunnelTarget(resolved, peer);
+    } catch (err) {
+      this.counters.failed++;
+      return asRelaySocket(failedStream(err));
+    }
+    if (resolved.protocol === 'http/1.1')
+      return openHttp1Tunnel(state.host, state.port, resolved, target, this.counters, noDelay);
+    this.h2 ??= new H2SessionPool(this.counters);
+    // A Duplex, not a Socket: the relay only uses what both have (see docs/tunneling.md).
+    return asRelaySocket(this.h2.open(state.host, state.port, resolved, target));
+  }
+
+  /**
+   * Opens an RFC 9298 CONNECT-UDP stream through `state` (an HTTP/2 proxy) for `peer`'s session;
+   * it emits `TUNNEL_READY`, then carries capsules (see capsules.ts).
+   */
+  openUdp(state: UpstreamState, tunnel: HttpTunnel, peer: TunnelPeer): Duplex {
+    const resolved = resolveTunnel(tunnel);
+    this.counters.requests++;
+    let target: string;
+    try {
+      target = tunnelTarget(resolved, peer);
+    } catch (err) {
+      this.counters.failed++;
+      return failedStream(err);
+    }
+    this.h2 ??= new H2SessionPool(this.counters);
+    return this.h2.openUdp(state.host, state.port, resolved, target);
+  }
+
+  stats(): TunnelStats {
+    const gauges = this.h2?.gauges() ?? { sessions: 0, streams: 0, maxStreams: 0 };
+    const refused: Record<string, number> = {};
+    for (const key of ['1xx', '3xx', '4xx', '5xx']) refused[key] = this.counters.refused[key] ?? 0;
+    return {
+      tunnel_requests_total: this.counters.requests,
+      tunnel_opened_total: this.counters.opened,
+      tunnel_refused: refused,
+      tunnel_failed_total: this.counters.failed,
+      h2_sessions_opened_total: this.counters.sessionsOpened,
+      h2_sessions_active: gauges.sessions,
+      h2_streams_active: gauges.streams,
+      h2_streams_per_session_max: gauges.maxStreams,
+    };
+  }
+
+  /** Closes the shared HTTP/2 sessions (when the proxy has closed). */
+  close(): void {
+    this.h2?.close();
+    this.h2 = undefined;
+  }
+}

@@ -1,0 +1,42 @@
+/** Counters of HTTP tunnels opened by one proxy (internal, mutable). */
+export interface TunnelCounters {
+  /** CONNECT requests sent (every attempt). */
+  requests: number;
+  /** Tunnels established (2xx). */
+  opened: number;
+  /** Refusals by status class: `'1xx'`/`'3xx'`/`'4xx'`/`'5xx'`. */
+  refused: Record<string, number>;
+  /** Attempts that ended without a status (proxy unreachable, reset, timeout, TLS failure). */
+  failed: number;
+  /** HTTP/2 sessions opened to proxies. */
+  sessionsOpened: number;
+}
+
+/** Tunnel statistics in `stats().tunnels` (present once a tunnel upstream was used). */
+export interface TunnelStats {
+  /** CONNECT (or CONNECT-UDP) requests sent, every attempt counted. */
+  readonly tunnel_requests_total: number;
+  /** Tunnels the proxy accepted (2xx). */
+  readonly tunnel_opened_total: number;
+  /** Tunnels refused by the proxy, per status class (`4xx`, `5xx`, ...). */
+  readonly tunnel_refused: Readonly<Record<string, number>>;
+  /** Tunnel attempts that failed without an HTTP status (unreachable proxy, reset, timeout). */
+  readonly tunnel_failed_total: number;
+  /** HTTP/2 sessions opened to proxies. */
+  readonly h2_sessions_opened_total: number;
+  /** HTTP/2 sessions open now. */
+  readonly h2_sessions_active: number;
+  /** Tunnel streams open now, over all HTTP/2 sessions. */
+  readonly h2_streams_active: number;
+  /** The most streams one session carries now (compare with `maxStreamsPerSession`). */
+  readonly h2_streams_per_session_max: number;
+}
+
+export function tunnelCounters(): TunnelCounters {
+  return { requests: 0, opened: 0, refused: {}, failed: 0, sessionsOpened: 0 };
+}
+
+/** The status class of a refusal (`'4xx'`), the key of {@link TunnelStats.tunnel_refused}. */
+export function statusClass(status: number): string {
+  return `${String(Math.floor(status / 100))}xx`;
+}

@@ -1,0 +1,91 @@
+import http from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import tls from 'node:tls';
+import { TunnelRefusedError } from '../errors.js';
+import type { ResolvedTunnel, TunnelTlsOptions } from './tunnelOptions.js';
+import type { TunnelCounters } from './TunnelStats.js';
+import { statusClass } from './TunnelStats.js';
+
+/**
+ * Emitted on a tunnel's socket or stream once the proxy answered 2xx and bytes may flow. The
+ * relay waits for it instead of 'connect' (which, for HTTP/1.1, only means the proxy answered
+ * the TCP handshake).
+ */
+export const TUNNEL_READY = 'l4proxy:tunnelReady';
+
+/** The `node:tls` options for a proxy at `host`; no SNI for an IP literal (RFC 6066). */
+export function proxyTlsOptions(host: string, options: TunnelTlsOptions): tls.ConnectionOptions {
+  const servername = options.servername ?? (net.isIP(host) === 0 ? host : undefined);
+  return {
+    ...(servername !== undefined && { servername }),
+    ...(options.ca !== undefined && { ca: options.ca as string | Buffer | (string | Buffer)[] }),
+    rejectUnauthorized: options.rejectUnauthorized ?? true,
+  };
+}
+
+/** `tls.connect` passes `allowHalfOpen` to its socket; its type just does not list it. */
+function halfOpen(options: tls.ConnectionOptions): tls.ConnectionOptions {
+  return Object.assign(options, { allowHalfOpen: true });
+}
+
+/**
+ * Opens a connection to the HTTP proxy at host:port and asks it, with HTTP/1.1 CONNECT, for a
+ * tunnel to `target`. Returns the proxy socket at once (so the caller can own, time out and
+ * destroy it); it emits {@link TUNNEL_READY} after a 2xx, with any bytes the proxy sent after
+ * its response head put back in front of the stream. Any other status destroys the socket with
+ * a {@link TunnelRefusedError}. The socket is plain `net`/`tls`: the relay uses it as is.
+ */
+export function openHttp1Tunnel(
+  host: string,
+  port: number,
+  tunnel: ResolvedTunnel,
+  target: string,
+  counters: TunnelCounters,
+  noDelay: boolean,
+): Socket {
+  const socket =
+    tunnel.tls === undefined
+      ? net.connect({ host, port, allowHalfOpen: true, noDelay })
+      : tls.connect(
+          halfOpen({
+            host,
+            port,
+            ALPNProtocols: ['http/1.1'],
+            ...proxyTlsOptions(host, tunnel.tls),
+          }),
+        );
+  if (tunnel.tls !== undefined && noDelay) socket.setNoDelay(true);
+  let answered = false;
+  const request = http.request({
+    method: 'CONNECT',
+    path: target,
+    setHost: false,
+    headers: { host: target, ...tunnel.headers },
+    createConnection: () => socket,
+  });
+  // A proxy that hangs up before answering fails the request, not the socket: pass it on, so
+  // the relay sees a failed connect rather than a silent close.
+  request.on('error', (err) => {
+    if (!socket.destroyed) socket.destroy(err);
+  });
+  request.once('connect', (response: IncomingMessage, _socket: Socket, head: Buffer) => {
+    answered = true;
+    const status = response.statusCode ?? 0;
+    if (status >= 200 && status < 300) {
+      counters.opened++;
+      if (head.length > 0) socket.unshift(head);
+      socket.emit(TUNNEL_READY);
+      return;
+    }
+    const key = statusClass(status);
+    counters.refused[key] = (counters.refused[key] ?? 0) + 1;
+    socket.destroy(new TunnelRefusedError(`${host}:${String(port)}`, target, status));
+  });
+  socket.once('close', () => {
+    if (!answered) counters.failed++;
+  });
+  request.end();
+  return socket;
+}

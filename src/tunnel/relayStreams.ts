@@ -1,0 +1,110 @@
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import http2 from 'node:http2';
+import type { ServerHttp2Stream } from 'node:http2';
+
+const { NGHTTP2_CONNECT_ERROR } = http2.constants;
+
+/** How a relayed tunnel ended. */
+export type RelayEnd = 'completed' | 'client_reset' | 'target_reset' | 'idle_timeout';
+
+/** Resets one side: RST for a TCP socket, RST_STREAM(CONNECT_ERROR) for an HTTP/2 stream. */
+export function resetSide(side: Duplex): void {
+  if (side.destroyed) return;
+  if (isHttp2Stream(side)) {
+    (side as ServerHttp2Stream).close(NGHTTP2_CONNECT_ERROR);
+    return;
+  }
+  if (side instanceof net.Socket && !side.writableEnded && !side.connecting) {
+    try {
+      side.resetAndDestroy();
+      return;
+    } catch {
+      // Not a TCP handle: a plain destroy.
+    }
+  }
+  side.destroy();
+}
+
+const NOTHING = Buffer.alloc(0);
+
+/**
+ * Whether a TCP socket that just ended was in fact reset: libuv may report a reset that follows
+ * a read as an end of stream; a zero-length write fails at once on a reset socket (its 'error'
+ * follows). The same probe as the TCP relay's.
+ */
+function revealsReset(side: Duplex): boolean {
+  if (isHttp2Stream(side) || side.destroyed || side.writableEnded) return false;
+  if (side.writableLength > 0) return false;
+  side.write(NOTHING);
+  return side.errored !== null;
+}
+
+function isHttp2Stream(side: Duplex): boolean {
+  return 'rstCode' in side && 'session' in side;
+}
+
+/**
+ * Relays bytes both ways between the tunnel's client side (a socket, or an HTTP/2 stream) and
+ * the target socket: backpressure through `pipe`, half-close honoured (an end one way ends the
+ * other side's writing only), a reset or error on one side resets the other, and `idleTimeout`
+ * (0: none) measured on the target socket, which every byte crosses. `done` runs once, after
+ * both sides closed.
+ */
+export function relayStreams(
+  client: Duplex,
+  target: Socket,
+  idleTimeout: number,
+  done: (end: RelayEnd, bytesIn: number, bytesOut: number) => void,
+): void {
+  let end: RelayEnd | undefined;
+  let open = 2;
+  const closed = (): void => {
+    if (--open > 0) return;
+    done(end ?? 'completed', target.bytesWritten, target.bytesRead);
+  };
+  const failed = (side: RelayEnd, other: Duplex) => (): void => {
+    end ??= side;
+    resetSide(other);
+  };
+  client.on('error', failed('client_reset', target));
+  target.on('error', failed('target_reset', client));
+  client.once('close', closed);
+  target.once('close', closed);
+  // An HTTP/2 stream closed by RST_STREAM(CANCEL/NO_ERROR) emits 'aborted' and no error.
+  if (isHttp2Stream(client))
+    client.once('aborted', () => {
+      end ??= 'client_reset';
+      resetSide(target);
+    });
+  // A side that closed without an error and before ending cleanly: reset the other.
+  client.once('close', () => {
+    if (!target.destroyed && !client.readableEnded) {
+      end ??= 'client_reset';
+      resetSide(target);
+    }
+  });
+  target.once('close', () => {
+    if (!client.destroyed && !target.readableEnded) {
+      end ??= 'target_reset';
+      resetSide(client);
+    }
+  });
+  if (idleTimeout > 0) {
+    target.setTimeout(idleTimeout, () => {
+      end ??= 'idle_timeout';
+      target.destroy();
+      client.destroy();
+    });
+  }
+  client.pipe(target, { end: false });
+  target.pipe(client, { end: false });
+  // Each end is forwarded unless it was a reset in disguise (see revealsReset).
+  client.once('end', () => {
+    if (!revealsReset(client)) target.end();
+  });
+  target.once('end', () => {
+    if (!revealsReset(target)) client.end();
+  });
+}

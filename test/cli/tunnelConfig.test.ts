@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { closeAll, ConfigError, validateConfig } from '../../src/cli/config.js';
+import type { HttpTunnel, TunnelPeer } from '../../src/index.js';
+
+const peer: TunnelPeer = {
+  protocol: 'tcp',
+  clientAddress: '127.0.0.7',
+  clientPort: 5000,
+  serverName: 'db.example',
+};
+
+test('CLI tunnel upstreams: {sni}/{client} targets, tls.caFile read into tls.ca', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'l4proxy-tunnel-cli-'));
+  const caFile = join(dir, 'ca.pem');
+  writeFileSync(caFile, 'PEM TEXT');
+  try {
+    const config = validateConfig(
+      {
+        listeners: [
+          {
+            protocol: 'tcp',
+            listen: '127.0.0.1:0',
+            sni: { required: false },
+            upstreams: [
+              {
+                host: '127.0.0.1',
+                port: 3128,
+                tunnel: { target: '{sni}:5432', tls: { caFile, servername: 'proxy' } },
+              },
+              { host: '127.0.0.1', port: 3129, tunnel: { protocol: 'h2', target: '{client}:22' } },
+            ],
+          },
+        ],
+      },
+      'test.json',
+    );
+    const [first, second] = config.listeners[0]?.proxy.upstreams() ?? [];
+    const tunnel = first?.upstream.tunnel as HttpTunnel;
+    assert.equal(typeof tunnel.target, 'function');
+    assert.equal((tunnel.target as (p: TunnelPeer) => string)(peer), 'db.example:5432');
+    assert.deepEqual(tunnel.tls, { servername: 'proxy', ca: 'PEM TEXT' });
+    const other = second?.upstream.tunnel as HttpTunnel;
+    assert.equal((other.target as (p: TunnelPeer) => string)(peer), '127.0.0.7:22');
+    closeAll(config.listeners);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('CLI tunnel errors name the option path', () => {
+  const listener = (tunnel: unknown) => ({
+    listeners: [
+      {
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: '127.0.0.1', port: 3128, tunnel }],
+      },
+    ],
+  });
+  assert.throws(
+    () => validateConfig(listener({ target: 'x:1', tls: { caFile: '/nonexistent/ca.pem' } }), 'f'),
+    (err: unknown) =>
+      err instanceof ConfigError && err.path === 'listeners[0].upstreams[0].tunnel.tls.caFile',
+  );
+  assert.throws(
+    () => validateConfig(listener({ target: 'no-port' }), 'f'),
+    (err: unknown) =>
+      err instanceof ConfigError && err.path === 'listeners[0].upstreams[0].tunnel.target',
+  );
+  assert.throws(
+    () => validateConfig(listener({ target: 'x:1', protocol: 'h3' }), 'f'),
+    (err: unknown) =>
+      err instanceof ConfigError && err.path === 'listeners[0].upstreams[0].tunnel.protocol',
+  );
+});

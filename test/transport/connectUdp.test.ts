@@ -1,0 +1,114 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { TunnelServer, UdpProxy } from '../../src/index.js';
+import type { TunnelRequest, TunnelSummary } from '../../src/index.js';
+import { CapsuleParser, datagramCapsule, expandUdpPath } from '../../src/transport/capsules.js';
+import { matchUdpPath } from '../../src/tunnel/udpRelay.js';
+import { withTimeout } from '../helpers/net.js';
+import { tool } from '../helpers/tools.js';
+import { dig, startDnsmasq } from '../udp/helpers.js';
+
+describe('RFC 9297 capsules and the RFC 9298 template', () => {
+  test('DATAGRAM capsules round-trip, split anywhere, unknown capsules skipped', () => {
+    const payloads = [
+      Buffer.alloc(0),
+      Buffer.from('dns'),
+      Buffer.alloc(300, 7),
+      Buffer.alloc(3_000, 9),
+    ];
+    const wire = Buffer.concat([
+      Buffer.from([0x17, 0x02, 0xaa, 0xbb]), // an unknown capsule (type 0x17): skipped
+      ...payloads.flatMap((payload) => datagramCapsule(payload)),
+    ]);
+    for (const step of [1, 7, wire.length]) {
+      const seen: Buffer[] = [];
+      const parser = new CapsuleParser((payload) => seen.push(Buffer.from(payload)));
+      for (let offset = 0; offset < wire.length; offset += step)
+        assert.equal(parser.push(wire.subarray(offset, offset + step)), true);
+      assert.deepEqual(seen, payloads);
+    }
+  });
+
+  test('a capsule longer than 64 KiB is malformed', () => {
+    const parser = new CapsuleParser(() => undefined);
+    assert.equal(parser.push(Buffer.from([0x00, 0x80, 0x10, 0x00, 0x00])), false);
+  });
+
+  test('the URI template expands and matches back, IPv6 percent-encoded', () => {
+    const template = '/.well-known/masque/udp/{target_host}/{target_port}/';
+    const path = expandUdpPath(template, '::1', 53);
+    assert.equal(path, '/.well-known/masque/udp/%3A%3A1/53/');
+    assert.deepEqual(matchUdpPath(template, path), { host: '::1', port: 53 });
+    assert.equal(matchUdpPath(template, '/.well-known/masque/udp/x/99999/'), undefined);
+  });
+});
+
+describe('UDP over HTTP/2 CONNECT-UDP, l4proxy at both ends', () => {
+  test('dig through UdpProxy -> CONNECT-UDP -> TunnelServer -> dnsmasq', async (t) => {
+    const digPath = tool(t, 'dig');
+    if (digPath === undefined) return;
+    const dns = await startDnsmasq(t, 'example.test', '10.9.8.7');
+    if (dns === undefined) return;
+    t.after(() => dns.stop());
+    const requests: TunnelRequest[] = [];
+    const summaries: TunnelSummary[] = [];
+    const server = new TunnelServer({
+      authorize: (request) => {
+        requests.push(request);
+        return request.protocol === 'connect-udp' && request.port === dns.port;
+      },
+    });
+    server.on('tunnelClose', (summary) => summaries.push(summary));
+    const { port: tunnelPort } = await server.listen({ port: 0, host: '127.0.0.1' });
+    const proxy = new UdpProxy({
+      upstreams: [
+        {
+          host: '127.0.0.1',
+          port: tunnelPort,
+          tunnel: { protocol: 'h2', target: `127.0.0.1:${dns.port}` },
+        },
+      ],
+    });
+    const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    assert.equal(await dig(digPath, address.port, 'example.test'), '10.9.8.7');
+    // Same client port? dig picks a new one each run: a second session, a second request.
+    assert.equal(await dig(digPath, address.port, 'example.test'), '10.9.8.7');
+    const stats = proxy.stats();
+    assert.equal(stats.tunnels?.tunnel_opened_total, 2);
+    assert.equal(stats.tunnels.h2_sessions_opened_total, 1);
+    assert.equal(requests[0]?.protocol, 'connect-udp');
+    assert.equal(requests[0].authority, `127.0.0.1:${dns.port}`);
+    assert.equal(server.stats().tunnel_opened_total, 2);
+    await proxy.close();
+    // Closing the sessions closes their requests: the server sees both tunnels end.
+    await withTimeout(
+      (async () => {
+        while (summaries.length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      5_000,
+      'the server to see both CONNECT-UDP requests close',
+    );
+    assert.equal(server.stats().tunnel_active, 0);
+    assert.ok((summaries[0]?.bytesToTarget ?? 0) > 0);
+    await server.close();
+  });
+
+  test('a refused CONNECT-UDP request ends the session (403 counted)', async (t) => {
+    const digPath = tool(t, 'dig');
+    if (digPath === undefined) return;
+    const server = new TunnelServer({ authorize: () => false });
+    const { port: tunnelPort } = await server.listen({ port: 0, host: '127.0.0.1' });
+    const proxy = new UdpProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: tunnelPort, tunnel: { protocol: 'h2', target: '127.0.0.1:53' } },
+      ],
+    });
+    const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const closed = new Promise((resolve) => proxy.once('sessionClose', resolve));
+    await assert.rejects(dig(digPath, address.port, 'example.test'));
+    await withTimeout(closed, 5_000, 'sessionClose');
+    assert.equal(proxy.stats().tunnels?.tunnel_refused['4xx'], 1);
+    await proxy.close();
+    await server.close();
+  });
+});

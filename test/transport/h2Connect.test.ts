@@ -1,0 +1,221 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Socket } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { CloseReason, TunnelRefusedError } from '../../src/index.js';
+import type { Upstream } from '../../src/index.js';
+import net from 'node:net';
+import { closed, connect, echoServer, listen, withTimeout } from '../helpers/net.js';
+import type { Nghttpx } from '../helpers/nghttpx.js';
+import { startNghttpx } from '../helpers/nghttpx.js';
+import { startProxy } from '../helpers/proxy.js';
+import type { Squid } from '../helpers/squid.js';
+import { startSquid } from '../helpers/squid.js';
+import { selfSignedCert } from '../helpers/tlsPeers.js';
+import { findTool, requireTools } from '../helpers/tools.js';
+
+const needed = ['squid', 'nghttpx', 'openssl'].filter((name) => findTool(name) === undefined);
+const missing = needed.length === 0 ? undefined : `${needed.join(', ')} not installed`;
+if (missing !== undefined && requireTools)
+  throw new Error(`L4PROXY_REQUIRE_TOOLS=1 but ${missing}`);
+
+/**
+ * An echo server that ends its side after a line feed: nghttpx does not pass a client's
+ * END_STREAM on to its HTTP/1.1 backend as a FIN, so the target closes the tunnel.
+ */
+async function lineEchoServer(): Promise<Awaited<ReturnType<typeof echoServer>>> {
+  const sockets = new Set<Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('data', (chunk: Buffer) => {
+      if (chunk.includes(0x0a)) socket.end(chunk);
+      else socket.write(chunk);
+    });
+  });
+  const port = await listen(server);
+  return {
+    server,
+    port,
+    sockets,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => {
+          resolve();
+        });
+      }),
+  };
+}
+
+/** Writes, waits for the whole echo, leaves the socket open. */
+async function echoed(client: Socket, payload: string): Promise<string> {
+  let text = '';
+  const done = new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer): void => {
+      text += chunk.toString();
+      if (text.length >= payload.length) {
+        client.off('data', onData);
+        resolve();
+      }
+    };
+    client.on('data', onData);
+    client.once('close', () => {
+      reject(new Error(`closed after ${text.length} bytes`));
+    });
+  });
+  client.write(payload);
+  await withTimeout(done, 10_000, 'the echo');
+  return text;
+}
+
+// l4proxy -> (HTTP/2 CONNECT) nghttpx -s -> (HTTP/1.1 CONNECT) squid -> target
+describe('TCP over HTTP/2 CONNECT through nghttpx', { skip: missing }, () => {
+  let squid: Squid;
+  let nghttpx: Nghttpx;
+  let tlsNghttpx: Nghttpx;
+  let cert: { key: string; cert: string };
+  let certDir: string;
+  let echo: Awaited<ReturnType<typeof echoServer>>;
+  let blocked: Awaited<ReturnType<typeof echoServer>>;
+
+  before(async () => {
+    echo = await lineEchoServer();
+    blocked = await echoServer();
+    squid = await startSquid([
+      `acl blocked port ${blocked.port}`,
+      'http_access deny CONNECT blocked',
+    ]);
+    nghttpx = await startNghttpx(squid.port);
+    cert = await selfSignedCert(findTool('openssl') ?? 'openssl', 'localhost');
+    certDir = mkdtempSync(join(tmpdir(), 'l4proxy-nghttpx-'));
+    writeFileSync(join(certDir, 'key.pem'), cert.key);
+    writeFileSync(join(certDir, 'cert.pem'), cert.cert);
+    tlsNghttpx = await startNghttpx(squid.port, {
+      key: join(certDir, 'key.pem'),
+      cert: join(certDir, 'cert.pem'),
+    });
+  });
+
+  after(async () => {
+    await tlsNghttpx.stop();
+    await nghttpx.stop();
+    await squid.stop();
+    rmSync(certDir, { recursive: true, force: true });
+    await echo.close();
+    await blocked.close();
+  });
+
+  const viaH2 = (target: number, maxStreamsPerSession = 100): Upstream => ({
+    host: '127.0.0.1',
+    port: nghttpx.port,
+    tunnel: { protocol: 'h2', target: `127.0.0.1:${target}`, maxStreamsPerSession },
+  });
+
+  test('connections share sessions: streams up to maxStreamsPerSession, then a new session', async () => {
+    const { proxy, port, closes } = await startProxy({ upstreams: [viaH2(echo.port, 2)] });
+    const clients: Socket[] = [];
+    for (let i = 0; i < 5; i++) {
+      const client = await connect(port);
+      clients.push(client);
+      assert.equal(await echoed(client, `stream ${i}`), `stream ${i}`);
+    }
+    const live = proxy.stats().tunnels;
+    assert.equal(live?.h2_streams_active, 5);
+    assert.equal(live.h2_sessions_active, 3);
+    assert.equal(live.h2_sessions_opened_total, 3);
+    assert.equal(live.h2_streams_per_session_max, 2);
+    assert.equal(live.tunnel_opened_total, 5);
+    for (const client of clients) client.write('bye\n');
+    await Promise.all(clients.map((client) => closed(client)));
+    const summaries = await closes(5);
+    for (const summary of summaries) {
+      assert.equal(summary.reason, CloseReason.COMPLETED);
+      assert.equal(summary.bytesToClient, summary.bytesFromClient);
+    }
+    assert.equal(proxy.stats().tunnels?.h2_streams_active, 0);
+    await proxy.close();
+    assert.equal(proxy.stats().tunnels?.h2_sessions_active, 0);
+  });
+
+  test('bulk bytes both ways through one stream (flow control and backpressure)', async () => {
+    const { proxy, port, closes } = await startProxy({ upstreams: [viaH2(echo.port)] });
+    const client = await connect(port);
+    const payload = 'x'.repeat(2 * 1024 * 1024);
+    assert.equal((await echoed(client, payload)).length, payload.length);
+    client.write('\n');
+    await closed(client);
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.COMPLETED);
+    assert.equal(summary.bytesToUpstream, payload.length + 1);
+    assert.equal(summary.bytesToClient, payload.length + 1);
+    await proxy.close();
+  });
+
+  test('TLS to the proxy (ALPN h2, verified against the test CA)', async () => {
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [
+        {
+          host: '127.0.0.1',
+          port: tlsNghttpx.port,
+          tunnel: {
+            protocol: 'h2',
+            target: `127.0.0.1:${echo.port}`,
+            tls: { ca: cert.cert, servername: 'localhost' },
+          },
+        },
+      ],
+    });
+    const client = await connect(port);
+    assert.equal(await echoed(client, 'over tls'), 'over tls');
+    client.write('\n');
+    await closed(client);
+    await closes(1);
+    await proxy.close();
+  });
+
+  test('a refusal (403 from squid, relayed by nghttpx) is tunnel_refused', async () => {
+    const { proxy, port, closes } = await startProxy({ upstreams: [viaH2(blocked.port)] });
+    await closed(await connect(port));
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.TUNNEL_REFUSED);
+    assert.ok(summary.error instanceof TunnelRefusedError);
+    assert.equal(summary.error.status, 403);
+    assert.equal(proxy.stats().tunnels?.tunnel_refused['4xx'], 1);
+    await proxy.close();
+  });
+
+  test('the HTTP/2 proxy dies mid-stream: clients are reset, later connections fail over', async (t) => {
+    const doomed = await startNghttpx(squid.port);
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [{ ...viaH2(echo.port), port: doomed.port }],
+    });
+    // Even when an assertion fails, nothing may keep the test file alive.
+    t.after(async () => {
+      await doomed.stop();
+      await proxy.close({ drainTimeout: 0 });
+    });
+    const client = await connect(port);
+    assert.equal(await echoed(client, 'before'), 'before');
+    await doomed.stop();
+    // nghttpx on SIGTERM usually drops its connections (the client is reset), but under load
+    // it may first end the stream cleanly: the client then sees a FIN. Either way it ends.
+    const error = await closed(client);
+    const [summary] = await closes(1);
+    if (error !== undefined) {
+      assert.equal((error as NodeJS.ErrnoException).code, 'ECONNRESET');
+      assert.ok(
+        summary?.reason === CloseReason.UPSTREAM_RESET ||
+          summary?.reason === CloseReason.UPSTREAM_ERROR,
+        `reason ${String(summary?.reason)}`,
+      );
+    }
+    // The dead session left the pool: the next connection fails to connect, it does not hang.
+    await closed(await connect(port));
+    assert.equal((await closes(2))[1]?.reason, CloseReason.CONNECT_FAILED);
+    await proxy.close();
+  });
+});

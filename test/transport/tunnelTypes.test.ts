@@ -1,0 +1,29 @@
+/**
+ * Type-level tests of the tunnel options (tsc checks this file): each `@ts-expect-error` covers
+ * one case on an otherwise valid literal.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { expectTypeOf } from 'expect-type';
+import type { HttpTunnel, TunnelPeer, TunnelServerOptions, Upstream } from '../../src/index.js';
+
+test('tunnel option types', () => {
+  const fixed: Upstream = { host: 'proxy', port: 3128, tunnel: { target: 'db:5432' } };
+  const computed: Upstream = {
+    host: 'proxy',
+    port: 3128,
+    tunnel: { protocol: 'h2', target: (peer) => `${peer.serverName ?? 'default'}:443` },
+  };
+  expectTypeOf<HttpTunnel['protocol']>().toEqualTypeOf<'http/1.1' | 'h2' | undefined>();
+  expectTypeOf<
+    Parameters<Extract<HttpTunnel['target'], (peer: TunnelPeer) => string>>[0]
+  >().toEqualTypeOf<TunnelPeer>();
+  // @ts-expect-error only HTTP/1.1 and HTTP/2 tunnels exist
+  const h3: HttpTunnel = { protocol: 'h3', target: 'db:5432' };
+  // @ts-expect-error the target function returns an authority string
+  const numeric: HttpTunnel = { target: () => 5432 };
+  // @ts-expect-error authorize answers true, false or a status number
+  const server: TunnelServerOptions = { authorize: () => 'yes' };
+  assert.ok(fixed.tunnel !== undefined && computed.tunnel !== undefined);
+  assert.equal([h3, numeric, server].length, 3);
+});

@@ -1,0 +1,182 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import http from 'node:http';
+import { describe, test } from 'node:test';
+import { CloseReason, TunnelRefusedError, TunnelServer } from '../../src/index.js';
+import type { TunnelSummary, Upstream } from '../../src/index.js';
+import { closed, connect, echoServer, listen, readAll, withTimeout } from '../helpers/net.js';
+import { startProxy } from '../helpers/proxy.js';
+import { tool } from '../helpers/tools.js';
+
+const allowAll = { authorize: () => true };
+
+async function startTunnelServer(options: ConstructorParameters<typeof TunnelServer>[0]) {
+  const server = new TunnelServer(options);
+  const summaries: TunnelSummary[] = [];
+  server.on('tunnelClose', (summary) => summaries.push(summary));
+  const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+  return { server, port, summaries };
+}
+
+function run(command: string, args: readonly string[]): Promise<{ code: number; stdout: string }> {
+  return new Promise((resolve) => {
+    execFile(command, args, { timeout: 15_000 }, (error, stdout) => {
+      resolve({ code: error === null ? 0 : Number(error.code ?? 1), stdout });
+    });
+  });
+}
+
+describe('TunnelServer: the terminating side of CONNECT', () => {
+  test('curl --proxytunnel (HTTP/1.1 CONNECT) fetches a page through it', async (t) => {
+    const curl = tool(t, 'curl');
+    if (curl === undefined) return;
+    const origin = http.createServer((_request, response) => {
+      response.end('through the tunnel');
+    });
+    const originPort = await listen(origin);
+    const seen: string[] = [];
+    const { server, port, summaries } = await startTunnelServer({
+      authorize: (request) => {
+        seen.push(`${request.version} ${request.authority}`);
+        return request.headers['proxy-authorization'] === 'Basic dXNlcjpwdw==' ? true : 407;
+      },
+    });
+    const refused = await run(curl, [
+      '-s',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_connect}',
+      '--proxytunnel',
+      '--proxy',
+      `http://127.0.0.1:${port}`,
+      `http://127.0.0.1:${originPort}/`,
+    ]);
+    assert.equal(refused.stdout, '407');
+    const fetched = await run(curl, [
+      '-s',
+      '--proxytunnel',
+      '--proxy',
+      `http://127.0.0.1:${port}`,
+      '--proxy-user',
+      'user:pw',
+      `http://127.0.0.1:${originPort}/`,
+    ]);
+    assert.equal(fetched.code, 0);
+    assert.equal(fetched.stdout, 'through the tunnel');
+    assert.deepEqual(seen, [`h1 127.0.0.1:${originPort}`, `h1 127.0.0.1:${originPort}`]);
+    await withTimeout(
+      (async () => {
+        while (summaries.length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      5_000,
+      'two tunnel summaries',
+    );
+    assert.deepEqual(
+      summaries.map((summary) => summary.status),
+      [407, 200],
+    );
+    const stats = server.stats();
+    assert.equal(stats.tunnel_opened_total, 1);
+    assert.equal(stats.tunnel_refused['4xx'], 1);
+    assert.equal(stats.tunnel_active, 0);
+    assert.match(server.metrics(), /l4proxy_tunnel_server_tunnel_refused_total\{status="4xx"\} 1/);
+    await server.close();
+    origin.close();
+  });
+
+  for (const protocol of ['http/1.1', 'h2'] as const)
+    test(`l4proxy at both ends (${protocol}): half-close and bytes both ways`, async () => {
+      const echo = await echoServer();
+      const { server, port: tunnelPort } = await startTunnelServer(allowAll);
+      const upstream: Upstream = {
+        host: '127.0.0.1',
+        port: tunnelPort,
+        tunnel: { protocol, target: `127.0.0.1:${echo.port}` },
+      };
+      const { proxy, port, closes } = await startProxy({ upstreams: [upstream] });
+      const client = await connect(port);
+      const reply = readAll(client);
+      const payload = Buffer.alloc(512 * 1024, protocol);
+      // Half-close: the FIN crosses both tunnel ends, the echo still answers after it.
+      client.end(payload);
+      assert.deepEqual(await reply, payload);
+      const [summary] = await closes(1);
+      assert.equal(summary?.reason, CloseReason.COMPLETED);
+      assert.equal(summary.bytesToClient, payload.length);
+      await proxy.close();
+      assert.equal(server.stats().tunnel_rx_bytes_total, payload.length);
+      await server.close();
+      await echo.close();
+    });
+
+  for (const protocol of ['http/1.1', 'h2'] as const)
+    test(`refusals reach the origin side as statuses (${protocol}): 403, 502`, async () => {
+      const { server, port: tunnelPort } = await startTunnelServer({
+        authorize: (request) => request.port !== 1,
+        connectTimeout: 2_000,
+      });
+      const unreachable = await (async () => {
+        const probe = http.createServer();
+        const port = await listen(probe);
+        probe.close();
+        return port;
+      })();
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [
+          { host: '127.0.0.1', port: tunnelPort, tunnel: { protocol, target: '127.0.0.1:1' } },
+          {
+            host: '127.0.0.1',
+            port: tunnelPort,
+            id: 'unreachable',
+            tunnel: { protocol, target: `127.0.0.1:${unreachable}` },
+          },
+        ],
+        maxConnectAttempts: 1,
+      });
+      await closed(await connect(port));
+      await closed(await connect(port));
+      const summaries = await closes(2);
+      const statuses = summaries.map((summary) => (summary.error as TunnelRefusedError).status);
+      assert.deepEqual(statuses.sort(), [403, 502]);
+      assert.equal(proxy.stats().tunnels?.tunnel_refused['4xx'], 1);
+      assert.equal(proxy.stats().tunnels?.tunnel_refused['5xx'], 1);
+      await proxy.close();
+      await server.close();
+    });
+
+  test('a target reset crosses an HTTP/2 tunnel as RST_STREAM (upstream_reset)', async () => {
+    const echo = await echoServer();
+    const { server, port: tunnelPort, summaries } = await startTunnelServer(allowAll);
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [
+        {
+          host: '127.0.0.1',
+          port: tunnelPort,
+          tunnel: { protocol: 'h2', target: `127.0.0.1:${echo.port}` },
+        },
+      ],
+    });
+    const client = await connect(port);
+    client.write('ping');
+    await new Promise((resolve) => client.once('data', resolve));
+    for (const socket of echo.sockets) socket.resetAndDestroy();
+    // Node's http2 sends END_STREAM just before RST_STREAM when it resets a stream, so the
+    // client may see a FIN first (docs/tunneling.md, limitations); the summary says reset.
+    await closed(client);
+    assert.equal((await closes(1))[0]?.reason, CloseReason.UPSTREAM_RESET);
+    assert.equal(summaries[0]?.end, 'target_reset');
+    await proxy.close();
+    await server.close();
+    await echo.close();
+  });
+
+  test('by default every tunnel is refused (never an open proxy)', async () => {
+    const { server, port } = await startTunnelServer({});
+    const socket = await connect(port);
+    const answer = readAll(socket);
+    socket.write('CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n');
+    assert.match((await answer).toString(), /^HTTP\/1\.1 403 /);
+    await server.close();
+  });
+});
