@@ -125,3 +125,18 @@ export type {
 } from './diagnostics.js';
 // Reliability: running out of file descriptors.
 export { ResourceExhaustedError } from './errors.js';
+
+// ---- Operations: admin server, runtime control, latency histograms (issue 20) ----
+export { AdminServer, createAdminServer } from './admin/AdminServer.js';
+export type {
+  AdminControlEntry,
+  AdminListenOptions,
+  AdminServerEvents,
+} from './admin/AdminServer.js';
+export type { AdminServerOptions } from './admin/adminOptions.js';
+export type { AdminListener } from './admin/AdminListener.js';
+export type { UpstreamReport } from './admin/upstreamReport.js';
+export type { AdminMode, AdminOverride } from './upstream/adminOverride.js';
+export { LatencyRecorder, latencyFamilies } from './metrics/latency.js';
+export type { LatencySnapshot } from './metrics/latency.js';
+export type { HistogramSnapshot } from './metrics/histogram.js';

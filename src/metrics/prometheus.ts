@@ -9,13 +9,15 @@ export type MetricLabels = Readonly<Record<string, string>>;
 export interface MetricSample {
   readonly labels: MetricLabels;
   readonly value: number;
+  /** Histograms: `_bucket`, `_sum` or `_count`, appended to the family name. */
+  readonly suffix?: string;
 }
 
 /** A Prometheus metric family: every series of one metric name. */
 export interface MetricFamily {
   readonly name: string;
   readonly help: string;
-  readonly type: 'counter' | 'gauge';
+  readonly type: 'counter' | 'gauge' | 'histogram';
   readonly samples: readonly MetricSample[];
 }
 
@@ -278,7 +280,8 @@ function formatSample(name: string, sample: MetricSample): string {
   const labels = Object.entries(sample.labels)
     .map(([label, value]) => `${label}="${escapeLabelValue(value)}"`)
     .join(',');
-  return `${name}${labels === '' ? '' : `{${labels}}`} ${formatValue(sample.value)}`;
+  const series = sample.suffix === undefined ? name : name + sample.suffix;
+  return `${series}${labels === '' ? '' : `{${labels}}`} ${formatValue(sample.value)}`;
 }
 
 /**

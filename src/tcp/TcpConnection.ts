@@ -153,6 +153,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   readonly proxyHeader: ProxyHeader | undefined;
 
   attempts = 0;
+  /** `performance.now()` when the current connect attempt started (connect-time histograms). */
+  attemptStartedAt = 0;
   bytesFromClient = 0;
   bytesToUpstream = 0;
   bytesFromUpstream = 0;
@@ -369,6 +371,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     state.counters.total++;
     this.host.stats.upstreamTotal++;
     this.openSockets++;
+    this.attemptStartedAt = performance.now();
     const options = this.host.options;
     const socket = own(
       net.connect({
