@@ -29,6 +29,10 @@ export interface CliArgs {
   readonly metrics: HostPort | undefined;
   /** Status output period in ms; 0 turns it off. */
   readonly statusInterval: number | undefined;
+  /** Admin API address (`--admin`). */
+  readonly admin: HostPort | undefined;
+  /** File holding the admin bearer token (`--admin-token-file`). */
+  readonly adminTokenFile: string | undefined;
 }
 
 /** Usage text of `l4proxy --help`. */
@@ -45,6 +49,8 @@ Options:
       --workers <n>          processes sharing the listeners through node:cluster (default 1)
       --metrics <host:port>  serve Prometheus metrics on http://host:port/metrics
       --status-interval <d>  status output period (default 1s on a terminal, 60s otherwise; 0: off)
+      --admin <host:port>    serve the admin API and status page (http://host:port/; ":port" is 127.0.0.1)
+      --admin-token-file <f> bearer token for the admin API (or L4PROXY_ADMIN_TOKEN); needed off loopback
   -h, --help                 this text
   -V, --version              the version
 
@@ -108,6 +114,8 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
         workers: { type: 'string' },
         metrics: { type: 'string' },
         'status-interval': { type: 'string' },
+        admin: { type: 'string' },
+        'admin-token-file': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
       },
@@ -147,6 +155,13 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
       throw new UsageError(`--metrics: expected ${result.expected}, received "${values.metrics}"`);
     metrics = result.value;
   }
+  let admin: HostPort | undefined;
+  if (values.admin !== undefined) {
+    const result = parseHostPort(values.admin, 0);
+    if (!result.ok)
+      throw new UsageError(`--admin: expected ${result.expected}, received "${values.admin}"`);
+    admin = result.value;
+  }
   const drain = values['drain-timeout'];
   const status = values['status-interval'];
   return {
@@ -160,5 +175,7 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
     workers: workers === undefined ? undefined : Number(workers),
     metrics,
     statusInterval: status === undefined ? undefined : parseDuration(status, '--status-interval'),
+    admin,
+    adminTokenFile: values['admin-token-file'],
   };
 }

@@ -10,6 +10,8 @@ import { formatHostPort, parseHostPort } from './address.js';
 import { isLogLevel } from './logger.js';
 import type { LogLevel } from './logger.js';
 import { buildSelector } from './selectorConfig.js';
+import { parseAdminSetting } from './adminConfig.js';
+import type { AdminSettings } from './adminConfig.js';
 
 /**
  * A config error: names the source (file or command line), the JSON path and what was expected.
@@ -50,6 +52,7 @@ export interface Settings {
   readonly drainTimeout?: number;
   readonly logLevel?: LogLevel;
   readonly workers?: number;
+  readonly admin?: AdminSettings;
 }
 
 /** A validated configuration: listeners with their proxies constructed, and settings. */
@@ -59,7 +62,15 @@ export interface Config {
   readonly settings: Settings;
 }
 
-const TOP_KEYS = ['$schema', 'listeners', 'metrics', 'drainTimeout', 'logLevel', 'workers'];
+const TOP_KEYS = [
+  '$schema',
+  'listeners',
+  'metrics',
+  'drainTimeout',
+  'logLevel',
+  'workers',
+  'admin',
+];
 /** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
 const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns'];
 
@@ -160,6 +171,11 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
       throw fieldError(source, 'workers', 'an integer from 1 to 1024', value);
     }
     settings.workers = value;
+  }
+  if (json.admin !== undefined) {
+    const admin = parseAdminSetting(json.admin);
+    if (!admin.ok) throw fieldError(source, admin.path, admin.expected, admin.received);
+    settings.admin = admin.value;
   }
   return settings;
 }

@@ -8,6 +8,7 @@ import { createOutputs, signalExitCode, statusPeriod } from './logging.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
+import { startCliAdmin } from './adminConfig.js';
 import type { EffectiveSettings } from './settings.js';
 
 /** Logs what a reload did. */
@@ -38,9 +39,14 @@ export async function runInstance(config: Config, settings: EffectiveSettings): 
     worker === undefined ? {} : { worker: Number(worker) },
     collect,
   );
-  const running = new Instance(config, ops, (listener, proxy) => {
-    observeProxy(access, ops, listener, proxy);
-  });
+  const running = new Instance(
+    config,
+    ops,
+    (listener, proxy) => {
+      observeProxy(access, ops, listener, proxy);
+    },
+    settings.metrics !== undefined || settings.admin !== undefined,
+  );
   ref.instance = running;
   try {
     await running.start();
@@ -112,6 +118,21 @@ export async function runInstance(config: Config, settings: EffectiveSettings): 
       ops.info('metrics listening', { address: served.address, path: '/metrics' });
     } catch (err) {
       ops.log('fatal', `cannot serve metrics: ${(err as Error).message}`);
+      await running.drain(0);
+      process.exit(1);
+    }
+  }
+  if (settings.admin !== undefined) {
+    try {
+      const served = await startCliAdmin(settings.admin, {
+        instance: running,
+        ops,
+        settings,
+        ready: () => !draining,
+      });
+      ops.info('admin listening', { address: served.address });
+    } catch (err) {
+      ops.log('fatal', `cannot serve the admin API: ${(err as Error).message}`);
       await running.drain(0);
       process.exit(1);
     }

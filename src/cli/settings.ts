@@ -1,4 +1,5 @@
 import type { HostPort } from './address.js';
+import type { AdminSettings } from './adminConfig.js';
 import type { CliArgs } from './args.js';
 import type { Config } from './config.js';
 import type { LogLevel } from './logger.js';
@@ -13,6 +14,8 @@ export interface EffectiveSettings {
   readonly metrics: HostPort | undefined;
   /** Status period in ms, 0 for none; undefined: 1 s on a terminal, 60 s otherwise. */
   readonly statusInterval: number | undefined;
+  /** The admin server (`--admin`, `admin`), or undefined for none. */
+  readonly admin: AdminSettings | undefined;
 }
 
 /** Merges flags, file settings and defaults. */
@@ -25,5 +28,14 @@ export function effectiveSettings(args: CliArgs, config: Config): EffectiveSetti
     workers: args.workers ?? file.workers ?? 1,
     metrics: args.metrics ?? file.metrics,
     statusInterval: args.statusInterval,
+    admin: adminSettings(args, file.admin),
   };
+}
+
+/** `--admin` and `--admin-token-file` over the file's `admin`. */
+function adminSettings(args: CliArgs, file: AdminSettings | undefined): AdminSettings | undefined {
+  const listen = args.admin ?? file?.listen;
+  if (listen === undefined) return undefined;
+  const tokenFile = args.adminTokenFile ?? file?.tokenFile;
+  return { listen, ...(tokenFile !== undefined && { tokenFile }) };
 }
