@@ -12,6 +12,8 @@ import type { LogLevel } from './logger.js';
 import { buildSelector } from './selectorConfig.js';
 import { parseAdminSetting } from './adminConfig.js';
 import type { AdminSettings } from './adminConfig.js';
+import { parseAccessLogSetting } from './accessLogFormat.js';
+import type { AccessLogSettings } from './accessLogFormat.js';
 
 /**
  * A config error: names the source (file or command line), the JSON path and what was expected.
@@ -53,6 +55,7 @@ export interface Settings {
   readonly logLevel?: LogLevel;
   readonly workers?: number;
   readonly admin?: AdminSettings;
+  readonly accessLog?: AccessLogSettings;
 }
 
 /** A validated configuration: listeners with their proxies constructed, and settings. */
@@ -70,6 +73,7 @@ const TOP_KEYS = [
   'logLevel',
   'workers',
   'admin',
+  'accessLog',
 ];
 /** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
 const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns'];
@@ -176,6 +180,12 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
     const admin = parseAdminSetting(json.admin);
     if (!admin.ok) throw fieldError(source, admin.path, admin.expected, admin.received);
     settings.admin = admin.value;
+  }
+  if (json.accessLog !== undefined) {
+    const accessLog = parseAccessLogSetting(json.accessLog);
+    if (!accessLog.ok)
+      throw fieldError(source, accessLog.path, accessLog.expected, accessLog.received);
+    settings.accessLog = accessLog.value;
   }
   return settings;
 }

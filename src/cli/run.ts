@@ -43,7 +43,7 @@ export async function runInstance(config: Config, settings: EffectiveSettings): 
     config,
     ops,
     (listener, proxy) => {
-      observeProxy(access, ops, listener, proxy);
+      observeProxy(access, ops, listener, proxy, settings.accessLog);
     },
     settings.metrics !== undefined || settings.admin !== undefined,
   );

@@ -1,5 +1,6 @@
 import type { HostPort } from './address.js';
 import type { AdminSettings } from './adminConfig.js';
+import type { AccessLogSettings } from './accessLogFormat.js';
 import type { CliArgs } from './args.js';
 import type { Config } from './config.js';
 import type { LogLevel } from './logger.js';
@@ -16,6 +17,8 @@ export interface EffectiveSettings {
   readonly statusInterval: number | undefined;
   /** The admin server (`--admin`, `admin`), or undefined for none. */
   readonly admin: AdminSettings | undefined;
+  /** The configurable access log (`accessLog`); undefined: one JSON line per close. */
+  readonly accessLog: AccessLogSettings | undefined;
 }
 
 /** Merges flags, file settings and defaults. */
@@ -29,6 +32,7 @@ export function effectiveSettings(args: CliArgs, config: Config): EffectiveSetti
     metrics: args.metrics ?? file.metrics,
     statusInterval: args.statusInterval,
     admin: adminSettings(args, file.admin),
+    accessLog: file.accessLog,
   };
 }
 
