@@ -91,13 +91,6 @@ async function main(argv: readonly string[]): Promise<void> {
     return;
   }
   const settings = effectiveSettings(args, config);
-  if (settings.workers > 1 && settings.admin !== undefined) {
-    process.stderr.write(
-      'l4proxy: the admin API runs with one process for now: use workers: 1, or --metrics for several\n',
-    );
-    closeAll(config.listeners);
-    process.exit(1);
-  }
   if (settings.workers > 1 && cluster.isPrimary) {
     await new Primary(settings).start(config);
     return;

@@ -99,6 +99,31 @@ describe('l4proxy --admin', () => {
     assert.equal(await cli.exited(), 0);
   });
 
+  test('with workers: the primary answers the probes, /stats and /metrics; the rest is 501', async (t) => {
+    const curlPath = tool(t, 'curl');
+    if (curlPath === undefined) return;
+    const upstream = await taggedEcho(t, 'A:');
+    const dir = configDir(t);
+    const file = dir.write('l4proxy.json', {
+      workers: 2,
+      admin: '127.0.0.1:0',
+      listeners: [{ name: 'web', protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: upstream }] }],
+    });
+    const cli = startCli(t, ['--config', file]);
+    const at = String((await cli.waitLine('stderr', (l) => l.msg === 'admin listening')).address);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready', 15_000);
+    assert.equal((await curl(curlPath, ['-fsS', `http://${at}/live`])).code, 0);
+    const ready = await curl(curlPath, ['-sS', '-o', '/dev/null', '-w', '%{http_code}', `http://${at}/ready`]);
+    assert.equal(ready.stdout, '200');
+    const metrics = await curl(curlPath, ['-fsS', `http://${at}/metrics`]);
+    assert.match(metrics.stdout, /^l4proxy_tcp_downstream_cx_total\{listener="web",worker="1"\} 0$/m);
+    assert.match(metrics.stdout, /^# TYPE l4proxy_tcp_upstream_cx_connect_seconds histogram$/m);
+    const upstreams = await curl(curlPath, ['-sS', '-w', '\n%{http_code}', `http://${at}/upstreams`]);
+    assert.match(upstreams.stdout, /need workers: 1[\s\S]*\n501$/);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(15_000), 0);
+  });
+
   test('a non-loopback admin address without a token is refused at start-up', async (t) => {
     const dir = configDir(t);
     const file = dir.write('l4proxy.json', {
