@@ -195,8 +195,15 @@ export class AdminServer extends EventEmitter<AdminServerEvents> {
     // A malformed request, an oversized header or a timeout: answer if possible, then hang up.
     server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
       if (socket.writable && !socket.destroyed) {
-        const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-        socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+        const status =
+          err.code === 'HPE_HEADER_OVERFLOW'
+            ? 431
+            : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+              ? 408
+              : 400;
+        socket.end(
+          `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`,
+        );
       }
       socket.destroy();
     });

@@ -67,7 +67,10 @@ export function sendError(req: IncomingMessage, res: ServerResponse, err: AdminH
  * Reads a request body of at most `limit` bytes: 413 beyond (the connection closes so the rest
  * is never read), 400 when it is not a JSON object. An empty body reads as `{}`.
  */
-export function readJsonBody(req: IncomingMessage, limit: number): Promise<Record<string, unknown>> {
+export function readJsonBody(
+  req: IncomingMessage,
+  limit: number,
+): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > limit) {

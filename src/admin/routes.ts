@@ -1,5 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { PROMETHEUS_CONTENT_TYPE, renderFamilies, tcpFamilies, udpFamilies } from '../metrics/prometheus.js';
+import {
+  PROMETHEUS_CONTENT_TYPE,
+  renderFamilies,
+  tcpFamilies,
+  udpFamilies,
+} from '../metrics/prometheus.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import type { TcpProxyStats } from '../tcp/TcpProxyStats.js';
 import type { UdpProxyStats } from '../udp/UdpProxyStats.js';
@@ -39,7 +44,9 @@ export function handleRequest(admin: AdminServer, req: IncomingMessage, res: Ser
       return;
     }
     const failure =
-      err instanceof AdminHttpError ? err : new AdminHttpError(500, `internal error: ${String(err)}`);
+      err instanceof AdminHttpError
+        ? err
+        : new AdminHttpError(500, `internal error: ${String(err)}`);
     sendError(req, res, failure);
   });
 }
@@ -73,15 +80,26 @@ async function route(admin: AdminServer, req: IncomingMessage, res: ServerRespon
   const segments = path.split('/').slice(1);
   if (segments[0] === 'upstreams' && segments.length === 4) {
     if (method !== 'POST')
-      throw new AdminHttpError(405, `${method} not allowed: use POST`, undefined, { allow: 'POST' });
+      throw new AdminHttpError(405, `${method} not allowed: use POST`, undefined, {
+        allow: 'POST',
+      });
     await control(admin, req, res, segments.slice(1).map(decodeSegment));
     return;
   }
   const reader = READERS[path];
   if (reader === undefined) {
     throw new AdminHttpError(404, `no such endpoint: ${path}`, undefined, {
-      endpoints: ['/', '/stats', '/metrics', '/upstreams', '/config', '/events', '/ready', '/live',
-        'POST /upstreams/{listener}/{upstream}/{drain|disable|enable|weight|close}'],
+      endpoints: [
+        '/',
+        '/stats',
+        '/metrics',
+        '/upstreams',
+        '/config',
+        '/events',
+        '/ready',
+        '/live',
+        'POST /upstreams/{listener}/{upstream}/{drain|disable|enable|weight|close}',
+      ],
     });
   }
   requireRead(read);
@@ -108,7 +126,8 @@ const READERS: Readonly<Record<string, Reader>> = {
   },
   '/metrics': (admin, req, res) => {
     const families: MetricFamily[] = [];
-    for (const listener of admin.adminListeners()) families.push(...listenerMetricFamilies(listener));
+    for (const listener of admin.adminListeners())
+      families.push(...listenerMetricFamilies(listener));
     send(req, res, 200, PROMETHEUS_CONTENT_TYPE, renderFamilies(families));
   },
   '/upstreams': (admin, req, res) => {
@@ -158,18 +177,33 @@ async function control(
   const proxies = listener.proxies();
   const ids = proxies[0]?.upstreams().map((u) => u.id) ?? [];
   if (upstreamId === undefined || !ids.includes(upstreamId)) {
-    throw new AdminHttpError(404, `unknown upstream "${upstreamId ?? ''}" on listener "${listener.name}"`, 'upstream', {
-      upstreams: ids,
-    });
+    throw new AdminHttpError(
+      404,
+      `unknown upstream "${upstreamId ?? ''}" on listener "${listener.name}"`,
+      'upstream',
+      {
+        upstreams: ids,
+      },
+    );
   }
   if (!CONTROL_ACTIONS.includes(action as ControlAction)) {
-    throw new AdminHttpError(404, `unknown action "${action ?? ''}": expected one of ${CONTROL_ACTIONS.join(', ')}`, 'action');
+    throw new AdminHttpError(
+      404,
+      `unknown action "${action ?? ''}": expected one of ${CONTROL_ACTIONS.join(', ')}`,
+      'action',
+    );
   }
   const verb = action as ControlAction;
   const remoteAddress = req.socket.remoteAddress;
   if (verb === 'close') {
     const closed = closeUpstreamConnections(proxies, upstreamId);
-    admin.control({ action: verb, listener: listener.name, upstream: upstreamId, closed, remoteAddress });
+    admin.control({
+      action: verb,
+      listener: listener.name,
+      upstream: upstreamId,
+      closed,
+      remoteAddress,
+    });
     sendJson(req, res, 200, { closed, upstream: report(listener, upstreamId) });
     return;
   }
@@ -180,7 +214,11 @@ async function control(
     const [field] = Object.keys(body);
     throw new AdminHttpError(400, `body.${field ?? ''}: ${verb} takes no body`, field);
   }
-  applyOverride(proxies, upstreamId, nextOverride(currentOverride(proxies, upstreamId), verb, weight));
+  applyOverride(
+    proxies,
+    upstreamId,
+    nextOverride(currentOverride(proxies, upstreamId), verb, weight),
+  );
   admin.control({
     action: verb,
     listener: listener.name,
@@ -196,7 +234,7 @@ function parseWeight(value: unknown): number | null {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > 1_000_000) {
     throw new AdminHttpError(
       400,
-      `weight: expected an integer from 1 to 1000000 (or null for the configured weight), received ${JSON.stringify(value) ?? 'nothing'}`,
+      `weight: expected an integer from 1 to 1000000 (or null for the configured weight), received ${value === undefined ? 'nothing' : JSON.stringify(value)}`,
       'weight',
     );
   }
@@ -210,9 +248,9 @@ function report(listener: AdminListener, id: string): unknown {
 function isReady(admin: AdminServer): boolean {
   const ready = admin.options.ready;
   if (ready !== undefined) return ready();
-  return admin.adminListeners().every((listener) =>
-    listener.proxies().some((proxy) => proxy.addresses().length > 0),
-  );
+  return admin
+    .adminListeners()
+    .every((listener) => listener.proxies().some((proxy) => proxy.addresses().length > 0));
 }
 
 function defaultConfig(listeners: readonly AdminListener[]): unknown {
@@ -220,14 +258,21 @@ function defaultConfig(listeners: readonly AdminListener[]): unknown {
   for (const listener of listeners) {
     out[listener.name] = {
       protocol: listener.protocol,
-      upstreams: listener.proxies()[0]?.upstreams().map((u) => u.upstream) ?? [],
+      upstreams:
+        listener
+          .proxies()[0]
+          ?.upstreams()
+          .map((u) => u.upstream) ?? [],
     };
   }
   return { listeners: out };
 }
 
 function requireRead(read: boolean): void {
-  if (!read) throw new AdminHttpError(405, 'method not allowed: use GET', undefined, { allow: READ_METHODS });
+  if (!read)
+    throw new AdminHttpError(405, 'method not allowed: use GET', undefined, {
+      allow: READ_METHODS,
+    });
 }
 
 function pathOf(req: IncomingMessage): string {

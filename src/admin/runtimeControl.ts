@@ -1,7 +1,7 @@
 import type { TcpProxy } from '../tcp/TcpProxy.js';
 import type { UdpProxy } from '../udp/UdpProxy.js';
 import type { AdminOverride } from '../upstream/adminOverride.js';
-import type { UpstreamState } from '../upstream/UpstreamState.js';
+import { UpstreamState } from '../upstream/UpstreamState.js';
 
 /** Runtime actions on one upstream, as the admin API names them (HAProxy's runtime API verbs). */
 export type ControlAction = 'drain' | 'disable' | 'enable' | 'weight' | 'close';
@@ -21,8 +21,8 @@ export function currentOverride(
   id: string,
 ): AdminOverride | undefined {
   for (const proxy of proxies) {
-    const state = proxy.upstreams().find((s) => s.id === id) as UpstreamState | undefined;
-    if (state !== undefined) return state.admin;
+    const state = proxy.upstreams().find((s) => s.id === id);
+    if (state instanceof UpstreamState) return state.admin;
   }
   return undefined;
 }
@@ -77,8 +77,9 @@ export function closeUpstreamConnections(
 /** Clears every override on every proxy (the CLI does so on reload). */
 export function clearOverrides(proxies: readonly (TcpProxy | UdpProxy)[]): void {
   for (const proxy of proxies) {
-    for (const state of proxy.upstreams() as readonly UpstreamState[]) {
-      if (state.admin !== undefined) proxy.overrideUpstream(state.id, undefined);
+    for (const state of proxy.upstreams()) {
+      if (state instanceof UpstreamState && state.admin !== undefined)
+        proxy.overrideUpstream(state.id, undefined);
     }
   }
 }

@@ -1,4 +1,4 @@
-import type { UpstreamState } from '../upstream/UpstreamState.js';
+import { UpstreamState } from '../upstream/UpstreamState.js';
 import type { AdminListener } from './AdminListener.js';
 
 /** One upstream in `GET /upstreams`: health by source, weight, load and the operator's override. */
@@ -35,7 +35,8 @@ export interface UpstreamReport {
 export function upstreamReports(listener: AdminListener): UpstreamReport[] {
   const [current, ...older] = listener.proxies();
   if (current === undefined) return [];
-  return (current.upstreams() as readonly UpstreamState[]).map((state) => {
+  const states = current.upstreams().filter((u): u is UpstreamState => u instanceof UpstreamState);
+  return states.map((state) => {
     let active = state.active;
     for (const proxy of older) {
       const twin = proxy.upstreams().find((other) => other.id === state.id);

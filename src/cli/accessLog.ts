@@ -99,7 +99,10 @@ function accessWriter(access: Logger, settings: AccessLogSettings): AccessWriter
       const { error, upstream, ...rest } = record;
       const line: Record<string, unknown> = {
         ...rest,
-        upstream: typeof upstream === 'object' && upstream !== null ? (upstream as { id: string }).id : upstream,
+        upstream:
+          typeof upstream === 'object' && upstream !== null
+            ? (upstream as { id: string }).id
+            : upstream,
         ...(error instanceof Error && { err: error }),
       };
       if (fields === undefined) {
@@ -166,16 +169,25 @@ function observeWithSettings(
           const now = Date.now();
           for (const item of live()) {
             if (now - item.startTime < interval) continue;
-            writer.write('periodic', listener.protocol === 'tcp' ? 'connection active' : 'session active', liveRecord(base, item, connectTimes.get(item.id)));
+            writer.write(
+              'periodic',
+              listener.protocol === 'tcp' ? 'connection active' : 'session active',
+              liveRecord(base, item, connectTimes.get(item.id)),
+            );
           }
         }, interval);
   timer?.unref();
   if ('connections' in proxy) {
     proxy.on('upstreamConnect', (connection) => {
-      const connectTimeMs = Math.round((performance.now() - connection.attemptStartedAt) * 1000) / 1000;
+      const connectTimeMs =
+        Math.round((performance.now() - connection.attemptStartedAt) * 1000) / 1000;
       connectTimes.set(connection.id, connectTimeMs);
       if (settings.flushOnConnected === true)
-        writer.write('connected', 'upstream connected', liveRecord(base, connection, connectTimeMs));
+        writer.write(
+          'connected',
+          'upstream connected',
+          liveRecord(base, connection, connectTimeMs),
+        );
     });
     proxy.on('connectionClose', (summary) => {
       const connectTimeMs = connectTimes.get(summary.id);
@@ -192,7 +204,12 @@ function observeWithSettings(
       ops.log('debug', 'connection rejected', { ...base, ...rest, ...(error && { err: error }) });
     });
     proxy.on('upstreamError', (connection, upstream, err) => {
-      ops.log('debug', 'upstream connect failed', { ...base, id: connection.id, upstream: upstream.id, err });
+      ops.log('debug', 'upstream connect failed', {
+        ...base,
+        id: connection.id,
+        upstream: upstream.id,
+        err,
+      });
     });
     proxy.on('close', () => {
       clearInterval(timer);

@@ -33,8 +33,10 @@ const TYPE_NAMES: Readonly<Record<'tcp' | 'udp', Readonly<Record<AccessLogType, 
 
 function text(value: unknown): string {
   if (value === undefined || value === null || value === '') return '-';
-  if (typeof value === 'object') return JSON.stringify(value);
-  return String(value as string | number | boolean);
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  if (typeof value === 'bigint') return value.toString();
+  return typeof value === 'object' ? JSON.stringify(value) : '-';
 }
 
 function hostPort(host: unknown, port: unknown): string {
@@ -65,7 +67,9 @@ const OPERATORS: Readonly<Record<string, (record: AccessRecord, type: AccessLogT
   DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT: (r) => text(r.clientAddress),
   DOWNSTREAM_REMOTE_PORT: (r) => text(r.clientPort),
   DOWNSTREAM_DIRECT_REMOTE_ADDRESS: (r) =>
-    r.peerAddress === undefined ? hostPort(r.clientAddress, r.clientPort) : hostPort(r.peerAddress, r.peerPort),
+    r.peerAddress === undefined
+      ? hostPort(r.clientAddress, r.clientPort)
+      : hostPort(r.peerAddress, r.peerPort),
   DOWNSTREAM_LOCAL_ADDRESS: (r) => hostPort(r.localAddress, r.localPort),
   REQUESTED_SERVER_NAME: (r) => text(r.serverName),
   UPSTREAM_HOST: (r) => {
@@ -100,7 +104,9 @@ export const FORMAT_OPERATORS: readonly string[] = [...Object.keys(OPERATORS), '
  * preread stages add theirs there. A missing value prints `-`, as in Envoy. Throws a message
  * naming the unknown operator.
  */
-export function compileFormat(format: string): (record: AccessRecord, type: AccessLogType) => string {
+export function compileFormat(
+  format: string,
+): (record: AccessRecord, type: AccessLogType) => string {
   const parts: Part[] = [];
   const pattern = /%([A-Z_]+)(?:\(([^)%]*)\))?%/g;
   let last = 0;
@@ -144,17 +150,29 @@ export function parseAccessLogSetting(
     return fail('.fields', 'either format or fields, not both', value.fields);
   if (value.format !== undefined) {
     if (typeof value.format !== 'string' || value.format === '')
-      return fail('.format', 'a format string such as "%DOWNSTREAM_REMOTE_ADDRESS% %DURATION%"', value.format);
+      return fail(
+        '.format',
+        'a format string such as "%DOWNSTREAM_REMOTE_ADDRESS% %DURATION%"',
+        value.format,
+      );
     try {
       compileFormat(value.format);
     } catch (err) {
-      return fail('.format', `known operators (${FORMAT_OPERATORS.join(', ')}); ${(err as Error).message}`, value.format);
+      return fail(
+        '.format',
+        `known operators (${FORMAT_OPERATORS.join(', ')}); ${(err as Error).message}`,
+        value.format,
+      );
     }
     settings.format = value.format;
   }
   if (value.fields !== undefined) {
     const fields = value.fields;
-    if (!Array.isArray(fields) || fields.length === 0 || !fields.every((f) => typeof f === 'string' && f !== ''))
+    if (
+      !Array.isArray(fields) ||
+      fields.length === 0 ||
+      !fields.every((f) => typeof f === 'string' && f !== '')
+    )
       return fail('.fields', 'a non-empty array of field names', fields);
     settings.fields = fields as string[];
   }
@@ -165,8 +183,17 @@ export function parseAccessLogSetting(
   }
   if (value.flushInterval !== undefined) {
     const ms = value.flushInterval;
-    if (typeof ms !== 'number' || !Number.isSafeInteger(ms) || (ms !== 0 && ms < 100) || ms > 2_147_483_647)
-      return fail('.flushInterval', 'milliseconds, 0 (off) or an integer from 100 to 2147483647', ms);
+    if (
+      typeof ms !== 'number' ||
+      !Number.isSafeInteger(ms) ||
+      (ms !== 0 && ms < 100) ||
+      ms > 2_147_483_647
+    )
+      return fail(
+        '.flushInterval',
+        'milliseconds, 0 (off) or an integer from 100 to 2147483647',
+        ms,
+      );
     settings.flushInterval = ms;
   }
   return { ok: true, value: settings };

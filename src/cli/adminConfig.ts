@@ -37,7 +37,12 @@ export function parseAdminSetting(
   if (!isRecord(value)) return { ok: false, path: 'admin', expected: shape, received: value };
   for (const key of Object.keys(value)) {
     if (key !== 'listen' && key !== 'tokenFile')
-      return { ok: false, path: `admin.${key}`, expected: 'listen or tokenFile', received: value[key] };
+      return {
+        ok: false,
+        path: `admin.${key}`,
+        expected: 'listen or tokenFile',
+        received: value[key],
+      };
   }
   const listen = typeof value.listen === 'string' ? parseHostPort(value.listen, 0) : undefined;
   if (!listen?.ok) {

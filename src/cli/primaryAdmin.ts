@@ -38,11 +38,21 @@ export async function startPrimaryAdmin(
   }
   const tokenHash = token === undefined ? undefined : sha256(token);
   const server = http.createServer(
-    { maxHeaderSize: 8_192, headersTimeout: 5_000, requestTimeout: 10_000, connectionsCheckingInterval: 1_000 },
+    {
+      maxHeaderSize: 8_192,
+      headersTimeout: 5_000,
+      requestTimeout: 10_000,
+      connectionsCheckingInterval: 1_000,
+    },
     (req, res) => {
       route(req, res, context, tokenHash).catch((err: unknown) => {
         if (res.headersSent) res.destroy();
-        else sendError(req, res, err instanceof AdminHttpError ? err : new AdminHttpError(500, String(err)));
+        else
+          sendError(
+            req,
+            res,
+            err instanceof AdminHttpError ? err : new AdminHttpError(500, String(err)),
+          );
       });
     },
   );
@@ -70,7 +80,12 @@ async function route(
 ): Promise<void> {
   const path = (req.url ?? '/').split(/[?#]/)[0] ?? '/';
   if (req.method !== 'GET' && req.method !== 'HEAD')
-    throw new AdminHttpError(405, 'method not allowed: runtime control needs workers: 1', undefined, { allow: 'GET, HEAD' });
+    throw new AdminHttpError(
+      405,
+      'method not allowed: runtime control needs workers: 1',
+      undefined,
+      { allow: 'GET, HEAD' },
+    );
   if (path === '/live') {
     sendJson(req, res, 200, { status: 'live' });
     return;

@@ -69,7 +69,11 @@ export function histogramFamily(
   let cumulative = 0;
   snapshot.bounds.forEach((bound, i) => {
     cumulative += snapshot.counts[i] ?? 0;
-    samples.push({ labels: { ...labels, le: String(bound) }, value: cumulative, suffix: '_bucket' });
+    samples.push({
+      labels: { ...labels, le: String(bound) },
+      value: cumulative,
+      suffix: '_bucket',
+    });
   });
   samples.push({ labels: { ...labels, le: '+Inf' }, value: snapshot.count, suffix: '_bucket' });
   samples.push({ labels, value: snapshot.sum, suffix: '_sum' });

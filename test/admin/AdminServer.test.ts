@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { AdminServer, createAdminServer, InvalidOptionError, TcpProxy, UdpProxy } from '../../src/index.js';
+import {
+  AdminServer,
+  createAdminServer,
+  InvalidOptionError,
+  TcpProxy,
+  UdpProxy,
+} from '../../src/index.js';
 import type { AdminControlEntry, UpstreamReport } from '../../src/index.js';
 import { adminRequest } from '../helpers/adminClient.js';
 import { closed, connect, echoServer, waitFor, withTimeout } from '../helpers/net.js';
@@ -20,9 +26,10 @@ async function roundTrip(port: number, text: string): Promise<net.Socket> {
 }
 
 function upstreamsOf(json: unknown, listener: string): UpstreamReport[] {
-  return (json as { listeners: Record<string, { upstreams: UpstreamReport[] }> }).listeners[
-    listener
-  ]?.upstreams ?? [];
+  return (
+    (json as { listeners: Record<string, { upstreams: UpstreamReport[] }> }).listeners[listener]
+      ?.upstreams ?? []
+  );
 }
 
 describe('AdminServer', () => {
@@ -107,7 +114,10 @@ describe('AdminServer', () => {
       assert.equal(wrong.status, 401);
     }
     assert.equal(controls.length, 0, 'nothing changed');
-    const report = upstreamsOf((await adminRequest(port, 'GET', '/upstreams', { token: TOKEN })).json, 'web');
+    const report = upstreamsOf(
+      (await adminRequest(port, 'GET', '/upstreams', { token: TOKEN })).json,
+      'web',
+    );
     assert.ok(report.every((u) => u.admin === 'ready'));
   });
 
@@ -119,14 +129,20 @@ describe('AdminServer', () => {
       listeners: Record<string, { protocol: string; stats: { downstream_cx_active: number } }>;
     };
     assert.equal(body.listeners.web?.protocol, 'tcp');
-    assert.equal(body.listeners.web?.stats.downstream_cx_active, 1);
+    assert.equal(body.listeners.web.stats.downstream_cx_active, 1);
     assert.equal(body.listeners.dns?.protocol, 'udp');
     const upstreams = upstreamsOf(
       (await adminRequest(port, 'GET', '/upstreams', { token: TOKEN })).json,
       'web',
     );
-    assert.deepEqual(upstreams.map((u) => u.id), [idA, idB]);
-    assert.equal(upstreams.reduce((sum, u) => sum + u.active, 0), 1);
+    assert.deepEqual(
+      upstreams.map((u) => u.id),
+      [idA, idB],
+    );
+    assert.equal(
+      upstreams.reduce((sum, u) => sum + u.active, 0),
+      1,
+    );
     assert.ok(upstreams.every((u) => u.selectable && u.health.active && !u.health.ejected));
     const closing = waitFor(proxy, 'connectionClose');
     socket.end();
@@ -137,8 +153,14 @@ describe('AdminServer', () => {
     assert.match(metrics.text, /^l4proxy_tcp_downstream_cx_total\{listener="web"\} [1-9]/m);
     assert.match(metrics.text, /^l4proxy_udp_downstream_sess_total\{listener="dns"\} 0$/m);
     assert.match(metrics.text, /^# TYPE l4proxy_tcp_upstream_cx_connect_seconds histogram$/m);
-    assert.match(metrics.text, /^l4proxy_tcp_upstream_cx_connect_seconds_count\{listener="web"\} [1-9]/m);
-    assert.match(metrics.text, /^l4proxy_tcp_downstream_cx_length_seconds_bucket\{listener="web",le="\+Inf"\} [1-9]/m);
+    assert.match(
+      metrics.text,
+      /^l4proxy_tcp_upstream_cx_connect_seconds_count\{listener="web"\} [1-9]/m,
+    );
+    assert.match(
+      metrics.text,
+      /^l4proxy_tcp_downstream_cx_length_seconds_bucket\{listener="web",le="\+Inf"\} [1-9]/m,
+    );
   });
 
   test('drain: new connections avoid the upstream, live ones go on; enable brings it back', async () => {
@@ -152,7 +174,12 @@ describe('AdminServer', () => {
       else others.push(socket);
     }
     assert.ok(onA, 'round robin reached A');
-    const drained = await adminRequest(port, 'POST', `/upstreams/web/${encodeURIComponent(idA)}/drain`, { token: TOKEN });
+    const drained = await adminRequest(
+      port,
+      'POST',
+      `/upstreams/web/${encodeURIComponent(idA)}/drain`,
+      { token: TOKEN },
+    );
     assert.equal(drained.status, 200, drained.text);
     assert.equal((drained.json as { upstream: UpstreamReport }).upstream.admin, 'drain');
     assert.equal((drained.json as { upstream: UpstreamReport }).upstream.active, 1);
@@ -165,7 +192,9 @@ describe('AdminServer', () => {
     onA.write('still');
     const [chunk] = await waitFor<[Buffer]>(onA, 'data');
     assert.equal(chunk.toString(), 'still');
-    const enabled = await adminRequest(port, 'POST', `/upstreams/web/${idA}/enable`, { token: TOKEN });
+    const enabled = await adminRequest(port, 'POST', `/upstreams/web/${idA}/enable`, {
+      token: TOKEN,
+    });
     assert.equal((enabled.json as { upstream: UpstreamReport }).upstream.admin, 'ready');
     const used = new Set<string | undefined>();
     for (let i = 0; i < 4; i++) {
@@ -189,11 +218,15 @@ describe('AdminServer', () => {
     for (let i = 0; i < 4; i++) sockets.push(await roundTrip(proxyPort, `c${i}`));
     const onA = proxy.connections().filter((c) => c.upstream?.id === idA).length;
     assert.ok(onA > 0);
-    const disabled = await adminRequest(port, 'POST', `/upstreams/web/${idA}/disable`, { token: TOKEN });
+    const disabled = await adminRequest(port, 'POST', `/upstreams/web/${idA}/disable`, {
+      token: TOKEN,
+    });
     assert.equal((disabled.json as { upstream: UpstreamReport }).upstream.admin, 'maint');
     assert.equal((disabled.json as { upstream: UpstreamReport }).upstream.selectable, false);
     const ended = sockets.map((socket) => closed(socket));
-    const closedReply = await adminRequest(port, 'POST', `/upstreams/web/${idA}/close`, { token: TOKEN });
+    const closedReply = await adminRequest(port, 'POST', `/upstreams/web/${idA}/close`, {
+      token: TOKEN,
+    });
     assert.equal(closedReply.status, 200);
     assert.equal((closedReply.json as { closed: number }).closed, onA);
     await withTimeout(Promise.race(ended), 5_000, 'a client of A closed');
@@ -213,7 +246,10 @@ describe('AdminServer', () => {
   });
 
   test('weight: set, reported, used by the selector, restored with null', async () => {
-    const set = await adminRequest(port, 'POST', `/upstreams/web/${idA}/weight`, { token: TOKEN, body: { weight: 3 } });
+    const set = await adminRequest(port, 'POST', `/upstreams/web/${idA}/weight`, {
+      token: TOKEN,
+      body: { weight: 3 },
+    });
     assert.equal(set.status, 200, set.text);
     const report = (set.json as { upstream: UpstreamReport }).upstream;
     assert.equal(report.weight, 3);
@@ -227,7 +263,10 @@ describe('AdminServer', () => {
     }
     assert.deepEqual([counts.get(idA), counts.get(idB)], [6, 2], 'smooth weighted 3:1');
     for (const socket of sockets) socket.destroy();
-    const reset = await adminRequest(port, 'POST', `/upstreams/web/${idA}/weight`, { token: TOKEN, body: { weight: null } });
+    const reset = await adminRequest(port, 'POST', `/upstreams/web/${idA}/weight`, {
+      token: TOKEN,
+      body: { weight: null },
+    });
     assert.equal((reset.json as { upstream: UpstreamReport }).upstream.weight, 1);
     assert.equal((reset.json as { upstream: UpstreamReport }).upstream.admin, 'ready');
   });
@@ -255,13 +294,20 @@ describe('AdminServer', () => {
         token: TOKEN,
         ...(body !== undefined && { body }),
       });
-      assert.equal(reply.status, status, `${method} ${path} ${JSON.stringify(body)}: ${reply.text}`);
+      assert.equal(
+        reply.status,
+        status,
+        `${method} ${path} ${JSON.stringify(body)}: ${reply.text}`,
+      );
       const json = reply.json as { error: string; field?: string };
       assert.equal(typeof json.error, 'string');
       assert.equal(json.field, field, `${method} ${path}: ${reply.text}`);
     }
     assert.equal(controls.length, before);
-    const report = upstreamsOf((await adminRequest(port, 'GET', '/upstreams', { token: TOKEN })).json, 'web');
+    const report = upstreamsOf(
+      (await adminRequest(port, 'GET', '/upstreams', { token: TOKEN })).json,
+      'web',
+    );
     assert.ok(report.every((u) => u.admin === 'ready' && u.weight === 1));
   });
 
@@ -269,16 +315,27 @@ describe('AdminServer', () => {
     const custom = createAdminServer({
       proxies: { web: proxy },
       config: () => ({
-        listeners: [{ name: 'web', tls: { key: 'PRIVATE', cert: '-----BEGIN CERTIFICATE-----x', passphrase: 'p' } }],
+        listeners: [
+          {
+            name: 'web',
+            tls: { key: 'PRIVATE', cert: '-----BEGIN CERTIFICATE-----x', passphrase: 'p' },
+          },
+        ],
         admin: { token: TOKEN },
       }),
     });
     const customPort = (await custom.listen()).port;
     const reply = await adminRequest(customPort, 'GET', '/config');
     assert.equal(reply.status, 200);
-    assert.ok(!reply.text.includes('PRIVATE') && !reply.text.includes(TOKEN) && !reply.text.includes('BEGIN'));
+    assert.ok(
+      !reply.text.includes('PRIVATE') &&
+        !reply.text.includes(TOKEN) &&
+        !reply.text.includes('BEGIN'),
+    );
     assert.deepEqual(reply.json, {
-      listeners: [{ name: 'web', tls: { key: '[redacted]', cert: '[redacted]', passphrase: '[redacted]' } }],
+      listeners: [
+        { name: 'web', tls: { key: '[redacted]', cert: '[redacted]', passphrase: '[redacted]' } },
+      ],
       admin: { token: '[redacted]' },
     });
     await custom.close();
@@ -307,7 +364,10 @@ describe('AdminServer', () => {
       return true;
     });
     assert.equal(open.address(), undefined);
-    assert.throws(() => createAdminServer({ proxies: { web: {} as TcpProxy } }), InvalidOptionError);
+    assert.throws(
+      () => createAdminServer({ proxies: { web: JSON.parse('{}') as TcpProxy } }),
+      InvalidOptionError,
+    );
     assert.throws(() => createAdminServer({ proxies: { web: proxy }, token: '' }), /token/);
     await open.close();
   });

@@ -68,11 +68,18 @@ test('docs/operations.md: every curl example of the admin API runs against a rea
   assert.deepEqual(actions, ['drain', 'enable', 'disable', 'weight', 'weight', 'enable', 'close']);
 
   // The documented /upstreams entry has exactly the fields the API returns.
-  const documented = /One upstream of `GET \/upstreams`[^`]*`[^`]*`\)[^\n]*\n\n```json\n([\s\S]*?)\n```/.exec(section);
+  const documented =
+    /One upstream of `GET \/upstreams`[^`]*`[^`]*`\)[^\n]*\n\n```json\n([\s\S]*?)\n```/.exec(
+      section,
+    );
   assert.ok(documented?.[1] !== undefined, 'the documented upstream JSON');
-  const real = await shell(`curl -fsS -H "Authorization: Bearer $TOKEN" http://$ADMIN/upstreams`, { ADMIN: admin, TOKEN });
-  const report = (JSON.parse(real.stdout) as { listeners: { web: { upstreams: Record<string, unknown>[] } } })
-    .listeners.web.upstreams[0];
+  const real = await shell(`curl -fsS -H "Authorization: Bearer $TOKEN" http://$ADMIN/upstreams`, {
+    ADMIN: admin,
+    TOKEN,
+  });
+  const report = (
+    JSON.parse(real.stdout) as { listeners: { web: { upstreams: Record<string, unknown>[] } } }
+  ).listeners.web.upstreams[0];
   const shape = (value: unknown): unknown =>
     value !== null && typeof value === 'object'
       ? Object.fromEntries(Object.entries(value).map(([k, v]) => [k, shape(v)]))

@@ -36,7 +36,9 @@ async function exposedFamilies(): Promise<Map<string, string>> {
 }
 
 /** The families of a proxy's exposition, re-read so they can be merged with others. */
-function parseable(text: string): { name: string; help: string; type: 'counter' | 'gauge'; samples: [] }[] {
+function parseable(
+  text: string,
+): { name: string; help: string; type: 'counter' | 'gauge'; samples: [] }[] {
   return [...parseExposition(text)].map(([name, family]) => ({
     name,
     help: family.help,
@@ -51,17 +53,27 @@ describe('docs/grafana/l4proxy-dashboard.json', () => {
     const used = new Set<string>();
     for (const panel of dashboard.panels) {
       for (const target of panel.targets ?? []) {
-        for (const match of target.expr.matchAll(/\b(rate|histogram_quantile\([^,]+,\s*sum by \([^)]*\) \(rate)?\(?(l4proxy_[a-z0-9_]+)/g)) {
+        for (const match of target.expr.matchAll(
+          /\b(rate|histogram_quantile\([^,]+,\s*sum by \([^)]*\) \(rate)?\(?(l4proxy_[a-z0-9_]+)/g,
+        )) {
           const series = match[2] ?? '';
           const histogram = /^(.*)_bucket$/.exec(series);
-          const name = histogram && families.get(histogram[1] ?? '') === 'histogram' ? (histogram[1] ?? '') : series;
+          const name =
+            histogram && families.get(histogram[1] ?? '') === 'histogram'
+              ? (histogram[1] ?? '')
+              : series;
           const type = families.get(name);
-          assert.ok(type !== undefined, `${panel.title}: ${series} is not a metric l4proxy exposes`);
+          assert.ok(
+            type !== undefined,
+            `${panel.title}: ${series} is not a metric l4proxy exposes`,
+          );
           used.add(name);
           const rated = new RegExp(`rate\\(${series}\\b`).test(target.expr);
           if (type === 'gauge') assert.ok(!rated, `${panel.title}: rate() of the gauge ${series}`);
-          if (type === 'counter') assert.ok(rated, `${panel.title}: the counter ${series} without rate()`);
-          if (type === 'histogram') assert.match(target.expr, /histogram_quantile\(/, `${panel.title}: ${series}`);
+          if (type === 'counter')
+            assert.ok(rated, `${panel.title}: the counter ${series} without rate()`);
+          if (type === 'histogram')
+            assert.match(target.expr, /histogram_quantile\(/, `${panel.title}: ${series}`);
         }
       }
     }
@@ -77,7 +89,10 @@ describe('docs/grafana/l4proxy-dashboard.json', () => {
 
   test('is a well-formed dashboard: uid, listener variable, panels on a 24-column grid', () => {
     assert.equal(dashboard.uid, 'l4proxy-overview');
-    assert.deepEqual(dashboard.templating.list.map((v) => v.name), ['datasource', 'listener']);
+    assert.deepEqual(
+      dashboard.templating.list.map((v) => v.name),
+      ['datasource', 'listener'],
+    );
     const refIds = new Set<string>();
     for (const panel of dashboard.panels) {
       assert.ok(panel.gridPos.x + panel.gridPos.w <= 24, panel.title);
@@ -87,7 +102,11 @@ describe('docs/grafana/l4proxy-dashboard.json', () => {
       for (const target of panel.targets ?? []) {
         assert.ok(!refIds.has(target.refId), `${panel.title}: refId ${target.refId} repeated`);
         refIds.add(target.refId);
-        assert.match(target.expr, /listener=~"\$listener"/, `${panel.title} follows the listener variable`);
+        assert.match(
+          target.expr,
+          /listener=~"\$listener"/,
+          `${panel.title} follows the listener variable`,
+        );
       }
     }
   });

@@ -12,11 +12,16 @@ interface Container {
 
 test('the example Deployment probes /ready and /live on the admin port its config opens', async () => {
   const { parseAllDocuments } = await import('yaml');
-  const text = readFileSync(new URL('../../../docs/kubernetes/l4proxy.yaml', import.meta.url), 'utf8');
+  const text = readFileSync(
+    new URL('../../../docs/kubernetes/l4proxy.yaml', import.meta.url),
+    'utf8',
+  );
   const manifests = parseAllDocuments(text).map(
     (doc) => doc.toJS() as { kind: string; data?: Record<string, string>; spec?: unknown },
   );
-  const config = JSON.parse(manifests.find((m) => m.kind === 'ConfigMap')?.data?.['l4proxy.json'] ?? '{}') as {
+  const config = JSON.parse(
+    manifests.find((m) => m.kind === 'ConfigMap')?.data?.['l4proxy.json'] ?? '{}',
+  ) as {
     admin?: unknown;
   };
   const admin = parseAdminSetting(config.admin);
@@ -31,5 +36,7 @@ test('the example Deployment probes /ready and /live on the admin port its confi
   assert.deepEqual(container.readinessProbe?.httpGet, { path: '/ready', port: 'admin' });
   assert.deepEqual(container.livenessProbe?.httpGet, { path: '/live', port: 'admin' });
   // Off loopback the admin API refuses to start without a token: the pod must pass one.
-  assert.ok(container.env?.some((e) => e.name === 'L4PROXY_ADMIN_TOKEN' && e.valueFrom !== undefined));
+  assert.ok(
+    container.env?.some((e) => e.name === 'L4PROXY_ADMIN_TOKEN' && e.valueFrom !== undefined),
+  );
 });

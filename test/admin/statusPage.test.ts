@@ -24,10 +24,15 @@ describe('status page in headless Chromium', { skip }, () => {
   let page: Page;
 
   before(async () => {
-    if (chromium === undefined) throw new Error('L4PROXY_REQUIRE_TOOLS=1 but chromium is not installed');
+    if (chromium === undefined)
+      throw new Error('L4PROXY_REQUIRE_TOOLS=1 but chromium is not installed');
     scene = await startStatusScene();
     browser = await launchChromium(chromium);
-    page = await browser.open(`http://127.0.0.1:${scene.adminPort}/#token=${scene.token}`, 1100, 900);
+    page = await browser.open(
+      `http://127.0.0.1:${scene.adminPort}/#token=${scene.token}`,
+      1100,
+      900,
+    );
   });
 
   after(async () => {
@@ -36,7 +41,10 @@ describe('status page in headless Chromium', { skip }, () => {
   });
 
   test('shows every listener and upstream, all up, with no CDN or inline code (CSP)', async () => {
-    await page.waitFor(`document.querySelectorAll('tr[data-upstream]').length === 4`, 'four upstream rows');
+    await page.waitFor(
+      `document.querySelectorAll('tr[data-upstream]').length === 4`,
+      'four upstream rows',
+    );
     for (const id of scene.upstreams) assert.equal(await page.evaluate(rowState(id)), 'up');
     assert.equal(await page.evaluate(rowState('resolver')), 'up');
     const listeners = await page.evaluate<string[]>(
@@ -81,7 +89,8 @@ describe('status page in headless Chromium', { skip }, () => {
     const victim = scene.upstreams[1] ?? '';
     await scene.kill(1);
     await page.waitFor(`${rowState(victim)} === 'down'`, `${victim} down`);
-    for (const id of [scene.upstreams[0], scene.upstreams[2]]) assert.equal(await page.evaluate(rowState(id ?? '')), 'up');
+    for (const id of [scene.upstreams[0], scene.upstreams[2]])
+      assert.equal(await page.evaluate(rowState(id ?? '')), 'up');
     const colour = await page.evaluate<string>(
       `getComputedStyle(document.querySelector('tr[data-upstream="${victim}"] .dot')).backgroundColor`,
     );
@@ -98,10 +107,14 @@ describe('status page in headless Chromium', { skip }, () => {
 
   test('the Drain button drains through the API and the page reports it', async () => {
     const id = scene.upstreams[0] ?? '';
-    await page.evaluate(`document.querySelector('tr[data-upstream="${id}"] button[data-action="drain"]').click()`);
+    await page.evaluate(
+      `document.querySelector('tr[data-upstream="${id}"] button[data-action="drain"]').click()`,
+    );
     await page.waitFor(`${rowState(id)} === 'drain'`, `${id} draining`);
     const reply = await adminRequest(scene.adminPort, 'GET', '/upstreams', { token: scene.token });
-    const web = (reply.json as { listeners: { web: { upstreams: { id: string; admin: string }[] } } }).listeners.web;
+    const web = (
+      reply.json as { listeners: { web: { upstreams: { id: string; admin: string }[] } } }
+    ).listeners.web;
     assert.equal(web.upstreams.find((u) => u.id === id)?.admin, 'drain');
     await page.waitFor(
       `[...document.querySelectorAll('#events tr[data-kind="admin"]')].some((r) => r.textContent.includes('drain'))`,
@@ -110,9 +123,18 @@ describe('status page in headless Chromium', { skip }, () => {
   });
 
   test('usable on a phone: no horizontal overflow at 390 px, a screenshot renders', async () => {
-    const phone = await browser.open(`http://127.0.0.1:${scene.adminPort}/#token=${scene.token}`, 390, 844);
-    await phone.waitFor(`document.querySelectorAll('tr[data-upstream]').length === 4`, 'rows on the phone');
-    const overflow = await phone.evaluate<number>(`document.documentElement.scrollWidth - window.innerWidth`);
+    const phone = await browser.open(
+      `http://127.0.0.1:${scene.adminPort}/#token=${scene.token}`,
+      390,
+      844,
+    );
+    await phone.waitFor(
+      `document.querySelectorAll('tr[data-upstream]').length === 4`,
+      'rows on the phone',
+    );
+    const overflow = await phone.evaluate<number>(
+      `document.documentElement.scrollWidth - window.innerWidth`,
+    );
     assert.ok(overflow <= 0, `page wider than the phone by ${overflow}px`);
     const png = await phone.screenshot();
     assert.deepEqual([...png.subarray(1, 4)], [...Buffer.from('PNG')]);
@@ -123,7 +145,13 @@ describe('status page in headless Chromium', { skip }, () => {
     const stranger = await browser.open(`http://127.0.0.1:${scene.adminPort}/`, 800, 600);
     await stranger.evaluate(`sessionStorage.clear()`);
     await stranger.evaluate(`location.reload()`);
-    await stranger.waitFor(`document.getElementById('auth') && !document.getElementById('auth').hidden`, 'the token form');
-    assert.equal(await stranger.evaluate(`document.querySelectorAll('tr[data-upstream]').length`), 0);
+    await stranger.waitFor(
+      `document.getElementById('auth') && !document.getElementById('auth').hidden`,
+      'the token form',
+    );
+    assert.equal(
+      await stranger.evaluate(`document.querySelectorAll('tr[data-upstream]').length`),
+      0,
+    );
   });
 });

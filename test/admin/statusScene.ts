@@ -24,11 +24,17 @@ export async function startStatusScene(): Promise<StatusScene> {
   const echoes = [await echoServer(), await echoServer(), await echoServer()];
   const dnsEcho = await udpEcho();
   const web = new TcpProxy({
-    upstreams: echoes.map((echo, i) => ({ host: '127.0.0.1', port: echo.port, id: `app-${i + 1}` })),
+    upstreams: echoes.map((echo, i) => ({
+      host: '127.0.0.1',
+      port: echo.port,
+      id: `app-${i + 1}`,
+    })),
     healthCheck: { interval: 200, timeout: 200, unhealthyThreshold: 1, healthyThreshold: 1 },
   });
   const webPort = ((await web.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo).port;
-  const dns = new UdpProxy({ upstreams: [{ host: '127.0.0.1', port: dnsEcho.port, id: 'resolver' }] });
+  const dns = new UdpProxy({
+    upstreams: [{ host: '127.0.0.1', port: dnsEcho.port, id: 'resolver' }],
+  });
   const dnsPort = (await dns.bind({ port: 0, address: '127.0.0.1' })).port;
   const admin = createAdminServer({ proxies: { web, dns }, token: SCENE_TOKEN });
   const adminPort = (await admin.listen({ port: 0 })).port;
@@ -47,7 +53,9 @@ export async function startStatusScene(): Promise<StatusScene> {
             received += chunk.length;
             if (received >= payload.length) resolve();
           });
-          client.once('close', () => resolve());
+          client.once('close', () => {
+            resolve();
+          });
           client.write(payload);
         }),
         2_000,

@@ -71,11 +71,18 @@ describe('access log formats', () => {
     const dir = configDir(t);
     const file = dir.write('l4proxy.json', {
       accessLog: {
-        format: '%ACCESS_LOG_TYPE% %CONNECTION_ID% %UPSTREAM_HOST% connect=%UPSTREAM_CONNECT_TIME% in=%BYTES_RECEIVED% %CLOSE_REASON%',
+        format:
+          '%ACCESS_LOG_TYPE% %CONNECTION_ID% %UPSTREAM_HOST% connect=%UPSTREAM_CONNECT_TIME% in=%BYTES_RECEIVED% %CLOSE_REASON%',
         flushOnConnected: true,
         flushInterval: 200,
       },
-      listeners: [{ protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: upstream }] }],
+      listeners: [
+        {
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: upstream }],
+        },
+      ],
     });
     const cli = startCli(t, ['--config', file]);
     const port = await listenPort(cli);
@@ -89,12 +96,18 @@ describe('access log formats', () => {
         if (found !== undefined) return found;
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
-      throw new Error(`no access line matching ${String(match)}; stdout text: ${JSON.stringify(cli.text)}`);
+      throw new Error(
+        `no access line matching ${String(match)}; stdout text: ${JSON.stringify(cli.text)}`,
+      );
     };
-    lines.push(await textLines(/^TcpUpstreamConnected 1 127\.0\.0\.1:\d+ connect=\d+(\.\d+)? in=\d+ -$/));
+    lines.push(
+      await textLines(/^TcpUpstreamConnected 1 127\.0\.0\.1:\d+ connect=\d+(\.\d+)? in=\d+ -$/),
+    );
     lines.push(await textLines(/^TcpPeriodic 1 127\.0\.0\.1:\d+ connect=\d+(\.\d+)? in=5 -$/));
     socket.end();
-    lines.push(await textLines(/^TcpConnectionEnd 1 127\.0\.0\.1:\d+ connect=\d+(\.\d+)? in=5 completed$/));
+    lines.push(
+      await textLines(/^TcpConnectionEnd 1 127\.0\.0\.1:\d+ connect=\d+(\.\d+)? in=5 completed$/),
+    );
     assert.equal(lines.length, 3);
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(), 0);
@@ -105,7 +118,14 @@ describe('access log formats', () => {
     const dir = configDir(t);
     const file = dir.write('l4proxy.json', {
       accessLog: { fields: ['listener', 'upstream', 'reason', 'connectTimeMs'] },
-      listeners: [{ name: 'web', protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: upstream, id: 'app' }] }],
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: upstream, id: 'app' }],
+        },
+      ],
     });
     const cli = startCli(t, ['--config', file]);
     const port = await listenPort(cli);
@@ -117,13 +137,21 @@ describe('access log formats', () => {
     const { level, time, pid, hostname, msg, connectTimeMs, ...rest } = line;
     assert.deepEqual(rest, { listener: 'web', upstream: 'app', reason: 'completed' });
     assert.equal(typeof connectTimeMs, 'number');
-    assert.deepEqual([typeof level, typeof time, typeof pid, typeof hostname, msg], ['number', 'number', 'number', 'string', 'connection closed']);
+    assert.deepEqual(
+      [typeof level, typeof time, typeof pid, typeof hostname, msg],
+      ['number', 'number', 'number', 'string', 'connection closed'],
+    );
     const bad = dir.write('bad.json', {
       accessLog: { format: 'x %WHAT%' },
-      listeners: [{ protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: 1 }] }],
+      listeners: [
+        { protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: 1 }] },
+      ],
     });
     const refused = await runCli(['--check', '--config', bad]);
     assert.equal(refused.code, 1);
-    assert.match(refused.stderr, /accessLog\.format: expected known operators .*unknown operator %WHAT%/);
+    assert.match(
+      refused.stderr,
+      /accessLog\.format: expected known operators .*unknown operator %WHAT%/,
+    );
   });
 });

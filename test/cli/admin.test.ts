@@ -64,12 +64,28 @@ describe('l4proxy --admin', () => {
     const live = await curl(curlPath, ['-fsS', `http://${at}/live`]);
     assert.equal(live.code, 0, live.stderr);
     assert.equal((await curl(curlPath, ['-fsS', `http://${at}/ready`])).code, 0);
-    const denied = await curl(curlPath, ['-sS', '-o', '/dev/null', '-w', '%{http_code}', `http://${at}/stats`]);
+    const denied = await curl(curlPath, [
+      '-sS',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      `http://${at}/stats`,
+    ]);
     assert.equal(denied.stdout, '401');
 
-    const drained = await curl(curlPath, ['-fsS', '-X', 'POST', ...auth, `http://${at}/upstreams/web/a/drain`]);
+    const drained = await curl(curlPath, [
+      '-fsS',
+      '-X',
+      'POST',
+      ...auth,
+      `http://${at}/upstreams/web/a/drain`,
+    ]);
     assert.equal(drained.code, 0, drained.stderr);
-    assert.equal((JSON.parse(drained.stdout) as { upstream: UpstreamReport }).upstream.admin, 'drain');
+    assert.equal(
+      (JSON.parse(drained.stdout) as { upstream: UpstreamReport }).upstream.admin,
+      'drain',
+    );
     const logged = await cli.waitLine('stderr', (l) => l.msg === 'admin action');
     assert.equal(logged.action, 'drain');
     assert.equal(logged.upstream, 'a');
@@ -87,13 +103,22 @@ describe('l4proxy --admin', () => {
     process.kill(cli.pid, 'SIGHUP');
     await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
     const after = await curl(curlPath, ['-fsS', ...auth, `http://${at}/upstreams`]);
-    const reports = (JSON.parse(after.stdout) as {
-      listeners: { web: { upstreams: UpstreamReport[] } };
-    }).listeners.web.upstreams;
-    assert.deepEqual(reports.map((u) => u.admin), ['ready', 'ready'], 'a reload ends overrides');
+    const reports = (
+      JSON.parse(after.stdout) as {
+        listeners: { web: { upstreams: UpstreamReport[] } };
+      }
+    ).listeners.web.upstreams;
+    assert.deepEqual(
+      reports.map((u) => u.admin),
+      ['ready', 'ready'],
+      'a reload ends overrides',
+    );
 
     const metrics = await curl(curlPath, ['-fsS', ...auth, `http://${at}/metrics`]);
-    assert.match(metrics.stdout, /^l4proxy_tcp_upstream_cx_connect_seconds_count\{listener="web"\} 3$/m);
+    assert.match(
+      metrics.stdout,
+      /^l4proxy_tcp_upstream_cx_connect_seconds_count\{listener="web"\} 3$/m,
+    );
 
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(), 0);
@@ -107,18 +132,40 @@ describe('l4proxy --admin', () => {
     const file = dir.write('l4proxy.json', {
       workers: 2,
       admin: '127.0.0.1:0',
-      listeners: [{ name: 'web', protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: upstream }] }],
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: upstream }],
+        },
+      ],
     });
     const cli = startCli(t, ['--config', file]);
     const at = String((await cli.waitLine('stderr', (l) => l.msg === 'admin listening')).address);
     await cli.waitLine('stderr', (l) => l.msg === 'ready', 15_000);
     assert.equal((await curl(curlPath, ['-fsS', `http://${at}/live`])).code, 0);
-    const ready = await curl(curlPath, ['-sS', '-o', '/dev/null', '-w', '%{http_code}', `http://${at}/ready`]);
+    const ready = await curl(curlPath, [
+      '-sS',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      `http://${at}/ready`,
+    ]);
     assert.equal(ready.stdout, '200');
     const metrics = await curl(curlPath, ['-fsS', `http://${at}/metrics`]);
-    assert.match(metrics.stdout, /^l4proxy_tcp_downstream_cx_total\{listener="web",worker="1"\} 0$/m);
+    assert.match(
+      metrics.stdout,
+      /^l4proxy_tcp_downstream_cx_total\{listener="web",worker="1"\} 0$/m,
+    );
     assert.match(metrics.stdout, /^# TYPE l4proxy_tcp_upstream_cx_connect_seconds histogram$/m);
-    const upstreams = await curl(curlPath, ['-sS', '-w', '\n%{http_code}', `http://${at}/upstreams`]);
+    const upstreams = await curl(curlPath, [
+      '-sS',
+      '-w',
+      '\n%{http_code}',
+      `http://${at}/upstreams`,
+    ]);
     assert.match(upstreams.stdout, /need workers: 1[\s\S]*\n501$/);
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(15_000), 0);
@@ -128,7 +175,9 @@ describe('l4proxy --admin', () => {
     const dir = configDir(t);
     const file = dir.write('l4proxy.json', {
       admin: '0.0.0.0:0',
-      listeners: [{ protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: 9 }] }],
+      listeners: [
+        { protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: 9 }] },
+      ],
     });
     const result = await runCli(['--config', file]);
     assert.equal(result.code, 1);
@@ -136,7 +185,10 @@ describe('l4proxy --admin', () => {
     const bad = await runCli(['--config', file, '--admin', 'nope']);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--admin: expected/);
-    const badFile = dir.write('bad.json', { admin: { listen: '127.0.0.1:0', token: 'x' }, listeners: [] });
+    const badFile = dir.write('bad.json', {
+      admin: { listen: '127.0.0.1:0', token: 'x' },
+      listeners: [],
+    });
     const refused = await runCli(['--check', '--config', badFile]);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /admin\.token: expected listen or tokenFile/);

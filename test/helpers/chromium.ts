@@ -33,7 +33,7 @@ interface Pending {
 }
 
 /** Starts Chromium (`path`) headless with a fresh profile and no network beyond what pages ask. */
-export async function launchChromium(path: string): Promise<Browser> {
+export function launchChromium(path: string): Promise<Browser> {
   const profile = mkdtempSync(join(tmpdir(), 'l4proxy-chromium-'));
   const child: ChildProcess = spawn(
     path,
@@ -63,7 +63,11 @@ export async function launchChromium(path: string): Promise<Browser> {
     if (stderr.length < 10_000) stderr += chunk.toString();
   });
   toBrowser.on('error', () => undefined);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', () => {
+      resolve();
+    });
+  });
   const pending = new Map<number, Pending>();
   let nextId = 1;
   let buffered = '';
@@ -155,7 +159,8 @@ export async function launchChromium(path: string): Promise<Browser> {
       if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
         void send('Browser.close').catch(() => undefined);
         const timer = setTimeout(() => {
-          if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, 'SIGKILL');
+          if (child.pid !== undefined && child.exitCode === null)
+            process.kill(child.pid, 'SIGKILL');
         }, 3_000);
         await exited;
         clearTimeout(timer);
@@ -163,5 +168,5 @@ export async function launchChromium(path: string): Promise<Browser> {
       rmSync(profile, { recursive: true, force: true });
     },
   };
-  return browser;
+  return Promise.resolve(browser);
 }

@@ -9,7 +9,11 @@ export interface CurlResult {
 }
 
 /** Runs `curl args...` (a real, independent HTTP client), bounded in time. */
-export function curl(path: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<CurlResult> {
+export function curl(
+  path: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<CurlResult> {
   return withTimeout(
     new Promise<CurlResult>((resolve) => {
       execFile(

@@ -71,18 +71,19 @@ export function parseExposition(text: string): Map<string, ParsedFamily> {
     const suffix = histogram?.[2];
     const ofHistogram =
       base !== undefined && suffix !== undefined && families.get(base)?.type === 'histogram';
-    const family = families.get(ofHistogram ? (base ?? name) : name);
+    const family = families.get(ofHistogram ? base : name);
     assert.ok(family && family.type !== '', `sample of ${name} before its TYPE`);
     assert.ok(family.type !== 'histogram' || ofHistogram, `histogram ${name} without a suffix`);
     const labels = parseLabels(labelText ?? '');
-    if (suffix === '_bucket' && ofHistogram) assert.ok(labels.le !== undefined, `${name} without le`);
+    if (suffix === '_bucket' && ofHistogram)
+      assert.ok(labels.le !== undefined, `${name} without le`);
     const key = `${name}${JSON.stringify(Object.entries(labels).sort())}`;
     assert.ok(!seen.has(key), `duplicate series ${key}`);
     seen.add(key);
     family.samples.push({
       labels,
       value: Number(value),
-      ...(ofHistogram && suffix !== undefined && { suffix }),
+      ...(ofHistogram && { suffix }),
     });
   }
   return families;
