@@ -140,3 +140,5 @@ export type { AdminMode, AdminOverride } from './upstream/adminOverride.js';
 export { LatencyRecorder, latencyFamilies } from './metrics/latency.js';
 export type { LatencySnapshot } from './metrics/latency.js';
 export type { HistogramSnapshot } from './metrics/histogram.js';
+export { renderFamilies } from './metrics/prometheus.js';
+export type { MetricFamily, MetricLabels, MetricSample } from './metrics/prometheus.js';

@@ -33,7 +33,7 @@ const HELP: Readonly<Record<keyof LatencySnapshot, string>> = {
  * @example
  * const latency = new LatencyRecorder('tcp');
  * latency.attach(proxy);
- * res.end(renderFamilies([...tcpFamilies(proxy.stats()), ...latency.families()]));
+ * res.end(proxy.metrics() + renderFamilies(latency.families()));
  */
 export class LatencyRecorder {
   private readonly connect = new Histogram(CONNECT_BUCKETS);
@@ -78,6 +78,7 @@ export class LatencyRecorder {
     (this.tls ??= new Histogram(CONNECT_BUCKETS)).observe(seconds);
   }
 
+  /** The histograms recorded so far (TCP: connect and length, TLS once recorded; UDP: length). */
   snapshot(): LatencySnapshot {
     if (this.protocol === 'udp') return { downstream_sess_length: this.length.snapshot() };
     return {
