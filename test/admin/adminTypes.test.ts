@@ -27,5 +27,8 @@ test('admin modes, overrides and control entries are closed unions', () => {
   const options: AdminServerOptions = { token: 'x', maxConnections: 4 };
   // @ts-expect-error the token is a string, not a number
   const numeric: AdminServerOptions = { token: 42 };
-  assert.deepEqual([drain.mode, down.mode, options.token, numeric.token], ['drain', 'down', 'x', 42]);
+  assert.deepEqual(
+    [drain.mode, down.mode, options.token, numeric.token],
+    ['drain', 'down', 'x', 42],
+  );
 });
