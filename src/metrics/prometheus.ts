@@ -169,6 +169,11 @@ const UPSTREAM_FLAGS: readonly (readonly [key: string, help: string])[] = [
   ],
   ['health_check_healthy', 'Verdict of active health checks (1 healthy; 1 when none run).'],
   ['ejected', 'Whether the upstream is passively ejected now (1) or not (0).'],
+  ['admin_drain', 'Whether an operator drained the upstream through the admin API (1) or not (0).'],
+  [
+    'admin_maint',
+    'Whether an operator disabled the upstream through the admin API (1) or not (0).',
+  ],
 ];
 
 function upstreamFamilies<U extends { readonly healthy: boolean }>(

@@ -188,6 +188,13 @@ describe('AdminServer', () => {
       assert.equal(proxy.connections().at(-1)?.upstream?.id, idB, 'new connections go to B');
       others.push(socket);
     }
+    const metrics = await adminRequest(port, 'GET', '/metrics', { token: TOKEN });
+    assert.ok(
+      metrics.text.includes(
+        `l4proxy_tcp_upstream_host_admin_drain{listener="web",upstream="${idA}"} 1\n`,
+      ),
+      'the drain is counted in the metrics',
+    );
     // The live connection on A still relays.
     onA.write('still');
     const [chunk] = await waitFor<[Buffer]>(onA, 'data');
