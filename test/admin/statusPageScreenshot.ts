@@ -23,13 +23,14 @@ async function main(): Promise<void> {
       1000,
     );
     await page.waitFor(`document.querySelectorAll('tr[data-upstream]').length === 4`, 'rows');
-    await scene.load(4_000);
+    // Long enough for the one-minute charts to show a shape.
+    await scene.load(15_000);
     await scene.kill(1);
     await adminRequest(scene.adminPort, 'POST', '/upstreams/web/app-3/weight', {
       token: scene.token,
       body: { weight: 3 },
     });
-    const loading = scene.load(6_000);
+    const loading = scene.load(10_000);
     await page.waitFor(
       `document.querySelector('tr[data-upstream="app-2"]')?.dataset.state === 'down'`,
       'app-2 down',
@@ -37,7 +38,7 @@ async function main(): Promise<void> {
     await adminRequest(scene.adminPort, 'POST', '/upstreams/web/app-1/drain', {
       token: scene.token,
     });
-    await new Promise((resolve) => setTimeout(resolve, 4_000));
+    await new Promise((resolve) => setTimeout(resolve, 8_000));
     const png = await page.screenshot();
     await loading;
     mkdirSync(new URL('.', `file://${target}`), { recursive: true });
