@@ -7,6 +7,7 @@ import { emitSafely, reportError } from '../internal/emit.js';
 import { integer, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
 import { LatencyRecorder } from '../metrics/latency.js';
 import { TcpProxy } from '../tcp/TcpProxy.js';
+import type { UdpProxy } from '../udp/UdpProxy.js';
 import type { AdminListener } from './AdminListener.js';
 import type { AdminServerOptions, ResolvedAdminOptions } from './adminOptions.js';
 import { resolveAdminOptions } from './adminOptions.js';
@@ -214,7 +215,7 @@ export class AdminServer extends EventEmitter<AdminServerEvents> {
 /** An {@link AdminListener} over one fixed proxy (the library helper). */
 function fixedListener(
   name: string,
-  proxy: TcpProxy | import('../udp/UdpProxy.js').UdpProxy,
+  proxy: TcpProxy | UdpProxy,
   histograms: boolean,
 ): AdminListener {
   const protocol = proxy instanceof TcpProxy ? 'tcp' : 'udp';
