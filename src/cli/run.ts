@@ -9,6 +9,7 @@ import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
 import { startCliAdmin } from './adminConfig.js';
+import type { AdminServer } from '../admin/AdminServer.js';
 import type { EffectiveSettings } from './settings.js';
 
 /** Logs what a reload did. */
@@ -39,11 +40,14 @@ export async function runInstance(config: Config, settings: EffectiveSettings): 
     worker === undefined ? {} : { worker: Number(worker) },
     collect,
   );
+  // The admin server starts after the listeners; new proxy generations (reloads) join its events.
+  const adminRef: { server?: AdminServer } = {};
   const running = new Instance(
     config,
     ops,
     (listener, proxy) => {
       observeProxy(access, ops, listener, proxy, settings.accessLog);
+      adminRef.server?.recent.attach(listener.name, proxy);
     },
     settings.metrics !== undefined || settings.admin !== undefined,
   );
@@ -130,6 +134,7 @@ export async function runInstance(config: Config, settings: EffectiveSettings): 
         settings,
         ready: () => !draining,
       });
+      adminRef.server = served.server;
       ops.info('admin listening', { address: served.address });
     } catch (err) {
       ops.log('fatal', `cannot serve the admin API: ${(err as Error).message}`);
