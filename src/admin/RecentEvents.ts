@@ -19,8 +19,10 @@ export interface RecentEvent {
  */
 export class RecentEvents {
   private readonly ring: RecentEvent[] = [];
-  private readonly detach: (() => void)[] = [];
-  private readonly attached = new WeakSet<object>();
+  /** How to stop listening to each attached proxy; a proxy leaves when it closes. */
+  private readonly detach = new Map<TcpProxy | UdpProxy, () => void>();
+  /** Every proxy ever attached, so a closed one is not attached again. */
+  private readonly seen = new WeakSet<TcpProxy | UdpProxy>();
 
   constructor(private readonly capacity = 100) {}
 
@@ -36,8 +38,8 @@ export class RecentEvents {
 
   /** Records the events of `proxy` under `listener` (once per proxy). */
   attach(listener: string, proxy: TcpProxy | UdpProxy): void {
-    if (this.attached.has(proxy)) return;
-    this.attached.add(proxy);
+    if (this.seen.has(proxy)) return;
+    this.seen.add(proxy);
     const record = (kind: string, reason: string, detail: string): void => {
       this.add({ time: Date.now(), listener, kind, reason, detail });
     };
@@ -66,31 +68,43 @@ export class RecentEvents {
       }): void => {
         record('rejected', rejection.reason, `client ${rejection.clientAddress ?? 'unknown'}`);
       };
+      const onClose = (): void => {
+        this.detach.get(proxy)?.();
+      };
       proxy.on('rejected', onRejected);
       proxy.on('upstreamError', onUpstreamError);
       proxy.on('upstreamHealth', onHealth);
-      this.detach.push(() => {
+      proxy.on('close', onClose);
+      this.detach.set(proxy, () => {
+        this.detach.delete(proxy);
         proxy.off('rejected', onRejected);
         proxy.off('upstreamError', onUpstreamError);
         proxy.off('upstreamHealth', onHealth);
+        proxy.off('close', onClose);
       });
       return;
     }
     const onDropped = (drop: { readonly reason: string; readonly clientAddress: string }): void => {
       record('dropped', drop.reason, `client ${drop.clientAddress}`);
     };
+    const onClose = (): void => {
+      this.detach.get(proxy)?.();
+    };
     proxy.on('dropped', onDropped);
     proxy.on('upstreamError', onUpstreamError);
     proxy.on('upstreamHealth', onHealth);
-    this.detach.push(() => {
+    proxy.on('close', onClose);
+    this.detach.set(proxy, () => {
+      this.detach.delete(proxy);
       proxy.off('dropped', onDropped);
       proxy.off('upstreamError', onUpstreamError);
       proxy.off('upstreamHealth', onHealth);
+      proxy.off('close', onClose);
     });
   }
 
   /** Removes every listener it added. */
   stop(): void {
-    for (const detach of this.detach.splice(0)) detach();
+    for (const detach of [...this.detach.values()]) detach();
   }
 }

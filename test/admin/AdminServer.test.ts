@@ -86,6 +86,8 @@ describe('AdminServer', () => {
       'every TCP handle closed',
     );
     assert.equal(proxy.listenerCount('connectionClose'), 0, 'latency recorder detached');
+    assert.equal(proxy.listenerCount('rejected'), 0, 'recent events detached');
+    assert.equal(udp.listenerCount('dropped'), 0, 'recent events detached from the closed UDP proxy');
   });
 
   test('probes need no token; /ready follows the proxies', async () => {
