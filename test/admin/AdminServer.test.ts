@@ -87,7 +87,11 @@ describe('AdminServer', () => {
     );
     assert.equal(proxy.listenerCount('connectionClose'), 0, 'latency recorder detached');
     assert.equal(proxy.listenerCount('rejected'), 0, 'recent events detached');
-    assert.equal(udp.listenerCount('dropped'), 0, 'recent events detached from the closed UDP proxy');
+    assert.equal(
+      udp.listenerCount('dropped'),
+      0,
+      'recent events detached from the closed UDP proxy',
+    );
   });
 
   test('probes need no token; /ready follows the proxies', async () => {
