@@ -48,26 +48,36 @@ export class LatencyRecorder {
     if (this.attached.has(proxy)) return;
     this.attached.add(proxy);
     if (this.protocol === 'udp') {
-      (proxy as UdpProxy).on('sessionClose', this.onSessionClose);
+      const udp = proxy as UdpProxy;
+      udp.on('sessionClose', this.onSessionClose);
+      // Sessions end before 'close': the last ones are recorded, then the proxy is let go.
+      udp.once('close', () => {
+        this.detach(udp);
+      });
       return;
     }
     const tcp = proxy as TcpProxy;
     tcp.on('upstreamConnect', this.onUpstreamConnect);
     tcp.on('connectionClose', this.onConnectionClose);
+    tcp.once('close', () => {
+      this.detach(tcp);
+    });
   }
 
   /** Stops recording every attached proxy (what was recorded stays). */
   detachAll(): void {
-    for (const proxy of this.attached) {
-      if (this.protocol === 'udp') {
-        (proxy as UdpProxy).off('sessionClose', this.onSessionClose);
-        continue;
-      }
-      const tcp = proxy as TcpProxy;
-      tcp.off('upstreamConnect', this.onUpstreamConnect);
-      tcp.off('connectionClose', this.onConnectionClose);
+    for (const proxy of [...this.attached]) this.detach(proxy);
+  }
+
+  private detach(proxy: TcpProxy | UdpProxy): void {
+    if (!this.attached.delete(proxy)) return;
+    if (this.protocol === 'udp') {
+      (proxy as UdpProxy).off('sessionClose', this.onSessionClose);
+      return;
     }
-    this.attached.clear();
+    const tcp = proxy as TcpProxy;
+    tcp.off('upstreamConnect', this.onUpstreamConnect);
+    tcp.off('connectionClose', this.onConnectionClose);
   }
 
   /**
