@@ -142,3 +142,7 @@ export type { LatencySnapshot } from './metrics/latency.js';
 export type { HistogramSnapshot } from './metrics/histogram.js';
 export { renderFamilies } from './metrics/prometheus.js';
 export type { MetricFamily, MetricLabels, MetricSample } from './metrics/prometheus.js';
+// ---- Every core: SO_REUSEPORT listeners and cluster workers (issue 16) ----
+export { runWorkers, workerCount } from './cluster/runWorkers.js';
+export type { RunWorkersOptions, WorkerContext, WorkerGroup } from './cluster/runWorkers.js';
+export { reusePortSupported } from './net/reusePort.js';

@@ -7,9 +7,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { expectTypeOf } from 'expect-type';
-import { TcpProxy } from '../src/index.js';
+import { runWorkers, TcpProxy } from '../src/index.js';
 import type {
+  BindOptions,
+  ListenOptions,
   ProxyMode,
+  RunWorkersOptions,
+  WorkerContext,
+  WorkerGroup,
   SelectionContext,
   TcpConnectionSummary,
   TcpProxyOptions,
@@ -57,4 +62,22 @@ test('event listeners are type-checked', () => {
   proxy.on('conection', () => undefined);
   assert.equal(proxy.listenerCount('connectionClose'), 2);
   void proxy.close();
+});
+
+test('listen backlog and reusePort, bind reusePort and runWorkers are typed', () => {
+  expectTypeOf<ListenOptions['backlog']>().toEqualTypeOf<number | undefined>();
+  expectTypeOf<ListenOptions['reusePort']>().toEqualTypeOf<boolean | undefined>();
+  expectTypeOf<BindOptions['reusePort']>().toEqualTypeOf<boolean | undefined>();
+  const ok: ListenOptions = { port: 0, backlog: 4096, reusePort: false };
+  // @ts-expect-error reusePort is a boolean
+  const wrong: ListenOptions = { port: 0, reusePort: 'yes' };
+  expectTypeOf<WorkerContext>().toEqualTypeOf<{
+    readonly worker: number;
+    readonly workers: number;
+    readonly reusePort: boolean;
+  }>();
+  expectTypeOf(runWorkers<number>).returns.toEqualTypeOf<Promise<WorkerGroup | number>>();
+  // @ts-expect-error workers is a count or 'auto'
+  const many: RunWorkersOptions = { workers: 'all' };
+  assert.equal([ok, wrong, many].length, 3);
 });

@@ -3,6 +3,7 @@ import { freePort } from './net.js';
 import { start, stop, waitForLine } from './processes.js';
 import type { BackendKind } from './scenarios.js';
 import type { ToolName } from './tools.js';
+import { startHttpBackend } from './httpBackend.js';
 
 /** A running backend. */
 export interface Backend {
@@ -29,6 +30,7 @@ export async function startBackend(
   loadgen: string,
   tools: ReadonlyMap<ToolName, string>,
 ): Promise<Backend> {
+  if (kind === 'nginx-http') return startHttpBackend(tools);
   if (kind === 'iperf3') {
     const port = await freePort();
     const child = start(

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { freePort, waitListening } from './net.js';
 import { benchScript } from './paths.js';
 import { family } from './procStat.js';
+import { startCli } from './cliContender.js';
 import { start, stop, track } from './processes.js';
 import type { ToolName } from './tools.js';
 
@@ -16,6 +17,7 @@ export type Protocol = 'tcp' | 'udp';
 export const CONTENDER_NAMES = [
   'direct',
   'l4proxy',
+  'l4proxy-cli',
   'l4proxy-2w',
   'naive',
   'haproxy',
@@ -207,6 +209,13 @@ export const CONTENDERS: readonly Contender[] = [
         [setup.protocol, String(setup.upstreamPort), String(setup.responses)],
         setup.profileDir,
       ),
+  },
+  {
+    name: 'l4proxy-cli',
+    description:
+      'the `l4proxy` command, one listener from a config file, default options and its access log on (stdout to /dev/null)',
+    protocols: ['tcp', 'udp'],
+    start: (setup) => startCli(setup),
   },
   {
     name: 'l4proxy-2w',

@@ -49,6 +49,23 @@ export function rssBytes(pids: readonly number[]): number {
   return total;
 }
 
+/**
+ * Proportional set size in bytes (shared pages divided among the processes sharing them), summed
+ * over the processes, from /proc/<pid>/smaps_rollup; falls back to RSS where that is missing.
+ */
+export function pssBytes(pids: readonly number[]): number {
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      const match = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+      total += match ? Number(match[1]) * 1024 : rssBytes([pid]);
+    } catch {
+      // exited
+    }
+  }
+  return total;
+}
+
 /** Measures CPU (in cores) of a set of processes over an interval. */
 export class CpuMeter {
   private readonly pids: readonly number[];

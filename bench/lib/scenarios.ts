@@ -1,5 +1,6 @@
 import type { ContenderName, Protocol } from './contenders.js';
-import { rssBytes } from './procStat.js';
+import { pssBytes, rssBytes } from './procStat.js';
+import { burst } from './burst.js';
 import { run, start, stop, waitForLine } from './processes.js';
 import type { ToolName } from './tools.js';
 
@@ -39,7 +40,7 @@ export interface ScenarioContext {
 }
 
 /** Backend programs, started once per scenario and shared by every contender. */
-export type BackendKind = 'iperf3' | 'echo-tcp' | 'echo-udp';
+export type BackendKind = 'iperf3' | 'echo-tcp' | 'echo-udp' | 'nginx-http';
 
 /** One measurement. */
 export interface Scenario {
@@ -191,12 +192,20 @@ const idleRss: Scenario = {
       better: 'lower',
       digits: 0,
     },
+    {
+      key: 'pssPerConnSteady',
+      label: 'PSS per connection, held idle',
+      unit: 'bytes',
+      better: 'lower',
+      digits: 0,
+    },
   ],
   responses: 0,
   skip: ['direct'],
   async run(port, pids, context) {
     await settle(context.duration < 1 ? 20 : 200);
     const before = rssBytes(pids());
+    const pssBefore = pssBytes(pids());
     const child = start(
       context.loadgen,
       ['tcp-idle', String(port), String(context.idleConnections)],
@@ -213,9 +222,14 @@ const idleRss: Scenario = {
       // behind (V8's memory reducer runs after a few quiet seconds); C proxies do not change.
       await settle(context.idleHold * 1000);
       const steady = rssBytes(pids());
+      const pssSteady = pssBytes(pids());
       const perConnection = (rss: number): number => (opened > 0 ? (rss - before) / opened : 0);
       return {
-        values: { bytesPerConn: perConnection(after), bytesPerConnSteady: perConnection(steady) },
+        values: {
+          bytesPerConn: perConnection(after),
+          bytesPerConnSteady: perConnection(steady),
+          pssPerConnSteady: perConnection(pssSteady - pssBefore + before),
+        },
         loadgenCpu: 0,
         errors: context.idleConnections - opened,
       };
@@ -284,5 +298,6 @@ export const SCENARIOS: readonly Scenario[] = [
     (port, seconds) => ['udp-sessions', port, 32, seconds, 64],
     1,
   ),
+  burst,
   idleRss,
 ];

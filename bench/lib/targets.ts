@@ -59,6 +59,38 @@ function naiveChecks(scenarios: readonly ScenarioResult[], get: Lookup): TargetC
     });
 }
 
+/** Issue 24: the burst at >= 0.5 x HAProxy, and no SYN dropped by l4proxy's own queue. */
+function burstChecks(get: Lookup): TargetCheck[] {
+  return (['l4proxy', 'l4proxy-cli'] as const).flatMap((name) => [
+    check(
+      `connection burst, ${name}`,
+      '>= 0.5 x HAProxy (issue 24)',
+      over(get('tcp-burst', name, 'rate'), get('tcp-burst', 'haproxy', 'rate')),
+      (x) => x >= 0.5,
+    ),
+    check(
+      `ListenOverflows in the burst, ${name}`,
+      '0 (issue 24)',
+      get('tcp-burst', name, 'overflows'),
+      (x) => x === 0,
+      (x) => String(Math.round(x)),
+    ),
+  ]);
+}
+
+/** Issue 16: the CLI (access log on) within 5% of the library, on each scenario's main figure. */
+function cliChecks(scenarios: readonly ScenarioResult[], get: Lookup): TargetCheck[] {
+  return scenarios
+    .filter((s) => s.skipped === undefined && s.results['l4proxy-cli'] !== undefined)
+    .map((s) => {
+      const metric = s.metrics[0]!;
+      const cli = get(s.id, 'l4proxy-cli', metric.key);
+      const lib = get(s.id, 'l4proxy', metric.key);
+      const value = metric.better === 'higher' ? over(cli, lib) : over(lib, cli);
+      return check(`${s.id}: CLI vs library`, '>= 0.95 x (issue 16)', value, (x) => x >= 0.95);
+    });
+}
+
 /** Issue 7's targets against this run's medians. */
 export function checkTargets(scenarios: readonly ScenarioResult[]): TargetCheck[] {
   const get = lookupIn(scenarios);
@@ -108,5 +140,14 @@ export function checkTargets(scenarios: readonly ScenarioResult[]): TargetCheck[
       (x) => x <= 1.2,
     ),
     ...naiveChecks(scenarios, get),
+    check(
+      'PSS per idle proxied TCP connection (held idle)',
+      '<= 4 KB (4096 bytes, issue 16)',
+      get('tcp-idle-rss', 'l4proxy', 'pssPerConnSteady'),
+      (x) => x <= 4096,
+      (x) => `${Math.round(x)} bytes`,
+    ),
+    ...burstChecks(get),
+    ...cliChecks(scenarios, get),
   ];
 }

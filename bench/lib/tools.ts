@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { repoRoot } from './paths.js';
 
 /** Outside programs the benchmark may use. */
-export type ToolName = 'haproxy' | 'nginx' | 'iperf3' | 'cc';
+export type ToolName = 'haproxy' | 'nginx' | 'iperf3' | 'cc' | 'h2load';
 
 /** apt package(s) that provide each tool. */
 const PACKAGES: Record<ToolName, string[]> = {
@@ -13,6 +13,7 @@ const PACKAGES: Record<ToolName, string[]> = {
   nginx: ['nginx', 'libnginx-mod-stream'],
   iperf3: ['iperf3'],
   cc: ['gcc', 'libc6-dev'],
+  h2load: ['nghttp2-client'],
 };
 
 const SEARCH = ['/usr/sbin', '/usr/bin', '/usr/local/sbin', '/usr/local/bin', '/sbin', '/bin'];
@@ -100,6 +101,7 @@ export function machineInfo(tools: ReadonlyMap<ToolName, string>): MachineInfo {
     nginx: ['-v'],
     iperf3: ['--version'],
     cc: ['--version'],
+    h2load: ['--version'],
   };
   for (const [name, path] of tools) versions[name] = versionOf(path, args[name]);
   return {

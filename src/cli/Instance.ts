@@ -5,6 +5,7 @@ import type { ListenerStats, ProxyObserver } from './Listener.js';
 import type { Logger } from './logger.js';
 import type { AdminListener } from '../admin/AdminListener.js';
 import { clearOverrides } from '../admin/runtimeControl.js';
+import { backlogFields } from './listenBacklog.js';
 
 /** What a reload did, for the log line. */
 export interface ReloadOutcome {
@@ -28,11 +29,15 @@ export class Instance {
     config: Config,
     private readonly ops: Logger,
     observe: ProxyObserver,
+    backlog?: number,
     recordLatency = false,
   ) {
     this.settingsKey = JSON.stringify(config.settings);
     for (const prepared of config.listeners) {
-      this.listeners.set(prepared.config.name, new Listener(prepared, observe, recordLatency));
+      this.listeners.set(
+        prepared.config.name,
+        new Listener(prepared, observe, backlog, recordLatency),
+      );
     }
   }
 
@@ -55,6 +60,7 @@ export class Instance {
           listener: listener.name,
           protocol: listener.protocol,
           address,
+          ...(listener.protocol === 'tcp' && backlogFields(listener.backlog)),
         });
       } catch (err) {
         await this.drain(0);
@@ -99,7 +105,7 @@ export class Instance {
         ...outcome,
         needsRestart: [
           ...outcome.needsRestart,
-          'settings (metrics, drainTimeout, logLevel, workers)',
+          'settings (metrics, drainTimeout, logLevel, workers, backlog)',
         ],
       };
     };

@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import net from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { TcpProxy } from '../tcp/TcpProxy.js';
@@ -11,6 +12,10 @@ import { formatHostPort } from './address.js';
 import type { ListenerConfig, PreparedListener } from './config.js';
 import { optionsKey } from './config.js';
 import { sumStats } from './sumStats.js';
+import { listenerBacklog } from './listenBacklog.js';
+import { reusePortSupported } from '../net/reusePort.js';
+import { fixedLocalAddress, presetLocalAddress } from '../net/knownLocalAddress.js';
+import { inheritNoDelay, markNoDelay } from '../net/inheritedNoDelay.js';
 
 /** Attaches logging (or anything else) to every proxy a listener creates. */
 export type ProxyObserver = (listener: ListenerConfig, proxy: TcpProxy | UdpProxy) => void;
@@ -55,6 +60,8 @@ export class Listener {
   constructor(
     prepared: PreparedListener,
     private readonly observe: ProxyObserver,
+    /** `--backlog` or the file's top-level `backlog`, for TCP listeners that set none. */
+    private readonly backlogDefault?: number,
     recordLatency = false,
   ) {
     this.config = prepared.config;
@@ -87,25 +94,55 @@ export class Listener {
     return this.address;
   }
 
+  /**
+   * Whether this worker opens its own SO_REUSEPORT socket (Node >= 22.12, a cluster worker, a
+   * fixed port: with port 0 each worker would get a port of its own, so cluster shares it).
+   */
+  private get reusePort(): boolean {
+    return cluster.isWorker && this.config.listen.port !== 0 && reusePortSupported();
+  }
+
+  /** The accept queue length this TCP listener listens with. */
+  get backlog(): number {
+    return listenerBacklog(this.config.raw, this.backlogDefault);
+  }
+
   /** Listens (TCP) or binds (UDP); rejects with the system error's message. */
   async start(): Promise<string> {
     const { host, port } = this.config.listen;
     if (this.current instanceof UdpProxy) {
-      const bound = await this.current.bind({ port, ...(host !== '' && { address: host }) });
+      const bound = await this.current.bind({
+        port,
+        ...(host !== '' && { address: host }),
+        ...(this.reusePort && { reusePort: true }),
+      });
       this.address = formatHostPort(bound.address, bound.port);
       return this.address;
     }
     const server = net.createServer({ allowHalfOpen: true });
+    let noDelayInherited = false;
+    let local: net.AddressInfo | undefined = undefined;
     server.on('connection', (socket: Socket) => {
+      if (local !== undefined) presetLocalAddress(socket, local);
+      if (noDelayInherited) {
+        markNoDelay(socket);
+        // A reload may have turned it off since the listening socket got it.
+        if (this.config.raw.noDelay === false) socket.setNoDelay(false);
+      }
       (this.current as TcpProxy).handle(socket);
     });
+    const backlog = this.backlog;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ port, ...(host !== '' && { host }) }, () => {
+      const shared = this.reusePort ? { reusePort: true, exclusive: true } : {};
+      server.listen({ port, backlog, ...shared, ...(host !== '' && { host }) }, () => {
         server.off('error', reject);
         resolve();
       });
     });
+    // Every generation relays with TCP_NODELAY unless told not to (`noDelay: false`).
+    noDelayInherited = this.config.raw.noDelay !== false && inheritNoDelay(server);
+    local = fixedLocalAddress(server);
     // Accept errors (EMFILE) are transient: the server keeps listening.
     server.on('error', () => undefined);
     this.server = server;

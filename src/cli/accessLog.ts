@@ -6,13 +6,7 @@ import { compileFormat } from './accessLogFormat.js';
 import type { AccessLogSettings, AccessLogType, AccessRecord } from './accessLogFormat.js';
 import type { ListenerConfig } from './config.js';
 import type { Logger } from './logger.js';
-
-/** An upstream as log lines show it: its id. */
-function upstreamOf(summary: {
-  readonly upstream: { readonly id: string } | undefined;
-}): string | undefined {
-  return summary.upstream?.id;
-}
+import { summaryMembers } from './accessLine.js';
 
 /**
  * Wires a proxy's events to the logs: one access line per closed connection or session on
@@ -26,6 +20,9 @@ export function observeProxy(
   settings?: AccessLogSettings,
 ): void {
   const base = { listener: listener.name, protocol: listener.protocol };
+  // The access line's leading members, serialized once per listener.
+  const prefix = `,"listener":${JSON.stringify(listener.name)},"protocol":"${listener.protocol}"`;
+  const logged = access.enabled('info');
   const onError = (err: Error): void => {
     ops.error('proxy error', { ...base, err });
   };
@@ -38,15 +35,10 @@ export function observeProxy(
   if (listener.protocol === 'tcp') {
     const tcp = proxy as TcpProxy;
     tcp.on('error', onError);
-    tcp.on('connectionClose', (summary) => {
-      const { error, ...rest } = summary;
-      access.info('connection closed', {
-        ...base,
-        ...rest,
-        upstream: upstreamOf(summary),
-        ...(error && { err: error }),
+    if (logged)
+      tcp.on('connectionClose', (summary) => {
+        access.logMembers('info', 'connection closed', prefix + summaryMembers(summary));
       });
-    });
     tcp.on('rejected', (rejection) => {
       if (!ops.enabled('debug')) return;
       const { error, ...rest } = rejection;
@@ -64,15 +56,10 @@ export function observeProxy(
   }
   const udp = proxy as UdpProxy;
   udp.on('error', onError);
-  udp.on('sessionClose', (summary) => {
-    const { error, ...rest } = summary;
-    access.info('session closed', {
-      ...base,
-      ...rest,
-      upstream: upstreamOf(summary),
-      ...(error && { err: error }),
+  if (logged)
+    udp.on('sessionClose', (summary) => {
+      access.logMembers('info', 'session closed', prefix + summaryMembers(summary));
     });
-  });
   udp.on('upstreamError', (session, upstream, err) => {
     ops.log('debug', 'upstream error', { ...base, id: session.id, upstream: upstream.id, err });
   });

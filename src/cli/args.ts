@@ -3,6 +3,7 @@ import type { HostPort } from './address.js';
 import { parseHostPort } from './address.js';
 import { isLogLevel } from './logger.js';
 import type { LogLevel } from './logger.js';
+import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
 
 /** A command line that cannot be run; the CLI prints the message and the usage, exit code 2. */
 export class UsageError extends Error {
@@ -25,7 +26,8 @@ export interface CliArgs {
     | undefined;
   readonly logLevel: LogLevel | undefined;
   readonly drainTimeout: number | undefined;
-  readonly workers: number | undefined;
+  /** A count, or `'auto'`: one per core (`os.availableParallelism()`). */
+  readonly workers: number | 'auto' | undefined;
   readonly metrics: HostPort | undefined;
   /** Status output period in ms; 0 turns it off. */
   readonly statusInterval: number | undefined;
@@ -33,6 +35,8 @@ export interface CliArgs {
   readonly admin: HostPort | undefined;
   /** File holding the admin bearer token (`--admin-token-file`). */
   readonly adminTokenFile: string | undefined;
+  /** Accept queue length of TCP listeners that set none. */
+  readonly backlog: number | undefined;
 }
 
 /** Usage text of `l4proxy --help`. */
@@ -46,11 +50,13 @@ Options:
       --check                validate the configuration and exit (0 valid, 1 invalid)
       --log-level <level>    trace, debug, info (default), warn, error, fatal, silent
       --drain-timeout <d>    time connections get to finish on SIGTERM/SIGINT (default 30s)
-      --workers <n>          processes sharing the listeners through node:cluster (default 1)
+      --workers <n|auto>     processes serving the listeners, auto: one per core (default 1);
+                             SO_REUSEPORT on Node >= 22.12, node:cluster sharing before
       --metrics <host:port>  serve Prometheus metrics on http://host:port/metrics
       --status-interval <d>  status output period (default 1s on a terminal, 60s otherwise; 0: off)
       --admin <host:port>    serve the admin API and status page (http://host:port/; ":port" is 127.0.0.1)
       --admin-token-file <f> bearer token for the admin API (or L4PROXY_ADMIN_TOKEN); needed off loopback
+      --backlog <n>          TCP accept queue length (default maxConnections, else net.core.somaxconn)
   -h, --help                 this text
   -V, --version              the version
 
@@ -116,6 +122,7 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
         'status-interval': { type: 'string' },
         admin: { type: 'string' },
         'admin-token-file': { type: 'string' },
+        backlog: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
       },
@@ -144,9 +151,12 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
   const workers = values.workers;
   if (
     workers !== undefined &&
+    workers !== 'auto' &&
     (!/^\d+$/.test(workers) || Number(workers) < 1 || Number(workers) > 1024)
   ) {
-    throw new UsageError(`--workers: expected an integer from 1 to 1024, received "${workers}"`);
+    throw new UsageError(
+      `--workers: expected an integer from 1 to 1024 or "auto", received "${workers}"`,
+    );
   }
   let metrics: HostPort | undefined;
   if (values.metrics !== undefined) {
@@ -162,6 +172,10 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
       throw new UsageError(`--admin: expected ${result.expected}, received "${values.admin}"`);
     admin = result.value;
   }
+  const backlog = values.backlog;
+  if (backlog !== undefined && (!/^\d+$/.test(backlog) || !isBacklog(Number(backlog)))) {
+    throw new UsageError(`--backlog: expected ${BACKLOG_EXPECTED}, received "${backlog}"`);
+  }
   const drain = values['drain-timeout'];
   const status = values['status-interval'];
   return {
@@ -172,10 +186,11 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
     quick,
     logLevel: level,
     drainTimeout: drain === undefined ? undefined : parseDuration(drain, '--drain-timeout'),
-    workers: workers === undefined ? undefined : Number(workers),
+    workers: workers === undefined ? undefined : workers === 'auto' ? 'auto' : Number(workers),
     metrics,
     statusInterval: status === undefined ? undefined : parseDuration(status, '--status-interval'),
     admin,
     adminTokenFile: values['admin-token-file'],
+    backlog: backlog === undefined ? undefined : Number(backlog),
   };
 }

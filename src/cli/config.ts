@@ -14,6 +14,7 @@ import { parseAdminSetting } from './adminConfig.js';
 import type { AdminSettings } from './adminConfig.js';
 import { parseAccessLogSetting } from './accessLogFormat.js';
 import type { AccessLogSettings } from './accessLogFormat.js';
+import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
 
 /**
  * A config error: names the source (file or command line), the JSON path and what was expected.
@@ -40,6 +41,8 @@ export interface ListenerConfig {
   readonly path: string;
   /** The JSON options (upstreams included) as written, for change detection on reload. */
   readonly raw: Readonly<Record<string, unknown>>;
+  /** TCP accept queue length set on this listener (`backlog`), if any. */
+  readonly backlog: number | undefined;
 }
 
 /** A listener with its proxy constructed (not listening yet). */
@@ -53,9 +56,11 @@ export interface Settings {
   readonly metrics?: HostPort;
   readonly drainTimeout?: number;
   readonly logLevel?: LogLevel;
-  readonly workers?: number;
+  readonly workers?: number | 'auto';
   readonly admin?: AdminSettings;
   readonly accessLog?: AccessLogSettings;
+  /** Accept queue length of TCP listeners that set none themselves. */
+  readonly backlog?: number;
 }
 
 /** A validated configuration: listeners with their proxies constructed, and settings. */
@@ -74,9 +79,10 @@ const TOP_KEYS = [
   'workers',
   'admin',
   'accessLog',
+  'backlog',
 ];
 /** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
-const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns'];
+const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns', 'backlog'];
 
 /** Reads and validates a config file; nothing listens yet. */
 export async function loadConfigFile(file: string): Promise<Config> {
@@ -171,8 +177,11 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
   }
   if (json.workers !== undefined) {
     const value = json.workers;
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > 1024) {
-      throw fieldError(source, 'workers', 'an integer from 1 to 1024', value);
+    if (
+      value !== 'auto' &&
+      (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > 1024)
+    ) {
+      throw fieldError(source, 'workers', 'an integer from 1 to 1024, or "auto"', value);
     }
     settings.workers = value;
   }
@@ -186,6 +195,11 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
     if (!accessLog.ok)
       throw fieldError(source, accessLog.path, accessLog.expected, accessLog.received);
     settings.accessLog = accessLog.value;
+  }
+  if (json.backlog !== undefined) {
+    if (!isBacklog(json.backlog))
+      throw fieldError(source, 'backlog', BACKLOG_EXPECTED, json.backlog);
+    settings.backlog = json.backlog;
   }
   return settings;
 }
@@ -229,7 +243,17 @@ function prepareListener(
   const clash = earlier.find((other) => other.config.name === name);
   if (clash)
     throw fieldError(source, `${path}.name`, `a name not used by ${clash.config.path}`, name);
-  const config: ListenerConfig = { name, protocol, listen: listen.value, path, raw: entry };
+  const backlog = entry.backlog;
+  if (backlog !== undefined && (protocol !== 'tcp' || !isBacklog(backlog)))
+    throw fieldError(source, `${path}.backlog`, `${BACKLOG_EXPECTED}, TCP only`, backlog);
+  const config: ListenerConfig = {
+    name,
+    protocol,
+    listen: listen.value,
+    path,
+    raw: entry,
+    backlog,
+  };
   try {
     return { config, proxy: construct(protocol, entry, dns) };
   } catch (err) {

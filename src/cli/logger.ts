@@ -24,6 +24,8 @@ export type LogSink = (line: string) => void;
 export class Logger {
   private readonly threshold: number;
   private readonly base: string;
+  /** `bindings` as JSON members (`,"worker":1`), serialized once. */
+  private readonly boundMembers: string;
 
   constructor(
     level: LogLevel,
@@ -32,6 +34,8 @@ export class Logger {
   ) {
     this.threshold = LOG_LEVELS[level];
     this.base = `"pid":${process.pid},"hostname":${JSON.stringify(hostname())}`;
+    const bound = JSON.stringify(bindings, replaceErrors);
+    this.boundMembers = bound === '{}' ? '' : `,${bound.slice(1, -1)}`;
   }
 
   /** Whether a message at `level` would be written. */
@@ -44,6 +48,17 @@ export class Logger {
     if (!this.enabled(level)) return;
     const body = JSON.stringify({ ...this.bindings, ...fields, msg }, replaceErrors);
     this.sink(`{"level":${LOG_LEVELS[level]},"time":${Date.now()},${this.base},${body.slice(1)}\n`);
+  }
+
+  /**
+   * Writes one line whose fields are already JSON members (`,"a":1,"b":"x"`, each with its
+   * leading comma): the access log's path, which serializes without building an object. The
+   * caller checks `enabled(level)` first.
+   */
+  logMembers(level: Exclude<LogLevel, 'silent'>, msg: string, members: string): void {
+    this.sink(
+      `{"level":${LOG_LEVELS[level]},"time":${Date.now()},${this.base}${this.boundMembers}${members},"msg":${JSON.stringify(msg)}}\n`,
+    );
   }
 
   info(msg: string, fields?: Record<string, unknown>): void {

@@ -1,6 +1,7 @@
 import { Logger } from './logger.js';
 import type { LogLevel } from './logger.js';
 import { StatusLine } from './statusLine.js';
+import { bufferedSink } from './bufferedSink.js';
 import type { ListenerStats } from './Listener.js';
 
 /** The CLI's outputs: access log on stdout, operational log and status on stderr. */
@@ -20,7 +21,11 @@ export function createOutputs(
   collect: () => Promise<readonly ListenerStats[]>,
 ): Outputs {
   const shown: { status?: StatusLine } = {};
-  const access = new Logger(level, (line) => process.stdout.write(line), bindings);
+  const access = new Logger(
+    level,
+    bufferedSink((text) => process.stdout.write(text)),
+    bindings,
+  );
   const ops = new Logger(
     level,
     (line) => {

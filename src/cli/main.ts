@@ -13,6 +13,7 @@ import { closeAll, ConfigError, loadConfigFile, validateConfig } from './config.
 import { Primary } from './primary.js';
 import { runInstance } from './run.js';
 import { effectiveSettings } from './settings.js';
+import { describeBacklog, listenerBacklog } from './listenBacklog.js';
 
 /** The quick form's config: one listener, the upstreams given on the command line. */
 function quickConfig(quick: NonNullable<CliArgs['quick']>): Config {
@@ -46,12 +47,13 @@ function version(): string {
   return 'unknown';
 }
 
-function describeListeners(config: Config): string {
+function describeListeners(config: Config, backlog: number | undefined): string {
   return config.listeners
-    .map(
-      ({ config: l }) =>
-        `${l.name} (${l.protocol} ${formatHostPort(l.listen.host || '*', l.listen.port)})`,
-    )
+    .map(({ config: l }) => {
+      const where = `${l.protocol} ${formatHostPort(l.listen.host || '*', l.listen.port)}`;
+      if (l.protocol === 'udp') return `${l.name} (${where})`;
+      return `${l.name} (${where}, ${describeBacklog(listenerBacklog(l.raw, backlog))})`;
+    })
     .join(', ');
 }
 
@@ -83,14 +85,15 @@ async function main(argv: readonly string[]): Promise<void> {
     process.stderr.write(`${err.message}\n`);
     process.exit(1);
   }
+  const settings = effectiveSettings(args, config);
   if (args.check) {
     closeAll(config.listeners);
+    const listeners = describeListeners(config, settings.backlog);
     process.stdout.write(
-      `${config.source}: ok, ${config.listeners.length} listener(s): ${describeListeners(config)}\n`,
+      `${config.source}: ok, ${config.listeners.length} listener(s): ${listeners}\n`,
     );
     return;
   }
-  const settings = effectiveSettings(args, config);
   if (settings.workers > 1 && cluster.isPrimary) {
     await new Primary(settings).start(config);
     return;

@@ -18,8 +18,10 @@ const STATS_TIMEOUT = 1_000;
 const RESPAWN_DELAY = 1_000;
 
 /**
- * The cluster primary: forks `workers` processes that each run every listener (TCP connections
- * are spread by cluster's round-robin; UDP shares one socket), forwards signals and reloads to
+ * The cluster primary: forks `workers` processes that each run every listener (on Node >= 22.12
+ * each worker opens its own SO_REUSEPORT socket on a fixed port and the kernel spreads clients;
+ * before, TCP connections are spread by cluster's round-robin and UDP shares one socket), forwards
+ * signals and reloads to
  * them, replaces a worker that crashes, and serves metrics gathered from all workers over IPC
  * (each series labelled `worker="n"`).
  */

@@ -49,6 +49,7 @@ export async function runInstance(config: Config, settings: EffectiveSettings): 
       observeProxy(access, ops, listener, proxy, settings.accessLog);
       adminRef.server?.recent.attach(listener.name, proxy);
     },
+    settings.backlog,
     settings.metrics !== undefined || settings.admin !== undefined,
   );
   ref.instance = running;

@@ -4,6 +4,7 @@ import type { AccessLogSettings } from './accessLogFormat.js';
 import type { CliArgs } from './args.js';
 import type { Config } from './config.js';
 import type { LogLevel } from './logger.js';
+import { workerCount } from '../cluster/runWorkers.js';
 
 /** Settings in force: command-line flags over the config file over defaults. */
 export interface EffectiveSettings {
@@ -19,6 +20,8 @@ export interface EffectiveSettings {
   readonly admin: AdminSettings | undefined;
   /** The configurable access log (`accessLog`); undefined: one JSON line per close. */
   readonly accessLog: AccessLogSettings | undefined;
+  /** Accept queue length of TCP listeners that set none; undefined: the library's default. */
+  readonly backlog: number | undefined;
 }
 
 /** Merges flags, file settings and defaults. */
@@ -28,11 +31,12 @@ export function effectiveSettings(args: CliArgs, config: Config): EffectiveSetti
     file: args.config,
     logLevel: args.logLevel ?? file.logLevel ?? 'info',
     drainTimeout: args.drainTimeout ?? file.drainTimeout ?? 30_000,
-    workers: args.workers ?? file.workers ?? 1,
+    workers: workerCount(args.workers ?? file.workers ?? 1),
     metrics: args.metrics ?? file.metrics,
     statusInterval: args.statusInterval,
     admin: adminSettings(args, file.admin),
     accessLog: file.accessLog,
+    backlog: args.backlog ?? file.backlog,
   };
 }
 

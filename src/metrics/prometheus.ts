@@ -93,6 +93,8 @@ const UDP_HELP: HelpTable<UdpProxyStats> = {
   downstream_sess_tx_datagrams: 'Datagrams sent to clients.',
   downstream_sess_tx_bytes: 'Bytes sent to clients.',
   downstream_sess_rx_errors: 'Receive errors on bound sockets.',
+  downstream_rx_datagram_dropped:
+    'Datagrams the kernel dropped on bound sockets before the proxy read them (receive buffer full).',
   downstream_sess_tx_errors: 'Sends to clients that failed.',
   downstream_sess_no_route: 'Datagrams dropped because no upstream could be chosen.',
   idle_timeout: 'Sessions closed by idleTimeout.',

@@ -34,6 +34,10 @@ import type { IdentityConfig } from './identityOptions.js';
 import { localProxyHeader, proxyHeaderFor } from './proxyHeaderFor.js';
 import { addressIn } from '../net/addressList.js';
 import { closeSocket } from '../net/closeSocket.js';
+import { defaultBacklog } from '../net/listenBacklog.js';
+import { inheritNoDelay, markNoDelay } from '../net/inheritedNoDelay.js';
+import { reusePortSupported } from '../net/reusePort.js';
+import { fixedLocalAddress, presetLocalAddress } from '../net/knownLocalAddress.js';
 import type { ResolvedTcpOptions, TcpProxyOptions } from './TcpProxyOptions.js';
 import { resolveTcpOptions } from './TcpProxyOptions.js';
 import type { ClosedTotals, TcpProxyStats } from './TcpProxyStats.js';
@@ -49,7 +53,17 @@ export interface ListenOptions {
   readonly ipv6Only?: boolean;
   /** Unix domain socket path (instead of `port`/`host`). */
   readonly path?: string;
+  /**
+   * Accept queue length (listen(2) backlog), capped by the kernel at `net.core.somaxconn`.
+   * Default: `maxConnections` when set, else `somaxconn` (read once), else 511.
+   */
   readonly backlog?: number;
+  /**
+   * Open this listener with SO_REUSEPORT, owned by this process even in a `cluster` worker, so
+   * that several processes listen on the same port and the kernel spreads connections among
+   * them. Node 22.12 and later on Linux; an `InvalidOptionError` on older Node. Default false.
+   */
+  readonly reusePort?: boolean;
 }
 
 /** How `close()` ends live connections. */
@@ -196,11 +210,19 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
    * @throws {ListenError} (rejection) when the address cannot be bound.
    */
   async listen(options: ListenOptions = {}): Promise<AddressInfo | string> {
-    const listenOptions = validateListenOptions(options);
+    const listenOptions = validateListenOptions(
+      options,
+      defaultBacklog(this.options.maxConnections),
+    );
     if (this.closing)
       throw new L4Error('ERR_L4_PROXY_CLOSED', 'The proxy is closed: create a new one.');
-    const server = net.createServer({ allowHalfOpen: true, noDelay: this.options.noDelay });
+    // TCP_NODELAY goes on the listening socket once (inherited), or per connection in the relay.
+    const server = net.createServer({ allowHalfOpen: true });
+    let noDelayInherited = false;
+    let local: AddressInfo | undefined = undefined;
     server.on('connection', (socket: Socket) => {
+      if (noDelayInherited) markNoDelay(socket);
+      if (local !== undefined) presetLocalAddress(socket, local);
       this.handle(socket);
     });
     await new Promise<void>((resolve, reject) => {
@@ -215,6 +237,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         resolve();
       });
     });
+    noDelayInherited = this.options.noDelay && inheritNoDelay(server);
+    local = fixedLocalAddress(server);
     server.on('error', (err) => {
       if (isDescriptorExhaustion(err))
         this.descriptorShortage(new ResourceExhaustedError(`accept() failed: ${err.message}`, err));
@@ -464,9 +488,16 @@ function ignoreError(): void {
   // Errors of a socket not yet (or never) proxied carry no information worth surfacing.
 }
 
-function validateListenOptions(options: unknown): net.ListenOptions {
+function validateListenOptions(options: unknown, fallbackBacklog: number): net.ListenOptions {
   const raw = optionalRecord(options, 'listen options');
-  rejectUnknownKeys(raw, ['port', 'host', 'ipv6Only', 'path', 'backlog'], '');
+  rejectUnknownKeys(raw, ['port', 'host', 'ipv6Only', 'path', 'backlog', 'reusePort'], '');
+  const reusePort = boolean(raw.reusePort, 'reusePort', false);
+  if (reusePort && !reusePortSupported())
+    throw new InvalidOptionError(
+      'reusePort',
+      `supported from Node 22.12 on Linux (this is ${process.version}); use cluster workers instead`,
+      raw.reusePort,
+    );
   if (raw.path !== undefined) {
     if (typeof raw.path !== 'string' || raw.path === '') {
       throw new InvalidOptionError('path', 'a non-empty socket path', raw.path);
@@ -474,7 +505,10 @@ function validateListenOptions(options: unknown): net.ListenOptions {
     if (raw.port !== undefined || raw.host !== undefined) {
       throw new InvalidOptionError('path', 'either path or port/host, not both', raw.path);
     }
-    return { path: raw.path, backlog: integer(raw.backlog, 'backlog', 511, { min: 1 }) };
+    return {
+      path: raw.path,
+      backlog: integer(raw.backlog, 'backlog', fallbackBacklog, { min: 1 }),
+    };
   }
   if (raw.host !== undefined && (typeof raw.host !== 'string' || raw.host === '')) {
     throw new InvalidOptionError('host', 'a non-empty host name or address', raw.host);
@@ -482,9 +516,11 @@ function validateListenOptions(options: unknown): net.ListenOptions {
   const result: net.ListenOptions = {
     port: integer(raw.port, 'port', 0, { min: 0, max: 65535 }),
     ipv6Only: boolean(raw.ipv6Only, 'ipv6Only', false),
-    backlog: integer(raw.backlog, 'backlog', 511, { min: 1 }),
+    backlog: integer(raw.backlog, 'backlog', fallbackBacklog, { min: 1 }),
   };
   if (typeof raw.host === 'string') result.host = raw.host;
+  // Each process then owns its socket, even in a cluster worker (no shared handle).
+  if (reusePort) Object.assign(result, { reusePort: true, exclusive: true });
   return result;
 }
 

@@ -1,6 +1,7 @@
 import type { RemoteInfo, Socket } from 'node:dgram';
 import type { UdpSession } from './UdpSession.js';
 import type { UdpCounters } from './UdpProxyStats.js';
+import { kernelDrops, socketInode } from './kernelDrops.js';
 
 /** What a bound socket reports to the proxy that owns it (internal seam). */
 export interface ListenerOwner {
@@ -17,6 +18,10 @@ export class UdpListener {
   readonly socket: Socket;
   readonly localAddress: string;
   readonly localPort: number;
+  /** The socket's inode, to find its kernel drop count (Linux); undefined elsewhere. */
+  readonly inode: number | undefined;
+  /** Kernel drops read just before the socket closed (it leaves /proc/net/udp then). */
+  dropsAtClose = 0;
   /** Sends to clients handed to `dgram` whose callback has not run yet. */
   inFlight = 0;
   closed = false;
@@ -34,6 +39,7 @@ export class UdpListener {
     const address = socket.address();
     this.localAddress = address.address;
     this.localPort = address.port;
+    this.inode = socketInode(socket);
     socket.on('message', this.onMessage);
     socket.on('error', this.onError);
   }
@@ -91,6 +97,8 @@ export class UdpListener {
   /** Closes the socket; resolves once it is closed. */
   close(): Promise<void> {
     this.closed = true;
+    if (this.inode !== undefined)
+      this.dropsAtClose = kernelDrops(new Set([this.inode])).get(this.inode) ?? 0;
     return new Promise<void>((resolve) => {
       try {
         this.socket.close(() => {

@@ -26,6 +26,8 @@ import { resolveUdpOptions } from './UdpProxyOptions.js';
 import type { UdpProxyStats } from './UdpProxyStats.js';
 import { createUdpCounters, snapshotUdpStats } from './UdpProxyStats.js';
 import { UdpSession } from './UdpSession.js';
+import { kernelDrops } from './kernelDrops.js';
+import { reusePortSupported } from '../net/reusePort.js';
 import { channels } from '../diagnostics.js';
 import { udpMetrics } from '../metrics/prometheus.js';
 
@@ -44,6 +46,13 @@ export interface BindOptions {
   readonly recvBufferSize?: number;
   /** SO_SNDBUF of the bound socket, in bytes (capped by the kernel). Default: the system's. */
   readonly sendBufferSize?: number;
+  /**
+   * Bind with SO_REUSEPORT, owned by this process even in a `cluster` worker: several processes
+   * bind the same port and the kernel gives each client (address and port) to one of them by
+   * hash, so a client's datagrams always meet the same session. Node 22.12 and later on Linux;
+   * an `InvalidOptionError` on older Node. Default false.
+   */
+  readonly reusePort?: boolean;
 }
 
 interface ResolvedBind {
@@ -52,6 +61,7 @@ interface ResolvedBind {
   ipv6Only: boolean;
   recvBufferSize: number | undefined;
   sendBufferSize: number | undefined;
+  reusePort: boolean;
 }
 
 /**
@@ -75,6 +85,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   private readonly bound = new Set<UdpListener>();
   private readonly owner: ListenerOwner;
   private live = 0;
+  /** Kernel drops of bound sockets already closed. */
+  private closedKernelDrops = 0;
   private openSockets = 0;
   private nextId = 1;
   private closing: Promise<void> | undefined;
@@ -310,7 +322,17 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       this.live,
       this.upstreamSet.list(),
       this.manager.totals(),
+      this.kernelDrops(),
     );
+  }
+
+  /** Datagrams the kernel dropped on the bound sockets (receive buffer full); 0 off Linux. */
+  private kernelDrops(): number {
+    const inodes = new Set<number>();
+    for (const listener of this.bound) if (listener.inode !== undefined) inodes.add(listener.inode);
+    let total = this.closedKernelDrops;
+    for (const drops of kernelDrops(inodes).values()) total += drops;
+    return total;
   }
 
   /** `stats()` in the Prometheus text exposition format (`l4proxy_udp_*` metrics). */
@@ -332,6 +354,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     const listeners = [...this.bound];
     this.bound.clear();
     const closed = listeners.map((listener) => listener.close());
+    for (const listener of listeners) this.closedKernelDrops += listener.dropsAtClose;
     for (const listener of listeners) {
       for (const session of [...listener.sessions()]) {
         session.terminate(SessionCloseReason.PROXY_CLOSED);
@@ -356,7 +379,18 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
 
 function validateBindOptions(options: unknown): ResolvedBind {
   const raw = optionalRecord(options, 'bind options');
-  rejectUnknownKeys(raw, ['port', 'address', 'ipv6Only', 'recvBufferSize', 'sendBufferSize'], '');
+  rejectUnknownKeys(
+    raw,
+    ['port', 'address', 'ipv6Only', 'recvBufferSize', 'sendBufferSize', 'reusePort'],
+    '',
+  );
+  const reusePort = boolean(raw.reusePort, 'reusePort', false);
+  if (reusePort && !reusePortSupported())
+    throw new InvalidOptionError(
+      'reusePort',
+      `supported from Node 22.12 on Linux (this is ${process.version}); use cluster workers instead`,
+      raw.reusePort,
+    );
   if (raw.address !== undefined && (typeof raw.address !== 'string' || raw.address === '')) {
     throw new InvalidOptionError('address', 'a non-empty host name or IP address', raw.address);
   }
@@ -370,6 +404,7 @@ function validateBindOptions(options: unknown): ResolvedBind {
     ipv6Only: boolean(raw.ipv6Only, 'ipv6Only', false),
     recvBufferSize: bufferSize('recvBufferSize'),
     sendBufferSize: bufferSize('sendBufferSize'),
+    reusePort,
   };
 }
 
@@ -406,14 +441,16 @@ function bindSocket(options: ResolvedBind, ip: string, family: number): Promise<
         ipv6Only: options.ipv6Only,
         ...(options.recvBufferSize !== undefined && { recvBufferSize: options.recvBufferSize }),
         ...(options.sendBufferSize !== undefined && { sendBufferSize: options.sendBufferSize }),
-      });
+        ...(options.reusePort && { reusePort: true }),
+      } as dgram.SocketOptions);
     } catch (err) {
       reject(new ListenError(`Cannot create a UDP socket for ${where}`, err));
       return;
     }
     socket.once('error', fail);
     try {
-      socket.bind({ port: options.port, address: ip }, () => {
+      // exclusive: this process's own socket, even in a cluster worker (reusePort shares the port).
+      socket.bind({ port: options.port, address: ip, exclusive: options.reusePort }, () => {
         socket.off('error', fail);
         resolve(socket);
       });

@@ -39,6 +39,12 @@ export interface UdpProxyStats extends ProxyHealthStats {
   readonly downstream_sess_tx_bytes: number;
   /** Receive errors on bound sockets. */
   readonly downstream_sess_rx_errors: number;
+  /**
+   * Datagrams the kernel dropped on the bound sockets before the proxy read them (receive buffer
+   * full: raise `recvBufferSize`), from each socket's `drops` in /proc/net/udp. Linux; 0 elsewhere.
+   * Envoy: `downstream_rx_datagram_dropped`.
+   */
+  readonly downstream_rx_datagram_dropped: number;
   /** Sends to clients that failed. */
   readonly downstream_sess_tx_errors: number;
   /** Datagrams dropped because no upstream could be chosen. */
@@ -146,6 +152,7 @@ export function snapshotUdpStats(
   activeSessions: number,
   upstreams: readonly UpstreamState[],
   totals: UpstreamTotals,
+  kernelDropped = 0,
 ): UdpProxyStats {
   const perUpstream: Record<string, UdpUpstreamStats> = {};
   for (const state of upstreams) perUpstream[state.id] = upstreamStats(state);
@@ -157,6 +164,7 @@ export function snapshotUdpStats(
     downstream_sess_tx_datagrams: counters.txDatagrams,
     downstream_sess_tx_bytes: counters.txBytes,
     downstream_sess_rx_errors: counters.rxErrors,
+    downstream_rx_datagram_dropped: kernelDropped,
     downstream_sess_tx_errors: counters.txErrors,
     downstream_sess_no_route: counters.noRoute,
     idle_timeout: counters.idleTimeouts,

@@ -68,6 +68,7 @@ test('the quick form and flags are parsed; mistakes are usage errors naming the 
     () => parseCliArgs(['--config', 'a.json', 'tcp', ':1', 'a:1']),
     /cannot be combined/,
   );
+  assert.equal(parseCliArgs(['--workers', 'auto', '-c', 'a.json']).workers, 'auto');
   assert.throws(
     () => parseCliArgs(['--workers', 'many', '-c', 'a.json']),
     /--workers: expected an integer/,

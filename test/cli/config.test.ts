@@ -72,7 +72,7 @@ describe('config validation', () => {
     );
     assert.equal(
       errorOf({ listeners: [tcp()], workers: 0 }),
-      'l4proxy.json: workers: expected an integer from 1 to 1024, received 0',
+      'l4proxy.json: workers: expected an integer from 1 to 1024, or "auto", received 0',
     );
     assert.match(
       errorOf({ listeners: [tcp({ mode: 'transparent' })] }),

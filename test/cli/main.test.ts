@@ -125,7 +125,7 @@ describe('l4proxy --config', () => {
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(
       ok.stdout,
-      /ok, 2 listener\(s\): web \(tcp 127\.0\.0\.1:0\), dns \(udp 127\.0\.0\.1:0\)/,
+      /ok, 2 listener\(s\): web \(tcp 127\.0\.0\.1:0, backlog \d+\), dns \(udp 127\.0\.0\.1:0\)/,
     );
     const bad = dir.write('l4proxy.json', {
       listeners: [
