@@ -3,7 +3,7 @@
  * Match on `code` (or `instanceof` a subclass), never on the message text.
  */
 
-/** Stable error codes. Documented in `docs/tcp.md`; a test checks that every code is. */
+/** Stable error codes. Documented in `docs/errors.md`; a test checks the table both ways. */
 export const ErrorCode = {
   INVALID_OPTION: 'ERR_L4_INVALID_OPTION',
   MODE_UNSUPPORTED: 'ERR_L4_MODE_UNSUPPORTED',
@@ -18,12 +18,24 @@ export const ErrorCode = {
   HEALTH_CHECK: 'ERR_L4_HEALTH_CHECK',
   UPSTREAM_SOURCE: 'ERR_L4_UPSTREAM_SOURCE',
   RESOURCE_EXHAUSTED: 'ERR_L4_RESOURCE_EXHAUSTED',
+  PARSER_FINISHED: 'ERR_L4_PARSER_FINISHED',
 } as const;
 
 /** Union of every stable error code string. */
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
-/** Base class of every error thrown or reported by l4proxy. */
+/** The brand of an error class, shared by every copy of the package loaded in the process. */
+function brand(errorClass: { readonly name: string }): symbol {
+  return Symbol.for(`l4proxy.error.${errorClass.name}`);
+}
+
+/**
+ * Base class of every error thrown or reported by l4proxy.
+ *
+ * `instanceof` works across two copies of the package in one process (two versions in
+ * `node_modules`, or a bundled copy): each instance carries a `Symbol.for` brand per class of its
+ * chain, and `instanceof` checks the brand rather than the prototype (as undici does).
+ */
 export class L4Error extends Error {
   /** Stable, documented identifier of the failure. */
   readonly code: ErrorCode;
@@ -32,6 +44,19 @@ export class L4Error extends Error {
     super(message, options);
     this.code = code;
     this.name = new.target.name;
+    for (let c: unknown = new.target; c !== Error && typeof c === 'function';) {
+      Object.defineProperty(this, brand(c), { value: true });
+      c = Object.getPrototypeOf(c);
+    }
+  }
+
+  /** True for an instance of this class from any copy of the package. */
+  static override [Symbol.hasInstance](instance: unknown): boolean {
+    return (
+      typeof instance === 'object' &&
+      instance !== null &&
+      (instance as Record<symbol, unknown>)[brand(this)] === true
+    );
   }
 }
 
@@ -118,6 +143,16 @@ export class ListenError extends L4Error {
 export class ResourceExhaustedError extends L4Error {
   constructor(message: string, cause: unknown) {
     super(ErrorCode.RESOURCE_EXHAUSTED, message, { cause });
+  }
+}
+
+/** A parser that already returned its result was fed again: create one parser per stream. */
+export class ParserFinishedError extends L4Error {
+  constructor(parser: string) {
+    super(
+      ErrorCode.PARSER_FINISHED,
+      `${parser}: the result was already returned; create a new parser for the next stream.`,
+    );
   }
 }
 

@@ -3,27 +3,9 @@
  *
  * @packageDocumentation
  */
+
+// Proxies: TCP and UDP, their options, stats, events and close reasons.
 export type { ProxyMode } from './mode.js';
-export {
-  ErrorCode,
-  L4Error,
-  InvalidOptionError,
-  ModeUnsupportedError,
-  NoUpstreamError,
-  ConnectTimeoutError,
-  ConnectFailedError,
-  SelectorError,
-  ProxyClosedError,
-  ListenError,
-} from './errors.js';
-export type { Upstream } from './upstream/Upstream.js';
-export type { UpstreamCandidate } from './upstream/UpstreamState.js';
-export type {
-  SelectionContext,
-  SelectionResult,
-  UpstreamSelector,
-} from './select/SelectionContext.js';
-export { roundRobin } from './select/roundRobin.js';
 export { TcpProxy } from './tcp/TcpProxy.js';
 export type { ListenOptions, CloseOptions } from './tcp/TcpProxy.js';
 export type { TcpProxyOptions } from './tcp/TcpProxyOptions.js';
@@ -35,8 +17,44 @@ export type {
   TcpProxyEvents,
 } from './tcp/events.js';
 export { CloseReason, RejectReason } from './tcp/closeReasons.js';
+export type {
+  AcceptProxyProtocolOptions,
+  ProxyProtocolOption,
+  SniOptions,
+} from './tcp/identityOptions.js';
+export type { PerClientLimits } from './net/ClientLimiter.js';
+export { UdpProxy } from './udp/UdpProxy.js';
+export type { BindOptions } from './udp/UdpProxy.js';
+export type { UdpProxyOptions, UdpPerClientLimits } from './udp/UdpProxyOptions.js';
+export type { UdpProxyStats, UdpUpstreamStats } from './udp/UdpProxyStats.js';
+export type { UdpSessionInfo, UdpSessionSummary, UdpDrop, UdpProxyEvents } from './udp/events.js';
+export { SessionCloseReason, DropReason } from './udp/closeReasons.js';
+export { runWorkers, workerCount } from './cluster/runWorkers.js';
+export type { RunWorkersOptions, WorkerContext, WorkerGroup } from './cluster/runWorkers.js';
+export { reusePortSupported } from './net/reusePort.js';
 
-// ---- Selectors (issue 5) ----
+// Upstreams and sources: the upstream shape, live state, discovery and health.
+export type { Upstream } from './upstream/Upstream.js';
+export type { UpstreamCandidate } from './upstream/UpstreamState.js';
+export type { UpstreamSink, UpstreamSource } from './upstream/UpstreamSource.js';
+export { DnsSource } from './upstream/DnsSource.js';
+export type { DnsAddressType, DnsSourceOptions, DnsSourceStats } from './upstream/DnsSource.js';
+export type {
+  HealthCheckOptions,
+  HealthExpect,
+  OutlierDetectionOptions,
+  TcpHealthCheck,
+  UdpHealthCheck,
+} from './upstream/healthOptions.js';
+export type { UpstreamHealthChange } from './upstream/UpstreamManager.js';
+
+// Selectors: the hook's types, the shipped selectors and the helper to compose them.
+export type {
+  SelectionContext,
+  SelectionResult,
+  UpstreamSelector,
+} from './select/SelectionContext.js';
+export { roundRobin } from './select/roundRobin.js';
 export { random } from './select/random.js';
 export type { RandomOptions } from './select/random.js';
 export { leastConnections } from './select/leastConnections.js';
@@ -47,9 +65,7 @@ export { failover } from './select/failover.js';
 export type { FailoverOptions } from './select/failover.js';
 export { withCandidates } from './select/withCandidates.js';
 
-// Protocol codecs: PROXY protocol v1/v2 and TLS ClientHello peek (issue 6).
-export { ProxyProtocolError, TlsClientHelloError } from './errors.js';
-export type { ProxyProtocolErrorReason, TlsClientHelloErrorReason } from './errors.js';
+// Codecs: PROXY protocol v1/v2 and the TLS ClientHello peek.
 export type {
   ProxyCommand,
   ProxyProtocolName,
@@ -83,37 +99,28 @@ export { ClientHelloParser, DEFAULT_CLIENT_HELLO_MAX_BYTES } from './protocol/Cl
 export type { ClientHelloParserOptions, ClientHelloResult } from './protocol/ClientHelloParser.js';
 export type { ClientHello } from './protocol/clientHello.js';
 
-// ---- UDP proxy (issue 4) ----
-export { UdpProxy } from './udp/UdpProxy.js';
-export type { BindOptions } from './udp/UdpProxy.js';
-export type { UdpProxyOptions } from './udp/UdpProxyOptions.js';
-export type { UdpProxyStats, UdpUpstreamStats } from './udp/UdpProxyStats.js';
-export type { UdpSessionInfo, UdpSessionSummary, UdpDrop, UdpProxyEvents } from './udp/events.js';
-export { SessionCloseReason, DropReason } from './udp/closeReasons.js';
+// Errors: every error the library reports is an L4Error with a stable code (docs/errors.md).
+export {
+  ErrorCode,
+  L4Error,
+  InvalidOptionError,
+  ModeUnsupportedError,
+  NoUpstreamError,
+  ConnectTimeoutError,
+  ConnectFailedError,
+  SelectorError,
+  ProxyClosedError,
+  ListenError,
+  ProxyProtocolError,
+  TlsClientHelloError,
+  HealthCheckError,
+  UpstreamSourceError,
+  ResourceExhaustedError,
+  ParserFinishedError,
+} from './errors.js';
+export type { ProxyProtocolErrorReason, TlsClientHelloErrorReason } from './errors.js';
 
-// ---- TCP client identity and admission options (issue 6) ----
-export type {
-  AcceptProxyProtocolOptions,
-  ProxyProtocolOption,
-  SniOptions,
-} from './tcp/identityOptions.js';
-export type { PerClientLimits } from './net/ClientLimiter.js';
-export type { UdpPerClientLimits } from './udp/UdpProxyOptions.js';
-// ---- Upstreams: live sets, upstream sources, DNS discovery, health (issue 5) ----
-export { HealthCheckError, UpstreamSourceError } from './errors.js';
-export { DnsSource } from './upstream/DnsSource.js';
-export type { DnsAddressType, DnsSourceOptions, DnsSourceStats } from './upstream/DnsSource.js';
-export type { UpstreamSink, UpstreamSource } from './upstream/UpstreamSource.js';
-export type {
-  HealthCheckOptions,
-  HealthExpect,
-  OutlierDetectionOptions,
-  TcpHealthCheck,
-  UdpHealthCheck,
-} from './upstream/healthOptions.js';
-export type { UpstreamHealthChange } from './upstream/UpstreamManager.js';
-
-// ---- Operations: diagnostics channels (issue 8) ----
+// Diagnostics and metrics: node:diagnostics_channel channels and their messages.
 export { DiagnosticsChannel } from './diagnostics.js';
 export type {
   TcpConnectionMessage,
@@ -123,10 +130,8 @@ export type {
   UdpSessionCloseMessage,
   UdpDroppedMessage,
 } from './diagnostics.js';
-// Reliability: running out of file descriptors.
-export { ResourceExhaustedError } from './errors.js';
 
-// ---- Operations: admin server, runtime control, latency histograms (issue 20) ----
+// Operations: admin server, runtime control, latency histograms (issue 20).
 export { AdminServer, createAdminServer } from './admin/AdminServer.js';
 export type {
   AdminControlEntry,
@@ -142,7 +147,3 @@ export type { LatencySnapshot } from './metrics/latency.js';
 export type { HistogramSnapshot } from './metrics/histogram.js';
 export { renderFamilies } from './metrics/prometheus.js';
 export type { MetricFamily, MetricLabels, MetricSample } from './metrics/prometheus.js';
-// ---- Every core: SO_REUSEPORT listeners and cluster workers (issue 16) ----
-export { runWorkers, workerCount } from './cluster/runWorkers.js';
-export type { RunWorkersOptions, WorkerContext, WorkerGroup } from './cluster/runWorkers.js';
-export { reusePortSupported } from './net/reusePort.js';

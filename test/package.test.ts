@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -40,4 +41,38 @@ test('npm pack ships dist, types, README, LICENSE and CHANGELOG, and no tests or
   );
   assert.deepEqual(forbidden, [], 'nothing but the library is packed');
   assert.ok(pack.size < SIZE_BUDGET, `tarball is ${pack.size} bytes (budget ${SIZE_BUDGET})`);
+
+  // Source maps are usable from the package alone: every source a map names is inlined (src/ is
+  // not shipped), and no declaration map points at a file that is not there.
+  const maps = paths.filter((path) => path.endsWith('.map'));
+  assert.ok(maps.length > 0, 'source maps are shipped');
+  const unusable = maps.filter((path) => {
+    const map = JSON.parse(readFileSync(`${ROOT}${path}`, 'utf8')) as {
+      sources: string[];
+      sourcesContent?: (string | null)[];
+    };
+    return (
+      path.endsWith('.d.ts.map') ||
+      map.sourcesContent?.length !== map.sources.length ||
+      map.sourcesContent.some((content) => typeof content !== 'string' || content === '')
+    );
+  });
+  assert.deepEqual(unusable, [], 'maps without their sources');
+});
+
+test('the published package points somewhere: repository, homepage, bugs, and absolute doc links', () => {
+  const manifest = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as {
+    repository?: { url?: string };
+    homepage?: string;
+    bugs?: { url?: string };
+  };
+  assert.match(manifest.repository?.url ?? '', /^git\+https:\/\/github\.com\/.+\.git$/);
+  assert.match(manifest.homepage ?? '', /^https:\/\//);
+  assert.match(manifest.bugs?.url ?? '', /^https:\/\/.+\/issues$/);
+  // npm renders the README away from the repository: relative links would be dead there.
+  const readme = readFileSync(`${ROOT}README.md`, 'utf8');
+  const relative = [...readme.matchAll(/\]\(([^)\s]+)\)/g)]
+    .map((match) => match[1] ?? '')
+    .filter((target) => !/^(https?:|mailto:|#)/.test(target));
+  assert.deepEqual(relative, [], 'relative links in README.md');
 });

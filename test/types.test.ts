@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { expectTypeOf } from 'expect-type';
+import type { AddressInfo } from 'node:net';
 import { runWorkers, TcpProxy } from '../src/index.js';
 import type {
   BindOptions,
@@ -80,4 +81,25 @@ test('listen backlog and reusePort, bind reusePort and runWorkers are typed', ()
   // @ts-expect-error workers is a count or 'auto'
   const many: RunWorkersOptions = { workers: 'all' };
   assert.equal([ok, wrong, many].length, 3);
+});
+
+test('listen() resolves to an AddressInfo for a port and to a string for a Unix socket path', () => {
+  const proxy = new TcpProxy({ upstreams });
+  const port = async () => (await proxy.listen({ port: 0, host: '127.0.0.1' })).port;
+  const bare = async () => (await proxy.listen()).address;
+  const path = async () => (await proxy.listen({ path: '/tmp/l4.sock' })).startsWith('/');
+  const either = async (options: ListenOptions) => {
+    const address = await proxy.listen(options);
+    // @ts-expect-error with a ListenOptions that may hold a path, the result may be a string
+    return address.port as number;
+  };
+  expectTypeOf(port).returns.resolves.toEqualTypeOf<number>();
+  expectTypeOf(bare).returns.resolves.toEqualTypeOf<string>();
+  expectTypeOf(path).returns.resolves.toEqualTypeOf<boolean>();
+  expectTypeOf(() => proxy.listen({ port: 0 })).returns.resolves.toEqualTypeOf<AddressInfo>();
+  expectTypeOf(() =>
+    proxy.listen({ path: '/tmp/l4.sock' }),
+  ).returns.resolves.toEqualTypeOf<string>();
+  assert.equal(typeof either, 'function');
+  void proxy.close();
 });

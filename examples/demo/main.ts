@@ -65,7 +65,7 @@ async function main(): Promise<void> {
   const proxy = new TcpProxy({ upstreams, selector: roundRobin(), connectTimeout: 1_000 });
   const summaries: TcpConnectionSummary[] = [];
   proxy.on('connectionClose', (summary) => summaries.push(summary));
-  const { port } = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo;
+  const { port } = await proxy.listen({ port: 0, host: '127.0.0.1' });
   console.log(`l4proxy demo: proxy on 127.0.0.1:${port} in front of ${upstreams.length} upstreams`);
   console.log(`(alpha has weight 2; "down" refuses connections, so the proxy retries elsewhere)\n`);
 

@@ -104,7 +104,7 @@ async function main(): Promise<void> {
     ],
     healthCheck: { interval: 100, timeout: 500, unhealthyThreshold: 1, healthyThreshold: 2 },
   });
-  const { port } = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo;
+  const { port } = await proxy.listen({ port: 0, host: '127.0.0.1' });
 
   await phase('both up', port);
   const down = healthChange(proxy, 'green', false);

@@ -110,7 +110,7 @@ for (const [key, value] of Object.entries(sample ?? {})) {
   );
 }
 
-const address = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo;
+const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
 const server = http.createServer((req, res) => {
   if (req.url === '/native') {
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(proxy.metrics());

@@ -177,7 +177,7 @@ async function main(): Promise<void> {
   proxy.on('error', (err) => {
     log('error', { message: err.message });
   });
-  const { port } = (await proxy.listen({ host: '127.0.0.1', port: 0 })) as AddressInfo;
+  const { port } = await proxy.listen({ host: '127.0.0.1', port: 0 });
   log('listening', { port });
 
   for (const name of ['alpha.test', 'beta.test', 'alpha.test']) {

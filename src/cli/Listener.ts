@@ -10,7 +10,7 @@ import { LatencyRecorder } from '../metrics/latency.js';
 import type { LatencySnapshot } from '../metrics/latency.js';
 import { formatHostPort } from './address.js';
 import type { ListenerConfig, PreparedListener } from './config.js';
-import { optionsKey } from './config.js';
+import { optionsKey, upstreamsKey } from './config.js';
 import { sumStats } from './sumStats.js';
 import { listenerBacklog } from './listenBacklog.js';
 import { reusePortSupported } from '../net/reusePort.js';
@@ -158,7 +158,7 @@ export class Listener {
   reload(next: PreparedListener): ListenerReload {
     const before = this.config.raw;
     const after = next.config.raw;
-    const upstreamsChanged = JSON.stringify(before.upstreams) !== JSON.stringify(after.upstreams);
+    const upstreamsChanged = upstreamsKey(before) !== upstreamsKey(after);
     const optionsChanged = optionsKey(before) !== optionsKey(after);
     this.config = next.config;
     if (optionsChanged && this.current instanceof TcpProxy && next.proxy instanceof TcpProxy) {

@@ -5,7 +5,7 @@ import type { UdpSessionInfo } from '../udp/events.js';
 import { compileFormat } from './accessLogFormat.js';
 import type { AccessLogSettings, AccessLogType, AccessRecord } from './accessLogFormat.js';
 import type { ListenerConfig } from './config.js';
-import type { Logger } from './logger.js';
+import type { Logger } from './jsonLogger.js';
 import { summaryMembers } from './accessLine.js';
 
 /**

@@ -5,8 +5,8 @@ import { isLoopbackHost } from '../admin/auth.js';
 import { isRecord } from '../internal/validate.js';
 import type { HostPort } from './address.js';
 import { formatHostPort, parseHostPort } from './address.js';
-import type { Instance } from './Instance.js';
-import type { Logger } from './logger.js';
+import type { ListenerSet } from './ListenerSet.js';
+import type { Logger } from './jsonLogger.js';
 
 /** The admin server's settings: where it listens and where its bearer token is read from. */
 export interface AdminSettings {
@@ -76,7 +76,7 @@ export async function readAdminToken(settings: AdminSettings): Promise<string | 
 
 /** What the CLI's admin server needs from the process. */
 export interface CliAdminContext {
-  readonly instance: Instance;
+  readonly instance: ListenerSet;
   readonly ops: Logger;
   /** Effective settings, shown (redacted) by `/config`. */
   readonly settings: unknown;

@@ -1,8 +1,8 @@
 import { parseArgs } from 'node:util';
 import type { HostPort } from './address.js';
 import { parseHostPort } from './address.js';
-import { isLogLevel } from './logger.js';
-import type { LogLevel } from './logger.js';
+import { isLogLevel } from './jsonLogger.js';
+import type { LogLevel } from './jsonLogger.js';
 import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
 
 /** A command line that cannot be run; the CLI prints the message and the usage, exit code 2. */
@@ -43,7 +43,9 @@ export interface CliArgs {
 export const USAGE = `Usage:
   l4proxy tcp <listen> <upstream>... [options]   proxy TCP, e.g. l4proxy tcp 127.0.0.1:8080 10.0.0.7:80
   l4proxy udp <listen> <upstream>... [options]   proxy UDP, e.g. l4proxy udp [::1]:5353 127.0.0.1:53
-  l4proxy --config l4proxy.json [options]        several listeners, selectors, limits (docs/operations.md)
+  l4proxy --config l4proxy.json [options]        several listeners, selectors, limits
+
+Reference: https://github.com/l4proxy/l4proxy/blob/main/docs/operations.md
 
 Options:
   -c, --config <file>        JSON config file (reloaded on SIGHUP)

@@ -1,4 +1,4 @@
-import type { LogSink } from './logger.js';
+import type { LogSink } from './jsonLogger.js';
 
 /** Flush at once beyond this many buffered characters (a burst of closes). */
 const FLUSH_AT = 65_536;

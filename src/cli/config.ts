@@ -7,8 +7,8 @@ import { TcpProxy } from '../tcp/TcpProxy.js';
 import { UdpProxy } from '../udp/UdpProxy.js';
 import type { HostPort } from './address.js';
 import { formatHostPort, parseHostPort } from './address.js';
-import { isLogLevel } from './logger.js';
-import type { LogLevel } from './logger.js';
+import { isLogLevel } from './jsonLogger.js';
+import type { LogLevel } from './jsonLogger.js';
 import { buildSelector } from './selectorConfig.js';
 import { parseAdminSetting } from './adminConfig.js';
 import type { AdminSettings } from './adminConfig.js';
@@ -324,6 +324,14 @@ export function optionsKey(raw: Readonly<Record<string, unknown>>): string {
   delete rest.upstreams;
   delete rest.name;
   return canonical(rest);
+}
+
+/** A listener's upstreams in a canonical form: the same set in another order gives the same key. */
+export function upstreamsKey(raw: Readonly<Record<string, unknown>>): string {
+  const upstreams = raw.upstreams;
+  return Array.isArray(upstreams)
+    ? upstreams.map(canonical).sort().join('\n')
+    : canonical(upstreams);
 }
 
 function canonical(value: unknown): string {

@@ -11,7 +11,7 @@ import { formatHostPort } from './address.js';
 import type { Config } from './config.js';
 import { closeAll, ConfigError, loadConfigFile, validateConfig } from './config.js';
 import { Primary } from './primary.js';
-import { runInstance } from './run.js';
+import { runListeners } from './runListeners.js';
 import { effectiveSettings } from './settings.js';
 import { describeBacklog, listenerBacklog } from './listenBacklog.js';
 
@@ -98,7 +98,7 @@ async function main(argv: readonly string[]): Promise<void> {
     await new Primary(settings).start(config);
     return;
   }
-  await runInstance(config, settings);
+  await runListeners(config, settings);
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

@@ -3,8 +3,8 @@ import type { Worker } from 'node:cluster';
 import type { Config } from './config.js';
 import { closeAll, loadConfigFile } from './config.js';
 import type { ListenerStats } from './Listener.js';
-import { createOutputs, signalExitCode, statusPeriod } from './logging.js';
-import type { Logger } from './logger.js';
+import { createOutputs, signalExitCode, statusPeriod } from './outputs.js';
+import type { Logger } from './jsonLogger.js';
 import { isWorkerMessage } from './messages.js';
 import type { PrimaryMessage, WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
@@ -157,7 +157,9 @@ export class Primary {
   }
 
   private exit(): void {
-    this.ops.info('drained, exiting');
+    // A worker that cut connections at the deadline (or failed) exits 1, and so does the command.
+    if (this.failed) this.ops.warn('drained, a worker cut connections or failed; exiting');
+    else this.ops.info('drained, exiting');
     process.exit(this.failed ? 1 : 0);
   }
 

@@ -3,7 +3,7 @@ import type { AdminSettings } from './adminConfig.js';
 import type { AccessLogSettings } from './accessLogFormat.js';
 import type { CliArgs } from './args.js';
 import type { Config } from './config.js';
-import type { LogLevel } from './logger.js';
+import type { LogLevel } from './jsonLogger.js';
 import { workerCount } from '../cluster/runWorkers.js';
 
 /** Settings in force: command-line flags over the config file over defaults. */

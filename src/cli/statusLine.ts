@@ -38,6 +38,11 @@ export function formatRate(bytesPerSecond: number): string {
   return `${value.toFixed(value < 10 && unit > 0 ? 1 : 0)} ${units[unit] ?? 'B/s'}`;
 }
 
+/** `1 listener`, `2 listeners`. */
+export function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
 /** Where status output goes; `isTTY` chooses a refreshed line or log lines. */
 export interface StatusStream {
   readonly isTTY?: boolean;
@@ -94,8 +99,9 @@ export class StatusLine {
       this.last = { bytes: totals.bytes, at: now };
       if (this.stream.isTTY === true) {
         this.stream.write(
-          `\r\x1b[2Kl4proxy: ${totals.listeners} listeners · ${totals.tcpActive} tcp connections · ` +
-            `${totals.udpActive} udp sessions · ${formatRate(throughput)}`,
+          `\r\x1b[2Kl4proxy: ${count(totals.listeners, 'listener')} · ` +
+            `${count(totals.tcpActive, 'tcp connection')} · ` +
+            `${count(totals.udpActive, 'udp session')} · ${formatRate(throughput)}`,
         );
         this.shown = true;
       } else {

@@ -1,13 +1,22 @@
 import net from 'node:net';
 import { InvalidOptionError } from '../errors.js';
+import { ipv4FromBytes, ipv4ToBytes, ipv6FromBytes, ipv6ToBytes } from '../protocol/ipAddress.js';
 
 /**
  * Parses `['10.0.0.0/8', '192.0.2.7', '2001:db8::/32']` into a `net.BlockList`.
- * Throws InvalidOptionError naming `name[i]` for an entry that is not an address or CIDR.
+ * Throws InvalidOptionError naming `name[i]` for an entry that is not an address or CIDR, or a
+ * CIDR with host bits set (`10.0.0.1/24`: nginx warns and uses `10.0.0.0/24`; a typo is likelier
+ * than intent, so the error names the network to write instead). `nonEmpty` refuses `[]`.
  */
-export function parseAddressList(value: unknown, name: string): net.BlockList {
+export function parseAddressList(value: unknown, name: string, nonEmpty = false): net.BlockList {
   if (!Array.isArray(value))
     throw new InvalidOptionError(name, 'an array of addresses or CIDRs', value);
+  if (nonEmpty && value.length === 0)
+    throw new InvalidOptionError(
+      name,
+      'at least one address or CIDR (an empty list trusts nobody; leave the option out instead)',
+      value,
+    );
   const list = new net.BlockList();
   value.forEach((entry: unknown, index) => {
     const where = `${name}[${index}]`;
@@ -27,9 +36,31 @@ export function parseAddressList(value: unknown, name: string): net.BlockList {
     if (!/^\d{1,3}$/.test(prefixText) || prefix > max) {
       throw new InvalidOptionError(where, `a prefix length from 0 to ${max}`, entry);
     }
+    const network = networkOf(address, prefix, family);
+    if (network !== address && network !== canonicalIPv6(address, family)) {
+      throw new InvalidOptionError(
+        where,
+        `a network address without host bits (did you mean '${network}/${prefix}'?)`,
+        entry,
+      );
+    }
     list.addSubnet(address, prefix, family);
   });
   return list;
+}
+
+/** `address` with the bits past `prefix` cleared, in canonical text. */
+function networkOf(address: string, prefix: number, family: 'ipv4' | 'ipv6'): string {
+  const bytes = family === 'ipv4' ? ipv4ToBytes(address) : ipv6ToBytes(address);
+  for (let bit = prefix; bit < bytes.length * 8; bit++) {
+    const index = bit >> 3;
+    bytes[index] = (bytes[index] ?? 0) & ~(0x80 >> (bit & 7));
+  }
+  return family === 'ipv4' ? ipv4FromBytes(bytes, 0) : ipv6FromBytes(bytes, 0);
+}
+
+function canonicalIPv6(address: string, family: 'ipv4' | 'ipv6'): string {
+  return family === 'ipv6' ? ipv6FromBytes(ipv6ToBytes(address), 0) : address;
 }
 
 const MAPPED_V4 = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i;

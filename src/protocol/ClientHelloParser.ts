@@ -1,4 +1,4 @@
-import { TlsClientHelloError } from '../errors.js';
+import { ParserFinishedError, TlsClientHelloError } from '../errors.js';
 import { integer, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
 import { InvalidOptionError } from '../errors.js';
 import type { ClientHello } from './clientHello.js';
@@ -74,7 +74,7 @@ export class ClientHelloParser {
   /** Feeds the next chunk; see the class description. */
   push(chunk: Uint8Array): ClientHelloResult | undefined {
     if (this.#failure !== undefined) throw this.#failure;
-    if (this.#done) throw new Error('ClientHelloParser: the result was already returned');
+    if (this.#done) throw new ParserFinishedError('ClientHelloParser');
     if (!(chunk instanceof Uint8Array)) throw new InvalidOptionError('chunk', 'a Buffer', chunk);
     try {
       const result = this.#consume(chunk);

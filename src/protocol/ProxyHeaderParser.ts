@@ -1,4 +1,4 @@
-import { InvalidOptionError, ProxyProtocolError } from '../errors.js';
+import { InvalidOptionError, ParserFinishedError, ProxyProtocolError } from '../errors.js';
 import { integer, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
 import type { ProxyHeader, ProxyHeaderResult } from './ProxyHeader.js';
 import { PROXY_V1_MAX_LENGTH, PROXY_V2_MAX_LENGTH, PROXY_V2_SIGNATURE } from './ProxyHeader.js';
@@ -88,8 +88,7 @@ export class ProxyHeaderParser {
    */
   push(chunk: Uint8Array): ProxyHeaderResult | undefined {
     if (this.#failure !== undefined) throw this.#failure;
-    if (this.#stage === 'done')
-      throw new Error('ProxyHeaderParser: the header was already returned');
+    if (this.#stage === 'done') throw new ParserFinishedError('ProxyHeaderParser');
     if (!(chunk instanceof Uint8Array)) throw new InvalidOptionError('chunk', 'a Buffer', chunk);
     const input = Buffer.isBuffer(chunk)
       ? chunk
@@ -171,11 +170,10 @@ export class ProxyHeaderParser {
     let i = this.#scanned;
     for (; i < this.#length; i++) {
       const byte = bytes[i];
-      if (byte === 0x0a) throw new ProxyProtocolError('bad_v1_line', 'LF without CR');
+      if (byte === 0x0a) this.#failV1At(i, 'LF without CR');
       if (byte !== 0x0d) continue;
       if (i + 1 >= this.#length) break; // a CR last: its LF may be in the next chunk
-      if (bytes[i + 1] !== 0x0a)
-        throw new ProxyProtocolError('bad_v1_line', 'CR not followed by LF');
+      if (bytes[i + 1] !== 0x0a) this.#failV1At(i, 'CR not followed by LF');
       return i + 2;
     }
     this.#scanned = i;
@@ -184,6 +182,15 @@ export class ProxyHeaderParser {
     if (this.#length >= PROXY_V1_MAX_LENGTH)
       throw new ProxyProtocolError('too_long', `no CRLF in the first ${PROXY_V1_MAX_LENGTH} bytes`);
     return undefined;
+  }
+
+  /**
+   * A stray CR or LF at `at`: the line before it is checked first, so a defect earlier in the
+   * line is the reason, as it would be had the bytes arrived one at a time.
+   */
+  #failV1At(at: number, problem: string): never {
+    parseV1Line(this.#bytes.toString('latin1', 0, at), false);
+    throw new ProxyProtocolError('bad_v1_line', problem);
   }
 
   #examineV2(): number | undefined {

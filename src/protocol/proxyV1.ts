@@ -44,9 +44,11 @@ export function parseV1Line(line: string, complete: boolean): ProxyHeader | unde
     return complete ? { version: 1, command: 'PROXY', protocol: 'UNKNOWN' } : undefined;
   }
   if (protocol !== 'TCP4' && protocol !== 'TCP6') throw badProtocol(protocol);
-  if (fields.length > 5) throw new ProxyProtocolError('bad_v1_line', 'more than 6 fields');
-  const whole = complete ? fields.length : fields.length - 1;
+  // Defects are reported in the order the bytes show them (fields left to right, then the field
+  // count), so the reason is the same whether the line arrives whole or byte by byte.
+  const whole = Math.min(complete ? fields.length : fields.length - 1, 5);
   for (let i = 1; i < whole; i++) checkField(protocol, i, fields[i] ?? '');
+  if (fields.length > 5) throw new ProxyProtocolError('bad_v1_line', 'more than 6 fields');
   if (!complete) {
     checkPartialField(protocol, fields.length - 1, fields[fields.length - 1] ?? '');
     return undefined;

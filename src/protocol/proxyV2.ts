@@ -76,7 +76,9 @@ export function checkV2Start(
     if (bytes[i] !== PROXY_V2_SIGNATURE[i])
       throw new ProxyProtocolError('bad_signature', `byte ${i} does not match the v2 signature`);
   if (length > 12) checkVersionCommand(bytes[12] ?? 0);
-  if (length > 13) family(bytes[13] ?? 0);
+  // A LOCAL header's block is discarded, family included (the spec; HAProxy does the same).
+  const local = length > 12 && isLocal(bytes);
+  if (length > 13 && !local) family(bytes[13] ?? 0);
   if (length < V2_FIXED_LENGTH) return undefined;
   const total = V2_FIXED_LENGTH + (((bytes[14] ?? 0) << 8) | (bytes[15] ?? 0));
   if (total > maxLength)
@@ -84,6 +86,7 @@ export function checkV2Start(
       'too_long',
       `the v2 header is ${total} bytes, the limit is ${maxLength}`,
     );
+  if (local) return total;
   const needed = family(bytes[13] ?? 0).addressLength;
   if (total - V2_FIXED_LENGTH < needed)
     throw new ProxyProtocolError(
@@ -91,6 +94,10 @@ export function checkV2Start(
       `length ${total - V2_FIXED_LENGTH} is shorter than the ${needed}-byte address block`,
     );
   return total;
+}
+
+function isLocal(bytes: Uint8Array): boolean {
+  return ((bytes[12] ?? 0) & 0x0f) === 0;
 }
 
 function checkVersionCommand(byte: number): void {
@@ -115,14 +122,12 @@ function family(byte: number): Family {
 
 /** Decodes a complete v2 header (`bytes` holds exactly the header, already checked by {@link checkV2Start}). */
 export function decodeV2(bytes: Buffer): ProxyHeader {
+  if (isLocal(bytes))
+    return { version: 2, command: 'LOCAL', protocol: 'UNKNOWN', tlvs: localTlvs(bytes) };
   const fam = family(bytes[13] ?? 0);
-  const tlvs = splitTlvs(bytes, V2_FIXED_LENGTH + fam.addressLength, bytes.length);
-  if (tlvs === undefined)
-    throw new ProxyProtocolError('truncated_tlv', 'a TLV runs past the end of the header');
-  checkTlvs(bytes, tlvs);
-  const local = ((bytes[12] ?? 0) & 0x0f) === 0;
-  if (local || fam.protocol === 'UNKNOWN')
-    return { version: 2, command: local ? 'LOCAL' : 'PROXY', protocol: 'UNKNOWN', tlvs };
+  const tlvs = decodeTlvs(bytes, fam);
+  if (fam.protocol === 'UNKNOWN')
+    return { version: 2, command: 'PROXY', protocol: 'UNKNOWN', tlvs };
   const at = V2_FIXED_LENGTH;
   switch (fam.protocol) {
     case 'TCP4':
@@ -152,6 +157,28 @@ export function decodeV2(bytes: Buffer): ProxyHeader {
         destination: unixPath(bytes, at + UNIX_PATH_LENGTH),
         tlvs,
       };
+  }
+}
+
+function decodeTlvs(bytes: Buffer, fam: Family): ProxyTlv[] {
+  const tlvs = splitTlvs(bytes, V2_FIXED_LENGTH + fam.addressLength, bytes.length);
+  if (tlvs === undefined)
+    throw new ProxyProtocolError('truncated_tlv', 'a TLV runs past the end of the header');
+  checkTlvs(bytes, tlvs);
+  return tlvs;
+}
+
+/**
+ * The TLVs of a LOCAL header when its block is well formed, else none: the receiver must accept
+ * a LOCAL header whatever its block holds (a health check of another load balancer).
+ */
+function localTlvs(bytes: Buffer): ProxyTlv[] {
+  const fam = FAMILIES.get(bytes[13] ?? 0);
+  if (fam === undefined || bytes.length - V2_FIXED_LENGTH < fam.addressLength) return [];
+  try {
+    return decodeTlvs(bytes, fam);
+  } catch {
+    return [];
   }
 }
 

@@ -6,10 +6,10 @@ import {
   rejectUnknownKeys,
 } from '../internal/validate.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
-import { hashKey } from './hash.js';
-import { HashRing } from './hashRing.js';
-import type { HashTable } from './HashTable.js';
-import { MaglevTable } from './maglev.js';
+import { hashKey } from './internal/hash.js';
+import { HashRing } from './internal/hashRing.js';
+import type { HashTable } from './internal/HashTable.js';
+import { MaglevTable } from './internal/maglev.js';
 import { random } from './random.js';
 import type { SelectionContext, UpstreamSelector } from './SelectionContext.js';
 

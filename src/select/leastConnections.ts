@@ -6,7 +6,7 @@ import {
 } from '../internal/validate.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { UpstreamSelector } from './SelectionContext.js';
-import { WeightTable } from './WeightTable.js';
+import { WeightTable } from './internal/WeightTable.js';
 
 /** Options of {@link leastConnections}. */
 export interface LeastConnectionsOptions {

@@ -1,7 +1,7 @@
 import { optionalFunction, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { UpstreamSelector } from './SelectionContext.js';
-import { WeightTable } from './WeightTable.js';
+import { WeightTable } from './internal/WeightTable.js';
 
 /** Options of {@link random}. */
 export interface RandomOptions {

@@ -1,6 +1,6 @@
 import type { UpstreamSelector } from './SelectionContext.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
-import { SmoothCycle } from './SmoothCycle.js';
+import { SmoothCycle } from './internal/SmoothCycle.js';
 
 /**
  * Smooth weighted round robin (nginx's algorithm): over any window each upstream gets its weight's

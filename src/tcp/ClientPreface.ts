@@ -1,6 +1,6 @@
 import type net from 'node:net';
 import type { Socket } from 'node:net';
-import { L4Error, ProxyProtocolError, TlsClientHelloError } from '../errors.js';
+import { ErrorCode, L4Error, ProxyProtocolError, TlsClientHelloError } from '../errors.js';
 import { addressIn } from '../net/addressList.js';
 import { ClientHelloParser } from '../protocol/ClientHelloParser.js';
 import type { ProxyHeader } from '../protocol/ProxyHeader.js';
@@ -258,7 +258,7 @@ export class ClientPreface {
 
 function wrapUnexpected(err: unknown): L4Error {
   return new L4Error(
-    'ERR_L4_PROXY_PROTOCOL',
+    ErrorCode.PROXY_PROTOCOL,
     `Unexpected failure while reading the client preface: ${String(err)}`,
     { cause: err },
   );

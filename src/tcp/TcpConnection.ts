@@ -11,7 +11,7 @@ import {
 } from '../errors.js';
 import { isDescriptorExhaustion } from './ExhaustionBackoff.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
-import { isThenable, selectorError } from '../select/selectorOutcome.js';
+import { isThenable, selectorError } from '../select/internal/selectorOutcome.js';
 import type { UpstreamCounters, UpstreamState } from '../upstream/UpstreamState.js';
 import { CloseReason } from './closeReasons.js';
 import type { TcpConnectionInfo, TcpConnectionSummary } from './events.js';

@@ -3,7 +3,12 @@ import type { AdminOverride } from '../upstream/adminOverride.js';
 import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { EventEmitter } from 'eventemitter3';
-import { InvalidOptionError, ListenError, L4Error, ResourceExhaustedError } from '../errors.js';
+import {
+  InvalidOptionError,
+  ListenError,
+  ProxyClosedError,
+  ResourceExhaustedError,
+} from '../errors.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import {
   boolean,
@@ -204,18 +209,20 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   }
 
   /**
-   * Listens for clients. Resolves with the bound address (a string for a Unix socket path).
-   * May be called more than once to listen on several addresses.
+   * Listens for clients. Resolves with the bound address: an `AddressInfo` for a port, a string
+   * for a Unix socket path. May be called more than once to listen on several addresses.
    *
    * @throws {ListenError} (rejection) when the address cannot be bound.
    */
+  listen(options?: ListenOptions & { readonly path?: undefined }): Promise<AddressInfo>;
+  listen(options: ListenOptions & { readonly path: string }): Promise<string>;
+  listen(options: ListenOptions): Promise<AddressInfo | string>;
   async listen(options: ListenOptions = {}): Promise<AddressInfo | string> {
     const listenOptions = validateListenOptions(
       options,
       defaultBacklog(this.options.maxConnections),
     );
-    if (this.closing)
-      throw new L4Error('ERR_L4_PROXY_CLOSED', 'The proxy is closed: create a new one.');
+    if (this.closing) throw new ProxyClosedError();
     // TCP_NODELAY goes on the listening socket once (inherited), or per connection in the relay.
     const server = net.createServer({ allowHalfOpen: true });
     let noDelayInherited = false;
@@ -270,8 +277,13 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.reject(socket, RejectReason.PROXY_CLOSING);
       return;
     }
-    if (socket.destroyed || peerLost(socket)) {
+    if (socket.destroyed) {
       this.reject(socket, RejectReason.INVALID_SOCKET);
+      return;
+    }
+    // The client reset before the proxy looked: no address to decide trust, deny or limits on.
+    if (peerLost(socket)) {
+      this.reject(socket, RejectReason.CLIENT_GONE);
       return;
     }
     if (this.live.size + this.prefaces.size >= this.options.maxConnections) {

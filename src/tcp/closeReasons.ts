@@ -57,7 +57,7 @@ export const RejectReason = {
   MAX_CONNECTIONS: 'max_connections',
   /** The proxy is closing or closed. */
   PROXY_CLOSING: 'proxy_closing',
-  /** The client socket was already closed or had no address when it reached the proxy. */
+  /** The socket passed to `handle()` was already destroyed. */
   INVALID_SOCKET: 'invalid_socket',
   /** The client's address matched `deny`, or `allow` is set and it matched nothing in it. */
   DENIED: 'denied',
@@ -75,7 +75,10 @@ export const RejectReason = {
   TLS_ERROR: 'tls_error',
   /** The ClientHello did not arrive within `sni.timeout`. */
   SNI_TIMEOUT: 'sni_timeout',
-  /** The client closed or reset the connection while the proxy read its preface. */
+  /**
+   * The client closed or reset the connection while the proxy read its preface, or before the
+   * proxy could read its address (then it is refused: no trust, `deny` or limit can be decided).
+   */
   CLIENT_GONE: 'client_gone',
   /** The proxy ran out of file descriptors moments ago and is backing off (up to 1 s). */
   RESOURCE_EXHAUSTED: 'resource_exhausted',

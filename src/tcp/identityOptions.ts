@@ -114,7 +114,7 @@ function resolveAccept(value: unknown): PrefaceConfig['acceptProxy'] {
     throw new InvalidOptionError('acceptProxyProtocol', 'an object { trusted, ... }', value);
   rejectUnknownKeys(value, ['trusted', 'timeout', 'required', 'maxLength'], 'acceptProxyProtocol');
   return {
-    trusted: parseAddressList(value.trusted, 'acceptProxyProtocol.trusted'),
+    trusted: parseAddressList(value.trusted, 'acceptProxyProtocol.trusted', true),
     timeout: duration(value.timeout, 'acceptProxyProtocol.timeout', 5_000, 1),
     required: boolean(value.required, 'acceptProxyProtocol.required', true),
     maxLength: integer(

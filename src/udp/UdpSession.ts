@@ -1,6 +1,6 @@
 import { ProxyClosedError } from '../errors.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
-import { isThenable, selectorError } from '../select/selectorOutcome.js';
+import { isThenable, selectorError } from '../select/internal/selectorOutcome.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
 import type { UdpSessionInfo, UdpSessionSummary } from './events.js';

@@ -11,6 +11,7 @@ import {
 } from '../internal/validate.js';
 import type { Upstream } from './Upstream.js';
 import { upstreamId } from './Upstream.js';
+import { byPriorityThenId, sameUpstreams } from './sameUpstreams.js';
 import type { UpstreamSink, UpstreamSource } from './UpstreamSource.js';
 
 /** Address record types a {@link DnsSource} can follow. */
@@ -64,7 +65,7 @@ export interface DnsSourceStats {
   readonly failures: number;
   /** Lookups that returned no record. */
   readonly empty: number;
-  /** Lists delivered (only when the answer changed). */
+  /** Lists delivered: only when the set changed, whatever order the resolver answered in. */
   readonly updates: number;
   /** The last failure, if any. */
   readonly lastError: Error | undefined;
@@ -113,7 +114,9 @@ const EMPTY_CODES = new Set(['ENODATA', 'ENOTFOUND']);
  * (Kubernetes headless services, Consul), through a `node:dns` `Resolver` with its own servers.
  * SRV priority becomes `Upstream.priority` (for `failover()`), SRV weight becomes `weight`
  * (weight 0 becomes 1). A failed lookup keeps the last good set and is reported; an empty answer
- * does what `onEmpty` says. A list is delivered only when it changed. Timers are unref'd.
+ * does what `onEmpty` says. A list is delivered only when the set changed: resolvers rotate
+ * their answers, so lists are sorted (priority, then id) and compared whatever the order.
+ * Timers are unref'd.
  *
  * @example
  * const proxy = new TcpProxy({
@@ -126,7 +129,7 @@ export class DnsSource implements UpstreamSource {
   private sink: UpstreamSink | undefined;
   private timer: NodeJS.Timeout | undefined;
   private generation = 0;
-  private delivered: string | undefined;
+  private delivered = false;
   private last: readonly Upstream[] = [];
   private counters = { lookups: 0, failures: 0, empty: 0, updates: 0 };
   private lastError: Error | undefined;
@@ -260,10 +263,11 @@ export class DnsSource implements UpstreamSource {
       });
   }
 
+  /** Delivers the list unless it holds the same set as the last one, in whatever order. */
   private deliver(upstreams: Upstream[]): void {
-    const key = JSON.stringify(upstreams.map((u) => [upstreamId(u), u.weight, u.priority]));
-    if (key === this.delivered) return;
-    this.delivered = key;
+    upstreams.sort(byPriorityThenId);
+    if (this.delivered && sameUpstreams(this.last, upstreams)) return;
+    this.delivered = true;
     this.last = upstreams;
     this.counters.updates++;
     const sink = this.sink;

@@ -36,7 +36,12 @@ export function upstreamId(upstream: Pick<Upstream, 'host' | 'port' | 'id'>): st
 export function validateUpstream(value: unknown, name: string): Upstream {
   if (!isRecord(value)) throw new InvalidOptionError(name, 'an object { host, port }', value);
   rejectUnknownKeys(value, UPSTREAM_KEYS, name);
-  nonEmptyString(value.host, `${name}.host`);
+  if (/\s/.test(nonEmptyString(value.host, `${name}.host`)))
+    throw new InvalidOptionError(
+      `${name}.host`,
+      'a hostname or IP address without spaces',
+      value.host,
+    );
   integer(value.port, `${name}.port`, 0, { min: 1, max: 65535 });
   if (value.port === undefined)
     throw new InvalidOptionError(`${name}.port`, 'an integer from 1 to 65535', undefined);

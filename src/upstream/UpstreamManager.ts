@@ -151,16 +151,18 @@ export class UpstreamManager {
   }
 
   /**
-   * Replaces the set; `name` is the option path used in errors.
+   * Replaces the set; `name` is the option path used in errors. Returns whether it changed:
+   * the same set in another order changes nothing and tells no one.
    *
    * @throws {InvalidOptionError} naming the bad entry; the old set stays in force.
    */
-  setUpstreams(upstreams: unknown, name: string): void {
+  setUpstreams(upstreams: unknown, name: string): boolean {
     const before = this.set.list();
-    this.set.set(upstreams, name);
+    if (!this.set.set(upstreams, name)) return false;
     this.checker?.sync();
     this.detector?.sync();
     this.hooks.membership(before.filter((state) => !state.member));
+    return true;
   }
 
   /** A connect attempt (or a UDP exchange) with `state` failed: feeds outlier detection. */
@@ -204,8 +206,7 @@ export class UpstreamManager {
 
   private applySourceList(upstreams: unknown): void {
     try {
-      this.setUpstreams(upstreams, 'upstreamSource');
-      this.sourceUpdates++;
+      if (this.setUpstreams(upstreams, 'upstreamSource')) this.sourceUpdates++;
     } catch (err) {
       this.sourceFailed(err);
     }

@@ -1,6 +1,7 @@
 import type { Upstream } from './Upstream.js';
 import { upstreamId, validateUpstream, validateUpstreams } from './Upstream.js';
 import { adminAllows } from './adminOverride.js';
+import { sameUpstreams } from './sameUpstreams.js';
 import { UpstreamState } from './UpstreamState.js';
 import type { UpstreamCandidate } from './UpstreamState.js';
 
@@ -21,9 +22,21 @@ export class UpstreamSet {
     this.set(upstreams, 'upstreams');
   }
 
-  /** Replaces the configured set. Throws InvalidOptionError (naming `name[i]`) and changes nothing on bad input. */
-  set(upstreams: unknown, name = 'upstreams'): void {
+  /**
+   * Replaces the configured set and returns whether it changed. The same set in another order
+   * (same ids, hosts, ports, weights, priorities and metadata) is no change: the order, the
+   * cached candidate list and `version` stay, so selectors keep their tables and cycles.
+   * Throws InvalidOptionError (naming `name[i]`) and changes nothing on bad input.
+   */
+  set(upstreams: unknown, name = 'upstreams'): boolean {
     const list = validateUpstreams(upstreams, name);
+    if (
+      sameUpstreams(
+        this.all.map((state) => state.upstream),
+        list,
+      )
+    )
+      return false;
     const next = new Map<string, UpstreamState>();
     for (const upstream of list) {
       const id = upstreamId(upstream);
@@ -39,6 +52,7 @@ export class UpstreamSet {
     this.states = next;
     this.all = [...next.values()];
     this.changed();
+    return true;
   }
 
   /** Every configured upstream, healthy or not. */

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { summaryMembers } from '../../src/cli/accessLine.js';
 import { bufferedSink } from '../../src/cli/bufferedSink.js';
-import { Logger } from '../../src/cli/logger.js';
+import { Logger } from '../../src/cli/jsonLogger.js';
 import { ConnectFailedError } from '../../src/index.js';
 
 describe('access log serialization', () => {

@@ -310,6 +310,28 @@ describe('l4proxy signals', () => {
     assert.equal(line.reason, 'completed');
   });
 
+  test('a drain that overruns its deadline cuts the connection, logs the count at warn and exits 1', async (t) => {
+    const upstream = await taggedEcho(t, 'A:');
+    const cli = startCli(t, [
+      'tcp',
+      '127.0.0.1:0',
+      `127.0.0.1:${upstream}`,
+      '--drain-timeout',
+      '200ms',
+    ]);
+    const port = await listenPort(cli);
+    const live = await connect(port);
+    t.after(() => live.destroy());
+    assert.equal(await roundTrip(live, '1'), 'A:1');
+    process.kill(cli.pid, 'SIGTERM');
+    const cut = await cli.waitLine('stderr', (l) => l.msg.startsWith('drain deadline passed'));
+    assert.equal(cut.level, 40, 'warn');
+    assert.equal(cut.cut, 1);
+    assert.equal(await cli.exited(), 1);
+    const line = await cli.waitLine('stdout', (l) => l.msg === 'connection closed');
+    assert.equal(line.reason, 'proxy_closed');
+  });
+
   test('a second signal during the drain exits at once', async (t) => {
     const upstream = await taggedEcho(t, 'A:');
     const cli = startCli(t, ['tcp', '127.0.0.1:0', `127.0.0.1:${upstream}`]);

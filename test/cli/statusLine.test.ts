@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { TcpProxy, UdpProxy } from '../../src/index.js';
 import type { ListenerStats } from '../../src/cli/Listener.js';
-import { formatRate, StatusLine, statusTotals } from '../../src/cli/statusLine.js';
+import { createOutputs } from '../../src/cli/outputs.js';
+import { count, formatRate, StatusLine, statusTotals } from '../../src/cli/statusLine.js';
 import type { StatusTotals } from '../../src/cli/statusLine.js';
 import { withTimeout } from '../helpers/net.js';
 
@@ -79,4 +80,49 @@ test('on a terminal the status line is rewritten in place; otherwise it is logge
     'a status log line',
   );
   assert.equal(logged.tcpActive, 3);
+});
+
+test('one listener, connection, session reads as singular', () => {
+  assert.equal(count(1, 'listener'), '1 listener');
+  assert.equal(count(0, 'tcp connection'), '0 tcp connections');
+  assert.equal(count(2, 'udp session'), '2 udp sessions');
+});
+
+test('on a terminal, an access line or a log line first erases the status line', async () => {
+  const stats = (await snapshots()).slice(0, 1);
+  const terminal: string[] = [];
+  let wake: (() => void) | undefined;
+  const tty = (name: string) => ({
+    isTTY: true,
+    write: (text: string) => {
+      terminal.push(`${name}:${text}`);
+      wake?.();
+      return true;
+    },
+  });
+  const { access, ops, status } = createOutputs('info', {}, () => Promise.resolve(stats), {
+    stdout: tty('out'),
+    stderr: tty('err'),
+  });
+  const shown = withTimeout(new Promise<void>((resolve) => (wake = resolve)), 2_000, 'a status');
+  status.start(5);
+  await shown;
+  wake = undefined;
+  // Synchronously after the status line was drawn: no tick can come in between.
+  access.info('connection closed');
+  ops.warn('something');
+  // Access lines are buffered and written once per event-loop turn: let that turn pass.
+  await new Promise((resolve) => setImmediate(resolve));
+  status.stop();
+  assert.ok(
+    (terminal[0] ?? '').startsWith(
+      'err:\r\x1b[2Kl4proxy: 1 listener · 3 tcp connections · 0 udp sessions · ',
+    ),
+    JSON.stringify(terminal[0]),
+  );
+  const erase = 'err:\r\x1b[2K';
+  assert.equal(terminal[1], erase, JSON.stringify(terminal));
+  assert.match(terminal[2] ?? '', /^err:\{.*"msg":"something"/);
+  assert.match(terminal[3] ?? '', /^out:\{.*"msg":"connection closed"/);
+  assert.equal(terminal.length, 4, 'nothing left to erase at stop()');
 });

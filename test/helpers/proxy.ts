@@ -1,4 +1,3 @@
-import type { AddressInfo } from 'node:net';
 import { TcpProxy } from '../../src/index.js';
 import type { TcpConnectionSummary, TcpProxyOptions } from '../../src/index.js';
 import { withTimeout } from './net.js';
@@ -20,7 +19,7 @@ export async function startProxy(options: TcpProxyOptions): Promise<ProxyUnderTe
     summaries.push(summary);
     for (const waiter of waiters) if (summaries.length >= waiter.count) waiter.resolve();
   });
-  const address = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo;
+  const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
   return {
     proxy,
     port: address.port,

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { TcpProxy } from '../../src/index.js';
 import type {
   TcpConnectionInfo,
@@ -74,11 +74,11 @@ export async function recordingProxy(
     });
   };
   const host = listen.host ?? '127.0.0.1';
-  const address = (await proxy.listen({
+  const address = await proxy.listen({
     port: 0,
     host,
     ...(listen.ipv6Only === undefined ? {} : { ipv6Only: listen.ipv6Only }),
-  })) as AddressInfo;
+  });
   return {
     proxy,
     host,

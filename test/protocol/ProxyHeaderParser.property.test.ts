@@ -116,6 +116,39 @@ describe('PROXY protocol codec properties (fast-check)', () => {
     );
   });
 
+  test('one verdict and one reason per input, whatever the chunking (v1 and v2 mutants)', () => {
+    // Bytes that make v1 lines go wrong in interesting ways: digits, separators, CR, LF.
+    const v1Byte = fc.constantFrom(...Buffer.from('0123456789 .:abfPRXYTCU\r\n\x00'));
+    const mutation = fc.record({
+      at: fc.nat(),
+      kind: fc.constantFrom('set', 'insert', 'insert', 'delete', 'truncate'),
+      byte: v1Byte,
+    });
+    fc.assert(
+      fc.property(
+        anyHeader,
+        fc.array(mutation, { minLength: 1, maxLength: 3 }),
+        cuts,
+        (header, mutations, points) => {
+          let bytes: Buffer = Buffer.from(encodeProxyHeader(header));
+          for (const { at, kind, byte } of mutations) bytes = mutate(bytes, at, kind, byte);
+          const whole = outcome([bytes]);
+          assert.equal(
+            outcome(chunksOf(bytes, points)),
+            whole,
+            JSON.stringify(bytes.toString('latin1')),
+          );
+          assert.equal(
+            outcome([...bytes].map((b) => Buffer.from([b]))),
+            whole,
+            `${JSON.stringify(bytes.toString('latin1'))} byte by byte`,
+          );
+        },
+      ),
+      { numRuns: runs },
+    );
+  });
+
   test('mutated valid headers never throw anything but ProxyProtocolError, and what decodes re-encodes', () => {
     const mutation = fc.record({
       at: fc.nat(),
@@ -147,6 +180,17 @@ describe('PROXY protocol codec properties (fast-check)', () => {
     );
   });
 });
+
+/** What a parser makes of the chunks: the header, the failure reason, or 'more'. */
+function outcome(chunks: readonly Buffer[]): string {
+  try {
+    const { result } = feed(new ProxyHeaderParser(), chunks);
+    return result === undefined ? 'more' : JSON.stringify(result.header);
+  } catch (error) {
+    if (error instanceof ProxyProtocolError) return error.reason;
+    throw error;
+  }
+}
 
 function mutate(bytes: Buffer, at: number, kind: string, byte: number): Buffer {
   if (bytes.length === 0) return Buffer.from([byte]);

@@ -180,6 +180,31 @@ describe('ProxyHeaderParser: version 2', () => {
     assert.deepEqual(withAddresses.rest, hex('ee'));
   });
 
+  test('LOCAL is accepted whatever its family and length: the whole block is discarded, in one piece or byte by byte', () => {
+    const cases = [
+      `${SIG} 20 11 0000`, // TCP4 family, no address block (health checks of other balancers)
+      `${SIG} 20 10 0000`, // a family byte the spec does not define
+      `${SIG} 20 ff 0003 010203`, // garbage block
+      `${SIG} 20 21 0004 03 0001 ff`, // a TLV inside a too-short address block
+      `${SIG} 20 00 0007 03 0004 00000000`, // a CRC32C TLV that does not match
+    ];
+    for (const bytes of cases) {
+      const whole = decodeProxyHeader(hex(`${bytes} ee`));
+      assert.deepEqual(
+        whole.header,
+        { version: 2, command: 'LOCAL', protocol: 'UNKNOWN', tlvs: [] },
+        bytes,
+      );
+      assert.deepEqual(whole.rest, hex('ee'), bytes);
+      const parser = new ProxyHeaderParser();
+      const input = hex(`${bytes} ee`);
+      let result;
+      for (let i = 0; i < input.length && result === undefined; i++)
+        result = parser.push(input.subarray(i, i + 1));
+      assert.deepEqual(result?.header, whole.header, `${bytes} byte by byte`);
+    }
+  });
+
   test('reads bytes past the address block as TLVs', () => {
     const result = decodeProxyHeader(
       hex(`${SIG} 21 11 0019 01020304 05060708 0001 0002 02 0003 616263 e0 0001 ff 04 0000`),

@@ -252,6 +252,32 @@ describe(`bad configuration (${CASES} cases per proxy class)`, () => {
     );
   });
 
+  test('options that look valid but are almost surely mistakes fail at construction, naming the option', () => {
+    const cases: [Record<string, unknown>, string, RegExp][] = [
+      [{ allow: ['10.0.0.1/24'] }, 'allow[0]', /did you mean '10\.0\.0\.0\/24'/],
+      [{ deny: ['192.0.2.7/0'] }, 'deny[0]', /did you mean '0\.0\.0\.0\/0'/],
+      [{ deny: ['2001:db8::1/32'] }, 'deny[0]', /did you mean '2001:db8::\/32'/],
+      [{ acceptProxyProtocol: { trusted: [] } }, 'acceptProxyProtocol.trusted', /trusts nobody/],
+      [{ upstreams: [{ host: ' ', port: 80 }] }, 'upstreams[0].host', /without spaces/],
+      [{ upstreams: [{ host: 'db.internal ', port: 80 }] }, 'upstreams[0].host', /without spaces/],
+    ];
+    for (const [options, option, message] of cases) {
+      const proxies: (() => unknown)[] = [() => new TcpProxy(options as never)];
+      if (!('acceptProxyProtocol' in options)) proxies.push(() => new UdpProxy(options as never));
+      for (const create of proxies) {
+        assert.throws(
+          create,
+          (err: unknown) =>
+            err instanceof InvalidOptionError && err.option === option && message.test(err.message),
+          JSON.stringify(options),
+        );
+      }
+    }
+    // A network address, and a host address with a full-length prefix, stay valid.
+    for (const entry of ['10.0.0.0/24', '10.0.0.1/32', '2001:db8::/32', '::1/128', '0.0.0.0/0'])
+      new TcpProxy({ allow: [entry] }).close().catch(() => undefined);
+  });
+
   test('a mode other than non-transparent fails with ERR_L4_MODE_UNSUPPORTED, for both proxies', () => {
     fc.assert(
       fc.property(

@@ -6,7 +6,6 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { ProxyProtocolError, TlsClientHelloError } from '../../src/errors.js';
 import { TcpProxy, UdpProxy } from '../../src/index.js';
 import type { SelectionResult, TcpRejection, UdpDrop } from '../../src/index.js';
@@ -44,7 +43,7 @@ async function flood(port: number, first: Buffer, chunk: Buffer, limit: number):
 }
 
 async function listening(proxy: TcpProxy): Promise<number> {
-  return ((await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo).port;
+  return (await proxy.listen({ port: 0, host: '127.0.0.1' })).port;
 }
 
 describe('stated bounds (docs/security.md)', () => {

@@ -8,7 +8,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { TcpProxy } from '../../src/index.js';
 import type { TcpConnectionSummary, TcpRejection } from '../../src/index.js';
 import { withTimeout } from '../helpers/net.js';
@@ -126,7 +125,7 @@ describe('chaos', () => {
         summaries.set(summary.clientPort, summary);
       });
       proxy.on('rejected', (rejection) => rejections.push(rejection));
-      const address = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo;
+      const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
       const port = address.port;
       t.after(() => proxy.close({ drainTimeout: 0 }));
 

@@ -41,7 +41,7 @@ async function holdingServer(): Promise<{
 }
 
 describe('findings', () => {
-  test('a client that sends bytes then resets before the proxy reads its address is refused (invalid_socket) and its bytes never reach the upstream, even with only a deny list', async (t) => {
+  test('a client that sends bytes then resets before the proxy reads its address is refused (client_gone) and its bytes never reach the upstream, even with only a deny list', async (t) => {
     const upstream = await echoServer();
     t.after(() => upstream.close());
     let upstreamConnections = 0;
@@ -66,7 +66,7 @@ describe('findings', () => {
     const rejected = waitFor<[TcpRejection]>(proxy, 'rejected');
     proxy.handle(accepted);
     const [rejection] = await rejected;
-    assert.equal(rejection.reason, 'invalid_socket');
+    assert.equal(rejection.reason, 'client_gone');
     assert.equal(proxy.stats().downstream_cx_total, 0);
     assert.equal(upstreamConnections, 0);
   });

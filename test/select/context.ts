@@ -1,4 +1,4 @@
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { SelectionContext, UpstreamSelector } from '../../src/select/SelectionContext.js';
 import { TcpProxy } from '../../src/tcp/TcpProxy.js';
 import type { Upstream } from '../../src/upstream/Upstream.js';
@@ -115,7 +115,7 @@ export async function echoRig(
       ...extra(i),
     })),
   });
-  const address = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo;
+  const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
   return {
     proxy,
     port: address.port,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -124,7 +124,7 @@ describe('TcpProxy listen', () => {
     const echo = await echoServer();
     const proxy = new TcpProxy({ upstreams: [local(echo.port)] });
     const listening = waitFor(proxy, 'listening');
-    const address = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo;
+    const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
     await listening;
     assert.ok(address.port > 0);
     assert.equal(await roundTrip(address.port, 'v4'), 'v4');
@@ -141,7 +141,7 @@ describe('TcpProxy listen', () => {
       return;
     }
     const proxy = new TcpProxy({ upstreams: [{ host: '::1', port: echo.port }] });
-    const address = (await proxy.listen({ port: 0, host: '::1', ipv6Only: true })) as AddressInfo;
+    const address = await proxy.listen({ port: 0, host: '::1', ipv6Only: true });
     assert.equal(address.family, 'IPv6');
     const summary = waitFor<[{ clientFamily: string; upstream: { id: string } }]>(
       proxy,
@@ -410,7 +410,7 @@ describe('TcpProxy close', () => {
     {
       await using proxy = new TcpProxy({ upstreams: [local(echo.port)] });
       proxy.on('connectionClose', (s) => (reason = s.reason));
-      const address = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as AddressInfo;
+      const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
       client = await connect(address.port);
       await waitFor(proxy, 'upstreamConnect');
     }

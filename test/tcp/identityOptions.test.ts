@@ -11,9 +11,18 @@ test('invalid identity options throw InvalidOptionError naming the option, at co
     [{ acceptProxyProtocol: true }, 'acceptProxyProtocol'],
     [{ acceptProxyProtocol: {} }, 'acceptProxyProtocol.trusted'],
     [{ acceptProxyProtocol: { trusted: ['10.0.0.0/99'] } }, 'acceptProxyProtocol.trusted[0]'],
-    [{ acceptProxyProtocol: { trusted: [], timeout: 0 } }, 'acceptProxyProtocol.timeout'],
-    [{ acceptProxyProtocol: { trusted: [], maxLength: 100 } }, 'acceptProxyProtocol.maxLength'],
-    [{ acceptProxyProtocol: { trusted: [], required: 'yes' } }, 'acceptProxyProtocol.required'],
+    [
+      { acceptProxyProtocol: { trusted: ['127.0.0.1'], timeout: 0 } },
+      'acceptProxyProtocol.timeout',
+    ],
+    [
+      { acceptProxyProtocol: { trusted: ['127.0.0.1'], maxLength: 100 } },
+      'acceptProxyProtocol.maxLength',
+    ],
+    [
+      { acceptProxyProtocol: { trusted: ['127.0.0.1'], required: 'yes' } },
+      'acceptProxyProtocol.required',
+    ],
     [{ sni: 'on' }, 'sni'],
     [{ sni: { maxBytes: 10 } }, 'sni.maxBytes'],
     [{ sni: { timeouts: 1 } }, 'sni.timeouts'],

@@ -355,6 +355,31 @@ describe('acceptProxyProtocol: the header’s client is the client', () => {
     );
   });
 
+  test('a burst of clients that reset mid-header are all client_gone, never invalid_socket', async (t) => {
+    const echo = await countingEcho();
+    t.after(() => echo.close());
+    const proxy = await recordingProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      acceptProxyProtocol: { trusted: ['127.0.0.1'] },
+    });
+    t.after(() => proxy.close());
+    const count = 100;
+    const clients = Array.from({ length: count }, () => {
+      const client = dialFrom(proxy.port);
+      client.socket.once('connect', () => {
+        client.socket.write('PROXY TCP4');
+        client.socket.resetAndDestroy();
+      });
+      return client;
+    });
+    await Promise.all(clients.map((client) => client.done));
+    const rejections = await proxy.rejected(count);
+    const reasons: Record<string, number> = {};
+    for (const { reason } of rejections) reasons[reason] = (reasons[reason] ?? 0) + 1;
+    assert.deepEqual(reasons, { client_gone: count });
+    assert.equal(echo.accepted(), 0);
+  });
+
   test('a client leaving during its header is client_gone; close() during a header is proxy_closing', async (t) => {
     const echo = await countingEcho();
     t.after(() => echo.close());

@@ -176,6 +176,93 @@ describe('DnsSource against dnsmasq', () => {
     await echo.close();
   });
 
+  test('A records in rotating order: one update and one upstreamsChange over many lookups; a real change after rotation is delivered once', async (t) => {
+    const binary = tool(t, 'dnsmasq');
+    if (!binary) return;
+    const hosts = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
+    const dns = await startDnsmasq(binary, { hosts: { [NAME]: hosts }, ttl: 1 });
+    t.after(() => dns.close());
+    const source = new DnsSource({
+      name: NAME,
+      port: 80,
+      servers: [dns.server],
+      refreshInterval: 100,
+      timeout: 500,
+      tries: 1,
+    });
+    const { proxy } = await startProxyWith(source);
+    t.after(() => proxy.close());
+    if (proxy.upstreams().length === 0) await nextEvent(proxy, 'upstreamsChange');
+    let changes = 0;
+    proxy.on('upstreamsChange', () => changes++);
+    await lookupsReach(source, 12);
+    assert.equal(source.stats().failures, 0);
+    assert.equal(source.stats().updates, 1, 'the rotating answer is one set');
+    assert.equal(changes, 0, 'no upstreamsChange after the first list');
+    assert.equal(proxy.stats().upstream_source_updates, 1);
+    assert.deepEqual(
+      proxy.upstreams().map((u) => u.host),
+      hosts,
+      'the list is in a stable (sorted) order',
+    );
+
+    const changed = nextEvent(proxy, 'upstreamsChange');
+    await dns.setHosts({ [NAME]: ['127.0.0.5', ...hosts] });
+    await changed;
+    const after = source.stats().lookups;
+    await lookupsReach(source, after + 8);
+    assert.equal(source.stats().updates, 2, 'the real change is one update');
+    assert.equal(changes, 1, 'and one event');
+    assert.deepEqual(
+      proxy.upstreams().map((u) => u.host),
+      [...hosts, '127.0.0.5'],
+    );
+    await proxy.close();
+    await dns.close();
+  });
+
+  test('SRV targets with several rotating addresses: one list over many lookups', async (t) => {
+    const binary = tool(t, 'dnsmasq');
+    if (!binary) return;
+    const srvName = '_web._tcp.example.test';
+    const dns = await startDnsmasq(binary, {
+      hosts: {
+        'a.example.test': ['127.0.0.2', '127.0.0.3', '127.0.0.4'],
+        'b.example.test': ['127.0.0.5', '127.0.0.6'],
+      },
+      srv: [`${srvName},a.example.test,8080,0,10`, `${srvName},b.example.test,8081,1,10`],
+    });
+    t.after(() => dns.close());
+    const s = sink();
+    const source = new DnsSource({
+      name: srvName,
+      type: 'SRV',
+      servers: [dns.server],
+      refreshInterval: 100,
+      timeout: 500,
+      tries: 1,
+    });
+    t.after(() => {
+      source.stop();
+    });
+    source.start(s);
+    await lookupsReach(source, 12);
+    source.stop();
+    assert.deepEqual(s.errors, []);
+    assert.equal(s.lists.length, 1, 'rotating target addresses are one set');
+    assert.deepEqual(
+      s.lists[0]?.map((u) => `${u.host}:${u.port} p${u.priority}`),
+      [
+        '127.0.0.2:8080 p0',
+        '127.0.0.3:8080 p0',
+        '127.0.0.4:8080 p0',
+        '127.0.0.5:8081 p1',
+        '127.0.0.6:8081 p1',
+      ],
+    );
+    await dns.close();
+  });
+
   test('respectTtl: a TTL shorter than refreshInterval brings the next lookup forward', async (t) => {
     const binary = tool(t, 'dnsmasq');
     if (!binary) return;
@@ -412,6 +499,19 @@ describe('DnsSource', () => {
     });
   }
 });
+
+/**
+ * Waits (bounded: 10 s) until `count` lookups of `source` have settled: a lookup starts only
+ * after the previous one was answered and handled.
+ */
+async function lookupsReach(source: DnsSource, count: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    if (source.stats().lookups > count) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`fewer than ${count} lookups within 10 s (${source.stats().lookups})`);
+}
 
 async function startProxyWith(source: DnsSource): Promise<Awaited<ReturnType<typeof startProxy>>> {
   return startProxy({ upstreamSource: source, connectTimeout: 1_000 });

@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { CloseReason, InvalidOptionError, TcpProxy } from '../../src/index.js';
+import {
+  CloseReason,
+  consistentHash,
+  InvalidOptionError,
+  TcpProxy,
+  UdpProxy,
+} from '../../src/index.js';
 import type { Upstream, UpstreamSink, UpstreamSource } from '../../src/index.js';
 import { closed, connect, echoServer, readAll, waitFor } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
@@ -260,5 +266,89 @@ describe('exports', () => {
       assert.ok(error instanceof L4Error);
       assert.ok(Object.values(ErrorCode).includes(error.code));
     }
+  });
+});
+
+describe('the same set in another order is no change', () => {
+  test('setUpstreams() and a source: reordering emits nothing, keeps the candidate list (no table rebuild), a real change counts once', async (t) => {
+    const a = await echoServer();
+    const b = await echoServer();
+    const c = await echoServer();
+    t.after(() => Promise.all([a.close(), b.close(), c.close()]));
+    const source = manualSource();
+    const seen: (readonly unknown[])[] = [];
+    const hashed = consistentHash();
+    const { proxy, port } = await startProxy({
+      upstreams: [local(a.port, 'a'), local(b.port, 'b'), local(c.port, 'c')],
+      upstreamSource: source,
+      selector: (ctx) => {
+        seen.push(ctx.candidates);
+        return hashed(ctx);
+      },
+    });
+    t.after(() => proxy.close());
+    let changes = 0;
+    proxy.on('upstreamsChange', () => changes++);
+    assert.equal(await echoes(port, 'one'), 'one');
+
+    proxy.setUpstreams([local(c.port, 'c'), local(a.port, 'a'), local(b.port, 'b')]);
+    source.sink?.update([
+      { ...local(b.port, 'b'), weight: 1, priority: 0 },
+      local(c.port, 'c'),
+      local(a.port, 'a'),
+    ]);
+    assert.equal(await echoes(port, 'two'), 'two');
+    assert.equal(changes, 0, 'no upstreamsChange for a reordered set');
+    assert.equal(proxy.stats().upstream_source_updates, 0);
+    assert.equal(seen.length, 2);
+    assert.equal(seen[0], seen[1], 'the same candidate array: nothing was rebuilt');
+    assert.deepEqual(
+      proxy.upstreams().map((u) => u.id),
+      ['a', 'b', 'c'],
+      'the order stays',
+    );
+
+    // A real change (a weight, then metadata) is one change each.
+    source.sink?.update([
+      local(c.port, 'c'),
+      { ...local(a.port, 'a'), weight: 2 },
+      local(b.port, 'b'),
+    ]);
+    source.sink?.update([
+      local(c.port, 'c'),
+      { ...local(a.port, 'a'), weight: 2 },
+      { ...local(b.port, 'b'), metadata: { zone: 'x' } },
+    ]);
+    source.sink?.update([
+      { ...local(b.port, 'b'), metadata: { zone: 'x' } },
+      local(c.port, 'c'),
+      { ...local(a.port, 'a'), weight: 2 },
+    ]);
+    assert.equal(changes, 2);
+    assert.equal(proxy.stats().upstream_source_updates, 2);
+    assert.equal(await echoes(port, 'three'), 'three');
+    assert.notEqual(seen[2], seen[1], 'a real change rebuilds');
+    await proxy.close();
+    await Promise.all([a.close(), b.close(), c.close()]);
+  });
+
+  test('UDP: a reordered setUpstreams() emits no upstreamsChange', async (t) => {
+    const proxy = new UdpProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: 7001 },
+        { host: '127.0.0.1', port: 7002 },
+      ],
+    });
+    t.after(() => proxy.close());
+    let changes = 0;
+    proxy.on('upstreamsChange', () => changes++);
+    proxy.setUpstreams([
+      { host: '127.0.0.1', port: 7002 },
+      { host: '127.0.0.1', port: 7001 },
+    ]);
+    assert.equal(changes, 0);
+    proxy.setUpstreams([{ host: '127.0.0.1', port: 7002 }]);
+    assert.equal(changes, 1);
+    await proxy.close();
   });
 });

@@ -1,6 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { hashKey, hashWithIndex, xxHash32 } from '../../src/select/hash.js';
+import { hashKey, hashWithIndex, xxHash32 } from '../../../src/select/internal/hash.js';
 
 const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
 

@@ -1,8 +1,8 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { HashRing, MAX_RING_POINTS } from '../../src/select/hashRing.js';
-import { UpstreamSet } from '../../src/upstream/UpstreamSet.js';
-import { upstreams } from './context.js';
+import { HashRing, MAX_RING_POINTS } from '../../../src/select/internal/hashRing.js';
+import { UpstreamSet } from '../../../src/upstream/UpstreamSet.js';
+import { upstreams } from '../context.js';
 
 describe('HashRing', () => {
   test('places vnodes × weight points per upstream', () => {

@@ -1,4 +1,4 @@
-import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
+import type { UpstreamCandidate } from '../../upstream/UpstreamState.js';
 
 /**
  * A consistent-hash lookup structure built over a set of upstreams (Maglev table or hash ring).

@@ -2,7 +2,7 @@ import type { Config, PreparedListener } from './config.js';
 import { closeAll, loadConfigFile } from './config.js';
 import { Listener } from './Listener.js';
 import type { ListenerStats, ProxyObserver } from './Listener.js';
-import type { Logger } from './logger.js';
+import type { Logger } from './jsonLogger.js';
 import type { AdminListener } from '../admin/AdminListener.js';
 import { clearOverrides } from '../admin/runtimeControl.js';
 import { backlogFields } from './listenBacklog.js';
@@ -20,7 +20,7 @@ export interface ReloadOutcome {
  * The listeners of one process (the only process, or one cluster worker): starts them, reloads
  * them from the config file, drains them, and snapshots their stats.
  */
-export class Instance {
+export class ListenerSet {
   private readonly listeners = new Map<string, Listener>();
   private reloading: Promise<ReloadOutcome> | undefined;
   private readonly settingsKey: string;

@@ -1,10 +1,11 @@
 import cluster from 'node:cluster';
 import { observeProxy } from './accessLog.js';
 import type { Config } from './config.js';
-import { Instance } from './Instance.js';
-import type { ReloadOutcome } from './Instance.js';
-import type { Logger } from './logger.js';
-import { createOutputs, signalExitCode, statusPeriod } from './logging.js';
+import { ListenerSet } from './ListenerSet.js';
+import type { ListenerStats } from './Listener.js';
+import type { ReloadOutcome } from './ListenerSet.js';
+import type { Logger } from './jsonLogger.js';
+import { createOutputs, signalExitCode, statusPeriod } from './outputs.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
@@ -28,13 +29,13 @@ export function logReload(ops: Logger, outcome: ReloadOutcome): void {
  * Runs the listeners in this process. Alone: handles signals, serves metrics and the status
  * line. As a cluster worker: obeys the primary over IPC (drain, reload, stats).
  */
-export async function runInstance(config: Config, settings: EffectiveSettings): Promise<void> {
+export async function runListeners(config: Config, settings: EffectiveSettings): Promise<void> {
   const worker = cluster.isWorker
     ? (process.env.L4PROXY_WORKER ?? String(cluster.worker?.id))
     : undefined;
-  const ref: { instance?: Instance } = {};
-  const collect = (): Promise<ReturnType<Instance['stats']>> =>
-    Promise.resolve(ref.instance?.stats() ?? []);
+  const ref: { listeners?: ListenerSet } = {};
+  const collect = (): Promise<ReturnType<ListenerSet['stats']>> =>
+    Promise.resolve(ref.listeners?.stats() ?? []);
   const { access, ops, status } = createOutputs(
     settings.logLevel,
     worker === undefined ? {} : { worker: Number(worker) },
@@ -42,7 +43,7 @@ export async function runInstance(config: Config, settings: EffectiveSettings): 
   );
   // The admin server starts after the listeners; new proxy generations (reloads) join its events.
   const adminRef: { server?: AdminServer } = {};
-  const running = new Instance(
+  const running = new ListenerSet(
     config,
     ops,
     (listener, proxy) => {
@@ -52,7 +53,7 @@ export async function runInstance(config: Config, settings: EffectiveSettings): 
     settings.backlog,
     settings.metrics !== undefined || settings.admin !== undefined,
   );
-  ref.instance = running;
+  ref.listeners = running;
   try {
     await running.start();
   } catch (err) {
@@ -71,10 +72,20 @@ export async function runInstance(config: Config, settings: EffectiveSettings): 
       ops.error('drain did not finish in time, exiting');
       process.exit(1);
     }, settings.drainTimeout + 5_000).unref();
+    const cutBefore = cutConnections(running.stats());
     // Listeners stop accepting synchronously here, so 'draining' means "no new connections".
     const drained = running.drain(settings.drainTimeout);
     ops.info('draining', { reason: why, drainTimeout: settings.drainTimeout });
     await drained;
+    // Connections still open at the deadline were cut (proxy_closed): the drain overran.
+    const cut = cutConnections(running.stats()) - cutBefore;
+    if (cut > 0) {
+      ops.warn('drain deadline passed, connections cut; exiting', {
+        cut,
+        drainTimeout: settings.drainTimeout,
+      });
+      process.exit(1);
+    }
     ops.info('drained, exiting');
     process.exit(0);
   };
@@ -145,6 +156,14 @@ export async function runInstance(config: Config, settings: EffectiveSettings): 
   }
   status.start(statusPeriod(settings.statusInterval));
   ops.info('ready', { listeners: running.addresses() });
+}
+
+/** TCP connections the proxies closed themselves (`proxy_closed`): cut by a drain's deadline. */
+function cutConnections(listeners: readonly ListenerStats[]): number {
+  let cut = 0;
+  for (const listener of listeners)
+    if (listener.protocol === 'tcp') cut += listener.stats.close_reasons.proxy_closed;
+  return cut;
 }
 
 function reply(message: WorkerMessage): void {

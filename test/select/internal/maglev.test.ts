@@ -1,8 +1,8 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { MaglevTable } from '../../src/select/maglev.js';
-import { UpstreamSet } from '../../src/upstream/UpstreamSet.js';
-import { upstreams } from './context.js';
+import { MaglevTable } from '../../../src/select/internal/maglev.js';
+import { UpstreamSet } from '../../../src/upstream/UpstreamSet.js';
+import { upstreams } from '../context.js';
 
 /** Slots owned by each member, by walking every slot of the table. */
 function slotCounts(table: MaglevTable, size: number): number[] {

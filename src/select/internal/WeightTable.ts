@@ -1,4 +1,4 @@
-import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
+import type { UpstreamCandidate } from '../../upstream/UpstreamState.js';
 
 /**
  * Cumulative weights of one candidates array, for O(log n) weighted picks. Built once per array

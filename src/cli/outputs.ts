@@ -1,6 +1,7 @@
-import { Logger } from './logger.js';
-import type { LogLevel } from './logger.js';
+import { Logger } from './jsonLogger.js';
+import type { LogLevel } from './jsonLogger.js';
 import { StatusLine } from './statusLine.js';
+import type { StatusStream } from './statusLine.js';
 import { bufferedSink } from './bufferedSink.js';
 import type { ListenerStats } from './Listener.js';
 
@@ -11,30 +12,42 @@ export interface Outputs {
   readonly status: StatusLine;
 }
 
+/** The process's output streams, or stand-ins (tests). */
+export interface OutputStreams {
+  readonly stdout: StatusStream;
+  readonly stderr: StatusStream;
+}
+
 /**
- * Builds the loggers and the status line. Operational lines erase the status line first, so a
- * terminal never shows a log line glued to it.
+ * Builds the loggers and the status line. Every line written to a terminal (operational lines,
+ * and access lines when stdout is one too) erases the status line first, so a terminal never
+ * shows a log line glued to it.
  */
 export function createOutputs(
   level: LogLevel,
   bindings: Record<string, unknown>,
   collect: () => Promise<readonly ListenerStats[]>,
+  streams: OutputStreams = process,
 ): Outputs {
+  const { stdout, stderr } = streams;
   const shown: { status?: StatusLine } = {};
   const access = new Logger(
     level,
-    bufferedSink((text) => process.stdout.write(text)),
+    bufferedSink((text) => {
+      if (stdout.isTTY === true) shown.status?.clear();
+      stdout.write(text);
+    }),
     bindings,
   );
   const ops = new Logger(
     level,
     (line) => {
       shown.status?.clear();
-      process.stderr.write(line);
+      stderr.write(line);
     },
     bindings,
   );
-  const status = new StatusLine(process.stderr, collect, (totals) => {
+  const status = new StatusLine(stderr, collect, (totals) => {
     ops.info('status', { ...totals });
   });
   shown.status = status;

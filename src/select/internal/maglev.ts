@@ -1,4 +1,4 @@
-import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
+import type { UpstreamCandidate } from '../../upstream/UpstreamState.js';
 import { hashKey } from './hash.js';
 import type { HashTable } from './HashTable.js';
 import { positionsOf, sortById } from './HashTable.js';

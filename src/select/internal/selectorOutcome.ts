@@ -1,5 +1,5 @@
-import { SelectorError } from '../errors.js';
-import type { SelectionResult } from './SelectionContext.js';
+import { SelectorError } from '../../errors.js';
+import type { SelectionResult } from '../SelectionContext.js';
 
 /** Whether a selector returned a promise (or any thenable) rather than a result. */
 export function isThenable(value: unknown): value is PromiseLike<SelectionResult> {

@@ -1,4 +1,4 @@
-import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
+import type { UpstreamCandidate } from '../../upstream/UpstreamState.js';
 
 /** Longest cycle precomputed, and most work spent computing one (steps × candidates). */
 const MAX_CYCLE = 65_536;
