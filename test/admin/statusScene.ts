@@ -1,4 +1,4 @@
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { createAdminServer, TcpProxy, UdpProxy } from '../../src/index.js';
 import type { AdminServer } from '../../src/index.js';
 import { connect, echoServer, withTimeout } from '../helpers/net.js';

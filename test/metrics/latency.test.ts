@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
 import { LatencyRecorder, TcpProxy, UdpProxy } from '../../src/index.js';
 import { renderFamilies } from '../../src/metrics/prometheus.js';
