@@ -55,7 +55,7 @@ describe('AdminServer', () => {
         { host: '127.0.0.1', port: b.port },
       ],
     });
-    proxyPort = ((await proxy.listen({ port: 0, host: '127.0.0.1' }))).port;
+    proxyPort = (await proxy.listen({ port: 0, host: '127.0.0.1' })).port;
     udp = new UdpProxy({ upstreams: [{ host: '127.0.0.1', port: 9 }] });
     await udp.bind({ port: 0, address: '127.0.0.1' });
     admin = createAdminServer({

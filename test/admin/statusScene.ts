@@ -31,7 +31,7 @@ export async function startStatusScene(): Promise<StatusScene> {
     })),
     healthCheck: { interval: 200, timeout: 200, unhealthyThreshold: 1, healthyThreshold: 1 },
   });
-  const webPort = ((await web.listen({ port: 0, host: '127.0.0.1' }))).port;
+  const webPort = (await web.listen({ port: 0, host: '127.0.0.1' })).port;
   const dns = new UdpProxy({
     upstreams: [{ host: '127.0.0.1', port: dnsEcho.port, id: 'resolver' }],
   });

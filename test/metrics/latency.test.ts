@@ -32,7 +32,7 @@ describe('latency histograms', () => {
   test('TCP: one connect time per connected attempt, one length per closed connection', async () => {
     const echo = await echoServer();
     const proxy = new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
-    const port = ((await proxy.listen({ port: 0, host: '127.0.0.1' }))).port;
+    const port = (await proxy.listen({ port: 0, host: '127.0.0.1' })).port;
     const latency = new LatencyRecorder('tcp');
     latency.attach(proxy);
     latency.attach(proxy);
