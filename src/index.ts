@@ -176,6 +176,7 @@ export type {
   TcpPolicyOptions,
 } from './tcp/policyOptions.js';
 export type { SlowStartOptions } from './upstream/SlowStart.js';
+
 // Programmable data path: preread inspectors, the admission hook, data filters.
 export { tlsClientHello } from './preread/tlsClientHello.js';
 export type { TlsClientHelloOptions } from './preread/tlsClientHello.js';
@@ -201,6 +202,8 @@ export type {
   UdpSessionFilter,
   UdpSessionFilterFactory,
 } from './filter/sessionFilter.js';
+
+// Tunneling over HTTP: CONNECT (HTTP/1.1, HTTP/2) and CONNECT-UDP upstreams, the terminating server.
 export { TunnelRefusedError } from './errors.js';
 export type { HttpTunnel, TunnelPeer, TunnelTlsOptions } from './transport/tunnelOptions.js';
 export type { TunnelStats } from './transport/TunnelStats.js';
@@ -214,3 +217,20 @@ export type {
   TunnelTarget,
 } from './tunnel/TunnelServer.js';
 export type { RelayEnd } from './tunnel/relayStreams.js';
+
+// Operations: admin server, runtime control, latency histograms.
+export { AdminServer, createAdminServer } from './admin/AdminServer.js';
+export type {
+  AdminControlEntry,
+  AdminListenOptions,
+  AdminServerEvents,
+} from './admin/AdminServer.js';
+export type { AdminServerOptions } from './admin/adminOptions.js';
+export type { AdminListener } from './admin/AdminListener.js';
+export type { UpstreamReport } from './admin/upstreamReport.js';
+export type { AdminMode, AdminOverride } from './upstream/adminOverride.js';
+export { LatencyRecorder, latencyFamilies } from './metrics/latency.js';
+export type { LatencySnapshot } from './metrics/latency.js';
+export type { HistogramSnapshot } from './metrics/histogram.js';
+export { renderFamilies } from './metrics/prometheus.js';
+export type { MetricFamily, MetricLabels, MetricSample } from './metrics/prometheus.js';

@@ -5,6 +5,9 @@ import { TcpProxy } from '../tcp/TcpProxy.js';
 import type { TcpProxyStats } from '../tcp/TcpProxyStats.js';
 import { UdpProxy } from '../udp/UdpProxy.js';
 import type { UdpProxyStats } from '../udp/UdpProxyStats.js';
+import type { AdminListener } from '../admin/AdminListener.js';
+import { LatencyRecorder } from '../metrics/latency.js';
+import type { LatencySnapshot } from '../metrics/latency.js';
 import { formatHostPort } from './address.js';
 import type { ListenerConfig, PreparedListener } from './config.js';
 import { optionsKey, upstreamsKey } from './config.js';
@@ -27,9 +30,13 @@ export interface ListenerReload {
 }
 
 /** A stats snapshot of one listener, labelled for metrics. */
-export type ListenerStats =
+export type ListenerStats = (
   | { readonly name: string; readonly protocol: 'tcp'; readonly stats: TcpProxyStats }
-  | { readonly name: string; readonly protocol: 'udp'; readonly stats: UdpProxyStats };
+  | { readonly name: string; readonly protocol: 'udp'; readonly stats: UdpProxyStats }
+) & {
+  /** Latency histograms, when recorded (`--metrics` or `--admin`). */
+  readonly latency?: LatencySnapshot;
+};
 
 /**
  * One configured listener at run time.
@@ -47,15 +54,20 @@ export class Listener {
   private carried: TcpProxyStats | undefined;
   private server: Server | undefined;
   private address = '';
+  /** Latency histograms over every generation, when recorded. */
+  readonly latency: LatencyRecorder | undefined;
 
   constructor(
     prepared: PreparedListener,
     private readonly observe: ProxyObserver,
     /** `--backlog` or the file's top-level `backlog`, for TCP listeners that set none. */
     private readonly backlogDefault?: number,
+    recordLatency = false,
   ) {
     this.config = prepared.config;
     this.current = prepared.proxy;
+    this.latency = recordLatency ? new LatencyRecorder(this.config.protocol) : undefined;
+    this.latency?.attach(this.current);
     observe(this.config, this.current);
   }
 
@@ -65,6 +77,11 @@ export class Listener {
 
   get protocol(): 'tcp' | 'udp' {
     return this.config.protocol;
+  }
+
+  /** The listener's entry of the config file, as written. */
+  get rawConfig(): Readonly<Record<string, unknown>> {
+    return this.config.raw;
   }
 
   /** The configured listen address (`host:port`, host `''` for all), to compare on reload. */
@@ -147,6 +164,7 @@ export class Listener {
     if (optionsChanged && this.current instanceof TcpProxy && next.proxy instanceof TcpProxy) {
       this.retire(this.current);
       this.current = next.proxy;
+      this.latency?.attach(next.proxy);
       this.observe(this.config, next.proxy);
       return { upstreamsChanged, replaced: true, needsRestart: [] };
     }
@@ -174,13 +192,30 @@ export class Listener {
 
   /** A snapshot across the current proxy and TCP generations still draining. */
   stats(): ListenerStats {
+    const latency = this.latency && { latency: this.latency.snapshot() };
     if (this.current instanceof UdpProxy) {
-      return { name: this.name, protocol: 'udp', stats: this.current.stats() };
+      return { name: this.name, protocol: 'udp', stats: this.current.stats(), ...latency };
     }
     let stats = this.current.stats();
     for (const proxy of this.retired) stats = sumStats(stats, proxy.stats());
     if (this.carried !== undefined) stats = sumStats(stats, this.carried);
-    return { name: this.name, protocol: 'tcp', stats };
+    return { name: this.name, protocol: 'tcp', stats, ...latency };
+  }
+
+  /** The proxies serving this listener: the current one, then TCP generations still draining. */
+  proxies(): readonly (TcpProxy | UdpProxy)[] {
+    return [this.current, ...this.retired];
+  }
+
+  /** This listener as the admin server sees it. */
+  admin(): AdminListener {
+    return {
+      name: this.name,
+      protocol: this.protocol,
+      proxies: () => this.proxies(),
+      stats: () => this.stats().stats,
+      latency: this.latency,
+    };
   }
 
   /**

@@ -3,6 +3,8 @@ import { closeAll, loadConfigFile } from './config.js';
 import { Listener } from './Listener.js';
 import type { ListenerStats, ProxyObserver } from './Listener.js';
 import type { Logger } from './jsonLogger.js';
+import type { AdminListener } from '../admin/AdminListener.js';
+import { clearOverrides } from '../admin/runtimeControl.js';
 import { backlogFields } from './listenBacklog.js';
 
 /** What a reload did, for the log line. */
@@ -28,11 +30,25 @@ export class ListenerSet {
     private readonly ops: Logger,
     observe: ProxyObserver,
     backlog?: number,
+    recordLatency = false,
   ) {
     this.settingsKey = JSON.stringify(config.settings);
     for (const prepared of config.listeners) {
-      this.listeners.set(prepared.config.name, new Listener(prepared, observe, backlog));
+      this.listeners.set(
+        prepared.config.name,
+        new Listener(prepared, observe, backlog, recordLatency),
+      );
     }
+  }
+
+  /** The listeners as the admin server sees them. */
+  adminListeners(): AdminListener[] {
+    return [...this.listeners.values()].map((listener) => listener.admin());
+  }
+
+  /** The running listeners' configuration as written (for the admin API's `/config`). */
+  listenerConfigs(): Readonly<Record<string, unknown>>[] {
+    return [...this.listeners.values()].map((listener) => listener.rawConfig);
   }
 
   /** Listens on every address; on a failure, closes what was opened and rejects. */
@@ -82,6 +98,8 @@ export class ListenerSet {
         return { ok: false, error: (err as Error).message, changed: [], needsRestart: [] };
       }
       const outcome = this.apply(config.listeners);
+      // Operator overrides (admin API) last until a reload: the file is the truth again.
+      for (const listener of this.listeners.values()) clearOverrides(listener.proxies());
       if (JSON.stringify(config.settings) === this.settingsKey) return outcome;
       return {
         ...outcome,

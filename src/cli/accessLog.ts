@@ -1,5 +1,9 @@
 import type { TcpProxy } from '../tcp/TcpProxy.js';
 import type { UdpProxy } from '../udp/UdpProxy.js';
+import type { TcpConnectionInfo } from '../tcp/events.js';
+import type { UdpSessionInfo } from '../udp/events.js';
+import { compileFormat } from './accessLogFormat.js';
+import type { AccessLogSettings, AccessLogType, AccessRecord } from './accessLogFormat.js';
 import type { ListenerConfig } from './config.js';
 import type { Logger } from './jsonLogger.js';
 import { summaryMembers } from './accessLine.js';
@@ -13,6 +17,7 @@ export function observeProxy(
   ops: Logger,
   listener: ListenerConfig,
   proxy: TcpProxy | UdpProxy,
+  settings?: AccessLogSettings,
 ): void {
   const base = { listener: listener.name, protocol: listener.protocol };
   // The access line's leading members, serialized once per listener.
@@ -21,6 +26,12 @@ export function observeProxy(
   const onError = (err: Error): void => {
     ops.error('proxy error', { ...base, err });
   };
+  if (settings !== undefined) {
+    if ('connections' in proxy) proxy.on('error', onError);
+    else proxy.on('error', onError);
+    observeWithSettings(access, ops, listener, proxy, settings);
+    return;
+  }
   if (listener.protocol === 'tcp') {
     const tcp = proxy as TcpProxy;
     tcp.on('error', onError);
@@ -51,5 +62,155 @@ export function observeProxy(
     });
   udp.on('upstreamError', (session, upstream, err) => {
     ops.log('debug', 'upstream error', { ...base, id: session.id, upstream: upstream.id, err });
+  });
+}
+
+/** Writes access lines: JSON through the logger, or text lines for a format string. */
+interface AccessWriter {
+  write(type: AccessLogType, msg: string, record: AccessRecord): void;
+}
+
+function accessWriter(access: Logger, settings: AccessLogSettings): AccessWriter {
+  if (settings.format !== undefined) {
+    const render = compileFormat(settings.format);
+    const newline = settings.format.endsWith('\n') ? '' : '\n';
+    return {
+      write(type, _msg, record) {
+        if (access.enabled('info')) process.stdout.write(render(record, type) + newline);
+      },
+    };
+  }
+  const fields = settings.fields;
+  return {
+    write(_type, msg, record) {
+      const { error, upstream, ...rest } = record;
+      const line: Record<string, unknown> = {
+        ...rest,
+        upstream:
+          typeof upstream === 'object' && upstream !== null
+            ? (upstream as { id: string }).id
+            : upstream,
+        ...(error instanceof Error && { err: error }),
+      };
+      if (fields === undefined) {
+        access.info(msg, line);
+        return;
+      }
+      const picked: Record<string, unknown> = {};
+      for (const name of fields) if (line[name] !== undefined) picked[name] = line[name];
+      access.info(msg, picked);
+    },
+  };
+}
+
+/** What a line shows of a live connection or session (periodic and connect lines). */
+function liveRecord(
+  base: { listener: string; protocol: 'tcp' | 'udp' },
+  item: TcpConnectionInfo | UdpSessionInfo,
+  connectTimeMs: number | undefined,
+): AccessRecord {
+  const upstream = item.upstream;
+  return {
+    ...base,
+    id: item.id,
+    clientAddress: item.clientAddress,
+    clientPort: item.clientPort,
+    localAddress: item.localAddress,
+    localPort: item.localPort,
+    ...('peerAddress' in item && { peerAddress: item.peerAddress, peerPort: item.peerPort }),
+    ...('serverName' in item && { serverName: item.serverName }),
+    ...('attempts' in item && { attempts: item.attempts }),
+    upstream: upstream && { id: upstream.id, host: upstream.host, port: upstream.port },
+    bytesFromClient: item.bytesFromClient,
+    bytesToClient: item.bytesToClient,
+    ...('datagramsFromClient' in item && {
+      datagramsFromClient: item.datagramsFromClient,
+      datagramsToClient: item.datagramsToClient,
+    }),
+    ...(connectTimeMs !== undefined && { connectTimeMs }),
+    startTime: item.startTime,
+    durationMs: Date.now() - item.startTime,
+  };
+}
+
+/**
+ * The configurable access log (`accessLog` setting): a format string or a field list, a line
+ * when the upstream connects, and a periodic line for long-lived connections and sessions.
+ */
+function observeWithSettings(
+  access: Logger,
+  ops: Logger,
+  listener: ListenerConfig,
+  proxy: TcpProxy | UdpProxy,
+  settings: AccessLogSettings,
+): void {
+  const base = { listener: listener.name, protocol: listener.protocol };
+  const writer = accessWriter(access, settings);
+  const connectTimes = new Map<number, number>();
+  const live = (): readonly (TcpConnectionInfo | UdpSessionInfo)[] =>
+    'connections' in proxy ? proxy.connections() : proxy.sessions();
+  const interval = settings.flushInterval ?? 0;
+  const timer =
+    interval === 0
+      ? undefined
+      : setInterval(() => {
+          const now = Date.now();
+          for (const item of live()) {
+            if (now - item.startTime < interval) continue;
+            writer.write(
+              'periodic',
+              listener.protocol === 'tcp' ? 'connection active' : 'session active',
+              liveRecord(base, item, connectTimes.get(item.id)),
+            );
+          }
+        }, interval);
+  timer?.unref();
+  if ('connections' in proxy) {
+    proxy.on('upstreamConnect', (connection) => {
+      const connectTimeMs =
+        Math.round((performance.now() - connection.attemptStartedAt) * 1000) / 1000;
+      connectTimes.set(connection.id, connectTimeMs);
+      if (settings.flushOnConnected === true)
+        writer.write(
+          'connected',
+          'upstream connected',
+          liveRecord(base, connection, connectTimeMs),
+        );
+    });
+    proxy.on('connectionClose', (summary) => {
+      const connectTimeMs = connectTimes.get(summary.id);
+      connectTimes.delete(summary.id);
+      writer.write('end', 'connection closed', {
+        ...base,
+        ...summary,
+        ...(connectTimeMs !== undefined && { connectTimeMs }),
+      });
+    });
+    proxy.on('rejected', (rejection) => {
+      if (!ops.enabled('debug')) return;
+      const { error, ...rest } = rejection;
+      ops.log('debug', 'connection rejected', { ...base, ...rest, ...(error && { err: error }) });
+    });
+    proxy.on('upstreamError', (connection, upstream, err) => {
+      ops.log('debug', 'upstream connect failed', {
+        ...base,
+        id: connection.id,
+        upstream: upstream.id,
+        err,
+      });
+    });
+    proxy.on('close', () => {
+      clearInterval(timer);
+    });
+    return;
+  }
+  proxy.on('sessionClose', (summary) => {
+    writer.write('end', 'session closed', { ...base, ...summary });
+  });
+  proxy.on('upstreamError', (session, upstream, err) => {
+    ops.log('debug', 'upstream error', { ...base, id: session.id, upstream: upstream.id, err });
+  });
+  proxy.on('close', () => {
+    clearInterval(timer);
   });
 }

@@ -31,6 +31,10 @@ export interface CliArgs {
   readonly metrics: HostPort | undefined;
   /** Status output period in ms; 0 turns it off. */
   readonly statusInterval: number | undefined;
+  /** Admin API address (`--admin`). */
+  readonly admin: HostPort | undefined;
+  /** File holding the admin bearer token (`--admin-token-file`). */
+  readonly adminTokenFile: string | undefined;
   /** Accept queue length of TCP listeners that set none. */
   readonly backlog: number | undefined;
 }
@@ -52,6 +56,8 @@ Options:
                              SO_REUSEPORT on Node >= 22.12, node:cluster sharing before
       --metrics <host:port>  serve Prometheus metrics on http://host:port/metrics
       --status-interval <d>  status output period (default 1s on a terminal, 60s otherwise; 0: off)
+      --admin <host:port>    serve the admin API and status page (http://host:port/; ":port" is 127.0.0.1)
+      --admin-token-file <f> bearer token for the admin API (or L4PROXY_ADMIN_TOKEN); needed off loopback
       --backlog <n>          TCP accept queue length (default maxConnections, else net.core.somaxconn)
   -h, --help                 this text
   -V, --version              the version
@@ -116,6 +122,8 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
         workers: { type: 'string' },
         metrics: { type: 'string' },
         'status-interval': { type: 'string' },
+        admin: { type: 'string' },
+        'admin-token-file': { type: 'string' },
         backlog: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
@@ -159,6 +167,13 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
       throw new UsageError(`--metrics: expected ${result.expected}, received "${values.metrics}"`);
     metrics = result.value;
   }
+  let admin: HostPort | undefined;
+  if (values.admin !== undefined) {
+    const result = parseHostPort(values.admin, 0);
+    if (!result.ok)
+      throw new UsageError(`--admin: expected ${result.expected}, received "${values.admin}"`);
+    admin = result.value;
+  }
   const backlog = values.backlog;
   if (backlog !== undefined && (!/^\d+$/.test(backlog) || !isBacklog(Number(backlog)))) {
     throw new UsageError(`--backlog: expected ${BACKLOG_EXPECTED}, received "${backlog}"`);
@@ -176,6 +191,8 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
     workers: workers === undefined ? undefined : workers === 'auto' ? 'auto' : Number(workers),
     metrics,
     statusInterval: status === undefined ? undefined : parseDuration(status, '--status-interval'),
+    admin,
+    adminTokenFile: values['admin-token-file'],
     backlog: backlog === undefined ? undefined : Number(backlog),
   };
 }

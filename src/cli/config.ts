@@ -13,6 +13,10 @@ import type { LogLevel } from './jsonLogger.js';
 import { buildSelector } from './selectorConfig.js';
 import { applyPolicyConfig } from './policyConfig.js';
 import { programmableOptions } from './routeConfig.js';
+import { parseAdminSetting } from './adminConfig.js';
+import type { AdminSettings } from './adminConfig.js';
+import { parseAccessLogSetting } from './accessLogFormat.js';
+import type { AccessLogSettings } from './accessLogFormat.js';
 import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
 import { TlsFileError, readTlsFiles } from './tlsConfig.js';
 import type { TlsFiles } from './tlsConfig.js';
@@ -59,6 +63,8 @@ export interface Settings {
   readonly drainTimeout?: number;
   readonly logLevel?: LogLevel;
   readonly workers?: number | 'auto';
+  readonly admin?: AdminSettings;
+  readonly accessLog?: AccessLogSettings;
   /** Accept queue length of TCP listeners that set none themselves. */
   readonly backlog?: number;
 }
@@ -77,6 +83,8 @@ const TOP_KEYS = [
   'drainTimeout',
   'logLevel',
   'workers',
+  'admin',
+  'accessLog',
   'backlog',
 ];
 /** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
@@ -184,6 +192,17 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
       throw fieldError(source, 'workers', 'an integer from 1 to 1024, or "auto"', value);
     }
     settings.workers = value;
+  }
+  if (json.admin !== undefined) {
+    const admin = parseAdminSetting(json.admin);
+    if (!admin.ok) throw fieldError(source, admin.path, admin.expected, admin.received);
+    settings.admin = admin.value;
+  }
+  if (json.accessLog !== undefined) {
+    const accessLog = parseAccessLogSetting(json.accessLog);
+    if (!accessLog.ok)
+      throw fieldError(source, accessLog.path, accessLog.expected, accessLog.received);
+    settings.accessLog = accessLog.value;
   }
   if (json.backlog !== undefined) {
     if (!isBacklog(json.backlog))

@@ -7,6 +7,7 @@ import {
   udpFamilies,
 } from '../metrics/prometheus.js';
 import type { MetricFamily, MetricLabels } from '../metrics/prometheus.js';
+import { latencyFamilies } from '../metrics/latency.js';
 import type { HostPort } from './address.js';
 import { formatHostPort } from './address.js';
 import type { ListenerStats } from './Listener.js';
@@ -18,9 +19,13 @@ export function listenerFamilies(
 ): MetricFamily[] {
   return snapshots.flatMap((snapshot) => {
     const all = { listener: snapshot.name, ...labels };
-    return snapshot.protocol === 'tcp'
-      ? tcpFamilies(snapshot.stats, all)
-      : udpFamilies(snapshot.stats, all);
+    const families =
+      snapshot.protocol === 'tcp'
+        ? tcpFamilies(snapshot.stats, all)
+        : udpFamilies(snapshot.stats, all);
+    if (snapshot.latency !== undefined)
+      families.push(...latencyFamilies(snapshot.protocol, snapshot.latency, all));
+    return families;
   });
 }
 

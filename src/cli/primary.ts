@@ -10,6 +10,7 @@ import type { PrimaryMessage, WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import type { EffectiveSettings } from './settings.js';
+import { startPrimaryAdmin } from './primaryAdmin.js';
 
 /** How long a worker has to answer a stats request before a scrape goes on without it. */
 const STATS_TIMEOUT = 1_000;
@@ -62,6 +63,20 @@ export class Primary {
         this.ops.info('metrics listening', { address: served.address, path: '/metrics' });
       } catch (err) {
         this.ops.log('fatal', `cannot serve metrics: ${(err as Error).message}`);
+        this.stopWorkers();
+        process.exit(1);
+      }
+    }
+    if (this.settings.admin !== undefined) {
+      try {
+        const served = await startPrimaryAdmin(this.settings.admin, {
+          ready: () => !this.draining && this.ready.size === this.settings.workers,
+          collect: () => this.collect(),
+          families: () => this.families(),
+        });
+        this.ops.info('admin listening', { address: served.address });
+      } catch (err) {
+        this.ops.log('fatal', `cannot serve the admin API: ${(err as Error).message}`);
         this.stopWorkers();
         process.exit(1);
       }

@@ -9,6 +9,8 @@ import { createOutputs, signalExitCode, statusPeriod } from './outputs.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
+import { startCliAdmin } from './adminConfig.js';
+import type { AdminServer } from '../admin/AdminServer.js';
 import type { EffectiveSettings } from './settings.js';
 
 /** Logs what a reload did. */
@@ -39,13 +41,17 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
     worker === undefined ? {} : { worker: Number(worker) },
     collect,
   );
+  // The admin server starts after the listeners; new proxy generations (reloads) join its events.
+  const adminRef: { server?: AdminServer } = {};
   const running = new ListenerSet(
     config,
     ops,
     (listener, proxy) => {
-      observeProxy(access, ops, listener, proxy);
+      observeProxy(access, ops, listener, proxy, settings.accessLog);
+      adminRef.server?.recent.attach(listener.name, proxy);
     },
     settings.backlog,
+    settings.metrics !== undefined || settings.admin !== undefined,
   );
   ref.listeners = running;
   try {
@@ -128,6 +134,22 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
       ops.info('metrics listening', { address: served.address, path: '/metrics' });
     } catch (err) {
       ops.log('fatal', `cannot serve metrics: ${(err as Error).message}`);
+      await running.drain(0);
+      process.exit(1);
+    }
+  }
+  if (settings.admin !== undefined) {
+    try {
+      const served = await startCliAdmin(settings.admin, {
+        instance: running,
+        ops,
+        settings,
+        ready: () => !draining,
+      });
+      adminRef.server = served.server;
+      ops.info('admin listening', { address: served.address });
+    } catch (err) {
+      ops.log('fatal', `cannot serve the admin API: ${(err as Error).message}`);
       await running.drain(0);
       process.exit(1);
     }

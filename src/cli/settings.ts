@@ -1,4 +1,6 @@
 import type { HostPort } from './address.js';
+import type { AdminSettings } from './adminConfig.js';
+import type { AccessLogSettings } from './accessLogFormat.js';
 import type { CliArgs } from './args.js';
 import type { Config } from './config.js';
 import type { LogLevel } from './jsonLogger.js';
@@ -14,6 +16,10 @@ export interface EffectiveSettings {
   readonly metrics: HostPort | undefined;
   /** Status period in ms, 0 for none; undefined: 1 s on a terminal, 60 s otherwise. */
   readonly statusInterval: number | undefined;
+  /** The admin server (`--admin`, `admin`), or undefined for none. */
+  readonly admin: AdminSettings | undefined;
+  /** The configurable access log (`accessLog`); undefined: one JSON line per close. */
+  readonly accessLog: AccessLogSettings | undefined;
   /** Accept queue length of TCP listeners that set none; undefined: the library's default. */
   readonly backlog: number | undefined;
 }
@@ -28,6 +34,16 @@ export function effectiveSettings(args: CliArgs, config: Config): EffectiveSetti
     workers: workerCount(args.workers ?? file.workers ?? 1),
     metrics: args.metrics ?? file.metrics,
     statusInterval: args.statusInterval,
+    admin: adminSettings(args, file.admin),
+    accessLog: file.accessLog,
     backlog: args.backlog ?? file.backlog,
   };
+}
+
+/** `--admin` and `--admin-token-file` over the file's `admin`. */
+function adminSettings(args: CliArgs, file: AdminSettings | undefined): AdminSettings | undefined {
+  const listen = args.admin ?? file?.listen;
+  if (listen === undefined) return undefined;
+  const tokenFile = args.adminTokenFile ?? file?.tokenFile;
+  return { listen, ...(tokenFile !== undefined && { tokenFile }) };
 }

@@ -12,13 +12,15 @@ export type MetricLabels = Readonly<Record<string, string>>;
 export interface MetricSample {
   readonly labels: MetricLabels;
   readonly value: number;
+  /** Histograms: `_bucket`, `_sum` or `_count`, appended to the family name. */
+  readonly suffix?: string;
 }
 
 /** A Prometheus metric family: every series of one metric name. */
 export interface MetricFamily {
   readonly name: string;
   readonly help: string;
-  readonly type: 'counter' | 'gauge';
+  readonly type: 'counter' | 'gauge' | 'histogram';
   readonly samples: readonly MetricSample[];
 }
 
@@ -211,6 +213,11 @@ const UPSTREAM_FLAGS: readonly (readonly [key: string, help: string])[] = [
   ],
   ['health_check_healthy', 'Verdict of active health checks (1 healthy; 1 when none run).'],
   ['ejected', 'Whether the upstream is passively ejected now (1) or not (0).'],
+  ['admin_drain', 'Whether an operator drained the upstream through the admin API (1) or not (0).'],
+  [
+    'admin_maint',
+    'Whether an operator disabled the upstream through the admin API (1) or not (0).',
+  ],
 ];
 
 function upstreamFamilies<U extends { readonly healthy: boolean }>(
@@ -334,7 +341,8 @@ function formatSample(name: string, sample: MetricSample): string {
   const labels = Object.entries(sample.labels)
     .map(([label, value]) => `${label}="${escapeLabelValue(value)}"`)
     .join(',');
-  return `${name}${labels === '' ? '' : `{${labels}}`} ${formatValue(sample.value)}`;
+  const series = sample.suffix === undefined ? name : name + sample.suffix;
+  return `${series}${labels === '' ? '' : `{${labels}}`} ${formatValue(sample.value)}`;
 }
 
 /**

@@ -199,6 +199,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   readonly preread: PrereadResults | undefined;
 
   attempts = 0;
+  /** `performance.now()` when the current connect attempt started (connect-time histograms). */
+  attemptStartedAt = 0;
   bytesFromClient = 0;
   bytesToUpstream = 0;
   bytesFromUpstream = 0;
@@ -468,6 +470,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     state.counters.total++;
     this.host.stats.upstreamTotal++;
     this.openSockets++;
+    this.attemptStartedAt = performance.now();
     const options = this.host.options;
     // An HTTP CONNECT tunnel upstream (src/transport/): its socket or stream is ready on TUNNEL_READY.
     const tunnel = state.upstream.tunnel;

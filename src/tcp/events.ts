@@ -38,6 +38,8 @@ export interface TcpConnectionInfo {
   readonly upstream: UpstreamCandidate | undefined;
   /** Connect attempts made so far. */
   readonly attempts: number;
+  /** `performance.now()` when the current connect attempt started: at `upstreamConnect`, the connect time is `performance.now() - attemptStartedAt`. */
+  readonly attemptStartedAt: number;
   readonly bytesFromClient: number;
   readonly bytesToClient: number;
   /** Ends the connection now (both sides destroyed), reason `closed_by_user`. */

@@ -1,4 +1,5 @@
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
+import type { AdminOverride } from '../upstream/adminOverride.js';
 import dgram from 'node:dgram';
 import type { RemoteInfo, Socket } from 'node:dgram';
 import { TunnelAgent } from '../transport/TunnelAgent.js';
@@ -315,6 +316,16 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   /** The configured upstreams with their live state. */
   upstreams(): readonly UpstreamCandidate[] {
     return this.upstreamSet.list();
+  }
+
+  /**
+   * An operator's override of the upstream `id` (what the admin API's drain, disable and weight
+   * do): `mode: 'drain'` or `'maint'` takes it out of selection (live sessions go on), `weight`
+   * replaces its configured weight. `undefined` clears it. It outlasts `setUpstreams()` for ids
+   * that stay. Returns false when there is no such upstream.
+   */
+  overrideUpstream(id: string, override: AdminOverride | undefined): boolean {
+    return this.manager.override(id, override);
   }
 
   /** Live sessions. */

@@ -1,4 +1,6 @@
 import { UpstreamSourceError } from '../errors.js';
+import type { AdminOverride } from './adminOverride.js';
+import { validateAdminOverride } from './adminOverride.js';
 import type { HealthCheckError } from '../errors.js';
 import { HealthChecker } from './HealthChecker.js';
 import type { ProbeTls } from './tcpProbe.js';
@@ -190,6 +192,23 @@ export class UpstreamManager {
   /** A connect attempt (or a UDP exchange) with `state` succeeded. */
   upstreamSucceeded(state: UpstreamState): void {
     this.detector?.recordSuccess(state);
+  }
+
+  /**
+   * Puts the operator's override (admin API: drain, maintenance, weight) on the upstream `id`,
+   * or clears it with `undefined`. False when the set has no such upstream.
+   *
+   * @throws {InvalidOptionError} naming the bad field of `override`.
+   */
+  override(id: string, override: AdminOverride | undefined): boolean {
+    const admin = validateAdminOverride(override);
+    const state = this.set.get(id);
+    if (state === undefined) return false;
+    state.admin = admin;
+    state.configuredWeight = admin?.weight ?? state.upstream.weight ?? 1;
+    state.weight = state.configuredWeight;
+    this.set.changed();
+    return true;
   }
 
   /** Proxy-wide counters. */

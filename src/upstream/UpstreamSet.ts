@@ -1,5 +1,6 @@
 import type { Upstream } from './Upstream.js';
 import { upstreamId, validateUpstream, validateUpstreams } from './Upstream.js';
+import { adminAllows } from './adminOverride.js';
 import { sameUpstreams } from './sameUpstreams.js';
 import { UpstreamState } from './UpstreamState.js';
 import type { UpstreamCandidate } from './UpstreamState.js';
@@ -141,10 +142,12 @@ export class UpstreamSet {
 
   private healthyOrPanic(): readonly UpstreamState[] {
     if (this.availableCache) return this.availableCache;
-    const healthy = this.all.filter((state) => state.healthy);
+    // Upstreams an operator drained or disabled are out even in panic mode.
+    const eligible = this.all.filter(adminAllows);
+    const healthy = eligible.filter((state) => state.healthy);
     const panic =
-      this.panicThreshold > 0 && healthy.length * 100 < this.panicThreshold * this.all.length;
-    this.availableCache = panic ? this.all : healthy;
+      this.panicThreshold > 0 && healthy.length * 100 < this.panicThreshold * eligible.length;
+    this.availableCache = panic ? eligible : healthy;
     return this.availableCache;
   }
 

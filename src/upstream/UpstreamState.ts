@@ -1,3 +1,4 @@
+import type { AdminOverride } from './adminOverride.js';
 import type { Upstream } from './Upstream.js';
 import { upstreamId } from './Upstream.js';
 
@@ -73,6 +74,8 @@ export class UpstreamState implements UpstreamCandidate {
   ejectedUntil = 0;
   /** Whether this upstream is still in the configured set. */
   member = true;
+  /** Operator override from the admin API (drain, maintenance, weight); undefined: none. */
+  admin: AdminOverride | undefined = undefined;
   readonly counters: UpstreamCounters = {
     total: 0,
     connectFailures: 0,
@@ -105,8 +108,8 @@ export class UpstreamState implements UpstreamCandidate {
   update(upstream: Upstream): void {
     this.host = upstream.host;
     this.port = upstream.port;
-    this.weight = upstream.weight ?? 1;
-    this.configuredWeight = this.weight;
+    this.configuredWeight = this.admin?.weight ?? upstream.weight ?? 1;
+    this.weight = this.configuredWeight;
     this.priority = upstream.priority ?? 0;
     this.metadata = upstream.metadata;
     this.upstream = upstream;

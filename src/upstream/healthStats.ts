@@ -10,6 +10,10 @@ export interface UpstreamHealthStats {
   /** Passively ejected now. */
   readonly ejected: boolean;
   readonly ejections_total: number;
+  /** An operator drained it through the admin API (no new connections). */
+  readonly admin_drain: boolean;
+  /** An operator disabled it through the admin API (maintenance). */
+  readonly admin_maint: boolean;
 }
 
 /** Proxy-wide health and discovery counters in a stats snapshot (TCP and UDP alike). */
@@ -35,6 +39,8 @@ export function upstreamHealthStats(state: UpstreamState): UpstreamHealthStats {
     health_check_failures: state.health.checkFailures,
     ejected: state.ejectedUntil !== 0,
     ejections_total: state.health.ejections,
+    admin_drain: state.admin?.mode === 'drain',
+    admin_maint: state.admin?.mode === 'maint',
   };
 }
 

@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 export interface ParsedSample {
   readonly labels: Record<string, string>;
   readonly value: number;
+  /** Histogram series: `_bucket`, `_sum` or `_count`. */
+  readonly suffix?: string;
 }
 
 /** One parsed family. */
@@ -64,13 +66,25 @@ export function parseExposition(text: string): Map<string, ParsedFamily> {
       string,
     ];
     assert.match(name, NAME);
-    const family = families.get(name);
+    const histogram = /^(.*)(_bucket|_sum|_count)$/.exec(name);
+    const base = histogram?.[1];
+    const suffix = histogram?.[2];
+    const ofHistogram =
+      base !== undefined && suffix !== undefined && families.get(base)?.type === 'histogram';
+    const family = families.get(ofHistogram ? base : name);
     assert.ok(family && family.type !== '', `sample of ${name} before its TYPE`);
+    assert.ok(family.type !== 'histogram' || ofHistogram, `histogram ${name} without a suffix`);
     const labels = parseLabels(labelText ?? '');
+    if (suffix === '_bucket' && ofHistogram)
+      assert.ok(labels.le !== undefined, `${name} without le`);
     const key = `${name}${JSON.stringify(Object.entries(labels).sort())}`;
     assert.ok(!seen.has(key), `duplicate series ${key}`);
     seen.add(key);
-    family.samples.push({ labels, value: Number(value) });
+    family.samples.push({
+      labels,
+      value: Number(value),
+      ...(ofHistogram && { suffix }),
+    });
   }
   return families;
 }

@@ -1,0 +1,109 @@
+import { InvalidOptionError } from '../errors.js';
+import {
+  boolean,
+  duration,
+  integer,
+  isRecord,
+  nonEmptyString,
+  optionalFunction,
+  rejectUnknownKeys,
+  requireRecord,
+} from '../internal/validate.js';
+import { TcpProxy } from '../tcp/TcpProxy.js';
+import { UdpProxy } from '../udp/UdpProxy.js';
+import type { AdminListener } from './AdminListener.js';
+
+/** Options of {@link createAdminServer}. Defaults mirror Envoy's admin listener and HAProxy's stats socket: local only. */
+export interface AdminServerOptions {
+  /** The proxies to observe and steer, by listener name (names label metrics and URLs). */
+  readonly proxies?: Readonly<Record<string, TcpProxy | UdpProxy>>;
+  /**
+   * Instead of `proxies`: listeners whose proxies may change at run time (the CLI's reload).
+   * Called on every request.
+   */
+  readonly listeners?: () => readonly AdminListener[];
+  /**
+   * Bearer token every endpoint but `/`, `/live` and `/ready` requires
+   * (`Authorization: Bearer <token>`). Required to listen on a non-loopback address.
+   */
+  readonly token?: string;
+  /** What `GET /config` shows (secrets are redacted). Default: each listener's upstreams. */
+  readonly config?: () => unknown;
+  /** What `GET /ready` reports. Default: every proxy is listening (or bound). */
+  readonly ready?: () => boolean;
+  /** Record latency histograms for `/metrics` (library helper only). Default true. */
+  readonly histograms?: boolean;
+  /** Concurrent admin connections (`server.maxConnections`). Default 16. */
+  readonly maxConnections?: number;
+  /** Largest request body in bytes (413 above). Default 16 384. */
+  readonly maxBodySize?: number;
+  /** Largest request header block in bytes (`maxHeaderSize`). Default 8 192. */
+  readonly maxHeaderSize?: number;
+  /** Time to receive the headers (`headersTimeout`), ms. Default 5 000. */
+  readonly headersTimeout?: number;
+  /** Time to receive a whole request (`requestTimeout`), ms. Default 10 000. */
+  readonly requestTimeout?: number;
+}
+
+export interface ResolvedAdminOptions {
+  readonly proxies: Readonly<Record<string, TcpProxy | UdpProxy>> | undefined;
+  readonly listeners: (() => readonly AdminListener[]) | undefined;
+  readonly token: string | undefined;
+  readonly config: (() => unknown) | undefined;
+  readonly ready: (() => boolean) | undefined;
+  readonly histograms: boolean;
+  readonly maxConnections: number;
+  readonly maxBodySize: number;
+  readonly maxHeaderSize: number;
+  readonly headersTimeout: number;
+  readonly requestTimeout: number;
+}
+
+const KEYS = [
+  'proxies',
+  'listeners',
+  'token',
+  'config',
+  'ready',
+  'histograms',
+  'maxConnections',
+  'maxBodySize',
+  'maxHeaderSize',
+  'headersTimeout',
+  'requestTimeout',
+];
+
+/** Validates {@link AdminServerOptions}; throws InvalidOptionError naming the option. */
+export function resolveAdminOptions(options: unknown): ResolvedAdminOptions {
+  const raw = requireRecord(options, 'admin server options');
+  rejectUnknownKeys(raw, KEYS, '');
+  const proxies = raw.proxies;
+  if (proxies !== undefined) {
+    if (!isRecord(proxies)) throw new InvalidOptionError('proxies', 'an object', proxies);
+    for (const [name, proxy] of Object.entries(proxies)) {
+      if (name === '' || name.includes('/'))
+        throw new InvalidOptionError('proxies', 'listener names without "/"', name);
+      if (!(proxy instanceof TcpProxy) && !(proxy instanceof UdpProxy))
+        throw new InvalidOptionError(`proxies.${name}`, 'a TcpProxy or UdpProxy', proxy);
+    }
+  }
+  const listeners = optionalFunction<() => readonly AdminListener[]>(raw.listeners, 'listeners');
+  if ((proxies === undefined) === (listeners === undefined))
+    throw new InvalidOptionError('proxies', 'either proxies or listeners', proxies);
+  return {
+    proxies: proxies as Readonly<Record<string, TcpProxy | UdpProxy>> | undefined,
+    listeners,
+    token: raw.token === undefined ? undefined : nonEmptyString(raw.token, 'token'),
+    config: optionalFunction<() => unknown>(raw.config, 'config'),
+    ready: optionalFunction<() => boolean>(raw.ready, 'ready'),
+    histograms: boolean(raw.histograms, 'histograms', true),
+    maxConnections: integer(raw.maxConnections, 'maxConnections', 16, { min: 1, max: 10_000 }),
+    maxBodySize: integer(raw.maxBodySize, 'maxBodySize', 16_384, { min: 64, max: 1_048_576 }),
+    maxHeaderSize: integer(raw.maxHeaderSize, 'maxHeaderSize', 8_192, {
+      min: 1_024,
+      max: 65_536,
+    }),
+    headersTimeout: duration(raw.headersTimeout, 'headersTimeout', 5_000, 1),
+    requestTimeout: duration(raw.requestTimeout, 'requestTimeout', 10_000, 1),
+  };
+}

@@ -1,0 +1,25 @@
+/** Option names whose values are secrets (private keys, passphrases, tokens). */
+const SECRET_KEY =
+  /^(key|pfx|passphrase|password|secret|token|tokenFile|credentials?|authorization|psk)$|(Key|Secret|Token|Password|Passphrase|Credentials?)$/;
+
+/** What a redacted value shows. */
+export const REDACTED = '[redacted]';
+
+/**
+ * A copy of a JSON-like configuration with secrets replaced by `[redacted]`: values of secret
+ * option names, and any string holding a PEM block. Functions show as `[function]`.
+ */
+export function redact(value: unknown, depth = 0): unknown {
+  if (depth > 32) return '[too deep]';
+  if (typeof value === 'string') return value.includes('-----BEGIN') ? REDACTED : value;
+  if (typeof value === 'function') return '[function]';
+  if (typeof value === 'bigint') return value.toString();
+  if (Buffer.isBuffer(value)) return REDACTED;
+  if (Array.isArray(value)) return value.map((item: unknown) => redact(item, depth + 1));
+  if (typeof value !== 'object' || value === null) return value;
+  const out: Record<string, unknown> = {};
+  for (const [key, item] of Object.entries(value)) {
+    out[key] = SECRET_KEY.test(key) && item !== undefined ? REDACTED : redact(item, depth + 1);
+  }
+  return out;
+}

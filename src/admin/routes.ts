@@ -1,0 +1,290 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import {
+  PROMETHEUS_CONTENT_TYPE,
+  renderFamilies,
+  tcpFamilies,
+  udpFamilies,
+} from '../metrics/prometheus.js';
+import type { MetricFamily } from '../metrics/prometheus.js';
+import type { TcpProxyStats } from '../tcp/TcpProxyStats.js';
+import type { UdpProxyStats } from '../udp/UdpProxyStats.js';
+import type { AdminListener } from './AdminListener.js';
+import type { AdminServer } from './AdminServer.js';
+import { AdminHttpError, readJsonBody, send, sendError, sendJson } from './httpReply.js';
+import { redact } from './redact.js';
+import type { ControlAction } from './runtimeControl.js';
+import {
+  applyOverride,
+  closeUpstreamConnections,
+  CONTROL_ACTIONS,
+  currentOverride,
+  nextOverride,
+} from './runtimeControl.js';
+import { STATUS_PAGE_HTML, STATUS_PAGE_SCRIPT, STATUS_PAGE_STYLE } from './statusPage.js';
+import { upstreamReports } from './upstreamReport.js';
+
+const READ_METHODS = 'GET, HEAD';
+
+/** Static assets of the status page: no data in them, so no token needed. */
+const ASSETS: Readonly<Record<string, readonly [type: string, body: string]>> = {
+  '/': ['text/html; charset=utf-8', STATUS_PAGE_HTML],
+  '/status.js': ['text/javascript; charset=utf-8', STATUS_PAGE_SCRIPT],
+  '/status.css': ['text/css; charset=utf-8', STATUS_PAGE_STYLE],
+};
+
+/** The page loads only its own script and style and talks only to this server. */
+const PAGE_POLICY =
+  "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/** Dispatches one admin request; every failure becomes a JSON error with its status. */
+export function handleRequest(admin: AdminServer, req: IncomingMessage, res: ServerResponse): void {
+  route(admin, req, res).catch((err: unknown) => {
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const failure =
+      err instanceof AdminHttpError
+        ? err
+        : new AdminHttpError(500, `internal error: ${String(err)}`);
+    sendError(req, res, failure);
+  });
+}
+
+async function route(admin: AdminServer, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = pathOf(req);
+  const method = req.method ?? 'GET';
+  const read = method === 'GET' || method === 'HEAD';
+  const asset = ASSETS[path];
+  if (asset !== undefined) {
+    requireRead(read);
+    send(req, res, 200, asset[0], asset[1], { 'content-security-policy': PAGE_POLICY });
+    return;
+  }
+  if (path === '/live') {
+    requireRead(read);
+    sendJson(req, res, 200, { status: 'live' });
+    return;
+  }
+  if (path === '/ready') {
+    requireRead(read);
+    const ready = isReady(admin);
+    sendJson(req, res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
+    return;
+  }
+  if (!admin.authorized(req)) {
+    // Drain whatever body came so the 401 reaches the client before the socket closes.
+    req.resume();
+    throw new AdminHttpError(401, 'missing or wrong bearer token (Authorization: Bearer <token>)');
+  }
+  const segments = path.split('/').slice(1);
+  if (segments[0] === 'upstreams' && segments.length === 4) {
+    if (method !== 'POST')
+      throw new AdminHttpError(405, `${method} not allowed: use POST`, undefined, {
+        allow: 'POST',
+      });
+    await control(admin, req, res, segments.slice(1).map(decodeSegment));
+    return;
+  }
+  const reader = READERS[path];
+  if (reader === undefined) {
+    throw new AdminHttpError(404, `no such endpoint: ${path}`, undefined, {
+      endpoints: [
+        '/',
+        '/stats',
+        '/metrics',
+        '/upstreams',
+        '/config',
+        '/events',
+        '/ready',
+        '/live',
+        'POST /upstreams/{listener}/{upstream}/{drain|disable|enable|weight|close}',
+      ],
+    });
+  }
+  requireRead(read);
+  reader(admin, req, res);
+}
+
+type Reader = (admin: AdminServer, req: IncomingMessage, res: ServerResponse) => void;
+
+const READERS: Readonly<Record<string, Reader>> = {
+  '/stats': (admin, req, res) => {
+    const listeners: Record<string, unknown> = {};
+    for (const listener of admin.adminListeners()) {
+      listeners[listener.name] = {
+        protocol: listener.protocol,
+        stats: listener.stats(),
+        ...(listener.latency && { latency: listener.latency.snapshot() }),
+      };
+    }
+    sendJson(req, res, 200, {
+      time: Date.now(),
+      uptimeSeconds: Math.round((Date.now() - admin.startTime) / 1000),
+      listeners,
+    });
+  },
+  '/metrics': (admin, req, res) => {
+    const families: MetricFamily[] = [];
+    for (const listener of admin.adminListeners())
+      families.push(...listenerMetricFamilies(listener));
+    send(req, res, 200, PROMETHEUS_CONTENT_TYPE, renderFamilies(families));
+  },
+  '/upstreams': (admin, req, res) => {
+    const listeners: Record<string, unknown> = {};
+    for (const listener of admin.adminListeners()) {
+      listeners[listener.name] = {
+        protocol: listener.protocol,
+        upstreams: upstreamReports(listener),
+      };
+    }
+    sendJson(req, res, 200, { listeners });
+  },
+  '/config': (admin, req, res) => {
+    const config = admin.options.config?.() ?? defaultConfig(admin.adminListeners());
+    sendJson(req, res, 200, redact(config));
+  },
+  '/events': (admin, req, res) => {
+    sendJson(req, res, 200, { events: admin.recent.list() });
+  },
+};
+
+/** Metric families of one listener, labelled `listener="name"`, histograms included. */
+export function listenerMetricFamilies(listener: AdminListener): MetricFamily[] {
+  const labels = { listener: listener.name };
+  const stats = listener.stats();
+  const families =
+    listener.protocol === 'tcp'
+      ? tcpFamilies(stats as TcpProxyStats, labels)
+      : udpFamilies(stats as UdpProxyStats, labels);
+  if (listener.latency !== undefined) families.push(...listener.latency.families(labels));
+  return families;
+}
+
+async function control(
+  admin: AdminServer,
+  req: IncomingMessage,
+  res: ServerResponse,
+  [listenerName, upstreamId, action]: string[],
+): Promise<void> {
+  const body = await readJsonBody(req, admin.options.maxBodySize);
+  const listener = admin.adminListeners().find((l) => l.name === listenerName);
+  if (listener === undefined) {
+    throw new AdminHttpError(404, `unknown listener "${listenerName ?? ''}"`, 'listener', {
+      listeners: admin.adminListeners().map((l) => l.name),
+    });
+  }
+  const proxies = listener.proxies();
+  const ids = proxies[0]?.upstreams().map((u) => u.id) ?? [];
+  if (upstreamId === undefined || !ids.includes(upstreamId)) {
+    throw new AdminHttpError(
+      404,
+      `unknown upstream "${upstreamId ?? ''}" on listener "${listener.name}"`,
+      'upstream',
+      {
+        upstreams: ids,
+      },
+    );
+  }
+  if (!CONTROL_ACTIONS.includes(action as ControlAction)) {
+    throw new AdminHttpError(
+      404,
+      `unknown action "${action ?? ''}": expected one of ${CONTROL_ACTIONS.join(', ')}`,
+      'action',
+    );
+  }
+  const verb = action as ControlAction;
+  const remoteAddress = req.socket.remoteAddress;
+  if (verb === 'close') {
+    const closed = closeUpstreamConnections(proxies, upstreamId);
+    admin.control({
+      action: verb,
+      listener: listener.name,
+      upstream: upstreamId,
+      closed,
+      remoteAddress,
+    });
+    sendJson(req, res, 200, { closed, upstream: report(listener, upstreamId) });
+    return;
+  }
+  let weight: number | null = null;
+  if (verb === 'weight') {
+    weight = parseWeight(body.weight);
+  } else if (Object.keys(body).length > 0) {
+    const [field] = Object.keys(body);
+    throw new AdminHttpError(400, `body.${field ?? ''}: ${verb} takes no body`, field);
+  }
+  applyOverride(
+    proxies,
+    upstreamId,
+    nextOverride(currentOverride(proxies, upstreamId), verb, weight),
+  );
+  admin.control({
+    action: verb,
+    listener: listener.name,
+    upstream: upstreamId,
+    ...(verb === 'weight' && { weight }),
+    remoteAddress,
+  });
+  sendJson(req, res, 200, { upstream: report(listener, upstreamId) });
+}
+
+function parseWeight(value: unknown): number | null {
+  if (value === null) return null;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > 1_000_000) {
+    throw new AdminHttpError(
+      400,
+      `weight: expected an integer from 1 to 1000000 (or null for the configured weight), received ${value === undefined ? 'nothing' : JSON.stringify(value)}`,
+      'weight',
+    );
+  }
+  return value;
+}
+
+function report(listener: AdminListener, id: string): unknown {
+  return upstreamReports(listener).find((u) => u.id === id);
+}
+
+function isReady(admin: AdminServer): boolean {
+  const ready = admin.options.ready;
+  if (ready !== undefined) return ready();
+  return admin
+    .adminListeners()
+    .every((listener) => listener.proxies().some((proxy) => proxy.addresses().length > 0));
+}
+
+function defaultConfig(listeners: readonly AdminListener[]): unknown {
+  const out: Record<string, unknown> = {};
+  for (const listener of listeners) {
+    out[listener.name] = {
+      protocol: listener.protocol,
+      upstreams:
+        listener
+          .proxies()[0]
+          ?.upstreams()
+          .map((u) => u.upstream) ?? [],
+    };
+  }
+  return { listeners: out };
+}
+
+function requireRead(read: boolean): void {
+  if (!read)
+    throw new AdminHttpError(405, 'method not allowed: use GET', undefined, {
+      allow: READ_METHODS,
+    });
+}
+
+function pathOf(req: IncomingMessage): string {
+  const url = req.url ?? '/';
+  const end = url.search(/[?#]/);
+  return end === -1 ? url : url.slice(0, end);
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new AdminHttpError(400, `path: malformed percent-encoding in "${segment}"`, 'path');
+  }
+}

@@ -1,0 +1,118 @@
+import { readFile } from 'node:fs/promises';
+import { createAdminServer } from '../admin/AdminServer.js';
+import type { AdminServer } from '../admin/AdminServer.js';
+import { isLoopbackHost } from '../admin/auth.js';
+import { isRecord } from '../internal/validate.js';
+import type { HostPort } from './address.js';
+import { formatHostPort, parseHostPort } from './address.js';
+import type { ListenerSet } from './ListenerSet.js';
+import type { Logger } from './jsonLogger.js';
+
+/** The admin server's settings: where it listens and where its bearer token is read from. */
+export interface AdminSettings {
+  /** Host `''` (from `:port`) means 127.0.0.1: the admin server is local unless told otherwise. */
+  readonly listen: HostPort;
+  /** A file holding the bearer token (first line); `L4PROXY_ADMIN_TOKEN` is the alternative. */
+  readonly tokenFile?: string;
+}
+
+/** Environment variable holding the admin bearer token (when no token file is given). */
+export const ADMIN_TOKEN_ENV = 'L4PROXY_ADMIN_TOKEN';
+
+/**
+ * The config file's `admin` setting: `"host:port"` or `{ "listen": "host:port", "tokenFile": "..." }`.
+ * Returns what was expected, with the JSON path, instead of throwing.
+ */
+export function parseAdminSetting(
+  value: unknown,
+):
+  | { ok: true; value: AdminSettings }
+  | { ok: false; path: string; expected: string; received: unknown } {
+  if (typeof value === 'string') {
+    const listen = parseHostPort(value, 0);
+    if (!listen.ok) return { ok: false, path: 'admin', expected: listen.expected, received: value };
+    return { ok: true, value: { listen: listen.value } };
+  }
+  const shape = '"host:port" or { "listen": "host:port", "tokenFile": "/path" }';
+  if (!isRecord(value)) return { ok: false, path: 'admin', expected: shape, received: value };
+  for (const key of Object.keys(value)) {
+    if (key !== 'listen' && key !== 'tokenFile')
+      return {
+        ok: false,
+        path: `admin.${key}`,
+        expected: 'listen or tokenFile',
+        received: value[key],
+      };
+  }
+  const listen = typeof value.listen === 'string' ? parseHostPort(value.listen, 0) : undefined;
+  if (!listen?.ok) {
+    return {
+      ok: false,
+      path: 'admin.listen',
+      expected: listen?.expected ?? '"host:port"',
+      received: value.listen,
+    };
+  }
+  const tokenFile = value.tokenFile;
+  if (tokenFile !== undefined && (typeof tokenFile !== 'string' || tokenFile === ''))
+    return { ok: false, path: 'admin.tokenFile', expected: 'a file path', received: tokenFile };
+  return {
+    ok: true,
+    value: { listen: listen.value, ...(tokenFile !== undefined && { tokenFile }) },
+  };
+}
+
+/** The token from the token file (first line, trimmed) or the environment; undefined for none. */
+export async function readAdminToken(settings: AdminSettings): Promise<string | undefined> {
+  if (settings.tokenFile !== undefined) {
+    const text = await readFile(settings.tokenFile, 'utf8');
+    const token = text.split('\n')[0]?.trim() ?? '';
+    if (token === '') throw new Error(`admin token file ${settings.tokenFile} is empty`);
+    return token;
+  }
+  const env = process.env[ADMIN_TOKEN_ENV];
+  return env === undefined || env === '' ? undefined : env;
+}
+
+/** What the CLI's admin server needs from the process. */
+export interface CliAdminContext {
+  readonly instance: ListenerSet;
+  readonly ops: Logger;
+  /** Effective settings, shown (redacted) by `/config`. */
+  readonly settings: unknown;
+  /** False while starting and once draining. */
+  readonly ready: () => boolean;
+}
+
+/**
+ * Starts the admin server of a single-process CLI. Refuses (rejects) a non-loopback address
+ * without a token. Every operator action is logged on the operational log.
+ */
+export async function startCliAdmin(
+  settings: AdminSettings,
+  context: CliAdminContext,
+): Promise<{ server: AdminServer; address: string }> {
+  const token = await readAdminToken(settings);
+  const host = settings.listen.host === '' ? '127.0.0.1' : settings.listen.host;
+  if (token === undefined && !isLoopbackHost(host)) {
+    throw new Error(
+      `refusing to serve the admin API on ${formatHostPort(host, settings.listen.port)} without a token: ` +
+        `set ${ADMIN_TOKEN_ENV} or admin.tokenFile (--admin-token-file), or listen on 127.0.0.1`,
+    );
+  }
+  const { instance, ops } = context;
+  const server = createAdminServer({
+    listeners: () => instance.adminListeners(),
+    ...(token !== undefined && { token }),
+    ready: context.ready,
+    config: () => ({ settings: context.settings, listeners: instance.listenerConfigs() }),
+  });
+  server.on('control', (entry) => {
+    ops.info('admin action', { ...entry });
+  });
+  server.on('error', (err) => {
+    ops.error('admin server error', { err });
+  });
+  const bound = await server.listen({ host, port: settings.listen.port });
+  return { server, address: formatHostPort(bound.address, bound.port) };
+}

@@ -1,0 +1,34 @@
+/**
+ * Type-level tests of the admin API's public types: each `@ts-expect-error` covers one case on an
+ * otherwise valid value.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { expectTypeOf } from 'expect-type';
+import type {
+  AdminControlEntry,
+  AdminMode,
+  AdminOverride,
+  AdminServerOptions,
+  TcpProxy,
+} from '../../src/index.js';
+
+test('admin modes, overrides and control entries are closed unions', () => {
+  expectTypeOf<AdminMode>().toEqualTypeOf<'ready' | 'drain' | 'maint'>();
+  expectTypeOf<AdminControlEntry['action']>().toEqualTypeOf<
+    'drain' | 'disable' | 'enable' | 'weight' | 'close'
+  >();
+  expectTypeOf<TcpProxy['overrideUpstream']>()
+    .parameter(1)
+    .toEqualTypeOf<AdminOverride | undefined>();
+  const drain: AdminOverride = { mode: 'drain', weight: undefined };
+  // @ts-expect-error 'down' is not an admin mode (health is not the operator's to set)
+  const down: AdminOverride = { mode: 'down', weight: undefined };
+  const options: AdminServerOptions = { token: 'x', maxConnections: 4 };
+  // @ts-expect-error the token is a string, not a number
+  const numeric: AdminServerOptions = { token: 42 };
+  assert.deepEqual(
+    [drain.mode, down.mode, options.token, numeric.token],
+    ['drain', 'down', 'x', 42],
+  );
+});

@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import type { Server, Socket } from 'node:net';
+import { test } from 'node:test';
+import { configDir, listenPort, startCli } from '../cli/cli.js';
+import { shell } from '../helpers/curl.js';
+import { listen } from '../helpers/net.js';
+import { tool } from '../helpers/tools.js';
+
+const TOKEN = 'docs-example-token';
+
+/** The admin section of docs/operations.md. */
+function adminSection(): string {
+  const text = readFileSync(new URL('../../../docs/operations.md', import.meta.url), 'utf8');
+  const start = text.indexOf('## Admin API and status page');
+  const end = text.indexOf('\n## ', start + 1);
+  assert.ok(start !== -1 && end !== -1);
+  return text.slice(start, end);
+}
+
+async function upstream(t: { after(fn: () => unknown): void }): Promise<number> {
+  const sockets = new Set<Socket>();
+  const server: Server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  const port = await listen(server);
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  return port;
+}
+
+test('docs/operations.md: every curl example of the admin API runs against a real l4proxy', async (t) => {
+  if (tool(t, 'curl') === undefined) return;
+  const section = adminSection();
+  const lines = [...section.matchAll(/^curl .*$/gm)].map((m) => m[0]);
+  assert.ok(lines.length >= 12, `found ${lines.length} curl examples`);
+  const dir = configDir(t);
+  const tokenFile = dir.write('token', TOKEN);
+  const [a, b] = [await upstream(t), await upstream(t)];
+  const file = dir.write('l4proxy.json', {
+    admin: { listen: '127.0.0.1:0', tokenFile },
+    listeners: [
+      {
+        name: 'web',
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        upstreams: [
+          { host: '127.0.0.1', port: a, id: 'app-1' },
+          { host: '127.0.0.1', port: b, id: 'app-2' },
+        ],
+      },
+    ],
+  });
+  const cli = startCli(t, ['--config', file]);
+  await listenPort(cli);
+  const admin = String((await cli.waitLine('stderr', (l) => l.msg === 'admin listening')).address);
+  for (const line of lines) {
+    const result = await shell(line, { ADMIN: admin, TOKEN });
+    assert.equal(result.code, 0, `${line}: ${result.stderr}${result.stdout}`);
+    assert.ok(result.stdout.length > 0, `${line} printed nothing`);
+  }
+  const actions = cli.stderr.filter((l) => l.msg === 'admin action').map((l) => l.action);
+  assert.deepEqual(actions, ['drain', 'enable', 'disable', 'weight', 'weight', 'enable', 'close']);
+
+  // The documented /upstreams entry has exactly the fields the API returns.
+  const documented =
+    /One upstream of `GET \/upstreams`[^`]*`[^`]*`\)[^\n]*\n\n```json\n([\s\S]*?)\n```/.exec(
+      section,
+    );
+  assert.ok(documented?.[1] !== undefined, 'the documented upstream JSON');
+  const real = await shell(`curl -fsS -H "Authorization: Bearer $TOKEN" http://$ADMIN/upstreams`, {
+    ADMIN: admin,
+    TOKEN,
+  });
+  const report = (
+    JSON.parse(real.stdout) as { listeners: { web: { upstreams: Record<string, unknown>[] } } }
+  ).listeners.web.upstreams[0];
+  const shape = (value: unknown): unknown =>
+    value !== null && typeof value === 'object'
+      ? Object.fromEntries(Object.entries(value).map(([k, v]) => [k, shape(v)]))
+      : typeof value;
+  assert.deepEqual(shape(JSON.parse(documented[1])), shape(report));
+  process.kill(cli.pid, 'SIGTERM');
+  assert.equal(await cli.exited(), 0);
+});

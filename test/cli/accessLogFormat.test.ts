@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import type { Server, Socket } from 'node:net';
+import { describe, test } from 'node:test';
+import { compileFormat, parseAccessLogSetting } from '../../src/cli/accessLogFormat.js';
+import { connect, listen, waitFor } from '../helpers/net.js';
+import { configDir, listenPort, runCli, startCli } from './cli.js';
+
+async function echo(t: { after(fn: () => unknown): void }): Promise<number> {
+  const sockets = new Set<Socket>();
+  const server: Server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.pipe(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  const port = await listen(server);
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  return port;
+}
+
+describe('access log formats', () => {
+  test('Envoy-style operators, FIELD(path) for stage fields, "-" for what is missing', () => {
+    const render = compileFormat(
+      '[%START_TIME%] %LISTENER% %DOWNSTREAM_REMOTE_ADDRESS% -> %UPSTREAM_HOST% (%UPSTREAM_ID%) ' +
+        '%BYTES_RECEIVED%/%BYTES_SENT% %DURATION%ms %CLOSE_REASON% sni=%REQUESTED_SERVER_NAME% ' +
+        'tls=%FIELD(tls.version)% host=%FIELD(preread.http.host)% %ACCESS_LOG_TYPE% 100%',
+    );
+    const line = render(
+      {
+        listener: 'web',
+        protocol: 'tcp',
+        startTime: Date.UTC(2026, 0, 2, 3, 4, 5),
+        clientAddress: '::1',
+        clientPort: 4000,
+        upstream: { id: 'app', host: '127.0.0.1', port: 80 },
+        bytesFromClient: 10,
+        bytesToClient: 20,
+        durationMs: 7,
+        reason: 'completed',
+        tls: { version: 'TLSv1.3' },
+      },
+      'end',
+    );
+    assert.equal(
+      line,
+      '[2026-01-02T03:04:05.000Z] web [::1]:4000 -> 127.0.0.1:80 (app) 10/20 7ms completed sni=- tls=TLSv1.3 host=- TcpConnectionEnd 100%',
+    );
+    assert.throws(() => compileFormat('%NOPE%'), /unknown operator %NOPE%/);
+  });
+
+  test('the setting is validated with the path and what was expected', () => {
+    assert.deepEqual(parseAccessLogSetting({ format: '%NOPE%' }).ok, false);
+    const both = parseAccessLogSetting({ format: '%DURATION%', fields: ['id'] });
+    assert.equal(both.ok ? '' : both.path, 'accessLog.fields');
+    const interval = parseAccessLogSetting({ flushInterval: 5 });
+    assert.equal(interval.ok ? '' : interval.path, 'accessLog.flushInterval');
+    const unknown = parseAccessLogSetting({ colour: true });
+    assert.equal(unknown.ok ? '' : unknown.path, 'accessLog.colour');
+    assert.deepEqual(parseAccessLogSetting({ fields: ['id', 'reason'], flushOnConnected: true }), {
+      ok: true,
+      value: { fields: ['id', 'reason'], flushOnConnected: true },
+    });
+  });
+
+  test('CLI: text lines at connect, periodically while open, and at the end', async (t) => {
+    const upstream = await echo(t);
+    const dir = configDir(t);
+    const file = dir.write('l4proxy.json', {
+      accessLog: {
+        format:
+          '%ACCESS_LOG_TYPE% %CONNECTION_ID% %UPSTREAM_HOST% connect=%UPSTREAM_CONNECT_TIME% in=%BYTES_RECEIVED% %CLOSE_REASON%',
+        flushOnConnected: true,
+        flushInterval: 200,
+      },
+      listeners: [
+        {
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: upstream }],
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file]);
+    const port = await listenPort(cli);
+    const socket = await connect(port);
+    socket.write('hello');
+    await waitFor(socket, 'data');
+    const lines: string[] = [];
+    const textLines = async (match: RegExp): Promise<string> => {
+      for (let i = 0; i < 100; i++) {
+        const found = cli.text.find((line) => match.test(line));
+        if (found !== undefined) return found;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      throw new Error(
+        `no access line matching ${String(match)}; stdout text: ${JSON.stringify(cli.text)}`,
+      );
+    };
+    lines.push(
+      await textLines(/^TcpUpstreamConnected 1 127\.0\.0\.1:\d+ connect=\d+(\.\d+)? in=\d+ -$/),
+    );
+    lines.push(await textLines(/^TcpPeriodic 1 127\.0\.0\.1:\d+ connect=\d+(\.\d+)? in=5 -$/));
+    socket.end();
+    lines.push(
+      await textLines(/^TcpConnectionEnd 1 127\.0\.0\.1:\d+ connect=\d+(\.\d+)? in=5 completed$/),
+    );
+    assert.equal(lines.length, 3);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
+  test('CLI: a field list keeps only those fields of the JSON line', async (t) => {
+    const upstream = await echo(t);
+    const dir = configDir(t);
+    const file = dir.write('l4proxy.json', {
+      accessLog: { fields: ['listener', 'upstream', 'reason', 'connectTimeMs'] },
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: upstream, id: 'app' }],
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file]);
+    const port = await listenPort(cli);
+    const socket = await connect(port);
+    socket.write('x');
+    await waitFor(socket, 'data');
+    socket.end();
+    const line = await cli.waitLine('stdout', (l) => l.msg === 'connection closed');
+    const { level, time, pid, hostname, msg, connectTimeMs, ...rest } = line;
+    assert.deepEqual(rest, { listener: 'web', upstream: 'app', reason: 'completed' });
+    assert.equal(typeof connectTimeMs, 'number');
+    assert.deepEqual(
+      [typeof level, typeof time, typeof pid, typeof hostname, msg],
+      ['number', 'number', 'number', 'string', 'connection closed'],
+    );
+    const bad = dir.write('bad.json', {
+      accessLog: { format: 'x %WHAT%' },
+      listeners: [
+        { protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: 1 }] },
+      ],
+    });
+    const refused = await runCli(['--check', '--config', bad]);
+    assert.equal(refused.code, 1);
+    assert.match(
+      refused.stderr,
+      /accessLog\.format: expected known operators .*unknown operator %WHAT%/,
+    );
+  });
+});

@@ -1,0 +1,51 @@
+import { execFile } from 'node:child_process';
+import { withTimeout } from './net.js';
+
+/** What curl printed and its exit code (curl -f exits 22 on an HTTP error status). */
+export interface CurlResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `curl args...` (a real, independent HTTP client), bounded in time. */
+export function curl(
+  path: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<CurlResult> {
+  return withTimeout(
+    new Promise<CurlResult>((resolve) => {
+      execFile(
+        path,
+        ['--max-time', '5', ...args],
+        { env: { ...process.env, ...env }, encoding: 'utf8' },
+        (error, stdout, stderr) => {
+          const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
+          resolve({ code, stdout, stderr });
+        },
+      );
+    }),
+    8_000,
+    `curl ${args.join(' ')}`,
+  );
+}
+
+/** Runs a shell command line (a documented curl example) with `env`, bounded in time. */
+export function shell(line: string, env: NodeJS.ProcessEnv): Promise<CurlResult> {
+  return withTimeout(
+    new Promise<CurlResult>((resolve) => {
+      execFile(
+        'sh',
+        ['-c', line],
+        { env: { ...process.env, ...env }, encoding: 'utf8' },
+        (error, stdout, stderr) => {
+          const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
+          resolve({ code, stdout, stderr });
+        },
+      );
+    }),
+    8_000,
+    line,
+  );
+}
