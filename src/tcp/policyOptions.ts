@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { resolveSourceAddress } from '../net/sourceAddress.js';
 import { InvalidOptionError } from '../errors.js';
 import {
   boolean,
@@ -184,14 +184,6 @@ function resolveKeepAlive(
     client: boolean(value.client, 'keepAlive.client', true),
     upstream: boolean(value.upstream, 'keepAlive.upstream', true),
   };
-}
-
-/** An IP literal the proxy binds its upstream sockets to, or undefined. */
-export function resolveSourceAddress(value: unknown, name: string): string | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'string' || isIP(value) === 0)
-    throw new InvalidOptionError(name, 'an IPv4 or IPv6 address literal', value);
-  return value;
 }
 
 function resolveBackoff(value: unknown): [base: number, max: number] {

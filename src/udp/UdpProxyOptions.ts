@@ -11,7 +11,7 @@ import { parseAddressList } from '../net/addressList.js';
 import { ClientLimiter } from '../net/ClientLimiter.js';
 import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/healthOptions.js';
 import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
-import { resolveSourceAddress } from '../tcp/policyOptions.js';
+import { resolveSourceAddress } from '../net/sourceAddress.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
 import type { SlowStartOptions } from '../upstream/SlowStart.js';
