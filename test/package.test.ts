@@ -7,10 +7,11 @@ import { promisify } from 'node:util';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /**
- * The packed tarball stays small: the library, its types and its docs, nothing else. 448 KiB since
- * TLS origination/termination (src/tls, ~35 KB packed) took it from ~380 KB to ~416 KB.
+ * The packed tarball stays small: the library, its types and its docs, nothing else. 800 KiB since
+ * TLS, preread and filters, QUIC, HTTP tunnels, the admin status page and source maps that carry
+ * their sources (src/ is not shipped) took it to ~700 KB.
  */
-const SIZE_BUDGET = 448 * 1024;
+const SIZE_BUDGET = 800 * 1024;
 
 interface PackEntry {
   size: number;

@@ -39,7 +39,9 @@ function list<T extends string>(
 ): T[] {
   if (text === undefined) return all.filter((name) => !optional.includes(name));
   const picked = text.split(',').flatMap((word) => {
-    const matches = all.filter((name) => name === word || name.startsWith(word));
+    // An exact name picks only itself ('l4proxy' is not also 'l4proxy-cli'); else a prefix.
+    const exact = all.filter((name) => name === word);
+    const matches = exact.length > 0 ? exact : all.filter((name) => name.startsWith(word));
     if (matches.length === 0) throw new Error(`unknown ${what} "${word}"\n${USAGE}`);
     return matches;
   });

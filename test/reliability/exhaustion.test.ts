@@ -1,5 +1,5 @@
 /**
- * Resource exhaustion: the proxy runs in a child under `ulimit -n 64`. Out of file descriptors it
+ * Resource exhaustion: the proxy runs in a child under `ulimit -n 128`. Out of file descriptors it
  * keeps running, closes the connections it cannot serve with a clear reason, counts and reports
  * the shortage, backs off, and serves again once descriptors are free. The same for UDP sessions.
  */
@@ -12,7 +12,8 @@ import { echoUpstream, proxyHost } from './child.js';
 import { eventually, exchange, udpOnce } from './load.js';
 import { withTimeout } from '../helpers/net.js';
 
-const MAX_FILES = 64;
+// 128: importing the whole library (TLS, QUIC, tunnels, admin) opens more module files at start-up.
+const MAX_FILES = 128;
 
 /** Connects and sends 'ping': 'served' once it comes back, 'refused' if the socket closes first. */
 function hold(port: number): Promise<{ socket: Socket; outcome: 'served' | 'refused' }> {
