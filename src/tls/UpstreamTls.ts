@@ -65,9 +65,14 @@ export class UpstreamTls {
   /** Builds every upstream's settings now, so bad ones fail where they are given. */
   prepare(upstreams: unknown): void {
     if (!Array.isArray(upstreams)) return;
-    upstreams.forEach((upstream: Upstream, index) => {
-      if (typeof upstream === 'object' && upstream.tls !== undefined)
-        this.settingsFor(upstream, `upstreams[${index}]`);
+    upstreams.forEach((upstream: unknown, index) => {
+      // Anything that is not an object is left to the upstream validation, which names it.
+      if (
+        typeof upstream === 'object' &&
+        upstream !== null &&
+        (upstream as Upstream).tls !== undefined
+      )
+        this.settingsFor(upstream as Upstream, `upstreams[${index}]`);
     });
   }
 

@@ -38,6 +38,9 @@ test('invalid tls options fail at construction, naming the option', () => {
     'tls.ca',
   );
   refused({ upstreams: [{ host: 'a', port: 1, tls: 'on' }] }, 'upstreams[0].tls');
+  // A null entry reaches the upstream validation, not a TypeError in the TLS preparation.
+  refused({ upstreams: [null] }, 'upstreams[0]');
+  refused({ upstreams: [upstreams[0], null], tls: {} }, 'upstreams[1]');
   refused({ upstreams: [{ host: 'a', port: 1, tls: { ca: 'junk' } }] }, 'upstreams[0].tls.ca');
 });
 
