@@ -12,8 +12,10 @@ export interface LatencySnapshot {
   readonly upstream_cx_connect?: HistogramSnapshot;
   /** TCP: client connection length (Envoy `downstream_cx_length_ms`). */
   readonly downstream_cx_length?: HistogramSnapshot;
-  /** TCP: TLS handshake time, once a TLS stage reports it through `recordTlsHandshake`. */
-  readonly tls_handshake?: HistogramSnapshot;
+  /** TCP: TLS origination handshake time of successful handshakes (present once one happened). */
+  readonly upstream_tls_handshake?: HistogramSnapshot;
+  /** TCP: TLS termination handshake time of admitted clients (present once one happened). */
+  readonly downstream_tls_handshake?: HistogramSnapshot;
   /** UDP: session length (first datagram to close). */
   readonly downstream_sess_length?: HistogramSnapshot;
 }
@@ -21,7 +23,8 @@ export interface LatencySnapshot {
 const HELP: Readonly<Record<keyof LatencySnapshot, string>> = {
   upstream_cx_connect: 'Upstream connect time of successful attempts, in seconds.',
   downstream_cx_length: 'Client connection length, in seconds.',
-  tls_handshake: 'TLS handshake time, in seconds.',
+  upstream_tls_handshake: 'TLS handshake time with upstreams (origination), in seconds.',
+  downstream_tls_handshake: 'TLS handshake time with clients (termination), in seconds.',
   downstream_sess_length: 'UDP session length, in seconds.',
 };
 
@@ -38,7 +41,8 @@ const HELP: Readonly<Record<keyof LatencySnapshot, string>> = {
 export class LatencyRecorder {
   private readonly connect = new Histogram(CONNECT_BUCKETS);
   private readonly length = new Histogram(LENGTH_BUCKETS);
-  private tls: Histogram | undefined;
+  private upstreamTls: Histogram | undefined;
+  private downstreamTls: Histogram | undefined;
   private readonly attached = new Set<TcpProxy | UdpProxy>();
 
   constructor(readonly protocol: 'tcp' | 'udp') {}
@@ -81,11 +85,12 @@ export class LatencyRecorder {
   }
 
   /**
-   * The hook for a TLS stage: records one handshake time in seconds. Nothing calls it until TLS
-   * termination or origination lands; the family appears with the first observation.
+   * Records one TLS handshake time in seconds. Attached proxies report theirs; the histogram of
+   * a side appears with its first observation, so a proxy without TLS shows none.
    */
-  recordTlsHandshake(seconds: number): void {
-    (this.tls ??= new Histogram(CONNECT_BUCKETS)).observe(seconds);
+  recordTlsHandshake(side: 'upstream' | 'downstream', seconds: number): void {
+    if (side === 'upstream') (this.upstreamTls ??= new Histogram(CONNECT_BUCKETS)).observe(seconds);
+    else (this.downstreamTls ??= new Histogram(CONNECT_BUCKETS)).observe(seconds);
   }
 
   /** The histograms recorded so far (TCP: connect and length, TLS once recorded; UDP: length). */
@@ -94,7 +99,8 @@ export class LatencyRecorder {
     return {
       upstream_cx_connect: this.connect.snapshot(),
       downstream_cx_length: this.length.snapshot(),
-      ...(this.tls && { tls_handshake: this.tls.snapshot() }),
+      ...(this.upstreamTls && { upstream_tls_handshake: this.upstreamTls.snapshot() }),
+      ...(this.downstreamTls && { downstream_tls_handshake: this.downstreamTls.snapshot() }),
     };
   }
 
@@ -103,12 +109,28 @@ export class LatencyRecorder {
     return latencyFamilies(this.protocol, this.snapshot(), labels);
   }
 
+  /**
+   * Connect time is TCP only: over TLS it ends where the handshake starts, and the handshake gets
+   * its own histogram. A terminated client's handshake is recorded here, with the connection's
+   * one upstream connect, or at close when no upstream connected (no extra listener per proxy).
+   */
   private readonly onUpstreamConnect = (connection: TcpConnectionInfo): void => {
-    this.connect.observe((performance.now() - connection.attemptStartedAt) / 1000);
+    const now = performance.now();
+    const tlsStartedAt = connection.upstreamTlsStartedAt;
+    if (tlsStartedAt === 0) {
+      this.connect.observe((now - connection.attemptStartedAt) / 1000);
+    } else {
+      this.connect.observe((tlsStartedAt - connection.attemptStartedAt) / 1000);
+      this.recordTlsHandshake('upstream', (now - tlsStartedAt) / 1000);
+    }
+    if (connection.tls !== undefined)
+      this.recordTlsHandshake('downstream', connection.tls.handshakeMs / 1000);
   };
 
   private readonly onConnectionClose = (summary: TcpConnectionSummary): void => {
     this.length.observe(summary.durationMs / 1000);
+    if (summary.tls !== undefined && !summary.upstreamConnected)
+      this.recordTlsHandshake('downstream', summary.tls.handshakeMs / 1000);
   };
 
   private readonly onSessionClose = (summary: UdpSessionSummary): void => {

@@ -17,6 +17,7 @@ import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import {
   countUpstreamFailure,
+  refusedClientCert,
   upstreamTlsCloseReason,
   upstreamTlsError,
   upstreamTlsTimeout,
@@ -201,6 +202,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   attempts = 0;
   /** `performance.now()` when the current connect attempt started (connect-time histograms). */
   attemptStartedAt = 0;
+  /** `performance.now()` when this attempt's TLS handshake with the upstream started; 0 without TLS. */
+  upstreamTlsStartedAt = 0;
   bytesFromClient = 0;
   bytesToUpstream = 0;
   bytesFromUpstream = 0;
@@ -528,6 +531,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.upstreamSocket = undefined;
     this.rawUpstream?.destroy();
     this.rawUpstream = undefined;
+    this.upstreamTlsStartedAt = 0;
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     state.active--;
@@ -639,6 +643,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     raw.off('close', onUpstreamClose);
     raw.on('error', ignoreRawError);
     this.rawUpstream = raw;
+    this.upstreamTlsStartedAt = performance.now();
     let secure: Socket;
     try {
       secure = this.host.upstreamTls.start(
@@ -905,8 +910,33 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       return;
     }
     if (this.reason !== undefined) return;
+    if (this.rawUpstream !== undefined && this.bytesFromUpstream === 0 && refusedClientCert(err)) {
+      this.clientCertRefused(state, err);
+      return;
+    }
     state.counters.errors++;
     this.fail(isReset(err) ? CloseReason.UPSTREAM_RESET : CloseReason.UPSTREAM_ERROR, err, true);
+  }
+
+  /**
+   * TLS 1.3: the upstream refused our (missing or untrusted) client certificate after our side of
+   * the handshake had completed. A handshake failure all the same: counted as one, and retried as
+   * a connect failure when no byte has been relayed yet (nothing the next upstream would miss).
+   */
+  private clientCertRefused(state: UpstreamState, err: Error): void {
+    const error = upstreamTlsError(state.address, err);
+    if (this.bytesFromClient === 0 && this.filters === undefined) {
+      this.connected = false;
+      this.tlsAttemptFailed(state, error);
+      return;
+    }
+    state.counters.connectFailures++;
+    this.host.stats.connectFailures++;
+    countUpstreamFailure(this.host.upstreamTls.stats, error);
+    this.host.upstreamFailed(state);
+    this.host.emitUpstreamError(this, state, error);
+    if (this.reason !== undefined) return;
+    this.fail(upstreamTlsCloseReason(error), error, true);
   }
 
   /**

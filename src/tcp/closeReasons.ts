@@ -60,6 +60,11 @@ export const CloseReason = {
   /** As above, for any other handshake failure: alert, protocol version, peer hung up (`ERR_L4_TLS_HANDSHAKE`). */
   UPSTREAM_TLS_FAILED: 'upstream_tls_failed',
   /**
+   * As above, but the upstream refused the proxy's client certificate (none given, or not
+   * trusted), with TLS 1.3 after the proxy's side of the handshake (`ERR_L4_TLS_CLIENT_CERT`).
+   */
+  UPSTREAM_TLS_CLIENT_CERT: 'upstream_tls_client_cert',
+  /**
    * One side had sent its FIN and nothing moved for `halfCloseTimeout` ms (HAProxy
    * `timeout client-fin`/`server-fin`).
    */

@@ -40,6 +40,8 @@ export interface TcpConnectionInfo {
   readonly attempts: number;
   /** `performance.now()` when the current connect attempt started: at `upstreamConnect`, the connect time is `performance.now() - attemptStartedAt`. */
   readonly attemptStartedAt: number;
+  /** `performance.now()` when this attempt's TLS handshake with the upstream began (TCP connected); 0 without TLS. */
+  readonly upstreamTlsStartedAt: number;
   readonly bytesFromClient: number;
   readonly bytesToClient: number;
   /** Ends the connection now (both sides destroyed), reason `closed_by_user`. */

@@ -34,6 +34,8 @@ export interface DownstreamTlsInfo {
   readonly sessionReused: boolean;
   /** The client certificate, when one was asked for and given. */
   readonly peer: TlsPeerCertificate | undefined;
+  /** Milliseconds from the start of the handshake (admission) to its completion. */
+  readonly handshakeMs: number;
 }
 
 /** How a termination handshake ended. */
@@ -62,6 +64,7 @@ export class DownstreamTls {
   private readonly done: (outcome: DownstreamTlsOutcome) => void;
   private timer: NodeJS.Timeout | undefined;
   private finished = false;
+  private startedAt = 0;
 
   constructor(
     raw: Socket,
@@ -102,6 +105,7 @@ export class DownstreamTls {
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
     socket.once('secure', this.onSecure);
+    this.startedAt = performance.now();
     this.timer = setTimeout(this.onTimeout, this.settings.handshakeTimeout);
     this.timer.unref();
   }
@@ -184,6 +188,7 @@ export class DownstreamTls {
         alpnProtocol: typeof alpn === 'string' ? alpn : undefined,
         sessionReused,
         peer,
+        handshakeMs: performance.now() - this.startedAt,
       },
     });
   };

@@ -26,6 +26,21 @@ const UNTRUSTED = new Set([
 
 const NAME_MISMATCH = new Set(['ERR_TLS_CERT_ALTNAME_INVALID', 'HOSTNAME_MISMATCH']);
 
+/**
+ * Alerts a server sends about the client's certificate (RFC 8446 6.2): missing (116, TLS 1.3),
+ * bad, unknown CA, expired... As the client, any of them means our certificate was refused.
+ */
+const CLIENT_CERT_ALERT =
+  /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_(?:CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNSUPPORTED_CERTIFICATE|CERTIFICATE_REVOKED|CERTIFICATE_EXPIRED|CERTIFICATE_UNKNOWN|UNKNOWN_CA)$/;
+
+/**
+ * Whether the upstream refused the proxy's client certificate. With TLS 1.3 this alert arrives
+ * after the client's side of the handshake completed, on the first read.
+ */
+export function refusedClientCert(err: unknown): boolean {
+  return CLIENT_CERT_ALERT.test(codeOf(err));
+}
+
 function codeOf(err: unknown): string {
   return (err as NodeJS.ErrnoException | undefined)?.code ?? '';
 }
@@ -35,6 +50,7 @@ export function upstreamFailureCode(err: unknown): TlsFailureCode {
   const code = codeOf(err);
   if (UNTRUSTED.has(code)) return ErrorCode.TLS_UNTRUSTED;
   if (NAME_MISMATCH.has(code)) return ErrorCode.TLS_NAME_MISMATCH;
+  if (CLIENT_CERT_ALERT.test(code)) return ErrorCode.TLS_CLIENT_CERT;
   return ErrorCode.TLS_HANDSHAKE;
 }
 
@@ -48,6 +64,10 @@ const WHAT_TO_DO: Record<TlsFailureCode, string> = {
   [ErrorCode.TLS_CLIENT_CERT]: 'the client must present a certificate signed by terminateTls.ca',
 };
 
+/** Origination: the proxy is the client whose certificate the upstream refused. */
+const UPSTREAM_CLIENT_CERT =
+  "the upstream requires a client certificate it trusts: set 'tls.cert' and 'tls.key'";
+
 /** The error of one failed origination handshake with `address`. */
 export function upstreamTlsError(address: string, err: unknown): TlsHandshakeError {
   const code = upstreamFailureCode(err);
@@ -55,7 +75,7 @@ export function upstreamTlsError(address: string, err: unknown): TlsHandshakeErr
   return new TlsHandshakeError(
     code,
     'upstream',
-    `TLS handshake with upstream ${address} failed (${detail}): ${WHAT_TO_DO[code]}.`,
+    `TLS handshake with upstream ${address} failed (${detail}): ${code === ErrorCode.TLS_CLIENT_CERT ? UPSTREAM_CLIENT_CERT : WHAT_TO_DO[code]}.`,
     err,
   );
 }
@@ -95,6 +115,8 @@ export function upstreamTlsCloseReason(error: TlsHandshakeError): CloseReason {
       return CloseReason.UPSTREAM_TLS_NAME_MISMATCH;
     case ErrorCode.TLS_HANDSHAKE_TIMEOUT:
       return CloseReason.UPSTREAM_TLS_TIMEOUT;
+    case ErrorCode.TLS_CLIENT_CERT:
+      return CloseReason.UPSTREAM_TLS_CLIENT_CERT;
     default:
       return CloseReason.UPSTREAM_TLS_FAILED;
   }

@@ -21,7 +21,8 @@ async function exposedFamilies(): Promise<Map<string, string>> {
   const tcp = new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: 9 }] });
   const udp = new UdpProxy({ upstreams: [{ host: '127.0.0.1', port: 9 }] });
   const tcpLatency = new LatencyRecorder('tcp');
-  tcpLatency.recordTlsHandshake(0.001);
+  tcpLatency.recordTlsHandshake('upstream', 0.001);
+  tcpLatency.recordTlsHandshake('downstream', 0.001);
   const text = renderFamilies([
     ...parseable(tcp.metrics()),
     ...parseable(udp.metrics()),

@@ -49,13 +49,14 @@ describe('latency histograms', () => {
     assert.equal(snapshot.upstream_cx_connect?.count, 3, 'attached twice, counted once');
     assert.equal(snapshot.downstream_cx_length?.count, 3);
     assert.ok(snapshot.upstream_cx_connect.sum >= 0);
-    assert.equal(snapshot.tls_handshake, undefined, 'no TLS family until a TLS stage records');
-    latency.recordTlsHandshake(0.002);
+    assert.equal(snapshot.upstream_tls_handshake, undefined, 'no TLS family without TLS');
+    assert.equal(snapshot.downstream_tls_handshake, undefined, 'no TLS family without TLS');
+    latency.recordTlsHandshake('upstream', 0.002);
     const names = latency.families({ listener: 'web' }).map((f) => f.name);
     assert.deepEqual(names, [
       'l4proxy_tcp_upstream_cx_connect_seconds',
       'l4proxy_tcp_downstream_cx_length_seconds',
-      'l4proxy_tcp_tls_handshake_seconds',
+      'l4proxy_tcp_upstream_tls_handshake_seconds',
     ]);
     latency.detachAll();
     assert.equal(proxy.listenerCount('connectionClose'), 0);

@@ -1,0 +1,287 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+import { execFile } from 'node:child_process';
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import { LatencyRecorder } from '../../src/index.js';
+import type { L4Error, TcpProxyOptions, UpstreamCandidate } from '../../src/index.js';
+import { renderFamilies } from '../../src/metrics/prometheus.js';
+import { connect, readAll, withTimeout } from '../helpers/net.js';
+import { startProxy } from '../helpers/proxy.js';
+import type { ProxyUnderTest } from '../helpers/proxy.js';
+import { freePort, startPeer } from '../helpers/peerProcess.js';
+import { makeCa } from '../helpers/tlsCa.js';
+import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
+import { tool } from '../helpers/tools.js';
+
+interface Pki {
+  openssl: string;
+  ca: TestCa;
+  server: IssuedCert;
+  client: IssuedCert;
+}
+
+let pki: Promise<Pki> | undefined;
+
+async function getPki(t: TestContext): Promise<Pki | undefined> {
+  const openssl = tool(t, 'openssl');
+  if (openssl === undefined) return undefined;
+  pki ??= (async () => {
+    const ca = await makeCa(openssl);
+    process.once('exit', () => {
+      ca.remove();
+    });
+    const server = await ca.issue('localhost', ['localhost', '127.0.0.1']);
+    const client = await ca.issue('proxy-client', ['proxy-client'], 'client');
+    return { openssl, ca, server, client };
+  })();
+  return pki;
+}
+
+/** A proxy with a latency recorder attached, as the CLI and the admin server attach one. */
+async function proxyFor(
+  t: TestContext,
+  options: TcpProxyOptions,
+): Promise<ProxyUnderTest & { latency: LatencyRecorder }> {
+  const rig = await startProxy(options);
+  const latency = new LatencyRecorder('tcp');
+  latency.attach(rig.proxy);
+  t.after(() => rig.proxy.close({ drainTimeout: 0 }));
+  return { ...rig, latency };
+}
+
+/** `openssl s_server -rev` on a free port; `verify` asks for a client certificate (-Verify 1). */
+async function sServer(t: TestContext, p: Pki, verify: boolean): Promise<number> {
+  const port = await freePort();
+  const peer = await startPeer(
+    p.openssl,
+    [
+      's_server',
+      '-accept',
+      `127.0.0.1:${port}`,
+      '-cert',
+      p.server.certFile,
+      '-key',
+      p.server.keyFile,
+      '-CAfile',
+      p.ca.certFile,
+      ...(verify ? ['-Verify', '1'] : []),
+      '-rev',
+    ],
+    port,
+  );
+  t.after(() => peer.stop());
+  return port;
+}
+
+function readUntil(socket: Socket, pattern: RegExp, ms = 10_000): Promise<string> {
+  let text = '';
+  return withTimeout(
+    new Promise<string>((resolve, reject) => {
+      socket.on('data', (chunk: Buffer) => {
+        text += chunk.toString();
+        if (pattern.test(text)) resolve(text);
+      });
+      socket.once('close', () => {
+        reject(new Error(`closed before ${String(pattern)}; got ${JSON.stringify(text)}`));
+      });
+    }),
+    ms,
+    String(pattern),
+  );
+}
+
+function exposition(latency: LatencyRecorder): string {
+  return renderFamilies(latency.families({ listener: 'tls' }));
+}
+
+describe('TLS handshake histograms', () => {
+  test('origination: each handshake with openssl s_server is one observation', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const port = await sServer(t, p, true);
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port }],
+      tls: { ca: p.ca.cert, cert: p.client.cert, key: p.client.key, servername: 'localhost' },
+    });
+    for (let i = 0; i < 3; i++) {
+      const client = await connect(rig.port);
+      client.write(`hello ${i}\n`);
+      await readUntil(client, new RegExp(`${i} olleh`));
+      client.end();
+      await readAll(client);
+    }
+    await rig.closes(3);
+    const snapshot = rig.latency.snapshot();
+    assert.equal(snapshot.upstream_tls_handshake?.count, 3);
+    assert.equal(snapshot.upstream_cx_connect?.count, 3);
+    assert.ok(snapshot.upstream_tls_handshake.sum > 0);
+    assert.equal(snapshot.downstream_tls_handshake, undefined, 'no termination here');
+    assert.equal(rig.proxy.stats().upstream_tls_handshake, 3);
+    const text = exposition(rig.latency);
+    assert.match(text, /# TYPE l4proxy_tcp_upstream_tls_handshake_seconds histogram/);
+    assert.match(text, /l4proxy_tcp_upstream_tls_handshake_seconds_count\{listener="tls"\} 3/);
+    assert.match(
+      text,
+      /l4proxy_tcp_upstream_tls_handshake_seconds_bucket\{listener="tls",le="\+Inf"\} 3/,
+    );
+    assert.doesNotMatch(text, /downstream_tls_handshake/);
+  });
+
+  test('termination: openssl s_client handshakes are observed, failed ones are not', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const upstream = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.end('hello from upstream\n');
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => upstream.close(() => resolve())));
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: (upstream.address() as net.AddressInfo).port }],
+      terminateTls: { cert: p.server.cert, key: p.server.key },
+    });
+    for (let i = 0; i < 2; i++) {
+      const out = await sClient(p.openssl, [
+        '-connect',
+        `127.0.0.1:${rig.port}`,
+        '-CAfile',
+        p.ca.certFile,
+        '-servername',
+        'localhost',
+        '-verify_return_error',
+        '-ign_eof',
+      ]);
+      assert.match(out, /hello from upstream/);
+    }
+    // Not TLS at all: a refused handshake, counted by reason, not in the histogram.
+    const plain = await connect(rig.port);
+    plain.write('GET / HTTP/1.0\r\n\r\n');
+    await readAll(plain).catch(() => undefined);
+    await rig.closes(2);
+    await withTimeout(
+      (async () => {
+        while (rig.proxy.stats().downstream_tls_connection_error < 1)
+          await new Promise((resolve) => setImmediate(resolve));
+      })(),
+      5_000,
+      'the refused handshake counted',
+    );
+    const snapshot = rig.latency.snapshot();
+    assert.equal(snapshot.downstream_tls_handshake?.count, 2);
+    assert.equal(snapshot.upstream_tls_handshake, undefined, 'plain TCP upstream');
+    assert.match(
+      exposition(rig.latency),
+      /l4proxy_tcp_downstream_tls_handshake_seconds_count\{listener="tls"\} 2/,
+    );
+  });
+});
+
+describe('TLS 1.3 upstream that requires a client certificate (openssl s_server -Verify 1)', () => {
+  test('no client certificate: upstream_tls_client_cert, ERR_L4_TLS_CLIENT_CERT, counted', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const port = await sServer(t, p, true);
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port }],
+      maxConnectAttempts: 1,
+      tls: { ca: p.ca.cert, servername: 'localhost', minVersion: 'TLSv1.3' },
+    });
+    const errors: L4Error[] = [];
+    rig.proxy.on('upstreamError', (_c, _u, error) => errors.push(error));
+    const client = await connect(rig.port);
+    await readAll(client);
+    const [summary] = await rig.closes(1);
+    assert.equal(summary?.reason, 'upstream_tls_client_cert');
+    assert.equal((summary.error as L4Error | undefined)?.code, 'ERR_L4_TLS_CLIENT_CERT');
+    assert.match(String(summary.error?.message), /tls\.cert/);
+    assert.deepEqual(
+      errors.map((e) => e.code),
+      ['ERR_L4_TLS_CLIENT_CERT'],
+    );
+    const stats = rig.proxy.stats();
+    assert.equal(stats.upstream_tls_connection_error, 1);
+    assert.equal(stats.upstream_cx_connect_fail, 1);
+    assert.equal(stats.close_reasons.upstream_tls_client_cert, 1);
+    assert.equal(stats.close_reasons.upstream_error, 0);
+  });
+
+  test('nothing relayed yet: retried on the next upstream like a connect failure', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const strict = await sServer(t, p, true);
+    const lenient = await sServer(t, p, false);
+    const rig = await proxyFor(t, {
+      upstreams: [
+        { host: '127.0.0.1', port: strict },
+        { host: '127.0.0.1', port: lenient },
+      ],
+      maxConnectAttempts: 2,
+      selector: (ctx) => ctx.candidates[0],
+      tls: { ca: p.ca.cert, servername: 'localhost', minVersion: 'TLSv1.3' },
+    });
+    const errors: L4Error[] = [];
+    rig.proxy.on('upstreamError', (_c, _u, error) => errors.push(error));
+    const reached = withTimeout(
+      new Promise<UpstreamCandidate>((resolve) => {
+        rig.proxy.on('upstreamConnect', (_c, upstream) => {
+          if (upstream.port === lenient) resolve(upstream);
+        });
+      }),
+      10_000,
+      'connected to the second upstream',
+    );
+    const client = await connect(rig.port);
+    await reached;
+    client.write('over tls\n');
+    await readUntil(client, /slt revo/);
+    client.end();
+    await readAll(client);
+    const [summary] = await rig.closes(1);
+    assert.equal(summary?.upstream?.port, lenient);
+    assert.equal(summary.attempts, 2);
+    assert.deepEqual(
+      errors.map((e) => e.code),
+      ['ERR_L4_TLS_CLIENT_CERT'],
+    );
+    assert.equal(rig.proxy.stats().upstream_tls_connection_error, 1);
+  });
+
+  test('client bytes already relayed: not retried, closed with the TLS reason', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const strict = await sServer(t, p, true);
+    const lenient = await sServer(t, p, false);
+    const rig = await proxyFor(t, {
+      upstreams: [
+        { host: '127.0.0.1', port: strict },
+        { host: '127.0.0.1', port: lenient },
+      ],
+      maxConnectAttempts: 2,
+      selector: (ctx) => ctx.candidates[0],
+      tls: { ca: p.ca.cert, servername: 'localhost', minVersion: 'TLSv1.3' },
+    });
+    const client = await connect(rig.port);
+    client.write('sent before the refusal\n');
+    await readAll(client);
+    const [summary] = await rig.closes(1);
+    assert.equal(summary?.reason, 'upstream_tls_client_cert');
+    assert.equal(summary.upstream?.port, strict);
+    assert.equal(summary.attempts, 1);
+  });
+});
+
+function sClient(openssl: string, args: readonly string[]): Promise<string> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      openssl,
+      ['s_client', ...args],
+      { timeout: 20_000 },
+      (_error, stdout, stderr) => {
+        resolve(stdout + stderr);
+      },
+    );
+    child.stdin?.end();
+  });
+}
