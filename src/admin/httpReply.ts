@@ -50,17 +50,22 @@ export function sendError(req: IncomingMessage, res: ServerResponse, err: AdminH
   if (err.status === 401) headers['www-authenticate'] = 'Bearer realm="l4proxy admin"';
   if (err.status === 405 && typeof err.extra?.allow === 'string') headers.allow = err.extra.allow;
   if (err.status === 413) headers.connection = 'close';
-  const body = {
-    error: err.message,
-    ...(err.field !== undefined && { field: err.field }),
-    ...err.extra,
-  };
+  const body = errorBody(err);
   res.writeHead(err.status, {
     ...SECURITY_HEADERS,
     ...headers,
     'content-type': 'application/json; charset=utf-8',
   });
   res.end(req.method === 'HEAD' ? undefined : `${JSON.stringify(body, null, 2)}\n`);
+}
+
+/** The JSON body of an error reply: `{ error, field?, ...extra }`. */
+export function errorBody(err: AdminHttpError): Record<string, unknown> {
+  return {
+    error: err.message,
+    ...(err.field !== undefined && { field: err.field }),
+    ...err.extra,
+  };
 }
 
 /**

@@ -26,14 +26,14 @@ import { upstreamReports } from './upstreamReport.js';
 const READ_METHODS = 'GET, HEAD';
 
 /** Static assets of the status page: no data in them, so no token needed. */
-const ASSETS: Readonly<Record<string, readonly [type: string, body: string]>> = {
+export const ASSETS: Readonly<Record<string, readonly [type: string, body: string]>> = {
   '/': ['text/html; charset=utf-8', STATUS_PAGE_HTML],
   '/status.js': ['text/javascript; charset=utf-8', STATUS_PAGE_SCRIPT],
   '/status.css': ['text/css; charset=utf-8', STATUS_PAGE_STYLE],
 };
 
 /** The page loads only its own script and style and talks only to this server. */
-const PAGE_POLICY =
+export const PAGE_POLICY =
   "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /** Dispatches one admin request; every failure becomes a JSON error with its status. */
@@ -86,7 +86,15 @@ async function route(admin: AdminServer, req: IncomingMessage, res: ServerRespon
     await control(admin, req, res, segments.slice(1).map(decodeSegment));
     return;
   }
-  const reader = READERS[path];
+  if (path === '/metrics') {
+    requireRead(read);
+    const families: MetricFamily[] = [];
+    for (const listener of admin.adminListeners())
+      families.push(...listenerMetricFamilies(listener));
+    send(req, res, 200, PROMETHEUS_CONTENT_TYPE, renderFamilies(families));
+    return;
+  }
+  const reader = JSON_READERS[path];
   if (reader === undefined) {
     throw new AdminHttpError(404, `no such endpoint: ${path}`, undefined, {
       endpoints: [
@@ -103,13 +111,12 @@ async function route(admin: AdminServer, req: IncomingMessage, res: ServerRespon
     });
   }
   requireRead(read);
-  reader(admin, req, res);
+  sendJson(req, res, 200, reader(admin));
 }
 
-type Reader = (admin: AdminServer, req: IncomingMessage, res: ServerResponse) => void;
-
-const READERS: Readonly<Record<string, Reader>> = {
-  '/stats': (admin, req, res) => {
+/** The JSON read endpoints: what each answers (also for requests relayed by a cluster primary). */
+export const JSON_READERS: Readonly<Record<string, (admin: AdminServer) => unknown>> = {
+  '/stats': (admin) => {
     const listeners: Record<string, unknown> = {};
     for (const listener of admin.adminListeners()) {
       listeners[listener.name] = {
@@ -118,19 +125,13 @@ const READERS: Readonly<Record<string, Reader>> = {
         ...(listener.latency && { latency: listener.latency.snapshot() }),
       };
     }
-    sendJson(req, res, 200, {
+    return {
       time: Date.now(),
       uptimeSeconds: Math.round((Date.now() - admin.startTime) / 1000),
       listeners,
-    });
+    };
   },
-  '/metrics': (admin, req, res) => {
-    const families: MetricFamily[] = [];
-    for (const listener of admin.adminListeners())
-      families.push(...listenerMetricFamilies(listener));
-    send(req, res, 200, PROMETHEUS_CONTENT_TYPE, renderFamilies(families));
-  },
-  '/upstreams': (admin, req, res) => {
+  '/upstreams': (admin) => {
     const listeners: Record<string, unknown> = {};
     for (const listener of admin.adminListeners()) {
       listeners[listener.name] = {
@@ -138,15 +139,10 @@ const READERS: Readonly<Record<string, Reader>> = {
         upstreams: upstreamReports(listener),
       };
     }
-    sendJson(req, res, 200, { listeners });
+    return { listeners };
   },
-  '/config': (admin, req, res) => {
-    const config = admin.options.config?.() ?? defaultConfig(admin.adminListeners());
-    sendJson(req, res, 200, redact(config));
-  },
-  '/events': (admin, req, res) => {
-    sendJson(req, res, 200, { events: admin.recent.list() });
-  },
+  '/config': (admin) => redact(admin.options.config?.() ?? defaultConfig(admin.adminListeners())),
+  '/events': (admin) => ({ events: admin.recent.list() }),
 };
 
 /** Metric families of one listener, labelled `listener="name"`, histograms included. */
@@ -165,9 +161,22 @@ async function control(
   admin: AdminServer,
   req: IncomingMessage,
   res: ServerResponse,
-  [listenerName, upstreamId, action]: string[],
+  segments: string[],
 ): Promise<void> {
   const body = await readJsonBody(req, admin.options.maxBodySize);
+  sendJson(req, res, 200, applyControl(admin, segments, body, req.socket.remoteAddress));
+}
+
+/**
+ * Runs one runtime action (`[listener, upstream, action]`) and returns the reply body.
+ * @throws {AdminHttpError} 404 unknown listener, upstream or action; 400 a bad body.
+ */
+export function applyControl(
+  admin: AdminServer,
+  [listenerName, upstreamId, action]: readonly string[],
+  body: Readonly<Record<string, unknown>>,
+  remoteAddress: string | undefined,
+): unknown {
   const listener = admin.adminListeners().find((l) => l.name === listenerName);
   if (listener === undefined) {
     throw new AdminHttpError(404, `unknown listener "${listenerName ?? ''}"`, 'listener', {
@@ -194,7 +203,6 @@ async function control(
     );
   }
   const verb = action as ControlAction;
-  const remoteAddress = req.socket.remoteAddress;
   if (verb === 'close') {
     const closed = closeUpstreamConnections(proxies, upstreamId);
     admin.control({
@@ -204,8 +212,7 @@ async function control(
       closed,
       remoteAddress,
     });
-    sendJson(req, res, 200, { closed, upstream: report(listener, upstreamId) });
-    return;
+    return { closed, upstream: report(listener, upstreamId) };
   }
   let weight: number | null = null;
   if (verb === 'weight') {
@@ -226,7 +233,7 @@ async function control(
     ...(verb === 'weight' && { weight }),
     remoteAddress,
   });
-  sendJson(req, res, 200, { upstream: report(listener, upstreamId) });
+  return { upstream: report(listener, upstreamId) };
 }
 
 function parseWeight(value: unknown): number | null {
@@ -281,7 +288,8 @@ function pathOf(req: IncomingMessage): string {
   return end === -1 ? url : url.slice(0, end);
 }
 
-function decodeSegment(segment: string): string {
+/** Decodes one percent-encoded path segment. @throws {AdminHttpError} 400 naming `path`. */
+export function decodeSegment(segment: string): string {
   try {
     return decodeURIComponent(segment);
   } catch {

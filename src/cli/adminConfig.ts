@@ -85,6 +85,27 @@ export interface CliAdminContext {
 }
 
 /**
+ * The CLI's admin server over `context` (not listening). A cluster worker builds one without a
+ * token and answers the primary's relayed requests with it; the primary authenticates.
+ */
+export function cliAdminServer(context: CliAdminContext, token?: string): AdminServer {
+  const { instance, ops } = context;
+  const server = createAdminServer({
+    listeners: () => instance.adminListeners(),
+    ...(token !== undefined && { token }),
+    ready: context.ready,
+    config: () => ({ settings: context.settings, listeners: instance.listenerConfigs() }),
+  });
+  server.on('control', (entry) => {
+    ops.info('admin action', { ...entry });
+  });
+  server.on('error', (err) => {
+    ops.error('admin server error', { err });
+  });
+  return server;
+}
+
+/**
  * Starts the admin server of a single-process CLI. Refuses (rejects) a non-loopback address
  * without a token. Every operator action is logged on the operational log.
  */
@@ -100,19 +121,7 @@ export async function startCliAdmin(
         `set ${ADMIN_TOKEN_ENV} or admin.tokenFile (--admin-token-file), or listen on 127.0.0.1`,
     );
   }
-  const { instance, ops } = context;
-  const server = createAdminServer({
-    listeners: () => instance.adminListeners(),
-    ...(token !== undefined && { token }),
-    ready: context.ready,
-    config: () => ({ settings: context.settings, listeners: instance.listenerConfigs() }),
-  });
-  server.on('control', (entry) => {
-    ops.info('admin action', { ...entry });
-  });
-  server.on('error', (err) => {
-    ops.error('admin server error', { err });
-  });
+  const server = cliAdminServer(context, token);
   const bound = await server.listen({ host, port: settings.listen.port });
   return { server, address: formatHostPort(bound.address, bound.port) };
 }

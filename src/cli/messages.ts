@@ -1,3 +1,4 @@
+import type { RelayedAdminReply, RelayedAdminRequest } from '../admin/relayedRequest.js';
 import type { ListenerStats } from './Listener.js';
 
 /** Messages the cluster primary sends a worker over IPC. */
@@ -5,6 +6,7 @@ export type PrimaryMessage =
   | { readonly type: 'l4proxy:drain' }
   | { readonly type: 'l4proxy:reload' }
   | { readonly type: 'l4proxy:stats'; readonly id: number }
+  | { readonly type: 'l4proxy:admin'; readonly id: number; readonly request: RelayedAdminRequest }
   | { readonly type: 'l4proxy:exit' };
 
 /** Messages a worker sends the primary over IPC. */
@@ -17,7 +19,8 @@ export type WorkerMessage =
       readonly type: 'l4proxy:stats';
       readonly id: number;
       readonly stats: readonly ListenerStats[];
-    };
+    }
+  | { readonly type: 'l4proxy:admin'; readonly id: number; readonly reply: RelayedAdminReply };
 
 function isOurs(value: unknown): value is { type: string } {
   return (

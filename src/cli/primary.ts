@@ -11,6 +11,7 @@ import { listenerFamilies, startMetricsServer } from './metricsServer.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import type { EffectiveSettings } from './settings.js';
 import { startPrimaryAdmin } from './primaryAdmin.js';
+import { WorkerRelay } from './workerRelay.js';
 
 /** How long a worker has to answer a stats request before a scrape goes on without it. */
 const STATS_TIMEOUT = 1_000;
@@ -37,6 +38,14 @@ export class Primary {
   private ready = new Set<number>();
   private readonly ops: Logger;
   private readonly status;
+  /** Admin requests relayed to the workers (upstreams, events, config, runtime control). */
+  private readonly relay = new WorkerRelay(() =>
+    Array.from({ length: this.settings.workers }, (_, index) => ({
+      slot: index + 1,
+      worker: this.slots.get(index + 1),
+      ready: this.ready.has(index + 1),
+    })),
+  );
 
   constructor(private readonly settings: EffectiveSettings) {
     const outputs = createOutputs(settings.logLevel, {}, () =>
@@ -73,6 +82,10 @@ export class Primary {
           ready: () => !this.draining && this.ready.size === this.settings.workers,
           collect: () => this.collect(),
           families: () => this.families(),
+          relay: (request) => this.relay.ask(request),
+          remember: (request) => {
+            this.relay.remember(request);
+          },
         });
         this.ops.info('admin listening', { address: served.address });
       } catch (err) {
@@ -96,8 +109,14 @@ export class Primary {
   }
 
   private onMessage(slot: number, message: WorkerMessage): void {
+    if (message.type === 'l4proxy:admin') {
+      this.relay.onReply(slot, message.id, message.reply);
+      return;
+    }
     if (message.type === 'l4proxy:ready') {
       this.ready.add(slot);
+      const worker = this.slots.get(slot);
+      if (worker !== undefined) this.relay.replay(worker);
       this.ops.info('worker ready', {
         worker: slot,
         pid: this.slots.get(slot)?.process.pid,
@@ -116,6 +135,7 @@ export class Primary {
   private onExit(slot: number, worker: Worker, code: number | null, signal: string | null): void {
     if (this.slots.get(slot) !== worker) return;
     this.slots.delete(slot);
+    this.relay.workerGone(slot);
     if (code !== 0) this.failed = true;
     if (this.draining) {
       if (this.slots.size === 0) this.exit();
@@ -182,6 +202,8 @@ export class Primary {
       return;
     }
     this.ops.info('reloading workers', { workers: this.slots.size });
+    // Workers clear operator overrides on a successful reload: a restarted one must not replay them.
+    this.relay.forget();
     this.broadcast({ type: 'l4proxy:reload' });
   }
 

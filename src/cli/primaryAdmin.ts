@@ -2,17 +2,30 @@ import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { bearerMatches, isLoopbackHost, sha256 } from '../admin/auth.js';
-import { AdminHttpError, send, sendError, sendJson } from '../admin/httpReply.js';
+import { AdminHttpError, readJsonBody, send, sendError, sendJson } from '../admin/httpReply.js';
+import type { RelayedAdminRequest } from '../admin/relayedRequest.js';
+import { ASSETS, PAGE_POLICY } from '../admin/routes.js';
 import { PROMETHEUS_CONTENT_TYPE, renderFamilies } from '../metrics/prometheus.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { formatHostPort } from './address.js';
 import type { AdminSettings } from './adminConfig.js';
 import { ADMIN_TOKEN_ENV, readAdminToken } from './adminConfig.js';
 import type { ListenerStats } from './Listener.js';
+import type { ClusterReply } from './clusterAdmin.js';
+import { controlOutcome, firstConfig, mergeEvents, mergeUpstreams } from './clusterAdmin.js';
+import { sumStats } from './sumStats.js';
+import type { RelayOutcome } from './workerRelay.js';
+
+/** Largest control body the primary reads (as the single-process admin server). */
+const MAX_BODY = 16_384;
 
 /** What the cluster primary's admin server reads. */
 export interface PrimaryAdminContext {
   readonly ready: () => boolean;
+  /** Sends a request to every worker and gathers the answers (bounded). */
+  readonly relay: (request: RelayedAdminRequest) => Promise<RelayOutcome>;
+  /** Keeps a control request for workers that start later (until the next reload). */
+  readonly remember: (request: RelayedAdminRequest) => void;
   /** Stats of every worker that answers, by worker slot. */
   readonly collect: () => Promise<Map<number, readonly ListenerStats[]>>;
   readonly families: () => Promise<MetricFamily[]>;
@@ -20,9 +33,10 @@ export interface PrimaryAdminContext {
 
 /**
  * The admin server of a cluster primary (`workers` > 1): the probes (`/live`, `/ready`: every
- * worker ready and not draining), `/stats` by worker and `/metrics`. Upstream state and runtime
- * control live in each worker's proxies, so `/upstreams`, `/config`, the status page and control
- * answer 501 until they are relayed to the workers.
+ * worker ready and not draining), `/stats` (summed and by worker), `/metrics` (by worker) and the
+ * status page. Upstream state and runtime control live in each worker's proxies: `/upstreams`,
+ * `/events`, `/config` and control are relayed to every worker over IPC and their answers merged
+ * (src/cli/clusterAdmin.ts); a worker that does not answer in time is named, never waited on.
  */
 export async function startPrimaryAdmin(
   settings: AdminSettings,
@@ -79,36 +93,115 @@ async function route(
   tokenHash: Buffer | undefined,
 ): Promise<void> {
   const path = (req.url ?? '/').split(/[?#]/)[0] ?? '/';
-  if (req.method !== 'GET' && req.method !== 'HEAD')
-    throw new AdminHttpError(
-      405,
-      'method not allowed: runtime control needs workers: 1',
-      undefined,
-      { allow: 'GET, HEAD' },
-    );
+  const method = req.method ?? 'GET';
+  const read = method === 'GET' || method === 'HEAD';
+  const asset = ASSETS[path];
+  if (asset !== undefined) {
+    requireRead(read);
+    send(req, res, 200, asset[0], asset[1], { 'content-security-policy': PAGE_POLICY });
+    return;
+  }
   if (path === '/live') {
+    requireRead(read);
     sendJson(req, res, 200, { status: 'live' });
     return;
   }
   if (path === '/ready') {
+    requireRead(read);
     const ready = context.ready();
     sendJson(req, res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
     return;
   }
-  if (tokenHash !== undefined && !bearerMatches(req, tokenHash))
+  if (tokenHash !== undefined && !bearerMatches(req, tokenHash)) {
+    req.resume();
     throw new AdminHttpError(401, 'missing or wrong bearer token (Authorization: Bearer <token>)');
+  }
+  const segments = path.split('/').slice(1);
+  if (segments[0] === 'upstreams' && segments.length === 4) {
+    if (method !== 'POST')
+      throw new AdminHttpError(405, `${method} not allowed: use POST`, undefined, {
+        allow: 'POST',
+      });
+    const body = await readJsonBody(req, MAX_BODY);
+    const request = {
+      method: 'POST',
+      path,
+      body,
+      remoteAddress: req.socket.remoteAddress,
+    } as const;
+    const outcome = await context.relay(request);
+    const reply = controlOutcome(outcome);
+    // Drain, disable, enable and weight last until the next reload, on restarted workers too.
+    if ((reply.status === 200 || reply.status === 503) && segments[3] !== 'close')
+      context.remember(request);
+    sendJson(req, res, reply.status, reply.body);
+    return;
+  }
+  requireRead(read);
   if (path === '/metrics') {
     send(req, res, 200, PROMETHEUS_CONTENT_TYPE, renderFamilies(await context.families()));
     return;
   }
   if (path === '/stats') {
-    const workers: Record<string, unknown> = {};
-    for (const [slot, stats] of await context.collect()) workers[String(slot)] = stats;
-    sendJson(req, res, 200, { time: Date.now(), workers });
+    sendJson(req, res, 200, clusterStats(await context.collect()));
     return;
   }
-  throw new AdminHttpError(
-    501,
-    `${path}: with several workers the admin API serves /live, /ready, /stats and /metrics; the status page, /upstreams, /config and runtime control need workers: 1`,
+  const merge = RELAYED_READS[path];
+  if (merge === undefined)
+    throw new AdminHttpError(404, `no such endpoint: ${path}`, undefined, {
+      endpoints: [
+        '/',
+        '/stats',
+        '/metrics',
+        '/upstreams',
+        '/config',
+        '/events',
+        '/ready',
+        '/live',
+        'POST /upstreams/{listener}/{upstream}/{drain|disable|enable|weight|close}',
+      ],
+    });
+  const reply = merge(
+    await context.relay({
+      method: 'GET',
+      path,
+      body: {},
+      remoteAddress: req.socket.remoteAddress,
+    }),
   );
+  sendJson(req, res, reply.status, reply.body);
+}
+
+/** Reads relayed to every worker, and how their answers merge. */
+const RELAYED_READS: Readonly<Record<string, (outcome: RelayOutcome) => ClusterReply>> = {
+  '/upstreams': mergeUpstreams,
+  '/events': mergeEvents,
+  '/config': firstConfig,
+};
+
+/**
+ * `/stats` of a cluster: `listeners` sums every worker's snapshot per listener (what the status
+ * page charts), `workers` keeps each worker's own.
+ */
+function clusterStats(byWorker: Map<number, readonly ListenerStats[]>): unknown {
+  const workers: Record<string, unknown> = {};
+  const listeners: Record<string, { protocol: string; stats: object }> = {};
+  for (const [slot, stats] of byWorker) {
+    workers[String(slot)] = stats;
+    for (const listener of stats) {
+      const seen = listeners[listener.name];
+      listeners[listener.name] = {
+        protocol: listener.protocol,
+        stats: seen === undefined ? listener.stats : sumStats(seen.stats, listener.stats),
+      };
+    }
+  }
+  return { time: Date.now(), listeners, workers };
+}
+
+function requireRead(read: boolean): void {
+  if (!read)
+    throw new AdminHttpError(405, 'method not allowed: use GET', undefined, {
+      allow: 'GET, HEAD',
+    });
 }

@@ -9,7 +9,8 @@ import { createOutputs, signalExitCode, statusPeriod } from './outputs.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
-import { startCliAdmin } from './adminConfig.js';
+import { cliAdminServer, startCliAdmin } from './adminConfig.js';
+import { answerRelayed } from '../admin/relayedRequest.js';
 import type { AdminServer } from '../admin/AdminServer.js';
 import type { EffectiveSettings } from './settings.js';
 
@@ -109,8 +110,26 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
       if (message.type === 'l4proxy:drain') void drain('primary');
       else if (message.type === 'l4proxy:reload') void reload();
       else if (message.type === 'l4proxy:exit') process.exit(1);
-      else reply({ type: 'l4proxy:stats', id: message.id, stats: running.stats() });
+      else if (message.type === 'l4proxy:admin') {
+        const server = adminRef.server;
+        reply({
+          type: 'l4proxy:admin',
+          id: message.id,
+          reply:
+            server === undefined
+              ? { status: 501, body: { error: 'this worker runs without admin' } }
+              : answerRelayed(server, message.request),
+        });
+      } else reply({ type: 'l4proxy:stats', id: message.id, stats: running.stats() });
     });
+    // The primary serves the admin API and relays upstream reads and control here over IPC.
+    if (settings.admin !== undefined)
+      adminRef.server = cliAdminServer({
+        instance: running,
+        ops,
+        settings,
+        ready: () => !draining,
+      });
     reply({ type: 'l4proxy:ready', addresses: running.addresses() });
     return;
   }

@@ -28,6 +28,26 @@ async function taggedEcho(t: { after(fn: () => unknown): void }, tag: string): P
   return port;
 }
 
+/** The primary's merged replies, as far as the workers test reads them. */
+interface MergedUpstream extends UpstreamReport {
+  readonly byWorker: Record<string, { admin: string; active: number }>;
+}
+interface ClusterBody {
+  readonly workers: { answered: number[]; missing: Record<string, string> };
+  readonly listeners: Record<
+    string,
+    { upstreams: MergedUpstream[]; stats: { downstream_cx_total: number } } | undefined
+  >;
+  readonly upstream: MergedUpstream;
+  readonly closed: number;
+  readonly field: string;
+  readonly events: { kind: string; reason: string; worker: number }[];
+}
+interface ClusterReply {
+  readonly status: number;
+  readonly body: ClusterBody;
+}
+
 async function ask(socket: Socket, text: string): Promise<string> {
   const reply = waitFor<[Buffer]>(socket, 'data');
   socket.write(text);
@@ -124,51 +144,179 @@ describe('l4proxy --admin', () => {
     assert.equal(await cli.exited(), 0);
   });
 
-  test('with workers: the primary answers the probes, /stats and /metrics; the rest is 501', async (t) => {
+  test('with workers: the primary relays /upstreams, /events, /config and control to every worker', async (t) => {
     const curlPath = tool(t, 'curl');
     if (curlPath === undefined) return;
-    const upstream = await taggedEcho(t, 'A:');
+    const a = await taggedEcho(t, 'A:');
+    const b = await taggedEcho(t, 'B:');
     const dir = configDir(t);
+    const tokenFile = dir.write('token', `${TOKEN}\n`);
     const file = dir.write('l4proxy.json', {
       workers: 2,
-      admin: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0', tokenFile },
       listeners: [
         {
           name: 'web',
           protocol: 'tcp',
           listen: '127.0.0.1:0',
-          upstreams: [{ host: '127.0.0.1', port: upstream }],
+          upstreams: [
+            { host: '127.0.0.1', port: a, id: 'a' },
+            { host: '127.0.0.1', port: b, id: 'b' },
+          ],
         },
       ],
     });
     const cli = startCli(t, ['--config', file]);
     const at = String((await cli.waitLine('stderr', (l) => l.msg === 'admin listening')).address);
+    const started = await cli.waitLines('stderr', (l) => l.msg === 'worker ready', 2, 15_000);
     await cli.waitLine('stderr', (l) => l.msg === 'ready', 15_000);
-    assert.equal((await curl(curlPath, ['-fsS', `http://${at}/live`])).code, 0);
-    const ready = await curl(curlPath, [
-      '-sS',
-      '-o',
-      '/dev/null',
-      '-w',
-      '%{http_code}',
-      `http://${at}/ready`,
-    ]);
-    assert.equal(ready.stdout, '200');
-    const metrics = await curl(curlPath, ['-fsS', `http://${at}/metrics`]);
-    assert.match(
-      metrics.stdout,
-      /^l4proxy_tcp_downstream_cx_total\{listener="web",worker="1"\} 0$/m,
+    const port = await listenPort(cli);
+    const auth = ['-H', `Authorization: Bearer ${TOKEN}`];
+    const get = async (path: string): Promise<ClusterReply> => {
+      const r = await curl(curlPath, [
+        '-sS',
+        ...auth,
+        '-w',
+        '\n%{http_code}',
+        `http://${at}${path}`,
+      ]);
+      const cut = r.stdout.lastIndexOf('\n');
+      return {
+        status: Number(r.stdout.slice(cut + 1)),
+        body: JSON.parse(r.stdout.slice(0, cut)) as ClusterBody,
+      };
+    };
+    const post = async (path: string, body?: string): Promise<ClusterReply> => {
+      const r = await curl(curlPath, [
+        '-sS',
+        ...auth,
+        '-X',
+        'POST',
+        ...(body === undefined ? [] : ['-H', 'content-type: application/json', '-d', body]),
+        '-w',
+        '\n%{http_code}',
+        `http://${at}${path}`,
+      ]);
+      const cut = r.stdout.lastIndexOf('\n');
+      return {
+        status: Number(r.stdout.slice(cut + 1)),
+        body: JSON.parse(r.stdout.slice(0, cut)) as ClusterBody,
+      };
+    };
+
+    // Real traffic: long-lived connections, spread over both workers by cluster's round-robin.
+    const held: Socket[] = [];
+    t.after(() => {
+      for (const socket of held) socket.destroy();
+    });
+    for (let i = 0; i < 8; i++) {
+      const socket = await connect(port);
+      held.push(socket);
+      assert.match(await ask(socket, `hello ${i}\n`), /^[AB]:hello/);
+    }
+    const before = await get('/upstreams');
+    assert.equal(before.status, 200);
+    assert.deepEqual(before.body.workers, { answered: [1, 2], missing: {} });
+    const ups = before.body.listeners.web!.upstreams;
+    assert.deepEqual(
+      ups.map((u) => u.id),
+      ['a', 'b'],
     );
-    assert.match(metrics.stdout, /^# TYPE l4proxy_tcp_upstream_cx_connect_seconds histogram$/m);
-    const upstreams = await curl(curlPath, [
-      '-sS',
-      '-w',
-      '\n%{http_code}',
-      `http://${at}/upstreams`,
-    ]);
-    assert.match(upstreams.stdout, /need workers: 1[\s\S]*\n501$/);
+    assert.equal(ups[0]!.active + ups[1]!.active, 8, 'active summed over the workers');
+    for (const u of ups) {
+      assert.deepEqual(Object.keys(u.byWorker), ['1', '2']);
+      assert.equal(u.byWorker['1']!.active + u.byWorker['2']!.active, u.active);
+    }
+    const perWorker = ups.map((u) => u.byWorker['1']!.active + 0);
+    assert.ok(
+      perWorker.reduce((x, y) => x + y, 0) > 0 && perWorker.reduce((x, y) => x + y, 0) < 8,
+      'both workers carry traffic',
+    );
+
+    // Bad requests change nothing, everywhere.
+    assert.equal((await post('/upstreams/web/zz/drain')).status, 404);
+    const badWeight = await post('/upstreams/web/a/weight', '{"weight":0}');
+    assert.equal(badWeight.status, 400);
+    assert.equal(badWeight.body.field, 'weight');
+
+    // Drain b on every worker: new connections all go to a.
+    const drained = await post('/upstreams/web/b/drain');
+    assert.equal(drained.status, 200);
+    assert.deepEqual(drained.body.workers.answered, [1, 2]);
+    assert.equal(drained.body.upstream.admin, 'drain');
+    assert.deepEqual(
+      Object.values(drained.body.upstream.byWorker).map((w) => w.admin),
+      ['drain', 'drain'],
+    );
+    for (let i = 0; i < 6; i++) {
+      const socket = await connect(port);
+      held.push(socket);
+      assert.match(await ask(socket, `after ${i}\n`), /^A:after/);
+    }
+    const actions = await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'admin action' && l.action === 'drain',
+      2,
+    );
+    assert.deepEqual(actions.map((l) => l.worker).sort(), [1, 2]);
+
+    // Close a's connections on every worker: the sum is reported, the clients see the close.
+    const aActive = (await get('/upstreams')).body.listeners.web!.upstreams[0]!.active;
+    const closed = await post('/upstreams/web/a/close');
+    assert.equal(closed.status, 200);
+    assert.equal(closed.body.closed, aActive);
+
+    const events = await get('/events');
+    assert.equal(events.status, 200);
+    const adminEvents = events.body.events.filter((e) => e.kind === 'admin');
+    assert.deepEqual([...new Set(adminEvents.map((e) => e.worker))].sort(), [1, 2]);
+    const config = await get('/config');
+    assert.equal(config.status, 200);
+    assert.ok(JSON.stringify(config.body).includes('"web"'));
+    const stats = await get('/stats');
+    assert.equal(
+      stats.body.listeners.web!.stats.downstream_cx_total,
+      14,
+      'summed over the workers',
+    );
+    const page = await curl(curlPath, ['-fsS', `http://${at}/`]);
+    assert.match(page.stdout, /<script src="\/status\.js"/);
+
+    // A stuck worker (stopped) is reported after the relay timeout, not waited on.
+    const stuck = started.find((l) => l.worker === 1);
+    process.kill(Number(stuck?.pid), 'SIGSTOP');
+    let slow: ClusterReply;
+    try {
+      slow = await get('/upstreams');
+    } finally {
+      process.kill(Number(stuck?.pid), 'SIGCONT');
+    }
+    assert.equal(slow.status, 200);
+    assert.deepEqual(slow.body.workers.answered, [2]);
+    assert.equal(slow.body.workers.missing['1'], 'no reply within 2000 ms');
+
+    // A dead worker is reported, not waited on; its replacement gets the drain again.
+    const victim = started.find((l) => l.worker === 2);
+    process.kill(Number(victim?.pid), 'SIGKILL');
+    await cli.waitLine('stderr', (l) => l.msg === 'worker exited, replacing it', 5_000);
+    const partial = await get('/upstreams');
+    assert.equal(partial.status, 200);
+    assert.deepEqual(partial.body.workers.answered, [1]);
+    assert.match(String(partial.body.workers.missing['2']), /not running|exited/);
+    await cli.waitLine(
+      'stderr',
+      (l) => l.msg === 'worker ready' && l.pid !== victim?.pid && l.worker === 2,
+      15_000,
+    );
+    const after = await get('/upstreams');
+    assert.deepEqual(after.body.workers.answered, [1, 2]);
+    const bAfter = after.body.listeners.web!.upstreams[1]!;
+    assert.equal(bAfter.byWorker['2']!.admin, 'drain', 'replayed on the new worker');
+
+    for (const socket of held) socket.destroy();
     process.kill(cli.pid, 'SIGTERM');
-    assert.equal(await cli.exited(15_000), 0);
+    // A killed worker makes the command exit 1 (see docs/operations.md).
+    assert.equal(await cli.exited(15_000), 1);
   });
 
   test('a non-loopback admin address without a token is refused at start-up', async (t) => {

@@ -137,7 +137,14 @@ describe('TLS handshake histograms', () => {
       socket.end('hello from upstream\n');
     });
     await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
-    t.after(() => new Promise<void>((resolve) => upstream.close(() => resolve())));
+    t.after(
+      () =>
+        new Promise<void>((resolve) =>
+          upstream.close(() => {
+            resolve();
+          }),
+        ),
+    );
     const rig = await proxyFor(t, {
       upstreams: [{ host: '127.0.0.1', port: (upstream.address() as net.AddressInfo).port }],
       terminateTls: { cert: p.server.cert, key: p.server.key },
