@@ -72,6 +72,14 @@ const OPERATORS: Readonly<Record<string, (record: AccessRecord, type: AccessLogT
       : hostPort(r.peerAddress, r.peerPort),
   DOWNSTREAM_LOCAL_ADDRESS: (r) => hostPort(r.localAddress, r.localPort),
   REQUESTED_SERVER_NAME: (r) => text(r.serverName),
+  // With terminateTls: what the client's handshake negotiated (Envoy's names).
+  DOWNSTREAM_TLS_VERSION: (r) => text(field(r, 'tls.version')),
+  DOWNSTREAM_TLS_CIPHER: (r) => text(field(r, 'tls.cipher')),
+  DOWNSTREAM_PEER_SUBJECT: (r) => {
+    const subject = field(r, 'tls.peer.subject');
+    return typeof subject === 'string' ? subject.replace(/\n/g, ',') : '-';
+  },
+  DOWNSTREAM_PEER_FINGERPRINT_256: (r) => text(field(r, 'tls.peer.fingerprint256')),
   UPSTREAM_HOST: (r) => {
     const upstream = r.upstream;
     return isRecord(upstream) ? hostPort(upstream.host, upstream.port) : '-';
@@ -97,7 +105,11 @@ const OPERATORS: Readonly<Record<string, (record: AccessRecord, type: AccessLogT
 };
 
 /** Every operator name, for messages and docs. */
-export const FORMAT_OPERATORS: readonly string[] = [...Object.keys(OPERATORS), 'FIELD(path)'];
+export const FORMAT_OPERATORS: readonly string[] = [
+  ...Object.keys(OPERATORS),
+  'FIELD(path)',
+  'PREREAD(inspector.key)',
+];
 
 /**
  * Compiles a format string. `%FIELD(a.b)%` reads any field of the summary by path: the TLS and
@@ -108,7 +120,7 @@ export function compileFormat(
   format: string,
 ): (record: AccessRecord, type: AccessLogType) => string {
   const parts: Part[] = [];
-  const pattern = /%([A-Z_]+)(?:\(([^)%]*)\))?%/g;
+  const pattern = /%([A-Z0-9_]+)(?:\(([^)%]*)\))?%/g;
   let last = 0;
   for (let match = pattern.exec(format); match !== null; match = pattern.exec(format)) {
     if (match.index > last) parts.push(format.slice(last, match.index));
@@ -117,6 +129,12 @@ export function compileFormat(
     const argument = match[2];
     if (name === 'FIELD' && argument !== undefined && argument !== '') {
       parts.push((record) => text(field(record, argument)));
+      continue;
+    }
+    // What a preread inspector matched, e.g. %PREREAD(http1.host)% (Envoy: %FILTER_STATE(...)%).
+    if (name === 'PREREAD' && argument !== undefined && argument !== '') {
+      const path = `preread.${argument}`;
+      parts.push((record) => text(field(record, path)));
       continue;
     }
     const operator = OPERATORS[name];

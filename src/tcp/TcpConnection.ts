@@ -1023,6 +1023,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       peerPort: this.peerPort,
       serverName: this.serverName,
       tls: this.tls,
+      preread: this.preread,
       upstream: state && { id: state.id, host: state.host, port: state.port },
       upstreamConnected: this.connected,
       attempts: this.attempts,

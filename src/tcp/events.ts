@@ -65,6 +65,8 @@ export interface TcpConnectionSummary {
   readonly serverName: string | undefined;
   /** With `terminateTls`: what the client's handshake negotiated. */
   readonly tls?: DownstreamTlsInfo | undefined;
+  /** With `preread`: metadata of the inspectors that matched (access logs show it). */
+  readonly preread?: PrereadResults | undefined;
   /** The upstream connected to, or the last one tried. */
   readonly upstream:
     { readonly id: string; readonly host: string; readonly port: number } | undefined;

@@ -5,6 +5,9 @@ import { describe, test } from 'node:test';
 import { compileFormat, parseAccessLogSetting } from '../../src/cli/accessLogFormat.js';
 import { connect, listen, waitFor } from '../helpers/net.js';
 import { configDir, listenPort, runCli, startCli } from './cli.js';
+import { execFile } from 'node:child_process';
+import { makeCa } from '../helpers/tlsCa.js';
+import { tool } from '../helpers/tools.js';
 
 async function echo(t: { after(fn: () => unknown): void }): Promise<number> {
   const sockets = new Set<Socket>();
@@ -64,6 +67,92 @@ describe('access log formats', () => {
       ok: true,
       value: { fields: ['id', 'reason'], flushOnConnected: true },
     });
+  });
+
+  test('CLI: TLS (openssl s_client with a client certificate) and preread fields by name', async (t) => {
+    const openssl = tool(t, 'openssl');
+    if (openssl === undefined) return;
+    const ca = await makeCa(openssl);
+    t.after(() => {
+      ca.remove();
+    });
+    const server = await ca.issue('localhost', ['localhost']);
+    const client = await ca.issue('alice', ['alice'], 'client');
+    const upstream = await echo(t);
+    const dir = configDir(t);
+    const file = dir.write('l4proxy.json', {
+      accessLog: {
+        format:
+          '%LISTENER% tls=%DOWNSTREAM_TLS_VERSION% cipher=%DOWNSTREAM_TLS_CIPHER% sni=%REQUESTED_SERVER_NAME% peer=%DOWNSTREAM_PEER_SUBJECT% fp=%DOWNSTREAM_PEER_FINGERPRINT_256% host=%PREREAD(http1.host)% %CLOSE_REASON%',
+      },
+      listeners: [
+        {
+          name: 'tls',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          terminateTls: {
+            certFile: server.certFile,
+            keyFile: server.keyFile,
+            caFile: ca.certFile,
+            clientCertificate: 'required',
+          },
+          upstreams: [{ host: '127.0.0.1', port: upstream }],
+        },
+        {
+          name: 'http',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          preread: { inspectors: ['http1'] },
+          upstreams: [{ host: '127.0.0.1', port: upstream }],
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file]);
+    const tlsPort = await listenPort(cli, 'tls');
+    const httpPort = await listenPort(cli, 'http');
+    const out = await new Promise<string>((resolve) => {
+      const child = execFile(
+        openssl,
+        [
+          's_client',
+          '-connect',
+          `127.0.0.1:${tlsPort}`,
+          '-servername',
+          'localhost',
+          '-CAfile',
+          ca.certFile,
+          '-cert',
+          client.certFile,
+          '-key',
+          client.keyFile,
+          '-brief',
+        ],
+        { timeout: 20_000 },
+        (_error, stdout, stderr) => {
+          resolve(stdout + stderr);
+        },
+      );
+      child.stdin?.end('ping\n');
+    });
+    assert.match(out, /CONNECTION ESTABLISHED|Verification: OK/);
+    const socket = await connect(httpPort);
+    socket.write('GET / HTTP/1.1\r\nHost: Example.Test:8080\r\n\r\n');
+    await waitFor(socket, 'data');
+    socket.end();
+    const textLine = async (match: RegExp): Promise<string> => {
+      for (let i = 0; i < 100; i++) {
+        const found = cli.text.find((line) => match.test(line));
+        if (found !== undefined) return found;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      throw new Error(`no access line matching ${String(match)}: ${JSON.stringify(cli.text)}`);
+    };
+    await textLine(
+      /^tls tls=TLSv1\.3 cipher=TLS_\w+ sni=localhost peer=CN=alice fp=([0-9A-F]{2}:){31}[0-9A-F]{2} host=- \w+$/,
+    );
+    await textLine(/^http tls=- cipher=- sni=- peer=- fp=- host=example\.test:8080 \w+$/);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
   });
 
   test('CLI: text lines at connect, periodically while open, and at the end', async (t) => {
