@@ -233,6 +233,20 @@ describe('l4proxy --admin', () => {
       'both workers carry traffic',
     );
 
+    // The primary checks the token before relaying anything.
+    for (const args of [[], ['-X', 'POST']]) {
+      const anonymous = await curl(curlPath, [
+        '-sS',
+        ...args,
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        `http://${at}/upstreams${args.length > 0 ? '/web/a/drain' : ''}`,
+      ]);
+      assert.equal(anonymous.stdout, '401');
+    }
+
     // Bad requests change nothing, everywhere.
     assert.equal((await post('/upstreams/web/zz/drain')).status, 404);
     const badWeight = await post('/upstreams/web/a/weight', '{"weight":0}');
