@@ -233,6 +233,16 @@ describe('l4proxy --admin', () => {
       'both workers carry traffic',
     );
 
+    // Probes and metrics are the primary's own.
+    assert.equal((await curl(curlPath, ['-fsS', `http://${at}/live`])).code, 0);
+    assert.equal((await curl(curlPath, ['-fsS', `http://${at}/ready`])).code, 0);
+    const metrics = await curl(curlPath, ['-fsS', ...auth, `http://${at}/metrics`]);
+    assert.match(
+      metrics.stdout,
+      /^l4proxy_tcp_downstream_cx_total\{listener="web",worker="2"\} \d+$/m,
+    );
+    assert.match(metrics.stdout, /^# TYPE l4proxy_tcp_upstream_cx_connect_seconds histogram$/m);
+
     // The primary checks the token before relaying anything.
     for (const args of [[], ['-X', 'POST']]) {
       const anonymous = await curl(curlPath, [
