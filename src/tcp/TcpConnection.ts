@@ -83,6 +83,13 @@ function revealsReset(socket: Socket | undefined): boolean {
  */
 const kConnection = Symbol('l4proxy.connection');
 
+const kTlsStartedAt = Symbol('l4proxy.tlsStartedAt');
+
+/** The TCP socket under an upstream TLS socket, stamped when its handshake started. */
+interface TimedRawSocket extends Socket {
+  [kTlsStartedAt]?: number;
+}
+
 interface RelaySocket extends Socket {
   [kConnection]: TcpConnection;
 }
@@ -202,8 +209,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   attempts = 0;
   /** `performance.now()` when the current connect attempt started (connect-time histograms). */
   attemptStartedAt = 0;
+
   /** `performance.now()` when this attempt's TLS handshake with the upstream started; 0 without TLS. */
-  upstreamTlsStartedAt = 0;
+  get upstreamTlsStartedAt(): number {
+    return (this.rawUpstream as TimedRawSocket | undefined)?.[kTlsStartedAt] ?? 0;
+  }
   bytesFromClient = 0;
   bytesToUpstream = 0;
   bytesFromUpstream = 0;
@@ -531,7 +541,6 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.upstreamSocket = undefined;
     this.rawUpstream?.destroy();
     this.rawUpstream = undefined;
-    this.upstreamTlsStartedAt = 0;
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     state.active--;
@@ -643,7 +652,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     raw.off('close', onUpstreamClose);
     raw.on('error', ignoreRawError);
     this.rawUpstream = raw;
-    this.upstreamTlsStartedAt = performance.now();
+    // Kept on the TLS attempt's own raw socket: plain connections carry no field for it.
+    (raw as TimedRawSocket)[kTlsStartedAt] = performance.now();
     let secure: Socket;
     try {
       secure = this.host.upstreamTls.start(
