@@ -22,6 +22,7 @@ import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import { UpstreamManager } from '../upstream/UpstreamManager.js';
 import type { UpstreamManagerHooks } from '../upstream/UpstreamManager.js';
+import { upstreamEventHooks } from '../upstream/upstreamEventHooks.js';
 import type { UpstreamSet } from '../upstream/UpstreamSet.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { CloseReason, RejectReason } from './closeReasons.js';
@@ -205,24 +206,22 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     const send = this.identity.send;
     const local = send === undefined ? undefined : localProxyHeader(send.version);
     return {
+      ...upstreamEventHooks(this, {
+        closeOnHealthFailure: this.options.closeOnHealthFailure,
+        closeTrafficTo: (upstream) => {
+          this.closeConnectionsTo(upstream);
+        },
+        changed: () => {
+          this.scheduleQueueDrain();
+        },
+        removed: (removed) => {
+          this.drainRemoved(removed);
+        },
+      }),
       checkPreamble: () => local,
       checkTls: (upstream) => {
         const settings = this.upstreamTls.settingsFor(upstream.upstream);
         return settings && { settings, tls: this.upstreamTls };
-      },
-      health: (upstream, healthy, change) => {
-        if (!healthy && change.source === 'active' && this.options.closeOnHealthFailure)
-          this.closeConnectionsTo(upstream);
-        this.scheduleQueueDrain();
-        emitSafely(this, 'upstreamHealth', upstream, healthy, change);
-      },
-      sourceError: (error) => {
-        emitSafely(this, 'upstreamSourceError', error);
-      },
-      membership: (removed) => {
-        emitSafely(this, 'upstreamsChange', this.upstreamSet.list());
-        this.drainRemoved(removed);
-        this.scheduleQueueDrain();
       },
     };
   }

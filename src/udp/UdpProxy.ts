@@ -14,6 +14,7 @@ import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import type { UpstreamSet } from '../upstream/UpstreamSet.js';
 import { UpstreamManager } from '../upstream/UpstreamManager.js';
+import { upstreamEventHooks } from '../upstream/upstreamEventHooks.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
 import type { UdpProxyEvents, UdpSessionInfo, UdpSessionSummary } from './events.js';
 import { literalLookup4, literalLookup6 } from './literalLookup.js';
@@ -102,19 +103,13 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     const resolved = resolveUdpOptions(options);
     this.options = resolved.options;
     this.access = resolved.access;
-    this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, {
-      health: (upstream, healthy, change) => {
-        if (!healthy && change.source === 'active' && this.options.closeOnHealthFailure)
-          this.closeSessionsTo(upstream);
-        emitSafely(this, 'upstreamHealth', upstream, healthy, change);
-      },
-      sourceError: (error) => {
-        emitSafely(this, 'upstreamSourceError', error);
-      },
-      membership: () => {
-        emitSafely(this, 'upstreamsChange', this.upstreamSet.list());
+    const hooks = upstreamEventHooks(this, {
+      closeOnHealthFailure: this.options.closeOnHealthFailure,
+      closeTrafficTo: (upstream) => {
+        this.closeSessionsTo(upstream);
       },
     });
+    this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, hooks);
     this.upstreamSet = this.manager.set;
     this.host = this.createHost(resolved.selector);
     this.owner = {
