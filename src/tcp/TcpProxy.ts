@@ -50,7 +50,7 @@ import type { ResolvedTcpOptions, TcpProxyOptions } from './TcpProxyOptions.js';
 import { resolveTcpOptions } from './TcpProxyOptions.js';
 import type { ClosedTotals, TcpProxyStats } from './TcpProxyStats.js';
 import { snapshotTcpStats } from './TcpProxyStats.js';
-import { channels } from '../diagnostics.js';
+import { channels } from '../internal/channels.js';
 import { ConnectionQueue } from './ConnectionQueue.js';
 import { RateLimitedConnection, SharedBandwidth } from './RateLimitedConnection.js';
 import type { QueuedClient } from './ConnectionQueue.js';

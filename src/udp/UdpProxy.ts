@@ -30,7 +30,7 @@ import { createUdpCounters, snapshotUdpStats } from './UdpProxyStats.js';
 import { UdpSession } from './UdpSession.js';
 import { kernelDrops } from './kernelDrops.js';
 import { reusePortSupported } from '../net/reusePort.js';
-import { channels } from '../diagnostics.js';
+import { channels } from '../internal/channels.js';
 import { udpMetrics } from '../metrics/prometheus.js';
 import { QuicRouter } from '../quic/QuicRouter.js';
 
