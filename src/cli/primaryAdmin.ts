@@ -2,10 +2,16 @@ import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { bearerMatches, isLoopbackHost, sha256 } from '../admin/auth.js';
-import { AdminHttpError, readJsonBody, send, sendError, sendJson } from '../admin/httpReply.js';
+import {
+  AdminHttpError,
+  readJsonBody,
+  send,
+  sendError,
+  sendJson,
+  sendMetrics,
+} from '../admin/httpReply.js';
 import type { RelayedAdminRequest } from '../admin/relayedRequest.js';
 import { ASSETS, PAGE_POLICY } from '../admin/routes.js';
-import { PROMETHEUS_CONTENT_TYPE, renderFamilies } from '../metrics/prometheus.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { formatHostPort } from './address.js';
 import type { AdminSettings } from './adminConfig.js';
@@ -98,7 +104,12 @@ async function route(
   const asset = ASSETS[path];
   if (asset !== undefined) {
     requireRead(read);
-    send(req, res, 200, asset[0], asset[1], { 'content-security-policy': PAGE_POLICY });
+    send(req, res, {
+      status: 200,
+      type: asset[0],
+      text: asset[1],
+      headers: { 'content-security-policy': PAGE_POLICY },
+    });
     return;
   }
   if (path === '/live') {
@@ -139,7 +150,7 @@ async function route(
   }
   requireRead(read);
   if (path === '/metrics') {
-    send(req, res, 200, PROMETHEUS_CONTENT_TYPE, renderFamilies(await context.families()));
+    sendMetrics(req, res, await context.families());
     return;
   }
   if (path === '/stats') {
