@@ -21,7 +21,6 @@ const FINAL_SCENARIOS = [
   'tcp-idle-rss',
 ];
 const FINAL_CONTENDERS: readonly ContenderName[] = [
-  'direct',
   'l4proxy',
   'l4proxy-cli',
   'l4proxy-2w',
@@ -52,8 +51,9 @@ export const USAGE = `usage: npm run bench -- [options]
   --idle-connections N  connections for tcp-idle-rss (default 5000; 500 with --quick)
   --idle-hold S       seconds tcp-idle-rss holds them idle before its steady reading (default 15; 3 with --quick)
   --quick             a fast look: 1 repetition, 1 s runs, 500 idle connections
-  --final             the targets' run in about 10 minutes: every scenario but tcp-bulk-8*, every
-                      default contender but haproxy-splice, 3 repetitions of 2 s, idle held 5 s
+  --final             the targets' run in about 10 minutes: every scenario but tcp-bulk-8*,
+                      contenders l4proxy, l4proxy-cli, l4proxy-2w, naive, haproxy, nginx,
+                      3 repetitions of 1.5 s, 5000 idle connections held 3 s (flags given win)
   --profile           write l4proxy --cpu-prof profiles under <out>/profiles/ and summarize them
   --no-install        never apt-get install missing programs
   --out DIR           where results go (default bench/results)`;
@@ -117,11 +117,11 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       OPTIONAL_CONTENDERS,
     ),
     reps: Math.round(positive(values.reps, values.quick ? 1 : 3, 'reps')),
-    duration: positive(values.duration, values.quick ? 1 : final ? 2 : 3, 'duration'),
+    duration: positive(values.duration, values.quick ? 1 : final ? 1.5 : 3, 'duration'),
     idleConnections: Math.round(
       positive(values['idle-connections'], values.quick ? 500 : 5000, 'idle-connections'),
     ),
-    idleHold: positive(values['idle-hold'], values.quick ? 3 : final ? 5 : 15, 'idle-hold'),
+    idleHold: positive(values['idle-hold'], values.quick ? 3 : final ? 3 : 15, 'idle-hold'),
     install: !values['no-install'],
     outDir: values.out ?? `${repoRoot}bench/results`,
     profile: values.profile,
