@@ -123,7 +123,7 @@ describe(
       await readAll(client);
       const [summary] = await rig.closes(1);
       assert.equal(summary?.reason, 'upstream_tls_untrusted');
-      assert.equal((summary.error as L4Error | undefined)?.code, 'ERR_L4_TLS_HANDSHAKE');
+      assert.equal((summary.error as L4Error | undefined)?.code, 'ERR_L4_TLS_UNTRUSTED');
       // The tunnel itself opened: the failure is the TLS inside it.
       assert.equal(rig.proxy.stats().tunnels?.tunnel_opened_total, 1);
     });
