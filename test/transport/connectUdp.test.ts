@@ -53,6 +53,7 @@ describe('UDP over HTTP/2 CONNECT-UDP, l4proxy at both ends', () => {
     const requests: TunnelRequest[] = [];
     const summaries: TunnelSummary[] = [];
     const server = new TunnelServer({
+      route: 'direct',
       authorize: (request) => {
         requests.push(request);
         return request.protocol === 'connect-udp' && request.port === dns.port;
@@ -96,7 +97,7 @@ describe('UDP over HTTP/2 CONNECT-UDP, l4proxy at both ends', () => {
   test('a refused CONNECT-UDP request ends the session (403 counted)', async (t) => {
     const digPath = tool(t, 'dig');
     if (digPath === undefined) return;
-    const server = new TunnelServer({ authorize: () => false });
+    const server = new TunnelServer({ route: 'direct', authorize: () => false });
     const { port: tunnelPort } = await server.listen({ port: 0, host: '127.0.0.1' });
     const proxy = new UdpProxy({
       upstreams: [

@@ -8,7 +8,7 @@ import { closed, connect, echoServer, listen, readAll, withTimeout } from '../he
 import { startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
 
-const allowAll = { authorize: () => true };
+const allowAll = { authorize: () => true, route: 'direct' as const };
 
 async function startTunnelServer(options: ConstructorParameters<typeof TunnelServer>[0]) {
   const server = new TunnelServer(options);
@@ -36,6 +36,7 @@ describe('TunnelServer: the terminating side of CONNECT', () => {
     const originPort = await listen(origin);
     const seen: string[] = [];
     const { server, port, summaries } = await startTunnelServer({
+      route: 'direct',
       authorize: (request) => {
         seen.push(`${request.version} ${request.authority}`);
         return request.headers['proxy-authorization'] === 'Basic dXNlcjpwdw==' ? true : 407;
@@ -113,6 +114,7 @@ describe('TunnelServer: the terminating side of CONNECT', () => {
   for (const protocol of ['http/1.1', 'h2'] as const)
     test(`refusals reach the origin side as statuses (${protocol}): 403, 502`, async () => {
       const { server, port: tunnelPort } = await startTunnelServer({
+        route: 'direct',
         authorize: (request) => request.port !== 1,
         connectTimeout: 2_000,
       });
