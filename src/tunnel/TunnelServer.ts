@@ -316,7 +316,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       h2_streams_active: streams,
       h2_streams_per_session_max: most,
       downstream_tls_handshake: this.tlsStats.downstream_tls_handshake,
-      downstream_tls_failed: this.tlsStats.downstream_tls_connection_error,
+      downstream_tls_failed:
+        this.tlsStats.downstream_tls_connection_error +
+        this.tlsStats.downstream_tls_fail_verify_cert +
+        this.tlsStats.downstream_tls_handshake_timeout,
     };
   }
 
@@ -361,6 +364,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       }
       secure.on('error', noop);
       facts.tls = outcome.info;
+      // A server-side TLSSocket made outside a tls.Server keeps `secureConnecting` true after
+      // its handshake, and an HTTP/2 session would wait for a 'secureConnect' that never comes.
+      (secure as TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
       // ALPN said h2: the HTTP/2 server reads the TLS socket natively (no preface sniffing).
       if (outcome.info.alpnProtocol === 'h2') this.toH2(secure, facts);
       else this.sniff(secure, facts);
