@@ -51,18 +51,26 @@ export function tunnelFamilies(
 
 /** A {@link TunnelServer}'s stats as Prometheus text (`l4proxy_tunnel_server_*`). */
 export function tunnelServerMetrics(stats: TunnelServerStats, labels: MetricLabels = {}): string {
+  return renderFamilies(tunnelServerFamilies(stats, labels));
+}
+
+/** The metric families of a TunnelServer (`l4proxy_tunnel_server_*`), labelled `labels`. */
+export function tunnelServerFamilies(
+  stats: TunnelServerStats,
+  labels: MetricLabels = {},
+): MetricFamily[] {
   const prefix = 'l4proxy_tunnel_server_';
   const scalar = (
     key: keyof TunnelServerStats,
     type: 'counter' | 'gauge',
     help: string,
   ): MetricFamily => ({
-    name: prefix + key,
+    name: prefix + key + (type === 'counter' && !key.endsWith('_total') ? '_total' : ''),
     help,
     type,
     samples: [{ labels, value: stats[key] as number }],
   });
-  return renderFamilies([
+  return [
     scalar('tunnel_requests_total', 'counter', 'CONNECT and CONNECT-UDP requests received.'),
     scalar('tunnel_opened_total', 'counter', 'Tunnels opened (200).'),
     scalar('tunnel_active', 'gauge', 'Tunnels open now.'),
@@ -97,5 +105,5 @@ export function tunnelServerMetrics(stats: TunnelServerStats, labels: MetricLabe
         value,
       })),
     },
-  ]);
+  ];
 }
