@@ -12,6 +12,7 @@ import type {
 } from '../../src/index.js';
 import { curl } from '../helpers/curl.js';
 import { connect, readAll, refusedPort, withTimeout } from '../helpers/net.js';
+import { freePort, startPeer } from '../helpers/peerProcess.js';
 import { startProxy } from '../helpers/proxy.js';
 import { makeCa } from '../helpers/tlsCa.js';
 import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
@@ -192,6 +193,46 @@ describe('TunnelServer admission and routing', () => {
     );
   });
 
+  test('admit over HTTP/2: false answers 403, a throwing hook 500; the origin side sees the status', async (t) => {
+    const a = nth(0);
+    const { server, port } = await tunnelServer(t, {
+      upstreams: [{ host: '127.0.0.1', port: a.port }],
+      admit: (ctx) => {
+        if (ctx.request.headers['x-case'] === 'throw') throw new Error('hook bug');
+        return ctx.request.headers['x-case'] !== 'deny';
+      },
+    });
+    const errors: Error[] = [];
+    server.on('error', (error) => errors.push(error));
+    for (const [header, status] of [
+      ['deny', 403],
+      ['throw', 500],
+    ] as const) {
+      const rig = await startProxy({
+        maxConnectAttempts: 1,
+        upstreams: [
+          {
+            host: '127.0.0.1',
+            port,
+            tunnel: {
+              protocol: 'h2',
+              target: `127.0.0.1:${a.port}`,
+              headers: { 'x-case': header },
+            },
+          },
+        ],
+      });
+      const client = await connect(rig.port);
+      await readAll(client);
+      const [summary] = await rig.closes(1);
+      await rig.proxy.close({ drainTimeout: 0 });
+      assert.equal(summary?.reason, 'tunnel_refused');
+      assert.equal((summary.error as { status?: number } | undefined)?.status, status);
+    }
+    assert.equal(errors.length, 1);
+    assert.deepEqual(server.stats().tunnel_refused_reasons, { admission: 1, internal: 1 });
+  });
+
   test("route 'any': every authority goes to the pool (Envoy's CONNECT termination to a cluster)", async (t) => {
     const a = nth(0);
     const { port } = await tunnelServer(t, {
@@ -317,6 +358,47 @@ describe(
       const stats = server.stats();
       assert.equal(stats.h2_sessions_total, 1);
       assert.equal(stats.tunnel_opened_total, 3);
+      assert.equal(stats.downstream_tls_handshake, 1);
+    });
+
+    test('nghttpx as an independent HTTP/2 client: CONNECT streams over TLS (ALPN h2) to the server', async (t) => {
+      const curlPath = tool(t, 'curl');
+      const nghttpx = tool(t, 'nghttpx');
+      if (curlPath === undefined || nghttpx === undefined) return;
+      const { server, port, closes } = await tunnelServer(t, {
+        upstreams: [{ host: '127.0.0.1', port: backend.port }],
+        terminateTls: { cert: cert.cert, key: cert.key },
+      });
+      // curl speaks HTTP/1.1 CONNECT to nghttpx, which carries it as an HTTP/2 CONNECT stream
+      // over TLS to the tunnel server, verifying its certificate against the test CA.
+      const front = await freePort();
+      const peer = await startPeer(
+        nghttpx,
+        [
+          '--conf=/dev/null',
+          '-s',
+          `--frontend=127.0.0.1,${front};no-tls`,
+          `--backend=127.0.0.1,${port};;proto=h2;tls;sni=localhost`,
+          `--cacert=${ca.certFile}`,
+          '--workers=1',
+          '--log-level=WARN',
+          '--errorlog-file=/dev/stderr',
+        ],
+        front,
+      );
+      t.after(() => peer.stop());
+      const proxy = `http://127.0.0.1:${front}`;
+      const fetched = await viaCurl(curlPath, proxy, `http://127.0.0.1:${backend.port}/`);
+      assert.equal(fetched.stdout, 'over tls 200', fetched.stderr);
+      const refused = await viaCurl(curlPath, proxy, 'http://127.0.0.1:1/');
+      assert.match(refused.stdout, / 403$/);
+      const summaries = await closes(2);
+      assert.deepEqual(summaries.map((s) => [s.version, s.status]).sort(), [
+        ['h2', 200],
+        ['h2', 403],
+      ]);
+      const stats = server.stats();
+      assert.equal(stats.h2_sessions_total, 1);
       assert.equal(stats.downstream_tls_handshake, 1);
     });
   },
