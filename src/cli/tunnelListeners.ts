@@ -3,11 +3,9 @@ import { InvalidOptionError, L4Error } from '../errors.js';
 import { isRecord } from '../internal/validate.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { tunnelServerFamilies } from '../metrics/tunnelMetrics.js';
-import type { TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
 import { TunnelServer } from '../tunnel/TunnelServer.js';
 import type { TunnelServerStats } from '../tunnel/TunnelServer.js';
 import type { TunnelServerOptions } from '../tunnel/tunnelServerOptions.js';
-import type { Upstream } from '../upstream/Upstream.js';
 import type { HostPort } from './address.js';
 import { formatHostPort, parseHostPort } from './address.js';
 import type { Logger } from './jsonLogger.js';
@@ -206,7 +204,7 @@ export class TunnelListeners {
       const after = config.raw;
       try {
         if (!same(before.upstreams, after.upstreams)) {
-          entry.server.setUpstreams((config.options.upstreams ?? []) as readonly Upstream[]);
+          entry.server.setUpstreams(config.options.upstreams ?? []);
           changed.push(`${config.name}.upstreams`);
         }
         if (
@@ -216,7 +214,7 @@ export class TunnelListeners {
           if (config.options.terminateTls === undefined)
             needsRestart.push(`${config.name}.terminateTls`);
           else {
-            entry.server.setTerminateTls(config.options.terminateTls as TerminateTlsOptions);
+            entry.server.setTerminateTls(config.options.terminateTls);
             changed.push(`${config.name}.terminateTls`);
           }
         }

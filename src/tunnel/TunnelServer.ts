@@ -573,7 +573,6 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     udp: boolean,
     answer: (outcome: DialOutcome) => void,
   ): void {
-    let check: AdmissionCheck | undefined;
     let dial: TunnelDial | undefined;
     const onClose = (): void => {
       check?.cancel(RejectReason.CLIENT_GONE);
@@ -594,7 +593,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     const refuse = (status: number, reason: TunnelRefusal, error?: Error): void => {
       settle({ ok: false, status, reason, error });
     };
-    check = this.admit(tunnel, facts, (status, error) => {
+    const check = this.admit(tunnel, facts, (status, error) => {
       if (status !== undefined) {
         refuse(status, status >= 500 ? 'internal' : 'admission', error);
         return;

@@ -39,7 +39,7 @@ function isPromiseLike(value: unknown): value is PromiseLike<TunnelAdmissionVerd
 /** The status a refusal answers: its own, or 403 (500 for a failing hook, 503 for a late one). */
 function statusOf(verdict: unknown): number | undefined {
   if (typeof verdict !== 'object' || verdict === null || !('status' in verdict)) return undefined;
-  const status = (verdict as { status: unknown }).status;
+  const status = verdict.status;
   return typeof status === 'number' && Number.isInteger(status) && status >= 300 && status <= 599
     ? status
     : undefined;

@@ -98,6 +98,7 @@ describe('TunnelServer admission and routing', () => {
       upstreams: [{ host: '127.0.0.1', port: a.port }],
       admit: async (ctx) => {
         contexts.push(ctx);
+        await Promise.resolve();
         if (plain(ctx) !== true) return false;
         return (
           ctx.request.headers['proxy-authorization'] === 'Basic dXNlcjpwdw==' || {
@@ -121,10 +122,12 @@ describe('TunnelServer admission and routing', () => {
         [200, 'completed', undefined],
       ],
     );
-    assert.equal(contexts[0]?.request.authority, `127.0.0.1:${a.port}`);
-    assert.equal(contexts[0]?.request.version, 'h1');
-    assert.equal(contexts[0]?.tls, undefined);
-    assert.equal(typeof contexts[0]?.signal.aborted, 'boolean');
+    const first = contexts[0];
+    assert.ok(first !== undefined);
+    assert.equal(first.request.authority, `127.0.0.1:${a.port}`);
+    assert.equal(first.request.version, 'h1');
+    assert.equal(first.tls, undefined);
+    assert.equal(typeof first.signal.aborted, 'boolean');
     const stats = server.stats();
     assert.equal(stats.tunnel_refused_reasons.admission, 1);
     assert.equal(stats.tunnel_opened_total, 1);
@@ -167,8 +170,10 @@ describe('TunnelServer admission and routing', () => {
       served.join(),
     );
     const summaries = await closes(5);
-    assert.equal(summaries[1]?.refusal, 'not_routable');
-    assert.equal(summaries[1]?.status, 403);
+    const second = summaries[1];
+    assert.ok(second !== undefined);
+    assert.equal(second.refusal, 'not_routable');
+    assert.equal(second.status, 403);
     const stats = server.stats();
     assert.equal(stats.tunnel_refused_reasons.not_routable, 1);
     assert.equal(stats.tunnel_opened_total, 4);
@@ -300,8 +305,10 @@ describe(
       );
       assert.equal(reply.stdout, 'over tls 200', reply.stderr);
       await closes(1);
-      assert.equal(seen[0]?.tls?.serverName, 'localhost');
-      assert.equal(seen[0]?.request.version, 'h1');
+      const first = seen[0];
+      assert.ok(first !== undefined);
+      assert.equal(first.tls?.serverName, 'localhost');
+      assert.equal(first.request.version, 'h1');
       assert.equal(server.stats().downstream_tls_handshake, 1);
     });
 
