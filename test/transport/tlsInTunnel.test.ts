@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { TunnelServer } from '../../src/index.js';
 import type { L4Error } from '../../src/index.js';
 import { connect, readAll, withTimeout } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
@@ -126,6 +127,31 @@ describe(
       assert.equal((summary.error as L4Error | undefined)?.code, 'ERR_L4_TLS_UNTRUSTED');
       // The tunnel itself opened: the failure is the TLS inside it.
       assert.equal(rig.proxy.stats().tunnels?.tunnel_opened_total, 1);
+    });
+
+    test('inside an HTTP/2 CONNECT stream too (l4proxy TunnelServer at the far end)', async (t) => {
+      const server = new TunnelServer({ upstreams: [{ host: '127.0.0.1', port: sPort }] });
+      const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+      t.after(() => server.close());
+      const rig = await startProxy({
+        upstreams: [
+          {
+            host: '127.0.0.1',
+            port,
+            tunnel: { protocol: 'h2', target: `127.0.0.1:${sPort}` },
+            tls: { ca: ca.cert, servername: 'localhost' },
+          },
+        ],
+      });
+      t.after(() => rig.proxy.close({ drainTimeout: 0 }));
+      const client = await connect(rig.port);
+      client.write('over h2\n');
+      assert.match(await readUntil(client, /2h revo/), /2h revo/);
+      client.end();
+      await readAll(client);
+      await rig.closes(1);
+      assert.equal(rig.proxy.stats().upstream_tls_handshake, 1);
+      assert.equal(server.stats().tunnel_opened_total, 1);
     });
   },
 );
