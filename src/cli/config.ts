@@ -140,7 +140,8 @@ export function validateConfig(json: unknown, source: string): Config {
   try {
     list.forEach((entry: unknown, index) => {
       if (isRecord(entry) && entry.protocol === 'tunnel') {
-        tunnels.push(prepareTunnel(entry, `listeners[${index}]`, source, listeners, tunnels));
+        const names = [...listeners.map((l) => l.config.name), ...tunnels.map((t) => t.name)];
+        tunnels.push(prepareTunnel(entry, `listeners[${index}]`, source, names));
         return;
       }
       listeners.push(prepareListener(entry, `listeners[${index}]`, source, listeners));
@@ -156,10 +157,8 @@ function prepareTunnel(
   entry: Readonly<Record<string, unknown>>,
   path: string,
   source: string,
-  listeners: readonly PreparedListener[],
-  tunnels: readonly TunnelListenerConfig[],
+  names: readonly string[],
 ): TunnelListenerConfig {
-  const names = [...listeners.map((l) => l.config.name), ...tunnels.map((t) => t.name)];
   try {
     return prepareTunnelListener(entry, path, source, names);
   } catch (err) {

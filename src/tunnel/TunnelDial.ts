@@ -14,6 +14,7 @@ import type { UpstreamManager } from '../upstream/UpstreamManager.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import type { TunnelRequest } from './tunnelRequest.js';
+import type { TunnelTarget } from './tunnelServerOptions.js';
 
 /** What a selector sees for a tunnel: the usual context plus the CONNECT request. */
 export interface TunnelSelectionContext extends SelectionContext {
@@ -70,6 +71,16 @@ export interface DialClient {
   readonly tls: DownstreamTlsInfo | undefined;
 }
 
+/** What one dial is for. */
+export interface DialSpec {
+  readonly request: TunnelRequest;
+  readonly client: DialClient;
+  /** A fixed target (no selection, no retry), or undefined to select among upstreams. */
+  readonly target: TunnelTarget | undefined;
+  /** Select only, do not connect (CONNECT-UDP). */
+  readonly udp: boolean;
+}
+
 const EMPTY: readonly UpstreamState[] = [];
 
 function sameHost(a: string, b: string): boolean {
@@ -115,18 +126,21 @@ export class TunnelDial implements TunnelSelectionContext {
   private lastError: Error | undefined;
   private finished = false;
 
-  /**
-   * @param target a fixed target (`route: 'direct'` or a route function): no selection, no retry
-   * @param udp select only (a CONNECT-UDP tunnel sends from its own socket): no connect
-   */
+  readonly request: TunnelRequest;
+  /** A fixed target (`route: 'direct'` or a route function): no selection, no retry. */
+  private readonly target: TunnelTarget | undefined;
+  /** Select only (a CONNECT-UDP tunnel sends from its own socket): no connect. */
+  private readonly udp: boolean;
+
   constructor(
     private readonly host: DialHost,
-    readonly request: TunnelRequest,
-    client: DialClient,
+    spec: DialSpec,
     private readonly done: (outcome: DialOutcome) => void,
-    private readonly target: { readonly host: string; readonly port: number } | undefined,
-    private readonly udp: boolean,
   ) {
+    const { request, client } = spec;
+    this.request = request;
+    this.target = spec.target;
+    this.udp = spec.udp;
     this.clientAddress = client.address;
     this.clientPort = client.port;
     this.clientFamily = client.family;

@@ -122,6 +122,17 @@ const UNKNOWN_CLIENT: ClientFacts = {
   tls: undefined,
 };
 
+/** A CONNECT or CONNECT-UDP request as it arrived, before its authority is parsed. */
+interface IncomingTunnel {
+  readonly version: 'h1' | 'h2';
+  /** Default `'connect'`. */
+  readonly protocol?: 'connect' | 'connect-udp';
+  readonly authority: string;
+  readonly headers: IncomingHttpHeaders;
+  /** The client (`UNKNOWN_CLIENT` when its HTTP/2 session is unknown). */
+  readonly facts: ClientFacts;
+}
+
 /** A refusal as counted and reported. */
 interface Refusal {
   readonly status: number;
@@ -406,7 +417,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
 
   private h1Connect(request: IncomingMessage, socket: Socket, head: Buffer): void {
     const facts = this.facts.get(socket) ?? UNKNOWN_CLIENT;
-    const tunnel = this.request('h1', request.url ?? '', request.headers, facts);
+    const authority = request.url ?? '';
+    const tunnel = this.request({ version: 'h1', authority, headers: request.headers, facts });
     if (tunnel === undefined) {
       this.answerH1(socket, 400);
       return;
@@ -443,7 +455,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       this.udpStream(stream, headers, facts);
       return;
     }
-    const tunnel = this.request('h2', headers[':authority'] ?? '', headers, facts);
+    const authority = headers[':authority'] ?? '';
+    const tunnel = this.request({ version: 'h2', authority, headers, facts });
     if (tunnel === undefined) {
       this.answerH2(stream, 400);
       return;
@@ -478,7 +491,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       target === undefined
         ? ''
         : `${target.host.includes(':') ? `[${target.host}]` : target.host}:${String(target.port)}`;
-    const tunnel = this.request('h2', authority, headers, facts, 'connect-udp');
+    const protocol = 'connect-udp';
+    const tunnel = this.request({ version: 'h2', protocol, authority, headers, facts });
     if (tunnel === undefined) {
       this.answerH2(stream, 400);
       return;
@@ -497,12 +511,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         },
       };
       let opened = false;
-      relayUdp(
-        stream,
-        state.host,
-        state.port,
-        this.options.udpIdleTimeout,
-        (error) => {
+      relayUdp(stream, state, this.options.udpIdleTimeout, {
+        ready: (error) => {
           if (error !== undefined) {
             state.active--;
             this.answerH2(stream, 502);
@@ -514,7 +524,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
           this.counters.opened++;
           this.live.add(handle);
         },
-        (totals) => {
+        done: (totals) => {
           if (!opened) return;
           opened = false;
           state.active--;
@@ -533,17 +543,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
             upstream: state.id,
           });
         },
-      );
+      });
     });
   }
 
-  private request(
-    version: 'h1' | 'h2',
-    authority: string,
-    headers: IncomingHttpHeaders,
-    facts: ClientFacts,
-    protocol: 'connect' | 'connect-udp' = 'connect',
-  ): TunnelRequest | undefined {
+  private request(incoming: IncomingTunnel): TunnelRequest | undefined {
+    const { version, authority, headers, facts, protocol = 'connect' } = incoming;
     this.counters.requests++;
     const parsed = parseAuthority(authority);
     if (parsed === undefined) {
@@ -607,20 +612,19 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
           refuse(target, target === 403 ? 'not_routable' : 'internal');
           return;
         }
+        const dialClient = {
+          address: facts.identity.address,
+          port: facts.identity.port,
+          family: facts.identity.family,
+          localAddress: facts.identity.localAddress,
+          localPort: facts.identity.localPort,
+          tls: facts.tls,
+        };
+        const fixed = target === 'select' ? undefined : target;
         dial = new TunnelDial(
           this.dialHost,
-          tunnel,
-          {
-            address: facts.identity.address,
-            port: facts.identity.port,
-            family: facts.identity.family,
-            localAddress: facts.identity.localAddress,
-            localPort: facts.identity.localPort,
-            tls: facts.tls,
-          },
+          { request: tunnel, client: dialClient, target: fixed, udp },
           settle,
-          target === 'select' ? undefined : target,
-          udp,
         );
         dial.start();
       });
@@ -638,7 +642,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       this.authorize(tunnel, done);
       return undefined;
     }
-    return admitTunnel(config, facts.identity, tunnel, facts.tls, (status, error) => {
+    const subject = { identity: facts.identity, request: tunnel, tls: facts.tls };
+    return admitTunnel(config, subject, (status, error) => {
       if (error !== undefined) reportError(this, error);
       if (status !== undefined) done(status, error);
       else this.authorize(tunnel, done);

@@ -51,11 +51,14 @@ function statusOf(verdict: unknown): number | undefined {
  */
 export function admitTunnel(
   config: { readonly hook: TunnelAdmissionHook; readonly timeout: number },
-  identity: ClientIdentity,
-  request: TunnelRequest,
-  tls: DownstreamTlsInfo | undefined,
+  subject: {
+    readonly identity: ClientIdentity;
+    readonly request: TunnelRequest;
+    readonly tls: DownstreamTlsInfo | undefined;
+  },
   done: (status: number | undefined, error: Error | undefined) => void,
 ): AdmissionCheck {
+  const { identity, request, tls } = subject;
   let status: number | undefined;
   const remember = (verdict: TunnelAdmissionVerdict): AdmissionVerdict => {
     status = statusOf(verdict);

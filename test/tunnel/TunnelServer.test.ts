@@ -4,7 +4,15 @@ import http from 'node:http';
 import { describe, test } from 'node:test';
 import { CloseReason, TunnelRefusedError, TunnelServer } from '../../src/index.js';
 import type { TunnelSummary, Upstream } from '../../src/index.js';
-import { closed, connect, echoServer, listen, readAll, withTimeout } from '../helpers/net.js';
+import {
+  closed,
+  connect,
+  echoServer,
+  listen,
+  readAll,
+  refusedPort,
+  withTimeout,
+} from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
 
@@ -118,12 +126,7 @@ describe('TunnelServer: the terminating side of CONNECT', () => {
         authorize: (request) => request.port !== 1,
         connectTimeout: 2_000,
       });
-      const unreachable = await (async () => {
-        const probe = http.createServer();
-        const port = await listen(probe);
-        probe.close();
-        return port;
-      })();
+      const unreachable = await refusedPort();
       const { proxy, port, closes } = await startProxy({
         upstreams: [
           { host: '127.0.0.1', port: tunnelPort, tunnel: { protocol, target: '127.0.0.1:1' } },
