@@ -97,6 +97,8 @@ export interface TunnelServerStats {
 }
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
+/** Time a client has to send its first request bytes (ms). */
+const FIRST_BYTES_TIMEOUT = 10_000;
 /** HTTP/2 connection receive window (the stream window is 1 MiB, in the SETTINGS). */
 const SESSION_WINDOW = 16 * 1024 * 1024;
 
@@ -389,11 +391,21 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   /** Hands a connection to the HTTP/2 or the HTTP/1.1 server, by its first bytes. */
   private sniff(socket: Socket, facts: ClientFacts): void {
     let seen = Buffer.alloc(0);
+    // A client that sends nothing is not held forever (the HTTP servers' own timeouts start
+    // only once they have the connection).
+    const timer = setTimeout(() => {
+      socket.destroy();
+    }, FIRST_BYTES_TIMEOUT);
+    timer.unref();
+    socket.once('close', () => {
+      clearTimeout(timer);
+    });
     const onData = (chunk: Buffer): void => {
       seen = Buffer.concat([seen, chunk]);
       const length = Math.min(seen.length, PREFACE.length);
       const h2 = seen.subarray(0, length).equals(PREFACE.subarray(0, length));
       if (h2 && seen.length < PREFACE.length) return;
+      clearTimeout(timer);
       socket.off('data', onData);
       if (!h2) {
         socket.pause();
