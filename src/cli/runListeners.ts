@@ -57,7 +57,7 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
     },
   );
   ref.listeners = running;
-  const tunnels = new TunnelListeners(config.tunnels, ops);
+  const tunnels = new TunnelListeners(config.tunnels, { ops, access });
   try {
     await running.start();
     await tunnels.start();

@@ -129,10 +129,18 @@ export class TunnelListeners {
     { config: TunnelListenerConfig; server: TunnelServer; address: string }
   >();
 
+  /**
+   * @param logs `ops` for errors and reloads; `access` gets one `tunnel closed` line per tunnel
+   *   (opened or refused) at info level.
+   */
   constructor(
     private readonly configs: readonly TunnelListenerConfig[],
-    private readonly ops: Logger,
+    private readonly logs: { readonly ops: Logger; readonly access: Logger },
   ) {}
+
+  private get ops(): Logger {
+    return this.logs.ops;
+  }
 
   get size(): number {
     return this.configs.length;
@@ -145,6 +153,17 @@ export class TunnelListeners {
       server.on('error', (error) => {
         this.ops.error('tunnel listener error', { listener: config.name, error: error.message });
       });
+      const access = this.logs.access;
+      if (access.enabled('info'))
+        server.on('tunnelClose', (summary) => {
+          const { protocol: request, ...rest } = summary;
+          access.info('tunnel closed', {
+            listener: config.name,
+            protocol: 'tunnel',
+            request,
+            ...rest,
+          });
+        });
       try {
         const { host, port } = config.listen;
         const bound = await server.listen({ port, ...(host !== '' && { host }) });

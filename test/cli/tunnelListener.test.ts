@@ -128,6 +128,15 @@ describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }
     // Not a configured upstream: refused (never an open proxy).
     const refused = await viaTls(port, ca.certFile, 'http://127.0.0.1:1/');
     assert.match(refused.stdout, / 403$/);
+    // One access log line per tunnel, refused ones included.
+    const lines = await cli.waitLines('stdout', (l) => l.msg === 'tunnel closed', 2);
+    assert.deepEqual(
+      lines.map((l) => [l.listener, l.status, l.end]),
+      [
+        ['egress', 200, 'completed'],
+        ['egress', 403, 'refused'],
+      ],
+    );
     const metrics = await httpGet(`http://${metricsAt}/metrics`);
     assert.match(metrics, /l4proxy_tunnel_server_tunnel_opened_total\{listener="egress"\} 1/);
     assert.match(
