@@ -52,11 +52,13 @@ describe('UDP over HTTP/2 CONNECT-UDP, l4proxy at both ends', () => {
     t.after(() => dns.stop());
     const requests: TunnelRequest[] = [];
     const summaries: TunnelSummary[] = [];
+    // The default route: only the configured upstream (dnsmasq) is reachable, chosen by the
+    // selector; `admit` sees each CONNECT-UDP request.
     const server = new TunnelServer({
-      route: 'direct',
-      authorize: (request) => {
-        requests.push(request);
-        return request.protocol === 'connect-udp' && request.port === dns.port;
+      upstreams: [{ host: '127.0.0.1', port: dns.port }],
+      admit: (ctx) => {
+        requests.push(ctx.request);
+        return ctx.request.protocol === 'connect-udp';
       },
     });
     server.on('tunnelClose', (summary) => summaries.push(summary));
@@ -91,6 +93,7 @@ describe('UDP over HTTP/2 CONNECT-UDP, l4proxy at both ends', () => {
     );
     assert.equal(server.stats().tunnel_active, 0);
     assert.ok((summaries[0]?.bytesToTarget ?? 0) > 0);
+    assert.equal(summaries[0]?.upstream, `127.0.0.1:${dns.port}`);
     await server.close();
   });
 
