@@ -453,9 +453,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     const session = stream.session;
     if (session !== undefined) this.countStream(session, stream);
     const protocol = headers[':protocol'];
+    const post =
+      headers[':method'] === 'POST' &&
+      this.options.postPath !== undefined &&
+      headers[':path'] === this.options.postPath;
     if (
-      headers[':method'] !== 'CONNECT' ||
-      (protocol !== undefined && protocol !== 'connect-udp')
+      !post &&
+      (headers[':method'] !== 'CONNECT' || (protocol !== undefined && protocol !== 'connect-udp'))
     ) {
       const status = headers[':method'] === 'CONNECT' ? 501 : 405;
       this.answerH2(stream, status);

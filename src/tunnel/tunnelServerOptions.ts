@@ -80,6 +80,11 @@ export interface TunnelServerOptions {
   readonly idleTimeout?: number;
   /** Idle timeout of a CONNECT-UDP tunnel, ms (0: none). Default 60 000 (as UDP sessions). */
   readonly udpIdleTimeout?: number;
+  /**
+   * Also accept HTTP/2 `POST` requests to this path as TCP tunnels to their `:authority` (Envoy's
+   * `use_post` peers). Default none: POST answers 405.
+   */
+  readonly postPath?: string;
   /** RFC 9298 URI template of CONNECT-UDP requests. Default `/.well-known/masque/udp/{target_host}/{target_port}/`. */
   readonly udpPath?: string;
 }
@@ -101,6 +106,7 @@ export interface ResolvedTunnelServerOptions {
   readonly idleTimeout: number;
   readonly udpIdleTimeout: number;
   readonly udpPath: string;
+  readonly postPath: string | undefined;
 }
 
 const KEYS = [
@@ -122,11 +128,19 @@ const KEYS = [
   'idleTimeout',
   'udpIdleTimeout',
   'udpPath',
+  'postPath',
 ] as const;
 
 /** Checks a CONNECT-UDP template as `tunnel.udpPath` is checked. */
 function udpTemplate(value: unknown): string {
   return validateTunnel({ target: 'x:1', udpPath: value }, 'TunnelServer').udpPath;
+}
+
+function postPathOption(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !/^\/\S*$/.test(value))
+    throw new InvalidOptionError('postPath', "a path starting with '/'", value);
+  return value;
 }
 
 /** Validates TunnelServer options. @throws {InvalidOptionError} naming the first bad option. */
@@ -171,5 +185,6 @@ export function resolveTunnelServerOptions(options: unknown): ResolvedTunnelServ
     idleTimeout: duration(raw.idleTimeout, 'idleTimeout', 3_600_000),
     udpIdleTimeout: duration(raw.udpIdleTimeout, 'udpIdleTimeout', 60_000),
     udpPath: raw.udpPath === undefined ? DEFAULT_UDP_PATH : udpTemplate(raw.udpPath),
+    postPath: postPathOption(raw.postPath),
   };
 }

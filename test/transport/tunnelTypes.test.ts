@@ -49,5 +49,6 @@ test('TunnelServer admission and routing types', () => {
   const unknownRoute: TunnelServerOptions = { route: 'everywhere' };
   // @ts-expect-error a status needs a reject reason too
   const bare: TunnelServerOptions = { admit: () => ({ status: 407 }) };
-  assert.equal([reuse, withStatus, unknownRoute, bare].length, 4);
+  const post: HttpTunnel = { protocol: 'h2', target: 'db:5432', usePost: true, postPath: '/t' };
+  assert.equal([reuse, withStatus, unknownRoute, bare, post].length, 5);
 });

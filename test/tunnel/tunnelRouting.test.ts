@@ -3,7 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
-import { TunnelServer } from '../../src/index.js';
+import { TcpProxy, TunnelServer } from '../../src/index.js';
 import type {
   AdmissionHook,
   TunnelAdmissionContext,
@@ -11,7 +11,7 @@ import type {
   TunnelSummary,
 } from '../../src/index.js';
 import { curl } from '../helpers/curl.js';
-import { connect, readAll, refusedPort, withTimeout } from '../helpers/net.js';
+import { connect, echoServer, readAll, refusedPort, withTimeout } from '../helpers/net.js';
 import { freePort, startPeer } from '../helpers/peerProcess.js';
 import { startProxy } from '../helpers/proxy.js';
 import { makeCa } from '../helpers/tlsCa.js';
@@ -236,6 +236,49 @@ describe('TunnelServer admission and routing', () => {
     }
     assert.equal(errors.length, 1);
     assert.deepEqual(server.stats().tunnel_refused_reasons, { admission: 1, internal: 1 });
+  });
+
+  test('POST tunnels over HTTP/2 (Envoy use_post): accepted on postPath only', async (t) => {
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const upstreams = [{ host: '127.0.0.1', port: echo.port }];
+    const { server, port } = await tunnelServer(t, { upstreams, postPath: '/tunnel' });
+    const tunnel = (postPath: string) => ({
+      protocol: 'h2' as const,
+      target: `127.0.0.1:${echo.port}`,
+      usePost: true,
+      postPath,
+    });
+    const rig = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port, tunnel: tunnel('/tunnel') }],
+    });
+    t.after(() => rig.proxy.close({ drainTimeout: 0 }));
+    const client = await connect(rig.port);
+    const reply = readAll(client);
+    client.end('posted bytes');
+    assert.equal((await reply).toString(), 'posted bytes');
+    const [summary] = await rig.closes(1);
+    assert.equal(summary?.reason, 'completed');
+    const wrong = await startProxy({
+      maxConnectAttempts: 1,
+      upstreams: [{ host: '127.0.0.1', port, tunnel: tunnel('/elsewhere') }],
+    });
+    t.after(() => wrong.proxy.close({ drainTimeout: 0 }));
+    await readAll(await connect(wrong.port));
+    const [refused] = await wrong.closes(1);
+    assert.equal((refused?.error as { status?: number } | undefined)?.status, 405);
+    assert.equal(server.stats().tunnel_opened_total, 1);
+    // POST tunnels are HTTP/2 only.
+    assert.throws(
+      () =>
+        new TcpProxy({
+          upstreams: [{ host: '127.0.0.1', port, tunnel: { target: 'a:1', usePost: true } }],
+        }),
+      { code: 'ERR_L4_INVALID_OPTION', message: /usePost/ },
+    );
+    assert.throws(() => new TunnelServer({ upstreams, route: 'any', postPath: 'no-slash' }), {
+      code: 'ERR_L4_INVALID_OPTION',
+    });
   });
 
   test("route 'any': every authority goes to the pool (Envoy's CONNECT termination to a cluster)", async (t) => {
