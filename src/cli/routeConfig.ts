@@ -22,7 +22,7 @@ const INSPECTORS: Record<string, (options: Record<string, unknown>) => PrereadIn
 /**
  * A listener's `preread` block: `{ "inspectors": ["tls", "http1"] }` (each recorded under its
  * type) or `{ "inspectors": { "pg": { "type": "postgres", "sslRequest": "refuse" } } }`, plus
- * `timeout`, `maxBytes` and `onIncomplete` as in the library.
+ * `timeout`, `maxBytes`, `onIncomplete` and `plaintext` as in the library.
  */
 export function prereadFromConfig(value: unknown, path = 'preread'): PrereadOptions {
   if (!isRecord(value))
