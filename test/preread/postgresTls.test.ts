@@ -36,7 +36,9 @@ test('a TLS-terminating port answers the SSLRequest S, reads the startup message
   const bin = postgresBin(t);
   if (psql === undefined || openssl === undefined || bin === undefined) return;
   const ca = await makeCa(openssl);
-  t.after(() => ca.remove());
+  t.after(() => {
+    ca.remove();
+  });
   const [main, billing, serverCert] = await Promise.all([
     startPostgres(bin, psql, ['app']),
     startPostgres(bin, psql, ['billing']),
@@ -55,7 +57,9 @@ test('a TLS-terminating port answers the SSLRequest S, reads the startup message
   const strict = await startProxy({ ...routedByDatabase(main, billing), terminateTls, preread });
   t.after(() => Promise.all([open.proxy.close(), strict.proxy.close()]));
   const tlsSeen: (string | undefined)[] = [];
-  open.proxy.on('connection', (connection: TcpConnectionInfo) => tlsSeen.push(connection.tls?.version));
+  open.proxy.on('connection', (connection: TcpConnectionInfo) =>
+    tlsSeen.push(connection.tls?.version),
+  );
   const rejections: TcpRejection[] = [];
   strict.proxy.on('rejected', (rejection) => rejections.push(rejection));
 
