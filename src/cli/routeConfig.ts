@@ -1,3 +1,4 @@
+import { applyListenerModule } from './moduleConfig.js';
 import { InvalidOptionError } from '../errors.js';
 import { isRecord, rejectUnknownKeys } from '../internal/validate.js';
 import { firstLine } from '../preread/firstLine.js';
@@ -200,6 +201,7 @@ export function programmableOptions(
   options: Record<string, unknown>,
 ): void {
   if (entry.preread !== undefined) options.preread = prereadFromConfig(entry.preread);
+  applyListenerModule(entry, options);
   if (entry.routes !== undefined) {
     const inner = (options.selector as UpstreamSelector | undefined) ?? roundRobin();
     options.selector = routesSelector(entry.routes, inner);
