@@ -103,9 +103,11 @@ const TLS_HANDSHAKE = 0x16;
 
 /**
  * Reads what the proxy must know before it can choose an upstream: a PROXY protocol header (only
- * from trusted peers) and/or the TLS ClientHello (for SNI). Each stage has its own timeout and
- * byte limit, so a slow or hostile client holds at most a few KiB for a bounded time. Every byte
- * read after the PROXY header is kept and forwarded unchanged.
+ * from trusted peers), the TLS ClientHello (for SNI) and the preread inspectors' first bytes (both
+ * run as preread passes). Each stage has its own timeout and byte limit, so a slow or hostile
+ * client holds at most a few KiB for a bounded time. Every byte read after the PROXY header is
+ * kept and forwarded unchanged, except bytes an inspector answered. With TLS termination the
+ * proxy runs one preface on the raw socket and another on the decrypted one (see tlsPreread.ts).
  */
 export class ClientPreface {
   private readonly socket: Socket;
