@@ -49,6 +49,8 @@ export type {
   UdpHealthCheck,
 } from './upstream/healthOptions.js';
 export type { UpstreamHealthChange } from './upstream/UpstreamManager.js';
+export type { UpstreamOptions } from './upstream/UpstreamOptions.js';
+export type { UpstreamEvents } from './upstream/UpstreamEvents.js';
 
 // Selectors: the hook's types, the shipped selectors and the helper to compose them.
 export type {

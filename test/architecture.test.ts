@@ -38,3 +38,81 @@ test('udp/ and tcp/ do not import each other', () => {
     assert.deepEqual(offending, [], `${from}/ files importing ${to}`);
   }
 });
+
+/** One `import ... from '...'` statement of a source file. */
+interface Import {
+  readonly file: string;
+  readonly typeOnly: boolean;
+  readonly names: string;
+  /** The specifier resolved against src/ (`src/metrics/prometheus.js`), or the bare one (`node:fs`). */
+  readonly target: string;
+}
+
+function importsOf(file: string): Import[] {
+  const imports: Import[] = [];
+  for (const match of read(file).matchAll(/^import\s+(type\s+)?([\s\S]*?)\s+from\s+'([^']+)';/gm)) {
+    const [, type, names = '', specifier = ''] = match;
+    const target = specifier.startsWith('.')
+      ? relative(ROOT_PATH, join(ROOT_PATH, file, '..', specifier))
+      : specifier;
+    imports.push({ file, typeOnly: type !== undefined, names: names.trim(), target });
+  }
+  return imports;
+}
+
+/** Every `.ts` file of src/, index.ts included. */
+const everySource = (): string[] => sources('.').map((file) => file.replace('src/./', 'src/'));
+
+/**
+ * The proxies publish on the channel objects of `src/internal/channels.ts` (a leaf, like
+ * undici's `lib/core/diagnostics.js`); `src/diagnostics.ts` holds the public message types, which
+ * name the proxies, and only `src/index.ts` imports it.
+ */
+test('diagnostics depend on the proxies, not the reverse', () => {
+  const all = everySource().flatMap(importsOf);
+  assert.deepEqual(
+    all
+      .filter((i) => i.target === 'src/diagnostics.js' && i.file !== 'src/index.ts')
+      .map((i) => i.file),
+    [],
+    'only src/index.ts imports src/diagnostics.ts',
+  );
+  assert.deepEqual(
+    importsOf('src/internal/channels.ts').filter((i) => !i.target.startsWith('node:')),
+    [],
+    'src/internal/channels.ts imports nothing of the library',
+  );
+  const publishers = all.filter((i) => i.target === 'src/internal/channels.js').map((i) => i.file);
+  assert.ok(
+    publishers.includes('src/tcp/TcpProxy.ts') && publishers.includes('src/udp/UdpProxy.ts'),
+  );
+});
+
+/**
+ * metrics/ reads the components' stats shapes (type-only imports); a component reaches metrics/
+ * only through its one-line `metrics()` convenience method (docs/architecture.md).
+ */
+test('metrics/ depends on the components, which call it only from metrics()', () => {
+  const components = /^src\/(tcp|udp|tunnel|transport|tls|quic|upstream|filter|preread)\//;
+  const runtime = sources('metrics')
+    .flatMap(importsOf)
+    .filter((i) => components.test(i.target) && !i.typeOnly);
+  assert.deepEqual(runtime, [], 'metrics/ imports components only as types');
+  const delegations = new Map([
+    ['src/tcp/TcpProxy.ts', 'tcpMetrics'],
+    ['src/udp/UdpProxy.ts', 'udpMetrics'],
+    ['src/tunnel/TunnelServer.ts', 'tunnelServerMetrics'],
+  ]);
+  const consumers = /^src\/(metrics|cli|admin)\/|^src\/index\.ts$/;
+  const offending = everySource()
+    .filter((file) => !consumers.test(file))
+    .flatMap(importsOf)
+    .filter((i) => i.target.startsWith('src/metrics/'))
+    .filter((i) => i.typeOnly || `{ ${delegations.get(i.file) ?? ''} }` !== i.names);
+  assert.deepEqual(offending, [], 'imports of metrics/ outside the metrics() delegations');
+  for (const [file, name] of delegations)
+    assert.match(
+      read(file),
+      new RegExp(`metrics\\(\\): string \\{\\s+return ${name}\\(this\\.stats\\(\\)\\);`),
+    );
+});

@@ -19,7 +19,12 @@ import type {
   SelectionContext,
   TcpConnectionSummary,
   TcpProxyOptions,
+  TcpProxyEvents,
+  UdpProxyEvents,
+  UdpProxyOptions,
   UpstreamCandidate,
+  UpstreamEvents,
+  UpstreamOptions,
   UpstreamSelector,
 } from '../src/index.js';
 
@@ -118,4 +123,23 @@ test('listen() resolves to an AddressInfo for a port and to a string for a Unix 
   ).returns.resolves.toEqualTypeOf<string>();
   assert.equal(typeof either, 'function');
   void proxy.close();
+});
+
+test('both proxies share one UpstreamOptions and one UpstreamEvents', () => {
+  expectTypeOf<TcpProxyOptions>().toExtend<UpstreamOptions>();
+  expectTypeOf<UdpProxyOptions>().toExtend<UpstreamOptions>();
+  expectTypeOf<TcpProxyEvents>().toExtend<UpstreamEvents>();
+  expectTypeOf<UdpProxyEvents>().toExtend<UpstreamEvents>();
+  type Shared = keyof UpstreamOptions;
+  expectTypeOf<Pick<TcpProxyOptions, Shared>>().toEqualTypeOf<UpstreamOptions>();
+  expectTypeOf<Pick<UdpProxyOptions, Shared>>().toEqualTypeOf<UpstreamOptions>();
+  const shared: UpstreamOptions = { upstreams, panicThreshold: 50 };
+  const tcp: TcpProxyOptions = { ...shared, connectTimeout: 1_000 };
+  const udp: UdpProxyOptions = { ...shared, maxResponses: 1 };
+  // @ts-expect-error UpstreamOptions holds no protocol-specific option
+  const tcpOnly: UpstreamOptions = { upstreams, connectTimeout: 1_000 };
+  expectTypeOf<Parameters<UdpProxyEvents['upstreamsChange']>>().toEqualTypeOf<
+    Parameters<TcpProxyEvents['upstreamsChange']>
+  >();
+  assert.equal([tcp, udp, tcpOnly].length, 3);
 });

@@ -1,3 +1,5 @@
+import { PROMETHEUS_CONTENT_TYPE, renderFamilies } from '../metrics/prometheus.js';
+import type { MetricFamily } from '../metrics/prometheus.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 /** An admin API failure: the status and the message (and field) the JSON body carries. */
@@ -25,17 +27,29 @@ export function sendJson(
   body: unknown,
 ): void {
   const text = `${JSON.stringify(body, null, 2)}\n`;
-  send(req, res, status, 'application/json; charset=utf-8', text);
+  send(req, res, { status, type: 'application/json; charset=utf-8', text });
 }
 
-export function send(
+/** A reply of the admin server: status, content type, body and extra headers. */
+export interface Reply {
+  readonly status: number;
+  readonly type: string;
+  readonly text: string;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+/** Sends metric families in the Prometheus text format. */
+export function sendMetrics(
   req: IncomingMessage,
   res: ServerResponse,
-  status: number,
-  type: string,
-  text: string,
-  headers: Readonly<Record<string, string>> = {},
+  families: Iterable<MetricFamily>,
 ): void {
+  send(req, res, { status: 200, type: PROMETHEUS_CONTENT_TYPE, text: renderFamilies(families) });
+}
+
+/** Sends `reply` with the security headers (no body for HEAD). */
+export function send(req: IncomingMessage, res: ServerResponse, reply: Reply): void {
+  const { status, type, text, headers } = reply;
   res.writeHead(status, {
     ...SECURITY_HEADERS,
     ...headers,

@@ -1,16 +1,18 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import {
-  PROMETHEUS_CONTENT_TYPE,
-  renderFamilies,
-  tcpFamilies,
-  udpFamilies,
-} from '../metrics/prometheus.js';
+import { tcpFamilies, udpFamilies } from '../metrics/prometheus.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import type { TcpProxyStats } from '../tcp/TcpProxyStats.js';
 import type { UdpProxyStats } from '../udp/UdpProxyStats.js';
 import type { AdminListener } from './AdminListener.js';
 import type { AdminServer } from './AdminServer.js';
-import { AdminHttpError, readJsonBody, send, sendError, sendJson } from './httpReply.js';
+import {
+  AdminHttpError,
+  readJsonBody,
+  send,
+  sendError,
+  sendJson,
+  sendMetrics,
+} from './httpReply.js';
 import { redact } from './redact.js';
 import type { ControlAction } from './runtimeControl.js';
 import {
@@ -58,7 +60,12 @@ async function route(admin: AdminServer, req: IncomingMessage, res: ServerRespon
   const asset = ASSETS[path];
   if (asset !== undefined) {
     requireRead(read);
-    send(req, res, 200, asset[0], asset[1], { 'content-security-policy': PAGE_POLICY });
+    send(req, res, {
+      status: 200,
+      type: asset[0],
+      text: asset[1],
+      headers: { 'content-security-policy': PAGE_POLICY },
+    });
     return;
   }
   if (path === '/live') {
@@ -128,7 +135,7 @@ const READERS: Readonly<Record<string, Reader>> = {
     const families: MetricFamily[] = [];
     for (const listener of admin.adminListeners())
       families.push(...listenerMetricFamilies(listener));
-    send(req, res, 200, PROMETHEUS_CONTENT_TYPE, renderFamilies(families));
+    sendMetrics(req, res, families);
   },
   '/upstreams': (admin, req, res) => {
     const listeners: Record<string, unknown> = {};

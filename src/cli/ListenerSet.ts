@@ -20,6 +20,14 @@ export interface ReloadOutcome {
  * The listeners of one process (the only process, or one cluster worker): starts them, reloads
  * them from the config file, drains them, and snapshots their stats.
  */
+/** How the listeners of a {@link ListenerSet} listen and what they record. */
+export interface ListenerSetOptions {
+  /** listen(2) backlog of every listener (`--backlog`); default: the proxy's. */
+  readonly backlog?: number | undefined;
+  /** Keep latency histograms (for a metrics server or the admin API). Default false. */
+  readonly recordLatency?: boolean;
+}
+
 export class ListenerSet {
   private readonly listeners = new Map<string, Listener>();
   private reloading: Promise<ReloadOutcome> | undefined;
@@ -29,9 +37,9 @@ export class ListenerSet {
     config: Config,
     private readonly ops: Logger,
     observe: ProxyObserver,
-    backlog?: number,
-    recordLatency = false,
+    options: ListenerSetOptions = {},
   ) {
+    const { backlog, recordLatency = false } = options;
     this.settingsKey = JSON.stringify(config.settings);
     for (const prepared of config.listeners) {
       this.listeners.set(

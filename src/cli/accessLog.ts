@@ -8,17 +8,23 @@ import type { ListenerConfig } from './config.js';
 import type { Logger } from './jsonLogger.js';
 import { summaryMembers } from './accessLine.js';
 
+/** Where a proxy's lines go: the access log and the operations log. */
+export interface ProxyLogs {
+  readonly access: Logger;
+  readonly ops: Logger;
+}
+
 /**
  * Wires a proxy's events to the logs: one access line per closed connection or session on
  * `access` (level info), rejections and upstream errors at debug and proxy errors at error on `ops`.
  */
 export function observeProxy(
-  access: Logger,
-  ops: Logger,
+  logs: ProxyLogs,
   listener: ListenerConfig,
   proxy: TcpProxy | UdpProxy,
   settings?: AccessLogSettings,
 ): void {
+  const { access, ops } = logs;
   const base = { listener: listener.name, protocol: listener.protocol };
   // The access line's leading members, serialized once per listener.
   const prefix = `,"listener":${JSON.stringify(listener.name)},"protocol":"${listener.protocol}"`;
@@ -29,7 +35,7 @@ export function observeProxy(
   if (settings !== undefined) {
     if ('connections' in proxy) proxy.on('error', onError);
     else proxy.on('error', onError);
-    observeWithSettings(access, ops, listener, proxy, settings);
+    observeWithSettings(logs, listener, proxy, settings);
     return;
   }
   if (listener.protocol === 'tcp') {
@@ -138,12 +144,12 @@ function liveRecord(
  * when the upstream connects, and a periodic line for long-lived connections and sessions.
  */
 function observeWithSettings(
-  access: Logger,
-  ops: Logger,
+  logs: ProxyLogs,
   listener: ListenerConfig,
   proxy: TcpProxy | UdpProxy,
   settings: AccessLogSettings,
 ): void {
+  const { access, ops } = logs;
   const base = { listener: listener.name, protocol: listener.protocol };
   const writer = accessWriter(access, settings);
   const connectTimes = new Map<number, number>();

@@ -2,8 +2,7 @@ import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { bearerMatches, isLoopbackHost, sha256 } from '../admin/auth.js';
-import { AdminHttpError, send, sendError, sendJson } from '../admin/httpReply.js';
-import { PROMETHEUS_CONTENT_TYPE, renderFamilies } from '../metrics/prometheus.js';
+import { AdminHttpError, sendError, sendJson, sendMetrics } from '../admin/httpReply.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { formatHostPort } from './address.js';
 import type { AdminSettings } from './adminConfig.js';
@@ -98,7 +97,7 @@ async function route(
   if (tokenHash !== undefined && !bearerMatches(req, tokenHash))
     throw new AdminHttpError(401, 'missing or wrong bearer token (Authorization: Bearer <token>)');
   if (path === '/metrics') {
-    send(req, res, 200, PROMETHEUS_CONTENT_TYPE, renderFamilies(await context.families()));
+    sendMetrics(req, res, await context.families());
     return;
   }
   if (path === '/stats') {

@@ -47,11 +47,13 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
     config,
     ops,
     (listener, proxy) => {
-      observeProxy(access, ops, listener, proxy, settings.accessLog);
+      observeProxy({ access, ops }, listener, proxy, settings.accessLog);
       adminRef.server?.recent.attach(listener.name, proxy);
     },
-    settings.backlog,
-    settings.metrics !== undefined || settings.admin !== undefined,
+    {
+      backlog: settings.backlog,
+      recordLatency: settings.metrics !== undefined || settings.admin !== undefined,
+    },
   );
   ref.listeners = running;
   try {

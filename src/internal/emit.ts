@@ -21,6 +21,21 @@ export function emitSafely<
   }
 }
 
+/**
+ * Runs `call` (an `emit()` whose listeners may throw) with `emitSafely`'s guarantee: a listener's
+ * exception is rethrown on the next tick. For emitters typed by a narrower interface than
+ * `EventEmitter`; it allocates a closure, so keep it off hot paths.
+ */
+export function runSafely(call: () => unknown): void {
+  try {
+    call();
+  } catch (err) {
+    process.nextTick(() => {
+      throw err;
+    });
+  }
+}
+
 /** The part of an emitter that error reporting needs. */
 export interface ErrorEmitter {
   listenerCount(event: 'error'): number;

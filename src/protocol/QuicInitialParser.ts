@@ -61,6 +61,16 @@ const FRAME_CONNECTION_CLOSE = 0x1c;
 /** Pre-allocated result for non-QUIC input. */
 const NOT_QUIC: QuicInitialResult = { kind: 'not_quic' };
 
+/** Where one long-header packet lies in its datagram. */
+interface PacketBounds {
+  /** Its first byte. */
+  readonly at: number;
+  /** Its packet number field. */
+  readonly pnOffset: number;
+  /** Just past its payload. */
+  readonly end: number;
+}
+
 /**
  * Reads the TLS ClientHello carried by a client's QUIC Initial packets (RFC 9000, RFC 9001,
  * RFC 9369), as a proxy that routes HTTP/3 by server name must: it derives the Initial keys from
@@ -188,7 +198,7 @@ export class QuicInitialParser {
     if (header.dcid.length < 8 && this.#packets === 0 && this.#keys === undefined)
       throw new QuicInitialError('bad_header', 'a client Initial DCID shorter than 8 bytes');
     const keys = this.#keysFor(profile, header.dcid);
-    const payload = this.#unprotect(bytes, at, pnOffset, end, keys);
+    const payload = this.#unprotect(bytes, { at, pnOffset, end }, keys);
     this.#packets++;
     const result = this.#frames(payload);
     return result ?? end;
@@ -204,7 +214,8 @@ export class QuicInitialParser {
   }
 
   /** Removes header protection and decrypts; returns the plaintext frames. */
-  #unprotect(bytes: Buffer, at: number, pnOffset: number, end: number, keys: InitialKeys): Buffer {
+  #unprotect(bytes: Buffer, packet: PacketBounds, keys: InitialKeys): Buffer {
+    const { at, pnOffset, end } = packet;
     // RFC 9001 5.4.2: the sample starts 4 bytes after the packet number's offset.
     if (pnOffset + 4 + 16 > end)
       throw new QuicInitialError('bad_header', 'packet too short to sample');

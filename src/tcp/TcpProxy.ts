@@ -22,6 +22,7 @@ import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import { UpstreamManager } from '../upstream/UpstreamManager.js';
 import type { UpstreamManagerHooks } from '../upstream/UpstreamManager.js';
+import { upstreamEventHooks } from '../upstream/upstreamEventHooks.js';
 import type { UpstreamSet } from '../upstream/UpstreamSet.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { CloseReason, RejectReason } from './closeReasons.js';
@@ -51,7 +52,7 @@ import type { ResolvedTcpOptions, TcpProxyOptions } from './TcpProxyOptions.js';
 import { resolveTcpOptions } from './TcpProxyOptions.js';
 import type { ClosedTotals, TcpProxyStats } from './TcpProxyStats.js';
 import { snapshotTcpStats } from './TcpProxyStats.js';
-import { channels } from '../diagnostics.js';
+import { channels } from '../internal/channels.js';
 import { ConnectionQueue } from './ConnectionQueue.js';
 import { RateLimitedConnection, SharedBandwidth } from './RateLimitedConnection.js';
 import type { QueuedClient } from './ConnectionQueue.js';
@@ -215,24 +216,22 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     const send = this.identity.send;
     const local = send === undefined ? undefined : localProxyHeader(send.version);
     return {
+      ...upstreamEventHooks(this, {
+        closeOnHealthFailure: this.options.closeOnHealthFailure,
+        closeTrafficTo: (upstream) => {
+          this.closeConnectionsTo(upstream);
+        },
+        changed: () => {
+          this.scheduleQueueDrain();
+        },
+        removed: (removed) => {
+          this.drainRemoved(removed);
+        },
+      }),
       checkPreamble: () => local,
       checkTls: (upstream) => {
         const settings = this.upstreamTls.settingsFor(upstream.upstream);
         return settings && { settings, tls: this.upstreamTls };
-      },
-      health: (upstream, healthy, change) => {
-        if (!healthy && change.source === 'active' && this.options.closeOnHealthFailure)
-          this.closeConnectionsTo(upstream);
-        this.scheduleQueueDrain();
-        emitSafely(this, 'upstreamHealth', upstream, healthy, change);
-      },
-      sourceError: (error) => {
-        emitSafely(this, 'upstreamSourceError', error);
-      },
-      membership: (removed) => {
-        emitSafely(this, 'upstreamsChange', this.upstreamSet.list());
-        this.drainRemoved(removed);
-        this.scheduleQueueDrain();
       },
     };
   }
@@ -397,8 +396,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       if (outcome.ok) {
         if (outcome.identity.preread !== undefined) this.countPreread(outcome.identity.preread);
         this.admit(socket, outcome.identity, outcome.buffered);
-      } else
-        this.reject(socket, outcome.reason, outcome.error, preface.identitySoFar, outcome.detail);
+      } else {
+        const { error, detail } = outcome;
+        this.reject(socket, outcome.reason, { error, identity: preface.identitySoFar, detail });
+      }
     });
     this.prefaces.add(preface);
     preface.start();
@@ -408,7 +409,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private admit(socket: Socket, identity: ClientIdentity, preface: Buffer[] | undefined): void {
     const refusal = this.accessVerdict(identity.address);
     if (refusal !== undefined) {
-      this.reject(socket, refusal, undefined, identity);
+      this.reject(socket, refusal, { identity });
       return;
     }
     if (this.terminateTls !== undefined) {
@@ -501,7 +502,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private terminated(outcome: DownstreamTlsOutcome, identity: ClientIdentity): void {
     if (!outcome.ok) {
       this.identity.perClient?.release(identity.address);
-      this.reject(outcome.socket, outcome.reason, outcome.error, identity);
+      this.reject(outcome.socket, outcome.reason, { error: outcome.error, identity });
       return;
     }
     const { info } = outcome;
@@ -564,8 +565,11 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.identity.perClient?.release(identity.address);
       if (outcome.ok) {
         const reason = socket.destroyed ? RejectReason.CLIENT_GONE : RejectReason.PROXY_CLOSING;
-        this.reject(socket, reason, undefined, identity);
-      } else this.reject(socket, outcome.reason, outcome.error, identity, outcome.detail);
+        this.reject(socket, reason, { identity });
+      } else {
+        const { error, detail } = outcome;
+        this.reject(socket, outcome.reason, { error, identity, detail });
+      }
     });
     if (!check.decided) this.admissions.add(check);
   }
@@ -618,13 +622,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     return undefined;
   }
 
-  private reject(
-    socket: Socket,
-    reason: RejectReason,
-    error?: Error,
-    identity?: ClientIdentity,
-    detail?: string,
-  ): void {
+  private reject(socket: Socket, reason: RejectReason, known: RejectDetails = NOTHING_KNOWN): void {
+    const { identity, error, detail } = known;
     this.counters.rejected++;
     this.rejectReasons[reason] = (this.rejectReasons[reason] ?? 0) + 1;
     const rejection: TcpRejection = {
@@ -662,7 +661,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private enqueue(socket: Socket, identity: ClientIdentity, preface: Buffer[] | undefined): void {
     if (!this.queue.push(socket, identity, preface)) {
       this.identity.perClient?.release(identity.address);
-      this.reject(socket, RejectReason.QUEUE_FULL, undefined, identity);
+      this.reject(socket, RejectReason.QUEUE_FULL, { identity });
       return;
     }
     this.counters.queuedTotal++;
@@ -672,7 +671,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private refuseQueued(client: QueuedClient, reason: RejectReason): void {
     this.counters.queueActive = this.queue.length;
     this.identity.perClient?.release(client.identity.address);
-    this.reject(client.socket, reason, undefined, client.identity);
+    this.reject(client.socket, reason, { identity: client.identity });
   }
 
   /** Lets waiting clients go once the current event is done (slots free up, health changes). */
@@ -740,15 +739,15 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   /** A snapshot of counters and gauges, named after Envoy's tcp_proxy and cluster stats. */
   stats(): TcpProxyStats {
     this.counters.queueActive = this.queue.length;
-    const stats = snapshotTcpStats(
-      this.counters,
-      this.closed,
-      this.live,
-      this.upstreamSet.list(),
-      this.rejectReasons,
-      this.manager.totals(),
-      this.tlsStats,
-    );
+    const stats = snapshotTcpStats({
+      counters: this.counters,
+      closed: this.closed,
+      live: this.live,
+      upstreams: this.upstreamSet.list(),
+      rejectReasons: this.rejectReasons,
+      totals: this.manager.totals(),
+      tls: this.tlsStats,
+    });
     return this.tunnelAgent === undefined ? stats : { ...stats, tunnels: this.tunnelAgent.stats() };
   }
 
@@ -845,6 +844,17 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 function peerLost(socket: Socket): boolean {
   return socket.remoteAddress === undefined && socket.localPort !== undefined;
 }
+
+/** What is known of a refused client beyond its socket and the reason. */
+interface RejectDetails {
+  /** The client as known so far (from the PROXY header, once one was accepted). */
+  readonly identity?: ClientIdentity | undefined;
+  readonly error?: Error | undefined;
+  /** The user's own reason (preread inspector, `admit` hook). */
+  readonly detail?: string | undefined;
+}
+
+const NOTHING_KNOWN: RejectDetails = {};
 
 function ignoreError(): void {
   // Errors of a socket not yet (or never) proxied carry no information worth surfacing.

@@ -2,8 +2,6 @@ import type { ProxyMode } from '../mode.js';
 import { InvalidOptionError } from '../errors.js';
 import { assertProxyMode } from '../mode.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
-import { roundRobin } from '../select/roundRobin.js';
-import type { Upstream } from '../upstream/Upstream.js';
 import type { PerClientLimits } from '../net/ClientLimiter.js';
 import { resolveIdentityOptions } from './identityOptions.js';
 import type {
@@ -12,13 +10,11 @@ import type {
   ProxyProtocolOption,
   SniOptions,
 } from './identityOptions.js';
-import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/healthOptions.js';
-import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
-import type { UpstreamSource } from '../upstream/UpstreamSource.js';
+import { resolveUpstreamOptions, UPSTREAM_OPTION_KEYS } from '../upstream/UpstreamOptions.js';
+import type { UpstreamOptions } from '../upstream/UpstreamOptions.js';
 import type { UpstreamTlsOptions } from '../tls/UpstreamTlsOptions.js';
 import type { TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
-import type { SlowStartOptions } from '../upstream/SlowStart.js';
 import { resolveTcpPolicy, TCP_POLICY_KEYS } from './policyOptions.js';
 import type { ResolvedTcpPolicy, TcpPolicyOptions } from './policyOptions.js';
 import type { PrereadOptions } from '../preread/prereadOptions.js';
@@ -31,7 +27,6 @@ import {
   duration,
   integer,
   limit,
-  optionalFunction,
   optionalRecord,
   rejectUnknownKeys,
 } from '../internal/validate.js';
@@ -42,13 +37,9 @@ import {
  * @example
  * new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: 5432 }], connectTimeout: 2_000 });
  */
-export interface TcpProxyOptions extends TcpPolicyOptions {
+export interface TcpProxyOptions extends UpstreamOptions, TcpPolicyOptions {
   /** Only `'non-transparent'` exists; anything else fails to type-check (and throws from JS). */
   readonly mode?: ProxyMode;
-  /** Initial upstreams; change them later with `setUpstreams()`. Default `[]`. */
-  readonly upstreams?: readonly Upstream[];
-  /** Load-balancing hook. Default `roundRobin()`. */
-  readonly selector?: UpstreamSelector;
   /** Time allowed for one upstream connect attempt. Default 5000, minimum 1. */
   readonly connectTimeout?: number;
   /** Upstreams tried per connection before giving up (each a different upstream). Default 3. */
@@ -81,16 +72,8 @@ export interface TcpProxyOptions extends TcpPolicyOptions {
   readonly deny?: readonly string[];
   /** Limits per client address: concurrent connections and new connections per second. */
   readonly perClient?: PerClientLimits;
-  /** Feeds the set over time (e.g. a `DnsSource`); `upstreams` is used until its first list. */
-  readonly upstreamSource?: UpstreamSource;
   /** Connections to an upstream that left the set are closed this long after (`upstream_removed`); 0 never. Default 0. */
   readonly upstreamDrainTimeout?: number;
-  /** Active health checks (TCP connect by default). Off unless set. */
-  readonly healthCheck?: HealthCheckOptions;
-  /** Passive ejection after consecutive connect failures. Off unless set. */
-  readonly outlierDetection?: OutlierDetectionOptions;
-  /** Below this percentage of healthy upstreams, all are used (Envoy's panic mode); 0 disables. Default 0. */
-  readonly panicThreshold?: number;
   /**
    * TLS origination: speak TLS to every upstream (an upstream's own `tls` wins; `tls: false` on
    * one turns it off there). Verifies certificates by default. Off unless set. See docs/tls.md.
@@ -101,8 +84,6 @@ export interface TcpProxyOptions extends TcpPolicyOptions {
    * every `listen()` and `handle()`. Off unless set. See docs/tls.md.
    */
   readonly terminateTls?: TerminateTlsOptions;
-  /** Ramp the weight of upstreams that join or recover over `window` ms. Off unless set. */
-  readonly slowStart?: SlowStartOptions;
   /** Inspect the first bytes (TLS, HTTP/1, PostgreSQL, custom) for `ctx.preread`. Default off. */
   readonly preread?: PrereadOptions;
   /** Async admission hook run before an upstream is chosen. Default none. */
@@ -128,8 +109,7 @@ export interface ResolvedTcpOptions extends ResolvedTcpPolicy {
 
 const KNOWN = [
   'mode',
-  'upstreams',
-  'selector',
+  ...UPSTREAM_OPTION_KEYS,
   'connectTimeout',
   'maxConnectAttempts',
   'idleTimeout',
@@ -144,14 +124,9 @@ const KNOWN = [
   'allow',
   'deny',
   'perClient',
-  'upstreamSource',
   'upstreamDrainTimeout',
-  'healthCheck',
-  'outlierDetection',
-  'panicThreshold',
   'tls',
   'terminateTls',
-  'slowStart',
   ...TCP_POLICY_KEYS,
   'preread',
   'admit',
@@ -192,15 +167,12 @@ export function resolveTcpOptions(input: unknown): {
     upstreamDrainTimeout: duration(raw.upstreamDrainTimeout, 'upstreamDrainTimeout', 0),
     ...resolveTcpPolicy(raw),
   };
-  const selector = optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin();
+  const upstream = resolveUpstreamOptions(raw, 'tcp');
   const identity = resolveIdentityOptions(raw);
-  const manager = resolveUpstreamManagerOptions(raw, 'tcp');
   return {
     options,
-    selector,
-    upstreams: raw.upstreams === undefined ? [] : raw.upstreams,
+    ...upstream,
     identity,
-    manager,
     tls: raw.tls,
     terminateTls: raw.terminateTls,
     admission: resolveAdmission(raw),

@@ -92,15 +92,20 @@ export interface ClosedTotals {
   reasons: Partial<Record<CloseReason, number>>;
 }
 
-export function snapshotTcpStats(
-  counters: TcpCounters,
-  closed: ClosedTotals,
-  live: ReadonlySet<TcpConnection>,
-  upstreams: readonly UpstreamState[],
-  rejectReasons: Partial<Record<RejectReason, number>>,
-  totals: UpstreamTotals,
-  tls: TlsStats,
-): TcpProxyStats {
+/** What a {@link TcpProxyStats} snapshot is computed from: the proxy's counters and live state. */
+export interface TcpStatsSources {
+  readonly counters: TcpCounters;
+  readonly closed: ClosedTotals;
+  readonly live: ReadonlySet<TcpConnection>;
+  readonly upstreams: readonly UpstreamState[];
+  readonly rejectReasons: Partial<Record<RejectReason, number>>;
+  readonly totals: UpstreamTotals;
+  readonly tls: TlsStats;
+}
+
+/** Builds the public snapshot. */
+export function snapshotTcpStats(sources: TcpStatsSources): TcpProxyStats {
+  const { counters, closed, live, upstreams, rejectReasons, totals, tls } = sources;
   let rx = closed.rxBytes;
   let tx = closed.txBytes;
   let upRx = closed.upstreamRxBytes;

@@ -1,6 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import type { L4Error } from '../errors.js';
-import type { UpstreamHealthChange } from '../upstream/UpstreamManager.js';
+import type { UpstreamEvents } from '../upstream/UpstreamEvents.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { CloseReason, RejectReason } from './closeReasons.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
@@ -96,7 +96,7 @@ export interface TcpRejection {
 }
 
 /** Events of {@link TcpProxy}; listeners are type-checked against these signatures. */
-export interface TcpProxyEvents {
+export interface TcpProxyEvents extends UpstreamEvents {
   /** A `listen()` call bound its address. */
   listening: (address: AddressInfo | string) => void;
   /** A client was admitted; the upstream is being chosen. */
@@ -117,17 +117,4 @@ export interface TcpProxyEvents {
   error: (error: Error) => void;
   /** The proxy closed: listeners closed and every connection ended. */
   close: () => void;
-  /**
-   * An upstream's health verdict flipped: `healthy` is the verdict of `change.source` (active
-   * checks or passive ejection); `upstream.healthy` says whether it is selectable now.
-   */
-  upstreamHealth: (
-    upstream: UpstreamCandidate,
-    healthy: boolean,
-    change: UpstreamHealthChange,
-  ) => void;
-  /** The upstream set was replaced (`setUpstreams()` or the upstream source). */
-  upstreamsChange: (upstreams: readonly UpstreamCandidate[]) => void;
-  /** The upstream source failed or sent a list that was refused; the last good set stays. */
-  upstreamSourceError: (error: Error) => void;
 }

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { failedStream, H2SessionPool } from './h2Connect.js';
 import { openHttp1Tunnel } from './httpConnect.js';
-import type { HttpTunnel, TunnelPeer } from './tunnelOptions.js';
+import type { HttpTunnel, TunnelDial, TunnelPeer } from './tunnelOptions.js';
 import { resolveTunnel, tunnelTarget } from './tunnelOptions.js';
 import type { TunnelCounters, TunnelStats } from './TunnelStats.js';
 import { tunnelCounters } from './TunnelStats.js';
@@ -31,20 +31,12 @@ export class TunnelAgent {
    * `TunnelRefusedError` for a non-2xx answer) and 'close'.
    */
   open(state: UpstreamState, tunnel: HttpTunnel, peer: TunnelPeer, noDelay: boolean): Socket {
-    const resolved = resolveTunnel(tunnel);
-    this.counters.requests++;
-    let target: string;
-    try {
-      target = tunnelTarget(resolved, peer);
-    } catch (err) {
-      this.counters.failed++;
-      return asRelaySocket(failedStream(err));
-    }
-    if (resolved.protocol === 'http/1.1')
-      return openHttp1Tunnel(state.host, state.port, resolved, target, this.counters, noDelay);
+    const dial = this.dial(state, tunnel, peer);
+    if (dial instanceof Error) return asRelaySocket(failedStream(dial));
+    if (dial.tunnel.protocol === 'http/1.1') return openHttp1Tunnel(dial, this.counters, noDelay);
     this.h2 ??= new H2SessionPool(this.counters);
     // A Duplex, not a Socket: the relay only uses what both have (see docs/tunneling.md).
-    return asRelaySocket(this.h2.open(state.host, state.port, resolved, target));
+    return asRelaySocket(this.h2.open(dial));
   }
 
   /**
@@ -52,17 +44,27 @@ export class TunnelAgent {
    * it emits `TUNNEL_READY`, then carries capsules (see capsules.ts).
    */
   openUdp(state: UpstreamState, tunnel: HttpTunnel, peer: TunnelPeer): Duplex {
+    const dial = this.dial(state, tunnel, peer);
+    if (dial instanceof Error) return failedStream(dial);
+    this.h2 ??= new H2SessionPool(this.counters);
+    return this.h2.openUdp(dial);
+  }
+
+  /** Counts a tunnel request and works out what to dial, or the error that refuses it. */
+  private dial(state: UpstreamState, tunnel: HttpTunnel, peer: TunnelPeer): TunnelDial | Error {
     const resolved = resolveTunnel(tunnel);
     this.counters.requests++;
-    let target: string;
     try {
-      target = tunnelTarget(resolved, peer);
+      return {
+        host: state.host,
+        port: state.port,
+        tunnel: resolved,
+        target: tunnelTarget(resolved, peer),
+      };
     } catch (err) {
       this.counters.failed++;
-      return failedStream(err);
+      return err instanceof Error ? err : new Error(String(err));
     }
-    this.h2 ??= new H2SessionPool(this.counters);
-    return this.h2.openUdp(state.host, state.port, resolved, target);
   }
 
   stats(): TunnelStats {

@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import { TunnelRefusedError } from '../errors.js';
 import { kResetStream } from '../net/closeSocket.js';
 import { proxyTlsOptions, TUNNEL_READY } from './httpConnect.js';
-import type { ResolvedTunnel } from './tunnelOptions.js';
+import type { ResolvedTunnel, TunnelDial } from './tunnelOptions.js';
 import { parseAuthority } from './tunnelOptions.js';
 import { expandUdpPath } from './capsules.js';
 import type { TunnelCounters } from './TunnelStats.js';
@@ -90,11 +90,11 @@ export class H2SessionPool {
   }
 
   /** Opens a CONNECT stream to `target` through the proxy at host:port (the relay owns it). */
-  open(host: string, port: number, tunnel: ResolvedTunnel, target: string): Duplex {
-    return this.request(host, port, tunnel, target, {
+  open(dial: TunnelDial): Duplex {
+    return this.request(dial, {
       ':method': 'CONNECT',
-      ':authority': target,
-      ...tunnel.headers,
+      ':authority': dial.target,
+      ...dial.tunnel.headers,
     });
   }
 
@@ -102,10 +102,11 @@ export class H2SessionPool {
    * Opens an RFC 9298 CONNECT-UDP stream (extended CONNECT, `:protocol` connect-udp, the
    * capsule protocol) for `target` through the proxy at host:port.
    */
-  openUdp(host: string, port: number, tunnel: ResolvedTunnel, target: string): Duplex {
+  openUdp(dial: TunnelDial): Duplex {
+    const { host, port, tunnel, target } = dial;
     const { host: targetHost, port: targetPort } = parseAuthority(target) ?? { host: '', port: 0 };
     const hostPart = host.includes(':') ? `[${host}]` : host;
-    return this.request(host, port, tunnel, target, {
+    return this.request(dial, {
       ':method': 'CONNECT',
       ':protocol': 'connect-udp',
       ':scheme': tunnel.tls === undefined ? 'http' : 'https',
@@ -116,13 +117,8 @@ export class H2SessionPool {
     });
   }
 
-  private request(
-    host: string,
-    port: number,
-    tunnel: ResolvedTunnel,
-    target: string,
-    headers: OutgoingHttpHeaders,
-  ): Duplex {
+  private request(dial: TunnelDial, headers: OutgoingHttpHeaders): Duplex {
+    const { host, port, tunnel, target } = dial;
     const pooled = this.sessionFor(host, port, tunnel);
     let stream: ClientHttp2Stream;
     try {

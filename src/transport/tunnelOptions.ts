@@ -53,6 +53,16 @@ export interface HttpTunnel {
   readonly udpPath?: string;
 }
 
+/** One tunnel to open: through the HTTP proxy at host:port, to `target`. */
+export interface TunnelDial {
+  /** The HTTP proxy (the upstream's own address). */
+  readonly host: string;
+  readonly port: number;
+  readonly tunnel: ResolvedTunnel;
+  /** The authority asked for (`host:port`). */
+  readonly target: string;
+}
+
 /** A validated tunnel with defaults applied (internal). */
 export interface ResolvedTunnel {
   readonly protocol: 'http/1.1' | 'h2';

@@ -136,6 +136,17 @@ function resolve(options: unknown): Resolved {
   };
 }
 
+/** A CONNECT or CONNECT-UDP request as it arrived, before its authority is parsed. */
+interface IncomingTunnel {
+  readonly version: 'h1' | 'h2';
+  /** Default `'connect'`. */
+  readonly protocol?: 'connect' | 'connect-udp';
+  readonly authority: string;
+  readonly headers: IncomingHttpHeaders;
+  /** The client's socket (undefined when its HTTP/2 session is unknown). */
+  readonly socket: Socket | undefined;
+}
+
 /**
  * The terminating side of HTTP tunnels: a listener that accepts HTTP/1.1 CONNECT and HTTP/2
  * CONNECT (cleartext; the HTTP/2 preface is recognised on the first bytes), authorises each
@@ -279,7 +290,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   }
 
   private h1Connect(request: IncomingMessage, socket: Socket, head: Buffer): void {
-    const tunnel = this.request('h1', request.url ?? '', request.headers, socket);
+    const authority = request.url ?? '';
+    const tunnel = this.request({ version: 'h1', authority, headers: request.headers, socket });
     if (tunnel === undefined) {
       this.answerH1(socket, 400);
       return;
@@ -314,7 +326,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       this.udpStream(stream, headers, client);
       return;
     }
-    const tunnel = this.request('h2', headers[':authority'] ?? '', headers, client);
+    const authority = headers[':authority'] ?? '';
+    const tunnel = this.request({ version: 'h2', authority, headers, socket: client });
     if (tunnel === undefined) {
       this.answerH2(stream, 400);
       return;
@@ -340,7 +353,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       target === undefined
         ? ''
         : `${target.host.includes(':') ? `[${target.host}]` : target.host}:${String(target.port)}`;
-    const tunnel = this.request('h2', authority, headers, client, 'connect-udp');
+    const protocol = 'connect-udp';
+    const tunnel = this.request({ version: 'h2', protocol, authority, headers, socket: client });
     if (tunnel === undefined) {
       this.answerH2(stream, 400);
       return;
@@ -357,12 +371,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
           stream.close(http2.constants.NGHTTP2_CANCEL);
         },
       };
-      relayUdp(
-        stream,
-        decision.host,
-        decision.port,
-        this.options.udpIdleTimeout,
-        (error) => {
+      relayUdp(stream, decision, this.options.udpIdleTimeout, {
+        ready: (error) => {
           if (error !== undefined) {
             this.answerH2(stream, 502);
             this.refused(tunnel, 502);
@@ -372,7 +382,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
           this.counters.opened++;
           this.live.add(handle);
         },
-        (totals) => {
+        done: (totals) => {
           if (!this.live.delete(handle)) return;
           this.counters.rx += totals.bytesToTarget;
           this.counters.tx += totals.bytesFromTarget;
@@ -387,17 +397,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
             bytesFromTarget: totals.bytesFromTarget,
           });
         },
-      );
+      });
     });
   }
 
-  private request(
-    version: 'h1' | 'h2',
-    authority: string,
-    headers: IncomingHttpHeaders,
-    socket: Socket | undefined,
-    protocol: 'connect' | 'connect-udp' = 'connect',
-  ): TunnelRequest | undefined {
+  private request(incoming: IncomingTunnel): TunnelRequest | undefined {
+    const { version, authority, headers, socket, protocol = 'connect' } = incoming;
     this.counters.requests++;
     const parsed = parseAuthority(authority);
     if (parsed === undefined) {

@@ -43,6 +43,14 @@ export function matchUdpPath(
   }
 }
 
+/** What `relayUdp` reports: the target is reachable (or not), then the relay's end. */
+export interface UdpRelayEvents {
+  /** Once: without an error when datagrams may flow. */
+  readonly ready: (error?: Error) => void;
+  /** Once, when the relay ended, with its byte counts. */
+  readonly done: (totals: UdpRelayTotals) => void;
+}
+
 /**
  * Connects a UDP socket to host:port (an IP literal) and relays it with the stream: DATAGRAM
  * capsules out as datagrams, datagrams in as capsules. Ends (and closes the socket) with the
@@ -50,12 +58,12 @@ export function matchUdpPath(
  */
 export function relayUdp(
   stream: ServerHttp2Stream,
-  host: string,
-  port: number,
+  target: { readonly host: string; readonly port: number },
   idleTimeout: number,
-  ready: (error?: Error) => void,
-  done: (totals: UdpRelayTotals) => void,
+  events: UdpRelayEvents,
 ): void {
+  const { host, port } = target;
+  const { ready, done } = events;
   const family = net.isIP(host);
   if (family === 0) {
     ready(new Error(`CONNECT-UDP needs an IP address, not ${host}`));

@@ -2,8 +2,7 @@ import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { TunnelAgent } from '../transport/TunnelAgent.js';
 import type { UpstreamSet } from '../upstream/UpstreamSet.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
-import type { DropReason } from './closeReasons.js';
-import type { UdpSessionSummary } from './events.js';
+import type { UdpDrop, UdpSessionSummary } from './events.js';
 import type { UdpSession } from './UdpSession.js';
 import type { ResolvedUdpOptions } from './UdpProxyOptions.js';
 import type { UdpCounters } from './UdpProxyStats.js';
@@ -17,16 +16,8 @@ export interface SessionHost {
   readonly counters: UdpCounters;
   /** The QUIC side, only with the `quic` option. */
   readonly quic: QuicRouter | undefined;
-  /** Counts a dropped datagram and emits `dropped` when someone listens. */
-  drop(
-    reason: DropReason,
-    from: 'client' | 'upstream',
-    session: UdpSession | undefined,
-    clientAddress: string,
-    clientPort: number,
-    size: number,
-    error?: Error,
-  ): void;
+  /** Counts a dropped datagram and emits `dropped` (this very object) when someone listens. */
+  drop(drop: UdpDrop): void;
   /** The proxy's CONNECT-UDP tunnels (created on first use, by tunnel upstreams only). */
   tunnels(): TunnelAgent;
   emitUpstreamError(session: UdpSession, state: UpstreamState, error: Error): void;

@@ -14,8 +14,9 @@ import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import type { UpstreamSet } from '../upstream/UpstreamSet.js';
 import { UpstreamManager } from '../upstream/UpstreamManager.js';
+import { upstreamEventHooks } from '../upstream/upstreamEventHooks.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
-import type { UdpProxyEvents, UdpSessionInfo, UdpSessionSummary } from './events.js';
+import type { UdpDrop, UdpProxyEvents, UdpSessionInfo, UdpSessionSummary } from './events.js';
 import { literalLookup4, literalLookup6 } from './literalLookup.js';
 import type { SessionHost } from './SessionHost.js';
 import type { ListenerOwner } from './UdpListener.js';
@@ -29,7 +30,7 @@ import { createUdpCounters, snapshotUdpStats } from './UdpProxyStats.js';
 import { UdpSession } from './UdpSession.js';
 import { kernelDrops } from './kernelDrops.js';
 import { reusePortSupported } from '../net/reusePort.js';
-import { channels } from '../diagnostics.js';
+import { channels } from '../internal/channels.js';
 import { udpMetrics } from '../metrics/prometheus.js';
 import { QuicRouter } from '../quic/QuicRouter.js';
 
@@ -102,19 +103,13 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     const resolved = resolveUdpOptions(options);
     this.options = resolved.options;
     this.access = resolved.access;
-    this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, {
-      health: (upstream, healthy, change) => {
-        if (!healthy && change.source === 'active' && this.options.closeOnHealthFailure)
-          this.closeSessionsTo(upstream);
-        emitSafely(this, 'upstreamHealth', upstream, healthy, change);
-      },
-      sourceError: (error) => {
-        emitSafely(this, 'upstreamSourceError', error);
-      },
-      membership: () => {
-        emitSafely(this, 'upstreamsChange', this.upstreamSet.list());
+    const hooks = upstreamEventHooks(this, {
+      closeOnHealthFailure: this.options.closeOnHealthFailure,
+      closeTrafficTo: (upstream) => {
+        this.closeSessionsTo(upstream);
       },
     });
+    this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, hooks);
     this.upstreamSet = this.manager.set;
     this.host = this.createHost(resolved.selector);
     this.owner = {
@@ -136,8 +131,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       counters: this.counters,
       quic: this.options.quic && new QuicRouter(this.options.quic, this.upstreamSet),
       tunnels: () => (this.tunnelAgent ??= new TunnelAgent()),
-      drop: (reason, from, session, clientAddress, clientPort, size, error) => {
-        this.drop(reason, from, session, clientAddress, clientPort, size, error);
+      drop: (drop) => {
+        this.drop(drop);
       },
       upstreamFailed: (state) => {
         this.manager.upstreamFailed(state);
@@ -220,31 +215,23 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   private open(listener: UdpListener, msg: Buffer, rinfo: RemoteInfo): void {
     if (this.closing) return;
     if (msg.length > this.options.maxDatagramSize) {
-      this.drop(DropReason.OVERSIZED, 'client', undefined, rinfo.address, rinfo.port, msg.length);
+      this.refuse(DropReason.OVERSIZED, rinfo, msg.length);
       return;
     }
     if (this.live >= this.options.maxSessions) {
-      this.drop(
-        DropReason.MAX_SESSIONS,
-        'client',
-        undefined,
-        rinfo.address,
-        rinfo.port,
-        msg.length,
-      );
+      this.refuse(DropReason.MAX_SESSIONS, rinfo, msg.length);
       return;
     }
     if (this.upstreamSet.allFull()) {
-      const { address, port } = rinfo;
-      this.drop(DropReason.UPSTREAMS_FULL, 'client', undefined, address, port, msg.length);
+      this.refuse(DropReason.UPSTREAMS_FULL, rinfo, msg.length);
       return;
     }
     const refusal = this.accessVerdict(rinfo.address);
     if (refusal !== undefined) {
-      this.drop(refusal, 'client', undefined, rinfo.address, rinfo.port, msg.length);
+      this.refuse(refusal, rinfo, msg.length);
       return;
     }
-    const session = new UdpSession(this.host, listener, rinfo.address, rinfo.port, this.nextId++);
+    const session = new UdpSession(this.host, listener, rinfo, this.nextId++);
     listener.add(session);
     this.live++;
     this.counters.sessTotal++;
@@ -273,22 +260,29 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     return undefined;
   }
 
-  private drop(
-    reason: DropReason,
-    from: 'client' | 'upstream',
-    session: UdpSession | undefined,
-    clientAddress: string,
-    clientPort: number,
-    size: number,
-    error?: Error,
-  ): void {
+  /** The datagram of a client that gets no session. */
+  private refuse(reason: DropReason, client: RemoteInfo, size: number): void {
+    const { address: clientAddress, port: clientPort } = client;
+    const from = 'client';
+    this.drop({
+      reason,
+      from,
+      clientAddress,
+      clientPort,
+      size,
+      sessionId: undefined,
+      error: undefined,
+    });
+  }
+
+  private drop(drop: UdpDrop): void {
     const counters = this.counters;
+    const reason = drop.reason;
     counters.droppedTotal++;
     counters.dropped[reason]++;
     if (reason === DropReason.NO_UPSTREAM) counters.noRoute++;
     const observed = channels.udpDropped.hasSubscribers;
     if (!observed && this.listenerCount('dropped') === 0) return;
-    const drop = { reason, from, clientAddress, clientPort, size, sessionId: session?.id, error };
     emitSafely(this, 'dropped', drop);
     if (observed) channels.udpDropped.publish({ proxy: this, drop });
   }
@@ -338,13 +332,13 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
 
   /** A snapshot of counters and gauges, named after Envoy's udp_proxy stats. */
   stats(): UdpProxyStats {
-    const stats = snapshotUdpStats(
-      this.counters,
-      this.live,
-      this.upstreamSet.list(),
-      this.manager.totals(),
-      this.kernelDrops(),
-    );
+    const stats = snapshotUdpStats({
+      counters: this.counters,
+      activeSessions: this.live,
+      upstreams: this.upstreamSet.list(),
+      totals: this.manager.totals(),
+      kernelDropped: this.kernelDrops(),
+    });
     const withQuic =
       this.host.quic === undefined ? stats : { ...stats, quic: this.host.quic.stats() };
     return this.tunnelAgent === undefined

@@ -3,18 +3,14 @@ import { resolveSessionFilters } from '../filter/sessionFilter.js';
 import type { UdpSessionFilterFactory } from '../filter/sessionFilter.js';
 import { assertProxyMode } from '../mode.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
-import { roundRobin } from '../select/roundRobin.js';
-import type { Upstream } from '../upstream/Upstream.js';
 import type { BlockList } from 'node:net';
 import { InvalidOptionError } from '../errors.js';
 import { parseAddressList } from '../net/addressList.js';
 import { ClientLimiter } from '../net/ClientLimiter.js';
-import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/healthOptions.js';
-import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
 import { resolveSourceAddress } from '../net/sourceAddress.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
-import type { UpstreamSource } from '../upstream/UpstreamSource.js';
-import type { SlowStartOptions } from '../upstream/SlowStart.js';
+import { resolveUpstreamOptions, UPSTREAM_OPTION_KEYS } from '../upstream/UpstreamOptions.js';
+import type { UpstreamOptions } from '../upstream/UpstreamOptions.js';
 import type { ResolvedQuicOptions, UdpQuicOptions } from '../quic/quicOptions.js';
 import { resolveQuicOptions } from '../quic/quicOptions.js';
 import {
@@ -22,7 +18,6 @@ import {
   duration,
   integer,
   limit,
-  optionalFunction,
   optionalRecord,
   rejectUnknownKeys,
 } from '../internal/validate.js';
@@ -33,13 +28,9 @@ import {
  * @example
  * new UdpProxy({ upstreams: [{ host: '10.0.0.53', port: 53 }], idleTimeout: 30_000, maxResponses: 1 });
  */
-export interface UdpProxyOptions {
+export interface UdpProxyOptions extends UpstreamOptions {
   /** Only `'non-transparent'` exists; anything else fails to type-check (and throws from JS). */
   readonly mode?: ProxyMode;
-  /** Initial upstreams; change them later with `setUpstreams()`. Default `[]`. */
-  readonly upstreams?: readonly Upstream[];
-  /** Load-balancing hook, sync or async. Default `roundRobin()`. */
-  readonly selector?: UpstreamSelector;
   /** Close a session after this long with no datagram either way; 0 disables. Default 60 000. */
   readonly idleTimeout?: number;
   /** Live sessions allowed; datagrams of new clients beyond are dropped. Default Infinity. */
@@ -73,16 +64,6 @@ export interface UdpProxyOptions {
   readonly deny?: readonly string[];
   /** Limits per client address: concurrent sessions and new sessions per second. */
   readonly perClient?: UdpPerClientLimits;
-  /** Feeds the set over time (e.g. a `DnsSource`); `upstreams` is used until its first list. */
-  readonly upstreamSource?: UpstreamSource;
-  /** Active health checks; UDP send/expect probes by default (give `udp: { send, expect }`). */
-  readonly healthCheck?: HealthCheckOptions;
-  /** Passive ejection after consecutive ICMP errors (port unreachable, ...). Off unless set. */
-  readonly outlierDetection?: OutlierDetectionOptions;
-  /** Below this percentage of healthy upstreams, all are used; 0 disables. Default 0. */
-  readonly panicThreshold?: number;
-  /** Ramp the weight of upstreams that join or recover over `window` ms. Off unless set. */
-  readonly slowStart?: SlowStartOptions;
   /**
    * QUIC awareness (HTTP/3): route by the server name of the client's Initial, keep connections
    * on their upstream across client address changes. Off unless set; see `docs/quic.md`.
@@ -127,8 +108,7 @@ export interface ResolvedUdpOptions {
 
 const KNOWN = [
   'mode',
-  'upstreams',
-  'selector',
+  ...UPSTREAM_OPTION_KEYS,
   'idleTimeout',
   'maxSessions',
   'maxDatagramSize',
@@ -143,11 +123,6 @@ const KNOWN = [
   'allow',
   'deny',
   'perClient',
-  'upstreamSource',
-  'healthCheck',
-  'outlierDetection',
-  'panicThreshold',
-  'slowStart',
   'sessionFilters',
   'quic',
 ] as const;
@@ -195,15 +170,7 @@ export function resolveUdpOptions(input: unknown): {
     deny: raw.deny === undefined ? undefined : parseAddressList(raw.deny, 'deny'),
     perClient: ClientLimiter.from(raw.perClient, 'perClient', ['maxSessions', 'sessionsPerSecond']),
   };
-  const selector = optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin();
-  const manager = resolveUpstreamManagerOptions(raw, 'udp');
-  return {
-    options,
-    selector,
-    upstreams: raw.upstreams === undefined ? [] : raw.upstreams,
-    access,
-    manager,
-  };
+  return { options, ...resolveUpstreamOptions(raw, 'udp'), access };
 }
 
 function resolveProxyProtocol(value: unknown): boolean {

@@ -156,14 +156,19 @@ function upstreamStats(state: UpstreamState): UdpUpstreamStats {
   };
 }
 
+/** What a {@link UdpProxyStats} snapshot is computed from: the proxy's counters and live state. */
+export interface UdpStatsSources {
+  readonly counters: UdpCounters;
+  readonly activeSessions: number;
+  readonly upstreams: readonly UpstreamState[];
+  readonly totals: UpstreamTotals;
+  /** Datagrams the kernel dropped on the bound sockets. */
+  readonly kernelDropped: number;
+}
+
 /** Builds the public snapshot. */
-export function snapshotUdpStats(
-  counters: UdpCounters,
-  activeSessions: number,
-  upstreams: readonly UpstreamState[],
-  totals: UpstreamTotals,
-  kernelDropped = 0,
-): UdpProxyStats {
+export function snapshotUdpStats(sources: UdpStatsSources): UdpProxyStats {
+  const { counters, activeSessions, upstreams, totals, kernelDropped } = sources;
   const perUpstream: Record<string, UdpUpstreamStats> = {};
   for (const state of upstreams) perUpstream[state.id] = upstreamStats(state);
   return {

@@ -100,13 +100,19 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     return this.header;
   }
 
-  constructor(host: SessionHost, listener: UdpListener, address: string, port: number, id: number) {
+  /** `client` is the first datagram's `RemoteInfo` (its address and port). */
+  constructor(
+    host: SessionHost,
+    listener: UdpListener,
+    client: { readonly address: string; readonly port: number },
+    id: number,
+  ) {
     this.host = host;
     this.listener = listener;
     this.id = id;
-    this.clientAddress = address;
-    this.clientPort = port;
-    this.clientFamily = address.includes(':') ? 'IPv6' : 'IPv4';
+    this.clientAddress = client.address;
+    this.clientPort = client.port;
+    this.clientFamily = client.address.includes(':') ? 'IPv6' : 'IPv4';
     this.localAddress = listener.localAddress;
     this.localPort = listener.localPort;
   }
@@ -444,7 +450,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   }
 
   private drop(reason: DropReason, from: 'client' | 'upstream', size: number, error?: Error): void {
-    this.host.drop(reason, from, this, this.clientAddress, this.clientPort, size, error);
+    const { clientAddress, clientPort, id } = this;
+    this.host.drop({ reason, from, clientAddress, clientPort, size, sessionId: id, error });
   }
 
   /** Ends the session for `reason`: closes its sockets at once, drops what still waits. */

@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import type { UpstreamHealthChange } from '../upstream/UpstreamManager.js';
+import type { UpstreamEvents } from '../upstream/UpstreamEvents.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { DropReason, SessionCloseReason } from './closeReasons.js';
 
@@ -79,7 +79,7 @@ export interface UdpDrop {
 }
 
 /** Events of {@link UdpProxy}; listeners are type-checked against these signatures. */
-export interface UdpProxyEvents {
+export interface UdpProxyEvents extends UpstreamEvents {
   /** A `bind()` call bound its address. */
   listening: (address: AddressInfo) => void;
   /** A new client's first datagram opened a session (emitted after a synchronous selection). */
@@ -97,17 +97,4 @@ export interface UdpProxyEvents {
   error: (error: Error) => void;
   /** The proxy closed: bound sockets and every session socket are closed. */
   close: () => void;
-  /**
-   * An upstream's health verdict flipped: `healthy` is the verdict of `change.source` (active
-   * checks or passive ejection); `upstream.healthy` says whether it is selectable now.
-   */
-  upstreamHealth: (
-    upstream: UpstreamCandidate,
-    healthy: boolean,
-    change: UpstreamHealthChange,
-  ) => void;
-  /** The upstream set was replaced (`setUpstreams()` or the upstream source). */
-  upstreamsChange: (upstreams: readonly UpstreamCandidate[]) => void;
-  /** The upstream source failed or sent a list that was refused; the last good set stays. */
-  upstreamSourceError: (error: Error) => void;
 }
