@@ -415,7 +415,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     if (this.terminateTls !== undefined) {
       if (this.tlsPreread === undefined)
         this.startTermination(socket, identity, preface, this.terminateTls);
-      else this.prereadBeforeTls(socket, identity, preface, this.tlsPreread, this.terminateTls);
+      else this.prereadBeforeTls(socket, identity, preface, this.tlsPreread);
       return;
     }
     this.startConnection(socket, identity, preface);
@@ -431,7 +431,6 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     identity: ClientIdentity,
     held: Buffer[] | undefined,
     phases: TlsPrereadPhases,
-    settings: ResolvedTerminateTls,
   ): void {
     if (held !== undefined && held.length > 0) socket.unshift(Buffer.concat(held));
     const preface = new ClientPreface(
@@ -441,12 +440,13 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         this.prefaces.delete(preface);
         if (!outcome.ok) {
           this.identity.perClient?.release(identity.address);
-          this.reject(socket, outcome.reason, outcome.error, identity, outcome.detail);
-        } else if (outcome.startTls) {
-          this.startTermination(socket, identity, outcome.buffered, settings);
+          const { error, detail } = outcome;
+          this.reject(socket, outcome.reason, { error, identity, detail });
+        } else if (outcome.startTls && this.terminateTls !== undefined) {
+          this.startTermination(socket, identity, outcome.buffered, this.terminateTls);
         } else if (!phases.acceptPlaintext) {
           this.identity.perClient?.release(identity.address);
-          this.reject(socket, RejectReason.TLS_REQUIRED, undefined, identity);
+          this.reject(socket, RejectReason.TLS_REQUIRED, { identity });
         } else {
           this.countPreread(outcome.identity.preread);
           this.startConnection(socket, outcome.identity, outcome.buffered);
@@ -471,7 +471,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
           return;
         }
         this.identity.perClient?.release(identity.address);
-        this.reject(socket, outcome.reason, outcome.error, identity, outcome.detail);
+        const { error, detail } = outcome;
+        this.reject(socket, outcome.reason, { error, identity, detail });
       },
       identity,
     );
