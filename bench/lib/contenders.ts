@@ -248,7 +248,7 @@ export const CONTENDERS: readonly Contender[] = [
   {
     name: 'l4proxy-2w',
     description:
-      'the same in 2 `node:cluster` workers sharing the listening socket (TCP `SCHED_NONE`: the kernel spreads accepts)',
+      'the same in 2 `node:cluster` workers: one SO_REUSEPORT socket each on Node >= 22.12, else one shared listening socket (TCP `SCHED_NONE`); the kernel spreads connections either way',
     protocols: ['tcp', 'udp'],
     start: (setup) =>
       forkNode(
