@@ -13,6 +13,7 @@ import type { LogLevel } from './jsonLogger.js';
 import { buildSelector } from './selectorConfig.js';
 import { applyPolicyConfig } from './policyConfig.js';
 import { programmableOptions } from './routeConfig.js';
+import { importListenerModules } from './moduleConfig.js';
 import { parseAdminSetting } from './adminConfig.js';
 import type { AdminSettings } from './adminConfig.js';
 import { parseAccessLogSetting } from './accessLogFormat.js';
@@ -92,7 +93,7 @@ const TOP_KEYS = [
   'backlog',
 ];
 /** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
-const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns', 'backlog', 'routes'];
+const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns', 'backlog', 'routes', 'module'];
 
 /** Reads and validates a config file; nothing listens yet. */
 export async function loadConfigFile(file: string): Promise<Config> {
@@ -110,6 +111,8 @@ export async function loadConfigFile(file: string): Promise<Config> {
     const at = where === undefined ? '' : ` at line ${where.line}, column ${where.column}`;
     throw new ConfigError(file, '', `invalid JSON${at}: ${(err as Error).message}`);
   }
+  const unimported = await importListenerModules(json, file);
+  if (unimported !== undefined) throw new ConfigError(file, unimported.path, unimported.message);
   return validateConfig(json, file);
 }
 
