@@ -13,6 +13,7 @@ import { cliAdminServer, startCliAdmin } from './adminConfig.js';
 import { answerRelayed } from '../admin/relayedRequest.js';
 import type { AdminServer } from '../admin/AdminServer.js';
 import type { EffectiveSettings } from './settings.js';
+import { TunnelListeners } from './tunnelListeners.js';
 
 /** Logs what a reload did. */
 export function logReload(ops: Logger, outcome: ReloadOutcome): void {
@@ -57,8 +58,10 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
     },
   );
   ref.listeners = running;
+  const tunnels = new TunnelListeners(config.tunnels, { ops, access });
   try {
     await running.start();
+    await tunnels.start();
   } catch (err) {
     ops.log('fatal', (err as Error).message);
     process.exit(1);
@@ -77,7 +80,7 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
     }, settings.drainTimeout + 5_000).unref();
     const cutBefore = cutConnections(running.stats());
     // Listeners stop accepting synchronously here, so 'draining' means "no new connections".
-    const drained = running.drain(settings.drainTimeout);
+    const drained = Promise.all([running.drain(settings.drainTimeout), tunnels.close()]);
     ops.info('draining', { reason: why, drainTimeout: settings.drainTimeout });
     await drained;
     // Connections still open at the deadline were cut (proxy_closed): the drain overran.
@@ -98,6 +101,7 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
       return;
     }
     logReload(ops, await running.reload(settings.file));
+    await tunnels.reload(settings.file);
   };
 
   if (worker !== undefined) {
@@ -132,7 +136,10 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
         settings,
         ready: () => !draining,
       });
-    reply({ type: 'l4proxy:ready', addresses: running.addresses() });
+    reply({
+      type: 'l4proxy:ready',
+      addresses: [...running.addresses(), ...tunnels.addresses()],
+    });
     return;
   }
 
@@ -150,7 +157,7 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
   if (settings.metrics !== undefined) {
     try {
       const served = await startMetricsServer(settings.metrics, () =>
-        Promise.resolve(listenerFamilies(running.stats())),
+        Promise.resolve([...listenerFamilies(running.stats()), ...tunnels.families()]),
       );
       ops.info('metrics listening', { address: served.address, path: '/metrics' });
     } catch (err) {
@@ -176,7 +183,7 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
     }
   }
   status.start(statusPeriod(settings.statusInterval));
-  ops.info('ready', { listeners: running.addresses() });
+  ops.info('ready', { listeners: [...running.addresses(), ...tunnels.addresses()] });
 }
 
 /** TCP connections the proxies closed themselves (`proxy_closed`): cut by a drain's deadline. */
