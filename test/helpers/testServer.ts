@@ -1,30 +1,16 @@
-import net from 'node:net';
 import type { Socket } from 'node:net';
-import { listen, waitFor } from './net.js';
+import { socketServer, waitFor } from './net.js';
 
 /** What registers cleanup: a `TestContext`. */
 interface Cleanup {
   after(fn: () => unknown): void;
 }
 
-/**
- * A TCP server on 127.0.0.1:0 whose sockets `serve` handles (an 'error' handler is already on);
- * the test's `after` destroys its sockets and closes it. Resolves with its port.
- */
+/** A {@link socketServer} that the test's `after` closes. Resolves with its port. */
 export async function testServer(t: Cleanup, serve: (socket: Socket) => void): Promise<number> {
-  const sockets = new Set<Socket>();
-  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    socket.on('close', () => sockets.delete(socket));
-    serve(socket);
-  });
-  const port = await listen(server);
-  t.after(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise((resolve) => server.close(resolve));
-  });
-  return port;
+  const server = await socketServer(serve);
+  t.after(() => server.close());
+  return server.port;
 }
 
 /** A server answering every chunk with `tag` + the chunk (so a test sees which upstream answered). */
