@@ -16,6 +16,8 @@ const ctx = {
   localAddress: '127.0.0.1',
   localPort: 2,
   proxyHeader: undefined,
+  canStartTls: false,
+  tls: undefined,
 };
 
 /** A real ClientHello from Node's TLS client (captured on a loopback socket). */

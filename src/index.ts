@@ -219,6 +219,17 @@ export type {
   TunnelTarget,
 } from './tunnel/TunnelServer.js';
 export type { RelayEnd } from './tunnel/relayStreams.js';
+export type {
+  TunnelAdmissionContext,
+  TunnelAdmissionHook,
+  TunnelAdmissionVerdict,
+} from './tunnel/tunnelAdmission.js';
+export type {
+  TunnelRefusal,
+  TunnelRouteMode,
+  TunnelSelectionContext,
+} from './tunnel/TunnelDial.js';
+export type { TunnelSelector } from './tunnel/tunnelServerOptions.js';
 
 // Operations: admin server, runtime control, latency histograms.
 export { AdminServer, createAdminServer } from './admin/AdminServer.js';

@@ -29,13 +29,14 @@ export const CONTENDER_NAMES = [
   'tunnel-h2',
 ] as const;
 
-/** Contenders run only when named with --contenders (the cost of optional l4proxy features). */
-export const OPTIONAL_CONTENDERS: readonly ContenderName[] = [
-  'l4proxy-filter',
-  'l4proxy-preread',
-  'tunnel-h1',
-  'tunnel-h2',
-];
+/** Contenders run only when named with --contenders (the HTTP tunnels). */
+export const OPTIONAL_CONTENDERS: readonly ContenderName[] = ['tunnel-h1', 'tunnel-h2'];
+
+/**
+ * The cost of the programmable data path (one pass-through filter; preread): in every default
+ * run, so the report sets them next to plain `l4proxy`; the CI smoke test runs them apart.
+ */
+export const COST_CONTENDERS: readonly ContenderName[] = ['l4proxy-filter', 'l4proxy-preread'];
 
 /** Name of a contender. */
 export type ContenderName = (typeof CONTENDER_NAMES)[number];
@@ -247,7 +248,7 @@ export const CONTENDERS: readonly Contender[] = [
   {
     name: 'l4proxy-2w',
     description:
-      'the same in 2 `node:cluster` workers sharing the listening socket (TCP `SCHED_NONE`: the kernel spreads accepts)',
+      'the same in 2 `node:cluster` workers: one SO_REUSEPORT socket each on Node >= 22.12, else one shared listening socket (TCP `SCHED_NONE`); the kernel spreads connections either way',
     protocols: ['tcp', 'udp'],
     start: (setup) =>
       forkNode(

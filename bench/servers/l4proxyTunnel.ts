@@ -9,7 +9,10 @@ import { TcpProxy, TunnelServer } from '../../src/index.js';
 const [protocolArg, upstreamArg] = process.argv.slice(2);
 const protocol = protocolArg === 'h2' ? 'h2' : 'http/1.1';
 const target = `127.0.0.1:${String(Number(upstreamArg))}`;
-const server = new TunnelServer({ authorize: (request) => request.authority === target });
+const server = new TunnelServer({
+  route: 'direct',
+  authorize: (request) => request.authority === target,
+});
 const { port: tunnelPort } = await server.listen({ port: 0, host: '127.0.0.1' });
 const proxy = new TcpProxy({
   upstreams: [{ host: '127.0.0.1', port: tunnelPort, tunnel: { protocol, target } }],

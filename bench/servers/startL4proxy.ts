@@ -18,7 +18,10 @@ export async function startL4proxy(
   upstreamPort: number,
   responses: number,
   variant?: string,
+  /** A fixed port opened with SO_REUSEPORT (one socket per worker), instead of port 0. */
+  reusePort?: number,
 ): Promise<StartedProxy> {
+  const shared = reusePort === undefined ? { port: 0 } : { port: reusePort, reusePort: true };
   const upstreams = [{ host: '127.0.0.1', port: upstreamPort }];
   if (protocol === 'udp') {
     const udpExtra: UdpProxyOptions =
@@ -30,11 +33,11 @@ export async function startL4proxy(
         ? { upstreams, maxResponses: responses, ...udpExtra }
         : { upstreams, ...udpExtra },
     );
-    const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const address = await proxy.bind({ ...shared, address: '127.0.0.1' });
     return { port: address.port, close: () => proxy.close() };
   }
   const proxy = new TcpProxy({ upstreams, ...tcpVariant(variant) });
-  const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
+  const address = await proxy.listen({ ...shared, host: '127.0.0.1' });
   if (typeof address === 'string') throw new Error('expected a TCP address');
   return { port: address.port, close: () => proxy.close() };
 }

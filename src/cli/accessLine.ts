@@ -1,3 +1,16 @@
+/** `,"key":` per summary key, serialized once (summaries have a few dozen fixed keys). */
+const keyPrefixes = new Map<string, string>();
+const MAX_CACHED_KEYS = 256;
+
+function keyPrefix(key: string): string {
+  let prefix = keyPrefixes.get(key);
+  if (prefix === undefined) {
+    prefix = `,${JSON.stringify(key)}:`;
+    if (keyPrefixes.size < MAX_CACHED_KEYS) keyPrefixes.set(key, prefix);
+  }
+  return prefix;
+}
+
 /**
  * The access log's serializer: one closed connection or session summary straight to JSON members
  * (`"key":value,...`), pino-style: no intermediate object (no spread, no rest destructuring), no
@@ -21,7 +34,7 @@ export function summaryMembers(summary: object): string {
       if (id !== undefined) out += `,"upstream":${JSON.stringify(id)}`;
       continue;
     }
-    out += `,${JSON.stringify(key)}:${valueJson(value)}`;
+    out += keyPrefix(key) + valueJson(value);
   }
   return out + err;
 }

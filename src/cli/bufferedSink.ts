@@ -4,12 +4,13 @@ import type { LogSink } from './jsonLogger.js';
 const FLUSH_AT = 65_536;
 
 /**
- * A log sink that gathers lines and writes them once per event-loop turn (or at 64 KiB), as
- * pino's sonic-boom does: one write(2) for all the connections that closed in a turn instead of
- * one each. Lines left at exit are written by the 'exit' handler (stdout to a file or a pipe is
- * synchronous on Linux), so `process.exit()` after a drain loses nothing.
+ * A log sink that gathers lines and writes them in one write(2): after `delayMs` (an unref'd
+ * timer, like nginx's `access_log ... flush=`), or at the end of the event-loop turn when
+ * `delayMs` is 0, or at once beyond 64 KiB, as pino's sonic-boom does. Lines left at exit are
+ * written by the 'exit' handler (stdout to a file or a pipe is synchronous on Linux), so
+ * `process.exit()` after a drain loses nothing.
  */
-export function bufferedSink(write: (text: string) => void): LogSink {
+export function bufferedSink(write: (text: string) => void, delayMs = 0): LogSink {
   let pending = '';
   let scheduled = false;
   const flush = (): void => {
@@ -25,7 +26,8 @@ export function bufferedSink(write: (text: string) => void): LogSink {
     if (pending.length >= FLUSH_AT) flush();
     else if (!scheduled) {
       scheduled = true;
-      setImmediate(flush);
+      if (delayMs === 0) setImmediate(flush);
+      else setTimeout(flush, delayMs).unref();
     }
   };
 }

@@ -13,6 +13,7 @@ import type { LogLevel } from './jsonLogger.js';
 import { buildSelector } from './selectorConfig.js';
 import { applyPolicyConfig } from './policyConfig.js';
 import { programmableOptions } from './routeConfig.js';
+import { importListenerModules } from './moduleConfig.js';
 import { parseAdminSetting } from './adminConfig.js';
 import type { AdminSettings } from './adminConfig.js';
 import { parseAccessLogSetting } from './accessLogFormat.js';
@@ -21,6 +22,8 @@ import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
 import { TlsFileError, readTlsFiles } from './tlsConfig.js';
 import type { TlsFiles } from './tlsConfig.js';
 import { tunnelUpstreams } from './tunnelConfig.js';
+import { prepareTunnelListener, TunnelConfigError } from './tunnelListeners.js';
+import type { TunnelListenerConfig } from './tunnelListeners.js';
 
 /**
  * A config error: names the source (file or command line), the JSON path and what was expected.
@@ -73,6 +76,8 @@ export interface Settings {
 export interface Config {
   readonly source: string;
   readonly listeners: readonly PreparedListener[];
+  /** `"protocol": "tunnel"` listeners (TunnelServer, src/cli/tunnelListeners.ts). */
+  readonly tunnels: readonly TunnelListenerConfig[];
   readonly settings: Settings;
 }
 
@@ -88,7 +93,7 @@ const TOP_KEYS = [
   'backlog',
 ];
 /** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
-const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns', 'backlog', 'routes'];
+const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns', 'backlog', 'routes', 'module'];
 
 /** Reads and validates a config file; nothing listens yet. */
 export async function loadConfigFile(file: string): Promise<Config> {
@@ -106,6 +111,8 @@ export async function loadConfigFile(file: string): Promise<Config> {
     const at = where === undefined ? '' : ` at line ${where.line}, column ${where.column}`;
     throw new ConfigError(file, '', `invalid JSON${at}: ${(err as Error).message}`);
   }
+  const unimported = await importListenerModules(json, file);
+  if (unimported !== undefined) throw new ConfigError(file, unimported.path, unimported.message);
   return validateConfig(json, file);
 }
 
@@ -132,15 +139,35 @@ export function validateConfig(json: unknown, source: string): Config {
     );
   }
   const listeners: PreparedListener[] = [];
+  const tunnels: TunnelListenerConfig[] = [];
   try {
     list.forEach((entry: unknown, index) => {
+      if (isRecord(entry) && entry.protocol === 'tunnel') {
+        const names = [...listeners.map((l) => l.config.name), ...tunnels.map((t) => t.name)];
+        tunnels.push(prepareTunnel(entry, `listeners[${index}]`, source, names));
+        return;
+      }
       listeners.push(prepareListener(entry, `listeners[${index}]`, source, listeners));
     });
   } catch (err) {
     closeAll(listeners);
     throw err;
   }
-  return { source, listeners, settings };
+  return { source, listeners, tunnels, settings };
+}
+
+function prepareTunnel(
+  entry: Readonly<Record<string, unknown>>,
+  path: string,
+  source: string,
+  names: readonly string[],
+): TunnelListenerConfig {
+  try {
+    return prepareTunnelListener(entry, path, source, names);
+  } catch (err) {
+    if (err instanceof TunnelConfigError) throw new ConfigError(source, err.path, err.message);
+    throw err;
+  }
 }
 
 /** Closes proxies that were constructed but will not be used (they hold no socket yet). */
@@ -222,7 +249,7 @@ function prepareListener(
     throw fieldError(source, path, 'an object { "protocol", "listen", "upstreams" }', entry);
   const protocol = entry.protocol;
   if (protocol !== 'tcp' && protocol !== 'udp')
-    throw fieldError(source, `${path}.protocol`, '"tcp" or "udp"', protocol);
+    throw fieldError(source, `${path}.protocol`, '"tcp", "udp" or "tunnel"', protocol);
   const listenText = entry.listen;
   const listen = typeof listenText === 'string' ? parseHostPort(listenText, 0) : undefined;
   if (!listen?.ok) {

@@ -14,6 +14,7 @@ import { Primary } from './primary.js';
 import { runListeners } from './runListeners.js';
 import { effectiveSettings } from './settings.js';
 import { describeBacklog, listenerBacklog } from './listenBacklog.js';
+import { describeTunnelListener } from './tunnelListeners.js';
 
 /** The quick form's config: one listener, the upstreams given on the command line. */
 function quickConfig(quick: NonNullable<CliArgs['quick']>): Config {
@@ -88,10 +89,14 @@ async function main(argv: readonly string[]): Promise<void> {
   const settings = effectiveSettings(args, config);
   if (args.check) {
     closeAll(config.listeners);
-    const listeners = describeListeners(config, settings.backlog);
-    process.stdout.write(
-      `${config.source}: ok, ${config.listeners.length} listener(s): ${listeners}\n`,
-    );
+    const listeners = [
+      describeListeners(config, settings.backlog),
+      ...config.tunnels.map(describeTunnelListener),
+    ]
+      .filter((text) => text !== '')
+      .join(', ');
+    const count = config.listeners.length + config.tunnels.length;
+    process.stdout.write(`${config.source}: ok, ${count} listener(s): ${listeners}\n`);
     return;
   }
   if (settings.workers > 1 && cluster.isPrimary) {

@@ -5,6 +5,9 @@ import type { StatusStream } from './statusLine.js';
 import { bufferedSink } from './bufferedSink.js';
 import type { ListenerStats } from './Listener.js';
 
+/** How long access lines may wait in the buffer when stdout is not a terminal. */
+const ACCESS_FLUSH_MS = 100;
+
 /** The CLI's outputs: access log on stdout, operational log and status on stderr. */
 export interface Outputs {
   readonly access: Logger;
@@ -31,12 +34,17 @@ export function createOutputs(
 ): Outputs {
   const { stdout, stderr } = streams;
   const shown: { status?: StatusLine } = {};
+  // Access lines to a file or a pipe go out every 100 ms (one write(2) for many connections);
+  // a person watching a terminal sees them at the end of each event-loop turn.
   const access = new Logger(
     level,
-    bufferedSink((text) => {
-      if (stdout.isTTY === true) shown.status?.clear();
-      stdout.write(text);
-    }),
+    bufferedSink(
+      (text) => {
+        if (stdout.isTTY === true) shown.status?.clear();
+        stdout.write(text);
+      },
+      stdout.isTTY === true ? 0 : ACCESS_FLUSH_MS,
+    ),
     bindings,
   );
   const ops = new Logger(

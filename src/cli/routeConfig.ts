@@ -1,3 +1,4 @@
+import { applyListenerModule } from './moduleConfig.js';
 import { InvalidOptionError } from '../errors.js';
 import { isRecord, rejectUnknownKeys } from '../internal/validate.js';
 import { firstLine } from '../preread/firstLine.js';
@@ -22,7 +23,7 @@ const INSPECTORS: Record<string, (options: Record<string, unknown>) => PrereadIn
 /**
  * A listener's `preread` block: `{ "inspectors": ["tls", "http1"] }` (each recorded under its
  * type) or `{ "inspectors": { "pg": { "type": "postgres", "sslRequest": "refuse" } } }`, plus
- * `timeout`, `maxBytes` and `onIncomplete` as in the library.
+ * `timeout`, `maxBytes`, `onIncomplete` and `plaintext` as in the library.
  */
 export function prereadFromConfig(value: unknown, path = 'preread'): PrereadOptions {
   if (!isRecord(value))
@@ -200,6 +201,7 @@ export function programmableOptions(
   options: Record<string, unknown>,
 ): void {
   if (entry.preread !== undefined) options.preread = prereadFromConfig(entry.preread);
+  applyListenerModule(entry, options);
   if (entry.routes !== undefined) {
     const inner = (options.selector as UpstreamSelector | undefined) ?? roundRobin();
     options.selector = routesSelector(entry.routes, inner);

@@ -12,6 +12,7 @@ import { listenerFamilies, startMetricsServer } from './metricsServer.js';
 import { startCliAdmin } from './adminConfig.js';
 import type { AdminServer } from '../admin/AdminServer.js';
 import type { EffectiveSettings } from './settings.js';
+import { TunnelListeners } from './tunnelListeners.js';
 
 /** Logs what a reload did. */
 export function logReload(ops: Logger, outcome: ReloadOutcome): void {
@@ -56,8 +57,10 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
     },
   );
   ref.listeners = running;
+  const tunnels = new TunnelListeners(config.tunnels, { ops, access });
   try {
     await running.start();
+    await tunnels.start();
   } catch (err) {
     ops.log('fatal', (err as Error).message);
     process.exit(1);
@@ -76,7 +79,7 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
     }, settings.drainTimeout + 5_000).unref();
     const cutBefore = cutConnections(running.stats());
     // Listeners stop accepting synchronously here, so 'draining' means "no new connections".
-    const drained = running.drain(settings.drainTimeout);
+    const drained = Promise.all([running.drain(settings.drainTimeout), tunnels.close()]);
     ops.info('draining', { reason: why, drainTimeout: settings.drainTimeout });
     await drained;
     // Connections still open at the deadline were cut (proxy_closed): the drain overran.
@@ -97,6 +100,7 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
       return;
     }
     logReload(ops, await running.reload(settings.file));
+    await tunnels.reload(settings.file);
   };
 
   if (worker !== undefined) {
@@ -113,7 +117,10 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
       else if (message.type === 'l4proxy:exit') process.exit(1);
       else reply({ type: 'l4proxy:stats', id: message.id, stats: running.stats() });
     });
-    reply({ type: 'l4proxy:ready', addresses: running.addresses() });
+    reply({
+      type: 'l4proxy:ready',
+      addresses: [...running.addresses(), ...tunnels.addresses()],
+    });
     return;
   }
 
@@ -131,7 +138,7 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
   if (settings.metrics !== undefined) {
     try {
       const served = await startMetricsServer(settings.metrics, () =>
-        Promise.resolve(listenerFamilies(running.stats())),
+        Promise.resolve([...listenerFamilies(running.stats()), ...tunnels.families()]),
       );
       ops.info('metrics listening', { address: served.address, path: '/metrics' });
     } catch (err) {
@@ -157,7 +164,7 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
     }
   }
   status.start(statusPeriod(settings.statusInterval));
-  ops.info('ready', { listeners: running.addresses() });
+  ops.info('ready', { listeners: [...running.addresses(), ...tunnels.addresses()] });
 }
 
 /** TCP connections the proxies closed themselves (`proxy_closed`): cut by a drain's deadline. */

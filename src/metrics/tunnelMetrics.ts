@@ -51,23 +51,51 @@ export function tunnelFamilies(
 
 /** A {@link TunnelServer}'s stats as Prometheus text (`l4proxy_tunnel_server_*`). */
 export function tunnelServerMetrics(stats: TunnelServerStats, labels: MetricLabels = {}): string {
+  return renderFamilies(tunnelServerFamilies(stats, labels));
+}
+
+/** The metric families of a TunnelServer (`l4proxy_tunnel_server_*`), labelled `labels`. */
+export function tunnelServerFamilies(
+  stats: TunnelServerStats,
+  labels: MetricLabels = {},
+): MetricFamily[] {
   const prefix = 'l4proxy_tunnel_server_';
   const scalar = (
     key: keyof TunnelServerStats,
     type: 'counter' | 'gauge',
     help: string,
   ): MetricFamily => ({
-    name: prefix + key,
+    name: prefix + key + (type === 'counter' && !key.endsWith('_total') ? '_total' : ''),
     help,
     type,
     samples: [{ labels, value: stats[key] as number }],
   });
-  return renderFamilies([
+  return [
     scalar('tunnel_requests_total', 'counter', 'CONNECT and CONNECT-UDP requests received.'),
     scalar('tunnel_opened_total', 'counter', 'Tunnels opened (200).'),
     scalar('tunnel_active', 'gauge', 'Tunnels open now.'),
     scalar('tunnel_rx_bytes_total', 'counter', 'Bytes relayed from clients to targets.'),
     scalar('tunnel_tx_bytes_total', 'counter', 'Bytes relayed from targets to clients.'),
+    {
+      name: `${prefix}tunnel_refused_reasons_total`,
+      help: 'Requests refused, by reason (admission, not_routable, no_upstream, connect_failed, ...).',
+      type: 'counter',
+      samples: Object.entries(stats.tunnel_refused_reasons).map(([reason, value]) => ({
+        labels: { ...labels, reason },
+        value,
+      })),
+    },
+    scalar('client_connections_total', 'counter', 'Client connections accepted.'),
+    scalar('h2_sessions_total', 'counter', 'HTTP/2 client sessions opened.'),
+    scalar('h2_sessions_active', 'gauge', 'HTTP/2 client sessions open now.'),
+    scalar('h2_streams_active', 'gauge', 'Streams open now over all HTTP/2 sessions.'),
+    scalar(
+      'h2_streams_per_session_max',
+      'gauge',
+      'The most streams one HTTP/2 session carries now.',
+    ),
+    scalar('downstream_tls_handshake', 'counter', 'TLS handshakes completed with clients.'),
+    scalar('downstream_tls_failed', 'counter', 'TLS handshakes with clients that failed.'),
     {
       name: `${prefix}tunnel_refused_total`,
       help: 'Requests refused, by HTTP status class.',
@@ -77,5 +105,5 @@ export function tunnelServerMetrics(stats: TunnelServerStats, labels: MetricLabe
         value,
       })),
     },
-  ]);
+  ];
 }

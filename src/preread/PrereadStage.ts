@@ -14,6 +14,8 @@ export interface PrereadConfig {
   readonly maxBytes: number;
   /** Refuse clients whose inspectors are still undecided at the time or byte limit. */
   readonly rejectIncomplete: boolean;
+  /** With `terminateTls`: proxy clients that never start TLS (default false: `tls_required`). */
+  readonly acceptPlaintext: boolean;
 }
 
 /** Where inspection stands after the bytes read so far. */
@@ -22,7 +24,14 @@ export type PrereadOutcome =
   | { readonly kind: 'done'; readonly results: PrereadResults }
   /** `maxBytes` were read and some inspectors still want more. */
   | { readonly kind: 'limit' }
-  | { readonly kind: 'reject'; readonly inspector: string; readonly reason: string };
+  | {
+      readonly kind: 'reject';
+      readonly inspector: string;
+      readonly reason: string;
+      readonly error?: Error | undefined;
+    }
+  /** An inspector answered and asked for the client's TLS handshake (bytes after it stay held). */
+  | { readonly kind: 'startTls' };
 
 /** Replies one connection may send while inspecting (PostgreSQL sends at most two requests). */
 const MAX_REPLIES = 4;
@@ -47,8 +56,8 @@ export class PrereadStage {
   }
 
   /**
-   * Inspects `held` (every byte read so far, in order). A `reply` verdict writes through `reply`
-   * and removes the bytes it consumed from `held`.
+   * Inspects `held` (every byte read so far, in order). A `reply` or `startTls` verdict writes
+   * through `reply` and removes the bytes it consumed from `held`.
    */
   inspect(held: Buffer[], reply: (data: Buffer) => void): PrereadOutcome {
     for (;;) {
@@ -62,6 +71,7 @@ export class PrereadStage {
       reply(replied.verdict.data);
       held[0] = bytes.subarray(replied.verdict.consume);
       if (held[0].length === 0) held.length = 0;
+      if (replied.verdict.action === 'startTls') return START_TLS;
     }
     if (this.pending.length === 0) return { kind: 'done', results: this.results };
     return totalLength(held) >= this.config.maxBytes ? { kind: 'limit' } : { kind: 'more' };
@@ -80,7 +90,7 @@ export class PrereadStage {
     bytes: Buffer,
   ):
     | { readonly reject: PrereadOutcome }
-    | { readonly name: string; readonly verdict: Extract<PrereadVerdict, { action: 'reply' }> }
+    | { readonly name: string; readonly verdict: AnswerVerdict }
     | undefined {
     const still: (readonly [string, PrereadInspector])[] = [];
     for (let i = 0; i < this.pending.length; i++) {
@@ -98,7 +108,24 @@ export class PrereadStage {
         case 'skip':
           break;
         case 'reject':
-          return { reject: { kind: 'reject', inspector: name, reason: verdict.reason } };
+          return {
+            reject: {
+              kind: 'reject',
+              inspector: name,
+              reason: verdict.reason,
+              error: verdict.error,
+            },
+          };
+        case 'startTls':
+          if (!this.context.canStartTls)
+            return {
+              reject: {
+                kind: 'reject',
+                inspector: name,
+                reason: 'startTls without TLS termination to start',
+              },
+            };
+          return { name, verdict };
         case 'reply':
           // The inspectors not yet asked are asked again with the bytes that follow the reply.
           this.pending = [...still, ...this.pending.slice(i)];
@@ -121,17 +148,21 @@ export class PrereadStage {
   }
 }
 
-const ACTIONS = new Set(['more', 'match', 'skip', 'reject', 'reply']);
+type AnswerVerdict = Extract<PrereadVerdict, { action: 'reply' | 'startTls' }>;
+
+const START_TLS: PrereadOutcome = Object.freeze({ kind: 'startTls' });
+
+const ACTIONS = new Set(['more', 'match', 'skip', 'reject', 'reply', 'startTls']);
 
 function checked(verdict: PrereadVerdict, available: number): PrereadVerdict {
   const action = (verdict as { action?: unknown } | undefined)?.action;
   if (typeof action !== 'string' || !ACTIONS.has(action))
     return { action: 'reject', reason: 'inspector returned no verdict' };
-  if (action === 'reply') {
-    const { data, consume } = verdict as Extract<PrereadVerdict, { action: 'reply' }>;
+  if (action === 'reply' || action === 'startTls') {
+    const { data, consume } = verdict as AnswerVerdict;
     const valid =
       Buffer.isBuffer(data) && Number.isInteger(consume) && consume >= 0 && consume <= available;
-    if (!valid) return { action: 'reject', reason: 'inspector reply is not { data, consume }' };
+    if (!valid) return { action: 'reject', reason: `inspector ${action} is not { data, consume }` };
   }
   return verdict;
 }

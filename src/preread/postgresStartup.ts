@@ -1,20 +1,24 @@
 import { InvalidOptionError } from '../errors.js';
 import { optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
-import type { PrereadInspector, PrereadVerdict } from './types.js';
+import type { PrereadContext, PrereadInspector, PrereadVerdict } from './types.js';
 import { MORE, SKIP } from './types.js';
 
 /** Options of {@link postgresStartup}. */
 export interface PostgresStartupOptions {
   /**
-   * What to do with an `SSLRequest` (and a `GSSENCRequest`), which a client sends before its
-   * startup message when it would like encryption:
-   * - `'refuse'` (default): the proxy answers `N` itself (as a server without TLS does) and reads
-   *   the plain startup message that follows; a client requiring TLS (`sslmode=require`) gives up.
-   * - `'passthrough'`: forward the request to the upstream and stop inspecting (the rest is TLS):
-   *   matches with `{ protocol: 'postgres', ssl: true }` and no database or user.
+   * What to do with an `SSLRequest` (a client that would like TLS sends it before its startup
+   * message) when the proxy does **not** terminate TLS:
+   * - `'refuse'` (default): the proxy answers `N` itself (as a server without TLS does, and as
+   *   PgBouncer with `client_tls_sslmode = disable`) and reads the plain startup message that
+   *   follows, so the client is routed by its database; a client requiring TLS
+   *   (`sslmode=require`) gives up.
+   * - `'passthrough'`: forward the request to the upstream and stop inspecting (the rest is TLS
+   *   between client and server): matches with `{ protocol: 'postgres', ssl: true }` and no
+   *   database or user, as Envoy's `postgres_proxy` without `terminate_ssl` does.
    *
-   * Answering `S` and terminating TLS in the proxy needs TLS termination in the preread stage,
-   * which l4proxy does not offer yet (see docs/programmable.md).
+   * With `terminateTls` the proxy always answers `S`, performs the handshake and reads the startup
+   * message decrypted. A `GSSENCRequest` is always answered `N` (the client then asks for TLS or
+   * goes on in clear).
    */
   readonly sslRequest?: 'refuse' | 'passthrough';
 }
@@ -25,11 +29,23 @@ const SSL_REQUEST = 80_877_103;
 const GSSENC_REQUEST = 80_877_104;
 const CANCEL_REQUEST = 80_877_102;
 const PROTOCOL_3 = 3;
-const REFUSED = Buffer.from('N');
 const REFUSE_REQUEST: PrereadVerdict = Object.freeze({
   action: 'reply',
-  data: REFUSED,
+  data: Buffer.from('N'),
   consume: 8,
+});
+const ACCEPT_SSL: PrereadVerdict = Object.freeze({
+  action: 'startTls',
+  data: Buffer.from('S'),
+  consume: 8,
+});
+const SSL_PASSTHROUGH: PrereadVerdict = Object.freeze({
+  action: 'match',
+  metadata: Object.freeze({ protocol: 'postgres', ssl: true }),
+});
+const SSL_INSIDE_TLS: PrereadVerdict = Object.freeze({
+  action: 'reject',
+  reason: 'SSLRequest inside TLS',
 });
 
 /**
@@ -51,18 +67,17 @@ export function postgresStartup(options: PostgresStartupOptions = {}): PrereadIn
       "'refuse' or 'passthrough'",
       sslRequest,
     );
-  return (bytes) => inspectStartup(bytes, sslRequest === 'refuse');
+  const refuseSsl = sslRequest === 'refuse';
+  return (bytes, ctx) => inspectStartup(bytes, ctx, refuseSsl);
 }
 
-function inspectStartup(bytes: Buffer, refuseSsl: boolean): PrereadVerdict {
+function inspectStartup(bytes: Buffer, ctx: PrereadContext, refuseSsl: boolean): PrereadVerdict {
   if (bytes.length < 8)
     return bytes.length >= 4 && !plausibleLength(bytes.readUInt32BE(0)) ? SKIP : MORE;
   const length = bytes.readUInt32BE(0);
   const code = bytes.readUInt32BE(4);
-  if (length === 8 && (code === SSL_REQUEST || code === GSSENC_REQUEST)) {
-    if (refuseSsl) return REFUSE_REQUEST;
-    return { action: 'match', metadata: { protocol: 'postgres', ssl: true } };
-  }
+  if (length === 8 && code === GSSENC_REQUEST) return REFUSE_REQUEST;
+  if (length === 8 && code === SSL_REQUEST) return answerSslRequest(ctx, refuseSsl);
   if (length === 16 && code === CANCEL_REQUEST)
     return { action: 'match', metadata: { protocol: 'postgres', request: 'cancel' } };
   if (code >>> 16 !== PROTOCOL_3 || !plausibleLength(length)) return SKIP;
@@ -80,6 +95,13 @@ function inspectStartup(bytes: Buffer, refuseSsl: boolean): PrereadVerdict {
       applicationName: parameters.get('application_name'),
     },
   };
+}
+
+/** `S` and the handshake when the proxy terminates TLS; otherwise as `sslRequest` says. */
+function answerSslRequest(ctx: PrereadContext, refuseSsl: boolean): PrereadVerdict {
+  if (ctx.canStartTls) return ACCEPT_SSL;
+  if (ctx.tls !== undefined) return SSL_INSIDE_TLS;
+  return refuseSsl ? REFUSE_REQUEST : SSL_PASSTHROUGH;
 }
 
 function plausibleLength(length: number): boolean {

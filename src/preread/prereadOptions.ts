@@ -23,6 +23,14 @@ export interface PrereadOptions {
    * (`preread_timeout`).
    */
   readonly onIncomplete?: 'continue' | 'reject';
+  /**
+   * With `terminateTls`: a client that opens neither with a TLS handshake nor with an in-band
+   * request for it (a PostgreSQL `SSLRequest`): `'refuse'` (default, `tls_required`: a terminating
+   * listener speaks TLS, as PgBouncer's `client_tls_sslmode = require`) or `'accept'` (proxied in
+   * clear, routed on what the inspectors read, as a PostgreSQL server with `ssl = on` and `host`
+   * rules). Without `terminateTls` it has no effect.
+   */
+  readonly plaintext?: 'refuse' | 'accept';
 }
 
 /** Validates the `preread` option. */
@@ -30,7 +38,11 @@ export function resolvePreread(value: unknown): PrereadConfig | undefined {
   if (value === undefined) return undefined;
   if (!isRecord(value))
     throw new InvalidOptionError('preread', 'an object { inspectors, timeout, maxBytes }', value);
-  rejectUnknownKeys(value, ['inspectors', 'timeout', 'maxBytes', 'onIncomplete'], 'preread');
+  rejectUnknownKeys(
+    value,
+    ['inspectors', 'timeout', 'maxBytes', 'onIncomplete', 'plaintext'],
+    'preread',
+  );
   const inspectors = value.inspectors;
   if (!isRecord(inspectors) || Object.keys(inspectors).length === 0)
     throw new InvalidOptionError(
@@ -51,10 +63,14 @@ export function resolvePreread(value: unknown): PrereadConfig | undefined {
   const onIncomplete = value.onIncomplete ?? 'continue';
   if (onIncomplete !== 'continue' && onIncomplete !== 'reject')
     throw new InvalidOptionError('preread.onIncomplete', "'continue' or 'reject'", onIncomplete);
+  const plaintext = value.plaintext ?? 'refuse';
+  if (plaintext !== 'refuse' && plaintext !== 'accept')
+    throw new InvalidOptionError('preread.plaintext', "'refuse' or 'accept'", plaintext);
   return {
     inspectors: entries,
     timeout: duration(value.timeout, 'preread.timeout', 5_000, 1),
     maxBytes: integer(value.maxBytes, 'preread.maxBytes', 16_384, { min: 16, max: 1 << 20 }),
     rejectIncomplete: onIncomplete === 'reject',
+    acceptPlaintext: plaintext === 'accept',
   };
 }

@@ -15,7 +15,8 @@ export interface TlsClientHelloOptions {
 
 /**
  * The TLS ClientHello inspector (nginx `ssl_preread`, Envoy `tls_inspector`): matches a TLS
- * handshake with `{ protocol: 'tls', serverName, alpn, versions }`, skips anything that is not
+ * handshake with `{ protocol: 'tls', serverName, alpn, versions }` (`serverName` and `alpn` absent
+ * when the hello has no such extension), skips anything that is not
  * TLS, and rejects a malformed ClientHello (`reason` says what is wrong). A server name found here
  * also fills `ctx.serverName` and `ctx.alpn`, as the `sni` option does.
  *
@@ -44,8 +45,9 @@ function inspectClientHello(parser: ClientHelloParser, bytes: Buffer): PrereadVe
   try {
     result = parser.push(bytes);
   } catch (err) {
-    const reason = err instanceof TlsClientHelloError ? err.message : String(err);
-    return { action: 'reject', reason };
+    if (err instanceof TlsClientHelloError)
+      return { action: 'reject', reason: err.message, error: err };
+    return { action: 'reject', reason: String(err) };
   }
   if (result === undefined) return MORE;
   if (result.kind === 'not_tls') return SKIP;
@@ -55,7 +57,7 @@ function inspectClientHello(parser: ClientHelloParser, bytes: Buffer): PrereadVe
     metadata: {
       protocol: 'tls',
       serverName: result.kind === 'sni' ? result.serverName : undefined,
-      alpn: hello.alpn ?? [],
+      alpn: hello.alpn,
       versions: (hello.supportedVersions ?? [hello.legacyVersion]).map(tlsVersionName),
     },
   };

@@ -1,4 +1,5 @@
 import type { ProxyHeader } from '../protocol/ProxyHeader.js';
+import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 
 /** One value an inspector reports: text, a number, a flag or a list of strings. */
 export type PrereadValue = string | number | boolean | readonly string[] | undefined;
@@ -19,16 +20,22 @@ export type PrereadResults = Readonly<Record<string, PrereadMetadata>>;
  * - `skip`: not this inspector's protocol (nothing is recorded);
  * - `reject`: refuse the client (`rejected` with `preread_rejected`, `detail` = `reason`);
  * - `reply`: write `data` to the client, drop the first `consume` bytes read (they are answered,
- *   not forwarded), then inspect what follows (a PostgreSQL `SSLRequest` is answered this way).
+ *   not forwarded), then inspect what follows (a PostgreSQL `GSSENCRequest` is refused this way);
+ * - `startTls`: as `reply`, then the client's TLS handshake begins and inspection goes on with the
+ *   decrypted bytes. Only when `ctx.canStartTls` (the proxy terminates TLS, not started yet): this
+ *   is how a PostgreSQL `SSLRequest` is answered `S`.
+ *
+ * A `reject` may carry the `error` to report on the rejection.
  */
 export type PrereadVerdict =
   | { readonly action: 'more' }
   | { readonly action: 'match'; readonly metadata: PrereadMetadata }
   | { readonly action: 'skip' }
-  | { readonly action: 'reject'; readonly reason: string }
-  | { readonly action: 'reply'; readonly data: Buffer; readonly consume: number };
+  | { readonly action: 'reject'; readonly reason: string; readonly error?: Error }
+  | { readonly action: 'reply'; readonly data: Buffer; readonly consume: number }
+  | { readonly action: 'startTls'; readonly data: Buffer; readonly consume: number };
 
-/** What an inspector knows besides the bytes: who the client is. */
+/** What an inspector knows besides the bytes: who the client is, and how it is encrypted. */
 export interface PrereadContext {
   readonly clientAddress: string;
   readonly clientPort: number;
@@ -36,6 +43,14 @@ export interface PrereadContext {
   readonly localPort: number;
   /** The PROXY header accepted from a trusted peer, if any (its TLVs included). */
   readonly proxyHeader: ProxyHeader | undefined;
+  /**
+   * True when the proxy terminates TLS (`terminateTls`) and the client has not started it: the
+   * bytes are the clear-text opening of a protocol that negotiates TLS in band, and the inspector
+   * may answer `startTls`.
+   */
+  readonly canStartTls: boolean;
+  /** What TLS termination negotiated, when the bytes inspected are the decrypted stream. */
+  readonly tls: DownstreamTlsInfo | undefined;
 }
 
 /**

@@ -2,14 +2,14 @@ import type net from 'node:net';
 import type { Socket } from 'node:net';
 import { ErrorCode, L4Error, ProxyProtocolError, TlsClientHelloError } from '../errors.js';
 import { addressIn } from '../net/addressList.js';
-import { ClientHelloParser } from '../protocol/ClientHelloParser.js';
 import type { ProxyHeader } from '../protocol/ProxyHeader.js';
 import { ProxyHeaderParser } from '../protocol/ProxyHeaderParser.js';
 import { RejectReason } from './closeReasons.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import { PrereadStage, tlsIdentity } from '../preread/PrereadStage.js';
-import type { PrereadConfig } from '../preread/PrereadStage.js';
-import type { PrereadResults } from '../preread/types.js';
+import type { PrereadConfig, PrereadOutcome } from '../preread/PrereadStage.js';
+import type { PrereadContext, PrereadResults } from '../preread/types.js';
+import { SNI_INSPECTOR } from '../preread/sniPreread.js';
 
 /** Who the client is, as selectors, limits, events, stats and the sent PROXY header see it. */
 export interface ClientIdentity {
@@ -43,14 +43,33 @@ export interface PrefaceConfig {
       }
     | undefined;
   readonly sni:
-    { readonly timeout: number; readonly maxBytes: number; readonly required: boolean } | undefined;
+    | {
+        readonly timeout: number;
+        readonly maxBytes: number;
+        readonly required: boolean;
+        /** The peek as a preread pass: one `tlsClientHello` inspector (see sniPreread.ts). */
+        readonly inspection: PrereadConfig;
+      }
+    | undefined;
   /** Preread inspectors, run after the PROXY header and the SNI peek. */
   readonly preread?: PrereadConfig | undefined;
+  /**
+   * The proxy terminates TLS and this preface reads the raw bytes before the handshake: a TLS
+   * record, or an inspector answering `startTls` (a PostgreSQL `SSLRequest`), ends it with
+   * `startTls` (the handshake follows); otherwise the client speaks in clear.
+   */
+  readonly startTls?: boolean;
 }
 
 /** How a preface ended: an identity and the bytes read (to forward first), or a refusal. */
 export type PrefaceOutcome =
-  | { readonly ok: true; readonly identity: ClientIdentity; readonly buffered: Buffer[] }
+  | {
+      readonly ok: true;
+      readonly identity: ClientIdentity;
+      readonly buffered: Buffer[];
+      /** The client starts TLS now (with `config.startTls`); `buffered` opens its handshake. */
+      readonly startTls: boolean;
+    }
   | {
       readonly ok: false;
       readonly reason: RejectReason;
@@ -79,11 +98,16 @@ export function socketIdentity(socket: Socket): ClientIdentity {
 
 type Stage = 'proxy' | 'sni' | 'preread' | 'done';
 
+/** The first byte of a TLS handshake record (RFC 8446 5.1). */
+const TLS_HANDSHAKE = 0x16;
+
 /**
  * Reads what the proxy must know before it can choose an upstream: a PROXY protocol header (only
- * from trusted peers) and/or the TLS ClientHello (for SNI). Each stage has its own timeout and
- * byte limit, so a slow or hostile client holds at most a few KiB for a bounded time. Every byte
- * read after the PROXY header is kept and forwarded unchanged.
+ * from trusted peers), the TLS ClientHello (for SNI) and the preread inspectors' first bytes (both
+ * run as preread passes). Each stage has its own timeout and byte limit, so a slow or hostile
+ * client holds at most a few KiB for a bounded time. Every byte read after the PROXY header is
+ * kept and forwarded unchanged, except bytes an inspector answered. With TLS termination the
+ * proxy runs one preface on the raw socket and another on the decrypted one (see tlsPreread.ts).
  */
 export class ClientPreface {
   private readonly socket: Socket;
@@ -93,16 +117,25 @@ export class ClientPreface {
   private stage: Stage = 'done';
   private readonly buffered: Buffer[] = [];
   private proxyStage: { parser: ProxyHeaderParser; required: boolean } | undefined;
-  private sniStage: { parser: ClientHelloParser; required: boolean } | undefined;
+  private sniStage: { inspection: PrereadStage; required: boolean } | undefined;
   private prereadStage: PrereadStage | undefined;
   private timer: NodeJS.Timeout | undefined;
   private finished = false;
 
-  constructor(socket: Socket, config: PrefaceConfig, done: (outcome: PrefaceOutcome) => void) {
+  /**
+   * @param identity the client as already known (a later preface: after an accepted PROXY header,
+   *   after TLS termination); by default the socket's peer.
+   */
+  constructor(
+    socket: Socket,
+    config: PrefaceConfig,
+    done: (outcome: PrefaceOutcome) => void,
+    identity?: ClientIdentity,
+  ) {
     this.socket = socket;
     this.config = config;
     this.done = done;
-    this.identity = socketIdentity(socket);
+    this.identity = identity ?? socketIdentity(socket);
   }
 
   /** The client as known so far (after an accepted PROXY header, its client). */
@@ -130,6 +163,8 @@ export class ClientPreface {
     socket.on('end', this.onEnd);
     socket.on('close', this.onGone);
     socket.on('error', this.onGone);
+    // A later preface reads a socket an earlier one paused.
+    if (socket.isPaused()) socket.resume();
     const accept = this.config.acceptProxy;
     if (accept !== undefined && ClientPreface.trusted(socket, this.config)) {
       this.enterProxyStage(accept);
@@ -152,6 +187,7 @@ export class ClientPreface {
     this.arm(accept.timeout, RejectReason.PROXY_PROTOCOL_TIMEOUT);
   }
 
+  /** The SNI peek: a preread pass with the `tlsClientHello` inspector, with its own reasons. */
   private enterSniStage(): void {
     const sni = this.config.sni;
     if (sni === undefined) {
@@ -160,10 +196,24 @@ export class ClientPreface {
     }
     this.stage = 'sni';
     this.sniStage = {
-      parser: new ClientHelloParser({ maxBytes: sni.maxBytes }),
+      inspection: new PrereadStage(sni.inspection, this.prereadContext()),
       required: sni.required,
     };
     this.arm(sni.timeout, RejectReason.SNI_TIMEOUT);
+    if (this.buffered.length > 0) this.readClientHello(undefined);
+  }
+
+  private prereadContext(): PrereadContext {
+    const identity = this.identity;
+    return {
+      clientAddress: identity.address,
+      clientPort: identity.port,
+      localAddress: identity.localAddress,
+      localPort: identity.localPort,
+      proxyHeader: identity.proxyHeader,
+      canStartTls: this.config.startTls === true,
+      tls: identity.tls,
+    };
   }
 
   private arm(timeout: number, reason: RejectReason): void {
@@ -214,43 +264,26 @@ export class ClientPreface {
     this.continueWith(held);
   }
 
-  /** After the PROXY stage: peek SNI in `first` (and what follows), or hand `first` over. */
+  /** After the PROXY stage: `first` (what followed the header) opens the stream. */
   private continueWith(first: Buffer): void {
-    if (this.config.sni === undefined) {
-      if (first.length > 0) this.buffered.push(first);
-      this.enterPrereadStage();
-      return;
-    }
+    if (first.length > 0) this.buffered.push(first);
     this.enterSniStage();
-    if (first.length > 0) this.readClientHello(first);
   }
 
-  private readClientHello(chunk: Buffer): void {
+  /** Feeds `chunk` (or, with undefined, only what is held) to the SNI peek. */
+  private readClientHello(chunk: Buffer | undefined): void {
     const sni = this.sniStage;
     if (sni === undefined) return;
-    this.buffered.push(chunk);
-    let result;
-    try {
-      result = sni.parser.push(chunk);
-    } catch (err) {
-      const error = err instanceof TlsClientHelloError ? err : wrapUnexpected(err);
-      this.finish({ ok: false, reason: RejectReason.TLS_ERROR, error });
+    if (chunk !== undefined) this.buffered.push(chunk);
+    const outcome = sni.inspection.inspect(this.buffered, this.reply);
+    if (outcome.kind === 'more') return;
+    const refusal = sniRefusal(outcome, sni.required);
+    if (refusal !== undefined) {
+      this.finish(refusal);
       return;
     }
-    if (result === undefined) return;
-    if (result.kind === 'sni') {
-      this.identity = {
-        ...this.identity,
-        serverName: result.serverName,
-        alpn: result.hello.alpn,
-      };
-    } else {
-      if (sni.required) {
-        this.finish({ ok: false, reason: RejectReason.SNI_REQUIRED, error: undefined });
-        return;
-      }
-      if (result.kind === 'no_sni') this.identity = { ...this.identity, alpn: result.hello.alpn };
-    }
+    if (outcome.kind === 'done')
+      this.identity = { ...this.identity, ...tlsIdentity(outcome.results) };
     this.enterPrereadStage();
   }
 
@@ -258,18 +291,11 @@ export class ClientPreface {
   private enterPrereadStage(): void {
     const preread = this.config.preread;
     if (preread === undefined) {
-      this.succeed();
+      this.succeed(false);
       return;
     }
     this.stage = 'preread';
-    const identity = this.identity;
-    this.prereadStage = new PrereadStage(preread, {
-      clientAddress: identity.address,
-      clientPort: identity.port,
-      localAddress: identity.localAddress,
-      localPort: identity.localPort,
-      proxyHeader: identity.proxyHeader,
-    });
+    this.prereadStage = new PrereadStage(preread, this.prereadContext());
     this.arm(preread.timeout, RejectReason.PREREAD_TIMEOUT);
     if (this.buffered.length > 0) this.inspect(undefined);
   }
@@ -279,6 +305,11 @@ export class ClientPreface {
     const stage = this.prereadStage;
     if (stage === undefined) return;
     if (chunk !== undefined) this.buffered.push(chunk);
+    // A terminating listener's client opening with TLS: the handshake reads these bytes.
+    if (this.config.startTls === true && this.buffered[0]?.[0] === TLS_HANDSHAKE) {
+      this.succeed(true);
+      return;
+    }
     const outcome = stage.inspect(this.buffered, this.reply);
     switch (outcome.kind) {
       case 'more':
@@ -289,11 +320,14 @@ export class ClientPreface {
       case 'limit':
         this.prereadIncomplete();
         return;
+      case 'startTls':
+        this.succeed(true);
+        return;
       case 'reject':
         this.finish({
           ok: false,
           reason: RejectReason.PREREAD_REJECTED,
-          error: undefined,
+          error: outcome.error,
           detail: `${outcome.inspector}: ${outcome.reason}`,
         });
     }
@@ -317,11 +351,11 @@ export class ClientPreface {
   private prereadDone(results: PrereadResults): void {
     const tls = this.identity.serverName === undefined ? tlsIdentity(results) : undefined;
     this.identity = { ...this.identity, ...tls, preread: results };
-    this.succeed();
+    this.succeed(false);
   }
 
-  private succeed(): void {
-    this.finish({ ok: true, identity: this.identity, buffered: this.buffered });
+  private succeed(startTls: boolean): void {
+    this.finish({ ok: true, identity: this.identity, buffered: this.buffered, startTls });
   }
 
   /**
@@ -351,6 +385,28 @@ export class ClientPreface {
     // Reading stops until the connection takes over (removing 'data' does not pause a stream).
     socket.pause();
     this.done(outcome);
+  }
+}
+
+/** How an SNI peek outcome refuses the client (the `sni` option's reasons), if it does. */
+function sniRefusal(outcome: PrereadOutcome, required: boolean): PrefaceOutcome | undefined {
+  switch (outcome.kind) {
+    case 'reject': {
+      const error =
+        outcome.error instanceof TlsClientHelloError
+          ? outcome.error
+          : wrapUnexpected(outcome.reason);
+      return { ok: false, reason: RejectReason.TLS_ERROR, error };
+    }
+    case 'limit':
+      // Not reached: the inspector's own limit (one byte lower) rejects first.
+      return { ok: false, reason: RejectReason.TLS_ERROR, error: undefined };
+    case 'done':
+      if (required && typeof outcome.results[SNI_INSPECTOR]?.serverName !== 'string')
+        return { ok: false, reason: RejectReason.SNI_REQUIRED, error: undefined };
+      return undefined;
+    default:
+      return undefined;
   }
 }
 

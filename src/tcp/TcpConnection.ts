@@ -407,11 +407,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     let tls: ResolvedUpstreamTls | undefined;
     try {
       state = this.host.upstreams.resolve(choice);
-      // A tunnel upstream has its own `tunnel.tls` (to the HTTP proxy); TLS inside it is not wired.
-      tls =
-        state.upstream.tunnel === undefined
-          ? this.host.upstreamTls.settingsFor(state.upstream)
-          : undefined;
+      // Over a tunnel upstream, `tls` is to the final upstream: the handshake runs inside the
+      // tunnel once it is open (`tunnel.tls` is to the HTTP proxy itself).
+      tls = this.host.upstreamTls.settingsFor(state.upstream);
     } catch (err) {
       this.selectorFailed(err);
       return;

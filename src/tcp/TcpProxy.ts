@@ -37,7 +37,9 @@ import { TcpConnection } from './TcpConnection.js';
 import { TunnelAgent } from '../transport/TunnelAgent.js';
 import { ExhaustionBackoff, isDescriptorExhaustion } from './ExhaustionBackoff.js';
 import { ClientPreface, socketIdentity } from './ClientPreface.js';
-import type { ClientIdentity } from './ClientPreface.js';
+import type { ClientIdentity, PrefaceConfig } from './ClientPreface.js';
+import { tlsPrereadPhases } from '../preread/tlsPreread.js';
+import type { TlsPrereadPhases } from '../preread/tlsPreread.js';
 import type { IdentityConfig } from './identityOptions.js';
 import { localProxyHeader, proxyHeaderFor } from './proxyHeaderFor.js';
 import { addressIn } from '../net/addressList.js';
@@ -148,6 +150,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   };
   private readonly identity: IdentityConfig;
   private readonly prefaces = new Set<ClientPreface>();
+  /** What the first preface reads (with `terminateTls`, preread waits for the TLS decision). */
+  private readonly prefaceConfig: PrefaceConfig;
+  /** `preread` with `terminateTls`: before the handshake (raw), then on the decrypted stream. */
+  private readonly tlsPreread: TlsPrereadPhases | undefined;
   private readonly admission: AdmissionConfig | undefined;
   private readonly filterFactories: readonly DataFilterFactory[] | undefined;
   /** Clients waiting for the `admit` hook: they count against `maxConnections`. */
@@ -186,6 +192,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         );
       this.terminateTls = resolveTerminateTls(resolved.terminateTls);
     }
+    const phases =
+      resolved.terminateTls === undefined ? undefined : tlsPrereadPhases(this.identity.preface);
+    this.prefaceConfig = phases?.first ?? this.identity.preface;
+    this.tlsPreread = phases;
     this.admission = resolved.admission;
     this.filterFactories = resolved.filters;
     this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, this.upstreamHooks());
@@ -377,11 +387,11 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.reject(socket, RejectReason.RESOURCE_EXHAUSTED);
       return;
     }
-    if (!ClientPreface.needed(socket, this.identity.preface)) {
+    if (!ClientPreface.needed(socket, this.prefaceConfig)) {
       this.admit(socket, socketIdentity(socket), undefined);
       return;
     }
-    const preface = new ClientPreface(socket, this.identity.preface, (outcome) => {
+    const preface = new ClientPreface(socket, this.prefaceConfig, (outcome) => {
       this.prefaces.delete(preface);
       if (outcome.ok) {
         if (outcome.identity.preread !== undefined) this.countPreread(outcome.identity.preread);
@@ -403,10 +413,71 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       return;
     }
     if (this.terminateTls !== undefined) {
-      this.startTermination(socket, identity, preface, this.terminateTls);
+      if (this.tlsPreread === undefined)
+        this.startTermination(socket, identity, preface, this.terminateTls);
+      else this.prereadBeforeTls(socket, identity, preface, this.tlsPreread);
       return;
     }
     this.startConnection(socket, identity, preface);
+  }
+
+  /**
+   * `preread` with `terminateTls`, on the raw bytes: a TLS record, or an inspector answering
+   * `startTls` (a PostgreSQL `SSLRequest` answered `S`), starts the handshake; a client that
+   * stays in clear is proxied only with `preread.plaintext: 'accept'`.
+   */
+  private prereadBeforeTls(
+    socket: Socket,
+    identity: ClientIdentity,
+    held: Buffer[] | undefined,
+    phases: TlsPrereadPhases,
+  ): void {
+    if (held !== undefined && held.length > 0) socket.unshift(Buffer.concat(held));
+    const preface = new ClientPreface(
+      socket,
+      phases.raw,
+      (outcome) => {
+        this.prefaces.delete(preface);
+        if (!outcome.ok) {
+          this.identity.perClient?.release(identity.address);
+          const { error, detail } = outcome;
+          this.reject(socket, outcome.reason, { error, identity, detail });
+        } else if (outcome.startTls && this.terminateTls !== undefined) {
+          this.startTermination(socket, identity, outcome.buffered, this.terminateTls);
+        } else if (!phases.acceptPlaintext) {
+          this.identity.perClient?.release(identity.address);
+          this.reject(socket, RejectReason.TLS_REQUIRED, { identity });
+        } else {
+          this.countPreread(outcome.identity.preread);
+          this.startConnection(socket, outcome.identity, outcome.buffered);
+        }
+      },
+      identity,
+    );
+    this.prefaces.add(preface);
+    preface.start();
+  }
+
+  /** `preread` with `terminateTls`, on the decrypted stream (the TLS facts already known). */
+  private prereadAfterTls(socket: Socket, identity: ClientIdentity, config: PrefaceConfig): void {
+    const preface = new ClientPreface(
+      socket,
+      config,
+      (outcome) => {
+        this.prefaces.delete(preface);
+        if (outcome.ok) {
+          this.countPreread(outcome.identity.preread);
+          this.startConnection(socket, outcome.identity, outcome.buffered);
+          return;
+        }
+        this.identity.perClient?.release(identity.address);
+        const { error, detail } = outcome;
+        this.reject(socket, outcome.reason, { error, identity, detail });
+      },
+      identity,
+    );
+    this.prefaces.add(preface);
+    preface.start();
   }
 
   /**
@@ -436,16 +507,15 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       return;
     }
     const { info } = outcome;
-    this.startConnection(
-      outcome.socket,
-      {
-        ...identity,
-        serverName: info.serverName,
-        alpn: info.alpnProtocol === undefined ? undefined : [info.alpnProtocol],
-        tls: info,
-      },
-      undefined,
-    );
+    const decrypted: ClientIdentity = {
+      ...identity,
+      serverName: info.serverName,
+      alpn: info.alpnProtocol === undefined ? undefined : [info.alpnProtocol],
+      tls: info,
+    };
+    if (this.tlsPreread !== undefined)
+      this.prereadAfterTls(outcome.socket, decrypted, this.tlsPreread.decrypted);
+    else this.startConnection(outcome.socket, decrypted, undefined);
   }
 
   /** A client ready to proxy (plain, or after TLS termination): queued when every upstream is full. */
@@ -505,7 +575,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     if (!check.decided) this.admissions.add(check);
   }
 
-  private countPreread(results: PrereadResults): void {
+  private countPreread(results: PrereadResults | undefined): void {
+    if (results === undefined) return;
     this.counters.prereadInspected++;
     const matched = this.counters.prereadMatched;
     for (const name in results) matched[name] = (matched[name] ?? 0) + 1;

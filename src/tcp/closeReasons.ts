@@ -121,6 +121,11 @@ export const RejectReason = {
   PREREAD_REJECTED: 'preread_rejected',
   /** With `preread.onIncomplete: 'reject'`, inspectors were undecided at the time or byte limit. */
   PREREAD_TIMEOUT: 'preread_timeout',
+  /**
+   * With `terminateTls` and `preread`, the client neither started TLS nor asked for it in band
+   * (`preread.plaintext` is `'refuse'`).
+   */
+  TLS_REQUIRED: 'tls_required',
   /** The `admit` hook refused the client; `detail` is the hook's own reason. */
   ADMISSION_REJECTED: 'admission_rejected',
   /** The `admit` hook did not answer within `admitTimeout`. */

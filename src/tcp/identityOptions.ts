@@ -18,6 +18,7 @@ import { DEFAULT_CLIENT_HELLO_MAX_BYTES } from '../protocol/ClientHelloParser.js
 import type { PrefaceConfig } from './ClientPreface.js';
 import type { TcpConnectionInfo } from './events.js';
 import { resolvePreread } from '../preread/prereadOptions.js';
+import { sniPreread } from '../preread/sniPreread.js';
 
 /**
  * Sending the PROXY protocol to upstreams: `'v1'`, `'v2'`, or an object choosing the version and
@@ -175,13 +176,16 @@ function resolveSni(value: unknown): PrefaceConfig['sni'] {
   if (!isRecord(raw))
     throw new InvalidOptionError('sni', 'true or an object { timeout, maxBytes, required }', value);
   rejectUnknownKeys(raw, ['timeout', 'maxBytes', 'required'], 'sni');
+  const timeout = duration(raw.timeout, 'sni.timeout', 5_000, 1);
+  const maxBytes = integer(raw.maxBytes, 'sni.maxBytes', DEFAULT_CLIENT_HELLO_MAX_BYTES, {
+    min: 64,
+    max: 1 << 20,
+  });
   return {
-    timeout: duration(raw.timeout, 'sni.timeout', 5_000, 1),
-    maxBytes: integer(raw.maxBytes, 'sni.maxBytes', DEFAULT_CLIENT_HELLO_MAX_BYTES, {
-      min: 64,
-      max: 1 << 20,
-    }),
+    timeout,
+    maxBytes,
     required: boolean(raw.required, 'sni.required', false),
+    inspection: sniPreread(timeout, maxBytes),
   };
 }
 

@@ -91,8 +91,11 @@ export class H2SessionPool {
 
   /** Opens a CONNECT stream to `target` through the proxy at host:port (the relay owns it). */
   open(dial: TunnelDial): Duplex {
+    const post = dial.tunnel.postPath;
     return this.request(dial, {
-      ':method': 'CONNECT',
+      ...(post === undefined
+        ? { ':method': 'CONNECT' }
+        : { ':method': 'POST', ':scheme': 'http', ':path': post }),
       ':authority': dial.target,
       ...dial.tunnel.headers,
     });

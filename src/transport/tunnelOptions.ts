@@ -51,6 +51,13 @@ export interface HttpTunnel {
    * `/.well-known/masque/udp/{target_host}/{target_port}/`.
    */
   readonly udpPath?: string;
+  /**
+   * HTTP/2: carry the tunnel in a POST to `postPath` instead of a CONNECT (Envoy's `use_post`,
+   * for proxies and load balancers that do not pass CONNECT). Default false.
+   */
+  readonly usePost?: boolean;
+  /** The path of POST tunnels. Default `/` (Envoy's `post_path`). */
+  readonly postPath?: string;
 }
 
 /** One tunnel to open: through the HTTP proxy at host:port, to `target`. */
@@ -71,6 +78,8 @@ export interface ResolvedTunnel {
   readonly tls: TunnelTlsOptions | undefined;
   readonly maxStreamsPerSession: number;
   readonly udpPath: string;
+  /** The POST path when tunnels are POST requests (`usePost`), else undefined. */
+  readonly postPath: string | undefined;
 }
 
 const TUNNEL_KEYS = [
@@ -80,6 +89,8 @@ const TUNNEL_KEYS = [
   'tls',
   'maxStreamsPerSession',
   'udpPath',
+  'usePost',
+  'postPath',
 ] as const;
 const TLS_KEYS = ['ca', 'servername', 'rejectUnauthorized'] as const;
 /** Headers the tunnel writes itself: setting them would make a malformed request. */
@@ -120,7 +131,33 @@ export function validateTunnel(value: unknown, name: string): ResolvedTunnel {
       max: 1_000_000,
     }),
     udpPath: validateUdpPath(value.udpPath, `${name}.udpPath`),
+    postPath: validatePost(value, protocol, name),
   };
+}
+
+/** `usePost` and `postPath`: the POST path, or undefined for CONNECT tunnels. */
+function validatePost(
+  value: Record<string, unknown>,
+  protocol: string,
+  name: string,
+): string | undefined {
+  const { usePost, postPath } = value;
+  if (usePost !== undefined && typeof usePost !== 'boolean')
+    throw new InvalidOptionError(`${name}.usePost`, 'a boolean', usePost);
+  if (postPath !== undefined && (typeof postPath !== 'string' || !/^\/[^\s]*$/.test(postPath)))
+    throw new InvalidOptionError(`${name}.postPath`, "a path starting with '/'", postPath);
+  if (usePost !== true) {
+    if (postPath !== undefined)
+      throw new InvalidOptionError(`${name}.postPath`, 'to be set with usePost: true', postPath);
+    return undefined;
+  }
+  if (protocol !== 'h2')
+    throw new InvalidOptionError(
+      `${name}.usePost`,
+      "protocol: 'h2' (POST tunnels are HTTP/2 only)",
+      usePost,
+    );
+  return postPath ?? '/';
 }
 
 function validateHeaders(value: unknown, name: string): Readonly<Record<string, string>> {

@@ -1,71 +1,48 @@
 import http from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import http2 from 'node:http2';
-import type { Http2Server, ServerHttp2Stream } from 'node:http2';
+import type { Http2Server, Http2Session, ServerHttp2Stream } from 'node:http2';
 import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { EventEmitter } from 'eventemitter3';
 import { InvalidOptionError, ListenError } from '../errors.js';
 import { emitSafely, reportError } from '../internal/emit.js';
-import {
-  duration,
-  optionalFunction,
-  optionalRecord,
-  rejectUnknownKeys,
-} from '../internal/validate.js';
-import { DEFAULT_UDP_PATH, parseAuthority, validateTunnel } from '../transport/tunnelOptions.js';
+import { parseAuthority } from '../transport/tunnelOptions.js';
 import { matchUdpPath, relayUdp } from './udpRelay.js';
 import { statusClass } from '../transport/TunnelStats.js';
 import type { RelayEnd } from './relayStreams.js';
 import { relayStreams, resetSide } from './relayStreams.js';
 import { PrefacedSocket } from './PrefacedSocket.js';
 import { tunnelServerMetrics } from '../metrics/tunnelMetrics.js';
+import type { ClientIdentity } from '../tcp/ClientPreface.js';
+import { socketIdentity } from '../tcp/ClientPreface.js';
+import { DownstreamTls } from '../tls/DownstreamTls.js';
+import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
+import { resolveTerminateTls } from '../tls/TerminateTlsOptions.js';
+import type { ResolvedTerminateTls, TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
+import { UpstreamTls } from '../tls/UpstreamTls.js';
+import { tlsCounters } from '../tls/tlsStats.js';
+import type { TlsStats } from '../tls/tlsStats.js';
+import type { UpstreamHealthChange } from '../upstream/UpstreamManager.js';
+import { UpstreamManager } from '../upstream/UpstreamManager.js';
+import type { Upstream } from '../upstream/Upstream.js';
+import type { UpstreamCandidate, UpstreamState } from '../upstream/UpstreamState.js';
+import type { AdmissionCheck } from '../filter/admission.js';
+import { admitTunnel } from './tunnelAdmission.js';
+import { RejectReason } from '../tcp/closeReasons.js';
+import type { DialHost, DialOutcome, TunnelRefusal } from './TunnelDial.js';
+import { TunnelDial } from './TunnelDial.js';
+import type { TunnelRequest } from './tunnelRequest.js';
+import type {
+  ResolvedTunnelServerOptions,
+  TunnelServerOptions,
+  TunnelTarget,
+} from './tunnelServerOptions.js';
+import { resolveTunnelServerOptions } from './tunnelServerOptions.js';
 
-/** A CONNECT request as `authorize` and `route` see it. */
-export interface TunnelRequest {
-  /** `'h1'` (HTTP/1.1 CONNECT) or `'h2'` (an HTTP/2 CONNECT stream). */
-  readonly version: 'h1' | 'h2';
-  /** `'connect'` (a TCP tunnel) or `'connect-udp'` (RFC 9298, HTTP/2 only). */
-  readonly protocol: 'connect' | 'connect-udp';
-  /** The requested `host:port`. */
-  readonly authority: string;
-  readonly host: string;
-  readonly port: number;
-  /** Request headers (lower-case names), e.g. `proxy-authorization`. */
-  readonly headers: IncomingHttpHeaders;
-  readonly clientAddress: string;
-  readonly clientPort: number;
-}
-
-/** Where to connect a tunnel: a host and port. */
-export interface TunnelTarget {
-  readonly host: string;
-  readonly port: number;
-}
-
-/** Options of {@link TunnelServer}. */
-export interface TunnelServerOptions {
-  /**
-   * Admission: `true` lets the tunnel through, `false` answers 403, a number answers that status
-   * (e.g. 407). Default: every request is refused (403), so a server is never an open proxy.
-   */
-  readonly authorize?: (request: TunnelRequest) => boolean | number | Promise<boolean | number>;
-  /**
-   * Where to connect: default the requested authority. Return `undefined` for 403. Put a
-   * selector here to balance one authority over several upstreams.
-   */
-  readonly route?: (
-    request: TunnelRequest,
-  ) => TunnelTarget | undefined | Promise<TunnelTarget | undefined>;
-  /** Connect timeout to the target, ms (answers 504). Default 10 000. */
-  readonly connectTimeout?: number;
-  /** Idle timeout of a tunnel, ms (0: none). Default 3 600 000 (Envoy's tcp_proxy default). */
-  readonly idleTimeout?: number;
-  /** Idle timeout of a CONNECT-UDP tunnel, ms (0: none). Default 60 000 (as UDP sessions). */
-  readonly udpIdleTimeout?: number;
-  /** RFC 9298 URI template of CONNECT-UDP requests. Default `/.well-known/masque/udp/{target_host}/{target_port}/`. */
-  readonly udpPath?: string;
-}
+export type { TunnelRequest } from './tunnelRequest.js';
+export type { TunnelServerOptions, TunnelTarget } from './tunnelServerOptions.js';
 
 /** Summary of a finished tunnel (`tunnelClose`). */
 export interface TunnelSummary {
@@ -77,6 +54,10 @@ export interface TunnelSummary {
   readonly status: number;
   /** How an opened tunnel ended; `'refused'` when it never opened. */
   readonly end: RelayEnd | 'refused';
+  /** Why it was refused (`end: 'refused'`), e.g. `'admission'`, `'not_routable'`, `'connect_failed'`. */
+  readonly refusal?: TunnelRefusal | 'tls' | undefined;
+  /** The upstream the tunnel went to (its id), when one was chosen. */
+  readonly upstream?: string | undefined;
   readonly bytesToTarget: number;
   readonly bytesFromTarget: number;
 }
@@ -84,6 +65,10 @@ export interface TunnelSummary {
 /** Events of a {@link TunnelServer}. */
 export interface TunnelServerEvents {
   tunnelClose: [summary: TunnelSummary];
+  /** An upstream's health changed (active checks or passive ejection). */
+  upstreamHealth: [upstream: UpstreamCandidate, healthy: boolean, change: UpstreamHealthChange];
+  /** The upstream source failed; the last good set stays. */
+  upstreamSourceError: [error: Error];
   error: [error: Error];
 }
 
@@ -94,47 +79,50 @@ export interface TunnelServerStats {
   readonly tunnel_opened_total: number;
   /** Requests answered with a non-2xx status, by status class. */
   readonly tunnel_refused: Readonly<Record<string, number>>;
+  /** Requests refused, by reason (`admission`, `not_routable`, `no_upstream`, `connect_failed`, ...). */
+  readonly tunnel_refused_reasons: Readonly<Record<string, number>>;
   readonly tunnel_rx_bytes_total: number;
   readonly tunnel_tx_bytes_total: number;
+  /** Client connections accepted (each may carry many tunnels over HTTP/2). */
+  readonly client_connections_total: number;
+  /** HTTP/2 client sessions opened, and open now. */
+  readonly h2_sessions_total: number;
+  readonly h2_sessions_active: number;
+  /** Tunnel streams open now over all HTTP/2 sessions, and the most one session carries now. */
+  readonly h2_streams_active: number;
+  readonly h2_streams_per_session_max: number;
+  /** TLS listener (`terminateTls`): handshakes completed and failed. */
+  readonly downstream_tls_handshake: number;
+  readonly downstream_tls_failed: number;
 }
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
+/** Time a client has to send its first request bytes (ms). */
+const FIRST_BYTES_TIMEOUT = 10_000;
 /** HTTP/2 connection receive window (the stream window is 1 MiB, in the SETTINGS). */
 const SESSION_WINDOW = 16 * 1024 * 1024;
 
-interface Resolved {
-  readonly authorize: NonNullable<TunnelServerOptions['authorize']> | undefined;
-  readonly route: NonNullable<TunnelServerOptions['route']> | undefined;
-  readonly connectTimeout: number;
-  readonly idleTimeout: number;
-  readonly udpIdleTimeout: number;
-  readonly udpPath: string;
+/** Who a client connection is: its addresses and, on a TLS listener, what TLS negotiated. */
+interface ClientFacts {
+  readonly identity: ClientIdentity;
+  tls: DownstreamTlsInfo | undefined;
 }
 
-/** Checks a CONNECT-UDP template as `tunnel.udpPath` is checked. */
-function udpTemplate(value: unknown): string {
-  return validateTunnel({ target: 'x:1', udpPath: value }, 'TunnelServer').udpPath;
-}
-
-function resolve(options: unknown): Resolved {
-  const raw = optionalRecord(options, 'TunnelServer options');
-  rejectUnknownKeys(
-    raw,
-    ['authorize', 'route', 'connectTimeout', 'idleTimeout', 'udpIdleTimeout', 'udpPath'],
-    '',
-  );
-  return {
-    authorize: optionalFunction<NonNullable<TunnelServerOptions['authorize']>>(
-      raw.authorize,
-      'authorize',
-    ),
-    route: optionalFunction<NonNullable<TunnelServerOptions['route']>>(raw.route, 'route'),
-    connectTimeout: duration(raw.connectTimeout, 'connectTimeout', 10_000, 1),
-    idleTimeout: duration(raw.idleTimeout, 'idleTimeout', 3_600_000),
-    udpIdleTimeout: duration(raw.udpIdleTimeout, 'udpIdleTimeout', 60_000),
-    udpPath: raw.udpPath === undefined ? DEFAULT_UDP_PATH : udpTemplate(raw.udpPath),
-  };
-}
+const UNKNOWN_CLIENT: ClientFacts = {
+  identity: {
+    address: '',
+    port: 0,
+    family: 'unix',
+    localAddress: '',
+    localPort: 0,
+    peerAddress: '',
+    peerPort: 0,
+    proxyHeader: undefined,
+    serverName: undefined,
+    alpn: undefined,
+  },
+  tls: undefined,
+};
 
 /** A CONNECT or CONNECT-UDP request as it arrived, before its authority is parsed. */
 interface IncomingTunnel {
@@ -143,43 +131,105 @@ interface IncomingTunnel {
   readonly protocol?: 'connect' | 'connect-udp';
   readonly authority: string;
   readonly headers: IncomingHttpHeaders;
-  /** The client's socket (undefined when its HTTP/2 session is unknown). */
-  readonly socket: Socket | undefined;
+  /** The client (`UNKNOWN_CLIENT` when its HTTP/2 session is unknown). */
+  readonly facts: ClientFacts;
+}
+
+/** A refusal as counted and reported. */
+interface Refusal {
+  readonly status: number;
+  readonly reason: TunnelRefusal;
+  readonly upstream?: string | undefined;
+}
+
+/** Termination settings of the listener: ALPN `h2` then `http/1.1` unless given. */
+function resolveListenerTls(value: unknown): ResolvedTerminateTls {
+  const withAlpn =
+    typeof value === 'object' && value !== null && !('alpn' in value)
+      ? { ...value, alpn: ['h2', 'http/1.1'] }
+      : value;
+  return resolveTerminateTls(withAlpn, 'terminateTls');
+}
+
+function noop(): void {
+  // Errors of a client socket are reported through the server that takes it, or the relay.
 }
 
 /**
- * The terminating side of HTTP tunnels: a listener that accepts HTTP/1.1 CONNECT and HTTP/2
- * CONNECT (cleartext; the HTTP/2 preface is recognised on the first bytes), authorises each
- * request, connects to the routed target and relays, so l4proxy can stand at both ends.
+ * The terminating side of HTTP tunnels: a listener (cleartext, or TLS with ALPN `h2` and
+ * `http/1.1`) that accepts HTTP/1.1 CONNECT, HTTP/2 CONNECT and RFC 9298 CONNECT-UDP, admits
+ * each request through the `admit` hook (the same hook type as TcpProxy's), routes the requested
+ * authority through the upstreams and selector (health checks, ejection, retries as TcpProxy
+ * does), answers 200 once the target is connected (403/407 refused, 502 unreachable, 503 no
+ * healthy upstream, 504 timeout) and relays. By default only authorities of configured upstreams
+ * are reachable, so a server is never an open proxy.
  *
  * @example
- * const server = new TunnelServer({ authorize: (r) => r.headers['proxy-authorization'] === 'Basic ...' });
+ * const server = new TunnelServer({
+ *   upstreams: [{ host: '10.0.0.7', port: 5432 }],
+ *   admit: (ctx) => ctx.request.headers['proxy-authorization'] === expected || { reject: 'auth', status: 407 },
+ * });
  * await server.listen({ port: 3128, host: '127.0.0.1' });
  */
 export class TunnelServer extends EventEmitter<TunnelServerEvents> {
-  private readonly options: Resolved;
+  private readonly options: ResolvedTunnelServerOptions;
   private readonly listener: Server;
   private readonly h1 = http.createServer();
   private readonly h2: Http2Server = http2.createServer({
     settings: { initialWindowSize: 1024 * 1024, enableConnectProtocol: true },
   });
+  private readonly manager: UpstreamManager;
+  private readonly upstreamTls: UpstreamTls;
+  private readonly tlsStats: TlsStats = tlsCounters();
+  private terminateTls: ResolvedTerminateTls | undefined;
+  private readonly dialHost: DialHost;
   private readonly live = new Set<{ destroy(): void }>();
   private readonly sockets = new Set<Socket>();
-  /** The client socket of each HTTP/2 session (which reads it through a PrefacedSocket). */
-  private readonly clients = new WeakMap<object, Socket>();
-  private accepting: Socket | undefined;
-  private counters = {
+  private readonly handshakes = new Set<DownstreamTls>();
+  /** What is known of the client behind each HTTP/1.1 socket and HTTP/2 session. */
+  private readonly facts = new WeakMap<object, ClientFacts>();
+  /** Open streams per HTTP/2 session. */
+  private readonly streams = new Map<Http2Session, number>();
+  private accepting: ClientFacts | undefined;
+  private readonly counters = {
     requests: 0,
     opened: 0,
     refused: {} as Record<string, number>,
+    reasons: {} as Record<string, number>,
     rx: 0,
     tx: 0,
+    connections: 0,
+    sessions: 0,
   };
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
   constructor(options: TunnelServerOptions = {}) {
     super();
-    this.options = resolve(options);
+    this.options = resolveTunnelServerOptions(options);
+    this.upstreamTls = new UpstreamTls(this.options.tls, this.tlsStats);
+    this.upstreamTls.prepare(this.options.upstreams);
+    if (this.options.terminateTls !== undefined)
+      this.terminateTls = resolveListenerTls(this.options.terminateTls);
+    this.manager = new UpstreamManager(this.options.upstreams, this.options.manager, {
+      health: (upstream, healthy, change) => {
+        emitSafely(this, 'upstreamHealth', upstream, healthy, change);
+      },
+      sourceError: (error) => {
+        emitSafely(this, 'upstreamSourceError', error);
+      },
+      membership: () => {
+        // Tunnels on a removed upstream finish on their own.
+      },
+    });
+    const route = this.options.route;
+    this.dialHost = {
+      manager: this.manager,
+      selector: this.options.selector,
+      upstreamTls: this.upstreamTls,
+      route: route === 'function' ? 'direct' : route,
+      connectTimeout: this.options.connectTimeout,
+      maxConnectAttempts: this.options.maxConnectAttempts,
+    };
     this.listener = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
       this.accept(socket);
     });
@@ -196,7 +246,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       this.h2Stream(stream, headers);
     });
     this.h2.on('session', (session) => {
-      if (this.accepting !== undefined) this.clients.set(session, this.accepting);
+      this.facts.set(session, this.accepting ?? UNKNOWN_CLIENT);
+      this.counters.sessions++;
+      this.streams.set(session, 0);
+      session.once('close', () => this.streams.delete(session));
       // The connection window is shared by every tunnel of the session: 64 KiB would hold a
       // single bulk upload to one window per round trip.
       try {
@@ -208,6 +261,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     this.h2.on('sessionError', () => {
       // The session's streams end with it; their relays reset the targets.
     });
+    this.manager.start();
   }
 
   /** Listens (like `net.Server.listen`); resolves with the bound address. */
@@ -229,17 +283,56 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     return this.listener.address() as AddressInfo;
   }
 
+  /**
+   * Replaces the listener's certificates and TLS settings (e.g. on SIGHUP); handshakes already
+   * started keep the old ones. Only on a server built with `terminateTls`.
+   * @throws {InvalidOptionError} naming `terminateTls.*`; the old settings stay.
+   */
+  setTerminateTls(options: TerminateTlsOptions): void {
+    if (this.terminateTls === undefined)
+      throw new InvalidOptionError('terminateTls', 'set at construction to be replaced', options);
+    this.terminateTls = resolveListenerTls(options);
+  }
+
+  /** Replaces the upstreams; live tunnels finish on their own. @throws {InvalidOptionError} */
+  setUpstreams(upstreams: readonly Upstream[]): void {
+    this.upstreamTls.prepare(upstreams);
+    this.manager.setUpstreams(upstreams, 'upstreams');
+  }
+
+  /** The upstreams with their live state. */
+  upstreams(): readonly UpstreamCandidate[] {
+    return this.manager.set.list();
+  }
+
   /** Counters and gauges. */
   stats(): TunnelServerStats {
     const refused: Record<string, number> = {};
     for (const key of ['3xx', '4xx', '5xx']) refused[key] = this.counters.refused[key] ?? 0;
+    let streams = 0;
+    let most = 0;
+    for (const count of this.streams.values()) {
+      streams += count;
+      most = Math.max(most, count);
+    }
     return {
       tunnel_requests_total: this.counters.requests,
       tunnel_active: this.live.size,
       tunnel_opened_total: this.counters.opened,
       tunnel_refused: refused,
+      tunnel_refused_reasons: { ...this.counters.reasons },
       tunnel_rx_bytes_total: this.counters.rx,
       tunnel_tx_bytes_total: this.counters.tx,
+      client_connections_total: this.counters.connections,
+      h2_sessions_total: this.counters.sessions,
+      h2_sessions_active: this.streams.size,
+      h2_streams_active: streams,
+      h2_streams_per_session_max: most,
+      downstream_tls_handshake: this.tlsStats.downstream_tls_handshake,
+      downstream_tls_failed:
+        this.tlsStats.downstream_tls_connection_error +
+        this.tlsStats.downstream_tls_fail_verify_cert +
+        this.tlsStats.downstream_tls_handshake_timeout,
     };
   }
 
@@ -255,98 +348,159 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         resolveClose();
       });
     });
+    this.manager.stop();
+    for (const handshake of [...this.handshakes]) handshake.abort();
     for (const tunnel of [...this.live]) tunnel.destroy();
     for (const socket of [...this.sockets]) socket.destroy();
     await closed;
   }
 
-  /** Hands a client to the HTTP/2 or the HTTP/1.1 server, by its first bytes. */
+  /** Takes a client: the TLS handshake first on a TLS listener, then HTTP/2 or HTTP/1.1. */
   private accept(socket: Socket): void {
-    socket.on('error', () => {
-      // Reported through the server that takes the socket, or the relay.
-    });
+    socket.on('error', noop);
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
+    this.counters.connections++;
+    const facts: ClientFacts = { identity: socketIdentity(socket), tls: undefined };
+    const settings = this.terminateTls;
+    if (settings === undefined) {
+      this.sniff(socket, facts);
+      return;
+    }
+    const handshake = new DownstreamTls(socket, settings, this.tlsStats, (outcome) => {
+      this.handshakes.delete(handshake);
+      const secure: TLSSocket = outcome.socket;
+      if (!outcome.ok) {
+        secure.destroy();
+        socket.destroy();
+        return;
+      }
+      secure.on('error', noop);
+      facts.tls = outcome.info;
+      // A server-side TLSSocket made outside a tls.Server keeps `secureConnecting` true after
+      // its handshake, and an HTTP/2 session would wait for a 'secureConnect' that never comes.
+      (secure as TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
+      // ALPN said h2: the HTTP/2 server reads the TLS socket natively (no preface sniffing).
+      if (outcome.info.alpnProtocol === 'h2') this.toH2(secure, facts);
+      else this.sniff(secure, facts);
+    });
+    this.handshakes.add(handshake);
+    handshake.start();
+  }
+
+  /** Hands a connection to the HTTP/2 or the HTTP/1.1 server, by its first bytes. */
+  private sniff(socket: Socket, facts: ClientFacts): void {
     let seen = Buffer.alloc(0);
+    // A client that sends nothing is not held forever (the HTTP servers' own timeouts start
+    // only once they have the connection).
+    const timer = setTimeout(() => {
+      socket.destroy();
+    }, FIRST_BYTES_TIMEOUT);
+    timer.unref();
+    socket.once('close', () => {
+      clearTimeout(timer);
+    });
     const onData = (chunk: Buffer): void => {
       seen = Buffer.concat([seen, chunk]);
       const length = Math.min(seen.length, PREFACE.length);
       const h2 = seen.subarray(0, length).equals(PREFACE.subarray(0, length));
       if (h2 && seen.length < PREFACE.length) return;
+      clearTimeout(timer);
       socket.off('data', onData);
       if (!h2) {
         socket.pause();
         socket.unshift(seen);
+        this.facts.set(socket, facts);
         this.h1.emit('connection', socket);
         socket.resume();
         return;
       }
-      // The server emits 'session' while taking the connection: that links it to the client.
-      this.accepting = socket;
-      this.h2.emit('connection', new PrefacedSocket(socket, seen));
-      this.accepting = undefined;
+      this.toH2(new PrefacedSocket(socket, seen), facts);
     };
     socket.on('data', onData);
   }
 
+  private toH2(socket: Socket | PrefacedSocket, facts: ClientFacts): void {
+    // The server emits 'session' while taking the connection: that links it to the client.
+    this.accepting = facts;
+    this.h2.emit('connection', socket);
+    this.accepting = undefined;
+  }
+
   private h1Connect(request: IncomingMessage, socket: Socket, head: Buffer): void {
+    const facts = this.facts.get(socket) ?? UNKNOWN_CLIENT;
     const authority = request.url ?? '';
-    const tunnel = this.request({ version: 'h1', authority, headers: request.headers, socket });
+    const tunnel = this.request({ version: 'h1', authority, headers: request.headers, facts });
     if (tunnel === undefined) {
       this.answerH1(socket, 400);
       return;
     }
-    const answer = (status: number, target?: Socket): void => {
-      if (target === undefined) {
-        this.answerH1(socket, status);
-        this.refused(tunnel, status);
+    this.open(tunnel, facts, socket, false, (outcome) => {
+      if (!outcome.ok || outcome.socket === undefined) {
+        const refusal = refusalOf(outcome);
+        this.answerH1(socket, refusal.status);
+        this.refused(tunnel, refusal);
         return;
       }
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-      if (head.length > 0) target.write(head);
-      this.relay(tunnel, socket, target);
-    };
-    this.open(tunnel, socket, answer);
+      if (head.length > 0) outcome.socket.write(head);
+      this.relay(tunnel, socket, outcome.socket, outcome.state);
+    });
   }
 
   private h2Stream(stream: ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
-    stream.on('error', () => {
-      // The relay (or the refusal) handles the stream's end.
-    });
+    stream.on('error', noop);
+    const session = stream.session;
+    if (session !== undefined) this.countStream(session, stream);
     const protocol = headers[':protocol'];
+    const post =
+      headers[':method'] === 'POST' &&
+      this.options.postPath !== undefined &&
+      headers[':path'] === this.options.postPath;
     if (
-      headers[':method'] !== 'CONNECT' ||
-      (protocol !== undefined && protocol !== 'connect-udp')
+      !post &&
+      (headers[':method'] !== 'CONNECT' || (protocol !== undefined && protocol !== 'connect-udp'))
     ) {
-      this.answerH2(stream, headers[':method'] === 'CONNECT' ? 501 : 405);
+      const status = headers[':method'] === 'CONNECT' ? 501 : 405;
+      this.answerH2(stream, status);
+      this.countRefusal({ status, reason: 'bad_request' });
       return;
     }
-    const client = stream.session === undefined ? undefined : this.clients.get(stream.session);
+    const facts = (session === undefined ? undefined : this.facts.get(session)) ?? UNKNOWN_CLIENT;
     if (protocol === 'connect-udp') {
-      this.udpStream(stream, headers, client);
+      this.udpStream(stream, headers, facts);
       return;
     }
     const authority = headers[':authority'] ?? '';
-    const tunnel = this.request({ version: 'h2', authority, headers, socket: client });
+    const tunnel = this.request({ version: 'h2', authority, headers, facts });
     if (tunnel === undefined) {
       this.answerH2(stream, 400);
       return;
     }
-    this.open(tunnel, stream, (status, target) => {
-      if (target === undefined) {
-        this.answerH2(stream, status);
-        this.refused(tunnel, status);
+    this.open(tunnel, facts, stream, false, (outcome) => {
+      if (!outcome.ok || outcome.socket === undefined) {
+        const refusal = refusalOf(outcome);
+        this.answerH2(stream, refusal.status);
+        this.refused(tunnel, refusal);
         return;
       }
       stream.respond({ ':status': 200 });
-      this.relay(tunnel, stream, target);
+      this.relay(tunnel, stream, outcome.socket, outcome.state);
+    });
+  }
+
+  private countStream(session: Http2Session, stream: ServerHttp2Stream): void {
+    this.streams.set(session, (this.streams.get(session) ?? 0) + 1);
+    stream.once('close', () => {
+      const count = this.streams.get(session);
+      if (count !== undefined) this.streams.set(session, count - 1);
     });
   }
 
   private udpStream(
     stream: ServerHttp2Stream,
     headers: http2.IncomingHttpHeaders,
-    client: Socket | undefined,
+    facts: ClientFacts,
   ): void {
     const target = matchUdpPath(this.options.udpPath, headers[':path'] ?? '');
     const authority =
@@ -354,36 +508,43 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         ? ''
         : `${target.host.includes(':') ? `[${target.host}]` : target.host}:${String(target.port)}`;
     const protocol = 'connect-udp';
-    const tunnel = this.request({ version: 'h2', protocol, authority, headers, socket: client });
+    const tunnel = this.request({ version: 'h2', protocol, authority, headers, facts });
     if (tunnel === undefined) {
       this.answerH2(stream, 400);
       return;
     }
-    void this.decide(tunnel).then((decision) => {
-      if (stream.destroyed) return;
-      if (typeof decision === 'number') {
-        this.answerH2(stream, decision);
-        this.refused(tunnel, decision);
+    this.open(tunnel, facts, stream, true, (outcome) => {
+      if (!outcome.ok) {
+        const refusal = refusalOf(outcome);
+        this.answerH2(stream, refusal.status);
+        this.refused(tunnel, refusal);
         return;
       }
+      const state = outcome.state;
       const handle = {
         destroy: () => {
           stream.close(http2.constants.NGHTTP2_CANCEL);
         },
       };
-      relayUdp(stream, decision, this.options.udpIdleTimeout, {
+      let opened = false;
+      relayUdp(stream, state, this.options.udpIdleTimeout, {
         ready: (error) => {
           if (error !== undefined) {
+            state.active--;
             this.answerH2(stream, 502);
-            this.refused(tunnel, 502);
+            this.refused(tunnel, { status: 502, reason: 'connect_failed', upstream: state.id });
             return;
           }
+          opened = true;
           stream.respond({ ':status': 200, 'capsule-protocol': '?1' });
           this.counters.opened++;
           this.live.add(handle);
         },
         done: (totals) => {
-          if (!this.live.delete(handle)) return;
+          if (!opened) return;
+          opened = false;
+          state.active--;
+          this.live.delete(handle);
           this.counters.rx += totals.bytesToTarget;
           this.counters.tx += totals.bytesFromTarget;
           emitSafely(this, 'tunnelClose', {
@@ -395,6 +556,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
             end: 'completed',
             bytesToTarget: totals.bytesToTarget,
             bytesFromTarget: totals.bytesFromTarget,
+            upstream: state.id,
           });
         },
       });
@@ -402,11 +564,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   }
 
   private request(incoming: IncomingTunnel): TunnelRequest | undefined {
-    const { version, authority, headers, socket, protocol = 'connect' } = incoming;
+    const { version, authority, headers, facts, protocol = 'connect' } = incoming;
     this.counters.requests++;
     const parsed = parseAuthority(authority);
     if (parsed === undefined) {
-      this.count(400);
+      this.countRefusal({ status: 400, reason: 'bad_request' });
       return undefined;
     }
     return {
@@ -416,67 +578,137 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       host: parsed.host,
       port: parsed.port,
       headers,
-      clientAddress: socket?.remoteAddress ?? '',
-      clientPort: socket?.remotePort ?? 0,
+      clientAddress: facts.identity.address,
+      clientPort: facts.identity.port,
     };
   }
 
-  /** Authorise, route, connect; `answer` gets the target socket, or the status to refuse with. */
+  /**
+   * Admission (`admit`, then `authorize`), routing, then the dial; `answer` gets the outcome,
+   * never after the client went away (what was reserved for it is released instead).
+   */
   private open(
     tunnel: TunnelRequest,
-    client: { readonly destroyed: boolean },
-    answer: (status: number, target?: Socket) => void,
+    facts: ClientFacts,
+    client: Socket | ServerHttp2Stream,
+    udp: boolean,
+    answer: (outcome: DialOutcome) => void,
   ): void {
-    void this.decide(tunnel).then((decision) => {
-      if (client.destroyed) return;
-      if (typeof decision === 'number') {
-        answer(decision);
+    let dial: TunnelDial | undefined;
+    const onClose = (): void => {
+      check?.cancel(RejectReason.CLIENT_GONE);
+      dial?.cancel();
+    };
+    client.once('close', onClose);
+    const settle = (outcome: DialOutcome): void => {
+      client.off('close', onClose);
+      if (!client.destroyed) {
+        answer(outcome);
         return;
       }
-      const target = net.connect({
-        host: decision.host,
-        port: decision.port,
-        allowHalfOpen: true,
-        noDelay: true,
-      });
-      const timer = setTimeout(() => {
-        target.destroy();
-        if (!client.destroyed) answer(504);
-      }, this.options.connectTimeout);
-      let connected = false;
-      target.once('connect', () => {
-        connected = true;
-        clearTimeout(timer);
-        if (client.destroyed) target.destroy();
-        else answer(200, target);
-      });
-      target.once('error', () => {
-        clearTimeout(timer);
-        if (!connected && !client.destroyed) answer(502);
+      if (outcome.ok) {
+        outcome.state.active--;
+        outcome.socket?.destroy();
+      }
+    };
+    const refuse = (status: number, reason: TunnelRefusal, error?: Error): void => {
+      settle({ ok: false, status, reason, error });
+    };
+    const check = this.admit(tunnel, facts, (status, error) => {
+      if (status !== undefined) {
+        refuse(status, status >= 500 ? 'internal' : 'admission', error);
+        return;
+      }
+      void this.target(tunnel).then((target) => {
+        if (client.destroyed) {
+          client.off('close', onClose);
+          return;
+        }
+        if (typeof target === 'number') {
+          refuse(target, target === 403 ? 'not_routable' : 'internal');
+          return;
+        }
+        const dialClient = {
+          address: facts.identity.address,
+          port: facts.identity.port,
+          family: facts.identity.family,
+          localAddress: facts.identity.localAddress,
+          localPort: facts.identity.localPort,
+          tls: facts.tls,
+        };
+        const fixed = target === 'select' ? undefined : target;
+        dial = new TunnelDial(
+          this.dialHost,
+          { request: tunnel, client: dialClient, target: fixed, udp },
+          settle,
+        );
+        dial.start();
       });
     });
   }
 
-  /** The target to connect, or the status to refuse with (user code failing: 500). */
-  private async decide(tunnel: TunnelRequest): Promise<TunnelTarget | number> {
+  /** `admit` then `authorize`: `done` gets undefined (admitted) or the status to refuse with. */
+  private admit(
+    tunnel: TunnelRequest,
+    facts: ClientFacts,
+    done: (status: number | undefined, error: Error | undefined) => void,
+  ): AdmissionCheck | undefined {
+    const config = this.options.admit;
+    if (config === undefined) {
+      this.authorize(tunnel, done);
+      return undefined;
+    }
+    const subject = { identity: facts.identity, request: tunnel, tls: facts.tls };
+    return admitTunnel(config, subject, (status, error) => {
+      if (error !== undefined) reportError(this, error);
+      if (status !== undefined) done(status, error);
+      else this.authorize(tunnel, done);
+    });
+  }
+
+  private authorize(
+    tunnel: TunnelRequest,
+    done: (status: number | undefined, error: Error | undefined) => void,
+  ): void {
+    const authorize = this.options.authorize;
+    if (authorize === undefined) {
+      done(undefined, undefined);
+      return;
+    }
+    void (async () => authorize(tunnel))().then(
+      (verdict) => {
+        if (verdict === true) done(undefined, undefined);
+        else done(typeof verdict === 'number' ? verdict : 403, undefined);
+      },
+      (err: unknown) => {
+        const error = err instanceof Error ? err : new Error(String(err));
+        reportError(this, error);
+        done(500, error);
+      },
+    );
+  }
+
+  /** Where the route sends the tunnel: a fixed target, `'select'`, or the status to refuse with. */
+  private async target(tunnel: TunnelRequest): Promise<TunnelTarget | 'select' | number> {
+    const route = this.options.route;
+    if (route === 'direct') return { host: tunnel.host, port: tunnel.port };
+    const routeFunction = this.options.routeFunction;
+    if (routeFunction === undefined) return 'select';
     try {
-      const verdict =
-        this.options.authorize === undefined ? false : await this.options.authorize(tunnel);
-      if (verdict !== true) return typeof verdict === 'number' ? verdict : 403;
-      const target =
-        this.options.route === undefined
-          ? { host: tunnel.host, port: tunnel.port }
-          : await this.options.route(tunnel);
-      return target ?? 403;
+      return (await routeFunction(tunnel)) ?? 403;
     } catch (err) {
       reportError(this, err instanceof Error ? err : new Error(String(err)));
       return 500;
     }
   }
 
-  private relay(tunnel: TunnelRequest, client: Socket | ServerHttp2Stream, target: Socket): void {
+  private relay(
+    tunnel: TunnelRequest,
+    client: Socket | ServerHttp2Stream,
+    target: Socket,
+    state: UpstreamState,
+  ): void {
     this.counters.opened++;
-    this.count(200);
     const handle = {
       destroy: () => {
         resetSide(client);
@@ -486,6 +718,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     this.live.add(handle);
     relayStreams(client, target, this.options.idleTimeout, (end, toTarget, fromTarget) => {
       this.live.delete(handle);
+      state.active--;
+      state.counters.txBytes += toTarget;
+      state.counters.rxBytes += fromTarget;
       this.counters.rx += toTarget;
       this.counters.tx += fromTarget;
       emitSafely(this, 'tunnelClose', {
@@ -497,31 +732,34 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         end,
         bytesToTarget: toTarget,
         bytesFromTarget: fromTarget,
+        upstream: state.id,
       });
     });
   }
 
-  private refused(tunnel: TunnelRequest, status: number): void {
+  private refused(tunnel: TunnelRequest, refusal: Refusal): void {
+    this.countRefusal(refusal);
     emitSafely(this, 'tunnelClose', {
       version: tunnel.version,
       protocol: tunnel.protocol,
       authority: tunnel.authority,
       clientAddress: tunnel.clientAddress,
-      status,
+      status: refusal.status,
       end: 'refused',
+      refusal: refusal.reason,
       bytesToTarget: 0,
       bytesFromTarget: 0,
+      upstream: refusal.upstream,
     });
   }
 
-  private count(status: number): void {
-    if (status >= 200 && status < 300) return;
-    const key = statusClass(status);
+  private countRefusal(refusal: Refusal): void {
+    const key = statusClass(refusal.status);
     this.counters.refused[key] = (this.counters.refused[key] ?? 0) + 1;
+    this.counters.reasons[refusal.reason] = (this.counters.reasons[refusal.reason] ?? 0) + 1;
   }
 
   private answerH1(socket: Socket, status: number): void {
-    if (status !== 400) this.count(status);
     const text = http.STATUS_CODES[status] ?? 'Refused';
     const challenge = status === 407 ? 'Proxy-Authenticate: Basic realm="l4proxy"\r\n' : '';
     socket.end(
@@ -530,7 +768,6 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   }
 
   private answerH2(stream: ServerHttp2Stream, status: number): void {
-    if (status !== 400) this.count(status);
     if (stream.destroyed || stream.headersSent) return;
     stream.respond(
       {
@@ -540,4 +777,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       { endStream: true },
     );
   }
+}
+
+/** The status and reason of a failed outcome (a UDP-only outcome never reaches a TCP answer). */
+function refusalOf(outcome: DialOutcome): Refusal {
+  if (outcome.ok) return { status: 500, reason: 'internal', upstream: outcome.state.id };
+  return { status: outcome.status, reason: outcome.reason };
 }

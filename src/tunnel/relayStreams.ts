@@ -2,6 +2,7 @@ import net from 'node:net';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import http2 from 'node:http2';
+import tls from 'node:tls';
 import type { ServerHttp2Stream } from 'node:http2';
 
 const { NGHTTP2_CONNECT_ERROR } = http2.constants;
@@ -16,7 +17,13 @@ export function resetSide(side: Duplex): void {
     (side as ServerHttp2Stream).close(NGHTTP2_CONNECT_ERROR);
     return;
   }
-  if (side instanceof net.Socket && !side.writableEnded && !side.connecting) {
+  // A TLS socket wraps its TCP socket: resetting under it is not safe in Node; destroy it.
+  if (
+    side instanceof net.Socket &&
+    !(side instanceof tls.TLSSocket) &&
+    !side.writableEnded &&
+    !side.connecting
+  ) {
     try {
       side.resetAndDestroy();
       return;

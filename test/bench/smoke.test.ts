@@ -5,13 +5,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { CONTENDERS as ALL_CONTENDERS, OPTIONAL_CONTENDERS } from '../../bench/lib/contenders.js';
+import {
+  CONTENDERS as ALL_CONTENDERS,
+  COST_CONTENDERS,
+  OPTIONAL_CONTENDERS,
+} from '../../bench/lib/contenders.js';
 
-/** The default run's contenders; the optional ones get their own short run below. */
-const CONTENDERS = ALL_CONTENDERS.filter((c) => !OPTIONAL_CONTENDERS.includes(c.name));
 import type { BenchResults } from '../../bench/lib/results.js';
 import { SCENARIOS } from '../../bench/lib/scenarios.js';
 import { findTool, tool } from '../helpers/tools.js';
+
+/** Run apart: the opt-in tunnels (own test) and the cost contenders (their own short run). */
+const apart = (name: (typeof ALL_CONTENDERS)[number]['name']): boolean =>
+  OPTIONAL_CONTENDERS.includes(name) || COST_CONTENDERS.includes(name);
+const CONTENDERS = ALL_CONTENDERS.filter((c) => !apart(c.name));
 
 const harness = fileURLToPath(new URL('../../bench/run.js', import.meta.url));
 
@@ -46,7 +53,7 @@ test('the benchmark harness produces a JSON result and a Markdown report coverin
   if (!tool(t, 'cc')) return;
   // Opt-in contenders (the HTTP tunnels) have their own smoke test (tunnelContenders.test.ts).
   const available = CONTENDERS.filter(
-    (c) => (c.tool === undefined || findTool(c.tool)) && !OPTIONAL_CONTENDERS.includes(c.name),
+    (c) => (c.tool === undefined || findTool(c.tool)) && !apart(c.name),
   ).map((c) => c.name);
   const out = mkdtempSync(join(tmpdir(), 'l4proxy-bench-smoke-'));
   t.after(() => {
@@ -110,7 +117,7 @@ test('the benchmark harness produces a JSON result and a Markdown report coverin
   }
 
   for (const contender of CONTENDERS) {
-    if (OPTIONAL_CONTENDERS.includes(contender.name)) continue;
+    if (apart(contender.name)) continue;
     await t.test(`contender ${contender.name} appears in the report`, (st) => {
       if (contender.tool !== undefined && !tool(st, contender.tool)) return;
       assert.ok(results.contenders.some((c) => c.name === contender.name && c.available));
@@ -119,13 +126,13 @@ test('the benchmark harness produces a JSON result and a Markdown report coverin
   }
 });
 
-test('the optional contenders (a pass-through filter, preread) run and are reported', async (t) => {
+test('the cost contenders (a pass-through filter, preread) run and are reported', async (t) => {
   if (!tool(t, 'cc')) return;
   const out = mkdtempSync(join(tmpdir(), 'l4proxy-bench-smoke-'));
   t.after(() => {
     rmSync(out, { recursive: true, force: true });
   });
-  const printed = await runHarness(out, [...OPTIONAL_CONTENDERS], ['tcp-rr', 'udp-pps']);
-  for (const name of OPTIONAL_CONTENDERS)
+  const printed = await runHarness(out, ['l4proxy', ...COST_CONTENDERS], ['tcp-rr', 'udp-pps']);
+  for (const name of COST_CONTENDERS)
     assert.match(printed, new RegExp(`\\| ${name} \\| [\\d,]+ \\|`), `${name} row`);
 });

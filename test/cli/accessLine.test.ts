@@ -71,4 +71,31 @@ describe('access log serialization', () => {
     sink('x'.repeat(70_000));
     assert.equal(writes.length, 3, 'a large backlog is written at once');
   });
+
+  test('with a delay, the buffered sink writes the lines of several turns in one write', async () => {
+    const writes: string[] = [];
+    let wrote = (): void => undefined;
+    const written = new Promise<void>((resolve) => (wrote = resolve));
+    const sink = bufferedSink((text) => {
+      writes.push(text);
+      wrote();
+    }, 50);
+    sink('a\n');
+    await new Promise((resolve) => setImmediate(resolve));
+    sink('b\n');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(writes, [], 'nothing written at the end of a turn');
+    // The sink's timer is unref'd (it never holds a process open): a bounded ref'd guard does.
+    let guard: NodeJS.Timeout | undefined;
+    await Promise.race([
+      written,
+      new Promise((_, reject) => {
+        guard = setTimeout(() => {
+          reject(new Error('no write within 2 s'));
+        }, 2_000);
+      }),
+    ]);
+    clearTimeout(guard);
+    assert.deepEqual(writes, ['a\nb\n']);
+  });
 });

@@ -50,7 +50,7 @@ describe('config validation', () => {
     );
     assert.equal(
       errorOf({ listeners: [tcp({ protocol: 'sctp' })] }),
-      'l4proxy.json: listeners[0].protocol: expected "tcp" or "udp", received "sctp"',
+      'l4proxy.json: listeners[0].protocol: expected "tcp", "udp" or "tunnel", received "sctp"',
     );
     assert.equal(
       errorOf({ listeners: [tcp({ listen: '127.0.0.1' })] }),

@@ -17,6 +17,8 @@ const ctx = {
   localAddress: '127.0.0.1',
   localPort: 2,
   proxyHeader: undefined,
+  canStartTls: false,
+  tls: undefined,
 };
 
 test('http1: waits for the end of the headers, reads method, path and Host, skips non-HTTP at once', () => {
@@ -40,17 +42,41 @@ test('http1: waits for the end of the headers, reads method, path and Host, skip
   assert.deepEqual(inspect(Buffer.alloc(9000, 'A'), ctx), { action: 'skip' });
 });
 
-test('postgresStartup: SSLRequest answered N and consumed, startup parameters read, others skipped', () => {
+test('postgresStartup: SSLRequest answered N (S when terminating), GSSENCRequest N, startup parameters read, others skipped', () => {
   const inspect = postgresStartup();
   const ssl = Buffer.from('0000000804d2162f', 'hex');
-  const reply = inspect(ssl, ctx);
-  assert.equal(reply.action, 'reply');
-  assert.equal(reply.data.toString(), 'N');
-  assert.equal(reply.consume, 8);
-  assert.deepEqual(postgresStartup({ sslRequest: 'passthrough' })(ssl, ctx), {
+  const gssenc = Buffer.from('0000000804d21630', 'hex');
+  assert.deepEqual(inspect(ssl, ctx), { action: 'reply', data: Buffer.from('N'), consume: 8 });
+  const passthrough = postgresStartup({ sslRequest: 'passthrough' });
+  assert.deepEqual(passthrough(ssl, ctx), {
     action: 'match',
     metadata: { protocol: 'postgres', ssl: true },
   });
+  // The proxy terminates TLS: it answers S whatever sslRequest says, and starts the handshake.
+  for (const terminating of [inspect, passthrough])
+    assert.deepEqual(terminating(ssl, { ...ctx, canStartTls: true }), {
+      action: 'startTls',
+      data: Buffer.from('S'),
+      consume: 8,
+    });
+  // A GSSENCRequest is refused in every mode (the client goes on with TLS or in clear).
+  for (const context of [ctx, { ...ctx, canStartTls: true }])
+    for (const each of [inspect, passthrough])
+      assert.deepEqual(each(gssenc, context), {
+        action: 'reply',
+        data: Buffer.from('N'),
+        consume: 8,
+      });
+  // Already decrypted: another SSLRequest is a protocol violation.
+  const tls = {
+    version: 'TLSv1.3',
+    cipher: 'TLS_AES_128_GCM_SHA256',
+    serverName: undefined,
+    alpnProtocol: undefined,
+    sessionReused: false,
+    peer: undefined,
+  };
+  assert.equal(inspect(ssl, { ...ctx, tls }).action, 'reject');
   const body = Buffer.from('user\0ann\0database\0shop\0\0');
   const head = Buffer.alloc(8);
   head.writeUInt32BE(8 + body.length, 0);

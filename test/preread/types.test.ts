@@ -46,6 +46,20 @@ test('inspectors, filters and the admit hook are plain typed functions', () => {
     admit,
     filters: [filter],
   };
+  // An in-band TLS request (PostgreSQL's SSLRequest) answered on a terminating listener.
+  const starter: PrereadInspector = (bytes, ctx) =>
+    ctx.canStartTls && ctx.tls === undefined
+      ? { action: 'startTls', data: Buffer.from('S'), consume: 8 }
+      : { action: 'reject', reason: 'no TLS here', error: new Error(String(bytes.length)) };
+  // @ts-expect-error startTls answers bytes and says how many it consumed
+  const badStarter: PrereadInspector = () => ({ action: 'startTls', data: 'S' });
+  const terminating: TcpProxyOptions = {
+    terminateTls: { cert: 'pem', key: 'pem' },
+    preread: { inspectors: { starter }, plaintext: 'accept' },
+  };
+  // @ts-expect-error plaintext is 'refuse' or 'accept'
+  const badPlaintext: TcpProxyOptions = { preread: { inspectors: {}, plaintext: 'allow' } };
+  assert.equal([badStarter, terminating, badPlaintext].length, 3);
   expectTypeOf<SelectionContext['preread']>().toEqualTypeOf<PrereadResults | undefined>();
   expectTypeOf<SelectionContext['proxyTlvs']>().toEqualTypeOf<readonly ProxyTlv[] | undefined>();
   assert.equal([unknownAction, badMetadata, badFilter, badAdmit, sessionFilter, options].length, 6);

@@ -52,10 +52,13 @@ describe('UDP over HTTP/2 CONNECT-UDP, l4proxy at both ends', () => {
     t.after(() => dns.stop());
     const requests: TunnelRequest[] = [];
     const summaries: TunnelSummary[] = [];
+    // The default route: only the configured upstream (dnsmasq) is reachable, chosen by the
+    // selector; `admit` sees each CONNECT-UDP request.
     const server = new TunnelServer({
-      authorize: (request) => {
-        requests.push(request);
-        return request.protocol === 'connect-udp' && request.port === dns.port;
+      upstreams: [{ host: '127.0.0.1', port: dns.port }],
+      admit: (ctx) => {
+        requests.push(ctx.request);
+        return ctx.request.protocol === 'connect-udp';
       },
     });
     server.on('tunnelClose', (summary) => summaries.push(summary));
@@ -90,13 +93,14 @@ describe('UDP over HTTP/2 CONNECT-UDP, l4proxy at both ends', () => {
     );
     assert.equal(server.stats().tunnel_active, 0);
     assert.ok((summaries[0]?.bytesToTarget ?? 0) > 0);
+    assert.equal(summaries[0]?.upstream, `127.0.0.1:${dns.port}`);
     await server.close();
   });
 
   test('a refused CONNECT-UDP request ends the session (403 counted)', async (t) => {
     const digPath = tool(t, 'dig');
     if (digPath === undefined) return;
-    const server = new TunnelServer({ authorize: () => false });
+    const server = new TunnelServer({ route: 'direct', authorize: () => false });
     const { port: tunnelPort } = await server.listen({ port: 0, host: '127.0.0.1' });
     const proxy = new UdpProxy({
       upstreams: [

@@ -5,7 +5,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { expectTypeOf } from 'expect-type';
-import type { HttpTunnel, TunnelPeer, TunnelServerOptions, Upstream } from '../../src/index.js';
+import { leastConnections } from '../../src/index.js';
+import type {
+  AdmissionHook,
+  HttpTunnel,
+  TunnelAdmissionContext,
+  TunnelPeer,
+  TunnelServerOptions,
+  Upstream,
+} from '../../src/index.js';
 
 test('tunnel option types', () => {
   const fixed: Upstream = { host: 'proxy', port: 3128, tunnel: { target: 'db:5432' } };
@@ -26,4 +34,21 @@ test('tunnel option types', () => {
   const server: TunnelServerOptions = { authorize: () => 'yes' };
   assert.ok(fixed.tunnel !== undefined && computed.tunnel !== undefined);
   assert.equal([h3, numeric, server].length, 3);
+});
+
+test('TunnelServer admission and routing types', () => {
+  // A TcpProxy admission hook fits TunnelServer `admit` as it is.
+  const tcpHook: AdmissionHook = (ctx) => ctx.clientAddress.startsWith('127.');
+  const reuse: TunnelServerOptions = { admit: tcpHook, selector: leastConnections() };
+  const withStatus: TunnelServerOptions = {
+    admit: (ctx) =>
+      ctx.request.headers['proxy-authorization'] !== undefined || { reject: 'auth', status: 407 },
+  };
+  expectTypeOf<TunnelAdmissionContext['request']['authority']>().toEqualTypeOf<string>();
+  // @ts-expect-error route is 'match', 'any', 'direct' or a function
+  const unknownRoute: TunnelServerOptions = { route: 'everywhere' };
+  // @ts-expect-error a status needs a reject reason too
+  const bare: TunnelServerOptions = { admit: () => ({ status: 407 }) };
+  const post: HttpTunnel = { protocol: 'h2', target: 'db:5432', usePost: true, postPath: '/t' };
+  assert.equal([reuse, withStatus, unknownRoute, bare, post].length, 5);
 });

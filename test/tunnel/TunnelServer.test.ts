@@ -4,11 +4,19 @@ import http from 'node:http';
 import { describe, test } from 'node:test';
 import { CloseReason, TunnelRefusedError, TunnelServer } from '../../src/index.js';
 import type { TunnelSummary, Upstream } from '../../src/index.js';
-import { closed, connect, echoServer, listen, readAll, withTimeout } from '../helpers/net.js';
+import {
+  closed,
+  connect,
+  echoServer,
+  listen,
+  readAll,
+  refusedPort,
+  withTimeout,
+} from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
 
-const allowAll = { authorize: () => true };
+const allowAll = { authorize: () => true, route: 'direct' as const };
 
 async function startTunnelServer(options: ConstructorParameters<typeof TunnelServer>[0]) {
   const server = new TunnelServer(options);
@@ -36,6 +44,7 @@ describe('TunnelServer: the terminating side of CONNECT', () => {
     const originPort = await listen(origin);
     const seen: string[] = [];
     const { server, port, summaries } = await startTunnelServer({
+      route: 'direct',
       authorize: (request) => {
         seen.push(`${request.version} ${request.authority}`);
         return request.headers['proxy-authorization'] === 'Basic dXNlcjpwdw==' ? true : 407;
@@ -113,15 +122,11 @@ describe('TunnelServer: the terminating side of CONNECT', () => {
   for (const protocol of ['http/1.1', 'h2'] as const)
     test(`refusals reach the origin side as statuses (${protocol}): 403, 502`, async () => {
       const { server, port: tunnelPort } = await startTunnelServer({
+        route: 'direct',
         authorize: (request) => request.port !== 1,
         connectTimeout: 2_000,
       });
-      const unreachable = await (async () => {
-        const probe = http.createServer();
-        const port = await listen(probe);
-        probe.close();
-        return port;
-      })();
+      const unreachable = await refusedPort();
       const { proxy, port, closes } = await startProxy({
         upstreams: [
           { host: '127.0.0.1', port: tunnelPort, tunnel: { protocol, target: '127.0.0.1:1' } },

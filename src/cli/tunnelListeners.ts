@@ -1,0 +1,269 @@
+import { readFile } from 'node:fs/promises';
+import { InvalidOptionError, L4Error } from '../errors.js';
+import { isRecord } from '../internal/validate.js';
+import type { MetricFamily } from '../metrics/prometheus.js';
+import { tunnelServerFamilies } from '../metrics/tunnelMetrics.js';
+import { TunnelServer } from '../tunnel/TunnelServer.js';
+import type { TunnelServerStats } from '../tunnel/TunnelServer.js';
+import type { TunnelServerOptions } from '../tunnel/tunnelServerOptions.js';
+import type { HostPort } from './address.js';
+import { formatHostPort, parseHostPort } from './address.js';
+import type { Logger } from './jsonLogger.js';
+import { buildSelector } from './selectorConfig.js';
+import { TlsFileError, readTlsFiles } from './tlsConfig.js';
+
+/** Keys of a `"protocol": "tunnel"` listener the CLI reads itself; the rest are TunnelServer options. */
+const CLI_KEYS = ['name', 'protocol', 'listen', 'selector'];
+
+/** A `"protocol": "tunnel"` listener of a config file, validated (its server is built at start). */
+export interface TunnelListenerConfig {
+  readonly name: string;
+  readonly listen: HostPort;
+  readonly path: string;
+  /** The entry as written plus a digest of its TLS files (a renewed certificate changes it). */
+  readonly raw: Readonly<Record<string, unknown>>;
+  /** TunnelServer options, TLS files read. */
+  readonly options: TunnelServerOptions;
+}
+
+/** Why a tunnel listener entry was refused: the JSON path and what was expected. */
+export class TunnelConfigError extends Error {
+  constructor(
+    readonly path: string,
+    detail: string,
+  ) {
+    super(detail);
+    this.name = 'TunnelConfigError';
+  }
+}
+
+/**
+ * Validates a `"protocol": "tunnel"` listener: `listen`, `name` (default `tunnel:host:port`), a
+ * `selector` as for TCP listeners, TLS files (`terminateTls.certFile`/`keyFile`, `tls.caFile`),
+ * and every TunnelServer option (a server is built once to check them, then closed).
+ * @throws {TunnelConfigError}
+ */
+export function prepareTunnelListener(
+  entry: Readonly<Record<string, unknown>>,
+  path: string,
+  source: string,
+  takenNames: readonly string[],
+): TunnelListenerConfig {
+  const listenText = entry.listen;
+  const listen = typeof listenText === 'string' ? parseHostPort(listenText, 0) : undefined;
+  if (!listen?.ok)
+    throw new TunnelConfigError(
+      `${path}.listen`,
+      `expected ${listen?.expected ?? '"host:port"'}, received ${JSON.stringify(listenText)}`,
+    );
+  const fallback = `tunnel:${formatHostPort(listen.value.host, listen.value.port)}`;
+  const name = entry.name ?? fallback;
+  if (typeof name !== 'string' || name === '' || takenNames.includes(name))
+    throw new TunnelConfigError(
+      `${path}.name`,
+      `expected a non-empty name no other listener has, received ${JSON.stringify(name)}`,
+    );
+  let files;
+  try {
+    files = readTlsFiles(entry, source, path);
+  } catch (err) {
+    if (err instanceof TlsFileError) throw new TunnelConfigError(err.path, err.message);
+    throw err;
+  }
+  const options: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(files.entry))
+    if (!CLI_KEYS.includes(key)) options[key] = value;
+  try {
+    if (entry.selector !== undefined) options.selector = buildSelector(entry.selector);
+    void new TunnelServer(options).close();
+  } catch (err) {
+    if (err instanceof InvalidOptionError)
+      throw new TunnelConfigError(
+        `${path}.${err.option}`,
+        err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, ''),
+      );
+    if (err instanceof L4Error) throw new TunnelConfigError(path, err.message);
+    throw err;
+  }
+  return { name, listen: listen.value, path, raw: files.raw, options };
+}
+
+/** The tunnel listeners of a config file (its other listeners ignored), for a reload. */
+async function readTunnelListeners(file: string): Promise<TunnelListenerConfig[]> {
+  const json: unknown = JSON.parse(await readFile(file, 'utf8'));
+  const list = isRecord(json) && Array.isArray(json.listeners) ? json.listeners : [];
+  const out: TunnelListenerConfig[] = [];
+  list.forEach((entry: unknown, index) => {
+    if (isRecord(entry) && entry.protocol === 'tunnel')
+      out.push(
+        prepareTunnelListener(
+          entry,
+          `listeners[${index}]`,
+          file,
+          out.map((t) => t.name),
+        ),
+      );
+  });
+  return out;
+}
+
+function same(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** One line for `--check` and the startup log: `name (tunnel host:port[, tls])`. */
+export function describeTunnelListener(config: TunnelListenerConfig): string {
+  const where = formatHostPort(config.listen.host || '*', config.listen.port);
+  const tls = config.options.terminateTls === undefined ? '' : ', tls';
+  return `${config.name} (tunnel ${where}${tls})`;
+}
+
+/**
+ * The `"protocol": "tunnel"` listeners of a process: each a TunnelServer (the terminating side
+ * of HTTP CONNECT). A reload (SIGHUP) applies new upstreams and re-read TLS files at once; other
+ * changes, and added or removed tunnel listeners, need a restart (logged).
+ */
+export class TunnelListeners {
+  private readonly running = new Map<
+    string,
+    { config: TunnelListenerConfig; server: TunnelServer; address: string }
+  >();
+
+  /**
+   * @param logs `ops` for errors and reloads; `access` gets one `tunnel closed` line per tunnel
+   *   (opened or refused) at info level.
+   */
+  constructor(
+    private readonly configs: readonly TunnelListenerConfig[],
+    private readonly logs: { readonly ops: Logger; readonly access: Logger },
+  ) {}
+
+  private get ops(): Logger {
+    return this.logs.ops;
+  }
+
+  get size(): number {
+    return this.configs.length;
+  }
+
+  /** Listens on every address; rejects (after closing what opened) on the first failure. */
+  async start(): Promise<void> {
+    for (const config of this.configs) {
+      const server = new TunnelServer(config.options);
+      server.on('error', (error) => {
+        this.ops.error('tunnel listener error', { listener: config.name, error: error.message });
+      });
+      const access = this.logs.access;
+      if (access.enabled('info'))
+        server.on('tunnelClose', (summary) => {
+          const { protocol: request, ...rest } = summary;
+          access.info('tunnel closed', {
+            listener: config.name,
+            protocol: 'tunnel',
+            request,
+            ...rest,
+          });
+        });
+      try {
+        const { host, port } = config.listen;
+        const bound = await server.listen({ port, ...(host !== '' && { host }) });
+        const address = formatHostPort(bound.address, bound.port);
+        this.running.set(config.name, { config, server, address });
+        this.ops.info('listening', { listener: config.name, protocol: 'tunnel', address });
+      } catch (err) {
+        await server.close();
+        await this.close();
+        throw err;
+      }
+    }
+  }
+
+  /** Bound addresses, as `ListenerSet.addresses()` lists them. */
+  addresses(): { name: string; protocol: 'tunnel'; address: string }[] {
+    return [...this.running].map(([name, entry]) => ({
+      name,
+      protocol: 'tunnel',
+      address: entry.address,
+    }));
+  }
+
+  /** Stats by listener name. */
+  stats(): { name: string; stats: TunnelServerStats }[] {
+    return [...this.running].map(([name, entry]) => ({ name, stats: entry.server.stats() }));
+  }
+
+  /** Metric families (`l4proxy_tunnel_server_*`), labelled `listener`. */
+  families(): MetricFamily[] {
+    return this.stats().flatMap(({ name, stats }) =>
+      tunnelServerFamilies(stats, { listener: name }),
+    );
+  }
+
+  /** Re-reads `file`: new upstreams and TLS settings (files re-read) apply at once. */
+  async reload(file: string): Promise<void> {
+    if (this.running.size === 0) return;
+    let next: TunnelListenerConfig[];
+    try {
+      next = await readTunnelListeners(file);
+    } catch (err) {
+      this.ops.error('tunnel listeners: reload refused, keeping the running configuration', {
+        reason: err instanceof TunnelConfigError ? `${err.path}: ${err.message}` : String(err),
+      });
+      return;
+    }
+    const changed: string[] = [];
+    const needsRestart: string[] = [];
+    for (const config of next) {
+      const entry = this.running.get(config.name);
+      if (entry === undefined || !same(entry.config.listen, config.listen)) {
+        needsRestart.push(config.name);
+        continue;
+      }
+      const before = entry.config.raw;
+      const after = config.raw;
+      try {
+        if (!same(before.upstreams, after.upstreams)) {
+          entry.server.setUpstreams(config.options.upstreams ?? []);
+          changed.push(`${config.name}.upstreams`);
+        }
+        if (
+          !same(before.terminateTls, after.terminateTls) ||
+          before.$tlsFiles !== after.$tlsFiles
+        ) {
+          if (config.options.terminateTls === undefined)
+            needsRestart.push(`${config.name}.terminateTls`);
+          else {
+            entry.server.setTerminateTls(config.options.terminateTls);
+            changed.push(`${config.name}.terminateTls`);
+          }
+        }
+      } catch (err) {
+        this.ops.error('tunnel listener reload failed', {
+          listener: config.name,
+          reason: err instanceof Error ? err.message : String(err),
+        });
+        continue;
+      }
+      for (const key of new Set([...Object.keys(before), ...Object.keys(after)]))
+        if (
+          !['upstreams', 'terminateTls', '$tlsFiles'].includes(key) &&
+          !same(before[key], after[key])
+        )
+          needsRestart.push(`${config.name}.${key}`);
+      entry.config = { ...entry.config, raw: after };
+    }
+    for (const name of this.running.keys())
+      if (!next.some((config) => config.name === name)) needsRestart.push(name);
+    const fields = { changed, needsRestart };
+    if (needsRestart.length > 0)
+      this.ops.warn('tunnel listeners reloaded; some changes need a restart', fields);
+    else this.ops.info('tunnel listeners reloaded', fields);
+  }
+
+  /** Closes every tunnel listener and its tunnels. */
+  async close(): Promise<void> {
+    const servers = [...this.running.values()].map((entry) => entry.server);
+    this.running.clear();
+    await Promise.all(servers.map((server) => server.close()));
+  }
+}

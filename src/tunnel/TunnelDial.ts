@@ -1,0 +1,395 @@
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import { ConnectFailedError, ConnectTimeoutError, NoUpstreamError } from '../errors.js';
+import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
+import type { UpstreamTls } from '../tls/UpstreamTls.js';
+import { upstreamTlsError, upstreamTlsTimeout } from '../tls/tlsFailure.js';
+import type {
+  SelectionContext,
+  SelectionResult,
+  UpstreamSelector,
+} from '../select/SelectionContext.js';
+import { isThenable } from '../select/internal/selectorOutcome.js';
+import type { UpstreamManager } from '../upstream/UpstreamManager.js';
+import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
+import type { UpstreamState } from '../upstream/UpstreamState.js';
+import type { TunnelRequest } from './tunnelRequest.js';
+import type { TunnelTarget } from './tunnelServerOptions.js';
+
+/** What a selector sees for a tunnel: the usual context plus the CONNECT request. */
+export interface TunnelSelectionContext extends SelectionContext {
+  /** The CONNECT (or CONNECT-UDP) request being routed: authority, headers, HTTP version. */
+  readonly request: TunnelRequest;
+}
+
+/** How the requested authority picks upstreams (see docs/tunneling.md). */
+export type TunnelRouteMode = 'match' | 'any' | 'direct';
+
+/** What a dial needs from the server that owns it. */
+export interface DialHost {
+  readonly manager: UpstreamManager;
+  readonly selector: UpstreamSelector;
+  readonly upstreamTls: UpstreamTls;
+  readonly route: TunnelRouteMode;
+  readonly connectTimeout: number;
+  readonly maxConnectAttempts: number;
+}
+
+/** How a dial ended: a connected target, or the status to answer and why. */
+export type DialOutcome =
+  | {
+      readonly ok: true;
+      /** The connected target; undefined for a UDP dial (which only selects). */
+      readonly socket: Socket | undefined;
+      readonly state: UpstreamState;
+    }
+  | {
+      readonly ok: false;
+      readonly status: number;
+      readonly reason: TunnelRefusal;
+      readonly error: Error | undefined;
+    };
+
+/** Why a tunnel was refused (the `reason` label of the refusal counters). */
+export type TunnelRefusal =
+  | 'bad_request'
+  | 'admission'
+  | 'not_routable'
+  | 'no_upstream'
+  | 'connect_failed'
+  | 'connect_timeout'
+  | 'upstream_tls'
+  | 'internal';
+
+/** The facts of the client a dial is for. */
+export interface DialClient {
+  readonly address: string;
+  readonly port: number;
+  readonly family: 'IPv4' | 'IPv6' | 'unix';
+  readonly localAddress: string;
+  readonly localPort: number;
+  readonly tls: DownstreamTlsInfo | undefined;
+}
+
+/** What one dial is for. */
+export interface DialSpec {
+  readonly request: TunnelRequest;
+  readonly client: DialClient;
+  /** A fixed target (no selection, no retry), or undefined to select among upstreams. */
+  readonly target: TunnelTarget | undefined;
+  /** Select only, do not connect (CONNECT-UDP). */
+  readonly udp: boolean;
+}
+
+const EMPTY: readonly UpstreamState[] = [];
+
+function sameHost(a: string, b: string): boolean {
+  return a.toLowerCase() === b.toLowerCase();
+}
+
+/**
+ * Whether `state` serves the requested authority: its own `host:port`, or one of the
+ * `metadata.authority` names (a string or an array of `host:port` strings).
+ */
+export function servesAuthority(state: UpstreamCandidate, request: TunnelRequest): boolean {
+  if (state.port === request.port && sameHost(state.host, request.host)) return true;
+  const names = state.metadata?.authority;
+  if (typeof names === 'string') return sameHost(names, request.authority);
+  return (
+    Array.isArray(names) &&
+    names.some((n) => typeof n === 'string' && sameHost(n, request.authority))
+  );
+}
+
+/**
+ * One tunnel's way to its target, as TcpConnection does it for a TCP client: ask the selector
+ * among the candidates the route allows, connect under `connectTimeout` (then the TLS handshake
+ * for a TLS upstream), and on failure try another upstream (not one already tried) up to
+ * `maxConnectAttempts`. Outcomes feed passive health (outlier detection). The target's `active`
+ * count stays raised until `release()`.
+ */
+export class TunnelDial implements TunnelSelectionContext {
+  readonly protocol = 'tcp' as const;
+  readonly clientAddress: string;
+  readonly clientPort: number;
+  readonly clientFamily: 'IPv4' | 'IPv6' | 'unix';
+  readonly localAddress: string;
+  readonly localPort: number;
+  readonly serverName: string | undefined;
+  readonly alpn: readonly string[] | undefined;
+  readonly tls: DownstreamTlsInfo | undefined;
+  attempt = 0;
+  private triedStates: UpstreamState[] | undefined;
+  private readonly abort = new AbortController();
+  private socket: Socket | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private lastError: Error | undefined;
+  private finished = false;
+
+  readonly request: TunnelRequest;
+  /** A fixed target (`route: 'direct'` or a route function): no selection, no retry. */
+  private readonly target: TunnelTarget | undefined;
+  /** Select only (a CONNECT-UDP tunnel sends from its own socket): no connect. */
+  private readonly udp: boolean;
+
+  constructor(
+    private readonly host: DialHost,
+    spec: DialSpec,
+    private readonly done: (outcome: DialOutcome) => void,
+  ) {
+    const { request, client } = spec;
+    this.request = request;
+    this.target = spec.target;
+    this.udp = spec.udp;
+    this.clientAddress = client.address;
+    this.clientPort = client.port;
+    this.clientFamily = client.family;
+    this.localAddress = client.localAddress;
+    this.localPort = client.localPort;
+    this.tls = client.tls;
+    this.serverName = client.tls?.serverName;
+    this.alpn = client.tls?.alpnProtocol === undefined ? undefined : [client.tls.alpnProtocol];
+  }
+
+  get tried(): readonly UpstreamState[] {
+    return this.triedStates ?? EMPTY;
+  }
+
+  get upstreams(): readonly UpstreamState[] {
+    return this.host.manager.set.list();
+  }
+
+  get candidates(): readonly UpstreamState[] {
+    const tried = this.triedStates;
+    const route = this.host.route;
+    return this.host.manager.set
+      .available()
+      .filter(
+        (state) =>
+          (route !== 'match' || servesAuthority(state, this.request)) &&
+          (tried === undefined || !tried.includes(state)),
+      );
+  }
+
+  get signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  /** Starts: 403 at once when the route allows no configured upstream for this authority. */
+  start(): void {
+    if (
+      this.target === undefined &&
+      this.host.route === 'match' &&
+      !this.upstreams.some((state) => servesAuthority(state, this.request))
+    ) {
+      this.finish({ ok: false, status: 403, reason: 'not_routable', error: undefined });
+      return;
+    }
+    this.next();
+  }
+
+  /** The client went away: stop, destroy any socket in progress (no outcome is reported). */
+  cancel(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.abort.abort();
+    this.clearTimer();
+    const state = this.triedStates?.at(-1);
+    if (this.socket !== undefined && state !== undefined) state.active--;
+    this.socket?.destroy();
+    this.socket = undefined;
+  }
+
+  private next(): void {
+    this.attempt++;
+    if (this.target !== undefined) {
+      // One fixed target, as a one-off upstream (no retries: there is nothing else to try).
+      this.connect(
+        this.host.manager.set.resolve({ host: this.target.host, port: this.target.port }),
+      );
+      return;
+    }
+    let choice: SelectionResult | PromiseLike<SelectionResult>;
+    try {
+      choice = this.host.selector(this);
+    } catch (err) {
+      this.selectorFailed(err);
+      return;
+    }
+    if (!isThenable(choice)) {
+      this.selected(choice);
+      return;
+    }
+    Promise.resolve(choice).then(
+      (value) => {
+        this.selected(value);
+      },
+      (err: unknown) => {
+        this.selectorFailed(err);
+      },
+    );
+  }
+
+  private selectorFailed(err: unknown): void {
+    this.finish({
+      ok: false,
+      status: 500,
+      reason: 'internal',
+      error: err instanceof Error ? err : new Error(String(err)),
+    });
+  }
+
+  private selected(choice: SelectionResult | null): void {
+    if (this.finished) return;
+    if (choice === undefined || choice === null) {
+      this.noMore();
+      return;
+    }
+    let state: UpstreamState;
+    try {
+      state = this.host.manager.set.resolve(choice);
+    } catch (err) {
+      this.selectorFailed(err);
+      return;
+    }
+    this.connect(state);
+  }
+
+  private connect(state: UpstreamState): void {
+    (this.triedStates ??= []).push(state);
+    state.active++;
+    state.counters.total++;
+    if (this.udp) {
+      this.finished = true;
+      this.done({ ok: true, socket: undefined, state });
+      return;
+    }
+    let tlsSettings;
+    try {
+      if (state.upstream.tunnel !== undefined)
+        throw new Error(
+          'a TunnelServer does not chain tunnels (put a TcpProxy with the tunnel upstream behind it)',
+        );
+      tlsSettings = this.host.upstreamTls.settingsFor(state.upstream);
+    } catch (err) {
+      this.failed(state, new ConnectFailedError(state.address, err), 'connect_failed');
+      return;
+    }
+    const raw = net.connect({
+      host: state.host,
+      port: state.port,
+      allowHalfOpen: true,
+      noDelay: true,
+    });
+    this.socket = raw;
+    raw.on('error', (err) => {
+      if (this.socket === raw)
+        this.failed(state, new ConnectFailedError(state.address, err), 'connect_failed');
+    });
+    raw.once('close', () => {
+      if (this.socket === raw)
+        this.failed(state, new ConnectFailedError(state.address, 'closed'), 'connect_failed');
+    });
+    this.timer = setTimeout(() => {
+      state.counters.connectTimeouts++;
+      this.failed(
+        state,
+        new ConnectTimeoutError(state.address, this.host.connectTimeout),
+        'connect_timeout',
+      );
+    }, this.host.connectTimeout);
+    raw.once('connect', () => {
+      if (this.socket !== raw) return;
+      if (tlsSettings === undefined) {
+        this.connected(state, raw);
+        return;
+      }
+      this.clearTimer();
+      const secure = this.host.upstreamTls.start(
+        raw,
+        { settings: tlsSettings, id: state.id, host: state.host, port: state.port },
+        this.serverName,
+      );
+      this.socket = secure;
+      secure.on('error', (err) => {
+        if (this.socket === secure)
+          this.failed(state, upstreamTlsError(state.address, err), 'upstream_tls');
+      });
+      secure.once('close', () => {
+        if (this.socket === secure)
+          this.failed(
+            state,
+            upstreamTlsError(state.address, new Error('closed during the handshake')),
+            'upstream_tls',
+          );
+      });
+      this.timer = setTimeout(() => {
+        this.failed(
+          state,
+          upstreamTlsTimeout(state.address, tlsSettings.handshakeTimeout),
+          'upstream_tls',
+        );
+      }, tlsSettings.handshakeTimeout);
+      secure.once('secureConnect', () => {
+        if (this.socket !== secure) return;
+        this.host.upstreamTls.secured(secure);
+        this.connected(state, secure);
+      });
+    });
+  }
+
+  private connected(state: UpstreamState, socket: Socket): void {
+    this.clearTimer();
+    this.socket = undefined;
+    this.finished = true;
+    this.host.manager.upstreamSucceeded(state);
+    this.done({ ok: true, socket, state });
+  }
+
+  private lastReason: TunnelRefusal = 'connect_failed';
+
+  private failed(state: UpstreamState, error: Error, reason: TunnelRefusal): void {
+    if (this.finished) return;
+    this.clearTimer();
+    const socket = this.socket;
+    this.socket = undefined;
+    socket?.destroy();
+    state.active--;
+    if (reason !== 'connect_timeout') state.counters.connectFailures++;
+    this.host.manager.upstreamFailed(state);
+    this.lastError = error;
+    this.lastReason = reason;
+    if (
+      this.target === undefined &&
+      this.attempt < this.host.maxConnectAttempts &&
+      this.candidates.length > 0
+    ) {
+      this.next();
+      return;
+    }
+    this.noMore();
+  }
+
+  /** Nothing (more) to try: the last failure (502, 504 for a timeout), or 503 for none at all. */
+  private noMore(): void {
+    const error = this.lastError;
+    if (error === undefined) {
+      this.finish({ ok: false, status: 503, reason: 'no_upstream', error: new NoUpstreamError() });
+      return;
+    }
+    const timeout = this.lastReason === 'connect_timeout';
+    this.finish({ ok: false, status: timeout ? 504 : 502, reason: this.lastReason, error });
+  }
+
+  private finish(outcome: DialOutcome): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.clearTimer();
+    this.done(outcome);
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}

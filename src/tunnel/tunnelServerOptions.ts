@@ -1,0 +1,190 @@
+import { InvalidOptionError } from '../errors.js';
+import {
+  duration,
+  integer,
+  optionalFunction,
+  optionalRecord,
+  rejectUnknownKeys,
+} from '../internal/validate.js';
+import { roundRobin } from '../select/roundRobin.js';
+import type { UpstreamSelector } from '../select/SelectionContext.js';
+import type { TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
+import type { UpstreamTlsOptions } from '../tls/UpstreamTlsOptions.js';
+import { DEFAULT_UDP_PATH, validateTunnel } from '../transport/tunnelOptions.js';
+import type { Upstream } from '../upstream/Upstream.js';
+import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
+import type { UpstreamSource } from '../upstream/UpstreamSource.js';
+import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/healthOptions.js';
+import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
+import type { TunnelRouteMode, TunnelSelectionContext } from './TunnelDial.js';
+import type { TunnelAdmissionHook } from './tunnelAdmission.js';
+import type { TunnelRequest } from './tunnelRequest.js';
+
+/** Where to connect a tunnel: a host and port. */
+export interface TunnelTarget {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** A selector for tunnels: any `UpstreamSelector` fits; this one may read `ctx.request`. */
+export type TunnelSelector = (ctx: TunnelSelectionContext) => ReturnType<UpstreamSelector>;
+
+/** Options of {@link TunnelServer}. */
+export interface TunnelServerOptions {
+  /**
+   * Upstreams tunnels may reach. With `route: 'match'` (default) a request is let through only
+   * to the upstreams serving its authority (their `host:port`, or `metadata.authority`), an
+   * allowlist; with `'any'` every request is balanced over all of them. Default `[]`.
+   */
+  readonly upstreams?: readonly Upstream[];
+  /** Feeds the set over time (e.g. a `DnsSource`), as for a TcpProxy. */
+  readonly upstreamSource?: UpstreamSource;
+  /** Load balancing among the allowed upstreams. Default `roundRobin()`. */
+  readonly selector?: TunnelSelector;
+  /** Active health checks of the upstreams. Off unless set. */
+  readonly healthCheck?: HealthCheckOptions;
+  /** Passive ejection after consecutive connect failures. Off unless set. */
+  readonly outlierDetection?: OutlierDetectionOptions;
+  /** Percent of healthy upstreams under which all are used; 0 disables. Default 0. */
+  readonly panicThreshold?: number;
+  /**
+   * How a request's authority is routed: `'match'` (default: only to upstreams serving it; 403
+   * otherwise), `'any'` (over every upstream, whatever the authority: Envoy's CONNECT termination
+   * to one cluster), `'direct'` (to the authority itself: a forward proxy, allowed only with
+   * `admit` or `authorize`), or a function returning the target (undefined: 403).
+   */
+  readonly route?:
+    | TunnelRouteMode
+    | ((request: TunnelRequest) => TunnelTarget | undefined | Promise<TunnelTarget | undefined>);
+  /** Upstreams tried per tunnel before 502 (each a different one). Default 3. */
+  readonly maxConnectAttempts?: number;
+  /** TLS origination to upstreams (as TcpProxy `tls`; an upstream's own `tls` wins). Off unless set. */
+  readonly tls?: UpstreamTlsOptions;
+  /**
+   * A TLS listener: clients speak TLS to the server (ALPN `h2` and `http/1.1` unless
+   * `terminateTls.alpn` says otherwise), then CONNECT inside it. Off unless set.
+   */
+  readonly terminateTls?: TerminateTlsOptions;
+  /** Admission, the same hook as TcpProxy `admit` (ctx also has `request` and `tls`). Default none. */
+  readonly admit?: TunnelAdmissionHook;
+  /** Time `admit` has to answer (503 after). Default 5000 ms. */
+  readonly admitTimeout?: number;
+  /**
+   * A shorter admission, kept for compatibility: `true` lets the tunnel through, `false` answers
+   * 403, a number answers that status (e.g. 407). Runs after `admit`. Default none.
+   */
+  readonly authorize?: (request: TunnelRequest) => boolean | number | Promise<boolean | number>;
+  /** Connect timeout to the target, ms (504 when the last attempt timed out). Default 10 000. */
+  readonly connectTimeout?: number;
+  /** Idle timeout of a tunnel, ms (0: none). Default 3 600 000 (Envoy's tcp_proxy default). */
+  readonly idleTimeout?: number;
+  /** Idle timeout of a CONNECT-UDP tunnel, ms (0: none). Default 60 000 (as UDP sessions). */
+  readonly udpIdleTimeout?: number;
+  /**
+   * Also accept HTTP/2 `POST` requests to this path as TCP tunnels to their `:authority` (Envoy's
+   * `use_post` peers). Default none: POST answers 405.
+   */
+  readonly postPath?: string;
+  /** RFC 9298 URI template of CONNECT-UDP requests. Default `/.well-known/masque/udp/{target_host}/{target_port}/`. */
+  readonly udpPath?: string;
+}
+
+/** The validated options. */
+export interface ResolvedTunnelServerOptions {
+  readonly upstreams: unknown;
+  readonly manager: UpstreamManagerOptions;
+  readonly selector: UpstreamSelector;
+  readonly route: TunnelRouteMode | 'function';
+  readonly routeFunction:
+    Extract<TunnelServerOptions['route'], (r: TunnelRequest) => unknown> | undefined;
+  readonly maxConnectAttempts: number;
+  readonly tls: unknown;
+  readonly terminateTls: unknown;
+  readonly admit: { readonly hook: TunnelAdmissionHook; readonly timeout: number } | undefined;
+  readonly authorize: TunnelServerOptions['authorize'];
+  readonly connectTimeout: number;
+  readonly idleTimeout: number;
+  readonly udpIdleTimeout: number;
+  readonly udpPath: string;
+  readonly postPath: string | undefined;
+}
+
+const KEYS = [
+  'upstreams',
+  'upstreamSource',
+  'selector',
+  'healthCheck',
+  'outlierDetection',
+  'panicThreshold',
+  'slowStart',
+  'route',
+  'maxConnectAttempts',
+  'tls',
+  'terminateTls',
+  'admit',
+  'admitTimeout',
+  'authorize',
+  'connectTimeout',
+  'idleTimeout',
+  'udpIdleTimeout',
+  'udpPath',
+  'postPath',
+] as const;
+
+/** Checks a CONNECT-UDP template as `tunnel.udpPath` is checked. */
+function udpTemplate(value: unknown): string {
+  return validateTunnel({ target: 'x:1', udpPath: value }, 'TunnelServer').udpPath;
+}
+
+function postPathOption(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !/^\/\S*$/.test(value))
+    throw new InvalidOptionError('postPath', "a path starting with '/'", value);
+  return value;
+}
+
+/** Validates TunnelServer options. @throws {InvalidOptionError} naming the first bad option. */
+export function resolveTunnelServerOptions(options: unknown): ResolvedTunnelServerOptions {
+  const raw = optionalRecord(options, 'TunnelServer options');
+  rejectUnknownKeys(raw, KEYS, '');
+  const hook = optionalFunction<TunnelAdmissionHook>(raw.admit, 'admit');
+  const admitTimeout = duration(raw.admitTimeout, 'admitTimeout', 5_000, 1);
+  if (hook === undefined && raw.admitTimeout !== undefined)
+    throw new InvalidOptionError('admitTimeout', 'to be set together with admit', raw.admitTimeout);
+  const authorize = optionalFunction<NonNullable<TunnelServerOptions['authorize']>>(
+    raw.authorize,
+    'authorize',
+  );
+  const route = raw.route ?? 'match';
+  if (typeof route !== 'function' && route !== 'match' && route !== 'any' && route !== 'direct')
+    throw new InvalidOptionError('route', "'match', 'any', 'direct' or a function", raw.route);
+  if (route === 'direct' && hook === undefined && authorize === undefined)
+    throw new InvalidOptionError(
+      'route',
+      "'direct' only with admit or authorize (otherwise the server is an open proxy)",
+      route,
+    );
+  return {
+    upstreams: raw.upstreams ?? [],
+    manager: resolveUpstreamManagerOptions(raw, 'tcp'),
+    selector: optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin(),
+    route: typeof route === 'function' ? 'function' : route,
+    routeFunction:
+      typeof route === 'function'
+        ? (route as ResolvedTunnelServerOptions['routeFunction'])
+        : undefined,
+    maxConnectAttempts: integer(raw.maxConnectAttempts, 'maxConnectAttempts', 3, {
+      min: 1,
+      max: 100,
+    }),
+    tls: raw.tls,
+    terminateTls: raw.terminateTls,
+    admit: hook === undefined ? undefined : { hook, timeout: admitTimeout },
+    authorize,
+    connectTimeout: duration(raw.connectTimeout, 'connectTimeout', 10_000, 1),
+    idleTimeout: duration(raw.idleTimeout, 'idleTimeout', 3_600_000),
+    udpIdleTimeout: duration(raw.udpIdleTimeout, 'udpIdleTimeout', 60_000),
+    udpPath: raw.udpPath === undefined ? DEFAULT_UDP_PATH : udpTemplate(raw.udpPath),
+    postPath: postPathOption(raw.postPath),
+  };
+}

@@ -1,0 +1,165 @@
+import assert from 'node:assert/strict';
+import { copyFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { curl } from '../helpers/curl.js';
+import { makeCa } from '../helpers/tlsCa.js';
+import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
+import { findTool, requireTools } from '../helpers/tools.js';
+import { configDir, listenPort, runCli, startCli } from './cli.js';
+
+const needed = ['curl', 'openssl'].filter((name) => findTool(name) === undefined);
+const missing = needed.length === 0 ? undefined : `${needed.join(', ')} not installed`;
+if (missing !== undefined && requireTools)
+  throw new Error(`L4PROXY_REQUIRE_TOOLS=1 but ${missing}`);
+
+function httpGet(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, (response) => {
+        let body = '';
+        response.on('data', (chunk: Buffer) => (body += chunk.toString()));
+        response.on('end', () => {
+          resolve(body);
+        });
+      })
+      .on('error', reject);
+  });
+}
+
+describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }, () => {
+  let ca: TestCa;
+  let renewedCa: TestCa;
+  let cert: IssuedCert;
+  let renewed: IssuedCert;
+  let origin: http.Server;
+  let originPort: number;
+
+  before(async () => {
+    const openssl = findTool('openssl') as string;
+    ca = await makeCa(openssl);
+    renewedCa = await makeCa(openssl, 'renewed CA');
+    cert = await ca.issue('localhost', ['localhost', '127.0.0.1']);
+    renewed = await renewedCa.issue('localhost', ['localhost', '127.0.0.1']);
+    origin = http.createServer((_request, response) => {
+      response.end('origin');
+    });
+    await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
+    originPort = (origin.address() as AddressInfo).port;
+  });
+
+  after(() => {
+    origin.closeAllConnections();
+    origin.close();
+    ca.remove();
+    renewedCa.remove();
+  });
+
+  /** curl through the tunnel listener over TLS (HTTP/1.1 CONNECT), trusting `caFile`. */
+  const viaTls = (port: number, caFile: string, url = `http://127.0.0.1:${originPort}/`) =>
+    curl(findTool('curl') as string, [
+      '-s',
+      '--proxytunnel',
+      '--proxy',
+      `https://localhost:${port}`,
+      '--proxy-cacert',
+      caFile,
+      '--connect-to',
+      `localhost:${port}:127.0.0.1:${port}`,
+      '-w',
+      ' %{http_connect}',
+      url,
+    ]);
+
+  test('--check lists it; a bad option names its JSON path', async (t) => {
+    const dir = configDir(t);
+    const good = dir.write('good.json', {
+      listeners: [
+        {
+          protocol: 'tunnel',
+          listen: '127.0.0.1:0',
+          terminateTls: { certFile: cert.certFile, keyFile: cert.keyFile },
+          upstreams: [{ host: '127.0.0.1', port: originPort }],
+        },
+      ],
+    });
+    const ok = await runCli(['--config', good, '--check']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(
+      ok.stdout,
+      /ok, 1 listener\(s\): tunnel:127\.0\.0\.1:0 \(tunnel 127\.0\.0\.1:0, tls\)/,
+    );
+    const bad = dir.write('bad.json', {
+      listeners: [{ protocol: 'tunnel', listen: '127.0.0.1:0', route: 'direct' }],
+    });
+    const refused = await runCli(['--config', bad, '--check']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /listeners\[0\]\.route: .*admit or authorize/);
+  });
+
+  test('curl through a TLS tunnel listener, metrics counted, certificates reloaded on SIGHUP', async (t) => {
+    const dir = configDir(t);
+    // The certificate files the config names; SIGHUP re-reads them.
+    const certFile = join(ca.dir, 'listener-cert.pem');
+    const keyFile = join(ca.dir, 'listener-key.pem');
+    copyFileSync(cert.certFile, certFile);
+    copyFileSync(cert.keyFile, keyFile);
+    const file = dir.write('l4proxy.json', {
+      listeners: [
+        {
+          name: 'egress',
+          protocol: 'tunnel',
+          listen: '127.0.0.1:0',
+          terminateTls: { certFile, keyFile },
+          upstreams: [{ host: '127.0.0.1', port: originPort }],
+          selector: 'leastConnections',
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file, '--metrics', '127.0.0.1:0']);
+    const port = await listenPort(cli, 'egress');
+    const metricsAt = String(
+      (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
+    );
+    const fetched = await viaTls(port, ca.certFile);
+    assert.equal(fetched.stdout, 'origin 200', fetched.stderr);
+    // Not a configured upstream: refused (never an open proxy).
+    const refused = await viaTls(port, ca.certFile, 'http://127.0.0.1:1/');
+    assert.match(refused.stdout, / 403$/);
+    // One access log line per tunnel, refused ones included.
+    const lines = await cli.waitLines('stdout', (l) => l.msg === 'tunnel closed', 2);
+    assert.deepEqual(
+      lines.map((l) => [l.listener, l.status, l.end]),
+      [
+        ['egress', 200, 'completed'],
+        ['egress', 403, 'refused'],
+      ],
+    );
+    const metrics = await httpGet(`http://${metricsAt}/metrics`);
+    assert.match(metrics, /l4proxy_tunnel_server_tunnel_opened_total\{listener="egress"\} 1/);
+    assert.match(
+      metrics,
+      /l4proxy_tunnel_server_tunnel_refused_reasons_total\{listener="egress",reason="not_routable"\} 1/,
+    );
+    assert.match(
+      metrics,
+      /l4proxy_tunnel_server_downstream_tls_handshake_total\{listener="egress"\} 2/,
+    );
+
+    // Renewed certificate files, then SIGHUP: new handshakes use them.
+    copyFileSync(renewed.certFile, certFile);
+    copyFileSync(renewed.keyFile, keyFile);
+    process.kill(cli.pid, 'SIGHUP');
+    const line = await cli.waitLine('stderr', (l) => l.msg === 'tunnel listeners reloaded');
+    assert.deepEqual(line.changed, ['egress.terminateTls']);
+    const after = await viaTls(port, renewedCa.certFile);
+    assert.equal(after.stdout, 'origin 200', after.stderr);
+    const old = await viaTls(port, ca.certFile);
+    assert.notEqual(old.code, 0);
+
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+});

@@ -1,0 +1,110 @@
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { postgresBin, startPostgres } from '../helpers/postgres.js';
+import { makeCa } from '../helpers/tlsCa.js';
+import { tool } from '../helpers/tools.js';
+import { withTimeout } from '../helpers/net.js';
+
+const run = promisify(execFile);
+const main = fileURLToPath(new URL('../../examples/postgres-router/main.js', import.meta.url));
+
+test('the postgres-router example routes psql clients (TLS and clear) to two real clusters by database', async (t) => {
+  const psql = tool(t, 'psql');
+  const openssl = tool(t, 'openssl');
+  const bin = postgresBin(t);
+  if (psql === undefined || openssl === undefined || bin === undefined) return;
+  const ca = await makeCa(openssl);
+  t.after(() => {
+    ca.remove();
+  });
+  const [mainCluster, billing, cert] = await Promise.all([
+    startPostgres(bin, psql, ['app']),
+    startPostgres(bin, psql, ['invoices']),
+    ca.issue('127.0.0.1', ['127.0.0.1']),
+  ]);
+  t.after(() => Promise.all([mainCluster.stop(), billing.stop()]));
+  const child = spawn(
+    process.execPath,
+    [
+      main,
+      '--listen',
+      '127.0.0.1:0',
+      '--main',
+      `127.0.0.1:${mainCluster.port}`,
+      '--billing',
+      `127.0.0.1:${billing.port}`,
+      '--billing-databases',
+      'billing,invoices',
+      '--cert',
+      cert.certFile,
+      '--key',
+      cert.keyFile,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const exited = once(child, 'exit');
+  t.after(async () => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await exited;
+  });
+  let output = '';
+  const lines = (): Record<string, unknown>[] =>
+    output
+      .trim()
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  const listening = withTimeout(
+    new Promise<number>((resolve) => {
+      child.stdout.setEncoding('utf8');
+      child.stdout.on('data', (chunk: string) => {
+        output += chunk;
+        const event = lines().find((e) => e.event === 'listening');
+        if (event !== undefined) resolve(event.port as number);
+      });
+    }),
+    10_000,
+    'the example listening',
+  );
+  const port = await listening;
+  const who = async (conninfo: string): Promise<string> => {
+    const { stdout } = await run(
+      psql,
+      [
+        '-X',
+        '-At',
+        `host=127.0.0.1 port=${port} user=postgres connect_timeout=10 ${conninfo}`,
+        '-c',
+        "SELECT current_database(), current_setting('port')",
+      ],
+      { timeout: 15_000 },
+    );
+    return stdout.trim();
+  };
+  assert.equal(
+    await who(`dbname=invoices sslmode=verify-full sslrootcert=${ca.certFile}`),
+    `invoices|${billing.port}`,
+  );
+  assert.equal(await who('dbname=app sslmode=disable'), `app|${mainCluster.port}`);
+
+  child.kill('SIGTERM');
+  const [code] = (await exited) as [number | null];
+  assert.equal(code, 0);
+  const events = lines();
+  assert.deepEqual(
+    events.filter((e) => e.event === 'client').map((e) => [e.database, e.tls]),
+    [
+      ['invoices', 'TLSv1.3'],
+      ['app', null],
+    ],
+  );
+  assert.deepEqual(
+    events.filter((e) => e.event === 'served').map((e) => e.upstream),
+    ['billing', 'main'],
+  );
+  assert.deepEqual(events.at(-1), { event: 'closed', routed: 2 });
+});

@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict';
+import type { Socket } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { TunnelServer } from '../../src/index.js';
+import type { L4Error } from '../../src/index.js';
+import { connect, readAll, withTimeout } from '../helpers/net.js';
+import { startProxy } from '../helpers/proxy.js';
+import { freePort, startPeer } from '../helpers/peerProcess.js';
+import type { PeerProcess } from '../helpers/peerProcess.js';
+import type { Squid } from '../helpers/squid.js';
+import { startSquid } from '../helpers/squid.js';
+import { makeCa } from '../helpers/tlsCa.js';
+import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
+import { findTool, requireTools } from '../helpers/tools.js';
+
+const openssl = findTool('openssl');
+const missing =
+  findTool('squid') === undefined
+    ? 'squid is not installed'
+    : openssl === undefined
+      ? 'openssl is not installed'
+      : undefined;
+if (missing !== undefined && requireTools)
+  throw new Error(`L4PROXY_REQUIRE_TOOLS=1 but ${missing}`);
+
+/** Reads until `pattern` shows up (bounded). */
+function readUntil(socket: Socket, pattern: RegExp): Promise<string> {
+  let text = '';
+  return withTimeout(
+    new Promise<string>((resolve, reject) => {
+      socket.on('data', (chunk: Buffer) => {
+        text += chunk.toString();
+        if (pattern.test(text)) resolve(text);
+      });
+      socket.once('close', () => {
+        reject(new Error(`closed before ${String(pattern)}; got ${JSON.stringify(text)}`));
+      });
+    }),
+    10_000,
+    String(pattern),
+  );
+}
+
+describe(
+  'TLS origination inside a CONNECT tunnel: l4proxy -> squid -> openssl s_server',
+  { skip: missing },
+  () => {
+    let squid: Squid;
+    let ca: TestCa;
+    let other: TestCa;
+    let server: IssuedCert;
+    let sServer: PeerProcess;
+    let sPort: number;
+
+    before(async () => {
+      const bin = openssl as string;
+      ca = await makeCa(bin);
+      other = await makeCa(bin, 'some other CA');
+      server = await ca.issue('localhost', ['localhost', '127.0.0.1']);
+      sPort = await freePort();
+      // -rev: each line comes back reversed, so the reply proves the bytes crossed s_server's TLS.
+      sServer = await startPeer(
+        bin,
+        [
+          's_server',
+          '-accept',
+          `127.0.0.1:${sPort}`,
+          '-cert',
+          server.certFile,
+          '-key',
+          server.keyFile,
+          '-rev',
+        ],
+        sPort,
+      );
+      squid = await startSquid();
+    });
+
+    after(async () => {
+      await squid.stop();
+      await sServer.stop();
+      ca.remove();
+      other.remove();
+    });
+
+    test('the handshake with the final upstream runs inside the tunnel, verified against its CA', async (t) => {
+      const rig = await startProxy({
+        upstreams: [
+          {
+            host: '127.0.0.1',
+            port: squid.port,
+            tunnel: { target: `127.0.0.1:${sPort}` },
+            tls: { ca: ca.cert, servername: 'localhost' },
+          },
+        ],
+      });
+      t.after(() => rig.proxy.close({ drainTimeout: 0 }));
+      const client = await connect(rig.port);
+      client.write('hello tunnel\n');
+      assert.match(await readUntil(client, /lennut olleh/), /lennut olleh/);
+      client.end();
+      await readAll(client);
+      const [summary] = await rig.closes(1);
+      assert.equal(summary?.upstreamConnected, true);
+      const stats = rig.proxy.stats();
+      assert.equal(stats.upstream_tls_handshake, 1);
+      assert.equal(stats.tunnels?.tunnel_opened_total, 1);
+    });
+
+    test('a certificate from another CA fails inside the tunnel: upstream_tls_untrusted', async (t) => {
+      const rig = await startProxy({
+        upstreams: [
+          {
+            host: '127.0.0.1',
+            port: squid.port,
+            tunnel: { target: `127.0.0.1:${sPort}` },
+            tls: { ca: other.cert, servername: 'localhost' },
+          },
+        ],
+        maxConnectAttempts: 1,
+      });
+      t.after(() => rig.proxy.close({ drainTimeout: 0 }));
+      const client = await connect(rig.port);
+      await readAll(client);
+      const [summary] = await rig.closes(1);
+      assert.equal(summary?.reason, 'upstream_tls_untrusted');
+      assert.equal((summary.error as L4Error | undefined)?.code, 'ERR_L4_TLS_UNTRUSTED');
+      // The tunnel itself opened: the failure is the TLS inside it.
+      assert.equal(rig.proxy.stats().tunnels?.tunnel_opened_total, 1);
+    });
+
+    test('inside an HTTP/2 CONNECT stream too (l4proxy TunnelServer at the far end)', async (t) => {
+      const server = new TunnelServer({ upstreams: [{ host: '127.0.0.1', port: sPort }] });
+      const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+      t.after(() => server.close());
+      const rig = await startProxy({
+        upstreams: [
+          {
+            host: '127.0.0.1',
+            port,
+            tunnel: { protocol: 'h2', target: `127.0.0.1:${sPort}` },
+            tls: { ca: ca.cert, servername: 'localhost' },
+          },
+        ],
+      });
+      t.after(() => rig.proxy.close({ drainTimeout: 0 }));
+      const client = await connect(rig.port);
+      client.write('over h2\n');
+      assert.match(await readUntil(client, /2h revo/), /2h revo/);
+      client.end();
+      await readAll(client);
+      await rig.closes(1);
+      assert.equal(rig.proxy.stats().upstream_tls_handshake, 1);
+      assert.equal(server.stats().tunnel_opened_total, 1);
+    });
+  },
+);
