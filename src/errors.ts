@@ -1,5 +1,5 @@
-/**
- * Every error l4proxy creates is an {@link L4Error} with a stable `code`.
+/*
+ * Every error l4proxy creates is an `L4Error` with a stable `code`.
  * Match on `code` (or `instanceof` a subclass), never on the message text.
  */
 

@@ -116,3 +116,23 @@ test('metrics/ depends on the components, which call it only from metrics()', ()
       new RegExp(`metrics\\(\\): string \\{\\s+return ${name}\\(this\\.stats\\(\\)\\);`),
     );
 });
+
+/** `file:line` of every doc comment that `next` matches right after (whitespace only between). */
+function docCommentsFollowedBy(next: string): string[] {
+  const pattern = new RegExp(String.raw`/\*\*(?:(?!\*/)[\s\S])*?\*/\s*(?=${next})`, 'g');
+  return everySource().flatMap((file) => {
+    const text = read(file);
+    return [...text.matchAll(pattern)].map(
+      (match) => `${file}:${String(text.slice(0, match.index).split('\n').length)}`,
+    );
+  });
+}
+
+/**
+ * typedoc (and editors) keep only the doc comment nearest a declaration: one stacked on another
+ * is lost, and was usually meant for a neighbouring member. File-level notes use `/*`.
+ */
+test('no doc comment is stacked on another or stranded above an import', () => {
+  assert.deepEqual(docCommentsFollowedBy(String.raw`/\*\*`), [], 'stacked doc comments');
+  assert.deepEqual(docCommentsFollowedBy(String.raw`import\b`), [], 'doc comments above imports');
+});

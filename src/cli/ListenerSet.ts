@@ -16,10 +16,6 @@ export interface ReloadOutcome {
   readonly needsRestart: readonly string[];
 }
 
-/**
- * The listeners of one process (the only process, or one cluster worker): starts them, reloads
- * them from the config file, drains them, and snapshots their stats.
- */
 /** How the listeners of a {@link ListenerSet} listen and what they record. */
 export interface ListenerSetOptions {
   /** listen(2) backlog of every listener (`--backlog`); default: the proxy's. */
@@ -28,6 +24,10 @@ export interface ListenerSetOptions {
   readonly recordLatency?: boolean;
 }
 
+/**
+ * The listeners of one process (the only process, or one cluster worker): starts them, reloads
+ * them from the config file, drains them, and snapshots their stats.
+ */
 export class ListenerSet {
   private readonly listeners = new Map<string, Listener>();
   private reloading: Promise<ReloadOutcome> | undefined;

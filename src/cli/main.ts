@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/**
+/*
  * The `l4proxy` command: runs TCP and UDP proxies from the command line or a JSON config file.
  * See `l4proxy --help` and docs/operations.md.
  */

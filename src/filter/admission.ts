@@ -1,27 +1,29 @@
 import { AdmissionError, InvalidOptionError } from '../errors.js';
 import { duration, optionalFunction } from '../internal/validate.js';
-import type { ProxyHeader, ProxyTlv } from '../protocol/ProxyHeader.js';
-import type { PrereadResults } from '../preread/types.js';
+import type { ProxyHeader } from '../protocol/ProxyHeader.js';
+import type { TcpConnectionInfo } from '../tcp/events.js';
 import { isThenable } from '../select/internal/selectorOutcome.js';
 import type { ClientIdentity } from '../tcp/ClientPreface.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 
 /** What the `admit` hook knows about a client: everything the preface learned. */
-export interface AdmissionContext {
+export interface AdmissionContext extends Pick<
+  TcpConnectionInfo,
+  | 'clientAddress'
+  | 'clientPort'
+  | 'clientFamily'
+  | 'localAddress'
+  | 'localPort'
+  | 'peerAddress'
+  | 'peerPort'
+  | 'serverName'
+  | 'alpn'
+  | 'preread'
+  | 'proxyTlvs'
+> {
   readonly protocol: 'tcp';
-  readonly clientAddress: string;
-  readonly clientPort: number;
-  readonly clientFamily: 'IPv4' | 'IPv6' | 'unix';
-  readonly localAddress: string;
-  readonly localPort: number;
-  readonly peerAddress: string;
-  readonly peerPort: number;
-  readonly serverName: string | undefined;
-  readonly alpn: readonly string[] | undefined;
-  readonly preread: PrereadResults | undefined;
+  /** The PROXY header accepted from a trusted peer, if any. */
   readonly proxyHeader: ProxyHeader | undefined;
-  /** TLVs of the accepted PROXY header (v2), if any. */
-  readonly proxyTlvs: readonly ProxyTlv[] | undefined;
   /** Aborted when the client goes away, the proxy closes or `admitTimeout` passes. */
   readonly signal: AbortSignal;
 }

@@ -201,10 +201,6 @@ function reasonFamily(
   return { name, help, type: 'counter', samples };
 }
 
-/**
- * Per-upstream families (`<prefix>upstream_host_*{upstream="id"}`), from each upstream's stats,
- * plus a `healthy` gauge (1 or 0).
- */
 /** Boolean per-upstream stats, exposed as 1/0 gauges. */
 const UPSTREAM_FLAGS: readonly (readonly [key: string, help: string])[] = [
   [
@@ -220,6 +216,10 @@ const UPSTREAM_FLAGS: readonly (readonly [key: string, help: string])[] = [
   ],
 ];
 
+/**
+ * Per-upstream families (`<prefix>upstream_host_*{upstream="id"}`), from each upstream's stats,
+ * plus a `healthy` gauge (1 or 0).
+ */
 function upstreamFamilies<U extends { readonly healthy: boolean }>(
   prefix: string,
   table: HelpTable<U>,

@@ -1,4 +1,4 @@
-/**
+/*
  * The PROXY protocol header (HAProxy's `proxy-protocol.txt`, versions 1 and 2) as l4proxy
  * encodes and decodes it. A discriminated union on `protocol`: narrowing on it gives the address
  * shape. See `docs/proxy-protocol.md`.

@@ -1,7 +1,7 @@
 import { TlsClientHelloError } from '../errors.js';
 import type { TlsClientHelloErrorReason } from '../errors.js';
 
-/**
+/*
  * The body of a TLS ClientHello (RFC 8446 section 4.1.2, RFC 5246 7.4.1.2): what a proxy may read
  * without terminating TLS. Every length is checked against its container.
  */

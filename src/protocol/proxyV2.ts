@@ -26,7 +26,7 @@ import {
   tlvProblem,
 } from './proxyTlv.js';
 
-/**
+/*
  * PROXY protocol version 2: 12-byte signature, version/command, family/transport, 16-bit length,
  * then the address block and TLVs.
  */

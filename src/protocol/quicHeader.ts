@@ -1,4 +1,4 @@
-/**
+/*
  * QUIC packet headers as a proxy sees them (RFC 8999 invariants, RFC 9000 17.2): enough to find
  * connection IDs, packet types and packet boundaries without any key.
  */

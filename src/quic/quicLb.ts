@@ -1,4 +1,4 @@
-/**
+/*
  * QUIC-LB plaintext connection IDs (draft-ietf-quic-load-balancers, "Unencrypted CIDs"): the
  * first octet carries 3 config rotation bits and, when the server self-encodes it, the length of
  * the rest of the CID in its low 5 bits; the server ID follows in clear.

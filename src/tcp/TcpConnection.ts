@@ -753,8 +753,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.client.pause();
   }
 
-  /** The upstream drained its write buffer: the client may send again. */
-  /** @internal */
+  /** The upstream drained its write buffer: the client may send again. @internal */
   upstreamDrain(): void {
     if (this.client.isPaused()) {
       this.host.stats.downstreamResumed++;
@@ -762,8 +761,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     }
   }
 
-  /** The client drained its write buffer: the upstream may send again. */
-  /** @internal */
+  /** The client drained its write buffer: the upstream may send again. @internal */
   clientDrain(): void {
     const socket = this.upstreamSocket;
     if (socket?.isPaused() === true) {

@@ -605,13 +605,13 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       channels.tcpConnection.publish({ proxy: this, connection });
   }
 
-  /** Why `address` may not connect (deny, allow, per-client limits), or undefined. */
   /** Out of file descriptors: count, back off admission, report (at most once a second). */
   private descriptorShortage(error: Error): void {
     this.counters.resourceExhausted++;
     if (this.exhaustion.record() > 0) reportError(this, error);
   }
 
+  /** Why `address` may not connect (deny, allow, per-client limits), or undefined. */
   private accessVerdict(address: string): RejectReason | undefined {
     const { allow, deny, perClient } = this.identity;
     if (deny !== undefined && addressIn(deny, address)) return RejectReason.DENIED;

@@ -1,4 +1,4 @@
-/**
+/*
  * RFC 9297 capsules on an HTTP stream, as RFC 9298 (CONNECT-UDP) uses them: each UDP payload
  * travels in a DATAGRAM capsule (type 0x00) whose value is a Context ID (0 for UDP payloads)
  * followed by the payload. Integers are QUIC variable-length integers (RFC 9000 section 16).

@@ -5,6 +5,7 @@ import { assertProxyMode } from '../mode.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { BlockList } from 'node:net';
 import { InvalidOptionError } from '../errors.js';
+import { UDP_TLS } from '../upstream/tcpOnlyTls.js';
 import { parseAddressList } from '../net/addressList.js';
 import { ClientLimiter } from '../net/ClientLimiter.js';
 import { resolveSourceAddress } from '../net/sourceAddress.js';
@@ -137,6 +138,7 @@ export function resolveUdpOptions(input: unknown): {
 } {
   const raw = optionalRecord(input, 'options');
   assertProxyMode(raw.mode);
+  if (raw.tls !== undefined) throw new InvalidOptionError('tls', UDP_TLS, raw.tls);
   rejectUnknownKeys(raw, KNOWN, '');
   const options: ResolvedUdpOptions = {
     idleTimeout: duration(raw.idleTimeout, 'idleTimeout', 60_000),

@@ -60,9 +60,9 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   bytesFromUpstream = 0;
   datagramsToClient = 0;
   bytesToClient = 0;
-  /** Sends to upstreams by links already closed (live links count their own). */
   /** Built on first use when the proxy sends PROXY protocol v2 headers. */
   private header: Buffer | undefined;
+  /** Sends to upstreams by links already closed (live links count their own). */
   private closedLinksDatagrams = 0;
   private closedLinksBytes = 0;
 

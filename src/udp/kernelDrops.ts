@@ -1,7 +1,7 @@
 import type { Socket } from 'node:dgram';
 import { readFileSync, readlinkSync } from 'node:fs';
 
-/**
+/*
  * Datagrams the kernel dropped for one socket before the proxy could read them: mostly a full
  * receive buffer (`SO_RCVBUF`) in a burst. Linux reports them per socket in the `drops` column of
  * /proc/net/udp and /proc/net/udp6 (`sk_drops`), keyed by the socket's inode. That is the honest

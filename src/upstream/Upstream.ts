@@ -38,7 +38,8 @@ export interface Upstream {
   readonly maxConnections?: number;
   /**
    * TCP only: TLS to this upstream (fields win over the proxy's `tls`), or `false` for plain TCP
-   * even when the proxy sets `tls`. See docs/tls.md.
+   * even when the proxy sets `tls`. See docs/tls.md. A `UdpProxy` refuses it (no DTLS), except
+   * `false`.
    */
   readonly tls?: UpstreamTlsSetting;
   /** Reach the target through this upstream as an HTTP CONNECT proxy (see docs/tunneling.md). */

@@ -7,6 +7,7 @@ import type { ProbeTls } from './tcpProbe.js';
 import type { ResolvedHealthCheck, ResolvedOutlierDetection } from './healthOptions.js';
 import { OutlierDetector } from './OutlierDetector.js';
 import { SlowStart } from './SlowStart.js';
+import { refuseUdpTls } from './tcpOnlyTls.js';
 import type { ResolvedSlowStart } from './SlowStart.js';
 import type { UpstreamSink, UpstreamSource } from './UpstreamSource.js';
 import { UpstreamSet } from './UpstreamSet.js';
@@ -33,6 +34,8 @@ export interface UpstreamManagerOptions {
   readonly panicThreshold: number;
   /** Weight ramp for upstreams that join or recover; undefined when off. */
   readonly slowStart?: ResolvedSlowStart | undefined;
+  /** The owning proxy's protocol: a UDP proxy refuses upstreams with `tls`. Default `'tcp'`. */
+  readonly protocol?: 'tcp' | 'udp';
 }
 
 /** What the manager tells the proxy that owns it. */
@@ -81,6 +84,7 @@ export class UpstreamManager {
   private readonly slowStart: SlowStart | undefined;
   private readonly source: UpstreamSource | undefined;
   private sink: UpstreamSink | undefined;
+  private readonly udp: boolean;
   private sourceUpdates = 0;
   private sourceErrors = 0;
 
@@ -91,6 +95,8 @@ export class UpstreamManager {
     private readonly hooks: UpstreamManagerHooks,
   ) {
     this.set.panicThreshold = options.panicThreshold;
+    this.udp = options.protocol === 'udp';
+    if (this.udp) refuseUdpTls(initial, 'upstreams');
     this.set.set(initial, 'upstreams');
     this.source = options.source;
     if (options.slowStart) this.slowStart = new SlowStart(this.set, options.slowStart);
@@ -173,6 +179,7 @@ export class UpstreamManager {
    */
   setUpstreams(upstreams: unknown, name: string): boolean {
     const before = this.set.list();
+    if (this.udp) refuseUdpTls(upstreams, name);
     if (!this.set.set(upstreams, name)) return false;
     if (this.slowStart !== undefined) {
       const known = new Set(before);

@@ -235,5 +235,6 @@ export function resolveUpstreamManagerOptions(
     source: validateUpstreamSource(raw.upstreamSource, 'upstreamSource'),
     panicThreshold: resolvePanicThreshold(raw.panicThreshold, 'panicThreshold'),
     slowStart: resolveSlowStart(raw.slowStart, 'slowStart'),
+    protocol: probe,
   };
 }

@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
-import type { Server, Socket } from 'node:net';
 import { test } from 'node:test';
 import { configDir, listenPort, startCli } from '../cli/cli.js';
 import { shell } from '../helpers/curl.js';
-import { listen } from '../helpers/net.js';
+import { testServer } from '../helpers/testServer.js';
 import { tool } from '../helpers/tools.js';
+
+/** An upstream that accepts and says nothing. */
+const upstream = (t: { after(fn: () => unknown): void }): Promise<number> =>
+  testServer(t, () => undefined);
 
 const TOKEN = 'docs-example-token';
 
@@ -17,21 +19,6 @@ function adminSection(): string {
   const end = text.indexOf('\n## ', start + 1);
   assert.ok(start !== -1 && end !== -1);
   return text.slice(start, end);
-}
-
-async function upstream(t: { after(fn: () => unknown): void }): Promise<number> {
-  const sockets = new Set<Socket>();
-  const server: Server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  const port = await listen(server);
-  t.after(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise((resolve) => server.close(resolve));
-  });
-  return port;
 }
 
 test('docs/operations.md: every curl example of the admin API runs against a real l4proxy', async (t) => {

@@ -1,29 +1,15 @@
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import type { Server, Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { compileFormat, parseAccessLogSetting } from '../../src/cli/accessLogFormat.js';
-import { connect, listen, waitFor } from '../helpers/net.js';
+import { connect, waitFor } from '../helpers/net.js';
+import { testServer } from '../helpers/testServer.js';
 import { configDir, listenPort, runCli, startCli } from './cli.js';
 import { execFile } from 'node:child_process';
 import { makeCa } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
 
-async function echo(t: { after(fn: () => unknown): void }): Promise<number> {
-  const sockets = new Set<Socket>();
-  const server: Server = net.createServer({ allowHalfOpen: true }, (socket) => {
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    socket.pipe(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  const port = await listen(server);
-  t.after(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise((resolve) => server.close(resolve));
-  });
-  return port;
-}
+const echo = (t: { after(fn: () => unknown): void }): Promise<number> =>
+  testServer(t, (socket) => socket.pipe(socket));
 
 describe('access log formats', () => {
   test('Envoy-style operators, FIELD(path) for stage fields, "-" for what is missing', () => {

@@ -1,32 +1,14 @@
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import type { Server, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import type { UpstreamReport } from '../../src/index.js';
 import { curl } from '../helpers/curl.js';
-import { connect, listen, waitFor } from '../helpers/net.js';
+import { connect } from '../helpers/net.js';
+import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { tool } from '../helpers/tools.js';
 import { configDir, listenPort, runCli, startCli } from './cli.js';
 
 const TOKEN = 'cli-admin-token-42';
-
-/** A TCP server answering every chunk with `tag` + the chunk. */
-async function taggedEcho(t: { after(fn: () => unknown): void }, tag: string): Promise<number> {
-  const sockets = new Set<Socket>();
-  const server: Server = net.createServer({ allowHalfOpen: true }, (socket) => {
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    socket.on('data', (chunk) => socket.write(`${tag}${chunk.toString()}`));
-    socket.on('end', () => socket.end());
-    socket.on('close', () => sockets.delete(socket));
-  });
-  const port = await listen(server);
-  t.after(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise((resolve) => server.close(resolve));
-  });
-  return port;
-}
 
 /** The primary's merged replies, as far as the workers test reads them. */
 interface MergedUpstream extends UpstreamReport {
@@ -46,12 +28,6 @@ interface ClusterBody {
 interface ClusterReply {
   readonly status: number;
   readonly body: ClusterBody;
-}
-
-async function ask(socket: Socket, text: string): Promise<string> {
-  const reply = waitFor<[Buffer]>(socket, 'data');
-  socket.write(text);
-  return (await reply)[0].toString();
 }
 
 describe('l4proxy --admin', () => {
@@ -112,7 +88,11 @@ describe('l4proxy --admin', () => {
     assert.equal(logged.remoteAddress, '127.0.0.1');
     for (let i = 0; i < 3; i++) {
       const socket = await connect(port);
-      assert.equal(await ask(socket, 'x'), 'B:x', 'a drained upstream takes no new connection');
+      assert.equal(
+        await roundTrip(socket, 'x'),
+        'B:x',
+        'a drained upstream takes no new connection',
+      );
       socket.destroy();
     }
 
@@ -212,7 +192,7 @@ describe('l4proxy --admin', () => {
     for (let i = 0; i < 8; i++) {
       const socket = await connect(port);
       held.push(socket);
-      assert.match(await ask(socket, `hello ${i}\n`), /^[AB]:hello/);
+      assert.match(await roundTrip(socket, `hello ${i}\n`), /^[AB]:hello/);
     }
     const before = await get('/upstreams');
     assert.equal(before.status, 200);
@@ -275,7 +255,7 @@ describe('l4proxy --admin', () => {
     for (let i = 0; i < 6; i++) {
       const socket = await connect(port);
       held.push(socket);
-      assert.match(await ask(socket, `after ${i}\n`), /^A:after/);
+      assert.match(await roundTrip(socket, `after ${i}\n`), /^A:after/);
     }
     const actions = await cli.waitLines(
       'stderr',

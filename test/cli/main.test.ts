@@ -1,38 +1,13 @@
 import assert from 'node:assert/strict';
 import { get } from 'node:http';
 import net from 'node:net';
-import type { Server, Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
-import { connect, listen, readAll, waitFor, withTimeout } from '../helpers/net.js';
+import { connect, readAll, waitFor, withTimeout } from '../helpers/net.js';
+import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
 import { parseExposition, valueOf } from '../metrics/exposition.js';
 import { configDir, listenPort, runCli, startCli } from './cli.js';
-
-/** A TCP server answering every chunk with `tag` + the chunk (so a test sees which upstream). */
-async function taggedEcho(t: { after(fn: () => unknown): void }, tag: string): Promise<number> {
-  const sockets = new Set<Socket>();
-  const server: Server = net.createServer({ allowHalfOpen: true }, (socket) => {
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    socket.on('data', (chunk) => socket.write(`${tag}${chunk.toString()}`));
-    socket.on('end', () => socket.end());
-    socket.on('close', () => sockets.delete(socket));
-  });
-  const port = await listen(server);
-  t.after(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise((resolve) => server.close(resolve));
-  });
-  return port;
-}
-
-/** Writes `text` and waits for the next chunk back. */
-async function roundTrip(socket: Socket, text: string): Promise<string> {
-  const reply = waitFor<[Buffer]>(socket, 'data');
-  socket.write(text);
-  return (await reply)[0].toString();
-}
 
 /** One request on a new connection, then close: returns what came back. */
 async function exchange(port: number, text: string): Promise<string> {

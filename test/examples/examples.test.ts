@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { selfSignedCertFiles } from '../helpers/tlsPeers.js';
 import { tool } from '../helpers/tools.js';
 
 const run = promisify(execFile);
@@ -31,30 +32,7 @@ test('example tls-terminate: tls.createServer terminates TLS, the proxy relays p
   if (openssl === undefined) return;
   const dir = mkdtempSync(join(tmpdir(), 'l4proxy-tls-'));
   try {
-    const [key, cert] = [join(dir, 'key.pem'), join(dir, 'cert.pem')];
-    await run(
-      openssl,
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        '-days',
-        '1',
-      ],
-      { timeout: 30_000 },
-    );
+    const { key, cert } = await selfSignedCertFiles(openssl, dir, 'localhost');
     const { stdout } = await run(process.execPath, [example('tls-terminate'), cert, key], {
       timeout: 30_000,
     });

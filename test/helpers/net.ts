@@ -47,19 +47,29 @@ export async function listen(server: Server, host = '127.0.0.1'): Promise<number
   return (server.address() as AddressInfo).port;
 }
 
-/** An echo server that honours half-close; tracks its sockets so `close()` ends them all. */
-export async function echoServer(host = '127.0.0.1'): Promise<{
+/** A TCP server and what a test needs to end it. */
+export interface TestServer {
   server: Server;
   port: number;
   sockets: Set<Socket>;
+  /** Destroys every socket and closes the server. */
   close(): Promise<void>;
-}> {
+}
+
+/**
+ * A TCP server (half-close allowed) whose accepted sockets `serve` handles, an 'error' handler
+ * already on; tracks its sockets so `close()` ends them all.
+ */
+export async function socketServer(
+  serve: (socket: Socket) => void,
+  host = '127.0.0.1',
+): Promise<TestServer> {
   const sockets = new Set<Socket>();
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     sockets.add(socket);
     socket.on('error', () => undefined);
     socket.on('close', () => sockets.delete(socket));
-    socket.pipe(socket);
+    serve(socket);
   });
   const port = await listen(server, host);
   return {
@@ -75,6 +85,11 @@ export async function echoServer(host = '127.0.0.1'): Promise<{
       );
     },
   };
+}
+
+/** An echo server that honours half-close. */
+export function echoServer(host = '127.0.0.1'): Promise<TestServer> {
+  return socketServer((socket) => socket.pipe(socket), host);
 }
 
 /** Connects, resolves once connected. */

@@ -3,6 +3,8 @@ import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import { tool } from './tools.js';
 
 /** A certificate signed by a test CA, with its key, as PEM text and as files in the CA's dir. */
 export interface IssuedCert {
@@ -124,5 +126,31 @@ export async function makeCa(openssl: string, name = 'l4proxy test CA'): Promise
     remove() {
       rmSync(dir, { recursive: true, force: true });
     },
+  };
+}
+
+/** A test file's PKI: its CA, the openssl that made it, and the certificates `issue` made. */
+export type SharedPki<T> = T & { readonly openssl: string; readonly ca: TestCa };
+
+/**
+ * One CA per test file, made on first use (removed when the process exits), with the
+ * certificates `issue` makes from it. The returned getter resolves to undefined (the test is
+ * skipped with a visible reason) when openssl is missing.
+ */
+export function sharedPki<T>(
+  issue: (ca: TestCa) => Promise<T>,
+): (t: TestContext) => Promise<SharedPki<T> | undefined> {
+  let pki: Promise<SharedPki<T>> | undefined;
+  return (t) => {
+    const openssl = tool(t, 'openssl');
+    if (openssl === undefined) return Promise.resolve(undefined);
+    pki ??= (async () => {
+      const ca = await makeCa(openssl);
+      process.once('exit', () => {
+        ca.remove();
+      });
+      return { ...(await issue(ca)), openssl, ca };
+    })();
+    return pki;
   };
 }

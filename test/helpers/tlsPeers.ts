@@ -15,42 +15,34 @@ export interface TestCert {
 }
 
 /**
- * Generates a P-256 self-signed certificate for CN=`cn` with `openssl req -x509` in a temp dir
- * (removed afterwards); bounded to 20 s.
+ * Writes a P-256 self-signed certificate for CN=`name` (and subjectAltName DNS:`name`) and its
+ * key into `dir`, with `openssl req -x509`; bounded to 20 s.
  */
+export async function selfSignedCertFiles(
+  openssl: string,
+  dir: string,
+  name: string,
+): Promise<{ readonly key: string; readonly cert: string }> {
+  const key = join(dir, `${name}.key`);
+  const cert = join(dir, `${name}.crt`);
+  const args = ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'];
+  args.push('-nodes', '-subj', `/CN=${name}`, '-addext', `subjectAltName=DNS:${name}`);
+  args.push('-keyout', key, '-out', cert, '-days', '1');
+  await new Promise<void>((resolve, reject) => {
+    execFile(openssl, args, { timeout: 20_000 }, (error, _stdout, stderr) => {
+      if (error) reject(new Error(`openssl req failed: ${stderr}`, { cause: error }));
+      else resolve();
+    });
+  });
+  return { key, cert };
+}
+
+/** A P-256 self-signed certificate for CN=`cn` as PEM text (made in a temp dir, removed). */
 export async function selfSignedCert(openssl: string, cn = 'test'): Promise<TestCert> {
   const dir = mkdtempSync(join(tmpdir(), 'l4proxy-cert-'));
-  const keyFile = join(dir, 'key.pem');
-  const certFile = join(dir, 'cert.pem');
   try {
-    await new Promise<void>((resolve, reject) => {
-      execFile(
-        openssl,
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'ec',
-          '-pkeyopt',
-          'ec_paramgen_curve:prime256v1',
-          '-nodes',
-          '-subj',
-          `/CN=${cn}`,
-          '-keyout',
-          keyFile,
-          '-out',
-          certFile,
-          '-days',
-          '1',
-        ],
-        { timeout: 20_000 },
-        (error, _stdout, stderr) => {
-          if (error) reject(new Error(`openssl req failed: ${stderr}`, { cause: error }));
-          else resolve();
-        },
-      );
-    });
-    return { key: readFileSync(keyFile, 'utf8'), cert: readFileSync(certFile, 'utf8') };
+    const files = await selfSignedCertFiles(openssl, dir, cn);
+    return { key: readFileSync(files.key, 'utf8'), cert: readFileSync(files.cert, 'utf8') };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

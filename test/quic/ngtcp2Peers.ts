@@ -1,8 +1,9 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { withTimeout } from '../helpers/net.js';
+import { selfSignedCertFiles } from '../helpers/tlsPeers.js';
 import { closeSocket, freeUdpPort, nextMessage, stopChild, udpSocket } from '../udp/helpers.js';
 
 /**
@@ -12,40 +13,6 @@ import { closeSocket, freeUdpPort, nextMessage, stopChild, udpSocket } from '../
  * private /etc/hosts resolves the test names to 127.0.0.1; it exits 0 at its idle timeout, so the
  * tests check what it downloaded, not its exit code.
  */
-
-/** A key and self-signed certificate for `name`, made by openssl in `dir`. */
-export function makeCertificate(
-  openssl: string,
-  dir: string,
-  name: string,
-): { key: string; cert: string } {
-  const key = join(dir, `${name}.key`);
-  const cert = join(dir, `${name}.crt`);
-  execFileSync(
-    openssl,
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '1',
-      '-subj',
-      `/CN=${name}`,
-      '-addext',
-      `subjectAltName=DNS:${name}`,
-    ],
-    { stdio: 'ignore' },
-  );
-  return { key, cert };
-}
 
 export interface Http3Server {
   readonly name: string;
@@ -67,7 +34,7 @@ export async function startHttp3Server(
   const root = join(dir, `htdocs-${name}`);
   mkdirSync(root, { recursive: true });
   writeFileSync(join(root, 'index.html'), `served by ${name}\n`);
-  const { key, cert } = makeCertificate(openssl, dir, name);
+  const { key, cert } = await selfSignedCertFiles(openssl, dir, name);
   const port = await freeUdpPort();
   const child = spawn(
     gtlsserver,

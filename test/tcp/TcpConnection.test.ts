@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { CloseReason } from '../../src/index.js';
@@ -9,8 +8,8 @@ import {
   connect,
   dial,
   echoServer,
-  listen,
   readAll,
+  socketServer,
   refusedPort,
   waitFor,
   withTimeout,
@@ -26,30 +25,6 @@ async function eventuallyTrue(condition: () => boolean): Promise<void> {
     if (Date.now() > deadline) throw new Error('condition not met within 5 s');
     await new Promise((resolve) => setImmediate(resolve));
   }
-}
-
-/** A server whose accepted sockets are handed to `onSocket`; closes everything at the end. */
-async function customServer(onSocket: (socket: Socket) => void) {
-  const sockets = new Set<Socket>();
-  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    socket.on('close', () => sockets.delete(socket));
-    onSocket(socket);
-  });
-  const port = await listen(server);
-  return {
-    port,
-    sockets,
-    async close() {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) =>
-        server.close(() => {
-          resolve();
-        }),
-      );
-    },
-  };
 }
 
 for (const relay of ['onread', 'stream'] as const)
@@ -77,7 +52,7 @@ for (const relay of ['onread', 'stream'] as const)
     });
 
     test('dials the upstream at once so server-speaks-first protocols work', async () => {
-      const greeter = await customServer((socket) => socket.end('220 ready\r\n'));
+      const greeter = await socketServer((socket) => socket.end('220 ready\r\n'));
       const { proxy, port, closes } = await startProxy({ upstreams: [local(greeter.port)], relay });
       const client = await connect(port);
       const greeting = readAll(client);
@@ -91,7 +66,7 @@ for (const relay of ['onread', 'stream'] as const)
 
     test('holds bytes sent before the upstream is ready and delivers them first, in order', async () => {
       const received: Buffer[] = [];
-      const upstream = await customServer((socket) => {
+      const upstream = await socketServer((socket) => {
         socket.on('data', (chunk: Buffer) => received.push(chunk));
         socket.on('end', () => socket.end('done'));
       });
@@ -133,7 +108,7 @@ for (const relay of ['onread', 'stream'] as const)
 
     test('bounds what it holds before the upstream is ready, then delivers all of it', async () => {
       let receivedBytes = 0;
-      const upstream = await customServer((socket) => {
+      const upstream = await socketServer((socket) => {
         socket.on('data', (chunk: Buffer) => (receivedBytes += chunk.length));
         socket.on('end', () => socket.end());
       });
@@ -187,7 +162,7 @@ for (const relay of ['onread', 'stream'] as const)
     });
 
     test('half-close: after the client FIN the upstream reply still arrives', async () => {
-      const upstream = await customServer((socket) => {
+      const upstream = await socketServer((socket) => {
         const chunks: Buffer[] = [];
         socket.on('data', (chunk: Buffer) => chunks.push(chunk));
         // Reply only after the client finished sending.
@@ -213,7 +188,7 @@ for (const relay of ['onread', 'stream'] as const)
       const received: Buffer[] = [];
       let upstreamEnded!: () => void;
       const upstreamDone = new Promise<void>((resolve) => (upstreamEnded = resolve));
-      const upstreamServer = await customServer((socket) => {
+      const upstreamServer = await socketServer((socket) => {
         socket.end('bye first');
         socket.on('data', (chunk: Buffer) => received.push(chunk));
         socket.on('end', () => {
@@ -240,7 +215,7 @@ for (const relay of ['onread', 'stream'] as const)
     test('an upstream that answers and resets at once resets the client, never a FIN first', async (t) => {
       // Reply and RST arrive together: libuv reports the reset after a partial read as an end of
       // stream. Forwarded as is, the client would get a clean FIN for a failed upstream.
-      const upstream = await customServer((socket) => {
+      const upstream = await socketServer((socket) => {
         socket.once('data', () =>
           socket.write(Buffer.alloc(1000, 1), () => socket.resetAndDestroy()),
         );
@@ -249,7 +224,7 @@ for (const relay of ['onread', 'stream'] as const)
       const { proxy, closes } = await startProxy({ upstreams: [local(upstream.port)], relay });
       t.after(() => proxy.close({ drainTimeout: 0 }));
       let ends = 0;
-      const front = await customServer((socket) => {
+      const front = await socketServer((socket) => {
         const end = socket.end.bind(socket);
         socket.end = ((...args: Parameters<Socket['end']>) => {
           ends++;
@@ -279,7 +254,7 @@ for (const relay of ['onread', 'stream'] as const)
     test('a client that sends and resets at once resets the upstream, never a FIN first', async (t) => {
       // The mirror case: the client's bytes and RST arrive together and libuv reports an end.
       let accepted = 0;
-      const upstream = await customServer((socket) => {
+      const upstream = await socketServer((socket) => {
         accepted++;
         socket.on('data', () => undefined);
       });
@@ -304,7 +279,7 @@ for (const relay of ['onread', 'stream'] as const)
     });
 
     test('an upstream reset resets the client (reason upstream_reset)', async () => {
-      const upstream = await customServer((socket) => {
+      const upstream = await socketServer((socket) => {
         socket.once('data', () => socket.resetAndDestroy());
       });
       const { proxy, port, closes } = await startProxy({
@@ -325,7 +300,7 @@ for (const relay of ['onread', 'stream'] as const)
       let upstreamClosed!: Promise<Error | undefined>;
       let markConnected!: () => void;
       const connected = new Promise<void>((resolve) => (markConnected = resolve));
-      const upstreamServer = await customServer((socket) => {
+      const upstreamServer = await socketServer((socket) => {
         upstreamClosed = closed(socket);
         markConnected();
       });
@@ -346,7 +321,7 @@ for (const relay of ['onread', 'stream'] as const)
 
     test('a clean close stays clean on both sides (no reset)', async () => {
       let upstreamError: Promise<Error | undefined> | undefined;
-      const upstream = await customServer((socket) => {
+      const upstream = await socketServer((socket) => {
         socket.on('end', () => socket.end('ok'));
         upstreamError = closed(socket);
       });

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import net from 'node:net';
-import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { CloseReason, ConnectFailedError, InvalidOptionError, TcpProxy } from '../../src/index.js';
 import type { Upstream } from '../../src/index.js';
@@ -13,6 +12,7 @@ import {
   echoServer,
   listen,
   readAll,
+  socketServer,
   refusedPort,
   waitFor,
 } from '../helpers/net.js';
@@ -22,32 +22,7 @@ import { tool } from '../helpers/tools.js';
 const local = (port: number): Upstream => ({ host: '127.0.0.1', port });
 
 /** A backend that reads everything and never ends its side (nor closes) on its own. */
-async function silentBackend(): Promise<{
-  port: number;
-  sockets: Set<Socket>;
-  close(): Promise<void>;
-}> {
-  const sockets = new Set<Socket>();
-  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    socket.on('close', () => sockets.delete(socket));
-    socket.resume();
-  });
-  const port = await listen(server);
-  return {
-    port,
-    sockets,
-    async close() {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) =>
-        server.close(() => {
-          resolve();
-        }),
-      );
-    },
-  };
-}
+const silentBackend = () => socketServer((socket) => socket.resume());
 
 describe('connection policy options', () => {
   test('are validated at construction', () => {

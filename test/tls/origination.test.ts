@@ -11,34 +11,16 @@ import type { ProxyUnderTest } from '../helpers/proxy.js';
 import { freePort, startPeer } from '../helpers/peerProcess.js';
 import { startHaproxy } from '../helpers/haproxy.js';
 import { selfSignedCert, tlsPeer } from '../helpers/tlsPeers.js';
-import { makeCa } from '../helpers/tlsCa.js';
-import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
+import { sharedPki } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
 
-interface Pki {
-  openssl: string;
-  ca: TestCa;
-  server: IssuedCert;
-  client: IssuedCert;
-}
-
-let pki: Promise<Pki> | undefined;
+type Pki = NonNullable<Awaited<ReturnType<typeof getPki>>>;
 
 /** One CA, a server certificate for localhost/127.0.0.1 and a client certificate per file. */
-async function getPki(t: TestContext): Promise<Pki | undefined> {
-  const openssl = tool(t, 'openssl');
-  if (openssl === undefined) return undefined;
-  pki ??= (async () => {
-    const ca = await makeCa(openssl);
-    process.once('exit', () => {
-      ca.remove();
-    });
-    const server = await ca.issue('localhost', ['localhost', '127.0.0.1']);
-    const client = await ca.issue('proxy-client', ['proxy-client'], 'client');
-    return { openssl, ca, server, client };
-  })();
-  return pki;
-}
+const getPki = sharedPki(async (ca) => ({
+  server: await ca.issue('localhost', ['localhost', '127.0.0.1']),
+  client: await ca.issue('proxy-client', ['proxy-client'], 'client'),
+}));
 
 async function proxyFor(t: TestContext, options: TcpProxyOptions): Promise<ProxyUnderTest> {
   const rig = await startProxy(options);

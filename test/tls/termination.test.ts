@@ -18,40 +18,17 @@ import { recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
 import { freePort } from '../helpers/peerProcess.js';
 import { startHaproxy } from '../helpers/haproxy.js';
-import { makeCa } from '../helpers/tlsCa.js';
-import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
+import { makeCa, sharedPki } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
 
-interface Pki {
-  openssl: string;
-  ca: TestCa;
-  localhost: IssuedCert;
-  api: IssuedCert;
-  wild: IssuedCert;
-  client: IssuedCert;
-}
+type Pki = NonNullable<Awaited<ReturnType<typeof getPki>>>;
 
-let pki: Promise<Pki> | undefined;
-
-async function getPki(t: TestContext): Promise<Pki | undefined> {
-  const openssl = tool(t, 'openssl');
-  if (openssl === undefined) return undefined;
-  pki ??= (async () => {
-    const ca = await makeCa(openssl);
-    process.once('exit', () => {
-      ca.remove();
-    });
-    return {
-      openssl,
-      ca,
-      localhost: await ca.issue('localhost', ['localhost', '127.0.0.1']),
-      api: await ca.issue('api.test'),
-      wild: await ca.issue('*.wild.test'),
-      client: await ca.issue('proxy-client', ['proxy-client'], 'client'),
-    };
-  })();
-  return pki;
-}
+const getPki = sharedPki(async (ca) => ({
+  localhost: await ca.issue('localhost', ['localhost', '127.0.0.1']),
+  api: await ca.issue('api.test'),
+  wild: await ca.issue('*.wild.test'),
+  client: await ca.issue('proxy-client', ['proxy-client'], 'client'),
+}));
 
 /** A plain TCP upstream that greets each client and ends. */
 async function greeter(t: TestContext): Promise<number> {
