@@ -1,5 +1,6 @@
 import type { RelayedAdminReply, RelayedAdminRequest } from '../admin/relayedRequest.js';
 import type { ListenerStats } from './Listener.js';
+import type { TunnelListenerStats } from './tunnelListeners.js';
 
 /** Messages the cluster primary sends a worker over IPC. */
 export type PrimaryMessage =
@@ -19,6 +20,8 @@ export type WorkerMessage =
       readonly type: 'l4proxy:stats';
       readonly id: number;
       readonly stats: readonly ListenerStats[];
+      /** The worker's tunnel listeners (`"protocol": "tunnel"`), for the primary's metrics. */
+      readonly tunnels?: readonly TunnelListenerStats[];
     }
   | { readonly type: 'l4proxy:admin'; readonly id: number; readonly reply: RelayedAdminReply };
 

@@ -12,6 +12,8 @@ import type { MetricFamily } from '../metrics/prometheus.js';
 import type { EffectiveSettings } from './settings.js';
 import { startPrimaryAdmin } from './primaryAdmin.js';
 import { WorkerRelay } from './workerRelay.js';
+import { tunnelListenerFamilies } from './tunnelListeners.js';
+import type { TunnelListenerStats } from './tunnelListeners.js';
 
 /** How long a worker has to answer a stats request before a scrape goes on without it. */
 const STATS_TIMEOUT = 1_000;
@@ -32,6 +34,8 @@ export class Primary {
     number,
     { stats: Map<number, readonly ListenerStats[]>; waiting: number; done: () => void }
   >();
+  /** Each worker's tunnel listeners, from its latest stats reply (metrics only). */
+  private readonly tunnelStats = new Map<number, readonly TunnelListenerStats[]>();
   private nextRequest = 1;
   private draining = false;
   private failed = false;
@@ -129,12 +133,14 @@ export class Primary {
     const request = this.pending.get(message.id);
     if (request === undefined) return;
     request.stats.set(slot, message.stats);
+    if (message.tunnels !== undefined) this.tunnelStats.set(slot, message.tunnels);
     if (request.stats.size === request.waiting) request.done();
   }
 
   private onExit(slot: number, worker: Worker, code: number | null, signal: string | null): void {
     if (this.slots.get(slot) !== worker) return;
     this.slots.delete(slot);
+    this.tunnelStats.delete(slot);
     this.relay.workerGone(slot);
     if (code !== 0) this.failed = true;
     if (this.draining) {
@@ -234,8 +240,9 @@ export class Primary {
 
   private async families(): Promise<MetricFamily[]> {
     const byWorker = await this.collect();
-    return [...byWorker].flatMap(([slot, stats]) =>
-      listenerFamilies(stats, { worker: String(slot) }),
-    );
+    return [...byWorker].flatMap(([slot, stats]) => [
+      ...listenerFamilies(stats, { worker: String(slot) }),
+      ...tunnelListenerFamilies(this.tunnelStats.get(slot) ?? [], { worker: String(slot) }),
+    ]);
   }
 }

@@ -126,7 +126,13 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
               ? { status: 501, body: { error: 'this worker runs without admin' } }
               : answerRelayed(server, message.request),
         });
-      } else reply({ type: 'l4proxy:stats', id: message.id, stats: running.stats() });
+      } else
+        reply({
+          type: 'l4proxy:stats',
+          id: message.id,
+          stats: running.stats(),
+          tunnels: tunnels.stats(),
+        });
     });
     // The primary serves the admin API and relays upstream reads and control here over IPC.
     if (settings.admin !== undefined)

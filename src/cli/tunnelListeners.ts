@@ -123,6 +123,22 @@ export function describeTunnelListener(config: TunnelListenerConfig): string {
  * of HTTP CONNECT). A reload (SIGHUP) applies new upstreams and re-read TLS files at once; other
  * changes, and added or removed tunnel listeners, need a restart (logged).
  */
+/** One tunnel listener's stats, by its name. */
+export interface TunnelListenerStats {
+  readonly name: string;
+  readonly stats: TunnelServerStats;
+}
+
+/** Metric families of tunnel listeners, labelled `listener` (and `labels`, e.g. the worker). */
+export function tunnelListenerFamilies(
+  listeners: readonly TunnelListenerStats[],
+  labels: Readonly<Record<string, string>> = {},
+): MetricFamily[] {
+  return listeners.flatMap(({ name, stats }) =>
+    tunnelServerFamilies(stats, { ...labels, listener: name }),
+  );
+}
+
 export class TunnelListeners {
   private readonly running = new Map<
     string,
@@ -188,15 +204,13 @@ export class TunnelListeners {
   }
 
   /** Stats by listener name. */
-  stats(): { name: string; stats: TunnelServerStats }[] {
+  stats(): TunnelListenerStats[] {
     return [...this.running].map(([name, entry]) => ({ name, stats: entry.server.stats() }));
   }
 
   /** Metric families (`l4proxy_tunnel_server_*`), labelled `listener`. */
   families(): MetricFamily[] {
-    return this.stats().flatMap(({ name, stats }) =>
-      tunnelServerFamilies(stats, { listener: name }),
-    );
+    return tunnelListenerFamilies(this.stats());
   }
 
   /** Re-reads `file`: new upstreams and TLS settings (files re-read) apply at once. */

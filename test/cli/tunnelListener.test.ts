@@ -99,6 +99,53 @@ describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }
     assert.match(refused.stderr, /listeners\[0\]\.route: .*admit or authorize/);
   });
 
+  test("--workers 2: the primary's metrics include each worker's tunnel listener", async (t) => {
+    const dir = configDir(t);
+    const file = dir.write('l4proxy.json', {
+      listeners: [
+        {
+          name: 'egress',
+          protocol: 'tunnel',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: originPort }],
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file, '--metrics', '127.0.0.1:0', '--workers', '2']);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
+    const port = await listenPort(cli, 'egress');
+    const metricsAt = String(
+      (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
+    );
+    for (let i = 0; i < 4; i++) {
+      const fetched = await curl(findTool('curl') as string, [
+        '-s',
+        '--proxytunnel',
+        '--proxy',
+        `http://127.0.0.1:${port}`,
+        '-w',
+        ' %{http_connect}',
+        `http://127.0.0.1:${originPort}/`,
+      ]);
+      assert.equal(fetched.stdout, 'origin 200', fetched.stderr);
+    }
+    await cli.waitLines('stdout', (l) => l.msg === 'tunnel closed', 4);
+    const metrics = await httpGet(`http://${metricsAt}/metrics`);
+    const opened = [
+      ...metrics.matchAll(
+        /^l4proxy_tunnel_server_tunnel_opened_total\{worker="(\d)",listener="egress"\} (\d+)$/gm,
+      ),
+    ];
+    assert.equal(opened.length, 2, `one series per worker:\n${metrics}`);
+    assert.equal(
+      opened.reduce((sum, match) => sum + Number(match[2]), 0),
+      4,
+      "the workers' tunnels add up to the four requests",
+    );
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
   test('curl through a TLS tunnel listener, metrics counted, certificates reloaded on SIGHUP', async (t) => {
     const dir = configDir(t);
     // The certificate files the config names; SIGHUP re-reads them.
