@@ -12,11 +12,14 @@ import { openHandles, startProxy } from '../helpers/proxy.js';
  * A backend that counts its concurrent connections (highest seen), records the first bytes of
  * each connection in arrival order, and answers `ok:<bytes>` once the client has ended.
  * With `hold`, it keeps each connection until `release()` ends the oldest one; `serviceMs` is
- * how long it "works" before answering (so that clients pile up behind the cap).
+ * how long it "works" before answering. With `gateAt`, no answer goes out before the backend
+ * has held `gateAt` connections at once (so clients pile up behind the cap whatever the speed of
+ * the machine).
  */
 async function countingBackend(
   hold = false,
   serviceMs = 0,
+  gateAt = 0,
 ): Promise<{
   port: number;
   current: number;
@@ -44,10 +47,17 @@ async function countingBackend(
       );
     },
   };
+  // Answers waiting for the gate (`gateAt` concurrent connections seen once).
+  let gated: (() => void)[] | undefined = gateAt > 0 ? [] : undefined;
   const server: Server = net.createServer({ allowHalfOpen: true }, (socket) => {
     sockets.add(socket);
     state.current++;
     state.peak = Math.max(state.peak, state.current);
+    if (gated !== undefined && state.current >= gateAt) {
+      const waiting = gated;
+      gated = undefined;
+      for (const answer of waiting) answer();
+    }
     socket.on('error', () => undefined);
     socket.on('close', () => {
       sockets.delete(socket);
@@ -63,8 +73,12 @@ async function countingBackend(
     });
     socket.on('end', () => {
       if (hold) return;
-      if (serviceMs === 0) socket.end(`ok:${first ?? ''}`);
-      else setTimeout(() => socket.end(`ok:${first ?? ''}`), serviceMs);
+      const answer = (): void => {
+        if (serviceMs === 0) socket.end(`ok:${first ?? ''}`);
+        else setTimeout(() => socket.end(`ok:${first ?? ''}`), serviceMs);
+      };
+      if (gated === undefined) answer();
+      else gated.push(answer);
     });
   });
   state.port = await listen(server);
@@ -102,10 +116,15 @@ describe('per-upstream maxConnections and the queue', () => {
     }
   });
 
-  test('1 000 concurrent clients never push a backend over its cap, and all are served', async () => {
+  test('1 000 concurrent clients never push a backend over its cap, and all are served', async (t) => {
     const before = openHandles();
-    const backends = await Promise.all([countingBackend(false, 5), countingBackend(false, 5)]);
-    const caps = [4, 8];
+    const caps = [4, 8] as const;
+    // Each backend answers only once it holds as many connections as its cap: the proxy must
+    // fill both caps and queue the other clients, however fast this machine serves them.
+    const backends = await Promise.all([
+      countingBackend(false, 5, caps[0]),
+      countingBackend(false, 5, caps[1]),
+    ]);
     const proxy = new TcpProxy({
       upstreams: backends.map((b, i) => local(b.port, caps[i])),
       queue: { maxLength: 1_000, timeout: 30_000 },
@@ -113,6 +132,11 @@ describe('per-upstream maxConnections and the queue', () => {
     // A backlog above the 1 000 simultaneous SYNs, so none is dropped and retried a second later.
     const address = await proxy.listen({ port: 0, host: '127.0.0.1', backlog: 2_048 });
     const port = address.port;
+    // On a failed assertion below, nothing may stay open (the test file would never end).
+    t.after(async () => {
+      await proxy.close({ drainTimeout: 0 });
+      await Promise.all(backends.map((b) => b.close()));
+    });
     let closedCount = 0;
     proxy.on('connectionClose', () => closedCount++);
     const clients = 1_000;
