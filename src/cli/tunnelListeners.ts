@@ -118,11 +118,6 @@ export function describeTunnelListener(config: TunnelListenerConfig): string {
   return `${config.name} (tunnel ${where}${tls})`;
 }
 
-/**
- * The `"protocol": "tunnel"` listeners of a process: each a TunnelServer (the terminating side
- * of HTTP CONNECT). A reload (SIGHUP) applies new upstreams and re-read TLS files at once; other
- * changes, and added or removed tunnel listeners, need a restart (logged).
- */
 /** One tunnel listener's stats, by its name. */
 export interface TunnelListenerStats {
   readonly name: string;
@@ -139,6 +134,11 @@ export function tunnelListenerFamilies(
   );
 }
 
+/**
+ * The `"protocol": "tunnel"` listeners of a process: each a TunnelServer (the terminating side
+ * of HTTP CONNECT). A reload (SIGHUP) applies new upstreams and re-read TLS files at once; other
+ * changes, and added or removed tunnel listeners, need a restart (logged).
+ */
 export class TunnelListeners {
   private readonly running = new Map<
     string,
