@@ -53,10 +53,16 @@ export function handleRequest(admin: AdminServer, req: IncomingMessage, res: Ser
   });
 }
 
-async function route(admin: AdminServer, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const path = pathOf(req);
-  const method = req.method ?? 'GET';
-  const read = method === 'GET' || method === 'HEAD';
+/**
+ * The routes open without a token (status page assets, `/live`, `/ready`), answered the same by a
+ * single process and by the cluster primary. Returns whether `path` was one of them.
+ */
+export function answerOpenRoute(
+  req: IncomingMessage,
+  res: ServerResponse,
+  request: { readonly path: string; readonly read: boolean; readonly ready: () => boolean },
+): boolean {
+  const { path, read } = request;
   const asset = ASSETS[path];
   if (asset !== undefined) {
     requireRead(read);
@@ -66,19 +72,27 @@ async function route(admin: AdminServer, req: IncomingMessage, res: ServerRespon
       text: asset[1],
       headers: { 'content-security-policy': PAGE_POLICY },
     });
-    return;
+    return true;
   }
   if (path === '/live') {
     requireRead(read);
     sendJson(req, res, 200, { status: 'live' });
-    return;
+    return true;
   }
   if (path === '/ready') {
     requireRead(read);
-    const ready = isReady(admin);
+    const ready = request.ready();
     sendJson(req, res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
-    return;
+    return true;
   }
+  return false;
+}
+
+async function route(admin: AdminServer, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = pathOf(req);
+  const method = req.method ?? 'GET';
+  const read = method === 'GET' || method === 'HEAD';
+  if (answerOpenRoute(req, res, { path, read, ready: () => isReady(admin) })) return;
   if (!admin.authorized(req)) {
     // Drain whatever body came so the 401 reaches the client before the socket closes.
     req.resume();
@@ -289,7 +303,8 @@ function requireRead(read: boolean): void {
     });
 }
 
-function pathOf(req: IncomingMessage): string {
+/** The request's path, without query or fragment. */
+export function pathOf(req: IncomingMessage): string {
   const url = req.url ?? '/';
   const end = url.search(/[?#]/);
   return end === -1 ? url : url.slice(0, end);

@@ -5,13 +5,12 @@ import { bearerMatches, isLoopbackHost, sha256 } from '../admin/auth.js';
 import {
   AdminHttpError,
   readJsonBody,
-  send,
   sendError,
   sendJson,
   sendMetrics,
 } from '../admin/httpReply.js';
 import type { RelayedAdminRequest } from '../admin/relayedRequest.js';
-import { ASSETS, PAGE_POLICY } from '../admin/routes.js';
+import { answerOpenRoute, pathOf } from '../admin/routes.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { formatHostPort } from './address.js';
 import type { AdminSettings } from './adminConfig.js';
@@ -98,31 +97,10 @@ async function route(
   context: PrimaryAdminContext,
   tokenHash: Buffer | undefined,
 ): Promise<void> {
-  const path = (req.url ?? '/').split(/[?#]/)[0] ?? '/';
+  const path = pathOf(req);
   const method = req.method ?? 'GET';
   const read = method === 'GET' || method === 'HEAD';
-  const asset = ASSETS[path];
-  if (asset !== undefined) {
-    requireRead(read);
-    send(req, res, {
-      status: 200,
-      type: asset[0],
-      text: asset[1],
-      headers: { 'content-security-policy': PAGE_POLICY },
-    });
-    return;
-  }
-  if (path === '/live') {
-    requireRead(read);
-    sendJson(req, res, 200, { status: 'live' });
-    return;
-  }
-  if (path === '/ready') {
-    requireRead(read);
-    const ready = context.ready();
-    sendJson(req, res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
-    return;
-  }
+  if (answerOpenRoute(req, res, { path, read, ready: context.ready })) return;
   if (tokenHash !== undefined && !bearerMatches(req, tokenHash)) {
     req.resume();
     throw new AdminHttpError(401, 'missing or wrong bearer token (Authorization: Bearer <token>)');
