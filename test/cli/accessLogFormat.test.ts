@@ -5,7 +5,7 @@ import { connect, waitFor } from '../helpers/net.js';
 import { testServer } from '../helpers/testServer.js';
 import { configDir, listenPort, runCli, startCli } from './cli.js';
 import { execFile } from 'node:child_process';
-import { makeCa } from '../helpers/tlsCa.js';
+import { testCa } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
 
 const echo = (t: { after(fn: () => unknown): void }): Promise<number> =>
@@ -58,10 +58,7 @@ describe('access log formats', () => {
   test('CLI: TLS (openssl s_client with a client certificate) and preread fields by name', async (t) => {
     const openssl = tool(t, 'openssl');
     if (openssl === undefined) return;
-    const ca = await makeCa(openssl);
-    t.after(() => {
-      ca.remove();
-    });
+    const ca = await testCa(t, openssl);
     const server = await ca.issue('localhost', ['localhost']);
     const client = await ca.issue('alice', ['alice'], 'client');
     const upstream = await echo(t);

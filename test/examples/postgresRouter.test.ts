@@ -1,32 +1,25 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { postgresBin, startPostgres } from '../helpers/postgres.js';
-import { makeCa } from '../helpers/tlsCa.js';
+import { postgresTools, psqlVia, testCluster } from '../helpers/postgres.js';
+import { testCa } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
 import { withTimeout } from '../helpers/net.js';
 
-const run = promisify(execFile);
 const main = fileURLToPath(new URL('../../examples/postgres-router/main.js', import.meta.url));
 
 test('the postgres-router example routes psql clients (TLS and clear) to two real clusters by database', async (t) => {
-  const psql = tool(t, 'psql');
+  const pg = postgresTools(t);
   const openssl = tool(t, 'openssl');
-  const bin = postgresBin(t);
-  if (psql === undefined || openssl === undefined || bin === undefined) return;
-  const ca = await makeCa(openssl);
-  t.after(() => {
-    ca.remove();
-  });
+  if (pg === undefined || openssl === undefined) return;
+  const ca = await testCa(t, openssl);
   const [mainCluster, billing, cert] = await Promise.all([
-    startPostgres(bin, psql, ['app']),
-    startPostgres(bin, psql, ['invoices']),
+    testCluster(t, pg, ['app']),
+    testCluster(t, pg, ['invoices']),
     ca.issue('127.0.0.1', ['127.0.0.1']),
   ]);
-  t.after(() => Promise.all([mainCluster.stop(), billing.stop()]));
   const child = spawn(
     process.execPath,
     [
@@ -71,20 +64,8 @@ test('the postgres-router example routes psql clients (TLS and clear) to two rea
     'the example listening',
   );
   const port = await listening;
-  const who = async (conninfo: string): Promise<string> => {
-    const { stdout } = await run(
-      psql,
-      [
-        '-X',
-        '-At',
-        `host=127.0.0.1 port=${port} user=postgres connect_timeout=10 ${conninfo}`,
-        '-c',
-        "SELECT current_database(), current_setting('port')",
-      ],
-      { timeout: 15_000 },
-    );
-    return stdout.trim();
-  };
+  const who = (conninfo: string): Promise<string> =>
+    psqlVia(pg.psql, port, conninfo, "SELECT current_database(), current_setting('port')");
   assert.equal(
     await who(`dbname=invoices sslmode=verify-full sslrootcert=${ca.certFile}`),
     `invoices|${billing.port}`,

@@ -117,6 +117,24 @@ export function readAll(socket: Socket, ms = 10_000): Promise<Buffer> {
   );
 }
 
+/** Reads from `socket` until its text matches `pattern` (bounded); rejects if it closes first. */
+export function readUntil(socket: Socket, pattern: RegExp, ms = 10_000): Promise<string> {
+  let text = '';
+  return withTimeout(
+    new Promise<string>((resolve, reject) => {
+      socket.on('data', (chunk: Buffer) => {
+        text += chunk.toString();
+        if (pattern.test(text)) resolve(text);
+      });
+      socket.once('close', () => {
+        reject(new Error(`closed before ${String(pattern)}; got ${JSON.stringify(text)}`));
+      });
+    }),
+    ms,
+    String(pattern),
+  );
+}
+
 /**
  * Resolves when a socket closes, with the error it closed on (if any). Reads and discards what
  * arrives, and answers the peer's FIN with its own, so a half-open socket can finish closing.

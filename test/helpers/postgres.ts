@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { TestContext } from 'node:test';
 import { freePort } from './peerProcess.js';
-import { requireTools } from './tools.js';
+import { requireTools, tool } from './tools.js';
 
 const run = promisify(execFile);
 
@@ -39,6 +39,48 @@ export function postgresBin(t: TestContext): string | undefined {
   return undefined;
 }
 
+/** What a test needs to start clusters and talk to them. */
+export interface PostgresTools {
+  /** The directory holding `initdb` and `pg_ctl`. */
+  readonly bin: string;
+  readonly psql: string;
+}
+
+/** psql and the server binaries, or skips the test (fails under REQUIRE_TOOLS). */
+export function postgresTools(t: TestContext): PostgresTools | undefined {
+  const psql = tool(t, 'psql');
+  if (psql === undefined) return undefined;
+  const bin = postgresBin(t);
+  return bin === undefined ? undefined : { bin, psql };
+}
+
+/**
+ * Runs one `sql` command with `psql -X -At` as user postgres on 127.0.0.1:`port` (a cluster or a
+ * proxy in front of one), with the libpq `conninfo` keywords added (dbname, sslmode, ...);
+ * resolves with its trimmed output.
+ */
+export async function psqlVia(
+  psql: string,
+  port: number,
+  conninfo: string,
+  sql: string,
+): Promise<string> {
+  const target = `host=127.0.0.1 port=${port} user=postgres connect_timeout=10 ${conninfo}`;
+  const { stdout } = await run(psql, ['-X', '-At', target, '-c', sql], { timeout: 15_000 });
+  return stdout.trim();
+}
+
+/** A cluster with `databases` for one test: {@link startPostgres}, stopped by the test's `after`. */
+export async function testCluster(
+  t: TestContext,
+  tools: PostgresTools,
+  databases: readonly string[],
+): Promise<PostgresCluster> {
+  const cluster = await startPostgres(tools.bin, tools.psql, databases);
+  t.after(() => cluster.stop());
+  return cluster;
+}
+
 function asServerUser(command: string, args: readonly string[]): [string, string[]] {
   const root = process.getuid?.() === 0;
   return root ? ['runuser', ['-u', RUN_AS, '--', command, ...args]] : [command, [...args]];
@@ -65,27 +107,8 @@ export async function startPostgres(
       await pgCtl(['-D', data, '-m', 'immediate', '-w', 'stop']).catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
   };
-  const query = async (sql: string, database = 'postgres'): Promise<string> => {
-    const { stdout } = await run(
-      psql,
-      [
-        '-X',
-        '-At',
-        '-h',
-        '127.0.0.1',
-        '-p',
-        String(port),
-        '-U',
-        'postgres',
-        '-d',
-        database,
-        '-c',
-        sql,
-      ],
-      { timeout: 15_000 },
-    );
-    return stdout.trim();
-  };
+  const query = (sql: string, database = 'postgres'): Promise<string> =>
+    psqlVia(psql, port, `dbname=${database}`, sql);
   try {
     await run(
       ...asServerUser(join(bin, 'initdb'), [

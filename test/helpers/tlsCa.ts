@@ -129,6 +129,31 @@ export async function makeCa(openssl: string, name = 'l4proxy test CA'): Promise
   };
 }
 
+/** A CA for one test: made with `makeCa`, removed by the test's `after`. */
+export async function testCa(t: TestContext, openssl: string, name?: string): Promise<TestCa> {
+  const ca = await makeCa(openssl, name);
+  t.after(() => {
+    ca.remove();
+  });
+  return ca;
+}
+
+/** The pair most TLS tests need: a server and a client certificate. */
+export interface ServerAndClient {
+  /** For `localhost` and `127.0.0.1`. */
+  readonly server: IssuedCert;
+  /** CN `proxy-client`, extended key usage clientAuth. */
+  readonly client: IssuedCert;
+}
+
+/** Issues a server certificate for localhost/127.0.0.1 and a client certificate from `ca`. */
+export async function issueServerAndClient(ca: TestCa): Promise<ServerAndClient> {
+  return {
+    server: await ca.issue('localhost', ['localhost', '127.0.0.1']),
+    client: await ca.issue('proxy-client', ['proxy-client'], 'client'),
+  };
+}
+
 /** A test file's PKI: its CA, the openssl that made it, and the certificates `issue` made. */
 export type SharedPki<T> = T & { readonly openssl: string; readonly ca: TestCa };
 

@@ -1,25 +1,18 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { postgresStartup } from '../../src/index.js';
 import type { PrereadResults, TcpRejection } from '../../src/index.js';
 import { startProxy } from '../helpers/proxy.js';
-import { postgresBin, startPostgres } from '../helpers/postgres.js';
-import { tool } from '../helpers/tools.js';
+import { postgresTools, psqlVia, testCluster } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/net.js';
 
-const run = promisify(execFile);
-
 test('one port in front of two real PostgreSQL clusters, routed by the database of the startup message', async (t) => {
-  const psql = tool(t, 'psql');
-  const bin = postgresBin(t);
-  if (psql === undefined || bin === undefined) return;
+  const pg = postgresTools(t);
+  if (pg === undefined) return;
   const [main, billing] = await Promise.all([
-    startPostgres(bin, psql, ['app']),
-    startPostgres(bin, psql, ['billing']),
+    testCluster(t, pg, ['app']),
+    testCluster(t, pg, ['billing']),
   ]);
-  t.after(() => Promise.all([main.stop(), billing.stop()]));
   const seen: PrereadResults[] = [];
   const { proxy, port, closes } = await startProxy({
     upstreams: [
@@ -37,20 +30,13 @@ test('one port in front of two real PostgreSQL clusters, routed by the database 
   proxy.on('rejected', (rejection) => rejections.push(rejection));
   t.after(() => proxy.close({ drainTimeout: 0 }));
 
-  const viaProxy = async (conninfo: string): Promise<string> => {
-    const { stdout } = await run(
-      psql,
-      [
-        '-X',
-        '-At',
-        `host=127.0.0.1 port=${port} user=postgres connect_timeout=10 ${conninfo}`,
-        '-c',
-        "SELECT current_database(), current_setting('port'), application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()",
-      ],
-      { timeout: 15_000 },
+  const viaProxy = (conninfo: string): Promise<string> =>
+    psqlVia(
+      pg.psql,
+      port,
+      conninfo,
+      "SELECT current_database(), current_setting('port'), application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()",
     );
-    return stdout.trim();
-  };
 
   // sslmode=prefer (psql's default) sends an SSLRequest first: the proxy answers 'N' itself.
   assert.equal(

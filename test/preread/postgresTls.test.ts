@@ -1,17 +1,13 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { postgresStartup } from '../../src/index.js';
 import type { TcpConnectionInfo, TcpProxyOptions, TcpRejection } from '../../src/index.js';
 import { startProxy } from '../helpers/proxy.js';
-import { postgresBin, startPostgres } from '../helpers/postgres.js';
+import { postgresTools, psqlVia, testCluster } from '../helpers/postgres.js';
 import type { PostgresCluster } from '../helpers/postgres.js';
-import { makeCa } from '../helpers/tlsCa.js';
+import { testCa } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
 import { waitFor } from '../helpers/net.js';
-
-const run = promisify(execFile);
 
 /** Who served the query, and whether that backend itself saw TLS (it must not: the proxy ends it). */
 const WHO =
@@ -31,20 +27,15 @@ function routedByDatabase(main: PostgresCluster, billing: PostgresCluster): TcpP
 }
 
 test('a TLS-terminating port answers the SSLRequest S, reads the startup message decrypted and routes two real PostgreSQL clusters by database', async (t) => {
-  const psql = tool(t, 'psql');
+  const pg = postgresTools(t);
   const openssl = tool(t, 'openssl');
-  const bin = postgresBin(t);
-  if (psql === undefined || openssl === undefined || bin === undefined) return;
-  const ca = await makeCa(openssl);
-  t.after(() => {
-    ca.remove();
-  });
+  if (pg === undefined || openssl === undefined) return;
+  const ca = await testCa(t, openssl);
   const [main, billing, serverCert] = await Promise.all([
-    startPostgres(bin, psql, ['app']),
-    startPostgres(bin, psql, ['billing']),
+    testCluster(t, pg, ['app']),
+    testCluster(t, pg, ['billing']),
     ca.issue('127.0.0.1', ['127.0.0.1']),
   ]);
-  t.after(() => Promise.all([main.stop(), billing.stop()]));
   const terminateTls = { cert: serverCert.cert, key: serverCert.key };
   const preread = { inspectors: { pg: postgresStartup() } };
   // Clients in clear accepted (as a server with ssl = on and `host` rules) ...
@@ -63,20 +54,8 @@ test('a TLS-terminating port answers the SSLRequest S, reads the startup message
   const rejections: TcpRejection[] = [];
   strict.proxy.on('rejected', (rejection) => rejections.push(rejection));
 
-  const viaProxy = async (port: number, conninfo: string): Promise<string> => {
-    const { stdout } = await run(
-      psql,
-      [
-        '-X',
-        '-At',
-        `host=127.0.0.1 port=${port} user=postgres connect_timeout=10 ${conninfo}`,
-        '-c',
-        WHO,
-      ],
-      { timeout: 15_000 },
-    );
-    return stdout.trim();
-  };
+  const viaProxy = (port: number, conninfo: string): Promise<string> =>
+    psqlVia(pg.psql, port, conninfo, WHO);
 
   // verify-full: psql checks the proxy's certificate (CA and 127.0.0.1) before sending its startup.
   const verified = `sslmode=verify-full sslrootcert=${ca.certFile}`;

@@ -4,7 +4,7 @@ import tls from 'node:tls';
 import { validateConfig, closeAll } from '../../src/cli/config.js';
 import { echoServer, withTimeout } from '../helpers/net.js';
 import { tlsPeer } from '../helpers/tlsPeers.js';
-import { makeCa } from '../helpers/tlsCa.js';
+import { testCa } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
 import { configDir, listenPort, startCli } from '../cli/cli.js';
 
@@ -40,10 +40,7 @@ function firstData(
 test('config: TLS file options are read relative to the config file; errors name the option', async (t) => {
   const openssl = tool(t, 'openssl');
   if (openssl === undefined) return;
-  const ca = await makeCa(openssl);
-  t.after(() => {
-    ca.remove();
-  });
+  const ca = await testCa(t, openssl);
   const dir = configDir(t);
   const file = dir.write('l4proxy.json', '{}');
   const cert = await ca.issue('localhost');
@@ -86,10 +83,7 @@ test('config: TLS file options are read relative to the config file; errors name
 test('CLI: termination certificates renewed on disk are served after SIGHUP; live connections stay', async (t) => {
   const openssl = tool(t, 'openssl');
   if (openssl === undefined) return;
-  const ca = await makeCa(openssl);
-  t.after(() => {
-    ca.remove();
-  });
+  const ca = await testCa(t, openssl);
   const first = await ca.issue('localhost', ['localhost']);
   const echo = await echoServer();
   t.after(() => echo.close());

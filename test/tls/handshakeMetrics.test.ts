@@ -2,48 +2,24 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { execFile } from 'node:child_process';
-import net from 'node:net';
-import type { Socket } from 'node:net';
 import { LatencyRecorder } from '../../src/index.js';
 import type { L4Error, TcpProxyOptions, UpstreamCandidate } from '../../src/index.js';
 import { renderFamilies } from '../../src/metrics/prometheus.js';
-import { connect, readAll, withTimeout } from '../helpers/net.js';
+import { connect, readAll, readUntil, withTimeout } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 import type { ProxyUnderTest } from '../helpers/proxy.js';
-import { freePort, startPeer } from '../helpers/peerProcess.js';
-import { makeCa } from '../helpers/tlsCa.js';
-import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
-import { tool } from '../helpers/tools.js';
+import { startOpensslServer } from '../helpers/opensslServer.js';
+import { issueServerAndClient, sharedPki } from '../helpers/tlsCa.js';
+import { testServer } from '../helpers/testServer.js';
 
-interface Pki {
-  openssl: string;
-  ca: TestCa;
-  server: IssuedCert;
-  client: IssuedCert;
-}
+type Pki = NonNullable<Awaited<ReturnType<typeof getPki>>>;
 
-let pki: Promise<Pki> | undefined;
+const getPki = sharedPki(issueServerAndClient);
 
-async function getPki(t: TestContext): Promise<Pki | undefined> {
-  const openssl = tool(t, 'openssl');
-  if (openssl === undefined) return undefined;
-  pki ??= (async () => {
-    const ca = await makeCa(openssl);
-    process.once('exit', () => {
-      ca.remove();
-    });
-    const server = await ca.issue('localhost', ['localhost', '127.0.0.1']);
-    const client = await ca.issue('proxy-client', ['proxy-client'], 'client');
-    return { openssl, ca, server, client };
-  })();
-  return pki;
-}
+type ProxyWithLatency = ProxyUnderTest & { latency: LatencyRecorder };
 
 /** A proxy with a latency recorder attached, as the CLI and the admin server attach one. */
-async function proxyFor(
-  t: TestContext,
-  options: TcpProxyOptions,
-): Promise<ProxyUnderTest & { latency: LatencyRecorder }> {
+async function proxyFor(t: TestContext, options: TcpProxyOptions): Promise<ProxyWithLatency> {
   const rig = await startProxy(options);
   const latency = new LatencyRecorder('tcp');
   latency.attach(rig.proxy);
@@ -53,43 +29,9 @@ async function proxyFor(
 
 /** `openssl s_server -rev` on a free port; `verify` asks for a client certificate (-Verify 1). */
 async function sServer(t: TestContext, p: Pki, verify: boolean): Promise<number> {
-  const port = await freePort();
-  const peer = await startPeer(
-    p.openssl,
-    [
-      's_server',
-      '-accept',
-      `127.0.0.1:${port}`,
-      '-cert',
-      p.server.certFile,
-      '-key',
-      p.server.keyFile,
-      '-CAfile',
-      p.ca.certFile,
-      ...(verify ? ['-Verify', '1'] : []),
-      '-rev',
-    ],
-    port,
-  );
+  const peer = await startOpensslServer(p.openssl, p.server, { caFile: p.ca.certFile, verify });
   t.after(() => peer.stop());
-  return port;
-}
-
-function readUntil(socket: Socket, pattern: RegExp, ms = 10_000): Promise<string> {
-  let text = '';
-  return withTimeout(
-    new Promise<string>((resolve, reject) => {
-      socket.on('data', (chunk: Buffer) => {
-        text += chunk.toString();
-        if (pattern.test(text)) resolve(text);
-      });
-      socket.once('close', () => {
-        reject(new Error(`closed before ${String(pattern)}; got ${JSON.stringify(text)}`));
-      });
-    }),
-    ms,
-    String(pattern),
-  );
+  return peer.port;
 }
 
 function exposition(latency: LatencyRecorder): string {
@@ -132,21 +74,9 @@ describe('TLS handshake histograms', () => {
   test('termination: openssl s_client handshakes are observed, failed ones are not', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
-    const upstream = net.createServer((socket) => {
-      socket.on('error', () => undefined);
-      socket.end('hello from upstream\n');
-    });
-    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
-    t.after(
-      () =>
-        new Promise<void>((resolve) =>
-          upstream.close(() => {
-            resolve();
-          }),
-        ),
-    );
+    const upstream = await testServer(t, (socket) => socket.end('hello from upstream\n'));
     const rig = await proxyFor(t, {
-      upstreams: [{ host: '127.0.0.1', port: (upstream.address() as net.AddressInfo).port }],
+      upstreams: [{ host: '127.0.0.1', port: upstream }],
       terminateTls: { cert: p.server.cert, key: p.server.key },
     });
     for (let i = 0; i < 2; i++) {
@@ -185,6 +115,29 @@ describe('TLS handshake histograms', () => {
   });
 });
 
+/**
+ * Two s_servers, the first (always selected first) requiring a client certificate the proxy does
+ * not have, the second not; the proxy may try both.
+ */
+async function strictThenLenient(
+  t: TestContext,
+): Promise<{ strict: number; lenient: number; rig: ProxyWithLatency } | undefined> {
+  const p = await getPki(t);
+  if (p === undefined) return undefined;
+  const strict = await sServer(t, p, true);
+  const lenient = await sServer(t, p, false);
+  const rig = await proxyFor(t, {
+    upstreams: [
+      { host: '127.0.0.1', port: strict },
+      { host: '127.0.0.1', port: lenient },
+    ],
+    maxConnectAttempts: 2,
+    selector: (ctx) => ctx.candidates[0],
+    tls: { ca: p.ca.cert, servername: 'localhost', minVersion: 'TLSv1.3' },
+  });
+  return { strict, lenient, rig };
+}
+
 describe('TLS 1.3 upstream that requires a client certificate (openssl s_server -Verify 1)', () => {
   test('no client certificate: upstream_tls_client_cert, ERR_L4_TLS_CLIENT_CERT, counted', async (t) => {
     const p = await getPki(t);
@@ -215,19 +168,9 @@ describe('TLS 1.3 upstream that requires a client certificate (openssl s_server 
   });
 
   test('nothing relayed yet: retried on the next upstream like a connect failure', async (t) => {
-    const p = await getPki(t);
-    if (p === undefined) return;
-    const strict = await sServer(t, p, true);
-    const lenient = await sServer(t, p, false);
-    const rig = await proxyFor(t, {
-      upstreams: [
-        { host: '127.0.0.1', port: strict },
-        { host: '127.0.0.1', port: lenient },
-      ],
-      maxConnectAttempts: 2,
-      selector: (ctx) => ctx.candidates[0],
-      tls: { ca: p.ca.cert, servername: 'localhost', minVersion: 'TLSv1.3' },
-    });
+    const pair = await strictThenLenient(t);
+    if (pair === undefined) return;
+    const { strict, lenient, rig } = pair;
     const errors: L4Error[] = [];
     rig.proxy.on('upstreamError', (_c, _u, error) => errors.push(error));
     const reached = withTimeout(
@@ -256,19 +199,9 @@ describe('TLS 1.3 upstream that requires a client certificate (openssl s_server 
   });
 
   test('client bytes already relayed: not retried, closed with the TLS reason', async (t) => {
-    const p = await getPki(t);
-    if (p === undefined) return;
-    const strict = await sServer(t, p, true);
-    const lenient = await sServer(t, p, false);
-    const rig = await proxyFor(t, {
-      upstreams: [
-        { host: '127.0.0.1', port: strict },
-        { host: '127.0.0.1', port: lenient },
-      ],
-      maxConnectAttempts: 2,
-      selector: (ctx) => ctx.candidates[0],
-      tls: { ca: p.ca.cert, servername: 'localhost', minVersion: 'TLSv1.3' },
-    });
+    const pair = await strictThenLenient(t);
+    if (pair === undefined) return;
+    const { strict, lenient, rig } = pair;
     const client = await connect(rig.port);
     client.write('sent before the refusal\n');
     await readAll(client);

@@ -2,48 +2,36 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { execFile } from 'node:child_process';
-import net from 'node:net';
-import type { Socket } from 'node:net';
 import type { L4Error, TcpProxyOptions, UpstreamCandidate } from '../../src/index.js';
-import { connect, echoServer, readAll, withTimeout } from '../helpers/net.js';
+import { connect, echoServer, readAll, readUntil, withTimeout } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 import type { ProxyUnderTest } from '../helpers/proxy.js';
 import { freePort, startPeer } from '../helpers/peerProcess.js';
 import { startHaproxy } from '../helpers/haproxy.js';
+import { startOpensslServer } from '../helpers/opensslServer.js';
+import type { OpensslServer } from '../helpers/opensslServer.js';
 import { selfSignedCert, tlsPeer } from '../helpers/tlsPeers.js';
-import { sharedPki } from '../helpers/tlsCa.js';
+import type { TestCert, TlsPeer } from '../helpers/tlsPeers.js';
+import { issueServerAndClient, sharedPki } from '../helpers/tlsCa.js';
+import { testServer } from '../helpers/testServer.js';
 import { tool } from '../helpers/tools.js';
 
 type Pki = NonNullable<Awaited<ReturnType<typeof getPki>>>;
 
 /** One CA, a server certificate for localhost/127.0.0.1 and a client certificate per file. */
-const getPki = sharedPki(async (ca) => ({
-  server: await ca.issue('localhost', ['localhost', '127.0.0.1']),
-  client: await ca.issue('proxy-client', ['proxy-client'], 'client'),
-}));
+const getPki = sharedPki(issueServerAndClient);
+
+/** A {@link tlsPeer} that the test's `after` closes. */
+async function peerFor(t: TestContext, name: string, cert: TestCert): Promise<TlsPeer> {
+  const peer = await tlsPeer(name, cert);
+  t.after(() => peer.close());
+  return peer;
+}
 
 async function proxyFor(t: TestContext, options: TcpProxyOptions): Promise<ProxyUnderTest> {
   const rig = await startProxy(options);
   t.after(() => rig.proxy.close({ drainTimeout: 0 }));
   return rig;
-}
-
-/** Reads from `socket` until `pattern` shows up (bounded). */
-function readUntil(socket: Socket, pattern: RegExp, ms = 10_000): Promise<string> {
-  let text = '';
-  return withTimeout(
-    new Promise<string>((resolve, reject) => {
-      socket.on('data', (chunk: Buffer) => {
-        text += chunk.toString();
-        if (pattern.test(text)) resolve(text);
-      });
-      socket.once('close', () => {
-        reject(new Error(`closed before ${String(pattern)}; got ${JSON.stringify(text)}`));
-      });
-    }),
-    ms,
-    `${String(pattern)} (got ${JSON.stringify(text)})`,
-  );
 }
 
 function runTool(command: string, args: readonly string[], ms = 60_000): Promise<string> {
@@ -56,28 +44,13 @@ function runTool(command: string, args: readonly string[], ms = 60_000): Promise
 }
 
 describe('TLS origination against openssl s_server -Verify (client certificate required)', () => {
-  async function sServer(t: TestContext, p: Pki): Promise<{ port: number; output: () => string }> {
-    const port = await freePort();
-    const peer = await startPeer(
-      p.openssl,
-      [
-        's_server',
-        '-accept',
-        `127.0.0.1:${port}`,
-        '-cert',
-        p.server.certFile,
-        '-key',
-        p.server.keyFile,
-        '-CAfile',
-        p.ca.certFile,
-        '-Verify',
-        '1',
-        '-rev',
-      ],
-      port,
-    );
+  async function sServer(t: TestContext, p: Pki): Promise<OpensslServer> {
+    const peer = await startOpensslServer(p.openssl, p.server, {
+      caFile: p.ca.certFile,
+      verify: true,
+    });
     t.after(() => peer.stop());
-    return { port, output: () => peer.output() };
+    return peer;
   }
 
   test('relays plain TCP to s_server over mutual TLS; the server sees the client certificate', async (t) => {
@@ -207,8 +180,7 @@ describe('TLS origination failures are connect failures, retried on another upst
   ): Promise<ProxyUnderTest> {
     const p = await getPki(t);
     assert.ok(p);
-    const good = await tlsPeer('good', p.server);
-    t.after(() => good.close());
+    const good = await peerFor(t, 'good', p.server);
     const rig = await proxyFor(t, {
       upstreams: [
         { host: '127.0.0.1', port: bad.port, id: 'bad' },
@@ -237,8 +209,7 @@ describe('TLS origination failures are connect failures, retried on another upst
   test('untrusted certificate: ERR_L4_TLS_UNTRUSTED, then the next upstream', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
-    const rogue = await tlsPeer('rogue', await selfSignedCert(p.openssl, 'localhost'));
-    t.after(() => rogue.close());
+    const rogue = await peerFor(t, 'rogue', await selfSignedCert(p.openssl, 'localhost'));
     const rig = await retried(t, rogue, 'ERR_L4_TLS_UNTRUSTED');
     assert.equal(rig.proxy.stats().upstream_tls_fail_verify_error, 1);
   });
@@ -246,8 +217,7 @@ describe('TLS origination failures are connect failures, retried on another upst
   test('name mismatch: ERR_L4_TLS_NAME_MISMATCH, then the next upstream', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
-    const other = await tlsPeer('other', await p.ca.issue('other.test'));
-    t.after(() => other.close());
+    const other = await peerFor(t, 'other', await p.ca.issue('other.test'));
     const rig = await retried(t, other, 'ERR_L4_TLS_NAME_MISMATCH');
     assert.equal(rig.proxy.stats().upstream_tls_fail_verify_san, 1);
   });
@@ -255,22 +225,8 @@ describe('TLS origination failures are connect failures, retried on another upst
   test('handshake timeout (a server that never answers): ERR_L4_TLS_HANDSHAKE_TIMEOUT', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
-    const silent = new Set<Socket>();
-    const mute = net.createServer((s) => {
-      silent.add(s);
-      s.on('error', () => undefined);
-    });
-    await new Promise<void>((resolve) => mute.listen(0, '127.0.0.1', resolve));
-    t.after(
-      () =>
-        new Promise<void>((resolve) => {
-          for (const s of silent) s.destroy();
-          mute.close(() => {
-            resolve();
-          });
-        }),
-    );
-    const port = (mute.address() as net.AddressInfo).port;
+    // Accepts and never answers: the handshake waits for a ServerHello that does not come.
+    const port = await testServer(t, () => undefined);
     const rig = await retried(t, { port }, 'ERR_L4_TLS_HANDSHAKE_TIMEOUT', {
       handshakeTimeout: 200,
     });
@@ -280,8 +236,7 @@ describe('TLS origination failures are connect failures, retried on another upst
   test('when every attempt fails verification the close reason names it', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
-    const rogue = await tlsPeer('rogue', await selfSignedCert(p.openssl, 'localhost'));
-    t.after(() => rogue.close());
+    const rogue = await peerFor(t, 'rogue', await selfSignedCert(p.openssl, 'localhost'));
     const rig = await proxyFor(t, {
       upstreams: [{ host: '127.0.0.1', port: rogue.port }],
       tls: { ca: p.ca.cert, servername: 'localhost' },
@@ -300,8 +255,7 @@ describe('TLS origination behaviour', () => {
   test('half-close maps to close_notify both ways; sessions resume per upstream', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
-    const peer = await tlsPeer('peer', p.server);
-    t.after(() => peer.close());
+    const peer = await peerFor(t, 'peer', p.server);
     for (const sessionResumption of [true, false]) {
       const rig = await proxyFor(t, {
         upstreams: [{ host: 'localhost', port: peer.port }],
@@ -329,8 +283,7 @@ describe('TLS origination behaviour', () => {
   test('per-upstream tls wins; tls: false speaks plain TCP', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
-    const peer = await tlsPeer('peer', p.server);
-    t.after(() => peer.close());
+    const peer = await peerFor(t, 'peer', p.server);
     const plain = await echoServer();
     t.after(() => plain.close());
     const order = ['tls', 'plain'];
@@ -363,8 +316,7 @@ describe('TLS origination behaviour', () => {
   test('health checks complete a TLS handshake: a plain TCP server is unhealthy', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
-    const peer = await tlsPeer('peer', p.server);
-    t.after(() => peer.close());
+    const peer = await peerFor(t, 'peer', p.server);
     const plain = await echoServer();
     t.after(() => plain.close());
     const rig = await proxyFor(t, {

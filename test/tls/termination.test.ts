@@ -12,13 +12,15 @@ import type {
   ProxySslFields,
   SelectionContext,
   TcpProxyOptions,
+  TerminateTlsOptions,
 } from '../../src/index.js';
 import { echoServer, readAll, withTimeout } from '../helpers/net.js';
 import { recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
 import { freePort } from '../helpers/peerProcess.js';
+import { testServer } from '../helpers/testServer.js';
 import { startHaproxy } from '../helpers/haproxy.js';
-import { makeCa, sharedPki } from '../helpers/tlsCa.js';
+import { sharedPki, testCa } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
 
 type Pki = NonNullable<Awaited<ReturnType<typeof getPki>>>;
@@ -31,27 +33,32 @@ const getPki = sharedPki(async (ca) => ({
 }));
 
 /** A plain TCP upstream that greets each client and ends. */
-async function greeter(t: TestContext): Promise<number> {
-  const server = net.createServer((socket) => {
-    socket.on('error', () => undefined);
-    socket.end('hello from upstream\n');
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(
-    () =>
-      new Promise<void>((resolve) => {
-        server.close(() => {
-          resolve();
-        });
-      }),
-  );
-  return (server.address() as net.AddressInfo).port;
+function greeter(t: TestContext): Promise<number> {
+  return testServer(t, (socket) => socket.end('hello from upstream\n'));
 }
 
 async function proxyFor(t: TestContext, options: TcpProxyOptions): Promise<RecordingProxy> {
   const rig = await recordingProxy(options);
   t.after(() => rig.close());
   return rig;
+}
+
+/**
+ * A proxy terminating TLS with the localhost certificate (plus `tlsExtra`) in front of a
+ * {@link greeter}.
+ */
+async function terminatingGreeter(
+  t: TestContext,
+  p: Pki,
+  tlsExtra: Partial<TerminateTlsOptions> = {},
+  extra: Partial<TcpProxyOptions> = {},
+): Promise<RecordingProxy> {
+  const upstream = await greeter(t);
+  return proxyFor(t, {
+    upstreams: [{ host: '127.0.0.1', port: upstream }],
+    ...extra,
+    terminateTls: { cert: p.localhost.cert, key: p.localhost.key, ...tlsExtra },
+  });
 }
 
 function run(
@@ -127,18 +134,12 @@ describe('TLS termination', () => {
   test('sniCallback serves certificates loaded at run time; a throw fails that handshake', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
-    const upstream = await greeter(t);
-    const rig = await proxyFor(t, {
-      upstreams: [{ host: '127.0.0.1', port: upstream }],
-      terminateTls: {
-        cert: p.localhost.cert,
-        key: p.localhost.key,
-        sniCallback: async (name) => {
-          await new Promise((resolve) => setTimeout(resolve, 5));
-          if (name === 'api.test') return { cert: p.api.cert, key: p.api.key };
-          if (name === 'boom.test') throw new Error('no such tenant');
-          return undefined;
-        },
+    const rig = await terminatingGreeter(t, p, {
+      sniCallback: async (name) => {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        if (name === 'api.test') return { cert: p.api.cert, key: p.api.key };
+        if (name === 'boom.test') throw new Error('no such tenant');
+        return undefined;
       },
     });
     assert.match(await sClient(p, rig.port, ['-servername', 'api.test']), /CN ?= ?api\.test/);
@@ -216,21 +217,12 @@ describe('TLS termination', () => {
   test('optional client certificates: clients without one are admitted, unverified', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
-    const upstream = await greeter(t);
-    const rig = await proxyFor(t, {
-      upstreams: [{ host: '127.0.0.1', port: upstream }],
-      terminateTls: {
-        cert: p.localhost.cert,
-        key: p.localhost.key,
-        clientCertificate: 'optional',
-        ca: p.ca.cert,
-      },
+    const rig = await terminatingGreeter(t, p, {
+      clientCertificate: 'optional',
+      ca: p.ca.cert,
     });
     assert.match(await sClient(p, rig.port, ['-servername', 'localhost']), /hello from upstream/);
-    const rogue = await makeCa(p.openssl, 'rogue CA');
-    t.after(() => {
-      rogue.remove();
-    });
+    const rogue = await testCa(t, p.openssl, 'rogue CA');
     const stranger = await rogue.issue('stranger', ['stranger'], 'client');
     assert.match(
       await sClient(p, rig.port, ['-cert', stranger.certFile, '-key', stranger.keyFile]),
@@ -250,11 +242,7 @@ describe('TLS termination', () => {
   test('handshake timeout and garbage are rejections with their own reasons', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
-    const upstream = await greeter(t);
-    const rig = await proxyFor(t, {
-      upstreams: [{ host: '127.0.0.1', port: upstream }],
-      terminateTls: { cert: p.localhost.cert, key: p.localhost.key, handshakeTimeout: 150 },
-    });
+    const rig = await terminatingGreeter(t, p, { handshakeTimeout: 150 });
     const silent = net.connect(rig.port, '127.0.0.1');
     silent.on('error', () => undefined);
     const garbage = net.connect(rig.port, '127.0.0.1');
@@ -390,12 +378,12 @@ test("re-encryption: the client's server name is forwarded to the upstream (forw
 test('a PROXY header from a trusted load balancer comes before the TLS handshake', async (t) => {
   const p = await getPki(t);
   if (p === undefined) return;
-  const upstream = await greeter(t);
-  const rig = await proxyFor(t, {
-    upstreams: [{ host: '127.0.0.1', port: upstream }],
-    acceptProxyProtocol: { trusted: ['127.0.0.1'] },
-    terminateTls: { cert: p.localhost.cert, key: p.localhost.key },
-  });
+  const rig = await terminatingGreeter(
+    t,
+    p,
+    {},
+    { acceptProxyProtocol: { trusted: ['127.0.0.1'] } },
+  );
   const { encodeProxyHeader } = await import('../../src/index.js');
   const raw = net.connect(rig.port, '127.0.0.1');
   raw.on('error', () => undefined);

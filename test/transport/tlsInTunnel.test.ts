@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
-import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { TunnelServer } from '../../src/index.js';
 import type { L4Error } from '../../src/index.js';
-import { connect, readAll, withTimeout } from '../helpers/net.js';
+import { connect, readAll, readUntil } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
-import { freePort, startPeer } from '../helpers/peerProcess.js';
-import type { PeerProcess } from '../helpers/peerProcess.js';
+import { startOpensslServer } from '../helpers/opensslServer.js';
+import type { OpensslServer } from '../helpers/opensslServer.js';
 import type { Squid } from '../helpers/squid.js';
 import { startSquid } from '../helpers/squid.js';
 import { makeCa } from '../helpers/tlsCa.js';
@@ -23,24 +22,6 @@ const missing =
 if (missing !== undefined && requireTools)
   throw new Error(`L4PROXY_REQUIRE_TOOLS=1 but ${missing}`);
 
-/** Reads until `pattern` shows up (bounded). */
-function readUntil(socket: Socket, pattern: RegExp): Promise<string> {
-  let text = '';
-  return withTimeout(
-    new Promise<string>((resolve, reject) => {
-      socket.on('data', (chunk: Buffer) => {
-        text += chunk.toString();
-        if (pattern.test(text)) resolve(text);
-      });
-      socket.once('close', () => {
-        reject(new Error(`closed before ${String(pattern)}; got ${JSON.stringify(text)}`));
-      });
-    }),
-    10_000,
-    String(pattern),
-  );
-}
-
 describe(
   'TLS origination inside a CONNECT tunnel: l4proxy -> squid -> openssl s_server',
   { skip: missing },
@@ -49,7 +30,7 @@ describe(
     let ca: TestCa;
     let other: TestCa;
     let server: IssuedCert;
-    let sServer: PeerProcess;
+    let sServer: OpensslServer;
     let sPort: number;
 
     before(async () => {
@@ -57,22 +38,8 @@ describe(
       ca = await makeCa(bin);
       other = await makeCa(bin, 'some other CA');
       server = await ca.issue('localhost', ['localhost', '127.0.0.1']);
-      sPort = await freePort();
-      // -rev: each line comes back reversed, so the reply proves the bytes crossed s_server's TLS.
-      sServer = await startPeer(
-        bin,
-        [
-          's_server',
-          '-accept',
-          `127.0.0.1:${sPort}`,
-          '-cert',
-          server.certFile,
-          '-key',
-          server.keyFile,
-          '-rev',
-        ],
-        sPort,
-      );
+      sServer = await startOpensslServer(bin, server);
+      sPort = sServer.port;
       squid = await startSquid();
     });
 

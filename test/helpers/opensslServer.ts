@@ -1,0 +1,35 @@
+import { freePort, startPeer } from './peerProcess.js';
+import type { PeerProcess } from './peerProcess.js';
+import type { IssuedCert } from './tlsCa.js';
+
+/** An `openssl s_server -rev` a test started on 127.0.0.1:`port`. */
+export interface OpensslServer extends PeerProcess {
+  readonly port: number;
+}
+
+/** How the s_server checks its clients. */
+export interface OpensslServerOptions {
+  /** `-CAfile`: the CA the server trusts for client certificates. */
+  readonly caFile?: string;
+  /** `-Verify 1`: the server requires a client certificate (signed by `caFile`). */
+  readonly verify?: boolean;
+}
+
+/**
+ * Starts `openssl s_server -rev` with `cert` on a free port: each line a client sends comes back
+ * reversed, so a reply proves the bytes crossed the server's TLS. Stop it with `stop()`.
+ */
+export async function startOpensslServer(
+  openssl: string,
+  cert: IssuedCert,
+  options: OpensslServerOptions = {},
+): Promise<OpensslServer> {
+  const port = await freePort();
+  const args = ['s_server', '-accept', `127.0.0.1:${port}`, '-cert', cert.certFile];
+  args.push('-key', cert.keyFile);
+  if (options.caFile !== undefined) args.push('-CAfile', options.caFile);
+  if (options.verify === true) args.push('-Verify', '1');
+  args.push('-rev');
+  const peer = await startPeer(openssl, args, port);
+  return { ...peer, port };
+}
