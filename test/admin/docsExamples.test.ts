@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { configDir, listenPort, startCli } from '../cli/cli.js';
 import { shell } from '../helpers/curl.js';
 import { testServer } from '../helpers/testServer.js';
 import { tool } from '../helpers/tools.js';
+import { startAdminCli } from '../helpers/adminCli.js';
 
 /** An upstream that accepts and says nothing. */
 const upstream = (t: { after(fn: () => unknown): void }): Promise<number> =>
@@ -26,26 +26,10 @@ test('docs/operations.md: every curl example of the admin API runs against a rea
   const section = adminSection();
   const lines = [...section.matchAll(/^curl .*$/gm)].map((m) => m[0]);
   assert.ok(lines.length >= 12, `found ${lines.length} curl examples`);
-  const dir = configDir(t);
-  const tokenFile = dir.write('token', TOKEN);
-  const [a, b] = [await upstream(t), await upstream(t)];
-  const file = dir.write('l4proxy.json', {
-    admin: { listen: '127.0.0.1:0', tokenFile },
-    listeners: [
-      {
-        name: 'web',
-        protocol: 'tcp',
-        listen: '127.0.0.1:0',
-        upstreams: [
-          { host: '127.0.0.1', port: a, id: 'app-1' },
-          { host: '127.0.0.1', port: b, id: 'app-2' },
-        ],
-      },
-    ],
+  const { cli, admin } = await startAdminCli(t, {
+    token: TOKEN,
+    upstreams: { 'app-1': await upstream(t), 'app-2': await upstream(t) },
   });
-  const cli = startCli(t, ['--config', file]);
-  await listenPort(cli);
-  const admin = String((await cli.waitLine('stderr', (l) => l.msg === 'admin listening')).address);
   for (const line of lines) {
     const result = await shell(line, { ADMIN: admin, TOKEN });
     assert.equal(result.code, 0, `${line}: ${result.stderr}${result.stdout}`);

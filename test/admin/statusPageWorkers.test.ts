@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import type { Server, Socket } from 'node:net';
 import { test } from 'node:test';
+import type { TestContext } from 'node:test';
 import { launchChromium } from '../helpers/chromium.js';
-import { connect, listen, waitFor } from '../helpers/net.js';
+import { connect, waitFor } from '../helpers/net.js';
+import { testServer } from '../helpers/testServer.js';
+import { startAdminCli } from '../helpers/adminCli.js';
 import { findTool, requireTools } from '../helpers/tools.js';
-import { configDir, listenPort, startCli } from '../cli/cli.js';
 
 const chromium = findTool('chromium') ?? findTool('chromium-browser');
 const skip =
@@ -19,20 +19,9 @@ function rowState(id: string): string {
   return `(document.querySelector('tr[data-upstream="${id}"]')?.dataset.state ?? '')`;
 }
 
-async function echo(t: { after(fn: () => unknown): void }): Promise<number> {
-  const sockets = new Set<Socket>();
-  const server: Server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    socket.pipe(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  const port = await listen(server);
-  t.after(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise((resolve) => server.close(resolve));
-  });
-  return port;
+/** An echo upstream that the test's `after` closes. */
+function echo(t: TestContext): Promise<number> {
+  return testServer(t, (socket) => socket.pipe(socket));
 }
 
 test(
@@ -41,27 +30,11 @@ test(
   async (t) => {
     if (chromium === undefined)
       throw new Error('L4PROXY_REQUIRE_TOOLS=1 but chromium is not installed');
-    const [a, b] = [await echo(t), await echo(t)];
-    const dir = configDir(t);
-    const file = dir.write('l4proxy.json', {
+    const { cli, admin: at, port } = await startAdminCli(t, {
+      token: TOKEN,
+      upstreams: { a: await echo(t), b: await echo(t) },
       workers: 2,
-      admin: { listen: '127.0.0.1:0', tokenFile: dir.write('token', TOKEN) },
-      listeners: [
-        {
-          name: 'web',
-          protocol: 'tcp',
-          listen: '127.0.0.1:0',
-          upstreams: [
-            { host: '127.0.0.1', port: a, id: 'a' },
-            { host: '127.0.0.1', port: b, id: 'b' },
-          ],
-        },
-      ],
     });
-    const cli = startCli(t, ['--config', file]);
-    const at = String((await cli.waitLine('stderr', (l) => l.msg === 'admin listening')).address);
-    await cli.waitLine('stderr', (l) => l.msg === 'ready', 15_000);
-    const port = await listenPort(cli);
     const browser = await launchChromium(chromium);
     t.after(() => browser.close());
     const page = await browser.open(`http://${at}/#token=${TOKEN}`, 1100, 900);

@@ -6,7 +6,8 @@ import { curl } from '../helpers/curl.js';
 import { connect } from '../helpers/net.js';
 import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { tool } from '../helpers/tools.js';
-import { configDir, listenPort, runCli, startCli } from './cli.js';
+import { startAdminCli } from '../helpers/adminCli.js';
+import { configDir, runCli } from './cli.js';
 
 const TOKEN = 'cli-admin-token-42';
 
@@ -34,27 +35,14 @@ describe('l4proxy --admin', () => {
   test('curl reads the API and drains an upstream; the action is logged; SIGHUP clears it', async (t) => {
     const curlPath = tool(t, 'curl');
     if (curlPath === undefined) return;
-    const a = await taggedEcho(t, 'A:');
-    const b = await taggedEcho(t, 'B:');
-    const dir = configDir(t);
-    const tokenFile = dir.write('token', `${TOKEN}\n`);
-    const file = dir.write('l4proxy.json', {
-      admin: { listen: '127.0.0.1:0', tokenFile },
-      listeners: [
-        {
-          name: 'web',
-          protocol: 'tcp',
-          listen: '127.0.0.1:0',
-          upstreams: [
-            { host: '127.0.0.1', port: a, id: 'a' },
-            { host: '127.0.0.1', port: b, id: 'b' },
-          ],
-        },
-      ],
+    const {
+      cli,
+      admin: at,
+      port,
+    } = await startAdminCli(t, {
+      token: TOKEN,
+      upstreams: { a: await taggedEcho(t, 'A:'), b: await taggedEcho(t, 'B:') },
     });
-    const cli = startCli(t, ['--config', file]);
-    const port = await listenPort(cli);
-    const at = String((await cli.waitLine('stderr', (l) => l.msg === 'admin listening')).address);
     const auth = ['-H', `Authorization: Bearer ${TOKEN}`];
 
     const live = await curl(curlPath, ['-fsS', `http://${at}/live`]);
@@ -127,30 +115,16 @@ describe('l4proxy --admin', () => {
   test('with workers: the primary relays /upstreams, /events, /config and control to every worker', async (t) => {
     const curlPath = tool(t, 'curl');
     if (curlPath === undefined) return;
-    const a = await taggedEcho(t, 'A:');
-    const b = await taggedEcho(t, 'B:');
-    const dir = configDir(t);
-    const tokenFile = dir.write('token', `${TOKEN}\n`);
-    const file = dir.write('l4proxy.json', {
+    const {
+      cli,
+      admin: at,
+      port,
+    } = await startAdminCli(t, {
+      token: TOKEN,
+      upstreams: { a: await taggedEcho(t, 'A:'), b: await taggedEcho(t, 'B:') },
       workers: 2,
-      admin: { listen: '127.0.0.1:0', tokenFile },
-      listeners: [
-        {
-          name: 'web',
-          protocol: 'tcp',
-          listen: '127.0.0.1:0',
-          upstreams: [
-            { host: '127.0.0.1', port: a, id: 'a' },
-            { host: '127.0.0.1', port: b, id: 'b' },
-          ],
-        },
-      ],
     });
-    const cli = startCli(t, ['--config', file]);
-    const at = String((await cli.waitLine('stderr', (l) => l.msg === 'admin listening')).address);
     const started = await cli.waitLines('stderr', (l) => l.msg === 'worker ready', 2, 15_000);
-    await cli.waitLine('stderr', (l) => l.msg === 'ready', 15_000);
-    const port = await listenPort(cli);
     const auth = ['-H', `Authorization: Bearer ${TOKEN}`];
     const get = async (path: string): Promise<ClusterReply> => {
       const r = await curl(curlPath, [
