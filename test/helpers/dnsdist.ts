@@ -1,9 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findTool } from './tools.js';
 import type { PeerProcess } from './peerProcess.js';
-import { startPeer } from './peerProcess.js';
+import { startPeerIn } from './peerProcess.js';
 
 /**
  * Runs dnsdist (PowerDNS's DNS load balancer) in the foreground with the Lua `config`, listening
@@ -19,17 +19,5 @@ export async function startDnsdist(port: number, config: string): Promise<PeerPr
     file,
     [`setLocal('127.0.0.1:${port}')`, "setSecurityPollSuffix('')", config, ''].join('\n'),
   );
-  try {
-    const peer = await startPeer(dnsdist, ['--supervised', '--disable-syslog', '-C', file], port);
-    return {
-      ...peer,
-      async stop() {
-        await peer.stop();
-        rmSync(dir, { recursive: true, force: true });
-      },
-    };
-  } catch (error) {
-    rmSync(dir, { recursive: true, force: true });
-    throw error;
-  }
+  return startPeerIn(dir, dnsdist, ['--supervised', '--disable-syslog', '-C', file], port);
 }

@@ -1,9 +1,9 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findTool } from './tools.js';
 import type { PeerProcess } from './peerProcess.js';
-import { freePort, startPeer } from './peerProcess.js';
+import { freePort, startPeerIn } from './peerProcess.js';
 
 /** Where Debian's nginx keeps the dynamic stream module. */
 export const NGINX_STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so';
@@ -39,22 +39,7 @@ export async function startNginx(streamBlock: string): Promise<PeerProcess> {
       '',
     ].join('\n'),
   );
-  const cleanup = (): void => {
-    rmSync(dir, { recursive: true, force: true });
-  };
-  try {
-    const peer = await startPeer(nginx, ['-c', file, '-p', dir, '-g', 'daemon off;'], ready);
-    const log = (): string => (existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : '');
-    return {
-      ...peer,
-      output: () => peer.output() + log(),
-      async stop() {
-        await peer.stop();
-        cleanup();
-      },
-    };
-  } catch (error) {
-    cleanup();
-    throw error;
-  }
+  const peer = await startPeerIn(dir, nginx, ['-c', file, '-p', dir, '-g', 'daemon off;'], ready);
+  const log = (): string => (existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : '');
+  return { ...peer, output: () => peer.output() + log() };
 }

@@ -1,9 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findTool } from './tools.js';
 import type { PeerProcess } from './peerProcess.js';
-import { freePort, startPeer } from './peerProcess.js';
+import { freePort, startPeerIn } from './peerProcess.js';
 
 /**
  * Runs nginx in the foreground with `serverBlocks` inside `http { ... }` (access log off, temp
@@ -38,17 +38,5 @@ export async function startNginxHttp(
       '',
     ].join('\n'),
   );
-  try {
-    const peer = await startPeer(nginx, ['-c', file, '-p', dir, '-g', 'daemon off;'], ready);
-    return {
-      ...peer,
-      async stop() {
-        await peer.stop();
-        rmSync(dir, { recursive: true, force: true });
-      },
-    };
-  } catch (error) {
-    rmSync(dir, { recursive: true, force: true });
-    throw error;
-  }
+  return startPeerIn(dir, nginx, ['-c', file, '-p', dir, '-g', 'daemon off;'], ready);
 }

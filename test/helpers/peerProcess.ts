@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { withTimeout } from './net.js';
@@ -106,4 +107,32 @@ export async function startPeer(
   }
   await peer.stop();
   throw new Error(`${command} did not start listening on ${readyPort}: ${text}`);
+}
+
+/**
+ * {@link startPeer} for a program whose config and files live in the temp dir `dir`: the dir is
+ * removed once the program stopped, or at once if it did not start.
+ */
+export async function startPeerIn(
+  dir: string,
+  command: string,
+  args: readonly string[],
+  readyPort: number,
+): Promise<PeerProcess> {
+  const remove = (): void => {
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const peer = await startPeer(command, args, readyPort);
+    return {
+      ...peer,
+      async stop() {
+        await peer.stop();
+        remove();
+      },
+    };
+  } catch (error) {
+    remove();
+    throw error;
+  }
 }

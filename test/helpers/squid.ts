@@ -1,9 +1,9 @@
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findTool } from './tools.js';
 import type { PeerProcess } from './peerProcess.js';
-import { freePort, startPeer } from './peerProcess.js';
+import { freePort, startPeerIn } from './peerProcess.js';
 
 /** Squid's test credentials helper: accepts any user and password (so a 407 is testable). */
 export const FAKE_AUTH = '/usr/lib/squid/basic_fake_auth';
@@ -61,18 +61,5 @@ export async function startSquid(rules: readonly string[] = []): Promise<Squid> 
       '',
     ].join('\n'),
   );
-  try {
-    const peer = await startPeer(squid, ['-N', '-f', file], port);
-    return {
-      ...peer,
-      port,
-      async stop() {
-        await peer.stop();
-        rmSync(dir, { recursive: true, force: true });
-      },
-    };
-  } catch (error) {
-    rmSync(dir, { recursive: true, force: true });
-    throw error;
-  }
+  return { ...(await startPeerIn(dir, squid, ['-N', '-f', file], port)), port };
 }
