@@ -7,10 +7,10 @@ import { ProxyHeaderParser } from '../../src/protocol/ProxyHeaderParser.js';
 import { encodeProxyHeader } from '../../src/protocol/encodeProxyHeader.js';
 import { proxyTlvs, readProxyTlvs } from '../../src/protocol/proxyTlvFields.js';
 import { startHaproxy } from '../helpers/haproxy.js';
-import { startNginx } from '../helpers/nginx.js';
-import { connect, echoServer, listen, readAll, withTimeout } from '../helpers/net.js';
+import { connect, listen, readAll, withTimeout } from '../helpers/net.js';
 import { freePort } from '../helpers/peerProcess.js';
 import { tool } from '../helpers/tools.js';
+import { haproxyAcceptingProxy, nginxReportingClient } from '../helpers/proxyProtocolReceivers.js';
 
 /** What the PROXY-aware Node server saw on one connection. */
 interface Seen {
@@ -197,16 +197,8 @@ function claimHeader(version: 1 | 2, claim: (typeof claims)[number]): Buffer {
 describe('PROXY protocol interop: haproxy as the receiver', () => {
   test('haproxy accept-proxy believes encodeProxyHeader v1 and v2 (with CRC32C and TLVs), IPv4 and IPv6', async (t) => {
     if (!tool(t, 'haproxy')) return;
-    const echo = await echoServer();
-    const port = await freePort();
-    const haproxy = await startHaproxy(
-      [
-        'listen in',
-        `  bind 127.0.0.1:${port} accept-proxy`,
-        '  log-format "client=%ci:%cp"',
-        `  server s1 127.0.0.1:${echo.port}`,
-      ].join('\n'),
-    );
+    const haproxy = await haproxyAcceptingProxy('client=%ci:%cp');
+    const port = haproxy.port;
     try {
       for (const version of [1, 2] as const) {
         for (const claim of claims) {
@@ -229,21 +221,13 @@ describe('PROXY protocol interop: haproxy as the receiver', () => {
       }
     } finally {
       await haproxy.stop();
-      await echo.close();
     }
   });
 
   test('haproxy accept-proxy refuses a v2 header whose CRC32C we corrupted', async (t) => {
     if (!tool(t, 'haproxy')) return;
-    const echo = await echoServer();
-    const port = await freePort();
-    const haproxy = await startHaproxy(
-      [
-        'listen in',
-        `  bind 127.0.0.1:${port} accept-proxy`,
-        `  server s1 127.0.0.1:${echo.port}`,
-      ].join('\n'),
-    );
+    const haproxy = await haproxyAcceptingProxy();
+    const port = haproxy.port;
     try {
       const bytes = claimHeader(2, claims[0]);
       bytes[bytes.length - 1] = (bytes[bytes.length - 1] ?? 0) ^ 0xff;
@@ -255,7 +239,6 @@ describe('PROXY protocol interop: haproxy as the receiver', () => {
       socket.destroy();
     } finally {
       await haproxy.stop();
-      await echo.close();
     }
   });
 });
@@ -263,10 +246,8 @@ describe('PROXY protocol interop: haproxy as the receiver', () => {
 describe('PROXY protocol interop: nginx as the receiver', () => {
   test('nginx proxy_protocol reports the client encodeProxyHeader claims, v1 and v2, IPv4 and IPv6', async (t) => {
     if (!tool(t, 'nginx')) return;
-    const port = await freePort();
-    const nginx = await startNginx(
-      `server { listen 127.0.0.1:${port} proxy_protocol; return "$proxy_protocol_addr:$proxy_protocol_port\\n"; }`,
-    );
+    const nginx = await nginxReportingClient();
+    const port = nginx.port;
     try {
       for (const version of [1, 2] as const) {
         for (const claim of claims) {

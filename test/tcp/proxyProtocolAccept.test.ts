@@ -1,15 +1,18 @@
 import { describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { ProxyProtocolError, encodeProxyHeader, proxyTlvs } from '../../src/index.js';
-import type { SelectionContext } from '../../src/index.js';
+import type { SelectionContext, TcpProxyOptions } from '../../src/index.js';
 import { startHaproxy } from '../helpers/haproxy.js';
-import { startNginx } from '../helpers/nginx.js';
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import { echoServer, listen, withTimeout } from '../helpers/net.js';
+import type { TestServer } from '../helpers/net.js';
 import { freePort } from '../helpers/peerProcess.js';
 import { dialFrom, received, recordingProxy, writeByteByByte } from '../helpers/recordingProxy.js';
+import type { RecordingProxy } from '../helpers/recordingProxy.js';
 import { tool } from '../helpers/tools.js';
+import { nginxReportingClient } from '../helpers/proxyProtocolReceivers.js';
 
 /** A v1 or v2 PROXY header claiming a TCP4 client. */
 function claim(
@@ -28,16 +31,35 @@ function claim(
   });
 }
 
+type CountingEcho = TestServer & { accepted(): number };
+
 /** An echo upstream that counts the connections it accepted. */
-async function countingEcho(): Promise<
-  Awaited<ReturnType<typeof echoServer>> & { accepted(): number }
-> {
+async function countingEcho(): Promise<CountingEcho> {
   const echo = await echoServer();
   let accepted = 0;
   echo.server.on('connection', () => {
     accepted++;
   });
   return { ...echo, accepted: () => accepted };
+}
+
+/**
+ * A {@link countingEcho} behind a proxy that accepts PROXY headers from 127.0.0.1 (`options` add
+ * to or replace that), both closed by the test's `after`.
+ */
+async function acceptingProxy(
+  t: TestContext,
+  options: Partial<TcpProxyOptions> = {},
+): Promise<{ echo: CountingEcho; proxy: RecordingProxy }> {
+  const echo = await countingEcho();
+  t.after(() => echo.close());
+  const proxy = await recordingProxy({
+    upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    acceptProxyProtocol: { trusted: ['127.0.0.1'] },
+    ...options,
+  });
+  t.after(() => proxy.close());
+  return { echo, proxy };
 }
 
 describe('acceptProxyProtocol: real senders (haproxy send-proxy) in front of l4proxy', () => {
@@ -48,10 +70,8 @@ describe('acceptProxyProtocol: real senders (haproxy send-proxy) in front of l4p
   ] as const) {
     test(`haproxy ${inbound} -> l4proxy -> nginx (${outbound}): everyone sees the original client, not haproxy`, async (t) => {
       if (!tool(t, 'haproxy') || !tool(t, 'nginx')) return;
-      const nginxPort = await freePort();
-      const nginx = await startNginx(
-        `server { listen 127.0.0.1:${nginxPort} proxy_protocol; return "$proxy_protocol_addr:$proxy_protocol_port\\n"; }`,
-      );
+      const nginx = await nginxReportingClient();
+      const nginxPort = nginx.port;
       t.after(() => nginx.stop());
       const l4 = await recordingProxy({
         upstreams: [{ host: '127.0.0.1', port: nginxPort }],
@@ -100,13 +120,7 @@ describe('acceptProxyProtocol: real senders (haproxy send-proxy) in front of l4p
 
 describe('acceptProxyProtocol: trust', () => {
   test('a header from an untrusted peer is never believed: it reaches the upstream as payload', async (t) => {
-    const echo = await countingEcho();
-    t.after(() => echo.close());
-    const proxy = await recordingProxy({
-      upstreams: [{ host: '127.0.0.1', port: echo.port }],
-      acceptProxyProtocol: { trusted: ['127.0.0.1'] },
-    });
-    t.after(() => proxy.close());
+    const { proxy } = await acceptingProxy(t);
     for (const version of [1, 2] as const) {
       const bytes = Buffer.concat([claim(version, '203.0.113.7', 4242), Buffer.from('payload')]);
       const client = dialFrom(proxy.port, '127.0.0.1', '127.0.0.2');
@@ -123,13 +137,9 @@ describe('acceptProxyProtocol: trust', () => {
   });
 
   test('missing, malformed, too long and too slow headers are refused with their reason while a good connection keeps flowing', async (t) => {
-    const echo = await countingEcho();
-    t.after(() => echo.close());
-    const proxy = await recordingProxy({
-      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    const { echo, proxy } = await acceptingProxy(t, {
       acceptProxyProtocol: { trusted: ['127.0.0.0/8'], timeout: 300, maxLength: 256 },
     });
-    t.after(() => proxy.close());
 
     const good = dialFrom(proxy.port);
     good.socket.write(Buffer.concat([claim(2, '203.0.113.7', 4242), Buffer.from('hello')]));
@@ -192,13 +202,9 @@ describe('acceptProxyProtocol: trust', () => {
   });
 
   test('an optional header (required: false) may be absent: the bytes are proxied intact under the peer’s address', async (t) => {
-    const echo = await countingEcho();
-    t.after(() => echo.close());
-    const proxy = await recordingProxy({
-      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    const { proxy } = await acceptingProxy(t, {
       acceptProxyProtocol: { trusted: ['127.0.0.1'], required: false },
     });
-    t.after(() => proxy.close());
     // 'POST' starts like "PROXY ": the decision waits for the second byte, and nothing is lost.
     for (const payload of ['GET / HTTP/1.0\r\n\r\n', 'POST / HTTP/1.0\r\n\r\n', '\r\n\r\nx']) {
       const client = dialFrom(proxy.port);
@@ -221,13 +227,7 @@ describe('acceptProxyProtocol: trust', () => {
 
   for (const version of [1, 2] as const) {
     test(`a v${version} header written one byte at a time, then payload, is understood`, async (t) => {
-      const echo = await countingEcho();
-      t.after(() => echo.close());
-      const proxy = await recordingProxy({
-        upstreams: [{ host: '127.0.0.1', port: echo.port }],
-        acceptProxyProtocol: { trusted: ['127.0.0.1'] },
-      });
-      t.after(() => proxy.close());
+      const { proxy } = await acceptingProxy(t);
       const header =
         version === 1
           ? claim(1, '192.0.2.33', 3333, '192.0.2.1', 8443)
@@ -261,12 +261,8 @@ describe('acceptProxyProtocol: trust', () => {
 
 describe('acceptProxyProtocol: the header’s client is the client', () => {
   test('deny, per-client limits, the selector and the sent header all see the header’s address', async (t) => {
-    const echo = await countingEcho();
-    t.after(() => echo.close());
     const seen: { address: string; port: number; local: string; localPort: number }[] = [];
-    const proxy = await recordingProxy({
-      upstreams: [{ host: '127.0.0.1', port: echo.port }],
-      acceptProxyProtocol: { trusted: ['127.0.0.1'] },
+    const { echo, proxy } = await acceptingProxy(t, {
       proxyProtocol: 'v1',
       deny: ['203.0.113.0/24'],
       perClient: { maxConnections: 1 },
@@ -280,7 +276,6 @@ describe('acceptProxyProtocol: the header’s client is the client', () => {
         return ctx.candidates[0];
       },
     });
-    t.after(() => proxy.close());
 
     const denied = dialFrom(proxy.port);
     denied.socket.write(claim(1, '203.0.113.7', 4242));
@@ -325,15 +320,10 @@ describe('acceptProxyProtocol: the header’s client is the client', () => {
   });
 
   test('LOCAL (v2) and UNKNOWN (v1) headers name nobody: the TCP peer stays the client', async (t) => {
-    const echo = await countingEcho();
-    t.after(() => echo.close());
-    const proxy = await recordingProxy({
-      upstreams: [{ host: '127.0.0.1', port: echo.port }],
-      acceptProxyProtocol: { trusted: ['127.0.0.1'] },
+    const { proxy } = await acceptingProxy(t, {
       proxyProtocol: 'v1',
       deny: ['203.0.113.0/24'],
     });
-    t.after(() => proxy.close());
     const headers = [
       encodeProxyHeader({ version: 2, command: 'LOCAL', protocol: 'UNKNOWN' }),
       encodeProxyHeader({ version: 1, command: 'PROXY', protocol: 'UNKNOWN' }),
@@ -356,13 +346,7 @@ describe('acceptProxyProtocol: the header’s client is the client', () => {
   });
 
   test('a burst of clients that reset mid-header are all client_gone, never invalid_socket', async (t) => {
-    const echo = await countingEcho();
-    t.after(() => echo.close());
-    const proxy = await recordingProxy({
-      upstreams: [{ host: '127.0.0.1', port: echo.port }],
-      acceptProxyProtocol: { trusted: ['127.0.0.1'] },
-    });
-    t.after(() => proxy.close());
+    const { echo, proxy } = await acceptingProxy(t);
     const count = 100;
     const clients = Array.from({ length: count }, () => {
       const client = dialFrom(proxy.port);
@@ -381,13 +365,7 @@ describe('acceptProxyProtocol: the header’s client is the client', () => {
   });
 
   test('a client leaving during its header is client_gone; close() during a header is proxy_closing', async (t) => {
-    const echo = await countingEcho();
-    t.after(() => echo.close());
-    const proxy = await recordingProxy({
-      upstreams: [{ host: '127.0.0.1', port: echo.port }],
-      acceptProxyProtocol: { trusted: ['127.0.0.1'] },
-    });
-    t.after(() => proxy.close());
+    const { echo, proxy } = await acceptingProxy(t);
     const gone = dialFrom(proxy.port);
     gone.socket.write('PROXY TCP4 ');
     gone.socket.end();

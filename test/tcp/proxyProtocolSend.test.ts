@@ -1,13 +1,11 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
-import { startHaproxy } from '../helpers/haproxy.js';
-import { startNginx } from '../helpers/nginx.js';
 import { echoServer } from '../helpers/net.js';
-import { freePort } from '../helpers/peerProcess.js';
 import { dialFrom, received, recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
 import { tool } from '../helpers/tools.js';
+import { haproxyAcceptingProxy, nginxReportingClient } from '../helpers/proxyProtocolReceivers.js';
 import type { TcpProxyOptions } from '../../src/index.js';
 
 /** Sends `payload` (and FIN) through host:port; the reply and the client's own endpoint. */
@@ -55,10 +53,8 @@ describe('TcpProxy proxyProtocol: real receivers learn the real client', () => {
   for (const version of ['v1', 'v2'] as const) {
     test(`nginx proxy_protocol reports the client's address and port (${version}, IPv4 and IPv6 clients)`, async (t) => {
       if (!tool(t, 'nginx')) return;
-      const port = await freePort();
-      const nginx = await startNginx(
-        `server { listen 127.0.0.1:${port} proxy_protocol; return "$proxy_protocol_addr:$proxy_protocol_port\\n"; }`,
-      );
+      const nginx = await nginxReportingClient();
+      const port = nginx.port;
       t.after(() => nginx.stop());
       const { v4, v6 } = await proxiesTo(t, port, { proxyProtocol: version });
 
@@ -74,17 +70,8 @@ describe('TcpProxy proxyProtocol: real receivers learn the real client', () => {
 
     test(`haproxy accept-proxy logs the client's address and port (${version}, IPv4 and IPv6 clients)`, async (t) => {
       if (!tool(t, 'haproxy')) return;
-      const echo = await echoServer();
-      t.after(() => echo.close());
-      const port = await freePort();
-      const haproxy = await startHaproxy(
-        [
-          'listen in',
-          `  bind 127.0.0.1:${port} accept-proxy`,
-          '  log-format "client=%ci:%cp"',
-          `  server s1 127.0.0.1:${echo.port}`,
-        ].join('\n'),
-      );
+      const haproxy = await haproxyAcceptingProxy('client=%ci:%cp');
+      const port = haproxy.port;
       t.after(() => haproxy.stop());
       const { v4, v6 } = await proxiesTo(t, port, { proxyProtocol: version });
 
@@ -103,17 +90,10 @@ describe('TcpProxy proxyProtocol: real receivers learn the real client', () => {
 
   test('haproxy accept-proxy reads the TLVs and CRC32C of a v2 header built per connection', async (t) => {
     if (!tool(t, 'haproxy')) return;
-    const echo = await echoServer();
-    t.after(() => echo.close());
-    const port = await freePort();
-    const haproxy = await startHaproxy(
-      [
-        'listen in',
-        `  bind 127.0.0.1:${port} accept-proxy`,
-        '  log-format "client=%ci:%cp authority=%[fc_pp_authority] uid=%[fc_pp_unique_id]"',
-        `  server s1 127.0.0.1:${echo.port}`,
-      ].join('\n'),
+    const haproxy = await haproxyAcceptingProxy(
+      'client=%ci:%cp authority=%[fc_pp_authority] uid=%[fc_pp_unique_id]',
     );
+    const port = haproxy.port;
     t.after(() => haproxy.stop());
     const proxy = await recordingProxy({
       upstreams: [{ host: '127.0.0.1', port }],
@@ -136,10 +116,8 @@ describe('TcpProxy proxyProtocol: real receivers learn the real client', () => {
 
   test('an IPv4 client of a dual-stack (::) listener is sent as TCP4, not as ::ffff:127.0.0.1', async (t) => {
     if (!tool(t, 'nginx')) return;
-    const port = await freePort();
-    const nginx = await startNginx(
-      `server { listen 127.0.0.1:${port} proxy_protocol; return "$proxy_protocol_addr:$proxy_protocol_port\\n"; }`,
-    );
+    const nginx = await nginxReportingClient();
+    const port = nginx.port;
     t.after(() => nginx.stop());
     let proxy: RecordingProxy;
     try {

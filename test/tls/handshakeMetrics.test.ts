@@ -170,7 +170,7 @@ describe('TLS 1.3 upstream that requires a client certificate (openssl s_server 
   test('nothing relayed yet: retried on the next upstream like a connect failure', async (t) => {
     const pair = await strictThenLenient(t);
     if (pair === undefined) return;
-    const { strict, lenient, rig } = pair;
+    const { lenient, rig } = pair;
     const errors: L4Error[] = [];
     rig.proxy.on('upstreamError', (_c, _u, error) => errors.push(error));
     const reached = withTimeout(
@@ -201,7 +201,7 @@ describe('TLS 1.3 upstream that requires a client certificate (openssl s_server 
   test('client bytes already relayed: not retried, closed with the TLS reason', async (t) => {
     const pair = await strictThenLenient(t);
     if (pair === undefined) return;
-    const { strict, lenient, rig } = pair;
+    const { strict, rig } = pair;
     const client = await connect(rig.port);
     client.write('sent before the refusal\n');
     await readAll(client);
