@@ -30,7 +30,11 @@ test(
   async (t) => {
     if (chromium === undefined)
       throw new Error('L4PROXY_REQUIRE_TOOLS=1 but chromium is not installed');
-    const { cli, admin: at, port } = await startAdminCli(t, {
+    const {
+      cli,
+      admin: at,
+      port,
+    } = await startAdminCli(t, {
       token: TOKEN,
       upstreams: { a: await echo(t), b: await echo(t) },
       workers: 2,
