@@ -30,18 +30,14 @@ test(
   async (t) => {
     if (chromium === undefined)
       throw new Error('L4PROXY_REQUIRE_TOOLS=1 but chromium is not installed');
-    const {
-      cli,
-      admin: at,
-      port,
-    } = await startAdminCli(t, {
+    const { cli, admin, port } = await startAdminCli(t, {
       token: TOKEN,
       upstreams: { a: await echo(t), b: await echo(t) },
       workers: 2,
     });
     const browser = await launchChromium(chromium);
     t.after(() => browser.close());
-    const page = await browser.open(`http://${at}/#token=${TOKEN}`, 1100, 900);
+    const page = await browser.open(`http://${admin}/#token=${TOKEN}`, 1100, 900);
     await page.waitFor(`${rowState('a')} === 'up' && ${rowState('b')} === 'up'`, 'both rows up');
 
     // Traffic through both workers (cluster round-robin) until the page shows a rate.

@@ -35,26 +35,22 @@ describe('l4proxy --admin', () => {
   test('curl reads the API and drains an upstream; the action is logged; SIGHUP clears it', async (t) => {
     const curlPath = tool(t, 'curl');
     if (curlPath === undefined) return;
-    const {
-      cli,
-      admin: at,
-      port,
-    } = await startAdminCli(t, {
+    const { cli, admin, port } = await startAdminCli(t, {
       token: TOKEN,
       upstreams: { a: await taggedEcho(t, 'A:'), b: await taggedEcho(t, 'B:') },
     });
     const auth = ['-H', `Authorization: Bearer ${TOKEN}`];
 
-    const live = await curl(curlPath, ['-fsS', `http://${at}/live`]);
+    const live = await curl(curlPath, ['-fsS', `http://${admin}/live`]);
     assert.equal(live.code, 0, live.stderr);
-    assert.equal((await curl(curlPath, ['-fsS', `http://${at}/ready`])).code, 0);
+    assert.equal((await curl(curlPath, ['-fsS', `http://${admin}/ready`])).code, 0);
     const denied = await curl(curlPath, [
       '-sS',
       '-o',
       '/dev/null',
       '-w',
       '%{http_code}',
-      `http://${at}/stats`,
+      `http://${admin}/stats`,
     ]);
     assert.equal(denied.stdout, '401');
 
@@ -63,7 +59,7 @@ describe('l4proxy --admin', () => {
       '-X',
       'POST',
       ...auth,
-      `http://${at}/upstreams/web/a/drain`,
+      `http://${admin}/upstreams/web/a/drain`,
     ]);
     assert.equal(drained.code, 0, drained.stderr);
     assert.equal(
@@ -84,13 +80,13 @@ describe('l4proxy --admin', () => {
       socket.destroy();
     }
 
-    const config = await curl(curlPath, ['-fsS', ...auth, `http://${at}/config`]);
+    const config = await curl(curlPath, ['-fsS', ...auth, `http://${admin}/config`]);
     assert.ok(!config.stdout.includes(TOKEN));
     assert.match(config.stdout, /"tokenFile": "\[redacted\]"/);
 
     process.kill(cli.pid, 'SIGHUP');
     await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
-    const after = await curl(curlPath, ['-fsS', ...auth, `http://${at}/upstreams`]);
+    const after = await curl(curlPath, ['-fsS', ...auth, `http://${admin}/upstreams`]);
     const reports = (
       JSON.parse(after.stdout) as {
         listeners: { web: { upstreams: UpstreamReport[] } };
@@ -102,7 +98,7 @@ describe('l4proxy --admin', () => {
       'a reload ends overrides',
     );
 
-    const metrics = await curl(curlPath, ['-fsS', ...auth, `http://${at}/metrics`]);
+    const metrics = await curl(curlPath, ['-fsS', ...auth, `http://${admin}/metrics`]);
     assert.match(
       metrics.stdout,
       /^l4proxy_tcp_upstream_cx_connect_seconds_count\{listener="web"\} 3$/m,
@@ -115,11 +111,7 @@ describe('l4proxy --admin', () => {
   test('with workers: the primary relays /upstreams, /events, /config and control to every worker', async (t) => {
     const curlPath = tool(t, 'curl');
     if (curlPath === undefined) return;
-    const {
-      cli,
-      admin: at,
-      port,
-    } = await startAdminCli(t, {
+    const { cli, admin, port } = await startAdminCli(t, {
       token: TOKEN,
       upstreams: { a: await taggedEcho(t, 'A:'), b: await taggedEcho(t, 'B:') },
       workers: 2,
@@ -132,7 +124,7 @@ describe('l4proxy --admin', () => {
         ...auth,
         '-w',
         '\n%{http_code}',
-        `http://${at}${path}`,
+        `http://${admin}${path}`,
       ]);
       const cut = r.stdout.lastIndexOf('\n');
       return {
@@ -149,7 +141,7 @@ describe('l4proxy --admin', () => {
         ...(body === undefined ? [] : ['-H', 'content-type: application/json', '-d', body]),
         '-w',
         '\n%{http_code}',
-        `http://${at}${path}`,
+        `http://${admin}${path}`,
       ]);
       const cut = r.stdout.lastIndexOf('\n');
       return {
@@ -188,9 +180,9 @@ describe('l4proxy --admin', () => {
     );
 
     // Probes and metrics are the primary's own.
-    assert.equal((await curl(curlPath, ['-fsS', `http://${at}/live`])).code, 0);
-    assert.equal((await curl(curlPath, ['-fsS', `http://${at}/ready`])).code, 0);
-    const metrics = await curl(curlPath, ['-fsS', ...auth, `http://${at}/metrics`]);
+    assert.equal((await curl(curlPath, ['-fsS', `http://${admin}/live`])).code, 0);
+    assert.equal((await curl(curlPath, ['-fsS', `http://${admin}/ready`])).code, 0);
+    const metrics = await curl(curlPath, ['-fsS', ...auth, `http://${admin}/metrics`]);
     assert.match(
       metrics.stdout,
       /^l4proxy_tcp_downstream_cx_total\{listener="web",worker="2"\} \d+$/m,
@@ -206,7 +198,7 @@ describe('l4proxy --admin', () => {
         '/dev/null',
         '-w',
         '%{http_code}',
-        `http://${at}/upstreams${args.length > 0 ? '/web/a/drain' : ''}`,
+        `http://${admin}/upstreams${args.length > 0 ? '/web/a/drain' : ''}`,
       ]);
       assert.equal(anonymous.stdout, '401');
     }
@@ -257,7 +249,7 @@ describe('l4proxy --admin', () => {
       14,
       'summed over the workers',
     );
-    const page = await curl(curlPath, ['-fsS', `http://${at}/`]);
+    const page = await curl(curlPath, ['-fsS', `http://${admin}/`]);
     assert.match(page.stdout, /<script src="\/status\.js"/);
 
     // A stuck worker (stopped) is reported after the relay timeout, not waited on.
