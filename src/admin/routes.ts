@@ -88,23 +88,78 @@ export function answerOpenRoute(
   return false;
 }
 
-async function route(admin: AdminServer, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/**
+ * One admin request past the open routes and the token: its path, whether it reads (GET, HEAD),
+ * and for `POST /upstreams/{listener}/{upstream}/{action}` those three segments (still
+ * percent-encoded).
+ */
+export interface AdminRequest {
+  readonly path: string;
+  readonly read: boolean;
+  readonly control: readonly string[] | undefined;
+}
+
+/** How {@link readAdminRequest} answers the probes and checks the token. */
+export interface AdminAccess {
+  readonly ready: () => boolean;
+  readonly authorized: (req: IncomingMessage) => boolean;
+}
+
+/**
+ * Reads one admin request the same way for a single process and a cluster primary: answers the
+ * open routes itself (and returns undefined), refuses a missing or wrong token (401) and any
+ * method but POST on a control path (405).
+ */
+export function readAdminRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  access: AdminAccess,
+): AdminRequest | undefined {
   const path = pathOf(req);
   const method = req.method ?? 'GET';
   const read = method === 'GET' || method === 'HEAD';
-  if (answerOpenRoute(req, res, { path, read, ready: () => isReady(admin) })) return;
-  if (!admin.authorized(req)) {
+  if (answerOpenRoute(req, res, { path, read, ready: access.ready })) return undefined;
+  if (!access.authorized(req)) {
     // Drain whatever body came so the 401 reaches the client before the socket closes.
     req.resume();
     throw new AdminHttpError(401, 'missing or wrong bearer token (Authorization: Bearer <token>)');
   }
   const segments = path.split('/').slice(1);
-  if (segments[0] === 'upstreams' && segments.length === 4) {
-    if (method !== 'POST')
-      throw new AdminHttpError(405, `${method} not allowed: use POST`, undefined, {
-        allow: 'POST',
-      });
-    await control(admin, req, res, segments.slice(1).map(decodeSegment));
+  if (segments[0] !== 'upstreams' || segments.length !== 4)
+    return { path, read, control: undefined };
+  if (method !== 'POST')
+    throw new AdminHttpError(405, `${method} not allowed: use POST`, undefined, {
+      allow: 'POST',
+    });
+  return { path, read, control: segments.slice(1) };
+}
+
+/** The 404 for a path no route answers, listing the endpoints there are. */
+export function unknownEndpoint(path: string): AdminHttpError {
+  return new AdminHttpError(404, `no such endpoint: ${path}`, undefined, {
+    endpoints: [
+      '/',
+      '/stats',
+      '/metrics',
+      '/upstreams',
+      '/config',
+      '/events',
+      '/ready',
+      '/live',
+      'POST /upstreams/{listener}/{upstream}/{drain|disable|enable|weight|close}',
+    ],
+  });
+}
+
+async function route(admin: AdminServer, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const request = readAdminRequest(req, res, {
+    ready: () => isReady(admin),
+    authorized: (r) => admin.authorized(r),
+  });
+  if (request === undefined) return;
+  const { path, read, control: segments } = request;
+  if (segments !== undefined) {
+    await control(admin, req, res, segments.map(decodeSegment));
     return;
   }
   if (path === '/metrics') {
@@ -116,21 +171,7 @@ async function route(admin: AdminServer, req: IncomingMessage, res: ServerRespon
     return;
   }
   const reader = JSON_READERS[path];
-  if (reader === undefined) {
-    throw new AdminHttpError(404, `no such endpoint: ${path}`, undefined, {
-      endpoints: [
-        '/',
-        '/stats',
-        '/metrics',
-        '/upstreams',
-        '/config',
-        '/events',
-        '/ready',
-        '/live',
-        'POST /upstreams/{listener}/{upstream}/{drain|disable|enable|weight|close}',
-      ],
-    });
-  }
+  if (reader === undefined) throw unknownEndpoint(path);
   requireRead(read);
   sendJson(req, res, 200, reader(admin));
 }
@@ -296,7 +337,8 @@ function defaultConfig(listeners: readonly AdminListener[]): unknown {
   return { listeners: out };
 }
 
-function requireRead(read: boolean): void {
+/** @throws {AdminHttpError} 405 unless the request reads (GET, HEAD). */
+export function requireRead(read: boolean): void {
   if (!read)
     throw new AdminHttpError(405, 'method not allowed: use GET', undefined, {
       allow: READ_METHODS,

@@ -106,6 +106,21 @@ export function cliAdminServer(context: CliAdminContext, token?: string): AdminS
 }
 
 /**
+ * The host the admin server listens on (127.0.0.1 when none is given).
+ * @throws {Error} for a non-loopback host without a token: the API would be open to the network.
+ */
+export function adminHost(settings: AdminSettings, token: string | undefined): string {
+  const host = settings.listen.host === '' ? '127.0.0.1' : settings.listen.host;
+  if (token === undefined && !isLoopbackHost(host)) {
+    throw new Error(
+      `refusing to serve the admin API on ${formatHostPort(host, settings.listen.port)} without a token: ` +
+        `set ${ADMIN_TOKEN_ENV} or admin.tokenFile (--admin-token-file), or listen on 127.0.0.1`,
+    );
+  }
+  return host;
+}
+
+/**
  * Starts the admin server of a single-process CLI. Refuses (rejects) a non-loopback address
  * without a token. Every operator action is logged on the operational log.
  */
@@ -114,13 +129,7 @@ export async function startCliAdmin(
   context: CliAdminContext,
 ): Promise<{ server: AdminServer; address: string }> {
   const token = await readAdminToken(settings);
-  const host = settings.listen.host === '' ? '127.0.0.1' : settings.listen.host;
-  if (token === undefined && !isLoopbackHost(host)) {
-    throw new Error(
-      `refusing to serve the admin API on ${formatHostPort(host, settings.listen.port)} without a token: ` +
-        `set ${ADMIN_TOKEN_ENV} or admin.tokenFile (--admin-token-file), or listen on 127.0.0.1`,
-    );
-  }
+  const host = adminHost(settings, token);
   const server = cliAdminServer(context, token);
   const bound = await server.listen({ host, port: settings.listen.port });
   return { server, address: formatHostPort(bound.address, bound.port) };

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { bearerMatches, isLoopbackHost, sha256 } from '../admin/auth.js';
+import { bearerMatches, sha256 } from '../admin/auth.js';
 import {
   AdminHttpError,
   readJsonBody,
@@ -10,11 +10,11 @@ import {
   sendMetrics,
 } from '../admin/httpReply.js';
 import type { RelayedAdminRequest } from '../admin/relayedRequest.js';
-import { answerOpenRoute, pathOf } from '../admin/routes.js';
+import { readAdminRequest, requireRead, unknownEndpoint } from '../admin/routes.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { formatHostPort } from './address.js';
 import type { AdminSettings } from './adminConfig.js';
-import { ADMIN_TOKEN_ENV, readAdminToken } from './adminConfig.js';
+import { adminHost, readAdminToken } from './adminConfig.js';
 import type { ListenerStats } from './Listener.js';
 import type { ClusterReply } from './clusterAdmin.js';
 import { controlOutcome, firstConfig, mergeEvents, mergeUpstreams } from './clusterAdmin.js';
@@ -48,13 +48,7 @@ export async function startPrimaryAdmin(
   context: PrimaryAdminContext,
 ): Promise<{ server: http.Server; address: string }> {
   const token = await readAdminToken(settings);
-  const host = settings.listen.host === '' ? '127.0.0.1' : settings.listen.host;
-  if (token === undefined && !isLoopbackHost(host)) {
-    throw new Error(
-      `refusing to serve the admin API on ${formatHostPort(host, settings.listen.port)} without a token: ` +
-        `set ${ADMIN_TOKEN_ENV} or admin.tokenFile (--admin-token-file), or listen on 127.0.0.1`,
-    );
-  }
+  const host = adminHost(settings, token);
   const tokenHash = token === undefined ? undefined : sha256(token);
   const server = http.createServer(
     {
@@ -97,32 +91,25 @@ async function route(
   context: PrimaryAdminContext,
   tokenHash: Buffer | undefined,
 ): Promise<void> {
-  const path = pathOf(req);
-  const method = req.method ?? 'GET';
-  const read = method === 'GET' || method === 'HEAD';
-  if (answerOpenRoute(req, res, { path, read, ready: context.ready })) return;
-  if (tokenHash !== undefined && !bearerMatches(req, tokenHash)) {
-    req.resume();
-    throw new AdminHttpError(401, 'missing or wrong bearer token (Authorization: Bearer <token>)');
-  }
-  const segments = path.split('/').slice(1);
-  if (segments[0] === 'upstreams' && segments.length === 4) {
-    if (method !== 'POST')
-      throw new AdminHttpError(405, `${method} not allowed: use POST`, undefined, {
-        allow: 'POST',
-      });
+  const request = readAdminRequest(req, res, {
+    ready: context.ready,
+    authorized: (r) => tokenHash === undefined || bearerMatches(r, tokenHash),
+  });
+  if (request === undefined) return;
+  const { path, read, control: segments } = request;
+  if (segments !== undefined) {
     const body = await readJsonBody(req, MAX_BODY);
-    const request = {
+    const relayed = {
       method: 'POST',
       path,
       body,
       remoteAddress: req.socket.remoteAddress,
     } as const;
-    const outcome = await context.relay(request);
+    const outcome = await context.relay(relayed);
     const reply = controlOutcome(outcome);
     // Drain, disable, enable and weight last until the next reload, on restarted workers too.
-    if ((reply.status === 200 || reply.status === 503) && segments[3] !== 'close')
-      context.remember(request);
+    if ((reply.status === 200 || reply.status === 503) && segments[2] !== 'close')
+      context.remember(relayed);
     sendJson(req, res, reply.status, reply.body);
     return;
   }
@@ -136,20 +123,7 @@ async function route(
     return;
   }
   const merge = RELAYED_READS[path];
-  if (merge === undefined)
-    throw new AdminHttpError(404, `no such endpoint: ${path}`, undefined, {
-      endpoints: [
-        '/',
-        '/stats',
-        '/metrics',
-        '/upstreams',
-        '/config',
-        '/events',
-        '/ready',
-        '/live',
-        'POST /upstreams/{listener}/{upstream}/{drain|disable|enable|weight|close}',
-      ],
-    });
+  if (merge === undefined) throw unknownEndpoint(path);
   const reply = merge(
     await context.relay({
       method: 'GET',
@@ -186,11 +160,4 @@ function clusterStats(byWorker: Map<number, readonly ListenerStats[]>): unknown 
     }
   }
   return { time: Date.now(), listeners, workers };
-}
-
-function requireRead(read: boolean): void {
-  if (!read)
-    throw new AdminHttpError(405, 'method not allowed: use GET', undefined, {
-      allow: 'GET, HEAD',
-    });
 }

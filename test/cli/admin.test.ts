@@ -24,6 +24,7 @@ interface ClusterBody {
   readonly upstream: MergedUpstream;
   readonly closed: number;
   readonly field: string;
+  readonly endpoints: string[];
   readonly events: { kind: string; reason: string; worker: number }[];
 }
 interface ClusterReply {
@@ -203,8 +204,13 @@ describe('l4proxy --admin', () => {
       assert.equal(anonymous.stdout, '401');
     }
 
-    // Bad requests change nothing, everywhere.
+    // Bad requests change nothing, everywhere; the primary refuses as a single process does.
     assert.equal((await post('/upstreams/web/zz/drain')).status, 404);
+    assert.equal((await get('/upstreams/web/a/drain')).status, 405);
+    assert.equal((await post('/stats')).status, 405);
+    const unknown = await get('/nope');
+    assert.equal(unknown.status, 404);
+    assert.ok(unknown.body.endpoints.includes('/upstreams'), 'the 404 lists the endpoints');
     const badWeight = await post('/upstreams/web/a/weight', '{"weight":0}');
     assert.equal(badWeight.status, 400);
     assert.equal(badWeight.body.field, 'weight');
