@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { failedStream, H2SessionPool } from './h2Connect.js';
 import { openHttp1Tunnel } from './httpConnect.js';
-import type { HttpTunnel, TunnelDial, TunnelPeer } from './tunnelOptions.js';
+import type { HttpTunnel, ProxyTunnelRequest, TunnelPeer } from './tunnelOptions.js';
 import { resolveTunnel, tunnelTarget } from './tunnelOptions.js';
 import type { TunnelCounters, TunnelStats } from './TunnelStats.js';
 import { tunnelCounters } from './TunnelStats.js';
@@ -51,7 +51,11 @@ export class TunnelAgent {
   }
 
   /** Counts a tunnel request and works out what to dial, or the error that refuses it. */
-  private dial(state: UpstreamState, tunnel: HttpTunnel, peer: TunnelPeer): TunnelDial | Error {
+  private dial(
+    state: UpstreamState,
+    tunnel: HttpTunnel,
+    peer: TunnelPeer,
+  ): ProxyTunnelRequest | Error {
     const resolved = resolveTunnel(tunnel);
     this.counters.requests++;
     try {

@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import { TunnelRefusedError } from '../errors.js';
 import { kResetStream } from '../net/closeSocket.js';
 import { proxyTlsOptions, TUNNEL_READY } from './httpConnect.js';
-import type { ResolvedTunnel, TunnelDial } from './tunnelOptions.js';
+import type { ProxyTunnelRequest, ResolvedTunnel } from './tunnelOptions.js';
 import { parseAuthority } from './tunnelOptions.js';
 import { expandUdpPath } from './capsules.js';
 import type { TunnelCounters } from './TunnelStats.js';
@@ -90,7 +90,7 @@ export class H2SessionPool {
   }
 
   /** Opens a CONNECT stream to `target` through the proxy at host:port (the relay owns it). */
-  open(dial: TunnelDial): Duplex {
+  open(dial: ProxyTunnelRequest): Duplex {
     const post = dial.tunnel.postPath;
     return this.request(dial, {
       ...(post === undefined
@@ -105,7 +105,7 @@ export class H2SessionPool {
    * Opens an RFC 9298 CONNECT-UDP stream (extended CONNECT, `:protocol` connect-udp, the
    * capsule protocol) for `target` through the proxy at host:port.
    */
-  openUdp(dial: TunnelDial): Duplex {
+  openUdp(dial: ProxyTunnelRequest): Duplex {
     const { host, port, tunnel, target } = dial;
     const { host: targetHost, port: targetPort } = parseAuthority(target) ?? { host: '', port: 0 };
     const hostPart = host.includes(':') ? `[${host}]` : host;
@@ -120,7 +120,7 @@ export class H2SessionPool {
     });
   }
 
-  private request(dial: TunnelDial, headers: OutgoingHttpHeaders): Duplex {
+  private request(dial: ProxyTunnelRequest, headers: OutgoingHttpHeaders): Duplex {
     const { host, port, tunnel, target } = dial;
     const pooled = this.sessionFor(host, port, tunnel);
     let stream: ClientHttp2Stream;

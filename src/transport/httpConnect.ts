@@ -4,7 +4,7 @@ import net from 'node:net';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { TunnelRefusedError } from '../errors.js';
-import type { TunnelDial, TunnelTlsOptions } from './tunnelOptions.js';
+import type { ProxyTunnelRequest, TunnelTlsOptions } from './tunnelOptions.js';
 import type { TunnelCounters } from './TunnelStats.js';
 import { statusClass } from './TunnelStats.js';
 
@@ -38,7 +38,7 @@ function halfOpen(options: tls.ConnectionOptions): tls.ConnectionOptions {
  * a {@link TunnelRefusedError}. The socket is plain `net`/`tls`: the relay uses it as is.
  */
 export function openHttp1Tunnel(
-  dial: TunnelDial,
+  dial: ProxyTunnelRequest,
   counters: TunnelCounters,
   noDelay: boolean,
 ): Socket {

@@ -60,8 +60,8 @@ export interface HttpTunnel {
   readonly postPath?: string;
 }
 
-/** One tunnel to open: through the HTTP proxy at host:port, to `target`. */
-export interface TunnelDial {
+/** The tunnel to ask an HTTP proxy for: through the proxy at host:port, to `target`. */
+export interface ProxyTunnelRequest {
   /** The HTTP proxy (the upstream's own address). */
   readonly host: string;
   readonly port: number;
