@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { closeAll, ConfigError, validateConfig } from '../../src/cli/config.js';
+import { TcpProxy, TunnelServer } from '../../src/index.js';
 import type { HttpTunnel, TunnelPeer } from '../../src/index.js';
+import { connect, echoServer, readAll } from '../helpers/net.js';
 
 const peer: TunnelPeer = {
   protocol: 'tcp',
@@ -76,4 +78,57 @@ test('CLI tunnel errors name the option path', () => {
     (err: unknown) =>
       err instanceof ConfigError && err.path === 'listeners[0].upstreams[0].tunnel.protocol',
   );
+});
+
+test('CLI tunnel upstreams pass usePost and postPath through: the tunnel is an HTTP/2 POST to that path', async (t) => {
+  const echo = await echoServer();
+  t.after(() => echo.close());
+  const server = new TunnelServer({
+    upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    route: 'any',
+    postPath: '/tunnel',
+  });
+  const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+  t.after(() => server.close());
+  /** The TCP proxy the CLI builds for a tunnel upstream POSTing to `postPath`, listening. */
+  const cliProxy = async (postPath: string): Promise<{ proxy: TcpProxy; port: number }> => {
+    const config = validateConfig(
+      {
+        listeners: [
+          {
+            protocol: 'tcp',
+            listen: '127.0.0.1:0',
+            maxConnectAttempts: 1,
+            upstreams: [
+              {
+                host: '127.0.0.1',
+                port,
+                tunnel: { protocol: 'h2', target: 'db:5432', usePost: true, postPath },
+              },
+            ],
+          },
+        ],
+      },
+      'test.json',
+    );
+    const proxy = config.listeners[0]?.proxy;
+    assert.ok(proxy instanceof TcpProxy);
+    t.after(() => proxy.close({ drainTimeout: 0 }));
+    return { proxy, port: (await proxy.listen({ port: 0, host: '127.0.0.1' })).port };
+  };
+  const posting = await cliProxy('/tunnel');
+  const client = await connect(posting.port);
+  client.end('posted bytes');
+  assert.equal((await readAll(client)).toString(), 'posted bytes');
+  // The same upstream POSTing elsewhere is refused with 405: the path (and so POST) reached the
+  // wire. A CONNECT would have been accepted whatever the path.
+  const elsewhere = await cliProxy('/elsewhere');
+  const refused = new Promise<unknown>((resolve) => {
+    elsewhere.proxy.once('connectionClose', (summary) => {
+      resolve(summary.error);
+    });
+  });
+  await readAll(await connect(elsewhere.port));
+  assert.equal(((await refused) as { status?: number } | undefined)?.status, 405);
+  assert.equal(server.stats().tunnel_opened_total, 1);
 });
