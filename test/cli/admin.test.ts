@@ -119,26 +119,13 @@ describe('l4proxy --admin', () => {
     });
     const started = await cli.waitLines('stderr', (l) => l.msg === 'worker ready', 2, 15_000);
     const auth = ['-H', `Authorization: Bearer ${TOKEN}`];
-    const get = async (path: string): Promise<ClusterReply> => {
-      const r = await curl(curlPath, [
-        '-sS',
-        ...auth,
-        '-w',
-        '\n%{http_code}',
-        `http://${admin}${path}`,
-      ]);
-      const cut = r.stdout.lastIndexOf('\n');
-      return {
-        status: Number(r.stdout.slice(cut + 1)),
-        body: JSON.parse(r.stdout.slice(0, cut)) as ClusterBody,
-      };
-    };
-    const post = async (path: string, body?: string): Promise<ClusterReply> => {
+    /** curl `method path` with the token: the status and the JSON body. */
+    const call = async (method: string, path: string, body?: string): Promise<ClusterReply> => {
       const r = await curl(curlPath, [
         '-sS',
         ...auth,
         '-X',
-        'POST',
+        method,
         ...(body === undefined ? [] : ['-H', 'content-type: application/json', '-d', body]),
         '-w',
         '\n%{http_code}',
@@ -150,6 +137,8 @@ describe('l4proxy --admin', () => {
         body: JSON.parse(r.stdout.slice(0, cut)) as ClusterBody,
       };
     };
+    const get = (path: string): Promise<ClusterReply> => call('GET', path);
+    const post = (path: string, body?: string): Promise<ClusterReply> => call('POST', path, body);
 
     // Real traffic: long-lived connections, spread over both workers by cluster's round-robin.
     const held: Socket[] = [];

@@ -198,11 +198,10 @@ describe('PROXY protocol interop: haproxy as the receiver', () => {
   test('haproxy accept-proxy believes encodeProxyHeader v1 and v2 (with CRC32C and TLVs), IPv4 and IPv6', async (t) => {
     if (!tool(t, 'haproxy')) return;
     const haproxy = await haproxyAcceptingProxy('client=%ci:%cp');
-    const port = haproxy.port;
     try {
       for (const version of [1, 2] as const) {
         for (const claim of claims) {
-          const socket = await connect(port);
+          const socket = await connect(haproxy.port);
           const reply = readAll(socket);
           socket.write(claimHeader(version, claim));
           socket.end(`ping v${version}`);
@@ -227,11 +226,10 @@ describe('PROXY protocol interop: haproxy as the receiver', () => {
   test('haproxy accept-proxy refuses a v2 header whose CRC32C we corrupted', async (t) => {
     if (!tool(t, 'haproxy')) return;
     const haproxy = await haproxyAcceptingProxy();
-    const port = haproxy.port;
     try {
       const bytes = claimHeader(2, claims[0]);
       bytes[bytes.length - 1] = (bytes[bytes.length - 1] ?? 0) ^ 0xff;
-      const socket = await connect(port);
+      const socket = await connect(haproxy.port);
       const reply = readAll(socket);
       socket.write(bytes);
       socket.write('ping');
@@ -247,11 +245,10 @@ describe('PROXY protocol interop: nginx as the receiver', () => {
   test('nginx proxy_protocol reports the client encodeProxyHeader claims, v1 and v2, IPv4 and IPv6', async (t) => {
     if (!tool(t, 'nginx')) return;
     const nginx = await nginxReportingClient();
-    const port = nginx.port;
     try {
       for (const version of [1, 2] as const) {
         for (const claim of claims) {
-          const socket = await connect(port);
+          const socket = await connect(nginx.port);
           const reply = readAll(socket);
           socket.write(claimHeader(version, claim));
           assert.equal(

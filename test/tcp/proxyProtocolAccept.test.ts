@@ -71,10 +71,9 @@ describe('acceptProxyProtocol: real senders (haproxy send-proxy) in front of l4p
     test(`haproxy ${inbound} -> l4proxy -> nginx (${outbound}): everyone sees the original client, not haproxy`, async (t) => {
       if (!tool(t, 'haproxy') || !tool(t, 'nginx')) return;
       const nginx = await nginxReportingClient();
-      const nginxPort = nginx.port;
       t.after(() => nginx.stop());
       const l4 = await recordingProxy({
-        upstreams: [{ host: '127.0.0.1', port: nginxPort }],
+        upstreams: [{ host: '127.0.0.1', port: nginx.port }],
         acceptProxyProtocol: { trusted: ['127.0.0.1'] },
         proxyProtocol: outbound,
       });

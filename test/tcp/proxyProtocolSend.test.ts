@@ -54,9 +54,8 @@ describe('TcpProxy proxyProtocol: real receivers learn the real client', () => {
     test(`nginx proxy_protocol reports the client's address and port (${version}, IPv4 and IPv6 clients)`, async (t) => {
       if (!tool(t, 'nginx')) return;
       const nginx = await nginxReportingClient();
-      const port = nginx.port;
       t.after(() => nginx.stop());
-      const { v4, v6 } = await proxiesTo(t, port, { proxyProtocol: version });
+      const { v4, v6 } = await proxiesTo(t, nginx.port, { proxyProtocol: version });
 
       const four = await visit(v4.port, '127.0.0.1');
       assert.equal(four.reply, `127.0.0.1:${four.port}\n`);
@@ -71,9 +70,8 @@ describe('TcpProxy proxyProtocol: real receivers learn the real client', () => {
     test(`haproxy accept-proxy logs the client's address and port (${version}, IPv4 and IPv6 clients)`, async (t) => {
       if (!tool(t, 'haproxy')) return;
       const haproxy = await haproxyAcceptingProxy('client=%ci:%cp');
-      const port = haproxy.port;
       t.after(() => haproxy.stop());
-      const { v4, v6 } = await proxiesTo(t, port, { proxyProtocol: version });
+      const { v4, v6 } = await proxiesTo(t, haproxy.port, { proxyProtocol: version });
 
       const four = await visit(v4.port, '127.0.0.1', `ping ${version}`);
       assert.equal(
@@ -93,10 +91,9 @@ describe('TcpProxy proxyProtocol: real receivers learn the real client', () => {
     const haproxy = await haproxyAcceptingProxy(
       'client=%ci:%cp authority=%[fc_pp_authority] uid=%[fc_pp_unique_id]',
     );
-    const port = haproxy.port;
     t.after(() => haproxy.stop());
     const proxy = await recordingProxy({
-      upstreams: [{ host: '127.0.0.1', port }],
+      upstreams: [{ host: '127.0.0.1', port: haproxy.port }],
       proxyProtocol: {
         version: 'v2',
         crc32c: true,
@@ -117,13 +114,16 @@ describe('TcpProxy proxyProtocol: real receivers learn the real client', () => {
   test('an IPv4 client of a dual-stack (::) listener is sent as TCP4, not as ::ffff:127.0.0.1', async (t) => {
     if (!tool(t, 'nginx')) return;
     const nginx = await nginxReportingClient();
-    const port = nginx.port;
     t.after(() => nginx.stop());
     let proxy: RecordingProxy;
     try {
       proxy = await recordingProxy(
         // Only loopback clients, since '::' listens on every interface.
-        { upstreams: [{ host: '127.0.0.1', port }], proxyProtocol: 'v1', allow: ['127.0.0.0/8'] },
+        {
+          upstreams: [{ host: '127.0.0.1', port: nginx.port }],
+          proxyProtocol: 'v1',
+          allow: ['127.0.0.0/8'],
+        },
         { host: '::', ipv6Only: false },
       );
     } catch (error) {
