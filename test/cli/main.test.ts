@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { get } from 'node:http';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
-import { connect, readAll, waitFor, withTimeout } from '../helpers/net.js';
+import { connect, readAll, waitFor } from '../helpers/net.js';
 import { roundTrip, taggedEcho } from '../helpers/testServer.js';
+import { httpGet } from '../helpers/httpGet.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
 import { parseExposition, valueOf } from '../metrics/exposition.js';
 import { configDir, listenPort, runCli, startCli } from './cli.js';
@@ -15,23 +15,6 @@ async function exchange(port: number, text: string): Promise<string> {
   const body = readAll(socket);
   socket.end(text);
   return (await body).toString();
-}
-
-function httpGet(url: string): Promise<{ status: number; type: string; body: string }> {
-  return withTimeout(
-    new Promise((resolve, reject) => {
-      get(url, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (body += chunk));
-        res.on('end', () => {
-          resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body });
-        });
-      }).on('error', reject);
-    }),
-    5_000,
-    `GET ${url}`,
-  );
 }
 
 describe('l4proxy quick form', () => {

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { curl } from '../helpers/curl.js';
+import { httpGet } from '../helpers/httpGet.js';
 import { makeCa } from '../helpers/tlsCa.js';
 import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
 import { findTool, requireTools } from '../helpers/tools.js';
@@ -14,20 +15,6 @@ const needed = ['curl', 'openssl'].filter((name) => findTool(name) === undefined
 const missing = needed.length === 0 ? undefined : `${needed.join(', ')} not installed`;
 if (missing !== undefined && requireTools)
   throw new Error(`L4PROXY_REQUIRE_TOOLS=1 but ${missing}`);
-
-function httpGet(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, (response) => {
-        let body = '';
-        response.on('data', (chunk: Buffer) => (body += chunk.toString()));
-        response.on('end', () => {
-          resolve(body);
-        });
-      })
-      .on('error', reject);
-  });
-}
 
 describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }, () => {
   let ca: TestCa;
@@ -130,7 +117,7 @@ describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }
       assert.equal(fetched.stdout, 'origin 200', fetched.stderr);
     }
     await cli.waitLines('stdout', (l) => l.msg === 'tunnel closed', 4);
-    const metrics = await httpGet(`http://${metricsAt}/metrics`);
+    const metrics = (await httpGet(`http://${metricsAt}/metrics`)).body;
     const opened = [
       ...metrics.matchAll(
         /^l4proxy_tunnel_server_tunnel_opened_total\{worker="(\d)",listener="egress"\} (\d+)$/gm,
@@ -184,7 +171,7 @@ describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }
         ['egress', 403, 'refused'],
       ],
     );
-    const metrics = await httpGet(`http://${metricsAt}/metrics`);
+    const metrics = (await httpGet(`http://${metricsAt}/metrics`)).body;
     assert.match(metrics, /l4proxy_tunnel_server_tunnel_opened_total\{listener="egress"\} 1/);
     assert.match(
       metrics,

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import type { Socket } from 'node:net';
-import { get } from 'node:http';
 import { test } from 'node:test';
-import { connect, listen, readAll, waitFor, withTimeout } from '../helpers/net.js';
+import { connect, listen, readAll, waitFor } from '../helpers/net.js';
 import { parseExposition, valueOf } from '../metrics/exposition.js';
+import { httpGet } from '../helpers/httpGet.js';
 import { listenPort, startCli } from './cli.js';
 
 test('--workers 2: both workers serve, metrics aggregate them, SIGTERM drains live connections and exits 0', async (t) => {
@@ -47,20 +47,7 @@ test('--workers 2: both workers serve, metrics aggregate them, SIGTERM drains li
   assert.equal(pids.size, 2, 'both workers served connections');
   assert.ok(!pids.has(cli.pid), 'the primary serves none');
 
-  const body = await withTimeout(
-    new Promise<string>((resolve, reject) => {
-      get(`http://${String(metrics.address)}/metrics`, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (text += chunk));
-        res.on('end', () => {
-          resolve(text);
-        });
-      }).on('error', reject);
-    }),
-    5_000,
-    'metrics',
-  );
+  const { body } = await httpGet(`http://${String(metrics.address)}/metrics`);
   const families = parseExposition(body);
   const listener = `tcp:127.0.0.1:0`;
   const perWorker = ['1', '2'].map(

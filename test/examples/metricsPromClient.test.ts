@@ -1,30 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { get } from 'node:http';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { connect, echoServer, readAll, waitFor, withTimeout } from '../helpers/net.js';
+import { connect, echoServer, readAll, waitFor } from '../helpers/net.js';
 import { parseExposition } from '../metrics/exposition.js';
+import { httpGet } from '../helpers/httpGet.js';
 
 const main = fileURLToPath(new URL('../../examples/metrics-prom-client/main.js', import.meta.url));
-
-function fetchText(url: string): Promise<string> {
-  return withTimeout(
-    new Promise((resolve, reject) => {
-      get(url, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (text += chunk));
-        res.on('end', () => {
-          resolve(text);
-        });
-      }).on('error', reject);
-    }),
-    5_000,
-    url,
-  );
-}
 
 /** Every series as `name{sorted labels} value`, the comparable content of an exposition. */
 function series(text: string): string[] {
@@ -57,8 +40,8 @@ test('the prom-client example exports the same series and values as proxy.metric
     assert.equal((await body).toString(), 'ping');
   }
   const base = `http://127.0.0.1:${ready.metricsPort}`;
-  const fromPromClient = series(await fetchText(`${base}/metrics`));
-  const native = series(await fetchText(`${base}/native`));
+  const fromPromClient = series((await httpGet(`${base}/metrics`)).body);
+  const native = series((await httpGet(`${base}/native`)).body);
   assert.deepEqual(fromPromClient, native);
   assert.ok(native.includes('counter l4proxy_tcp_downstream_cx_total[] 3'));
   const exited = waitFor(child, 'exit');
