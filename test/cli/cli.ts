@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeAll, ConfigError, validateConfig } from '../../src/cli/config.js';
 import { withTimeout } from '../helpers/net.js';
 
 /** The built CLI entry point. */
@@ -161,4 +163,15 @@ export async function listenPort(cli: CliProcess, name?: string): Promise<number
     (l) => l.msg === 'listening' && (name === undefined || l.listener === name),
   );
   return Number(/:(\d+)$/.exec(String(line.address))?.[1]);
+}
+
+/** The message validateConfig throws for `json` (read as `l4proxy.json`); fails if it accepts it. */
+export function configErrorOf(json: unknown): string {
+  try {
+    closeAll(validateConfig(json, 'l4proxy.json').listeners);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.message;
+  }
+  assert.fail('expected a ConfigError');
 }

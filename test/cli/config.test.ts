@@ -2,18 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { closeAll, ConfigError, loadConfigFile, validateConfig } from '../../src/cli/config.js';
 import { TcpProxy, UdpProxy } from '../../src/index.js';
-import { configDir } from './cli.js';
-
-/** The message validateConfig throws for `json`. */
-function errorOf(json: unknown): string {
-  try {
-    closeAll(validateConfig(json, 'l4proxy.json').listeners);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err.message;
-  }
-  assert.fail('expected a ConfigError');
-}
+import { configDir, configErrorOf } from './cli.js';
 
 const tcp = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
   protocol: 'tcp',
@@ -25,72 +14,74 @@ const tcp = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
 describe('config validation', () => {
   test('an invalid library option is named with the file, the listener path and what was expected', () => {
     assert.equal(
-      errorOf({ listeners: [tcp(), tcp({ upstreams: [{ host: 'a', port: 70000 }] })] }),
+      configErrorOf({ listeners: [tcp(), tcp({ upstreams: [{ host: 'a', port: 70000 }] })] }),
       'l4proxy.json: listeners[1].upstreams[0].port: expected an integer from 1 to 65535, received 70000',
     );
     assert.equal(
-      errorOf({ listeners: [tcp({ connectTimeout: -1 })] }),
+      configErrorOf({ listeners: [tcp({ connectTimeout: -1 })] }),
       'l4proxy.json: listeners[0].connectTimeout: expected an integer from 1 to 2147483647, received -1',
     );
     assert.equal(
-      errorOf({ listeners: [{ ...tcp(), protocol: 'udp', proxyProtocol: 'v1' }] }),
+      configErrorOf({ listeners: [{ ...tcp(), protocol: 'udp', proxyProtocol: 'v1' }] }),
       `l4proxy.json: listeners[0].proxyProtocol: expected 'v2' (v1 cannot carry UDP), received "v1"`,
     );
   });
 
   test('CLI fields are checked: protocol, listen, names, duplicates, top-level keys', () => {
-    assert.equal(errorOf([]), 'l4proxy.json: expected a JSON object { "listeners": [...] }');
+    assert.equal(configErrorOf([]), 'l4proxy.json: expected a JSON object { "listeners": [...] }');
     assert.equal(
-      errorOf({ listeners: [] }),
+      configErrorOf({ listeners: [] }),
       'l4proxy.json: listeners: expected a non-empty array of listeners, received []',
     );
     assert.match(
-      errorOf({ listeners: [tcp()], extra: 1 }),
+      configErrorOf({ listeners: [tcp()], extra: 1 }),
       /^l4proxy\.json: extra: expected one of the known settings/,
     );
     assert.equal(
-      errorOf({ listeners: [tcp({ protocol: 'sctp' })] }),
+      configErrorOf({ listeners: [tcp({ protocol: 'sctp' })] }),
       'l4proxy.json: listeners[0].protocol: expected "tcp", "udp" or "tunnel", received "sctp"',
     );
     assert.equal(
-      errorOf({ listeners: [tcp({ listen: '127.0.0.1' })] }),
+      configErrorOf({ listeners: [tcp({ listen: '127.0.0.1' })] }),
       'l4proxy.json: listeners[0].listen: expected "host:port" (IPv6 as "[::1]:port") with a port from 0 to 65535, received "127.0.0.1"',
     );
     assert.equal(
-      errorOf({
+      configErrorOf({
         listeners: [tcp({ listen: '127.0.0.1:9000' }), tcp({ listen: '127.0.0.1:9000' })],
       }),
       'l4proxy.json: listeners[1].listen: expected an address not used by listeners[0], received "127.0.0.1:9000"',
     );
     assert.equal(
-      errorOf({ listeners: [tcp({ name: 'a' }), tcp({ name: 'a' })] }),
+      configErrorOf({ listeners: [tcp({ name: 'a' }), tcp({ name: 'a' })] }),
       'l4proxy.json: listeners[1].name: expected a name not used by listeners[0], received "a"',
     );
     assert.match(
-      errorOf({ listeners: [tcp({ tcpFastOpen: true })] }),
+      configErrorOf({ listeners: [tcp({ tcpFastOpen: true })] }),
       /^l4proxy\.json: listeners\[0\]\.tcpFastOpen: expected one of the known options \(name, protocol, listen, selector, dns, /,
     );
     assert.equal(
-      errorOf({ listeners: [tcp()], workers: 0 }),
+      configErrorOf({ listeners: [tcp()], workers: 0 }),
       'l4proxy.json: workers: expected an integer from 1 to 1024, or "auto", received 0',
     );
     assert.match(
-      errorOf({ listeners: [tcp({ mode: 'transparent' })] }),
+      configErrorOf({ listeners: [tcp({ mode: 'transparent' })] }),
       /^l4proxy\.json: listeners\[0\]: Proxy mode "transparent" is not supported/,
     );
   });
 
   test('selectors are built by name or { type, ...options }, with errors under selector', () => {
     assert.equal(
-      errorOf({ listeners: [tcp({ selector: 'fastest' })] }),
+      configErrorOf({ listeners: [tcp({ selector: 'fastest' })] }),
       'l4proxy.json: listeners[0].selector: expected one of roundRobin, random, leastConnections, consistentHash, failover or an object { "type": name, ...options }, received "fastest"',
     );
     assert.equal(
-      errorOf({ listeners: [tcp({ selector: { type: 'consistentHash', algorithm: 'jump' } })] }),
+      configErrorOf({
+        listeners: [tcp({ selector: { type: 'consistentHash', algorithm: 'jump' } })],
+      }),
       `l4proxy.json: listeners[0].selector.algorithm: expected 'maglev' or 'ring', received "jump"`,
     );
     assert.equal(
-      errorOf({
+      configErrorOf({
         listeners: [
           tcp({ selector: { type: 'failover', within: { type: 'leastConnections', choices: 0 } } }),
         ],
@@ -175,15 +166,15 @@ describe('config validation', () => {
 describe('config: DNS discovery and health per listener', () => {
   test('a dns block becomes the listener upstream source; its errors name listeners[i].dns.<option>', async () => {
     assert.equal(
-      errorOf({ listeners: [tcp({ dns: { name: 'db.example.test', type: 'A' } })] }),
+      configErrorOf({ listeners: [tcp({ dns: { name: 'db.example.test', type: 'A' } })] }),
       'l4proxy.json: listeners[0].dns.port: expected an integer from 1 to 65535, received undefined',
     );
     assert.match(
-      errorOf({ listeners: [tcp({ dns: { name: 'x.test', type: 'MX', port: 1 } })] }),
+      configErrorOf({ listeners: [tcp({ dns: { name: 'x.test', type: 'MX', port: 1 } })] }),
       /^l4proxy\.json: listeners\[0\]\.dns\.type: expected /,
     );
     assert.match(
-      errorOf({ listeners: [tcp({ healthCheck: { interval: 'often' } })] }),
+      configErrorOf({ listeners: [tcp({ healthCheck: { interval: 'often' } })] }),
       /^l4proxy\.json: listeners\[0\]\.healthCheck\.interval: expected /,
     );
     const config = validateConfig(

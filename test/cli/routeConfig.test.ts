@@ -3,22 +3,13 @@ import { execFile } from 'node:child_process';
 import http from 'node:http';
 import { promisify } from 'node:util';
 import { test } from 'node:test';
-import { closeAll, ConfigError, validateConfig } from '../../src/cli/config.js';
+import { validateConfig } from '../../src/cli/config.js';
 import type { TcpProxy } from '../../src/index.js';
 import { listen } from '../helpers/net.js';
 import { tool } from '../helpers/tools.js';
+import { configErrorOf } from './cli.js';
 
 const run = promisify(execFile);
-
-function errorOf(json: unknown): string {
-  try {
-    closeAll(validateConfig(json, 'l4proxy.json').listeners);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err.message;
-  }
-  assert.fail('expected a ConfigError');
-}
 
 const tcp = (extra: Record<string, unknown>): Record<string, unknown> => ({
   protocol: 'tcp',
@@ -29,21 +20,21 @@ const tcp = (extra: Record<string, unknown>): Record<string, unknown> => ({
 
 test('config: preread inspectors and routes are validated with their path in the file', () => {
   assert.equal(
-    errorOf({ listeners: [tcp({ preread: { inspectors: ['tls', 'smtp'] } })] }),
+    configErrorOf({ listeners: [tcp({ preread: { inspectors: ['tls', 'smtp'] } })] }),
     'l4proxy.json: listeners[0].preread.inspectors[1]: expected one of tls, http1, postgres, firstLine, received "smtp"',
   );
   assert.equal(
-    errorOf({
+    configErrorOf({
       listeners: [tcp({ preread: { inspectors: { pg: { type: 'postgres', sslRequest: 'x' } } } })],
     }),
     `l4proxy.json: listeners[0].preread.inspectors.pg.sslRequest: expected 'refuse' or 'passthrough', received "x"`,
   );
   assert.equal(
-    errorOf({ listeners: [tcp({ routes: [{ database: 'a' }] })] }),
+    configErrorOf({ listeners: [tcp({ routes: [{ database: 'a' }] })] }),
     'l4proxy.json: listeners[0].routes[0].group: expected the name of an upstream group, received undefined',
   );
   assert.match(
-    errorOf({ listeners: [tcp({ routes: [{ port: 1, group: 'a' }] })] }),
+    configErrorOf({ listeners: [tcp({ routes: [{ port: 1, group: 'a' }] })] }),
     /^l4proxy\.json: listeners\[0\]\.routes\[0\]\.port: /,
   );
 });
