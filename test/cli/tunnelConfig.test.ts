@@ -128,7 +128,9 @@ test('CLI tunnel upstreams pass usePost and postPath through: the tunnel is an H
       resolve(summary.error);
     });
   });
-  await readAll(await connect(elsewhere.port));
+  const refusedClient = await connect(elsewhere.port);
+  await readAll(refusedClient);
+  refusedClient.destroy();
   assert.equal(((await refused) as { status?: number } | undefined)?.status, 405);
   assert.equal(server.stats().tunnel_opened_total, 1);
 });
