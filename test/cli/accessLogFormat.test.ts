@@ -4,8 +4,8 @@ import { compileFormat, parseAccessLogSetting } from '../../src/cli/accessLogFor
 import { connect, waitFor } from '../helpers/net.js';
 import { testServer } from '../helpers/testServer.js';
 import { configDir, listenPort, runCli, startCli } from './cli.js';
-import { execFile } from 'node:child_process';
 import { testCa } from '../helpers/tlsCa.js';
+import { opensslClient } from '../helpers/openssl.js';
 import { tool } from '../helpers/tools.js';
 
 const echo = (t: { after(fn: () => unknown): void }): Promise<number> =>
@@ -93,30 +93,23 @@ describe('access log formats', () => {
     const cli = startCli(t, ['--config', file]);
     const tlsPort = await listenPort(cli, 'tls');
     const httpPort = await listenPort(cli, 'http');
-    const out = await new Promise<string>((resolve) => {
-      const child = execFile(
-        openssl,
-        [
-          's_client',
-          '-connect',
-          `127.0.0.1:${tlsPort}`,
-          '-servername',
-          'localhost',
-          '-CAfile',
-          ca.certFile,
-          '-cert',
-          client.certFile,
-          '-key',
-          client.keyFile,
-          '-brief',
-        ],
-        { timeout: 20_000 },
-        (_error, stdout, stderr) => {
-          resolve(stdout + stderr);
-        },
-      );
-      child.stdin?.end('ping\n');
-    });
+    const out = await opensslClient(
+      openssl,
+      [
+        '-connect',
+        `127.0.0.1:${tlsPort}`,
+        '-servername',
+        'localhost',
+        '-CAfile',
+        ca.certFile,
+        '-cert',
+        client.certFile,
+        '-key',
+        client.keyFile,
+        '-brief',
+      ],
+      'ping\n',
+    );
     assert.match(out, /CONNECTION ESTABLISHED|Verification: OK/);
     const socket = await connect(httpPort);
     socket.write('GET / HTTP/1.1\r\nHost: Example.Test:8080\r\n\r\n');

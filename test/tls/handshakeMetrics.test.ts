@@ -1,14 +1,13 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
-import { execFile } from 'node:child_process';
 import { LatencyRecorder } from '../../src/index.js';
 import type { L4Error, TcpProxyOptions, UpstreamCandidate } from '../../src/index.js';
 import { renderFamilies } from '../../src/metrics/prometheus.js';
 import { connect, readAll, readUntil, withTimeout } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 import type { ProxyUnderTest } from '../helpers/proxy.js';
-import { startOpensslServer } from '../helpers/opensslServer.js';
+import { opensslClient, startOpensslServer } from '../helpers/openssl.js';
 import { issueServerAndClient, sharedPki } from '../helpers/tlsCa.js';
 import { testServer } from '../helpers/testServer.js';
 
@@ -80,7 +79,7 @@ describe('TLS handshake histograms', () => {
       terminateTls: { cert: p.server.cert, key: p.server.key },
     });
     for (let i = 0; i < 2; i++) {
-      const out = await sClient(p.openssl, [
+      const out = await opensslClient(p.openssl, [
         '-connect',
         `127.0.0.1:${rig.port}`,
         '-CAfile',
@@ -211,17 +210,3 @@ describe('TLS 1.3 upstream that requires a client certificate (openssl s_server 
     assert.equal(summary.attempts, 1);
   });
 });
-
-function sClient(openssl: string, args: readonly string[]): Promise<string> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      openssl,
-      ['s_client', ...args],
-      { timeout: 20_000 },
-      (_error, stdout, stderr) => {
-        resolve(stdout + stderr);
-      },
-    );
-    child.stdin?.end();
-  });
-}

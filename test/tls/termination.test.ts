@@ -19,6 +19,7 @@ import { recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
 import { freePort } from '../helpers/peerProcess.js';
 import { testServer } from '../helpers/testServer.js';
+import { opensslClient } from '../helpers/openssl.js';
 import { startHaproxy } from '../helpers/haproxy.js';
 import { sharedPki, testCa } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
@@ -75,8 +76,7 @@ function run(
 
 /** `openssl s_client` through the proxy: its whole output (stdin is empty; -ign_eof waits for the server). */
 async function sClient(p: Pki, port: number, extra: readonly string[]): Promise<string> {
-  const result = await run(p.openssl, [
-    's_client',
+  return opensslClient(p.openssl, [
     '-connect',
     `127.0.0.1:${port}`,
     '-CAfile',
@@ -85,7 +85,6 @@ async function sClient(p: Pki, port: number, extra: readonly string[]): Promise<
     '-ign_eof',
     ...extra,
   ]);
-  return result.stdout + result.stderr;
 }
 
 describe('TLS termination', () => {

@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { freePort, startPeer } from './peerProcess.js';
 import type { PeerProcess } from './peerProcess.js';
 import type { IssuedCert } from './tlsCa.js';
@@ -32,4 +33,26 @@ export async function startOpensslServer(
   args.push('-rev');
   const peer = await startPeer(openssl, args, port);
   return { ...peer, port };
+}
+
+/**
+ * Runs `openssl s_client args` (bounded 20 s) with `input` as its stdin, then end of input;
+ * resolves with all it printed, stdout then stderr, whatever its exit code.
+ */
+export function opensslClient(
+  openssl: string,
+  args: readonly string[],
+  input = '',
+): Promise<string> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      openssl,
+      ['s_client', ...args],
+      { timeout: 20_000 },
+      (_error, stdout, stderr) => {
+        resolve(stdout + stderr);
+      },
+    );
+    child.stdin?.end(input);
+  });
 }
