@@ -33,6 +33,32 @@ function log(message: string): void {
   process.stderr.write(`${message}\n`);
 }
 
+/**
+ * The CPU meters of one run. They start once the scenario's warm-up is over, so that a fresh
+ * Node proxy's JIT compilation and start-up are not counted against the measured operations.
+ */
+class RunMeters {
+  proxy: CpuMeter;
+  backend: CpuMeter;
+  machine = new MachineMeter();
+  private readonly timer: NodeJS.Timeout | undefined;
+
+  constructor(pids: readonly number[], backendPid: number, warmupSeconds: number) {
+    this.proxy = new CpuMeter(pids);
+    this.backend = new CpuMeter([backendPid]);
+    if (warmupSeconds <= 0) return;
+    this.timer = setTimeout(() => {
+      this.proxy = new CpuMeter(pids);
+      this.backend = new CpuMeter([backendPid]);
+      this.machine = new MachineMeter();
+    }, warmupSeconds * 1000);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+  }
+}
+
 /** One contender, one repetition: a fresh proxy, the load, CPU of everyone involved. */
 async function measure(
   scenario: Scenario,
@@ -46,22 +72,25 @@ async function measure(
       protocol: scenario.protocol,
       upstreamPort: backend.port,
       responses: scenario.responses,
-      profileDir: contender.name === 'l4proxy' ? profileDir : undefined,
+      profileDir: profileDir === undefined ? undefined : join(profileDir, contender.name),
     },
     context.tools,
   );
   try {
     const pids = running.pids();
-    const proxyMeter = new CpuMeter(pids);
-    const backendMeter = new CpuMeter([backend.pid]);
-    const machineMeter = new MachineMeter();
-    const sample = await scenario.run(running.port, () => running.pids(), context);
-    if (pids.length > 0) sample.proxyCpu = proxyMeter.cores();
-    sample.backendCpu = backendMeter.cores();
+    const meters = new RunMeters(pids, backend.pid, scenario.warmup ?? 0);
+    let sample: Sample;
+    try {
+      sample = await scenario.run(running.port, () => running.pids(), context);
+    } finally {
+      meters.stop();
+    }
+    if (pids.length > 0) sample.proxyCpu = meters.proxy.cores();
+    sample.backendCpu = meters.backend.cores();
     // What the machine did besides this benchmark: other jobs share it, so show the noise.
     sample.otherCpu = Math.max(
       0,
-      machineMeter.cores() - (sample.proxyCpu ?? 0) - sample.backendCpu - sample.loadgenCpu,
+      meters.machine.cores() - (sample.proxyCpu ?? 0) - sample.backendCpu - sample.loadgenCpu,
     );
     scenario.derive?.(sample);
     return sample;
@@ -151,12 +180,14 @@ async function runScenario(
 }
 
 function profileNotes(options: BenchOptions, scenarios: readonly ScenarioResult[]): string {
-  const parts = ['# l4proxy CPU profiles (self time, all repetitions)', ''];
+  const parts = ['# CPU profiles of the Node contenders (self time, all repetitions)', ''];
   for (const scenario of scenarios) {
-    if (scenario.skipped !== undefined || scenario.results.l4proxy === undefined) continue;
-    const files = profilesIn(join(options.outDir, 'profiles', scenario.id));
-    if (files.length === 0) continue;
-    parts.push(`## ${scenario.id}`, '', selfTimeTable(files), '');
+    if (scenario.skipped !== undefined) continue;
+    for (const contender of Object.keys(scenario.results)) {
+      const files = profilesIn(join(options.outDir, 'profiles', scenario.id, contender));
+      if (files.length === 0) continue;
+      parts.push(`## ${scenario.id}: ${contender}`, '', selfTimeTable(files), '');
+    }
   }
   return parts.join('\n');
 }

@@ -47,7 +47,7 @@ export interface ProxySetup {
   readonly upstreamPort: number;
   /** UDP only: close a session after this many replies (0 = unlimited). */
   readonly responses: number;
-  /** l4proxy only: write a --cpu-prof profile into this folder. */
+  /** Node contenders: write a --cpu-prof profile into this folder. */
   readonly profileDir?: string | undefined;
 }
 
@@ -265,8 +265,12 @@ export const CONTENDERS: readonly Contender[] = [
     protocols: ['tcp', 'udp'],
     start: (setup) =>
       setup.protocol === 'tcp'
-        ? forkNode('servers/naiveTcp.js', [String(setup.upstreamPort)])
-        : forkNode('servers/naiveUdp.js', [String(setup.upstreamPort), String(setup.responses)]),
+        ? forkNode('servers/naiveTcp.js', [String(setup.upstreamPort)], setup.profileDir)
+        : forkNode(
+            'servers/naiveUdp.js',
+            [String(setup.upstreamPort), String(setup.responses)],
+            setup.profileDir,
+          ),
   },
   haproxy('haproxy', false),
   haproxy('haproxy-splice', true),

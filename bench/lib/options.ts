@@ -54,7 +54,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --final             the targets' run in about 8 minutes: every scenario but tcp-bulk-8*,
                       contenders l4proxy, l4proxy-cli, l4proxy-2w, naive, haproxy, nginx,
                       3 repetitions of 1.5 s, 5000 idle connections held 3 s (flags given win)
-  --profile           write l4proxy --cpu-prof profiles under <out>/profiles/ and summarize them
+  --profile           write --cpu-prof profiles of the Node contenders (l4proxy, naive, ...) under
+                      <out>/profiles/<scenario>/<contender>/ and summarize them
   --no-install        never apt-get install missing programs
   --out DIR           where results go (default bench/results)`;
 

@@ -54,10 +54,15 @@ export interface Scenario {
   readonly responses: number;
   /** Contenders the scenario means nothing for. */
   readonly skip: readonly ContenderName[];
+  /** Seconds of load before the measured window; the CPU meters start after it. */
+  readonly warmup?: number;
   run(port: number, proxyPids: () => number[], context: ScenarioContext): Promise<Sample>;
   /** Figures computed from the sample once the runner filled in CPU. */
   derive?(sample: Sample): void;
 }
+
+/** The load generator's warm-up (`WARMUP_SECONDS` in native/loadgen.c). */
+export const LOADGEN_WARMUP_SECONDS = 1;
 
 interface LoadgenResult {
   ops: number;
@@ -103,6 +108,7 @@ function rateScenario(
     ],
     responses,
     skip: [],
+    warmup: LOADGEN_WARMUP_SECONDS,
     async run(port, _pids, context) {
       const result = await loadgen(context, args(port, context.duration));
       return {

@@ -33,6 +33,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Seconds of load before the measured window: long enough for V8's optimizing compiler to settle
+ * in a fresh Node proxy, so runs compare steady states. bench/lib/scenarios.ts mirrors it. */
+#define WARMUP_SECONDS 1.0
+
 #define MAX_EVENTS 256
 #define MAX_SIZE 65536
 
@@ -229,7 +233,7 @@ static int tcp_rr(int port, int conns, double seconds, size_t size) {
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
     epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
   }
-  double start = now(), warm = start + (seconds >= 2 ? 0.5 : seconds * 0.25), end = warm + seconds;
+  double start = now(), warm = start + WARMUP_SECONDS, end = warm + seconds;
   double cpu0 = 0;
   int warmed = 0;
   long ops = 0, errors = 0;
@@ -290,7 +294,7 @@ static int tcp_connect(int port, int concurrency, double seconds, size_t size) {
   long ops = 0, errors = 0;
   for (int i = 0; i < concurrency; i++)
     if (tcp_connect_start(ep, &cs[i], (uint32_t)i, port) < 0) errors++;
-  double start = now(), warm = start + (seconds >= 2 ? 0.5 : seconds * 0.25), end = warm + seconds;
+  double start = now(), warm = start + WARMUP_SECONDS, end = warm + seconds;
   double cpu0 = 0;
   int warmed = 0;
   struct epoll_event events[MAX_EVENTS];
@@ -350,7 +354,7 @@ static int tcp_latency(int port, double seconds, size_t size) {
   if (fd < 0) die("connect");
   size_t cap = 4 * 1000 * 1000, count = 0;
   double *samples = malloc(cap * sizeof *samples);
-  double start = now(), warm = start + (seconds >= 2 ? 0.5 : seconds * 0.25), end = warm + seconds;
+  double start = now(), warm = start + WARMUP_SECONDS, end = warm + seconds;
   double cpu0 = 0;
   int warmed = 0;
   long errors = 0;
@@ -431,7 +435,7 @@ static int udp_rr(int port, int sockets, int window, double seconds, size_t size
       if (send(ss[i].fd, payload, size, 0) == (ssize_t)size) ss[i].inflight++;
     ss[i].last = start;
   }
-  double warm = start + (seconds >= 2 ? 0.5 : seconds * 0.25), end = warm + seconds;
+  double warm = start + WARMUP_SECONDS, end = warm + seconds;
   double cpu0 = 0;
   int warmed = 0;
   long ops = 0, lost = 0;
@@ -478,7 +482,7 @@ static int udp_sessions(int port, int concurrency, double seconds, size_t size) 
   long ops = 0, lost = 0;
   double start = now();
   for (int i = 0; i < concurrency; i++) ss[i].fd = -1;
-  double warm = start + (seconds >= 2 ? 0.5 : seconds * 0.25), end = warm + seconds;
+  double warm = start + WARMUP_SECONDS, end = warm + seconds;
   double cpu0 = 0;
   int warmed = 0;
   struct epoll_event events[MAX_EVENTS];

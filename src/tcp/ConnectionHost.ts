@@ -69,5 +69,8 @@ export interface ConnectionHost {
   resourceExhausted(error: Error): void;
   emitUpstreamConnect(connection: TcpConnection, state: UpstreamState): void;
   emitUpstreamError(connection: TcpConnection, state: UpstreamState, error: L4Error): void;
-  finish(connection: TcpConnection, summary: TcpConnectionSummary): void;
+  /** Whether anyone reads connection summaries (a `connectionClose` listener or channel). */
+  wantsSummary(): boolean;
+  /** The connection ended; `summary` is built only when wanted (or for data filters). */
+  finish(connection: TcpConnection, summary: TcpConnectionSummary | undefined): void;
 }

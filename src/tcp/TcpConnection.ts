@@ -1009,12 +1009,21 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.current !== undefined && (this.connected || this.upstreamSocket !== undefined)) {
       this.current.active--;
     }
-    const summary = this.summary();
+    // The summary object is built only for someone who reads it (a listener, a channel, filters).
+    const summary =
+      this.filters !== undefined || this.host.wantsSummary() ? this.summary() : undefined;
     this.host.finish(this, summary);
-    if (this.filters !== undefined) this.host.filtersClosed(this.filters.closed(summary));
+    if (this.filters !== undefined && summary !== undefined)
+      this.host.filtersClosed(this.filters.closed(summary));
   }
 
-  private summary(): TcpConnectionSummary {
+  /** Why the connection ended (`completed` until a reason is decided). */
+  get closeReason(): CloseReason {
+    return this.reason ?? CloseReason.COMPLETED;
+  }
+
+  /** @internal The connection's end as reported to `connectionClose` listeners. */
+  summary(): TcpConnectionSummary {
     const state = this.current;
     return {
       id: this.id,

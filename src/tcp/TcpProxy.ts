@@ -284,6 +284,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       emitUpstreamError: (connection, state, error) => {
         emitSafely(this, 'upstreamError', connection, state, error);
       },
+      wantsSummary: () =>
+        this.listenerCount('connectionClose') > 0 || channels.tcpConnectionClose.hasSubscribers,
       finish: (connection, summary) => {
         this.finish(connection, summary);
       },
@@ -642,17 +644,21 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       channels.tcpRejected.publish({ proxy: this, rejection });
   }
 
-  private finish(connection: TcpConnection, summary: TcpConnectionSummary): void {
+  private finish(connection: TcpConnection, summary: TcpConnectionSummary | undefined): void {
     this.live.delete(connection);
     this.identity.perClient?.release(connection.clientAddress);
-    this.closed.rxBytes += summary.bytesFromClient;
-    this.closed.txBytes += summary.bytesToClient;
-    this.closed.upstreamRxBytes += summary.bytesFromUpstream;
-    this.closed.upstreamTxBytes += summary.bytesToUpstream;
-    this.closed.reasons[summary.reason] = (this.closed.reasons[summary.reason] ?? 0) + 1;
-    emitSafely(this, 'connectionClose', summary);
-    if (channels.tcpConnectionClose.hasSubscribers)
-      channels.tcpConnectionClose.publish({ proxy: this, summary });
+    const closed = this.closed;
+    closed.rxBytes += connection.bytesFromClient;
+    closed.txBytes += connection.bytesToClient;
+    closed.upstreamRxBytes += connection.bytesFromUpstream;
+    closed.upstreamTxBytes += connection.bytesToUpstream;
+    const reason = connection.closeReason;
+    closed.reasons[reason] = (closed.reasons[reason] ?? 0) + 1;
+    if (summary !== undefined) {
+      emitSafely(this, 'connectionClose', summary);
+      if (channels.tcpConnectionClose.hasSubscribers)
+        channels.tcpConnectionClose.publish({ proxy: this, summary });
+    }
     if (this.queue.length > 0) this.scheduleQueueDrain();
     if (this.live.size === 0) this.drained?.();
   }

@@ -2,6 +2,7 @@ import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { TunnelAgent } from '../transport/TunnelAgent.js';
 import type { UpstreamSet } from '../upstream/UpstreamSet.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
+import type { DropReason, SessionCloseReason } from './closeReasons.js';
 import type { UdpDrop, UdpSessionSummary } from './events.js';
 import type { UdpSession } from './UdpSession.js';
 import type { ResolvedUdpOptions } from './UdpProxyOptions.js';
@@ -16,8 +17,10 @@ export interface SessionHost {
   readonly counters: UdpCounters;
   /** The QUIC side, only with the `quic` option. */
   readonly quic: QuicRouter | undefined;
-  /** Counts a dropped datagram and emits `dropped` (this very object) when someone listens. */
-  drop(drop: UdpDrop): void;
+  /** Counts a dropped datagram; true when someone observes drops (then call `emitDrop`). */
+  countDrop(reason: DropReason): boolean;
+  /** Emits `dropped` (this very object): built only when `countDrop` said someone listens. */
+  emitDrop(drop: UdpDrop): void;
   /** The proxy's CONNECT-UDP tunnels (created on first use, by tunnel upstreams only). */
   tunnels(): TunnelAgent;
   emitUpstreamError(session: UdpSession, state: UpstreamState, error: Error): void;
@@ -25,8 +28,14 @@ export interface SessionHost {
   upstreamFailed(state: UpstreamState): void;
   /** An upstream answered: passive ejection resets its failure streak. */
   upstreamSucceeded(state: UpstreamState): void;
-  /** The session ended: forget it, count it, emit `sessionClose`. */
-  finish(session: UdpSession, summary: UdpSessionSummary): void;
+  /** Whether anyone reads session summaries (a `sessionClose` listener or channel). */
+  wantsSummary(): boolean;
+  /** The session ended: forget it, count it, emit `sessionClose` (summary built only when wanted). */
+  finish(
+    session: UdpSession,
+    reason: SessionCloseReason,
+    summary: UdpSessionSummary | undefined,
+  ): void;
   /** A session socket was created / has emitted 'close' (so `close()` can wait for all of them). */
   socketOpened(): void;
   socketClosed(): void;

@@ -131,8 +131,9 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       counters: this.counters,
       quic: this.options.quic && new QuicRouter(this.options.quic, this.upstreamSet),
       tunnels: () => (this.tunnelAgent ??= new TunnelAgent()),
-      drop: (drop) => {
-        this.drop(drop);
+      countDrop: (reason) => this.countDrop(reason),
+      emitDrop: (drop) => {
+        this.emitDrop(drop);
       },
       upstreamFailed: (state) => {
         this.manager.upstreamFailed(state);
@@ -143,8 +144,10 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       emitUpstreamError: (session, state, error) => {
         emitSafely(this, 'upstreamError', session, state, error);
       },
-      finish: (session, summary) => {
-        this.finish(session, summary);
+      wantsSummary: () =>
+        this.listenerCount('sessionClose') > 0 || channels.udpSessionClose.hasSubscribers,
+      finish: (session, reason, summary) => {
+        this.finish(session, reason, summary);
       },
       socketOpened: () => {
         this.openSockets++;
@@ -262,9 +265,10 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
 
   /** The datagram of a client that gets no session. */
   private refuse(reason: DropReason, client: RemoteInfo, size: number): void {
+    if (!this.countDrop(reason)) return;
     const { address: clientAddress, port: clientPort } = client;
     const from = 'client';
-    this.drop({
+    this.emitDrop({
       reason,
       from,
       clientAddress,
@@ -275,23 +279,30 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     });
   }
 
-  private drop(drop: UdpDrop): void {
+  /** Counts a dropped datagram; true when someone observes drops (the event is then built). */
+  private countDrop(reason: DropReason): boolean {
     const counters = this.counters;
-    const reason = drop.reason;
     counters.droppedTotal++;
     counters.dropped[reason]++;
     if (reason === DropReason.NO_UPSTREAM) counters.noRoute++;
-    const observed = channels.udpDropped.hasSubscribers;
-    if (!observed && this.listenerCount('dropped') === 0) return;
-    emitSafely(this, 'dropped', drop);
-    if (observed) channels.udpDropped.publish({ proxy: this, drop });
+    return channels.udpDropped.hasSubscribers || this.listenerCount('dropped') > 0;
   }
 
-  private finish(session: UdpSession, summary: UdpSessionSummary): void {
+  private emitDrop(drop: UdpDrop): void {
+    emitSafely(this, 'dropped', drop);
+    if (channels.udpDropped.hasSubscribers) channels.udpDropped.publish({ proxy: this, drop });
+  }
+
+  private finish(
+    session: UdpSession,
+    reason: SessionCloseReason,
+    summary: UdpSessionSummary | undefined,
+  ): void {
     session.listener.remove(session);
     this.access.perClient?.release(session.clientAddress);
     this.live--;
-    this.counters.closeReasons[summary.reason]++;
+    this.counters.closeReasons[reason]++;
+    if (summary === undefined) return;
     emitSafely(this, 'sessionClose', summary);
     if (channels.udpSessionClose.hasSubscribers)
       channels.udpSessionClose.publish({ proxy: this, summary });

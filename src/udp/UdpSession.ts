@@ -450,8 +450,9 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   }
 
   private drop(reason: DropReason, from: 'client' | 'upstream', size: number, error?: Error): void {
+    if (!this.host.countDrop(reason)) return;
     const { clientAddress, clientPort, id } = this;
-    this.host.drop({ reason, from, clientAddress, clientPort, size, sessionId: id, error });
+    this.host.emitDrop({ reason, from, clientAddress, clientPort, size, sessionId: id, error });
   }
 
   /** Ends the session for `reason`: closes its sockets at once, drops what still waits. */
@@ -475,9 +476,12 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       for (const link of this.links.values()) this.closeLink(link, dropReason, error);
       this.links.clear();
     }
-    const summary = this.summary();
-    this.host.finish(this, summary);
-    if (this.filters !== undefined) this.filtersClosed(this.filters, summary);
+    // The summary object is built only for someone who reads it (a listener, a channel, filters).
+    const summary =
+      this.filters !== undefined || this.host.wantsSummary() ? this.summary() : undefined;
+    this.host.finish(this, reason, summary);
+    if (this.filters !== undefined && summary !== undefined)
+      this.filtersClosed(this.filters, summary);
   }
 
   private filtersClosed(filters: readonly UdpSessionFilter[], summary: UdpSessionSummary): void {

@@ -36,16 +36,6 @@ function toError(value: unknown): Error {
   return value instanceof Error ? value : new Error(String(value));
 }
 
-/** Whether a dgram socket has completed `connect()`, via the public API. */
-function isConnected(socket: Socket): boolean {
-  try {
-    socket.remoteAddress();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * One session's socket to one upstream, connected with `socket.connect()` so that the kernel
  * filters replies to that upstream and they map back to the session with no state in the datagram.
@@ -148,8 +138,10 @@ export class UpstreamLink {
       return;
     }
     if (this.closed) return;
-    if (isConnected(socket)) this.onConnect();
-    else socket.once('connect', this.onConnect);
+    // With a literal address (our lookup answers at once), connect() has bound and connected the
+    // socket before it returns, unless connect(2) failed: then its 'error' follows on the next
+    // tick, and a send meanwhile throws (see send()). So no getpeername per session to check.
+    this.onConnect();
   }
 
   private readonly onConnect = (): void => {
@@ -174,6 +166,19 @@ export class UpstreamLink {
       return true;
     }
     if (this.inFlight >= this.host.options.maxSendQueue) return false;
+    const header = this.owner.proxyHeader;
+    try {
+      // A header goes out as a second iovec of the same datagram: no copy of the payload.
+      if (header === undefined) socket.send(msg, this.onSent);
+      else socket.send([header, msg], this.onSent);
+    } catch {
+      // Not connected after all: connect(2) failed and its 'error' (a setup failure) is on its
+      // way. The datagram waits again, counted as waiting, and is dropped with the link.
+      this.ready = false;
+      (this.queue ??= []).push(msg);
+      this.owner.unqueued(-1);
+      return true;
+    }
     this.inFlight++;
     const len = msg.length;
     this.datagramsSent++;
@@ -183,10 +188,6 @@ export class UpstreamLink {
     counters.upstreamTxBytes += len;
     this.state.counters.txDatagrams++;
     this.state.counters.txBytes += len;
-    const header = this.owner.proxyHeader;
-    // A header goes out as a second iovec of the same datagram: no copy of the payload.
-    if (header === undefined) socket.send(msg, this.onSent);
-    else socket.send([header, msg], this.onSent);
     return true;
   }
 

@@ -132,6 +132,28 @@ describe('TcpProxy listen', () => {
     await echo.close();
   });
 
+  test('counts bytes and close reasons of ended connections with no connectionClose listener', async () => {
+    const echo = await echoServer();
+    const proxy = new TcpProxy({ upstreams: [local(echo.port)] });
+    const { port } = await proxy.listen({ port: 0, host: '127.0.0.1' });
+    assert.equal(await roundTrip(port, 'no listener'), 'no listener');
+    for (let i = 0; i < 100 && proxy.stats().downstream_cx_active > 0; i++)
+      await new Promise((resolve) => setImmediate(resolve));
+    const stats = proxy.stats();
+    assert.equal(stats.downstream_cx_active, 0);
+    assert.equal(stats.close_reasons.completed, 1);
+    assert.equal(stats.downstream_cx_rx_bytes_total, 'no listener'.length);
+    assert.equal(stats.upstream_cx_rx_bytes_total, 'no listener'.length);
+    // A listener added later gets full summaries.
+    const summary = waitFor<[{ reason: string; bytesToClient: number }]>(proxy, 'connectionClose');
+    assert.equal(await roundTrip(port, 'listened'), 'listened');
+    const [s] = await summary;
+    assert.equal(s.reason, 'completed');
+    assert.equal(s.bytesToClient, 'listened'.length);
+    await proxy.close();
+    await echo.close();
+  });
+
   test('listens on IPv6 ::1 and proxies to an IPv6 upstream', async (t) => {
     let echo;
     try {

@@ -206,6 +206,29 @@ describe('UdpProxy sessions', () => {
     assert.equal(proxy.stats().downstream_sess_active, 2);
   });
 
+  test('counts drops and session ends with no dropped or sessionClose listener', async (t) => {
+    const echo = await udpEcho('E:');
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      maxSessions: 1,
+    });
+    t.after(() => proxy.close());
+    const [c1, c2] = await Promise.all([udpSocket(), udpSocket()]);
+    t.after(() => Promise.all([c1, c2].map(closeSocket)));
+    assert.equal((await request(c1, port, 'one')).toString(), 'E:one');
+    c2.send('two', port, '127.0.0.1');
+    // No 'dropped' listener to wait on (that is the point): poll the counter, bounded.
+    for (let i = 0; i < 400 && proxy.stats().dropped.max_sessions === 0; i++)
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.equal(proxy.stats().dropped.max_sessions, 1);
+    const [session] = proxy.sessions();
+    session?.close();
+    const stats = proxy.stats();
+    assert.equal(stats.session_close_reasons.closed_by_user, 1);
+    assert.equal(stats.downstream_sess_active, 0);
+  });
+
   test('drops and counts oversized datagrams in both directions', async (t) => {
     const echo = await udpEcho('XX');
     t.after(() => echo.close());

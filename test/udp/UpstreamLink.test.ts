@@ -1,6 +1,8 @@
 import type { Socket } from 'node:dgram';
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { UdpProxy } from '../../src/index.js';
+import type { UdpSessionSummary } from '../../src/index.js';
 import { proxyChild } from './child.js';
 import { closeSocket, countFds, request, udpEcho, udpSocket } from './helpers.js';
 
@@ -41,5 +43,23 @@ describe('UpstreamLink setup failures', () => {
     // Once the sessions expire, descriptors are free again and new clients are served.
     await child.next('drained', 5_000);
     assert.equal((await request(clients[0]!, port, 'again')).toString(), 'again');
+  });
+
+  test('a connect(2) failure (EACCES: a broadcast upstream) ends the session as socket_error and drops its datagram', async (t) => {
+    // connect() to a broadcast address without SO_BROADCAST fails in the kernel: nothing is sent.
+    const proxy = new UdpProxy({ upstreams: [{ host: '255.255.255.255', port: 9 }] });
+    t.after(() => proxy.close());
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    const closed = new Promise<UdpSessionSummary>((resolve) => proxy.once('sessionClose', resolve));
+    client.send('hello', port, '127.0.0.1');
+    const summary = await closed;
+    assert.equal(summary.reason, 'socket_error');
+    assert.equal((summary.error as NodeJS.ErrnoException | undefined)?.code, 'EACCES');
+    const stats = proxy.stats();
+    assert.equal(stats.dropped.socket_error, 1);
+    assert.equal(stats.upstream_sess_tx_datagrams, 0);
+    assert.equal(proxy.sessions().length, 0);
   });
 });
