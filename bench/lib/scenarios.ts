@@ -62,7 +62,7 @@ export interface Scenario {
 }
 
 /** The load generator's warm-up (`WARMUP_SECONDS` in native/loadgen.c). */
-export const LOADGEN_WARMUP_SECONDS = 1;
+export const LOADGEN_WARMUP_SECONDS = 2;
 
 interface LoadgenResult {
   ops: number;

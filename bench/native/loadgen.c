@@ -35,7 +35,7 @@
 
 /* Seconds of load before the measured window: long enough for V8's optimizing compiler to settle
  * in a fresh Node proxy, so runs compare steady states. bench/lib/scenarios.ts mirrors it. */
-#define WARMUP_SECONDS 1.0
+#define WARMUP_SECONDS 2.0
 
 #define MAX_EVENTS 256
 #define MAX_SIZE 65536
