@@ -18,6 +18,7 @@ const FINAL_SCENARIOS = [
   'udp-pps',
   'udp-sessions',
   'tcp-burst',
+  'tcp-burst-warm',
   'tcp-idle-rss',
 ];
 const FINAL_CONTENDERS: readonly ContenderName[] = [

@@ -1,6 +1,6 @@
 import type { ContenderName, Protocol } from './contenders.js';
 import { pssBytes, rssBytes } from './procStat.js';
-import { burst } from './burst.js';
+import { burst, warmBurst } from './burst.js';
 import { run, start, stop, waitForLine } from './processes.js';
 import type { ToolName } from './tools.js';
 
@@ -305,5 +305,6 @@ export const SCENARIOS: readonly Scenario[] = [
     1,
   ),
   burst,
+  warmBurst,
   idleRss,
 ];
