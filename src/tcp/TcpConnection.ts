@@ -1022,8 +1022,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     return this.reason ?? CloseReason.COMPLETED;
   }
 
-  /** @internal The connection's end as reported to `connectionClose` listeners. */
-  summary(): TcpConnectionSummary {
+  /** The connection's end as reported to `connectionClose` listeners. */
+  private summary(): TcpConnectionSummary {
     const state = this.current;
     return {
       id: this.id,

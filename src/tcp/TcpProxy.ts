@@ -37,7 +37,7 @@ import { TcpConnection } from './TcpConnection.js';
 import { TunnelAgent } from '../transport/TunnelAgent.js';
 import { ExhaustionBackoff, isDescriptorExhaustion } from './ExhaustionBackoff.js';
 import { ClientPreface, socketIdentity } from './ClientPreface.js';
-import type { ClientIdentity, PrefaceConfig } from './ClientPreface.js';
+import type { ClientIdentity, PrefaceConfig, PrefaceOutcome } from './ClientPreface.js';
 import { tlsPrereadPhases } from '../preread/tlsPreread.js';
 import type { TlsPrereadPhases } from '../preread/tlsPreread.js';
 import type { IdentityConfig } from './identityOptions.js';
@@ -435,41 +435,45 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     phases: TlsPrereadPhases,
   ): void {
     if (held !== undefined && held.length > 0) socket.unshift(Buffer.concat(held));
-    const preface = new ClientPreface(
-      socket,
-      phases.raw,
-      (outcome) => {
-        this.prefaces.delete(preface);
-        if (!outcome.ok) {
-          this.identity.perClient?.release(identity.address);
-          const { error, detail } = outcome;
-          this.reject(socket, outcome.reason, { error, identity, detail });
-        } else if (outcome.startTls && this.terminateTls !== undefined) {
-          this.startTermination(socket, identity, outcome.buffered, this.terminateTls);
-        } else if (!phases.acceptPlaintext) {
-          this.identity.perClient?.release(identity.address);
-          this.reject(socket, RejectReason.TLS_REQUIRED, { identity });
-        } else {
-          this.countPreread(outcome.identity.preread);
-          this.startConnection(socket, outcome.identity, outcome.buffered);
-        }
-      },
-      identity,
-    );
-    this.prefaces.add(preface);
-    preface.start();
+    this.laterPreface(socket, phases.raw, identity, (outcome) => {
+      if (outcome.startTls && this.terminateTls !== undefined) {
+        this.startTermination(socket, identity, outcome.buffered, this.terminateTls);
+      } else if (!phases.acceptPlaintext) {
+        this.identity.perClient?.release(identity.address);
+        this.reject(socket, RejectReason.TLS_REQUIRED, { identity });
+      } else {
+        this.countPreread(outcome.identity.preread);
+        this.startConnection(socket, outcome.identity, outcome.buffered);
+      }
+    });
   }
 
   /** `preread` with `terminateTls`, on the decrypted stream (the TLS facts already known). */
   private prereadAfterTls(socket: Socket, identity: ClientIdentity, config: PrefaceConfig): void {
+    this.laterPreface(socket, config, identity, (outcome) => {
+      this.countPreread(outcome.identity.preread);
+      this.startConnection(socket, outcome.identity, outcome.buffered);
+    });
+  }
+
+  /**
+   * A preface for a client already admitted (its per-client slot taken): one on the raw bytes
+   * before TLS termination, or one on the decrypted stream. A refusal releases the slot and
+   * rejects the client; `accepted` gets the rest.
+   */
+  private laterPreface(
+    socket: Socket,
+    config: PrefaceConfig,
+    identity: ClientIdentity,
+    accepted: (outcome: PrefaceAccepted) => void,
+  ): void {
     const preface = new ClientPreface(
       socket,
       config,
       (outcome) => {
         this.prefaces.delete(preface);
         if (outcome.ok) {
-          this.countPreread(outcome.identity.preread);
-          this.startConnection(socket, outcome.identity, outcome.buffered);
+          accepted(outcome);
           return;
         }
         this.identity.perClient?.release(identity.address);
@@ -851,6 +855,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 function peerLost(socket: Socket): boolean {
   return socket.remoteAddress === undefined && socket.localPort !== undefined;
 }
+
+/** A preface that ended with an identity (not a refusal). */
+type PrefaceAccepted = Extract<PrefaceOutcome, { readonly ok: true }>;
 
 /** What is known of a refused client beyond its socket and the reason. */
 interface RejectDetails {
