@@ -1,3 +1,4 @@
+import type { CloseReason } from './closeReasons.js';
 import type { L4Error } from '../errors.js';
 import type { DataFilterFactory } from '../filter/dataFilter.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
@@ -71,6 +72,10 @@ export interface ConnectionHost {
   emitUpstreamError(connection: TcpConnection, state: UpstreamState, error: L4Error): void;
   /** Whether anyone reads connection summaries (a `connectionClose` listener or channel). */
   wantsSummary(): boolean;
-  /** The connection ended; `summary` is built only when wanted (or for data filters). */
-  finish(connection: TcpConnection, summary: TcpConnectionSummary | undefined): void;
+  /** The connection ended for `reason`; `summary` is built only when wanted (or for data filters). */
+  finish(
+    connection: TcpConnection,
+    reason: CloseReason,
+    summary: TcpConnectionSummary | undefined,
+  ): void;
 }

@@ -1000,10 +1000,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   private maybeFinish(): void {
     if (this.finished || this.openSockets > 0) return;
-    if (this.reason === undefined) {
-      // Both sockets closed without an error: a clean end.
-      this.reason = CloseReason.COMPLETED;
-    }
+    // Both sockets closed without an error: a clean end.
+    const reason = (this.reason ??= CloseReason.COMPLETED);
     this.finished = true;
     this.clearTimers();
     if (this.current !== undefined && (this.connected || this.upstreamSocket !== undefined)) {
@@ -1012,14 +1010,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     // The summary object is built only for someone who reads it (a listener, a channel, filters).
     const summary =
       this.filters !== undefined || this.host.wantsSummary() ? this.summary() : undefined;
-    this.host.finish(this, summary);
+    this.host.finish(this, reason, summary);
     if (this.filters !== undefined && summary !== undefined)
       this.host.filtersClosed(this.filters.closed(summary));
-  }
-
-  /** Why the connection ended (`completed` until a reason is decided). */
-  get closeReason(): CloseReason {
-    return this.reason ?? CloseReason.COMPLETED;
   }
 
   /** The connection's end as reported to `connectionClose` listeners. */

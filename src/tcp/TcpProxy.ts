@@ -286,8 +286,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       },
       wantsSummary: () =>
         this.listenerCount('connectionClose') > 0 || channels.tcpConnectionClose.hasSubscribers,
-      finish: (connection, summary) => {
-        this.finish(connection, summary);
+      finish: (connection, reason, summary) => {
+        this.finish(connection, reason, summary);
       },
       resourceExhausted: (error) => {
         this.descriptorShortage(error);
@@ -648,7 +648,11 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       channels.tcpRejected.publish({ proxy: this, rejection });
   }
 
-  private finish(connection: TcpConnection, summary: TcpConnectionSummary | undefined): void {
+  private finish(
+    connection: TcpConnection,
+    reason: CloseReason,
+    summary: TcpConnectionSummary | undefined,
+  ): void {
     this.live.delete(connection);
     this.identity.perClient?.release(connection.clientAddress);
     const closed = this.closed;
@@ -656,7 +660,6 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     closed.txBytes += connection.bytesToClient;
     closed.upstreamRxBytes += connection.bytesFromUpstream;
     closed.upstreamTxBytes += connection.bytesToUpstream;
-    const reason = connection.closeReason;
     closed.reasons[reason] = (closed.reasons[reason] ?? 0) + 1;
     if (summary !== undefined) {
       emitSafely(this, 'connectionClose', summary);
