@@ -11,6 +11,7 @@ import tls from 'node:tls';
 import { COALESCED_BYTES } from '../../src/net/coalescedWrites.js';
 import { readAll, withTimeout } from '../helpers/net.js';
 import { freePort, startPeer } from '../helpers/peerProcess.js';
+import { testServer } from '../helpers/testServer.js';
 import { recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
 import { testCa } from '../helpers/tlsCa.js';
@@ -78,8 +79,7 @@ async function collector(
   let release = (): void => undefined;
   let resolveReceived: (data: Buffer) => void = () => undefined;
   const received = new Promise<Buffer>((resolve) => (resolveReceived = resolve));
-  const server = net.createServer((socket) => {
-    socket.on('error', () => undefined);
+  const port = await testServer(t, (socket) => {
     const chunks: Buffer[] = [];
     if (hold) {
       socket.pause();
@@ -91,22 +91,21 @@ async function collector(
       socket.end();
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(
-    () =>
-      new Promise<void>((resolve) =>
-        server.close(() => {
-          resolve();
-        }),
-      ),
-  );
   return {
-    port: (server.address() as net.AddressInfo).port,
+    port,
     received,
     release: () => {
       release();
     },
   };
+}
+
+/** A test CA (made with openssl) and its certificate for localhost; undefined when skipped. */
+async function localhost(t: TestContext) {
+  const openssl = tool(t, 'openssl');
+  if (!openssl) return undefined;
+  const ca = await testCa(t, openssl);
+  return { openssl, ca, cert: await ca.issue('localhost', ['localhost', '127.0.0.1']) };
 }
 
 async function terminating(t: TestContext, cert: IssuedCert, upstream: number) {
@@ -143,10 +142,9 @@ function sendOverTls(rig: RecordingProxy, ca: string, data: Buffer): tls.TLSSock
 
 describe('TLS records are written to the plain side coalesced, one writev per loop turn', () => {
   test("a TLS client's 8 MiB reach the upstream byte-exact, in far fewer writes than records", async (t) => {
-    const openssl = tool(t, 'openssl');
-    if (!openssl) return;
-    const ca = await testCa(t, openssl);
-    const cert = await ca.issue('localhost', ['localhost', '127.0.0.1']);
+    const pki = await localhost(t);
+    if (!pki) return;
+    const { ca, cert } = pki;
     const upstream = await collector(t);
     const writes = countWrites(t, (socket) => socket.remotePort === upstream.port);
     const rig = await terminating(t, cert, upstream.port);
@@ -166,10 +164,9 @@ describe('TLS records are written to the plain side coalesced, one writev per lo
   });
 
   test('a stalled upstream pauses the TLS client; the corked bytes stay bounded', async (t) => {
-    const openssl = tool(t, 'openssl');
-    if (!openssl) return;
-    const ca = await testCa(t, openssl);
-    const cert = await ca.issue('localhost', ['localhost', '127.0.0.1']);
+    const pki = await localhost(t);
+    if (!pki) return;
+    const { ca, cert } = pki;
     const upstream = await collector(t, true);
     const writes = countWrites(t, (socket) => socket.remotePort === upstream.port);
     const rig = await terminating(t, cert, upstream.port);
@@ -193,10 +190,9 @@ describe('TLS records are written to the plain side coalesced, one writev per lo
   });
 
   test("openssl s_server's 8 MiB reach a plain client of an originating proxy byte-exact, coalesced", async (t) => {
-    const openssl = tool(t, 'openssl');
-    if (!openssl) return;
-    const ca = await testCa(t, openssl);
-    const cert = await ca.issue('localhost', ['localhost', '127.0.0.1']);
+    const pki = await localhost(t);
+    if (!pki) return;
+    const { openssl, ca, cert } = pki;
     const files = mkdtempSync(join(tmpdir(), 'l4proxy-www-'));
     t.after(() => {
       rmSync(files, { recursive: true, force: true });
