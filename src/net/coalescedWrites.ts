@@ -1,6 +1,13 @@
 import type { Socket } from 'node:net';
 
 /**
+ * The largest TLS record's payload. A TLS socket hands its decrypted bytes over one record at a
+ * time; a full one says more are likely to follow in the same turn (bulk), a shorter one is
+ * usually a whole message (interactive), which is written at once.
+ */
+export const FULL_TLS_RECORD = 16 * 1024;
+
+/**
  * How many bytes a corked destination may hold before the relay pauses its source, as a plain
  * write's `false` would. Bounds what one connection buffers while its writes wait for the end of
  * the loop turn.
@@ -17,14 +24,15 @@ function uncorkAll(): void {
 }
 
 /**
- * Corks `socket` until the I/O callbacks of this loop turn are done. A TLS socket hands its
- * decrypted bytes over one record (16 KiB at most) at a time, each in its own callback, so
- * writing each on its own costs one write(2) per record; corked, a turn's records leave in one
- * writev(2). The flush is a `setImmediate`, since Node runs `process.nextTick` callbacks after
- * every record.
+ * Call before relaying a chunk that came from a TLS socket to `socket`. Each record arrives in
+ * its own callback, so writing each on its own costs one write(2) per 16 KiB. A full record
+ * corks the destination until the I/O callbacks of this loop turn are done, and the turn's
+ * records leave in one writev(2); a shorter one (the end of a message) is written at once when
+ * nothing is corked, so an interactive exchange pays no delay. The flush is a `setImmediate`,
+ * since Node runs `process.nextTick` callbacks after every record.
  */
-export function corkForThisTurn(socket: Socket): void {
-  if (socket.writableCorked > 0) return;
+export function coalesceTlsRecord(socket: Socket, chunk: Buffer): void {
+  if (chunk.length < FULL_TLS_RECORD || socket.writableCorked > 0) return;
   socket.cork();
   if (corked.push(socket) === 1) setImmediate(uncorkAll);
 }

@@ -23,7 +23,7 @@ import {
   upstreamTlsTimeout,
 } from '../tls/tlsFailure.js';
 import { isDescriptorExhaustion } from './ExhaustionBackoff.js';
-import { corkForThisTurn, roomWhileCorked } from '../net/coalescedWrites.js';
+import { coalesceTlsRecord, roomWhileCorked } from '../net/coalescedWrites.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
 import { isThenable, selectorError } from '../select/internal/selectorOutcome.js';
 import type { UpstreamCounters, UpstreamState } from '../upstream/UpstreamState.js';
@@ -769,13 +769,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /** A decrypted chunk from the TLS client; its upstream write waits for the turn's others. @internal */
   clientTlsData(chunk: Buffer): void {
     const socket = this.upstreamSocket;
-    if (this.connected && socket !== undefined) corkForThisTurn(socket);
+    if (this.connected && socket !== undefined) coalesceTlsRecord(socket, chunk);
     this.clientData(chunk);
   }
 
   /** A decrypted chunk from the TLS upstream; its client write waits for the turn's others. @internal */
   upstreamTlsData(chunk: Buffer): void {
-    corkForThisTurn(this.client);
+    coalesceTlsRecord(this.client, chunk);
     this.upstreamData(chunk);
   }
 
