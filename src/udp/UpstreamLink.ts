@@ -18,6 +18,8 @@ export interface LinkOwner {
   linkFailed(link: UpstreamLink, error: Error, kind: LinkFailure): void;
   /** Datagrams waiting in the link's queue left it (sent or dropped). */
   unqueued(count: number): void;
+  /** A datagram that had left the queue waits in it again: its send threw (see `send()`). */
+  requeued(): void;
   /** A datagram from the link's queue could not be sent: `maxSendQueue` sends were pending. */
   sendQueueFull(size: number): void;
   /** The PROXY protocol v2 header to prepend to each datagram, when configured. */
@@ -176,7 +178,7 @@ export class UpstreamLink {
       // way. The datagram waits again, counted as waiting, and is dropped with the link.
       this.ready = false;
       (this.queue ??= []).push(msg);
-      this.owner.unqueued(-1);
+      this.owner.requeued();
       return true;
     }
     this.inFlight++;
