@@ -238,46 +238,59 @@ describe('TunnelDial hand-over: no dial listener left, timers unref’d and clea
   });
 });
 
+/** A blackholed port (connects hang) for this test, or undefined when python3 is missing. */
+async function blackhole(t: TestContext): Promise<number | undefined> {
+  const python = tool(t, 'python3');
+  if (python === undefined) return undefined;
+  const hole = await blackholePort(python);
+  t.after(() => {
+    hole.close();
+  });
+  return hole.port;
+}
+
+/**
+ * The dial failed with `status` and `reason`; its `timers` deadlines were unref'd, all gone.
+ * Returns the failure's error.
+ */
+async function assertFailed(
+  result: { outcome: DialOutcome; timers: TimerWatch },
+  status: number,
+  reason: string,
+  timers: number,
+): Promise<Error | undefined> {
+  const { outcome } = result;
+  assert.ok(!outcome.ok);
+  assert.equal(outcome.status, status);
+  assert.equal(outcome.reason, reason);
+  await result.timers.allGone();
+  assert.deepEqual(result.timers.referenced, new Array<boolean>(timers).fill(false));
+  return outcome.error;
+}
+
 describe('TunnelDial failures: every timer unref’d and cleared, the socket closed', () => {
   test('connection refused: 502, its connect timer cleared', async (t) => {
     const port = await refusedPort();
-    const { outcome, timers } = await dialOnce(t, dialHost(t, [{ host: '127.0.0.1', port }]), port);
-    assert.ok(!outcome.ok);
-    assert.equal(outcome.status, 502);
-    assert.equal(outcome.reason, 'connect_failed');
-    await timers.allGone();
-    assert.deepEqual(timers.referenced, [false]);
+    const host = dialHost(t, [{ host: '127.0.0.1', port }]);
+    await assertFailed(await dialOnce(t, host, port), 502, 'connect_failed', 1);
   });
 
   test('connect timeout (a blackholed port): 504 once the unref’d timer fired', async (t) => {
-    const python = tool(t, 'python3');
-    if (python === undefined) return;
-    const hole = await blackholePort(python);
-    t.after(() => {
-      hole.close();
-    });
-    const host = dialHost(t, [{ host: '127.0.0.1', port: hole.port }], { connectTimeout: 200 });
-    const { outcome, timers } = await dialOnce(t, host, hole.port);
-    assert.ok(!outcome.ok);
-    assert.equal(outcome.status, 504);
-    assert.equal(outcome.reason, 'connect_timeout');
-    await timers.allGone();
-    assert.deepEqual(timers.referenced, [false]);
+    const port = await blackhole(t);
+    if (port === undefined) return;
+    const host = dialHost(t, [{ host: '127.0.0.1', port }], { connectTimeout: 200 });
+    await assertFailed(await dialOnce(t, host, port), 504, 'connect_timeout', 1);
   });
 
   test('cancel while connecting: no outcome, the timer cleared, the upstream slot released', async (t) => {
-    const python = tool(t, 'python3');
-    if (python === undefined) return;
-    const hole = await blackholePort(python);
-    t.after(() => {
-      hole.close();
-    });
-    const host = dialHost(t, [{ host: '127.0.0.1', port: hole.port }]);
+    const port = await blackhole(t);
+    if (port === undefined) return;
+    const host = dialHost(t, [{ host: '127.0.0.1', port }]);
     const timers = watchTimers(t);
     let outcomes = 0;
     const dial = new TunnelDial(
       host,
-      { request: requestFor(hole.port), client: CLIENT, target: undefined, udp: false },
+      { request: requestFor(port), client: CLIENT, target: undefined, udp: false },
       () => {
         outcomes++;
       },
@@ -299,12 +312,7 @@ describe('TunnelDial failures: every timer unref’d and cleared, the socket clo
     const host = dialHost(t, [{ host: '127.0.0.1', port: silent.port }], {
       tls: { handshakeTimeout: 200, rejectUnauthorized: false },
     });
-    const { outcome, timers } = await dialOnce(t, host, silent.port);
-    assert.ok(!outcome.ok);
-    assert.equal(outcome.status, 502);
-    assert.equal(outcome.reason, 'upstream_tls');
-    await timers.allGone();
-    assert.deepEqual(timers.referenced, [false, false]);
+    await assertFailed(await dialOnce(t, host, silent.port), 502, 'upstream_tls', 2);
   });
 
   test('TLS start throwing inside the connect event: 502, caught, the raw socket closed', async (t) => {
@@ -318,14 +326,9 @@ describe('TunnelDial failures: every timer unref’d and cleared, the socket clo
       raw = socket;
       throw new Error('no TLS today');
     };
-    const { outcome, timers } = await dialOnce(t, host, server.port);
-    assert.ok(!outcome.ok);
-    assert.equal(outcome.status, 502);
-    assert.equal(outcome.reason, 'upstream_tls');
-    assert.match(String(outcome.error?.message), /no TLS today/);
+    const error = await assertFailed(await dialOnce(t, host, server.port), 502, 'upstream_tls', 1);
+    assert.match(String(error?.message), /no TLS today/);
     assert.ok(raw !== undefined);
     if (!raw.destroyed) await withTimeout(once(raw, 'close'), 5_000, 'the raw socket to close');
-    await timers.allGone();
-    assert.deepEqual(timers.referenced, [false]);
   });
 });
