@@ -6,8 +6,10 @@
  *   npm run build && node build/bench/tls.js [--seconds 5] [--runs 3]
  *
  * - termination, full handshakes: `openssl s_time -new` against each contender (TLS in front of
- *   the C echo backend).
- * - termination, resumed: `openssl s_time -reuse`.
+ *   the C echo backend), once pinned to TLS 1.3 and once to TLS 1.2.
+ * - termination, resumed: `openssl s_time -reuse -tls1_2`. Pinned to TLS 1.2 because s_time takes
+ *   the session right after the handshake, before a TLS 1.3 server's post-handshake ticket
+ *   arrives, so under TLS 1.3 it never resumes against any server.
  * - origination: the C load generator opens plain TCP connections (one 64-byte echo each)
  *   through each contender, which speaks TLS to a shared TLS upstream (nginx `listen ssl` in
  *   front of the echo backend). l4proxy with and without session resumption.
@@ -15,6 +17,13 @@
  * - bulk: iperf3 (plain) through each contender twice, originating TLS to itself and terminating
  *   it again in the same process (nginx: two servers, HAProxy: two listens, one worker/thread), so
  *   the Gbit/s include one TLS encryption and one decryption per byte.
+ *
+ * Every contender offers TLS 1.2 and 1.3 (nginx is told `ssl_protocols TLSv1.2 TLSv1.3`: Debian's
+ * nginx 1.22 offers only up to 1.2 by default, which made earlier runs compare TLS 1.3 against
+ * 1.2). The contenders of a row run side by side: all started, each warmed up by one unmeasured
+ * run, then measured in turn, `--runs` times. A rate is operations divided by the wall time the
+ * client took (s_time prints whole seconds only); beside it, the contender's own CPU time per
+ * operation from /proc, which does not depend on how fast the client on the same cores is.
  */
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -24,6 +33,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './lib/net.js';
+import { cpuSeconds, family } from './lib/procStat.js';
 import { run, start, stop } from './lib/processes.js';
 import { buildLoadgen, findTool, loadAverage } from './lib/tools.js';
 
@@ -135,8 +145,13 @@ async function waitPort(port: number): Promise<void> {
 
 interface Running {
   port: number;
+  /** The contender's processes (nginx: master and worker), for its CPU time. */
+  pids(): number[];
   stop(): Promise<void>;
 }
+
+/** What every nginx server offers (applies to `listen ... ssl` and to `proxy_ssl`). */
+const PROTOCOLS = 'ssl_protocols TLSv1.2 TLSv1.3; proxy_ssl_protocols TLSv1.2 TLSv1.3;';
 
 async function startNginx(name: string, server: string): Promise<Running> {
   const port = await freePort();
@@ -149,13 +164,13 @@ async function startNginx(name: string, server: string): Promise<Running> {
       `pid ${file(`${name}.pid`)};`,
       'worker_processes 1;',
       'events { worker_connections 4096; }',
-      `stream { server { listen 127.0.0.1:${port}${server.startsWith('ssl') ? ' ssl' : ''}; ${server.replace(/^ssl/, '')} } }`,
+      `stream { ${PROTOCOLS} server { listen 127.0.0.1:${port}${server.startsWith('ssl') ? ' ssl' : ''}; ${server.replace(/^ssl/, '')} } }`,
       '',
     ].join('\n'),
   );
   const child = start(nginx, ['-c', conf, '-p', dir, '-g', 'daemon off;'], { stdio: 'ignore' });
   await waitPort(port);
-  return { port, stop: () => stop(child) };
+  return { port, pids: () => family(child.pid ?? 0), stop: () => stop(child) };
 }
 
 async function startHaproxy(name: string, bind: string, server: string): Promise<Running> {
@@ -180,7 +195,7 @@ async function startHaproxy(name: string, bind: string, server: string): Promise
   );
   const child = start(haproxy, ['-db', '-f', conf], { stdio: 'ignore' });
   await waitPort(port);
-  return { port, stop: () => stop(child) };
+  return { port, pids: () => family(child.pid ?? 0), stop: () => stop(child) };
 }
 
 async function startL4proxy(mode: string, upstream: number): Promise<Running> {
@@ -198,7 +213,7 @@ async function startL4proxy(mode: string, upstream: number): Promise<Running> {
       reject(new Error('l4proxy exited'));
     });
   });
-  return { port, stop: () => stop(child) };
+  return { port, pids: () => [child.pid ?? 0], stop: () => stop(child) };
 }
 
 let iperfPort = 0;
@@ -224,24 +239,42 @@ async function startHaproxyBoth(upstream: number): Promise<Running> {
   );
 }
 
-async function sTime(port: number, reuse: boolean): Promise<number> {
-  const out = await run(
-    openssl,
-    [
-      's_time',
-      '-connect',
-      `127.0.0.1:${port}`,
-      reuse ? '-reuse' : '-new',
-      '-time',
-      String(seconds),
-    ],
-    seconds * 1000 + 30_000,
-  );
-  const match =
-    /(\d+) connections in (\d+) real seconds/.exec(out) ??
-    /(\d+) connections in ([\d.]+)s/.exec(out);
-  if (!match) throw new Error(`unexpected s_time output: ${out}`);
-  return Number(match[1]) / Number(match[2]);
+/** One measured run against one contender. */
+interface Sample {
+  /** Operations per second (Gbit/s for bulk). */
+  readonly rate: number;
+  /** The contender's CPU time per operation, µs; undefined where it is not read (bulk). */
+  readonly cpuMicros: number | undefined;
+}
+
+type Probe = (running: Running) => Promise<Sample>;
+
+/** `openssl s_time` for `seconds`, full handshakes or resumed ones, pinned to one TLS version. */
+function sTime(version: '-tls1_2' | '-tls1_3', reuse: boolean): Probe {
+  return async (running) => {
+    const cpuBefore = cpuSeconds(running.pids());
+    const startedAt = performance.now();
+    const out = await run(
+      openssl,
+      [
+        's_time',
+        '-connect',
+        `127.0.0.1:${String(running.port)}`,
+        reuse ? '-reuse' : '-new',
+        version,
+        '-time',
+        String(seconds),
+      ],
+      seconds * 1000 + 30_000,
+    );
+    const wall = (performance.now() - startedAt) / 1000;
+    const cpu = cpuSeconds(running.pids()) - cpuBefore;
+    // "N connections in T real seconds": T is whole seconds, so the wall time is measured here.
+    const match = /(\d+) connections in \d+ real seconds/.exec(out);
+    if (!match) throw new Error(`unexpected s_time output: ${out}`);
+    const connections = Number(match[1]);
+    return { rate: connections / wall, cpuMicros: (cpu * 1e6) / Math.max(connections, 1) };
+  };
 }
 
 interface IperfResult {
@@ -250,35 +283,47 @@ interface IperfResult {
 }
 
 /**
- * One iperf3 run through `port`, in Gbit/s. iperf3 reports its failures in the JSON (for
+ * One iperf3 run through the contender, in Gbit/s. iperf3 reports its failures in the JSON (for
  * example "the server is busy" while the previous test is still closing): tried up to 3 times,
  * then reported as 0 with the reason on stderr rather than ending the whole run.
  */
-async function bulk(port: number): Promise<number> {
+async function bulk(running: Running): Promise<Sample> {
   let reason = '';
   for (let attempt = 0; attempt < 3; attempt++) {
     if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 500));
     const out = await run(
       need('iperf3'),
-      ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-J'],
+      ['-c', '127.0.0.1', '-p', String(running.port), '-t', String(seconds), '-J'],
       seconds * 1000 + 30_000,
     ).catch((error: unknown) => JSON.stringify({ error: String(error) }));
     const json = JSON.parse(out) as IperfResult;
     const received = json.end?.sum_received?.bits_per_second;
-    if (json.error === undefined && received !== undefined) return received / 1e9;
+    if (json.error === undefined && received !== undefined)
+      return { rate: received / 1e9, cpuMicros: undefined };
     reason = json.error ?? 'no result';
   }
-  console.error(`iperf3 through port ${String(port)} failed: ${reason}`);
-  return 0;
+  console.error(`iperf3 through port ${String(running.port)} failed: ${reason}`);
+  return { rate: 0, cpuMicros: undefined };
 }
 
-async function connects(port: number): Promise<number> {
+/** The load generator's 2 s of unmeasured load before it counts (WARMUP_SECONDS in loadgen.c). */
+const LOADGEN_WARMUP_MS = 2_000;
+
+/** New plain connections through the contender (one 64-byte echo each), 8 at a time. */
+async function connects(running: Running): Promise<Sample> {
+  let cpuBefore = cpuSeconds(running.pids());
+  // The CPU meter starts when the load generator starts counting, after its warm-up.
+  const meter = setTimeout(() => (cpuBefore = cpuSeconds(running.pids())), LOADGEN_WARMUP_MS);
   const out = await run(
     loadgen,
-    ['tcp-connect', String(port), '8', String(seconds), '64'],
-    seconds * 1000 + 30_000,
-  );
-  return (JSON.parse(out.trim().split('\n').pop() ?? '{}') as { rate: number }).rate;
+    ['tcp-connect', String(running.port), '8', String(seconds), '64'],
+    seconds * 1000 + LOADGEN_WARMUP_MS + 30_000,
+  ).finally(() => {
+    clearTimeout(meter);
+  });
+  const cpu = cpuSeconds(running.pids()) - cpuBefore;
+  const result = JSON.parse(out.trim().split('\n').pop() ?? '{}') as { rate: number; ops: number };
+  return { rate: result.rate, cpuMicros: (cpu * 1e6) / Math.max(result.ops, 1) };
 }
 
 function median(values: number[]): number {
@@ -286,29 +331,52 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)] ?? 0;
 }
 
+/**
+ * Starts every contender, warms each up with one unmeasured run, then measures them in turn
+ * `runs` times (interleaved, so a noisy moment does not fall on one contender only), and prints
+ * medians with ratios to nginx.
+ */
 async function measure(
   label: string,
   contenders: [string, () => Promise<Running>][],
-  probe: (port: number) => Promise<number>,
+  probe: Probe,
   unit = '/s',
 ): Promise<void> {
-  const results: [string, number][] = [];
-  for (const [name, launch] of contenders) {
-    const running = await launch();
-    try {
-      const samples: number[] = [];
-      for (let i = 0; i < runs; i++) samples.push(await probe(running.port));
-      results.push([name, median(samples)]);
-    } finally {
-      await running.stop();
+  const started: [string, Running][] = [];
+  const samples = new Map<string, Sample[]>();
+  try {
+    for (const [name, launch] of contenders) {
+      started.push([name, await launch()]);
+      samples.set(name, []);
     }
+    for (const [, running] of started) await probe(running);
+    for (let i = 0; i < runs; i++)
+      for (const [name, running] of started) samples.get(name)?.push(await probe(running));
+  } finally {
+    for (const [, running] of started) await running.stop();
   }
-  const nginxRate = results.find(([name]) => name === 'nginx')?.[1] ?? 0;
-  console.log(`\n${label} (median of ${runs} × ${seconds} s)`);
-  for (const [name, rate] of results)
-    console.log(
-      `  ${name.padEnd(22)} ${rate.toFixed(unit === '/s' ? 0 : 2).padStart(8)} ${unit}   ${nginxRate > 0 ? (rate / nginxRate).toFixed(2) : '-'}× nginx`,
+  const rateOf = (name: string): number => median((samples.get(name) ?? []).map((s) => s.rate));
+  const cpuOf = (name: string): number | undefined => {
+    const values = (samples.get(name) ?? []).flatMap((s) =>
+      s.cpuMicros === undefined ? [] : [s.cpuMicros],
     );
+    return values.length === 0 ? undefined : median(values);
+  };
+  const nginxRate = rateOf('nginx');
+  const nginxCpu = cpuOf('nginx');
+  console.log(`\n${label} (median of ${String(runs)} × ${String(seconds)} s, interleaved)`);
+  for (const [name] of contenders) {
+    const rate = rateOf(name);
+    const cpu = cpuOf(name);
+    const ratio = nginxRate > 0 ? `${(rate / nginxRate).toFixed(2)}× nginx` : '';
+    const cpuText =
+      cpu === undefined
+        ? ''
+        : `   CPU ${cpu.toFixed(0).padStart(5)} µs/op${nginxCpu !== undefined && cpu > 0 ? ` (nginx ÷ this: ${(nginxCpu / cpu).toFixed(2)})` : ''}`;
+    console.log(
+      `  ${name.padEnd(24)} ${rate.toFixed(unit === '/s' ? 0 : 2).padStart(8)} ${unit}   ${ratio}${cpuText}`,
+    );
+  }
 }
 
 certificates();
@@ -335,11 +403,20 @@ try {
       () => startHaproxy('term', `ssl crt ${file('bundle.pem')}`, `127.0.0.1:${echoPort}`),
     ],
   ];
-  await measure('termination, full handshakes (openssl s_time -new)', terminators, (port) =>
-    sTime(port, false),
+  await measure(
+    'termination, full handshakes, TLS 1.3 (openssl s_time -new -tls1_3)',
+    terminators,
+    sTime('-tls1_3', false),
   );
-  await measure('termination, resumed sessions (openssl s_time -reuse)', terminators, (port) =>
-    sTime(port, true),
+  await measure(
+    'termination, full handshakes, TLS 1.2 (openssl s_time -new -tls1_2)',
+    terminators,
+    sTime('-tls1_2', false),
+  );
+  await measure(
+    'termination, resumed sessions, TLS 1.2 (openssl s_time -reuse -tls1_2)',
+    terminators,
+    sTime('-tls1_2', true),
   );
   const upstream = await startNginx(
     'upstream',

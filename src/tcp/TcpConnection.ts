@@ -23,6 +23,7 @@ import {
   upstreamTlsTimeout,
 } from '../tls/tlsFailure.js';
 import { isDescriptorExhaustion } from './ExhaustionBackoff.js';
+import { corkForThisTurn, roomWhileCorked } from '../net/coalescedWrites.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
 import { isThenable, selectorError } from '../select/internal/selectorOutcome.js';
 import type { UpstreamCounters, UpstreamState } from '../upstream/UpstreamState.js';
@@ -100,6 +101,11 @@ function own(socket: Socket, connection: TcpConnection): RelaySocket {
   return owned;
 }
 
+/** Whether the socket is a `TLSSocket` (decrypted data arrives a record at a time). */
+function isTls(socket: Socket): boolean {
+  return (socket as Socket & { encrypted?: boolean }).encrypted === true;
+}
+
 /** Copies a chunk out of the shared read buffer (the next read reuses it). */
 function copyOut(bytes: number, buffer: Buffer): Buffer {
   const chunk = Buffer.allocUnsafe(bytes);
@@ -125,6 +131,10 @@ function onUpstreamDataFiltered(this: RelaySocket, chunk: Buffer): void {
 function onClientData(this: RelaySocket, chunk: Buffer): void {
   this[kConnection].clientData(chunk);
 }
+/** A decrypted chunk from a TLS client: written with the rest of this turn's (coalescedWrites). */
+function onClientTlsData(this: RelaySocket, chunk: Buffer): void {
+  this[kConnection].clientTlsData(chunk);
+}
 function onClientEnd(this: RelaySocket): void {
   this[kConnection].clientEnd();
 }
@@ -142,6 +152,10 @@ function onUpstreamRead(this: Socket, bytes: number, buffer: Buffer): boolean {
 }
 function onUpstreamData(this: RelaySocket, chunk: Buffer): void {
   this[kConnection].upstreamData(chunk);
+}
+/** A decrypted chunk from a TLS upstream: written with the rest of this turn's. */
+function onUpstreamTlsData(this: RelaySocket, chunk: Buffer): void {
+  this[kConnection].upstreamTlsData(chunk);
 }
 function onUpstreamEnd(this: RelaySocket): void {
   this[kConnection].upstreamEnd();
@@ -361,7 +375,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     const sharedBuffer =
       this.host.options.relay === 'onread' &&
       readIntoSharedBuffer(client, filtered ? onClientReadFiltered : onClientRead);
-    if (!sharedBuffer) client.on('data', filtered ? onClientDataFiltered : onClientData);
+    if (!sharedBuffer)
+      client.on(
+        'data',
+        filtered ? onClientDataFiltered : isTls(client) ? onClientTlsData : onClientData,
+      );
     client.on('drain', onClientDrain);
     if (this.host.options.noDelay) client.setNoDelay(true);
     if (this.host.options.clientKeepAlive !== undefined)
@@ -615,7 +633,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       tls !== undefined ||
       state.upstream.tunnel !== undefined
     )
-      socket.on('data', this.filters === undefined ? onUpstreamData : onUpstreamDataFiltered);
+      socket.on('data', this.upstreamDataHandler(tls !== undefined));
     socket.on('end', onUpstreamEnd);
     if (
       this.filters !== undefined &&
@@ -725,7 +743,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.connected && socket !== undefined) {
       this.bytesToUpstream += chunk.length;
       this.upstreamCounters.txBytes += chunk.length;
-      if (socket.write(chunk)) return true;
+      if (socket.write(chunk) || roomWhileCorked(socket)) return true;
       this.pauseClient();
       return false;
     }
@@ -742,10 +760,29 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.upstreamCounters.rxBytes += chunk.length;
     this.lastActivity = Date.now();
     this.bytesToClient += chunk.length;
-    if (this.client.write(chunk)) return true;
+    if (this.client.write(chunk) || roomWhileCorked(this.client)) return true;
     this.host.stats.upstreamPaused++;
     this.upstreamSocket?.pause();
     return false;
+  }
+
+  /** A decrypted chunk from the TLS client; its upstream write waits for the turn's others. @internal */
+  clientTlsData(chunk: Buffer): void {
+    const socket = this.upstreamSocket;
+    if (this.connected && socket !== undefined) corkForThisTurn(socket);
+    this.clientData(chunk);
+  }
+
+  /** A decrypted chunk from the TLS upstream; its client write waits for the turn's others. @internal */
+  upstreamTlsData(chunk: Buffer): void {
+    corkForThisTurn(this.client);
+    this.upstreamData(chunk);
+  }
+
+  /** The upstream's 'data' listener: filtered, coalesced for TLS, or plain. */
+  private upstreamDataHandler(tls: boolean): (this: RelaySocket, chunk: Buffer) => void {
+    if (this.filters !== undefined) return onUpstreamDataFiltered;
+    return tls ? onUpstreamTlsData : onUpstreamData;
   }
 
   private pauseClient(): void {

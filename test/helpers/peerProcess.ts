@@ -47,14 +47,19 @@ function accepts(host: string, port: number): Promise<boolean> {
 
 /**
  * Starts `command args`, then waits (bounded retries) until it accepts connections on
- * 127.0.0.1:`readyPort`, a listener the caller's config dedicates to this probe.
+ * 127.0.0.1:`readyPort`, a listener the caller's config dedicates to this probe. `cwd` is the
+ * program's working directory (the test's own by default).
  */
 export async function startPeer(
   command: string,
   args: readonly string[],
   readyPort: number,
+  cwd?: string,
 ): Promise<PeerProcess> {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(cwd !== undefined && { cwd }),
+  });
   let text = '';
   const state = { exited: false };
   const listeners = new Set<() => void>();

@@ -1,0 +1,39 @@
+import type { Socket } from 'node:net';
+
+/**
+ * How many bytes a corked destination may hold before the relay pauses its source, as a plain
+ * write's `false` would. Bounds what one connection buffers while its writes wait for the end of
+ * the loop turn.
+ */
+export const COALESCED_BYTES = 256 * 1024;
+
+/** Destinations corked this loop turn, uncorked together once its I/O callbacks have run. */
+const corked: Socket[] = [];
+
+function uncorkAll(): void {
+  // A socket corked again while these flush (a drain handler writing) waits for the next turn.
+  const sockets = corked.splice(0);
+  for (const socket of sockets) socket.uncork();
+}
+
+/**
+ * Corks `socket` until the I/O callbacks of this loop turn are done. A TLS socket hands its
+ * decrypted bytes over one record (16 KiB at most) at a time, each in its own callback, so
+ * writing each on its own costs one write(2) per record; corked, a turn's records leave in one
+ * writev(2). The flush is a `setImmediate`, since Node runs `process.nextTick` callbacks after
+ * every record.
+ */
+export function corkForThisTurn(socket: Socket): void {
+  if (socket.writableCorked > 0) return;
+  socket.cork();
+  if (corked.push(socket) === 1) setImmediate(uncorkAll);
+}
+
+/**
+ * Whether a write that returned false may go on without pausing its source: the destination is
+ * corked (its bytes wait for the end of the turn, not for the peer) and holds less than
+ * {@link COALESCED_BYTES}.
+ */
+export function roomWhileCorked(socket: Socket): boolean {
+  return socket.writableCorked > 0 && socket.writableLength < COALESCED_BYTES;
+}

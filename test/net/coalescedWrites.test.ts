@@ -1,0 +1,229 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
+import tls from 'node:tls';
+import { COALESCED_BYTES } from '../../src/net/coalescedWrites.js';
+import { readAll, withTimeout } from '../helpers/net.js';
+import { freePort, startPeer } from '../helpers/peerProcess.js';
+import { testServer } from '../helpers/testServer.js';
+import { recordingProxy } from '../helpers/recordingProxy.js';
+import type { RecordingProxy } from '../helpers/recordingProxy.js';
+import { testCa } from '../helpers/tlsCa.js';
+import type { IssuedCert } from '../helpers/tlsCa.js';
+import { tool } from '../helpers/tools.js';
+
+const RECORD = 16 * 1024;
+const MiB = 1024 * 1024;
+
+function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+interface WriteCount {
+  /** Sockets the proxy wrote to that `matches` picked, as they were written to. */
+  readonly sockets: Set<Socket>;
+  /** Calls that handed the kernel one chunk. */
+  single: number;
+  /** Calls that handed it several chunks at once (writev), and how many chunks they held. */
+  vectored: number;
+  vectoredChunks: number;
+}
+
+interface SocketWrites {
+  _write: (this: Socket, chunk: unknown, encoding: unknown, cb: unknown) => void;
+  _writev: (this: Socket, chunks: unknown[], cb: unknown) => void;
+}
+
+/**
+ * Counts the writes this process's sockets picked by `matches` make, by wrapping `net.Socket`'s
+ * `_write` and `_writev` (the proxy runs in this process); restored by the test's `after`.
+ */
+function countWrites(t: TestContext, matches: (socket: Socket) => boolean): WriteCount {
+  const proto = net.Socket.prototype as unknown as SocketWrites;
+  const write = proto._write;
+  const writev = proto._writev;
+  const count: WriteCount = { sockets: new Set(), single: 0, vectored: 0, vectoredChunks: 0 };
+  proto._write = function (this: Socket, chunk, encoding, cb) {
+    if (matches(this)) {
+      count.sockets.add(this);
+      count.single++;
+    }
+    write.call(this, chunk, encoding, cb);
+  };
+  proto._writev = function (this: Socket, chunks, cb) {
+    if (matches(this)) {
+      count.sockets.add(this);
+      count.vectored++;
+      count.vectoredChunks += chunks.length;
+    }
+    writev.call(this, chunks, cb);
+  };
+  t.after(() => {
+    proto._write = write;
+    proto._writev = writev;
+  });
+  return count;
+}
+
+/** A plain upstream that keeps what it receives; `hold` leaves it unread until `release()`. */
+async function collector(
+  t: TestContext,
+  hold = false,
+): Promise<{ port: number; received: Promise<Buffer>; release(): void }> {
+  let release = (): void => undefined;
+  let resolveReceived: (data: Buffer) => void = () => undefined;
+  const received = new Promise<Buffer>((resolve) => (resolveReceived = resolve));
+  const port = await testServer(t, (socket) => {
+    const chunks: Buffer[] = [];
+    if (hold) {
+      socket.pause();
+      release = () => socket.resume();
+    }
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('end', () => {
+      resolveReceived(Buffer.concat(chunks));
+      socket.end();
+    });
+  });
+  return {
+    port,
+    received,
+    release: () => {
+      release();
+    },
+  };
+}
+
+/** A test CA (made with openssl) and its certificate for localhost; undefined when skipped. */
+async function localhost(t: TestContext) {
+  const openssl = tool(t, 'openssl');
+  if (!openssl) return undefined;
+  const ca = await testCa(t, openssl);
+  return { openssl, ca, cert: await ca.issue('localhost', ['localhost', '127.0.0.1']) };
+}
+
+async function terminating(t: TestContext, cert: IssuedCert, upstream: number) {
+  const rig = await recordingProxy({
+    upstreams: [{ host: '127.0.0.1', port: upstream }],
+    terminateTls: { cert: cert.cert, key: cert.key },
+  });
+  t.after(() => rig.close());
+  return rig;
+}
+
+/** A TLS client through the proxy that sends `data` in 1 MiB writes, then ends. */
+function sendOverTls(rig: RecordingProxy, ca: string, data: Buffer): tls.TLSSocket {
+  const client = tls.connect({ host: rig.host, port: rig.port, ca, servername: 'localhost' });
+  client.on('error', () => undefined);
+  client.once('secureConnect', () => {
+    let offset = 0;
+    const next = (): void => {
+      while (offset < data.length) {
+        const more = client.write(data.subarray(offset, offset + MiB));
+        offset += MiB;
+        if (!more) {
+          client.once('drain', next);
+          return;
+        }
+      }
+      client.end();
+    };
+    next();
+  });
+  client.resume();
+  return client;
+}
+
+describe('TLS records are written to the plain side coalesced, one writev per loop turn', () => {
+  test("a TLS client's 8 MiB reach the upstream byte-exact, in far fewer writes than records", async (t) => {
+    const pki = await localhost(t);
+    if (!pki) return;
+    const { ca, cert } = pki;
+    const upstream = await collector(t);
+    const writes = countWrites(t, (socket) => socket.remotePort === upstream.port);
+    const rig = await terminating(t, cert, upstream.port);
+    const data = randomBytes(8 * MiB);
+    sendOverTls(rig, ca.cert, data);
+    const received = await withTimeout(upstream.received, 20_000, 'the upstream received all');
+    assert.equal(received.length, data.length);
+    assert.equal(sha256(received), sha256(data));
+    const records = data.length / RECORD;
+    const calls = writes.single + writes.vectored;
+    assert.ok(writes.vectored > 0, `no writev: ${JSON.stringify(writes)}`);
+    assert.ok(
+      calls <= records / 2,
+      `${String(calls)} writes for ${String(records)} records: not coalesced`,
+    );
+    assert.deepEqual(rig.errors, []);
+  });
+
+  test('a stalled upstream pauses the TLS client; the corked bytes stay bounded', async (t) => {
+    const pki = await localhost(t);
+    if (!pki) return;
+    const { ca, cert } = pki;
+    const upstream = await collector(t, true);
+    const writes = countWrites(t, (socket) => socket.remotePort === upstream.port);
+    const rig = await terminating(t, cert, upstream.port);
+    const data = randomBytes(32 * MiB);
+    sendOverTls(rig, ca.cert, data);
+    const paused = (): number => rig.proxy.stats().downstream_flow_control_paused_reading_total;
+    for (let i = 0; i < 400 && paused() === 0; i++)
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    assert.ok(paused() > 0, 'the proxy never paused the TLS client');
+    const [socket] = [...writes.sockets];
+    assert.ok(socket !== undefined);
+    // At most the limit plus the record that crossed it, whatever the client still sends.
+    assert.ok(
+      socket.writableLength <= COALESCED_BYTES + RECORD,
+      `${String(socket.writableLength)} bytes held`,
+    );
+    upstream.release();
+    const received = await withTimeout(upstream.received, 30_000, 'the upstream received all');
+    assert.equal(sha256(received), sha256(data));
+    assert.deepEqual(rig.errors, []);
+  });
+
+  test("openssl s_server's 8 MiB reach a plain client of an originating proxy byte-exact, coalesced", async (t) => {
+    const pki = await localhost(t);
+    if (!pki) return;
+    const { openssl, ca, cert } = pki;
+    const files = mkdtempSync(join(tmpdir(), 'l4proxy-www-'));
+    t.after(() => {
+      rmSync(files, { recursive: true, force: true });
+    });
+    const data = randomBytes(8 * MiB);
+    writeFileSync(join(files, 'big.bin'), data);
+    const port = await freePort();
+    const args = ['s_server', '-accept', `127.0.0.1:${String(port)}`, '-WWW'];
+    const server = await startPeer(
+      openssl,
+      [...args, '-cert', cert.certFile, '-key', cert.keyFile],
+      port,
+      files,
+    );
+    t.after(() => server.stop());
+    const rig = await recordingProxy({
+      upstreams: [{ host: '127.0.0.1', port }],
+      tls: { ca: ca.cert, servername: 'localhost' },
+    });
+    t.after(() => rig.close());
+    const writes = countWrites(t, (socket) => socket.localPort === rig.port);
+    const client = net.connect(rig.port, rig.host);
+    client.on('error', () => undefined);
+    client.end('GET /big.bin HTTP/1.0\r\n\r\n');
+    const reply = await readAll(client, 20_000);
+    const body = reply.subarray(reply.indexOf('\r\n\r\n') + 4);
+    assert.match(reply.subarray(0, 64).toString('latin1'), /^HTTP\/1\.0 200/);
+    assert.equal(sha256(body), sha256(data));
+    const calls = writes.single + writes.vectored;
+    assert.ok(writes.vectored > 0, `no writev: ${JSON.stringify(writes)}`);
+    assert.ok(calls <= data.length / RECORD / 2, `${String(calls)} writes: not coalesced`);
+    assert.deepEqual(rig.errors, []);
+  });
+});
