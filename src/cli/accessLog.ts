@@ -45,12 +45,33 @@ export function observeProxy(
       tcp.on('connectionClose', (summary) => {
         access.logMembers('info', 'connection closed', prefix + summaryMembers(summary));
       });
-    tcp.on('rejected', (rejection) => {
+    logFailures(ops, base, tcp);
+    return;
+  }
+  const udp = proxy as UdpProxy;
+  udp.on('error', onError);
+  if (logged)
+    udp.on('sessionClose', (summary) => {
+      access.logMembers('info', 'session closed', prefix + summaryMembers(summary));
+    });
+  logFailures(ops, base, udp);
+}
+
+/** The members every operations line of a listener starts with. */
+interface ListenerMembers {
+  readonly listener: string;
+  readonly protocol: 'tcp' | 'udp';
+}
+
+/** Rejections (TCP) and upstream errors at debug on the operations log, whatever the access log. */
+function logFailures(ops: Logger, base: ListenerMembers, proxy: TcpProxy | UdpProxy): void {
+  if ('connections' in proxy) {
+    proxy.on('rejected', (rejection) => {
       if (!ops.enabled('debug')) return;
       const { error, ...rest } = rejection;
       ops.log('debug', 'connection rejected', { ...base, ...rest, ...(error && { err: error }) });
     });
-    tcp.on('upstreamError', (connection, upstream, err) => {
+    proxy.on('upstreamError', (connection, upstream, err) => {
       ops.log('debug', 'upstream connect failed', {
         ...base,
         id: connection.id,
@@ -60,13 +81,7 @@ export function observeProxy(
     });
     return;
   }
-  const udp = proxy as UdpProxy;
-  udp.on('error', onError);
-  if (logged)
-    udp.on('sessionClose', (summary) => {
-      access.logMembers('info', 'session closed', prefix + summaryMembers(summary));
-    });
-  udp.on('upstreamError', (session, upstream, err) => {
+  proxy.on('upstreamError', (session, upstream, err) => {
     ops.log('debug', 'upstream error', { ...base, id: session.id, upstream: upstream.id, err });
   });
 }
@@ -111,7 +126,7 @@ function accessWriter(access: Logger, settings: AccessLogSettings): AccessWriter
 
 /** What a line shows of a live connection or session (periodic and connect lines). */
 function liveRecord(
-  base: { listener: string; protocol: 'tcp' | 'udp' },
+  base: ListenerMembers,
   item: TcpConnectionInfo | UdpSessionInfo,
   connectTimeMs: number | undefined,
 ): AccessRecord {
@@ -192,19 +207,7 @@ function observeWithSettings(
         ...(connectTimeMs !== undefined && { connectTimeMs }),
       });
     });
-    proxy.on('rejected', (rejection) => {
-      if (!ops.enabled('debug')) return;
-      const { error, ...rest } = rejection;
-      ops.log('debug', 'connection rejected', { ...base, ...rest, ...(error && { err: error }) });
-    });
-    proxy.on('upstreamError', (connection, upstream, err) => {
-      ops.log('debug', 'upstream connect failed', {
-        ...base,
-        id: connection.id,
-        upstream: upstream.id,
-        err,
-      });
-    });
+    logFailures(ops, base, proxy);
     proxy.on('close', () => {
       clearInterval(timer);
     });
@@ -213,9 +216,7 @@ function observeWithSettings(
   proxy.on('sessionClose', (summary) => {
     writer.write('end', 'session closed', { ...base, ...summary });
   });
-  proxy.on('upstreamError', (session, upstream, err) => {
-    ops.log('debug', 'upstream error', { ...base, id: session.id, upstream: upstream.id, err });
-  });
+  logFailures(ops, base, proxy);
   proxy.on('close', () => {
     clearInterval(timer);
   });

@@ -1,4 +1,4 @@
-import { InvalidOptionError } from '../errors.js';
+import { factoryList } from './factoryList.js';
 import type { TcpConnectionInfo, TcpConnectionSummary } from '../tcp/events.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 
@@ -48,12 +48,5 @@ export type DataFilterFactory = (connection: TcpConnectionInfo) => DataFilter | 
 
 /** Validates the `filters` option: an array of factories, or undefined when empty. */
 export function resolveFilters(value: unknown): readonly DataFilterFactory[] | undefined {
-  if (value === undefined) return undefined;
-  if (!Array.isArray(value))
-    throw new InvalidOptionError('filters', 'an array of filter factory functions', value);
-  value.forEach((factory: unknown, i) => {
-    if (typeof factory !== 'function')
-      throw new InvalidOptionError(`filters[${i}]`, 'a filter factory function', factory);
-  });
-  return value.length === 0 ? undefined : (value as DataFilterFactory[]);
+  return factoryList<DataFilterFactory>(value, 'filters');
 }

@@ -1,4 +1,4 @@
-import { InvalidOptionError } from '../errors.js';
+import { factoryList } from './factoryList.js';
 import type { UdpSessionInfo, UdpSessionSummary } from '../udp/events.js';
 
 /**
@@ -33,14 +33,7 @@ export type UdpSessionFilterFactory = (session: UdpSessionInfo) => UdpSessionFil
 export function resolveSessionFilters(
   value: unknown,
 ): readonly UdpSessionFilterFactory[] | undefined {
-  if (value === undefined) return undefined;
-  if (!Array.isArray(value))
-    throw new InvalidOptionError('sessionFilters', 'an array of filter factory functions', value);
-  value.forEach((factory: unknown, i) => {
-    if (typeof factory !== 'function')
-      throw new InvalidOptionError(`sessionFilters[${i}]`, 'a filter factory function', factory);
-  });
-  return value.length === 0 ? undefined : (value as UdpSessionFilterFactory[]);
+  return factoryList<UdpSessionFilterFactory>(value, 'sessionFilters');
 }
 
 /** Runs `datagram` through `filters` in order; undefined when one dropped it. Throws what they throw. */

@@ -1,3 +1,4 @@
+import { countPerReason } from '../internal/reasonCounts.js';
 import { proxyHealthStats, upstreamHealthStats } from '../upstream/healthStats.js';
 import type { ProxyHealthStats, UpstreamHealthStats } from '../upstream/healthStats.js';
 import type { UpstreamTotals } from '../upstream/UpstreamManager.js';
@@ -118,10 +119,8 @@ export function snapshotTcpStats(sources: TcpStatsSources): TcpProxyStats {
     upTx += connection.bytesToUpstream;
     if (connection.upstream !== undefined) upstreamActive++;
   }
-  const reasons = {} as Record<CloseReason, number>;
-  for (const reason of Object.values(CloseReason)) reasons[reason] = closed.reasons[reason] ?? 0;
-  const rejected = {} as Record<RejectReason, number>;
-  for (const reason of Object.values(RejectReason)) rejected[reason] = rejectReasons[reason] ?? 0;
+  const reasons = countPerReason(CloseReason, closed.reasons);
+  const rejected = countPerReason(RejectReason, rejectReasons);
   const perUpstream: Record<string, TcpUpstreamStats> = {};
   for (const state of upstreams) {
     perUpstream[state.id] = {

@@ -2,7 +2,6 @@ import type { Duplex } from 'node:stream';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import type { LinkOwner } from '../udp/UpstreamLink.js';
 import { UpstreamLink } from '../udp/UpstreamLink.js';
-import type { SessionHost } from '../udp/SessionHost.js';
 import { CapsuleParser, datagramCapsule } from './capsules.js';
 import { TUNNEL_READY } from './httpConnect.js';
 import type { HttpTunnel, TunnelPeer } from './tunnelOptions.js';
@@ -16,28 +15,19 @@ const MAX_STREAM_BACKLOG = 256 * 1024;
  * session's dgram link, with the same counters and the same failure reports.
  */
 export class ConnectUdpLink extends UpstreamLink {
-  private readonly link: LinkOwner;
-  private readonly sessionHost: SessionHost;
   private readonly tunnel: HttpTunnel;
   private stream: Duplex | undefined;
-  private accounted = false;
 
   constructor(owner: LinkOwner, state: UpstreamState, tunnel: HttpTunnel) {
     super(owner, state);
-    this.link = owner;
-    this.sessionHost = owner.host;
     this.tunnel = tunnel;
   }
 
   override open(): void {
     const state = this.state;
-    const host = this.sessionHost;
-    state.active++;
-    state.counters.total++;
-    host.counters.upstreamTotal++;
-    host.counters.upstreamActive++;
-    this.accounted = true;
-    const stream = host.tunnels().openUdp(state, this.tunnel, this.link as unknown as TunnelPeer);
+    const host = this.host;
+    this.countOpened();
+    const stream = host.tunnels().openUdp(state, this.tunnel, this.owner as unknown as TunnelPeer);
     this.stream = stream;
     host.socketOpened();
     let open = true;
@@ -61,8 +51,8 @@ export class ConnectUdpLink extends UpstreamLink {
       const queue = this.queue;
       if (queue === undefined || this.closed) return;
       this.queue = undefined;
-      this.link.unqueued(queue.length);
-      for (const msg of queue) if (!this.send(msg)) this.link.sendQueueFull(msg.length);
+      this.owner.unqueued(queue.length);
+      for (const msg of queue) if (!this.send(msg)) this.owner.sendQueueFull(msg.length);
     });
   }
 
@@ -73,14 +63,7 @@ export class ConnectUdpLink extends UpstreamLink {
       return true;
     }
     if (stream.writableLength > MAX_STREAM_BACKLOG) return false;
-    const len = msg.length;
-    this.datagramsSent++;
-    this.bytesSent += len;
-    const counters = this.sessionHost.counters;
-    counters.upstreamTxDatagrams++;
-    counters.upstreamTxBytes += len;
-    this.state.counters.txDatagrams++;
-    this.state.counters.txBytes += len;
+    this.countSent(msg.length);
     const [header, payload] = datagramCapsule(msg);
     stream.cork();
     stream.write(header);
@@ -91,32 +74,18 @@ export class ConnectUdpLink extends UpstreamLink {
 
   private received(payload: Buffer): void {
     if (this.closed) return;
-    const len = payload.length;
-    const counters = this.sessionHost.counters;
-    counters.upstreamRxDatagrams++;
-    counters.upstreamRxBytes += len;
-    this.state.counters.rxDatagrams++;
-    this.state.counters.rxBytes += len;
-    this.link.fromUpstream(this, Buffer.from(payload));
+    this.countReceived(payload.length);
+    this.owner.fromUpstream(this, Buffer.from(payload));
   }
 
   private failed(err: Error): void {
     if (this.closed) return;
-    this.sessionHost.counters.upstreamRxErrors++;
-    this.state.counters.errors++;
-    this.link.linkFailed(this, err, this.ready ? 'receive' : 'setup');
+    this.countFailure();
+    this.owner.linkFailed(this, err, this.ready ? 'receive' : 'setup');
   }
 
   override close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.ready = false;
-    this.queue = undefined;
-    if (this.accounted) {
-      this.accounted = false;
-      this.state.active--;
-      this.sessionHost.counters.upstreamActive--;
-    }
+    if (!this.markClosed()) return;
     // Closing the request ends the proxy's UDP association (RFC 9298 section 3.1).
     this.stream?.destroy();
   }

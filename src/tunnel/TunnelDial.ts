@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import { ConnectFailedError, ConnectTimeoutError, NoUpstreamError } from '../errors.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import type { UpstreamTls } from '../tls/UpstreamTls.js';
+import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
 import { upstreamTlsError, upstreamTlsTimeout } from '../tls/tlsFailure.js';
 import type {
   SelectionContext,
@@ -82,6 +83,22 @@ export interface DialSpec {
 }
 
 const EMPTY: readonly UpstreamState[] = [];
+
+/** The 'error' listener a handed-over socket keeps until its new owner adds its own. */
+function ignoreError(): void {
+  // The new owner (the relay, or the TLS socket over a raw one) reports the error.
+}
+
+/**
+ * Swaps a dial's own listeners on `socket` for {@link ignoreError} once the socket is handed
+ * over, so that it no longer holds the dial; the swap adds first, so that the socket is never
+ * without an 'error' listener.
+ */
+function handOver(socket: Socket, onError: (err: Error) => void, onClose: () => void): void {
+  socket.on('error', ignoreError);
+  socket.off('error', onError);
+  socket.off('close', onClose);
+}
 
 function sameHost(a: string, b: string): boolean {
   return a.toLowerCase() === b.toLowerCase();
@@ -282,15 +299,17 @@ export class TunnelDial implements TunnelSelectionContext {
       noDelay: true,
     });
     this.socket = raw;
-    raw.on('error', (err) => {
+    const onError = (err: Error): void => {
       if (this.socket === raw)
         this.failed(state, new ConnectFailedError(state.address, err), 'connect_failed');
-    });
-    raw.once('close', () => {
+    };
+    const onClose = (): void => {
       if (this.socket === raw)
         this.failed(state, new ConnectFailedError(state.address, 'closed'), 'connect_failed');
-    });
-    this.timer = setTimeout(() => {
+    };
+    raw.on('error', onError);
+    raw.once('close', onClose);
+    this.startTimer(() => {
       state.counters.connectTimeouts++;
       this.failed(
         state,
@@ -300,41 +319,55 @@ export class TunnelDial implements TunnelSelectionContext {
     }, this.host.connectTimeout);
     raw.once('connect', () => {
       if (this.socket !== raw) return;
-      if (tlsSettings === undefined) {
-        this.connected(state, raw);
-        return;
-      }
-      this.clearTimer();
-      const secure = this.host.upstreamTls.start(
+      // From here the relay (or, for TLS, the TLS socket over it) reports this socket's end.
+      handOver(raw, onError, onClose);
+      if (tlsSettings === undefined) this.connected(state, raw);
+      else this.startTls(state, raw, tlsSettings);
+    });
+  }
+
+  /** TCP is up to a TLS upstream: the handshake, under its own `handshakeTimeout`. */
+  private startTls(state: UpstreamState, raw: Socket, settings: ResolvedUpstreamTls): void {
+    this.clearTimer();
+    let secure: Socket;
+    try {
+      secure = this.host.upstreamTls.start(
         raw,
-        { settings: tlsSettings, id: state.id, host: state.host, port: state.port },
+        { settings, id: state.id, host: state.host, port: state.port },
         this.serverName,
       );
-      this.socket = secure;
-      secure.on('error', (err) => {
-        if (this.socket === secure)
-          this.failed(state, upstreamTlsError(state.address, err), 'upstream_tls');
-      });
-      secure.once('close', () => {
-        if (this.socket === secure)
-          this.failed(
-            state,
-            upstreamTlsError(state.address, new Error('closed during the handshake')),
-            'upstream_tls',
-          );
-      });
-      this.timer = setTimeout(() => {
+    } catch (err) {
+      // Inside the socket's 'connect' event: it must not escape (the raw socket is destroyed).
+      this.failed(state, upstreamTlsError(state.address, err), 'upstream_tls');
+      return;
+    }
+    this.socket = secure;
+    const onError = (err: Error): void => {
+      if (this.socket === secure)
+        this.failed(state, upstreamTlsError(state.address, err), 'upstream_tls');
+    };
+    const onClose = (): void => {
+      if (this.socket === secure)
         this.failed(
           state,
-          upstreamTlsTimeout(state.address, tlsSettings.handshakeTimeout),
+          upstreamTlsError(state.address, new Error('closed during the handshake')),
           'upstream_tls',
         );
-      }, tlsSettings.handshakeTimeout);
-      secure.once('secureConnect', () => {
-        if (this.socket !== secure) return;
-        this.host.upstreamTls.secured(secure);
-        this.connected(state, secure);
-      });
+    };
+    secure.on('error', onError);
+    secure.once('close', onClose);
+    this.startTimer(() => {
+      this.failed(
+        state,
+        upstreamTlsTimeout(state.address, settings.handshakeTimeout),
+        'upstream_tls',
+      );
+    }, settings.handshakeTimeout);
+    secure.once('secureConnect', () => {
+      if (this.socket !== secure) return;
+      handOver(secure, onError, onClose);
+      this.host.upstreamTls.secured(secure);
+      this.connected(state, secure);
     });
   }
 
@@ -386,6 +419,12 @@ export class TunnelDial implements TunnelSelectionContext {
     this.finished = true;
     this.clearTimer();
     this.done(outcome);
+  }
+
+  /** A deadline of this dial; unref'd: a pending dial must not keep the host process alive. */
+  private startTimer(expired: () => void, ms: number): void {
+    this.timer = setTimeout(expired, ms);
+    this.timer.unref();
   }
 
   private clearTimer(): void {

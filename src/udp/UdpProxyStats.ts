@@ -1,3 +1,4 @@
+import { countPerReason } from '../internal/reasonCounts.js';
 import type { TunnelStats } from '../transport/TunnelStats.js';
 import { proxyHealthStats, upstreamHealthStats } from '../upstream/healthStats.js';
 import type { ProxyHealthStats, UpstreamHealthStats } from '../upstream/healthStats.js';
@@ -106,12 +107,6 @@ export interface UdpCounters {
   closeReasons: Record<SessionCloseReason, number>;
 }
 
-function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {
-  const record = {} as Record<K, number>;
-  for (const key of keys) record[key] = 0;
-  return record;
-}
-
 /** Fresh, all-zero counters. */
 export function createUdpCounters(): UdpCounters {
   return {
@@ -134,8 +129,8 @@ export function createUdpCounters(): UdpCounters {
     upstreamRxErrors: 0,
     upstreamTxErrors: 0,
     droppedTotal: 0,
-    dropped: zeroes(Object.values(DropReason)),
-    closeReasons: zeroes(Object.values(SessionCloseReason)),
+    dropped: countPerReason(DropReason),
+    closeReasons: countPerReason(SessionCloseReason),
   };
 }
 

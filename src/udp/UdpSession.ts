@@ -243,6 +243,11 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     this.waiting -= count;
   }
 
+  /** A datagram waits in a link's queue again; not bounded: it was counted before. */
+  requeued(): void {
+    this.waiting++;
+  }
+
   sendQueueFull(size: number): void {
     this.drop(DropReason.SEND_QUEUE_FULL, 'client', size);
   }

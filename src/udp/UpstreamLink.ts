@@ -18,6 +18,8 @@ export interface LinkOwner {
   linkFailed(link: UpstreamLink, error: Error, kind: LinkFailure): void;
   /** Datagrams waiting in the link's queue left it (sent or dropped). */
   unqueued(count: number): void;
+  /** A datagram that had left the queue waits in it again: its send threw (see `send()`). */
+  requeued(): void;
   /** A datagram from the link's queue could not be sent: `maxSendQueue` sends were pending. */
   sendQueueFull(size: number): void;
   /** The PROXY protocol v2 header to prepend to each datagram, when configured. */
@@ -56,8 +58,8 @@ export class UpstreamLink {
   datagramsSent = 0;
   bytesSent = 0;
 
-  private readonly owner: LinkOwner;
-  private readonly host: SessionHost;
+  protected readonly owner: LinkOwner;
+  protected readonly host: SessionHost;
   private socket: Socket | undefined;
   private counted = false;
   private socketOpen = false;
@@ -71,11 +73,7 @@ export class UpstreamLink {
   /** Creates and connects the socket (resolving the upstream host first when it is a name). */
   open(): void {
     const state = this.state;
-    state.active++;
-    state.counters.total++;
-    this.host.counters.upstreamTotal++;
-    this.host.counters.upstreamActive++;
-    this.counted = true;
+    this.countOpened();
     const family = isIP(state.host);
     if (family !== 0) {
       this.connect(state.host, family);
@@ -176,11 +174,16 @@ export class UpstreamLink {
       // way. The datagram waits again, counted as waiting, and is dropped with the link.
       this.ready = false;
       (this.queue ??= []).push(msg);
-      this.owner.unqueued(-1);
+      this.owner.requeued();
       return true;
     }
     this.inFlight++;
-    const len = msg.length;
+    this.countSent(msg.length);
+    return true;
+  }
+
+  /** Counts a datagram handed to the upstream (a link that stands in for this one counts alike). */
+  protected countSent(len: number): void {
     this.datagramsSent++;
     this.bytesSent += len;
     const counters = this.host.counters;
@@ -188,6 +191,44 @@ export class UpstreamLink {
     counters.upstreamTxBytes += len;
     this.state.counters.txDatagrams++;
     this.state.counters.txBytes += len;
+  }
+
+  /** Counts a datagram from the upstream. */
+  protected countReceived(len: number): void {
+    const counters = this.host.counters;
+    counters.upstreamRxDatagrams++;
+    counters.upstreamRxBytes += len;
+    this.state.counters.rxDatagrams++;
+    this.state.counters.rxBytes += len;
+  }
+
+  /** Counts a setup or receive failure on the way to the upstream. */
+  protected countFailure(): void {
+    this.host.counters.upstreamRxErrors++;
+    this.state.counters.errors++;
+  }
+
+  /** Counts the link as open to its upstream (active until `countClosed`). */
+  protected countOpened(): void {
+    const state = this.state;
+    state.active++;
+    state.counters.total++;
+    this.host.counters.upstreamTotal++;
+    this.host.counters.upstreamActive++;
+    this.counted = true;
+  }
+
+  /** Marks the link closed and no longer active on its upstream; false when it already was. */
+  protected markClosed(): boolean {
+    if (this.closed) return false;
+    this.closed = true;
+    this.ready = false;
+    this.queue = undefined;
+    if (this.counted) {
+      this.counted = false;
+      this.state.active--;
+      this.host.counters.upstreamActive--;
+    }
     return true;
   }
 
@@ -203,12 +244,7 @@ export class UpstreamLink {
 
   private readonly onMessage = (msg: Buffer): void => {
     if (this.closed) return;
-    const len = msg.length;
-    const counters = this.host.counters;
-    counters.upstreamRxDatagrams++;
-    counters.upstreamRxBytes += len;
-    this.state.counters.rxDatagrams++;
-    this.state.counters.rxBytes += len;
+    this.countReceived(msg.length);
     this.owner.fromUpstream(this, msg);
   };
 
@@ -218,15 +254,13 @@ export class UpstreamLink {
       this.setupFailed(err);
       return;
     }
-    this.host.counters.upstreamRxErrors++;
-    this.state.counters.errors++;
+    this.countFailure();
     this.owner.linkFailed(this, err, 'receive');
   };
 
   private setupFailed(err: Error): void {
     if (this.closed) return;
-    this.host.counters.upstreamRxErrors++;
-    this.state.counters.errors++;
+    this.countFailure();
     this.owner.linkFailed(this, err, 'setup');
   }
 
@@ -238,15 +272,7 @@ export class UpstreamLink {
 
   /** Closes the socket at once (its file descriptor is released synchronously). Idempotent. */
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.ready = false;
-    this.queue = undefined;
-    if (this.counted) {
-      this.counted = false;
-      this.state.active--;
-      this.host.counters.upstreamActive--;
-    }
+    if (!this.markClosed()) return;
     const socket = this.socket;
     if (socket === undefined) return;
     try {

@@ -82,7 +82,17 @@ describe('UDP over HTTP/2 CONNECT-UDP, l4proxy at both ends', () => {
     assert.equal(requests[0]?.protocol, 'connect-udp');
     assert.equal(requests[0].authority, `127.0.0.1:${dns.port}`);
     assert.equal(server.stats().tunnel_opened_total, 2);
+    // The CONNECT-UDP link counts as the dgram link does: one query out, one answer in, per dig.
+    const [upstream] = Object.values(stats.upstreams);
+    assert.ok(upstream !== undefined);
+    for (const counts of [stats, upstream]) {
+      assert.equal(counts.upstream_sess_total, 2);
+      assert.equal(counts.upstream_sess_active, 2);
+      assert.equal(counts.upstream_sess_tx_datagrams, 2);
+      assert.equal(counts.upstream_sess_rx_datagrams, 2);
+    }
     await proxy.close();
+    assert.equal(proxy.stats().upstream_sess_active, 0);
     // Closing the sessions closes their requests: the server sees both tunnels end.
     await withTimeout(
       (async () => {
