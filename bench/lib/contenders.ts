@@ -77,7 +77,10 @@ async function forkNode(
   processes: (pid: number) => number[] = (pid) => [pid],
 ): Promise<Running> {
   const extra = process.env.L4PROXY_BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
-  const execArgv = [...extra, ...(profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir])];
+  const execArgv = [
+    ...extra,
+    ...(profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir]),
+  ];
   const child = track(fork(benchScript(script), args, { execArgv, stdio: 'ignore' }));
   const port = await new Promise<number>((resolve, reject) => {
     child.once('message', (message) => {
