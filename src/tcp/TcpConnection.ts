@@ -633,7 +633,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       tls !== undefined ||
       state.upstream.tunnel !== undefined
     )
-      socket.on('data', this.upstreamDataHandler(tls !== undefined));
+      socket.on('data', this.upstreamDataHandler(socket));
     socket.on('end', onUpstreamEnd);
     if (
       this.filters !== undefined &&
@@ -779,10 +779,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.upstreamData(chunk);
   }
 
-  /** The upstream's 'data' listener: filtered, coalesced for TLS, or plain. */
-  private upstreamDataHandler(tls: boolean): (this: RelaySocket, chunk: Buffer) => void {
+  /**
+   * The upstream's 'data' listener: filtered, coalesced for a TLS socket (an originated TLS
+   * upstream, or a tunnel through an HTTPS proxy), or plain.
+   */
+  private upstreamDataHandler(socket: Socket): (this: RelaySocket, chunk: Buffer) => void {
     if (this.filters !== undefined) return onUpstreamDataFiltered;
-    return tls ? onUpstreamTlsData : onUpstreamData;
+    return isTls(socket) ? onUpstreamTlsData : onUpstreamData;
   }
 
   private pauseClient(): void {
