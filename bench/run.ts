@@ -16,6 +16,7 @@ import { CpuMeter, MachineMeter } from './lib/procStat.js';
 import { markdown } from './lib/report.js';
 import type { BenchResults, ContenderResult, ScenarioResult } from './lib/results.js';
 import type { Sample, Scenario, ScenarioContext } from './lib/scenarios.js';
+import { loadgenWarmupSeconds } from './lib/scenarios.js';
 import { rotate, summarize } from './lib/stats.js';
 import type { Summary } from './lib/stats.js';
 import { checkTargets } from './lib/targets.js';
@@ -78,7 +79,8 @@ async function measure(
   );
   try {
     const pids = running.pids();
-    const meters = new RunMeters(pids, backend.pid, scenario.warmup ?? 0);
+    const warmup = scenario.warmup === undefined ? 0 : loadgenWarmupSeconds(context.duration);
+    const meters = new RunMeters(pids, backend.pid, warmup);
     let sample: Sample;
     try {
       sample = await scenario.run(running.port, () => running.pids(), context);

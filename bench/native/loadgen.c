@@ -34,8 +34,9 @@
 #include <unistd.h>
 
 /* Seconds of load before the measured window: long enough for V8's optimizing compiler to settle
- * in a fresh Node proxy, so runs compare steady states. bench/lib/scenarios.ts mirrors it. */
-#define WARMUP_SECONDS 2.0
+ * in a fresh Node proxy, so runs compare steady states. LOADGEN_WARMUP_SECONDS in the environment
+ * overrides it (the harness's smoke runs use 0); bench/lib/scenarios.ts mirrors it. */
+static double warmup_seconds = 2.0;
 
 #define MAX_EVENTS 256
 #define MAX_SIZE 65536
@@ -233,7 +234,7 @@ static int tcp_rr(int port, int conns, double seconds, size_t size) {
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
     epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
   }
-  double start = now(), warm = start + WARMUP_SECONDS, end = warm + seconds;
+  double start = now(), warm = start + warmup_seconds, end = warm + seconds;
   double cpu0 = 0;
   int warmed = 0;
   long ops = 0, errors = 0;
@@ -294,7 +295,7 @@ static int tcp_connect(int port, int concurrency, double seconds, size_t size) {
   long ops = 0, errors = 0;
   for (int i = 0; i < concurrency; i++)
     if (tcp_connect_start(ep, &cs[i], (uint32_t)i, port) < 0) errors++;
-  double start = now(), warm = start + WARMUP_SECONDS, end = warm + seconds;
+  double start = now(), warm = start + warmup_seconds, end = warm + seconds;
   double cpu0 = 0;
   int warmed = 0;
   struct epoll_event events[MAX_EVENTS];
@@ -354,7 +355,7 @@ static int tcp_latency(int port, double seconds, size_t size) {
   if (fd < 0) die("connect");
   size_t cap = 4 * 1000 * 1000, count = 0;
   double *samples = malloc(cap * sizeof *samples);
-  double start = now(), warm = start + WARMUP_SECONDS, end = warm + seconds;
+  double start = now(), warm = start + warmup_seconds, end = warm + seconds;
   double cpu0 = 0;
   int warmed = 0;
   long errors = 0;
@@ -435,7 +436,7 @@ static int udp_rr(int port, int sockets, int window, double seconds, size_t size
       if (send(ss[i].fd, payload, size, 0) == (ssize_t)size) ss[i].inflight++;
     ss[i].last = start;
   }
-  double warm = start + WARMUP_SECONDS, end = warm + seconds;
+  double warm = start + warmup_seconds, end = warm + seconds;
   double cpu0 = 0;
   int warmed = 0;
   long ops = 0, lost = 0;
@@ -482,7 +483,7 @@ static int udp_sessions(int port, int concurrency, double seconds, size_t size) 
   long ops = 0, lost = 0;
   double start = now();
   for (int i = 0; i < concurrency; i++) ss[i].fd = -1;
-  double warm = start + WARMUP_SECONDS, end = warm + seconds;
+  double warm = start + warmup_seconds, end = warm + seconds;
   double cpu0 = 0;
   int warmed = 0;
   struct epoll_event events[MAX_EVENTS];
@@ -559,6 +560,8 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   memset(payload, 'x', sizeof payload);
+  const char *warmup = getenv("LOADGEN_WARMUP_SECONDS");
+  if (warmup != NULL && *warmup != '\0') warmup_seconds = atof(warmup);
   if (argc < 2) {
     fprintf(stderr, "usage: see the comment at the top of loadgen.c\n");
     return 2;
