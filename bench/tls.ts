@@ -35,6 +35,7 @@ import { fileURLToPath } from 'node:url';
 import { freePort } from './lib/net.js';
 import { cpuSeconds, family } from './lib/procStat.js';
 import { run, start, stop } from './lib/processes.js';
+import { loadgenWarmupSeconds } from './lib/scenarios.js';
 import { buildLoadgen, findTool, loadAverage } from './lib/tools.js';
 
 const args = process.argv.slice(2);
@@ -306,8 +307,9 @@ async function bulk(running: Running): Promise<Sample> {
   return { rate: 0, cpuMicros: undefined };
 }
 
-/** The load generator's 2 s of unmeasured load before it counts (WARMUP_SECONDS in loadgen.c). */
-const LOADGEN_WARMUP_MS = 2_000;
+/** The load generator's unmeasured warm-up before it counts, as bench/run.ts gives it. */
+const LOADGEN_WARMUP_MS = loadgenWarmupSeconds(seconds) * 1000;
+process.env.LOADGEN_WARMUP_SECONDS = String(LOADGEN_WARMUP_MS / 1000);
 
 /** New plain connections through the contender (one 64-byte echo each), 8 at a time. */
 async function connects(running: Running): Promise<Sample> {

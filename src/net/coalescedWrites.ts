@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
  * time; a full one says more are likely to follow in the same turn (bulk), a shorter one is
  * usually a whole message (interactive), which is written at once.
  */
-export const FULL_TLS_RECORD = 16 * 1024;
+const FULL_TLS_RECORD = 16 * 1024;
 
 /**
  * How many bytes a corked destination may hold before the relay pauses its source, as a plain

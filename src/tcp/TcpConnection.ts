@@ -39,6 +39,7 @@ import { backoffDelay } from './policyOptions.js';
 import { FilterChain } from '../filter/FilterChain.js';
 import type { FilterOutput } from '../filter/FilterChain.js';
 import type { DataFilterFactory } from '../filter/dataFilter.js';
+import { ignoreError } from '../internal/ignoreError.js';
 
 // ERR_HTTP2_STREAM_ERROR: an HTTP/2 tunnel stream was reset (RST_STREAM), the tunnel's reset.
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_HTTP2_STREAM_ERROR']);
@@ -171,9 +172,6 @@ function onUpstreamClose(this: RelaySocket): void {
 }
 function onUpstreamConnect(this: RelaySocket): void {
   this[kConnection].upstreamConnect();
-}
-function ignoreRawError(): void {
-  // The raw socket under an upstream TLS socket: its failures surface on the TLS socket.
 }
 function onConnectTimeout(connection: TcpConnection): void {
   connection.connectTimedOut();
@@ -666,7 +664,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.connectTimer.unref();
     raw.off('error', onUpstreamError);
     raw.off('close', onUpstreamClose);
-    raw.on('error', ignoreRawError);
+    raw.on('error', ignoreError);
     this.rawUpstream = raw;
     // Kept on the TLS attempt's own raw socket: plain connections carry no field for it.
     (raw as TimedRawSocket)[kTlsStartedAt] = performance.now();

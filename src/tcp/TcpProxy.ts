@@ -67,6 +67,7 @@ import { AdmissionCheck } from '../filter/admission.js';
 import type { AdmissionConfig } from '../filter/admission.js';
 import type { DataFilterFactory } from '../filter/dataFilter.js';
 import type { PrereadResults } from '../preread/types.js';
+import { ignoreError } from '../internal/ignoreError.js';
 
 /** Where `listen()` binds: a TCP port (0 for ephemeral) on a host, or a Unix socket path. */
 export interface ListenOptions {
@@ -872,10 +873,6 @@ interface RejectDetails {
 }
 
 const NOTHING_KNOWN: RejectDetails = {};
-
-function ignoreError(): void {
-  // Errors of a socket not yet (or never) proxied carry no information worth surfacing.
-}
 
 function validateListenOptions(options: unknown, fallbackBacklog: number): net.ListenOptions {
   const raw = optionalRecord(options, 'listen options');

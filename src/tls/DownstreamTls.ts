@@ -7,6 +7,7 @@ import type { ResolvedTerminateTls, SniCallbackResult } from './TerminateTlsOpti
 import { staticContextFor } from './TerminateTlsOptions.js';
 import { countDownstreamFailure, downstreamTlsFailure } from './tlsFailure.js';
 import type { TlsStats } from './tlsStats.js';
+import { ignoreError } from '../internal/ignoreError.js';
 
 /** The verified (or not) client certificate of a terminated connection. */
 export interface TlsPeerCertificate {
@@ -235,17 +236,13 @@ export class DownstreamTls {
     socket.off('close', this.onClose);
     socket.off('secure', this.onSecure);
     // Errors after the outcome (a refused client's late alert) must not go unhandled.
-    if (!outcome.ok) socket.on('error', ignore);
+    if (!outcome.ok) socket.on('error', ignoreError);
     this.done(outcome);
   }
 }
 
 function isPromiseLike(value: unknown): value is PromiseLike<SniCallbackResult> {
   return typeof (value as { then?: unknown } | undefined)?.then === 'function';
-}
-
-function ignore(): void {
-  // A refused client's socket: nothing more to learn from it.
 }
 
 /** The client's certificate as the connection shows it, or undefined when it sent none. */

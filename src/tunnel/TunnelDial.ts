@@ -16,6 +16,7 @@ import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import type { TunnelRequest } from './tunnelRequest.js';
 import type { TunnelTarget } from './tunnelServerOptions.js';
+import { ignoreError } from '../internal/ignoreError.js';
 
 /** What a selector sees for a tunnel: the usual context plus the CONNECT request. */
 export interface TunnelSelectionContext extends SelectionContext {
@@ -83,11 +84,6 @@ export interface DialSpec {
 }
 
 const EMPTY: readonly UpstreamState[] = [];
-
-/** The 'error' listener a handed-over socket keeps until its new owner adds its own. */
-function ignoreError(): void {
-  // The new owner (the relay, or the TLS socket over a raw one) reports the error.
-}
 
 /**
  * Swaps a dial's own listeners on `socket` for {@link ignoreError} once the socket is handed

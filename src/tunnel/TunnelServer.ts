@@ -40,6 +40,7 @@ import type {
   TunnelTarget,
 } from './tunnelServerOptions.js';
 import { resolveTunnelServerOptions } from './tunnelServerOptions.js';
+import { ignoreError } from '../internal/ignoreError.js';
 
 export type { TunnelRequest } from './tunnelRequest.js';
 export type { TunnelServerOptions, TunnelTarget } from './tunnelServerOptions.js';
@@ -149,10 +150,6 @@ function resolveListenerTls(value: unknown): ResolvedTerminateTls {
       ? { ...value, alpn: ['h2', 'http/1.1'] }
       : value;
   return resolveTerminateTls(withAlpn, 'terminateTls');
-}
-
-function noop(): void {
-  // Errors of a client socket are reported through the server that takes it, or the relay.
 }
 
 /**
@@ -357,7 +354,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
 
   /** Takes a client: the TLS handshake first on a TLS listener, then HTTP/2 or HTTP/1.1. */
   private accept(socket: Socket): void {
-    socket.on('error', noop);
+    socket.on('error', ignoreError);
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     this.counters.connections++;
@@ -375,7 +372,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         socket.destroy();
         return;
       }
-      secure.on('error', noop);
+      secure.on('error', ignoreError);
       facts.tls = outcome.info;
       // A server-side TLSSocket made outside a tls.Server keeps `secureConnecting` true after
       // its handshake, and an HTTP/2 session would wait for a 'secureConnect' that never comes.
@@ -449,7 +446,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   }
 
   private h2Stream(stream: ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
-    stream.on('error', noop);
+    stream.on('error', ignoreError);
     const session = stream.session;
     if (session !== undefined) this.countStream(session, stream);
     const protocol = headers[':protocol'];

@@ -208,7 +208,7 @@ export class UpstreamLink {
     this.state.counters.errors++;
   }
 
-  /** Counts the link as open to its upstream (active until `countClosed`). */
+  /** Counts the link as open to its upstream (active until `markClosed`). */
   protected countOpened(): void {
     const state = this.state;
     state.active++;
