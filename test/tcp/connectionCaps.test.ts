@@ -119,11 +119,13 @@ describe('per-upstream maxConnections and the queue', () => {
   test('1 000 concurrent clients never push a backend over its cap, and all are served', async (t) => {
     const before = openHandles();
     const caps = [4, 8] as const;
-    // Each backend answers only once it holds as many connections as its cap: the proxy must
-    // fill both caps and queue the other clients, however fast this machine serves them.
+    // Each backend answers only once it holds as many connections as its cap, then one answer
+    // per 40 ms per connection: the proxy must fill both caps and queue the other clients. With
+    // 5 ms a slow CI moment (the proxy accepting about one client per loop turn under coverage)
+    // let slots free up as fast as clients arrived, and nobody queued.
     const backends = await Promise.all([
-      countingBackend(false, 5, caps[0]),
-      countingBackend(false, 5, caps[1]),
+      countingBackend(false, 40, caps[0]),
+      countingBackend(false, 40, caps[1]),
     ]);
     const proxy = new TcpProxy({
       upstreams: backends.map((b, i) => local(b.port, caps[i])),
