@@ -158,7 +158,8 @@ async function runScenario(
   const profileDir = options.profile ? join(options.outDir, 'profiles', scenario.id) : undefined;
   const backend = await startBackend(scenario.backend, context.loadgen, context.tools);
   try {
-    for (let rep = 0; rep < options.reps; rep++) {
+    const reps = Math.min(options.reps, scenario.maxReps ?? options.reps);
+    for (let rep = 0; rep < reps; rep++) {
       for (const contender of rotate(here, rep)) {
         const result = out.results[contender.name]!;
         try {

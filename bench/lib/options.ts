@@ -50,11 +50,11 @@ export const USAGE = `usage: npm run bench -- [options]
   --reps N            repetitions (default 3; 1 with --quick)
   --duration S        measured seconds per run (default 3; 1 with --quick)
   --idle-connections N  connections for tcp-idle-rss (default 5000; 500 with --quick)
-  --idle-hold S       seconds tcp-idle-rss holds them idle before its steady reading (default 15; 3 with --quick)
+  --idle-hold S       seconds tcp-idle-rss holds them idle before its steady reading (default 25; 3 with --quick)
   --quick             a fast look: 1 repetition, 1 s runs, 500 idle connections
   --final             the targets' run in about 10 minutes: every scenario but tcp-bulk-8*,
                       contenders l4proxy, l4proxy-cli, l4proxy-2w, naive, haproxy, nginx,
-                      3 repetitions of 1.5 s, 5000 idle connections held 3 s (flags given win)
+                      3 repetitions of 1.5 s, 5000 idle connections held 25 s (flags given win)
   --profile           write --cpu-prof profiles of the Node contenders (l4proxy, naive, ...) under
                       <out>/profiles/<scenario>/<contender>/ and summarize them
   --no-install        never apt-get install missing programs
@@ -123,7 +123,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     idleConnections: Math.round(
       positive(values['idle-connections'], values.quick ? 500 : 5000, 'idle-connections'),
     ),
-    idleHold: positive(values['idle-hold'], values.quick ? 3 : final ? 3 : 15, 'idle-hold'),
+    idleHold: positive(values['idle-hold'], values.quick ? 3 : 25, 'idle-hold'),
     install: !values['no-install'],
     outDir: values.out ?? `${repoRoot}bench/results`,
     profile: values.profile,

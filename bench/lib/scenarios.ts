@@ -56,6 +56,8 @@ export interface Scenario {
   readonly skip: readonly ContenderName[];
   /** Seconds of load before the measured window; the CPU meters start after it. */
   readonly warmup?: number;
+  /** At most this many repetitions, whatever `--reps` says (a slow reading that varies little). */
+  readonly maxReps?: number;
   run(port: number, proxyPids: () => number[], context: ScenarioContext): Promise<Sample>;
   /** Figures computed from the sample once the runner filled in CPU. */
   derive?(sample: Sample): void;
@@ -202,6 +204,13 @@ const idleRss: Scenario = {
       digits: 0,
     },
     {
+      key: 'pssPerConn',
+      label: 'PSS per connection, just opened',
+      unit: 'bytes',
+      better: 'lower',
+      digits: 0,
+    },
+    {
       key: 'bytesPerConnSteady',
       label: 'RSS per connection, held idle',
       unit: 'bytes',
@@ -218,6 +227,8 @@ const idleRss: Scenario = {
   ],
   responses: 0,
   skip: ['direct'],
+  // Each reading holds the connections --idle-hold seconds, and memory moves little between runs.
+  maxReps: 1,
   async run(port, pids, context) {
     await settle(context.duration < 1 ? 20 : 200);
     const before = rssBytes(pids());
@@ -234,8 +245,10 @@ const idleRss: Scenario = {
       const opened = Number(line.split(' ')[1]);
       await settle(context.duration < 1 ? 50 : 500);
       const after = rssBytes(pids());
+      const pssAfter = pssBytes(pids());
       // Held idle, a garbage-collected runtime gives back what opening the connections left
-      // behind (V8's memory reducer runs after a few quiet seconds); C proxies do not change.
+      // behind: V8's memory reducer collects 8 or 16 s after the old generation grew (15-16 s
+      // after the first connection here), hence the 25 s default hold. C proxies do not change.
       await settle(context.idleHold * 1000);
       const steady = rssBytes(pids());
       const pssSteady = pssBytes(pids());
@@ -243,6 +256,7 @@ const idleRss: Scenario = {
       return {
         values: {
           bytesPerConn: perConnection(after),
+          pssPerConn: perConnection(pssAfter - pssBefore + before),
           bytesPerConnSteady: perConnection(steady),
           pssPerConnSteady: perConnection(pssSteady - pssBefore + before),
         },
