@@ -34,7 +34,12 @@ import type { ClientIdentity } from './ClientPreface.js';
 import { closeSocket } from '../net/closeSocket.js';
 import type { ProxyHeader, ProxyTlv } from '../protocol/ProxyHeader.js';
 import type { PrereadResults } from '../preread/types.js';
-import { readIntoSharedBuffer, sharedReadBuffer } from '../net/sharedReadBuffer.js';
+import {
+  afterSpareWrite,
+  copyToSpare,
+  readIntoSharedBuffer,
+  sharedReadBuffer,
+} from '../net/sharedReadBuffer.js';
 import { backoffDelay } from './policyOptions.js';
 import { FilterChain } from '../filter/FilterChain.js';
 import type { FilterOutput } from '../filter/FilterChain.js';
@@ -115,7 +120,7 @@ function copyOut(bytes: number, buffer: Buffer): Buffer {
 }
 
 function onClientRead(this: Socket, bytes: number, buffer: Buffer): boolean {
-  return (this as RelaySocket)[kConnection].clientData(copyOut(bytes, buffer));
+  return (this as RelaySocket)[kConnection].clientRead(bytes, buffer);
 }
 function onClientReadFiltered(this: Socket, bytes: number, buffer: Buffer): boolean {
   return (this as RelaySocket)[kConnection].filteredClientData(copyOut(bytes, buffer));
@@ -149,7 +154,7 @@ function onClientClose(this: RelaySocket): void {
   this[kConnection].clientClose();
 }
 function onUpstreamRead(this: Socket, bytes: number, buffer: Buffer): boolean {
-  return (this as RelaySocket)[kConnection].upstreamData(copyOut(bytes, buffer));
+  return (this as RelaySocket)[kConnection].upstreamRead(bytes, buffer);
 }
 function onUpstreamData(this: RelaySocket, chunk: Buffer): void {
   this[kConnection].upstreamData(chunk);
@@ -728,6 +733,20 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   }
 
   // ---- relay --------------------------------------------------------------------------------
+
+  /** A client chunk in the shared read buffer (`onread`); false pauses the client. @internal */
+  clientRead(bytes: number, buffer: Buffer): boolean {
+    const more = this.clientData(copyToSpare(bytes, buffer));
+    afterSpareWrite(this.connected ? this.upstreamSocket : undefined);
+    return more;
+  }
+
+  /** An upstream chunk in the shared read buffer (`onread`); false pauses it. @internal */
+  upstreamRead(bytes: number, buffer: Buffer): boolean {
+    const more = this.upstreamData(copyToSpare(bytes, buffer));
+    afterSpareWrite(this.client);
+    return more;
+  }
 
   /**
    * A chunk from the client. Returns false when the client was paused (for `onread`, which
