@@ -17,28 +17,46 @@ export function sharedReadBuffer(): Buffer {
 }
 
 /**
- * Where the relay copies a chunk out of the shared buffer, reused for as long as every write it
- * served completed at once. A fresh 64 KiB block per read (malloc, and its free once the GC finds
- * it) made glibc hand memory back and fault it in again, page by page: in a bulk transfer through
- * the CLI, 5 times the page faults of the same relay in a smaller process, and 10% of its
- * throughput. Most writes of a relay complete inside `write()` (the kernel took the bytes), after
- * which nothing refers to the chunk any more.
+ * Where the relay copies a large chunk out of the shared buffer, reused for as long as every
+ * write it served completed at once. A fresh 64 KiB block per read (malloc, and its free once the
+ * GC finds it) made glibc hand memory back and fault it in again, page by page: in a bulk
+ * transfer through the CLI, 5 times the page faults of the same relay in a smaller process, and
+ * a third of its throughput. Most writes of a relay complete inside `write()` (the kernel took
+ * the bytes), after which nothing refers to the chunk any more.
  */
 let spare: Buffer | undefined;
 
-/** Copies `bytes` of `buffer` into the spare block; hand the result to `afterSpareWrite`. */
-export function copyToSpare(bytes: number, buffer: Buffer): Buffer {
+/**
+ * Below this a chunk is copied into Node's pooled allocation (`Buffer.allocUnsafe` slices an
+ * 8 KiB pool): as cheap, and a small chunk kept by a pending write does not cost a 64 KiB block.
+ */
+const SMALL_CHUNK = 4096;
+
+/**
+ * Copies the `bytes` read into `buffer` out of it, for a write: the next read reuses `buffer`.
+ * Pass the copy to {@link afterWrite} once it was written.
+ */
+export function copyForWrite(bytes: number, buffer: Buffer): Buffer {
+  if (bytes < SMALL_CHUNK) return copyOut(bytes, buffer);
   const target = (spare ??= Buffer.allocUnsafeSlow(READ_BUFFER_SIZE));
   buffer.copy(target, 0, 0, bytes);
   return target.subarray(0, bytes);
 }
 
+/** Copies the `bytes` read into `buffer` into a chunk of their own (kept by filters, queued). */
+export function copyOut(bytes: number, buffer: Buffer): Buffer {
+  const chunk = Buffer.allocUnsafe(bytes);
+  buffer.copy(chunk, 0, 0, bytes);
+  return chunk;
+}
+
 /**
- * After the chunk from `copyToSpare` was written to `destination` (undefined: it was kept
- * elsewhere, e.g. queued until the upstream connects): a write still pending, or anything queued
- * before it, holds the block, so the next copy takes a new one and this one goes with the write.
+ * After `chunk` (from {@link copyForWrite}) was written to `destination`, or kept elsewhere
+ * (`undefined`: queued until the upstream connects): a write still pending, or queued behind
+ * others, holds the spare block, so the next copy takes a new one and this one goes with it.
  */
-export function afterSpareWrite(destination: Socket | undefined): void {
+export function afterWrite(chunk: Buffer, destination: Socket | undefined): void {
+  if (spare === undefined || chunk.buffer !== spare.buffer) return;
   if (destination === undefined || destination.writableLength !== 0) spare = undefined;
 }
 

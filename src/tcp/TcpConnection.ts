@@ -35,8 +35,9 @@ import { closeSocket } from '../net/closeSocket.js';
 import type { ProxyHeader, ProxyTlv } from '../protocol/ProxyHeader.js';
 import type { PrereadResults } from '../preread/types.js';
 import {
-  afterSpareWrite,
-  copyToSpare,
+  afterWrite,
+  copyForWrite,
+  copyOut,
   readIntoSharedBuffer,
   sharedReadBuffer,
 } from '../net/sharedReadBuffer.js';
@@ -110,13 +111,6 @@ function own(socket: Socket, connection: TcpConnection): RelaySocket {
 /** Whether the socket is a `TLSSocket` (decrypted data arrives a record at a time). */
 function isTls(socket: Socket): boolean {
   return (socket as Socket & { encrypted?: boolean }).encrypted === true;
-}
-
-/** Copies a chunk out of the shared read buffer (the next read reuses it). */
-function copyOut(bytes: number, buffer: Buffer): Buffer {
-  const chunk = Buffer.allocUnsafe(bytes);
-  buffer.copy(chunk, 0, 0, bytes);
-  return chunk;
 }
 
 function onClientRead(this: Socket, bytes: number, buffer: Buffer): boolean {
@@ -736,15 +730,17 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   /** A client chunk in the shared read buffer (`onread`); false pauses the client. @internal */
   clientRead(bytes: number, buffer: Buffer): boolean {
-    const more = this.clientData(copyToSpare(bytes, buffer));
-    afterSpareWrite(this.connected ? this.upstreamSocket : undefined);
+    const chunk = copyForWrite(bytes, buffer);
+    const more = this.clientData(chunk);
+    afterWrite(chunk, this.connected ? this.upstreamSocket : undefined);
     return more;
   }
 
   /** An upstream chunk in the shared read buffer (`onread`); false pauses it. @internal */
   upstreamRead(bytes: number, buffer: Buffer): boolean {
-    const more = this.upstreamData(copyToSpare(bytes, buffer));
-    afterSpareWrite(this.client);
+    const chunk = copyForWrite(bytes, buffer);
+    const more = this.upstreamData(chunk);
+    afterWrite(chunk, this.client);
     return more;
   }
 
