@@ -6,7 +6,7 @@ import { SCENARIOS } from './scenarios.js';
 import type { Scenario } from './scenarios.js';
 
 /**
- * `--final`: what the targets of issues 7, 16 and 24 need, in one run of about 10 minutes on
+ * `--final`: what the targets of issues 7, 16 and 24 need, in one run of about 11 minutes on
  * 2 cores (8-stream bulk and the splice variant of HAProxy are in no target).
  */
 const FINAL_SCENARIOS = [
@@ -52,7 +52,7 @@ export const USAGE = `usage: npm run bench -- [options]
   --idle-connections N  connections for tcp-idle-rss (default 5000; 500 with --quick)
   --idle-hold S       seconds tcp-idle-rss holds them idle before its steady reading (default 25; 3 with --quick)
   --quick             a fast look: 1 repetition, 1 s runs, 500 idle connections
-  --final             the targets' run in about 10 minutes: every scenario but tcp-bulk-8*,
+  --final             the targets' run in about 11 minutes: every scenario but tcp-bulk-8*,
                       contenders l4proxy, l4proxy-cli, l4proxy-2w, naive, haproxy, nginx,
                       3 repetitions of 1.5 s, 5000 idle connections held 25 s (flags given win)
   --profile           write --cpu-prof profiles of the Node contenders (l4proxy, naive, ...) under
