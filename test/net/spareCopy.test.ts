@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { withTimeout } from '../helpers/net.js';
+import type { TcpProxy } from '../../src/index.js';
 import { startProxy } from '../helpers/proxy.js';
 import { testServer } from '../helpers/testServer.js';
 
@@ -41,6 +42,21 @@ function readSlowly(socket: Socket, burst: number): Promise<Buffer> {
   );
 }
 
+/** A client of a TcpProxy in front of 127.0.0.1:`backendPort`; both closed after the test. */
+async function clientThroughProxy(
+  t: TestContext,
+  backendPort: number,
+): Promise<{ proxy: TcpProxy; client: Socket }> {
+  const { proxy, port } = await startProxy({
+    upstreams: [{ host: '127.0.0.1', port: backendPort }],
+  });
+  t.after(() => proxy.close());
+  const client = net.connect(port, '127.0.0.1');
+  client.on('error', () => undefined);
+  t.after(() => client.destroy());
+  return { proxy, client };
+}
+
 test('bytes relayed while writes go pending arrive intact, both ways (the copy block is never reused under a pending write)', async (t) => {
   const up = randomBytes(24 * MiB);
   const down = randomBytes(24 * MiB);
@@ -49,13 +65,7 @@ test('bytes relayed while writes go pending arrive intact, both ways (the copy b
     received = readSlowly(socket, 256 * 1024);
     socket.end(down);
   });
-  const { proxy, port } = await startProxy({
-    upstreams: [{ host: '127.0.0.1', port: backendPort }],
-  });
-  t.after(() => proxy.close());
-  const client = net.connect(port, '127.0.0.1');
-  client.on('error', () => undefined);
-  t.after(() => client.destroy());
+  const { proxy, client } = await clientThroughProxy(t, backendPort);
   const downloaded = readSlowly(client, 256 * 1024);
   client.end(up);
   assert.equal(sha256(await downloaded), sha256(down), 'backend → client');
@@ -100,13 +110,7 @@ test('while its writes complete at once, a relay copies every chunk into the sam
     });
   });
   const blocks = writtenBlocks(t, (socket) => socket.remotePort === backendPort);
-  const { proxy, port } = await startProxy({
-    upstreams: [{ host: '127.0.0.1', port: backendPort }],
-  });
-  t.after(() => proxy.close());
-  const client = net.connect(port, '127.0.0.1');
-  client.on('error', () => undefined);
-  t.after(() => client.destroy());
+  const { client } = await clientThroughProxy(t, backendPort);
   // Paced by the proxy's progress, so that most of its writes find an empty socket.
   for (let offset = 0; offset < data.length; offset += 64 * 1024) {
     if (!client.write(data.subarray(offset, offset + 64 * 1024)))
