@@ -218,6 +218,8 @@ async function main(): Promise<void> {
     );
     options.idleConnections = idleConnections;
   }
+  // Every load generator this run starts inherits it (smoke runs skip the warm-up).
+  process.env.LOADGEN_WARMUP_SECONDS = String(loadgenWarmupSeconds(options.duration));
   const context: ScenarioContext = {
     loadgen,
     tools,

@@ -58,7 +58,7 @@ export async function startCli(setup: ProxySetup, workers = 1): Promise<Running>
   writeFileSync(file, JSON.stringify({ listeners: [listener] }));
   const args = [CLI, '--config', file, '--status-interval', '0'];
   if (workers > 1) args.push('--workers', String(workers));
-  // For A/B runs of a CLI setting, e.g. L4PROXY_BENCH_CLI_ARGS="--young-generation grow".
+  // For A/B runs of a CLI setting, e.g. L4PROXY_BENCH_CLI_ARGS="--log-level warn".
   args.push(...(process.env.L4PROXY_BENCH_CLI_ARGS?.split(' ').filter(Boolean) ?? []));
   const child = start(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const done = async (): Promise<void> => {

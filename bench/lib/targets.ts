@@ -36,13 +36,9 @@ function addedLatency(get: Lookup, peer: ContenderName): number | undefined {
   return over(mine - direct, theirs - direct);
 }
 
-/**
- * The figure a scenario is judged by: its first metric, except memory, judged held idle (the
- * steady state; "just opened" is a GC runtime's passing peak, see bench/README.md).
- */
+/** The figure a scenario is judged by: the metric marked `main`, else its first. */
 function mainMetric(s: ScenarioResult): ScenarioResult['metrics'][number] {
-  const key = s.id === 'tcp-idle-rss' ? 'pssPerConnSteady' : undefined;
-  return s.metrics.find((m) => m.key === key) ?? s.metrics[0]!;
+  return s.metrics.find((m) => m.main === true) ?? s.metrics[0]!;
 }
 
 /** Each scenario's main figure against the naive proxy (a ratio where above 1 is better). */
