@@ -8,7 +8,7 @@ import type { SelectionContext, UpstreamSelector } from '../../src/select/Select
 import { withCandidates } from '../../src/select/withCandidates.js';
 import { UpstreamSet } from '../../src/upstream/UpstreamSet.js';
 import type { UpstreamCandidate } from '../../src/upstream/UpstreamState.js';
-import { contextFor, countPicks, echoRig, pickId, roundTrip } from './context.js';
+import { contextFor, countPicks, echoRig, openEchoed, pickId } from './context.js';
 
 /**
  * The pattern docs/load-balancing.md shows: pick a group from the context, then balance inside
@@ -173,13 +173,16 @@ describe('withCandidates', () => {
     const rig = await echoRig(selector, 4, (i) => ({
       metadata: { group: i < 2 ? 'remote' : 'local' },
     }));
+    const held: net.Socket[] = [];
     try {
-      for (let i = 0; i < 6; i++) await roundTrip(rig.port);
+      // Held open, so least connections must alternate between the two local upstreams: with
+      // every connection closed first, each pick would be a coin toss between two idle ones.
+      for (let i = 0; i < 4; i++) held.push(await openEchoed(rig.port));
       const [r0, r1, l0, l1] = rig.totals();
       assert.deepEqual([r0, r1], [0, 0]);
-      assert.equal(l0! + l1!, 6);
-      assert.ok(l0! > 0 && l1! > 0, `local split ${l0}/${l1}`);
+      assert.deepEqual([l0, l1], [2, 2]);
     } finally {
+      for (const socket of held) socket.destroy();
       await rig.close();
     }
   });
