@@ -16,6 +16,7 @@ import { listenerBacklog } from './listenBacklog.js';
 import { reusePortSupported } from '../net/reusePort.js';
 import { fixedLocalAddress, presetLocalAddress } from '../net/knownLocalAddress.js';
 import { inheritNoDelay, markNoDelay } from '../net/inheritedNoDelay.js';
+import { acceptHandles } from '../net/acceptHandles.js';
 
 /** Attaches logging (or anything else) to every proxy a listener creates. */
 export type ProxyObserver = (listener: ListenerConfig, proxy: TcpProxy | UdpProxy) => void;
@@ -143,6 +144,13 @@ export class Listener {
     // Every generation relays with TCP_NODELAY unless told not to (`noDelay: false`).
     noDelayInherited = this.config.raw.noDelay !== false && inheritNoDelay(server);
     local = fixedLocalAddress(server);
+    // Plain clients skip net.Socket (relay: 'handle'); the current generation decides per client.
+    acceptHandles(
+      server,
+      (handle) =>
+        this.current instanceof TcpProxy &&
+        this.current.adoptHandle(handle, local, noDelayInherited),
+    );
     // Accept errors (EMFILE) are transient: the server keeps listening.
     server.on('error', () => undefined);
     this.server = server;

@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { RelaySocket } from './RelaySocket.js';
 
 /** Marks a stream's own reset (an HTTP/2 tunnel stream: RST_STREAM CONNECT_ERROR). */
 export const kResetStream = Symbol('l4proxy.resetStream');
@@ -7,7 +7,7 @@ export const kResetStream = Symbol('l4proxy.resetStream');
  * Ends a socket: with `reset`, a connected TCP socket is reset (RST), so the peer can tell
  * failure from success; anything else (a pipe, a socket still connecting) is destroyed.
  */
-export function closeSocket(socket: Socket, reset: boolean): void {
+export function closeSocket(socket: RelaySocket, reset: boolean): void {
   if (socket.destroyed) return;
   // An HTTP/2 tunnel stream resets with RST_STREAM (src/transport/h2Connect.ts).
   const resetStream = (socket as unknown as Partial<Record<symbol, () => void>>)[kResetStream];

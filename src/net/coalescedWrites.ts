@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { RelaySocket } from './RelaySocket.js';
 
 /**
  * The largest TLS record's payload. A TLS socket hands its decrypted bytes over one record at a
@@ -15,7 +15,7 @@ const FULL_TLS_RECORD = 16 * 1024;
 export const COALESCED_BYTES = 256 * 1024;
 
 /** Destinations corked this loop turn, uncorked together once its I/O callbacks have run. */
-const corked: Socket[] = [];
+const corked: RelaySocket[] = [];
 
 function uncorkAll(): void {
   // A socket corked again while these flush (a drain handler writing) waits for the next turn.
@@ -31,7 +31,7 @@ function uncorkAll(): void {
  * nothing is corked, so an interactive exchange pays no delay. The flush is a `setImmediate`,
  * since Node runs `process.nextTick` callbacks after every record.
  */
-export function coalesceTlsRecord(socket: Socket, chunk: Buffer): void {
+export function coalesceTlsRecord(socket: RelaySocket, chunk: Buffer): void {
   if (chunk.length < FULL_TLS_RECORD || socket.writableCorked > 0) return;
   socket.cork();
   if (corked.push(socket) === 1) setImmediate(uncorkAll);
@@ -42,6 +42,6 @@ export function coalesceTlsRecord(socket: Socket, chunk: Buffer): void {
  * corked (its bytes wait for the end of the turn, not for the peer) and holds less than
  * {@link COALESCED_BYTES}.
  */
-export function roomWhileCorked(socket: Socket): boolean {
+export function roomWhileCorked(socket: RelaySocket): boolean {
   return socket.writableCorked > 0 && socket.writableLength < COALESCED_BYTES;
 }

@@ -1,5 +1,6 @@
 import net from 'node:net';
 import type { Socket } from 'node:net';
+import type { RelaySocket } from './RelaySocket.js';
 
 /**
  * One read buffer for every relayed socket of the process. libuv reads each chunk into it and
@@ -55,13 +56,13 @@ export function copyOut(bytes: number, buffer: Buffer): Buffer {
  * (`undefined`: queued until the upstream connects): a write still pending, or queued behind
  * others, holds the spare block, so the next copy takes a new one and this one goes with it.
  */
-export function afterWrite(chunk: Buffer, destination: Socket | undefined): void {
+export function afterWrite(chunk: Buffer, destination: RelaySocket | undefined): void {
   if (spare === undefined || chunk.buffer !== spare.buffer) return;
   if (destination === undefined || destination.writableLength !== 0) spare = undefined;
 }
 
 /** Called for each chunk read into the shared buffer; `false` stops reading (like `pause()`). */
-export type SharedReadCallback = (this: Socket, bytes: number, buffer: Buffer) => boolean;
+export type SharedReadCallback = (this: RelaySocket, bytes: number, buffer: Buffer) => boolean;
 
 interface Internals {
   readonly buffer: symbol;

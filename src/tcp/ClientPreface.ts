@@ -1,5 +1,6 @@
 import type net from 'node:net';
 import type { Socket } from 'node:net';
+import type { RelaySocket } from '../net/RelaySocket.js';
 import { ErrorCode, L4Error, ProxyProtocolError, TlsClientHelloError } from '../errors.js';
 import { addressIn } from '../net/addressList.js';
 import type { ProxyHeader } from '../protocol/ProxyHeader.js';
@@ -79,7 +80,7 @@ export type PrefaceOutcome =
     };
 
 /** The identity of a socket taken at face value (no PROXY header). */
-export function socketIdentity(socket: Socket): ClientIdentity {
+export function socketIdentity(socket: RelaySocket): ClientIdentity {
   const address = socket.remoteAddress ?? '';
   const port = socket.remotePort ?? 0;
   return {

@@ -58,6 +58,8 @@ export interface ConnectionHost {
   readonly upstreamTls: UpstreamTls;
   /** Bytes to send upstream before anything else (the PROXY protocol header), if any. */
   readonly preamble: ((connection: TcpConnection) => Buffer | undefined) | undefined;
+  /** Whether plain upstreams are dialled on bare TCP handles (`relay: 'handle'`, see HandleSocket). */
+  readonly handleUpstreams: boolean;
   /** Data filter factories (the `filters` option), or undefined: the plain relay. */
   readonly filters: readonly DataFilterFactory[] | undefined;
   /** Errors data filters threw from `onClose` (reported, nothing else to do). */

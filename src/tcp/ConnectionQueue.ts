@@ -1,9 +1,9 @@
-import type { Socket } from 'node:net';
+import type { RelaySocket } from '../net/RelaySocket.js';
 import type { ClientIdentity } from './ClientPreface.js';
 
 /** A client waiting for a free upstream slot. */
 export interface QueuedClient {
-  readonly socket: Socket;
+  readonly socket: RelaySocket;
   readonly identity: ClientIdentity;
   readonly preface: Buffer[] | undefined;
   /** When it stops waiting (ms since epoch). */
@@ -22,7 +22,7 @@ const kEntry = Symbol('l4proxy.queueEntry');
 const kQueue = Symbol('l4proxy.queue');
 
 /** A waiting socket points at its entry, so one module-level 'close' handler serves them all. */
-type MarkedSocket = Socket & {
+type MarkedSocket = RelaySocket & {
   [kEntry]?: QueuedClient | undefined;
   [kQueue]?: ConnectionQueue | undefined;
 };
@@ -59,7 +59,7 @@ export class ConnectionQueue {
   }
 
   /** Adds a client at the tail; false (nothing changed) when `maxLength` already wait. */
-  push(socket: Socket, identity: ClientIdentity, preface: Buffer[] | undefined): boolean {
+  push(socket: RelaySocket, identity: ClientIdentity, preface: Buffer[] | undefined): boolean {
     if (this.waiting >= this.maxLength) return false;
     const entry: QueuedClient = {
       socket,

@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { RelaySocket } from '../net/RelaySocket.js';
 import { RateLimiter } from '../net/RateLimiter.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import type { ClientIdentity } from './ClientPreface.js';
@@ -64,7 +64,7 @@ export class RateLimitedConnection extends TcpConnection {
 
   constructor(
     host: ConnectionHost,
-    client: Socket,
+    client: RelaySocket,
     id: number,
     identity: ClientIdentity,
     preface: Buffer[] | undefined,

@@ -1,4 +1,4 @@
-import net from 'node:net';
+import net, { isIP } from 'node:net';
 import type { Socket } from 'node:net';
 import {
   ConnectFailedError,
@@ -46,6 +46,8 @@ import { FilterChain } from '../filter/FilterChain.js';
 import type { FilterOutput } from '../filter/FilterChain.js';
 import type { DataFilterFactory } from '../filter/dataFilter.js';
 import { ignoreError } from '../internal/ignoreError.js';
+import { HandleSocket, handleBindings } from '../net/HandleSocket.js';
+import type { RelaySocket } from '../net/RelaySocket.js';
 
 // ERR_HTTP2_STREAM_ERROR: an HTTP/2 tunnel stream was reset (RST_STREAM), the tunnel's reset.
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_HTTP2_STREAM_ERROR']);
@@ -77,7 +79,7 @@ const NOTHING = Buffer.alloc(0);
  * FIN for a failure. A zero-length write costs one syscall, sends nothing, and fails at once
  * (`socket.errored`) on a reset socket; its 'error' event follows on the next tick.
  */
-function revealsReset(socket: Socket | undefined): boolean {
+function revealsReset(socket: RelaySocket | undefined): boolean {
   if (socket === undefined || socket.destroyed || socket.writableEnded) return false;
   // Queued bytes would hold the probe back; the reset then shows when they are written.
   if (socket.writableLength > 0) return false;
@@ -98,78 +100,86 @@ interface TimedRawSocket extends Socket {
   [kTlsStartedAt]?: number;
 }
 
-interface RelaySocket extends Socket {
+interface OwnedSocket extends RelaySocket {
   [kConnection]: TcpConnection;
 }
 
-function own(socket: Socket, connection: TcpConnection): RelaySocket {
-  const owned = socket as RelaySocket;
+function own<T extends RelaySocket>(socket: T, connection: TcpConnection): T & OwnedSocket {
+  const owned = socket as T & OwnedSocket;
   owned[kConnection] = connection;
   return owned;
 }
 
-/** Whether the socket is a `TLSSocket` (decrypted data arrives a record at a time). */
-function isTls(socket: Socket): boolean {
-  return (socket as Socket & { encrypted?: boolean }).encrypted === true;
+/**
+ * A socket the relay did not open on a bare handle: a `net.Socket`, or a tunnel's stream with its
+ * shape. TLS (both ends) and tunnels always dial and accept with these (`connect`, `TcpProxy`).
+ */
+function asNetSocket(socket: RelaySocket): Socket {
+  return socket as unknown as Socket;
 }
 
-function onClientRead(this: Socket, bytes: number, buffer: Buffer): boolean {
-  return (this as RelaySocket)[kConnection].clientRead(bytes, buffer);
+/** Whether the socket is a `TLSSocket` (decrypted data arrives a record at a time). */
+function isTls(socket: RelaySocket): boolean {
+  return (socket as RelaySocket & { encrypted?: boolean }).encrypted === true;
 }
-function onClientReadFiltered(this: Socket, bytes: number, buffer: Buffer): boolean {
-  return (this as RelaySocket)[kConnection].filteredClientData(copyOut(bytes, buffer));
+
+function onClientRead(this: RelaySocket, bytes: number, buffer: Buffer): boolean {
+  return (this as OwnedSocket)[kConnection].clientRead(bytes, buffer);
 }
-function onClientDataFiltered(this: RelaySocket, chunk: Buffer): void {
+function onClientReadFiltered(this: RelaySocket, bytes: number, buffer: Buffer): boolean {
+  return (this as OwnedSocket)[kConnection].filteredClientData(copyOut(bytes, buffer));
+}
+function onClientDataFiltered(this: OwnedSocket, chunk: Buffer): void {
   this[kConnection].filteredClientData(chunk);
 }
-function onUpstreamReadFiltered(this: Socket, bytes: number, buffer: Buffer): boolean {
-  return (this as RelaySocket)[kConnection].filteredUpstreamData(copyOut(bytes, buffer));
+function onUpstreamReadFiltered(this: RelaySocket, bytes: number, buffer: Buffer): boolean {
+  return (this as OwnedSocket)[kConnection].filteredUpstreamData(copyOut(bytes, buffer));
 }
-function onUpstreamDataFiltered(this: RelaySocket, chunk: Buffer): void {
+function onUpstreamDataFiltered(this: OwnedSocket, chunk: Buffer): void {
   this[kConnection].filteredUpstreamData(chunk);
 }
-function onClientData(this: RelaySocket, chunk: Buffer): void {
+function onClientData(this: OwnedSocket, chunk: Buffer): void {
   this[kConnection].clientData(chunk);
 }
 /** A decrypted chunk from a TLS client: written with the rest of this turn's (coalescedWrites). */
-function onClientTlsData(this: RelaySocket, chunk: Buffer): void {
+function onClientTlsData(this: OwnedSocket, chunk: Buffer): void {
   this[kConnection].clientTlsData(chunk);
 }
-function onClientEnd(this: RelaySocket): void {
+function onClientEnd(this: OwnedSocket): void {
   this[kConnection].clientEnd();
 }
-function onClientDrain(this: RelaySocket): void {
+function onClientDrain(this: OwnedSocket): void {
   this[kConnection].clientDrain();
 }
-function onClientError(this: RelaySocket, err: Error): void {
+function onClientError(this: OwnedSocket, err: Error): void {
   this[kConnection].clientError(err);
 }
-function onClientClose(this: RelaySocket): void {
+function onClientClose(this: OwnedSocket): void {
   this[kConnection].clientClose();
 }
-function onUpstreamRead(this: Socket, bytes: number, buffer: Buffer): boolean {
-  return (this as RelaySocket)[kConnection].upstreamRead(bytes, buffer);
+function onUpstreamRead(this: RelaySocket, bytes: number, buffer: Buffer): boolean {
+  return (this as OwnedSocket)[kConnection].upstreamRead(bytes, buffer);
 }
-function onUpstreamData(this: RelaySocket, chunk: Buffer): void {
+function onUpstreamData(this: OwnedSocket, chunk: Buffer): void {
   this[kConnection].upstreamData(chunk);
 }
 /** A decrypted chunk from a TLS upstream: written with the rest of this turn's. */
-function onUpstreamTlsData(this: RelaySocket, chunk: Buffer): void {
+function onUpstreamTlsData(this: OwnedSocket, chunk: Buffer): void {
   this[kConnection].upstreamTlsData(chunk);
 }
-function onUpstreamEnd(this: RelaySocket): void {
+function onUpstreamEnd(this: OwnedSocket): void {
   this[kConnection].upstreamEnd();
 }
-function onUpstreamDrain(this: RelaySocket): void {
+function onUpstreamDrain(this: OwnedSocket): void {
   this[kConnection].upstreamDrain();
 }
-function onUpstreamError(this: RelaySocket, err: Error): void {
+function onUpstreamError(this: OwnedSocket, err: Error): void {
   this[kConnection].upstreamError(err);
 }
-function onUpstreamClose(this: RelaySocket): void {
+function onUpstreamClose(this: OwnedSocket): void {
   this[kConnection].upstreamClose();
 }
-function onUpstreamConnect(this: RelaySocket): void {
+function onUpstreamConnect(this: OwnedSocket): void {
   this[kConnection].upstreamConnect();
 }
 function onConnectTimeout(connection: TcpConnection): void {
@@ -231,8 +241,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   bytesToClient = 0;
 
   protected readonly host: ConnectionHost;
-  protected readonly client: Socket;
-  protected upstreamSocket: Socket | undefined;
+  protected readonly client: RelaySocket;
+  protected upstreamSocket: RelaySocket | undefined;
   private current: UpstreamState | undefined;
   /** Counters of the current upstream; a scratch object until one is chosen (no branch per chunk). */
   private upstreamCounters: UpstreamCounters = scratchCounters();
@@ -277,7 +287,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
    */
   constructor(
     host: ConnectionHost,
-    client: Socket,
+    client: RelaySocket,
     id: number,
     identity: ClientIdentity,
     preface: Buffer[] | undefined,
@@ -369,9 +379,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     client.on('end', onClientEnd);
     if (this.host.filters !== undefined && !this.openFilters(this.host.filters)) return;
     const filtered = this.filters !== undefined;
+    const onRead = filtered ? onClientReadFiltered : onClientRead;
     const sharedBuffer =
-      this.host.options.relay === 'onread' &&
-      readIntoSharedBuffer(client, filtered ? onClientReadFiltered : onClientRead);
+      client instanceof HandleSocket
+        ? client.readInto(onRead)
+        : this.host.options.relay !== 'stream' && readIntoSharedBuffer(asNetSocket(client), onRead);
     if (!sharedBuffer)
       client.on(
         'data',
@@ -500,24 +512,22 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     const options = this.host.options;
     // An HTTP CONNECT tunnel upstream (src/transport/): its socket or stream is ready on TUNNEL_READY.
     const tunnel = state.upstream.tunnel;
+    const onRead = this.filters === undefined ? onUpstreamRead : onUpstreamReadFiltered;
     const socket = own(
       tunnel !== undefined
         ? this.host.tunnels().open(state, tunnel, this, options.noDelay)
-        : net.connect({
-            host: state.host,
-            port: state.port,
-            allowHalfOpen: true,
-            noDelay: options.noDelay,
-            ...options.upstreamSocket,
-            // A TLS upstream reads through its TLS socket (the stream path), never the shared buffer.
-            ...(options.relay === 'onread' &&
-              tls === undefined && {
-                onread: {
-                  buffer: sharedReadBuffer(),
-                  callback: this.filters === undefined ? onUpstreamRead : onUpstreamReadFiltered,
-                },
-              }),
-          }),
+        : tls === undefined && this.host.handleUpstreams && isIP(state.host) !== 0
+          ? HandleSocket.connect(state.host, state.port, options.noDelay, onRead)
+          : net.connect({
+              host: state.host,
+              port: state.port,
+              allowHalfOpen: true,
+              noDelay: options.noDelay,
+              ...options.upstreamSocket,
+              // A TLS upstream reads through its TLS socket (the stream path), never the shared buffer.
+              ...(options.relay !== 'stream' &&
+                tls === undefined && { onread: { buffer: sharedReadBuffer(), callback: onRead } }),
+            }),
       this,
     );
     this.upstreamSocket = socket;
@@ -614,7 +624,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (socket === undefined || state === undefined || this.reason !== undefined) return;
     const tls = this.upstreamTls;
     if (tls !== undefined && this.rawUpstream === undefined) {
-      this.startUpstreamTls(socket, state, tls);
+      this.startUpstreamTls(asNetSocket(socket), state, tls);
       return;
     }
     if (this.connectTimer) clearTimeout(this.connectTimer);
@@ -624,9 +634,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.connected = true;
     this.error = undefined;
     this.host.upstreamSucceeded(state);
-    if (tls !== undefined) this.host.upstreamTls.secured(socket);
+    if (tls !== undefined) this.host.upstreamTls.secured(asNetSocket(socket));
     if (
-      this.host.options.relay !== 'onread' ||
+      this.host.options.relay === 'stream' ||
       tls !== undefined ||
       state.upstream.tunnel !== undefined
     )
@@ -696,7 +706,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   }
 
   /** Delivers what the client sent while we were connecting, then lets the client flow. */
-  private flushEarly(socket: Socket): void {
+  private flushEarly(socket: RelaySocket): void {
     let preamble: Buffer | undefined;
     try {
       // Over TLS the header already went out in clear, before the handshake.
@@ -720,7 +730,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     else if (!writable) this.pauseClient();
   }
 
-  private writeUpstream(socket: Socket, chunk: Buffer): boolean {
+  private writeUpstream(socket: RelaySocket, chunk: Buffer): boolean {
     this.bytesToUpstream += chunk.length;
     this.upstreamCounters.txBytes += chunk.length;
     return socket.write(chunk);
@@ -796,7 +806,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
    * The upstream's 'data' listener: filtered, coalesced for a TLS socket (an originated TLS
    * upstream, or a tunnel through an HTTPS proxy), or plain.
    */
-  private upstreamDataHandler(socket: Socket): (this: RelaySocket, chunk: Buffer) => void {
+  private upstreamDataHandler(socket: RelaySocket): (this: OwnedSocket, chunk: Buffer) => void {
     if (this.filters !== undefined) return onUpstreamDataFiltered;
     return isTls(socket) ? onUpstreamTlsData : onUpstreamData;
   }

@@ -44,6 +44,10 @@ import type { IdentityConfig } from './identityOptions.js';
 import { localProxyHeader, proxyHeaderFor } from './proxyHeaderFor.js';
 import { addressIn } from '../net/addressList.js';
 import { closeSocket } from '../net/closeSocket.js';
+import { HandleSocket, handleBindings } from '../net/HandleSocket.js';
+import type { TcpHandle } from '../net/HandleSocket.js';
+import { acceptHandles } from '../net/acceptHandles.js';
+import type { RelaySocket } from '../net/RelaySocket.js';
 import { defaultBacklog } from '../net/listenBacklog.js';
 import { inheritNoDelay, markNoDelay } from '../net/inheritedNoDelay.js';
 import { reusePortSupported } from '../net/reusePort.js';
@@ -173,6 +177,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private readonly bandwidth: SharedBandwidth | undefined;
   /** HTTP tunnels (src/transport/), created by the first tunnel upstream connection. */
   private tunnelAgent: TunnelAgent | undefined;
+  /** Whether clients are proxied on bare handles: `relay: 'handle'` and nothing reads them first. */
+  private readonly handleClients: boolean;
   private closing: Promise<void> | undefined;
   private drained: (() => void) | undefined;
 
@@ -204,6 +210,15 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     this.host = this.createHost(resolved.selector);
     const limits = this.options.bandwidth;
     this.bandwidth = limits === undefined ? undefined : new SharedBandwidth(limits);
+    const preface = this.prefaceConfig;
+    this.handleClients =
+      this.options.relay === 'handle' &&
+      preface.acceptProxy === undefined &&
+      preface.sni === undefined &&
+      preface.preread === undefined &&
+      this.admission === undefined &&
+      this.bandwidth === undefined &&
+      handleBindings() !== null;
     this.queue = new ConnectionQueue(this.options.queueMaxLength, this.options.queueTimeout, {
       expired: (client) => {
         this.refuseQueued(client, RejectReason.QUEUE_TIMEOUT);
@@ -267,6 +282,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       tunnels: () => (this.tunnelAgent ??= new TunnelAgent()),
       preamble: send === undefined ? undefined : (connection) => proxyHeaderFor(connection, send),
       filters: this.filterFactories,
+      handleUpstreams:
+        this.options.relay === 'handle' &&
+        this.options.upstreamSocket === undefined &&
+        handleBindings() !== null,
       filtersClosed: (errors) => {
         for (const err of errors) reportError(this, new FilterError(err));
       },
@@ -334,6 +353,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     });
     noDelayInherited = this.options.noDelay && inheritNoDelay(server);
     local = fixedLocalAddress(server);
+    if (this.handleClients)
+      acceptHandles(server, (handle) => this.adoptHandle(handle, local, noDelayInherited));
     server.on('error', (err) => {
       if (isDescriptorExhaustion(err))
         this.descriptorShortage(new ResourceExhaustedError(`accept() failed: ${err.message}`, err));
@@ -361,35 +382,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     // The error handler goes on before anything else can fail.
     socket.on('error', ignoreError);
     socket.allowHalfOpen = true;
-    if (this.closing) {
-      this.reject(socket, RejectReason.PROXY_CLOSING);
-      return;
-    }
-    if (socket.destroyed) {
-      this.reject(socket, RejectReason.INVALID_SOCKET);
-      return;
-    }
-    // The client reset before the proxy looked: no address to decide trust, deny or limits on.
-    if (peerLost(socket)) {
-      this.reject(socket, RejectReason.CLIENT_GONE);
-      return;
-    }
-    if (
-      this.live.size +
-        this.prefaces.size +
-        this.handshakes.size +
-        this.admissions.size +
-        this.queue.length >=
-      this.options.maxConnections
-    ) {
-      this.counters.downstreamOverflow++;
-      this.reject(socket, RejectReason.MAX_CONNECTIONS);
-      return;
-    }
-    if (this.exhaustion.active()) {
-      this.reject(socket, RejectReason.RESOURCE_EXHAUSTED);
-      return;
-    }
+    if (!this.admissible(socket)) return;
     if (!ClientPreface.needed(socket, this.prefaceConfig)) {
       this.admit(socket, socketIdentity(socket), undefined);
       return;
@@ -406,6 +399,63 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     });
     this.prefaces.add(preface);
     preface.start();
+  }
+
+  /**
+   * A client accepted on a bare handle (`relay: 'handle'`): proxied on a {@link HandleSocket}
+   * when nothing reads it before the relay; false leaves it to `net.Server` (and `handle()`).
+   * @internal
+   */
+  adoptHandle(
+    handle: TcpHandle,
+    local: AddressInfo | undefined,
+    noDelayInherited: boolean,
+  ): boolean {
+    if (!this.handleClients || this.terminateTls !== undefined) return false;
+    const socket = new HandleSocket(handle);
+    socket.on('error', ignoreError);
+    if (local !== undefined) socket.presetLocal(local.address, local.port, local.family);
+    if (noDelayInherited) socket.inheritedNoDelay(this.options.noDelay);
+    if (!this.admissible(socket)) return true;
+    const identity = socketIdentity(socket);
+    const refusal = this.accessVerdict(identity.address);
+    if (refusal !== undefined) this.reject(socket, refusal, { identity });
+    else this.queueOrOpen(socket, identity, undefined);
+    return true;
+  }
+
+  /** The checks every new client passes first; false when it was refused. */
+  private admissible(socket: RelaySocket): boolean {
+    if (this.closing) {
+      this.reject(socket, RejectReason.PROXY_CLOSING);
+      return false;
+    }
+    if (socket.destroyed) {
+      this.reject(socket, RejectReason.INVALID_SOCKET);
+      return false;
+    }
+    // The client reset before the proxy looked: no address to decide trust, deny or limits on.
+    if (peerLost(socket)) {
+      this.reject(socket, RejectReason.CLIENT_GONE);
+      return false;
+    }
+    if (
+      this.live.size +
+        this.prefaces.size +
+        this.handshakes.size +
+        this.admissions.size +
+        this.queue.length >=
+      this.options.maxConnections
+    ) {
+      this.counters.downstreamOverflow++;
+      this.reject(socket, RejectReason.MAX_CONNECTIONS);
+      return false;
+    }
+    if (this.exhaustion.active()) {
+      this.reject(socket, RejectReason.RESOURCE_EXHAUSTED);
+      return false;
+    }
+    return true;
   }
 
   /** Access control on the client's (possibly PROXY-header) identity, then the connection. */
@@ -527,7 +577,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   /** A client ready to proxy (plain, or after TLS termination): queued when every upstream is full. */
   private startConnection(
-    socket: Socket,
+    socket: RelaySocket,
     identity: ClientIdentity,
     preface: Buffer[] | undefined,
   ): void {
@@ -540,7 +590,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   /** Opens the connection, or queues the client when every upstream is at its cap. */
   private queueOrOpen(
-    socket: Socket,
+    socket: RelaySocket,
     identity: ClientIdentity,
     preface: Buffer[] | undefined,
   ): void {
@@ -555,7 +605,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   /** Runs the `admit` hook, then opens the connection or refuses the client. */
   private checkAdmission(
     config: AdmissionConfig,
-    socket: Socket,
+    socket: RelaySocket,
     identity: ClientIdentity,
     preface: Buffer[] | undefined,
   ): void {
@@ -590,7 +640,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   }
 
   /** Starts proxying an admitted client. */
-  private open(socket: Socket, identity: ClientIdentity, preface: Buffer[] | undefined): void {
+  private open(socket: RelaySocket, identity: ClientIdentity, preface: Buffer[] | undefined): void {
+    // What a handle read while it waited in the queue goes first, as a preface does.
+    if (socket instanceof HandleSocket) preface = socket.takeHeld() ?? preface;
     const connection =
       this.bandwidth === undefined
         ? new TcpConnection(this.host, socket, this.nextId++, identity, preface)
@@ -630,7 +682,11 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     return undefined;
   }
 
-  private reject(socket: Socket, reason: RejectReason, known: RejectDetails = NOTHING_KNOWN): void {
+  private reject(
+    socket: RelaySocket,
+    reason: RejectReason,
+    known: RejectDetails = NOTHING_KNOWN,
+  ): void {
     const { identity, error, detail } = known;
     this.counters.rejected++;
     this.rejectReasons[reason] = (this.rejectReasons[reason] ?? 0) + 1;
@@ -673,7 +729,13 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   // ---- the queue (per-upstream caps) ---------------------------------------------------------
 
-  private enqueue(socket: Socket, identity: ClientIdentity, preface: Buffer[] | undefined): void {
+  private enqueue(
+    socket: RelaySocket,
+    identity: ClientIdentity,
+    preface: Buffer[] | undefined,
+  ): void {
+    // A net.Socket reads (into its own buffer) while it waits; a handle is made to, likewise.
+    if (socket instanceof HandleSocket) socket.hold(this.options.maxEarlyData);
     if (!this.queue.push(socket, identity, preface)) {
       this.identity.perClient?.release(identity.address);
       this.reject(socket, RejectReason.QUEUE_FULL, { identity });
@@ -856,7 +918,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
  * `deny`/`allow`, per-client limits nor PROXY header trust can be decided, so it is refused.
  * (A Unix socket has no local port either and is not affected.)
  */
-function peerLost(socket: Socket): boolean {
+function peerLost(socket: RelaySocket): boolean {
   return socket.remoteAddress === undefined && socket.localPort !== undefined;
 }
 

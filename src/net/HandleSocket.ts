@@ -1,0 +1,590 @@
+import { EventEmitter } from 'node:events';
+import { isIP } from 'node:net';
+import { getSystemErrorName } from 'node:util';
+import type { RelaySocket } from './RelaySocket.js';
+import { copyOut, sharedReadBuffer } from './sharedReadBuffer.js';
+import type { SharedReadCallback } from './sharedReadBuffer.js';
+
+/**
+ * A TCP socket on libuv's handle itself, for the relay: the part of `net.Socket` the relay uses,
+ * without the two stream states, the `process.nextTick` per write and per end, and the closures
+ * a `net.Socket` builds per connection. Reads go into the process-wide shared buffer (as
+ * `onread` does), writes go straight to `writeBuffer`, and `end()` is one shutdown request.
+ *
+ * Why: per new connection Node's `net.Socket` machinery costs about as much CPU as the kernel's
+ * work for it (docs/performance.md, session 6). The handle API is Node's own (`tcp_wrap`,
+ * `stream_wrap`, reached through `process.binding`); where it is missing or differs,
+ * {@link handleBindings} returns null and the relay uses `net.Socket` as before.
+ */
+export class HandleSocket extends EventEmitter implements RelaySocket {
+  destroyed = false;
+  errored: Error | null = null;
+  connecting: boolean;
+  readableEnded = false;
+  writableEnded = false;
+  /** Bytes given to writes that did not complete at once, plus corked ones. */
+  writableLength = 0;
+  writableCorked = 0;
+  writableNeedDrain = false;
+
+  private readonly handle: TcpHandle;
+  private readCallback: SharedReadCallback | undefined;
+  private reading = false;
+  private paused = false;
+  /** The shutdown completed (FIN sent after every write). */
+  private finished = false;
+  /** Writes held while corked or connecting, in order. */
+  private held: Uint8Array[] | undefined;
+  private peer: PeerName | undefined;
+  private local: PeerName | undefined;
+
+  /** @param handle an accepted handle, or one being connected (`connecting`). */
+  constructor(handle: TcpHandle, connecting = false) {
+    super();
+    this.handle = handle;
+    this.connecting = connecting;
+    handle[kOwner] = this;
+    // libuv calls `onread` for every read; it must be a function before the first one.
+    handle.onread = onHandleRead;
+  }
+
+  /**
+   * Connects to `host` (an IP address) and `port`; `'connect'` or `'error'` and `'close'` follow.
+   * Reads go to `onRead` once connected.
+   */
+  static connect(
+    host: string,
+    port: number,
+    noDelay: boolean,
+    onRead: SharedReadCallback,
+  ): HandleSocket {
+    const b = requireBindings();
+    const socket = new HandleSocket(new b.TCP(b.socketType), true);
+    socket.readCallback = onRead;
+    socket.noDelayOnConnect = noDelay;
+    const request = new b.TCPConnectWrap();
+    request.oncomplete = onHandleConnected;
+    request.address = host;
+    request.port = port;
+    request[kOwner] = socket;
+    const err =
+      isIP(host) === 6
+        ? socket.handle.connect6(request, host, port)
+        : socket.handle.connect(request, host, port);
+    // Reported from the close callback, once the caller has its listeners on.
+    if (err !== 0) socket.destroy(uvError(err, 'connect', host, port));
+    return socket;
+  }
+
+  private noDelayOnConnect = false;
+
+  /** Starts reading into the shared buffer; each chunk goes to `callback` (`false` pauses). */
+  readInto(callback: SharedReadCallback): boolean {
+    this.readCallback = callback;
+    this.handle.useUserBuffer(sharedReadBuffer());
+    this.startReading();
+    return true;
+  }
+
+  /**
+   * Reads while the client waits in the queue, so that a client who leaves is seen, as a
+   * `net.Socket` would see it: up to `limit` bytes are kept (then reading pauses), handed over by
+   * {@link takeHeld} when the relay starts.
+   */
+  hold(limit: number): void {
+    this.holdLimit = limit;
+    this.readInto(onHeldRead);
+  }
+
+  /** What {@link hold} read, in order. */
+  takeHeld(): Buffer[] | undefined {
+    const held = this.heldReads;
+    this.heldReads = undefined;
+    this.heldBytes = 0;
+    return held;
+  }
+
+  private holdLimit = 0;
+  private heldReads: Buffer[] | undefined;
+  private heldBytes = 0;
+
+  /** @internal */
+  keep(chunk: Buffer): boolean {
+    (this.heldReads ??= []).push(chunk);
+    this.heldBytes += chunk.length;
+    return this.heldBytes < this.holdLimit;
+  }
+
+  // ---- reading ------------------------------------------------------------------------------
+
+  private startReading(): void {
+    if (this.reading || this.paused || this.connecting || this.readableEnded || this.destroyed)
+      return;
+    if (this.readCallback === undefined) return;
+    const err = this.handle.readStart();
+    if (err !== 0) {
+      this.destroy(uvError(err, 'read'));
+      return;
+    }
+    this.reading = true;
+  }
+
+  private stopReading(): void {
+    if (!this.reading) return;
+    this.reading = false;
+    if (!this.destroyed) this.handle.readStop();
+  }
+
+  /** @internal */
+  readDone(nread: number): void {
+    if (this.destroyed) return;
+    if (nread > 0) {
+      // Paused in the callback: `false`, or an explicit pause().
+      const callback = this.readCallback as SharedReadCallback;
+      if (callback.call(this, nread, sharedReadBuffer()) === false) this.pause();
+      return;
+    }
+    if (nread === 0) return;
+    if (nread !== requireBindings().eof) {
+      this.destroy(uvError(nread, 'read'));
+      return;
+    }
+    // libuv stopped reading at the end of stream.
+    this.reading = false;
+    this.readableEnded = true;
+    this.emit('end');
+    this.closeIfDone();
+  }
+
+  pause(): this {
+    this.paused = true;
+    this.stopReading();
+    return this;
+  }
+
+  resume(): this {
+    this.paused = false;
+    this.startReading();
+    return this;
+  }
+
+  isPaused(): boolean {
+    return this.paused;
+  }
+
+  // ---- writing ------------------------------------------------------------------------------
+
+  write(chunk: Uint8Array): boolean {
+    if (this.destroyed || this.writableEnded) return false;
+    if (this.writableCorked > 0 || this.connecting) {
+      (this.held ??= []).push(chunk);
+      this.writableLength += chunk.length;
+      return this.room();
+    }
+    return this.send(chunk);
+  }
+
+  /** Whether the caller may go on writing (as `net.Socket`'s 16 KiB high-water mark says). */
+  private room(): boolean {
+    if (this.writableLength < HIGH_WATER_MARK) return true;
+    this.writableNeedDrain = true;
+    return false;
+  }
+
+  private send(chunk: Uint8Array): boolean {
+    const b = requireBindings();
+    const request = new b.WriteWrap();
+    request.handle = this.handle;
+    request.oncomplete = onHandleWritten;
+    request.async = false;
+    request.bytes = chunk.length;
+    request[kOwner] = this;
+    // Keeps the bytes alive while libuv writes them.
+    request.buffer = chunk;
+    const err = this.handle.writeBuffer(request, chunk);
+    if (err !== 0) {
+      this.destroy(uvError(err, 'write'));
+      return false;
+    }
+    if (b.state[b.lastWriteWasAsync] !== 0) {
+      request.async = true;
+      this.writableLength += chunk.length;
+    }
+    return this.room();
+  }
+
+  private sendAll(chunks: Uint8Array[]): void {
+    if (chunks.length === 1) this.send(chunks[0] as Uint8Array);
+    else if (chunks.length > 1) this.send(Buffer.concat(chunks));
+  }
+
+  /** @internal */
+  writeDone(bytes: number, status: number): void {
+    if (this.destroyed) return;
+    this.writableLength -= bytes;
+    if (status < 0) {
+      this.destroy(uvError(status, 'write'));
+      return;
+    }
+    if (this.writableLength === 0 && this.writableNeedDrain) {
+      this.writableNeedDrain = false;
+      this.emit('drain');
+    }
+  }
+
+  cork(): void {
+    this.writableCorked++;
+  }
+
+  uncork(): void {
+    if (this.writableCorked === 0) return;
+    if (--this.writableCorked === 0 && !this.connecting) this.flushHeld();
+  }
+
+  private flushHeld(): void {
+    const held = this.held;
+    if (held === undefined || this.destroyed) return;
+    this.held = undefined;
+    for (const chunk of held) this.writableLength -= chunk.length;
+    this.sendAll(held);
+    if (this.writableLength === 0 && this.writableNeedDrain && !this.destroyed) {
+      this.writableNeedDrain = false;
+      this.emit('drain');
+    }
+  }
+
+  /** Sends FIN once every write before it went out. */
+  end(): this {
+    if (this.writableEnded || this.destroyed) return this;
+    this.writableEnded = true;
+    this.writableCorked = 0;
+    if (!this.connecting) this.shutdown();
+    return this;
+  }
+
+  private shutdown(): void {
+    this.flushHeld();
+    if (this.destroyed) return;
+    const b = requireBindings();
+    const request = new b.ShutdownWrap();
+    request.handle = this.handle;
+    request.oncomplete = onHandleShutdown;
+    request[kOwner] = this;
+    const err = this.handle.shutdown(request);
+    // 1: done at once; ENOTCONN: the peer is gone, and nothing is left to send (as net does).
+    if (err === 1 || err === b.notConnected) this.shutdownDone();
+    else if (err !== 0) this.destroy(uvError(err, 'shutdown'));
+  }
+
+  /** @internal */
+  shutdownDone(): void {
+    if (this.destroyed) return;
+    this.finished = true;
+    this.closeIfDone();
+  }
+
+  // ---- connect ------------------------------------------------------------------------------
+
+  /** @internal */
+  connectDone(status: number, host: string, port: number): void {
+    if (this.destroyed) return;
+    if (status < 0) {
+      this.destroy(uvError(status, 'connect', host, port));
+      return;
+    }
+    this.connecting = false;
+    if (this.noDelayOnConnect) this.setNoDelay(true);
+    this.handle.useUserBuffer(sharedReadBuffer());
+    this.startReading();
+    if (this.writableCorked === 0) this.flushHeld();
+    if (this.writableEnded) this.shutdown();
+    if (!this.destroyed) this.emit('connect');
+  }
+
+  // ---- close --------------------------------------------------------------------------------
+
+  /** Both directions done: closes, as `net.Socket` destroys itself once ended and finished. */
+  private closeIfDone(): void {
+    if (this.readableEnded && this.finished) this.destroy();
+  }
+
+  destroy(error?: Error): this {
+    if (this.destroyed) return this;
+    this.markDestroyed(error);
+    this.handle.close(onHandleClosed);
+    return this;
+  }
+
+  /** Closes with a reset (RST), so the peer can tell failure from a clean end. */
+  resetAndDestroy(): this {
+    if (this.destroyed) return this;
+    if (this.connecting) return this.destroy();
+    this.markDestroyed(undefined);
+    if (this.handle.reset(onHandleClosed) !== 0) this.handle.close(onHandleClosed);
+    return this;
+  }
+
+  private markDestroyed(error: Error | undefined): void {
+    this.destroyed = true;
+    if (error !== undefined) this.errored = error;
+    this.reading = false;
+    this.held = undefined;
+  }
+
+  /** @internal */
+  closed(): void {
+    const error = this.errored;
+    // Emitted only to a listener: a socket must never throw into its host.
+    if (error !== null && this.listenerCount('error') > 0) this.emit('error', error);
+    this.emit('close', error !== null);
+  }
+
+  // ---- options and addresses ----------------------------------------------------------------
+
+  setNoDelay(noDelay = true): this {
+    if (noDelay === this.noDelay || this.destroyed) return this;
+    this.noDelay = noDelay;
+    this.handle.setNoDelay(noDelay);
+    return this;
+  }
+
+  /** The socket has TCP_NODELAY from its listener; `wanted` false turns it off. */
+  inheritedNoDelay(wanted: boolean): void {
+    this.noDelay = true;
+    if (!wanted) this.setNoDelay(false);
+  }
+
+  private noDelay = false;
+
+  setKeepAlive(enable = false, initialDelay = 0): this {
+    if (!this.destroyed) this.handle.setKeepAlive(enable, Math.floor(initialDelay / 1000));
+    return this;
+  }
+
+  /** The listener's address, when it is bound to one (spares a `getsockname` per connection). */
+  presetLocal(address: string, port: number, family: string): void {
+    this.local = { address, port, family };
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.peerName()?.address;
+  }
+  get remotePort(): number | undefined {
+    return this.peerName()?.port;
+  }
+  get remoteFamily(): string | undefined {
+    return this.peerName()?.family;
+  }
+  get localAddress(): string | undefined {
+    return this.localName()?.address;
+  }
+  get localPort(): number | undefined {
+    return this.localName()?.port;
+  }
+
+  private peerName(): PeerName | undefined {
+    if (this.peer === undefined && !this.destroyed && !this.connecting) {
+      const out: Partial<PeerName> = {};
+      if (this.handle.getpeername(out) === 0) this.peer = out as PeerName;
+    }
+    return this.peer;
+  }
+
+  private localName(): PeerName | undefined {
+    if (this.local === undefined && !this.destroyed) {
+      const out: Partial<PeerName> = {};
+      if (this.handle.getsockname(out) === 0) this.local = out as PeerName;
+    }
+    return this.local;
+  }
+}
+
+/** `net.Socket`'s default `writableHighWaterMark`. */
+const HIGH_WATER_MARK = 16 * 1024;
+
+interface PeerName {
+  address: string;
+  port: number;
+  family: string;
+}
+
+const kOwner = Symbol('l4proxy.handleOwner');
+
+/** libuv's TCP handle (`tcp_wrap`'s `TCP`), as far as this file uses it. */
+export interface TcpHandle {
+  [kOwner]?: HandleSocket;
+  onread: (this: TcpHandle) => void;
+  readStart(): number;
+  readStop(): number;
+  useUserBuffer(buffer: Uint8Array): void;
+  writeBuffer(request: WriteRequest, chunk: Uint8Array): number;
+  shutdown(request: ShutdownRequest): number;
+  connect(request: ConnectRequest, host: string, port: number): number;
+  connect6(request: ConnectRequest, host: string, port: number): number;
+  close(callback: (this: TcpHandle) => void): void;
+  reset(callback: (this: TcpHandle) => void): number;
+  setNoDelay(noDelay: boolean): number;
+  setKeepAlive(enable: boolean, delaySeconds: number): number;
+  getpeername(out: Partial<PeerName>): number;
+  getsockname(out: Partial<PeerName>): number;
+}
+
+interface WriteRequest {
+  handle: TcpHandle;
+  oncomplete: (this: WriteRequest, status: number) => void;
+  async: boolean;
+  bytes: number;
+  buffer: Uint8Array;
+  [kOwner]?: HandleSocket;
+}
+
+interface ShutdownRequest {
+  handle: TcpHandle;
+  oncomplete: (this: ShutdownRequest, status: number) => void;
+  [kOwner]?: HandleSocket;
+}
+
+interface ConnectRequest {
+  oncomplete: (this: ConnectRequest, status: number) => void;
+  address: string;
+  port: number;
+  [kOwner]?: HandleSocket;
+}
+
+interface Bindings {
+  readonly TCP: new (type: number) => TcpHandle;
+  readonly TCPConnectWrap: new () => ConnectRequest;
+  readonly WriteWrap: new () => WriteRequest;
+  readonly ShutdownWrap: new () => ShutdownRequest;
+  readonly socketType: number;
+  readonly state: Int32Array;
+  readonly readBytesOrError: number;
+  readonly lastWriteWasAsync: number;
+  readonly eof: number;
+  readonly notConnected: number;
+}
+
+let bindings: Bindings | null | undefined;
+
+/**
+ * Node's TCP handle bindings, or null where they cannot be had (a Node without them, the
+ * permission model refusing `process.binding`): the relay then uses `net.Socket`.
+ */
+export function handleBindings(): Bindings | null {
+  if (bindings === undefined) bindings = loadBindings();
+  return bindings;
+}
+
+function loadBindings(): Bindings | null {
+  try {
+    const binding = (process as unknown as { binding?: (name: string) => unknown }).binding;
+    if (typeof binding !== 'function') return null;
+    const tcp = binding.call(process, 'tcp_wrap') as Record<string, unknown>;
+    const stream = binding.call(process, 'stream_wrap') as Record<string, unknown>;
+    const constants = tcp.constants as Record<string, unknown> | undefined;
+    const { TCP, TCPConnectWrap } = tcp;
+    const { WriteWrap, ShutdownWrap, streamBaseState, kReadBytesOrError, kLastWriteWasAsync } =
+      stream;
+    if (
+      typeof TCP !== 'function' ||
+      typeof TCPConnectWrap !== 'function' ||
+      typeof WriteWrap !== 'function' ||
+      typeof ShutdownWrap !== 'function' ||
+      !(streamBaseState instanceof Int32Array) ||
+      typeof kReadBytesOrError !== 'number' ||
+      typeof kLastWriteWasAsync !== 'number' ||
+      typeof constants?.SOCKET !== 'number'
+    )
+      return null;
+    const prototype = TCP.prototype as Partial<Record<keyof TcpHandle, unknown>>;
+    for (const method of [
+      'readStart',
+      'useUserBuffer',
+      'writeBuffer',
+      'shutdown',
+      'reset',
+    ] as const)
+      if (typeof prototype[method] !== 'function') return null;
+    return {
+      TCP: TCP as Bindings['TCP'],
+      TCPConnectWrap: TCPConnectWrap as Bindings['TCPConnectWrap'],
+      WriteWrap: WriteWrap as Bindings['WriteWrap'],
+      ShutdownWrap: ShutdownWrap as Bindings['ShutdownWrap'],
+      socketType: constants.SOCKET,
+      state: streamBaseState,
+      readBytesOrError: kReadBytesOrError,
+      lastWriteWasAsync: kLastWriteWasAsync,
+      eof: errorNumber('EOF'),
+      notConnected: errorNumber('ENOTCONN'),
+    };
+  } catch {
+    return null;
+  }
+}
+
+/** libuv's negative code for `name` (UV_EOF, UV_ENOTCONN), from Node's own table. */
+function errorNumber(name: string): number {
+  const uv = (process as unknown as { binding(name: string): Record<string, unknown> }).binding(
+    'uv',
+  );
+  const value = uv[`UV_${name}`];
+  if (typeof value !== 'number') throw new Error(`no UV_${name}`);
+  return value;
+}
+
+function requireBindings(): Bindings {
+  const b = handleBindings();
+  if (b === null) throw new Error('TCP handle bindings are not available');
+  return b;
+}
+
+/** A system error as Node builds it (`connect ECONNREFUSED 127.0.0.1:9`, `code`, `errno`). */
+function uvError(errno: number, syscall: string, host?: string, port?: number): Error {
+  let code: string;
+  try {
+    code = getSystemErrorName(errno);
+  } catch {
+    code = `E${String(-errno)}`;
+  }
+  const where = host === undefined ? '' : ` ${host}:${String(port)}`;
+  const error = new Error(`${syscall} ${code}${where}`) as NodeJS.ErrnoException & {
+    address?: string;
+    port?: number;
+  };
+  error.errno = errno;
+  error.code = code;
+  error.syscall = syscall;
+  if (host !== undefined) {
+    error.address = host;
+    if (port !== undefined) error.port = port;
+  }
+  return error;
+}
+
+// One handler of each kind for every socket: `this` is the handle or request, which points back
+// at its socket.
+
+function onHeldRead(this: RelaySocket, bytes: number, buffer: Buffer): boolean {
+  return (this as HandleSocket).keep(copyOut(bytes, buffer));
+}
+
+function onHandleRead(this: TcpHandle): void {
+  const b = bindings as Bindings;
+  this[kOwner]?.readDone(b.state[b.readBytesOrError] as number);
+}
+
+function onHandleWritten(this: WriteRequest, status: number): void {
+  this[kOwner]?.writeDone(this.async ? this.bytes : 0, status);
+}
+
+function onHandleShutdown(this: ShutdownRequest): void {
+  this[kOwner]?.shutdownDone();
+}
+
+function onHandleConnected(this: ConnectRequest, status: number): void {
+  this[kOwner]?.connectDone(status, this.address, this.port);
+}
+
+function onHandleClosed(this: TcpHandle): void {
+  this[kOwner]?.closed();
+}
