@@ -192,30 +192,45 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   }
 
   private send(chunk: Uint8Array): boolean {
-    const b = requireBindings();
-    const request = new b.WriteWrap();
+    const request = this.writeRequest(chunk, chunk.length);
+    return this.sent(request, this.handle.writeBuffer(request, chunk));
+  }
+
+  /** Several chunks in one writev(2) (what cork() held). */
+  private sendAll(chunks: Uint8Array[]): void {
+    if (chunks.length === 1) {
+      this.send(chunks[0] as Uint8Array);
+      return;
+    }
+    let bytes = 0;
+    for (const chunk of chunks) bytes += chunk.length;
+    const request = this.writeRequest(chunks, bytes);
+    this.sent(request, this.handle.writev(request, chunks, true));
+  }
+
+  private writeRequest(data: Uint8Array | Uint8Array[], bytes: number): WriteRequest {
+    const request = new (requireBindings().WriteWrap)();
     request.handle = this.handle;
     request.oncomplete = onHandleWritten;
     request.async = false;
-    request.bytes = chunk.length;
+    request.bytes = bytes;
     request[kOwner] = this;
     // Keeps the bytes alive while libuv writes them.
-    request.buffer = chunk;
-    const err = this.handle.writeBuffer(request, chunk);
+    request.buffer = data;
+    return request;
+  }
+
+  private sent(request: WriteRequest, err: number): boolean {
     if (err !== 0) {
       this.destroy(uvError(err, 'write'));
       return false;
     }
+    const b = requireBindings();
     if (b.state[b.lastWriteWasAsync] !== 0) {
       request.async = true;
-      this.writableLength += chunk.length;
+      this.writableLength += request.bytes;
     }
     return this.room();
-  }
-
-  private sendAll(chunks: Uint8Array[]): void {
-    if (chunks.length === 1) this.send(chunks[0] as Uint8Array);
-    else if (chunks.length > 1) this.send(Buffer.concat(chunks));
   }
 
   /** @internal */
@@ -226,10 +241,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
       this.destroy(uvError(status, 'write'));
       return;
     }
-    if (this.writableLength === 0 && this.writableNeedDrain) {
-      this.writableNeedDrain = false;
-      this.emit('drain');
-    }
+    if (this.writableLength === 0) this.drained();
   }
 
   cork(): void {
@@ -247,10 +259,16 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     this.held = undefined;
     for (const chunk of held) this.writableLength -= chunk.length;
     this.sendAll(held);
-    if (this.writableLength === 0 && this.writableNeedDrain && !this.destroyed) {
-      this.writableNeedDrain = false;
-      this.emit('drain');
-    }
+    // After the caller's own reaction to write() returning false (it pauses its source), as
+    // net.Socket's 'drain' comes after the write call that returned false.
+    if (this.writableLength === 0 && this.writableNeedDrain) process.nextTick(emitDrain, this);
+  }
+
+  /** @internal */
+  drained(): void {
+    if (this.destroyed || this.writableLength !== 0 || !this.writableNeedDrain) return;
+    this.writableNeedDrain = false;
+    this.emit('drain');
   }
 
   /** Sends FIN once every write before it went out. */
@@ -418,6 +436,7 @@ export interface TcpHandle {
   readStop(): number;
   useUserBuffer(buffer: Uint8Array): void;
   writeBuffer(request: WriteRequest, chunk: Uint8Array): number;
+  writev(request: WriteRequest, chunks: Uint8Array[], allBuffers: true): number;
   shutdown(request: ShutdownRequest): number;
   connect(request: ConnectRequest, host: string, port: number): number;
   connect6(request: ConnectRequest, host: string, port: number): number;
@@ -434,7 +453,7 @@ interface WriteRequest {
   oncomplete: (this: WriteRequest, status: number) => void;
   async: boolean;
   bytes: number;
-  buffer: Uint8Array;
+  buffer: Uint8Array | Uint8Array[];
   [kOwner]?: HandleSocket;
 }
 
@@ -563,6 +582,10 @@ function uvError(errno: number, syscall: string, host?: string, port?: number): 
 
 // One handler of each kind for every socket: `this` is the handle or request, which points back
 // at its socket.
+
+function emitDrain(socket: HandleSocket): void {
+  socket.drained();
+}
 
 function onHeldRead(this: RelaySocket, bytes: number, buffer: Buffer): boolean {
   return (this as HandleSocket).keep(copyOut(bytes, buffer));

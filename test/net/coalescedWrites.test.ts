@@ -10,6 +10,8 @@ import type { TestContext } from 'node:test';
 import tls from 'node:tls';
 import { COALESCED_BYTES } from '../../src/net/coalescedWrites.js';
 import { readAll, withTimeout } from '../helpers/net.js';
+import { handlePort, recordHandleWrites } from '../helpers/handleWrites.js';
+import type { WrittenHandle } from '../helpers/handleWrites.js';
 import { freePort, startPeer } from '../helpers/peerProcess.js';
 import { testServer } from '../helpers/testServer.js';
 import { recordingProxy } from '../helpers/recordingProxy.js';
@@ -27,7 +29,7 @@ function sha256(data: Buffer): string {
 
 interface WriteCount {
   /** Sockets the proxy wrote to that `matches` picked, as they were written to. */
-  readonly sockets: Set<Socket>;
+  readonly sockets: Set<{ readonly writableLength: number }>;
   /** Calls that handed the kernel one chunk. */
   single: number;
   /** Calls that handed it several chunks at once (writev), and how many chunks they held. */
@@ -35,40 +37,45 @@ interface WriteCount {
   vectoredChunks: number;
 }
 
-interface SocketWrites {
-  _write: (this: Socket, chunk: unknown, encoding: unknown, cb: unknown) => void;
-  _writev: (this: Socket, chunks: unknown[], cb: unknown) => void;
-}
-
 /**
- * Counts the writes this process's sockets picked by `matches` make, by wrapping `net.Socket`'s
- * `_write` and `_writev` (the proxy runs in this process); restored by the test's `after`.
+ * Counts the writes this process's TCP handles picked by `matches` make (the proxy runs in this
+ * process), whichever socket drives them; restored by the test's `after`.
  */
-function countWrites(t: TestContext, matches: (socket: Socket) => boolean): WriteCount {
-  const proto = net.Socket.prototype as unknown as SocketWrites;
-  const write = proto._write;
-  const writev = proto._writev;
+function countWrites(t: TestContext, matches: (handle: WrittenHandle) => boolean): WriteCount {
+  const writes = recordHandleWrites(t, matches);
   const count: WriteCount = { sockets: new Set(), single: 0, vectored: 0, vectoredChunks: 0 };
-  proto._write = function (this: Socket, chunk, encoding, cb) {
-    if (matches(this)) {
-      count.sockets.add(this);
-      count.single++;
+  const tally = (): void => {
+    for (const write of writes.splice(0)) {
+      if (write.owner !== undefined) count.sockets.add(write.owner);
+      if (write.chunks.length > 1) {
+        count.vectored++;
+        count.vectoredChunks += write.chunks.length;
+      } else count.single++;
     }
-    write.call(this, chunk, encoding, cb);
   };
-  proto._writev = function (this: Socket, chunks, cb) {
-    if (matches(this)) {
-      count.sockets.add(this);
-      count.vectored++;
-      count.vectoredChunks += chunks.length;
-    }
-    writev.call(this, chunks, cb);
-  };
-  t.after(() => {
-    proto._write = write;
-    proto._writev = writev;
-  });
-  return count;
+  // Read on demand: each field access tallies what was recorded so far.
+  return {
+    get sockets() {
+      tally();
+      return count.sockets;
+    },
+    get single() {
+      tally();
+      return count.single;
+    },
+    get vectored() {
+      tally();
+      return count.vectored;
+    },
+    get vectoredChunks() {
+      tally();
+      return count.vectoredChunks;
+    },
+    toJSON() {
+      tally();
+      return { ...count, sockets: count.sockets.size };
+    },
+  } as WriteCount;
 }
 
 /** A plain upstream that keeps what it receives; `hold` leaves it unread until `release()`. */
@@ -146,7 +153,7 @@ describe('TLS records are written to the plain side coalesced, one writev per lo
     if (!pki) return;
     const { ca, cert } = pki;
     const upstream = await collector(t);
-    const writes = countWrites(t, (socket) => socket.remotePort === upstream.port);
+    const writes = countWrites(t, (handle) => handlePort(handle, 'remote') === upstream.port);
     const rig = await terminating(t, cert, upstream.port);
     const data = randomBytes(8 * MiB);
     sendOverTls(rig, ca.cert, data);
@@ -168,7 +175,7 @@ describe('TLS records are written to the plain side coalesced, one writev per lo
     if (!pki) return;
     const { ca, cert } = pki;
     const upstream = await collector(t, true);
-    const writes = countWrites(t, (socket) => socket.remotePort === upstream.port);
+    const writes = countWrites(t, (handle) => handlePort(handle, 'remote') === upstream.port);
     const rig = await terminating(t, cert, upstream.port);
     const data = randomBytes(32 * MiB);
     sendOverTls(rig, ca.cert, data);
@@ -213,7 +220,7 @@ describe('TLS records are written to the plain side coalesced, one writev per lo
       tls: { ca: ca.cert, servername: 'localhost' },
     });
     t.after(() => rig.close());
-    const writes = countWrites(t, (socket) => socket.localPort === rig.port);
+    const writes = countWrites(t, (handle) => handlePort(handle, 'local') === rig.port);
     const client = net.connect(rig.port, rig.host);
     client.on('error', () => undefined);
     client.end('GET /big.bin HTTP/1.0\r\n\r\n');

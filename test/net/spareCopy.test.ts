@@ -8,6 +8,8 @@ import { withTimeout } from '../helpers/net.js';
 import type { TcpProxy } from '../../src/index.js';
 import { startProxy } from '../helpers/proxy.js';
 import { testServer } from '../helpers/testServer.js';
+import { handlePort, recordHandleWrites } from '../helpers/handleWrites.js';
+import type { WrittenHandle } from '../helpers/handleWrites.js';
 
 const MiB = 1024 * 1024;
 
@@ -77,23 +79,19 @@ test('bytes relayed while writes go pending arrive intact, both ways (the copy b
   assert.ok(stats.upstream_flow_control_paused_reading_total > 0, 'upstream paused');
 });
 
-interface SocketWrite {
-  _write: (this: Socket, chunk: Buffer, encoding: unknown, cb: unknown) => void;
-}
-
-/** The memory blocks behind the chunks `matches` sockets are given to write, in this process. */
-function writtenBlocks(t: TestContext, matches: (socket: Socket) => boolean): ArrayBufferLike[] {
-  const proto = net.Socket.prototype as unknown as SocketWrite;
-  const write = proto._write;
-  const blocks: ArrayBufferLike[] = [];
-  proto._write = function (this: Socket, chunk, encoding, cb) {
-    if (matches(this) && chunk.length > 0) blocks.push(chunk.buffer);
-    write.call(this, chunk, encoding, cb);
+/** The memory blocks behind the chunks `matches` handles are given to write, in this process. */
+function writtenBlocks(
+  t: TestContext,
+  matches: (handle: WrittenHandle) => boolean,
+): { readonly blocks: ArrayBufferLike[] } {
+  const writes = recordHandleWrites(t, matches);
+  return {
+    get blocks() {
+      return writes.flatMap((write) =>
+        write.chunks.filter((chunk) => chunk.length > 0).map((chunk) => chunk.buffer),
+      );
+    },
   };
-  t.after(() => {
-    proto._write = write;
-  });
-  return blocks;
 }
 
 test('while its writes complete at once, a relay copies every chunk into the same block', async (t) => {
@@ -109,7 +107,7 @@ test('while its writes complete at once, a relay copies every chunk into the sam
       });
     });
   });
-  const blocks = writtenBlocks(t, (socket) => socket.remotePort === backendPort);
+  const written = writtenBlocks(t, (handle) => handlePort(handle, 'remote') === backendPort);
   const { client } = await clientThroughProxy(t, backendPort);
   // Paced by the proxy's progress, so that most of its writes find an empty socket.
   for (let offset = 0; offset < data.length; offset += 64 * 1024) {
@@ -119,6 +117,7 @@ test('while its writes complete at once, a relay copies every chunk into the sam
   client.end();
   assert.ok(received !== undefined);
   assert.equal(sha256(await withTimeout(received, 30_000, 'the upload')), sha256(data));
+  const blocks = written.blocks;
   const distinct = new Set(blocks).size;
   assert.ok(blocks.length >= 32, `${blocks.length} writes`);
   assert.ok(
