@@ -141,7 +141,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     if (nread > 0) {
       // Paused in the callback: `false`, or an explicit pause().
       const callback = this.readCallback as SharedReadCallback;
-      if (callback.call(this, nread, sharedReadBuffer()) === false) this.pause();
+      if (!callback.call(this, nread, sharedReadBuffer())) this.pause();
       return;
     }
     if (nread === 0) return;
@@ -316,6 +316,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     this.startReading();
     if (this.writableCorked === 0) this.flushHeld();
     if (this.writableEnded) this.shutdown();
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- flushHeld() and shutdown() may destroy it
     if (!this.destroyed) this.emit('connect');
   }
 
@@ -588,7 +589,7 @@ function emitDrain(socket: HandleSocket): void {
 }
 
 function onHeldRead(this: RelaySocket, bytes: number, buffer: Buffer): boolean {
-  return (this as HandleSocket).keep(copyOut(bytes, buffer));
+  return this instanceof HandleSocket && this.keep(copyOut(bytes, buffer));
 }
 
 function onHandleRead(this: TcpHandle): void {

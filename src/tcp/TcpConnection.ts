@@ -46,7 +46,7 @@ import { FilterChain } from '../filter/FilterChain.js';
 import type { FilterOutput } from '../filter/FilterChain.js';
 import type { DataFilterFactory } from '../filter/dataFilter.js';
 import { ignoreError } from '../internal/ignoreError.js';
-import { HandleSocket, handleBindings } from '../net/HandleSocket.js';
+import { HandleSocket } from '../net/HandleSocket.js';
 import type { RelaySocket } from '../net/RelaySocket.js';
 
 // ERR_HTTP2_STREAM_ERROR: an HTTP/2 tunnel stream was reset (RST_STREAM), the tunnel's reset.

@@ -8,7 +8,7 @@ import { startNginx } from '../helpers/nginx.js';
 import { freePort } from '../helpers/peerProcess.js';
 import { tool } from '../helpers/tools.js';
 
-const RELAYS = ['onread', 'stream'] as const;
+const RELAYS = ['handle', 'onread', 'stream'] as const;
 
 /** Rewrites the server's banner line, holding bytes back until the first line is complete. */
 const rewriteBanner: DataFilterFactory = () => {

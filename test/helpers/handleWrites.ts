@@ -15,8 +15,8 @@ export interface HandleWrite {
 }
 
 interface HandlePrototype {
-  writeBuffer(this: WrittenHandle, request: unknown, chunk: Uint8Array): number;
-  writev(this: WrittenHandle, request: unknown, chunks: unknown[], allBuffers: boolean): number;
+  writeBuffer: (this: WrittenHandle, request: unknown, chunk: Uint8Array) => number;
+  writev: (this: WrittenHandle, request: unknown, chunks: unknown[], allBuffers: boolean) => number;
 }
 
 /** The port at the other end (`'remote'`) or this end (`'local'`) of a handle. */

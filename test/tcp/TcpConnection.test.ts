@@ -27,7 +27,7 @@ async function eventuallyTrue(condition: () => boolean): Promise<void> {
   }
 }
 
-for (const relay of ['onread', 'stream'] as const)
+for (const relay of ['handle', 'onread', 'stream'] as const)
   describe(`TcpConnection relay (relay: '${relay}')`, () => {
     test('relays bytes both ways and closes cleanly with reason completed', async () => {
       const echo = await echoServer();

@@ -47,7 +47,7 @@ function ask<T>(child: ChildProcess, message: string, key: string): Promise<T> {
   );
 }
 
-type Relay = 'onread' | 'stream';
+type Relay = 'handle' | 'onread' | 'stream';
 
 async function startChild(
   upstreamPort: number,
@@ -149,7 +149,7 @@ async function pushOneGiB(
   }
 }
 
-for (const relay of ['onread', 'stream'] as const)
+for (const relay of ['handle', 'onread', 'stream'] as const)
   for (const direction of ['client-to-upstream', 'upstream-to-client'] as const) {
     test(`backpressure ${direction} (relay ${relay}): 1 GiB raises the proxy's RSS by a few MiB at most`, async () => {
       const { baseline, stalled, peak } = await pushOneGiB(direction, relay);

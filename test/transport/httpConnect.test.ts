@@ -71,7 +71,7 @@ describe('TCP over HTTP/1.1 CONNECT through squid', { skip: missing }, () => {
     tunnel: { target: `127.0.0.1:${target}`, ...tunnel },
   });
 
-  for (const relay of ['onread', 'stream'] as const)
+  for (const relay of ['handle', 'onread', 'stream'] as const)
     test(`relays both ways through the tunnel (relay: '${relay}')`, async () => {
       const { proxy, port, closes } = await startProxy({ upstreams: [viaSquid(echo.port)], relay });
       const client = await connect(port);
