@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
-import { getSystemErrorName } from 'node:util';
 import type { RelaySocket } from './RelaySocket.js';
+import { uvError } from './uvError.js';
 import { copyOut, sharedReadBuffer } from './sharedReadBuffer.js';
 import type { SharedReadCallback } from './sharedReadBuffer.js';
 
@@ -556,29 +556,6 @@ function requireBindings(): Bindings {
   const b = handleBindings();
   if (b === null) throw new Error('TCP handle bindings are not available');
   return b;
-}
-
-/** A system error as Node builds it (`connect ECONNREFUSED 127.0.0.1:9`, `code`, `errno`). */
-function uvError(errno: number, syscall: string, host?: string, port?: number): Error {
-  let code: string;
-  try {
-    code = getSystemErrorName(errno);
-  } catch {
-    code = `E${String(-errno)}`;
-  }
-  const where = host === undefined ? '' : ` ${host}:${String(port)}`;
-  const error = new Error(`${syscall} ${code}${where}`) as NodeJS.ErrnoException & {
-    address?: string;
-    port?: number;
-  };
-  error.errno = errno;
-  error.code = code;
-  error.syscall = syscall;
-  if (host !== undefined) {
-    error.address = host;
-    if (port !== undefined) error.port = port;
-  }
-  return error;
 }
 
 // One handler of each kind for every socket: `this` is the handle or request, which points back

@@ -44,6 +44,13 @@ export interface UdpProxyOptions extends UpstreamOptions {
   readonly maxRequests?: number;
   /** Local IP address session sockets are bound to (nginx `proxy_bind`). Default: the system's choice. */
   readonly sourceAddress?: string;
+  /**
+   * Each session's upstream socket: `'handle'` (default) is libuv's UDP handle itself, connected
+   * to the upstream, with no `dgram.Socket` around it (a third less CPU per new session); with
+   * `sourceAddress` it is always a `dgram.Socket`. `'dgram'`: a `dgram.Socket`, as before. Same
+   * behaviour either way.
+   */
+  readonly relay?: 'handle' | 'dgram';
   /** End the sessions of an upstream that active health checks mark unhealthy. Default false. */
   readonly closeOnHealthFailure?: boolean;
   /** Choose an upstream for every datagram instead of once per session. Default false. */
@@ -97,6 +104,7 @@ export interface ResolvedUdpOptions {
   readonly maxResponses: number;
   readonly maxRequests: number;
   readonly sourceAddress: string | undefined;
+  readonly relay: 'handle' | 'dgram';
   readonly closeOnHealthFailure: boolean;
   readonly perPacketBalancing: boolean;
   readonly maxPendingDatagrams: number;
@@ -116,6 +124,7 @@ const KNOWN = [
   'maxResponses',
   'maxRequests',
   'sourceAddress',
+  'relay',
   'closeOnHealthFailure',
   'perPacketBalancing',
   'maxPendingDatagrams',
@@ -150,6 +159,7 @@ export function resolveUdpOptions(input: unknown): {
     maxResponses: limit(raw.maxResponses, 'maxResponses', Infinity),
     maxRequests: limit(raw.maxRequests, 'maxRequests', Infinity),
     sourceAddress: resolveSourceAddress(raw.sourceAddress, 'sourceAddress'),
+    relay: udpRelay(raw.relay),
     closeOnHealthFailure: boolean(raw.closeOnHealthFailure, 'closeOnHealthFailure', false),
     perPacketBalancing: boolean(raw.perPacketBalancing, 'perPacketBalancing', false),
     maxPendingDatagrams: integer(raw.maxPendingDatagrams, 'maxPendingDatagrams', 64, {
@@ -179,4 +189,10 @@ function resolveProxyProtocol(value: unknown): boolean {
   if (value === undefined) return false;
   if (value === 'v2') return true;
   throw new InvalidOptionError('proxyProtocol', "'v2' (v1 cannot carry UDP)", value);
+}
+
+function udpRelay(value: unknown): 'handle' | 'dgram' {
+  if (value === undefined) return 'handle';
+  if (value === 'handle' || value === 'dgram') return value;
+  throw new InvalidOptionError('relay', `'handle' or 'dgram'`, value);
 }

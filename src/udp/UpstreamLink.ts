@@ -5,6 +5,9 @@ import { isIP } from 'node:net';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { literalLookup4, literalLookup6 } from './literalLookup.js';
 import type { SessionHost } from './SessionHost.js';
+import { udpBindings } from './udpHandle.js';
+import type { UdpHandle, UdpSendRequest } from './udpHandle.js';
+import { uvError } from '../net/uvError.js';
 
 /** Where a link failed: setting up its socket, an 'error' event after setup, or one send. */
 export type LinkFailure = 'setup' | 'receive' | 'send';
@@ -61,6 +64,8 @@ export class UpstreamLink {
   protected readonly owner: LinkOwner;
   protected readonly host: SessionHost;
   private socket: Socket | undefined;
+  /** The bare UDP handle used instead of `socket` (`relay: 'handle'`). */
+  private handle: LinkHandle | undefined;
   private counted = false;
   private socketOpen = false;
 
@@ -96,6 +101,13 @@ export class UpstreamLink {
   };
 
   private connect(address: string, family: number): void {
+    if (this.host.options.relay === 'handle' && this.host.options.sourceAddress === undefined) {
+      const bindings = udpBindings();
+      if (bindings !== null) {
+        this.connectHandle(new bindings.UDP(), address, family);
+        return;
+      }
+    }
     let socket: Socket;
     try {
       socket = dgram.createSocket({
@@ -142,6 +154,59 @@ export class UpstreamLink {
     this.onConnect();
   }
 
+  /**
+   * Connects a bare UDP handle (libuv binds it to the wildcard address first, as `dgram` does):
+   * no `dgram.Socket`, no lookup, no tick. Replies arrive through `onmessage`.
+   */
+  private connectHandle(udp: UdpHandle, address: string, family: number): void {
+    const handle = udp as LinkHandle;
+    handle[kLink] = this;
+    handle.onmessage = onHandleMessage;
+    this.handle = handle;
+    this.socketOpen = true;
+    this.host.socketOpened();
+    const err =
+      family === 6
+        ? handle.connect6(address, this.state.port)
+        : handle.connect(address, this.state.port);
+    const started = err === 0 ? handle.recvStart() : err;
+    if (started !== 0) {
+      this.setupFailed(
+        uvError(started, err === 0 ? 'recvmsg' : 'connect', address, this.state.port),
+      );
+      return;
+    }
+    this.onConnect();
+  }
+
+  /** A datagram, or a receive error (an ICMP error of the connected socket), on the handle. @internal */
+  handleMessage(nread: number, msg: Buffer | undefined): void {
+    if (nread < 0) {
+      this.onError(uvError(nread, 'recvmsg'));
+      return;
+    }
+    if (msg !== undefined) this.onMessage(msg);
+  }
+
+  /** Sends on the bare handle; a failure reaches `onSent` on the next tick, as with `dgram`. */
+  private sendOnHandle(handle: UdpHandle, list: Buffer[]): void {
+    const request = new (
+      udpBindings() as NonNullable<ReturnType<typeof udpBindings>>
+    ).SendWrap() as LinkSendRequest;
+    request.list = list;
+    request.oncomplete = onHandleSent;
+    request[kLink] = this;
+    this.inFlight++;
+    const result = handle.send(request, list, list.length, true);
+    if (result >= 1) this.inFlight--;
+    else if (result < 0) process.nextTick(this.onSent, uvError(result, 'send'));
+  }
+
+  /** @internal */
+  handleSent(status: number): void {
+    this.onSent(status < 0 ? uvError(status, 'send') : null);
+  }
+
   private readonly onConnect = (): void => {
     if (this.closed) return;
     this.ready = true;
@@ -159,12 +224,19 @@ export class UpstreamLink {
    */
   send(msg: Buffer): boolean {
     const socket = this.socket;
-    if (!this.ready || socket === undefined) {
+    const handle = this.handle;
+    if (!this.ready || (socket === undefined && handle === undefined)) {
       (this.queue ??= []).push(msg);
       return true;
     }
     if (this.inFlight >= this.host.options.maxSendQueue) return false;
     const header = this.owner.proxyHeader;
+    if (handle !== undefined) {
+      this.sendOnHandle(handle, header === undefined ? [msg] : [header, msg]);
+      this.countSent(msg.length);
+      return true;
+    }
+    if (socket === undefined) return true;
     try {
       // A header goes out as a second iovec of the same datagram: no copy of the payload.
       if (header === undefined) socket.send(msg, this.onSent);
@@ -273,6 +345,13 @@ export class UpstreamLink {
   /** Closes the socket at once (its file descriptor is released synchronously). Idempotent. */
   close(): void {
     if (!this.markClosed()) return;
+    const handle = this.handle;
+    if (handle !== undefined) {
+      // Closed at once (the descriptor too); 'close' accounting on the next tick, as dgram's.
+      handle.close();
+      process.nextTick(this.onClose);
+      return;
+    }
     const socket = this.socket;
     if (socket === undefined) return;
     try {
@@ -282,4 +361,27 @@ export class UpstreamLink {
       this.onClose();
     }
   }
+}
+
+const kLink = Symbol('l4proxy.upstreamLink');
+
+interface LinkHandle extends UdpHandle {
+  [kLink]?: UpstreamLink;
+}
+
+interface LinkSendRequest extends UdpSendRequest {
+  [kLink]?: UpstreamLink;
+}
+
+function onHandleMessage(
+  this: UdpHandle,
+  nread: number,
+  _handle: UdpHandle,
+  msg: Buffer | undefined,
+): void {
+  (this as LinkHandle)[kLink]?.handleMessage(nread, msg);
+}
+
+function onHandleSent(this: UdpSendRequest, status: number): void {
+  (this as LinkSendRequest)[kLink]?.handleSent(status);
 }

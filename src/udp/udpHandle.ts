@@ -1,0 +1,58 @@
+/**
+ * libuv's UDP handle (`udp_wrap`'s `UDP`) and its send request, as `UpstreamLink` uses them: the
+ * socket under every `dgram.Socket`, without the per-socket state, lookups and ticks a
+ * `dgram.Socket` adds (docs/performance.md, session 6). Reached through `process.binding`; where
+ * it is missing, {@link udpBindings} returns null and links use `dgram`.
+ */
+export interface UdpHandle {
+  onmessage: (
+    this: UdpHandle,
+    nread: number,
+    handle: UdpHandle,
+    buffer: Buffer | undefined,
+  ) => void;
+  connect(address: string, port: number): number;
+  connect6(address: string, port: number): number;
+  /** Connected form; returns ≥ 1 when sent at once, 0 when pending (`oncomplete`), < 0 on error. */
+  send(request: UdpSendRequest, list: Buffer[], count: number, hasCallback: boolean): number;
+  recvStart(): number;
+  close(): void;
+}
+
+/** A send request: `oncomplete(status)` runs for a send that did not complete at once. */
+export interface UdpSendRequest {
+  list: Buffer[];
+  oncomplete: (this: UdpSendRequest, status: number) => void;
+}
+
+interface UdpBindings {
+  readonly UDP: new () => UdpHandle;
+  readonly SendWrap: new () => UdpSendRequest;
+}
+
+let bindings: UdpBindings | null | undefined;
+
+/** The UDP handle bindings, or null where they cannot be had (`dgram` is used then). */
+export function udpBindings(): UdpBindings | null {
+  if (bindings === undefined) bindings = loadBindings();
+  return bindings;
+}
+
+function loadBindings(): UdpBindings | null {
+  try {
+    const binding = (process as unknown as { binding?: (name: string) => unknown }).binding;
+    if (typeof binding !== 'function') return null;
+    const udp = binding.call(process, 'udp_wrap') as Record<string, unknown>;
+    const { UDP, SendWrap } = udp;
+    if (typeof UDP !== 'function' || typeof SendWrap !== 'function') return null;
+    const prototype = UDP.prototype as Record<string, unknown>;
+    for (const method of ['connect', 'connect6', 'send', 'recvStart', 'close'])
+      if (typeof prototype[method] !== 'function') return null;
+    return {
+      UDP: UDP as UdpBindings['UDP'],
+      SendWrap: SendWrap as UdpBindings['SendWrap'],
+    };
+  } catch {
+    return null;
+  }
+}
