@@ -2,6 +2,9 @@ import type { RemoteInfo, Socket } from 'node:dgram';
 import type { UdpSession } from './UdpSession.js';
 import type { UdpCounters } from './UdpProxyStats.js';
 import { kernelDrops, socketInode } from './kernelDrops.js';
+import { dgramHandle, udpBindings } from './udpHandle.js';
+import type { UdpHandle, UdpSendRequest } from './udpHandle.js';
+import { uvError } from '../net/uvError.js';
 
 /** What a bound socket reports to the proxy that owns it (internal seam). */
 export interface ListenerOwner {
@@ -33,7 +36,16 @@ export class UdpListener {
   /** Sessions that took `maxRequests` datagrams: no longer found by address, still live. */
   private detached: Set<UdpSession> | undefined;
 
-  constructor(owner: ListenerOwner, socket: Socket, counters: UdpCounters, maxSendQueue: number) {
+  /** The socket's UDP handle, when replies go straight to it (`relay: 'handle'`). */
+  private readonly handle: UdpHandle | undefined;
+
+  constructor(
+    owner: ListenerOwner,
+    socket: Socket,
+    counters: UdpCounters,
+    maxSendQueue: number,
+    relay: 'handle' | 'dgram',
+  ) {
     this.owner = owner;
     this.socket = socket;
     this.counters = counters;
@@ -44,6 +56,7 @@ export class UdpListener {
     this.inode = socketInode(socket);
     socket.on('message', this.onMessage);
     socket.on('error', this.onError);
+    this.handle = relay === 'handle' ? dgramHandle(socket) : undefined;
   }
 
   private readonly onMessage = (msg: Buffer, rinfo: RemoteInfo): void => {
@@ -98,8 +111,31 @@ export class UdpListener {
     this.inFlight++;
     this.counters.txDatagrams++;
     this.counters.txBytes += msg.length;
-    this.socket.send(msg, port, address, this.onSent);
+    const handle = this.handle;
+    if (handle === undefined) this.socket.send(msg, port, address, this.onSent);
+    else this.sendOnHandle(handle, msg, port, address);
     return true;
+  }
+
+  /**
+   * Straight to the socket's UDP handle (`relay: 'handle'`): the address is a literal from the
+   * client's own datagram, so `dgram.send`'s argument handling and lookup have nothing to do.
+   */
+  private sendOnHandle(handle: UdpHandle, msg: Buffer, port: number, address: string): void {
+    const request = new (
+      udpBindings() as NonNullable<ReturnType<typeof udpBindings>>
+    ).SendWrap() as ListenerSendRequest;
+    request.list = [msg];
+    request.oncomplete = onHandleSent;
+    request[kListener] = this;
+    const result = handle.send(request, request.list, 1, port, address, true);
+    if (result >= 1) this.inFlight--;
+    else if (result < 0) process.nextTick(this.onSent, uvError(result, 'send', address, port));
+  }
+
+  /** @internal */
+  handleSent(status: number): void {
+    this.onSent(status < 0 ? uvError(status, 'send') : null);
   }
 
   private readonly onSent = (err: Error | null): void => {
@@ -122,4 +158,14 @@ export class UdpListener {
       }
     });
   }
+}
+
+const kListener = Symbol('l4proxy.udpListener');
+
+interface ListenerSendRequest extends UdpSendRequest {
+  [kListener]?: UdpListener;
+}
+
+function onHandleSent(this: UdpSendRequest, status: number): void {
+  (this as ListenerSendRequest)[kListener]?.handleSent(status);
 }

@@ -189,7 +189,13 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       socket.close();
       throw new ProxyClosedError();
     }
-    const listener = new UdpListener(this.owner, socket, this.counters, this.options.maxSendQueue);
+    const listener = new UdpListener(
+      this.owner,
+      socket,
+      this.counters,
+      this.options.maxSendQueue,
+      this.options.relay,
+    );
     this.bound.add(listener);
     const address = socket.address();
     emitSafely(this, 'listening', address);

@@ -15,6 +15,15 @@ export interface UdpHandle {
   connect6(address: string, port: number): number;
   /** Connected form; returns ≥ 1 when sent at once, 0 when pending (`oncomplete`), < 0 on error. */
   send(request: UdpSendRequest, list: Buffer[], count: number, hasCallback: boolean): number;
+  /** To `address`:`port` (`send6` on a `udp6` socket's handle, which `dgram` installs as `send`). */
+  send(
+    request: UdpSendRequest,
+    list: Buffer[],
+    count: number,
+    port: number,
+    address: string,
+    hasCallback: boolean,
+  ): number;
   recvStart(): number;
   close(): void;
 }
@@ -55,4 +64,22 @@ function loadBindings(): UdpBindings | null {
   } catch {
     return null;
   }
+}
+
+let stateSymbol: symbol | null | undefined;
+
+/**
+ * The UDP handle under a bound `dgram.Socket` (its private state, found by the symbol's
+ * description), or undefined where that cannot be had: the caller then uses the socket.
+ */
+export function dgramHandle(socket: object): UdpHandle | undefined {
+  const bindings = udpBindings();
+  if (bindings === null) return undefined;
+  if (stateSymbol === undefined)
+    stateSymbol =
+      Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol') ?? null;
+  if (stateSymbol === null) return undefined;
+  const state = (socket as Record<symbol, { handle?: unknown } | undefined>)[stateSymbol];
+  const handle = state?.handle;
+  return handle instanceof bindings.UDP ? handle : undefined;
 }

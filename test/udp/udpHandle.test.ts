@@ -6,18 +6,28 @@ import { InvalidOptionError, UdpProxy } from '../../src/index.js';
 import { udpBindings } from '../../src/udp/udpHandle.js';
 import { closeSocket, request, udpEcho, udpSocket } from './helpers.js';
 
-/** Counts sends made by connected `dgram.Socket`s (session sockets; the listener is unconnected). */
-function connectedDgramSends(t: TestContext): { count: number } {
+/**
+ * Counts the proxy's `dgram.Socket` sends: to the upstream (sockets connected to `upstreamPort`)
+ * and replies (from the proxy's listening socket on `proxyPort`). The test's own sockets send
+ * too, and are not counted.
+ */
+function dgramSends(
+  t: TestContext,
+  upstreamPort: number,
+  proxyPort: number,
+): { toUpstreams: number; replies: number } {
   const proto = dgram.Socket.prototype as unknown as { send: (...args: unknown[]) => void };
   const send = proto.send;
-  const counted = { count: 0 };
+  const counted = { toUpstreams: 0, replies: 0 };
   proto.send = function (this: dgram.Socket, ...args: unknown[]) {
+    let remotePort: number | undefined;
     try {
-      this.remoteAddress();
-      counted.count++;
+      remotePort = this.remoteAddress().port;
     } catch {
-      // Not connected: the listening socket answering a client.
+      // Not connected.
     }
+    if (remotePort === upstreamPort) counted.toUpstreams++;
+    else if (remotePort === undefined && this.address().port === proxyPort) counted.replies++;
     send.apply(this, args);
   };
   t.after(() => {
@@ -26,7 +36,10 @@ function connectedDgramSends(t: TestContext): { count: number } {
   return counted;
 }
 
-async function exchange(t: TestContext, relay: 'handle' | 'dgram' | undefined): Promise<number> {
+async function exchange(
+  t: TestContext,
+  relay: 'handle' | 'dgram' | undefined,
+): Promise<{ toUpstreams: number; replies: number }> {
   const echo = await udpEcho('echo:');
   t.after(() => echo.close());
   const proxy = new UdpProxy({
@@ -35,7 +48,7 @@ async function exchange(t: TestContext, relay: 'handle' | 'dgram' | undefined): 
   });
   t.after(() => proxy.close());
   const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
-  const sends = connectedDgramSends(t);
+  const sends = dgramSends(t, echo.port, port);
   const client = await udpSocket();
   t.after(() => closeSocket(client));
   for (let i = 0; i < 3; i++)
@@ -44,20 +57,20 @@ async function exchange(t: TestContext, relay: 'handle' | 'dgram' | undefined): 
       `echo:ping ${String(i)}`,
     );
   assert.equal(echo.received, 3);
-  return sends.count;
+  return sends;
 }
 
-describe("UDP relay: 'handle' (the default): session sockets are bare libuv handles", () => {
+describe("UDP relay: 'handle' (the default): sessions send on bare libuv handles", () => {
   test('the UDP handle bindings are found on this Node', () => {
     assert.notEqual(udpBindings(), null, `process.binding('udp_wrap') on ${process.version}`);
   });
 
-  test('by default a session reaches its upstream without a dgram.Socket', async (t) => {
-    assert.equal(await exchange(t, undefined), 0);
+  test('by default datagrams go to the upstream and back to the client without dgram.send', async (t) => {
+    assert.deepEqual(await exchange(t, undefined), { toUpstreams: 0, replies: 0 });
   });
 
-  test("relay: 'dgram' sends through a connected dgram.Socket, as before", async (t) => {
-    assert.equal(await exchange(t, 'dgram'), 3);
+  test("relay: 'dgram' sends through dgram.Socket both ways, as before", async (t) => {
+    assert.deepEqual(await exchange(t, 'dgram'), { toUpstreams: 3, replies: 3 });
   });
 
   test('an unknown relay is refused at construction, naming the option', () => {
