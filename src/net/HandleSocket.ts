@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
 import type { RelaySocket } from './RelaySocket.js';
 import { uvError } from './uvError.js';
+import { hasMethods, loadOnce, nodeBinding } from '../internal/nodeBinding.js';
 import { copyOut, sharedReadBuffer } from './sharedReadBuffer.js';
 import type { SharedReadCallback } from './sharedReadBuffer.js';
 
@@ -484,72 +485,56 @@ interface Bindings {
   readonly notConnected: number;
 }
 
-let bindings: Bindings | null | undefined;
-
 /**
  * Node's TCP handle bindings, or null where they cannot be had (a Node without them, the
  * permission model refusing `process.binding`): the relay then uses `net.Socket`.
  */
-export function handleBindings(): Bindings | null {
-  if (bindings === undefined) bindings = loadBindings();
-  return bindings;
-}
+export const handleBindings: () => Bindings | null = loadOnce(loadBindings);
 
 function loadBindings(): Bindings | null {
-  try {
-    const binding = (process as unknown as { binding?: (name: string) => unknown }).binding;
-    if (typeof binding !== 'function') return null;
-    const tcp = binding.call(process, 'tcp_wrap') as Record<string, unknown>;
-    const stream = binding.call(process, 'stream_wrap') as Record<string, unknown>;
-    const constants = tcp.constants as Record<string, unknown> | undefined;
-    const { TCP, TCPConnectWrap } = tcp;
-    const { WriteWrap, ShutdownWrap, streamBaseState, kReadBytesOrError, kLastWriteWasAsync } =
-      stream;
-    if (
-      typeof TCP !== 'function' ||
-      typeof TCPConnectWrap !== 'function' ||
-      typeof WriteWrap !== 'function' ||
-      typeof ShutdownWrap !== 'function' ||
-      !(streamBaseState instanceof Int32Array) ||
-      typeof kReadBytesOrError !== 'number' ||
-      typeof kLastWriteWasAsync !== 'number' ||
-      typeof constants?.SOCKET !== 'number'
-    )
-      return null;
-    const prototype = TCP.prototype as Partial<Record<keyof TcpHandle, unknown>>;
-    for (const method of [
+  const tcp = nodeBinding('tcp_wrap');
+  const stream = nodeBinding('stream_wrap');
+  const uv = nodeBinding('uv');
+  if (tcp === null || stream === null || uv === null) return null;
+  const constants = tcp.constants as Record<string, unknown> | undefined;
+  const { TCP, TCPConnectWrap } = tcp;
+  const { WriteWrap, ShutdownWrap, streamBaseState, kReadBytesOrError, kLastWriteWasAsync } =
+    stream;
+  const { UV_EOF, UV_ENOTCONN } = uv;
+  if (
+    typeof TCPConnectWrap !== 'function' ||
+    typeof WriteWrap !== 'function' ||
+    typeof ShutdownWrap !== 'function' ||
+    !(streamBaseState instanceof Int32Array) ||
+    typeof kReadBytesOrError !== 'number' ||
+    typeof kLastWriteWasAsync !== 'number' ||
+    typeof constants?.SOCKET !== 'number' ||
+    typeof UV_EOF !== 'number' ||
+    typeof UV_ENOTCONN !== 'number' ||
+    !hasMethods(TCP, [
       'readStart',
       'useUserBuffer',
       'writeBuffer',
+      'writev',
       'shutdown',
       'reset',
-    ] as const)
-      if (typeof prototype[method] !== 'function') return null;
-    return {
-      TCP: TCP as Bindings['TCP'],
-      TCPConnectWrap: TCPConnectWrap as Bindings['TCPConnectWrap'],
-      WriteWrap: WriteWrap as Bindings['WriteWrap'],
-      ShutdownWrap: ShutdownWrap as Bindings['ShutdownWrap'],
-      socketType: constants.SOCKET,
-      state: streamBaseState,
-      readBytesOrError: kReadBytesOrError,
-      lastWriteWasAsync: kLastWriteWasAsync,
-      eof: errorNumber('EOF'),
-      notConnected: errorNumber('ENOTCONN'),
-    };
-  } catch {
+      'connect',
+      'connect6',
+    ])
+  )
     return null;
-  }
-}
-
-/** libuv's negative code for `name` (UV_EOF, UV_ENOTCONN), from Node's own table. */
-function errorNumber(name: string): number {
-  const uv = (process as unknown as { binding(name: string): Record<string, unknown> }).binding(
-    'uv',
-  );
-  const value = uv[`UV_${name}`];
-  if (typeof value !== 'number') throw new Error(`no UV_${name}`);
-  return value;
+  return {
+    TCP: TCP as Bindings['TCP'],
+    TCPConnectWrap: TCPConnectWrap as Bindings['TCPConnectWrap'],
+    WriteWrap: WriteWrap as Bindings['WriteWrap'],
+    ShutdownWrap: ShutdownWrap as Bindings['ShutdownWrap'],
+    socketType: constants.SOCKET,
+    state: streamBaseState,
+    readBytesOrError: kReadBytesOrError,
+    lastWriteWasAsync: kLastWriteWasAsync,
+    eof: UV_EOF,
+    notConnected: UV_ENOTCONN,
+  };
 }
 
 function requireBindings(): Bindings {
@@ -570,7 +555,7 @@ function onHeldRead(this: RelaySocket, bytes: number, buffer: Buffer): boolean {
 }
 
 function onHandleRead(this: TcpHandle): void {
-  const b = bindings as Bindings;
+  const b = requireBindings();
   this[kOwner]?.readDone(b.state[b.readBytesOrError] as number);
 }
 

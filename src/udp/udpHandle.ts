@@ -1,3 +1,5 @@
+import { hasMethods, loadOnce, nodeBinding } from '../internal/nodeBinding.js';
+
 /**
  * libuv's UDP handle (`udp_wrap`'s `UDP`) and its send request, as `UpstreamLink` uses them: the
  * socket under every `dgram.Socket`, without the per-socket state, lookups and ticks a
@@ -39,31 +41,19 @@ interface UdpBindings {
   readonly SendWrap: new () => UdpSendRequest;
 }
 
-let bindings: UdpBindings | null | undefined;
-
 /** The UDP handle bindings, or null where they cannot be had (`dgram` is used then). */
-export function udpBindings(): UdpBindings | null {
-  if (bindings === undefined) bindings = loadBindings();
-  return bindings;
-}
+export const udpBindings: () => UdpBindings | null = loadOnce(loadBindings);
 
 function loadBindings(): UdpBindings | null {
-  try {
-    const binding = (process as unknown as { binding?: (name: string) => unknown }).binding;
-    if (typeof binding !== 'function') return null;
-    const udp = binding.call(process, 'udp_wrap') as Record<string, unknown>;
-    const { UDP, SendWrap } = udp;
-    if (typeof UDP !== 'function' || typeof SendWrap !== 'function') return null;
-    const prototype = UDP.prototype as Record<string, unknown>;
-    for (const method of ['connect', 'connect6', 'send', 'recvStart', 'close'])
-      if (typeof prototype[method] !== 'function') return null;
-    return {
-      UDP: UDP as UdpBindings['UDP'],
-      SendWrap: SendWrap as UdpBindings['SendWrap'],
-    };
-  } catch {
-    return null;
-  }
+  const udp = nodeBinding('udp_wrap');
+  if (udp === null) return null;
+  const { UDP, SendWrap } = udp;
+  if (typeof SendWrap !== 'function') return null;
+  if (!hasMethods(UDP, ['connect', 'connect6', 'send', 'recvStart', 'close'])) return null;
+  return {
+    UDP: UDP as UdpBindings['UDP'],
+    SendWrap: SendWrap as UdpBindings['SendWrap'],
+  };
 }
 
 let stateSymbol: symbol | null | undefined;
