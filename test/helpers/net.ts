@@ -168,6 +168,20 @@ export function dial(port: number, host = '127.0.0.1'): Socket {
 }
 
 /** A port on 127.0.0.1 that refuses connections (bound, then released). */
+/**
+ * `count` distinct refused ports, none of them in `taken` (a port just freed may be handed out
+ * again at once, to the next listener or the next call). Bounded: at most 50 draws.
+ */
+export async function refusedPorts(count: number, taken: readonly number[]): Promise<number[]> {
+  const ports: number[] = [];
+  for (let draw = 0; draw < 50 && ports.length < count; draw++) {
+    const port = await refusedPort();
+    if (!taken.includes(port) && !ports.includes(port)) ports.push(port);
+  }
+  if (ports.length < count) throw new Error(`no ${String(count)} distinct free ports in 50 draws`);
+  return ports;
+}
+
 export async function refusedPort(): Promise<number> {
   const server = net.createServer();
   const port = await listen(server);

@@ -11,6 +11,7 @@ import {
   readAll,
   socketServer,
   refusedPort,
+  refusedPorts,
   waitFor,
   withTimeout,
 } from '../helpers/net.js';
@@ -366,12 +367,7 @@ describe('TcpConnection connect and retries', () => {
   });
 
   test('when every upstream refuses, the client is reset and the reason is connect_failed', async () => {
-    const dead = [
-      await refusedPort(),
-      await refusedPort(),
-      await refusedPort(),
-      await refusedPort(),
-    ];
+    const dead = await refusedPorts(4, []);
     const tried: number[] = [];
     const { proxy, port, closes } = await startProxy({
       upstreams: dead.map(local),

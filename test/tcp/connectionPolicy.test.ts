@@ -13,7 +13,7 @@ import {
   listen,
   readAll,
   socketServer,
-  refusedPort,
+  refusedPorts,
   waitFor,
 } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
@@ -216,8 +216,9 @@ describe('sourceAddress', () => {
 
 describe('connectBackoff and connectDeadline', () => {
   test('waits between attempts', async () => {
-    const refused = await Promise.all([refusedPort(), refusedPort()]);
     const echo = await echoServer();
+    // Distinct from each other and from the echo server's: upstream ids must be unique.
+    const refused = await refusedPorts(2, [echo.port]);
     const { proxy, port, closes } = await startProxy({
       upstreams: [...refused.map(local), local(echo.port)],
       maxConnectAttempts: 3,
