@@ -139,10 +139,34 @@ function rateScenario(
 }
 
 interface IperfJson {
-  end: {
-    sum_received: { bits_per_second: number };
-    cpu_utilization_percent: { host_total: number };
+  error?: string;
+  end?: {
+    sum_received?: { bits_per_second: number };
+    cpu_utilization_percent?: { host_total: number };
   };
+}
+
+/**
+ * Runs iperf3 and returns its report. iperf3 reports its own failures in the JSON (for example
+ * "the server is busy" while the previous test still closes): tried up to 3 times, half a
+ * second apart, then an error naming iperf3's reason.
+ */
+async function iperf(
+  iperf3: string,
+  args: string[],
+  timeoutMs: number,
+): Promise<{ bitsPerSecond: number; hostCpu: number }> {
+  let reason = '';
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 500));
+    const json = JSON.parse(await run(iperf3, args, timeoutMs)) as IperfJson;
+    const bitsPerSecond = json.end?.sum_received?.bits_per_second;
+    const hostCpu = json.end?.cpu_utilization_percent?.host_total;
+    if (json.error === undefined && bitsPerSecond !== undefined && hostCpu !== undefined)
+      return { bitsPerSecond, hostCpu };
+    reason = json.error ?? 'no result in its report';
+  }
+  throw new Error(`iperf3 failed 3 times: ${reason}`);
 }
 
 function bulk(streams: number, reverse: boolean): Scenario {
@@ -171,11 +195,11 @@ function bulk(streams: number, reverse: boolean): Scenario {
       if (context.duration >= 1) args.push('-t', String(Math.round(context.duration)));
       else args.push('-n', `${Math.max(1, Math.round(context.duration * 200))}M`);
       if (reverse) args.push('-R');
-      const out = await run(context.tools.get('iperf3')!, args, context.duration * 1000 + 30_000);
-      const result = JSON.parse(out) as IperfJson;
+      const iperf3 = context.tools.get('iperf3')!;
+      const result = await iperf(iperf3, args, context.duration * 1000 + 30_000);
       return {
-        values: { gbps: result.end.sum_received.bits_per_second / 1e9 },
-        loadgenCpu: result.end.cpu_utilization_percent.host_total / 100,
+        values: { gbps: result.bitsPerSecond / 1e9 },
+        loadgenCpu: result.hostCpu / 100,
         errors: 0,
       };
     },
