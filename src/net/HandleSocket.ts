@@ -44,6 +44,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     super();
     this.handle = handle;
     this.connecting = connecting;
+    requireBindings();
     handle[kOwner] = this;
     // libuv calls `onread` for every read; it must be a function before the first one.
     handle.onread = onHandleRead;
@@ -146,7 +147,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
       return;
     }
     if (nread === 0) return;
-    if (nread !== requireBindings().eof) {
+    if (nread !== (live as Bindings).eof) {
       this.destroy(uvError(nread, 'read'));
       return;
     }
@@ -210,7 +211,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   }
 
   private writeRequest(data: Uint8Array | Uint8Array[], bytes: number): WriteRequest {
-    const request = new (requireBindings().WriteWrap)();
+    const request = new (live as Bindings).WriteWrap();
     request.handle = this.handle;
     request.oncomplete = onHandleWritten;
     request.async = false;
@@ -226,7 +227,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
       this.destroy(uvError(err, 'write'));
       return false;
     }
-    const b = requireBindings();
+    const b = live as Bindings;
     if (b.state[b.lastWriteWasAsync] !== 0) {
       request.async = true;
       this.writableLength += request.bytes;
@@ -537,10 +538,14 @@ function loadBindings(): Bindings | null {
   };
 }
 
+/** The bindings, once a socket exists: read on every read and write without a lookup. */
+let live: Bindings | undefined;
+
 function requireBindings(): Bindings {
+  if (live !== undefined) return live;
   const b = handleBindings();
   if (b === null) throw new Error('TCP handle bindings are not available');
-  return b;
+  return (live = b);
 }
 
 // One handler of each kind for every socket: `this` is the handle or request, which points back
@@ -555,7 +560,7 @@ function onHeldRead(this: RelaySocket, bytes: number, buffer: Buffer): boolean {
 }
 
 function onHandleRead(this: TcpHandle): void {
-  const b = requireBindings();
+  const b = live as Bindings;
   this[kOwner]?.readDone(b.state[b.readBytesOrError] as number);
 }
 
