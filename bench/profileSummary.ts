@@ -3,7 +3,7 @@
  *
  *   node build/bench/profileSummary.js <file.cpuprofile|dir> [top=20]
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -62,6 +62,8 @@ export function selfTimes(files: readonly string[]): SelfTime[] {
 
 /** The profiles in a folder (or the file itself). */
 export function profilesIn(path: string): string[] {
+  // A contender that wrote no profile (not a Node process) has no folder.
+  if (!existsSync(path)) return [];
   if (!statSync(path).isDirectory()) return [path];
   return readdirSync(path)
     .filter((name) => name.endsWith('.cpuprofile'))

@@ -60,7 +60,11 @@ export async function startCli(setup: ProxySetup, workers = 1): Promise<Running>
   if (workers > 1) args.push('--workers', String(workers));
   // For A/B runs of a CLI setting, e.g. L4PROXY_BENCH_CLI_ARGS="--log-level warn".
   args.push(...(process.env.L4PROXY_BENCH_CLI_ARGS?.split(' ').filter(Boolean) ?? []));
-  const child = start(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const profile =
+    setup.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', setup.profileDir];
+  const child = start(process.execPath, [...profile, ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   const done = async (): Promise<void> => {
     await stop(child);
     rmSync(dir, { recursive: true, force: true });

@@ -6,7 +6,7 @@ import { compileFormat } from './accessLogFormat.js';
 import type { AccessLogSettings, AccessLogType, AccessRecord } from './accessLogFormat.js';
 import type { ListenerConfig } from './config.js';
 import type { Logger } from './jsonLogger.js';
-import { summaryMembers } from './accessLine.js';
+import { tcpSummaryMembers, udpSummaryMembers } from './accessLine.js';
 
 /** Where a proxy's lines go: the access log and the operations log. */
 export interface ProxyLogs {
@@ -41,19 +41,23 @@ export function observeProxy(
   if (listener.protocol === 'tcp') {
     const tcp = proxy as TcpProxy;
     tcp.on('error', onError);
-    if (logged)
+    if (logged) {
+      const write = access.membersWriter('info', 'connection closed');
       tcp.on('connectionClose', (summary) => {
-        access.logMembers('info', 'connection closed', prefix + summaryMembers(summary));
+        write(prefix + tcpSummaryMembers(summary));
       });
+    }
     logFailures(ops, base, tcp);
     return;
   }
   const udp = proxy as UdpProxy;
   udp.on('error', onError);
-  if (logged)
+  if (logged) {
+    const write = access.membersWriter('info', 'session closed');
     udp.on('sessionClose', (summary) => {
-      access.logMembers('info', 'session closed', prefix + summaryMembers(summary));
+      write(prefix + udpSummaryMembers(summary));
     });
+  }
   logFailures(ops, base, udp);
 }
 

@@ -51,14 +51,19 @@ export class Logger {
   }
 
   /**
-   * Writes one line whose fields are already JSON members (`,"a":1,"b":"x"`, each with its
-   * leading comma): the access log's path, which serializes without building an object. The
-   * caller checks `enabled(level)` first.
+   * A writer of lines whose fields are already JSON members (`,"a":1,"b":"x"`, each with
+   * its leading comma), for one level and message, with everything but the time and the members
+   * serialized once: the access log's per-line writer. Writes nothing below the threshold.
    */
-  logMembers(level: Exclude<LogLevel, 'silent'>, msg: string, members: string): void {
-    this.sink(
-      `{"level":${LOG_LEVELS[level]},"time":${Date.now()},${this.base}${this.boundMembers}${members},"msg":${JSON.stringify(msg)}}\n`,
-    );
+  membersWriter(level: Exclude<LogLevel, 'silent'>, msg: string): (members: string) => void {
+    if (!this.enabled(level)) return () => undefined;
+    const head = `{"level":${LOG_LEVELS[level]},"time":`;
+    const middle = `,${this.base}${this.boundMembers}`;
+    const tail = `,"msg":${JSON.stringify(msg)}}\n`;
+    const sink = this.sink;
+    return (members) => {
+      sink(`${head}${Date.now()}${middle}${members}${tail}`);
+    };
   }
 
   info(msg: string, fields?: Record<string, unknown>): void {
