@@ -75,6 +75,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
         : socket.handle.connect(request, host, port);
     // Reported from the close callback, once the caller has its listeners on.
     if (err !== 0) socket.destroy(uvError(err, 'connect', host, port));
+    else socket.readWhileConnecting();
     return socket;
   }
 
@@ -129,6 +130,18 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
       return;
     }
     this.reading = true;
+  }
+
+  /**
+   * Reading starts with the connect, not after it: libuv then registers the socket once for both
+   * events, and the connect's completion only modifies that registration. Started after it, the
+   * registration is dropped and added again, which the kernel refuses once (`EEXIST`) before the
+   * modification: two `epoll_ctl` calls per upstream connection saved for one. libuv completes
+   * the connect before it reads, so nothing is read before `'connect'`.
+   */
+  private readWhileConnecting(): void {
+    this.handle.useUserBuffer(sharedReadBuffer());
+    if (this.handle.readStart() === 0) this.reading = true;
   }
 
   private stopReading(): void {
@@ -314,7 +327,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     }
     this.connecting = false;
     if (this.noDelayOnConnect) this.setNoDelay(true);
-    this.handle.useUserBuffer(sharedReadBuffer());
+    if (!this.reading) this.handle.useUserBuffer(sharedReadBuffer());
     this.startReading();
     if (this.writableCorked === 0) this.flushHeld();
     if (this.writableEnded) this.shutdown();
