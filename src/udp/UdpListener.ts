@@ -2,8 +2,8 @@ import type { RemoteInfo, Socket } from 'node:dgram';
 import type { UdpSession } from './UdpSession.js';
 import type { UdpCounters } from './UdpProxyStats.js';
 import { kernelDrops, socketInode } from './kernelDrops.js';
-import { dgramHandle, udpBindings } from './udpHandle.js';
-import type { UdpHandle, UdpSendRequest } from './udpHandle.js';
+import { dgramHandle, sendDatagram } from './udpHandle.js';
+import type { UdpHandle } from './udpHandle.js';
 import { uvError } from '../net/uvError.js';
 
 /** What a bound socket reports to the proxy that owns it (internal seam). */
@@ -122,13 +122,7 @@ export class UdpListener {
    * client's own datagram, so `dgram.send`'s argument handling and lookup have nothing to do.
    */
   private sendOnHandle(handle: UdpHandle, msg: Buffer, port: number, address: string): void {
-    const request = new (
-      udpBindings() as NonNullable<ReturnType<typeof udpBindings>>
-    ).SendWrap() as ListenerSendRequest;
-    request.list = [msg];
-    request.oncomplete = onHandleSent;
-    request[kListener] = this;
-    const result = handle.send(request, request.list, 1, port, address, true);
+    const result = sendDatagram(handle, [msg], this, port, address);
     if (result >= 1) this.inFlight--;
     else if (result < 0) process.nextTick(this.onSent, uvError(result, 'send', address, port));
   }
@@ -158,14 +152,4 @@ export class UdpListener {
       }
     });
   }
-}
-
-const kListener = Symbol('l4proxy.udpListener');
-
-interface ListenerSendRequest extends UdpSendRequest {
-  [kListener]?: UdpListener;
-}
-
-function onHandleSent(this: UdpSendRequest, status: number): void {
-  (this as ListenerSendRequest)[kListener]?.handleSent(status);
 }

@@ -5,8 +5,8 @@ import { isIP } from 'node:net';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { literalLookup4, literalLookup6 } from './literalLookup.js';
 import type { SessionHost } from './SessionHost.js';
-import { udpBindings } from './udpHandle.js';
-import type { UdpHandle, UdpSendRequest } from './udpHandle.js';
+import { sendDatagram, udpBindings } from './udpHandle.js';
+import type { UdpHandle } from './udpHandle.js';
 import { uvError } from '../net/uvError.js';
 
 /** Where a link failed: setting up its socket, an 'error' event after setup, or one send. */
@@ -190,14 +190,8 @@ export class UpstreamLink {
 
   /** Sends on the bare handle; a failure reaches `onSent` on the next tick, as with `dgram`. */
   private sendOnHandle(handle: UdpHandle, list: Buffer[]): void {
-    const request = new (
-      udpBindings() as NonNullable<ReturnType<typeof udpBindings>>
-    ).SendWrap() as LinkSendRequest;
-    request.list = list;
-    request.oncomplete = onHandleSent;
-    request[kLink] = this;
     this.inFlight++;
-    const result = handle.send(request, list, list.length, true);
+    const result = sendDatagram(handle, list, this);
     if (result >= 1) this.inFlight--;
     else if (result < 0) process.nextTick(this.onSent, uvError(result, 'send'));
   }
@@ -369,10 +363,6 @@ interface LinkHandle extends UdpHandle {
   [kLink]?: UpstreamLink;
 }
 
-interface LinkSendRequest extends UdpSendRequest {
-  [kLink]?: UpstreamLink;
-}
-
 function onHandleMessage(
   this: UdpHandle,
   nread: number,
@@ -380,8 +370,4 @@ function onHandleMessage(
   msg: Buffer | undefined,
 ): void {
   (this as LinkHandle)[kLink]?.handleMessage(nread, msg);
-}
-
-function onHandleSent(this: UdpSendRequest, status: number): void {
-  (this as LinkSendRequest)[kLink]?.handleSent(status);
 }

@@ -56,6 +56,64 @@ function loadBindings(): UdpBindings | null {
   };
 }
 
+/** Who hears of a send that did not complete at once (`status` < 0 on failure). */
+export interface SendOwner {
+  handleSent(status: number): void;
+}
+
+const kOwner = Symbol('l4proxy.sendOwner');
+
+interface OwnedSendRequest extends UdpSendRequest {
+  [kOwner]: SendOwner | undefined;
+}
+
+const NO_BUFFERS: Buffer[] = [];
+
+/** The request object the next send uses; see {@link sendDatagram}. */
+let spare: OwnedSendRequest | undefined;
+
+/**
+ * Sends `list` on a bare UDP handle: connected, or to `address`:`port`. Returns the binding's
+ * result: ≥ 1 sent at once, 0 pending (`owner.handleSent` follows), < 0 an error.
+ *
+ * A send that completes at once, the usual case, leaves its request object untouched (Node ties
+ * a request to the object only for a send libuv has to queue), so one object serves every such
+ * send instead of a new native-backed object per datagram. A pending send keeps its object, with
+ * its buffers and owner, until it completes; the next send gets a new one.
+ */
+export function sendDatagram(
+  handle: UdpHandle,
+  list: Buffer[],
+  owner: SendOwner,
+  port?: number,
+  address?: string,
+): number {
+  const request = spare ?? newSendRequest();
+  request.list = list;
+  request[kOwner] = owner;
+  const result =
+    address === undefined
+      ? handle.send(request, list, list.length, true)
+      : handle.send(request, list, list.length, port as number, address, true);
+  if (result >= 1) {
+    request.list = NO_BUFFERS;
+    request[kOwner] = undefined;
+    spare = request;
+  } else spare = undefined;
+  return result;
+}
+
+function newSendRequest(): OwnedSendRequest {
+  const request = new (udpBindings() as UdpBindings).SendWrap() as OwnedSendRequest;
+  request.oncomplete = onSendComplete;
+  request[kOwner] = undefined;
+  return request;
+}
+
+function onSendComplete(this: UdpSendRequest, status: number): void {
+  (this as OwnedSendRequest)[kOwner]?.handleSent(status);
+}
+
 let stateSymbol: symbol | null | undefined;
 
 /**

@@ -1,10 +1,16 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { InvalidOptionError, UdpProxy } from '../../src/index.js';
 import { udpBindings } from '../../src/udp/udpHandle.js';
 import { closeSocket, request, udpEcho, udpSocket } from './helpers.js';
+
+const execFileAsync = promisify(execFile);
+const PENDING_SENDS = fileURLToPath(new URL('./fixtures/pendingSends.js', import.meta.url));
 
 /**
  * Counts the proxy's `dgram.Socket` sends: to the upstream (sockets connected to `upstreamPort`)
@@ -71,6 +77,45 @@ describe("UDP relay: 'handle' (the default): sessions send on bare libuv handles
 
   test("relay: 'dgram' sends through dgram.Socket both ways, as before", async (t) => {
     assert.deepEqual(await exchange(t, 'dgram'), { toUpstreams: 3, replies: 3 });
+  });
+
+  test('sends that complete at once share one request object', async (t) => {
+    const proto = (udpBindings() as NonNullable<ReturnType<typeof udpBindings>>).UDP.prototype;
+    const send = proto.send;
+    const requests = new Set<unknown>();
+    let sends = 0;
+    // The proxy's requests carry their owner under a symbol; the test's own dgram sends do not.
+    const isProxys = (request: object): boolean =>
+      Object.getOwnPropertySymbols(request).some((s) => s.description === 'l4proxy.sendOwner');
+    proto.send = function (this: unknown, ...args: unknown[]) {
+      if (isProxys(args[0] as object)) {
+        requests.add(args[0]);
+        sends++;
+      }
+      return (send as (...a: unknown[]) => number).apply(this, args);
+    } as typeof send;
+    t.after(() => {
+      proto.send = send;
+    });
+    await exchange(t, undefined);
+    assert.equal(sends, 6, '3 to the upstream, 3 replies');
+    assert.equal(requests.size, 1);
+  });
+
+  test('sends that libuv queues complete, each on its own request (node --test-udp-no-try-send)', async () => {
+    const { stdout } = await execFileAsync(
+      process.execPath,
+      ['--test-udp-no-try-send', PENDING_SENDS],
+      { timeout: 20_000 },
+    );
+    assert.deepEqual(JSON.parse(stdout), {
+      replies: 40,
+      sessions: 8,
+      toUpstream: 40,
+      toClient: 40,
+      sendErrors: 0,
+      dropped: 0,
+    });
   });
 
   test('an unknown relay is refused at construction, naming the option', () => {
