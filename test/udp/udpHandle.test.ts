@@ -80,7 +80,8 @@ describe("UDP relay: 'handle' (the default): sessions send on bare libuv handles
   });
 
   test('sends that complete at once share one request object', async (t) => {
-    const proto = (udpBindings() as NonNullable<ReturnType<typeof udpBindings>>).UDP.prototype;
+    const UDP = (udpBindings() as NonNullable<ReturnType<typeof udpBindings>>).UDP;
+    const proto = UDP.prototype as { send: (...args: unknown[]) => number };
     const send = proto.send;
     const requests = new Set<unknown>();
     let sends = 0;
@@ -92,8 +93,8 @@ describe("UDP relay: 'handle' (the default): sessions send on bare libuv handles
         requests.add(args[0]);
         sends++;
       }
-      return (send as (...a: unknown[]) => number).apply(this, args);
-    } as typeof send;
+      return send.apply(this, args);
+    };
     t.after(() => {
       proto.send = send;
     });
