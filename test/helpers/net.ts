@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
@@ -167,7 +168,6 @@ export function dial(port: number, host = '127.0.0.1'): Socket {
   return socket;
 }
 
-/** A port on 127.0.0.1 that refuses connections (bound, then released). */
 /**
  * `count` distinct refused ports, none of them in `taken` (a port just freed may be handed out
  * again at once, to the next listener or the next call). Bounded: at most 50 draws.
@@ -182,13 +182,48 @@ export async function refusedPorts(count: number, taken: readonly number[]): Pro
   return ports;
 }
 
+/** A port on 127.0.0.1 that refuses connections: nothing listens there, checked. */
 export async function refusedPort(): Promise<number> {
-  const server = net.createServer();
-  const port = await listen(server);
-  await new Promise<void>((resolve) =>
-    server.close(() => {
-      resolve();
-    }),
-  );
-  return port;
+  // Below the kernel's ephemeral range, which bind(0) and connect() draw from: a port freed there
+  // could be handed at once to a server of a test file running in parallel, and "refused" would
+  // answer. Here only an explicit bind can take it, and the suite binds port 0.
+  const [low, high] = [20_000, Math.min(32_000, ephemeralLow() - 1)];
+  for (let draw = 0; draw < 50; draw++) {
+    const port = low + Math.floor(Math.random() * (high - low));
+    if (await refuses(port)) return port;
+  }
+  throw new Error(`no refused port in ${String(low)}-${String(high)} in 50 draws`);
+}
+
+/** The lowest port the kernel hands out on its own (`ip_local_port_range`), or Linux's default. */
+function ephemeralLow(): number {
+  try {
+    const first = Number(
+      readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').split(/\s+/)[0],
+    );
+    return Number.isInteger(first) && first > 20_100 ? first : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+/** Whether a connection to 127.0.0.1:`port` is refused (within 2 s). */
+function refuses(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: '127.0.0.1' });
+    const done = (refused: boolean): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(refused);
+    };
+    const timer = setTimeout(() => {
+      done(false);
+    }, 2_000);
+    socket.once('connect', () => {
+      done(false);
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      done(err.code === 'ECONNREFUSED');
+    });
+  });
 }

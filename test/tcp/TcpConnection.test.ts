@@ -343,13 +343,15 @@ for (const relay of ['handle', 'onread', 'stream'] as const)
   });
 
 describe('TcpConnection connect and retries', () => {
-  test('tries another upstream when one refuses, and reports the failed attempt', async () => {
+  test('tries another upstream when one refuses, and reports the failed attempt', async (t) => {
     const echo = await echoServer();
+    t.after(() => echo.close());
     const dead = await refusedPort();
     const errors: string[] = [];
     const { proxy, port, closes } = await startProxy({
       upstreams: [local(dead), local(echo.port)],
     });
+    t.after(() => proxy.close());
     proxy.on('upstreamError', (_connection, upstream, error) =>
       errors.push(`${upstream.port}:${error.code}`),
     );
@@ -362,8 +364,6 @@ describe('TcpConnection connect and retries', () => {
     assert.equal(summary.attempts, 2);
     assert.deepEqual(errors, [`${dead}:ERR_L4_CONNECT_FAILED`]);
     assert.equal(proxy.stats().upstreams[`127.0.0.1:${dead}`]?.upstream_cx_connect_fail, 1);
-    await proxy.close();
-    await echo.close();
   });
 
   test('when every upstream refuses, the client is reset and the reason is connect_failed', async () => {
