@@ -2,13 +2,13 @@ import type { TcpConnectionSummary } from '../tcp/events.js';
 import type { UdpSessionSummary } from '../udp/events.js';
 
 /**
- * A TCP connection's summary as access-line members, written out field by field in one template:
- * the per-line cost of the default access log (about 0.5 µs, against 1.7 µs for a generic walk
- * over the keys). Numbers are the proxy's own counters, ports and times (always finite), families
- * fixed words; strings are escaped only when they hold a character that needs it.
- * `upstream` is written as its id, `error` as `err: { type, message, code }` after everything else,
- * undefined members are left out. `TCP_KEYS` below makes the compiler fail
- * when the summary gains a field this function does not write.
+ * A TCP connection's summary as access-line members (`,"id":1,...`), written field by field in
+ * one template: the per-line cost of the default access log (about 0.5 µs, against 1.7 µs for a
+ * generic walk over the keys). `upstream` is written as its id, `error` as
+ * `err: { type, message, code }` after everything else; undefined members are left out.
+ * Numbers are the proxy's own counters, ports and times (always finite), families fixed words;
+ * strings are escaped only when they hold a character that needs it. `TCP_KEYS` below makes the
+ * compiler fail when the summary gains a field this function does not write.
  */
 export function tcpSummaryMembers(s: TcpConnectionSummary): string {
   let out =

@@ -134,10 +134,10 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
 
   /**
    * Reading starts with the connect, not after it: libuv then registers the socket once for both
-   * events, and the connect's completion only modifies that registration. Started after it, the
-   * registration is dropped and added again, which the kernel refuses once (`EEXIST`) before the
-   * modification: two `epoll_ctl` calls per upstream connection saved for one. libuv completes
-   * the connect before it reads, so nothing is read before `'connect'`.
+   * events, and the connect's completion only modifies that registration (2 `epoll_ctl` calls).
+   * Started after it, libuv drops the socket from its watch list at the connect and adds it back:
+   * an add the kernel refuses (`EEXIST`), then the modification (3 calls). libuv completes a
+   * connect before it reads, so nothing is read before `'connect'`.
    */
   private readWhileConnecting(): void {
     this.handle.useUserBuffer(sharedReadBuffer());

@@ -63,6 +63,8 @@ describe('access log serialization', () => {
         upstreams: [{ host: '127.0.0.1', port }],
         maxConnectAttempts: 1,
       });
+      // Closed even when an await below fails: an open proxy would keep the test file running.
+      t.after(() => proxy.close());
       const closed = waitFor<[TcpConnectionSummary]>(proxy, 'connectionClose');
       const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
       if (typeof address === 'string') throw new Error('expected a TCP address');
@@ -70,7 +72,6 @@ describe('access log serialization', () => {
       client.end('ping');
       await readAll(client);
       summaries.push((await closed)[0]);
-      await proxy.close();
     }
     assert.equal(summaries.length, 2);
     for (const summary of summaries) {
