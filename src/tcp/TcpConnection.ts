@@ -14,6 +14,7 @@ import {
 } from '../errors.js';
 import { TUNNEL_READY } from '../transport/httpConnect.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
+import type { UpstreamTlsTarget } from '../tls/UpstreamTls.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import {
   countUpstreamFailure,
@@ -254,8 +255,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private abort: AbortController | undefined;
   /** TLS settings of the current attempt (origination), if any. */
   private upstreamTls: ResolvedUpstreamTls | undefined;
-  /** The TCP socket under the upstream TLS socket, once the handshake started. */
+  /**
+   * The upstream's TCP socket once its TLS handshake has started (the TLS socket itself when
+   * `tlsInOneSocket`); undefined before and without TLS.
+   */
   private rawUpstream: Socket | undefined;
+  /** This attempt's TLS socket opens the TCP connection itself (no PROXY header, no tunnel). */
+  private tlsInOneSocket = false;
 
   /** The data filters of this connection (with the `filters` option); undefined on the plain path. */
   private filters: FilterChain | undefined;
@@ -513,21 +519,35 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     // An HTTP CONNECT tunnel upstream (src/transport/): its socket or stream is ready on TUNNEL_READY.
     const tunnel = state.upstream.tunnel;
     const onRead = this.filters === undefined ? onUpstreamRead : onUpstreamReadFiltered;
+    const socketOptions = {
+      host: state.host,
+      port: state.port,
+      allowHalfOpen: true,
+      noDelay: options.noDelay,
+      ...options.upstreamSocket,
+    };
+    // TLS with nothing to send in clear first: one TLS socket opens the TCP connection too.
+    const oneSocketTls = tunnel === undefined && !this.host.preamble ? tls : undefined;
+    this.tlsInOneSocket = oneSocketTls !== undefined;
     const socket = own(
       tunnel !== undefined
         ? this.host.tunnels().open(state, tunnel, this, options.noDelay)
-        : tls === undefined && this.host.handleUpstreams && isIP(state.host) !== 0
-          ? HandleSocket.connect(state.host, state.port, options.noDelay, onRead)
-          : net.connect({
-              host: state.host,
-              port: state.port,
-              allowHalfOpen: true,
-              noDelay: options.noDelay,
-              ...options.upstreamSocket,
-              // A TLS upstream reads through its TLS socket (the stream path), never the shared buffer.
-              ...(options.relay !== 'stream' &&
-                tls === undefined && { onread: { buffer: sharedReadBuffer(), callback: onRead } }),
-            }),
+        : oneSocketTls !== undefined
+          ? this.host.upstreamTls.connect(
+              this.tlsTarget(state, oneSocketTls),
+              this.serverName,
+              socketOptions,
+            )
+          : tls === undefined && this.host.handleUpstreams && isIP(state.host) !== 0
+            ? HandleSocket.connect(state.host, state.port, options.noDelay, onRead)
+            : net.connect({
+                ...socketOptions,
+                // A TLS upstream reads through its TLS socket (the stream path), never the shared buffer.
+                ...(options.relay !== 'stream' &&
+                  tls === undefined && {
+                    onread: { buffer: sharedReadBuffer(), callback: onRead },
+                  }),
+              }),
       this,
     );
     this.upstreamSocket = socket;
@@ -624,7 +644,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (socket === undefined || state === undefined || this.reason !== undefined) return;
     const tls = this.upstreamTls;
     if (tls !== undefined && this.rawUpstream === undefined) {
-      this.startUpstreamTls(asNetSocket(socket), state, tls);
+      if (this.tlsInOneSocket) this.handshakeUpstreamTls(asNetSocket(socket), tls);
+      else this.startUpstreamTls(asNetSocket(socket), state, tls);
       return;
     }
     if (this.connectTimer) clearTimeout(this.connectTimer);
@@ -679,11 +700,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     (raw as TimedRawSocket)[kTlsStartedAt] = performance.now();
     let secure: Socket;
     try {
-      secure = this.host.upstreamTls.start(
-        raw,
-        { settings: tls, id: state.id, host: state.host, port: state.port },
-        this.serverName,
-      );
+      secure = this.host.upstreamTls.start(raw, this.tlsTarget(state, tls), this.serverName);
     } catch (err) {
       // The raw socket's close no longer counts: account for it here.
       this.openSockets--;
@@ -695,6 +712,24 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     socket.on('error', onUpstreamError);
     socket.on('close', onUpstreamClose);
     socket.once('secureConnect', onUpstreamConnect);
+  }
+
+  /**
+   * TCP is up under a TLS socket that `tls.connect()` opened itself: its handshake has started;
+   * from here it runs under `handshakeTimeout` and counts as a TLS attempt, as after
+   * `startUpstreamTls`.
+   */
+  private handshakeUpstreamTls(socket: Socket, tls: ResolvedUpstreamTls): void {
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    this.connectTimer = setTimeout(onConnectTimeout, tls.handshakeTimeout, this);
+    this.connectTimer.unref();
+    this.rawUpstream = socket;
+    (socket as TimedRawSocket)[kTlsStartedAt] = performance.now();
+    socket.once('secureConnect', onUpstreamConnect);
+  }
+
+  private tlsTarget(state: UpstreamState, tls: ResolvedUpstreamTls): UpstreamTlsTarget {
+    return { settings: tls, id: state.id, host: state.host, port: state.port };
   }
 
   /** A TLS handshake with the upstream failed: a connect failure of this attempt, retried. */

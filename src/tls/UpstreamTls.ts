@@ -10,6 +10,15 @@ import type { TlsStats } from './tlsStats.js';
 /** Sessions kept per proxy (one per upstream and server name); the oldest goes first beyond. */
 const MAX_SESSIONS = 1_024;
 
+/** `TLSSocket.prototype.setSession`: in Node since 0.11, not in its documentation nor types. */
+interface SessionSettable {
+  setSession(session: Buffer): void;
+}
+
+/** Checked once: without it, `connect()` passes the session to `tls.connect()` (decoded twice). */
+const canSetSession =
+  typeof (tls.TLSSocket.prototype as Partial<SessionSettable>).setSession === 'function';
+
 /** Where one origination handshake goes and with what. */
 export interface UpstreamTlsTarget {
   readonly settings: ResolvedUpstreamTls;
@@ -82,21 +91,62 @@ export class UpstreamTls {
    * `clientServerName` is the client's SNI, used with `forwardServerName`.
    */
   start(raw: Socket, target: UpstreamTlsTarget, clientServerName: string | undefined): TLSSocket {
-    const { settings, host } = target;
-    const servername = serverNameFor(settings, host, clientServerName);
-    const key = settings.sessionResumption
-      ? `${settings.id}\0${target.id}\0${host}:${target.port}\0${servername ?? ''}`
-      : undefined;
+    const key = this.sessionKey(target, clientServerName);
     const session = key === undefined ? undefined : this.sessions.get(key);
+    // Node's tls.connect() decodes a given session twice (its TLSSocket and then connect() each
+    // call setSession); on a connected socket the handshake starts inside connect(), so there is
+    // no later moment to set it once.
     const socket = tls.connect({
       socket: raw,
+      ...this.connectOptions(target, clientServerName),
+      ...(session !== undefined && { session }),
+    });
+    return this.watch(socket, key);
+  }
+
+  /**
+   * Opens the TCP connection and the TLS session in one socket (no PROXY header to send first):
+   * one socket object instead of two, and the saved session decoded once, set while the TCP
+   * connect is under way (the handshake starts on 'connect'). 'connect' reports the TCP connect,
+   * 'secureConnect' the handshake. `socketOptions` are `net.connect()`'s.
+   */
+  connect(
+    target: UpstreamTlsTarget,
+    clientServerName: string | undefined,
+    socketOptions: net.TcpNetConnectOpts,
+  ): TLSSocket {
+    const key = this.sessionKey(target, clientServerName);
+    const session = key === undefined ? undefined : this.sessions.get(key);
+    const later = canSetSession ? session : undefined;
+    const socket = tls.connect({
+      ...socketOptions,
+      ...this.connectOptions(target, clientServerName),
+      ...(session !== undefined && later === undefined && { session }),
+    });
+    if (later !== undefined) (socket as unknown as SessionSettable).setSession(later);
+    return this.watch(socket, key);
+  }
+
+  private sessionKey(target: UpstreamTlsTarget, clientServerName: string | undefined) {
+    const { settings, host } = target;
+    if (!settings.sessionResumption) return undefined;
+    const servername = serverNameFor(settings, host, clientServerName);
+    return `${settings.id}\0${target.id}\0${host}:${target.port}\0${servername ?? ''}`;
+  }
+
+  private connectOptions(target: UpstreamTlsTarget, clientServerName: string | undefined) {
+    const { settings, host } = target;
+    const servername = serverNameFor(settings, host, clientServerName);
+    return {
       host,
       ...(servername !== undefined && { servername }),
       secureContext: settings.context,
       rejectUnauthorized: settings.rejectUnauthorized,
       ...(settings.alpn !== undefined && { ALPNProtocols: settings.alpn }),
-      ...(session !== undefined && { session }),
-    });
+    };
+  }
+
+  private watch(socket: TLSSocket, key: string | undefined): TLSSocket {
     // Half-close: the client's FIN becomes close_notify (then FIN), and the other way round.
     socket.allowHalfOpen = true;
     if (key !== undefined) {

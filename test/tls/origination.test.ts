@@ -3,7 +3,14 @@ import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { execFile } from 'node:child_process';
 import type { L4Error, TcpProxyOptions, UpstreamCandidate } from '../../src/index.js';
-import { connect, echoServer, readAll, readUntil, withTimeout } from '../helpers/net.js';
+import {
+  connect,
+  echoServer,
+  readAll,
+  readUntil,
+  refusedPort,
+  withTimeout,
+} from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 import type { ProxyUnderTest } from '../helpers/proxy.js';
 import { freePort, startPeer } from '../helpers/peerProcess.js';
@@ -233,6 +240,14 @@ describe('TLS origination failures are connect failures, retried on another upst
     assert.equal(rig.proxy.stats().upstream_tls_handshake_timeout, 1);
   });
 
+  test('a refused TCP connect is a connect failure, not a TLS one, then the next upstream', async (t) => {
+    if ((await getPki(t)) === undefined) return;
+    const rig = await retried(t, { port: await refusedPort() }, 'ERR_L4_CONNECT_FAILED');
+    const stats = rig.proxy.stats();
+    assert.equal(stats.upstream_tls_connection_error, 0);
+    assert.equal(stats.upstream_tls_handshake, 1);
+  });
+
   test('when every attempt fails verification the close reason names it', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
@@ -273,7 +288,8 @@ describe('TLS origination behaviour', () => {
       );
       const stats = rig.proxy.stats();
       assert.equal(stats.upstream_tls_handshake, 3);
-      if (sessionResumption) assert.ok(stats.upstream_tls_session_reused >= 1);
+      // Every connection after the first resumes the session the previous one saved.
+      if (sessionResumption) assert.equal(stats.upstream_tls_session_reused, 2);
       else assert.equal(stats.upstream_tls_session_reused, 0);
     }
     // A host name upstream sends its name as SNI.
