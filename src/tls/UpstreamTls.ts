@@ -124,6 +124,11 @@ export class UpstreamTls {
       ...(session !== undefined && later === undefined && { session }),
     });
     if (later !== undefined) (socket as unknown as SessionSettable).setSession(later);
+    // tls.connect() hands only its own options to the socket it creates: these two would be lost.
+    // Set now, Node applies them again to the connected socket (keepalive with its delay).
+    if (socketOptions.noDelay === true) socket.setNoDelay(true);
+    if (socketOptions.keepAlive === true)
+      socket.setKeepAlive(true, socketOptions.keepAliveInitialDelay);
     return this.watch(socket, key);
   }
 

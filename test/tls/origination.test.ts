@@ -329,6 +329,35 @@ describe('TLS origination behaviour', () => {
     assert.equal(rig.proxy.stats().upstream_tls_handshake, 1);
   });
 
+  test('TCP keepalive with its delay reaches the upstream TLS socket (seen with ss)', async (t) => {
+    const ss = tool(t, 'ss');
+    const p = await getPki(t);
+    if (ss === undefined || p === undefined) return;
+    const peer = await peerFor(t, 'peer', p.server);
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: peer.port }],
+      tls: { ca: p.ca.cert, servername: 'localhost' },
+      keepAlive: { initialDelay: 7_000 },
+    });
+    const client = await connect(rig.port);
+    t.after(() => client.destroy());
+    await readUntil(client, /hello from peer\n/);
+    const out = await runTool(ss, [
+      '-tnoH',
+      'state',
+      'established',
+      `( dport = :${String(peer.port)} )`,
+    ]);
+    const lines = out.split('\n').filter((line) => line.trim() !== '');
+    assert.equal(lines.length, 1, out);
+    // The remaining time before the first probe: at most the 7 s asked for (not libuv's 60 s).
+    const timer = /timer:\(keepalive,([0-9.]+)(ms|sec|min)/.exec(lines[0] ?? '');
+    assert.ok(timer, out);
+    const seconds =
+      (Number(timer[1]) / (timer[2] === 'ms' ? 1000 : 1)) * (timer[2] === 'min' ? 60 : 1);
+    assert.ok(seconds <= 7, out);
+  });
+
   test('health checks complete a TLS handshake: a plain TCP server is unhealthy', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
