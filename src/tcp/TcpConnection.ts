@@ -257,11 +257,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private upstreamTls: ResolvedUpstreamTls | undefined;
   /**
    * The upstream's TCP socket once its TLS handshake has started (the TLS socket itself when
-   * `tlsInOneSocket`); undefined before and without TLS.
+   * `tlsFromStart`); undefined before and without TLS.
    */
   private rawUpstream: Socket | undefined;
-  /** This attempt's TLS socket opens the TCP connection itself (no PROXY header, no tunnel). */
-  private tlsInOneSocket = false;
+  /** This attempt's upstream socket is a TLS socket from the start (TLS and no tunnel). */
+  private tlsFromStart = false;
 
   /** The data filters of this connection (with the `filters` option); undefined on the plain path. */
   private filters: FilterChain | undefined;
@@ -526,18 +526,15 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       noDelay: options.noDelay,
       ...options.upstreamSocket,
     };
-    // TLS with nothing to send in clear first: one TLS socket opens the TCP connection too.
-    const oneSocketTls = tunnel === undefined && !this.host.preamble ? tls : undefined;
-    this.tlsInOneSocket = oneSocketTls !== undefined;
+    // TLS straight to the upstream: the TLS socket exists from the start (its handshake waits for
+    // the TCP connect), so the saved session is set once. Over a tunnel, TLS starts once it is up.
+    const directTls = tunnel === undefined ? tls : undefined;
+    this.tlsFromStart = directTls !== undefined;
     const socket = own(
       tunnel !== undefined
         ? this.host.tunnels().open(state, tunnel, this, options.noDelay)
-        : oneSocketTls !== undefined
-          ? this.host.upstreamTls.connect(
-              this.tlsTarget(state, oneSocketTls),
-              this.serverName,
-              socketOptions,
-            )
+        : directTls !== undefined
+          ? this.openTlsUpstream(state, directTls, socketOptions)
           : tls === undefined && this.host.handleUpstreams && isIP(state.host) !== 0
             ? HandleSocket.connect(state.host, state.port, options.noDelay, onRead)
             : net.connect({
@@ -644,7 +641,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (socket === undefined || state === undefined || this.reason !== undefined) return;
     const tls = this.upstreamTls;
     if (tls !== undefined && this.rawUpstream === undefined) {
-      if (this.tlsInOneSocket) this.handshakeUpstreamTls(asNetSocket(socket), tls);
+      if (this.tlsFromStart) this.handshakeUpstreamTls(asNetSocket(socket), tls);
       else this.startUpstreamTls(asNetSocket(socket), state, tls);
       return;
     }
@@ -676,19 +673,12 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   }
 
   /**
-   * TCP is up to a TLS upstream: the PROXY header (if any) goes first in clear, as HAProxy sends
+   * A tunnel to a TLS upstream is up: the PROXY header (if any) goes first in clear, as HAProxy sends
    * it, then the handshake runs under `handshakeTimeout`; its 'secureConnect' comes back to
    * `upstreamConnect`. From here the TLS socket is the upstream socket.
    */
   private startUpstreamTls(raw: Socket, state: UpstreamState, tls: ResolvedUpstreamTls): void {
-    let preamble: Buffer | undefined;
-    try {
-      preamble = this.host.preamble?.(this);
-    } catch (err) {
-      this.fail(CloseReason.PROXY_HEADER_ERROR, preambleError(err), true);
-      return;
-    }
-    if (preamble !== undefined) this.writeUpstream(raw, preamble);
+    if (!this.sendPreamble(raw)) return;
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = setTimeout(onConnectTimeout, tls.handshakeTimeout, this);
     this.connectTimer.unref();
@@ -715,7 +705,44 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   }
 
   /**
-   * TCP is up under a TLS socket that `tls.connect()` opened itself: its handshake has started;
+   * The TLS socket of a direct upstream. With nothing to send in clear first, `tls.connect()`
+   * opens the TCP connection itself (one socket object instead of two). A PROXY header goes
+   * first, in clear, as HAProxy sends it: a TCP socket writes it on 'connect', before the TLS
+   * socket wrapped around it (whose own 'connect' listener on it comes second) sends its
+   * ClientHello.
+   */
+  private openTlsUpstream(
+    state: UpstreamState,
+    tls: ResolvedUpstreamTls,
+    socketOptions: net.TcpNetConnectOpts,
+  ): Socket {
+    const target = this.tlsTarget(state, tls);
+    if (!this.host.preamble)
+      return this.host.upstreamTls.connect(target, this.serverName, socketOptions);
+    const raw = net.connect(socketOptions);
+    // Its errors reach the TLS socket, which reports them.
+    raw.on('error', ignoreError);
+    raw.once('connect', () => {
+      this.sendPreamble(raw);
+    });
+    return this.host.upstreamTls.wrapConnecting(raw, target, this.serverName);
+  }
+
+  /** Writes the PROXY header (if any) in clear on `raw`; a failing TLV callback fails the connection. */
+  private sendPreamble(raw: Socket): boolean {
+    let preamble: Buffer | undefined;
+    try {
+      preamble = this.host.preamble?.(this);
+    } catch (err) {
+      this.fail(CloseReason.PROXY_HEADER_ERROR, preambleError(err), true);
+      return false;
+    }
+    if (preamble !== undefined) this.writeUpstream(raw, preamble);
+    return true;
+  }
+
+  /**
+   * TCP is up under a TLS socket that existed from the start: its handshake has started;
    * from here it runs under `handshakeTimeout` and counts as a TLS attempt, as after
    * `startUpstreamTls`.
    */

@@ -105,6 +105,28 @@ export class UpstreamTls {
   }
 
   /**
+   * Wraps TLS around `raw` while its TCP connect is under way: the handshake starts on its
+   * 'connect', after the listeners registered before this call (a PROXY header written in clear),
+   * and the saved session is set once, before it.
+   */
+  wrapConnecting(
+    raw: Socket,
+    target: UpstreamTlsTarget,
+    clientServerName: string | undefined,
+  ): TLSSocket {
+    const key = this.sessionKey(target, clientServerName);
+    const session = key === undefined ? undefined : this.sessions.get(key);
+    const later = canSetSession ? session : undefined;
+    const socket = tls.connect({
+      socket: raw,
+      ...this.connectOptions(target, clientServerName),
+      ...(session !== undefined && later === undefined && { session }),
+    });
+    if (later !== undefined) (socket as unknown as SessionSettable).setSession(later);
+    return this.watch(socket, key);
+  }
+
+  /**
    * Opens the TCP connection and the TLS session in one socket (no PROXY header to send first):
    * one socket object instead of two, and the saved session decoded once, set while the TCP
    * connect is under way (the handshake starts on 'connect'). 'connect' reports the TCP connect,

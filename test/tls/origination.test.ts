@@ -395,6 +395,32 @@ describe('TLS origination behaviour', () => {
     assert.equal(rig.proxy.stats().upstreams.tls?.healthy, true);
   });
 
+  test('a PROXY TLV callback that throws ends that connection before any handshake', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const peer = await peerFor(t, 'peer', p.server);
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: peer.port }],
+      proxyProtocol: {
+        version: 'v2',
+        tlvs: () => {
+          throw new Error('tlvs callback failed');
+        },
+      },
+      tls: { ca: p.ca.cert, servername: 'localhost' },
+    });
+    const client = await connect(rig.port);
+    client.end('never relayed');
+    const reply = await readAll(client).catch(() => Buffer.alloc(0));
+    assert.equal(reply.length, 0);
+    const [summary] = await rig.closes(1);
+    assert.equal(summary?.reason, 'proxy_header_error');
+    assert.match(String(summary.error?.message), /tlvs callback failed/);
+    const stats = rig.proxy.stats();
+    assert.equal(stats.upstream_tls_handshake, 0);
+    assert.equal(stats.upstream_tls_connection_error, 0);
+  });
+
   test('the PROXY header goes before the handshake, in clear (HAProxy accept-proxy + ssl)', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
@@ -416,11 +442,15 @@ describe('TLS origination behaviour', () => {
       proxyProtocol: 'v2',
       tls: { ca: p.ca.cert, servername: 'localhost' },
     });
-    const client = await connect(rig.port);
-    const clientPort = client.localPort;
-    client.end('through haproxy');
-    assert.equal((await readAll(client)).toString(), 'through haproxy');
-    // HAProxy logs the client the PROXY header named: our client's own port.
-    await haproxy.waitForOutput(new RegExp(`127\\.0\\.0\\.1:${clientPort}`), 5_000);
+    for (let i = 0; i < 3; i++) {
+      const client = await connect(rig.port);
+      const clientPort = client.localPort;
+      client.end(`through haproxy ${i}`);
+      assert.equal((await readAll(client)).toString(), `through haproxy ${i}`);
+      // HAProxy logs the client the PROXY header named: our client's own port.
+      await haproxy.waitForOutput(new RegExp(`127\\.0\\.0\\.1:${clientPort}`), 5_000);
+    }
+    // The header went first on every connection, and the repeat ones resumed the TLS session.
+    assert.equal(rig.proxy.stats().upstream_tls_session_reused, 2);
   });
 });
