@@ -82,6 +82,11 @@ const NOTHING = Buffer.alloc(0);
  */
 function revealsReset(socket: RelaySocket | undefined): boolean {
   if (socket === undefined || socket.destroyed || socket.writableEnded) return false;
+  // Not through TLS: there the write goes to Node's TLS layer, which holds a zero-length write
+  // until its pending encrypted bytes (TLS 1.3 session tickets after a handshake) are written,
+  // and nothing writes them once the peer has closed: the socket never finished, and the
+  // connection never closed (`openssl s_time -new` left most of its connections that way).
+  if (isTls(socket)) return false;
   // Queued bytes would hold the probe back; the reset then shows when they are written.
   if (socket.writableLength > 0) return false;
   socket.write(NOTHING);

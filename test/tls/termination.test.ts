@@ -238,6 +238,33 @@ describe('TLS termination', () => {
     );
   });
 
+  test('clients that close right after their handshake (openssl s_time -new) leave no connection open', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      terminateTls: { cert: p.localhost.cert, key: p.localhost.key },
+    });
+    // s_time sends close_notify and closes at once; the proxy still has the TLS 1.3 session
+    // tickets to send. Every such connection must still close (a summary each).
+    const out = await run(p.openssl, [
+      's_time',
+      '-connect',
+      `127.0.0.1:${String(rig.port)}`,
+      '-new',
+      '-tls1_3',
+      '-time',
+      '1',
+    ]);
+    const made = Number(/(\d+) connections in/.exec(out.stdout)?.[1] ?? 0);
+    assert.ok(made > 0, `${out.stdout}${out.stderr}`);
+    await rig.closed(made, 10_000);
+    assert.equal(rig.proxy.connections().length, 0);
+    assert.deepEqual(rig.errors, []);
+  });
+
   test('handshake timeout and garbage are rejections with their own reasons', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
