@@ -728,7 +728,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     // Its errors reach the TLS socket, which reports them.
     raw.on('error', ignoreError);
     raw.once('connect', () => {
-      this.sendPreamble(raw);
+      if (this.reason === undefined) this.sendPreamble(raw);
     });
     return this.host.upstreamTls.wrapConnecting(raw, target, this.serverName);
   }

@@ -15,7 +15,7 @@ interface SessionSettable {
   setSession(session: Buffer): void;
 }
 
-/** Checked once: without it, `connect()` passes the session to `tls.connect()` (decoded twice). */
+/** Checked once: without it, the session goes to `tls.connect()` (decoded twice). */
 const canSetSession =
   typeof (tls.TLSSocket.prototype as Partial<SessionSettable>).setSession === 'function';
 
@@ -86,22 +86,14 @@ export class UpstreamTls {
   }
 
   /**
-   * Starts the TLS handshake on `raw`, a TCP socket just connected to the upstream (anything
-   * written on it before, such as a PROXY header, goes out first, in clear, as HAProxy does).
-   * `clientServerName` is the client's SNI, used with `forwardServerName`.
+   * Starts the TLS handshake on `raw`, a TCP socket (or tunnel) already connected to the upstream
+   * (anything written on it before, such as a PROXY header, goes out first, in clear, as HAProxy
+   * does). `clientServerName` is the client's SNI, used with `forwardServerName`.
    */
   start(raw: Socket, target: UpstreamTlsTarget, clientServerName: string | undefined): TLSSocket {
-    const key = this.sessionKey(target, clientServerName);
-    const session = key === undefined ? undefined : this.sessions.get(key);
-    // Node's tls.connect() decodes a given session twice (its TLSSocket and then connect() each
-    // call setSession); on a connected socket the handshake starts inside connect(), so there is
-    // no later moment to set it once.
-    const socket = tls.connect({
-      socket: raw,
-      ...this.connectOptions(target, clientServerName),
-      ...(session !== undefined && { session }),
-    });
-    return this.watch(socket, key);
+    // On a connected socket the handshake starts inside tls.connect(): the session goes in its
+    // options, which Node decodes twice (its TLSSocket, then connect(), each call setSession).
+    return this.open({ socket: raw }, target, clientServerName, false);
   }
 
   /**
@@ -114,16 +106,7 @@ export class UpstreamTls {
     target: UpstreamTlsTarget,
     clientServerName: string | undefined,
   ): TLSSocket {
-    const key = this.sessionKey(target, clientServerName);
-    const session = key === undefined ? undefined : this.sessions.get(key);
-    const later = canSetSession ? session : undefined;
-    const socket = tls.connect({
-      socket: raw,
-      ...this.connectOptions(target, clientServerName),
-      ...(session !== undefined && later === undefined && { session }),
-    });
-    if (later !== undefined) (socket as unknown as SessionSettable).setSession(later);
-    return this.watch(socket, key);
+    return this.open({ socket: raw }, target, clientServerName, true);
   }
 
   /**
@@ -137,21 +120,42 @@ export class UpstreamTls {
     clientServerName: string | undefined,
     socketOptions: net.TcpNetConnectOpts,
   ): TLSSocket {
-    const key = this.sessionKey(target, clientServerName);
-    const session = key === undefined ? undefined : this.sessions.get(key);
-    const later = canSetSession ? session : undefined;
-    const socket = tls.connect({
-      ...socketOptions,
-      ...this.connectOptions(target, clientServerName),
-      ...(session !== undefined && later === undefined && { session }),
-    });
-    if (later !== undefined) (socket as unknown as SessionSettable).setSession(later);
+    const socket = this.open(socketOptions, target, clientServerName, true);
     // tls.connect() hands only its own options to the socket it creates: these two would be lost.
     // Set now, Node applies them again to the connected socket (keepalive with its delay).
     if (socketOptions.noDelay === true) socket.setNoDelay(true);
     if (socketOptions.keepAlive === true)
       socket.setKeepAlive(true, socketOptions.keepAliveInitialDelay);
-    return this.watch(socket, key);
+    return socket;
+  }
+
+  /**
+   * `tls.connect()` with this target's settings and saved session: set once afterwards when the
+   * handshake has not started yet (`setLater`), else given in the options.
+   */
+  private open(
+    options: tls.ConnectionOptions,
+    target: UpstreamTlsTarget,
+    clientServerName: string | undefined,
+    setLater: boolean,
+  ): TLSSocket {
+    const key = this.sessionKey(target, clientServerName);
+    const session = key === undefined ? undefined : this.sessions.get(key);
+    const later = setLater && canSetSession ? session : undefined;
+    const socket = tls.connect({
+      ...options,
+      ...this.connectOptions(target, clientServerName),
+      ...(session !== undefined && later === undefined && { session }),
+    });
+    if (later !== undefined) (socket as unknown as SessionSettable).setSession(later);
+    // Half-close: the client's FIN becomes close_notify (then FIN), and the other way round.
+    socket.allowHalfOpen = true;
+    if (key !== undefined) {
+      socket.on('session', (ticket: Buffer) => {
+        this.remember(key, ticket);
+      });
+    }
+    return socket;
   }
 
   private sessionKey(target: UpstreamTlsTarget, clientServerName: string | undefined) {
@@ -171,17 +175,6 @@ export class UpstreamTls {
       rejectUnauthorized: settings.rejectUnauthorized,
       ...(settings.alpn !== undefined && { ALPNProtocols: settings.alpn }),
     };
-  }
-
-  private watch(socket: TLSSocket, key: string | undefined): TLSSocket {
-    // Half-close: the client's FIN becomes close_notify (then FIN), and the other way round.
-    socket.allowHalfOpen = true;
-    if (key !== undefined) {
-      socket.on('session', (ticket: Buffer) => {
-        this.remember(key, ticket);
-      });
-    }
-    return socket;
   }
 
   /** Counts a completed handshake. */
