@@ -62,6 +62,16 @@ async function terminatingGreeter(
   });
 }
 
+/** A proxy terminating TLS with the localhost certificate in front of an echo server. */
+async function terminatingEcho(t: TestContext, p: Pki): Promise<RecordingProxy> {
+  const echo = await echoServer();
+  t.after(() => echo.close());
+  return proxyFor(t, {
+    upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    terminateTls: { cert: p.localhost.cert, key: p.localhost.key },
+  });
+}
+
 function run(
   command: string,
   args: readonly string[],
@@ -241,12 +251,7 @@ describe('TLS termination', () => {
   test('clients that close right after their handshake (openssl s_time -new) leave no connection open', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
-    const echo = await echoServer();
-    t.after(() => echo.close());
-    const rig = await proxyFor(t, {
-      upstreams: [{ host: '127.0.0.1', port: echo.port }],
-      terminateTls: { cert: p.localhost.cert, key: p.localhost.key },
-    });
+    const rig = await terminatingEcho(t, p);
     // s_time sends close_notify and closes at once; the proxy still has the TLS 1.3 session
     // tickets to send. Every such connection must still close (a summary each).
     const out = await run(p.openssl, [
@@ -290,12 +295,7 @@ describe('TLS termination', () => {
   test('setTerminateTls reloads certificates without dropping live connections', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
-    const echo = await echoServer();
-    t.after(() => echo.close());
-    const rig = await proxyFor(t, {
-      upstreams: [{ host: '127.0.0.1', port: echo.port }],
-      terminateTls: { cert: p.localhost.cert, key: p.localhost.key },
-    });
+    const rig = await terminatingEcho(t, p);
     const open = (): Promise<tls.TLSSocket> =>
       withTimeout(
         new Promise((resolve, reject) => {
