@@ -261,12 +261,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /** TLS settings of the current attempt (origination), if any. */
   private upstreamTls: ResolvedUpstreamTls | undefined;
   /**
-   * The upstream's TCP socket once its TLS handshake has started (the TLS socket itself when
-   * `tlsFromStart`); undefined before and without TLS.
+   * Set once the upstream's TLS handshake has started: the tunnel under the TLS socket, or the TLS
+   * socket itself for a direct upstream (it existed from the start); undefined before and without TLS.
    */
   private rawUpstream: Socket | undefined;
-  /** This attempt's upstream socket is a TLS socket from the start (TLS and no tunnel). */
-  private tlsFromStart = false;
 
   /** The data filters of this connection (with the `filters` option); undefined on the plain path. */
   private filters: FilterChain | undefined;
@@ -521,43 +519,52 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.openSockets++;
     this.attemptStartedAt = performance.now();
     const options = this.host.options;
+    const opened = this.openUpstream(state, tls);
+    // TLS could not even start: that attempt has failed already (and maybe the next one began).
+    if (opened === undefined) return;
+    const socket = own(opened, this);
+    this.upstreamSocket = socket;
+    socket.on('error', onUpstreamError);
+    socket.on('close', onUpstreamClose);
     // An HTTP CONNECT tunnel upstream (src/transport/): its socket or stream is ready on TUNNEL_READY.
+    socket.once(state.upstream.tunnel === undefined ? 'connect' : TUNNEL_READY, onUpstreamConnect);
+    this.connectTimer = setTimeout(onConnectTimeout, options.connectTimeout, this);
+    this.connectTimer.unref();
+  }
+
+  /**
+   * This attempt's upstream socket: through a tunnel, TLS, a bare libuv handle (plain TCP to an
+   * address), or `net.connect()`. Undefined when TLS could not start (the attempt has failed).
+   */
+  private openUpstream(
+    state: UpstreamState,
+    tls: ResolvedUpstreamTls | undefined,
+  ): RelaySocket | undefined {
+    const options = this.host.options;
     const tunnel = state.upstream.tunnel;
+    if (tunnel !== undefined) return this.host.tunnels().open(state, tunnel, this, options.noDelay);
+    if (tls !== undefined) return this.openTlsUpstream(state, tls);
     const onRead = this.filters === undefined ? onUpstreamRead : onUpstreamReadFiltered;
-    const socketOptions = {
+    if (this.host.handleUpstreams && isIP(state.host) !== 0)
+      return HandleSocket.connect(state.host, state.port, options.noDelay, onRead);
+    return net.connect({
+      ...this.socketOptions(state),
+      ...(options.relay !== 'stream' && {
+        onread: { buffer: sharedReadBuffer(), callback: onRead },
+      }),
+    });
+  }
+
+  /** `net.connect()` options for `state`'s upstream. */
+  private socketOptions(state: UpstreamState): net.TcpNetConnectOpts {
+    const options = this.host.options;
+    return {
       host: state.host,
       port: state.port,
       allowHalfOpen: true,
       noDelay: options.noDelay,
       ...options.upstreamSocket,
     };
-    // TLS straight to the upstream: the TLS socket exists from the start (its handshake waits for
-    // the TCP connect), so the saved session is set once. Over a tunnel, TLS starts once it is up.
-    const directTls = tunnel === undefined ? tls : undefined;
-    this.tlsFromStart = directTls !== undefined;
-    const socket = own(
-      tunnel !== undefined
-        ? this.host.tunnels().open(state, tunnel, this, options.noDelay)
-        : directTls !== undefined
-          ? this.openTlsUpstream(state, directTls, socketOptions)
-          : tls === undefined && this.host.handleUpstreams && isIP(state.host) !== 0
-            ? HandleSocket.connect(state.host, state.port, options.noDelay, onRead)
-            : net.connect({
-                ...socketOptions,
-                // A TLS upstream reads through its TLS socket (the stream path), never the shared buffer.
-                ...(options.relay !== 'stream' &&
-                  tls === undefined && {
-                    onread: { buffer: sharedReadBuffer(), callback: onRead },
-                  }),
-              }),
-      this,
-    );
-    this.upstreamSocket = socket;
-    socket.on('error', onUpstreamError);
-    socket.on('close', onUpstreamClose);
-    socket.once(tunnel === undefined ? 'connect' : TUNNEL_READY, onUpstreamConnect);
-    this.connectTimer = setTimeout(onConnectTimeout, options.connectTimeout, this);
-    this.connectTimer.unref();
   }
 
   /** @internal */
@@ -646,7 +653,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (socket === undefined || state === undefined || this.reason !== undefined) return;
     const tls = this.upstreamTls;
     if (tls !== undefined && this.rawUpstream === undefined) {
-      if (this.tlsFromStart) this.handshakeUpstreamTls(asNetSocket(socket), tls);
+      if (state.upstream.tunnel === undefined) this.handshakeUpstreamTls(asNetSocket(socket), tls);
       else this.startUpstreamTls(asNetSocket(socket), state, tls);
       return;
     }
@@ -716,21 +723,28 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
    * socket wrapped around it (whose own 'connect' listener on it comes second) sends its
    * ClientHello.
    */
-  private openTlsUpstream(
-    state: UpstreamState,
-    tls: ResolvedUpstreamTls,
-    socketOptions: net.TcpNetConnectOpts,
-  ): Socket {
+  private openTlsUpstream(state: UpstreamState, tls: ResolvedUpstreamTls): Socket | undefined {
     const target = this.tlsTarget(state, tls);
-    if (!this.host.preamble)
-      return this.host.upstreamTls.connect(target, this.serverName, socketOptions);
-    const raw = net.connect(socketOptions);
-    // Its errors reach the TLS socket, which reports them.
-    raw.on('error', ignoreError);
-    raw.once('connect', () => {
-      if (this.reason === undefined) this.sendPreamble(raw);
-    });
-    return this.host.upstreamTls.wrapConnecting(raw, target, this.serverName);
+    const socketOptions = this.socketOptions(state);
+    let raw: Socket | undefined;
+    try {
+      if (!this.host.preamble)
+        return this.host.upstreamTls.connect(target, this.serverName, socketOptions);
+      const tcp = net.connect(socketOptions);
+      raw = tcp;
+      // Its errors reach the TLS socket, which reports them.
+      tcp.on('error', ignoreError);
+      tcp.once('connect', () => {
+        if (this.reason === undefined) this.sendPreamble(tcp);
+      });
+      return this.host.upstreamTls.wrapConnecting(tcp, target, this.serverName);
+    } catch (err) {
+      raw?.destroy();
+      // No socket of this attempt will close: account for it here.
+      this.openSockets--;
+      this.tlsAttemptFailed(state, upstreamTlsError(state.address, err));
+      return undefined;
+    }
   }
 
   /** Writes the PROXY header (if any) in clear on `raw`; a failing TLV callback fails the connection. */

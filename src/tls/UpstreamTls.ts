@@ -139,12 +139,20 @@ export class UpstreamTls {
     clientServerName: string | undefined,
     setLater: boolean,
   ): TLSSocket {
-    const key = this.sessionKey(target, clientServerName);
+    const { settings, host } = target;
+    const servername = serverNameFor(settings, host, clientServerName);
+    const key = settings.sessionResumption
+      ? `${settings.id}\0${target.id}\0${host}:${target.port}\0${servername ?? ''}`
+      : undefined;
     const session = key === undefined ? undefined : this.sessions.get(key);
     const later = setLater && canSetSession ? session : undefined;
     const socket = tls.connect({
       ...options,
-      ...this.connectOptions(target, clientServerName),
+      host,
+      ...(servername !== undefined && { servername }),
+      secureContext: settings.context,
+      rejectUnauthorized: settings.rejectUnauthorized,
+      ...(settings.alpn !== undefined && { ALPNProtocols: settings.alpn }),
       ...(session !== undefined && later === undefined && { session }),
     });
     if (later !== undefined) (socket as unknown as SessionSettable).setSession(later);
@@ -156,25 +164,6 @@ export class UpstreamTls {
       });
     }
     return socket;
-  }
-
-  private sessionKey(target: UpstreamTlsTarget, clientServerName: string | undefined) {
-    const { settings, host } = target;
-    if (!settings.sessionResumption) return undefined;
-    const servername = serverNameFor(settings, host, clientServerName);
-    return `${settings.id}\0${target.id}\0${host}:${target.port}\0${servername ?? ''}`;
-  }
-
-  private connectOptions(target: UpstreamTlsTarget, clientServerName: string | undefined) {
-    const { settings, host } = target;
-    const servername = serverNameFor(settings, host, clientServerName);
-    return {
-      host,
-      ...(servername !== undefined && { servername }),
-      secureContext: settings.context,
-      rejectUnauthorized: settings.rejectUnauthorized,
-      ...(settings.alpn !== undefined && { ALPNProtocols: settings.alpn }),
-    };
   }
 
   /** Counts a completed handshake. */
