@@ -43,3 +43,15 @@ export function markNoDelay(socket: Socket): void {
   const symbol = kSetNoDelay;
   if (symbol) (socket as unknown as Record<symbol, unknown>)[symbol] = true;
 }
+
+/**
+ * Carries an accepted socket's inherited TCP_NODELAY to the TLS socket wrapped around it: both
+ * stand for one kernel socket, so the relay's `setNoDelay(true)` on the TLS socket would be a
+ * second setsockopt(2) per connection for an option already on.
+ */
+export function carryNoDelay(from: Socket, to: Socket): void {
+  const symbol = kSetNoDelay;
+  if (!symbol) return;
+  if ((from as unknown as Record<symbol, unknown>)[symbol] === true)
+    (to as unknown as Record<symbol, unknown>)[symbol] = true;
+}

@@ -8,6 +8,7 @@ import { staticContextFor } from './TerminateTlsOptions.js';
 import { countDownstreamFailure, downstreamTlsFailure } from './tlsFailure.js';
 import type { TlsStats } from './tlsStats.js';
 import { ignoreError } from '../internal/ignoreError.js';
+import { carryNoDelay } from '../net/inheritedNoDelay.js';
 
 /** The verified (or not) client certificate of a terminated connection. */
 export interface TlsPeerCertificate {
@@ -94,6 +95,7 @@ export class DownstreamTls {
       rejectUnauthorized: mode === 'required',
     });
     this.socket.allowHalfOpen = true;
+    carryNoDelay(raw, this.socket);
   }
 
   /** The TLS socket (for rejection bookkeeping). */

@@ -15,7 +15,7 @@ import type {
   TerminateTlsOptions,
 } from '../../src/index.js';
 import { echoServer, readAll, withTimeout } from '../helpers/net.js';
-import { recordingProxy } from '../helpers/recordingProxy.js';
+import { received, recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
 import { freePort } from '../helpers/peerProcess.js';
 import { testServer } from '../helpers/testServer.js';
@@ -23,6 +23,7 @@ import { opensslClient } from '../helpers/openssl.js';
 import { startHaproxy } from '../helpers/haproxy.js';
 import { sharedPki, testCa } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
+import { tcpNoDelayOfPeer } from '../helpers/socketOption.js';
 
 type Pki = NonNullable<Awaited<ReturnType<typeof getPki>>>;
 
@@ -268,6 +269,33 @@ describe('TLS termination', () => {
     await rig.closed(made, 10_000);
     assert.equal(rig.proxy.connections().length, 0);
     assert.deepEqual(rig.errors, []);
+  });
+
+  test('the terminated client socket has TCP_NODELAY as noDelay says (inherited, not set twice)', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const python = tool(t, 'python3');
+    if (python === undefined) return;
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    for (const noDelay of [true, false]) {
+      const rig = await proxyFor(t, {
+        upstreams: [{ host: '127.0.0.1', port: echo.port }],
+        terminateTls: { cert: p.localhost.cert, key: p.localhost.key },
+        noDelay,
+      });
+      const client: tls.TLSSocket = tls.connect({
+        port: rig.port,
+        host: '127.0.0.1',
+        ca: p.ca.cert,
+        servername: 'localhost',
+      });
+      t.after(() => client.destroy());
+      client.write('ping');
+      // The echo proves the relay (and its setNoDelay) has started on the proxy's side.
+      assert.equal((await received(client, 4)).toString(), 'ping');
+      assert.equal(await tcpNoDelayOfPeer(python, client.localPort ?? 0), noDelay ? 1 : 0);
+    }
   });
 
   test('handshake timeout and garbage are rejections with their own reasons', async (t) => {
