@@ -53,15 +53,21 @@ export class UpstreamTls {
    * proxy's; `tls: false` on the upstream turns TLS off for it.
    * @throws {InvalidOptionError} when the upstream's own settings cannot be built (`name`).
    */
-  settingsFor(
-    upstream: Upstream,
-    name = `upstream ${upstream.host}:${upstream.port}`,
-  ): ResolvedUpstreamTls | undefined {
+  settingsFor(upstream: Upstream, name?: string): ResolvedUpstreamTls | undefined {
     const own = upstream.tls;
     if (own === undefined) return this.proxyWide;
     if (own === false) return undefined;
     const cached = this.perUpstream.get(own);
     if (cached !== undefined) return cached;
+    // The name (for errors) is built only here: this runs for every connection.
+    return this.resolveOwn(own, name ?? `upstream ${upstream.host}:${upstream.port}`);
+  }
+
+  /** An upstream's own `tls`, merged over the proxy's, resolved once (called once per object). */
+  private resolveOwn(
+    own: Exclude<Upstream['tls'], undefined | false>,
+    name: string,
+  ): ResolvedUpstreamTls | undefined {
     const raw = checkUpstreamTlsShape(own, `${name}.tls`, true);
     if (raw === false || raw === undefined) return undefined;
     const merged = { ...this.proxyRaw, ...raw };
