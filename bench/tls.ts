@@ -389,6 +389,11 @@ const echoPort = await new Promise<number>((resolve) => {
   });
 });
 console.log(`TLS benchmark, load average ${loadAverage()}`);
+// l4proxy runs on Node's own OpenSSL, nginx and HAProxy on the system's: they may differ.
+const systemOpenssl = execFileSync(openssl, ['version'], { encoding: 'utf8' }).trim();
+console.log(
+  `l4proxy on Node ${process.version} (OpenSSL ${process.versions.openssl}); system: ${systemOpenssl}`,
+);
 try {
   const terminators: [string, () => Promise<Running>][] = [
     ['l4proxy', () => startL4proxy('terminate', echoPort)],
