@@ -27,6 +27,8 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   writableLength = 0;
   writableCorked = 0;
   writableNeedDrain = false;
+  /** Over Node's TLS stream (a terminated client, `DownstreamHandleTls`): reads are decrypted records. */
+  encrypted = false;
 
   private readonly handle: TcpHandle;
   private readCallback: SharedReadCallback | undefined;
@@ -345,14 +347,17 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   destroy(error?: Error): this {
     if (this.destroyed) return this;
     this.markDestroyed(error);
-    this.handle.close(onHandleClosed);
+    // Node's TLS stream closes its TCP handle and calls back with no `this`.
+    if (this.encrypted) this.handle.close(() => this.closed());
+    else this.handle.close(onHandleClosed);
     return this;
   }
 
   /** Closes with a reset (RST), so the peer can tell failure from a clean end. */
   resetAndDestroy(): this {
     if (this.destroyed) return this;
-    if (this.connecting) return this.destroy();
+    // A TLS stream has no reset of its own; closing it closes its TCP handle.
+    if (this.connecting || this.encrypted) return this.destroy();
     this.markDestroyed(undefined);
     if (this.handle.reset(onHandleClosed) !== 0) this.handle.close(onHandleClosed);
     return this;

@@ -132,6 +132,10 @@ function isTls(socket: RelaySocket): boolean {
 function onClientRead(this: RelaySocket, bytes: number, buffer: Buffer): boolean {
   return (this as OwnedSocket)[kConnection].clientRead(bytes, buffer);
 }
+/** A decrypted record from a TLS client on a bare handle: coalesced as {@link onClientTlsData}. */
+function onClientTlsRead(this: RelaySocket, bytes: number, buffer: Buffer): boolean {
+  return (this as OwnedSocket)[kConnection].clientTlsRead(bytes, buffer);
+}
 function onClientReadFiltered(this: RelaySocket, bytes: number, buffer: Buffer): boolean {
   return (this as OwnedSocket)[kConnection].filteredClientData(copyOut(bytes, buffer));
 }
@@ -388,7 +392,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     client.on('end', onClientEnd);
     if (this.host.filters !== undefined && !this.openFilters(this.host.filters)) return;
     const filtered = this.filters !== undefined;
-    const onRead = filtered ? onClientReadFiltered : onClientRead;
+    const onRead = filtered ? onClientReadFiltered : isTls(client) ? onClientTlsRead : onClientRead;
     const sharedBuffer =
       client instanceof HandleSocket
         ? client.readInto(onRead)
@@ -822,6 +826,16 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /** A client chunk in the shared read buffer (`onread`); false pauses the client. @internal */
   clientRead(bytes: number, buffer: Buffer): boolean {
     const chunk = copyForWrite(bytes, buffer);
+    const more = this.clientData(chunk);
+    afterWrite(chunk, this.connected ? this.upstreamSocket : undefined);
+    return more;
+  }
+
+  /** {@link clientRead} for decrypted records: the upstream write waits for the turn's others. @internal */
+  clientTlsRead(bytes: number, buffer: Buffer): boolean {
+    const chunk = copyForWrite(bytes, buffer);
+    const socket = this.connected ? this.upstreamSocket : undefined;
+    if (socket !== undefined) coalesceTlsRecord(socket, chunk);
     const more = this.clientData(chunk);
     afterWrite(chunk, this.connected ? this.upstreamSocket : undefined);
     return more;

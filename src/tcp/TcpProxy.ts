@@ -64,7 +64,8 @@ import { tcpMetrics } from '../metrics/prometheus.js';
 import { UpstreamTls } from '../tls/UpstreamTls.js';
 import { tlsCounters } from '../tls/tlsStats.js';
 import { DownstreamTls } from '../tls/DownstreamTls.js';
-import type { DownstreamTlsOutcome } from '../tls/DownstreamTls.js';
+import type { DownstreamTlsInfo, DownstreamTlsOutcome } from '../tls/DownstreamTls.js';
+import { DownstreamHandleTls, tlsWrapBinding } from '../tls/DownstreamHandleTls.js';
 import { resolveTerminateTls } from '../tls/TerminateTlsOptions.js';
 import type { ResolvedTerminateTls, TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
 import { AdmissionCheck } from '../filter/admission.js';
@@ -168,7 +169,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private readonly upstreamTls: UpstreamTls;
   /** TLS termination settings (replaced whole by `setTerminateTls`), or undefined. */
   private terminateTls: ResolvedTerminateTls | undefined;
-  private readonly handshakes = new Set<DownstreamTls>();
+  private readonly handshakes = new Set<DownstreamTls | DownstreamHandleTls>();
   private nextId = 1;
   /** Clients waiting while every upstream is at its `maxConnections`. */
   private readonly queue: ConnectionQueue;
@@ -411,7 +412,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     local: AddressInfo | undefined,
     noDelayInherited: boolean,
   ): boolean {
-    if (!this.handleClients || this.terminateTls !== undefined) return false;
+    if (!this.handleClients) return false;
+    if (this.terminateTls !== undefined)
+      return this.adoptTlsHandle(handle, local, noDelayInherited, this.terminateTls);
     const socket = new HandleSocket(handle);
     socket.on('error', ignoreError);
     if (local !== undefined) socket.presetLocal(local.address, local.port, local.family);
@@ -421,6 +424,40 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     const refusal = this.accessVerdict(identity.address);
     if (refusal !== undefined) this.reject(socket, refusal, { identity });
     else this.queueOrOpen(socket, identity, undefined);
+    return true;
+  }
+
+  /**
+   * A TLS client on its bare handle: the handshake runs on Node's TLS stream wrapped straight
+   * around the accepted TCP handle, without the two `net.Socket`s of a `TLSSocket` (docs/tls.md);
+   * false (Node's `net.Socket`, then a `TLSSocket`) where that stream cannot be had, or a preread
+   * waits for the TLS decision.
+   */
+  private adoptTlsHandle(
+    handle: TcpHandle,
+    local: AddressInfo | undefined,
+    noDelayInherited: boolean,
+    settings: ResolvedTerminateTls,
+  ): boolean {
+    const wrap = tlsWrapBinding();
+    if (wrap === null || this.tlsPreread !== undefined) return false;
+    const handshake = new DownstreamHandleTls(wrap, handle, settings, this.tlsStats);
+    const socket = handshake.socket;
+    socket.on('error', ignoreError);
+    if (local !== undefined) socket.presetLocal(local.address, local.port, local.family);
+    if (noDelayInherited) socket.inheritedNoDelay(this.options.noDelay);
+    if (!this.admissible(socket)) return true;
+    const identity = socketIdentity(socket);
+    const refusal = this.accessVerdict(identity.address);
+    if (refusal !== undefined) {
+      this.reject(socket, refusal, { identity });
+      return true;
+    }
+    this.handshakes.add(handshake);
+    handshake.start(this.options.maxEarlyData, (outcome) => {
+      this.handshakes.delete(handshake);
+      this.terminatedOnHandle(outcome, identity);
+    });
     return true;
   }
 
@@ -559,20 +596,30 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   private terminated(outcome: DownstreamTlsOutcome, identity: ClientIdentity): void {
     if (!outcome.ok) {
-      this.identity.perClient?.release(identity.address);
-      this.reject(outcome.socket, outcome.reason, { error: outcome.error, identity });
+      this.refuseTerminated(outcome, identity);
       return;
     }
-    const { info } = outcome;
-    const decrypted: ClientIdentity = {
-      ...identity,
-      serverName: info.serverName,
-      alpn: info.alpnProtocol === undefined ? undefined : [info.alpnProtocol],
-      tls: info,
-    };
+    const decrypted = decryptedIdentity(identity, outcome.info);
     if (this.tlsPreread !== undefined)
       this.prereadAfterTls(outcome.socket, decrypted, this.tlsPreread.decrypted);
     else this.startConnection(outcome.socket, decrypted, undefined);
+  }
+
+  /** A handshake on a bare handle ended (no preread there: see adoptTlsHandle). */
+  private terminatedOnHandle(
+    outcome: DownstreamTlsOutcome<HandleSocket>,
+    identity: ClientIdentity,
+  ): void {
+    if (!outcome.ok) this.refuseTerminated(outcome, identity);
+    else this.startConnection(outcome.socket, decryptedIdentity(identity, outcome.info), undefined);
+  }
+
+  private refuseTerminated(
+    outcome: Extract<DownstreamTlsOutcome<RelaySocket>, { readonly ok: false }>,
+    identity: ClientIdentity,
+  ): void {
+    this.identity.perClient?.release(identity.address);
+    this.reject(outcome.socket, outcome.reason, { error: outcome.error, identity });
   }
 
   /** A client ready to proxy (plain, or after TLS termination): queued when every upstream is full. */
@@ -920,6 +967,16 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
  */
 function peerLost(socket: RelaySocket): boolean {
   return socket.remoteAddress === undefined && socket.localPort !== undefined;
+}
+
+/** A terminated client's identity: what its handshake told (server name, ALPN, TLS facts). */
+function decryptedIdentity(identity: ClientIdentity, info: DownstreamTlsInfo): ClientIdentity {
+  return {
+    ...identity,
+    serverName: info.serverName,
+    alpn: info.alpnProtocol === undefined ? undefined : [info.alpnProtocol],
+    tls: info,
+  };
 }
 
 /** A preface that ended with an identity (not a refusal). */

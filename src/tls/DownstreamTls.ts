@@ -41,11 +41,11 @@ export interface DownstreamTlsInfo {
 }
 
 /** How a termination handshake ended. */
-export type DownstreamTlsOutcome =
-  | { readonly ok: true; readonly socket: TLSSocket; readonly info: DownstreamTlsInfo }
+export type DownstreamTlsOutcome<S = TLSSocket> =
+  | { readonly ok: true; readonly socket: S; readonly info: DownstreamTlsInfo }
   | {
       readonly ok: false;
-      readonly socket: TLSSocket;
+      readonly socket: S;
       readonly reason: RejectReason;
       readonly error: TlsHandshakeError | undefined;
     };
@@ -78,16 +78,13 @@ export class DownstreamTls {
     this.stats = stats;
     this.done = done;
     const mode = settings.clientCertificate;
-    const selects =
-      settings.byName.size > 0 ||
-      settings.byWildcard.size > 0 ||
-      settings.sniCallback !== undefined;
+    const selects = selectsBySni(settings);
     this.socket = new tls.TLSSocket(raw, {
       isServer: true,
       secureContext: settings.defaultContext,
       ...(selects && {
         SNICallback: (name: string, cb: (err: Error | null, ctx?: SecureContext) => void) => {
-          this.selectContext(name, cb);
+          selectContext(settings, name, () => this.finished, cb);
         },
       }),
       ...(settings.alpn !== undefined && { ALPNProtocols: settings.alpn }),
@@ -121,41 +118,6 @@ export class DownstreamTls {
       reason: RejectReason.PROXY_CLOSING,
       error: undefined,
     });
-  }
-
-  private selectContext(name: string, cb: (err: Error | null, ctx?: SecureContext) => void): void {
-    const settings = this.settings;
-    const found = staticContextFor(settings, name);
-    const callback = settings.sniCallback;
-    if (found !== undefined || callback === undefined) {
-      cb(null, found ?? settings.defaultContext);
-      return;
-    }
-    const answer = (result: SniCallbackResult): void => {
-      if (this.finished) return;
-      try {
-        cb(null, this.toContext(result));
-      } catch (err) {
-        cb(err instanceof Error ? err : new Error(String(err)));
-      }
-    };
-    const failed = (err: unknown): void => {
-      if (this.finished) return;
-      cb(err instanceof Error ? err : new Error(`sniCallback failed: ${String(err)}`));
-    };
-    try {
-      const result = callback(name);
-      if (isPromiseLike(result)) Promise.resolve(result).then(answer, failed);
-      else answer(result);
-    } catch (err) {
-      failed(err);
-    }
-  }
-
-  private toContext(result: SniCallbackResult): SecureContext {
-    if (result === undefined) return this.settings.defaultContext;
-    if ('cert' in result) return this.settings.contextFor(result);
-    return result;
   }
 
   private readonly onSecure = (): void => {
@@ -238,9 +200,71 @@ export class DownstreamTls {
     socket.off('close', this.onClose);
     socket.off('secure', this.onSecure);
     // Errors after the outcome (a refused client's late alert) must not go unhandled.
-    if (!outcome.ok) socket.on('error', ignoreError);
+    socket.on('error', ignoreError);
+    if (outcome.ok) releaseControl(socket);
     this.done(outcome);
   }
+}
+
+/**
+ * A `TLSSocket` made outside a `tls.Server` keeps the TLS errors that follow its handshake (a
+ * bad record, a renegotiation beyond Node's limit) to its internal `_tlsError` event until its
+ * control is released, as `tls.Server` does on 'secure': without this the connection would
+ * stay open on them.
+ */
+function releaseControl(socket: TLSSocket): void {
+  const release = (socket as TLSSocket & { _releaseControl?: () => boolean })._releaseControl;
+  if (typeof release === 'function') release.call(socket);
+}
+
+/** Whether a terminated client needs a certificate chosen by its server name. */
+export function selectsBySni(settings: ResolvedTerminateTls): boolean {
+  return (
+    settings.byName.size > 0 || settings.byWildcard.size > 0 || settings.sniCallback !== undefined
+  );
+}
+
+/**
+ * The certificate for a client's server name: a static one (exact name, then wildcard), else
+ * the `sniCallback`'s (sync or async), else the default. `cb` is not called once `finished()`.
+ */
+export function selectContext(
+  settings: ResolvedTerminateTls,
+  name: string,
+  finished: () => boolean,
+  cb: (err: Error | null, ctx?: SecureContext) => void,
+): void {
+  const found = staticContextFor(settings, name);
+  const callback = settings.sniCallback;
+  if (found !== undefined || callback === undefined) {
+    cb(null, found ?? settings.defaultContext);
+    return;
+  }
+  const answer = (result: SniCallbackResult): void => {
+    if (finished()) return;
+    try {
+      cb(null, toContext(settings, result));
+    } catch (err) {
+      cb(err instanceof Error ? err : new Error(String(err)));
+    }
+  };
+  const failed = (err: unknown): void => {
+    if (finished()) return;
+    cb(err instanceof Error ? err : new Error(`sniCallback failed: ${String(err)}`));
+  };
+  try {
+    const result = callback(name);
+    if (isPromiseLike(result)) Promise.resolve(result).then(answer, failed);
+    else answer(result);
+  } catch (err) {
+    failed(err);
+  }
+}
+
+function toContext(settings: ResolvedTerminateTls, result: SniCallbackResult): SecureContext {
+  if (result === undefined) return settings.defaultContext;
+  if ('cert' in result) return settings.contextFor(result);
+  return result;
 }
 
 function isPromiseLike(value: unknown): value is PromiseLike<SniCallbackResult> {

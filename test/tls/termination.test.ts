@@ -64,12 +64,17 @@ async function terminatingGreeter(
 }
 
 /** A proxy terminating TLS with the localhost certificate in front of an echo server. */
-async function terminatingEcho(t: TestContext, p: Pki): Promise<RecordingProxy> {
+async function terminatingEcho(
+  t: TestContext,
+  p: Pki,
+  relay?: TcpProxyOptions['relay'],
+): Promise<RecordingProxy> {
   const echo = await echoServer();
   t.after(() => echo.close());
   return proxyFor(t, {
     upstreams: [{ host: '127.0.0.1', port: echo.port }],
     terminateTls: { cert: p.localhost.cert, key: p.localhost.key },
+    ...(relay !== undefined && { relay }),
   });
 }
 
@@ -402,6 +407,93 @@ describe('TLS termination', () => {
       ['completed', 'completed', 'completed'],
     );
   });
+});
+
+describe('TLS termination on the bare handle and on a TLSSocket', () => {
+  // relay 'handle' (the default) runs the handshake on Node's TLS stream around the accepted TCP
+  // handle; relay 'onread' keeps Node's net.Socket + TLSSocket. Both must behave alike.
+  for (const relay of ['handle', 'onread'] as const) {
+    test(`relay ${relay}: early bytes, ALPN, SNI, echo both ways, close_notify as FIN, summary`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      const echo = await echoServer();
+      t.after(() => echo.close());
+      const rig = await proxyFor(t, {
+        upstreams: [{ host: '127.0.0.1', port: echo.port }],
+        terminateTls: { cert: p.localhost.cert, key: p.localhost.key, alpn: ['h2', 'http/1.1'] },
+        relay,
+      });
+      const client: tls.TLSSocket = tls.connect({
+        port: rig.port,
+        host: '127.0.0.1',
+        ca: p.ca.cert,
+        servername: 'localhost',
+        ALPNProtocols: ['http/1.1'],
+      });
+      t.after(() => client.destroy());
+      // Written before the handshake completes: held by the proxy until the relay starts.
+      const payload = Buffer.alloc(100_000, 'x');
+      client.write(payload);
+      assert.equal((await received(client, payload.length)).length, payload.length);
+      assert.equal(client.alpnProtocol, 'http/1.1');
+      client.end();
+      await readAll(client);
+      const [summary] = await rig.closed(1);
+      assert.ok(summary);
+      assert.equal(summary.reason, 'completed');
+      assert.equal(summary.bytesFromClient, payload.length);
+      assert.equal(summary.bytesToClient, payload.length);
+      assert.equal(summary.tls?.serverName, 'localhost');
+      assert.equal(summary.tls.alpnProtocol, 'http/1.1');
+      assert.equal(summary.tls.version, 'TLSv1.3');
+      assert.equal(rig.proxy.stats().downstream_tls_handshake, 1);
+      assert.deepEqual(rig.errors, []);
+    });
+
+    test(`relay ${relay}: a client renegotiating a fourth time is cut off, as Node limits it`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      const rig = await terminatingEcho(t, p, relay);
+      const client: tls.TLSSocket = tls.connect({
+        port: rig.port,
+        host: '127.0.0.1',
+        ca: p.ca.cert,
+        servername: 'localhost',
+        maxVersion: 'TLSv1.2',
+      });
+      client.on('error', () => undefined);
+      t.after(() => client.destroy());
+      await withTimeout(
+        new Promise((resolve) => client.once('secureConnect', resolve)),
+        5_000,
+        'the handshake',
+      );
+      const renegotiate = (): Promise<Error | null> =>
+        withTimeout(
+          new Promise((resolve) => {
+            // Node's renegotiate() reports an ended socket by returning false.
+            if (!client.renegotiate({ rejectUnauthorized: true }, resolve))
+              resolve(new Error('closed'));
+            client.once('close', () => {
+              resolve(new Error('closed'));
+            });
+          }),
+          5_000,
+          'a renegotiation',
+        );
+      for (let i = 0; i < 3; i++) assert.equal(await renegotiate(), null);
+      client.write('still relayed');
+      assert.equal((await received(client, 13)).toString(), 'still relayed');
+      await renegotiate();
+      const [summary] = await rig.closed(1);
+      assert.ok(summary);
+      assert.equal(
+        (summary.error as NodeJS.ErrnoException | undefined)?.code,
+        'ERR_TLS_SESSION_ATTACK',
+      );
+      assert.deepEqual(rig.errors, []);
+    });
+  }
 });
 
 test("re-encryption: the client's server name is forwarded to the upstream (forwardServerName)", async (t) => {

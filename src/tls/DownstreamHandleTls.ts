@@ -1,0 +1,336 @@
+import { X509Certificate } from 'node:crypto';
+import tls from 'node:tls';
+import type { SecureContext } from 'node:tls';
+import { ErrorCode, TlsHandshakeError } from '../errors.js';
+import { HandleSocket } from '../net/HandleSocket.js';
+import type { TcpHandle } from '../net/HandleSocket.js';
+import { hasMethods, loadOnce, nodeBinding } from '../internal/nodeBinding.js';
+import { RejectReason } from '../tcp/closeReasons.js';
+import { selectContext, selectsBySni } from './DownstreamTls.js';
+import type {
+  DownstreamTlsInfo,
+  DownstreamTlsOutcome,
+  TlsPeerCertificate,
+} from './DownstreamTls.js';
+import type { ResolvedTerminateTls } from './TerminateTlsOptions.js';
+import { countDownstreamFailure, downstreamTlsFailure } from './tlsFailure.js';
+import type { TlsStats } from './tlsStats.js';
+
+/**
+ * Node's TLS stream (`tls_wrap`'s `TLSWrap`), as this file uses it: the object a `TLSSocket`
+ * drives, wrapped here straight around an accepted TCP handle. Its stream methods (read, write,
+ * shutdown, and `close`, which Node's `_tls_wrap` defines in JavaScript from `_parent` and
+ * `_parentWrap`) are those of a TCP handle, so a {@link HandleSocket} drives it as it drives one.
+ */
+interface TlsWrap {
+  _parent: TcpHandle;
+  _parentWrap: null;
+  _secureContext: SecureContext;
+  onhandshakestart: (this: TlsWrap, now: number) => void;
+  onhandshakedone: (this: TlsWrap) => void;
+  onerror: (this: TlsWrap, err: Error) => void;
+  oncertcb: (this: TlsWrap, info: { servername?: unknown }) => void;
+  sni_context?: unknown;
+  setVerifyMode(requestCert: boolean, rejectUnauthorized: boolean): void;
+  setALPNProtocols(protocols: Buffer): void;
+  enableCertCb(): void;
+  certCbDone(): void;
+  getProtocol(): string | null | undefined;
+  getCipher(): { name?: string } | null | undefined;
+  isSessionReused(): boolean;
+  getServername(): string | false | undefined;
+  getALPNNegotiatedProtocol(): string | false | undefined;
+  verifyError(): Error | null | undefined;
+  getPeerCertificate(detailed: boolean): { raw?: unknown } | null | undefined;
+}
+
+type Wrap = (
+  handle: TcpHandle,
+  context: object,
+  isServer: boolean,
+  activeWrite: boolean,
+) => TlsWrap;
+
+const TLS_WRAP_METHODS = [
+  'close',
+  'readStart',
+  'readStop',
+  'useUserBuffer',
+  'writeBuffer',
+  'writev',
+  'shutdown',
+  'getpeername',
+  'getsockname',
+  'setNoDelay',
+  'setKeepAlive',
+  'setVerifyMode',
+  'setALPNProtocols',
+  'enableCertCb',
+  'certCbDone',
+  'getProtocol',
+  'getCipher',
+  'isSessionReused',
+  'getServername',
+  'getALPNNegotiatedProtocol',
+  'verifyError',
+  'getPeerCertificate',
+] as const;
+
+/**
+ * `tls_wrap.wrap`, or null where it cannot be had or differs from what this file expects (the
+ * permission model refusing `process.binding`, another Node): termination then builds a
+ * `TLSSocket` as before. `node:tls` is imported above, so Node's `TLSWrap.prototype.close` exists.
+ */
+export const tlsWrapBinding: () => Wrap | null = loadOnce(() => {
+  const binding = nodeBinding('tls_wrap');
+  if (binding === null || typeof binding.wrap !== 'function') return null;
+  if (!hasMethods(binding.TLSWrap, TLS_WRAP_METHODS)) return null;
+  // tls.connect, not used: keeps `tls` a value import, which loads Node's _tls_wrap with it.
+  if (typeof tls.connect !== 'function') return null;
+  return binding.wrap as Wrap;
+});
+
+/** ALPN protocol lists in wire format (length-prefixed names), built once per settings. */
+const alpnWire = new WeakMap<readonly string[], Buffer>();
+
+function alpnBuffer(protocols: readonly string[]): Buffer {
+  let wire = alpnWire.get(protocols);
+  if (wire === undefined) {
+    wire = Buffer.concat(
+      protocols.map((name) => {
+        const bytes = Buffer.from(name);
+        return Buffer.concat([Buffer.from([bytes.length]), bytes]);
+      }),
+    );
+    alpnWire.set(protocols, wire);
+  }
+  return wire;
+}
+
+/** What Node's `TLSSocket` allows of client-started renegotiations: 3 in 10 minutes. */
+const RENEGOTIATION_LIMIT = 3;
+const RENEGOTIATION_WINDOW_MS = 600_000;
+
+function noRead(): void {
+  // Reads of the TCP handle go to its TLS layer; one after that detaches finds this.
+}
+
+/**
+ * The server side of one client's TLS handshake on its accepted TCP handle, without the two
+ * `net.Socket`s a `TLSSocket` costs (docs/tls.md, "Resumed termination"): the same handshake,
+ * settings, bounds and outcomes as {@link DownstreamTls}, whose socket is a {@link HandleSocket}
+ * over Node's TLS stream. Bytes the client sends right after its handshake are held (up to
+ * `holdLimit`) for the relay.
+ */
+export class DownstreamHandleTls {
+  readonly socket: HandleSocket;
+  private readonly ssl: TlsWrap;
+  private readonly settings: ResolvedTerminateTls;
+  private readonly stats: TlsStats;
+  private done: ((outcome: DownstreamTlsOutcome<HandleSocket>) => void) | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private finished = false;
+  private startedAt = 0;
+  private lastHandshakeStart = 0;
+  private handshakeStarts = 0;
+
+  constructor(wrap: Wrap, tcp: TcpHandle, settings: ResolvedTerminateTls, stats: TlsStats) {
+    this.settings = settings;
+    this.stats = stats;
+    tcp.onread = noRead;
+    const context = settings.defaultContext;
+    const ssl = wrap(tcp, nativeContext(context), true, false);
+    ssl._parent = tcp;
+    ssl._parentWrap = null;
+    ssl._secureContext = context;
+    const mode = settings.clientCertificate;
+    if (mode !== 'none') ssl.setVerifyMode(true, mode === 'required');
+    if (settings.alpn !== undefined) ssl.setALPNProtocols(alpnBuffer(settings.alpn));
+    if (selectsBySni(settings)) {
+      ssl.oncertcb = this.onCertificateNeeded;
+      ssl.enableCertCb();
+    }
+    ssl.onhandshakestart = this.onHandshakeStart;
+    ssl.onhandshakedone = this.onHandshakeDone;
+    ssl.onerror = this.onTlsError;
+    this.ssl = ssl;
+    this.socket = new HandleSocket(ssl as unknown as TcpHandle);
+    this.socket.encrypted = true;
+  }
+
+  /**
+   * Starts reading the client's handshake, holding up to `holdLimit` bytes sent after it; `done`
+   * hears how it ended.
+   */
+  start(holdLimit: number, done: (outcome: DownstreamTlsOutcome<HandleSocket>) => void): void {
+    this.done = done;
+    const socket = this.socket;
+    socket.on('error', this.onSocketError);
+    socket.on('end', this.onEnd);
+    socket.on('close', this.onClose);
+    this.startedAt = performance.now();
+    this.timer = setTimeout(this.onTimeout, this.settings.handshakeTimeout);
+    this.timer.unref();
+    socket.hold(holdLimit);
+  }
+
+  /** The proxy is closing: refuse this client. */
+  abort(): void {
+    this.finish({
+      ok: false,
+      socket: this.socket,
+      reason: RejectReason.PROXY_CLOSING,
+      error: undefined,
+    });
+  }
+
+  private readonly onCertificateNeeded = (info: { servername?: unknown }): void => {
+    const ssl = this.ssl;
+    const name = typeof info.servername === 'string' ? info.servername : '';
+    const proceed = (err: Error | null, context?: SecureContext): void => {
+      if (this.finished || this.socket.destroyed) return;
+      if (err !== null) {
+        this.onTlsError(err);
+        return;
+      }
+      if (context !== undefined) ssl.sni_context = nativeContext(context);
+      try {
+        ssl.certCbDone();
+      } catch (error) {
+        this.onTlsError(error instanceof Error ? error : new Error(String(error)));
+      }
+    };
+    if (name === '') proceed(null);
+    else selectContext(this.settings, name, () => this.finished, proceed);
+  };
+
+  /** Each handshake start; after the first, a renegotiation, limited as Node limits it. */
+  private readonly onHandshakeStart = (now: number): void => {
+    const last = this.lastHandshakeStart;
+    this.lastHandshakeStart = now;
+    if (last === 0) return;
+    this.handshakeStarts = now - last >= RENEGOTIATION_WINDOW_MS ? 1 : this.handshakeStarts + 1;
+    if (this.handshakeStarts <= RENEGOTIATION_LIMIT) return;
+    const error = new Error('TLS session renegotiation attack detected');
+    Object.assign(error, { code: 'ERR_TLS_SESSION_ATTACK' });
+    this.onTlsError(error);
+  };
+
+  private readonly onHandshakeDone = (): void => {
+    if (this.finished) return;
+    const ssl = this.ssl;
+    const mode = this.settings.clientCertificate;
+    let peer: TlsPeerCertificate | undefined;
+    if (mode !== 'none') {
+      peer = peerCertificate(ssl);
+      if (mode === 'required' && peer?.verified !== true) {
+        this.refuse(
+          RejectReason.TLS_CLIENT_CERT,
+          new TlsHandshakeError(
+            ErrorCode.TLS_CLIENT_CERT,
+            'downstream',
+            'The client presented no certificate that chains to terminateTls.ca.',
+          ),
+        );
+        return;
+      }
+    }
+    this.stats.downstream_tls_handshake++;
+    const sessionReused = ssl.isSessionReused();
+    if (sessionReused) this.stats.downstream_tls_session_reused++;
+    const alpn = ssl.getALPNNegotiatedProtocol();
+    const servername = ssl.getServername();
+    this.finish({
+      ok: true,
+      socket: this.socket,
+      info: {
+        version: ssl.getProtocol() ?? 'unknown',
+        cipher: ssl.getCipher()?.name ?? 'unknown',
+        serverName: typeof servername === 'string' ? servername : undefined,
+        alpnProtocol: typeof alpn === 'string' ? alpn : undefined,
+        sessionReused,
+        peer,
+        handshakeMs: performance.now() - this.startedAt,
+      } satisfies DownstreamTlsInfo,
+    });
+  };
+
+  /** An error of the TLS layer: a failed handshake, or after it the connection's error. */
+  private readonly onTlsError = (err: Error): void => {
+    if (this.finished) {
+      this.socket.destroy(err);
+      return;
+    }
+    const { error, reason } = downstreamTlsFailure(err, this.settings.clientCertificate !== 'none');
+    this.refuse(reason, error);
+  };
+
+  private readonly onSocketError = (err: Error): void => {
+    this.onTlsError(err);
+  };
+
+  /** The client ended (or reset) before its handshake completed. */
+  private readonly onEnd = (): void => {
+    this.onClose();
+  };
+
+  private readonly onClose = (): void => {
+    this.finish({
+      ok: false,
+      socket: this.socket,
+      reason: RejectReason.CLIENT_GONE,
+      error: undefined,
+    });
+  };
+
+  private readonly onTimeout = (): void => {
+    this.timer = undefined;
+    this.refuse(
+      RejectReason.TLS_HANDSHAKE_TIMEOUT,
+      new TlsHandshakeError(
+        ErrorCode.TLS_HANDSHAKE_TIMEOUT,
+        'downstream',
+        `The client did not complete its TLS handshake within ${this.settings.handshakeTimeout} ms.`,
+      ),
+    );
+  };
+
+  private refuse(reason: RejectReason, error: TlsHandshakeError): void {
+    if (this.finished) return;
+    countDownstreamFailure(this.stats, reason);
+    this.finish({ ok: false, socket: this.socket, reason, error });
+  }
+
+  private finish(outcome: DownstreamTlsOutcome<HandleSocket>): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    const socket = this.socket;
+    socket.off('error', this.onSocketError);
+    socket.off('end', this.onEnd);
+    socket.off('close', this.onClose);
+    // A refused client's late errors must not go unhandled; the relay adds its own otherwise.
+    if (!outcome.ok) socket.on('error', noRead);
+    this.done?.(outcome);
+  }
+}
+
+/** The OpenSSL context a `SecureContext` holds (typed `any` by Node's types). */
+function nativeContext(context: SecureContext): object {
+  return context.context as object;
+}
+
+/** The client's certificate, or undefined when it sent none. */
+function peerCertificate(ssl: TlsWrap): TlsPeerCertificate | undefined {
+  const raw = ssl.getPeerCertificate(false)?.raw;
+  if (!Buffer.isBuffer(raw)) return undefined;
+  const x509 = new X509Certificate(raw);
+  const cn = /^CN=(.*)$/m.exec(x509.subject)?.[1];
+  return {
+    subject: x509.subject,
+    commonName: cn,
+    fingerprint256: x509.fingerprint256,
+    verified: (ssl.verifyError() ?? null) === null,
+  };
+}
