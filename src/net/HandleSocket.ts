@@ -348,8 +348,11 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     if (this.destroyed) return this;
     this.markDestroyed(error);
     // Node's TLS stream closes its TCP handle and calls back with no `this`.
-    if (this.encrypted) this.handle.close(() => this.closed());
-    else this.handle.close(onHandleClosed);
+    if (this.encrypted) {
+      this.handle.close(() => {
+        this.closed();
+      });
+    } else this.handle.close(onHandleClosed);
     return this;
   }
 
