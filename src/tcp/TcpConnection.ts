@@ -831,14 +831,16 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     return more;
   }
 
-  /** {@link clientRead} for decrypted records: the upstream write waits for the turn's others. @internal */
+  /**
+   * {@link clientRead} for decrypted records: the upstream write waits for the turn's others. A
+   * held record keeps its copy, so each gets one of its own size rather than a read-sized block.
+   * @internal
+   */
   clientTlsRead(bytes: number, buffer: Buffer): boolean {
-    const chunk = copyForWrite(bytes, buffer);
+    const chunk = copyOut(bytes, buffer);
     const socket = this.connected ? this.upstreamSocket : undefined;
     if (socket !== undefined) coalesceTlsRecord(socket, chunk);
-    const more = this.clientData(chunk);
-    afterWrite(chunk, this.connected ? this.upstreamSocket : undefined);
-    return more;
+    return this.clientData(chunk);
   }
 
   /** An upstream chunk in the shared read buffer (`onread`); false pauses it. @internal */
