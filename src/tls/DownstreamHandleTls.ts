@@ -325,7 +325,13 @@ function nativeContext(context: SecureContext): object {
 function peerCertificate(ssl: TlsWrap): TlsPeerCertificate | undefined {
   const raw = ssl.getPeerCertificate(false)?.raw;
   if (!Buffer.isBuffer(raw)) return undefined;
-  const x509 = new X509Certificate(raw);
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(raw);
+  } catch {
+    // OpenSSL parsed it for the handshake; should Node not, the client counts as unverified.
+    return undefined;
+  }
   const cn = /^CN=(.*)$/m.exec(x509.subject)?.[1];
   return {
     subject: x509.subject,
