@@ -416,15 +416,29 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     if (this.terminateTls !== undefined)
       return this.adoptTlsHandle(handle, local, noDelayInherited, this.terminateTls);
     const socket = new HandleSocket(handle);
+    const identity = this.admitHandleSocket(socket, local, noDelayInherited);
+    if (identity !== undefined) this.queueOrOpen(socket, identity, undefined);
+    return true;
+  }
+
+  /**
+   * A client on a bare handle through the checks every client passes, then access control: its
+   * identity, or undefined when it was refused.
+   */
+  private admitHandleSocket(
+    socket: HandleSocket,
+    local: AddressInfo | undefined,
+    noDelayInherited: boolean,
+  ): ClientIdentity | undefined {
     socket.on('error', ignoreError);
     if (local !== undefined) socket.presetLocal(local.address, local.port, local.family);
     if (noDelayInherited) socket.inheritedNoDelay(this.options.noDelay);
-    if (!this.admissible(socket)) return true;
+    if (!this.admissible(socket)) return undefined;
     const identity = socketIdentity(socket);
     const refusal = this.accessVerdict(identity.address);
-    if (refusal !== undefined) this.reject(socket, refusal, { identity });
-    else this.queueOrOpen(socket, identity, undefined);
-    return true;
+    if (refusal === undefined) return identity;
+    this.reject(socket, refusal, { identity });
+    return undefined;
   }
 
   /**
@@ -442,17 +456,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     const wrap = tlsWrapBinding();
     if (wrap === null || this.tlsPreread !== undefined) return false;
     const handshake = new DownstreamHandleTls(wrap, handle, settings, this.tlsStats);
-    const socket = handshake.socket;
-    socket.on('error', ignoreError);
-    if (local !== undefined) socket.presetLocal(local.address, local.port, local.family);
-    if (noDelayInherited) socket.inheritedNoDelay(this.options.noDelay);
-    if (!this.admissible(socket)) return true;
-    const identity = socketIdentity(socket);
-    const refusal = this.accessVerdict(identity.address);
-    if (refusal !== undefined) {
-      this.reject(socket, refusal, { identity });
-      return true;
-    }
+    const identity = this.admitHandleSocket(handshake.socket, local, noDelayInherited);
+    if (identity === undefined) return true;
     this.handshakes.add(handshake);
     handshake.start(this.options.maxEarlyData, (outcome) => {
       this.handshakes.delete(handshake);

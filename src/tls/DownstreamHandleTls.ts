@@ -1,17 +1,19 @@
 import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
-import { ErrorCode, TlsHandshakeError } from '../errors.js';
+import type { TlsHandshakeError } from '../errors.js';
 import { HandleSocket } from '../net/HandleSocket.js';
 import type { TcpHandle } from '../net/HandleSocket.js';
 import { hasMethods, loadOnce, nodeBinding } from '../internal/nodeBinding.js';
 import { RejectReason } from '../tcp/closeReasons.js';
-import { selectContext, selectsBySni } from './DownstreamTls.js';
-import type {
-  DownstreamTlsInfo,
-  DownstreamTlsOutcome,
-  TlsPeerCertificate,
+import {
+  handshakeInfo,
+  handshakeTimeoutError,
+  missingClientCertError,
+  selectContext,
+  selectsBySni,
 } from './DownstreamTls.js';
+import type { DownstreamTlsOutcome, TlsPeerCertificate } from './DownstreamTls.js';
 import type { ResolvedTerminateTls } from './TerminateTlsOptions.js';
 import { countDownstreamFailure, downstreamTlsFailure } from './tlsFailure.js';
 import type { TlsStats } from './tlsStats.js';
@@ -220,39 +222,19 @@ export class DownstreamHandleTls {
     if (this.finished) return;
     const ssl = this.ssl;
     const mode = this.settings.clientCertificate;
-    let peer: TlsPeerCertificate | undefined;
-    if (mode !== 'none') {
-      peer = peerCertificate(ssl);
-      if (mode === 'required' && peer?.verified !== true) {
-        this.refuse(
-          RejectReason.TLS_CLIENT_CERT,
-          new TlsHandshakeError(
-            ErrorCode.TLS_CLIENT_CERT,
-            'downstream',
-            'The client presented no certificate that chains to terminateTls.ca.',
-          ),
-        );
-        return;
-      }
+    const peer = mode === 'none' ? undefined : peerCertificate(ssl);
+    if (mode === 'required' && peer?.verified !== true) {
+      this.refuse(RejectReason.TLS_CLIENT_CERT, missingClientCertError());
+      return;
     }
-    this.stats.downstream_tls_handshake++;
-    const sessionReused = ssl.isSessionReused();
-    if (sessionReused) this.stats.downstream_tls_session_reused++;
-    const alpn = ssl.getALPNNegotiatedProtocol();
-    const servername = ssl.getServername();
-    this.finish({
-      ok: true,
-      socket: this.socket,
-      info: {
-        version: ssl.getProtocol() ?? 'unknown',
-        cipher: ssl.getCipher()?.name ?? 'unknown',
-        serverName: typeof servername === 'string' ? servername : undefined,
-        alpnProtocol: typeof alpn === 'string' ? alpn : undefined,
-        sessionReused,
-        peer,
-        handshakeMs: performance.now() - this.startedAt,
-      } satisfies DownstreamTlsInfo,
+    const info = handshakeInfo(this.stats, this.startedAt, peer, {
+      version: ssl.getProtocol(),
+      cipher: ssl.getCipher()?.name,
+      serverName: ssl.getServername(),
+      alpn: ssl.getALPNNegotiatedProtocol(),
+      sessionReused: ssl.isSessionReused(),
     });
+    this.finish({ ok: true, socket: this.socket, info });
   };
 
   /** An error of the TLS layer: a failed handshake, or after it the connection's error. */
@@ -285,14 +267,7 @@ export class DownstreamHandleTls {
 
   private readonly onTimeout = (): void => {
     this.timer = undefined;
-    this.refuse(
-      RejectReason.TLS_HANDSHAKE_TIMEOUT,
-      new TlsHandshakeError(
-        ErrorCode.TLS_HANDSHAKE_TIMEOUT,
-        'downstream',
-        `The client did not complete its TLS handshake within ${this.settings.handshakeTimeout} ms.`,
-      ),
-    );
+    this.refuse(RejectReason.TLS_HANDSHAKE_TIMEOUT, handshakeTimeoutError(this.settings));
   };
 
   private refuse(reason: RejectReason, error: TlsHandshakeError): void {

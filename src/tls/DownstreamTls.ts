@@ -123,39 +123,19 @@ export class DownstreamTls {
   private readonly onSecure = (): void => {
     const socket = this.socket;
     const mode = this.settings.clientCertificate;
-    let peer: TlsPeerCertificate | undefined;
-    if (mode !== 'none') {
-      peer = peerCertificate(socket);
-      if (mode === 'required' && peer?.verified !== true) {
-        this.refuse(
-          RejectReason.TLS_CLIENT_CERT,
-          new TlsHandshakeError(
-            ErrorCode.TLS_CLIENT_CERT,
-            'downstream',
-            'The client presented no certificate that chains to terminateTls.ca.',
-          ),
-        );
-        return;
-      }
+    const peer = mode === 'none' ? undefined : peerCertificate(socket);
+    if (mode === 'required' && peer?.verified !== true) {
+      this.refuse(RejectReason.TLS_CLIENT_CERT, missingClientCertError());
+      return;
     }
-    this.stats.downstream_tls_handshake++;
-    const sessionReused = socket.isSessionReused();
-    if (sessionReused) this.stats.downstream_tls_session_reused++;
-    const alpn = socket.alpnProtocol;
-    const servername = (socket as TLSSocket & { servername?: string | false | null }).servername;
-    this.finish({
-      ok: true,
-      socket,
-      info: {
-        version: socket.getProtocol() ?? 'unknown',
-        cipher: socket.getCipher().name,
-        serverName: typeof servername === 'string' ? servername : undefined,
-        alpnProtocol: typeof alpn === 'string' ? alpn : undefined,
-        sessionReused,
-        peer,
-        handshakeMs: performance.now() - this.startedAt,
-      },
+    const info = handshakeInfo(this.stats, this.startedAt, peer, {
+      version: socket.getProtocol(),
+      cipher: socket.getCipher().name,
+      serverName: (socket as TLSSocket & { servername?: unknown }).servername,
+      alpn: socket.alpnProtocol,
+      sessionReused: socket.isSessionReused(),
     });
+    this.finish({ ok: true, socket, info });
   };
 
   private readonly onError = (err: Error): void => {
@@ -174,14 +154,7 @@ export class DownstreamTls {
 
   private readonly onTimeout = (): void => {
     this.timer = undefined;
-    this.refuse(
-      RejectReason.TLS_HANDSHAKE_TIMEOUT,
-      new TlsHandshakeError(
-        ErrorCode.TLS_HANDSHAKE_TIMEOUT,
-        'downstream',
-        `The client did not complete its TLS handshake within ${this.settings.handshakeTimeout} ms.`,
-      ),
-    );
+    this.refuse(RejectReason.TLS_HANDSHAKE_TIMEOUT, handshakeTimeoutError(this.settings));
   };
 
   private refuse(reason: RejectReason, error: TlsHandshakeError): void {
@@ -215,6 +188,53 @@ export class DownstreamTls {
 function releaseControl(socket: TLSSocket): void {
   const release = (socket as TLSSocket & { _releaseControl?: () => boolean })._releaseControl;
   if (typeof release === 'function') release.call(socket);
+}
+
+/** What a completed handshake tells, as either kind of TLS socket reports it. */
+export interface HandshakeFacts {
+  readonly version: string | null | undefined;
+  readonly cipher: string | undefined;
+  readonly serverName: unknown;
+  readonly alpn: unknown;
+  readonly sessionReused: boolean;
+}
+
+/** A completed handshake's info for the connection, counted in `stats`. */
+export function handshakeInfo(
+  stats: TlsStats,
+  startedAt: number,
+  peer: TlsPeerCertificate | undefined,
+  facts: HandshakeFacts,
+): DownstreamTlsInfo {
+  stats.downstream_tls_handshake++;
+  if (facts.sessionReused) stats.downstream_tls_session_reused++;
+  return {
+    version: facts.version ?? 'unknown',
+    cipher: facts.cipher ?? 'unknown',
+    serverName: typeof facts.serverName === 'string' ? facts.serverName : undefined,
+    alpnProtocol: typeof facts.alpn === 'string' ? facts.alpn : undefined,
+    sessionReused: facts.sessionReused,
+    peer,
+    handshakeMs: performance.now() - startedAt,
+  };
+}
+
+/** `clientCertificate: 'required'` and no certificate that chains to the CA. */
+export function missingClientCertError(): TlsHandshakeError {
+  return new TlsHandshakeError(
+    ErrorCode.TLS_CLIENT_CERT,
+    'downstream',
+    'The client presented no certificate that chains to terminateTls.ca.',
+  );
+}
+
+/** The handshake did not complete within `handshakeTimeout`. */
+export function handshakeTimeoutError(settings: ResolvedTerminateTls): TlsHandshakeError {
+  return new TlsHandshakeError(
+    ErrorCode.TLS_HANDSHAKE_TIMEOUT,
+    'downstream',
+    `The client did not complete its TLS handshake within ${settings.handshakeTimeout} ms.`,
+  );
 }
 
 /** Whether a terminated client needs a certificate chosen by its server name. */
