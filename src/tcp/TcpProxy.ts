@@ -455,7 +455,13 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   ): boolean {
     const wrap = tlsWrapBinding();
     if (wrap === null || this.tlsPreread !== undefined) return false;
-    const handshake = new DownstreamHandleTls(wrap, handle, settings, this.tlsStats);
+    let handshake: DownstreamHandleTls;
+    try {
+      handshake = new DownstreamHandleTls(wrap, handle, settings, this.tlsStats);
+    } catch {
+      // Node refused the TLS stream for this handle: its own path (a TLSSocket) takes the client.
+      return false;
+    }
     const identity = this.admitHandleSocket(handshake.socket, local, noDelayInherited);
     if (identity === undefined) return true;
     this.handshakes.add(handshake);

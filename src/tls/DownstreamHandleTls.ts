@@ -119,7 +119,7 @@ function noRead(): void {
 
 /**
  * The server side of one client's TLS handshake on its accepted TCP handle, without the two
- * `net.Socket`s a `TLSSocket` costs (docs/tls.md, "Resumed termination"): the same handshake,
+ * `net.Socket`s a `TLSSocket` costs (docs/tls.md, "Termination on the bare handle"): the same handshake,
  * settings, bounds and outcomes as {@link DownstreamTls}, whose socket is a {@link HandleSocket}
  * over Node's TLS stream. Bytes the client sends right after its handshake are held (up to
  * `holdLimit`) for the relay.
