@@ -837,10 +837,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
    * @internal
    */
   clientTlsRead(bytes: number, buffer: Buffer): boolean {
-    const chunk = copyOut(bytes, buffer);
-    const socket = this.connected ? this.upstreamSocket : undefined;
-    if (socket !== undefined) coalesceTlsRecord(socket, chunk);
-    return this.clientData(chunk);
+    return this.clientTlsData(copyOut(bytes, buffer));
   }
 
   /** An upstream chunk in the shared read buffer (`onread`); false pauses it. @internal */
@@ -886,11 +883,14 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     return false;
   }
 
-  /** A decrypted chunk from the TLS client; its upstream write waits for the turn's others. @internal */
-  clientTlsData(chunk: Buffer): void {
+  /**
+   * A decrypted chunk from the TLS client; its upstream write waits for the turn's others. False
+   * when the client was paused. @internal
+   */
+  clientTlsData(chunk: Buffer): boolean {
     const socket = this.upstreamSocket;
     if (this.connected && socket !== undefined) coalesceTlsRecord(socket, chunk);
-    this.clientData(chunk);
+    return this.clientData(chunk);
   }
 
   /** A decrypted chunk from the TLS upstream; its client write waits for the turn's others. @internal */

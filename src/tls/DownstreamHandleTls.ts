@@ -5,6 +5,7 @@ import type { TlsHandshakeError } from '../errors.js';
 import { HandleSocket } from '../net/HandleSocket.js';
 import type { TcpHandle } from '../net/HandleSocket.js';
 import { hasMethods, loadOnce, nodeBinding } from '../internal/nodeBinding.js';
+import { ignoreError } from '../internal/ignoreError.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import {
   handshakeInfo,
@@ -167,8 +168,8 @@ export class DownstreamHandleTls {
   start(holdLimit: number, done: (outcome: DownstreamTlsOutcome<HandleSocket>) => void): void {
     this.done = done;
     const socket = this.socket;
-    socket.on('error', this.onSocketError);
-    socket.on('end', this.onEnd);
+    socket.on('error', this.onTlsError);
+    socket.on('end', this.onClose);
     socket.on('close', this.onClose);
     this.startedAt = performance.now();
     this.timer = setTimeout(this.onTimeout, this.settings.handshakeTimeout);
@@ -247,15 +248,7 @@ export class DownstreamHandleTls {
     this.refuse(reason, error);
   };
 
-  private readonly onSocketError = (err: Error): void => {
-    this.onTlsError(err);
-  };
-
-  /** The client ended (or reset) before its handshake completed. */
-  private readonly onEnd = (): void => {
-    this.onClose();
-  };
-
+  /** The client ended, reset or closed before its handshake completed. */
   private readonly onClose = (): void => {
     this.finish({
       ok: false,
@@ -282,11 +275,11 @@ export class DownstreamHandleTls {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     const socket = this.socket;
-    socket.off('error', this.onSocketError);
-    socket.off('end', this.onEnd);
+    socket.off('error', this.onTlsError);
+    socket.off('end', this.onClose);
     socket.off('close', this.onClose);
     // A refused client's late errors must not go unhandled; the relay adds its own otherwise.
-    if (!outcome.ok) socket.on('error', noRead);
+    if (!outcome.ok) socket.on('error', ignoreError);
     this.done?.(outcome);
   }
 }
