@@ -6,6 +6,7 @@ import type { Upstream } from '../upstream/Upstream.js';
 import type { ResolvedUpstreamTls } from './UpstreamTlsOptions.js';
 import { changesContext, checkUpstreamTlsShape, resolveUpstreamTls } from './UpstreamTlsOptions.js';
 import type { TlsStats } from './tlsStats.js';
+import { sessionWithoutPeer } from './sessionWithoutPeer.js';
 
 /** Sessions kept per proxy (one per upstream and server name); the oldest goes first beyond. */
 const MAX_SESSIONS = 1_024;
@@ -179,9 +180,10 @@ export class UpstreamTls {
       this.stats.upstream_tls_session_reused++;
   }
 
+  /** Keeps `session` for the next connection to `key`, without the certificate nobody reads. */
   private remember(key: string, session: Buffer): void {
     this.sessions.delete(key);
-    this.sessions.set(key, session);
+    this.sessions.set(key, sessionWithoutPeer(session));
     if (this.sessions.size > MAX_SESSIONS) {
       const oldest = this.sessions.keys().next();
       if (oldest.done !== true) this.sessions.delete(oldest.value);

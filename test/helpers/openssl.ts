@@ -14,6 +14,8 @@ export interface OpensslServerOptions {
   readonly caFile?: string;
   /** `-Verify 1`: the server requires a client certificate (signed by `caFile`). */
   readonly verify?: boolean;
+  /** Only this TLS version (`-tls1_2`, `-tls1_3`). Default: what OpenSSL offers. */
+  readonly version?: '-tls1_2' | '-tls1_3';
 }
 
 /**
@@ -30,6 +32,7 @@ export async function startOpensslServer(
   args.push('-key', cert.keyFile);
   if (options.caFile !== undefined) args.push('-CAfile', options.caFile);
   if (options.verify === true) args.push('-Verify', '1');
+  if (options.version !== undefined) args.push(options.version);
   args.push('-rev');
   const peer = await startPeer(openssl, args, port);
   return { ...peer, port };

@@ -173,6 +173,36 @@ test('redis-server with only its TLS port, driven by redis-cli and redis-benchma
   assert.equal(stats.upstream_tls_connection_error, 0);
 });
 
+describe('TLS origination resumes sessions against openssl s_server', () => {
+  for (const version of ['-tls1_2', '-tls1_3'] as const) {
+    test(`every connection after the first resumes (${version})`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      const server = await startOpensslServer(p.openssl, p.server, { version });
+      t.after(() => server.stop());
+      const rig = await proxyFor(t, {
+        upstreams: [{ host: '127.0.0.1', port: server.port }],
+        tls: { ca: p.ca.cert, servername: 'localhost' },
+      });
+      // s_server serves one client at a time: one connection after the other.
+      for (let i = 0; i < 3; i++) {
+        const client = await connect(rig.port);
+        client.write(`ping ${i}\n`);
+        assert.match(await readUntil(client, new RegExp(`${i} gnip`)), /gnip/);
+        client.end();
+        await readAll(client);
+        await rig.closes(i + 1);
+      }
+      const stats = rig.proxy.stats();
+      assert.equal(stats.upstream_tls_handshake, 3);
+      // TLS 1.3 sessions are kept without the server's certificate (sessionWithoutPeer): they
+      // still resume, and Node still counts them verified.
+      assert.equal(stats.upstream_tls_session_reused, 2);
+      assert.equal(stats.upstream_tls_connection_error, 0);
+    });
+  }
+});
+
 describe('TLS origination failures are connect failures, retried on another upstream', () => {
   /** A selector that tries the upstreams in their configured order. */
   const inOrder = (ctx: {
