@@ -349,7 +349,12 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     this.markDestroyed(error);
     // Node's TLS stream closes its TCP handle and calls back with no `this`.
     if (this.encrypted) {
-      this.handle.close(() => {
+      const tls = this.handle as TcpHandle & TlsStreamHandle;
+      tls.close(() => {
+        // Frees the OpenSSL connection now, as a TLSSocket does on close: left to the garbage
+        // collector, each one stays counted as external memory in V8 until then, and that
+        // count brings on major collections (12 in 4 s of resumed handshakes).
+        tls.destroySSL();
         this.closed();
       });
     } else this.handle.close(onHandleClosed);
@@ -462,6 +467,11 @@ interface PeerName {
 const kOwner = Symbol('l4proxy.handleOwner');
 
 /** libuv's TCP handle (`tcp_wrap`'s `TCP`), as far as this file uses it. */
+/** Node's TLS stream over a TCP handle (`DownstreamHandleTls`): frees its OpenSSL state. */
+interface TlsStreamHandle {
+  destroySSL(): void;
+}
+
 export interface TcpHandle {
   [kOwner]?: HandleSocket;
   onread: (this: TcpHandle) => void;

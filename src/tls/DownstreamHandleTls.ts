@@ -77,6 +77,7 @@ const TLS_WRAP_METHODS = [
   'getALPNNegotiatedProtocol',
   'verifyError',
   'getPeerCertificate',
+  'destroySSL',
 ] as const;
 
 /**

@@ -20,6 +20,7 @@ import type { RecordingProxy } from '../helpers/recordingProxy.js';
 import { freePort } from '../helpers/peerProcess.js';
 import { testServer } from '../helpers/testServer.js';
 import { opensslClient } from '../helpers/openssl.js';
+import { nodeBinding } from '../../src/internal/nodeBinding.js';
 import { startHaproxy } from '../helpers/haproxy.js';
 import { sharedPki, testCa } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
@@ -61,6 +62,25 @@ async function terminatingGreeter(
     ...extra,
     terminateTls: { cert: p.localhost.cert, key: p.localhost.key, ...tlsExtra },
   });
+}
+
+/**
+ * Counts calls of Node's `TLSWrap.prototype.destroySSL` (which frees a TLS stream's OpenSSL
+ * state) from now until the test ends; the real method still runs.
+ */
+function countFreedTlsStates(t: TestContext): () => number {
+  const proto = (nodeBinding('tls_wrap')?.TLSWrap as { prototype: { destroySSL(): void } })
+    .prototype;
+  const original = proto.destroySSL;
+  let calls = 0;
+  proto.destroySSL = function destroySSL(this: unknown) {
+    calls++;
+    original.call(this);
+  };
+  t.after(() => {
+    proto.destroySSL = original;
+  });
+  return () => calls;
 }
 
 /** A proxy terminating TLS with the localhost certificate in front of an echo server. */
@@ -258,6 +278,7 @@ describe('TLS termination', () => {
     const p = await getPki(t);
     if (p === undefined) return;
     const rig = await terminatingEcho(t, p);
+    const freed = countFreedTlsStates(t);
     // s_time sends close_notify and closes at once; the proxy still has the TLS 1.3 session
     // tickets to send. Every such connection must still close (a summary each).
     const out = await run(p.openssl, [
@@ -274,6 +295,8 @@ describe('TLS termination', () => {
     await rig.closed(made, 10_000);
     assert.equal(rig.proxy.connections().length, 0);
     assert.deepEqual(rig.errors, []);
+    // Each client's OpenSSL state was freed when it closed, not left to the garbage collector.
+    assert.ok(freed() >= made, `${freed()} of ${made} freed`);
   });
 
   test('the terminated client socket has TCP_NODELAY as noDelay says (inherited, not set twice)', async (t) => {
