@@ -69,7 +69,8 @@ async function terminatingGreeter(
  * state) from now until the test ends; the real method still runs.
  */
 function countFreedTlsStates(t: TestContext): () => number {
-  const proto = (nodeBinding('tls_wrap')?.TLSWrap as { prototype: { destroySSL(): void } })
+  type DestroySsl = (this: unknown) => void;
+  const proto = (nodeBinding('tls_wrap')?.TLSWrap as { prototype: { destroySSL: DestroySsl } })
     .prototype;
   const original = proto.destroySSL;
   let calls = 0;
