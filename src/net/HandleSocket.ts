@@ -29,6 +29,8 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   writableNeedDrain = false;
   /** Over Node's TLS stream (a terminated client, `DownstreamHandleTls`): reads are decrypted records. */
   encrypted = false;
+  /** Over a TLS stream to an upstream (`UpstreamHandleTls`): its handshake resumed a session. */
+  sessionReused = false;
 
   private readonly handle: TcpHandle;
   private readCallback: SharedReadCallback | undefined;
@@ -36,6 +38,8 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   private paused = false;
   /** The shutdown completed (FIN sent after every write). */
   private finished = false;
+  /** A TLS stream's shutdown waits for its writes (see {@link shutdown}). */
+  private shutdownAfterWrites = false;
   /** Writes held while corked or connecting, in order. */
   private held: Uint8Array[] | undefined;
   private peer: PeerName | undefined;
@@ -61,9 +65,25 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     port: number,
     noDelay: boolean,
     onRead: SharedReadCallback,
+    layer?: (tcp: TcpHandle) => TcpHandle,
   ): HandleSocket {
     const b = requireBindings();
-    const socket = new HandleSocket(new b.TCP(b.socketType), true);
+    const tcp = new b.TCP(b.socketType);
+    let top = tcp;
+    if (layer !== undefined) {
+      try {
+        top = layer(tcp);
+      } catch (err) {
+        tcp.close(noop);
+        throw err;
+      }
+    }
+    const socket = new HandleSocket(top, true);
+    if (top !== tcp) {
+      socket.encrypted = true;
+      socket.under = tcp;
+      socket.securing = true;
+    }
     socket.readCallback = onRead;
     socket.noDelayOnConnect = noDelay;
     const request = new b.TCPConnectWrap();
@@ -72,13 +92,42 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     request.port = port;
     request[kOwner] = socket;
     const err =
-      isIP(host) === 6
-        ? socket.handle.connect6(request, host, port)
-        : socket.handle.connect(request, host, port);
+      isIP(host) === 6 ? tcp.connect6(request, host, port) : tcp.connect(request, host, port);
     // Reported from the close callback, once the caller has its listeners on.
     if (err !== 0) socket.destroy(uvError(err, 'connect', host, port));
-    else socket.readWhileConnecting();
+    // A TLS stream reads once connected (its handshake starts then).
+    else if (top === tcp) socket.readWhileConnecting();
     return socket;
+  }
+
+  /** The TCP handle under a TLS stream this socket connected (see {@link connect}'s `layer`). */
+  private under: TcpHandle | undefined;
+  /**
+   * Its handshake is not done: writes and the end wait, as they wait for a connect (Node's TLS
+   * stream would take them, but an end before its ClientHello breaks the handshake).
+   */
+  private securing = false;
+
+  /**
+   * Writes `chunk` in clear on the TCP handle under this socket's TLS stream, before its
+   * handshake (a PROXY header, as HAProxy sends it); on a plain socket, a write like any other.
+   */
+  writeClear(chunk: Uint8Array): void {
+    const handle = this.under;
+    if (handle === undefined) {
+      this.write(chunk);
+      return;
+    }
+    if (this.destroyed) return;
+    const request = new (live as Bindings).WriteWrap();
+    request.handle = handle;
+    request.oncomplete = noop;
+    request.async = false;
+    request.bytes = 0;
+    // Keeps the bytes alive while libuv writes them; a failure shows in the handshake.
+    request.buffer = chunk;
+    const err = handle.writeBuffer(request, chunk);
+    if (err !== 0) this.destroy(uvError(err, 'write'));
   }
 
   private noDelayOnConnect = false;
@@ -193,7 +242,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
 
   write(chunk: Uint8Array): boolean {
     if (this.destroyed || this.writableEnded) return false;
-    if (this.writableCorked > 0 || this.connecting) {
+    if (this.writableCorked > 0 || this.connecting || this.securing) {
       (this.held ??= []).push(chunk);
       this.writableLength += chunk.length;
       return this.room();
@@ -258,7 +307,12 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
       this.destroy(uvError(status, 'write'));
       return;
     }
-    if (this.writableLength === 0) this.drained();
+    if (this.writableLength !== 0) return;
+    if (this.shutdownAfterWrites) {
+      this.shutdownAfterWrites = false;
+      this.shutdown();
+    }
+    this.drained();
   }
 
   cork(): void {
@@ -267,7 +321,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
 
   uncork(): void {
     if (this.writableCorked === 0) return;
-    if (--this.writableCorked === 0 && !this.connecting) this.flushHeld();
+    if (--this.writableCorked === 0 && !this.connecting && !this.securing) this.flushHeld();
   }
 
   private flushHeld(): void {
@@ -293,13 +347,20 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     if (this.writableEnded || this.destroyed) return this;
     this.writableEnded = true;
     this.writableCorked = 0;
-    if (!this.connecting) this.shutdown();
+    if (!this.connecting && !this.securing) this.shutdown();
     return this;
   }
 
   private shutdown(): void {
     this.flushHeld();
     if (this.destroyed) return;
+    // Node's TLS stream writes its close_notify only once no write is in flight; shut down before,
+    // the FIN would go first and the close_notify after it (EPIPE). As net.Socket ends: after
+    // its writes complete.
+    if (this.encrypted && this.writableLength > 0) {
+      this.shutdownAfterWrites = true;
+      return;
+    }
     const b = requireBindings();
     const request = new b.ShutdownWrap();
     request.handle = this.handle;
@@ -331,10 +392,24 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     if (this.noDelayOnConnect) this.setNoDelay(true);
     if (!this.reading) this.handle.useUserBuffer(sharedReadBuffer());
     this.startReading();
+    if (!this.securing) this.releaseHeld();
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- releaseHeld() may destroy it
+    if (!this.destroyed) this.emit('connect');
+  }
+
+  /**
+   * The TLS handshake over this socket's TCP handle completed and was verified
+   * (`UpstreamHandleTls`): what the relay wrote (and its end) since goes out now, encrypted.
+   */
+  secured(): void {
+    this.securing = false;
+    this.releaseHeld();
+  }
+
+  /** Writes held while connecting (or securing) go out, then the end if one was asked for. */
+  private releaseHeld(): void {
     if (this.writableCorked === 0) this.flushHeld();
     if (this.writableEnded) this.shutdown();
-    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- flushHeld() and shutdown() may destroy it
-    if (!this.destroyed) this.emit('connect');
   }
 
   // ---- close --------------------------------------------------------------------------------
@@ -466,12 +541,13 @@ interface PeerName {
 
 const kOwner = Symbol('l4proxy.handleOwner');
 
-/** libuv's TCP handle (`tcp_wrap`'s `TCP`), as far as this file uses it. */
-/** Node's TLS stream over a TCP handle (`DownstreamHandleTls`): frees its OpenSSL state. */
+/** Node's TLS stream over a TCP handle (`DownstreamHandleTls`, `UpstreamHandleTls`). */
 interface TlsStreamHandle {
+  /** Frees its OpenSSL state. */
   destroySSL(): void;
 }
 
+/** libuv's TCP handle (`tcp_wrap`'s `TCP`), as far as this file uses it. */
 export interface TcpHandle {
   [kOwner]?: HandleSocket;
   onread: (this: TcpHandle) => void;
@@ -614,6 +690,10 @@ function onHandleShutdown(this: ShutdownRequest): void {
 
 function onHandleConnected(this: ConnectRequest, status: number): void {
   this[kOwner]?.connectDone(status, this.address, this.port);
+}
+
+function noop(): void {
+  // A handle closed, or a clear write done, that nobody waits for.
 }
 
 function onHandleClosed(this: TcpHandle): void {

@@ -173,6 +173,16 @@ function onUpstreamRead(this: RelaySocket, bytes: number, buffer: Buffer): boole
 function onUpstreamData(this: OwnedSocket, chunk: Buffer): void {
   this[kConnection].upstreamData(chunk);
 }
+/** A decrypted record from a TLS upstream on a bare handle: coalesced as {@link onUpstreamTlsData}. */
+function onUpstreamTlsRead(this: RelaySocket, bytes: number, buffer: Buffer): boolean {
+  return (this as OwnedSocket)[kConnection].upstreamTlsRead(bytes, buffer);
+}
+
+/** TCP is up under a TLS upstream on a bare handle: what goes in clear first. */
+function beforeUpstreamHandshake(socket: HandleSocket): boolean {
+  return (socket as HandleSocket & OwnedSocket)[kConnection].sendPreambleOnce(socket);
+}
+
 /** A decrypted chunk from a TLS upstream: written with the rest of this turn's. */
 function onUpstreamTlsData(this: OwnedSocket, chunk: Buffer): void {
   this[kConnection].upstreamTlsData(chunk);
@@ -669,10 +679,12 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.error = undefined;
     this.host.upstreamSucceeded(state);
     if (tls !== undefined) this.host.upstreamTls.secured(asNetSocket(socket));
+    // A bare handle (plain, or TLS since `connectHandle`) reads through its callback.
     if (
-      this.host.options.relay === 'stream' ||
-      tls !== undefined ||
-      state.upstream.tunnel !== undefined
+      !(socket instanceof HandleSocket) &&
+      (this.host.options.relay === 'stream' ||
+        tls !== undefined ||
+        state.upstream.tunnel !== undefined)
     )
       socket.on('data', this.upstreamDataHandler(socket));
     socket.on('end', onUpstreamEnd);
@@ -727,11 +739,21 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
    * socket wrapped around it (whose own 'connect' listener on it comes second) sends its
    * ClientHello.
    */
-  private openTlsUpstream(state: UpstreamState, tls: ResolvedUpstreamTls): Socket | undefined {
+  private openTlsUpstream(state: UpstreamState, tls: ResolvedUpstreamTls): RelaySocket | undefined {
     const target = this.tlsTarget(state, tls);
     const socketOptions = this.socketOptions(state);
     let raw: Socket | undefined;
     try {
+      if (this.host.handleUpstreams && this.filters === undefined && isIP(state.host) !== 0) {
+        const socket = this.host.upstreamTls.connectHandle(
+          target,
+          this.serverName,
+          this.host.options.noDelay,
+          onUpstreamTlsRead,
+          beforeUpstreamHandshake,
+        );
+        if (socket !== null) return socket;
+      }
       if (!this.host.preamble)
         return this.host.upstreamTls.connect(target, this.serverName, socketOptions);
       const tcp = net.connect(socketOptions);
@@ -751,8 +773,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     }
   }
 
-  /** Writes the PROXY header (if any) in clear on `raw`; a failing TLV callback fails the connection. */
-  private sendPreamble(raw: Socket): boolean {
+  /**
+   * Writes the PROXY header (if any) in clear on `raw` (under its TLS stream for a bare handle);
+   * a failing TLV callback fails the connection.
+   */
+  private sendPreamble(raw: RelaySocket): boolean {
     let preamble: Buffer | undefined;
     try {
       preamble = this.host.preamble?.(this);
@@ -760,8 +785,20 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.fail(CloseReason.PROXY_HEADER_ERROR, preambleError(err), true);
       return false;
     }
-    if (preamble !== undefined) this.writeUpstream(raw, preamble);
+    if (preamble === undefined) return true;
+    if (!(raw instanceof HandleSocket)) {
+      this.writeUpstream(raw, preamble);
+      return true;
+    }
+    this.bytesToUpstream += preamble.length;
+    this.upstreamCounters.txBytes += preamble.length;
+    raw.writeClear(preamble);
     return true;
+  }
+
+  /** {@link sendPreamble} for a TLS upstream whose TCP just connected, unless the connection ended. @internal */
+  sendPreambleOnce(raw: HandleSocket): boolean {
+    return this.reason === undefined && raw === this.upstreamSocket && this.sendPreamble(raw);
   }
 
   /**
@@ -891,6 +928,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     const socket = this.upstreamSocket;
     if (this.connected && socket !== undefined) coalesceTlsRecord(socket, chunk);
     return this.clientData(chunk);
+  }
+
+  /** A decrypted record of a TLS upstream on a bare handle, in the shared buffer. @internal */
+  upstreamTlsRead(bytes: number, buffer: Buffer): boolean {
+    const chunk = copyOut(bytes, buffer);
+    coalesceTlsRecord(this.client, chunk);
+    return this.upstreamData(chunk);
   }
 
   /** A decrypted chunk from the TLS upstream; its client write waits for the turn's others. @internal */

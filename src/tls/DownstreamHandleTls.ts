@@ -1,10 +1,8 @@
 import { X509Certificate } from 'node:crypto';
-import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import type { TlsHandshakeError } from '../errors.js';
 import { HandleSocket } from '../net/HandleSocket.js';
 import type { TcpHandle } from '../net/HandleSocket.js';
-import { hasMethods, loadOnce, nodeBinding } from '../internal/nodeBinding.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import {
@@ -16,108 +14,14 @@ import {
 } from './DownstreamTls.js';
 import type { DownstreamTlsOutcome, TlsPeerCertificate } from './DownstreamTls.js';
 import type { ResolvedTerminateTls } from './TerminateTlsOptions.js';
+import { alpnBuffer, nativeContext, wrapTcp } from './tlsWrap.js';
+import type { TlsWrap, Wrap } from './tlsWrap.js';
 import { countDownstreamFailure, downstreamTlsFailure } from './tlsFailure.js';
 import type { TlsStats } from './tlsStats.js';
-
-/**
- * Node's TLS stream (`tls_wrap`'s `TLSWrap`), as this file uses it: the object a `TLSSocket`
- * drives, wrapped here straight around an accepted TCP handle. Its stream methods (read, write,
- * shutdown, and `close`, which Node's `_tls_wrap` defines in JavaScript from `_parent` and
- * `_parentWrap`) are those of a TCP handle, so a {@link HandleSocket} drives it as it drives one.
- */
-interface TlsWrap {
-  _parent: TcpHandle;
-  _parentWrap: null;
-  _secureContext: SecureContext;
-  onhandshakestart: (this: TlsWrap, now: number) => void;
-  onhandshakedone: (this: TlsWrap) => void;
-  onerror: (this: TlsWrap, err: Error) => void;
-  oncertcb: (this: TlsWrap, info: { servername?: unknown }) => void;
-  sni_context?: unknown;
-  setVerifyMode(requestCert: boolean, rejectUnauthorized: boolean): void;
-  setALPNProtocols(protocols: Buffer): void;
-  enableCertCb(): void;
-  certCbDone(): void;
-  getProtocol(): string | null | undefined;
-  getCipher(): { name?: string } | null | undefined;
-  isSessionReused(): boolean;
-  getServername(): string | false | undefined;
-  getALPNNegotiatedProtocol(): string | false | undefined;
-  verifyError(): Error | null | undefined;
-  getPeerCertificate(detailed: boolean): { raw?: unknown } | null | undefined;
-}
-
-type Wrap = (
-  handle: TcpHandle,
-  context: object,
-  isServer: boolean,
-  activeWrite: boolean,
-) => TlsWrap;
-
-const TLS_WRAP_METHODS = [
-  'close',
-  'readStart',
-  'readStop',
-  'useUserBuffer',
-  'writeBuffer',
-  'writev',
-  'shutdown',
-  'getpeername',
-  'getsockname',
-  'setNoDelay',
-  'setKeepAlive',
-  'setVerifyMode',
-  'setALPNProtocols',
-  'enableCertCb',
-  'certCbDone',
-  'getProtocol',
-  'getCipher',
-  'isSessionReused',
-  'getServername',
-  'getALPNNegotiatedProtocol',
-  'verifyError',
-  'getPeerCertificate',
-  'destroySSL',
-] as const;
-
-/**
- * `tls_wrap.wrap`, or null where it cannot be had or differs from what this file expects (the
- * permission model refusing `process.binding`, another Node): termination then builds a
- * `TLSSocket` as before. `node:tls` is imported above, so Node's `TLSWrap.prototype.close` exists.
- */
-export const tlsWrapBinding: () => Wrap | null = loadOnce(() => {
-  const binding = nodeBinding('tls_wrap');
-  if (binding === null || typeof binding.wrap !== 'function') return null;
-  if (!hasMethods(binding.TLSWrap, TLS_WRAP_METHODS)) return null;
-  // tls.connect, not used: keeps `tls` a value import, which loads Node's _tls_wrap with it.
-  if (typeof tls.connect !== 'function') return null;
-  return binding.wrap as Wrap;
-});
-
-/** ALPN protocol lists in wire format (length-prefixed names), built once per settings. */
-const alpnWire = new WeakMap<readonly string[], Buffer>();
-
-function alpnBuffer(protocols: readonly string[]): Buffer {
-  let wire = alpnWire.get(protocols);
-  if (wire === undefined) {
-    wire = Buffer.concat(
-      protocols.map((name) => {
-        const bytes = Buffer.from(name);
-        return Buffer.concat([Buffer.from([bytes.length]), bytes]);
-      }),
-    );
-    alpnWire.set(protocols, wire);
-  }
-  return wire;
-}
 
 /** What Node's `TLSSocket` allows of client-started renegotiations: 3 in 10 minutes. */
 const RENEGOTIATION_LIMIT = 3;
 const RENEGOTIATION_WINDOW_MS = 600_000;
-
-function noRead(): void {
-  // Reads of the TCP handle go to its TLS layer; one after that detaches finds this.
-}
 
 /**
  * The server side of one client's TLS handshake on its accepted TCP handle, without the two
@@ -141,12 +45,7 @@ export class DownstreamHandleTls {
   constructor(wrap: Wrap, tcp: TcpHandle, settings: ResolvedTerminateTls, stats: TlsStats) {
     this.settings = settings;
     this.stats = stats;
-    tcp.onread = noRead;
-    const context = settings.defaultContext;
-    const ssl = wrap(tcp, nativeContext(context), true, false);
-    ssl._parent = tcp;
-    ssl._parentWrap = null;
-    ssl._secureContext = context;
+    const ssl = wrapTcp(wrap, tcp, settings.defaultContext, true);
     const mode = settings.clientCertificate;
     if (mode !== 'none') ssl.setVerifyMode(true, mode === 'required');
     if (settings.alpn !== undefined) ssl.setALPNProtocols(alpnBuffer(settings.alpn));
@@ -283,11 +182,6 @@ export class DownstreamHandleTls {
     if (!outcome.ok) socket.on('error', ignoreError);
     this.done?.(outcome);
   }
-}
-
-/** The OpenSSL context a `SecureContext` holds (typed `any` by Node's types). */
-function nativeContext(context: SecureContext): object {
-  return context.context as object;
 }
 
 /** The client's certificate, or undefined when it sent none. */

@@ -6,7 +6,11 @@ import type { Upstream } from '../upstream/Upstream.js';
 import type { ResolvedUpstreamTls } from './UpstreamTlsOptions.js';
 import { changesContext, checkUpstreamTlsShape, resolveUpstreamTls } from './UpstreamTlsOptions.js';
 import type { TlsStats } from './tlsStats.js';
-import { sessionWithoutPeer } from './sessionWithoutPeer.js';
+import { sessionDer, sessionWithoutPeer } from './sessionWithoutPeer.js';
+import { HandleSocket } from '../net/HandleSocket.js';
+import type { SharedReadCallback } from '../net/sharedReadBuffer.js';
+import { connectTlsHandle } from './UpstreamHandleTls.js';
+import { tlsWrapBinding } from './tlsWrap.js';
 
 /** Sessions kept per proxy (one per upstream and server name); the oldest goes first beyond. */
 const MAX_SESSIONS = 1_024;
@@ -148,9 +152,7 @@ export class UpstreamTls {
   ): TLSSocket {
     const { settings, host } = target;
     const servername = serverNameFor(settings, host, clientServerName);
-    const key = settings.sessionResumption
-      ? `${settings.id}\0${target.id}\0${host}:${target.port}\0${servername ?? ''}`
-      : undefined;
+    const key = this.sessionKey(target, servername);
     const session = key === undefined ? undefined : this.sessions.get(key);
     const later = setLater && canSetSession ? session : undefined;
     const socket = tls.connect({
@@ -173,11 +175,61 @@ export class UpstreamTls {
     return socket;
   }
 
+  /**
+   * Opens the TCP connection and the TLS session on a bare handle (docs/tls.md, "Origination on
+   * the bare handle"): as {@link connect}, with `beforeHandshake` writing what goes in clear
+   * first (a PROXY header) once TCP is up. Null where Node's TLS stream cannot be had.
+   */
+  connectHandle(
+    target: UpstreamTlsTarget,
+    clientServerName: string | undefined,
+    noDelay: boolean,
+    onRead: SharedReadCallback,
+    beforeHandshake: (socket: HandleSocket) => boolean,
+  ): HandleSocket | null {
+    const wrap = tlsWrapBinding();
+    if (wrap === null) return null;
+    const { settings, host, port } = target;
+    const servername = serverNameFor(settings, host, clientServerName);
+    const key = this.sessionKey(target, servername);
+    const saved = key === undefined ? undefined : this.sessions.get(key);
+    return connectTlsHandle(wrap, {
+      host,
+      port,
+      noDelay,
+      onRead,
+      settings,
+      servername,
+      session: saved === undefined ? undefined : sessionDer(saved),
+      onSession:
+        key === undefined
+          ? undefined
+          : (session) => {
+              this.remember(key, session);
+            },
+      beforeHandshake,
+    });
+  }
+
   /** Counts a completed handshake. */
-  secured(socket: Socket): void {
+  secured(socket: Socket | HandleSocket): void {
     this.stats.upstream_tls_handshake++;
-    if (socket instanceof tls.TLSSocket && socket.isSessionReused())
-      this.stats.upstream_tls_session_reused++;
+    const reused =
+      socket instanceof HandleSocket
+        ? socket.sessionReused
+        : socket instanceof tls.TLSSocket && socket.isSessionReused();
+    if (reused) this.stats.upstream_tls_session_reused++;
+  }
+
+  /** Where sessions for `target` and `servername` are kept; undefined without resumption. */
+  private sessionKey(
+    target: UpstreamTlsTarget,
+    servername: string | undefined,
+  ): string | undefined {
+    const { settings, host } = target;
+    return settings.sessionResumption
+      ? `${settings.id}\0${target.id}\0${host}:${String(target.port)}\0${servername ?? ''}`
+      : undefined;
   }
 
   /** Keeps `session` for the next connection to `key`, without the certificate nobody reads. */

@@ -81,6 +81,15 @@ function derOffset(session: Buffer): number {
 }
 
 /**
+ * The DER of a saved session, without Node's prefix (what OpenSSL decodes: the bare-handle path
+ * hands it to the TLS stream itself, below Node's JavaScript that reads the prefix).
+ */
+export function sessionDer(session: Buffer): Buffer {
+  const start = derOffset(session);
+  return start === 0 ? session : session.subarray(start);
+}
+
+/**
  * `session` (DER, as Node's `'session'` event gives it) without the server's certificate when it
  * is a TLS 1.3 session; else the same buffer.
  */

@@ -58,6 +58,8 @@ export interface TlsPeer {
   readonly accepted: () => number;
   /** The server names (SNI) clients sent it, in order. */
   readonly serverNames: (string | false | null)[];
+  /** The ALPN protocol negotiated with each client, in order (false: none). */
+  readonly protocols: (string | false | null)[];
   close(): Promise<void>;
 }
 
@@ -65,6 +67,7 @@ export interface TlsPeer {
 export async function tlsPeer(name: string, cert: TestCert, alpn?: string[]): Promise<TlsPeer> {
   const sockets = new Set<Socket>();
   const serverNames: (string | false | null)[] = [];
+  const protocols: (string | false | null)[] = [];
   let handshakes = 0;
   let accepted = 0;
   const server = tls.createServer(
@@ -77,6 +80,7 @@ export async function tlsPeer(name: string, cert: TestCert, alpn?: string[]): Pr
     (socket: TLSSocket) => {
       handshakes++;
       serverNames.push(socket.servername);
+      protocols.push(socket.alpnProtocol);
       socket.on('error', () => undefined);
       socket.write(`hello from ${name}\n`);
       socket.pipe(socket);
@@ -96,6 +100,7 @@ export async function tlsPeer(name: string, cert: TestCert, alpn?: string[]): Pr
     handshakes: () => handshakes,
     accepted: () => accepted,
     serverNames,
+    protocols,
     async close() {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) =>

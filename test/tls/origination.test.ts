@@ -326,6 +326,51 @@ describe('TLS origination behaviour', () => {
     assert.ok(peer.serverNames.every((name) => name === 'localhost'));
   });
 
+  // 'handle': Node's TLS stream on the upstream's bare TCP handle; 'stream': a TLSSocket.
+  for (const relay of ['handle', 'stream'] as const) {
+    test(`ALPN is offered and negotiated with the upstream (relay: ${relay})`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      const peer = await tlsPeer('peer', p.server, ['h2', 'http/1.1']);
+      t.after(() => peer.close());
+      const rig = await proxyFor(t, {
+        relay,
+        upstreams: [{ host: '127.0.0.1', port: peer.port }],
+        tls: { ca: p.ca.cert, servername: 'localhost', alpn: ['http/1.1'] },
+      });
+      const client = await connect(rig.port);
+      client.end('a');
+      assert.equal((await readAll(client)).toString(), 'hello from peer\na');
+      assert.deepEqual(peer.protocols, ['http/1.1']);
+      assert.deepEqual(peer.serverNames, ['localhost']);
+    });
+
+    test(`rejectUnauthorized: false relays to an upstream nobody vouches for (relay: ${relay})`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      const stranger = await peerFor(t, 'stranger', await selfSignedCert(p.openssl, 'stranger'));
+      for (const rejectUnauthorized of [false, true]) {
+        const rig = await proxyFor(t, {
+          relay,
+          upstreams: [{ host: '127.0.0.1', port: stranger.port }],
+          maxConnectAttempts: 1,
+          tls: { ca: p.ca.cert, servername: 'localhost', rejectUnauthorized },
+        });
+        const client = await connect(rig.port);
+        client.end('a');
+        const text = (await readAll(client)).toString();
+        const [summary] = await rig.closes(1);
+        if (rejectUnauthorized) {
+          assert.equal(text, '');
+          assert.equal(summary?.reason, 'upstream_tls_untrusted');
+        } else {
+          assert.equal(text, 'hello from stranger\na');
+          assert.equal(summary?.reason, 'completed');
+        }
+      }
+    });
+  }
+
   test('per-upstream tls wins; tls: false speaks plain TCP', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;

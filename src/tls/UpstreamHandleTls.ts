@@ -1,0 +1,167 @@
+import tls from 'node:tls';
+import type { PeerCertificate } from 'node:tls';
+import { HandleSocket } from '../net/HandleSocket.js';
+import type { TcpHandle } from '../net/HandleSocket.js';
+import type { SharedReadCallback } from '../net/sharedReadBuffer.js';
+import type { ResolvedUpstreamTls } from './UpstreamTlsOptions.js';
+import { alpnBuffer, wrapTcp } from './tlsWrap.js';
+import type { TlsWrap, Wrap } from './tlsWrap.js';
+
+/** What one origination on a bare handle needs (see {@link connectTlsHandle}). */
+export interface UpstreamHandleTlsRequest {
+  readonly host: string;
+  readonly port: number;
+  readonly noDelay: boolean;
+  /** Decrypted records from the upstream, in the shared read buffer. */
+  readonly onRead: SharedReadCallback;
+  readonly settings: ResolvedUpstreamTls;
+  /** SNI to send, if any; the certificate is checked against it, else against `host`. */
+  readonly servername: string | undefined;
+  /** A saved session to resume (DER). */
+  readonly session: Buffer | undefined;
+  /** Hears each session the upstream gives once the handshake is verified; none: no resumption. */
+  readonly onSession: ((session: Buffer) => void) | undefined;
+  /**
+   * Runs when TCP is up, before the ClientHello: writes what must go in clear first (a PROXY
+   * header, with `socket.writeClear`); false stops there (the connection failed meanwhile).
+   */
+  readonly beforeHandshake: (socket: HandleSocket) => boolean;
+}
+
+/** Node refuses ephemeral DH keys below this size (`tls.connect`'s `minDHSize` default). */
+const MIN_DH_SIZE = 1024;
+
+/** Node's `ERR_TLS_DH_PARAM_SIZE`, for the same weak-key refusal. */
+function weakDhError(size: number): Error {
+  return Object.assign(
+    new Error(`DH parameter size ${String(size)} is less than ${String(MIN_DH_SIZE)}`),
+    {
+      code: 'ERR_TLS_DH_PARAM_SIZE',
+    },
+  );
+}
+
+/**
+ * One TLS origination on a bare TCP handle: Node's TLS stream wrapped around a TCP handle that
+ * connects to the upstream, driven by a {@link HandleSocket} as a plain upstream is, without the
+ * `net.Socket` + `TLSSocket` pair `tls.connect()` builds (docs/tls.md, "Origination on the bare
+ * handle"). The same checks as `tls.connect()`: the verify result, the server's name on full
+ * handshakes (`tls.checkServerIdentity`), DH key size; sessions are handed on only once the
+ * handshake is verified, as Node does. The socket emits `'connect'` (TCP), then
+ * `'secureConnect'`, or `'error'` with Node's own error for a failed handshake.
+ */
+class UpstreamHandleTls {
+  readonly socket: HandleSocket;
+  private ssl: TlsWrap | undefined;
+  private readonly request: UpstreamHandleTlsRequest;
+  private verified = false;
+  private pendingSession: Buffer | undefined;
+
+  constructor(wrap: Wrap, request: UpstreamHandleTlsRequest) {
+    this.request = request;
+    const { host, port, noDelay, onRead } = request;
+    this.socket = HandleSocket.connect(host, port, noDelay, onRead, (tcp) => this.layer(wrap, tcp));
+    this.socket.once('connect', this.onTcpConnect);
+  }
+
+  /** The TLS stream over `tcp`, set up before the TCP connect (as `tls.connect()` does). */
+  private layer(wrap: Wrap, tcp: TcpHandle): TcpHandle {
+    const { settings, servername, session, onSession } = this.request;
+    const ssl = wrapTcp(wrap, tcp, settings.context, false);
+    this.ssl = ssl;
+    ssl.setVerifyMode(true, settings.rejectUnauthorized);
+    ssl.onhandshakestart = noop;
+    ssl.onhandshakedone = this.onHandshakeDone;
+    ssl.onerror = this.onTlsError;
+    if (settings.alpn !== undefined) ssl.setALPNProtocols(alpnBuffer(settings.alpn));
+    if (servername !== undefined) ssl.setServername(servername);
+    if (session !== undefined) setSession(ssl, session);
+    if (onSession !== undefined) {
+      ssl.onnewsession = this.onNewSession;
+      ssl.enableSessionCallbacks();
+    }
+    return ssl as unknown as TcpHandle;
+  }
+
+  private readonly onTcpConnect = (): void => {
+    const socket = this.socket;
+    if (!this.request.beforeHandshake(socket)) return;
+    if (socket.destroyed) return;
+    try {
+      this.ssl?.start();
+    } catch (err) {
+      socket.destroy(err instanceof Error ? err : new Error(String(err)));
+    }
+  };
+
+  private readonly onHandshakeDone = (): void => {
+    const ssl = this.ssl;
+    if (ssl === undefined || this.socket.destroyed) return;
+    let error: Error | null | undefined;
+    try {
+      error = this.verify(ssl);
+    } catch (err) {
+      error = err instanceof Error ? err : new Error(String(err));
+    }
+    this.socket.sessionReused = ssl.isSessionReused();
+    if (error && this.request.settings.rejectUnauthorized) {
+      this.socket.destroy(error);
+      return;
+    }
+    this.verified = true;
+    const pending = this.pendingSession;
+    this.pendingSession = undefined;
+    if (pending !== undefined) this.request.onSession?.(pending);
+    this.socket.emit('secureConnect');
+    // What the relay wrote meanwhile (and its end) goes once OpenSSL is off the stack: this runs
+    // inside its read, before the client's Finished is written out, and an end here would shut
+    // the TCP down under it (EPIPE).
+    setImmediate(releaseWrites, this.socket);
+  };
+
+  /** What `tls.connect()` checks once the handshake is done (its `onConnectSecure`). */
+  private verify(ssl: TlsWrap): Error | null | undefined {
+    const key = ssl.getEphemeralKeyInfo();
+    if (key?.type === 'DH' && (key.size ?? 0) < MIN_DH_SIZE) return weakDhError(key.size ?? 0);
+    const error = ssl.verifyError();
+    if (error || ssl.isSessionReused()) return error;
+    const { servername, host } = this.request;
+    const cert = ssl.getPeerCertificate(false) as unknown as PeerCertificate;
+    return tls.checkServerIdentity(servername ?? host, cert);
+  }
+
+  private readonly onNewSession = (_id: Buffer, session: Buffer): void => {
+    // A TLS 1.2 session comes before the handshake is verified: held until then, as Node does.
+    if (this.verified) this.request.onSession?.(session);
+    else this.pendingSession = session;
+  };
+
+  private readonly onTlsError = (err: Error): void => {
+    this.socket.destroy(err);
+  };
+}
+
+/** Resumes `session`; one OpenSSL cannot decode is dropped (a full handshake follows). */
+function setSession(ssl: TlsWrap, session: Buffer): void {
+  try {
+    ssl.setSession(session);
+  } catch {
+    // Not resumable: nothing lost but the shortcut.
+  }
+}
+
+function releaseWrites(socket: HandleSocket): void {
+  socket.secured();
+}
+
+function noop(): void {
+  // A handshake starting: nothing to do for a client.
+}
+
+/**
+ * Connects to the upstream with TLS on a bare handle (see {@link UpstreamHandleTls}).
+ * @throws when Node refuses the TLS stream's settings (a bad session, server name).
+ */
+export function connectTlsHandle(wrap: Wrap, request: UpstreamHandleTlsRequest): HandleSocket {
+  return new UpstreamHandleTls(wrap, request).socket;
+}
