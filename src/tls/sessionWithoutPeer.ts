@@ -1,4 +1,4 @@
-/**
+/*
  * A saved TLS session without the upstream's certificate in it.
  *
  * Node hands out client sessions as OpenSSL's DER encoding (`i2d_SSL_SESSION`), and
@@ -16,8 +16,9 @@
  * `version INTEGER (1)` and `ssl_version INTEGER` (0x0304 for TLS 1.3), with the peer certificate
  * as the element tagged `[3]` (0xA3). Anything else, or anything that does not parse as exactly
  * that, is returned unchanged. Node 22.23 and 24.22 prefix the DER with the server name the session
- * was verified for (`\0nodejs:tls:session:1\0`, a 16-bit length, the name) and ignore a session
- * without it: the prefix is kept as it is.
+ * was verified for (`\0nodejs:tls:session:1\0`, a 16-bit length, the name), and a `TLSSocket` there
+ * ignores a session without it: the prefix is kept as it is. (The bare-handle path hands the DER
+ * to the TLS stream itself, {@link sessionDer}.)
  */
 
 /** Context-specific, constructed tag [3]: `peer [3] EXPLICIT X509 OPTIONAL`. */
