@@ -96,7 +96,9 @@ class UpstreamHandleTls {
 
   private readonly onHandshakeDone = (): void => {
     const ssl = this.ssl;
-    if (ssl === undefined || this.socket.destroyed) return;
+    // Once: a renegotiation the server asks for (TLS 1.2) completes again, as with tls.connect,
+    // whose 'secure' listener runs once.
+    if (ssl === undefined || this.verified || this.socket.destroyed) return;
     let error: Error | null | undefined;
     try {
       error = this.verify(ssl);

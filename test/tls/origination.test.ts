@@ -2,6 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { execFile } from 'node:child_process';
+import tls from 'node:tls';
 import type { L4Error, TcpProxyOptions, UpstreamCandidate } from '../../src/index.js';
 import {
   connect,
@@ -368,6 +369,42 @@ describe('TLS origination behaviour', () => {
           assert.equal(summary?.reason, 'completed');
         }
       }
+    });
+  }
+
+  for (const relay of ['handle', 'stream'] as const) {
+    test(`a renegotiation the upstream starts (TLS 1.2) keeps the connection as it is (relay: ${relay})`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      // Renegotiates on the first bytes, then echoes them: the relay must go on through it.
+      const server = tls.createServer(
+        { key: p.server.key, cert: p.server.cert, maxVersion: 'TLSv1.2', allowHalfOpen: true },
+        (socket) => {
+          socket.on('error', () => undefined);
+          socket.once('data', (first: Buffer) => {
+            socket.renegotiate({}, (err) => {
+              if (err) socket.destroy(err);
+              else socket.end(first);
+            });
+          });
+        },
+      );
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+      const { port } = server.address() as { port: number };
+      const rig = await proxyFor(t, {
+        relay,
+        upstreams: [{ host: '127.0.0.1', port }],
+        tls: { ca: p.ca.cert, servername: 'localhost' },
+      });
+      const client = await connect(rig.port);
+      client.write('renegotiate me');
+      assert.match(await readUntil(client, /renegotiate me/), /^renegotiate me$/);
+      client.end();
+      await readAll(client);
+      const [summary] = await rig.closes(1);
+      assert.equal(summary?.reason, 'completed');
+      assert.equal(rig.proxy.stats().upstream_tls_handshake, 1);
     });
   }
 
