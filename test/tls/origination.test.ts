@@ -390,7 +390,14 @@ describe('TLS origination behaviour', () => {
         },
       );
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+      t.after(
+        () =>
+          new Promise<void>((resolve) =>
+            server.close(() => {
+              resolve();
+            }),
+          ),
+      );
       const { port } = server.address() as { port: number };
       const rig = await proxyFor(t, {
         relay,
