@@ -41,6 +41,18 @@ export interface MinimalEmitter {
   once(event: string, listener: (...args: unknown[]) => void): unknown;
 }
 
+/** Closes `server` when the test ends (after its connections have gone). */
+export function closeAfter(t: { after(fn: () => Promise<void>): void }, server: Server): void {
+  t.after(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+      }),
+  );
+}
+
 /** Starts a server on 127.0.0.1 (or `host`) and an ephemeral port. */
 export async function listen(server: Server, host = '127.0.0.1'): Promise<number> {
   server.listen(0, host);

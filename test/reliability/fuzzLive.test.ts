@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import fc from 'fast-check';
 import { ProxyProtocolError, TlsClientHelloError } from '../../src/errors.js';
 import { TcpProxy } from '../../src/index.js';
-import { echoServer, withTimeout } from '../helpers/net.js';
+import { closeAfter, echoServer, withTimeout } from '../helpers/net.js';
 import { helloInput, proxyInput, randomBytes, validProxyHeader } from './fuzzInputs.js';
 import { eventually, runPool, setting, SOAK } from './load.js';
 
@@ -84,14 +84,7 @@ describe(`live proxy fuzz (${CONNECTIONS} connections)`, () => {
         proxy.handle(socket);
       });
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      t.after(
-        () =>
-          new Promise<void>((resolve) =>
-            server.close(() => {
-              resolve();
-            }),
-          ),
-      );
+      closeAfter(t, server);
       t.after(() => proxy.close({ drainTimeout: 0 }));
       const port = (server.address() as AddressInfo).port;
 

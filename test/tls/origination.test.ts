@@ -5,8 +5,10 @@ import { execFile } from 'node:child_process';
 import tls from 'node:tls';
 import type { L4Error, TcpProxyOptions, UpstreamCandidate } from '../../src/index.js';
 import {
+  closeAfter,
   connect,
   echoServer,
+  listen,
   readAll,
   readUntil,
   refusedPort,
@@ -389,16 +391,8 @@ describe('TLS origination behaviour', () => {
           });
         },
       );
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      t.after(
-        () =>
-          new Promise<void>((resolve) =>
-            server.close(() => {
-              resolve();
-            }),
-          ),
-      );
-      const { port } = server.address() as { port: number };
+      const port = await listen(server);
+      closeAfter(t, server);
       const rig = await proxyFor(t, {
         relay,
         upstreams: [{ host: '127.0.0.1', port }],
