@@ -3,7 +3,7 @@ import type { SecureContext } from 'node:tls';
 import { InvalidOptionError } from '../errors.js';
 import { duration, isRecord, optionalFunction, rejectUnknownKeys } from '../internal/validate.js';
 import type { PemInput, TlsVersion } from './pem.js';
-import { alpnList, optionalCa, pemOption, tlsVersion } from './pem.js';
+import { alpnList, groupList, optionalCa, pemOption, tlsVersion } from './pem.js';
 
 /** A certificate (chain) and its private key, PEM. */
 export interface TlsCertificate {
@@ -53,6 +53,11 @@ export interface TerminateTlsOptions {
   /** OpenSSL cipher list (TLS 1.2 and below). Default Node's. */
   readonly ciphers?: string;
   /**
+   * Key-exchange groups accepted, in order of preference (OpenSSL names, colon-separated:
+   * `'X25519:P-256'`). Default OpenSSL's (Node 22.20+ and 24 include `X25519MLKEM768`).
+   */
+  readonly groups?: string;
+  /**
    * Client certificates (mutual TLS): `'none'` (default) asks for none; `'optional'` asks, and a
    * client without one (or with one that does not verify) is still admitted, with `tls.peer`
    * telling which; `'required'` refuses clients without a certificate signed by `ca`
@@ -75,6 +80,7 @@ const KEYS = [
   'minVersion',
   'maxVersion',
   'ciphers',
+  'groups',
   'clientCertificate',
   'ca',
   'handshakeTimeout',
@@ -171,6 +177,8 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
       );
     base.ciphers = value.ciphers;
   }
+  const groups = groupList(value.groups, `${name}.groups`);
+  if (groups !== undefined) base.ecdhCurve = groups;
   if (ca !== undefined) base.ca = ca;
   const build = (certificate: Partial<TlsCertificate>, path: string): SecureContext => {
     try {

@@ -4,7 +4,7 @@ import type { SecureContext } from 'node:tls';
 import { InvalidOptionError } from '../errors.js';
 import { boolean, duration, isRecord, rejectUnknownKeys } from '../internal/validate.js';
 import type { PemInput, TlsVersion } from './pem.js';
-import { alpnList, optionalCa, optionalPem, tlsVersion } from './pem.js';
+import { alpnList, groupList, optionalCa, optionalPem, tlsVersion } from './pem.js';
 
 /**
  * TLS origination: the proxy speaks TLS to the upstream (HAProxy `server ... ssl verify required`,
@@ -44,6 +44,12 @@ export interface UpstreamTlsOptions {
   /** OpenSSL cipher list (TLS 1.2 and below). Default Node's. */
   readonly ciphers?: string;
   /**
+   * Key-exchange groups offered, in order (OpenSSL names, colon-separated: `'X25519:P-256'`).
+   * Default OpenSSL's: on Node 22.20+ and 24 that adds the hybrid post-quantum
+   * `X25519MLKEM768`, a second key share per handshake that an OpenSSL 3.0 upstream never uses.
+   */
+  readonly groups?: string;
+  /**
    * Verify the upstream's certificate and name. Default true. **`false` accepts any certificate,
    * including an attacker's: the traffic is encrypted but not authenticated.** Only for tests or a
    * network you trust for other reasons.
@@ -69,13 +75,23 @@ const KEYS = [
   'minVersion',
   'maxVersion',
   'ciphers',
+  'groups',
   'rejectUnauthorized',
   'sessionResumption',
   'handshakeTimeout',
 ] as const;
 
 /** Fields that shape the secure context (the rest are per connection). */
-const CONTEXT_KEYS = ['ca', 'cert', 'key', 'passphrase', 'minVersion', 'maxVersion', 'ciphers'];
+const CONTEXT_KEYS = [
+  'ca',
+  'cert',
+  'key',
+  'passphrase',
+  'minVersion',
+  'maxVersion',
+  'ciphers',
+  'groups',
+];
 
 /** Settings resolved for connecting, secure context built. */
 export interface ResolvedUpstreamTls {
@@ -133,6 +149,7 @@ export function checkUpstreamTlsShape(
       'a non-empty OpenSSL cipher list',
       value.ciphers,
     );
+  groupList(value.groups, `${name}.groups`);
   boolean(value.rejectUnauthorized, `${name}.rejectUnauthorized`, true);
   boolean(value.sessionResumption, `${name}.sessionResumption`, true);
   duration(value.handshakeTimeout, `${name}.handshakeTimeout`, 5_000, 1);
@@ -150,6 +167,7 @@ function buildContext(raw: Record<string, unknown>, name: string): SecureContext
   if (raw.key !== undefined) options.key = raw.key as PemInput as string[];
   if (raw.passphrase !== undefined) options.passphrase = raw.passphrase as string;
   if (raw.ciphers !== undefined) options.ciphers = raw.ciphers as string;
+  if (raw.groups !== undefined) options.ecdhCurve = raw.groups as string;
   try {
     return tls.createSecureContext(options);
   } catch (err) {

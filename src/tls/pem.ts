@@ -1,3 +1,4 @@
+import tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { InvalidOptionError } from '../errors.js';
 
@@ -82,4 +83,20 @@ export function optionalCa(
     }
   }
   return pem;
+}
+
+/**
+ * A key-exchange group list (`groups`: OpenSSL names, colon-separated, such as `X25519:P-256`),
+ * checked by OpenSSL itself so a misspelt name fails where it is given. Undefined when not given.
+ */
+export function groupList(value: unknown, name: string): string | undefined {
+  if (value === undefined) return undefined;
+  const what = "a colon-separated list of key-exchange groups OpenSSL knows (e.g. 'X25519:P-256')";
+  if (typeof value !== 'string' || value === '') throw new InvalidOptionError(name, what, value);
+  try {
+    tls.createSecureContext({ ecdhCurve: value });
+  } catch {
+    throw new InvalidOptionError(name, what, value);
+  }
+  return value;
 }

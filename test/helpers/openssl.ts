@@ -16,6 +16,8 @@ export interface OpensslServerOptions {
   readonly verify?: boolean;
   /** Only this TLS version (`-tls1_2`, `-tls1_3`). Default: what OpenSSL offers. */
   readonly version?: '-tls1_2' | '-tls1_3';
+  /** `-groups`: the key-exchange groups the server accepts. */
+  readonly groups?: string;
 }
 
 /**
@@ -33,6 +35,7 @@ export async function startOpensslServer(
   if (options.caFile !== undefined) args.push('-CAfile', options.caFile);
   if (options.verify === true) args.push('-Verify', '1');
   if (options.version !== undefined) args.push(options.version);
+  if (options.groups !== undefined) args.push('-groups', options.groups);
   args.push('-rev');
   const peer = await startPeer(openssl, args, port);
   return { ...peer, port };

@@ -56,12 +56,16 @@ test('config: TLS file options are read relative to the config file; errors name
   });
   const ok = validateConfig(
     listener({
-      tls: { caFile: ca.certFile, servername: 'localhost' },
-      terminateTls: { certFile: cert.certFile, keyFile: cert.keyFile },
+      tls: { caFile: ca.certFile, servername: 'localhost', groups: 'X25519:P-256' },
+      terminateTls: { certFile: cert.certFile, keyFile: cert.keyFile, groups: 'P-256' },
     }),
     file,
   );
   closeAll(ok.listeners);
+  assert.throws(
+    () => validateConfig(listener({ tls: { groups: 'X25519:nonsense' } }), file),
+    /listeners\[0\]\.tls\.groups: expected a colon-separated list of key-exchange groups/,
+  );
   assert.throws(
     () =>
       validateConfig(

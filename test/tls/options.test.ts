@@ -32,6 +32,8 @@ test('invalid tls options fail at construction, naming the option', () => {
   refused({ upstreams, tls: { minVersion: 'TLSv1' } }, 'tls.minVersion');
   refused({ upstreams, tls: { rejectUnauthorized: 0 } }, 'tls.rejectUnauthorized');
   refused({ upstreams, tls: { handshakeTimeout: 0 } }, 'tls.handshakeTimeout');
+  refused({ upstreams, tls: { groups: 'X25519:no-such-group' } }, 'tls.groups');
+  refused({ upstreams, tls: { groups: '' } }, 'tls.groups');
   refused({ upstreams, tls: { ca: 'not a PEM certificate' } }, 'tls.ca');
   refused(
     { upstreams, tls: { ca: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n' } },
@@ -48,6 +50,10 @@ test('invalid terminateTls options fail at construction, naming the option', () 
   refused({ upstreams, terminateTls: {} }, 'terminateTls');
   refused({ upstreams, terminateTls: { cert: 'x' } }, 'terminateTls.cert');
   refused({ upstreams, terminateTls: { sniCallback: 1 } }, 'terminateTls.sniCallback');
+  refused(
+    { upstreams, terminateTls: { sniCallback: () => undefined, groups: 42 } },
+    'terminateTls.groups',
+  );
   refused(
     { upstreams, terminateTls: { certificates: [{ serverNames: [], cert: PEM, key: PEM }] } },
     'terminateTls.certificates[0].serverNames',
@@ -86,10 +92,13 @@ test('TLS option types', () => {
   const old: UpstreamTlsOptions = { minVersion: 'TLSv1' };
   // @ts-expect-error clientCertificate is a closed set
   const wrong: TcpProxyOptions = { terminateTls: { clientCertificate: 'sometimes' } };
+  // @ts-expect-error groups is one OpenSSL list string, not an array
+  const listed: UpstreamTlsOptions = { groups: ['X25519'] };
+  expectTypeOf<UpstreamTlsOptions['groups']>().toEqualTypeOf<string | undefined>();
   expectTypeOf<SelectionContext['tls']>().toEqualTypeOf<DownstreamTlsInfo | undefined>();
   expectTypeOf<DownstreamTlsInfo['peer']>().exclude<undefined>().toHaveProperty('fingerprint256');
   assert.deepEqual(
-    [ok.tls?.minVersion, old.minVersion, wrong.terminateTls?.clientCertificate],
-    ['TLSv1.3', 'TLSv1', 'sometimes'],
+    [ok.tls?.minVersion, old.minVersion, wrong.terminateTls?.clientCertificate, listed.groups],
+    ['TLSv1.3', 'TLSv1', 'sometimes', ['X25519']],
   );
 });

@@ -206,6 +206,38 @@ describe('TLS origination resumes sessions against openssl s_server', () => {
   }
 });
 
+describe('TLS origination key-exchange groups, against openssl s_server -groups P-256', () => {
+  for (const relay of ['handle', 'stream'] as const) {
+    test(`groups: only what the upstream accepts completes (relay: ${relay})`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      const server = await startOpensslServer(p.openssl, p.server, { groups: 'P-256' });
+      t.after(() => server.stop());
+      for (const groups of ['X25519', 'X25519:P-256']) {
+        const rig = await proxyFor(t, {
+          relay,
+          upstreams: [{ host: '127.0.0.1', port: server.port }],
+          maxConnectAttempts: 1,
+          tls: { ca: p.ca.cert, servername: 'localhost', groups },
+        });
+        const client = await connect(rig.port);
+        client.write('ping\n');
+        if (groups === 'X25519') {
+          // No group in common: the upstream refuses the handshake.
+          await readAll(client);
+          const [summary] = await rig.closes(1);
+          assert.equal(summary?.reason, 'upstream_tls_failed');
+          continue;
+        }
+        assert.match(await readUntil(client, /gnip/), /gnip/);
+        client.end();
+        await readAll(client);
+        assert.equal(rig.proxy.stats().upstream_tls_handshake, 1);
+      }
+    });
+  }
+});
+
 describe('TLS origination failures are connect failures, retried on another upstream', () => {
   /** A selector that tries the upstreams in their configured order. */
   const inOrder = (ctx: {

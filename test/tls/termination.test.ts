@@ -167,6 +167,29 @@ describe('TLS termination', () => {
     assert.ok(rig.summaries.every((s) => s.reason === 'completed' && s.tls !== undefined));
   });
 
+  test('groups decides the key exchange (openssl s_client -groups sees it); none in common fails', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const upstream = await greeter(t);
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: upstream }],
+      terminateTls: { cert: p.localhost.cert, key: p.localhost.key, groups: 'P-256' },
+    });
+    const output = await sClient(p, rig.port, [
+      '-groups',
+      'X25519:P-256',
+      '-servername',
+      'localhost',
+    ]);
+    assert.match(output, /Server Temp Key: ECDH, prime256v1/, output);
+    assert.match(output, /hello from upstream/);
+    const refused = await sClient(p, rig.port, ['-groups', 'X25519', '-servername', 'localhost']);
+    assert.doesNotMatch(refused, /hello from upstream/);
+    assert.match(refused, /alert handshake failure|alert number 40/, refused);
+    const [rejection] = await rig.rejected(1);
+    assert.equal(rejection?.reason, 'tls_handshake_failed');
+  });
+
   test('sniCallback serves certificates loaded at run time; a throw fails that handshake', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
