@@ -45,8 +45,8 @@ export interface UpstreamTlsOptions {
   readonly ciphers?: string;
   /**
    * Key-exchange groups offered, in order (OpenSSL names, colon-separated: `'X25519:P-256'`).
-   * Default OpenSSL's: on Node 22.20+ and 24 that adds the hybrid post-quantum
-   * `X25519MLKEM768`, a second key share per handshake that an OpenSSL 3.0 upstream never uses.
+   * Default OpenSSL's (Node 22.20+ and 24 offer the hybrid post-quantum `X25519MLKEM768` beside
+   * X25519).
    */
   readonly groups?: string;
   /**
