@@ -62,6 +62,7 @@ class UpstreamHandleTls {
     const { host, port, noDelay, onRead } = request;
     this.socket = HandleSocket.connect(host, port, noDelay, onRead, (tcp) => this.layer(wrap, tcp));
     this.socket.once('connect', this.onTcpConnect);
+    this.socket.once('end', this.onEndBeforeSecure);
   }
 
   /** The TLS stream over `tcp`, set up before the TCP connect (as `tls.connect()` does). */
@@ -111,6 +112,7 @@ class UpstreamHandleTls {
       return;
     }
     this.verified = true;
+    this.socket.off('end', this.onEndBeforeSecure);
     const pending = this.pendingSession;
     this.pendingSession = undefined;
     if (pending !== undefined) this.request.onSession?.(pending);
@@ -136,6 +138,16 @@ class UpstreamHandleTls {
     // A TLS 1.2 session comes before the handshake is verified: held until then, as Node does.
     if (this.verified) this.request.onSession?.(session);
     else this.pendingSession = session;
+  };
+
+  /** The upstream closed before the handshake completed: Node's error for it, at once. */
+  private readonly onEndBeforeSecure = (): void => {
+    if (this.verified) return;
+    const { host, port } = this.request;
+    const error = new Error(
+      'Client network socket disconnected before secure TLS connection was established',
+    );
+    this.socket.destroy(Object.assign(error, { code: 'ECONNRESET', host, port }));
   };
 
   private readonly onTlsError = (err: Error): void => {

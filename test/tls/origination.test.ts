@@ -294,6 +294,29 @@ describe('TLS origination failures are connect failures, retried on another upst
     assert.equal(rig.proxy.stats().upstream_tls_fail_verify_san, 1);
   });
 
+  for (const relay of ['handle', 'stream'] as const) {
+    test(`an upstream that closes before the handshake fails the attempt then, not at the timeout (relay: ${relay})`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      const hangUp = await testServer(t, (socket) => {
+        socket.end();
+      });
+      const rig = await proxyFor(t, {
+        relay,
+        upstreams: [{ host: '127.0.0.1', port: hangUp }],
+        maxConnectAttempts: 1,
+        // Far beyond the test's own bound: the failure must come from the close.
+        tls: { ca: p.ca.cert, servername: 'localhost', handshakeTimeout: 600_000 },
+      });
+      const client = await connect(rig.port);
+      client.end('a');
+      await withTimeout(readAll(client), 10_000, 'the proxy closing the client');
+      const [summary] = await rig.closes(1);
+      assert.equal(summary?.reason, 'upstream_tls_failed');
+      assert.equal((summary.error as L4Error | undefined)?.code, 'ERR_L4_TLS_HANDSHAKE');
+    });
+  }
+
   test('handshake timeout (a server that never answers): ERR_L4_TLS_HANDSHAKE_TIMEOUT', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
