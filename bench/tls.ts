@@ -18,6 +18,9 @@
  *   it again in the same process (nginx: two servers, HAProxy: two listens, one worker/thread), so
  *   the Gbit/s include one TLS encryption and one decryption per byte.
  *
+ * l4proxy runs twice in the handshake rows: as a library in a process of its own, and as the
+ * `l4proxy` command with the same TLS from its config file (certificate files, access log on).
+ *
  * Every contender offers TLS 1.2 and 1.3 (nginx is told `ssl_protocols TLSv1.2 TLSv1.3`: Debian's
  * nginx 1.22 offers only up to 1.2 by default, which made earlier runs compare TLS 1.3 against
  * 1.2). The contenders of a row run side by side: all started, each warmed up by one unmeasured
@@ -37,6 +40,7 @@ import { cpuSeconds, family } from './lib/procStat.js';
 import { run, start, stop } from './lib/processes.js';
 import { loadgenWarmupSeconds } from './lib/scenarios.js';
 import { buildLoadgen, findTool, loadAverage } from './lib/tools.js';
+import { startCliWith } from './lib/cliContender.js';
 
 const args = process.argv.slice(2);
 const option = (name: string, fallback: number): number => {
@@ -215,6 +219,21 @@ async function startL4proxy(mode: string, upstream: number): Promise<Running> {
     });
   });
   return { port, pids: () => [child.pid ?? 0], stop: () => stop(child) };
+}
+
+/**
+ * The `l4proxy` command in front of `upstream` with TLS from its config file (`terminate` or
+ * `originate`), access log on as an operator runs it.
+ */
+function startL4proxyCli(mode: 'terminate' | 'originate', upstream: number): Promise<Running> {
+  return startCliWith({
+    protocol: 'tcp',
+    listen: '127.0.0.1:0',
+    upstreams: [{ host: '127.0.0.1', port: upstream }],
+    ...(mode === 'terminate'
+      ? { terminateTls: { certFile: file('server.pem'), keyFile: file('server.key') } }
+      : { tls: { caFile: file('ca.pem'), servername: 'localhost' } }),
+  });
 }
 
 let iperfPort = 0;
@@ -397,6 +416,7 @@ console.log(
 try {
   const terminators: [string, () => Promise<Running>][] = [
     ['l4proxy', () => startL4proxy('terminate', echoPort)],
+    ['l4proxy CLI', () => startL4proxyCli('terminate', echoPort)],
     [
       'nginx',
       () =>
@@ -435,6 +455,7 @@ try {
       [
         ['l4proxy', () => startL4proxy('originate', upstream.port)],
         ['l4proxy (no resumption)', () => startL4proxy('originate-noresume', upstream.port)],
+        ['l4proxy CLI', () => startL4proxyCli('originate', upstream.port)],
         [
           'nginx',
           () =>

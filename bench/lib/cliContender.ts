@@ -47,21 +47,32 @@ function listeningPort(child: ChildProcess, ms = 10_000): Promise<number> {
  * written to stdout, here /dev/null), the status line off. `workers` > 1 adds `--workers`.
  */
 export async function startCli(setup: ProxySetup, workers = 1): Promise<Running> {
-  const dir = mkdtempSync(join(tmpdir(), 'l4proxy-bench-cli-'));
-  const file = join(dir, 'l4proxy.json');
   const listener: Record<string, unknown> = {
     protocol: setup.protocol,
     listen: '127.0.0.1:0',
     upstreams: [{ host: '127.0.0.1', port: setup.upstreamPort }],
   };
   if (setup.protocol === 'udp' && setup.responses > 0) listener.maxResponses = setup.responses;
+  return startCliWith(listener, workers, setup.profileDir);
+}
+
+/**
+ * The `l4proxy` command with one listener as given (a config file entry: `listen`, `upstreams`,
+ * `tls`, `terminateTls`...), run as {@link startCli} runs it.
+ */
+export async function startCliWith(
+  listener: Record<string, unknown>,
+  workers = 1,
+  profileDir?: string,
+): Promise<Running> {
+  const dir = mkdtempSync(join(tmpdir(), 'l4proxy-bench-cli-'));
+  const file = join(dir, 'l4proxy.json');
   writeFileSync(file, JSON.stringify({ listeners: [listener] }));
   const args = [CLI, '--config', file, '--status-interval', '0'];
   if (workers > 1) args.push('--workers', String(workers));
   // For A/B runs of a CLI setting, e.g. L4PROXY_BENCH_CLI_ARGS="--log-level warn".
   args.push(...(process.env.L4PROXY_BENCH_CLI_ARGS?.split(' ').filter(Boolean) ?? []));
-  const profile =
-    setup.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', setup.profileDir];
+  const profile = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
   const child = start(process.execPath, [...profile, ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
