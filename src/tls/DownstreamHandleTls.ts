@@ -1,22 +1,20 @@
 import { X509Certificate } from 'node:crypto';
 import type { SecureContext } from 'node:tls';
-import type { TlsHandshakeError } from '../errors.js';
 import { HandleSocket } from '../net/HandleSocket.js';
 import type { TcpHandle } from '../net/HandleSocket.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import {
   handshakeInfo,
-  handshakeTimeoutError,
   missingClientCertError,
   selectContext,
   selectsBySni,
 } from './DownstreamTls.js';
+import { TerminationHandshake } from './TerminationHandshake.js';
 import type { DownstreamTlsOutcome, TlsPeerCertificate } from './DownstreamTls.js';
 import type { ResolvedTerminateTls } from './TerminateTlsOptions.js';
 import { alpnBuffer, nativeContext, wrapTcp } from './tlsWrap.js';
 import type { TlsWrap, Wrap } from './tlsWrap.js';
-import { countDownstreamFailure, downstreamTlsFailure } from './tlsFailure.js';
 import type { TlsStats } from './tlsStats.js';
 
 /** What Node's `TLSSocket` allows of client-started renegotiations: 3 in 10 minutes. */
@@ -30,21 +28,14 @@ const RENEGOTIATION_WINDOW_MS = 600_000;
  * over Node's TLS stream. Bytes the client sends right after its handshake are held (up to
  * `holdLimit`) for the relay.
  */
-export class DownstreamHandleTls {
+export class DownstreamHandleTls extends TerminationHandshake<HandleSocket> {
   readonly socket: HandleSocket;
   private readonly ssl: TlsWrap;
-  private readonly settings: ResolvedTerminateTls;
-  private readonly stats: TlsStats;
-  private done: ((outcome: DownstreamTlsOutcome<HandleSocket>) => void) | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private finished = false;
-  private startedAt = 0;
   private lastHandshakeStart = 0;
   private handshakeStarts = 0;
 
   constructor(wrap: Wrap, tcp: TcpHandle, settings: ResolvedTerminateTls, stats: TlsStats) {
-    this.settings = settings;
-    this.stats = stats;
+    super(settings, stats);
     const ssl = wrapTcp(wrap, tcp, settings.defaultContext, true);
     const mode = settings.clientCertificate;
     if (mode !== 'none') ssl.setVerifyMode(true, mode === 'required');
@@ -66,25 +57,9 @@ export class DownstreamHandleTls {
    * hears how it ended.
    */
   start(holdLimit: number, done: (outcome: DownstreamTlsOutcome<HandleSocket>) => void): void {
-    this.done = done;
-    const socket = this.socket;
-    socket.on('error', this.onTlsError);
-    socket.on('end', this.onClose);
-    socket.on('close', this.onClose);
-    this.startedAt = performance.now();
-    this.timer = setTimeout(this.onTimeout, this.settings.handshakeTimeout);
-    this.timer.unref();
-    socket.hold(holdLimit);
-  }
-
-  /** The proxy is closing: refuse this client. */
-  abort(): void {
-    this.finish({
-      ok: false,
-      socket: this.socket,
-      reason: RejectReason.PROXY_CLOSING,
-      error: undefined,
-    });
+    this.begin(done);
+    this.socket.on('end', this.onClose);
+    this.socket.hold(holdLimit);
   }
 
   private readonly onCertificateNeeded = (info: { servername?: unknown }): void => {
@@ -138,49 +113,10 @@ export class DownstreamHandleTls {
     this.finish({ ok: true, socket: this.socket, info });
   };
 
-  /** An error of the TLS layer: a failed handshake, or after it the connection's error. */
-  private readonly onTlsError = (err: Error): void => {
-    if (this.finished) {
-      this.socket.destroy(err);
-      return;
-    }
-    const { error, reason } = downstreamTlsFailure(err, this.settings.clientCertificate !== 'none');
-    this.refuse(reason, error);
-  };
-
-  /** The client ended, reset or closed before its handshake completed. */
-  private readonly onClose = (): void => {
-    this.finish({
-      ok: false,
-      socket: this.socket,
-      reason: RejectReason.CLIENT_GONE,
-      error: undefined,
-    });
-  };
-
-  private readonly onTimeout = (): void => {
-    this.timer = undefined;
-    this.refuse(RejectReason.TLS_HANDSHAKE_TIMEOUT, handshakeTimeoutError(this.settings));
-  };
-
-  private refuse(reason: RejectReason, error: TlsHandshakeError): void {
-    if (this.finished) return;
-    countDownstreamFailure(this.stats, reason);
-    this.finish({ ok: false, socket: this.socket, reason, error });
-  }
-
-  private finish(outcome: DownstreamTlsOutcome<HandleSocket>): void {
-    if (this.finished) return;
-    this.finished = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    const socket = this.socket;
-    socket.off('error', this.onTlsError);
-    socket.off('end', this.onClose);
-    socket.off('close', this.onClose);
+  protected settle(outcome: DownstreamTlsOutcome<HandleSocket>): void {
+    this.socket.off('end', this.onClose);
     // A refused client's late errors must not go unhandled; the relay adds its own otherwise.
-    if (!outcome.ok) socket.on('error', ignoreError);
-    this.done?.(outcome);
+    if (!outcome.ok) this.socket.on('error', ignoreError);
   }
 }
 

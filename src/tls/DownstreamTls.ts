@@ -5,10 +5,10 @@ import { ErrorCode, TlsHandshakeError } from '../errors.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import type { ResolvedTerminateTls, SniCallbackResult } from './TerminateTlsOptions.js';
 import { staticContextFor } from './TerminateTlsOptions.js';
-import { countDownstreamFailure, downstreamTlsFailure } from './tlsFailure.js';
 import type { TlsStats } from './tlsStats.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { carryNoDelay } from '../net/inheritedNoDelay.js';
+import { TerminationHandshake } from './TerminationHandshake.js';
 
 /** The verified (or not) client certificate of a terminated connection. */
 export interface TlsPeerCertificate {
@@ -59,24 +59,16 @@ interface VerifyHandle {
  * by OpenSSL's record size). The raw socket is wrapped at once; after that only the TLS socket is
  * touched (resetting a wrapped TCP socket is not safe in Node).
  */
-export class DownstreamTls {
-  private readonly socket: TLSSocket;
-  private readonly settings: ResolvedTerminateTls;
-  private readonly stats: TlsStats;
-  private readonly done: (outcome: DownstreamTlsOutcome) => void;
-  private timer: NodeJS.Timeout | undefined;
-  private finished = false;
-  private startedAt = 0;
+export class DownstreamTls extends TerminationHandshake<TLSSocket> {
+  protected readonly socket: TLSSocket;
 
   constructor(
     raw: Socket,
     settings: ResolvedTerminateTls,
     stats: TlsStats,
-    done: (outcome: DownstreamTlsOutcome) => void,
+    private readonly onOutcome: (outcome: DownstreamTlsOutcome) => void,
   ) {
-    this.settings = settings;
-    this.stats = stats;
-    this.done = done;
+    super(settings, stats);
     const mode = settings.clientCertificate;
     const selects = selectsBySni(settings);
     this.socket = new tls.TLSSocket(raw, {
@@ -101,23 +93,8 @@ export class DownstreamTls {
   }
 
   start(): void {
-    const socket = this.socket;
-    socket.on('error', this.onError);
-    socket.on('close', this.onClose);
-    socket.once('secure', this.onSecure);
-    this.startedAt = performance.now();
-    this.timer = setTimeout(this.onTimeout, this.settings.handshakeTimeout);
-    this.timer.unref();
-  }
-
-  /** The proxy is closing: refuse this client. */
-  abort(): void {
-    this.finish({
-      ok: false,
-      socket: this.socket,
-      reason: RejectReason.PROXY_CLOSING,
-      error: undefined,
-    });
+    this.begin(this.onOutcome);
+    this.socket.once('secure', this.onSecure);
   }
 
   private readonly onSecure = (): void => {
@@ -138,44 +115,11 @@ export class DownstreamTls {
     this.finish({ ok: true, socket, info });
   };
 
-  private readonly onError = (err: Error): void => {
-    const { error, reason } = downstreamTlsFailure(err, this.settings.clientCertificate !== 'none');
-    this.refuse(reason, error);
-  };
-
-  private readonly onClose = (): void => {
-    this.finish({
-      ok: false,
-      socket: this.socket,
-      reason: RejectReason.CLIENT_GONE,
-      error: undefined,
-    });
-  };
-
-  private readonly onTimeout = (): void => {
-    this.timer = undefined;
-    this.refuse(RejectReason.TLS_HANDSHAKE_TIMEOUT, handshakeTimeoutError(this.settings));
-  };
-
-  private refuse(reason: RejectReason, error: TlsHandshakeError): void {
-    if (this.finished) return;
-    countDownstreamFailure(this.stats, reason);
-    this.finish({ ok: false, socket: this.socket, reason, error });
-  }
-
-  private finish(outcome: DownstreamTlsOutcome): void {
-    if (this.finished) return;
-    this.finished = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    const socket = this.socket;
-    socket.off('error', this.onError);
-    socket.off('close', this.onClose);
-    socket.off('secure', this.onSecure);
+  protected settle(outcome: DownstreamTlsOutcome): void {
+    this.socket.off('secure', this.onSecure);
     // Errors after the outcome (a refused client's late alert) must not go unhandled.
-    socket.on('error', ignoreError);
-    if (outcome.ok) releaseControl(socket);
-    this.done(outcome);
+    this.socket.on('error', ignoreError);
+    if (outcome.ok) releaseControl(this.socket);
   }
 }
 
@@ -225,15 +169,6 @@ export function missingClientCertError(): TlsHandshakeError {
     ErrorCode.TLS_CLIENT_CERT,
     'downstream',
     'The client presented no certificate that chains to terminateTls.ca.',
-  );
-}
-
-/** The handshake did not complete within `handshakeTimeout`. */
-export function handshakeTimeoutError(settings: ResolvedTerminateTls): TlsHandshakeError {
-  return new TlsHandshakeError(
-    ErrorCode.TLS_HANDSHAKE_TIMEOUT,
-    'downstream',
-    `The client did not complete its TLS handshake within ${settings.handshakeTimeout} ms.`,
   );
 }
 
