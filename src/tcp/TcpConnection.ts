@@ -786,13 +786,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       return false;
     }
     if (preamble === undefined) return true;
-    if (!(raw instanceof HandleSocket)) {
-      this.writeUpstream(raw, preamble);
-      return true;
-    }
-    this.bytesToUpstream += preamble.length;
-    this.upstreamCounters.txBytes += preamble.length;
-    raw.writeClear(preamble);
+    this.countToUpstream(preamble.length);
+    if (raw instanceof HandleSocket) raw.writeClear(preamble);
+    else raw.write(preamble);
     return true;
   }
 
@@ -853,9 +849,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   }
 
   private writeUpstream(socket: RelaySocket, chunk: Buffer): boolean {
-    this.bytesToUpstream += chunk.length;
-    this.upstreamCounters.txBytes += chunk.length;
+    this.countToUpstream(chunk.length);
     return socket.write(chunk);
+  }
+
+  private countToUpstream(bytes: number): void {
+    this.bytesToUpstream += bytes;
+    this.upstreamCounters.txBytes += bytes;
   }
 
   // ---- relay --------------------------------------------------------------------------------

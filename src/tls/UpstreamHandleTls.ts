@@ -67,9 +67,20 @@ class UpstreamHandleTls {
 
   /** The TLS stream over `tcp`, set up before the TCP connect (as `tls.connect()` does). */
   private layer(wrap: Wrap, tcp: TcpHandle): TcpHandle {
-    const { settings, servername, session, onSession } = this.request;
-    const ssl = wrapTcp(wrap, tcp, settings.context, false);
+    const ssl = wrapTcp(wrap, tcp, this.request.settings.context, false);
     this.ssl = ssl;
+    try {
+      this.configure(ssl);
+    } catch (err) {
+      // HandleSocket.connect closes the TCP handle; the OpenSSL state goes with it, not at GC.
+      ssl.destroySSL();
+      throw err;
+    }
+    return ssl as unknown as TcpHandle;
+  }
+
+  private configure(ssl: TlsWrap): void {
+    const { settings, servername, session, onSession } = this.request;
     ssl.setVerifyMode(true, settings.rejectUnauthorized);
     ssl.onhandshakestart = noop;
     ssl.onhandshakedone = this.onHandshakeDone;
@@ -81,7 +92,6 @@ class UpstreamHandleTls {
       ssl.onnewsession = this.onNewSession;
       ssl.enableSessionCallbacks();
     }
-    return ssl as unknown as TcpHandle;
   }
 
   private readonly onTcpConnect = (): void => {

@@ -36,6 +36,7 @@ export interface TlsWrap {
   enableSessionCallbacks(): void;
   getEphemeralKeyInfo(): { type?: string; size?: number } | null | undefined;
   start(): void;
+  destroySSL(): void;
 }
 
 export type Wrap = (
