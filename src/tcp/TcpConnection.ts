@@ -110,6 +110,10 @@ interface OwnedSocket extends RelaySocket {
   [kConnection]: TcpConnection;
 }
 
+function firstAttempt(connection: TcpConnection): void {
+  connection.firstAttempt();
+}
+
 function own<T extends RelaySocket>(socket: T, connection: TcpConnection): T & OwnedSocket {
   const owned = socket as T & OwnedSocket;
   owned[kConnection] = connection;
@@ -421,6 +425,15 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.armTimers();
     if (this.resumeAfterPreface && this.earlyBytes < this.host.options.maxEarlyData)
       client.resume();
+    // A TLS client starts here from inside its handshake's completion, before Node has written
+    // the handshake's last flight (TLS 1.2: the server's Finished): dialling first would make the
+    // client wait for the upstream's connect too. One loop turn later, that flight is out.
+    if (isTls(client)) setImmediate(firstAttempt, this);
+    else this.nextAttempt();
+  }
+
+  /** The deferred first attempt of a TLS client (see `start`). @internal */
+  firstAttempt(): void {
     this.nextAttempt();
   }
 

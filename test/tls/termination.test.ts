@@ -6,6 +6,8 @@ import http from 'node:http';
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
+import { once } from 'node:events';
+import { Worker } from 'node:worker_threads';
 import { decodeProxyHeader, readProxyTlvs } from '../../src/index.js';
 import type {
   DownstreamTlsInfo,
@@ -25,6 +27,21 @@ import { startHaproxy } from '../helpers/haproxy.js';
 import { sharedPki, testCa } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
 import { tcpNoDelayOfPeer } from '../helpers/socketOption.js';
+
+/** A TLS 1.2 client in a worker thread: posts the time its handshake completed (or its error). */
+const TLS12_CLIENT = `
+const tls = require('node:tls');
+const { parentPort, workerData } = require('node:worker_threads');
+const socket = tls.connect(
+  { port: workerData.port, host: '127.0.0.1', ca: workerData.ca, servername: 'localhost', maxVersion: 'TLSv1.2' },
+  () => {
+    parentPort.postMessage(Date.now());
+    socket.end();
+  },
+);
+socket.on('error', (error) => parentPort.postMessage(String(error)));
+socket.resume();
+`;
 
 type Pki = NonNullable<Awaited<ReturnType<typeof getPki>>>;
 
@@ -494,6 +511,40 @@ describe('TLS termination on the bare handle and on a TLSSocket', () => {
       assert.equal(summary.tls.alpnProtocol, 'http/1.1');
       assert.equal(summary.tls.version, 'TLSv1.3');
       assert.equal(rig.proxy.stats().downstream_tls_handshake, 1);
+      assert.deepEqual(rig.errors, []);
+    });
+
+    test(`relay ${relay}: a TLS 1.2 client has its handshake done before the proxy dials`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      const upstream = await greeter(t);
+      // The selector blocks this thread for 300 ms; the client, in a worker thread of its own,
+      // notes when its handshake completed. The server's Finished must not wait for the dial.
+      let selectedAt = 0;
+      const rig = await proxyFor(t, {
+        upstreams: [{ host: '127.0.0.1', port: upstream }],
+        terminateTls: { cert: p.localhost.cert, key: p.localhost.key },
+        relay,
+        selector: (ctx: SelectionContext) => {
+          selectedAt = Date.now();
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+          return ctx.candidates[0];
+        },
+      });
+      const client = new Worker(TLS12_CLIENT, {
+        eval: true,
+        workerData: { port: rig.port, ca: p.ca.cert },
+      });
+      t.after(() => client.terminate());
+      const [secureAt] = (await withTimeout(once(client, 'message'), 10_000, 'the client')) as [
+        number | string,
+      ];
+      assert.equal(typeof secureAt, 'number', String(secureAt));
+      assert.ok(selectedAt > 0, 'the proxy never selected');
+      const late = (secureAt as number) - selectedAt;
+      assert.ok(late < 150, `the handshake completed ${String(late)} ms after the selection began`);
+      const [summary] = await rig.closed(1);
+      assert.equal(summary?.tls?.version, 'TLSv1.2');
       assert.deepEqual(rig.errors, []);
     });
 
