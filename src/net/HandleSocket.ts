@@ -108,6 +108,20 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
    */
   private securing = false;
 
+  /** This socket drives a TLS stream wrapped around `tcp` (a terminated client's). @internal */
+  layeredOver(tcp: TcpHandle): void {
+    this.under = tcp;
+  }
+
+  /**
+   * For a TLS stream: 0 while its TCP connection can still be written, else libuv's error (see
+   * {@link probeTcp}); 0 on a plain socket, whose own writes tell.
+   */
+  transportError(): number {
+    const handle = this.under;
+    return handle === undefined || this.destroyed ? 0 : probeTcp(handle);
+  }
+
   /**
    * Writes `chunk` in clear on the TCP handle under this socket's TLS stream, before its
    * handshake (a PROXY header, as HAProxy sends it); on a plain socket, a write like any other.
@@ -520,6 +534,34 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     }
     return this.local;
   }
+}
+
+const NOTHING = new Uint8Array(0);
+
+/**
+ * Writes zero bytes on a TCP handle itself, past any TLS stream over it: 0 while the connection
+ * can be written, else the error the kernel gives (EPIPE, ECONNRESET). A peer's reset can reach
+ * the read side as a plain end when a write took the error first, and Node's TLS stream keeps the
+ * error of a write of its own (its session tickets) to itself and then holds every later write:
+ * without this, such a connection never finishes.
+ */
+export function probeTcp(handle: TcpHandle): number {
+  const b = handleBindings();
+  if (b === null) return 0;
+  const request = new b.WriteWrap();
+  request.handle = handle;
+  request.oncomplete = noop;
+  request.async = false;
+  request.bytes = 0;
+  request.buffer = NOTHING;
+  return handle.writeBuffer(request, NOTHING);
+}
+
+/** The TCP handle under a `TLSSocket` (its TLS stream's parent), if it has one. */
+export function tcpUnderTlsSocket(socket: object): TcpHandle | undefined {
+  const b = handleBindings();
+  const parent = (socket as { _handle?: { _parent?: unknown } | null })._handle?._parent;
+  return b !== null && parent instanceof b.TCP ? parent : undefined;
 }
 
 /** `net.Socket`'s default `writableHighWaterMark`. */

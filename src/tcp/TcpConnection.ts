@@ -47,7 +47,8 @@ import { FilterChain } from '../filter/FilterChain.js';
 import type { FilterOutput } from '../filter/FilterChain.js';
 import type { DataFilterFactory } from '../filter/dataFilter.js';
 import { ignoreError } from '../internal/ignoreError.js';
-import { HandleSocket } from '../net/HandleSocket.js';
+import { HandleSocket, probeTcp, tcpUnderTlsSocket } from '../net/HandleSocket.js';
+import { uvError } from '../net/uvError.js';
 import type { RelaySocket } from '../net/RelaySocket.js';
 
 // ERR_HTTP2_STREAM_ERROR: an HTTP/2 tunnel stream was reset (RST_STREAM), the tunnel's reset.
@@ -86,11 +87,29 @@ function revealsReset(socket: RelaySocket | undefined): boolean {
   // until its pending encrypted bytes (TLS 1.3 session tickets after a handshake) are written,
   // and nothing writes them once the peer has closed: the socket never finished, and the
   // connection never closed (`openssl s_time -new` left most of its connections that way).
-  if (isTls(socket)) return false;
+  // The TCP connection under it is probed instead.
+  if (isTls(socket)) return tlsTransportLost(socket);
   // Queued bytes would hold the probe back; the reset then shows when they are written.
   if (socket.writableLength > 0) return false;
   socket.write(NOTHING);
   return socket.errored !== null;
+}
+
+/**
+ * Whether the TCP connection under a TLS socket is gone (a reset its TLS layer saw as an end);
+ * the socket is then destroyed with the error, which the relay handles as a reset.
+ */
+function tlsTransportLost(socket: RelaySocket): boolean {
+  const tcp = socket instanceof HandleSocket ? undefined : tcpUnderTlsSocket(socket);
+  const err =
+    socket instanceof HandleSocket
+      ? socket.transportError()
+      : tcp === undefined
+        ? 0
+        : probeTcp(tcp);
+  if (err === 0) return false;
+  socket.destroy(uvError(err, 'write'));
+  return true;
 }
 
 /**

@@ -548,6 +548,32 @@ describe('TLS termination on the bare handle and on a TLSSocket', () => {
       assert.deepEqual(rig.errors, []);
     });
 
+    test(`relay ${relay}: a client that writes and resets right after its handshake leaves nothing open`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      const rig = await terminatingEcho(t, p, relay);
+      // The reset reaches the proxy as a plain end (a write of its own took the error first),
+      // and Node's TLS stream then holds every write: only the TCP connection tells.
+      const clients = Array.from({ length: 5 }, () => {
+        const raw = net.connect(rig.port, '127.0.0.1');
+        raw.on('error', () => undefined);
+        const client = tls.connect({ socket: raw, ca: p.ca.cert, servername: 'localhost' });
+        client.on('error', () => undefined);
+        client.once('secureConnect', () => {
+          client.write(Buffer.alloc(3000, 1));
+          setImmediate(() => raw.resetAndDestroy());
+        });
+        return client;
+      });
+      t.after(() => {
+        for (const client of clients) client.destroy();
+      });
+      const summaries = await rig.closed(5, 5_000);
+      for (const summary of summaries) assert.equal(summary.reason, 'downstream_reset');
+      assert.equal(rig.proxy.connections().length, 0);
+      assert.deepEqual(rig.errors, []);
+    });
+
     test(`relay ${relay}: a client renegotiating a fourth time is cut off, as Node limits it`, async (t) => {
       const p = await getPki(t);
       if (p === undefined) return;
