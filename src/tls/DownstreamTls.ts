@@ -95,6 +95,8 @@ export class DownstreamTls extends TerminationHandshake<TLSSocket> {
   start(): void {
     this.begin(this.onOutcome);
     this.socket.once('secure', this.onSecure);
+    // Half-open sockets do not close on the client's end: a client gone mid-handshake ends it.
+    this.socket.on('end', this.onClose);
   }
 
   private readonly onSecure = (): void => {
@@ -117,6 +119,7 @@ export class DownstreamTls extends TerminationHandshake<TLSSocket> {
 
   protected settle(outcome: DownstreamTlsOutcome): void {
     this.socket.off('secure', this.onSecure);
+    this.socket.off('end', this.onClose);
     // Errors after the outcome (a refused client's late alert) must not go unhandled.
     this.socket.on('error', ignoreError);
     if (outcome.ok) releaseControl(this.socket);

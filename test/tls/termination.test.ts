@@ -574,6 +574,20 @@ describe('TLS termination on the bare handle and on a TLSSocket', () => {
       assert.deepEqual(rig.errors, []);
     });
 
+    test(`relay ${relay}: a client gone mid-handshake is refused at once, not at the timeout`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      const rig = await terminatingGreeter(t, p, { handshakeTimeout: 600_000 }, { relay });
+      const client = net.connect(rig.port, '127.0.0.1');
+      client.on('error', () => undefined);
+      t.after(() => client.destroy());
+      // The first bytes of a TLS record (a handshake, 512 bytes announced), then the end.
+      client.end(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]));
+      const [rejection] = await rig.rejected(1, 5_000);
+      assert.equal(rejection?.reason, 'client_gone');
+      assert.equal(rig.proxy.stats().downstream_cx_total, 0);
+    });
+
     test(`relay ${relay}: a client renegotiating a fourth time is cut off, as Node limits it`, async (t) => {
       const p = await getPki(t);
       if (p === undefined) return;
