@@ -2,6 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { execFile } from 'node:child_process';
+import net from 'node:net';
 import tls from 'node:tls';
 import type { L4Error, TcpProxyOptions, UpstreamCandidate } from '../../src/index.js';
 import {
@@ -461,6 +462,47 @@ describe('TLS origination behaviour', () => {
       const [summary] = await rig.closes(1);
       assert.equal(summary?.reason, 'completed');
       assert.equal(rig.proxy.stats().upstream_tls_handshake, 1);
+    });
+  }
+
+  for (const relay of ['handle', 'stream'] as const) {
+    test(`an upstream that writes and resets right after its handshake is an upstream reset (relay: ${relay})`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      // Its reset can reach the proxy as a plain end (a write took the error first): the TCP
+      // connection under the TLS stream tells it apart from a clean end.
+      const server = net.createServer((raw) => {
+        raw.on('error', () => undefined);
+        const socket = new tls.TLSSocket(raw, {
+          isServer: true,
+          key: p.server.key,
+          cert: p.server.cert,
+        });
+        socket.on('error', () => undefined);
+        socket.once('secure', () => {
+          socket.write(Buffer.alloc(3000, 7));
+          setImmediate(() => raw.resetAndDestroy());
+        });
+      });
+      const port = await listen(server);
+      closeAfter(t, server);
+      const rig = await proxyFor(t, {
+        relay,
+        upstreams: [{ host: '127.0.0.1', port }],
+        tls: { ca: p.ca.cert, servername: 'localhost' },
+      });
+      const clients = await Promise.all(Array.from({ length: 5 }, () => connect(rig.port)));
+      for (const client of clients) {
+        client.on('error', () => undefined);
+        client.resume();
+        client.write('hi');
+      }
+      t.after(() => {
+        for (const client of clients) client.destroy();
+      });
+      const summaries = await rig.closes(5);
+      for (const summary of summaries) assert.equal(summary.reason, 'upstream_reset');
+      assert.equal(rig.proxy.connections().length, 0);
     });
   }
 
