@@ -133,14 +133,8 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
       return;
     }
     if (this.destroyed) return;
-    const request = new (live as Bindings).WriteWrap();
-    request.handle = handle;
-    request.oncomplete = noop;
-    request.async = false;
-    request.bytes = 0;
-    // Keeps the bytes alive while libuv writes them; a failure shows in the handshake.
-    request.buffer = chunk;
-    const err = handle.writeBuffer(request, chunk);
+    // A failure that does not show at once shows in the handshake.
+    const err = writeOnTcp(handle, chunk);
     if (err !== 0) this.destroy(uvError(err, 'write'));
   }
 
@@ -546,6 +540,11 @@ const NOTHING = new Uint8Array(0);
  * without this, such a connection never finishes.
  */
 export function probeTcp(handle: TcpHandle): number {
+  return writeOnTcp(handle, NOTHING);
+}
+
+/** Writes `chunk` on a TCP handle itself, no socket's bookkeeping; libuv's result at once. */
+function writeOnTcp(handle: TcpHandle, chunk: Uint8Array): number {
   const b = handleBindings();
   if (b === null) return 0;
   const request = new b.WriteWrap();
@@ -553,8 +552,9 @@ export function probeTcp(handle: TcpHandle): number {
   request.oncomplete = noop;
   request.async = false;
   request.bytes = 0;
-  request.buffer = NOTHING;
-  return handle.writeBuffer(request, NOTHING);
+  // Keeps the bytes alive while libuv writes them.
+  request.buffer = chunk;
+  return handle.writeBuffer(request, chunk);
 }
 
 /** The TCP handle under a `TLSSocket` (its TLS stream's parent), if it has one. */

@@ -100,16 +100,17 @@ function revealsReset(socket: RelaySocket | undefined): boolean {
  * the socket is then destroyed with the error, which the relay handles as a reset.
  */
 function tlsTransportLost(socket: RelaySocket): boolean {
-  const tcp = socket instanceof HandleSocket ? undefined : tcpUnderTlsSocket(socket);
-  const err =
-    socket instanceof HandleSocket
-      ? socket.transportError()
-      : tcp === undefined
-        ? 0
-        : probeTcp(tcp);
+  const err = transportError(socket);
   if (err === 0) return false;
   socket.destroy(uvError(err, 'write'));
   return true;
+}
+
+/** The TCP connection's error under a TLS socket (see `probeTcp`); 0 when it is fine or unknown. */
+function transportError(socket: RelaySocket): number {
+  if (socket instanceof HandleSocket) return socket.transportError();
+  const tcp = tcpUnderTlsSocket(socket);
+  return tcp === undefined ? 0 : probeTcp(tcp);
 }
 
 /**
