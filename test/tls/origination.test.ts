@@ -45,6 +45,22 @@ async function proxyFor(t: TestContext, options: TcpProxyOptions): Promise<Proxy
   return rig;
 }
 
+/** A proxy originating TLS to `server` (trusting the test CA, for localhost), on `relay`. */
+async function originatingTo(
+  t: TestContext,
+  p: Pki,
+  server: net.Server,
+  relay: NonNullable<TcpProxyOptions['relay']>,
+): Promise<ProxyUnderTest> {
+  const port = await listen(server);
+  closeAfter(t, server);
+  return proxyFor(t, {
+    relay,
+    upstreams: [{ host: '127.0.0.1', port }],
+    tls: { ca: p.ca.cert, servername: 'localhost' },
+  });
+}
+
 function runTool(command: string, args: readonly string[], ms = 60_000): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(command, [...args], { timeout: ms }, (error, stdout, stderr) => {
@@ -447,13 +463,7 @@ describe('TLS origination behaviour', () => {
           });
         },
       );
-      const port = await listen(server);
-      closeAfter(t, server);
-      const rig = await proxyFor(t, {
-        relay,
-        upstreams: [{ host: '127.0.0.1', port }],
-        tls: { ca: p.ca.cert, servername: 'localhost' },
-      });
+      const rig = await originatingTo(t, p, server, relay);
       const client = await connect(rig.port);
       client.write('renegotiate me');
       assert.match(await readUntil(client, /renegotiate me/), /^renegotiate me$/);
@@ -484,13 +494,7 @@ describe('TLS origination behaviour', () => {
           setImmediate(() => raw.resetAndDestroy());
         });
       });
-      const port = await listen(server);
-      closeAfter(t, server);
-      const rig = await proxyFor(t, {
-        relay,
-        upstreams: [{ host: '127.0.0.1', port }],
-        tls: { ca: p.ca.cert, servername: 'localhost' },
-      });
+      const rig = await originatingTo(t, p, server, relay);
       const clients = await Promise.all(Array.from({ length: 5 }, () => connect(rig.port)));
       for (const client of clients) {
         client.on('error', () => undefined);
