@@ -81,7 +81,6 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     const socket = new HandleSocket(top, true);
     if (top !== tcp) {
       socket.encrypted = true;
-      socket.under = tcp;
       socket.securing = true;
     }
     socket.readCallback = onRead;
@@ -100,17 +99,15 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     return socket;
   }
 
-  /** The TCP handle under a TLS stream this socket connected (see {@link connect}'s `layer`). */
-  private under: TcpHandle | undefined;
   /**
    * Its handshake is not done: writes and the end wait, as they wait for a connect (Node's TLS
    * stream would take them, but an end before its ClientHello breaks the handshake).
    */
   private securing = false;
 
-  /** This socket drives a TLS stream wrapped around `tcp` (a terminated client's). @internal */
-  layeredOver(tcp: TcpHandle): void {
-    this.under = tcp;
+  /** The TCP handle under this socket's TLS stream (its `_parent`, set by `wrapTcp`). */
+  private get under(): TcpHandle | undefined {
+    return this.encrypted ? this.handle._parent : undefined;
   }
 
   /**
@@ -592,6 +589,8 @@ interface TlsStreamHandle {
 /** libuv's TCP handle (`tcp_wrap`'s `TCP`), as far as this file uses it. */
 export interface TcpHandle {
   [kOwner]?: HandleSocket;
+  /** On Node's TLS stream over a TCP handle: that TCP handle. */
+  _parent?: TcpHandle;
   onread: (this: TcpHandle) => void;
   readStart(): number;
   readStop(): number;

@@ -50,7 +50,6 @@ export class DownstreamHandleTls extends TerminationHandshake<HandleSocket> {
     this.ssl = ssl;
     this.socket = new HandleSocket(ssl as unknown as TcpHandle);
     this.socket.encrypted = true;
-    this.socket.layeredOver(tcp);
   }
 
   /**
