@@ -4,7 +4,12 @@ import type { TestContext } from 'node:test';
 import { execFile } from 'node:child_process';
 import net from 'node:net';
 import tls from 'node:tls';
-import type { L4Error, TcpProxyOptions, UpstreamCandidate } from '../../src/index.js';
+import type {
+  L4Error,
+  TcpProxyOptions,
+  UpstreamCandidate,
+  UpstreamTlsOptions,
+} from '../../src/index.js';
 import {
   closeAfter,
   connect,
@@ -54,12 +59,28 @@ async function originatingTo(
 ): Promise<ProxyUnderTest> {
   const port = await listen(server);
   closeAfter(t, server);
+  return tlsProxyTo(t, p, relay, port);
+}
+
+/** A proxy on `relay` originating TLS to 127.0.0.1:`port`: the test CA, for localhost, plus `tls`. */
+function tlsProxyTo(
+  t: TestContext,
+  p: Pki,
+  relay: NonNullable<TcpProxyOptions['relay']>,
+  port: number,
+  tls: Partial<UpstreamTlsOptions> = {},
+  extra: Partial<TcpProxyOptions> = {},
+): Promise<ProxyUnderTest> {
   return proxyFor(t, {
     relay,
     upstreams: [{ host: '127.0.0.1', port }],
-    tls: { ca: p.ca.cert, servername: 'localhost' },
+    ...extra,
+    tls: { ca: p.ca.cert, servername: 'localhost', ...tls },
   });
 }
+
+/** One attempt per connection: a refused handshake fails it at once instead of retrying. */
+const ONE_ATTEMPT = { maxConnectAttempts: 1 } as const;
 
 function runTool(command: string, args: readonly string[], ms = 60_000): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -231,12 +252,7 @@ describe('TLS origination key-exchange groups, against openssl s_server -groups 
       const server = await startOpensslServer(p.openssl, p.server, { groups: 'P-256' });
       t.after(() => server.stop());
       for (const groups of ['X25519', 'X25519:P-256']) {
-        const rig = await proxyFor(t, {
-          relay,
-          upstreams: [{ host: '127.0.0.1', port: server.port }],
-          maxConnectAttempts: 1,
-          tls: { ca: p.ca.cert, servername: 'localhost', groups },
-        });
+        const rig = await tlsProxyTo(t, p, relay, server.port, { groups }, ONE_ATTEMPT);
         const client = await connect(rig.port);
         client.write('ping\n');
         if (groups === 'X25519') {
@@ -425,12 +441,14 @@ describe('TLS origination behaviour', () => {
       if (p === undefined) return;
       const stranger = await peerFor(t, 'stranger', await selfSignedCert(p.openssl, 'stranger'));
       for (const rejectUnauthorized of [false, true]) {
-        const rig = await proxyFor(t, {
+        const rig = await tlsProxyTo(
+          t,
+          p,
           relay,
-          upstreams: [{ host: '127.0.0.1', port: stranger.port }],
-          maxConnectAttempts: 1,
-          tls: { ca: p.ca.cert, servername: 'localhost', rejectUnauthorized },
-        });
+          stranger.port,
+          { rejectUnauthorized },
+          ONE_ATTEMPT,
+        );
         const client = await connect(rig.port);
         client.end('a');
         const text = (await readAll(client)).toString();
