@@ -1,7 +1,7 @@
 import type { TcpProxy } from '../tcp/TcpProxy.js';
 import type { UdpProxy } from '../udp/UdpProxy.js';
-import type { TcpConnectionInfo } from '../tcp/events.js';
-import type { UdpSessionInfo } from '../udp/events.js';
+import type { TcpConnectionInfo, TcpConnectionSummary } from '../tcp/events.js';
+import type { UdpSessionInfo, UdpSessionSummary } from '../udp/events.js';
 import { compileFormat } from './accessLogFormat.js';
 import type { AccessLogSettings, AccessLogType, AccessRecord } from './accessLogFormat.js';
 import type { ListenerConfig } from './config.js';
@@ -26,8 +26,10 @@ export function observeProxy(
 ): void {
   const { access, ops } = logs;
   const base = { listener: listener.name, protocol: listener.protocol };
-  // The access line's leading members, serialized once per listener.
-  const prefix = `,"listener":${JSON.stringify(listener.name)},"protocol":"${listener.protocol}"`;
+  // The access line's leading members, encoded once per listener.
+  const prefix = Buffer.from(
+    `,"listener":${JSON.stringify(listener.name)},"protocol":"${listener.protocol}"`,
+  );
   const logged = access.enabled('info');
   const onError = (err: Error): void => {
     ops.error('proxy error', { ...base, err });
@@ -42,10 +44,15 @@ export function observeProxy(
     const tcp = proxy as TcpProxy;
     tcp.on('error', onError);
     if (logged) {
-      const write = access.membersWriter('info', 'connection closed');
-      tcp.on('connectionClose', (summary) => {
-        write(prefix + tcpSummaryMembers(summary));
-      });
+      const write = access.lineWriter(
+        'info',
+        'connection closed',
+        (out, summary: TcpConnectionSummary) => {
+          out.bytes(prefix);
+          tcpSummaryMembers(out, summary);
+        },
+      );
+      tcp.on('connectionClose', write);
     }
     logFailures(ops, base, tcp);
     return;
@@ -53,10 +60,11 @@ export function observeProxy(
   const udp = proxy as UdpProxy;
   udp.on('error', onError);
   if (logged) {
-    const write = access.membersWriter('info', 'session closed');
-    udp.on('sessionClose', (summary) => {
-      write(prefix + udpSummaryMembers(summary));
+    const write = access.lineWriter('info', 'session closed', (out, summary: UdpSessionSummary) => {
+      out.bytes(prefix);
+      udpSummaryMembers(out, summary);
     });
+    udp.on('sessionClose', write);
   }
   logFailures(ops, base, udp);
 }

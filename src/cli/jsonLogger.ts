@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { LineBuffer } from './lineBuffer.js';
 
 /** Log levels, numbered as pino numbers them. */
 export const LOG_LEVELS = {
@@ -26,12 +27,28 @@ export class Logger {
   private readonly base: string;
   /** `bindings` as JSON members (`,"worker":1`), serialized once. */
   private readonly boundMembers: string;
+  /** Where lines written piece by piece go: the sink itself, or a buffer passing each on. */
+  private readonly lines: LineBuffer;
+  private readonly write: LogSink;
 
+  /** `sink`: a function given each line, or a {@link LineBuffer} (the access log's). */
   constructor(
     level: LogLevel,
-    private readonly sink: LogSink,
+    private readonly sink: LogSink | LineBuffer,
     private readonly bindings: Readonly<Record<string, unknown>> = {},
   ) {
+    if (sink instanceof LineBuffer) {
+      this.lines = sink;
+      this.write = (line) => {
+        sink.text(line);
+        sink.endLine();
+      };
+    } else {
+      this.lines = new LineBuffer((bytes) => {
+        sink(bytes.toString('utf8'));
+      }, null);
+      this.write = sink;
+    }
     this.threshold = LOG_LEVELS[level];
     this.base = `"pid":${process.pid},"hostname":${JSON.stringify(hostname())}`;
     const bound = JSON.stringify(bindings, replaceErrors);
@@ -47,22 +64,34 @@ export class Logger {
   log(level: Exclude<LogLevel, 'silent'>, msg: string, fields: Record<string, unknown> = {}): void {
     if (!this.enabled(level)) return;
     const body = JSON.stringify({ ...this.bindings, ...fields, msg }, replaceErrors);
-    this.sink(`{"level":${LOG_LEVELS[level]},"time":${Date.now()},${this.base},${body.slice(1)}\n`);
+    this.write(
+      `{"level":${LOG_LEVELS[level]},"time":${Date.now()},${this.base},${body.slice(1)}\n`,
+    );
   }
 
   /**
-   * A writer of lines whose fields are already JSON members (`,"a":1,"b":"x"`, each with
-   * its leading comma), for one level and message, with everything but the time and the members
-   * serialized once: the access log's per-line writer. Writes nothing below the threshold.
+   * A writer of lines at one level with one message, each line's members (`,"a":1,"b":"x"`, each
+   * with its leading comma) written by `members` straight into the line buffer, and everything
+   * else but the time encoded once: the access log's per-line writer. Writes nothing below the
+   * threshold.
    */
-  membersWriter(level: Exclude<LogLevel, 'silent'>, msg: string): (members: string) => void {
+  lineWriter<T>(
+    level: Exclude<LogLevel, 'silent'>,
+    msg: string,
+    members: (out: LineBuffer, value: T) => void,
+  ): (value: T) => void {
     if (!this.enabled(level)) return () => undefined;
-    const head = `{"level":${LOG_LEVELS[level]},"time":`;
-    const middle = `,${this.base}${this.boundMembers}`;
-    const tail = `,"msg":${JSON.stringify(msg)}}\n`;
-    const sink = this.sink;
-    return (members) => {
-      sink(`${head}${Date.now()}${middle}${members}${tail}`);
+    const head = Buffer.from(`{"level":${LOG_LEVELS[level]},"time":`);
+    const middle = Buffer.from(`,${this.base}${this.boundMembers}`);
+    const tail = Buffer.from(`,"msg":${JSON.stringify(msg)}}\n`);
+    const out = this.lines;
+    return (value) => {
+      out.bytes(head);
+      out.number(Date.now());
+      out.bytes(middle);
+      members(out, value);
+      out.bytes(tail);
+      out.endLine();
     };
   }
 

@@ -2,7 +2,7 @@ import { Logger } from './jsonLogger.js';
 import type { LogLevel } from './jsonLogger.js';
 import { StatusLine } from './statusLine.js';
 import type { StatusStream } from './statusLine.js';
-import { bufferedSink } from './bufferedSink.js';
+import { LineBuffer } from './lineBuffer.js';
 import type { ListenerStats } from './Listener.js';
 
 /** How long access lines may wait in the buffer when stdout is not a terminal. */
@@ -15,9 +15,15 @@ export interface Outputs {
   readonly status: StatusLine;
 }
 
+/** Where access lines go: bytes, from the line buffer. */
+export interface AccessStream {
+  readonly isTTY?: boolean;
+  write(bytes: Uint8Array): boolean;
+}
+
 /** The process's output streams, or stand-ins (tests). */
 export interface OutputStreams {
-  readonly stdout: StatusStream;
+  readonly stdout: AccessStream;
   readonly stderr: StatusStream;
 }
 
@@ -38,10 +44,10 @@ export function createOutputs(
   // a person watching a terminal sees them at the end of each event-loop turn.
   const access = new Logger(
     level,
-    bufferedSink(
-      (text) => {
+    new LineBuffer(
+      (bytes) => {
         if (stdout.isTTY === true) shown.status?.clear();
-        stdout.write(text);
+        stdout.write(bytes);
       },
       stdout.isTTY === true ? 0 : ACCESS_FLUSH_MS,
     ),

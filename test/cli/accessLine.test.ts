@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { SUMMARY_KEYS, tcpSummaryMembers, udpSummaryMembers } from '../../src/cli/accessLine.js';
 import fc from 'fast-check';
-import { bufferedSink } from '../../src/cli/bufferedSink.js';
+import { LineBuffer } from '../../src/cli/lineBuffer.js';
 import { Logger } from '../../src/cli/jsonLogger.js';
 import { SessionCloseReason, TcpProxy, UdpProxy } from '../../src/index.js';
 import type { TcpConnectionSummary, UdpSessionSummary } from '../../src/index.js';
@@ -49,6 +49,17 @@ describe('access log serialization', () => {
     return JSON.parse(JSON.stringify(out)) as Record<string, unknown>;
   }
 
+  /** What a serializer writes for `summary`, as text. */
+  function written<T>(write: (out: LineBuffer, summary: T) => void, summary: T): string {
+    let text = '';
+    const out = new LineBuffer((bytes) => (text += bytes.toString('utf8')), null);
+    write(out, summary);
+    out.endLine();
+    return text;
+  }
+  const tcpMembers = (summary: TcpConnectionSummary): string => written(tcpSummaryMembers, summary);
+  const udpMembers = (summary: UdpSessionSummary): string => written(udpSummaryMembers, summary);
+
   function parsed(members: string): Record<string, unknown> {
     return JSON.parse(`{${members.slice(1)}}`) as Record<string, unknown>;
   }
@@ -76,10 +87,10 @@ describe('access log serialization', () => {
     assert.equal(summaries.length, 2);
     for (const summary of summaries) {
       assert.deepEqual(Object.keys(summary).sort(), [...SUMMARY_KEYS.tcp].sort());
-      const members = tcpSummaryMembers(summary);
+      const members = tcpMembers(summary);
       assert.deepEqual(parsed(members), expected(summary));
     }
-    const failed = parsed(tcpSummaryMembers(summaries[1]!));
+    const failed = parsed(tcpMembers(summaries[1]!));
     assert.equal(Object.keys(failed).at(-1), 'err');
     assert.equal((failed.err as { code: string }).code, 'ERR_L4_CONNECT_FAILED');
   });
@@ -104,7 +115,7 @@ describe('access log serialization', () => {
       [],
       'every field of the summary is written',
     );
-    assert.deepEqual(parsed(udpSummaryMembers(summary)), expected(summary));
+    assert.deepEqual(parsed(udpMembers(summary)), expected(summary));
   });
 
   test('strings that need it are escaped, lists and numbers written as JSON', () => {
@@ -115,7 +126,7 @@ describe('access log serialization', () => {
       alpn: ['h3'],
       quicVersion: 1,
     };
-    const line = parsed(udpSummaryMembers(summary));
+    const line = parsed(udpMembers(summary));
     assert.equal(line.upstream, 'db "1"');
     assert.equal(line.serverName, 'a"b\\c');
     assert.equal(line.quicVersion, 1);
@@ -125,7 +136,7 @@ describe('access log serialization', () => {
   test('any string, escapes, control characters and lone surrogates included, reads back as written', () => {
     fc.assert(
       fc.property(fc.string({ unit: 'binary', maxLength: 40 }), (text) => {
-        const members = udpSummaryMembers({
+        const members = udpMembers({
           ...udpBase,
           serverName: text,
           upstream: { id: text, host: '127.0.0.1', port: 9 },
@@ -142,21 +153,26 @@ describe('access log serialization', () => {
   test('epoch times are written exactly, whatever their digits', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), (startTime) => {
-        assert.equal(parsed(udpSummaryMembers({ ...udpBase, startTime })).startTime, startTime);
+        assert.equal(parsed(udpMembers({ ...udpBase, startTime })).startTime, startTime);
       }),
       { numRuns: fuzzRuns(1000) },
     );
     for (const startTime of [
       1_764_806_400_000_000, 1_000_000, 1_000_001, 999_999, 1_765_000_000_000, 1_765_000_099_999,
     ])
-      assert.equal(parsed(udpSummaryMembers({ ...udpBase, startTime })).startTime, startTime);
+      assert.equal(parsed(udpMembers({ ...udpBase, startTime })).startTime, startTime);
   });
 
-  test('membersWriter writes the pino line shape with bindings, fields and msg', () => {
+  test('lineWriter writes the pino line shape with bindings, members and msg', () => {
     const lines: string[] = [];
     const logger = new Logger('info', (line) => lines.push(line), { worker: 2 });
-    logger.membersWriter('info', 'connection closed')(',"listener":"web","id":1');
-    logger.membersWriter('debug', 'not written')(',"id":2');
+    const members = (out: LineBuffer, id: number): void => {
+      out.bytes(Buffer.from(',"listener":"web"'));
+      out.bytes(Buffer.from(',"id":'));
+      out.number(id);
+    };
+    logger.lineWriter('info', 'connection closed', members)(1);
+    logger.lineWriter('debug', 'not written', members)(2);
     assert.equal(lines.length, 1);
     const line = JSON.parse(lines[0]!) as Record<string, unknown>;
     assert.equal(line.level, 30);
@@ -165,38 +181,120 @@ describe('access log serialization', () => {
     assert.equal(line.listener, 'web');
     assert.equal(line.id, 1);
     assert.equal(line.msg, 'connection closed');
+    assert.ok(Math.abs((line.time as number) - Date.now()) < 60_000, 'the time is now');
     assert.ok(lines[0]!.endsWith('}\n'));
   });
 
-  test('the buffered sink writes every line of one event-loop turn in one write, in order', async () => {
+  test('lines written piece by piece and whole lines keep their order in one buffer', async () => {
     const writes: string[] = [];
-    const sink = bufferedSink((text) => writes.push(text));
-    sink('a\n');
-    sink('b\n');
-    assert.deepEqual(writes, []);
+    const buffer = new LineBuffer((bytes) => writes.push(bytes.toString('utf8')), 0);
+    const logger = new Logger('info', buffer);
+    const write = logger.lineWriter('info', 'closed', (out, id: number) => {
+      out.bytes(Buffer.from(',"id":'));
+      out.number(id);
+    });
+    write(1);
+    logger.info('between', { note: 'é€😀' });
+    write(2);
+    assert.equal(writes.length, 0, 'nothing before the end of the turn');
     await new Promise((resolve) => setImmediate(resolve));
-    assert.deepEqual(writes, ['a\nb\n']);
-    sink('c\n');
-    await new Promise((resolve) => setImmediate(resolve));
-    assert.deepEqual(writes, ['a\nb\n', 'c\n']);
-    sink('x'.repeat(70_000));
-    assert.equal(writes.length, 3, 'a large backlog is written at once');
+    assert.equal(writes.length, 1);
+    const lines = writes[0]!.split('\n').filter(Boolean);
+    const parsedLines = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+    assert.deepEqual(
+      parsedLines.map((line) => line.msg),
+      ['closed', 'between', 'closed'],
+    );
+    assert.equal(parsedLines[1]!.note, 'é€😀');
+    assert.deepEqual([parsedLines[0]!.id, parsedLines[2]!.id], [1, 2]);
   });
 
-  test('with a delay, the buffered sink writes the lines of several turns in one write', async () => {
+  test('any number reads back as written; what JSON cannot hold is null', () => {
+    const roundTrip = (value: number): unknown => {
+      let text = '';
+      const out = new LineBuffer((bytes) => (text += bytes.toString('latin1')), null);
+      out.number(value);
+      out.endLine();
+      return JSON.parse(text);
+    };
+    fc.assert(
+      fc.property(fc.double(), (value) => {
+        assert.equal(roundTrip(value), Number.isFinite(value) ? (value === 0 ? 0 : value) : null);
+      }),
+      { numRuns: fuzzRuns(1000) },
+    );
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), (value) => {
+        assert.equal(roundTrip(value), value);
+      }),
+      { numRuns: fuzzRuns(1000) },
+    );
+    for (const value of [0, 9, 10, 0x3fffffff, 0x40000000, 1e9, 1e9 + 1, 1_765_000_000_000])
+      assert.equal(roundTrip(value), value);
+  });
+
+  test('the line buffer writes every line of one event-loop turn in one write, in order', async () => {
+    const writes: string[] = [];
+    const buffer = new LineBuffer((bytes) => writes.push(bytes.toString('utf8')), 0);
+    const line = (text: string): void => {
+      buffer.text(text);
+      buffer.endLine();
+    };
+    line('a\n');
+    line('b\n');
+    assert.equal(writes.length, 0);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(writes, ['a\nb\n']);
+    line('c\n');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(writes, ['a\nb\n', 'c\n']);
+    line(`${'x'.repeat(70_000)}\n`);
+    assert.equal(writes.length, 3, 'a large backlog is written at once');
+    assert.equal(writes[2]!.length, 70_001);
+  });
+
+  test('the line buffer hands out whole lines only, however long a line and wherever it ends', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 150_000 }), { minLength: 1, maxLength: 40 }),
+        (lengths) => {
+          const writes: Buffer[] = [];
+          const buffer = new LineBuffer((bytes) => writes.push(Buffer.from(bytes)), 60_000);
+          const expectedText = lengths.map((length, i) => `${i}:${'y'.repeat(length)}\n`);
+          for (const [i, length] of lengths.entries()) {
+            // A line written in pieces, as the access line is.
+            buffer.number(i);
+            buffer.text(':');
+            buffer.string('y'.repeat(length));
+            buffer.bytes(Buffer.from('\n'));
+            buffer.endLine();
+          }
+          buffer.flush();
+          const text = Buffer.concat(writes).toString('latin1');
+          assert.equal(text, expectedText.join('').replace(/:(y*)\n/g, ':"$1"\n'));
+          for (const write of writes) assert.equal(write.at(-1), 0x0a, 'each write ends a line');
+        },
+      ),
+      { numRuns: fuzzRuns(50) },
+    );
+  });
+
+  test('with a delay, the line buffer writes the lines of several turns in one write', async () => {
     const writes: string[] = [];
     let wrote = (): void => undefined;
     const written = new Promise<void>((resolve) => (wrote = resolve));
-    const sink = bufferedSink((text) => {
-      writes.push(text);
+    const buffer = new LineBuffer((bytes) => {
+      writes.push(bytes.toString('utf8'));
       wrote();
     }, 50);
-    sink('a\n');
+    buffer.text('a\n');
+    buffer.endLine();
     await new Promise((resolve) => setImmediate(resolve));
-    sink('b\n');
+    buffer.text('b\n');
+    buffer.endLine();
     await new Promise((resolve) => setImmediate(resolve));
     assert.deepEqual(writes, [], 'nothing written at the end of a turn');
-    // The sink's timer is unref'd (it never holds a process open): a bounded ref'd guard does.
+    // The buffer's timer is unref'd (it never holds a process open): a bounded ref'd guard does.
     let guard: NodeJS.Timeout | undefined;
     await Promise.race([
       written,

@@ -94,8 +94,8 @@ test('on a terminal, an access line or a log line first erases the status line',
   let wake: (() => void) | undefined;
   const tty = (name: string) => ({
     isTTY: true,
-    write: (text: string) => {
-      terminal.push(`${name}:${text}`);
+    write: (text: string | Uint8Array) => {
+      terminal.push(`${name}:${typeof text === 'string' ? text : Buffer.from(text).toString()}`);
       wake?.();
       return true;
     },
