@@ -15,8 +15,13 @@ export interface Outputs {
   readonly status: StatusLine;
 }
 
+/** A stream that reports a failed write (a pipe whose reader went away: EPIPE). */
+interface FailingStream {
+  on?(event: 'error', listener: (error: Error) => void): unknown;
+}
+
 /** Where access lines go: bytes, from the line buffer. */
-export interface AccessStream {
+export interface AccessStream extends FailingStream {
   readonly isTTY?: boolean;
   write(bytes: Uint8Array): boolean;
 }
@@ -24,7 +29,7 @@ export interface AccessStream {
 /** The process's output streams, or stand-ins (tests). */
 export interface OutputStreams {
   readonly stdout: AccessStream;
-  readonly stderr: StatusStream;
+  readonly stderr: StatusStream & FailingStream;
 }
 
 /**
@@ -40,12 +45,17 @@ export function createOutputs(
 ): Outputs {
   const { stdout, stderr } = streams;
   const shown: { status?: StatusLine } = {};
+  // A log reader that goes away (`l4proxy | shipper`, the shipper restarts) fails the next
+  // write with EPIPE: the proxy keeps running, as nginx does when it cannot write a log, and
+  // stops writing to that stream (an unheard 'error' would end the process).
+  const broken = { stdout: false, stderr: false };
   // Access lines to a file or a pipe go out every 100 ms (one write(2) for many connections);
   // a person watching a terminal sees them at the end of each event-loop turn.
   const access = new Logger(
     level,
     new LineBuffer(
       (bytes) => {
+        if (broken.stdout) return;
         if (stdout.isTTY === true) shown.status?.clear();
         stdout.write(bytes);
       },
@@ -56,11 +66,20 @@ export function createOutputs(
   const ops = new Logger(
     level,
     (line) => {
+      if (broken.stderr) return;
       shown.status?.clear();
       stderr.write(line);
     },
     bindings,
   );
+  stdout.on?.('error', (error) => {
+    if (broken.stdout) return;
+    broken.stdout = true;
+    ops.warn('access log output failed: access lines are no longer written', { err: error });
+  });
+  stderr.on?.('error', () => {
+    broken.stderr = true;
+  });
   const status = new StatusLine(stderr, collect, (totals) => {
     ops.info('status', { ...totals });
   });

@@ -37,6 +37,29 @@ describe('l4proxy quick form', () => {
     assert.equal(await cli.exited(), 0);
   });
 
+  test('an access log reader that goes away (EPIPE) neither stops nor ends the proxy; it is said once', async (t) => {
+    const upstream = await taggedEcho(t, 'A:');
+    const cli = startCli(t, ['tcp', '127.0.0.1:0', `127.0.0.1:${upstream}`]);
+    const port = await listenPort(cli);
+    assert.equal(await exchange(port, 'one'), 'A:one');
+    await cli.waitLine('stdout', (l) => l.msg === 'connection closed');
+    // The reader of the access log goes: the proxy's next write to its stdout fails (EPIPE).
+    cli.child.stdout?.destroy();
+    // Each access line is written within 100 ms of its close: connections until one fails.
+    const failed = cli.waitLine('stderr', (l) => l.msg.startsWith('access log output failed'));
+    for (let i = 0; i < 50 && cli.stderr.every((l) => !l.msg.startsWith('access log')); i++) {
+      assert.equal(await exchange(port, `n${i}`), `A:n${i}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const warning = await failed;
+    assert.equal(warning.level, 40);
+    assert.equal((warning.err as { code?: string }).code, 'EPIPE');
+    for (let i = 0; i < 5; i++) assert.equal(await exchange(port, `after${i}`), `A:after${i}`);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+    assert.equal(cli.stderr.filter((l) => l.msg.startsWith('access log output')).length, 1);
+  });
+
   test('udp: proxies datagrams; the session close is logged when the proxy drains', async (t) => {
     const upstream = await udpEcho('U:');
     t.after(() => upstream.close());
