@@ -95,6 +95,11 @@ export class Logger {
     };
   }
 
+  /** Writes `text` (a whole line, newline included) as it is, at `level`: a custom format's line. */
+  text(level: Exclude<LogLevel, 'silent'>, text: string): void {
+    if (this.enabled(level)) this.write(text);
+  }
+
   info(msg: string, fields?: Record<string, unknown>): void {
     this.log('info', msg, fields);
   }
