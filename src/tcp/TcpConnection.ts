@@ -454,6 +454,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   /** The deferred first attempt of a TLS client (see `start`). @internal */
   firstAttempt(): void {
+    // A client that reset or went away in the handshake's last read (a TLS health check, a
+    // scanner, `openssl s_time`) is destroyed already; its 'error' or 'close' comes later in
+    // this loop turn and ends the connection: no upstream to dial for it.
+    if (this.client.destroyed) return;
     this.nextAttempt();
   }
 
