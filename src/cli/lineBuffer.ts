@@ -143,26 +143,39 @@ export class LineBuffer {
   }
 }
 
-/** The digits of a non-negative small integer at `at`; returns where they end. */
+/** The digits of a small non-negative integer (below 2^30) at `at`; returns where they end. */
 function writeDigits(block: Buffer, at: number, value: number): number {
-  let digits = 1;
-  for (let rest = value; rest >= 10; rest = Math.floor(rest / 10)) digits++;
-  const end = at + digits;
+  const end = at + digitCount(value);
   let position = end;
   let rest = value;
-  do {
-    const next = Math.floor(rest / 10);
+  while (rest >= 10) {
+    const next = (rest / 10) | 0;
     block[--position] = ZERO + rest - next * 10;
     rest = next;
-  } while (rest > 0);
+  }
+  block[position - 1] = ZERO + rest;
   return end;
 }
 
-/** `value` (< 10^width) as exactly `width` digits, zeros first. */
+function digitCount(value: number): number {
+  if (value < 100_000)
+    return value < 10 ? 1 : value < 100 ? 2 : value < 1_000 ? 3 : value < 10_000 ? 4 : 5;
+  return value < 1_000_000
+    ? 6
+    : value < 10_000_000
+      ? 7
+      : value < 100_000_000
+        ? 8
+        : value < 1e9
+          ? 9
+          : 10;
+}
+
+/** `value` (an integer below 10^width) as exactly `width` digits, zeros first. */
 function writePadded(block: Buffer, at: number, value: number, width: number): number {
   let rest = value;
   for (let position = at + width - 1; position >= at; position--) {
-    const next = Math.floor(rest / 10);
+    const next = (rest / 10) | 0;
     block[position] = ZERO + rest - next * 10;
     rest = next;
   }
