@@ -3,27 +3,43 @@ import type { LogLevel } from './jsonLogger.js';
 import { StatusLine } from './statusLine.js';
 import type { StatusStream } from './statusLine.js';
 import { LineBuffer } from './lineBuffer.js';
+import { PipePieceWriter } from './pipePieces.js';
 import type { ListenerStats } from './Listener.js';
 
 /** How long access lines may wait in the buffer when stdout is not a terminal. */
 const ACCESS_FLUSH_MS = 100;
+
+/**
+ * How long an exit waits for stdout and stderr to take the lines given to them: a pipe whose
+ * reader lags (a log shipper) holds them in the process, and `process.exit()` would drop them.
+ * Within the drain's own margin (the drain timeout + 5 s), so that never cuts the wait short.
+ */
+const OUTPUT_FLUSH_MS = 3_000;
 
 /** The CLI's outputs: access log on stdout, operational log and status on stderr. */
 export interface Outputs {
   readonly access: Logger;
   readonly ops: Logger;
   readonly status: StatusLine;
+  /**
+   * Writes the access lines still buffered and resolves once stdout and stderr have taken
+   * every byte, or after {@link OUTPUT_FLUSH_MS}: what an exit awaits.
+   */
+  readonly flushed: () => Promise<void>;
 }
 
 /** A stream that reports a failed write (a pipe whose reader went away: EPIPE). */
 interface FailingStream {
   on?(event: 'error', listener: (error: Error) => void): unknown;
+  /** Bytes given but not yet written (a pipe with a lagging reader); 'drain' when none. */
+  readonly writableLength?: number;
+  once?(event: 'drain', listener: () => void): unknown;
 }
 
 /** Where access lines go: bytes, from the line buffer. */
 export interface AccessStream extends FailingStream {
   readonly isTTY?: boolean;
-  write(bytes: Uint8Array): boolean;
+  write(bytes: Uint8Array, done?: () => void): boolean;
 }
 
 /** The process's output streams, or stand-ins (tests). */
@@ -42,6 +58,8 @@ export function createOutputs(
   bindings: Record<string, unknown>,
   collect: () => Promise<readonly ListenerStats[]>,
   streams: OutputStreams = process,
+  /** stdout is a pipe other processes write to as well (cluster workers): whole lines per write. */
+  sharedPipe = false,
 ): Outputs {
   const { stdout, stderr } = streams;
   const shown: { status?: StatusLine } = {};
@@ -49,20 +67,19 @@ export function createOutputs(
   // write with EPIPE: the proxy keeps running, as nginx does when it cannot write a log, and
   // stops writing to that stream (an unheard 'error' would end the process).
   const broken = { stdout: false, stderr: false };
+  const pieces = sharedPipe ? new PipePieceWriter(stdout) : undefined;
   // Access lines to a file or a pipe go out every 100 ms (one write(2) for many connections);
   // a person watching a terminal sees them at the end of each event-loop turn.
-  const access = new Logger(
-    level,
-    new LineBuffer(
-      (bytes) => {
-        if (broken.stdout) return;
-        if (stdout.isTTY === true) shown.status?.clear();
-        stdout.write(bytes);
-      },
-      stdout.isTTY === true ? 0 : ACCESS_FLUSH_MS,
-    ),
-    bindings,
+  const lines = new LineBuffer(
+    (bytes) => {
+      if (broken.stdout) return;
+      if (stdout.isTTY === true) shown.status?.clear();
+      if (pieces !== undefined) pieces.write(bytes);
+      else stdout.write(bytes);
+    },
+    stdout.isTTY === true ? 0 : ACCESS_FLUSH_MS,
   );
+  const access = new Logger(level, lines, bindings);
   const ops = new Logger(
     level,
     (line) => {
@@ -84,7 +101,30 @@ export function createOutputs(
     ops.info('status', { ...totals });
   });
   shown.status = status;
-  return { access, ops, status };
+  const flushed = async (): Promise<void> => {
+    lines.flush();
+    await Promise.race([pieces?.written(), delay(OUTPUT_FLUSH_MS)]);
+    await Promise.all([drained(stdout, broken.stdout), drained(stderr, broken.stderr)]);
+  };
+  return { access, ops, status, flushed };
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/** Resolves once `stream` holds nothing unwritten, or after {@link OUTPUT_FLUSH_MS}. */
+function drained(stream: FailingStream, broken: boolean): Promise<void> {
+  if (broken || (stream.writableLength ?? 0) === 0 || stream.once === undefined)
+    return Promise.resolve();
+  const once = stream.once.bind(stream);
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, OUTPUT_FLUSH_MS);
+    once('drain', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
 
 /** The status period: `configured`, else 1 s on a terminal and 60 s otherwise. */

@@ -42,6 +42,7 @@ export class Primary {
   private ready = new Set<number>();
   private readonly ops: Logger;
   private readonly status;
+  private readonly flushed: () => Promise<void>;
   /** Admin requests relayed to the workers (upstreams, events, config, runtime control). */
   private readonly relay = new WorkerRelay(() =>
     Array.from({ length: this.settings.workers }, (_, index) => ({
@@ -57,6 +58,7 @@ export class Primary {
     );
     this.ops = outputs.ops;
     this.status = outputs.status;
+    this.flushed = outputs.flushed;
   }
 
   /** Validated config in hand: forks the workers and wires signals. */
@@ -186,7 +188,8 @@ export class Primary {
     // A worker that cut connections at the deadline (or failed) exits 1, and so does the command.
     if (this.failed) this.ops.warn('drained, a worker cut connections or failed; exiting');
     else this.ops.info('drained, exiting');
-    process.exit(this.failed ? 1 : 0);
+    const code = this.failed ? 1 : 0;
+    void this.flushed().then(() => process.exit(code));
   }
 
   private stopWorkers(): void {

@@ -6,6 +6,7 @@ import type { ListenerStats } from './Listener.js';
 import type { ReloadOutcome } from './ListenerSet.js';
 import type { Logger } from './jsonLogger.js';
 import { createOutputs, signalExitCode, statusPeriod } from './outputs.js';
+import { isPipeOrSocket } from './pipePieces.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
@@ -38,10 +39,13 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
   const ref: { listeners?: ListenerSet } = {};
   const collect = (): Promise<ReturnType<ListenerSet['stats']>> =>
     Promise.resolve(ref.listeners?.stats() ?? []);
-  const { access, ops, status } = createOutputs(
+  const { access, ops, status, flushed } = createOutputs(
     settings.logLevel,
     worker === undefined ? {} : { worker: Number(worker) },
     collect,
+    process,
+    // Workers share the primary's stdout: on a pipe, a write longer than PIPE_BUF may be cut.
+    worker !== undefined && isPipeOrSocket(1),
   );
   // The admin server starts after the listeners; new proxy generations (reloads) join its events.
   const adminRef: { server?: AdminServer } = {};
@@ -90,9 +94,12 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
         cut,
         drainTimeout: settings.drainTimeout,
       });
+      await flushed();
       process.exit(1);
     }
     ops.info('drained, exiting');
+    // The access lines of the last connections, still on their way to a lagging reader.
+    await flushed();
     process.exit(0);
   };
   const reload = async (): Promise<void> => {

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import { test } from 'node:test';
-import { connect, listen, readAll, waitFor } from '../helpers/net.js';
+import { once } from 'node:events';
+import { connect, listen, readAll, waitFor, withTimeout } from '../helpers/net.js';
 import { parseExposition, valueOf } from '../metrics/exposition.js';
 import { httpGet } from '../helpers/httpGet.js';
 import { listenPort, startCli } from './cli.js';
@@ -90,4 +91,40 @@ test('--workers 2: both workers serve, metrics aggregate them, SIGTERM drains li
   );
   assert.equal(closedLive.length, 2);
   assert.ok(closedLive.every((l) => l.reason === 'completed'));
+});
+
+test('--workers 2 sharing one stdout pipe: no access line is cut by the other worker, even with the pipe full', async (t) => {
+  const upstream = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    socket.end('ok');
+  });
+  const upstreamPort = await listen(upstream);
+  t.after(() => new Promise((resolve) => upstream.close(resolve)));
+  const cli = startCli(t, ['tcp', '127.0.0.1:0', `127.0.0.1:${upstreamPort}`, '--workers', '2']);
+  await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
+  const port = await listenPort(cli);
+  // Nobody reads the pipe for now: it fills, and both workers' writes wait in their queues.
+  cli.child.stdout?.pause();
+  const total = 3_000;
+  const concurrency = 30;
+  let next = 0;
+  const client = async (): Promise<void> => {
+    while (next < total) {
+      next++;
+      const socket = await connect(port);
+      socket.end();
+      await readAll(socket);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, client));
+  // The workers write what they hold as the pipe drains, and at their drain on SIGTERM.
+  const stdoutClosed = once(cli.child.stdout!, 'close');
+  cli.child.stdout?.resume();
+  process.kill(cli.pid, 'SIGTERM');
+  assert.equal(await cli.exited(20_000), 0);
+  await withTimeout(stdoutClosed, 10_000, 'the end of stdout');
+  const lines = cli.stdout.filter((l) => l.msg === 'connection closed');
+  assert.deepEqual(cli.text.slice(0, 3), [], 'every line whole');
+  assert.equal(lines.length, total);
+  assert.equal(new Set(lines.map((l) => l.pid)).size, 2, 'both workers wrote');
 });
