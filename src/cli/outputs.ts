@@ -16,6 +16,13 @@ const ACCESS_FLUSH_MS = 100;
  */
 const OUTPUT_FLUSH_MS = 3_000;
 
+/**
+ * What the access log may hold for a stdout that does not keep up (a stuck log reader) before it
+ * drops lines: a proxy's memory must not grow with its log's backlog. Dropped lines are counted
+ * and said on stderr.
+ */
+export const ACCESS_HELD_MAX = 16 * 1024 * 1024;
+
 /** The CLI's outputs: access log on stdout, operational log and status on stderr. */
 export interface Outputs {
   readonly access: Logger;
@@ -70,9 +77,23 @@ export function createOutputs(
   const pieces = sharedPipe ? new PipePieceWriter(stdout) : undefined;
   // Access lines to a file or a pipe go out every 100 ms (one write(2) for many connections);
   // a person watching a terminal sees them at the end of each event-loop turn.
+  const backlog = { droppedBytes: 0 };
   const lines = new LineBuffer(
     (bytes) => {
       if (broken.stdout) return;
+      const held = (stdout.writableLength ?? 0) + (pieces?.queuedBytes ?? 0);
+      if (held + bytes.length > ACCESS_HELD_MAX) {
+        if (backlog.droppedBytes === 0)
+          ops.warn('access log output is not keeping up: access lines are dropped', {
+            heldBytes: held,
+          });
+        backlog.droppedBytes += bytes.length;
+        return;
+      }
+      if (backlog.droppedBytes > 0) {
+        ops.warn('access log output caught up', { droppedBytes: backlog.droppedBytes });
+        backlog.droppedBytes = 0;
+      }
       if (stdout.isTTY === true) shown.status?.clear();
       if (pieces !== undefined) pieces.write(bytes);
       else stdout.write(bytes);

@@ -15,6 +15,8 @@ export const PIPE_BUF = 4096;
  */
 export class PipePieceWriter {
   private readonly queue: Buffer[] = [];
+  /** Bytes queued here, not yet handed to the stream. */
+  queuedBytes = 0;
   private writing = false;
   private idle: (() => void) | undefined;
   private readonly pieceWritten = (): void => {
@@ -23,6 +25,7 @@ export class PipePieceWriter {
   };
   private readonly enqueue = (piece: Buffer): void => {
     this.queue.push(piece);
+    this.queuedBytes += piece.length;
   };
 
   constructor(private readonly stream: { write(piece: Buffer, done: () => void): unknown }) {}
@@ -50,6 +53,7 @@ export class PipePieceWriter {
       return;
     }
     this.writing = true;
+    this.queuedBytes -= piece.length;
     this.stream.write(piece, this.pieceWritten);
   }
 }
