@@ -75,9 +75,10 @@ export function createOutputs(
   // stops writing to that stream (an unheard 'error' would end the process).
   const broken = { stdout: false, stderr: false };
   const pieces = sharedPipe ? new PipePieceWriter(stdout) : undefined;
+  // What a stdout that does not keep up made the access log drop (see ACCESS_HELD_MAX).
+  const backlog = { droppedBytes: 0 };
   // Access lines to a file or a pipe go out every 100 ms (one write(2) for many connections);
   // a person watching a terminal sees them at the end of each event-loop turn.
-  const backlog = { droppedBytes: 0 };
   const lines = new LineBuffer(
     (bytes) => {
       if (broken.stdout) return;
