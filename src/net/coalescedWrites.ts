@@ -11,8 +11,7 @@ const FULL_TLS_RECORD = 16 * 1024;
  * How many bytes a corked destination may hold before the relay pauses its source, as a plain
  * write's `false` would. Bounds what one connection buffers while its writes wait for the end of
  * the loop turn; the records still in the read that crossed it come on (Node's TLS stream hands
- * over all that one read decrypts, paused or not), so the most held is this plus ~80 KiB (once,
- * on a loaded machine, two such batches and a record: 528 KiB).
+ * over all that one read decrypts, paused or not), so the most held is this plus ~80 KiB.
  */
 export const COALESCED_BYTES = 256 * 1024;
 

@@ -11,6 +11,8 @@ export interface HandleWrite {
   readonly handle: WrittenHandle;
   /** The socket object that owns the handle (a `net.Socket`, or the relay's own). */
   readonly owner: { readonly writableLength: number } | undefined;
+  /** The owner's `writableLength` when the write was made (what it held besides this write). */
+  readonly heldBefore: number;
   readonly chunks: readonly Uint8Array[];
 }
 
@@ -36,6 +38,11 @@ function ownerOf(handle: WrittenHandle): HandleWrite['owner'] {
   return owners.find((owner) => owner !== undefined && owner !== null) ?? undefined;
 }
 
+function recorded(handle: WrittenHandle, chunks: Uint8Array[]): HandleWrite {
+  const owner = ownerOf(handle);
+  return { handle, owner, heldBefore: owner?.writableLength ?? 0, chunks };
+}
+
 /**
  * Records every write the TCP handles of this process make that `matches` picks, whichever
  * socket drives them (`net.Socket` or the relay's handle sockets): wraps `writeBuffer` and
@@ -52,13 +59,13 @@ export function recordHandleWrites(
   const { writeBuffer, writev } = proto;
   const writes: HandleWrite[] = [];
   proto.writeBuffer = function (this: WrittenHandle, request, chunk) {
-    if (matches(this)) writes.push({ handle: this, owner: ownerOf(this), chunks: [chunk] });
+    if (matches(this)) writes.push(recorded(this, [chunk]));
     return writeBuffer.call(this, request, chunk);
   };
   proto.writev = function (this: WrittenHandle, request, chunks, allBuffers) {
     if (matches(this)) {
       const buffers = (allBuffers ? chunks : chunks.filter((_, i) => i % 2 === 0)) as Uint8Array[];
-      writes.push({ handle: this, owner: ownerOf(this), chunks: buffers });
+      writes.push(recorded(this, buffers));
     }
     return writev.call(this, request, chunks, allBuffers);
   };
