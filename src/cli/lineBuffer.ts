@@ -94,8 +94,9 @@ export class LineBuffer {
     if (this.delayMs === null || this.used >= FLUSH_AT) this.flush();
     else if (!this.scheduled) {
       this.scheduled = true;
-      // Lines left at exit are written by the 'exit' handler (stdout to a file or a pipe is
-      // synchronous on Linux), so `process.exit()` after a drain loses nothing.
+      // Lines left at an unforeseen exit go out from the 'exit' handler (whole, to a file or a
+      // pipe with room; a pipe that is full keeps them queued and they are lost): a planned
+      // exit awaits the outputs' `flushed()` first.
       process.on('exit', this.flushBound);
       if (this.delayMs === 0) setImmediate(this.flushBound);
       else setTimeout(this.flushBound, this.delayMs).unref();

@@ -125,28 +125,23 @@ export function createOutputs(
   shown.status = status;
   const flushed = async (): Promise<void> => {
     lines.flush();
-    await Promise.race([pieces?.written(), delay(OUTPUT_FLUSH_MS)]);
+    if (pieces !== undefined) await Promise.race([pieces.written(), delay(OUTPUT_FLUSH_MS)]);
     await Promise.all([drained(stdout, broken.stdout), drained(stderr, broken.stderr)]);
   };
   return { access, ops, status, flushed };
 }
 
+/** Unref'd: what is awaited alongside (a pending write) keeps the process up meanwhile. */
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 /** Resolves once `stream` holds nothing unwritten, or after {@link OUTPUT_FLUSH_MS}. */
 function drained(stream: FailingStream, broken: boolean): Promise<void> {
-  if (broken || (stream.writableLength ?? 0) === 0 || stream.once === undefined)
-    return Promise.resolve();
-  const once = stream.once.bind(stream);
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, OUTPUT_FLUSH_MS);
-    once('drain', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
+  const once = stream.once?.bind(stream);
+  if (broken || (stream.writableLength ?? 0) === 0 || once === undefined) return Promise.resolve();
+  const emptied = new Promise<void>((resolve) => once('drain', resolve));
+  return Promise.race([emptied, delay(OUTPUT_FLUSH_MS)]);
 }
 
 /** The status period: `configured`, else 1 s on a terminal and 60 s otherwise. */
