@@ -40,8 +40,15 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   private finished = false;
   /** A TLS stream's shutdown waits for its writes (see {@link shutdown}). */
   private shutdownAfterWrites = false;
-  /** Writes held while corked or connecting, in order. */
+  /** Writes held while corked, connecting or a TLS write is in flight, in order. */
   private held: Uint8Array[] | undefined;
+  /**
+   * A write to Node's TLS stream has not completed. That stream takes one write at a time, and a
+   * second one before the first completes aborts the process (a C++ assertion in `TLSWrap`):
+   * until then, writes are held as while corked. Its writes complete a loop turn later at the
+   * earliest, or once the kernel takes the bytes.
+   */
+  private tlsWriting = false;
   private peer: PeerName | undefined;
   private local: PeerName | undefined;
 
@@ -247,7 +254,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
 
   write(chunk: Uint8Array): boolean {
     if (this.destroyed || this.writableEnded) return false;
-    if (this.writableCorked > 0 || this.connecting || this.securing) {
+    if (this.writableCorked > 0 || this.connecting || this.securing || this.tlsWriting) {
       (this.held ??= []).push(chunk);
       this.writableLength += chunk.length;
       return this.room();
@@ -300,6 +307,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     if (b.state[b.lastWriteWasAsync] !== 0) {
       request.async = true;
       this.writableLength += request.bytes;
+      if (this.encrypted) this.tlsWriting = true;
     }
     return this.room();
   }
@@ -308,10 +316,14 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   writeDone(bytes: number, status: number): void {
     if (this.destroyed) return;
     this.writableLength -= bytes;
+    this.tlsWriting = false;
     if (status < 0) {
       this.destroy(uvError(status, 'write'));
       return;
     }
+    // What the relay wrote meanwhile (on a TLS stream), in one writev.
+    if (this.held !== undefined && this.writableCorked === 0 && !this.connecting && !this.securing)
+      this.flushHeld();
     if (this.writableLength !== 0) return;
     if (this.shutdownAfterWrites) {
       this.shutdownAfterWrites = false;
@@ -331,7 +343,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
 
   private flushHeld(): void {
     const held = this.held;
-    if (held === undefined || this.destroyed) return;
+    if (held === undefined || this.destroyed || this.tlsWriting) return;
     this.held = undefined;
     for (const chunk of held) this.writableLength -= chunk.length;
     this.sendAll(held);

@@ -2,6 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { execFile } from 'node:child_process';
+import { once } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
 import type {
@@ -559,6 +560,52 @@ describe('TLS origination behaviour', () => {
       ['completed', 'completed'],
     );
     assert.equal(rig.proxy.stats().upstream_tls_handshake, 1);
+  });
+
+  test('a client trickling small writes to a TLS upstream that stops reading is held back, in order', async (t) => {
+    // Node's TLS stream takes one write at a time; the bare-handle relay wrote each client chunk
+    // as it came, and the second write while the first waited for the stalled upstream aborted
+    // the whole process (an assertion in Node's C++).
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const received: Buffer[] = [];
+    let upstream: tls.TLSSocket | undefined;
+    const server = tls.createServer({ key: p.server.key, cert: p.server.cert }, (socket) => {
+      socket.on('error', () => undefined);
+      socket.on('data', (chunk: Buffer) => received.push(chunk));
+      socket.pause();
+      upstream = socket;
+    });
+    const rig = await originatingTo(t, p, server, 'handle');
+    const client = await connect(rig.port);
+    t.after(() => client.destroy());
+    const CHUNK = 2000;
+    let chunks = 0;
+    const started = Date.now();
+    // Small writes, one per loop turn, until the proxy stops taking them (bounded in count and time).
+    while (chunks < 20_000 && Date.now() - started < 10_000) {
+      const more = client.write(Buffer.alloc(CHUNK, chunks % 251));
+      chunks++;
+      if (!more) {
+        const drained = await Promise.race([
+          once(client, 'drain').then(() => true),
+          new Promise<boolean>((resolve) => setTimeout(resolve, 500, false)),
+        ]);
+        if (!drained) break;
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    assert.ok(upstream !== undefined, 'the upstream connection is open');
+    assert.ok(rig.proxy.stats().downstream_cx_active === 1, 'the connection is still open');
+    assert.ok(chunks < 20_000, 'the stalled upstream held the client back');
+    upstream.resume();
+    client.end();
+    const [summary] = await rig.closes(1);
+    assert.equal(summary?.reason, 'completed');
+    const all = Buffer.concat(received);
+    assert.equal(all.length, chunks * CHUNK);
+    for (let i = 0; i < chunks; i++)
+      assert.equal(all[i * CHUNK + CHUNK - 1], i % 251, `chunk ${i}`);
   });
 
   test('TCP keepalive with its delay reaches the upstream TLS socket (seen with ss)', async (t) => {
