@@ -66,6 +66,10 @@ export interface ConnectionHost {
   filtersClosed(errors: readonly unknown[]): void;
   /** The proxy's HTTP tunnels (created on first use, by tunnel upstreams only). */
   tunnels(): TunnelAgent;
+  /** A TLS client's first attempt waits a loop turn: it holds a slot under the caps until then. */
+  attemptDeferred(): void;
+  /** That deferred attempt runs now (or finds the client gone): the slot it held is free. */
+  deferredAttemptDue(): void;
   upstreamFailed(state: UpstreamState): void;
   upstreamSucceeded(state: UpstreamState): void;
   /** Creating the upstream socket failed for lack of file descriptors (EMFILE/ENFILE). */

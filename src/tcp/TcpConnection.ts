@@ -448,12 +448,17 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     // A TLS client starts here from inside its handshake's completion, before Node has written
     // the handshake's last flight (TLS 1.2: the server's Finished): dialling first would make the
     // client wait for the upstream's connect too. One loop turn later, that flight is out.
-    if (isTls(client)) setImmediate(firstAttempt, this);
-    else this.nextAttempt();
+    // Until then it holds a slot under the upstreams' caps, so clients whose handshakes end in the
+    // same turn queue rather than all find the upstreams full at their attempts (`no_upstream`).
+    if (isTls(client)) {
+      this.host.attemptDeferred();
+      setImmediate(firstAttempt, this);
+    } else this.nextAttempt();
   }
 
   /** The deferred first attempt of a TLS client (see `start`). @internal */
   firstAttempt(): void {
+    this.host.deferredAttemptDue();
     // A client that reset or went away in the handshake's last read (a TLS health check, a
     // scanner, `openssl s_time`) is destroyed already; its 'error' or 'close' comes later in
     // this loop turn and ends the connection: no upstream to dial for it.

@@ -175,6 +175,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   /** Clients waiting while every upstream is at its `maxConnections`. */
   private readonly queue: ConnectionQueue;
   private queueDrainScheduled = false;
+  /** TLS clients admitted whose first attempt waits a loop turn (each will take a slot). */
+  private deferredAttempts = 0;
   /** Set when `bandwidth` limits are: connections are then `RateLimitedConnection`s. */
   private readonly bandwidth: SharedBandwidth | undefined;
   /** HTTP tunnels (src/transport/), created by the first tunnel upstream connection. */
@@ -290,6 +292,14 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         handleBindings() !== null,
       filtersClosed: (errors) => {
         for (const err of errors) reportError(this, new FilterError(err));
+      },
+      attemptDeferred: () => {
+        this.deferredAttempts++;
+      },
+      deferredAttemptDue: () => {
+        this.deferredAttempts--;
+        // A client gone before its attempt gives the slot it held back.
+        if (this.queue.length > 0) this.scheduleQueueDrain();
       },
       upstreamFailed: (state) => {
         this.manager.upstreamFailed(state);
@@ -654,11 +664,19 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     preface: Buffer[] | undefined,
   ): void {
     // Every upstream at its cap, or clients already waiting (first come, first served): wait.
-    if (this.upstreamSet.hasCaps && (this.queue.length > 0 || this.upstreamSet.allFull())) {
+    if (this.upstreamSet.hasCaps && (this.queue.length > 0 || this.noSlotLeft())) {
       this.enqueue(socket, identity, preface);
       return;
     }
     this.open(socket, identity, preface);
+  }
+
+  /** Every upstream at its cap, counting the slots TLS clients about to attempt will take. */
+  private noSlotLeft(): boolean {
+    if (this.upstreamSet.allFull()) return true;
+    if (this.deferredAttempts === 0) return false;
+    const free = this.upstreamSet.freeSlots();
+    return free > 0 && free <= this.deferredAttempts;
   }
 
   /** Runs the `admit` hook, then opens the connection or refuses the client. */
@@ -821,7 +839,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private readonly drainQueue = (): void => {
     this.queueDrainScheduled = false;
     if (this.closing) return;
-    let slots = this.upstreamSet.freeSlots();
+    let slots = this.upstreamSet.freeSlots() - this.deferredAttempts;
     while (slots-- > 0) {
       const client = this.queue.shift();
       if (client === undefined) break;

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Server, Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
@@ -7,6 +8,8 @@ import { CloseReason, InvalidOptionError, RejectReason, TcpProxy } from '../../s
 import type { TcpRejection, Upstream } from '../../src/index.js';
 import { closed, connect, dial, listen, readAll, waitFor, withTimeout } from '../helpers/net.js';
 import { openHandles, startProxy } from '../helpers/proxy.js';
+import { selfSignedCert } from '../helpers/tlsPeers.js';
+import { tool } from '../helpers/tools.js';
 
 /**
  * A backend that counts its concurrent connections (highest seen), records the first bytes of
@@ -174,6 +177,52 @@ describe('per-upstream maxConnections and the queue', () => {
       );
     await until(settled, 'every socket and timer released');
   });
+
+  for (const relay of ['handle', 'onread'] as const) {
+    test(`TLS clients done with their handshakes at once queue, never no_upstream (relay ${relay})`, async (t) => {
+      // A terminated TLS client's first attempt runs a loop turn after its handshake; clients
+      // whose handshakes ended in the same turn all passed the "every upstream full?" check
+      // before any of them took a slot, and those beyond the cap failed with no_upstream.
+      const openssl = tool(t, 'openssl');
+      if (openssl === undefined) return;
+      const cert = await selfSignedCert(openssl, 'caps.test');
+      const backend = await countingBackend(false, 5);
+      const proxy = new TcpProxy({
+        relay,
+        upstreams: [local(backend.port, 2)],
+        terminateTls: { cert: cert.cert, key: cert.key },
+      });
+      const { port } = await proxy.listen({ port: 0, host: '127.0.0.1' });
+      t.after(async () => {
+        await proxy.close({ drainTimeout: 0 });
+        await backend.close();
+      });
+      const reasons: string[] = [];
+      proxy.on('connectionClose', (summary) => reasons.push(summary.reason));
+      const clients = 60;
+      const replies = await withTimeout(
+        Promise.all(
+          Array.from({ length: clients }, async (_, i) => {
+            const socket = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+            socket.on('error', () => undefined);
+            await waitFor(socket, 'secureConnect');
+            const reply = readAll(socket, 20_000);
+            socket.end(`c${i}`);
+            return (await reply).toString();
+          }),
+        ),
+        30_000,
+        'every TLS client served',
+      );
+      for (const [i, reply] of replies.entries()) assert.equal(reply, `ok:c${i}`);
+      await until(() => reasons.length === clients, 'every connection closed');
+      assert.deepEqual(
+        reasons.filter((reason) => reason !== 'completed'),
+        [],
+      );
+      assert.ok(backend.peak <= 2, `the backend peaked at ${backend.peak}`);
+    });
+  }
 
   test('waiting clients are served in arrival order as slots free up', async () => {
     const backend = await countingBackend();
