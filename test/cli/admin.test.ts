@@ -284,6 +284,27 @@ describe('l4proxy --admin', () => {
     assert.equal(await cli.exited(15_000), 1);
   });
 
+  test('with workers: /stats sums counters, not what identifies an upstream', async (t) => {
+    const upstream = await taggedEcho(t, 'A:');
+    const { admin } = await startAdminCli(t, {
+      token: TOKEN,
+      upstreams: { a: upstream },
+      workers: 2,
+    });
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    const stats = (await (await fetch(`http://${admin}/stats`, { headers: auth })).json()) as {
+      listeners: { web: { stats: { upstreams: Record<string, { host: string; port: number }> } } };
+      workers: Record<string, unknown>;
+    };
+    assert.deepEqual(Object.keys(stats.workers), ['1', '2']);
+    const { host, port } = stats.listeners.web.stats.upstreams.a!;
+    assert.deepEqual(
+      { host, port },
+      { host: '127.0.0.1', port: upstream },
+      'the port, not 2 x port',
+    );
+  });
+
   test('a non-loopback admin address without a token is refused at start-up', async (t) => {
     const dir = configDir(t);
     const file = dir.write('l4proxy.json', {
