@@ -284,7 +284,7 @@ describe('l4proxy --admin', () => {
     assert.equal(await cli.exited(15_000), 1);
   });
 
-  test('with workers: /stats sums counters, not what identifies an upstream', async (t) => {
+  test('with workers: /stats sums counters, not what identifies an upstream, and has the uptime', async (t) => {
     const upstream = await taggedEcho(t, 'A:');
     const { admin } = await startAdminCli(t, {
       token: TOKEN,
@@ -295,8 +295,11 @@ describe('l4proxy --admin', () => {
     const stats = (await (await fetch(`http://${admin}/stats`, { headers: auth })).json()) as {
       listeners: { web: { stats: { upstreams: Record<string, { host: string; port: number }> } } };
       workers: Record<string, unknown>;
+      uptimeSeconds: unknown;
     };
     assert.deepEqual(Object.keys(stats.workers), ['1', '2']);
+    // The status page shows "up <uptimeSeconds> s" from it, as for a single process.
+    assert.equal(typeof stats.uptimeSeconds, 'number');
     const { host, port } = stats.listeners.web.stats.upstreams.a!;
     assert.deepEqual(
       { host, port },
