@@ -1,9 +1,10 @@
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { bearerMatches, sha256 } from '../admin/auth.js';
 import {
   AdminHttpError,
+  answerClientError,
   readJsonBody,
   sendError,
   sendJson,
@@ -71,9 +72,8 @@ export async function startPrimaryAdmin(
     },
   );
   server.maxConnections = 16;
-  server.on('clientError', (_err, socket: Socket) => {
-    socket.destroy();
-  });
+  // The same 400, 431 and 408 as a single process's admin server (docs/operations.md).
+  server.on('clientError', answerClientError);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host, port: settings.listen.port }, () => {

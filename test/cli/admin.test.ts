@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import type { UpstreamReport } from '../../src/index.js';
 import { curl } from '../helpers/curl.js';
-import { connect } from '../helpers/net.js';
+import { connect, readAll } from '../helpers/net.js';
 import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { tool } from '../helpers/tools.js';
 import { startAdminCli } from '../helpers/adminCli.js';
@@ -306,6 +306,27 @@ describe('l4proxy --admin', () => {
       { host: '127.0.0.1', port: upstream },
       'the port, not 2 x port',
     );
+  });
+
+  test('with workers: the primary answers a malformed, oversized or too slow request as documented', async (t) => {
+    const { admin } = await startAdminCli(t, {
+      token: TOKEN,
+      upstreams: { a: await taggedEcho(t, 'A:') },
+      workers: 2,
+    });
+    const port = Number(admin.slice(admin.lastIndexOf(':') + 1));
+    /** What the primary answers to `request` before it hangs up. */
+    const answer = async (request: string): Promise<string> => {
+      const socket = await connect(port);
+      const reply = readAll(socket, 15_000);
+      socket.write(request);
+      return (await reply).toString();
+    };
+    assert.match(await answer('\x16\x03\x01\x00\xa5garbage\r\n\r\n'), /^HTTP\/1\.1 400 /);
+    const huge = `GET /live HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(10_000)}\r\n\r\n`;
+    assert.match(await answer(huge), /^HTTP\/1\.1 431 /);
+    // Headers never finished: cut off after headersTimeout (5 s) with 408.
+    assert.match(await answer('GET /live HTTP/1.1\r\nhost: x\r\n'), /^HTTP\/1\.1 408 /);
   });
 
   test('a non-loopback admin address without a token is refused at start-up', async (t) => {
