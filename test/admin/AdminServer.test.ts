@@ -384,4 +384,18 @@ describe('AdminServer', () => {
     assert.throws(() => createAdminServer({ proxies: { web: proxy }, token: '' }), /token/);
     await open.close();
   });
+
+  test('a token no client could send (space, line break, non-ASCII) fails at construction, unshown', () => {
+    for (const token of ['two words', 'trailing\n', 'caf\u00e9']) {
+      assert.throws(
+        () => createAdminServer({ proxies: { web: proxy }, token }),
+        (err: unknown) => {
+          assert.ok(err instanceof InvalidOptionError);
+          assert.equal(err.option, 'token');
+          assert.ok(!err.message.includes(token), 'the secret stays out of the message');
+          return true;
+        },
+      );
+    }
+  });
 });

@@ -350,5 +350,14 @@ describe('l4proxy --admin', () => {
     const refused = await runCli(['--check', '--config', badFile]);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /admin\.token: expected listen or tokenFile/);
+    // A token with a space could never be sent in "Authorization: Bearer <token>": refused.
+    const spaced = dir.write('spaced-token', 'two words\n');
+    const unusable = await runCli(['--config', file, '--admin-token-file', spaced]);
+    assert.equal(unusable.code, 1);
+    assert.match(
+      unusable.stderr,
+      /admin token \(the first line of .*spaced-token\) must be visible ASCII/,
+    );
+    assert.ok(!unusable.stderr.includes('two words'));
   });
 });
