@@ -11,7 +11,7 @@ import type { LatencySnapshot } from '../metrics/latency.js';
 import { formatHostPort } from './address.js';
 import type { ListenerConfig, PreparedListener } from './config.js';
 import { optionsKey, upstreamsKey } from './config.js';
-import { sumStats } from './sumStats.js';
+import { endedStats, sumStats } from './sumStats.js';
 import { listenerBacklog } from './listenBacklog.js';
 import { reusePortSupported } from '../net/reusePort.js';
 import { fixedLocalAddress, presetLocalAddress } from '../net/knownLocalAddress.js';
@@ -190,7 +190,8 @@ export class Listener {
     const release = (): void => {
       if (proxy.connections().length > 0 || !this.retired.has(proxy)) return;
       this.retired.delete(proxy);
-      const final = proxy.stats();
+      // Its counters stay in the totals; its gauges (ejections, sessions held now) end with it.
+      const final = endedStats(proxy.stats());
       this.carried = this.carried === undefined ? final : sumStats(this.carried, final);
       void proxy.close({ drainTimeout: 0 });
     };

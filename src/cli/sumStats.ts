@@ -31,3 +31,22 @@ function addNumbers(key: string, a: number, b: number): number {
   if (key.endsWith('_max')) return Math.max(a, b);
   return a + b;
 }
+
+/**
+ * The stats of a proxy that is gone, to carry in totals: its counters as they are, its gauges
+ * (`_active`, `_max`: what it holds now) at 0, at every depth. Carried as they were, a gauge
+ * such as `outlier_ejections_active` would stay in the listener's sum forever.
+ */
+export function endedStats<T extends object>(stats: T): T {
+  return zeroGauges(stats as Record<string, unknown>) as T;
+}
+
+function zeroGauges(record: Record<string, unknown>): Record<string, unknown> {
+  const result: Record<string, unknown> = { ...record };
+  for (const [key, value] of Object.entries(record)) {
+    if (typeof value === 'number' && (key.endsWith('_active') || key.endsWith('_max')))
+      result[key] = 0;
+    else if (isRecord(value)) result[key] = zeroGauges(value);
+  }
+  return result;
+}
