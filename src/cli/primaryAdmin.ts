@@ -121,6 +121,9 @@ async function route(
     sendJson(req, res, reply.status, reply.body);
     return;
   }
+  // An unknown path is a 404 whatever the method, as from a single process.
+  if (path !== '/metrics' && path !== '/stats' && RELAYED_READS[path] === undefined)
+    throw unknownEndpoint(path);
   requireRead(read);
   if (path === '/metrics') {
     sendMetrics(req, res, await context.families());

@@ -197,6 +197,7 @@ describe('l4proxy --admin', () => {
     assert.equal((await post('/upstreams/web/zz/drain')).status, 404);
     assert.equal((await get('/upstreams/web/a/drain')).status, 405);
     assert.equal((await post('/stats')).status, 405);
+    assert.equal((await post('/nope')).status, 404, 'an unknown endpoint, whatever the method');
     const unknown = await get('/nope');
     assert.equal(unknown.status, 404);
     assert.ok(unknown.body.endpoints.includes('/upstreams'), 'the 404 lists the endpoints');
