@@ -38,6 +38,10 @@ export class WorkerRelay {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private remembered: RelayedAdminRequest[] = [];
+  /** Reloads so far (each one clears the overrides). */
+  private generation = 0;
+  /** The generation each request was sent in: one that a reload overtook is not kept. */
+  private readonly sentIn = new WeakMap<RelayedAdminRequest, number>();
 
   constructor(
     private readonly slots: () => readonly RelaySlot[],
@@ -47,6 +51,7 @@ export class WorkerRelay {
   /** Sends `request` to every ready worker; resolves when all answered or the time is up. */
   ask(request: RelayedAdminRequest): Promise<RelayOutcome> {
     const id = this.nextId++;
+    this.sentIn.set(request, this.generation);
     const replies = new Map<number, RelayedAdminReply>();
     const missing = new Map<number, string>();
     const targets: [number, Worker][] = [];
@@ -96,14 +101,20 @@ export class WorkerRelay {
     }
   }
 
-  /** Keeps a control request that changed state, for workers that start later. */
+  /**
+   * Keeps a control request that changed state, for workers that start later. A request sent
+   * before the last reload is dropped: the workers got the reload after it, which cleared it.
+   */
   remember(request: RelayedAdminRequest): void {
+    const sent = this.sentIn.get(request);
+    if (sent !== undefined && sent !== this.generation) return;
     this.remembered.push(request);
     if (this.remembered.length > MAX_REMEMBERED) this.remembered.shift();
   }
 
   /** A reload cleared every override: nothing to replay any more. */
   forget(): void {
+    this.generation++;
     this.remembered = [];
   }
 

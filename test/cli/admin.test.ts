@@ -330,6 +330,48 @@ describe('l4proxy --admin', () => {
     assert.match(await answer('GET /live HTTP/1.1\r\nhost: x\r\n'), /^HTTP\/1\.1 408 /);
   });
 
+  test('with workers: a drain that a SIGHUP overtakes is not replayed to a worker that restarts', async (t) => {
+    const { cli, admin } = await startAdminCli(t, {
+      token: TOKEN,
+      upstreams: { a: await taggedEcho(t, 'A:'), b: await taggedEcho(t, 'B:') },
+      workers: 2,
+    });
+    const started = await cli.waitLines('stderr', (l) => l.msg === 'worker ready', 2, 15_000);
+    const pidOf = (slot: number): number => Number(started.find((l) => l.worker === slot)?.pid);
+    const headers = { authorization: `Bearer ${TOKEN}` };
+    // Worker 1 stopped: the drain waits for it (2 s) while the reload goes out behind it.
+    process.kill(pidOf(1), 'SIGSTOP');
+    let stopped = true;
+    t.after(() => {
+      if (stopped) process.kill(pidOf(1), 'SIGCONT');
+    });
+    const drain = fetch(`http://${admin}/upstreams/web/b/drain`, { method: 'POST', headers });
+    await cli.waitLine('stderr', (l) => l.msg === 'admin action' && l.worker === 2);
+    process.kill(cli.pid, 'SIGHUP');
+    await cli.waitLine('stderr', (l) => l.msg === 'reloading workers');
+    assert.equal((await drain).status, 503, 'worker 1 did not answer in time');
+    process.kill(pidOf(1), 'SIGCONT');
+    stopped = false;
+    // Both workers applied the drain, then the reload, which cleared it.
+    await cli.waitLines('stderr', (l) => l.msg === 'config reloaded' && l.worker !== undefined, 2);
+
+    process.kill(pidOf(2), 'SIGKILL');
+    await cli.waitLine(
+      'stderr',
+      (l) => l.msg === 'worker ready' && l.worker === 2 && l.pid !== pidOf(2),
+      15_000,
+    );
+    const reply = (await (await fetch(`http://${admin}/upstreams`, { headers })).json()) as {
+      listeners: { web: { upstreams: MergedUpstream[] } };
+    };
+    const b = reply.listeners.web.upstreams.find((u) => u.id === 'b');
+    assert.deepEqual(
+      Object.values(b?.byWorker ?? {}).map((w) => w.admin),
+      ['ready', 'ready'],
+      'the reload cleared the drain on every worker, the new one included',
+    );
+  });
+
   test('a non-loopback admin address without a token is refused at start-up', async (t) => {
     const dir = configDir(t);
     const file = dir.write('l4proxy.json', {
