@@ -108,6 +108,11 @@ export class WorkerRelay {
   remember(request: RelayedAdminRequest): void {
     const sent = this.sentIn.get(request);
     if (sent !== undefined && sent !== this.generation) return;
+    // Only the last mode (drain, disable, enable) and the last weight of an upstream count: the
+    // earlier ones go, so a script that sets weights all day never pushes out an older disable.
+    const slot = overrideSlot(request);
+    if (slot !== undefined)
+      this.remembered = this.remembered.filter((kept) => overrideSlot(kept) !== slot);
     this.remembered.push(request);
     if (this.remembered.length > MAX_REMEMBERED) this.remembered.shift();
   }
@@ -129,5 +134,21 @@ export class WorkerRelay {
         request: { ...request, remoteAddress: 'primary (replayed on worker start)' },
       } satisfies PrimaryMessage);
     }
+  }
+}
+
+/**
+ * What a control request overrides: `listener/upstream` and `mode` or `weight` (a mode action
+ * keeps the weight and the other way round, so the last of each is the state). Undefined for a
+ * path that does not decode: such a request is kept as is.
+ */
+function overrideSlot(request: RelayedAdminRequest): string | undefined {
+  const [, , listener, upstream, action] = request.path.split('/');
+  if (listener === undefined || upstream === undefined || action === undefined) return undefined;
+  try {
+    const target = JSON.stringify([decodeURIComponent(listener), decodeURIComponent(upstream)]);
+    return `${target} ${action === 'weight' ? 'weight' : 'mode'}`;
+  } catch {
+    return undefined;
   }
 }
