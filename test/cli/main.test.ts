@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
-import { connect, readAll, refusedPort, waitFor } from '../helpers/net.js';
+import { closed, connect, readAll, refusedPort, waitFor } from '../helpers/net.js';
 import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { httpGet } from '../helpers/httpGet.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
@@ -258,6 +258,39 @@ describe('l4proxy --config', () => {
       }),
       3,
     );
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+});
+
+describe('l4proxy --metrics bounds', () => {
+  test('a half-sent request gets 408 and connections beyond 16 are refused', async (t) => {
+    const upstream = await taggedEcho(t, 'A:');
+    const cli = startCli(t, [
+      'tcp',
+      '127.0.0.1:0',
+      `127.0.0.1:${upstream}`,
+      '--metrics',
+      '127.0.0.1:0',
+    ]);
+    const metricsAt = String(
+      (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
+    );
+    const port = Number(metricsAt.slice(metricsAt.lastIndexOf(':') + 1));
+    const slow = await connect(port);
+    const answer = readAll(slow, 15_000);
+    slow.write('GET /metrics HTTP/1.1\r\nhost: x\r\n');
+    assert.match((await answer).toString(), /^HTTP\/1\.1 408 /, 'cut off after 5 s');
+
+    const idle: net.Socket[] = [];
+    t.after(() => {
+      for (const socket of idle) socket.destroy();
+    });
+    for (let i = 0; i < 16; i++) idle.push(await connect(port));
+    const extra = net.connect({ port, host: '127.0.0.1' });
+    extra.on('error', () => undefined);
+    await closed(extra, 5_000); // the 17th connection is closed at once (it rejects on timeout)
+    for (const socket of idle) socket.destroy();
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(), 0);
   });
