@@ -297,6 +297,27 @@ describe('l4proxy --metrics bounds', () => {
 });
 
 describe('l4proxy reload and gauges', () => {
+  test('a reload names the top-level settings that changed and need a restart', async (t) => {
+    const upstream = await taggedEcho(t, 'A:');
+    const dir = configDir(t);
+    const listeners = [
+      {
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: '127.0.0.1', port: upstream }],
+      },
+    ];
+    const file = dir.write('l4proxy.json', { listeners, admin: '127.0.0.1:0' });
+    const cli = startCli(t, ['--config', file]);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready');
+    dir.write('l4proxy.json', { listeners, admin: '127.0.0.1:1', drainTimeout: 1000 });
+    process.kill(cli.pid, 'SIGHUP');
+    const reloaded = await cli.waitLine('stderr', (l) => l.msg.startsWith('config reloaded'));
+    assert.deepEqual(reloaded.needsRestart, ['settings (admin, drainTimeout)']);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
   test('a replaced TCP generation leaves the totals with its counters, not its gauges', async (t) => {
     const a = await taggedEcho(t, 'A:');
     const b = await refusedPort();
