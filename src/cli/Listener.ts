@@ -207,7 +207,7 @@ export class Listener {
     }
     let stats = this.current.stats();
     for (const proxy of this.retired) stats = sumStats(stats, proxy.stats());
-    if (this.carried !== undefined) stats = sumStats(stats, this.carried);
+    if (this.carried !== undefined) stats = sumStats(stats, onlyUpstreamsOf(this.carried, stats));
     return { name: this.name, protocol: 'tcp', stats, ...latency };
   }
 
@@ -262,4 +262,16 @@ function changedKeys(
   return [...keys].filter(
     (key) => optionsKey({ [key]: before[key] }) !== optionsKey({ [key]: after[key] }),
   );
+}
+
+/**
+ * `carried` with only the upstreams `running` still has: the counters of an upstream that a
+ * reload removed end with the last proxy that used it (as `setUpstreams` ends them), instead of
+ * showing it, with its last health and admin flags, for as long as the process runs.
+ */
+function onlyUpstreamsOf(carried: TcpProxyStats, running: TcpProxyStats): TcpProxyStats {
+  const upstreams = Object.fromEntries(
+    Object.entries(carried.upstreams).filter(([id]) => id in running.upstreams),
+  );
+  return { ...carried, upstreams };
 }

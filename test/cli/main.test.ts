@@ -318,7 +318,7 @@ describe('l4proxy reload and gauges', () => {
     assert.equal(await cli.exited(), 0);
   });
 
-  test('a replaced TCP generation leaves the totals with its counters, not its gauges', async (t) => {
+  test('a replaced TCP generation leaves the totals with its counters, not its gauges nor removed upstreams', async (t) => {
     const a = await taggedEcho(t, 'A:');
     const b = await refusedPort();
     const dir = configDir(t);
@@ -359,7 +359,10 @@ describe('l4proxy reload and gauges', () => {
     assert.equal(await gauge(), 1, 'b ejected');
 
     // New options: a new generation takes new connections, the old one keeps the held ones.
-    dir.write('l4proxy.json', { listeners: [{ ...web, idleTimeout: 60_000 }] });
+    // Upstream b goes too.
+    dir.write('l4proxy.json', {
+      listeners: [{ ...web, upstreams: web.upstreams.slice(0, 1), idleTimeout: 60_000 }],
+    });
     process.kill(cli.pid, 'SIGHUP');
     await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
     const closedBefore = cli.stdout.filter((l) => l.msg === 'connection closed').length;
@@ -368,6 +371,10 @@ describe('l4proxy reload and gauges', () => {
     // The old generation is gone (released on the close its access line reports), its ejection
     // with it; the new one ejected nothing.
     assert.equal(await gauge(), 0);
+    // Removed b left with it: no series of b stays behind (b "healthy" for ever).
+    const body = (await httpGet(`http://${metricsAt}/metrics`)).body;
+    assert.doesNotMatch(body, /upstream="b"/);
+    assert.match(body, /^l4proxy_tcp_upstream_host_cx_total\{listener="web",upstream="a"\} [1-9]/m);
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(), 0);
   });
