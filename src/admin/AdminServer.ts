@@ -13,6 +13,7 @@ import type { AdminServerOptions, ResolvedAdminOptions } from './adminOptions.js
 import { resolveAdminOptions } from './adminOptions.js';
 import { bearerMatches, isLoopbackHost, sha256 } from './auth.js';
 import { RecentEvents } from './RecentEvents.js';
+import { answerClientError } from './httpReply.js';
 import { handleRequest } from './routes.js';
 
 /** An operator's action through the admin API: the payload of `control` (log it). */
@@ -193,21 +194,7 @@ export class AdminServer extends EventEmitter<AdminServerEvents> {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
     });
-    // A malformed request, an oversized header or a timeout: answer if possible, then hang up.
-    server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-      if (socket.writable && !socket.destroyed) {
-        const status =
-          err.code === 'HPE_HEADER_OVERFLOW'
-            ? 431
-            : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-              ? 408
-              : 400;
-        socket.end(
-          `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`,
-        );
-      }
-      socket.destroy();
-    });
+    server.on('clientError', answerClientError);
     return server;
   }
 }

@@ -93,7 +93,7 @@ export function resolveAdminOptions(options: unknown): ResolvedAdminOptions {
   return {
     proxies: proxies as Readonly<Record<string, TcpProxy | UdpProxy>> | undefined,
     listeners,
-    token: raw.token === undefined ? undefined : nonEmptyString(raw.token, 'token'),
+    token: raw.token === undefined ? undefined : bearerToken(raw.token),
     config: optionalFunction<() => unknown>(raw.config, 'config'),
     ready: optionalFunction<() => boolean>(raw.ready, 'ready'),
     histograms: boolean(raw.histograms, 'histograms', true),
@@ -106,4 +106,25 @@ export function resolveAdminOptions(options: unknown): ResolvedAdminOptions {
     headersTimeout: duration(raw.headersTimeout, 'headersTimeout', 5_000, 1),
     requestTimeout: duration(raw.requestTimeout, 'requestTimeout', 10_000, 1),
   };
+}
+
+/**
+ * Whether a client can send `token`: `Authorization: Bearer <token>` carries one run of visible
+ * ASCII, so a token with a space, a line break or a non-ASCII character could never match (every
+ * request would get 401).
+ */
+export function isBearerToken(token: string): boolean {
+  return /^[\x21-\x7e]+$/.test(token);
+}
+
+/** The `token` option: refused unless a client can send it (the secret stays out of the error). */
+function bearerToken(value: unknown): string {
+  const token = nonEmptyString(value, 'token');
+  if (!isBearerToken(token))
+    throw new InvalidOptionError(
+      'token',
+      'visible ASCII characters without spaces (a bearer token)',
+      '[redacted]',
+    );
+  return token;
 }

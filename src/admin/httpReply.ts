@@ -1,6 +1,8 @@
 import { PROMETHEUS_CONTENT_TYPE, renderFamilies } from '../metrics/prometheus.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
+import { STATUS_CODES } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 
 /** An admin API failure: the status and the message (and field) the JSON body carries. */
 export class AdminHttpError extends Error {
@@ -134,4 +136,24 @@ export function readJsonBody(
       resolve(parsed as Record<string, unknown>);
     });
   });
+}
+
+/**
+ * The admin servers' `clientError` handler (single process and cluster primary alike): a
+ * malformed request (400), an oversized header (431) or one too slow (408) is answered if the
+ * socket still can be, then hung up.
+ */
+export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (socket.writable && !socket.destroyed) {
+    const status =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? 431
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? 408
+          : 400;
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`,
+    );
+  }
+  socket.destroy();
 }

@@ -2,6 +2,12 @@
 const SECRET_KEY =
   /^(key|pfx|passphrase|password|secret|token|tokenFile|credentials?|authorization|psk)$|(Key|Secret|Token|Password|Passphrase|Credentials?)$/;
 
+/**
+ * Header names (a tunnel's `headers`) whose values are credentials, in any case:
+ * `proxy-authorization`, `authorization`, `cookie`, `x-api-key`, `x-auth-token`...
+ */
+const SECRET_HEADER = /(^|-)(authorization|cookie|key|token|secret|password|credentials?)$/i;
+
 /** What a redacted value shows. */
 export const REDACTED = '[redacted]';
 
@@ -19,7 +25,8 @@ export function redact(value: unknown, depth = 0): unknown {
   if (typeof value !== 'object' || value === null) return value;
   const out: Record<string, unknown> = {};
   for (const [key, item] of Object.entries(value)) {
-    out[key] = SECRET_KEY.test(key) && item !== undefined ? REDACTED : redact(item, depth + 1);
+    const secret = SECRET_KEY.test(key) || SECRET_HEADER.test(key);
+    out[key] = secret && item !== undefined ? REDACTED : redact(item, depth + 1);
   }
   return out;
 }

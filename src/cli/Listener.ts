@@ -11,7 +11,7 @@ import type { LatencySnapshot } from '../metrics/latency.js';
 import { formatHostPort } from './address.js';
 import type { ListenerConfig, PreparedListener } from './config.js';
 import { optionsKey, upstreamsKey } from './config.js';
-import { sumStats } from './sumStats.js';
+import { endedStats, sumStats } from './sumStats.js';
 import { listenerBacklog } from './listenBacklog.js';
 import { reusePortSupported } from '../net/reusePort.js';
 import { fixedLocalAddress, presetLocalAddress } from '../net/knownLocalAddress.js';
@@ -190,7 +190,8 @@ export class Listener {
     const release = (): void => {
       if (proxy.connections().length > 0 || !this.retired.has(proxy)) return;
       this.retired.delete(proxy);
-      const final = proxy.stats();
+      // Its counters stay in the totals; its gauges (ejections, sessions held now) end with it.
+      const final = endedStats(proxy.stats());
       this.carried = this.carried === undefined ? final : sumStats(this.carried, final);
       void proxy.close({ drainTimeout: 0 });
     };
@@ -206,7 +207,7 @@ export class Listener {
     }
     let stats = this.current.stats();
     for (const proxy of this.retired) stats = sumStats(stats, proxy.stats());
-    if (this.carried !== undefined) stats = sumStats(stats, this.carried);
+    if (this.carried !== undefined) stats = sumStats(stats, onlyUpstreamsOf(this.carried, stats));
     return { name: this.name, protocol: 'tcp', stats, ...latency };
   }
 
@@ -261,4 +262,16 @@ function changedKeys(
   return [...keys].filter(
     (key) => optionsKey({ [key]: before[key] }) !== optionsKey({ [key]: after[key] }),
   );
+}
+
+/**
+ * `carried` with only the upstreams `running` still has: the counters of an upstream that a
+ * reload removed end with the last proxy that used it (as `setUpstreams` ends them), instead of
+ * showing it, with its last health and admin flags, for as long as the process runs.
+ */
+function onlyUpstreamsOf(carried: TcpProxyStats, running: TcpProxyStats): TcpProxyStats {
+  const upstreams = Object.fromEntries(
+    Object.entries(carried.upstreams).filter(([id]) => id in running.upstreams),
+  );
+  return { ...carried, upstreams };
 }

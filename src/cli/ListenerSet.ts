@@ -31,7 +31,8 @@ export interface ListenerSetOptions {
 export class ListenerSet {
   private readonly listeners = new Map<string, Listener>();
   private reloading: Promise<ReloadOutcome> | undefined;
-  private readonly settingsKey: string;
+  /** The top-level settings it started with, each as JSON: changing one needs a restart. */
+  private readonly settings: ReadonlyMap<string, string>;
 
   constructor(
     config: Config,
@@ -40,7 +41,7 @@ export class ListenerSet {
     options: ListenerSetOptions = {},
   ) {
     const { backlog, recordLatency = false } = options;
-    this.settingsKey = JSON.stringify(config.settings);
+    this.settings = settingsByKey(config.settings);
     for (const prepared of config.listeners) {
       this.listeners.set(
         prepared.config.name,
@@ -108,13 +109,11 @@ export class ListenerSet {
       const outcome = this.apply(config.listeners);
       // Operator overrides (admin API) last until a reload: the file is the truth again.
       for (const listener of this.listeners.values()) clearOverrides(listener.proxies());
-      if (JSON.stringify(config.settings) === this.settingsKey) return outcome;
+      const changed = changedSettings(this.settings, settingsByKey(config.settings));
+      if (changed.length === 0) return outcome;
       return {
         ...outcome,
-        needsRestart: [
-          ...outcome.needsRestart,
-          'settings (metrics, drainTimeout, logLevel, workers, backlog)',
-        ],
+        needsRestart: [...outcome.needsRestart, `settings (${changed.join(', ')})`],
       };
     };
     const next = (this.reloading ?? Promise.resolve()).then(run, run);
@@ -163,4 +162,17 @@ export class ListenerSet {
 
 function sameListen(listener: Listener, next: PreparedListener): boolean {
   return listener.configuredListen === `${next.config.listen.host}:${next.config.listen.port}`;
+}
+
+function settingsByKey(settings: object): Map<string, string> {
+  return new Map(Object.entries(settings).map(([key, value]) => [key, JSON.stringify(value)]));
+}
+
+/** The top-level settings (`admin`, `metrics`, `accessLog`...) set, unset or changed. */
+function changedSettings(
+  before: ReadonlyMap<string, string>,
+  after: ReadonlyMap<string, string>,
+): string[] {
+  const keys = new Set([...before.keys(), ...after.keys()]);
+  return [...keys].filter((key) => before.get(key) !== after.get(key));
 }

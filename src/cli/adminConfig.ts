@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { createAdminServer } from '../admin/AdminServer.js';
 import type { AdminServer } from '../admin/AdminServer.js';
+import { isBearerToken } from '../admin/adminOptions.js';
 import { isLoopbackHost } from '../admin/auth.js';
 import { isRecord } from '../internal/validate.js';
 import type { HostPort } from './address.js';
@@ -68,10 +69,21 @@ export async function readAdminToken(settings: AdminSettings): Promise<string | 
     const text = await readFile(settings.tokenFile, 'utf8');
     const token = text.split('\n')[0]?.trim() ?? '';
     if (token === '') throw new Error(`admin token file ${settings.tokenFile} is empty`);
-    return token;
+    return sendable(token, `the first line of ${settings.tokenFile}`);
   }
   const env = process.env[ADMIN_TOKEN_ENV];
-  return env === undefined || env === '' ? undefined : env;
+  return env === undefined || env === '' ? undefined : sendable(env, ADMIN_TOKEN_ENV);
+}
+
+/** `token`, unless no client could send it (then every request would get 401). */
+function sendable(token: string, source: string): string {
+  if (!isBearerToken(token)) {
+    throw new Error(
+      `the admin token (${source}) must be visible ASCII characters without spaces: ` +
+        'a client sends it as "Authorization: Bearer <token>"',
+    );
+  }
+  return token;
 }
 
 /** What the CLI's admin server needs from the process. */

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { answerClientError } from '../admin/httpReply.js';
 import {
   PROMETHEUS_CONTENT_TYPE,
   renderFamilies,
@@ -29,6 +30,9 @@ export function listenerFamilies(
   });
 }
 
+/** Concurrent connections to the metrics server; more are closed at once. */
+export const METRICS_MAX_CONNECTIONS = 16;
+
 /** Renders the families `collect()` returns. */
 export type MetricsCollector = () => Promise<Iterable<MetricFamily>>;
 
@@ -40,27 +44,39 @@ export async function startMetricsServer(
   address: HostPort,
   collect: MetricsCollector,
 ): Promise<{ server: http.Server; address: string }> {
-  const server = http.createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
-      res
-        .writeHead(404, { 'content-type': 'text/plain; charset=utf-8' })
-        .end('Not found: try GET /metrics\n');
-      return;
-    }
-    collect().then(
-      (families) => {
-        res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE });
-        res.end(req.method === 'HEAD' ? undefined : renderFamilies(families));
-      },
-      (err: unknown) => {
-        res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end(`${String(err)}\n`);
-      },
-    );
-  });
-  server.on('clientError', (_err, socket) => {
-    socket.destroy();
-  });
+  // The admin server's bounds: a scraper sends one small request at once; a client that sends
+  // half a request, or opens connections by the hundred, must not hold this process's sockets.
+  const server = http.createServer(
+    {
+      maxHeaderSize: 8_192,
+      headersTimeout: 5_000,
+      requestTimeout: 10_000,
+      connectionsCheckingInterval: 1_000,
+      keepAliveTimeout: 5_000,
+    },
+    (req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+        res
+          .writeHead(404, { 'content-type': 'text/plain; charset=utf-8' })
+          .end('Not found: try GET /metrics\n');
+        return;
+      }
+      collect().then(
+        (families) => {
+          res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE });
+          res.end(req.method === 'HEAD' ? undefined : renderFamilies(families));
+        },
+        (err: unknown) => {
+          res
+            .writeHead(500, { 'content-type': 'text/plain; charset=utf-8' })
+            .end(`${String(err)}\n`);
+        },
+      );
+    },
+  );
+  server.maxConnections = METRICS_MAX_CONNECTIONS;
+  server.on('clientError', answerClientError);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(

@@ -1,9 +1,10 @@
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { bearerMatches, sha256 } from '../admin/auth.js';
 import {
   AdminHttpError,
+  answerClientError,
   readJsonBody,
   sendError,
   sendJson,
@@ -50,6 +51,7 @@ export async function startPrimaryAdmin(
   const token = await readAdminToken(settings);
   const host = adminHost(settings, token);
   const tokenHash = token === undefined ? undefined : sha256(token);
+  const startTime = Date.now();
   const server = http.createServer(
     {
       maxHeaderSize: 8_192,
@@ -58,7 +60,7 @@ export async function startPrimaryAdmin(
       connectionsCheckingInterval: 1_000,
     },
     (req, res) => {
-      route(req, res, context, tokenHash).catch((err: unknown) => {
+      route(req, res, { context, tokenHash, startTime }).catch((err: unknown) => {
         if (res.headersSent) res.destroy();
         else
           sendError(
@@ -70,9 +72,8 @@ export async function startPrimaryAdmin(
     },
   );
   server.maxConnections = 16;
-  server.on('clientError', (_err, socket: Socket) => {
-    socket.destroy();
-  });
+  // The same 400, 431 and 408 as a single process's admin server (docs/operations.md).
+  server.on('clientError', answerClientError);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host, port: settings.listen.port }, () => {
@@ -85,11 +86,18 @@ export async function startPrimaryAdmin(
   return { server, address: formatHostPort(bound.address, bound.port) };
 }
 
+/** What one request of the primary's admin server needs: the context, the token and uptime. */
+interface PrimaryAdminState {
+  readonly context: PrimaryAdminContext;
+  readonly tokenHash: Buffer | undefined;
+  /** `Date.now()` when the admin server started, for `uptimeSeconds`. */
+  readonly startTime: number;
+}
+
 async function route(
   req: IncomingMessage,
   res: ServerResponse,
-  context: PrimaryAdminContext,
-  tokenHash: Buffer | undefined,
+  { context, tokenHash, startTime }: PrimaryAdminState,
 ): Promise<void> {
   const request = readAdminRequest(req, res, {
     ready: context.ready,
@@ -113,13 +121,16 @@ async function route(
     sendJson(req, res, reply.status, reply.body);
     return;
   }
+  // An unknown path is a 404 whatever the method, as from a single process.
+  if (path !== '/metrics' && path !== '/stats' && RELAYED_READS[path] === undefined)
+    throw unknownEndpoint(path);
   requireRead(read);
   if (path === '/metrics') {
     sendMetrics(req, res, await context.families());
     return;
   }
   if (path === '/stats') {
-    sendJson(req, res, 200, clusterStats(await context.collect()));
+    sendJson(req, res, 200, clusterStats(await context.collect(), startTime));
     return;
   }
   const merge = RELAYED_READS[path];
@@ -144,9 +155,9 @@ const RELAYED_READS: Readonly<Record<string, (outcome: RelayOutcome) => ClusterR
 
 /**
  * `/stats` of a cluster: `listeners` sums every worker's snapshot per listener (what the status
- * page charts), `workers` keeps each worker's own.
+ * page charts), `workers` keeps each worker's own; `time` and `uptimeSeconds` as a single process.
  */
-function clusterStats(byWorker: Map<number, readonly ListenerStats[]>): unknown {
+function clusterStats(byWorker: Map<number, readonly ListenerStats[]>, startTime: number): unknown {
   const workers: Record<string, unknown> = {};
   const listeners: Record<string, { protocol: string; stats: object }> = {};
   for (const [slot, stats] of byWorker) {
@@ -159,5 +170,6 @@ function clusterStats(byWorker: Map<number, readonly ListenerStats[]>): unknown 
       };
     }
   }
-  return { time: Date.now(), listeners, workers };
+  const time = Date.now();
+  return { time, uptimeSeconds: Math.round((time - startTime) / 1000), listeners, workers };
 }

@@ -38,6 +38,10 @@ export class WorkerRelay {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private remembered: RelayedAdminRequest[] = [];
+  /** Reloads so far (each one clears the overrides). */
+  private generation = 0;
+  /** The generation each request was sent in: one that a reload overtook is not kept. */
+  private readonly sentIn = new WeakMap<RelayedAdminRequest, number>();
 
   constructor(
     private readonly slots: () => readonly RelaySlot[],
@@ -47,6 +51,7 @@ export class WorkerRelay {
   /** Sends `request` to every ready worker; resolves when all answered or the time is up. */
   ask(request: RelayedAdminRequest): Promise<RelayOutcome> {
     const id = this.nextId++;
+    this.sentIn.set(request, this.generation);
     const replies = new Map<number, RelayedAdminReply>();
     const missing = new Map<number, string>();
     const targets: [number, Worker][] = [];
@@ -96,14 +101,25 @@ export class WorkerRelay {
     }
   }
 
-  /** Keeps a control request that changed state, for workers that start later. */
+  /**
+   * Keeps a control request that changed state, for workers that start later. A request sent
+   * before the last reload is dropped: the workers got the reload after it, which cleared it.
+   */
   remember(request: RelayedAdminRequest): void {
+    const sent = this.sentIn.get(request);
+    if (sent !== undefined && sent !== this.generation) return;
+    // Only the last mode (drain, disable, enable) and the last weight of an upstream count: the
+    // earlier ones go, so a script that sets weights all day never pushes out an older disable.
+    const slot = overrideSlot(request);
+    if (slot !== undefined)
+      this.remembered = this.remembered.filter((kept) => overrideSlot(kept) !== slot);
     this.remembered.push(request);
     if (this.remembered.length > MAX_REMEMBERED) this.remembered.shift();
   }
 
   /** A reload cleared every override: nothing to replay any more. */
   forget(): void {
+    this.generation++;
     this.remembered = [];
   }
 
@@ -118,5 +134,21 @@ export class WorkerRelay {
         request: { ...request, remoteAddress: 'primary (replayed on worker start)' },
       } satisfies PrimaryMessage);
     }
+  }
+}
+
+/**
+ * What a control request overrides: `listener/upstream` and `mode` or `weight` (a mode action
+ * keeps the weight and the other way round, so the last of each is the state). Undefined for a
+ * path that does not decode: such a request is kept as is.
+ */
+function overrideSlot(request: RelayedAdminRequest): string | undefined {
+  const [, , listener, upstream, action] = request.path.split('/');
+  if (listener === undefined || upstream === undefined || action === undefined) return undefined;
+  try {
+    const target = JSON.stringify([decodeURIComponent(listener), decodeURIComponent(upstream)]);
+    return `${target} ${action === 'weight' ? 'weight' : 'mode'}`;
+  } catch {
+    return undefined;
   }
 }

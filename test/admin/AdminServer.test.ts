@@ -354,6 +354,40 @@ describe('AdminServer', () => {
     await custom.close();
   });
 
+  test('/config redacts credential headers of a tunnel upstream, whatever their case', async (t) => {
+    const headers = {
+      'proxy-authorization': 'Basic dXNlcjpwdw==',
+      'X-Api-Key': 'k-123',
+      'x-auth-token': 't-456',
+      cookie: 'session=s-789',
+      'x-request-source': 'l4proxy',
+    };
+    const custom = createAdminServer({
+      proxies: { web: proxy },
+      config: () => ({ upstreams: [{ host: 'egress', port: 3128, tunnel: { headers } }] }),
+    });
+    t.after(() => custom.close());
+    const customPort = (await custom.listen()).port;
+    const reply = await adminRequest(customPort, 'GET', '/config');
+    assert.deepEqual(reply.json, {
+      upstreams: [
+        {
+          host: 'egress',
+          port: 3128,
+          tunnel: {
+            headers: {
+              'proxy-authorization': '[redacted]',
+              'X-Api-Key': '[redacted]',
+              'x-auth-token': '[redacted]',
+              cookie: '[redacted]',
+              'x-request-source': 'l4proxy',
+            },
+          },
+        },
+      ],
+    });
+  });
+
   test('bounded: a slow header is cut off with 408, connections over maxConnections are refused', async () => {
     const slow = await connect(port);
     const answer: Buffer[] = [];
@@ -383,5 +417,19 @@ describe('AdminServer', () => {
     );
     assert.throws(() => createAdminServer({ proxies: { web: proxy }, token: '' }), /token/);
     await open.close();
+  });
+
+  test('a token no client could send (space, line break, non-ASCII) fails at construction, unshown', () => {
+    for (const token of ['two words', 'trailing\n', 'caf\u00e9']) {
+      assert.throws(
+        () => createAdminServer({ proxies: { web: proxy }, token }),
+        (err: unknown) => {
+          assert.ok(err instanceof InvalidOptionError);
+          assert.equal(err.option, 'token');
+          assert.ok(!err.message.includes(token), 'the secret stays out of the message');
+          return true;
+        },
+      );
+    }
   });
 });

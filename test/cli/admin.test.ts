@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import type { UpstreamReport } from '../../src/index.js';
 import { curl } from '../helpers/curl.js';
-import { connect } from '../helpers/net.js';
+import { connect, readAll } from '../helpers/net.js';
 import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { tool } from '../helpers/tools.js';
 import { startAdminCli } from '../helpers/adminCli.js';
@@ -197,6 +197,7 @@ describe('l4proxy --admin', () => {
     assert.equal((await post('/upstreams/web/zz/drain')).status, 404);
     assert.equal((await get('/upstreams/web/a/drain')).status, 405);
     assert.equal((await post('/stats')).status, 405);
+    assert.equal((await post('/nope')).status, 404, 'an unknown endpoint, whatever the method');
     const unknown = await get('/nope');
     assert.equal(unknown.status, 404);
     assert.ok(unknown.body.endpoints.includes('/upstreams'), 'the 404 lists the endpoints');
@@ -284,6 +285,93 @@ describe('l4proxy --admin', () => {
     assert.equal(await cli.exited(15_000), 1);
   });
 
+  test('with workers: /stats sums counters, not what identifies an upstream, and has the uptime', async (t) => {
+    const upstream = await taggedEcho(t, 'A:');
+    const { admin } = await startAdminCli(t, {
+      token: TOKEN,
+      upstreams: { a: upstream },
+      workers: 2,
+    });
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    const stats = (await (await fetch(`http://${admin}/stats`, { headers: auth })).json()) as {
+      listeners: { web: { stats: { upstreams: Record<string, { host: string; port: number }> } } };
+      workers: Record<string, unknown>;
+      uptimeSeconds: unknown;
+    };
+    assert.deepEqual(Object.keys(stats.workers), ['1', '2']);
+    // The status page shows "up <uptimeSeconds> s" from it, as for a single process.
+    assert.equal(typeof stats.uptimeSeconds, 'number');
+    const { host, port } = stats.listeners.web.stats.upstreams.a!;
+    assert.deepEqual(
+      { host, port },
+      { host: '127.0.0.1', port: upstream },
+      'the port, not 2 x port',
+    );
+  });
+
+  test('with workers: the primary answers a malformed, oversized or too slow request as documented', async (t) => {
+    const { admin } = await startAdminCli(t, {
+      token: TOKEN,
+      upstreams: { a: await taggedEcho(t, 'A:') },
+      workers: 2,
+    });
+    const port = Number(admin.slice(admin.lastIndexOf(':') + 1));
+    /** What the primary answers to `request` before it hangs up. */
+    const answer = async (request: string): Promise<string> => {
+      const socket = await connect(port);
+      const reply = readAll(socket, 15_000);
+      socket.write(request);
+      return (await reply).toString();
+    };
+    assert.match(await answer('\x16\x03\x01\x00\xa5garbage\r\n\r\n'), /^HTTP\/1\.1 400 /);
+    const huge = `GET /live HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(10_000)}\r\n\r\n`;
+    assert.match(await answer(huge), /^HTTP\/1\.1 431 /);
+    // Headers never finished: cut off after headersTimeout (5 s) with 408.
+    assert.match(await answer('GET /live HTTP/1.1\r\nhost: x\r\n'), /^HTTP\/1\.1 408 /);
+  });
+
+  test('with workers: a drain that a SIGHUP overtakes is not replayed to a worker that restarts', async (t) => {
+    const { cli, admin } = await startAdminCli(t, {
+      token: TOKEN,
+      upstreams: { a: await taggedEcho(t, 'A:'), b: await taggedEcho(t, 'B:') },
+      workers: 2,
+    });
+    const started = await cli.waitLines('stderr', (l) => l.msg === 'worker ready', 2, 15_000);
+    const pidOf = (slot: number): number => Number(started.find((l) => l.worker === slot)?.pid);
+    const headers = { authorization: `Bearer ${TOKEN}` };
+    // Worker 1 stopped: the drain waits for it (2 s) while the reload goes out behind it.
+    process.kill(pidOf(1), 'SIGSTOP');
+    let stopped = true;
+    t.after(() => {
+      if (stopped) process.kill(pidOf(1), 'SIGCONT');
+    });
+    const drain = fetch(`http://${admin}/upstreams/web/b/drain`, { method: 'POST', headers });
+    await cli.waitLine('stderr', (l) => l.msg === 'admin action' && l.worker === 2);
+    process.kill(cli.pid, 'SIGHUP');
+    await cli.waitLine('stderr', (l) => l.msg === 'reloading workers');
+    assert.equal((await drain).status, 503, 'worker 1 did not answer in time');
+    process.kill(pidOf(1), 'SIGCONT');
+    stopped = false;
+    // Both workers applied the drain, then the reload, which cleared it.
+    await cli.waitLines('stderr', (l) => l.msg === 'config reloaded' && l.worker !== undefined, 2);
+
+    process.kill(pidOf(2), 'SIGKILL');
+    await cli.waitLine(
+      'stderr',
+      (l) => l.msg === 'worker ready' && l.worker === 2 && l.pid !== pidOf(2),
+      15_000,
+    );
+    const reply = (await (await fetch(`http://${admin}/upstreams`, { headers })).json()) as {
+      listeners: { web: { upstreams: MergedUpstream[] } };
+    };
+    const b = reply.listeners.web.upstreams.find((u) => u.id === 'b');
+    assert.deepEqual(
+      Object.values(b?.byWorker ?? {}).map((w) => w.admin),
+      ['ready', 'ready'],
+      'the reload cleared the drain on every worker, the new one included',
+    );
+  });
+
   test('a non-loopback admin address without a token is refused at start-up', async (t) => {
     const dir = configDir(t);
     const file = dir.write('l4proxy.json', {
@@ -305,5 +393,14 @@ describe('l4proxy --admin', () => {
     const refused = await runCli(['--check', '--config', badFile]);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /admin\.token: expected listen or tokenFile/);
+    // A token with a space could never be sent in "Authorization: Bearer <token>": refused.
+    const spaced = dir.write('spaced-token', 'two words\n');
+    const unusable = await runCli(['--config', file, '--admin-token-file', spaced]);
+    assert.equal(unusable.code, 1);
+    assert.match(
+      unusable.stderr,
+      /admin token \(the first line of .*spaced-token\) must be visible ASCII/,
+    );
+    assert.ok(!unusable.stderr.includes('two words'));
   });
 });

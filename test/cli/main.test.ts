@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
-import { connect, readAll, waitFor } from '../helpers/net.js';
+import { closed, connect, readAll, refusedPort, waitFor } from '../helpers/net.js';
 import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { httpGet } from '../helpers/httpGet.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
@@ -258,6 +258,123 @@ describe('l4proxy --config', () => {
       }),
       3,
     );
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+});
+
+describe('l4proxy --metrics bounds', () => {
+  test('a half-sent request gets 408 and connections beyond 16 are refused', async (t) => {
+    const upstream = await taggedEcho(t, 'A:');
+    const cli = startCli(t, [
+      'tcp',
+      '127.0.0.1:0',
+      `127.0.0.1:${upstream}`,
+      '--metrics',
+      '127.0.0.1:0',
+    ]);
+    const metricsAt = String(
+      (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
+    );
+    const port = Number(metricsAt.slice(metricsAt.lastIndexOf(':') + 1));
+    const slow = await connect(port);
+    const answer = readAll(slow, 15_000);
+    slow.write('GET /metrics HTTP/1.1\r\nhost: x\r\n');
+    assert.match((await answer).toString(), /^HTTP\/1\.1 408 /, 'cut off after 5 s');
+
+    const idle: net.Socket[] = [];
+    t.after(() => {
+      for (const socket of idle) socket.destroy();
+    });
+    for (let i = 0; i < 16; i++) idle.push(await connect(port));
+    const extra = net.connect({ port, host: '127.0.0.1' });
+    extra.on('error', () => undefined);
+    await closed(extra, 5_000); // the 17th connection is closed at once (it rejects on timeout)
+    for (const socket of idle) socket.destroy();
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+});
+
+describe('l4proxy reload and gauges', () => {
+  test('a reload names the top-level settings that changed and need a restart', async (t) => {
+    const upstream = await taggedEcho(t, 'A:');
+    const dir = configDir(t);
+    const listeners = [
+      {
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: '127.0.0.1', port: upstream }],
+      },
+    ];
+    const file = dir.write('l4proxy.json', { listeners, admin: '127.0.0.1:0' });
+    const cli = startCli(t, ['--config', file]);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready');
+    dir.write('l4proxy.json', { listeners, admin: '127.0.0.1:1', drainTimeout: 1000 });
+    process.kill(cli.pid, 'SIGHUP');
+    const reloaded = await cli.waitLine('stderr', (l) => l.msg.startsWith('config reloaded'));
+    assert.deepEqual(reloaded.needsRestart, ['settings (admin, drainTimeout)']);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
+  test('a replaced TCP generation leaves the totals with its counters, not its gauges nor removed upstreams', async (t) => {
+    const a = await taggedEcho(t, 'A:');
+    const b = await refusedPort();
+    const dir = configDir(t);
+    const web = {
+      name: 'web',
+      protocol: 'tcp',
+      listen: '127.0.0.1:0',
+      upstreams: [
+        { host: '127.0.0.1', port: a, id: 'a' },
+        { host: '127.0.0.1', port: b, id: 'b' },
+      ],
+      outlierDetection: { consecutiveFailures: 1 },
+    };
+    const file = dir.write('l4proxy.json', { listeners: [web] });
+    const cli = startCli(t, ['--config', file, '--metrics', '127.0.0.1:0']);
+    const port = await listenPort(cli);
+    const metricsAt = String(
+      (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
+    );
+    const gauge = async (): Promise<number | undefined> =>
+      valueOf(
+        parseExposition((await httpGet(`http://${metricsAt}/metrics`)).body),
+        'l4proxy_tcp_outlier_ejections_active',
+        { listener: 'web' },
+      );
+    // Round robin tries b (refused: ejected at the first failure) and a (held open).
+    const held: net.Socket[] = [];
+    t.after(() => {
+      for (const socket of held) socket.destroy();
+    });
+    for (let i = 0; i < 4 && (held.length === 0 || (await gauge()) !== 1); i++) {
+      const socket = await connect(port);
+      const echoed = await roundTrip(socket, 'x').catch(() => undefined);
+      if (echoed === 'A:x') held.push(socket);
+      else socket.destroy();
+    }
+    assert.ok(held.length > 0);
+    assert.equal(await gauge(), 1, 'b ejected');
+
+    // New options: a new generation takes new connections, the old one keeps the held ones.
+    // Upstream b goes too.
+    dir.write('l4proxy.json', {
+      listeners: [{ ...web, upstreams: web.upstreams.slice(0, 1), idleTimeout: 60_000 }],
+    });
+    process.kill(cli.pid, 'SIGHUP');
+    await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
+    const closedBefore = cli.stdout.filter((l) => l.msg === 'connection closed').length;
+    for (const socket of held) socket.end();
+    await cli.waitLines('stdout', (l) => l.msg === 'connection closed', closedBefore + held.length);
+    // The old generation is gone (released on the close its access line reports), its ejection
+    // with it; the new one ejected nothing.
+    assert.equal(await gauge(), 0);
+    // Removed b left with it: no series of b stays behind (b "healthy" for ever).
+    const body = (await httpGet(`http://${metricsAt}/metrics`)).body;
+    assert.doesNotMatch(body, /upstream="b"/);
+    assert.match(body, /^l4proxy_tcp_upstream_host_cx_total\{listener="web",upstream="a"\} [1-9]/m);
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(), 0);
   });

@@ -25,3 +25,18 @@ test('sumStats adds numbers, merges nested records by key and keeps the first op
     },
   });
 });
+
+test('sumStats keeps an upstream port and takes the larger of two _max gauges', () => {
+  const a = {
+    upstreams: { u1: { host: 'h1', port: 80, total: 1 } },
+    h2_streams_per_session_max: 3,
+  };
+  const b = {
+    upstreams: { u1: { host: 'h1', port: 80, total: 2 } },
+    h2_streams_per_session_max: 5,
+  };
+  assert.deepEqual(sumStats<object>(a, b), {
+    upstreams: { u1: { host: 'h1', port: 80, total: 3 } },
+    h2_streams_per_session_max: 5,
+  });
+});
