@@ -166,8 +166,16 @@ export class H2SessionPool {
     // RST_STREAM with NO_ERROR or CANCEL closes a Node stream without an error. After the
     // proxy's END_STREAM, NO_ERROR only asks us to stop sending (RFC 9113 section 8.1): the
     // target closed, and the FIN already went to the client. Otherwise it is the far side's reset.
+    // Before any answer, such a close (RST_STREAM NO_ERROR or CANCEL, the session's socket
+    // closing) would leave the attempt waiting for connectTimeout: it is a failed attempt. Our
+    // own destroy (a timed-out attempt) also aborts the stream, already destroyed by then.
     stream.once('aborted', () => {
-      if (!ready || (stream.rstCode === NGHTTP2_NO_ERROR && stream.readableEnded)) return;
+      if (!ready) {
+        if (!answered && !stream.destroyed)
+          stream.destroy(resetError(`The proxy ${proxy} closed the tunnel stream unanswered.`));
+        return;
+      }
+      if (stream.rstCode === NGHTTP2_NO_ERROR && stream.readableEnded) return;
       stream.destroy(resetError(`The proxy ${proxy} reset the tunnel stream.`));
     });
     stream.once('close', () => {

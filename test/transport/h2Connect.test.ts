@@ -7,6 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import { CloseReason, TunnelRefusedError } from '../../src/index.js';
 import type { Upstream } from '../../src/index.js';
 import net from 'node:net';
+import http2 from 'node:http2';
+import type { ServerHttp2Stream } from 'node:http2';
 import { closed, connect, echoServer, listen, withTimeout } from '../helpers/net.js';
 import type { Nghttpx } from '../helpers/nghttpx.js';
 import { startNghttpx } from '../helpers/nghttpx.js';
@@ -218,4 +220,51 @@ describe('TCP over HTTP/2 CONNECT through nghttpx', { skip: missing }, () => {
     assert.equal((await closes(2))[1]?.reason, CloseReason.CONNECT_FAILED);
     await proxy.close();
   });
+});
+
+describe('HTTP/2 CONNECT failure modes (a node:http2 proxy)', () => {
+  const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL } = http2.constants;
+  for (const [name, unanswer] of [
+    [
+      'RST_STREAM(NO_ERROR)',
+      (stream: ServerHttp2Stream) => {
+        stream.close(NGHTTP2_NO_ERROR);
+      },
+    ],
+    [
+      'RST_STREAM(CANCEL)',
+      (stream: ServerHttp2Stream) => {
+        stream.close(NGHTTP2_CANCEL);
+      },
+    ],
+    ['its session closed', (stream: ServerHttp2Stream) => stream.session?.destroy()],
+  ] as const)
+    test(`a stream closed unanswered (${name}) fails the attempt at once: connect_failed, not a wait for connect_timeout`, async (t) => {
+      const server = http2.createServer();
+      server.on('session', (session) => session.on('error', () => undefined));
+      server.on('stream', (stream) => {
+        stream.on('error', () => undefined);
+        unanswer(stream);
+      });
+      const proxyPort = await listen(server);
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [
+          {
+            host: '127.0.0.1',
+            port: proxyPort,
+            tunnel: { target: '127.0.0.1:9', protocol: 'h2' },
+          },
+        ],
+        connectTimeout: 20_000,
+        maxConnectAttempts: 1,
+      });
+      t.after(async () => {
+        await proxy.close({ drainTimeout: 0 });
+        server.close();
+      });
+      await closed(await connect(port), 5_000);
+      const [summary] = await closes(1, 5_000);
+      assert.equal(summary?.reason, CloseReason.CONNECT_FAILED);
+      assert.equal(proxy.stats().tunnels?.tunnel_failed_total, 1);
+    });
 });
