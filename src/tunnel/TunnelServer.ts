@@ -29,7 +29,7 @@ import { UpstreamManager } from '../upstream/UpstreamManager.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import type { UpstreamCandidate, UpstreamState } from '../upstream/UpstreamState.js';
 import type { AdmissionCheck } from '../filter/admission.js';
-import { admitTunnel } from './tunnelAdmission.js';
+import { admitTunnel, refusalStatus } from './tunnelAdmission.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import type { DialHost, DialOutcome, TunnelRefusal } from './TunnelDial.js';
 import { TunnelDial } from './TunnelDial.js';
@@ -675,7 +675,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     void (async () => authorize(tunnel))().then(
       (verdict) => {
         if (verdict === true) done(undefined, undefined);
-        else done(typeof verdict === 'number' ? verdict : 403, undefined);
+        else done(refusalStatus(verdict) ?? 403, undefined);
       },
       (err: unknown) => {
         const error = err instanceof Error ? err : new Error(String(err));
