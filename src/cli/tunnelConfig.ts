@@ -34,6 +34,11 @@ export function tunnelUpstreams(
   };
 }
 
+/** An address as the host of an authority: an IPv6 address in brackets (`[::1]:22`). */
+function authorityHost(address: string): string {
+  return address.includes(':') ? `[${address}]` : address;
+}
+
 function cliTunnel(
   tunnel: Record<string, unknown>,
   path: string,
@@ -44,7 +49,7 @@ function cliTunnel(
   if (typeof target === 'string' && HAS_PLACEHOLDER.test(target)) {
     result.target = (peer: TunnelPeer): string =>
       target.replace(PLACEHOLDER, (_match, name: string) =>
-        name === 'sni' ? (peer.serverName ?? '') : peer.clientAddress,
+        name === 'sni' ? (peer.serverName ?? '') : authorityHost(peer.clientAddress),
       );
   }
   const tls = tunnel.tls;

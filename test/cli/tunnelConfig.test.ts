@@ -47,6 +47,12 @@ test('CLI tunnel upstreams: {sni}/{client} targets, tls.caFile read into tls.ca'
     assert.deepEqual(tunnel.tls, { servername: 'proxy', ca: 'PEM TEXT' });
     const other = second?.upstream.tunnel as HttpTunnel;
     assert.equal((other.target as (p: TunnelPeer) => string)(peer), '127.0.0.7:22');
+    // An IPv6 client (or an IPv4 one on a dual-stack listener) is bracketed: a valid authority.
+    for (const clientAddress of ['::1', '::ffff:127.0.0.7'])
+      assert.equal(
+        (other.target as (p: TunnelPeer) => string)({ ...peer, clientAddress }),
+        `[${clientAddress}]:22`,
+      );
     closeAll(config.listeners);
   } finally {
     rmSync(dir, { recursive: true, force: true });
