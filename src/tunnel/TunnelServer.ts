@@ -98,7 +98,10 @@ export interface TunnelServerStats {
 }
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
-/** Time a client has to send its first request bytes (ms). */
+/**
+ * Time a client has to send its first request bytes (ms), and an HTTP/1.1 client its whole
+ * request head: the HTTP/1.1 server's own `headersTimeout` runs only on a server that listens.
+ */
 const FIRST_BYTES_TIMEOUT = 10_000;
 /** HTTP/2 connection receive window (the stream window is 1 MiB, in the SETTINGS). */
 const SESSION_WINDOW = 16 * 1024 * 1024;
@@ -185,6 +188,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   private readonly handshakes = new Set<DownstreamTls>();
   /** What is known of the client behind each HTTP/1.1 socket and HTTP/2 session. */
   private readonly facts = new WeakMap<object, ClientFacts>();
+  /** The request head deadline of each HTTP/1.1 client (cleared once its request arrived). */
+  private readonly headTimers = new WeakMap<Socket, NodeJS.Timeout>();
   /** Open streams per HTTP/2 session. */
   private readonly streams = new Map<Http2Session, number>();
   private accepting: ClientFacts | undefined;
@@ -233,7 +238,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     this.h1.on('connect', (request: IncomingMessage, socket: Socket, head: Buffer) => {
       this.h1Connect(request, socket, head);
     });
-    this.h1.on('request', (_request, response: http.ServerResponse) => {
+    this.h1.on('request', (request: IncomingMessage, response: http.ServerResponse) => {
+      clearTimeout(this.headTimers.get(request.socket));
       response.writeHead(405, { allow: 'CONNECT', connection: 'close' }).end();
     });
     this.h1.on('clientError', (_err, socket: Socket) => {
@@ -402,9 +408,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       const length = Math.min(seen.length, PREFACE.length);
       const h2 = seen.subarray(0, length).equals(PREFACE.subarray(0, length));
       if (h2 && seen.length < PREFACE.length) return;
-      clearTimeout(timer);
       socket.off('data', onData);
       if (!h2) {
+        // A partial request head holds the socket no longer than no request at all would.
+        this.headTimers.set(socket, timer);
         socket.pause();
         socket.unshift(seen);
         this.facts.set(socket, facts);
@@ -412,6 +419,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         socket.resume();
         return;
       }
+      clearTimeout(timer);
       this.toH2(new PrefacedSocket(socket, seen), facts);
     };
     socket.on('data', onData);
@@ -425,6 +433,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   }
 
   private h1Connect(request: IncomingMessage, socket: Socket, head: Buffer): void {
+    clearTimeout(this.headTimers.get(socket));
     const facts = this.facts.get(socket) ?? UNKNOWN_CLIENT;
     const authority = request.url ?? '';
     const tunnel = this.request({ version: 'h1', authority, headers: request.headers, facts });
