@@ -190,6 +190,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   private readonly facts = new WeakMap<object, ClientFacts>();
   /** The request head deadline of each HTTP/1.1 client (cleared once its request arrived). */
   private readonly headTimers = new WeakMap<Socket, NodeJS.Timeout>();
+  /** The idle timer of each HTTP/2 session that carries no stream now. */
+  private readonly idleSessions = new WeakMap<Http2Session, NodeJS.Timeout>();
   /** Open streams per HTTP/2 session. */
   private readonly streams = new Map<Http2Session, number>();
   private accepting: ClientFacts | undefined;
@@ -252,7 +254,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       this.facts.set(session, this.accepting ?? UNKNOWN_CLIENT);
       this.counters.sessions++;
       this.streams.set(session, 0);
-      session.once('close', () => this.streams.delete(session));
+      session.once('close', () => {
+        this.streams.delete(session);
+        clearTimeout(this.idleSessions.get(session));
+      });
+      this.idleSession(session);
       // The connection window is shared by every tunnel of the session: 64 KiB would hold a
       // single bulk upload to one window per round trip.
       try {
@@ -497,10 +503,27 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
 
   private countStream(session: Http2Session, stream: ServerHttp2Stream): void {
     this.streams.set(session, (this.streams.get(session) ?? 0) + 1);
+    clearTimeout(this.idleSessions.get(session));
     stream.once('close', () => {
       const count = this.streams.get(session);
-      if (count !== undefined) this.streams.set(session, count - 1);
+      if (count === undefined) return;
+      this.streams.set(session, count - 1);
+      if (count === 1) this.idleSession(session);
     });
+  }
+
+  /**
+   * A session with no stream is closed (GOAWAY) after `idleTimeout`, as an idle tunnel is: else
+   * a client that opened one and sends nothing more would hold it forever.
+   */
+  private idleSession(session: Http2Session): void {
+    const idleTimeout = this.options.idleTimeout;
+    if (idleTimeout === 0 || session.closed || session.destroyed) return;
+    const timer = setTimeout(() => {
+      if (this.streams.get(session) === 0) session.close();
+    }, idleTimeout);
+    timer.unref();
+    this.idleSessions.set(session, timer);
   }
 
   private udpStream(

@@ -228,3 +228,35 @@ describe('TunnelServer authorize', () => {
       await echo.close();
     });
 });
+
+describe('TunnelServer HTTP/2 sessions', () => {
+  test('a session that carries no stream is closed after idleTimeout (GOAWAY), once its tunnels are gone', async (t) => {
+    const echo = await echoServer();
+    const { server, port } = await startTunnelServer({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      idleTimeout: 300,
+    });
+    t.after(async () => {
+      await server.close();
+      await echo.close();
+    });
+    // One that never opens a stream, and one whose only request was answered.
+    const idle = http2.connect(`http://127.0.0.1:${String(port)}`);
+    idle.on('error', () => undefined);
+    const used = http2.connect(`http://127.0.0.1:${String(port)}`);
+    used.on('error', () => undefined);
+    const stream = used.request({ ':method': 'CONNECT', ':authority': '127.0.0.1:1' });
+    stream.on('error', () => undefined);
+    stream.resume();
+    const closedSession = (session: http2.ClientHttp2Session): Promise<unknown> =>
+      withTimeout(
+        new Promise((resolve) => session.once('goaway', resolve)),
+        5_000,
+        'GOAWAY of an idle session',
+      );
+    await Promise.all([closedSession(idle), closedSession(used)]);
+    assert.equal(stream.rstCode, http2.constants.NGHTTP2_NO_ERROR);
+    idle.destroy();
+    used.destroy();
+  });
+});
