@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { CloseReason, TunnelRefusedError } from '../../src/index.js';
+import { CloseReason, TunnelRefusedError, TunnelServer } from '../../src/index.js';
 import type { Upstream } from '../../src/index.js';
 import net from 'node:net';
 import http2 from 'node:http2';
@@ -267,4 +267,65 @@ describe('HTTP/2 CONNECT failure modes (a node:http2 proxy)', () => {
       assert.equal(summary?.reason, CloseReason.CONNECT_FAILED);
       assert.equal(proxy.stats().tunnels?.tunnel_failed_total, 1);
     });
+});
+
+describe('HTTP/2 CONNECT: a session wedged on the way (a frozen path)', () => {
+  test('a tunnel that timed out makes the session prove itself with a PING; a wedged one is replaced', async (t) => {
+    const echo = await echoServer();
+    const server = new TunnelServer({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
+    const { port: serverPort } = await server.listen({ port: 0, host: '127.0.0.1' });
+    // A path to the TunnelServer that can go silent without closing (a NAT that forgot it).
+    const paths: Socket[][] = [];
+    const forwarder = net.createServer((inbound) => {
+      const outbound = net.connect(serverPort, '127.0.0.1');
+      inbound.on('error', () => undefined);
+      outbound.on('error', () => undefined);
+      inbound.pipe(outbound).pipe(inbound);
+      paths.push([inbound, outbound]);
+    });
+    const forwarderPort = await listen(forwarder);
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [
+        {
+          host: '127.0.0.1',
+          port: forwarderPort,
+          tunnel: { protocol: 'h2', target: `127.0.0.1:${String(echo.port)}` },
+        },
+      ],
+      connectTimeout: 300,
+      maxConnectAttempts: 1,
+    });
+    t.after(async () => {
+      await proxy.close({ drainTimeout: 0 });
+      for (const path of paths) for (const socket of path) socket.destroy();
+      forwarder.close();
+      await server.close();
+      await echo.close();
+    });
+    const first = await connect(port);
+    assert.equal(await echoed(first, 'alive'), 'alive');
+    first.destroy();
+    await closes(1);
+    for (const [inbound, outbound] of paths) {
+      inbound?.unpipe();
+      outbound?.unpipe();
+      inbound?.pause();
+      outbound?.pause();
+    }
+    await closed(await connect(port));
+    assert.equal((await closes(2))[1]?.reason, CloseReason.CONNECT_TIMEOUT);
+    // The PING goes unanswered: the session leaves the pool, the next tunnel gets a new one.
+    await withTimeout(
+      (async () => {
+        while ((proxy.stats().tunnels?.h2_sessions_active ?? 0) > 0)
+          await new Promise((resolve) => setTimeout(resolve, 50));
+      })(),
+      10_000,
+      'the wedged session to be dropped',
+    );
+    const third = await connect(port);
+    assert.equal(await echoed(third, 'again'), 'again');
+    assert.equal(proxy.stats().tunnels?.h2_sessions_opened_total, 2);
+    third.destroy();
+  });
 });
