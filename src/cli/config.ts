@@ -298,7 +298,7 @@ function prepareListener(
     backlog,
   };
   try {
-    return { config, proxy: construct(protocol, files.entry, dns) };
+    return { config, proxy: construct(protocol, files.entry, dns, source) };
   } catch (err) {
     dns?.stop();
     if (err instanceof InvalidOptionError) {
@@ -330,9 +330,10 @@ function construct(
   protocol: 'tcp' | 'udp',
   entry: Readonly<Record<string, unknown>>,
   dns: DnsSource | undefined,
+  source: string,
 ): TcpProxy | UdpProxy {
   const options: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(tunnelUpstreams(entry)))
+  for (const [key, value] of Object.entries(tunnelUpstreams(entry, source)))
     if (!CLI_KEYS.includes(key)) options[key] = value;
   if (dns !== undefined) options.upstreamSource = dns;
   if (entry.selector !== undefined) options.selector = buildSelector(entry.selector);

@@ -46,6 +46,11 @@ export class ConnectUdpLink extends UpstreamLink {
       if (!parser.push(chunk))
         this.failed(new Error('Malformed capsule from the CONNECT-UDP proxy.'));
     });
+    // The proxy's END_STREAM ends the UDP association (RFC 9298 section 3.1); our side of the
+    // stream stays open, so without this the session would send into it until its idle timeout.
+    stream.once('end', () => {
+      if (!this.closed) this.failed(new Error('The CONNECT-UDP proxy ended the stream.'));
+    });
     stream.once(TUNNEL_READY, () => {
       this.ready = true;
       const queue = this.queue;

@@ -26,6 +26,8 @@ const STREAM_WINDOW = 1024 * 1024;
 const SESSION_WINDOW = 16 * 1024 * 1024;
 /** How long a session with no stream stays open for the next tunnel. */
 const IDLE_SESSION_MS = 30_000;
+/** How long a session has to answer a PING once a tunnel on it went unanswered. */
+const PING_TIMEOUT_MS = 5_000;
 
 /** An error that the relay reads as a reset of the upstream (`upstream_reset`). */
 function resetError(message: string): Error {
@@ -37,6 +39,8 @@ class PooledSession {
   readonly session: ClientHttp2Session;
   streams = 0;
   private idleTimer: NodeJS.Timeout | undefined;
+  /** A PING is out to check the session (see `check`). */
+  private checking = false;
   private readonly pool: PooledSession[];
 
   constructor(session: ClientHttp2Session, pool: PooledSession[]) {
@@ -65,6 +69,30 @@ class PooledSession {
       this.session.close();
     }, IDLE_SESSION_MS);
     this.idleTimer.unref();
+  }
+
+  /**
+   * A tunnel gave up waiting for the proxy's answer. The session may be wedged (a path that
+   * died silently, a hung proxy): it would stay in the pool, and every tunnel sent on it would
+   * time out too, as long as tunnels keep coming. Unless the proxy answers a PING in time, the
+   * session leaves the pool and is destroyed (its streams fail and are retried elsewhere).
+   */
+  check(): void {
+    const session = this.session;
+    if (this.checking || session.closed || session.destroyed) return;
+    this.checking = true;
+    const wedged = (): void => {
+      this.retire();
+      session.destroy(resetError('The proxy did not answer a PING on its HTTP/2 session.'));
+    };
+    const timer = setTimeout(wedged, PING_TIMEOUT_MS);
+    timer.unref();
+    // One PING at a time (this.checking): a session still connecting sends it once connected.
+    session.ping((err) => {
+      clearTimeout(timer);
+      this.checking = false;
+      if (err !== null && !session.destroyed) wedged();
+    });
   }
 
   /** Leaves the pool (the session closed, or sent GOAWAY). */
@@ -166,8 +194,18 @@ export class H2SessionPool {
     // RST_STREAM with NO_ERROR or CANCEL closes a Node stream without an error. After the
     // proxy's END_STREAM, NO_ERROR only asks us to stop sending (RFC 9113 section 8.1): the
     // target closed, and the FIN already went to the client. Otherwise it is the far side's reset.
+    // Before any answer, such a close (RST_STREAM NO_ERROR or CANCEL, the session's socket
+    // closing) would leave the attempt waiting for connectTimeout: it is a failed attempt. Our
+    // own destroy (a timed-out attempt) also aborts the stream, already destroyed by then.
     stream.once('aborted', () => {
-      if (!ready || (stream.rstCode === NGHTTP2_NO_ERROR && stream.readableEnded)) return;
+      if (!ready) {
+        if (!answered && !stream.destroyed)
+          stream.destroy(resetError(`The proxy ${proxy} closed the tunnel stream unanswered.`));
+        // We gave up on the answer (a connect timeout, the client gone): is the session alive?
+        else if (!answered) pooled.check();
+        return;
+      }
+      if (stream.rstCode === NGHTTP2_NO_ERROR && stream.readableEnded) return;
       stream.destroy(resetError(`The proxy ${proxy} reset the tunnel stream.`));
     });
     stream.once('close', () => {

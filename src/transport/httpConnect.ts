@@ -25,6 +25,11 @@ export function proxyTlsOptions(host: string, options: TunnelTlsOptions): tls.Co
   };
 }
 
+/** An error of Node's HTTP parser (llhttp): the proxy's answer is not HTTP/1.1. */
+function isParseError(err: Error): boolean {
+  return (err as NodeJS.ErrnoException).code?.startsWith('HPE_') === true;
+}
+
 /** `tls.connect` passes `allowHalfOpen` to its socket; its type just does not list it. */
 function halfOpen(options: tls.ConnectionOptions): tls.ConnectionOptions {
   return Object.assign(options, { allowHalfOpen: true });
@@ -56,6 +61,7 @@ export function openHttp1Tunnel(
         );
   if (tunnel.tls !== undefined && noDelay) socket.setNoDelay(true);
   let answered = false;
+  let malformed = false;
   const request = http.request({
     method: 'CONNECT',
     path: target,
@@ -67,6 +73,13 @@ export function openHttp1Tunnel(
   // the relay sees a failed connect rather than a silent close.
   request.on('error', (err) => {
     if (!socket.destroyed) socket.destroy(err);
+    // A malformed answer: Node's parser (HPE_* codes) destroys the socket without the error,
+    // which would leave the attempt waiting for connectTimeout. Report it before the 'close'
+    // (once: Node's own socket listener hands it back to the request).
+    else if (!answered && !malformed && isParseError(err)) {
+      malformed = true;
+      socket.emit('error', err);
+    }
   });
   request.once('connect', (response: IncomingMessage, _socket: Socket, head: Buffer) => {
     answered = true;

@@ -29,7 +29,7 @@ import { UpstreamManager } from '../upstream/UpstreamManager.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import type { UpstreamCandidate, UpstreamState } from '../upstream/UpstreamState.js';
 import type { AdmissionCheck } from '../filter/admission.js';
-import { admitTunnel } from './tunnelAdmission.js';
+import { admitTunnel, refusalStatus } from './tunnelAdmission.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import type { DialHost, DialOutcome, TunnelRefusal } from './TunnelDial.js';
 import { TunnelDial } from './TunnelDial.js';
@@ -98,7 +98,10 @@ export interface TunnelServerStats {
 }
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
-/** Time a client has to send its first request bytes (ms). */
+/**
+ * Time a client has to send its first request bytes (ms), and an HTTP/1.1 client its whole
+ * request head: the HTTP/1.1 server's own `headersTimeout` runs only on a server that listens.
+ */
 const FIRST_BYTES_TIMEOUT = 10_000;
 /** HTTP/2 connection receive window (the stream window is 1 MiB, in the SETTINGS). */
 const SESSION_WINDOW = 16 * 1024 * 1024;
@@ -185,6 +188,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   private readonly handshakes = new Set<DownstreamTls>();
   /** What is known of the client behind each HTTP/1.1 socket and HTTP/2 session. */
   private readonly facts = new WeakMap<object, ClientFacts>();
+  /** The request head deadline of each HTTP/1.1 client (cleared once its request arrived). */
+  private readonly headTimers = new WeakMap<Socket, NodeJS.Timeout>();
+  /** The idle timer of each HTTP/2 session that carries no stream now. */
+  private readonly idleSessions = new WeakMap<Http2Session, NodeJS.Timeout>();
   /** Open streams per HTTP/2 session. */
   private readonly streams = new Map<Http2Session, number>();
   private accepting: ClientFacts | undefined;
@@ -233,7 +240,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     this.h1.on('connect', (request: IncomingMessage, socket: Socket, head: Buffer) => {
       this.h1Connect(request, socket, head);
     });
-    this.h1.on('request', (_request, response: http.ServerResponse) => {
+    this.h1.on('request', (request: IncomingMessage, response: http.ServerResponse) => {
+      clearTimeout(this.headTimers.get(request.socket));
       response.writeHead(405, { allow: 'CONNECT', connection: 'close' }).end();
     });
     this.h1.on('clientError', (_err, socket: Socket) => {
@@ -246,7 +254,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       this.facts.set(session, this.accepting ?? UNKNOWN_CLIENT);
       this.counters.sessions++;
       this.streams.set(session, 0);
-      session.once('close', () => this.streams.delete(session));
+      session.once('close', () => {
+        this.streams.delete(session);
+        clearTimeout(this.idleSessions.get(session));
+      });
+      this.idleSession(session);
       // The connection window is shared by every tunnel of the session: 64 KiB would hold a
       // single bulk upload to one window per round trip.
       try {
@@ -402,9 +414,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       const length = Math.min(seen.length, PREFACE.length);
       const h2 = seen.subarray(0, length).equals(PREFACE.subarray(0, length));
       if (h2 && seen.length < PREFACE.length) return;
-      clearTimeout(timer);
       socket.off('data', onData);
       if (!h2) {
+        // A partial request head holds the socket no longer than no request at all would.
+        this.headTimers.set(socket, timer);
         socket.pause();
         socket.unshift(seen);
         this.facts.set(socket, facts);
@@ -412,6 +425,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         socket.resume();
         return;
       }
+      clearTimeout(timer);
       this.toH2(new PrefacedSocket(socket, seen), facts);
     };
     socket.on('data', onData);
@@ -425,6 +439,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   }
 
   private h1Connect(request: IncomingMessage, socket: Socket, head: Buffer): void {
+    clearTimeout(this.headTimers.get(socket));
     const facts = this.facts.get(socket) ?? UNKNOWN_CLIENT;
     const authority = request.url ?? '';
     const tunnel = this.request({ version: 'h1', authority, headers: request.headers, facts });
@@ -488,10 +503,27 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
 
   private countStream(session: Http2Session, stream: ServerHttp2Stream): void {
     this.streams.set(session, (this.streams.get(session) ?? 0) + 1);
+    clearTimeout(this.idleSessions.get(session));
     stream.once('close', () => {
       const count = this.streams.get(session);
-      if (count !== undefined) this.streams.set(session, count - 1);
+      if (count === undefined) return;
+      this.streams.set(session, count - 1);
+      if (count === 1) this.idleSession(session);
     });
+  }
+
+  /**
+   * A session with no stream is closed (GOAWAY) after `idleTimeout`, as an idle tunnel is: else
+   * a client that opened one and sends nothing more would hold it forever.
+   */
+  private idleSession(session: Http2Session): void {
+    const idleTimeout = this.options.idleTimeout;
+    if (idleTimeout === 0 || session.closed || session.destroyed) return;
+    const timer = setTimeout(() => {
+      if (this.streams.get(session) === 0) session.close();
+    }, idleTimeout);
+    timer.unref();
+    this.idleSessions.set(session, timer);
   }
 
   private udpStream(
@@ -675,7 +707,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     void (async () => authorize(tunnel))().then(
       (verdict) => {
         if (verdict === true) done(undefined, undefined);
-        else done(typeof verdict === 'number' ? verdict : 403, undefined);
+        else done(refusalStatus(verdict) ?? 403, undefined);
       },
       (err: unknown) => {
         const error = err instanceof Error ? err : new Error(String(err));

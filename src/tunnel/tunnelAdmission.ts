@@ -36,13 +36,20 @@ function isPromiseLike(value: unknown): value is PromiseLike<TunnelAdmissionVerd
   return typeof (value as { then?: unknown } | undefined)?.then === 'function';
 }
 
-/** The status a refusal answers: its own, or 403 (500 for a failing hook, 503 for a late one). */
-function statusOf(verdict: unknown): number | undefined {
-  if (typeof verdict !== 'object' || verdict === null || !('status' in verdict)) return undefined;
-  const status = verdict.status;
+/**
+ * A status a refusal may answer: an integer 300-599. Anything else (200 or 101 would read as an
+ * open tunnel; HTTP/2 cannot send a status outside 100-999) is undefined, answered as 403.
+ */
+export function refusalStatus(status: unknown): number | undefined {
   return typeof status === 'number' && Number.isInteger(status) && status >= 300 && status <= 599
     ? status
     : undefined;
+}
+
+/** The status a refusal answers: its own, or 403 (500 for a failing hook, 503 for a late one). */
+function statusOf(verdict: unknown): number | undefined {
+  if (typeof verdict !== 'object' || verdict === null || !('status' in verdict)) return undefined;
+  return refusalStatus(verdict.status);
 }
 
 /**

@@ -71,7 +71,8 @@ export interface TunnelServerOptions {
   readonly admitTimeout?: number;
   /**
    * A shorter admission, kept for compatibility: `true` lets the tunnel through, `false` answers
-   * 403, a number answers that status (e.g. 407). Runs after `admit`. Default none.
+   * 403, a number from 300 to 599 answers that status (e.g. 407; any other value, 403). Runs
+   * after `admit`. Default none.
    */
   readonly authorize?: (request: TunnelRequest) => boolean | number | Promise<boolean | number>;
   /** Connect timeout to the target, ms (504 when the last attempt timed out). Default 10 000. */

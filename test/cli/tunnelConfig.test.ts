@@ -47,6 +47,43 @@ test('CLI tunnel upstreams: {sni}/{client} targets, tls.caFile read into tls.ca'
     assert.deepEqual(tunnel.tls, { servername: 'proxy', ca: 'PEM TEXT' });
     const other = second?.upstream.tunnel as HttpTunnel;
     assert.equal((other.target as (p: TunnelPeer) => string)(peer), '127.0.0.7:22');
+    // An IPv6 client (or an IPv4 one on a dual-stack listener) is bracketed: a valid authority.
+    for (const clientAddress of ['::1', '::ffff:127.0.0.7'])
+      assert.equal(
+        (other.target as (p: TunnelPeer) => string)({ ...peer, clientAddress }),
+        `[${clientAddress}]:22`,
+      );
+    closeAll(config.listeners);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('CLI tunnel upstreams: a relative tls.caFile is read from the config file directory', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'l4proxy-tunnel-cli-'));
+  writeFileSync(join(dir, 'corp-ca.pem'), 'RELATIVE PEM');
+  try {
+    assert.notEqual(process.cwd(), dir);
+    const config = validateConfig(
+      {
+        listeners: [
+          {
+            protocol: 'tcp',
+            listen: '127.0.0.1:0',
+            upstreams: [
+              {
+                host: '127.0.0.1',
+                port: 3128,
+                tunnel: { target: 'db:5432', tls: { caFile: 'corp-ca.pem' } },
+              },
+            ],
+          },
+        ],
+      },
+      join(dir, 'l4proxy.json'),
+    );
+    const [upstream] = config.listeners[0]?.proxy.upstreams() ?? [];
+    assert.deepEqual((upstream?.upstream.tunnel as HttpTunnel).tls, { ca: 'RELATIVE PEM' });
     closeAll(config.listeners);
   } finally {
     rmSync(dir, { recursive: true, force: true });

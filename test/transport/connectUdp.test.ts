@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
 import { TunnelServer, UdpProxy } from '../../src/index.js';
 import type { TunnelRequest, TunnelSummary } from '../../src/index.js';
@@ -124,5 +127,39 @@ describe('UDP over HTTP/2 CONNECT-UDP, l4proxy at both ends', () => {
     assert.equal(proxy.stats().tunnels?.tunnel_refused['4xx'], 1);
     await proxy.close();
     await server.close();
+  });
+});
+
+describe('CONNECT-UDP: a proxy that ends its stream (a node:http2 proxy)', () => {
+  test('the proxy END_STREAM ends the UDP session at once (the last datagram still delivered)', async (t) => {
+    const server = http2.createServer({ settings: { enableConnectProtocol: true } });
+    server.on('session', (session) => session.on('error', () => undefined));
+    server.on('stream', (stream) => {
+      stream.on('error', () => undefined);
+      stream.resume();
+      stream.respond({ ':status': 200, 'capsule-protocol': '?1' });
+      stream.end(Buffer.concat(datagramCapsule(Buffer.from('last'))));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port: proxyPort } = server.address() as AddressInfo;
+    const proxy = new UdpProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: proxyPort, tunnel: { protocol: 'h2', target: '127.0.0.1:53' } },
+      ],
+      idleTimeout: 60_000,
+    });
+    const client = dgram.createSocket('udp4');
+    t.after(async () => {
+      client.close();
+      await proxy.close();
+      server.close();
+    });
+    const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const reply = new Promise<Buffer>((resolve) => client.once('message', resolve));
+    const closed = new Promise((resolve) => proxy.once('sessionClose', resolve));
+    client.send('hello', address.port, '127.0.0.1');
+    assert.equal((await withTimeout(reply, 5_000, 'the datagram')).toString(), 'last');
+    await withTimeout(closed, 5_000, 'sessionClose');
+    assert.equal(proxy.stats().tunnels?.h2_streams_active, 0);
   });
 });

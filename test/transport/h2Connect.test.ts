@@ -4,9 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { CloseReason, TunnelRefusedError } from '../../src/index.js';
+import { CloseReason, TunnelRefusedError, TunnelServer } from '../../src/index.js';
 import type { Upstream } from '../../src/index.js';
 import net from 'node:net';
+import http2 from 'node:http2';
+import type { ServerHttp2Stream } from 'node:http2';
 import { closed, connect, echoServer, listen, withTimeout } from '../helpers/net.js';
 import type { Nghttpx } from '../helpers/nghttpx.js';
 import { startNghttpx } from '../helpers/nghttpx.js';
@@ -217,5 +219,113 @@ describe('TCP over HTTP/2 CONNECT through nghttpx', { skip: missing }, () => {
     await closed(await connect(port));
     assert.equal((await closes(2))[1]?.reason, CloseReason.CONNECT_FAILED);
     await proxy.close();
+  });
+});
+
+describe('HTTP/2 CONNECT failure modes (a node:http2 proxy)', () => {
+  const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL } = http2.constants;
+  for (const [name, unanswer] of [
+    [
+      'RST_STREAM(NO_ERROR)',
+      (stream: ServerHttp2Stream) => {
+        stream.close(NGHTTP2_NO_ERROR);
+      },
+    ],
+    [
+      'RST_STREAM(CANCEL)',
+      (stream: ServerHttp2Stream) => {
+        stream.close(NGHTTP2_CANCEL);
+      },
+    ],
+    ['its session closed', (stream: ServerHttp2Stream) => stream.session?.destroy()],
+  ] as const)
+    test(`a stream closed unanswered (${name}) fails the attempt at once: connect_failed, not a wait for connect_timeout`, async (t) => {
+      const server = http2.createServer();
+      server.on('session', (session) => session.on('error', () => undefined));
+      server.on('stream', (stream) => {
+        stream.on('error', () => undefined);
+        unanswer(stream);
+      });
+      const proxyPort = await listen(server);
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [
+          {
+            host: '127.0.0.1',
+            port: proxyPort,
+            tunnel: { target: '127.0.0.1:9', protocol: 'h2' },
+          },
+        ],
+        connectTimeout: 20_000,
+        maxConnectAttempts: 1,
+      });
+      t.after(async () => {
+        await proxy.close({ drainTimeout: 0 });
+        server.close();
+      });
+      await closed(await connect(port), 5_000);
+      const [summary] = await closes(1, 5_000);
+      assert.equal(summary?.reason, CloseReason.CONNECT_FAILED);
+      assert.equal(proxy.stats().tunnels?.tunnel_failed_total, 1);
+    });
+});
+
+describe('HTTP/2 CONNECT: a session wedged on the way (a frozen path)', () => {
+  test('a tunnel that timed out makes the session prove itself with a PING; a wedged one is replaced', async (t) => {
+    const echo = await echoServer();
+    const server = new TunnelServer({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
+    const { port: serverPort } = await server.listen({ port: 0, host: '127.0.0.1' });
+    // A path to the TunnelServer that can go silent without closing (a NAT that forgot it).
+    const paths: Socket[][] = [];
+    const forwarder = net.createServer((inbound) => {
+      const outbound = net.connect(serverPort, '127.0.0.1');
+      inbound.on('error', () => undefined);
+      outbound.on('error', () => undefined);
+      inbound.pipe(outbound).pipe(inbound);
+      paths.push([inbound, outbound]);
+    });
+    const forwarderPort = await listen(forwarder);
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [
+        {
+          host: '127.0.0.1',
+          port: forwarderPort,
+          tunnel: { protocol: 'h2', target: `127.0.0.1:${String(echo.port)}` },
+        },
+      ],
+      connectTimeout: 300,
+      maxConnectAttempts: 1,
+    });
+    t.after(async () => {
+      await proxy.close({ drainTimeout: 0 });
+      for (const path of paths) for (const socket of path) socket.destroy();
+      forwarder.close();
+      await server.close();
+      await echo.close();
+    });
+    const first = await connect(port);
+    assert.equal(await echoed(first, 'alive'), 'alive');
+    first.destroy();
+    await closes(1);
+    for (const [inbound, outbound] of paths) {
+      inbound?.unpipe();
+      outbound?.unpipe();
+      inbound?.pause();
+      outbound?.pause();
+    }
+    await closed(await connect(port));
+    assert.equal((await closes(2))[1]?.reason, CloseReason.CONNECT_TIMEOUT);
+    // The PING goes unanswered: the session leaves the pool, the next tunnel gets a new one.
+    await withTimeout(
+      (async () => {
+        while ((proxy.stats().tunnels?.h2_sessions_active ?? 0) > 0)
+          await new Promise((resolve) => setTimeout(resolve, 50));
+      })(),
+      10_000,
+      'the wedged session to be dropped',
+    );
+    const third = await connect(port);
+    assert.equal(await echoed(third, 'again'), 'again');
+    assert.equal(proxy.stats().tunnels?.h2_sessions_opened_total, 2);
+    third.destroy();
   });
 });

@@ -226,6 +226,33 @@ describe('HTTP/1.1 CONNECT failure modes (independent of squid)', () => {
     server.close();
   });
 
+  for (const [name, answer] of [
+    ['not HTTP', 'SSH-2.0-OpenSSH_9.6\r\n'],
+    ['a malformed status line', 'HTTP/1.1 2xx OK\r\n\r\n'],
+    ['a head over 16 KiB', `HTTP/1.1 200 OK\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`],
+  ] as const)
+    test(`a malformed answer (${name}) fails the attempt at once: connect_failed, not a wait for connect_timeout`, async (t) => {
+      const server = net.createServer((socket) => {
+        socket.on('error', () => undefined);
+        socket.once('data', () => socket.write(answer));
+      });
+      const proxyPort = await listen(server);
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [{ host: '127.0.0.1', port: proxyPort, tunnel: { target: '127.0.0.1:9' } }],
+        connectTimeout: 20_000,
+        maxConnectAttempts: 1,
+      });
+      t.after(async () => {
+        server.close();
+        await proxy.close({ drainTimeout: 0 });
+      });
+      await closed(await connect(port), 5_000);
+      const [summary] = await closes(1, 5_000);
+      assert.equal(summary?.reason, CloseReason.CONNECT_FAILED);
+      assert.match(String((summary.error as L4Error | undefined)?.cause), /Parse Error/);
+      assert.equal(proxy.stats().tunnels?.tunnel_failed_total, 1);
+    });
+
   test('the proxy dies mid-stream: the client is reset (upstream_reset)', async () => {
     const sockets = new Set<Socket>();
     // A minimal CONNECT proxy that answers 200 and then echoes, until it is killed (RST).

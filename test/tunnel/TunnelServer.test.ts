@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import http from 'node:http';
+import http2 from 'node:http2';
 import { describe, test } from 'node:test';
 import { CloseReason, TunnelRefusedError, TunnelServer } from '../../src/index.js';
 import type { TunnelSummary, Upstream } from '../../src/index.js';
@@ -183,5 +184,79 @@ describe('TunnelServer: the terminating side of CONNECT', () => {
     socket.write('CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n');
     assert.match((await answer).toString(), /^HTTP\/1\.1 403 /);
     await server.close();
+  });
+});
+
+/** The status a TunnelServer answers to one HTTP/2 CONNECT for `authority`. */
+async function h2Status(port: number, authority: string): Promise<number> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => undefined);
+  try {
+    const stream = session.request({ ':method': 'CONNECT', ':authority': authority });
+    stream.on('error', () => undefined);
+    const headers = await withTimeout(
+      new Promise<http2.IncomingHttpHeaders>((resolve) => stream.once('response', resolve)),
+      5_000,
+      'the HTTP/2 answer',
+    );
+    return Number(headers[':status']);
+  } finally {
+    session.destroy();
+  }
+}
+
+describe('TunnelServer authorize', () => {
+  for (const verdict of [200, 101, 1000, 2.5])
+    test(`a status outside 300-599 (${String(verdict)}) answers 403, over HTTP/1.1 and HTTP/2`, async () => {
+      const echo = await echoServer();
+      const { server, port, summaries } = await startTunnelServer({
+        upstreams: [{ host: '127.0.0.1', port: echo.port }],
+        authorize: () => verdict,
+      });
+      const authority = `127.0.0.1:${String(echo.port)}`;
+      const client = await connect(port);
+      client.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+      const head = (await readAll(client)).toString();
+      assert.match(head, /^HTTP\/1\.1 403 /);
+      assert.equal(await h2Status(port, authority), 403);
+      assert.deepEqual(
+        summaries.map((summary) => summary.status),
+        [403, 403],
+      );
+      assert.equal(server.stats().tunnel_refused['4xx'], 2);
+      await server.close();
+      await echo.close();
+    });
+});
+
+describe('TunnelServer HTTP/2 sessions', () => {
+  test('a session that carries no stream is closed after idleTimeout (GOAWAY), once its tunnels are gone', async (t) => {
+    const echo = await echoServer();
+    const { server, port } = await startTunnelServer({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      idleTimeout: 300,
+    });
+    t.after(async () => {
+      await server.close();
+      await echo.close();
+    });
+    // One that never opens a stream, and one whose only request was answered.
+    const idle = http2.connect(`http://127.0.0.1:${String(port)}`);
+    idle.on('error', () => undefined);
+    const used = http2.connect(`http://127.0.0.1:${String(port)}`);
+    used.on('error', () => undefined);
+    const stream = used.request({ ':method': 'CONNECT', ':authority': '127.0.0.1:1' });
+    stream.on('error', () => undefined);
+    stream.resume();
+    const closedSession = (session: http2.ClientHttp2Session): Promise<unknown> =>
+      withTimeout(
+        new Promise((resolve) => session.once('goaway', resolve)),
+        5_000,
+        'GOAWAY of an idle session',
+      );
+    await Promise.all([closedSession(idle), closedSession(used)]);
+    assert.equal(stream.rstCode, http2.constants.NGHTTP2_NO_ERROR);
+    idle.destroy();
+    used.destroy();
   });
 });

@@ -5,10 +5,14 @@ import { closed, connect, readAll } from '../helpers/net.js';
 
 // The limit is a constant of TunnelServer (FIRST_BYTES_TIMEOUT, 10 s), neither an option nor
 // injectable: this one test waits it out, on the close event, bounded at 15 s.
-test('TunnelServer closes a client that sends nothing within 10 s; the server keeps serving', async (t) => {
+test('TunnelServer closes a client that sends nothing, or no whole request head, within 10 s; the server keeps serving', async (t) => {
   const server = new TunnelServer({ route: 'direct', authorize: () => true });
   const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
   t.after(() => server.close());
+  // A slow-loris client: the first line of a CONNECT, then nothing (waited out alongside).
+  const partial = await connect(port);
+  partial.write('CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n');
+  const partialClosed = closed(partial, 15_000);
   const silent = await connect(port);
   let received = 0;
   silent.on('data', (chunk: Buffer) => {
@@ -22,6 +26,7 @@ test('TunnelServer closes a client that sends nothing within 10 s; the server ke
   // Not closed for some other reason at once: held until the limit (timers never fire early by
   // more than a millisecond).
   assert.ok(waited >= 9_900, `closed after ${waited.toFixed(0)} ms`);
+  assert.equal(await partialClosed, undefined, 'the partial head: closed as well');
   // The listener is unharmed: the next client gets an answer.
   const next = await connect(port);
   next.end('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
