@@ -386,7 +386,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       this.drop(DropReason.OVERSIZED, 'upstream', len);
     } else if (this.listener.sendTo(msg, this.clientPort, this.clientAddress)) {
       this.datagramsToClient++;
-      this.bytesToClient += len;
+      // What was sent: a session filter may have replaced the datagram with one of another size.
+      this.bytesToClient += msg.length;
     } else {
       this.drop(DropReason.SEND_QUEUE_FULL, 'upstream', len);
     }
