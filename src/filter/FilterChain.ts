@@ -106,13 +106,22 @@ export class FilterChain {
     const parts: Buffer[] = [];
     for (let i = 0; i < this.filters.length; i++) {
       const filter = this.filters[i];
-      const tail = filter?.[endCallback]?.call(filter);
+      const tail = endTail(filter?.[endCallback]?.call(filter));
       if (tail === undefined || tail.length === 0) continue;
       const output = this.run(dataCallback, tail, i + 1);
       if (output.data.length > 0) parts.push(output.data);
     }
     return parts.length === 1 && parts[0] !== undefined ? parts[0] : Buffer.concat(parts);
   }
+}
+
+/** What an end callback returned: only a Buffer (or nothing) may reach a socket's write. */
+function endTail(tail: unknown): Buffer | undefined {
+  if (tail === undefined || tail === null) return undefined;
+  if (Buffer.isBuffer(tail)) return tail;
+  throw new TypeError(
+    'a data filter end callback returned something other than a Buffer or undefined',
+  );
 }
 
 function interpret(result: FilterResult, chunk: Buffer): FilterOutput {

@@ -132,6 +132,24 @@ for (const relay of RELAYS) {
     assert.match(failed.error.message, /filter bug/);
     assert.equal(proxy.stats().close_reasons.filter_error, 1);
   });
+
+  test(`an end callback returning a non-Buffer closes with filter_error, never reaches the socket (relay ${relay})`, async (t) => {
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      relay,
+      filters: [() => ({ onClientEnd: () => 'held text' as unknown as Buffer })],
+    });
+    t.after(() => proxy.close({ drainTimeout: 0 }));
+    const client = await connect(port);
+    await waitFor(proxy, 'upstreamConnect');
+    client.end('hello');
+    await closed(client);
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, 'filter_error');
+    assert.match(summary.error?.message ?? '', /end callback returned/);
+  });
 }
 
 test('filters see the preread bytes, lifecycle callbacks run in order, and half-close flushes held bytes', async (t) => {
