@@ -172,6 +172,23 @@ describe('UdpProxy quic option', () => {
     }
   });
 
+  test("an empty first datagram is not QUIC: routed at once, even with fallback 'drop'", async () => {
+    const { proxy, port } = await proxyWith({
+      quic: { fallback: 'drop', maxInitialWait: 60_000 },
+      selector: byName,
+    });
+    client = await udpSocket();
+    try {
+      client.send(Buffer.alloc(0), port, '127.0.0.1');
+      assert.equal((await nextMessage(client)).toString(), 'B:');
+      assert.equal(proxy.stats().quic?.quic_not_quic, 1);
+      assert.equal(proxy.stats().quic?.quic_incomplete, 0);
+    } finally {
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
   test("an undecryptable Initial: fallback 'drop' closes the session, 'route' routes without a name", async () => {
     const bad = Buffer.from(V1_CLIENT_INITIAL);
     bad[100] = (bad[100] ?? 0) ^ 1;
