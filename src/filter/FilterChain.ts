@@ -82,18 +82,43 @@ export class FilterChain {
     return errors;
   }
 
-  /** Passes `chunk` through the filters from index `from` on. */
+  /**
+   * Passes `chunk` through the filters from index `from` on. A filter that ends the direction
+   * still hands its last bytes to the filters after it, and their input ends with it: their end
+   * callbacks run at once, so nothing they transform is bypassed and nothing they hold is lost.
+   */
   private run(callback: DataCallback, chunk: Buffer, from: number): FilterOutput {
     let data = chunk;
-    let end = false;
-    for (let i = from; i < this.filters.length && !end; i++) {
+    for (let i = from; i < this.filters.length; i++) {
       const filter = this.filters[i];
       if (filter === undefined || (data.length === 0 && i > from)) continue;
       const result =
         callback === 'onClientData' ? filter.onClientData?.(data) : filter.onUpstreamData?.(data);
-      ({ data, end } = interpret(result, data));
+      const output = interpret(result, data);
+      if (!output.end) {
+        data = output.data;
+        continue;
+      }
+      const last =
+        i + 1 < this.filters.length ? this.finish(callback, output.data, i + 1) : output.data;
+      return { data: last, end: true };
     }
-    return { data, end };
+    return { data, end: false };
+  }
+
+  /** The direction ended before filter `from`: the last bytes, then the end, through the rest. */
+  private finish(callback: DataCallback, last: Buffer, from: number): Buffer {
+    const parts: Buffer[] = [];
+    if (last.length > 0) {
+      const output = this.run(callback, last, from);
+      // A later filter ended the direction too: run() already ended the ones after it.
+      if (output.end) return output.data;
+      if (output.data.length > 0) parts.push(output.data);
+    }
+    const endCallback = callback === 'onClientData' ? 'onClientEnd' : 'onUpstreamEnd';
+    const tail = this.flush(endCallback, callback, false, from);
+    if (tail.length > 0) parts.push(tail);
+    return parts.length === 1 && parts[0] !== undefined ? parts[0] : Buffer.concat(parts);
   }
 
   /** Each filter's end callback in order; what one releases still passes the filters after it. */
@@ -101,15 +126,18 @@ export class FilterChain {
     endCallback: 'onClientEnd' | 'onUpstreamEnd',
     dataCallback: DataCallback,
     ended: boolean,
+    from = 0,
   ): Buffer {
     if (ended) return NOTHING;
     const parts: Buffer[] = [];
-    for (let i = 0; i < this.filters.length; i++) {
+    for (let i = from; i < this.filters.length; i++) {
       const filter = this.filters[i];
       const tail = endTail(filter?.[endCallback]?.call(filter));
       if (tail === undefined || tail.length === 0) continue;
       const output = this.run(dataCallback, tail, i + 1);
       if (output.data.length > 0) parts.push(output.data);
+      // A filter after this one ended the direction: run() already ended the ones after it.
+      if (output.end) break;
     }
     return parts.length === 1 && parts[0] !== undefined ? parts[0] : Buffer.concat(parts);
   }

@@ -200,6 +200,44 @@ test('filters see the preread bytes, lifecycle callbacks run in order, and half-
   ]);
 });
 
+test('a filter ending a direction still hands its last bytes and the end to the filters after it', async (t) => {
+  const echo = await echoServer();
+  t.after(() => echo.close());
+  const ends: string[] = [];
+  const firstThree: DataFilterFactory = () => ({
+    onClientData: (chunk) => ({ end: true, data: chunk.subarray(0, 3) }),
+  });
+  const upperCase: DataFilterFactory = () => ({
+    onClientData: (chunk) => Buffer.from(chunk.toString().toUpperCase()),
+  });
+  const holdAll: DataFilterFactory = () => {
+    const held: Buffer[] = [];
+    return {
+      onClientData(chunk) {
+        held.push(chunk);
+        return null;
+      },
+      onClientEnd() {
+        ends.push('held released');
+        return Buffer.concat(held);
+      },
+    };
+  };
+  const { proxy, port, closes } = await startProxy({
+    upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    filters: [firstThree, upperCase, holdAll],
+  });
+  t.after(() => proxy.close({ drainTimeout: 0 }));
+  const client = dial(port);
+  const echoed = readAll(client);
+  client.write('abcdef');
+  assert.equal((await echoed).toString(), 'ABC', 'upper-cased, released at the end, then FIN');
+  client.end();
+  const [summary] = await closes(1);
+  assert.equal(summary?.reason, 'completed');
+  assert.deepEqual(ends, ['held released']);
+});
+
 test('filters option is validated', () => {
   assert.throws(
     () => new TcpProxy({ filters: [1 as unknown as DataFilterFactory] }),
