@@ -28,17 +28,27 @@ export class FilterChain {
     this.filters = filters;
   }
 
-  /** Calls every factory for `connection` (throws what a factory throws); undefined when none filters. */
+  /**
+   * Calls every factory for `connection`; `chain` is undefined when none filters. A factory that
+   * throws stops the others: `failure` is what it threw, and `chain` holds the filters made
+   * before it, so that they still hear `onClose` (they may hold resources until then).
+   */
   static open(
     factories: readonly DataFilterFactory[],
     connection: TcpConnectionInfo,
-  ): FilterChain | undefined {
+  ): { readonly chain: FilterChain | undefined; readonly failure?: { readonly error: unknown } } {
     const filters: DataFilter[] = [];
-    for (const factory of factories) {
-      const filter = factory(connection);
-      if (filter !== undefined) filters.push(filter);
+    let failure: { readonly error: unknown } | undefined;
+    try {
+      for (const factory of factories) {
+        const filter = factory(connection);
+        if (filter !== undefined) filters.push(filter);
+      }
+    } catch (error) {
+      failure = { error };
     }
-    return filters.length === 0 ? undefined : new FilterChain(filters);
+    const chain = filters.length === 0 ? undefined : new FilterChain(filters);
+    return failure === undefined ? { chain } : { chain, failure };
   }
 
   toUpstream(chunk: Buffer): FilterOutput {

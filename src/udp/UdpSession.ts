@@ -406,6 +406,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
         if (filter !== undefined) filters.push(filter);
       }
     } catch (err) {
+      // The filters made before the factory that threw still get onClose.
+      if (filters.length > 0) this.filters = filters;
       this.terminate(SessionCloseReason.FILTER_ERROR, new FilterError(err));
       return false;
     }

@@ -238,6 +238,28 @@ test('a filter ending a direction still hands its last bytes and the end to the 
   assert.deepEqual(ends, ['held released']);
 });
 
+test('a factory that throws: the filters made before it still hear onClose', async (t) => {
+  const echo = await echoServer();
+  t.after(() => echo.close());
+  const closedWith: string[] = [];
+  const { proxy, port, closes } = await startProxy({
+    upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    filters: [
+      () => ({ onClose: (summary) => closedWith.push(summary.reason) }),
+      () => {
+        throw new Error('factory bug');
+      },
+    ],
+  });
+  t.after(() => proxy.close({ drainTimeout: 0 }));
+  const client = dial(port);
+  client.write('hello');
+  await closed(client);
+  const [summary] = await closes(1);
+  assert.equal(summary?.reason, 'filter_error');
+  assert.deepEqual(closedWith, ['filter_error']);
+});
+
 test('filters option is validated', () => {
   assert.throws(
     () => new TcpProxy({ filters: [1 as unknown as DataFilterFactory] }),

@@ -107,3 +107,30 @@ test('a session filter that resizes datagrams: the summary and stats count the b
   assert.equal(summary.bytesToClient, 2, 'the 2 bytes the filter let through');
   assert.equal(proxy.stats().downstream_sess_tx_bytes, 2);
 });
+
+test('a session filter factory that throws: the filters made before it still hear onClose', async (t) => {
+  const echo = await udpEcho();
+  t.after(() => echo.close());
+  const closedWith: string[] = [];
+  const proxy = new UdpProxy({
+    upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    sessionFilters: [
+      () => ({ onClose: (summary) => closedWith.push(summary.reason) }),
+      () => {
+        throw new Error('factory bug');
+      },
+    ],
+  });
+  const ended = new Promise<string>((resolve) => {
+    proxy.once('sessionClose', (s) => {
+      resolve(s.reason);
+    });
+  });
+  const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+  t.after(() => proxy.close());
+  const client = await udpSocket();
+  t.after(() => closeSocket(client));
+  client.send('hello', port, '127.0.0.1');
+  assert.equal(await withTimeout(ended, 3_000, 'the session to close'), 'filter_error');
+  assert.deepEqual(closedWith, ['filter_error']);
+});
