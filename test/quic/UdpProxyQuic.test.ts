@@ -364,6 +364,27 @@ describe('UdpProxy quic option', () => {
       } finally {
         await closeSocket(initial);
       }
+      // A Handshake packet with an empty DCID: its SCID (the client's choice) names no server.
+      const empty = await udpSocket();
+      try {
+        const version = Buffer.alloc(4);
+        version.writeUInt32BE(QUIC_V1);
+        // Read from where a DCID would be, the SCID length (8: rotation 0) and c4605e follow.
+        const scid = Buffer.from('c4605e4504cc4f00', 'hex');
+        const handshake = Buffer.concat([
+          Buffer.from([0xe3]),
+          version,
+          Buffer.from([0, scid.length]),
+          scid,
+          Buffer.from([0x05]),
+          Buffer.alloc(5, 0xab),
+        ]);
+        empty.send(handshake, port, '127.0.0.1');
+        assert.equal((await nextMessage(empty)).subarray(-1).toString(), 'A');
+        assert.equal(proxy.stats().quic?.quic_lb_routed, 1);
+      } finally {
+        await closeSocket(empty);
+      }
     } finally {
       await closeSocket(client1);
       await proxy.close();
