@@ -107,6 +107,13 @@ test('firstLine and tlsClientHello decide on partial input and skip what is not 
   });
   assert.deepEqual(line(Buffer.from('a\0b'), ctx), { action: 'skip' });
   assert.deepEqual(line(Buffer.alloc(17, 'x'), ctx), { action: 'skip' });
+  // A line of exactly maxLength whose \r and \n arrive in two reads: the same as in one.
+  const longest = 'x'.repeat(16);
+  assert.deepEqual(line(Buffer.from(`${longest}\r`), ctx), { action: 'more' });
+  assert.deepEqual(line(Buffer.from(`${longest}\r\n`), ctx), {
+    action: 'match',
+    metadata: { protocol: 'text', line: longest },
+  });
   const tls = tlsClientHello();
   assert.deepEqual(tls(Buffer.from('GET /'), ctx), { action: 'skip' });
   assert.deepEqual(tls(Buffer.from([0x16, 3, 1, 0]), ctx), { action: 'more' });
