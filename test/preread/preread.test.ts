@@ -98,6 +98,23 @@ test('postgresStartup: SSLRequest answered N (S when terminating), GSSENCRequest
   assert.throws(() => postgresStartup({ sslRequest: 'accept' as 'refuse' }), InvalidOptionError);
 });
 
+test('http1 decides the same whatever the reads: headers of exactly maxHeaderBytes match', () => {
+  const inspect = http1({ maxHeaderBytes: 64 });
+  const head = 'GET / HTTP/1.1\r\nHost: a.test\r\nX: ';
+  const request = `${head}${'y'.repeat(64 - head.length)}\r\n\r\n`;
+  const whole = inspect(Buffer.from(request), ctx);
+  assert.equal(whole.action, 'match');
+  for (let cut = 60; cut < request.length; cut++)
+    assert.deepEqual(
+      inspect(Buffer.from(request.slice(0, cut)), ctx),
+      { action: 'more' },
+      `${cut}`,
+    );
+  assert.deepEqual(inspect(Buffer.from(`${request.slice(0, -4)}yyyy\r\n`), ctx), {
+    action: 'skip',
+  });
+});
+
 test('firstLine and tlsClientHello decide on partial input and skip what is not theirs', () => {
   const line = firstLine({ maxLength: 16 });
   assert.deepEqual(line(Buffer.from('HELLO t'), ctx), { action: 'more' });
