@@ -327,11 +327,7 @@ export class AdmissionError extends L4Error {
 /** A data filter or UDP session filter failed; `cause` is what the user code threw. */
 export class FilterError extends L4Error {
   constructor(cause: unknown) {
-    super(
-      ErrorCode.FILTER,
-      `A data filter failed: ${cause instanceof Error ? cause.message : String(cause)}`,
-      { cause },
-    );
+    super(ErrorCode.FILTER, `A data filter failed: ${thrownMessage(cause)}`, { cause });
   }
 }
 
@@ -347,4 +343,19 @@ export function describe(value: unknown): string {
   if (typeof value === 'function') return 'a function';
   if (typeof value === 'symbol') return value.toString();
   return 'an object';
+}
+
+/**
+ * The message of something user code threw or rejected with. Never throws itself: `String()` of
+ * an object without a usable `toString` (`Object.create(null)`) throws, and a throw while
+ * reporting a user's failure would escape the library (an uncaught exception, or an unhandled
+ * rejection in a promise handler) and leave the connection waiting.
+ */
+export function thrownMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  try {
+    return String(err);
+  } catch {
+    return describe(err);
+  }
 }

@@ -305,7 +305,10 @@ function prepareListener(
       throw new ConfigError(
         source,
         `${path}.${err.option}`,
-        jsonKeys(err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, '')),
+        jsonKeys(
+          err.option,
+          err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, ''),
+        ),
       );
     }
     // ModeUnsupportedError and the like: the library's message says it all.
@@ -317,8 +320,13 @@ function prepareListener(
 /** Options a JSON listener cannot set (functions and objects), and the keys the CLI adds. */
 const NOT_IN_JSON = new Set(['upstreamSource', 'mode']);
 
-/** A listener's "known options" as a JSON config knows them: with `dns`, `name`..., without `upstreamSource`. */
-function jsonKeys(expected: string): string {
+/**
+ * A listener's "known options" as a JSON config knows them: with `dns`, `name`..., without
+ * `upstreamSource`. Only for the listener's own keys: a nested object (`quic`, an inspector's
+ * options) knows only its own.
+ */
+function jsonKeys(option: string, expected: string): string {
+  if (/[.[]/.test(option)) return expected;
   return expected.replace(/one of the known options \(([^)]*)\)/, (_match, list: string) => {
     const keys = list.split(', ').filter((key) => !NOT_IN_JSON.has(key));
     return `one of the known options (${[...new Set([...CLI_KEYS, ...keys])].join(', ')})`;

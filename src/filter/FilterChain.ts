@@ -28,17 +28,27 @@ export class FilterChain {
     this.filters = filters;
   }
 
-  /** Calls every factory for `connection` (throws what a factory throws); undefined when none filters. */
+  /**
+   * Calls every factory for `connection`; `chain` is undefined when none filters. A factory that
+   * throws stops the others: `failure` is what it threw, and `chain` holds the filters made
+   * before it, so that they still hear `onClose` (they may hold resources until then).
+   */
   static open(
     factories: readonly DataFilterFactory[],
     connection: TcpConnectionInfo,
-  ): FilterChain | undefined {
+  ): { readonly chain: FilterChain | undefined; readonly failure?: { readonly error: unknown } } {
     const filters: DataFilter[] = [];
-    for (const factory of factories) {
-      const filter = factory(connection);
-      if (filter !== undefined) filters.push(filter);
+    let failure: { readonly error: unknown } | undefined;
+    try {
+      for (const factory of factories) {
+        const filter = factory(connection);
+        if (filter !== undefined) filters.push(filter);
+      }
+    } catch (error) {
+      failure = { error };
     }
-    return filters.length === 0 ? undefined : new FilterChain(filters);
+    const chain = filters.length === 0 ? undefined : new FilterChain(filters);
+    return failure === undefined ? { chain } : { chain, failure };
   }
 
   toUpstream(chunk: Buffer): FilterOutput {
@@ -82,18 +92,43 @@ export class FilterChain {
     return errors;
   }
 
-  /** Passes `chunk` through the filters from index `from` on. */
+  /**
+   * Passes `chunk` through the filters from index `from` on. A filter that ends the direction
+   * still hands its last bytes to the filters after it, and their input ends with it: their end
+   * callbacks run at once, so nothing they transform is bypassed and nothing they hold is lost.
+   */
   private run(callback: DataCallback, chunk: Buffer, from: number): FilterOutput {
     let data = chunk;
-    let end = false;
-    for (let i = from; i < this.filters.length && !end; i++) {
+    for (let i = from; i < this.filters.length; i++) {
       const filter = this.filters[i];
       if (filter === undefined || (data.length === 0 && i > from)) continue;
       const result =
         callback === 'onClientData' ? filter.onClientData?.(data) : filter.onUpstreamData?.(data);
-      ({ data, end } = interpret(result, data));
+      const output = interpret(result, data);
+      if (!output.end) {
+        data = output.data;
+        continue;
+      }
+      const last =
+        i + 1 < this.filters.length ? this.finish(callback, output.data, i + 1) : output.data;
+      return { data: last, end: true };
     }
-    return { data, end };
+    return { data, end: false };
+  }
+
+  /** The direction ended before filter `from`: the last bytes, then the end, through the rest. */
+  private finish(callback: DataCallback, last: Buffer, from: number): Buffer {
+    const parts: Buffer[] = [];
+    if (last.length > 0) {
+      const output = this.run(callback, last, from);
+      // A later filter ended the direction too: run() already ended the ones after it.
+      if (output.end) return output.data;
+      if (output.data.length > 0) parts.push(output.data);
+    }
+    const endCallback = callback === 'onClientData' ? 'onClientEnd' : 'onUpstreamEnd';
+    const tail = this.flush(endCallback, callback, false, from);
+    if (tail.length > 0) parts.push(tail);
+    return parts.length === 1 && parts[0] !== undefined ? parts[0] : Buffer.concat(parts);
   }
 
   /** Each filter's end callback in order; what one releases still passes the filters after it. */
@@ -101,18 +136,30 @@ export class FilterChain {
     endCallback: 'onClientEnd' | 'onUpstreamEnd',
     dataCallback: DataCallback,
     ended: boolean,
+    from = 0,
   ): Buffer {
     if (ended) return NOTHING;
     const parts: Buffer[] = [];
-    for (let i = 0; i < this.filters.length; i++) {
+    for (let i = from; i < this.filters.length; i++) {
       const filter = this.filters[i];
-      const tail = filter?.[endCallback]?.call(filter);
+      const tail = endTail(filter?.[endCallback]?.call(filter));
       if (tail === undefined || tail.length === 0) continue;
       const output = this.run(dataCallback, tail, i + 1);
       if (output.data.length > 0) parts.push(output.data);
+      // A filter after this one ended the direction: run() already ended the ones after it.
+      if (output.end) break;
     }
     return parts.length === 1 && parts[0] !== undefined ? parts[0] : Buffer.concat(parts);
   }
+}
+
+/** What an end callback returned: only a Buffer (or nothing) may reach a socket's write. */
+function endTail(tail: unknown): Buffer | undefined {
+  if (tail === undefined || tail === null) return undefined;
+  if (Buffer.isBuffer(tail)) return tail;
+  throw new TypeError(
+    'a data filter end callback returned something other than a Buffer or undefined',
+  );
 }
 
 function interpret(result: FilterResult, chunk: Buffer): FilterOutput {

@@ -1,4 +1,4 @@
-import { AdmissionError, InvalidOptionError } from '../errors.js';
+import { AdmissionError, InvalidOptionError, thrownMessage } from '../errors.js';
 import { duration, optionalFunction } from '../internal/validate.js';
 import type { ProxyHeader } from '../protocol/ProxyHeader.js';
 import type { TcpConnectionInfo } from '../tcp/events.js';
@@ -182,7 +182,7 @@ function judge(verdict: unknown): AdmissionOutcome {
     return {
       ok: false,
       reason: RejectReason.ADMISSION_REJECTED,
-      detail: typeof detail === 'string' ? detail : String(detail),
+      detail: typeof detail === 'string' ? detail : thrownMessage(detail),
       error: undefined,
     };
   }
@@ -194,9 +194,6 @@ function hookFailed(err: unknown): AdmissionOutcome {
     ok: false,
     reason: RejectReason.ADMISSION_ERROR,
     detail: undefined,
-    error: new AdmissionError(
-      `The admit hook failed: ${err instanceof Error ? err.message : String(err)}`,
-      err,
-    ),
+    error: new AdmissionError(`The admit hook failed: ${thrownMessage(err)}`, err),
   };
 }

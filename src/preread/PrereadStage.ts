@@ -1,3 +1,4 @@
+import { thrownMessage } from '../errors.js';
 import type {
   PrereadContext,
   PrereadInspector,
@@ -142,7 +143,7 @@ export class PrereadStage {
     try {
       verdict = inspector(bytes, this.context);
     } catch (err) {
-      return { action: 'reject', reason: `inspector ${name} threw: ${String(err)}` };
+      return { action: 'reject', reason: `inspector ${name} threw: ${thrownMessage(err)}` };
     }
     return checked(verdict, bytes.length);
   }

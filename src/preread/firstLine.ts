@@ -25,7 +25,11 @@ export function firstLine(options: FirstLineOptions = {}): PrereadInspector {
     const end = bytes.indexOf(0x0a);
     const length = end < 0 ? bytes.length : end;
     if (bytes.subarray(0, Math.min(length, maxLength + 1)).includes(0)) return SKIP;
-    if (end < 0) return bytes.length > maxLength ? SKIP : MORE;
+    if (end < 0) {
+      // A line of `maxLength` may have its `\r` in this read and its `\n` in the next.
+      const text = bytes.length - (bytes[bytes.length - 1] === 0x0d ? 1 : 0);
+      return text > maxLength ? SKIP : MORE;
+    }
     const cut = end > 0 && bytes[end - 1] === 0x0d ? end - 1 : end;
     if (cut > maxLength) return SKIP;
     return {

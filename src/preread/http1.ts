@@ -44,7 +44,8 @@ function inspectRequest(bytes: Buffer, maxHeaderBytes: number): PrereadVerdict {
   const lineEnd = bytes.indexOf('\r\n');
   if (lineEnd >= 0 && !REQUEST_LINE.test(bytes.toString('latin1', 0, lineEnd))) return SKIP;
   const end = bytes.indexOf('\r\n\r\n');
-  if (end < 0) return bytes.length >= maxHeaderBytes ? SKIP : MORE;
+  // Headers of `maxHeaderBytes` may still get their blank line (up to 3 more bytes) in the next read.
+  if (end < 0) return bytes.length - 3 > maxHeaderBytes ? SKIP : MORE;
   if (end > maxHeaderBytes) return SKIP;
   const lines = bytes.toString('latin1', 0, end).split('\r\n');
   const requestLine = REQUEST_LINE.exec(lines[0] ?? '');

@@ -81,16 +81,18 @@ export class QuicRouter {
     const lb = this.options.quicLb;
     const first = datagram[0];
     if (lb === undefined || first === undefined) return undefined;
-    let at = 1;
+    // A short header's DCID runs from byte 1 (its length is the server's choice); a long header
+    // says how long its DCID is: never read past it into the SCID (the client's own choice).
+    let dcid = datagram.subarray(1);
     if (isLongHeader(first)) {
       const header = readLongHeader(datagram, 0, datagram.length);
       // An Initial's DCID is the client's random choice (or a Retry's): nothing encoded in it.
       const profile = header && quicVersionProfile(header.version);
       if (header === undefined || profile === undefined || header.typeBits === profile.initialType)
         return undefined;
-      at = 6;
+      dcid = header.dcid;
     }
-    const cid = decodeQuicLbCid(datagram, at, lb.serverIdLength);
+    const cid = decodeQuicLbCid(dcid, 0, lb.serverIdLength);
     if (cid === undefined || cid.configRotation !== lb.configRotation) return undefined;
     if (cid.configRotation === QUIC_LB_UNROUTABLE) return undefined;
     const id = lb.servers.get(cid.serverId.toString('latin1'));

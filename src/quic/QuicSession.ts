@@ -5,6 +5,8 @@ import { isLongHeader, readLongHeader } from '../protocol/quicHeader.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import type { QuicConnection, QuicRouter } from './QuicRouter.js';
 
+const NOT_QUIC: QuicInitialResult = { kind: 'not_quic' };
+
 /** What a {@link QuicSession} needs from the UDP session it belongs to (internal seam). */
 export interface QuicSessionOwner {
   readonly closed: boolean;
@@ -59,6 +61,12 @@ export class QuicSession {
       this.rememberClientCid(msg);
     const parser = this.parser;
     if (parser === undefined) return true;
+    // An empty first datagram (a keepalive, a probe) holds no packet: not QUIC, route it now
+    // rather than wait `maxInitialWait` for an Initial (and drop it with fallback 'drop').
+    if (msg.length === 0 && this.datagrams === 0) {
+      this.decided(NOT_QUIC);
+      return true;
+    }
     this.datagrams++;
     let result: QuicInitialResult | undefined;
     try {

@@ -26,7 +26,7 @@ export interface UdpQuicOptions {
   readonly sni?: boolean;
   /** Datagrams a new session may take to complete its ClientHello. Default 4, 1-64. */
   readonly maxInitialDatagrams?: number;
-  /** Milliseconds a new session may wait for its ClientHello. Default 1000, 1-60 000. */
+  /** Milliseconds a new session may wait for its ClientHello. Default 1000, 1 ms to 24.8 days. */
   readonly maxInitialWait?: number;
   /** CRYPTO bytes a ClientHello may span. Default 16384, 64-1 MiB. */
   readonly maxClientHelloBytes?: number;

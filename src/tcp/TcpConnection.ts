@@ -1040,7 +1040,14 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   /** Creates this connection's filters and runs the bytes read by the preface through them. */
   private openFilters(factories: readonly DataFilterFactory[]): boolean {
-    if (!this.filtersSee(() => (this.filters = FilterChain.open(factories, this)))) return false;
+    const { chain, failure } = FilterChain.open(factories, this);
+    // Set before failing: the filters made before the factory that threw still get onClose.
+    this.filters = chain;
+    if (failure !== undefined) {
+      if (this.reason === undefined)
+        this.fail(CloseReason.FILTER_ERROR, new FilterError(failure.error), true);
+      return false;
+    }
     const early = this.early;
     if (this.filters === undefined || early === undefined) return true;
     this.early = undefined;

@@ -386,7 +386,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       this.drop(DropReason.OVERSIZED, 'upstream', len);
     } else if (this.listener.sendTo(msg, this.clientPort, this.clientAddress)) {
       this.datagramsToClient++;
-      this.bytesToClient += len;
+      // What was sent: a session filter may have replaced the datagram with one of another size.
+      this.bytesToClient += msg.length;
     } else {
       this.drop(DropReason.SEND_QUEUE_FULL, 'upstream', len);
     }
@@ -405,6 +406,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
         if (filter !== undefined) filters.push(filter);
       }
     } catch (err) {
+      // The filters made before the factory that threw still get onClose.
+      if (filters.length > 0) this.filters = filters;
       this.terminate(SessionCloseReason.FILTER_ERROR, new FilterError(err));
       return false;
     }

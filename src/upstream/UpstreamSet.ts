@@ -1,5 +1,6 @@
 import type { Upstream } from './Upstream.js';
 import { upstreamId, validateUpstream, validateUpstreams } from './Upstream.js';
+import { isRecord } from '../internal/validate.js';
 import { adminAllows } from './adminOverride.js';
 import { sameUpstreams } from './sameUpstreams.js';
 import { UpstreamState } from './UpstreamState.js';
@@ -158,6 +159,10 @@ export class UpstreamSet {
    */
   resolve(choice: UpstreamCandidate | Upstream): UpstreamState {
     if (choice instanceof UpstreamState) return choice;
+    // A JS selector's string, number or `{}` has no id or host: name the mistake (validation
+    // throws) rather than fail on a missing `host` below.
+    if (!isRecord(choice) || (choice.id === undefined && typeof choice.host !== 'string'))
+      validateUpstream(choice, 'selector result');
     const id = upstreamId(choice);
     const state = this.states.get(id);
     if (

@@ -55,3 +55,14 @@ test('a bad quic option is named with its path in the file', () => {
       err instanceof ConfigError && err.message.includes('listeners[0].quic.quicLb.servers'),
   );
 });
+
+test("an unknown key inside quic lists quic's own options, not the listener's", () => {
+  assert.throws(
+    () => validateConfig({ listeners: [udp({ routes: [] })] }, 'l4proxy.json'),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      err.message.startsWith('l4proxy.json: listeners[0].quic.routes: ') &&
+      err.message.includes('(sni, maxInitialDatagrams,') &&
+      !err.message.includes('backlog'),
+  );
+});

@@ -132,6 +132,24 @@ for (const relay of RELAYS) {
     assert.match(failed.error.message, /filter bug/);
     assert.equal(proxy.stats().close_reasons.filter_error, 1);
   });
+
+  test(`an end callback returning a non-Buffer closes with filter_error, never reaches the socket (relay ${relay})`, async (t) => {
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      relay,
+      filters: [() => ({ onClientEnd: () => 'held text' as unknown as Buffer })],
+    });
+    t.after(() => proxy.close({ drainTimeout: 0 }));
+    const client = await connect(port);
+    await waitFor(proxy, 'upstreamConnect');
+    client.end('hello');
+    await closed(client);
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, 'filter_error');
+    assert.match(summary.error?.message ?? '', /end callback returned/);
+  });
 }
 
 test('filters see the preread bytes, lifecycle callbacks run in order, and half-close flushes held bytes', async (t) => {
@@ -180,6 +198,66 @@ test('filters see the preread bytes, lifecycle callbacks run in order, and half-
     'upstream end',
     'close completed',
   ]);
+});
+
+test('a filter ending a direction still hands its last bytes and the end to the filters after it', async (t) => {
+  const echo = await echoServer();
+  t.after(() => echo.close());
+  const ends: string[] = [];
+  const firstThree: DataFilterFactory = () => ({
+    onClientData: (chunk) => ({ end: true, data: chunk.subarray(0, 3) }),
+  });
+  const upperCase: DataFilterFactory = () => ({
+    onClientData: (chunk) => Buffer.from(chunk.toString().toUpperCase()),
+  });
+  const holdAll: DataFilterFactory = () => {
+    const held: Buffer[] = [];
+    return {
+      onClientData(chunk) {
+        held.push(chunk);
+        return null;
+      },
+      onClientEnd() {
+        ends.push('held released');
+        return Buffer.concat(held);
+      },
+    };
+  };
+  const { proxy, port, closes } = await startProxy({
+    upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    filters: [firstThree, upperCase, holdAll],
+  });
+  t.after(() => proxy.close({ drainTimeout: 0 }));
+  const client = dial(port);
+  const echoed = readAll(client);
+  client.write('abcdef');
+  assert.equal((await echoed).toString(), 'ABC', 'upper-cased, released at the end, then FIN');
+  client.end();
+  const [summary] = await closes(1);
+  assert.equal(summary?.reason, 'completed');
+  assert.deepEqual(ends, ['held released']);
+});
+
+test('a factory that throws: the filters made before it still hear onClose', async (t) => {
+  const echo = await echoServer();
+  t.after(() => echo.close());
+  const closedWith: string[] = [];
+  const { proxy, port, closes } = await startProxy({
+    upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    filters: [
+      () => ({ onClose: (summary) => closedWith.push(summary.reason) }),
+      () => {
+        throw new Error('factory bug');
+      },
+    ],
+  });
+  t.after(() => proxy.close({ drainTimeout: 0 }));
+  const client = dial(port);
+  client.write('hello');
+  await closed(client);
+  const [summary] = await closes(1);
+  assert.equal(summary?.reason, 'filter_error');
+  assert.deepEqual(closedWith, ['filter_error']);
 });
 
 test('filters option is validated', () => {

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { UdpProxy } from '../../src/index.js';
 import type { UdpSessionFilterFactory, UdpSessionSummary } from '../../src/index.js';
-import { dig, startDnsmasq } from '../udp/helpers.js';
+import { closeSocket, dig, request, startDnsmasq, udpEcho, udpSocket } from '../udp/helpers.js';
 import { tool } from '../helpers/tools.js';
 import { withTimeout } from '../helpers/net.js';
 
@@ -77,4 +77,60 @@ test('UDP session filters see each datagram both ways: a real dig through dnsmas
   assert.equal(proxy.stats().session_close_reasons.filter_error, 1);
   await proxy.close();
   assert.equal(counted.closes, summaries.length, 'every session told its filter it closed');
+});
+
+test('a session filter that resizes datagrams: the summary and stats count the bytes sent, not those received', async (t) => {
+  const echo = await udpEcho('0123456789');
+  t.after(() => echo.close());
+  const proxy = new UdpProxy({
+    upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    sessionFilters: [
+      () => ({
+        onClientDatagram: (d) => Buffer.concat([d, d, d]),
+        onUpstreamDatagram: (d) => d.subarray(0, 2),
+      }),
+    ],
+  });
+  const summaries: UdpSessionSummary[] = [];
+  proxy.on('sessionClose', (s) => summaries.push(s));
+  const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+  t.after(() => proxy.close());
+  const client = await udpSocket();
+  t.after(() => closeSocket(client));
+  assert.equal((await request(client, port, 'abc')).toString(), '01');
+  await proxy.close();
+  const summary = summaries[0];
+  assert.ok(summary !== undefined);
+  assert.equal(summary.bytesFromClient, 3);
+  assert.equal(summary.bytesToUpstream, 9);
+  assert.equal(summary.bytesFromUpstream, 19);
+  assert.equal(summary.bytesToClient, 2, 'the 2 bytes the filter let through');
+  assert.equal(proxy.stats().downstream_sess_tx_bytes, 2);
+});
+
+test('a session filter factory that throws: the filters made before it still hear onClose', async (t) => {
+  const echo = await udpEcho();
+  t.after(() => echo.close());
+  const closedWith: string[] = [];
+  const proxy = new UdpProxy({
+    upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    sessionFilters: [
+      () => ({ onClose: (summary) => closedWith.push(summary.reason) }),
+      () => {
+        throw new Error('factory bug');
+      },
+    ],
+  });
+  const ended = new Promise<string>((resolve) => {
+    proxy.once('sessionClose', (s) => {
+      resolve(s.reason);
+    });
+  });
+  const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+  t.after(() => proxy.close());
+  const client = await udpSocket();
+  t.after(() => closeSocket(client));
+  client.send('hello', port, '127.0.0.1');
+  assert.equal(await withTimeout(ended, 3_000, 'the session to close'), 'filter_error');
+  assert.deepEqual(closedWith, ['filter_error']);
 });

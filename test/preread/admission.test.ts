@@ -97,3 +97,49 @@ test('admit: a pending check counts against maxConnections, and closing the prox
   );
   assert.equal(proxy.stats().downstream_cx_total, 0);
 });
+
+test('user code that throws a value String() cannot convert ends only its connection, with its reason', async (t) => {
+  const echo = await echoServer();
+  t.after(() => echo.close());
+  // Object.create(null) has no toString: describing it once threw out of the proxy's handlers.
+  const odd = (): never => {
+    throw Object.create(null) as Error;
+  };
+  const cases = [
+    { options: { selector: odd }, reason: 'selector_error' },
+    {
+      options: { selector: () => Promise.reject(Object.create(null) as Error) },
+      reason: 'selector_error',
+    },
+    { options: { admit: odd }, reason: 'admission_error' },
+    {
+      options: { admit: () => Promise.reject(Object.create(null) as Error) },
+      reason: 'admission_error',
+    },
+    {
+      options: { admit: () => ({ reject: Object.create(null) as string }) },
+      reason: 'admission_rejected',
+    },
+    { options: { preread: { inspectors: { odd } } }, reason: 'preread_rejected' },
+    { options: { filters: [() => ({ onClientData: odd })] }, reason: 'filter_error' },
+  ] as const;
+  for (const { options, reason } of cases) {
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      ...options,
+    });
+    const ended = new Promise<string>((resolve) => {
+      proxy.on('rejected', (r) => {
+        resolve(r.reason);
+      });
+      proxy.on('connectionClose', (s) => {
+        resolve(s.reason);
+      });
+    });
+    const client = dial(port);
+    client.write('hello');
+    assert.equal(await ended, reason);
+    await closed(client);
+    await proxy.close({ drainTimeout: 0 });
+  }
+});

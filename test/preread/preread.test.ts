@@ -98,6 +98,23 @@ test('postgresStartup: SSLRequest answered N (S when terminating), GSSENCRequest
   assert.throws(() => postgresStartup({ sslRequest: 'accept' as 'refuse' }), InvalidOptionError);
 });
 
+test('http1 decides the same whatever the reads: headers of exactly maxHeaderBytes match', () => {
+  const inspect = http1({ maxHeaderBytes: 64 });
+  const head = 'GET / HTTP/1.1\r\nHost: a.test\r\nX: ';
+  const request = `${head}${'y'.repeat(64 - head.length)}\r\n\r\n`;
+  const whole = inspect(Buffer.from(request), ctx);
+  assert.equal(whole.action, 'match');
+  for (let cut = 60; cut < request.length; cut++)
+    assert.deepEqual(
+      inspect(Buffer.from(request.slice(0, cut)), ctx),
+      { action: 'more' },
+      `${cut}`,
+    );
+  assert.deepEqual(inspect(Buffer.from(`${request.slice(0, -4)}yyyy\r\n`), ctx), {
+    action: 'skip',
+  });
+});
+
 test('firstLine and tlsClientHello decide on partial input and skip what is not theirs', () => {
   const line = firstLine({ maxLength: 16 });
   assert.deepEqual(line(Buffer.from('HELLO t'), ctx), { action: 'more' });
@@ -107,6 +124,13 @@ test('firstLine and tlsClientHello decide on partial input and skip what is not 
   });
   assert.deepEqual(line(Buffer.from('a\0b'), ctx), { action: 'skip' });
   assert.deepEqual(line(Buffer.alloc(17, 'x'), ctx), { action: 'skip' });
+  // A line of exactly maxLength whose \r and \n arrive in two reads: the same as in one.
+  const longest = 'x'.repeat(16);
+  assert.deepEqual(line(Buffer.from(`${longest}\r`), ctx), { action: 'more' });
+  assert.deepEqual(line(Buffer.from(`${longest}\r\n`), ctx), {
+    action: 'match',
+    metadata: { protocol: 'text', line: longest },
+  });
   const tls = tlsClientHello();
   assert.deepEqual(tls(Buffer.from('GET /'), ctx), { action: 'skip' });
   assert.deepEqual(tls(Buffer.from([0x16, 3, 1, 0]), ctx), { action: 'more' });

@@ -172,6 +172,23 @@ describe('UdpProxy quic option', () => {
     }
   });
 
+  test("an empty first datagram is not QUIC: routed at once, even with fallback 'drop'", async () => {
+    const { proxy, port } = await proxyWith({
+      quic: { fallback: 'drop', maxInitialWait: 60_000 },
+      selector: byName,
+    });
+    client = await udpSocket();
+    try {
+      client.send(Buffer.alloc(0), port, '127.0.0.1');
+      assert.equal((await nextMessage(client)).toString(), 'B:');
+      assert.equal(proxy.stats().quic?.quic_not_quic, 1);
+      assert.equal(proxy.stats().quic?.quic_incomplete, 0);
+    } finally {
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
   test("an undecryptable Initial: fallback 'drop' closes the session, 'route' routes without a name", async () => {
     const bad = Buffer.from(V1_CLIENT_INITIAL);
     bad[100] = (bad[100] ?? 0) ^ 1;
@@ -346,6 +363,27 @@ describe('UdpProxy quic option', () => {
         assert.equal(proxy.stats().quic?.quic_lb_routed, 1);
       } finally {
         await closeSocket(initial);
+      }
+      // A Handshake packet with an empty DCID: its SCID (the client's choice) names no server.
+      const empty = await udpSocket();
+      try {
+        const version = Buffer.alloc(4);
+        version.writeUInt32BE(QUIC_V1);
+        // Read from where a DCID would be, the SCID length (8: rotation 0) and c4605e follow.
+        const scid = Buffer.from('c4605e4504cc4f00', 'hex');
+        const handshake = Buffer.concat([
+          Buffer.from([0xe3]),
+          version,
+          Buffer.from([0, scid.length]),
+          scid,
+          Buffer.from([0x05]),
+          Buffer.alloc(5, 0xab),
+        ]);
+        empty.send(handshake, port, '127.0.0.1');
+        assert.equal((await nextMessage(empty)).subarray(-1).toString(), 'A');
+        assert.equal(proxy.stats().quic?.quic_lb_routed, 1);
+      } finally {
+        await closeSocket(empty);
       }
     } finally {
       await closeSocket(client1);

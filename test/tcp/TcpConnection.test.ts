@@ -420,6 +420,8 @@ describe('TcpConnection connect and retries', () => {
     ],
     ['rejects', (): Promise<Upstream> => Promise.reject(new Error('boom'))],
     ['returns garbage', (): Upstream => ({ host: '', port: -1 })],
+    ['returns an id string', (): Upstream => 'a' as unknown as Upstream],
+    ['returns an empty object', (): Upstream => ({}) as Upstream],
   ] as const) {
     test(`a selector that ${name} closes only that connection with selector_error`, async () => {
       const echo = await echoServer();
@@ -441,6 +443,8 @@ describe('TcpConnection connect and retries', () => {
       );
       const failed = summaries.find((s) => s.reason === CloseReason.SELECTOR_ERROR);
       assert.equal((failed?.error as { code?: string } | undefined)?.code, 'ERR_L4_SELECTOR');
+      if (name.startsWith('returns'))
+        assert.match(failed?.error?.message ?? '', /"selector result/, 'the result named');
       await proxy.close();
       await echo.close();
     });

@@ -1,4 +1,4 @@
-import { SelectorError } from '../../errors.js';
+import { SelectorError, thrownMessage } from '../../errors.js';
 import type { SelectionResult } from '../SelectionContext.js';
 
 /** Whether a selector returned a promise (or any thenable) rather than a result. */
@@ -16,6 +16,6 @@ export function isThenable(value: unknown): value is PromiseLike<SelectionResult
  */
 export function selectorError(err: unknown): SelectorError {
   if (err instanceof SelectorError) return err;
-  const detail = err instanceof Error ? err.message : String(err);
+  const detail = thrownMessage(err);
   return new SelectorError(`The upstream selector failed: ${detail}`, err);
 }
