@@ -3,11 +3,14 @@ import type { SelectionResult } from '../SelectionContext.js';
 
 /** Whether a selector returned a promise (or any thenable) rather than a result. */
 export function isThenable(value: unknown): value is PromiseLike<SelectionResult> {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as { then?: unknown }).then === 'function'
-  );
+  if (typeof value !== 'object' || value === null) return false;
+  try {
+    return typeof (value as { then?: unknown }).then === 'function';
+  } catch {
+    // A `then` getter that throws (user code, outside any handler of ours): Promise.resolve()
+    // turns that into a rejection, which every caller handles as the hook's failure.
+    return true;
+  }
 }
 
 /**
