@@ -125,7 +125,8 @@ export class Primary {
       if (worker !== undefined) this.relay.replay(worker);
       this.ops.info('worker ready', {
         worker: slot,
-        pid: this.slots.get(slot)?.process.pid,
+        // `pid` is the primary's own, on every line it writes: a second `pid` key was ambiguous.
+        workerPid: this.slots.get(slot)?.process.pid,
         listeners: message.addresses,
       });
       if (this.ready.size === this.settings.workers)

@@ -250,12 +250,12 @@ describe('l4proxy --admin', () => {
 
     // A stuck worker (stopped) is reported after the relay timeout, not waited on.
     const stuck = started.find((l) => l.worker === 1);
-    process.kill(Number(stuck?.pid), 'SIGSTOP');
+    process.kill(Number(stuck?.workerPid), 'SIGSTOP');
     let slow: ClusterReply;
     try {
       slow = await get('/upstreams');
     } finally {
-      process.kill(Number(stuck?.pid), 'SIGCONT');
+      process.kill(Number(stuck?.workerPid), 'SIGCONT');
     }
     assert.equal(slow.status, 200);
     assert.deepEqual(slow.body.workers.answered, [2]);
@@ -263,7 +263,7 @@ describe('l4proxy --admin', () => {
 
     // A dead worker is reported, not waited on; its replacement gets the drain again.
     const victim = started.find((l) => l.worker === 2);
-    process.kill(Number(victim?.pid), 'SIGKILL');
+    process.kill(Number(victim?.workerPid), 'SIGKILL');
     await cli.waitLine('stderr', (l) => l.msg === 'worker exited, replacing it', 5_000);
     const partial = await get('/upstreams');
     assert.equal(partial.status, 200);
@@ -271,7 +271,7 @@ describe('l4proxy --admin', () => {
     assert.match(String(partial.body.workers.missing['2']), /not running|exited/);
     await cli.waitLine(
       'stderr',
-      (l) => l.msg === 'worker ready' && l.pid !== victim?.pid && l.worker === 2,
+      (l) => l.msg === 'worker ready' && l.workerPid !== victim?.workerPid && l.worker === 2,
       15_000,
     );
     const after = await get('/upstreams');
@@ -337,7 +337,8 @@ describe('l4proxy --admin', () => {
       workers: 2,
     });
     const started = await cli.waitLines('stderr', (l) => l.msg === 'worker ready', 2, 15_000);
-    const pidOf = (slot: number): number => Number(started.find((l) => l.worker === slot)?.pid);
+    const pidOf = (slot: number): number =>
+      Number(started.find((l) => l.worker === slot)?.workerPid);
     const headers = { authorization: `Bearer ${TOKEN}` };
     // Worker 1 stopped: the drain waits for it (2 s) while the reload goes out behind it.
     process.kill(pidOf(1), 'SIGSTOP');
@@ -358,7 +359,7 @@ describe('l4proxy --admin', () => {
     process.kill(pidOf(2), 'SIGKILL');
     await cli.waitLine(
       'stderr',
-      (l) => l.msg === 'worker ready' && l.worker === 2 && l.pid !== pidOf(2),
+      (l) => l.msg === 'worker ready' && l.worker === 2 && l.workerPid !== pidOf(2),
       15_000,
     );
     const reply = (await (await fetch(`http://${admin}/upstreams`, { headers })).json()) as {

@@ -16,6 +16,32 @@ export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.ur
 /** A JSON log line. */
 export type LogLine = Record<string, unknown> & { msg: string; level: number; pid: number };
 
+/**
+ * The first key that appears twice in one object of a JSON text, if any. `JSON.parse` keeps the
+ * last silently; log shippers differ (some keep the first, some reject the line).
+ */
+export function duplicateKey(json: string): string | undefined {
+  const objects: (Set<string> | null)[] = [];
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i];
+    if (c === '{') objects.push(new Set());
+    else if (c === '[') objects.push(null);
+    else if (c === '}' || c === ']') objects.pop();
+    else if (c === '"') {
+      let end = i + 1;
+      while (end < json.length && json[end] !== '"') end += json[end] === '\\' ? 2 : 1;
+      const keys = objects.at(-1);
+      if (keys != null && /^\s*:/.test(json.slice(end + 1, end + 8))) {
+        const key = json.slice(i + 1, end);
+        if (keys.has(key)) return key;
+        keys.add(key);
+      }
+      i = end;
+    }
+  }
+  return undefined;
+}
+
 /** A running `l4proxy` child process with its stdout (access log) and stderr (ops log) lines. */
 export interface CliProcess {
   readonly child: ChildProcess;
@@ -47,6 +73,7 @@ export function startCli(t: TestContext, args: readonly string[]): CliProcess {
   const stdout: LogLine[] = [];
   const stderr: LogLine[] = [];
   const text: string[] = [];
+  const duplicated: string[] = [];
   const wakers = new Set<() => void>();
   const wake = (): void => {
     for (const waker of wakers) waker();
@@ -55,6 +82,8 @@ export function startCli(t: TestContext, args: readonly string[]): CliProcess {
     createInterface({ input: stream }).on('line', (line) => {
       try {
         into.push(JSON.parse(line) as LogLine);
+        const duplicate = duplicateKey(line);
+        if (duplicate !== undefined) duplicated.push(`${duplicate} in ${line}`);
       } catch {
         text.push(line);
       }
@@ -73,6 +102,7 @@ export function startCli(t: TestContext, args: readonly string[]): CliProcess {
   });
   t.after(() => {
     if (exit === undefined && child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
+    assert.deepEqual(duplicated, [], 'no log line has a key twice');
     return exitPromise;
   });
   const waitLines = (
