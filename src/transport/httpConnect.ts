@@ -30,6 +30,63 @@ function isParseError(err: Error): boolean {
   return (err as NodeJS.ErrnoException).code?.startsWith('HPE_') === true;
 }
 
+/** A 1xx answer other than 101 (which is final: a protocol switch). */
+function isInterim(status: number): boolean {
+  return status >= 100 && status < 200 && status !== 101;
+}
+
+/** As Node's own limit on an HTTP head (`--max-http-header-size`). */
+const MAX_HEAD_BYTES = 16 * 1024;
+const HEAD_END = Buffer.from('\r\n\r\n');
+const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: [^\r\n]*)?\r\n/;
+
+/**
+ * Reads answer heads from `socket` (after `head`, what followed an interim answer) until a final
+ * one, then calls `settle` with its status and the bytes after it. A malformed or oversized head
+ * destroys the socket with a parse error, as Node's parser would.
+ */
+function readFinalAnswer(
+  socket: Socket,
+  head: Buffer,
+  settle: (status: number, rest: Buffer) => void,
+): void {
+  let buffered = head;
+  const onData = (chunk: Buffer): void => {
+    buffered = Buffer.concat([buffered, chunk]);
+    next();
+  };
+  const next = (): void => {
+    for (;;) {
+      const end = buffered.indexOf(HEAD_END);
+      if (end === -1) {
+        if (buffered.length > MAX_HEAD_BYTES) fail('HPE_HEADER_OVERFLOW', 'Header overflow');
+        return;
+      }
+      const match = STATUS_LINE.exec(buffered.subarray(0, end + 2).toString('latin1'));
+      if (match === null) {
+        fail('HPE_INVALID_CONSTANT', 'Expected HTTP/');
+        return;
+      }
+      const status = Number(match[1]);
+      buffered = buffered.subarray(end + HEAD_END.length);
+      if (isInterim(status)) continue;
+      socket.pause();
+      socket.off('data', onData);
+      // As Node's HTTP client leaves a socket it hands over after CONNECT: neither paused nor
+      // flowing, so the relay's first reader starts it (the setter is Node's, not in its types).
+      (socket as { readableFlowing: boolean | null }).readableFlowing = null;
+      settle(status, buffered);
+      return;
+    }
+  };
+  const fail = (code: string, message: string): void => {
+    socket.off('data', onData);
+    socket.destroy(Object.assign(new Error(`Parse Error: ${message}`), { code }));
+  };
+  socket.on('data', onData);
+  next();
+}
+
 /** `tls.connect` passes `allowHalfOpen` to its socket; its type just does not list it. */
 function halfOpen(options: tls.ConnectionOptions): tls.ConnectionOptions {
   return Object.assign(options, { allowHalfOpen: true });
@@ -81,9 +138,8 @@ export function openHttp1Tunnel(
       socket.emit('error', err);
     }
   });
-  request.once('connect', (response: IncomingMessage, _socket: Socket, head: Buffer) => {
+  const settle = (status: number, head: Buffer): void => {
     answered = true;
-    const status = response.statusCode ?? 0;
     if (status >= 200 && status < 300) {
       counters.opened++;
       if (head.length > 0) socket.unshift(head);
@@ -93,6 +149,13 @@ export function openHttp1Tunnel(
     const key = statusClass(status);
     counters.refused[key] = (counters.refused[key] ?? 0) + 1;
     socket.destroy(new TunnelRefusedError(`${host}:${String(port)}`, target, status));
+  };
+  request.once('connect', (response: IncomingMessage, _socket: Socket, head: Buffer) => {
+    const status = response.statusCode ?? 0;
+    // Node's parser takes any answer to CONNECT as final; an interim one (100 Continue, 102,
+    // 103) is not (RFC 9110 15.2: a client must read past it), so read the answer after it.
+    if (isInterim(status)) readFinalAnswer(socket, head, settle);
+    else settle(status, head);
   });
   socket.once('close', () => {
     if (!answered) counters.failed++;

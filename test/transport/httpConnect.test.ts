@@ -253,6 +253,55 @@ describe('HTTP/1.1 CONNECT failure modes (independent of squid)', () => {
       assert.equal(proxy.stats().tunnels?.tunnel_failed_total, 1);
     });
 
+  for (const [name, split] of [
+    ['with the final answer', false],
+    ['and the final answer later, then data in the same packet', true],
+  ] as const)
+    test(`interim answers (100, 103) ${name}: read past, the tunnel opens`, async (t) => {
+      // Node's HTTP client takes any answer to CONNECT as final; RFC 9110 15.2 says to read past
+      // 1xx. A minimal proxy: interim answers, the 200, then an echo of the tunnel's bytes.
+      const server = net.createServer((socket) => {
+        socket.on('error', () => undefined);
+        socket.once('data', () => {
+          const interim =
+            'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n';
+          const final = 'HTTP/1.1 200 Connection established\r\n\r\n';
+          if (!split) socket.write(interim + final);
+          else {
+            socket.write(interim);
+            setTimeout(() => socket.write(`${final}hello `), 50);
+          }
+          socket.on('data', (chunk: Buffer) => socket.write(chunk));
+        });
+      });
+      const proxyPort = await listen(server);
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [{ host: '127.0.0.1', port: proxyPort, tunnel: { target: '127.0.0.1:9' } }],
+        maxConnectAttempts: 1,
+      });
+      t.after(async () => {
+        server.close();
+        await proxy.close({ drainTimeout: 0 });
+      });
+      const client = await connect(port);
+      const expected = split ? 'hello ping' : 'ping';
+      let received = '';
+      const echoed = new Promise<void>((resolve) => {
+        client.on('data', (chunk: Buffer) => {
+          received += chunk.toString();
+          if (received.length >= expected.length) resolve();
+        });
+      });
+      client.write('ping');
+      await withTimeout(echoed, 5_000, 'the echo through the tunnel');
+      client.end();
+      await closed(client);
+      assert.equal(received, expected);
+      const [summary] = await closes(1);
+      assert.equal(summary?.reason, CloseReason.COMPLETED);
+      assert.equal(proxy.stats().tunnels?.tunnel_opened_total, 1);
+    });
+
   test('the proxy dies mid-stream: the client is reset (upstream_reset)', async () => {
     const sockets = new Set<Socket>();
     // A minimal CONNECT proxy that answers 200 and then echoes, until it is killed (RST).
