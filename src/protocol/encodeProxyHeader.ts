@@ -1,4 +1,5 @@
 import { InvalidOptionError } from '../errors.js';
+import { isRecord, optionalRecord } from '../internal/validate.js';
 import type { ProxyHeader } from './ProxyHeader.js';
 import { encodeV1 } from './proxyV1.js';
 import { encodeV2 } from './proxyV2.js';
@@ -28,8 +29,8 @@ export function encodeProxyHeader(
   header: ProxyHeader,
   options: EncodeProxyHeaderOptions = {},
 ): Buffer {
-  if (typeof header !== 'object') throw new InvalidOptionError('header', 'an object', header);
-  const crc32c = options.crc32c ?? false;
+  if (!isRecord(header)) throw new InvalidOptionError('header', 'an object', header);
+  const crc32c = optionalRecord(options, 'options').crc32c ?? false;
   if (typeof crc32c !== 'boolean')
     throw new InvalidOptionError('options.crc32c', 'a boolean', crc32c);
   switch (header.version) {

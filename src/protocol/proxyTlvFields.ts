@@ -1,4 +1,5 @@
 import { InvalidOptionError } from '../errors.js';
+import { requireRecord } from '../internal/validate.js';
 import type { ProxyTlv } from './ProxyHeader.js';
 import { ProxySslSubtype, ProxyTlvType, joinTlvs, splitTlvs } from './proxyTlv.js';
 
@@ -61,36 +62,66 @@ function isCustom(type: number): boolean {
  * encodeProxyHeader({ ...header, tlvs: proxyTlvs({ alpn: 'h2', authority: 'example.com' }) });
  */
 export function proxyTlvs(fields: ProxyTlvFields): ProxyTlv[] {
+  // JS callers (and a `tlvs` callback's result) are not held to the types: check what is read.
+  requireRecord(fields, 'fields');
   const tlvs: ProxyTlv[] = [];
   const add = (type: number, value: Buffer): void => {
     tlvs.push({ type, value });
   };
-  if (fields.alpn !== undefined) add(ProxyTlvType.ALPN, Buffer.from(fields.alpn, 'latin1'));
+  if (fields.alpn !== undefined)
+    add(ProxyTlvType.ALPN, Buffer.from(text(fields.alpn, 'alpn'), 'latin1'));
   if (fields.authority !== undefined)
-    add(ProxyTlvType.AUTHORITY, Buffer.from(fields.authority, 'utf8'));
-  if (fields.uniqueId !== undefined) add(ProxyTlvType.UNIQUE_ID, Buffer.from(fields.uniqueId));
+    add(ProxyTlvType.AUTHORITY, Buffer.from(text(fields.authority, 'authority'), 'utf8'));
+  if (fields.uniqueId !== undefined)
+    add(ProxyTlvType.UNIQUE_ID, bytes(fields.uniqueId, 'uniqueId'));
   if (fields.ssl !== undefined) add(ProxyTlvType.SSL, sslValue(fields.ssl));
-  if (fields.netns !== undefined) add(ProxyTlvType.NETNS, Buffer.from(fields.netns, 'latin1'));
-  (fields.custom ?? []).forEach((tlv, i) => {
-    if (!isCustom(tlv.type))
-      throw new InvalidOptionError(`custom[${i}].type`, 'an integer from 0xE0 to 0xEF', tlv.type);
-    add(tlv.type, Buffer.from(tlv.value));
+  if (fields.netns !== undefined)
+    add(ProxyTlvType.NETNS, Buffer.from(text(fields.netns, 'netns'), 'latin1'));
+  const custom: unknown = fields.custom ?? [];
+  if (!Array.isArray(custom)) throw new InvalidOptionError('custom', 'an array of TLVs', custom);
+  custom.forEach((tlv: unknown, i) => {
+    const { type, value } = requireRecord(tlv, `custom[${i}]`);
+    if (typeof type !== 'number' || !isCustom(type))
+      throw new InvalidOptionError(`custom[${i}].type`, 'an integer from 0xE0 to 0xEF', type);
+    add(type, bytes(value, `custom[${i}].value`));
   });
   return tlvs;
 }
 
+function text(value: unknown, name: string): string {
+  if (typeof value !== 'string') throw new InvalidOptionError(name, 'a string', value);
+  return value;
+}
+
+/** A private copy of a Buffer (or any Uint8Array) field. */
+function bytes(value: unknown, name: string): Buffer {
+  if (!(value instanceof Uint8Array)) throw new InvalidOptionError(name, 'a Buffer', value);
+  return Buffer.from(value);
+}
+
 function sslValue(ssl: ProxySslFields): Buffer {
+  const { client, verify } = requireRecord(ssl, 'ssl');
   const head = Buffer.alloc(5);
-  head.writeUInt8(ssl.client & 0xff, 0);
-  head.writeUInt32BE(ssl.verify >>> 0, 1);
+  head.writeUInt8(bits(client, 'ssl.client') & 0xff, 0);
+  head.writeUInt32BE(bits(verify, 'ssl.verify') >>> 0, 1);
   const subs: ProxyTlv[] = [];
   for (const [field, type] of SSL_STRINGS) {
-    const text = ssl[field];
-    if (text !== undefined) subs.push({ type, value: Buffer.from(text, 'utf8') });
+    const value = ssl[field];
+    if (value !== undefined)
+      subs.push({ type, value: Buffer.from(text(value, `ssl.${field}`), 'utf8') });
   }
   if (ssl.clientCert !== undefined)
-    subs.push({ type: ProxySslSubtype.CLIENT_CERT, value: Buffer.from(ssl.clientCert) });
+    subs.push({
+      type: ProxySslSubtype.CLIENT_CERT,
+      value: bytes(ssl.clientCert, 'ssl.clientCert'),
+    });
   return Buffer.concat([head, joinTlvs(subs)]);
+}
+
+function bits(value: unknown, name: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value))
+    throw new InvalidOptionError(name, 'an integer', value);
+  return value;
 }
 
 /**

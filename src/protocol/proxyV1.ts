@@ -109,7 +109,9 @@ function badPort(field: string): ProxyProtocolError {
 export function encodeV1(header: ProxyHeader): Buffer {
   if (header.command !== 'PROXY')
     throw new InvalidOptionError('header.command', "'PROXY' (v1 has no LOCAL)", header.command);
-  if (header.tlvs !== undefined && header.tlvs.length > 0)
+  // An empty list is no TLV (a v2 header's list copied over); anything else is a mistake.
+  const tlvs: unknown = header.tlvs;
+  if (tlvs !== undefined && (!Array.isArray(tlvs) || tlvs.length > 0))
     throw new InvalidOptionError('header.tlvs', 'none (v1 carries no TLVs)', header.tlvs);
   if (header.protocol === 'UNKNOWN') {
     rejectAddresses(header);

@@ -222,6 +222,8 @@ export class ClientPreface {
     this.timer = setTimeout(() => {
       this.timer = undefined;
       if (this.stage === 'preread') this.prereadIncomplete();
+      else if (this.stage === 'proxy' && this.silentOptionalPeer())
+        this.continueWith(Buffer.alloc(0));
       else this.finish({ ok: false, reason, error: undefined });
     }, timeout);
     this.timer.unref();
@@ -257,6 +259,15 @@ export class ClientPreface {
     this.buffered.length = 0;
     this.identity = identityFromHeader(this.identity, result.header);
     this.continueWith(result.rest);
+  }
+
+  /**
+   * An optional header's peer that sent nothing in `timeout`: a protocol where the server speaks
+   * first (SMTP, SSH, MySQL). It sent no header, so it proceeds under its own address. A peer that
+   * sent part of a header (`PROX`) stalled in it and is refused like any other.
+   */
+  private silentOptionalPeer(): boolean {
+    return this.proxyStage?.required === false && this.proxyStage.parser.buffered === 0;
   }
 
   /** The optional header was absent: the bytes held so far are the start of the stream. */

@@ -248,7 +248,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
           this.drainRemoved(removed);
         },
       }),
-      checkPreamble: () => local,
+      // Only on TCP checks: a UDP check of a TCP upstream's UDP port speaks another protocol.
+      checkPreamble: (_upstream, protocol) => (protocol === 'tcp' ? local : undefined),
       checkTls: (upstream) => {
         const settings = this.upstreamTls.settingsFor(upstream.upstream);
         return settings && { settings, tls: this.upstreamTls };

@@ -57,7 +57,8 @@ export interface AcceptProxyProtocolOptions {
   readonly timeout?: number;
   /**
    * Whether a trusted peer must send a header. Default true; with false, a connection whose first
-   * bytes are not a header is proxied as it is, under the peer's own address.
+   * bytes are not a header (or that sends nothing within `timeout`) is proxied as it is, under
+   * the peer's own address.
    */
   readonly required?: boolean;
   /** Longest v2 header accepted, in bytes. Default 4096. */

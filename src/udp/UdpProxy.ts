@@ -14,6 +14,7 @@ import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import type { UpstreamSet } from '../upstream/UpstreamSet.js';
 import { UpstreamManager } from '../upstream/UpstreamManager.js';
+import type { UpstreamManagerHooks } from '../upstream/UpstreamManager.js';
 import { upstreamEventHooks } from '../upstream/upstreamEventHooks.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
 import type { UdpDrop, UdpProxyEvents, UdpSessionInfo, UdpSessionSummary } from './events.js';
@@ -28,6 +29,7 @@ import { resolveUdpOptions } from './UdpProxyOptions.js';
 import type { UdpProxyStats } from './UdpProxyStats.js';
 import { createUdpCounters, snapshotUdpStats } from './UdpProxyStats.js';
 import { UdpSession } from './UdpSession.js';
+import { localDatagramHeader } from './datagramProxyHeader.js';
 import { kernelDrops } from './kernelDrops.js';
 import { reusePortSupported } from '../net/reusePort.js';
 import { channels } from '../internal/channels.js';
@@ -103,12 +105,19 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     const resolved = resolveUdpOptions(options);
     this.options = resolved.options;
     this.access = resolved.access;
-    const hooks = upstreamEventHooks(this, {
+    const events = upstreamEventHooks(this, {
       closeOnHealthFailure: this.options.closeOnHealthFailure,
       closeTrafficTo: (upstream) => {
         this.closeSessionsTo(upstream);
       },
     });
+    // An upstream that requires a PROXY header on every datagram drops a bare probe: UDP checks
+    // open with a LOCAL header (the check carries no client), as TCP checks of a TcpProxy do.
+    const local = this.options.proxyProtocol ? localDatagramHeader() : undefined;
+    const hooks: UpstreamManagerHooks = {
+      ...events,
+      checkPreamble: (_upstream, protocol) => (protocol === 'udp' ? local : undefined),
+    };
     this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, hooks);
     this.upstreamSet = this.manager.set;
     this.host = this.createHost(resolved.selector);

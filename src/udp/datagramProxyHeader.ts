@@ -24,3 +24,8 @@ export function datagramProxyHeader(
     destination: { address: ends[2], port: localPort },
   });
 }
+
+/** What a UDP health check sends before its probe, in the same datagram: a LOCAL header. */
+export function localDatagramHeader(): Buffer {
+  return encodeProxyHeader({ version: 2, command: 'LOCAL', protocol: 'UNKNOWN' });
+}

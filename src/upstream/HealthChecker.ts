@@ -13,10 +13,11 @@ export interface HealthCheckerHooks {
   /** Every completed check, passed or not. */
   checked?(state: UpstreamState, passed: boolean): void;
   /**
-   * Bytes written before the probe on every TCP check. A proxy that speaks the PROXY protocol to
-   * its upstreams returns a LOCAL header here, so the upstream accepts the check.
+   * Bytes sent before the probe on every check of `protocol` (ahead of `send`, in the same
+   * datagram for UDP). A proxy that speaks the PROXY protocol to its upstreams returns a LOCAL
+   * header for checks of its own protocol, so the upstream accepts the check.
    */
-  preamble?(upstream: UpstreamCandidate): Buffer | undefined;
+  preamble?(upstream: UpstreamCandidate, protocol: 'tcp' | 'udp'): Buffer | undefined;
   /** TLS settings for TCP checks of a TLS upstream: the check completes a handshake. */
   tls?(upstream: UpstreamCandidate): ProbeTls | undefined;
 }
@@ -144,7 +145,7 @@ export class HealthChecker {
     const port = this.options.port ?? state.port;
     const tcp = this.options.protocol === 'tcp';
     const spec: ProbeSpec = {
-      preamble: tcp ? this.hooks.preamble?.(state) : undefined,
+      preamble: this.hooks.preamble?.(state, this.options.protocol),
       tls: tcp ? this.hooks.tls?.(state) : undefined,
       send: this.options.send,
       expect: this.options.expect,

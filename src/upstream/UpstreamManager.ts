@@ -46,8 +46,8 @@ export interface UpstreamManagerHooks {
   sourceError(error: Error): void;
   /** The set was replaced (by `setUpstreams()` or the source); `removed` left it. */
   membership(removed: readonly UpstreamState[]): void;
-  /** Bytes written first on each TCP health check (a PROXY protocol LOCAL header). */
-  checkPreamble?(upstream: UpstreamCandidate): Buffer | undefined;
+  /** Bytes sent first on each health check of `protocol` (a PROXY protocol LOCAL header). */
+  checkPreamble?(upstream: UpstreamCandidate, protocol: 'tcp' | 'udp'): Buffer | undefined;
   /** TLS settings of TCP checks of a TLS upstream (the handshake must complete). */
   checkTls?(upstream: UpstreamCandidate): ProbeTls | undefined;
 }
@@ -115,7 +115,7 @@ export class UpstreamManager {
         checked: (state, passed) => {
           if (passed) this.detector?.release(state);
         },
-        preamble: (upstream) => this.hooks.checkPreamble?.(upstream),
+        preamble: (upstream, protocol) => this.hooks.checkPreamble?.(upstream, protocol),
         tls: (upstream) => this.hooks.checkTls?.(upstream),
       });
     }

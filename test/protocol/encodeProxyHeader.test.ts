@@ -166,4 +166,14 @@ describe('encodeProxyHeader', () => {
     invalid({ version: 2, ...tcp4, tlvs: big }, 'header.tlvs');
     invalid({ version: 2, ...tcp4 }, 'options.crc32c', { crc32c: 'yes' });
   });
+
+  test('throws InvalidOptionError, not a TypeError, for a null header or options and v1 tlvs that are not a list', () => {
+    invalid(null, 'header');
+    invalid({ version: 2, ...tcp4 }, 'options', null as unknown as object);
+    invalid({ version: 1, ...tcp4, tlvs: 5 }, 'header.tlvs');
+    assert.equal(
+      encodeProxyHeader({ version: 1, ...tcp4, tlvs: [] }).toString('latin1'),
+      'PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n',
+    );
+  });
 });

@@ -66,6 +66,30 @@ describe('proxyTlvs / readProxyTlvs', () => {
     assert.deepEqual(readProxyTlvs([]), {});
   });
 
+  test('refuse fields of the wrong type with InvalidOptionError naming the field', () => {
+    const cases: [unknown, string][] = [
+      [null, 'fields'],
+      [{ alpn: 2 }, 'alpn'],
+      [{ authority: null }, 'authority'],
+      [{ uniqueId: 'id' }, 'uniqueId'],
+      [{ netns: ['ns'] }, 'netns'],
+      [{ ssl: 1 }, 'ssl'],
+      [{ ssl: { client: '1', verify: 0 } }, 'ssl.client'],
+      [{ ssl: { client: 1 } }, 'ssl.verify'],
+      [{ ssl: { client: 1, verify: 0, cn: 7 } }, 'ssl.cn'],
+      [{ ssl: { client: 1, verify: 0, clientCert: 'der' } }, 'ssl.clientCert'],
+      [{ custom: {} }, 'custom'],
+      [{ custom: [null] }, 'custom[0]'],
+      [{ custom: [{ type: 0xe0, value: 'x' }] }, 'custom[0].value'],
+    ];
+    for (const [fields, option] of cases)
+      assert.throws(
+        () => proxyTlvs(fields as ProxyTlvFields),
+        (e: unknown) => e instanceof InvalidOptionError && e.option === option,
+        option,
+      );
+  });
+
   test('refuse a custom TLV outside 0xE0-0xEF', () => {
     assert.throws(
       () => proxyTlvs({ custom: [{ type: 0x10, value: Buffer.alloc(0) }] }),

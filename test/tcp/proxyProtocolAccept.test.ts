@@ -6,7 +6,7 @@ import type { SelectionContext, TcpProxyOptions } from '../../src/index.js';
 import { startHaproxy } from '../helpers/haproxy.js';
 import net from 'node:net';
 import type { Socket } from 'node:net';
-import { echoServer, listen, withTimeout } from '../helpers/net.js';
+import { echoServer, listen, socketServer, withTimeout } from '../helpers/net.js';
 import type { TestServer } from '../helpers/net.js';
 import { freePort } from '../helpers/peerProcess.js';
 import { dialFrom, received, recordingProxy, writeByteByByte } from '../helpers/recordingProxy.js';
@@ -222,6 +222,35 @@ describe('acceptProxyProtocol: trust', () => {
       ['127.0.0.1', '127.0.0.1', '127.0.0.1', '203.0.113.9'],
     );
     assert.deepEqual(proxy.rejections, []);
+  });
+
+  test('an optional header (required: false) from a silent peer: at the timeout it is proxied and the server speaks first', async (t) => {
+    // A protocol where the server speaks first (SMTP, SSH, MySQL): the client waits in silence.
+    const greeter = await socketServer((socket) => {
+      socket.write('220 ready\r\n');
+      socket.pipe(socket);
+    });
+    t.after(() => greeter.close());
+    const proxy = await recordingProxy({
+      upstreams: [{ host: '127.0.0.1', port: greeter.port }],
+      acceptProxyProtocol: { trusted: ['127.0.0.1'], required: false, timeout: 100 },
+    });
+    t.after(() => proxy.close());
+    const client = dialFrom(proxy.port);
+    await client.connected;
+    assert.equal((await received(client.socket, 11)).toString(), '220 ready\r\n');
+    client.socket.end('quit');
+    assert.equal((await client.done).data.toString(), '220 ready\r\nquit');
+    const [summary] = await proxy.closed(1);
+    assert.equal(summary?.clientAddress, '127.0.0.1');
+    assert.equal(summary.reason, 'completed');
+    // Part of a header, then silence: a stalled header, refused as before.
+    const stalled = dialFrom(proxy.port);
+    await stalled.connected;
+    stalled.socket.write('PROX');
+    const [rejection] = await proxy.rejected(1);
+    assert.equal(rejection?.reason, 'proxy_protocol_timeout');
+    await stalled.done;
   });
 
   for (const version of [1, 2] as const) {

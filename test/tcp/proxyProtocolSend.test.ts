@@ -6,7 +6,9 @@ import { dialFrom, received, recordingProxy } from '../helpers/recordingProxy.js
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
 import { tool } from '../helpers/tools.js';
 import { haproxyAcceptingProxy, nginxReportingClient } from '../helpers/proxyProtocolReceivers.js';
-import type { TcpProxyOptions } from '../../src/index.js';
+import { decodeProxyHeader } from '../../src/index.js';
+import type { TcpConnectionInfo, TcpProxyOptions } from '../../src/index.js';
+import { proxyHeaderFor } from '../../src/tcp/proxyHeaderFor.js';
 
 /** Sends `payload` (and FIN) through host:port; the reply and the client's own endpoint. */
 async function visit(
@@ -136,6 +138,25 @@ describe('TcpProxy proxyProtocol: real receivers learn the real client', () => {
     const [summary] = await proxy.closed(1);
     assert.equal(summary?.clientAddress, '::ffff:127.0.0.1', 'Node reports the mapped address');
   });
+});
+
+describe('TcpProxy proxyProtocol: the header names the client', () => {
+  for (const version of [1, 2] as const) {
+    test(`a link-local client (Node writes fe80::1%eth0) is sent without its zone index (v${version})`, () => {
+      // Before, the encoder refused the zone: every link-local client failed with proxy_header_error.
+      const connection = {
+        clientAddress: 'fe80::1%eth0',
+        clientPort: 40000,
+        localAddress: 'fe80::2%eth0',
+        localPort: 443,
+      } as TcpConnectionInfo;
+      const send = { version, tlvs: undefined, crc32c: false, ssl: false };
+      const { header } = decodeProxyHeader(proxyHeaderFor(connection, send));
+      assert.ok(header.protocol === 'TCP6');
+      assert.deepEqual(header.source, { address: 'fe80::1', port: 40000 });
+      assert.deepEqual(header.destination, { address: 'fe80::2', port: 443 });
+    });
+  }
 });
 
 describe('TcpProxy proxyProtocol: failures building the header', () => {

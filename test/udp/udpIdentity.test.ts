@@ -6,6 +6,9 @@ import { DropReason, UdpProxy, decodeProxyHeader } from '../../src/index.js';
 import type { UdpDrop } from '../../src/index.js';
 import { withTimeout } from '../helpers/net.js';
 import { closeSocket, request, udpEcho, udpSocket } from './helpers.js';
+import { startDnsdist } from '../helpers/dnsdist.js';
+import { freePort } from '../helpers/peerProcess.js';
+import { tool } from '../helpers/tools.js';
 
 /** A UDP upstream that decodes the PROXY v2 header of each datagram and answers with what it saw. */
 async function proxyAwareUpstream(): Promise<{ port: number; close(): Promise<void> }> {
@@ -80,6 +83,50 @@ describe('UdpProxy client identity', () => {
     await closeSocket(client);
     await proxy.close();
     await upstream.close();
+  });
+
+  test("proxyProtocol 'v2': UDP health checks open with a LOCAL header, so dnsdist requiring the header keeps the upstream healthy", async (t) => {
+    if (tool(t, 'dnsdist') === undefined) return;
+    // dnsdist drops a datagram from a source in its PROXY ACL that carries no header: a bare
+    // probe failed every check, and the upstream was taken out of rotation (no_upstream).
+    const port = await freePort();
+    const dnsdist = await startDnsdist(
+      port,
+      [
+        "setProxyProtocolACL({'127.0.0.1/32'})",
+        "addAction(AllRule(), SpoofAction('192.0.2.9'))",
+      ].join('\n'),
+    );
+    t.after(() => dnsdist.stop());
+    // A query for a.test/A with id 0x1234.
+    const query = Buffer.from('123401000001000000000000016104746573740000010001', 'hex');
+    const proxy = new UdpProxy({
+      upstreams: [{ id: 'dnsdist', host: '127.0.0.1', port }],
+      proxyProtocol: 'v2',
+      healthCheck: {
+        interval: 20,
+        jitter: 0,
+        timeout: 1_000,
+        unhealthyThreshold: 1,
+        udp: { send: query, expect: Buffer.from('1234', 'hex') },
+      },
+    });
+    t.after(() => proxy.close());
+    const changes: boolean[] = [];
+    proxy.on('upstreamHealth', (_upstream, healthy) => changes.push(healthy));
+    const { port: front } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const health = () => proxy.stats().upstreams.dnsdist;
+    // Three checks started: at least two completed (checks of an upstream never overlap).
+    for (let i = 0; i < 500 && (health()?.health_check_attempts ?? 0) < 3; i++)
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.ok((health()?.health_check_attempts ?? 0) >= 3, 'three checks ran');
+    assert.equal(health()?.health_check_failures, 0);
+    assert.deepEqual(changes, []);
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    const answer = await request(client, front, query);
+    // The spoofed A record's address closes the answer.
+    assert.deepEqual([...answer.subarray(-4)], [192, 0, 2, 9]);
   });
 
   test('proxyProtocol accepts only v2', () => {
