@@ -157,7 +157,10 @@ export class HealthChecker {
       entry.cancel?.();
       entry.timer = entry.cancel = undefined;
       this.record(entry, error);
-      if (this.running && this.entries.get(state) === entry) this.schedule(entry, this.nextDelay());
+      // An `upstreamHealth` listener may have moved the upstream to a new address meanwhile: its
+      // restart already scheduled the next check, and a second schedule would overlap them.
+      if (this.running && this.entries.get(state) === entry && this.idle(entry))
+        this.schedule(entry, this.nextDelay());
     };
     entry.timer = setTimeout(() => {
       complete(this.timeoutError(state, port));
@@ -198,6 +201,11 @@ export class HealthChecker {
     state.checkHealthy = healthy;
     this.set.changed();
     this.hooks.transition(state, healthy, error);
+  }
+
+  /** Whether no check of `entry` is scheduled or running. */
+  private idle(entry: Entry): boolean {
+    return entry.timer === undefined && entry.cancel === undefined;
   }
 
   private cancel(entry: Entry): void {
