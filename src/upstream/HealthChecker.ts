@@ -8,8 +8,16 @@ import type { UpstreamCandidate, UpstreamState } from './UpstreamState.js';
 
 /** What the checker tells its owner (a proxy). */
 export interface HealthCheckerHooks {
-  /** The active-check verdict of `state` flipped; `error` is the failure that made it unhealthy. */
-  transition(state: UpstreamState, healthy: boolean, error: HealthCheckError | undefined): void;
+  /**
+   * The active-check verdict of `state` flipped; `error` is the failure that made it unhealthy,
+   * `detail` says why when no check decided (the upstream moved to a new address).
+   */
+  transition(
+    state: UpstreamState,
+    healthy: boolean,
+    error: HealthCheckError | undefined,
+    detail?: string,
+  ): void;
   /** Every completed check, passed or not. */
   checked?(state: UpstreamState, passed: boolean): void;
   /**
@@ -113,12 +121,20 @@ export class HealthChecker {
     this.schedule(entry, Math.random() * this.options.jitter * this.options.interval);
   }
 
-  /** The same id now points elsewhere: what we knew is about the old address. */
+  /**
+   * The same id now points elsewhere: what we knew is about the old address. As a new upstream,
+   * it is healthy until its first check (which alone can fail it), not kept out until
+   * `healthyThreshold` checks of the new address passed.
+   */
   private restart(entry: Entry): void {
     this.cancel(entry);
     entry.address = entry.state.address;
     entry.passes = entry.fails = 0;
     entry.checked = false;
+    if (!entry.state.checkHealthy) {
+      const detail = `address changed to ${entry.address}: healthy until its first check`;
+      this.flip(entry.state, true, undefined, detail);
+    }
     this.schedule(entry, 0);
   }
 
@@ -197,10 +213,15 @@ export class HealthChecker {
     this.hooks.checked?.(state, error === undefined);
   }
 
-  private flip(state: UpstreamState, healthy: boolean, error: HealthCheckError | undefined): void {
+  private flip(
+    state: UpstreamState,
+    healthy: boolean,
+    error: HealthCheckError | undefined,
+    detail?: string,
+  ): void {
     state.checkHealthy = healthy;
     this.set.changed();
-    this.hooks.transition(state, healthy, error);
+    this.hooks.transition(state, healthy, error, detail);
   }
 
   /** Whether no check of `entry` is scheduled or running. */

@@ -218,6 +218,26 @@ describe('HealthChecker (TCP)', () => {
     await old.close();
   });
 
+  test('an unhealthy upstream moved to a new address under the same id is healthy at once, as a new upstream', async (t) => {
+    const dead = await flakyServer();
+    await dead.down();
+    const moved = await flakyServer();
+    t.after(() => moved.close());
+    const o = observe([dead.port], { interval: 60_000, healthyThreshold: 2 });
+    t.after(() => {
+      o.checker.stop();
+    });
+    o.checker.start();
+    await o.until(() => o.flips.length === 1);
+    assert.equal(only(o.set).checkHealthy, false);
+    o.set.set([{ host: '127.0.0.1', port: moved.port, id: `u${dead.port}` }]);
+    o.checker.sync();
+    assert.equal(only(o.set).checkHealthy, true, 'not kept out for healthyThreshold checks');
+    assert.deepEqual(o.flips[1]?.slice(0, 2), [`u${dead.port}`, true]);
+    await o.until(() => o.checks.length === 2);
+    assert.equal(only(o.set).checkHealthy, true, 'the first check at the new address passed');
+  });
+
   test('an address change made from the transition hook (an upstreamHealth listener) does not double the schedule', async (t) => {
     let open = 0;
     let most = 0;
