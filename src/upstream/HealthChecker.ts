@@ -8,8 +8,16 @@ import type { UpstreamCandidate, UpstreamState } from './UpstreamState.js';
 
 /** What the checker tells its owner (a proxy). */
 export interface HealthCheckerHooks {
-  /** The active-check verdict of `state` flipped; `error` is the failure that made it unhealthy. */
-  transition(state: UpstreamState, healthy: boolean, error: HealthCheckError | undefined): void;
+  /**
+   * The active-check verdict of `state` flipped; `error` is the failure that made it unhealthy,
+   * `detail` says why when no check decided (the upstream moved to a new address).
+   */
+  transition(
+    state: UpstreamState,
+    healthy: boolean,
+    error: HealthCheckError | undefined,
+    detail?: string,
+  ): void;
   /** Every completed check, passed or not. */
   checked?(state: UpstreamState, passed: boolean): void;
   /**
@@ -114,12 +122,20 @@ export class HealthChecker {
     this.schedule(entry, Math.random() * this.options.jitter * this.options.interval);
   }
 
-  /** The same id now points elsewhere: what we knew is about the old address. */
+  /**
+   * The same id now points elsewhere: what we knew is about the old address. As a new upstream,
+   * it is healthy until its first check (which alone can fail it), not kept out until
+   * `healthyThreshold` checks of the new address passed.
+   */
   private restart(entry: Entry): void {
     this.cancel(entry);
     entry.address = entry.state.address;
     entry.passes = entry.fails = 0;
     entry.checked = false;
+    if (!entry.state.checkHealthy) {
+      const detail = `address changed to ${entry.address}: healthy until its first check`;
+      this.flip(entry.state, true, undefined, detail);
+    }
     this.schedule(entry, 0);
   }
 
@@ -158,7 +174,10 @@ export class HealthChecker {
       entry.cancel?.();
       entry.timer = entry.cancel = undefined;
       this.record(entry, error);
-      if (this.running && this.entries.get(state) === entry) this.schedule(entry, this.nextDelay());
+      // An `upstreamHealth` listener may have moved the upstream to a new address meanwhile: its
+      // restart already scheduled the next check, and a second schedule would overlap them.
+      if (this.running && this.entries.get(state) === entry && this.idle(entry))
+        this.schedule(entry, this.nextDelay());
     };
     entry.timer = setTimeout(() => {
       complete(this.timeoutError(state, port));
@@ -195,10 +214,20 @@ export class HealthChecker {
     this.hooks.checked?.(state, error === undefined);
   }
 
-  private flip(state: UpstreamState, healthy: boolean, error: HealthCheckError | undefined): void {
+  private flip(
+    state: UpstreamState,
+    healthy: boolean,
+    error: HealthCheckError | undefined,
+    detail?: string,
+  ): void {
     state.checkHealthy = healthy;
     this.set.changed();
-    this.hooks.transition(state, healthy, error);
+    this.hooks.transition(state, healthy, error, detail);
+  }
+
+  /** Whether no check of `entry` is scheduled or running. */
+  private idle(entry: Entry): boolean {
+    return entry.timer === undefined && entry.cancel === undefined;
   }
 
   private cancel(entry: Entry): void {

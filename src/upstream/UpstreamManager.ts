@@ -102,11 +102,11 @@ export class UpstreamManager {
     if (options.slowStart) this.slowStart = new SlowStart(this.set, options.slowStart);
     if (options.healthCheck) {
       this.checker = new HealthChecker(this.set, options.healthCheck, {
-        transition: (state, healthy, error) => {
+        transition: (state, healthy, error, detail) => {
           if (healthy && state.healthy) this.slowStart?.begin(state);
           this.hooks.health(state, healthy, {
             source: 'active',
-            detail: error?.message ?? 'health checks passed',
+            detail: detail ?? error?.message ?? 'health checks passed',
             error,
             ejectedUntil: 0,
           });

@@ -30,7 +30,7 @@ export class UpstreamSet {
 
   /**
    * Replaces the configured set and returns whether it changed. The same set in another order
-   * (same ids, hosts, ports, weights, priorities and metadata) is no change: the order, the
+   * (same ids, hosts, ports, weights, priorities, metadata, tls and tunnel) is no change: the order, the
    * cached candidate list and `version` stay, so selectors keep their tables and cycles.
    * Throws InvalidOptionError (naming `name[i]`) and changes nothing on bad input.
    */

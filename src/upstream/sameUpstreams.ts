@@ -4,7 +4,7 @@ import { upstreamId } from './Upstream.js';
 
 /**
  * Whether two upstream lists hold the same set, whatever their order: the same ids, each with
- * the same host, port, weight, priority and metadata. Sources and resolvers may hand the same
+ * the same host, port, weight, priority, metadata, TLS and tunnel settings. Sources and resolvers may hand the same
  * set back in another order (DNS servers rotate their answers); that is not a change.
  */
 export function sameUpstreams(a: readonly Upstream[], b: readonly Upstream[]): boolean {
@@ -18,7 +18,11 @@ export function sameUpstreams(a: readonly Upstream[], b: readonly Upstream[]): b
   });
 }
 
-/** Same host, port, weight, priority, maxConnections (defaults applied) and deeply equal metadata. */
+/**
+ * Same host, port, weight, priority, maxConnections (defaults applied) and deeply equal metadata,
+ * `tls` and `tunnel`: a list that only turns TLS on or moves the upstream behind a tunnel is a
+ * change, or the new settings would be dropped and connections dialled the old way.
+ */
 export function sameUpstream(a: Upstream, b: Upstream): boolean {
   return (
     a === b ||
@@ -27,7 +31,9 @@ export function sameUpstream(a: Upstream, b: Upstream): boolean {
       (a.weight ?? 1) === (b.weight ?? 1) &&
       (a.priority ?? 0) === (b.priority ?? 0) &&
       (a.maxConnections ?? Infinity) === (b.maxConnections ?? Infinity) &&
-      isDeepStrictEqual(a.metadata, b.metadata))
+      isDeepStrictEqual(a.metadata, b.metadata) &&
+      isDeepStrictEqual(a.tls, b.tls) &&
+      isDeepStrictEqual(a.tunnel, b.tunnel))
   );
 }
 

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { HealthCheckError, InvalidOptionError, TcpProxy } from '../../src/index.js';
 import { HealthChecker } from '../../src/upstream/HealthChecker.js';
@@ -215,6 +216,72 @@ describe('HealthChecker (TCP)', () => {
     assert.equal(o.checks.at(-1)?.[1], false, 'one failure at the new address was enough');
     o.checker.stop();
     await old.close();
+  });
+
+  test('an unhealthy upstream moved to a new address under the same id is healthy at once, as a new upstream', async (t) => {
+    const dead = await flakyServer();
+    await dead.down();
+    const moved = await flakyServer();
+    t.after(() => moved.close());
+    const o = observe([dead.port], { interval: 60_000, healthyThreshold: 2 });
+    t.after(() => {
+      o.checker.stop();
+    });
+    o.checker.start();
+    await o.until(() => o.flips.length === 1);
+    assert.equal(only(o.set).checkHealthy, false);
+    o.set.set([{ host: '127.0.0.1', port: moved.port, id: `u${dead.port}` }]);
+    o.checker.sync();
+    assert.equal(only(o.set).checkHealthy, true, 'not kept out for healthyThreshold checks');
+    assert.deepEqual(o.flips[1]?.slice(0, 2), [`u${dead.port}`, true]);
+    await o.until(() => o.checks.length === 2);
+    assert.equal(only(o.set).checkHealthy, true, 'the first check at the new address passed');
+  });
+
+  test('an address change made from the transition hook (an upstreamHealth listener) does not double the schedule', async (t) => {
+    let open = 0;
+    let most = 0;
+    const track = (socket: Socket): void => {
+      open++;
+      most = Math.max(most, open);
+      socket.on('end', () => socket.end());
+      socket.on('close', () => open--);
+    };
+    const first = await flakyServer(track);
+    const second = await flakyServer(track);
+    t.after(() => Promise.all([first.close(), second.close()]));
+    const set = new UpstreamSet([{ host: '127.0.0.1', port: first.port, id: 'x' }]);
+    let moved = false;
+    const checker = new HealthChecker(
+      set,
+      resolveHealthCheck(
+        { jitter: 0, interval: 30, timeout: 40, unhealthyThreshold: 1, tcp: { expect: 'never' } },
+        'healthCheck',
+        'tcp',
+      ) ?? assert.fail(),
+      {
+        transition: () => {
+          if (moved) return;
+          moved = true;
+          // What a listener re-pointing the id at a standby does, inside the check's completion.
+          set.set([{ host: '127.0.0.1', port: second.port, id: 'x' }]);
+          checker.sync();
+        },
+      },
+    );
+    t.after(() => {
+      checker.stop();
+    });
+    checker.start();
+    await withTimeout(
+      (async () => {
+        while (second.accepted < 6) await new Promise((resolve) => setImmediate(resolve));
+      })(),
+      5_000,
+      'checks of the new address',
+    );
+    checker.stop();
+    assert.equal(most, 1, 'one check at a time');
   });
 
   test('stop() clears every timer and destroys the probe in flight', async () => {

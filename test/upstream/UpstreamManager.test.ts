@@ -8,8 +8,10 @@ import {
   UdpProxy,
 } from '../../src/index.js';
 import type { Upstream, UpstreamSink, UpstreamSource } from '../../src/index.js';
-import { closed, connect, echoServer, readAll, waitFor } from '../helpers/net.js';
+import { closed, connect, echoServer, readAll, readUntil, waitFor } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
+import { selfSignedCert, tlsPeer } from '../helpers/tlsPeers.js';
+import { tool } from '../helpers/tools.js';
 import { flakyServer, nextEvent, trackResources } from './helpers.js';
 
 const local = (port: number, id?: string): Upstream =>
@@ -330,6 +332,27 @@ describe('the same set in another order is no change', () => {
     assert.notEqual(seen[2], seen[1], 'a real change rebuilds');
     await proxy.close();
     await Promise.all([a.close(), b.close(), c.close()]);
+  });
+
+  test('a list that only adds tls to an upstream is a change: the next connection speaks TLS', async (t) => {
+    const openssl = tool(t, 'openssl');
+    if (openssl === undefined) return;
+    const cert = await selfSignedCert(openssl, 'live.test');
+    const peer = await tlsPeer('live', cert);
+    const { proxy, port } = await startProxy({ upstreams: [local(peer.port)] });
+    t.after(async () => {
+      await proxy.close({ drainTimeout: 0 });
+      await peer.close();
+    });
+    let changes = 0;
+    proxy.on('upstreamsChange', () => changes++);
+    proxy.setUpstreams([{ ...local(peer.port), tls: { ca: cert.cert, servername: 'live.test' } }]);
+    assert.equal(changes, 1, 'turning TLS on is a change');
+    assert.notEqual(proxy.upstreams()[0]?.upstream.tls, undefined);
+    const client = await connect(port);
+    assert.equal(await readUntil(client, /\n/), 'hello from live\n');
+    client.destroy();
+    assert.equal(peer.handshakes(), 1);
   });
 
   test('UDP: a reordered setUpstreams() emits no upstreamsChange', async (t) => {
