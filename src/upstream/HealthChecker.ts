@@ -180,15 +180,16 @@ export class HealthChecker {
         this.schedule(entry, this.nextDelay());
     };
     entry.timer = setTimeout(() => {
-      complete(this.timeoutError(state, port));
+      complete(this.timeoutError(state, port, spec.tls !== undefined));
     }, this.options.timeout);
     entry.timer.unref();
     entry.cancel = this.probe(state.host, port, spec, complete);
   }
 
-  private timeoutError(state: UpstreamState, port: number): HealthCheckError {
+  private timeoutError(state: UpstreamState, port: number, tls: boolean): HealthCheckError {
+    const kind = tls ? 'TLS' : this.options.protocol.toUpperCase();
     return new HealthCheckError(
-      `${this.options.protocol.toUpperCase()} health check of ${state.host}:${port} timed out after ${this.options.timeout} ms`,
+      `${kind} health check of ${state.host}:${port} timed out after ${this.options.timeout} ms`,
     );
   }
 

@@ -674,6 +674,33 @@ describe('TLS origination behaviour', () => {
     assert.equal(rig.proxy.stats().upstreams.tls?.healthy, true);
   });
 
+  test('a TLS health check that gets no answer times out, and says TLS', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const silent = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+    });
+    const port = await listen(silent);
+    t.after(() => {
+      silent.close();
+    });
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port }],
+      tls: { ca: p.ca.cert, servername: 'localhost' },
+      healthCheck: { interval: 50, timeout: 200, unhealthyThreshold: 1 },
+    });
+    const message = await withTimeout(
+      new Promise<string>((resolve) => {
+        rig.proxy.on('upstreamHealth', (_u, _healthy, change) => {
+          resolve(change.error?.message ?? '');
+        });
+      }),
+      5_000,
+      'a health verdict',
+    );
+    assert.match(message, /^TLS health check of 127\.0\.0\.1:\d+ timed out after 200 ms/);
+  });
+
   test('a PROXY TLV callback that throws ends that connection before any handshake', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;
