@@ -3,7 +3,7 @@ import type { SecureContext } from 'node:tls';
 import { InvalidOptionError } from '../errors.js';
 import { duration, isRecord, optionalFunction, rejectUnknownKeys } from '../internal/validate.js';
 import type { PemInput, TlsVersion } from './pem.js';
-import { alpnList, groupList, optionalCa, pemOption, tlsVersion } from './pem.js';
+import { alpnList, groupList, optionalCa, pemOption, tlsVersion, versionRange } from './pem.js';
 
 /** A certificate (chain) and its private key, PEM. */
 export interface TlsCertificate {
@@ -167,6 +167,7 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
     sessionIdContext: 'l4proxy',
   };
   const maxVersion = tlsVersion(value.maxVersion, `${name}.maxVersion`);
+  versionRange(base.minVersion as TlsVersion, maxVersion, name);
   if (maxVersion !== undefined) base.maxVersion = maxVersion;
   if (value.ciphers !== undefined) {
     if (typeof value.ciphers !== 'string' || value.ciphers === '')
