@@ -56,6 +56,23 @@ export function versionRange(
     );
 }
 
+/**
+ * A cipher list OpenSSL matched no cipher of, as the error of building a context: named for the
+ * `ciphers` option (`${name}.ciphers`), not for the certificates built with it.
+ */
+export function cipherListError(
+  err: unknown,
+  name: string,
+  ciphers: unknown,
+): InvalidOptionError | undefined {
+  if ((err as { code?: unknown } | null)?.code !== 'ERR_SSL_NO_CIPHER_MATCH') return undefined;
+  return new InvalidOptionError(
+    `${name}.ciphers`,
+    'an OpenSSL cipher list that names at least one cipher OpenSSL knows',
+    ciphers,
+  );
+}
+
 /** An ALPN protocol list (non-empty strings of 1-255 bytes), or undefined. */
 export function alpnList(value: unknown, name: string): string[] | undefined {
   if (value === undefined) return undefined;

@@ -79,6 +79,26 @@ test('a maxVersion below minVersion fails at construction, not at every handshak
   new TcpProxy({ upstreams, tls: { maxVersion: 'TLSv1.2' } });
 });
 
+test('a cipher list OpenSSL matches nothing of is named as ciphers, not as the certificate', () => {
+  refused({ upstreams, tls: { ciphers: 'NO-SUCH-CIPHER' } }, 'tls.ciphers');
+  refused(
+    { upstreams: [{ host: '127.0.0.1', port: 1, tls: { ciphers: 'NO-SUCH-CIPHER' } }] },
+    'upstreams[0].tls.ciphers',
+  );
+  refused(
+    { upstreams, terminateTls: { sniCallback: () => undefined, ciphers: 'NO-SUCH-CIPHER' } },
+    'terminateTls.ciphers',
+  );
+  assert.throws(
+    () =>
+      new TcpProxy({
+        upstreams,
+        terminateTls: { sniCallback: () => undefined, ciphers: 'NO-SUCH-CIPHER' },
+      }),
+    (err: Error) => !/certificate/.test(err.message),
+  );
+});
+
 test('invalid terminateTls options fail at construction, naming the option', () => {
   refused({ upstreams, terminateTls: {} }, 'terminateTls');
   refused({ upstreams, terminateTls: { cert: 'x' } }, 'terminateTls.cert');
