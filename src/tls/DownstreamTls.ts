@@ -3,7 +3,11 @@ import tls from 'node:tls';
 import type { SecureContext, TLSSocket } from 'node:tls';
 import { ErrorCode, TlsHandshakeError } from '../errors.js';
 import { RejectReason } from '../tcp/closeReasons.js';
-import type { ResolvedTerminateTls, SniCallbackResult } from './TerminateTlsOptions.js';
+import type {
+  ResolvedTerminateTls,
+  SniCallbackResult,
+  TlsCertificate,
+} from './TerminateTlsOptions.js';
 import { staticContextFor } from './TerminateTlsOptions.js';
 import type { TlsStats } from './tlsStats.js';
 import { ignoreError } from '../internal/ignoreError.js';
@@ -221,8 +225,22 @@ export function selectContext(
 
 function toContext(settings: ResolvedTerminateTls, result: SniCallbackResult): SecureContext {
   if (result === undefined) return settings.defaultContext;
-  if ('cert' in result) return settings.contextFor(result);
-  return result;
+  const answer: unknown = result;
+  if (typeof answer === 'object' && answer !== null) {
+    if ('cert' in answer) return settings.contextFor(result as TlsCertificate);
+    // A SecureContext holds OpenSSL's context; anything else would, depending on the relay
+    // path, serve the default certificate or fail: it fails on both, saying why.
+    const context = (answer as { context?: unknown }).context;
+    if (typeof context === 'object' && context !== null) return result as SecureContext;
+  }
+  throw new TypeError(
+    `sniCallback returned ${describe(answer)}, not { cert, key }, a SecureContext (tls.createSecureContext()) or undefined`,
+  );
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  return typeof value === 'object' ? 'another object' : `a ${typeof value}`;
 }
 
 function isPromiseLike(value: unknown): value is PromiseLike<SniCallbackResult> {

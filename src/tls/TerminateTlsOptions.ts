@@ -3,7 +3,15 @@ import type { SecureContext } from 'node:tls';
 import { InvalidOptionError } from '../errors.js';
 import { duration, isRecord, optionalFunction, rejectUnknownKeys } from '../internal/validate.js';
 import type { PemInput, TlsVersion } from './pem.js';
-import { alpnList, groupList, optionalCa, pemOption, tlsVersion } from './pem.js';
+import {
+  alpnList,
+  groupList,
+  optionalCa,
+  pemOption,
+  tlsVersion,
+  versionRange,
+  cipherListError,
+} from './pem.js';
 
 /** A certificate (chain) and its private key, PEM. */
 export interface TlsCertificate {
@@ -167,6 +175,7 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
     sessionIdContext: 'l4proxy',
   };
   const maxVersion = tlsVersion(value.maxVersion, `${name}.maxVersion`);
+  versionRange(base.minVersion as TlsVersion, maxVersion, name);
   if (maxVersion !== undefined) base.maxVersion = maxVersion;
   if (value.ciphers !== undefined) {
     if (typeof value.ciphers !== 'string' || value.ciphers === '')
@@ -189,10 +198,13 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
         ...(certificate.passphrase !== undefined && { passphrase: certificate.passphrase }),
       });
     } catch (err) {
-      throw new InvalidOptionError(
-        path,
-        `a certificate and key OpenSSL accepts (${err instanceof Error ? err.message : String(err)})`,
-        undefined,
+      throw (
+        cipherListError(err, name, value.ciphers) ??
+        new InvalidOptionError(
+          path,
+          `a certificate and key OpenSSL accepts (${err instanceof Error ? err.message : String(err)})`,
+          undefined,
+        )
       );
     }
   };

@@ -4,7 +4,15 @@ import type { SecureContext } from 'node:tls';
 import { InvalidOptionError } from '../errors.js';
 import { boolean, duration, isRecord, rejectUnknownKeys } from '../internal/validate.js';
 import type { PemInput, TlsVersion } from './pem.js';
-import { alpnList, groupList, optionalCa, optionalPem, tlsVersion } from './pem.js';
+import {
+  alpnList,
+  groupList,
+  optionalCa,
+  optionalPem,
+  tlsVersion,
+  versionRange,
+  cipherListError,
+} from './pem.js';
 
 /**
  * TLS origination: the proxy speaks TLS to the upstream (HAProxy `server ... ssl verify required`,
@@ -158,6 +166,12 @@ export function checkUpstreamTlsShape(
 
 /** Builds the secure context of validated settings; bad PEM or ciphers throw naming `name`. */
 function buildContext(raw: Record<string, unknown>, name: string): SecureContext {
+  // On the merged settings: an upstream's maxVersion below the proxy's minVersion is caught too.
+  versionRange(
+    raw.minVersion as TlsVersion | undefined,
+    raw.maxVersion as TlsVersion | undefined,
+    name,
+  );
   const options: tls.SecureContextOptions = {
     minVersion: (raw.minVersion as TlsVersion | undefined) ?? 'TLSv1.2',
   };
@@ -171,10 +185,13 @@ function buildContext(raw: Record<string, unknown>, name: string): SecureContext
   try {
     return tls.createSecureContext(options);
   } catch (err) {
-    throw new InvalidOptionError(
-      name,
-      `settings OpenSSL accepts (${err instanceof Error ? err.message : String(err)})`,
-      raw,
+    throw (
+      cipherListError(err, name, raw.ciphers) ??
+      new InvalidOptionError(
+        name,
+        `settings OpenSSL accepts (${err instanceof Error ? err.message : String(err)})`,
+        raw,
+      )
     );
   }
 }

@@ -39,6 +39,40 @@ export function tlsVersion(value: unknown, name: string): TlsVersion | undefined
   throw new InvalidOptionError(name, "'TLSv1.2' or 'TLSv1.3'", value);
 }
 
+/**
+ * Checks that `maxVersion` is not below `minVersion` (its default `'TLSv1.2'`): OpenSSL takes
+ * such a context without a word, and then every handshake fails (no protocols available).
+ */
+export function versionRange(
+  minVersion: TlsVersion | undefined,
+  maxVersion: TlsVersion | undefined,
+  name: string,
+): void {
+  if (maxVersion === 'TLSv1.2' && minVersion === 'TLSv1.3')
+    throw new InvalidOptionError(
+      `${name}.maxVersion`,
+      "a version not below minVersion ('TLSv1.3')",
+      maxVersion,
+    );
+}
+
+/**
+ * A cipher list OpenSSL matched no cipher of, as the error of building a context: named for the
+ * `ciphers` option (`${name}.ciphers`), not for the certificates built with it.
+ */
+export function cipherListError(
+  err: unknown,
+  name: string,
+  ciphers: unknown,
+): InvalidOptionError | undefined {
+  if ((err as { code?: unknown } | null)?.code !== 'ERR_SSL_NO_CIPHER_MATCH') return undefined;
+  return new InvalidOptionError(
+    `${name}.ciphers`,
+    'an OpenSSL cipher list that names at least one cipher OpenSSL knows',
+    ciphers,
+  );
+}
+
 /** An ALPN protocol list (non-empty strings of 1-255 bytes), or undefined. */
 export function alpnList(value: unknown, name: string): string[] | undefined {
   if (value === undefined) return undefined;

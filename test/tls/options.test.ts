@@ -46,6 +46,59 @@ test('invalid tls options fail at construction, naming the option', () => {
   refused({ upstreams: [{ host: 'a', port: 1, tls: { ca: 'junk' } }] }, 'upstreams[0].tls.ca');
 });
 
+test('a maxVersion below minVersion fails at construction, not at every handshake', () => {
+  // OpenSSL takes such a context without a word; every handshake would then fail.
+  refused({ upstreams, tls: { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.2' } }, 'tls.maxVersion');
+  refused(
+    {
+      upstreams: [{ host: '127.0.0.1', port: 1, tls: { maxVersion: 'TLSv1.2' } }],
+      tls: { minVersion: 'TLSv1.3' },
+    },
+    'upstreams[0].tls.maxVersion',
+  );
+  refused(
+    {
+      upstreams,
+      terminateTls: { sniCallback: () => undefined, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.2' },
+    },
+    'terminateTls.maxVersion',
+  );
+  const terminating = new TcpProxy({ upstreams, terminateTls: { sniCallback: () => undefined } });
+  assert.throws(
+    () => {
+      terminating.setTerminateTls({
+        sniCallback: () => undefined,
+        minVersion: 'TLSv1.3',
+        maxVersion: 'TLSv1.2',
+      });
+    },
+    (err: Error & { option?: string }) => err.option === 'terminateTls.maxVersion',
+  );
+  // Equal or ordered versions are fine.
+  new TcpProxy({ upstreams, tls: { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } });
+  new TcpProxy({ upstreams, tls: { maxVersion: 'TLSv1.2' } });
+});
+
+test('a cipher list OpenSSL matches nothing of is named as ciphers, not as the certificate', () => {
+  refused({ upstreams, tls: { ciphers: 'NO-SUCH-CIPHER' } }, 'tls.ciphers');
+  refused(
+    { upstreams: [{ host: '127.0.0.1', port: 1, tls: { ciphers: 'NO-SUCH-CIPHER' } }] },
+    'upstreams[0].tls.ciphers',
+  );
+  refused(
+    { upstreams, terminateTls: { sniCallback: () => undefined, ciphers: 'NO-SUCH-CIPHER' } },
+    'terminateTls.ciphers',
+  );
+  assert.throws(
+    () =>
+      new TcpProxy({
+        upstreams,
+        terminateTls: { sniCallback: () => undefined, ciphers: 'NO-SUCH-CIPHER' },
+      }),
+    (err: Error) => !/certificate/.test(err.message),
+  );
+});
+
 test('invalid terminateTls options fail at construction, naming the option', () => {
   refused({ upstreams, terminateTls: {} }, 'terminateTls');
   refused({ upstreams, terminateTls: { cert: 'x' } }, 'terminateTls.cert');

@@ -650,6 +650,35 @@ describe('TLS termination on the bare handle and on a TLSSocket', () => {
       },
     );
 
+    test(`relay ${relay}: an sniCallback answer that is no certificate fails the handshake, saying so`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      // Neither { cert, key }, a SecureContext nor undefined: the bare handle served the default
+      // certificate for {} where a TLSSocket failed, and 42 or null failed with a TypeError of `in`.
+      const answers: unknown[] = [{}, { context: 5 }, 42, null];
+      let next = 0;
+      const rig = await terminatingGreeter(
+        t,
+        p,
+        { sniCallback: () => answers[next++] as undefined },
+        { relay },
+      );
+      for (let i = 0; i < answers.length; i++) {
+        const out = await sClient(p, rig.port, ['-servername', 'tenant.test']);
+        assert.doesNotMatch(out, /hello from/);
+      }
+      const rejections = await rig.rejected(answers.length);
+      for (const rejection of rejections) {
+        assert.equal(rejection.reason, 'tls_handshake_failed');
+        assert.match(
+          rejection.error?.message ?? '',
+          /sniCallback returned .*, not \{ cert, key \}/,
+        );
+      }
+      assert.equal(rig.proxy.stats().downstream_tls_connection_error, answers.length);
+      assert.equal(rig.proxy.stats().downstream_cx_total, 0);
+    });
+
     test(`relay ${relay}: a client gone mid-handshake is refused at once, not at the timeout`, async (t) => {
       const p = await getPki(t);
       if (p === undefined) return;
