@@ -359,3 +359,8 @@ export function thrownMessage(err: unknown): string {
     return describe(err);
   }
 }
+
+/** What user code threw or rejected with, as an Error (its own, or one carrying its message). */
+export function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(thrownMessage(err));
+}

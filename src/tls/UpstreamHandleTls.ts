@@ -1,4 +1,5 @@
 import tls from 'node:tls';
+import { asError } from '../errors.js';
 import type { PeerCertificate } from 'node:tls';
 import { HandleSocket } from '../net/HandleSocket.js';
 import type { TcpHandle } from '../net/HandleSocket.js';
@@ -101,7 +102,7 @@ class UpstreamHandleTls {
     try {
       this.ssl?.start();
     } catch (err) {
-      socket.destroy(err instanceof Error ? err : new Error(String(err)));
+      socket.destroy(asError(err));
     }
   };
 
@@ -114,7 +115,7 @@ class UpstreamHandleTls {
     try {
       error = this.verify(ssl);
     } catch (err) {
-      error = err instanceof Error ? err : new Error(String(err));
+      error = asError(err);
     }
     this.socket.sessionReused = ssl.isSessionReused();
     if (error && this.request.settings.rejectUnauthorized) {

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { asError } from '../errors.js';
 import type { Duplex } from 'node:stream';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { failedStream, H2SessionPool } from './h2Connect.js';
@@ -67,7 +68,7 @@ export class TunnelAgent {
       };
     } catch (err) {
       this.counters.failed++;
-      return err instanceof Error ? err : new Error(String(err));
+      return asError(err);
     }
   }
 

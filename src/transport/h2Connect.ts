@@ -9,7 +9,7 @@ import type {
 } from 'node:http2';
 import { PassThrough } from 'node:stream';
 import type { Duplex } from 'node:stream';
-import { TunnelRefusedError } from '../errors.js';
+import { asError, TunnelRefusedError } from '../errors.js';
 import { kResetStream } from '../net/closeSocket.js';
 import { proxyTlsOptions, TUNNEL_READY } from './httpConnect.js';
 import type { ProxyTunnelRequest, ResolvedTunnel } from './tunnelOptions.js';
@@ -303,7 +303,7 @@ function connectSession(host: string, port: number, tunnel: ResolvedTunnel): Cli
 export function failedStream(err: unknown): Duplex {
   const stream = new PassThrough();
   process.nextTick(() => {
-    stream.destroy(err instanceof Error ? err : new Error(String(err)));
+    stream.destroy(asError(err));
   });
   return stream;
 }

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import type { Socket } from 'node:net';
-import { ConnectFailedError, ConnectTimeoutError, NoUpstreamError } from '../errors.js';
+import { asError, ConnectFailedError, ConnectTimeoutError, NoUpstreamError } from '../errors.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import type { UpstreamTls } from '../tls/UpstreamTls.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
@@ -248,7 +248,7 @@ export class TunnelDial implements TunnelSelectionContext {
       ok: false,
       status: 500,
       reason: 'internal',
-      error: err instanceof Error ? err : new Error(String(err)),
+      error: asError(err),
     });
   }
 

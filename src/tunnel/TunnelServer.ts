@@ -6,7 +6,7 @@ import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { EventEmitter } from 'eventemitter3';
-import { InvalidOptionError, ListenError } from '../errors.js';
+import { asError, InvalidOptionError, ListenError } from '../errors.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import { parseAuthority } from '../transport/tunnelOptions.js';
 import { matchUdpPath, relayUdp } from './udpRelay.js';
@@ -710,7 +710,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         else done(refusalStatus(verdict) ?? 403, undefined);
       },
       (err: unknown) => {
-        const error = err instanceof Error ? err : new Error(String(err));
+        const error = asError(err);
         reportError(this, error);
         done(500, error);
       },
@@ -726,7 +726,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     try {
       return (await routeFunction(tunnel)) ?? 403;
     } catch (err) {
-      reportError(this, err instanceof Error ? err : new Error(String(err)));
+      reportError(this, asError(err));
       return 500;
     }
   }

@@ -7,7 +7,7 @@ import { lookup } from 'node:dns';
 import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { EventEmitter } from 'eventemitter3';
-import { InvalidOptionError, ListenError, ProxyClosedError } from '../errors.js';
+import { asError, InvalidOptionError, ListenError, ProxyClosedError } from '../errors.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import { boolean, integer, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
@@ -502,7 +502,7 @@ function bindSocket(options: ResolvedBind, ip: string, family: number): Promise<
         resolve(socket);
       });
     } catch (err) {
-      fail(err instanceof Error ? err : new Error(String(err)));
+      fail(asError(err));
     }
   });
 }

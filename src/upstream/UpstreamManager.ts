@@ -1,4 +1,4 @@
-import { UpstreamSourceError } from '../errors.js';
+import { thrownMessage, UpstreamSourceError } from '../errors.js';
 import type { AdminOverride } from './adminOverride.js';
 import { validateAdminOverride } from './adminOverride.js';
 import type { HealthCheckError } from '../errors.js';
@@ -245,7 +245,7 @@ export class UpstreamManager {
     const error =
       err instanceof Error
         ? err
-        : new UpstreamSourceError(`The upstream source failed: ${String(err)}`, err);
+        : new UpstreamSourceError(`The upstream source failed: ${thrownMessage(err)}`, err);
     this.hooks.sourceError(error);
   }
 }

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import type { Socket } from 'node:net';
-import { HealthCheckError } from '../errors.js';
+import { asError, HealthCheckError } from '../errors.js';
 import type { UpstreamTls } from '../tls/UpstreamTls.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
 import { MAX_REPLY_BYTES, describeReply, replyMatches } from './replyMatcher.js';
@@ -103,7 +103,7 @@ export function tcpProbe(host: string, port: number, spec: ProbeSpec, done: Prob
     try {
       socket = tls.tls.start(raw, { settings: tls.settings, id: address, host, port }, undefined);
     } catch (err) {
-      onError(err instanceof Error ? err : new Error(String(err)));
+      onError(asError(err));
       return;
     }
     socket.on('error', onError);

@@ -229,6 +229,38 @@ describe('TunnelServer authorize', () => {
     });
 });
 
+describe('TunnelServer user code that fails oddly', () => {
+  // Object.create(null) has no toString: String() of it throws, and a throw while reporting the
+  // failure (inside a promise handler) was an unhandled rejection, the request never answered.
+  // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the point of the test
+  const rejectOddly = (): Promise<never> => Promise.reject(Object.create(null));
+  for (const [name, options] of [
+    ['authorize rejects', { authorize: rejectOddly }],
+    ['route throws', { authorize: () => true, route: rejectOddly }],
+  ] as const)
+    test(`${name} with a value String() cannot convert: 500, reported, the server keeps serving`, async (t) => {
+      const echo = await echoServer();
+      const { server, port } = await startTunnelServer({
+        upstreams: [{ host: '127.0.0.1', port: echo.port }],
+        ...(options as object),
+      });
+      t.after(async () => {
+        await server.close();
+        await echo.close();
+      });
+      const errors: Error[] = [];
+      server.on('error', (err) => errors.push(err));
+      const authority = `127.0.0.1:${String(echo.port)}`;
+      for (let i = 0; i < 2; i++) {
+        const client = await connect(port);
+        client.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+        assert.match((await readAll(client)).toString(), /^HTTP\/1\.1 500 /);
+      }
+      assert.equal(errors.length, 2);
+      assert.match(errors[0]?.message ?? '', /an object/);
+    });
+});
+
 describe('TunnelServer HTTP/2 sessions', () => {
   test('a session that carries no stream is closed after idleTimeout (GOAWAY), once its tunnels are gone', async (t) => {
     const echo = await echoServer();
