@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { thrownMessage } from '../errors.js';
 import { isRecord } from '../internal/validate.js';
 
 /** PEM options a config file may give as files instead (`caFile` for `ca`, ...). */
@@ -64,10 +65,7 @@ export function readTlsFiles(
       try {
         text = readFileSync(full, 'utf8');
       } catch (err) {
-        throw new TlsFileError(
-          `${at}.${fileKey}`,
-          `cannot read ${full}: ${err instanceof Error ? err.message : String(err)}`,
-        );
+        throw new TlsFileError(`${at}.${fileKey}`, `cannot read ${full}: ${thrownMessage(err)}`);
       }
       digest.update(`${at}.${fileKey}\0${text}\0`);
       out[option] = text;

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { InvalidOptionError, L4Error } from '../errors.js';
+import { InvalidOptionError, L4Error, thrownMessage } from '../errors.js';
 import { isRecord } from '../internal/validate.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { tunnelServerFamilies } from '../metrics/tunnelMetrics.js';
@@ -254,7 +254,7 @@ export class TunnelListeners {
       } catch (err) {
         this.ops.error('tunnel listener reload failed', {
           listener: config.name,
-          reason: err instanceof Error ? err.message : String(err),
+          reason: thrownMessage(err),
         });
         continue;
       }

@@ -9,6 +9,7 @@ import {
   NoUpstreamError,
   ProxyClosedError,
   ResourceExhaustedError,
+  thrownMessage,
   TlsHandshakeError,
   TunnelRefusedError,
 } from '../errors.js';
@@ -1384,7 +1385,7 @@ function preambleError(err: unknown): L4Error {
   if (err instanceof L4Error) return err;
   return new L4Error(
     ErrorCode.PROXY_PROTOCOL,
-    `Cannot build the PROXY protocol header: ${err instanceof Error ? err.message : String(err)}`,
+    `Cannot build the PROXY protocol header: ${thrownMessage(err)}`,
     { cause: err },
   );
 }

@@ -1,6 +1,6 @@
 import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
-import { InvalidOptionError } from '../errors.js';
+import { InvalidOptionError, thrownMessage } from '../errors.js';
 import { duration, isRecord, optionalFunction, rejectUnknownKeys } from '../internal/validate.js';
 import type { PemInput, TlsVersion } from './pem.js';
 import {
@@ -202,7 +202,7 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
         cipherListError(err, name, value.ciphers) ??
         new InvalidOptionError(
           path,
-          `a certificate and key OpenSSL accepts (${err instanceof Error ? err.message : String(err)})`,
+          `a certificate and key OpenSSL accepts (${thrownMessage(err)})`,
           undefined,
         )
       );

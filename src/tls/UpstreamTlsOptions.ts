@@ -1,7 +1,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
-import { InvalidOptionError } from '../errors.js';
+import { InvalidOptionError, thrownMessage } from '../errors.js';
 import { boolean, duration, isRecord, rejectUnknownKeys } from '../internal/validate.js';
 import type { PemInput, TlsVersion } from './pem.js';
 import {
@@ -187,11 +187,7 @@ function buildContext(raw: Record<string, unknown>, name: string): SecureContext
   } catch (err) {
     throw (
       cipherListError(err, name, raw.ciphers) ??
-      new InvalidOptionError(
-        name,
-        `settings OpenSSL accepts (${err instanceof Error ? err.message : String(err)})`,
-        raw,
-      )
+      new InvalidOptionError(name, `settings OpenSSL accepts (${thrownMessage(err)})`, raw)
     );
   }
 }

@@ -1,6 +1,6 @@
 import tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
-import { InvalidOptionError } from '../errors.js';
+import { InvalidOptionError, thrownMessage } from '../errors.js';
 
 /** PEM text or bytes, or several (a CA bundle, a chain). */
 export type PemInput = string | Buffer | readonly (string | Buffer)[];
@@ -110,7 +110,7 @@ export function optionalCa(
       } catch (err) {
         throw new InvalidOptionError(
           name,
-          `certificates that parse (${err instanceof Error ? err.message : String(err)})`,
+          `certificates that parse (${thrownMessage(err)})`,
           value,
         );
       }

@@ -1,4 +1,4 @@
-import { ErrorCode, TlsHandshakeError } from '../errors.js';
+import { ErrorCode, thrownMessage, TlsHandshakeError } from '../errors.js';
 import type { TlsFailureCode } from '../errors.js';
 import { CloseReason, RejectReason } from '../tcp/closeReasons.js';
 import type { TlsStats } from './tlsStats.js';
@@ -71,7 +71,7 @@ const UPSTREAM_CLIENT_CERT =
 /** The error of one failed origination handshake with `address`. */
 export function upstreamTlsError(address: string, err: unknown): TlsHandshakeError {
   const code = upstreamFailureCode(err);
-  const detail = err instanceof Error ? err.message : String(err);
+  const detail = thrownMessage(err);
   return new TlsHandshakeError(
     code,
     'upstream',
@@ -128,7 +128,7 @@ export function downstreamTlsFailure(
   clientCertRequested: boolean,
 ): { error: TlsHandshakeError; reason: RejectReason } {
   const code = codeOf(err);
-  const detail = err instanceof Error ? err.message : String(err);
+  const detail = thrownMessage(err);
   // OpenSSL names a missing or bad client certificate in its reason (PEER_DID_NOT_RETURN_A_CERTIFICATE, CERTIFICATE_VERIFY_FAILED...).
   if (clientCertRequested && (/CERTIFICATE/.test(code) || UNTRUSTED.has(code))) {
     return {

@@ -160,6 +160,28 @@ describe('TcpProxy proxyProtocol: the header names the client', () => {
 });
 
 describe('TcpProxy proxyProtocol: failures building the header', () => {
+  test('a tlvs callback throwing a value String() cannot convert ends that connection only', async (t) => {
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const proxy = await recordingProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      proxyProtocol: {
+        version: 'v2',
+        tlvs: () => {
+          throw Object.create(null) as Error;
+        },
+      },
+    });
+    t.after(() => proxy.close());
+    const client = dialFrom(proxy.port);
+    client.socket.end('odd');
+    assert.equal((await client.done).error?.code, 'ECONNRESET', 'the client is reset');
+    const [failed] = await proxy.closed(1);
+    assert.equal(failed?.reason, 'proxy_header_error');
+    assert.match(String(failed.error?.message), /an object/);
+    assert.deepEqual(proxy.errors, []);
+  });
+
   test('a tlvs callback that throws, or returns TLVs the encoder refuses, ends that connection only (proxy_header_error)', async (t) => {
     const echo = await echoServer();
     t.after(() => echo.close());
