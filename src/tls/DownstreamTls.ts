@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import type { SecureContext, TLSSocket } from 'node:tls';
-import { ErrorCode, TlsHandshakeError } from '../errors.js';
+import { describe, ErrorCode, TlsHandshakeError } from '../errors.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import type {
   ResolvedTerminateTls,
@@ -236,11 +236,6 @@ function toContext(settings: ResolvedTerminateTls, result: SniCallbackResult): S
   throw new TypeError(
     `sniCallback returned ${describe(answer)}, not { cert, key }, a SecureContext (tls.createSecureContext()) or undefined`,
   );
-}
-
-function describe(value: unknown): string {
-  if (value === null) return 'null';
-  return typeof value === 'object' ? 'another object' : `a ${typeof value}`;
 }
 
 function isPromiseLike(value: unknown): value is PromiseLike<SniCallbackResult> {
