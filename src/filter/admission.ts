@@ -2,7 +2,7 @@ import { AdmissionError, InvalidOptionError, thrownMessage } from '../errors.js'
 import { duration, optionalFunction } from '../internal/validate.js';
 import type { ProxyHeader } from '../protocol/ProxyHeader.js';
 import type { TcpConnectionInfo } from '../tcp/events.js';
-import { isThenable } from '../select/internal/selectorOutcome.js';
+import { isThenable } from '../internal/isThenable.js';
 import type { ClientIdentity } from '../tcp/ClientPreface.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 

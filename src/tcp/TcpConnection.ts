@@ -27,7 +27,8 @@ import {
 import { isDescriptorExhaustion } from './ExhaustionBackoff.js';
 import { coalesceTlsRecord, roomWhileCorked } from '../net/coalescedWrites.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
-import { isThenable, selectorError } from '../select/internal/selectorOutcome.js';
+import { selectorError } from '../select/internal/selectorOutcome.js';
+import { isThenable } from '../internal/isThenable.js';
 import type { UpstreamCounters, UpstreamState } from '../upstream/UpstreamState.js';
 import { CloseReason } from './closeReasons.js';
 import type { TcpConnectionInfo, TcpConnectionSummary } from './events.js';

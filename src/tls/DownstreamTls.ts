@@ -1,7 +1,8 @@
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import type { SecureContext, TLSSocket } from 'node:tls';
-import { describe, ErrorCode, TlsHandshakeError } from '../errors.js';
+import { asError, describe, ErrorCode, thrownMessage, TlsHandshakeError } from '../errors.js';
+import { isThenable } from '../internal/isThenable.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import type {
   ResolvedTerminateTls,
@@ -207,16 +208,16 @@ export function selectContext(
     try {
       cb(null, toContext(settings, result));
     } catch (err) {
-      cb(err instanceof Error ? err : new Error(String(err)));
+      cb(asError(err));
     }
   };
   const failed = (err: unknown): void => {
     if (finished()) return;
-    cb(err instanceof Error ? err : new Error(`sniCallback failed: ${String(err)}`));
+    cb(err instanceof Error ? err : new Error(`sniCallback failed: ${thrownMessage(err)}`));
   };
   try {
     const result = callback(name);
-    if (isPromiseLike(result)) Promise.resolve(result).then(answer, failed);
+    if (isThenable<SniCallbackResult>(result)) Promise.resolve(result).then(answer, failed);
     else answer(result);
   } catch (err) {
     failed(err);
@@ -236,10 +237,6 @@ function toContext(settings: ResolvedTerminateTls, result: SniCallbackResult): S
   throw new TypeError(
     `sniCallback returned ${describe(answer)}, not { cert, key }, a SecureContext (tls.createSecureContext()) or undefined`,
   );
-}
-
-function isPromiseLike(value: unknown): value is PromiseLike<SniCallbackResult> {
-  return typeof (value as { then?: unknown } | undefined)?.then === 'function';
 }
 
 /** The client's certificate as the connection shows it, or undefined when it sent none. */

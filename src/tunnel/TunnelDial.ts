@@ -10,7 +10,7 @@ import type {
   SelectionResult,
   UpstreamSelector,
 } from '../select/SelectionContext.js';
-import { isThenable } from '../select/internal/selectorOutcome.js';
+import { isThenable } from '../internal/isThenable.js';
 import type { UpstreamManager } from '../upstream/UpstreamManager.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';

@@ -3,6 +3,7 @@ import type { AdmissionConfig, AdmissionContext, AdmissionVerdict } from '../fil
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import type { ClientIdentity } from '../tcp/ClientPreface.js';
 import { RejectReason } from '../tcp/closeReasons.js';
+import { isThenable } from '../internal/isThenable.js';
 import type { TunnelRequest } from './tunnelRequest.js';
 
 /** What the `admit` hook of a TunnelServer sees: a TcpProxy's context plus the request. */
@@ -31,10 +32,6 @@ export type TunnelAdmissionVerdict =
 export type TunnelAdmissionHook = (
   ctx: TunnelAdmissionContext,
 ) => TunnelAdmissionVerdict | PromiseLike<TunnelAdmissionVerdict>;
-
-function isPromiseLike(value: unknown): value is PromiseLike<TunnelAdmissionVerdict> {
-  return typeof (value as { then?: unknown } | undefined)?.then === 'function';
-}
 
 /**
  * A status a refusal may answer: an integer 300-599. Anything else (200 or 101 would read as an
@@ -75,7 +72,9 @@ export function admitTunnel(
     timeout: config.timeout,
     hook: (ctx) => {
       const verdict = config.hook({ ...ctx, request, tls });
-      return isPromiseLike(verdict) ? Promise.resolve(verdict).then(remember) : remember(verdict);
+      return isThenable<TunnelAdmissionVerdict>(verdict)
+        ? Promise.resolve(verdict).then(remember)
+        : remember(verdict);
     },
   };
   return new AdmissionCheck(wrapped, identity, (outcome) => {

@@ -679,6 +679,41 @@ describe('TLS termination on the bare handle and on a TLSSocket', () => {
       assert.equal(rig.proxy.stats().downstream_cx_total, 0);
     });
 
+    test(`relay ${relay}: an sniCallback failing with a value String() cannot convert fails that handshake only`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      // Reporting Object.create(null) threw inside the promise handler: an unhandled rejection,
+      // and the handshake left waiting for its timeout.
+      const odd = (): unknown => Object.create(null) as unknown;
+      const failures = [
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the point of the test
+        () => Promise.reject(odd()),
+        () =>
+          Object.defineProperty({}, 'then', {
+            get() {
+              throw odd();
+            },
+          }),
+      ];
+      let next = 0;
+      const rig = await terminatingGreeter(
+        t,
+        p,
+        { sniCallback: () => failures[next++]?.() as undefined, handshakeTimeout: 600_000 },
+        { relay },
+      );
+      for (let i = 0; i < failures.length; i++) {
+        const out = await sClient(p, rig.port, ['-servername', 'tenant.test']);
+        assert.doesNotMatch(out, /hello from/);
+      }
+      const rejections = await rig.rejected(failures.length, 5_000);
+      assert.deepEqual(
+        rejections.map((r) => r.reason),
+        ['tls_handshake_failed', 'tls_handshake_failed'],
+      );
+      assert.match(rejections[0]?.error?.message ?? '', /sniCallback failed: an object/);
+    });
+
     test(`relay ${relay}: a client gone mid-handshake is refused at once, not at the timeout`, async (t) => {
       const p = await getPki(t);
       if (p === undefined) return;
