@@ -7,7 +7,7 @@ import { openHttp1Tunnel } from './httpConnect.js';
 import type { HttpTunnel, ProxyTunnelRequest, TunnelPeer } from './tunnelOptions.js';
 import { resolveTunnel, tunnelTarget } from './tunnelOptions.js';
 import type { TunnelCounters, TunnelStats } from './TunnelStats.js';
-import { tunnelCounters } from './TunnelStats.js';
+import { REFUSED_CLASSES, tunnelCounters } from './TunnelStats.js';
 
 /**
  * The relay types its upstream as a `Socket`; a tunnel stream is a `Duplex`, and the relay uses
@@ -75,7 +75,7 @@ export class TunnelAgent {
   stats(): TunnelStats {
     const gauges = this.h2?.gauges() ?? { sessions: 0, streams: 0, maxStreams: 0 };
     const refused: Record<string, number> = {};
-    for (const key of ['1xx', '3xx', '4xx', '5xx']) refused[key] = this.counters.refused[key] ?? 0;
+    for (const key of REFUSED_CLASSES) refused[key] = this.counters.refused[key] ?? 0;
     return {
       tunnel_requests_total: this.counters.requests,
       tunnel_opened_total: this.counters.opened,

@@ -253,6 +253,29 @@ describe('HTTP/1.1 CONNECT failure modes (independent of squid)', () => {
       assert.equal(proxy.stats().tunnels?.tunnel_failed_total, 1);
     });
 
+  test('a refusal with a status outside 100-599 (600) is counted, in the "other" class', async (t) => {
+    const server = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.once('data', () => socket.end('HTTP/1.1 600 Unheard Of\r\n\r\n'));
+    });
+    const proxyPort = await listen(server);
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: proxyPort, tunnel: { target: '127.0.0.1:9' } }],
+      maxConnectAttempts: 1,
+    });
+    t.after(async () => {
+      server.close();
+      await proxy.close({ drainTimeout: 0 });
+    });
+    await closed(await connect(port), 5_000);
+    const [summary] = await closes(1, 5_000);
+    assert.equal(summary?.reason, CloseReason.TUNNEL_REFUSED);
+    assert.equal((summary.error as TunnelRefusedError).status, 600);
+    const tunnels = proxy.stats().tunnels;
+    assert.deepEqual(tunnels?.tunnel_refused, { '1xx': 0, '3xx': 0, '4xx': 0, '5xx': 0, other: 1 });
+    assert.match(proxy.metrics(), /^l4proxy_tcp_tunnel_refused_total\{status="other"\} 1$/m);
+  });
+
   for (const [name, split] of [
     ['with the final answer', false],
     ['and the final answer later, then data in the same packet', true],
