@@ -61,7 +61,9 @@ export type TunnelRefusal =
   | 'connect_failed'
   | 'connect_timeout'
   | 'upstream_tls'
-  | 'internal';
+  | 'internal'
+  /** The client left before the answer (reported with status 499; nothing was sent). */
+  | 'client_gone';
 
 /** The facts of the client a dial is for. */
 export interface DialClient {

@@ -103,6 +103,11 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
  * request head: the HTTP/1.1 server's own `headersTimeout` runs only on a server that listens.
  */
 const FIRST_BYTES_TIMEOUT = 10_000;
+/**
+ * The status a request whose client left before its answer is reported with (nothing is sent):
+ * nginx's "client closed request", so access logs read as elsewhere.
+ */
+const CLIENT_GONE_STATUS = 499;
 /** HTTP/2 connection receive window (the stream window is 1 MiB, in the SETTINGS). */
 const SESSION_WINDOW = 16 * 1024 * 1024;
 
@@ -475,10 +480,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     ) {
       const status = headers[':method'] === 'CONNECT' ? 501 : 405;
       this.answerH2(stream, status);
-      this.countRefusal({ status, reason: 'bad_request' });
+      const authority = headers[':authority'] ?? '';
+      this.counters.requests++;
+      this.badRequest({ version: 'h2', authority, headers, facts: this.factsOf(session) }, status);
       return;
     }
-    const facts = (session === undefined ? undefined : this.facts.get(session)) ?? UNKNOWN_CLIENT;
+    const facts = this.factsOf(session);
     if (protocol === 'connect-udp') {
       this.udpStream(stream, headers, facts);
       return;
@@ -558,6 +565,16 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       let opened = false;
       relayUdp(stream, state, this.options.udpIdleTimeout, {
         ready: (error) => {
+          // The client left while the UDP socket connected: nothing to answer (respond throws).
+          if (clientGone(stream)) {
+            state.active--;
+            this.refused(tunnel, {
+              status: CLIENT_GONE_STATUS,
+              reason: 'client_gone',
+              upstream: state.id,
+            });
+            return;
+          }
           if (error !== undefined) {
             state.active--;
             this.answerH2(stream, 502);
@@ -597,7 +614,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     this.counters.requests++;
     const parsed = parseAuthority(authority);
     if (parsed === undefined) {
-      this.countRefusal({ status: 400, reason: 'bad_request' });
+      this.badRequest(incoming, 400);
       return undefined;
     }
     return {
@@ -612,9 +629,24 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     };
   }
 
+  /** The client behind an HTTP/2 session (`UNKNOWN_CLIENT` when its session is unknown). */
+  private factsOf(session: Http2Session | undefined): ClientFacts {
+    return (session === undefined ? undefined : this.facts.get(session)) ?? UNKNOWN_CLIENT;
+  }
+
+  /** A request refused before it was a tunnel request (no authority, not CONNECT): counted once. */
+  private badRequest(incoming: IncomingTunnel, status: number): void {
+    const { version, authority, facts, protocol = 'connect' } = incoming;
+    this.refused(
+      { version, protocol, authority, clientAddress: facts.identity.address },
+      { status, reason: 'bad_request' },
+    );
+  }
+
   /**
    * Admission (`admit`, then `authorize`), routing, then the dial; `answer` gets the outcome,
-   * never after the client went away (what was reserved for it is released instead).
+   * never after the client went away: what was reserved for it is released instead, and the
+   * request ends as refused `client_gone` (once, whichever step was pending).
    */
   private open(
     tunnel: TunnelRequest,
@@ -624,14 +656,25 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     answer: (outcome: DialOutcome) => void,
   ): void {
     let dial: TunnelDial | undefined;
+    let ended = false;
+    const gone = (): void => {
+      if (ended) return;
+      ended = true;
+      client.off('close', onClose);
+      this.refused(tunnel, { status: CLIENT_GONE_STATUS, reason: 'client_gone' });
+    };
     const onClose = (): void => {
+      // A pending admission settles at once (refused), a dial stops without an outcome.
       check?.cancel(RejectReason.CLIENT_GONE);
       dial?.cancel();
+      gone();
     };
     client.once('close', onClose);
     const settle = (outcome: DialOutcome): void => {
-      client.off('close', onClose);
-      if (!client.destroyed) {
+      if (ended) return;
+      if (!clientGone(client)) {
+        ended = true;
+        client.off('close', onClose);
         answer(outcome);
         return;
       }
@@ -639,6 +682,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         outcome.state.active--;
         outcome.socket?.destroy();
       }
+      gone();
     };
     const refuse = (status: number, reason: TunnelRefusal, error?: Error): void => {
       settle({ ok: false, status, reason, error });
@@ -648,9 +692,14 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         refuse(status, status >= 500 ? 'internal' : 'admission', error);
         return;
       }
+      // Admitted after the client left: no route to ask.
+      if (ended || clientGone(client)) {
+        gone();
+        return;
+      }
       void this.target(tunnel).then((target) => {
-        if (client.destroyed) {
-          client.off('close', onClose);
+        if (ended || clientGone(client)) {
+          gone();
           return;
         }
         if (typeof target === 'number') {
@@ -766,7 +815,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     });
   }
 
-  private refused(tunnel: TunnelRequest, refusal: Refusal): void {
+  private refused(
+    tunnel: Pick<TunnelRequest, 'version' | 'protocol' | 'authority' | 'clientAddress'>,
+    refusal: Refusal,
+  ): void {
     this.countRefusal(refusal);
     emitSafely(this, 'tunnelClose', {
       version: tunnel.version,
@@ -806,6 +858,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       { endStream: true },
     );
   }
+}
+
+/** Whether a client left (its socket or stream closed): nothing can be answered to it. */
+function clientGone(client: Socket | ServerHttp2Stream): boolean {
+  return client.destroyed || client.closed;
 }
 
 /** The status and reason of a failed outcome (a UDP-only outcome never reaches a TCP answer). */

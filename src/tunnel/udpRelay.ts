@@ -116,6 +116,11 @@ export function relayUdp(
   socket.connect(port, host, () => {
     connected = true;
     ready();
+    // The stream closed while the socket connected: its 'close' is past, so end here.
+    if (stream.destroyed || stream.closed) {
+      finish();
+      return;
+    }
     stream.on('data', (chunk: Buffer) => {
       if (!parser.push(chunk)) finish();
     });
