@@ -289,16 +289,18 @@ function prepareListener(
     if (err instanceof TlsFileError) throw new ConfigError(source, err.path, err.message);
     throw err;
   }
-  const config: ListenerConfig = {
-    name,
-    protocol,
-    listen: listen.value,
-    path,
-    raw: files.raw,
-    backlog,
-  };
   try {
-    return { config, proxy: construct(protocol, files.entry, dns, source) };
+    // Tunnel CA files are read with the listener's own TLS files, for the same change detection.
+    const tunnels = tunnelUpstreams(files.entry, files.raw, source);
+    const config: ListenerConfig = {
+      name,
+      protocol,
+      listen: listen.value,
+      path,
+      raw: tunnels.raw,
+      backlog,
+    };
+    return { config, proxy: construct(protocol, tunnels.entry, dns) };
   } catch (err) {
     dns?.stop();
     if (err instanceof InvalidOptionError) {
@@ -338,10 +340,9 @@ function construct(
   protocol: 'tcp' | 'udp',
   entry: Readonly<Record<string, unknown>>,
   dns: DnsSource | undefined,
-  source: string,
 ): TcpProxy | UdpProxy {
   const options: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(tunnelUpstreams(entry, source)))
+  for (const [key, value] of Object.entries(entry))
     if (!CLI_KEYS.includes(key)) options[key] = value;
   if (dns !== undefined) options.upstreamSource = dns;
   if (entry.selector !== undefined) options.selector = buildSelector(entry.selector);

@@ -7,6 +7,10 @@ import { closeAll, ConfigError, validateConfig } from '../../src/cli/config.js';
 import { TcpProxy, TunnelServer } from '../../src/index.js';
 import type { HttpTunnel, TunnelPeer } from '../../src/index.js';
 import { connect, echoServer, readAll } from '../helpers/net.js';
+import { taggedEcho } from '../helpers/testServer.js';
+import { testCa } from '../helpers/tlsCa.js';
+import { tool } from '../helpers/tools.js';
+import { configDir, listenPort, startCli } from './cli.js';
 
 const peer: TunnelPeer = {
   protocol: 'tcp',
@@ -170,4 +174,59 @@ test('CLI tunnel upstreams pass usePost and postPath through: the tunnel is an H
   refusedClient.destroy();
   assert.equal(((await refused) as { status?: number } | undefined)?.status, 405);
   assert.equal(server.stats().tunnel_opened_total, 1);
+});
+
+test('CLI: SIGHUP re-reads a renewed tunnel tls.caFile (new tunnels trust the new CA)', async (t) => {
+  const openssl = tool(t, 'openssl');
+  if (openssl === undefined) return;
+  const oldCa = await testCa(t, openssl);
+  const newCa = await testCa(t, openssl, 'renewed CA');
+  const [oldCert, newCert] = await Promise.all(
+    [oldCa, newCa].map((ca) => ca.issue('localhost', ['localhost'])),
+  );
+  const target = await taggedEcho(t, 'A:');
+  // The tunnel proxy, TLS with a certificate of the old CA.
+  const server = new TunnelServer({
+    upstreams: [{ host: '127.0.0.1', port: target }],
+    terminateTls: { cert: oldCert?.cert ?? '', key: oldCert?.key ?? '' },
+  });
+  const { port: proxyPort } = await server.listen({ port: 0, host: '127.0.0.1' });
+  t.after(() => server.close());
+  const dir = configDir(t);
+  dir.write('proxy-ca.pem', oldCa.cert);
+  const listener = {
+    name: 'via-tunnel',
+    protocol: 'tcp',
+    listen: '127.0.0.1:0',
+    maxConnectAttempts: 1,
+    upstreams: [
+      {
+        host: '127.0.0.1',
+        port: proxyPort,
+        tunnel: {
+          target: `127.0.0.1:${String(target)}`,
+          tls: { caFile: 'proxy-ca.pem', servername: 'localhost' },
+        },
+      },
+    ],
+  };
+  const file = dir.write('l4proxy.json', { listeners: [listener] });
+  const cli = startCli(t, ['--config', file]);
+  const port = await listenPort(cli);
+  const exchange = async (text: string): Promise<string> => {
+    const socket = await connect(port);
+    const reply = readAll(socket);
+    socket.end(text);
+    return (await reply).toString();
+  };
+  assert.equal(await exchange('before'), 'A:before');
+  // The proxy's certificate is renewed under a new CA, and the CA file with it.
+  server.setTerminateTls({ cert: newCert?.cert ?? '', key: newCert?.key ?? '' });
+  dir.write('proxy-ca.pem', newCa.cert);
+  process.kill(cli.pid, 'SIGHUP');
+  const reloaded = await cli.waitLine('stderr', (l) => l.msg.startsWith('config reloaded'));
+  assert.deepEqual(reloaded.needsRestart, []);
+  assert.equal(await exchange('after'), 'A:after');
+  process.kill(cli.pid, 'SIGTERM');
+  assert.equal(await cli.exited(), 0);
 });
