@@ -7,7 +7,7 @@ import type {
   IncomingHttpHeaders,
   OutgoingHttpHeaders,
 } from 'node:http2';
-import { PassThrough } from 'node:stream';
+import { Duplex as DuplexStream, PassThrough } from 'node:stream';
 import type { Duplex } from 'node:stream';
 import { asError, TunnelRefusedError } from '../errors.js';
 import { kResetStream } from '../net/closeSocket.js';
@@ -18,7 +18,8 @@ import { expandUdpPath } from './capsules.js';
 import type { TunnelCounters } from './TunnelStats.js';
 import { statusClass } from './TunnelStats.js';
 
-const { NGHTTP2_CANCEL, NGHTTP2_CONNECT_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_CONNECT_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } =
+  http2.constants;
 
 /** Per-stream window: a bulk tunnel is not held to the 64 KiB default round trip by round trip. */
 const STREAM_WINDOW = 1024 * 1024;
@@ -34,26 +35,86 @@ function resetError(message: string): Error {
   return Object.assign(new Error(message), { code: 'ECONNRESET' });
 }
 
+/**
+ * The sessions to one proxy (address and tunnel settings), and the tunnels waiting for room on
+ * them: a tunnel waits when every session is at its limit and another one's limit is not known
+ * yet (see `AddressPool.canOpen`).
+ */
+class AddressPool {
+  readonly sessions: PooledSession[] = [];
+  readonly waiting: PendingTunnel[] = [];
+  /** The proxy's SETTINGS_MAX_CONCURRENT_STREAMS, once a session of this pool received it. */
+  announced: number | undefined;
+
+  constructor(
+    /** Opens a session to this proxy (it joins `sessions`). */
+    readonly connect: () => PooledSession,
+    readonly limit: number,
+  ) {}
+
+  /** A session that may take a stream now. */
+  withRoom(): PooledSession | undefined {
+    for (const pooled of this.sessions) if (pooled.room(this) > 0) return pooled;
+    return undefined;
+  }
+
+  /**
+   * Whether a new session may open for a tunnel: always once the proxy's limit is known;
+   * before, only when no session is still waiting for the proxy's SETTINGS (it will tell how
+   * many streams a session takes), so a burst of tunnels does not open a session each.
+   */
+  canOpen(): boolean {
+    return this.announced !== undefined || this.sessions.every((pooled) => pooled.settled);
+  }
+
+  /** Gives waiting tunnels a stream, opening sessions as `canOpen` allows. */
+  drain(): void {
+    while (this.waiting.length > 0) {
+      let pooled = this.withRoom();
+      if (pooled === undefined) {
+        if (!this.canOpen()) return;
+        pooled = this.connect();
+      }
+      this.waiting.shift()?.attach(pooled);
+    }
+  }
+}
+
 /** One HTTP/2 session to a proxy and the tunnel streams it carries. */
 class PooledSession {
   readonly session: ClientHttp2Session;
   streams = 0;
+  /** The proxy's first SETTINGS arrived (its stream limit is known). */
+  settled = false;
   private idleTimer: NodeJS.Timeout | undefined;
   /** A PING is out to check the session (see `check`). */
   private checking = false;
-  private readonly pool: PooledSession[];
+  private readonly pool: AddressPool;
 
-  constructor(session: ClientHttp2Session, pool: PooledSession[]) {
+  constructor(session: ClientHttp2Session, pool: AddressPool) {
     this.session = session;
     this.pool = pool;
+    session.once('remoteSettings', (settings: http2.Settings) => {
+      this.settled = true;
+      if (settings.maxConcurrentStreams !== undefined)
+        pool.announced = settings.maxConcurrentStreams;
+      pool.drain();
+    });
   }
 
-  /** Whether a new stream may go on this session. */
-  usable(limit: number): boolean {
+  /**
+   * Streams this session may take now: up to `maxStreamsPerSession` and the proxy's
+   * SETTINGS_MAX_CONCURRENT_STREAMS. Before its SETTINGS arrive, what the proxy announced on
+   * another session, else one: streams sent beyond the limit would be refused (REFUSED_STREAM)
+   * or held by nghttp2 until another stream ends.
+   */
+  room(pool: AddressPool): number {
     const session = this.session;
-    if (session.closed || session.destroyed) return false;
-    const remote = session.remoteSettings.maxConcurrentStreams ?? Infinity;
-    return this.streams < Math.min(limit, remote);
+    if (session.closed || session.destroyed) return 0;
+    const remote = this.settled
+      ? (session.remoteSettings.maxConcurrentStreams ?? Infinity)
+      : (pool.announced ?? 1);
+    return Math.min(pool.limit, remote) - this.streams;
   }
 
   opened(): void {
@@ -64,6 +125,7 @@ class PooledSession {
 
   closed(): void {
     this.streams--;
+    if (this.pool.waiting.length > 0) this.pool.drain();
     if (this.streams > 0 || this.session.destroyed) return;
     this.idleTimer = setTimeout(() => {
       this.session.close();
@@ -95,12 +157,24 @@ class PooledSession {
     });
   }
 
-  /** Leaves the pool (the session closed, or sent GOAWAY). */
+  /** Leaves the pool (the session closed, or sent GOAWAY); waiting tunnels go elsewhere. */
   retire(): void {
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
-    const index = this.pool.indexOf(this);
-    if (index !== -1) this.pool.splice(index, 1);
+    const sessions = this.pool.sessions;
+    const index = sessions.indexOf(this);
+    if (index === -1) return;
+    sessions.splice(index, 1);
+    if (this.settled) {
+      this.pool.drain();
+      return;
+    }
+    // It closed before the proxy's SETTINGS: unless another session is still connecting, the
+    // tunnels waiting for it fail as its own streams do (their attempts are retried), rather
+    // than a new session at once hammering a proxy that is unreachable or failing.
+    if (!this.pool.canOpen()) return;
+    for (const pending of this.pool.waiting.splice(0))
+      pending.destroy(resetError('The HTTP/2 session to the proxy closed before its SETTINGS.'));
   }
 }
 
@@ -110,7 +184,7 @@ class PooledSession {
  * SETTINGS_MAX_CONCURRENT_STREAMS), and a new session opens when none has room.
  */
 export class H2SessionPool {
-  private readonly pools = new Map<ResolvedTunnel, Map<string, PooledSession[]>>();
+  private readonly pools = new Map<ResolvedTunnel, Map<string, AddressPool>>();
   private readonly counters: TunnelCounters;
 
   constructor(counters: TunnelCounters) {
@@ -148,48 +222,80 @@ export class H2SessionPool {
     });
   }
 
+  /**
+   * The tunnel's stream itself when a session has room now (or a new session may open: its
+   * first stream is within any limit), else a {@link PendingTunnel} that gets its stream once
+   * a session has room (the proxy's SETTINGS arrived, a stream ended, a new session opened).
+   */
   private request(dial: ProxyTunnelRequest, headers: OutgoingHttpHeaders): Duplex {
     const { host, port, tunnel, target } = dial;
-    const pooled = this.sessionFor(host, port, tunnel);
-    let stream: ClientHttp2Stream;
+    const pool = this.poolFor(host, port, tunnel);
+    const proxy = `${host}:${String(port)}`;
+    const pooled =
+      pool.waiting.length > 0
+        ? undefined
+        : (pool.withRoom() ?? (pool.canOpen() ? pool.connect() : undefined));
+    if (pooled === undefined) {
+      const pending = new PendingTunnel(pool, headers, proxy, target, this);
+      pool.waiting.push(pending);
+      return pending;
+    }
+    const stream = this.stream(pooled, headers);
+    if (stream instanceof Error) return failedStream(stream);
+    (stream as unknown as Record<symbol, () => void>)[kResetStream] = () => {
+      if (!stream.destroyed) stream.close(NGHTTP2_CONNECT_ERROR);
+    };
+    this.watch(stream, pooled, proxy, target, {
+      ready: () => stream.emit(TUNNEL_READY),
+      fail: (err) => stream.destroy(err),
+    });
+    return stream;
+  }
+
+  /** @internal A stream on `pooled`, or the error that kept it from opening (counted failed). */
+  stream(pooled: PooledSession, headers: OutgoingHttpHeaders): ClientHttp2Stream | Error {
     try {
-      stream = pooled.session.request(headers, { endStream: false });
+      const stream = pooled.session.request(headers, { endStream: false });
+      pooled.opened();
+      return stream;
     } catch (err) {
       // The session closed under us (GOAWAY, out of stream ids): a failed attempt, retried.
       pooled.retire();
       this.counters.failed++;
-      return failedStream(err);
+      return asError(err);
     }
-    pooled.opened();
-    this.watch(stream, pooled, `${host}:${String(port)}`, target);
-    return stream;
   }
 
-  private watch(
+  /**
+   * @internal Follows a tunnel stream until its answer, then its resets. `owner` is told when
+   * bytes may flow or the tunnel failed; `retry`, when given, may take a stream the proxy
+   * refused unprocessed (REFUSED_STREAM, RFC 9113 section 8.7) to send it again: it returns
+   * whether it did (the stream is then neither a failure nor the owner's end).
+   */
+  watch(
     stream: ClientHttp2Stream,
     pooled: PooledSession,
     proxy: string,
     target: string,
+    owner: { ready(): void; fail(err: Error): void; retry?(): boolean },
   ): void {
     const counters = this.counters;
     let answered = false;
     let ready = false;
-    (stream as unknown as Record<symbol, () => void>)[kResetStream] = () => {
-      if (!stream.destroyed) stream.close(NGHTTP2_CONNECT_ERROR);
-    };
+    let retried = false;
     stream.once('response', (headers: IncomingHttpHeaders) => {
       answered = true;
       const status = Number(headers[':status']);
       if (status >= 200 && status < 300) {
         ready = true;
         counters.opened++;
-        stream.emit(TUNNEL_READY);
+        owner.ready();
         return;
       }
       const key = statusClass(status);
       counters.refused[key] = (counters.refused[key] ?? 0) + 1;
       stream.close(NGHTTP2_CANCEL);
-      stream.destroy(new TunnelRefusedError(proxy, target, status));
+      owner.fail(new TunnelRefusedError(proxy, target, status));
     });
     // RST_STREAM with NO_ERROR or CANCEL closes a Node stream without an error. After the
     // proxy's END_STREAM, NO_ERROR only asks us to stop sending (RFC 9113 section 8.1): the
@@ -199,22 +305,26 @@ export class H2SessionPool {
     // own destroy (a timed-out attempt) also aborts the stream, already destroyed by then.
     stream.once('aborted', () => {
       if (!ready) {
+        // Refused unprocessed: sent again elsewhere (once) when the owner can.
+        if (!answered && stream.rstCode === NGHTTP2_REFUSED_STREAM && owner.retry !== undefined)
+          retried = owner.retry();
+        if (retried) return;
         if (!answered && !stream.destroyed)
-          stream.destroy(resetError(`The proxy ${proxy} closed the tunnel stream unanswered.`));
+          owner.fail(resetError(`The proxy ${proxy} closed the tunnel stream unanswered.`));
         // We gave up on the answer (a connect timeout, the client gone): is the session alive?
         else if (!answered) pooled.check();
         return;
       }
       if (stream.rstCode === NGHTTP2_NO_ERROR && stream.readableEnded) return;
-      stream.destroy(resetError(`The proxy ${proxy} reset the tunnel stream.`));
+      owner.fail(resetError(`The proxy ${proxy} reset the tunnel stream.`));
     });
     stream.once('close', () => {
-      if (!answered) counters.failed++;
+      if (!answered && !retried) counters.failed++;
       pooled.closed();
     });
   }
 
-  private sessionFor(host: string, port: number, tunnel: ResolvedTunnel): PooledSession {
+  private poolFor(host: string, port: number, tunnel: ResolvedTunnel): AddressPool {
     let byAddress = this.pools.get(tunnel);
     if (byAddress === undefined) {
       byAddress = new Map();
@@ -223,10 +333,20 @@ export class H2SessionPool {
     const key = `${host}|${String(port)}`;
     let pool = byAddress.get(key);
     if (pool === undefined) {
-      pool = [];
+      const connect = (): PooledSession => this.connect(host, port, tunnel, created);
+      const created = new AddressPool(connect, tunnel.maxStreamsPerSession);
+      pool = created;
       byAddress.set(key, pool);
     }
-    for (const pooled of pool) if (pooled.usable(tunnel.maxStreamsPerSession)) return pooled;
+    return pool;
+  }
+
+  private connect(
+    host: string,
+    port: number,
+    tunnel: ResolvedTunnel,
+    pool: AddressPool,
+  ): PooledSession {
     const pooled = new PooledSession(connectSession(host, port, tunnel), pool);
     this.counters.sessionsOpened++;
     const session = pooled.session;
@@ -239,7 +359,7 @@ export class H2SessionPool {
     session.once('close', () => {
       pooled.retire();
     });
-    pool.push(pooled);
+    pool.sessions.push(pooled);
     return pooled;
   }
 
@@ -250,7 +370,7 @@ export class H2SessionPool {
     let maxStreams = 0;
     for (const byAddress of this.pools.values())
       for (const pool of byAddress.values())
-        for (const pooled of pool) {
+        for (const pooled of pool.sessions) {
           sessions++;
           streams += pooled.streams;
           maxStreams = Math.max(maxStreams, pooled.streams);
@@ -261,12 +381,129 @@ export class H2SessionPool {
   /** Closes every session (their streams are destroyed). */
   close(): void {
     for (const byAddress of this.pools.values())
-      for (const pool of byAddress.values())
-        for (const pooled of [...pool]) {
+      for (const pool of byAddress.values()) {
+        for (const pending of pool.waiting.splice(0)) pending.destroy();
+        for (const pooled of [...pool.sessions]) {
           pooled.retire();
           pooled.session.destroy();
         }
+      }
     this.pools.clear();
+  }
+}
+
+/**
+ * A tunnel that waits for room on a session (see `AddressPool`), then carries its stream's bytes
+ * both ways. It is what the relay holds from the start, so the stream behind it may change: one
+ * the proxy refused unprocessed (REFUSED_STREAM) is sent again once, on a session with room.
+ * Only tunnels that had to wait pay for this extra hop; the others are their stream itself.
+ */
+class PendingTunnel extends DuplexStream {
+  private inner: ClientHttp2Stream | undefined;
+  /** Bytes may flow (the proxy answered 2xx). */
+  private open = false;
+  private retried = false;
+  /** A write (or the end) that came before the answer, sent once it came. */
+  private held: (() => void) | undefined;
+
+  constructor(
+    private readonly pool: AddressPool,
+    private readonly headers: OutgoingHttpHeaders,
+    private readonly proxy: string,
+    private readonly target: string,
+    private readonly owner: H2SessionPool,
+  ) {
+    super({ allowHalfOpen: true });
+    (this as unknown as Record<symbol, () => void>)[kResetStream] = () => {
+      if (this.inner === undefined || this.inner.destroyed) this.destroy();
+      else this.inner.close(NGHTTP2_CONNECT_ERROR);
+    };
+  }
+
+  /** Opens the stream on `pooled` (it has room). */
+  attach(pooled: PooledSession): void {
+    if (this.destroyed) return;
+    const stream = this.owner.stream(pooled, this.headers);
+    if (stream instanceof Error) {
+      this.destroy(stream);
+      return;
+    }
+    this.inner = stream;
+    stream.on('error', (err: Error) => {
+      if (this.inner === stream) this.destroy(err);
+    });
+    stream.on('data', (chunk: Buffer) => {
+      if (this.inner === stream && !this.push(chunk)) stream.pause();
+    });
+    stream.on('end', () => {
+      if (this.inner === stream) this.push(null);
+    });
+    stream.on('close', () => {
+      if (this.inner !== stream) return;
+      // After the proxy's END_STREAM, once the relay has read up to it.
+      if (this.readableEnded || !stream.readableEnded) this.destroy();
+      else this.once('end', () => this.destroy());
+    });
+    this.owner.watch(stream, pooled, this.proxy, this.target, {
+      ready: () => {
+        this.open = true;
+        const held = this.held;
+        this.held = undefined;
+        held?.();
+        this.emit(TUNNEL_READY);
+      },
+      fail: (err) => {
+        this.destroy(err);
+      },
+      retry: () => {
+        if (this.retried || this.destroyed) return false;
+        this.retried = true;
+        this.inner = undefined;
+        this.pool.waiting.unshift(this);
+        this.pool.drain();
+        return true;
+      },
+    });
+  }
+
+  override _read(): void {
+    this.inner?.resume();
+  }
+
+  override _write(
+    chunk: Buffer,
+    encoding: BufferEncoding,
+    callback: (error?: Error | null) => void,
+  ): void {
+    // Done once the stream takes it without buffering past its mark, else at its 'drain': the
+    // relay's backpressure then sees this tunnel's buffer, as with the stream itself.
+    const send = (): void => {
+      const inner = this.inner;
+      if (inner === undefined || inner.write(chunk, encoding)) callback();
+      else
+        inner.once('drain', () => {
+          callback();
+        });
+    };
+    if (this.open) send();
+    else this.held = send;
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    const end = (): void => {
+      this.inner?.end(callback);
+    };
+    if (this.open) end();
+    else this.held = end;
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    const index = this.pool.waiting.indexOf(this);
+    if (index !== -1) this.pool.waiting.splice(index, 1);
+    const inner = this.inner;
+    this.inner = undefined;
+    if (inner !== undefined && !inner.destroyed) inner.destroy(err ?? undefined);
+    callback(err);
   }
 }
 

@@ -143,6 +143,39 @@ describe('TCP over HTTP/2 CONNECT through nghttpx', { skip: missing }, () => {
     assert.equal(proxy.stats().tunnels?.h2_sessions_active, 0);
   });
 
+  test('a proxy announcing SETTINGS_MAX_CONCURRENT_STREAMS = 1: concurrent tunnels all open, none refused nor waiting for connect_timeout', async (t) => {
+    const narrow = await startNghttpx(squid.port, undefined, [
+      '--frontend-http2-max-concurrent-streams=1',
+    ]);
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [{ ...viaH2(echo.port), port: narrow.port }],
+      connectTimeout: 8_000,
+      maxConnectAttempts: 1,
+    });
+    const clients: Socket[] = [];
+    t.after(async () => {
+      for (const client of clients) client.destroy();
+      await proxy.close({ drainTimeout: 0 });
+      await narrow.stop();
+    });
+    const started = performance.now();
+    // All at once, on a cold pool: before the first session has the proxy's SETTINGS.
+    for (let i = 0; i < 6; i++) clients.push(await connect(port));
+    const replies = await Promise.all(clients.map((client, i) => echoed(client, `tunnel ${i}`)));
+    assert.deepEqual(
+      replies,
+      clients.map((_client, i) => `tunnel ${i}`),
+    );
+    assert.ok(performance.now() - started < 4_000, 'no tunnel waited for connect_timeout');
+    const live = proxy.stats().tunnels;
+    assert.equal(live?.h2_streams_per_session_max, 1);
+    assert.equal(live.tunnel_opened_total, 6);
+    assert.equal(live.tunnel_failed_total, 0);
+    for (const client of clients) client.write('bye\n');
+    await Promise.all(clients.map((client) => closed(client)));
+    for (const summary of await closes(6)) assert.equal(summary.reason, CloseReason.COMPLETED);
+  });
+
   test('bulk bytes both ways through one stream (flow control and backpressure)', async () => {
     const { proxy, port, closes } = await startProxy({ upstreams: [viaH2(echo.port)] });
     const client = await connect(port);
@@ -266,6 +299,90 @@ describe('HTTP/2 CONNECT failure modes (a node:http2 proxy)', () => {
       const [summary] = await closes(1, 5_000);
       assert.equal(summary?.reason, CloseReason.CONNECT_FAILED);
       assert.equal(proxy.stats().tunnels?.tunnel_failed_total, 1);
+    });
+});
+
+describe('HTTP/2 CONNECT: the proxy limits streams (a node:http2 proxy)', () => {
+  /**
+   * A CONNECT proxy to a local target, announcing `maxConcurrentStreams`, that answers the
+   * streams numbered in `refuse` (1 = the first it receives) with RST_STREAM(REFUSED_STREAM).
+   */
+  async function limitingProxy(maxConcurrentStreams: number, refuse: readonly number[]) {
+    const server = http2.createServer({ settings: { maxConcurrentStreams } });
+    const sockets = new Set<Socket>();
+    let received = 0;
+    server.on('session', (session) => session.on('error', () => undefined));
+    server.on('stream', (stream, headers) => {
+      stream.on('error', () => undefined);
+      received++;
+      if (refuse.includes(received)) {
+        stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+        return;
+      }
+      const [host, port] = String(headers[':authority']).split(':');
+      const target = net.connect(Number(port), host, () => {
+        stream.respond({ ':status': 200 });
+        stream.pipe(target).pipe(stream);
+      });
+      sockets.add(target);
+      target.on('error', () => stream.destroy());
+      target.on('close', () => sockets.delete(target));
+      stream.on('close', () => target.destroy());
+    });
+    const port = await listen(server);
+    return {
+      port,
+      received: () => received,
+      close: () => {
+        for (const socket of sockets) socket.destroy();
+        server.close();
+      },
+    };
+  }
+
+  for (const [limit, refuse, name] of [
+    [1, [], 'SETTINGS_MAX_CONCURRENT_STREAMS = 1'],
+    [2, [2], 'a stream refused unprocessed (REFUSED_STREAM)'],
+  ] as const)
+    test(`${name}: concurrent tunnels all open on a cold pool, none fails nor waits for connect_timeout`, async (t) => {
+      const echo = await echoServer();
+      const peer = await limitingProxy(limit, refuse);
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [
+          {
+            host: '127.0.0.1',
+            port: peer.port,
+            tunnel: { protocol: 'h2', target: `127.0.0.1:${String(echo.port)}` },
+          },
+        ],
+        connectTimeout: 8_000,
+        maxConnectAttempts: 1,
+      });
+      const clients: Socket[] = [];
+      t.after(async () => {
+        for (const client of clients) client.destroy();
+        await proxy.close({ drainTimeout: 0 });
+        peer.close();
+        await echo.close();
+      });
+      const started = performance.now();
+      for (let i = 0; i < 5; i++) clients.push(await connect(port));
+      const replies = await Promise.all(clients.map((client, i) => echoed(client, `tunnel ${i}`)));
+      assert.deepEqual(
+        replies,
+        clients.map((_client, i) => `tunnel ${i}`),
+      );
+      assert.ok(performance.now() - started < 4_000, 'no tunnel waited for connect_timeout');
+      const tunnels = proxy.stats().tunnels;
+      assert.equal(tunnels?.tunnel_opened_total, 5);
+      assert.equal(tunnels.tunnel_failed_total, 0);
+      assert.ok(tunnels.h2_streams_per_session_max <= limit);
+      assert.equal(peer.received(), 5 + refuse.length);
+      // The last one waited for room: bulk bytes both ways still flow (backpressure included).
+      const bulk = 'x'.repeat(2 * 1024 * 1024);
+      assert.equal((await echoed(clients[4] as Socket, bulk)).length, bulk.length);
+      for (const client of clients) client.destroy();
+      for (const summary of await closes(5)) assert.notEqual(summary.reason, 'connect_failed');
     });
 });
 
