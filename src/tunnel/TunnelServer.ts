@@ -108,6 +108,13 @@ const FIRST_BYTES_TIMEOUT = 10_000;
  * nginx's "client closed request", so access logs read as elsewhere.
  */
 const CLIENT_GONE_STATUS = 499;
+/**
+ * Streams (tunnels) one HTTP/2 client session may have open at once: its
+ * SETTINGS_MAX_CONCURRENT_STREAMS (Node's default is 2^32 - 1, so one TCP connection could make
+ * the server dial and hold any number of targets). 100, as nghttpx and the client side's
+ * `maxStreamsPerSession`; a client needing more opens another session, as clients do.
+ */
+const MAX_STREAMS_PER_SESSION = 100;
 /** HTTP/2 connection receive window (the stream window is 1 MiB, in the SETTINGS). */
 const SESSION_WINDOW = 16 * 1024 * 1024;
 
@@ -181,7 +188,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   private readonly listener: Server;
   private readonly h1 = http.createServer();
   private readonly h2: Http2Server = http2.createServer({
-    settings: { initialWindowSize: 1024 * 1024, enableConnectProtocol: true },
+    settings: {
+      initialWindowSize: 1024 * 1024,
+      enableConnectProtocol: true,
+      maxConcurrentStreams: MAX_STREAMS_PER_SESSION,
+    },
   });
   private readonly manager: UpstreamManager;
   private readonly upstreamTls: UpstreamTls;

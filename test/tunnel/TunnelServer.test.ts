@@ -292,3 +292,49 @@ describe('TunnelServer HTTP/2 sessions', () => {
     used.destroy();
   });
 });
+
+describe('TunnelServer HTTP/2 stream limit', () => {
+  test('one session carries at most 100 tunnels at once: the 101st is refused unprocessed (REFUSED_STREAM)', async (t) => {
+    const echo = await echoServer();
+    const { server, port } = await startTunnelServer({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    });
+    // A client that does not wait for the server's SETTINGS (it assumes 1000 streams).
+    const session = http2.connect(`http://127.0.0.1:${String(port)}`, {
+      peerMaxConcurrentStreams: 1000,
+    });
+    session.on('error', () => undefined);
+    t.after(async () => {
+      session.destroy();
+      await server.close();
+      await echo.close();
+    });
+    const authority = `127.0.0.1:${String(echo.port)}`;
+    const outcomes = await withTimeout(
+      Promise.all(
+        Array.from({ length: 101 }, async () => {
+          const stream = session.request(
+            { ':method': 'CONNECT', ':authority': authority },
+            { endStream: false },
+          );
+          stream.on('error', () => undefined);
+          return new Promise<number | string>((resolve) => {
+            stream.once('response', (headers) => {
+              resolve(Number(headers[':status']));
+            });
+            stream.once('close', () => {
+              resolve(`rst ${String(stream.rstCode)}`);
+            });
+          });
+        }),
+      ),
+      10_000,
+      '101 CONNECT answers',
+    );
+    assert.equal(outcomes.filter((outcome) => outcome === 200).length, 100);
+    assert.deepEqual(
+      outcomes.filter((outcome) => outcome !== 200),
+      [`rst ${String(http2.constants.NGHTTP2_REFUSED_STREAM)}`],
+    );
+  });
+});
