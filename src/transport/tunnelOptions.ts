@@ -98,9 +98,13 @@ const RESERVED_HEADERS = new Set(['host', 'connection', 'content-length', 'trans
 
 export const DEFAULT_UDP_PATH = '/.well-known/masque/udp/{target_host}/{target_port}/';
 
-/** Splits `host:port` / `[v6]:port`; undefined when malformed. */
+/**
+ * Splits `host:port` / `[v6]:port`; undefined when malformed. The host is an RFC 3986 reg-name
+ * (ASCII letters, digits, `-._~`, sub-delims, `%`): a control character or non-ASCII text (from
+ * a target function fed by a client) would make Node's HTTP client throw instead of sending.
+ */
 export function parseAuthority(authority: string): { host: string; port: number } | undefined {
-  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]/@]+)):(\d{1,5})$/.exec(authority);
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([\w\-.~!$&'()*+,;=%]+)):(\d{1,5})$/.exec(authority);
   if (match === null) return undefined;
   const port = Number(match[3]);
   if (port < 1 || port > 65535) return undefined;

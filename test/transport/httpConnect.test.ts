@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { CloseReason, TunnelRefusedError } from '../../src/index.js';
 import type { L4Error, Upstream } from '../../src/index.js';
-import { closed, connect, echoServer, listen, readAll, refusedPort } from '../helpers/net.js';
+import { closed, connect, dial, echoServer, listen, readAll, refusedPort } from '../helpers/net.js';
 import { withTimeout } from '../helpers/net.js';
 
 /**
@@ -275,6 +275,33 @@ describe('HTTP/1.1 CONNECT failure modes (independent of squid)', () => {
     assert.deepEqual(tunnels?.tunnel_refused, { '1xx': 0, '3xx': 0, '4xx': 0, '5xx': 0, other: 1 });
     assert.match(proxy.metrics(), /^l4proxy_tcp_tunnel_refused_total\{status="other"\} 1$/m);
   });
+
+  for (const protocol of ['http/1.1', 'h2'] as const)
+    for (const target of ['a\x01b:443', '\u4e2d.example:443', 'a"b:443'])
+      test(`a target function returning ${JSON.stringify(target)} (${protocol}): connect_failed, nothing thrown, nothing sent`, async (t) => {
+        const seen: Buffer[] = [];
+        const server = net.createServer((socket) => {
+          socket.on('error', () => undefined);
+          socket.on('data', (chunk: Buffer) => seen.push(chunk));
+        });
+        const proxyPort = await listen(server);
+        const { proxy, port, closes } = await startProxy({
+          upstreams: [
+            { host: '127.0.0.1', port: proxyPort, tunnel: { protocol, target: () => target } },
+          ],
+          maxConnectAttempts: 1,
+          connectTimeout: 5_000,
+        });
+        t.after(async () => {
+          await proxy.close({ drainTimeout: 0 });
+          server.close();
+        });
+        await closed(dial(port), 5_000);
+        const [summary] = await closes(1, 5_000);
+        assert.equal(summary?.reason, CloseReason.CONNECT_FAILED);
+        assert.equal(proxy.stats().tunnels?.tunnel_failed_total, 1);
+        assert.equal(Buffer.concat(seen).toString('latin1').includes('CONNECT'), false);
+      });
 
   for (const [name, split] of [
     ['with the final answer', false],
