@@ -252,6 +252,11 @@ export class H2SessionPool {
     return stream;
   }
 
+  /** @internal A tunnel that waited for room ended with no stream: a failed attempt. */
+  failedWaiting(): void {
+    this.counters.failed++;
+  }
+
   /** @internal A stream on `pooled`, or the error that kept it from opening (counted failed). */
   stream(pooled: PooledSession, headers: OutgoingHttpHeaders): ClientHttp2Stream | Error {
     try {
@@ -405,6 +410,8 @@ class PendingTunnel extends DuplexStream {
   private retried = false;
   /** A write (or the end) that came before the answer, sent once it came. */
   private held: (() => void) | undefined;
+  /** Its attempt is counted already (a stream that could not open counts as it fails). */
+  private counted = false;
 
   constructor(
     private readonly pool: AddressPool,
@@ -425,6 +432,7 @@ class PendingTunnel extends DuplexStream {
     if (this.destroyed) return;
     const stream = this.owner.stream(pooled, this.headers);
     if (stream instanceof Error) {
+      this.counted = true;
       this.destroy(stream);
       return;
     }
@@ -502,6 +510,9 @@ class PendingTunnel extends DuplexStream {
     if (index !== -1) this.pool.waiting.splice(index, 1);
     const inner = this.inner;
     this.inner = undefined;
+    // Ended with no stream (it timed out waiting, or after a refusal): a failed attempt, which
+    // a stream's own close would have counted.
+    if (inner === undefined && !this.counted) this.owner.failedWaiting();
     if (inner !== undefined && !inner.destroyed) inner.destroy(err ?? undefined);
     callback(err);
   }

@@ -9,7 +9,7 @@ import type { Upstream } from '../../src/index.js';
 import net from 'node:net';
 import http2 from 'node:http2';
 import type { ServerHttp2Stream } from 'node:http2';
-import { closed, connect, echoServer, listen, withTimeout } from '../helpers/net.js';
+import { closed, connect, dial, echoServer, listen, withTimeout } from '../helpers/net.js';
 import type { Nghttpx } from '../helpers/nghttpx.js';
 import { startNghttpx } from '../helpers/nghttpx.js';
 import { startProxy } from '../helpers/proxy.js';
@@ -339,6 +339,44 @@ describe('HTTP/2 CONNECT: the proxy limits streams (a node:http2 proxy)', () => 
       },
     };
   }
+
+  test('tunnels waiting for a proxy that never sends its SETTINGS: each one ended is a failed attempt', async (t) => {
+    const silent = new Set<Socket>();
+    const server = net.createServer((socket) => {
+      silent.add(socket);
+      socket.on('error', () => undefined);
+    });
+    const proxyPort = await listen(server);
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: proxyPort, tunnel: { protocol: 'h2', target: '127.0.0.1:9' } },
+      ],
+      connectTimeout: 20_000,
+      maxConnectAttempts: 1,
+    });
+    t.after(async () => {
+      await proxy.close({ drainTimeout: 0 });
+      for (const socket of silent) socket.destroy();
+      server.close();
+    });
+    // The first is sent on the new session; the others wait for its SETTINGS, which never come.
+    const clients = [0, 1, 2].map(() => dial(port));
+    await withTimeout(
+      (async () => {
+        for (let i = 0; i < 1000 && (proxy.stats().tunnels?.tunnel_requests_total ?? 0) < 3; i++)
+          await new Promise((resolve) => setTimeout(resolve, 5));
+      })(),
+      5_000,
+      'three tunnel requests',
+    );
+    assert.equal(proxy.stats().tunnels?.h2_sessions_opened_total, 1);
+    // The clients leave (a reset) while their tunnels wait.
+    for (const client of clients) client.resetAndDestroy();
+    await closes(3);
+    const tunnels = proxy.stats().tunnels;
+    assert.equal(tunnels?.tunnel_requests_total, 3);
+    assert.equal(tunnels.tunnel_opened_total + tunnels.tunnel_failed_total, 3);
+  });
 
   for (const [limit, refuse, name] of [
     [1, [], 'SETTINGS_MAX_CONCURRENT_STREAMS = 1'],
