@@ -36,7 +36,7 @@ import type {
 import { TcpConnection } from './TcpConnection.js';
 import { TunnelAgent } from '../transport/TunnelAgent.js';
 import { ExhaustionBackoff, isDescriptorExhaustion } from './ExhaustionBackoff.js';
-import { ClientPreface, socketIdentity } from './ClientPreface.js';
+import { ClientPreface, identityWith, socketIdentity } from './ClientPreface.js';
 import type { ClientIdentity, PrefaceConfig, PrefaceOutcome } from './ClientPreface.js';
 import { tlsPrereadPhases } from '../preread/tlsPreread.js';
 import type { TlsPrereadPhases } from '../preread/tlsPreread.js';
@@ -1002,12 +1002,8 @@ function peerLost(socket: RelaySocket): boolean {
 
 /** A terminated client's identity: what its handshake told (server name, ALPN, TLS facts). */
 function decryptedIdentity(identity: ClientIdentity, info: DownstreamTlsInfo): ClientIdentity {
-  return {
-    ...identity,
-    serverName: info.serverName,
-    alpn: info.alpnProtocol === undefined ? undefined : [info.alpnProtocol],
-    tls: info,
-  };
+  const alpn = info.alpnProtocol === undefined ? undefined : [info.alpnProtocol];
+  return identityWith(identity, info.serverName, alpn, info, identity.preread);
 }
 
 /** A preface that ended with an identity (not a refusal). */
