@@ -121,13 +121,13 @@ export class UpstreamManager {
     }
     if (options.outlierDetection) {
       this.detector = new OutlierDetector(this.set, options.outlierDetection, {
-        transition: (state, ejected, until, failures) => {
+        transition: (state, ejected, until, failures, detail) => {
           if (!ejected && state.healthy) this.slowStart?.begin(state);
           this.hooks.health(state, !ejected, {
             source: 'passive',
             detail: ejected
               ? `ejected after ${failures} consecutive failures until ${new Date(until).toISOString()}`
-              : 'ejection ended',
+              : (detail ?? 'ejection ended'),
             error: undefined,
             ejectedUntil: until,
           });

@@ -163,6 +163,37 @@ describe('OutlierDetector', () => {
     tracker.stop();
   });
 
+  test('an upstream moved to a new address under the same id starts afresh: ejection ended, failure streak and ejection count reset', () => {
+    const set = setOf(3);
+    const { detector: d, events } = detector(set, {
+      consecutiveFailures: 2,
+      baseEjectionTime: 60_000,
+      maxEjectionTime: 600_000,
+    });
+    const a = at(set, 0);
+    const b = at(set, 1);
+    fail(d, a, 2);
+    d.release(a);
+    fail(d, a, 2);
+    assert.equal(a.healthy, false, 'ejected a second time (2 x baseEjectionTime)');
+    fail(d, b, 1);
+    const moved = set.list().map((s) => ({ ...s.upstream, id: s.id }));
+    set.set([{ ...moved[0], port: 2000 }, { ...moved[1], port: 2001 }, moved[2]]);
+    const version = set.version;
+    d.sync();
+    assert.equal(a.healthy, true, 'the old address was ejected, not the new one');
+    assert.ok(set.version > version, 'the set is told, so candidates are rebuilt');
+    assert.deepEqual(events.at(-1)?.slice(0, 2), [a.id, false]);
+    assert.equal(d.ejectedCount, 0);
+    fail(d, b, 1);
+    assert.equal(b.healthy, true, 'a failure of the old address does not count for the new one');
+    const before = Date.now();
+    fail(d, a, 2);
+    assert.equal(a.healthy, false);
+    assert.ok(a.ejectedUntil - before <= 60_500, 'the first ejection of the new address: 1 x base');
+    d.stop();
+  });
+
   test('rejects invalid options naming them', () => {
     const cases: [Record<string, unknown>, string][] = [
       [{ consecutiveFailures: 0 }, 'outlierDetection.consecutiveFailures'],
@@ -241,6 +272,59 @@ describe('TcpProxy passive ejection', () => {
     await proxy.close();
     await good.close();
     await flaky.close();
+  });
+});
+
+describe('TcpProxy passive ejection and setUpstreams', () => {
+  test('an ejected upstream re-pointed at a live address by setUpstreams() is selectable at once, with a passive upstreamHealth event naming the move', async (t) => {
+    const good = await flakyServer();
+    const dead = await flakyServer();
+    await dead.down();
+    const fresh = await flakyServer();
+    t.after(async () => {
+      await good.close();
+      await dead.close();
+      await fresh.close();
+    });
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: good.port, id: 'good' },
+        { host: '127.0.0.1', port: dead.port, id: 'moving' },
+      ],
+      outlierDetection: { consecutiveFailures: 1, baseEjectionTime: 60_000 },
+    });
+    t.after(() => proxy.close());
+    const ejected = nextEvent(proxy, 'upstreamHealth', (u, ok) => u.id === 'moving' && !ok);
+    let served = 0;
+    for (let i = 0; i < 2; i++) {
+      const client = await connect(port);
+      const reply = readAll(client);
+      client.end('x');
+      assert.equal((await reply).toString(), 'x');
+      served++;
+    }
+    await ejected;
+    assert.equal(proxy.stats().upstreams.moving?.ejected, true);
+    const back = nextEvent(proxy, 'upstreamHealth', (u, ok) => u.id === 'moving' && ok);
+    proxy.setUpstreams([
+      { host: '127.0.0.1', port: good.port, id: 'good' },
+      { host: '127.0.0.1', port: fresh.port, id: 'moving' },
+    ]);
+    const [, , change] = await back;
+    assert.equal(change.source, 'passive');
+    assert.match(change.detail, new RegExp(`address changed to 127\\.0\\.0\\.1:${fresh.port}`));
+    const stats = proxy.stats();
+    assert.equal(stats.upstreams.moving?.ejected, false);
+    assert.equal(stats.outlier_ejections_active, 0);
+    for (let i = 0; i < 2; i++) {
+      const client = await connect(port);
+      const reply = readAll(client);
+      client.end('y');
+      assert.equal((await reply).toString(), 'y');
+      served++;
+    }
+    assert.ok(fresh.accepted >= 1, 'traffic reaches the new address');
+    await closes(served);
   });
 });
 
