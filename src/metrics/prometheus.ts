@@ -36,7 +36,7 @@ type HelpTable<T> = Readonly<Record<NumericKeys<T>, string | null>>;
 
 /** Health and discovery stats, the same for TCP and UDP proxies. */
 const PROXY_HEALTH_HELP: HelpTable<ProxyHealthStats> = {
-  upstream_health_check_attempts: 'Active health checks run.',
+  upstream_health_check_attempts: 'Active health checks completed.',
   upstream_health_check_failures: 'Active health checks that failed.',
   outlier_ejections_total: 'Passive ejections of upstreams.',
   outlier_ejections_active: 'Upstreams passively ejected now.',
