@@ -123,6 +123,8 @@ const UDP_QUIC_HELP: HelpTable<UdpQuicStats> = {
   quic_fallback_dropped: 'Sessions closed by the QUIC fallback drop.',
   quic_cid_routed: 'New client addresses routed to the upstream of a known QUIC connection ID.',
   quic_lb_routed: 'New client addresses routed by a QUIC-LB server ID.',
+  quic_lb_missing_upstream:
+    'New client addresses whose QUIC-LB server ID maps to an upstream id not in the set.',
   quic_cids_active: 'QUIC connection IDs tracked now.',
 };
 

@@ -96,7 +96,11 @@ export class QuicRouter {
     if (cid === undefined || cid.configRotation !== lb.configRotation) return undefined;
     if (cid.configRotation === QUIC_LB_UNROUTABLE) return undefined;
     const id = lb.servers.get(cid.serverId.toString('latin1'));
-    const state = id === undefined ? undefined : this.upstreams.get(id);
+    if (id === undefined) return undefined;
+    const state = this.upstreams.get(id);
+    // The mapping names an upstream the set does not have (removed since, or a typo once the
+    // set came from a source): the operator's problem, so counted apart from random IDs.
+    if (state === undefined) this.counters.quicLbMissing++;
     return state?.healthy === true ? state : undefined;
   }
 

@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { RemoteInfo, Socket } from 'node:dgram';
+import { InvalidOptionError } from '../../src/errors.js';
 import { UdpProxy } from '../../src/udp/UdpProxy.js';
 import type { UdpSessionSummary } from '../../src/udp/events.js';
 import type { SelectionContext } from '../../src/select/SelectionContext.js';
@@ -437,5 +438,54 @@ describe('UdpProxy quic option', () => {
     );
     assert.throws(() => new UdpProxy({ quic: {}, perPacketBalancing: true }), /"quic"/);
     assert.throws(() => new UdpProxy({ quic: { bogus: 1 } as never }), /quic\.bogus/);
+  });
+
+  test('quicLb.servers naming an upstream id not in upstreams is refused at construction, naming the entry', () => {
+    const list = [
+      { id: 'shop', host: '127.0.0.1', port: 4433 },
+      { id: 'api', host: '127.0.0.1', port: 4434 },
+    ];
+    const servers = { c4605e: 'shop', '0a0b0c': 'apj' };
+    assert.throws(
+      () => new UdpProxy({ upstreams: list, quic: { quicLb: { serverIdLength: 3, servers } } }),
+      (err: unknown) =>
+        err instanceof InvalidOptionError &&
+        err.option === 'quic.quicLb.servers.0a0b0c' &&
+        /'shop', 'api'/.test(err.message) &&
+        /apj/.test(err.message),
+    );
+    // Ids a source will supply, or a set the host fills later, cannot be checked now.
+    const source = { start: () => undefined, stop: () => undefined };
+    const later = [
+      new UdpProxy({
+        upstreams: list,
+        upstreamSource: source,
+        quic: { quicLb: { serverIdLength: 3, servers } },
+      }),
+      new UdpProxy({ quic: { quicLb: { serverIdLength: 3, servers } } }),
+    ];
+    for (const proxy of later) void proxy.close();
+  });
+
+  test('a QUIC-LB server ID mapped to an upstream that left the set is counted in quic_lb_missing_upstream', async () => {
+    const { proxy, port } = await proxyWith({
+      quic: { sni: false, quicLb: { serverIdLength: 3, servers: { c4605e: 'b', '0a0b0c': 'a' } } },
+      selector: (ctx) => ctx.candidates.find((c) => c.id === 'a'),
+    });
+    const client1 = await udpSocket();
+    try {
+      proxy.setUpstreams(upstreams().filter((u) => u.id === 'a'));
+      const cid = Buffer.from('07c4605e4504cc4f', 'hex');
+      client1.send(Buffer.concat([Buffer.from([0x40]), cid, Buffer.from('x')]), port, '127.0.0.1');
+      assert.equal((await nextMessage(client1)).subarray(0, 2).toString(), 'A:');
+      const stats = proxy.stats().quic;
+      assert.ok(stats);
+      assert.equal(stats.quic_lb_routed, 0);
+      assert.equal(stats.quic_lb_missing_upstream, 1);
+      assert.match(proxy.metrics(), /^l4proxy_udp_quic_lb_missing_upstream_total 1$/m);
+    } finally {
+      await closeSocket(client1);
+      await proxy.close();
+    }
   });
 });
