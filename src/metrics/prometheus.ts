@@ -125,6 +125,8 @@ const UDP_QUIC_HELP: HelpTable<UdpQuicStats> = {
   quic_lb_routed: 'New client addresses routed by a QUIC-LB server ID.',
   quic_lb_missing_upstream:
     'New client addresses whose QUIC-LB server ID maps to an upstream id not in the set.',
+  quic_version_negotiations:
+    'Sessions closed after their upstream answered with a QUIC Version Negotiation.',
   quic_cids_active: 'QUIC connection IDs tracked now.',
 };
 

@@ -47,17 +47,17 @@ export class QuicRouter {
       if (connection !== undefined) {
         this.counters.cidRouted++;
         connection.sessions++;
-        return new QuicSession(this, session, connection.state, connection);
+        return new QuicSession(this, session, connection.state, connection, first);
       }
     }
     if (options.quicLb !== undefined) {
       const state = this.quicLbUpstream(first);
       if (state !== undefined) {
         this.counters.quicLbRouted++;
-        return new QuicSession(this, session, state, undefined);
+        return new QuicSession(this, session, state, undefined, first);
       }
     }
-    return new QuicSession(this, session, undefined, undefined);
+    return new QuicSession(this, session, undefined, undefined, first);
   }
 
   /** The connection a datagram's Destination Connection ID names, if tracked. */

@@ -11,6 +11,7 @@ export interface QuicCounters {
   cidRouted: number;
   quicLbRouted: number;
   quicLbMissing: number;
+  versionNegotiations: number;
 }
 
 /** The `quic` section of `UdpProxy.stats()`, present when the `quic` option is set. */
@@ -40,6 +41,11 @@ export interface UdpQuicStats {
    * that is not in the set: a mapping left behind by an upstream change, or a typo.
    */
   readonly quic_lb_missing_upstream: number;
+  /**
+   * Sessions whose upstream answered the client's first packet with a Version Negotiation: each
+   * is closed (`quic_version_negotiation`) so the client's next Initial is routed afresh.
+   */
+  readonly quic_version_negotiations: number;
   /** Connection IDs tracked now (gauge). */
   readonly quic_cids_active: number;
 }
@@ -57,6 +63,7 @@ export function createQuicCounters(): QuicCounters {
     cidRouted: 0,
     quicLbRouted: 0,
     quicLbMissing: 0,
+    versionNegotiations: 0,
   };
 }
 
@@ -73,6 +80,7 @@ export function snapshotQuicStats(counters: QuicCounters, cidsActive: number): U
     quic_cid_routed: counters.cidRouted,
     quic_lb_routed: counters.quicLbRouted,
     quic_lb_missing_upstream: counters.quicLbMissing,
+    quic_version_negotiations: counters.versionNegotiations,
     quic_cids_active: cidsActive,
   };
 }

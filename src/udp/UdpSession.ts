@@ -374,7 +374,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     const len = msg.length;
     // The first reply on a link proves the upstream reachable; later ones add nothing.
     if (link.datagramsReceived++ === 0) this.host.upstreamSucceeded(link.state);
-    if (this.quic !== undefined) this.quic.fromServer(msg);
+    const negotiated = this.quic !== undefined && this.quic.fromServer(msg);
     this.datagramsFromUpstream++;
     this.bytesFromUpstream += len;
     this.lastActivity = Date.now();
@@ -392,7 +392,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     } else {
       this.drop(DropReason.SEND_QUEUE_FULL, 'upstream', len);
     }
-    if (++this.responses >= this.host.options.maxResponses) {
+    if (negotiated) this.terminate(SessionCloseReason.QUIC_VERSION_NEGOTIATION);
+    else if (++this.responses >= this.host.options.maxResponses) {
       this.terminate(SessionCloseReason.MAX_RESPONSES);
     }
   }
