@@ -151,11 +151,11 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       emitDrop: (drop) => {
         this.emitDrop(drop);
       },
-      upstreamFailed: (state) => {
-        this.manager.upstreamFailed(state);
+      upstreamFailed: (state, generation) => {
+        this.manager.upstreamFailed(state, generation);
       },
-      upstreamSucceeded: (state) => {
-        this.manager.upstreamSucceeded(state);
+      upstreamSucceeded: (state, generation) => {
+        this.manager.upstreamSucceeded(state, generation);
       },
       emitUpstreamError: (session, state, error) => {
         emitSafely(this, 'upstreamError', session, state, error);

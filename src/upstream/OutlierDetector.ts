@@ -61,9 +61,12 @@ export class OutlierDetector {
     private readonly hooks: OutlierDetectorHooks,
   ) {}
 
-  /** A connect attempt (or a UDP exchange) with `state` failed. */
-  recordFailure(state: UpstreamState): void {
-    if (this.stopped || !state.member) return;
+  /**
+   * A connect attempt (or a UDP exchange) with `state` failed; `generation` is the one it dialled
+   * (an attempt to an address the upstream has since left is not counted).
+   */
+  recordFailure(state: UpstreamState, generation = state.generation): void {
+    if (this.stopped || !state.member || generation !== state.generation) return;
     const record = this.record(state);
     record.failures++;
     if (state.ejectedUntil !== 0 || record.failures < this.options.consecutiveFailures) return;
@@ -75,7 +78,8 @@ export class OutlierDetector {
   }
 
   /** A connect attempt (or a UDP exchange) with `state` succeeded: the failure streak ends. */
-  recordSuccess(state: UpstreamState): void {
+  recordSuccess(state: UpstreamState, generation = state.generation): void {
+    if (generation !== state.generation) return;
     const record = this.records.get(state);
     if (record) record.failures = 0;
   }

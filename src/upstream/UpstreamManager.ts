@@ -191,14 +191,18 @@ export class UpstreamManager {
     return true;
   }
 
-  /** A connect attempt (or a UDP exchange) with `state` failed: feeds outlier detection. */
-  upstreamFailed(state: UpstreamState): void {
-    this.detector?.recordFailure(state);
+  /**
+   * A connect attempt (or a UDP exchange) with `state` failed: feeds outlier detection.
+   * `generation` is `state.generation` when the attempt was dialled: the outcome of an attempt to
+   * an address the upstream has since left is ignored.
+   */
+  upstreamFailed(state: UpstreamState, generation = state.generation): void {
+    this.detector?.recordFailure(state, generation);
   }
 
   /** A connect attempt (or a UDP exchange) with `state` succeeded. */
-  upstreamSucceeded(state: UpstreamState): void {
-    this.detector?.recordSuccess(state);
+  upstreamSucceeded(state: UpstreamState, generation = state.generation): void {
+    this.detector?.recordSuccess(state, generation);
   }
 
   /**

@@ -1,14 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { TcpProxy } from '../../src/index.js';
+import { TcpProxy, UdpProxy } from '../../src/index.js';
 import type { Upstream, UpstreamHealthChange } from '../../src/index.js';
 import { resolveOutlierDetection } from '../../src/upstream/healthOptions.js';
 import { OutlierDetector } from '../../src/upstream/OutlierDetector.js';
 import { UpstreamSet } from '../../src/upstream/UpstreamSet.js';
 import type { UpstreamState } from '../../src/upstream/UpstreamState.js';
-import { connect, readAll } from '../helpers/net.js';
+import { connect, readAll, withTimeout } from '../helpers/net.js';
+import { closeSocket, nextMessage, udpSocket } from '../udp/helpers.js';
 import { startProxy } from '../helpers/proxy.js';
-import { flakyServer, nextEvent, trackResources } from './helpers.js';
+import { flakyServer, nextEvent, trackResources, udpServer } from './helpers.js';
 
 function setOf(count: number): UpstreamSet {
   return new UpstreamSet(
@@ -194,6 +195,27 @@ describe('OutlierDetector', () => {
     d.stop();
   });
 
+  test('an outcome of an attempt dialled before the upstream moved counts neither for nor against the new address', () => {
+    const set = setOf(3);
+    const { detector: d } = detector(set, { consecutiveFailures: 2 });
+    const a = at(set, 0);
+    const dialled = a.generation;
+    set.set(set.list().map((s, i) => ({ ...s.upstream, id: s.id, port: 3000 + i })));
+    d.sync();
+    assert.notEqual(a.generation, dialled, 'a new host or port is a new generation');
+    fail(d, a, 1);
+    d.recordSuccess(a, dialled);
+    fail(d, a, 1);
+    assert.equal(a.healthy, false, 'a success from the old address does not end the new streak');
+    d.release(a);
+    for (let i = 0; i < 3; i++) d.recordFailure(a, dialled);
+    assert.equal(a.healthy, true, 'failures of the old address do not eject the new one');
+    const generation = a.generation;
+    set.set(set.list().map((s) => ({ ...s.upstream, id: s.id, weight: 5 })));
+    assert.equal(a.generation, generation, 'a change of weight is no move');
+    d.stop();
+  });
+
   test('rejects invalid options naming them', () => {
     const cases: [Record<string, unknown>, string][] = [
       [{ consecutiveFailures: 0 }, 'outlierDetection.consecutiveFailures'],
@@ -325,6 +347,52 @@ describe('TcpProxy passive ejection and setUpstreams', () => {
     }
     assert.ok(fresh.accepted >= 1, 'traffic reaches the new address');
     await closes(served);
+  });
+});
+
+describe('UdpProxy passive ejection and setUpstreams', () => {
+  test('an ICMP error on a session still connected to the old address does not eject the upstream at its new address', async (t) => {
+    const stable = await udpServer();
+    const old = await udpServer();
+    const fresh = await udpServer();
+    t.after(async () => {
+      await stable.close();
+      await fresh.close();
+    });
+    const proxy = new UdpProxy({
+      upstreams: [
+        { id: 'stable', host: '127.0.0.1', port: stable.port },
+        { id: 'moving', host: '127.0.0.1', port: old.port },
+      ],
+      selector: (ctx) => ctx.candidates.find((c) => c.id === 'moving'),
+      outlierDetection: { consecutiveFailures: 1, baseEjectionTime: 60_000 },
+    });
+    t.after(() => proxy.close());
+    const changes: [string, boolean][] = [];
+    proxy.on('upstreamHealth', (u, healthy) => changes.push([u.id, healthy]));
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    client.send('one', port, '127.0.0.1');
+    assert.equal((await nextMessage(client)).toString(), 'one');
+    proxy.setUpstreams([
+      { id: 'stable', host: '127.0.0.1', port: stable.port },
+      { id: 'moving', host: '127.0.0.1', port: fresh.port },
+    ]);
+    await old.close();
+    // The session's socket is still connected to the old port: ICMP port unreachable ends it.
+    const ended = new Promise<string>((resolve) => {
+      proxy.once('sessionClose', (summary) => {
+        resolve(summary.reason);
+      });
+    });
+    client.send('two', port, '127.0.0.1');
+    assert.equal(await withTimeout(ended, 5_000, 'sessionClose'), 'upstream_error');
+    assert.deepEqual(changes, [], 'no ejection of the new address');
+    assert.equal(proxy.stats().upstreams.moving?.ejected, false);
+    client.send('three', port, '127.0.0.1');
+    assert.equal((await nextMessage(client)).toString(), 'three', 'served at the new address');
+    assert.equal(fresh.received, 1);
   });
 });
 
