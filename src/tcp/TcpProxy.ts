@@ -302,13 +302,13 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         // A client gone before its attempt gives the slot it held back.
         if (this.queue.length > 0) this.scheduleQueueDrain();
       },
-      upstreamFailed: (state) => {
-        this.manager.upstreamFailed(state);
+      upstreamFailed: (state, generation) => {
+        this.manager.upstreamFailed(state, generation);
         // The failed attempt gave its slot back.
         if (this.queue.length > 0) this.scheduleQueueDrain();
       },
-      upstreamSucceeded: (state) => {
-        this.manager.upstreamSucceeded(state);
+      upstreamSucceeded: (state, generation) => {
+        this.manager.upstreamSucceeded(state, generation);
       },
       emitUpstreamConnect: (connection, state) => {
         this.exhaustion.recovered();

@@ -270,6 +270,7 @@ export class TunnelDial implements TunnelSelectionContext {
 
   private connect(state: UpstreamState): void {
     (this.triedStates ??= []).push(state);
+    this.generation = state.generation;
     state.active++;
     state.counters.total++;
     if (this.udp) {
@@ -371,11 +372,13 @@ export class TunnelDial implements TunnelSelectionContext {
     this.clearTimer();
     this.socket = undefined;
     this.finished = true;
-    this.host.manager.upstreamSucceeded(state);
+    this.host.manager.upstreamSucceeded(state, this.generation);
     this.done({ ok: true, socket, state });
   }
 
   private lastReason: TunnelRefusal = 'connect_failed';
+  /** The dialled upstream's `generation` (an outcome about an address it has since left is ignored). */
+  private generation = 0;
 
   private failed(state: UpstreamState, error: Error, reason: TunnelRefusal): void {
     if (this.finished) return;
@@ -385,7 +388,7 @@ export class TunnelDial implements TunnelSelectionContext {
     socket?.destroy();
     state.active--;
     if (reason !== 'connect_timeout') state.counters.connectFailures++;
-    this.host.manager.upstreamFailed(state);
+    this.host.manager.upstreamFailed(state, this.generation);
     this.lastError = error;
     this.lastReason = reason;
     if (

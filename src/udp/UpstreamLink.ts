@@ -48,6 +48,8 @@ function toError(value: unknown): Error {
  */
 export class UpstreamLink {
   readonly state: UpstreamState;
+  /** `state.generation` when the link was made: its socket stays connected to that address. */
+  readonly generation: number;
   /** Set once the socket is connected and sends go straight out. */
   ready = false;
   closed = false;
@@ -73,6 +75,7 @@ export class UpstreamLink {
     this.owner = owner;
     this.host = owner.host;
     this.state = state;
+    this.generation = state.generation;
   }
 
   /** Creates and connects the socket (resolving the upstream host first when it is a name). */

@@ -32,6 +32,7 @@ export interface HealthCheckerHooks {
 
 /** Proxy-wide check counters (they survive upstream removal). */
 export interface HealthCheckTotals {
+  /** Checks completed (passed or failed); a cancelled one is not counted. */
   attempts: number;
   failures: number;
 }
@@ -156,8 +157,6 @@ export class HealthChecker {
 
   private run(entry: Entry): void {
     const { state } = entry;
-    this.totals.attempts++;
-    state.health.checks++;
     const port = this.options.port ?? state.port;
     const tcp = this.options.protocol === 'tcp';
     const spec: ProbeSpec = {
@@ -195,6 +194,10 @@ export class HealthChecker {
 
   private record(entry: Entry, error: HealthCheckError | undefined): void {
     const { state } = entry;
+    // Counted when it completes: a check cancelled by stop() or by an address change decided
+    // nothing and counts nothing.
+    this.totals.attempts++;
+    state.health.checks++;
     const firstCheck = !entry.checked;
     entry.checked = true;
     if (error !== undefined) {
