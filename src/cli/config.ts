@@ -297,8 +297,9 @@ function prepareListener(
     raw: files.raw,
     backlog,
   };
+  let proxy: TcpProxy | UdpProxy;
   try {
-    return { config, proxy: construct(protocol, files.entry, dns, source) };
+    proxy = construct(protocol, files.entry, dns, source);
   } catch (err) {
     dns?.stop();
     if (err instanceof InvalidOptionError) {
@@ -315,7 +316,20 @@ function prepareListener(
     if (err instanceof L4Error) throw new ConfigError(source, path, err.message);
     throw err;
   }
+  // The library starts empty and takes upstreams later; a config file has no later (the admin
+  // API steers upstreams, it does not add them): such a listener would refuse every client.
+  if (dns === undefined && isEmpty(entry.upstreams)) {
+    void proxy.close();
+    throw fieldError(source, `${path}.upstreams`, UPSTREAMS_EXPECTED, entry.upstreams);
+  }
+  return { config, proxy };
 }
+
+const UPSTREAMS_EXPECTED =
+  'a non-empty array of { "host", "port" } (or a "dns" block that discovers them)';
+
+const isEmpty = (upstreams: unknown): boolean =>
+  upstreams === undefined || (Array.isArray(upstreams) && upstreams.length === 0);
 
 /** Options a JSON listener cannot set (functions and objects), and the keys the CLI adds. */
 const NOT_IN_JSON = new Set(['upstreamSource', 'mode']);

@@ -164,6 +164,27 @@ describe('config validation', () => {
 });
 
 describe('config: DNS discovery and health per listener', () => {
+  test('a listener without upstreams or a dns block is refused: it could never forward a byte', async () => {
+    const expected =
+      'expected a non-empty array of { "host", "port" } (or a "dns" block that discovers them)';
+    const bare = tcp();
+    delete bare.upstreams;
+    assert.equal(
+      configErrorOf({ listeners: [tcp(), bare] }),
+      `l4proxy.json: listeners[1].upstreams: ${expected}, received nothing`,
+    );
+    assert.equal(
+      configErrorOf({ listeners: [{ ...tcp(), protocol: 'udp', upstreams: [] }] }),
+      `l4proxy.json: listeners[0].upstreams: ${expected}, received []`,
+    );
+    // With dns, an empty list is the documented start (the first answer fills it).
+    const dns = { name: 'db.example.test', type: 'A', port: 5432, servers: ['127.0.0.1:1'] };
+    const config = validateConfig({ listeners: [tcp({ upstreams: [], dns })] }, 'l4proxy.json');
+    const proxy = config.listeners[0]?.proxy;
+    assert.ok(proxy instanceof TcpProxy);
+    await proxy.close({ drainTimeout: 0 });
+  });
+
   test('a dns block becomes the listener upstream source; its errors name listeners[i].dns.<option>', async () => {
     assert.equal(
       configErrorOf({ listeners: [tcp({ dns: { name: 'db.example.test', type: 'A' } })] }),
