@@ -19,7 +19,7 @@ import type { AdminSettings } from './adminConfig.js';
 import { parseAccessLogSetting } from './accessLogFormat.js';
 import type { AccessLogSettings } from './accessLogFormat.js';
 import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
-import { TlsFileError, readTlsFiles } from './tlsConfig.js';
+import { TlsFileError, readTlsFiles, tlsFilesOf } from './tlsConfig.js';
 import type { TlsFiles } from './tlsConfig.js';
 import { tunnelUpstreams } from './tunnelConfig.js';
 import { prepareTunnelListener, TunnelConfigError } from './tunnelListeners.js';
@@ -303,13 +303,14 @@ function prepareListener(
   } catch (err) {
     dns?.stop();
     if (err instanceof InvalidOptionError) {
+      const tail = err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, '');
+      const files = tlsFilesOf(entry, err.option);
       throw new ConfigError(
         source,
         `${path}.${err.option}`,
-        jsonKeys(
-          err.option,
-          err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, ''),
-        ),
+        files === undefined
+          ? jsonKeys(err.option, tail)
+          : tail.replace(/, received (undefined|an object)$/, `, received ${files}`),
       );
     }
     // ModeUnsupportedError and the like: the library's message says it all.
