@@ -2,7 +2,7 @@ import { DnsSource } from '../upstream/DnsSource.js';
 import type { DnsSourceOptions } from '../upstream/DnsSource.js';
 import { readFile } from 'node:fs/promises';
 import { InvalidOptionError, L4Error } from '../errors.js';
-import { isRecord } from '../internal/validate.js';
+import { isRecord, knownKeys } from '../internal/validate.js';
 import { TcpProxy } from '../tcp/TcpProxy.js';
 import { UdpProxy } from '../udp/UdpProxy.js';
 import type { HostPort } from './address.js';
@@ -122,11 +122,7 @@ export function validateConfig(json: unknown, source: string): Config {
     throw new ConfigError(source, '', 'expected a JSON object { "listeners": [...] }');
   for (const key of Object.keys(json)) {
     if (!TOP_KEYS.includes(key)) {
-      throw new ConfigError(
-        source,
-        key,
-        `expected one of the known settings (${TOP_KEYS.join(', ')})`,
-      );
+      throw new ConfigError(source, key, `expected ${knownKeys(key, TOP_KEYS, 'settings')}`);
     }
   }
   const settings = validateSettings(json, source);
@@ -342,9 +338,11 @@ const NOT_IN_JSON = new Set(['upstreamSource', 'mode']);
  */
 function jsonKeys(option: string, expected: string): string {
   if (/[.[]/.test(option)) return expected;
-  return expected.replace(/one of the known options \(([^)]*)\)/, (_match, list: string) => {
+  // The suggestion is made again from the keys a JSON listener knows (`nmae` is near `name`).
+  const known = /one of the known options \(([^)]*)\)(?: \(did you mean "[^"]*"\?\))?/;
+  return expected.replace(known, (_match, list: string) => {
     const keys = list.split(', ').filter((key) => !NOT_IN_JSON.has(key));
-    return `one of the known options (${[...new Set([...CLI_KEYS, ...keys])].join(', ')})`;
+    return knownKeys(option, [...new Set([...CLI_KEYS, ...keys])], 'options');
   });
 }
 

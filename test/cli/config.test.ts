@@ -146,6 +146,23 @@ describe('config validation', () => {
     }
   });
 
+  test('an unknown key names the key a typo most likely meant, among those a config file knows', () => {
+    const shortened = (json: unknown): string =>
+      configErrorOf(json).replace(/ \((name|\$schema), [^)]*\)/, ' (...)');
+    assert.equal(
+      shortened({ listener: [tcp()] }),
+      'l4proxy.json: listener: expected one of the known settings (...) (did you mean "listeners"?)',
+    );
+    assert.equal(
+      shortened({ listeners: [tcp({ dsn: { name: 'db.test' } })] }),
+      'l4proxy.json: listeners[0].dsn: expected one of the known options (...) (did you mean "dns"?), received an object',
+    );
+    assert.equal(
+      shortened({ listeners: [tcp({ conectTimeout: 5000 })] }),
+      'l4proxy.json: listeners[0].conectTimeout: expected one of the known options (...) (did you mean "connectTimeout"?), received 5000',
+    );
+  });
+
   test('an unknown listener key lists the keys a JSON listener knows: dns and name, not upstreamSource or mode', () => {
     assert.throws(
       () =>
