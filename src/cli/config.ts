@@ -247,7 +247,10 @@ function prepareListener(
   if (protocol !== 'tcp' && protocol !== 'udp')
     throw fieldError(source, `${path}.protocol`, '"tcp", "udp" or "tunnel"', protocol);
   const listenText = entry.listen;
-  const listen = typeof listenText === 'string' ? parseHostPort(listenText, 0) : undefined;
+  const listen =
+    typeof listenText === 'string' || typeof listenText === 'number'
+      ? parseHostPort(String(listenText), 0)
+      : undefined;
   if (!listen?.ok) {
     throw fieldError(source, `${path}.listen`, listen?.expected ?? '"host:port"', listenText);
   }

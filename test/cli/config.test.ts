@@ -146,6 +146,15 @@ describe('config validation', () => {
     }
   });
 
+  test('a listen address given as a port alone, number or string, says how it is written', () => {
+    for (const listen of [8080, '8080']) {
+      assert.equal(
+        configErrorOf({ listeners: [tcp({ listen })] }),
+        `l4proxy.json: listeners[0].listen: expected "host:port" (IPv6 as "[::1]:port") with a port from 0 to 65535; a port alone is ":8080", received ${JSON.stringify(listen)}`,
+      );
+    }
+  });
+
   test('an unknown key names the key a typo most likely meant, among those a config file knows', () => {
     const shortened = (json: unknown): string =>
       configErrorOf(json).replace(/ \((name|\$schema), [^)]*\)/, ' (...)');
