@@ -76,6 +76,11 @@ export class Listener {
     return this.config.name;
   }
 
+  /** Where the config file sets it (`listeners[2]`). */
+  get path(): string {
+    return this.config.path;
+  }
+
   get protocol(): 'tcp' | 'udp' {
     return this.config.protocol;
   }

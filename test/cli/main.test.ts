@@ -263,6 +263,43 @@ describe('l4proxy --config', () => {
   });
 });
 
+describe('l4proxy listen failures', () => {
+  test('an address in use names where it is set and what to do, and exits 1', async (t) => {
+    const holder = net.createServer();
+    holder.on('error', () => undefined);
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    t.after(() => holder.close());
+    const port = (holder.address() as net.AddressInfo).port;
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [
+        { protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: 1 }] },
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: `127.0.0.1:${port}`,
+          upstreams: [{ host: '127.0.0.1', port: 1 }],
+        },
+      ],
+    });
+    const result = await runCli(['--config', file]);
+    assert.equal(result.code, 1);
+    const fatal = result.stderr.split('\n').find((line) => line.includes('"level":60'));
+    assert.ok(fatal !== undefined, result.stderr);
+    assert.match(
+      (JSON.parse(fatal) as { msg: string }).msg,
+      new RegExp(
+        `^web: cannot listen: .*EADDRINUSE.*; another process \\(or another l4proxy\\) uses this address: stop it, or change listeners\\[1\\]\\.listen in ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`,
+      ),
+    );
+
+    const socket = await udpSocket();
+    t.after(() => closeSocket(socket));
+    const quick = await runCli(['udp', `127.0.0.1:${socket.address().port}`, '127.0.0.1:53']);
+    assert.equal(quick.code, 1);
+    assert.match(quick.stderr, /EADDRINUSE.*stop it, or change the listen address"/);
+  });
+});
+
 describe('l4proxy --metrics bounds', () => {
   test('a half-sent request gets 408 and connections beyond 16 are refused', async (t) => {
     const upstream = await taggedEcho(t, 'A:');
