@@ -12,6 +12,7 @@ import { decodeProxyHeader, readProxyTlvs } from '../../src/index.js';
 import type {
   DownstreamTlsInfo,
   ProxySslFields,
+  ProxyTlv,
   SelectionContext,
   TcpProxyOptions,
   TerminateTlsOptions,
@@ -927,6 +928,83 @@ describe('PROXY protocol v2 SSL TLVs', () => {
     }
     assert.equal(ours[0]?.cn, 'proxy-client');
     assert.equal(ours[1]?.cn, undefined);
+  });
+});
+
+describe('PROXY protocol v2 SSL TLV of a plain connection', () => {
+  /** A server that reads one PROXY v2 header per connection and records its TLVs, raw. */
+  async function tlvRecorder(
+    t: TestContext,
+  ): Promise<{ port: number; tlvs: Promise<ProxyTlv[]>[] }> {
+    const tlvs: Promise<ProxyTlv[]>[] = [];
+    const server = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+      tlvs.push(
+        new Promise((resolve) => {
+          let bytes = Buffer.alloc(0);
+          socket.on('data', (chunk: Buffer) => {
+            bytes = Buffer.concat([bytes, chunk]);
+            try {
+              resolve([...(decodeProxyHeader(bytes).header.tlvs ?? [])]);
+              socket.end('ok\n');
+            } catch {
+              // incomplete: wait for more
+            }
+          });
+        }),
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(
+      () =>
+        new Promise<void>((resolve) =>
+          server.close(() => {
+            resolve();
+          }),
+        ),
+    );
+    return { port: (server.address() as net.AddressInfo).port, tlvs };
+  }
+
+  function visit(port: number): Promise<string> {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    return readAll(socket).then((b) => b.toString());
+  }
+
+  test('ssl: true on a connection without TLS sends the SSL TLV with client 0, as HAProxy send-proxy-v2-ssl does', async (t) => {
+    const fromL4proxy = await tlvRecorder(t);
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: fromL4proxy.port }],
+      proxyProtocol: { version: 'v2', ssl: true },
+    });
+    assert.equal(await visit(rig.port), 'ok\n');
+    const [ours] = await Promise.all(fromL4proxy.tlvs);
+    const ssl = ours?.filter((tlv) => tlv.type === 0x20);
+    // PP2_TYPE_SSL: client 0 (not over TLS), verify 0, no sub-TLVs: 5 bytes of zeros.
+    assert.deepEqual(
+      ssl?.map((tlv) => tlv.value.toString('hex')),
+      ['0000000000'],
+    );
+    assert.deepEqual(readProxyTlvs(ours ?? []).ssl, { client: 0, verify: 0 });
+    if (tool(t, 'haproxy') === undefined) return;
+    const fromHaproxy = await tlvRecorder(t);
+    const port = await freePort();
+    const haproxy = await startHaproxy(
+      [
+        'listen plain_in',
+        `  bind 127.0.0.1:${port}`,
+        `  server rec 127.0.0.1:${fromHaproxy.port} send-proxy-v2-ssl-cn`,
+      ].join('\n'),
+    );
+    t.after(() => haproxy.stop());
+    assert.equal(await visit(port), 'ok\n');
+    const [theirs] = await Promise.all(fromHaproxy.tlvs);
+    // The same TLVs, byte for byte.
+    assert.deepEqual(
+      ours?.map((tlv) => [tlv.type, tlv.value.toString('hex')]),
+      theirs?.map((tlv) => [tlv.type, tlv.value.toString('hex')]),
+    );
   });
 });
 
