@@ -206,9 +206,11 @@ export class Listener {
       return { name: this.name, protocol: 'udp', stats: this.current.stats(), ...latency };
     }
     let stats = this.current.stats();
+    if (this.retired.size === 0 && this.carried === undefined)
+      return { name: this.name, protocol: 'tcp', stats, ...latency };
     for (const proxy of this.retired) stats = sumStats(stats, proxy.stats());
     if (this.carried !== undefined) stats = sumStats(stats, onlyUpstreamsOf(this.carried, stats));
-    return { name: this.name, protocol: 'tcp', stats, ...latency };
+    return { name: this.name, protocol: 'tcp', stats: countedOnce(stats), ...latency };
   }
 
   /** The proxies serving this listener: the current one, then TCP generations still draining. */
@@ -249,6 +251,19 @@ export class Listener {
     await Promise.all(proxies.map((proxy) => proxy.close({ drainTimeout })));
     await serverClosed;
   }
+}
+
+/**
+ * Generations share their upstreams, each with its own outlier detection: summed, an upstream
+ * ejected by a draining generation and by the current one counts twice. The gauge says how many
+ * upstreams are ejected now: count them in the merged snapshot, whose per-upstream `ejected` is
+ * the current generation's for every upstream it has (a draining one's for the others), so the
+ * gauge and the per-upstream flags agree.
+ */
+function countedOnce(stats: TcpProxyStats): TcpProxyStats {
+  let ejected = 0;
+  for (const upstream of Object.values(stats.upstreams)) if (upstream.ejected) ejected++;
+  return { ...stats, outlier_ejections_active: ejected };
 }
 
 /** Top-level option names whose values differ (upstreams excluded). */
