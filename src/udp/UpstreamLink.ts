@@ -77,8 +77,11 @@ export class UpstreamLink {
   private handle: LinkHandle | undefined;
   private counted = false;
   private socketOpen = false;
-  /** The largest datagram the socket can send, by its family (set on connect). */
-  private maxPayload = MAX_UDP4_PAYLOAD;
+  /**
+   * The largest datagram the socket can send, by its family (set on connect); through a
+   * CONNECT-UDP tunnel, the IPv4 bound (the proxy's family to the target is unknown).
+   */
+  protected maxPayload = MAX_UDP4_PAYLOAD;
 
   constructor(owner: LinkOwner, state: UpstreamState) {
     this.owner = owner;
