@@ -1,3 +1,4 @@
+import { thrownMessage } from '../errors.js';
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -66,7 +67,7 @@ export async function startPrimaryAdmin(
           sendError(
             req,
             res,
-            err instanceof AdminHttpError ? err : new AdminHttpError(500, String(err)),
+            err instanceof AdminHttpError ? err : new AdminHttpError(500, thrownMessage(err)),
           );
       });
     },

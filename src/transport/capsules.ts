@@ -37,14 +37,17 @@ function readVarint(source: Buffer, offset: number): [number, number] | undefine
   return [value, offset + length];
 }
 
-/** One DATAGRAM capsule carrying `payload` with Context ID 0 (a header and the payload). */
-export function datagramCapsule(payload: Buffer): Buffer[] {
-  const valueLength = 1 + payload.length;
+/**
+ * One DATAGRAM capsule carrying `payload` with Context ID 0 (a header and the payload), with
+ * `prefix` (a PROXY header) before the payload in the same UDP payload, uncopied.
+ */
+export function datagramCapsule(payload: Buffer, prefix?: Buffer): Buffer[] {
+  const valueLength = 1 + (prefix === undefined ? 0 : prefix.length) + payload.length;
   const header = Buffer.allocUnsafe(1 + varintLength(valueLength) + 1);
   let offset = writeVarint(header, 0, DATAGRAM_CAPSULE);
   offset = writeVarint(header, offset, valueLength);
   header[offset] = 0;
-  return [header, payload];
+  return prefix === undefined ? [header, payload] : [header, prefix, payload];
 }
 
 /**

@@ -253,6 +253,10 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     this.drop(DropReason.SEND_QUEUE_FULL, 'client', size);
   }
 
+  oversized(size: number): void {
+    this.drop(DropReason.OVERSIZED, 'client', size);
+  }
+
   // ---- per-session selection ----------------------------------------------------------------
 
   private select(): void {
