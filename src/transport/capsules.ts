@@ -53,35 +53,57 @@ export function datagramCapsule(payload: Buffer): Buffer[] {
  * `push` returns false when the stream is malformed (a capsule over {@link MAX_CAPSULE}).
  */
 export class CapsuleParser {
-  private pending: Buffer | undefined;
   private readonly deliver: (payload: Buffer) => void;
+  /** Bytes of an incomplete capsule, joined only once `need` bytes are there. */
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  private need = 0;
 
   constructor(deliver: (payload: Buffer) => void) {
     this.deliver = deliver;
   }
 
   push(chunk: Buffer): boolean {
-    let buffer = this.pending === undefined ? chunk : Buffer.concat([this.pending, chunk]);
-    this.pending = undefined;
+    if (this.held.length === 0) return this.parse(chunk);
+    // A capsule arriving in many small reads is copied once, not once per read.
+    this.held.push(Buffer.from(chunk));
+    this.heldBytes += chunk.length;
+    if (this.heldBytes < this.need) return true;
+    const joined = Buffer.concat(this.held, this.heldBytes);
+    this.held = [];
+    this.heldBytes = 0;
+    return this.parse(joined);
+  }
+
+  private parse(buffer: Buffer): boolean {
     let offset = 0;
     for (;;) {
       const type = readVarint(buffer, offset);
       const length = type && readVarint(buffer, type[1]);
-      if (type === undefined || length === undefined) break;
+      if (type === undefined || length === undefined) {
+        // The header itself is incomplete (at most 16 bytes): any further byte may finish it.
+        this.hold(buffer.subarray(offset), 0);
+        return true;
+      }
       if (length[0] > MAX_CAPSULE) return false;
       const end = length[1] + length[0];
-      if (end > buffer.length) break;
+      if (end > buffer.length) {
+        this.hold(buffer.subarray(offset), end - offset);
+        return true;
+      }
       if (type[0] === DATAGRAM_CAPSULE) {
         const context = readVarint(buffer.subarray(0, end), length[1]);
         if (context?.[0] === 0) this.deliver(buffer.subarray(context[1], end));
       }
       offset = end;
     }
-    if (offset < buffer.length) {
-      buffer = buffer.subarray(offset);
-      this.pending = Buffer.from(buffer);
-    }
-    return true;
+  }
+
+  private hold(rest: Buffer, need: number): void {
+    if (rest.length === 0) return;
+    this.held = [Buffer.from(rest)];
+    this.heldBytes = rest.length;
+    this.need = need;
   }
 }
 
