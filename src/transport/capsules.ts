@@ -7,7 +7,7 @@
 /** Capsule type of HTTP Datagrams (RFC 9297 section 3.5). */
 export const DATAGRAM_CAPSULE = 0;
 
-/** The largest capsule accepted: a UDP payload (65 527 bytes) plus its Context ID. */
+/** The largest DATAGRAM capsule accepted: a UDP payload (65 527 bytes) plus its Context ID. */
 export const MAX_CAPSULE = 65_536;
 
 function varintLength(value: number): number {
@@ -49,8 +49,9 @@ export function datagramCapsule(payload: Buffer): Buffer[] {
 
 /**
  * Splits a capsule stream into UDP payloads: DATAGRAM capsules with Context ID 0 are delivered,
- * other capsule types and context IDs are skipped (as RFC 9297 requires of unknown ones).
- * `push` returns false when the stream is malformed (a capsule over {@link MAX_CAPSULE}).
+ * other capsule types (whatever their length) and context IDs are skipped, as RFC 9297 requires
+ * of unknown ones. `push` returns false when the stream is malformed (a DATAGRAM capsule over
+ * {@link MAX_CAPSULE}).
  */
 export class CapsuleParser {
   private readonly deliver: (payload: Buffer) => void;
@@ -58,12 +59,20 @@ export class CapsuleParser {
   private held: Buffer[] = [];
   private heldBytes = 0;
   private need = 0;
+  /** Bytes of a skipped capsule still to come. */
+  private skip = 0;
 
   constructor(deliver: (payload: Buffer) => void) {
     this.deliver = deliver;
   }
 
   push(chunk: Buffer): boolean {
+    if (this.skip > 0) {
+      const dropped = Math.min(this.skip, chunk.length);
+      this.skip -= dropped;
+      if (dropped === chunk.length) return true;
+      return this.parse(chunk.subarray(dropped));
+    }
     if (this.held.length === 0) return this.parse(chunk);
     // A capsule arriving in many small reads is copied once, not once per read.
     this.held.push(Buffer.from(chunk));
@@ -85,16 +94,23 @@ export class CapsuleParser {
         this.hold(buffer.subarray(offset), 0);
         return true;
       }
-      if (length[0] > MAX_CAPSULE) return false;
       const end = length[1] + length[0];
+      if (type[0] !== DATAGRAM_CAPSULE) {
+        // RFC 9297 3.2: a capsule of another type is skipped whatever its length, never held.
+        if (end > buffer.length) {
+          this.skip = end - buffer.length;
+          return true;
+        }
+        offset = end;
+        continue;
+      }
+      if (length[0] > MAX_CAPSULE) return false;
       if (end > buffer.length) {
         this.hold(buffer.subarray(offset), end - offset);
         return true;
       }
-      if (type[0] === DATAGRAM_CAPSULE) {
-        const context = readVarint(buffer.subarray(0, end), length[1]);
-        if (context?.[0] === 0) this.deliver(buffer.subarray(context[1], end));
-      }
+      const context = readVarint(buffer.subarray(0, end), length[1]);
+      if (context?.[0] === 0) this.deliver(buffer.subarray(context[1], end));
       offset = end;
     }
   }
