@@ -11,6 +11,8 @@ export interface Http1Options {
 /** RFC 9110 `token` characters: what a method may be made of. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const REQUEST_LINE = /^([^ ]+) ([^ ]+) HTTP\/(1\.[01])$/;
+/** Optional whitespace around a field value (RFC 9110 5.6.3). */
+const OWS = /^[ \t]+|[ \t]+$/g;
 /** The longest method a client may send before the inspector gives up on the bytes (nginx: 32). */
 const MAX_METHOD = 32;
 /** A line ends in LF, with or without a CR before it. */
@@ -86,8 +88,10 @@ function headerValue(lines: readonly string[], name: string): string | undefined
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i] ?? '';
     const colon = line.indexOf(':');
+    // RFC 9110 5.5: only SP and HTAB surround a value. trim() also removed NBSP, VT and FF, so
+    // the Host routed on was not the one the upstream reads.
     if (colon > 0 && line.slice(0, colon).toLowerCase() === name)
-      return line.slice(colon + 1).trim();
+      return line.slice(colon + 1).replace(OWS, '');
   }
   return undefined;
 }
