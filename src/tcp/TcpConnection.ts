@@ -24,7 +24,7 @@ import {
   upstreamTlsError,
   upstreamTlsTimeout,
 } from '../tls/tlsFailure.js';
-import { isDescriptorExhaustion } from './ExhaustionBackoff.js';
+import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { coalesceTlsRecord, roomWhileCorked } from '../net/coalescedWrites.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
 import { selectorError } from '../select/internal/selectorOutcome.js';

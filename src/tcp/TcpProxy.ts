@@ -35,7 +35,8 @@ import type {
 } from './events.js';
 import { TcpConnection } from './TcpConnection.js';
 import { TunnelAgent } from '../transport/TunnelAgent.js';
-import { ExhaustionBackoff, isDescriptorExhaustion } from './ExhaustionBackoff.js';
+import { ExhaustionBackoff } from './ExhaustionBackoff.js';
+import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { ClientPreface, identityWith, socketIdentity } from './ClientPreface.js';
 import type { ClientIdentity, PrefaceConfig, PrefaceOutcome } from './ClientPreface.js';
 import { tlsPrereadPhases } from '../preread/tlsPreread.js';

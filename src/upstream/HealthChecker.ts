@@ -1,4 +1,5 @@
 import { HealthCheckError } from '../errors.js';
+import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import type { ResolvedHealthCheck } from './healthOptions.js';
 import { tcpProbe } from './tcpProbe.js';
 import type { ProbeDone, ProbeSpec, ProbeTls } from './tcpProbe.js';
@@ -32,7 +33,10 @@ export interface HealthCheckerHooks {
 
 /** Proxy-wide check counters (they survive upstream removal). */
 export interface HealthCheckTotals {
-  /** Checks completed (passed or failed); a cancelled one is not counted. */
+  /**
+   * Checks completed (passed, failed, or undecided for lack of a file descriptor); a cancelled
+   * one is not counted.
+   */
   attempts: number;
   failures: number;
 }
@@ -198,6 +202,9 @@ export class HealthChecker {
     // nothing and counts nothing.
     this.totals.attempts++;
     state.health.checks++;
+    // No socket for the check (EMFILE/ENFILE) is this process's shortage, not the upstream's
+    // failure: no verdict either way (as a connection that cannot get one blames no upstream).
+    if (error !== undefined && isDescriptorExhaustion(error.cause)) return;
     const firstCheck = !entry.checked;
     entry.checked = true;
     if (error !== undefined) {

@@ -11,6 +11,8 @@ import type { Socket } from 'node:net';
 import { echoUpstream, proxyHost } from './child.js';
 import { eventually, exchange, udpOnce } from './load.js';
 import { withTimeout } from '../helpers/net.js';
+import type { HostReport } from './fixtures/hostProtocol.js';
+import type { UpstreamHealthStats } from '../../src/upstream/healthStats.js';
 
 // 128: importing the whole library (TLS, QUIC, tunnels, admin) opens more module files at start-up.
 const MAX_FILES = 128;
@@ -32,6 +34,14 @@ function hold(port: number): Promise<{ socket: Socket; outcome: 'served' | 'refu
     10_000,
     'held connection outcome',
   );
+}
+
+type HealthFigures = UpstreamHealthStats & { readonly healthy: boolean };
+
+/** Health figures of the one upstream of a report's TCP or UDP proxy. */
+function onlyUpstream(report: HostReport, side: 'tcp' | 'udp'): HealthFigures {
+  const upstreams: Readonly<Record<string, HealthFigures>> = report[side]!.upstreams;
+  return Object.values(upstreams)[0]!;
 }
 
 describe(`file descriptor exhaustion (ulimit -n ${MAX_FILES})`, () => {
@@ -129,6 +139,88 @@ describe(`file descriptor exhaustion (ulimit -n ${MAX_FILES})`, () => {
     const after = await child.report();
     assert.deepEqual(after.warnings, []);
     assert.equal(after.tcp!.downstream_cx_active, 0);
+  });
+
+  test("health checks that meet the proxy's own descriptor shortage mark no upstream unhealthy (TCP and UDP checks)", async (t) => {
+    const upstream = await echoUpstream();
+    t.after(() => upstream.child.stop());
+    // Quick checks, one failure short of a verdict each time: a shortage of a few checks decides.
+    const healthCheck = { interval: 30, timeout: 1_000, unhealthyThreshold: 2 };
+    const { child, tcpPort, udpPort } = await proxyHost(
+      {
+        tcp: { upstreams: [{ host: '127.0.0.1', port: upstream.tcpPort }], healthCheck },
+        udp: {
+          upstreams: [{ host: '127.0.0.1', port: upstream.udpPort }],
+          idleTimeout: 60_000,
+          healthCheck: { ...healthCheck, udp: { send: 'check' } },
+        },
+      },
+      { maxFiles: MAX_FILES },
+    );
+    t.after(() => child.stop());
+    const held: { socket: Socket; outcome: 'served' | 'refused' }[] = [];
+    const udpClients: dgram.Socket[] = [];
+    t.after(() => {
+      for (const { socket } of held) socket.destroy();
+      for (const socket of udpClients) socket.close();
+    });
+    for (let i = 0; i < MAX_FILES; i++) {
+      const result = await hold(tcpPort);
+      held.push(result);
+      if (result.outcome === 'refused') break;
+    }
+    // The last descriptors go to UDP sessions (one each), until none is left for a check: three
+    // new sessions in a row fail for lack of a socket (a check holding the last one for a moment
+    // makes a session fail once, then frees it).
+    let failedInARow = 0;
+    for (let i = 0; i < 40 && failedInARow < 3; i++) {
+      const before = (await child.report()).udp!;
+      const socket = dgram.createSocket('udp4');
+      socket.on('error', () => undefined);
+      udpClients.push(socket);
+      socket.send('hold', udpPort, '127.0.0.1');
+      let now = before;
+      await eventually(async () => {
+        now = (await child.report()).udp!;
+        return now.downstream_sess_total > before.downstream_sess_total;
+      }, 'a UDP session opened or failed');
+      const opened = now.downstream_sess_active > before.downstream_sess_active;
+      failedInARow = opened ? 0 : failedInARow + 1;
+      if (failedInARow > 0) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(failedInARow, 3, 'the descriptor table is full');
+    // Checks go on while the table is full; each one cannot get a socket.
+    const full = await child.report();
+    const attempts = (report: HostReport, side: 'tcp' | 'udp'): number =>
+      onlyUpstream(report, side).health_check_attempts;
+    await eventually(async () => {
+      const now = await child.report();
+      return (
+        attempts(now, 'tcp') >= attempts(full, 'tcp') + 5 &&
+        attempts(now, 'udp') >= attempts(full, 'udp') + 5
+      );
+    }, 'five checks of each proxy with no descriptor free');
+    const during = await child.report();
+    for (const side of ['tcp', 'udp'] as const) {
+      const stats = onlyUpstream(during, side);
+      t.diagnostic(
+        `${side}: checks ${stats.health_check_attempts}, failures ${stats.health_check_failures}, healthy ${stats.healthy}`,
+      );
+      // The upstream did nothing wrong: the proxy could not open a socket to ask it.
+      assert.equal(stats.health_check_failures, 0, `${side} check failures`);
+      assert.equal(stats.healthy, true, `${side} upstream healthy`);
+    }
+    assert.ok(child.alive);
+    // Descriptors back: served at once, not after the checks have passed again.
+    for (const { socket } of held) socket.destroy();
+    await eventually(
+      async () => (await exchange(tcpPort, Buffer.from('again'))).intact,
+      'a clean exchange after the shortage',
+      10_000,
+      100,
+    );
+    const after = await child.report();
+    assert.equal(after.tcp!.close_reasons.no_upstream, 0);
   });
 
   test('UDP: sessions that cannot get a socket are dropped as socket_error, the proxy keeps serving, and recovers when sessions expire', async (t) => {
