@@ -104,6 +104,9 @@ export async function startMetricsServer(
       },
     );
   });
+  // Accept errors (EMFILE, ENOBUFS) are transient and the server keeps listening: without a
+  // listener, Node's 'error' for one would end the process.
+  server.on('error', () => undefined);
   // Connections scraped with keep-alive must not hold up exit.
   server.unref();
   const bound = server.address() as AddressInfo;

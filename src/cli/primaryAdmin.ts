@@ -82,6 +82,9 @@ export async function startPrimaryAdmin(
       resolve();
     });
   });
+  // Accept errors (EMFILE, ENOBUFS) are transient and the server keeps listening: without a
+  // listener, Node's 'error' for one would end the primary (and with it the workers).
+  server.on('error', () => undefined);
   server.unref();
   const bound = server.address() as AddressInfo;
   return { server, address: formatHostPort(bound.address, bound.port) };

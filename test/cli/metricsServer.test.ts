@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { constants } from 'node:os';
 import { test } from 'node:test';
 import { startMetricsServer } from '../../src/cli/metricsServer.js';
 import type { MetricsCollector } from '../../src/cli/metricsServer.js';
+import { failAccept } from '../helpers/acceptError.js';
 import { adminRequest } from '../helpers/adminClient.js';
+import { httpGet } from '../helpers/httpGet.js';
 
 /** Serves metrics on 127.0.0.1 with `collect`; closed when the test ends. */
 async function serve(
@@ -49,4 +52,20 @@ test('--metrics answers 500 when the collector throws at once', async (t) => {
   const reply = await adminRequest(port, 'GET', '/metrics');
   assert.equal(reply.status, 500);
   assert.match(reply.text, /no stats now/);
+});
+
+test('an accept error (EMFILE, ENOBUFS) neither crashes nor stops the metrics server', async (t) => {
+  const { server, address } = await startMetricsServer({ host: '127.0.0.1', port: 0 }, nothing);
+  t.after(() => {
+    server.close();
+  });
+  // Before: no 'error' listener after listen(), so the emit threw out of the accept callback
+  // (an uncaught exception ending the l4proxy process).
+  assert.doesNotThrow(() => {
+    failAccept(server, constants.errno.EMFILE);
+    failAccept(server, constants.errno.ENOBUFS);
+  });
+  assert.equal(server.listening, true);
+  const reply = await httpGet(`http://${address}/metrics`);
+  assert.equal(reply.status, 200);
 });
