@@ -1,6 +1,13 @@
 import net from 'node:net';
 import type { Socket } from 'node:net';
-import { asError, ConnectFailedError, ConnectTimeoutError, NoUpstreamError } from '../errors.js';
+import {
+  asError,
+  ConnectFailedError,
+  ConnectTimeoutError,
+  NoUpstreamError,
+  ResourceExhaustedError,
+} from '../errors.js';
+import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import type { UpstreamTls } from '../tls/UpstreamTls.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
@@ -61,6 +68,7 @@ export type TunnelRefusal =
   | 'connect_failed'
   | 'connect_timeout'
   | 'upstream_tls'
+  | 'resource_exhausted'
   | 'internal';
 
 /** The facts of the client a dial is for. */
@@ -297,8 +305,9 @@ export class TunnelDial implements TunnelSelectionContext {
     });
     this.socket = raw;
     const onError = (err: Error): void => {
-      if (this.socket === raw)
-        this.failed(state, new ConnectFailedError(state.address, err), 'connect_failed');
+      if (this.socket !== raw) return;
+      if (isDescriptorExhaustion(err)) this.outOfDescriptors(state, err);
+      else this.failed(state, new ConnectFailedError(state.address, err), 'connect_failed');
     };
     const onClose = (): void => {
       if (this.socket === raw)
@@ -400,6 +409,24 @@ export class TunnelDial implements TunnelSelectionContext {
       return;
     }
     this.noMore();
+  }
+
+  /**
+   * The socket to the target could not be created (EMFILE/ENFILE): this process's shortage, not
+   * the upstream's fault, and any other upstream would fail the same way. 503, nothing blamed or
+   * retried (as a TcpProxy connection closes as `resource_exhausted`).
+   */
+  private outOfDescriptors(state: UpstreamState, err: Error): void {
+    if (this.finished) return;
+    this.clearTimer();
+    this.socket?.destroy();
+    this.socket = undefined;
+    state.active--;
+    const error = new ResourceExhaustedError(
+      `No file descriptor left to connect to upstream ${state.address}: ${err.message}.`,
+      err,
+    );
+    this.finish({ ok: false, status: 503, reason: 'resource_exhausted', error });
   }
 
   /** Nothing (more) to try: the last failure (502, 504 for a timeout), or 503 for none at all. */
