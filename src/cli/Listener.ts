@@ -156,8 +156,11 @@ export class Listener {
         this.current instanceof TcpProxy &&
         this.current.adoptHandle(handle, local, noDelayInherited),
     );
-    // Accept errors (EMFILE) are transient: the server keeps listening.
-    server.on('error', () => undefined);
+    // Accept errors (EMFILE) are transient: the server keeps listening, and the current
+    // generation counts and reports them as its own listen() would (resource_exhausted, 'error').
+    server.on('error', (err) => {
+      if (this.current instanceof TcpProxy) this.current.acceptFailed(err);
+    });
     this.server = server;
     const bound = server.address() as net.AddressInfo;
     this.address = formatHostPort(bound.address, bound.port);

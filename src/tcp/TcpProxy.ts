@@ -370,9 +370,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     if (this.handleClients)
       acceptHandles(server, (handle) => this.adoptHandle(handle, local, noDelayInherited));
     server.on('error', (err) => {
-      if (isDescriptorExhaustion(err))
-        this.descriptorShortage(new ResourceExhaustedError(`accept() failed: ${err.message}`, err));
-      else reportError(this, err);
+      this.acceptFailed(err);
     });
     this.servers.add(server);
     const address = server.address() ?? '';
@@ -741,6 +739,17 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     emitSafely(this, 'connection', connection);
     if (channels.tcpConnection.hasSubscribers)
       channels.tcpConnection.publish({ proxy: this, connection });
+  }
+
+  /**
+   * An error on a listening server that proxies into this one (an accept that failed): EMFILE
+   * counts as a descriptor shortage, anything else goes to `error`. The server keeps listening.
+   * @internal
+   */
+  acceptFailed(err: Error): void {
+    if (isDescriptorExhaustion(err))
+      this.descriptorShortage(new ResourceExhaustedError(`accept() failed: ${err.message}`, err));
+    else reportError(this, err);
   }
 
   /** Out of file descriptors: count, back off admission, report (at most once a second). */
