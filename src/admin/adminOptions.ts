@@ -26,7 +26,7 @@ export interface AdminServerOptions {
    * Bearer token every endpoint but `/`, `/live` and `/ready` requires
    * (`Authorization: Bearer <token>`). Required to listen on a non-loopback address.
    */
-  readonly token?: string;
+  readonly token?: string | undefined;
   /** What `GET /config` shows (secrets are redacted). Default: each listener's upstreams. */
   readonly config?: () => unknown;
   /** What `GET /ready` reports. Default: every proxy is listening (or bound). */

@@ -1,3 +1,4 @@
+import { thrownMessage } from '../errors.js';
 import type { AdminServer } from './AdminServer.js';
 import { AdminHttpError, errorBody } from './httpReply.js';
 import { applyControl, decodeSegment, JSON_READERS } from './routes.js';
@@ -41,7 +42,7 @@ export function answerRelayed(admin: AdminServer, request: RelayedAdminRequest):
     const failure =
       err instanceof AdminHttpError
         ? err
-        : new AdminHttpError(500, `internal error: ${String(err)}`);
+        : new AdminHttpError(500, `internal error: ${thrownMessage(err)}`);
     return { status: failure.status, body: errorBody(failure) };
   }
 }

@@ -1,3 +1,4 @@
+import { thrownMessage } from '../errors.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { tcpFamilies, udpFamilies } from '../metrics/prometheus.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
@@ -48,7 +49,7 @@ export function handleRequest(admin: AdminServer, req: IncomingMessage, res: Ser
     const failure =
       err instanceof AdminHttpError
         ? err
-        : new AdminHttpError(500, `internal error: ${String(err)}`);
+        : new AdminHttpError(500, `internal error: ${thrownMessage(err)}`);
     sendError(req, res, failure);
   });
 }

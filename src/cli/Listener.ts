@@ -76,6 +76,11 @@ export class Listener {
     return this.config.name;
   }
 
+  /** Where the config file sets it (`listeners[2]`). */
+  get path(): string {
+    return this.config.path;
+  }
+
   get protocol(): 'tcp' | 'udp' {
     return this.config.protocol;
   }
@@ -151,8 +156,11 @@ export class Listener {
         this.current instanceof TcpProxy &&
         this.current.adoptHandle(handle, local, noDelayInherited),
     );
-    // Accept errors (EMFILE) are transient: the server keeps listening.
-    server.on('error', () => undefined);
+    // Accept errors (EMFILE) are transient: the server keeps listening, and the current
+    // generation counts and reports them as its own listen() would (resource_exhausted, 'error').
+    server.on('error', (err) => {
+      if (this.current instanceof TcpProxy) this.current.acceptFailed(err);
+    });
     this.server = server;
     const bound = server.address() as net.AddressInfo;
     this.address = formatHostPort(bound.address, bound.port);
@@ -205,10 +213,13 @@ export class Listener {
     if (this.current instanceof UdpProxy) {
       return { name: this.name, protocol: 'udp', stats: this.current.stats(), ...latency };
     }
-    let stats = this.current.stats();
+    const current = this.current.stats();
+    if (this.retired.size === 0 && this.carried === undefined)
+      return { name: this.name, protocol: 'tcp', stats: current, ...latency };
+    let stats = current;
     for (const proxy of this.retired) stats = sumStats(stats, proxy.stats());
     if (this.carried !== undefined) stats = sumStats(stats, onlyUpstreamsOf(this.carried, stats));
-    return { name: this.name, protocol: 'tcp', stats, ...latency };
+    return { name: this.name, protocol: 'tcp', stats: countedOnce(stats, current), ...latency };
   }
 
   /** The proxies serving this listener: the current one, then TCP generations still draining. */
@@ -249,6 +260,24 @@ export class Listener {
     await Promise.all(proxies.map((proxy) => proxy.close({ drainTimeout })));
     await serverClosed;
   }
+}
+
+/**
+ * Generations share their upstreams, each with its own outlier detection and slow start: summed,
+ * an upstream ejected (or ramping) in a draining generation and in the current one counts twice.
+ * These gauges say how many upstreams are ejected (ramping) now. Ejected: count them in the
+ * merged snapshot, whose per-upstream `ejected` is the current generation's for every upstream it
+ * has (a draining one's for the others), so the gauge and the per-upstream flags agree. Ramping:
+ * the current generation's, the one whose weights pick upstreams for new connections.
+ */
+function countedOnce(stats: TcpProxyStats, current: TcpProxyStats): TcpProxyStats {
+  let ejected = 0;
+  for (const upstream of Object.values(stats.upstreams)) if (upstream.ejected) ejected++;
+  return {
+    ...stats,
+    outlier_ejections_active: ejected,
+    upstream_slow_start_active: current.upstream_slow_start_active,
+  };
 }
 
 /** Top-level option names whose values differ (upstreams excluded). */

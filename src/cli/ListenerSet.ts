@@ -6,6 +6,7 @@ import type { Logger } from './jsonLogger.js';
 import type { AdminListener } from '../admin/AdminListener.js';
 import { clearOverrides } from '../admin/runtimeControl.js';
 import { backlogFields } from './listenBacklog.js';
+import { thrownMessage } from '../errors.js';
 
 /** What a reload did, for the log line. */
 export interface ReloadOutcome {
@@ -33,6 +34,8 @@ export class ListenerSet {
   private reloading: Promise<ReloadOutcome> | undefined;
   /** The top-level settings it started with, each as JSON: changing one needs a restart. */
   private readonly settings: ReadonlyMap<string, string>;
+  /** The config file (or `command line`), to say where a listen address that failed is set. */
+  private readonly source: string;
 
   constructor(
     config: Config,
@@ -42,6 +45,7 @@ export class ListenerSet {
   ) {
     const { backlog, recordLatency = false } = options;
     this.settings = settingsByKey(config.settings);
+    this.source = config.source;
     for (const prepared of config.listeners) {
       this.listeners.set(
         prepared.config.name,
@@ -73,9 +77,7 @@ export class ListenerSet {
         });
       } catch (err) {
         await this.drain(0);
-        throw new Error(`${listener.name}: cannot listen: ${(err as Error).message}`, {
-          cause: err,
-        });
+        throw new Error(listenFailure(this.source, listener, err), { cause: err });
       }
     }
   }
@@ -175,4 +177,27 @@ function changedSettings(
 ): string[] {
   const keys = new Set([...before.keys(), ...after.keys()]);
   return [...keys].filter((key) => before.get(key) !== after.get(key));
+}
+
+/** What to do about the listen errors a newcomer meets first. */
+const LISTEN_HINTS: ReadonlyMap<unknown, string> = new Map([
+  ['EADDRINUSE', 'another process (or another l4proxy) uses this address: stop it, or change'],
+  ['EACCES', 'ports below 1024 need root or CAP_NET_BIND_SERVICE: grant it, or change'],
+  ['EADDRNOTAVAIL', 'no interface of this machine has this address: change'],
+]);
+
+/** Why a listener cannot listen: the system's reason, where the address is set, what to do. */
+function listenFailure(source: string, listener: Listener, err: unknown): string {
+  const where =
+    source === 'command line' ? 'the listen address' : `${listener.path}.listen in ${source}`;
+  const failure = (typeof err === 'object' && err !== null ? err : {}) as {
+    code?: unknown;
+    cause?: { code?: unknown } | null;
+  };
+  // A net.Server error has the system code; the library's ListenError carries it as its cause.
+  const hint = [failure.code, failure.cause?.code]
+    .map((code) => LISTEN_HINTS.get(code))
+    .find((each) => each !== undefined);
+  const message = `${listener.name}: cannot listen: ${thrownMessage(err)}`;
+  return hint === undefined ? `${message} (${where})` : `${message}; ${hint} ${where}`;
 }

@@ -14,7 +14,9 @@ export function parseHostPort(
   text: string,
   minPort: number,
 ): { ok: true; value: HostPort } | { ok: false; expected: string } {
-  const expected = `"host:port" (IPv6 as "[::1]:port") with a port from ${minPort} to 65535`;
+  // A port alone is the newcomer's first try at a listen address: say how it is written.
+  const alone = minPort === 0 && /^\d{1,5}$/.test(text) ? `; a port alone is ":${text}"` : '';
+  const expected = `"host:port" (IPv6 as "[::1]:port") with a port from ${minPort} to 65535${alone}`;
   const match = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
   if (match === null) return { ok: false, expected };
   const host = match[1] ?? match[2] ?? '';

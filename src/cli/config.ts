@@ -2,7 +2,7 @@ import { DnsSource } from '../upstream/DnsSource.js';
 import type { DnsSourceOptions } from '../upstream/DnsSource.js';
 import { readFile } from 'node:fs/promises';
 import { InvalidOptionError, L4Error } from '../errors.js';
-import { isRecord } from '../internal/validate.js';
+import { isRecord, knownKeys } from '../internal/validate.js';
 import { TcpProxy } from '../tcp/TcpProxy.js';
 import { UdpProxy } from '../udp/UdpProxy.js';
 import type { HostPort } from './address.js';
@@ -19,7 +19,7 @@ import type { AdminSettings } from './adminConfig.js';
 import { parseAccessLogSetting } from './accessLogFormat.js';
 import type { AccessLogSettings } from './accessLogFormat.js';
 import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
-import { TlsFileError, readTlsFiles } from './tlsConfig.js';
+import { TlsFileError, readTlsFiles, tlsFilesOf } from './tlsConfig.js';
 import type { TlsFiles } from './tlsConfig.js';
 import { tunnelUpstreams } from './tunnelConfig.js';
 import { prepareTunnelListener, TunnelConfigError } from './tunnelListeners.js';
@@ -122,11 +122,7 @@ export function validateConfig(json: unknown, source: string): Config {
     throw new ConfigError(source, '', 'expected a JSON object { "listeners": [...] }');
   for (const key of Object.keys(json)) {
     if (!TOP_KEYS.includes(key)) {
-      throw new ConfigError(
-        source,
-        key,
-        `expected one of the known settings (${TOP_KEYS.join(', ')})`,
-      );
+      throw new ConfigError(source, key, `expected ${knownKeys(key, TOP_KEYS, 'settings')}`);
     }
   }
   const settings = validateSettings(json, source);
@@ -251,7 +247,10 @@ function prepareListener(
   if (protocol !== 'tcp' && protocol !== 'udp')
     throw fieldError(source, `${path}.protocol`, '"tcp", "udp" or "tunnel"', protocol);
   const listenText = entry.listen;
-  const listen = typeof listenText === 'string' ? parseHostPort(listenText, 0) : undefined;
+  const listen =
+    typeof listenText === 'string' || typeof listenText === 'number'
+      ? parseHostPort(String(listenText), 0)
+      : undefined;
   if (!listen?.ok) {
     throw fieldError(source, `${path}.listen`, listen?.expected ?? '"host:port"', listenText);
   }
@@ -289,10 +288,12 @@ function prepareListener(
     if (err instanceof TlsFileError) throw new ConfigError(source, err.path, err.message);
     throw err;
   }
+  let config: ListenerConfig;
+  let proxy: TcpProxy | UdpProxy;
   try {
     // Tunnel CA files are read with the listener's own TLS files, for the same change detection.
     const tunnels = tunnelUpstreams(files.entry, files.raw, source);
-    const config: ListenerConfig = {
+    config = {
       name,
       protocol,
       listen: listen.value,
@@ -300,24 +301,38 @@ function prepareListener(
       raw: tunnels.raw,
       backlog,
     };
-    return { config, proxy: construct(protocol, tunnels.entry, dns) };
+    proxy = construct(protocol, tunnels.entry, dns);
   } catch (err) {
     dns?.stop();
     if (err instanceof InvalidOptionError) {
+      const tail = err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, '');
+      const files = tlsFilesOf(entry, err.option);
       throw new ConfigError(
         source,
         `${path}.${err.option}`,
-        jsonKeys(
-          err.option,
-          err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, ''),
-        ),
+        files === undefined
+          ? jsonKeys(err.option, tail)
+          : tail.replace(/, received (undefined|an object)$/, `, received ${files}`),
       );
     }
     // ModeUnsupportedError and the like: the library's message says it all.
     if (err instanceof L4Error) throw new ConfigError(source, path, err.message);
     throw err;
   }
+  // The library starts empty and takes upstreams later; a config file has no later (the admin
+  // API steers upstreams, it does not add them): such a listener would refuse every client.
+  if (dns === undefined && isEmpty(entry.upstreams)) {
+    void proxy.close();
+    throw fieldError(source, `${path}.upstreams`, UPSTREAMS_EXPECTED, entry.upstreams);
+  }
+  return { config, proxy };
 }
+
+const UPSTREAMS_EXPECTED =
+  'a non-empty array of { "host", "port" } (or a "dns" block that discovers them)';
+
+const isEmpty = (upstreams: unknown): boolean =>
+  upstreams === undefined || (Array.isArray(upstreams) && upstreams.length === 0);
 
 /** Options a JSON listener cannot set (functions and objects), and the keys the CLI adds. */
 const NOT_IN_JSON = new Set(['upstreamSource', 'mode']);
@@ -329,9 +344,11 @@ const NOT_IN_JSON = new Set(['upstreamSource', 'mode']);
  */
 function jsonKeys(option: string, expected: string): string {
   if (/[.[]/.test(option)) return expected;
-  return expected.replace(/one of the known options \(([^)]*)\)/, (_match, list: string) => {
+  // The suggestion is made again from the keys a JSON listener knows (`nmae` is near `name`).
+  const known = /one of the known options \(([^)]*)\)(?: \(did you mean "[^"]*"\?\))?/;
+  return expected.replace(known, (_match, list: string) => {
     const keys = list.split(', ').filter((key) => !NOT_IN_JSON.has(key));
-    return `one of the known options (${[...new Set([...CLI_KEYS, ...keys])].join(', ')})`;
+    return knownKeys(option, [...new Set([...CLI_KEYS, ...keys])], 'options');
   });
 }
 

@@ -1,12 +1,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { answerClientError } from '../admin/httpReply.js';
-import {
-  PROMETHEUS_CONTENT_TYPE,
-  renderFamilies,
-  tcpFamilies,
-  udpFamilies,
-} from '../metrics/prometheus.js';
+import { answerClientError, send, sendMetrics } from '../admin/httpReply.js';
+import { thrownMessage } from '../errors.js';
+import { tcpFamilies, udpFamilies } from '../metrics/prometheus.js';
 import type { MetricFamily, MetricLabels } from '../metrics/prometheus.js';
 import { latencyFamilies } from '../metrics/latency.js';
 import type { HostPort } from './address.js';
@@ -28,6 +24,21 @@ export function listenerFamilies(
       families.push(...latencyFamilies(snapshot.protocol, snapshot.latency, all));
     return families;
   });
+}
+
+/** A plain-text reply (no body for HEAD); a response already under way is ended instead. */
+function sendText(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  status: number,
+  text: string,
+  headers?: Readonly<Record<string, string>>,
+): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  send(req, res, { status, type: 'text/plain; charset=utf-8', text, ...(headers && { headers }) });
 }
 
 /** Concurrent connections to the metrics server; more are closed at once. */
@@ -56,23 +67,29 @@ export async function startMetricsServer(
     },
     (req, res) => {
       const path = (req.url ?? '/').split('?')[0];
-      if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
-        res
-          .writeHead(404, { 'content-type': 'text/plain; charset=utf-8' })
-          .end('Not found: try GET /metrics\n');
+      if (path !== '/metrics') {
+        sendText(req, res, 404, 'Not found: try GET /metrics\n');
         return;
       }
-      collect().then(
-        (families) => {
-          res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE });
-          res.end(req.method === 'HEAD' ? undefined : renderFamilies(families));
-        },
-        (err: unknown) => {
-          res
-            .writeHead(500, { 'content-type': 'text/plain; charset=utf-8' })
-            .end(`${String(err)}\n`);
-        },
-      );
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        // As the admin API: the resource exists, the method does not (RFC 9110 §15.5.6).
+        sendText(req, res, 405, 'Method not allowed: use GET /metrics\n', { allow: 'GET, HEAD' });
+        return;
+      }
+      // Through then(): a collector that throws at once becomes a 500, not an uncaught exception.
+      Promise.resolve()
+        .then(collect)
+        .then(
+          (families) => {
+            sendMetrics(req, res, families);
+          },
+          (err: unknown) => {
+            sendText(req, res, 500, `${thrownMessage(err)}\n`);
+          },
+        )
+        .catch((err: unknown) => {
+          sendText(req, res, 500, `${thrownMessage(err)}\n`);
+        });
     },
   );
   server.maxConnections = METRICS_MAX_CONNECTIONS;
@@ -87,6 +104,9 @@ export async function startMetricsServer(
       },
     );
   });
+  // Accept errors (EMFILE, ENOBUFS) are transient and the server keeps listening: without a
+  // listener, Node's 'error' for one would end the process.
+  server.on('error', () => undefined);
   // Connections scraped with keep-alive must not hold up exit.
   server.unref();
   const bound = server.address() as AddressInfo;

@@ -1,3 +1,4 @@
+import { thrownMessage } from '../errors.js';
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -66,7 +67,7 @@ export async function startPrimaryAdmin(
           sendError(
             req,
             res,
-            err instanceof AdminHttpError ? err : new AdminHttpError(500, String(err)),
+            err instanceof AdminHttpError ? err : new AdminHttpError(500, thrownMessage(err)),
           );
       });
     },
@@ -81,6 +82,9 @@ export async function startPrimaryAdmin(
       resolve();
     });
   });
+  // Accept errors (EMFILE, ENOBUFS) are transient and the server keeps listening: without a
+  // listener, Node's 'error' for one would end the primary (and with it the workers).
+  server.on('error', () => undefined);
   server.unref();
   const bound = server.address() as AddressInfo;
   return { server, address: formatHostPort(bound.address, bound.port) };

@@ -85,3 +85,28 @@ export function readTlsFiles(
   }
   return { entry: next, raw: { ...entry, $tlsFiles: digest.digest('hex') } };
 }
+
+/**
+ * The files behind a TLS option the library refused as a whole (`terminateTls`,
+ * `terminateTls.certificates[1]`, `tls`: a key that does not match its certificate, a file that is
+ * not PEM): `certFile "api.pem", keyFile "api.key"`, or undefined when the block names no file.
+ * The library cannot show the PEM it refused (it may be a secret key); the file names are safe.
+ */
+export function tlsFilesOf(
+  entry: Readonly<Record<string, unknown>>,
+  option: string,
+): string | undefined {
+  let block: unknown = entry;
+  for (const step of option.match(/[^.[\]]+/g) ?? []) {
+    block =
+      isRecord(block) || Array.isArray(block)
+        ? (block as Record<string, unknown>)[step]
+        : undefined;
+  }
+  if (!isRecord(block)) return undefined;
+  const named = FILE_KEYS.flatMap(([fileKey]) => {
+    const file = block[fileKey];
+    return typeof file === 'string' ? [`${fileKey} ${JSON.stringify(file)}`] : [];
+  });
+  return named.length > 0 ? named.join(', ') : undefined;
+}

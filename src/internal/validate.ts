@@ -102,9 +102,52 @@ export function rejectUnknownKeys(
     if (!known.includes(key)) {
       throw new InvalidOptionError(
         prefix === '' ? key : `${prefix}.${key}`,
-        `one of the known options (${known.join(', ')})`,
+        knownKeys(key, known, 'options'),
         record[key],
       );
     }
   }
+}
+
+/**
+ * What an unknown key should have been: `one of the known options (a, b, c)`, and the one a typo
+ * most likely meant (`(did you mean "connectTimeout"?)`) when one is near enough.
+ */
+export function knownKeys(key: string, known: readonly string[], what: string): string {
+  const list = `one of the known ${what} (${known.join(', ')})`;
+  const near = nearestKey(key, known);
+  return near === undefined ? list : `${list} (did you mean "${near}"?)`;
+}
+
+/** The known key at most two edits from `key` (case ignored), the nearest first; short keys one. */
+function nearestKey(key: string, known: readonly string[]): string | undefined {
+  const limit = key.length <= 4 ? 1 : 2;
+  let best: { key: string; distance: number } | undefined;
+  for (const candidate of known) {
+    const distance = editDistance(key.toLowerCase(), candidate.toLowerCase(), limit);
+    if (distance <= limit && (best === undefined || distance < best.distance))
+      best = { key: candidate, distance };
+  }
+  return best?.key;
+}
+
+/** Levenshtein distance with adjacent swaps counted as one edit; above `limit`, any larger value. */
+function editDistance(a: string, b: string, limit: number): number {
+  if (Math.abs(a.length - b.length) > limit) return limit + 1;
+  const at = (row: readonly number[], j: number): number => row[j] ?? Infinity;
+  let before: number[] = [];
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let value = Math.min(at(previous, j) + 1, at(current, j - 1) + 1, at(previous, j - 1) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        value = Math.min(value, at(before, j - 2) + 1);
+      current.push(value);
+    }
+    before = previous;
+    previous = current;
+  }
+  return at(previous, b.length);
 }

@@ -36,7 +36,7 @@ type HelpTable<T> = Readonly<Record<NumericKeys<T>, string | null>>;
 
 /** Health and discovery stats, the same for TCP and UDP proxies. */
 const PROXY_HEALTH_HELP: HelpTable<ProxyHealthStats> = {
-  upstream_health_check_attempts: 'Active health checks run.',
+  upstream_health_check_attempts: 'Active health checks completed.',
   upstream_health_check_failures: 'Active health checks that failed.',
   outlier_ejections_total: 'Passive ejections of upstreams.',
   outlier_ejections_active: 'Upstreams passively ejected now.',
@@ -123,6 +123,10 @@ const UDP_QUIC_HELP: HelpTable<UdpQuicStats> = {
   quic_fallback_dropped: 'Sessions closed by the QUIC fallback drop.',
   quic_cid_routed: 'New client addresses routed to the upstream of a known QUIC connection ID.',
   quic_lb_routed: 'New client addresses routed by a QUIC-LB server ID.',
+  quic_lb_missing_upstream:
+    'New client addresses whose QUIC-LB server ID maps to an upstream id not in the set.',
+  quic_version_negotiations:
+    'Sessions closed after their upstream answered with a QUIC Version Negotiation.',
   quic_cids_active: 'QUIC connection IDs tracked now.',
 };
 

@@ -11,14 +11,23 @@ export interface Http1Options {
 /** RFC 9110 `token` characters: what a method may be made of. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const REQUEST_LINE = /^([^ ]+) ([^ ]+) HTTP\/(1\.[01])$/;
+/** Optional whitespace around a field value (RFC 9110 5.6.3). */
+const OWS = /^[ \t]+|[ \t]+$/g;
 /** The longest method a client may send before the inspector gives up on the bytes (nginx: 32). */
 const MAX_METHOD = 32;
+/** A line ends in LF, with or without a CR before it. */
+const LINE_END = /\r?\n/;
+/** The end of the headers: a line end followed by an empty line. */
+const HEADERS_END = /\n\r?\n/;
 
 /**
  * The HTTP/1.x inspector (Envoy `http_inspector`, HAProxy `req.payload` rules): waits for the end
  * of the request headers and matches with `{ protocol: 'http1', method, path, version, host,
  * hostname }` (`host` is the Host header lower-cased, `hostname` the same without its port). Bytes
  * that cannot start a request line are skipped at once, so a TLS or binary client is not delayed.
+ * A line may end in a bare LF as well as CRLF (RFC 9112 section 2.2 allows it, and nginx and
+ * HAProxy accept it): the inspector must split lines as the upstream will, or a client could have
+ * it route on one Host while the upstream reads another.
  *
  * @example
  * selector: (ctx) => ctx.preread?.http?.hostname === 'api.test' ? api : web
@@ -41,13 +50,19 @@ function inspectRequest(bytes: Buffer, maxHeaderBytes: number): PrereadVerdict {
     space < 0 ? Math.min(bytes.length, MAX_METHOD + 1) : space,
   );
   if (method.length > MAX_METHOD || (method !== '' && !TOKEN.test(method))) return SKIP;
-  const lineEnd = bytes.indexOf('\r\n');
-  if (lineEnd >= 0 && !REQUEST_LINE.test(bytes.toString('latin1', 0, lineEnd))) return SKIP;
-  const end = bytes.indexOf('\r\n\r\n');
+  // Headers of `maxHeaderBytes` and their blank line (up to 4 bytes) is all there is to read.
+  const text = bytes.toString('latin1', 0, Math.min(bytes.length, maxHeaderBytes + 4));
+  const lineEnd = text.indexOf('\n');
+  if (lineEnd >= 0 && !REQUEST_LINE.test(text.slice(0, withoutCr(text, lineEnd)))) return SKIP;
+  // One regex search (not a loop over lines, nor a native search for a needle made of the
+  // commonest byte, both slow when a client trickles short lines: the whole text is searched on
+  // every read). The first LF followed by an empty line (LF or CRLF) ends the headers.
+  const lf = text.search(HEADERS_END);
   // Headers of `maxHeaderBytes` may still get their blank line (up to 3 more bytes) in the next read.
-  if (end < 0) return bytes.length - 3 > maxHeaderBytes ? SKIP : MORE;
+  if (lf < 0) return bytes.length - 3 > maxHeaderBytes ? SKIP : MORE;
+  const end = withoutCr(text, lf);
   if (end > maxHeaderBytes) return SKIP;
-  const lines = bytes.toString('latin1', 0, end).split('\r\n');
+  const lines = text.slice(0, end).split(LINE_END);
   const requestLine = REQUEST_LINE.exec(lines[0] ?? '');
   if (requestLine === null) return SKIP;
   const host = headerValue(lines, 'host')?.toLowerCase();
@@ -64,12 +79,19 @@ function inspectRequest(bytes: Buffer, maxHeaderBytes: number): PrereadVerdict {
   };
 }
 
+/** `lf` (the index of an LF), or the index of the CR just before it. */
+function withoutCr(text: string, lf: number): number {
+  return lf > 0 && text.charCodeAt(lf - 1) === 0x0d ? lf - 1 : lf;
+}
+
 function headerValue(lines: readonly string[], name: string): string | undefined {
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i] ?? '';
     const colon = line.indexOf(':');
+    // RFC 9110 5.5: only SP and HTAB surround a value. trim() also removed NBSP, VT and FF, so
+    // the Host routed on was not the one the upstream reads.
     if (colon > 0 && line.slice(0, colon).toLowerCase() === name)
-      return line.slice(colon + 1).trim();
+      return line.slice(colon + 1).replace(OWS, '');
   }
   return undefined;
 }

@@ -47,17 +47,17 @@ export class QuicRouter {
       if (connection !== undefined) {
         this.counters.cidRouted++;
         connection.sessions++;
-        return new QuicSession(this, session, connection.state, connection);
+        return new QuicSession(this, session, connection.state, connection, first);
       }
     }
     if (options.quicLb !== undefined) {
       const state = this.quicLbUpstream(first);
       if (state !== undefined) {
         this.counters.quicLbRouted++;
-        return new QuicSession(this, session, state, undefined);
+        return new QuicSession(this, session, state, undefined, first);
       }
     }
-    return new QuicSession(this, session, undefined, undefined);
+    return new QuicSession(this, session, undefined, undefined, first);
   }
 
   /** The connection a datagram's Destination Connection ID names, if tracked. */
@@ -96,7 +96,11 @@ export class QuicRouter {
     if (cid === undefined || cid.configRotation !== lb.configRotation) return undefined;
     if (cid.configRotation === QUIC_LB_UNROUTABLE) return undefined;
     const id = lb.servers.get(cid.serverId.toString('latin1'));
-    const state = id === undefined ? undefined : this.upstreams.get(id);
+    if (id === undefined) return undefined;
+    const state = this.upstreams.get(id);
+    // The mapping names an upstream the set does not have (removed since, or a typo once the
+    // set came from a source): the operator's problem, so counted apart from random IDs.
+    if (state === undefined) this.counters.quicLbMissing++;
     return state?.healthy === true ? state : undefined;
   }
 

@@ -37,17 +37,26 @@ export class QuicSession {
   private connection: QuicConnection | undefined;
   /** The client's first DCID, registered with the server's first ID. */
   private clientCid: Buffer | undefined;
+  /**
+   * The CIDs of the client's first long header (a version this session may not share with the
+   * server) until the server's first datagram: a Version Negotiation echoing them ends the session.
+   */
+  private versionProbe: { readonly dcid: Buffer; readonly scid: Buffer } | undefined;
 
   constructor(
     router: QuicRouter,
     owner: QuicSessionOwner,
     pinned: UpstreamState | undefined,
     connection: QuicConnection | undefined,
+    first: Buffer,
   ) {
     this.router = router;
     this.owner = owner;
     this.pinned = pinned;
     this.connection = connection;
+    const header = isLongHeader(first[0] ?? 0) ? readLongHeader(first, 0, first.length) : undefined;
+    if (header !== undefined && header.version !== 0)
+      this.versionProbe = { dcid: Buffer.from(header.dcid), scid: Buffer.from(header.scid) };
     if (pinned === undefined && router.options.sni)
       this.parser = new QuicInitialParser({ maxBytes: router.options.maxClientHelloBytes });
   }
@@ -152,20 +161,41 @@ export class QuicSession {
   /**
    * A datagram from the upstream. With connection-ID routing, a long header names the server's
    * connection ID (its SCID) and, with it, the length of the IDs in the client's short headers.
+   * Returns true when it is a Version Negotiation answering the client's first packet: that
+   * connection attempt is over (the server kept no state), and the session must end once the
+   * datagram is relayed, so that the client's next Initial, from the same port as likely as not,
+   * opens a new session routed by its own ClientHello rather than stay on this one's upstream.
    */
-  fromServer(msg: Buffer): void {
-    if (!this.router.options.connectionIdRouting) return;
+  fromServer(msg: Buffer): boolean {
+    if (this.versionProbe !== undefined && this.versionNegotiation(msg)) return true;
+    if (!this.router.options.connectionIdRouting) return false;
     const first = msg[0];
-    if (first === undefined || !isLongHeader(first)) return;
+    if (first === undefined || !isLongHeader(first)) return false;
     const header = readLongHeader(msg, 0, msg.length);
     const state = this.owner.upstream;
-    if (header === undefined || state === undefined || header.version === 0) return;
+    if (header === undefined || state === undefined || header.version === 0) return false;
     let connection = this.connection;
     if (connection === undefined) {
       connection = this.connection = this.router.connection(state);
       if (this.clientCid !== undefined) this.router.register(connection, this.clientCid);
     }
     this.router.register(connection, header.scid);
+    return false;
+  }
+
+  /**
+   * Whether the server's first datagram is a Version Negotiation for the client's first packet
+   * (RFC 8999 section 6: version 0, the client's CIDs swapped). Only the first datagram counts.
+   */
+  private versionNegotiation(msg: Buffer): boolean {
+    const probe = this.versionProbe;
+    this.versionProbe = undefined;
+    if (probe === undefined || !isLongHeader(msg[0] ?? 0)) return false;
+    const header = readLongHeader(msg, 0, msg.length);
+    if (header === undefined || header.version !== 0) return false;
+    if (!header.dcid.equals(probe.scid) || !header.scid.equals(probe.dcid)) return false;
+    this.router.counters.versionNegotiations++;
+    return true;
   }
 
   /** The session ended: stop waiting, release the connection's IDs if it was the last path. */

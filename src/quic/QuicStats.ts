@@ -10,6 +10,8 @@ export interface QuicCounters {
   fallbackDropped: number;
   cidRouted: number;
   quicLbRouted: number;
+  quicLbMissing: number;
+  versionNegotiations: number;
 }
 
 /** The `quic` section of `UdpProxy.stats()`, present when the `quic` option is set. */
@@ -34,6 +36,16 @@ export interface UdpQuicStats {
   readonly quic_cid_routed: number;
   /** New client addresses routed by a QUIC-LB server ID. */
   readonly quic_lb_routed: number;
+  /**
+   * New client addresses whose QUIC-LB server ID is mapped (`quicLb.servers`) to an upstream id
+   * that is not in the set: a mapping left behind by an upstream change, or a typo.
+   */
+  readonly quic_lb_missing_upstream: number;
+  /**
+   * Sessions whose upstream answered the client's first packet with a Version Negotiation: each
+   * is closed (`quic_version_negotiation`) so the client's next Initial is routed afresh.
+   */
+  readonly quic_version_negotiations: number;
   /** Connection IDs tracked now (gauge). */
   readonly quic_cids_active: number;
 }
@@ -50,6 +62,8 @@ export function createQuicCounters(): QuicCounters {
     fallbackDropped: 0,
     cidRouted: 0,
     quicLbRouted: 0,
+    quicLbMissing: 0,
+    versionNegotiations: 0,
   };
 }
 
@@ -65,6 +79,8 @@ export function snapshotQuicStats(counters: QuicCounters, cidsActive: number): U
     quic_fallback_dropped: counters.fallbackDropped,
     quic_cid_routed: counters.cidRouted,
     quic_lb_routed: counters.quicLbRouted,
+    quic_lb_missing_upstream: counters.quicLbMissing,
+    quic_version_negotiations: counters.versionNegotiations,
     quic_cids_active: cidsActive,
   };
 }

@@ -118,6 +118,34 @@ export function resolveQuicOptions(value: unknown, name = 'quic'): ResolvedQuicO
   };
 }
 
+/**
+ * Refuses `quicLb.servers` entries naming an upstream id that is not in the initial set: a typo
+ * there routes nothing, silently. Checked only when that set is what the proxy starts with and
+ * knows (non-empty, no `upstreamSource` to supply other ids); later changes are counted instead
+ * (`quic_lb_missing_upstream`), as removing an upstream is legitimate.
+ *
+ * @throws {InvalidOptionError} naming `quic.quicLb.servers.<serverId>`.
+ */
+export function checkQuicLbServers(
+  quic: ResolvedQuicOptions | undefined,
+  upstreamIds: readonly string[],
+  hasSource: boolean,
+): void {
+  const lb = quic?.quicLb;
+  if (lb === undefined || hasSource || upstreamIds.length === 0) return;
+  const known = new Set(upstreamIds);
+  for (const [serverId, id] of lb.servers) {
+    if (known.has(id)) continue;
+    const hex = Buffer.from(serverId, 'latin1').toString('hex');
+    const ids = upstreamIds.map((each) => `'${each}'`).join(', ');
+    throw new InvalidOptionError(
+      `quic.quicLb.servers.${hex}`,
+      `the id of an upstream in upstreams (${ids}), or an upstreamSource that supplies it`,
+      id,
+    );
+  }
+}
+
 function resolveQuicLb(value: unknown, name: string): ResolvedQuicLb {
   const raw = optionalRecord(value, name);
   rejectUnknownKeys(raw, ['configRotation', 'serverIdLength', 'servers'], name);

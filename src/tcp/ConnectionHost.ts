@@ -70,8 +70,9 @@ export interface ConnectionHost {
   attemptDeferred(): void;
   /** That deferred attempt runs now (or finds the client gone): the slot it held is free. */
   deferredAttemptDue(): void;
-  upstreamFailed(state: UpstreamState): void;
-  upstreamSucceeded(state: UpstreamState): void;
+  /** `generation`: the `state.generation` the attempt dialled. */
+  upstreamFailed(state: UpstreamState, generation: number): void;
+  upstreamSucceeded(state: UpstreamState, generation: number): void;
   /** Creating the upstream socket failed for lack of file descriptors (EMFILE/ENFILE). */
   resourceExhausted(error: Error): void;
   emitUpstreamConnect(connection: TcpConnection, state: UpstreamState): void;

@@ -1,11 +1,3 @@
-/** System error codes that mean the process (EMFILE) or the system (ENFILE) has no descriptor left. */
-const EXHAUSTED_CODES = new Set(['EMFILE', 'ENFILE']);
-
-/** Whether `err` says the process or system ran out of file descriptors. */
-export function isDescriptorExhaustion(err: unknown): boolean {
-  return EXHAUSTED_CODES.has((err as NodeJS.ErrnoException | undefined)?.code ?? '');
-}
-
 const FIRST_PAUSE = 50;
 const MAX_PAUSE = 1_000;
 const REPORT_INTERVAL = 1_000;

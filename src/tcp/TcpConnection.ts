@@ -24,7 +24,7 @@ import {
   upstreamTlsError,
   upstreamTlsTimeout,
 } from '../tls/tlsFailure.js';
-import { isDescriptorExhaustion } from './ExhaustionBackoff.js';
+import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { coalesceTlsRecord, roomWhileCorked } from '../net/coalescedWrites.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
 import { selectorError } from '../select/internal/selectorOutcome.js';
@@ -290,6 +290,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   protected readonly client: RelaySocket;
   protected upstreamSocket: RelaySocket | undefined;
   private current: UpstreamState | undefined;
+  /** `current.generation` when it was dialled (an outcome about an address it has since left is ignored). */
+  private currentGeneration = 0;
   /** Counters of the current upstream; a scratch object until one is chosen (no branch per chunk). */
   private upstreamCounters: UpstreamCounters = scratchCounters();
   protected connected = false;
@@ -568,6 +570,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   private connect(state: UpstreamState, tls: ResolvedUpstreamTls | undefined): void {
     this.current = state;
+    this.currentGeneration = state.generation;
     this.upstreamTls = tls;
     this.upstreamCounters = state.counters;
     (this.triedStates ??= []).push(state);
@@ -654,7 +657,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     state.active--;
-    this.host.upstreamFailed(state);
+    this.host.upstreamFailed(state, this.currentGeneration);
     socket?.destroy();
     this.error = error;
     this.host.emitUpstreamError(this, state, error);
@@ -721,7 +724,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.deadlineTimer = undefined;
     this.connected = true;
     this.error = undefined;
-    this.host.upstreamSucceeded(state);
+    this.host.upstreamSucceeded(state, this.currentGeneration);
     if (tls !== undefined) this.host.upstreamTls.secured(asNetSocket(socket));
     // A bare handle (plain, or TLS since `connectHandle`) reads through its callback.
     if (
@@ -1194,7 +1197,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     state.counters.connectFailures++;
     this.host.stats.connectFailures++;
     countUpstreamFailure(this.host.upstreamTls.stats, error);
-    this.host.upstreamFailed(state);
+    this.host.upstreamFailed(state, this.currentGeneration);
     this.host.emitUpstreamError(this, state, error);
     if (this.reason !== undefined) return;
     this.fail(upstreamTlsCloseReason(error), error, true);

@@ -35,8 +35,9 @@ import type {
 } from './events.js';
 import { TcpConnection } from './TcpConnection.js';
 import { TunnelAgent } from '../transport/TunnelAgent.js';
-import { ExhaustionBackoff, isDescriptorExhaustion } from './ExhaustionBackoff.js';
-import { ClientPreface, socketIdentity } from './ClientPreface.js';
+import { ExhaustionBackoff } from './ExhaustionBackoff.js';
+import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
+import { ClientPreface, identityWith, socketIdentity } from './ClientPreface.js';
 import type { ClientIdentity, PrefaceConfig, PrefaceOutcome } from './ClientPreface.js';
 import { tlsPrereadPhases } from '../preread/tlsPreread.js';
 import type { TlsPrereadPhases } from '../preread/tlsPreread.js';
@@ -302,13 +303,13 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         // A client gone before its attempt gives the slot it held back.
         if (this.queue.length > 0) this.scheduleQueueDrain();
       },
-      upstreamFailed: (state) => {
-        this.manager.upstreamFailed(state);
+      upstreamFailed: (state, generation) => {
+        this.manager.upstreamFailed(state, generation);
         // The failed attempt gave its slot back.
         if (this.queue.length > 0) this.scheduleQueueDrain();
       },
-      upstreamSucceeded: (state) => {
-        this.manager.upstreamSucceeded(state);
+      upstreamSucceeded: (state, generation) => {
+        this.manager.upstreamSucceeded(state, generation);
       },
       emitUpstreamConnect: (connection, state) => {
         this.exhaustion.recovered();
@@ -369,9 +370,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     if (this.handleClients)
       acceptHandles(server, (handle) => this.adoptHandle(handle, local, noDelayInherited));
     server.on('error', (err) => {
-      if (isDescriptorExhaustion(err))
-        this.descriptorShortage(new ResourceExhaustedError(`accept() failed: ${err.message}`, err));
-      else reportError(this, err);
+      this.acceptFailed(err);
     });
     this.servers.add(server);
     const address = server.address() ?? '';
@@ -742,6 +741,17 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       channels.tcpConnection.publish({ proxy: this, connection });
   }
 
+  /**
+   * An error on a listening server that proxies into this one (an accept that failed): EMFILE
+   * counts as a descriptor shortage, anything else goes to `error`. The server keeps listening.
+   * @internal
+   */
+  acceptFailed(err: Error): void {
+    if (isDescriptorExhaustion(err))
+      this.descriptorShortage(new ResourceExhaustedError(`accept() failed: ${err.message}`, err));
+    else reportError(this, err);
+  }
+
   /** Out of file descriptors: count, back off admission, report (at most once a second). */
   private descriptorShortage(error: Error): void {
     this.counters.resourceExhausted++;
@@ -1002,12 +1012,8 @@ function peerLost(socket: RelaySocket): boolean {
 
 /** A terminated client's identity: what its handshake told (server name, ALPN, TLS facts). */
 function decryptedIdentity(identity: ClientIdentity, info: DownstreamTlsInfo): ClientIdentity {
-  return {
-    ...identity,
-    serverName: info.serverName,
-    alpn: info.alpnProtocol === undefined ? undefined : [info.alpnProtocol],
-    tls: info,
-  };
+  const alpn = info.alpnProtocol === undefined ? undefined : [info.alpnProtocol];
+  return identityWith(identity, info.serverName, alpn, info, identity.preread);
 }
 
 /** A preface that ended with an identity (not a refusal). */

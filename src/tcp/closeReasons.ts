@@ -106,13 +106,13 @@ export const RejectReason = {
   /** The ClientHello did not arrive within `sni.timeout`. */
   SNI_TIMEOUT: 'sni_timeout',
   /**
-   * The client closed or reset the connection while the proxy read its preface, or before the
-   * proxy could read its address (then it is refused: no trust, `deny` or limit can be decided).
+   * The client closed or reset the connection while the proxy read its preface or during its
+   * `terminateTls` handshake, or before the proxy could read its address (then it is refused: no trust, `deny` or limit can be decided).
    */
   CLIENT_GONE: 'client_gone',
   /** The proxy ran out of file descriptors moments ago and is backing off (up to 1 s). */
   RESOURCE_EXHAUSTED: 'resource_exhausted',
-  /** TLS termination: the client's handshake failed (alert, version, garbage, hang-up). */
+  /** TLS termination: the client's handshake failed (alert, version, garbage); not a hang-up (`client_gone`). */
   TLS_HANDSHAKE_FAILED: 'tls_handshake_failed',
   /** TLS termination: the handshake did not finish within `terminateTls.handshakeTimeout`. */
   TLS_HANDSHAKE_TIMEOUT: 'tls_handshake_timeout',

@@ -37,9 +37,10 @@ export type ProxyProtocolOption =
       /** v2 only: append a CRC32C TLV. Default false. */
       readonly crc32c?: boolean;
       /**
-       * v2 only, with `terminateTls`: send the client's TLS as the standard TLVs (`PP2_TYPE_SSL`
-       * with version, cipher and client certificate CN; ALPN; AUTHORITY from SNI), as HAProxy's
-       * `send-proxy-v2-ssl-cn`. Default false.
+       * v2 only: send the client's TLS as the standard TLVs (`PP2_TYPE_SSL` with version, cipher
+       * and client certificate CN; ALPN; AUTHORITY from SNI), as HAProxy's `send-proxy-v2-ssl-cn`;
+       * a connection not terminated by `terminateTls` gets `PP2_TYPE_SSL` with `client` 0 (not
+       * TLS), as HAProxy sends. Default false.
        */
       readonly ssl?: boolean;
       /**

@@ -3,7 +3,7 @@ import type { RelaySocket } from '../net/RelaySocket.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import type { DownstreamTlsOutcome } from './DownstreamTls.js';
 import type { ResolvedTerminateTls } from './TerminateTlsOptions.js';
-import { countDownstreamFailure, downstreamTlsFailure } from './tlsFailure.js';
+import { countDownstreamFailure, downstreamTlsFailure, peerGone } from './tlsFailure.js';
 import type { TlsStats } from './tlsStats.js';
 
 /**
@@ -52,6 +52,12 @@ export abstract class TerminationHandshake<S extends RelaySocket> {
   protected readonly onTlsError = (err: Error): void => {
     if (this.finished) {
       this.socket.destroy(err);
+      return;
+    }
+    // A reset is the client going away, as a close is: not a handshake that failed (nginx logs
+    // both at info level, "peer closed connection in SSL handshake"), and not counted as one.
+    if (peerGone(err)) {
+      this.onClose();
       return;
     }
     const { error, reason } = downstreamTlsFailure(err, this.settings.clientCertificate !== 'none');

@@ -32,17 +32,29 @@ export function sslTlvFields(tls: DownstreamTlsInfo): ProxySslFields {
   };
 }
 
-/** TLVs a `proxyProtocol.ssl` header carries: the user's (if any) plus SSL, ALPN and AUTHORITY. */
+/**
+ * The SSL TLV of a connection that did not arrive over TLS: HAProxy's `send-proxy-v2-ssl` sends
+ * it all the same, with `client` 0 (no `PP2_CLIENT_SSL`), `verify` 0 and no sub-TLVs, so that a
+ * receiver can tell "not TLS" from "sender not configured to say".
+ */
+const NOT_TLS: ProxySslFields = { client: 0, verify: 0 };
+
+/**
+ * TLVs a `proxyProtocol.ssl` header carries: the user's (if any) plus SSL, ALPN and AUTHORITY
+ * (a plain connection: the SSL TLV alone, saying so).
+ */
 export function withSslTlvs(
   user: ProxyTlvFields | readonly ProxyTlv[] | undefined,
   tls: DownstreamTlsInfo | undefined,
 ): ProxyTlvFields | readonly ProxyTlv[] | undefined {
-  if (tls === undefined) return user;
-  const fields: ProxyTlvFields = {
-    ...(tls.alpnProtocol !== undefined && { alpn: tls.alpnProtocol }),
-    ...(tls.serverName !== undefined && { authority: tls.serverName }),
-    ssl: sslTlvFields(tls),
-  };
+  const fields: ProxyTlvFields =
+    tls === undefined
+      ? { ssl: NOT_TLS }
+      : {
+          ...(tls.alpnProtocol !== undefined && { alpn: tls.alpnProtocol }),
+          ...(tls.serverName !== undefined && { authority: tls.serverName }),
+          ssl: sslTlvFields(tls),
+        };
   if (user === undefined) return fields;
   if (isTlvList(user)) return [...proxyTlvs(fields), ...user];
   // The user's own fields win.

@@ -122,6 +122,14 @@ export function upstreamTlsCloseReason(error: TlsHandshakeError): CloseReason {
   }
 }
 
+/** Socket errors of a peer that went away (reset, or gone under a write): no TLS failure. */
+const PEER_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+
+/** Whether `err` is the client resetting the connection rather than its handshake failing. */
+export function peerGone(err: unknown): boolean {
+  return PEER_GONE.has(codeOf(err));
+}
+
 /** A failed termination handshake: its error, rejection reason, and counter. */
 export function downstreamTlsFailure(
   err: unknown,

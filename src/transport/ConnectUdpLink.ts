@@ -67,12 +67,17 @@ export class ConnectUdpLink extends UpstreamLink {
       (this.queue ??= []).push(msg);
       return true;
     }
+    // The PROXY header goes in each datagram, as on a direct link: the tunnel proxy relays the
+    // UDP payload as it is, and the target reads the header first.
+    const header = this.owner.proxyHeader;
+    if (header !== undefined && header.length + msg.length > this.maxPayload) {
+      this.owner.oversized(msg.length);
+      return true;
+    }
     if (stream.writableLength > MAX_STREAM_BACKLOG) return false;
     this.countSent(msg.length);
-    const [header, payload] = datagramCapsule(msg);
     stream.cork();
-    stream.write(header);
-    stream.write(payload);
+    for (const piece of datagramCapsule(msg, header)) stream.write(piece);
     stream.uncork();
     return true;
   }

@@ -7,7 +7,7 @@
 /** Capsule type of HTTP Datagrams (RFC 9297 section 3.5). */
 export const DATAGRAM_CAPSULE = 0;
 
-/** The largest capsule accepted: a UDP payload (65 527 bytes) plus its Context ID. */
+/** The largest DATAGRAM capsule accepted: a UDP payload (65 527 bytes) plus its Context ID. */
 export const MAX_CAPSULE = 65_536;
 
 function varintLength(value: number): number {
@@ -37,51 +37,92 @@ function readVarint(source: Buffer, offset: number): [number, number] | undefine
   return [value, offset + length];
 }
 
-/** One DATAGRAM capsule carrying `payload` with Context ID 0 (a header and the payload). */
-export function datagramCapsule(payload: Buffer): Buffer[] {
-  const valueLength = 1 + payload.length;
+/**
+ * One DATAGRAM capsule carrying `payload` with Context ID 0 (a header and the payload), with
+ * `prefix` (a PROXY header) before the payload in the same UDP payload, uncopied.
+ */
+export function datagramCapsule(payload: Buffer, prefix?: Buffer): Buffer[] {
+  const valueLength = 1 + (prefix === undefined ? 0 : prefix.length) + payload.length;
   const header = Buffer.allocUnsafe(1 + varintLength(valueLength) + 1);
   let offset = writeVarint(header, 0, DATAGRAM_CAPSULE);
   offset = writeVarint(header, offset, valueLength);
   header[offset] = 0;
-  return [header, payload];
+  return prefix === undefined ? [header, payload] : [header, prefix, payload];
 }
 
 /**
  * Splits a capsule stream into UDP payloads: DATAGRAM capsules with Context ID 0 are delivered,
- * other capsule types and context IDs are skipped (as RFC 9297 requires of unknown ones).
- * `push` returns false when the stream is malformed (a capsule over {@link MAX_CAPSULE}).
+ * other capsule types (whatever their length) and context IDs are skipped, as RFC 9297 requires
+ * of unknown ones. `push` returns false when the stream is malformed (a DATAGRAM capsule over
+ * {@link MAX_CAPSULE}).
  */
 export class CapsuleParser {
-  private pending: Buffer | undefined;
   private readonly deliver: (payload: Buffer) => void;
+  /** Bytes of an incomplete capsule, joined only once `need` bytes are there. */
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  private need = 0;
+  /** Bytes of a skipped capsule still to come. */
+  private skip = 0;
 
   constructor(deliver: (payload: Buffer) => void) {
     this.deliver = deliver;
   }
 
   push(chunk: Buffer): boolean {
-    let buffer = this.pending === undefined ? chunk : Buffer.concat([this.pending, chunk]);
-    this.pending = undefined;
+    if (this.skip > 0) {
+      const dropped = Math.min(this.skip, chunk.length);
+      this.skip -= dropped;
+      if (dropped === chunk.length) return true;
+      return this.parse(chunk.subarray(dropped));
+    }
+    if (this.held.length === 0) return this.parse(chunk);
+    // A capsule arriving in many small reads is copied once, not once per read.
+    this.held.push(Buffer.from(chunk));
+    this.heldBytes += chunk.length;
+    if (this.heldBytes < this.need) return true;
+    const joined = Buffer.concat(this.held, this.heldBytes);
+    this.held = [];
+    this.heldBytes = 0;
+    return this.parse(joined);
+  }
+
+  private parse(buffer: Buffer): boolean {
     let offset = 0;
     for (;;) {
       const type = readVarint(buffer, offset);
       const length = type && readVarint(buffer, type[1]);
-      if (type === undefined || length === undefined) break;
-      if (length[0] > MAX_CAPSULE) return false;
-      const end = length[1] + length[0];
-      if (end > buffer.length) break;
-      if (type[0] === DATAGRAM_CAPSULE) {
-        const context = readVarint(buffer.subarray(0, end), length[1]);
-        if (context?.[0] === 0) this.deliver(buffer.subarray(context[1], end));
+      if (type === undefined || length === undefined) {
+        // The header itself is incomplete (at most 16 bytes): any further byte may finish it.
+        this.hold(buffer.subarray(offset), 0);
+        return true;
       }
+      const end = length[1] + length[0];
+      if (type[0] !== DATAGRAM_CAPSULE) {
+        // RFC 9297 3.2: a capsule of another type is skipped whatever its length, never held.
+        if (end > buffer.length) {
+          this.skip = end - buffer.length;
+          return true;
+        }
+        offset = end;
+        continue;
+      }
+      if (length[0] > MAX_CAPSULE) return false;
+      if (end > buffer.length) {
+        this.hold(buffer.subarray(offset), end - offset);
+        return true;
+      }
+      const context = readVarint(buffer.subarray(0, end), length[1]);
+      if (context?.[0] === 0) this.deliver(buffer.subarray(context[1], end));
       offset = end;
     }
-    if (offset < buffer.length) {
-      buffer = buffer.subarray(offset);
-      this.pending = Buffer.from(buffer);
-    }
-    return true;
+  }
+
+  private hold(rest: Buffer, need: number): void {
+    if (rest.length === 0) return;
+    this.held = [Buffer.from(rest)];
+    this.heldBytes = rest.length;
+    this.need = need;
   }
 }
 

@@ -1,6 +1,13 @@
 import net from 'node:net';
 import type { Socket } from 'node:net';
-import { asError, ConnectFailedError, ConnectTimeoutError, NoUpstreamError } from '../errors.js';
+import {
+  asError,
+  ConnectFailedError,
+  ConnectTimeoutError,
+  NoUpstreamError,
+  ResourceExhaustedError,
+} from '../errors.js';
+import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import type { UpstreamTls } from '../tls/UpstreamTls.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
@@ -61,6 +68,7 @@ export type TunnelRefusal =
   | 'connect_failed'
   | 'connect_timeout'
   | 'upstream_tls'
+  | 'resource_exhausted'
   | 'internal'
   /** The client left before the answer (reported with status 499; nothing was sent). */
   | 'client_gone';
@@ -272,6 +280,7 @@ export class TunnelDial implements TunnelSelectionContext {
 
   private connect(state: UpstreamState): void {
     (this.triedStates ??= []).push(state);
+    this.generation = state.generation;
     state.active++;
     state.counters.total++;
     if (this.udp) {
@@ -298,8 +307,9 @@ export class TunnelDial implements TunnelSelectionContext {
     });
     this.socket = raw;
     const onError = (err: Error): void => {
-      if (this.socket === raw)
-        this.failed(state, new ConnectFailedError(state.address, err), 'connect_failed');
+      if (this.socket !== raw) return;
+      if (isDescriptorExhaustion(err)) this.outOfDescriptors(state, err);
+      else this.failed(state, new ConnectFailedError(state.address, err), 'connect_failed');
     };
     const onClose = (): void => {
       if (this.socket === raw)
@@ -373,11 +383,13 @@ export class TunnelDial implements TunnelSelectionContext {
     this.clearTimer();
     this.socket = undefined;
     this.finished = true;
-    this.host.manager.upstreamSucceeded(state);
+    this.host.manager.upstreamSucceeded(state, this.generation);
     this.done({ ok: true, socket, state });
   }
 
   private lastReason: TunnelRefusal = 'connect_failed';
+  /** The dialled upstream's `generation` (an outcome about an address it has since left is ignored). */
+  private generation = 0;
 
   private failed(state: UpstreamState, error: Error, reason: TunnelRefusal): void {
     if (this.finished) return;
@@ -387,7 +399,7 @@ export class TunnelDial implements TunnelSelectionContext {
     socket?.destroy();
     state.active--;
     if (reason !== 'connect_timeout') state.counters.connectFailures++;
-    this.host.manager.upstreamFailed(state);
+    this.host.manager.upstreamFailed(state, this.generation);
     this.lastError = error;
     this.lastReason = reason;
     if (
@@ -399,6 +411,24 @@ export class TunnelDial implements TunnelSelectionContext {
       return;
     }
     this.noMore();
+  }
+
+  /**
+   * The socket to the target could not be created (EMFILE/ENFILE): this process's shortage, not
+   * the upstream's fault, and any other upstream would fail the same way. 503, nothing blamed or
+   * retried (as a TcpProxy connection closes as `resource_exhausted`).
+   */
+  private outOfDescriptors(state: UpstreamState, err: Error): void {
+    if (this.finished) return;
+    this.clearTimer();
+    this.socket?.destroy();
+    this.socket = undefined;
+    state.active--;
+    const error = new ResourceExhaustedError(
+      `No file descriptor left to connect to upstream ${state.address}: ${err.message}.`,
+      err,
+    );
+    this.finish({ ok: false, status: 503, reason: 'resource_exhausted', error });
   }
 
   /** Nothing (more) to try: the last failure (502, 504 for a timeout), or 503 for none at all. */

@@ -80,7 +80,7 @@ export interface TunnelServerStats {
   readonly tunnel_opened_total: number;
   /** Requests answered with a non-2xx status, by status class. */
   readonly tunnel_refused: Readonly<Record<string, number>>;
-  /** Requests refused, by reason (`admission`, `not_routable`, `no_upstream`, `connect_failed`, ...). */
+  /** Requests refused, by reason (`admission`, `not_routable`, `no_upstream`, `connect_failed`, `resource_exhausted`, ...). */
   readonly tunnel_refused_reasons: Readonly<Record<string, number>>;
   readonly tunnel_rx_bytes_total: number;
   readonly tunnel_tx_bytes_total: number;

@@ -24,10 +24,13 @@ export interface SessionHost {
   /** The proxy's CONNECT-UDP tunnels (created on first use, by tunnel upstreams only). */
   tunnels(): TunnelAgent;
   emitUpstreamError(session: UdpSession, state: UpstreamState, error: Error): void;
-  /** An upstream proved unreachable (ICMP error): passive ejection counts it. */
-  upstreamFailed(state: UpstreamState): void;
+  /**
+   * An upstream proved unreachable (ICMP error): passive ejection counts it, unless the upstream
+   * has left the address the link dialled (`generation`, see `UpstreamState.generation`).
+   */
+  upstreamFailed(state: UpstreamState, generation: number): void;
   /** An upstream answered: passive ejection resets its failure streak. */
-  upstreamSucceeded(state: UpstreamState): void;
+  upstreamSucceeded(state: UpstreamState, generation: number): void;
   /** Whether anyone reads session summaries (a `sessionClose` listener or channel). */
   wantsSummary(): boolean;
   /** The session ended: forget it, count it, emit `sessionClose` (summary built only when wanted). */

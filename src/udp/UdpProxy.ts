@@ -35,6 +35,7 @@ import { reusePortSupported } from '../net/reusePort.js';
 import { channels } from '../internal/channels.js';
 import { udpMetrics } from '../metrics/prometheus.js';
 import { QuicRouter } from '../quic/QuicRouter.js';
+import { checkQuicLbServers } from '../quic/quicOptions.js';
 
 /** Where `bind()` binds a UDP socket. */
 export interface BindOptions {
@@ -120,6 +121,12 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     };
     this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, hooks);
     this.upstreamSet = this.manager.set;
+    // Before anything starts (no check timer, no source): a throw here leaves nothing behind.
+    checkQuicLbServers(
+      this.options.quic,
+      this.upstreamSet.list().map((state) => state.id),
+      resolved.manager.source !== undefined,
+    );
     this.host = this.createHost(resolved.selector);
     this.owner = {
       receive: (listener, msg, rinfo) => {
@@ -144,11 +151,11 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       emitDrop: (drop) => {
         this.emitDrop(drop);
       },
-      upstreamFailed: (state) => {
-        this.manager.upstreamFailed(state);
+      upstreamFailed: (state, generation) => {
+        this.manager.upstreamFailed(state, generation);
       },
-      upstreamSucceeded: (state) => {
-        this.manager.upstreamSucceeded(state);
+      upstreamSucceeded: (state, generation) => {
+        this.manager.upstreamSucceeded(state, generation);
       },
       emitUpstreamError: (session, state, error) => {
         emitSafely(this, 'upstreamError', session, state, error);

@@ -253,6 +253,10 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     this.drop(DropReason.SEND_QUEUE_FULL, 'client', size);
   }
 
+  oversized(size: number): void {
+    this.drop(DropReason.OVERSIZED, 'client', size);
+  }
+
   // ---- per-session selection ----------------------------------------------------------------
 
   private select(): void {
@@ -373,8 +377,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   fromUpstream(link: UpstreamLink, msg: Buffer): void {
     const len = msg.length;
     // The first reply on a link proves the upstream reachable; later ones add nothing.
-    if (link.datagramsReceived++ === 0) this.host.upstreamSucceeded(link.state);
-    if (this.quic !== undefined) this.quic.fromServer(msg);
+    if (link.datagramsReceived++ === 0) this.host.upstreamSucceeded(link.state, link.generation);
+    const negotiated = this.quic !== undefined && this.quic.fromServer(msg);
     this.datagramsFromUpstream++;
     this.bytesFromUpstream += len;
     this.lastActivity = Date.now();
@@ -392,7 +396,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     } else {
       this.drop(DropReason.SEND_QUEUE_FULL, 'upstream', len);
     }
-    if (++this.responses >= this.host.options.maxResponses) {
+    if (negotiated) this.terminate(SessionCloseReason.QUIC_VERSION_NEGOTIATION);
+    else if (++this.responses >= this.host.options.maxResponses) {
       this.terminate(SessionCloseReason.MAX_RESPONSES);
     }
   }
@@ -442,7 +447,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
    */
   linkFailed(link: UpstreamLink, error: Error, kind: LinkFailure): void {
     this.host.emitUpstreamError(this, link.state, error);
-    if (kind !== 'setup' && isUnreachable(error)) this.host.upstreamFailed(link.state);
+    if (kind !== 'setup' && isUnreachable(error))
+      this.host.upstreamFailed(link.state, link.generation);
     // A transient send failure (ENOBUFS, EAGAIN, ...) is counted by the link; the session goes on.
     if (this.reason !== undefined || (kind === 'send' && !isUnreachable(error))) return;
     const setup = kind === 'setup';

@@ -25,9 +25,18 @@ export interface LinkOwner {
   requeued(): void;
   /** A datagram from the link's queue could not be sent: `maxSendQueue` sends were pending. */
   sendQueueFull(size: number): void;
+  /** A datagram could not be sent: with the PROXY header it exceeds the largest UDP payload. */
+  oversized(size: number): void;
   /** The PROXY protocol v2 header to prepend to each datagram, when configured. */
   readonly proxyHeader: Buffer | undefined;
 }
+
+/**
+ * The largest UDP payload over IPv4 (65 535 minus the IP and UDP headers) and IPv6 (minus the UDP
+ * header only: the payload length field excludes the IPv6 header); larger sends fail (EMSGSIZE).
+ */
+const MAX_UDP4_PAYLOAD = 65_507;
+const MAX_UDP6_PAYLOAD = 65_527;
 
 /** ICMP errors a connected UDP socket reports: the upstream cannot be reached. */
 const UNREACHABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN']);
@@ -48,6 +57,8 @@ function toError(value: unknown): Error {
  */
 export class UpstreamLink {
   readonly state: UpstreamState;
+  /** `state.generation` when the link was made: its socket stays connected to that address. */
+  readonly generation: number;
   /** Set once the socket is connected and sends go straight out. */
   ready = false;
   closed = false;
@@ -68,11 +79,17 @@ export class UpstreamLink {
   private handle: LinkHandle | undefined;
   private counted = false;
   private socketOpen = false;
+  /**
+   * The largest datagram the socket can send, by its family (set on connect); through a
+   * CONNECT-UDP tunnel, the IPv4 bound (the proxy's family to the target is unknown).
+   */
+  protected maxPayload = MAX_UDP4_PAYLOAD;
 
   constructor(owner: LinkOwner, state: UpstreamState) {
     this.owner = owner;
     this.host = owner.host;
     this.state = state;
+    this.generation = state.generation;
   }
 
   /** Creates and connects the socket (resolving the upstream host first when it is a name). */
@@ -101,6 +118,7 @@ export class UpstreamLink {
   };
 
   private connect(address: string, family: number): void {
+    this.maxPayload = family === 6 ? MAX_UDP6_PAYLOAD : MAX_UDP4_PAYLOAD;
     if (this.host.options.relay === 'handle' && this.host.options.sourceAddress === undefined) {
       const bindings = udpBindings();
       if (bindings !== null) {
@@ -223,8 +241,14 @@ export class UpstreamLink {
       (this.queue ??= []).push(msg);
       return true;
     }
-    if (this.inFlight >= this.host.options.maxSendQueue) return false;
     const header = this.owner.proxyHeader;
+    // maxDatagramSize bounds the client's datagram; the header can push one past what UDP carries,
+    // and the send would fail (EMSGSIZE) after the fact. Only with a header: no cost otherwise.
+    if (header !== undefined && header.length + msg.length > this.maxPayload) {
+      this.owner.oversized(msg.length);
+      return true;
+    }
+    if (this.inFlight >= this.host.options.maxSendQueue) return false;
     if (handle !== undefined) {
       this.sendOnHandle(handle, header === undefined ? [msg] : [header, msg]);
       this.countSent(msg.length);

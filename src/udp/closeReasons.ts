@@ -35,6 +35,12 @@ export const SessionCloseReason = {
    * or its ClientHello was not complete within `quic.maxInitialDatagrams` / `maxInitialWait`.
    */
   QUIC_NO_CLIENT_HELLO: 'quic_no_client_hello',
+  /**
+   * With the `quic` option: the upstream answered the client's first packet with a Version
+   * Negotiation (relayed to the client). The attempt is over; the client's next Initial opens a
+   * new session, routed by its own ClientHello.
+   */
+  QUIC_VERSION_NEGOTIATION: 'quic_version_negotiation',
 } as const;
 
 /** Union of every session close reason string. */

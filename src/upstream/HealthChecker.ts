@@ -1,4 +1,5 @@
 import { HealthCheckError } from '../errors.js';
+import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import type { ResolvedHealthCheck } from './healthOptions.js';
 import { tcpProbe } from './tcpProbe.js';
 import type { ProbeDone, ProbeSpec, ProbeTls } from './tcpProbe.js';
@@ -32,6 +33,10 @@ export interface HealthCheckerHooks {
 
 /** Proxy-wide check counters (they survive upstream removal). */
 export interface HealthCheckTotals {
+  /**
+   * Checks completed (passed, failed, or undecided for lack of a file descriptor); a cancelled
+   * one is not counted.
+   */
   attempts: number;
   failures: number;
 }
@@ -156,8 +161,6 @@ export class HealthChecker {
 
   private run(entry: Entry): void {
     const { state } = entry;
-    this.totals.attempts++;
-    state.health.checks++;
     const port = this.options.port ?? state.port;
     const tcp = this.options.protocol === 'tcp';
     const spec: ProbeSpec = {
@@ -195,6 +198,13 @@ export class HealthChecker {
 
   private record(entry: Entry, error: HealthCheckError | undefined): void {
     const { state } = entry;
+    // Counted when it completes: a check cancelled by stop() or by an address change decided
+    // nothing and counts nothing.
+    this.totals.attempts++;
+    state.health.checks++;
+    // No socket for the check (EMFILE/ENFILE) is this process's shortage, not the upstream's
+    // failure: no verdict either way (as a connection that cannot get one blames no upstream).
+    if (error !== undefined && isDescriptorExhaustion(error.cause)) return;
     const firstCheck = !entry.checked;
     entry.checked = true;
     if (error !== undefined) {

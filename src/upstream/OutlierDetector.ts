@@ -4,8 +4,18 @@ import type { UpstreamState } from './UpstreamState.js';
 
 /** What the detector tells its owner (a proxy). */
 export interface OutlierDetectorHooks {
-  /** `state` was ejected until `until` (ms since epoch), or its ejection ended (`until` 0). */
-  transition(state: UpstreamState, ejected: boolean, until: number, failures: number): void;
+  /**
+   * `state` was ejected until `until` (ms since epoch), or its ejection ended (`until` 0);
+   * `detail` says why when it ended before its time for another reason than a passing check
+   * (the upstream moved to a new address).
+   */
+  transition(
+    state: UpstreamState,
+    ejected: boolean,
+    until: number,
+    failures: number,
+    detail?: string,
+  ): void;
 }
 
 /** Proxy-wide ejection counters (they survive upstream removal). */
@@ -17,6 +27,8 @@ export interface OutlierTotals {
 }
 
 interface OutlierRecord {
+  /** The address the failures and ejections were about (`UpstreamState.address`). */
+  readonly address: string;
   failures: number;
   /** Ejections that still count for the next ejection time; decays while the upstream behaves. */
   multiplier: number;
@@ -49,9 +61,12 @@ export class OutlierDetector {
     private readonly hooks: OutlierDetectorHooks,
   ) {}
 
-  /** A connect attempt (or a UDP exchange) with `state` failed. */
-  recordFailure(state: UpstreamState): void {
-    if (this.stopped || !state.member) return;
+  /**
+   * A connect attempt (or a UDP exchange) with `state` failed; `generation` is the one it dialled
+   * (an attempt to an address the upstream has since left is not counted).
+   */
+  recordFailure(state: UpstreamState, generation = state.generation): void {
+    if (this.stopped || !state.member || generation !== state.generation) return;
     const record = this.record(state);
     record.failures++;
     if (state.ejectedUntil !== 0 || record.failures < this.options.consecutiveFailures) return;
@@ -63,7 +78,8 @@ export class OutlierDetector {
   }
 
   /** A connect attempt (or a UDP exchange) with `state` succeeded: the failure streak ends. */
-  recordSuccess(state: UpstreamState): void {
+  recordSuccess(state: UpstreamState, generation = state.generation): void {
+    if (generation !== state.generation) return;
     const record = this.records.get(state);
     if (record) record.failures = 0;
   }
@@ -80,13 +96,18 @@ export class OutlierDetector {
     return this.set.list().filter((state) => state.ejectedUntil !== 0).length;
   }
 
-  /** Forgets upstreams that left the set (their timers are cleared). */
+  /**
+   * Forgets upstreams that left the set (their timers are cleared), and what it knew of an
+   * upstream whose id now points at another address: that is a new endpoint (as a new host is in
+   * Envoy), so its failure streak, ejection and ejection count start from zero.
+   */
   sync(): void {
     const current = new Set(this.set.list());
     for (const [state, record] of this.records) {
-      if (!current.has(state)) {
-        if (record.timer) clearTimeout(record.timer);
-        this.records.delete(state);
+      if (!current.has(state)) this.forget(state, record);
+      else if (record.address !== state.address) {
+        this.forget(state, record);
+        if (state.ejectedUntil !== 0) this.moved(state);
       }
     }
   }
@@ -101,7 +122,13 @@ export class OutlierDetector {
   private record(state: UpstreamState): OutlierRecord {
     let record = this.records.get(state);
     if (record === undefined) {
-      record = { failures: 0, multiplier: 0, releasedAt: 0, timer: undefined };
+      record = {
+        address: state.address,
+        failures: 0,
+        multiplier: 0,
+        releasedAt: 0,
+        timer: undefined,
+      };
       this.records.set(state, record);
     }
     return record;
@@ -141,6 +168,19 @@ export class OutlierDetector {
     record.timer.unref();
     this.set.changed();
     this.hooks.transition(state, true, state.ejectedUntil, record.failures);
+  }
+
+  private forget(state: UpstreamState, record: OutlierRecord): void {
+    if (record.timer) clearTimeout(record.timer);
+    this.records.delete(state);
+  }
+
+  /** The ejection was about the old address: the new one starts in service. */
+  private moved(state: UpstreamState): void {
+    state.ejectedUntil = 0;
+    this.set.changed();
+    const detail = `address changed to ${state.address}: ejection ended`;
+    this.hooks.transition(state, false, 0, 0, detail);
   }
 
   private end(state: UpstreamState, record: OutlierRecord): void {

@@ -121,13 +121,13 @@ export class UpstreamManager {
     }
     if (options.outlierDetection) {
       this.detector = new OutlierDetector(this.set, options.outlierDetection, {
-        transition: (state, ejected, until, failures) => {
+        transition: (state, ejected, until, failures, detail) => {
           if (!ejected && state.healthy) this.slowStart?.begin(state);
           this.hooks.health(state, !ejected, {
             source: 'passive',
             detail: ejected
               ? `ejected after ${failures} consecutive failures until ${new Date(until).toISOString()}`
-              : 'ejection ended',
+              : (detail ?? 'ejection ended'),
             error: undefined,
             ejectedUntil: until,
           });
@@ -191,14 +191,18 @@ export class UpstreamManager {
     return true;
   }
 
-  /** A connect attempt (or a UDP exchange) with `state` failed: feeds outlier detection. */
-  upstreamFailed(state: UpstreamState): void {
-    this.detector?.recordFailure(state);
+  /**
+   * A connect attempt (or a UDP exchange) with `state` failed: feeds outlier detection.
+   * `generation` is `state.generation` when the attempt was dialled: the outcome of an attempt to
+   * an address the upstream has since left is ignored.
+   */
+  upstreamFailed(state: UpstreamState, generation = state.generation): void {
+    this.detector?.recordFailure(state, generation);
   }
 
   /** A connect attempt (or a UDP exchange) with `state` succeeded. */
-  upstreamSucceeded(state: UpstreamState): void {
-    this.detector?.recordSuccess(state);
+  upstreamSucceeded(state: UpstreamState, generation = state.generation): void {
+    this.detector?.recordSuccess(state, generation);
   }
 
   /**

@@ -74,6 +74,11 @@ export class UpstreamState implements UpstreamCandidate {
   ejectedUntil = 0;
   /** Whether this upstream is still in the configured set. */
   member = true;
+  /**
+   * Bumped when the id is given another host or port: a connect or exchange outcome carries the
+   * generation it dialled, so one about the old address says nothing about the new one.
+   */
+  generation = 0;
   /** Operator override from the admin API (drain, maintenance, weight); undefined: none. */
   admin: AdminOverride | undefined = undefined;
   readonly counters: UpstreamCounters = {
@@ -106,6 +111,7 @@ export class UpstreamState implements UpstreamCandidate {
 
   /** Takes a new configuration for the same id, keeping live state and counters. */
   update(upstream: Upstream): void {
+    if (upstream.host !== this.host || upstream.port !== this.port) this.generation++;
     this.host = upstream.host;
     this.port = upstream.port;
     this.configuredWeight = this.admin?.weight ?? upstream.weight ?? 1;

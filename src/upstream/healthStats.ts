@@ -18,7 +18,10 @@ export interface UpstreamHealthStats {
 
 /** Proxy-wide health and discovery counters in a stats snapshot (TCP and UDP alike). */
 export interface ProxyHealthStats {
-  /** Active health checks run, and failed, over every upstream ever in the set. */
+  /**
+   * Active health checks completed, and failed, over every upstream ever in the set; a check
+   * cancelled by `close()` or an address change counts in neither.
+   */
   readonly upstream_health_check_attempts: number;
   readonly upstream_health_check_failures: number;
   /** Passive ejections made, in force now, and skipped because of `maxEjectedPercent`. */

@@ -433,3 +433,32 @@ describe('AdminServer', () => {
     }
   });
 });
+
+test('a listeners() callback throwing a value String() cannot convert is a 500, not an unhandled rejection', async (t) => {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown): void => {
+    unhandled.push(reason);
+  };
+  process.on('unhandledRejection', onUnhandled);
+  t.after(() => process.off('unhandledRejection', onUnhandled));
+  let armed = false;
+  const admin = createAdminServer({
+    // Object.create(null) has no toString: String() of it throws.
+    listeners: () => {
+      if (armed) throw Object.create(null) as Error;
+      return [];
+    },
+    token: TOKEN,
+  });
+  const { port } = await admin.listen({ port: 0, host: '127.0.0.1' });
+  t.after(() => admin.close());
+  armed = true;
+  for (const path of ['/stats', '/metrics', '/upstreams']) {
+    const reply = await adminRequest(port, 'GET', path, { token: TOKEN });
+    assert.equal(reply.status, 500, path);
+    assert.match(reply.text, /internal error: an object/, path);
+  }
+  // A rejection would be reported by now: its handler ran before the reply could be sent.
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(unhandled, []);
+});

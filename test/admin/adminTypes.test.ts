@@ -32,3 +32,12 @@ test('admin modes, overrides and control entries are closed unions', () => {
     ['drain', 'down', 'x', 42],
   );
 });
+
+test('token takes process.env.ADMIN_TOKEN as documented: unset means no token', () => {
+  // docs/operations.md and createAdminServer's example pass the variable as is; under
+  // exactOptionalPropertyTypes that compiles only when the option admits undefined.
+  const env: Record<string, string | undefined> = {};
+  const options: AdminServerOptions = { token: env.ADMIN_TOKEN };
+  expectTypeOf(options.token).toEqualTypeOf<string | undefined>();
+  assert.equal(options.token, undefined);
+});

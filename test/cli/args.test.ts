@@ -80,3 +80,18 @@ test('the quick form and flags are parsed; mistakes are usage errors naming the 
   assert.throws(() => parseCliArgs(['--bogus']), UsageError);
   assert.throws(() => parseCliArgs([]), /expected a quick form/);
 });
+
+test('a listen address given as a port alone says how a port alone is written', () => {
+  assert.throws(
+    () => parseCliArgs(['tcp', '8080', '127.0.0.1:80']),
+    (err: Error) =>
+      err instanceof UsageError &&
+      err.message ===
+        'argument 2 ("8080"): expected "host:port" (IPv6 as "[::1]:port") with a port from 0 to 65535; a port alone is ":8080"',
+  );
+  // An upstream needs a host: no such advice there.
+  assert.throws(
+    () => parseCliArgs(['tcp', ':8080', '80']),
+    (err: Error) => err instanceof UsageError && !err.message.includes('a port alone'),
+  );
+});

@@ -146,6 +146,32 @@ describe('config validation', () => {
     }
   });
 
+  test('a listen address given as a port alone, number or string, says how it is written', () => {
+    for (const listen of [8080, '8080']) {
+      assert.equal(
+        configErrorOf({ listeners: [tcp({ listen })] }),
+        `l4proxy.json: listeners[0].listen: expected "host:port" (IPv6 as "[::1]:port") with a port from 0 to 65535; a port alone is ":8080", received ${JSON.stringify(listen)}`,
+      );
+    }
+  });
+
+  test('an unknown key names the key a typo most likely meant, among those a config file knows', () => {
+    const shortened = (json: unknown): string =>
+      configErrorOf(json).replace(/ \((name|\$schema), [^)]*\)/, ' (...)');
+    assert.equal(
+      shortened({ listener: [tcp()] }),
+      'l4proxy.json: listener: expected one of the known settings (...) (did you mean "listeners"?)',
+    );
+    assert.equal(
+      shortened({ listeners: [tcp({ dsn: { name: 'db.test' } })] }),
+      'l4proxy.json: listeners[0].dsn: expected one of the known options (...) (did you mean "dns"?), received an object',
+    );
+    assert.equal(
+      shortened({ listeners: [tcp({ conectTimeout: 5000 })] }),
+      'l4proxy.json: listeners[0].conectTimeout: expected one of the known options (...) (did you mean "connectTimeout"?), received 5000',
+    );
+  });
+
   test('an unknown listener key lists the keys a JSON listener knows: dns and name, not upstreamSource or mode', () => {
     assert.throws(
       () =>
@@ -164,6 +190,27 @@ describe('config validation', () => {
 });
 
 describe('config: DNS discovery and health per listener', () => {
+  test('a listener without upstreams or a dns block is refused: it could never forward a byte', async () => {
+    const expected =
+      'expected a non-empty array of { "host", "port" } (or a "dns" block that discovers them)';
+    const bare = tcp();
+    delete bare.upstreams;
+    assert.equal(
+      configErrorOf({ listeners: [tcp(), bare] }),
+      `l4proxy.json: listeners[1].upstreams: ${expected}, received nothing`,
+    );
+    assert.equal(
+      configErrorOf({ listeners: [{ ...tcp(), protocol: 'udp', upstreams: [] }] }),
+      `l4proxy.json: listeners[0].upstreams: ${expected}, received []`,
+    );
+    // With dns, an empty list is the documented start (the first answer fills it).
+    const dns = { name: 'db.example.test', type: 'A', port: 5432, servers: ['127.0.0.1:1'] };
+    const config = validateConfig({ listeners: [tcp({ upstreams: [], dns })] }, 'l4proxy.json');
+    const proxy = config.listeners[0]?.proxy;
+    assert.ok(proxy instanceof TcpProxy);
+    await proxy.close({ drainTimeout: 0 });
+  });
+
   test('a dns block becomes the listener upstream source; its errors name listeners[i].dns.<option>', async () => {
     assert.equal(
       configErrorOf({ listeners: [tcp({ dns: { name: 'db.example.test', type: 'A' } })] }),

@@ -263,6 +263,43 @@ describe('l4proxy --config', () => {
   });
 });
 
+describe('l4proxy listen failures', () => {
+  test('an address in use names where it is set and what to do, and exits 1', async (t) => {
+    const holder = net.createServer();
+    holder.on('error', () => undefined);
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    t.after(() => holder.close());
+    const port = (holder.address() as net.AddressInfo).port;
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [
+        { protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: 1 }] },
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: `127.0.0.1:${port}`,
+          upstreams: [{ host: '127.0.0.1', port: 1 }],
+        },
+      ],
+    });
+    const result = await runCli(['--config', file]);
+    assert.equal(result.code, 1);
+    const fatal = result.stderr.split('\n').find((line) => line.includes('"level":60'));
+    assert.ok(fatal !== undefined, result.stderr);
+    assert.match(
+      (JSON.parse(fatal) as { msg: string }).msg,
+      new RegExp(
+        `^web: cannot listen: .*EADDRINUSE.*; another process \\(or another l4proxy\\) uses this address: stop it, or change listeners\\[1\\]\\.listen in ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`,
+      ),
+    );
+
+    const socket = await udpSocket();
+    t.after(() => closeSocket(socket));
+    const quick = await runCli(['udp', `127.0.0.1:${socket.address().port}`, '127.0.0.1:53']);
+    assert.equal(quick.code, 1);
+    assert.match(quick.stderr, /EADDRINUSE.*stop it, or change the listen address"/);
+  });
+});
+
 describe('l4proxy --metrics bounds', () => {
   test('a half-sent request gets 408 and connections beyond 16 are refused', async (t) => {
     const upstream = await taggedEcho(t, 'A:');
@@ -376,6 +413,137 @@ describe('l4proxy reload and gauges', () => {
     assert.doesNotMatch(body, /upstream="b"/);
     assert.match(body, /^l4proxy_tcp_upstream_host_cx_total\{listener="web",upstream="a"\} [1-9]/m);
     process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
+  test('outlier_ejections_active counts an upstream ejected by two live generations once', async (t) => {
+    const a = await taggedEcho(t, 'A:');
+    const b = await refusedPort();
+    const dir = configDir(t);
+    const web = {
+      name: 'web',
+      protocol: 'tcp',
+      listen: '127.0.0.1:0',
+      upstreams: [
+        { host: '127.0.0.1', port: a, id: 'a' },
+        { host: '127.0.0.1', port: b, id: 'b' },
+      ],
+      outlierDetection: { consecutiveFailures: 1 },
+    };
+    const file = dir.write('l4proxy.json', { listeners: [web] });
+    const cli = startCli(t, ['--config', file, '--metrics', '127.0.0.1:0']);
+    const port = await listenPort(cli);
+    const metricsAt = String(
+      (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
+    );
+    const scrape = async (): Promise<ReturnType<typeof parseExposition>> =>
+      parseExposition((await httpGet(`http://${metricsAt}/metrics`)).body);
+    const gauge = async (): Promise<number | undefined> =>
+      valueOf(await scrape(), 'l4proxy_tcp_outlier_ejections_active', { listener: 'web' });
+    const held: net.Socket[] = [];
+    t.after(() => {
+      for (const socket of held) socket.destroy();
+    });
+    // Round robin tries b (refused: ejected at the first failure) and a; `held` grows by one
+    // connection to a per generation, and `until` says when that generation ejected b.
+    const ejectB = async (until: () => Promise<boolean>): Promise<void> => {
+      const before = held.length;
+      for (let i = 0; i < 4 && (held.length === before || !(await until())); i++) {
+        const socket = await connect(port);
+        const echoed = await roundTrip(socket, 'x').catch(() => undefined);
+        if (echoed === 'A:x' && held.length === before) held.push(socket);
+        else socket.destroy();
+      }
+      assert.equal(held.length, before + 1);
+    };
+    await ejectB(async () => (await gauge()) === 1);
+    assert.equal(await gauge(), 1, 'b ejected');
+
+    // New options, same upstreams: the old generation keeps its held connection (and its
+    // ejection of b) while the new one meets b refusing and ejects it too.
+    dir.write('l4proxy.json', { listeners: [{ ...web, idleTimeout: 60_000 }] });
+    process.kill(cli.pid, 'SIGHUP');
+    await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
+    const ejections = async (): Promise<number | undefined> =>
+      valueOf(await scrape(), 'l4proxy_tcp_outlier_ejections_total', { listener: 'web' });
+    await ejectB(async () => (await ejections()) === 2);
+    const both = await scrape();
+    assert.equal(valueOf(both, 'l4proxy_tcp_outlier_ejections_total', { listener: 'web' }), 2);
+    // Both generations live: each holds a connection (others may be closing still).
+    assert.ok((valueOf(both, 'l4proxy_tcp_downstream_cx_active', { listener: 'web' }) ?? 0) >= 2);
+    // One upstream is ejected, however many generations ejected it.
+    assert.equal(
+      valueOf(both, 'l4proxy_tcp_outlier_ejections_active', { listener: 'web' }),
+      1,
+      'b counted once',
+    );
+    process.kill(cli.pid, 'SIGTERM');
+    for (const socket of held) socket.end();
+    assert.equal(await cli.exited(), 0);
+  });
+
+  test('upstream_slow_start_active counts an upstream ramping in two live generations once', async (t) => {
+    const a = await taggedEcho(t, 'A:');
+    const b = await refusedPort();
+    const dir = configDir(t);
+    const web = {
+      name: 'web',
+      protocol: 'tcp',
+      listen: '127.0.0.1:0',
+      upstreams: [
+        { host: '127.0.0.1', port: a, id: 'a' },
+        { host: '127.0.0.1', port: b, id: 'b' },
+      ],
+      // Short ejections; a ramp that outlasts the test.
+      outlierDetection: { consecutiveFailures: 1, baseEjectionTime: 300 },
+      slowStart: { window: 600_000 },
+    };
+    const file = dir.write('l4proxy.json', { listeners: [web] });
+    const cli = startCli(t, ['--config', file, '--metrics', '127.0.0.1:0']);
+    const port = await listenPort(cli);
+    const metricsAt = String(
+      (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
+    );
+    const scrape = async (): Promise<ReturnType<typeof parseExposition>> =>
+      parseExposition((await httpGet(`http://${metricsAt}/metrics`)).body);
+    const gauge = async (): Promise<number | undefined> =>
+      valueOf(await scrape(), 'l4proxy_tcp_outlier_ejections_active', { listener: 'web' });
+    const ejections = async (): Promise<number | undefined> =>
+      valueOf(await scrape(), 'l4proxy_tcp_outlier_ejections_total', { listener: 'web' });
+    const held: net.Socket[] = [];
+    t.after(() => {
+      for (const socket of held) socket.destroy();
+    });
+    // Round robin tries b (refused: ejected at the first failure) and a; `held` grows by one
+    // connection to a per generation, and `until` says when that generation ejected b.
+    const ejectB = async (until: () => Promise<boolean>): Promise<void> => {
+      const before = held.length;
+      for (let i = 0; i < 4 && (held.length === before || !(await until())); i++) {
+        const socket = await connect(port);
+        const echoed = await roundTrip(socket, 'x').catch(() => undefined);
+        if (echoed === 'A:x' && held.length === before) held.push(socket);
+        else socket.destroy();
+      }
+      assert.equal(held.length, before + 1);
+    };
+    await ejectB(async () => (await ejections()) === 1);
+
+    // New options, same upstreams: the old generation keeps its held connection (and its
+    // ejection of b) while the new one meets b refusing and ejects it too.
+    dir.write('l4proxy.json', { listeners: [{ ...web, idleTimeout: 60_000 }] });
+    process.kill(cli.pid, 'SIGHUP');
+    await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
+    await ejectB(async () => (await ejections()) === 2);
+    // Each generation's ejection of b ends, and each starts ramping b back up.
+    const ramping = async (): Promise<number | undefined> =>
+      valueOf(await scrape(), 'l4proxy_tcp_upstream_slow_start_active', { listener: 'web' });
+    for (let i = 0; i < 100 && ((await gauge()) !== 0 || (await ramping()) === 0); i++)
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(await gauge(), 0, 'both ejections ended');
+    // Both generations ramp b: one upstream is ramping.
+    assert.equal(await ramping(), 1, 'b counted once');
+    process.kill(cli.pid, 'SIGTERM');
+    for (const socket of held) socket.end();
     assert.equal(await cli.exited(), 0);
   });
 });

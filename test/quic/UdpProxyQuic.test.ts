@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { RemoteInfo, Socket } from 'node:dgram';
+import { InvalidOptionError } from '../../src/errors.js';
 import { UdpProxy } from '../../src/udp/UdpProxy.js';
 import type { UdpSessionSummary } from '../../src/udp/events.js';
 import type { SelectionContext } from '../../src/select/SelectionContext.js';
@@ -437,5 +438,125 @@ describe('UdpProxy quic option', () => {
     );
     assert.throws(() => new UdpProxy({ quic: {}, perPacketBalancing: true }), /"quic"/);
     assert.throws(() => new UdpProxy({ quic: { bogus: 1 } as never }), /quic\.bogus/);
+  });
+
+  test('after a Version Negotiation, a client that keeps its source port is routed by the ClientHello of its next Initial', async () => {
+    // A server that answers a long header of an unknown version with a Version Negotiation packet
+    // (RFC 8999 section 6: version 0, the client's CIDs swapped, the versions it supports).
+    const negotiating = async (tag: string) => {
+      const socket = await udpSocket();
+      socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
+        const version = msg.length >= 5 ? msg.readUInt32BE(1) : 0;
+        let reply = Buffer.concat([Buffer.from(`${tag}:`), msg.subarray(0, 1)]);
+        if (((msg[0] ?? 0) & 0x80) !== 0 && version !== QUIC_V1) {
+          const dcid = msg.subarray(6, 6 + (msg[5] ?? 0));
+          const at = 6 + dcid.length;
+          const scid = msg.subarray(at + 1, at + 1 + (msg[at] ?? 0));
+          const supported = Buffer.alloc(4);
+          supported.writeUInt32BE(QUIC_V1);
+          reply = Buffer.concat([
+            Buffer.from([0xc5, 0, 0, 0, 0, scid.length]),
+            scid,
+            Buffer.from([dcid.length]),
+            dcid,
+            supported,
+          ]);
+        }
+        socket.send(reply, rinfo.port, rinfo.address);
+      });
+      return { port: socket.address().port, close: () => closeSocket(socket) };
+    };
+    const [named, other] = [await negotiating('A'), await negotiating('B')];
+    const proxy = new UdpProxy({
+      upstreams: [
+        { id: 'a', host: '127.0.0.1', port: named.port },
+        { id: 'b', host: '127.0.0.1', port: other.port },
+      ],
+      quic: { sni: true },
+      selector: byName,
+    });
+    const summaries = closes(proxy);
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const client1 = await udpSocket();
+    try {
+      // An Initial-shaped packet of a version the proxy cannot read: routed without a name (b).
+      const dcid = Buffer.from('0102030405060708', 'hex');
+      const scid = Buffer.from('a1a2a3a4', 'hex');
+      const probe = Buffer.concat([
+        Buffer.from([0xc0, 0x1a, 0x2a, 0x3a, 0x4a, dcid.length]),
+        dcid,
+        Buffer.from([scid.length]),
+        scid,
+        Buffer.alloc(1200 - 6 - dcid.length - 1 - scid.length),
+      ]);
+      client1.send(probe, port, '127.0.0.1');
+      const vn = await nextMessage(client1);
+      assert.equal(vn.readUInt32BE(1), 0, 'the Version Negotiation reaches the client');
+      assert.deepEqual(vn.subarray(6, 6 + scid.length), scid);
+      // The client retries with QUIC v1 from the same port: its ClientHello names example.com (a).
+      client1.send(V1_CLIENT_INITIAL, port, '127.0.0.1');
+      const reply = await nextMessage(client1);
+      assert.equal(reply.subarray(0, 2).toString(), 'A:', 'routed by the new ClientHello');
+      assert.equal(proxy.sessions().at(-1)?.serverName, 'example.com');
+      assert.equal(proxy.stats().quic?.quic_version_negotiations, 1);
+      assert.deepEqual(
+        summaries.map((s) => [s.upstream?.id, s.reason]),
+        [['b', 'quic_version_negotiation']],
+      );
+    } finally {
+      await closeSocket(client1);
+      await proxy.close();
+      await named.close();
+      await other.close();
+    }
+  });
+
+  test('quicLb.servers naming an upstream id not in upstreams is refused at construction, naming the entry', () => {
+    const list = [
+      { id: 'shop', host: '127.0.0.1', port: 4433 },
+      { id: 'api', host: '127.0.0.1', port: 4434 },
+    ];
+    const servers = { c4605e: 'shop', '0a0b0c': 'apj' };
+    assert.throws(
+      () => new UdpProxy({ upstreams: list, quic: { quicLb: { serverIdLength: 3, servers } } }),
+      (err: unknown) =>
+        err instanceof InvalidOptionError &&
+        err.option === 'quic.quicLb.servers.0a0b0c' &&
+        /'shop', 'api'/.test(err.message) &&
+        /apj/.test(err.message),
+    );
+    // Ids a source will supply, or a set the host fills later, cannot be checked now.
+    const source = { start: () => undefined, stop: () => undefined };
+    const later = [
+      new UdpProxy({
+        upstreams: list,
+        upstreamSource: source,
+        quic: { quicLb: { serverIdLength: 3, servers } },
+      }),
+      new UdpProxy({ quic: { quicLb: { serverIdLength: 3, servers } } }),
+    ];
+    for (const proxy of later) void proxy.close();
+  });
+
+  test('a QUIC-LB server ID mapped to an upstream that left the set is counted in quic_lb_missing_upstream', async () => {
+    const { proxy, port } = await proxyWith({
+      quic: { sni: false, quicLb: { serverIdLength: 3, servers: { c4605e: 'b', '0a0b0c': 'a' } } },
+      selector: (ctx) => ctx.candidates.find((c) => c.id === 'a'),
+    });
+    const client1 = await udpSocket();
+    try {
+      proxy.setUpstreams(upstreams().filter((u) => u.id === 'a'));
+      const cid = Buffer.from('07c4605e4504cc4f', 'hex');
+      client1.send(Buffer.concat([Buffer.from([0x40]), cid, Buffer.from('x')]), port, '127.0.0.1');
+      assert.equal((await nextMessage(client1)).subarray(0, 2).toString(), 'A:');
+      const stats = proxy.stats().quic;
+      assert.ok(stats);
+      assert.equal(stats.quic_lb_routed, 0);
+      assert.equal(stats.quic_lb_missing_upstream, 1);
+      assert.match(proxy.metrics(), /^l4proxy_udp_quic_lb_missing_upstream_total 1$/m);
+    } finally {
+      await closeSocket(client1);
+      await proxy.close();
+    }
   });
 });

@@ -137,6 +137,15 @@ export async function proxyHost(
   return { child, tcpPort: ready.tcpPort as number, udpPort: ready.udpPort as number };
 }
 
+/** A TunnelServer child (options as JSON), with its bound port. */
+export async function tunnelHost(
+  options: object,
+  limits: { maxFiles?: number } = {},
+): Promise<{ child: Child; port: number }> {
+  const { child, ready } = await start('tunnelHost.js', [JSON.stringify(options)], limits);
+  return { child, port: ready.tcpPort as number };
+}
+
 /** An echo upstream child (TCP and UDP), on the given ports or ephemeral ones. */
 export async function echoUpstream(
   tcpPort = 0,

@@ -8,9 +8,12 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Socket } from 'node:net';
-import { echoUpstream, proxyHost } from './child.js';
+import { echoUpstream, proxyHost, tunnelHost } from './child.js';
 import { eventually, exchange, udpOnce } from './load.js';
 import { withTimeout } from '../helpers/net.js';
+import type { HostReport } from './fixtures/hostProtocol.js';
+import type { UpstreamHealthStats } from '../../src/upstream/healthStats.js';
+import type { TunnelServerStats } from '../../src/index.js';
 
 // 128: importing the whole library (TLS, QUIC, tunnels, admin) opens more module files at start-up.
 const MAX_FILES = 128;
@@ -31,6 +34,40 @@ function hold(port: number): Promise<{ socket: Socket; outcome: 'served' | 'refu
     }),
     10_000,
     'held connection outcome',
+  );
+}
+
+/** A tunnelHost child's report. */
+interface TunnelReport {
+  readonly stats: TunnelServerStats;
+  readonly errors: readonly string[];
+  readonly unhealthy: readonly string[];
+}
+
+type HealthFigures = UpstreamHealthStats & { readonly healthy: boolean };
+
+/** Health figures of the one upstream of a report's TCP or UDP proxy. */
+function onlyUpstream(report: HostReport, side: 'tcp' | 'udp'): HealthFigures {
+  const upstreams: Readonly<Record<string, HealthFigures>> = report[side]!.upstreams;
+  return Object.values(upstreams)[0]!;
+}
+
+/** Opens a CONNECT tunnel to 127.0.0.1:`target`: the answer's status, or 'closed' without one. */
+function tunnel(port: number, target: number): Promise<{ socket: Socket; status: string }> {
+  const socket = net.connect({ port, host: '127.0.0.1' });
+  socket.on('error', () => undefined);
+  socket.write(`CONNECT 127.0.0.1:${target} HTTP/1.1\r\nHost: 127.0.0.1:${target}\r\n\r\n`);
+  return withTimeout(
+    new Promise((resolve) => {
+      socket.once('data', (head: Buffer) => {
+        resolve({ socket, status: head.toString('latin1').split(' ')[1] ?? '' });
+      });
+      socket.once('close', () => {
+        resolve({ socket, status: 'closed' });
+      });
+    }),
+    10_000,
+    'tunnel answer',
   );
 }
 
@@ -129,6 +166,155 @@ describe(`file descriptor exhaustion (ulimit -n ${MAX_FILES})`, () => {
     const after = await child.report();
     assert.deepEqual(after.warnings, []);
     assert.equal(after.tcp!.downstream_cx_active, 0);
+  });
+
+  test("health checks that meet the proxy's own descriptor shortage mark no upstream unhealthy (TCP and UDP checks)", async (t) => {
+    const upstream = await echoUpstream();
+    t.after(() => upstream.child.stop());
+    // Quick checks, one failure short of a verdict each time: a shortage of a few checks decides.
+    const healthCheck = { interval: 30, timeout: 1_000, unhealthyThreshold: 2 };
+    const { child, tcpPort, udpPort } = await proxyHost(
+      {
+        tcp: { upstreams: [{ host: '127.0.0.1', port: upstream.tcpPort }], healthCheck },
+        udp: {
+          upstreams: [{ host: '127.0.0.1', port: upstream.udpPort }],
+          idleTimeout: 60_000,
+          healthCheck: { ...healthCheck, udp: { send: 'check' } },
+        },
+      },
+      { maxFiles: MAX_FILES },
+    );
+    t.after(() => child.stop());
+    const held: { socket: Socket; outcome: 'served' | 'refused' }[] = [];
+    const udpClients: dgram.Socket[] = [];
+    t.after(() => {
+      for (const { socket } of held) socket.destroy();
+      for (const socket of udpClients) socket.close();
+    });
+    for (let i = 0; i < MAX_FILES; i++) {
+      const result = await hold(tcpPort);
+      held.push(result);
+      if (result.outcome === 'refused') break;
+    }
+    // The last descriptors go to UDP sessions (one each), until none is left for a check: three
+    // new sessions in a row fail for lack of a socket (a check holding the last one for a moment
+    // makes a session fail once, then frees it).
+    let failedInARow = 0;
+    for (let i = 0; i < 40 && failedInARow < 3; i++) {
+      const before = (await child.report()).udp!;
+      const socket = dgram.createSocket('udp4');
+      socket.on('error', () => undefined);
+      udpClients.push(socket);
+      socket.send('hold', udpPort, '127.0.0.1');
+      let now = before;
+      await eventually(async () => {
+        now = (await child.report()).udp!;
+        return now.downstream_sess_total > before.downstream_sess_total;
+      }, 'a UDP session opened or failed');
+      const opened = now.downstream_sess_active > before.downstream_sess_active;
+      failedInARow = opened ? 0 : failedInARow + 1;
+      if (failedInARow > 0) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(failedInARow, 3, 'the descriptor table is full');
+    // Checks go on while the table is full; each one cannot get a socket.
+    const full = await child.report();
+    const attempts = (report: HostReport, side: 'tcp' | 'udp'): number =>
+      onlyUpstream(report, side).health_check_attempts;
+    await eventually(async () => {
+      const now = await child.report();
+      return (
+        attempts(now, 'tcp') >= attempts(full, 'tcp') + 5 &&
+        attempts(now, 'udp') >= attempts(full, 'udp') + 5
+      );
+    }, 'five checks of each proxy with no descriptor free');
+    const during = await child.report();
+    for (const side of ['tcp', 'udp'] as const) {
+      const stats = onlyUpstream(during, side);
+      t.diagnostic(
+        `${side}: checks ${stats.health_check_attempts}, failures ${stats.health_check_failures}, healthy ${stats.healthy}`,
+      );
+      // The upstream did nothing wrong: the proxy could not open a socket to ask it.
+      assert.equal(stats.health_check_failures, 0, `${side} check failures`);
+      assert.equal(stats.healthy, true, `${side} upstream healthy`);
+    }
+    assert.ok(child.alive);
+    // Descriptors back: served at once, not after the checks have passed again.
+    for (const { socket } of held) socket.destroy();
+    await eventually(
+      async () => (await exchange(tcpPort, Buffer.from('again'))).intact,
+      'a clean exchange after the shortage',
+      10_000,
+      100,
+    );
+    const after = await child.report();
+    assert.equal(after.tcp!.close_reasons.no_upstream, 0);
+  });
+
+  test('TunnelServer: a target it cannot get a socket for is answered 503 resource_exhausted, the upstream neither blamed nor retried', async (t) => {
+    const upstream = await echoUpstream();
+    t.after(() => upstream.child.stop());
+    // One failure would eject the upstream, and a retry would try it again.
+    const { child, port } = await tunnelHost(
+      {
+        upstreams: [{ host: '127.0.0.1', port: upstream.tcpPort }],
+        outlierDetection: { consecutiveFailures: 1 },
+        maxConnectAttempts: 3,
+      },
+      { maxFiles: MAX_FILES },
+    );
+    t.after(() => child.stop());
+    const report = async (): Promise<TunnelReport> =>
+      (await child.ask({ type: 'report' })) as unknown as TunnelReport;
+    const held: { socket: Socket; status: string }[] = [];
+    t.after(() => {
+      for (const { socket } of held) socket.destroy();
+    });
+    // Fill the table with tunnels (two descriptors each) until one is not established.
+    for (let i = 0; i < MAX_FILES; i++) {
+      const result = await tunnel(port, upstream.tcpPort);
+      held.push(result);
+      if (result.status !== '200') break;
+    }
+    // With no descriptor free libuv closes the client unanswered; make it exactly one free (a
+    // tunnel gives back two, a client yet to send its request head takes one), so the server
+    // accepts the next client and then cannot create the socket to its target.
+    if (held.at(-1)!.status === 'closed') {
+      const accepted = (await report()).stats.client_connections_total;
+      const fds = await child.fds();
+      held.find((h) => h.status === '200')!.socket.destroy();
+      await eventually(async () => (await child.fds()) === fds - 2, 'a tunnel released');
+      const silent = net.connect({ port, host: '127.0.0.1' });
+      silent.on('error', () => undefined);
+      held.push({ socket: silent, status: 'silent' });
+      await eventually(
+        async () => (await report()).stats.client_connections_total > accepted,
+        'the silent client accepted',
+      );
+      held.push(await tunnel(port, upstream.tcpPort));
+    }
+    const during = await report();
+    t.diagnostic(
+      `answers ${JSON.stringify(held.map((h) => h.status).filter((s) => s !== '200'))}; ` +
+        `refused ${JSON.stringify(during.stats.tunnel_refused_reasons)}; unhealthy ${JSON.stringify(during.unhealthy)}`,
+    );
+    assert.ok(child.alive);
+    assert.equal(held.at(-1)!.status, '503');
+    assert.ok((during.stats.tunnel_refused_reasons.resource_exhausted ?? 0) >= 1);
+    assert.equal(during.stats.tunnel_refused_reasons.connect_failed ?? 0, 0);
+    // The proxy's own shortage: the upstream was not ejected.
+    assert.deepEqual(during.unhealthy, []);
+    // Descriptors back: a tunnel is established at once.
+    for (const { socket } of held) socket.destroy();
+    await eventually(
+      async () => {
+        const { socket, status } = await tunnel(port, upstream.tcpPort);
+        socket.destroy();
+        return status === '200';
+      },
+      'a tunnel after the shortage',
+      10_000,
+      100,
+    );
   });
 
   test('UDP: sessions that cannot get a socket are dropped as socket_error, the proxy keeps serving, and recovers when sessions expire', async (t) => {

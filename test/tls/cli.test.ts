@@ -84,6 +84,44 @@ test('config: TLS file options are read relative to the config file; errors name
   );
 });
 
+test('config: a key and certificate OpenSSL refuses (swapped files) are named by their files', async (t) => {
+  const openssl = tool(t, 'openssl');
+  if (openssl === undefined) return;
+  const ca = await testCa(t, openssl);
+  const file = configDir(t).write('l4proxy.json', '{}');
+  const cert = await ca.issue('localhost');
+  const other = await ca.issue('other');
+  const listener = (terminateTls: Record<string, unknown>): unknown => ({
+    listeners: [
+      {
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: '127.0.0.1', port: 1 }],
+        terminateTls,
+      },
+    ],
+  });
+  const quoted = (path: string): string =>
+    JSON.stringify(path).replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  assert.throws(
+    () => validateConfig(listener({ certFile: cert.keyFile, keyFile: cert.certFile }), file),
+    new RegExp(
+      `listeners\\[0\\]\\.terminateTls: expected a certificate and key OpenSSL accepts \\(.*\\), received certFile ${quoted(cert.keyFile)}, keyFile ${quoted(cert.certFile)}$`,
+    ),
+  );
+  const sni = {
+    certFile: cert.certFile,
+    keyFile: cert.keyFile,
+    certificates: [{ serverNames: ['other'], certFile: other.certFile, keyFile: cert.keyFile }],
+  };
+  assert.throws(
+    () => validateConfig(listener(sni), file),
+    new RegExp(
+      `listeners\\[0\\]\\.terminateTls\\.certificates\\[0\\]: expected .*, received certFile ${quoted(other.certFile)}, keyFile ${quoted(cert.keyFile)}$`,
+    ),
+  );
+});
+
 test('CLI: termination certificates renewed on disk are served after SIGHUP; live connections stay', async (t) => {
   const openssl = tool(t, 'openssl');
   if (openssl === undefined) return;

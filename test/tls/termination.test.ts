@@ -12,6 +12,7 @@ import { decodeProxyHeader, readProxyTlvs } from '../../src/index.js';
 import type {
   DownstreamTlsInfo,
   ProxySslFields,
+  ProxyTlv,
   SelectionContext,
   TcpProxyOptions,
   TerminateTlsOptions,
@@ -928,4 +929,164 @@ describe('PROXY protocol v2 SSL TLVs', () => {
     assert.equal(ours[0]?.cn, 'proxy-client');
     assert.equal(ours[1]?.cn, undefined);
   });
+});
+
+describe('PROXY protocol v2 SSL TLV of a plain connection', () => {
+  /** A server that reads one PROXY v2 header per connection and records its TLVs, raw. */
+  async function tlvRecorder(
+    t: TestContext,
+  ): Promise<{ port: number; tlvs: Promise<ProxyTlv[]>[] }> {
+    const tlvs: Promise<ProxyTlv[]>[] = [];
+    const server = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+      tlvs.push(
+        new Promise((resolve) => {
+          let bytes = Buffer.alloc(0);
+          socket.on('data', (chunk: Buffer) => {
+            bytes = Buffer.concat([bytes, chunk]);
+            try {
+              resolve([...(decodeProxyHeader(bytes).header.tlvs ?? [])]);
+              socket.end('ok\n');
+            } catch {
+              // incomplete: wait for more
+            }
+          });
+        }),
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(
+      () =>
+        new Promise<void>((resolve) =>
+          server.close(() => {
+            resolve();
+          }),
+        ),
+    );
+    return { port: (server.address() as net.AddressInfo).port, tlvs };
+  }
+
+  function visit(port: number): Promise<string> {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    return readAll(socket).then((b) => b.toString());
+  }
+
+  test('ssl: true on a connection without TLS sends the SSL TLV with client 0, as HAProxy send-proxy-v2-ssl does', async (t) => {
+    const fromL4proxy = await tlvRecorder(t);
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: fromL4proxy.port }],
+      proxyProtocol: { version: 'v2', ssl: true },
+    });
+    assert.equal(await visit(rig.port), 'ok\n');
+    const [ours] = await Promise.all(fromL4proxy.tlvs);
+    const ssl = ours?.filter((tlv) => tlv.type === 0x20);
+    // PP2_TYPE_SSL: client 0 (not over TLS), verify 0, no sub-TLVs: 5 bytes of zeros.
+    assert.deepEqual(
+      ssl?.map((tlv) => tlv.value.toString('hex')),
+      ['0000000000'],
+    );
+    assert.deepEqual(readProxyTlvs(ours ?? []).ssl, { client: 0, verify: 0 });
+    if (tool(t, 'haproxy') === undefined) return;
+    const fromHaproxy = await tlvRecorder(t);
+    const port = await freePort();
+    const haproxy = await startHaproxy(
+      [
+        'listen plain_in',
+        `  bind 127.0.0.1:${port}`,
+        `  server rec 127.0.0.1:${fromHaproxy.port} send-proxy-v2-ssl-cn`,
+      ].join('\n'),
+    );
+    t.after(() => haproxy.stop());
+    assert.equal(await visit(port), 'ok\n');
+    const [theirs] = await Promise.all(fromHaproxy.tlvs);
+    // The same TLVs, byte for byte.
+    assert.deepEqual(
+      ours?.map((tlv) => [tlv.type, tlv.value.toString('hex')]),
+      theirs?.map((tlv) => [tlv.type, tlv.value.toString('hex')]),
+    );
+  });
+});
+
+/** The ClientHello a Node TLS client opens with (read by a plain TCP server, which then closes). */
+async function capturedClientHello(): Promise<Buffer> {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const accepted = once(server, 'connection');
+  const { port } = server.address() as net.AddressInfo;
+  const client = tls.connect({ port, host: '127.0.0.1', servername: 'localhost' });
+  client.on('error', () => undefined);
+  try {
+    const [socket] = (await withTimeout(accepted, 5_000, 'a connection')) as [Socket];
+    const [hello] = (await withTimeout(once(socket, 'data'), 5_000, 'a ClientHello')) as [Buffer];
+    socket.destroy();
+    return hello;
+  } finally {
+    client.destroy();
+    server.close();
+  }
+}
+
+describe('TLS termination: a client going away mid-handshake', () => {
+  const ways = [
+    ['sends half a ClientHello, then resets', 'half', 'reset'],
+    ['sends half a ClientHello, then ends', 'half', 'end'],
+    ['resets while its certificate is chosen', 'sni', 'reset'],
+    ['ends while its certificate is chosen', 'sni', 'end'],
+    ['reads the ServerHello, then resets', 'whole', 'reset'],
+    ['reads the ServerHello, then ends', 'whole', 'end'],
+  ] as const;
+  for (const relay of ['handle', 'onread', 'stream'] as const) {
+    for (const [what, sent, leaving] of ways) {
+      test(`relay ${relay}: a client that ${what} is client_gone, not a failed handshake`, async (t) => {
+        const p = await getPki(t);
+        if (p === undefined) return;
+        // An sniCallback that never answers: once it is called, the proxy has read the hello.
+        let chosen: () => void = () => undefined;
+        const choosing = new Promise<void>((resolve) => (chosen = resolve));
+        const sniCallback = (): Promise<undefined> => {
+          chosen();
+          return new Promise(() => undefined);
+        };
+        const rig = await terminatingGreeter(
+          t,
+          p,
+          { handshakeTimeout: 600_000, ...(sent === 'sni' && { sniCallback }) },
+          { relay },
+        );
+        const hello = await capturedClientHello();
+        const client = net.connect(rig.port, '127.0.0.1');
+        client.on('error', () => undefined);
+        t.after(() => client.destroy());
+        await withTimeout(once(client, 'connect'), 5_000, 'connect');
+        if (sent === 'half') {
+          client.write(hello.subarray(0, hello.length >> 1));
+          // The half leaves our socket before we go: OpenSSL holds it, mid-record.
+          await withTimeout(
+            new Promise<void>((resolve) =>
+              client.write('', () => {
+                resolve();
+              }),
+            ),
+            5_000,
+            'the half written',
+          );
+        } else if (sent === 'sni') {
+          client.write(hello);
+          await withTimeout(choosing, 5_000, 'the sniCallback');
+        } else {
+          client.write(hello);
+          await withTimeout(once(client, 'data'), 5_000, 'the ServerHello');
+        }
+        if (leaving === 'reset') client.resetAndDestroy();
+        else client.end();
+        const [rejection] = await rig.rejected(1, 5_000);
+        assert.equal(rejection?.reason, 'client_gone');
+        const stats = rig.proxy.stats();
+        assert.equal(stats.downstream_tls_connection_error, 0);
+        assert.equal(stats.downstream_cx_total, 0);
+      });
+    }
+  }
 });

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import { once } from 'node:events';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
-import { TunnelServer, UdpProxy } from '../../src/index.js';
+import { TunnelServer, UdpProxy, decodeProxyHeader } from '../../src/index.js';
 import type { TunnelRequest, TunnelSummary } from '../../src/index.js';
 import { CapsuleParser, datagramCapsule, expandUdpPath } from '../../src/transport/capsules.js';
 import { matchUdpPath } from '../../src/tunnel/udpRelay.js';
@@ -161,5 +162,54 @@ describe('CONNECT-UDP: a proxy that ends its stream (a node:http2 proxy)', () =>
     assert.equal((await withTimeout(reply, 5_000, 'the datagram')).toString(), 'last');
     await withTimeout(closed, 5_000, 'sessionClose');
     assert.equal(proxy.stats().tunnels?.h2_streams_active, 0);
+  });
+});
+
+describe('CONNECT-UDP with proxyProtocol', () => {
+  test("proxyProtocol 'v2' puts the client's header in each datagram through the tunnel, as without one", async (t) => {
+    // The final upstream answers with the header's protocol and source, and the payload.
+    const target = dgram.createSocket('udp4');
+    target.on('error', () => undefined);
+    target.bind(0, '127.0.0.1');
+    await withTimeout(once(target, 'listening'), 5_000, 'udp bind');
+    t.after(() => target.close());
+    target.on('message', (msg: Buffer, rinfo: dgram.RemoteInfo) => {
+      let reply: string;
+      try {
+        const { header, rest } = decodeProxyHeader(msg);
+        const source = 'source' in header && 'address' in header.source ? header.source : undefined;
+        reply = `${header.protocol} ${source?.address}:${source?.port} ${rest.toString()}`;
+      } catch {
+        reply = `no header ${msg.toString()}`;
+      }
+      target.send(reply, rinfo.port, rinfo.address);
+    });
+    const server = new TunnelServer({ route: 'direct', authorize: () => true });
+    const { port: tunnelPort } = await server.listen({ port: 0, host: '127.0.0.1' });
+    t.after(() => server.close());
+    const proxy = new UdpProxy({
+      upstreams: [
+        {
+          host: '127.0.0.1',
+          port: tunnelPort,
+          tunnel: { protocol: 'h2', target: `127.0.0.1:${target.address().port}` },
+        },
+      ],
+      proxyProtocol: 'v2',
+    });
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    t.after(() => proxy.close());
+    const client = dgram.createSocket('udp4');
+    client.on('error', () => undefined);
+    client.bind(0, '127.0.0.1');
+    await withTimeout(once(client, 'listening'), 5_000, 'udp bind');
+    t.after(() => client.close());
+    const me = client.address();
+    for (const payload of ['first', 'second']) {
+      const reply = withTimeout(once(client, 'message'), 5_000, 'a reply');
+      client.send(payload, port, '127.0.0.1');
+      const [msg] = (await reply) as [Buffer];
+      assert.equal(msg.toString(), `UDP4 127.0.0.1:${me.port} ${payload}`);
+    }
   });
 });

@@ -129,6 +129,47 @@ describe('UdpProxy client identity', () => {
     assert.deepEqual([...answer.subarray(-4)], [192, 0, 2, 9]);
   });
 
+  for (const relay of ['handle', 'dgram'] as const) {
+    test(`proxyProtocol 'v2' (relay '${relay}'): a datagram that the header would push past the UDP maximum is dropped as oversized, not sent`, async (t) => {
+      // Answers with the header's protocol and the payload's length: a reply as long as the
+      // datagram would itself be too large to send back.
+      const upstream = await udpSocket();
+      t.after(() => closeSocket(upstream));
+      upstream.on('message', (msg, rinfo) => {
+        const { header, rest } = decodeProxyHeader(msg);
+        upstream.send(`${header.protocol} ${rest.length}`, rinfo.port, rinfo.address);
+      });
+      const proxy = new UdpProxy({
+        upstreams: [{ host: '127.0.0.1', port: upstream.address().port }],
+        proxyProtocol: 'v2',
+        relay,
+      });
+      t.after(() => proxy.close());
+      const errors: Error[] = [];
+      proxy.on('upstreamError', (_session, _upstream, err) => errors.push(err));
+      const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+      const client = await udpSocket();
+      t.after(() => closeSocket(client));
+      // 65 507 is the largest UDP payload over IPv4; a UDP4 header takes 28 bytes of it.
+      const fits = 65_507 - 28;
+      assert.equal((await request(client, port, Buffer.alloc(fits))).toString(), `UDP4 ${fits}`);
+      const dropped = nextDrop(proxy);
+      client.send(Buffer.alloc(fits + 1), port, '127.0.0.1');
+      const drop = await dropped;
+      assert.equal(drop.reason, DropReason.OVERSIZED);
+      assert.equal(drop.from, 'client');
+      assert.equal(drop.size, fits + 1);
+      // The session goes on, and nothing failed on the way.
+      assert.equal((await request(client, port, 'after')).toString(), 'UDP4 5');
+      const stats = proxy.stats();
+      assert.equal(stats.dropped.oversized, 1);
+      assert.equal(stats.upstream_sess_tx_errors, 0);
+      assert.equal(stats.upstream_sess_tx_datagrams, 2);
+      assert.equal(stats.downstream_sess_total, 1);
+      assert.deepEqual(errors, []);
+    });
+  }
+
   test('proxyProtocol accepts only v2', () => {
     assert.throws(() => new UdpProxy({ proxyProtocol: 'v1' as 'v2' }), {
       code: 'ERR_L4_INVALID_OPTION',

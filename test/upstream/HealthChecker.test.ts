@@ -296,6 +296,35 @@ describe('HealthChecker (TCP)', () => {
     tracker.stop();
     assert.equal(o.checks.length, 0, 'a cancelled check reports nothing');
   });
+
+  test('a check cancelled by stop() or by an address change counts no attempt and no failure', async (t) => {
+    const silent = await flakyServer(() => undefined);
+    const other = await flakyServer(() => undefined);
+    t.after(async () => {
+      await silent.close();
+      await other.close();
+    });
+    const o = observe([silent.port], { interval: 10, timeout: 60_000, tcp: { expect: 'x' } });
+    t.after(() => {
+      o.checker.stop();
+    });
+    const accepted = async (server: { accepted: number }, count: number): Promise<void> => {
+      const deadline = Date.now() + 5_000;
+      while (server.accepted < count && Date.now() < deadline)
+        await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(server.accepted, count, 'the check reached the server');
+    };
+    o.checker.start();
+    await accepted(silent, 1);
+    o.set.set([{ host: '127.0.0.1', port: other.port, id: `u${silent.port}` }]);
+    o.checker.sync();
+    await accepted(other, 1);
+    o.checker.stop();
+    const state = only(o.set);
+    assert.deepEqual(o.checker.totals, { attempts: 0, failures: 0 });
+    assert.deepEqual(state.health, { checks: 0, checkFailures: 0, ejections: 0 });
+    assert.equal(o.checks.length, 0);
+  });
 });
 
 describe('HealthChecker (UDP)', () => {

@@ -1,14 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { TcpProxy } from '../../src/index.js';
+import { TcpProxy, UdpProxy } from '../../src/index.js';
 import type { Upstream, UpstreamHealthChange } from '../../src/index.js';
 import { resolveOutlierDetection } from '../../src/upstream/healthOptions.js';
 import { OutlierDetector } from '../../src/upstream/OutlierDetector.js';
 import { UpstreamSet } from '../../src/upstream/UpstreamSet.js';
 import type { UpstreamState } from '../../src/upstream/UpstreamState.js';
-import { connect, readAll } from '../helpers/net.js';
+import { connect, readAll, withTimeout } from '../helpers/net.js';
+import { closeSocket, nextMessage, udpSocket } from '../udp/helpers.js';
 import { startProxy } from '../helpers/proxy.js';
-import { flakyServer, nextEvent, trackResources } from './helpers.js';
+import { flakyServer, nextEvent, trackResources, udpServer } from './helpers.js';
 
 function setOf(count: number): UpstreamSet {
   return new UpstreamSet(
@@ -163,6 +164,58 @@ describe('OutlierDetector', () => {
     tracker.stop();
   });
 
+  test('an upstream moved to a new address under the same id starts afresh: ejection ended, failure streak and ejection count reset', () => {
+    const set = setOf(3);
+    const { detector: d, events } = detector(set, {
+      consecutiveFailures: 2,
+      baseEjectionTime: 60_000,
+      maxEjectionTime: 600_000,
+    });
+    const a = at(set, 0);
+    const b = at(set, 1);
+    fail(d, a, 2);
+    d.release(a);
+    fail(d, a, 2);
+    assert.equal(a.healthy, false, 'ejected a second time (2 x baseEjectionTime)');
+    fail(d, b, 1);
+    const moved = set.list().map((s) => ({ ...s.upstream, id: s.id }));
+    set.set([{ ...moved[0], port: 2000 }, { ...moved[1], port: 2001 }, moved[2]]);
+    const version = set.version;
+    d.sync();
+    assert.equal(a.healthy, true, 'the old address was ejected, not the new one');
+    assert.ok(set.version > version, 'the set is told, so candidates are rebuilt');
+    assert.deepEqual(events.at(-1)?.slice(0, 2), [a.id, false]);
+    assert.equal(d.ejectedCount, 0);
+    fail(d, b, 1);
+    assert.equal(b.healthy, true, 'a failure of the old address does not count for the new one');
+    const before = Date.now();
+    fail(d, a, 2);
+    assert.equal(a.healthy, false);
+    assert.ok(a.ejectedUntil - before <= 60_500, 'the first ejection of the new address: 1 x base');
+    d.stop();
+  });
+
+  test('an outcome of an attempt dialled before the upstream moved counts neither for nor against the new address', () => {
+    const set = setOf(3);
+    const { detector: d } = detector(set, { consecutiveFailures: 2 });
+    const a = at(set, 0);
+    const dialled = a.generation;
+    set.set(set.list().map((s, i) => ({ ...s.upstream, id: s.id, port: 3000 + i })));
+    d.sync();
+    assert.notEqual(a.generation, dialled, 'a new host or port is a new generation');
+    fail(d, a, 1);
+    d.recordSuccess(a, dialled);
+    fail(d, a, 1);
+    assert.equal(a.healthy, false, 'a success from the old address does not end the new streak');
+    d.release(a);
+    for (let i = 0; i < 3; i++) d.recordFailure(a, dialled);
+    assert.equal(a.healthy, true, 'failures of the old address do not eject the new one');
+    const generation = a.generation;
+    set.set(set.list().map((s) => ({ ...s.upstream, id: s.id, weight: 5 })));
+    assert.equal(a.generation, generation, 'a change of weight is no move');
+    d.stop();
+  });
+
   test('rejects invalid options naming them', () => {
     const cases: [Record<string, unknown>, string][] = [
       [{ consecutiveFailures: 0 }, 'outlierDetection.consecutiveFailures'],
@@ -241,6 +294,105 @@ describe('TcpProxy passive ejection', () => {
     await proxy.close();
     await good.close();
     await flaky.close();
+  });
+});
+
+describe('TcpProxy passive ejection and setUpstreams', () => {
+  test('an ejected upstream re-pointed at a live address by setUpstreams() is selectable at once, with a passive upstreamHealth event naming the move', async (t) => {
+    const good = await flakyServer();
+    const dead = await flakyServer();
+    await dead.down();
+    const fresh = await flakyServer();
+    t.after(async () => {
+      await good.close();
+      await dead.close();
+      await fresh.close();
+    });
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: good.port, id: 'good' },
+        { host: '127.0.0.1', port: dead.port, id: 'moving' },
+      ],
+      outlierDetection: { consecutiveFailures: 1, baseEjectionTime: 60_000 },
+    });
+    t.after(() => proxy.close());
+    const ejected = nextEvent(proxy, 'upstreamHealth', (u, ok) => u.id === 'moving' && !ok);
+    let served = 0;
+    for (let i = 0; i < 2; i++) {
+      const client = await connect(port);
+      const reply = readAll(client);
+      client.end('x');
+      assert.equal((await reply).toString(), 'x');
+      served++;
+    }
+    await ejected;
+    assert.equal(proxy.stats().upstreams.moving?.ejected, true);
+    const back = nextEvent(proxy, 'upstreamHealth', (u, ok) => u.id === 'moving' && ok);
+    proxy.setUpstreams([
+      { host: '127.0.0.1', port: good.port, id: 'good' },
+      { host: '127.0.0.1', port: fresh.port, id: 'moving' },
+    ]);
+    const [, , change] = await back;
+    assert.equal(change.source, 'passive');
+    assert.match(change.detail, new RegExp(`address changed to 127\\.0\\.0\\.1:${fresh.port}`));
+    const stats = proxy.stats();
+    assert.equal(stats.upstreams.moving?.ejected, false);
+    assert.equal(stats.outlier_ejections_active, 0);
+    for (let i = 0; i < 2; i++) {
+      const client = await connect(port);
+      const reply = readAll(client);
+      client.end('y');
+      assert.equal((await reply).toString(), 'y');
+      served++;
+    }
+    assert.ok(fresh.accepted >= 1, 'traffic reaches the new address');
+    await closes(served);
+  });
+});
+
+describe('UdpProxy passive ejection and setUpstreams', () => {
+  test('an ICMP error on a session still connected to the old address does not eject the upstream at its new address', async (t) => {
+    const stable = await udpServer();
+    const old = await udpServer();
+    const fresh = await udpServer();
+    t.after(async () => {
+      await stable.close();
+      await fresh.close();
+    });
+    const proxy = new UdpProxy({
+      upstreams: [
+        { id: 'stable', host: '127.0.0.1', port: stable.port },
+        { id: 'moving', host: '127.0.0.1', port: old.port },
+      ],
+      selector: (ctx) => ctx.candidates.find((c) => c.id === 'moving'),
+      outlierDetection: { consecutiveFailures: 1, baseEjectionTime: 60_000 },
+    });
+    t.after(() => proxy.close());
+    const changes: [string, boolean][] = [];
+    proxy.on('upstreamHealth', (u, healthy) => changes.push([u.id, healthy]));
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    client.send('one', port, '127.0.0.1');
+    assert.equal((await nextMessage(client)).toString(), 'one');
+    proxy.setUpstreams([
+      { id: 'stable', host: '127.0.0.1', port: stable.port },
+      { id: 'moving', host: '127.0.0.1', port: fresh.port },
+    ]);
+    await old.close();
+    // The session's socket is still connected to the old port: ICMP port unreachable ends it.
+    const ended = new Promise<string>((resolve) => {
+      proxy.once('sessionClose', (summary) => {
+        resolve(summary.reason);
+      });
+    });
+    client.send('two', port, '127.0.0.1');
+    assert.equal(await withTimeout(ended, 5_000, 'sessionClose'), 'upstream_error');
+    assert.deepEqual(changes, [], 'no ejection of the new address');
+    assert.equal(proxy.stats().upstreams.moving?.ejected, false);
+    client.send('three', port, '127.0.0.1');
+    assert.equal((await nextMessage(client)).toString(), 'three', 'served at the new address');
+    assert.equal(fresh.received, 1);
   });
 });
 

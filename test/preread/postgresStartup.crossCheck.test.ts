@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import net from 'node:net';
+import { test } from 'node:test';
+import { postgresStartup } from '../../src/index.js';
+import type { PrereadContext, PrereadMetadata } from '../../src/index.js';
+import { closeAfter, listen, withTimeout } from '../helpers/net.js';
+import { tool } from '../helpers/tools.js';
+
+/*
+ * The postgresStartup inspector cross-checked against libpq: psql connects with the parameters
+ * below to a server that runs the inspector as the preread stage does (every byte read so far,
+ * answering the requests it answers), and the user, database and application name it reads must
+ * be those psql was given.
+ */
+
+const ctx: PrereadContext = {
+  clientAddress: '127.0.0.1',
+  clientPort: 1,
+  localAddress: '127.0.0.1',
+  localPort: 2,
+  proxyHeader: undefined,
+  canStartTls: false,
+  tls: undefined,
+};
+
+/** A server that inspects each client and reports its metadata (or how inspection ended). */
+async function inspectingServer(
+  t: Parameters<typeof closeAfter>[0],
+): Promise<{ port: number; next(): Promise<PrereadMetadata | string> }> {
+  const inspect = postgresStartup();
+  const results: ((value: PrereadMetadata | string) => void)[] = [];
+  const server = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    let held = Buffer.alloc(0);
+    let replies = 0;
+    socket.on('data', (chunk: Buffer) => {
+      held = Buffer.concat([held, chunk]);
+      for (let answered = true; answered && replies < 4;) {
+        answered = false;
+        const verdict = inspect(held, ctx);
+        if (verdict.action === 'more') return;
+        if (verdict.action === 'reply') {
+          socket.write(verdict.data);
+          held = held.subarray(verdict.consume);
+          replies++;
+          answered = held.length > 0;
+          if (!answered) return;
+          continue;
+        }
+        results.shift()?.(verdict.action === 'match' ? verdict.metadata : verdict.action);
+        socket.destroy();
+      }
+    });
+  });
+  const port = await listen(server);
+  closeAfter(t, server);
+  return {
+    port,
+    next: () =>
+      withTimeout(
+        new Promise((resolve) => {
+          results.push(resolve);
+        }),
+        10_000,
+        'psql to send its startup message',
+      ),
+  };
+}
+
+function psql(path: string, conninfo: string): Promise<void> {
+  return new Promise((resolve) => {
+    execFile(path, ['-X', '-At', conninfo, '-c', 'select 1'], { timeout: 10_000 }, () => {
+      resolve();
+    });
+  });
+}
+
+test('psql (libpq) startup messages: the user, database and application name it was given', async (t) => {
+  const psqlPath = tool(t, 'psql');
+  if (psqlPath === undefined) return;
+  const server = await inspectingServer(t);
+  const cases: [string, PrereadMetadata][] = [
+    [
+      'user=alice dbname=billing application_name=nightly sslmode=disable',
+      { user: 'alice', database: 'billing', applicationName: 'nightly' },
+    ],
+    // An SSLRequest first: the inspector answers N, libpq goes on in clear.
+    ['user=bob dbname=app sslmode=prefer', { user: 'bob', database: 'app' }],
+    ['user=carol sslmode=disable', { user: 'carol', database: 'carol' }],
+    [
+      "user=d_1 dbname='a db' application_name='with spaces' options='-c search_path=x' sslmode=prefer",
+      { user: 'd_1', database: 'a db', applicationName: 'with spaces' },
+    ],
+  ];
+  for (const [conninfo, expected] of cases) {
+    const seen = server.next();
+    const client = psql(
+      psqlPath,
+      `host=127.0.0.1 port=${server.port} connect_timeout=5 ${conninfo}`,
+    );
+    const metadata = await seen;
+    await client;
+    assert.ok(typeof metadata === 'object', `${conninfo}: ${JSON.stringify(metadata)}`);
+    assert.equal(metadata.protocol, 'postgres');
+    assert.equal(metadata.protocolVersion, '3.0', conninfo);
+    for (const [key, value] of Object.entries(expected))
+      assert.equal(metadata[key], value, `${conninfo}: ${key}`);
+    if (!('applicationName' in expected))
+      assert.ok(metadata.applicationName === undefined || metadata.applicationName === 'psql');
+  }
+});
