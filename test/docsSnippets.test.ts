@@ -15,7 +15,7 @@ import { basename, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
-import { closeAll, validateConfig } from '../src/cli/config.js';
+import { closeAll, TOP_KEYS, validateConfig } from '../src/cli/config.js';
 import { selfSignedCertFiles } from './helpers/tlsPeers.js';
 import { tool } from './helpers/tools.js';
 
@@ -170,15 +170,7 @@ test('every TypeScript example of README.md and docs/*.md compiles against the p
 });
 
 /** Top-level settings of a config file (a block of them alone gets a listener to validate). */
-const SETTINGS = [
-  'metrics',
-  'drainTimeout',
-  'logLevel',
-  'workers',
-  'admin',
-  'accessLog',
-  'backlog',
-];
+const SETTINGS = TOP_KEYS.filter((key) => key !== '$schema' && key !== 'listeners');
 
 /**
  * A JSON block as a whole config file: a file as is, a listener inside `listeners`, settings

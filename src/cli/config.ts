@@ -81,7 +81,8 @@ export interface Config {
   readonly settings: Settings;
 }
 
-const TOP_KEYS = [
+/** The keys a config file may have at its top. */
+export const TOP_KEYS = [
   '$schema',
   'listeners',
   'metrics',

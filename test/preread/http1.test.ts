@@ -2,18 +2,10 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { test } from 'node:test';
 import { http1 } from '../../src/index.js';
-import type { PrereadContext } from '../../src/index.js';
 import { closeAfter, connect, listen, withTimeout } from '../helpers/net.js';
+import { prereadContext } from '../helpers/prereadContext.js';
 
-const ctx: PrereadContext = {
-  clientAddress: '127.0.0.1',
-  clientPort: 1,
-  localAddress: '127.0.0.1',
-  localPort: 2,
-  proxyHeader: undefined,
-  canStartTls: false,
-  tls: undefined,
-};
+const ctx = prereadContext;
 
 function hostOf(request: string): unknown {
   const verdict = http1()(Buffer.from(request, 'latin1'), ctx);

@@ -2,23 +2,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { http1 } from '../../src/index.js';
-import type { PrereadContext } from '../../src/index.js';
 import { fuzzRuns } from '../helpers/fuzz.js';
 import { connect, readAll } from '../helpers/net.js';
 import { startNginxHttp } from '../helpers/nginxHttp.js';
 import { freePort } from '../helpers/peerProcess.js';
 import { startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
+import { prereadContext } from '../helpers/prereadContext.js';
 
-const ctx: PrereadContext = {
-  clientAddress: '127.0.0.1',
-  clientPort: 1,
-  localAddress: '127.0.0.1',
-  localPort: 2,
-  proxyHeader: undefined,
-  canStartTls: false,
-  tls: undefined,
-};
+const ctx = prereadContext;
 
 test('http1 takes bare-LF line endings, alone or mixed with CRLF, as nginx and HAProxy do', () => {
   const inspect = http1();

@@ -2,8 +2,9 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { firstLine, http1, postgresStartup, tlsClientHello } from '../../src/index.js';
-import type { PrereadContext, PrereadInspector, PrereadVerdict } from '../../src/index.js';
+import type { PrereadInspector, PrereadVerdict } from '../../src/index.js';
 import { fuzzRuns } from '../helpers/fuzz.js';
+import { prereadContext } from '../helpers/prereadContext.js';
 
 /*
  * The preread stage asks an inspector again with every byte read so far until it decides: the
@@ -13,15 +14,7 @@ import { fuzzRuns } from '../helpers/fuzz.js';
 
 const runs = fuzzRuns(2000);
 
-const ctx: PrereadContext = {
-  clientAddress: '127.0.0.1',
-  clientPort: 1,
-  localAddress: '127.0.0.1',
-  localPort: 2,
-  proxyHeader: undefined,
-  canStartTls: false,
-  tls: undefined,
-};
+const ctx = prereadContext;
 
 /** The verdict the stage would act on when the reads end at `cuts` (then at the end). */
 function decided(

@@ -3,9 +3,10 @@ import { execFile } from 'node:child_process';
 import net from 'node:net';
 import { test } from 'node:test';
 import { postgresStartup } from '../../src/index.js';
-import type { PrereadContext, PrereadMetadata } from '../../src/index.js';
+import type { PrereadMetadata } from '../../src/index.js';
 import { closeAfter, listen, withTimeout } from '../helpers/net.js';
 import { tool } from '../helpers/tools.js';
+import { prereadContext } from '../helpers/prereadContext.js';
 
 /*
  * The postgresStartup inspector cross-checked against libpq: psql connects with the parameters
@@ -14,15 +15,7 @@ import { tool } from '../helpers/tools.js';
  * be those psql was given.
  */
 
-const ctx: PrereadContext = {
-  clientAddress: '127.0.0.1',
-  clientPort: 1,
-  localAddress: '127.0.0.1',
-  localPort: 2,
-  proxyHeader: undefined,
-  canStartTls: false,
-  tls: undefined,
-};
+const ctx = prereadContext;
 
 /** A server that inspects each client and reports its metadata (or how inspection ended). */
 async function inspectingServer(

@@ -10,16 +10,9 @@ import {
 import type { PrereadInspector, PrereadResults, TcpRejection } from '../../src/index.js';
 import { closed, dial, echoServer, readAll, waitFor } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
+import { prereadContext } from '../helpers/prereadContext.js';
 
-const ctx = {
-  clientAddress: '127.0.0.1',
-  clientPort: 1,
-  localAddress: '127.0.0.1',
-  localPort: 2,
-  proxyHeader: undefined,
-  canStartTls: false,
-  tls: undefined,
-};
+const ctx = prereadContext;
 
 test('http1: waits for the end of the headers, reads method, path and Host, skips non-HTTP at once', () => {
   const inspect = http1();
