@@ -26,8 +26,9 @@ const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/;
  * The HTTP/1.x inspector (Envoy `http_inspector`, HAProxy `req.payload` rules): waits for the end
  * of the request headers and matches with `{ protocol: 'http1', method, path, version, host,
  * hostname, hostHeader }` (`host` is the Host header lower-cased, or the authority of an
- * absolute-form target, `hostname` the same without its port, `hostHeader` the Host header). Bytes
- * that cannot start a request line are skipped at once, so a TLS or binary client is not delayed.
+ * absolute-form target or of a CONNECT, `hostname` the same without its port, `hostHeader` the
+ * Host header). Bytes that cannot start a request line are skipped at once, so a TLS or binary
+ * client is not delayed.
  * A line may end in a bare LF as well as CRLF (RFC 9112 section 2.2 allows it, and nginx and
  * HAProxy accept it): the inspector must split lines as the upstream will, or a client could have
  * it route on one Host while the upstream reads another.
@@ -72,8 +73,16 @@ function inspectRequest(bytes: Buffer, maxHeaderBytes: number): PrereadVerdict {
   // RFC 9112 3.2.2: a server reads the authority of an absolute-form target and ignores Host
   // (nginx does; HAProxy refuses the request when they differ). Routing on Host would send
   // `GET http://b.test/` with `Host: a.test` to a.test's upstream, which serves b.test.
-  const absolute = ABSOLUTE_FORM.exec(requestLine[2] ?? '');
-  const host = absolute === null ? hostHeader : authorityHost(absolute[1] ?? '');
+  // CONNECT's authority-form target (3.2.3) is where a forward proxy opens the tunnel, whatever
+  // the Host: routing on Host would let a client tunnel past a policy written on the name.
+  const target = requestLine[2] ?? '';
+  const absolute = ABSOLUTE_FORM.exec(target);
+  const host =
+    absolute !== null
+      ? authorityHost(absolute[1] ?? '')
+      : requestLine[1] === 'CONNECT'
+        ? authorityHost(target)
+        : hostHeader;
   return {
     action: 'match',
     metadata: {

@@ -2,11 +2,12 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { test } from 'node:test';
 import { http1 } from '../../src/index.js';
-import { closeAfter, connect, listen, readAll, withTimeout } from '../helpers/net.js';
+import { closeAfter, connect, echoServer, listen, readAll, withTimeout } from '../helpers/net.js';
 import { freePort } from '../helpers/peerProcess.js';
 import { startNginxHttp } from '../helpers/nginxHttp.js';
 import { prereadContext } from '../helpers/prereadContext.js';
 import { startProxy } from '../helpers/proxy.js';
+import { startSquid } from '../helpers/squid.js';
 import { tool } from '../helpers/tools.js';
 
 const ctx = prereadContext;
@@ -86,4 +87,43 @@ test('an absolute-form request routes on its target authority, not Host, as ngin
   const response = (await readAll(socket)).toString('latin1');
   // nginx serves b.test whatever the Host: the proxy must have chosen b.test's upstream too.
   assert.match(response, /\r\n\r\nweb-b b\.test\n$/, response);
+});
+
+test('a CONNECT routes on its authority-form target, where squid opens the tunnel, not on Host (RFC 9112 3.2.3)', async (t) => {
+  const inspect = (request: string): unknown => {
+    const verdict = http1()(Buffer.from(request, 'latin1'), ctx);
+    return verdict.action === 'match' ? verdict.metadata : verdict.action;
+  };
+  assert.deepEqual(inspect('CONNECT B.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n'), {
+    protocol: 'http1',
+    method: 'CONNECT',
+    path: 'B.test:443',
+    version: '1.1',
+    host: 'b.test:443',
+    hostname: 'b.test',
+    hostHeader: 'a.test:443',
+  });
+
+  if (tool(t, 'squid') === undefined) return;
+  const servers = [await echoServer(), await echoServer()];
+  t.after(() => Promise.all(servers.map((server) => server.close())));
+  const [allowed, forbidden] = servers.map((server) => server.port) as [number, number];
+  const squid = await startSquid();
+  t.after(() => squid.stop());
+  // A policy on the name: only tunnels to 127.0.0.1:<allowed> may reach the forward proxy.
+  const { proxy, port } = await startProxy({
+    upstreams: [{ id: 'squid', host: '127.0.0.1', port: squid.port }],
+    preread: { inspectors: { http: http1() } },
+    selector: (ctx) =>
+      ctx.preread?.http?.host === `127.0.0.1:${allowed}` ? ctx.candidates[0] : undefined,
+  });
+  t.after(() => proxy.close({ drainTimeout: 0 }));
+  const tunnel = async (target: number, host: number): Promise<string> => {
+    const socket = await connect(port);
+    t.after(() => socket.destroy());
+    socket.end(`CONNECT 127.0.0.1:${target} HTTP/1.1\r\nHost: 127.0.0.1:${host}\r\n\r\n`);
+    return (await readAll(socket)).toString('latin1');
+  };
+  assert.match(await tunnel(allowed, allowed), /^HTTP\/1\.1 200 /);
+  assert.equal(await tunnel(forbidden, allowed), '', 'the tunnel to the other port was refused');
 });
