@@ -2,11 +2,13 @@ import { after, before, describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createHash, X509Certificate } from 'node:crypto';
+import type { RemoteInfo, Socket } from 'node:dgram';
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UdpProxy } from '../../src/udp/UdpProxy.js';
+import type { UdpQuicOptions } from '../../src/quic/quicOptions.js';
 import { withTimeout } from '../helpers/net.js';
 import { findTool, requireTools } from '../helpers/tools.js';
 import { closeSocket, stopChild, udpSocket } from '../udp/helpers.js';
@@ -42,9 +44,10 @@ function tools(): Tools | string {
 }
 
 /**
- * A UDP relay between one client and the proxy that records the client's datagrams until the
- * first reply (their sizes and first bytes: how many packets the ClientHello took) and counts
- * the Retry packets coming back.
+ * A UDP relay between a client and the proxy that records the client's datagrams until the first
+ * reply (their first bytes: how many packets the ClientHello took) and counts the Retry packets
+ * coming back. Each client address gets a socket of its own toward the proxy, so a client that
+ * rebinds is seen rebinding by the proxy too (at most 8 addresses).
  */
 interface Relay {
   readonly port: number;
@@ -55,21 +58,33 @@ interface Relay {
 
 async function relayTo(port: number): Promise<Relay> {
   const front = await udpSocket();
-  const back = await udpSocket();
+  const backs = new Map<string, Promise<Socket>>();
   const beforeReply: Buffer[] = [];
-  let client: { port: number; address: string } | undefined;
   let replied = false;
   let retries = 0;
+  const backFor = (from: RemoteInfo): Promise<Socket> | undefined => {
+    const key = `${from.address}:${String(from.port)}`;
+    let back = backs.get(key);
+    if (back === undefined && backs.size < 8) {
+      back = udpSocket().then((socket) => {
+        socket.on('message', (msg) => {
+          replied = true;
+          // A v1 long header of type Retry: 0b1111 in the unprotected high bits.
+          if ((msg[0] ?? 0) >> 4 === 0xf) retries++;
+          front.send(msg, from.port, from.address);
+        });
+        return socket;
+      });
+      backs.set(key, back);
+    }
+    return back;
+  };
   front.on('message', (msg, from) => {
-    client = from;
     if (!replied && beforeReply.length < 16) beforeReply.push(Buffer.from(msg.subarray(0, 8)));
-    back.send(msg, port, '127.0.0.1');
-  });
-  back.on('message', (msg) => {
-    replied = true;
-    // A v1 long header of type Retry: 0b1111 in the unprotected high bits.
-    if ((msg[0] ?? 0) >> 4 === 0xf) retries++;
-    if (client) front.send(msg, client.port, client.address);
+    // Promise callbacks run in order: the datagrams of one address keep theirs.
+    void backFor(from)?.then((back) => {
+      back.send(msg, port, '127.0.0.1');
+    });
   });
   return {
     port: front.address().port,
@@ -77,7 +92,7 @@ async function relayTo(port: number): Promise<Relay> {
     retries: () => retries,
     close: async () => {
       await closeSocket(front);
-      await closeSocket(back);
+      for (const back of backs.values()) await closeSocket(await back);
     },
   };
 }
@@ -130,6 +145,7 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
   function proxyFor(
     a: Http3Server,
     b: Http3Server,
+    quic: UdpQuicOptions = { sni: true },
   ): { proxy: UdpProxy; names: unknown[]; versions: unknown[] } {
     const names: unknown[] = [];
     const versions: unknown[] = [];
@@ -139,7 +155,7 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
         { id: 'beta.test', host: '127.0.0.1', port: b.port },
       ],
       idleTimeout: 10_000,
-      quic: { sni: true },
+      quic,
       selector: (ctx) => {
         names.push(ctx.serverName);
         versions.push(ctx.quicVersion);
@@ -156,8 +172,9 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
     b: Http3Server,
     host: string,
     extra: readonly string[] = [],
-  ): Promise<{ relay: Relay; names: unknown[]; proxy: UdpProxy }> {
-    const { proxy, names } = proxyFor(a, b);
+    quic?: UdpQuicOptions,
+  ): Promise<{ relay: Relay; names: unknown[]; proxy: UdpProxy; rebound: boolean }> {
+    const { proxy, names } = proxyFor(a, b, quic);
     try {
       const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
       const relay = await relayTo(port);
@@ -171,7 +188,7 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
           extra,
         );
         assert.equal(run.body, 'served by beta.test\n', run.output.slice(-2000));
-        return { relay, names, proxy };
+        return { relay, names, proxy, rebound: run.rebound };
       } finally {
         await relay.close();
       }
@@ -248,6 +265,36 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
       assert.equal(proxy.stats().upstreams['alpha.test']?.upstream_sess_total, 0);
     });
   }
+
+  test('after Retry, a client rebinding while uploading stays on its server (connectionIdRouting)', async (t) => {
+    const peers = ready(t);
+    if (!peers) return;
+    const [paths] = peers;
+    const servers: Http3Server[] = [];
+    t.after(() => Promise.all(servers.map((s) => s.stop())));
+    const own = mkdtempSync(join(dir, 'retry-'));
+    for (const name of ['alpha.test', 'beta.test'])
+      servers.push(
+        await startHttp3Server(paths.gtlsserver, paths.openssl, own, name, ['--validate-addr']),
+      );
+    const [a, b] = servers as [Http3Server, Http3Server];
+    const upload = join(own, 'upload.bin');
+    writeFileSync(upload, randomBytes(4 << 20));
+    const { relay, names, proxy, rebound } = await viaProxy(
+      paths,
+      a,
+      b,
+      'beta.test',
+      [`--data=${upload}`, '--change-local-addr=150ms', '--nat-rebinding'],
+      { sni: true, connectionIdRouting: true },
+    );
+    assert.ok(rebound, 'the client rebound');
+    assert.ok(relay.retries() >= 1, 'the server sent Retry');
+    // The new address is routed by the server's connection ID, not by a fresh choice.
+    assert.deepEqual(names, ['beta.test']);
+    assert.ok((proxy.stats().quic?.quic_cid_routed ?? 0) >= 1);
+    assert.equal(proxy.stats().upstreams['alpha.test']?.upstream_sess_total, 0);
+  });
 
   /** Chromium, or a skip (a failure under L4PROXY_REQUIRE_TOOLS=1). */
   function chromiumPath(t: TestContext): string | undefined {
