@@ -19,12 +19,16 @@ const MAX_METHOD = 32;
 const LINE_END = /\r?\n/;
 /** The end of the headers: a line end followed by an empty line. */
 const HEADERS_END = /\n\r?\n/;
+/** An absolute-form request-target (RFC 9112 3.2.2): scheme "://" then the authority. */
+const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/;
 
 /**
  * The HTTP/1.x inspector (Envoy `http_inspector`, HAProxy `req.payload` rules): waits for the end
  * of the request headers and matches with `{ protocol: 'http1', method, path, version, host,
- * hostname }` (`host` is the Host header lower-cased, `hostname` the same without its port). Bytes
- * that cannot start a request line are skipped at once, so a TLS or binary client is not delayed.
+ * hostname, hostHeader }` (`host` is the Host header lower-cased, or the authority of an
+ * absolute-form target or of a CONNECT, `hostname` the same without its port, `hostHeader` the
+ * Host header). Bytes that cannot start a request line are skipped at once, so a TLS or binary
+ * client is not delayed.
  * A line may end in a bare LF as well as CRLF (RFC 9112 section 2.2 allows it, and nginx and
  * HAProxy accept it): the inspector must split lines as the upstream will, or a client could have
  * it route on one Host while the upstream reads another.
@@ -65,7 +69,20 @@ function inspectRequest(bytes: Buffer, maxHeaderBytes: number): PrereadVerdict {
   const lines = text.slice(0, end).split(LINE_END);
   const requestLine = REQUEST_LINE.exec(lines[0] ?? '');
   if (requestLine === null) return SKIP;
-  const host = headerValue(lines, 'host')?.toLowerCase();
+  const hostHeader = headerValue(lines, 'host')?.toLowerCase();
+  // RFC 9112 3.2.2: a server reads the authority of an absolute-form target and ignores Host
+  // (nginx does; HAProxy refuses the request when they differ). Routing on Host would send
+  // `GET http://b.test/` with `Host: a.test` to a.test's upstream, which serves b.test.
+  // CONNECT's authority-form target (3.2.3) is where a forward proxy opens the tunnel, whatever
+  // the Host: routing on Host would let a client tunnel past a policy written on the name.
+  const target = requestLine[2] ?? '';
+  const absolute = ABSOLUTE_FORM.exec(target);
+  const host =
+    absolute !== null
+      ? authorityHost(absolute[1] ?? '')
+      : requestLine[1] === 'CONNECT'
+        ? authorityHost(target)
+        : hostHeader;
   return {
     action: 'match',
     metadata: {
@@ -75,6 +92,7 @@ function inspectRequest(bytes: Buffer, maxHeaderBytes: number): PrereadVerdict {
       version: requestLine[3],
       host,
       hostname: host === undefined ? undefined : withoutPort(host),
+      hostHeader,
     },
   };
 }
@@ -94,6 +112,12 @@ function headerValue(lines: readonly string[], name: string): string | undefined
       return line.slice(colon + 1).replace(OWS, '');
   }
   return undefined;
+}
+
+/** The host and port of an authority, lower-cased, without userinfo; undefined when empty. */
+function authorityHost(authority: string): string | undefined {
+  const host = authority.slice(authority.lastIndexOf('@') + 1).toLowerCase();
+  return host === '' ? undefined : host;
 }
 
 function withoutPort(host: string): string {

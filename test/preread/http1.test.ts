@@ -2,8 +2,13 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { test } from 'node:test';
 import { http1 } from '../../src/index.js';
-import { closeAfter, connect, listen, withTimeout } from '../helpers/net.js';
+import { closeAfter, connect, echoServer, listen, readAll, withTimeout } from '../helpers/net.js';
+import { freePort } from '../helpers/peerProcess.js';
+import { startNginxHttp } from '../helpers/nginxHttp.js';
 import { prereadContext } from '../helpers/prereadContext.js';
+import { startProxy } from '../helpers/proxy.js';
+import { startSquid } from '../helpers/squid.js';
+import { tool } from '../helpers/tools.js';
 
 const ctx = prereadContext;
 
@@ -34,4 +39,91 @@ test('the Host routed on is the one the upstream reads: only SP and HTAB surroun
   t.after(() => socket.destroy());
   socket.write(Buffer.from(nbsp, 'latin1'));
   assert.equal(await withTimeout(host, 5_000, 'the request'), hostOf(nbsp));
+});
+
+test('an absolute-form request routes on its target authority, not Host, as nginx reads it (RFC 9112 3.2.2)', async (t) => {
+  const inspect = (request: string): unknown => {
+    const verdict = http1()(Buffer.from(request, 'latin1'), ctx);
+    return verdict.action === 'match' ? verdict.metadata : verdict.action;
+  };
+  const fields = (target: string, host = 'Host: a.test\r\n'): unknown => {
+    const metadata = inspect(`GET ${target} HTTP/1.1\r\n${host}\r\n`) as Record<string, unknown>;
+    return [metadata.host, metadata.hostname, metadata.hostHeader];
+  };
+  assert.deepEqual(fields('http://b.test/x'), ['b.test', 'b.test', 'a.test']);
+  assert.deepEqual(fields('HTTPS://B.Test:8443?q'), ['b.test:8443', 'b.test', 'a.test']);
+  assert.deepEqual(fields('http://user:pw@b.test#f'), ['b.test', 'b.test', 'a.test']);
+  assert.deepEqual(fields('http://[::1]:80/'), ['[::1]:80', '[::1]', 'a.test']);
+  assert.deepEqual(fields('http://b.test/', ''), ['b.test', 'b.test', undefined]);
+  // No authority (nginx answers 400): no host, rather than the Host the upstream ignores.
+  assert.deepEqual(fields('http:///x'), [undefined, undefined, 'a.test']);
+  // Origin-form, and a path that merely contains "://", keep reading Host.
+  assert.deepEqual(fields('/http://b.test/'), ['a.test', 'a.test', 'a.test']);
+
+  if (tool(t, 'nginx') === undefined) return;
+  const [webA, webB] = [await freePort(), await freePort()];
+  const nginx = await startNginxHttp(
+    [
+      `server { listen 127.0.0.1:${webA}; return 200 "web-a $host\\n"; }`,
+      `server { listen 127.0.0.1:${webB}; return 200 "web-b $host\\n"; }`,
+    ].join('\n'),
+  );
+  t.after(() => nginx.stop());
+  const { proxy, port } = await startProxy({
+    upstreams: [
+      { id: 'web-a', host: '127.0.0.1', port: webA },
+      { id: 'web-b', host: '127.0.0.1', port: webB },
+    ],
+    preread: { inspectors: { http: http1() } },
+    selector: (ctx) => {
+      const group = ctx.preread?.http?.hostname === 'b.test' ? 'web-b' : 'web-a';
+      return ctx.candidates.find((candidate) => candidate.id === group);
+    },
+  });
+  t.after(() => proxy.close({ drainTimeout: 0 }));
+  const socket = await connect(port);
+  t.after(() => socket.destroy());
+  socket.end('GET http://b.test/ HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n');
+  const response = (await readAll(socket)).toString('latin1');
+  // nginx serves b.test whatever the Host: the proxy must have chosen b.test's upstream too.
+  assert.match(response, /\r\n\r\nweb-b b\.test\n$/, response);
+});
+
+test('a CONNECT routes on its authority-form target, where squid opens the tunnel, not on Host (RFC 9112 3.2.3)', async (t) => {
+  const inspect = (request: string): unknown => {
+    const verdict = http1()(Buffer.from(request, 'latin1'), ctx);
+    return verdict.action === 'match' ? verdict.metadata : verdict.action;
+  };
+  assert.deepEqual(inspect('CONNECT B.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n'), {
+    protocol: 'http1',
+    method: 'CONNECT',
+    path: 'B.test:443',
+    version: '1.1',
+    host: 'b.test:443',
+    hostname: 'b.test',
+    hostHeader: 'a.test:443',
+  });
+
+  if (tool(t, 'squid') === undefined) return;
+  const servers = [await echoServer(), await echoServer()];
+  t.after(() => Promise.all(servers.map((server) => server.close())));
+  const [allowed, forbidden] = servers.map((server) => server.port) as [number, number];
+  const squid = await startSquid();
+  t.after(() => squid.stop());
+  // A policy on the name: only tunnels to 127.0.0.1:<allowed> may reach the forward proxy.
+  const { proxy, port } = await startProxy({
+    upstreams: [{ id: 'squid', host: '127.0.0.1', port: squid.port }],
+    preread: { inspectors: { http: http1() } },
+    selector: (ctx) =>
+      ctx.preread?.http?.host === `127.0.0.1:${allowed}` ? ctx.candidates[0] : undefined,
+  });
+  t.after(() => proxy.close({ drainTimeout: 0 }));
+  const tunnel = async (target: number, host: number): Promise<string> => {
+    const socket = await connect(port);
+    t.after(() => socket.destroy());
+    socket.end(`CONNECT 127.0.0.1:${target} HTTP/1.1\r\nHost: 127.0.0.1:${host}\r\n\r\n`);
+    return (await readAll(socket)).toString('latin1');
+  };
+  assert.match(await tunnel(allowed, allowed), /^HTTP\/1\.1 200 /);
+  assert.equal(await tunnel(forbidden, allowed), '', 'the tunnel to the other port was refused');
 });

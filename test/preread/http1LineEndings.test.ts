@@ -23,6 +23,7 @@ test('http1 takes bare-LF line endings, alone or mixed with CRLF, as nginx and H
       version: '1.1',
       host: 'b.test',
       hostname: 'b.test',
+      hostHeader: 'b.test',
     },
   };
   for (const request of [

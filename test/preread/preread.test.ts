@@ -28,6 +28,7 @@ test('http1: waits for the end of the headers, reads method, path and Host, skip
       version: '1.1',
       host: 'api.test:8443',
       hostname: 'api.test',
+      hostHeader: 'api.test:8443',
     },
   });
   assert.deepEqual(inspect(Buffer.from([0x16, 3, 1]), ctx), { action: 'skip' });

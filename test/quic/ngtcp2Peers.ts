@@ -23,13 +23,15 @@ export interface Http3Server {
 
 /**
  * Starts `gtlsserver` on 127.0.0.1 serving `index.html` = "served by <name>"; resolves once it
- * answers a QUIC packet of an unknown version with a Version Negotiation packet.
+ * answers a QUIC packet of an unknown version with a Version Negotiation packet. `extra` adds
+ * options (`--validate-addr` for Retry).
  */
 export async function startHttp3Server(
   gtlsserver: string,
   openssl: string,
   dir: string,
   name: string,
+  extra: readonly string[] = [],
 ): Promise<Http3Server> {
   const root = join(dir, `htdocs-${name}`);
   mkdirSync(root, { recursive: true });
@@ -38,7 +40,7 @@ export async function startHttp3Server(
   const port = await freeUdpPort();
   const child = spawn(
     gtlsserver,
-    ['-q', '--timeout=5s', '-d', root, '127.0.0.1', String(port), key, cert],
+    ['-q', '--timeout=5s', ...extra, '-d', root, '127.0.0.1', String(port), key, cert],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
     },
@@ -115,7 +117,7 @@ export async function runHttp3Client(
     writeFileSync(hosts, '127.0.0.1 localhost\n127.0.0.1 alpha.test\n127.0.0.1 beta.test\n');
   const download = join(
     dir,
-    `download-${host}-${Date.now()}-${Math.random().toString(16).slice(2)}`,
+    `download-${host.slice(0, 40)}-${Date.now()}-${Math.random().toString(16).slice(2)}`,
   );
   mkdirSync(download);
   const args = [
