@@ -27,8 +27,8 @@ export interface OutlierTotals {
 }
 
 interface OutlierRecord {
-  /** The address the failures and ejections were about (`UpstreamState.address`). */
-  readonly address: string;
+  /** The `UpstreamState.generation` (address) the failures and ejections were about. */
+  readonly generation: number;
   failures: number;
   /** Ejections that still count for the next ejection time; decays while the upstream behaves. */
   multiplier: number;
@@ -105,7 +105,7 @@ export class OutlierDetector {
     const current = new Set(this.set.list());
     for (const [state, record] of this.records) {
       if (!current.has(state)) this.forget(state, record);
-      else if (record.address !== state.address) {
+      else if (record.generation !== state.generation) {
         this.forget(state, record);
         if (state.ejectedUntil !== 0) this.moved(state);
       }
@@ -123,7 +123,7 @@ export class OutlierDetector {
     let record = this.records.get(state);
     if (record === undefined) {
       record = {
-        address: state.address,
+        generation: state.generation,
         failures: 0,
         multiplier: 0,
         releasedAt: 0,
