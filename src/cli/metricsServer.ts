@@ -76,17 +76,13 @@ export async function startMetricsServer(
         sendText(req, res, 405, 'Method not allowed: use GET /metrics\n', { allow: 'GET, HEAD' });
         return;
       }
-      // Through then(): a collector that throws at once becomes a 500, not an uncaught exception.
+      // Through then(): a collector that throws at once, rejects, or yields what cannot be
+      // rendered becomes a 500, not an uncaught exception.
       Promise.resolve()
         .then(collect)
-        .then(
-          (families) => {
-            sendMetrics(req, res, families);
-          },
-          (err: unknown) => {
-            sendText(req, res, 500, `${thrownMessage(err)}\n`);
-          },
-        )
+        .then((families) => {
+          sendMetrics(req, res, families);
+        })
         .catch((err: unknown) => {
           sendText(req, res, 500, `${thrownMessage(err)}\n`);
         });
