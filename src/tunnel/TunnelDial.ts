@@ -393,11 +393,7 @@ export class TunnelDial implements TunnelSelectionContext {
 
   private failed(state: UpstreamState, error: Error, reason: TunnelRefusal): void {
     if (this.finished) return;
-    this.clearTimer();
-    const socket = this.socket;
-    this.socket = undefined;
-    socket?.destroy();
-    state.active--;
+    this.abandon(state);
     if (reason !== 'connect_timeout') state.counters.connectFailures++;
     this.host.manager.upstreamFailed(state, this.generation);
     this.lastError = error;
@@ -420,15 +416,21 @@ export class TunnelDial implements TunnelSelectionContext {
    */
   private outOfDescriptors(state: UpstreamState, err: Error): void {
     if (this.finished) return;
-    this.clearTimer();
-    this.socket?.destroy();
-    this.socket = undefined;
-    state.active--;
+    this.abandon(state);
     const error = new ResourceExhaustedError(
       `No file descriptor left to connect to upstream ${state.address}: ${err.message}.`,
       err,
     );
     this.finish({ ok: false, status: 503, reason: 'resource_exhausted', error });
+  }
+
+  /** Gives up the attempt on `state`: its deadline, its socket and its slot. */
+  private abandon(state: UpstreamState): void {
+    this.clearTimer();
+    const socket = this.socket;
+    this.socket = undefined;
+    socket?.destroy();
+    state.active--;
   }
 
   /** Nothing (more) to try: the last failure (502, 504 for a timeout), or 503 for none at all. */
