@@ -69,6 +69,8 @@ export type TunnelRefusal =
   | 'connect_timeout'
   | 'upstream_tls'
   | 'resource_exhausted'
+  /** `maxTunnels` tunnels were open or opening (503). */
+  | 'max_tunnels'
   | 'internal'
   /** The client left before the answer (reported with status 499; nothing was sent). */
   | 'client_gone';

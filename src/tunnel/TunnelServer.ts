@@ -200,6 +200,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   private terminateTls: ResolvedTerminateTls | undefined;
   private readonly dialHost: DialHost;
   private readonly live = new Set<{ destroy(): void }>();
+  /** Requests that count against `maxTunnels`: from `open()` to their one `tunnelClose`. */
+  private readonly held = new Set<object>();
   private readonly sockets = new Set<Socket>();
   private readonly handshakes = new Set<DownstreamTls>();
   /** What is known of the client behind each HTTP/1.1 socket and HTTP/2 session. */
@@ -602,6 +604,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
           opened = false;
           state.active--;
           this.live.delete(handle);
+          this.held.delete(tunnel);
           this.counters.rx += totals.bytesToTarget;
           this.counters.tx += totals.bytesFromTarget;
           emitSafely(this, 'tunnelClose', {
@@ -666,6 +669,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     udp: boolean,
     answer: (outcome: DialOutcome) => void,
   ): void {
+    if (this.held.size >= this.options.maxTunnels) {
+      answer({ ok: false, status: 503, reason: 'max_tunnels', error: undefined });
+      return;
+    }
+    this.held.add(tunnel);
     let dial: TunnelDial | undefined;
     let ended = false;
     const gone = (): void => {
@@ -807,6 +815,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     this.live.add(handle);
     relayStreams(client, target, this.options.idleTimeout, (end, toTarget, fromTarget) => {
       this.live.delete(handle);
+      this.held.delete(tunnel);
       state.active--;
       state.counters.txBytes += toTarget;
       state.counters.rxBytes += fromTarget;
@@ -830,6 +839,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     tunnel: Pick<TunnelRequest, 'version' | 'protocol' | 'authority' | 'clientAddress'>,
     refusal: Refusal,
   ): void {
+    this.held.delete(tunnel);
     this.countRefusal(refusal);
     emitSafely(this, 'tunnelClose', {
       version: tunnel.version,

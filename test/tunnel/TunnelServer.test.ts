@@ -11,6 +11,7 @@ import {
   echoServer,
   listen,
   readAll,
+  readUntil,
   refusedPort,
   withTimeout,
 } from '../helpers/net.js';
@@ -336,5 +337,98 @@ describe('TunnelServer HTTP/2 stream limit', () => {
       outcomes.filter((outcome) => outcome !== 200),
       [`rst ${String(http2.constants.NGHTTP2_REFUSED_STREAM)}`],
     );
+  });
+});
+
+describe('TunnelServer maxTunnels', () => {
+  /** An HTTP/1.1 CONNECT on a raw socket; resolves with the answer's status line. */
+  async function connectThrough(port: number, authority: string) {
+    const socket = await connect(port);
+    socket.on('error', () => undefined);
+    socket.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+    const head = await readUntil(socket, /\r\n\r\n/, 5_000);
+    return { socket, status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]) };
+  }
+
+  test('tunnels beyond maxTunnels get 503 (max_tunnels) at once, counted from arrival; a freed slot serves the next', async (t) => {
+    const echo = await echoServer();
+    let admitFirst: ((verdict: boolean) => void) | undefined;
+    const { server, port, summaries } = await startTunnelServer({
+      route: 'direct',
+      maxTunnels: 2,
+      // The first request waits in admission: it holds a slot already.
+      authorize: () =>
+        admitFirst === undefined
+          ? new Promise<boolean>((resolve) => {
+              admitFirst = resolve;
+            })
+          : true,
+    });
+    t.after(async () => {
+      await server.close();
+      await echo.close();
+    });
+    const authority = `127.0.0.1:${String(echo.port)}`;
+    const waiting = connectThrough(port, authority);
+    await withTimeout(
+      (async () => {
+        while (admitFirst === undefined) await new Promise((resolve) => setTimeout(resolve, 5));
+      })(),
+      5_000,
+      'the first request in admission',
+    );
+    const second = await connectThrough(port, authority);
+    assert.equal(second.status, 200);
+    const third = await connectThrough(port, authority);
+    assert.equal(third.status, 503);
+    // HTTP/2 streams count against the same limit.
+    const session = http2.connect(`http://127.0.0.1:${String(port)}`);
+    session.on('error', () => undefined);
+    t.after(() => {
+      session.destroy();
+    });
+    const stream = session.request({ ':method': 'CONNECT', ':authority': authority });
+    stream.on('error', () => undefined);
+    const h2Status = await withTimeout(
+      new Promise<number>((resolve) => {
+        stream.once('response', (headers) => {
+          resolve(Number(headers[':status']));
+        });
+      }),
+      5_000,
+      'the HTTP/2 answer',
+    );
+    assert.equal(h2Status, 503);
+    admitFirst?.(true);
+    const first = await waiting;
+    assert.equal(first.status, 200);
+    assert.equal(server.stats().tunnel_refused_reasons.max_tunnels, 2);
+    assert.equal(server.stats().tunnel_active, 2);
+    // One tunnel ends: its slot serves the next request.
+    second.socket.end();
+    await withTimeout(
+      (async () => {
+        while (!summaries.some((summary) => summary.end !== 'refused'))
+          await new Promise((resolve) => setTimeout(resolve, 5));
+      })(),
+      5_000,
+      'the second tunnel closed',
+    );
+    const fourth = await connectThrough(port, authority);
+    assert.equal(fourth.status, 200);
+    fourth.socket.write('still relayed');
+    assert.equal(await readUntil(fourth.socket, /still relayed/, 5_000), 'still relayed');
+    assert.match(
+      server.metrics(),
+      /l4proxy_tunnel_server_tunnel_refused_reasons_total\{reason="max_tunnels"\} 2/,
+    );
+    first.socket.destroy();
+    third.socket.destroy();
+    fourth.socket.destroy();
+  });
+
+  test('maxTunnels must be a positive integer or Infinity', () => {
+    assert.throws(() => new TunnelServer({ maxTunnels: 0 }), /maxTunnels/);
+    assert.throws(() => new TunnelServer({ maxTunnels: 1.5 }), /maxTunnels/);
   });
 });
