@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import type { Socket } from 'node:net';
@@ -727,6 +727,57 @@ describe('TLS termination on the bare handle and on a TLSSocket', () => {
       const [rejection] = await rig.rejected(1, 5_000);
       assert.equal(rejection?.reason, 'client_gone');
       assert.equal(rig.proxy.stats().downstream_cx_total, 0);
+    });
+
+    test(`relay ${relay}: TLS 1.3 key updates (openssl s_client k and K) leave the connection relaying`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      const rig = await terminatingEcho(t, p, relay);
+      const child = spawn(
+        p.openssl,
+        ['s_client', '-connect', `127.0.0.1:${String(rig.port)}`, '-tls1_3'],
+        { stdio: ['pipe', 'pipe', 'pipe'] },
+      );
+      t.after(() => child.kill());
+      let output = '';
+      let messages = '';
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString('latin1')));
+      child.stderr.on('data', (chunk: Buffer) => (messages += chunk.toString('latin1')));
+      const seen = (stream: 'stdout' | 'stderr', line: string): Promise<void> =>
+        withTimeout(
+          new Promise<void>((resolve) => {
+            const check = (): void => {
+              const text = stream === 'stdout' ? output : messages;
+              if (text.includes(`\n${line}\n`) || text.startsWith(`${line}\n`)) {
+                child[stream].off('data', check);
+                resolve();
+              }
+            };
+            child[stream].on('data', check);
+            check();
+          }),
+          5_000,
+          `"${line}" on ${stream}`,
+        );
+      child.stdin.write('before\n');
+      await seen('stdout', 'before');
+      // A line of just "k" is a KeyUpdate, "K" one that asks for the peer's (each read of stdin
+      // is one command or one write: the next line waits for s_client to report it).
+      child.stdin.write('k\n');
+      await seen('stderr', 'KEYUPDATE');
+      child.stdin.write('after-k\n');
+      await seen('stdout', 'after-k');
+      messages = '';
+      child.stdin.write('K\n');
+      await seen('stderr', 'KEYUPDATE');
+      child.stdin.write('after-K\n');
+      await seen('stdout', 'after-K');
+      // Taken as commands, not sent as data.
+      assert.doesNotMatch(output, /\nk\n|\nK\n/);
+      child.stdin.end();
+      const [summary] = await rig.closed(1);
+      assert.equal(summary?.reason, 'completed');
+      assert.deepEqual(rig.errors, []);
     });
 
     test(`relay ${relay}: a client's renegotiation is refused and ends its connection, as nginx refuses it`, async (t) => {
