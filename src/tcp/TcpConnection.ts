@@ -14,6 +14,7 @@ import {
   TunnelRefusedError,
 } from '../errors.js';
 import { TUNNEL_READY } from '../transport/httpConnect.js';
+import { refusedUnprocessed } from '../transport/h2Connect.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
 import type { UpstreamTlsTarget } from '../tls/UpstreamTls.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
@@ -296,6 +297,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private upstreamCounters: UpstreamCounters = scratchCounters();
   protected connected = false;
   private triedStates: UpstreamState[] | undefined;
+  /** A tunnel stream refused unprocessed was sent again (once per connection). */
+  private resentUnprocessed = false;
   private retryCandidates:
     | { source: readonly UpstreamState[]; attempt: number; list: readonly UpstreamState[] }
     | undefined;
@@ -648,8 +651,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     );
   }
 
-  /** One connect attempt failed: drop its socket and try another upstream, if any is left. */
-  private attemptFailed(state: UpstreamState, error: L4Error): void {
+  /** Releases what the current attempt holds: its sockets, its connect timer, its slot. */
+  private dropAttempt(state: UpstreamState): void {
     const socket = this.upstreamSocket;
     this.upstreamSocket = undefined;
     this.rawUpstream?.destroy();
@@ -657,8 +660,29 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     state.active--;
-    this.host.upstreamFailed(state, this.currentGeneration);
     socket?.destroy();
+  }
+
+  /**
+   * The tunnel's proxy refused its stream unprocessed (REFUSED_STREAM, or a stream above its
+   * GOAWAY when it reloads): RFC 9113 section 8.7 makes it safe to send again, so it is, once,
+   * to any upstream this one included, and it counts against none, as HTTP/2 clients resend
+   * such a request. Tunnels that waited for room are resent by the pool itself.
+   */
+  private resendUnprocessed(state: UpstreamState): void {
+    this.resentUnprocessed = true;
+    this.dropAttempt(state);
+    const tried = this.triedStates ?? [];
+    const index = tried.lastIndexOf(state);
+    if (index >= 0) tried.splice(index, 1);
+    this.retryCandidates = undefined;
+    this.nextAttempt();
+  }
+
+  /** One connect attempt failed: drop its socket and try another upstream, if any is left. */
+  private attemptFailed(state: UpstreamState, error: L4Error): void {
+    this.dropAttempt(state);
+    this.host.upstreamFailed(state, this.currentGeneration);
     this.error = error;
     this.host.emitUpstreamError(this, state, error);
     if (this.reason !== undefined) return;
@@ -1164,6 +1188,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     }
     if (!this.connected && this.rawUpstream !== undefined) {
       this.tlsAttemptFailed(state, upstreamTlsError(state.address, err));
+      return;
+    }
+    if (!this.connected && !this.resentUnprocessed && refusedUnprocessed(err)) {
+      this.resendUnprocessed(state);
       return;
     }
     if (!this.connected) {

@@ -35,6 +35,23 @@ function resetError(message: string): Error {
   return Object.assign(new Error(message), { code: 'ECONNRESET' });
 }
 
+const kUnprocessed = Symbol('l4proxy.unprocessed');
+
+/**
+ * A tunnel stream the proxy refused unprocessed (RST_STREAM REFUSED_STREAM, or above a GOAWAY's
+ * last stream id): RFC 9113 section 8.7 says it can be sent again, which the relay does once.
+ */
+function unprocessedError(proxy: string): Error {
+  return Object.assign(resetError(`The proxy ${proxy} refused the tunnel stream unprocessed.`), {
+    [kUnprocessed]: true,
+  });
+}
+
+/** Whether a tunnel attempt failed with a stream its proxy did not process (safe to send again). */
+export function refusedUnprocessed(err: unknown): boolean {
+  return (err as { [kUnprocessed]?: boolean } | undefined)?.[kUnprocessed] === true;
+}
+
 /**
  * The sessions to one proxy (address and tunnel settings), and the tunnels waiting for room on
  * them: a tunnel waits when every session is at its limit and another one's limit is not known
@@ -314,7 +331,9 @@ export class H2SessionPool {
         if (!answered && stream.rstCode === NGHTTP2_REFUSED_STREAM && owner.retry !== undefined)
           retried = owner.retry();
         if (retried) return;
-        if (!answered && !stream.destroyed)
+        if (!answered && stream.rstCode === NGHTTP2_REFUSED_STREAM)
+          owner.fail(unprocessedError(proxy));
+        else if (!answered && !stream.destroyed)
           owner.fail(resetError(`The proxy ${proxy} closed the tunnel stream unanswered.`));
         // We gave up on the answer (a connect timeout, the client gone): is the session alive?
         else if (!answered) pooled.check();
