@@ -41,6 +41,7 @@ import type {
 } from './tunnelServerOptions.js';
 import { resolveTunnelServerOptions } from './tunnelServerOptions.js';
 import { ignoreError } from '../internal/ignoreError.js';
+import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 
 export type { TunnelRequest } from './tunnelRequest.js';
 export type { TunnelServerOptions, TunnelTarget } from './tunnelServerOptions.js';
@@ -590,8 +591,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
           }
           if (error !== undefined) {
             state.active--;
-            this.answerH2(stream, 502);
-            this.refused(tunnel, { status: 502, reason: 'connect_failed', upstream: state.id });
+            // The server's own descriptor shortage is answered as for a TCP target (503).
+            const refusal: Refusal = isDescriptorExhaustion(error)
+              ? { status: 503, reason: 'resource_exhausted', upstream: state.id }
+              : { status: 502, reason: 'connect_failed', upstream: state.id };
+            this.answerH2(stream, refusal.status);
+            this.refused(tunnel, refusal);
             return;
           }
           opened = true;

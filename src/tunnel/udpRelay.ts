@@ -92,8 +92,14 @@ export function relayUdp(
     if (!stream.destroyed) stream.close();
     done(totals);
   };
-  socket.on('error', () => {
-    if (!connected) ready(new Error(`Cannot reach ${host}:${String(port)} over UDP`));
+  socket.on('error', (err: NodeJS.ErrnoException) => {
+    // The code stays: out of descriptors (EMFILE) is the server's shortage, not the target's.
+    if (!connected)
+      ready(
+        Object.assign(new Error(`Cannot reach ${host}:${String(port)} over UDP: ${err.message}`), {
+          code: err.code,
+        }),
+      );
     finish();
   });
   socket.on('message', (msg: Buffer) => {
