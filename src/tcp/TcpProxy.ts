@@ -185,6 +185,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   /** Whether clients are proxied on bare handles: `relay: 'handle'` and nothing reads them first. */
   private readonly handleClients: boolean;
   private closing: Promise<void> | undefined;
+  /** `listen()` calls still binding: `close()` waits for them (each closes its server itself). */
+  private readonly listening = new Set<Promise<unknown>>();
   private drained: (() => void) | undefined;
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
@@ -334,6 +336,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
    * for a Unix socket path. May be called more than once to listen on several addresses.
    *
    * @throws {ListenError} (rejection) when the address cannot be bound.
+   * @throws {ProxyClosedError} (rejection) after `close()`, or when `close()` is called before the
+   *   address is bound (nothing is left listening; `close()` resolves after this settles).
    */
   listen(options?: ListenOptions & { readonly path?: undefined }): Promise<AddressInfo>;
   listen(options: ListenOptions & { readonly path: string }): Promise<string>;
@@ -344,6 +348,16 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       defaultBacklog(this.options.maxConnections),
     );
     if (this.closing) throw new ProxyClosedError();
+    const attempt = this.bind(listenOptions);
+    this.listening.add(attempt);
+    try {
+      return await attempt;
+    } finally {
+      this.listening.delete(attempt);
+    }
+  }
+
+  private async bind(listenOptions: net.ListenOptions): Promise<AddressInfo | string> {
     // TCP_NODELAY goes on the listening socket once (inherited), or per connection in the relay.
     const server = net.createServer({ allowHalfOpen: true });
     let noDelayInherited = false;
@@ -365,6 +379,16 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         resolve();
       });
     });
+    // close() was called while binding (a host name being looked up, the bind itself): the
+    // server it could not see is closed here, before close() resolves.
+    if (this.closing) {
+      await new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+      });
+      throw new ProxyClosedError();
+    }
     noDelayInherited = this.options.noDelay && inheritNoDelay(server);
     local = fixedLocalAddress(server);
     if (this.handleClients)
@@ -972,6 +996,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     for (const timer of this.upstreamDrains) clearTimeout(timer);
     this.upstreamDrains.clear();
     await Promise.all(serversClosed);
+    await Promise.allSettled(this.listening);
     this.identity.perClient?.close();
     emitSafely(this, 'close');
   }
