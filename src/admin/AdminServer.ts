@@ -56,7 +56,7 @@ export interface AdminListenOptions {
  * const admin = createAdminServer({ proxies: { web: proxy }, token: process.env.ADMIN_TOKEN });
  * await admin.listen({ host: '127.0.0.1', port: 9901 });
  */
-export class AdminServer extends EventEmitter<AdminServerEvents> {
+export class AdminServer extends EventEmitter<AdminServerEvents> implements AsyncDisposable {
   /** @internal */
   readonly options: ResolvedAdminOptions;
   /** @internal */
@@ -149,6 +149,11 @@ export class AdminServer extends EventEmitter<AdminServerEvents> {
     } finally {
       this.binding = undefined;
     }
+  }
+
+  /** `await using admin = createAdminServer(...)`: closes at scope exit. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   private async bind(host: string, port: number): Promise<AddressInfo> {

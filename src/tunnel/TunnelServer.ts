@@ -190,7 +190,7 @@ function resolveListenerTls(value: unknown): ResolvedTerminateTls {
  * });
  * await server.listen({ port: 3128, host: '127.0.0.1' });
  */
-export class TunnelServer extends EventEmitter<TunnelServerEvents> {
+export class TunnelServer extends EventEmitter<TunnelServerEvents> implements AsyncDisposable {
   private readonly options: ResolvedTunnelServerOptions;
   private readonly listener: Server;
   private readonly h1 = http.createServer();
@@ -417,6 +417,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   close(): Promise<void> {
     this.closing ??= this.shutdown();
     return this.closing;
+  }
+
+  /** `await using server = new TunnelServer(...)`: closes at scope exit. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   private async shutdown(): Promise<void> {

@@ -493,3 +493,15 @@ test('close() while listen() is binding leaves nothing listening, and a closed a
   await twice.close();
   assert.equal(await listeningServers(before), before);
 });
+
+test('await using closes the admin server at scope exit', async () => {
+  const before = await listeningServers(0);
+  let port: number;
+  {
+    await using admin = createAdminServer({ listeners: () => [] });
+    ({ port } = await admin.listen({ host: '127.0.0.1', port: 0 }));
+    assert.equal((await adminRequest(port, 'GET', '/live')).status, 200);
+  }
+  assert.equal(await listeningServers(before), before);
+  await assert.rejects(connect(port), /ECONNREFUSED/);
+});

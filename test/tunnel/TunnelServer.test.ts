@@ -373,6 +373,18 @@ describe('TunnelServer lifecycle', () => {
     assert.equal(await listeningServers(before), before);
   });
 
+  test('await using closes the server at scope exit', async () => {
+    const before = await listeningServers(0);
+    let port: number;
+    {
+      await using server = new TunnelServer(allowAll);
+      ({ port } = await server.listen({ port: 0, host: '127.0.0.1' }));
+      assert.equal(await listeningServers(before + 1), before + 1);
+    }
+    assert.equal(await listeningServers(before), before);
+    await assert.rejects(connect(port), /ECONNREFUSED/);
+  });
+
   test('listen() failures are typed: a bad port names it, a port in use is a ListenError, and the server can listen after', async () => {
     const server = new TunnelServer(allowAll);
     await assert.rejects(
