@@ -188,6 +188,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   /** `listen()` calls still binding: `close()` waits for them (each closes its server itself). */
   private readonly listening = new Set<Promise<unknown>>();
   private drained: (() => void) | undefined;
+  /** While draining: when (Date.now()) and by which timer what is left gets destroyed. */
+  private drainDeadline = Infinity;
+  private drainTimer: NodeJS.Timeout | undefined;
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
   constructor(options: TcpProxyOptions = {}) {
@@ -964,13 +967,18 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   /**
    * Stops accepting, lets live connections finish for `drainTimeout` ms, then destroys what is
-   * left (reason `proxy_closed`). Idempotent: every call returns the same promise.
+   * left (reason `proxy_closed`). Every call returns the same promise; a later call with a
+   * shorter `drainTimeout` brings the deadline forward (`{ drainTimeout: 0 }`: end them now).
    */
   close(options: CloseOptions = {}): Promise<void> {
-    if (this.closing) return this.closing;
     const raw = optionalRecord(options, 'close options');
     rejectUnknownKeys(raw, ['drainTimeout'], '');
     const drainTimeout = duration(raw.drainTimeout, 'drainTimeout', 30_000);
+    if (this.closing) {
+      // A second signal or a host's own shutdown deadline: it may only hasten the end.
+      if (raw.drainTimeout !== undefined) this.hastenDrain(drainTimeout);
+      return this.closing;
+    }
     this.closing = this.shutdown(drainTimeout);
     return this.closing;
   }
@@ -1004,14 +1012,28 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private drain(drainTimeout: number): Promise<void> {
     if (this.live.size === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      const timer = drainTimeout === 0 ? undefined : setTimeout(this.terminateAll, drainTimeout);
       this.drained = () => {
-        clearTimeout(timer);
+        clearTimeout(this.drainTimer);
         this.drained = undefined;
         resolve();
       };
-      if (timer === undefined) this.terminateAll();
+      this.terminateIn(drainTimeout);
     });
+  }
+
+  /** Destroys what is still live in `ms` (now for 0), replacing an earlier deadline. */
+  private terminateIn(ms: number): void {
+    clearTimeout(this.drainTimer);
+    this.drainDeadline = Date.now() + ms;
+    if (ms === 0) {
+      this.drainTimer = undefined;
+      this.terminateAll();
+    } else this.drainTimer = setTimeout(this.terminateAll, ms);
+  }
+
+  /** A later `close()`: an earlier deadline than the running drain's replaces it. */
+  private hastenDrain(ms: number): void {
+    if (this.drained !== undefined && Date.now() + ms < this.drainDeadline) this.terminateIn(ms);
   }
 
   /** Ends every live connection now (the drain deadline passed). */

@@ -428,6 +428,23 @@ describe('TcpProxy close', () => {
     await echo.close();
   });
 
+  test('a later close() with a shorter drainTimeout ends the drain sooner (a second signal forces)', async () => {
+    const echo = await echoServer();
+    const { proxy, port, closes } = await startProxy({ upstreams: [local(echo.port)] });
+    const client = await connect(port);
+    await waitFor(proxy, 'upstreamConnect');
+    const graceful = proxy.close({ drainTimeout: 60_000 });
+    // A longer deadline changes nothing; a shorter one replaces the running one.
+    assert.equal(proxy.close({ drainTimeout: 120_000 }), graceful);
+    const forced = proxy.close({ drainTimeout: 0 });
+    assert.equal(forced, graceful, 'every call returns the same promise');
+    await withTimeout(graceful, 5_000, 'close() after { drainTimeout: 0 }');
+    await closed(client);
+    assert.equal((await closes(1))[0]?.reason, CloseReason.PROXY_CLOSED);
+    assert.throws(() => proxy.close({ drainTimeout: -1 }), InvalidOptionError);
+    await echo.close();
+  });
+
   test('Symbol.asyncDispose closes at once', async () => {
     const echo = await echoServer();
     let client: Socket;
