@@ -309,7 +309,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
    *   address is bound (nothing is left listening).
    */
   async listen(options: net.ListenOptions = {}): Promise<AddressInfo> {
-    integer(optionalRecord(options, 'listen options').port, 'port', 0, { min: 0, max: 65535 });
+    const raw = optionalRecord(options, 'listen options');
+    integer(raw.port, 'port', 0, { min: 0, max: 65535 });
+    // net.Server would close the listener on abort behind the server's back (and never settle
+    // listen() for a signal aborted already); TcpProxy and UdpProxy refuse it too.
+    if (raw.signal !== undefined)
+      throw new InvalidOptionError('signal', 'no signal: call close() to stop', raw.signal);
     if (this.closing) throw new ProxyClosedError('The tunnel server is closed: create a new one.');
     if (this.binding !== undefined || this.listener.listening)
       throw new InvalidOptionError('listen', 'one listen() per tunnel server', options);

@@ -385,6 +385,19 @@ describe('TunnelServer lifecycle', () => {
     await assert.rejects(connect(port), /ECONNREFUSED/);
   });
 
+  test('listen() refuses a signal, as TcpProxy and UdpProxy do (close() stops it)', async () => {
+    const server = new TunnelServer(allowAll);
+    // An aborted signal made listen() hang forever; a later abort closed the listener behind the
+    // server's back (health checks still running, listen() possible again).
+    for (const signal of [AbortSignal.abort(), new AbortController().signal]) {
+      await assert.rejects(
+        withTimeout(server.listen({ port: 0, host: '127.0.0.1', signal }), 2_000, 'listen()'),
+        (err: unknown) => err instanceof InvalidOptionError && err.option === 'signal',
+      );
+    }
+    await server.close();
+  });
+
   test('listen() failures are typed: a bad port names it, a port in use is a ListenError, and the server can listen after', async () => {
     const server = new TunnelServer(allowAll);
     await assert.rejects(
