@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { expectTypeOf } from 'expect-type';
 import type { AddressInfo } from 'node:net';
-import { runWorkers, TcpProxy } from '../src/index.js';
+import { AdminServer, runWorkers, TcpProxy, TunnelServer, UdpProxy } from '../src/index.js';
 import type {
   BindOptions,
   ListenOptions,
@@ -142,4 +142,11 @@ test('both proxies share one UpstreamOptions and one UpstreamEvents', () => {
     Parameters<TcpProxyEvents['upstreamsChange']>
   >();
   assert.equal([tcp, udp, tcpOnly].length, 3);
+});
+
+test('every server is AsyncDisposable: `await using` works for each', () => {
+  expectTypeOf<TcpProxy>().toExtend<AsyncDisposable>();
+  expectTypeOf<UdpProxy>().toExtend<AsyncDisposable>();
+  expectTypeOf<TunnelServer>().toExtend<AsyncDisposable>();
+  expectTypeOf<AdminServer>().toExtend<AsyncDisposable>();
 });

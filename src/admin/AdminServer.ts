@@ -2,8 +2,9 @@ import http from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { EventEmitter } from 'eventemitter3';
-import { InvalidOptionError, ListenError } from '../errors.js';
+import { InvalidOptionError, ListenError, ProxyClosedError } from '../errors.js';
 import { emitSafely, reportError } from '../internal/emit.js';
+import { ignoreError } from '../internal/ignoreError.js';
 import { integer, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
 import { LatencyRecorder } from '../metrics/latency.js';
 import { TcpProxy } from '../tcp/TcpProxy.js';
@@ -55,7 +56,7 @@ export interface AdminListenOptions {
  * const admin = createAdminServer({ proxies: { web: proxy }, token: process.env.ADMIN_TOKEN });
  * await admin.listen({ host: '127.0.0.1', port: 9901 });
  */
-export class AdminServer extends EventEmitter<AdminServerEvents> {
+export class AdminServer extends EventEmitter<AdminServerEvents> implements AsyncDisposable {
   /** @internal */
   readonly options: ResolvedAdminOptions;
   /** @internal */
@@ -63,6 +64,9 @@ export class AdminServer extends EventEmitter<AdminServerEvents> {
   private readonly tokenHash: Buffer | undefined;
   private readonly fixed: readonly AdminListener[] | undefined;
   private server: Server | undefined;
+  /** The `listen()` call still binding, if any: `close()` waits for it. */
+  private binding: Promise<AddressInfo> | undefined;
+  private closed = false;
   private readonly sockets = new Set<Socket>();
   /** @internal `Date.now()` when constructed, for uptime. */
   readonly startTime = Date.now();
@@ -115,10 +119,12 @@ export class AdminServer extends EventEmitter<AdminServerEvents> {
   }
 
   /**
-   * Listens; resolves with the bound address.
+   * Listens; resolves with the bound address. One `listen()` per admin server.
    *
    * @throws {InvalidOptionError} when `host` is not loopback and no `token` was given.
    * @throws {ListenError} (rejection) when the address cannot be bound.
+   * @throws {ProxyClosedError} (rejection) after `close()`, or when `close()` is called before the
+   *   address is bound (nothing is left listening).
    */
   async listen(options: AdminListenOptions = {}): Promise<AddressInfo> {
     const raw = optionalRecord(options, 'listen options');
@@ -127,7 +133,8 @@ export class AdminServer extends EventEmitter<AdminServerEvents> {
     if (typeof host !== 'string' || host === '')
       throw new InvalidOptionError('host', 'a host name or address', raw.host);
     const port = integer(raw.port, 'port', 0, { min: 0, max: 65535 });
-    if (this.server !== undefined)
+    if (this.closed) throw new ProxyClosedError('The admin server is closed: create a new one.');
+    if (this.server !== undefined || this.binding !== undefined)
       throw new InvalidOptionError('listen', 'one listen() per admin server', options);
     if (!isLoopbackHost(host) && this.options.token === undefined) {
       throw new InvalidOptionError(
@@ -136,6 +143,20 @@ export class AdminServer extends EventEmitter<AdminServerEvents> {
         undefined,
       );
     }
+    this.binding = this.bind(host, port);
+    try {
+      return await this.binding;
+    } finally {
+      this.binding = undefined;
+    }
+  }
+
+  /** `await using admin = createAdminServer(...)`: closes at scope exit. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  private async bind(host: string, port: number): Promise<AddressInfo> {
     const server = this.createServer();
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err) => {
@@ -149,6 +170,15 @@ export class AdminServer extends EventEmitter<AdminServerEvents> {
     server.on('error', (err) => {
       reportError(this, err);
     });
+    // close() was called while binding: it could not see this server, so it is closed here.
+    if (this.closed) {
+      await new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+      });
+      throw new ProxyClosedError('The admin server is closed: create a new one.');
+    }
     this.server = server;
     return server.address() as AddressInfo;
   }
@@ -158,10 +188,16 @@ export class AdminServer extends EventEmitter<AdminServerEvents> {
     return (this.server?.address() ?? undefined) as AddressInfo | undefined;
   }
 
-  /** Stops listening, ends admin connections and stops observing the proxies. Idempotent. */
+  /**
+   * Stops listening, ends admin connections and stops observing the proxies. Idempotent; a closed
+   * admin server cannot listen again (create a new one).
+   */
   async close(): Promise<void> {
+    this.closed = true;
     this.recent.stop();
     for (const listener of this.fixed ?? []) listener.latency?.detachAll();
+    // A pending listen()'s failure is its caller's, not close()'s.
+    await this.binding?.catch(ignoreError);
     const server = this.server;
     if (server === undefined) return;
     this.server = undefined;

@@ -26,7 +26,11 @@ export interface RunWorkersOptions {
 /** The workers, as the primary sees them. */
 export interface WorkerGroup {
   readonly workers: readonly Worker[];
-  /** Sends `signal` (default SIGTERM: let each worker drain) and resolves once all have exited. */
+  /**
+   * Disconnects each worker and sends it `signal` (default SIGTERM: let each worker drain), and
+   * resolves once all have exited. A worker exits once nothing of its own is left open (its
+   * proxies closed and drained), as a plain process would: no `process.exit()` needed.
+   */
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
@@ -92,6 +96,10 @@ export async function runWorkers<T>(
               child.once('exit', () => {
                 resolve();
               });
+              // A cluster worker's IPC channel keeps it alive once its proxies are closed:
+              // disconnected, it exits when they have drained (a cluster-shared listener closes
+              // here at once), where the signal alone left it running and stop() pending.
+              if (child.isConnected()) child.disconnect();
               child.process.kill(signal);
             }),
         ),

@@ -42,9 +42,14 @@ export interface ErrorEmitter {
   emit(event: 'error', error: Error): boolean;
 }
 
+/** Emitters that have warned of an `'error'` nobody listened to (once each). */
+const warned = new WeakSet<object>();
+
 /**
  * Reports a proxy-level error. eventemitter3 silently drops `'error'` when nobody listens, so
- * errors go through here: emitted when someone listens, otherwise written to NODE_DEBUG=l4proxy.
+ * errors go through here: emitted when someone listens. Otherwise the first one of each emitter
+ * is a process warning (Node would have thrown it: the host should know, yet must not crash)
+ * and every one is written to NODE_DEBUG=l4proxy.
  */
 export function reportError(emitter: ErrorEmitter, err: Error): void {
   if (emitter.listenerCount('error') > 0) {
@@ -55,7 +60,14 @@ export function reportError(emitter: ErrorEmitter, err: Error): void {
         throw listenerError;
       });
     }
-  } else {
-    debug('unhandled proxy error: %s', err.stack ?? err.message);
+    return;
   }
+  debug('unhandled proxy error: %s', err.stack ?? err.message);
+  if (warned.has(emitter)) return;
+  warned.add(emitter);
+  process.emitWarning(
+    `${emitter.constructor.name} emitted 'error' with no listener: ${err.message} ` +
+      "(listen to 'error' to handle these; the next ones go to NODE_DEBUG=l4proxy only)",
+    { type: 'L4ProxyWarning', code: 'L4PROXY_UNHANDLED_ERROR' },
+  );
 }

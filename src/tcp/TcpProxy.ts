@@ -185,7 +185,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   /** Whether clients are proxied on bare handles: `relay: 'handle'` and nothing reads them first. */
   private readonly handleClients: boolean;
   private closing: Promise<void> | undefined;
+  /** `listen()` calls still binding: `close()` waits for them (each closes its server itself). */
+  private readonly listening = new Set<Promise<unknown>>();
   private drained: (() => void) | undefined;
+  /** While draining: when (Date.now()) and by which timer what is left gets destroyed. */
+  private drainDeadline = Infinity;
+  private drainTimer: NodeJS.Timeout | undefined;
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
   constructor(options: TcpProxyOptions = {}) {
@@ -334,6 +339,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
    * for a Unix socket path. May be called more than once to listen on several addresses.
    *
    * @throws {ListenError} (rejection) when the address cannot be bound.
+   * @throws {ProxyClosedError} (rejection) after `close()`, or when `close()` is called before the
+   *   address is bound (nothing is left listening; `close()` resolves after this settles).
    */
   listen(options?: ListenOptions & { readonly path?: undefined }): Promise<AddressInfo>;
   listen(options: ListenOptions & { readonly path: string }): Promise<string>;
@@ -344,6 +351,16 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       defaultBacklog(this.options.maxConnections),
     );
     if (this.closing) throw new ProxyClosedError();
+    const attempt = this.bind(listenOptions);
+    this.listening.add(attempt);
+    try {
+      return await attempt;
+    } finally {
+      this.listening.delete(attempt);
+    }
+  }
+
+  private async bind(listenOptions: net.ListenOptions): Promise<AddressInfo | string> {
     // TCP_NODELAY goes on the listening socket once (inherited), or per connection in the relay.
     const server = net.createServer({ allowHalfOpen: true });
     let noDelayInherited = false;
@@ -365,6 +382,16 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         resolve();
       });
     });
+    // close() was called while binding (a host name being looked up, the bind itself): the
+    // server it could not see is closed here, before close() resolves.
+    if (this.closing) {
+      await new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+      });
+      throw new ProxyClosedError();
+    }
     noDelayInherited = this.options.noDelay && inheritNoDelay(server);
     local = fixedLocalAddress(server);
     if (this.handleClients)
@@ -940,13 +967,18 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
 
   /**
    * Stops accepting, lets live connections finish for `drainTimeout` ms, then destroys what is
-   * left (reason `proxy_closed`). Idempotent: every call returns the same promise.
+   * left (reason `proxy_closed`). Every call returns the same promise; a later call with a
+   * shorter `drainTimeout` brings the deadline forward (`{ drainTimeout: 0 }`: end them now).
    */
   close(options: CloseOptions = {}): Promise<void> {
-    if (this.closing) return this.closing;
     const raw = optionalRecord(options, 'close options');
     rejectUnknownKeys(raw, ['drainTimeout'], '');
     const drainTimeout = duration(raw.drainTimeout, 'drainTimeout', 30_000);
+    if (this.closing) {
+      // A second signal or a host's own shutdown deadline: it may only hasten the end.
+      if (raw.drainTimeout !== undefined) this.hastenDrain(drainTimeout);
+      return this.closing;
+    }
     this.closing = this.shutdown(drainTimeout);
     return this.closing;
   }
@@ -972,6 +1004,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     for (const timer of this.upstreamDrains) clearTimeout(timer);
     this.upstreamDrains.clear();
     await Promise.all(serversClosed);
+    await Promise.allSettled(this.listening);
     this.identity.perClient?.close();
     emitSafely(this, 'close');
   }
@@ -979,14 +1012,28 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private drain(drainTimeout: number): Promise<void> {
     if (this.live.size === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      const timer = drainTimeout === 0 ? undefined : setTimeout(this.terminateAll, drainTimeout);
       this.drained = () => {
-        clearTimeout(timer);
+        clearTimeout(this.drainTimer);
         this.drained = undefined;
         resolve();
       };
-      if (timer === undefined) this.terminateAll();
+      this.terminateIn(drainTimeout);
     });
+  }
+
+  /** Destroys what is still live in `ms` (now for 0), replacing an earlier deadline. */
+  private terminateIn(ms: number): void {
+    clearTimeout(this.drainTimer);
+    this.drainDeadline = Date.now() + ms;
+    if (ms === 0) {
+      this.drainTimer = undefined;
+      this.terminateAll();
+    } else this.drainTimer = setTimeout(this.terminateAll, ms);
+  }
+
+  /** A later `close()`: an earlier deadline than the running drain's replaces it. */
+  private hastenDrain(ms: number): void {
+    if (this.drained !== undefined && Date.now() + ms < this.drainDeadline) this.terminateIn(ms);
   }
 
   /** Ends every live connection now (the drain deadline passed). */

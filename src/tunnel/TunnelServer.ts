@@ -6,7 +6,14 @@ import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { EventEmitter } from 'eventemitter3';
-import { asError, InvalidOptionError, ListenError } from '../errors.js';
+import {
+  asError,
+  InvalidOptionError,
+  ListenError,
+  ProxyClosedError,
+  thrownMessage,
+} from '../errors.js';
+import { integer, optionalRecord } from '../internal/validate.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import { parseAuthority } from '../transport/tunnelOptions.js';
 import { matchUdpPath, relayUdp } from './udpRelay.js';
@@ -184,7 +191,7 @@ function resolveListenerTls(value: unknown): ResolvedTerminateTls {
  * });
  * await server.listen({ port: 3128, host: '127.0.0.1' });
  */
-export class TunnelServer extends EventEmitter<TunnelServerEvents> {
+export class TunnelServer extends EventEmitter<TunnelServerEvents> implements AsyncDisposable {
   private readonly options: ResolvedTunnelServerOptions;
   private readonly listener: Server;
   private readonly h1 = http.createServer();
@@ -214,6 +221,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   /** Open streams per HTTP/2 session. */
   private readonly streams = new Map<Http2Session, number>();
   private accepting: ClientFacts | undefined;
+  /** The `listen()` call still binding, if any: `close()` waits for it. */
+  private binding: Promise<AddressInfo> | undefined;
+  private closing: Promise<void> | undefined;
   private readonly counters = {
     requests: 0,
     opened: 0,
@@ -292,22 +302,61 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     this.manager.start();
   }
 
-  /** Listens (like `net.Server.listen`); resolves with the bound address. */
+  /**
+   * Listens (like `net.Server.listen`); resolves with the bound address. One `listen()` per server.
+   *
+   * @throws {InvalidOptionError} (rejection) for options `net.Server.listen()` refuses, or a
+   *   second `listen()`.
+   * @throws {ListenError} (rejection) when the address cannot be bound.
+   * @throws {ProxyClosedError} (rejection) after `close()`, or when `close()` is called before the
+   *   address is bound (nothing is left listening).
+   */
   async listen(options: net.ListenOptions = {}): Promise<AddressInfo> {
-    if (typeof options !== 'object') throw new InvalidOptionError('listen', 'an object', options);
+    const raw = optionalRecord(options, 'listen options');
+    integer(raw.port, 'port', 0, { min: 0, max: 65535 });
+    // net.Server would close the listener on abort behind the server's back (and never settle
+    // listen() for a signal aborted already); TcpProxy and UdpProxy refuse it too.
+    if (raw.signal !== undefined)
+      throw new InvalidOptionError('signal', 'no signal: call close() to stop', raw.signal);
+    if (this.closing) throw new ProxyClosedError('The tunnel server is closed: create a new one.');
+    if (this.binding !== undefined || this.listener.listening)
+      throw new InvalidOptionError('listen', 'one listen() per tunnel server', options);
+    this.binding = this.bind(options);
+    try {
+      return await this.binding;
+    } finally {
+      this.binding = undefined;
+    }
+  }
+
+  private async bind(options: net.ListenOptions): Promise<AddressInfo> {
     await new Promise<void>((resolveListen, reject) => {
       const onError = (err: Error): void => {
         reject(new ListenError(`The tunnel server cannot listen: ${err.message}`, err));
       };
       this.listener.once('error', onError);
-      this.listener.listen(options, () => {
+      try {
+        this.listener.listen(options, () => {
+          this.listener.off('error', onError);
+          resolveListen();
+        });
+      } catch (err) {
+        // Options net.Server refuses synchronously (ERR_INVALID_ARG_VALUE, ...).
         this.listener.off('error', onError);
-        resolveListen();
-      });
+        reject(
+          new InvalidOptionError(
+            'listen',
+            `options net.Server.listen() takes (${thrownMessage(err)})`,
+            options,
+          ),
+        );
+      }
     });
     this.listener.on('error', (err) => {
       reportError(this, err);
     });
+    // close() was called while binding: it closes the listener once this settled.
+    if (this.closing) throw new ProxyClosedError('The tunnel server is closed: create a new one.');
     return this.listener.address() as AddressInfo;
   }
 
@@ -369,14 +418,31 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     return tunnelServerMetrics(this.stats());
   }
 
-  /** Stops accepting and ends every tunnel and client connection now. */
-  async close(): Promise<void> {
+  /**
+   * Stops accepting and ends every tunnel and client connection now. Idempotent: every call
+   * returns the same promise; a closed server cannot listen again (create a new one).
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  /** `await using server = new TunnelServer(...)`: closes at scope exit. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  private async shutdown(): Promise<void> {
+    this.manager.stop();
+    // A listen() still binding finishes first (net.Server emits neither 'listening' nor 'error'
+    // for a bind that close() overtook, and a host name still being looked up would bind after
+    // it); it then rejects (its failure is its caller's), and the listener is closed below.
+    await this.binding?.catch(ignoreError);
     const closed = new Promise<void>((resolveClose) => {
       this.listener.close(() => {
         resolveClose();
       });
     });
-    this.manager.stop();
     for (const handshake of [...this.handshakes]) handshake.abort();
     for (const tunnel of [...this.live]) tunnel.destroy();
     for (const socket of [...this.sockets]) socket.destroy();

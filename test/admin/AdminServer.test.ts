@@ -5,11 +5,13 @@ import {
   AdminServer,
   createAdminServer,
   InvalidOptionError,
+  ProxyClosedError,
   TcpProxy,
   UdpProxy,
 } from '../../src/index.js';
 import type { AdminControlEntry, UpstreamReport } from '../../src/index.js';
 import { adminRequest } from '../helpers/adminClient.js';
+import { listeningServers } from '../helpers/proxy.js';
 import { closed, connect, echoServer, waitFor, withTimeout } from '../helpers/net.js';
 
 const TOKEN = 'test-token-0123456789';
@@ -461,4 +463,45 @@ test('a listeners() callback throwing a value String() cannot convert is a 500, 
   // A rejection would be reported by now: its handler ran before the reply could be sent.
   await new Promise((resolve) => setImmediate(resolve));
   assert.deepEqual(unhandled, []);
+});
+
+test('close() while listen() is binding leaves nothing listening, and a closed admin server cannot listen again', async () => {
+  const before = await listeningServers(0);
+  // An address, bound in the same turn, and a host name, bound after a lookup.
+  for (const host of ['127.0.0.1', 'localhost']) {
+    const admin = createAdminServer({ listeners: () => [] });
+    const listening = admin.listen({ host, port: 0 });
+    const closing = admin.close();
+    await assert.rejects(withTimeout(listening, 5_000, `listen on ${host}`), ProxyClosedError);
+    await withTimeout(closing, 5_000, 'close');
+    assert.equal(admin.address(), undefined);
+    assert.equal(await listeningServers(before), before, `${host}: a server left listening`);
+  }
+  const admin = createAdminServer({ listeners: () => [] });
+  await admin.listen({ host: '127.0.0.1', port: 0 });
+  await admin.close();
+  // It stopped observing its proxies: serving again would show frozen events.
+  await assert.rejects(admin.listen({ host: '127.0.0.1', port: 0 }), ProxyClosedError);
+  assert.equal(await listeningServers(before), before);
+  // Two calls at once: one binds, the other is refused (was: two servers, one never closed).
+  const twice = createAdminServer({ listeners: () => [] });
+  const results = await Promise.allSettled([
+    twice.listen({ host: '127.0.0.1', port: 0 }),
+    twice.listen({ host: '127.0.0.1', port: 0 }),
+  ]);
+  assert.deepEqual(results.map((r) => r.status).sort(), ['fulfilled', 'rejected']);
+  await twice.close();
+  assert.equal(await listeningServers(before), before);
+});
+
+test('await using closes the admin server at scope exit', async () => {
+  const before = await listeningServers(0);
+  let port: number;
+  {
+    await using admin = createAdminServer({ listeners: () => [] });
+    ({ port } = await admin.listen({ host: '127.0.0.1', port: 0 }));
+    assert.equal((await adminRequest(port, 'GET', '/live')).status, 200);
+  }
+  assert.equal(await listeningServers(before), before);
+  await assert.rejects(connect(port), /ECONNREFUSED/);
 });

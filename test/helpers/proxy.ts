@@ -43,3 +43,16 @@ export function openHandles(): Record<string, number> {
   for (const kind of process.getActiveResourcesInfo()) counts[kind] = (counts[kind] ?? 0) + 1;
   return counts;
 }
+
+/**
+ * Listening servers (`TCPServerWrap`) open now. A closed handle leaves the list in the loop's
+ * close phase, which may come after a `setImmediate`: this waits up to 10 turns for `expected`.
+ */
+export async function listeningServers(expected: number): Promise<number> {
+  let count = openHandles().TCPServerWrap ?? 0;
+  for (let turn = 0; turn < 10 && count > expected; turn++) {
+    await new Promise((resolve) => setImmediate(resolve));
+    count = openHandles().TCPServerWrap ?? 0;
+  }
+  return count;
+}

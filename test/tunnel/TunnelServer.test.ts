@@ -3,7 +3,14 @@ import { execFile } from 'node:child_process';
 import http from 'node:http';
 import http2 from 'node:http2';
 import { describe, test } from 'node:test';
-import { CloseReason, TunnelRefusedError, TunnelServer } from '../../src/index.js';
+import {
+  CloseReason,
+  InvalidOptionError,
+  ListenError,
+  ProxyClosedError,
+  TunnelRefusedError,
+  TunnelServer,
+} from '../../src/index.js';
 import type { TunnelSummary, Upstream } from '../../src/index.js';
 import {
   closed,
@@ -15,7 +22,7 @@ import {
   refusedPort,
   withTimeout,
 } from '../helpers/net.js';
-import { startProxy } from '../helpers/proxy.js';
+import { listeningServers, startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
 
 const allowAll = { authorize: () => true, route: 'direct' as const };
@@ -430,5 +437,71 @@ describe('TunnelServer maxTunnels', () => {
   test('maxTunnels must be a positive integer or Infinity', () => {
     assert.throws(() => new TunnelServer({ maxTunnels: 0 }), /maxTunnels/);
     assert.throws(() => new TunnelServer({ maxTunnels: 1.5 }), /maxTunnels/);
+  });
+});
+
+describe('TunnelServer lifecycle', () => {
+  test('close() while listen() is binding: listen() rejects with ProxyClosedError (it never settled) and nothing stays listening', async () => {
+    const before = await listeningServers(0);
+    // An address, bound in the same turn, and a host name, bound after a lookup.
+    for (const host of ['127.0.0.1', 'localhost']) {
+      const server = new TunnelServer(allowAll);
+      const listening = server.listen({ port: 0, host });
+      const closing = server.close();
+      await assert.rejects(withTimeout(listening, 5_000, `listen on ${host}`), ProxyClosedError);
+      await withTimeout(closing, 5_000, 'close');
+      assert.equal(await listeningServers(before), before, `${host}: a server left listening`);
+    }
+  });
+
+  test('a closed server cannot listen again, a second listen() is an InvalidOptionError, close() is idempotent', async () => {
+    const before = await listeningServers(0);
+    const server = new TunnelServer(allowAll);
+    await server.listen({ port: 0, host: '127.0.0.1' });
+    await assert.rejects(server.listen({ port: 0, host: '127.0.0.1' }), InvalidOptionError);
+    const first = server.close();
+    assert.equal(server.close(), first);
+    await first;
+    // Was: listening again, with health checks stopped by close().
+    await assert.rejects(server.listen({ port: 0, host: '127.0.0.1' }), ProxyClosedError);
+    assert.equal(await listeningServers(before), before);
+  });
+
+  test('await using closes the server at scope exit', async () => {
+    const before = await listeningServers(0);
+    let port: number;
+    {
+      await using server = new TunnelServer(allowAll);
+      ({ port } = await server.listen({ port: 0, host: '127.0.0.1' }));
+      assert.equal(await listeningServers(before + 1), before + 1);
+    }
+    assert.equal(await listeningServers(before), before);
+    await assert.rejects(connect(port), /ECONNREFUSED/);
+  });
+
+  test('listen() refuses a signal, as TcpProxy and UdpProxy do (close() stops it)', async () => {
+    const server = new TunnelServer(allowAll);
+    // An aborted signal made listen() hang forever; a later abort closed the listener behind the
+    // server's back (health checks still running, listen() possible again).
+    for (const signal of [AbortSignal.abort(), new AbortController().signal]) {
+      await assert.rejects(
+        withTimeout(server.listen({ port: 0, host: '127.0.0.1', signal }), 2_000, 'listen()'),
+        (err: unknown) => err instanceof InvalidOptionError && err.option === 'signal',
+      );
+    }
+    await server.close();
+  });
+
+  test('listen() failures are typed: a bad port names it, a port in use is a ListenError, and the server can listen after', async () => {
+    const server = new TunnelServer(allowAll);
+    await assert.rejects(
+      server.listen({ port: 70_000, host: '127.0.0.1' }),
+      (err: unknown) => err instanceof InvalidOptionError && err.option === 'port',
+    );
+    const taken = await startTunnelServer(allowAll);
+    await assert.rejects(server.listen({ port: taken.port, host: '127.0.0.1' }), ListenError);
+    const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+    assert.ok(port > 0);
+    await Promise.all([server.close(), taken.server.close()]);
   });
 });
