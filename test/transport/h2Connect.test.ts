@@ -587,3 +587,62 @@ describe('HTTP/2 CONNECT: a session wedged on the way (a frozen path)', () => {
     third.destroy();
   });
 });
+
+describe('HTTP/2 CONNECT: pools of tunnel settings the upstreams no longer use', () => {
+  /** The pools of the proxy's HTTP/2 tunnels (one per tunnel settings and proxy address). */
+  function poolCount(proxy: unknown): number {
+    const agent = (
+      proxy as { tunnelAgent?: { h2?: { pools: Map<unknown, Map<string, unknown>> } } }
+    ).tunnelAgent;
+    let count = 0;
+    for (const byAddress of agent?.h2?.pools.values() ?? []) count += byAddress.size;
+    return count;
+  }
+
+  test('setUpstreams with a new tunnel object each time: the pool goes with its last session', async (t) => {
+    const cycles = 40;
+    const echo = await echoServer();
+    const server = new TunnelServer({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
+    const { port: serverPort } = await server.listen({ port: 0, host: '127.0.0.1' });
+    const target = `127.0.0.1:${String(echo.port)}`;
+    // A list built anew each time (a config reload, a discovery answer): fresh tunnel objects, and
+    // something else changed, so the set takes the new entries.
+    const upstreams = (cycle: number): Upstream[] => [
+      {
+        host: '127.0.0.1',
+        port: serverPort,
+        id: 'tunnel',
+        metadata: { cycle },
+        tunnel: { protocol: 'h2', target },
+      },
+    ];
+    const { proxy, port, closes } = await startProxy({ upstreams: upstreams(-1) });
+    let serverClosed = false;
+    t.after(async () => {
+      await proxy.close({ drainTimeout: 0 });
+      if (!serverClosed) await server.close();
+      await echo.close();
+    });
+    for (let i = 0; i < cycles; i++) {
+      proxy.setUpstreams(upstreams(i));
+      const client = await connect(port);
+      assert.equal(await echoed(client, `cycle ${i}`), `cycle ${i}`);
+      client.destroy();
+      await closes(i + 1);
+    }
+    assert.equal(proxy.stats().tunnels?.h2_sessions_opened_total, cycles);
+    // The proxy side goes away: every session gets its GOAWAY and leaves its pool.
+    serverClosed = true;
+    await server.close();
+    await withTimeout(
+      (async () => {
+        for (let i = 0; i < 200 && (proxy.stats().tunnels?.h2_sessions_active ?? 0) > 0; i++)
+          await new Promise((resolve) => setTimeout(resolve, 50));
+      })(),
+      10_000,
+      'every session to leave its pool',
+    );
+    assert.equal(proxy.stats().tunnels?.h2_sessions_active, 0);
+    assert.equal(poolCount(proxy), 0, 'no pool kept for tunnel settings no upstream uses');
+  });
+});
