@@ -5,8 +5,15 @@ import { InvalidOptionError, L4Error } from '../errors.js';
 import { isRecord, knownKeys } from '../internal/validate.js';
 import { TcpProxy } from '../tcp/TcpProxy.js';
 import { UdpProxy } from '../udp/UdpProxy.js';
-import type { HostPort } from './address.js';
-import { formatHostPort, parseHostPort } from './address.js';
+import { isIP } from 'node:net';
+import type { HostPort, ListenAddress } from './address.js';
+import {
+  formatHostPort,
+  isDualStack,
+  listenOverlaps,
+  parseHostPort,
+  takesIPv4,
+} from './address.js';
 import { jsonErrorPosition } from './jsonErrorPosition.js';
 import { isLogLevel } from './jsonLogger.js';
 import type { LogLevel } from './jsonLogger.js';
@@ -45,7 +52,7 @@ export interface ListenerConfig {
   /** Unique name; `protocol:listen` by default. Labels metrics and log lines. */
   readonly name: string;
   readonly protocol: 'tcp' | 'udp';
-  readonly listen: HostPort;
+  readonly listen: ListenAddress;
   /** Where it sits in the config (`listeners[2]`). */
   readonly path: string;
   /** The JSON options (upstreams included) as written, for change detection on reload. */
@@ -94,7 +101,17 @@ export const TOP_KEYS = [
   'backlog',
 ];
 /** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
-const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns', 'backlog', 'routes', 'module'];
+const CLI_KEYS = [
+  'name',
+  'protocol',
+  'listen',
+  'selector',
+  'dns',
+  'backlog',
+  'routes',
+  'module',
+  'ipv6Only',
+];
 
 /** Reads and validates a config file; nothing listens yet. */
 export async function loadConfigFile(file: string): Promise<Config> {
@@ -255,21 +272,26 @@ function prepareListener(
   if (!listen?.ok) {
     throw fieldError(source, `${path}.listen`, listen?.expected ?? '"host:port"', listenText);
   }
-  const dns = entry.dns === undefined ? undefined : dnsSource(entry.dns, source, `${path}.dns`);
+  const ipv6Only = entry.ipv6Only ?? false;
+  if (typeof ipv6Only !== 'boolean' || (ipv6Only && isIP(listen.value.host) !== 6))
+    throw fieldError(
+      source,
+      `${path}.ipv6Only`,
+      'a boolean, true only with an IPv6 listen address such as "[::]:443"',
+      entry.ipv6Only,
+    );
+  const address = { ...listen.value, ipv6Only };
   const sameAddress = earlier.find(
-    (other) =>
-      other.config.protocol === protocol &&
-      other.config.listen.port === listen.value.port &&
-      other.config.listen.port !== 0 &&
-      other.config.listen.host === listen.value.host,
+    (other) => other.config.protocol === protocol && listenOverlaps(other.config.listen, address),
   );
   if (sameAddress)
     throw fieldError(
       source,
       `${path}.listen`,
-      `an address not used by ${sameAddress.config.path}`,
+      `an address not used by ${sameAddress.config.path}${dualStackHint(sameAddress.config.listen, address)}`,
       listenText,
     );
+  const dns = entry.dns === undefined ? undefined : dnsSource(entry.dns, source, `${path}.dns`);
   const fallback = `${protocol}:${formatHostPort(listen.value.host, listen.value.port)}`;
   const taken = earlier.some((other) => other.config.name === fallback);
   const name = entry.name ?? (taken ? `${fallback}#${earlier.length}` : fallback);
@@ -297,7 +319,7 @@ function prepareListener(
     config = {
       name,
       protocol,
-      listen: listen.value,
+      listen: address,
       path,
       raw: tunnels.raw,
       backlog,
@@ -327,6 +349,18 @@ function prepareListener(
     throw fieldError(source, `${path}.upstreams`, UPSTREAMS_EXPECTED, entry.upstreams);
   }
   return { config, proxy };
+}
+
+/**
+ * Why two different addresses overlap, when one is a dual-stack `[::]`: it takes IPv4 clients
+ * too, which the kernel refuses beside an IPv4 listener on the same port.
+ */
+function dualStackHint(a: ListenAddress, b: ListenAddress): string {
+  const dual = [a, b].find(isDualStack);
+  const other = dual === a ? b : a;
+  if (dual === undefined || isDualStack(other) || !takesIPv4(other)) return '';
+  const written = formatHostPort(dual.host === '' ? '::' : dual.host, dual.port);
+  return ` (${written} is dual stack: it takes IPv4 clients too, as ::ffff:a.b.c.d; set "ipv6Only": true on it to take IPv6 only)`;
 }
 
 const UPSTREAMS_EXPECTED =

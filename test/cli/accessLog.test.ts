@@ -13,7 +13,7 @@ function listenerConfig(protocol: 'tcp' | 'udp'): ListenerConfig {
   return {
     name: `${protocol}-test`,
     protocol,
-    listen: { host: '127.0.0.1', port: 0 },
+    listen: { host: '127.0.0.1', port: 0, ipv6Only: false },
     path: 'listeners[0]',
     raw: {},
     backlog: undefined,
