@@ -15,6 +15,7 @@ import { closed, connect, dial, readAll, withTimeout } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
 import { startDnsmasq } from './dnsmasq.js';
+import { freeUdpPort } from '../udp/helpers.js';
 import { nextEvent, trackResources } from './helpers.js';
 
 const NAME = 'web.example.test';
@@ -343,6 +344,61 @@ describe('DnsSource against dnsmasq', () => {
       'c.example.test:5434 p1 w5',
     ]);
     byName.stop();
+    await dns.close();
+  });
+
+  test('an SRV target whose lookup fails does not hold back the others: they are used at once, and its last good answer is kept while they change', async (t) => {
+    const binary = tool(t, 'dnsmasq');
+    if (!binary) return;
+    const srvName = '_db._tcp.example.test';
+    const srv = [`${srvName},a.example.test,5432,0,10`, `${srvName},b.example.test,5433,0,10`];
+    // b.example.test forwarded to a server that is not there: its queries time out.
+    const dead = [`--server=/b.example.test/127.0.0.1#${String(await freeUdpPort())}`];
+    const dns = await startDnsmasq(binary, {
+      hosts: { 'a.example.test': ['127.0.0.2'] },
+      srv,
+      args: dead,
+    });
+    t.after(() => dns.close());
+    const s = sink();
+    const source = new DnsSource({
+      name: srvName,
+      type: 'SRV',
+      servers: [dns.server],
+      refreshInterval: 100,
+      timeout: 300,
+      tries: 1,
+    });
+    t.after(() => {
+      source.stop();
+    });
+    const hosts = (list: readonly Upstream[] | undefined): string[] =>
+      (list ?? []).map((u) => `${u.host}:${u.port}`).sort();
+    const listOf = async (expected: string[]): Promise<void> => {
+      for (let i = 0; i < 20 && hosts(s.lists.at(-1)).join() !== expected.join(); i++)
+        await s.next('list');
+      assert.deepEqual(hosts(s.lists.at(-1)), expected);
+    };
+    source.start(s);
+    // Before, the whole lookup failed: no list at all while b.example.test did not resolve.
+    await listOf(['127.0.0.2:5432']);
+    assert.match(
+      String(s.errors[0]?.message),
+      /^DNS A lookup of b\.example\.test failed: \w+; using the other answers and the last good answer of the failed query$/,
+    );
+    assert.equal(source.stats().failures, s.errors.length);
+
+    await dns.stop();
+    await dns.setHosts({ 'a.example.test': ['127.0.0.2'], 'b.example.test': ['127.0.0.3'] }, false);
+    await dns.start(srv, []);
+    await listOf(['127.0.0.2:5432', '127.0.0.3:5433']);
+
+    // b fails again while a gains an address: a's change is followed, b's last answer kept.
+    await dns.stop();
+    await dns.setHosts({ 'a.example.test': ['127.0.0.2', '127.0.0.4'] }, false);
+    await dns.start(srv, dead);
+    await listOf(['127.0.0.2:5432', '127.0.0.3:5433', '127.0.0.4:5432']);
+    source.stop();
     await dns.close();
   });
 
