@@ -154,14 +154,26 @@ export function validateConfig(json: unknown, source: string): Config {
   }
   const listeners: PreparedListener[] = [];
   const tunnels: TunnelListenerConfig[] = [];
+  // Every listen address so far, tunnel listeners' too (they are TCP listeners).
+  const bound: BoundAddress[] = [];
   try {
     list.forEach((entry: unknown, index) => {
+      const path = `listeners[${index}]`;
       if (isRecord(entry) && entry.protocol === 'tunnel') {
         const names = [...listeners.map((l) => l.config.name), ...tunnels.map((t) => t.name)];
-        tunnels.push(prepareTunnel(entry, `listeners[${index}]`, source, names));
+        const tunnel = prepareTunnel(entry, path, source, names);
+        const listen = { ...tunnel.listen, ipv6Only: false };
+        const overlap = overlapping(bound, 'tcp', listen, false);
+        if (overlap !== undefined)
+          throw fieldError(source, `${path}.listen`, overlap, entry.listen);
+        tunnels.push(tunnel);
+        bound.push({ protocol: 'tcp', listen, path, ipv6OnlyKey: false });
         return;
       }
-      listeners.push(prepareListener(entry, `listeners[${index}]`, source, listeners));
+      const listener = prepareListener(entry, path, source, listeners, bound);
+      listeners.push(listener);
+      const { protocol, listen } = listener.config;
+      bound.push({ protocol, listen, path, ipv6OnlyKey: true });
     });
   } catch (err) {
     closeAll(listeners);
@@ -258,6 +270,7 @@ function prepareListener(
   path: string,
   source: string,
   earlier: readonly PreparedListener[],
+  bound: readonly BoundAddress[],
 ): PreparedListener {
   if (!isRecord(entry))
     throw fieldError(source, path, 'an object { "protocol", "listen", "upstreams" }', entry);
@@ -281,16 +294,8 @@ function prepareListener(
       entry.ipv6Only,
     );
   const address = { ...listen.value, ipv6Only };
-  const sameAddress = earlier.find(
-    (other) => other.config.protocol === protocol && listenOverlaps(other.config.listen, address),
-  );
-  if (sameAddress)
-    throw fieldError(
-      source,
-      `${path}.listen`,
-      `an address not used by ${sameAddress.config.path}${dualStackHint(sameAddress.config.listen, address)}`,
-      listenText,
-    );
+  const overlap = overlapping(bound, protocol, address, true);
+  if (overlap !== undefined) throw fieldError(source, `${path}.listen`, overlap, listenText);
   const dns = entry.dns === undefined ? undefined : dnsSource(entry.dns, source, `${path}.dns`);
   const fallback = `${protocol}:${formatHostPort(listen.value.host, listen.value.port)}`;
   const taken = earlier.some((other) => other.config.name === fallback);
@@ -351,16 +356,47 @@ function prepareListener(
   return { config, proxy };
 }
 
+/** A listen address of the config, with where it is and whether that listener has `ipv6Only`. */
+interface BoundAddress {
+  readonly protocol: 'tcp' | 'udp';
+  readonly listen: ListenAddress;
+  readonly path: string;
+  /** False for tunnel listeners, which have no `ipv6Only` key. */
+  readonly ipv6OnlyKey: boolean;
+}
+
+/**
+ * What to expect instead, when `listen` overlaps an address already taken (the kernel would
+ * refuse the second bind with EADDRINUSE); undefined when it does not.
+ */
+function overlapping(
+  bound: readonly BoundAddress[],
+  protocol: 'tcp' | 'udp',
+  listen: ListenAddress,
+  ipv6OnlyKey: boolean,
+): string | undefined {
+  const other = bound.find((b) => b.protocol === protocol && listenOverlaps(b.listen, listen));
+  if (other === undefined) return undefined;
+  return `an address not used by ${other.path}${dualStackHint(other, { listen, ipv6OnlyKey })}`;
+}
+
 /**
  * Why two different addresses overlap, when one is a dual-stack `[::]`: it takes IPv4 clients
  * too, which the kernel refuses beside an IPv4 listener on the same port.
  */
-function dualStackHint(a: ListenAddress, b: ListenAddress): string {
-  const dual = [a, b].find(isDualStack);
+function dualStackHint(
+  a: Pick<BoundAddress, 'listen' | 'ipv6OnlyKey'>,
+  b: Pick<BoundAddress, 'listen' | 'ipv6OnlyKey'>,
+): string {
+  const dual = [a, b].find((x) => isDualStack(x.listen));
   const other = dual === a ? b : a;
-  if (dual === undefined || isDualStack(other) || !takesIPv4(other)) return '';
-  const written = formatHostPort(dual.host === '' ? '::' : dual.host, dual.port);
-  return ` (${written} is dual stack: it takes IPv4 clients too, as ::ffff:a.b.c.d; set "ipv6Only": true on it to take IPv6 only)`;
+  if (dual === undefined || isDualStack(other.listen) || !takesIPv4(other.listen)) return '';
+  const written = formatHostPort(
+    dual.listen.host === '' ? '::' : dual.listen.host,
+    dual.listen.port,
+  );
+  const fix = dual.ipv6OnlyKey ? '; set "ipv6Only": true on it to take IPv6 only' : '';
+  return ` (${written} is dual stack: it takes IPv4 clients too, as ::ffff:a.b.c.d${fix})`;
 }
 
 const UPSTREAMS_EXPECTED =

@@ -116,6 +116,47 @@ describe('dual-stack listeners in a config file', () => {
   });
 });
 
+describe('tunnel listeners in a config file', () => {
+  test("a tunnel listener on a TCP listener's address, or overlapping it, is refused at --check (it passed and failed at start with EADDRINUSE)", () => {
+    let named = 0;
+    const tunnel = (listen: string): Record<string, unknown> => ({
+      name: `tunnel-${String(++named)}`,
+      protocol: 'tunnel',
+      listen,
+      upstreams: [{ host: '127.0.0.1', port: 80 }],
+    });
+    for (const [first, second, message] of [
+      [listener('tcp', '127.0.0.1:8443'), tunnel('127.0.0.1:8443'), '"127.0.0.1:8443"'],
+      [tunnel('127.0.0.1:8443'), listener('tcp', '127.0.0.1:8443'), '"127.0.0.1:8443"'],
+      [tunnel('127.0.0.1:8443'), tunnel('127.0.0.1:8443'), '"127.0.0.1:8443"'],
+      [listener('tcp', '0.0.0.0:8443'), tunnel('[::]:8443'), '"[::]:8443"'],
+    ] as const) {
+      const text = configErrorOf({ listeners: [first, second] });
+      assert.ok(
+        text.startsWith(
+          'l4proxy.json: listeners[1].listen: expected an address not used by listeners[0]',
+        ) && text.endsWith(`received ${message}`),
+        text,
+      );
+      // A tunnel listener has no ipv6Only to suggest.
+      assert.doesNotMatch(text, second.protocol === 'tunnel' ? /ipv6Only/ : /^$/);
+    }
+    // Another port, or UDP, is no overlap.
+    closeAll(
+      validateConfig(
+        {
+          listeners: [
+            listener('udp', '127.0.0.1:8443'),
+            tunnel('127.0.0.1:8443'),
+            tunnel('127.0.0.1:8444'),
+          ],
+        },
+        'l4proxy.json',
+      ).listeners,
+    );
+  });
+});
+
 /** A TCP and a UDP server on `host` that answer `text`, closed after the test. */
 async function upstreams(
   t: TestContext,
