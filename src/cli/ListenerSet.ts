@@ -1,6 +1,6 @@
 import type { Config, PreparedListener } from './config.js';
 import { closeAll, loadConfigFile } from './config.js';
-import { Listener } from './Listener.js';
+import { Listener, listenKey } from './Listener.js';
 import type { ListenerStats, ProxyObserver } from './Listener.js';
 import type { Logger } from './jsonLogger.js';
 import type { AdminListener } from '../admin/AdminListener.js';
@@ -163,7 +163,7 @@ export class ListenerSet {
 }
 
 function sameListen(listener: Listener, next: PreparedListener): boolean {
-  return listener.configuredListen === `${next.config.listen.host}:${next.config.listen.port}`;
+  return listener.configuredListen === listenKey(next.config.listen);
 }
 
 function settingsByKey(settings: object): Map<string, string> {
