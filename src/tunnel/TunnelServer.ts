@@ -167,6 +167,13 @@ function resolveListenerTls(value: unknown): ResolvedTerminateTls {
   return resolveTerminateTls(withAlpn, 'terminateTls');
 }
 
+/** An open tunnel: how to cut it, and its bytes so far (counted in stats while it runs). */
+interface LiveTunnel {
+  destroy(): void;
+  bytesToTarget(): number;
+  bytesFromTarget(): number;
+}
+
 /**
  * The terminating side of HTTP tunnels: a listener (cleartext, or TLS with ALPN `h2` and
  * `http/1.1`) that accepts HTTP/1.1 CONNECT, HTTP/2 CONNECT and RFC 9298 CONNECT-UDP, admits
@@ -199,7 +206,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   private readonly tlsStats: TlsStats = tlsCounters();
   private terminateTls: ResolvedTerminateTls | undefined;
   private readonly dialHost: DialHost;
-  private readonly live = new Set<{ destroy(): void }>();
+  private readonly live = new Set<LiveTunnel>();
   private readonly sockets = new Set<Socket>();
   private readonly handshakes = new Set<DownstreamTls>();
   /** What is known of the client behind each HTTP/1.1 socket and HTTP/2 session. */
@@ -334,6 +341,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   stats(): TunnelServerStats {
     const refused: Record<string, number> = {};
     for (const key of ['3xx', '4xx', '5xx']) refused[key] = this.counters.refused[key] ?? 0;
+    // Open tunnels' bytes too: a long tunnel's traffic shows as it flows, not all at its close.
+    let rx = this.counters.rx;
+    let tx = this.counters.tx;
+    for (const tunnel of this.live) {
+      rx += tunnel.bytesToTarget();
+      tx += tunnel.bytesFromTarget();
+    }
     let streams = 0;
     let most = 0;
     for (const count of this.streams.values()) {
@@ -346,8 +360,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       tunnel_opened_total: this.counters.opened,
       tunnel_refused: refused,
       tunnel_refused_reasons: { ...this.counters.reasons },
-      tunnel_rx_bytes_total: this.counters.rx,
-      tunnel_tx_bytes_total: this.counters.tx,
+      tunnel_rx_bytes_total: rx,
+      tunnel_tx_bytes_total: tx,
       client_connections_total: this.counters.connections,
       h2_sessions_total: this.counters.sessions,
       h2_sessions_active: this.streams.size,
@@ -568,13 +582,15 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         return;
       }
       const state = outcome.state;
-      const handle = {
+      let opened = false;
+      const handle: LiveTunnel = {
         destroy: () => {
           stream.close(http2.constants.NGHTTP2_CANCEL);
         },
+        bytesToTarget: () => totals.bytesToTarget,
+        bytesFromTarget: () => totals.bytesFromTarget,
       };
-      let opened = false;
-      relayUdp(stream, state, this.options.udpIdleTimeout, {
+      const totals = relayUdp(stream, state, this.options.udpIdleTimeout, {
         ready: (error) => {
           // The client left while the UDP socket connected: nothing to answer (respond throws).
           if (clientGone(stream)) {
@@ -798,11 +814,14 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     state: UpstreamState,
   ): void {
     this.counters.opened++;
-    const handle = {
+    const handle: LiveTunnel = {
       destroy: () => {
         resetSide(client);
         target.destroy();
       },
+      // What relayStreams reports at the end: the target socket's own counts.
+      bytesToTarget: () => target.bytesWritten,
+      bytesFromTarget: () => target.bytesRead,
     };
     this.live.add(handle);
     relayStreams(client, target, this.options.idleTimeout, (end, toTarget, fromTarget) => {
