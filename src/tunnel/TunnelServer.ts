@@ -32,7 +32,7 @@ import type { AdmissionCheck } from '../filter/admission.js';
 import { admitTunnel, refusalStatus } from './tunnelAdmission.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import type { DialHost, DialOutcome, TunnelRefusal } from './TunnelDial.js';
-import { TunnelDial } from './TunnelDial.js';
+import { TunnelDial, zeroRefusals } from './TunnelDial.js';
 import type { TunnelRequest } from './tunnelRequest.js';
 import type {
   ResolvedTunnelServerOptions,
@@ -222,7 +222,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     requests: 0,
     opened: 0,
     refused: {} as Record<string, number>,
-    reasons: {} as Record<string, number>,
+    reasons: zeroRefusals(),
     rx: 0,
     tx: 0,
     connections: 0,
@@ -867,7 +867,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   private countRefusal(refusal: Refusal): void {
     const key = statusClass(refusal.status);
     this.counters.refused[key] = (this.counters.refused[key] ?? 0) + 1;
-    this.counters.reasons[refusal.reason] = (this.counters.reasons[refusal.reason] ?? 0) + 1;
+    this.counters.reasons[refusal.reason]++;
   }
 
   private answerH1(socket: Socket, status: number): void {

@@ -451,3 +451,44 @@ describe('TunnelServer byte counters', () => {
     assert.equal(server.stats().tunnel_tx_bytes_total, 600);
   });
 });
+
+describe('TunnelServer refusal reasons', () => {
+  test('every refusal reason is listed from the start at 0, as the TCP and UDP reasons are', async (t) => {
+    const { server, port } = await startTunnelServer({ route: 'direct', authorize: () => 403 });
+    t.after(() => server.close());
+    const reasons = [
+      'bad_request',
+      'admission',
+      'not_routable',
+      'no_upstream',
+      'connect_failed',
+      'connect_timeout',
+      'upstream_tls',
+      'resource_exhausted',
+      'internal',
+      'client_gone',
+    ];
+    assert.deepEqual(
+      server.stats().tunnel_refused_reasons,
+      Object.fromEntries(reasons.map((r) => [r, 0])),
+    );
+    // One refusal: its reason counts 1, the others stay listed at 0 (a series that first appears
+    // at 1 would hide that first refusal from increase() and rate()).
+    const client = await connect(port);
+    const answer = readAll(client);
+    client.end('CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n');
+    assert.match((await answer).toString(), /^HTTP\/1\.1 403 /);
+    const counts = server.stats().tunnel_refused_reasons;
+    assert.equal(counts.admission, 1);
+    assert.deepEqual(Object.keys(counts).sort(), [...reasons].sort());
+    const metrics = server.metrics();
+    for (const reason of reasons)
+      assert.match(
+        metrics,
+        new RegExp(
+          `^l4proxy_tunnel_server_tunnel_refused_reasons_total\\{reason="${reason}"\\} \\d+$`,
+          'm',
+        ),
+      );
+  });
+});
