@@ -34,7 +34,7 @@ import type {
   TcpRejection,
 } from './events.js';
 import { TcpConnection } from './TcpConnection.js';
-import { TunnelAgent } from '../transport/TunnelAgent.js';
+import { proxyTunnelStats, TunnelAgent } from '../transport/TunnelAgent.js';
 import { ExhaustionBackoff } from './ExhaustionBackoff.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { ClientPreface, identityWith, socketIdentity } from './ClientPreface.js';
@@ -904,16 +904,18 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   /** A snapshot of counters and gauges, named after Envoy's tcp_proxy and cluster stats. */
   stats(): TcpProxyStats {
     this.counters.queueActive = this.queue.length;
+    const upstreams = this.upstreamSet.list();
     const stats = snapshotTcpStats({
       counters: this.counters,
       closed: this.closed,
       live: this.live,
-      upstreams: this.upstreamSet.list(),
+      upstreams,
       rejectReasons: this.rejectReasons,
       totals: this.manager.totals(),
       tls: this.tlsStats,
     });
-    return this.tunnelAgent === undefined ? stats : { ...stats, tunnels: this.tunnelAgent.stats() };
+    const tunnels = proxyTunnelStats(this.tunnelAgent, upstreams);
+    return tunnels === undefined ? stats : { ...stats, tunnels };
   }
 
   /**
