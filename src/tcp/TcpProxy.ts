@@ -193,6 +193,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     const resolved = resolveTcpOptions(options);
     this.options = resolved.options;
     this.identity = resolved.identity;
+    // Each inspector's matches from 0 (validated above): a series that first appears at 1 hides
+    // that match from increase() and rate().
+    for (const name of Object.keys(options.preread?.inspectors ?? {}))
+      this.counters.prereadMatched[name] = 0;
     this.upstreamTls = new UpstreamTls(resolved.tls, this.tlsStats);
     this.upstreamTls.prepare(resolved.upstreams);
     if (resolved.terminateTls !== undefined) {
