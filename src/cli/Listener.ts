@@ -38,6 +38,8 @@ export type ListenerStats = (
 ) & {
   /** Latency histograms, when recorded (`--metrics` or `--admin`). */
   readonly latency?: LatencySnapshot;
+  /** With `--workers`: the worker slot that reported it (the primary sets it for its status). */
+  readonly worker?: number;
 };
 
 /**

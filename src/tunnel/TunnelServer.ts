@@ -39,7 +39,7 @@ import type { AdmissionCheck } from '../filter/admission.js';
 import { admitTunnel, refusalStatus } from './tunnelAdmission.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import type { DialHost, DialOutcome, TunnelRefusal } from './TunnelDial.js';
-import { TunnelDial } from './TunnelDial.js';
+import { TunnelDial, zeroRefusals } from './TunnelDial.js';
 import type { TunnelRequest } from './tunnelRequest.js';
 import type {
   ResolvedTunnelServerOptions,
@@ -175,6 +175,13 @@ function resolveListenerTls(value: unknown): ResolvedTerminateTls {
   return resolveTerminateTls(withAlpn, 'terminateTls');
 }
 
+/** An open tunnel: how to cut it, and its bytes so far (counted in stats while it runs). */
+interface LiveTunnel {
+  destroy(): void;
+  bytesToTarget(): number;
+  bytesFromTarget(): number;
+}
+
 /**
  * The terminating side of HTTP tunnels: a listener (cleartext, or TLS with ALPN `h2` and
  * `http/1.1`) that accepts HTTP/1.1 CONNECT, HTTP/2 CONNECT and RFC 9298 CONNECT-UDP, admits
@@ -207,7 +214,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private readonly tlsStats: TlsStats = tlsCounters();
   private terminateTls: ResolvedTerminateTls | undefined;
   private readonly dialHost: DialHost;
-  private readonly live = new Set<{ destroy(): void }>();
+  private readonly live = new Set<LiveTunnel>();
   /** Requests that count against `maxTunnels`: from `open()` to their one `tunnelClose`. */
   private readonly held = new Set<object>();
   private readonly sockets = new Set<Socket>();
@@ -228,7 +235,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     requests: 0,
     opened: 0,
     refused: {} as Record<string, number>,
-    reasons: {} as Record<string, number>,
+    reasons: zeroRefusals(),
     rx: 0,
     tx: 0,
     connections: 0,
@@ -386,6 +393,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   stats(): TunnelServerStats {
     const refused: Record<string, number> = {};
     for (const key of ['3xx', '4xx', '5xx']) refused[key] = this.counters.refused[key] ?? 0;
+    // Open tunnels' bytes too: a long tunnel's traffic shows as it flows, not all at its close.
+    let rx = this.counters.rx;
+    let tx = this.counters.tx;
+    for (const tunnel of this.live) {
+      rx += tunnel.bytesToTarget();
+      tx += tunnel.bytesFromTarget();
+    }
     let streams = 0;
     let most = 0;
     for (const count of this.streams.values()) {
@@ -398,8 +412,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       tunnel_opened_total: this.counters.opened,
       tunnel_refused: refused,
       tunnel_refused_reasons: { ...this.counters.reasons },
-      tunnel_rx_bytes_total: this.counters.rx,
-      tunnel_tx_bytes_total: this.counters.tx,
+      tunnel_rx_bytes_total: rx,
+      tunnel_tx_bytes_total: tx,
       client_connections_total: this.counters.connections,
       h2_sessions_total: this.counters.sessions,
       h2_sessions_active: this.streams.size,
@@ -637,13 +651,15 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         return;
       }
       const state = outcome.state;
-      const handle = {
+      let opened = false;
+      const handle: LiveTunnel = {
         destroy: () => {
           stream.close(http2.constants.NGHTTP2_CANCEL);
         },
+        bytesToTarget: () => totals.bytesToTarget,
+        bytesFromTarget: () => totals.bytesFromTarget,
       };
-      let opened = false;
-      relayUdp(stream, state, this.options.udpIdleTimeout, {
+      const totals = relayUdp(stream, state, this.options.udpIdleTimeout, {
         ready: (error) => {
           // The client left while the UDP socket connected: nothing to answer (respond throws).
           if (clientGone(stream)) {
@@ -877,11 +893,14 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     state: UpstreamState,
   ): void {
     this.counters.opened++;
-    const handle = {
+    const handle: LiveTunnel = {
       destroy: () => {
         resetSide(client);
         target.destroy();
       },
+      // What relayStreams reports at the end: the target socket's own counts.
+      bytesToTarget: () => target.bytesWritten,
+      bytesFromTarget: () => target.bytesRead,
     };
     this.live.add(handle);
     relayStreams(client, target, this.options.idleTimeout, (end, toTarget, fromTarget) => {
@@ -929,7 +948,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private countRefusal(refusal: Refusal): void {
     const key = statusClass(refusal.status);
     this.counters.refused[key] = (this.counters.refused[key] ?? 0) + 1;
-    this.counters.reasons[refusal.reason] = (this.counters.reasons[refusal.reason] ?? 0) + 1;
+    this.counters.reasons[refusal.reason]++;
   }
 
   private answerH1(socket: Socket, status: number): void {
