@@ -296,11 +296,17 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /** Counters of the current upstream; a scratch object until one is chosen (no branch per chunk). */
   private upstreamCounters: UpstreamCounters = scratchCounters();
   protected connected = false;
+  /** The upstreams tried in this round of attempts (see `nextRound`). */
   private triedStates: UpstreamState[] | undefined;
   /** A tunnel stream refused unprocessed was sent again (once per connection). */
   private resentUnprocessed = false;
   private retryCandidates:
-    | { source: readonly UpstreamState[]; attempt: number; list: readonly UpstreamState[] }
+    | {
+        source: readonly UpstreamState[];
+        attempt: number;
+        tried: number;
+        list: readonly UpstreamState[];
+      }
     | undefined;
   private abort: AbortController | undefined;
   /** TLS settings of the current attempt (origination), if any. */
@@ -391,14 +397,17 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     const available = this.host.upstreams.available();
     const tried = this.triedStates;
     if (tried === undefined) return available;
-    // Retries: one filtered array per attempt, so selectors may cache on its identity.
+    // Retries: one filtered array per attempt, so selectors may cache on its identity. Also keyed
+    // on what was tried: the attempt's own upstream, once dialled, is no candidate any more.
     if (
       this.retryCandidates?.source !== available ||
-      this.retryCandidates.attempt !== this.attempts
+      this.retryCandidates.attempt !== this.attempts ||
+      this.retryCandidates.tried !== tried.length
     ) {
       this.retryCandidates = {
         source: available,
         attempt: this.attempts,
+        tried: tried.length,
         list: available.filter((state) => !tried.includes(state)),
       };
     }
@@ -691,7 +700,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.noMoreUpstreams();
       return;
     }
-    if (this.candidates.length === 0) {
+    if (this.candidates.length === 0 && !this.nextRound()) {
       this.noMoreUpstreams();
       return;
     }
@@ -702,6 +711,20 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       return;
     }
     this.nextAttempt();
+  }
+
+  /**
+   * Every upstream failed once and attempts are left: with `connectBackoff`, start another round
+   * over them after the delay, as HAProxy retries a server after its turn-around and Envoy's
+   * `max_connect_attempts` retries the same host: an upstream restarting (the only one, often) is
+   * back a moment later. Without a delay an immediate retry would only meet the same refusal.
+   */
+  private nextRound(): boolean {
+    if (this.host.options.backoffBase === 0 || this.host.upstreams.available().length === 0)
+      return false;
+    // A new round: nothing tried in it yet (`ctx.tried` too, so selectors see a consistent set).
+    this.triedStates = [];
+    return true;
   }
 
   /** The `connectBackoff` delay passed: next attempt. @internal */
