@@ -149,8 +149,10 @@ export class Primary {
     this.slots.delete(slot);
     this.tunnelStats.delete(slot);
     this.relay.workerGone(slot);
-    if (code !== 0) this.failed = true;
     if (this.draining) {
+      // Only the drain's own outcome counts: a worker that crashed earlier was replaced, and the
+      // exit code of a stop must not report it again.
+      if (code !== 0) this.failed = true;
       if (this.slots.size === 0) this.exit();
       return;
     }

@@ -128,3 +128,35 @@ test('--workers 2 sharing one stdout pipe: no access line is cut by the other wo
   assert.equal(lines.length, total);
   assert.equal(new Set(lines.map((l) => l.pid)).size, 2, 'both workers wrote');
 });
+
+test('--workers 2: a worker killed and replaced earlier does not make a clean drain exit 1', async (t) => {
+  // The drain's exit code says whether the drain cut anything; a crash an hour before, already
+  // replaced, would otherwise fail every later stop (systemd marks the unit failed, Kubernetes
+  // shows Error on each rollout) and send the operator looking for cut connections.
+  const upstream = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    socket.pipe(socket);
+  });
+  const upstreamPort = await listen(upstream);
+  t.after(() => new Promise((resolve) => upstream.close(resolve)));
+  const cli = startCli(t, ['tcp', '127.0.0.1:0', `127.0.0.1:${upstreamPort}`, '--workers', '2']);
+  await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
+  const victim = await cli.waitLine('stderr', (l) => l.msg === 'worker ready' && l.worker === 1);
+  process.kill(Number(victim.workerPid), 'SIGKILL');
+  await cli.waitLine('stderr', (l) => l.msg === 'worker exited, replacing it', 5_000);
+  await cli.waitLine(
+    'stderr',
+    (l) => l.msg === 'worker ready' && l.worker === 1 && l.workerPid !== victim.workerPid,
+    15_000,
+  );
+  const port = await listenPort(cli);
+  const socket = await connect(port);
+  const echoed = readAll(socket);
+  socket.end('after');
+  assert.equal((await echoed).toString(), 'after');
+  await cli.waitLine('stdout', (l) => l.msg === 'connection closed');
+
+  process.kill(cli.pid, 'SIGTERM');
+  assert.equal(await cli.exited(), 0);
+  assert.ok(cli.stderr.some((l) => l.msg === 'drained, exiting' && l.worker === undefined));
+});
