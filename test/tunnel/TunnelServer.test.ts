@@ -492,3 +492,29 @@ describe('TunnelServer refusal reasons', () => {
       );
   });
 });
+
+describe('TunnelServer HTTP/1.1 half-close', () => {
+  test('a client that half-closes right after its CONNECT gets the answer, and the tunnel ends (tunnel_active back to 0)', async (t) => {
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const { server, port, summaries } = await startTunnelServer(allowAll);
+    t.after(() => server.close());
+    // `printf 'CONNECT ...\r\n\r\npayload' | nc -N`: the request, its first bytes, then a FIN, all
+    // before the tunnel opens. The FIN must reach the target as the bytes do.
+    const client = await connect(port);
+    t.after(() => client.destroy());
+    const reply = readAll(client);
+    client.end(`CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\npayload`);
+    assert.match((await reply).toString(), /^HTTP\/1\.1 200 [^]*\r\n\r\npayload$/);
+    await withTimeout(
+      (async () => {
+        while (summaries.length < 1) await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      5_000,
+      'the tunnel to close',
+    );
+    assert.equal(summaries[0]?.end, 'completed');
+    assert.equal(server.stats().tunnel_active, 0);
+    assert.equal(echo.sockets.size, 0, 'the target connection closed');
+  });
+});
