@@ -613,7 +613,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
           this.counters.opened++;
           this.live.add(handle);
         },
-        done: (totals) => {
+        done: (totals, end) => {
           if (!opened) return;
           opened = false;
           state.active--;
@@ -626,7 +626,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
             authority: tunnel.authority,
             clientAddress: tunnel.clientAddress,
             status: 200,
-            end: 'completed',
+            end,
             bytesToTarget: totals.bytesToTarget,
             bytesFromTarget: totals.bytesFromTarget,
             upstream: state.id,
