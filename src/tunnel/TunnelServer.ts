@@ -686,7 +686,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
           this.counters.opened++;
           this.live.add(handle);
         },
-        done: (totals) => {
+        done: (totals, end) => {
           if (!opened) return;
           opened = false;
           state.active--;
@@ -700,7 +700,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
             authority: tunnel.authority,
             clientAddress: tunnel.clientAddress,
             status: 200,
-            end: 'completed',
+            end,
             bytesToTarget: totals.bytesToTarget,
             bytesFromTarget: totals.bytesFromTarget,
             upstream: state.id,

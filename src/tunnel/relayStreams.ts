@@ -107,10 +107,14 @@ export function relayStreams(
   }
   client.pipe(target, { end: false });
   target.pipe(client, { end: false });
-  // Each end is forwarded unless it was a reset in disguise (see revealsReset).
-  client.once('end', () => {
+  // Each end is forwarded unless it was a reset in disguise (see revealsReset). A client may have
+  // ended already: an HTTP/1.1 CONNECT then a FIN reaches the server before the tunnel opens, and
+  // its 'end' is past; waiting for it would leave the target (and the tunnel) open for good.
+  const clientEnded = (): void => {
     if (!revealsReset(client)) target.end();
-  });
+  };
+  if (client.readableEnded) clientEnded();
+  else client.once('end', clientEnded);
   target.once('end', () => {
     if (!revealsReset(target)) client.end();
   });

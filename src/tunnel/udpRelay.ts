@@ -2,6 +2,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { ServerHttp2Stream } from 'node:http2';
 import { CapsuleParser, datagramCapsule } from '../transport/capsules.js';
+import type { RelayEnd } from './relayStreams.js';
 
 /** Bytes of capsules queued on the stream before target datagrams are dropped. */
 const MAX_STREAM_BACKLOG = 256 * 1024;
@@ -47,8 +48,8 @@ export function matchUdpPath(
 export interface UdpRelayEvents {
   /** Once: without an error when datagrams may flow. */
   readonly ready: (error?: Error) => void;
-  /** Once, when the relay ended, with its byte counts. */
-  readonly done: (totals: UdpRelayTotals) => void;
+  /** Once, when the relay ended, with its byte counts and how it ended. */
+  readonly done: (totals: UdpRelayTotals, end: RelayEnd) => void;
 }
 
 /**
@@ -80,7 +81,7 @@ export function relayUdp(
   let finished = false;
   let idle: NodeJS.Timeout | undefined;
   let lastActivity = Date.now();
-  const finish = (): void => {
+  const finish = (end: RelayEnd): void => {
     if (finished) return;
     finished = true;
     if (idle !== undefined) clearTimeout(idle);
@@ -90,7 +91,7 @@ export function relayUdp(
       // Already closed.
     }
     if (!stream.destroyed) stream.close();
-    done(totals);
+    done(totals, end);
   };
   socket.on('error', (err: NodeJS.ErrnoException) => {
     // The code stays: out of descriptors (EMFILE) is the server's shortage, not the target's.
@@ -100,7 +101,7 @@ export function relayUdp(
           code: err.code,
         }),
       );
-    finish();
+    finish('target_reset');
   });
   socket.on('message', (msg: Buffer) => {
     lastActivity = Date.now();
@@ -124,18 +125,23 @@ export function relayUdp(
     ready();
     // The stream closed while the socket connected: its 'close' is past, so end here.
     if (stream.destroyed || stream.closed) {
-      finish();
+      finish('client_reset');
       return;
     }
+    // Malformed capsules, or a stream closed before its end (RST_STREAM): the client's doing.
     stream.on('data', (chunk: Buffer) => {
-      if (!parser.push(chunk)) finish();
+      if (!parser.push(chunk)) finish('client_reset');
     });
-    stream.on('end', finish);
-    stream.on('close', finish);
+    stream.on('end', () => {
+      finish('completed');
+    });
+    stream.on('close', () => {
+      finish('client_reset');
+    });
     if (idleTimeout > 0) {
       const check = (): void => {
         const idleFor = Date.now() - lastActivity;
-        if (idleFor >= idleTimeout) finish();
+        if (idleFor >= idleTimeout) finish('idle_timeout');
         else idle = setTimeout(check, idleTimeout - idleFor);
       };
       idle = setTimeout(check, idleTimeout);

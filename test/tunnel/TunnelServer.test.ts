@@ -661,3 +661,80 @@ describe('TunnelServer refusal reasons', () => {
       );
   });
 });
+
+describe('TunnelServer HTTP/1.1 half-close', () => {
+  test('a client that half-closes right after its CONNECT gets the answer, and the tunnel ends (tunnel_active back to 0)', async (t) => {
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const { server, port, summaries } = await startTunnelServer(allowAll);
+    t.after(() => server.close());
+    // `printf 'CONNECT ...\r\n\r\npayload' | nc -N`: the request, its first bytes, then a FIN, all
+    // before the tunnel opens. The FIN must reach the target as the bytes do.
+    const client = await connect(port);
+    t.after(() => client.destroy());
+    const reply = readAll(client);
+    client.end(`CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\npayload`);
+    assert.match((await reply).toString(), /^HTTP\/1\.1 200 [^]*\r\n\r\npayload$/);
+    await withTimeout(
+      (async () => {
+        while (summaries.length < 1) await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      5_000,
+      'the tunnel to close',
+    );
+    assert.equal(summaries[0]?.end, 'completed');
+    assert.equal(server.stats().tunnel_active, 0);
+    assert.equal(echo.sockets.size, 0, 'the target connection closed');
+  });
+});
+
+describe('TunnelServer CONNECT-UDP summaries', () => {
+  test('a CONNECT-UDP tunnel closed by udpIdleTimeout ends as idle_timeout, not completed', async (t) => {
+    const target = dgram.createSocket('udp4');
+    target.on('message', (msg, from) => {
+      target.send(msg, from.port, from.address);
+    });
+    target.bind(0, '127.0.0.1');
+    await once(target, 'listening');
+    t.after(() => target.close());
+    const targetPort = target.address().port;
+    const {
+      server,
+      port: tunnelPort,
+      summaries,
+    } = await startTunnelServer({
+      upstreams: [{ host: '127.0.0.1', port: targetPort }],
+      admit: () => true,
+      udpIdleTimeout: 200,
+    });
+    t.after(() => server.close());
+    const proxy = new UdpProxy({
+      upstreams: [
+        {
+          host: '127.0.0.1',
+          port: tunnelPort,
+          tunnel: { protocol: 'h2', target: `127.0.0.1:${targetPort}` },
+        },
+      ],
+    });
+    t.after(() => proxy.close());
+    const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const client = dgram.createSocket('udp4');
+    client.bind(0, '127.0.0.1');
+    await once(client, 'listening');
+    t.after(() => client.close());
+    const answer = once(client, 'message');
+    client.send('ping', address.port, '127.0.0.1');
+    await withTimeout(answer, 5_000, 'the echoed datagram');
+    await withTimeout(
+      (async () => {
+        while (summaries.length < 1) await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      5_000,
+      'the tunnel to idle out',
+    );
+    assert.equal(summaries[0]?.protocol, 'connect-udp');
+    assert.equal(summaries[0].end, 'idle_timeout');
+    assert.equal(summaries[0].bytesToTarget, 4);
+  });
+});
