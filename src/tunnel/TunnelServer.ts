@@ -174,6 +174,9 @@ function resolveListenerTls(value: unknown): ResolvedTerminateTls {
   return resolveTerminateTls(withAlpn, 'terminateTls');
 }
 
+/** Where {@link TunnelServer.listen} binds: `net.Server.listen()` options but `signal` (use `close()`). */
+export type TunnelListenOptions = Omit<net.ListenOptions, 'signal'>;
+
 /**
  * The terminating side of HTTP tunnels: a listener (cleartext, or TLS with ALPN `h2` and
  * `http/1.1`) that accepts HTTP/1.1 CONNECT, HTTP/2 CONNECT and RFC 9298 CONNECT-UDP, admits
@@ -308,7 +311,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
    * @throws {ProxyClosedError} (rejection) after `close()`, or when `close()` is called before the
    *   address is bound (nothing is left listening).
    */
-  async listen(options: net.ListenOptions = {}): Promise<AddressInfo> {
+  async listen(options: TunnelListenOptions = {}): Promise<AddressInfo> {
     const raw = optionalRecord(options, 'listen options');
     integer(raw.port, 'port', 0, { min: 0, max: 65535 });
     // net.Server would close the listener on abort behind the server's back (and never settle
@@ -326,7 +329,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     }
   }
 
-  private async bind(options: net.ListenOptions): Promise<AddressInfo> {
+  private async bind(options: TunnelListenOptions): Promise<AddressInfo> {
     await new Promise<void>((resolveListen, reject) => {
       const onError = (err: Error): void => {
         reject(new ListenError(`The tunnel server cannot listen: ${err.message}`, err));

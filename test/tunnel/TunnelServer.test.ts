@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import http from 'node:http';
 import http2 from 'node:http2';
+import type net from 'node:net';
 import { describe, test } from 'node:test';
 import {
   CloseReason,
@@ -415,8 +416,10 @@ describe('TunnelServer lifecycle', () => {
     // An aborted signal made listen() hang forever; a later abort closed the listener behind the
     // server's back (health checks still running, listen() possible again).
     for (const signal of [AbortSignal.abort(), new AbortController().signal]) {
+      // Typed as Node's own options (the type refuses `signal`), as a JavaScript caller passes.
+      const options: net.ListenOptions = { port: 0, host: '127.0.0.1', signal };
       await assert.rejects(
-        withTimeout(server.listen({ port: 0, host: '127.0.0.1', signal }), 2_000, 'listen()'),
+        withTimeout(server.listen(options), 2_000, 'listen()'),
         (err: unknown) => err instanceof InvalidOptionError && err.option === 'signal',
       );
     }
