@@ -9,6 +9,7 @@ import type { AdminListener } from '../admin/AdminListener.js';
 import { LatencyRecorder } from '../metrics/latency.js';
 import type { LatencySnapshot } from '../metrics/latency.js';
 import { formatHostPort } from './address.js';
+import type { ListenAddress } from './address.js';
 import type { ListenerConfig, PreparedListener } from './config.js';
 import { optionsKey, upstreamsKey } from './config.js';
 import { endedStats, sumStats } from './sumStats.js';
@@ -37,6 +38,8 @@ export type ListenerStats = (
 ) & {
   /** Latency histograms, when recorded (`--metrics` or `--admin`). */
   readonly latency?: LatencySnapshot;
+  /** With `--workers`: the worker slot that reported it (the primary sets it for its status). */
+  readonly worker?: number;
 };
 
 /**
@@ -92,7 +95,7 @@ export class Listener {
 
   /** The configured listen address (`host:port`, host `''` for all), to compare on reload. */
   get configuredListen(): string {
-    return `${this.config.listen.host}:${this.config.listen.port}`;
+    return listenKey(this.config.listen);
   }
 
   /** The bound address, `host:port`. */
@@ -115,11 +118,12 @@ export class Listener {
 
   /** Listens (TCP) or binds (UDP); rejects with the system error's message. */
   async start(): Promise<string> {
-    const { host, port } = this.config.listen;
+    const { host, port, ipv6Only } = this.config.listen;
     if (this.current instanceof UdpProxy) {
       const bound = await this.current.bind({
         port,
         ...(host !== '' && { address: host }),
+        ...(ipv6Only && { ipv6Only }),
         ...(this.reusePort && { reusePort: true }),
       });
       this.address = formatHostPort(bound.address, bound.port);
@@ -141,7 +145,8 @@ export class Listener {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       const shared = this.reusePort ? { reusePort: true, exclusive: true } : {};
-      server.listen({ port, backlog, ...shared, ...(host !== '' && { host }) }, () => {
+      const where = { port, ...(host !== '' && { host }), ...(ipv6Only && { ipv6Only }) };
+      server.listen({ ...where, backlog, ...shared }, () => {
         server.off('error', reject);
         resolve();
       });
@@ -303,4 +308,12 @@ function onlyUpstreamsOf(carried: TcpProxyStats, running: TcpProxyStats): TcpPro
     Object.entries(carried.upstreams).filter(([id]) => id in running.upstreams),
   );
   return { ...carried, upstreams };
+}
+
+/**
+ * A listen address as a key: a reload that changes it (`ipv6Only` included, which only a new
+ * socket can change) needs a restart.
+ */
+export function listenKey(listen: ListenAddress): string {
+  return `${listen.host}:${listen.port}${listen.ipv6Only ? ' ipv6Only' : ''}`;
 }

@@ -1,6 +1,6 @@
-import type { Config, PreparedListener } from './config.js';
+import type { Config, PreparedListener, Settings } from './config.js';
 import { closeAll, loadConfigFile } from './config.js';
-import { Listener } from './Listener.js';
+import { Listener, listenKey } from './Listener.js';
 import type { ListenerStats, ProxyObserver } from './Listener.js';
 import type { Logger } from './jsonLogger.js';
 import type { AdminListener } from '../admin/AdminListener.js';
@@ -23,6 +23,8 @@ export interface ListenerSetOptions {
   readonly backlog?: number | undefined;
   /** Keep latency histograms (for a metrics server or the admin API). Default false. */
   readonly recordLatency?: boolean;
+  /** The settings a file puts in force (flags and defaults applied); default: the file's own. */
+  readonly inForce?: ((settings: Settings) => object) | undefined;
 }
 
 /**
@@ -32,8 +34,9 @@ export interface ListenerSetOptions {
 export class ListenerSet {
   private readonly listeners = new Map<string, Listener>();
   private reloading: Promise<ReloadOutcome> | undefined;
-  /** The top-level settings it started with, each as JSON: changing one needs a restart. */
+  /** The top-level settings in force at start, each as JSON: changing one needs a restart. */
   private readonly settings: ReadonlyMap<string, string>;
+  private readonly inForce: (settings: Settings) => object;
   /** The config file (or `command line`), to say where a listen address that failed is set. */
   private readonly source: string;
 
@@ -43,8 +46,9 @@ export class ListenerSet {
     observe: ProxyObserver,
     options: ListenerSetOptions = {},
   ) {
-    const { backlog, recordLatency = false } = options;
-    this.settings = settingsByKey(config.settings);
+    const { backlog, recordLatency = false, inForce = asWritten } = options;
+    this.inForce = inForce;
+    this.settings = settingsByKey(inForce(config.settings));
     this.source = config.source;
     for (const prepared of config.listeners) {
       this.listeners.set(
@@ -111,7 +115,7 @@ export class ListenerSet {
       const outcome = this.apply(config.listeners);
       // Operator overrides (admin API) last until a reload: the file is the truth again.
       for (const listener of this.listeners.values()) clearOverrides(listener.proxies());
-      const changed = changedSettings(this.settings, settingsByKey(config.settings));
+      const changed = changedSettings(this.settings, settingsByKey(this.inForce(config.settings)));
       if (changed.length === 0) return outcome;
       return {
         ...outcome,
@@ -163,7 +167,12 @@ export class ListenerSet {
 }
 
 function sameListen(listener: Listener, next: PreparedListener): boolean {
-  return listener.configuredListen === `${next.config.listen.host}:${next.config.listen.port}`;
+  return listener.configuredListen === listenKey(next.config.listen);
+}
+
+/** Settings compared as the file has them (no flags to apply). */
+function asWritten(settings: Settings): object {
+  return settings;
 }
 
 function settingsByKey(settings: object): Map<string, string> {
@@ -176,7 +185,7 @@ function changedSettings(
   after: ReadonlyMap<string, string>,
 ): string[] {
   const keys = new Set([...before.keys(), ...after.keys()]);
-  return [...keys].filter((key) => before.get(key) !== after.get(key));
+  return [...keys].filter((key) => before.get(key) !== after.get(key)).sort();
 }
 
 /** What to do about the listen errors a newcomer meets first. */

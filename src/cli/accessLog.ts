@@ -70,13 +70,19 @@ export function observeProxy(
 }
 
 /** The members every operations line of a listener starts with. */
-interface ListenerMembers {
+export interface ListenerMembers {
   readonly listener: string;
   readonly protocol: 'tcp' | 'udp';
 }
 
-/** Rejections (TCP) and upstream errors at debug on the operations log, whatever the access log. */
+/**
+ * Rejections (TCP) and upstream errors at debug on the operations log, whatever the access log;
+ * upstream source (DNS) errors at warn, as {@link sourceErrorLogger} limits them.
+ */
 function logFailures(ops: Logger, base: ListenerMembers, proxy: TcpProxy | UdpProxy): void {
+  const sourceError = sourceErrorLogger(ops, base);
+  if ('connections' in proxy) proxy.on('upstreamSourceError', sourceError);
+  else proxy.on('upstreamSourceError', sourceError);
   if ('connections' in proxy) {
     proxy.on('rejected', (rejection) => {
       if (!ops.enabled('debug')) return;
@@ -96,6 +102,38 @@ function logFailures(ops: Logger, base: ListenerMembers, proxy: TcpProxy | UdpPr
   proxy.on('upstreamError', (session, upstream, err) => {
     ops.log('debug', 'upstream error', { ...base, id: session.id, upstream: upstream.id, err });
   });
+}
+
+/** How often an upstream source error that keeps repeating is logged again. */
+const SOURCE_ERROR_REPEAT_INTERVAL = 60_000;
+
+/**
+ * Logs a listener's upstream source errors (a `dns` block that cannot resolve) at warn: an error
+ * is logged when its message is new, and while the same message repeats (one per lookup, every
+ * `refreshInterval`) once per `interval`, with how many were not logged (`repeated`). An outage
+ * is a line a minute, not a line per lookup; metrics count every one.
+ */
+export function sourceErrorLogger(
+  ops: Logger,
+  base: ListenerMembers,
+  interval = SOURCE_ERROR_REPEAT_INTERVAL,
+  now: () => number = Date.now,
+): (err: Error) => void {
+  let last: string | undefined;
+  let loggedAt = 0;
+  let repeated = 0;
+  return (err) => {
+    const time = now();
+    const same = err.message === last;
+    if (same && time - loggedAt < interval) {
+      repeated++;
+      return;
+    }
+    ops.warn('upstream source error', { ...base, err, ...(same && { repeated }) });
+    last = err.message;
+    loggedAt = time;
+    repeated = 0;
+  };
 }
 
 /** Writes access lines: JSON through the logger, or text lines for a format string. */

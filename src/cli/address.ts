@@ -30,3 +30,44 @@ export function parseHostPort(
 export function formatHostPort(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
+
+/** A listener's address as the kernel sees it: `ipv6Only` only matters on an IPv6 address. */
+export interface ListenAddress extends HostPort {
+  readonly ipv6Only: boolean;
+}
+
+/**
+ * Whether two listeners of one protocol would take the same port on some address, so that the
+ * second bind(2) fails with EADDRINUSE. `[::]` without `ipv6Only` (and `:port`, which Node binds
+ * as `[::]`) is dual stack: it takes the port on every IPv4 address as well, so `0.0.0.0:443`
+ * beside `[::]:443` (nginx's usual pair, where `[::]` is IPv6-only by default) overlaps.
+ */
+export function listenOverlaps(a: ListenAddress, b: ListenAddress): boolean {
+  if (a.port !== b.port || a.port === 0) return false;
+  if (a.host === b.host) return true;
+  return sharedFamily(a, b, 4) || sharedFamily(a, b, 6);
+}
+
+/** Whether both take `family` addresses, and one of them all of them. */
+function sharedFamily(a: ListenAddress, b: ListenAddress, family: 4 | 6): boolean {
+  const [ta, tb] = [takes(a, family), takes(b, family)];
+  return ta !== 'none' && tb !== 'none' && (ta === 'all' || tb === 'all');
+}
+
+/** Whether a listener takes every IPv4 and every IPv6 address: `[::]` without `ipv6Only`. */
+export function isDualStack(address: ListenAddress): boolean {
+  return takes(address, 4) === 'all' && takes(address, 6) === 'all';
+}
+
+/** Whether a listener takes some IPv4 address. */
+export function takesIPv4(address: ListenAddress): boolean {
+  return takes(address, 4) !== 'none';
+}
+
+function takes(address: ListenAddress, family: 4 | 6): 'all' | 'one' | 'none' {
+  const { host, ipv6Only } = address;
+  if (host === '' || (isIP(host) === 6 && /^[0:]+$/.test(host)))
+    return family === 6 || !ipv6Only ? 'all' : 'none';
+  if (host === '0.0.0.0') return family === 4 ? 'all' : 'none';
+  return isIP(host) === family ? 'one' : 'none';
+}

@@ -5,8 +5,15 @@ import { InvalidOptionError, L4Error } from '../errors.js';
 import { isRecord, knownKeys } from '../internal/validate.js';
 import { TcpProxy } from '../tcp/TcpProxy.js';
 import { UdpProxy } from '../udp/UdpProxy.js';
-import type { HostPort } from './address.js';
-import { formatHostPort, parseHostPort } from './address.js';
+import { isIP } from 'node:net';
+import type { HostPort, ListenAddress } from './address.js';
+import {
+  formatHostPort,
+  isDualStack,
+  listenOverlaps,
+  parseHostPort,
+  takesIPv4,
+} from './address.js';
 import { jsonErrorPosition } from './jsonErrorPosition.js';
 import { isLogLevel } from './jsonLogger.js';
 import type { LogLevel } from './jsonLogger.js';
@@ -45,7 +52,7 @@ export interface ListenerConfig {
   /** Unique name; `protocol:listen` by default. Labels metrics and log lines. */
   readonly name: string;
   readonly protocol: 'tcp' | 'udp';
-  readonly listen: HostPort;
+  readonly listen: ListenAddress;
   /** Where it sits in the config (`listeners[2]`). */
   readonly path: string;
   /** The JSON options (upstreams included) as written, for change detection on reload. */
@@ -94,7 +101,17 @@ export const TOP_KEYS = [
   'backlog',
 ];
 /** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
-const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'dns', 'backlog', 'routes', 'module'];
+const CLI_KEYS = [
+  'name',
+  'protocol',
+  'listen',
+  'selector',
+  'dns',
+  'backlog',
+  'routes',
+  'module',
+  'ipv6Only',
+];
 
 /** Reads and validates a config file; nothing listens yet. */
 export async function loadConfigFile(file: string): Promise<Config> {
@@ -137,14 +154,26 @@ export function validateConfig(json: unknown, source: string): Config {
   }
   const listeners: PreparedListener[] = [];
   const tunnels: TunnelListenerConfig[] = [];
+  // Every listen address so far, tunnel listeners' too (they are TCP listeners).
+  const bound: BoundAddress[] = [];
   try {
     list.forEach((entry: unknown, index) => {
+      const path = `listeners[${index}]`;
       if (isRecord(entry) && entry.protocol === 'tunnel') {
         const names = [...listeners.map((l) => l.config.name), ...tunnels.map((t) => t.name)];
-        tunnels.push(prepareTunnel(entry, `listeners[${index}]`, source, names));
+        const tunnel = prepareTunnel(entry, path, source, names);
+        const listen = { ...tunnel.listen, ipv6Only: false };
+        const overlap = overlapping(bound, 'tcp', listen, false);
+        if (overlap !== undefined)
+          throw fieldError(source, `${path}.listen`, overlap, entry.listen);
+        tunnels.push(tunnel);
+        bound.push({ protocol: 'tcp', listen, path, ipv6OnlyKey: false });
         return;
       }
-      listeners.push(prepareListener(entry, `listeners[${index}]`, source, listeners));
+      const listener = prepareListener(entry, path, source, listeners, bound);
+      listeners.push(listener);
+      const { protocol, listen } = listener.config;
+      bound.push({ protocol, listen, path, ipv6OnlyKey: true });
     });
   } catch (err) {
     closeAll(listeners);
@@ -241,6 +270,7 @@ function prepareListener(
   path: string,
   source: string,
   earlier: readonly PreparedListener[],
+  bound: readonly BoundAddress[],
 ): PreparedListener {
   if (!isRecord(entry))
     throw fieldError(source, path, 'an object { "protocol", "listen", "upstreams" }', entry);
@@ -255,21 +285,18 @@ function prepareListener(
   if (!listen?.ok) {
     throw fieldError(source, `${path}.listen`, listen?.expected ?? '"host:port"', listenText);
   }
-  const dns = entry.dns === undefined ? undefined : dnsSource(entry.dns, source, `${path}.dns`);
-  const sameAddress = earlier.find(
-    (other) =>
-      other.config.protocol === protocol &&
-      other.config.listen.port === listen.value.port &&
-      other.config.listen.port !== 0 &&
-      other.config.listen.host === listen.value.host,
-  );
-  if (sameAddress)
+  const ipv6Only = entry.ipv6Only ?? false;
+  if (typeof ipv6Only !== 'boolean' || (ipv6Only && isIP(listen.value.host) !== 6))
     throw fieldError(
       source,
-      `${path}.listen`,
-      `an address not used by ${sameAddress.config.path}`,
-      listenText,
+      `${path}.ipv6Only`,
+      'a boolean, true only with an IPv6 listen address such as "[::]:443"',
+      entry.ipv6Only,
     );
+  const address = { ...listen.value, ipv6Only };
+  const overlap = overlapping(bound, protocol, address, true);
+  if (overlap !== undefined) throw fieldError(source, `${path}.listen`, overlap, listenText);
+  const dns = entry.dns === undefined ? undefined : dnsSource(entry.dns, source, `${path}.dns`);
   const fallback = `${protocol}:${formatHostPort(listen.value.host, listen.value.port)}`;
   const taken = earlier.some((other) => other.config.name === fallback);
   const name = entry.name ?? (taken ? `${fallback}#${earlier.length}` : fallback);
@@ -297,7 +324,7 @@ function prepareListener(
     config = {
       name,
       protocol,
-      listen: listen.value,
+      listen: address,
       path,
       raw: tunnels.raw,
       backlog,
@@ -327,6 +354,49 @@ function prepareListener(
     throw fieldError(source, `${path}.upstreams`, UPSTREAMS_EXPECTED, entry.upstreams);
   }
   return { config, proxy };
+}
+
+/** A listen address of the config, with where it is and whether that listener has `ipv6Only`. */
+interface BoundAddress {
+  readonly protocol: 'tcp' | 'udp';
+  readonly listen: ListenAddress;
+  readonly path: string;
+  /** False for tunnel listeners, which have no `ipv6Only` key. */
+  readonly ipv6OnlyKey: boolean;
+}
+
+/**
+ * What to expect instead, when `listen` overlaps an address already taken (the kernel would
+ * refuse the second bind with EADDRINUSE); undefined when it does not.
+ */
+function overlapping(
+  bound: readonly BoundAddress[],
+  protocol: 'tcp' | 'udp',
+  listen: ListenAddress,
+  ipv6OnlyKey: boolean,
+): string | undefined {
+  const other = bound.find((b) => b.protocol === protocol && listenOverlaps(b.listen, listen));
+  if (other === undefined) return undefined;
+  return `an address not used by ${other.path}${dualStackHint(other, { listen, ipv6OnlyKey })}`;
+}
+
+/**
+ * Why two different addresses overlap, when one is a dual-stack `[::]`: it takes IPv4 clients
+ * too, which the kernel refuses beside an IPv4 listener on the same port.
+ */
+function dualStackHint(
+  a: Pick<BoundAddress, 'listen' | 'ipv6OnlyKey'>,
+  b: Pick<BoundAddress, 'listen' | 'ipv6OnlyKey'>,
+): string {
+  const dual = [a, b].find((x) => isDualStack(x.listen));
+  const other = dual === a ? b : a;
+  if (dual === undefined || isDualStack(other.listen) || !takesIPv4(other.listen)) return '';
+  const written = formatHostPort(
+    dual.listen.host === '' ? '::' : dual.listen.host,
+    dual.listen.port,
+  );
+  const fix = dual.ipv6OnlyKey ? '; set "ipv6Only": true on it to take IPv6 only' : '';
+  return ` (${written} is dual stack: it takes IPv4 clients too, as ::ffff:a.b.c.d${fix})`;
 }
 
 const UPSTREAMS_EXPECTED =

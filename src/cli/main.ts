@@ -12,7 +12,7 @@ import type { Config } from './config.js';
 import { closeAll, ConfigError, loadConfigFile, validateConfig } from './config.js';
 import { Primary } from './primary.js';
 import { runListeners } from './runListeners.js';
-import { effectiveSettings } from './settings.js';
+import { effectiveSettings, settingsInForce } from './settings.js';
 import { describeBacklog, listenerBacklog } from './listenBacklog.js';
 import { describeTunnelListener } from './tunnelListeners.js';
 
@@ -103,7 +103,7 @@ async function main(argv: readonly string[]): Promise<void> {
     await new Primary(settings).start(config);
     return;
   }
-  await runListeners(config, settings);
+  await runListeners(config, settings, settingsInForce(args));
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

@@ -54,7 +54,11 @@ export class Primary {
 
   constructor(private readonly settings: EffectiveSettings) {
     const outputs = createOutputs(settings.logLevel, {}, () =>
-      this.collect().then((byWorker) => [...byWorker.values()].flat()),
+      this.collect().then((byWorker) =>
+        [...byWorker].flatMap(([worker, stats]) =>
+          stats.map((listener) => ({ ...listener, worker })),
+        ),
+      ),
     );
     this.ops = outputs.ops;
     this.status = outputs.status;

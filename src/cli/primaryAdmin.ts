@@ -170,10 +170,40 @@ function clusterStats(byWorker: Map<number, readonly ListenerStats[]>, startTime
       const seen = listeners[listener.name];
       listeners[listener.name] = {
         protocol: listener.protocol,
-        stats: seen === undefined ? listener.stats : sumStats(seen.stats, listener.stats),
+        stats:
+          seen === undefined
+            ? listener.stats
+            : worstFlags(sumStats(seen.stats, listener.stats), seen.stats, listener.stats),
       };
     }
   }
   const time = Date.now();
   return { time, uptimeSeconds: Math.round((time - startTime) / 1000), listeners, workers };
+}
+
+/** Per-upstream flags that hold only when every worker says so (sumStats takes the first's). */
+const EVERY_WORKER = ['healthy', 'health_check_healthy'] as const;
+/** Per-upstream flags that hold when any worker says so. */
+const ANY_WORKER = ['ejected', 'admin_drain', 'admin_maint'] as const;
+
+type UpstreamFlags = Partial<Record<string, unknown>>;
+
+/**
+ * `summed` with each upstream's flags from the worst of `a` and `b`, as `/upstreams` merges them:
+ * an upstream one worker keeps out (unhealthy, ejected, drained) is out in the cluster's view.
+ */
+function worstFlags<T extends object>(summed: T, a: T, b: T): T {
+  const upstreamsOf = (stats: object): Record<string, UpstreamFlags> =>
+    (stats as { upstreams?: Record<string, UpstreamFlags> }).upstreams ?? {};
+  const upstreams: Record<string, UpstreamFlags> = {};
+  for (const [id, merged] of Object.entries(upstreamsOf(summed))) {
+    const views = [upstreamsOf(a)[id], upstreamsOf(b)[id]].filter((view) => view !== undefined);
+    const flags: UpstreamFlags = { ...merged };
+    for (const key of EVERY_WORKER)
+      if (key in merged) flags[key] = views.every((view) => view[key] !== false);
+    for (const key of ANY_WORKER)
+      if (key in merged) flags[key] = views.some((view) => view[key] === true);
+    upstreams[id] = flags;
+  }
+  return { ...summed, upstreams };
 }

@@ -1,6 +1,6 @@
 import cluster from 'node:cluster';
 import { observeProxy } from './accessLog.js';
-import type { Config } from './config.js';
+import type { Config, Settings } from './config.js';
 import { ListenerSet } from './ListenerSet.js';
 import type { ListenerStats } from './Listener.js';
 import type { ReloadOutcome } from './ListenerSet.js';
@@ -32,7 +32,11 @@ export function logReload(ops: Logger, outcome: ReloadOutcome): void {
  * Runs the listeners in this process. Alone: handles signals, serves metrics and the status
  * line. As a cluster worker: obeys the primary over IPC (drain, reload, stats).
  */
-export async function runListeners(config: Config, settings: EffectiveSettings): Promise<void> {
+export async function runListeners(
+  config: Config,
+  settings: EffectiveSettings,
+  inForce?: (file: Settings) => object,
+): Promise<void> {
   const worker = cluster.isWorker
     ? (process.env.L4PROXY_WORKER ?? String(cluster.worker?.id))
     : undefined;
@@ -59,6 +63,7 @@ export async function runListeners(config: Config, settings: EffectiveSettings):
     {
       backlog: settings.backlog,
       recordLatency: settings.metrics !== undefined || settings.admin !== undefined,
+      inForce,
     },
   );
   ref.listeners = running;

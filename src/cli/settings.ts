@@ -2,7 +2,7 @@ import type { HostPort } from './address.js';
 import type { AdminSettings } from './adminConfig.js';
 import type { AccessLogSettings } from './accessLogFormat.js';
 import type { CliArgs } from './args.js';
-import type { Config } from './config.js';
+import type { Config, Settings } from './config.js';
 import type { LogLevel } from './jsonLogger.js';
 import { workerCount } from '../cluster/runWorkers.js';
 
@@ -26,7 +26,18 @@ export interface EffectiveSettings {
 
 /** Merges flags, file settings and defaults. */
 export function effectiveSettings(args: CliArgs, config: Config): EffectiveSettings {
-  const file = config.settings;
+  return mergeSettings(args, config.settings);
+}
+
+/**
+ * What a file's settings put in force under these flags: a reload compares this, not the file's
+ * text, so a default spelled out or a setting a flag overrides is no change needing a restart.
+ */
+export function settingsInForce(args: CliArgs): (file: Settings) => EffectiveSettings {
+  return (file) => mergeSettings(args, file);
+}
+
+function mergeSettings(args: CliArgs, file: Settings): EffectiveSettings {
   return {
     file: args.config,
     logLevel: args.logLevel ?? file.logLevel ?? 'info',

@@ -9,21 +9,31 @@ export interface StatusTotals {
   readonly bytes: number;
 }
 
-/** Sums listener snapshots into status totals. */
+/** Bytes one listener snapshot moved with clients, both directions. */
+function bytesOf({ protocol, stats }: ListenerStats): number {
+  return protocol === 'tcp'
+    ? stats.downstream_cx_rx_bytes_total + stats.downstream_cx_tx_bytes_total
+    : stats.downstream_sess_rx_bytes + stats.downstream_sess_tx_bytes;
+}
+
+/** What identifies one snapshot's counters from tick to tick: its worker and listener. */
+function sourceOf(snapshot: ListenerStats): string {
+  return `${String(snapshot.worker ?? 0)} ${snapshot.name}`;
+}
+
+/** Sums listener snapshots (several workers' included) into status totals. */
 export function statusTotals(snapshots: readonly ListenerStats[]): StatusTotals {
   let tcpActive = 0;
   let udpActive = 0;
   let bytes = 0;
-  for (const { protocol, stats } of snapshots) {
-    if (protocol === 'tcp') {
-      tcpActive += stats.downstream_cx_active;
-      bytes += stats.downstream_cx_rx_bytes_total + stats.downstream_cx_tx_bytes_total;
-    } else {
-      udpActive += stats.downstream_sess_active;
-      bytes += stats.downstream_sess_rx_bytes + stats.downstream_sess_tx_bytes;
-    }
+  for (const snapshot of snapshots) {
+    if (snapshot.protocol === 'tcp') tcpActive += snapshot.stats.downstream_cx_active;
+    else udpActive += snapshot.stats.downstream_sess_active;
+    bytes += bytesOf(snapshot);
   }
-  return { listeners: snapshots.length, tcpActive, udpActive, bytes };
+  // Each worker runs every listener: a listener is counted once, not once per worker.
+  const listeners = new Set(snapshots.map((snapshot) => snapshot.name)).size;
+  return { listeners, tcpActive, udpActive, bytes };
 }
 
 /** Bytes per second, human sized. */
@@ -56,13 +66,15 @@ export interface StatusStream {
 export class StatusLine {
   private timer: NodeJS.Timeout | undefined;
   private shown = false;
-  private last: { bytes: number; at: number } | undefined;
+  /** Bytes of each source (worker and listener) at the last tick, and its time. */
+  private last: { bytes: Map<string, number>; at: number } | undefined;
   private busy = false;
 
   constructor(
     private readonly stream: StatusStream,
     private readonly collect: () => Promise<readonly ListenerStats[]>,
     private readonly log: (totals: StatusTotals & { throughput: number }) => void,
+    private readonly now: () => number = Date.now,
   ) {}
 
   /** Starts ticking every `interval` ms (0: never). */
@@ -90,13 +102,10 @@ export class StatusLine {
     if (this.busy) return;
     this.busy = true;
     try {
-      const totals = statusTotals(await this.collect());
-      const now = Date.now();
-      const throughput =
-        this.last === undefined
-          ? 0
-          : ((totals.bytes - this.last.bytes) * 1000) / Math.max(1, now - this.last.at);
-      this.last = { bytes: totals.bytes, at: now };
+      const snapshots = await this.collect();
+      const totals = statusTotals(snapshots);
+      const now = this.now();
+      const throughput = this.throughput(snapshots, now);
       if (this.stream.isTTY === true) {
         this.stream.write(
           `\r\x1b[2Kl4proxy: ${count(totals.listeners, 'listener')} · ` +
@@ -112,5 +121,27 @@ export class StatusLine {
     } finally {
       this.busy = false;
     }
+  }
+
+  /**
+   * Bytes per second since the last tick, source by source: the difference of the sums would go
+   * negative when a worker misses a tick's deadline (its bytes left out) and jump when it is back,
+   * or when a replaced worker's counters restart. A source missing now keeps its last count for
+   * when it answers again; one whose count went down restarted (its count is what it moved
+   * since); one not seen before is only a baseline.
+   */
+  private throughput(snapshots: readonly ListenerStats[], now: number): number {
+    const bytes = new Map(this.last?.bytes);
+    let moved = 0;
+    for (const snapshot of snapshots) {
+      const source = sourceOf(snapshot);
+      const count = bytesOf(snapshot);
+      const before = bytes.get(source);
+      if (before !== undefined) moved += count >= before ? count - before : count;
+      bytes.set(source, count);
+    }
+    const last = this.last;
+    this.last = { bytes, at: now };
+    return last === undefined ? 0 : (moved * 1000) / Math.max(1, now - last.at);
   }
 }

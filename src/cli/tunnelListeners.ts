@@ -50,7 +50,11 @@ export function prepareTunnelListener(
   takenNames: readonly string[],
 ): TunnelListenerConfig {
   const listenText = entry.listen;
-  const listen = typeof listenText === 'string' ? parseHostPort(listenText, 0) : undefined;
+  // A number gets the same hint as for other listeners (`a port alone is ":3128"`).
+  const listen =
+    typeof listenText === 'string' || typeof listenText === 'number'
+      ? parseHostPort(String(listenText), 0)
+      : undefined;
   if (!listen?.ok)
     throw new TunnelConfigError(
       `${path}.listen`,

@@ -24,8 +24,9 @@ const SWEEP_INTERVAL = 10_000;
 
 /**
  * Tracks live connections and a token bucket per client address. Entries are dropped once a
- * client has nothing open and a full bucket, so memory follows the number of active clients,
- * not the number of addresses ever seen.
+ * client has nothing open and a full bucket (at its last release, else by the sweep once its
+ * bucket refilled), so memory follows the number of active clients, not the number of
+ * addresses ever seen.
  */
 export class ClientLimiter {
   private readonly maxConnections: number;
@@ -84,11 +85,16 @@ export class ClientLimiter {
     return undefined;
   }
 
-  release(address: string): void {
+  release(address: string, now = Date.now()): void {
     const key = canonicalAddress(address);
     const entry = this.clients.get(key);
     if (entry === undefined) return;
     entry.active = Math.max(0, entry.active - 1);
+    if (entry.active !== 0) return;
+    // Nothing open and a full bucket (always so without a rate): nothing left to remember. Left
+    // to the sweep, a flood of distinct sources (IPv6 /128s) would hold 10 s of them.
+    this.refill(entry, now);
+    if (entry.tokens >= this.burst) this.clients.delete(key);
   }
 
   /** Live connections of one client (for tests and stats). */

@@ -14,6 +14,7 @@ import {
   TunnelRefusedError,
 } from '../errors.js';
 import { TUNNEL_READY } from '../transport/httpConnect.js';
+import { refusedUnprocessed } from '../transport/h2Connect.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
 import type { UpstreamTlsTarget } from '../tls/UpstreamTls.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
@@ -295,9 +296,17 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /** Counters of the current upstream; a scratch object until one is chosen (no branch per chunk). */
   private upstreamCounters: UpstreamCounters = scratchCounters();
   protected connected = false;
+  /** The upstreams tried in this round of attempts (see `nextRound`). */
   private triedStates: UpstreamState[] | undefined;
+  /** A tunnel stream refused unprocessed was sent again (once per connection). */
+  private resentUnprocessed = false;
   private retryCandidates:
-    | { source: readonly UpstreamState[]; attempt: number; list: readonly UpstreamState[] }
+    | {
+        source: readonly UpstreamState[];
+        attempt: number;
+        tried: number;
+        list: readonly UpstreamState[];
+      }
     | undefined;
   private abort: AbortController | undefined;
   /** TLS settings of the current attempt (origination), if any. */
@@ -388,14 +397,17 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     const available = this.host.upstreams.available();
     const tried = this.triedStates;
     if (tried === undefined) return available;
-    // Retries: one filtered array per attempt, so selectors may cache on its identity.
+    // Retries: one filtered array per attempt, so selectors may cache on its identity. Also keyed
+    // on what was tried: the attempt's own upstream, once dialled, is no candidate any more.
     if (
       this.retryCandidates?.source !== available ||
-      this.retryCandidates.attempt !== this.attempts
+      this.retryCandidates.attempt !== this.attempts ||
+      this.retryCandidates.tried !== tried.length
     ) {
       this.retryCandidates = {
         source: available,
         attempt: this.attempts,
+        tried: tried.length,
         list: available.filter((state) => !tried.includes(state)),
       };
     }
@@ -648,8 +660,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     );
   }
 
-  /** One connect attempt failed: drop its socket and try another upstream, if any is left. */
-  private attemptFailed(state: UpstreamState, error: L4Error): void {
+  /** Releases what the current attempt holds: its sockets, its connect timer, its slot. */
+  private dropAttempt(state: UpstreamState): void {
     const socket = this.upstreamSocket;
     this.upstreamSocket = undefined;
     this.rawUpstream?.destroy();
@@ -657,8 +669,29 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     state.active--;
-    this.host.upstreamFailed(state, this.currentGeneration);
     socket?.destroy();
+  }
+
+  /**
+   * The tunnel's proxy refused its stream unprocessed (REFUSED_STREAM, or a stream above its
+   * GOAWAY when it reloads): RFC 9113 section 8.7 makes it safe to send again, so it is, once,
+   * to any upstream this one included, and it counts against none, as HTTP/2 clients resend
+   * such a request. Tunnels that waited for room are resent by the pool itself.
+   */
+  private resendUnprocessed(state: UpstreamState): void {
+    this.resentUnprocessed = true;
+    this.dropAttempt(state);
+    const tried = this.triedStates ?? [];
+    const index = tried.lastIndexOf(state);
+    if (index >= 0) tried.splice(index, 1);
+    this.retryCandidates = undefined;
+    this.nextAttempt();
+  }
+
+  /** One connect attempt failed: drop its socket and try another upstream, if any is left. */
+  private attemptFailed(state: UpstreamState, error: L4Error): void {
+    this.dropAttempt(state);
+    this.host.upstreamFailed(state, this.currentGeneration);
     this.error = error;
     this.host.emitUpstreamError(this, state, error);
     if (this.reason !== undefined) return;
@@ -667,7 +700,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.noMoreUpstreams();
       return;
     }
-    if (this.candidates.length === 0) {
+    if (this.candidates.length === 0 && !this.nextRound()) {
       this.noMoreUpstreams();
       return;
     }
@@ -678,6 +711,20 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       return;
     }
     this.nextAttempt();
+  }
+
+  /**
+   * Every upstream failed once and attempts are left: with `connectBackoff`, start another round
+   * over them after the delay, as HAProxy retries a server after its turn-around and Envoy's
+   * `max_connect_attempts` retries the same host: an upstream restarting (the only one, often) is
+   * back a moment later. Without a delay an immediate retry would only meet the same refusal.
+   */
+  private nextRound(): boolean {
+    if (this.host.options.backoffBase === 0 || this.host.upstreams.available().length === 0)
+      return false;
+    // A new round: nothing tried in it yet (`ctx.tried` too, so selectors see a consistent set).
+    this.triedStates = [];
+    return true;
   }
 
   /** The `connectBackoff` delay passed: next attempt. @internal */
@@ -1164,6 +1211,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     }
     if (!this.connected && this.rawUpstream !== undefined) {
       this.tlsAttemptFailed(state, upstreamTlsError(state.address, err));
+      return;
+    }
+    if (!this.connected && !this.resentUnprocessed && refusedUnprocessed(err)) {
+      this.resendUnprocessed(state);
       return;
     }
     if (!this.connected) {

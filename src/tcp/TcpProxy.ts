@@ -34,7 +34,7 @@ import type {
   TcpRejection,
 } from './events.js';
 import { TcpConnection } from './TcpConnection.js';
-import { TunnelAgent } from '../transport/TunnelAgent.js';
+import { proxyTunnelStats, TunnelAgent } from '../transport/TunnelAgent.js';
 import { ExhaustionBackoff } from './ExhaustionBackoff.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { ClientPreface, identityWith, socketIdentity } from './ClientPreface.js';
@@ -198,6 +198,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     const resolved = resolveTcpOptions(options);
     this.options = resolved.options;
     this.identity = resolved.identity;
+    // Each inspector's matches from 0 (validated above): a series that first appears at 1 hides
+    // that match from increase() and rate().
+    for (const name of Object.keys(options.preread?.inspectors ?? {}))
+      this.counters.prereadMatched[name] = 0;
     this.upstreamTls = new UpstreamTls(resolved.tls, this.tlsStats);
     this.upstreamTls.prepare(resolved.upstreams);
     if (resolved.terminateTls !== undefined) {
@@ -931,16 +935,18 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   /** A snapshot of counters and gauges, named after Envoy's tcp_proxy and cluster stats. */
   stats(): TcpProxyStats {
     this.counters.queueActive = this.queue.length;
+    const upstreams = this.upstreamSet.list();
     const stats = snapshotTcpStats({
       counters: this.counters,
       closed: this.closed,
       live: this.live,
-      upstreams: this.upstreamSet.list(),
+      upstreams,
       rejectReasons: this.rejectReasons,
       totals: this.manager.totals(),
       tls: this.tlsStats,
     });
-    return this.tunnelAgent === undefined ? stats : { ...stats, tunnels: this.tunnelAgent.stats() };
+    const tunnels = proxyTunnelStats(this.tunnelAgent, upstreams);
+    return tunnels === undefined ? stats : { ...stats, tunnels };
   }
 
   /**

@@ -17,10 +17,6 @@ import { alpnBuffer, nativeContext, wrapTcp } from './tlsWrap.js';
 import type { TlsWrap, Wrap } from './tlsWrap.js';
 import type { TlsStats } from './tlsStats.js';
 
-/** What Node's `TLSSocket` allows of client-started renegotiations: 3 in 10 minutes. */
-const RENEGOTIATION_LIMIT = 3;
-const RENEGOTIATION_WINDOW_MS = 600_000;
-
 /**
  * The server side of one client's TLS handshake on its accepted TCP handle, without the two
  * `net.Socket`s a `TLSSocket` costs (docs/tls.md, "Termination on the bare handle"): the same handshake,
@@ -31,8 +27,6 @@ const RENEGOTIATION_WINDOW_MS = 600_000;
 export class DownstreamHandleTls extends TerminationHandshake<HandleSocket> {
   readonly socket: HandleSocket;
   private readonly ssl: TlsWrap;
-  private lastHandshakeStart = 0;
-  private handshakeStarts = 0;
 
   constructor(wrap: Wrap, tcp: TcpHandle, settings: ResolvedTerminateTls, stats: TlsStats) {
     super(settings, stats);
@@ -44,7 +38,8 @@ export class DownstreamHandleTls extends TerminationHandshake<HandleSocket> {
       ssl.oncertcb = this.onCertificateNeeded;
       ssl.enableCertCb();
     }
-    ssl.onhandshakestart = this.onHandshakeStart;
+    // No `onhandshakestart`: the contexts refuse renegotiation (TerminateTlsOptions), so the one
+    // start is the first handshake's, and a callback into JavaScript for it cost ~5 µs.
     ssl.onhandshakedone = this.onHandshakeDone;
     ssl.onerror = this.onTlsError;
     this.ssl = ssl;
@@ -80,18 +75,6 @@ export class DownstreamHandleTls extends TerminationHandshake<HandleSocket> {
     };
     if (name === '') proceed(null);
     else selectContext(this.settings, name, () => this.finished, proceed);
-  };
-
-  /** Each handshake start; after the first, a renegotiation, limited as Node limits it. */
-  private readonly onHandshakeStart = (now: number): void => {
-    const last = this.lastHandshakeStart;
-    this.lastHandshakeStart = now;
-    if (last === 0) return;
-    this.handshakeStarts = now - last >= RENEGOTIATION_WINDOW_MS ? 1 : this.handshakeStarts + 1;
-    if (this.handshakeStarts <= RENEGOTIATION_LIMIT) return;
-    const error = new Error('TLS session renegotiation attack detected');
-    Object.assign(error, { code: 'ERR_TLS_SESSION_ATTACK' });
-    this.onTlsError(error);
   };
 
   private readonly onHandshakeDone = (): void => {

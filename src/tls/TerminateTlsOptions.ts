@@ -1,3 +1,4 @@
+import { constants } from 'node:crypto';
 import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import { InvalidOptionError, thrownMessage } from '../errors.js';
@@ -12,6 +13,9 @@ import {
   versionRange,
   cipherListError,
 } from './pem.js';
+
+/** OpenSSL's `SSL_OP_NO_RENEGOTIATION`. */
+const NO_RENEGOTIATION = constants.SSL_OP_NO_RENEGOTIATION;
 
 /** A certificate (chain) and its private key, PEM. */
 export interface TlsCertificate {
@@ -173,6 +177,9 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
     minVersion: tlsVersion(value.minVersion, `${name}.minVersion`) ?? 'TLSv1.2',
     // Session resumption with client certificates needs a session id context (OpenSSL).
     sessionIdContext: 'l4proxy',
+    // Client-started renegotiation refused, as nginx and HAProxy refuse it: it only serves a
+    // client that wants the server to do a full handshake's work again.
+    secureOptions: NO_RENEGOTIATION,
   };
   const maxVersion = tlsVersion(value.maxVersion, `${name}.maxVersion`);
   versionRange(base.minVersion as TlsVersion, maxVersion, name);

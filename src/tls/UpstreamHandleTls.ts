@@ -83,7 +83,6 @@ class UpstreamHandleTls {
   private configure(ssl: TlsWrap): void {
     const { settings, servername, session, onSession } = this.request;
     ssl.setVerifyMode(true, settings.rejectUnauthorized);
-    ssl.onhandshakestart = noop;
     ssl.onhandshakedone = this.onHandshakeDone;
     ssl.onerror = this.onTlsError;
     if (settings.alpn !== undefined) ssl.setALPNProtocols(alpnBuffer(settings.alpn));
@@ -177,10 +176,6 @@ function setSession(ssl: TlsWrap, session: Buffer): void {
 
 function releaseWrites(socket: HandleSocket): void {
   socket.secured();
-}
-
-function noop(): void {
-  // A handshake starting: nothing to do for a client.
 }
 
 /**

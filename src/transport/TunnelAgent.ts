@@ -19,6 +19,21 @@ function asRelaySocket(stream: Duplex): Socket {
 }
 
 /**
+ * A proxy's `stats().tunnels`: its agent's; zeros while it has tunnel upstreams but opened no
+ * tunnel yet (the agent is made by the first), so the families exist from the first scrape and
+ * that first tunnel counts in `increase()`; none for a proxy without tunnel upstreams.
+ */
+export function proxyTunnelStats(
+  agent: TunnelAgent | undefined,
+  upstreams: readonly { readonly upstream: { readonly tunnel?: unknown } }[],
+): TunnelStats | undefined {
+  if (agent !== undefined) return agent.stats();
+  return upstreams.some((state) => state.upstream.tunnel !== undefined)
+    ? new TunnelAgent().stats()
+    : undefined;
+}
+
+/**
  * The tunnels of one proxy: their counters and the HTTP/2 sessions they share. Created on the
  * first tunnel, so a proxy without tunnel upstreams holds none.
  */

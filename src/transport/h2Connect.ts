@@ -35,6 +35,23 @@ function resetError(message: string): Error {
   return Object.assign(new Error(message), { code: 'ECONNRESET' });
 }
 
+const kUnprocessed = Symbol('l4proxy.unprocessed');
+
+/**
+ * A tunnel stream the proxy refused unprocessed (RST_STREAM REFUSED_STREAM, or above a GOAWAY's
+ * last stream id): RFC 9113 section 8.7 says it can be sent again, which the relay does once.
+ */
+function unprocessedError(proxy: string): Error {
+  return Object.assign(resetError(`The proxy ${proxy} refused the tunnel stream unprocessed.`), {
+    [kUnprocessed]: true,
+  });
+}
+
+/** Whether a tunnel attempt failed with a stream its proxy did not process (safe to send again). */
+export function refusedUnprocessed(err: unknown): boolean {
+  return (err as { [kUnprocessed]?: boolean } | undefined)?.[kUnprocessed] === true;
+}
+
 /**
  * The sessions to one proxy (address and tunnel settings), and the tunnels waiting for room on
  * them: a tunnel waits when every session is at its limit and another one's limit is not known
@@ -50,7 +67,17 @@ class AddressPool {
     /** Opens a session to this proxy (it joins `sessions`). */
     readonly connect: () => PooledSession,
     readonly limit: number,
+    /** Called when the pool holds nothing (no session, no waiting tunnel): it may be forgotten. */
+    private readonly emptied: (pool: AddressPool) => void,
   ) {}
+
+  /**
+   * Lets the owner forget this pool once it is empty: pools are keyed by tunnel settings
+   * object, and a list of upstreams built anew (a reload, a discovery answer) brings new ones.
+   */
+  release(): void {
+    if (this.sessions.length === 0 && this.waiting.length === 0) this.emptied(this);
+  }
 
   /** A session that may take a stream now. */
   withRoom(): PooledSession | undefined {
@@ -165,16 +192,14 @@ class PooledSession {
     const index = sessions.indexOf(this);
     if (index === -1) return;
     sessions.splice(index, 1);
-    if (this.settled) {
-      this.pool.drain();
-      return;
-    }
+    if (this.settled) this.pool.drain();
     // It closed before the proxy's SETTINGS: unless another session is still connecting, the
     // tunnels waiting for it fail as its own streams do (their attempts are retried), rather
     // than a new session at once hammering a proxy that is unreachable or failing.
-    if (!this.pool.canOpen()) return;
-    for (const pending of this.pool.waiting.splice(0))
-      pending.destroy(resetError('The HTTP/2 session to the proxy closed before its SETTINGS.'));
+    else if (this.pool.canOpen())
+      for (const pending of this.pool.waiting.splice(0))
+        pending.destroy(resetError('The HTTP/2 session to the proxy closed before its SETTINGS.'));
+    this.pool.release();
   }
 }
 
@@ -185,6 +210,11 @@ class PooledSession {
  */
 export class H2SessionPool {
   private readonly pools = new Map<ResolvedTunnel, Map<string, AddressPool>>();
+  /**
+   * Every session not yet closed, for `close()`: a pool left the map once empty, and a tunnel
+   * of it sent again after a refusal may still open a session in it.
+   */
+  private readonly unclosed = new Set<PooledSession>();
   private readonly counters: TunnelCounters;
 
   constructor(counters: TunnelCounters) {
@@ -314,7 +344,9 @@ export class H2SessionPool {
         if (!answered && stream.rstCode === NGHTTP2_REFUSED_STREAM && owner.retry !== undefined)
           retried = owner.retry();
         if (retried) return;
-        if (!answered && !stream.destroyed)
+        if (!answered && stream.rstCode === NGHTTP2_REFUSED_STREAM)
+          owner.fail(unprocessedError(proxy));
+        else if (!answered && !stream.destroyed)
           owner.fail(resetError(`The proxy ${proxy} closed the tunnel stream unanswered.`));
         // We gave up on the answer (a connect timeout, the client gone): is the session alive?
         else if (!answered) pooled.check();
@@ -330,20 +362,37 @@ export class H2SessionPool {
   }
 
   private poolFor(host: string, port: number, tunnel: ResolvedTunnel): AddressPool {
+    const key = `${host}|${String(port)}`;
+    const pool = this.pools.get(tunnel)?.get(key);
+    if (pool !== undefined) return pool;
+    const connect = (): PooledSession => {
+      // A pool forgotten while a refused tunnel of it was sent again comes back (for stats).
+      this.remember(tunnel, key, created);
+      return this.connect(host, port, tunnel, created);
+    };
+    const created = new AddressPool(connect, tunnel.maxStreamsPerSession, (empty) => {
+      this.forget(tunnel, key, empty);
+    });
+    this.remember(tunnel, key, created);
+    return created;
+  }
+
+  /** Keys `pool` under its settings and address, unless another pool has that place. */
+  private remember(tunnel: ResolvedTunnel, key: string, pool: AddressPool): void {
     let byAddress = this.pools.get(tunnel);
     if (byAddress === undefined) {
       byAddress = new Map();
       this.pools.set(tunnel, byAddress);
     }
-    const key = `${host}|${String(port)}`;
-    let pool = byAddress.get(key);
-    if (pool === undefined) {
-      const connect = (): PooledSession => this.connect(host, port, tunnel, created);
-      const created = new AddressPool(connect, tunnel.maxStreamsPerSession);
-      pool = created;
-      byAddress.set(key, pool);
-    }
-    return pool;
+    if (!byAddress.has(key)) byAddress.set(key, pool);
+  }
+
+  /** Drops an empty pool (and its settings' map when that was the last address). */
+  private forget(tunnel: ResolvedTunnel, key: string, pool: AddressPool): void {
+    const byAddress = this.pools.get(tunnel);
+    if (byAddress?.get(key) !== pool) return;
+    byAddress.delete(key);
+    if (byAddress.size === 0) this.pools.delete(tunnel);
   }
 
   private connect(
@@ -362,9 +411,11 @@ export class H2SessionPool {
       pooled.retire();
     });
     session.once('close', () => {
+      this.unclosed.delete(pooled);
       pooled.retire();
     });
     pool.sessions.push(pooled);
+    this.unclosed.add(pooled);
     return pooled;
   }
 
@@ -386,13 +437,13 @@ export class H2SessionPool {
   /** Closes every session (their streams are destroyed). */
   close(): void {
     for (const byAddress of this.pools.values())
-      for (const pool of byAddress.values()) {
+      for (const pool of byAddress.values())
         for (const pending of pool.waiting.splice(0)) pending.destroy();
-        for (const pooled of [...pool.sessions]) {
-          pooled.retire();
-          pooled.session.destroy();
-        }
-      }
+    for (const pooled of [...this.unclosed]) {
+      pooled.retire();
+      pooled.session.destroy();
+    }
+    this.unclosed.clear();
     this.pools.clear();
   }
 }
@@ -507,7 +558,10 @@ class PendingTunnel extends DuplexStream {
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     const index = this.pool.waiting.indexOf(this);
-    if (index !== -1) this.pool.waiting.splice(index, 1);
+    if (index !== -1) {
+      this.pool.waiting.splice(index, 1);
+      this.pool.release();
+    }
     const inner = this.inner;
     this.inner = undefined;
     // Ended with no stream (it timed out waiting, or after a refusal): a failed attempt, which

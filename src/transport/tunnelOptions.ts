@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { InvalidOptionError } from '../errors.js';
 import {
   boolean,
@@ -184,7 +185,17 @@ function validateTls(value: unknown, name: string): TunnelTlsOptions | undefined
   if (value === true) return {};
   if (!isRecord(value)) throw new InvalidOptionError(name, 'a boolean or TLS options', value);
   rejectUnknownKeys(value, TLS_KEYS, name);
-  if (value.servername !== undefined) nonEmptyString(value.servername, `${name}.servername`);
+  // RFC 6066 forbids an IP address in SNI (Node sends it, with a DeprecationWarning in the host
+  // process); the proxy's certificate is checked against its address without one.
+  if (
+    value.servername !== undefined &&
+    net.isIP(nonEmptyString(value.servername, `${name}.servername`)) !== 0
+  )
+    throw new InvalidOptionError(
+      `${name}.servername`,
+      "a host name, not an IP address (leave it out: an IP proxy's certificate is checked against its address)",
+      value.servername,
+    );
   boolean(value.rejectUnauthorized, `${name}.rejectUnauthorized`, true);
   const ca = value.ca;
   const isPem = (item: unknown): boolean => typeof item === 'string' || Buffer.isBuffer(item);

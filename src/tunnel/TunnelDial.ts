@@ -69,9 +69,37 @@ export type TunnelRefusal =
   | 'connect_timeout'
   | 'upstream_tls'
   | 'resource_exhausted'
+  /** `maxTunnels` tunnels were open or opening (503). */
+  | 'max_tunnels'
   | 'internal'
   /** The client left before the answer (reported with status 499; nothing was sent). */
   | 'client_gone';
+
+/**
+ * Every {@link TunnelRefusal}, for counters that list each reason at 0 before it first happens
+ * (a series that first appears at 1 hides that refusal from `increase()`). A record, so a reason
+ * added to the type without an entry here fails to compile.
+ */
+const REFUSALS: Readonly<Record<TunnelRefusal, true>> = {
+  bad_request: true,
+  admission: true,
+  not_routable: true,
+  no_upstream: true,
+  connect_failed: true,
+  connect_timeout: true,
+  upstream_tls: true,
+  resource_exhausted: true,
+  max_tunnels: true,
+  internal: true,
+  client_gone: true,
+};
+
+/** A count of 0 for every refusal reason. */
+export function zeroRefusals(): Record<TunnelRefusal, number> {
+  const counts = {} as Record<TunnelRefusal, number>;
+  for (const reason of Object.keys(REFUSALS) as TunnelRefusal[]) counts[reason] = 0;
+  return counts;
+}
 
 /** The facts of the client a dial is for. */
 export interface DialClient {

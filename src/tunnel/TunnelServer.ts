@@ -39,7 +39,7 @@ import type { AdmissionCheck } from '../filter/admission.js';
 import { admitTunnel } from './tunnelAdmission.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import type { DialHost, DialOutcome, TunnelRefusal } from './TunnelDial.js';
-import { TunnelDial } from './TunnelDial.js';
+import { TunnelDial, zeroRefusals } from './TunnelDial.js';
 import type { TunnelRequest } from './tunnelRequest.js';
 import type {
   ResolvedTunnelServerOptions,
@@ -48,6 +48,7 @@ import type {
 } from './tunnelServerOptions.js';
 import { resolveTunnelServerOptions } from './tunnelServerOptions.js';
 import { ignoreError } from '../internal/ignoreError.js';
+import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 
 export type { TunnelRequest } from './tunnelRequest.js';
 export type { TunnelServerOptions, TunnelTarget } from './tunnelServerOptions.js';
@@ -177,6 +178,13 @@ function resolveListenerTls(value: unknown): ResolvedTerminateTls {
 /** Where {@link TunnelServer.listen} binds: `net.Server.listen()` options but `signal` (use `close()`). */
 export type TunnelListenOptions = Omit<net.ListenOptions, 'signal'>;
 
+/** An open tunnel: how to cut it, and its bytes so far (counted in stats while it runs). */
+interface LiveTunnel {
+  destroy(): void;
+  bytesToTarget(): number;
+  bytesFromTarget(): number;
+}
+
 /**
  * The terminating side of HTTP tunnels: a listener (cleartext, or TLS with ALPN `h2` and
  * `http/1.1`) that accepts HTTP/1.1 CONNECT, HTTP/2 CONNECT and RFC 9298 CONNECT-UDP, admits
@@ -209,7 +217,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private readonly tlsStats: TlsStats = tlsCounters();
   private terminateTls: ResolvedTerminateTls | undefined;
   private readonly dialHost: DialHost;
-  private readonly live = new Set<{ destroy(): void }>();
+  private readonly live = new Set<LiveTunnel>();
+  /** Requests that count against `maxTunnels`: from `open()` to their one `tunnelClose`. */
+  private readonly held = new Set<object>();
   private readonly sockets = new Set<Socket>();
   private readonly handshakes = new Set<DownstreamTls>();
   /** What is known of the client behind each HTTP/1.1 socket and HTTP/2 session. */
@@ -228,7 +238,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     requests: 0,
     opened: 0,
     refused: {} as Record<string, number>,
-    reasons: {} as Record<string, number>,
+    reasons: zeroRefusals(),
     rx: 0,
     tx: 0,
     connections: 0,
@@ -386,6 +396,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   stats(): TunnelServerStats {
     const refused: Record<string, number> = {};
     for (const key of ['3xx', '4xx', '5xx']) refused[key] = this.counters.refused[key] ?? 0;
+    // Open tunnels' bytes too: a long tunnel's traffic shows as it flows, not all at its close.
+    let rx = this.counters.rx;
+    let tx = this.counters.tx;
+    for (const tunnel of this.live) {
+      rx += tunnel.bytesToTarget();
+      tx += tunnel.bytesFromTarget();
+    }
     let streams = 0;
     let most = 0;
     for (const count of this.streams.values()) {
@@ -398,8 +415,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       tunnel_opened_total: this.counters.opened,
       tunnel_refused: refused,
       tunnel_refused_reasons: { ...this.counters.reasons },
-      tunnel_rx_bytes_total: this.counters.rx,
-      tunnel_tx_bytes_total: this.counters.tx,
+      tunnel_rx_bytes_total: rx,
+      tunnel_tx_bytes_total: tx,
       client_connections_total: this.counters.connections,
       h2_sessions_total: this.counters.sessions,
       h2_sessions_active: this.streams.size,
@@ -637,13 +654,15 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         return;
       }
       const state = outcome.state;
-      const handle = {
+      let opened = false;
+      const handle: LiveTunnel = {
         destroy: () => {
           stream.close(http2.constants.NGHTTP2_CANCEL);
         },
+        bytesToTarget: () => totals.bytesToTarget,
+        bytesFromTarget: () => totals.bytesFromTarget,
       };
-      let opened = false;
-      relayUdp(stream, state, this.options.udpIdleTimeout, {
+      const totals = relayUdp(stream, state, this.options.udpIdleTimeout, {
         ready: (error) => {
           // The client left while the UDP socket connected: nothing to answer (respond throws).
           if (clientGone(stream)) {
@@ -657,8 +676,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
           }
           if (error !== undefined) {
             state.active--;
-            this.answerH2(stream, 502);
-            this.refused(tunnel, { status: 502, reason: 'connect_failed', upstream: state.id });
+            // The server's own descriptor shortage is answered as for a TCP target (503).
+            const refusal: Refusal = isDescriptorExhaustion(error)
+              ? { status: 503, reason: 'resource_exhausted', upstream: state.id }
+              : { status: 502, reason: 'connect_failed', upstream: state.id };
+            this.answerH2(stream, refusal.status);
+            this.refused(tunnel, refusal);
             return;
           }
           opened = true;
@@ -671,6 +694,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
           opened = false;
           state.active--;
           this.live.delete(handle);
+          this.held.delete(tunnel);
           this.counters.rx += totals.bytesToTarget;
           this.counters.tx += totals.bytesFromTarget;
           emitSafely(this, 'tunnelClose', {
@@ -735,6 +759,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     udp: boolean,
     answer: (outcome: DialOutcome) => void,
   ): void {
+    if (this.held.size >= this.options.maxTunnels) {
+      answer({ ok: false, status: 503, reason: 'max_tunnels', error: undefined });
+      return;
+    }
+    this.held.add(tunnel);
     let dial: TunnelDial | undefined;
     let ended = false;
     const gone = (): void => {
@@ -862,15 +891,19 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     state: UpstreamState,
   ): void {
     this.counters.opened++;
-    const handle = {
+    const handle: LiveTunnel = {
       destroy: () => {
         resetSide(client);
         target.destroy();
       },
+      // What relayStreams reports at the end: the target socket's own counts.
+      bytesToTarget: () => target.bytesWritten,
+      bytesFromTarget: () => target.bytesRead,
     };
     this.live.add(handle);
     relayStreams(client, target, this.options.idleTimeout, (end, toTarget, fromTarget) => {
       this.live.delete(handle);
+      this.held.delete(tunnel);
       state.active--;
       state.counters.txBytes += toTarget;
       state.counters.rxBytes += fromTarget;
@@ -894,6 +927,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     tunnel: Pick<TunnelRequest, 'version' | 'protocol' | 'authority' | 'clientAddress'>,
     refusal: Refusal,
   ): void {
+    this.held.delete(tunnel);
     this.countRefusal(refusal);
     emitSafely(this, 'tunnelClose', {
       version: tunnel.version,
@@ -912,7 +946,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private countRefusal(refusal: Refusal): void {
     const key = statusClass(refusal.status);
     this.counters.refused[key] = (this.counters.refused[key] ?? 0) + 1;
-    this.counters.reasons[refusal.reason] = (this.counters.reasons[refusal.reason] ?? 0) + 1;
+    this.counters.reasons[refusal.reason]++;
   }
 
   private answerH1(socket: Socket, status: number): void {

@@ -2,6 +2,7 @@ import { InvalidOptionError } from '../errors.js';
 import {
   duration,
   integer,
+  limit,
   optionalFunction,
   optionalRecord,
   rejectUnknownKeys,
@@ -60,6 +61,12 @@ export interface TunnelServerOptions {
     | ((request: TunnelRequest) => TunnelTarget | undefined | Promise<TunnelTarget | undefined>);
   /** Upstreams tried per tunnel before 502 (each a different one). Default 3. */
   readonly maxConnectAttempts?: number;
+  /**
+   * Tunnels at once, TCP and UDP, counted from the request's arrival (admission, routing and the
+   * dial included) to its end; a request beyond gets 503 at once (`max_tunnels`), as nginx
+   * `limit_conn` answers. Default Infinity.
+   */
+  readonly maxTunnels?: number;
   /** TLS origination to upstreams (as TcpProxy `tls`; an upstream's own `tls` wins). Off unless set. */
   readonly tls?: UpstreamTlsOptions;
   /**
@@ -101,6 +108,7 @@ export interface ResolvedTunnelServerOptions {
   readonly routeFunction:
     Extract<TunnelServerOptions['route'], (r: TunnelRequest) => unknown> | undefined;
   readonly maxConnectAttempts: number;
+  readonly maxTunnels: number;
   readonly tls: unknown;
   readonly terminateTls: unknown;
   readonly admit: { readonly hook: TunnelAdmissionHook; readonly timeout: number } | undefined;
@@ -123,6 +131,7 @@ const KEYS = [
   'slowStart',
   'route',
   'maxConnectAttempts',
+  'maxTunnels',
   'tls',
   'terminateTls',
   'admit',
@@ -185,6 +194,7 @@ export function resolveTunnelServerOptions(options: unknown): ResolvedTunnelServ
       min: 1,
       max: 100,
     }),
+    maxTunnels: limit(raw.maxTunnels, 'maxTunnels', Infinity),
     tls: raw.tls,
     terminateTls: raw.terminateTls,
     admit: hook === undefined ? undefined : { hook, timeout: admitTimeout },

@@ -54,28 +54,28 @@ export interface UdpRelayEvents {
 /**
  * Connects a UDP socket to host:port (an IP literal) and relays it with the stream: DATAGRAM
  * capsules out as datagrams, datagrams in as capsules. Ends (and closes the socket) with the
- * stream; `done` runs once.
+ * stream; `done` runs once. Returns the relay's counts, kept current while it runs (for stats).
  */
 export function relayUdp(
   stream: ServerHttp2Stream,
   target: { readonly host: string; readonly port: number },
   idleTimeout: number,
   events: UdpRelayEvents,
-): void {
+): Readonly<UdpRelayTotals> {
   const { host, port } = target;
   const { ready, done } = events;
-  const family = net.isIP(host);
-  if (family === 0) {
-    ready(new Error(`CONNECT-UDP needs an IP address, not ${host}`));
-    return;
-  }
-  const socket = dgram.createSocket(family === 6 ? 'udp6' : 'udp4');
   const totals: UdpRelayTotals = {
     datagramsToTarget: 0,
     datagramsFromTarget: 0,
     bytesToTarget: 0,
     bytesFromTarget: 0,
   };
+  const family = net.isIP(host);
+  if (family === 0) {
+    ready(new Error(`CONNECT-UDP needs an IP address, not ${host}`));
+    return totals;
+  }
+  const socket = dgram.createSocket(family === 6 ? 'udp6' : 'udp4');
   let connected = false;
   let finished = false;
   let idle: NodeJS.Timeout | undefined;
@@ -92,8 +92,14 @@ export function relayUdp(
     if (!stream.destroyed) stream.close();
     done(totals);
   };
-  socket.on('error', () => {
-    if (!connected) ready(new Error(`Cannot reach ${host}:${String(port)} over UDP`));
+  socket.on('error', (err: NodeJS.ErrnoException) => {
+    // The code stays: out of descriptors (EMFILE) is the server's shortage, not the target's.
+    if (!connected)
+      ready(
+        Object.assign(new Error(`Cannot reach ${host}:${String(port)} over UDP: ${err.message}`), {
+          code: err.code,
+        }),
+      );
     finish();
   });
   socket.on('message', (msg: Buffer) => {
@@ -135,4 +141,5 @@ export function relayUdp(
       idle = setTimeout(check, idleTimeout);
     }
   });
+  return totals;
 }

@@ -2,7 +2,7 @@ import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { AdminOverride } from '../upstream/adminOverride.js';
 import dgram from 'node:dgram';
 import type { RemoteInfo, Socket } from 'node:dgram';
-import { TunnelAgent } from '../transport/TunnelAgent.js';
+import { proxyTunnelStats, TunnelAgent } from '../transport/TunnelAgent.js';
 import { lookup } from 'node:dns';
 import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -365,18 +365,18 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
 
   /** A snapshot of counters and gauges, named after Envoy's udp_proxy stats. */
   stats(): UdpProxyStats {
+    const upstreams = this.upstreamSet.list();
     const stats = snapshotUdpStats({
       counters: this.counters,
       activeSessions: this.live,
-      upstreams: this.upstreamSet.list(),
+      upstreams,
       totals: this.manager.totals(),
       kernelDropped: this.kernelDrops(),
     });
     const withQuic =
       this.host.quic === undefined ? stats : { ...stats, quic: this.host.quic.stats() };
-    return this.tunnelAgent === undefined
-      ? withQuic
-      : { ...withQuic, tunnels: this.tunnelAgent.stats() };
+    const tunnels = proxyTunnelStats(this.tunnelAgent, upstreams);
+    return tunnels === undefined ? withQuic : { ...withQuic, tunnels };
   }
 
   /** Datagrams the kernel dropped on the bound sockets (receive buffer full); 0 off Linux. */

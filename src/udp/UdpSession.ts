@@ -11,7 +11,7 @@ import type { SessionHost } from './SessionHost.js';
 import { datagramProxyHeader } from './datagramProxyHeader.js';
 import type { UdpListener } from './UdpListener.js';
 import type { LinkFailure, LinkOwner } from './UpstreamLink.js';
-import { isUnreachable } from './UpstreamLink.js';
+import { isUnreachable, maxPayloadTo } from './UpstreamLink.js';
 import type { UpstreamLink } from './UpstreamLink.js';
 import { linkTo } from '../transport/linkTo.js';
 import type { QuicSession, QuicSessionOwner } from '../quic/QuicSession.js';
@@ -385,6 +385,11 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     if (this.filters !== undefined) {
       const out = this.filtered(this.filters, 'onUpstreamDatagram', msg, 'upstream');
       if (out === undefined) return;
+      // A filter's larger datagram that UDP cannot carry would fail after the fact.
+      if (out.length > maxPayloadTo(this.clientAddress)) {
+        this.drop(DropReason.OVERSIZED, 'upstream', len);
+        return;
+      }
       msg = out;
     }
     if (len > this.host.options.maxDatagramSize) {

@@ -38,6 +38,13 @@ export interface LinkOwner {
 const MAX_UDP4_PAYLOAD = 65_507;
 const MAX_UDP6_PAYLOAD = 65_527;
 
+/** The largest datagram that can be sent to `address` (an IPv4-mapped one travels as IPv4). */
+export function maxPayloadTo(address: string): number {
+  return address.includes(':') && !address.startsWith('::ffff:')
+    ? MAX_UDP6_PAYLOAD
+    : MAX_UDP4_PAYLOAD;
+}
+
 /** ICMP errors a connected UDP socket reports: the upstream cannot be reached. */
 const UNREACHABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN']);
 
@@ -242,9 +249,10 @@ export class UpstreamLink {
       return true;
     }
     const header = this.owner.proxyHeader;
-    // maxDatagramSize bounds the client's datagram; the header can push one past what UDP carries,
-    // and the send would fail (EMSGSIZE) after the fact. Only with a header: no cost otherwise.
-    if (header !== undefined && header.length + msg.length > this.maxPayload) {
+    // What UDP cannot carry to this upstream fails (EMSGSIZE) after the fact, counted as sent:
+    // a PROXY header, a session filter's larger datagram, or an IPv6 client's datagram above
+    // IPv4's limit can make one. Dropped as oversized instead.
+    if ((header === undefined ? 0 : header.length) + msg.length > this.maxPayload) {
       this.owner.oversized(msg.length);
       return true;
     }

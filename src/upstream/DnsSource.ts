@@ -61,7 +61,10 @@ export interface DnsSourceOptions {
 export interface DnsSourceStats {
   /** Lookups started. */
   readonly lookups: number;
-  /** Lookups that failed (the last good set was kept). */
+  /**
+   * Lookups that failed: wholly (the last good set was kept) or in part (an AAAA query or an SRV
+   * target failed; its last good answer was used with the others).
+   */
   readonly failures: number;
   /** Lookups that returned no record. */
   readonly empty: number;
@@ -93,6 +96,13 @@ interface Address {
   readonly ttl: number | undefined;
 }
 
+/** One lookup's address queries: how many ran, which failed, and each one's answer. */
+interface Attempt {
+  queries: number;
+  readonly failures: UpstreamSourceError[];
+  readonly answers: Map<string, Address[]>;
+}
+
 const KEYS = [
   'name',
   'type',
@@ -113,10 +123,11 @@ const EMPTY_CODES = new Set(['ENODATA', 'ENOTFOUND']);
  * An {@link UpstreamSource} that follows DNS: A/AAAA records (with a fixed port) or SRV records
  * (Kubernetes headless services, Consul), through a `node:dns` `Resolver` with its own servers.
  * SRV priority becomes `Upstream.priority` (for `failover()`), SRV weight becomes `weight`
- * (weight 0 becomes 1). A failed lookup keeps the last good set and is reported; an empty answer
- * does what `onEmpty` says. A list is delivered only when the set changed: resolvers rotate
- * their answers, so lists are sorted (priority, then id) and compared whatever the order.
- * Timers are unref'd.
+ * (weight 0 becomes 1). A failed lookup keeps the last good set and is reported; a query of it
+ * that fails while others answer (AAAA of `'A/AAAA'`, one SRV target) gives its last good answer
+ * and is reported; an empty answer does what `onEmpty` says. A list is delivered only when the
+ * set changed: resolvers rotate their answers, so lists are sorted (priority, then id) and
+ * compared whatever the order. Timers are unref'd.
  *
  * @example
  * const proxy = new TcpProxy({
@@ -132,6 +143,8 @@ export class DnsSource implements UpstreamSource {
   private delivered = false;
   private last: readonly Upstream[] = [];
   private counters = { lookups: 0, failures: 0, empty: 0, updates: 0 };
+  /** The last good answer of each address query (`'A name'`), for one that fails next time. */
+  private answers = new Map<string, Address[]>();
   private lastError: Error | undefined;
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
@@ -211,9 +224,14 @@ export class DnsSource implements UpstreamSource {
   private refresh(generation: number): void {
     this.timer = undefined;
     this.counters.lookups++;
-    this.lookup().then(
+    const attempt: Attempt = { queries: 0, failures: [], answers: new Map() };
+    this.lookup(attempt).then(
       (answer) => {
-        if (generation === this.generation) this.answered(answer, generation);
+        if (generation !== this.generation) return;
+        this.answers = attempt.answers;
+        const [failure] = attempt.failures;
+        if (failure !== undefined) this.partlyFailed(failure, attempt.failures.length);
+        this.answered(answer, generation);
       },
       (err: unknown) => {
         if (generation === this.generation) this.failed(err, generation);
@@ -242,6 +260,22 @@ export class DnsSource implements UpstreamSource {
         ? Math.min(refreshInterval, Math.max(minRefreshInterval, ttl * 1000))
         : refreshInterval;
     this.schedule(delay, generation);
+  }
+
+  /**
+   * Some queries of a lookup failed and others answered: the answers are used, with the last
+   * good answer of each failed query (one AAAA or SRV target failing must not hold back the rest,
+   * nor leave a proxy that has no set yet without one). Counted and reported as a failure.
+   */
+  private partlyFailed(first: UpstreamSourceError, count: number): void {
+    this.counters.failures++;
+    const others = count > 1 ? ` (and ${count - 1} more)` : '';
+    this.report(
+      new UpstreamSourceError(
+        `${first.message}${others}; using the other answers and the last good answer of the failed ${count > 1 ? 'queries' : 'query'}`,
+        first.cause,
+      ),
+    );
   }
 
   private failed(err: unknown, generation: number): void {
@@ -289,17 +323,26 @@ export class DnsSource implements UpstreamSource {
     return `${this.options.type} lookup of ${this.options.name}`;
   }
 
-  private async lookup(): Promise<Answer> {
+  private async lookup(attempt: Attempt): Promise<Answer> {
     const { name, type, port } = this.options;
-    if (type === 'SRV') return this.lookupSrv();
-    const addresses = await this.addresses(name, type);
-    return {
-      upstreams: dedupe(addresses.map(({ address }) => ({ host: address, port }))),
-      ttl: lowestTtl(addresses),
-    };
+    const answer =
+      type === 'SRV'
+        ? await this.lookupSrv(attempt)
+        : await this.addresses(name, type, attempt).then((addresses) => ({
+            upstreams: dedupe(addresses.map(({ address }) => ({ host: address, port }))),
+            ttl: lowestTtl(addresses),
+          }));
+    // Nothing answered, or nothing is left: a failure as before (the last good set stays).
+    const [failure] = attempt.failures;
+    if (
+      failure !== undefined &&
+      (attempt.failures.length === attempt.queries || answer.upstreams.length === 0)
+    )
+      throw failure;
+    return answer;
   }
 
-  private async lookupSrv(): Promise<Answer> {
+  private async lookupSrv(attempt: Attempt): Promise<Answer> {
     const { name, srvTargets } = this.options;
     const records = await this.query('SRV', name, () => this.resolver.resolveSrv(name));
     records.sort(
@@ -312,7 +355,7 @@ export class DnsSource implements UpstreamSource {
         record.name,
         srvTargets === 'hostname' || net.isIP(record.name) !== 0
           ? Promise.resolve([{ address: record.name, ttl: undefined }])
-          : this.addresses(record.name, srvTargets),
+          : this.addresses(record.name, srvTargets, attempt),
       );
     }
     const resolved = new Map<string, Address[]>();
@@ -336,15 +379,48 @@ export class DnsSource implements UpstreamSource {
     return { upstreams: dedupe(upstreams), ttl: lowestTtl([...resolved.values()].flat()) };
   }
 
-  private async addresses(name: string, type: DnsAddressType): Promise<Address[]> {
+  private async addresses(
+    name: string,
+    type: DnsAddressType,
+    attempt: Attempt,
+  ): Promise<Address[]> {
     const queries: Promise<Address[]>[] = [];
     if (type !== 'AAAA') {
-      queries.push(this.query('A', name, () => this.resolver.resolve4(name, { ttl: true })));
+      queries.push(
+        this.addressQuery('A', name, attempt, () => this.resolver.resolve4(name, { ttl: true })),
+      );
     }
     if (type !== 'A') {
-      queries.push(this.query('AAAA', name, () => this.resolver.resolve6(name, { ttl: true })));
+      queries.push(
+        this.addressQuery('AAAA', name, attempt, () => this.resolver.resolve6(name, { ttl: true })),
+      );
     }
     return (await Promise.all(queries)).flat();
+  }
+
+  /** One address query of a lookup: a failure gives its last good answer, and is noted. */
+  private async addressQuery(
+    type: 'A' | 'AAAA',
+    name: string,
+    attempt: Attempt,
+    run: () => Promise<Address[]>,
+  ): Promise<Address[]> {
+    const key = `${type} ${name}`;
+    attempt.queries++;
+    try {
+      const answer = await this.query(type, name, run);
+      attempt.answers.set(key, answer);
+      return answer;
+    } catch (err) {
+      attempt.failures.push(err as UpstreamSourceError);
+      // Kept without its TTL: a stale answer must not set when to look again.
+      const last = (this.answers.get(key) ?? []).map(({ address }) => ({
+        address,
+        ttl: undefined,
+      }));
+      attempt.answers.set(key, last);
+      return last;
+    }
   }
 
   /** One query: "no such record" is an empty answer, anything else a failure. */

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { InvalidOptionError } from '../errors.js';
 import {
   integer,
@@ -70,12 +71,7 @@ export function upstreamId(upstream: Pick<Upstream, 'host' | 'port' | 'id'>): st
 export function validateUpstream(value: unknown, name: string): Upstream {
   if (!isRecord(value)) throw new InvalidOptionError(name, 'an object { host, port }', value);
   rejectUnknownKeys(value, UPSTREAM_KEYS, name);
-  if (/\s/.test(nonEmptyString(value.host, `${name}.host`)))
-    throw new InvalidOptionError(
-      `${name}.host`,
-      'a hostname or IP address without spaces',
-      value.host,
-    );
+  checkHost(nonEmptyString(value.host, `${name}.host`), `${name}.host`);
   integer(value.port, `${name}.port`, 0, { min: 1, max: 65535 });
   if (value.port === undefined)
     throw new InvalidOptionError(`${name}.port`, 'an integer from 1 to 65535', undefined);
@@ -89,6 +85,29 @@ export function validateUpstream(value: unknown, name: string): Upstream {
   checkUpstreamTlsShape(value.tls, `${name}.tls`, true);
   if (value.tunnel !== undefined) resolveTunnel(value.tunnel as HttpTunnel, `${name}.tunnel`);
   return value as unknown as Upstream;
+}
+
+/**
+ * A host is a name or a bare IP literal. Brackets (`[::1]`) and a port (`10.0.0.7:5432`) belong
+ * to `host:port` text, not here: such a host passed `node:dns` at every connect and failed each
+ * one with ENOTFOUND, so it is refused with the host to write instead.
+ */
+function checkHost(host: string, name: string): void {
+  if (/\s/.test(host))
+    throw new InvalidOptionError(name, 'a hostname or IP address without spaces', host);
+  if (isIP(host) !== 0 || !/[[\]:]/.test(host)) return;
+  const bracketed = /^\[(.*)\]$/.exec(host)?.[1];
+  if (bracketed !== undefined && isIP(bracketed) === 6)
+    throw new InvalidOptionError(
+      name,
+      `an IPv6 address without brackets (did you mean '${bracketed}'?)`,
+      host,
+    );
+  throw new InvalidOptionError(
+    name,
+    'a hostname or IP address without a port (the port goes in port; IPv6 without brackets)',
+    host,
+  );
 }
 
 /** Validates a list of upstreams and rejects duplicate ids. */

@@ -88,6 +88,15 @@ describe('docs/grafana/l4proxy-dashboard.json', () => {
       assert.ok(used.has(name), `the dashboard shows ${name}`);
   });
 
+  test('health panels show an upstream down when any worker keeps it out (min over workers), TCP as UDP', () => {
+    const health = dashboard.panels
+      .flatMap((panel) => panel.targets ?? [])
+      .filter((target) => /_upstream_host_healthy\b/.test(target.expr));
+    assert.equal(health.length, 2, 'a TCP and a UDP health panel');
+    for (const target of health)
+      assert.match(target.expr, /^min by \(listener, upstream\) \(/, target.expr);
+  });
+
   test('is a well-formed dashboard: uid, listener variable, panels on a 24-column grid', () => {
     assert.equal(dashboard.uid, 'l4proxy-overview');
     assert.deepEqual(

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
-import { TcpProxy, UdpProxy } from '../../src/index.js';
-import { observeProxy } from '../../src/cli/accessLog.js';
+import { DnsSource, TcpProxy, UdpProxy } from '../../src/index.js';
+import { observeProxy, sourceErrorLogger } from '../../src/cli/accessLog.js';
 import type { AccessLogSettings } from '../../src/cli/accessLogFormat.js';
 import type { ListenerConfig } from '../../src/cli/config.js';
 import { Logger } from '../../src/cli/jsonLogger.js';
@@ -13,7 +13,7 @@ function listenerConfig(protocol: 'tcp' | 'udp'): ListenerConfig {
   return {
     name: `${protocol}-test`,
     protocol,
-    listen: { host: '127.0.0.1', port: 0 },
+    listen: { host: '127.0.0.1', port: 0, ipv6Only: false },
     path: 'listeners[0]',
     raw: {},
     backlog: undefined,
@@ -24,6 +24,7 @@ function listenerConfig(protocol: 'tcp' | 'udp'): ListenerConfig {
 function opsLog(): {
   logs: { access: Logger; ops: Logger };
   line: (msg: string) => Promise<unknown>;
+  lines: Record<string, unknown>[];
 } {
   const lines: Record<string, unknown>[] = [];
   const waiting = new Map<string, (line: unknown) => void>();
@@ -35,6 +36,7 @@ function opsLog(): {
   return {
     // The access log is muted: these tests read the operations log only.
     logs: { access: new Logger('silent', () => undefined), ops },
+    lines,
     line: (msg) =>
       withTimeout(
         new Promise((resolve) => {
@@ -97,6 +99,81 @@ describe('observeProxy: rejections and upstream errors on the operations log, at
       });
     });
   }
+});
+
+describe('observeProxy: upstream source errors on the operations log, at warn', () => {
+  test('a DNS server that does not answer is one warn line per listener, not one per lookup (it was not logged at all)', async (t: TestContext) => {
+    const { logs, lines } = opsLog();
+    const dnsPort = await freeUdpPort();
+    const dns = (): DnsSource =>
+      new DnsSource({
+        name: 'web.example.test',
+        port: 80,
+        servers: [`127.0.0.1:${String(dnsPort)}`],
+        refreshInterval: 10,
+        timeout: 50,
+        tries: 1,
+      });
+    const tcp = new TcpProxy({ upstreamSource: dns() });
+    const udp = new UdpProxy({ upstreamSource: dns() });
+    const failures = (proxy: TcpProxy | UdpProxy): Promise<void> =>
+      withTimeout(
+        new Promise<void>((resolve) => {
+          let count = 0;
+          const counted = (): void => {
+            if (++count === 5) resolve();
+          };
+          if (proxy instanceof TcpProxy) proxy.on('upstreamSourceError', counted);
+          else proxy.on('upstreamSourceError', counted);
+        }),
+        10_000,
+        'five DNS failures',
+      );
+    const failed = [failures(tcp), failures(udp)];
+    observeProxy(logs, listenerConfig('tcp'), tcp);
+    observeProxy(logs, listenerConfig('udp'), udp, { fields: ['msg'] });
+    t.after(() => tcp.close());
+    t.after(() => udp.close());
+    await Promise.all(failed);
+    await Promise.all([tcp.close(), udp.close()]);
+    const warned = lines.filter((line) => line.msg === 'upstream source error');
+    assert.deepEqual(warned.map((line) => [line.level, line.listener, line.protocol]).sort(), [
+      [40, 'tcp-test', 'tcp'],
+      [40, 'udp-test', 'udp'],
+    ]);
+    for (const line of warned) {
+      const err = line.err as { code: string; message: string };
+      assert.equal(err.code, 'ERR_L4_UPSTREAM_SOURCE');
+      assert.match(
+        err.message,
+        /DNS A lookup of web\.example\.test failed: (ECONNREFUSED|ETIMEOUT)/,
+      );
+    }
+  });
+
+  test('the same error again is logged once per interval with the count not logged; another error at once', () => {
+    const { logs, lines } = opsLog();
+    let now = 1_000;
+    const log = sourceErrorLogger(logs.ops, { listener: 'l', protocol: 'tcp' }, 60_000, () => now);
+    const timeout = new Error('DNS A lookup of x failed: ETIMEOUT');
+    log(timeout);
+    for (let i = 0; i < 10; i++) {
+      now += 5_000;
+      log(timeout);
+    }
+    now += 10_000; // 60 s after the first line
+    log(timeout);
+    log(new Error('DNS A lookup of x failed: ECONNREFUSED'));
+    log(new Error('DNS A lookup of x failed: ECONNREFUSED'));
+    assert.deepEqual(
+      lines.map((line) => [(line.err as Error).message, line.repeated]),
+      [
+        ['DNS A lookup of x failed: ETIMEOUT', undefined],
+        ['DNS A lookup of x failed: ETIMEOUT', 10],
+        ['DNS A lookup of x failed: ECONNREFUSED', undefined],
+      ],
+    );
+  });
 });
 
 function pick(line: unknown, keys: readonly string[]): Record<string, unknown> {

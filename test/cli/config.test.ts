@@ -152,6 +152,13 @@ describe('config validation', () => {
         configErrorOf({ listeners: [tcp({ listen })] }),
         `l4proxy.json: listeners[0].listen: expected "host:port" (IPv6 as "[::1]:port") with a port from 0 to 65535; a port alone is ":8080", received ${JSON.stringify(listen)}`,
       );
+      // The same hint for a tunnel listener.
+      assert.equal(
+        configErrorOf({
+          listeners: [{ protocol: 'tunnel', listen, route: 'any', upstreams: [] }],
+        }),
+        `l4proxy.json: listeners[0].listen: expected "host:port" (IPv6 as "[::1]:port") with a port from 0 to 65535; a port alone is ":8080", received ${JSON.stringify(listen)}`,
+      );
     }
   });
 

@@ -355,6 +355,30 @@ describe('l4proxy reload and gauges', () => {
     assert.equal(await cli.exited(), 0);
   });
 
+  test('a reload asks for no restart when the settings in force did not change', async (t) => {
+    // Spelling out a default, or changing a setting a flag overrides, changes nothing: telling
+    // the operator to restart (and drop every connection) for it would be wrong.
+    const upstream = await taggedEcho(t, 'A:');
+    const dir = configDir(t);
+    const listeners = [
+      {
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: '127.0.0.1', port: upstream }],
+      },
+    ];
+    const file = dir.write('l4proxy.json', { listeners, drainTimeout: 2000 });
+    const cli = startCli(t, ['--config', file, '--drain-timeout', '5s']);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready');
+    dir.write('l4proxy.json', { listeners, drainTimeout: 1000, logLevel: 'info', workers: 1 });
+    process.kill(cli.pid, 'SIGHUP');
+    const reloaded = await cli.waitLine('stderr', (l) => l.msg.startsWith('config reloaded'));
+    assert.equal(reloaded.msg, 'config reloaded');
+    assert.deepEqual(reloaded.needsRestart, []);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
   test('a replaced TCP generation leaves the totals with its counters, not its gauges nor removed upstreams', async (t) => {
     const a = await taggedEcho(t, 'A:');
     const b = await refusedPort();

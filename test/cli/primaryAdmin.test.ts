@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { constants } from 'node:os';
 import { test } from 'node:test';
+import { TcpProxy } from '../../src/index.js';
+import type { TcpProxyStats, TcpUpstreamStats } from '../../src/index.js';
+import type { ListenerStats } from '../../src/cli/Listener.js';
 import { startPrimaryAdmin } from '../../src/cli/primaryAdmin.js';
 import { failAccept } from '../helpers/acceptError.js';
 import { httpGet } from '../helpers/httpGet.js';
@@ -28,4 +31,62 @@ test("an accept error (EMFILE, ENOBUFS) neither crashes nor stops the cluster pr
   assert.equal(server.listening, true);
   const reply = await httpGet(`http://${address}/live`);
   assert.equal(reply.status, 200);
+});
+
+test("the cluster's /stats shows an upstream out when any worker keeps it out, as /upstreams does", async (t) => {
+  await using proxy = new TcpProxy({
+    upstreams: [
+      { id: 'a', host: '127.0.0.1', port: 9 },
+      { id: 'b', host: '127.0.0.1', port: 9 },
+    ],
+  });
+  const base = proxy.stats();
+  /** Worker views of upstream `a`: `b` is up everywhere. */
+  const worker = (a: Partial<TcpUpstreamStats>): ListenerStats[] => [
+    {
+      name: 'web',
+      protocol: 'tcp',
+      stats: {
+        ...base,
+        outlier_ejections_active: a.ejected === true ? 1 : 0,
+        upstreams: { ...base.upstreams, a: { ...(base.upstreams.a as TcpUpstreamStats), ...a } },
+      },
+    },
+  ];
+  const byWorker = new Map([
+    [1, worker({})],
+    // Worker 2 ejected `a`, its checks find it down, and an operator drained it there.
+    [2, worker({ healthy: false, ejected: true, health_check_healthy: false, admin_drain: true })],
+  ]);
+  const { server, address } = await startPrimaryAdmin(
+    { listen: { host: '127.0.0.1', port: 0 } },
+    {
+      ready: () => true,
+      relay: () => Promise.reject(new Error('no workers here')),
+      remember: () => undefined,
+      collect: () => Promise.resolve(byWorker),
+      families: () => Promise.resolve([]),
+    },
+  );
+  t.after(() => {
+    server.close();
+  });
+  const reply = await httpGet(`http://${address}/stats`);
+  assert.equal(reply.status, 200);
+  const { listeners } = JSON.parse(reply.body) as {
+    listeners: Record<string, { stats: TcpProxyStats }>;
+  };
+  const stats = listeners.web?.stats;
+  assert.ok(stats !== undefined);
+  const { a, b } = stats.upstreams;
+  assert.deepEqual(
+    [a?.healthy, a?.ejected, a?.health_check_healthy, a?.admin_drain, a?.admin_maint],
+    [false, true, false, true, false],
+    'a: out, as worker 2 sees it',
+  );
+  assert.deepEqual(
+    [b?.healthy, b?.ejected, b?.health_check_healthy, b?.admin_drain],
+    [true, false, true, false],
+  );
+  assert.equal(stats.outlier_ejections_active, 1);
 });

@@ -126,3 +126,56 @@ test('on a terminal, an access line or a log line first erases the status line',
   assert.match(terminal[3] ?? '', /^out:\{.*"msg":"connection closed"/);
   assert.equal(terminal.length, 4, 'nothing left to erase at stop()');
 });
+
+test('--workers: listeners are counted once, and a worker missing a tick or replaced bends no throughput', async () => {
+  const [tcp] = await snapshots();
+  assert.ok(tcp?.protocol === 'tcp');
+  /** Listener `a` on workers 1 and 2, each having moved `bytes`. */
+  const cluster = (...bytes: (number | undefined)[]): ListenerStats[] =>
+    bytes.flatMap((moved, index) =>
+      moved === undefined
+        ? []
+        : [
+            {
+              ...tcp,
+              worker: index + 1,
+              stats: { ...tcp.stats, downstream_cx_rx_bytes_total: moved },
+            },
+          ],
+    );
+  const ticks = [
+    cluster(1_000, 1_000),
+    cluster(2_000, 2_000), // +2000: both moved 1000
+    cluster(3_000), // +1000: worker 2 missed the 1 s deadline (its bytes are not lost)
+    cluster(4_000, 4_000), // +3000: worker 1 moved 1000, worker 2 2000 over two ticks
+    cluster(5_000, 500), // +1500: worker 2 was replaced (a new process, counting from 0)
+  ];
+  assert.equal(statusTotals(ticks[0] ?? []).listeners, 1, 'one listener run by two workers');
+  const logged: { bytes: number; throughput: number; listeners: number }[] = [];
+  let at = 0;
+  const done = withTimeout(
+    new Promise<void>((resolve) => {
+      const line = new StatusLine(
+        { isTTY: false, write: () => assert.fail('no terminal output') },
+        () => Promise.resolve(ticks[at++] ?? []),
+        (totals) => {
+          logged.push(totals);
+          if (logged.length === ticks.length) {
+            line.stop();
+            resolve();
+          }
+        },
+        () => 1_000 * at,
+      );
+      line.start(5);
+    }),
+    5_000,
+    'five status lines',
+  );
+  await done;
+  assert.deepEqual(
+    logged.map((totals) => totals.throughput),
+    [0, 2_000, 1_000, 3_000, 1_500],
+  );
+  assert.ok(logged.every((totals) => totals.listeners === 1));
+});

@@ -108,6 +108,39 @@ test('a session filter that resizes datagrams: the summary and stats count the b
   assert.equal(proxy.stats().downstream_sess_tx_bytes, 2);
 });
 
+test('a session filter that makes a datagram larger than UDP carries: dropped as oversized, not counted as sent', async (t) => {
+  const echo = await udpEcho('echo:');
+  t.after(() => echo.close());
+  const proxy = new UdpProxy({
+    upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    sessionFilters: [
+      () => ({
+        onClientDatagram: (d) => (d.toString() === 'big' ? Buffer.alloc(70_000) : d),
+        onUpstreamDatagram: (d) => (d.toString().endsWith('grow') ? Buffer.alloc(70_000) : d),
+      }),
+    ],
+  });
+  const summaries: UdpSessionSummary[] = [];
+  proxy.on('sessionClose', (s) => summaries.push(s));
+  const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+  t.after(() => proxy.close());
+  const client = await udpSocket();
+  t.after(() => closeSocket(client));
+  client.send('big', port, '127.0.0.1');
+  client.send('grow', port, '127.0.0.1');
+  assert.equal((await request(client, port, 'fine')).toString(), 'echo:fine');
+  await proxy.close();
+  const stats = proxy.stats();
+  assert.equal(stats.dropped.oversized, 2);
+  assert.equal(stats.upstream_sess_tx_errors, 0);
+  assert.equal(stats.downstream_sess_tx_errors, 0);
+  assert.equal(echo.received, 2);
+  const summary = summaries[0];
+  assert.ok(summary !== undefined);
+  assert.equal(summary.bytesToUpstream, 'grow'.length + 'fine'.length);
+  assert.equal(summary.bytesToClient, 'echo:fine'.length);
+});
+
 test('a session filter factory that throws: the filters made before it still hear onClose', async (t) => {
   const echo = await udpEcho();
   t.after(() => echo.close());

@@ -54,14 +54,45 @@ describe('ClientLimiter', () => {
     )!;
     assert.equal(limiter.acquire('192.0.2.1', 0), undefined);
     assert.equal(limiter.acquire('192.0.2.2', 0), undefined);
-    limiter.release('192.0.2.1');
+    limiter.release('192.0.2.1', 0);
     limiter.sweep(500);
     assert.equal(limiter.size, 2, 'bucket not full yet');
     limiter.sweep(1_000);
     assert.equal(limiter.size, 1, 'only the client with a live connection is kept');
-    limiter.release('192.0.2.2');
+    limiter.release('192.0.2.2', 1_000);
     limiter.sweep(2_000);
     assert.equal(limiter.size, 0);
     limiter.close();
+  });
+
+  test('a client with nothing open and a full bucket is forgotten at its last release, not at the next sweep', () => {
+    // Without a rate every bucket is full: 20 000 distinct addresses, each connected then gone,
+    // must leave nothing behind (they stayed up to the next 10 s sweep: a flood of distinct
+    // sources, such as IPv6 /128s, grew the map by its rate times 10 s).
+    const limiter = ClientLimiter.from({ maxConnections: 2 }, 'perClient')!;
+    for (let i = 0; i < 20_000; i++) {
+      const address = `2001:db8::${i.toString(16)}`;
+      assert.equal(limiter.acquire(address), undefined);
+      limiter.release(address);
+    }
+    assert.equal(limiter.size, 0);
+    // Two connections: kept until the second one ends.
+    limiter.acquire('192.0.2.1');
+    limiter.acquire('192.0.2.1');
+    limiter.release('192.0.2.1');
+    assert.equal(limiter.size, 1);
+    limiter.release('192.0.2.1');
+    assert.equal(limiter.size, 0);
+    limiter.close();
+    // With a rate: kept while its bucket refills (the rate must hold), forgotten once full.
+    const rated = ClientLimiter.from({ connectionsPerSecond: 10, burst: 1 }, 'perClient')!;
+    assert.equal(rated.acquire('192.0.2.1', 0), undefined);
+    rated.release('192.0.2.1', 50);
+    assert.equal(rated.size, 1, 'half a token: the bucket is not full');
+    assert.equal(rated.acquire('192.0.2.1', 60), 'rate_limited');
+    assert.equal(rated.acquire('192.0.2.2', 0), undefined);
+    rated.release('192.0.2.2', 100);
+    assert.equal(rated.size, 1, 'a full bucket after 100 ms: forgotten');
+    rated.close();
   });
 });

@@ -7,6 +7,8 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
+import http2 from 'node:http2';
+import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { echoUpstream, proxyHost, tunnelHost } from './child.js';
 import { eventually, exchange, udpOnce } from './load.js';
@@ -315,6 +317,94 @@ describe(`file descriptor exhaustion (ulimit -n ${MAX_FILES})`, () => {
       10_000,
       100,
     );
+  });
+
+  test('TunnelServer: a CONNECT-UDP target it cannot get a socket for is answered 503 resource_exhausted, not 502', async (t) => {
+    const upstream = await echoUpstream();
+    t.after(() => upstream.child.stop());
+    const { child, port } = await tunnelHost(
+      {
+        upstreams: [
+          { host: '127.0.0.1', port: upstream.tcpPort },
+          { host: '127.0.0.1', port: upstream.udpPort },
+        ],
+      },
+      { maxFiles: MAX_FILES },
+    );
+    t.after(() => child.stop());
+    const report = async (): Promise<TunnelReport> =>
+      (await child.ask({ type: 'report' })) as unknown as TunnelReport;
+    // The HTTP/2 session first: a CONNECT-UDP stream on it needs no new client descriptor.
+    const session = http2.connect(`http://127.0.0.1:${String(port)}`);
+    session.on('error', () => undefined);
+    t.after(() => {
+      session.destroy();
+    });
+    await withTimeout(once(session, 'remoteSettings'), 5_000, 'the server SETTINGS');
+    const held: { socket: Socket; status: string }[] = [];
+    t.after(() => {
+      for (const { socket } of held) socket.destroy();
+    });
+    for (let i = 0; i < MAX_FILES; i++) {
+      const result = await tunnel(port, upstream.tcpPort);
+      held.push(result);
+      if (result.status !== '200') break;
+    }
+    // Let the clients that got no tunnel go, and their descriptors settle.
+    for (const h of held) if (h.status !== '200') h.socket.destroy();
+    let settled = -1;
+    await eventually(
+      async () => {
+        const fds = await child.fds();
+        const same = fds === settled;
+        settled = fds;
+        return same;
+      },
+      'the descriptors settled',
+      10_000,
+      100,
+    );
+    // Silent clients take what is left, until one is closed unaccepted: then nothing is left.
+    let full = false;
+    for (let i = 0; i < 20 && !full; i++) {
+      const accepted = (await report()).stats.client_connections_total;
+      const silent = net.connect({ port, host: '127.0.0.1' });
+      silent.on('error', () => undefined);
+      held.push({ socket: silent, status: 'silent' });
+      for (let j = 0; j < 200; j++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        if (silent.closed) {
+          full = true;
+          break;
+        }
+        if ((await report()).stats.client_connections_total > accepted) break;
+      }
+    }
+    assert.ok(full, 'the descriptor table filled up');
+    const stream = session.request({
+      ':method': 'CONNECT',
+      ':protocol': 'connect-udp',
+      ':scheme': 'http',
+      ':authority': `127.0.0.1:${String(port)}`,
+      ':path': `/.well-known/masque/udp/127.0.0.1/${String(upstream.udpPort)}/`,
+      'capsule-protocol': '?1',
+    });
+    stream.on('error', () => undefined);
+    const status = await withTimeout(
+      new Promise<number>((resolve) => {
+        stream.once('response', (headers) => {
+          resolve(Number(headers[':status']));
+        });
+      }),
+      10_000,
+      'the CONNECT-UDP answer',
+    );
+    const during = await report();
+    t.diagnostic(`refused ${JSON.stringify(during.stats.tunnel_refused_reasons)}`);
+    assert.equal(status, 503);
+    assert.ok((during.stats.tunnel_refused_reasons.resource_exhausted ?? 0) >= 1);
+    assert.equal(during.stats.tunnel_refused_reasons.connect_failed ?? 0, 0);
+    assert.ok(child.alive);
   });
 
   test('UDP: sessions that cannot get a socket are dropped as socket_error, the proxy keeps serving, and recovers when sessions expire', async (t) => {

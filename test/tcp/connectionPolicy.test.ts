@@ -247,6 +247,75 @@ describe('connectBackoff and connectDeadline', () => {
     await echo.close();
   });
 
+  test('retries the only upstream after the backoff: a restart is ridden out', async (t) => {
+    // The sidecar case: one upstream (a managed database), restarting. HAProxy retries the same
+    // server after a turn-around and Envoy's max_connect_attempts does too; with connectBackoff
+    // set, so does the proxy once every upstream has been tried.
+    const [port0] = await refusedPorts(1, []);
+    assert.ok(port0 !== undefined);
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [local(port0)],
+      maxConnectAttempts: 3,
+      connectBackoff: { base: 200, max: 200 },
+    });
+    const echo = net.createServer((socket) => socket.pipe(socket));
+    t.after(async () => {
+      await proxy.close();
+      if (echo.listening) await new Promise((resolve) => echo.close(resolve));
+    });
+    // The upstream comes back while the connection waits for its second attempt.
+    proxy.once('upstreamError', () => echo.listen(port0, '127.0.0.1'));
+    const connects: number[] = [];
+    proxy.on('upstreamConnect', (_connection, upstream) => connects.push(upstream.port));
+    const client = await connect(port);
+    const reply = readAll(client);
+    client.end('hello');
+    assert.equal((await reply).toString(), 'hello');
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.COMPLETED);
+    assert.equal(summary.attempts, 2);
+    assert.deepEqual(connects, [port0]);
+  });
+
+  test('with connectBackoff, every round tries each upstream once, up to maxConnectAttempts', async () => {
+    const refused = await refusedPorts(2, []);
+    const { proxy, port, closes } = await startProxy({
+      upstreams: refused.map(local),
+      maxConnectAttempts: 5,
+      connectBackoff: { base: 10, max: 20 },
+    });
+    const dialled: number[] = [];
+    proxy.on('upstreamError', (_connection, upstream) => dialled.push(upstream.port));
+    const client = await connect(port);
+    const done = closed(client);
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.CONNECT_FAILED);
+    assert.equal(summary.attempts, 5);
+    assert.equal(dialled.length, 5);
+    // Rounds of two: both upstreams in each, neither twice in a row within one.
+    assert.deepEqual(new Set(dialled.slice(0, 2)), new Set(refused));
+    assert.deepEqual(new Set(dialled.slice(2, 4)), new Set(refused));
+    assert.equal(proxy.stats().upstream_cx_connect_attempts_exceeded, 1);
+    await done;
+    await proxy.close();
+  });
+
+  test('without connectBackoff, tries each upstream once', async () => {
+    const [port0] = await refusedPorts(1, []);
+    assert.ok(port0 !== undefined);
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [local(port0)],
+      maxConnectAttempts: 3,
+    });
+    const client = await connect(port);
+    const done = closed(client);
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.CONNECT_FAILED);
+    assert.equal(summary.attempts, 1);
+    await done;
+    await proxy.close();
+  });
+
   test('one deadline across attempts ends a hanging connect with connect_timeout', async (t) => {
     const python = tool(t, 'python3');
     if (python === undefined) return;

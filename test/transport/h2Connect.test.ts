@@ -422,6 +422,109 @@ describe('HTTP/2 CONNECT: the proxy limits streams (a node:http2 proxy)', () => 
       for (const client of clients) client.destroy();
       for (const summary of await closes(5)) assert.notEqual(summary.reason, 'connect_failed');
     });
+  for (const [refuse, name] of [
+    [[1], 'a tunnel stream refused unprocessed (REFUSED_STREAM) on an open session'],
+    [[1, 2], 'refused unprocessed twice'],
+  ] as const)
+    test(`${name}: sent again once, not counted against the proxy`, async (t) => {
+      const echo = await echoServer();
+      const peer = await limitingProxy(100, refuse);
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [
+          {
+            host: '127.0.0.1',
+            port: peer.port,
+            tunnel: { protocol: 'h2', target: `127.0.0.1:${String(echo.port)}` },
+          },
+        ],
+        maxConnectAttempts: 1,
+        outlierDetection: { consecutiveFailures: 1 },
+      });
+      t.after(async () => {
+        await proxy.close({ drainTimeout: 0 });
+        peer.close();
+        await echo.close();
+      });
+      const client = await connect(port);
+      if (refuse.length === 1) {
+        assert.equal(await echoed(client, 'resent'), 'resent');
+        client.destroy();
+        const [summary] = await closes(1);
+        assert.notEqual(summary?.reason, CloseReason.CONNECT_FAILED);
+        assert.equal(proxy.stats().tunnels?.tunnel_opened_total, 1);
+        // Not a failure of the proxy: it stays in (one failure would eject it).
+        assert.equal(proxy.upstreams()[0]?.healthy, true);
+      } else {
+        await closed(client, 5_000);
+        const [summary] = await closes(1);
+        assert.equal(summary?.reason, CloseReason.CONNECT_FAILED);
+      }
+      assert.equal(peer.received(), 2);
+    });
+
+  test('a proxy going away (a GOAWAY below a tunnel stream): that tunnel is sent again on a new session', async (t) => {
+    const echo = await echoServer();
+    const server = http2.createServer();
+    const sessions = new Set<http2.ServerHttp2Session>();
+    const serve = (stream: ServerHttp2Stream, authority: string): void => {
+      const [host, targetPort] = authority.split(':');
+      const target = net.connect(Number(targetPort), host, () => {
+        stream.respond({ ':status': 200 });
+        stream.pipe(target).pipe(stream);
+      });
+      target.on('error', () => stream.destroy());
+      stream.on('close', () => target.destroy());
+    };
+    let streams = 0;
+    let held: ServerHttp2Stream | undefined;
+    server.on('session', (session) => {
+      sessions.add(session);
+      session.on('error', () => undefined);
+    });
+    server.on('stream', (stream, headers) => {
+      stream.on('error', () => undefined);
+      streams++;
+      const authority = String(headers[':authority']);
+      // Stream 1 warms the session up; streams 2 and 3 arrive together: the proxy reloads,
+      // processes the first (GOAWAY naming it the last) and leaves the other unprocessed.
+      if (streams === 2) {
+        held = stream;
+        return;
+      }
+      if (streams === 3 && held !== undefined) {
+        stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, held.id);
+        serve(held, authority);
+        return;
+      }
+      serve(stream, authority);
+    });
+    const peerPort = await listen(server);
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [
+        {
+          host: '127.0.0.1',
+          port: peerPort,
+          tunnel: { protocol: 'h2', target: `127.0.0.1:${String(echo.port)}` },
+        },
+      ],
+      maxConnectAttempts: 1,
+    });
+    t.after(async () => {
+      await proxy.close({ drainTimeout: 0 });
+      for (const session of sessions) session.destroy();
+      server.close();
+      await echo.close();
+    });
+    const warm = await connect(port);
+    assert.equal(await echoed(warm, 'warm'), 'warm');
+    const clients = await Promise.all([connect(port), connect(port)]);
+    const replies = await Promise.all(clients.map((client, i) => echoed(client, `client ${i}`)));
+    assert.deepEqual(replies, ['client 0', 'client 1']);
+    for (const client of [warm, ...clients]) client.destroy();
+    for (const summary of await closes(3)) assert.notEqual(summary.reason, 'connect_failed');
+    assert.equal(streams, 4);
+    assert.equal(proxy.stats().tunnels?.h2_sessions_opened_total, 2);
+  });
 });
 
 describe('HTTP/2 CONNECT: a session wedged on the way (a frozen path)', () => {
@@ -482,5 +585,64 @@ describe('HTTP/2 CONNECT: a session wedged on the way (a frozen path)', () => {
     assert.equal(await echoed(third, 'again'), 'again');
     assert.equal(proxy.stats().tunnels?.h2_sessions_opened_total, 2);
     third.destroy();
+  });
+});
+
+describe('HTTP/2 CONNECT: pools of tunnel settings the upstreams no longer use', () => {
+  /** The pools of the proxy's HTTP/2 tunnels (one per tunnel settings and proxy address). */
+  function poolCount(proxy: unknown): number {
+    const agent = (
+      proxy as { tunnelAgent?: { h2?: { pools: Map<unknown, Map<string, unknown>> } } }
+    ).tunnelAgent;
+    let count = 0;
+    for (const byAddress of agent?.h2?.pools.values() ?? []) count += byAddress.size;
+    return count;
+  }
+
+  test('setUpstreams with a new tunnel object each time: the pool goes with its last session', async (t) => {
+    const cycles = 40;
+    const echo = await echoServer();
+    const server = new TunnelServer({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
+    const { port: serverPort } = await server.listen({ port: 0, host: '127.0.0.1' });
+    const target = `127.0.0.1:${String(echo.port)}`;
+    // A list built anew each time (a config reload, a discovery answer): fresh tunnel objects, and
+    // something else changed, so the set takes the new entries.
+    const upstreams = (cycle: number): Upstream[] => [
+      {
+        host: '127.0.0.1',
+        port: serverPort,
+        id: 'tunnel',
+        metadata: { cycle },
+        tunnel: { protocol: 'h2', target },
+      },
+    ];
+    const { proxy, port, closes } = await startProxy({ upstreams: upstreams(-1) });
+    let serverClosed = false;
+    t.after(async () => {
+      await proxy.close({ drainTimeout: 0 });
+      if (!serverClosed) await server.close();
+      await echo.close();
+    });
+    for (let i = 0; i < cycles; i++) {
+      proxy.setUpstreams(upstreams(i));
+      const client = await connect(port);
+      assert.equal(await echoed(client, `cycle ${i}`), `cycle ${i}`);
+      client.destroy();
+      await closes(i + 1);
+    }
+    assert.equal(proxy.stats().tunnels?.h2_sessions_opened_total, cycles);
+    // The proxy side goes away: every session gets its GOAWAY and leaves its pool.
+    serverClosed = true;
+    await server.close();
+    await withTimeout(
+      (async () => {
+        for (let i = 0; i < 200 && (proxy.stats().tunnels?.h2_sessions_active ?? 0) > 0; i++)
+          await new Promise((resolve) => setTimeout(resolve, 50));
+      })(),
+      10_000,
+      'every session to leave its pool',
+    );
+    assert.equal(proxy.stats().tunnels?.h2_sessions_active, 0);
+    assert.equal(poolCount(proxy), 0, 'no pool kept for tunnel settings no upstream uses');
   });
 });

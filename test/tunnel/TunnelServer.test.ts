@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
 import http from 'node:http';
 import http2 from 'node:http2';
-import type net from 'node:net';
+import type { ListenOptions, Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import {
   CloseReason,
@@ -11,6 +13,7 @@ import {
   ProxyClosedError,
   TunnelRefusedError,
   TunnelServer,
+  UdpProxy,
 } from '../../src/index.js';
 import type { TunnelSummary, Upstream } from '../../src/index.js';
 import {
@@ -19,6 +22,7 @@ import {
   echoServer,
   listen,
   readAll,
+  readUntil,
   refusedPort,
   withTimeout,
 } from '../helpers/net.js';
@@ -372,6 +376,99 @@ describe('TunnelServer HTTP/2 stream limit', () => {
   });
 });
 
+describe('TunnelServer maxTunnels', () => {
+  /** An HTTP/1.1 CONNECT on a raw socket; resolves with the answer's status line. */
+  async function connectThrough(port: number, authority: string) {
+    const socket = await connect(port);
+    socket.on('error', () => undefined);
+    socket.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+    const head = await readUntil(socket, /\r\n\r\n/, 5_000);
+    return { socket, status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]) };
+  }
+
+  test('tunnels beyond maxTunnels get 503 (max_tunnels) at once, counted from arrival; a freed slot serves the next', async (t) => {
+    const echo = await echoServer();
+    let admitFirst: ((verdict: boolean) => void) | undefined;
+    const { server, port, summaries } = await startTunnelServer({
+      route: 'direct',
+      maxTunnels: 2,
+      // The first request waits in admission: it holds a slot already.
+      authorize: () =>
+        admitFirst === undefined
+          ? new Promise<boolean>((resolve) => {
+              admitFirst = resolve;
+            })
+          : true,
+    });
+    t.after(async () => {
+      await server.close();
+      await echo.close();
+    });
+    const authority = `127.0.0.1:${String(echo.port)}`;
+    const waiting = connectThrough(port, authority);
+    await withTimeout(
+      (async () => {
+        while (admitFirst === undefined) await new Promise((resolve) => setTimeout(resolve, 5));
+      })(),
+      5_000,
+      'the first request in admission',
+    );
+    const second = await connectThrough(port, authority);
+    assert.equal(second.status, 200);
+    const third = await connectThrough(port, authority);
+    assert.equal(third.status, 503);
+    // HTTP/2 streams count against the same limit.
+    const session = http2.connect(`http://127.0.0.1:${String(port)}`);
+    session.on('error', () => undefined);
+    t.after(() => {
+      session.destroy();
+    });
+    const stream = session.request({ ':method': 'CONNECT', ':authority': authority });
+    stream.on('error', () => undefined);
+    const h2Status = await withTimeout(
+      new Promise<number>((resolve) => {
+        stream.once('response', (headers) => {
+          resolve(Number(headers[':status']));
+        });
+      }),
+      5_000,
+      'the HTTP/2 answer',
+    );
+    assert.equal(h2Status, 503);
+    admitFirst?.(true);
+    const first = await waiting;
+    assert.equal(first.status, 200);
+    assert.equal(server.stats().tunnel_refused_reasons.max_tunnels, 2);
+    assert.equal(server.stats().tunnel_active, 2);
+    // One tunnel ends: its slot serves the next request.
+    second.socket.end();
+    await withTimeout(
+      (async () => {
+        while (!summaries.some((summary) => summary.end !== 'refused'))
+          await new Promise((resolve) => setTimeout(resolve, 5));
+      })(),
+      5_000,
+      'the second tunnel closed',
+    );
+    const fourth = await connectThrough(port, authority);
+    assert.equal(fourth.status, 200);
+    fourth.socket.write('still relayed');
+    assert.equal(await readUntil(fourth.socket, /still relayed/, 5_000), 'still relayed');
+    assert.match(
+      server.metrics(),
+      /l4proxy_tunnel_server_tunnel_refused_reasons_total\{reason="max_tunnels"\} 2/,
+    );
+    first.socket.destroy();
+    third.socket.destroy();
+    fourth.socket.destroy();
+  });
+
+  test('maxTunnels must be a positive integer or Infinity', () => {
+    assert.throws(() => new TunnelServer({ maxTunnels: 0 }), /maxTunnels/);
+    assert.throws(() => new TunnelServer({ maxTunnels: 1.5 }), /maxTunnels/);
+  });
+});
+
 describe('TunnelServer lifecycle', () => {
   test('close() while listen() is binding: listen() rejects with ProxyClosedError (it never settled) and nothing stays listening', async () => {
     const before = await listeningServers(0);
@@ -417,7 +514,7 @@ describe('TunnelServer lifecycle', () => {
     // server's back (health checks still running, listen() possible again).
     for (const signal of [AbortSignal.abort(), new AbortController().signal]) {
       // Typed as Node's own options (the type refuses `signal`), as a JavaScript caller passes.
-      const options: net.ListenOptions = { port: 0, host: '127.0.0.1', signal };
+      const options: ListenOptions = { port: 0, host: '127.0.0.1', signal };
       await assert.rejects(
         withTimeout(server.listen(options), 2_000, 'listen()'),
         (err: unknown) => err instanceof InvalidOptionError && err.option === 'signal',
@@ -437,5 +534,157 @@ describe('TunnelServer lifecycle', () => {
     const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
     assert.ok(port > 0);
     await Promise.all([server.close(), taken.server.close()]);
+  });
+});
+
+describe('TunnelServer byte counters', () => {
+  /** Reads from `socket` until `bytes` bytes came, bounded in time. */
+  function receive(socket: Socket, bytes: number): Promise<void> {
+    let got = 0;
+    return withTimeout(
+      new Promise<void>((resolve) => {
+        socket.on('data', (chunk: Buffer) => {
+          got += chunk.length;
+          if (got >= bytes) resolve();
+        });
+      }),
+      5_000,
+      `${bytes} bytes`,
+    );
+  }
+
+  for (const protocol of ['http/1.1', 'h2'] as const)
+    test(`count the bytes of tunnels still open, not only of closed ones (CONNECT over ${protocol})`, async (t) => {
+      const echo = await echoServer();
+      t.after(() => echo.close());
+      const { server, port: tunnelPort } = await startTunnelServer(allowAll);
+      t.after(() => server.close());
+      const { proxy, port } = await startProxy({
+        upstreams: [
+          {
+            host: '127.0.0.1',
+            port: tunnelPort,
+            tunnel: { protocol, target: `127.0.0.1:${echo.port}` },
+          },
+        ],
+      });
+      t.after(() => proxy.close());
+      const client = await connect(port);
+      t.after(() => client.destroy());
+      const payload = Buffer.alloc(64 * 1024, 'b');
+      const echoed = receive(client, payload.length);
+      client.write(payload);
+      await echoed;
+      // The tunnel is open and has moved 64 KiB each way: a scrape now must say so.
+      const live = server.stats();
+      assert.equal(live.tunnel_active, 1);
+      assert.equal(live.tunnel_rx_bytes_total, payload.length);
+      assert.equal(live.tunnel_tx_bytes_total, payload.length);
+      assert.match(server.metrics(), /^l4proxy_tunnel_server_tunnel_rx_bytes_total 65536$/m);
+      client.end();
+      await closed(client);
+      await proxy.close();
+      // Counted once: its close adds nothing that the live count had already shown.
+      await withTimeout(
+        (async () => {
+          while (server.stats().tunnel_active > 0) await new Promise((r) => setTimeout(r, 10));
+        })(),
+        5_000,
+        'the tunnel to close',
+      );
+      assert.equal(server.stats().tunnel_rx_bytes_total, payload.length);
+      assert.equal(server.stats().tunnel_tx_bytes_total, payload.length);
+    });
+
+  test('count the bytes of CONNECT-UDP tunnels still open', async (t) => {
+    const target = dgram.createSocket('udp4');
+    target.on('message', (msg, from) => {
+      target.send(msg, from.port, from.address);
+    });
+    target.bind(0, '127.0.0.1');
+    await once(target, 'listening');
+    t.after(() => target.close());
+    const targetPort = target.address().port;
+    const { server, port: tunnelPort } = await startTunnelServer({
+      upstreams: [{ host: '127.0.0.1', port: targetPort }],
+      admit: () => true,
+    });
+    t.after(() => server.close());
+    const proxy = new UdpProxy({
+      upstreams: [
+        {
+          host: '127.0.0.1',
+          port: tunnelPort,
+          tunnel: { protocol: 'h2', target: `127.0.0.1:${targetPort}` },
+        },
+      ],
+    });
+    t.after(() => proxy.close());
+    const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const client = dgram.createSocket('udp4');
+    client.bind(0, '127.0.0.1');
+    await once(client, 'listening');
+    t.after(() => client.close());
+    for (const size of [100, 200, 300]) {
+      const answer = once(client, 'message');
+      client.send(Buffer.alloc(size, 'u'), address.port, '127.0.0.1');
+      await withTimeout(answer, 5_000, 'the echoed datagram');
+    }
+    const live = server.stats();
+    assert.equal(live.tunnel_active, 1);
+    assert.equal(live.tunnel_rx_bytes_total, 600);
+    assert.equal(live.tunnel_tx_bytes_total, 600);
+    await proxy.close();
+    await withTimeout(
+      (async () => {
+        while (server.stats().tunnel_active > 0) await new Promise((r) => setTimeout(r, 10));
+      })(),
+      5_000,
+      'the CONNECT-UDP tunnel to close',
+    );
+    assert.equal(server.stats().tunnel_rx_bytes_total, 600);
+    assert.equal(server.stats().tunnel_tx_bytes_total, 600);
+  });
+});
+
+describe('TunnelServer refusal reasons', () => {
+  test('every refusal reason is listed from the start at 0, as the TCP and UDP reasons are', async (t) => {
+    const { server, port } = await startTunnelServer({ route: 'direct', authorize: () => 403 });
+    t.after(() => server.close());
+    const reasons = [
+      'bad_request',
+      'admission',
+      'not_routable',
+      'no_upstream',
+      'connect_failed',
+      'connect_timeout',
+      'upstream_tls',
+      'resource_exhausted',
+      'max_tunnels',
+      'internal',
+      'client_gone',
+    ];
+    assert.deepEqual(
+      server.stats().tunnel_refused_reasons,
+      Object.fromEntries(reasons.map((r) => [r, 0])),
+    );
+    // One refusal: its reason counts 1, the others stay listed at 0 (a series that first appears
+    // at 1 would hide that first refusal from increase() and rate()).
+    const client = await connect(port);
+    const answer = readAll(client);
+    client.end('CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n');
+    assert.match((await answer).toString(), /^HTTP\/1\.1 403 /);
+    const counts = server.stats().tunnel_refused_reasons;
+    assert.equal(counts.admission, 1);
+    assert.deepEqual(Object.keys(counts).sort(), [...reasons].sort());
+    const metrics = server.metrics();
+    for (const reason of reasons)
+      assert.match(
+        metrics,
+        new RegExp(
+          `^l4proxy_tunnel_server_tunnel_refused_reasons_total\\{reason="${reason}"\\} \\d+$`,
+          'm',
+        ),
+      );
   });
 });

@@ -15,6 +15,7 @@ import { closed, connect, dial, readAll, withTimeout } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
 import { startDnsmasq } from './dnsmasq.js';
+import { closeSocket, freeUdpPort, udpSocket } from '../udp/helpers.js';
 import { nextEvent, trackResources } from './helpers.js';
 
 const NAME = 'web.example.test';
@@ -346,6 +347,61 @@ describe('DnsSource against dnsmasq', () => {
     await dns.close();
   });
 
+  test('an SRV target whose lookup fails does not hold back the others: they are used at once, and its last good answer is kept while they change', async (t) => {
+    const binary = tool(t, 'dnsmasq');
+    if (!binary) return;
+    const srvName = '_db._tcp.example.test';
+    const srv = [`${srvName},a.example.test,5432,0,10`, `${srvName},b.example.test,5433,0,10`];
+    // b.example.test forwarded to a server that is not there: its queries time out.
+    const dead = [`--server=/b.example.test/127.0.0.1#${String(await freeUdpPort())}`];
+    const dns = await startDnsmasq(binary, {
+      hosts: { 'a.example.test': ['127.0.0.2'] },
+      srv,
+      args: dead,
+    });
+    t.after(() => dns.close());
+    const s = sink();
+    const source = new DnsSource({
+      name: srvName,
+      type: 'SRV',
+      servers: [dns.server],
+      refreshInterval: 100,
+      timeout: 300,
+      tries: 1,
+    });
+    t.after(() => {
+      source.stop();
+    });
+    const hosts = (list: readonly Upstream[] | undefined): string[] =>
+      (list ?? []).map((u) => `${u.host}:${u.port}`).sort();
+    const listOf = async (expected: string[]): Promise<void> => {
+      for (let i = 0; i < 20 && hosts(s.lists.at(-1)).join() !== expected.join(); i++)
+        await s.next('list');
+      assert.deepEqual(hosts(s.lists.at(-1)), expected);
+    };
+    source.start(s);
+    // Before, the whole lookup failed: no list at all while b.example.test did not resolve.
+    await listOf(['127.0.0.2:5432']);
+    assert.match(
+      String(s.errors[0]?.message),
+      /^DNS A lookup of b\.example\.test failed: \w+; using the other answers and the last good answer of the failed query$/,
+    );
+    assert.equal(source.stats().failures, s.errors.length);
+
+    await dns.stop();
+    await dns.setHosts({ 'a.example.test': ['127.0.0.2'], 'b.example.test': ['127.0.0.3'] }, false);
+    await dns.start(srv, []);
+    await listOf(['127.0.0.2:5432', '127.0.0.3:5433']);
+
+    // b fails again while a gains an address: a's change is followed, b's last answer kept.
+    await dns.stop();
+    await dns.setHosts({ 'a.example.test': ['127.0.0.2', '127.0.0.4'] }, false);
+    await dns.start(srv, dead);
+    await listOf(['127.0.0.2:5432', '127.0.0.3:5433', '127.0.0.4:5432']);
+    source.stop();
+    await dns.close();
+  });
+
   test('a failed lookup keeps the last good set and is reported; the set follows again once DNS is back', async (t) => {
     const binary = tool(t, 'dnsmasq');
     if (!binary) return;
@@ -412,7 +468,110 @@ describe('DnsSource against dnsmasq', () => {
   });
 });
 
+/**
+ * A DNS server on 127.0.0.1 answering every A query with `a` (127.0.0.9) and every AAAA query with
+ * ::1 (TTL 1), or with SERVFAIL while `failAaaa` is set: what dnsmasq cannot do per record type
+ * (a resolver whose AAAA path is broken).
+ */
+async function aaaaBreakingDns(): Promise<{
+  server: string;
+  failAaaa: boolean;
+  a: number[];
+  close(): Promise<void>;
+}> {
+  const socket = await udpSocket();
+  const state = {
+    server: `127.0.0.1:${String(socket.address().port)}`,
+    failAaaa: false,
+    a: [127, 0, 0, 9],
+    close: () => closeSocket(socket),
+  };
+  socket.on('message', (query, from) => {
+    let end = 12;
+    while (end < query.length && query[end] !== 0) end += (query[end] ?? 0) + 1;
+    const question = query.subarray(12, end + 5);
+    const type = query.readUInt16BE(end + 1);
+    const header = Buffer.alloc(12);
+    query.copy(header, 0, 0, 2);
+    header.writeUInt16BE(1, 4);
+    if (type === 28 && state.failAaaa) {
+      header.writeUInt16BE(0x8182, 2); // response, RD, RA, SERVFAIL
+      socket.send(Buffer.concat([header, question]), from.port, from.address);
+      return;
+    }
+    header.writeUInt16BE(0x8580, 2); // response, AA, RD, RA
+    header.writeUInt16BE(1, 6);
+    const data =
+      type === 1 ? Buffer.from(state.a) : Buffer.from('00000000000000000000000000000001', 'hex');
+    const record = Buffer.alloc(12);
+    record.writeUInt16BE(0xc00c, 0);
+    record.writeUInt16BE(type, 2);
+    record.writeUInt16BE(1, 4);
+    record.writeUInt32BE(1, 6);
+    record.writeUInt16BE(data.length, 10);
+    socket.send(Buffer.concat([header, question, record, data]), from.port, from.address);
+  });
+  return state;
+}
+
 describe('DnsSource', () => {
+  test("'A/AAAA': an AAAA query that fails while A answers keeps the AAAA addresses and follows A; reported, counted", async (t) => {
+    const dns = await aaaaBreakingDns();
+    t.after(() => dns.close());
+    dns.failAaaa = true;
+    const s = sink();
+    const options = {
+      name: 'x.test',
+      type: 'A/AAAA',
+      port: 80,
+      servers: [dns.server],
+      refreshInterval: 50,
+      minRefreshInterval: 50,
+      timeout: 500,
+      tries: 1,
+    } as const;
+    // From the start: the A answer is used (before, no list at all while AAAA failed).
+    const fresh = new DnsSource(options);
+    t.after(() => {
+      fresh.stop();
+    });
+    fresh.start(s);
+    await s.next('list');
+    assert.deepEqual(
+      s.lists.at(-1)?.map((u) => u.host),
+      ['127.0.0.9'],
+    );
+    assert.match(
+      String(s.errors[0]?.message),
+      /^DNS AAAA lookup of x\.test failed: ESERVFAIL; using the other answers/,
+    );
+    fresh.stop();
+
+    // Once AAAA has answered, its addresses stay while it fails.
+    dns.failAaaa = false;
+    const later = sink();
+    const source = new DnsSource(options);
+    t.after(() => {
+      source.stop();
+    });
+    source.start(later);
+    await later.next('list');
+    assert.deepEqual(
+      later.lists.at(-1)?.map((u) => u.host),
+      ['127.0.0.9', '::1'],
+    );
+    dns.failAaaa = true;
+    await later.next('error');
+    dns.a = [127, 0, 0, 8];
+    await later.next('list');
+    assert.deepEqual(
+      later.lists.at(-1)?.map((u) => u.host),
+      ['127.0.0.8', '::1'],
+    );
+    assert.ok(source.stats().failures >= 1);
+    source.stop();
+  });
+
   test('stop() cancels the lookup in flight: no list, no error, no timer or query left', async () => {
     const tracker = trackResources();
     // A DNS "server" that never answers.

@@ -18,8 +18,8 @@ export interface Dnsmasq {
   setHosts(records: Record<string, readonly string[]>, wait?: boolean): Promise<void>;
   /** Stops the child (SIGTERM to its PID); lookups then fail with ECONNREFUSED. */
   stop(): Promise<void>;
-  /** Starts it again on the same port, with new SRV records if given. */
-  start(srv?: readonly string[]): Promise<void>;
+  /** Starts it again on the same port, with new SRV records and extra arguments if given. */
+  start(srv?: readonly string[], args?: readonly string[]): Promise<void>;
   /** Stops the child and removes its files. */
   close(): Promise<void>;
 }
@@ -35,6 +35,8 @@ export async function startDnsmasq(
     hosts?: Record<string, readonly string[]>;
     srv?: readonly string[];
     ttl?: number;
+    /** More dnsmasq arguments, e.g. `--server=/b.example.test/127.0.0.1#9` (a dead forwarder). */
+    args?: readonly string[];
   } = {},
 ): Promise<Dnsmasq> {
   const dir = mkdtempSync(join(tmpdir(), 'l4proxy-dnsmasq-'));
@@ -49,6 +51,7 @@ export async function startDnsmasq(
   };
   writeHosts(options.hosts ?? {});
   let srv = options.srv ?? [];
+  let extra = options.args ?? [];
   let child: ChildProcess | undefined;
   let port = 0;
 
@@ -69,6 +72,7 @@ export async function startDnsmasq(
         `--local-ttl=${options.ttl ?? 1}`,
         `--hostsdir=${hostsDir}`,
         ...srv.map((record) => `--srv-host=${record}`),
+        ...extra,
       ];
       const proc = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
       proc.on('error', () => undefined);
@@ -116,8 +120,9 @@ export async function startDnsmasq(
       });
     },
     stop,
-    async start(newSrv) {
+    async start(newSrv, args) {
       if (newSrv) srv = newSrv;
+      if (args) extra = args;
       await launch(port);
     },
     async close() {

@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { LatencyRecorder, TcpProxy, TunnelServer, UdpProxy } from '../../src/index.js';
+import { renderFamilies, tcpFamilies, udpFamilies } from '../../src/metrics/prometheus.js';
+import { TunnelAgent } from '../../src/transport/TunnelAgent.js';
+import { parseExposition } from './exposition.js';
+
+/** `a_{b,c}_d` → `a_b_d`, `a_c_d` (every group, in turn). */
+function expand(pattern: string): string[] {
+  const match = /\{([^{}]*)\}/.exec(pattern);
+  if (match === null) return [pattern];
+  const head = pattern.slice(0, match.index);
+  const tail = pattern.slice(match.index + match[0].length);
+  return (match[1] ?? '').split(',').flatMap((part) => expand(head + part + tail));
+}
+
+/** `name type labels` of each family in the table of docs/operations.md, "Every family". */
+function documentedFamilies(): Set<string> {
+  const text = readFileSync(new URL('../../../docs/operations.md', import.meta.url), 'utf8');
+  const start = text.indexOf('#### Every family');
+  assert.ok(start >= 0, 'docs/operations.md has an "Every family" section');
+  const section = text.slice(start, text.indexOf('\n#', start + 1));
+  const documented = new Set<string>();
+  for (const line of section.split('\n')) {
+    const row = /^\| `(l4proxy_[^`]+)`\s*\| (\w+)\s*\| ([^|]+)\|/.exec(line);
+    if (row === null) continue;
+    const [, pattern, type, labelText] = row as unknown as [string, string, string, string];
+    const labels = [...labelText.matchAll(/`(\w+)`/g)].map((m) => m[1]).join(',');
+    for (const name of expand(pattern)) {
+      const entry = `${name} ${type} ${labels}`;
+      assert.ok(!documented.has(entry), `${name} documented twice`);
+      documented.add(entry);
+    }
+  }
+  return documented;
+}
+
+/**
+ * `name type labels` of every family the proxies render, every feature on: TLS both ways, tunnel
+ * upstreams (their families, which appear with the first tunnel, from a tunnel agent's zero
+ * stats), a preread match, QUIC, the latency histograms, a TunnelServer.
+ */
+async function exposedFamilies(): Promise<Set<string>> {
+  const upstreams = [
+    { id: 'plain', host: '127.0.0.1', port: 9 },
+    {
+      id: 'tunnel',
+      host: '127.0.0.1',
+      port: 9,
+      tunnel: { protocol: 'h2' as const, target: '127.0.0.1:9' },
+    },
+  ];
+  const tcp = new TcpProxy({ upstreams });
+  const udp = new UdpProxy({ upstreams, quic: true });
+  const server = new TunnelServer();
+  const tunnels = new TunnelAgent().stats();
+  const latency = new LatencyRecorder('tcp');
+  latency.recordTlsHandshake('upstream', 0.001);
+  latency.recordTlsHandshake('downstream', 0.001);
+  const text =
+    renderFamilies([
+      ...tcpFamilies({ ...tcp.stats(), tunnels, preread_matched: { tls: 1 } }),
+      ...udpFamilies({ ...udp.stats(), tunnels }),
+      ...latency.families(),
+      ...new LatencyRecorder('udp').families(),
+    ]) + server.metrics();
+  await tcp.close();
+  await udp.close();
+  await server.close();
+  const exposed = new Set<string>();
+  for (const [name, family] of parseExposition(text)) {
+    const labels = new Set<string>();
+    for (const sample of family.samples)
+      for (const label of Object.keys(sample.labels)) labels.add(label);
+    exposed.add(`${name} ${family.type} ${[...labels].join(',')}`);
+  }
+  return exposed;
+}
+
+test('docs/operations.md lists every metric family exposed, with its type and labels, and no other', async () => {
+  const documented = documentedFamilies();
+  const exposed = await exposedFamilies();
+  const undocumented = [...exposed].filter((family) => !documented.has(family));
+  const missing = [...documented].filter((family) => !exposed.has(family));
+  assert.deepEqual(undocumented, [], 'exposed but not documented (name type labels)');
+  assert.deepEqual(missing, [], 'documented but not exposed (name type labels)');
+  assert.ok(exposed.size > 100, `${exposed.size} families`);
+});
