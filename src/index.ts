@@ -211,6 +211,7 @@ export type { HttpTunnel, TunnelPeer, TunnelTlsOptions } from './transport/tunne
 export type { TunnelStats } from './transport/TunnelStats.js';
 export { TunnelServer } from './tunnel/TunnelServer.js';
 export type {
+  TunnelListenOptions,
   TunnelRequest,
   TunnelServerEvents,
   TunnelServerOptions,

@@ -36,7 +36,7 @@ import { UpstreamManager } from '../upstream/UpstreamManager.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import type { UpstreamCandidate, UpstreamState } from '../upstream/UpstreamState.js';
 import type { AdmissionCheck } from '../filter/admission.js';
-import { admitTunnel, refusalStatus } from './tunnelAdmission.js';
+import { admitTunnel } from './tunnelAdmission.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import type { DialHost, DialOutcome, TunnelRefusal } from './TunnelDial.js';
 import { TunnelDial, zeroRefusals } from './TunnelDial.js';
@@ -174,6 +174,9 @@ function resolveListenerTls(value: unknown): ResolvedTerminateTls {
       : value;
   return resolveTerminateTls(withAlpn, 'terminateTls');
 }
+
+/** Where {@link TunnelServer.listen} binds: `net.Server.listen()` options but `signal` (use `close()`). */
+export type TunnelListenOptions = Omit<net.ListenOptions, 'signal'>;
 
 /** An open tunnel: how to cut it, and its bytes so far (counted in stats while it runs). */
 interface LiveTunnel {
@@ -318,7 +321,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
    * @throws {ProxyClosedError} (rejection) after `close()`, or when `close()` is called before the
    *   address is bound (nothing is left listening).
    */
-  async listen(options: net.ListenOptions = {}): Promise<AddressInfo> {
+  async listen(options: TunnelListenOptions = {}): Promise<AddressInfo> {
     const raw = optionalRecord(options, 'listen options');
     integer(raw.port, 'port', 0, { min: 0, max: 65535 });
     // net.Server would close the listener on abort behind the server's back (and never settle
@@ -336,7 +339,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     }
   }
 
-  private async bind(options: net.ListenOptions): Promise<AddressInfo> {
+  private async bind(options: TunnelListenOptions): Promise<AddressInfo> {
     await new Promise<void>((resolveListen, reject) => {
       const onError = (err: Error): void => {
         reject(new ListenError(`The tunnel server cannot listen: ${err.message}`, err));
@@ -771,7 +774,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     };
     const onClose = (): void => {
       // A pending admission settles at once (refused), a dial stops without an outcome.
-      check?.cancel(RejectReason.CLIENT_GONE);
+      check.cancel(RejectReason.CLIENT_GONE);
       dial?.cancel();
       gone();
     };
@@ -831,45 +834,40 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     });
   }
 
-  /** `admit` then `authorize`: `done` gets undefined (admitted) or the status to refuse with. */
+  /**
+   * `admit` then `authorize`, each under `admitTimeout`: `done` gets undefined (admitted) or the
+   * status to refuse with. The result cancels whichever is pending (the client left).
+   */
   private admit(
     tunnel: TunnelRequest,
     facts: ClientFacts,
     done: (status: number | undefined, error: Error | undefined) => void,
-  ): AdmissionCheck | undefined {
-    const config = this.options.admit;
-    if (config === undefined) {
-      this.authorize(tunnel, done);
-      return undefined;
-    }
+  ): { cancel(reason: RejectReason): void } {
     const subject = { identity: facts.identity, request: tunnel, tls: facts.tls };
-    return admitTunnel(config, subject, (status, error) => {
-      if (error !== undefined) reportError(this, error);
-      if (status !== undefined) done(status, error);
-      else this.authorize(tunnel, done);
-    });
-  }
-
-  private authorize(
-    tunnel: TunnelRequest,
-    done: (status: number | undefined, error: Error | undefined) => void,
-  ): void {
-    const authorize = this.options.authorize;
-    if (authorize === undefined) {
-      done(undefined, undefined);
-      return;
-    }
-    void (async () => authorize(tunnel))().then(
-      (verdict) => {
-        if (verdict === true) done(undefined, undefined);
-        else done(refusalStatus(verdict) ?? 403, undefined);
-      },
-      (err: unknown) => {
-        const error = asError(err);
-        reportError(this, error);
-        done(500, error);
-      },
-    );
+    let pending: AdmissionCheck | undefined;
+    const check = (
+      config: NonNullable<ResolvedTunnelServerOptions['admit']>,
+      then: (status: number | undefined, error: Error | undefined) => void,
+    ): void => {
+      const started = admitTunnel(config, subject, (status, error) => {
+        if (error !== undefined) reportError(this, error);
+        then(status, error);
+      });
+      // A hook that answered at once may have started the next check already.
+      pending ??= started;
+    };
+    const authorize = (status: number | undefined, error: Error | undefined): void => {
+      const config = this.options.authorize;
+      if (status !== undefined || config === undefined) done(status, error);
+      else {
+        pending = undefined;
+        check(config, done);
+      }
+    };
+    const admit = this.options.admit;
+    if (admit === undefined) authorize(undefined, undefined);
+    else check(admit, authorize);
+    return { cancel: (reason) => pending?.cancel(reason) };
   }
 
   /** Where the route sends the tunnel: a fixed target, `'select'`, or the status to refuse with. */

@@ -7,6 +7,7 @@ import {
   optionalRecord,
   rejectUnknownKeys,
 } from '../internal/validate.js';
+import { isThenable } from '../internal/isThenable.js';
 import { roundRobin } from '../select/roundRobin.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
@@ -18,7 +19,8 @@ import type { UpstreamSource } from '../upstream/UpstreamSource.js';
 import type { HealthCheckOptions, OutlierDetectionOptions } from '../upstream/healthOptions.js';
 import { resolveUpstreamManagerOptions } from '../upstream/healthOptions.js';
 import type { TunnelRouteMode, TunnelSelectionContext } from './TunnelDial.js';
-import type { TunnelAdmissionHook } from './tunnelAdmission.js';
+import type { TunnelAdmissionHook, TunnelAdmissionVerdict } from './tunnelAdmission.js';
+import { refusalStatus } from './tunnelAdmission.js';
 import type { TunnelRequest } from './tunnelRequest.js';
 
 /** Where to connect a tunnel: a host and port. */
@@ -74,12 +76,12 @@ export interface TunnelServerOptions {
   readonly terminateTls?: TerminateTlsOptions;
   /** Admission, the same hook as TcpProxy `admit` (ctx also has `request` and `tls`). Default none. */
   readonly admit?: TunnelAdmissionHook;
-  /** Time `admit` has to answer (503 after). Default 5000 ms. */
+  /** Time `admit`, and then `authorize`, each have to answer (503 after). Default 5000 ms. */
   readonly admitTimeout?: number;
   /**
    * A shorter admission, kept for compatibility: `true` lets the tunnel through, `false` answers
    * 403, a number from 300 to 599 answers that status (e.g. 407; any other value, 403). Runs
-   * after `admit`. Default none.
+   * after `admit`, under `admitTimeout`. Default none.
    */
   readonly authorize?: (request: TunnelRequest) => boolean | number | Promise<boolean | number>;
   /** Connect timeout to the target, ms (504 when the last attempt timed out). Default 10 000. */
@@ -110,7 +112,8 @@ export interface ResolvedTunnelServerOptions {
   readonly tls: unknown;
   readonly terminateTls: unknown;
   readonly admit: { readonly hook: TunnelAdmissionHook; readonly timeout: number } | undefined;
-  readonly authorize: TunnelServerOptions['authorize'];
+  /** `authorize` as an admission hook, under the same `admitTimeout`. */
+  readonly authorize: { readonly hook: TunnelAdmissionHook; readonly timeout: number } | undefined;
   readonly connectTimeout: number;
   readonly idleTimeout: number;
   readonly udpIdleTimeout: number;
@@ -159,12 +162,16 @@ export function resolveTunnelServerOptions(options: unknown): ResolvedTunnelServ
   rejectUnknownKeys(raw, KEYS, '');
   const hook = optionalFunction<TunnelAdmissionHook>(raw.admit, 'admit');
   const admitTimeout = duration(raw.admitTimeout, 'admitTimeout', 5_000, 1);
-  if (hook === undefined && raw.admitTimeout !== undefined)
-    throw new InvalidOptionError('admitTimeout', 'to be set together with admit', raw.admitTimeout);
   const authorize = optionalFunction<NonNullable<TunnelServerOptions['authorize']>>(
     raw.authorize,
     'authorize',
   );
+  if (hook === undefined && authorize === undefined && raw.admitTimeout !== undefined)
+    throw new InvalidOptionError(
+      'admitTimeout',
+      'to be set together with admit or authorize',
+      raw.admitTimeout,
+    );
   const route = raw.route ?? 'match';
   if (typeof route !== 'function' && route !== 'match' && route !== 'any' && route !== 'direct')
     throw new InvalidOptionError('route', "'match', 'any', 'direct' or a function", raw.route);
@@ -191,11 +198,30 @@ export function resolveTunnelServerOptions(options: unknown): ResolvedTunnelServ
     tls: raw.tls,
     terminateTls: raw.terminateTls,
     admit: hook === undefined ? undefined : { hook, timeout: admitTimeout },
-    authorize,
+    authorize:
+      authorize === undefined
+        ? undefined
+        : { hook: authorizeHook(authorize), timeout: admitTimeout },
     connectTimeout: duration(raw.connectTimeout, 'connectTimeout', 10_000, 1),
     idleTimeout: duration(raw.idleTimeout, 'idleTimeout', 3_600_000),
     udpIdleTimeout: duration(raw.udpIdleTimeout, 'udpIdleTimeout', 60_000),
     udpPath: raw.udpPath === undefined ? DEFAULT_UDP_PATH : udpTemplate(raw.udpPath),
     postPath: postPathOption(raw.postPath),
+  };
+}
+
+/**
+ * `authorize` as an admission hook, so that it runs under `admitTimeout` (503 when late, as
+ * `admit`) and is cancelled when the client leaves: `true` admits, a status 300-599 refuses
+ * with it, anything else with 403.
+ */
+function authorizeHook(
+  authorize: NonNullable<TunnelServerOptions['authorize']>,
+): TunnelAdmissionHook {
+  const verdict = (answer: unknown): TunnelAdmissionVerdict =>
+    answer === true ? true : { reject: 'authorize', status: refusalStatus(answer) ?? 403 };
+  return (ctx) => {
+    const answer = authorize(ctx.request);
+    return isThenable<unknown>(answer) ? Promise.resolve(answer).then(verdict) : verdict(answer);
   };
 }

@@ -5,12 +5,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { expectTypeOf } from 'expect-type';
-import { leastConnections } from '../../src/index.js';
+import { leastConnections, TunnelServer } from '../../src/index.js';
 import type {
   AdmissionHook,
   HttpTunnel,
   TunnelAdmissionContext,
   TunnelPeer,
+  TunnelListenOptions,
   TunnelServerOptions,
   Upstream,
 } from '../../src/index.js';
@@ -51,4 +52,14 @@ test('TunnelServer admission and routing types', () => {
   const bare: TunnelServerOptions = { admit: () => ({ status: 407 }) };
   const post: HttpTunnel = { protocol: 'h2', target: 'db:5432', usePost: true, postPath: '/t' };
   assert.equal([reuse, withStatus, unknownRoute, bare, post].length, 5);
+});
+
+test('TunnelServer.listen() takes net.Server.listen() options but signal, which it refuses', () => {
+  const ok: TunnelListenOptions = { port: 0, host: '127.0.0.1', backlog: 128 };
+  // @ts-expect-error close() stops the server: a signal would close the listener behind its back
+  const withSignal: TunnelListenOptions = { port: 0, signal: AbortSignal.abort() };
+  expectTypeOf<Parameters<TunnelServer['listen']>[0]>().toEqualTypeOf<
+    TunnelListenOptions | undefined
+  >();
+  assert.equal([ok, withSignal].length, 2);
 });

@@ -4,7 +4,7 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import http from 'node:http';
 import http2 from 'node:http2';
-import type { Socket } from 'node:net';
+import type { ListenOptions, Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import {
   CloseReason,
@@ -218,6 +218,31 @@ async function h2Status(port: number, authority: string): Promise<number> {
 }
 
 describe('TunnelServer authorize', () => {
+  test('an authorize that never answers is refused 503 after admitTimeout, as admit is (it held the client forever)', async () => {
+    const echo = await echoServer();
+    const never = (): Promise<boolean> => new Promise<boolean>(() => undefined);
+    for (const options of [
+      { admit: () => true, authorize: never, admitTimeout: 200 },
+      // admitTimeout with authorize alone is accepted now (it needed admit).
+      { authorize: never, admitTimeout: 200 },
+    ]) {
+      const { server, port, summaries } = await startTunnelServer({
+        upstreams: [{ host: '127.0.0.1', port: echo.port }],
+        ...options,
+      });
+      const authority = `127.0.0.1:${String(echo.port)}`;
+      const client = await connect(port);
+      client.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+      assert.match((await readAll(client, 3_000)).toString(), /^HTTP\/1\.1 503 /);
+      assert.deepEqual(
+        summaries.map((summary) => summary.status),
+        [503],
+      );
+      await server.close();
+    }
+    await echo.close();
+  });
+
   for (const verdict of [200, 101, 1000, 2.5])
     test(`a status outside 300-599 (${String(verdict)}) answers 403, over HTTP/1.1 and HTTP/2`, async () => {
       const echo = await echoServer();
@@ -488,8 +513,10 @@ describe('TunnelServer lifecycle', () => {
     // An aborted signal made listen() hang forever; a later abort closed the listener behind the
     // server's back (health checks still running, listen() possible again).
     for (const signal of [AbortSignal.abort(), new AbortController().signal]) {
+      // Typed as Node's own options (the type refuses `signal`), as a JavaScript caller passes.
+      const options: ListenOptions = { port: 0, host: '127.0.0.1', signal };
       await assert.rejects(
-        withTimeout(server.listen({ port: 0, host: '127.0.0.1', signal }), 2_000, 'listen()'),
+        withTimeout(server.listen(options), 2_000, 'listen()'),
         (err: unknown) => err instanceof InvalidOptionError && err.option === 'signal',
       );
     }
