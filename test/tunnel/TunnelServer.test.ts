@@ -6,6 +6,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import type { ListenOptions, Socket } from 'node:net';
 import { describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
 import {
   CloseReason,
   InvalidOptionError,
@@ -37,6 +38,50 @@ async function startTunnelServer(options: ConstructorParameters<typeof TunnelSer
   server.on('tunnelClose', (summary) => summaries.push(summary));
   const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
   return { server, port, summaries };
+}
+
+/**
+ * A UDP echo target, a TunnelServer allowed to reach it, and a UdpProxy whose one upstream is a
+ * CONNECT-UDP tunnel (HTTP/2) through that server to the target; a client socket to send from.
+ */
+async function udpThroughTunnel(
+  t: TestContext,
+  options: ConstructorParameters<typeof TunnelServer>[0] = {},
+) {
+  const target = dgram.createSocket('udp4');
+  target.on('message', (msg, from) => {
+    target.send(msg, from.port, from.address);
+  });
+  target.bind(0, '127.0.0.1');
+  await once(target, 'listening');
+  t.after(() => target.close());
+  const targetPort = target.address().port;
+  const {
+    server,
+    port: tunnelPort,
+    summaries,
+  } = await startTunnelServer({
+    upstreams: [{ host: '127.0.0.1', port: targetPort }],
+    admit: () => true,
+    ...options,
+  });
+  t.after(() => server.close());
+  const proxy = new UdpProxy({
+    upstreams: [
+      {
+        host: '127.0.0.1',
+        port: tunnelPort,
+        tunnel: { protocol: 'h2', target: `127.0.0.1:${targetPort}` },
+      },
+    ],
+  });
+  t.after(() => proxy.close());
+  const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
+  const client = dgram.createSocket('udp4');
+  client.bind(0, '127.0.0.1');
+  await once(client, 'listening');
+  t.after(() => client.close());
+  return { server, summaries, proxy, client, address };
 }
 
 function run(command: string, args: readonly string[]): Promise<{ code: number; stdout: string }> {
@@ -597,34 +642,7 @@ describe('TunnelServer byte counters', () => {
     });
 
   test('count the bytes of CONNECT-UDP tunnels still open', async (t) => {
-    const target = dgram.createSocket('udp4');
-    target.on('message', (msg, from) => {
-      target.send(msg, from.port, from.address);
-    });
-    target.bind(0, '127.0.0.1');
-    await once(target, 'listening');
-    t.after(() => target.close());
-    const targetPort = target.address().port;
-    const { server, port: tunnelPort } = await startTunnelServer({
-      upstreams: [{ host: '127.0.0.1', port: targetPort }],
-      admit: () => true,
-    });
-    t.after(() => server.close());
-    const proxy = new UdpProxy({
-      upstreams: [
-        {
-          host: '127.0.0.1',
-          port: tunnelPort,
-          tunnel: { protocol: 'h2', target: `127.0.0.1:${targetPort}` },
-        },
-      ],
-    });
-    t.after(() => proxy.close());
-    const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
-    const client = dgram.createSocket('udp4');
-    client.bind(0, '127.0.0.1');
-    await once(client, 'listening');
-    t.after(() => client.close());
+    const { server, proxy, client, address } = await udpThroughTunnel(t);
     for (const size of [100, 200, 300]) {
       const answer = once(client, 'message');
       client.send(Buffer.alloc(size, 'u'), address.port, '127.0.0.1');
@@ -717,39 +735,7 @@ describe('TunnelServer HTTP/1.1 half-close', () => {
 
 describe('TunnelServer CONNECT-UDP summaries', () => {
   test('a CONNECT-UDP tunnel closed by udpIdleTimeout ends as idle_timeout, not completed', async (t) => {
-    const target = dgram.createSocket('udp4');
-    target.on('message', (msg, from) => {
-      target.send(msg, from.port, from.address);
-    });
-    target.bind(0, '127.0.0.1');
-    await once(target, 'listening');
-    t.after(() => target.close());
-    const targetPort = target.address().port;
-    const {
-      server,
-      port: tunnelPort,
-      summaries,
-    } = await startTunnelServer({
-      upstreams: [{ host: '127.0.0.1', port: targetPort }],
-      admit: () => true,
-      udpIdleTimeout: 200,
-    });
-    t.after(() => server.close());
-    const proxy = new UdpProxy({
-      upstreams: [
-        {
-          host: '127.0.0.1',
-          port: tunnelPort,
-          tunnel: { protocol: 'h2', target: `127.0.0.1:${targetPort}` },
-        },
-      ],
-    });
-    t.after(() => proxy.close());
-    const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
-    const client = dgram.createSocket('udp4');
-    client.bind(0, '127.0.0.1');
-    await once(client, 'listening');
-    t.after(() => client.close());
+    const { summaries, client, address } = await udpThroughTunnel(t, { udpIdleTimeout: 200 });
     const answer = once(client, 'message');
     client.send('ping', address.port, '127.0.0.1');
     await withTimeout(answer, 5_000, 'the echoed datagram');
