@@ -189,7 +189,10 @@ export class Listener {
       this.observe(this.config, next.proxy);
       return { upstreamsChanged, replaced: true, needsRestart: [] };
     }
-    if (upstreamsChanged) this.current.setUpstreams(next.proxy.upstreams().map((s) => s.upstream));
+    if (upstreamsChanged) {
+      this.current.setUpstreams(next.proxy.upstreams().map((s) => s.upstream));
+      this.forgetCarriedUpstreams();
+    }
     void next.proxy.close();
     return {
       upstreamsChanged,
@@ -206,10 +209,29 @@ export class Listener {
       // Its counters stay in the totals; its gauges (ejections, sessions held now) end with it.
       const final = endedStats(proxy.stats());
       this.carried = this.carried === undefined ? final : sumStats(this.carried, final);
+      this.forgetCarriedUpstreams();
       void proxy.close({ drainTimeout: 0 });
     };
     proxy.on('connectionClose', release);
     release();
+  }
+
+  /**
+   * Drops from the carried totals the upstreams no generation serves any more, as the library
+   * forgets a removed upstream's counters: else every id a retired generation ever had stayed
+   * (reloads with new options and new upstreams, discovery), and `stats()` went through them all.
+   */
+  private forgetCarriedUpstreams(): void {
+    const carried = this.carried;
+    if (carried === undefined) return;
+    const served = new Set<string>();
+    for (const proxy of this.proxies()) for (const state of proxy.upstreams()) served.add(state.id);
+    const upstreams = Object.entries(carried.upstreams);
+    if (upstreams.every(([id]) => served.has(id))) return;
+    this.carried = {
+      ...carried,
+      upstreams: Object.fromEntries(upstreams.filter(([id]) => served.has(id))),
+    };
   }
 
   /** A snapshot across the current proxy and TCP generations still draining. */

@@ -8,6 +8,8 @@ import type { HttpTunnel, TunnelPeer } from './tunnelOptions.js';
 
 /** Bytes a session may have queued on its stream before datagrams are dropped (per session). */
 const MAX_STREAM_BACKLOG = 256 * 1024;
+/** How long a closed session's request may take to end on both sides before it is reset. */
+const END_GRACE_MS = 1_000;
 
 /**
  * A UDP session's link to its upstream through an HTTP/2 proxy: one RFC 9298 CONNECT-UDP
@@ -95,8 +97,25 @@ export class ConnectUdpLink extends UpstreamLink {
   }
 
   override close(): void {
+    const answered = this.ready;
     if (!this.markClosed()) return;
-    // Closing the request ends the proxy's UDP association (RFC 9298 section 3.1).
-    this.stream?.destroy();
+    const stream = this.stream;
+    if (stream === undefined || stream.destroyed) return;
+    // Closing the request ends the proxy's UDP association (RFC 9298 section 3.1). An answered
+    // one ends with END_STREAM: destroy() sends RST_STREAM, and an nghttp2 proxy's rapid-reset
+    // guard closes the whole connection (every session on it) after about a thousand of those.
+    // One that is not answered yet, or a proxy that does not end its side, is reset.
+    if (!answered) {
+      stream.destroy();
+      return;
+    }
+    stream.end();
+    const timer = setTimeout(() => {
+      stream.destroy();
+    }, END_GRACE_MS);
+    timer.unref();
+    stream.once('close', () => {
+      clearTimeout(timer);
+    });
   }
 }

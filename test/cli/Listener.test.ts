@@ -46,3 +46,43 @@ test('an accept error on a command TCP listener is counted and reported as the l
     5_000,
   );
 });
+
+test('reloads that start a new TCP generation and change the upstreams: the totals carried from retired generations keep only upstreams still served', async (t) => {
+  const upstream = await echoServer();
+  closeAfter(t, upstream.server);
+  const prepare = (generation: number) =>
+    validateConfig(
+      {
+        listeners: [
+          {
+            name: 'web',
+            protocol: 'tcp',
+            listen: '127.0.0.1:0',
+            // A new option value: a new proxy generation; a new id: the old upstream leaves.
+            idleTimeout: 60_000 + generation,
+            upstreams: [{ host: '127.0.0.1', port: upstream.port, id: `u${generation}` }],
+          },
+        ],
+      },
+      'test',
+    ).listeners[0]!;
+  const listener = new Listener(prepare(0), () => undefined);
+  await listener.start();
+  t.after(() => listener.drain(0));
+  const reloads = 200;
+  for (let generation = 1; generation <= reloads; generation++) {
+    const outcome = listener.reload(prepare(generation));
+    assert.equal(outcome.replaced, true);
+  }
+  const stats = listener.stats().stats as { upstreams: Record<string, unknown> };
+  assert.deepEqual(Object.keys(stats.upstreams), [`u${reloads}`]);
+  // Each retired generation's totals are carried; its upstreams' own counters only while they
+  // are still in the set (the library itself forgets a removed upstream's counters).
+  const carried = (listener as unknown as { carried?: { upstreams: Record<string, unknown> } })
+    .carried;
+  assert.ok(carried !== undefined);
+  assert.ok(
+    Object.keys(carried.upstreams).length <= 1,
+    `${Object.keys(carried.upstreams).length} upstreams carried`,
+  );
+});

@@ -213,3 +213,61 @@ describe('CONNECT-UDP with proxyProtocol', () => {
     }
   });
 });
+
+describe('CONNECT-UDP: how a session ends its request (a node:http2 proxy)', () => {
+  test('a session that ends sends END_STREAM, not a reset: nghttp2 closes a connection that resets too many streams', async (t) => {
+    const server = http2.createServer({ settings: { enableConnectProtocol: true } });
+    const ends: { aborted: boolean; rstCode: number | undefined }[] = [];
+    const streamClosed = new Promise<void>((resolve) => {
+      server.on('stream', (stream) => {
+        let aborted = false;
+        stream.on('error', () => undefined);
+        // 'aborted': the client reset the stream before ending its side.
+        stream.on('aborted', () => (aborted = true));
+        stream.respond({ ':status': 200, 'capsule-protocol': '?1' });
+        // Echo the capsules (a DATAGRAM capsule back is the answer), end when the client ends.
+        stream.on('data', (chunk: Buffer) => stream.write(chunk));
+        stream.on('end', () => stream.end());
+        stream.on('close', () => {
+          ends.push({ aborted, rstCode: stream.rstCode });
+          resolve();
+        });
+      });
+    });
+    server.on('session', (session) => session.on('error', () => undefined));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port: proxyPort } = server.address() as AddressInfo;
+    const proxy = new UdpProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: proxyPort, tunnel: { protocol: 'h2', target: '127.0.0.1:53' } },
+      ],
+      idleTimeout: 100,
+    });
+    const client = dgram.createSocket('udp4');
+    t.after(async () => {
+      client.close();
+      await proxy.close();
+      server.close();
+    });
+    const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const reply = new Promise<Buffer>((resolve) => client.once('message', resolve));
+    const sessionClosed = new Promise((resolve) => proxy.once('sessionClose', resolve));
+    client.send('hello', address.port, '127.0.0.1');
+    assert.equal((await withTimeout(reply, 5_000, 'the echo')).toString(), 'hello');
+    await withTimeout(sessionClosed, 5_000, 'the idle timeout');
+    await withTimeout(streamClosed, 5_000, 'the request to close on the proxy');
+    // The old code destroyed the stream: an RST_STREAM per session, and after about a thousand
+    // of them a Node (nghttp2) proxy sent GOAWAY(INTERNAL_ERROR), failing every session at once.
+    assert.deepEqual(ends, [{ aborted: false, rstCode: http2.constants.NGHTTP2_NO_ERROR }]);
+    // The proxy's END_STREAM closes the request on this side too, a moment later.
+    await withTimeout(
+      (async () => {
+        for (let i = 0; i < 200 && (proxy.stats().tunnels?.h2_streams_active ?? 0) > 0; i++)
+          await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      5_000,
+      'the request to close on this side',
+    );
+    assert.equal(proxy.stats().tunnels?.h2_streams_active, 0);
+  });
+});
