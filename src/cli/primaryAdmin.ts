@@ -106,6 +106,7 @@ async function route(
   const request = readAdminRequest(req, res, {
     ready: context.ready,
     authorized: (r) => tokenHash === undefined || bearerMatches(r, tokenHash),
+    checkHost: tokenHash === undefined,
   });
   if (request === undefined) return;
   const { path, read, control: segments } = request;
