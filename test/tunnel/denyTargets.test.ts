@@ -109,7 +109,9 @@ test('denyTargets is checked on the address dialled: other targets pass, a bad e
   });
   assert.equal(await connectStatus(port, `127.0.0.1:${service.port}`), 200);
   assert.equal(await connectStatus(port, `127.0.0.2:${service.port}`), 403);
-  assert.equal(service.accepted.length, 1);
+  // A name: its answers outside the list (127.0.0.1, not ::1) are dialled.
+  assert.equal(await connectStatus(port, `localhost:${service.port}`), 200);
+  assert.equal(service.accepted.length, 2);
   assert.throws(
     () => new TunnelServer({ route: 'direct', authorize: () => true, denyTargets: ['10.0.0.1/8'] }),
     (err: unknown) => err instanceof InvalidOptionError && /denyTargets\[0\]/.test(err.message),
