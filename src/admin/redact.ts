@@ -1,6 +1,16 @@
-/** Option names whose values are secrets (private keys, passphrases, tokens). */
+/** Option names whose values are secrets (private keys, passphrases, tokens), camelCase. */
 const SECRET_KEY =
-  /^(key|pfx|passphrase|password|secret|token|tokenFile|credentials?|authorization|psk)$|(Key|Secret|Token|Password|Passphrase|Credentials?)$/;
+  /^(key|pfx|passphrase|password|secret|token|tokenFile|credentials?|authorization|psk)$|(Keys?|Secrets?|Tokens?|Passwords?|Passphrases?|Credentials?)$/;
+
+/**
+ * The same words as a whole name or after `_`, `-` or `.`, in any case: keys a user chose (an
+ * upstream's `metadata`, environment-style names such as `API_KEY`, `db_password`).
+ */
+const SECRET_WORD =
+  /(^|[-_.])(keys?|secrets?|tokens?|passwords?|passwd|pwd|passphrases?|credentials?|apikey|auth)$/i;
+
+/** The password of a URL's userinfo (`scheme://user:password@host`). */
+const URL_PASSWORD = /([a-z][a-z0-9+.-]*:\/\/[^/?#@\s:]*):[^/?#@\s]*@/gi;
 
 /**
  * Header names (a tunnel's `headers`) whose values are credentials, in any case:
@@ -17,7 +27,8 @@ export const REDACTED = '[redacted]';
  */
 export function redact(value: unknown, depth = 0): unknown {
   if (depth > 32) return '[too deep]';
-  if (typeof value === 'string') return value.includes('-----BEGIN') ? REDACTED : value;
+  if (typeof value === 'string')
+    return value.includes('-----BEGIN') ? REDACTED : value.replace(URL_PASSWORD, `$1:${REDACTED}@`);
   if (typeof value === 'function') return '[function]';
   if (typeof value === 'bigint') return value.toString();
   if (Buffer.isBuffer(value)) return REDACTED;
@@ -25,7 +36,7 @@ export function redact(value: unknown, depth = 0): unknown {
   if (typeof value !== 'object' || value === null) return value;
   const out: Record<string, unknown> = {};
   for (const [key, item] of Object.entries(value)) {
-    const secret = SECRET_KEY.test(key) || SECRET_HEADER.test(key);
+    const secret = SECRET_KEY.test(key) || SECRET_WORD.test(key) || SECRET_HEADER.test(key);
     out[key] = secret && item !== undefined ? REDACTED : redact(item, depth + 1);
   }
   return out;

@@ -14,6 +14,7 @@ import {
   sendJson,
   sendMetrics,
 } from './httpReply.js';
+import { crossSite, hostCannotBeRebound } from './auth.js';
 import { redact } from './redact.js';
 import type { ControlAction } from './runtimeControl.js';
 import {
@@ -104,12 +105,18 @@ export interface AdminRequest {
 export interface AdminAccess {
   readonly ready: () => boolean;
   readonly authorized: (req: IncomingMessage) => boolean;
+  /**
+   * Refuse a `Host` that DNS rebinding could have produced: set when there is no token, so
+   * reaching the server is the only credential.
+   */
+  readonly checkHost: boolean;
 }
 
 /**
- * Reads one admin request the same way for a single process and a cluster primary: answers the
- * open routes itself (and returns undefined), refuses a missing or wrong token (401) and any
- * method but POST on a control path (405).
+ * Reads one admin request the same way for a single process and a cluster primary: refuses a
+ * request a browser sent for another site, or under a rebindable `Host` when there is no token
+ * (403), answers the open routes itself (and returns undefined), refuses a missing or wrong token
+ * (401) and any method but POST on a control path (405).
  */
 export function readAdminRequest(
   req: IncomingMessage,
@@ -119,6 +126,7 @@ export function readAdminRequest(
   const path = pathOf(req);
   const method = req.method ?? 'GET';
   const read = method === 'GET' || method === 'HEAD';
+  refuseBrowserAttacks(req, read, access.checkHost);
   if (answerOpenRoute(req, res, { path, read, ready: access.ready })) return undefined;
   if (!access.authorized(req)) {
     // Drain whatever body came so the 401 reaches the client before the socket closes.
@@ -133,6 +141,34 @@ export function readAdminRequest(
       allow: 'POST',
     });
   return { path, read, control: segments.slice(1) };
+}
+
+/**
+ * @throws {AdminHttpError} 403 for a change requested by another site's page (CSRF: a form POST
+ *   needs no preflight), or, when `checkHost`, for a `Host` that is not an IP literal or
+ *   localhost (DNS rebinding would let another site's page read the answers).
+ */
+export function refuseBrowserAttacks(
+  req: IncomingMessage,
+  read: boolean,
+  checkHost: boolean,
+): void {
+  if (checkHost && !hostCannotBeRebound(req)) {
+    req.resume();
+    throw new AdminHttpError(
+      403,
+      `Host "${req.headers.host ?? ''}" is not an IP address or localhost: refused (DNS rebinding); use the address, or set a token`,
+      'host',
+    );
+  }
+  if (!read && crossSite(req)) {
+    req.resume();
+    throw new AdminHttpError(
+      403,
+      'cross-site request refused (Origin or Sec-Fetch-Site names another site)',
+      'origin',
+    );
+  }
 }
 
 /** The 404 for a path no route answers, listing the endpoints there are. */
@@ -156,6 +192,7 @@ async function route(admin: AdminServer, req: IncomingMessage, res: ServerRespon
   const request = readAdminRequest(req, res, {
     ready: () => isReady(admin),
     authorized: (r) => admin.authorized(r),
+    checkHost: admin.options.token === undefined,
   });
   if (request === undefined) return;
   const { path, read, control: segments } = request;

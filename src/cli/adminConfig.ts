@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { createAdminServer } from '../admin/AdminServer.js';
 import type { AdminServer } from '../admin/AdminServer.js';
 import { isBearerToken } from '../admin/adminOptions.js';
@@ -63,16 +63,40 @@ export function parseAdminSetting(
   };
 }
 
-/** The token from the token file (first line, trimmed) or the environment; undefined for none. */
-export async function readAdminToken(settings: AdminSettings): Promise<string | undefined> {
+/** Shorter tokens are warned about: the API allows 16 connections of unbounded tries each. */
+export const MIN_TOKEN_LENGTH = 16;
+
+/**
+ * The token from the token file (first line, trimmed) or the environment; undefined for none.
+ * `warn` hears what weakens it (never the token itself): a token file other users can read, as
+ * ssh refuses a private key, and a token short enough to guess.
+ */
+export async function readAdminToken(
+  settings: AdminSettings,
+  warn: (message: string) => void = () => undefined,
+): Promise<string | undefined> {
   if (settings.tokenFile !== undefined) {
-    const text = await readFile(settings.tokenFile, 'utf8');
+    const file = settings.tokenFile;
+    const text = await readFile(file, 'utf8');
     const token = text.split('\n')[0]?.trim() ?? '';
-    if (token === '') throw new Error(`admin token file ${settings.tokenFile} is empty`);
-    return sendable(token, `the first line of ${settings.tokenFile}`);
+    if (token === '') throw new Error(`admin token file ${file} is empty`);
+    const mode = (await stat(file)).mode & 0o777;
+    if (process.platform !== 'win32' && (mode & 0o077) !== 0)
+      warn(
+        `admin token file ${file} is readable by other users (mode ${mode.toString(8).padStart(4, '0')}): chmod 600 ${file}`,
+      );
+    return strong(sendable(token, `the first line of ${file}`), warn);
   }
   const env = process.env[ADMIN_TOKEN_ENV];
-  return env === undefined || env === '' ? undefined : sendable(env, ADMIN_TOKEN_ENV);
+  return env === undefined || env === '' ? undefined : strong(sendable(env, ADMIN_TOKEN_ENV), warn);
+}
+
+function strong(token: string, warn: (message: string) => void): string {
+  if (token.length < MIN_TOKEN_LENGTH)
+    warn(
+      `the admin token has ${token.length} characters: one this short can be guessed; use at least ${MIN_TOKEN_LENGTH} random ones (openssl rand -hex 24)`,
+    );
+  return token;
 }
 
 /** `token`, unless no client could send it (then every request would get 401). */
@@ -140,7 +164,9 @@ export async function startCliAdmin(
   settings: AdminSettings,
   context: CliAdminContext,
 ): Promise<{ server: AdminServer; address: string }> {
-  const token = await readAdminToken(settings);
+  const token = await readAdminToken(settings, (message) => {
+    context.ops.warn(message);
+  });
   const host = adminHost(settings, token);
   const server = cliAdminServer(context, token);
   const bound = await server.listen({ host, port: settings.listen.port });

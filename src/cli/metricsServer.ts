@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { hostCannotBeRebound, isLoopbackHost } from '../admin/auth.js';
 import { answerClientError, send, sendMetrics } from '../admin/httpReply.js';
 import { thrownMessage } from '../errors.js';
 import { tcpFamilies, udpFamilies } from '../metrics/prometheus.js';
@@ -55,6 +56,9 @@ export async function startMetricsServer(
   address: HostPort,
   collect: MetricsCollector,
 ): Promise<{ server: http.Server; address: string }> {
+  // Set once bound: on a loopback address, only this machine's browsers can reach the server, so
+  // a foreign Host can only be DNS rebinding (another site's page reading the metrics).
+  let checkHost = false;
   // The admin server's bounds: a scraper sends one small request at once; a client that sends
   // half a request, or opens connections by the hundred, must not hold this process's sockets.
   const server = http.createServer(
@@ -66,6 +70,10 @@ export async function startMetricsServer(
       keepAliveTimeout: 5_000,
     },
     (req, res) => {
+      if (checkHost && !hostCannotBeRebound(req)) {
+        sendText(req, res, 403, 'Forbidden: use the IP address or localhost in Host\n');
+        return;
+      }
       const path = (req.url ?? '/').split('?')[0];
       if (path !== '/metrics') {
         sendText(req, res, 404, 'Not found: try GET /metrics\n');
@@ -106,5 +114,6 @@ export async function startMetricsServer(
   // Connections scraped with keep-alive must not hold up exit.
   server.unref();
   const bound = server.address() as AddressInfo;
+  checkHost = isLoopbackHost(bound.address);
   return { server, address: formatHostPort(bound.address, bound.port) };
 }

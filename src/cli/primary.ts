@@ -96,6 +96,9 @@ export class Primary {
           remember: (request) => {
             this.relay.remember(request);
           },
+          warn: (message) => {
+            this.ops.warn(message);
+          },
         });
         this.ops.info('admin listening', { address: served.address });
       } catch (err) {

@@ -36,6 +36,8 @@ export interface PrimaryAdminContext {
   /** Stats of every worker that answers, by worker slot. */
   readonly collect: () => Promise<Map<number, readonly ListenerStats[]>>;
   readonly families: () => Promise<MetricFamily[]>;
+  /** Hears what weakens the token (a file others can read, a short token). */
+  readonly warn?: (message: string) => void;
 }
 
 /**
@@ -49,7 +51,7 @@ export async function startPrimaryAdmin(
   settings: AdminSettings,
   context: PrimaryAdminContext,
 ): Promise<{ server: http.Server; address: string }> {
-  const token = await readAdminToken(settings);
+  const token = await readAdminToken(settings, context.warn);
   const host = adminHost(settings, token);
   const tokenHash = token === undefined ? undefined : sha256(token);
   const startTime = Date.now();
@@ -106,6 +108,7 @@ async function route(
   const request = readAdminRequest(req, res, {
     ready: context.ready,
     authorized: (r) => tokenHash === undefined || bearerMatches(r, tokenHash),
+    checkHost: tokenHash === undefined,
   });
   if (request === undefined) return;
   const { path, read, control: segments } = request;

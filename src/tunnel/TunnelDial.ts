@@ -1,5 +1,8 @@
+import dns from 'node:dns';
+import type { LookupAddress } from 'node:dns';
 import net from 'node:net';
-import type { Socket } from 'node:net';
+import type { BlockList, LookupFunction, Socket } from 'node:net';
+import { addressIn } from '../net/addressList.js';
 import {
   asError,
   ConnectFailedError,
@@ -40,6 +43,8 @@ export interface DialHost {
   readonly selector: UpstreamSelector;
   readonly upstreamTls: UpstreamTls;
   readonly route: TunnelRouteMode;
+  /** `denyTargets`: addresses never dialled. */
+  readonly denyTargets?: BlockList | undefined;
   readonly connectTimeout: number;
   readonly maxConnectAttempts: number;
 }
@@ -64,6 +69,8 @@ export type TunnelRefusal =
   | 'bad_request'
   | 'admission'
   | 'not_routable'
+  /** The target's address is in `denyTargets` (403). */
+  | 'target_denied'
   | 'no_upstream'
   | 'connect_failed'
   | 'connect_timeout'
@@ -84,6 +91,7 @@ const REFUSALS: Readonly<Record<TunnelRefusal, true>> = {
   bad_request: true,
   admission: true,
   not_routable: true,
+  target_denied: true,
   no_upstream: true,
   connect_failed: true,
   connect_timeout: true,
@@ -100,6 +108,37 @@ export function zeroRefusals(): Record<TunnelRefusal, number> {
   for (const reason of Object.keys(REFUSALS) as TunnelRefusal[]) counts[reason] = 0;
   return counts;
 }
+
+/** A target whose addresses are all in `denyTargets`. */
+export class TargetDeniedError extends Error {
+  constructor(target: string) {
+    super(`${target} is in denyTargets: not dialled`);
+    this.name = 'TargetDeniedError';
+  }
+}
+
+/** `dns.lookup` for `net.connect`, leaving out the addresses in `deny` (none left: an error). */
+function allowedLookup(deny: BlockList): LookupFunction {
+  return (hostname, options, callback) => {
+    dns.lookup(hostname, { ...options, all: true }, (err, addresses) => {
+      if (err !== null) {
+        callback(err, '', 0);
+        return;
+      }
+      const allowed = addresses.filter((entry) => !addressIn(deny, entry.address));
+      const first = allowed[0];
+      if (first === undefined) {
+        const listed = addresses.map((entry) => entry.address).join(', ');
+        callback(new TargetDeniedError(`${hostname} (${listed})`), '', 0);
+        return;
+      }
+      if (options.all === true) (callback as unknown as AllCallback)(null, allowed);
+      else callback(null, first.address, first.family);
+    });
+  };
+}
+
+type AllCallback = (err: null, addresses: LookupAddress[]) => void;
 
 /** The facts of the client a dial is for. */
 export interface DialClient {
@@ -311,6 +350,11 @@ export class TunnelDial implements TunnelSelectionContext {
     this.generation = state.generation;
     state.active++;
     state.counters.total++;
+    const deny = this.host.denyTargets;
+    if (deny !== undefined && net.isIP(state.host) !== 0 && addressIn(deny, state.host)) {
+      this.denied(state, new TargetDeniedError(state.host));
+      return;
+    }
     if (this.udp) {
       this.finished = true;
       this.done({ ok: true, socket: undefined, state });
@@ -332,11 +376,15 @@ export class TunnelDial implements TunnelSelectionContext {
       port: state.port,
       allowHalfOpen: true,
       noDelay: true,
+      // A name is checked on what it resolves to when connecting, so a second answer (DNS
+      // rebinding between a hook's check and the dial) cannot slip past.
+      ...(deny !== undefined && { lookup: allowedLookup(deny) }),
     });
     this.socket = raw;
     const onError = (err: Error): void => {
       if (this.socket !== raw) return;
-      if (isDescriptorExhaustion(err)) this.outOfDescriptors(state, err);
+      if (err instanceof TargetDeniedError) this.denied(state, err);
+      else if (isDescriptorExhaustion(err)) this.outOfDescriptors(state, err);
       else this.failed(state, new ConnectFailedError(state.address, err), 'connect_failed');
     };
     const onClose = (): void => {
@@ -450,6 +498,13 @@ export class TunnelDial implements TunnelSelectionContext {
       err,
     );
     this.finish({ ok: false, status: 503, reason: 'resource_exhausted', error });
+  }
+
+  /** The target's address is in `denyTargets`: 403, and nothing else is tried. */
+  private denied(state: UpstreamState, error: TargetDeniedError): void {
+    if (this.finished) return;
+    this.abandon(state);
+    this.finish({ ok: false, status: 403, reason: 'target_denied', error });
   }
 
   /** Gives up the attempt on `state`: its deadline, its socket and its slot. */

@@ -270,6 +270,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       selector: this.options.selector,
       upstreamTls: this.upstreamTls,
       route: route === 'function' ? 'direct' : route,
+      denyTargets: this.options.denyTargets,
       connectTimeout: this.options.connectTimeout,
       maxConnectAttempts: this.options.maxConnectAttempts,
     };

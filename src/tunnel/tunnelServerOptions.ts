@@ -1,3 +1,5 @@
+import type { BlockList } from 'node:net';
+import { parseAddressList } from '../net/addressList.js';
 import { InvalidOptionError } from '../errors.js';
 import {
   duration,
@@ -59,6 +61,14 @@ export interface TunnelServerOptions {
   readonly route?:
     | TunnelRouteMode
     | ((request: TunnelRequest) => TunnelTarget | undefined | Promise<TunnelTarget | undefined>);
+  /**
+   * Addresses and CIDRs no tunnel may reach, checked on the address actually dialled: an IP
+   * literal as written (IPv4-mapped IPv6 matching the IPv4 rules), a name after DNS resolution
+   * (only the addresses outside the list are dialled; none: 403 `target_denied`). For a forward
+   * proxy (`route: 'direct'`), list loopback, private, link-local (cloud metadata) and
+   * unspecified ranges: see docs/tunneling.md. Default none.
+   */
+  readonly denyTargets?: readonly string[];
   /** Upstreams tried per tunnel before 502 (each a different one). Default 3. */
   readonly maxConnectAttempts?: number;
   /**
@@ -107,6 +117,7 @@ export interface ResolvedTunnelServerOptions {
   readonly route: TunnelRouteMode | 'function';
   readonly routeFunction:
     Extract<TunnelServerOptions['route'], (r: TunnelRequest) => unknown> | undefined;
+  readonly denyTargets: BlockList | undefined;
   readonly maxConnectAttempts: number;
   readonly maxTunnels: number;
   readonly tls: unknown;
@@ -130,6 +141,7 @@ const KEYS = [
   'panicThreshold',
   'slowStart',
   'route',
+  'denyTargets',
   'maxConnectAttempts',
   'maxTunnels',
   'tls',
@@ -190,6 +202,8 @@ export function resolveTunnelServerOptions(options: unknown): ResolvedTunnelServ
       typeof route === 'function'
         ? (route as ResolvedTunnelServerOptions['routeFunction'])
         : undefined,
+    denyTargets:
+      raw.denyTargets === undefined ? undefined : parseAddressList(raw.denyTargets, 'denyTargets'),
     maxConnectAttempts: integer(raw.maxConnectAttempts, 'maxConnectAttempts', 3, {
       min: 1,
       max: 100,

@@ -390,6 +390,44 @@ describe('AdminServer', () => {
     });
   });
 
+  test('/config redacts secrets under names a user chose (metadata) and URL passwords', async (t) => {
+    const metadata = {
+      API_KEY: 'k-1',
+      db_password: 'p-2',
+      apiKeys: ['k-3'],
+      'service.token': 't-4',
+      registry: 'https://deploy:s-5@registry.example/v2/',
+      monkey: 'not a secret',
+      zone: 'eu-1',
+    };
+    const custom = createAdminServer({
+      proxies: { web: proxy },
+      config: () => ({ upstreams: [{ host: 'db', port: 5432, metadata }] }),
+    });
+    t.after(() => custom.close());
+    const customPort = (await custom.listen()).port;
+    const reply = await adminRequest(customPort, 'GET', '/config');
+    for (const secret of ['k-1', 'p-2', 'k-3', 't-4', 's-5'])
+      assert.ok(!reply.text.includes(secret), `${secret} leaked: ${reply.text}`);
+    assert.deepEqual(reply.json, {
+      upstreams: [
+        {
+          host: 'db',
+          port: 5432,
+          metadata: {
+            API_KEY: '[redacted]',
+            db_password: '[redacted]',
+            apiKeys: '[redacted]',
+            'service.token': '[redacted]',
+            registry: 'https://deploy:[redacted]@registry.example/v2/',
+            monkey: 'not a secret',
+            zone: 'eu-1',
+          },
+        },
+      ],
+    });
+  });
+
   test('bounded: a slow header is cut off with 408, connections over maxConnections are refused', async () => {
     const slow = await connect(port);
     const answer: Buffer[] = [];

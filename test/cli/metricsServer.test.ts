@@ -69,3 +69,15 @@ test('an accept error (EMFILE, ENOBUFS) neither crashes nor stops the metrics se
   const reply = await httpGet(`http://${address}/metrics`);
   assert.equal(reply.status, 200);
 });
+
+test('--metrics on a loopback address refuses a Host DNS rebinding could forge (403)', async (t) => {
+  const port = await serve(t, nothing);
+  const rebound = await adminRequest(port, 'GET', '/metrics', {
+    headers: { host: `evil.example:${port}` },
+  });
+  assert.equal(rebound.status, 403);
+  for (const host of [`127.0.0.1:${port}`, `localhost:${port}`]) {
+    const reply = await adminRequest(port, 'GET', '/metrics', { headers: { host } });
+    assert.equal(reply.status, 200, host);
+  }
+});

@@ -6,6 +6,7 @@ import type { TcpProxyStats, TcpUpstreamStats } from '../../src/index.js';
 import type { ListenerStats } from '../../src/cli/Listener.js';
 import { startPrimaryAdmin } from '../../src/cli/primaryAdmin.js';
 import { failAccept } from '../helpers/acceptError.js';
+import { adminRequest } from '../helpers/adminClient.js';
 import { httpGet } from '../helpers/httpGet.js';
 
 test("an accept error (EMFILE, ENOBUFS) neither crashes nor stops the cluster primary's admin server", async (t) => {
@@ -89,4 +90,35 @@ test("the cluster's /stats shows an upstream out when any worker keeps it out, a
     [true, false, true, false],
   );
   assert.equal(stats.outlier_ejections_active, 1);
+});
+
+test("the cluster primary's admin server without a token refuses CSRF and rebound Hosts (403)", async (t) => {
+  const relayed: string[] = [];
+  const { server, address } = await startPrimaryAdmin(
+    { listen: { host: '127.0.0.1', port: 0 } },
+    {
+      ready: () => true,
+      relay: (request) => {
+        relayed.push(request.path);
+        return Promise.reject(new Error('no workers here'));
+      },
+      remember: () => undefined,
+      collect: () => Promise.resolve(new Map()),
+      families: () => Promise.resolve([]),
+    },
+  );
+  t.after(() => {
+    server.close();
+  });
+  const port = Number(address.slice(address.lastIndexOf(':') + 1));
+  const forged = await adminRequest(port, 'POST', '/upstreams/web/a/drain', {
+    headers: { origin: 'http://localhost:8080', 'sec-fetch-site': 'cross-site' },
+  });
+  assert.equal(forged.status, 403);
+  const rebound = await adminRequest(port, 'GET', '/config', {
+    headers: { host: `evil.example:${port}` },
+  });
+  assert.equal(rebound.status, 403);
+  assert.deepEqual(relayed, []);
+  assert.equal((await adminRequest(port, 'GET', '/stats')).status, 200);
 });

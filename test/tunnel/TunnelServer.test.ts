@@ -673,6 +673,7 @@ describe('TunnelServer refusal reasons', () => {
       'bad_request',
       'admission',
       'not_routable',
+      'target_denied',
       'no_upstream',
       'connect_failed',
       'connect_timeout',
