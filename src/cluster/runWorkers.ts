@@ -96,11 +96,14 @@ export async function runWorkers<T>(
               child.once('exit', () => {
                 resolve();
               });
+              // The signal first, while the worker is surely running with its handler: sent
+              // after the disconnect, it could meet a worker already exiting (nothing left
+              // open), whose handlers are gone, and end it by the signal instead of exit 0.
+              child.process.kill(signal);
               // A cluster worker's IPC channel keeps it alive once its proxies are closed:
               // disconnected, it exits when they have drained (a cluster-shared listener closes
               // here at once), where the signal alone left it running and stop() pending.
               if (child.isConnected()) child.disconnect();
-              child.process.kill(signal);
             }),
         ),
       ).then(() => undefined),
