@@ -431,7 +431,9 @@ describe('TunnelServer maxTunnels', () => {
     return { socket, status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]) };
   }
 
-  test('tunnels beyond maxTunnels get 503 (max_tunnels) at once, counted from arrival; a freed slot serves the next', async (t) => {
+  test('tunnels beyond maxTunnels get 503 (max_tunnels) at once, counted from arrival, curl too; a freed slot serves the next', async (t) => {
+    const curl = tool(t, 'curl');
+    if (curl === undefined) return;
     const echo = await echoServer();
     let admitFirst: ((verdict: boolean) => void) | undefined;
     const { server, port, summaries } = await startTunnelServer({
@@ -462,6 +464,19 @@ describe('TunnelServer maxTunnels', () => {
     assert.equal(second.status, 200);
     const third = await connectThrough(port, authority);
     assert.equal(third.status, 503);
+    // A real client sees the same: curl's CONNECT is answered 503.
+    const refused = await run(curl, [
+      '-s',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_connect}',
+      '--proxytunnel',
+      '--proxy',
+      `http://127.0.0.1:${String(port)}`,
+      `http://${authority}/`,
+    ]);
+    assert.equal(refused.stdout, '503');
     // HTTP/2 streams count against the same limit.
     const session = http2.connect(`http://127.0.0.1:${String(port)}`);
     session.on('error', () => undefined);
@@ -483,7 +498,7 @@ describe('TunnelServer maxTunnels', () => {
     admitFirst?.(true);
     const first = await waiting;
     assert.equal(first.status, 200);
-    assert.equal(server.stats().tunnel_refused_reasons.max_tunnels, 2);
+    assert.equal(server.stats().tunnel_refused_reasons.max_tunnels, 3);
     assert.equal(server.stats().tunnel_active, 2);
     // One tunnel ends: its slot serves the next request.
     second.socket.end();
@@ -501,7 +516,7 @@ describe('TunnelServer maxTunnels', () => {
     assert.equal(await readUntil(fourth.socket, /still relayed/, 5_000), 'still relayed');
     assert.match(
       server.metrics(),
-      /l4proxy_tunnel_server_tunnel_refused_reasons_total\{reason="max_tunnels"\} 2/,
+      /l4proxy_tunnel_server_tunnel_refused_reasons_total\{reason="max_tunnels"\} 3/,
     );
     first.socket.destroy();
     third.socket.destroy();
