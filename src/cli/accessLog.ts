@@ -81,9 +81,8 @@ export interface ListenerMembers {
  */
 function logFailures(ops: Logger, base: ListenerMembers, proxy: TcpProxy | UdpProxy): void {
   const sourceError = sourceErrorLogger(ops, base);
-  if ('connections' in proxy) proxy.on('upstreamSourceError', sourceError);
-  else proxy.on('upstreamSourceError', sourceError);
   if ('connections' in proxy) {
+    proxy.on('upstreamSourceError', sourceError);
     proxy.on('rejected', (rejection) => {
       if (!ops.enabled('debug')) return;
       const { error, ...rest } = rejection;
@@ -99,6 +98,7 @@ function logFailures(ops: Logger, base: ListenerMembers, proxy: TcpProxy | UdpPr
     });
     return;
   }
+  proxy.on('upstreamSourceError', sourceError);
   proxy.on('upstreamError', (session, upstream, err) => {
     ops.log('debug', 'upstream error', { ...base, id: session.id, upstream: upstream.id, err });
   });
