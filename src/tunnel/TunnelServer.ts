@@ -283,9 +283,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     this.h1.on('request', (request: IncomingMessage, response: http.ServerResponse) => {
       clearTimeout(this.headTimers.get(request.socket));
       response.writeHead(405, { allow: 'CONNECT', connection: 'close' }).end();
+      this.h1Refused(request.socket, request.headers.host ?? '', request.headers, 405);
     });
-    this.h1.on('clientError', (_err, socket: Socket) => {
-      socket.destroy();
+    this.h1.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+      this.h1ClientError(error, socket);
     });
     this.h2.on('stream', (stream, headers) => {
       this.h2Stream(stream, headers);
@@ -561,6 +562,34 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       if (head.length > 0) outcome.socket.write(head);
       this.relay(tunnel, socket, outcome.socket, outcome.state);
     });
+  }
+
+  /**
+   * A request head Node's parser refused (malformed, headers too large, too slow): answered as
+   * Node's own server would (400, 431, 408) and counted `bad_request`, where it was dropped
+   * silently. A client gone mid-request is no request: only closed.
+   */
+  private h1ClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+    const status = clientErrorStatus(error.code);
+    if (status === undefined || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    socket.on('error', ignoreError);
+    this.answerH1(socket, status);
+    socket.destroySoon();
+    this.h1Refused(socket, '', {}, status);
+  }
+
+  private h1Refused(
+    socket: Socket,
+    authority: string,
+    headers: http.IncomingHttpHeaders,
+    status: number,
+  ): void {
+    const facts = this.facts.get(socket) ?? UNKNOWN_CLIENT;
+    this.counters.requests++;
+    this.badRequest({ version: 'h1', authority, headers, facts }, status);
   }
 
   private h2Stream(stream: ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
@@ -971,6 +1000,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
 }
 
 /** Whether a client left (its socket or stream closed): nothing can be answered to it. */
+/** The status Node's own HTTP server answers a parser error with; `undefined`: not a request. */
+function clientErrorStatus(code: string | undefined): number | undefined {
+  if (code === 'HPE_HEADER_OVERFLOW') return 431;
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408;
+  return code?.startsWith('HPE_') === true ? 400 : undefined;
+}
+
 function clientGone(client: Socket | ServerHttp2Stream): boolean {
   return client.destroyed || client.closed;
 }

@@ -161,4 +161,45 @@ describe('TunnelServer: a client that leaves while its request is pending', () =
     );
     assert.deepEqual(balance(server), { requests: 2, ended: 2 });
   });
+
+  test('an HTTP/1.1 request Node cannot parse, or that is not CONNECT, is answered as Node would and counted bad_request', async (t) => {
+    const server = new TunnelServer({ upstreams: [{ host: '127.0.0.1', port: 9 }] });
+    const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+    t.after(() => server.close());
+    const summaries: TunnelSummary[] = [];
+    server.on('tunnelClose', (summary) => summaries.push(summary));
+    const answers: string[] = [];
+    for (const request of [
+      'CONNECT a.example:443 HTTP/1.1\r\nHost a.example\r\n\r\n',
+      `CONNECT a.example:443 HTTP/1.1\r\nX-Big: ${'x'.repeat(20_000)}\r\n\r\n`,
+      'GET / HTTP/1.1\r\nHost: a.example\r\n\r\n',
+    ]) {
+      const client = await connect(port);
+      client.end(request);
+      answers.push((await readAll(client)).toString().split('\r\n')[0] ?? '');
+    }
+    assert.deepEqual(answers, [
+      'HTTP/1.1 400 Bad Request',
+      'HTTP/1.1 431 Request Header Fields Too Large',
+      'HTTP/1.1 405 Method Not Allowed',
+    ]);
+    await withTimeout(
+      (async () => {
+        for (let i = 0; i < 200 && summaries.length < 3; i++)
+          await new Promise((resolve) => setImmediate(resolve));
+      })(),
+      5_000,
+      'three tunnelClose events',
+    );
+    assert.deepEqual(
+      summaries.map((s) => [s.version, s.status, s.end, s.refusal]),
+      [
+        ['h1', 400, 'refused', 'bad_request'],
+        ['h1', 431, 'refused', 'bad_request'],
+        ['h1', 405, 'refused', 'bad_request'],
+      ],
+    );
+    assert.equal(server.stats().tunnel_refused_reasons.bad_request, 3);
+    assert.deepEqual(balance(server), { requests: 3, ended: 3 });
+  });
 });
