@@ -144,6 +144,20 @@ test('both proxies share one UpstreamOptions and one UpstreamEvents', () => {
   assert.equal([tcp, udp, tcpOnly].length, 3);
 });
 
+test("every server emits a typed 'listening' with its address and 'close'", () => {
+  const tunnel = new TunnelServer({});
+  const admin = new AdminServer({ listeners: () => [] });
+  tunnel.on('listening', (address) => expectTypeOf(address).toEqualTypeOf<AddressInfo>());
+  admin.on('listening', (address) => expectTypeOf(address).toEqualTypeOf<AddressInfo>());
+  // @ts-expect-error 'close' carries nothing
+  tunnel.on('close', (reason: string) => reason);
+  // @ts-expect-error 'listening' gives an AddressInfo, not a port number
+  admin.on('listening', (port: number) => port);
+  assert.equal(tunnel.listenerCount('listening') + admin.listenerCount('listening'), 3);
+  void tunnel.close();
+  void admin.close();
+});
+
 test('every server is AsyncDisposable: `await using` works for each', () => {
   expectTypeOf<TcpProxy>().toExtend<AsyncDisposable>();
   expectTypeOf<UdpProxy>().toExtend<AsyncDisposable>();

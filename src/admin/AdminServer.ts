@@ -32,10 +32,14 @@ export interface AdminControlEntry {
 
 /** Events of {@link AdminServer}. */
 export interface AdminServerEvents {
+  /** A `listen()` call bound its address. */
+  listening: (address: AddressInfo) => void;
   /** An operator changed something (drain, disable, enable, weight, close). */
   control: (entry: AdminControlEntry) => void;
   /** A problem of the admin server itself (never of the proxies it observes). */
   error: (error: Error) => void;
+  /** The admin server closed (emitted once, by the first `close()`). */
+  close: () => void;
 }
 
 /** Where {@link AdminServer.listen} binds. */
@@ -67,6 +71,7 @@ export class AdminServer extends EventEmitter<AdminServerEvents> implements Asyn
   /** The `listen()` call still binding, if any: `close()` waits for it. */
   private binding: Promise<AddressInfo> | undefined;
   private closed = false;
+  private closing: Promise<void> | undefined;
   private readonly sockets = new Set<Socket>();
   /** @internal `Date.now()` when constructed, for uptime. */
   readonly startTime = Date.now();
@@ -145,7 +150,9 @@ export class AdminServer extends EventEmitter<AdminServerEvents> implements Asyn
     }
     this.binding = this.bind(host, port);
     try {
-      return await this.binding;
+      const address = await this.binding;
+      emitSafely(this, 'listening', address);
+      return address;
     } finally {
       this.binding = undefined;
     }
@@ -192,22 +199,29 @@ export class AdminServer extends EventEmitter<AdminServerEvents> implements Asyn
    * Stops listening, ends admin connections and stops observing the proxies. Idempotent; a closed
    * admin server cannot listen again (create a new one).
    */
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
     this.closed = true;
     this.recent.stop();
     for (const listener of this.fixed ?? []) listener.latency?.detachAll();
     // A pending listen()'s failure is its caller's, not close()'s.
     await this.binding?.catch(ignoreError);
     const server = this.server;
-    if (server === undefined) return;
     this.server = undefined;
-    const closed = new Promise<void>((resolve) => {
-      server.close(() => {
-        resolve();
+    if (server !== undefined) {
+      const closed = new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
       });
-    });
-    for (const socket of this.sockets) socket.destroy();
-    await closed;
+      for (const socket of this.sockets) socket.destroy();
+      await closed;
+    }
+    emitSafely(this, 'close');
   }
 
   private createServer(): Server {

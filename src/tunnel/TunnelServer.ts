@@ -73,12 +73,16 @@ export interface TunnelSummary {
 
 /** Events of a {@link TunnelServer}. */
 export interface TunnelServerEvents {
+  /** A `listen()` call bound its address. */
+  listening: [address: AddressInfo];
   tunnelClose: [summary: TunnelSummary];
   /** An upstream's health changed (active checks or passive ejection). */
   upstreamHealth: [upstream: UpstreamCandidate, healthy: boolean, change: UpstreamHealthChange];
   /** The upstream source failed; the last good set stays. */
   upstreamSourceError: [error: Error];
   error: [error: Error];
+  /** The server closed: its listener closed and every tunnel and client connection ended. */
+  close: [];
 }
 
 /** Counters of a {@link TunnelServer} (`stats()`). */
@@ -335,7 +339,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       throw new InvalidOptionError('listen', 'one listen() per tunnel server', options);
     this.binding = this.bind(options);
     try {
-      return await this.binding;
+      const address = await this.binding;
+      emitSafely(this, 'listening', address);
+      return address;
     } finally {
       this.binding = undefined;
     }
@@ -466,6 +472,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     for (const tunnel of [...this.live]) tunnel.destroy();
     for (const socket of [...this.sockets]) socket.destroy();
     await closed;
+    emitSafely(this, 'close');
   }
 
   /** Takes a client: the TLS handshake first on a TLS listener, then HTTP/2 or HTTP/1.1. */

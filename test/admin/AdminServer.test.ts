@@ -532,6 +532,22 @@ test('close() while listen() is binding leaves nothing listening, and a closed a
   assert.equal(await listeningServers(before), before);
 });
 
+test("'listening' carries the bound address and 'close' comes once, listening or not", async () => {
+  for (const listen of [true, false]) {
+    const admin = createAdminServer({ listeners: () => [] });
+    const events: string[] = [];
+    let heard: unknown;
+    admin.on('listening', (address) => {
+      heard = address;
+      events.push('listening');
+    });
+    admin.on('close', () => events.push('close'));
+    if (listen) assert.deepEqual(await admin.listen({ host: '127.0.0.1', port: 0 }), heard);
+    await Promise.all([admin.close(), admin.close()]);
+    assert.deepEqual(events, listen ? ['listening', 'close'] : ['close']);
+  }
+});
+
 test('await using closes the admin server at scope exit', async () => {
   const before = await listeningServers(0);
   let port: number;

@@ -556,6 +556,21 @@ describe('TunnelServer lifecycle', () => {
     assert.equal(await listeningServers(before), before);
   });
 
+  test("'listening' carries the bound address and 'close' comes once, after everything closed", async () => {
+    const server = new TunnelServer(allowAll);
+    const events: string[] = [];
+    let heard: unknown;
+    server.on('listening', (address) => {
+      heard = address;
+      events.push('listening');
+    });
+    server.on('close', () => events.push('close'));
+    const address = await server.listen({ port: 0, host: '127.0.0.1' });
+    assert.deepEqual(heard, address);
+    await Promise.all([server.close(), server.close()]);
+    assert.deepEqual(events, ['listening', 'close']);
+  });
+
   test('await using closes the server at scope exit', async () => {
     const before = await listeningServers(0);
     let port: number;
