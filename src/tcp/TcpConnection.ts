@@ -770,6 +770,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
     this.deadlineTimer = undefined;
     this.connected = true;
+    // The idle clock starts now (see `connecting`).
+    this.lastActivity = Date.now();
     this.error = undefined;
     this.host.upstreamSucceeded(state, this.currentGeneration);
     if (tls !== undefined) this.host.upstreamTls.secured(asNetSocket(socket));
@@ -1391,13 +1393,14 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   halfCloseCheck(): void {
     const halfCloseTimeout = this.host.options.halfCloseTimeout;
     const idleFor = Date.now() - this.lastActivity;
-    if (idleFor >= halfCloseTimeout) {
+    if (idleFor >= halfCloseTimeout && !this.connecting()) {
       this.idleTimer = undefined;
       this.host.stats.halfCloseTimeouts++;
       this.terminate(CloseReason.HALF_CLOSE_TIMEOUT);
       return;
     }
-    this.idleTimer = setTimeout(onHalfCloseCheck, halfCloseTimeout - idleFor, this);
+    const next = idleFor < halfCloseTimeout ? halfCloseTimeout - idleFor : halfCloseTimeout;
+    this.idleTimer = setTimeout(onHalfCloseCheck, next, this);
     this.idleTimer.unref();
   }
 
@@ -1409,14 +1412,25 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   idleCheck(): void {
     const idleTimeout = this.host.options.idleTimeout;
     const idleFor = Date.now() - this.lastActivity;
-    if (idleFor >= idleTimeout) {
+    if (idleFor >= idleTimeout && !this.connecting()) {
       this.idleTimer = undefined;
       this.host.stats.idleTimeouts++;
       this.terminate(CloseReason.IDLE_TIMEOUT);
       return;
     }
-    this.idleTimer = setTimeout(onIdleCheck, idleTimeout - idleFor, this);
+    const next = idleFor < idleTimeout ? idleTimeout - idleFor : idleTimeout;
+    this.idleTimer = setTimeout(onIdleCheck, next, this);
     this.idleTimer.unref();
+  }
+
+  /**
+   * An upstream attempt, its TLS handshake or the backoff before the next one is under way:
+   * `connectTimeout`, `handshakeTimeout` and `connectDeadline` bound that phase, as HAProxy's
+   * `timeout connect` and nginx's `proxy_connect_timeout` do; the idle clock only ends a
+   * connection that is relaying (it restarts once the upstream is connected).
+   */
+  private connecting(): boolean {
+    return this.connectTimer !== undefined;
   }
 
   /** @internal */

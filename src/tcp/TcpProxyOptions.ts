@@ -44,7 +44,11 @@ export interface TcpProxyOptions extends UpstreamOptions, TcpPolicyOptions {
   readonly connectTimeout?: number;
   /** Upstreams tried per connection before giving up (each a different upstream). Default 3. */
   readonly maxConnectAttempts?: number;
-  /** Close a connection after this long with no byte either way; 0 disables. Default 3 600 000 (1 h). */
+  /**
+   * Close a connection after this long with no byte either way, counted from the upstream's
+   * connect (the connect phase has `connectTimeout` and `connectDeadline`); 0 disables.
+   * Default 3 600 000 (1 h).
+   */
   readonly idleTimeout?: number;
   /** Close a connection after this long whatever it does; 0 disables (default). */
   readonly maxConnectionDuration?: number;
