@@ -149,6 +149,19 @@ export function statusPeriod(configured: number | undefined): number {
   return configured ?? (process.stderr.isTTY ? 1_000 : 60_000);
 }
 
+/**
+ * Signals operators send out of habit that the command gives no meaning, logged and ignored.
+ * Unheard, SIGUSR1 (nginx's "reopen the logs") starts Node's inspector on 127.0.0.1:9229, which
+ * runs whatever code a local user sends it, and SIGUSR2 (HAProxy's reload, nginx's binary
+ * upgrade) ends the process at once, cutting every connection without a drain.
+ */
+export function ignoreUnusedSignals(ops: Logger): void {
+  for (const signal of ['SIGUSR1', 'SIGUSR2'] as const)
+    process.on(signal, () => {
+      ops.warn('signal ignored: SIGHUP reloads the config, SIGTERM drains', { signal });
+    });
+}
+
 /** Exit code for a process ended by a signal it could not wait on: 128 + the signal number. */
 export function signalExitCode(signal: NodeJS.Signals): number {
   return signal === 'SIGINT' ? 130 : signal === 'SIGHUP' ? 129 : 143;
