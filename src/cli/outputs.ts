@@ -83,7 +83,10 @@ export function createOutputs(
     (bytes) => {
       if (broken.stdout) return;
       const held = (stdout.writableLength ?? 0) + (pieces?.queuedBytes ?? 0);
-      if (held + bytes.length > ACCESS_HELD_MAX) {
+      // Once dropping, lines are kept again only when the reader has taken half of what is held:
+      // a smaller block fitting under the cap says nothing of the reader, which may read nothing.
+      const room = backlog.droppedBytes > 0 ? ACCESS_HELD_MAX / 2 : ACCESS_HELD_MAX;
+      if (held + bytes.length > room) {
         if (backlog.droppedBytes === 0)
           ops.warn('access log output is not keeping up: access lines are dropped', {
             heldBytes: held,
