@@ -1,3 +1,4 @@
+import { dirname, resolve } from 'node:path';
 import { DnsSource } from '../upstream/DnsSource.js';
 import type { DnsSourceOptions } from '../upstream/DnsSource.js';
 import { InvalidOptionError, L4Error } from '../errors.js';
@@ -249,7 +250,13 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
   if (json.admin !== undefined) {
     const admin = parseAdminSetting(json.admin);
     if (!admin.ok) throw fieldError(source, admin.path, admin.expected, admin.received);
-    settings.admin = admin.value;
+    const tokenFile = admin.value.tokenFile;
+    // As every path in the file (certificates, modules): beside the file, not in the working
+    // directory (`/` under systemd), which `--admin-token-file` is relative to.
+    settings.admin =
+      tokenFile === undefined
+        ? admin.value
+        : { ...admin.value, tokenFile: resolve(dirname(source), tokenFile) };
   }
   if (json.accessLog !== undefined) {
     const accessLog = parseAccessLogSetting(json.accessLog);
