@@ -7,6 +7,9 @@ import type { AccessLogSettings, AccessLogType, AccessRecord } from './accessLog
 import type { ListenerConfig } from './config.js';
 import type { Logger } from './jsonLogger.js';
 import { tcpSummaryMembers, udpSummaryMembers } from './accessLine.js';
+import { formatHostPort } from './address.js';
+import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
+import type { UpstreamHealthChange } from '../upstream/UpstreamManager.js';
 
 /** Where a proxy's lines go: the access log and the operations log. */
 export interface ProxyLogs {
@@ -81,7 +84,9 @@ export interface ListenerMembers {
  */
 function logFailures(ops: Logger, base: ListenerMembers, proxy: TcpProxy | UdpProxy): void {
   const sourceError = sourceErrorLogger(ops, base);
+  const health = healthLogger(ops, base);
   if ('connections' in proxy) {
+    proxy.on('upstreamHealth', health);
     proxy.on('upstreamSourceError', sourceError);
     proxy.on('rejected', (rejection) => {
       if (!ops.enabled('debug')) return;
@@ -98,10 +103,34 @@ function logFailures(ops: Logger, base: ListenerMembers, proxy: TcpProxy | UdpPr
     });
     return;
   }
+  proxy.on('upstreamHealth', health);
   proxy.on('upstreamSourceError', sourceError);
   proxy.on('upstreamError', (session, upstream, err) => {
     ops.log('debug', 'upstream error', { ...base, id: session.id, upstream: upstream.id, err });
   });
+}
+
+/**
+ * Logs each flip of an upstream's health verdict: `upstream unhealthy` at warn, `upstream healthy`
+ * at info. A flip happens once per outage (health checks' thresholds, outlier ejections), so an
+ * upstream that goes down is one line here, where the access log has a line per connection.
+ */
+function healthLogger(
+  ops: Logger,
+  base: ListenerMembers,
+): (upstream: UpstreamCandidate, healthy: boolean, change: UpstreamHealthChange) => void {
+  return (upstream, healthy, change) => {
+    ops.log(healthy ? 'info' : 'warn', healthy ? 'upstream healthy' : 'upstream unhealthy', {
+      ...base,
+      upstream: upstream.id,
+      address: formatHostPort(upstream.host, upstream.port),
+      source: change.source,
+      detail: change.detail,
+      // Whether it may be chosen now: healthy by one source, it may still be out by the other.
+      selectable: upstream.healthy,
+      ...(change.error !== undefined && { err: change.error }),
+    });
+  };
 }
 
 /** How often an upstream source error that keeps repeating is logged again. */

@@ -145,9 +145,28 @@ export function compileFormat(
   if (last < format.length) parts.push(format.slice(last));
   return (record, type) => {
     let line = '';
-    for (const part of parts) line += typeof part === 'string' ? part : part(record, type);
+    for (const part of parts)
+      line += typeof part === 'string' ? part : escapeValue(part(record, type));
     return line;
   };
+}
+
+/** Control characters (C0, DEL, C1) and the backslash that starts an escape. */
+// eslint-disable-next-line no-control-regex -- control characters are what it finds
+const UNSAFE = /[\x00-\x1f\x7f-\x9f\\]/;
+const UNSAFE_ALL = new RegExp(UNSAFE.source, 'g');
+
+/**
+ * A value as it may stand in a text line: what a client chose (a PostgreSQL user, a Host header, a
+ * first line) must not end the line and forge the next, nor move a terminal's cursor. Control
+ * characters and `\` become `\xHH`, as nginx's `escape=default` writes them.
+ */
+function escapeValue(value: string): string {
+  if (!UNSAFE.test(value)) return value;
+  return value.replace(
+    UNSAFE_ALL,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0').toUpperCase()}`,
+  );
 }
 
 /** Validates the `accessLog` setting; returns the JSON path and what was expected on failure. */

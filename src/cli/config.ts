@@ -1,6 +1,6 @@
+import { dirname, resolve } from 'node:path';
 import { DnsSource } from '../upstream/DnsSource.js';
 import type { DnsSourceOptions } from '../upstream/DnsSource.js';
-import { readFile } from 'node:fs/promises';
 import { InvalidOptionError, L4Error } from '../errors.js';
 import { isRecord, knownKeys } from '../internal/validate.js';
 import { TcpProxy } from '../tcp/TcpProxy.js';
@@ -28,6 +28,7 @@ import type { AccessLogSettings } from './accessLogFormat.js';
 import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
 import { TlsFileError, readTlsFiles, tlsFilesOf } from './tlsConfig.js';
 import type { TlsFiles } from './tlsConfig.js';
+import { readConfigText } from './configText.js';
 import { tunnelUpstreams } from './tunnelConfig.js';
 import { prepareTunnelListener, TunnelConfigError } from './tunnelListeners.js';
 import type { TunnelListenerConfig } from './tunnelListeners.js';
@@ -117,7 +118,7 @@ const CLI_KEYS = [
 export async function loadConfigFile(file: string): Promise<Config> {
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = await readConfigText(file);
   } catch (err) {
     throw new ConfigError(file, '', `cannot read the file: ${(err as Error).message}`);
   }
@@ -249,7 +250,13 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
   if (json.admin !== undefined) {
     const admin = parseAdminSetting(json.admin);
     if (!admin.ok) throw fieldError(source, admin.path, admin.expected, admin.received);
-    settings.admin = admin.value;
+    const tokenFile = admin.value.tokenFile;
+    // As every path in the file (certificates, modules): beside the file, not in the working
+    // directory (`/` under systemd), which `--admin-token-file` is relative to.
+    settings.admin =
+      tokenFile === undefined
+        ? admin.value
+        : { ...admin.value, tokenFile: resolve(dirname(source), tokenFile) };
   }
   if (json.accessLog !== undefined) {
     const accessLog = parseAccessLogSetting(json.accessLog);

@@ -15,6 +15,8 @@ import { runListeners } from './runListeners.js';
 import { effectiveSettings, settingsInForce } from './settings.js';
 import { describeBacklog, listenerBacklog } from './listenBacklog.js';
 import { describeTunnelListener } from './tunnelListeners.js';
+import { adminHost, readAdminToken } from './adminConfig.js';
+import type { AdminSettings } from './adminConfig.js';
 
 /** The quick form's config: one listener, the upstreams given on the command line. */
 function quickConfig(quick: NonNullable<CliArgs['quick']>): Config {
@@ -58,6 +60,19 @@ function describeListeners(config: Config, backlog: number | undefined): string 
     .join(', ');
 }
 
+/** What the start would refuse about the admin API, for `--check`: exits 1 with the reason. */
+async function checkAdmin(admin: AdminSettings, source: string): Promise<void> {
+  try {
+    const token = await readAdminToken(admin, (message) => {
+      process.stderr.write(`${source}: warning: ${message}\n`);
+    });
+    adminHost(admin, token);
+  } catch (err) {
+    process.stderr.write(`${source}: admin: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+}
+
 async function main(argv: readonly string[]): Promise<void> {
   let args: CliArgs;
   try {
@@ -89,6 +104,9 @@ async function main(argv: readonly string[]): Promise<void> {
   const settings = effectiveSettings(args, config);
   if (args.check) {
     closeAll(config.listeners);
+    // The start reads the admin token before serving: a check that skipped it said "ok" to a
+    // configuration that then failed to start (a missing token file, an open address without one).
+    if (settings.admin !== undefined) await checkAdmin(settings.admin, config.source);
     const listeners = [
       describeListeners(config, settings.backlog),
       ...config.tunnels.map(describeTunnelListener),

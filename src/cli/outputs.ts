@@ -83,7 +83,10 @@ export function createOutputs(
     (bytes) => {
       if (broken.stdout) return;
       const held = (stdout.writableLength ?? 0) + (pieces?.queuedBytes ?? 0);
-      if (held + bytes.length > ACCESS_HELD_MAX) {
+      // Once dropping, lines are kept again only when the reader has taken half of what is held:
+      // a smaller block fitting under the cap says nothing of the reader, which may read nothing.
+      const room = backlog.droppedBytes > 0 ? ACCESS_HELD_MAX / 2 : ACCESS_HELD_MAX;
+      if (held + bytes.length > room) {
         if (backlog.droppedBytes === 0)
           ops.warn('access log output is not keeping up: access lines are dropped', {
             heldBytes: held,
@@ -147,6 +150,19 @@ function drained(stream: FailingStream, broken: boolean): Promise<void> {
 /** The status period: `configured`, else 1 s on a terminal and 60 s otherwise. */
 export function statusPeriod(configured: number | undefined): number {
   return configured ?? (process.stderr.isTTY ? 1_000 : 60_000);
+}
+
+/**
+ * Signals operators send out of habit that the command gives no meaning, logged and ignored.
+ * Unheard, SIGUSR1 (nginx's "reopen the logs") starts Node's inspector on 127.0.0.1:9229, which
+ * runs whatever code a local user sends it, and SIGUSR2 (HAProxy's reload, nginx's binary
+ * upgrade) ends the process at once, cutting every connection without a drain.
+ */
+export function ignoreUnusedSignals(ops: Logger): void {
+  for (const signal of ['SIGUSR1', 'SIGUSR2'] as const)
+    process.on(signal, () => {
+      ops.warn('signal ignored: SIGHUP reloads the config, SIGTERM drains', { signal });
+    });
 }
 
 /** Exit code for a process ended by a signal it could not wait on: 128 + the signal number. */

@@ -3,7 +3,7 @@ import type { Worker } from 'node:cluster';
 import type { Config } from './config.js';
 import { closeAll, loadConfigFile } from './config.js';
 import type { ListenerStats } from './Listener.js';
-import { createOutputs, signalExitCode, statusPeriod } from './outputs.js';
+import { createOutputs, ignoreUnusedSignals, signalExitCode, statusPeriod } from './outputs.js';
 import type { Logger } from './jsonLogger.js';
 import { isWorkerMessage } from './messages.js';
 import type { PrimaryMessage, WorkerMessage } from './messages.js';
@@ -69,6 +69,7 @@ export class Primary {
   async start(config: Config): Promise<void> {
     // The primary only validated the config; the workers build their own proxies.
     closeAll(config.listeners);
+    ignoreUnusedSignals(this.ops);
     for (let slot = 1; slot <= this.settings.workers; slot++) this.fork(slot);
     for (const signal of ['SIGINT', 'SIGTERM'] as const) {
       process.on(signal, () => {

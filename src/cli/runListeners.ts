@@ -5,7 +5,7 @@ import { ListenerSet } from './ListenerSet.js';
 import type { ListenerStats } from './Listener.js';
 import type { ReloadOutcome } from './ListenerSet.js';
 import type { Logger } from './jsonLogger.js';
-import { createOutputs, signalExitCode, statusPeriod } from './outputs.js';
+import { createOutputs, ignoreUnusedSignals, signalExitCode, statusPeriod } from './outputs.js';
 import { isPipeOrSocket } from './pipePieces.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
@@ -51,6 +51,8 @@ export async function runListeners(
     // Workers share the primary's stdout: on a pipe, a write longer than PIPE_BUF may be cut.
     worker !== undefined && isPipeOrSocket(1),
   );
+  // A worker too: `systemctl kill` and `kill -- -PGID` signal every process of the service.
+  ignoreUnusedSignals(ops);
   // The admin server starts after the listeners; new proxy generations (reloads) join its events.
   const adminRef: { server?: AdminServer } = {};
   const running = new ListenerSet(

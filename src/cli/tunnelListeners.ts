@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readConfigText } from './configText.js';
 import { InvalidOptionError, L4Error, thrownMessage } from '../errors.js';
 import { isRecord } from '../internal/validate.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
@@ -94,7 +94,7 @@ export function prepareTunnelListener(
 
 /** The tunnel listeners of a config file (its other listeners ignored), for a reload. */
 async function readTunnelListeners(file: string): Promise<TunnelListenerConfig[]> {
-  const json: unknown = JSON.parse(await readFile(file, 'utf8'));
+  const json: unknown = JSON.parse(await readConfigText(file));
   const list = isRecord(json) && Array.isArray(json.listeners) ? json.listeners : [];
   const out: TunnelListenerConfig[] = [];
   list.forEach((entry: unknown, index) => {

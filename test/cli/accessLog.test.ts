@@ -6,7 +6,8 @@ import { observeProxy, sourceErrorLogger } from '../../src/cli/accessLog.js';
 import type { AccessLogSettings } from '../../src/cli/accessLogFormat.js';
 import type { ListenerConfig } from '../../src/cli/config.js';
 import { Logger } from '../../src/cli/jsonLogger.js';
-import { dial, refusedPort, withTimeout } from '../helpers/net.js';
+import net from 'node:net';
+import { dial, listen, refusedPort, withTimeout } from '../helpers/net.js';
 import { closeSocket, freeUdpPort, udpSocket } from '../udp/helpers.js';
 
 function listenerConfig(protocol: 'tcp' | 'udp'): ListenerConfig {
@@ -97,6 +98,56 @@ describe('observeProxy: rejections and upstream errors on the operations log, at
         protocol: 'udp',
         upstream: `127.0.0.1:${String(port)}`,
       });
+    });
+  }
+});
+
+describe('observeProxy: upstream health flips on the operations log', () => {
+  for (const [name, settings] of variants) {
+    test(`TCP, ${name}: an upstream going down is one warn line, coming back one info line (neither was logged)`, async (t: TestContext) => {
+      const { logs, line, lines } = opsLog();
+      const down = await refusedPort();
+      const server = net.createServer((socket) => socket.destroy());
+      const port = await listen(server);
+      t.after(() => new Promise((resolve) => server.close(resolve)));
+      const proxy = new TcpProxy({
+        upstreams: [
+          { id: 'a', host: '127.0.0.1', port },
+          { id: 'b', host: '127.0.0.1', port: down },
+        ],
+        healthCheck: { interval: 100, unhealthyThreshold: 1, healthyThreshold: 1 },
+      });
+      t.after(() => proxy.close({ drainTimeout: 0 }));
+      observeProxy(logs, listenerConfig('tcp'), proxy, settings);
+      await proxy.listen({ port: 0, host: '127.0.0.1' });
+      const b = (await line('upstream unhealthy')) as Record<string, unknown>;
+      assert.deepEqual(pick(b, ['level', 'listener', 'upstream', 'address', 'source']), {
+        level: 40,
+        listener: 'tcp-test',
+        upstream: 'b',
+        address: `127.0.0.1:${String(down)}`,
+        source: 'active',
+      });
+      assert.equal(b.selectable, false);
+      assert.match(String(b.detail), /ECONNREFUSED/);
+      // a goes down, then comes back on its port.
+      await new Promise((resolve) => server.close(resolve));
+      const unhealthy = (): Record<string, unknown>[] =>
+        lines.filter((l) => l.msg === 'upstream unhealthy');
+      for (let i = 0; i < 100 && !unhealthy().some((l) => l.upstream === 'a'); i++)
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      server.listen(port, '127.0.0.1');
+      const a = (await line('upstream healthy')) as Record<string, unknown>;
+      assert.deepEqual(pick(a, ['level', 'upstream', 'selectable']), {
+        level: 30,
+        upstream: 'a',
+        selectable: true,
+      });
+      // Several checks failed on b meanwhile: still the one line.
+      assert.deepEqual(
+        unhealthy().map((l) => l.upstream),
+        ['b', 'a'],
+      );
     });
   }
 });

@@ -41,6 +41,27 @@ describe('access log formats', () => {
     assert.throws(() => compileFormat('%NOPE%'), /unknown operator %NOPE%/);
   });
 
+  test('a client-chosen value cannot end a text line or hold control characters: they are written \\xHH', () => {
+    const render = compileFormat(
+      '%LISTENER% user=%PREREAD(postgres.user)% host="%PREREAD(http1.host)%"',
+    );
+    const line = render(
+      {
+        listener: 'pg',
+        protocol: 'tcp',
+        preread: {
+          postgres: { user: 'alice\nbob completed FORGED\r\x1b[2J\x9b\x7f\\x0a' },
+          http1: { host: 'café.test"' },
+        },
+      },
+      'end',
+    );
+    assert.equal(
+      line,
+      'pg user=alice\\x0Abob completed FORGED\\x0D\\x1B[2J\\x9B\\x7F\\x5Cx0a host="café.test""',
+    );
+  });
+
   test('the setting is validated with the path and what was expected', () => {
     assert.deepEqual(parseAccessLogSetting({ format: '%NOPE%' }).ok, false);
     const both = parseAccessLogSetting({ format: '%DURATION%', fields: ['id'] });
@@ -129,6 +150,39 @@ describe('access log formats', () => {
     await textLine(/^http tls=- cipher=- sni=- peer=- fp=- host=example\.test:8080 \w+$/);
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(), 0);
+  });
+
+  test('CLI: a PostgreSQL user with a newline is one escaped text line, not a forged second one', async (t) => {
+    const upstream = await echo(t);
+    const dir = configDir(t);
+    const file = dir.write('l4proxy.json', {
+      accessLog: { format: '%LISTENER% user=%PREREAD(postgres.user)% %CLOSE_REASON%' },
+      listeners: [
+        {
+          name: 'pg',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          preread: { inspectors: ['postgres'] },
+          upstreams: [{ host: '127.0.0.1', port: upstream }],
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file]);
+    const port = await listenPort(cli);
+    // A StartupMessage (protocol 3.0) whose user parameter holds a newline and a fake line.
+    const parameters = Buffer.from('user\0alice\npg user=root completed\0database\0app\0\0');
+    const head = Buffer.alloc(8);
+    head.writeInt32BE(head.length + parameters.length, 0);
+    head.writeInt32BE(196608, 4);
+    const socket = await connect(port);
+    socket.write(Buffer.concat([head, parameters]));
+    await waitFor(socket, 'data');
+    socket.end();
+    await cli.waitLine('stderr', (l) => l.msg === 'ready');
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+    const lines = cli.text.filter((line) => line.startsWith('pg '));
+    assert.deepEqual(lines, ['pg user=alice\\x0Apg user=root completed completed']);
   });
 
   test('CLI: text lines at connect, periodically while open, and at the end', async (t) => {

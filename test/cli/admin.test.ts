@@ -7,7 +7,8 @@ import { connect, readAll } from '../helpers/net.js';
 import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { tool } from '../helpers/tools.js';
 import { startAdminCli } from '../helpers/adminCli.js';
-import { configDir, runCli } from './cli.js';
+import { httpGet } from '../helpers/httpGet.js';
+import { configDir, runCli, startCli } from './cli.js';
 
 const TOKEN = 'cli-admin-token-42';
 
@@ -372,6 +373,53 @@ describe('l4proxy --admin', () => {
       ['ready', 'ready'],
       'the reload cleared the drain on every worker, the new one included',
     );
+  });
+
+  test('a relative admin.tokenFile is read beside the config file, as its certificates are, not in the working directory', async (t) => {
+    const dir = configDir(t);
+    dir.write('admin.token', `${TOKEN}-beside-the-config\n`);
+    const file = dir.write('l4proxy.json', {
+      admin: { listen: '127.0.0.1:0', tokenFile: 'admin.token' },
+      listeners: [
+        { protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: 9 }] },
+      ],
+    });
+    // The test runs in the repository, where there is no admin.token.
+    const cli = startCli(t, ['--config', file, '--status-interval', '0']);
+    const listening = await cli.waitLine('stderr', (l) => l.msg === 'admin listening');
+    // A token was read: the API wants it.
+    const { status } = await httpGet(`http://${String(listening.address)}/stats`);
+    assert.equal(status, 401);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
+  test('--check refuses what the start would: a missing admin token file, an open address without a token', async (t) => {
+    const dir = configDir(t);
+    const listeners = [
+      { protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: 9 }] },
+    ];
+    const missing = dir.write('missing.json', {
+      admin: { listen: '127.0.0.1:0', tokenFile: 'no-such.token' },
+      listeners,
+    });
+    const checked = await runCli(['--check', '--config', missing]);
+    assert.equal(checked.code, 1, checked.stdout);
+    assert.match(checked.stderr, /missing\.json: admin: ENOENT.*no-such\.token/);
+    const open = dir.write('open.json', { admin: '0.0.0.0:0', listeners });
+    const refused = await runCli(['--check', '--config', open]);
+    assert.equal(refused.code, 1, refused.stdout);
+    assert.match(refused.stderr, /refusing to serve the admin API on 0\.0\.0\.0:0 without a token/);
+    // A token file that would do: ok, with the start's warnings (a short token) said too.
+    dir.write('weak.token', 'short\n');
+    const weak = dir.write('weak.json', {
+      admin: { listen: '127.0.0.1:0', tokenFile: 'weak.token' },
+      listeners,
+    });
+    const ok = await runCli(['--check', '--config', weak]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /: ok, 1 listener/);
+    assert.match(ok.stderr, /warning: the admin token has 5 characters/);
   });
 
   test('a non-loopback admin address without a token is refused at start-up', async (t) => {

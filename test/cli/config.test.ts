@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { closeAll, ConfigError, loadConfigFile, validateConfig } from '../../src/cli/config.js';
 import { TcpProxy, UdpProxy } from '../../src/index.js';
-import { configDir, configErrorOf } from './cli.js';
+import { configDir, configErrorOf, runCli } from './cli.js';
 
 const tcp = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
   protocol: 'tcp',
@@ -144,6 +144,24 @@ describe('config validation', () => {
         err.message.startsWith(`${file}: invalid JSON at ${where}: `),
       );
     }
+  });
+
+  test('a file starting with a UTF-8 byte order mark (Notepad, PowerShell) is read; --check says ok', async (t) => {
+    const dir = configDir(t);
+    const file = dir.write(
+      'bom.json',
+      `\uFEFF${JSON.stringify({
+        listeners: [
+          { protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: 1 }] },
+        ],
+      })}\r\n`,
+    );
+    const config = await loadConfigFile(file);
+    assert.equal(config.listeners.length, 1);
+    closeAll(config.listeners);
+    const checked = await runCli(['--check', '--config', file]);
+    assert.equal(checked.code, 0, checked.stderr);
+    assert.match(checked.stdout, /: ok, 1 listener/);
   });
 
   test('a listen address given as a port alone, number or string, says how it is written', () => {

@@ -612,6 +612,26 @@ describe('l4proxy signals', () => {
     assert.equal(line.reason, 'proxy_closed');
   });
 
+  test('SIGUSR1 and SIGUSR2 are logged and ignored: no inspector opens, the proxy neither exits nor drops a connection', async (t) => {
+    const { cli, port, live } = await cliWithLiveConnection(t);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready');
+    process.kill(cli.pid, 'SIGUSR1');
+    process.kill(cli.pid, 'SIGUSR2');
+    const ignored = await cli.waitLines('stderr', (l) => l.msg.startsWith('signal ignored'), 2);
+    assert.deepEqual(ignored.map((l) => l.signal).sort(), ['SIGUSR1', 'SIGUSR2']);
+    assert.ok(ignored.every((l) => l.level === 40));
+    assert.equal(await roundTrip(live, '2'), 'A:2');
+    assert.equal(await exchange(port, 'new'), 'A:new');
+    // Node's own SIGUSR1 handling prints this (plain text) as it opens the inspector.
+    assert.deepEqual(
+      cli.text.filter((line) => line.includes('Debugger')),
+      [],
+    );
+    live.destroy();
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
   test('a second signal during the drain exits at once', async (t) => {
     const { cli } = await cliWithLiveConnection(t);
     process.kill(cli.pid, 'SIGINT');

@@ -46,3 +46,49 @@ test('a stdout that does not keep up: access lines beyond the cap are dropped, c
   assert.equal(caughtUp?.msg, 'access log output caught up');
   assert.ok((caughtUp.droppedBytes as number) > 100, 'the dropped bytes are counted');
 });
+
+test('a stdout that does not keep up: a short line fitting under the cap is not "caught up"; half the backlog taken is', async () => {
+  const written: string[] = [];
+  const said: Record<string, unknown>[] = [];
+  const stdout = {
+    writableLength: 0,
+    write(bytes: Uint8Array): boolean {
+      written.push(Buffer.from(bytes).toString());
+      return true;
+    },
+  };
+  const stderr = {
+    write(text: string): boolean {
+      said.push(JSON.parse(text) as Record<string, unknown>);
+      return true;
+    },
+  };
+  const { access, flushed } = createOutputs('info', {}, () => Promise.resolve([]), {
+    stdout,
+    stderr,
+  });
+  // The reader stopped with the stream just under the cap: a long line does not fit.
+  stdout.writableLength = ACCESS_HELD_MAX - 300;
+  access.info('dropped', { padding: 'x'.repeat(1_000) });
+  await flushed();
+  // The reader has read nothing: a short line would fit under the cap, and must not be taken
+  // for the reader catching up (nor written, while lines before it were dropped).
+  access.info('short');
+  await flushed();
+  assert.deepEqual(
+    said.map((line) => line.msg),
+    ['access log output is not keeping up: access lines are dropped'],
+  );
+  assert.deepEqual(written, []);
+  // The reader took half of what was held: lines are kept again.
+  stdout.writableLength = ACCESS_HELD_MAX / 2 - 1_000;
+  access.info('after');
+  await flushed();
+  assert.deepEqual(
+    written.map((text) => (JSON.parse(text) as { msg: string }).msg),
+    ['after'],
+  );
+  const caughtUp = said[1];
+  assert.equal(caughtUp?.msg, 'access log output caught up');
+  assert.ok((caughtUp.droppedBytes as number) > 1_000, 'both dropped lines are counted');
+});

@@ -160,3 +160,34 @@ test('--workers 2: a worker killed and replaced earlier does not make a clean dr
   assert.equal(await cli.exited(), 0);
   assert.ok(cli.stderr.some((l) => l.msg === 'drained, exiting' && l.worker === undefined));
 });
+
+test('--workers 2: SIGUSR1 and SIGUSR2 to every process (systemctl kill) are logged and ignored, none exits', async (t) => {
+  const upstream = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    socket.pipe(socket);
+  });
+  const upstreamPort = await listen(upstream);
+  t.after(() => new Promise((resolve) => upstream.close(resolve)));
+  const cli = startCli(t, ['tcp', '127.0.0.1:0', `127.0.0.1:${upstreamPort}`, '--workers', '2']);
+  await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
+  const workers = await cli.waitLines('stderr', (l) => l.msg === 'worker ready', 2);
+  const pids = [cli.pid, ...workers.map((l) => Number(l.workerPid))];
+  for (const pid of pids) {
+    process.kill(pid, 'SIGUSR1');
+    process.kill(pid, 'SIGUSR2');
+  }
+  const ignored = await cli.waitLines('stderr', (l) => l.msg.startsWith('signal ignored'), 6);
+  assert.deepEqual(new Set(ignored.map((l) => l.pid)), new Set(pids));
+  assert.ok(!cli.stderr.some((l) => l.msg === 'worker exited, replacing it'));
+  assert.deepEqual(
+    cli.text.filter((line) => line.includes('Debugger')),
+    [],
+  );
+  const port = await listenPort(cli);
+  const socket = await connect(port);
+  const echoed = readAll(socket);
+  socket.end('after');
+  assert.equal((await echoed).toString(), 'after');
+  process.kill(cli.pid, 'SIGTERM');
+  assert.equal(await cli.exited(), 0);
+});
