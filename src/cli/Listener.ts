@@ -125,6 +125,7 @@ export class Listener {
         ...(host !== '' && { address: host }),
         ...(ipv6Only && { ipv6Only }),
         ...(this.reusePort && { reusePort: true }),
+        ...this.config.socketBuffers,
       });
       this.address = formatHostPort(bound.address, bound.port);
       return this.address;

@@ -60,6 +60,14 @@ export interface ListenerConfig {
   readonly raw: Readonly<Record<string, unknown>>;
   /** TCP accept queue length set on this listener (`backlog`), if any. */
   readonly backlog: number | undefined;
+  /** UDP socket buffer sizes set on this listener (`SO_RCVBUF`, `SO_SNDBUF` of `bind()`), if any. */
+  readonly socketBuffers?: SocketBuffers;
+}
+
+/** The `recvBufferSize` and `sendBufferSize` of a UDP listener, as `UdpProxy.bind()` takes them. */
+export interface SocketBuffers {
+  readonly recvBufferSize?: number;
+  readonly sendBufferSize?: number;
 }
 
 /** A listener with its proxy constructed (not listening yet). */
@@ -112,6 +120,8 @@ const CLI_KEYS = [
   'routes',
   'module',
   'ipv6Only',
+  'recvBufferSize',
+  'sendBufferSize',
 ];
 
 /** Reads and validates a config file; nothing listens yet. */
@@ -315,6 +325,7 @@ function prepareListener(
   const backlog = entry.backlog;
   if (backlog !== undefined && (protocol !== 'tcp' || !isBacklog(backlog)))
     throw fieldError(source, `${path}.backlog`, `${BACKLOG_EXPECTED}, TCP only`, backlog);
+  const socketBuffers = udpSocketBuffers(entry, protocol, source, path);
   let files: TlsFiles;
   try {
     files = readTlsFiles(entry, source, path);
@@ -335,6 +346,7 @@ function prepareListener(
       path,
       raw: tunnels.raw,
       backlog,
+      ...(socketBuffers !== undefined && { socketBuffers }),
     };
     proxy = construct(protocol, tunnels.entry, dns);
   } catch (err) {
@@ -361,6 +373,37 @@ function prepareListener(
     throw fieldError(source, `${path}.upstreams`, UPSTREAMS_EXPECTED, entry.upstreams);
   }
   return { config, proxy };
+}
+
+/** Bytes, as `dgram`'s `recvBufferSize`/`sendBufferSize` take them (an int; the kernel caps them). */
+const BUFFER_EXPECTED =
+  'bytes, an integer from 1 to 2147483647 (capped by net.core.rmem_max/wmem_max), UDP only';
+
+/**
+ * A UDP listener's `recvBufferSize` and `sendBufferSize`: options of `UdpProxy.bind()`, not of the
+ * proxy, so the CLI reads them itself (nginx `listen ... rcvbuf= sndbuf=`).
+ */
+function udpSocketBuffers(
+  entry: Readonly<Record<string, unknown>>,
+  protocol: 'tcp' | 'udp',
+  source: string,
+  path: string,
+): SocketBuffers | undefined {
+  const buffers: { recvBufferSize?: number; sendBufferSize?: number } = {};
+  for (const key of ['recvBufferSize', 'sendBufferSize'] as const) {
+    const value = entry[key];
+    if (value === undefined) continue;
+    if (
+      protocol !== 'udp' ||
+      typeof value !== 'number' ||
+      !Number.isSafeInteger(value) ||
+      value < 1 ||
+      value > 2_147_483_647
+    )
+      throw fieldError(source, `${path}.${key}`, BUFFER_EXPECTED, value);
+    buffers[key] = value;
+  }
+  return Object.keys(buffers).length === 0 ? undefined : buffers;
 }
 
 /** A listen address of the config, with where it is and whether that listener has `ipv6Only`. */

@@ -3,8 +3,14 @@ import { pathToFileURL } from 'node:url';
 import { InvalidOptionError } from '../errors.js';
 import { isRecord } from '../internal/validate.js';
 
-/** What a listener's `module` may export: the options a JSON file cannot hold (functions). */
-const EXPORTS = ['admit', 'filters', 'sessionFilters', 'inspectors'] as const;
+/**
+ * What a listener's `module` may export: the options a JSON file cannot hold (functions).
+ * `authorize` and `route` are for tunnel listeners (TunnelServer), the others for TCP and UDP.
+ */
+const EXPORTS = ['admit', 'filters', 'sessionFilters', 'inspectors', 'authorize', 'route'] as const;
+
+/** The exports a tunnel listener takes from its `module`. */
+const TUNNEL_EXPORTS = ['admit', 'authorize', 'route'] as const;
 
 type ListenerModule = Readonly<Partial<Record<(typeof EXPORTS)[number], unknown>>>;
 
@@ -14,7 +20,8 @@ const loaded = new WeakMap<object, ListenerModule>();
 /**
  * Imports the `module` of each listener of a parsed config file (a path relative to the file, as
  * nginx's `js_import`): its named exports `admit`, `filters`, `sessionFilters` and `inspectors`
- * become the listener's hooks. Node caches modules: a reload keeps the code first imported.
+ * become a TCP or UDP listener's hooks; `admit`, `authorize` and `route` a tunnel listener's.
+ * Node caches modules: a reload keeps the code first imported.
  *
  * @returns the listener index and message of the first module that cannot be imported, if any.
  */
@@ -54,13 +61,7 @@ export function applyListenerModule(
   options: Record<string, unknown>,
 ): void {
   if (entry.module === undefined) return;
-  const module = loaded.get(entry);
-  if (typeof entry.module !== 'string' || module === undefined)
-    throw new InvalidOptionError(
-      'module',
-      'the path of a JavaScript module (imported when the config file is loaded)',
-      entry.module,
-    );
+  const module = importedModule(entry);
   if (module.admit !== undefined) options.admit = module.admit;
   if (module.filters !== undefined) options.filters = module.filters;
   if (module.sessionFilters !== undefined) options.sessionFilters = module.sessionFilters;
@@ -75,4 +76,39 @@ export function applyListenerModule(
       );
     options.preread = { ...preread, inspectors: { ...inspectors, ...module.inspectors } };
   }
+}
+
+/**
+ * Adds a tunnel listener's module exports (`admit`, `authorize`, `route`) to its TunnelServer
+ * options; the server validates them. A `route` export replaces a JSON `route`.
+ *
+ * @throws {InvalidOptionError} naming `module` when the entry's module was not imported, or
+ *   exports only hooks a tunnel listener has no use for (filters, inspectors).
+ */
+export function applyTunnelModule(
+  entry: Readonly<Record<string, unknown>>,
+  options: Record<string, unknown>,
+): void {
+  if (entry.module === undefined) return;
+  const module = importedModule(entry);
+  const found = TUNNEL_EXPORTS.filter((name) => module[name] !== undefined);
+  if (found.length === 0)
+    throw new InvalidOptionError(
+      'module',
+      `a module exporting ${TUNNEL_EXPORTS.join(', ')} (a tunnel listener has no filters or inspectors)`,
+      entry.module,
+    );
+  for (const name of found) options[name] = module[name];
+}
+
+/** The exports of an entry's `module`, imported by `importListenerModules`. */
+function importedModule(entry: Readonly<Record<string, unknown>>): ListenerModule {
+  const module = loaded.get(entry);
+  if (typeof entry.module !== 'string' || module === undefined)
+    throw new InvalidOptionError(
+      'module',
+      'the path of a JavaScript module (imported when the config file is loaded)',
+      entry.module,
+    );
+  return module;
 }

@@ -36,7 +36,7 @@ export interface TlsFiles {
 
 /**
  * Reads the certificate and key files of a listener's `tls` and `terminateTls` (and each
- * `terminateTls.certificates[i]`), relative to the config file's directory.
+ * `terminateTls.certificates[i]` and `upstreams[i].tls`), relative to the config file's directory.
  * @throws {TlsFileError} naming the option when a file cannot be read or clashes with inline PEM.
  */
 export function readTlsFiles(
@@ -44,7 +44,10 @@ export function readTlsFiles(
   source: string,
   path: string,
 ): TlsFiles {
-  if (entry.tls === undefined && entry.terminateTls === undefined) return { entry, raw: entry };
+  const upstreams = Array.isArray(entry.upstreams) ? (entry.upstreams as unknown[]) : undefined;
+  const upstreamTls = upstreams?.some((upstream) => isRecord(upstream) && isRecord(upstream.tls));
+  if (entry.tls === undefined && entry.terminateTls === undefined && upstreamTls !== true)
+    return { entry, raw: entry };
   const base = dirname(source);
   const digest = createHash('sha256');
   const read = (block: unknown, at: string): unknown => {
@@ -83,6 +86,13 @@ export function readTlsFiles(
     }
     next.terminateTls = terminate;
   }
+  // An upstream's own `tls` (its CA, or a client certificate for it alone) takes files too.
+  if (upstreams !== undefined && upstreamTls === true)
+    next.upstreams = upstreams.map((upstream, i) =>
+      isRecord(upstream) && isRecord(upstream.tls)
+        ? { ...upstream, tls: read(upstream.tls, `${path}.upstreams[${i}].tls`) }
+        : upstream,
+    );
   return { entry: next, raw: { ...entry, $tlsFiles: digest.digest('hex') } };
 }
 

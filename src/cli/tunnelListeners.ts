@@ -9,11 +9,12 @@ import type { TunnelServerOptions } from '../tunnel/tunnelServerOptions.js';
 import type { HostPort } from './address.js';
 import { formatHostPort, parseHostPort } from './address.js';
 import type { Logger } from './jsonLogger.js';
+import { applyTunnelModule, importListenerModules } from './moduleConfig.js';
 import { buildSelector } from './selectorConfig.js';
 import { TlsFileError, readTlsFiles } from './tlsConfig.js';
 
 /** Keys of a `"protocol": "tunnel"` listener the CLI reads itself; the rest are TunnelServer options. */
-const CLI_KEYS = ['name', 'protocol', 'listen', 'selector'];
+const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'module'];
 
 /** A `"protocol": "tunnel"` listener of a config file, validated (its server is built at start). */
 export interface TunnelListenerConfig {
@@ -39,8 +40,9 @@ export class TunnelConfigError extends Error {
 
 /**
  * Validates a `"protocol": "tunnel"` listener: `listen`, `name` (default `tunnel:host:port`), a
- * `selector` as for TCP listeners, TLS files (`terminateTls.certFile`/`keyFile`, `tls.caFile`),
- * and every TunnelServer option (a server is built once to check them, then closed).
+ * `selector` as for TCP listeners, a `module` exporting `admit`, `authorize` or `route`, TLS
+ * files (`terminateTls.certFile`/`keyFile`, `tls.caFile`), and every TunnelServer option (a
+ * server is built once to check them, then closed).
  * @throws {TunnelConfigError}
  */
 export function prepareTunnelListener(
@@ -79,6 +81,7 @@ export function prepareTunnelListener(
     if (!CLI_KEYS.includes(key)) options[key] = value;
   try {
     if (entry.selector !== undefined) options.selector = buildSelector(entry.selector);
+    applyTunnelModule(entry, options);
     void new TunnelServer(options).close();
   } catch (err) {
     if (err instanceof InvalidOptionError)
@@ -95,6 +98,9 @@ export function prepareTunnelListener(
 /** The tunnel listeners of a config file (its other listeners ignored), for a reload. */
 async function readTunnelListeners(file: string): Promise<TunnelListenerConfig[]> {
   const json: unknown = JSON.parse(await readConfigText(file));
+  // Modules are imported again for the new entries (Node's cache returns the code first loaded).
+  const unimported = await importListenerModules(json, file);
+  if (unimported !== undefined) throw new TunnelConfigError(unimported.path, unimported.message);
   const list = isRecord(json) && Array.isArray(json.listeners) ? json.listeners : [];
   const out: TunnelListenerConfig[] = [];
   list.forEach((entry: unknown, index) => {

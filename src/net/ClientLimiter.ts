@@ -59,12 +59,11 @@ export class ClientLimiter {
     rejectUnknownKeys(raw, [concurrentKey, rateKey, 'burst'], name);
     const maxConnections = limit(raw[concurrentKey], `${name}.${concurrentKey}`, Infinity);
     const rate = limit(raw[rateKey], `${name}.${rateKey}`, Infinity);
-    const burst =
-      rate === Infinity
-        ? Infinity
-        : integer(raw.burst, `${name}.burst`, Math.max(1, Math.ceil(rate)), { min: 1 });
+    // Checked with or without a rate (a burst of "10" or 0 is a mistake either way); without a
+    // rate the bucket never empties, whatever its size.
+    const burst = integer(raw.burst, `${name}.burst`, Math.max(1, Math.ceil(rate)), { min: 1 });
     if (maxConnections === Infinity && rate === Infinity) return undefined;
-    return new ClientLimiter(maxConnections, rate, burst);
+    return new ClientLimiter(maxConnections, rate, rate === Infinity ? Infinity : burst);
   }
 
   /** Admits one connection for `address`, or says why not. Admitted ones must be `release()`d. */

@@ -204,7 +204,8 @@ function validateTls(value: unknown, name: string): TunnelTlsOptions | undefined
   return value;
 }
 
-function validateUdpPath(value: unknown, name: string): string {
+/** A CONNECT-UDP URI template (RFC 9298), `name` naming it in the error. */
+export function validateUdpPath(value: unknown, name: string): string {
   if (value === undefined) return DEFAULT_UDP_PATH;
   const path = nonEmptyString(value, name);
   if (!path.startsWith('/') || !path.includes('{target_host}') || !path.includes('{target_port}'))

@@ -14,7 +14,7 @@ import { roundRobin } from '../select/roundRobin.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
 import type { UpstreamTlsOptions } from '../tls/UpstreamTlsOptions.js';
-import { DEFAULT_UDP_PATH, validateTunnel } from '../transport/tunnelOptions.js';
+import { DEFAULT_UDP_PATH, validateUdpPath } from '../transport/tunnelOptions.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import type { UpstreamSource } from '../upstream/UpstreamSource.js';
@@ -156,9 +156,9 @@ const KEYS = [
   'postPath',
 ] as const;
 
-/** Checks a CONNECT-UDP template as `tunnel.udpPath` is checked. */
+/** Checks a CONNECT-UDP template as `tunnel.udpPath` is checked, naming the option `udpPath`. */
 function udpTemplate(value: unknown): string {
-  return validateTunnel({ target: 'x:1', udpPath: value }, 'TunnelServer').udpPath;
+  return validateUdpPath(value, 'udpPath');
 }
 
 function postPathOption(value: unknown): string | undefined {

@@ -24,6 +24,20 @@ describe('ClientLimiter', () => {
     }
   });
 
+  test('a bad burst is refused without connectionsPerSecond too (it was accepted unchecked)', () => {
+    for (const [value, option] of [
+      [{ burst: '10' }, 'perClient.burst'],
+      [{ maxConnections: 4, burst: 0 }, 'perClient.burst'],
+      [{ maxConnections: 4, burst: 1.5 }, 'perClient.burst'],
+    ] as const) {
+      assert.throws(
+        () => ClientLimiter.from(value, 'perClient'),
+        (error: unknown) => error instanceof InvalidOptionError && error.option === option,
+        option,
+      );
+    }
+  });
+
   test('the token bucket refills at connectionsPerSecond up to burst, per client', () => {
     const limiter = ClientLimiter.from({ connectionsPerSecond: 2, burst: 3 }, 'perClient')!;
     for (let i = 0; i < 3; i++) assert.equal(limiter.acquire('192.0.2.1', 0), undefined);

@@ -177,3 +177,35 @@ test('CLI: termination certificates renewed on disk are served after SIGHUP; liv
   assert.equal(await firstData(fresh, 'new'), 'new');
   assert.equal(await firstData(live, 'after'), 'after', 'the live connection survived the reload');
 });
+
+test('CLI: an upstream of its own reads its TLS files (upstreams[i].tls.caFile), relative to the config file; errors name them', async (t) => {
+  const openssl = tool(t, 'openssl');
+  if (openssl === undefined) return;
+  const ca = await testCa(t, openssl);
+  const peer = await tlsPeer('own-ca-upstream', await ca.issue('localhost', ['localhost']));
+  t.after(() => peer.close());
+  const dir = configDir(t);
+  dir.write('upstream-ca.pem', ca.cert);
+  const listener = (tlsBlock: Record<string, unknown>) => ({
+    listeners: [
+      {
+        name: 'per-upstream',
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: 'localhost', port: peer.port, tls: tlsBlock }],
+      },
+    ],
+  });
+  const file = dir.write('l4proxy.json', listener({ caFile: 'upstream-ca.pem' }));
+  assert.throws(
+    () => validateConfig(listener({ caFile: 'missing.pem' }), file),
+    /listeners\[0\]\.upstreams\[0\]\.tls\.caFile: cannot read .*missing\.pem/,
+  );
+  const cli = startCli(t, ['--config', file]);
+  const port = await listenPort(cli, 'per-upstream');
+  const plain = (await import('node:net')).connect(port, '127.0.0.1');
+  plain.on('error', () => undefined);
+  assert.equal(await firstData(plain), 'hello from own-ca-upstream\n');
+  plain.destroy();
+  assert.equal(peer.handshakes(), 1);
+});

@@ -29,6 +29,7 @@ import {
 } from '../helpers/net.js';
 import { listeningServers, startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
+import { configErrorOf } from '../cli/cli.js';
 
 const allowAll = { authorize: () => true, route: 'direct' as const };
 
@@ -526,6 +527,26 @@ describe('TunnelServer maxTunnels', () => {
   test('maxTunnels must be a positive integer or Infinity', () => {
     assert.throws(() => new TunnelServer({ maxTunnels: 0 }), /maxTunnels/);
     assert.throws(() => new TunnelServer({ maxTunnels: 1.5 }), /maxTunnels/);
+  });
+});
+
+describe('TunnelServer udpPath', () => {
+  test('a bad udpPath is an InvalidOptionError naming udpPath (it named "TunnelServer.udpPath", and the CLI "listeners[0].TunnelServer.udpPath")', () => {
+    for (const udpPath of ['/no-placeholders', 7]) {
+      assert.throws(
+        () => new TunnelServer({ udpPath: udpPath as string }),
+        (err: unknown) =>
+          err instanceof InvalidOptionError &&
+          err.option === 'udpPath' &&
+          err.message.startsWith('Invalid option "udpPath": '),
+      );
+    }
+    assert.match(
+      configErrorOf({
+        listeners: [{ protocol: 'tunnel', listen: '127.0.0.1:0', udpPath: '/masque' }],
+      }),
+      /^l4proxy\.json: listeners\[0\]\.udpPath: expected a path template starting with '\/'/,
+    );
   });
 });
 

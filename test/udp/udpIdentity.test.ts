@@ -263,4 +263,31 @@ describe('UdpProxy client identity', () => {
     await proxy.close();
     await echo.close();
   });
+
+  test('perClient.sessionsPerSecond with burst drops new sessions beyond the burst (rate_limited), per client address', async () => {
+    const echo = await udpEcho();
+    // One new session per second, burst 2: a third session within the same second finds no token.
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      perClient: { sessionsPerSecond: 1, burst: 2 },
+    });
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const a = await clientFrom('127.0.0.1');
+    const b = await clientFrom('127.0.0.1');
+    const c = await clientFrom('127.0.0.1');
+    const elsewhere = await clientFrom('127.0.0.2');
+    assert.equal((await request(a, port, 'a')).toString(), 'a');
+    assert.equal((await request(b, port, 'b')).toString(), 'b');
+    const dropped = nextDrop(proxy);
+    c.send('c', port, '127.0.0.1');
+    assert.equal((await dropped).reason, DropReason.RATE_LIMITED);
+    assert.equal((await request(elsewhere, port, 'other address')).toString(), 'other address');
+    // A live session is not a new one: it keeps going with the bucket empty.
+    assert.equal((await request(a, port, 'again')).toString(), 'again');
+    assert.equal(proxy.stats().dropped.rate_limited, 1);
+    assert.equal(proxy.stats().downstream_sess_active, 3);
+    for (const s of [a, b, c, elsewhere]) await closeSocket(s);
+    await proxy.close();
+    await echo.close();
+  });
 });
