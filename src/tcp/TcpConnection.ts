@@ -1092,7 +1092,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   /** Creates this connection's filters and runs the bytes read by the preface through them. */
   private openFilters(factories: readonly DataFilterFactory[]): boolean {
-    const { chain, failure } = FilterChain.open(factories, this);
+    const { chain, failure } = FilterChain.open(factories, this, this.host.filterFailed);
     // Set before failing: the filters made before the factory that threw still get onClose.
     this.filters = chain;
     if (failure !== undefined) {
@@ -1320,8 +1320,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     const summary =
       this.filters !== undefined || this.host.wantsSummary() ? this.summary() : undefined;
     this.host.finish(this, reason, summary);
-    if (this.filters !== undefined && summary !== undefined)
-      this.host.filtersClosed(this.filters.closed(summary));
+    if (this.filters !== undefined && summary !== undefined) this.filters.closed(summary);
   }
 
   /** The connection's end as reported to `connectionClose` listeners. */
