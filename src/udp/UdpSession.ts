@@ -441,6 +441,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       this.terminate(SessionCloseReason.FILTER_ERROR, new FilterError(err));
       return undefined;
     }
+    // A filter may have ended its own session (`session.close()`): nothing more goes out.
+    if (this.reason !== undefined) return undefined;
     if (out === undefined) this.drop(DropReason.FILTERED, from, msg.length);
     return out;
   }
