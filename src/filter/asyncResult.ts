@@ -1,17 +1,8 @@
 import { isThenable } from '../internal/isThenable.js';
 
-const ignore = (): void => undefined;
+export { isPromised } from '../internal/isThenable.js';
 
-/**
- * Whether a filter callback returned a promise (an `async` callback) where the filter API wants
- * a value now. Its rejection is handled here: left alone, it would be an unhandled rejection,
- * which ends the host process. The caller fails the filter (`filter_error`).
- */
-export function isPromised(result: unknown): boolean {
-  if (!isThenable(result)) return false;
-  Promise.resolve(result).then(ignore, ignore);
-  return true;
-}
+const ignore = (): void => undefined;
 
 /**
  * A callback whose result is ignored (`onUpstreamConnect`, `onClose`) may be `async`: its
