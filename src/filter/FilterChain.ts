@@ -1,6 +1,8 @@
+import { describe } from '../errors.js';
 import type { TcpConnectionInfo, TcpConnectionSummary } from '../tcp/events.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { DataFilter, DataFilterFactory, FilterResult } from './dataFilter.js';
+import { ASYNC_FILTER, isPromised, reportRejection } from './asyncResult.js';
 
 const NOTHING = Buffer.alloc(0);
 
@@ -21,33 +23,38 @@ type DataCallback = 'onClientData' | 'onUpstreamData';
  */
 export class FilterChain {
   private readonly filters: readonly DataFilter[];
+  /** Where errors go that come after the fact (a failing `onClose`, a rejected `async` one). */
+  private readonly report: (error: unknown) => void;
   private toUpstreamEnded = false;
   private toClientEnded = false;
 
-  private constructor(filters: readonly DataFilter[]) {
+  private constructor(filters: readonly DataFilter[], report: (error: unknown) => void) {
     this.filters = filters;
+    this.report = report;
   }
 
   /**
    * Calls every factory for `connection`; `chain` is undefined when none filters. A factory that
-   * throws stops the others: `failure` is what it threw, and `chain` holds the filters made
-   * before it, so that they still hear `onClose` (they may hold resources until then).
+   * throws (or returns something that is no filter) stops the others: `failure` is the error,
+   * and `chain` holds the filters made before it, so that they still hear `onClose` (they may
+   * hold resources until then).
    */
   static open(
     factories: readonly DataFilterFactory[],
     connection: TcpConnectionInfo,
+    report: (error: unknown) => void,
   ): { readonly chain: FilterChain | undefined; readonly failure?: { readonly error: unknown } } {
     const filters: DataFilter[] = [];
     let failure: { readonly error: unknown } | undefined;
     try {
       for (const factory of factories) {
-        const filter = factory(connection);
+        const filter = madeFilter(factory(connection));
         if (filter !== undefined) filters.push(filter);
       }
     } catch (error) {
       failure = { error };
     }
-    const chain = filters.length === 0 ? undefined : new FilterChain(filters);
+    const chain = filters.length === 0 ? undefined : new FilterChain(filters, report);
     return failure === undefined ? { chain } : { chain, failure };
   }
 
@@ -75,21 +82,21 @@ export class FilterChain {
     return this.flush('onUpstreamEnd', 'onUpstreamData', this.toClientEnded);
   }
 
+  /** The upstream is connected; an `async` callback's later rejection is reported. */
   upstreamConnected(upstream: UpstreamCandidate): void {
-    for (const filter of this.filters) filter.onUpstreamConnect?.(upstream);
+    for (const filter of this.filters)
+      reportRejection(filter.onUpstreamConnect?.(upstream), this.report);
   }
 
-  /** Tells every filter the connection ended; a throwing filter does not stop the others. */
-  closed(summary: TcpConnectionSummary): unknown[] {
-    const errors: unknown[] = [];
+  /** Tells every filter the connection ended; a failing filter is reported and stops no other. */
+  closed(summary: TcpConnectionSummary): void {
     for (const filter of this.filters) {
       try {
-        filter.onClose?.(summary);
+        reportRejection(filter.onClose?.(summary), this.report);
       } catch (err) {
-        errors.push(err);
+        this.report(err);
       }
     }
-    return errors;
   }
 
   /**
@@ -153,10 +160,24 @@ export class FilterChain {
   }
 }
 
+/**
+ * What a factory returned: a filter object or undefined. Anything else (a promise from an `async`
+ * factory, a string) would filter nothing: the bytes would flow unfiltered.
+ */
+function madeFilter(filter: unknown): DataFilter | undefined {
+  if (filter === undefined) return undefined;
+  if (isPromised(filter)) throw new TypeError(`a data filter factory ${ASYNC_FILTER}`);
+  if (typeof filter === 'object' && filter !== null) return filter;
+  throw new TypeError(
+    `a data filter factory returned ${describe(filter)}, not a filter object or undefined`,
+  );
+}
+
 /** What an end callback returned: only a Buffer (or nothing) may reach a socket's write. */
 function endTail(tail: unknown): Buffer | undefined {
   if (tail === undefined || tail === null) return undefined;
   if (Buffer.isBuffer(tail)) return tail;
+  if (isPromised(tail)) throw new TypeError(`a data filter end callback ${ASYNC_FILTER}`);
   throw new TypeError(
     'a data filter end callback returned something other than a Buffer or undefined',
   );
@@ -171,6 +192,7 @@ function interpret(result: FilterResult, chunk: Buffer): FilterOutput {
     if (data === undefined) return { data: NOTHING, end: true };
     if (Buffer.isBuffer(data)) return { data, end: true };
   }
+  if (isPromised(result)) throw new TypeError(`a data filter ${ASYNC_FILTER}`);
   throw new TypeError(
     'a data filter returned something other than a Buffer, null, undefined or { end: true, data? }',
   );

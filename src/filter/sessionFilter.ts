@@ -1,4 +1,6 @@
+import { describe } from '../errors.js';
 import { factoryList } from './factoryList.js';
+import { ASYNC_FILTER, isPromised } from './asyncResult.js';
 import type { UdpSessionInfo, UdpSessionSummary } from '../udp/events.js';
 
 /**
@@ -50,11 +52,26 @@ export function filterDatagram(
         : filter.onUpstreamDatagram?.(current);
     if (result === null) return undefined;
     if (result === undefined) continue;
-    if (!Buffer.isBuffer(result))
+    if (!Buffer.isBuffer(result)) {
+      if (isPromised(result)) throw new TypeError(`a session filter ${ASYNC_FILTER}`);
       throw new TypeError(
         'a session filter returned something other than a Buffer, null or undefined',
       );
+    }
     current = result;
   }
   return current;
+}
+
+/**
+ * What a factory returned: a filter object or undefined. Anything else (a promise from an `async`
+ * factory, a string) would filter nothing: the datagrams would flow unfiltered.
+ */
+export function madeSessionFilter(filter: unknown): UdpSessionFilter | undefined {
+  if (filter === undefined) return undefined;
+  if (isPromised(filter)) throw new TypeError(`a session filter factory ${ASYNC_FILTER}`);
+  if (typeof filter === 'object' && filter !== null) return filter;
+  throw new TypeError(
+    `a session filter factory returned ${describe(filter)}, not a filter object or undefined`,
+  );
 }

@@ -11,3 +11,17 @@ export function isThenable<T>(value: unknown): value is PromiseLike<T> {
     return true;
   }
 }
+
+const ignore = (): void => undefined;
+
+/**
+ * Whether user code that must answer at once (a data filter, an inspector, a TLV callback)
+ * returned a promise instead: an `async` function. Its rejection is handled here: left alone, it
+ * would be an unhandled rejection, which ends the host process. The caller treats the call as
+ * failed.
+ */
+export function isPromised(result: unknown): boolean {
+  if (!isThenable(result)) return false;
+  Promise.resolve(result).then(ignore, ignore);
+  return true;
+}

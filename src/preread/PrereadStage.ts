@@ -1,4 +1,5 @@
 import { thrownMessage } from '../errors.js';
+import { isPromised } from '../internal/isThenable.js';
 import type {
   PrereadContext,
   PrereadInspector,
@@ -145,6 +146,12 @@ export class PrereadStage {
     } catch (err) {
       return { action: 'reject', reason: `inspector ${name} threw: ${thrownMessage(err)}` };
     }
+    // Only a verdict without an action can be a promise: the check costs nothing otherwise.
+    if ((verdict as { action?: unknown } | undefined)?.action === undefined && isPromised(verdict))
+      return {
+        action: 'reject',
+        reason: `inspector ${name} returned a Promise: inspectors are synchronous`,
+      };
     return checked(verdict, bytes.length);
   }
 }

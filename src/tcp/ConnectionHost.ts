@@ -62,8 +62,11 @@ export interface ConnectionHost {
   readonly handleUpstreams: boolean;
   /** Data filter factories (the `filters` option), or undefined: the plain relay. */
   readonly filters: readonly DataFilterFactory[] | undefined;
-  /** Errors data filters threw from `onClose` (reported, nothing else to do). */
-  filtersClosed(errors: readonly unknown[]): void;
+  /**
+   * A data filter failed after the fact (`onClose` threw, an `async` `onClose` or
+   * `onUpstreamConnect` rejected): reported, nothing else to do.
+   */
+  readonly filterFailed: (error: unknown) => void;
   /** The proxy's HTTP tunnels (created on first use, by tunnel upstreams only). */
   tunnels(): TunnelAgent;
   /** A TLS client's first attempt waits a loop turn: it holds a slot under the caps until then. */

@@ -786,7 +786,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     socket.on('end', onUpstreamEnd);
     if (
       this.filters !== undefined &&
-      !this.filtersSee(() => this.filters?.upstreamConnected(state))
+      (!this.filtersSee(() => this.filters?.upstreamConnected(state)) || this.closedByFilter())
     )
       return;
     socket.on('drain', onUpstreamDrain);
@@ -1094,7 +1094,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   /** Creates this connection's filters and runs the bytes read by the preface through them. */
   private openFilters(factories: readonly DataFilterFactory[]): boolean {
-    const { chain, failure } = FilterChain.open(factories, this);
+    const { chain, failure } = FilterChain.open(factories, this, this.host.filterFailed);
     // Set before failing: the filters made before the factory that threw still get onClose.
     this.filters = chain;
     if (failure !== undefined) {
@@ -1125,6 +1125,14 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     }
   }
 
+  /**
+   * Whether a filter closed the connection from inside a callback (`connection.close()`): what
+   * it returned is then not written, nor counted as sent.
+   */
+  private closedByFilter(): boolean {
+    return this.reason !== undefined;
+  }
+
   /** A client chunk through the filters; counted as received, forwarded as they decide. @internal */
   filteredClientData(chunk: Buffer): boolean {
     const filters = this.filters;
@@ -1132,6 +1140,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     let output: FilterOutput | undefined;
     if (!this.filtersSee(() => (output = filters.toUpstream(chunk))) || output === undefined)
       return false;
+    if (this.closedByFilter()) {
+      this.bytesFromClient += chunk.length;
+      return false;
+    }
     // clientData counts what it forwards; the rest of the chunk was received all the same.
     this.bytesFromClient += chunk.length - output.data.length;
     this.lastActivity = Date.now();
@@ -1147,6 +1159,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     let output: FilterOutput | undefined;
     if (!this.filtersSee(() => (output = filters.toClient(chunk))) || output === undefined)
       return false;
+    if (this.closedByFilter()) {
+      this.bytesFromUpstream += chunk.length;
+      this.upstreamCounters.rxBytes += chunk.length;
+      return false;
+    }
     const dropped = chunk.length - output.data.length;
     this.bytesFromUpstream += dropped;
     this.upstreamCounters.rxBytes += dropped;
@@ -1173,7 +1190,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /** The client half-closed: what the filters held goes upstream (or waits with the early bytes). */
   private flushToUpstream(filters: FilterChain): boolean {
     let tail: Buffer | undefined;
-    if (!this.filtersSee(() => (tail = filters.clientEnded()))) return false;
+    if (!this.filtersSee(() => (tail = filters.clientEnded())) || this.closedByFilter())
+      return false;
     if (tail === undefined || tail.length === 0) return true;
     const socket = this.upstreamSocket;
     if (this.connected && socket !== undefined) this.writeUpstream(socket, tail);
@@ -1183,7 +1201,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   private flushToClient(filters: FilterChain): boolean {
     let tail: Buffer | undefined;
-    if (!this.filtersSee(() => (tail = filters.upstreamEnded()))) return false;
+    if (!this.filtersSee(() => (tail = filters.upstreamEnded())) || this.closedByFilter())
+      return false;
     if (tail !== undefined && tail.length > 0) {
       this.bytesToClient += tail.length;
       this.client.write(tail);
@@ -1322,8 +1341,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     const summary =
       this.filters !== undefined || this.host.wantsSummary() ? this.summary() : undefined;
     this.host.finish(this, reason, summary);
-    if (this.filters !== undefined && summary !== undefined)
-      this.host.filtersClosed(this.filters.closed(summary));
+    if (this.filters !== undefined && summary !== undefined) this.filters.closed(summary);
   }
 
   /** The connection's end as reported to `connectionClose` listeners. */

@@ -301,8 +301,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         this.options.relay === 'handle' &&
         this.options.upstreamSocket === undefined &&
         handleBindings() !== null,
-      filtersClosed: (errors) => {
-        for (const err of errors) reportError(this, new FilterError(err));
+      filterFailed: (error) => {
+        reportError(this, new FilterError(error));
       },
       attemptDeferred: () => {
         this.deferredAttempts++;

@@ -1,3 +1,4 @@
+import { isPromised } from '../internal/isThenable.js';
 import { sameFamily } from '../net/sameFamily.js';
 import type { ProxyHeader, ProxyTlv } from '../protocol/ProxyHeader.js';
 import { encodeProxyHeader } from '../protocol/encodeProxyHeader.js';
@@ -14,6 +15,9 @@ import { withSslTlvs } from '../tls/sslTlv.js';
  */
 export function proxyHeaderFor(connection: TcpConnectionInfo, send: ProxyProtocolSend): Buffer {
   const user = send.version === 2 && send.tlvs ? send.tlvs(connection) : undefined;
+  // A promise would pass for a fields object naming no TLV: the header would go without them.
+  if (isPromised(user))
+    throw new TypeError('proxyProtocol.tlvs returned a Promise: it must answer synchronously');
   const fields = send.ssl ? withSslTlvs(user, connection.tls) : user;
   const own = fields === undefined ? undefined : toTlvs(fields);
   const tlvs = send.passThroughTlvs ? passedThrough(connection, send.passThroughTlvs, own) : own;

@@ -13,7 +13,8 @@ import {
   ProxyClosedError,
   thrownMessage,
 } from '../errors.js';
-import { integer, optionalRecord } from '../internal/validate.js';
+import { integer, isRecord, optionalRecord } from '../internal/validate.js';
+import { validateUpstream } from '../upstream/Upstream.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import { parseAuthority } from '../transport/tunnelOptions.js';
 import { matchUdpPath, relayUdp } from './udpRelay.js';
@@ -833,6 +834,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     const refuse = (status: number, reason: TunnelRefusal, error?: Error): void => {
       settle({ ok: false, status, reason, error });
     };
+    // Nothing in routing and dialling may become an unhandled rejection nor leave the client
+    // unanswered: what throws there is a 500, reported.
+    const refuseInternal = (err: unknown): void => {
+      const error = asError(err);
+      reportError(this, error);
+      refuse(500, 'internal', error);
+    };
     const check = this.admit(tunnel, facts, (status, error) => {
       if (status !== undefined) {
         refuse(status, status >= 500 ? 'internal' : 'admission', error);
@@ -843,31 +851,33 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         gone();
         return;
       }
-      void this.target(tunnel).then((target) => {
-        if (ended || clientGone(client)) {
-          gone();
-          return;
-        }
-        if (typeof target === 'number') {
-          refuse(target, target === 403 ? 'not_routable' : 'internal');
-          return;
-        }
-        const dialClient = {
-          address: facts.identity.address,
-          port: facts.identity.port,
-          family: facts.identity.family,
-          localAddress: facts.identity.localAddress,
-          localPort: facts.identity.localPort,
-          tls: facts.tls,
-        };
-        const fixed = target === 'select' ? undefined : target;
-        dial = new TunnelDial(
-          this.dialHost,
-          { request: tunnel, client: dialClient, target: fixed, udp },
-          settle,
-        );
-        dial.start();
-      });
+      this.target(tunnel)
+        .then((target) => {
+          if (ended || clientGone(client)) {
+            gone();
+            return;
+          }
+          if (typeof target === 'number') {
+            refuse(target, target === 403 ? 'not_routable' : 'internal');
+            return;
+          }
+          const dialClient = {
+            address: facts.identity.address,
+            port: facts.identity.port,
+            family: facts.identity.family,
+            localAddress: facts.identity.localAddress,
+            localPort: facts.identity.localPort,
+            tls: facts.tls,
+          };
+          const fixed = target === 'select' ? undefined : target;
+          dial = new TunnelDial(
+            this.dialHost,
+            { request: tunnel, client: dialClient, target: fixed, udp },
+            settle,
+          );
+          dial.start();
+        })
+        .catch(refuseInternal);
     });
   }
 
@@ -914,7 +924,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     const routeFunction = this.options.routeFunction;
     if (routeFunction === undefined) return 'select';
     try {
-      return (await routeFunction(tunnel)) ?? 403;
+      return routeTarget(await routeFunction(tunnel));
     } catch (err) {
       reportError(this, asError(err));
       return 500;
@@ -1022,4 +1032,16 @@ function clientGone(client: Socket | ServerHttp2Stream): boolean {
 function refusalOf(outcome: DialOutcome): Refusal {
   if (outcome.ok) return { status: 500, reason: 'internal', upstream: outcome.state.id };
   return { status: outcome.status, reason: outcome.reason };
+}
+
+/**
+ * What a route function returned: undefined refuses (403); anything but `{ host, port }` is the
+ * function's bug (a string, a number, a bad port), named here rather than failing in the dial.
+ * @throws {InvalidOptionError} naming `route result`.
+ */
+function routeTarget(value: unknown): TunnelTarget | 403 {
+  if (value === undefined) return 403;
+  if (!isRecord(value))
+    throw new InvalidOptionError('route result', 'an object { host, port } or undefined', value);
+  return validateUpstream({ host: value.host, port: value.port }, 'route result');
 }

@@ -31,6 +31,8 @@ export interface SessionHost {
   upstreamFailed(state: UpstreamState, generation: number): void;
   /** An upstream answered: passive ejection resets its failure streak. */
   upstreamSucceeded(state: UpstreamState, generation: number): void;
+  /** A session filter's `onClose` threw, or an `async` one rejected: reported, nothing else to do. */
+  readonly filterFailed: (error: unknown) => void;
   /** Whether anyone reads session summaries (a `sessionClose` listener or channel). */
   wantsSummary(): boolean;
   /** The session ended: forget it, count it, emit `sessionClose` (summary built only when wanted). */

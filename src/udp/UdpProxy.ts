@@ -7,7 +7,13 @@ import { lookup } from 'node:dns';
 import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { EventEmitter } from 'eventemitter3';
-import { asError, InvalidOptionError, ListenError, ProxyClosedError } from '../errors.js';
+import {
+  asError,
+  FilterError,
+  InvalidOptionError,
+  ListenError,
+  ProxyClosedError,
+} from '../errors.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import { boolean, integer, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
@@ -159,6 +165,9 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       },
       emitUpstreamError: (session, state, error) => {
         emitSafely(this, 'upstreamError', session, state, error);
+      },
+      filterFailed: (error) => {
+        reportError(this, new FilterError(error));
       },
       wantsSummary: () =>
         this.listenerCount('sessionClose') > 0 || channels.udpSessionClose.hasSubscribers,

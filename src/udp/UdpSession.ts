@@ -1,5 +1,6 @@
 import { FilterError, ProxyClosedError } from '../errors.js';
-import { filterDatagram } from '../filter/sessionFilter.js';
+import { filterDatagram, madeSessionFilter } from '../filter/sessionFilter.js';
+import { reportRejection } from '../filter/asyncResult.js';
 import type { UdpSessionFilter, UdpSessionFilterFactory } from '../filter/sessionFilter.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
 import { selectorError } from '../select/internal/selectorOutcome.js';
@@ -413,7 +414,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     const filters: UdpSessionFilter[] = [];
     try {
       for (const factory of factories) {
-        const filter = factory(this);
+        const filter = madeSessionFilter(factory(this));
         if (filter !== undefined) filters.push(filter);
       }
     } catch (err) {
@@ -440,6 +441,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       this.terminate(SessionCloseReason.FILTER_ERROR, new FilterError(err));
       return undefined;
     }
+    // A filter may have ended its own session (`session.close()`): nothing more goes out.
+    if (this.reason !== undefined) return undefined;
     if (out === undefined) this.drop(DropReason.FILTERED, from, msg.length);
     return out;
   }
@@ -506,10 +509,11 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
 
   private filtersClosed(filters: readonly UdpSessionFilter[], summary: UdpSessionSummary): void {
     for (const filter of filters) {
+      // The session is over: a failing onClose harms nothing, it is reported (as TCP's are).
       try {
-        filter.onClose?.(summary);
-      } catch {
-        // The session is over: nothing left for a failing onClose to harm.
+        reportRejection(filter.onClose?.(summary), this.host.filterFailed);
+      } catch (err) {
+        this.host.filterFailed(err);
       }
     }
   }

@@ -2,7 +2,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TcpProxy } from '../../src/index.js';
 import type { DataFilterFactory, TcpConnectionSummary } from '../../src/index.js';
-import { closed, connect, dial, echoServer, readAll, waitFor } from '../helpers/net.js';
+import {
+  closed,
+  connect,
+  dial,
+  echoServer,
+  readAll,
+  socketServer,
+  waitFor,
+} from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 import { startNginx } from '../helpers/nginx.js';
 import { freePort } from '../helpers/peerProcess.js';
@@ -131,6 +139,47 @@ for (const relay of RELAYS) {
     assert.equal(failed?.error?.name, 'FilterError');
     assert.match(failed.error.message, /filter bug/);
     assert.equal(proxy.stats().close_reasons.filter_error, 1);
+  });
+
+  test(`a filter that closes its connection from a callback: what it returns is neither sent nor counted (relay ${relay})`, async (t) => {
+    let upstreamGot = 0;
+    const server = await socketServer((socket) => {
+      socket.on('data', (chunk: Buffer) => (upstreamGot += chunk.length));
+      socket.write('greeting');
+    });
+    t.after(() => server.close());
+    for (const side of ['onClientData', 'onUpstreamData', 'onClientEnd'] as const) {
+      upstreamGot = 0;
+      const closing: DataFilterFactory = (connection) => ({
+        [side]: (chunk?: Buffer) => {
+          connection.close();
+          return chunk ?? Buffer.from('held');
+        },
+      });
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [{ host: '127.0.0.1', port: server.port }],
+        relay,
+        filters: [closing],
+      });
+      const client = await connect(port);
+      let clientGot = 0;
+      client.on('data', (chunk: Buffer) => (clientGot += chunk.length));
+      if (side !== 'onUpstreamData') {
+        await waitFor(proxy, 'upstreamConnect');
+        if (side === 'onClientData') client.write('hello');
+        else client.end();
+      }
+      await closed(client);
+      const [summary] = await closes(1);
+      assert.equal(summary?.reason, 'closed_by_user', side);
+      const sent = side === 'onUpstreamData' ? summary.bytesToClient : summary.bytesToUpstream;
+      assert.equal(sent, 0, `${side}: nothing counted as sent`);
+      if (side === 'onUpstreamData') assert.equal(clientGot, 0);
+      if (side === 'onClientData')
+        assert.equal(summary.bytesFromClient, 5, 'received all the same');
+      await proxy.close({ drainTimeout: 0 });
+      assert.equal(upstreamGot, 0, `${side}: the upstream got nothing`);
+    }
   });
 
   test(`an end callback returning a non-Buffer closes with filter_error, never reaches the socket (relay ${relay})`, async (t) => {

@@ -167,3 +167,37 @@ test('a session filter factory that throws: the filters made before it still hea
   assert.equal(await withTimeout(ended, 3_000, 'the session to close'), 'filter_error');
   assert.deepEqual(closedWith, ['filter_error']);
 });
+
+test('a session filter that closes its own session: the datagram it returns is not sent, nor counted', async (t) => {
+  const echo = await udpEcho();
+  t.after(() => echo.close());
+  for (const side of ['onClientDatagram', 'onUpstreamDatagram'] as const) {
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      sessionFilters: [
+        (session) => ({
+          [side]: (datagram: Buffer) => {
+            session.close();
+            return datagram;
+          },
+        }),
+      ],
+    });
+    const summaries: UdpSessionSummary[] = [];
+    proxy.on('sessionClose', (s) => summaries.push(s));
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const client = await udpSocket();
+    const received = echo.received;
+    await assert.rejects(request(client, port, 'after close', '127.0.0.1', 300), /timed out/);
+    await proxy.close();
+    await closeSocket(client);
+    const summary = summaries[0];
+    assert.equal(summary?.reason, 'closed_by_user', side);
+    if (side === 'onClientDatagram') {
+      assert.equal(echo.received, received, 'the upstream got nothing');
+      assert.equal(summary.bytesToUpstream, 0);
+    }
+    assert.equal(summary.bytesToClient, 0, side);
+    assert.equal(proxy.stats().downstream_sess_tx_bytes, 0, side);
+  }
+});

@@ -803,3 +803,44 @@ describe('TunnelServer CONNECT-UDP summaries', () => {
     assert.equal(summaries[0].bytesToTarget, 4);
   });
 });
+
+describe('TunnelServer route functions', () => {
+  test('a route function returning no target ({ host, port } or undefined) answers 500 and is reported, never an unhandled rejection', async (t) => {
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown): void => {
+      rejections.push(reason);
+    };
+    process.on('unhandledRejection', onRejection);
+    t.after(() => process.off('unhandledRejection', onRejection));
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const answers = [
+      'somewhere',
+      42,
+      { host: '127.0.0.1', port: 0 },
+      { host: '', port: echo.port },
+    ];
+    let next = 0;
+    const { server, port } = await startTunnelServer({
+      authorize: () => true,
+      route: () => answers[next++] as { host: string; port: number },
+    });
+    t.after(() => server.close());
+    const errors: Error[] = [];
+    server.on('error', (err) => errors.push(err));
+    for (const answer of answers) {
+      const client = await connect(port);
+      const head = readUntil(client, /\r\n\r\n/, 3_000);
+      client.write(`CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+      assert.match(await head, /^HTTP\/1\.1 500 /, JSON.stringify(answer));
+      client.destroy();
+    }
+    assert.equal(server.stats().tunnel_refused_reasons.internal, answers.length);
+    assert.deepEqual(
+      errors.map((e) => (e as { option?: string }).option),
+      ['route result', 'route result', 'route result.port', 'route result.host'],
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(rejections, []);
+  });
+});
