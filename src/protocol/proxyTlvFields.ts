@@ -1,5 +1,5 @@
 import { InvalidOptionError } from '../errors.js';
-import { requireRecord } from '../internal/validate.js';
+import { rejectUnknownKeys, requireRecord } from '../internal/validate.js';
 import type { ProxyTlv } from './ProxyHeader.js';
 import { ProxySslSubtype, ProxyTlvType, joinTlvs, splitTlvs } from './proxyTlv.js';
 
@@ -54,6 +54,9 @@ function isCustom(type: number): boolean {
   return type >= ProxyTlvType.MIN_CUSTOM && type <= ProxyTlvType.MAX_CUSTOM;
 }
 
+const FIELDS = ['alpn', 'authority', 'uniqueId', 'ssl', 'netns', 'custom'] as const;
+const SSL_FIELDS = ['client', 'verify', ...SSL_STRINGS.map(([field]) => field), 'clientCert'];
+
 /**
  * Builds TLVs from named fields, in a fixed order (ALPN, AUTHORITY, UNIQUE_ID, SSL, NETNS, custom).
  * Throws {@link InvalidOptionError} for a custom type outside 0xE0-0xEF.
@@ -63,7 +66,8 @@ function isCustom(type: number): boolean {
  */
 export function proxyTlvs(fields: ProxyTlvFields): ProxyTlv[] {
   // JS callers (and a `tlvs` callback's result) are not held to the types: check what is read.
-  requireRecord(fields, 'fields');
+  // A misspelt field (`authorty`) would send a header without that TLV, silently.
+  rejectUnknownKeys(requireRecord(fields, 'fields'), FIELDS, '');
   const tlvs: ProxyTlv[] = [];
   const add = (type: number, value: Buffer): void => {
     tlvs.push({ type, value });
@@ -101,6 +105,7 @@ function bytes(value: unknown, name: string): Buffer {
 
 function sslValue(ssl: ProxySslFields): Buffer {
   const { client, verify } = requireRecord(ssl, 'ssl');
+  rejectUnknownKeys(ssl as unknown as Record<string, unknown>, SSL_FIELDS, 'ssl');
   const head = Buffer.alloc(5);
   head.writeUInt8(bits(client, 'ssl.client') & 0xff, 0);
   head.writeUInt32BE(bits(verify, 'ssl.verify') >>> 0, 1);

@@ -66,7 +66,7 @@ describe('proxyTlvs / readProxyTlvs', () => {
     assert.deepEqual(readProxyTlvs([]), {});
   });
 
-  test('refuse fields of the wrong type with InvalidOptionError naming the field', () => {
+  test('refuse fields of the wrong type, and unknown fields, with InvalidOptionError naming the field', () => {
     const cases: [unknown, string][] = [
       [null, 'fields'],
       [{ alpn: 2 }, 'alpn'],
@@ -81,6 +81,9 @@ describe('proxyTlvs / readProxyTlvs', () => {
       [{ custom: {} }, 'custom'],
       [{ custom: [null] }, 'custom[0]'],
       [{ custom: [{ type: 0xe0, value: 'x' }] }, 'custom[0].value'],
+      // Misspelt fields: the header would go without them.
+      [{ authorty: 'a.example' }, 'authorty'],
+      [{ ssl: { client: 1, verify: 0, commonName: 'c' } }, 'ssl.commonName'],
     ];
     for (const [fields, option] of cases)
       assert.throws(
