@@ -1,19 +1,22 @@
 /**
  * The naive UDP baseline: one upstream socket per client address, no limits, no timers beyond
- * an idle sweep. argv: upstream port, responses per session (0 = unlimited). Sends `{ port }`.
+ * an idle sweep. argv: upstream port, responses per session (0 = unlimited), and optionally the
+ * loopback address (default 127.0.0.1; `::1` for IPv6). Sends `{ port }`.
  */
 import dgram from 'node:dgram';
 
 const upstreamPort = Number(process.argv[2]);
 const responses = Number(process.argv[3] ?? 0);
+const host = process.argv[4] ?? '127.0.0.1';
+const type = host.includes(':') ? 'udp6' : 'udp4';
 const sessions = new Map<string, { socket: dgram.Socket; seen: number; left: number }>();
-const server = dgram.createSocket('udp4');
+const server = dgram.createSocket(type);
 
 function session(address: string, port: number) {
   const key = `${address}:${port}`;
   let found = sessions.get(key);
   if (found) return found;
-  const socket = dgram.createSocket('udp4');
+  const socket = dgram.createSocket(type);
   const entry = { socket, seen: Date.now(), left: responses };
   socket.on('error', () => undefined);
   socket.on('message', (reply) => {
@@ -30,7 +33,7 @@ function session(address: string, port: number) {
 server.on('message', (msg, rinfo) => {
   const entry = session(rinfo.address, rinfo.port);
   entry.seen = Date.now();
-  entry.socket.send(msg, upstreamPort, '127.0.0.1');
+  entry.socket.send(msg, upstreamPort, host);
 });
 server.on('error', () => undefined);
 setInterval(() => {
@@ -41,5 +44,5 @@ setInterval(() => {
       entry.socket.close();
     }
 }, 1_000).unref();
-server.bind(0, '127.0.0.1', () => process.send?.({ port: server.address().port }));
+server.bind(0, host, () => process.send?.({ port: server.address().port }));
 process.once('SIGTERM', () => process.exit(0));

@@ -20,9 +20,11 @@ export async function startL4proxy(
   variant?: string,
   /** A fixed port opened with SO_REUSEPORT (one socket per worker), instead of port 0. */
   reusePort?: number,
+  /** The loopback address to listen on and connect to: `::1` for IPv6. */
+  host = '127.0.0.1',
 ): Promise<StartedProxy> {
   const shared = reusePort === undefined ? { port: 0 } : { port: reusePort, reusePort: true };
-  const upstreams = [{ host: '127.0.0.1', port: upstreamPort }];
+  const upstreams = [{ host, port: upstreamPort }];
   if (protocol === 'udp') {
     const udpExtra: UdpProxyOptions =
       variant === 'filter'
@@ -33,11 +35,11 @@ export async function startL4proxy(
         ? { upstreams, maxResponses: responses, ...udpExtra }
         : { upstreams, ...udpExtra },
     );
-    const address = await proxy.bind({ ...shared, address: '127.0.0.1' });
+    const address = await proxy.bind({ ...shared, address: host });
     return { port: address.port, close: () => proxy.close() };
   }
   const proxy = new TcpProxy({ upstreams, ...tcpVariant(variant) });
-  const address = await proxy.listen({ ...shared, host: '127.0.0.1' });
+  const address = await proxy.listen({ ...shared, host });
   if (typeof address === 'string') throw new Error('expected a TCP address');
   return { port: address.port, close: () => proxy.close() };
 }
