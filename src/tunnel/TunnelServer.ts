@@ -985,7 +985,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   }
 
   private answerH2(stream: ServerHttp2Stream, status: number): void {
-    if (stream.destroyed || stream.headersSent) return;
+    // Closed but not yet destroyed: its client reset it, or left with the session, before the
+    // 'stream' event (a tick after the headers); respond() would throw.
+    if (clientGone(stream) || stream.headersSent) return;
     stream.respond(
       {
         ':status': status,
