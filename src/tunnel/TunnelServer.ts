@@ -239,6 +239,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   /** The `listen()` call still binding, if any: `close()` waits for it. */
   private binding: Promise<AddressInfo> | undefined;
   private closing: Promise<void> | undefined;
+  /** Set by `close()`: resolves it once no tunnel, client socket or HTTP/2 session is left. */
+  private settled: (() => void) | undefined;
   private readonly counters = {
     requests: 0,
     opened: 0,
@@ -303,6 +305,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       session.once('close', () => {
         this.streams.delete(session);
         clearTimeout(this.idleSessions.get(session));
+        this.checkSettled();
       });
       this.idleSession(session);
       // The connection window is shared by every tunnel of the session: 64 KiB would hold a
@@ -472,15 +475,36 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     for (const handshake of [...this.handshakes]) handshake.abort();
     for (const tunnel of [...this.live]) tunnel.destroy();
     for (const socket of [...this.sockets]) socket.destroy();
-    await closed;
+    // Destroyed, tunnels and sessions end on their sockets' 'close' events, a turn later: close()
+    // resolves once every tunnelClose is out and stats() shows nothing active.
+    await Promise.all([closed, this.ended()]);
     emitSafely(this, 'close');
+  }
+
+  /** Resolves once no tunnel, client socket or HTTP/2 session is open. */
+  private ended(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.settled = resolve;
+      this.checkSettled();
+    });
+  }
+
+  /** Called as tunnels, sockets and sessions end: resolves a pending `close()` with the last. */
+  private checkSettled(): void {
+    if (this.settled === undefined) return;
+    if (this.live.size > 0 || this.sockets.size > 0 || this.streams.size > 0) return;
+    this.settled();
+    this.settled = undefined;
   }
 
   /** Takes a client: the TLS handshake first on a TLS listener, then HTTP/2 or HTTP/1.1. */
   private accept(socket: Socket): void {
     socket.on('error', ignoreError);
     this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      this.checkSettled();
+    });
     this.counters.connections++;
     const facts: ClientFacts = { identity: socketIdentity(socket), tls: undefined };
     const settings = this.terminateTls;
@@ -746,6 +770,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
             bytesFromTarget: totals.bytesFromTarget,
             upstream: state.id,
           });
+          this.checkSettled();
         },
       });
     });
@@ -967,6 +992,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         bytesFromTarget: fromTarget,
         upstream: state.id,
       });
+      this.checkSettled();
     });
   }
 
@@ -1005,7 +1031,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   }
 
   private answerH2(stream: ServerHttp2Stream, status: number): void {
-    if (stream.destroyed || stream.headersSent) return;
+    // Closed but not yet destroyed: its client reset it, or left with the session, before the
+    // 'stream' event (a tick after the headers); respond() would throw.
+    if (clientGone(stream) || stream.headersSent) return;
     stream.respond(
       {
         ':status': status,

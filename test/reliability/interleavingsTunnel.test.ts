@@ -1,0 +1,283 @@
+import assert from 'node:assert/strict';
+import type { Socket as DgramSocket } from 'node:dgram';
+import http2 from 'node:http2';
+import net from 'node:net';
+import { test } from 'node:test';
+import { TunnelServer, UdpProxy } from '../../src/index.js';
+import type { TunnelServerOptions, TunnelSummary, Upstream } from '../../src/index.js';
+import { echoServer, refusedPorts, withTimeout } from '../helpers/net.js';
+import type { TestServer } from '../helpers/net.js';
+import { closeSocket, udpSocket } from '../udp/helpers.js';
+import {
+  after,
+  assertBackTo,
+  assertMetricsAgree,
+  resources,
+  Rng,
+  RUNS,
+  SEED,
+  sum,
+  trapProcessFailures,
+} from './interleavingHarness.js';
+
+/**
+ * Random interleavings on a TunnelServer over real loopback sockets: CONNECT over HTTP/1.1 and
+ * HTTP/2 from clients that abort at each stage (mid request head, before the answer, while bytes
+ * flow, the whole HTTP/2 session at once), CONNECT-UDP from a UdpProxy whose upstream is a
+ * tunnel through the server, and `setUpstreams()` and `close()` landing among them. Replay a
+ * failure with L4PROXY_STRESS_SEED=<seed> L4PROXY_STRESS_RUNS=1.
+ */
+
+type H1Action = 'partialHead' | 'resetBeforeAnswer' | 'relay' | 'resetMidRelay';
+type H2Action = 'cancelStream' | 'destroySession' | 'relay';
+
+/** Bounds every client: it gives up (resets) after this long. */
+const CLIENT_BOUND = 1_500;
+
+function h1Client(rng: Rng, port: number, authority: string): Promise<void> {
+  const action = rng.pick<H1Action>([
+    'partialHead',
+    'resetBeforeAnswer',
+    'relay',
+    'relay',
+    'resetMidRelay',
+  ]);
+  const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  socket.on('error', () => undefined);
+  const head = `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`;
+  const delay = rng.int(0, 20);
+  const payload = Buffer.alloc(rng.int(1, 20_000), 3);
+  socket.once('connect', () => {
+    if (action === 'partialHead') {
+      socket.write(head.slice(0, rng.int(1, head.length - 1)));
+      setTimeout(() => socket.resetAndDestroy(), delay);
+      return;
+    }
+    socket.write(head);
+    if (action === 'resetBeforeAnswer') {
+      setTimeout(() => socket.resetAndDestroy(), delay);
+      return;
+    }
+    let answered = false;
+    socket.on('data', (chunk: Buffer) => {
+      if (answered) return;
+      answered = true;
+      if (!chunk.toString('latin1').startsWith('HTTP/1.1 200')) {
+        socket.end();
+        return;
+      }
+      socket.write(payload);
+      if (action === 'resetMidRelay') setTimeout(() => socket.resetAndDestroy(), delay);
+      else socket.end();
+    });
+    socket.on('end', () => {
+      if (!socket.writableEnded) socket.end();
+    });
+  });
+  return bounded(socket);
+}
+
+function h2Client(rng: Rng, port: number, authority: string): Promise<void> {
+  const action = rng.pick<H2Action>(['cancelStream', 'destroySession', 'relay', 'relay']);
+  const session = http2.connect(`http://127.0.0.1:${String(port)}`);
+  session.on('error', () => undefined);
+  const delay = rng.int(0, 20);
+  const streams = rng.int(1, 3);
+  const payload = Buffer.alloc(rng.int(1, 20_000), 4);
+  const done: Promise<void>[] = [];
+  for (let i = 0; i < streams; i++) {
+    const stream = session.request({ ':method': 'CONNECT', ':authority': authority });
+    stream.on('error', () => undefined);
+    stream.resume();
+    done.push(
+      new Promise<void>((resolve) =>
+        stream.once('close', () => {
+          resolve();
+        }),
+      ),
+    );
+    if (action === 'cancelStream')
+      setTimeout(() => {
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+      }, delay);
+    else if (action === 'relay') {
+      stream.once('response', (headers) => {
+        if (headers[':status'] === 200) stream.write(payload);
+        stream.end();
+      });
+    }
+  }
+  if (action === 'destroySession')
+    setTimeout(() => {
+      session.destroy();
+    }, delay);
+  const giveUp = setTimeout(() => {
+    session.destroy();
+  }, CLIENT_BOUND);
+  return Promise.all(done).then(() => {
+    clearTimeout(giveUp);
+    session.close();
+  });
+}
+
+/** A UdpProxy tunnelling CONNECT-UDP through the server to `target`: a few datagrams, then closed. */
+async function udpClient(rng: Rng, port: number, target: number): Promise<void> {
+  const proxy = new UdpProxy({
+    upstreams: [
+      {
+        host: '127.0.0.1',
+        port,
+        tunnel: {
+          protocol: rng.pick(['h2', 'http/1.1'] as const),
+          target: `127.0.0.1:${String(target)}`,
+        },
+      },
+    ],
+  });
+  proxy.on('error', () => undefined);
+  let client: DgramSocket | undefined;
+  try {
+    const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    client = await udpSocket();
+    for (let i = rng.int(1, 4); i > 0; i--)
+      client.send(Buffer.alloc(rng.int(1, 500), 5), address.port, '127.0.0.1');
+    await after(rng.int(0, 40));
+  } finally {
+    await proxy.close();
+    if (client !== undefined) await closeSocket(client);
+  }
+}
+
+function bounded(socket: net.Socket): Promise<void> {
+  const giveUp = setTimeout(() => socket.resetAndDestroy(), CLIENT_BOUND);
+  return new Promise<void>((resolve) =>
+    socket.once('close', () => {
+      clearTimeout(giveUp);
+      resolve();
+    }),
+  );
+}
+
+function checkInvariants(server: TunnelServer, closes: TunnelSummary[], what: string): void {
+  const stats = server.stats();
+  const refused = sum(stats.tunnel_refused_reasons);
+  assert.equal(
+    stats.tunnel_requests_total,
+    stats.tunnel_opened_total + refused,
+    `${what}: requests != opened + refused`,
+  );
+  assert.equal(
+    closes.length,
+    stats.tunnel_requests_total,
+    `${what}: tunnelClose events != requests`,
+  );
+  const opened = closes.filter((summary) => summary.end !== 'refused');
+  assert.equal(opened.length, stats.tunnel_opened_total, `${what}: opened`);
+  assert.equal(sum(stats.tunnel_refused), refused, `${what}: refused by status != by reason`);
+  assert.equal(stats.tunnel_active, 0, `${what}: tunnel_active`);
+  assert.equal(stats.h2_sessions_active, 0, `${what}: h2_sessions_active`);
+  assert.equal(stats.h2_streams_active, 0, `${what}: h2_streams_active`);
+  let rx = 0;
+  let tx = 0;
+  for (const summary of closes) {
+    rx += summary.bytesToTarget;
+    tx += summary.bytesFromTarget;
+  }
+  assert.equal(stats.tunnel_rx_bytes_total, rx, `${what}: rx bytes`);
+  assert.equal(stats.tunnel_tx_bytes_total, tx, `${what}: tx bytes`);
+  assertMetricsAgree(stats, server.metrics(), 'l4proxy_tunnel_server_', what);
+}
+
+async function sequence(seed: number): Promise<void> {
+  const what = `seed ${String(seed)}`;
+  const rng = new Rng(seed);
+  const baseline = resources();
+  const echoes: TestServer[] = [];
+  const udpTarget = await udpSocket();
+  let server: TunnelServer | undefined;
+  try {
+    udpTarget.on('message', (msg: Buffer, from) => {
+      udpTarget.send(msg, from.port, from.address);
+    });
+    for (let i = rng.int(1, 2); i > 0; i--) echoes.push(await echoServer());
+    const ports = echoes.map((echo) => echo.port);
+    if (rng.chance(0.3)) ports.push(...(await refusedPorts(1, ports)));
+    const upstreamsOf = (chosen: number[]): Upstream[] =>
+      chosen.map((port) => ({ host: '127.0.0.1', port }));
+    const options: TunnelServerOptions = {
+      upstreams: upstreamsOf(ports),
+      route: 'any',
+      connectTimeout: 300,
+      ...(rng.chance(0.3) && { maxTunnels: rng.int(1, 3) }),
+      ...(rng.chance(0.2) && { idleTimeout: rng.int(30, 200) }),
+      ...(rng.chance(0.2) && { udpIdleTimeout: rng.int(30, 200) }),
+      ...(rng.chance(0.3) && { admit: () => (rng.chance(0.8) ? true : after(5).then(() => true)) }),
+    };
+    server = new TunnelServer(options);
+    const live = server;
+    const closes: TunnelSummary[] = [];
+    server.on('tunnelClose', (summary) => closes.push(summary));
+    const errors: Error[] = [];
+    server.on('error', (error) => errors.push(error));
+    const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+    const authority = `127.0.0.1:${String(ports[0])}`;
+    const udpPort = udpTarget.address().port;
+    const running: Promise<unknown>[] = [];
+    for (let i = rng.int(1, 6); i > 0; i--) {
+      const kind = rng.int(0, 4);
+      const clientRng = new Rng(rng.int(0, 2 ** 31));
+      running.push(
+        after(rng.int(0, 30)).then(() => {
+          if (kind <= 1) return h1Client(clientRng, port, authority);
+          if (kind <= 3) return h2Client(clientRng, port, authority);
+          return udpClient(clientRng, port, udpPort);
+        }),
+      );
+    }
+    let closing: Promise<void> | undefined;
+    for (let i = rng.int(0, 3); i > 0; i--) {
+      const delay = rng.int(0, 60);
+      const op = rng.int(0, 4);
+      const chosen = rng.subset(ports);
+      running.push(
+        after(delay).then(() => {
+          if (op < 4) live.setUpstreams(upstreamsOf(chosen));
+          else closing ??= live.close();
+        }),
+      );
+    }
+    await withTimeout(Promise.all(running), 10_000, `${what}: clients`);
+    await withTimeout(server.close(), 5_000, `${what}: server.close()`);
+    checkInvariants(
+      server,
+      closes,
+      `${what} ${JSON.stringify({ ...options, upstreams: ports.length })}`,
+    );
+    assert.deepEqual(errors, [], `${what}: 'error' events`);
+  } finally {
+    await server?.close();
+    for (const echo of echoes) await echo.close();
+    await closeSocket(udpTarget);
+  }
+  await assertBackTo(baseline, what);
+}
+
+test(`TunnelServer under random interleavings: ${String(RUNS)} sequences from seed ${String(SEED)}`, async () => {
+  const traps = trapProcessFailures();
+  try {
+    for (let run = 0; run < RUNS; run++) {
+      const seed = SEED + run;
+      try {
+        await sequence(seed);
+      } catch (error) {
+        throw new Error(
+          `sequence failed; replay with L4PROXY_STRESS_SEED=${String(seed)} L4PROXY_STRESS_RUNS=1`,
+          { cause: error },
+        );
+      }
+      assert.deepEqual(traps.seen, [], `seed ${String(seed)}: process failures`);
+    }
+  } finally {
+    traps.remove();
+  }
+});
