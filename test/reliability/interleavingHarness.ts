@@ -9,8 +9,16 @@ import { readdirSync } from 'node:fs';
 
 /** Sequences per test: a few by default (CI), thousands with L4PROXY_STRESS_RUNS for a hunt. */
 export const RUNS = Number(process.env.L4PROXY_STRESS_RUNS ?? 30);
-/** First seed; sequence `i` uses `SEED + i`. L4PROXY_STRESS_SEED replays one. */
-export const SEED = Number(process.env.L4PROXY_STRESS_SEED ?? Math.floor(Math.random() * 2 ** 31));
+/**
+ * First seed; sequence `i` uses `SEED + i`. L4PROXY_STRESS_SEED replays one, `random` draws one.
+ * The default is fixed so that `npm test` runs the same plans every time (a hunt sets `random`).
+ */
+export const SEED = seedFrom(process.env.L4PROXY_STRESS_SEED);
+
+function seedFrom(value: string | undefined): number {
+  if (value === 'random') return Math.floor(Math.random() * 2 ** 31);
+  return Number(value ?? 20_261_205);
+}
 
 /** mulberry32: small, fast and good enough to pick operations. */
 export class Rng {
