@@ -9,26 +9,7 @@ import type {
 import { closed, connect, dial, echoServer, readAll } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
-
-/**
- * Collects the process's unhandled rejections while a test runs (an unhandled rejection ends a
- * host process by default). `settled()` lets pending promise jobs and the rejection check run.
- */
-function watchRejections(t: { after(fn: () => void): void }): {
-  readonly seen: unknown[];
-  settled(): Promise<void>;
-} {
-  const seen: unknown[] = [];
-  const onRejection = (reason: unknown): void => {
-    seen.push(reason);
-  };
-  process.on('unhandledRejection', onRejection);
-  t.after(() => process.off('unhandledRejection', onRejection));
-  return {
-    seen,
-    settled: () => new Promise((resolve) => setImmediate(() => setImmediate(resolve))),
-  };
-}
+import { watchRejections } from '../helpers/rejections.js';
 
 // `async` callbacks, typed as the synchronous API they break (what a careless user writes).
 const asyncData = (async () => {

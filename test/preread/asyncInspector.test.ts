@@ -3,20 +3,7 @@ import assert from 'node:assert/strict';
 import type { PrereadInspector, TcpRejection } from '../../src/index.js';
 import { closed, dial, echoServer } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
-
-/** Collects unhandled rejections while a test runs (one ends a host process by default). */
-function watchRejections(t: { after(fn: () => void): void }): unknown[] {
-  const seen: unknown[] = [];
-  const onRejection = (reason: unknown): void => {
-    seen.push(reason);
-  };
-  process.on('unhandledRejection', onRejection);
-  t.after(() => process.off('unhandledRejection', onRejection));
-  return seen;
-}
-
-const settled = (): Promise<void> =>
-  new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
+import { watchRejections } from '../helpers/rejections.js';
 
 test('an async preread inspector refuses the client (preread_rejected), its rejection handled', async (t) => {
   const rejections = watchRejections(t);
@@ -41,6 +28,6 @@ test('an async preread inspector refuses the client (preread_rejected), its reje
     refused[0].detail,
     'careless: inspector careless returned a Promise: inspectors are synchronous',
   );
-  await settled();
-  assert.deepEqual(rejections, []);
+  await rejections.settled();
+  assert.deepEqual(rejections.seen, []);
 });

@@ -2,20 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closed, dial, echoServer } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
-
-/** Collects unhandled rejections while a test runs (one ends a host process by default). */
-function watchRejections(t: { after(fn: () => void): void }): unknown[] {
-  const seen: unknown[] = [];
-  const onRejection = (reason: unknown): void => {
-    seen.push(reason);
-  };
-  process.on('unhandledRejection', onRejection);
-  t.after(() => process.off('unhandledRejection', onRejection));
-  return seen;
-}
-
-const settled = (): Promise<void> =>
-  new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
+import { watchRejections } from '../helpers/rejections.js';
 
 test('an async proxyProtocol.tlvs callback fails the connection (proxy_header_error) instead of sending the header without its TLVs', async (t) => {
   const rejections = watchRejections(t);
@@ -40,6 +27,6 @@ test('an async proxyProtocol.tlvs callback fails the connection (proxy_header_er
     assert.equal(summary.bytesToUpstream, 0, 'no header went out without its TLVs');
     await proxy.close({ drainTimeout: 0 });
   }
-  await settled();
-  assert.deepEqual(rejections, []);
+  await rejections.settled();
+  assert.deepEqual(rejections.seen, []);
 });
