@@ -1044,7 +1044,6 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   }
 }
 
-/** Whether a client left (its socket or stream closed): nothing can be answered to it. */
 /** The status Node's own HTTP server answers a parser error with; `undefined`: not a request. */
 function clientErrorStatus(code: string | undefined): number | undefined {
   if (code === 'HPE_HEADER_OVERFLOW') return 431;
@@ -1052,6 +1051,7 @@ function clientErrorStatus(code: string | undefined): number | undefined {
   return code?.startsWith('HPE_') === true ? 400 : undefined;
 }
 
+/** Whether a client left (its socket or stream closed): nothing can be answered to it. */
 function clientGone(client: Socket | ServerHttp2Stream): boolean {
   return client.destroyed || client.closed;
 }
