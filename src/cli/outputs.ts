@@ -166,6 +166,4 @@ export function ignoreUnusedSignals(ops: Logger): void {
 }
 
 /** Exit code for a process ended by a signal it could not wait on: 128 + the signal number. */
-export function signalExitCode(signal: NodeJS.Signals): number {
-  return signal === 'SIGINT' ? 130 : signal === 'SIGHUP' ? 129 : 143;
-}
+export { signalExitCode } from './signals.js';

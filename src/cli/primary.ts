@@ -13,6 +13,7 @@ import type { EffectiveSettings } from './settings.js';
 import { startPrimaryAdmin } from './primaryAdmin.js';
 import { WorkerRelay } from './workerRelay.js';
 import { tunnelListenerFamilies } from './tunnelListeners.js';
+import { stopRequested, takeSignals } from './signals.js';
 import type { TunnelListenerStats } from './tunnelListeners.js';
 
 /** How long a worker has to answer a stats request before a scrape goes on without it. */
@@ -70,13 +71,22 @@ export class Primary {
     // The primary only validated the config; the workers build their own proxies.
     closeAll(config.listeners);
     ignoreUnusedSignals(this.ops);
-    for (let slot = 1; slot <= this.settings.workers; slot++) this.fork(slot);
-    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-      process.on(signal, () => {
-        this.onStopSignal(signal);
-      });
+    const early = stopRequested();
+    if (early !== undefined) {
+      // Stopped while the config was read: no worker forked yet, nothing to drain.
+      this.ops.info('stopped during startup, exiting', { reason: early });
+      await this.flushed();
+      process.exit(0);
     }
-    process.on('SIGHUP', () => void this.reload());
+    for (let slot = 1; slot <= this.settings.workers; slot++) this.fork(slot);
+    // A signal received while the workers were forked is acted on now.
+    takeSignals({
+      stop: (signal) => {
+        this.onStopSignal(signal);
+      },
+      reload: () => void this.reload(),
+    });
+    if (this.drainStarted()) return;
     if (this.settings.metrics !== undefined) {
       try {
         const served = await startMetricsServer(this.settings.metrics, () => this.families());
@@ -108,7 +118,13 @@ export class Primary {
         process.exit(1);
       }
     }
+    if (this.drainStarted()) return;
     this.status.start(statusPeriod(this.settings.statusInterval));
+  }
+
+  /** Read after an await: a signal may have started the drain meanwhile. */
+  private drainStarted(): boolean {
+    return this.draining;
   }
 
   private fork(slot: number): void {
@@ -130,6 +146,11 @@ export class Primary {
     if (message.type === 'l4proxy:ready') {
       this.ready.add(slot);
       const worker = this.slots.get(slot);
+      // A drain sent while this worker was starting reached no handler yet: send it again.
+      if (this.draining) {
+        if (worker?.isConnected() === true) worker.send({ type: 'l4proxy:drain' });
+        return;
+      }
       if (worker !== undefined) this.relay.replay(worker);
       this.ops.info('worker ready', {
         worker: slot,

@@ -15,6 +15,7 @@ import { answerRelayed } from '../admin/relayedRequest.js';
 import type { AdminServer } from '../admin/AdminServer.js';
 import type { EffectiveSettings } from './settings.js';
 import { TunnelListeners } from './tunnelListeners.js';
+import { stopRequested, takeSignals } from './signals.js';
 
 /** Logs what a reload did. */
 export function logReload(ops: Logger, outcome: ReloadOutcome): void {
@@ -53,6 +54,13 @@ export async function runListeners(
   );
   // A worker too: `systemctl kill` and `kill -- -PGID` signal every process of the service.
   ignoreUnusedSignals(ops);
+  const early = stopRequested();
+  if (early !== undefined) {
+    // Stopped while the config was read: nothing is open yet, so nothing to drain.
+    ops.info('stopped during startup, exiting', { reason: early });
+    await flushed();
+    process.exit(0);
+  }
   // The admin server starts after the listeners; new proxy generations (reloads) join its events.
   const adminRef: { server?: AdminServer } = {};
   const running = new ListenerSet(
@@ -79,6 +87,8 @@ export async function runListeners(
   }
 
   let draining = false;
+  // Read after an await: a signal may have started the drain meanwhile.
+  const drainStarted = (): boolean => draining;
   const drain = async (why: string): Promise<void> => {
     if (draining) return;
     draining = true;
@@ -121,9 +131,8 @@ export async function runListeners(
   if (worker !== undefined) {
     // The primary forwards signals; the terminal's own SIGINT reaching the whole process group
     // starts the same drain (never a forced exit: that is the primary's call).
-    process.on('SIGINT', () => void drain('SIGINT'));
-    process.on('SIGTERM', () => void drain('SIGTERM'));
-    process.on('SIGHUP', () => undefined);
+    // A signal received while the listeners opened drains now.
+    takeSignals({ stop: (signal) => void drain(signal), reload: () => undefined });
     process.on('disconnect', () => void drain('primary gone'));
     process.on('message', (message: unknown) => {
       if (!isPrimaryMessage(message)) return;
@@ -163,17 +172,20 @@ export async function runListeners(
     return;
   }
 
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.on(signal, () => {
+  // A stop signal received while the listeners opened drains now (exit 0, as any stop); a SIGHUP
+  // reads the config again, which may have changed after the start read it.
+  takeSignals({
+    stop: (signal) => {
       if (!draining) {
         void drain(signal);
         return;
       }
       ops.warn('second signal: exiting now', { signal });
       process.exit(signalExitCode(signal));
-    });
-  }
-  process.on('SIGHUP', () => void reload());
+    },
+    reload: () => void reload(),
+  });
+  if (drainStarted()) return;
   if (settings.metrics !== undefined) {
     try {
       const served = await startMetricsServer(settings.metrics, () =>
@@ -202,6 +214,8 @@ export async function runListeners(
       process.exit(1);
     }
   }
+  // A stop signal while metrics or admin started: the drain is under way, the start is over.
+  if (drainStarted()) return;
   status.start(statusPeriod(settings.statusInterval));
   ops.info('ready', { listeners: [...running.addresses(), ...tunnels.addresses()] });
 }

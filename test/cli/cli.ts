@@ -67,9 +67,18 @@ export interface CliProcess {
   exited(ms?: number): Promise<number | string>;
 }
 
-/** Starts `l4proxy args...`; the test's `after` kills it by PID if it is still running. */
-export function startCli(t: TestContext, args: readonly string[]): CliProcess {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Starts `l4proxy args...` (with Node's options `nodeArgs`); the test's `after` kills it by PID if
+ * it is still running.
+ */
+export function startCli(
+  t: TestContext,
+  args: readonly string[],
+  nodeArgs: readonly string[] = [],
+): CliProcess {
+  const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const stdout: LogLine[] = [];
   const stderr: LogLine[] = [];
   const text: string[] = [];

@@ -1,0 +1,132 @@
+/*
+ * The `l4proxy` command, loaded by main.ts once the signal handlers are in place: runs TCP and UDP
+ * proxies from the command line or a JSON config file. See `l4proxy --help` and
+ * docs/operations.md.
+ */
+import cluster from 'node:cluster';
+import { readFileSync } from 'node:fs';
+import { parseCliArgs, USAGE, UsageError } from './args.js';
+import type { CliArgs } from './args.js';
+import { formatHostPort } from './address.js';
+import type { Config } from './config.js';
+import { closeAll, ConfigError, loadConfigFile, validateConfig } from './config.js';
+import { Primary } from './primary.js';
+import { runListeners } from './runListeners.js';
+import { effectiveSettings, settingsInForce } from './settings.js';
+import { describeBacklog, listenerBacklog } from './listenBacklog.js';
+import { describeTunnelListener } from './tunnelListeners.js';
+import { adminHost, readAdminToken } from './adminConfig.js';
+import type { AdminSettings } from './adminConfig.js';
+
+/** The quick form's config: one listener, the upstreams given on the command line. */
+function quickConfig(quick: NonNullable<CliArgs['quick']>): Config {
+  return validateConfig(
+    {
+      listeners: [
+        {
+          protocol: quick.protocol,
+          listen: quick.listen,
+          upstreams: quick.upstreams.map(({ host, port }) => ({ host, port })),
+        },
+      ],
+    },
+    'command line',
+  );
+}
+
+/** The package version: package.json is two levels up in dist/, three in the test build. */
+function version(): string {
+  for (const path of ['../../package.json', '../../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(path, import.meta.url), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === 'l4proxy' && pkg.version !== undefined) return pkg.version;
+    } catch {
+      // Not there: try the next level.
+    }
+  }
+  return 'unknown';
+}
+
+function describeListeners(config: Config, backlog: number | undefined): string {
+  return config.listeners
+    .map(({ config: l }) => {
+      const where = `${l.protocol} ${formatHostPort(l.listen.host || '*', l.listen.port)}`;
+      if (l.protocol === 'udp') return `${l.name} (${where})`;
+      return `${l.name} (${where}, ${describeBacklog(listenerBacklog(l.raw, backlog))})`;
+    })
+    .join(', ');
+}
+
+/** What the start would refuse about the admin API, for `--check`: exits 1 with the reason. */
+async function checkAdmin(admin: AdminSettings, source: string): Promise<void> {
+  try {
+    const token = await readAdminToken(admin, (message) => {
+      process.stderr.write(`${source}: warning: ${message}\n`);
+    });
+    adminHost(admin, token);
+  } catch (err) {
+    process.stderr.write(`${source}: admin: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+}
+
+async function main(argv: readonly string[]): Promise<void> {
+  let args: CliArgs;
+  try {
+    args = parseCliArgs(argv);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`l4proxy: ${err.message}\n\n${USAGE}`);
+    process.exit(2);
+  }
+  if (args.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (args.version) {
+    process.stdout.write(`${version()}\n`);
+    return;
+  }
+  let config: Config;
+  try {
+    if (args.config !== undefined) config = await loadConfigFile(args.config);
+    else if (args.quick !== undefined) config = quickConfig(args.quick);
+    else throw new UsageError('expected a quick form or --config');
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    // Nothing runs yet, so the message is for a person: plain text, not a JSON log line.
+    process.stderr.write(`${err.message}\n`);
+    process.exit(1);
+  }
+  const settings = effectiveSettings(args, config);
+  if (args.check) {
+    closeAll(config.listeners);
+    // The start reads the admin token before serving: a check that skipped it said "ok" to a
+    // configuration that then failed to start (a missing token file, an open address without one).
+    if (settings.admin !== undefined) await checkAdmin(settings.admin, config.source);
+    const listeners = [
+      describeListeners(config, settings.backlog),
+      ...config.tunnels.map(describeTunnelListener),
+    ]
+      .filter((text) => text !== '')
+      .join(', ');
+    const count = config.listeners.length + config.tunnels.length;
+    process.stdout.write(`${config.source}: ok, ${count} listener(s): ${listeners}\n`);
+    return;
+  }
+  if (settings.workers > 1 && cluster.isPrimary) {
+    await new Primary(settings).start(config);
+    return;
+  }
+  await runListeners(config, settings, settingsInForce(args));
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  process.stderr.write(
+    `l4proxy: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  process.exit(1);
+});

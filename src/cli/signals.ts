@@ -1,0 +1,76 @@
+/*
+ * The command's SIGINT, SIGTERM and SIGHUP handlers, installed once as the command starts (by
+ * main.ts, before the command's modules load) and handed to the running process once it can act
+ * on them.
+ *
+ * Node ends a process at once on a signal nobody listens for: a SIGTERM during startup (systemd's
+ * `stop` right after `start`, a container killed while booting) ended the command with 143 even
+ * after its listeners had opened. Until {@link takeSignals}, a stop signal is remembered (the
+ * start then stops cleanly, exit 0) and so is a SIGHUP (the config is read again once started: the
+ * file may have changed after the start read it).
+ */
+
+/** The signals that stop the command (drain, exit 0). */
+export type StopSignal = 'SIGINT' | 'SIGTERM';
+
+/** What the running command does on each signal. */
+export interface SignalActions {
+  stop(signal: StopSignal): void;
+  reload(): void;
+}
+
+/** Signals received before {@link takeSignals}, and the actions once taken. */
+const state: {
+  installed: boolean;
+  stop?: StopSignal;
+  reload: boolean;
+  actions?: SignalActions;
+} = { installed: false, reload: false };
+
+/** A stop signal received during startup, if any: the start should open nothing more. */
+export function stopRequested(): StopSignal | undefined {
+  return state.stop;
+}
+
+/**
+ * From now on signals go to `actions`; those received during startup are acted on at once (a
+ * stop first, which makes a pending reload moot).
+ */
+export function takeSignals(actions: SignalActions): void {
+  installSignals();
+  state.actions = actions;
+  if (state.stop !== undefined) actions.stop(state.stop);
+  else if (state.reload) actions.reload();
+  state.reload = false;
+}
+
+/** Exit code for a process ended by a signal it could not wait on: 128 + the signal number. */
+export function signalExitCode(signal: NodeJS.Signals): number {
+  return signal === 'SIGINT' ? 130 : signal === 'SIGHUP' ? 129 : 143;
+}
+
+function onStop(signal: StopSignal): void {
+  if (state.actions !== undefined) {
+    state.actions.stop(signal);
+    return;
+  }
+  // A second stop signal during startup is as impatient as one during a drain: exit now.
+  if (state.stop !== undefined) process.exit(signalExitCode(signal));
+  state.stop = signal;
+}
+
+/** Installs the handlers (once): what the command does first of all, see main.ts. */
+export function installSignals(): void {
+  if (state.installed) return;
+  state.installed = true;
+  process.on('SIGINT', () => {
+    onStop('SIGINT');
+  });
+  process.on('SIGTERM', () => {
+    onStop('SIGTERM');
+  });
+  process.on('SIGHUP', () => {
+    if (state.actions !== undefined) state.actions.reload();
+    else state.reload = true;
+  });
+}

@@ -1,0 +1,148 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { describe, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
+import type { TestContext } from 'node:test';
+import { refusedPort, waitFor } from '../helpers/net.js';
+import { configDir, startCli } from './cli.js';
+import type { CliProcess } from './cli.js';
+
+/** Listeners enough that opening them takes a while after the first `listening` line. */
+const MANY = 150;
+
+/** A config of `count` TCP listeners on port 0 (upstream refused: no traffic is needed). */
+async function manyListeners(t: TestContext, count: number): Promise<string> {
+  const upstream = await refusedPort();
+  const listeners = Array.from({ length: count }, (_, index) => ({
+    name: `l${String(index)}`,
+    protocol: 'tcp',
+    listen: '127.0.0.1:0',
+    upstreams: [{ host: '127.0.0.1', port: upstream }],
+  }));
+  return configDir(t).write('l4proxy.json', { listeners });
+}
+
+/** A config whose start waits in a listener module's top-level await, after saying so. */
+async function slowModule(t: TestContext): Promise<string> {
+  const dir = configDir(t);
+  dir.write(
+    'slow.mjs',
+    [
+      `process.stderr.write(JSON.stringify({ level: 30, msg: 'module loading', pid: process.pid }) + '\\n');`,
+      'await new Promise((resolve) => setTimeout(resolve, 500));',
+      'export const admit = () => true;',
+    ].join('\n'),
+  );
+  const upstream = await refusedPort();
+  return dir.write('l4proxy.json', {
+    listeners: [
+      {
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: '127.0.0.1', port: upstream }],
+        module: './slow.mjs',
+      },
+    ],
+  });
+}
+
+/** Every port a `listening` line named refuses connections now. */
+async function allRefused(cli: CliProcess): Promise<void> {
+  const ports = cli.stderr
+    .filter((l) => l.msg === 'listening')
+    .map((l) => Number(/:(\d+)$/.exec(String(l.address))?.[1]));
+  for (const port of new Set(ports)) {
+    const client = net.connect({ port, host: '127.0.0.1' });
+    const [error] = await waitFor<[NodeJS.ErrnoException]>(client, 'error');
+    assert.equal(error.code, 'ECONNREFUSED', `port ${String(port)} is free`);
+  }
+}
+
+/**
+ * Node options holding the command's modules back while they load: a loader hook that says so on
+ * stderr and delays the command's first import (the library behind it) by 500 ms.
+ */
+function slowLoading(t: TestContext): string[] {
+  const dir = configDir(t);
+  const hooks = dir.write(
+    'hooks.mjs',
+    [
+      "import { writeSync } from 'node:fs';",
+      'export async function resolve(specifier, context, next) {',
+      "  if (context.parentURL?.endsWith('/cli/main.js') && !specifier.includes('signals')) {",
+      "    writeSync(2, JSON.stringify({ level: 30, msg: 'command loading', pid: process.pid }) + '\\n');",
+      '    await new Promise((done) => setTimeout(done, 500));',
+      '  }',
+      '  return next(specifier, context);',
+      '}',
+    ].join('\n'),
+  );
+  const register = dir.write(
+    'register.mjs',
+    `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(hooks).href)});\n`,
+  );
+  return ['--import', pathToFileURL(register).href];
+}
+
+describe('l4proxy signals during startup', () => {
+  test('SIGTERM while the command itself loads: exit 0, nothing opened', async (t) => {
+    const cli = startCli(t, ['--config', await manyListeners(t, 1)], slowLoading(t));
+    await cli.waitLine('stderr', (l) => l.msg === 'command loading');
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+    assert.ok(cli.stderr.some((l) => l.msg === 'stopped during startup, exiting'));
+    assert.ok(!cli.stderr.some((l) => l.msg === 'listening'));
+  });
+
+  test('SIGTERM while the config loads (a module awaiting): exit 0, nothing opened', async (t) => {
+    const cli = startCli(t, ['--config', await slowModule(t)]);
+    await cli.waitLine('stderr', (l) => l.msg === 'module loading');
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+    assert.ok(cli.stderr.some((l) => l.msg === 'stopped during startup, exiting'));
+    assert.ok(!cli.stderr.some((l) => l.msg === 'listening'));
+  });
+
+  test('SIGTERM while the listeners open: they finish, drain, exit 0, every port free', async (t) => {
+    const cli = startCli(t, ['--config', await manyListeners(t, MANY)]);
+    await cli.waitLine('stderr', (l) => l.msg === 'listening');
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+    assert.ok(cli.stderr.some((l) => l.msg === 'drained, exiting'));
+    await allRefused(cli);
+  });
+
+  test('SIGTERM right after the ready line: exit 0', async (t) => {
+    const cli = startCli(t, ['--config', await manyListeners(t, 3)]);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready');
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+    await allRefused(cli);
+  });
+
+  test('SIGHUP during startup reloads the config once started', async (t) => {
+    const cli = startCli(t, ['--config', await slowModule(t)]);
+    await cli.waitLine('stderr', (l) => l.msg === 'module loading');
+    process.kill(cli.pid, 'SIGHUP');
+    await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
+  test('--workers 2: SIGTERM while a worker opens its listeners drains every worker, exit 0', async (t) => {
+    const config = await manyListeners(t, MANY);
+    const cli = startCli(t, ['--config', config, '--workers', '2', '--drain-timeout', '1s']);
+    await cli.waitLine('stderr', (l) => l.msg === 'listening', 10_000);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(8_000), 0);
+    await allRefused(cli);
+  });
+
+  test('--workers 2: SIGTERM while the config loads forks no worker, exit 0', async (t) => {
+    const cli = startCli(t, ['--config', await slowModule(t), '--workers', '2']);
+    await cli.waitLine('stderr', (l) => l.msg === 'module loading');
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+    assert.ok(!cli.stderr.some((l) => l.msg === 'listening'));
+  });
+});
