@@ -23,6 +23,52 @@ const OUTPUT_FLUSH_MS = 3_000;
  */
 export const ACCESS_HELD_MAX = 16 * 1024 * 1024;
 
+/**
+ * The same for the operational log on stderr: at `--log-level debug` a line per failed
+ * connection, which a stderr nobody reads (a stuck journald or shipper) held without bound.
+ */
+export const OPS_HELD_MAX = 4 * 1024 * 1024;
+
+/**
+ * Drops what a stream that does not keep up cannot take: lets bytes through while the stream
+ * holds less than `max`, and once dropping, again only when the reader has taken half of it (a
+ * smaller line fitting under the cap says nothing of the reader, which may read nothing). Says
+ * when it starts dropping and when it writes again, once each: a notice needs the reader to have
+ * read half the cap since the last one.
+ */
+export class HeldBound {
+  private droppedBytes = 0;
+  private droppedLines = 0;
+
+  constructor(
+    private readonly max: number,
+    /** What the stream holds unwritten now. */
+    private readonly held: () => number,
+    private readonly say: {
+      dropping(heldBytes: number): void;
+      caughtUp(dropped: { droppedBytes: number; droppedLines: number }): void;
+    },
+  ) {}
+
+  /** Whether `bytes` (`lines` lines) may be given to the stream now; if not, they are counted. */
+  admits(bytes: number, lines: number): boolean {
+    const held = this.held();
+    const room = this.droppedBytes > 0 ? this.max / 2 : this.max;
+    if (held + bytes > room) {
+      if (this.droppedBytes === 0) this.say.dropping(held);
+      this.droppedBytes += bytes;
+      this.droppedLines += lines;
+      return false;
+    }
+    if (this.droppedBytes > 0) {
+      const dropped = { droppedBytes: this.droppedBytes, droppedLines: this.droppedLines };
+      this.droppedBytes = this.droppedLines = 0;
+      this.say.caughtUp(dropped);
+    }
+    return true;
+  }
+}
+
 /** The CLI's outputs: access log on stdout, operational log and status on stderr. */
 export interface Outputs {
   readonly access: Logger;
@@ -75,29 +121,25 @@ export function createOutputs(
   // stops writing to that stream (an unheard 'error' would end the process).
   const broken = { stdout: false, stderr: false };
   const pieces = sharedPipe ? new PipePieceWriter(stdout) : undefined;
-  // What a stdout that does not keep up made the access log drop (see ACCESS_HELD_MAX).
-  const backlog = { droppedBytes: 0 };
+  // What a stdout that does not keep up makes the access log drop (see ACCESS_HELD_MAX).
+  const accessBound = new HeldBound(
+    ACCESS_HELD_MAX,
+    () => (stdout.writableLength ?? 0) + (pieces?.queuedBytes ?? 0),
+    {
+      dropping: (heldBytes) => {
+        ops.warn('access log output is not keeping up: access lines are dropped', { heldBytes });
+      },
+      caughtUp: ({ droppedBytes }) => {
+        ops.warn('access log output caught up', { droppedBytes });
+      },
+    },
+  );
   // Access lines to a file or a pipe go out every 100 ms (one write(2) for many connections);
   // a person watching a terminal sees them at the end of each event-loop turn.
   const lines = new LineBuffer(
     (bytes) => {
       if (broken.stdout) return;
-      const held = (stdout.writableLength ?? 0) + (pieces?.queuedBytes ?? 0);
-      // Once dropping, lines are kept again only when the reader has taken half of what is held:
-      // a smaller block fitting under the cap says nothing of the reader, which may read nothing.
-      const room = backlog.droppedBytes > 0 ? ACCESS_HELD_MAX / 2 : ACCESS_HELD_MAX;
-      if (held + bytes.length > room) {
-        if (backlog.droppedBytes === 0)
-          ops.warn('access log output is not keeping up: access lines are dropped', {
-            heldBytes: held,
-          });
-        backlog.droppedBytes += bytes.length;
-        return;
-      }
-      if (backlog.droppedBytes > 0) {
-        ops.warn('access log output caught up', { droppedBytes: backlog.droppedBytes });
-        backlog.droppedBytes = 0;
-      }
+      if (!accessBound.admits(bytes.length, 0)) return;
       if (stdout.isTTY === true) shown.status?.clear();
       if (pieces !== undefined) pieces.write(bytes);
       else stdout.write(bytes);
@@ -105,12 +147,27 @@ export function createOutputs(
     stdout.isTTY === true ? 0 : ACCESS_FLUSH_MS,
   );
   const access = new Logger(level, lines, bindings);
+  const writeOps = (line: string): void => {
+    shown.status?.clear();
+    stderr.write(line);
+  };
+  // Its own notices bypass the bound: one line each, and only once per half cap the reader read.
+  const opsNotices = new Logger(level, writeOps, bindings);
+  const opsBound = new HeldBound(OPS_HELD_MAX, () => stderr.writableLength ?? 0, {
+    dropping: (heldBytes) => {
+      opsNotices.warn('operational log output is not keeping up: log lines are dropped', {
+        heldBytes,
+      });
+    },
+    caughtUp: (dropped) => {
+      opsNotices.warn('operational log output caught up', { ...dropped });
+    },
+  });
   const ops = new Logger(
     level,
     (line) => {
-      if (broken.stderr) return;
-      shown.status?.clear();
-      stderr.write(line);
+      if (broken.stderr || !opsBound.admits(line.length, 1)) return;
+      writeOps(line);
     },
     bindings,
   );

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ACCESS_HELD_MAX, createOutputs } from '../../src/cli/outputs.js';
+import { ACCESS_HELD_MAX, createOutputs, OPS_HELD_MAX } from '../../src/cli/outputs.js';
 
 test('a stdout that does not keep up: access lines beyond the cap are dropped, counted and said on stderr', async () => {
   const written: string[] = [];
@@ -91,4 +91,39 @@ test('a stdout that does not keep up: a short line fitting under the cap is not 
   const caughtUp = said[1];
   assert.equal(caughtUp?.msg, 'access log output caught up');
   assert.ok((caughtUp.droppedBytes as number) > 1_000, 'both dropped lines are counted');
+});
+
+test('a stderr that does not keep up: operational lines beyond the cap are dropped, said once when dropping and once when caught up', () => {
+  const said: Record<string, unknown>[] = [];
+  const stdout = { write: (): boolean => true };
+  const stderr = {
+    writableLength: 0,
+    write(text: string): boolean {
+      said.push(JSON.parse(text) as Record<string, unknown>);
+      return true;
+    },
+  };
+  const { ops } = createOutputs('debug', {}, () => Promise.resolve([]), { stdout, stderr });
+  ops.info('kept');
+  // The reader stopped: what the stream holds reaches the cap.
+  stderr.writableLength = OPS_HELD_MAX;
+  for (let i = 0; i < 1_000; i++) ops.log('debug', 'upstream connect failed', { i });
+  // The reader took a little, not half: still dropping, nothing more said.
+  stderr.writableLength = OPS_HELD_MAX - 10_000;
+  ops.error('dropped too');
+  assert.deepEqual(
+    said.map((line) => line.msg),
+    ['kept', 'operational log output is not keeping up: log lines are dropped'],
+    'said once, however many lines were dropped',
+  );
+  assert.equal(said[1]?.level, 40);
+  stderr.writableLength = 0;
+  ops.info('after');
+  assert.deepEqual(
+    said.slice(2).map((line) => line.msg),
+    ['operational log output caught up', 'after'],
+  );
+  const caughtUp = said[2];
+  assert.equal(caughtUp?.droppedLines, 1_001);
+  assert.ok((caughtUp.droppedBytes as number) > 1_001 * 50, 'the dropped bytes are counted');
 });
