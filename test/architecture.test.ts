@@ -136,3 +136,16 @@ test('no doc comment is stacked on another or stranded above an import', () => {
   assert.deepEqual(docCommentsFollowedBy(String.raw`/\*\*`), [], 'stacked doc comments');
   assert.deepEqual(docCommentsFollowedBy(String.raw`import\b`), [], 'doc comments above imports');
 });
+
+test('src/ has no top-level await (a module with one cannot be require()d)', () => {
+  const files = readdirSync(new URL('src/', ROOT), { recursive: true })
+    .map(String)
+    .filter((name) => name.endsWith('.ts'))
+    .map((name) => `src/${name}`);
+  // Prettier indents everything nested: an await at column 0 is at the top level.
+  const topLevel = /^(?:await |for await |(?:export )?(?:const|let|var) [^=]*= await )/m;
+  assert.deepEqual(
+    files.filter((file) => topLevel.test(read(file))),
+    [],
+  );
+});

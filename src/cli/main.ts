@@ -9,4 +9,10 @@ import { installSignals } from './signals.js';
 // machine, and a SIGTERM meanwhile (systemd's `stop` right after `start`) must find a handler
 // rather than end the process (see signals.ts). Hence this small module and a dynamic import.
 installSignals();
-await import('./command.js');
+// Not a top-level await: src/ has none (a module with one cannot be `require()`d).
+import('./command.js').catch((err: unknown) => {
+  process.stderr.write(
+    `l4proxy: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  process.exit(1);
+});
