@@ -1,6 +1,6 @@
 import { readConfigText } from './configText.js';
 import { InvalidOptionError, L4Error, thrownMessage } from '../errors.js';
-import { isRecord } from '../internal/validate.js';
+import { isRecord, knownKeys } from '../internal/validate.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { tunnelServerFamilies } from '../metrics/tunnelMetrics.js';
 import { TunnelServer } from '../tunnel/TunnelServer.js';
@@ -92,12 +92,29 @@ export function prepareTunnelListener(
     if (err instanceof InvalidOptionError)
       throw new TunnelConfigError(
         `${path}.${err.option}`,
-        err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, ''),
+        jsonKeys(
+          err.option,
+          err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, ''),
+        ),
       );
     if (err instanceof L4Error) throw new TunnelConfigError(path, err.message);
     throw err;
   }
   return { name, listen: listen.value, path, raw: files.raw, options };
+}
+
+/**
+ * An unknown key's "known options" as a tunnel listener in JSON knows them: with `dns`, `name`,
+ * `listen`, `module`, without `upstreamSource` (a `dns` block is its JSON form), and the
+ * suggestion made again from them (`dsn` is near `dns`).
+ */
+function jsonKeys(option: string, expected: string): string {
+  if (/[.[]/.test(option)) return expected;
+  const known = /one of the known options \(([^)]*)\)(?: \(did you mean "[^"]*"\?\))?/;
+  return expected.replace(known, (_match, list: string) => {
+    const keys = list.split(', ').filter((key) => key !== 'upstreamSource');
+    return knownKeys(option, [...new Set([...CLI_KEYS, ...keys])], 'options');
+  });
 }
 
 /** A `dns` block as a `DnsSource` (not started); InvalidOptionError becomes `<path>.<option>`. */
