@@ -145,7 +145,8 @@ export class Listener {
     });
     const backlog = this.backlog;
     const unix = this.config.listen.path;
-    if (unix !== undefined) await removeStaleSocket(unix);
+    // With --workers the primary removed a stale file (src/cli/primary.ts).
+    if (unix !== undefined && !cluster.isWorker) await removeStaleSocket(unix);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       const shared = this.reusePort ? { reusePort: true, exclusive: true } : {};

@@ -82,6 +82,35 @@ describe('l4proxy: "listen": "unix:/path" (a TCP listener on a Unix socket)', ()
     assert.equal(existsSync(sock), false, 'the socket file is removed at exit');
   });
 
+  test('--workers 2: the primary replaces a stale socket and shares it; no worker probes it', async (t) => {
+    const curlPath = tool(t, 'curl');
+    if (curlPath === undefined) return;
+    const sock = join(socketDir(t), 'cluster.sock');
+    await staleSocket(sock);
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: `unix:${sock}`,
+          upstreams: [{ host: '127.0.0.1', port: await origin(t) }],
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file, '--workers', '2']);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready', 15_000);
+    for (let i = 0; i < 4; i++) {
+      const got = await curl(curlPath, ['-fsS', '--unix-socket', sock, 'http://l4proxy/']);
+      assert.equal(got.stdout, 'origin', got.stderr);
+    }
+    await cli.waitLines('stdout', (l) => l.msg === 'connection closed', 4);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+    const closed = cli.stdout.filter((l) => l.msg === 'connection closed');
+    assert.equal(closed.length, 4, 'the four clients, no probe connection');
+    assert.equal(existsSync(sock), false, 'the socket file is removed at exit');
+  });
+
   test('a socket another process listens on is left alone: the start fails with EADDRINUSE', async (t) => {
     const sock = join(socketDir(t), 'busy.sock');
     const owner = net.createServer((socket) => {
