@@ -252,7 +252,7 @@ function configWith(row: Row, kind: string, path: string, value: unknown): unkno
 }
 
 /** How the config refuses a key it does not know (library options, CLI keys, `admin`). */
-const UNKNOWN_KEY = /one of the known \w+|expected listen or tokenFile/;
+const UNKNOWN_KEY = /one of the known \w+/;
 
 /** Values no option takes in all its forms: each key refuses at least one of them. */
 const WRONG: readonly unknown[] = [{ $wrong: true }, '$wrong', 1.5, -1, [{ $wrong: true }]];

@@ -103,9 +103,33 @@ export function resolveAdminOptions(options: unknown): ResolvedAdminOptions {
       min: 1_024,
       max: 65_536,
     }),
-    headersTimeout: duration(raw.headersTimeout, 'headersTimeout', 5_000, 1),
-    requestTimeout: duration(raw.requestTimeout, 'requestTimeout', 10_000, 1),
+    ...timeouts(raw),
   };
+}
+
+/**
+ * `headersTimeout` and `requestTimeout`. Node's HTTP server throws (a RangeError out of
+ * `listen()`) when the headers may take longer than the whole request: a `requestTimeout` below
+ * the default `headersTimeout` lowers it, and the two set that way are refused here.
+ */
+function timeouts(raw: Record<string, unknown>): {
+  headersTimeout: number;
+  requestTimeout: number;
+} {
+  const requestTimeout = duration(raw.requestTimeout, 'requestTimeout', 10_000, 1);
+  const headersTimeout = duration(
+    raw.headersTimeout,
+    'headersTimeout',
+    Math.min(5_000, requestTimeout),
+    1,
+  );
+  if (headersTimeout > requestTimeout)
+    throw new InvalidOptionError(
+      'headersTimeout',
+      `at most requestTimeout (${requestTimeout} ms)`,
+      raw.headersTimeout,
+    );
+  return { headersTimeout, requestTimeout };
 }
 
 /**

@@ -8,7 +8,8 @@ import type { UdpProxyStats } from '../udp/UdpProxyStats.js';
 import type { AdminListener } from '../admin/AdminListener.js';
 import { LatencyRecorder } from '../metrics/latency.js';
 import type { LatencySnapshot } from '../metrics/latency.js';
-import { formatHostPort } from './address.js';
+import { formatHostPort, UNIX_PREFIX } from './address.js';
+import { removeStaleSocket } from './unixSocket.js';
 import type { ListenAddress } from './address.js';
 import type { ListenerConfig, PreparedListener } from './config.js';
 import { optionsKey, upstreamsKey } from './config.js';
@@ -143,10 +144,16 @@ export class Listener {
       (this.current as TcpProxy).handle(socket);
     });
     const backlog = this.backlog;
+    const unix = this.config.listen.path;
+    // With --workers the primary removed a stale file (src/cli/primary.ts).
+    if (unix !== undefined && !cluster.isWorker) await removeStaleSocket(unix);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       const shared = this.reusePort ? { reusePort: true, exclusive: true } : {};
-      const where = { port, ...(host !== '' && { host }), ...(ipv6Only && { ipv6Only }) };
+      const where =
+        unix === undefined
+          ? { port, ...(host !== '' && { host }), ...(ipv6Only && { ipv6Only }) }
+          : { path: unix };
       server.listen({ ...where, backlog, ...shared }, () => {
         server.off('error', reject);
         resolve();
@@ -168,8 +175,11 @@ export class Listener {
       if (this.current instanceof TcpProxy) this.current.acceptFailed(err);
     });
     this.server = server;
-    const bound = server.address() as net.AddressInfo;
-    this.address = formatHostPort(bound.address, bound.port);
+    const bound = server.address();
+    this.address =
+      typeof bound === 'string' || bound === null
+        ? `${UNIX_PREFIX}${unix ?? ''}`
+        : formatHostPort(bound.address, bound.port);
     return this.address;
   }
 
@@ -338,5 +348,6 @@ function onlyUpstreamsOf(carried: TcpProxyStats, running: TcpProxyStats): TcpPro
  * socket can change) needs a restart.
  */
 export function listenKey(listen: ListenAddress): string {
+  if (listen.path !== undefined) return `${UNIX_PREFIX}${listen.path}`;
   return `${listen.host}:${listen.port}${listen.ipv6Only ? ' ipv6Only' : ''}`;
 }

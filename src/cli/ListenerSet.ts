@@ -1,6 +1,7 @@
 import type { Config, PreparedListener, Settings } from './config.js';
 import { closeAll, loadConfigFile } from './config.js';
 import { Listener, listenKey } from './Listener.js';
+import { formatListen } from './address.js';
 import type { ListenerStats, ProxyObserver } from './Listener.js';
 import type { Logger } from './jsonLogger.js';
 import type { AdminListener } from '../admin/AdminListener.js';
@@ -143,7 +144,7 @@ export class ListenerSet {
       }
       if (listener.protocol !== protocol || !sameListen(listener, next)) {
         needsRestart.push(
-          `${path} (${name}): protocol or listen address changed to ${protocol} ${listen.host}:${listen.port}`,
+          `${path} (${name}): protocol or listen address changed to ${protocol} ${formatListen(listen)}`,
         );
         unused.push(next);
         continue;

@@ -144,7 +144,7 @@ const SOURCE_ERROR_REPEAT_INTERVAL = 60_000;
  */
 export function sourceErrorLogger(
   ops: Logger,
-  base: ListenerMembers,
+  base: ListenerMembers | { readonly listener: string; readonly protocol: 'tunnel' },
   interval = SOURCE_ERROR_REPEAT_INTERVAL,
   now: () => number = Date.now,
 ): (err: Error) => void {

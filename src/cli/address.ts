@@ -34,6 +34,31 @@ export function formatHostPort(host: string, port: number): string {
 /** A listener's address as the kernel sees it: `ipv6Only` only matters on an IPv6 address. */
 export interface ListenAddress extends HostPort {
   readonly ipv6Only: boolean;
+  /** A Unix socket path (`"listen": "unix:/run/l4proxy.sock"`) instead of host and port. */
+  readonly path?: string;
+}
+
+/** The prefix of a Unix socket listen address, as nginx writes it (`listen unix:/path`). */
+export const UNIX_PREFIX = 'unix:';
+
+/**
+ * A `unix:/path` listen address (host `''`, port 0 and no family: it takes no TCP port), or
+ * undefined when `text` is no such address; an empty path is refused.
+ */
+export function parseUnixListen(
+  text: string,
+): { ok: true; value: ListenAddress } | { ok: false; expected: string } | undefined {
+  if (!text.startsWith(UNIX_PREFIX)) return undefined;
+  const path = text.slice(UNIX_PREFIX.length);
+  if (path === '' || path.includes('\0'))
+    return { ok: false, expected: '"unix:/path/to.sock", a Unix socket path after "unix:"' };
+  return { ok: true, value: { host: '', port: 0, ipv6Only: false, path } };
+}
+
+/** A listen address as the config writes it: `host:port` (`*` for all) or `unix:/path`. */
+export function formatListen(listen: ListenAddress): string {
+  if (listen.path !== undefined) return `${UNIX_PREFIX}${listen.path}`;
+  return formatHostPort(listen.host || '*', listen.port);
 }
 
 /**
@@ -43,6 +68,8 @@ export interface ListenAddress extends HostPort {
  * beside `[::]:443` (nginx's usual pair, where `[::]` is IPv6-only by default) overlaps.
  */
 export function listenOverlaps(a: ListenAddress, b: ListenAddress): boolean {
+  // A Unix socket takes its path only: the same path twice, never a port.
+  if (a.path !== undefined || b.path !== undefined) return a.path === b.path;
   if (a.port !== b.port || a.port === 0) return false;
   if (a.host === b.host) return true;
   return sharedFamily(a, b, 4) || sharedFamily(a, b, 6);
@@ -66,6 +93,7 @@ export function takesIPv4(address: ListenAddress): boolean {
 
 function takes(address: ListenAddress, family: 4 | 6): 'all' | 'one' | 'none' {
   const { host, ipv6Only } = address;
+  if (address.path !== undefined) return 'none';
   if (host === '' || (isIP(host) === 6 && /^[0:]+$/.test(host)))
     return family === 6 || !ipv6Only ? 'all' : 'none';
   if (host === '0.0.0.0') return family === 4 ? 'all' : 'none';

@@ -1,9 +1,11 @@
 import { readFile, stat } from 'node:fs/promises';
 import { createAdminServer } from '../admin/AdminServer.js';
 import type { AdminServer } from '../admin/AdminServer.js';
-import { isBearerToken } from '../admin/adminOptions.js';
+import { isBearerToken, resolveAdminOptions } from '../admin/adminOptions.js';
+import type { ResolvedAdminOptions } from '../admin/adminOptions.js';
 import { isLoopbackHost } from '../admin/auth.js';
-import { isRecord } from '../internal/validate.js';
+import { InvalidOptionError } from '../errors.js';
+import { isRecord, knownKeys } from '../internal/validate.js';
 import type { HostPort } from './address.js';
 import { formatHostPort, parseHostPort } from './address.js';
 import type { ListenerSet } from './ListenerSet.js';
@@ -15,6 +17,30 @@ export interface AdminSettings {
   readonly listen: HostPort;
   /** A file holding the bearer token (first line); `L4PROXY_ADMIN_TOKEN` is the alternative. */
   readonly tokenFile?: string;
+  /** The admin server's bounds the file sets (`AdminServerOptions` of the same names). */
+  readonly limits?: AdminLimits;
+}
+
+/** The `AdminServerOptions` bounds a config file's `admin` block may set. */
+export const ADMIN_LIMIT_KEYS = [
+  'maxConnections',
+  'maxBodySize',
+  'maxHeaderSize',
+  'headersTimeout',
+  'requestTimeout',
+] as const;
+
+export type AdminLimits = Partial<Record<(typeof ADMIN_LIMIT_KEYS)[number], number>>;
+
+/** The keys of the object form of `admin`. */
+const ADMIN_KEYS: readonly string[] = ['listen', 'tokenFile', ...ADMIN_LIMIT_KEYS];
+
+/**
+ * Every bound in force for `limits` (the library's defaults for the rest): the single process's
+ * admin server and the cluster primary's apply the same values.
+ */
+export function adminLimits(limits: AdminLimits | undefined): ResolvedAdminOptions {
+  return resolveAdminOptions({ listeners: () => [], ...limits });
 }
 
 /** Environment variable holding the admin bearer token (when no token file is given). */
@@ -34,14 +60,14 @@ export function parseAdminSetting(
     if (!listen.ok) return { ok: false, path: 'admin', expected: listen.expected, received: value };
     return { ok: true, value: { listen: listen.value } };
   }
-  const shape = '"host:port" or { "listen": "host:port", "tokenFile": "/path" }';
+  const shape = '"host:port" or { "listen": "host:port", "tokenFile": "/path", ... }';
   if (!isRecord(value)) return { ok: false, path: 'admin', expected: shape, received: value };
   for (const key of Object.keys(value)) {
-    if (key !== 'listen' && key !== 'tokenFile')
+    if (!ADMIN_KEYS.includes(key))
       return {
         ok: false,
         path: `admin.${key}`,
-        expected: 'listen or tokenFile',
+        expected: knownKeys(key, ADMIN_KEYS, 'admin keys'),
         received: value[key],
       };
   }
@@ -57,9 +83,24 @@ export function parseAdminSetting(
   const tokenFile = value.tokenFile;
   if (tokenFile !== undefined && (typeof tokenFile !== 'string' || tokenFile === ''))
     return { ok: false, path: 'admin.tokenFile', expected: 'a file path', received: tokenFile };
+  const limits: Record<string, unknown> = {};
+  for (const key of ADMIN_LIMIT_KEYS) if (value[key] !== undefined) limits[key] = value[key];
+  try {
+    adminLimits(limits);
+  } catch (err) {
+    if (!(err instanceof InvalidOptionError)) throw err;
+    const expected = err.message
+      .slice(`Invalid option "${err.option}": expected `.length)
+      .replace(/, received .*$/s, '');
+    return { ok: false, path: `admin.${err.option}`, expected, received: limits[err.option] };
+  }
   return {
     ok: true,
-    value: { listen: listen.value, ...(tokenFile !== undefined && { tokenFile }) },
+    value: {
+      listen: listen.value,
+      ...(tokenFile !== undefined && { tokenFile }),
+      ...(Object.keys(limits).length > 0 && { limits }),
+    },
   };
 }
 
@@ -118,6 +159,8 @@ export interface CliAdminContext {
   readonly settings: unknown;
   /** False while starting and once draining. */
   readonly ready: () => boolean;
+  /** The file's `admin` bounds; the library's defaults for the rest. */
+  readonly limits?: AdminLimits | undefined;
 }
 
 /**
@@ -127,6 +170,7 @@ export interface CliAdminContext {
 export function cliAdminServer(context: CliAdminContext, token?: string): AdminServer {
   const { instance, ops } = context;
   const server = createAdminServer({
+    ...context.limits,
     listeners: () => instance.adminListeners(),
     ...(token !== undefined && { token }),
     ready: context.ready,
@@ -168,7 +212,7 @@ export async function startCliAdmin(
     context.ops.warn(message);
   });
   const host = adminHost(settings, token);
-  const server = cliAdminServer(context, token);
+  const server = cliAdminServer({ ...context, limits: settings.limits }, token);
   const bound = await server.listen({ host, port: settings.listen.port });
   return { server, address: formatHostPort(bound.address, bound.port) };
 }

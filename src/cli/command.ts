@@ -7,7 +7,7 @@ import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { parseCliArgs, USAGE, UsageError } from './args.js';
 import type { CliArgs } from './args.js';
-import { formatHostPort } from './address.js';
+import { formatListen } from './address.js';
 import type { Config } from './config.js';
 import { closeAll, ConfigError, loadConfigFile, validateConfig } from './config.js';
 import { Primary } from './primary.js';
@@ -53,7 +53,7 @@ function version(): string {
 function describeListeners(config: Config, backlog: number | undefined): string {
   return config.listeners
     .map(({ config: l }) => {
-      const where = `${l.protocol} ${formatHostPort(l.listen.host || '*', l.listen.port)}`;
+      const where = `${l.protocol} ${formatListen(l.listen)}`;
       if (l.protocol === 'udp') return `${l.name} (${where})`;
       return `${l.name} (${where}, ${describeBacklog(listenerBacklog(l.raw, backlog))})`;
     })

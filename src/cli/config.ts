@@ -12,7 +12,9 @@ import {
   isDualStack,
   listenOverlaps,
   parseHostPort,
+  parseUnixListen,
   takesIPv4,
+  UNIX_PREFIX,
 } from './address.js';
 import { jsonErrorPosition } from './jsonErrorPosition.js';
 import { isLogLevel } from './jsonLogger.js';
@@ -297,11 +299,20 @@ function prepareListener(
   const listenText = entry.listen;
   const listen =
     typeof listenText === 'string' || typeof listenText === 'number'
-      ? parseHostPort(String(listenText), 0)
+      ? (parseUnixListen(String(listenText)) ?? parseHostPort(String(listenText), 0))
       : undefined;
   if (!listen?.ok) {
     throw fieldError(source, `${path}.listen`, listen?.expected ?? '"host:port"', listenText);
   }
+  const parsed: HostPort & { readonly path?: string } = listen.value;
+  const unix = parsed.path;
+  if (unix !== undefined && protocol !== 'tcp')
+    throw fieldError(
+      source,
+      `${path}.listen`,
+      '"host:port" (a Unix socket is TCP only)',
+      listenText,
+    );
   const ipv6Only = entry.ipv6Only ?? false;
   if (typeof ipv6Only !== 'boolean' || (ipv6Only && isIP(listen.value.host) !== 6))
     throw fieldError(
@@ -310,11 +321,11 @@ function prepareListener(
       'a boolean, true only with an IPv6 listen address such as "[::]:443"',
       entry.ipv6Only,
     );
-  const address = { ...listen.value, ipv6Only };
+  const address: ListenAddress = { ...listen.value, ipv6Only };
   const overlap = overlapping(bound, protocol, address, true);
   if (overlap !== undefined) throw fieldError(source, `${path}.listen`, overlap, listenText);
   const dns = entry.dns === undefined ? undefined : dnsSource(entry.dns, source, `${path}.dns`);
-  const fallback = `${protocol}:${formatHostPort(listen.value.host, listen.value.port)}`;
+  const fallback = `${protocol}:${unix === undefined ? formatHostPort(listen.value.host, listen.value.port) : `${UNIX_PREFIX}${unix}`}`;
   const taken = earlier.some((other) => other.config.name === fallback);
   const name = entry.name ?? (taken ? `${fallback}#${earlier.length}` : fallback);
   if (typeof name !== 'string' || name === '')

@@ -11,6 +11,7 @@ import { listenerFamilies, startMetricsServer } from './metricsServer.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import type { EffectiveSettings } from './settings.js';
 import { startPrimaryAdmin } from './primaryAdmin.js';
+import { removeStaleSocket } from './unixSocket.js';
 import { WorkerRelay } from './workerRelay.js';
 import { tunnelListenerFamilies } from './tunnelListeners.js';
 import { stopRequested, takeSignals } from './signals.js';
@@ -70,6 +71,10 @@ export class Primary {
   async start(config: Config): Promise<void> {
     // The primary only validated the config; the workers build their own proxies.
     closeAll(config.listeners);
+    // A Unix socket is the primary's (cluster shares it): its stale file goes before the workers
+    // listen, and a worker does not probe it (the probe would be a connection it then serves).
+    for (const { config: listener } of config.listeners)
+      if (listener.listen.path !== undefined) await removeStaleSocket(listener.listen.path);
     ignoreUnusedSignals(this.ops);
     const early = stopRequested();
     if (early !== undefined) {

@@ -16,15 +16,12 @@ import { readAdminRequest, requireRead, unknownEndpoint } from '../admin/routes.
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { formatHostPort } from './address.js';
 import type { AdminSettings } from './adminConfig.js';
-import { adminHost, readAdminToken } from './adminConfig.js';
+import { adminHost, adminLimits, readAdminToken } from './adminConfig.js';
 import type { ListenerStats } from './Listener.js';
 import type { ClusterReply } from './clusterAdmin.js';
 import { controlOutcome, firstConfig, mergeEvents, mergeUpstreams } from './clusterAdmin.js';
 import { sumStats } from './sumStats.js';
 import type { RelayOutcome } from './workerRelay.js';
-
-/** Largest control body the primary reads (as the single-process admin server). */
-const MAX_BODY = 16_384;
 
 /** What the cluster primary's admin server reads. */
 export interface PrimaryAdminContext {
@@ -55,15 +52,18 @@ export async function startPrimaryAdmin(
   const host = adminHost(settings, token);
   const tokenHash = token === undefined ? undefined : sha256(token);
   const startTime = Date.now();
+  // The same bounds as a single process's admin server: the file's, else the library's defaults.
+  const limits = adminLimits(settings.limits);
+  const maxBodySize = limits.maxBodySize;
   const server = http.createServer(
     {
-      maxHeaderSize: 8_192,
-      headersTimeout: 5_000,
-      requestTimeout: 10_000,
-      connectionsCheckingInterval: 1_000,
+      maxHeaderSize: limits.maxHeaderSize,
+      headersTimeout: limits.headersTimeout,
+      requestTimeout: limits.requestTimeout,
+      connectionsCheckingInterval: Math.min(1_000, limits.headersTimeout, limits.requestTimeout),
     },
     (req, res) => {
-      route(req, res, { context, tokenHash, startTime }).catch((err: unknown) => {
+      route(req, res, { context, tokenHash, startTime, maxBodySize }).catch((err: unknown) => {
         if (res.headersSent) res.destroy();
         else
           sendError(
@@ -74,7 +74,7 @@ export async function startPrimaryAdmin(
       });
     },
   );
-  server.maxConnections = 16;
+  server.maxConnections = limits.maxConnections;
   // The same 400, 431 and 408 as a single process's admin server (docs/operations.md).
   server.on('clientError', answerClientError);
   await new Promise<void>((resolve, reject) => {
@@ -98,12 +98,14 @@ interface PrimaryAdminState {
   readonly tokenHash: Buffer | undefined;
   /** `Date.now()` when the admin server started, for `uptimeSeconds`. */
   readonly startTime: number;
+  /** Largest control body read (413 above): the `maxBodySize` in force. */
+  readonly maxBodySize: number;
 }
 
 async function route(
   req: IncomingMessage,
   res: ServerResponse,
-  { context, tokenHash, startTime }: PrimaryAdminState,
+  { context, tokenHash, startTime, maxBodySize }: PrimaryAdminState,
 ): Promise<void> {
   const request = readAdminRequest(req, res, {
     ready: context.ready,
@@ -113,7 +115,7 @@ async function route(
   if (request === undefined) return;
   const { path, read, control: segments } = request;
   if (segments !== undefined) {
-    const body = await readJsonBody(req, MAX_BODY);
+    const body = await readJsonBody(req, maxBodySize);
     const relayed = {
       method: 'POST',
       path,

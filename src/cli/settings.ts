@@ -56,5 +56,11 @@ function adminSettings(args: CliArgs, file: AdminSettings | undefined): AdminSet
   const listen = args.admin ?? file?.listen;
   if (listen === undefined) return undefined;
   const tokenFile = args.adminTokenFile ?? file?.tokenFile;
-  return { listen, ...(tokenFile !== undefined && { tokenFile }) };
+  // The file's bounds stay in force when `--admin` moves the address.
+  const limits = file?.limits;
+  return {
+    listen,
+    ...(tokenFile !== undefined && { tokenFile }),
+    ...(limits !== undefined && { limits }),
+  };
 }

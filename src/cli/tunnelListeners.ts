@@ -1,20 +1,23 @@
 import { readConfigText } from './configText.js';
 import { InvalidOptionError, L4Error, thrownMessage } from '../errors.js';
-import { isRecord } from '../internal/validate.js';
+import { isRecord, knownKeys } from '../internal/validate.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { tunnelServerFamilies } from '../metrics/tunnelMetrics.js';
 import { TunnelServer } from '../tunnel/TunnelServer.js';
+import { DnsSource } from '../upstream/DnsSource.js';
+import type { DnsSourceOptions } from '../upstream/DnsSource.js';
 import type { TunnelServerStats } from '../tunnel/TunnelServer.js';
 import type { TunnelServerOptions } from '../tunnel/tunnelServerOptions.js';
 import type { HostPort } from './address.js';
 import { formatHostPort, parseHostPort } from './address.js';
 import type { Logger } from './jsonLogger.js';
 import { applyTunnelModule, importListenerModules } from './moduleConfig.js';
+import { sourceErrorLogger } from './accessLog.js';
 import { buildSelector } from './selectorConfig.js';
 import { TlsFileError, readTlsFiles } from './tlsConfig.js';
 
 /** Keys of a `"protocol": "tunnel"` listener the CLI reads itself; the rest are TunnelServer options. */
-const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'module'];
+const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'module', 'dns'];
 
 /** A `"protocol": "tunnel"` listener of a config file, validated (its server is built at start). */
 export interface TunnelListenerConfig {
@@ -40,7 +43,7 @@ export class TunnelConfigError extends Error {
 
 /**
  * Validates a `"protocol": "tunnel"` listener: `listen`, `name` (default `tunnel:host:port`), a
- * `selector` as for TCP listeners, a `module` exporting `admit`, `authorize` or `route`, TLS
+ * `selector` and a `dns` block (the upstream source) as for TCP listeners, a `module` exporting `admit`, `authorize` or `route`, TLS
  * files (`terminateTls.certFile`/`keyFile`, `tls.caFile`), and every TunnelServer option (a
  * server is built once to check them, then closed).
  * @throws {TunnelConfigError}
@@ -79,6 +82,8 @@ export function prepareTunnelListener(
   const options: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(files.entry))
     if (!CLI_KEYS.includes(key)) options[key] = value;
+  // The server built at start starts the source again (the check server below stops it).
+  if (entry.dns !== undefined) options.upstreamSource = dnsSource(entry.dns, `${path}.dns`);
   try {
     if (entry.selector !== undefined) options.selector = buildSelector(entry.selector);
     applyTunnelModule(entry, options);
@@ -87,12 +92,41 @@ export function prepareTunnelListener(
     if (err instanceof InvalidOptionError)
       throw new TunnelConfigError(
         `${path}.${err.option}`,
-        err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, ''),
+        jsonKeys(
+          err.option,
+          err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, ''),
+        ),
       );
     if (err instanceof L4Error) throw new TunnelConfigError(path, err.message);
     throw err;
   }
   return { name, listen: listen.value, path, raw: files.raw, options };
+}
+
+/**
+ * An unknown key's "known options" as a tunnel listener in JSON knows them: with `dns`, `name`,
+ * `listen`, `module`, without `upstreamSource` (a `dns` block is its JSON form), and the
+ * suggestion made again from them (`dsn` is near `dns`).
+ */
+function jsonKeys(option: string, expected: string): string {
+  if (/[.[]/.test(option)) return expected;
+  const known = /one of the known options \(([^)]*)\)(?: \(did you mean "[^"]*"\?\))?/;
+  return expected.replace(known, (_match, list: string) => {
+    const keys = list.split(', ').filter((key) => key !== 'upstreamSource');
+    return knownKeys(option, [...new Set([...CLI_KEYS, ...keys])], 'options');
+  });
+}
+
+/** A `dns` block as a `DnsSource` (not started); InvalidOptionError becomes `<path>.<option>`. */
+function dnsSource(value: unknown, path: string): DnsSource {
+  try {
+    return new DnsSource(value as DnsSourceOptions);
+  } catch (err) {
+    if (!(err instanceof InvalidOptionError)) throw err;
+    const tail = err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, '');
+    const option = err.option === 'DnsSource options' ? '' : `.${err.option}`;
+    throw new TunnelConfigError(`${path}${option}`, tail);
+  }
 }
 
 /** The tunnel listeners of a config file (its other listeners ignored), for a reload. */
@@ -179,6 +213,12 @@ export class TunnelListeners {
       server.on('error', (error) => {
         this.ops.error('tunnel listener error', { listener: config.name, error: error.message });
       });
+      // A dns block that cannot resolve: at warn, repeats limited, as a TCP listener's.
+      if (config.options.upstreamSource !== undefined)
+        server.on(
+          'upstreamSourceError',
+          sourceErrorLogger(this.ops, { listener: config.name, protocol: 'tunnel' }),
+        );
       const access = this.logs.access;
       if (access.enabled('info'))
         server.on('tunnelClose', (summary) => {
@@ -246,7 +286,8 @@ export class TunnelListeners {
       const before = entry.config.raw;
       const after = config.raw;
       try {
-        if (!same(before.upstreams, after.upstreams)) {
+        // A new dns block needs a restart (below): until then the running source keeps the list.
+        if (!same(before.upstreams, after.upstreams) && same(before.dns, after.dns)) {
           entry.server.setUpstreams(config.options.upstreams ?? []);
           changed.push(`${config.name}.upstreams`);
         }

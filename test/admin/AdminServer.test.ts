@@ -559,3 +559,19 @@ test('await using closes the admin server at scope exit', async () => {
   assert.equal(await listeningServers(before), before);
   await assert.rejects(connect(port), /ECONNREFUSED/);
 });
+
+test('a requestTimeout below the default headersTimeout lowers it; headersTimeout above requestTimeout is refused at construction', async () => {
+  const admin = createAdminServer({ listeners: () => [], requestTimeout: 3_000 });
+  try {
+    // Node's HTTP server refuses headersTimeout > requestTimeout: listen() used to reject with it.
+    const { port } = await admin.listen({ host: '127.0.0.1', port: 0 });
+    assert.equal((await adminRequest(port, 'GET', '/live')).status, 200);
+    assert.equal(admin.options.headersTimeout, 3_000);
+  } finally {
+    await admin.close();
+  }
+  assert.throws(
+    () => createAdminServer({ listeners: () => [], headersTimeout: 4_000, requestTimeout: 3_000 }),
+    (err: unknown) => err instanceof InvalidOptionError && err.option === 'headersTimeout',
+  );
+});

@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import type { UpstreamReport } from '../../src/index.js';
 import { curl } from '../helpers/curl.js';
-import { connect, readAll } from '../helpers/net.js';
+import { connect, readAll, readUntil } from '../helpers/net.js';
 import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { tool } from '../helpers/tools.js';
 import { startAdminCli } from '../helpers/adminCli.js';
@@ -332,6 +332,41 @@ describe('l4proxy --admin', () => {
     assert.match(await answer('GET /live HTTP/1.1\r\nhost: x\r\n'), /^HTTP\/1\.1 408 /);
   });
 
+  for (const workers of [undefined, 2]) {
+    test(`the admin block's bounds apply to the admin server${workers === undefined ? '' : ' of the cluster primary'}`, async (t) => {
+      const { admin } = await startAdminCli(t, {
+        token: TOKEN,
+        upstreams: { a: await taggedEcho(t, 'A:') },
+        ...(workers !== undefined && { workers }),
+        limits: { maxConnections: 1, maxBodySize: 64, maxHeaderSize: 1024, headersTimeout: 400 },
+      });
+      const port = Number(admin.slice(admin.lastIndexOf(':') + 1));
+      const auth = `authorization: Bearer ${TOKEN}\r\n`;
+      /** What the admin server answers to `request` before it hangs up (within `ms`). */
+      const answer = async (request: string, ms = 4_000): Promise<string> => {
+        const socket = await connect(port);
+        const reply = readAll(socket, ms);
+        socket.write(request);
+        return (await reply).toString();
+      };
+      const body = JSON.stringify({ pad: 'x'.repeat(100) });
+      const post = `POST /upstreams/web/a/drain HTTP/1.1\r\nhost: x\r\n${auth}content-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`;
+      assert.match(await answer(post), /^HTTP\/1\.1 413 /, 'maxBodySize 64');
+      // 2 000 header bytes are within the default 8 192, not within 1 024.
+      const big = `GET /live HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(2_000)}\r\n\r\n`;
+      assert.match(await answer(big), /^HTTP\/1\.1 431 /, 'maxHeaderSize 1024');
+      // Unfinished headers: 408 after 400 ms, well before the default 5 s this waits for.
+      assert.match(await answer('GET /live HTTP/1.1\r\nhost: x\r\n'), /^HTTP\/1\.1 408 /);
+      // One connection served (kept alive): a second is closed at once, unanswered.
+      const held = await connect(port);
+      t.after(() => held.destroy());
+      const first = readUntil(held, /\r\n\r\n/);
+      held.write('GET /live HTTP/1.1\r\nhost: x\r\n\r\n');
+      assert.match(await first, /^HTTP\/1\.1 200 /);
+      assert.equal(await answer('GET /live HTTP/1.1\r\nhost: x\r\n\r\n'), '', 'maxConnections 1');
+    });
+  }
+
   test('with workers: a drain that a SIGHUP overtakes is not replayed to a worker that restarts', async (t) => {
     const { cli, admin } = await startAdminCli(t, {
       token: TOKEN,
@@ -442,7 +477,18 @@ describe('l4proxy --admin', () => {
     });
     const refused = await runCli(['--check', '--config', badFile]);
     assert.equal(refused.code, 1);
-    assert.match(refused.stderr, /admin\.token: expected listen or tokenFile/);
+    assert.match(
+      refused.stderr,
+      /admin\.token: expected one of the known admin keys \(listen, tokenFile, maxConnections/,
+    );
+    // A bound the admin server would refuse is refused by --check, naming the key.
+    const badLimit = dir.write('bad-limit.json', {
+      admin: { listen: '127.0.0.1:0', maxBodySize: 10 },
+      listeners: [],
+    });
+    const small = await runCli(['--check', '--config', badLimit]);
+    assert.equal(small.code, 1);
+    assert.match(small.stderr, /admin\.maxBodySize: expected an integer .*received 10/);
     // A token with a space could never be sent in "Authorization: Bearer <token>": refused.
     const spaced = dir.write('spaced-token', 'two words\n');
     const unusable = await runCli(['--config', file, '--admin-token-file', spaced]);

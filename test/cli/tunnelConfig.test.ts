@@ -10,7 +10,7 @@ import { connect, echoServer, readAll } from '../helpers/net.js';
 import { taggedEcho } from '../helpers/testServer.js';
 import { testCa } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
-import { configDir, listenPort, startCli } from './cli.js';
+import { configDir, configErrorOf, listenPort, startCli } from './cli.js';
 
 const peer: TunnelPeer = {
   protocol: 'tcp',
@@ -229,4 +229,18 @@ test('CLI: SIGHUP re-reads a renewed tunnel tls.caFile (new tunnels trust the ne
   assert.equal(await exchange('after'), 'A:after');
   process.kill(cli.pid, 'SIGTERM');
   assert.equal(await cli.exited(), 0);
+});
+
+test('an unknown tunnel listener key lists the keys a JSON tunnel listener knows: dns, not upstreamSource', () => {
+  const message = configErrorOf({
+    listeners: [
+      { protocol: 'tunnel', listen: '127.0.0.1:0', dsn: { name: 'db.example.test', port: 5432 } },
+    ],
+  });
+  assert.match(
+    message,
+    /^l4proxy\.json: listeners\[0\]\.dsn: expected one of the known options \(name, protocol, listen, selector, module, dns, upstreams, /,
+  );
+  assert.match(message, /\(did you mean "dns"\?\)/);
+  assert.doesNotMatch(message, /upstreamSource/);
 });

@@ -8,7 +8,8 @@ import { curl } from '../helpers/curl.js';
 import { httpGet } from '../helpers/httpGet.js';
 import { makeCa } from '../helpers/tlsCa.js';
 import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
-import { findTool, requireTools } from '../helpers/tools.js';
+import { findTool, requireTools, tool } from '../helpers/tools.js';
+import { startDnsmasq } from '../upstream/dnsmasq.js';
 import { configDir, listenPort, runCli, startCli } from './cli.js';
 
 const needed = ['curl', 'openssl'].filter((name) => findTool(name) === undefined);
@@ -129,6 +130,89 @@ describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }
       4,
       "the workers' tunnels add up to the four requests",
     );
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
+  test('a dns block is the upstream source: dnsmasq names the upstreams CONNECT may reach; a failing lookup is logged', async (t) => {
+    const binary = tool(t, 'dnsmasq');
+    if (binary === undefined) return;
+    const dns = await startDnsmasq(binary, { hosts: { 'up.example.test': ['127.0.0.1'] } });
+    t.after(() => dns.close());
+    const dir = configDir(t);
+    const file = dir.write('l4proxy.json', {
+      listeners: [
+        {
+          name: 'egress',
+          protocol: 'tunnel',
+          listen: '127.0.0.1:0',
+          dns: {
+            name: 'up.example.test',
+            port: originPort,
+            servers: [dns.server],
+            refreshInterval: 200,
+            minRefreshInterval: 100,
+          },
+        },
+      ],
+    });
+    const bad = dir.write('bad.json', {
+      listeners: [{ protocol: 'tunnel', listen: '127.0.0.1:0', dns: { name: 'x.test' } }],
+    });
+    const refused = await runCli(['--config', bad, '--check']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /listeners\[0\]\.dns\.port: expected an integer/);
+    const cli = startCli(t, ['--config', file]);
+    const port = await listenPort(cli, 'egress');
+    /** `<body> <CONNECT status>` of a GET to the origin through the tunnel listener. */
+    const fetch = async (): Promise<string> =>
+      (
+        await curl(findTool('curl') as string, [
+          '-s',
+          '--proxytunnel',
+          '--proxy',
+          `http://127.0.0.1:${port}`,
+          '-w',
+          ' %{http_connect}',
+          `http://127.0.0.1:${originPort}/`,
+        ])
+      ).stdout;
+    /** The first answer `accept` takes, asking at most 40 times within 10 s. */
+    const until = async (accept: (answer: string) => boolean): Promise<string> => {
+      const deadline = Date.now() + 10_000;
+      let answer = '';
+      for (let i = 0; i < 40 && Date.now() < deadline; i++) {
+        answer = await fetch();
+        if (accept(answer)) break;
+      }
+      return answer;
+    };
+    // No static upstream: only the name's answer makes 127.0.0.1:originPort routable.
+    assert.equal(await until((a) => a === 'origin 200'), 'origin 200');
+    // The name moves to 127.0.0.2: the origin's address is no upstream any more (route "match").
+    await dns.setHosts({ 'up.example.test': ['127.0.0.2'] });
+    assert.match(await until((a) => !a.endsWith(' 200')), /^ ?\d{3}$/);
+    await dns.stop();
+    const logged = await cli.waitLine('stderr', (l) => l.msg === 'upstream source error');
+    assert.equal(logged.listener, 'egress');
+    assert.equal(logged.protocol, 'tunnel');
+    // A new dns block (here: a static list instead) needs a restart; the running source stays.
+    dir.write('l4proxy.json', {
+      listeners: [
+        {
+          name: 'egress',
+          protocol: 'tunnel',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: originPort }],
+        },
+      ],
+    });
+    process.kill(cli.pid, 'SIGHUP');
+    const reloaded = await cli.waitLine('stderr', (l) =>
+      l.msg.startsWith('tunnel listeners reloaded'),
+    );
+    assert.deepEqual(reloaded.changed, []);
+    assert.deepEqual(reloaded.needsRestart, ['egress.dns']);
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(), 0);
   });

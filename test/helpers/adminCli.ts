@@ -19,6 +19,8 @@ export interface AdminCliOptions {
   readonly upstreams: Readonly<Record<string, number>>;
   /** Cluster mode: that many workers, and the start waits until the primary logs `ready`. */
   readonly workers?: number;
+  /** The `admin` block's bounds (`maxBodySize`, `headersTimeout`...), if any. */
+  readonly limits?: Readonly<Record<string, number>>;
 }
 
 /**
@@ -35,7 +37,7 @@ export async function startAdminCli(t: TestContext, options: AdminCliOptions): P
   }));
   const file = dir.write('l4proxy.json', {
     ...(options.workers === undefined ? {} : { workers: options.workers }),
-    admin: { listen: '127.0.0.1:0', tokenFile },
+    admin: { listen: '127.0.0.1:0', tokenFile, ...options.limits },
     listeners: [{ name: 'web', protocol: 'tcp', listen: '127.0.0.1:0', upstreams }],
   });
   const cli = startCli(t, ['--config', file]);

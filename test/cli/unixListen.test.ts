@@ -1,0 +1,167 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, lstatSync, mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
+import { curl } from '../helpers/curl.js';
+import { withTimeout } from '../helpers/net.js';
+import { tool } from '../helpers/tools.js';
+import { configDir, configErrorOf, runCli, startCli } from './cli.js';
+
+/** A directory for socket files (short: a Unix socket path has at most 107 bytes). */
+function socketDir(t: TestContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'l4u-'));
+  t.after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return dir;
+}
+
+/** An HTTP origin on 127.0.0.1 answering "origin"; closed after the test. */
+async function origin(t: TestContext): Promise<number> {
+  const server = http.createServer((_request, response) => {
+    response.end('origin');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  return (server.address() as AddressInfo).port;
+}
+
+/** Leaves a socket file nothing listens on, as a killed process does (SIGKILL: no cleanup). */
+async function staleSocket(path: string): Promise<void> {
+  const child = spawn(process.execPath, [
+    '-e',
+    `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`,
+  ]);
+  await withTimeout(
+    new Promise((resolve) => child.once('exit', resolve)),
+    5_000,
+    'the socket owner to die',
+  );
+}
+
+describe('l4proxy: "listen": "unix:/path" (a TCP listener on a Unix socket)', () => {
+  test('curl reaches the upstream over the socket; a stale socket file is replaced, and removed at exit', async (t) => {
+    const curlPath = tool(t, 'curl');
+    if (curlPath === undefined) return;
+    const sock = join(socketDir(t), 'web.sock');
+    await staleSocket(sock);
+    assert.ok(lstatSync(sock).isSocket(), 'a stale socket file is left');
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: `unix:${sock}`,
+          upstreams: [{ host: '127.0.0.1', port: await origin(t) }],
+        },
+      ],
+    });
+    const check = await runCli(['--check', '--config', file]);
+    assert.equal(check.code, 0, check.stderr);
+    assert.match(check.stdout, new RegExp(`web \\(tcp unix:${sock}, backlog `));
+    const cli = startCli(t, ['--config', file]);
+    const listening = await cli.waitLine('stderr', (l) => l.msg === 'listening');
+    assert.equal(listening.address, `unix:${sock}`);
+    for (let i = 0; i < 3; i++) {
+      const got = await curl(curlPath, ['-fsS', '--unix-socket', sock, 'http://l4proxy/']);
+      assert.equal(got.stdout, 'origin', got.stderr);
+    }
+    const closed = await cli.waitLines('stdout', (l) => l.msg === 'connection closed', 3);
+    assert.equal(closed[0]?.listener, 'web');
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+    assert.equal(existsSync(sock), false, 'the socket file is removed at exit');
+  });
+
+  test('--workers 2: the primary replaces a stale socket and shares it; no worker probes it', async (t) => {
+    const curlPath = tool(t, 'curl');
+    if (curlPath === undefined) return;
+    const sock = join(socketDir(t), 'cluster.sock');
+    await staleSocket(sock);
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: `unix:${sock}`,
+          upstreams: [{ host: '127.0.0.1', port: await origin(t) }],
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file, '--workers', '2']);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready', 15_000);
+    for (let i = 0; i < 4; i++) {
+      const got = await curl(curlPath, ['-fsS', '--unix-socket', sock, 'http://l4proxy/']);
+      assert.equal(got.stdout, 'origin', got.stderr);
+    }
+    await cli.waitLines('stdout', (l) => l.msg === 'connection closed', 4);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+    const closed = cli.stdout.filter((l) => l.msg === 'connection closed');
+    assert.equal(closed.length, 4, 'the four clients, no probe connection');
+    assert.equal(existsSync(sock), false, 'the socket file is removed at exit');
+  });
+
+  test('a socket another process listens on is left alone: the start fails with EADDRINUSE', async (t) => {
+    const sock = join(socketDir(t), 'busy.sock');
+    const owner = net.createServer((socket) => {
+      // The CLI's probe connects and hangs up at once.
+      socket.on('error', () => undefined);
+      socket.end('owner');
+    });
+    await new Promise<void>((resolve) => owner.listen(sock, resolve));
+    t.after(() => owner.close());
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [
+        { protocol: 'tcp', listen: `unix:${sock}`, upstreams: [{ host: '127.0.0.1', port: 9 }] },
+      ],
+    });
+    const result = await runCli(['--config', file]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /EADDRINUSE/);
+    const reply = await withTimeout(
+      new Promise<string>((resolve, reject) => {
+        const client = net.connect(sock);
+        let text = '';
+        client.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        client.on('end', () => {
+          resolve(text);
+        });
+        client.on('error', reject);
+      }),
+      5_000,
+      'the owner to answer',
+    );
+    assert.equal(reply, 'owner', 'the owner still listens on its socket');
+  });
+
+  test('the config refuses the same path twice, a Unix socket for UDP, an empty path and ipv6Only with it', () => {
+    const upstreams = [{ host: '127.0.0.1', port: 9 }];
+    const tcp = (listen: string, extra = {}) => ({ protocol: 'tcp', listen, upstreams, ...extra });
+    assert.match(
+      configErrorOf({ listeners: [tcp('unix:/tmp/x.sock'), tcp('unix:/tmp/x.sock')] }),
+      /^l4proxy\.json: listeners\[1\]\.listen: expected an address not used by listeners\[0\]/,
+    );
+    assert.match(
+      configErrorOf({ listeners: [{ protocol: 'udp', listen: 'unix:/tmp/x.sock', upstreams }] }),
+      /listeners\[0\]\.listen: expected "host:port" \(a Unix socket is TCP only\)/,
+    );
+    assert.match(
+      configErrorOf({ listeners: [tcp('unix:')] }),
+      /listeners\[0\]\.listen: expected "unix:\/path\/to\.sock"/,
+    );
+    assert.match(
+      configErrorOf({ listeners: [tcp('unix:/tmp/x.sock', { ipv6Only: true })] }),
+      /listeners\[0\]\.ipv6Only: /,
+    );
+  });
+});
