@@ -13,6 +13,7 @@ const K = {
   clientPort: piece(',"clientPort":'),
   ipv4: piece(',"clientFamily":"IPv4"'),
   ipv6: piece(',"clientFamily":"IPv6"'),
+  unix: piece(',"clientFamily":"unix"'),
   localAddress: piece(',"localAddress":'),
   localPort: piece(',"localPort":'),
   peerAddress: piece(',"peerAddress":'),
@@ -103,10 +104,15 @@ function writeClient(out: LineBuffer, s: TcpConnectionSummary | UdpSessionSummar
   member(out, K.clientAddress, s.clientAddress);
   out.bytes(K.clientPort);
   out.number(s.clientPort);
-  out.bytes(s.clientFamily === 'IPv4' ? K.ipv4 : K.ipv6);
+  out.bytes(familyPiece(s.clientFamily));
   member(out, K.localAddress, s.localAddress);
   out.bytes(K.localPort);
   out.number(s.localPort);
+}
+
+/** A client on a Unix socket listener has no IP family (it was written `IPv6`). */
+function familyPiece(family: 'IPv4' | 'IPv6' | 'unix'): Buffer {
+  return family === 'IPv4' ? K.ipv4 : family === 'IPv6' ? K.ipv6 : K.unix;
 }
 
 function writeBytes(out: LineBuffer, s: TcpConnectionSummary): void {

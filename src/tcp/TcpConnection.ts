@@ -1074,7 +1074,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   clientEnd(): void {
     this.clientEnded = true;
     // A client reset seen as an end: its 'error' follows, and resets the upstream instead.
-    if (revealsReset(this.client)) return;
+    // A Unix socket has no reset: a zero-length write to a client that closed fully fails EPIPE.
+    if (this.clientFamily !== 'unix' && revealsReset(this.client)) return;
     if (this.filters !== undefined && !this.flushToUpstream(this.filters)) return;
     if (this.connected) this.upstreamSocket?.end();
     if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();

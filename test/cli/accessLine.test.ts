@@ -133,6 +133,14 @@ describe('access log serialization', () => {
     assert.deepEqual(line.alpn, ['h3']);
   });
 
+  test('the client family is written as the summary holds it: IPv4, IPv6, or unix for a Unix socket client', () => {
+    // The client members are written by one function for TCP and UDP; only TCP has 'unix'.
+    for (const clientFamily of ['IPv4', 'IPv6', 'unix'] as const) {
+      const summary = { ...udpBase, clientFamily } as unknown as UdpSessionSummary;
+      assert.equal(parsed(udpMembers(summary)).clientFamily, clientFamily);
+    }
+  });
+
   test('any string, escapes, control characters and lone surrogates included, reads back as written', () => {
     fc.assert(
       fc.property(fc.string({ unit: 'binary', maxLength: 40 }), (text) => {

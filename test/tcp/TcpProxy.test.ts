@@ -200,6 +200,39 @@ describe('TcpProxy listen', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  test('a Unix socket client that closes fully once answered (curl) is completed, not a reset', async (t) => {
+    // The upstream answers and keeps its side open until the proxy passes the client's end on.
+    const upstream = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.on('data', () => socket.write('answer'));
+      socket.on('end', () => socket.end());
+    });
+    const port = await listen(upstream);
+    t.after(() => upstream.close());
+    const dir = mkdtempSync(join(tmpdir(), 'l4proxy-'));
+    t.after(() => {
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const path = join(dir, 'proxy.sock');
+    const proxy = new TcpProxy({ upstreams: [{ host: '127.0.0.1', port }] });
+    t.after(() => proxy.close());
+    await proxy.listen({ path });
+    const closeEvent = waitFor<[{ reason: string; bytesToClient: number }]>(
+      proxy,
+      'connectionClose',
+    );
+    const client = net.connect({ path });
+    client.on('error', () => undefined);
+    client.write('request');
+    await waitFor(client, 'data');
+    // close(2) at once, as curl does: no half-close first. Was: the proxy's probe for a reset
+    // failed EPIPE on the Unix socket, and the connection ended downstream_reset.
+    client.destroy();
+    const [summary] = await closeEvent;
+    assert.equal(summary.reason, CloseReason.COMPLETED);
+    assert.equal(summary.bytesToClient, 'answer'.length);
+  });
+
   test('a port in use rejects listen() with ListenError (ERR_L4_LISTEN) and EADDRINUSE as cause', async () => {
     const blocker = net.createServer();
     const port = await listen(blocker);
