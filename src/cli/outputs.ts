@@ -221,6 +221,3 @@ export function ignoreUnusedSignals(ops: Logger): void {
       ops.warn('signal ignored: SIGHUP reloads the config, SIGTERM drains', { signal });
     });
 }
-
-/** Exit code for a process ended by a signal it could not wait on: 128 + the signal number. */
-export { signalExitCode } from './signals.js';

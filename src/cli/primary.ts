@@ -3,7 +3,7 @@ import type { Worker } from 'node:cluster';
 import type { Config } from './config.js';
 import { closeAll, loadConfigFile } from './config.js';
 import type { ListenerStats } from './Listener.js';
-import { createOutputs, ignoreUnusedSignals, signalExitCode, statusPeriod } from './outputs.js';
+import { createOutputs, ignoreUnusedSignals, statusPeriod } from './outputs.js';
 import type { Logger } from './jsonLogger.js';
 import { isWorkerMessage } from './messages.js';
 import type { PrimaryMessage, WorkerMessage } from './messages.js';
@@ -14,7 +14,7 @@ import { startPrimaryAdmin } from './primaryAdmin.js';
 import { removeStaleSocket } from './unixSocket.js';
 import { WorkerRelay } from './workerRelay.js';
 import { tunnelListenerFamilies } from './tunnelListeners.js';
-import { stopRequested, takeSignals } from './signals.js';
+import { stopRequested, takeSignals, signalExitCode } from './signals.js';
 import type { TunnelListenerStats } from './tunnelListeners.js';
 
 /** How long a worker has to answer a stats request before a scrape goes on without it. */

@@ -5,7 +5,7 @@ import { ListenerSet } from './ListenerSet.js';
 import type { ListenerStats } from './Listener.js';
 import type { ReloadOutcome } from './ListenerSet.js';
 import type { Logger } from './jsonLogger.js';
-import { createOutputs, ignoreUnusedSignals, signalExitCode, statusPeriod } from './outputs.js';
+import { createOutputs, ignoreUnusedSignals, statusPeriod } from './outputs.js';
 import { isPipeOrSocket } from './pipePieces.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
@@ -15,7 +15,7 @@ import { answerRelayed } from '../admin/relayedRequest.js';
 import type { AdminServer } from '../admin/AdminServer.js';
 import type { EffectiveSettings } from './settings.js';
 import { TunnelListeners } from './tunnelListeners.js';
-import { stopRequested, takeSignals } from './signals.js';
+import { stopRequested, takeSignals, signalExitCode } from './signals.js';
 
 /** Logs what a reload did. */
 export function logReload(ops: Logger, outcome: ReloadOutcome): void {

@@ -1,3 +1,5 @@
+import { ignoreError } from './ignoreError.js';
+
 /**
  * Whether user code returned a promise (or any thenable) rather than a value. A `then` getter
  * that throws counts as a thenable: `Promise.resolve()` turns it into a rejection, which every
@@ -12,8 +14,6 @@ export function isThenable<T>(value: unknown): value is PromiseLike<T> {
   }
 }
 
-const ignore = (): void => undefined;
-
 /**
  * Whether user code that must answer at once (a data filter, an inspector, a TLV callback)
  * returned a promise instead: an `async` function. Its rejection is handled here: left alone, it
@@ -22,6 +22,6 @@ const ignore = (): void => undefined;
  */
 export function isPromised(result: unknown): boolean {
   if (!isThenable(result)) return false;
-  Promise.resolve(result).then(ignore, ignore);
+  Promise.resolve(result).then(ignoreError, ignoreError);
   return true;
 }

@@ -607,7 +607,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       socket.destroy();
       return;
     }
-    socket.on('error', ignoreError);
+    // accept() gave the socket its error handler.
     this.answerH1(socket, status);
     socket.destroySoon();
     this.h1Refused(socket, '', {}, status);
