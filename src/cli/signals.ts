@@ -73,4 +73,11 @@ export function installSignals(): void {
     if (state.actions !== undefined) state.actions.reload();
     else state.reload = true;
   });
+  // Unheard during startup, SIGUSR1 opens Node's inspector and SIGUSR2 ends the process; once
+  // started, the command logs them too (outputs.ts `ignoreUnusedSignals`).
+  for (const signal of ['SIGUSR1', 'SIGUSR2'] as const) process.on(signal, ignoreSignal);
+}
+
+function ignoreSignal(): void {
+  // Deliberately nothing: see installSignals.
 }

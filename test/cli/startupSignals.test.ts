@@ -103,6 +103,21 @@ describe('l4proxy signals during startup', () => {
     assert.ok(!cli.stderr.some((l) => l.msg === 'listening'));
   });
 
+  test('SIGUSR1 and SIGUSR2 while the config loads: no inspector opens, the start goes on', async (t) => {
+    const cli = startCli(t, ['--config', await slowModule(t)]);
+    await cli.waitLine('stderr', (l) => l.msg === 'module loading');
+    process.kill(cli.pid, 'SIGUSR1');
+    process.kill(cli.pid, 'SIGUSR2');
+    await cli.waitLine('stderr', (l) => l.msg === 'ready');
+    // Node's own SIGUSR1 handling prints this (plain text) as it opens the inspector.
+    assert.deepEqual(
+      cli.text.filter((line) => line.includes('Debugger')),
+      [],
+    );
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
   test('SIGTERM while the listeners open: they finish, drain, exit 0, every port free', async (t) => {
     const cli = startCli(t, ['--config', await manyListeners(t, MANY)]);
     await cli.waitLine('stderr', (l) => l.msg === 'listening');
