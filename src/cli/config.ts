@@ -1,7 +1,7 @@
 import { dirname, resolve } from 'node:path';
 import { DnsSource } from '../upstream/DnsSource.js';
 import type { DnsSourceOptions } from '../upstream/DnsSource.js';
-import { InvalidOptionError, L4Error } from '../errors.js';
+import { InvalidOptionError, L4Error, ModeUnsupportedError } from '../errors.js';
 import { isRecord, knownKeys } from '../internal/validate.js';
 import { TcpProxy } from '../tcp/TcpProxy.js';
 import { UdpProxy } from '../udp/UdpProxy.js';
@@ -373,7 +373,9 @@ function prepareListener(
           : tail.replace(/, received (undefined|an object)$/, `, received ${files}`),
       );
     }
-    // ModeUnsupportedError and the like: the library's message says it all.
+    // The library's message says it all; only `mode` has a key of its own to name.
+    if (err instanceof ModeUnsupportedError)
+      throw new ConfigError(source, `${path}.mode`, err.message);
     if (err instanceof L4Error) throw new ConfigError(source, path, err.message);
     throw err;
   }

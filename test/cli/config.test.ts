@@ -63,9 +63,16 @@ describe('config validation', () => {
       configErrorOf({ listeners: [tcp()], workers: 0 }),
       'l4proxy.json: workers: expected an integer from 1 to 1024, or "auto", received 0',
     );
+  });
+
+  test('a bad mode is named at listeners[i].mode, TCP and UDP alike', () => {
     assert.match(
       configErrorOf({ listeners: [tcp({ mode: 'transparent' })] }),
-      /^l4proxy\.json: listeners\[0\]: Proxy mode "transparent" is not supported/,
+      /^l4proxy\.json: listeners\[0\]\.mode: Proxy mode "transparent" is not supported/,
+    );
+    assert.match(
+      configErrorOf({ listeners: [tcp(), { ...tcp(), protocol: 'udp', mode: 'tproxy' }] }),
+      /^l4proxy\.json: listeners\[1\]\.mode: Proxy mode "tproxy" is not supported/,
     );
   });
 
