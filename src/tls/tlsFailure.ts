@@ -27,10 +27,11 @@ const UNTRUSTED = new Set([
 const NAME_MISMATCH = new Set(['ERR_TLS_CERT_ALTNAME_INVALID', 'HOSTNAME_MISMATCH']);
 
 /**
- * Alerts a server sends about the client's certificate (RFC 8446 6.2): missing (116, TLS 1.3),
- * bad, unknown CA, expired... As the client, any of them means our certificate was refused.
+ * Alerts about the peer's certificate (RFC 8446 6.2): missing (116, TLS 1.3), bad, unknown CA,
+ * expired... Received, any of them means the peer refused our certificate: as the client
+ * (origination), our client certificate; as the server (termination), the proxy's own.
  */
-const CLIENT_CERT_ALERT =
+const CERT_ALERT =
   /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_(?:CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNSUPPORTED_CERTIFICATE|CERTIFICATE_REVOKED|CERTIFICATE_EXPIRED|CERTIFICATE_UNKNOWN|UNKNOWN_CA)$/;
 
 /**
@@ -38,7 +39,7 @@ const CLIENT_CERT_ALERT =
  * after the client's side of the handshake completed, on the first read.
  */
 export function refusedClientCert(err: unknown): boolean {
-  return CLIENT_CERT_ALERT.test(codeOf(err));
+  return CERT_ALERT.test(codeOf(err));
 }
 
 function codeOf(err: unknown): string {
@@ -50,7 +51,7 @@ export function upstreamFailureCode(err: unknown): TlsFailureCode {
   const code = codeOf(err);
   if (UNTRUSTED.has(code)) return ErrorCode.TLS_UNTRUSTED;
   if (NAME_MISMATCH.has(code)) return ErrorCode.TLS_NAME_MISMATCH;
-  if (CLIENT_CERT_ALERT.test(code)) return ErrorCode.TLS_CLIENT_CERT;
+  if (CERT_ALERT.test(code)) return ErrorCode.TLS_CLIENT_CERT;
   return ErrorCode.TLS_HANDSHAKE;
 }
 
@@ -122,6 +123,10 @@ export function upstreamTlsCloseReason(error: TlsHandshakeError): CloseReason {
   }
 }
 
+/** Termination: the proxy is the server whose certificate the client refused. */
+const PROXY_CERT_REFUSED =
+  "the client does not trust 'terminateTls.cert' (or the one its server name selected): serve a certificate from a CA it trusts, with the chain, the name it asks for and valid dates";
+
 /** Socket errors of a peer that went away (reset, or gone under a write): no TLS failure. */
 const PEER_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 
@@ -136,7 +141,20 @@ export function downstreamTlsFailure(
   clientCertRequested: boolean,
 ): { error: TlsHandshakeError; reason: RejectReason } {
   const code = codeOf(err);
-  const detail = thrownMessage(err);
+  // OpenSSL's messages end with a newline ("...SSL alert number 48\n").
+  const detail = thrownMessage(err).trim();
+  // An alert the proxy received is the client's: a certificate alert says it refused ours.
+  if (CERT_ALERT.test(code)) {
+    return {
+      error: new TlsHandshakeError(
+        ErrorCode.TLS_HANDSHAKE,
+        'downstream',
+        `The client refused the proxy's certificate (${detail}): ${PROXY_CERT_REFUSED}.`,
+        err,
+      ),
+      reason: RejectReason.TLS_HANDSHAKE_FAILED,
+    };
+  }
   // OpenSSL names a missing or bad client certificate in its reason (PEER_DID_NOT_RETURN_A_CERTIFICATE, CERTIFICATE_VERIFY_FAILED...).
   if (clientCertRequested && (/CERTIFICATE/.test(code) || UNTRUSTED.has(code))) {
     return {

@@ -1138,3 +1138,67 @@ describe('TLS termination: a client going away mid-handshake', () => {
     }
   }
 });
+
+describe("TLS termination: a client refusing the proxy's certificate", () => {
+  // Clients that check the certificate inside their handshake send an alert with their FIN
+  // (nginx logs "SSL alert number 48"): a failed handshake whose error says the client refused
+  // the proxy's certificate, even where the proxy asks for client certificates.
+  const clients = [
+    ['openssl s_client (TLS 1.3) without the CA', 'openssl', ['-tls1_3'], /unknown ca/i],
+    ['openssl s_client (TLS 1.2) without the CA', 'openssl', ['-tls1_2'], /unknown ca/i],
+    [
+      'openssl s_client checking another name',
+      'openssl',
+      ['-CAfile', '', '-verify_hostname', 'other.test'],
+      /bad certificate/i,
+    ],
+    ['curl without the CA', 'curl', [], /unknown ca/i],
+  ] as const;
+  for (const relay of ['handle', 'stream'] as const) {
+    for (const [what, program, args, alert] of clients) {
+      test(`relay ${relay}: ${what} is a failed handshake naming the refusal, not a client certificate's`, async (t) => {
+        const p = await getPki(t);
+        if (p === undefined) return;
+        const path = tool(t, program);
+        if (path === undefined) return;
+        // Client certificates asked for: a certificate alert from the client is about the proxy's.
+        const rig = await terminatingGreeter(
+          t,
+          p,
+          { clientCertificate: 'optional', ca: p.ca.cert },
+          { relay },
+        );
+        if (program === 'openssl') {
+          const out = await opensslClient(p.openssl, [
+            '-connect',
+            `127.0.0.1:${rig.port}`,
+            '-servername',
+            'localhost',
+            '-verify_return_error',
+            '-ign_eof',
+            ...args.map((arg) => (arg === '' ? p.ca.certFile : arg)),
+          ]);
+          assert.match(out, /verify error/i, out);
+        } else {
+          const refused = await run(path, [
+            '-sS',
+            '--resolve',
+            `localhost:${rig.port}:127.0.0.1`,
+            `https://localhost:${rig.port}/`,
+          ]);
+          assert.equal(refused.code, 60, refused.stderr);
+        }
+        const [rejection] = await rig.rejected(1, 5_000);
+        assert.equal(rejection?.reason, 'tls_handshake_failed');
+        const error = rejection.error as { code?: string; message: string } | undefined;
+        assert.equal(error?.code, 'ERR_L4_TLS_HANDSHAKE');
+        assert.match(error.message, /client refused the proxy's certificate/i);
+        assert.match(error.message, alert);
+        const stats = rig.proxy.stats();
+        assert.equal(stats.downstream_tls_connection_error, 1);
+        assert.equal(stats.downstream_tls_fail_verify_cert, 0);
+        assert.equal(stats.downstream_cx_total, 0);
+      });
+    }
+  }
+});
