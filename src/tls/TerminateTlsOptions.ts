@@ -12,6 +12,7 @@ import {
   tlsVersion,
   versionRange,
   cipherListError,
+  passphraseError,
 } from './pem.js';
 
 /** OpenSSL's `SSL_OP_NO_RENEGOTIATION`. */
@@ -207,6 +208,7 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
     } catch (err) {
       throw (
         cipherListError(err, name, value.ciphers) ??
+        passphraseError(err, path, certificate.passphrase) ??
         new InvalidOptionError(
           path,
           `a certificate and key OpenSSL accepts (${thrownMessage(err)})`,

@@ -12,6 +12,7 @@ import {
   tlsVersion,
   versionRange,
   cipherListError,
+  passphraseError,
 } from './pem.js';
 
 /**
@@ -187,6 +188,7 @@ function buildContext(raw: Record<string, unknown>, name: string): SecureContext
   } catch (err) {
     throw (
       cipherListError(err, name, raw.ciphers) ??
+      passphraseError(err, name, raw.passphrase) ??
       new InvalidOptionError(name, `settings OpenSSL accepts (${thrownMessage(err)})`, raw)
     );
   }

@@ -73,6 +73,25 @@ export function cipherListError(
   );
 }
 
+/**
+ * The error for a key OpenSSL could not decrypt (`ERR_OSSL_BAD_DECRYPT`: an encrypted key whose
+ * `passphrase` is wrong or missing), naming `<name>.passphrase` and never showing it; undefined
+ * for any other error.
+ */
+export function passphraseError(
+  err: unknown,
+  name: string,
+  passphrase: unknown,
+): InvalidOptionError | undefined {
+  if ((err as { code?: unknown } | null)?.code !== 'ERR_OSSL_BAD_DECRYPT') return undefined;
+  const option = `${name}.passphrase`;
+  const expected = 'the passphrase the key was encrypted with (OpenSSL: bad decrypt)';
+  const error = new InvalidOptionError(option, expected, undefined);
+  if (passphrase !== undefined)
+    error.message = `Invalid option "${option}": expected ${expected}, received a string that does not decrypt the key.`;
+  return error;
+}
+
 /** An ALPN protocol list (non-empty strings of 1-255 bytes), or undefined. */
 export function alpnList(value: unknown, name: string): string[] | undefined {
   if (value === undefined) return undefined;
