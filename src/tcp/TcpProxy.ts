@@ -255,6 +255,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
           this.scheduleQueueDrain();
         },
         removed: (removed) => {
+          this.upstreamTls.retain(this.upstreamSet.list());
           this.drainRemoved(removed);
         },
       }),

@@ -15,6 +15,18 @@ import { tlsWrapBinding } from './tlsWrap.js';
 /** Sessions kept per proxy (one per upstream and server name); the oldest goes first beyond. */
 const MAX_SESSIONS = 1_024;
 
+/** A session kept for resumption, with the upstream (id and address) it belongs to. */
+interface SavedSession {
+  readonly session: Buffer;
+  /** {@link upstreamKey} of its upstream. */
+  readonly upstream: string;
+}
+
+/** What identifies an upstream's sessions: its id and the address they were made with. */
+function upstreamKey(id: string, host: string, port: number): string {
+  return `${id}\0${host}:${String(port)}`;
+}
+
 /** `TLSSocket.prototype.setSession`: in Node since 0.11, not in its documentation nor types. */
 interface SessionSettable {
   setSession(session: Buffer): void;
@@ -42,7 +54,7 @@ export class UpstreamTls {
   private readonly proxyRaw: Record<string, unknown> | undefined;
   private readonly proxyWide: ResolvedUpstreamTls | undefined;
   private readonly perUpstream = new WeakMap<object, ResolvedUpstreamTls>();
-  private readonly sessions = new Map<string, Buffer>();
+  private readonly sessions = new Map<string, SavedSession>();
 
   /** @throws {InvalidOptionError} naming `tls.*`. */
   constructor(value: unknown, stats: TlsStats) {
@@ -153,7 +165,7 @@ export class UpstreamTls {
     const { settings, host } = target;
     const servername = serverNameFor(settings, host, clientServerName);
     const key = this.sessionKey(target, servername);
-    const session = key === undefined ? undefined : this.sessions.get(key);
+    const session = key === undefined ? undefined : this.sessions.get(key)?.session;
     const later = setLater && canSetSession ? session : undefined;
     const socket = tls.connect({
       ...options,
@@ -169,7 +181,7 @@ export class UpstreamTls {
     socket.allowHalfOpen = true;
     if (key !== undefined) {
       socket.on('session', (ticket: Buffer) => {
-        this.remember(key, ticket);
+        this.remember(key, target, ticket);
       });
     }
     return socket;
@@ -192,7 +204,7 @@ export class UpstreamTls {
     const { settings, host, port } = target;
     const servername = serverNameFor(settings, host, clientServerName);
     const key = this.sessionKey(target, servername);
-    const saved = key === undefined ? undefined : this.sessions.get(key);
+    const saved = key === undefined ? undefined : this.sessions.get(key)?.session;
     return connectTlsHandle(wrap, {
       host,
       port,
@@ -205,7 +217,7 @@ export class UpstreamTls {
         key === undefined
           ? undefined
           : (session) => {
-              this.remember(key, session);
+              this.remember(key, target, session);
             },
       beforeHandshake,
     });
@@ -228,18 +240,33 @@ export class UpstreamTls {
   ): string | undefined {
     const { settings, host } = target;
     return settings.sessionResumption
-      ? `${settings.id}\0${target.id}\0${host}:${String(target.port)}\0${servername ?? ''}`
+      ? `${settings.id}\0${upstreamKey(target.id, host, target.port)}\0${servername ?? ''}`
       : undefined;
   }
 
   /** Keeps `session` for the next connection to `key`, without the certificate nobody reads. */
-  private remember(key: string, session: Buffer): void {
+  private remember(key: string, target: UpstreamTlsTarget, session: Buffer): void {
     this.sessions.delete(key);
-    this.sessions.set(key, sessionWithoutPeer(session));
+    this.sessions.set(key, {
+      session: sessionWithoutPeer(session),
+      upstream: upstreamKey(target.id, target.host, target.port),
+    });
     if (this.sessions.size > MAX_SESSIONS) {
       const oldest = this.sessions.keys().next();
       if (oldest.done !== true) this.sessions.delete(oldest.value);
     }
+  }
+
+  /**
+   * Drops the sessions of upstreams that left the set, or moved to another address (called when
+   * the set changes: `setUpstreams`, a source's new list). Nobody asks for them again, and kept
+   * they would crowd out live upstreams' sessions once {@link MAX_SESSIONS} is reached.
+   */
+  retain(upstreams: readonly Omit<UpstreamTlsTarget, 'settings'>[]): void {
+    if (this.sessions.size === 0) return;
+    const live = new Set(upstreams.map((u) => upstreamKey(u.id, u.host, u.port)));
+    for (const [key, saved] of this.sessions)
+      if (!live.has(saved.upstream)) this.sessions.delete(key);
   }
 }
 

@@ -243,6 +243,43 @@ describe('TLS origination resumes sessions against openssl s_server', () => {
       assert.equal(stats.upstream_tls_connection_error, 0);
     });
   }
+
+  test("an upstream's sessions are dropped when it leaves the set; the others' stay", async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const server = await startOpensslServer(p.openssl, p.server, { version: '-tls1_3' });
+    t.after(() => server.stop());
+    // Two upstreams (ids) on the one server: each keeps a session of its own.
+    const a = { id: 'a', host: '127.0.0.1', port: server.port };
+    const b = { id: 'b', host: '127.0.0.1', port: server.port };
+    let wanted = 'a';
+    const rig = await proxyFor(t, {
+      upstreams: [a, b],
+      selector: (ctx) => ctx.candidates.find((c) => c.id === wanted),
+      tls: { ca: p.ca.cert, servername: 'localhost' },
+    });
+    let closed = 0;
+    const through = async (id: string): Promise<void> => {
+      wanted = id;
+      const client = await connect(rig.port);
+      client.write(`ping ${id}\n`);
+      assert.match(await readUntil(client, new RegExp(`${id} gnip`)), /gnip/);
+      client.end();
+      await readAll(client);
+      await rig.closes(++closed);
+    };
+    await through('a');
+    await through('b');
+    assert.equal(rig.proxy.stats().upstream_tls_session_reused, 0);
+    rig.proxy.setUpstreams([a]);
+    await through('a');
+    assert.equal(rig.proxy.stats().upstream_tls_session_reused, 1, "a's session stays");
+    rig.proxy.setUpstreams([a, b]);
+    await through('b');
+    const stats = rig.proxy.stats();
+    assert.equal(stats.upstream_tls_handshake, 4);
+    assert.equal(stats.upstream_tls_session_reused, 1, "b's session went with b: a full handshake");
+  });
 });
 
 describe('TLS origination key-exchange groups, against openssl s_server -groups P-256', () => {
