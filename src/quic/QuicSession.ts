@@ -81,7 +81,11 @@ export class QuicSession {
     try {
       result = parser.push(msg);
     } catch (error) {
-      this.router.counters.parseErrors++;
+      // A ClientHello over `maxClientHelloBytes` is one that cannot complete within the limits,
+      // as one over the datagram or time bound: `quic_incomplete`, not a malformed Initial.
+      if (error instanceof QuicInitialError && error.reason === 'too_long')
+        this.router.counters.incomplete++;
+      else this.router.counters.parseErrors++;
       return this.fallback(error as Error);
     }
     if (result !== undefined) {

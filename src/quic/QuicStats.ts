@@ -26,7 +26,10 @@ export interface UdpQuicStats {
   readonly quic_not_quic: number;
   /** Sessions whose Initial was malformed or could not be decrypted. */
   readonly quic_parse_errors: number;
-  /** Sessions whose ClientHello was not complete within `maxInitialDatagrams` / `maxInitialWait`. */
+  /**
+   * Sessions whose ClientHello was not complete within `maxInitialDatagrams` / `maxInitialWait`,
+   * or is longer than `maxClientHelloBytes`.
+   */
   readonly quic_incomplete: number;
   /** Sessions routed without a server name by `fallback: 'route'` (errors and incomplete). */
   readonly quic_fallback_routed: number;

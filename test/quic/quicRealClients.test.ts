@@ -221,6 +221,31 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
     });
   }
 
+  test('gtlsclient with a hello over maxClientHelloBytes: routed without a name, counted quic_incomplete', async (t) => {
+    const peers = ready(t);
+    if (!peers) return;
+    const [paths, a, b] = peers;
+    const { proxy, names } = proxyFor(a, b, { sni: true, maxClientHelloBytes: 1024 });
+    t.after(() => proxy.close());
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    // The default hello fits in 1 KB: read, routed by its name.
+    const fits = await runHttp3Client(paths.gtlsclient, paths.unshare, dir, 'beta.test', port);
+    assert.equal(fits.body, 'served by beta.test\n', fits.output.slice(-2000));
+    // An FFDHE8192 key share makes it over 1 KB: the limit stops the reading, and the fallback
+    // ('route') chooses without a name (the first upstream).
+    const over = await runHttp3Client(paths.gtlsclient, paths.unshare, dir, 'beta.test', port, [
+      LARGE_HELLO,
+    ]);
+    assert.equal(over.body, 'served by alpha.test\n', over.output.slice(-2000));
+    assert.deepEqual(names, ['beta.test', undefined]);
+    const quic = proxy.stats().quic;
+    assert.ok(quic);
+    assert.equal(quic.quic_sni_found, 1);
+    assert.equal(quic.quic_incomplete, 1);
+    assert.equal(quic.quic_parse_errors, 0);
+    assert.equal(quic.quic_fallback_routed, 1);
+  });
+
   test('gtlsclient offering an unknown version first: Version Negotiation, then v1 routed by name', async (t) => {
     const peers = ready(t);
     if (!peers) return;
