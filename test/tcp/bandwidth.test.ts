@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import net from 'node:net';
 import { describe, test } from 'node:test';
 import { InvalidOptionError, TcpProxy } from '../../src/index.js';
 import type { TcpProxyOptions } from '../../src/index.js';
+import { readAll, socketServer, waitFor } from '../helpers/net.js';
 import { freePort, startPeer } from '../helpers/peerProcess.js';
 import type { PeerProcess } from '../helpers/peerProcess.js';
 import { tool } from '../helpers/tools.js';
@@ -142,6 +144,64 @@ describe('bandwidth limits', () => {
       assert.ok(download.stats().bandwidth_download_throttled > 0);
       await download.close();
     });
+  });
+
+  test("shared per: 'upstream': two clients to one upstream share its budget, another upstream has its own", async (t) => {
+    const RATE = 256 * 1024;
+    const SIZE = 256 * 1024;
+    // Sinks that count what arrives and answer the count when the client ends.
+    const sink = () =>
+      socketServer((socket) => {
+        let bytes = 0;
+        socket.on('data', (chunk: Buffer) => (bytes += chunk.length));
+        socket.on('end', () => socket.end(String(bytes)));
+      });
+    const [a, b] = await Promise.all([sink(), sink()]);
+    t.after(() => Promise.all([a.close(), b.close()]));
+    // Clients from 127.0.0.2 go to upstream a, from 127.0.0.3 to b.
+    const proxy = new TcpProxy({
+      upstreams: [
+        { id: 'a', host: '127.0.0.1', port: a.port },
+        { id: 'b', host: '127.0.0.1', port: b.port },
+      ],
+      selector: (ctx) =>
+        ctx.candidates.find((c) => c.id === (ctx.clientAddress === '127.0.0.3' ? 'b' : 'a')),
+      bandwidth: { shared: { upload: RATE, per: 'upstream' } },
+    });
+    t.after(() => proxy.close({ drainTimeout: 0 }));
+    const { port } = await proxy.listen({ host: '127.0.0.1', port: 0 });
+    const started = performance.now();
+    /** Uploads SIZE bytes from `localAddress`; the seconds until the sink counted them all. */
+    const upload = async (localAddress: string): Promise<number> => {
+      const client = net.connect({ port, host: '127.0.0.1', localAddress, allowHalfOpen: true });
+      client.on('error', () => undefined);
+      t.after(() => client.destroy());
+      await waitFor(client, 'connect');
+      const answer = readAll(client, 30_000);
+      client.end(Buffer.alloc(SIZE));
+      assert.equal((await answer).toString(), String(SIZE));
+      return (performance.now() - started) / 1000;
+    };
+    const [a1, a2, b1] = await Promise.all([
+      upload('127.0.0.2'),
+      upload('127.0.0.2'),
+      upload('127.0.0.3'),
+    ]);
+    const pair = Math.max(a1, a2);
+    t.diagnostic(
+      `a's two clients: ${a1.toFixed(2)} s, ${a2.toFixed(2)} s; b's one: ${b1.toFixed(2)} s`,
+    );
+    // One budget for a's two: 512 KiB at 256 KiB/s, less what each sent before its upstream
+    // connected (up to maxEarlyData, 64 KiB, read before any budget applies), takes 1.5 s at
+    // least; a budget each would take 0.75 s.
+    assert.ok(pair >= 1.25, `a's clients took ${pair.toFixed(2)} s: not one budget`);
+    // b has its own: done in about half that time (one proxy-wide budget would end all three
+    // together, at 2.25 s).
+    assert.ok(
+      b1 < pair * 0.75,
+      `b took ${b1.toFixed(2)} s against ${pair.toFixed(2)} s: not its own budget`,
+    );
+    assert.ok(proxy.stats().bandwidth_upload_throttled > 0);
   });
 
   test('one budget shared by the connections of the proxy (2 parallel streams)', async (t) => {

@@ -153,6 +153,34 @@ describe('keepAlive', () => {
     await echo.close();
   });
 
+  for (const side of ['client', 'upstream'] as const) {
+    test(`${side}: false arms keepalive on the other side only (seen with ss)`, async (t) => {
+      const ss = tool(t, 'ss');
+      if (ss === undefined) return;
+      const echo = await echoServer();
+      const { proxy, port } = await startProxy({
+        upstreams: [local(echo.port)],
+        keepAlive: { initialDelay: 7_000, [side]: false },
+      });
+      const client = await connect(port);
+      client.write('x');
+      await waitFor(client, 'data');
+      const lines = [...socketsOn(ss, port), ...socketsOn(ss, echo.port)];
+      const split = (line: string): string[] => line.trim().split(/\s+/).slice(2, 4);
+      // The proxy's accepted socket has local port `port`; its upstream socket has peer port echo.port.
+      const accepted = lines.filter((line) => split(line)[0]?.endsWith(`:${port}`) === true);
+      const dialled = lines.filter((line) => split(line)[1]?.endsWith(`:${echo.port}`) === true);
+      assert.equal(accepted.length, 1, lines.join('\n'));
+      assert.equal(dialled.length, 1, lines.join('\n'));
+      const [off, on] = side === 'client' ? [accepted, dialled] : [dialled, accepted];
+      assert.doesNotMatch(off[0] ?? '', /keepalive/, off[0]);
+      assert.match(on[0] ?? '', /timer:\(keepalive,[0-9.]+(m?s|sec|min)/, on[0]);
+      client.destroy();
+      await proxy.close({ drainTimeout: 0 });
+      await echo.close();
+    });
+  }
+
   test('is off by default', async (t) => {
     const ss = tool(t, 'ss');
     if (ss === undefined) return;
