@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { compileFormat, parseAccessLogSetting } from '../../src/cli/accessLogFormat.js';
-import { connect, waitFor } from '../helpers/net.js';
+import { connect, readAll, readUntil, waitFor } from '../helpers/net.js';
 import { testServer } from '../helpers/testServer.js';
 import { configDir, listenPort, runCli, startCli } from './cli.js';
 import { testCa } from '../helpers/tlsCa.js';
-import { opensslClient } from '../helpers/openssl.js';
+import { opensslClient, startOpensslServer } from '../helpers/openssl.js';
 import { tool } from '../helpers/tools.js';
 
 const echo = (t: { after(fn: () => unknown): void }): Promise<number> =>
@@ -148,6 +148,52 @@ describe('access log formats', () => {
       /^tls tls=TLSv1\.3 cipher=TLS_\w+ sni=localhost peer=CN=alice fp=([0-9A-F]{2}:){31}[0-9A-F]{2} host=- \w+$/,
     );
     await textLine(/^http tls=- cipher=- sni=- peer=- fp=- host=example\.test:8080 \w+$/);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
+  test("CLI: %UPSTREAM_WIRE_BYTES_*% with TLS origination are the bytes relayed, before TLS, as Envoy's TCP proxy counts them", async (t) => {
+    const openssl = tool(t, 'openssl');
+    if (openssl === undefined) return;
+    const ca = await testCa(t, openssl);
+    const server = await ca.issue('localhost', ['localhost', '127.0.0.1']);
+    const upstream = await startOpensslServer(openssl, server);
+    t.after(() => upstream.stop());
+    const dir = configDir(t);
+    const file = dir.write('l4proxy.json', {
+      accessLog: {
+        format:
+          '%LISTENER% in=%BYTES_RECEIVED% out=%BYTES_SENT% up=%UPSTREAM_WIRE_BYTES_SENT% down=%UPSTREAM_WIRE_BYTES_RECEIVED% %CLOSE_REASON%',
+      },
+      listeners: [
+        {
+          name: 'originate',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          tls: { caFile: ca.certFile, servername: 'localhost' },
+          upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file]);
+    const port = await listenPort(cli, 'originate');
+    const socket = await connect(port);
+    socket.write('hello proxy\n');
+    await readUntil(socket, /yxorp olleh/);
+    socket.end();
+    await readAll(socket);
+    let line: string | undefined;
+    for (let i = 0; i < 100 && line === undefined; i++) {
+      line = cli.text.find((text) => text.startsWith('originate in='));
+      if (line === undefined) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // 12 bytes each way in clear; on the wire TLS added its handshake and 22+ bytes a record.
+    const match = /^originate in=(\d+) out=(\d+) up=(\d+) down=(\d+) \w+$/.exec(line ?? '');
+    assert.ok(match, `no access line: ${JSON.stringify(cli.text)}`);
+    const [, received, sent, wireSent, wireReceived] = match.map(Number);
+    assert.equal(received, 12);
+    assert.equal(wireSent, received);
+    assert.equal(wireReceived, sent);
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(), 0);
   });
