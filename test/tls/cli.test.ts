@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import tls from 'node:tls';
 import { validateConfig, closeAll } from '../../src/cli/config.js';
@@ -82,6 +83,24 @@ test('config: TLS file options are read relative to the config file; errors name
     () => validateConfig(listener({ tls: { rejectUnauthorized: 'no' } }), file),
     /listeners\[0\]\.tls\.rejectUnauthorized: expected a boolean/,
   );
+  // An encrypted key with the wrong passphrase: the passphrase is named, and not shown.
+  const encrypted = dir.write(
+    'encrypted.key',
+    execFileSync(openssl, ['pkey', '-in', cert.keyFile, '-aes256', '-passout', 'pass:right'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    }),
+  );
+  const keyed = { certFile: cert.certFile, keyFile: encrypted, passphrase: 'not it' };
+  assert.throws(
+    () => validateConfig(listener({ terminateTls: keyed }), file),
+    (err: Error) =>
+      /listeners\[0\]\.terminateTls\.passphrase: expected the passphrase the key was encrypted with/.test(
+        err.message,
+      ) && !err.message.includes('not it'),
+  );
+  const ok2 = validateConfig(listener({ terminateTls: { ...keyed, passphrase: 'right' } }), file);
+  closeAll(ok2.listeners);
 });
 
 test('config: a key and certificate OpenSSL refuses (swapped files) are named by their files', async (t) => {
