@@ -80,18 +80,26 @@ export class RateLimitedConnection extends TcpConnection {
   override upstreamConnect(): void {
     // Per-upstream shared budgets are known once the upstream is.
     [this.sharedUpload, this.sharedDownload] = this.shared.budgets(this.upstream);
+    const before = this.bytesToUpstream;
     super.upstreamConnect();
+    // What the client sent while its upstream was chosen and dialled (held, up to
+    // `maxEarlyData`) has just gone out: charged like any chunk, so that it counts against the
+    // budgets instead of coming on top of them.
+    const early = this.bytesToUpstream - before;
+    if (early > 0) this.chargeUpload(early);
   }
 
   /** @internal */
   override clientData(chunk: Buffer): boolean {
     const flowing = super.clientData(chunk);
     if (!this.connected) return flowing;
-    const wait = Math.max(
-      this.upload?.take(chunk.length) ?? 0,
-      this.sharedUpload?.take(chunk.length) ?? 0,
-    );
-    if (wait === 0) return flowing;
+    return this.chargeUpload(chunk.length) && flowing;
+  }
+
+  /** Charges `bytes` sent to the upstream; false when the client is paused to pay for them. */
+  private chargeUpload(bytes: number): boolean {
+    const wait = Math.max(this.upload?.take(bytes) ?? 0, this.sharedUpload?.take(bytes) ?? 0);
+    if (wait === 0) return true;
     this.host.stats.uploadThrottled++;
     this.client.pause();
     if (this.uploadTimer !== undefined) clearTimeout(this.uploadTimer);
