@@ -35,6 +35,8 @@ import { tlsCounters } from '../tls/tlsStats.js';
 import type { TlsStats } from '../tls/tlsStats.js';
 import type { UpstreamHealthChange } from '../upstream/UpstreamManager.js';
 import { UpstreamManager } from '../upstream/UpstreamManager.js';
+import { proxyHealthStats } from '../upstream/healthStats.js';
+import type { ProxyHealthStats } from '../upstream/healthStats.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import type { UpstreamCandidate, UpstreamState } from '../upstream/UpstreamState.js';
 import type { AdmissionCheck } from '../filter/admission.js';
@@ -88,8 +90,11 @@ export interface TunnelServerEvents {
   close: [];
 }
 
-/** Counters of a {@link TunnelServer} (`stats()`). */
-export interface TunnelServerStats {
+/**
+ * Counters of a {@link TunnelServer} (`stats()`), with the health and discovery counters a
+ * TcpProxy and a UdpProxy have (`upstream_source_updates`, `outlier_ejections_total`, ...).
+ */
+export interface TunnelServerStats extends ProxyHealthStats {
   readonly tunnel_requests_total: number;
   readonly tunnel_active: number;
   readonly tunnel_opened_total: number;
@@ -441,6 +446,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         this.tlsStats.downstream_tls_connection_error +
         this.tlsStats.downstream_tls_fail_verify_cert +
         this.tlsStats.downstream_tls_handshake_timeout,
+      ...proxyHealthStats(this.manager.totals()),
     };
   }
 
