@@ -891,6 +891,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
             return;
           }
           if (target !== 'select' && 'ok' in target) {
+            // A late route function, reported here: not for a request that ended meanwhile.
+            if (!target.ok && target.reason === 'route_timeout' && target.error !== undefined)
+              reportError(this, target.error);
             settle(target);
             return;
           }
@@ -958,8 +961,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
 
   /**
    * Where the route sends the tunnel: a fixed target, `'select'`, or the refusal. A route
-   * function that throws, answers garbage or does not answer within `connectTimeout` is
-   * reported; its late answer is ignored.
+   * function that throws or answers garbage is reported; one that does not answer within
+   * `connectTimeout` is a `route_timeout` refusal (its late answer is ignored).
    */
   private async target(tunnel: TunnelRequest): Promise<TunnelTarget | 'select' | DialOutcome> {
     const route = this.options.route;
@@ -971,11 +974,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       const value = isThenable(answer)
         ? await withinDeadline(answer, this.options.connectTimeout)
         : answer;
-      if (value === LATE) {
-        const late = routeTimeout('route function', this.options.connectTimeout);
-        reportError(this, late.error);
-        return late;
-      }
+      if (value === LATE) return routeTimeout('route function', this.options.connectTimeout);
       const target = routeTarget(value);
       if (target !== 403) return target;
       return { ok: false, status: 403, reason: 'not_routable', error: undefined };
