@@ -115,7 +115,8 @@ export function zeroRefusals(): Record<TunnelRefusal, number> {
 
 /**
  * The outcome of a route function or selector that did not answer within `connectTimeout`:
- * 504, as squid answers a connect that timed out, with a reason of its own (not the target's).
+ * 504 (a gateway timeout, as this server answers its own connect timeouts), with a reason of
+ * its own: the application's hook was late, not the target.
  */
 export function routeTimeout(
   what: 'route function' | 'selector',
