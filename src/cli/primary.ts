@@ -73,8 +73,8 @@ export class Primary {
     closeAll(config.listeners);
     // A Unix socket is the primary's (cluster shares it): its stale file goes before the workers
     // listen, and a worker does not probe it (the probe would be a connection it then serves).
-    for (const { config: listener } of config.listeners)
-      if (listener.listen.path !== undefined) await removeStaleSocket(listener.listen.path);
+    for (const { listen } of [...config.listeners.map((l) => l.config), ...config.tunnels])
+      if (listen.path !== undefined) await removeStaleSocket(listen.path);
     ignoreUnusedSignals(this.ops);
     const early = stopRequested();
     if (early !== undefined) {

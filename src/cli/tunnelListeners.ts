@@ -8,13 +8,21 @@ import { DnsSource } from '../upstream/DnsSource.js';
 import type { DnsSourceOptions } from '../upstream/DnsSource.js';
 import type { TunnelServerStats } from '../tunnel/TunnelServer.js';
 import type { TunnelServerOptions } from '../tunnel/tunnelServerOptions.js';
-import type { HostPort } from './address.js';
-import { formatHostPort, parseHostPort } from './address.js';
+import cluster from 'node:cluster';
+import type { ListenAddress } from './address.js';
+import {
+  formatHostPort,
+  formatListen,
+  parseHostPort,
+  parseUnixListen,
+  UNIX_PREFIX,
+} from './address.js';
 import type { Logger } from './jsonLogger.js';
 import { applyTunnelModule, importListenerModules } from './moduleConfig.js';
 import { sourceErrorLogger } from './accessLog.js';
 import { buildSelector } from './selectorConfig.js';
 import { TlsFileError, readTlsFiles } from './tlsConfig.js';
+import { removeStaleSocket } from './unixSocket.js';
 
 /** Keys of a `"protocol": "tunnel"` listener the CLI reads itself; the rest are TunnelServer options. */
 const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'module', 'dns'];
@@ -22,7 +30,8 @@ const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'module', 'dns'];
 /** A `"protocol": "tunnel"` listener of a config file, validated (its server is built at start). */
 export interface TunnelListenerConfig {
   readonly name: string;
-  readonly listen: HostPort;
+  /** `host:port`, or a Unix socket (`path`, from `"listen": "unix:/path"`). */
+  readonly listen: ListenAddress;
   readonly path: string;
   /** The entry as written plus a digest of its TLS files (a renewed certificate changes it). */
   readonly raw: Readonly<Record<string, unknown>>;
@@ -56,16 +65,18 @@ export function prepareTunnelListener(
 ): TunnelListenerConfig {
   const listenText = entry.listen;
   // A number gets the same hint as for other listeners (`a port alone is ":3128"`).
+  // `unix:/path` as for a TCP listener (a tunnel listener is one): HTTP CONNECT over a socket.
   const listen =
     typeof listenText === 'string' || typeof listenText === 'number'
-      ? parseHostPort(String(listenText), 0)
+      ? (parseUnixListen(String(listenText)) ?? parseHostPort(String(listenText), 0))
       : undefined;
   if (!listen?.ok)
     throw new TunnelConfigError(
       `${path}.listen`,
       `expected ${listen?.expected ?? '"host:port"'}, received ${JSON.stringify(listenText)}`,
     );
-  const fallback = `tunnel:${formatHostPort(listen.value.host, listen.value.port)}`;
+  const address: ListenAddress = { ipv6Only: false, ...listen.value };
+  const fallback = `tunnel:${address.path === undefined ? formatHostPort(address.host, address.port) : `${UNIX_PREFIX}${address.path}`}`;
   const name = entry.name ?? fallback;
   if (typeof name !== 'string' || name === '' || takenNames.includes(name))
     throw new TunnelConfigError(
@@ -100,7 +111,7 @@ export function prepareTunnelListener(
     if (err instanceof L4Error) throw new TunnelConfigError(path, err.message);
     throw err;
   }
-  return { name, listen: listen.value, path, raw: files.raw, options };
+  return { name, listen: address, path, raw: files.raw, options };
 }
 
 /**
@@ -157,7 +168,7 @@ function same(a: unknown, b: unknown): boolean {
 
 /** One line for `--check` and the startup log: `name (tunnel host:port[, tls])`. */
 export function describeTunnelListener(config: TunnelListenerConfig): string {
-  const where = formatHostPort(config.listen.host || '*', config.listen.port);
+  const where = formatListen(config.listen);
   const tls = config.options.terminateTls === undefined ? '' : ', tls';
   return `${config.name} (tunnel ${where}${tls})`;
 }
@@ -176,6 +187,24 @@ export function tunnelListenerFamilies(
   return listeners.flatMap(({ name, stats }) =>
     tunnelServerFamilies(stats, { ...labels, listener: name }),
   );
+}
+
+/**
+ * Listens on `listen`; resolves with the bound address as logged (`host:port`, `unix:/path`). A
+ * Unix socket's stale file (its process died) is removed first, as for a TCP listener; with
+ * `--workers` the primary did that (a worker's probe would be a client of the shared socket).
+ * The file is removed when the server closes (net.Server does it).
+ */
+async function listenOn(server: TunnelServer, listen: ListenAddress): Promise<string> {
+  const { host, port, path } = listen;
+  if (path === undefined) {
+    const bound = await server.listen({ port, ...(host !== '' && { host }) });
+    return formatHostPort(bound.address, bound.port);
+  }
+  if (!cluster.isWorker) await removeStaleSocket(path);
+  // Bound, a Unix socket's address is its path (listen() resolves with it, typed AddressInfo).
+  await server.listen({ path });
+  return `${UNIX_PREFIX}${path}`;
 }
 
 /**
@@ -231,9 +260,7 @@ export class TunnelListeners {
           });
         });
       try {
-        const { host, port } = config.listen;
-        const bound = await server.listen({ port, ...(host !== '' && { host }) });
-        const address = formatHostPort(bound.address, bound.port);
+        const address = await listenOn(server, config.listen);
         this.running.set(config.name, { config, server, address });
         this.ops.info('listening', { listener: config.name, protocol: 'tunnel', address });
       } catch (err) {

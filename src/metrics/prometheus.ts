@@ -169,6 +169,22 @@ const UDP_UPSTREAM_HELP: HelpTable<UdpUpstreamStats> = {
 };
 
 /** Gauges are the `_active` stats; everything else only grows and gets a `_total` name. */
+/**
+ * The health and discovery families of a server that renders its own stats (a `TunnelServer`):
+ * `<prefix>upstream_source_updates_total`, ..., named and typed as a TCP or UDP proxy's.
+ */
+export function proxyHealthFamilies(
+  prefix: string,
+  stats: ProxyHealthStats,
+  labels: MetricLabels,
+): MetricFamily[] {
+  return (Object.keys(PROXY_HEALTH_HELP) as (keyof ProxyHealthStats)[]).map((key) => ({
+    ...metricName(prefix, key),
+    help: PROXY_HEALTH_HELP[key] ?? key,
+    samples: [{ labels, value: stats[key] }],
+  }));
+}
+
 function metricName(prefix: string, key: string): { name: string; type: 'counter' | 'gauge' } {
   if (key.endsWith('_active')) return { name: prefix + key, type: 'gauge' };
   return { name: key.endsWith('_total') ? prefix + key : `${prefix}${key}_total`, type: 'counter' };

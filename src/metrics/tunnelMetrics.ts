@@ -1,7 +1,7 @@
 import type { TunnelStats } from '../transport/TunnelStats.js';
 import type { TunnelServerStats } from '../tunnel/TunnelServer.js';
 import type { MetricFamily, MetricLabels } from './prometheus.js';
-import { renderFamilies } from './prometheus.js';
+import { proxyHealthFamilies, renderFamilies } from './prometheus.js';
 
 const COUNTERS = [
   ['tunnel_requests_total', 'HTTP CONNECT (and CONNECT-UDP) requests sent to tunnel proxies.'],
@@ -105,5 +105,6 @@ export function tunnelServerFamilies(
         value,
       })),
     },
+    ...proxyHealthFamilies(prefix, stats, labels),
   ];
 }

@@ -3,6 +3,7 @@ import type { UpstreamState } from '../upstream/UpstreamState.js';
 import type { LinkOwner } from '../udp/UpstreamLink.js';
 import { UpstreamLink } from '../udp/UpstreamLink.js';
 import { CapsuleParser, datagramCapsule } from './capsules.js';
+import { refusedUnprocessed } from './h2Connect.js';
 import { TUNNEL_READY } from './httpConnect.js';
 import type { HttpTunnel, TunnelPeer } from './tunnelOptions.js';
 
@@ -19,6 +20,8 @@ const END_GRACE_MS = 1_000;
 export class ConnectUdpLink extends UpstreamLink {
   private readonly tunnel: HttpTunnel;
   private stream: Duplex | undefined;
+  /** The request was refused unprocessed once and sent again (it is not sent a third time). */
+  private resent = false;
 
   constructor(owner: LinkOwner, state: UpstreamState, tunnel: HttpTunnel) {
     super(owner, state);
@@ -26,19 +29,35 @@ export class ConnectUdpLink extends UpstreamLink {
   }
 
   override open(): void {
-    const state = this.state;
-    const host = this.host;
     this.countOpened();
-    const stream = host.tunnels().openUdp(state, this.tunnel, this.owner as unknown as TunnelPeer);
+    this.openStream();
+  }
+
+  /** Sends the request; the stream replaces any earlier one (whose events are then ignored). */
+  private openStream(): void {
+    const host = this.host;
+    const stream = host
+      .tunnels()
+      .openUdp(this.state, this.tunnel, this.owner as unknown as TunnelPeer);
     this.stream = stream;
     host.socketOpened();
     let open = true;
+    const current = (): boolean => this.stream === stream && !this.closed;
     stream.on('close', () => {
       if (open) host.socketClosed();
       open = false;
-      if (!this.closed) this.failed(new Error('The CONNECT-UDP stream closed.'));
+      if (current()) this.failed(new Error('The CONNECT-UDP stream closed.'));
     });
     stream.on('error', (err: Error) => {
+      if (!current()) return;
+      // Refused unprocessed (REFUSED_STREAM, beyond a GOAWAY's last stream): the proxy did
+      // nothing with it, so it is sent again once (RFC 9113 section 8.7), as a TCP tunnel is;
+      // the datagrams queued for it wait for the new one instead of being dropped.
+      if (!this.ready && !this.resent && refusedUnprocessed(err)) {
+        this.resent = true;
+        this.openStream();
+        return;
+      }
       this.failed(err);
     });
     const parser = new CapsuleParser((payload) => {
@@ -51,9 +70,10 @@ export class ConnectUdpLink extends UpstreamLink {
     // The proxy's END_STREAM ends the UDP association (RFC 9298 section 3.1); our side of the
     // stream stays open, so without this the session would send into it until its idle timeout.
     stream.once('end', () => {
-      if (!this.closed) this.failed(new Error('The CONNECT-UDP proxy ended the stream.'));
+      if (current()) this.failed(new Error('The CONNECT-UDP proxy ended the stream.'));
     });
     stream.once(TUNNEL_READY, () => {
+      if (this.stream !== stream) return;
       this.ready = true;
       const queue = this.queue;
       if (queue === undefined || this.closed) return;

@@ -4,11 +4,11 @@ import net from 'node:net';
 import type { BlockList, LookupFunction, Socket } from 'node:net';
 import { addressIn } from '../net/addressList.js';
 import {
-  asError,
   ConnectFailedError,
   ConnectTimeoutError,
   NoUpstreamError,
   ResourceExhaustedError,
+  SelectorError,
 } from '../errors.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
@@ -21,6 +21,7 @@ import type {
   UpstreamSelector,
 } from '../select/SelectionContext.js';
 import { isThenable } from '../internal/isThenable.js';
+import { selectorError } from '../select/internal/selectorOutcome.js';
 import type { UpstreamManager } from '../upstream/UpstreamManager.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
@@ -78,6 +79,8 @@ export type TunnelRefusal =
   | 'resource_exhausted'
   /** `maxTunnels` tunnels were open or opening (503). */
   | 'max_tunnels'
+  /** The route function or the selector did not answer within `connectTimeout` (504). */
+  | 'route_timeout'
   | 'internal'
   /** The client left before the answer (reported with status 499; nothing was sent). */
   | 'client_gone';
@@ -98,6 +101,7 @@ const REFUSALS: Readonly<Record<TunnelRefusal, true>> = {
   upstream_tls: true,
   resource_exhausted: true,
   max_tunnels: true,
+  route_timeout: true,
   internal: true,
   client_gone: true,
 };
@@ -107,6 +111,21 @@ export function zeroRefusals(): Record<TunnelRefusal, number> {
   const counts = {} as Record<TunnelRefusal, number>;
   for (const reason of Object.keys(REFUSALS) as TunnelRefusal[]) counts[reason] = 0;
   return counts;
+}
+
+/**
+ * The outcome of a route function or selector that did not answer within `connectTimeout`:
+ * 504 (a gateway timeout, as this server answers its own connect timeouts), with a reason of
+ * its own: the application's hook was late, not the target.
+ */
+export function routeTimeout(
+  what: 'route function' | 'selector',
+  connectTimeout: number,
+): DialOutcome & { readonly ok: false; readonly error: SelectorError } {
+  const error = new SelectorError(
+    `The ${what} did not answer within connectTimeout (${String(connectTimeout)} ms).`,
+  );
+  return { ok: false, status: 504, reason: 'route_timeout', error };
 }
 
 /** A target whose addresses are all in `denyTargets`. */
@@ -310,11 +329,20 @@ export class TunnelDial implements TunnelSelectionContext {
       this.selected(choice);
       return;
     }
+    // A selector that never answers would hold the client forever: its answer is due within
+    // `connectTimeout`, and a late one is ignored (`finished`).
+    this.startTimer(() => {
+      this.finish(routeTimeout('selector', this.host.connectTimeout));
+    }, this.host.connectTimeout);
     Promise.resolve(choice).then(
       (value) => {
+        if (this.finished) return;
+        this.clearTimer();
         this.selected(value);
       },
       (err: unknown) => {
+        if (this.finished) return;
+        this.clearTimer();
         this.selectorFailed(err);
       },
     );
@@ -325,7 +353,7 @@ export class TunnelDial implements TunnelSelectionContext {
       ok: false,
       status: 500,
       reason: 'internal',
-      error: asError(err),
+      error: selectorError(err),
     });
   }
 

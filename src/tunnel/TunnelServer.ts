@@ -11,6 +11,7 @@ import {
   InvalidOptionError,
   ListenError,
   ProxyClosedError,
+  SelectorError,
   thrownMessage,
 } from '../errors.js';
 import { integer, isRecord, optionalRecord } from '../internal/validate.js';
@@ -34,13 +35,15 @@ import { tlsCounters } from '../tls/tlsStats.js';
 import type { TlsStats } from '../tls/tlsStats.js';
 import type { UpstreamHealthChange } from '../upstream/UpstreamManager.js';
 import { UpstreamManager } from '../upstream/UpstreamManager.js';
+import { proxyHealthStats } from '../upstream/healthStats.js';
+import type { ProxyHealthStats } from '../upstream/healthStats.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import type { UpstreamCandidate, UpstreamState } from '../upstream/UpstreamState.js';
 import type { AdmissionCheck } from '../filter/admission.js';
 import { admitTunnel } from './tunnelAdmission.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import type { DialHost, DialOutcome, TunnelRefusal } from './TunnelDial.js';
-import { TunnelDial, zeroRefusals } from './TunnelDial.js';
+import { routeTimeout, TunnelDial, zeroRefusals } from './TunnelDial.js';
 import type { TunnelRequest } from './tunnelRequest.js';
 import type {
   ResolvedTunnelServerOptions,
@@ -49,6 +52,7 @@ import type {
 } from './tunnelServerOptions.js';
 import { resolveTunnelServerOptions } from './tunnelServerOptions.js';
 import { ignoreError } from '../internal/ignoreError.js';
+import { isThenable } from '../internal/isThenable.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 
 export type { TunnelRequest } from './tunnelRequest.js';
@@ -86,8 +90,11 @@ export interface TunnelServerEvents {
   close: [];
 }
 
-/** Counters of a {@link TunnelServer} (`stats()`). */
-export interface TunnelServerStats {
+/**
+ * Counters of a {@link TunnelServer} (`stats()`), with the health and discovery counters a
+ * TcpProxy and a UdpProxy have (`upstream_source_updates`, `outlier_ejections_total`, ...).
+ */
+export interface TunnelServerStats extends ProxyHealthStats {
   readonly tunnel_requests_total: number;
   readonly tunnel_active: number;
   readonly tunnel_opened_total: number;
@@ -439,6 +446,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         this.tlsStats.downstream_tls_connection_error +
         this.tlsStats.downstream_tls_fail_verify_cert +
         this.tlsStats.downstream_tls_handshake_timeout,
+      ...proxyHealthStats(this.manager.totals()),
     };
   }
 
@@ -882,8 +890,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
             gone();
             return;
           }
-          if (typeof target === 'number') {
-            refuse(target, target === 403 ? 'not_routable' : 'internal');
+          if (target !== 'select' && 'ok' in target) {
+            // A late route function, reported here: not for a request that ended meanwhile.
+            if (!target.ok && target.reason === 'route_timeout' && target.error !== undefined)
+              reportError(this, target.error);
+            settle(target);
             return;
           }
           const dialClient = {
@@ -898,7 +909,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
           dial = new TunnelDial(
             this.dialHost,
             { request: tunnel, client: dialClient, target: fixed, udp },
-            settle,
+            (outcome) => {
+              // The selector's failure (it threw, rejected, answered garbage or late) is the
+              // application's bug: reported, as a route function's is.
+              if (!outcome.ok && outcome.error instanceof SelectorError)
+                reportError(this, outcome.error);
+              settle(outcome);
+            },
           );
           dial.start();
         })
@@ -942,17 +959,29 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     return { cancel: (reason) => pending?.cancel(reason) };
   }
 
-  /** Where the route sends the tunnel: a fixed target, `'select'`, or the status to refuse with. */
-  private async target(tunnel: TunnelRequest): Promise<TunnelTarget | 'select' | number> {
+  /**
+   * Where the route sends the tunnel: a fixed target, `'select'`, or the refusal. A route
+   * function that throws or answers garbage is reported; one that does not answer within
+   * `connectTimeout` is a `route_timeout` refusal (its late answer is ignored).
+   */
+  private async target(tunnel: TunnelRequest): Promise<TunnelTarget | 'select' | DialOutcome> {
     const route = this.options.route;
     if (route === 'direct') return { host: tunnel.host, port: tunnel.port };
     const routeFunction = this.options.routeFunction;
     if (routeFunction === undefined) return 'select';
     try {
-      return routeTarget(await routeFunction(tunnel));
+      const answer = routeFunction(tunnel);
+      const value = isThenable(answer)
+        ? await withinDeadline(answer, this.options.connectTimeout)
+        : answer;
+      if (value === LATE) return routeTimeout('route function', this.options.connectTimeout);
+      const target = routeTarget(value);
+      if (target !== 403) return target;
+      return { ok: false, status: 403, reason: 'not_routable', error: undefined };
     } catch (err) {
-      reportError(this, asError(err));
-      return 500;
+      const error = asError(err);
+      reportError(this, error);
+      return { ok: false, status: 500, reason: 'internal', error };
     }
   }
 
@@ -1049,6 +1078,25 @@ function clientErrorStatus(code: string | undefined): number | undefined {
   if (code === 'HPE_HEADER_OVERFLOW') return 431;
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408;
   return code?.startsWith('HPE_') === true ? 400 : undefined;
+}
+
+const LATE = Symbol('late');
+
+/**
+ * `answer`, or {@link LATE} once `ms` passed without it. The timer is unref'd and cleared; a
+ * late rejection is handled (the race holds it), so it never becomes an unhandled one.
+ */
+async function withinDeadline<T>(answer: PromiseLike<T>, ms: number): Promise<T | typeof LATE> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<typeof LATE>((resolve) => {
+    timer = setTimeout(resolve, ms, LATE);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([answer, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Whether a client left (its socket or stream closed): nothing can be answered to it. */

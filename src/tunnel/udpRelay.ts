@@ -1,4 +1,5 @@
 import dgram from 'node:dgram';
+import http2 from 'node:http2';
 import net from 'node:net';
 import type { ServerHttp2Stream } from 'node:http2';
 import { CapsuleParser, datagramCapsule } from '../transport/capsules.js';
@@ -6,6 +7,32 @@ import type { RelayEnd } from './relayStreams.js';
 
 /** Bytes of capsules queued on the stream before target datagrams are dropped. */
 const MAX_STREAM_BACKLOG = 256 * 1024;
+/** How long the client has to end its side once the server ended an open tunnel's stream. */
+const END_GRACE_MS = 1_000;
+
+/**
+ * Ends an open tunnel's stream as an orderly close (RFC 8441 section 4, RFC 9113 section 8.5):
+ * END_STREAM, the client ending its side in turn (as RFC 9298 clients and `ConnectUdpLink` do).
+ * One that does not within {@link END_GRACE_MS} is asked to stop with RST_STREAM(NO_ERROR) (RFC
+ * 9113 section 8.1), the only reset. A malformed capsule resets at once with PROTOCOL_ERROR
+ * (RFC 9297 section 3.3). Node's `close()` sent RST_STREAM whatever the end: a client saw every
+ * idle timeout as a reset.
+ */
+function endStream(stream: ServerHttp2Stream, malformed: boolean): void {
+  if (stream.destroyed || stream.closed) return;
+  if (malformed) {
+    stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+    return;
+  }
+  stream.end();
+  const timer = setTimeout(() => {
+    if (!stream.destroyed) stream.close();
+  }, END_GRACE_MS);
+  timer.unref();
+  stream.once('close', () => {
+    clearTimeout(timer);
+  });
+}
 
 /** Counts of one CONNECT-UDP relay, reported when it ends. */
 export interface UdpRelayTotals {
@@ -81,7 +108,7 @@ export function relayUdp(
   let finished = false;
   let idle: NodeJS.Timeout | undefined;
   let lastActivity = Date.now();
-  const finish = (end: RelayEnd): void => {
+  const finish = (end: RelayEnd, malformed = false): void => {
     if (finished) return;
     finished = true;
     if (idle !== undefined) clearTimeout(idle);
@@ -90,7 +117,10 @@ export function relayUdp(
     } catch {
       // Already closed.
     }
-    if (!stream.destroyed) stream.close();
+    // Not answered 200 (the target unreachable): the refusal ended our side; stop the client's.
+    if (!connected) {
+      if (!stream.destroyed) stream.close();
+    } else endStream(stream, malformed);
     done(totals, end);
   };
   socket.on('error', (err: NodeJS.ErrnoException) => {
@@ -115,6 +145,8 @@ export function relayUdp(
     stream.uncork();
   });
   const parser = new CapsuleParser((payload) => {
+    // Capsules the client sent while its end was on the way: the socket is closed.
+    if (finished) return;
     lastActivity = Date.now();
     totals.datagramsToTarget++;
     totals.bytesToTarget += payload.length;
@@ -130,7 +162,7 @@ export function relayUdp(
     }
     // Malformed capsules, or a stream closed before its end (RST_STREAM): the client's doing.
     stream.on('data', (chunk: Buffer) => {
-      if (!parser.push(chunk)) finish('client_reset');
+      if (!parser.push(chunk)) finish('client_reset', true);
     });
     stream.on('end', () => {
       finish('completed');

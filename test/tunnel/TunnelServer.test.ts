@@ -731,6 +731,7 @@ describe('TunnelServer refusal reasons', () => {
       'upstream_tls',
       'resource_exhausted',
       'max_tunnels',
+      'route_timeout',
       'internal',
       'client_gone',
     ];
