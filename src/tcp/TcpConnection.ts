@@ -9,6 +9,7 @@ import {
   NoUpstreamError,
   ProxyClosedError,
   ResourceExhaustedError,
+  SelectorError,
   thrownMessage,
   TlsHandshakeError,
   TunnelRefusedError,
@@ -231,6 +232,9 @@ function onUpstreamConnect(this: OwnedSocket): void {
 }
 function onConnectTimeout(connection: TcpConnection): void {
   connection.connectTimedOut();
+}
+function onSelectionTimeout(connection: TcpConnection): void {
+  connection.selectionTimedOut();
 }
 function onIdleCheck(connection: TcpConnection): void {
   connection.idleCheck();
@@ -504,18 +508,44 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.selectorFailed(err);
       return;
     }
-    if (isThenable(result)) {
-      Promise.resolve(result).then(
-        (choice) => {
-          this.onSelected(choice);
-        },
-        (err: unknown) => {
-          this.selectorFailed(err);
-        },
-      );
-    } else {
-      this.onSelected(result);
-    }
+    if (isThenable(result)) this.awaitSelection(result);
+    else this.onSelected(result);
+  }
+
+  /**
+   * An async selector's answer is bounded by `connectTimeout`, as a dial is: a promise that never
+   * settles would otherwise hold the client (and a slot) for as long as the client waits.
+   */
+  private awaitSelection(result: PromiseLike<SelectionResult>): void {
+    const timer = setTimeout(onSelectionTimeout, this.host.options.connectTimeout, this);
+    timer.unref();
+    this.connectTimer = timer;
+    const settled = (): void => {
+      if (this.connectTimer !== timer) return;
+      clearTimeout(timer);
+      this.connectTimer = undefined;
+    };
+    Promise.resolve(result).then(
+      (choice) => {
+        settled();
+        this.onSelected(choice);
+      },
+      (err: unknown) => {
+        settled();
+        this.selectorFailed(err);
+      },
+    );
+  }
+
+  /** @internal The selector's promise did not settle within `connectTimeout`. */
+  selectionTimedOut(): void {
+    this.connectTimer = undefined;
+    const ms = this.host.options.connectTimeout;
+    this.selectorFailed(
+      new SelectorError(
+        `The upstream selector did not answer within connectTimeout (${String(ms)} ms): make its promise settle (resolve with an upstream or null, or reject).`,
+      ),
+    );
   }
 
   private onSelected(choice: SelectionResult | null): void {
