@@ -8,8 +8,8 @@ import { httpOrigin } from '../helpers/httpOrigin.js';
 import type { HttpOrigin } from '../helpers/httpOrigin.js';
 import { makeCa } from '../helpers/tlsCa.js';
 import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
-import { findTool, requireTools, tool } from '../helpers/tools.js';
-import { startDnsmasq } from '../upstream/dnsmasq.js';
+import { findTool, requireTools } from '../helpers/tools.js';
+import { testDnsmasq } from '../upstream/dnsmasq.js';
 import { configDir, metricsAddress, runCli } from './cli.js';
 import { egress, startTunnelCli } from './tunnelCli.js';
 
@@ -108,10 +108,8 @@ describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }
   });
 
   test('a dns block is the upstream source: dnsmasq names the upstreams CONNECT may reach; a failing lookup is logged', async (t) => {
-    const binary = tool(t, 'dnsmasq');
-    if (binary === undefined) return;
-    const dns = await startDnsmasq(binary, { hosts: { 'up.example.test': ['127.0.0.1'] } });
-    t.after(() => dns.close());
+    const dns = await testDnsmasq(t, { hosts: { 'up.example.test': ['127.0.0.1'] } });
+    if (dns === undefined) return;
     const tunnel = await startTunnelCli(t, {
       dns: {
         name: 'up.example.test',
