@@ -144,6 +144,32 @@ static void result(const char *name, long ops, double seconds, long errors, doub
   fflush(stdout);
 }
 
+/* A client's measured window: it opens warmup_seconds after the client starts, lasts `seconds`;
+ * the process's CPU time is counted from its opening. */
+struct measure {
+  double warm, end, cpu0;
+  int open;
+};
+
+static struct measure measure_from(double start, double seconds) {
+  struct measure m = {start + warmup_seconds, 0, 0, 0};
+  m.end = m.warm + seconds;
+  return m;
+}
+
+/* True at the first t at or after the opening, and only then (the caller zeroes its counts). */
+static int measure_opens(struct measure *m, double t) {
+  if (!opens(t, m->warm, &m->open)) return 0;
+  m->cpu0 = cpu_seconds();
+  return 1;
+}
+
+/* The client's JSON line for the window, which ends now. */
+static void measure_result(const struct measure *m, const char *name, long ops, long errors) {
+  double elapsed = now() - m->warm;
+  result(name, ops, elapsed, errors, cpu_seconds() - m->cpu0, NULL);
+}
+
 /* ---- echo servers ---------------------------------------------------------------------- */
 
 static volatile sig_atomic_t stopping = 0;
@@ -280,19 +306,14 @@ static int tcp_rr(int port, int conns, double seconds, size_t size) {
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
     epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
   }
-  double start = now(), warm = start + warmup_seconds, end = warm + seconds;
-  double cpu0 = 0;
-  int warmed = 0;
+  struct measure m = measure_from(now(), seconds);
   long ops = 0, errors = 0;
   for (int i = 0; i < conns; i++) write_all(cs[i].fd, payload, size);
   struct epoll_event events[MAX_EVENTS];
   for (;;) {
     double t = now();
-    if (opens(t, warm, &warmed)) {
-      ops = 0;
-      cpu0 = cpu_seconds();
-    }
-    if (t >= end) break;
+    if (measure_opens(&m, t)) ops = 0;
+    if (t >= m.end) break;
     int n = epoll_wait(ep, events, MAX_EVENTS, 50);
     for (int i = 0; i < n; i++) {
       struct conn *c = &cs[events[i].data.u32];
@@ -311,8 +332,7 @@ static int tcp_rr(int port, int conns, double seconds, size_t size) {
       }
     }
   }
-  double elapsed = now() - warm;
-  result("tcp-rr", ops, elapsed, errors, cpu_seconds() - cpu0, NULL);
+  measure_result(&m, "tcp-rr", ops, errors);
   return 0;
 }
 
@@ -341,18 +361,12 @@ static int tcp_connect(int port, int concurrency, double seconds, size_t size) {
   long ops = 0, errors = 0;
   for (int i = 0; i < concurrency; i++)
     if (tcp_connect_start(ep, &cs[i], (uint32_t)i, port) < 0) errors++;
-  double start = now(), warm = start + warmup_seconds, end = warm + seconds;
-  double cpu0 = 0;
-  int warmed = 0;
+  struct measure m = measure_from(now(), seconds);
   struct epoll_event events[MAX_EVENTS];
   for (;;) {
     double t = now();
-    if (opens(t, warm, &warmed)) {
-      ops = 0;
-      errors = 0;
-      cpu0 = cpu_seconds();
-    }
-    if (t >= end) break;
+    if (measure_opens(&m, t)) ops = errors = 0;
+    if (t >= m.end) break;
     int n = epoll_wait(ep, events, MAX_EVENTS, 50);
     for (int i = 0; i < n; i++) {
       uint32_t slot = events[i].data.u32;
@@ -385,8 +399,7 @@ static int tcp_connect(int port, int concurrency, double seconds, size_t size) {
     for (int i = 0; i < concurrency; i++)
       if (cs[i].fd < 0 && tcp_connect_start(ep, &cs[i], (uint32_t)i, port) < 0) errors++;
   }
-  double elapsed = now() - warm;
-  result("tcp-connect", ops, elapsed, errors, cpu_seconds() - cpu0, NULL);
+  measure_result(&m, "tcp-connect", ops, errors);
   return 0;
 }
 
@@ -400,29 +413,24 @@ static int tcp_latency(int port, double seconds, size_t size) {
   if (fd < 0) die("connect");
   size_t cap = 4 * 1000 * 1000, count = 0;
   double *samples = malloc(cap * sizeof *samples);
-  double start = now(), warm = start + warmup_seconds, end = warm + seconds;
-  double cpu0 = 0;
-  int warmed = 0;
+  struct measure m = measure_from(now(), seconds);
   long errors = 0;
   for (;;) {
     double t0 = now();
-    if (opens(t0, warm, &warmed)) {
-      count = 0;
-      cpu0 = cpu_seconds();
-    }
-    if (t0 >= end) break;
+    if (measure_opens(&m, t0)) count = 0;
+    if (t0 >= m.end) break;
     if (write_all(fd, payload, size) < 0 || read_all(fd, size) < 0) {
       errors++;
       break;
     }
     if (count < cap) samples[count++] = (now() - t0) * 1e6;
   }
-  double elapsed = now() - warm;
+  double elapsed = now() - m.warm;
   qsort(samples, count, sizeof *samples, compare_double);
   char extra[128];
   double p50 = count ? samples[count / 2] : 0, p99 = count ? samples[(count * 99) / 100] : 0;
   snprintf(extra, sizeof extra, ",\"p50_us\":%.3f,\"p99_us\":%.3f", p50, p99);
-  result("tcp-latency", (long)count, elapsed, errors, cpu_seconds() - cpu0, extra);
+  result("tcp-latency", (long)count, elapsed, errors, cpu_seconds() - m.cpu0, extra);
   return 0;
 }
 
@@ -482,19 +490,14 @@ static int udp_rr(int port, int sockets, int window, double seconds, size_t size
     for (int k = 0; k < window; k++)
       if (send(ss[i].fd, payload, size, 0) == (ssize_t)size) ss[i].sent++;
   }
-  double warm = start + warmup_seconds, end = warm + seconds;
-  double cpu0 = 0, next_check = start + 0.05;
-  int warmed = 0;
+  struct measure m = measure_from(start, seconds);
+  double next_check = start + 0.05;
   long ops = 0, lost = 0;
   struct epoll_event events[MAX_EVENTS];
   for (;;) {
     double t = now();
-    if (opens(t, warm, &warmed)) {
-      ops = 0;
-      lost = 0;
-      cpu0 = cpu_seconds();
-    }
-    if (t >= end) break;
+    if (measure_opens(&m, t)) ops = lost = 0;
+    if (t >= m.end) break;
     int n = epoll_wait(ep, events, MAX_EVENTS, 10);
     for (int i = 0; i < n; i++) {
       struct udp_slot *s = &ss[events[i].data.u32];
@@ -527,8 +530,7 @@ static int udp_rr(int port, int sockets, int window, double seconds, size_t size
       s->mark = s->sent;
     }
   }
-  double elapsed = now() - warm;
-  result("udp-rr", ops, elapsed, lost, cpu_seconds() - cpu0, NULL);
+  measure_result(&m, "udp-rr", ops, lost);
   return 0;
 }
 
@@ -538,18 +540,12 @@ static int udp_sessions(int port, int concurrency, double seconds, size_t size) 
   long ops = 0, lost = 0;
   double start = now();
   for (int i = 0; i < concurrency; i++) ss[i].fd = -1;
-  double warm = start + warmup_seconds, end = warm + seconds;
-  double cpu0 = 0;
-  int warmed = 0;
+  struct measure m = measure_from(start, seconds);
   struct epoll_event events[MAX_EVENTS];
   for (;;) {
     double t = now();
-    if (opens(t, warm, &warmed)) {
-      ops = 0;
-      lost = 0;
-      cpu0 = cpu_seconds();
-    }
-    if (t >= end) break;
+    if (measure_opens(&m, t)) ops = lost = 0;
+    if (t >= m.end) break;
     /* Open a fresh socket (a new source port: a new session) for every empty or stale slot. */
     for (int i = 0; i < concurrency; i++) {
       struct udp_slot *s = &ss[i];
@@ -574,8 +570,7 @@ static int udp_sessions(int port, int concurrency, double seconds, size_t size) 
       s->fd = -1;
     }
   }
-  double elapsed = now() - warm;
-  result("udp-sessions", ops, elapsed, lost, cpu_seconds() - cpu0, NULL);
+  measure_result(&m, "udp-sessions", ops, lost);
   return 0;
 }
 
