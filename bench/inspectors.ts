@@ -8,17 +8,9 @@ import tls from 'node:tls';
 import net from 'node:net';
 import { firstLine, http1, postgresStartup, tlsClientHello } from '../src/index.js';
 import type { PrereadInspector } from '../src/index.js';
+import { prereadContext as ctx } from '../test/helpers/prereadContext.js';
 
 const iterations = Number(process.argv[2] ?? 20_000);
-const ctx = {
-  clientAddress: '127.0.0.1',
-  clientPort: 1,
-  localAddress: '127.0.0.1',
-  localPort: 2,
-  proxyHeader: undefined,
-  canStartTls: false,
-  tls: undefined,
-};
 
 /** A real ClientHello from Node's TLS client (captured on a loopback socket). */
 async function clientHello(): Promise<Buffer> {

@@ -9,42 +9,18 @@ import { leastConnections } from '../src/select/leastConnections.js';
 import { random } from '../src/select/random.js';
 import { roundRobin } from '../src/select/roundRobin.js';
 import type { SelectionContext, UpstreamSelector } from '../src/select/SelectionContext.js';
+import { contextFor, seeded } from '../test/select/context.js';
 import type { Upstream } from '../src/upstream/Upstream.js';
 import { UpstreamSet } from '../src/upstream/UpstreamSet.js';
 import type { UpstreamCandidate } from '../src/upstream/UpstreamState.js';
 
-const signal = new AbortController().signal;
-
+/** A first attempt's context over `set` (test/select/context.ts), from `clientAddress`. */
 function context(set: UpstreamSet, clientAddress = '10.0.0.1'): SelectionContext {
-  return {
-    protocol: 'tcp',
-    clientAddress,
-    clientPort: 40000,
-    clientFamily: 'IPv4',
-    localAddress: '127.0.0.1',
-    localPort: 8080,
-    attempt: 1,
-    tried: [],
-    candidates: set.available(),
-    upstreams: set.list(),
-    signal,
-  };
+  return contextFor(set, { clientAddress });
 }
 
 function pick(selector: UpstreamSelector, ctx: SelectionContext): UpstreamCandidate {
   return selector(ctx) as UpstreamCandidate;
-}
-
-/** Mulberry32, so every run prints the same figures. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function named(weights: readonly number[]): Upstream[] {

@@ -12,14 +12,15 @@
  * for each cell runs the contenders in turn, rotated by one each round. Prints a Markdown table:
  * median µs per operation, min – max, and l4proxy ÷ naive.
  */
-import { execFileSync, fork } from 'node:child_process';
+import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { startCliWith } from './lib/cliContender.js';
-import { benchScript, repoRoot } from './lib/paths.js';
+import { benchScript } from './lib/paths.js';
 import { cpuSeconds } from './lib/procStat.js';
 import { start, stop, track } from './lib/processes.js';
+import { buildLoadgen } from './lib/tools.js';
 
 type Family = 4 | 6;
 type Protocol = 'tcp' | 'udp';
@@ -30,7 +31,7 @@ interface Cell {
   readonly family: Family;
   /** The backend's mode for the cell: `tcp echo`, `tcp close <n>`, `udp echo`, `udp sink`. */
   readonly backend: string;
-  /** sweepgen arguments after the port. */
+  /** The load generator's arguments after the port (native/loadgen.c, its `sweep-` modes). */
   readonly args: readonly string[];
   /** One-way UDP: operations are the datagrams the backend received, not the client's count. */
   readonly countAtBackend?: boolean;
@@ -173,14 +174,6 @@ const JSON_OUT = option('--json', '');
 /** Unmeasured load per contender and group before its first measured run. */
 const WARM_UP_SECONDS = 8;
 
-/** Compiles native/sweepgen.c next to the built script (build/bench/native/sweepgen). */
-function compileGenerator(): string {
-  const binary = benchScript('native/sweepgen');
-  mkdirSync(benchScript('native'), { recursive: true });
-  execFileSync('cc', ['-O2', '-o', binary, `${repoRoot}bench/native/sweepgen.c`]);
-  return binary;
-}
-
 /** Lines of a child's stdout, one at a time. */
 function lines(child: ChildProcess): AsyncIterator<string> {
   return createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
@@ -201,7 +194,7 @@ interface Backend {
 }
 
 async function startBackend(generator: string, family: Family): Promise<Backend> {
-  const child = start(generator, ['backend', String(family)], {
+  const child = start(generator, ['sweep-backend', String(family)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   const reader = lines(child);
@@ -261,7 +254,7 @@ async function run(
   warm: string,
   secs: string,
 ): Promise<{ cpu: number; ops: number; errors: number }> {
-  const mode = cell.args.length === 4 ? 'idle' : cell.protocol;
+  const mode = `sweep-${cell.args.length === 4 ? 'idle' : cell.protocol}`;
   const args = cell.args.map((arg) =>
     arg === '@warm' ? (cell.warm ?? warm) : arg === '@secs' ? (cell.seconds ?? secs) : arg,
   );
@@ -292,7 +285,7 @@ const fmt = (us: number): string =>
   us >= 100 ? us.toFixed(0) : us >= 10 ? us.toFixed(1) : us.toFixed(2);
 
 async function main(): Promise<void> {
-  const generator = compileGenerator();
+  const generator = buildLoadgen('cc');
   const chosen = cells().filter((cell) => ONLY.test(cell.id));
   const groups = new Map<string, Cell[]>();
   for (const cell of chosen) {

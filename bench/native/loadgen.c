@@ -3,8 +3,8 @@
  *
  * Written in C so that, on a 2-core machine, the client and the backend cost far less CPU per
  * operation than any proxy under test: what is measured is the proxy, not the generator.
- * Every client targets 127.0.0.1 only. Clients print one JSON line on stdout; echo servers
- * print "ready <port>" and run until SIGTERM.
+ * Every client targets 127.0.0.1 only (the sweep's: 127.0.0.1 or ::1). Clients print one JSON line on
+ * stdout; echo servers print "ready <port>" and run until SIGTERM.
  *
  *   loadgen echo-tcp <port>
  *   loadgen echo-udp <port>
@@ -14,6 +14,18 @@
  *   loadgen udp-rr <port> <sockets> <window> <seconds> <size>
  *   loadgen udp-sessions <port> <concurrency> <seconds> <size>
  *   loadgen tcp-idle <port> <count>        (holds the connections until stdin closes)
+ *
+ * The parameter sweep's modes (bench/sweep.ts), on IPv4 or IPv6 loopback: every client runs
+ * <warm> seconds unmeasured, prints "go" on stdout, runs <secs> measured seconds and prints one
+ * JSON line {"ops":N,"errors":E}. The backend prints "ready <tcp> <udp>" and takes commands on
+ * stdin, one a line: "tcp echo" | "tcp close <n>" (close after echoing n bytes), "udp echo" |
+ * "udp sink", "count" (prints "count <udp datagrams received>"); it ends when stdin closes.
+ *
+ *   loadgen sweep-backend <4|6>
+ *   loadgen sweep-tcp <4|6> <port> <conc> <warm> <secs> <size> <chunk> <keepalive> <close> <nodelay>
+ *       close: client | server | rst; keepalive 1 = round trips of <size> on one connection
+ *   loadgen sweep-idle <4|6> <port> <conns> <warm> <secs> <interval ms>
+ *   loadgen sweep-udp <4|6> <port> <sockets> <window> <warm> <secs> <size> <oneway rate/s, 0 = rr>
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -43,6 +55,8 @@ static double warmup_seconds = 2.0;
 
 static char buf[MAX_SIZE];
 static char payload[MAX_SIZE];
+/* The loopback address family: 4, or 6 for a sweep mode given 6. */
+static int family = 4;
 
 static double now(void) {
   struct timespec ts;
@@ -64,13 +78,31 @@ static void die(const char *what) {
 
 static void nonblocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
-static struct sockaddr_in loopback(int port) {
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return a;
+static int domain(void) { return family == 6 ? AF_INET6 : AF_INET; }
+
+/* Fills s with the loopback address of the family and port; returns its length. */
+static socklen_t loopback(struct sockaddr_storage *s, int port) {
+  memset(s, 0, sizeof *s);
+  if (family == 6) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)s;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)port);
+    a->sin6_addr = in6addr_loopback;
+    return sizeof *a;
+  }
+  struct sockaddr_in *a = (struct sockaddr_in *)s;
+  a->sin_family = AF_INET;
+  a->sin_port = htons((uint16_t)port);
+  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return sizeof *a;
+}
+
+static int bound_port(int fd) {
+  struct sockaddr_storage s;
+  socklen_t len = sizeof s;
+  getsockname(fd, (struct sockaddr *)&s, &len);
+  return ntohs(family == 6 ? ((struct sockaddr_in6 *)&s)->sin6_port
+                           : ((struct sockaddr_in *)&s)->sin_port);
 }
 
 static void no_delay(int fd) {
@@ -95,6 +127,14 @@ static int write_all(int fd, const char *data, size_t len) {
   return 0;
 }
 
+/* True at the first call at or after `at`, and only then: the measured window opens (the caller
+ * zeroes its counts). */
+static int opens(double t, double at, int *open) {
+  if (*open || t < at) return 0;
+  *open = 1;
+  return 1;
+}
+
 static void result(const char *name, long ops, double seconds, long errors, double cpu,
                    const char *extra) {
   printf("{\"scenario\":\"%s\",\"ops\":%ld,\"seconds\":%.6f,\"rate\":%.3f,\"errors\":%ld,"
@@ -102,6 +142,32 @@ static void result(const char *name, long ops, double seconds, long errors, doub
          name, ops, seconds, seconds > 0 ? (double)ops / seconds : 0.0, errors, cpu,
          extra ? extra : "");
   fflush(stdout);
+}
+
+/* A client's measured window: it opens warmup_seconds after the client starts, lasts `seconds`;
+ * the process's CPU time is counted from its opening. */
+struct measure {
+  double warm, end, cpu0;
+  int open;
+};
+
+static struct measure measure_from(double start, double seconds) {
+  struct measure m = {start + warmup_seconds, 0, 0, 0};
+  m.end = m.warm + seconds;
+  return m;
+}
+
+/* True at the first t at or after the opening, and only then (the caller zeroes its counts). */
+static int measure_opens(struct measure *m, double t) {
+  if (!opens(t, m->warm, &m->open)) return 0;
+  m->cpu0 = cpu_seconds();
+  return 1;
+}
+
+/* The client's JSON line for the window, which ends now. */
+static void measure_result(const struct measure *m, const char *name, long ops, long errors) {
+  double elapsed = now() - m->warm;
+  result(name, ops, elapsed, errors, cpu_seconds() - m->cpu0, NULL);
 }
 
 /* ---- echo servers ---------------------------------------------------------------------- */
@@ -112,17 +178,22 @@ static void on_term(int sig) {
   stopping = 1;
 }
 
-static int listen_socket(int type, int port) {
-  int fd = socket(AF_INET, type, 0);
+/* A socket bound to the loopback port (0: any), listening if a stream socket. */
+static int bound_socket(int type, int port) {
+  int fd = socket(domain(), type, 0);
   if (fd < 0) die("socket");
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  struct sockaddr_in a = loopback(port);
-  if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) die("bind");
+  struct sockaddr_storage a;
+  socklen_t len = loopback(&a, port);
+  if (bind(fd, (struct sockaddr *)&a, len) < 0) die("bind");
   if (type == SOCK_STREAM && listen(fd, 4096) < 0) die("listen");
-  socklen_t len = sizeof a;
-  getsockname(fd, (struct sockaddr *)&a, &len);
-  printf("ready %d\n", ntohs(a.sin_port));
+  return fd;
+}
+
+static int listen_socket(int type, int port) {
+  int fd = bound_socket(type, port);
+  printf("ready %d\n", bound_port(fd));
   fflush(stdout);
   return fd;
 }
@@ -193,10 +264,11 @@ static int echo_udp(int port) {
 /* ---- TCP clients ----------------------------------------------------------------------- */
 
 static int tcp_connect_blocking(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = socket(domain(), SOCK_STREAM, 0);
   if (fd < 0) return -1;
-  struct sockaddr_in a = loopback(port);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+  struct sockaddr_storage a;
+  socklen_t len = loopback(&a, port);
+  if (connect(fd, (struct sockaddr *)&a, len) < 0) {
     close(fd);
     return -1;
   }
@@ -234,20 +306,14 @@ static int tcp_rr(int port, int conns, double seconds, size_t size) {
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
     epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
   }
-  double start = now(), warm = start + warmup_seconds, end = warm + seconds;
-  double cpu0 = 0;
-  int warmed = 0;
+  struct measure m = measure_from(now(), seconds);
   long ops = 0, errors = 0;
   for (int i = 0; i < conns; i++) write_all(cs[i].fd, payload, size);
   struct epoll_event events[MAX_EVENTS];
   for (;;) {
     double t = now();
-    if (!warmed && t >= warm) {
-      warmed = 1;
-      ops = 0;
-      cpu0 = cpu_seconds();
-    }
-    if (t >= end) break;
+    if (measure_opens(&m, t)) ops = 0;
+    if (t >= m.end) break;
     int n = epoll_wait(ep, events, MAX_EVENTS, 50);
     for (int i = 0; i < n; i++) {
       struct conn *c = &cs[events[i].data.u32];
@@ -266,19 +332,19 @@ static int tcp_rr(int port, int conns, double seconds, size_t size) {
       }
     }
   }
-  double elapsed = now() - warm;
-  result("tcp-rr", ops, elapsed, errors, cpu_seconds() - cpu0, NULL);
+  measure_result(&m, "tcp-rr", ops, errors);
   return 0;
 }
 
 static int tcp_connect_start(int ep, struct conn *c, uint32_t slot, int port) {
-  c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  c->fd = socket(domain(), SOCK_STREAM | SOCK_NONBLOCK, 0);
   if (c->fd < 0) return -1;
   no_delay(c->fd);
   c->got = 0;
   c->connecting = 1;
-  struct sockaddr_in a = loopback(port);
-  int r = connect(c->fd, (struct sockaddr *)&a, sizeof a);
+  struct sockaddr_storage a;
+  socklen_t len = loopback(&a, port);
+  int r = connect(c->fd, (struct sockaddr *)&a, len);
   if (r < 0 && errno != EINPROGRESS) {
     close(c->fd);
     c->fd = -1;
@@ -295,19 +361,12 @@ static int tcp_connect(int port, int concurrency, double seconds, size_t size) {
   long ops = 0, errors = 0;
   for (int i = 0; i < concurrency; i++)
     if (tcp_connect_start(ep, &cs[i], (uint32_t)i, port) < 0) errors++;
-  double start = now(), warm = start + warmup_seconds, end = warm + seconds;
-  double cpu0 = 0;
-  int warmed = 0;
+  struct measure m = measure_from(now(), seconds);
   struct epoll_event events[MAX_EVENTS];
   for (;;) {
     double t = now();
-    if (!warmed && t >= warm) {
-      warmed = 1;
-      ops = 0;
-      errors = 0;
-      cpu0 = cpu_seconds();
-    }
-    if (t >= end) break;
+    if (measure_opens(&m, t)) ops = errors = 0;
+    if (t >= m.end) break;
     int n = epoll_wait(ep, events, MAX_EVENTS, 50);
     for (int i = 0; i < n; i++) {
       uint32_t slot = events[i].data.u32;
@@ -340,8 +399,7 @@ static int tcp_connect(int port, int concurrency, double seconds, size_t size) {
     for (int i = 0; i < concurrency; i++)
       if (cs[i].fd < 0 && tcp_connect_start(ep, &cs[i], (uint32_t)i, port) < 0) errors++;
   }
-  double elapsed = now() - warm;
-  result("tcp-connect", ops, elapsed, errors, cpu_seconds() - cpu0, NULL);
+  measure_result(&m, "tcp-connect", ops, errors);
   return 0;
 }
 
@@ -355,30 +413,24 @@ static int tcp_latency(int port, double seconds, size_t size) {
   if (fd < 0) die("connect");
   size_t cap = 4 * 1000 * 1000, count = 0;
   double *samples = malloc(cap * sizeof *samples);
-  double start = now(), warm = start + warmup_seconds, end = warm + seconds;
-  double cpu0 = 0;
-  int warmed = 0;
+  struct measure m = measure_from(now(), seconds);
   long errors = 0;
   for (;;) {
     double t0 = now();
-    if (!warmed && t0 >= warm) {
-      warmed = 1;
-      count = 0;
-      cpu0 = cpu_seconds();
-    }
-    if (t0 >= end) break;
+    if (measure_opens(&m, t0)) count = 0;
+    if (t0 >= m.end) break;
     if (write_all(fd, payload, size) < 0 || read_all(fd, size) < 0) {
       errors++;
       break;
     }
     if (count < cap) samples[count++] = (now() - t0) * 1e6;
   }
-  double elapsed = now() - warm;
+  double elapsed = now() - m.warm;
   qsort(samples, count, sizeof *samples, compare_double);
   char extra[128];
   double p50 = count ? samples[count / 2] : 0, p99 = count ? samples[(count * 99) / 100] : 0;
   snprintf(extra, sizeof extra, ",\"p50_us\":%.3f,\"p99_us\":%.3f", p50, p99);
-  result("tcp-latency", (long)count, elapsed, errors, cpu_seconds() - cpu0, extra);
+  result("tcp-latency", (long)count, elapsed, errors, cpu_seconds() - m.cpu0, extra);
   return 0;
 }
 
@@ -405,10 +457,11 @@ static int tcp_idle(int port, int count) {
 /* ---- UDP clients ----------------------------------------------------------------------- */
 
 static int udp_socket(int port) {
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  int fd = socket(domain(), SOCK_DGRAM | SOCK_NONBLOCK, 0);
   if (fd < 0) return -1;
-  struct sockaddr_in a = loopback(port);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+  struct sockaddr_storage a;
+  socklen_t len = loopback(&a, port);
+  if (connect(fd, (struct sockaddr *)&a, len) < 0) {
     close(fd);
     return -1;
   }
@@ -437,20 +490,14 @@ static int udp_rr(int port, int sockets, int window, double seconds, size_t size
     for (int k = 0; k < window; k++)
       if (send(ss[i].fd, payload, size, 0) == (ssize_t)size) ss[i].sent++;
   }
-  double warm = start + warmup_seconds, end = warm + seconds;
-  double cpu0 = 0, next_check = start + 0.05;
-  int warmed = 0;
+  struct measure m = measure_from(start, seconds);
+  double next_check = start + 0.05;
   long ops = 0, lost = 0;
   struct epoll_event events[MAX_EVENTS];
   for (;;) {
     double t = now();
-    if (!warmed && t >= warm) {
-      warmed = 1;
-      ops = 0;
-      lost = 0;
-      cpu0 = cpu_seconds();
-    }
-    if (t >= end) break;
+    if (measure_opens(&m, t)) ops = lost = 0;
+    if (t >= m.end) break;
     int n = epoll_wait(ep, events, MAX_EVENTS, 10);
     for (int i = 0; i < n; i++) {
       struct udp_slot *s = &ss[events[i].data.u32];
@@ -483,8 +530,7 @@ static int udp_rr(int port, int sockets, int window, double seconds, size_t size
       s->mark = s->sent;
     }
   }
-  double elapsed = now() - warm;
-  result("udp-rr", ops, elapsed, lost, cpu_seconds() - cpu0, NULL);
+  measure_result(&m, "udp-rr", ops, lost);
   return 0;
 }
 
@@ -494,19 +540,12 @@ static int udp_sessions(int port, int concurrency, double seconds, size_t size) 
   long ops = 0, lost = 0;
   double start = now();
   for (int i = 0; i < concurrency; i++) ss[i].fd = -1;
-  double warm = start + warmup_seconds, end = warm + seconds;
-  double cpu0 = 0;
-  int warmed = 0;
+  struct measure m = measure_from(start, seconds);
   struct epoll_event events[MAX_EVENTS];
   for (;;) {
     double t = now();
-    if (!warmed && t >= warm) {
-      warmed = 1;
-      ops = 0;
-      lost = 0;
-      cpu0 = cpu_seconds();
-    }
-    if (t >= end) break;
+    if (measure_opens(&m, t)) ops = lost = 0;
+    if (t >= m.end) break;
     /* Open a fresh socket (a new source port: a new session) for every empty or stale slot. */
     for (int i = 0; i < concurrency; i++) {
       struct udp_slot *s = &ss[i];
@@ -531,8 +570,348 @@ static int udp_sessions(int port, int concurrency, double seconds, size_t size) 
       s->fd = -1;
     }
   }
-  double elapsed = now() - warm;
-  result("udp-sessions", ops, elapsed, lost, cpu_seconds() - cpu0, NULL);
+  measure_result(&m, "udp-sessions", ops, lost);
+  return 0;
+}
+
+/* ---- the parameter sweep (bench/sweep.ts) ---------------------------------------------- */
+
+/* The sweep's cells hold up to 2 000 connections at once: more events per wait. */
+#define SWEEP_EVENTS 512
+#define MAX_FD 65536
+
+/* A non-blocking socket of the family; dies on failure. */
+static int sock(int type) {
+  int fd = socket(domain(), type | SOCK_NONBLOCK, 0);
+  if (fd < 0) die("socket");
+  return fd;
+}
+
+static void add(int ep, int fd, uint32_t events) {
+  struct epoll_event e = {.events = events, .data.fd = fd};
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) < 0) die("epoll_ctl");
+}
+
+static void mod(int ep, int fd, uint32_t events) {
+  struct epoll_event e = {.events = events, .data.fd = fd};
+  epoll_ctl(ep, EPOLL_CTL_MOD, fd, &e);
+}
+
+/* Prints "go": the warm-up is over, the sweep starts its meters. */
+static void say_go(void) {
+  printf("go\n");
+  fflush(stdout);
+}
+
+static void sweep_result(long ops, long errors) {
+  printf("{\"ops\":%ld,\"errors\":%ld}\n", ops, errors);
+  fflush(stdout);
+}
+
+static long echoed[MAX_FD];
+
+/* Runs a command line of the backend's stdin (see the comment at the top). */
+static void backend_command(const char *line, long *close_after, int *udp_echo, long udp_rx) {
+  if (!strncmp(line, "tcp echo", 8)) *close_after = 0;
+  else if (!strncmp(line, "tcp close ", 10)) *close_after = atol(line + 10);
+  else if (!strcmp(line, "udp echo")) *udp_echo = 1;
+  else if (!strcmp(line, "udp sink")) *udp_echo = 0;
+  else if (!strcmp(line, "count")) {
+    printf("count %ld\n", udp_rx);
+    fflush(stdout);
+  }
+}
+
+static int sweep_backend(void) {
+  int tcp = bound_socket(SOCK_STREAM, 0), udp = bound_socket(SOCK_DGRAM, 0), one = 1;
+  nonblocking(tcp);
+  nonblocking(udp);
+  int big = 4 << 20;
+  setsockopt(udp, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+  int ep = epoll_create1(0);
+  add(ep, tcp, EPOLLIN);
+  add(ep, udp, EPOLLIN);
+  nonblocking(0);
+  add(ep, 0, EPOLLIN);
+  printf("ready %d %d\n", bound_port(tcp), bound_port(udp));
+  fflush(stdout);
+  long close_after = 0, udp_rx = 0;
+  int udp_echo = 1;
+  char line[256];
+  size_t line_len = 0;
+  struct epoll_event events[SWEEP_EVENTS];
+  for (;;) {
+    int n = epoll_wait(ep, events, SWEEP_EVENTS, -1);
+    for (int i = 0; i < n; i++) {
+      int fd = events[i].data.fd;
+      if (fd == 0) {
+        ssize_t r = read(0, line + line_len, sizeof line - 1 - line_len);
+        if (r == 0) return 0;
+        if (r < 0) continue;
+        line_len += (size_t)r;
+        char *nl;
+        while ((nl = memchr(line, '\n', line_len)) != NULL) {
+          *nl = 0;
+          backend_command(line, &close_after, &udp_echo, udp_rx);
+          size_t used = (size_t)(nl - line) + 1;
+          memmove(line, nl + 1, line_len - used);
+          line_len -= used;
+        }
+      } else if (fd == tcp) {
+        int c;
+        while ((c = accept4(tcp, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+          if (c >= MAX_FD) {
+            close(c);
+            continue;
+          }
+          setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+          echoed[c] = 0;
+          add(ep, c, EPOLLIN);
+        }
+      } else if (fd == udp) {
+        struct sockaddr_storage from;
+        for (;;) {
+          socklen_t flen = sizeof from;
+          ssize_t r = recvfrom(udp, buf, sizeof buf, 0, (struct sockaddr *)&from, &flen);
+          if (r < 0) break;
+          udp_rx++;
+          if (udp_echo) sendto(udp, buf, (size_t)r, 0, (struct sockaddr *)&from, flen);
+        }
+      } else {
+        ssize_t r = read(fd, buf, sizeof buf);
+        if (r > 0) {
+          if (write_all(fd, buf, (size_t)r) < 0) {
+            close(fd);
+            continue;
+          }
+          echoed[fd] += r;
+          if (close_after > 0 && echoed[fd] >= close_after) close(fd);
+        } else if (r == 0 || errno != EAGAIN) {
+          close(fd);
+        }
+      }
+    }
+  }
+}
+
+struct sweep_conn {
+  long sent, received;
+  int waiting_eof;
+};
+static struct sweep_conn sweep_conns[MAX_FD];
+static long size_, chunk_;
+static int keepalive_, nodelay_, close_mode_; /* 0 client, 1 server, 2 rst */
+static struct sockaddr_storage target;
+static socklen_t target_len;
+
+static int open_conn(int ep) {
+  int fd = sock(SOCK_STREAM);
+  if (nodelay_) no_delay(fd);
+  if (connect(fd, (struct sockaddr *)&target, target_len) < 0 && errno != EINPROGRESS) {
+    close(fd);
+    return -1;
+  }
+  memset(&sweep_conns[fd], 0, sizeof sweep_conns[fd]);
+  add(ep, fd, EPOLLIN | EPOLLOUT);
+  return fd;
+}
+
+static void finish_conn(int fd) {
+  if (close_mode_ == 2) {
+    struct linger l = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  }
+  close(fd);
+}
+
+/* Writes what the connection still owes, in chunk_-byte write() calls; EPOLLOUT while owing. */
+static int pump(int ep, int fd) {
+  struct sweep_conn *c = &sweep_conns[fd];
+  while (c->sent < size_) {
+    long len = size_ - c->sent < chunk_ ? size_ - c->sent : chunk_;
+    ssize_t n = write(fd, payload, (size_t)len);
+    if (n < 0) {
+      if (errno == EAGAIN) break;
+      return -1;
+    }
+    c->sent += n;
+  }
+  mod(ep, fd, c->sent < size_ ? EPOLLIN | EPOLLOUT : EPOLLIN);
+  return 0;
+}
+
+static int sweep_tcp(int port, int conc, double warm, double secs) {
+  target_len = loopback(&target, port);
+  int ep = epoll_create1(0);
+  for (int i = 0; i < conc; i++) open_conn(ep);
+  struct epoll_event events[SWEEP_EVENTS];
+  double start = now(), go = start + warm, end = go + secs;
+  long ops = 0, errors = 0;
+  int measuring = 0;
+  for (;;) {
+    double t = now();
+    if (opens(t, go, &measuring)) {
+      ops = errors = 0;
+      say_go();
+    }
+    if (t >= end) break;
+    int n = epoll_wait(ep, events, SWEEP_EVENTS, 5);
+    for (int i = 0; i < n; i++) {
+      int fd = events[i].data.fd;
+      struct sweep_conn *c = &sweep_conns[fd];
+      int failed = (events[i].events & EPOLLERR) != 0;
+      if (!failed && (events[i].events & EPOLLOUT) && pump(ep, fd) < 0) failed = 1;
+      while (!failed && (events[i].events & (EPOLLIN | EPOLLHUP))) {
+        ssize_t r = read(fd, buf, sizeof buf);
+        if (r < 0 && errno == EAGAIN) break;
+        if (r <= 0) {
+          if (r == 0 && c->waiting_eof) {
+            close(fd);
+            ops++;
+            open_conn(ep);
+            break;
+          }
+          failed = 1;
+          break;
+        }
+        c->received += r;
+        if (c->received < size_) continue;
+        if (keepalive_) {
+          ops++;
+          c->sent = c->received = 0;
+          if (pump(ep, fd) < 0) failed = 1;
+          continue;
+        }
+        if (close_mode_ == 1) {
+          c->waiting_eof = 1;
+          continue;
+        }
+        finish_conn(fd);
+        ops++;
+        open_conn(ep);
+        break;
+      }
+      if (failed) {
+        close(fd);
+        errors++;
+        open_conn(ep);
+      }
+    }
+  }
+  sweep_result(ops, errors);
+  return 0;
+}
+
+/* Many connections, each sending one byte every interval and reading its echo. */
+static int sweep_idle(int port, int count, double warm, double secs, double interval) {
+  target_len = loopback(&target, port);
+  int ep = epoll_create1(0);
+  int *fds = calloc((size_t)count, sizeof *fds);
+  double *due = calloc((size_t)count, sizeof *due);
+  double start = now();
+  for (int i = 0; i < count; i++) {
+    int fd = sock(SOCK_STREAM);
+    no_delay(fd);
+    connect(fd, (struct sockaddr *)&target, target_len);
+    add(ep, fd, EPOLLIN);
+    fds[i] = fd;
+    due[i] = start + interval * (i + 1) / count;
+  }
+  struct epoll_event events[SWEEP_EVENTS];
+  double go = start + warm, end = go + secs;
+  long ops = 0, errors = 0;
+  int measuring = 0, next = 0;
+  for (;;) {
+    double t = now();
+    if (opens(t, go, &measuring)) {
+      ops = errors = 0;
+      say_go();
+    }
+    if (t >= end) break;
+    /* Pings fall due in index order, round and round. */
+    for (int k = 0; k < count && due[next] <= t; k++) {
+      if (write(fds[next], "p", 1) != 1) errors++;
+      due[next] += interval;
+      next = (next + 1) % count;
+    }
+    int n = epoll_wait(ep, events, SWEEP_EVENTS, 1);
+    for (int i = 0; i < n; i++) {
+      ssize_t r = read(events[i].data.fd, buf, sizeof buf);
+      if (r > 0) ops += r;
+      else if (r == 0 || errno != EAGAIN) {
+        errors++;
+        epoll_ctl(ep, EPOLL_CTL_DEL, events[i].data.fd, NULL);
+      }
+    }
+  }
+  sweep_result(ops, errors);
+  return 0;
+}
+
+/* Round trips (rate 0): each socket keeps <window> datagrams in flight, an unanswered one is
+ * replaced after 50 ms. One-way (rate > 0): <rate> datagrams/s spread over the sockets, no reply
+ * expected; the sweep counts them at the backend. */
+static int sweep_udp(int port, int sockets, int window, double warm, double secs, size_t size,
+                     double rate) {
+  target_len = loopback(&target, port);
+  int ep = epoll_create1(0);
+  int *fds = calloc((size_t)sockets, sizeof *fds);
+  double *last = calloc((size_t)sockets, sizeof *last);
+  int *inflight = calloc((size_t)sockets, sizeof *inflight);
+  for (int i = 0; i < sockets; i++) {
+    fds[i] = sock(SOCK_DGRAM);
+    if (connect(fds[i], (struct sockaddr *)&target, target_len) < 0) die("udp connect");
+    struct epoll_event e = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &e);
+  }
+  double start = now(), go = start + warm, end = go + secs, sent_until = start;
+  long ops = 0, errors = 0, sent = 0;
+  int measuring = 0, next = 0;
+  if (rate <= 0)
+    for (int i = 0; i < sockets; i++) {
+      for (int w = 0; w < window; w++) send(fds[i], payload, size, 0);
+      inflight[i] = window;
+      last[i] = start;
+    }
+  struct epoll_event events[SWEEP_EVENTS];
+  for (;;) {
+    double t = now();
+    if (opens(t, go, &measuring)) {
+      ops = errors = sent = 0;
+      say_go();
+    }
+    if (t >= end) break;
+    if (rate > 0) {
+      long due = (long)((t - sent_until) * rate);
+      for (long k = 0; k < due; k++) {
+        send(fds[next], payload, size, 0);
+        next = (next + 1) % sockets;
+        sent++;
+      }
+      if (due > 0) sent_until += (double)due / rate;
+    } else {
+      /* Replace what was lost: a socket silent for 50 ms gets its window again. */
+      for (int i = 0; i < sockets; i++)
+        if (t - last[i] > 0.05) {
+          errors += inflight[i];
+          for (int w = 0; w < window; w++) send(fds[i], payload, size, 0);
+          inflight[i] = window;
+          last[i] = t;
+        }
+    }
+    int n = epoll_wait(ep, events, SWEEP_EVENTS, 1);
+    for (int i = 0; i < n; i++) {
+      int s = (int)events[i].data.u32;
+      while (recv(fds[s], buf, sizeof buf, 0) >= 0) {
+        if (rate > 0) continue;
+        ops++;
+        last[s] = t;
+        send(fds[s], payload, size, 0);
+      }
+    }
+  }
+  printf("{\"ops\":%ld,\"errors\":%ld,\"sent\":%ld}\n", ops, errors, sent);
+  fflush(stdout);
   return 0;
 }
 
@@ -563,21 +942,49 @@ static size_t size_arg(int argc, char **argv, int i) {
   return (size_t)size;
 }
 
+/* The sweep's modes: sweep-<what> <4|6> <port> ... */
+static int sweep(const char *what, int argc, char **argv) {
+  family = arg(argc, argv, 2);
+  if (!strcmp(what, "backend")) return sweep_backend();
+  int port = arg(argc, argv, 3);
+  if (!strcmp(what, "tcp")) {
+    size_ = (long)size_arg(argc, argv, 7);
+    chunk_ = arg(argc, argv, 8);
+    if (chunk_ < 1) return 2;
+    keepalive_ = arg(argc, argv, 9);
+    const char *close_mode = argc > 10 ? argv[10] : "client";
+    close_mode_ = !strcmp(close_mode, "server") ? 1 : !strcmp(close_mode, "rst") ? 2 : 0;
+    nodelay_ = arg(argc, argv, 11);
+    return sweep_tcp(port, arg(argc, argv, 4), farg(argc, argv, 5), farg(argc, argv, 6));
+  }
+  if (!strcmp(what, "idle"))
+    return sweep_idle(port, arg(argc, argv, 4), farg(argc, argv, 5), farg(argc, argv, 6),
+                      farg(argc, argv, 7) / 1000);
+  if (!strcmp(what, "udp"))
+    return sweep_udp(port, arg(argc, argv, 4), arg(argc, argv, 5), farg(argc, argv, 6),
+                     farg(argc, argv, 7), size_arg(argc, argv, 8), farg(argc, argv, 9));
+  fprintf(stderr, "loadgen: unknown mode sweep-%s\n", what);
+  return 2;
+}
+
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_term;
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
   memset(payload, 'x', sizeof payload);
-  const char *warmup = getenv("LOADGEN_WARMUP_SECONDS");
-  if (warmup != NULL && *warmup != '\0') warmup_seconds = atof(warmup);
   if (argc < 2) {
     fprintf(stderr, "usage: see the comment at the top of loadgen.c\n");
     return 2;
   }
   const char *mode = argv[1];
+  /* The sweep's modes keep SIGTERM's default action, which ends them at once (the sweep stops its
+   * backend so), and take their warm-up as an argument, not from LOADGEN_WARMUP_SECONDS. */
+  if (!strncmp(mode, "sweep-", 6)) return sweep(mode + 6, argc, argv);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_term;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  const char *warmup = getenv("LOADGEN_WARMUP_SECONDS");
+  if (warmup != NULL && *warmup != '\0') warmup_seconds = atof(warmup);
   if (!strcmp(mode, "echo-tcp")) return echo_tcp(arg(argc, argv, 2));
   if (!strcmp(mode, "echo-udp")) return echo_udp(arg(argc, argv, 2));
   if (!strcmp(mode, "tcp-rr"))

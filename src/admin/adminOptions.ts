@@ -59,6 +59,15 @@ export interface ResolvedAdminOptions {
   readonly requestTimeout: number;
 }
 
+/** The bounds of the server's HTTP side (the CLI's `admin` block sets the same). */
+export const ADMIN_LIMIT_KEYS = [
+  'maxConnections',
+  'maxBodySize',
+  'maxHeaderSize',
+  'headersTimeout',
+  'requestTimeout',
+] as const;
+
 const KEYS = [
   'proxies',
   'listeners',
@@ -66,11 +75,7 @@ const KEYS = [
   'config',
   'ready',
   'histograms',
-  'maxConnections',
-  'maxBodySize',
-  'maxHeaderSize',
-  'headersTimeout',
-  'requestTimeout',
+  ...ADMIN_LIMIT_KEYS,
 ];
 
 /** Validates {@link AdminServerOptions}; throws InvalidOptionError naming the option. */

@@ -149,7 +149,8 @@ type KeysListed<T, List extends readonly (keyof T)[]> =
   Exclude<keyof T, List[number]> extends never ? List : never;
 
 // Adding a field to a summary breaks the build here until the serializer above writes it.
-const TCP_KEYS = [
+/** The fields a TCP and a UDP summary both begin with. */
+const SHARED_KEYS = [
   'id',
   'reason',
   'error',
@@ -158,6 +159,9 @@ const TCP_KEYS = [
   'clientFamily',
   'localAddress',
   'localPort',
+] as const;
+const TCP_KEYS = [
+  ...SHARED_KEYS,
   'peerAddress',
   'peerPort',
   'serverName',
@@ -174,14 +178,7 @@ const TCP_KEYS = [
   'durationMs',
 ] as const;
 const UDP_KEYS = [
-  'id',
-  'reason',
-  'error',
-  'clientAddress',
-  'clientPort',
-  'clientFamily',
-  'localAddress',
-  'localPort',
+  ...SHARED_KEYS,
   'upstream',
   'datagramsFromClient',
   'bytesFromClient',

@@ -1,7 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { createAdminServer } from '../admin/AdminServer.js';
 import type { AdminServer } from '../admin/AdminServer.js';
-import { isBearerToken, resolveAdminOptions } from '../admin/adminOptions.js';
+import { ADMIN_LIMIT_KEYS, isBearerToken, resolveAdminOptions } from '../admin/adminOptions.js';
 import type { ResolvedAdminOptions } from '../admin/adminOptions.js';
 import { isLoopbackHost } from '../admin/auth.js';
 import { InvalidOptionError } from '../errors.js';
@@ -21,15 +21,7 @@ export interface AdminSettings {
   readonly limits?: AdminLimits;
 }
 
-/** The `AdminServerOptions` bounds a config file's `admin` block may set. */
-export const ADMIN_LIMIT_KEYS = [
-  'maxConnections',
-  'maxBodySize',
-  'maxHeaderSize',
-  'headersTimeout',
-  'requestTimeout',
-] as const;
-
+/** The `AdminServerOptions` bounds (`ADMIN_LIMIT_KEYS`) a config file's `admin` block may set. */
 export type AdminLimits = Partial<Record<(typeof ADMIN_LIMIT_KEYS)[number], number>>;
 
 /** The keys of the object form of `admin`. */

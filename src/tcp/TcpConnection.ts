@@ -32,6 +32,7 @@ import type { SelectionContext, SelectionResult } from '../select/SelectionConte
 import { selectorError } from '../select/internal/selectorOutcome.js';
 import { isThenable } from '../internal/isThenable.js';
 import type { UpstreamCounters, UpstreamState } from '../upstream/UpstreamState.js';
+import { zeroUpstreamCounters } from '../upstream/UpstreamState.js';
 import { CloseReason } from './closeReasons.js';
 import type { TcpConnectionInfo, TcpConnectionSummary } from './events.js';
 import type { ConnectionHost } from './ConnectionHost.js';
@@ -58,19 +59,6 @@ import type { RelaySocket } from '../net/RelaySocket.js';
 // ERR_HTTP2_STREAM_ERROR: an HTTP/2 tunnel stream was reset (RST_STREAM), the tunnel's reset.
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_HTTP2_STREAM_ERROR']);
 const EMPTY: readonly UpstreamState[] = [];
-
-function scratchCounters(): UpstreamCounters {
-  return {
-    total: 0,
-    connectFailures: 0,
-    connectTimeouts: 0,
-    rxBytes: 0,
-    txBytes: 0,
-    rxDatagrams: 0,
-    txDatagrams: 0,
-    errors: 0,
-  };
-}
 
 function isReset(err: Error): boolean {
   return RESET_CODES.has((err as NodeJS.ErrnoException).code ?? '');
@@ -298,7 +286,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /** `current.generation` when it was dialled (an outcome about an address it has since left is ignored). */
   private currentGeneration = 0;
   /** Counters of the current upstream; a scratch object until one is chosen (no branch per chunk). */
-  private upstreamCounters: UpstreamCounters = scratchCounters();
+  private upstreamCounters: UpstreamCounters = zeroUpstreamCounters();
   protected connected = false;
   /** The upstreams tried in this round of attempts (see `nextRound`). */
   private triedStates: UpstreamState[] | undefined;

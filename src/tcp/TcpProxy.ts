@@ -51,7 +51,7 @@ import { acceptHandles } from '../net/acceptHandles.js';
 import type { RelaySocket } from '../net/RelaySocket.js';
 import { defaultBacklog } from '../net/listenBacklog.js';
 import { inheritNoDelay, markNoDelay } from '../net/inheritedNoDelay.js';
-import { reusePortSupported } from '../net/reusePort.js';
+import { reusePortOption } from '../net/reusePort.js';
 import { fixedLocalAddress, presetLocalAddress } from '../net/knownLocalAddress.js';
 import type { ResolvedTcpOptions, TcpProxyOptions } from './TcpProxyOptions.js';
 import { resolveTcpOptions } from './TcpProxyOptions.js';
@@ -1087,13 +1087,7 @@ const NOTHING_KNOWN: RejectDetails = {};
 function validateListenOptions(options: unknown, fallbackBacklog: number): net.ListenOptions {
   const raw = optionalRecord(options, 'listen options');
   rejectUnknownKeys(raw, ['port', 'host', 'ipv6Only', 'path', 'backlog', 'reusePort'], '');
-  const reusePort = boolean(raw.reusePort, 'reusePort', false);
-  if (reusePort && !reusePortSupported())
-    throw new InvalidOptionError(
-      'reusePort',
-      `supported from Node 22.12 on Linux (this is ${process.version}); use cluster workers instead`,
-      raw.reusePort,
-    );
+  const reusePort = reusePortOption(raw.reusePort);
   if (raw.path !== undefined) {
     if (typeof raw.path !== 'string' || raw.path === '') {
       throw new InvalidOptionError('path', 'a non-empty socket path', raw.path);

@@ -37,7 +37,7 @@ import { createUdpCounters, snapshotUdpStats } from './UdpProxyStats.js';
 import { UdpSession } from './UdpSession.js';
 import { localDatagramHeader } from './datagramProxyHeader.js';
 import { kernelDrops } from './kernelDrops.js';
-import { reusePortSupported } from '../net/reusePort.js';
+import { reusePortOption } from '../net/reusePort.js';
 import { channels } from '../internal/channels.js';
 import { udpMetrics } from '../metrics/prometheus.js';
 import { QuicRouter } from '../quic/QuicRouter.js';
@@ -447,13 +447,7 @@ function validateBindOptions(options: unknown): ResolvedBind {
     ['port', 'address', 'ipv6Only', 'recvBufferSize', 'sendBufferSize', 'reusePort'],
     '',
   );
-  const reusePort = boolean(raw.reusePort, 'reusePort', false);
-  if (reusePort && !reusePortSupported())
-    throw new InvalidOptionError(
-      'reusePort',
-      `supported from Node 22.12 on Linux (this is ${process.version}); use cluster workers instead`,
-      raw.reusePort,
-    );
+  const reusePort = reusePortOption(raw.reusePort);
   if (raw.address !== undefined && (typeof raw.address !== 'string' || raw.address === '')) {
     throw new InvalidOptionError('address', 'a non-empty host name or IP address', raw.address);
   }

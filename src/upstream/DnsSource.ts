@@ -1,6 +1,7 @@
 import { Resolver } from 'node:dns/promises';
 import net from 'node:net';
 import { InvalidOptionError, UpstreamSourceError } from '../errors.js';
+import { runSafely } from '../internal/emit.js';
 import {
   boolean,
   duration,
@@ -291,8 +292,9 @@ export class DnsSource implements UpstreamSource {
   private report(error: Error): void {
     this.lastError = error;
     const sink = this.sink;
+    // A sink that throws has a bug of its own: surfaced on the next tick, as a listener error.
     if (sink)
-      callSafely(() => {
+      runSafely(() => {
         sink.error(error);
       });
   }
@@ -306,7 +308,7 @@ export class DnsSource implements UpstreamSource {
     this.counters.updates++;
     const sink = this.sink;
     if (sink)
-      callSafely(() => {
+      runSafely(() => {
         sink.update(upstreams);
       });
   }
@@ -435,17 +437,6 @@ export class DnsSource implements UpstreamSource {
         err,
       );
     }
-  }
-}
-
-/** A sink that throws has a bug of its own: surface it on the next tick, as a listener error. */
-function callSafely(call: () => void): void {
-  try {
-    call();
-  } catch (err) {
-    process.nextTick(() => {
-      throw err;
-    });
   }
 }
 

@@ -43,6 +43,20 @@ export interface UpstreamCounters {
   errors: number;
 }
 
+/** Fresh, all-zero upstream counters. */
+export function zeroUpstreamCounters(): UpstreamCounters {
+  return {
+    total: 0,
+    connectFailures: 0,
+    connectTimeouts: 0,
+    rxBytes: 0,
+    txBytes: 0,
+    rxDatagrams: 0,
+    txDatagrams: 0,
+    errors: 0,
+  };
+}
+
 /** Health counters kept per upstream (active checks and passive ejection). */
 export interface UpstreamHealthCounters {
   /** Active health checks completed. */
@@ -81,16 +95,7 @@ export class UpstreamState implements UpstreamCandidate {
   generation = 0;
   /** Operator override from the admin API (drain, maintenance, weight); undefined: none. */
   admin: AdminOverride | undefined = undefined;
-  readonly counters: UpstreamCounters = {
-    total: 0,
-    connectFailures: 0,
-    connectTimeouts: 0,
-    rxBytes: 0,
-    txBytes: 0,
-    rxDatagrams: 0,
-    txDatagrams: 0,
-    errors: 0,
-  };
+  readonly counters: UpstreamCounters = zeroUpstreamCounters();
   readonly health: UpstreamHealthCounters = { checks: 0, checkFailures: 0, ejections: 0 };
 
   constructor(upstream: Upstream) {

@@ -204,6 +204,11 @@ export async function listenPort(cli: CliProcess, name?: string): Promise<number
   return Number(/:(\d+)$/.exec(String(line.address))?.[1]);
 }
 
+/** The address the metrics endpoint logged it listens on (`metrics listening` line). */
+export async function metricsAddress(cli: CliProcess): Promise<string> {
+  return String((await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address);
+}
+
 /** The message validateConfig throws for `json` (read as `l4proxy.json`); fails if it accepts it. */
 export function configErrorOf(json: unknown): string {
   try {

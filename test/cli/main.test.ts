@@ -441,57 +441,15 @@ describe('l4proxy reload and gauges', () => {
   });
 
   test('outlier_ejections_active counts an upstream ejected by two live generations once', async (t) => {
-    const a = await taggedEcho(t, 'A:');
-    const b = await refusedPort();
-    const dir = configDir(t);
-    const web = {
-      name: 'web',
-      protocol: 'tcp',
-      listen: '127.0.0.1:0',
-      upstreams: [
-        { host: '127.0.0.1', port: a, id: 'a' },
-        { host: '127.0.0.1', port: b, id: 'b' },
-      ],
-      outlierDetection: { consecutiveFailures: 1 },
-    };
-    const file = dir.write('l4proxy.json', { listeners: [web] });
-    const cli = startCli(t, ['--config', file, '--metrics', '127.0.0.1:0']);
-    const port = await listenPort(cli);
-    const metricsAt = String(
-      (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
-    );
-    const scrape = async (): Promise<ReturnType<typeof parseExposition>> =>
-      parseExposition((await httpGet(`http://${metricsAt}/metrics`)).body);
-    const gauge = async (): Promise<number | undefined> =>
-      valueOf(await scrape(), 'l4proxy_tcp_outlier_ejections_active', { listener: 'web' });
-    const held: net.Socket[] = [];
-    t.after(() => {
-      for (const socket of held) socket.destroy();
-    });
-    // Round robin tries b (refused: ejected at the first failure) and a; `held` grows by one
-    // connection to a per generation, and `until` says when that generation ejected b.
-    const ejectB = async (until: () => Promise<boolean>): Promise<void> => {
-      const before = held.length;
-      for (let i = 0; i < 4 && (held.length === before || !(await until())); i++) {
-        const socket = await connect(port);
-        const echoed = await roundTrip(socket, 'x').catch(() => undefined);
-        if (echoed === 'A:x' && held.length === before) held.push(socket);
-        else socket.destroy();
-      }
-      assert.equal(held.length, before + 1);
-    };
-    await ejectB(async () => (await gauge()) === 1);
+    const web = await twoGenerations(t, { outlierDetection: { consecutiveFailures: 1 } });
+    const gauge = () => web.metric('l4proxy_tcp_outlier_ejections_active');
+    await web.ejectB(async () => (await gauge()) === 1);
     assert.equal(await gauge(), 1, 'b ejected');
 
-    // New options, same upstreams: the old generation keeps its held connection (and its
-    // ejection of b) while the new one meets b refusing and ejects it too.
-    dir.write('l4proxy.json', { listeners: [{ ...web, idleTimeout: 60_000 }] });
-    process.kill(cli.pid, 'SIGHUP');
-    await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
-    const ejections = async (): Promise<number | undefined> =>
-      valueOf(await scrape(), 'l4proxy_tcp_outlier_ejections_total', { listener: 'web' });
-    await ejectB(async () => (await ejections()) === 2);
-    const both = await scrape();
+    await web.reload();
+    const ejections = () => web.metric('l4proxy_tcp_outlier_ejections_total');
+    await web.ejectB(async () => (await ejections()) === 2);
+    const both = await web.scrape();
     assert.equal(valueOf(both, 'l4proxy_tcp_outlier_ejections_total', { listener: 'web' }), 2);
     // Both generations live: each holds a connection (others may be closing still).
     assert.ok((valueOf(both, 'l4proxy_tcp_downstream_cx_active', { listener: 'web' }) ?? 0) >= 2);
@@ -501,46 +459,69 @@ describe('l4proxy reload and gauges', () => {
       1,
       'b counted once',
     );
-    process.kill(cli.pid, 'SIGTERM');
-    for (const socket of held) socket.end();
-    assert.equal(await cli.exited(), 0);
+    await web.stop();
   });
 
   test('upstream_slow_start_active counts an upstream ramping in two live generations once', async (t) => {
-    const a = await taggedEcho(t, 'A:');
-    const b = await refusedPort();
-    const dir = configDir(t);
-    const web = {
-      name: 'web',
-      protocol: 'tcp',
-      listen: '127.0.0.1:0',
-      upstreams: [
-        { host: '127.0.0.1', port: a, id: 'a' },
-        { host: '127.0.0.1', port: b, id: 'b' },
-      ],
+    const web = await twoGenerations(t, {
       // Short ejections; a ramp that outlasts the test.
       outlierDetection: { consecutiveFailures: 1, baseEjectionTime: 300 },
       slowStart: { window: 600_000 },
-    };
-    const file = dir.write('l4proxy.json', { listeners: [web] });
-    const cli = startCli(t, ['--config', file, '--metrics', '127.0.0.1:0']);
-    const port = await listenPort(cli);
-    const metricsAt = String(
-      (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
-    );
-    const scrape = async (): Promise<ReturnType<typeof parseExposition>> =>
-      parseExposition((await httpGet(`http://${metricsAt}/metrics`)).body);
-    const gauge = async (): Promise<number | undefined> =>
-      valueOf(await scrape(), 'l4proxy_tcp_outlier_ejections_active', { listener: 'web' });
-    const ejections = async (): Promise<number | undefined> =>
-      valueOf(await scrape(), 'l4proxy_tcp_outlier_ejections_total', { listener: 'web' });
-    const held: net.Socket[] = [];
-    t.after(() => {
-      for (const socket of held) socket.destroy();
     });
-    // Round robin tries b (refused: ejected at the first failure) and a; `held` grows by one
-    // connection to a per generation, and `until` says when that generation ejected b.
-    const ejectB = async (until: () => Promise<boolean>): Promise<void> => {
+    const gauge = () => web.metric('l4proxy_tcp_outlier_ejections_active');
+    const ejections = () => web.metric('l4proxy_tcp_outlier_ejections_total');
+    await web.ejectB(async () => (await ejections()) === 1);
+    await web.reload();
+    await web.ejectB(async () => (await ejections()) === 2);
+    // Each generation's ejection of b ends, and each starts ramping b back up.
+    const ramping = () => web.metric('l4proxy_tcp_upstream_slow_start_active');
+    for (let i = 0; i < 100 && ((await gauge()) !== 0 || (await ramping()) === 0); i++)
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(await gauge(), 0, 'both ejections ended');
+    // Both generations ramp b: one upstream is ramping.
+    assert.equal(await ramping(), 1, 'b counted once');
+    await web.stop();
+  });
+});
+
+/**
+ * `l4proxy --config` with metrics, its listener "web" (with `options`) round-robining over a
+ * tagged echo (a) and a refused port (b). `ejectB(until)` opens connections until one more to a
+ * is held (b refuses: ejected at its first failure) and `until` says this generation ejected
+ * b; `reload()` starts a second generation (new options, same upstreams) while the first keeps
+ * its held connection and its ejection of b; `metric(name)` is web's value of a metric.
+ */
+async function twoGenerations(t: TestContext, options: Record<string, unknown>) {
+  const a = await taggedEcho(t, 'A:');
+  const b = await refusedPort();
+  const dir = configDir(t);
+  const web = {
+    name: 'web',
+    protocol: 'tcp',
+    listen: '127.0.0.1:0',
+    upstreams: [
+      { host: '127.0.0.1', port: a, id: 'a' },
+      { host: '127.0.0.1', port: b, id: 'b' },
+    ],
+    ...options,
+  };
+  const file = dir.write('l4proxy.json', { listeners: [web] });
+  const cli = startCli(t, ['--config', file, '--metrics', '127.0.0.1:0']);
+  const port = await listenPort(cli);
+  const metricsAt = String(
+    (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
+  );
+  const scrape = async (): Promise<ReturnType<typeof parseExposition>> =>
+    parseExposition((await httpGet(`http://${metricsAt}/metrics`)).body);
+  const held: net.Socket[] = [];
+  t.after(() => {
+    for (const socket of held) socket.destroy();
+  });
+  return {
+    scrape,
+    metric: async (name: string): Promise<number | undefined> =>
+      valueOf(await scrape(), name, { listener: 'web' }),
+    async ejectB(until: () => Promise<boolean>): Promise<void> {
       const before = held.length;
       for (let i = 0; i < 4 && (held.length === before || !(await until())); i++) {
         const socket = await connect(port);
@@ -549,28 +530,19 @@ describe('l4proxy reload and gauges', () => {
         else socket.destroy();
       }
       assert.equal(held.length, before + 1);
-    };
-    await ejectB(async () => (await ejections()) === 1);
-
-    // New options, same upstreams: the old generation keeps its held connection (and its
-    // ejection of b) while the new one meets b refusing and ejects it too.
-    dir.write('l4proxy.json', { listeners: [{ ...web, idleTimeout: 60_000 }] });
-    process.kill(cli.pid, 'SIGHUP');
-    await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
-    await ejectB(async () => (await ejections()) === 2);
-    // Each generation's ejection of b ends, and each starts ramping b back up.
-    const ramping = async (): Promise<number | undefined> =>
-      valueOf(await scrape(), 'l4proxy_tcp_upstream_slow_start_active', { listener: 'web' });
-    for (let i = 0; i < 100 && ((await gauge()) !== 0 || (await ramping()) === 0); i++)
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    assert.equal(await gauge(), 0, 'both ejections ended');
-    // Both generations ramp b: one upstream is ramping.
-    assert.equal(await ramping(), 1, 'b counted once');
-    process.kill(cli.pid, 'SIGTERM');
-    for (const socket of held) socket.end();
-    assert.equal(await cli.exited(), 0);
-  });
-});
+    },
+    async reload(): Promise<void> {
+      dir.write('l4proxy.json', { listeners: [{ ...web, idleTimeout: 60_000 }] });
+      process.kill(cli.pid, 'SIGHUP');
+      await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
+    },
+    async stop(): Promise<void> {
+      process.kill(cli.pid, 'SIGTERM');
+      for (const socket of held) socket.end();
+      assert.equal(await cli.exited(), 0);
+    },
+  };
+}
 
 /** The quick form in front of a tagged echo, with one live connection that has round-tripped. */
 async function cliWithLiveConnection(t: TestContext, extra: readonly string[] = []) {

@@ -2,7 +2,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ACCESS_HELD_MAX, createOutputs, OPS_HELD_MAX } from '../../src/cli/outputs.js';
 
-test('a stdout that does not keep up: access lines beyond the cap are dropped, counted and said on stderr', async () => {
+/**
+ * The CLI's outputs over a stdout whose held bytes (`writableLength`) the test sets: the access
+ * lines written to it, the lines said on stderr, parsed.
+ */
+function slowStdout() {
   const written: string[] = [];
   const said: Record<string, unknown>[] = [];
   const stdout = {
@@ -22,6 +26,11 @@ test('a stdout that does not keep up: access lines beyond the cap are dropped, c
     stdout,
     stderr,
   });
+  return { written, said, stdout, access, flushed };
+}
+
+test('a stdout that does not keep up: access lines beyond the cap are dropped, counted and said on stderr', async () => {
+  const { written, said, stdout, access, flushed } = slowStdout();
   access.info('kept');
   await flushed();
   // The reader stopped: what the stream holds reaches the cap.
@@ -48,25 +57,7 @@ test('a stdout that does not keep up: access lines beyond the cap are dropped, c
 });
 
 test('a stdout that does not keep up: a short line fitting under the cap is not "caught up"; half the backlog taken is', async () => {
-  const written: string[] = [];
-  const said: Record<string, unknown>[] = [];
-  const stdout = {
-    writableLength: 0,
-    write(bytes: Uint8Array): boolean {
-      written.push(Buffer.from(bytes).toString());
-      return true;
-    },
-  };
-  const stderr = {
-    write(text: string): boolean {
-      said.push(JSON.parse(text) as Record<string, unknown>);
-      return true;
-    },
-  };
-  const { access, flushed } = createOutputs('info', {}, () => Promise.resolve([]), {
-    stdout,
-    stderr,
-  });
+  const { written, said, stdout, access, flushed } = slowStdout();
   // The reader stopped with the stream just under the cap: a long line does not fit.
   stdout.writableLength = ACCESS_HELD_MAX - 300;
   access.info('dropped', { padding: 'x'.repeat(1_000) });

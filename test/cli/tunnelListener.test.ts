@@ -1,16 +1,17 @@
 import assert from 'node:assert/strict';
 import { copyFileSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { curl } from '../helpers/curl.js';
+import { curlTunnel } from '../helpers/curl.js';
 import { httpGet } from '../helpers/httpGet.js';
+import { httpOrigin } from '../helpers/httpOrigin.js';
+import type { HttpOrigin } from '../helpers/httpOrigin.js';
 import { makeCa } from '../helpers/tlsCa.js';
 import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
-import { findTool, requireTools, tool } from '../helpers/tools.js';
-import { startDnsmasq } from '../upstream/dnsmasq.js';
-import { configDir, listenPort, runCli, startCli } from './cli.js';
+import { findTool, requireTools } from '../helpers/tools.js';
+import { testDnsmasq } from '../upstream/dnsmasq.js';
+import { configDir, metricsAddress, runCli } from './cli.js';
+import { egress, startTunnelCli } from './tunnelCli.js';
 
 const needed = ['curl', 'openssl'].filter((name) => findTool(name) === undefined);
 const missing = needed.length === 0 ? undefined : `${needed.join(', ')} not installed`;
@@ -22,8 +23,9 @@ describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }
   let renewedCa: TestCa;
   let cert: IssuedCert;
   let renewed: IssuedCert;
-  let origin: http.Server;
+  let origin: HttpOrigin;
   let originPort: number;
+  let originUrl: string;
 
   before(async () => {
     const openssl = findTool('openssl') as string;
@@ -31,34 +33,24 @@ describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }
     renewedCa = await makeCa(openssl, 'renewed CA');
     cert = await ca.issue('localhost', ['localhost', '127.0.0.1']);
     renewed = await renewedCa.issue('localhost', ['localhost', '127.0.0.1']);
-    origin = http.createServer((_request, response) => {
-      response.end('origin');
-    });
-    await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
-    originPort = (origin.address() as AddressInfo).port;
+    origin = await httpOrigin();
+    originPort = origin.port;
+    originUrl = `http://127.0.0.1:${originPort}/`;
   });
 
-  after(() => {
-    origin.closeAllConnections();
-    origin.close();
+  after(async () => {
+    await origin.close();
     ca.remove();
     renewedCa.remove();
   });
 
   /** curl through the tunnel listener over TLS (HTTP/1.1 CONNECT), trusting `caFile`. */
-  const viaTls = (port: number, caFile: string, url = `http://127.0.0.1:${originPort}/`) =>
-    curl(findTool('curl') as string, [
-      '-s',
-      '--proxytunnel',
-      '--proxy',
-      `https://localhost:${port}`,
+  const viaTls = (port: number, caFile: string, url = originUrl) =>
+    curlTunnel(findTool('curl') as string, `https://localhost:${port}`, url, [
       '--proxy-cacert',
       caFile,
       '--connect-to',
       `localhost:${port}:127.0.0.1:${port}`,
-      '-w',
-      ' %{http_connect}',
-      url,
     ]);
 
   test('--check lists it; a bad option names its JSON path', async (t) => {
@@ -88,36 +80,18 @@ describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }
   });
 
   test("--workers 2: the primary's metrics include each worker's tunnel listener", async (t) => {
-    const dir = configDir(t);
-    const file = dir.write('l4proxy.json', {
-      listeners: [
-        {
-          name: 'egress',
-          protocol: 'tunnel',
-          listen: '127.0.0.1:0',
-          upstreams: [{ host: '127.0.0.1', port: originPort }],
-        },
-      ],
-    });
-    const cli = startCli(t, ['--config', file, '--metrics', '127.0.0.1:0', '--workers', '2']);
-    await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
-    const port = await listenPort(cli, 'egress');
-    const metricsAt = String(
-      (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
+    const tunnel = await startTunnelCli(
+      t,
+      { upstreams: [{ host: '127.0.0.1', port: originPort }] },
+      { args: ['--metrics', '127.0.0.1:0', '--workers', '2'] },
     );
+    await tunnel.cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
+    const metricsAt = await metricsAddress(tunnel.cli);
     for (let i = 0; i < 4; i++) {
-      const fetched = await curl(findTool('curl') as string, [
-        '-s',
-        '--proxytunnel',
-        '--proxy',
-        `http://127.0.0.1:${port}`,
-        '-w',
-        ' %{http_connect}',
-        `http://127.0.0.1:${originPort}/`,
-      ]);
+      const fetched = await tunnel.curl(originUrl);
       assert.equal(fetched.stdout, 'origin 200', fetched.stderr);
     }
-    await cli.waitLines('stdout', (l) => l.msg === 'tunnel closed', 4);
+    await tunnel.cli.waitLines('stdout', (l) => l.msg === 'tunnel closed', 4);
     const metrics = (await httpGet(`http://${metricsAt}/metrics`)).body;
     const opened = [
       ...metrics.matchAll(
@@ -130,53 +104,29 @@ describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }
       4,
       "the workers' tunnels add up to the four requests",
     );
-    process.kill(cli.pid, 'SIGTERM');
-    assert.equal(await cli.exited(), 0);
+    await tunnel.stop();
   });
 
   test('a dns block is the upstream source: dnsmasq names the upstreams CONNECT may reach; a failing lookup is logged', async (t) => {
-    const binary = tool(t, 'dnsmasq');
-    if (binary === undefined) return;
-    const dns = await startDnsmasq(binary, { hosts: { 'up.example.test': ['127.0.0.1'] } });
-    t.after(() => dns.close());
-    const dir = configDir(t);
-    const file = dir.write('l4proxy.json', {
-      listeners: [
-        {
-          name: 'egress',
-          protocol: 'tunnel',
-          listen: '127.0.0.1:0',
-          dns: {
-            name: 'up.example.test',
-            port: originPort,
-            servers: [dns.server],
-            refreshInterval: 200,
-            minRefreshInterval: 100,
-          },
-        },
-      ],
+    const dns = await testDnsmasq(t, { hosts: { 'up.example.test': ['127.0.0.1'] } });
+    if (dns === undefined) return;
+    const tunnel = await startTunnelCli(t, {
+      dns: {
+        name: 'up.example.test',
+        port: originPort,
+        servers: [dns.server],
+        refreshInterval: 200,
+        minRefreshInterval: 100,
+      },
     });
-    const bad = dir.write('bad.json', {
+    const bad = tunnel.dir.write('bad.json', {
       listeners: [{ protocol: 'tunnel', listen: '127.0.0.1:0', dns: { name: 'x.test' } }],
     });
     const refused = await runCli(['--config', bad, '--check']);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /listeners\[0\]\.dns\.port: expected an integer/);
-    const cli = startCli(t, ['--config', file]);
-    const port = await listenPort(cli, 'egress');
     /** `<body> <CONNECT status>` of a GET to the origin through the tunnel listener. */
-    const fetch = async (): Promise<string> =>
-      (
-        await curl(findTool('curl') as string, [
-          '-s',
-          '--proxytunnel',
-          '--proxy',
-          `http://127.0.0.1:${port}`,
-          '-w',
-          ' %{http_connect}',
-          `http://127.0.0.1:${originPort}/`,
-        ])
-      ).stdout;
+    const fetch = async (): Promise<string> => (await tunnel.curl(originUrl)).stdout;
     /** The first answer `accept` takes, asking at most 40 times within 10 s. */
     const until = async (accept: (answer: string) => boolean): Promise<string> => {
       const deadline = Date.now() + 10_000;
@@ -193,54 +143,39 @@ describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }
     await dns.setHosts({ 'up.example.test': ['127.0.0.2'] });
     assert.match(await until((a) => !a.endsWith(' 200')), /^ ?\d{3}$/);
     await dns.stop();
-    const logged = await cli.waitLine('stderr', (l) => l.msg === 'upstream source error');
+    const logged = await tunnel.cli.waitLine('stderr', (l) => l.msg === 'upstream source error');
     assert.equal(logged.listener, 'egress');
     assert.equal(logged.protocol, 'tunnel');
     // A new dns block (here: a static list instead) needs a restart; the running source stays.
-    dir.write('l4proxy.json', {
-      listeners: [
-        {
-          name: 'egress',
-          protocol: 'tunnel',
-          listen: '127.0.0.1:0',
-          upstreams: [{ host: '127.0.0.1', port: originPort }],
-        },
-      ],
+    tunnel.dir.write('l4proxy.json', {
+      listeners: [egress({ upstreams: [{ host: '127.0.0.1', port: originPort }] })],
     });
-    process.kill(cli.pid, 'SIGHUP');
-    const reloaded = await cli.waitLine('stderr', (l) =>
+    process.kill(tunnel.cli.pid, 'SIGHUP');
+    const reloaded = await tunnel.cli.waitLine('stderr', (l) =>
       l.msg.startsWith('tunnel listeners reloaded'),
     );
     assert.deepEqual(reloaded.changed, []);
     assert.deepEqual(reloaded.needsRestart, ['egress.dns']);
-    process.kill(cli.pid, 'SIGTERM');
-    assert.equal(await cli.exited(), 0);
+    await tunnel.stop();
   });
 
   test('curl through a TLS tunnel listener, metrics counted, certificates reloaded on SIGHUP', async (t) => {
-    const dir = configDir(t);
     // The certificate files the config names; SIGHUP re-reads them.
     const certFile = join(ca.dir, 'listener-cert.pem');
     const keyFile = join(ca.dir, 'listener-key.pem');
     copyFileSync(cert.certFile, certFile);
     copyFileSync(cert.keyFile, keyFile);
-    const file = dir.write('l4proxy.json', {
-      listeners: [
-        {
-          name: 'egress',
-          protocol: 'tunnel',
-          listen: '127.0.0.1:0',
-          terminateTls: { certFile, keyFile },
-          upstreams: [{ host: '127.0.0.1', port: originPort }],
-          selector: 'leastConnections',
-        },
-      ],
-    });
-    const cli = startCli(t, ['--config', file, '--metrics', '127.0.0.1:0']);
-    const port = await listenPort(cli, 'egress');
-    const metricsAt = String(
-      (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
+    const tunnel = await startTunnelCli(
+      t,
+      {
+        terminateTls: { certFile, keyFile },
+        upstreams: [{ host: '127.0.0.1', port: originPort }],
+        selector: 'leastConnections',
+      },
+      { args: ['--metrics', '127.0.0.1:0'] },
     );
+    const { cli, port } = tunnel;
+    const metricsAt = await metricsAddress(cli);
     const fetched = await viaTls(port, ca.certFile);
     assert.equal(fetched.stdout, 'origin 200', fetched.stderr);
     // Not a configured upstream: refused (never an open proxy).
@@ -277,7 +212,6 @@ describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }
     const old = await viaTls(port, ca.certFile);
     assert.notEqual(old.code, 0);
 
-    process.kill(cli.pid, 'SIGTERM');
-    assert.equal(await cli.exited(), 0);
+    await tunnel.stop();
   });
 });

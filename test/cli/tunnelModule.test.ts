@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
-import { curl } from '../helpers/curl.js';
+import { httpOrigin } from '../helpers/httpOrigin.js';
 import { tool } from '../helpers/tools.js';
-import { configDir, listenPort, runCli, startCli } from './cli.js';
+import { configDir, runCli } from './cli.js';
+import { startTunnelCli } from './tunnelCli.js';
 
 /** A forward proxy's policy, as a user writes it: only the one origin port may be reached. */
 const hooks = (port: number): string => `
@@ -16,49 +15,22 @@ export function authorize(request) {
 `;
 
 test('a tunnel listener module gives route "direct" its authorize hook: curl reaches the allowed origin, 403 elsewhere (it was library-only)', async (t) => {
-  const curlPath = tool(t, 'curl');
-  if (curlPath === undefined) return;
-  const origin = http.createServer((_request, response) => response.end('origin'));
-  await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
-  t.after(() => {
-    origin.closeAllConnections();
-    origin.close();
-  });
-  const originPort = (origin.address() as AddressInfo).port;
-  const dir = configDir(t);
-  const file = dir.write('l4proxy.json', {
-    listeners: [
-      {
-        name: 'egress',
-        protocol: 'tunnel',
-        listen: '127.0.0.1:0',
-        route: 'direct',
-        module: './hooks.mjs',
-      },
-    ],
-  });
-  writeFileSync(join(dirname(file), 'hooks.mjs'), hooks(originPort));
-  const checked = await runCli(['--config', file, '--check']);
+  if (tool(t, 'curl') === undefined) return;
+  const origin = await httpOrigin();
+  t.after(() => origin.close());
+  const tunnel = await startTunnelCli(
+    t,
+    { route: 'direct', module: './hooks.mjs' },
+    { args: ['--status-interval', '0'], files: { 'hooks.mjs': hooks(origin.port) } },
+  );
+  const checked = await runCli(['--config', tunnel.file, '--check']);
   assert.equal(checked.code, 0, checked.stderr);
-
-  const cli = startCli(t, ['--config', file, '--status-interval', '0']);
-  const port = await listenPort(cli, 'egress');
-  const through = (target: number) =>
-    curl(curlPath, [
-      '-s',
-      '--proxytunnel',
-      '--proxy',
-      `http://127.0.0.1:${port}`,
-      '-w',
-      ' %{http_connect}',
-      `http://127.0.0.1:${target}/`,
-    ]);
-  const allowed = await through(originPort);
+  const through = (target: number) => tunnel.curl(`http://127.0.0.1:${target}/`);
+  const allowed = await through(origin.port);
   assert.equal(allowed.stdout, 'origin 200');
-  const refused = await through(originPort === 65535 ? 65534 : originPort + 1);
+  const refused = await through(origin.port === 65535 ? 65534 : origin.port + 1);
   assert.match(refused.stdout, / 403$/);
-  cli.child.kill('SIGTERM');
-  await cli.exited();
+  await tunnel.stop();
 });
 
 test('a tunnel listener module that exports no tunnel hook is refused naming module', async (t) => {

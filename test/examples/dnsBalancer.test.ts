@@ -14,10 +14,8 @@ test('the dns-balancer example spreads dig queries over two dnsmasq resolvers', 
   if (digPath === undefined) return;
   const a = await startDnsmasq(t, 'example.test', '10.1.2.3');
   if (a === undefined) return;
-  t.after(() => a.stop());
   const b = await startDnsmasq(t, 'example.test', '10.1.2.4');
   if (b === undefined) return;
-  t.after(() => b.stop());
 
   const child = spawn(
     process.execPath,

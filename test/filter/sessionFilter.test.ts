@@ -1,10 +1,33 @@
 import { test } from 'node:test';
+import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { UdpProxy } from '../../src/index.js';
 import type { UdpSessionFilterFactory, UdpSessionSummary } from '../../src/index.js';
 import { closeSocket, dig, request, startDnsmasq, udpEcho, udpSocket } from '../udp/helpers.js';
 import { tool } from '../helpers/tools.js';
 import { withTimeout } from '../helpers/net.js';
+
+/**
+ * A UdpProxy on 127.0.0.1 in front of `upstreamPort` with `sessionFilters`, the summaries it
+ * emits, and a client socket; both closed after the test.
+ */
+async function filteredProxy(
+  t: TestContext,
+  upstreamPort: number,
+  sessionFilters: UdpSessionFilterFactory[],
+) {
+  const proxy = new UdpProxy({
+    upstreams: [{ host: '127.0.0.1', port: upstreamPort }],
+    sessionFilters,
+  });
+  const summaries: UdpSessionSummary[] = [];
+  proxy.on('sessionClose', (s) => summaries.push(s));
+  const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+  t.after(() => proxy.close());
+  const client = await udpSocket();
+  t.after(() => closeSocket(client));
+  return { proxy, port, summaries, client };
+}
 
 /** Swaps one DNS label for another of the same length, wherever it appears in a datagram. */
 function swapLabel(datagram: Buffer, from: string, to: string): Buffer {
@@ -21,7 +44,6 @@ test('UDP session filters see each datagram both ways: a real dig through dnsmas
   if (digPath === undefined) return;
   const dnsmasq = await startDnsmasq(t, 'public.test', '10.1.2.3');
   if (dnsmasq === undefined) return;
-  t.after(() => dnsmasq.stop());
   const counted = { client: 0, upstream: 0, closes: 0 };
   // One filter per session (dig uses a new source port per query): it remembers what it rewrote.
   const alias: UdpSessionFilterFactory = () => {
@@ -82,21 +104,12 @@ test('UDP session filters see each datagram both ways: a real dig through dnsmas
 test('a session filter that resizes datagrams: the summary and stats count the bytes sent, not those received', async (t) => {
   const echo = await udpEcho('0123456789');
   t.after(() => echo.close());
-  const proxy = new UdpProxy({
-    upstreams: [{ host: '127.0.0.1', port: echo.port }],
-    sessionFilters: [
-      () => ({
-        onClientDatagram: (d) => Buffer.concat([d, d, d]),
-        onUpstreamDatagram: (d) => d.subarray(0, 2),
-      }),
-    ],
-  });
-  const summaries: UdpSessionSummary[] = [];
-  proxy.on('sessionClose', (s) => summaries.push(s));
-  const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
-  t.after(() => proxy.close());
-  const client = await udpSocket();
-  t.after(() => closeSocket(client));
+  const { proxy, port, summaries, client } = await filteredProxy(t, echo.port, [
+    () => ({
+      onClientDatagram: (d) => Buffer.concat([d, d, d]),
+      onUpstreamDatagram: (d) => d.subarray(0, 2),
+    }),
+  ]);
   assert.equal((await request(client, port, 'abc')).toString(), '01');
   await proxy.close();
   const summary = summaries[0];
@@ -111,21 +124,12 @@ test('a session filter that resizes datagrams: the summary and stats count the b
 test('a session filter that makes a datagram larger than UDP carries: dropped as oversized, not counted as sent', async (t) => {
   const echo = await udpEcho('echo:');
   t.after(() => echo.close());
-  const proxy = new UdpProxy({
-    upstreams: [{ host: '127.0.0.1', port: echo.port }],
-    sessionFilters: [
-      () => ({
-        onClientDatagram: (d) => (d.toString() === 'big' ? Buffer.alloc(70_000) : d),
-        onUpstreamDatagram: (d) => (d.toString().endsWith('grow') ? Buffer.alloc(70_000) : d),
-      }),
-    ],
-  });
-  const summaries: UdpSessionSummary[] = [];
-  proxy.on('sessionClose', (s) => summaries.push(s));
-  const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
-  t.after(() => proxy.close());
-  const client = await udpSocket();
-  t.after(() => closeSocket(client));
+  const { proxy, port, summaries, client } = await filteredProxy(t, echo.port, [
+    () => ({
+      onClientDatagram: (d) => (d.toString() === 'big' ? Buffer.alloc(70_000) : d),
+      onUpstreamDatagram: (d) => (d.toString().endsWith('grow') ? Buffer.alloc(70_000) : d),
+    }),
+  ]);
   client.send('big', port, '127.0.0.1');
   client.send('grow', port, '127.0.0.1');
   assert.equal((await request(client, port, 'fine')).toString(), 'echo:fine');
@@ -145,24 +149,18 @@ test('a session filter factory that throws: the filters made before it still hea
   const echo = await udpEcho();
   t.after(() => echo.close());
   const closedWith: string[] = [];
-  const proxy = new UdpProxy({
-    upstreams: [{ host: '127.0.0.1', port: echo.port }],
-    sessionFilters: [
-      () => ({ onClose: (summary) => closedWith.push(summary.reason) }),
-      () => {
-        throw new Error('factory bug');
-      },
-    ],
-  });
+  const { proxy, port, client } = await filteredProxy(t, echo.port, [
+    () => ({ onClose: (summary) => closedWith.push(summary.reason) }),
+    () => {
+      throw new Error('factory bug');
+    },
+  ]);
+  // No session before the client's first datagram: listening now misses nothing.
   const ended = new Promise<string>((resolve) => {
     proxy.once('sessionClose', (s) => {
       resolve(s.reason);
     });
   });
-  const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
-  t.after(() => proxy.close());
-  const client = await udpSocket();
-  t.after(() => closeSocket(client));
   client.send('hello', port, '127.0.0.1');
   assert.equal(await withTimeout(ended, 3_000, 'the session to close'), 'filter_error');
   assert.deepEqual(closedWith, ['filter_error']);

@@ -31,6 +31,28 @@ export function curl(
   );
 }
 
+/**
+ * curl through an HTTP CONNECT proxy (`--proxytunnel`, HTTP/1.1) to `url`: stdout is the body, a
+ * space and the CONNECT status.
+ */
+export function curlTunnel(
+  path: string,
+  proxy: string,
+  url: string,
+  extra: readonly string[] = [],
+): Promise<CurlResult> {
+  return curl(path, [
+    '-s',
+    '--proxytunnel',
+    '--proxy',
+    proxy,
+    '-w',
+    ' %{http_connect}',
+    ...extra,
+    url,
+  ]);
+}
+
 /** Runs a shell command line (a documented curl example) with `env`, bounded in time. */
 export function shell(line: string, env: NodeJS.ProcessEnv): Promise<CurlResult> {
   return withTimeout(

@@ -3,12 +3,11 @@ import http from 'node:http';
 import { test } from 'node:test';
 import { http1 } from '../../src/index.js';
 import { closeAfter, connect, echoServer, listen, readAll, withTimeout } from '../helpers/net.js';
-import { freePort } from '../helpers/peerProcess.js';
-import { startNginxHttp } from '../helpers/nginxHttp.js';
 import { prereadContext } from '../helpers/prereadContext.js';
 import { startProxy } from '../helpers/proxy.js';
 import { startSquid } from '../helpers/squid.js';
 import { tool } from '../helpers/tools.js';
+import { hostRoutedNginx } from './hostRoutedNginx.js';
 
 const ctx = prereadContext;
 
@@ -61,26 +60,7 @@ test('an absolute-form request routes on its target authority, not Host, as ngin
   assert.deepEqual(fields('/http://b.test/'), ['a.test', 'a.test', 'a.test']);
 
   if (tool(t, 'nginx') === undefined) return;
-  const [webA, webB] = [await freePort(), await freePort()];
-  const nginx = await startNginxHttp(
-    [
-      `server { listen 127.0.0.1:${webA}; return 200 "web-a $host\\n"; }`,
-      `server { listen 127.0.0.1:${webB}; return 200 "web-b $host\\n"; }`,
-    ].join('\n'),
-  );
-  t.after(() => nginx.stop());
-  const { proxy, port } = await startProxy({
-    upstreams: [
-      { id: 'web-a', host: '127.0.0.1', port: webA },
-      { id: 'web-b', host: '127.0.0.1', port: webB },
-    ],
-    preread: { inspectors: { http: http1() } },
-    selector: (ctx) => {
-      const group = ctx.preread?.http?.hostname === 'b.test' ? 'web-b' : 'web-a';
-      return ctx.candidates.find((candidate) => candidate.id === group);
-    },
-  });
-  t.after(() => proxy.close({ drainTimeout: 0 }));
+  const { port } = await hostRoutedNginx(t);
   const socket = await connect(port);
   t.after(() => socket.destroy());
   socket.end('GET http://b.test/ HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n');

@@ -4,11 +4,9 @@ import fc from 'fast-check';
 import { http1 } from '../../src/index.js';
 import { fuzzRuns } from '../helpers/fuzz.js';
 import { connect, readAll } from '../helpers/net.js';
-import { startNginxHttp } from '../helpers/nginxHttp.js';
-import { freePort } from '../helpers/peerProcess.js';
-import { startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
 import { prereadContext } from '../helpers/prereadContext.js';
+import { hostRoutedNginx } from './hostRoutedNginx.js';
 
 const ctx = prereadContext;
 
@@ -79,26 +77,7 @@ test('http1 property: the verdict does not depend on CRLF or LF per line, nor on
 
 test('a bare-LF request through the proxy reaches the server its Host names, as real nginx reads it', async (t) => {
   if (tool(t, 'nginx') === undefined) return;
-  const [webA, webB] = [await freePort(), await freePort()];
-  const nginx = await startNginxHttp(
-    [
-      `server { listen 127.0.0.1:${webA}; return 200 "web-a $host\\n"; }`,
-      `server { listen 127.0.0.1:${webB}; return 200 "web-b $host\\n"; }`,
-    ].join('\n'),
-  );
-  t.after(() => nginx.stop());
-  const { proxy, port, closes } = await startProxy({
-    upstreams: [
-      { id: 'web-a', host: '127.0.0.1', port: webA },
-      { id: 'web-b', host: '127.0.0.1', port: webB },
-    ],
-    preread: { inspectors: { http: http1() }, timeout: 5_000 },
-    selector: (ctx) => {
-      const id = ctx.preread?.http?.hostname === 'b.test' ? 'web-b' : 'web-a';
-      return ctx.candidates.find((candidate) => candidate.id === id);
-    },
-  });
-  t.after(() => proxy.close({ drainTimeout: 0 }));
+  const { proxy, port, closes } = await hostRoutedNginx(t, { timeout: 5_000 });
   const ask = async (request: string): Promise<string> => {
     const client = await connect(port);
     const reply = readAll(client);

@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
 import { CloseReason, TunnelRefusedError, TunnelServer } from '../../src/index.js';
-import type { Upstream } from '../../src/index.js';
+import type { TcpProxyOptions, Upstream } from '../../src/index.js';
 import net from 'node:net';
 import http2 from 'node:http2';
 import type { ServerHttp2Stream } from 'node:http2';
@@ -72,6 +73,22 @@ async function echoed(client: Socket, payload: string): Promise<string> {
   client.write(payload);
   await withTimeout(done, 10_000, 'the echo');
   return text;
+}
+
+/**
+ * Opens `n` clients to `port` one after the other without waiting for their tunnels (kept in
+ * `clients`, for the caller to end), echoes `tunnel <i>` through each and checks every reply;
+ * resolves with the milliseconds all that took.
+ */
+async function tunnelsAtOnce(port: number, n: number, clients: Socket[]): Promise<number> {
+  const started = performance.now();
+  for (let i = 0; i < n; i++) clients.push(await connect(port));
+  const replies = await Promise.all(clients.map((client, i) => echoed(client, `tunnel ${i}`)));
+  assert.deepEqual(
+    replies,
+    clients.map((_client, i) => `tunnel ${i}`),
+  );
+  return performance.now() - started;
 }
 
 // l4proxy -> (HTTP/2 CONNECT) nghttpx -s -> (HTTP/1.1 CONNECT) squid -> target
@@ -158,15 +175,9 @@ describe('TCP over HTTP/2 CONNECT through nghttpx', { skip: missing }, () => {
       await proxy.close({ drainTimeout: 0 });
       await narrow.stop();
     });
-    const started = performance.now();
     // All at once, on a cold pool: before the first session has the proxy's SETTINGS.
-    for (let i = 0; i < 6; i++) clients.push(await connect(port));
-    const replies = await Promise.all(clients.map((client, i) => echoed(client, `tunnel ${i}`)));
-    assert.deepEqual(
-      replies,
-      clients.map((_client, i) => `tunnel ${i}`),
-    );
-    assert.ok(performance.now() - started < 4_000, 'no tunnel waited for connect_timeout');
+    const took = await tunnelsAtOnce(port, 6, clients);
+    assert.ok(took < 4_000, 'no tunnel waited for connect_timeout');
     const live = proxy.stats().tunnels;
     assert.equal(live?.h2_streams_per_session_max, 1);
     assert.equal(live.tunnel_opened_total, 6);
@@ -340,6 +351,36 @@ describe('HTTP/2 CONNECT: the proxy limits streams (a node:http2 proxy)', () => 
     };
   }
 
+  /**
+   * A TcpProxy tunnelling over HTTP/2 through `limitingProxy(limit, refuse)` to a fresh echo
+   * server, with `options`; all closed after the test.
+   */
+  async function throughLimitingProxy(
+    t: TestContext,
+    limit: number,
+    refuse: readonly number[],
+    options: Omit<TcpProxyOptions, 'upstreams'>,
+  ) {
+    const echo = await echoServer();
+    const peer = await limitingProxy(limit, refuse);
+    const proxied = await startProxy({
+      upstreams: [
+        {
+          host: '127.0.0.1',
+          port: peer.port,
+          tunnel: { protocol: 'h2', target: `127.0.0.1:${String(echo.port)}` },
+        },
+      ],
+      ...options,
+    });
+    t.after(async () => {
+      await proxied.proxy.close({ drainTimeout: 0 });
+      peer.close();
+      await echo.close();
+    });
+    return { ...proxied, peer };
+  }
+
   test('tunnels waiting for a proxy that never sends its SETTINGS: each one ended is a failed attempt', async (t) => {
     const silent = new Set<Socket>();
     const server = net.createServer((socket) => {
@@ -383,34 +424,16 @@ describe('HTTP/2 CONNECT: the proxy limits streams (a node:http2 proxy)', () => 
     [2, [2], 'a stream refused unprocessed (REFUSED_STREAM)'],
   ] as const)
     test(`${name}: concurrent tunnels all open on a cold pool, none fails nor waits for connect_timeout`, async (t) => {
-      const echo = await echoServer();
-      const peer = await limitingProxy(limit, refuse);
-      const { proxy, port, closes } = await startProxy({
-        upstreams: [
-          {
-            host: '127.0.0.1',
-            port: peer.port,
-            tunnel: { protocol: 'h2', target: `127.0.0.1:${String(echo.port)}` },
-          },
-        ],
+      const clients: Socket[] = [];
+      t.after(() => {
+        for (const client of clients) client.destroy();
+      });
+      const { proxy, port, closes, peer } = await throughLimitingProxy(t, limit, refuse, {
         connectTimeout: 8_000,
         maxConnectAttempts: 1,
       });
-      const clients: Socket[] = [];
-      t.after(async () => {
-        for (const client of clients) client.destroy();
-        await proxy.close({ drainTimeout: 0 });
-        peer.close();
-        await echo.close();
-      });
-      const started = performance.now();
-      for (let i = 0; i < 5; i++) clients.push(await connect(port));
-      const replies = await Promise.all(clients.map((client, i) => echoed(client, `tunnel ${i}`)));
-      assert.deepEqual(
-        replies,
-        clients.map((_client, i) => `tunnel ${i}`),
-      );
-      assert.ok(performance.now() - started < 4_000, 'no tunnel waited for connect_timeout');
+      const took = await tunnelsAtOnce(port, 5, clients);
+      assert.ok(took < 4_000, 'no tunnel waited for connect_timeout');
       const tunnels = proxy.stats().tunnels;
       assert.equal(tunnels?.tunnel_opened_total, 5);
       assert.equal(tunnels.tunnel_failed_total, 0);
@@ -427,23 +450,9 @@ describe('HTTP/2 CONNECT: the proxy limits streams (a node:http2 proxy)', () => 
     [[1, 2], 'refused unprocessed twice'],
   ] as const)
     test(`${name}: sent again once, not counted against the proxy`, async (t) => {
-      const echo = await echoServer();
-      const peer = await limitingProxy(100, refuse);
-      const { proxy, port, closes } = await startProxy({
-        upstreams: [
-          {
-            host: '127.0.0.1',
-            port: peer.port,
-            tunnel: { protocol: 'h2', target: `127.0.0.1:${String(echo.port)}` },
-          },
-        ],
+      const { proxy, port, closes, peer } = await throughLimitingProxy(t, 100, refuse, {
         maxConnectAttempts: 1,
         outlierDetection: { consecutiveFailures: 1 },
-      });
-      t.after(async () => {
-        await proxy.close({ drainTimeout: 0 });
-        peer.close();
-        await echo.close();
       });
       const client = await connect(port);
       if (refuse.length === 1) {

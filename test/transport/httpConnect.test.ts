@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
 import { CloseReason, TunnelRefusedError } from '../../src/index.js';
-import type { L4Error, Upstream } from '../../src/index.js';
+import type { HttpTunnel, L4Error, TcpProxyOptions, Upstream } from '../../src/index.js';
 import { closed, connect, dial, echoServer, listen, readAll, refusedPort } from '../helpers/net.js';
 import { withTimeout } from '../helpers/net.js';
 
@@ -31,6 +32,7 @@ async function roundTrip(client: Socket, payload: Buffer | string): Promise<stri
   return Buffer.concat(chunks).toString();
 }
 import { startProxy } from '../helpers/proxy.js';
+import type { ProxyUnderTest } from '../helpers/proxy.js';
 import type { Squid } from '../helpers/squid.js';
 import { FAKE_AUTH, startSquid } from '../helpers/squid.js';
 import { findTool, requireTools } from '../helpers/tools.js';
@@ -189,41 +191,54 @@ describe('TCP over HTTP/1.1 CONNECT through squid', { skip: missing }, () => {
   });
 });
 
+/**
+ * A TcpProxy whose one upstream is a hand-written CONNECT proxy: a raw TCP server handing each
+ * socket (error handler set) to `serve`. The tunnel goes to 127.0.0.1:9 unless `tunnel` says;
+ * both closed after the test, the server's sockets destroyed.
+ */
+async function behindRawProxy(
+  t: TestContext,
+  serve: (socket: Socket) => void,
+  options: Omit<TcpProxyOptions, 'upstreams'> = {},
+  tunnel: HttpTunnel = { target: '127.0.0.1:9' },
+): Promise<ProxyUnderTest & { sockets: Set<Socket> }> {
+  const sockets = new Set<Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    serve(socket);
+  });
+  const proxyPort = await listen(server);
+  const proxied = await startProxy({
+    upstreams: [{ host: '127.0.0.1', port: proxyPort, tunnel }],
+    ...options,
+  });
+  t.after(async () => {
+    await proxied.proxy.close({ drainTimeout: 0 });
+    for (const socket of sockets) socket.destroy();
+    server.close();
+  });
+  return { ...proxied, sockets };
+}
+
 describe('HTTP/1.1 CONNECT failure modes (independent of squid)', () => {
-  test('a slow proxy that never answers: connect_timeout', async () => {
-    const silent = new Set<Socket>();
-    const server = net.createServer((socket) => {
-      silent.add(socket);
-      socket.on('error', () => undefined);
-    });
-    const proxyPort = await listen(server);
-    const { proxy, port, closes } = await startProxy({
-      upstreams: [{ host: '127.0.0.1', port: proxyPort, tunnel: { target: '127.0.0.1:9' } }],
+  test('a slow proxy that never answers: connect_timeout', async (t) => {
+    const { proxy, port, closes } = await behindRawProxy(t, () => undefined, {
       connectTimeout: 300,
     });
     await closed(await connect(port));
     const [summary] = await closes(1);
     assert.equal(summary?.reason, CloseReason.CONNECT_TIMEOUT);
     assert.equal(proxy.stats().tunnels?.tunnel_failed_total, 1);
-    await proxy.close();
-    for (const socket of silent) socket.destroy();
-    server.close();
   });
 
-  test('a proxy that hangs up before answering: connect_failed, not a hang', async () => {
-    const server = net.createServer((socket) => {
-      socket.on('error', () => undefined);
+  test('a proxy that hangs up before answering: connect_failed, not a hang', async (t) => {
+    const { port, closes } = await behindRawProxy(t, (socket) => {
       socket.once('data', () => socket.end());
-    });
-    const proxyPort = await listen(server);
-    const { proxy, port, closes } = await startProxy({
-      upstreams: [{ host: '127.0.0.1', port: proxyPort, tunnel: { target: '127.0.0.1:9' } }],
     });
     await closed(await connect(port));
     const [summary] = await closes(1);
     assert.equal(summary?.reason, CloseReason.CONNECT_FAILED);
-    await proxy.close();
-    server.close();
   });
 
   for (const [name, answer] of [
@@ -232,20 +247,13 @@ describe('HTTP/1.1 CONNECT failure modes (independent of squid)', () => {
     ['a head over 16 KiB', `HTTP/1.1 200 OK\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`],
   ] as const)
     test(`a malformed answer (${name}) fails the attempt at once: connect_failed, not a wait for connect_timeout`, async (t) => {
-      const server = net.createServer((socket) => {
-        socket.on('error', () => undefined);
-        socket.once('data', () => socket.write(answer));
-      });
-      const proxyPort = await listen(server);
-      const { proxy, port, closes } = await startProxy({
-        upstreams: [{ host: '127.0.0.1', port: proxyPort, tunnel: { target: '127.0.0.1:9' } }],
-        connectTimeout: 20_000,
-        maxConnectAttempts: 1,
-      });
-      t.after(async () => {
-        server.close();
-        await proxy.close({ drainTimeout: 0 });
-      });
+      const { proxy, port, closes } = await behindRawProxy(
+        t,
+        (socket) => {
+          socket.once('data', () => socket.write(answer));
+        },
+        { connectTimeout: 20_000, maxConnectAttempts: 1 },
+      );
       await closed(await connect(port), 5_000);
       const [summary] = await closes(1, 5_000);
       assert.equal(summary?.reason, CloseReason.CONNECT_FAILED);
@@ -254,19 +262,13 @@ describe('HTTP/1.1 CONNECT failure modes (independent of squid)', () => {
     });
 
   test('a refusal with a status outside 100-599 (600) is counted, in the "other" class', async (t) => {
-    const server = net.createServer((socket) => {
-      socket.on('error', () => undefined);
-      socket.once('data', () => socket.end('HTTP/1.1 600 Unheard Of\r\n\r\n'));
-    });
-    const proxyPort = await listen(server);
-    const { proxy, port, closes } = await startProxy({
-      upstreams: [{ host: '127.0.0.1', port: proxyPort, tunnel: { target: '127.0.0.1:9' } }],
-      maxConnectAttempts: 1,
-    });
-    t.after(async () => {
-      server.close();
-      await proxy.close({ drainTimeout: 0 });
-    });
+    const { proxy, port, closes } = await behindRawProxy(
+      t,
+      (socket) => {
+        socket.once('data', () => socket.end('HTTP/1.1 600 Unheard Of\r\n\r\n'));
+      },
+      { maxConnectAttempts: 1 },
+    );
     await closed(await connect(port), 5_000);
     const [summary] = await closes(1, 5_000);
     assert.equal(summary?.reason, CloseReason.TUNNEL_REFUSED);
@@ -280,22 +282,14 @@ describe('HTTP/1.1 CONNECT failure modes (independent of squid)', () => {
     for (const target of ['a\x01b:443', '\u4e2d.example:443', 'a"b:443'])
       test(`a target function returning ${JSON.stringify(target)} (${protocol}): connect_failed, nothing thrown, nothing sent`, async (t) => {
         const seen: Buffer[] = [];
-        const server = net.createServer((socket) => {
-          socket.on('error', () => undefined);
-          socket.on('data', (chunk: Buffer) => seen.push(chunk));
-        });
-        const proxyPort = await listen(server);
-        const { proxy, port, closes } = await startProxy({
-          upstreams: [
-            { host: '127.0.0.1', port: proxyPort, tunnel: { protocol, target: () => target } },
-          ],
-          maxConnectAttempts: 1,
-          connectTimeout: 5_000,
-        });
-        t.after(async () => {
-          await proxy.close({ drainTimeout: 0 });
-          server.close();
-        });
+        const { proxy, port, closes } = await behindRawProxy(
+          t,
+          (socket) => {
+            socket.on('data', (chunk: Buffer) => seen.push(chunk));
+          },
+          { maxConnectAttempts: 1, connectTimeout: 5_000 },
+          { protocol, target: () => target },
+        );
         await closed(dial(port), 5_000);
         const [summary] = await closes(1, 5_000);
         assert.equal(summary?.reason, CloseReason.CONNECT_FAILED);
@@ -310,29 +304,23 @@ describe('HTTP/1.1 CONNECT failure modes (independent of squid)', () => {
     test(`interim answers (100, 103) ${name}: read past, the tunnel opens`, async (t) => {
       // Node's HTTP client takes any answer to CONNECT as final; RFC 9110 15.2 says to read past
       // 1xx. A minimal proxy: interim answers, the 200, then an echo of the tunnel's bytes.
-      const server = net.createServer((socket) => {
-        socket.on('error', () => undefined);
-        socket.once('data', () => {
-          const interim =
-            'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n';
-          const final = 'HTTP/1.1 200 Connection established\r\n\r\n';
-          if (!split) socket.write(interim + final);
-          else {
-            socket.write(interim);
-            setTimeout(() => socket.write(`${final}hello `), 50);
-          }
-          socket.on('data', (chunk: Buffer) => socket.write(chunk));
-        });
-      });
-      const proxyPort = await listen(server);
-      const { proxy, port, closes } = await startProxy({
-        upstreams: [{ host: '127.0.0.1', port: proxyPort, tunnel: { target: '127.0.0.1:9' } }],
-        maxConnectAttempts: 1,
-      });
-      t.after(async () => {
-        server.close();
-        await proxy.close({ drainTimeout: 0 });
-      });
+      const { proxy, port, closes } = await behindRawProxy(
+        t,
+        (socket) => {
+          socket.once('data', () => {
+            const interim =
+              'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n';
+            const final = 'HTTP/1.1 200 Connection established\r\n\r\n';
+            if (!split) socket.write(interim + final);
+            else {
+              socket.write(interim);
+              setTimeout(() => socket.write(`${final}hello `), 50);
+            }
+            socket.on('data', (chunk: Buffer) => socket.write(chunk));
+          });
+        },
+        { maxConnectAttempts: 1 },
+      );
       const client = await connect(port);
       const expected = split ? 'hello ping' : 'ping';
       let received = '';
@@ -352,20 +340,13 @@ describe('HTTP/1.1 CONNECT failure modes (independent of squid)', () => {
       assert.equal(proxy.stats().tunnels?.tunnel_opened_total, 1);
     });
 
-  test('the proxy dies mid-stream: the client is reset (upstream_reset)', async () => {
-    const sockets = new Set<Socket>();
+  test('the proxy dies mid-stream: the client is reset (upstream_reset)', async (t) => {
     // A minimal CONNECT proxy that answers 200 and then echoes, until it is killed (RST).
-    const server = net.createServer((socket) => {
-      sockets.add(socket);
-      socket.on('error', () => undefined);
+    const { port, closes, sockets } = await behindRawProxy(t, (socket) => {
       socket.once('data', () => {
         socket.write('HTTP/1.1 200 Connection established\r\n\r\n');
         socket.on('data', (chunk: Buffer) => socket.write(chunk));
       });
-    });
-    const proxyPort = await listen(server);
-    const { proxy, port, closes } = await startProxy({
-      upstreams: [{ host: '127.0.0.1', port: proxyPort, tunnel: { target: '127.0.0.1:9' } }],
     });
     const client = await connect(port);
     client.write('ping');
@@ -374,7 +355,5 @@ describe('HTTP/1.1 CONNECT failure modes (independent of squid)', () => {
     const error = await closed(client);
     assert.equal((error as NodeJS.ErrnoException | undefined)?.code, 'ECONNRESET');
     assert.equal((await closes(1))[0]?.reason, CloseReason.UPSTREAM_RESET);
-    await proxy.close();
-    server.close();
   });
 });

@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { TcpProxy, TunnelServer } from '../../src/index.js';
@@ -10,31 +8,14 @@ import type {
   TunnelServerOptions,
   TunnelSummary,
 } from '../../src/index.js';
-import { curl } from '../helpers/curl.js';
+import { curl, curlTunnel as viaCurl } from '../helpers/curl.js';
+import { httpOrigin as origin } from '../helpers/httpOrigin.js';
 import { connect, echoServer, readAll, refusedPort, withTimeout } from '../helpers/net.js';
 import { freePort, startPeer } from '../helpers/peerProcess.js';
 import { startProxy } from '../helpers/proxy.js';
 import { makeCa } from '../helpers/tlsCa.js';
 import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
 import { findTool, requireTools, tool } from '../helpers/tools.js';
-
-/** An HTTP origin answering `name` (so a reply says which backend served it). */
-async function origin(name: string): Promise<{ port: number; close: () => Promise<void> }> {
-  const server = http.createServer((_request, response) => {
-    response.end(name);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => {
-          resolve();
-        });
-      }),
-  };
-}
 
 async function tunnelServer(t: TestContext, options: TunnelServerOptions) {
   const server = new TunnelServer(options);
@@ -53,20 +34,6 @@ async function tunnelServer(t: TestContext, options: TunnelServerOptions) {
       `${count} tunnel summaries`,
     );
   return { server, port, summaries, closes };
-}
-
-/** curl through the tunnel server (HTTP/1.1 CONNECT), printing the CONNECT status and the body. */
-function viaCurl(curlPath: string, proxy: string, url: string, extra: readonly string[] = []) {
-  return curl(curlPath, [
-    '-s',
-    '--proxytunnel',
-    '--proxy',
-    proxy,
-    '-w',
-    ' %{http_connect}',
-    ...extra,
-    url,
-  ]);
 }
 
 describe('TunnelServer admission and routing', () => {

@@ -71,7 +71,6 @@ describe('UdpProxy with a real DNS server', () => {
     if (digPath === undefined) return;
     const dns = await startDnsmasq(t, 'example.test', '10.1.2.3');
     if (dns === undefined) return;
-    t.after(() => dns.stop());
     const { proxy, port } = await startProxy({
       upstreams: [{ host: '127.0.0.1', port: dns.port }],
       maxResponses: 1,
@@ -91,10 +90,8 @@ describe('UdpProxy with a real DNS server', () => {
     if (digPath === undefined) return;
     const a = await startDnsmasq(t, 'example.test', '10.1.2.3');
     if (a === undefined) return;
-    t.after(() => a.stop());
     const b = await startDnsmasq(t, 'example.test', '10.1.2.4');
     if (b === undefined) return;
-    t.after(() => b.stop());
     const { proxy, port } = await startProxy({
       upstreams: [
         { host: '127.0.0.1', port: a.port, id: 'a' },

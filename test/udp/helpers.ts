@@ -231,7 +231,7 @@ async function startDnsmasqOnce(
 
 /**
  * Starts dnsmasq (skipping the test when it is not installed), retrying a few times when the
- * chosen port was taken between probing and binding.
+ * chosen port was taken between probing and binding; stopped after the test.
  */
 export async function startDnsmasq(
   t: TestContext,
@@ -242,7 +242,9 @@ export async function startDnsmasq(
   if (path === undefined) return undefined;
   for (let attempt = 0; attempt < 5; attempt++) {
     const instance = await startDnsmasqOnce(path, name, answer);
-    if (instance !== undefined) return instance;
+    if (instance === undefined) continue;
+    t.after(() => instance.stop());
+    return instance;
   }
   throw new Error(`dnsmasq failed to start 5 times; last output: ${lastDnsmasqOutput}`);
 }

@@ -13,8 +13,7 @@ import {
 import type { DnsSourceOptions, Upstream } from '../../src/index.js';
 import { closed, connect, dial, readAll, withTimeout } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
-import { tool } from '../helpers/tools.js';
-import { startDnsmasq } from './dnsmasq.js';
+import { testDnsmasq } from './dnsmasq.js';
 import { closeSocket, freeUdpPort, udpSocket } from '../udp/helpers.js';
 import { nextEvent, trackResources } from './helpers.js';
 
@@ -113,18 +112,14 @@ function sink(): {
 
 /**
  * Echo servers on 127.0.0.2 and .3, a dnsmasq naming only .2, and a proxy whose `DnsSource`
- * follows it; all closed after the test. Resolves once the proxy has its first list.
+ * follows it; all closed after the test. Resolves once the proxy has its first list; undefined
+ * (the test skipped) without dnsmasq.
  */
-async function proxyOnDnsmasq(
-  t: TestContext,
-  binary: string,
-  refreshInterval: number,
-  timeout: number,
-) {
+async function proxyOnDnsmasq(t: TestContext, refreshInterval: number, timeout: number) {
+  const dns = await testDnsmasq(t, { hosts: { [NAME]: ['127.0.0.2'] } });
+  if (dns === undefined) return undefined;
   const echo = await echoOnOnePort(['127.0.0.2', '127.0.0.3']);
   t.after(() => echo.close());
-  const dns = await startDnsmasq(binary, { hosts: { [NAME]: ['127.0.0.2'] } });
-  t.after(() => dns.close());
   const source = new DnsSource({
     name: NAME,
     port: echo.port,
@@ -141,9 +136,9 @@ async function proxyOnDnsmasq(
 
 describe('DnsSource against dnsmasq', () => {
   test('A records: the set follows the records within one refresh, and a live connection to a removed upstream keeps working', async (t) => {
-    const binary = tool(t, 'dnsmasq');
-    if (!binary) return;
-    const { echo, dns, source, proxy } = await proxyOnDnsmasq(t, binary, 200, 500);
+    const rig = await proxyOnDnsmasq(t, 200, 500);
+    if (rig === undefined) return;
+    const { echo, dns, source, proxy } = rig;
     assert.deepEqual(ids(proxy.upstreams()), [`127.0.0.2:${echo.port}`]);
     const port = proxyPort(proxy);
     const live = await connect(port);
@@ -178,11 +173,9 @@ describe('DnsSource against dnsmasq', () => {
   });
 
   test('A records in rotating order: one update and one upstreamsChange over many lookups; a real change after rotation is delivered once', async (t) => {
-    const binary = tool(t, 'dnsmasq');
-    if (!binary) return;
     const hosts = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
-    const dns = await startDnsmasq(binary, { hosts: { [NAME]: hosts }, ttl: 1 });
-    t.after(() => dns.close());
+    const dns = await testDnsmasq(t, { hosts: { [NAME]: hosts }, ttl: 1 });
+    if (dns === undefined) return;
     const source = new DnsSource({
       name: NAME,
       port: 80,
@@ -223,17 +216,15 @@ describe('DnsSource against dnsmasq', () => {
   });
 
   test('SRV targets with several rotating addresses: one list over many lookups', async (t) => {
-    const binary = tool(t, 'dnsmasq');
-    if (!binary) return;
     const srvName = '_web._tcp.example.test';
-    const dns = await startDnsmasq(binary, {
+    const dns = await testDnsmasq(t, {
       hosts: {
         'a.example.test': ['127.0.0.2', '127.0.0.3', '127.0.0.4'],
         'b.example.test': ['127.0.0.5', '127.0.0.6'],
       },
       srv: [`${srvName},a.example.test,8080,0,10`, `${srvName},b.example.test,8081,1,10`],
     });
-    t.after(() => dns.close());
+    if (dns === undefined) return;
     const s = sink();
     const source = new DnsSource({
       name: srvName,
@@ -265,10 +256,8 @@ describe('DnsSource against dnsmasq', () => {
   });
 
   test('respectTtl: a TTL shorter than refreshInterval brings the next lookup forward', async (t) => {
-    const binary = tool(t, 'dnsmasq');
-    if (!binary) return;
-    const dns = await startDnsmasq(binary, { hosts: { [NAME]: ['127.0.0.2'] }, ttl: 1 });
-    t.after(() => dns.close());
+    const dns = await testDnsmasq(t, { hosts: { [NAME]: ['127.0.0.2'] }, ttl: 1 });
+    if (dns === undefined) return;
     const make = (respectTtl: boolean): DnsSource =>
       new DnsSource({
         name: NAME,
@@ -298,10 +287,8 @@ describe('DnsSource against dnsmasq', () => {
   });
 
   test('SRV: priority and weight map to failover priority and weight, targets resolve through the same servers', async (t) => {
-    const binary = tool(t, 'dnsmasq');
-    if (!binary) return;
     const srvName = '_db._tcp.example.test';
-    const dns = await startDnsmasq(binary, {
+    const dns = await testDnsmasq(t, {
       hosts: {
         'a.example.test': ['127.0.0.2'],
         'b.example.test': ['127.0.0.3'],
@@ -313,7 +300,7 @@ describe('DnsSource against dnsmasq', () => {
         `${srvName},c.example.test,5434,1,5`,
       ],
     });
-    t.after(() => dns.close());
+    if (dns === undefined) return;
     const s = sink();
     const source = new DnsSource({ name: srvName, type: 'SRV', servers: [dns.server] });
     source.start(s);
@@ -348,18 +335,16 @@ describe('DnsSource against dnsmasq', () => {
   });
 
   test('an SRV target whose lookup fails does not hold back the others: they are used at once, and its last good answer is kept while they change', async (t) => {
-    const binary = tool(t, 'dnsmasq');
-    if (!binary) return;
     const srvName = '_db._tcp.example.test';
     const srv = [`${srvName},a.example.test,5432,0,10`, `${srvName},b.example.test,5433,0,10`];
     // b.example.test forwarded to a server that is not there: its queries time out.
     const dead = [`--server=/b.example.test/127.0.0.1#${String(await freeUdpPort())}`];
-    const dns = await startDnsmasq(binary, {
+    const dns = await testDnsmasq(t, {
       hosts: { 'a.example.test': ['127.0.0.2'] },
       srv,
       args: dead,
     });
-    t.after(() => dns.close());
+    if (dns === undefined) return;
     const s = sink();
     const source = new DnsSource({
       name: srvName,
@@ -403,9 +388,9 @@ describe('DnsSource against dnsmasq', () => {
   });
 
   test('a failed lookup keeps the last good set and is reported; the set follows again once DNS is back', async (t) => {
-    const binary = tool(t, 'dnsmasq');
-    if (!binary) return;
-    const { echo, dns, source, proxy } = await proxyOnDnsmasq(t, binary, 100, 200);
+    const rig = await proxyOnDnsmasq(t, 100, 200);
+    if (rig === undefined) return;
+    const { echo, dns, source, proxy } = rig;
     const failed = nextEvent(proxy, 'upstreamSourceError');
     await dns.stop();
     const [error] = await failed;
@@ -431,10 +416,8 @@ describe('DnsSource against dnsmasq', () => {
   });
 
   test("an empty answer keeps the last set by default (reported), and empties it with onEmpty: 'clear'", async (t) => {
-    const binary = tool(t, 'dnsmasq');
-    if (!binary) return;
-    const dns = await startDnsmasq(binary, { hosts: { [NAME]: ['127.0.0.2'] } });
-    t.after(() => dns.close());
+    const dns = await testDnsmasq(t, { hosts: { [NAME]: ['127.0.0.2'] } });
+    if (dns === undefined) return;
     const options: DnsSourceOptions = {
       name: NAME,
       port: 9,

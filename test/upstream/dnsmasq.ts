@@ -4,6 +4,8 @@ import { Resolver } from 'node:dns/promises';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import { tool } from '../helpers/tools.js';
 import { freeDnsPort } from '../udp/helpers.js';
 
 /** A dnsmasq child serving `example.test` on 127.0.0.1 and an ephemeral UDP port. */
@@ -24,21 +26,36 @@ export interface Dnsmasq {
   close(): Promise<void>;
 }
 
+/** What {@link startDnsmasq} serves. */
+export interface DnsmasqOptions {
+  hosts?: Record<string, readonly string[]>;
+  srv?: readonly string[];
+  ttl?: number;
+  /** More dnsmasq arguments, e.g. `--server=/b.example.test/127.0.0.1#9` (a dead forwarder). */
+  args?: readonly string[];
+}
+
+/**
+ * {@link startDnsmasq} for a test: undefined (the test skipped, with the reason) when dnsmasq
+ * is not installed; closed after the test.
+ */
+export async function testDnsmasq(
+  t: TestContext,
+  options: DnsmasqOptions = {},
+): Promise<Dnsmasq | undefined> {
+  const binary = tool(t, 'dnsmasq');
+  if (binary === undefined) return undefined;
+  const dns = await startDnsmasq(binary, options);
+  t.after(() => dns.close());
+  return dns;
+}
+
 /**
  * Starts dnsmasq authoritative-like for `example.test` (`--local`: unknown names are NXDOMAIN),
  * with address records from a hosts directory and SRV records from the command line. `ttl` is
  * the TTL of every answer.
  */
-export async function startDnsmasq(
-  binary: string,
-  options: {
-    hosts?: Record<string, readonly string[]>;
-    srv?: readonly string[];
-    ttl?: number;
-    /** More dnsmasq arguments, e.g. `--server=/b.example.test/127.0.0.1#9` (a dead forwarder). */
-    args?: readonly string[];
-  } = {},
-): Promise<Dnsmasq> {
+export async function startDnsmasq(binary: string, options: DnsmasqOptions = {}): Promise<Dnsmasq> {
   const dir = mkdtempSync(join(tmpdir(), 'l4proxy-dnsmasq-'));
   const hostsDir = join(dir, 'hosts');
   mkdirSync(hostsDir);
