@@ -3,7 +3,13 @@ import type { Worker } from 'node:cluster';
 import type { Config } from './config.js';
 import { closeAll, loadConfigFile } from './config.js';
 import type { ListenerStats } from './Listener.js';
-import { createOutputs, ignoreUnusedSignals, statusPeriod } from './outputs.js';
+import {
+  createOutputs,
+  CUT_WAIT_MS,
+  ignoreUnusedSignals,
+  OUTPUT_FLUSH_MS,
+  statusPeriod,
+} from './outputs.js';
 import type { Logger } from './jsonLogger.js';
 import { isWorkerMessage } from './messages.js';
 import type { PrimaryMessage, WorkerMessage } from './messages.js';
@@ -19,6 +25,11 @@ import type { TunnelListenerStats } from './tunnelListeners.js';
 
 /** How long a worker has to answer a stats request before a scrape goes on without it. */
 const STATS_TIMEOUT = 1_000;
+/**
+ * How long workers told to cut their connections (a second signal) have to write those access
+ * lines and exit: the cut itself, then their output's flush bound (outputs.ts), twice.
+ */
+const CUT_EXIT_WAIT = CUT_WAIT_MS + 2 * OUTPUT_FLUSH_MS + 1_000;
 /** Pause before a crashed worker is replaced, so a worker that dies at start cannot spin. */
 const RESPAWN_DELAY = 1_000;
 
@@ -40,6 +51,8 @@ export class Primary {
   private readonly tunnelStats = new Map<number, readonly TunnelListenerStats[]>();
   private nextRequest = 1;
   private draining = false;
+  /** The second stop signal, once one came: the workers are cutting their connections. */
+  private cutBy: NodeJS.Signals | undefined;
   private failed = false;
   private ready = new Set<number>();
   private readonly ops: Logger;
@@ -201,9 +214,8 @@ export class Primary {
 
   private onStopSignal(signal: NodeJS.Signals): void {
     if (this.draining) {
-      this.ops.warn('second signal: exiting now', { signal });
-      this.stopWorkers();
-      process.exit(signalExitCode(signal));
+      this.cutWorkers(signal);
+      return;
     }
     this.draining = true;
     this.status.stop();
@@ -221,7 +233,32 @@ export class Primary {
     if (this.slots.size === 0) this.exit();
   }
 
+  /**
+   * A second stop signal: every worker cuts what it still serves and writes those connections'
+   * access lines before it exits (runListeners.ts), within CUT_EXIT_WAIT; a worker that has not
+   * exited by then is killed. A third signal kills them at once.
+   */
+  private cutWorkers(signal: NodeJS.Signals): void {
+    if (this.cutBy !== undefined) {
+      this.stopWorkers();
+      process.exit(signalExitCode(signal));
+    }
+    this.cutBy = signal;
+    this.ops.warn('second signal: exiting now', { signal });
+    this.broadcast({ type: 'l4proxy:exit' });
+    setTimeout(() => {
+      this.stopWorkers();
+      void this.flushed().then(() => process.exit(signalExitCode(signal)));
+    }, CUT_EXIT_WAIT).unref();
+    if (this.slots.size === 0) this.exit();
+  }
+
   private exit(): void {
+    if (this.cutBy !== undefined) {
+      const code = signalExitCode(this.cutBy);
+      void this.flushed().then(() => process.exit(code));
+      return;
+    }
     // A worker that cut connections at the deadline (or failed) exits 1, and so does the command.
     if (this.failed) this.ops.warn('drained, a worker cut connections or failed; exiting');
     else this.ops.info('drained, exiting');
