@@ -160,6 +160,8 @@ const RELAYED_READS: Readonly<Record<string, (outcome: RelayOutcome) => ClusterR
   '/upstreams': mergeUpstreams,
   '/events': mergeEvents,
   '/config': firstConfig,
+  // Every worker loads the same certificates from the same files.
+  '/certs': firstConfig,
 };
 
 /**

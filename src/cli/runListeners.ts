@@ -17,6 +17,7 @@ import type { EffectiveSettings } from './settings.js';
 import { TunnelListeners } from './tunnelListeners.js';
 import { stopRequested, takeSignals, signalExitCode } from './signals.js';
 import { ignoreError } from '../internal/ignoreError.js';
+import { DEFAULT_CERTIFICATE_WARNING_DAYS, warnExpiringCertificates } from './certificateExpiry.js';
 
 /** Logs what a reload did. */
 export function logReload(ops: Logger, outcome: ReloadOutcome): void {
@@ -136,13 +137,27 @@ export async function runListeners(
     await flushed();
     process.exit(code);
   };
+  // With --workers every worker loads the same certificates: worker 1 speaks for them.
+  const checkCertificates = (days: number | undefined): void => {
+    if (worker !== undefined && worker !== '1') return;
+    warnExpiringCertificates(
+      ops,
+      [...running.stats(), ...tunnels.stats()],
+      days ?? DEFAULT_CERTIFICATE_WARNING_DAYS,
+    );
+  };
+  let warningDays = config.settings.certificateExpiryWarningDays;
   const reload = async (): Promise<void> => {
     if (settings.file === undefined) {
       ops.warn('no config file (quick form): nothing to reload');
       return;
     }
-    logReload(ops, await running.reload(settings.file));
+    const outcome = await running.reload(settings.file);
+    logReload(ops, outcome);
     await tunnels.reload(settings.file);
+    // Renewed certificates (or a new warning period) are judged again.
+    if (outcome.ok) warningDays = outcome.settings?.certificateExpiryWarningDays;
+    checkCertificates(warningDays);
   };
 
   if (worker !== undefined) {
@@ -186,6 +201,7 @@ export async function runListeners(
       type: 'l4proxy:ready',
       addresses: [...running.addresses(), ...tunnels.addresses()],
     });
+    checkCertificates(warningDays);
     return;
   }
 
@@ -235,6 +251,7 @@ export async function runListeners(
   if (drainStarted()) return;
   status.start(statusPeriod(settings.statusInterval));
   ops.info('ready', { listeners: [...running.addresses(), ...tunnels.addresses()] });
+  checkCertificates(warningDays);
 }
 
 /** TCP connections the proxies closed themselves (`proxy_closed`): cut by a drain's deadline. */
