@@ -50,6 +50,9 @@ export class Primary {
   /** Each worker's tunnel listeners, from its latest stats reply (metrics only). */
   private readonly tunnelStats = new Map<number, readonly TunnelListenerStats[]>();
   private nextRequest = 1;
+  /** Reloads broadcast so far, and how many had been when each slot's worker was forked. */
+  private reloads = 0;
+  private readonly reloadsAtFork = new Map<number, number>();
   private draining = false;
   /** The second stop signal, once one came: the workers are cutting their connections. */
   private cutBy: NodeJS.Signals | undefined;
@@ -148,6 +151,7 @@ export class Primary {
   private fork(slot: number): void {
     const worker = cluster.fork({ L4PROXY_WORKER: String(slot) });
     this.slots.set(slot, worker);
+    this.reloadsAtFork.set(slot, this.reloads);
     worker.on('message', (message: unknown) => {
       if (isWorkerMessage(message)) this.onMessage(slot, message);
     });
@@ -169,7 +173,10 @@ export class Primary {
         if (worker?.isConnected() === true) worker.send({ type: 'l4proxy:drain' });
         return;
       }
-      if (worker !== undefined) this.relay.replay(worker);
+      if (worker !== undefined) {
+        this.relay.replay(worker);
+        this.catchUpReload(slot, worker);
+      }
       this.ops.info('worker ready', {
         worker: slot,
         // `pid` is the primary's own, on every line it writes: a second `pid` key was ambiguous.
@@ -287,7 +294,19 @@ export class Primary {
     this.ops.info('reloading workers', { workers: this.slots.size });
     // Workers clear operator overrides on a successful reload: a restarted one must not replay them.
     this.relay.forget();
+    this.reloads++;
     this.broadcast({ type: 'l4proxy:reload' });
+  }
+
+  /**
+   * A reload broadcast while this worker was starting reached no handler (a worker listens for
+   * the primary's messages once its listeners are open): it reloads now. The file it read at its
+   * start may predate the SIGHUP; reading it again is harmless when it does not.
+   */
+  private catchUpReload(slot: number, worker: Worker): void {
+    if (this.reloads === this.reloadsAtFork.get(slot) || !worker.isConnected()) return;
+    this.reloadsAtFork.set(slot, this.reloads);
+    worker.send({ type: 'l4proxy:reload' } satisfies PrimaryMessage);
   }
 
   private broadcast(message: PrimaryMessage): void {
