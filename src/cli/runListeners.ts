@@ -164,8 +164,11 @@ export async function runListeners(
     // The primary forwards signals; the terminal's own SIGINT reaching the whole process group
     // starts the same drain (never a forced exit: that is the primary's call).
     // A signal received while the listeners opened drains now.
-    takeSignals({ stop: (signal) => void drain(signal), reload: () => undefined });
-    process.on('disconnect', () => void drain('primary gone'));
+    takeSignals({
+      stop: (signal) => void drain(signal),
+      reload: () => undefined,
+      primaryGone: () => void drain('primary gone'),
+    });
     process.on('message', (message: unknown) => {
       if (!isPrimaryMessage(message)) return;
       if (message.type === 'l4proxy:drain') void drain('primary');
