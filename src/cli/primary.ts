@@ -252,6 +252,9 @@ export class Primary {
     }
     this.cutBy = signal;
     this.ops.warn('second signal: exiting now', { signal });
+    // A worker still starting serves nothing yet, and would not hear the message before it is up.
+    for (const [slot, worker] of this.slots)
+      if (!this.ready.has(slot)) worker.process.kill('SIGKILL');
     this.broadcast({ type: 'l4proxy:exit' });
     setTimeout(() => {
       this.stopWorkers();
