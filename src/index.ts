@@ -166,6 +166,7 @@ export type {
 export type { DownstreamTlsInfo, TlsPeerCertificate } from './tls/DownstreamTls.js';
 export type { TlsVersion, PemInput } from './tls/pem.js';
 export type { TlsStats } from './tls/tlsStats.js';
+export type { TlsCertificateInfo } from './tls/certificateInfo.js';
 export { sslTlvFields } from './tls/sslTlv.js';
 
 // Connection policy: caps and queue, timeouts, keepalive, source address, bandwidth.

@@ -2,6 +2,8 @@ import { thrownMessage } from '../errors.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { tcpFamilies, udpFamilies } from '../metrics/prometheus.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
+import { certificateFamilies } from '../metrics/certificateMetrics.js';
+import type { TlsCertificateInfo } from '../tls/certificateInfo.js';
 import type { TcpProxyStats } from '../tcp/TcpProxyStats.js';
 import type { UdpProxyStats } from '../udp/UdpProxyStats.js';
 import type { AdminListener } from './AdminListener.js';
@@ -181,6 +183,7 @@ export function unknownEndpoint(path: string): AdminHttpError {
       '/upstreams',
       '/config',
       '/events',
+      '/certs',
       '/ready',
       '/live',
       'POST /upstreams/{listener}/{upstream}/{drain|disable|enable|weight|close}',
@@ -243,7 +246,19 @@ export const JSON_READERS: Readonly<Record<string, (admin: AdminServer) => unkno
   },
   '/config': (admin) => redact(admin.options.config?.() ?? defaultConfig(admin.adminListeners())),
   '/events': (admin) => ({ events: admin.recent.list() }),
+  '/certs': (admin) => {
+    const listeners: Record<string, unknown> = {};
+    for (const listener of admin.adminListeners())
+      listeners[listener.name] = { protocol: listener.protocol, certificates: served(listener) };
+    return { time: Date.now(), listeners };
+  },
 };
+
+/** The certificates a listener's current proxy presents (none for UDP). */
+function served(listener: AdminListener): TlsCertificateInfo[] {
+  const current = listener.proxies()[0];
+  return current !== undefined && 'certificates' in current ? current.certificates() : [];
+}
 
 /** Metric families of one listener, labelled `listener="name"`, histograms included. */
 export function listenerMetricFamilies(listener: AdminListener): MetricFamily[] {
@@ -254,6 +269,7 @@ export function listenerMetricFamilies(listener: AdminListener): MetricFamily[] 
       ? tcpFamilies(stats as TcpProxyStats, labels)
       : udpFamilies(stats as UdpProxyStats, labels);
   if (listener.latency !== undefined) families.push(...listener.latency.families(labels));
+  families.push(...certificateFamilies(served(listener), labels));
   return families;
 }
 

@@ -1,3 +1,4 @@
+import type { TlsCertificateInfo } from '../tls/certificateInfo.js';
 import cluster from 'node:cluster';
 import net from 'node:net';
 import type { Server, Socket } from 'node:net';
@@ -41,6 +42,8 @@ export type ListenerStats = (
   readonly latency?: LatencySnapshot;
   /** With `--workers`: the worker slot that reported it (the primary sets it for its status). */
   readonly worker?: number;
+  /** The certificates the current proxy presents (TCP), when there are any. */
+  readonly certificates?: readonly TlsCertificateInfo[];
 };
 
 /**
@@ -251,7 +254,13 @@ export class Listener {
     if (this.current instanceof UdpProxy) {
       return { name: this.name, protocol: 'udp', stats: this.current.stats(), ...latency };
     }
-    const current = this.current.stats();
+    const certificates = this.current.certificates();
+    if (certificates.length > 0) return { ...this.tcpStats(latency), certificates };
+    return this.tcpStats(latency);
+  }
+
+  private tcpStats(latency: { latency: LatencySnapshot } | undefined): ListenerStats {
+    const current = (this.current as TcpProxy).stats();
     if (this.retired.size === 0 && this.carried === undefined)
       return { name: this.name, protocol: 'tcp', stats: current, ...latency };
     let stats = current;

@@ -16,6 +16,8 @@ export interface ReloadOutcome {
   readonly error?: string;
   readonly changed: readonly string[];
   readonly needsRestart: readonly string[];
+  /** The settings of the file just applied (those a reload applies are read from here). */
+  readonly settings?: Settings;
 }
 
 /** How the listeners of a {@link ListenerSet} listen and what they record. */
@@ -117,9 +119,10 @@ export class ListenerSet {
       // Operator overrides (admin API) last until a reload: the file is the truth again.
       for (const listener of this.listeners.values()) clearOverrides(listener.proxies());
       const changed = changedSettings(this.settings, settingsByKey(this.inForce(config.settings)));
-      if (changed.length === 0) return outcome;
+      if (changed.length === 0) return { ...outcome, settings: config.settings };
       return {
         ...outcome,
+        settings: config.settings,
         needsRestart: [...outcome.needsRestart, `settings (${changed.join(', ')})`],
       };
     };
@@ -171,9 +174,11 @@ function sameListen(listener: Listener, next: PreparedListener): boolean {
   return listener.configuredListen === listenKey(next.config.listen);
 }
 
-/** Settings compared as the file has them (no flags to apply). */
+/** Settings compared as the file has them (no flags to apply), less those a reload applies. */
 function asWritten(settings: Settings): object {
-  return settings;
+  const compared: Record<string, unknown> = { ...settings };
+  delete compared.certificateExpiryWarningDays;
+  return compared;
 }
 
 function settingsByKey(settings: object): Map<string, string> {

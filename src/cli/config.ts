@@ -88,6 +88,8 @@ export interface Settings {
   readonly accessLog?: AccessLogSettings;
   /** Accept queue length of TCP listeners that set none themselves. */
   readonly backlog?: number;
+  /** Warn about certificates expiring within this many days (0: never). Applied on reload. */
+  readonly certificateExpiryWarningDays?: number;
 }
 
 /** A validated configuration: listeners with their proxies constructed, and settings. */
@@ -110,6 +112,7 @@ export const TOP_KEYS = [
   'admin',
   'accessLog',
   'backlog',
+  'certificateExpiryWarningDays',
 ];
 /** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
 const CLI_KEYS = [
@@ -280,6 +283,22 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
     if (!isBacklog(json.backlog))
       throw fieldError(source, 'backlog', BACKLOG_EXPECTED, json.backlog);
     settings.backlog = json.backlog;
+  }
+  const warningDays = json.certificateExpiryWarningDays;
+  if (warningDays !== undefined) {
+    if (
+      typeof warningDays !== 'number' ||
+      !Number.isSafeInteger(warningDays) ||
+      warningDays < 0 ||
+      warningDays > 3650
+    )
+      throw fieldError(
+        source,
+        'certificateExpiryWarningDays',
+        'days, an integer from 0 (no warning) to 3650',
+        warningDays,
+      );
+    settings.certificateExpiryWarningDays = warningDays;
   }
   return settings;
 }

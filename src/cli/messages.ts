@@ -8,6 +8,7 @@ export type PrimaryMessage =
   | { readonly type: 'l4proxy:reload' }
   | { readonly type: 'l4proxy:stats'; readonly id: number }
   | { readonly type: 'l4proxy:admin'; readonly id: number; readonly request: RelayedAdminRequest }
+  /** A second stop signal: cut what is still open, write its access lines, exit. */
   | { readonly type: 'l4proxy:exit' };
 
 /** Messages a worker sends the primary over IPC. */

@@ -14,7 +14,13 @@ const ACCESS_FLUSH_MS = 100;
  * reader lags (a log shipper) holds them in the process, and `process.exit()` would drop them.
  * Within the drain's own margin (the drain timeout + 5 s), so that never cuts the wait short.
  */
-const OUTPUT_FLUSH_MS = 3_000;
+export const OUTPUT_FLUSH_MS = 3_000;
+
+/**
+ * How long connections cut by a second stop signal have to report their close (a turn or two)
+ * before the exit goes on without their access lines.
+ */
+export const CUT_WAIT_MS = 1_000;
 
 /**
  * What the access log may hold for a stdout that does not keep up (a stuck log reader) before it

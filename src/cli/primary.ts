@@ -3,7 +3,13 @@ import type { Worker } from 'node:cluster';
 import type { Config } from './config.js';
 import { closeAll, loadConfigFile } from './config.js';
 import type { ListenerStats } from './Listener.js';
-import { createOutputs, ignoreUnusedSignals, statusPeriod } from './outputs.js';
+import {
+  createOutputs,
+  CUT_WAIT_MS,
+  ignoreUnusedSignals,
+  OUTPUT_FLUSH_MS,
+  statusPeriod,
+} from './outputs.js';
 import type { Logger } from './jsonLogger.js';
 import { isWorkerMessage } from './messages.js';
 import type { PrimaryMessage, WorkerMessage } from './messages.js';
@@ -19,6 +25,11 @@ import type { TunnelListenerStats } from './tunnelListeners.js';
 
 /** How long a worker has to answer a stats request before a scrape goes on without it. */
 const STATS_TIMEOUT = 1_000;
+/**
+ * How long workers told to cut their connections (a second signal) have to write those access
+ * lines and exit: the cut itself, then their output's flush bound (outputs.ts), twice.
+ */
+const CUT_EXIT_WAIT = CUT_WAIT_MS + 2 * OUTPUT_FLUSH_MS + 1_000;
 /** Pause before a crashed worker is replaced, so a worker that dies at start cannot spin. */
 const RESPAWN_DELAY = 1_000;
 
@@ -39,7 +50,12 @@ export class Primary {
   /** Each worker's tunnel listeners, from its latest stats reply (metrics only). */
   private readonly tunnelStats = new Map<number, readonly TunnelListenerStats[]>();
   private nextRequest = 1;
+  /** Reloads broadcast so far, and how many had been when each slot's worker was forked. */
+  private reloads = 0;
+  private readonly reloadsAtFork = new Map<number, number>();
   private draining = false;
+  /** The second stop signal, once one came: the workers are cutting their connections. */
+  private cutBy: NodeJS.Signals | undefined;
   private failed = false;
   private ready = new Set<number>();
   private readonly ops: Logger;
@@ -135,6 +151,7 @@ export class Primary {
   private fork(slot: number): void {
     const worker = cluster.fork({ L4PROXY_WORKER: String(slot) });
     this.slots.set(slot, worker);
+    this.reloadsAtFork.set(slot, this.reloads);
     worker.on('message', (message: unknown) => {
       if (isWorkerMessage(message)) this.onMessage(slot, message);
     });
@@ -156,7 +173,10 @@ export class Primary {
         if (worker?.isConnected() === true) worker.send({ type: 'l4proxy:drain' });
         return;
       }
-      if (worker !== undefined) this.relay.replay(worker);
+      if (worker !== undefined) {
+        this.relay.replay(worker);
+        this.catchUpReload(slot, worker);
+      }
       this.ops.info('worker ready', {
         worker: slot,
         // `pid` is the primary's own, on every line it writes: a second `pid` key was ambiguous.
@@ -201,9 +221,8 @@ export class Primary {
 
   private onStopSignal(signal: NodeJS.Signals): void {
     if (this.draining) {
-      this.ops.warn('second signal: exiting now', { signal });
-      this.stopWorkers();
-      process.exit(signalExitCode(signal));
+      this.cutWorkers(signal);
+      return;
     }
     this.draining = true;
     this.status.stop();
@@ -221,7 +240,35 @@ export class Primary {
     if (this.slots.size === 0) this.exit();
   }
 
+  /**
+   * A second stop signal: every worker cuts what it still serves and writes those connections'
+   * access lines before it exits (runListeners.ts), within CUT_EXIT_WAIT; a worker that has not
+   * exited by then is killed. A third signal kills them at once.
+   */
+  private cutWorkers(signal: NodeJS.Signals): void {
+    if (this.cutBy !== undefined) {
+      this.stopWorkers();
+      process.exit(signalExitCode(signal));
+    }
+    this.cutBy = signal;
+    this.ops.warn('second signal: exiting now', { signal });
+    // A worker still starting serves nothing yet, and would not hear the message before it is up.
+    for (const [slot, worker] of this.slots)
+      if (!this.ready.has(slot)) worker.process.kill('SIGKILL');
+    this.broadcast({ type: 'l4proxy:exit' });
+    setTimeout(() => {
+      this.stopWorkers();
+      void this.flushed().then(() => process.exit(signalExitCode(signal)));
+    }, CUT_EXIT_WAIT).unref();
+    if (this.slots.size === 0) this.exit();
+  }
+
   private exit(): void {
+    if (this.cutBy !== undefined) {
+      const code = signalExitCode(this.cutBy);
+      void this.flushed().then(() => process.exit(code));
+      return;
+    }
     // A worker that cut connections at the deadline (or failed) exits 1, and so does the command.
     if (this.failed) this.ops.warn('drained, a worker cut connections or failed; exiting');
     else this.ops.info('drained, exiting');
@@ -250,7 +297,19 @@ export class Primary {
     this.ops.info('reloading workers', { workers: this.slots.size });
     // Workers clear operator overrides on a successful reload: a restarted one must not replay them.
     this.relay.forget();
+    this.reloads++;
     this.broadcast({ type: 'l4proxy:reload' });
+  }
+
+  /**
+   * A reload broadcast while this worker was starting reached no handler (a worker listens for
+   * the primary's messages once its listeners are open): it reloads now. The file it read at its
+   * start may predate the SIGHUP; reading it again is harmless when it does not.
+   */
+  private catchUpReload(slot: number, worker: Worker): void {
+    if (this.reloads === this.reloadsAtFork.get(slot) || !worker.isConnected()) return;
+    this.reloadsAtFork.set(slot, this.reloads);
+    worker.send({ type: 'l4proxy:reload' } satisfies PrimaryMessage);
   }
 
   private broadcast(message: PrimaryMessage): void {

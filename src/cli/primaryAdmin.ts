@@ -160,11 +160,15 @@ const RELAYED_READS: Readonly<Record<string, (outcome: RelayOutcome) => ClusterR
   '/upstreams': mergeUpstreams,
   '/events': mergeEvents,
   '/config': firstConfig,
+  // Every worker loads the same certificates from the same files.
+  '/certs': firstConfig,
 };
 
 /**
  * `/stats` of a cluster: `listeners` sums every worker's snapshot per listener (what the status
  * page charts), `workers` keeps each worker's own; `time` and `uptimeSeconds` as a single process.
+ * Counters and the gauges of what each worker holds (`_active` connections, sessions, streams,
+ * CIDs) add up; the state of shared upstreams does not (see {@link worstFlags}).
  */
 function clusterStats(byWorker: Map<number, readonly ListenerStats[]>, startTime: number): unknown {
   const workers: Record<string, unknown> = {};
@@ -196,6 +200,9 @@ type UpstreamFlags = Partial<Record<string, unknown>>;
 /**
  * `summed` with each upstream's flags from the worst of `a` and `b`, as `/upstreams` merges them:
  * an upstream one worker keeps out (unhealthy, ejected, drained) is out in the cluster's view.
+ * Gauges that count upstreams in a state follow: every worker ejecting the same upstream is one
+ * ejected upstream, not one per worker (`outlier_ejections_active` counts the merged `ejected`
+ * flags), and upstreams ramping up in every worker are as many as in one (the larger count).
  */
 function worstFlags<T extends object>(summed: T, a: T, b: T): T {
   const upstreamsOf = (stats: object): Record<string, UpstreamFlags> =>
@@ -210,5 +217,27 @@ function worstFlags<T extends object>(summed: T, a: T, b: T): T {
       if (key in merged) flags[key] = views.some((view) => view[key] === true);
     upstreams[id] = flags;
   }
-  return { ...summed, upstreams };
+  return { ...summed, upstreams, ...upstreamStateGauges(upstreams, a, b) };
+}
+
+/** The cluster's `outlier_ejections_active` and `upstream_slow_start_active`, where present. */
+function upstreamStateGauges(
+  upstreams: Record<string, UpstreamFlags>,
+  a: object,
+  b: object,
+): Record<string, number> {
+  const gauges: Record<string, number> = {};
+  const numberOf = (stats: object, key: string): number | undefined => {
+    const value = (stats as Record<string, unknown>)[key];
+    return typeof value === 'number' ? value : undefined;
+  };
+  if (numberOf(a, 'outlier_ejections_active') !== undefined)
+    gauges.outlier_ejections_active = Object.values(upstreams).filter(
+      (flags) => flags.ejected === true,
+    ).length;
+  const rampA = numberOf(a, 'upstream_slow_start_active');
+  const rampB = numberOf(b, 'upstream_slow_start_active');
+  if (rampA !== undefined || rampB !== undefined)
+    gauges.upstream_slow_start_active = Math.max(rampA ?? 0, rampB ?? 0);
+  return gauges;
 }

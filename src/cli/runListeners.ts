@@ -5,7 +5,7 @@ import { ListenerSet } from './ListenerSet.js';
 import type { ListenerStats } from './Listener.js';
 import type { ReloadOutcome } from './ListenerSet.js';
 import type { Logger } from './jsonLogger.js';
-import { createOutputs, ignoreUnusedSignals, statusPeriod } from './outputs.js';
+import { createOutputs, CUT_WAIT_MS, ignoreUnusedSignals, statusPeriod } from './outputs.js';
 import { isPipeOrSocket } from './pipePieces.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
@@ -16,6 +16,8 @@ import type { AdminServer } from '../admin/AdminServer.js';
 import type { EffectiveSettings } from './settings.js';
 import { TunnelListeners } from './tunnelListeners.js';
 import { stopRequested, takeSignals, signalExitCode } from './signals.js';
+import { ignoreError } from '../internal/ignoreError.js';
+import { DEFAULT_CERTIFICATE_WARNING_DAYS, warnExpiringCertificates } from './certificateExpiry.js';
 
 /** Logs what a reload did. */
 export function logReload(ops: Logger, outcome: ReloadOutcome): void {
@@ -104,6 +106,8 @@ export async function runListeners(
     const drained = Promise.all([running.drain(settings.drainTimeout), tunnels.close()]);
     ops.info('draining', { reason: why, drainTimeout: settings.drainTimeout });
     await drained;
+    // A second signal cut the drain short: its exit is under way.
+    if (cutting) return;
     // Connections still open at the deadline were cut (proxy_closed): the drain overran.
     const cut = cutConnections(running.stats()) - cutBefore;
     if (cut > 0) {
@@ -119,26 +123,57 @@ export async function runListeners(
     await flushed();
     process.exit(0);
   };
+  let cutting = false;
+  // A second stop (signal, or the primary's): what is still open is cut now, and the access lines
+  // of exactly those connections (`proxy_closed`) are written before the exit, bounded in time.
+  // A third one does not wait for them.
+  const cutAndExit = async (code: number): Promise<void> => {
+    if (cutting) process.exit(code);
+    cutting = true;
+    let timer: NodeJS.Timeout | undefined;
+    const cut = Promise.all([running.drain(0), tunnels.close()]).catch(ignoreError);
+    await Promise.race([cut, new Promise((resolve) => (timer = setTimeout(resolve, CUT_WAIT_MS)))]);
+    clearTimeout(timer);
+    await flushed();
+    process.exit(code);
+  };
+  // With --workers every worker loads the same certificates: worker 1 speaks for them.
+  const checkCertificates = (days: number | undefined): void => {
+    if (worker !== undefined && worker !== '1') return;
+    warnExpiringCertificates(
+      ops,
+      [...running.stats(), ...tunnels.stats()],
+      days ?? DEFAULT_CERTIFICATE_WARNING_DAYS,
+    );
+  };
+  let warningDays = config.settings.certificateExpiryWarningDays;
   const reload = async (): Promise<void> => {
     if (settings.file === undefined) {
       ops.warn('no config file (quick form): nothing to reload');
       return;
     }
-    logReload(ops, await running.reload(settings.file));
+    const outcome = await running.reload(settings.file);
+    logReload(ops, outcome);
     await tunnels.reload(settings.file);
+    // Renewed certificates (or a new warning period) are judged again.
+    if (outcome.ok) warningDays = outcome.settings?.certificateExpiryWarningDays;
+    checkCertificates(warningDays);
   };
 
   if (worker !== undefined) {
     // The primary forwards signals; the terminal's own SIGINT reaching the whole process group
     // starts the same drain (never a forced exit: that is the primary's call).
     // A signal received while the listeners opened drains now.
-    takeSignals({ stop: (signal) => void drain(signal), reload: () => undefined });
-    process.on('disconnect', () => void drain('primary gone'));
+    takeSignals({
+      stop: (signal) => void drain(signal),
+      reload: () => undefined,
+      primaryGone: () => void drain('primary gone'),
+    });
     process.on('message', (message: unknown) => {
       if (!isPrimaryMessage(message)) return;
       if (message.type === 'l4proxy:drain') void drain('primary');
       else if (message.type === 'l4proxy:reload') void reload();
-      else if (message.type === 'l4proxy:exit') process.exit(1);
+      else if (message.type === 'l4proxy:exit') void cutAndExit(1);
       else if (message.type === 'l4proxy:admin') {
         const server = adminRef.server;
         reply({
@@ -169,6 +204,7 @@ export async function runListeners(
       type: 'l4proxy:ready',
       addresses: [...running.addresses(), ...tunnels.addresses()],
     });
+    checkCertificates(warningDays);
     return;
   }
 
@@ -180,8 +216,8 @@ export async function runListeners(
         void drain(signal);
         return;
       }
-      ops.warn('second signal: exiting now', { signal });
-      process.exit(signalExitCode(signal));
+      if (!cutting) ops.warn('second signal: exiting now', { signal });
+      void cutAndExit(signalExitCode(signal));
     },
     reload: () => void reload(),
   });
@@ -218,6 +254,7 @@ export async function runListeners(
   if (drainStarted()) return;
   status.start(statusPeriod(settings.statusInterval));
   ops.info('ready', { listeners: [...running.addresses(), ...tunnels.addresses()] });
+  checkCertificates(warningDays);
 }
 
 /** TCP connections the proxies closed themselves (`proxy_closed`): cut by a drain's deadline. */

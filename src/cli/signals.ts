@@ -10,6 +10,8 @@
  * file may have changed after the start read it).
  */
 
+import cluster from 'node:cluster';
+
 /** The signals that stop the command (drain, exit 0). */
 export type StopSignal = 'SIGINT' | 'SIGTERM';
 
@@ -17,6 +19,8 @@ export type StopSignal = 'SIGINT' | 'SIGTERM';
 export interface SignalActions {
   stop(signal: StopSignal): void;
   reload(): void;
+  /** A cluster worker's primary went away (its IPC channel closed); default: as `stop`. */
+  primaryGone?(): void;
 }
 
 /** Signals received before {@link takeSignals}, and the actions once taken. */
@@ -73,9 +77,21 @@ export function installSignals(): void {
     if (state.actions !== undefined) state.actions.reload();
     else state.reload = true;
   });
+  // Node's cluster ends a worker at once when its primary goes (killed, crashed): its connections
+  // were cut and none got an access line. This runs first and makes it a stop instead: a drain
+  // once started ('primary gone'), a clean stop during startup.
+  if (cluster.isWorker) process.prependListener('disconnect', onPrimaryGone);
   // Unheard during startup, SIGUSR1 opens Node's inspector and SIGUSR2 ends the process; once
   // started, the command logs them too (outputs.ts `ignoreUnusedSignals`).
   for (const signal of ['SIGUSR1', 'SIGUSR2'] as const) process.on(signal, ignoreSignal);
+}
+
+function onPrimaryGone(): void {
+  // Node's own handler, next, exits unless the disconnect was asked for: this one was not, but
+  // the worker stops on its own terms.
+  if (cluster.worker !== undefined) cluster.worker.exitedAfterDisconnect = true;
+  if (state.actions?.primaryGone !== undefined) state.actions.primaryGone();
+  else onStop('SIGTERM');
 }
 
 function ignoreSignal(): void {

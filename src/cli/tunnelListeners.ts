@@ -1,3 +1,5 @@
+import type { TlsCertificateInfo } from '../tls/certificateInfo.js';
+import { certificateFamilies } from '../metrics/certificateMetrics.js';
 import { readConfigText } from './configText.js';
 import { InvalidOptionError, L4Error, thrownMessage } from '../errors.js';
 import { isRecord, knownKeys } from '../internal/validate.js';
@@ -177,6 +179,8 @@ export function describeTunnelListener(config: TunnelListenerConfig): string {
 export interface TunnelListenerStats {
   readonly name: string;
   readonly stats: TunnelServerStats;
+  /** The certificates the server presents, when there are any. */
+  readonly certificates?: readonly TlsCertificateInfo[];
 }
 
 /** Metric families of tunnel listeners, labelled `listener` (and `labels`, e.g. the worker). */
@@ -184,9 +188,10 @@ export function tunnelListenerFamilies(
   listeners: readonly TunnelListenerStats[],
   labels: Readonly<Record<string, string>> = {},
 ): MetricFamily[] {
-  return listeners.flatMap(({ name, stats }) =>
-    tunnelServerFamilies(stats, { ...labels, listener: name }),
-  );
+  return listeners.flatMap(({ name, stats, certificates = [] }) => [
+    ...tunnelServerFamilies(stats, { ...labels, listener: name }),
+    ...certificateFamilies(certificates, { ...labels, listener: name }),
+  ]);
 }
 
 /**
@@ -282,7 +287,14 @@ export class TunnelListeners {
 
   /** Stats by listener name. */
   stats(): TunnelListenerStats[] {
-    return [...this.running].map(([name, entry]) => ({ name, stats: entry.server.stats() }));
+    return [...this.running].map(([name, { server }]) => {
+      const certificates = server.certificates();
+      return {
+        name,
+        stats: server.stats(),
+        ...(certificates.length > 0 && { certificates }),
+      };
+    });
   }
 
   /** Metric families (`l4proxy_tunnel_server_*`), labelled `listener`. */

@@ -69,6 +69,7 @@ import type { DownstreamTlsInfo, DownstreamTlsOutcome } from '../tls/DownstreamT
 import { DownstreamHandleTls } from '../tls/DownstreamHandleTls.js';
 import { tlsWrapBinding } from '../tls/tlsWrap.js';
 import { resolveTerminateTls } from '../tls/TerminateTlsOptions.js';
+import type { TlsCertificateInfo } from '../tls/certificateInfo.js';
 import type { ResolvedTerminateTls, TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
 import { AdmissionCheck } from '../filter/admission.js';
 import type { AdmissionConfig } from '../filter/admission.js';
@@ -948,6 +949,19 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     });
     const tunnels = proxyTunnelStats(this.tunnelAgent, upstreams);
     return tunnels === undefined ? stats : { ...stats, tunnels };
+  }
+
+  /**
+   * The certificates this proxy presents, with their validity: `terminateTls`'s (default and
+   * `certificates`; not those `sniCallback` returns) and the client certificates of TLS
+   * origination (`tls.cert`, each upstream's own). Described when they load (construction,
+   * `setTerminateTls()`, `setUpstreams()`): nothing is parsed per connection.
+   */
+  certificates(): TlsCertificateInfo[] {
+    return [
+      ...(this.terminateTls?.served ?? []),
+      ...this.upstreamTls.certificates(this.upstreamSet.list()),
+    ];
   }
 
   /**

@@ -4,6 +4,8 @@ import type { SecureContext } from 'node:tls';
 import { InvalidOptionError, thrownMessage } from '../errors.js';
 import { duration, isRecord, optionalFunction, rejectUnknownKeys } from '../internal/validate.js';
 import type { PemInput, TlsVersion } from './pem.js';
+import { describeCertificate } from './certificateInfo.js';
+import type { TlsCertificateInfo } from './certificateInfo.js';
 import {
   alpnList,
   groupList,
@@ -111,6 +113,8 @@ export interface ResolvedTerminateTls {
   readonly handshakeTimeout: number;
   /** Builds a context for a certificate from `sniCallback` with the same settings. */
   readonly contextFor: (certificate: TlsCertificate) => SecureContext;
+  /** The static certificates (default, then `certificates`), described once here. */
+  readonly served: readonly TlsCertificateInfo[];
 }
 
 function certificateShape(value: unknown, name: string, needsNames: boolean): void {
@@ -239,6 +243,7 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
     }
   });
   return {
+    served: servedCertificates(value, list as SniCertificate[], name),
     defaultContext,
     byName,
     byWildcard,
@@ -248,6 +253,23 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
     handshakeTimeout: duration(value.handshakeTimeout, `${name}.handshakeTimeout`, 10_000, 1),
     contextFor: (certificate) => build(certificate, `${name}.sniCallback result`),
   };
+}
+
+/** What {@link ResolvedTerminateTls.served} lists: every static certificate, described. */
+function servedCertificates(
+  value: Record<string, unknown>,
+  list: readonly SniCertificate[],
+  name: string,
+): TlsCertificateInfo[] {
+  const served: (TlsCertificateInfo | undefined)[] = [];
+  if (value.cert !== undefined)
+    served.push(describeCertificate(value.cert as PemInput, 'server', name));
+  list.forEach((entry, i) => {
+    served.push(
+      describeCertificate(entry.cert, 'server', `${name}.certificates[${i}]`, entry.serverNames),
+    );
+  });
+  return served.filter((info) => info !== undefined);
 }
 
 /** The context `certificates` give for `serverName` (exact, then one-label wildcard), if any. */

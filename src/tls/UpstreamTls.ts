@@ -3,6 +3,8 @@ import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import type { TLSSocket } from 'node:tls';
 import type { Upstream } from '../upstream/Upstream.js';
+import type { UpstreamState } from '../upstream/UpstreamState.js';
+import type { TlsCertificateInfo } from './certificateInfo.js';
 import type { ResolvedUpstreamTls } from './UpstreamTlsOptions.js';
 import { changesContext, checkUpstreamTlsShape, resolveUpstreamTls } from './UpstreamTlsOptions.js';
 import type { TlsStats } from './tlsStats.js';
@@ -92,6 +94,22 @@ export class UpstreamTls {
     const settings = resolveUpstreamTls(merged, `${name}.tls`, shared);
     this.perUpstream.set(own, settings);
     return settings;
+  }
+
+  /**
+   * The client certificates presented to upstreams: the proxy-wide one, then each upstream's
+   * own (`upstream` set), as described when their settings were built.
+   */
+  certificates(upstreams: readonly UpstreamState[]): TlsCertificateInfo[] {
+    const list: TlsCertificateInfo[] = [];
+    if (this.proxyWide?.certificate !== undefined) list.push(this.proxyWide.certificate);
+    for (const state of upstreams) {
+      const own = state.upstream.tls;
+      if (own === undefined || own === false) continue;
+      const certificate = this.perUpstream.get(own)?.certificate;
+      if (certificate !== undefined) list.push({ ...certificate, upstream: state.id });
+    }
+    return list;
   }
 
   /** Builds every upstream's settings now, so bad ones fail where they are given. */

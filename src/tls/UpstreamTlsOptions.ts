@@ -1,3 +1,5 @@
+import { describeCertificate } from './certificateInfo.js';
+import type { TlsCertificateInfo } from './certificateInfo.js';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
@@ -114,6 +116,8 @@ export interface ResolvedUpstreamTls {
   readonly rejectUnauthorized: boolean;
   readonly sessionResumption: boolean;
   readonly handshakeTimeout: number;
+  /** The client certificate presented (mTLS), when these settings built their own context. */
+  readonly certificate: TlsCertificateInfo | undefined;
 }
 
 let nextId = 1;
@@ -209,6 +213,11 @@ export function resolveUpstreamTls(
     rejectUnauthorized: (raw.rejectUnauthorized as boolean | undefined) ?? true,
     sessionResumption: (raw.sessionResumption as boolean | undefined) ?? true,
     handshakeTimeout: (raw.handshakeTimeout as number | undefined) ?? 5_000,
+    // Described where the context is built: a shared one is reported with its owner.
+    certificate:
+      shared === undefined && raw.cert !== undefined
+        ? describeCertificate(raw.cert as PemInput, 'client', name)
+        : undefined,
   };
 }
 

@@ -29,6 +29,7 @@ import { socketIdentity } from '../tcp/ClientPreface.js';
 import { DownstreamTls } from '../tls/DownstreamTls.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import { resolveTerminateTls } from '../tls/TerminateTlsOptions.js';
+import type { TlsCertificateInfo } from '../tls/certificateInfo.js';
 import type { ResolvedTerminateTls, TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
 import { UpstreamTls } from '../tls/UpstreamTls.js';
 import { tlsCounters } from '../tls/tlsStats.js';
@@ -409,6 +410,17 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   /** The upstreams with their live state. */
   upstreams(): readonly UpstreamCandidate[] {
     return this.manager.set.list();
+  }
+
+  /**
+   * The certificates this server presents, with their validity, as {@link TcpProxy.certificates}:
+   * the listener's (`terminateTls`) and the client certificates of TLS to upstreams.
+   */
+  certificates(): TlsCertificateInfo[] {
+    return [
+      ...(this.terminateTls?.served ?? []),
+      ...this.upstreamTls.certificates(this.manager.set.list()),
+    ];
   }
 
   /** Counters and gauges. */

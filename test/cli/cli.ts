@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -218,4 +219,13 @@ export function configErrorOf(json: unknown): string {
     return err.message;
   }
   assert.fail('expected a ConfigError');
+}
+
+/** Every access line of `cli` once it exited and its stdout closed (nothing more can come). */
+export async function accessLinesAtExit(cli: CliProcess, ms = 5_000): Promise<LogLine[]> {
+  await cli.exited(ms);
+  const stdout = cli.child.stdout;
+  if (stdout !== null && !stdout.closed)
+    await withTimeout(once(stdout, 'close'), ms, "l4proxy's stdout to close");
+  return cli.stdout.filter((l) => l.msg === 'connection closed' || l.msg === 'session closed');
 }

@@ -7,7 +7,7 @@ import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { httpGet } from '../helpers/httpGet.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
 import { parseExposition, valueOf } from '../metrics/exposition.js';
-import { configDir, listenPort, runCli, startCli } from './cli.js';
+import { accessLinesAtExit, configDir, listenPort, runCli, startCli } from './cli.js';
 
 /** One request on a new connection, then close: returns what came back. */
 async function exchange(port: number, text: string): Promise<string> {
@@ -604,11 +604,17 @@ describe('l4proxy signals', () => {
     assert.equal(await cli.exited(), 0);
   });
 
-  test('a second signal during the drain exits at once', async (t) => {
-    const { cli } = await cliWithLiveConnection(t);
+  test('a second signal during the drain exits at once, with the access line of the connection it cut', async (t) => {
+    const { cli } = await cliWithLiveConnection(t, ['--drain-timeout', '60s']);
     process.kill(cli.pid, 'SIGINT');
     await cli.waitLine('stderr', (l) => l.msg === 'draining');
     process.kill(cli.pid, 'SIGINT');
     assert.equal(await cli.exited(), 130);
+    // Before: the process exited with the connection open, and no line recorded it.
+    const lines = await accessLinesAtExit(cli);
+    assert.deepEqual(
+      lines.map((l) => [l.reason, l.bytesFromClient]),
+      [['proxy_closed', 1]],
+    );
   });
 });

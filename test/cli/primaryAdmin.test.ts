@@ -122,3 +122,59 @@ test("the cluster primary's admin server without a token refuses CSRF and reboun
   assert.deepEqual(relayed, []);
   assert.equal((await adminRequest(port, 'GET', '/stats')).status, 200);
 });
+
+test("the cluster's /stats counts an upstream every worker ejected once, not once per worker", async (t) => {
+  await using proxy = new TcpProxy({
+    upstreams: [
+      { id: 'a', host: '127.0.0.1', port: 9 },
+      { id: 'b', host: '127.0.0.1', port: 9 },
+    ],
+  });
+  const base = proxy.stats();
+  /** A worker that ejected `a`, ramps one upstream up and holds `active` connections. */
+  const worker = (active: number): ListenerStats[] => [
+    {
+      name: 'web',
+      protocol: 'tcp',
+      stats: {
+        ...base,
+        downstream_cx_active: active,
+        outlier_ejections_active: 1,
+        outlier_ejections_total: 1,
+        upstream_slow_start_active: 1,
+        upstreams: {
+          ...base.upstreams,
+          a: { ...(base.upstreams.a as TcpUpstreamStats), healthy: false, ejected: true },
+        },
+      },
+    },
+  ];
+  const byWorker = new Map([
+    [1, worker(2)],
+    [2, worker(3)],
+    [3, worker(0)],
+  ]);
+  const { server, address } = await startPrimaryAdmin(
+    { listen: { host: '127.0.0.1', port: 0 } },
+    {
+      ready: () => true,
+      relay: () => Promise.reject(new Error('no workers here')),
+      remember: () => undefined,
+      collect: () => Promise.resolve(byWorker),
+      families: () => Promise.resolve([]),
+    },
+  );
+  t.after(() => {
+    server.close();
+  });
+  const reply = await httpGet(`http://${address}/stats`);
+  const stats = (JSON.parse(reply.body) as { listeners: Record<string, { stats: TcpProxyStats }> })
+    .listeners.web?.stats;
+  assert.ok(stats !== undefined);
+  // Before: 3 ejected upstreams (one per worker) with a single upstream `a` ejected.
+  assert.equal(stats.outlier_ejections_active, 1, 'one upstream is ejected');
+  assert.equal(stats.upstream_slow_start_active, 1, 'one upstream ramps up');
+  // What each worker holds, and what each did, still adds up.
+  assert.equal(stats.downstream_cx_active, 5);
+  assert.equal(stats.outlier_ejections_total, 3);
+});

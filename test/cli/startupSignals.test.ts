@@ -153,6 +153,48 @@ describe('l4proxy signals during startup', () => {
     await allRefused(cli);
   });
 
+  test('--workers 2: a SIGHUP while the workers start reaches each of them once it is up', async (t) => {
+    const dir = configDir(t);
+    // Workers (not the primary, which validates the file at once) wait 1.5 s in the module: the
+    // reload is broadcast while they have no handler for it yet.
+    dir.write(
+      'slow-worker.mjs',
+      [
+        'if (process.env.L4PROXY_WORKER !== undefined) {',
+        `  process.stderr.write(JSON.stringify({ level: 30, msg: 'module loading', slot: process.env.L4PROXY_WORKER, pid: process.pid }) + '\\n');`,
+        '  await new Promise((resolve) => setTimeout(resolve, 1_500));',
+        '}',
+        'export const admit = () => true;',
+      ].join('\n'),
+    );
+    const upstream = await refusedPort();
+    const file = dir.write('l4proxy.json', {
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: upstream }],
+          module: './slow-worker.mjs',
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file, '--workers', '2']);
+    await cli.waitLines('stderr', (l) => l.msg === 'module loading', 2, 10_000);
+    process.kill(cli.pid, 'SIGHUP');
+    await cli.waitLine('stderr', (l) => l.msg === 'reloading workers');
+    await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
+    // Before: the broadcast reached no handler, and no worker ever read the file again.
+    const reloaded = await cli.waitLines(
+      'stderr',
+      (l) => l.msg.startsWith('config reloaded') && typeof l.worker === 'number',
+      2,
+    );
+    assert.deepEqual(reloaded.map((l) => l.worker).sort(), [1, 2]);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
   test('--workers 2: SIGTERM while the config loads forks no worker, exit 0', async (t) => {
     const cli = startCli(t, ['--config', await slowModule(t), '--workers', '2']);
     await cli.waitLine('stderr', (l) => l.msg === 'module loading');

@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { connect, listen, readAll, waitFor, withTimeout } from '../helpers/net.js';
 import { parseExposition, valueOf } from '../metrics/exposition.js';
 import { httpGet } from '../helpers/httpGet.js';
-import { listenPort, startCli } from './cli.js';
+import { accessLinesAtExit, listenPort, startCli } from './cli.js';
 
 test('--workers 2: both workers serve, metrics aggregate them, SIGTERM drains live connections and exits 0', async (t) => {
   const sockets = new Set<Socket>();
@@ -190,4 +190,121 @@ test('--workers 2: SIGUSR1 and SIGUSR2 to every process (systemctl kill) are log
   assert.equal((await echoed).toString(), 'after');
   process.kill(cli.pid, 'SIGTERM');
   assert.equal(await cli.exited(), 0);
+});
+
+test('--workers 2: a second SIGTERM during the drain exits with the access lines of the connections it cut', async (t) => {
+  const sockets = new Set<Socket>();
+  const upstream = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.on('close', () => sockets.delete(socket));
+    socket.pipe(socket);
+  });
+  const upstreamPort = await listen(upstream);
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((resolve) => upstream.close(resolve));
+  });
+  const cli = startCli(t, [
+    'tcp',
+    '127.0.0.1:0',
+    `127.0.0.1:${upstreamPort}`,
+    '--workers',
+    '2',
+    '--drain-timeout',
+    '60s',
+  ]);
+  await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
+  const port = await listenPort(cli);
+  const live: Socket[] = [];
+  t.after(() => {
+    for (const socket of live) socket.destroy();
+  });
+  for (let i = 0; i < 4; i++) {
+    const socket = await connect(port);
+    live.push(socket);
+    socket.on('error', () => undefined);
+    const echoed = waitFor<[Buffer]>(socket, 'data');
+    socket.write('live');
+    assert.equal((await echoed)[0].toString(), 'live');
+  }
+  process.kill(cli.pid, 'SIGTERM');
+  await cli.waitLines('stderr', (l) => l.msg === 'draining' && typeof l.worker === 'number', 2);
+  process.kill(cli.pid, 'SIGTERM');
+  assert.equal(await cli.exited(), 143);
+  // Before: the workers were killed (SIGKILL) with the connections open, and no line said so.
+  const lines = await accessLinesAtExit(cli);
+  assert.deepEqual(
+    lines.map((l) => [l.reason, l.bytesFromClient]),
+    Array.from({ length: 4 }, () => ['proxy_closed', 4]),
+  );
+});
+
+test('--workers 2: workers whose primary is killed drain their connections, with access lines, instead of cutting them', async (t) => {
+  const upstream = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    socket.pipe(socket);
+  });
+  const upstreamPort = await listen(upstream);
+  t.after(() => new Promise((resolve) => upstream.close(resolve)));
+  const cli = startCli(t, [
+    'tcp',
+    '127.0.0.1:0',
+    `127.0.0.1:${upstreamPort}`,
+    '--workers',
+    '2',
+    '--drain-timeout',
+    '20s',
+  ]);
+  await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
+  const workerPids = (await cli.waitLines('stderr', (l) => l.msg === 'worker ready', 2)).map((l) =>
+    Number(l.workerPid),
+  );
+  t.after(() => {
+    // Bounded by their drain, but a failing test must not leave them behind.
+    for (const pid of workerPids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+  });
+  const port = await listenPort(cli);
+  const live: Socket[] = [];
+  t.after(() => {
+    for (const socket of live) socket.destroy();
+  });
+  for (let i = 0; i < 4; i++) {
+    const socket = await connect(port);
+    live.push(socket);
+    socket.on('error', () => undefined);
+    const echoed = waitFor<[Buffer]>(socket, 'data');
+    socket.write('live');
+    assert.equal((await echoed)[0].toString(), 'live');
+  }
+  process.kill(cli.pid, 'SIGKILL');
+  assert.equal(await cli.exited(), 'SIGKILL');
+  // Before: Node's cluster ended each worker at once (exit 0), resetting these connections.
+  for (const socket of live) {
+    const echoed = waitFor<[Buffer]>(socket, 'data');
+    socket.write('still');
+    assert.equal((await echoed)[0].toString(), 'still', 'a live connection keeps working');
+  }
+  for (const socket of live) {
+    const ended = readAll(socket);
+    socket.end();
+    await ended;
+  }
+  const lines = await accessLinesAtExit(cli, 10_000);
+  assert.deepEqual(
+    lines.map((l) => [l.reason, l.bytesFromClient]),
+    Array.from({ length: 4 }, () => ['completed', 9]),
+  );
+  const stderr = cli.child.stderr;
+  if (stderr !== null && !stderr.closed) await withTimeout(once(stderr, 'close'), 5_000, 'stderr');
+  assert.equal(
+    cli.stderr.filter((l) => l.msg === 'draining' && l.reason === 'primary gone').length,
+    2,
+  );
 });

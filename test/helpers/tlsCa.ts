@@ -22,8 +22,13 @@ export interface TestCa {
   readonly dir: string;
   readonly cert: string;
   readonly certFile: string;
-  /** Issues a certificate for `cn` with DNS/IP subject alternative names. */
-  issue(cn: string, names?: readonly string[], purpose?: 'server' | 'client'): Promise<IssuedCert>;
+  /** Issues a certificate for `cn` with DNS/IP subject alternative names, valid `days` (1). */
+  issue(
+    cn: string,
+    names?: readonly string[],
+    purpose?: 'server' | 'client',
+    days?: number,
+  ): Promise<IssuedCert>;
   remove(): void;
 }
 
@@ -69,7 +74,7 @@ export async function makeCa(openssl: string, name = 'l4proxy test CA'): Promise
     dir,
     cert: readFileSync(certFile, 'utf8'),
     certFile,
-    async issue(cn, names = [cn], purpose = 'server') {
+    async issue(cn, names = [cn], purpose = 'server', days = 1) {
       const id = `${++serial}-${cn.replace(/[^A-Za-z0-9]/g, '_')}`;
       const key = join(dir, `${id}.key`);
       const csr = join(dir, `${id}.csr`);
@@ -104,7 +109,7 @@ export async function makeCa(openssl: string, name = 'l4proxy test CA'): Promise
           '-out',
           cert,
           '-days',
-          '1',
+          String(days),
           '-extfile',
           ext,
         ],

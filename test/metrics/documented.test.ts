@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { LatencyRecorder, TcpProxy, TunnelServer, UdpProxy } from '../../src/index.js';
 import { renderFamilies, tcpFamilies, udpFamilies } from '../../src/metrics/prometheus.js';
 import { TunnelAgent } from '../../src/transport/TunnelAgent.js';
+import { certificateFamilies } from '../../src/metrics/certificateMetrics.js';
 import { parseExposition } from './exposition.js';
 
 /** `a_{b,c}_d` → `a_b_d`, `a_c_d` (every group, in turn). */
@@ -64,6 +65,19 @@ async function exposedFamilies(): Promise<Set<string>> {
       ...udpFamilies({ ...udp.stats(), tunnels }),
       ...latency.families(),
       ...new LatencyRecorder('udp').families(),
+      // The admin API and the CLI add it for listeners presenting certificates.
+      ...certificateFamilies([
+        {
+          role: 'client',
+          source: 'upstreams[0].tls',
+          upstream: 'plain',
+          subject: 'CN=proxy',
+          issuer: 'CN=CA',
+          serialNumber: '01',
+          notBefore: 0,
+          notAfter: 86_400_000,
+        },
+      ]),
     ]) + server.metrics();
   await tcp.close();
   await udp.close();
