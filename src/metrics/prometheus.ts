@@ -168,7 +168,6 @@ const UDP_UPSTREAM_HELP: HelpTable<UdpUpstreamStats> = {
   ...UPSTREAM_HEALTH_HELP,
 };
 
-/** Gauges are the `_active` stats; everything else only grows and gets a `_total` name. */
 /**
  * The health and discovery families of a server that renders its own stats (a `TunnelServer`):
  * `<prefix>upstream_source_updates_total`, ..., named and typed as a TCP or UDP proxy's.
@@ -185,6 +184,7 @@ export function proxyHealthFamilies(
   }));
 }
 
+/** Gauges are the `_active` stats; everything else only grows and gets a `_total` name. */
 function metricName(prefix: string, key: string): { name: string; type: 'counter' | 'gauge' } {
   if (key.endsWith('_active')) return { name: prefix + key, type: 'gauge' };
   return { name: key.endsWith('_total') ? prefix + key : `${prefix}${key}_total`, type: 'counter' };
