@@ -1,7 +1,11 @@
+import net from 'node:net';
 import { integer, limit, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
-import { canonicalAddress } from './addressList.js';
+import { canonicalAddress, networkOf } from './addressList.js';
 
-/** Per-client admission limits, keyed by client address (IPv4-mapped addresses as IPv4). */
+/**
+ * Per-client admission limits, keyed by client address (IPv4-mapped addresses as IPv4), or by
+ * its network with `ipv4Prefix`/`ipv6Prefix` (HAProxy's `ipmask(32,64)`).
+ */
 export interface PerClientLimits {
   /** Concurrent connections (TCP) or sessions (UDP) per client address. Default Infinity. */
   readonly maxConnections?: number;
@@ -9,6 +13,13 @@ export interface PerClientLimits {
   readonly connectionsPerSecond?: number;
   /** Token bucket size: connections a client may open in a burst. Default `connectionsPerSecond`. */
   readonly burst?: number;
+  /** IPv4 prefix length that makes one client (1-32). Default 32: each address. */
+  readonly ipv4Prefix?: number;
+  /**
+   * IPv6 prefix length that makes one client (1-128). Default 128: each address, as HAProxy's
+   * `src` and nginx's `$binary_remote_addr`; 64 counts a site's whole /64 as one client.
+   */
+  readonly ipv6Prefix?: number;
 }
 
 interface ClientEntry {
@@ -32,13 +43,26 @@ export class ClientLimiter {
   private readonly maxConnections: number;
   private readonly rate: number;
   private readonly burst: number;
+  /** The key a client is counted under (its network when a prefix is set). */
+  private readonly keyOf: (address: string) => string;
   private readonly clients = new Map<string, ClientEntry>();
   private sweepTimer: NodeJS.Timeout | undefined;
 
-  constructor(maxConnections: number, rate: number, burst: number) {
+  constructor(
+    maxConnections: number,
+    rate: number,
+    burst: number,
+    ipv4Prefix = 32,
+    ipv6Prefix = 128,
+  ) {
     this.maxConnections = maxConnections;
     this.rate = rate;
     this.burst = burst;
+    // Full lengths (the default) key by the address as before: no prefix work per connection.
+    this.keyOf =
+      ipv4Prefix === 32 && ipv6Prefix === 128
+        ? canonicalAddress
+        : (address) => networkKey(address, ipv4Prefix, ipv6Prefix);
   }
 
   /**
@@ -56,19 +80,22 @@ export class ClientLimiter {
     if (value === undefined) return undefined;
     const raw = optionalRecord(value, name);
     const [concurrentKey, rateKey] = keys;
-    rejectUnknownKeys(raw, [concurrentKey, rateKey, 'burst'], name);
+    rejectUnknownKeys(raw, [concurrentKey, rateKey, 'burst', 'ipv4Prefix', 'ipv6Prefix'], name);
     const maxConnections = limit(raw[concurrentKey], `${name}.${concurrentKey}`, Infinity);
     const rate = limit(raw[rateKey], `${name}.${rateKey}`, Infinity);
     // Checked with or without a rate (a burst of "10" or 0 is a mistake either way); without a
     // rate the bucket never empties, whatever its size.
     const burst = integer(raw.burst, `${name}.burst`, Math.max(1, Math.ceil(rate)), { min: 1 });
+    const ipv4Prefix = integer(raw.ipv4Prefix, `${name}.ipv4Prefix`, 32, { min: 1, max: 32 });
+    const ipv6Prefix = integer(raw.ipv6Prefix, `${name}.ipv6Prefix`, 128, { min: 1, max: 128 });
     if (maxConnections === Infinity && rate === Infinity) return undefined;
-    return new ClientLimiter(maxConnections, rate, rate === Infinity ? Infinity : burst);
+    const bucket = rate === Infinity ? Infinity : burst;
+    return new ClientLimiter(maxConnections, rate, bucket, ipv4Prefix, ipv6Prefix);
   }
 
   /** Admits one connection for `address`, or says why not. Admitted ones must be `release()`d. */
   acquire(address: string, now = Date.now()): ClientLimitVerdict {
-    const key = canonicalAddress(address);
+    const key = this.keyOf(address);
     let entry = this.clients.get(key);
     if (entry === undefined) {
       entry = { active: 0, tokens: this.burst, refilledAt: now };
@@ -85,7 +112,7 @@ export class ClientLimiter {
   }
 
   release(address: string, now = Date.now()): void {
-    const key = canonicalAddress(address);
+    const key = this.keyOf(address);
     const entry = this.clients.get(key);
     if (entry === undefined) return;
     entry.active = Math.max(0, entry.active - 1);
@@ -98,7 +125,7 @@ export class ClientLimiter {
 
   /** Live connections of one client (for tests and stats). */
   active(address: string): number {
-    return this.clients.get(canonicalAddress(address))?.active ?? 0;
+    return this.clients.get(this.keyOf(address))?.active ?? 0;
   }
 
   /** Number of client addresses tracked. */
@@ -138,4 +165,20 @@ export class ClientLimiter {
     }, SWEEP_INTERVAL);
     this.sweepTimer.unref();
   }
+}
+
+/**
+ * The network `address` belongs to at the family's prefix length, as `network/prefix` (an
+ * IPv4-mapped IPv6 address as IPv4); an address without an IP (a Unix socket client) unchanged.
+ */
+function networkKey(address: string, ipv4Prefix: number, ipv6Prefix: number): string {
+  const canonical = canonicalAddress(address);
+  if (net.isIPv4(canonical))
+    return ipv4Prefix === 32
+      ? canonical
+      : `${networkOf(canonical, ipv4Prefix, 'ipv4')}/${ipv4Prefix}`;
+  if (!net.isIPv6(canonical)) return canonical;
+  // A zone index (`fe80::1%eth0`) is no part of the network.
+  const bare = canonical.split('%', 1)[0] ?? canonical;
+  return `${networkOf(bare, ipv6Prefix, 'ipv6')}/${ipv6Prefix}`;
 }

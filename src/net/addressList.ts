@@ -50,7 +50,7 @@ export function parseAddressList(value: unknown, name: string, nonEmpty = false)
 }
 
 /** `address` with the bits past `prefix` cleared, in canonical text. */
-function networkOf(address: string, prefix: number, family: 'ipv4' | 'ipv6'): string {
+export function networkOf(address: string, prefix: number, family: 'ipv4' | 'ipv6'): string {
   const bytes = family === 'ipv4' ? ipv4ToBytes(address) : ipv6ToBytes(address);
   for (let bit = prefix; bit < bytes.length * 8; bit++) {
     const index = bit >> 3;

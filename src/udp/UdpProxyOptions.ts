@@ -87,6 +87,10 @@ export interface UdpPerClientLimits {
   readonly sessionsPerSecond?: number;
   /** Sessions a client may open in a burst. Default `sessionsPerSecond`. */
   readonly burst?: number;
+  /** IPv4 prefix length that makes one client (1-32). Default 32: each address. */
+  readonly ipv4Prefix?: number;
+  /** IPv6 prefix length that makes one client (1-128). Default 128: each address. */
+  readonly ipv6Prefix?: number;
 }
 
 /** Access control of a UdpProxy, resolved. */

@@ -109,4 +109,42 @@ describe('ClientLimiter', () => {
     assert.equal(rated.size, 1, 'a full bucket after 100 ms: forgotten');
     rated.close();
   });
+
+  test('ipv4Prefix / ipv6Prefix: out of range or not an integer is refused naming the option', () => {
+    for (const [value, option] of [
+      [{ maxConnections: 1, ipv6Prefix: 0 }, 'perClient.ipv6Prefix'],
+      [{ maxConnections: 1, ipv6Prefix: 129 }, 'perClient.ipv6Prefix'],
+      [{ maxConnections: 1, ipv6Prefix: '64' }, 'perClient.ipv6Prefix'],
+      [{ maxConnections: 1, ipv4Prefix: 33 }, 'perClient.ipv4Prefix'],
+      [{ maxConnections: 1, ipv4Prefix: 24.5 }, 'perClient.ipv4Prefix'],
+    ] as const) {
+      assert.throws(
+        () => ClientLimiter.from(value, 'perClient'),
+        (error: unknown) => error instanceof InvalidOptionError && error.option === option,
+        option,
+      );
+    }
+  });
+
+  test('a prefix keys a client by its network: IPv4-mapped as IPv4, a zone index ignored, a Unix client ("") as one', () => {
+    const limiter = ClientLimiter.from(
+      { maxConnections: 1, ipv4Prefix: 24, ipv6Prefix: 64 },
+      'perClient',
+    )!;
+    assert.equal(limiter.acquire('2001:db8:0:1::1'), undefined);
+    assert.equal(limiter.acquire('2001:DB8:0:1:ffff:ffff:ffff:ffff'), 'client_limit');
+    assert.equal(limiter.acquire('2001:db8:0:2::1'), undefined);
+    assert.equal(limiter.acquire('192.0.2.1'), undefined);
+    assert.equal(limiter.acquire('::ffff:192.0.2.200'), 'client_limit');
+    assert.equal(limiter.acquire('192.0.3.1'), undefined);
+    assert.equal(limiter.acquire('fe80::1%eth0'), undefined);
+    assert.equal(limiter.acquire('fe80::2%eth1'), 'client_limit');
+    assert.equal(limiter.acquire(''), undefined);
+    assert.equal(limiter.acquire(''), 'client_limit');
+    assert.equal(limiter.active('2001:db8:0:1::abcd'), 1, 'counted per /64');
+    limiter.release('2001:db8:0:1:2::');
+    assert.equal(limiter.acquire('2001:db8:0:1::9'), undefined, 'released by any address of it');
+    assert.equal(limiter.size, 6);
+    limiter.close();
+  });
 });

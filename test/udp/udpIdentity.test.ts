@@ -264,6 +264,25 @@ describe('UdpProxy client identity', () => {
     await echo.close();
   });
 
+  test('perClient.ipv4Prefix 24: sessions from 127.0.0.2 and 127.0.0.3 count as one client', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      perClient: { maxSessions: 1, ipv4Prefix: 24 },
+    });
+    t.after(() => proxy.close());
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const a = await clientFrom('127.0.0.2');
+    const b = await clientFrom('127.0.0.3');
+    t.after(() => Promise.all([a, b].map(closeSocket)));
+    assert.equal((await request(a, port, 'a')).toString(), 'a');
+    const dropped = nextDrop(proxy);
+    b.send('b', port, '127.0.0.1');
+    assert.equal((await dropped).reason, DropReason.CLIENT_LIMIT);
+    assert.equal(proxy.stats().dropped.client_limit, 1);
+  });
+
   test('perClient.sessionsPerSecond with burst drops new sessions beyond the burst (rate_limited), per client address', async () => {
     const echo = await udpEcho();
     // One new session per second, burst 2: a third session within the same second finds no token.
