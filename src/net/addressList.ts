@@ -3,7 +3,16 @@ import { InvalidOptionError } from '../errors.js';
 import { ipv4FromBytes, ipv4ToBytes, ipv6FromBytes, ipv6ToBytes } from '../protocol/ipAddress.js';
 
 /**
- * Parses `['10.0.0.0/8', '192.0.2.7', '2001:db8::/32']` into a `net.BlockList`.
+ * The entry that stands for every client without an IP address (a Unix socket client), as
+ * nginx's `allow unix:` and `set_real_ip_from unix:`: IP entries never match such a client.
+ */
+export const UNIX_ENTRY = 'unix:';
+
+/** The lists that hold {@link UNIX_ENTRY}. */
+const withUnix = new WeakSet<net.BlockList>();
+
+/**
+ * Parses `['10.0.0.0/8', '192.0.2.7', '2001:db8::/32', 'unix:']` into a `net.BlockList`.
  * Throws InvalidOptionError naming `name[i]` for an entry that is not an address or CIDR, or a
  * CIDR with host bits set (`10.0.0.1/24`: nginx warns and uses `10.0.0.0/24`; a typo is likelier
  * than intent, so the error names the network to write instead). `nonEmpty` refuses `[]`.
@@ -22,10 +31,18 @@ export function parseAddressList(value: unknown, name: string, nonEmpty = false)
     const where = `${name}[${index}]`;
     if (typeof entry !== 'string')
       throw new InvalidOptionError(where, 'an address or CIDR string', entry);
+    if (entry.trim() === UNIX_ENTRY) {
+      withUnix.add(list);
+      return;
+    }
     const [address = '', prefixText, ...extra] = entry.trim().split('/');
     const family = net.isIPv4(address) ? 'ipv4' : net.isIPv6(address) ? 'ipv6' : undefined;
     if (family === undefined || extra.length > 0) {
-      throw new InvalidOptionError(where, 'an IPv4/IPv6 address or CIDR (e.g. 10.0.0.0/8)', entry);
+      throw new InvalidOptionError(
+        where,
+        `an IPv4/IPv6 address or CIDR (e.g. 10.0.0.0/8), or '${UNIX_ENTRY}' for Unix socket clients`,
+        entry,
+      );
     }
     if (prefixText === undefined) {
       list.addAddress(address, family);
@@ -65,14 +82,18 @@ function canonicalIPv6(address: string, family: 'ipv4' | 'ipv6'): string {
 
 const MAPPED_V4 = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i;
 
-/** Whether `address` is in `list`; an IPv4-mapped IPv6 address matches the IPv4 rules too. */
+/**
+ * Whether `address` is in `list`; an IPv4-mapped IPv6 address matches the IPv4 rules too. A
+ * client without an IP address (a Unix socket client: `''`, or the path of a PROXY header's
+ * AF_UNIX source) matches the `unix:` entry only.
+ */
 export function addressIn(list: net.BlockList, address: string): boolean {
   const mapped = MAPPED_V4.exec(address);
   if (mapped?.[1] !== undefined)
     return list.check(mapped[1], 'ipv4') || list.check(address, 'ipv6');
   if (net.isIPv4(address)) return list.check(address, 'ipv4');
   if (net.isIPv6(address)) return list.check(address, 'ipv6');
-  return false;
+  return withUnix.has(list);
 }
 
 /** The IPv4 form of an IPv4-mapped IPv6 address; any other address unchanged. */

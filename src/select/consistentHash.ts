@@ -18,8 +18,8 @@ import { triedOf } from './internal/triedOf.js';
 export interface ConsistentHashOptions {
   /**
    * The affinity key. Default: the client address (from the PROXY header when one was accepted),
-   * with an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) reduced to its IPv4 form. Returning
-   * `undefined` makes that one pick weighted random.
+   * with an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) reduced to its IPv4 form; none for a
+   * Unix socket client. Returning `undefined` makes that one pick weighted random.
    */
   readonly key?: (ctx: SelectionContext) => string | Uint8Array | undefined;
   /** `'maglev'` (default): O(1) lookup, even spread. `'ring'`: Ketama ring, O(log n) lookup, minimal movement. */
@@ -137,8 +137,13 @@ function pickAmong(
   return table.members[table.lookupAllowed(hash, allowed)];
 }
 
-/** The client address, with IPv4-mapped IPv6 reduced so dual-stack listeners agree with IPv4 ones. */
-function clientKey(ctx: SelectionContext): string {
+/**
+ * The client address, with IPv4-mapped IPv6 reduced so dual-stack listeners agree with IPv4 ones.
+ * A Unix socket client has none: undefined (weighted random, as HAProxy's `balance source` falls
+ * back to round robin), rather than one empty key sending every such client to one upstream.
+ */
+function clientKey(ctx: SelectionContext): string | undefined {
+  if (ctx.clientFamily === 'unix') return undefined;
   const address = ctx.clientAddress;
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
