@@ -11,6 +11,8 @@ import { LatencyRecorder } from '../metrics/latency.js';
 import type { LatencySnapshot } from '../metrics/latency.js';
 import { formatHostPort, UNIX_PREFIX } from './address.js';
 import { removeStaleSocket } from './unixSocket.js';
+import { listenWithAccess } from '../net/unixSocketFile.js';
+import type { UnixSocketFile } from '../net/unixSocketFile.js';
 import type { ListenAddress } from './address.js';
 import type { ListenerConfig, PreparedListener } from './config.js';
 import { optionsKey, upstreamsKey } from './config.js';
@@ -61,6 +63,8 @@ export class Listener {
   /** Final stats of retired TCP proxies, so counters never go back on a reload. */
   private carried: TcpProxyStats | undefined;
   private server: Server | undefined;
+  /** The Unix socket file made with `unixSocket` (mode, owner), removed at drain. */
+  private socketFile: UnixSocketFile | undefined;
   private address = '';
   /** Latency histograms over every generation, when recorded. */
   readonly latency: LatencyRecorder | undefined;
@@ -150,18 +154,25 @@ export class Listener {
     const unix = this.config.listen.path;
     // With --workers the primary removed a stale file (src/cli/primary.ts).
     if (unix !== undefined && !cluster.isWorker) await removeStaleSocket(unix);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      const shared = this.reusePort ? { reusePort: true, exclusive: true } : {};
-      const where =
-        unix === undefined
-          ? { port, ...(host !== '' && { host }), ...(ipv6Only && { ipv6Only }) }
-          : { path: unix };
-      server.listen({ ...where, backlog, ...shared }, () => {
-        server.off('error', reject);
-        resolve();
+    const access = this.config.unixSocket;
+    if (unix !== undefined && access !== undefined) {
+      const where = `${this.config.path}.unixSocket`;
+      const names = { user: `${where}.user`, group: `${where}.group` };
+      this.socketFile = await listenWithAccess(server, unix, backlog, access, names);
+    } else {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        const shared = this.reusePort ? { reusePort: true, exclusive: true } : {};
+        const where =
+          unix === undefined
+            ? { port, ...(host !== '' && { host }), ...(ipv6Only && { ipv6Only }) }
+            : { path: unix };
+        server.listen({ ...where, backlog, ...shared }, () => {
+          server.off('error', reject);
+          resolve();
+        });
       });
-    });
+    }
     // Every generation relays with TCP_NODELAY unless told not to (`noDelay: false`).
     noDelayInherited = this.config.raw.noDelay !== false && inheritNoDelay(server);
     local = fixedLocalAddress(server);
@@ -299,6 +310,8 @@ export class Listener {
               resolve();
             }),
           );
+    // libuv removed only the socket's private name: its file goes as it stops accepting.
+    await this.socketFile?.remove();
     if (this.current instanceof UdpProxy) {
       await this.current.close();
       return;

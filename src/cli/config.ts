@@ -31,6 +31,8 @@ import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
 import { TlsFileError, readTlsFiles, tlsFilesOf } from './tlsConfig.js';
 import type { TlsFiles } from './tlsConfig.js';
 import { readConfigText } from './configText.js';
+import { parseSocketMode, parseSocketOwner, restricts } from '../net/unixSocketFile.js';
+import type { UnixSocketAccess } from '../net/unixSocketFile.js';
 import { tunnelUpstreams } from './tunnelConfig.js';
 import { prepareTunnelListener, TunnelConfigError } from './tunnelListeners.js';
 import type { TunnelListenerConfig } from './tunnelListeners.js';
@@ -64,6 +66,8 @@ export interface ListenerConfig {
   readonly backlog: number | undefined;
   /** UDP socket buffer sizes set on this listener (`SO_RCVBUF`, `SO_SNDBUF` of `bind()`), if any. */
   readonly socketBuffers?: SocketBuffers;
+  /** A Unix socket file's mode, user and group (`unixSocket`), if any is set. */
+  readonly unixSocket?: UnixSocketAccess;
 }
 
 /** The `recvBufferSize` and `sendBufferSize` of a UDP listener, as `UdpProxy.bind()` takes them. */
@@ -127,6 +131,7 @@ const CLI_KEYS = [
   'ipv6Only',
   'recvBufferSize',
   'sendBufferSize',
+  'unixSocket',
 ];
 
 /** Reads and validates a config file; nothing listens yet. */
@@ -356,6 +361,7 @@ function prepareListener(
   if (backlog !== undefined && (protocol !== 'tcp' || !isBacklog(backlog)))
     throw fieldError(source, `${path}.backlog`, `${BACKLOG_EXPECTED}, TCP only`, backlog);
   const socketBuffers = udpSocketBuffers(entry, protocol, source, path);
+  const unixSocket = unixSocketAccess(entry.unixSocket, unix !== undefined, source, path);
   let files: TlsFiles;
   try {
     files = readTlsFiles(entry, source, path);
@@ -377,6 +383,7 @@ function prepareListener(
       raw: tunnels.raw,
       backlog,
       ...(socketBuffers !== undefined && { socketBuffers }),
+      ...(unixSocket !== undefined && { unixSocket }),
     };
     proxy = construct(protocol, tunnels.entry, dns);
   } catch (err) {
@@ -577,4 +584,41 @@ function canonical(value: unknown): string {
     return `{${keys.map((key) => `${JSON.stringify(key)}:${canonical(value[key])}`).join(',')}}`;
   }
   return value === undefined ? 'null' : JSON.stringify(value);
+}
+
+/**
+ * A Unix socket listener's `unixSocket: { mode, user, group }`: validated here (a name is looked
+ * up when the listener starts); refused on a TCP or UDP address.
+ */
+function unixSocketAccess(
+  value: unknown,
+  unix: boolean,
+  source: string,
+  path: string,
+): UnixSocketAccess | undefined {
+  if (value === undefined) return undefined;
+  const where = `${path}.unixSocket`;
+  const expected = 'an object { "mode", "user", "group" } on a "unix:/path" listener';
+  if (!isRecord(value)) throw fieldError(source, where, expected, value);
+  const unknown = Object.keys(value).find((key) => !['mode', 'user', 'group'].includes(key));
+  if (unknown !== undefined)
+    throw fieldError(
+      source,
+      `${where}.${unknown}`,
+      'one of "mode", "user", "group"',
+      value[unknown],
+    );
+  try {
+    const access = {
+      mode: parseSocketMode(value.mode, `${where}.mode`),
+      user: parseSocketOwner(value.user, `${where}.user`),
+      group: parseSocketOwner(value.group, `${where}.group`),
+    };
+    if (!unix) throw fieldError(source, where, expected, value);
+    return restricts(access) ? access : undefined;
+  } catch (err) {
+    if (!(err instanceof InvalidOptionError)) throw err;
+    const tail = err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, '');
+    throw new ConfigError(source, err.option, tail);
+  }
 }

@@ -91,6 +91,17 @@ export class Primary {
     // listen, and a worker does not probe it (the probe would be a connection it then serves).
     for (const { listen } of [...config.listeners.map((l) => l.config), ...config.tunnels])
       if (listen.path !== undefined) await removeStaleSocket(listen.path);
+    // Cluster's shared socket is bound by this process on a worker's request, out of reach of
+    // the private-directory bind that sets a mode and owner first: refused, not made unsafely.
+    const restricted = config.listeners.find(({ config: listener }) => listener.unixSocket);
+    if (restricted !== undefined) {
+      this.ops.log(
+        'fatal',
+        `${restricted.config.path}.unixSocket: not supported with --workers (run one process, or set the directory's permissions)`,
+      );
+      await this.flushed();
+      process.exit(1);
+    }
     ignoreUnusedSignals(this.ops);
     const early = stopRequested();
     if (early !== undefined) {

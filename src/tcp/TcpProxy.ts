@@ -76,6 +76,13 @@ import type { AdmissionConfig } from '../filter/admission.js';
 import type { DataFilterFactory } from '../filter/dataFilter.js';
 import type { PrereadResults } from '../preread/types.js';
 import { ignoreError } from '../internal/ignoreError.js';
+import {
+  listenWithAccess,
+  parseSocketMode,
+  parseSocketOwner,
+  restricts,
+} from '../net/unixSocketFile.js';
+import type { UnixSocketAccess, UnixSocketFile } from '../net/unixSocketFile.js';
 
 /** Where `listen()` binds: a TCP port (0 for ephemeral) on a host, or a Unix socket path. */
 export interface ListenOptions {
@@ -85,6 +92,16 @@ export interface ListenOptions {
   readonly ipv6Only?: boolean;
   /** Unix domain socket path (instead of `port`/`host`). */
   readonly path?: string;
+  /**
+   * With `path`: the socket file's permission bits, a number (`0o660`) or an octal string
+   * (`'660'`), set before anyone else can connect (HAProxy's `bind /path mode 660`). Default: what
+   * the process umask leaves of 0o777.
+   */
+  readonly mode?: number | string;
+  /** With `path`: the socket file's owner, a user name or uid (HAProxy `user`/`uid`). Default: the process's. */
+  readonly user?: string | number;
+  /** With `path`: the socket file's group, a group name or gid (HAProxy `group`/`gid`). Default: the process's. */
+  readonly group?: string | number;
   /**
    * Accept queue length (listen(2) backlog), capped by the kernel at `net.core.somaxconn`.
    * Default: `maxConnections` when set, else `somaxconn` (read once), else 511.
@@ -122,6 +139,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   private readonly upstreamDrains = new Set<NodeJS.Timeout>();
   private readonly options: ResolvedTcpOptions;
   private readonly servers = new Set<Server>();
+  /** Socket files made with a mode or owner (removed here: libuv removes only their private name). */
+  private readonly socketFiles = new Map<Server, UnixSocketFile>();
   private readonly live = new Set<TcpConnection>();
   private readonly counters: TcpCounters = {
     downstreamTotal: 0,
@@ -356,8 +375,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       options,
       defaultBacklog(this.options.maxConnections),
     );
+    const access = socketAccess(options);
     if (this.closing) throw new ProxyClosedError();
-    const attempt = this.bind(listenOptions);
+    const attempt = this.bind(listenOptions, access);
     this.listening.add(attempt);
     try {
       return await attempt;
@@ -366,7 +386,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     }
   }
 
-  private async bind(listenOptions: net.ListenOptions): Promise<AddressInfo | string> {
+  private async bind(
+    listenOptions: net.ListenOptions,
+    access: UnixSocketAccess | undefined,
+  ): Promise<AddressInfo | string> {
     // TCP_NODELAY goes on the listening socket once (inherited), or per connection in the relay.
     const server = net.createServer({ allowHalfOpen: true });
     let noDelayInherited = false;
@@ -376,18 +399,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       if (local !== undefined) presetLocalAddress(socket, local);
       this.handle(socket);
     });
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error): void => {
-        reject(
-          new ListenError(`Cannot listen on ${describeListen(listenOptions)}: ${err.message}`, err),
-        );
-      };
-      server.once('error', onError);
-      server.listen(listenOptions, () => {
-        server.off('error', onError);
-        resolve();
-      });
-    });
+    const file = await listenOn(server, listenOptions, access);
     // close() was called while binding (a host name being looked up, the bind itself): the
     // server it could not see is closed here, before close() resolves.
     if (this.closing) {
@@ -396,6 +408,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
           resolve();
         });
       });
+      await file?.remove();
       throw new ProxyClosedError();
     }
     noDelayInherited = this.options.noDelay && inheritNoDelay(server);
@@ -406,14 +419,17 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       this.acceptFailed(err);
     });
     this.servers.add(server);
-    const address = server.address() ?? '';
+    if (file !== undefined) this.socketFiles.set(server, file);
+    const address = file?.path ?? server.address() ?? '';
     emitSafely(this, 'listening', address);
     return address;
   }
 
   /** Addresses the proxy listens on. */
   addresses(): (AddressInfo | string)[] {
-    return [...this.servers].map((server) => server.address() ?? '');
+    return [...this.servers].map(
+      (server) => this.socketFiles.get(server)?.path ?? server.address() ?? '',
+    );
   }
 
   /**
@@ -1014,6 +1030,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
           }),
         ),
     );
+    // The listening sockets closed at once: their files go now, not after the drain.
+    serversClosed.push(...[...this.socketFiles.values()].map((file) => file.remove()));
+    this.socketFiles.clear();
     this.servers.clear();
     // Clients still in their preface have nothing dialled: refuse them now.
     for (const preface of [...this.prefaces]) preface.abort();
@@ -1098,9 +1117,59 @@ interface RejectDetails {
 
 const NOTHING_KNOWN: RejectDetails = {};
 
+/**
+ * Binds `server` to `options`; with a mode or owner for a Unix socket, through
+ * {@link listenWithAccess}, whose file is returned. Failures are ListenErrors.
+ */
+async function listenOn(
+  server: Server,
+  options: net.ListenOptions,
+  access: UnixSocketAccess | undefined,
+): Promise<UnixSocketFile | undefined> {
+  const failed = (err: Error): Error =>
+    err instanceof InvalidOptionError
+      ? err
+      : new ListenError(`Cannot listen on ${describeListen(options)}: ${err.message}`, err);
+  if (access !== undefined && options.path !== undefined)
+    return listenWithAccess(server, options.path, options.backlog, access).catch((err: unknown) => {
+      throw failed(err as Error);
+    });
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => {
+      reject(failed(err));
+    };
+    server.once('error', onError);
+    server.listen(options, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  return undefined;
+}
+
+/** A Unix socket's `mode`, `user` and `group`, validated; undefined when none is set. */
+function socketAccess(options: ListenOptions): UnixSocketAccess | undefined {
+  const access = {
+    mode: parseSocketMode(options.mode, 'mode'),
+    user: parseSocketOwner(options.user, 'user'),
+    group: parseSocketOwner(options.group, 'group'),
+  };
+  if (!restricts(access)) return undefined;
+  if (options.path === undefined) {
+    const name =
+      options.mode !== undefined ? 'mode' : options.user !== undefined ? 'user' : 'group';
+    throw new InvalidOptionError(name, 'a Unix socket path with it', options[name]);
+  }
+  return access;
+}
+
 function validateListenOptions(options: unknown, fallbackBacklog: number): net.ListenOptions {
   const raw = optionalRecord(options, 'listen options');
-  rejectUnknownKeys(raw, ['port', 'host', 'ipv6Only', 'path', 'backlog', 'reusePort'], '');
+  rejectUnknownKeys(
+    raw,
+    ['port', 'host', 'ipv6Only', 'path', 'backlog', 'reusePort', 'mode', 'user', 'group'],
+    '',
+  );
   const reusePort = reusePortOption(raw.reusePort);
   if (raw.path !== undefined) {
     if (typeof raw.path !== 'string' || raw.path === '') {

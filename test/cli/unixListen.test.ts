@@ -164,4 +164,88 @@ describe('l4proxy: "listen": "unix:/path" (a TCP listener on a Unix socket)', ()
       /listeners\[0\]\.ipv6Only: /,
     );
   });
+
+  test('unixSocket { mode, user, group }: the file has them, curl reaches the upstream, the file goes at exit', async (t) => {
+    const curlPath = tool(t, 'curl');
+    if (curlPath === undefined) return;
+    const uid = process.getuid?.() ?? -1;
+    if (uid < 0) {
+      t.skip('no POSIX user ids on this platform');
+      return;
+    }
+    // As root the file is given away (and root still connects); else it stays this user's.
+    const owner = uid === 0 ? 54321 : uid;
+    const group = uid === 0 ? 54322 : (process.getgid?.() ?? 0);
+    const sock = join(socketDir(t), 'web.sock');
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: `unix:${sock}`,
+          unixSocket: { mode: '0660', user: owner, group: String(group) },
+          upstreams: [{ host: '127.0.0.1', port: await origin(t) }],
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file]);
+    await cli.waitLine('stderr', (l) => l.msg === 'listening');
+    const stats = lstatSync(sock);
+    assert.equal(stats.mode & 0o777, 0o660);
+    assert.equal(stats.uid, owner);
+    assert.equal(stats.gid, group);
+    const got = await curl(curlPath, ['-fsS', '--unix-socket', sock, 'http://l4proxy/']);
+    assert.equal(got.stdout, 'origin', got.stderr);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+    assert.equal(existsSync(sock), false, 'the socket file is removed at exit');
+  });
+
+  test('unixSocket: a user that does not exist stops the start naming listeners[i].unixSocket.user; --workers refuses it', async (t) => {
+    const sock = join(socketDir(t), 'web.sock');
+    const listener = {
+      protocol: 'tcp',
+      listen: `unix:${sock}`,
+      upstreams: [{ host: '127.0.0.1', port: 9 }],
+    };
+    const missing = configDir(t).write('l4proxy.json', {
+      listeners: [{ ...listener, unixSocket: { user: 'l4proxy-no-such-user' } }],
+    });
+    const result = await runCli(['--config', missing]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /listeners\[0\]\.unixSocket\.user.*l4proxy-no-such-user/);
+    assert.equal(existsSync(sock), false);
+    const cluster = configDir(t).write('l4proxy.json', {
+      listeners: [{ ...listener, unixSocket: { mode: '600' } }],
+    });
+    const workers = await runCli(['--config', cluster, '--workers', '2']);
+    assert.equal(workers.code, 1);
+    assert.match(workers.stderr, /listeners\[0\]\.unixSocket: not supported with --workers/);
+  });
+
+  test('the config refuses a bad unixSocket: its mode, an unknown key, on a TCP address', () => {
+    const upstreams = [{ host: '127.0.0.1', port: 9 }];
+    const tcp = (listen: string, unixSocket: unknown) => ({
+      protocol: 'tcp',
+      listen,
+      upstreams,
+      unixSocket,
+    });
+    assert.match(
+      configErrorOf({ listeners: [tcp('unix:/tmp/x.sock', { mode: 660 })] }),
+      /listeners\[0\]\.unixSocket\.mode: expected permission bits/,
+    );
+    assert.match(
+      configErrorOf({ listeners: [tcp('unix:/tmp/x.sock', { owner: 'x' })] }),
+      /listeners\[0\]\.unixSocket\.owner: expected one of "mode", "user", "group"/,
+    );
+    assert.match(
+      configErrorOf({ listeners: [tcp('unix:/tmp/x.sock', { group: '' })] }),
+      /listeners\[0\]\.unixSocket\.group: expected a name or a numeric id/,
+    );
+    assert.match(
+      configErrorOf({ listeners: [tcp('127.0.0.1:0', { mode: '600' })] }),
+      /listeners\[0\]\.unixSocket: expected an object .* on a "unix:\/path" listener/,
+    );
+  });
 });
