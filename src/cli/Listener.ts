@@ -154,7 +154,8 @@ export class Listener {
     const unix = this.config.listen.path;
     // With --workers the primary removed a stale file (src/cli/primary.ts).
     if (unix !== undefined && !cluster.isWorker) await removeStaleSocket(unix);
-    const access = this.config.unixSocket;
+    // With --workers the primary binds the socket and sets its file (src/cli/clusterSocketFiles.ts).
+    const access = cluster.isWorker ? undefined : this.config.unixSocket;
     if (unix !== undefined && access !== undefined) {
       const where = `${this.config.path}.unixSocket`;
       const names = { user: `${where}.user`, group: `${where}.group` };

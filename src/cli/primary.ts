@@ -18,6 +18,7 @@ import type { MetricFamily } from '../metrics/prometheus.js';
 import type { EffectiveSettings } from './settings.js';
 import { startPrimaryAdmin } from './primaryAdmin.js';
 import { removeStaleSocket } from './unixSocket.js';
+import { ClusterSocketFiles } from './clusterSocketFiles.js';
 import { WorkerRelay } from './workerRelay.js';
 import { tunnelListenerFamilies } from './tunnelListeners.js';
 import { stopRequested, takeSignals, signalExitCode } from './signals.js';
@@ -53,6 +54,8 @@ export class Primary {
   /** Reloads broadcast so far, and how many had been when each slot's worker was forked. */
   private reloads = 0;
   private readonly reloadsAtFork = new Map<number, number>();
+  /** The Unix listeners' socket files, when there are any (their mode and owner). */
+  private socketFiles: ClusterSocketFiles | undefined;
   private draining = false;
   /** The second stop signal, once one came: the workers are cutting their connections. */
   private cutBy: NodeJS.Signals | undefined;
@@ -91,14 +94,16 @@ export class Primary {
     // listen, and a worker does not probe it (the probe would be a connection it then serves).
     for (const { listen } of [...config.listeners.map((l) => l.config), ...config.tunnels])
       if (listen.path !== undefined) await removeStaleSocket(listen.path);
-    // Cluster's shared socket is bound by this process on a worker's request, out of reach of
-    // the private-directory bind that sets a mode and owner first: refused, not made unsafely.
-    const restricted = config.listeners.find(({ config: listener }) => listener.unixSocket);
-    if (restricted !== undefined) {
-      this.ops.log(
-        'fatal',
-        `${restricted.config.path}.unixSocket: not supported with --workers (run one process, or set the directory's permissions)`,
+    // Cluster binds those sockets here: their files get their mode and owner as they appear.
+    try {
+      this.socketFiles = await ClusterSocketFiles.start(
+        [...config.listeners.map(({ config: listener }) => listener), ...config.tunnels],
+        (path, err) => {
+          this.ops.log('error', `cannot set the mode or owner of ${path}: ${err.message}`);
+        },
       );
+    } catch (err) {
+      this.ops.log('fatal', (err as Error).message);
       await this.flushed();
       process.exit(1);
     }
@@ -160,7 +165,8 @@ export class Primary {
   }
 
   private fork(slot: number): void {
-    const worker = cluster.fork({ L4PROXY_WORKER: String(slot) });
+    const fork = (): Worker => cluster.fork({ L4PROXY_WORKER: String(slot) });
+    const worker = this.socketFiles === undefined ? fork() : this.socketFiles.forking(fork);
     this.slots.set(slot, worker);
     this.reloadsAtFork.set(slot, this.reloads);
     worker.on('message', (message: unknown) => {

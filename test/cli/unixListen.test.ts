@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -99,6 +99,10 @@ describe('l4proxy: "listen": "unix:/path" (a TCP listener on a Unix socket)', ()
     });
     const cli = startCli(t, ['--config', file, '--workers', '2']);
     await cli.waitLine('stderr', (l) => l.msg === 'ready', 15_000);
+    // Without unixSocket: what the umask gives, as a single process makes it.
+    const umask = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    if (umask !== undefined)
+      assert.equal(lstatSync(sock).mode & 0o777, 0o777 & ~parseInt(umask, 8));
     for (let i = 0; i < 4; i++) {
       const got = await curl(curlPath, ['-fsS', '--unix-socket', sock, 'http://l4proxy/']);
       assert.equal(got.stdout, 'origin', got.stderr);
@@ -201,7 +205,66 @@ describe('l4proxy: "listen": "unix:/path" (a TCP listener on a Unix socket)', ()
     assert.equal(existsSync(sock), false, 'the socket file is removed at exit');
   });
 
-  test('unixSocket: a user that does not exist stops the start naming listeners[i].unixSocket.user; --workers refuses it', async (t) => {
+  test('unixSocket with --workers 2: the primary’s socket file has the mode and owner once ready, and serves', async (t) => {
+    const curlPath = tool(t, 'curl');
+    if (curlPath === undefined) return;
+    const uid = process.getuid?.() ?? -1;
+    if (uid < 0) {
+      t.skip('no POSIX user ids on this platform');
+      return;
+    }
+    const owner = uid === 0 ? 54321 : uid;
+    const dir = socketDir(t);
+    const sock = join(dir, 'cluster.sock');
+    // A tunnel listener's socket, bound by the same primary, without unixSocket.
+    const tunnelSock = join(dir, 'tunnel.sock');
+    const originPort = await origin(t);
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: `unix:${sock}`,
+          unixSocket: { mode: '0640', user: owner },
+          upstreams: [{ host: '127.0.0.1', port: originPort }],
+        },
+        {
+          name: 'egress',
+          protocol: 'tunnel',
+          listen: `unix:${tunnelSock}`,
+          upstreams: [{ host: '127.0.0.1', port: originPort }],
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file, '--workers', '2']);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready', 15_000);
+    const stats = lstatSync(sock);
+    assert.equal(stats.mode & 0o777, 0o640);
+    assert.equal(stats.uid, owner);
+    const umask = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    if (umask !== undefined)
+      assert.equal(lstatSync(tunnelSock).mode & 0o777, 0o777 & ~parseInt(umask, 8), 'tunnel');
+    // The primary binds under umask 0777; its workers run under the one it was started with.
+    const children = `/proc/${cli.pid}/task/${cli.pid}/children`;
+    if (existsSync(children)) {
+      const umaskOf = (pid: string): string =>
+        /^Umask:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '?';
+      assert.equal(umaskOf(String(cli.pid)), '0777');
+      const workers = readFileSync(children, 'utf8').trim().split(/\s+/);
+      assert.equal(workers.length, 2);
+      const own = umaskOf('self');
+      for (const pid of workers) assert.equal(umaskOf(pid), own, `worker ${pid}`);
+    }
+    for (let i = 0; i < 2; i++) {
+      const got = await curl(curlPath, ['-fsS', '--unix-socket', sock, 'http://l4proxy/']);
+      assert.equal(got.stdout, 'origin', got.stderr);
+    }
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+    assert.equal(existsSync(sock), false, 'the socket file is removed at exit');
+  });
+
+  test('unixSocket: a user that does not exist stops the start naming listeners[i].unixSocket.user, with --workers too', async (t) => {
     const sock = join(socketDir(t), 'web.sock');
     const listener = {
       protocol: 'tcp',
@@ -215,12 +278,10 @@ describe('l4proxy: "listen": "unix:/path" (a TCP listener on a Unix socket)', ()
     assert.equal(result.code, 1);
     assert.match(result.stderr, /listeners\[0\]\.unixSocket\.user.*l4proxy-no-such-user/);
     assert.equal(existsSync(sock), false);
-    const cluster = configDir(t).write('l4proxy.json', {
-      listeners: [{ ...listener, unixSocket: { mode: '600' } }],
-    });
-    const workers = await runCli(['--config', cluster, '--workers', '2']);
+    const workers = await runCli(['--config', missing, '--workers', '2']);
     assert.equal(workers.code, 1);
-    assert.match(workers.stderr, /listeners\[0\]\.unixSocket: not supported with --workers/);
+    assert.match(workers.stderr, /listeners\[0\]\.unixSocket\.user.*l4proxy-no-such-user/);
+    assert.equal(existsSync(sock), false);
   });
 
   test('the config refuses a bad unixSocket: its mode, an unknown key, on a TCP address', () => {
