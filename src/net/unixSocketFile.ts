@@ -74,12 +74,19 @@ export async function resolveId(
   return id;
 }
 
-/** `getent database key`'s line; undefined when it says none, or getent is missing. */
+/**
+ * `getent database key`'s line; undefined when it says none, getent is missing, or running it is
+ * refused (Node's permission model without `--allow-child-process`).
+ */
 function getent(database: string, key: string): Promise<string | undefined> {
   return new Promise((resolve) => {
-    execFile('getent', [database, key], { timeout: 5_000 }, (error, stdout) => {
-      resolve(error === null ? stdout.split('\n')[0] : undefined);
-    });
+    try {
+      execFile('getent', [database, key], { timeout: 5_000 }, (error, stdout) => {
+        resolve(error === null ? stdout.split('\n')[0] : undefined);
+      });
+    } catch {
+      resolve(undefined);
+    }
   });
 }
 
