@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import { setImmediate as turn } from 'node:timers/promises';
-import type { DataFilterFactory } from '../../src/index.js';
+import { holdUntilEnd } from '../helpers/filters.js';
 import { closed, echoServer, withTimeout } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 
@@ -13,18 +13,6 @@ import { startProxy } from '../helpers/proxy.js';
  * (`onClientEnd`) must still hand it to the upstream. It did not: the request was lost and the
  * connection closed `completed` with `bytesToUpstream` 0 (found by the TCP interleaving harness).
  */
-
-/** Holds every client byte until the client's FIN, then releases them all. */
-const holdUntilEnd: DataFilterFactory = () => {
-  const held: Buffer[] = [];
-  return {
-    onClientData: (chunk) => {
-      held.push(chunk);
-      return null;
-    },
-    onClientEnd: () => Buffer.concat(held),
-  };
-};
 
 /** Waits (bounded: 2 000 turns of the loop) until `condition()` holds. */
 async function turnsUntil(condition: () => boolean, what: string): Promise<void> {
