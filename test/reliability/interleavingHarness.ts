@@ -206,10 +206,14 @@ export class Sequence {
 
   /** Runs `operation` after `delay` ms, noted in the plan when it runs. */
   at(delay: number, what: string, operation: () => unknown): Promise<unknown> {
-    return after(delay).then(() => {
+    const scheduled = after(delay).then(() => {
       this.note(what);
       return operation();
     });
+    // Awaited later with the others; marked handled now, or a failure before then would reach
+    // the runner as an unhandled rejection, without the seed and the plan.
+    scheduled.catch(() => undefined);
+    return scheduled;
   }
 
   /** Registers a clean-up step: run after the sequence, passed or failed, latest first, bounded. */
