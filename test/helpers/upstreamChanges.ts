@@ -67,7 +67,9 @@ export function scheduleUpstreamChanges<P>(changes: UpstreamChanges<P>): Promise
     const chosen = rng.subset(peers);
     const id = changes.idOf(rng.pick(peers));
     const mode = rng.pick(['drain', 'maint', 'ready'] as const);
-    if (op === 0) {
+    // Without overrides (a TunnelServer), the override slots change the set instead.
+    const overrides = changes.admin !== undefined || target.overrideUpstream !== undefined;
+    if (op === 0 || (op !== 3 && !overrides)) {
       const upstreams = changes.upstreamsOf(chosen);
       scheduled.push(
         changes.at(delay, `setUpstreams(${listed(upstreams)})`, () => {
@@ -83,25 +85,17 @@ export function scheduleUpstreamChanges<P>(changes: UpstreamChanges<P>): Promise
         }),
       );
     } else if (changes.admin !== undefined) {
+      const admin = changes.admin;
       const action = rng.pick(ADMIN_ACTIONS);
       const weight = rng.int(1, 3);
       scheduled.push(
-        changes.at(delay, `admin ${action} ${id}`, () =>
-          adminAction(changes.admin!, id, action, weight),
-        ),
+        changes.at(delay, `admin ${action} ${id}`, () => adminAction(admin, id, action, weight)),
       );
-    } else if (target.overrideUpstream !== undefined) {
+    } else {
       const override = op === 1 ? { mode, weight: undefined } : undefined;
       scheduled.push(
         changes.at(delay, `overrideUpstream(${id}, ${op === 1 ? mode : 'cleared'})`, () => {
           target.overrideUpstream?.(id, override);
-        }),
-      );
-    } else {
-      const upstreams = changes.upstreamsOf(chosen);
-      scheduled.push(
-        changes.at(delay, `setUpstreams(${listed(upstreams)})`, () => {
-          target.setUpstreams(upstreams);
         }),
       );
     }

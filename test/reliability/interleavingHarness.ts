@@ -153,6 +153,20 @@ export function assertMetricsAgree(
   }
 }
 
+/** Per-reason counters (`name`) equal the close events per reason, and sum to their number. */
+export function assertReasonsMatch(
+  counts: Readonly<Record<string, number>>,
+  closes: readonly { readonly reason: string }[],
+  name: string,
+  what: string,
+): void {
+  assert.equal(sum(counts), closes.length, `${what}: ${name} sum`);
+  for (const [reason, count] of Object.entries(counts)) {
+    const events = closes.filter((summary) => summary.reason === reason).length;
+    assert.equal(count, events, `${what}: ${name}.${reason}`);
+  }
+}
+
 /** Sum of a record's values. */
 export function sum(record: Readonly<Record<string, number>>): number {
   let total = 0;

@@ -24,6 +24,7 @@ import type { AdminRoute } from '../helpers/upstreamChanges.js';
 import {
   adminOver,
   assertMetricsAgree,
+  assertReasonsMatch,
   Rng,
   RUNS,
   runSequences,
@@ -256,11 +257,7 @@ function checkInvariants(
   assert.equal(stats.downstream_cx_queued_active, 0, `${what}: queued_active`);
   for (const [id, upstream] of Object.entries(stats.upstreams))
     assert.equal(upstream.upstream_cx_active, 0, `${what}: upstream ${id} active`);
-  assert.equal(sum(stats.close_reasons), seen.closes.length, `${what}: close_reasons sum`);
-  for (const [reason, count] of Object.entries(stats.close_reasons)) {
-    const events = seen.closes.filter((summary) => summary.reason === reason).length;
-    assert.equal(count, events, `${what}: close_reasons.${reason}`);
-  }
+  assertReasonsMatch(stats.close_reasons, seen.closes, 'close_reasons', what);
   assert.equal(sum(stats.rejected_reasons), seen.rejections.length, `${what}: rejected sum`);
   assert.equal(stats.downstream_cx_rejected, seen.rejections.length, `${what}: rejected`);
   // Bytes: what the proxy reports is what the client's peers saw.

@@ -10,6 +10,7 @@ import {
   after,
   adminOver,
   assertMetricsAgree,
+  assertReasonsMatch,
   Rng,
   RUNS,
   runSequences,
@@ -91,11 +92,7 @@ function checkInvariants(
   assert.equal(stats.upstream_sess_active, 0, `${what}: upstream_sess_active`);
   for (const [id, upstream] of Object.entries(stats.upstreams))
     assert.equal(upstream.upstream_sess_active, 0, `${what}: upstream ${id} active`);
-  assert.equal(sum(stats.session_close_reasons), seen.closes.length, `${what}: reasons sum`);
-  for (const [reason, count] of Object.entries(stats.session_close_reasons)) {
-    const events = seen.closes.filter((summary) => summary.reason === reason).length;
-    assert.equal(count, events, `${what}: session_close_reasons.${reason}`);
-  }
+  assertReasonsMatch(stats.session_close_reasons, seen.closes, 'session_close_reasons', what);
   assert.equal(sum(stats.dropped), stats.datagrams_dropped, `${what}: dropped sum`);
   // What each client sent and read, against its sessions' summaries.
   for (const [port, client] of clients) {
