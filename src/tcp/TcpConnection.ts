@@ -448,9 +448,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.host.options.noDelay) client.setNoDelay(true);
     if (this.host.options.clientKeepAlive !== undefined)
       client.setKeepAlive(true, this.host.options.clientKeepAlive);
-    // The client sent its request and half-closed while the preface read it (preread).
-    if (client.readableEnded) this.clientEnded = true;
     this.armTimers();
+    // The client sent its request and half-closed before the connection took it (while a
+    // preface read it, or queued): its 'end' has passed, so what `clientEnd` does happens here.
+    if (client.readableEnded && !this.endedBeforeStart()) return;
     if (this.resumeAfterPreface && this.earlyBytes < this.host.options.maxEarlyData)
       client.resume();
     // A TLS client starts here from inside its handshake's completion, before Node has written
@@ -1097,6 +1098,17 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.filters !== undefined && !this.flushToUpstream(this.filters)) return;
     if (this.connected) this.upstreamSocket?.end();
     if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
+  }
+
+  /**
+   * `clientEnd` for a client whose FIN came before `start`: what the filters hold is flushed (it
+   * goes with the early bytes) and the half-close timer runs. False when a filter ended it.
+   */
+  private endedBeforeStart(): boolean {
+    this.clientEnded = true;
+    if (this.filters !== undefined && !this.flushToUpstream(this.filters)) return false;
+    if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
+    return true;
   }
 
   /** @internal */

@@ -1,5 +1,10 @@
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import { createAdminServer } from '../../src/index.js';
+import type { TcpProxy, UdpProxy } from '../../src/index.js';
+import { withTimeout } from '../helpers/net.js';
+import type { AdminRoute } from '../helpers/upstreamChanges.js';
 
 /**
  * Shared pieces of the random-interleaving stress tests: a seeded PRNG (so a failing sequence
@@ -148,6 +153,20 @@ export function assertMetricsAgree(
   }
 }
 
+/** Per-reason counters (`name`) equal the close events per reason, and sum to their number. */
+export function assertReasonsMatch(
+  counts: Readonly<Record<string, number>>,
+  closes: readonly { readonly reason: string }[],
+  name: string,
+  what: string,
+): void {
+  assert.equal(sum(counts), closes.length, `${what}: ${name} sum`);
+  for (const [reason, count] of Object.entries(counts)) {
+    const events = closes.filter((summary) => summary.reason === reason).length;
+    assert.equal(count, events, `${what}: ${name}.${reason}`);
+  }
+}
+
 /** Sum of a record's values. */
 export function sum(record: Readonly<Record<string, number>>): number {
   let total = 0;
@@ -165,4 +184,175 @@ export async function until(condition: () => boolean, ms = 1_000): Promise<void>
   const deadline = Date.now() + ms;
   while (!condition() && Date.now() < deadline)
     await new Promise((resolve) => setTimeout(resolve, 1));
+}
+
+/** How long one clean-up step of a sequence may take before the sequence is failed for it. */
+const CLEANUP_BOUND = 5_000;
+
+/**
+ * One sequence: its seed and PRNG, the resources open when it started, the plan it carried out
+ * (each step with the milliseconds since the start: printed when the sequence fails) and the
+ * clean-up steps it registered.
+ */
+export class Sequence {
+  readonly rng: Rng;
+  readonly baseline = resources();
+  private readonly started = Date.now();
+  private readonly steps: string[] = [];
+  private readonly cleanups: { what: string; run: () => unknown }[] = [];
+
+  constructor(readonly seed: number) {
+    this.rng = new Rng(seed);
+  }
+
+  /** `seed N`, to start an invariant's message. */
+  get what(): string {
+    return `seed ${String(this.seed)}`;
+  }
+
+  /** Features this sequence exercised (`tls`, `admin`...), counted over the run. */
+  readonly features = new Set<string>();
+
+  /** Records a step of the plan. */
+  note(step: string): void {
+    this.steps.push(`+${String(Date.now() - this.started)} ms ${step}`);
+  }
+
+  /** Runs `operation` after `delay` ms, noted in the plan when it runs. */
+  at(delay: number, what: string, operation: () => unknown): Promise<unknown> {
+    const scheduled = after(delay).then(() => {
+      this.note(what);
+      return operation();
+    });
+    // Awaited later with the others; marked handled now, or a failure before then would reach
+    // the runner as an unhandled rejection, without the seed and the plan.
+    scheduled.catch(() => undefined);
+    return scheduled;
+  }
+
+  /** Registers a clean-up step: run after the sequence, passed or failed, latest first, bounded. */
+  defer(what: string, run: () => unknown): void {
+    this.cleanups.push({ what, run });
+  }
+
+  /** Runs the clean-up steps (each bounded); returns the first failure, if any. */
+  async cleanUp(): Promise<unknown> {
+    let failure: unknown;
+    for (const { what, run } of this.cleanups.reverse()) {
+      try {
+        await withTimeout(Promise.resolve(run()), CLEANUP_BOUND, `clean-up: ${what}`);
+      } catch (error) {
+        failure ??= error;
+      }
+    }
+    this.cleanups.length = 0;
+    return failure;
+  }
+
+  /** The plan as printed in a failure: one step a line. */
+  plan(): string {
+    return this.steps.length === 0 ? '  (no step recorded)' : `  ${this.steps.join('\n  ')}`;
+  }
+}
+
+/**
+ * The error a failed sequence throws. Everything is in its message (no `cause` to follow: a
+ * reporter, a log cut to its last lines or a parent process may print only the message): the
+ * seed, the failed invariant, how to replay, and the plan. The stack is left out: the failed
+ * invariant names the check, and frames would push the plan out of a log's tail.
+ */
+export function sequenceFailure(
+  harness: string,
+  sequence: Sequence,
+  error: unknown,
+  replayRuns = 1,
+  also?: unknown,
+): Error {
+  const text = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+  const named = text(error);
+  const invariant = named.startsWith(sequence.what) ? named : `${sequence.what}: ${named}`;
+  const replay = `L4PROXY_STRESS_SEED=${String(sequence.seed)} L4PROXY_STRESS_RUNS=${String(replayRuns)}`;
+  const message =
+    `${harness} ${invariant}\n` +
+    (also === undefined ? '' : `then, cleaning up: ${text(also)}\n`) +
+    `plan of ${sequence.what}:\n${sequence.plan()}\n` +
+    `replay: ${replay} (${invariant.split('\n')[0] ?? ''})`;
+  const failure = new Error(message);
+  failure.stack = `Error: ${message}`;
+  return failure;
+}
+
+/**
+ * Runs RUNS sequences from SEED, one after another: each gets a {@link Sequence}, its clean-up
+ * steps run (bounded) whether it passed or failed, and then nothing may be left open, nor any
+ * unhandled error, rejection or warning seen. The first failure ends the test with
+ * {@link sequenceFailure}'s message. Returns a line counting the sequences per feature.
+ */
+export async function runSequences(
+  harness: string,
+  run: (sequence: Sequence) => Promise<void>,
+): Promise<string> {
+  const traps = trapProcessFailures();
+  const features = new Map<string, number>();
+  try {
+    for (let index = 0; index < RUNS; index++) {
+      const sequence = new Sequence(SEED + index);
+      let failure: unknown;
+      try {
+        await run(sequence);
+      } catch (error) {
+        failure = error;
+      }
+      const cleanupFailure = await sequence.cleanUp();
+      const also = failure === undefined ? undefined : cleanupFailure;
+      failure ??= cleanupFailure;
+      if (failure === undefined && traps.seen.length > 0)
+        failure = new Error(`process failures: ${traps.seen.join('\n')}`);
+      if (failure === undefined) {
+        try {
+          await assertBackTo(sequence.baseline, sequence.what);
+        } catch (error) {
+          failure = error;
+        }
+      }
+      if (failure !== undefined) throw sequenceFailure(harness, sequence, failure, 1, also);
+      for (const feature of sequence.features)
+        features.set(feature, (features.get(feature) ?? 0) + 1);
+    }
+    const counted = [...features].map(([feature, count]) => `${feature} ${String(count)}`);
+    return `${String(RUNS)} sequences from seed ${String(SEED)}; with ${counted.join(', ') || 'no feature'}`;
+  } finally {
+    traps.remove();
+  }
+}
+
+/** The admin API's bearer token in the harnesses. */
+export const ADMIN_TOKEN = 'interleavings-admin-token';
+
+/** An admin server over `proxy` as listener `name`, closed with the sequence. */
+export async function adminOver(
+  sequence: Sequence,
+  name: string,
+  proxy: TcpProxy | UdpProxy,
+): Promise<AdminRoute> {
+  const admin = createAdminServer({ proxies: { [name]: proxy }, token: ADMIN_TOKEN });
+  sequence.defer('admin.close()', () => admin.close());
+  const { port } = await admin.listen({ host: '127.0.0.1', port: 0 });
+  sequence.note(`admin API on ${String(port)}`);
+  sequence.features.add('admin');
+  return { port, listener: name, token: ADMIN_TOKEN };
+}
+
+/**
+ * A CONNECT client's answer: `relay()` on a first chunk that is a 200, else the client ends;
+ * later chunks are read and dropped, and the server's FIN is answered with the client's.
+ */
+export function onConnectAnswer(socket: Duplex, relay: () => void): void {
+  socket.once('data', (chunk: Buffer) => {
+    if (chunk.toString('latin1').startsWith('HTTP/1.1 200')) relay();
+    else socket.end();
+  });
+  socket.on('end', () => {
+    if (!socket.writableEnded) socket.end();
+  });
 }

@@ -5,46 +5,54 @@ import { test } from 'node:test';
 import tls from 'node:tls';
 import { TcpProxy } from '../../src/index.js';
 import type {
+  DataFilterFactory,
   TcpConnectionSummary,
   TcpProxyOptions,
+  TcpProxyStats,
   TcpRejection,
   Upstream,
 } from '../../src/index.js';
+import { adminRequest } from '../helpers/adminClient.js';
+import { holdUntilEnd } from '../helpers/filters.js';
 import { refusedPorts, socketServer, withTimeout } from '../helpers/net.js';
 import type { TestServer } from '../helpers/net.js';
 import { selfSignedCert } from '../helpers/tlsPeers.js';
 import type { TestCert } from '../helpers/tlsPeers.js';
 import { findTool } from '../helpers/tools.js';
+import { scheduleUpstreamChanges } from '../helpers/upstreamChanges.js';
+import type { AdminRoute } from '../helpers/upstreamChanges.js';
 import {
-  after,
-  assertBackTo,
+  adminOver,
   assertMetricsAgree,
-  resources,
+  assertReasonsMatch,
   Rng,
   RUNS,
+  runSequences,
   SEED,
   sum,
-  trapProcessFailures,
 } from './interleavingHarness.js';
+import type { Sequence } from './interleavingHarness.js';
 
 /**
  * Random interleavings of public operations on a TcpProxy over real loopback sockets: clients
  * that send, half-close or reset at each stage (before their PROXY header is complete, during the
  * TLS handshake, while the upstream is dialled, while bytes flow), upstreams that refuse, reset,
- * answer slowly, half-close or stay silent, and `setUpstreams()`, admin overrides, health checks,
- * outlier ejection and `close({ drainTimeout })` landing anywhere among them. After each sequence
- * the invariants below must hold; a failure names its seed (replay: L4PROXY_STRESS_SEED=<seed>
- * L4PROXY_STRESS_RUNS=1).
+ * answer slowly, half-close or stay silent (over TLS when the proxy originates it), data filters
+ * that pass, hold or end a direction, and `setUpstreams()`, overrides (direct or through the
+ * admin API), `/stats` reads, health checks, outlier ejection and `close({ drainTimeout })`
+ * landing anywhere among them. After each sequence the invariants below must hold; a failure
+ * prints its seed, plan and invariant (replay: L4PROXY_STRESS_SEED=<seed> L4PROXY_STRESS_RUNS=1).
  */
 
 type UpstreamKind = 'echo' | 'reset' | 'slow' | 'halfclose' | 'silent';
 type ClientAction =
   'echo' | 'resetAtOnce' | 'resetLater' | 'halfCloseOnly' | 'partialHeader' | 'abortHandshake';
+/** `hold` keeps the client's bytes until its FIN; `end` ends the reply after its first chunk. */
+type FilterKind = 'pass' | 'hold' | 'end';
 
 interface UpstreamPeer {
   kind: UpstreamKind | 'refused';
   port: number;
-  received: number;
   server?: TestServer;
 }
 
@@ -55,41 +63,60 @@ interface ClientRecord {
   received: number;
 }
 
-async function upstreamPeer(kind: UpstreamKind, rng: Rng): Promise<UpstreamPeer> {
-  const peer: UpstreamPeer = { kind, port: 0, received: 0 };
-  const delay = rng.int(5, 40);
-  peer.server = await socketServer((socket) => {
+/** Serves one accepted upstream socket (`tcp` is the raw socket under a TLS one). */
+function serveUpstream(kind: UpstreamKind, rng: Rng, socket: Socket, tcp: Socket): void {
+  if (kind === 'reset') {
+    setTimeout(() => tcp.resetAndDestroy(), rng.int(0, 10));
+    return;
+  }
+  if (kind === 'silent') {
+    socket.resume();
+    return;
+  }
+  const echo = (): void => {
     socket.on('data', (chunk: Buffer) => {
-      peer.received += chunk.length;
+      if (!socket.writableEnded) socket.write(chunk);
+      if (kind === 'halfclose' && !socket.writableEnded) socket.end();
     });
-    if (kind === 'reset') {
-      setTimeout(() => socket.resetAndDestroy(), rng.int(0, 10));
-      return;
-    }
-    if (kind === 'silent') return;
-    if (kind === 'slow') socket.pause();
-    const echo = (): void => {
-      socket.resume();
-      socket.on('data', (chunk: Buffer) => {
-        if (!socket.writableEnded) socket.write(chunk);
-        if (kind === 'halfclose' && !socket.writableEnded) socket.end();
-      });
-      socket.on('end', () => {
-        if (!socket.writableEnded) socket.end();
-      });
-    };
-    if (kind === 'slow') setTimeout(echo, delay);
-    else echo();
-  });
-  peer.port = peer.server.port;
-  return peer;
+    socket.on('end', () => {
+      if (!socket.writableEnded) socket.end();
+    });
+  };
+  if (kind === 'slow') setTimeout(echo, rng.int(5, 40));
+  else echo();
 }
 
-/** A random proxy configuration over `peers`. */
+/** An upstream of `kind`; speaking TLS with `cert` when the proxy originates TLS. */
+async function upstreamPeer(kind: UpstreamKind, rng: Rng, cert?: TestCert): Promise<UpstreamPeer> {
+  const server = await socketServer((tcp) => {
+    if (cert === undefined) {
+      serveUpstream(kind, rng, tcp, tcp);
+      return;
+    }
+    const secure = new tls.TLSSocket(tcp, { isServer: true, key: cert.key, cert: cert.cert });
+    secure.on('error', () => undefined);
+    serveUpstream(kind, rng, secure, tcp);
+  });
+  return { kind, port: server.port, server };
+}
+
+/** A data filter of `kind`, for every connection. */
+function filterOf(kind: FilterKind): DataFilterFactory {
+  if (kind === 'pass') return () => ({ onClientData: () => undefined });
+  if (kind === 'end') return () => ({ onUpstreamData: (chunk) => ({ end: true, data: chunk }) });
+  return holdUntilEnd;
+}
+
+/**
+ * A random proxy configuration over `upstreams`; TLS to them when `originate`, a data filter of
+ * the kind given.
+ */
 function proxyOptions(
   rng: Rng,
   upstreams: Upstream[],
   cert: TestCert | undefined,
+  originate: boolean,
+  filter: FilterKind | undefined,
 ): TcpProxyOptions {
   const options: Record<string, unknown> = {
     upstreams,
@@ -101,6 +128,9 @@ function proxyOptions(
   if (rng.chance(0.25)) options.acceptProxyProtocol = { trusted: ['127.0.0.1'], timeout: 300 };
   if (cert !== undefined && rng.chance(0.25))
     options.terminateTls = { cert: cert.cert, key: cert.key, handshakeTimeout: 500 };
+  if (originate && cert !== undefined)
+    options.tls = { ca: cert.cert, servername: 'test', handshakeTimeout: 500 };
+  if (filter !== undefined) options.filters = [filterOf(filter)];
   if (rng.chance(0.2)) options.maxConnections = rng.int(1, 4);
   if (rng.chance(0.2)) options.idleTimeout = rng.int(50, 300);
   if (rng.chance(0.2)) options.halfCloseTimeout = rng.int(50, 300);
@@ -209,7 +239,13 @@ function observe(proxy: TcpProxy): Observed {
   return seen;
 }
 
-function checkInvariants(proxy: TcpProxy, seen: Observed, clients: ClientRecord[], what: string) {
+function checkInvariants(
+  proxy: TcpProxy,
+  seen: Observed,
+  clients: ClientRecord[],
+  filter: FilterKind | undefined,
+  what: string,
+) {
   const stats = proxy.stats();
   // Every admitted connection closed exactly once, with one reason.
   const ids = new Set(seen.closes.map((summary) => summary.id));
@@ -221,11 +257,7 @@ function checkInvariants(proxy: TcpProxy, seen: Observed, clients: ClientRecord[
   assert.equal(stats.downstream_cx_queued_active, 0, `${what}: queued_active`);
   for (const [id, upstream] of Object.entries(stats.upstreams))
     assert.equal(upstream.upstream_cx_active, 0, `${what}: upstream ${id} active`);
-  assert.equal(sum(stats.close_reasons), seen.closes.length, `${what}: close_reasons sum`);
-  for (const [reason, count] of Object.entries(stats.close_reasons)) {
-    const events = seen.closes.filter((summary) => summary.reason === reason).length;
-    assert.equal(count, events, `${what}: close_reasons.${reason}`);
-  }
+  assertReasonsMatch(stats.close_reasons, seen.closes, 'close_reasons', what);
   assert.equal(sum(stats.rejected_reasons), seen.rejections.length, `${what}: rejected sum`);
   assert.equal(stats.downstream_cx_rejected, seen.rejections.length, `${what}: rejected`);
   // Bytes: what the proxy reports is what the client's peers saw.
@@ -249,7 +281,9 @@ function checkInvariants(proxy: TcpProxy, seen: Observed, clients: ClientRecord[
       assert.equal(summary.bytesFromClient, client.written, `${label}: bytesFromClient`);
       assert.equal(summary.bytesToClient, client.received, `${label}: bytesToClient`);
       assert.equal(summary.bytesToUpstream, summary.bytesFromClient, `${label}: bytesToUpstream`);
-      assert.equal(summary.bytesFromUpstream, summary.bytesToClient, `${label}: bytesFromUpstream`);
+      // The `end` filter forwards the reply's first chunk only, by design.
+      if (filter !== 'end')
+        assert.equal(summary.bytesFromUpstream, summary.bytesToClient, `${label}: fromUpstream`);
     }
   }
   assert.equal(stats.upstream_cx_tx_bytes_total, toUpstream, `${what}: upstream tx total`);
@@ -257,19 +291,40 @@ function checkInvariants(proxy: TcpProxy, seen: Observed, clients: ClientRecord[
   assert.deepEqual(seen.errors, [], `${what}: 'error' events`);
 }
 
-async function sequence(seed: number, cert: TestCert | undefined): Promise<void> {
-  const what = `seed ${String(seed)}`;
-  const rng = new Rng(seed);
-  const baseline = resources();
+/** `GET /stats` while traffic runs: answers, and never counts more closed than opened. */
+async function readStats(admin: AdminRoute, what: string): Promise<void> {
+  const reply = await adminRequest(admin.port, 'GET', '/stats', { token: admin.token });
+  assert.equal(reply.status, 200, `${what}: GET /stats ${reply.text}`);
+  const body = reply.json as { listeners: { tcp: { stats: TcpProxyStats } } };
+  const stats = body.listeners.tcp.stats;
+  assert.ok(
+    sum(stats.close_reasons) <= stats.downstream_cx_total,
+    `${what}: /stats closed > total`,
+  );
+  assert.equal(
+    stats.downstream_cx_active,
+    stats.downstream_cx_total - sum(stats.close_reasons),
+    `${what}: /stats total != closed + active`,
+  );
+}
+
+async function sequence(s: Sequence, cert: TestCert | undefined): Promise<void> {
+  const { rng, what } = s;
+  const originate = cert !== undefined && rng.chance(0.2);
+  const filter = rng.chance(0.3) ? rng.pick(['pass', 'hold', 'end'] as const) : undefined;
   const kinds: UpstreamKind[] = ['echo', 'reset', 'slow', 'halfclose', 'silent'];
   const peers: UpstreamPeer[] = [];
-  for (let i = rng.int(1, 3); i > 0; i--) peers.push(await upstreamPeer(rng.pick(kinds), rng));
+  s.defer('upstream peers', async () => {
+    for (const peer of peers) await peer.server?.close();
+  });
+  for (let i = rng.int(1, 3); i > 0; i--)
+    peers.push(await upstreamPeer(rng.pick(kinds), rng, originate ? cert : undefined));
   if (rng.chance(0.4)) {
     const [port] = await refusedPorts(
       1,
       peers.map((peer) => peer.port),
     );
-    peers.push({ kind: 'refused', port: port as number, received: 0 });
+    peers.push({ kind: 'refused', port: port as number });
   }
   const upstreamsOf = (chosen: UpstreamPeer[]): Upstream[] =>
     chosen.map((peer) => ({
@@ -277,11 +332,19 @@ async function sequence(seed: number, cert: TestCert | undefined): Promise<void>
       port: peer.port,
       ...(rng.chance(0.2) ? { maxConnections: rng.int(1, 2) } : {}),
     }));
-  const options = proxyOptions(rng, upstreamsOf(peers), cert);
+  const options = proxyOptions(rng, upstreamsOf(peers), cert, originate, filter);
+  s.note(`upstreams option ${JSON.stringify(options.upstreams)}`);
+  s.note(`upstreams ${peers.map((p) => `${p.kind}:${String(p.port)}`).join(' ')}`);
+  s.note(`options ${JSON.stringify(describe(options, filter))}`);
+  if (options.terminateTls !== undefined) s.features.add('terminateTls');
+  if (originate) s.features.add('originateTls');
+  if (filter !== undefined) s.features.add(`filter ${filter}`);
   const proxy = new TcpProxy(options);
+  s.defer('proxy.close()', () => proxy.close({ drainTimeout: 0 }));
   const seen = observe(proxy);
   const address = await proxy.listen({ port: 0, host: '127.0.0.1' });
   const port = typeof address === 'string' ? 0 : address.port;
+  const admin = s.rng.chance(0.5) ? await adminOver(s, 'tcp', proxy) : undefined;
   const pp = options.acceptProxyProtocol !== undefined;
   const useTls = options.terminateTls !== undefined;
   const actions: ClientAction[] = ['echo', 'echo', 'resetAtOnce', 'resetLater', 'halfCloseOnly'];
@@ -289,68 +352,64 @@ async function sequence(seed: number, cert: TestCert | undefined): Promise<void>
   if (useTls) actions.push('abortHandshake');
   const clients: ClientRecord[] = [];
   const running: Promise<unknown>[] = [];
-  let closing: Promise<void> | undefined;
   for (let i = rng.int(1, 8); i > 0; i--) {
     const record: ClientRecord = { action: rng.pick(actions), written: 0, received: 0 };
     clients.push(record);
     const clientRng = new Rng(rng.int(0, 2 ** 31));
-    running.push(after(rng.int(0, 40)).then(() => runClient(clientRng, port, pp, useTls, record)));
-  }
-  for (let i = rng.int(0, 4); i > 0; i--) {
-    const delay = rng.int(0, 60);
-    const op = rng.int(0, 3);
-    const chosen = rng.subset(peers);
-    const id = `127.0.0.1:${String(rng.pick(peers).port)}`;
-    const mode = rng.pick(['drain', 'maint', 'ready'] as const);
     running.push(
-      after(delay).then(() => {
-        if (op === 0) proxy.setUpstreams(upstreamsOf(chosen));
-        else if (op === 1) proxy.overrideUpstream(id, { mode, weight: undefined });
-        else if (op === 2) proxy.overrideUpstream(id, undefined);
-        else closing ??= proxy.close({ drainTimeout: rng.int(0, 100) });
-      }),
+      s.at(rng.int(0, 40), `client ${record.action}`, () =>
+        runClient(clientRng, port, pp, useTls, record),
+      ),
     );
   }
-  try {
-    await withTimeout(Promise.all(running), 10_000, `${what}: clients`);
-    await withTimeout(
-      proxy.close({ drainTimeout: rng.int(0, 50) }),
-      5_000,
-      `${what}: proxy.close()`,
-    );
-    checkInvariants(proxy, seen, clients, `${what} ${JSON.stringify(describe(options))}`);
-  } finally {
-    await proxy.close({ drainTimeout: 0 });
-    for (const peer of peers) await peer.server?.close();
-  }
-  await assertBackTo(baseline, what);
+  let closing: Promise<void> | undefined;
+  running.push(
+    ...scheduleUpstreamChanges({
+      rng,
+      count: rng.int(0, 4),
+      window: 60,
+      target: proxy,
+      peers,
+      idOf: (peer) => `127.0.0.1:${String(peer.port)}`,
+      upstreamsOf,
+      close: () => (closing ??= proxy.close({ drainTimeout: rng.int(0, 100) })),
+      at: (delay, step, operation) => s.at(delay, step, operation),
+      admin,
+    }),
+  );
+  if (admin !== undefined)
+    running.push(s.at(rng.int(0, 60), 'GET /stats', () => readStats(admin, what)));
+  await withTimeout(Promise.all(running), 10_000, `${what}: clients`);
+  s.note('clients done');
+  await withTimeout(proxy.close({ drainTimeout: rng.int(0, 50) }), 5_000, `${what}: proxy.close()`);
+  s.note('closed');
+  checkInvariants(proxy, seen, clients, filter, what);
 }
 
 /** The options of a sequence, short enough for a failure message. */
-function describe(options: TcpProxyOptions): Record<string, unknown> {
-  const { upstreams, terminateTls, ...rest } = options as Record<string, unknown>;
-  return { ...rest, tls: terminateTls !== undefined, upstreams: (upstreams as unknown[]).length };
+function describe(
+  options: TcpProxyOptions,
+  filter: FilterKind | undefined,
+): Record<string, unknown> {
+  const {
+    upstreams,
+    terminateTls,
+    tls: originate,
+    filters,
+    ...rest
+  } = options as Record<string, unknown>;
+  return {
+    ...rest,
+    terminateTls: terminateTls !== undefined,
+    originateTls: originate !== undefined,
+    ...(filters !== undefined && { filter }),
+    upstreams: (upstreams as unknown[]).length,
+  };
 }
 
 test(`TcpProxy under random interleavings: ${String(RUNS)} sequences from seed ${String(SEED)}`, async (t) => {
   const openssl = findTool('openssl');
-  if (openssl === undefined) t.diagnostic('openssl missing: sequences run without TLS termination');
+  if (openssl === undefined) t.diagnostic('openssl missing: sequences run without TLS');
   const cert = openssl === undefined ? undefined : await selfSignedCert(openssl, 'test');
-  const traps = trapProcessFailures();
-  try {
-    for (let run = 0; run < RUNS; run++) {
-      const seed = SEED + run;
-      try {
-        await sequence(seed, cert);
-      } catch (error) {
-        throw new Error(
-          `sequence failed; replay with L4PROXY_STRESS_SEED=${String(seed)} L4PROXY_STRESS_RUNS=1`,
-          { cause: error },
-        );
-      }
-      assert.deepEqual(traps.seen, [], `seed ${String(seed)}: process failures`);
-    }
-  } finally {
-    traps.remove();
-  }
+  t.diagnostic(await runSequences('TcpProxy', (s) => sequence(s, cert)));
 });

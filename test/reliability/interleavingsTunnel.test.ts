@@ -3,29 +3,35 @@ import type { Socket as DgramSocket } from 'node:dgram';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { test } from 'node:test';
+import tls from 'node:tls';
 import { TunnelServer, UdpProxy } from '../../src/index.js';
 import type { TunnelServerOptions, TunnelSummary, Upstream } from '../../src/index.js';
 import { echoServer, refusedPorts, withTimeout } from '../helpers/net.js';
 import type { TestServer } from '../helpers/net.js';
+import { selfSignedCert } from '../helpers/tlsPeers.js';
+import type { TestCert } from '../helpers/tlsPeers.js';
+import { findTool } from '../helpers/tools.js';
+import { scheduleUpstreamChanges } from '../helpers/upstreamChanges.js';
 import { closeSocket, udpSocket } from '../udp/helpers.js';
 import {
   after,
-  assertBackTo,
   assertMetricsAgree,
-  resources,
+  onConnectAnswer,
   Rng,
   RUNS,
+  runSequences,
   SEED,
   sum,
-  trapProcessFailures,
 } from './interleavingHarness.js';
+import type { Sequence } from './interleavingHarness.js';
 
 /**
  * Random interleavings on a TunnelServer over real loopback sockets: CONNECT over HTTP/1.1 and
  * HTTP/2 from clients that abort at each stage (mid request head, before the answer, while bytes
  * flow, the whole HTTP/2 session at once), CONNECT-UDP from a UdpProxy whose upstream is a
- * tunnel through the server, and `setUpstreams()` and `close()` landing among them. Replay a
- * failure with L4PROXY_STRESS_SEED=<seed> L4PROXY_STRESS_RUNS=1.
+ * tunnel through the server, and `setUpstreams()` and `close()` landing among them; the listener
+ * speaks TLS (`terminateTls`) in a quarter of the sequences. A failure prints its seed, plan and
+ * invariant (replay: L4PROXY_STRESS_SEED=<seed> L4PROXY_STRESS_RUNS=1).
  */
 
 type H1Action = 'partialHead' | 'resetBeforeAnswer' | 'relay' | 'resetMidRelay';
@@ -34,7 +40,13 @@ type H2Action = 'cancelStream' | 'destroySession' | 'relay';
 /** Bounds every client: it gives up (resets) after this long. */
 const CLIENT_BOUND = 1_500;
 
-function h1Client(rng: Rng, port: number, authority: string): Promise<void> {
+/** Where the clients go: the server's port, and its certificate when it speaks TLS. */
+interface Listener {
+  readonly port: number;
+  readonly cert: TestCert | undefined;
+}
+
+function h1Client(rng: Rng, listener: Listener, authority: string): Promise<void> {
   const action = rng.pick<H1Action>([
     'partialHead',
     'resetBeforeAnswer',
@@ -42,44 +54,51 @@ function h1Client(rng: Rng, port: number, authority: string): Promise<void> {
     'relay',
     'resetMidRelay',
   ]);
-  const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  // Resets go to the TCP socket under the TLS one (a TLS socket has no reset of its own).
+  const raw = net.connect({ port: listener.port, host: '127.0.0.1', allowHalfOpen: true });
+  raw.on('error', () => undefined);
+  const socket =
+    listener.cert === undefined
+      ? raw
+      : tls.connect({
+          socket: raw,
+          rejectUnauthorized: false,
+          servername: 'test',
+          ALPNProtocols: ['http/1.1'],
+        });
   socket.on('error', () => undefined);
   const head = `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`;
   const delay = rng.int(0, 20);
   const payload = Buffer.alloc(rng.int(1, 20_000), 3);
-  socket.once('connect', () => {
+  socket.once(listener.cert === undefined ? 'connect' : 'secureConnect', () => {
     if (action === 'partialHead') {
       socket.write(head.slice(0, rng.int(1, head.length - 1)));
-      setTimeout(() => socket.resetAndDestroy(), delay);
+      setTimeout(() => raw.resetAndDestroy(), delay);
       return;
     }
     socket.write(head);
     if (action === 'resetBeforeAnswer') {
-      setTimeout(() => socket.resetAndDestroy(), delay);
+      setTimeout(() => raw.resetAndDestroy(), delay);
       return;
     }
-    let answered = false;
-    socket.on('data', (chunk: Buffer) => {
-      if (answered) return;
-      answered = true;
-      if (!chunk.toString('latin1').startsWith('HTTP/1.1 200')) {
-        socket.end();
-        return;
-      }
+    onConnectAnswer(socket, () => {
       socket.write(payload);
-      if (action === 'resetMidRelay') setTimeout(() => socket.resetAndDestroy(), delay);
+      if (action === 'resetMidRelay') setTimeout(() => raw.resetAndDestroy(), delay);
       else socket.end();
     });
-    socket.on('end', () => {
-      if (!socket.writableEnded) socket.end();
-    });
   });
-  return bounded(socket);
+  return bounded(raw);
 }
 
-function h2Client(rng: Rng, port: number, authority: string): Promise<void> {
+function h2Client(rng: Rng, listener: Listener, authority: string): Promise<void> {
   const action = rng.pick<H2Action>(['cancelStream', 'destroySession', 'relay', 'relay']);
-  const session = http2.connect(`http://127.0.0.1:${String(port)}`);
+  const session =
+    listener.cert === undefined
+      ? http2.connect(`http://127.0.0.1:${String(listener.port)}`)
+      : http2.connect(`https://127.0.0.1:${String(listener.port)}`, {
+          rejectUnauthorized: false,
+          servername: 'test',
+        });
   session.on('error', () => undefined);
   const delay = rng.int(0, 20);
   const streams = rng.int(1, 3);
@@ -121,15 +140,17 @@ function h2Client(rng: Rng, port: number, authority: string): Promise<void> {
 }
 
 /** A UdpProxy tunnelling CONNECT-UDP through the server to `target`: a few datagrams, then closed. */
-async function udpClient(rng: Rng, port: number, target: number): Promise<void> {
+async function udpClient(rng: Rng, listener: Listener, target: number): Promise<void> {
+  const { cert } = listener;
   const proxy = new UdpProxy({
     upstreams: [
       {
         host: '127.0.0.1',
-        port,
+        port: listener.port,
         tunnel: {
           protocol: rng.pick(['h2', 'http/1.1'] as const),
           target: `127.0.0.1:${String(target)}`,
+          ...(cert !== undefined && { tls: { ca: cert.cert, servername: 'test' } }),
         },
       },
     ],
@@ -188,96 +209,81 @@ function checkInvariants(server: TunnelServer, closes: TunnelSummary[], what: st
   assertMetricsAgree(stats, server.metrics(), 'l4proxy_tunnel_server_', what);
 }
 
-async function sequence(seed: number): Promise<void> {
-  const what = `seed ${String(seed)}`;
-  const rng = new Rng(seed);
-  const baseline = resources();
+async function sequence(s: Sequence, cert: TestCert | undefined): Promise<void> {
+  const { rng, what } = s;
   const echoes: TestServer[] = [];
   const udpTarget = await udpSocket();
-  let server: TunnelServer | undefined;
-  try {
-    udpTarget.on('message', (msg: Buffer, from) => {
-      udpTarget.send(msg, from.port, from.address);
-    });
-    for (let i = rng.int(1, 2); i > 0; i--) echoes.push(await echoServer());
-    const ports = echoes.map((echo) => echo.port);
-    if (rng.chance(0.3)) ports.push(...(await refusedPorts(1, ports)));
-    const upstreamsOf = (chosen: number[]): Upstream[] =>
-      chosen.map((port) => ({ host: '127.0.0.1', port }));
-    const options: TunnelServerOptions = {
-      upstreams: upstreamsOf(ports),
-      route: 'any',
-      connectTimeout: 300,
-      ...(rng.chance(0.3) && { maxTunnels: rng.int(1, 3) }),
-      ...(rng.chance(0.2) && { idleTimeout: rng.int(30, 200) }),
-      ...(rng.chance(0.2) && { udpIdleTimeout: rng.int(30, 200) }),
-      ...(rng.chance(0.3) && { admit: () => (rng.chance(0.8) ? true : after(5).then(() => true)) }),
-    };
-    server = new TunnelServer(options);
-    const live = server;
-    const closes: TunnelSummary[] = [];
-    server.on('tunnelClose', (summary) => closes.push(summary));
-    const errors: Error[] = [];
-    server.on('error', (error) => errors.push(error));
-    const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
-    const authority = `127.0.0.1:${String(ports[0])}`;
-    const udpPort = udpTarget.address().port;
-    const running: Promise<unknown>[] = [];
-    for (let i = rng.int(1, 6); i > 0; i--) {
-      const kind = rng.int(0, 4);
-      const clientRng = new Rng(rng.int(0, 2 ** 31));
-      running.push(
-        after(rng.int(0, 30)).then(() => {
-          if (kind <= 1) return h1Client(clientRng, port, authority);
-          if (kind <= 3) return h2Client(clientRng, port, authority);
-          return udpClient(clientRng, port, udpPort);
-        }),
-      );
-    }
-    let closing: Promise<void> | undefined;
-    for (let i = rng.int(0, 3); i > 0; i--) {
-      const delay = rng.int(0, 60);
-      const op = rng.int(0, 4);
-      const chosen = rng.subset(ports);
-      running.push(
-        after(delay).then(() => {
-          if (op < 4) live.setUpstreams(upstreamsOf(chosen));
-          else closing ??= live.close();
-        }),
-      );
-    }
-    await withTimeout(Promise.all(running), 10_000, `${what}: clients`);
-    await withTimeout(server.close(), 5_000, `${what}: server.close()`);
-    checkInvariants(
-      server,
-      closes,
-      `${what} ${JSON.stringify({ ...options, upstreams: ports.length })}`,
-    );
-    assert.deepEqual(errors, [], `${what}: 'error' events`);
-  } finally {
-    await server?.close();
+  s.defer('targets', async () => {
     for (const echo of echoes) await echo.close();
     await closeSocket(udpTarget);
+  });
+  udpTarget.on('message', (msg: Buffer, from) => {
+    udpTarget.send(msg, from.port, from.address);
+  });
+  for (let i = rng.int(1, 2); i > 0; i--) echoes.push(await echoServer());
+  const ports = echoes.map((echo) => echo.port);
+  if (rng.chance(0.3)) ports.push(...(await refusedPorts(1, ports)));
+  const upstreamsOf = (chosen: number[]): Upstream[] =>
+    chosen.map((port) => ({ host: '127.0.0.1', port }));
+  const useTls = cert !== undefined && rng.chance(0.25);
+  const options: TunnelServerOptions = {
+    upstreams: upstreamsOf(ports),
+    route: 'any',
+    connectTimeout: 300,
+    ...(useTls && { terminateTls: { cert: cert.cert, key: cert.key, handshakeTimeout: 500 } }),
+    ...(rng.chance(0.3) && { maxTunnels: rng.int(1, 3) }),
+    ...(rng.chance(0.2) && { idleTimeout: rng.int(30, 200) }),
+    ...(rng.chance(0.2) && { udpIdleTimeout: rng.int(30, 200) }),
+    ...(rng.chance(0.3) && { admit: () => (rng.chance(0.8) ? true : after(5).then(() => true)) }),
+  };
+  s.note(`options ${JSON.stringify({ ...options, terminateTls: useTls, upstreams: ports })}`);
+  if (useTls) s.features.add('terminateTls');
+  const server = new TunnelServer(options);
+  s.defer('server.close()', () => server.close());
+  const closes: TunnelSummary[] = [];
+  server.on('tunnelClose', (summary) => closes.push(summary));
+  const errors: Error[] = [];
+  server.on('error', (error) => errors.push(error));
+  const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+  const listener: Listener = { port, cert: useTls ? cert : undefined };
+  const authority = `127.0.0.1:${String(ports[0])}`;
+  const udpPort = udpTarget.address().port;
+  const running: Promise<unknown>[] = [];
+  for (let i = rng.int(1, 6); i > 0; i--) {
+    const kind = rng.pick(['h1', 'h1', 'h2', 'h2', 'udp'] as const);
+    const clientRng = new Rng(rng.int(0, 2 ** 31));
+    running.push(
+      s.at(rng.int(0, 30), `${kind} client`, () => {
+        if (kind === 'h1') return h1Client(clientRng, listener, authority);
+        if (kind === 'h2') return h2Client(clientRng, listener, authority);
+        return udpClient(clientRng, listener, udpPort);
+      }),
+    );
   }
-  await assertBackTo(baseline, what);
+  let closing: Promise<void> | undefined;
+  running.push(
+    ...scheduleUpstreamChanges({
+      rng,
+      count: rng.int(0, 3),
+      window: 60,
+      target: server,
+      peers: ports,
+      idOf: (peer) => `127.0.0.1:${String(peer)}`,
+      upstreamsOf,
+      close: () => (closing ??= server.close()),
+      at: (delay, step, operation) => s.at(delay, step, operation),
+    }),
+  );
+  await withTimeout(Promise.all(running), 10_000, `${what}: clients`);
+  await withTimeout(server.close(), 5_000, `${what}: server.close()`);
+  s.note('closed');
+  checkInvariants(server, closes, what);
+  assert.deepEqual(errors, [], `${what}: 'error' events`);
 }
 
-test(`TunnelServer under random interleavings: ${String(RUNS)} sequences from seed ${String(SEED)}`, async () => {
-  const traps = trapProcessFailures();
-  try {
-    for (let run = 0; run < RUNS; run++) {
-      const seed = SEED + run;
-      try {
-        await sequence(seed);
-      } catch (error) {
-        throw new Error(
-          `sequence failed; replay with L4PROXY_STRESS_SEED=${String(seed)} L4PROXY_STRESS_RUNS=1`,
-          { cause: error },
-        );
-      }
-      assert.deepEqual(traps.seen, [], `seed ${String(seed)}: process failures`);
-    }
-  } finally {
-    traps.remove();
-  }
+test(`TunnelServer under random interleavings: ${String(RUNS)} sequences from seed ${String(SEED)}`, async (t) => {
+  const openssl = findTool('openssl');
+  if (openssl === undefined) t.diagnostic('openssl missing: sequences run without TLS');
+  const cert = openssl === undefined ? undefined : await selfSignedCert(openssl, 'test');
+  t.diagnostic(await runSequences('TunnelServer', (s) => sequence(s, cert)));
 });

@@ -4,25 +4,28 @@ import { test } from 'node:test';
 import { UdpProxy } from '../../src/index.js';
 import type { UdpProxyOptions, UdpSessionSummary, Upstream } from '../../src/index.js';
 import { withTimeout } from '../helpers/net.js';
+import { scheduleUpstreamChanges } from '../helpers/upstreamChanges.js';
 import { closeSocket, freeUdpPort, udpSocket } from '../udp/helpers.js';
 import {
   after,
-  assertBackTo,
+  adminOver,
   assertMetricsAgree,
-  resources,
+  assertReasonsMatch,
   Rng,
   RUNS,
+  runSequences,
   SEED,
   sum,
-  trapProcessFailures,
   until,
 } from './interleavingHarness.js';
+import type { Sequence } from './interleavingHarness.js';
 
 /**
  * Random interleavings on a UdpProxy over real loopback sockets: datagrams from many sources,
  * upstreams that echo, stay silent or are closed (ICMP port unreachable), `maxSessions` reached,
- * sessions expiring, `setUpstreams()`, admin overrides, health checks and `close()` landing
- * among them. Replay a failure with L4PROXY_STRESS_SEED=<seed> L4PROXY_STRESS_RUNS=1.
+ * sessions expiring, `setUpstreams()`, overrides (direct or through the admin API), health
+ * checks and `close()` landing among them. A failure prints its seed, plan and invariant (replay:
+ * L4PROXY_STRESS_SEED=<seed> L4PROXY_STRESS_RUNS=1).
  */
 
 type PeerKind = 'echo' | 'silent' | 'closed';
@@ -89,11 +92,7 @@ function checkInvariants(
   assert.equal(stats.upstream_sess_active, 0, `${what}: upstream_sess_active`);
   for (const [id, upstream] of Object.entries(stats.upstreams))
     assert.equal(upstream.upstream_sess_active, 0, `${what}: upstream ${id} active`);
-  assert.equal(sum(stats.session_close_reasons), seen.closes.length, `${what}: reasons sum`);
-  for (const [reason, count] of Object.entries(stats.session_close_reasons)) {
-    const events = seen.closes.filter((summary) => summary.reason === reason).length;
-    assert.equal(count, events, `${what}: session_close_reasons.${reason}`);
-  }
+  assertReasonsMatch(stats.session_close_reasons, seen.closes, 'session_close_reasons', what);
   assert.equal(sum(stats.dropped), stats.datagrams_dropped, `${what}: dropped sum`);
   // What each client sent and read, against its sessions' summaries.
   for (const [port, client] of clients) {
@@ -120,23 +119,28 @@ interface Client {
   received: number;
 }
 
-async function sequence(seed: number): Promise<void> {
-  const what = `seed ${String(seed)}`;
-  const rng = new Rng(seed);
-  const baseline = resources();
+async function sequence(s: Sequence): Promise<void> {
+  const { rng, what } = s;
   const peers: UdpPeer[] = [];
+  const clients = new Map<number, Client>();
+  s.defer('peers and clients', async () => {
+    for (const client of clients.values()) await closeSocket(client.socket);
+    for (const peer of peers) if (peer.socket !== undefined) await closeSocket(peer.socket);
+  });
   for (let i = rng.int(1, 3); i > 0; i--)
     peers.push(await udpPeer(rng.pick(['echo', 'echo', 'silent', 'closed'] as const)));
   const upstreamsOf = (chosen: UdpPeer[]): Upstream[] =>
     chosen.map((peer) => ({ host: '127.0.0.1', port: peer.port }));
   const options = proxyOptions(rng, upstreamsOf(peers));
+  s.note(`options ${JSON.stringify({ ...options, upstreams: peers.map((p) => p.kind) })}`);
   const proxy = new UdpProxy(options);
+  s.defer('proxy.close()', () => proxy.close());
   const seen: Observed = { sessions: 0, closes: [], errors: [] };
   proxy.on('session', () => seen.sessions++);
   proxy.on('sessionClose', (summary) => seen.closes.push(summary));
   proxy.on('error', (error) => seen.errors.push(error));
   const address = await proxy.bind({ port: 0, address: '127.0.0.1' });
-  const clients = new Map<number, Client>();
+  const admin = s.rng.chance(0.5) ? await adminOver(s, 'udp', proxy) : undefined;
   for (let i = rng.int(1, 6); i > 0; i--) {
     const socket = await udpSocket();
     const client: Client = { socket, sent: 0, received: 0 };
@@ -146,14 +150,15 @@ async function sequence(seed: number): Promise<void> {
     clients.set(socket.address().port, client);
   }
   const sentTo = (port: number): number =>
-    seen.closes.reduce((total, s) => total + (s.clientPort === port ? s.bytesToClient : 0), 0);
+    seen.closes.reduce((total, c) => total + (c.clientPort === port ? c.bytesToClient : 0), 0);
   const running: Promise<unknown>[] = [];
-  let closing: Promise<void> | undefined;
-  for (const client of clients.values()) {
+  for (const [port, client] of clients) {
     for (let i = rng.int(1, 6); i > 0; i--) {
       const payload = Buffer.alloc(rng.int(1, 1200), 7);
       running.push(
-        after(rng.int(0, 120)).then(
+        s.at(
+          rng.int(0, 120),
+          `client ${String(port)} sends ${String(payload.length)}`,
           () =>
             new Promise<void>((resolve) => {
               client.socket.send(payload, address.port, '127.0.0.1', (error) => {
@@ -165,58 +170,31 @@ async function sequence(seed: number): Promise<void> {
       );
     }
   }
-  for (let i = rng.int(0, 4); i > 0; i--) {
-    const delay = rng.int(0, 120);
-    const op = rng.int(0, 3);
-    const chosen = rng.subset(peers);
-    const id = `127.0.0.1:${String(rng.pick(peers).port)}`;
-    const mode = rng.pick(['drain', 'maint', 'ready'] as const);
-    running.push(
-      after(delay).then(() => {
-        if (op === 0) proxy.setUpstreams(upstreamsOf(chosen));
-        else if (op === 1) proxy.overrideUpstream(id, { mode, weight: undefined });
-        else if (op === 2) proxy.overrideUpstream(id, undefined);
-        else closing ??= proxy.close();
-      }),
-    );
-  }
-  try {
-    await withTimeout(Promise.all(running), 10_000, `${what}: datagrams`);
-    // Replies in flight: the proxy's own idle timeout is the bound; closing ends the rest.
-    await after(rng.int(0, 50));
-    await withTimeout(proxy.close(), 5_000, `${what}: proxy.close()`);
-    // A reply the proxy sent just before closing may still be on its way to the client socket.
-    await until(() => [...clients].every(([port, client]) => client.received === sentTo(port)));
-    checkInvariants(
-      proxy,
-      seen,
-      clients,
-      `${what} ${JSON.stringify({ ...options, upstreams: peers.map((p) => p.kind) })}`,
-    );
-  } finally {
-    await proxy.close();
-    for (const client of clients.values()) await closeSocket(client.socket);
-    for (const peer of peers) if (peer.socket !== undefined) await closeSocket(peer.socket);
-  }
-  await assertBackTo(baseline, what);
+  let closing: Promise<void> | undefined;
+  running.push(
+    ...scheduleUpstreamChanges({
+      rng,
+      count: rng.int(0, 4),
+      window: 120,
+      target: proxy,
+      peers,
+      idOf: (peer) => `127.0.0.1:${String(peer.port)}`,
+      upstreamsOf,
+      close: () => (closing ??= proxy.close()),
+      at: (delay, step, operation) => s.at(delay, step, operation),
+      admin,
+    }),
+  );
+  await withTimeout(Promise.all(running), 10_000, `${what}: datagrams`);
+  // Replies in flight: the proxy's own idle timeout is the bound; closing ends the rest.
+  await after(rng.int(0, 50));
+  await withTimeout(proxy.close(), 5_000, `${what}: proxy.close()`);
+  s.note('closed');
+  // A reply the proxy sent just before closing may still be on its way to the client socket.
+  await until(() => [...clients].every(([port, client]) => client.received === sentTo(port)));
+  checkInvariants(proxy, seen, clients, what);
 }
 
-test(`UdpProxy under random interleavings: ${String(RUNS)} sequences from seed ${String(SEED)}`, async () => {
-  const traps = trapProcessFailures();
-  try {
-    for (let run = 0; run < RUNS; run++) {
-      const seed = SEED + run;
-      try {
-        await sequence(seed);
-      } catch (error) {
-        throw new Error(
-          `sequence failed; replay with L4PROXY_STRESS_SEED=${String(seed)} L4PROXY_STRESS_RUNS=1`,
-          { cause: error },
-        );
-      }
-      assert.deepEqual(traps.seen, [], `seed ${String(seed)}: process failures`);
-    }
-  } finally {
-    traps.remove();
-  }
+test(`UdpProxy under random interleavings: ${String(RUNS)} sequences from seed ${String(SEED)}`, async (t) => {
+  t.diagnostic(await runSequences('UdpProxy', sequence));
 });

@@ -140,6 +140,62 @@ export async function udpOnce(
   }
 }
 
+/** How one UDP request went: the reply (if any), the sends the kernel took, the replies read. */
+export interface UdpExchange {
+  readonly reply: Buffer | undefined;
+  readonly sends: number;
+  readonly replies: number;
+}
+
+/**
+ * {@link udpOnce} as a real UDP client does it (a DNS resolver retries after 1 to 5 s): from one
+ * fresh socket (a new session), sends `payload` and waits `ms` for the echo, sending it again
+ * while none came, `tries` times in all. A datagram the kernel dropped under load, or a reply
+ * later than `ms`, does not end the exchange unanswered; the counts tell what it took. Bounded:
+ * `tries` x `ms`.
+ */
+export async function udpExchange(
+  port: number,
+  payload: Buffer,
+  ms = 2_000,
+  tries = 3,
+): Promise<UdpExchange> {
+  const socket = dgram.createSocket('udp4');
+  socket.on('error', () => undefined);
+  let sends = 0;
+  let replies = 0;
+  let reply: Buffer | undefined;
+  // A reply to an earlier send may come after a later one: every reply is counted.
+  socket.on('message', (msg: Buffer) => {
+    replies++;
+    reply ??= msg;
+  });
+  try {
+    for (let attempt = 0; attempt < tries && reply === undefined; attempt++) {
+      await new Promise<void>((resolve) => {
+        socket.send(payload, port, '127.0.0.1', (error) => {
+          if (error === null) sends++;
+          resolve();
+        });
+      });
+      await new Promise<void>((resolve) => {
+        if (reply !== undefined) {
+          resolve();
+          return;
+        }
+        const timer = setTimeout(resolve, ms);
+        socket.once('message', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    return { reply, sends, replies };
+  } finally {
+    socket.close();
+  }
+}
+
 /** Polls `check` (bounded in count and time) until it returns true. */
 export async function eventually(
   check: () => Promise<boolean>,
