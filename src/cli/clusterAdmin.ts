@@ -43,6 +43,22 @@ function firstError(outcome: RelayOutcome): RelayedAdminReply | undefined {
   return [...outcome.replies.values()].find((reply) => reply.status !== 200);
 }
 
+/**
+ * Why each worker that did not apply a control action did not: its own refusal (a reload had
+ * not yet given it the upstream, say) or why it did not answer (starting, exited, too slow).
+ */
+function notApplied(outcome: RelayOutcome): string {
+  const reasons: string[] = [];
+  for (const [slot, reply] of outcome.replies) {
+    if (reply.status === 200) continue;
+    const error =
+      isRecord(reply.body) && typeof reply.body.error === 'string' ? reply.body.error : '';
+    reasons.push(`worker ${String(slot)} answered ${String(reply.status)}${error && `: ${error}`}`);
+  }
+  for (const [slot, why] of outcome.missing) reasons.push(`worker ${String(slot)} ${why}`);
+  return reasons.join('; ');
+}
+
 const ADMIN_RANK = { ready: 0, drain: 1, maint: 2 } as const;
 
 /**
@@ -178,7 +194,7 @@ export function controlOutcome(outcome: RelayOutcome): ClusterReply {
   return {
     status: 503,
     body: {
-      error: `applied on workers ${bodies.map(([slot]) => slot).join(', ')} only: retry (a restarting worker gets it when it starts)`,
+      error: `applied on workers ${bodies.map(([slot]) => slot).join(', ')} only (${notApplied(outcome)}): retry`,
       ...body,
     },
   };

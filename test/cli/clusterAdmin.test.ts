@@ -112,6 +112,21 @@ describe('cluster admin merge rules', () => {
       ),
     );
     assert.equal(partial.status, 503);
-    assert.match((partial.body as { error: string }).error, /applied on workers 1 only/);
+    assert.equal(
+      (partial.body as { error: string }).error,
+      'applied on workers 1 only (worker 2 exited before replying): retry',
+    );
+    // A worker whose reload has not yet given it the upstream refuses: its own words are passed on.
+    const raced = controlOutcome(
+      outcome([
+        [1, 200, { upstream: report({ admin: 'drain' }) }],
+        [2, 404, refusal],
+      ]),
+    );
+    assert.equal(raced.status, 503);
+    assert.equal(
+      (raced.body as { error: string }).error,
+      'applied on workers 1 only (worker 2 answered 404: unknown upstream "zz" on listener "web"): retry',
+    );
   });
 });
