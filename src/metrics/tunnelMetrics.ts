@@ -96,6 +96,13 @@ export function tunnelServerFamilies(
     ),
     scalar('downstream_tls_handshake', 'counter', 'TLS handshakes completed with clients.'),
     scalar('downstream_tls_failed', 'counter', 'TLS handshakes with clients that failed.'),
+    scalar('upstream_tls_handshake', 'counter', 'TLS handshakes completed with upstreams.'),
+    scalar(
+      'upstream_tls_session_reused',
+      'counter',
+      'TLS handshakes with upstreams that resumed a cached session.',
+    ),
+    scalar('upstream_tls_failed', 'counter', 'TLS handshakes with upstreams that failed.'),
     {
       name: `${prefix}tunnel_refused_total`,
       help: 'Requests refused, by HTTP status class.',

@@ -10,11 +10,12 @@ import {
   ResourceExhaustedError,
   SelectorError,
 } from '../errors.js';
+import type { TlsHandshakeError } from '../errors.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import type { UpstreamTls } from '../tls/UpstreamTls.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
-import { upstreamTlsError, upstreamTlsTimeout } from '../tls/tlsFailure.js';
+import { countUpstreamFailure, upstreamTlsError, upstreamTlsTimeout } from '../tls/tlsFailure.js';
 import type {
   SelectionContext,
   SelectionResult,
@@ -450,30 +451,24 @@ export class TunnelDial implements TunnelSelectionContext {
       );
     } catch (err) {
       // Inside the socket's 'connect' event: it must not escape (the raw socket is destroyed).
-      this.failed(state, upstreamTlsError(state.address, err), 'upstream_tls');
+      this.tlsFailed(state, upstreamTlsError(state.address, err));
       return;
     }
     this.socket = secure;
     const onError = (err: Error): void => {
-      if (this.socket === secure)
-        this.failed(state, upstreamTlsError(state.address, err), 'upstream_tls');
+      if (this.socket === secure) this.tlsFailed(state, upstreamTlsError(state.address, err));
     };
     const onClose = (): void => {
       if (this.socket === secure)
-        this.failed(
+        this.tlsFailed(
           state,
           upstreamTlsError(state.address, new Error('closed during the handshake')),
-          'upstream_tls',
         );
     };
     secure.on('error', onError);
     secure.once('close', onClose);
     this.startTimer(() => {
-      this.failed(
-        state,
-        upstreamTlsTimeout(state.address, settings.handshakeTimeout),
-        'upstream_tls',
-      );
+      this.tlsFailed(state, upstreamTlsTimeout(state.address, settings.handshakeTimeout));
     }, settings.handshakeTimeout);
     secure.once('secureConnect', () => {
       if (this.socket !== secure) return;
@@ -494,6 +489,13 @@ export class TunnelDial implements TunnelSelectionContext {
   private lastReason: TunnelRefusal = 'connect_failed';
   /** The dialled upstream's `generation` (an outcome about an address it has since left is ignored). */
   private generation = 0;
+
+  /** A failed origination handshake: counted by its cause (as TcpProxy counts it), then failed. */
+  private tlsFailed(state: UpstreamState, error: TlsHandshakeError): void {
+    if (this.finished) return;
+    countUpstreamFailure(this.host.upstreamTls.stats, error);
+    this.failed(state, error, 'upstream_tls');
+  }
 
   private failed(state: UpstreamState, error: Error, reason: TunnelRefusal): void {
     if (this.finished) return;

@@ -116,6 +116,13 @@ export interface TunnelServerStats extends ProxyHealthStats {
   /** TLS listener (`terminateTls`): handshakes completed and failed. */
   readonly downstream_tls_handshake: number;
   readonly downstream_tls_failed: number;
+  /**
+   * TLS origination (`tls`): handshakes completed with upstreams, of those resumed from a cached
+   * session, and failed (not trusted, name mismatch, timeout, other errors).
+   */
+  readonly upstream_tls_handshake: number;
+  readonly upstream_tls_session_reused: number;
+  readonly upstream_tls_failed: number;
 }
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
@@ -276,7 +283,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         emitSafely(this, 'upstreamSourceError', error);
       },
       membership: () => {
-        // Tunnels on a removed upstream finish on their own.
+        // Tunnels on a removed upstream finish on their own; its TLS sessions go now (as TcpProxy).
+        this.upstreamTls.retain(this.manager.set.list());
       },
     });
     const route = this.options.route;
@@ -458,6 +466,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         this.tlsStats.downstream_tls_connection_error +
         this.tlsStats.downstream_tls_fail_verify_cert +
         this.tlsStats.downstream_tls_handshake_timeout,
+      upstream_tls_handshake: this.tlsStats.upstream_tls_handshake,
+      upstream_tls_session_reused: this.tlsStats.upstream_tls_session_reused,
+      upstream_tls_failed:
+        this.tlsStats.upstream_tls_fail_verify_error +
+        this.tlsStats.upstream_tls_fail_verify_san +
+        this.tlsStats.upstream_tls_handshake_timeout +
+        this.tlsStats.upstream_tls_connection_error,
       ...proxyHealthStats(this.manager.totals()),
     };
   }
