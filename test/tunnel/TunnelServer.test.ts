@@ -29,6 +29,7 @@ import {
 } from '../helpers/net.js';
 import { listeningServers, startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
+import { udpEcho } from '../udp/helpers.js';
 import { configErrorOf } from '../cli/cli.js';
 
 const allowAll = { authorize: () => true, route: 'direct' as const };
@@ -49,14 +50,9 @@ async function udpThroughTunnel(
   t: TestContext,
   options: ConstructorParameters<typeof TunnelServer>[0] = {},
 ) {
-  const target = dgram.createSocket('udp4');
-  target.on('message', (msg, from) => {
-    target.send(msg, from.port, from.address);
-  });
-  target.bind(0, '127.0.0.1');
-  await once(target, 'listening');
+  const target = await udpEcho();
   t.after(() => target.close());
-  const targetPort = target.address().port;
+  const targetPort = target.port;
   const {
     server,
     port: tunnelPort,
