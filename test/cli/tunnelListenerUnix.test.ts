@@ -3,14 +3,14 @@ import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdtempSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
 import http from 'node:http';
-import http2 from 'node:http2';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
-import { waitFor, withTimeout } from '../helpers/net.js';
+import { h2Connect, h2Response } from '../helpers/h2Connect.js';
+import { withTimeout } from '../helpers/net.js';
 import { configDir, configErrorOf, runCli, startCli } from './cli.js';
 
 /** A directory for socket files (short: a Unix socket path has at most 107 bytes). */
@@ -100,19 +100,8 @@ describe('l4proxy: a tunnel listener on "listen": "unix:/path"', () => {
     assert.match(await connectOverSocket(sock, authority), /^HTTP\/1\.1 200 [^]*\r\n\r\norigin$/);
     // HTTP/2 with prior knowledge over the socket (curl 7.88's --unix-socket ignores --proxy:
     // it sent its GET straight over the socket, so it cannot be the client here).
-    const session = http2.connect('http://l4proxy', { createConnection: () => net.connect(sock) });
-    session.on('error', () => undefined);
-    t.after(() => {
-      session.destroy();
-    });
-    const stream = session.request({ ':method': 'CONNECT', ':authority': authority });
-    stream.on('error', () => undefined);
-    const [headers] = await withTimeout(
-      waitFor<[http2.IncomingHttpHeaders]>(stream, 'response'),
-      5_000,
-      'the HTTP/2 answer',
-    );
-    assert.equal(headers[':status'], 200);
+    const { session, stream } = h2Connect(t, { path: sock }, authority);
+    assert.equal((await h2Response(stream))[':status'], 200);
     let body = '';
     stream.on('data', (chunk: Buffer) => (body += chunk.toString()));
     stream.end(`GET / HTTP/1.1\r\nHost: ${authority}\r\nConnection: close\r\n\r\n`);

@@ -27,6 +27,7 @@ import {
   refusedPort,
   withTimeout,
 } from '../helpers/net.js';
+import { h2Connect, h2Response } from '../helpers/h2Connect.js';
 import { listeningServers, startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
 import { udpEcho } from '../udp/helpers.js';
@@ -475,23 +476,8 @@ describe('TunnelServer maxTunnels', () => {
     ]);
     assert.equal(refused.stdout, '503');
     // HTTP/2 streams count against the same limit.
-    const session = http2.connect(`http://127.0.0.1:${String(port)}`);
-    session.on('error', () => undefined);
-    t.after(() => {
-      session.destroy();
-    });
-    const stream = session.request({ ':method': 'CONNECT', ':authority': authority });
-    stream.on('error', () => undefined);
-    const h2Status = await withTimeout(
-      new Promise<number>((resolve) => {
-        stream.once('response', (headers) => {
-          resolve(Number(headers[':status']));
-        });
-      }),
-      5_000,
-      'the HTTP/2 answer',
-    );
-    assert.equal(h2Status, 503);
+    const { stream } = h2Connect(t, port, authority);
+    assert.equal((await h2Response(stream))[':status'], 503);
     admitFirst?.(true);
     const first = await waiting;
     assert.equal(first.status, 200);
