@@ -7,9 +7,9 @@ import { describe, test } from 'node:test';
 import { h2Connect, h2Response } from '../helpers/h2Connect.js';
 import { httpOriginPort } from '../helpers/httpOrigin.js';
 import { withTimeout } from '../helpers/net.js';
-import { ownedSocket, socketDir, staleSocket } from '../helpers/unixSocket.js';
+import { socketDir, staleSocket } from '../helpers/unixSocket.js';
 import { configDir, configErrorOf, runCli, startCli } from './cli.js';
-import { stopRemovesSocket, unixListener } from './unixCli.js';
+import { startFailsOnBusySocket, stopRemovesSocket, unixListener } from './unixCli.js';
 
 /**
  * A raw HTTP/1.1 client over the socket: CONNECT to `authority`, then a GET through the tunnel.
@@ -94,16 +94,7 @@ describe('l4proxy: a tunnel listener on "listen": "unix:/path"', () => {
   });
 
   test('a socket another process listens on is left alone: the start fails with EADDRINUSE', async (t) => {
-    const sock = join(socketDir(t, 'l4t-'), 'busy.sock');
-    await ownedSocket(t, sock);
-    const file = configDir(t).write('l4proxy.json', {
-      listeners: [
-        { protocol: 'tunnel', listen: `unix:${sock}`, upstreams: [{ host: '127.0.0.1', port: 9 }] },
-      ],
-    });
-    const result = await runCli(['--config', file]);
-    assert.equal(result.code, 1);
-    assert.match(result.stderr, /EADDRINUSE/);
+    const sock = await startFailsOnBusySocket(t, 'tunnel', join(socketDir(t, 'l4t-'), 'busy.sock'));
     assert.ok(lstatSync(sock).isSocket(), "the owner's socket file stays");
   });
 

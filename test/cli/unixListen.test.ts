@@ -8,9 +8,9 @@ import { curl } from '../helpers/curl.js';
 import { httpOriginPort } from '../helpers/httpOrigin.js';
 import { withTimeout } from '../helpers/net.js';
 import { tool } from '../helpers/tools.js';
-import { ownedSocket, socketDir, staleSocket, umaskOf } from '../helpers/unixSocket.js';
+import { socketDir, staleSocket, umaskOf } from '../helpers/unixSocket.js';
 import { configDir, configErrorOf, runCli, startCli } from './cli.js';
-import { stopRemovesSocket, unixListener } from './unixCli.js';
+import { startFailsOnBusySocket, stopRemovesSocket, unixListener } from './unixCli.js';
 
 /** curl over the socket: the origin must answer. */
 async function curlOrigin(curlPath: string, sock: string): Promise<void> {
@@ -75,16 +75,7 @@ describe('l4proxy: "listen": "unix:/path" (a TCP listener on a Unix socket)', ()
   });
 
   test('a socket another process listens on is left alone: the start fails with EADDRINUSE', async (t) => {
-    const sock = join(socketDir(t, 'l4u-'), 'busy.sock');
-    await ownedSocket(t, sock);
-    const file = configDir(t).write('l4proxy.json', {
-      listeners: [
-        { protocol: 'tcp', listen: `unix:${sock}`, upstreams: [{ host: '127.0.0.1', port: 9 }] },
-      ],
-    });
-    const result = await runCli(['--config', file]);
-    assert.equal(result.code, 1);
-    assert.match(result.stderr, /EADDRINUSE/);
+    const sock = await startFailsOnBusySocket(t, 'tcp', join(socketDir(t, 'l4u-'), 'busy.sock'));
     const reply = await withTimeout(
       new Promise<string>((resolve, reject) => {
         const client = net.connect(sock);
