@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import http from 'node:http';
 import http2 from 'node:http2';
 import type { ListenOptions, Socket } from 'node:net';
 import { describe, test } from 'node:test';
@@ -21,13 +20,13 @@ import {
   closed,
   connect,
   echoServer,
-  listen,
   readAll,
   readUntil,
   refusedPort,
   withTimeout,
 } from '../helpers/net.js';
 import { h2Connect, h2Response } from '../helpers/h2Connect.js';
+import { httpOriginPort } from '../helpers/httpOrigin.js';
 import { listeningServers, startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
 import { udpEcho } from '../udp/helpers.js';
@@ -94,10 +93,7 @@ describe('TunnelServer: the terminating side of CONNECT', () => {
   test('curl --proxytunnel (HTTP/1.1 CONNECT) fetches a page through it', async (t) => {
     const curl = tool(t, 'curl');
     if (curl === undefined) return;
-    const origin = http.createServer((_request, response) => {
-      response.end('through the tunnel');
-    });
-    const originPort = await listen(origin);
+    const originPort = await httpOriginPort(t, 'through the tunnel');
     const seen: string[] = [];
     const { server, port, summaries } = await startTunnelServer({
       route: 'direct',
@@ -147,7 +143,6 @@ describe('TunnelServer: the terminating side of CONNECT', () => {
     assert.equal(stats.tunnel_active, 0);
     assert.match(server.metrics(), /l4proxy_tunnel_server_tunnel_refused_total\{status="4xx"\} 1/);
     await server.close();
-    origin.close();
   });
 
   for (const protocol of ['http/1.1', 'h2'] as const)
