@@ -222,6 +222,11 @@ export function closeAll(listeners: readonly PreparedListener[]): void {
   for (const { proxy } of listeners) void proxy.close();
 }
 
+/** Whether `value` is an integer from `min` to `max`. */
+function isIntegerIn(value: unknown, min: number, max: number): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= min && value <= max;
+}
+
 function validateSettings(json: Record<string, unknown>, source: string): Settings {
   const settings: { -readonly [K in keyof Settings]: Settings[K] } = {};
   if (json.metrics !== undefined) {
@@ -231,12 +236,7 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
   }
   if (json.drainTimeout !== undefined) {
     const value = json.drainTimeout;
-    if (
-      typeof value !== 'number' ||
-      !Number.isSafeInteger(value) ||
-      value < 0 ||
-      value > 2_147_483_647
-    ) {
+    if (!isIntegerIn(value, 0, 2_147_483_647)) {
       throw fieldError(
         source,
         'drainTimeout',
@@ -259,10 +259,7 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
   }
   if (json.workers !== undefined) {
     const value = json.workers;
-    if (
-      value !== 'auto' &&
-      (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > 1024)
-    ) {
+    if (value !== 'auto' && !isIntegerIn(value, 1, 1024)) {
       throw fieldError(source, 'workers', 'an integer from 1 to 1024, or "auto"', value);
     }
     settings.workers = value;
@@ -291,12 +288,7 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
   }
   const warningDays = json.certificateExpiryWarningDays;
   if (warningDays !== undefined) {
-    if (
-      typeof warningDays !== 'number' ||
-      !Number.isSafeInteger(warningDays) ||
-      warningDays < 0 ||
-      warningDays > 3650
-    )
+    if (!isIntegerIn(warningDays, 0, 3650))
       throw fieldError(
         source,
         'certificateExpiryWarningDays',
@@ -432,13 +424,7 @@ function udpSocketBuffers(
   for (const key of ['recvBufferSize', 'sendBufferSize'] as const) {
     const value = entry[key];
     if (value === undefined) continue;
-    if (
-      protocol !== 'udp' ||
-      typeof value !== 'number' ||
-      !Number.isSafeInteger(value) ||
-      value < 1 ||
-      value > 2_147_483_647
-    )
+    if (protocol !== 'udp' || !isIntegerIn(value, 1, 2_147_483_647))
       throw fieldError(source, `${path}.${key}`, BUFFER_EXPECTED, value);
     buffers[key] = value;
   }

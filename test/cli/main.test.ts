@@ -380,64 +380,24 @@ describe('l4proxy reload and gauges', () => {
   });
 
   test('a replaced TCP generation leaves the totals with its counters, not its gauges nor removed upstreams', async (t) => {
-    const a = await taggedEcho(t, 'A:');
-    const b = await refusedPort();
-    const dir = configDir(t);
-    const web = {
-      name: 'web',
-      protocol: 'tcp',
-      listen: '127.0.0.1:0',
-      upstreams: [
-        { host: '127.0.0.1', port: a, id: 'a' },
-        { host: '127.0.0.1', port: b, id: 'b' },
-      ],
-      outlierDetection: { consecutiveFailures: 1 },
-    };
-    const file = dir.write('l4proxy.json', { listeners: [web] });
-    const cli = startCli(t, ['--config', file, '--metrics', '127.0.0.1:0']);
-    const port = await listenPort(cli);
-    const metricsAt = String(
-      (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
-    );
-    const gauge = async (): Promise<number | undefined> =>
-      valueOf(
-        parseExposition((await httpGet(`http://${metricsAt}/metrics`)).body),
-        'l4proxy_tcp_outlier_ejections_active',
-        { listener: 'web' },
-      );
+    const web = await twoGenerations(t, { outlierDetection: { consecutiveFailures: 1 } });
+    const gauge = () => web.metric('l4proxy_tcp_outlier_ejections_active');
     // Round robin tries b (refused: ejected at the first failure) and a (held open).
-    const held: net.Socket[] = [];
-    t.after(() => {
-      for (const socket of held) socket.destroy();
-    });
-    for (let i = 0; i < 4 && (held.length === 0 || (await gauge()) !== 1); i++) {
-      const socket = await connect(port);
-      const echoed = await roundTrip(socket, 'x').catch(() => undefined);
-      if (echoed === 'A:x') held.push(socket);
-      else socket.destroy();
-    }
-    assert.ok(held.length > 0);
+    await web.ejectB(async () => (await gauge()) === 1);
     assert.equal(await gauge(), 1, 'b ejected');
 
     // New options: a new generation takes new connections, the old one keeps the held ones.
     // Upstream b goes too.
-    dir.write('l4proxy.json', {
-      listeners: [{ ...web, upstreams: web.upstreams.slice(0, 1), idleTimeout: 60_000 }],
-    });
-    process.kill(cli.pid, 'SIGHUP');
-    await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
-    const closedBefore = cli.stdout.filter((l) => l.msg === 'connection closed').length;
-    for (const socket of held) socket.end();
-    await cli.waitLines('stdout', (l) => l.msg === 'connection closed', closedBefore + held.length);
+    await web.reload({ upstreams: web.listener.upstreams.slice(0, 1) });
+    await web.endHeld();
     // The old generation is gone (released on the close its access line reports), its ejection
     // with it; the new one ejected nothing.
     assert.equal(await gauge(), 0);
     // Removed b left with it: no series of b stays behind (b "healthy" for ever).
-    const body = (await httpGet(`http://${metricsAt}/metrics`)).body;
+    const body = await web.body();
     assert.doesNotMatch(body, /upstream="b"/);
     assert.match(body, /^l4proxy_tcp_upstream_host_cx_total\{listener="web",upstream="a"\} [1-9]/m);
-    process.kill(cli.pid, 'SIGTERM');
-    assert.equal(await cli.exited(), 0);
+    await web.stop();
   });
 
   test('outlier_ejections_active counts an upstream ejected by two live generations once', async (t) => {
@@ -488,8 +448,9 @@ describe('l4proxy reload and gauges', () => {
  * `l4proxy --config` with metrics, its listener "web" (with `options`) round-robining over a
  * tagged echo (a) and a refused port (b). `ejectB(until)` opens connections until one more to a
  * is held (b refuses: ejected at its first failure) and `until` says this generation ejected
- * b; `reload()` starts a second generation (new options, same upstreams) while the first keeps
- * its held connection and its ejection of b; `metric(name)` is web's value of a metric.
+ * b; `reload(change)` starts a second generation (new options, same upstreams unless `change`
+ * says otherwise) while the first keeps its held connections and its ejection of b; `endHeld()`
+ * ends those and waits for their access lines; `metric(name)` is web's value of a metric.
  */
 async function twoGenerations(t: TestContext, options: Record<string, unknown>) {
   const a = await taggedEcho(t, 'A:');
@@ -511,13 +472,16 @@ async function twoGenerations(t: TestContext, options: Record<string, unknown>) 
   const metricsAt = String(
     (await cli.waitLine('stderr', (l) => l.msg === 'metrics listening')).address,
   );
+  const body = async (): Promise<string> => (await httpGet(`http://${metricsAt}/metrics`)).body;
   const scrape = async (): Promise<ReturnType<typeof parseExposition>> =>
-    parseExposition((await httpGet(`http://${metricsAt}/metrics`)).body);
+    parseExposition(await body());
   const held: net.Socket[] = [];
   t.after(() => {
     for (const socket of held) socket.destroy();
   });
   return {
+    listener: web,
+    body,
     scrape,
     metric: async (name: string): Promise<number | undefined> =>
       valueOf(await scrape(), name, { listener: 'web' }),
@@ -531,10 +495,19 @@ async function twoGenerations(t: TestContext, options: Record<string, unknown>) 
       }
       assert.equal(held.length, before + 1);
     },
-    async reload(): Promise<void> {
-      dir.write('l4proxy.json', { listeners: [{ ...web, idleTimeout: 60_000 }] });
+    async reload(change: Record<string, unknown> = {}): Promise<void> {
+      dir.write('l4proxy.json', { listeners: [{ ...web, idleTimeout: 60_000, ...change }] });
       process.kill(cli.pid, 'SIGHUP');
       await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
+    },
+    async endHeld(): Promise<void> {
+      const closedBefore = cli.stdout.filter((l) => l.msg === 'connection closed').length;
+      for (const socket of held) socket.end();
+      await cli.waitLines(
+        'stdout',
+        (l) => l.msg === 'connection closed',
+        closedBefore + held.length,
+      );
     },
     async stop(): Promise<void> {
       process.kill(cli.pid, 'SIGTERM');

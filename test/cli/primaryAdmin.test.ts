@@ -1,16 +1,26 @@
 import assert from 'node:assert/strict';
+import type { Server } from 'node:http';
 import { constants } from 'node:os';
 import { test } from 'node:test';
+import type { TestContext } from 'node:test';
 import { TcpProxy } from '../../src/index.js';
 import type { TcpProxyStats, TcpUpstreamStats } from '../../src/index.js';
 import type { ListenerStats } from '../../src/cli/Listener.js';
 import { startPrimaryAdmin } from '../../src/cli/primaryAdmin.js';
+import type { PrimaryAdminContext } from '../../src/cli/primaryAdmin.js';
 import { failAccept } from '../helpers/acceptError.js';
 import { adminRequest } from '../helpers/adminClient.js';
 import { httpGet } from '../helpers/httpGet.js';
 
-test("an accept error (EMFILE, ENOBUFS) neither crashes nor stops the cluster primary's admin server", async (t) => {
-  const { server, address } = await startPrimaryAdmin(
+/**
+ * The cluster primary's admin server on 127.0.0.1 with no workers behind it (a relay fails),
+ * `context` replacing any of that; closed after the test.
+ */
+async function primaryAdmin(
+  t: TestContext,
+  context: Partial<PrimaryAdminContext> = {},
+): Promise<{ server: Server; address: string }> {
+  const started = await startPrimaryAdmin(
     { listen: { host: '127.0.0.1', port: 0 } },
     {
       ready: () => true,
@@ -18,11 +28,29 @@ test("an accept error (EMFILE, ENOBUFS) neither crashes nor stops the cluster pr
       remember: () => undefined,
       collect: () => Promise.resolve(new Map()),
       families: () => Promise.resolve([]),
+      ...context,
     },
   );
   t.after(() => {
-    server.close();
+    started.server.close();
   });
+  return started;
+}
+
+/** The stats of listener "web" that the primary's /stats at `address` shows. */
+async function webStats(address: string): Promise<TcpProxyStats> {
+  const reply = await httpGet(`http://${address}/stats`);
+  assert.equal(reply.status, 200);
+  const { listeners } = JSON.parse(reply.body) as {
+    listeners: Record<string, { stats: TcpProxyStats }>;
+  };
+  const stats = listeners.web?.stats;
+  assert.ok(stats !== undefined);
+  return stats;
+}
+
+test("an accept error (EMFILE, ENOBUFS) neither crashes nor stops the cluster primary's admin server", async (t) => {
+  const { server, address } = await primaryAdmin(t);
   // Before: no 'error' listener after listen(), so the emit threw out of the accept callback
   // (an uncaught exception ending the primary, and with it every worker).
   assert.doesNotThrow(() => {
@@ -59,26 +87,8 @@ test("the cluster's /stats shows an upstream out when any worker keeps it out, a
     // Worker 2 ejected `a`, its checks find it down, and an operator drained it there.
     [2, worker({ healthy: false, ejected: true, health_check_healthy: false, admin_drain: true })],
   ]);
-  const { server, address } = await startPrimaryAdmin(
-    { listen: { host: '127.0.0.1', port: 0 } },
-    {
-      ready: () => true,
-      relay: () => Promise.reject(new Error('no workers here')),
-      remember: () => undefined,
-      collect: () => Promise.resolve(byWorker),
-      families: () => Promise.resolve([]),
-    },
-  );
-  t.after(() => {
-    server.close();
-  });
-  const reply = await httpGet(`http://${address}/stats`);
-  assert.equal(reply.status, 200);
-  const { listeners } = JSON.parse(reply.body) as {
-    listeners: Record<string, { stats: TcpProxyStats }>;
-  };
-  const stats = listeners.web?.stats;
-  assert.ok(stats !== undefined);
+  const { address } = await primaryAdmin(t, { collect: () => Promise.resolve(byWorker) });
+  const stats = await webStats(address);
   const { a, b } = stats.upstreams;
   assert.deepEqual(
     [a?.healthy, a?.ejected, a?.health_check_healthy, a?.admin_drain, a?.admin_maint],
@@ -94,21 +104,11 @@ test("the cluster's /stats shows an upstream out when any worker keeps it out, a
 
 test("the cluster primary's admin server without a token refuses CSRF and rebound Hosts (403)", async (t) => {
   const relayed: string[] = [];
-  const { server, address } = await startPrimaryAdmin(
-    { listen: { host: '127.0.0.1', port: 0 } },
-    {
-      ready: () => true,
-      relay: (request) => {
-        relayed.push(request.path);
-        return Promise.reject(new Error('no workers here'));
-      },
-      remember: () => undefined,
-      collect: () => Promise.resolve(new Map()),
-      families: () => Promise.resolve([]),
+  const { address } = await primaryAdmin(t, {
+    relay: (request) => {
+      relayed.push(request.path);
+      return Promise.reject(new Error('no workers here'));
     },
-  );
-  t.after(() => {
-    server.close();
   });
   const port = Number(address.slice(address.lastIndexOf(':') + 1));
   const forged = await adminRequest(port, 'POST', '/upstreams/web/a/drain', {
@@ -154,23 +154,8 @@ test("the cluster's /stats counts an upstream every worker ejected once, not onc
     [2, worker(3)],
     [3, worker(0)],
   ]);
-  const { server, address } = await startPrimaryAdmin(
-    { listen: { host: '127.0.0.1', port: 0 } },
-    {
-      ready: () => true,
-      relay: () => Promise.reject(new Error('no workers here')),
-      remember: () => undefined,
-      collect: () => Promise.resolve(byWorker),
-      families: () => Promise.resolve([]),
-    },
-  );
-  t.after(() => {
-    server.close();
-  });
-  const reply = await httpGet(`http://${address}/stats`);
-  const stats = (JSON.parse(reply.body) as { listeners: Record<string, { stats: TcpProxyStats }> })
-    .listeners.web?.stats;
-  assert.ok(stats !== undefined);
+  const { address } = await primaryAdmin(t, { collect: () => Promise.resolve(byWorker) });
+  const stats = await webStats(address);
   // Before: 3 ejected upstreams (one per worker) with a single upstream `a` ejected.
   assert.equal(stats.outlier_ejections_active, 1, 'one upstream is ejected');
   assert.equal(stats.upstream_slow_start_active, 1, 'one upstream ramps up');

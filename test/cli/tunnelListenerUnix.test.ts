@@ -1,52 +1,15 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdtempSync, rmSync } from 'node:fs';
+import { lstatSync } from 'node:fs';
 import { once } from 'node:events';
-import http from 'node:http';
-import http2 from 'node:http2';
 import net from 'node:net';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import type { TestContext } from 'node:test';
-import { waitFor, withTimeout } from '../helpers/net.js';
+import { h2Connect, h2Response } from '../helpers/h2Connect.js';
+import { httpOriginPort } from '../helpers/httpOrigin.js';
+import { withTimeout } from '../helpers/net.js';
+import { socketDir, staleSocket } from '../helpers/unixSocket.js';
 import { configDir, configErrorOf, runCli, startCli } from './cli.js';
-
-/** A directory for socket files (short: a Unix socket path has at most 107 bytes). */
-function socketDir(t: TestContext): string {
-  const dir = mkdtempSync(join(tmpdir(), 'l4t-'));
-  t.after(() => {
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return dir;
-}
-
-/** An HTTP origin on 127.0.0.1 answering "origin"; closed after the test. */
-async function origin(t: TestContext): Promise<number> {
-  const server = http.createServer((_request, response) => {
-    response.end('origin');
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => {
-    server.closeAllConnections();
-    server.close();
-  });
-  return (server.address() as AddressInfo).port;
-}
-
-/** Leaves a socket file nothing listens on, as a killed process does (SIGKILL: no cleanup). */
-async function staleSocket(path: string): Promise<void> {
-  const child = spawn(process.execPath, [
-    '-e',
-    `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`,
-  ]);
-  await withTimeout(
-    new Promise((resolve) => child.once('exit', resolve)),
-    5_000,
-    'the socket owner to die',
-  );
-}
+import { startFailsOnBusySocket, stopRemovesSocket, unixListener } from './unixCli.js';
 
 /**
  * A raw HTTP/1.1 client over the socket: CONNECT to `authority`, then a GET through the tunnel.
@@ -75,20 +38,13 @@ function connectOverSocket(sock: string, authority: string): Promise<string> {
 
 describe('l4proxy: a tunnel listener on "listen": "unix:/path"', () => {
   test('HTTP/1.1 and HTTP/2 CONNECT over the socket; a stale file is replaced, and removed at exit', async (t) => {
-    const sock = join(socketDir(t), 'egress.sock');
+    const sock = join(socketDir(t, 'l4t-'), 'egress.sock');
     await staleSocket(sock);
     assert.ok(lstatSync(sock).isSocket(), 'a stale socket file is left');
-    const originPort = await origin(t);
+    const originPort = await httpOriginPort(t);
     const authority = `127.0.0.1:${String(originPort)}`;
     const file = configDir(t).write('l4proxy.json', {
-      listeners: [
-        {
-          name: 'egress',
-          protocol: 'tunnel',
-          listen: `unix:${sock}`,
-          upstreams: [{ host: '127.0.0.1', port: originPort }],
-        },
-      ],
+      listeners: [unixListener('tunnel', 'egress', sock, originPort)],
     });
     // The old code refused it: listeners[0].listen: expected "host:port".
     const check = await runCli(['--check', '--config', file]);
@@ -100,19 +56,8 @@ describe('l4proxy: a tunnel listener on "listen": "unix:/path"', () => {
     assert.match(await connectOverSocket(sock, authority), /^HTTP\/1\.1 200 [^]*\r\n\r\norigin$/);
     // HTTP/2 with prior knowledge over the socket (curl 7.88's --unix-socket ignores --proxy:
     // it sent its GET straight over the socket, so it cannot be the client here).
-    const session = http2.connect('http://l4proxy', { createConnection: () => net.connect(sock) });
-    session.on('error', () => undefined);
-    t.after(() => {
-      session.destroy();
-    });
-    const stream = session.request({ ':method': 'CONNECT', ':authority': authority });
-    stream.on('error', () => undefined);
-    const [headers] = await withTimeout(
-      waitFor<[http2.IncomingHttpHeaders]>(stream, 'response'),
-      5_000,
-      'the HTTP/2 answer',
-    );
-    assert.equal(headers[':status'], 200);
+    const { session, stream } = h2Connect(t, { path: sock }, authority);
+    assert.equal((await h2Response(stream))[':status'], 200);
     let body = '';
     stream.on('data', (chunk: Buffer) => (body += chunk.toString()));
     stream.end(`GET / HTTP/1.1\r\nHost: ${authority}\r\nConnection: close\r\n\r\n`);
@@ -127,55 +72,29 @@ describe('l4proxy: a tunnel listener on "listen": "unix:/path"', () => {
         ['egress', 'h2', 200, 'completed', ''],
       ],
     );
-    process.kill(cli.pid, 'SIGTERM');
-    assert.equal(await cli.exited(), 0);
-    assert.equal(existsSync(sock), false, 'the socket file is removed at exit');
+    await stopRemovesSocket(cli, sock);
   });
 
   test('--workers 2: the primary replaces a stale socket and shares it', async (t) => {
-    const sock = join(socketDir(t), 'cluster.sock');
+    const sock = join(socketDir(t, 'l4t-'), 'cluster.sock');
     await staleSocket(sock);
-    const originPort = await origin(t);
+    const originPort = await httpOriginPort(t);
     const authority = `127.0.0.1:${String(originPort)}`;
     const file = configDir(t).write('l4proxy.json', {
-      listeners: [
-        {
-          name: 'egress',
-          protocol: 'tunnel',
-          listen: `unix:${sock}`,
-          upstreams: [{ host: '127.0.0.1', port: originPort }],
-        },
-      ],
+      listeners: [unixListener('tunnel', 'egress', sock, originPort)],
     });
     const cli = startCli(t, ['--config', file, '--workers', '2']);
     await cli.waitLine('stderr', (l) => l.msg === 'ready', 15_000);
     for (let i = 0; i < 4; i++)
       assert.match(await connectOverSocket(sock, authority), /\r\n\r\norigin$/);
     await cli.waitLines('stdout', (l) => l.msg === 'tunnel closed', 4);
-    process.kill(cli.pid, 'SIGTERM');
-    assert.equal(await cli.exited(), 0);
+    await stopRemovesSocket(cli, sock);
     const closed = cli.stdout.filter((l) => l.msg === 'tunnel closed');
     assert.equal(closed.length, 4, 'the four clients, no probe connection');
-    assert.equal(existsSync(sock), false, 'the socket file is removed at exit');
   });
 
   test('a socket another process listens on is left alone: the start fails with EADDRINUSE', async (t) => {
-    const sock = join(socketDir(t), 'busy.sock');
-    const owner = net.createServer((socket) => {
-      // The CLI's probe connects and hangs up at once.
-      socket.on('error', () => undefined);
-      socket.end('owner');
-    });
-    await new Promise<void>((resolve) => owner.listen(sock, resolve));
-    t.after(() => owner.close());
-    const file = configDir(t).write('l4proxy.json', {
-      listeners: [
-        { protocol: 'tunnel', listen: `unix:${sock}`, upstreams: [{ host: '127.0.0.1', port: 9 }] },
-      ],
-    });
-    const result = await runCli(['--config', file]);
-    assert.equal(result.code, 1);
-    assert.match(result.stderr, /EADDRINUSE/);
+    const sock = await startFailsOnBusySocket(t, 'tunnel', join(socketDir(t, 'l4t-'), 'busy.sock'));
     assert.ok(lstatSync(sock).isSocket(), "the owner's socket file stays");
   });
 

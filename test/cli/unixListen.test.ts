@@ -1,69 +1,46 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import http from 'node:http';
+import { existsSync, lstatSync, readFileSync } from 'node:fs';
 import net from 'node:net';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { curl } from '../helpers/curl.js';
+import { httpOriginPort } from '../helpers/httpOrigin.js';
 import { withTimeout } from '../helpers/net.js';
 import { tool } from '../helpers/tools.js';
+import { socketDir, staleSocket, umaskOf } from '../helpers/unixSocket.js';
 import { configDir, configErrorOf, runCli, startCli } from './cli.js';
+import { startFailsOnBusySocket, stopRemovesSocket, unixListener } from './unixCli.js';
 
-/** A directory for socket files (short: a Unix socket path has at most 107 bytes). */
-function socketDir(t: TestContext): string {
-  const dir = mkdtempSync(join(tmpdir(), 'l4u-'));
-  t.after(() => {
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return dir;
+/** curl over the socket: the origin must answer. */
+async function curlOrigin(curlPath: string, sock: string): Promise<void> {
+  const got = await curl(curlPath, ['-fsS', '--unix-socket', sock, 'http://l4proxy/']);
+  assert.equal(got.stdout, 'origin', got.stderr);
 }
 
-/** An HTTP origin on 127.0.0.1 answering "origin"; closed after the test. */
-async function origin(t: TestContext): Promise<number> {
-  const server = http.createServer((_request, response) => {
-    response.end('origin');
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => {
-    server.closeAllConnections();
-    server.close();
-  });
-  return (server.address() as AddressInfo).port;
+/** The mode a socket file gets from this process's umask, or undefined without /proc. */
+function umaskMode(): number | undefined {
+  const umask = umaskOf('self');
+  return umask === undefined ? undefined : 0o777 & ~parseInt(umask, 8);
 }
 
-/** Leaves a socket file nothing listens on, as a killed process does (SIGKILL: no cleanup). */
-async function staleSocket(path: string): Promise<void> {
-  const child = spawn(process.execPath, [
-    '-e',
-    `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`,
-  ]);
-  await withTimeout(
-    new Promise((resolve) => child.once('exit', resolve)),
-    5_000,
-    'the socket owner to die',
-  );
+/** Skips the test where there are no POSIX user ids; else this process's uid. */
+function posixUid(t: TestContext): number | undefined {
+  const uid = process.getuid?.() ?? -1;
+  if (uid >= 0) return uid;
+  t.skip('no POSIX user ids on this platform');
+  return undefined;
 }
 
 describe('l4proxy: "listen": "unix:/path" (a TCP listener on a Unix socket)', () => {
   test('curl reaches the upstream over the socket; a stale socket file is replaced, and removed at exit', async (t) => {
     const curlPath = tool(t, 'curl');
     if (curlPath === undefined) return;
-    const sock = join(socketDir(t), 'web.sock');
+    const sock = join(socketDir(t, 'l4u-'), 'web.sock');
     await staleSocket(sock);
     assert.ok(lstatSync(sock).isSocket(), 'a stale socket file is left');
     const file = configDir(t).write('l4proxy.json', {
-      listeners: [
-        {
-          name: 'web',
-          protocol: 'tcp',
-          listen: `unix:${sock}`,
-          upstreams: [{ host: '127.0.0.1', port: await origin(t) }],
-        },
-      ],
+      listeners: [unixListener('tcp', 'web', sock, await httpOriginPort(t))],
     });
     const check = await runCli(['--check', '--config', file]);
     assert.equal(check.code, 0, check.stderr);
@@ -71,67 +48,34 @@ describe('l4proxy: "listen": "unix:/path" (a TCP listener on a Unix socket)', ()
     const cli = startCli(t, ['--config', file]);
     const listening = await cli.waitLine('stderr', (l) => l.msg === 'listening');
     assert.equal(listening.address, `unix:${sock}`);
-    for (let i = 0; i < 3; i++) {
-      const got = await curl(curlPath, ['-fsS', '--unix-socket', sock, 'http://l4proxy/']);
-      assert.equal(got.stdout, 'origin', got.stderr);
-    }
+    for (let i = 0; i < 3; i++) await curlOrigin(curlPath, sock);
     const closed = await cli.waitLines('stdout', (l) => l.msg === 'connection closed', 3);
     assert.equal(closed[0]?.listener, 'web');
-    process.kill(cli.pid, 'SIGTERM');
-    assert.equal(await cli.exited(), 0);
-    assert.equal(existsSync(sock), false, 'the socket file is removed at exit');
+    await stopRemovesSocket(cli, sock);
   });
 
   test('--workers 2: the primary replaces a stale socket and shares it; no worker probes it', async (t) => {
     const curlPath = tool(t, 'curl');
     if (curlPath === undefined) return;
-    const sock = join(socketDir(t), 'cluster.sock');
+    const sock = join(socketDir(t, 'l4u-'), 'cluster.sock');
     await staleSocket(sock);
     const file = configDir(t).write('l4proxy.json', {
-      listeners: [
-        {
-          name: 'web',
-          protocol: 'tcp',
-          listen: `unix:${sock}`,
-          upstreams: [{ host: '127.0.0.1', port: await origin(t) }],
-        },
-      ],
+      listeners: [unixListener('tcp', 'web', sock, await httpOriginPort(t))],
     });
     const cli = startCli(t, ['--config', file, '--workers', '2']);
     await cli.waitLine('stderr', (l) => l.msg === 'ready', 15_000);
     // Without unixSocket: what the umask gives, as a single process makes it.
-    const umask = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-    if (umask !== undefined)
-      assert.equal(lstatSync(sock).mode & 0o777, 0o777 & ~parseInt(umask, 8));
-    for (let i = 0; i < 4; i++) {
-      const got = await curl(curlPath, ['-fsS', '--unix-socket', sock, 'http://l4proxy/']);
-      assert.equal(got.stdout, 'origin', got.stderr);
-    }
+    const umaskGives = umaskMode();
+    if (umaskGives !== undefined) assert.equal(lstatSync(sock).mode & 0o777, umaskGives);
+    for (let i = 0; i < 4; i++) await curlOrigin(curlPath, sock);
     await cli.waitLines('stdout', (l) => l.msg === 'connection closed', 4);
-    process.kill(cli.pid, 'SIGTERM');
-    assert.equal(await cli.exited(), 0);
+    await stopRemovesSocket(cli, sock);
     const closed = cli.stdout.filter((l) => l.msg === 'connection closed');
     assert.equal(closed.length, 4, 'the four clients, no probe connection');
-    assert.equal(existsSync(sock), false, 'the socket file is removed at exit');
   });
 
   test('a socket another process listens on is left alone: the start fails with EADDRINUSE', async (t) => {
-    const sock = join(socketDir(t), 'busy.sock');
-    const owner = net.createServer((socket) => {
-      // The CLI's probe connects and hangs up at once.
-      socket.on('error', () => undefined);
-      socket.end('owner');
-    });
-    await new Promise<void>((resolve) => owner.listen(sock, resolve));
-    t.after(() => owner.close());
-    const file = configDir(t).write('l4proxy.json', {
-      listeners: [
-        { protocol: 'tcp', listen: `unix:${sock}`, upstreams: [{ host: '127.0.0.1', port: 9 }] },
-      ],
-    });
-    const result = await runCli(['--config', file]);
-    assert.equal(result.code, 1);
-    assert.match(result.stderr, /EADDRINUSE/);
+    const sock = await startFailsOnBusySocket(t, 'tcp', join(socketDir(t, 'l4u-'), 'busy.sock'));
     const reply = await withTimeout(
       new Promise<string>((resolve, reject) => {
         const client = net.connect(sock);
@@ -172,24 +116,17 @@ describe('l4proxy: "listen": "unix:/path" (a TCP listener on a Unix socket)', ()
   test('unixSocket { mode, user, group }: the file has them, curl reaches the upstream, the file goes at exit', async (t) => {
     const curlPath = tool(t, 'curl');
     if (curlPath === undefined) return;
-    const uid = process.getuid?.() ?? -1;
-    if (uid < 0) {
-      t.skip('no POSIX user ids on this platform');
-      return;
-    }
+    const uid = posixUid(t);
+    if (uid === undefined) return;
     // As root the file is given away (and root still connects); else it stays this user's.
     const owner = uid === 0 ? 54321 : uid;
     const group = uid === 0 ? 54322 : (process.getgid?.() ?? 0);
-    const sock = join(socketDir(t), 'web.sock');
+    const sock = join(socketDir(t, 'l4u-'), 'web.sock');
     const file = configDir(t).write('l4proxy.json', {
       listeners: [
-        {
-          name: 'web',
-          protocol: 'tcp',
-          listen: `unix:${sock}`,
+        unixListener('tcp', 'web', sock, await httpOriginPort(t), {
           unixSocket: { mode: '0660', user: owner, group: String(group) },
-          upstreams: [{ host: '127.0.0.1', port: await origin(t) }],
-        },
+        }),
       ],
     });
     const cli = startCli(t, ['--config', file]);
@@ -198,42 +135,25 @@ describe('l4proxy: "listen": "unix:/path" (a TCP listener on a Unix socket)', ()
     assert.equal(stats.mode & 0o777, 0o660);
     assert.equal(stats.uid, owner);
     assert.equal(stats.gid, group);
-    const got = await curl(curlPath, ['-fsS', '--unix-socket', sock, 'http://l4proxy/']);
-    assert.equal(got.stdout, 'origin', got.stderr);
-    process.kill(cli.pid, 'SIGTERM');
-    assert.equal(await cli.exited(), 0);
-    assert.equal(existsSync(sock), false, 'the socket file is removed at exit');
+    await curlOrigin(curlPath, sock);
+    await stopRemovesSocket(cli, sock);
   });
 
   test('unixSocket with --workers 2: the primary’s socket file has the mode and owner once ready, and serves', async (t) => {
     const curlPath = tool(t, 'curl');
     if (curlPath === undefined) return;
-    const uid = process.getuid?.() ?? -1;
-    if (uid < 0) {
-      t.skip('no POSIX user ids on this platform');
-      return;
-    }
+    const uid = posixUid(t);
+    if (uid === undefined) return;
     const owner = uid === 0 ? 54321 : uid;
-    const dir = socketDir(t);
+    const dir = socketDir(t, 'l4u-');
     const sock = join(dir, 'cluster.sock');
     // A tunnel listener's socket, bound by the same primary, without unixSocket.
     const tunnelSock = join(dir, 'tunnel.sock');
-    const originPort = await origin(t);
+    const originPort = await httpOriginPort(t);
     const file = configDir(t).write('l4proxy.json', {
       listeners: [
-        {
-          name: 'web',
-          protocol: 'tcp',
-          listen: `unix:${sock}`,
-          unixSocket: { mode: '0640', user: owner },
-          upstreams: [{ host: '127.0.0.1', port: originPort }],
-        },
-        {
-          name: 'egress',
-          protocol: 'tunnel',
-          listen: `unix:${tunnelSock}`,
-          upstreams: [{ host: '127.0.0.1', port: originPort }],
-        },
+        unixListener('tcp', 'web', sock, originPort, { unixSocket: { mode: '0640', user: owner } }),
+        unixListener('tunnel', 'egress', tunnelSock, originPort),
       ],
     });
     const cli = startCli(t, ['--config', file, '--workers', '2']);
@@ -241,31 +161,24 @@ describe('l4proxy: "listen": "unix:/path" (a TCP listener on a Unix socket)', ()
     const stats = lstatSync(sock);
     assert.equal(stats.mode & 0o777, 0o640);
     assert.equal(stats.uid, owner);
-    const umask = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-    if (umask !== undefined)
-      assert.equal(lstatSync(tunnelSock).mode & 0o777, 0o777 & ~parseInt(umask, 8), 'tunnel');
+    const umaskGives = umaskMode();
+    if (umaskGives !== undefined)
+      assert.equal(lstatSync(tunnelSock).mode & 0o777, umaskGives, 'tunnel');
     // The primary binds under umask 0777; its workers run under the one it was started with.
     const children = `/proc/${cli.pid}/task/${cli.pid}/children`;
     if (existsSync(children)) {
-      const umaskOf = (pid: string): string =>
-        /^Umask:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '?';
-      assert.equal(umaskOf(String(cli.pid)), '0777');
+      assert.equal(umaskOf(cli.pid), '0777');
       const workers = readFileSync(children, 'utf8').trim().split(/\s+/);
       assert.equal(workers.length, 2);
       const own = umaskOf('self');
-      for (const pid of workers) assert.equal(umaskOf(pid), own, `worker ${pid}`);
+      for (const pid of workers) assert.equal(umaskOf(Number(pid)), own, `worker ${pid}`);
     }
-    for (let i = 0; i < 2; i++) {
-      const got = await curl(curlPath, ['-fsS', '--unix-socket', sock, 'http://l4proxy/']);
-      assert.equal(got.stdout, 'origin', got.stderr);
-    }
-    process.kill(cli.pid, 'SIGTERM');
-    assert.equal(await cli.exited(), 0);
-    assert.equal(existsSync(sock), false, 'the socket file is removed at exit');
+    for (let i = 0; i < 2; i++) await curlOrigin(curlPath, sock);
+    await stopRemovesSocket(cli, sock);
   });
 
   test('unixSocket: a user that does not exist stops the start naming listeners[i].unixSocket.user, with --workers too', async (t) => {
-    const sock = join(socketDir(t), 'web.sock');
+    const sock = join(socketDir(t, 'l4u-'), 'web.sock');
     const listener = {
       protocol: 'tcp',
       listen: `unix:${sock}`,

@@ -2,38 +2,73 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import { test } from 'node:test';
+import type { TestContext } from 'node:test';
 import { once } from 'node:events';
-import { connect, listen, readAll, waitFor, withTimeout } from '../helpers/net.js';
+import { connect, echoServer, listen, readAll, waitFor, withTimeout } from '../helpers/net.js';
 import { parseExposition, valueOf } from '../metrics/exposition.js';
 import { httpGet } from '../helpers/httpGet.js';
 import { accessLinesAtExit, listenPort, startCli } from './cli.js';
+import type { CliProcess } from './cli.js';
 
-test('--workers 2: both workers serve, metrics aggregate them, SIGTERM drains live connections and exits 0', async (t) => {
-  const sockets = new Set<Socket>();
-  const upstream = net.createServer({ allowHalfOpen: true }, (socket) => {
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    socket.on('close', () => sockets.delete(socket));
-    socket.pipe(socket);
-  });
-  const upstreamPort = await listen(upstream);
-  t.after(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise((resolve) => upstream.close(resolve));
-  });
+/**
+ * `l4proxy tcp 127.0.0.1:0 <upstream> --workers 2 ...args`, once ready (both workers up), and
+ * its port. The upstream is 127.0.0.1:`upstreamPort`, else an echo server closed after the test.
+ */
+async function twoWorkers(
+  t: TestContext,
+  args: readonly string[] = [],
+  upstreamPort?: number,
+): Promise<{ cli: CliProcess; port: number }> {
+  if (upstreamPort === undefined) {
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    upstreamPort = echo.port;
+  }
   const cli = startCli(t, [
     'tcp',
     '127.0.0.1:0',
     `127.0.0.1:${upstreamPort}`,
     '--workers',
     '2',
-    '--metrics',
-    '127.0.0.1:0',
-    '--drain-timeout',
-    '20s',
+    ...args,
   ]);
   await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
-  const port = await listenPort(cli);
+  return { cli, port: await listenPort(cli) };
+}
+
+/** `count` clients through the proxy on `port`, each echoed "live" once; destroyed after the test. */
+async function liveClients(t: TestContext, port: number, count: number): Promise<Socket[]> {
+  const live: Socket[] = [];
+  t.after(() => {
+    for (const socket of live) socket.destroy();
+  });
+  for (let i = 0; i < count; i++) {
+    const socket = await connect(port);
+    live.push(socket);
+    socket.on('error', () => undefined);
+    await echoes(socket, 'live');
+  }
+  return live;
+}
+
+/** `socket` gets `text` back. */
+async function echoes(socket: Socket, text: string, message?: string): Promise<void> {
+  const echoed = waitFor<[Buffer]>(socket, 'data');
+  socket.write(text);
+  assert.equal((await echoed)[0].toString(), text, message);
+}
+
+/** Each client ends and waits for the proxy's end. */
+async function endAll(live: readonly Socket[]): Promise<void> {
+  for (const socket of live) {
+    const ended = readAll(socket);
+    socket.end();
+    await ended;
+  }
+}
+
+test('--workers 2: both workers serve, metrics aggregate them, SIGTERM drains live connections and exits 0', async (t) => {
+  const { cli, port } = await twoWorkers(t, ['--metrics', '127.0.0.1:0', '--drain-timeout', '20s']);
   const metrics = await cli.waitLine('stderr', (l) => l.msg === 'metrics listening');
 
   // cluster's round-robin hands connections to the workers in turn.
@@ -60,31 +95,12 @@ test('--workers 2: both workers serve, metrics aggregate them, SIGTERM drains li
     `per worker: ${perWorker.join(', ')}`,
   );
 
-  const live = [await connect(port), await connect(port)];
-  t.after(() => {
-    for (const socket of live) socket.destroy();
-  });
-  for (const socket of live) {
-    const echoed = waitFor<[Buffer]>(socket, 'data');
-    socket.write('live');
-    assert.equal((await echoed)[0].toString(), 'live');
-  }
+  const live = await liveClients(t, port, 2);
   process.kill(cli.pid, 'SIGTERM');
   await cli.waitLines('stderr', (l) => l.msg === 'draining' && typeof l.worker === 'number', 2);
-  for (const socket of live) {
-    const echoed = waitFor<[Buffer]>(socket, 'data');
-    socket.write('still');
-    assert.equal(
-      (await echoed)[0].toString(),
-      'still',
-      'a live connection keeps working while draining',
-    );
-  }
-  for (const socket of live) {
-    const ended = readAll(socket);
-    socket.end();
-    await ended;
-  }
+  for (const socket of live)
+    await echoes(socket, 'still', 'a live connection keeps working while draining');
+  await endAll(live);
   assert.equal(await cli.exited(), 0);
   const closedLive = cli.stdout.filter(
     (l) => l.msg === 'connection closed' && l.bytesFromClient === 9,
@@ -100,9 +116,7 @@ test('--workers 2 sharing one stdout pipe: no access line is cut by the other wo
   });
   const upstreamPort = await listen(upstream);
   t.after(() => new Promise((resolve) => upstream.close(resolve)));
-  const cli = startCli(t, ['tcp', '127.0.0.1:0', `127.0.0.1:${upstreamPort}`, '--workers', '2']);
-  await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
-  const port = await listenPort(cli);
+  const { cli, port } = await twoWorkers(t, [], upstreamPort);
   // Nobody reads the pipe for now: it fills, and both workers' writes wait in their queues.
   cli.child.stdout?.pause();
   const total = 3_000;
@@ -133,14 +147,7 @@ test('--workers 2: a worker killed and replaced earlier does not make a clean dr
   // The drain's exit code says whether the drain cut anything; a crash an hour before, already
   // replaced, would otherwise fail every later stop (systemd marks the unit failed, Kubernetes
   // shows Error on each rollout) and send the operator looking for cut connections.
-  const upstream = net.createServer((socket) => {
-    socket.on('error', () => undefined);
-    socket.pipe(socket);
-  });
-  const upstreamPort = await listen(upstream);
-  t.after(() => new Promise((resolve) => upstream.close(resolve)));
-  const cli = startCli(t, ['tcp', '127.0.0.1:0', `127.0.0.1:${upstreamPort}`, '--workers', '2']);
-  await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
+  const { cli, port } = await twoWorkers(t);
   const victim = await cli.waitLine('stderr', (l) => l.msg === 'worker ready' && l.worker === 1);
   process.kill(Number(victim.workerPid), 'SIGKILL');
   await cli.waitLine('stderr', (l) => l.msg === 'worker exited, replacing it', 5_000);
@@ -149,7 +156,6 @@ test('--workers 2: a worker killed and replaced earlier does not make a clean dr
     (l) => l.msg === 'worker ready' && l.worker === 1 && l.workerPid !== victim.workerPid,
     15_000,
   );
-  const port = await listenPort(cli);
   const socket = await connect(port);
   const echoed = readAll(socket);
   socket.end('after');
@@ -162,14 +168,7 @@ test('--workers 2: a worker killed and replaced earlier does not make a clean dr
 });
 
 test('--workers 2: SIGUSR1 and SIGUSR2 to every process (systemctl kill) are logged and ignored, none exits', async (t) => {
-  const upstream = net.createServer((socket) => {
-    socket.on('error', () => undefined);
-    socket.pipe(socket);
-  });
-  const upstreamPort = await listen(upstream);
-  t.after(() => new Promise((resolve) => upstream.close(resolve)));
-  const cli = startCli(t, ['tcp', '127.0.0.1:0', `127.0.0.1:${upstreamPort}`, '--workers', '2']);
-  await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
+  const { cli, port } = await twoWorkers(t);
   const workers = await cli.waitLines('stderr', (l) => l.msg === 'worker ready', 2);
   const pids = [cli.pid, ...workers.map((l) => Number(l.workerPid))];
   for (const pid of pids) {
@@ -183,7 +182,6 @@ test('--workers 2: SIGUSR1 and SIGUSR2 to every process (systemctl kill) are log
     cli.text.filter((line) => line.includes('Debugger')),
     [],
   );
-  const port = await listenPort(cli);
   const socket = await connect(port);
   const echoed = readAll(socket);
   socket.end('after');
@@ -193,41 +191,8 @@ test('--workers 2: SIGUSR1 and SIGUSR2 to every process (systemctl kill) are log
 });
 
 test('--workers 2: a second SIGTERM during the drain exits with the access lines of the connections it cut', async (t) => {
-  const sockets = new Set<Socket>();
-  const upstream = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    socket.on('close', () => sockets.delete(socket));
-    socket.pipe(socket);
-  });
-  const upstreamPort = await listen(upstream);
-  t.after(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise((resolve) => upstream.close(resolve));
-  });
-  const cli = startCli(t, [
-    'tcp',
-    '127.0.0.1:0',
-    `127.0.0.1:${upstreamPort}`,
-    '--workers',
-    '2',
-    '--drain-timeout',
-    '60s',
-  ]);
-  await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
-  const port = await listenPort(cli);
-  const live: Socket[] = [];
-  t.after(() => {
-    for (const socket of live) socket.destroy();
-  });
-  for (let i = 0; i < 4; i++) {
-    const socket = await connect(port);
-    live.push(socket);
-    socket.on('error', () => undefined);
-    const echoed = waitFor<[Buffer]>(socket, 'data');
-    socket.write('live');
-    assert.equal((await echoed)[0].toString(), 'live');
-  }
+  const { cli, port } = await twoWorkers(t, ['--drain-timeout', '60s']);
+  await liveClients(t, port, 4);
   process.kill(cli.pid, 'SIGTERM');
   await cli.waitLines('stderr', (l) => l.msg === 'draining' && typeof l.worker === 'number', 2);
   process.kill(cli.pid, 'SIGTERM');
@@ -241,22 +206,7 @@ test('--workers 2: a second SIGTERM during the drain exits with the access lines
 });
 
 test('--workers 2: workers whose primary is killed drain their connections, with access lines, instead of cutting them', async (t) => {
-  const upstream = net.createServer((socket) => {
-    socket.on('error', () => undefined);
-    socket.pipe(socket);
-  });
-  const upstreamPort = await listen(upstream);
-  t.after(() => new Promise((resolve) => upstream.close(resolve)));
-  const cli = startCli(t, [
-    'tcp',
-    '127.0.0.1:0',
-    `127.0.0.1:${upstreamPort}`,
-    '--workers',
-    '2',
-    '--drain-timeout',
-    '20s',
-  ]);
-  await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === 2, 10_000);
+  const { cli, port } = await twoWorkers(t, ['--drain-timeout', '20s']);
   const workerPids = (await cli.waitLines('stderr', (l) => l.msg === 'worker ready', 2)).map((l) =>
     Number(l.workerPid),
   );
@@ -270,32 +220,12 @@ test('--workers 2: workers whose primary is killed drain their connections, with
       }
     }
   });
-  const port = await listenPort(cli);
-  const live: Socket[] = [];
-  t.after(() => {
-    for (const socket of live) socket.destroy();
-  });
-  for (let i = 0; i < 4; i++) {
-    const socket = await connect(port);
-    live.push(socket);
-    socket.on('error', () => undefined);
-    const echoed = waitFor<[Buffer]>(socket, 'data');
-    socket.write('live');
-    assert.equal((await echoed)[0].toString(), 'live');
-  }
+  const live = await liveClients(t, port, 4);
   process.kill(cli.pid, 'SIGKILL');
   assert.equal(await cli.exited(), 'SIGKILL');
   // Before: Node's cluster ended each worker at once (exit 0), resetting these connections.
-  for (const socket of live) {
-    const echoed = waitFor<[Buffer]>(socket, 'data');
-    socket.write('still');
-    assert.equal((await echoed)[0].toString(), 'still', 'a live connection keeps working');
-  }
-  for (const socket of live) {
-    const ended = readAll(socket);
-    socket.end();
-    await ended;
-  }
+  for (const socket of live) await echoes(socket, 'still', 'a live connection keeps working');
+  await endAll(live);
   const lines = await accessLinesAtExit(cli, 10_000);
   assert.deepEqual(
     lines.map((l) => [l.reason, l.bytesFromClient]),

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { TestContext } from 'node:test';
 
 /** An HTTP server on 127.0.0.1 and what a test needs to end it. */
 export interface HttpOrigin {
@@ -24,4 +25,11 @@ export async function httpOrigin(body = 'origin'): Promise<HttpOrigin> {
         });
       }),
   };
+}
+
+/** `httpOrigin(body)`, closed after the test; its port. */
+export async function httpOriginPort(t: TestContext, body = 'origin'): Promise<number> {
+  const origin = await httpOrigin(body);
+  t.after(() => origin.close());
+  return origin.port;
 }

@@ -3,6 +3,17 @@ import assert from 'node:assert/strict';
 import { InvalidOptionError } from '../../src/index.js';
 import { ClientLimiter } from '../../src/net/ClientLimiter.js';
 
+/** Each `[value, option]`: `ClientLimiter.from(value)` throws InvalidOptionError naming `option`. */
+function refusesNaming(cases: readonly (readonly [unknown, string])[]): void {
+  for (const [value, option] of cases) {
+    assert.throws(
+      () => ClientLimiter.from(value, 'perClient'),
+      (error: unknown) => error instanceof InvalidOptionError && error.option === option,
+      option,
+    );
+  }
+}
+
 describe('ClientLimiter', () => {
   test('no limit set means no limiter', () => {
     assert.equal(ClientLimiter.from(undefined, 'perClient'), undefined);
@@ -10,32 +21,20 @@ describe('ClientLimiter', () => {
   });
 
   test('invalid limits throw InvalidOptionError naming the option', () => {
-    for (const [value, option] of [
+    refusesNaming([
       [{ maxConnections: 0 }, 'perClient.maxConnections'],
       [{ connectionsPerSecond: 1.5 }, 'perClient.connectionsPerSecond'],
       [{ connectionsPerSecond: 1, burst: 0 }, 'perClient.burst'],
       [{ maxConnection: 1 }, 'perClient.maxConnection'],
-    ] as const) {
-      assert.throws(
-        () => ClientLimiter.from(value, 'perClient'),
-        (error: unknown) => error instanceof InvalidOptionError && error.option === option,
-        option,
-      );
-    }
+    ]);
   });
 
   test('a bad burst is refused without connectionsPerSecond too (it was accepted unchecked)', () => {
-    for (const [value, option] of [
+    refusesNaming([
       [{ burst: '10' }, 'perClient.burst'],
       [{ maxConnections: 4, burst: 0 }, 'perClient.burst'],
       [{ maxConnections: 4, burst: 1.5 }, 'perClient.burst'],
-    ] as const) {
-      assert.throws(
-        () => ClientLimiter.from(value, 'perClient'),
-        (error: unknown) => error instanceof InvalidOptionError && error.option === option,
-        option,
-      );
-    }
+    ]);
   });
 
   test('the token bucket refills at connectionsPerSecond up to burst, per client', () => {
@@ -111,19 +110,13 @@ describe('ClientLimiter', () => {
   });
 
   test('ipv4Prefix / ipv6Prefix: out of range or not an integer is refused naming the option', () => {
-    for (const [value, option] of [
+    refusesNaming([
       [{ maxConnections: 1, ipv6Prefix: 0 }, 'perClient.ipv6Prefix'],
       [{ maxConnections: 1, ipv6Prefix: 129 }, 'perClient.ipv6Prefix'],
       [{ maxConnections: 1, ipv6Prefix: '64' }, 'perClient.ipv6Prefix'],
       [{ maxConnections: 1, ipv4Prefix: 33 }, 'perClient.ipv4Prefix'],
       [{ maxConnections: 1, ipv4Prefix: 24.5 }, 'perClient.ipv4Prefix'],
-    ] as const) {
-      assert.throws(
-        () => ClientLimiter.from(value, 'perClient'),
-        (error: unknown) => error instanceof InvalidOptionError && error.option === option,
-        option,
-      );
-    }
+    ]);
   });
 
   test('a prefix keys a client by its network: IPv4-mapped as IPv4, a zone index ignored, a Unix client ("") as one', () => {

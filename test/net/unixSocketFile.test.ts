@@ -3,23 +3,15 @@
  * when it appears at `path`, connections work, and it is removed at close.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir, userInfo } from 'node:os';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { InvalidOptionError, ListenError, TcpProxy } from '../../src/index.js';
 import { echoServer, readAll } from '../helpers/net.js';
-
-/** A short private directory for socket files, removed after the test. */
-function socketDir(t: TestContext): string {
-  const dir = mkdtempSync(join(tmpdir(), 'l4m-'));
-  t.after(() => {
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return dir;
-}
+import { socketDir } from '../helpers/unixSocket.js';
 
 async function proxyToEcho(t: TestContext): Promise<TcpProxy> {
   const echo = await echoServer();
@@ -41,7 +33,7 @@ const gid = process.getgid?.() ?? -1;
 
 describe('TcpProxy.listen({ path, mode, user, group })', () => {
   test('mode "600": the file has it, a client connects, the file goes at close and nothing is left beside it', async (t) => {
-    const dir = socketDir(t);
+    const dir = socketDir(t, 'l4m-');
     const path = join(dir, 'p.sock');
     const proxy = await proxyToEcho(t);
     assert.equal(await proxy.listen({ path, mode: '600' }), path);
@@ -60,7 +52,7 @@ describe('TcpProxy.listen({ path, mode, user, group })', () => {
       t.skip('no POSIX user ids on this platform');
       return;
     }
-    const path = join(socketDir(t), 'p.sock');
+    const path = join(socketDir(t, 'l4m-'), 'p.sock');
     const proxy = await proxyToEcho(t);
     await proxy.listen({ path, mode: 0o660, user: userInfo().username, group: gid });
     const stats = statSync(path);
@@ -75,7 +67,7 @@ describe('TcpProxy.listen({ path, mode, user, group })', () => {
       t.skip('needs root to give the file away');
       return;
     }
-    const path = join(socketDir(t), 'p.sock');
+    const path = join(socketDir(t, 'l4m-'), 'p.sock');
     const proxy = await proxyToEcho(t);
     await proxy.listen({ path, mode: '0660', user: 54321, group: '54322' });
     const stats = statSync(path);
@@ -86,7 +78,7 @@ describe('TcpProxy.listen({ path, mode, user, group })', () => {
   });
 
   test('a user or group that does not exist is refused naming the option; nothing is left at the path', async (t) => {
-    const path = join(socketDir(t), 'p.sock');
+    const path = join(socketDir(t, 'l4m-'), 'p.sock');
     const proxy = await proxyToEcho(t);
     for (const [options, option] of [
       [{ user: 'l4proxy-no-such-user' }, 'user'],
@@ -124,7 +116,7 @@ describe('TcpProxy.listen({ path, mode, user, group })', () => {
   });
 
   test('a path another server listens on: ListenError (EADDRINUSE), that server keeps its socket', async (t) => {
-    const dir = socketDir(t);
+    const dir = socketDir(t, 'l4m-');
     const path = join(dir, 'p.sock');
     const owner = net.createServer((socket) => {
       socket.on('error', () => undefined);

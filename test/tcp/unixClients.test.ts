@@ -4,10 +4,8 @@
  * IP entries never match them; the `unix:` entry (nginx's `allow unix:`) does.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
@@ -19,6 +17,7 @@ import {
 } from '../../src/index.js';
 import type { TcpConnectionInfo, TcpProxyOptions, TcpRejection } from '../../src/index.js';
 import { echoServer, withTimeout } from '../helpers/net.js';
+import { socketDir } from '../helpers/unixSocket.js';
 
 /** A proxy on a Unix socket in a private directory, in front of an echo upstream. */
 async function unixProxy(
@@ -27,10 +26,7 @@ async function unixProxy(
 ): Promise<{ proxy: TcpProxy; path: string; rejections: TcpRejection[] }> {
   const echo = await echoServer();
   t.after(() => echo.close());
-  const dir = mkdtempSync(join(tmpdir(), 'l4c-'));
-  t.after(() => {
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const dir = socketDir(t, 'l4c-');
   const proxy = new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: echo.port }], ...options });
   t.after(() => proxy.close({ drainTimeout: 0 }));
   const rejections: TcpRejection[] = [];

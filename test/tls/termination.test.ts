@@ -2,7 +2,6 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { execFile, spawn } from 'node:child_process';
-import http from 'node:http';
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
@@ -17,6 +16,7 @@ import type {
   TcpProxyOptions,
   TerminateTlsOptions,
 } from '../../src/index.js';
+import { httpOriginPort } from '../helpers/httpOrigin.js';
 import { echoServer, readAll, withTimeout } from '../helpers/net.js';
 import { received, recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
@@ -240,22 +240,10 @@ describe('TLS termination', () => {
     if (p === undefined) return;
     const curl = tool(t, 'curl');
     if (curl === undefined) return;
-    const web = http.createServer((_req, res) => {
-      res.end('hello over mtls\n');
-    });
-    await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
-    t.after(
-      () =>
-        new Promise<void>((resolve) => {
-          web.closeAllConnections();
-          web.close(() => {
-            resolve();
-          });
-        }),
-    );
+    const webPort = await httpOriginPort(t, 'hello over mtls\n');
     const peers: (DownstreamTlsInfo | undefined)[] = [];
     const rig = await proxyFor(t, {
-      upstreams: [{ host: '127.0.0.1', port: (web.address() as net.AddressInfo).port }],
+      upstreams: [{ host: '127.0.0.1', port: webPort }],
       selector: (ctx) => {
         peers.push(ctx.tls);
         return ctx.candidates[0];

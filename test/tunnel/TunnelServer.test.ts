@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import http from 'node:http';
 import http2 from 'node:http2';
 import type { ListenOptions, Socket } from 'node:net';
 import { describe, test } from 'node:test';
@@ -21,14 +20,16 @@ import {
   closed,
   connect,
   echoServer,
-  listen,
   readAll,
   readUntil,
   refusedPort,
   withTimeout,
 } from '../helpers/net.js';
+import { h2Connect, h2Response } from '../helpers/h2Connect.js';
+import { httpOriginPort } from '../helpers/httpOrigin.js';
 import { listeningServers, startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
+import { udpEcho } from '../udp/helpers.js';
 import { configErrorOf } from '../cli/cli.js';
 
 const allowAll = { authorize: () => true, route: 'direct' as const };
@@ -49,14 +50,9 @@ async function udpThroughTunnel(
   t: TestContext,
   options: ConstructorParameters<typeof TunnelServer>[0] = {},
 ) {
-  const target = dgram.createSocket('udp4');
-  target.on('message', (msg, from) => {
-    target.send(msg, from.port, from.address);
-  });
-  target.bind(0, '127.0.0.1');
-  await once(target, 'listening');
+  const target = await udpEcho();
   t.after(() => target.close());
-  const targetPort = target.address().port;
+  const targetPort = target.port;
   const {
     server,
     port: tunnelPort,
@@ -97,10 +93,7 @@ describe('TunnelServer: the terminating side of CONNECT', () => {
   test('curl --proxytunnel (HTTP/1.1 CONNECT) fetches a page through it', async (t) => {
     const curl = tool(t, 'curl');
     if (curl === undefined) return;
-    const origin = http.createServer((_request, response) => {
-      response.end('through the tunnel');
-    });
-    const originPort = await listen(origin);
+    const originPort = await httpOriginPort(t, 'through the tunnel');
     const seen: string[] = [];
     const { server, port, summaries } = await startTunnelServer({
       route: 'direct',
@@ -150,7 +143,6 @@ describe('TunnelServer: the terminating side of CONNECT', () => {
     assert.equal(stats.tunnel_active, 0);
     assert.match(server.metrics(), /l4proxy_tunnel_server_tunnel_refused_total\{status="4xx"\} 1/);
     await server.close();
-    origin.close();
   });
 
   for (const protocol of ['http/1.1', 'h2'] as const)
@@ -479,23 +471,8 @@ describe('TunnelServer maxTunnels', () => {
     ]);
     assert.equal(refused.stdout, '503');
     // HTTP/2 streams count against the same limit.
-    const session = http2.connect(`http://127.0.0.1:${String(port)}`);
-    session.on('error', () => undefined);
-    t.after(() => {
-      session.destroy();
-    });
-    const stream = session.request({ ':method': 'CONNECT', ':authority': authority });
-    stream.on('error', () => undefined);
-    const h2Status = await withTimeout(
-      new Promise<number>((resolve) => {
-        stream.once('response', (headers) => {
-          resolve(Number(headers[':status']));
-        });
-      }),
-      5_000,
-      'the HTTP/2 answer',
-    );
-    assert.equal(h2Status, 503);
+    const { stream } = h2Connect(t, port, authority);
+    assert.equal((await h2Response(stream))[':status'], 503);
     admitFirst?.(true);
     const first = await waiting;
     assert.equal(first.status, 200);

@@ -3,6 +3,7 @@ import http2 from 'node:http2';
 import { describe, test } from 'node:test';
 import { TunnelServer } from '../../src/index.js';
 import type { TunnelServerOptions, TunnelSummary } from '../../src/index.js';
+import { h2Connect } from '../helpers/h2Connect.js';
 import { connect, echoServer, readAll, waitFor, withTimeout } from '../helpers/net.js';
 
 /** A promise with its resolve, for a hook that answers when the test says so. */
@@ -94,13 +95,7 @@ describe('TunnelServer: a client that leaves while its request is pending', () =
           await fixture.waiting();
           client.resetAndDestroy();
         } else {
-          const session = http2.connect(`http://127.0.0.1:${String(port)}`);
-          session.on('error', () => undefined);
-          t.after(() => {
-            session.destroy();
-          });
-          const stream = session.request({ ':method': 'CONNECT', ':authority': authority });
-          stream.on('error', () => undefined);
+          const { stream } = h2Connect(t, port, authority);
           await fixture.waiting();
           stream.close(http2.constants.NGHTTP2_CANCEL);
         }

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import http2 from 'node:http2';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { SelectorError, TunnelServer } from '../../src/index.js';
 import type { TunnelServerOptions, TunnelSummary } from '../../src/index.js';
 import { curl } from '../helpers/curl.js';
-import { echoServer, waitFor, withTimeout } from '../helpers/net.js';
+import { h2Connect, h2Response } from '../helpers/h2Connect.js';
+import { echoServer } from '../helpers/net.js';
 import { tool } from '../helpers/tools.js';
 
 /** A promise with its resolve, for a hook that answers when the test says so (or never). */
@@ -93,19 +93,8 @@ describe('TunnelServer: a route function or selector that never answers', () => 
     });
     const authority = `127.0.0.1:${String(echo.port)}`;
     assert.equal(await connectStatus(curlPath, port, authority), '504');
-    const session = http2.connect(`http://127.0.0.1:${String(port)}`);
-    session.on('error', () => undefined);
-    t.after(() => {
-      session.destroy();
-    });
-    const stream = session.request({ ':method': 'CONNECT', ':authority': authority });
-    stream.on('error', () => undefined);
-    const [headers] = await withTimeout(
-      waitFor<[http2.IncomingHttpHeaders]>(stream, 'response'),
-      5_000,
-      'the HTTP/2 answer',
-    );
-    assert.equal(headers[':status'], 504);
+    const { stream } = h2Connect(t, port, authority);
+    assert.equal((await h2Response(stream))[':status'], 504);
     assert.deepEqual(
       summaries.map((s) => [s.version, s.status, s.refusal]),
       [

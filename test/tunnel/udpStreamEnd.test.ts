@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import dgram from 'node:dgram';
 import http2 from 'node:http2';
 import { once } from 'node:events';
 import net from 'node:net';
@@ -9,6 +8,7 @@ import type { TestContext } from 'node:test';
 import { TunnelServer } from '../../src/index.js';
 import type { TunnelSummary } from '../../src/index.js';
 import { waitFor, withTimeout } from '../helpers/net.js';
+import { udpEcho } from '../udp/helpers.js';
 
 /** A DATAGRAM capsule (type 0, Context ID 0) carrying `payload` (under 63 bytes). */
 function capsule(payload: string): Buffer {
@@ -69,14 +69,9 @@ async function frameWatcher(t: TestContext, port: number) {
  * have none), so node:http2 is the peer: it shows how the server ended each stream.
  */
 async function rig(t: TestContext) {
-  const target = dgram.createSocket('udp4');
-  target.on('message', (msg, from) => {
-    target.send(msg, from.port, from.address);
-  });
-  target.bind(0, '127.0.0.1');
-  await once(target, 'listening');
+  const target = await udpEcho();
   t.after(() => target.close());
-  const targetPort = target.address().port;
+  const targetPort = target.port;
   const server = new TunnelServer({
     upstreams: [{ host: '127.0.0.1', port: targetPort }],
     udpIdleTimeout: 200,
