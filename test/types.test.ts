@@ -15,6 +15,7 @@ import type {
   ProxyMode,
   RunWorkersOptions,
   WorkerContext,
+  TunnelListenOptions,
   WorkerGroup,
   SelectionContext,
   TcpConnectionSummary,
@@ -123,6 +124,20 @@ test('listen() resolves to an AddressInfo for a port and to a string for a Unix 
   ).returns.resolves.toEqualTypeOf<string>();
   assert.equal(typeof either, 'function');
   void proxy.close();
+  const tunnel = new TunnelServer({});
+  expectTypeOf(() => tunnel.listen({ port: 0 })).returns.resolves.toEqualTypeOf<AddressInfo>();
+  expectTypeOf(() =>
+    tunnel.listen({ path: '/tmp/l4.sock', mode: 0o660 }),
+  ).returns.resolves.toEqualTypeOf<string>();
+  const tunnelEither = async (options: TunnelListenOptions) => {
+    const address = await tunnel.listen(options);
+    // @ts-expect-error with options that may hold a path, the result may be a string
+    return address.port as number;
+  };
+  // @ts-expect-error a mode is a number or an octal string
+  const badMode = () => tunnel.listen({ path: '/tmp/l4.sock', mode: true });
+  assert.equal(typeof tunnelEither + typeof badMode, 'functionfunction');
+  void tunnel.close();
 });
 
 test('both proxies share one UpstreamOptions and one UpstreamEvents', () => {
@@ -147,7 +162,8 @@ test('both proxies share one UpstreamOptions and one UpstreamEvents', () => {
 test("every server emits a typed 'listening' with its address and 'close'", () => {
   const tunnel = new TunnelServer({});
   const admin = new AdminServer({ listeners: () => [] });
-  tunnel.on('listening', (address) => expectTypeOf(address).toEqualTypeOf<AddressInfo>());
+  // A string for a Unix socket path, as TcpProxy's.
+  tunnel.on('listening', (address) => expectTypeOf(address).toEqualTypeOf<AddressInfo | string>());
   admin.on('listening', (address) => expectTypeOf(address).toEqualTypeOf<AddressInfo>());
   // @ts-expect-error 'close' carries nothing
   tunnel.on('close', (reason: string) => reason);

@@ -210,7 +210,10 @@ function prepareTunnel(
   names: readonly string[],
 ): TunnelListenerConfig {
   try {
-    return prepareTunnelListener(entry, path, source, names);
+    const tunnel = prepareTunnelListener(entry, path, source, names);
+    const unix = tunnel.listen.path !== undefined;
+    const unixSocket = unixSocketAccess(entry.unixSocket, unix, source, path);
+    return unixSocket === undefined ? tunnel : { ...tunnel, unixSocket };
   } catch (err) {
     if (err instanceof TunnelConfigError) throw new ConfigError(source, err.path, err.message);
     throw err;

@@ -25,9 +25,10 @@ import { sourceErrorLogger } from './accessLog.js';
 import { buildSelector } from './selectorConfig.js';
 import { TlsFileError, readTlsFiles } from './tlsConfig.js';
 import { removeStaleSocket } from './unixSocket.js';
+import type { UnixSocketAccess } from '../net/unixSocketFile.js';
 
 /** Keys of a `"protocol": "tunnel"` listener the CLI reads itself; the rest are TunnelServer options. */
-const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'module', 'dns'];
+const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'module', 'dns', 'unixSocket'];
 
 /** A `"protocol": "tunnel"` listener of a config file, validated (its server is built at start). */
 export interface TunnelListenerConfig {
@@ -39,6 +40,8 @@ export interface TunnelListenerConfig {
   readonly raw: Readonly<Record<string, unknown>>;
   /** TunnelServer options, TLS files read. */
   readonly options: TunnelServerOptions;
+  /** A Unix socket file's mode, user and group (`unixSocket`), if any is set. */
+  readonly unixSocket?: UnixSocketAccess;
 }
 
 /** Why a tunnel listener entry was refused: the JSON path and what was expected. */
@@ -200,15 +203,23 @@ export function tunnelListenerFamilies(
  * `--workers` the primary did that (a worker's probe would be a client of the shared socket).
  * The file is removed when the server closes (net.Server does it).
  */
-async function listenOn(server: TunnelServer, listen: ListenAddress): Promise<string> {
+async function listenOn(
+  server: TunnelServer,
+  listen: ListenAddress,
+  unixSocket: UnixSocketAccess | undefined,
+): Promise<string> {
   const { host, port, path } = listen;
   if (path === undefined) {
     const bound = await server.listen({ port, ...(host !== '' && { host }) });
     return formatHostPort(bound.address, bound.port);
   }
-  if (!cluster.isWorker) await removeStaleSocket(path);
-  // Bound, a Unix socket's address is its path (listen() resolves with it, typed AddressInfo).
-  await server.listen({ path });
+  if (cluster.isWorker) {
+    // The primary binds cluster's shared socket and gives its file the mode and owner.
+    await server.listen({ path });
+  } else {
+    await removeStaleSocket(path);
+    await server.listen({ path, ...unixSocket });
+  }
   return `${UNIX_PREFIX}${path}`;
 }
 
@@ -265,7 +276,7 @@ export class TunnelListeners {
           });
         });
       try {
-        const address = await listenOn(server, config.listen);
+        const address = await listenOn(server, config.listen, config.unixSocket);
         this.running.set(config.name, { config, server, address });
         this.ops.info('listening', { listener: config.name, protocol: 'tunnel', address });
       } catch (err) {

@@ -55,6 +55,30 @@ export function restricts(access: UnixSocketAccess | undefined): access is UnixS
 }
 
 /**
+ * The `mode`, `user` and `group` of a `listen()` call, validated (errors name the key); undefined
+ * when none is set. They need a `path`.
+ */
+export function socketAccess(options: {
+  readonly path?: string | undefined;
+  readonly mode?: unknown;
+  readonly user?: unknown;
+  readonly group?: unknown;
+}): UnixSocketAccess | undefined {
+  const access = {
+    mode: parseSocketMode(options.mode, 'mode'),
+    user: parseSocketOwner(options.user, 'user'),
+    group: parseSocketOwner(options.group, 'group'),
+  };
+  if (!restricts(access)) return undefined;
+  if (options.path === undefined) {
+    const name =
+      options.mode !== undefined ? 'mode' : options.user !== undefined ? 'user' : 'group';
+    throw new InvalidOptionError(name, 'a Unix socket path with it', options[name]);
+  }
+  return access;
+}
+
+/**
  * The numeric id of a user (`passwd`) or group name, as `getent` (NSS: LDAP, sssd) or else
  * /etc/passwd or /etc/group tells; a name that does not exist is an InvalidOptionError naming
  * `name`.

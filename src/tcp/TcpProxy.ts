@@ -76,12 +76,7 @@ import type { AdmissionConfig } from '../filter/admission.js';
 import type { DataFilterFactory } from '../filter/dataFilter.js';
 import type { PrereadResults } from '../preread/types.js';
 import { ignoreError } from '../internal/ignoreError.js';
-import {
-  listenWithAccess,
-  parseSocketMode,
-  parseSocketOwner,
-  restricts,
-} from '../net/unixSocketFile.js';
+import { listenWithAccess, socketAccess } from '../net/unixSocketFile.js';
 import type { UnixSocketAccess, UnixSocketFile } from '../net/unixSocketFile.js';
 
 /** Where `listen()` binds: a TCP port (0 for ephemeral) on a host, or a Unix socket path. */
@@ -1145,22 +1140,6 @@ async function listenOn(
     });
   });
   return undefined;
-}
-
-/** A Unix socket's `mode`, `user` and `group`, validated; undefined when none is set. */
-function socketAccess(options: ListenOptions): UnixSocketAccess | undefined {
-  const access = {
-    mode: parseSocketMode(options.mode, 'mode'),
-    user: parseSocketOwner(options.user, 'user'),
-    group: parseSocketOwner(options.group, 'group'),
-  };
-  if (!restricts(access)) return undefined;
-  if (options.path === undefined) {
-    const name =
-      options.mode !== undefined ? 'mode' : options.user !== undefined ? 'user' : 'group';
-    throw new InvalidOptionError(name, 'a Unix socket path with it', options[name]);
-  }
-  return access;
 }
 
 function validateListenOptions(options: unknown, fallbackBacklog: number): net.ListenOptions {

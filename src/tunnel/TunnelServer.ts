@@ -4,6 +4,8 @@ import http2 from 'node:http2';
 import type { Http2Server, Http2Session, ServerHttp2Stream } from 'node:http2';
 import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
+import { listenWithAccess, socketAccess } from '../net/unixSocketFile.js';
+import type { UnixSocketAccess, UnixSocketFile } from '../net/unixSocketFile.js';
 import type { TLSSocket } from 'node:tls';
 import { EventEmitter } from 'eventemitter3';
 import {
@@ -80,7 +82,7 @@ export interface TunnelSummary {
 /** Events of a {@link TunnelServer}. */
 export interface TunnelServerEvents {
   /** A `listen()` call bound its address. */
-  listening: [address: AddressInfo];
+  listening: [address: AddressInfo | string];
   tunnelClose: [summary: TunnelSummary];
   /** An upstream's health changed (active checks or passive ejection). */
   upstreamHealth: [upstream: UpstreamCandidate, healthy: boolean, change: UpstreamHealthChange];
@@ -195,8 +197,19 @@ function resolveListenerTls(value: unknown): ResolvedTerminateTls {
   return resolveTerminateTls(withAlpn, 'terminateTls');
 }
 
-/** Where {@link TunnelServer.listen} binds: `net.Server.listen()` options but `signal` (use `close()`). */
-export type TunnelListenOptions = Omit<net.ListenOptions, 'signal'>;
+/**
+ * Where {@link TunnelServer.listen} binds: `net.Server.listen()` options but `signal` (use
+ * `close()`); with `path`, the socket file's `mode`, `user` and `group` as `TcpProxy.listen()`
+ * takes them (HAProxy's `bind /path mode 660 user ... group ...`).
+ */
+export type TunnelListenOptions = Omit<net.ListenOptions, 'signal'> & {
+  /** With `path`: the socket file's permission bits (`0o660` or `'660'`). Default: the umask's. */
+  readonly mode?: number | string | undefined;
+  /** With `path`: the socket file's owner, a user name or uid. Default: the process's. */
+  readonly user?: string | number | undefined;
+  /** With `path`: the socket file's group, a group name or gid. Default: the process's. */
+  readonly group?: string | number | undefined;
+};
 
 /** An open tunnel: how to cut it, and its bytes so far (counted in stats while it runs). */
 interface LiveTunnel {
@@ -251,8 +264,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   /** Open streams per HTTP/2 session. */
   private readonly streams = new Map<Http2Session, number>();
   private accepting: ClientFacts | undefined;
+  /** The socket file made with a `mode`/`user`/`group`, removed at close. */
+  private socketFile: UnixSocketFile | undefined;
   /** The `listen()` call still binding, if any: `close()` waits for it. */
-  private binding: Promise<AddressInfo> | undefined;
+  private binding: Promise<AddressInfo | string> | undefined;
   private closing: Promise<void> | undefined;
   /** Set by `close()`: resolves it once no tunnel, client socket or HTTP/2 session is left. */
   private settled: (() => void) | undefined;
@@ -339,7 +354,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   }
 
   /**
-   * Listens (like `net.Server.listen`); resolves with the bound address. One `listen()` per server.
+   * Listens (like `net.Server.listen`); resolves with the bound address (the path for a Unix
+   * socket, whose file takes `mode`, `user` and `group` when given). One `listen()` per server.
    *
    * @throws {InvalidOptionError} (rejection) for options `net.Server.listen()` refuses, or a
    *   second `listen()`.
@@ -347,9 +363,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
    * @throws {ProxyClosedError} (rejection) after `close()`, or when `close()` is called before the
    *   address is bound (nothing is left listening).
    */
-  async listen(options: TunnelListenOptions = {}): Promise<AddressInfo> {
+  listen(options?: TunnelListenOptions & { readonly path?: undefined }): Promise<AddressInfo>;
+  listen(options: TunnelListenOptions & { readonly path: string }): Promise<string>;
+  listen(options: TunnelListenOptions): Promise<AddressInfo | string>;
+  async listen(options: TunnelListenOptions = {}): Promise<AddressInfo | string> {
     const raw = optionalRecord(options, 'listen options');
     integer(raw.port, 'port', 0, { min: 0, max: 65535 });
+    const access = socketAccess(options);
     // net.Server would close the listener on abort behind the server's back (and never settle
     // listen() for a signal aborted already); TcpProxy and UdpProxy refuse it too.
     if (raw.signal !== undefined)
@@ -357,7 +377,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     if (this.closing) throw new ProxyClosedError('The tunnel server is closed: create a new one.');
     if (this.binding !== undefined || this.listener.listening)
       throw new InvalidOptionError('listen', 'one listen() per tunnel server', options);
-    this.binding = this.bind(options);
+    this.binding = this.bind(options, access);
     try {
       const address = await this.binding;
       emitSafely(this, 'listening', address);
@@ -367,7 +387,31 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     }
   }
 
-  private async bind(options: TunnelListenOptions): Promise<AddressInfo> {
+  private async bind(
+    options: TunnelListenOptions,
+    access: UnixSocketAccess | undefined,
+  ): Promise<AddressInfo | string> {
+    if (access !== undefined && options.path !== undefined) {
+      this.socketFile = await listenWithAccess(
+        this.listener,
+        options.path,
+        options.backlog,
+        access,
+      ).catch((err: unknown) => {
+        throw err instanceof InvalidOptionError
+          ? err
+          : new ListenError(`The tunnel server cannot listen: ${thrownMessage(err)}`, err);
+      });
+    } else await this.listenPlain(options);
+    this.listener.on('error', (err) => {
+      reportError(this, err);
+    });
+    // close() was called while binding: it closes the listener once this settled.
+    if (this.closing) throw new ProxyClosedError('The tunnel server is closed: create a new one.');
+    return this.socketFile?.path ?? (this.listener.address() as AddressInfo | string);
+  }
+
+  private async listenPlain(options: TunnelListenOptions): Promise<void> {
     await new Promise<void>((resolveListen, reject) => {
       const onError = (err: Error): void => {
         reject(new ListenError(`The tunnel server cannot listen: ${err.message}`, err));
@@ -390,12 +434,6 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         );
       }
     });
-    this.listener.on('error', (err) => {
-      reportError(this, err);
-    });
-    // close() was called while binding: it closes the listener once this settled.
-    if (this.closing) throw new ProxyClosedError('The tunnel server is closed: create a new one.');
-    return this.listener.address() as AddressInfo;
   }
 
   /**
@@ -512,7 +550,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     for (const socket of [...this.sockets]) socket.destroy();
     // Destroyed, tunnels and sessions end on their sockets' 'close' events, a turn later: close()
     // resolves once every tunnelClose is out and stats() shows nothing active.
-    await Promise.all([closed, this.ended()]);
+    // libuv removes only the private name a socket file with a mode or owner was bound under.
+    await Promise.all([closed, this.ended(), this.socketFile?.remove()]);
     emitSafely(this, 'close');
   }
 

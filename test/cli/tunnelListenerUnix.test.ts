@@ -93,6 +93,37 @@ describe('l4proxy: a tunnel listener on "listen": "unix:/path"', () => {
     assert.equal(closed.length, 4, 'the four clients, no probe connection');
   });
 
+  for (const workers of [[], ['--workers', '2']]) {
+    test(`"unixSocket": { "mode": "0600" } gives the socket file that mode${workers.length > 0 ? ' (--workers 2: set by the primary)' : ''}; a mode on a host:port listener is refused`, async (t) => {
+      const sock = join(socketDir(t, 'l4t-'), 'mode.sock');
+      const originPort = await httpOriginPort(t);
+      const authority = `127.0.0.1:${String(originPort)}`;
+      const file = configDir(t).write('l4proxy.json', {
+        listeners: [
+          unixListener('tunnel', 'egress', sock, originPort, { unixSocket: { mode: '0600' } }),
+        ],
+      });
+      const cli = startCli(t, ['--config', file, ...workers]);
+      await cli.waitLine('stderr', (l) => l.msg === 'ready', 15_000);
+      assert.equal(lstatSync(sock).mode & 0o777, 0o600);
+      assert.match(await connectOverSocket(sock, authority), /\r\n\r\norigin$/);
+      await stopRemovesSocket(cli, sock);
+      assert.match(
+        configErrorOf({
+          listeners: [
+            {
+              protocol: 'tunnel',
+              listen: '127.0.0.1:0',
+              unixSocket: { mode: '0600' },
+              upstreams: [{ host: '127.0.0.1', port: 9 }],
+            },
+          ],
+        }),
+        /listeners\[0\]\.unixSocket: expected an object \{ "mode", "user", "group" \} on a "unix:\/path" listener/,
+      );
+    });
+  }
+
   test('a socket another process listens on is left alone: the start fails with EADDRINUSE', async (t) => {
     const sock = await startFailsOnBusySocket(t, 'tunnel', join(socketDir(t, 'l4t-'), 'busy.sock'));
     assert.ok(lstatSync(sock).isSocket(), "the owner's socket file stays");
