@@ -29,10 +29,11 @@ const NAME_MISMATCH = new Set(['ERR_TLS_CERT_ALTNAME_INVALID', 'HOSTNAME_MISMATC
 /**
  * Alerts about the peer's certificate (RFC 8446 6.2): missing (116, TLS 1.3), bad, unknown CA,
  * expired... Received, any of them means the peer refused our certificate: as the client
- * (origination), our client certificate; as the server (termination), the proxy's own.
+ * (origination), our client certificate; as the server (termination), the proxy's own. OpenSSL
+ * 3.0 (Node 20) says `sslv3 alert ...`, 3.2 and later (Node 22, 24) `ssl/tls alert ...`.
  */
 const CERT_ALERT =
-  /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_(?:CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNSUPPORTED_CERTIFICATE|CERTIFICATE_REVOKED|CERTIFICATE_EXPIRED|CERTIFICATE_UNKNOWN|UNKNOWN_CA)$/;
+  /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13|SSL\/TLS)_ALERT_(?:CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNSUPPORTED_CERTIFICATE|CERTIFICATE_REVOKED|CERTIFICATE_EXPIRED|CERTIFICATE_UNKNOWN|UNKNOWN_CA)$/;
 
 /**
  * Whether the upstream refused the proxy's client certificate. With TLS 1.3 this alert arrives
