@@ -10,10 +10,12 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
  * The packed tarball stays small: the library, its types and its docs, nothing else. 1 MiB since
  * TLS, preread and filters, QUIC, HTTP tunnels, the admin status page, the handle relays and
  * source maps that carry their sources (src/ is not shipped) took it to 802 KiB (2026-12-04) and
- * the fixes of two outside-in probes to 923 KiB (2026-12-05): room for growth, still far below
- * what a stray folder (build/, test/) would add (build/ alone is several MiB).
+ * the fixes of two outside-in probes to 923 KiB (2026-12-05), and session 17's additions
+ * (certificate expiry, Unix socket permissions, per-network client limits, their docs in the
+ * CHANGELOG) to 1 049 KiB: 1.5 MiB now, still far below what a stray folder (build/, test/)
+ * would add (build/ alone is several MiB).
  */
-const SIZE_BUDGET = 1024 * 1024;
+const SIZE_BUDGET = 1.5 * 1024 * 1024;
 
 interface PackEntry {
   size: number;
