@@ -118,7 +118,11 @@ class PooledSession {
   private checking = false;
   private readonly pool: AddressPool;
 
-  constructor(session: ClientHttp2Session, pool: AddressPool) {
+  constructor(
+    session: ClientHttp2Session,
+    pool: AddressPool,
+    private readonly socket: () => Duplex | undefined,
+  ) {
     this.session = session;
     this.pool = pool;
     session.once('remoteSettings', (settings: http2.Settings) => {
@@ -172,7 +176,7 @@ class PooledSession {
     this.checking = true;
     const wedged = (): void => {
       this.retire();
-      session.destroy(resetError('The proxy did not answer a PING on its HTTP/2 session.'));
+      this.destroy(resetError('The proxy did not answer a PING on its HTTP/2 session.'));
     };
     const timer = setTimeout(wedged, PING_TIMEOUT_MS);
     timer.unref();
@@ -182,6 +186,17 @@ class PooledSession {
       this.checking = false;
       if (err !== null && !session.destroyed) wedged();
     });
+  }
+
+  /**
+   * Destroys the session and its socket. Node may leave the socket open when the session is
+   * destroyed just after the proxy reset the connection, before the reset was seen: the session
+   * never finishes closing (no 'close'), so it neither ends nor destroys its socket, and the
+   * descriptor is held for good.
+   */
+  destroy(err?: Error): void {
+    this.session.destroy(err);
+    this.socket()?.destroy();
   }
 
   /** Leaves the pool (the session closed, or sent GOAWAY); waiting tunnels go elsewhere. */
@@ -401,9 +416,12 @@ export class H2SessionPool {
     tunnel: ResolvedTunnel,
     pool: AddressPool,
   ): PooledSession {
-    const pooled = new PooledSession(connectSession(host, port, tunnel), pool);
+    let socket: Duplex | undefined;
+    const session = connectSession(host, port, tunnel, (created) => {
+      socket = created;
+    });
+    const pooled = new PooledSession(session, pool, () => socket);
     this.counters.sessionsOpened++;
-    const session = pooled.session;
     session.on('error', () => {
       // Its streams are destroyed with the error; they report it to their connections.
     });
@@ -441,7 +459,7 @@ export class H2SessionPool {
         for (const pending of pool.waiting.splice(0)) pending.destroy();
     for (const pooled of [...this.unclosed]) {
       pooled.retire();
-      pooled.session.destroy();
+      pooled.destroy();
     }
     this.unclosed.clear();
     this.pools.clear();
@@ -572,7 +590,13 @@ class PendingTunnel extends DuplexStream {
   }
 }
 
-function connectSession(host: string, port: number, tunnel: ResolvedTunnel): ClientHttp2Session {
+/** A session to the proxy; `created` is handed the socket it runs on (see `PooledSession.destroy`). */
+function connectSession(
+  host: string,
+  port: number,
+  tunnel: ResolvedTunnel,
+  created: (socket: Duplex) => void,
+): ClientHttp2Session {
   const hostPart = host.includes(':') ? `[${host}]` : host;
   const secure = tunnel.tls !== undefined;
   const tlsOptions = tunnel.tls;
@@ -580,14 +604,13 @@ function connectSession(host: string, port: number, tunnel: ResolvedTunnel): Cli
     settings: { enablePush: false, initialWindowSize: STREAM_WINDOW },
     // Nagle off: many small tunnel writes share the socket, and each waits for none.
     createConnection: () => {
-      if (tlsOptions === undefined) return net.connect({ host, port, noDelay: true });
-      const socket = tls.connect({
-        host,
-        port,
-        ALPNProtocols: ['h2'],
-        ...proxyTlsOptions(host, tlsOptions),
-      });
-      socket.setNoDelay(true);
+      const socket =
+        tlsOptions === undefined
+          ? net.connect({ host, port, noDelay: true })
+          : tls
+              .connect({ host, port, ALPNProtocols: ['h2'], ...proxyTlsOptions(host, tlsOptions) })
+              .setNoDelay(true);
+      created(socket);
       return socket;
     },
   });

@@ -30,12 +30,16 @@ import type { Sequence } from './interleavingHarness.js';
  * HTTP/2 from clients that abort at each stage (mid request head, before the answer, while bytes
  * flow, the whole HTTP/2 session at once), CONNECT-UDP from a UdpProxy whose upstream is a
  * tunnel through the server, and `setUpstreams()` and `close()` landing among them; the listener
- * speaks TLS (`terminateTls`) in a quarter of the sequences. A failure prints its seed, plan and
- * invariant (replay: L4PROXY_STRESS_SEED=<seed> L4PROXY_STRESS_RUNS=1).
+ * speaks TLS (`terminateTls`) in a quarter of the sequences (in all with L4PROXY_STRESS_TLS=1). A
+ * failure prints its seed, plan and invariant (replay: L4PROXY_STRESS_SEED=<seed>
+ * L4PROXY_STRESS_RUNS=1).
  */
 
 type H1Action = 'partialHead' | 'resetBeforeAnswer' | 'relay' | 'resetMidRelay';
 type H2Action = 'cancelStream' | 'destroySession' | 'relay';
+
+/** L4PROXY_STRESS_TLS=1: the listener speaks TLS in every sequence (a hunt for TLS races). */
+const ALL_TLS = process.env.L4PROXY_STRESS_TLS === '1';
 
 /** Bounds every client: it gives up (resets) after this long. */
 const CLIENT_BOUND = 1_500;
@@ -92,13 +96,25 @@ function h1Client(rng: Rng, listener: Listener, authority: string): Promise<void
 
 function h2Client(rng: Rng, listener: Listener, authority: string): Promise<void> {
   const action = rng.pick<H2Action>(['cancelStream', 'destroySession', 'relay', 'relay']);
-  const session =
-    listener.cert === undefined
-      ? http2.connect(`http://127.0.0.1:${String(listener.port)}`)
-      : http2.connect(`https://127.0.0.1:${String(listener.port)}`, {
-          rejectUnauthorized: false,
-          servername: 'test',
-        });
+  // The client keeps its socket: Node never closes it when the session is destroyed with a
+  // write pending on a connection the server reset unread (the server's close() does that).
+  let socket: net.Socket | undefined;
+  const session = http2.connect(
+    `${listener.cert === undefined ? 'http' : 'https'}://127.0.0.1:${String(listener.port)}`,
+    {
+      createConnection: () =>
+        (socket =
+          listener.cert === undefined
+            ? net.connect({ port: listener.port, host: '127.0.0.1' })
+            : tls.connect({
+                port: listener.port,
+                host: '127.0.0.1',
+                rejectUnauthorized: false,
+                servername: 'test',
+                ALPNProtocols: ['h2'],
+              })),
+    },
+  );
   session.on('error', () => undefined);
   const delay = rng.int(0, 20);
   const streams = rng.int(1, 3);
@@ -136,7 +152,20 @@ function h2Client(rng: Rng, listener: Listener, authority: string): Promise<void
   return Promise.all(done).then(() => {
     clearTimeout(giveUp);
     session.close();
+    return socket === undefined ? undefined : released(socket);
   });
+}
+
+/** Waits for a session's socket to close, bounded: past the bound the client destroys it. */
+function released(socket: net.Socket): Promise<void> {
+  if (socket.destroyed) return Promise.resolve();
+  const giveUp = setTimeout(() => socket.destroy(), CLIENT_BOUND);
+  return new Promise<void>((resolve) =>
+    socket.once('close', () => {
+      clearTimeout(giveUp);
+      resolve();
+    }),
+  );
 }
 
 /** A UdpProxy tunnelling CONNECT-UDP through the server to `target`: a few datagrams, then closed. */
@@ -225,7 +254,8 @@ async function sequence(s: Sequence, cert: TestCert | undefined): Promise<void> 
   if (rng.chance(0.3)) ports.push(...(await refusedPorts(1, ports)));
   const upstreamsOf = (chosen: number[]): Upstream[] =>
     chosen.map((port) => ({ host: '127.0.0.1', port }));
-  const useTls = cert !== undefined && rng.chance(0.25);
+  // The draw is made either way: L4PROXY_STRESS_TLS=1 keeps every plan but the listener's TLS.
+  const useTls = cert !== undefined && (rng.chance(0.25) || ALL_TLS);
   const options: TunnelServerOptions = {
     upstreams: upstreamsOf(ports),
     route: 'any',
