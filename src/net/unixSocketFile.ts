@@ -156,12 +156,13 @@ export async function listenWithAccess(
         const code = (err as NodeJS.ErrnoException).code;
         throw code === 'EEXIST' ? inUse(path, err as Error) : err;
       });
+      // Inside the try: a failure here must not leave the server listening on the private name.
+      const { ino, dev } = await lstat(path);
+      return { path, remove: () => removeIfSame(path, ino, dev) };
     } catch (err) {
       server.close();
       throw err;
     }
-    const { ino, dev } = await lstat(path);
-    return { path, remove: () => removeIfSame(path, ino, dev) };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
