@@ -59,27 +59,44 @@ async function allRefused(cli: CliProcess): Promise<void> {
 }
 
 /**
- * Node options holding the command's modules back while they load: a loader hook that says so on
- * stderr and delays the command's first import (the library behind it) by 500 ms.
+ * Node options holding the command back while it loads: a load hook gives the command's module
+ * (cli/command.js, which main.js imports after installing the signal handlers) a top-level await
+ * of 500 ms, after a line saying so. The wait is in the module's own evaluation, so the event
+ * loop runs meanwhile on every Node version (a `resolve` hook that waits is no good: from Node 26
+ * on the main thread blocks on the hooks thread, and signals wait with it). In-thread
+ * `registerHooks` where Node has it (>= 22.15), `register` before.
  */
 function slowLoading(t: TestContext): string[] {
   const dir = configDir(t);
+  const prefix = [
+    `process.stderr.write(JSON.stringify({ level: 30, msg: 'command loading', pid: process.pid }) + '\\n');`,
+    'await new Promise((done) => setTimeout(done, 500));',
+    '',
+  ].join('\n');
+  const patch = [
+    `const prefix = ${JSON.stringify(prefix)};`,
+    'function patch(url, loaded) {',
+    "  return url.endsWith('/cli/command.js') ? { ...loaded, source: prefix + String(loaded.source) } : loaded;",
+    '}',
+  ].join('\n');
   const hooks = dir.write(
     'hooks.mjs',
     [
-      "import { writeSync } from 'node:fs';",
-      'export async function resolve(specifier, context, next) {',
-      "  if (context.parentURL?.endsWith('/cli/main.js') && !specifier.includes('signals')) {",
-      "    writeSync(2, JSON.stringify({ level: 30, msg: 'command loading', pid: process.pid }) + '\\n');",
-      '    await new Promise((done) => setTimeout(done, 500));',
-      '  }',
-      '  return next(specifier, context);',
+      patch,
+      'export async function load(url, context, next) {',
+      '  return patch(url, await next(url, context));',
       '}',
     ].join('\n'),
   );
   const register = dir.write(
     'register.mjs',
-    `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(hooks).href)});\n`,
+    [
+      "import * as module from 'node:module';",
+      patch,
+      'if (module.registerHooks !== undefined)',
+      '  module.registerHooks({ load: (url, context, next) => patch(url, next(url, context)) });',
+      `else module.register(${JSON.stringify(pathToFileURL(hooks).href)});`,
+    ].join('\n'),
   );
   return ['--import', pathToFileURL(register).href];
 }
