@@ -268,6 +268,46 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
     assert.equal(quic.quic_fallback_routed, 1);
   });
 
+  test("fallback 'drop': gtlsclient with a hello over maxClientHelloBytes reaches no server; counted, every datagram dropped", async (t) => {
+    const peers = ready(t);
+    if (!peers) return;
+    const [paths, a, b] = peers;
+    const { proxy, names } = proxyFor(a, b, {
+      sni: true,
+      maxClientHelloBytes: 1024,
+      fallback: 'drop',
+    });
+    t.after(() => proxy.close());
+    const closed: string[] = [];
+    proxy.on('sessionClose', (s) => closed.push(s.reason));
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    // The client tries until its idle timeout (3 s), each flight opening sessions that are closed.
+    const over = await runHttp3Client(paths.gtlsclient, paths.unshare, dir, 'beta.test', port, [
+      LARGE_HELLO,
+    ]);
+    assert.ok(!over.body?.includes('served by'), `no response: ${String(over.body)}`);
+    // A session still waiting for the rest of a hello ends within maxInitialWait (1 s).
+    if (proxy.stats().downstream_sess_active > 0)
+      await withTimeout(
+        new Promise<void>((resolve) => {
+          proxy.on('sessionClose', () => {
+            if (proxy.stats().downstream_sess_active === 0) resolve();
+          });
+        }),
+        5_000,
+        'the waiting sessions to end',
+      );
+    assert.deepEqual(names, []);
+    const stats = proxy.stats();
+    assert.ok(stats.quic);
+    assert.ok(stats.quic.quic_fallback_dropped >= 1);
+    assert.equal(stats.quic.quic_incomplete, stats.quic.quic_fallback_dropped);
+    assert.equal(stats.quic.quic_parse_errors, 0);
+    assert.equal(stats.upstream_sess_total, 0);
+    assert.equal(stats.dropped.quic_no_client_hello, stats.downstream_sess_rx_datagrams);
+    assert.ok(closed.length >= 1 && closed.every((r) => r === 'quic_no_client_hello'));
+  });
+
   test('gtlsclient offering an unknown version first: Version Negotiation, then v1 routed by name', async (t) => {
     const peers = ready(t);
     if (!peers) return;
