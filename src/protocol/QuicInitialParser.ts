@@ -160,10 +160,13 @@ export class QuicInitialParser {
     const header = readLongHeader(bytes, at, bytes.length);
     const profile = header && quicVersionProfile(header.version);
     if (header === undefined || profile === undefined) {
+      // A v1/v2 Initial cut short is a malformed Initial (its fallback applies), not another
+      // protocol: its first byte and version say what it is.
+      if (header === undefined && (this.#profile !== undefined || truncatedInitial(bytes, at)))
+        throw new QuicInitialError('bad_header', 'truncated long header');
       // Another version (or Version Negotiation) at the start: pass it as not QUIC we can read;
       // later in a datagram, nothing more can be read.
       if (this.#profile === undefined) return 'not_quic';
-      if (header === undefined) throw new QuicInitialError('bad_header', 'truncated long header');
       return bytes.length;
     }
     if (this.#profile !== undefined && profile !== this.#profile)
@@ -319,6 +322,13 @@ export class QuicInitialParser {
       ? { kind: 'no_sni', initial }
       : { kind: 'sni', serverName: hello.serverName, initial };
   }
+}
+
+/** Whether the long header at `at`, too short to read whole, starts a v1 or v2 Initial. */
+function truncatedInitial(bytes: Buffer, at: number): boolean {
+  if (at + 5 > bytes.length) return false;
+  const profile = quicVersionProfile(bytes.readUInt32BE(at + 1));
+  return profile !== undefined && (((bytes[at] ?? 0) >> 4) & 0x03) === profile.initialType;
 }
 
 function varint(bytes: Buffer, at: number, what: string): [number, number] {

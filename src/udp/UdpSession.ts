@@ -55,6 +55,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   readonly startTime = Date.now();
   readonly host: SessionHost;
   readonly listener: UdpListener;
+  /** The largest UDP payload to the client (65 507 over IPv4, IPv4-mapped included; 65 527 over IPv6). */
+  private readonly maxToClient: number;
 
   datagramsFromClient = 0;
   bytesFromClient = 0;
@@ -117,6 +119,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     this.clientFamily = client.address.includes(':') ? 'IPv6' : 'IPv4';
     this.localAddress = listener.localAddress;
     this.localPort = listener.localPort;
+    this.maxToClient = maxPayloadTo(client.address);
   }
 
   // ---- SelectionContext -------------------------------------------------------------------
@@ -386,14 +389,12 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     if (this.filters !== undefined) {
       const out = this.filtered(this.filters, 'onUpstreamDatagram', msg, 'upstream');
       if (out === undefined) return;
-      // A filter's larger datagram that UDP cannot carry would fail after the fact.
-      if (out.length > maxPayloadTo(this.clientAddress)) {
-        this.drop(DropReason.OVERSIZED, 'upstream', len);
-        return;
-      }
       msg = out;
     }
-    if (len > this.host.options.maxDatagramSize) {
+    // What UDP cannot carry to the client would fail after the fact (EMSGSIZE), counted as sent:
+    // an IPv6 upstream's reply above IPv4's limit (`maxDatagramSize` over 65 507), or a filter's
+    // larger datagram.
+    if (len > this.host.options.maxDatagramSize || msg.length > this.maxToClient) {
       this.drop(DropReason.OVERSIZED, 'upstream', len);
     } else if (this.listener.sendTo(msg, this.clientPort, this.clientAddress)) {
       this.datagramsToClient++;

@@ -90,6 +90,27 @@ describe('parseQuicInitial on the RFC sample packets', () => {
     assert.throws(() => parseQuicInitial(V1_SERVER_INITIAL), QuicInitialError);
   });
 
+  test('a v1 or v2 Initial cut inside its header is a bad_header error, not another protocol', () => {
+    // RFC 9001 A.2 has an 8-byte DCID and an empty SCID: its header reaches byte 15 (length 14).
+    for (const [packet, name] of [
+      [V1_CLIENT_INITIAL, 'v1'],
+      [V2_CLIENT_INITIAL, 'v2'],
+    ] as const) {
+      for (const cut of [5, 7, 10, 14]) {
+        assert.throws(
+          () => parseQuicInitial(packet.subarray(0, cut)),
+          (e: unknown) => e instanceof QuicInitialError && e.reason === 'bad_header',
+          `${name} cut at ${String(cut)}`,
+        );
+      }
+    }
+    // Too short to carry a version, or a long header of another type: not a client Initial.
+    assert.deepEqual(parseQuicInitial(V1_CLIENT_INITIAL.subarray(0, 4)), { kind: 'not_quic' });
+    const handshake = Buffer.from(V1_CLIENT_INITIAL.subarray(0, 10));
+    handshake[0] = 0xe0;
+    assert.deepEqual(parseQuicInitial(handshake), { kind: 'not_quic' });
+  });
+
   test('other versions, short headers and non-QUIC bytes are not_quic', () => {
     const draft = Buffer.from(V1_CLIENT_INITIAL);
     draft.writeUInt32BE(0xff00001d, 1);

@@ -234,6 +234,34 @@ describe('UdpProxy quic option', () => {
     }
   });
 
+  test("a truncated Initial (cut inside its connection IDs) is a parse error: fallback 'drop' closes its session", async () => {
+    const { proxy, port } = await proxyWith({ quic: { fallback: 'drop' }, selector: byName });
+    const closed = closes(proxy);
+    const firstClose = new Promise<void>((resolve) =>
+      proxy.once('sessionClose', () => {
+        resolve();
+      }),
+    );
+    client = await udpSocket();
+    try {
+      client.send(V1_CLIENT_INITIAL.subarray(0, 10), port, '127.0.0.1');
+      await withTimeout(firstClose, 3_000, 'the session to close');
+      const summary = closed[0];
+      assert.equal(summary?.reason, 'quic_no_client_hello');
+      assert.ok(summary.error);
+      assert.match(summary.error.message, /bad_header/);
+      const stats = proxy.stats();
+      assert.ok(stats.quic);
+      assert.equal(stats.quic.quic_parse_errors, 1);
+      assert.equal(stats.quic.quic_not_quic, 0);
+      assert.equal(stats.quic.quic_fallback_dropped, 1);
+      assert.equal(stats.upstream_sess_tx_datagrams, 0);
+    } finally {
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
   test('an incomplete ClientHello is routed after maxInitialWait; maxInitialDatagrams bounds the count', async () => {
     const hello = buildHandshake([sniExtension('example.com')]);
     const dcid = Buffer.alloc(8, 4);

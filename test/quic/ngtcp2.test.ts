@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { UdpProxy } from '../../src/udp/UdpProxy.js';
 import type { UdpQuicOptions } from '../../src/quic/quicOptions.js';
 import type { UdpSessionInfo } from '../../src/udp/events.js';
 import { findTool, requireTools } from '../helpers/tools.js';
+import { hasIpv6Loopback } from '../udp/helpers.js';
 import { runHttp3Client, startHttp3Server } from './ngtcp2Peers.js';
 import type { Http3Server } from './ngtcp2Peers.js';
 
@@ -137,4 +138,39 @@ describe('UdpProxy quic with ngtcp2 HTTP/3 peers', () => {
       }
     });
   }
+
+  test('over IPv6: a client on ::1 routed by name, rebinding while uploading, keeps its server (CID routing)', async (t) => {
+    const peers = ready(t);
+    if (!peers) return;
+    if (!(await hasIpv6Loopback())) {
+      t.skip('::1 is not available on this host');
+      return;
+    }
+    const [paths, a, b] = peers;
+    // The client resolves the names to ::1 (its own hosts file); the servers stay on 127.0.0.1.
+    const v6 = join(dir, 'ipv6');
+    mkdirSync(v6, { recursive: true });
+    writeFileSync(join(v6, 'hosts'), '::1 localhost\n::1 alpha.test\n::1 beta.test\n');
+    const proxy = proxyFor(a, b, { sni: true, connectionIdRouting: true }, true);
+    const sessions: UdpSessionInfo[] = [];
+    proxy.on('session', (s) => sessions.push(s));
+    try {
+      const { port } = await proxy.bind({ port: 0, address: '::1' });
+      const run = await runHttp3Client(paths.gtlsclient, paths.unshare, v6, 'beta.test', port, [
+        `--data=${join(dir, 'upload.bin')}`,
+        '--change-local-addr=150ms',
+        '--nat-rebinding',
+      ]);
+      assert.ok(run.rebound, `the client rebound: ${run.output.slice(-2000)}`);
+      assert.equal(run.body, 'served by beta.test\n', run.output.slice(-2000));
+      assert.ok(sessions.length >= 2, 'the rebound client opened a second session');
+      assert.ok(sessions.every((s) => s.clientFamily === 'IPv6'));
+      assert.ok(sessions.every((s) => s.upstream?.id === 'beta.test'));
+      const stats = proxy.stats().quic;
+      assert.equal(stats?.quic_sni_found, 1);
+      assert.ok(stats.quic_cid_routed >= 1);
+    } finally {
+      await proxy.close();
+    }
+  });
 });

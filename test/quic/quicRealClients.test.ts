@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UdpProxy } from '../../src/udp/UdpProxy.js';
+import { readLongHeader, readVarint } from '../../src/protocol/quicHeader.js';
 import type { UdpQuicOptions } from '../../src/quic/quicOptions.js';
 import { withTimeout } from '../helpers/net.js';
 import { findTool, requireTools } from '../helpers/tools.js';
@@ -80,7 +81,7 @@ async function relayTo(port: number): Promise<Relay> {
     return back;
   };
   front.on('message', (msg, from) => {
-    if (!replied && beforeReply.length < 16) beforeReply.push(Buffer.from(msg.subarray(0, 8)));
+    if (!replied && beforeReply.length < 16) beforeReply.push(Buffer.from(msg));
     // Promise callbacks run in order: the datagrams of one address keep theirs.
     void backFor(from)?.then((back) => {
       back.send(msg, port, '127.0.0.1');
@@ -95,6 +96,27 @@ async function relayTo(port: number): Promise<Relay> {
       for (const back of backs.values()) await closeSocket(await back);
     },
   };
+}
+
+/** The v1 long-header packet types in a datagram, in order ('initial', '0rtt', 'handshake'). */
+function v1PacketTypes(datagram: Buffer): string[] {
+  const types: string[] = [];
+  let at = 0;
+  while (at < datagram.length && ((datagram[at] ?? 0) & 0x80) !== 0 && types.length < 8) {
+    const header = readLongHeader(datagram, at, datagram.length);
+    if (header === undefined || header.version !== 1) break;
+    let cursor = header.afterCids;
+    if (header.typeBits === 0) {
+      const token = readVarint(datagram, cursor);
+      if (token === undefined) break;
+      cursor += token[1] + token[0];
+    }
+    const length = readVarint(datagram, cursor);
+    if (length === undefined || header.typeBits === 3) break;
+    types.push(['initial', '0rtt', 'handshake'][header.typeBits] ?? '?');
+    at = cursor + length[1] + length[0];
+  }
+  return types;
 }
 
 /** Whether `datagram` starts with a QUIC v1 Initial long header. */
@@ -246,6 +268,46 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
     assert.equal(quic.quic_fallback_routed, 1);
   });
 
+  test("fallback 'drop': gtlsclient with a hello over maxClientHelloBytes reaches no server; counted, every datagram dropped", async (t) => {
+    const peers = ready(t);
+    if (!peers) return;
+    const [paths, a, b] = peers;
+    const { proxy, names } = proxyFor(a, b, {
+      sni: true,
+      maxClientHelloBytes: 1024,
+      fallback: 'drop',
+    });
+    t.after(() => proxy.close());
+    const closed: string[] = [];
+    proxy.on('sessionClose', (s) => closed.push(s.reason));
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    // The client tries until its idle timeout (3 s), each flight opening sessions that are closed.
+    const over = await runHttp3Client(paths.gtlsclient, paths.unshare, dir, 'beta.test', port, [
+      LARGE_HELLO,
+    ]);
+    assert.ok(!over.body?.includes('served by'), `no response: ${String(over.body)}`);
+    // A session still waiting for the rest of a hello ends within maxInitialWait (1 s).
+    if (proxy.stats().downstream_sess_active > 0)
+      await withTimeout(
+        new Promise<void>((resolve) => {
+          proxy.on('sessionClose', () => {
+            if (proxy.stats().downstream_sess_active === 0) resolve();
+          });
+        }),
+        5_000,
+        'the waiting sessions to end',
+      );
+    assert.deepEqual(names, []);
+    const stats = proxy.stats();
+    assert.ok(stats.quic);
+    assert.ok(stats.quic.quic_fallback_dropped >= 1);
+    assert.equal(stats.quic.quic_incomplete, stats.quic.quic_fallback_dropped);
+    assert.equal(stats.quic.quic_parse_errors, 0);
+    assert.equal(stats.upstream_sess_total, 0);
+    assert.equal(stats.dropped.quic_no_client_hello, stats.downstream_sess_rx_datagrams);
+    assert.ok(closed.length >= 1 && closed.every((r) => r === 'quic_no_client_hello'));
+  });
+
   test('gtlsclient offering an unknown version first: Version Negotiation, then v1 routed by name', async (t) => {
     const peers = ready(t);
     if (!peers) return;
@@ -264,6 +326,52 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
     assert.equal(stats.quic.quic_version_negotiations, stats.quic.quic_not_quic);
     assert.equal(stats.upstreams['beta.test']?.upstream_sess_total, 1);
   });
+
+  for (const [label, extra] of [
+    ['a one-packet hello', []],
+    ['a two-packet hello', [LARGE_HELLO]],
+  ] as const) {
+    test(`gtlsclient resuming with 0-RTT (${label}): the Initial coalesced with 0-RTT is read, routed by name, served`, async (t) => {
+      const peers = ready(t);
+      if (!peers) return;
+      const [paths, a, b] = peers;
+      const { proxy, names } = proxyFor(a, b);
+      t.after(() => proxy.close());
+      const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+      const own = mkdtempSync(join(dir, 'resume-'));
+      const resume = [`--session-file=${join(own, 'session')}`, `--tp-file=${join(own, 'tp')}`];
+      const firstFlights: Buffer[][] = [];
+      // The first run stores a ticket and the server's transport parameters; the second resumes
+      // with early data. Each runs through a relay of its own: a new client address, a new session.
+      for (let run = 0; run < 2; run++) {
+        const relay = await relayTo(port);
+        try {
+          const result = await runHttp3Client(
+            paths.gtlsclient,
+            paths.unshare,
+            dir,
+            'beta.test',
+            relay.port,
+            [...extra, ...resume],
+          );
+          assert.equal(result.body, 'served by beta.test\n', result.output.slice(-2000));
+          firstFlights.push([...relay.beforeReply]);
+        } finally {
+          await relay.close();
+        }
+      }
+      const resumed = (firstFlights[1] ?? []).map(v1PacketTypes);
+      assert.ok(
+        resumed.some((types) => types[0] === 'initial' && types.includes('0rtt')),
+        `an Initial coalesced with 0-RTT before the first reply: ${JSON.stringify(resumed)}`,
+      );
+      assert.ok(!(firstFlights[0] ?? []).some((d) => v1PacketTypes(d).includes('0rtt')));
+      assert.deepEqual(names, ['beta.test', 'beta.test']);
+      const quic = proxy.stats().quic;
+      assert.equal(quic?.quic_sni_found, 2);
+      assert.equal(quic.quic_parse_errors, 0);
+    });
+  }
 
   for (const [label, extra] of [
     ['a one-packet hello', []],

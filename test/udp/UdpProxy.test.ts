@@ -256,6 +256,47 @@ describe('UdpProxy sessions', () => {
     assert.equal(echo.received, 2);
   });
 
+  for (const relay of ['handle', 'dgram'] as const) {
+    test(`an IPv6 upstream's reply too large for an IPv4 client is dropped as oversized, not sent (relay '${relay}')`, async (t) => {
+      if (!(await hasIpv6Loopback())) {
+        t.skip('::1 is not available on this host');
+        return;
+      }
+      // 65 527 bytes fit in a UDP payload over IPv6, 20 more than IPv4 can carry.
+      const upstream = await udpSocket('::1');
+      t.after(() => closeSocket(upstream));
+      upstream.on('message', (msg, rinfo) => {
+        const size = msg.toString() === 'big' ? 65_527 : 65_507;
+        upstream.send(Buffer.alloc(size, 1), rinfo.port, rinfo.address);
+      });
+      // A dual-stack bind: the IPv4 client is seen as ::ffff:127.0.0.1.
+      const { proxy, port } = await startProxy(
+        {
+          upstreams: [{ host: '::1', port: upstream.address().port }],
+          maxDatagramSize: 65_535,
+          relay,
+        },
+        '::',
+      );
+      t.after(() => proxy.close());
+      const drops = collect<UdpDrop>(proxy, 'dropped');
+      const client = await udpSocket();
+      t.after(() => closeSocket(client));
+      client.send('big', port, '127.0.0.1');
+      await until(proxy, 'dropped', () => drops.length === 1);
+      assert.deepEqual(
+        [drops[0]?.reason, drops[0]?.from, drops[0]?.size],
+        ['oversized', 'upstream', 65_527],
+      );
+      // The largest IPv4 payload still goes through.
+      assert.equal((await request(client, port, 'max')).length, 65_507);
+      const stats = proxy.stats();
+      assert.equal(stats.dropped.oversized, 1);
+      assert.equal(stats.downstream_sess_tx_datagrams, 1);
+      assert.equal(stats.downstream_sess_tx_errors, 0);
+    });
+  }
+
   test('drops an oversized first datagram without opening a session', async (t) => {
     const echo = await udpEcho();
     t.after(() => echo.close());

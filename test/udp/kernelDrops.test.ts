@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { describe, test } from 'node:test';
-import { UdpProxy } from '../../src/index.js';
-import { udpEcho } from './helpers.js';
+import { TcpProxy, UdpProxy } from '../../src/index.js';
+import { startPeer } from '../helpers/peerProcess.js';
+import { tool } from '../helpers/tools.js';
+import { freeDnsPort, udpEcho } from './helpers.js';
 
 const SENT = 400;
 
@@ -61,5 +63,53 @@ describe('UDP kernel drops (receive buffer overflow)', () => {
     const dropped = stats.downstream_rx_datagram_dropped;
     await proxy.close();
     assert.equal(proxy.stats().downstream_rx_datagram_dropped, dropped);
+  });
+
+  test('iperf3 -u through the proxy: every datagram it sent was read by the proxy or counted as a kernel drop', async (t) => {
+    if (process.platform !== 'linux') {
+      t.skip('per-socket drop counts come from /proc/net/udp (Linux)');
+      return;
+    }
+    const iperf3 = tool(t, 'iperf3');
+    if (iperf3 === undefined) return;
+    // iperf3 opens a TCP control connection and sends its UDP data to the same port number.
+    const serverPort = await freeDnsPort();
+    const server = await startPeer(
+      iperf3,
+      ['-s', '-B', '127.0.0.1', '-p', String(serverPort)],
+      serverPort,
+    );
+    t.after(() => server.stop());
+    const upstreams = [{ host: '127.0.0.1', port: serverPort }];
+    const control = new TcpProxy({ upstreams });
+    const proxy = new UdpProxy({ upstreams });
+    t.after(async () => {
+      await proxy.close();
+      await control.close();
+    });
+    const port = await freeDnsPort();
+    await control.listen({ port, host: '127.0.0.1' });
+    // The smallest receive buffer: 100 Mbit/s of 1000-byte datagrams overflows it.
+    await proxy.bind({ port, address: '127.0.0.1', recvBufferSize: 1 });
+    const report = await new Promise<string>((resolve, reject) => {
+      const args = ['-c', '127.0.0.1', '-p', String(port), '-u', '-b', '100M', '-l', '1000'];
+      execFile(iperf3, [...args, '-t', '1', '-J'], { timeout: 20_000 }, (err, stdout) => {
+        if (err) reject(new Error(`iperf3 failed: ${err.message}\n${stdout}`));
+        else resolve(stdout);
+      });
+    });
+    const sent = (JSON.parse(report) as { end: { sum: { packets: number; lost_packets: number } } })
+      .end.sum;
+    const stats = proxy.stats();
+    // Besides its 1000-byte data datagrams, iperf3 sends a 4-byte hello first.
+    const dataRead = Math.floor(stats.downstream_sess_rx_bytes / 1000);
+    t.diagnostic(
+      `iperf3 sent ${String(sent.packets)}, lost ${String(sent.lost_packets)}; the proxy read ${String(dataRead)}, the kernel dropped ${String(stats.downstream_rx_datagram_dropped)}`,
+    );
+    assert.ok(stats.downstream_rx_datagram_dropped > 0, 'the kernel dropped some');
+    assert.equal(dataRead + stats.downstream_rx_datagram_dropped, sent.packets);
+    // What the proxy read it forwarded: the loss iperf3 reports happened before the proxy.
+    assert.equal(stats.upstream_sess_tx_datagrams, stats.downstream_sess_rx_datagrams);
+    assert.equal(stats.datagrams_dropped, 0);
   });
 });
