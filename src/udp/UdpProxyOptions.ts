@@ -34,6 +34,11 @@ export interface UdpProxyOptions extends UpstreamOptions {
   readonly mode?: ProxyMode;
   /** Close a session after this long with no datagram either way; 0 disables. Default 60 000. */
   readonly idleTimeout?: number;
+  /**
+   * Time an async selector has to answer for a session (as `TcpProxy`'s `connectTimeout` bounds
+   * it); past it the session ends with `selector_error`. Default 5000, minimum 1.
+   */
+  readonly connectTimeout?: number;
   /** Live sessions allowed; datagrams of new clients beyond are dropped. Default Infinity. */
   readonly maxSessions?: number;
   /** Larger datagrams (either direction) are dropped. Default 65 507, 1-65 535. */
@@ -103,6 +108,7 @@ export interface UdpAccess {
 /** Options with every default applied. */
 export interface ResolvedUdpOptions {
   readonly idleTimeout: number;
+  readonly connectTimeout: number;
   readonly maxSessions: number;
   readonly maxDatagramSize: number;
   readonly maxResponses: number;
@@ -123,6 +129,7 @@ const KNOWN = [
   'mode',
   ...UPSTREAM_OPTION_KEYS,
   'idleTimeout',
+  'connectTimeout',
   'maxSessions',
   'maxDatagramSize',
   'maxResponses',
@@ -155,6 +162,7 @@ export function resolveUdpOptions(input: unknown): {
   rejectUnknownKeys(raw, KNOWN, '');
   const options: ResolvedUdpOptions = {
     idleTimeout: duration(raw.idleTimeout, 'idleTimeout', 60_000),
+    connectTimeout: duration(raw.connectTimeout, 'connectTimeout', 5_000, 1),
     maxSessions: limit(raw.maxSessions, 'maxSessions', Infinity),
     maxDatagramSize: integer(raw.maxDatagramSize, 'maxDatagramSize', 65_507, {
       min: 1,

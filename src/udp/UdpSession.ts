@@ -1,4 +1,4 @@
-import { FilterError, ProxyClosedError } from '../errors.js';
+import { FilterError, ProxyClosedError, SelectorError } from '../errors.js';
 import { filterDatagram, madeSessionFilter } from '../filter/sessionFilter.js';
 import { reportRejection } from '../filter/asyncResult.js';
 import type { UdpSessionFilter, UdpSessionFilterFactory } from '../filter/sessionFilter.js';
@@ -18,6 +18,10 @@ import { linkTo } from '../transport/linkTo.js';
 import type { QuicSession, QuicSessionOwner } from '../quic/QuicSession.js';
 
 const EMPTY: readonly UpstreamState[] = [];
+
+function onSelectionTimeout(session: UdpSession): void {
+  session.selectionTimedOut();
+}
 
 /** What happens to datagrams still waiting when a session closes for `reason`. */
 function dropReasonFor(reason: SessionCloseReason): DropReason {
@@ -78,6 +82,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   /** Datagrams waiting anywhere (selection, socket setup): bounded by `maxPendingDatagrams`. */
   private waiting = 0;
   private selecting = false;
+  /** Bounds an async selector's answer by `connectTimeout` (armed only for a promise). */
+  private selectTimer: NodeJS.Timeout | undefined;
   private responses = 0;
 
   private reason: SessionCloseReason | undefined;
@@ -274,16 +280,51 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       this.terminate(SessionCloseReason.SELECTOR_ERROR, selectorError(err));
       return;
     }
-    if (isThenable(result)) Promise.resolve(result).then(this.onSelected, this.onSelectorFailed);
+    if (isThenable(result)) this.awaitSelection(result);
     else this.onSelected(result);
   }
 
+  /**
+   * An async selector's answer is bounded by `connectTimeout`, as `TcpProxy` bounds it: a promise
+   * that never settles would otherwise hold the session and its waiting datagrams until
+   * `idleTimeout`. A synchronous selector arms no timer.
+   */
+  private awaitSelection(result: PromiseLike<SelectionResult>): void {
+    const timer = setTimeout(onSelectionTimeout, this.host.options.connectTimeout, this);
+    timer.unref();
+    this.selectTimer = timer;
+    Promise.resolve(result).then(this.onSelected, this.onSelectorFailed);
+  }
+
+  /** @internal The selector's promise did not settle within `connectTimeout`. */
+  selectionTimedOut(): void {
+    this.selectTimer = undefined;
+    const ms = this.host.options.connectTimeout;
+    this.terminate(
+      SessionCloseReason.SELECTOR_ERROR,
+      new SelectorError(
+        `The upstream selector did not answer within connectTimeout (${String(ms)} ms): make its promise settle (resolve with an upstream or null, or reject).`,
+      ),
+    );
+  }
+
+  private clearSelectTimer(): void {
+    if (this.selectTimer === undefined) return;
+    clearTimeout(this.selectTimer);
+    this.selectTimer = undefined;
+  }
+
   private readonly onSelectorFailed = (err: unknown): void => {
+    // A late rejection (the session ended on its timer, or closed) changes nothing.
+    if (this.reason !== undefined) return;
+    this.clearSelectTimer();
     this.terminate(SessionCloseReason.SELECTOR_ERROR, selectorError(err));
   };
 
   private readonly onSelected = (choice: SelectionResult): void => {
+    // A late answer (the session ended on its timer, or closed) is ignored.
     if (this.reason !== undefined) return;
+    this.clearSelectTimer();
     this.selecting = false;
     const state = this.resolve(choice);
     if (typeof state === 'string') {
@@ -485,6 +526,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     this.error = error;
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
+    this.clearSelectTimer();
     this.abort?.abort(error ?? new ProxyClosedError(`Session ended: ${reason}.`));
     this.quic?.close();
     const dropReason = dropReasonFor(reason);
