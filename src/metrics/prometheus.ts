@@ -144,6 +144,10 @@ const UDP_HELP: HelpTable<UdpProxyStats> = {
   downstream_sess_no_route: 'Datagrams dropped because no upstream could be chosen.',
   idle_timeout: 'Sessions closed by idleTimeout.',
   max_requests_reached: 'Sessions that took maxRequests datagrams from their client.',
+  upstream_sess_retry: 'Sessions moved to another upstream after theirs refused them.',
+  upstream_sess_attempts_exceeded: 'Sessions refused by maxConnectAttempts upstreams.',
+  upstream_sess_refused_datagrams:
+    'Datagrams an upstream refused before its first reply, taken back to send again.',
   upstream_sess_total: 'Session sockets opened to upstreams.',
   upstream_sess_active: 'Session sockets open now.',
   upstream_sess_rx_datagrams: 'Datagrams received from upstreams.',

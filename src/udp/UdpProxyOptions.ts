@@ -34,6 +34,18 @@ export interface UdpProxyOptions extends UpstreamOptions {
   readonly mode?: ProxyMode;
   /** Close a session after this long with no datagram either way; 0 disables. Default 60 000. */
   readonly idleTimeout?: number;
+  /**
+   * Time an async selector has to answer for a session (as `TcpProxy`'s `connectTimeout` bounds
+   * it); past it the session ends with `selector_error`. Default 5000, minimum 1.
+   */
+  readonly connectTimeout?: number;
+  /**
+   * Upstreams a session may be sent to, each a different one: while a session has had no reply,
+   * an ICMP refusal (port or host unreachable) within `connectTimeout` moves it, with the
+   * datagrams it sent, to another upstream (nginx `proxy_next_upstream` for UDP). 1 turns it off.
+   * Default 3, 1-100.
+   */
+  readonly maxConnectAttempts?: number;
   /** Live sessions allowed; datagrams of new clients beyond are dropped. Default Infinity. */
   readonly maxSessions?: number;
   /** Larger datagrams (either direction) are dropped. Default 65 507, 1-65 535. */
@@ -103,6 +115,8 @@ export interface UdpAccess {
 /** Options with every default applied. */
 export interface ResolvedUdpOptions {
   readonly idleTimeout: number;
+  readonly connectTimeout: number;
+  readonly maxConnectAttempts: number;
   readonly maxSessions: number;
   readonly maxDatagramSize: number;
   readonly maxResponses: number;
@@ -123,6 +137,8 @@ const KNOWN = [
   'mode',
   ...UPSTREAM_OPTION_KEYS,
   'idleTimeout',
+  'connectTimeout',
+  'maxConnectAttempts',
   'maxSessions',
   'maxDatagramSize',
   'maxResponses',
@@ -155,6 +171,11 @@ export function resolveUdpOptions(input: unknown): {
   rejectUnknownKeys(raw, KNOWN, '');
   const options: ResolvedUdpOptions = {
     idleTimeout: duration(raw.idleTimeout, 'idleTimeout', 60_000),
+    connectTimeout: duration(raw.connectTimeout, 'connectTimeout', 5_000, 1),
+    maxConnectAttempts: integer(raw.maxConnectAttempts, 'maxConnectAttempts', 3, {
+      min: 1,
+      max: 100,
+    }),
     maxSessions: limit(raw.maxSessions, 'maxSessions', Infinity),
     maxDatagramSize: integer(raw.maxDatagramSize, 'maxDatagramSize', 65_507, {
       min: 1,

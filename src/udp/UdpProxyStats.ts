@@ -56,6 +56,15 @@ export interface UdpProxyStats extends ProxyHealthStats {
   readonly idle_timeout: number;
   /** Sessions that took `maxRequests` datagrams (the client's next one opened a new session). */
   readonly max_requests_reached: number;
+  /** Sessions moved to another upstream after theirs refused them (`maxConnectAttempts`). */
+  readonly upstream_sess_retry: number;
+  /** Sessions refused by as many upstreams as `maxConnectAttempts` allows (ended `upstream_error`). */
+  readonly upstream_sess_attempts_exceeded: number;
+  /**
+   * Datagrams an upstream refused before its first reply, taken back by their session: sent
+   * again to the next upstream, or dropped (`upstream_refused`) when none is left.
+   */
+  readonly upstream_sess_refused_datagrams: number;
   /** Session sockets opened to upstreams. */
   readonly upstream_sess_total: number;
   /** Session sockets open now. */
@@ -94,6 +103,9 @@ export interface UdpCounters {
   noRoute: number;
   idleTimeouts: number;
   maxRequestsReached: number;
+  retries: number;
+  attemptsExceeded: number;
+  refusedDatagrams: number;
   upstreamTotal: number;
   upstreamActive: number;
   upstreamRxDatagrams: number;
@@ -120,6 +132,9 @@ export function createUdpCounters(): UdpCounters {
     noRoute: 0,
     idleTimeouts: 0,
     maxRequestsReached: 0,
+    retries: 0,
+    attemptsExceeded: 0,
+    refusedDatagrams: 0,
     upstreamTotal: 0,
     upstreamActive: 0,
     upstreamRxDatagrams: 0,
@@ -179,6 +194,9 @@ export function snapshotUdpStats(sources: UdpStatsSources): UdpProxyStats {
     downstream_sess_no_route: counters.noRoute,
     idle_timeout: counters.idleTimeouts,
     max_requests_reached: counters.maxRequestsReached,
+    upstream_sess_retry: counters.retries,
+    upstream_sess_attempts_exceeded: counters.attemptsExceeded,
+    upstream_sess_refused_datagrams: counters.refusedDatagrams,
     upstream_sess_total: counters.upstreamTotal,
     upstream_sess_active: counters.upstreamActive,
     upstream_sess_rx_datagrams: counters.upstreamRxDatagrams,

@@ -1,4 +1,4 @@
-import { FilterError, ProxyClosedError } from '../errors.js';
+import { FilterError, ProxyClosedError, SelectorError } from '../errors.js';
 import { filterDatagram, madeSessionFilter } from '../filter/sessionFilter.js';
 import { reportRejection } from '../filter/asyncResult.js';
 import type { UdpSessionFilter, UdpSessionFilterFactory } from '../filter/sessionFilter.js';
@@ -18,6 +18,10 @@ import { linkTo } from '../transport/linkTo.js';
 import type { QuicSession, QuicSessionOwner } from '../quic/QuicSession.js';
 
 const EMPTY: readonly UpstreamState[] = [];
+
+function onSelectionTimeout(session: UdpSession): void {
+  session.selectionTimedOut();
+}
 
 /** What happens to datagrams still waiting when a session closes for `reason`. */
 function dropReasonFor(reason: SessionCloseReason): DropReason {
@@ -46,7 +50,6 @@ function dropReasonFor(reason: SessionCloseReason): DropReason {
 export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, QuicSessionOwner {
   readonly id: number;
   readonly protocol = 'udp' as const;
-  readonly attempt = 1;
   readonly clientAddress: string;
   readonly clientPort: number;
   readonly clientFamily: 'IPv4' | 'IPv6';
@@ -80,6 +83,12 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   /** Datagrams waiting anywhere (selection, socket setup): bounded by `maxPendingDatagrams`. */
   private waiting = 0;
   private selecting = false;
+  /** Upstreams this session has been sent to (`maxConnectAttempts`); the first is `attempts` 1. */
+  private attempts = 1;
+  /** The upstreams that refused this session's datagrams, once one has (see `failover`). */
+  private triedStates: UpstreamState[] | undefined;
+  /** Bounds an async selector's answer by `connectTimeout` (armed only for a promise). */
+  private selectTimer: NodeJS.Timeout | undefined;
   private responses = 0;
 
   private reason: SessionCloseReason | undefined;
@@ -124,12 +133,19 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
 
   // ---- SelectionContext -------------------------------------------------------------------
 
+  get attempt(): number {
+    return this.attempts;
+  }
+
   get tried(): readonly UpstreamState[] {
-    return EMPTY;
+    return this.triedStates ?? EMPTY;
   }
 
   get candidates(): readonly UpstreamState[] {
-    return this.host.upstreams.available();
+    const available = this.host.upstreams.available();
+    const tried = this.triedStates;
+    // Only after a refusal (rare): the first choice takes the set as it is.
+    return tried === undefined ? available : available.filter((state) => !tried.includes(state));
   }
 
   get upstreams(): readonly UpstreamState[] {
@@ -211,6 +227,9 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     }
     const link = this.link;
     if (link !== undefined) {
+      // The upstream had `connectTimeout` to refuse: past it, nothing more is kept for failover.
+      if (link.kept !== undefined && this.lastActivity - link.keptSince > this.failoverWindow())
+        link.kept = undefined;
       if (link.ready) {
         if (!link.send(msg)) this.drop(DropReason.SEND_QUEUE_FULL, 'client', len);
       } else if (this.reserve(len)) {
@@ -277,29 +296,92 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       this.terminate(SessionCloseReason.SELECTOR_ERROR, selectorError(err));
       return;
     }
-    if (isThenable(result)) Promise.resolve(result).then(this.onSelected, this.onSelectorFailed);
+    if (isThenable(result)) this.awaitSelection(result);
     else this.onSelected(result);
   }
 
+  /**
+   * An async selector's answer is bounded by `connectTimeout`, as `TcpProxy` bounds it: a promise
+   * that never settles would otherwise hold the session and its waiting datagrams until
+   * `idleTimeout`. A synchronous selector arms no timer.
+   */
+  private awaitSelection(result: PromiseLike<SelectionResult>): void {
+    const timer = setTimeout(onSelectionTimeout, this.host.options.connectTimeout, this);
+    timer.unref();
+    this.selectTimer = timer;
+    Promise.resolve(result).then(this.onSelected, this.onSelectorFailed);
+  }
+
+  /** @internal The selector's promise did not settle within `connectTimeout`. */
+  selectionTimedOut(): void {
+    this.selectTimer = undefined;
+    const ms = this.host.options.connectTimeout;
+    this.terminate(
+      SessionCloseReason.SELECTOR_ERROR,
+      new SelectorError(
+        `The upstream selector did not answer within connectTimeout (${String(ms)} ms): make its promise settle (resolve with an upstream or null, or reject).`,
+      ),
+    );
+  }
+
+  private clearSelectTimer(): void {
+    if (this.selectTimer === undefined) return;
+    clearTimeout(this.selectTimer);
+    this.selectTimer = undefined;
+  }
+
   private readonly onSelectorFailed = (err: unknown): void => {
+    // A late rejection (the session ended on its timer, or closed) changes nothing.
+    if (this.reason !== undefined) return;
+    this.clearSelectTimer();
     this.terminate(SessionCloseReason.SELECTOR_ERROR, selectorError(err));
   };
 
   private readonly onSelected = (choice: SelectionResult): void => {
+    // A late answer (the session ended on its timer, or closed) is ignored.
     if (this.reason !== undefined) return;
+    this.clearSelectTimer();
     this.selecting = false;
     const state = this.resolve(choice);
     if (typeof state === 'string') {
-      this.terminate(state, this.error);
+      // Nothing left to move to: the session ends with the refusal that moved it.
+      if (state === SessionCloseReason.NO_UPSTREAM && this.triedStates !== undefined)
+        this.giveUp(this.error);
+      else this.terminate(state, this.error);
       return;
     }
+    // A retry (see `failover`) counts once it has somewhere to go.
+    if (this.attempts > 1) this.host.counters.retries++;
     const link = linkTo(this, state);
     this.current = state;
     this.link = link;
     link.queue = this.pending;
     this.pending = undefined;
+    if (this.movable(state)) {
+      link.kept = [];
+      link.keptSince = this.attempts === 1 ? this.lastActivity : Date.now();
+    }
     link.open();
   };
+
+  /**
+   * Whether this session's datagrams are kept, to be sent again to another upstream if `state`
+   * refuses them: with `maxConnectAttempts` above 1, a direct upstream, no QUIC (its pinned
+   * connections and Initials have their own recovery) and room to keep any.
+   */
+  private movable(state: UpstreamState): boolean {
+    const options = this.host.options;
+    return (
+      options.maxConnectAttempts > 1 &&
+      options.maxPendingDatagrams > 0 &&
+      this.quic === undefined &&
+      state.upstream.tunnel === undefined
+    );
+  }
+
+  private failoverWindow(): number {
+    return this.host.options.connectTimeout;
+  }
 
   /**
    * Maps a selector's choice to live state, or to the reason it cannot be used (with
@@ -381,7 +463,11 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   fromUpstream(link: UpstreamLink, msg: Buffer): void {
     const len = msg.length;
     // The first reply on a link proves the upstream reachable; later ones add nothing.
-    if (link.datagramsReceived++ === 0) this.host.upstreamSucceeded(link.state, link.generation);
+    if (link.datagramsReceived++ === 0) {
+      this.host.upstreamSucceeded(link.state, link.generation);
+      // It answers: the session stays with it, nothing more is kept.
+      link.kept = undefined;
+    }
     const negotiated = this.quic !== undefined && this.quic.fromServer(msg);
     this.datagramsFromUpstream++;
     this.bytesFromUpstream += len;
@@ -462,6 +548,10 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     if (this.reason !== undefined || (kind === 'send' && !isUnreachable(error))) return;
     const setup = kind === 'setup';
     if (this.links === undefined) {
+      // Only a refusal (ICMP) moves the session: any other receive error is not the upstream's answer.
+      const refused =
+        link.kept !== undefined && !setup && link === this.link && isUnreachable(error);
+      if (refused && this.failover(link, error)) return;
       this.terminate(
         setup ? SessionCloseReason.SOCKET_ERROR : SessionCloseReason.UPSTREAM_ERROR,
         error,
@@ -471,6 +561,50 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     // Per-packet balancing: only this upstream's link goes; the session keeps the others.
     this.links.delete(link.state);
     this.closeLink(link, setup ? DropReason.SOCKET_ERROR : DropReason.SESSION_CLOSED, error);
+  }
+
+  /**
+   * The session's upstream refused its datagrams (ICMP unreachable) before any reply: take them
+   * back (with those still queued), and send them, in order, to another upstream chosen by the
+   * selector without the ones already tried, as `TcpProxy` retries a refused connect. False when
+   * the refusal came after the `connectTimeout` window (the datagrams may have been delivered
+   * before it: the session ends as without failover).
+   */
+  private failover(link: UpstreamLink, error: Error): boolean {
+    const kept = link.kept as Buffer[];
+    if (Date.now() - link.keptSince > this.failoverWindow()) return false;
+    const queue = link.queue;
+    link.queue = undefined;
+    if (queue !== undefined) this.waiting -= queue.length;
+    const counters = this.host.counters;
+    counters.refusedDatagrams += kept.length;
+    const resend = queue === undefined ? kept : kept.concat(queue);
+    this.link = undefined;
+    this.closeLink(link, DropReason.SESSION_CLOSED, error);
+    (this.triedStates ??= []).push(link.state);
+    this.error = error;
+    this.pending = resend;
+    this.waiting += resend.length;
+    if (this.attempts >= this.host.options.maxConnectAttempts) {
+      counters.attemptsExceeded++;
+      this.giveUp(error);
+      return true;
+    }
+    this.attempts++;
+    this.select();
+    return true;
+  }
+
+  /** No upstream is left to move to: what was taken back is dropped, the session ends. */
+  private giveUp(error: Error | undefined): void {
+    const pending = this.pending;
+    this.pending = undefined;
+    if (pending !== undefined) {
+      this.waiting -= pending.length;
+      for (const msg of pending)
+        this.drop(DropReason.UPSTREAM_REFUSED, 'client', msg.length, error);
+    }
+    this.terminate(SessionCloseReason.UPSTREAM_ERROR, error);
   }
 
   private drop(reason: DropReason, from: 'client' | 'upstream', size: number, error?: Error): void {
@@ -486,6 +620,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     this.error = error;
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
+    this.clearSelectTimer();
     this.abort?.abort(error ?? new ProxyClosedError(`Session ended: ${reason}.`));
     this.quic?.close();
     const dropReason = dropReasonFor(reason);

@@ -45,6 +45,12 @@ export function maxPayloadTo(address: string): number {
     : MAX_UDP4_PAYLOAD;
 }
 
+/**
+ * Bytes a link keeps for failover (`kept`): a session's first datagrams are small (a DNS query, a
+ * handshake); one that sends more before any reply stops being moved, rather than hold more.
+ */
+export const MAX_KEPT_BYTES = 65_536;
+
 /** ICMP errors a connected UDP socket reports: the upstream cannot be reached. */
 const UNREACHABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN']);
 
@@ -73,6 +79,16 @@ export class UpstreamLink {
   queue: Buffer[] | undefined;
   /** Sends handed to `dgram` whose callback has not run yet. */
   inFlight = 0;
+  /**
+   * Datagrams handed to the socket while the session may still move to another upstream if this
+   * one refuses them (`maxConnectAttempts`): set by the session, dropped at the first reply or
+   * past `connectTimeout`, `maxPendingDatagrams` or `MAX_KEPT_BYTES`. References to the buffers
+   * received (each datagram its own), never copies; undefined (one check per send) otherwise.
+   */
+  kept: Buffer[] | undefined;
+  keptBytes = 0;
+  /** When keeping started (ms since the epoch), for the `connectTimeout` window. */
+  keptSince = 0;
   /** Replies received on this link (the session counts the first as an upstream success). */
   datagramsReceived = 0;
   /** Datagrams and bytes handed to the socket. */
@@ -260,6 +276,7 @@ export class UpstreamLink {
     if (handle !== undefined) {
       this.sendOnHandle(handle, header === undefined ? [msg] : [header, msg]);
       this.countSent(msg.length);
+      if (this.kept !== undefined) this.keep(msg);
       return true;
     }
     if (socket === undefined) return true;
@@ -277,7 +294,22 @@ export class UpstreamLink {
     }
     this.inFlight++;
     this.countSent(msg.length);
+    if (this.kept !== undefined) this.keep(msg);
     return true;
+  }
+
+  /** Keeps a sent datagram for failover; past the bounds, keeps nothing more (no failover). */
+  private keep(msg: Buffer): void {
+    const kept = this.kept as Buffer[];
+    if (
+      kept.length >= this.host.options.maxPendingDatagrams ||
+      this.keptBytes + msg.length > MAX_KEPT_BYTES
+    ) {
+      this.kept = undefined;
+      return;
+    }
+    kept.push(msg);
+    this.keptBytes += msg.length;
   }
 
   /** Counts a datagram handed to the upstream (a link that stands in for this one counts alike). */
@@ -322,6 +354,7 @@ export class UpstreamLink {
     this.closed = true;
     this.ready = false;
     this.queue = undefined;
+    this.kept = undefined;
     if (this.counted) {
       this.counted = false;
       this.state.active--;

@@ -77,6 +77,11 @@ export const DropReason = {
   RATE_LIMITED: 'rate_limited',
   /** A session filter dropped it (returned null). */
   FILTERED: 'filtered',
+  /**
+   * Every upstream the session was sent to refused it (ICMP unreachable) before any reply, and
+   * `maxConnectAttempts` or the upstreams ran out. It was sent (and counted sent) to each.
+   */
+  UPSTREAM_REFUSED: 'upstream_refused',
   /** It waited in a session closed as `quic_no_client_hello` (`quic.fallback: 'drop'`). */
   QUIC_NO_CLIENT_HELLO: 'quic_no_client_hello',
 } as const;

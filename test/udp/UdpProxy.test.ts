@@ -504,6 +504,128 @@ describe('UdpProxy selectors', () => {
     assert.equal(proxy.stats().dropped.selector_error, 2);
   });
 
+  test('bounds an async selector that never answers by connectTimeout: selector_error, signal aborted, a late answer ignored', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    // The selection timer is found by its callback's name: armed only for a promise.
+    const timers = new Map<number, string>();
+    let armed = 0;
+    const hook = createHook({
+      init(id, type, _trigger, resource) {
+        const callback = (resource as { _onTimeout?: { name?: string } })._onTimeout;
+        if (type !== 'Timeout' || callback?.name !== 'onSelectionTimeout') return;
+        armed++;
+        timers.set(id, type);
+      },
+      destroy(id) {
+        timers.delete(id);
+      },
+    }).enable();
+    t.after(() => hook.disable());
+    let mode: 'never' | 'sync' = 'sync';
+    let late: (() => void) | undefined;
+    let signal: AbortSignal | undefined;
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      connectTimeout: 200,
+      selector: (ctx) => {
+        if (mode === 'sync') return ctx.candidates[0];
+        signal = ctx.signal;
+        return new Promise((resolve) => {
+          late = () => {
+            resolve(ctx.candidates[0]);
+          };
+        });
+      },
+    });
+    t.after(() => proxy.close());
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const drops = collect<UdpDrop>(proxy, 'dropped');
+    const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    // A synchronous selector arms no timer.
+    assert.equal((await request(client, port, 'sync')).toString(), 'sync');
+    assert.equal(armed, 0);
+    mode = 'never';
+    const other = await udpSocket();
+    t.after(() => closeSocket(other));
+    for (const payload of ['1', '2', '3']) other.send(payload, port, '127.0.0.1');
+    await until(proxy, 'sessionClose', () => closes.length === 1);
+    assert.equal(armed, 1);
+    const summary = closes[0];
+    assert.equal(summary?.reason, 'selector_error');
+    assert.equal(summary.error?.name, 'SelectorError');
+    assert.match(summary.error.message, /connectTimeout \(200 ms\)/);
+    assert.ok(summary.durationMs >= 150 && summary.durationMs < 3_000, String(summary.durationMs));
+    assert.equal(signal?.aborted, true);
+    assert.equal(signal.reason, summary.error);
+    // Every datagram that waited for the selection is counted, with the session's reason.
+    await until(proxy, 'dropped', () => drops.length === 3);
+    assert.deepEqual(
+      drops.map((d) => d.reason),
+      ['selector_error', 'selector_error', 'selector_error'],
+    );
+    assert.equal(proxy.stats().dropped.selector_error, 3);
+    // The late answer opens nothing and sends nothing.
+    assert.ok(late);
+    late();
+    await new Promise((resolve) => setImmediate(resolve));
+    const stats = proxy.stats();
+    assert.equal(stats.upstream_sess_total, 1, 'only the synchronous session dialled');
+    assert.equal(stats.downstream_sess_active, 1, 'the synchronous session, still live');
+    assert.equal(stats.session_close_reasons.selector_error, 1);
+    assert.equal(echo.received, 1);
+    // No selection timer is left armed: the proxy closes cleanly and its timers are gone.
+    await withTimeout(proxy.close(), 3_000, 'proxy.close()');
+    const deadline = Date.now() + 2_000;
+    for (let i = 0; i < 1_000 && timers.size > 0 && Date.now() < deadline; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    assert.deepEqual([...timers.values()], []);
+  });
+
+  test('clears the selection timer when an async selector answers in time, or the proxy closes first', async (t) => {
+    const echo = await udpEcho('E:');
+    t.after(() => echo.close());
+    const timers = new Set<number>();
+    const hook = createHook({
+      init(id, type, _trigger, resource) {
+        const callback = (resource as { _onTimeout?: { name?: string } })._onTimeout;
+        if (type === 'Timeout' && callback?.name === 'onSelectionTimeout') timers.add(id);
+      },
+      destroy(id) {
+        timers.delete(id);
+      },
+    }).enable();
+    t.after(() => hook.disable());
+    let hold = false;
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      connectTimeout: 60_000,
+      selector: (ctx) => (hold ? new Promise(() => undefined) : Promise.resolve(ctx.candidates[0])),
+    });
+    t.after(() => proxy.close());
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    assert.equal((await request(client, port, 'a')).toString(), 'E:a');
+    hold = true;
+    const other = await udpSocket();
+    t.after(() => closeSocket(other));
+    other.send('b', port, '127.0.0.1');
+    await until(proxy, 'session', () => proxy.stats().downstream_sess_total === 2);
+    // The proxy closes at once: it does not wait out the 60 s bound.
+    await withTimeout(proxy.close(), 3_000, 'proxy.close()');
+    assert.deepEqual(closes.map((c) => c.reason).sort(), ['proxy_closed', 'proxy_closed']);
+    const deadline = Date.now() + 2_000;
+    for (let i = 0; i < 1_000 && timers.size > 0 && Date.now() < deadline; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    assert.equal(timers.size, 0);
+  });
+
   test('holds datagrams while an async selector decides, in order, up to maxPendingDatagrams', async (t) => {
     const echo = await udpEcho();
     t.after(() => echo.close());

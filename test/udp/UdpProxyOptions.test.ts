@@ -21,6 +21,10 @@ describe('UdpProxyOptions', () => {
     rejectsOption({ idleTimeout: -1 }, 'idleTimeout');
     rejectsOption({ idleTimeout: 1.5 }, 'idleTimeout');
     rejectsOption({ idleTimeout: '60s' }, 'idleTimeout');
+    rejectsOption({ connectTimeout: 0 }, 'connectTimeout');
+    rejectsOption({ maxConnectAttempts: 0 }, 'maxConnectAttempts');
+    rejectsOption({ maxConnectAttempts: 101 }, 'maxConnectAttempts');
+    rejectsOption({ maxConnectAttempts: 2.5 }, 'maxConnectAttempts');
     rejectsOption({ maxSessions: 0 }, 'maxSessions');
     rejectsOption({ maxSessions: -Infinity }, 'maxSessions');
     rejectsOption({ maxDatagramSize: 0 }, 'maxDatagramSize');
@@ -44,6 +48,8 @@ describe('UdpProxyOptions', () => {
       { maxDatagramSize: 1 },
       { maxDatagramSize: 65_535 },
       { maxPendingDatagrams: 0 },
+      { connectTimeout: 1, maxConnectAttempts: 1 },
+      { maxConnectAttempts: 100 },
       { mode: 'non-transparent' as const },
     ]) {
       assert.ok(new UdpProxy(options) instanceof UdpProxy);
