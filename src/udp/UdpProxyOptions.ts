@@ -69,7 +69,7 @@ export interface UdpProxyOptions extends UpstreamOptions {
   readonly perPacketBalancing?: boolean;
   /** Filters that see each datagram of a session both ways (Envoy UDP session filters). Default none. */
   readonly sessionFilters?: readonly UdpSessionFilterFactory[];
-  /** Datagrams held per session while its upstream is chosen and its socket set up. Default 64, 0-65 536. */
+  /** Datagrams held per session while its upstream is chosen and its socket set up. Default 64, 1-65 536. */
   readonly maxPendingDatagrams?: number;
   /** Sends not yet completed per socket; datagrams beyond are dropped. Default 1024, 1-1 048 576. */
   readonly maxSendQueue?: number;
@@ -187,8 +187,9 @@ export function resolveUdpOptions(input: unknown): {
     relay: udpRelay(raw.relay),
     closeOnHealthFailure: boolean(raw.closeOnHealthFailure, 'closeOnHealthFailure', false),
     perPacketBalancing: boolean(raw.perPacketBalancing, 'perPacketBalancing', false),
+    // At least 1: the datagram that opens a session waits for its upstream like any other.
     maxPendingDatagrams: integer(raw.maxPendingDatagrams, 'maxPendingDatagrams', 64, {
-      min: 0,
+      min: 1,
       max: 65_536,
     }),
     maxSendQueue: integer(raw.maxSendQueue, 'maxSendQueue', 1024, { min: 1, max: 1_048_576 }),

@@ -187,12 +187,24 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   start(first: Buffer): void {
     const factories = this.host.options.sessionFilters;
     if (factories !== undefined && !this.openFilters(factories)) return;
-    const idleTimeout = this.host.options.idleTimeout;
-    if (idleTimeout > 0) {
-      this.idleTimer = setTimeout(this.onIdleCheck, idleTimeout);
+    const firstCheck = this.firstCheckDelay();
+    if (firstCheck > 0) {
+      this.idleTimer = setTimeout(this.onIdleCheck, firstCheck);
       this.idleTimer.unref();
     }
     this.fromClient(first);
+  }
+
+  /**
+   * When the session's one timer first fires: at `idleTimeout`, or sooner with failover on, so
+   * that what a link keeps for it (see `UpstreamLink.kept`) goes once its window has passed even
+   * if no datagram comes after it (one-way traffic: syslog, metrics) rather than at idle expiry.
+   */
+  private firstCheckDelay(): number {
+    const { idleTimeout, maxConnectAttempts } = this.host.options;
+    if (maxConnectAttempts <= 1) return idleTimeout;
+    const window = this.failoverWindow() + 1;
+    return idleTimeout > 0 ? Math.min(idleTimeout, window) : window;
   }
 
   /** Ends the session now, reason `closed_by_user`. */
@@ -367,13 +379,12 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   /**
    * Whether this session's datagrams are kept, to be sent again to another upstream if `state`
    * refuses them: with `maxConnectAttempts` above 1, a direct upstream, no QUIC (its pinned
-   * connections and Initials have their own recovery) and room to keep any.
+   * connections and Initials have their own recovery).
    */
   private movable(state: UpstreamState): boolean {
     const options = this.host.options;
     return (
       options.maxConnectAttempts > 1 &&
-      options.maxPendingDatagrams > 0 &&
       this.quic === undefined &&
       state.upstream.tunnel === undefined
     );
@@ -719,19 +730,41 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   }
 
   /**
-   * Fires at most once per `idleTimeout`; traffic only stamps `lastActivity`, so the relay never
-   * touches a timer per datagram.
+   * Fires at most once per `idleTimeout` (and once at the end of a failover window); traffic only
+   * stamps `lastActivity`, so the relay never touches a timer per datagram.
    */
   private readonly onIdleCheck = (): void => {
+    const now = Date.now();
+    let next = this.keptWindowLeft(now);
     const idleTimeout = this.host.options.idleTimeout;
-    const idleFor = Date.now() - this.lastActivity;
-    if (idleFor >= idleTimeout) {
+    if (idleTimeout > 0) {
+      const idleFor = now - this.lastActivity;
+      if (idleFor >= idleTimeout) {
+        this.idleTimer = undefined;
+        this.host.counters.idleTimeouts++;
+        this.terminate(SessionCloseReason.IDLE_TIMEOUT);
+        return;
+      }
+      next = Math.min(next, idleTimeout - idleFor);
+    }
+    if (next === Infinity) {
       this.idleTimer = undefined;
-      this.host.counters.idleTimeouts++;
-      this.terminate(SessionCloseReason.IDLE_TIMEOUT);
       return;
     }
-    this.idleTimer = setTimeout(this.onIdleCheck, idleTimeout - idleFor);
+    this.idleTimer = setTimeout(this.onIdleCheck, next);
     this.idleTimer.unref();
   };
+
+  /**
+   * Ms until the session's link stops keeping datagrams for failover, or Infinity when it keeps
+   * none (any more: past its window, what it kept is let go here).
+   */
+  private keptWindowLeft(now: number): number {
+    const link = this.link;
+    if (link?.kept === undefined) return Infinity;
+    const left = link.keptSince + this.failoverWindow() - now;
+    if (left >= 0) return left + 1;
+    link.kept = undefined;
+    return Infinity;
+  }
 }

@@ -31,7 +31,7 @@ describe('UdpProxyOptions', () => {
     rejectsOption({ maxDatagramSize: 65_536 }, 'maxDatagramSize');
     rejectsOption({ maxResponses: 0 }, 'maxResponses');
     rejectsOption({ perPacketBalancing: 'yes' }, 'perPacketBalancing');
-    rejectsOption({ maxPendingDatagrams: -1 }, 'maxPendingDatagrams');
+    rejectsOption({ maxPendingDatagrams: 0 }, 'maxPendingDatagrams');
     rejectsOption({ maxSendQueue: 0 }, 'maxSendQueue');
     rejectsOption({ selector: 'roundRobin' }, 'selector');
     rejectsOption({ upstreams: {} }, 'upstreams');
@@ -47,7 +47,7 @@ describe('UdpProxyOptions', () => {
       { maxSessions: Infinity, maxResponses: Infinity },
       { maxDatagramSize: 1 },
       { maxDatagramSize: 65_535 },
-      { maxPendingDatagrams: 0 },
+      { maxPendingDatagrams: 1 },
       { connectTimeout: 1, maxConnectAttempts: 1 },
       { maxConnectAttempts: 100 },
       { mode: 'non-transparent' as const },

@@ -7,6 +7,8 @@ import { createHook } from 'node:async_hooks';
 import { execFile } from 'node:child_process';
 import type { Socket } from 'node:dgram';
 import { once } from 'node:events';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { UdpProxy, type UdpDrop, type UdpSessionSummary } from '../../src/index.js';
@@ -252,6 +254,45 @@ describe('UdpProxy upstream failover (maxConnectAttempts)', () => {
     assert.equal(stats.dropped.upstream_refused, 1);
     assert.equal(stats.session_close_reasons.no_upstream, 0);
     assertAccounted(stats);
+  });
+
+  test('lets go of what it kept once connectTimeout has passed, with no further datagram (one-way traffic)', async (t) => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const silent = await udpSocket();
+    t.after(() => closeSocket(silent));
+    const sent: WeakRef<Buffer>[] = [];
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: silent.address().port }],
+      connectTimeout: 30,
+      // What the proxy holds is only seen through a filter that lets each datagram through.
+      sessionFilters: [
+        () => ({
+          onClientDatagram: (datagram) => {
+            sent.push(new WeakRef(datagram));
+            return datagram;
+          },
+        }),
+      ],
+    });
+    t.after(() => proxy.close());
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    const arrived = once(silent, 'message');
+    client.send(Buffer.alloc(1_000, 1), port, '127.0.0.1');
+    await withTimeout(arrived, 3_000, 'the silent upstream');
+    assert.equal(sent.length, 1);
+    // The session lives on (idleTimeout 60 s, no reply ever): only the end of the failover
+    // window lets the datagram go. Polled, bounded in count and time.
+    const started = Date.now();
+    let collected = false;
+    for (let i = 0; i < 200 && Date.now() - started < 5_000 && !collected; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      gc();
+      collected = sent[0]?.deref() === undefined;
+    }
+    assert.ok(collected, 'the kept datagram was let go after connectTimeout');
+    assert.equal(proxy.stats().downstream_sess_active, 1, 'the session itself lives on');
   });
 
   test('maxConnectAttempts: 1 keeps the old behaviour: the refused session ends, nothing kept', async (t) => {
