@@ -43,6 +43,16 @@ export interface AdminServerOptions {
   readonly headersTimeout?: number;
   /** Time to receive a whole request (`requestTimeout`), ms. Default 10 000. */
   readonly requestTimeout?: number;
+  /**
+   * Wrong or missing tokens one client address may send per `authFailureWindow` before it is
+   * answered 429 (with `Retry-After`, its token unchecked) until the window ends. Default 10;
+   * 0 turns the limit off.
+   */
+  readonly authFailureLimit?: number;
+  /** The window of `authFailureLimit`, ms, from an address's first failure. Default 60 000. */
+  readonly authFailureWindow?: number;
+  /** Client addresses tracked at once (the least recently failing forgotten first). Default 10 000. */
+  readonly authFailureSources?: number;
 }
 
 export interface ResolvedAdminOptions {
@@ -57,6 +67,9 @@ export interface ResolvedAdminOptions {
   readonly maxHeaderSize: number;
   readonly headersTimeout: number;
   readonly requestTimeout: number;
+  readonly authFailureLimit: number;
+  readonly authFailureWindow: number;
+  readonly authFailureSources: number;
 }
 
 /** The bounds of the server's HTTP side (the CLI's `admin` block sets the same). */
@@ -66,6 +79,9 @@ export const ADMIN_LIMIT_KEYS = [
   'maxHeaderSize',
   'headersTimeout',
   'requestTimeout',
+  'authFailureLimit',
+  'authFailureWindow',
+  'authFailureSources',
 ] as const;
 
 const KEYS = [
@@ -109,6 +125,15 @@ export function resolveAdminOptions(options: unknown): ResolvedAdminOptions {
       max: 65_536,
     }),
     ...timeouts(raw),
+    authFailureLimit: integer(raw.authFailureLimit, 'authFailureLimit', 10, {
+      min: 0,
+      max: 1_000_000,
+    }),
+    authFailureWindow: duration(raw.authFailureWindow, 'authFailureWindow', 60_000, 1),
+    authFailureSources: integer(raw.authFailureSources, 'authFailureSources', 10_000, {
+      min: 1,
+      max: 1_000_000,
+    }),
   };
 }
 

@@ -96,7 +96,7 @@ export function parseAdminSetting(
   };
 }
 
-/** Shorter tokens are warned about: the API allows 16 connections of unbounded tries each. */
+/** Shorter tokens are warned about: the failure limit slows guessing per address, not across many. */
 export const MIN_TOKEN_LENGTH = 16;
 
 /**
