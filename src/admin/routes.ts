@@ -226,6 +226,8 @@ async function route(admin: AdminServer, req: IncomingMessage, res: ServerRespon
     const families: MetricFamily[] = [];
     for (const listener of admin.adminListeners())
       families.push(...listenerMetricFamilies(listener));
+    for (const { name, certificates } of admin.options.certificateListeners?.() ?? [])
+      families.push(...certificateFamilies(certificates, { listener: name }));
     if (admin.authLimiter !== undefined) families.push(...authLimiterFamilies(admin.authLimiter));
     sendMetrics(req, res, families);
     return;
@@ -269,6 +271,8 @@ export const JSON_READERS: Readonly<Record<string, (admin: AdminServer) => unkno
     const listeners: Record<string, unknown> = {};
     for (const listener of admin.adminListeners())
       listeners[listener.name] = { protocol: listener.protocol, certificates: served(listener) };
+    for (const { name, protocol, certificates } of admin.options.certificateListeners?.() ?? [])
+      listeners[name] = { protocol, certificates };
     return { time: Date.now(), listeners };
   },
 };

@@ -1,3 +1,4 @@
+import type { AdminCertificateListener } from '../admin/adminOptions.js';
 import type { TlsCertificateInfo } from '../tls/certificateInfo.js';
 import { certificateFamilies } from '../metrics/certificateMetrics.js';
 import { readConfigText } from './configText.js';
@@ -306,6 +307,15 @@ export class TunnelListeners {
         ...(certificates.length > 0 && { certificates }),
       };
     });
+  }
+
+  /** Each listener's certificates (none without TLS), for the admin API's `/certs`. */
+  certificateListeners(): AdminCertificateListener[] {
+    return [...this.running].map(([name, { server }]) => ({
+      name,
+      protocol: 'tunnel',
+      certificates: server.certificates(),
+    }));
   }
 
   /** Metric families (`l4proxy_tunnel_server_*`), labelled `listener`. */
