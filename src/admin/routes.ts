@@ -292,7 +292,6 @@ export function listenerMetricFamilies(listener: AdminListener): MetricFamily[] 
       ? tcpFamilies(stats as TcpProxyStats, labels)
       : udpFamilies(stats as UdpProxyStats, labels);
   if (listener.latency !== undefined) families.push(...listener.latency.families(labels));
-  families.push(...certificateFamilies(served(listener), labels));
   return families;
 }
 

@@ -959,7 +959,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       tls: this.tlsStats,
     });
     const tunnels = proxyTunnelStats(this.tunnelAgent, upstreams);
-    return tunnels === undefined ? stats : { ...stats, tunnels };
+    const certificates = this.certificates();
+    return {
+      ...stats,
+      ...(tunnels !== undefined && { tunnels }),
+      ...(certificates.length > 0 && { certificates }),
+    };
   }
 
   /**

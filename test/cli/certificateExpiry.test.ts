@@ -129,6 +129,14 @@ test('CLI: a certificate expiring within certificateExpiryWarningDays is logged 
     tunnelListed.map((c) => [c.source, c.subject]),
     [['terminateTls', 'CN=later.example']],
   );
+  const metricsText = (await httpGet(`http://${metricsAt}/metrics`)).body;
+  for (const text of [metricsText, adminMetrics.text]) {
+    // Rendered once, from the stats (the proxies' metrics() have it too since).
+    const help = text.match(/^# HELP l4proxy_tls_certificate_expiry_timestamp_seconds /gm);
+    assert.equal(help?.length, 1);
+    const samples = text.match(/^l4proxy_tls_certificate_expiry_timestamp_seconds\{/gm);
+    assert.equal(samples?.length, 3, 'web: 2, egress: 1');
+  }
   const adminFamilies = parseExposition(adminMetrics.text);
   for (const at of [families, adminFamilies])
     assert.equal(
