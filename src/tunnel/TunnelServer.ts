@@ -465,11 +465,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
 
   /**
    * The certificates this server presents, with their validity, as {@link TcpProxy.certificates}:
-   * the listener's (`terminateTls`) and the client certificates of TLS to upstreams.
+   * the listener's (`terminateTls`, and what its `sniCallback` served) and the client
+   * certificates of TLS to upstreams.
    */
   certificates(): TlsCertificateInfo[] {
     return [
       ...(this.terminateTls?.served ?? []),
+      ...(this.terminateTls?.sniServed?.list() ?? []),
       ...this.upstreamTls.certificates(this.manager.set.list()),
     ];
   }
