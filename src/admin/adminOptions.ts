@@ -58,9 +58,9 @@ export interface AdminServerOptions {
   /** Time to receive a whole request (`requestTimeout`), ms. Default 10 000. */
   readonly requestTimeout?: number;
   /**
-   * Wrong or missing tokens one client address may send per `authFailureWindow` before it is
-   * answered 429 (with `Retry-After`, its token unchecked) until the window ends. Default 10;
-   * 0 turns the limit off.
+   * Wrong tokens one client address may send per `authFailureWindow` before it is answered 429
+   * (with `Retry-After`, its token unchecked) until the window ends; a request without a token is
+   * not a guess and does not count. Default 10; 0 turns the limit off.
    */
   readonly authFailureLimit?: number;
   /** The window of `authFailureLimit`, ms, from an address's first failure. Default 60 000. */

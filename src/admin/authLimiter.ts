@@ -2,7 +2,7 @@ import type { MetricFamily } from '../metrics/prometheus.js';
 
 /** The limiter's settings: the admin options `authFailures`, `authFailureWindow`, `authFailureSources`. */
 export interface AuthLimits {
-  /** Failed token attempts one source may make per window; 0 turns the limiter off. */
+  /** Wrong tokens one source may send per window; 0 turns the limiter off. */
   readonly failures: number;
   /** The window, ms: it opens at a source's first failure; the source is throttled to its end. */
   readonly window: number;
@@ -17,13 +17,13 @@ interface Entry {
 }
 
 /**
- * Bounds token guessing on the admin API: after `failures` wrong or missing tokens from one
- * address within `window` ms, that address is answered 429 (without checking its token) until the
+ * Bounds token guessing on the admin API: after `failures` wrong tokens from one address within
+ * `window` ms, that address is answered 429 (without checking its token) until the
  * window ends. Sources are independent: one address throttled, or one succeeding, changes nothing
  * for another. Memory is bounded by `sources` entries (a Map in least-recently-failed order).
  */
 export class AuthFailureLimiter {
-  /** Failed attempts (401) since start. */
+  /** Wrong tokens (401) since start. */
   failed = 0;
   /** Requests refused with 429 since start. */
   throttled = 0;
@@ -56,7 +56,7 @@ export class AuthFailureLimiter {
     return Math.max(1, Math.ceil(left / 1000));
   }
 
-  /** Records a wrong or missing token from `address`. */
+  /** Records a wrong token from `address`. */
   fail(address: string): void {
     this.failed++;
     if (this.limits.failures === 0) return;
@@ -89,14 +89,14 @@ export function authLimits(options: {
 }
 
 /**
- * `l4proxy_admin_auth_failures_total` (wrong or missing tokens, 401) and
+ * `l4proxy_admin_auth_failures_total` (wrong tokens, 401) and
  * `l4proxy_admin_auth_throttled_total` (requests refused with 429) of an admin server with a token.
  */
 export function authLimiterFamilies(limiter: AuthFailureLimiter): MetricFamily[] {
   return [
     {
       name: 'l4proxy_admin_auth_failures_total',
-      help: 'Admin API requests refused for a missing or wrong bearer token (401).',
+      help: 'Admin API requests refused for a wrong bearer token (401).',
       type: 'counter',
       samples: [{ labels: {}, value: limiter.failed }],
     },

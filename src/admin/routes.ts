@@ -147,7 +147,9 @@ export function readAdminRequest(
     );
   }
   if (!access.authorized(req)) {
-    access.limiter?.fail(source);
+    // A guess needs a token: a request without one (a status page before the operator typed
+    // it, a probe on the wrong path) is refused but not held against its address.
+    if (req.headers.authorization !== undefined) access.limiter?.fail(source);
     // Drain whatever body came so the 401 reaches the client before the socket closes.
     req.resume();
     throw new AdminHttpError(401, 'missing or wrong bearer token (Authorization: Bearer <token>)');

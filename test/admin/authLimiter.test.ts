@@ -78,6 +78,14 @@ test('the 11th wrong token from one address is answered 429 with Retry-After, un
   assert.equal(await counter(port, 'l4proxy_admin_auth_throttled_total'), 4);
 });
 
+test('a request without a token is refused but guesses nothing: it never throttles its address', async (t) => {
+  const { port } = await tokenAdmin(t, { authFailureLimit: 2 });
+  for (let i = 0; i < 6; i++)
+    assert.equal((await adminRequest(port, 'GET', '/stats')).status, 401, `request ${i}`);
+  assert.equal((await adminRequest(port, 'GET', '/stats', { token: TOKEN })).status, 200);
+  assert.equal(await counter(port, 'l4proxy_admin_auth_failures_total'), 0);
+});
+
 test('after authFailureWindow an address may try again', async (t) => {
   const window = 400;
   const { port } = await tokenAdmin(t, { authFailureLimit: 2, authFailureWindow: window });
@@ -105,15 +113,22 @@ test('the tracked addresses stay within authFailureSources; the least recently f
   assert.ok(limiter !== undefined);
   for (let host = 2; host <= 6; host++) {
     const localAddress = `127.0.0.${host}`;
-    assert.equal((await adminRequest(port, 'GET', '/stats', { localAddress })).status, 401);
-    assert.equal((await adminRequest(port, 'GET', '/stats', { localAddress })).status, 429);
+    const guess = { localAddress, token: 'guess' };
+    assert.equal((await adminRequest(port, 'GET', '/stats', guess)).status, 401);
+    assert.equal((await adminRequest(port, 'GET', '/stats', guess)).status, 429);
     assert.ok(limiter.size <= 3, `${limiter.size} sources tracked`);
   }
   assert.equal(limiter.size, 3);
   // 127.0.0.2 was forgotten (it may fail again); 127.0.0.6 is still throttled.
-  const first = await adminRequest(port, 'GET', '/stats', { localAddress: '127.0.0.2' });
+  const first = await adminRequest(port, 'GET', '/stats', {
+    localAddress: '127.0.0.2',
+    token: 'guess',
+  });
   assert.equal(first.status, 401);
-  const last = await adminRequest(port, 'GET', '/stats', { localAddress: '127.0.0.6' });
+  const last = await adminRequest(port, 'GET', '/stats', {
+    localAddress: '127.0.0.6',
+    token: 'guess',
+  });
   assert.equal(last.status, 429);
 });
 
