@@ -13,6 +13,7 @@ import type { AdminListener } from './AdminListener.js';
 import type { AdminServerOptions, ResolvedAdminOptions } from './adminOptions.js';
 import { resolveAdminOptions } from './adminOptions.js';
 import { bearerMatches, isLoopbackHost, sha256 } from './auth.js';
+import { AuthFailureLimiter, authLimits } from './authLimiter.js';
 import { RecentEvents } from './RecentEvents.js';
 import { answerClientError } from './httpReply.js';
 import { handleRequest } from './routes.js';
@@ -66,6 +67,8 @@ export class AdminServer extends EventEmitter<AdminServerEvents> implements Asyn
   /** @internal */
   readonly recent = new RecentEvents();
   private readonly tokenHash: Buffer | undefined;
+  /** @internal Wrong tokens per client address (none without a token: nothing to guess). */
+  readonly authLimiter: AuthFailureLimiter | undefined;
   private readonly fixed: readonly AdminListener[] | undefined;
   private server: Server | undefined;
   /** The `listen()` call still binding, if any: `close()` waits for it. */
@@ -81,6 +84,8 @@ export class AdminServer extends EventEmitter<AdminServerEvents> implements Asyn
     super();
     this.options = resolveAdminOptions(options);
     this.tokenHash = this.options.token === undefined ? undefined : sha256(this.options.token);
+    this.authLimiter =
+      this.tokenHash === undefined ? undefined : new AuthFailureLimiter(authLimits(this.options));
     const proxies = this.options.proxies;
     if (proxies !== undefined) {
       this.fixed = Object.entries(proxies).map(([name, proxy]) =>

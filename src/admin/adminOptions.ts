@@ -11,7 +11,16 @@ import {
 } from '../internal/validate.js';
 import { TcpProxy } from '../tcp/TcpProxy.js';
 import { UdpProxy } from '../udp/UdpProxy.js';
+import type { TlsCertificateInfo } from '../tls/certificateInfo.js';
 import type { AdminListener } from './AdminListener.js';
+
+/** A listener the admin server does not observe, for its certificates (`/certs`, `/metrics`). */
+export interface AdminCertificateListener {
+  readonly name: string;
+  /** What `/certs` shows as its protocol, e.g. `tunnel`. */
+  readonly protocol: string;
+  readonly certificates: readonly TlsCertificateInfo[];
+}
 
 /** Options of {@link createAdminServer}. Defaults mirror Envoy's admin listener and HAProxy's stats socket: local only. */
 export interface AdminServerOptions {
@@ -31,6 +40,11 @@ export interface AdminServerOptions {
   readonly config?: () => unknown;
   /** What `GET /ready` reports. Default: every proxy is listening (or bound). */
   readonly ready?: () => boolean;
+  /**
+   * Listeners besides `proxies` / `listeners` whose certificates `GET /certs` and `/metrics` show
+   * (the CLI's tunnel listeners: `TunnelServer.certificates()`), by name. Called on every request.
+   */
+  readonly certificateListeners?: () => readonly AdminCertificateListener[];
   /** Record latency histograms for `/metrics` (library helper only). Default true. */
   readonly histograms?: boolean;
   /** Concurrent admin connections (`server.maxConnections`). Default 16. */
@@ -43,6 +57,16 @@ export interface AdminServerOptions {
   readonly headersTimeout?: number;
   /** Time to receive a whole request (`requestTimeout`), ms. Default 10 000. */
   readonly requestTimeout?: number;
+  /**
+   * Wrong tokens one client address may send per `authFailureWindow` before it is answered 429
+   * (with `Retry-After`, its token unchecked) until the window ends; a request without a token is
+   * not a guess and does not count. Default 10; 0 turns the limit off.
+   */
+  readonly authFailureLimit?: number;
+  /** The window of `authFailureLimit`, ms, from an address's first failure. Default 60 000. */
+  readonly authFailureWindow?: number;
+  /** Client addresses tracked at once (the least recently failing forgotten first). Default 10 000. */
+  readonly authFailureSources?: number;
 }
 
 export interface ResolvedAdminOptions {
@@ -51,12 +75,16 @@ export interface ResolvedAdminOptions {
   readonly token: string | undefined;
   readonly config: (() => unknown) | undefined;
   readonly ready: (() => boolean) | undefined;
+  readonly certificateListeners: (() => readonly AdminCertificateListener[]) | undefined;
   readonly histograms: boolean;
   readonly maxConnections: number;
   readonly maxBodySize: number;
   readonly maxHeaderSize: number;
   readonly headersTimeout: number;
   readonly requestTimeout: number;
+  readonly authFailureLimit: number;
+  readonly authFailureWindow: number;
+  readonly authFailureSources: number;
 }
 
 /** The bounds of the server's HTTP side (the CLI's `admin` block sets the same). */
@@ -66,6 +94,9 @@ export const ADMIN_LIMIT_KEYS = [
   'maxHeaderSize',
   'headersTimeout',
   'requestTimeout',
+  'authFailureLimit',
+  'authFailureWindow',
+  'authFailureSources',
 ] as const;
 
 const KEYS = [
@@ -74,6 +105,7 @@ const KEYS = [
   'token',
   'config',
   'ready',
+  'certificateListeners',
   'histograms',
   ...ADMIN_LIMIT_KEYS,
 ];
@@ -101,6 +133,10 @@ export function resolveAdminOptions(options: unknown): ResolvedAdminOptions {
     token: raw.token === undefined ? undefined : bearerToken(raw.token),
     config: optionalFunction<() => unknown>(raw.config, 'config'),
     ready: optionalFunction<() => boolean>(raw.ready, 'ready'),
+    certificateListeners: optionalFunction<() => readonly AdminCertificateListener[]>(
+      raw.certificateListeners,
+      'certificateListeners',
+    ),
     histograms: boolean(raw.histograms, 'histograms', true),
     maxConnections: integer(raw.maxConnections, 'maxConnections', 16, { min: 1, max: 10_000 }),
     maxBodySize: integer(raw.maxBodySize, 'maxBodySize', 16_384, { min: 64, max: 1_048_576 }),
@@ -109,6 +145,15 @@ export function resolveAdminOptions(options: unknown): ResolvedAdminOptions {
       max: 65_536,
     }),
     ...timeouts(raw),
+    authFailureLimit: integer(raw.authFailureLimit, 'authFailureLimit', 10, {
+      min: 0,
+      max: 1_000_000,
+    }),
+    authFailureWindow: duration(raw.authFailureWindow, 'authFailureWindow', 60_000, 1),
+    authFailureSources: integer(raw.authFailureSources, 'authFailureSources', 10_000, {
+      min: 1,
+      max: 1_000_000,
+    }),
   };
 }
 

@@ -66,6 +66,8 @@ export function sendError(req: IncomingMessage, res: ServerResponse, err: AdminH
   if (err.status === 401) headers['www-authenticate'] = 'Bearer realm="l4proxy admin"';
   if (err.status === 405 && typeof err.extra?.allow === 'string') headers.allow = err.extra.allow;
   if (err.status === 413) headers.connection = 'close';
+  if (err.status === 429 && typeof err.extra?.retryAfter === 'number')
+    headers['retry-after'] = String(err.extra.retryAfter);
   const body = errorBody(err);
   res.writeHead(err.status, {
     ...SECURITY_HEADERS,

@@ -17,6 +17,8 @@ import {
   sendMetrics,
 } from './httpReply.js';
 import { crossSite, hostCannotBeRebound } from './auth.js';
+import type { AuthFailureLimiter } from './authLimiter.js';
+import { authLimiterFamilies } from './authLimiter.js';
 import { redact } from './redact.js';
 import type { ControlAction } from './runtimeControl.js';
 import {
@@ -112,13 +114,16 @@ export interface AdminAccess {
    * reaching the server is the only credential.
    */
   readonly checkHost: boolean;
+  /** Bounds token guessing per client address (with a token only). */
+  readonly limiter?: AuthFailureLimiter | undefined;
 }
 
 /**
  * Reads one admin request the same way for a single process and a cluster primary: refuses a
  * request a browser sent for another site, or under a rebindable `Host` when there is no token
- * (403), answers the open routes itself (and returns undefined), refuses a missing or wrong token
- * (401) and any method but POST on a control path (405).
+ * (403), answers the open routes itself (and returns undefined), refuses an address that sent too
+ * many wrong tokens (429, its token unchecked), a missing or wrong token (401) and any method but
+ * POST on a control path (405).
  */
 export function readAdminRequest(
   req: IncomingMessage,
@@ -130,7 +135,21 @@ export function readAdminRequest(
   const read = method === 'GET' || method === 'HEAD';
   refuseBrowserAttacks(req, read, access.checkHost);
   if (answerOpenRoute(req, res, { path, read, ready: access.ready })) return undefined;
+  const source = req.socket.remoteAddress ?? '';
+  const wait = access.limiter?.retryAfter(source) ?? 0;
+  if (wait > 0) {
+    req.resume();
+    throw new AdminHttpError(
+      429,
+      `too many wrong tokens from ${source}: retry after ${wait} s`,
+      undefined,
+      { retryAfter: wait },
+    );
+  }
   if (!access.authorized(req)) {
+    // A guess needs a token: a request without one (a status page before the operator typed
+    // it, a probe on the wrong path) is refused but not held against its address.
+    if (req.headers.authorization !== undefined) access.limiter?.fail(source);
     // Drain whatever body came so the 401 reaches the client before the socket closes.
     req.resume();
     throw new AdminHttpError(401, 'missing or wrong bearer token (Authorization: Bearer <token>)');
@@ -196,6 +215,7 @@ async function route(admin: AdminServer, req: IncomingMessage, res: ServerRespon
     ready: () => isReady(admin),
     authorized: (r) => admin.authorized(r),
     checkHost: admin.options.token === undefined,
+    limiter: admin.authLimiter,
   });
   if (request === undefined) return;
   const { path, read, control: segments } = request;
@@ -208,6 +228,9 @@ async function route(admin: AdminServer, req: IncomingMessage, res: ServerRespon
     const families: MetricFamily[] = [];
     for (const listener of admin.adminListeners())
       families.push(...listenerMetricFamilies(listener));
+    for (const { name, certificates } of admin.options.certificateListeners?.() ?? [])
+      families.push(...certificateFamilies(certificates, { listener: name }));
+    if (admin.authLimiter !== undefined) families.push(...authLimiterFamilies(admin.authLimiter));
     sendMetrics(req, res, families);
     return;
   }
@@ -250,6 +273,8 @@ export const JSON_READERS: Readonly<Record<string, (admin: AdminServer) => unkno
     const listeners: Record<string, unknown> = {};
     for (const listener of admin.adminListeners())
       listeners[listener.name] = { protocol: listener.protocol, certificates: served(listener) };
+    for (const { name, protocol, certificates } of admin.options.certificateListeners?.() ?? [])
+      listeners[name] = { protocol, certificates };
     return { time: Date.now(), listeners };
   },
 };
@@ -269,7 +294,6 @@ export function listenerMetricFamilies(listener: AdminListener): MetricFamily[] 
       ? tcpFamilies(stats as TcpProxyStats, labels)
       : udpFamilies(stats as UdpProxyStats, labels);
   if (listener.latency !== undefined) families.push(...listener.latency.families(labels));
-  families.push(...certificateFamilies(served(listener), labels));
   return families;
 }
 

@@ -114,6 +114,7 @@ export const STATUS_PAGE_SCRIPT = `'use strict';
   function get(path) {
     return fetch(path, { headers: headers(), cache: 'no-store' }).then(function (res) {
       if (res.status === 401) throw { auth: true };
+      if (res.status === 429) throw { auth: true, wait: res.headers.get('retry-after') };
       if (!res.ok) throw new Error(path + ': HTTP ' + res.status);
       return res.json();
     });
@@ -310,19 +311,25 @@ export const STATUS_PAGE_SCRIPT = `'use strict';
     document.body.setAttribute('data-updates', String(Number(document.body.getAttribute('data-updates') || 0) + 1));
   }
 
+  /** Resolves false when the token was refused: polling stops until another is entered. */
   function refresh() {
+    var problem = document.getElementById('problem');
     return Promise.all([get('/stats'), get('/upstreams'), get('/events')]).then(function (all) {
       document.getElementById('auth').hidden = true;
-      document.getElementById('problem').hidden = true;
+      problem.hidden = true;
       render(all[0], all[1], all[2]);
+      return true;
     }, function (err) {
       if (err && err.auth) {
+        // Polling on with a wrong token would only lock this address out (429).
         document.getElementById('auth').hidden = false;
-        return;
+        problem.textContent = 'Too many wrong tokens from this address: try again in ' + err.wait + ' s';
+        problem.hidden = !err.wait;
+        return false;
       }
-      var problem = document.getElementById('problem');
       problem.textContent = 'Cannot reach the admin API: ' + (err && err.message ? err.message : String(err));
       problem.hidden = false;
+      return true;
     });
   }
 
@@ -330,11 +337,13 @@ export const STATUS_PAGE_SCRIPT = `'use strict';
     event.preventDefault();
     token = document.getElementById('token').value;
     sessionStorage.setItem('l4proxy-token', token);
-    refresh();
+    if (timer === null) loop();
+    else refresh();
   });
 
   function loop() {
-    refresh().then(function () { timer = setTimeout(loop, 1000); });
+    timer = undefined;
+    refresh().then(function (going) { timer = going ? setTimeout(loop, 1000) : null; });
   }
   loop();
 })();

@@ -1,4 +1,3 @@
-import type { TlsCertificateInfo } from '../tls/certificateInfo.js';
 import cluster from 'node:cluster';
 import net from 'node:net';
 import type { Server, Socket } from 'node:net';
@@ -44,8 +43,6 @@ export type ListenerStats = (
   readonly latency?: LatencySnapshot;
   /** With `--workers`: the worker slot that reported it (the primary sets it for its status). */
   readonly worker?: number;
-  /** The certificates the current proxy presents (TCP), when there are any. */
-  readonly certificates?: readonly TlsCertificateInfo[];
 };
 
 /**
@@ -266,13 +263,7 @@ export class Listener {
     if (this.current instanceof UdpProxy) {
       return { name: this.name, protocol: 'udp', stats: this.current.stats(), ...latency };
     }
-    const certificates = this.current.certificates();
-    if (certificates.length > 0) return { ...this.tcpStats(latency), certificates };
-    return this.tcpStats(latency);
-  }
-
-  private tcpStats(latency: { latency: LatencySnapshot } | undefined): ListenerStats {
-    const current = (this.current as TcpProxy).stats();
+    const current = this.current.stats();
     if (this.retired.size === 0 && this.carried === undefined)
       return { name: this.name, protocol: 'tcp', stats: current, ...latency };
     let stats = current;
@@ -334,10 +325,14 @@ export class Listener {
 function countedOnce(stats: TcpProxyStats, current: TcpProxyStats): TcpProxyStats {
   let ejected = 0;
   for (const upstream of Object.values(stats.upstreams)) if (upstream.ejected) ejected++;
+  // The certificates presented now are the current generation's, not a draining one's.
+  const summed: Record<string, unknown> = { ...stats };
+  delete summed.certificates;
   return {
-    ...stats,
+    ...(summed as unknown as TcpProxyStats),
     outlier_ejections_active: ejected,
     upstream_slow_start_active: current.upstream_slow_start_active,
+    ...(current.certificates !== undefined && { certificates: current.certificates }),
   };
 }
 

@@ -2,7 +2,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { createAdminServer } from '../admin/AdminServer.js';
 import type { AdminServer } from '../admin/AdminServer.js';
 import { ADMIN_LIMIT_KEYS, isBearerToken, resolveAdminOptions } from '../admin/adminOptions.js';
-import type { ResolvedAdminOptions } from '../admin/adminOptions.js';
+import type { AdminCertificateListener, ResolvedAdminOptions } from '../admin/adminOptions.js';
 import { isLoopbackHost } from '../admin/auth.js';
 import { InvalidOptionError } from '../errors.js';
 import { isRecord, knownKeys } from '../internal/validate.js';
@@ -96,7 +96,7 @@ export function parseAdminSetting(
   };
 }
 
-/** Shorter tokens are warned about: the API allows 16 connections of unbounded tries each. */
+/** Shorter tokens are warned about: the failure limit slows guessing per address, not across many. */
 export const MIN_TOKEN_LENGTH = 16;
 
 /**
@@ -153,6 +153,8 @@ export interface CliAdminContext {
   readonly ready: () => boolean;
   /** The file's `admin` bounds; the library's defaults for the rest. */
   readonly limits?: AdminLimits | undefined;
+  /** Listeners that are not admin listeners (tunnel listeners), for `/certs` and `/metrics`. */
+  readonly certificateListeners?: () => readonly AdminCertificateListener[];
 }
 
 /**
@@ -166,6 +168,9 @@ export function cliAdminServer(context: CliAdminContext, token?: string): AdminS
     listeners: () => instance.adminListeners(),
     ...(token !== undefined && { token }),
     ready: context.ready,
+    ...(context.certificateListeners !== undefined && {
+      certificateListeners: context.certificateListeners,
+    }),
     config: () => ({ settings: context.settings, listeners: instance.listenerConfigs() }),
   });
   server.on('control', (entry) => {

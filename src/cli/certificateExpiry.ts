@@ -1,4 +1,6 @@
-import type { TlsCertificateInfo } from '../tls/certificateInfo.js';
+import type { TcpProxyStats } from '../tcp/TcpProxyStats.js';
+import type { TunnelServerStats } from '../tunnel/TunnelServer.js';
+import type { UdpProxyStats } from '../udp/UdpProxyStats.js';
 import type { Logger } from './jsonLogger.js';
 
 /** `certificateExpiryWarningDays` when the file sets none: two weeks, time to renew. */
@@ -6,10 +8,10 @@ export const DEFAULT_CERTIFICATE_WARNING_DAYS = 14;
 
 const DAY_MS = 86_400_000;
 
-/** The certificates one listener presents. */
+/** One listener's stats, which carry the certificates it presents (when it has any). */
 export interface ListenerCertificates {
   readonly name: string;
-  readonly certificates?: readonly TlsCertificateInfo[];
+  readonly stats: TcpProxyStats | UdpProxyStats | TunnelServerStats;
 }
 
 /**
@@ -24,7 +26,8 @@ export function warnExpiringCertificates(
   now = Date.now(),
 ): void {
   if (days === 0) return;
-  for (const { name, certificates = [] } of listeners) {
+  for (const { name, stats } of listeners) {
+    const certificates = 'certificates' in stats ? (stats.certificates ?? []) : [];
     for (const certificate of certificates) {
       const left = certificate.notAfter - now;
       if (left > days * DAY_MS) continue;

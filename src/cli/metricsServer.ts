@@ -6,7 +6,6 @@ import { thrownMessage } from '../errors.js';
 import { tcpFamilies, udpFamilies } from '../metrics/prometheus.js';
 import type { MetricFamily, MetricLabels } from '../metrics/prometheus.js';
 import { latencyFamilies } from '../metrics/latency.js';
-import { certificateFamilies } from '../metrics/certificateMetrics.js';
 import type { HostPort } from './address.js';
 import { formatHostPort } from './address.js';
 import type { ListenerStats } from './Listener.js';
@@ -24,8 +23,6 @@ export function listenerFamilies(
         : udpFamilies(snapshot.stats, all);
     if (snapshot.latency !== undefined)
       families.push(...latencyFamilies(snapshot.protocol, snapshot.latency, all));
-    if (snapshot.certificates !== undefined)
-      families.push(...certificateFamilies(snapshot.certificates, all));
     return families;
   });
 }

@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { bearerMatches, sha256 } from '../admin/auth.js';
+import { AuthFailureLimiter, authLimiterFamilies, authLimits } from '../admin/authLimiter.js';
 import {
   AdminHttpError,
   answerClientError,
@@ -55,6 +56,7 @@ export async function startPrimaryAdmin(
   // The same bounds as a single process's admin server: the file's, else the library's defaults.
   const limits = adminLimits(settings.limits);
   const maxBodySize = limits.maxBodySize;
+  const limiter = tokenHash === undefined ? undefined : new AuthFailureLimiter(authLimits(limits));
   const server = http.createServer(
     {
       maxHeaderSize: limits.maxHeaderSize,
@@ -63,15 +65,17 @@ export async function startPrimaryAdmin(
       connectionsCheckingInterval: Math.min(1_000, limits.headersTimeout, limits.requestTimeout),
     },
     (req, res) => {
-      route(req, res, { context, tokenHash, startTime, maxBodySize }).catch((err: unknown) => {
-        if (res.headersSent) res.destroy();
-        else
-          sendError(
-            req,
-            res,
-            err instanceof AdminHttpError ? err : new AdminHttpError(500, thrownMessage(err)),
-          );
-      });
+      route(req, res, { context, tokenHash, startTime, maxBodySize, limiter }).catch(
+        (err: unknown) => {
+          if (res.headersSent) res.destroy();
+          else
+            sendError(
+              req,
+              res,
+              err instanceof AdminHttpError ? err : new AdminHttpError(500, thrownMessage(err)),
+            );
+        },
+      );
     },
   );
   server.maxConnections = limits.maxConnections;
@@ -100,17 +104,20 @@ interface PrimaryAdminState {
   readonly startTime: number;
   /** Largest control body read (413 above): the `maxBodySize` in force. */
   readonly maxBodySize: number;
+  /** Bounds token guessing per client address (with a token only). */
+  readonly limiter: AuthFailureLimiter | undefined;
 }
 
 async function route(
   req: IncomingMessage,
   res: ServerResponse,
-  { context, tokenHash, startTime, maxBodySize }: PrimaryAdminState,
+  { context, tokenHash, startTime, maxBodySize, limiter }: PrimaryAdminState,
 ): Promise<void> {
   const request = readAdminRequest(req, res, {
     ready: context.ready,
     authorized: (r) => tokenHash === undefined || bearerMatches(r, tokenHash),
     checkHost: tokenHash === undefined,
+    limiter,
   });
   if (request === undefined) return;
   const { path, read, control: segments } = request;
@@ -135,7 +142,9 @@ async function route(
     throw unknownEndpoint(path);
   requireRead(read);
   if (path === '/metrics') {
-    sendMetrics(req, res, await context.families());
+    const families = await context.families();
+    if (limiter !== undefined) families.push(...authLimiterFamilies(limiter));
+    sendMetrics(req, res, families);
     return;
   }
   if (path === '/stats') {

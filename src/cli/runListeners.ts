@@ -199,6 +199,7 @@ export async function runListeners(
         ops,
         settings,
         ready: () => !draining,
+        certificateListeners: () => tunnels.certificateListeners(),
       });
     reply({
       type: 'l4proxy:ready',
@@ -241,6 +242,7 @@ export async function runListeners(
         ops,
         settings,
         ready: () => !draining,
+        certificateListeners: () => tunnels.certificateListeners(),
       });
       adminRef.server = served.server;
       ops.info('admin listening', { address: served.address });

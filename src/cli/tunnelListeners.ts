@@ -1,5 +1,4 @@
-import type { TlsCertificateInfo } from '../tls/certificateInfo.js';
-import { certificateFamilies } from '../metrics/certificateMetrics.js';
+import type { AdminCertificateListener } from '../admin/adminOptions.js';
 import { readConfigText } from './configText.js';
 import { InvalidOptionError, L4Error, thrownMessage } from '../errors.js';
 import { isRecord, knownKeys } from '../internal/validate.js';
@@ -182,8 +181,6 @@ export function describeTunnelListener(config: TunnelListenerConfig): string {
 export interface TunnelListenerStats {
   readonly name: string;
   readonly stats: TunnelServerStats;
-  /** The certificates the server presents, when there are any. */
-  readonly certificates?: readonly TlsCertificateInfo[];
 }
 
 /** Metric families of tunnel listeners, labelled `listener` (and `labels`, e.g. the worker). */
@@ -191,10 +188,9 @@ export function tunnelListenerFamilies(
   listeners: readonly TunnelListenerStats[],
   labels: Readonly<Record<string, string>> = {},
 ): MetricFamily[] {
-  return listeners.flatMap(({ name, stats, certificates = [] }) => [
-    ...tunnelServerFamilies(stats, { ...labels, listener: name }),
-    ...certificateFamilies(certificates, { ...labels, listener: name }),
-  ]);
+  return listeners.flatMap(({ name, stats }) =>
+    tunnelServerFamilies(stats, { ...labels, listener: name }),
+  );
 }
 
 /**
@@ -298,14 +294,16 @@ export class TunnelListeners {
 
   /** Stats by listener name. */
   stats(): TunnelListenerStats[] {
-    return [...this.running].map(([name, { server }]) => {
-      const certificates = server.certificates();
-      return {
-        name,
-        stats: server.stats(),
-        ...(certificates.length > 0 && { certificates }),
-      };
-    });
+    return [...this.running].map(([name, { server }]) => ({ name, stats: server.stats() }));
+  }
+
+  /** Each listener's certificates (none without TLS), for the admin API's `/certs`. */
+  certificateListeners(): AdminCertificateListener[] {
+    return [...this.running].map(([name, { server }]) => ({
+      name,
+      protocol: 'tunnel',
+      certificates: server.certificates(),
+    }));
   }
 
   /** Metric families (`l4proxy_tunnel_server_*`), labelled `listener`. */

@@ -4,6 +4,7 @@ import type { TlsStats } from '../tls/tlsStats.js';
 import type { UdpQuicStats } from '../quic/QuicStats.js';
 import type { ProxyHealthStats, UpstreamHealthStats } from '../upstream/healthStats.js';
 import { tunnelFamilies } from './tunnelMetrics.js';
+import { certificateFamilies } from './certificateMetrics.js';
 
 /** Label names and values of one sample. */
 export type MetricLabels = Readonly<Record<string, string>>;
@@ -317,6 +318,7 @@ export function tcpFamilies(stats: TcpProxyStats, labels: MetricLabels = {}): Me
     },
     ...upstreamFamilies(prefix, TCP_UPSTREAM_HELP, stats.upstreams, labels),
     ...(stats.tunnels === undefined ? [] : tunnelFamilies(prefix, stats.tunnels, labels)),
+    ...certificateFamilies(stats.certificates ?? [], labels),
   ];
 }
 

@@ -2,6 +2,7 @@ import type { TunnelStats } from '../transport/TunnelStats.js';
 import type { TunnelServerStats } from '../tunnel/TunnelServer.js';
 import type { MetricFamily, MetricLabels } from './prometheus.js';
 import { proxyHealthFamilies, renderFamilies } from './prometheus.js';
+import { certificateFamilies } from './certificateMetrics.js';
 
 const COUNTERS = [
   ['tunnel_requests_total', 'HTTP CONNECT (and CONNECT-UDP) requests sent to tunnel proxies.'],
@@ -113,5 +114,6 @@ export function tunnelServerFamilies(
       })),
     },
     ...proxyHealthFamilies(prefix, stats, labels),
+    ...certificateFamilies(stats.certificates ?? [], labels),
   ];
 }

@@ -959,18 +959,25 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       tls: this.tlsStats,
     });
     const tunnels = proxyTunnelStats(this.tunnelAgent, upstreams);
-    return tunnels === undefined ? stats : { ...stats, tunnels };
+    const certificates = this.certificates();
+    return {
+      ...stats,
+      ...(tunnels !== undefined && { tunnels }),
+      ...(certificates.length > 0 && { certificates }),
+    };
   }
 
   /**
    * The certificates this proxy presents, with their validity: `terminateTls`'s (default and
-   * `certificates`; not those `sniCallback` returns) and the client certificates of TLS
-   * origination (`tls.cert`, each upstream's own). Described when they load (construction,
-   * `setTerminateTls()`, `setUpstreams()`): nothing is parsed per connection.
+   * `certificates`), the client certificates of TLS origination (`tls.cert`, each upstream's
+   * own), described when they load (construction, `setTerminateTls()`, `setUpstreams()`), and
+   * those `sniCallback` served (`source: 'terminateTls.sniCallback'`, with the names served for:
+   * the last 100 names), described when the callback answers with a new one.
    */
   certificates(): TlsCertificateInfo[] {
     return [
       ...(this.terminateTls?.served ?? []),
+      ...(this.terminateTls?.sniServed?.list() ?? []),
       ...this.upstreamTls.certificates(this.upstreamSet.list()),
     ];
   }

@@ -7,6 +7,7 @@ import { CloseReason, RejectReason } from './closeReasons.js';
 import type { TcpCounters } from './ConnectionHost.js';
 import type { TcpConnection } from './TcpConnection.js';
 import type { TlsStats } from '../tls/tlsStats.js';
+import type { TlsCertificateInfo } from '../tls/certificateInfo.js';
 import type { TunnelStats } from '../transport/TunnelStats.js';
 
 /** Counters and gauges of one upstream in {@link TcpProxyStats}. */
@@ -82,6 +83,11 @@ export interface TcpProxyStats extends ProxyHealthStats, Readonly<TlsStats> {
   readonly upstreams: Readonly<Record<string, TcpUpstreamStats>>;
   /** HTTP tunnels (docs/tunneling.md); present once a tunnel upstream was used. */
   readonly tunnels?: TunnelStats;
+  /**
+   * The certificates the proxy presents (`TcpProxy.certificates()`), present when there are
+   * any: `metrics()` renders their expiry (`l4proxy_tls_certificate_expiry_timestamp_seconds`).
+   */
+  readonly certificates?: readonly TlsCertificateInfo[];
 }
 
 /** Totals carried over from connections that already closed. */

@@ -11,6 +11,7 @@ import type {
 } from './TerminateTlsOptions.js';
 import { staticContextFor } from './TerminateTlsOptions.js';
 import type { TlsStats } from './tlsStats.js';
+import type { PemInput } from './pem.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { carryNoDelay } from '../net/inheritedNoDelay.js';
 import { TerminationHandshake } from './TerminationHandshake.js';
@@ -205,11 +206,15 @@ export function selectContext(
   }
   const answer = (result: SniCallbackResult): void => {
     if (finished()) return;
+    let context: SecureContext;
     try {
-      cb(null, toContext(settings, result));
+      context = toContext(settings, result);
     } catch (err) {
       cb(asError(err));
+      return;
     }
+    remember(settings, name, result);
+    cb(null, context);
   };
   const failed = (err: unknown): void => {
     if (finished()) return;
@@ -222,6 +227,15 @@ export function selectContext(
   } catch (err) {
     failed(err);
   }
+}
+
+/** Lists what the callback served (`certificates()`): its `cert`, its context, or the default. */
+function remember(settings: ResolvedTerminateTls, name: string, result: SniCallbackResult): void {
+  const served = settings.sniServed;
+  if (served === undefined) return;
+  if (result === undefined) served.record(name, undefined, undefined);
+  else if ('cert' in result) served.record(name, (result as { cert: PemInput }).cert, undefined);
+  else served.record(name, undefined, result);
 }
 
 function toContext(settings: ResolvedTerminateTls, result: SniCallbackResult): SecureContext {

@@ -6,6 +6,7 @@ import { duration, isRecord, optionalFunction, rejectUnknownKeys } from '../inte
 import type { PemInput, TlsVersion } from './pem.js';
 import { describeCertificate } from './certificateInfo.js';
 import type { TlsCertificateInfo } from './certificateInfo.js';
+import { SniServedCertificates } from './sniServed.js';
 import {
   alpnList,
   groupList,
@@ -115,6 +116,8 @@ export interface ResolvedTerminateTls {
   readonly contextFor: (certificate: TlsCertificate) => SecureContext;
   /** The static certificates (default, then `certificates`), described once here. */
   readonly served: readonly TlsCertificateInfo[];
+  /** With `sniCallback`: the certificates it served (bounded), as they are answered. */
+  readonly sniServed: SniServedCertificates | undefined;
 }
 
 function certificateShape(value: unknown, name: string, needsNames: boolean): void {
@@ -248,6 +251,8 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
     byName,
     byWildcard,
     sniCallback,
+    sniServed:
+      sniCallback === undefined ? undefined : new SniServedCertificates(`${name}.sniCallback`),
     alpn: alpnList(value.alpn, `${name}.alpn`),
     clientCertificate,
     handshakeTimeout: duration(value.handshakeTimeout, `${name}.handshakeTimeout`, 10_000, 1),

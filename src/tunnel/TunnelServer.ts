@@ -98,6 +98,11 @@ export interface TunnelServerEvents {
  * TcpProxy and a UdpProxy have (`upstream_source_updates`, `outlier_ejections_total`, ...).
  */
 export interface TunnelServerStats extends ProxyHealthStats {
+  /**
+   * The certificates the server presents (`certificates()`), present when there are any:
+   * `metrics()` renders their expiry (`l4proxy_tls_certificate_expiry_timestamp_seconds`).
+   */
+  readonly certificates?: readonly TlsCertificateInfo[];
   readonly tunnel_requests_total: number;
   readonly tunnel_active: number;
   readonly tunnel_opened_total: number;
@@ -460,11 +465,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
 
   /**
    * The certificates this server presents, with their validity, as {@link TcpProxy.certificates}:
-   * the listener's (`terminateTls`) and the client certificates of TLS to upstreams.
+   * the listener's (`terminateTls`, and what its `sniCallback` served) and the client
+   * certificates of TLS to upstreams.
    */
   certificates(): TlsCertificateInfo[] {
     return [
       ...(this.terminateTls?.served ?? []),
+      ...(this.terminateTls?.sniServed?.list() ?? []),
       ...this.upstreamTls.certificates(this.manager.set.list()),
     ];
   }
@@ -482,6 +489,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     }
     let streams = 0;
     let most = 0;
+    const certificates = this.certificates();
     for (const count of this.streams.values()) {
       streams += count;
       most = Math.max(most, count);
@@ -512,6 +520,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         this.tlsStats.upstream_tls_handshake_timeout +
         this.tlsStats.upstream_tls_connection_error,
       ...proxyHealthStats(this.manager.totals()),
+      ...(certificates.length > 0 && { certificates }),
     };
   }
 

@@ -154,4 +154,27 @@ describe('status page in headless Chromium', { skip }, () => {
       0,
     );
   });
+
+  test('a wrong token: the page asks again and stops polling, so it cannot lock its address out', async () => {
+    const limiter = scene.admin.authLimiter;
+    assert.ok(limiter !== undefined);
+    const before = limiter.failed;
+    const wrong = await browser.open(`http://127.0.0.1:${scene.adminPort}/#token=wrong`, 800, 600);
+    await wrong.waitFor(`!document.getElementById('auth').hidden`, 'the token form');
+    // The first page keeps polling (once a second): two of its updates later, the refused page
+    // sent nothing more. Before, it polled on with the wrong token, 3 failures a second: its
+    // address (the operator's) was locked out within 4 s.
+    const updates = `Number(document.body.getAttribute('data-updates'))`;
+    const now = await page.evaluate<number>(updates);
+    await page.waitFor(`${updates} >= ${now + 2}`, 'two more updates of the first page');
+    assert.ok(limiter.failed - before <= 3, `${limiter.failed - before} wrong tokens`);
+    // The right token: the page polls again.
+    await wrong.evaluate(
+      `document.getElementById('token').value = ${JSON.stringify(scene.token)};` +
+        `document.getElementById('auth-form').requestSubmit(); true`,
+    );
+    await wrong.waitFor(`document.querySelectorAll('tr[data-upstream]').length === 4`, 'the rows');
+    const rendered = await wrong.evaluate<number>(updates);
+    await wrong.waitFor(`${updates} >= ${rendered + 1}`, 'polling again');
+  });
 });

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import type { UpstreamReport } from '../../src/index.js';
+import { adminRequest } from '../helpers/adminClient.js';
 import { curl } from '../helpers/curl.js';
 import { connect, readAll, readUntil } from '../helpers/net.js';
 import { roundTrip, taggedEcho } from '../helpers/testServer.js';
@@ -364,6 +365,52 @@ describe('l4proxy --admin', () => {
       held.write('GET /live HTTP/1.1\r\nhost: x\r\n\r\n');
       assert.match(await first, /^HTTP\/1\.1 200 /);
       assert.equal(await answer('GET /live HTTP/1.1\r\nhost: x\r\n\r\n'), '', 'maxConnections 1');
+    });
+  }
+
+  for (const workers of [undefined, 2]) {
+    test(`admin.authFailureLimit: an address past it is answered 429, another is not${workers === undefined ? '' : ' (cluster primary)'}`, async (t) => {
+      const curlPath = tool(t, 'curl');
+      if (curlPath === undefined) return;
+      const { admin } = await startAdminCli(t, {
+        token: TOKEN,
+        upstreams: { a: await taggedEcho(t, 'A:') },
+        ...(workers !== undefined && { workers }),
+        limits: { authFailureLimit: 2 },
+      });
+      /** curl /upstreams from 127.0.0.1 with `token`: the status line and Retry-After. */
+      const attempt = async (token: string): Promise<string> => {
+        const r = await curl(curlPath, [
+          '-sS',
+          '-o',
+          '/dev/null',
+          '-D',
+          '-',
+          '-H',
+          `Authorization: Bearer ${token}`,
+          `http://${admin}/upstreams`,
+        ]);
+        assert.equal(r.code, 0, r.stderr);
+        const status = r.stdout.split(' ')[1] ?? '';
+        const retry = /^retry-after: (\d+)/im.exec(r.stdout)?.[1];
+        return retry === undefined ? status : `${status} retry ${retry}`;
+      };
+      assert.equal(await attempt('wrong-1'), '401');
+      assert.equal(await attempt('wrong-2'), '401');
+      assert.match(await attempt('wrong-3'), /^429 retry \d+$/);
+      assert.match(await attempt(TOKEN), /^429 /, 'the token is not even checked');
+      const port = Number(admin.slice(admin.lastIndexOf(':') + 1));
+      const other = await adminRequest(port, 'GET', '/upstreams', {
+        token: TOKEN,
+        localAddress: '127.0.0.2',
+      });
+      assert.equal(other.status, 200, 'another address is unaffected');
+      const metrics = await adminRequest(port, 'GET', '/metrics', {
+        token: TOKEN,
+        localAddress: '127.0.0.2',
+      });
+      assert.match(metrics.text, /^l4proxy_admin_auth_failures_total 2$/m);
+      assert.match(metrics.text, /^l4proxy_admin_auth_throttled_total 2$/m);
     });
   }
 

@@ -42,6 +42,14 @@ function writeConfig(t: TestContext, made: Pki, extra: Record<string, unknown> =
           ],
         },
       },
+      // A tunnel listener (TunnelServer) terminating TLS with `later`.
+      {
+        name: 'egress',
+        protocol: 'tunnel',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: '127.0.0.1', port: 9 }],
+        terminateTls: { certFile: made.later.certFile, keyFile: made.later.keyFile },
+      },
     ],
   });
   const file = dir.write('l4proxy.json', config(extra));
@@ -54,12 +62,22 @@ function writeConfig(t: TestContext, made: Pki, extra: Record<string, unknown> =
 
 const expiring = (l: { msg: string }): boolean => l.msg === 'certificate expires soon';
 
+/** The tunnel listener `egress`'s entry of a `/certs` answer (before: it had none). */
+function tunnelCertificates(json: unknown): TlsCertificateInfo[] {
+  const egress = (
+    json as { listeners: Record<string, { protocol: string; certificates: TlsCertificateInfo[] }> }
+  ).listeners.egress;
+  assert.ok(egress !== undefined, '/certs lists the tunnel listener');
+  assert.equal(egress.protocol, 'tunnel');
+  return egress.certificates;
+}
+
 async function adminPort(cli: CliProcess): Promise<number> {
   const line = await cli.waitLine('stderr', (l) => l.msg === 'admin listening', 10_000);
   return Number(/:(\d+)$/.exec(String(line.address))?.[1]);
 }
 
-test('CLI: a certificate expiring within certificateExpiryWarningDays is logged at start and after a reload; /certs and /metrics show every expiry', async (t) => {
+test('CLI: a certificate expiring within certificateExpiryWarningDays is logged at start and after a reload; /certs and /metrics show every expiry, tunnel listeners included', async (t) => {
   const made = await pki(t);
   if (made === undefined) return;
   const { dir, file, rewrite } = writeConfig(t, made);
@@ -101,11 +119,36 @@ test('CLI: a certificate expiring within certificateExpiryWarningDays is logged 
       }),
       Math.floor(certificate.notAfter / 1000),
     );
-  // The admin API's own /metrics has the family too.
+  // The admin API's own /metrics has the family too, for the tunnel listener as well.
   const adminMetrics = await adminRequest(admin, 'GET', '/metrics');
   assert.ok(
     adminMetrics.text.includes('l4proxy_tls_certificate_expiry_timestamp_seconds{listener="web"'),
   );
+  const tunnelListed = tunnelCertificates(certs.json);
+  assert.deepEqual(
+    tunnelListed.map((c) => [c.source, c.subject]),
+    [['terminateTls', 'CN=later.example']],
+  );
+  const metricsText = (await httpGet(`http://${metricsAt}/metrics`)).body;
+  for (const text of [metricsText, adminMetrics.text]) {
+    // Rendered once, from the stats (the proxies' metrics() have it too since).
+    const help = text.match(/^# HELP l4proxy_tls_certificate_expiry_timestamp_seconds /gm);
+    assert.equal(help?.length, 1);
+    const samples = text.match(/^l4proxy_tls_certificate_expiry_timestamp_seconds\{/gm);
+    assert.equal(samples?.length, 3, 'web: 2, egress: 1');
+  }
+  const adminFamilies = parseExposition(adminMetrics.text);
+  for (const at of [families, adminFamilies])
+    assert.equal(
+      valueOf(at, 'l4proxy_tls_certificate_expiry_timestamp_seconds', {
+        listener: 'egress',
+        role: 'server',
+        source: 'terminateTls',
+        subject: 'CN=later.example',
+        serial: tunnelListed[0]?.serialNumber ?? '',
+      }),
+      Math.floor((tunnelListed[0]?.notAfter ?? 0) / 1000),
+    );
 
   // Renewed on disk, and a longer warning period: both are judged again on SIGHUP.
   dir.write('default.pem', made.later.cert);
@@ -114,19 +157,20 @@ test('CLI: a certificate expiring within certificateExpiryWarningDays is logged 
   process.kill(cli.pid, 'SIGHUP');
   const reloaded = await cli.waitLine('stderr', (l) => l.msg === 'config reloaded');
   assert.deepEqual(reloaded.needsRestart, [], 'the warning period applies on reload');
-  const after = await cli.waitLines('stderr', expiring, 3);
+  const after = await cli.waitLines('stderr', expiring, 4);
   assert.deepEqual(
-    after.slice(1).map((l) => [l.source, l.subject, l.warningDays]),
+    after.slice(1).map((l) => [l.listener, l.source, l.subject, l.warningDays]),
     [
-      ['terminateTls', 'CN=later.example', 500],
-      ['terminateTls.certificates[0]', 'CN=later.example', 500],
+      ['web', 'terminateTls', 'CN=later.example', 500],
+      ['web', 'terminateTls.certificates[0]', 'CN=later.example', 500],
+      ['egress', 'terminateTls', 'CN=later.example', 500],
     ],
   );
   process.kill(cli.pid, 'SIGTERM');
   assert.equal(await cli.exited(), 0);
 });
 
-test('CLI --workers 2: one warning for the cluster, and the primary answers /certs', async (t) => {
+test('CLI --workers 2: one warning for the cluster, and the primary answers /certs, tunnel listeners included', async (t) => {
   const made = await pki(t);
   if (made === undefined) return;
   const { file } = writeConfig(t, made, { certificateExpiryWarningDays: 0 });
@@ -141,6 +185,11 @@ test('CLI --workers 2: one warning for the cluster, and the primary answers /cer
   };
   assert.equal(body.listeners.web.certificates.length, 2);
   assert.equal(body.workers.answered.length, 2);
+  assert.deepEqual(
+    tunnelCertificates(certs.json).map((c) => c.subject),
+    ['CN=later.example'],
+    "the primary relays the workers' tunnel listeners too",
+  );
   process.kill(cli.pid, 'SIGTERM');
   assert.equal(await cli.exited(), 0);
   // certificateExpiryWarningDays 0: no warning, from any process.

@@ -14,7 +14,13 @@ export function adminRequest(
   port: number,
   method: string,
   path: string,
-  options: { token?: string; body?: string | object; headers?: Record<string, string> } = {},
+  options: {
+    token?: string;
+    body?: string | object;
+    headers?: Record<string, string>;
+    /** The source address (another loopback address, e.g. 127.0.0.2, is another client). */
+    localAddress?: string;
+  } = {},
 ): Promise<AdminReply> {
   const body =
     options.body === undefined
@@ -28,7 +34,15 @@ export function adminRequest(
   return withTimeout(
     new Promise<AdminReply>((resolve, reject) => {
       const req = http.request(
-        { host: '127.0.0.1', port, method, path, headers, agent: false },
+        {
+          host: '127.0.0.1',
+          port,
+          method,
+          path,
+          headers,
+          agent: false,
+          ...(options.localAddress !== undefined && { localAddress: options.localAddress }),
+        },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (chunk: Buffer) => chunks.push(chunk));

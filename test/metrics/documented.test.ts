@@ -5,6 +5,7 @@ import { LatencyRecorder, TcpProxy, TunnelServer, UdpProxy } from '../../src/ind
 import { renderFamilies, tcpFamilies, udpFamilies } from '../../src/metrics/prometheus.js';
 import { TunnelAgent } from '../../src/transport/TunnelAgent.js';
 import { certificateFamilies } from '../../src/metrics/certificateMetrics.js';
+import { AuthFailureLimiter, authLimiterFamilies } from '../../src/admin/authLimiter.js';
 import { parseExposition } from './exposition.js';
 
 /** `a_{b,c}_d` → `a_b_d`, `a_c_d` (every group, in turn). */
@@ -78,6 +79,8 @@ async function exposedFamilies(): Promise<Set<string>> {
           notAfter: 86_400_000,
         },
       ]),
+      // An admin server with a token adds its own.
+      ...authLimiterFamilies(new AuthFailureLimiter({ failures: 10, window: 1, sources: 1 })),
     ]) + server.metrics();
   await tcp.close();
   await udp.close();
