@@ -54,6 +54,7 @@ import type { DataFilterFactory } from '../filter/dataFilter.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { HandleSocket, probeTcp, tcpUnderTlsSocket } from '../net/HandleSocket.js';
 import { uvError } from '../net/uvError.js';
+import { sourceConnectOptions } from '../net/sourceAddress.js';
 import type { RelaySocket } from '../net/RelaySocket.js';
 
 // ERR_HTTP2_STREAM_ERROR: an HTTP/2 tunnel stream was reset (RST_STREAM), the tunnel's reset.
@@ -650,12 +651,14 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /** `net.connect()` options for `state`'s upstream. */
   private socketOptions(state: UpstreamState): net.TcpNetConnectOpts {
     const options = this.host.options;
+    const sources = options.sourceAddress;
     return {
       host: state.host,
       port: state.port,
       allowHalfOpen: true,
       noDelay: options.noDelay,
       ...options.upstreamSocket,
+      ...(sources !== undefined && sourceConnectOptions(sources, state.host)),
     };
   }
 
