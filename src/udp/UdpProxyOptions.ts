@@ -191,7 +191,10 @@ export function resolveUdpOptions(input: unknown): {
     deny: raw.deny === undefined ? undefined : parseAddressList(raw.deny, 'deny'),
     perClient: ClientLimiter.from(raw.perClient, 'perClient', ['maxSessions', 'sessionsPerSecond']),
   };
-  return { options, ...resolveUpstreamOptions(raw, 'udp'), access };
+  const upstream = resolveUpstreamOptions(raw, 'udp');
+  // Health checks go out from the sessions' source address.
+  const manager = { ...upstream.manager, sourceAddress: options.sourceAddress };
+  return { options, ...upstream, manager, access };
 }
 
 function resolveProxyProtocol(value: unknown): boolean {
