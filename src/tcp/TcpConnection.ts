@@ -941,8 +941,15 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.attemptFailed(state, error);
   }
 
+  /** Bytes the client sent while we were connecting, not delivered yet. */
+  protected earlyLength(): number {
+    let bytes = 0;
+    for (const chunk of this.early ?? []) bytes += chunk.length;
+    return bytes;
+  }
+
   /** Delivers what the client sent while we were connecting, then lets the client flow. */
-  private flushEarly(socket: RelaySocket): void {
+  protected flushEarly(socket: RelaySocket): void {
     let preamble: Buffer | undefined;
     try {
       // Over TLS the header already went out in clear, before the handshake.
