@@ -6,8 +6,11 @@ import { InvalidOptionError, TcpProxy, UdpProxy } from '../../src/index.js';
 import { resolveSourceAddress } from '../../src/net/sourceAddress.js';
 import { connect, readAll, socketServer } from '../helpers/net.js';
 import type { TestServer } from '../helpers/net.js';
+import { startNginx } from '../helpers/nginx.js';
+import { freePort } from '../helpers/peerProcess.js';
 import { startProxy } from '../helpers/proxy.js';
-import { closeSocket, hasIpv6Loopback, request, udpSocket } from '../udp/helpers.js';
+import { tool } from '../helpers/tools.js';
+import { closeSocket, freeUdpPort, hasIpv6Loopback, request, udpSocket } from '../udp/helpers.js';
 
 /** A TCP upstream on `host` that answers each connection with the address it came from. */
 function whoAmI(host: string): Promise<TestServer> {
@@ -169,5 +172,53 @@ describe('sourceAddress: one address per family', () => {
     const client = await udpSocket();
     t.after(() => closeSocket(client));
     assert.equal((await request(client, port, 'x')).toString(), '::1');
+  });
+
+  test('nginx on 127.0.0.1 and ::1 sees each family from its own source (TCP and UDP)', async (t) => {
+    if (tool(t, 'nginx') === undefined || !(await ipv6(t))) return;
+    const [tcp4, tcp6, udp4, udp6] = [
+      await freePort(),
+      await freePort('::1'),
+      await freeUdpPort(),
+      await freeUdpPort('::1'),
+    ];
+    // nginx answers each connection (datagram) with the address it came from.
+    const nginx = await startNginx(
+      [
+        `server { listen 127.0.0.1:${tcp4}; return "$remote_addr"; }`,
+        `server { listen [::1]:${tcp6}; return "$remote_addr"; }`,
+        `server { listen 127.0.0.1:${udp4} udp; return "$remote_addr"; }`,
+        `server { listen [::1]:${udp6} udp; return "$remote_addr"; }`,
+      ].join('\n'),
+    );
+    t.after(() => nginx.stop());
+    const sourceAddress = ['127.0.0.2', '::1'];
+    const { port } = await startProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: tcp4 },
+        { host: '::1', port: tcp6 },
+      ],
+      sourceAddress,
+    }).then((started) => {
+      t.after(() => started.proxy.close());
+      return started;
+    });
+    assert.deepEqual([await sourceSeen(port), await sourceSeen(port)].sort(), sourceAddress);
+    const proxy = new UdpProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: udp4 },
+        { host: '::1', port: udp6 },
+      ],
+      sourceAddress,
+    });
+    t.after(() => proxy.close());
+    const udpPort = (await proxy.bind({ port: 0, address: '127.0.0.1' })).port;
+    const seen: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const client = await udpSocket();
+      t.after(() => closeSocket(client));
+      seen.push((await request(client, udpPort, 'x')).toString());
+    }
+    assert.deepEqual(seen.sort(), sourceAddress);
   });
 });
