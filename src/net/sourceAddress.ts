@@ -1,10 +1,62 @@
 import { isIP } from 'node:net';
 import { InvalidOptionError } from '../errors.js';
 
-/** An IP literal the proxy binds its upstream sockets to, or undefined. */
-export function resolveSourceAddress(value: unknown, name: string): string | undefined {
+/**
+ * The local addresses upstream sockets are bound to, at most one per family (Envoy's
+ * `source_address` plus `extra_source_addresses`); a family without one is the system's choice.
+ */
+export interface SourceAddresses {
+  readonly ipv4: string | undefined;
+  readonly ipv6: string | undefined;
+}
+
+const EXPECTED =
+  'an IP address literal, or an array of one IPv4 and/or one IPv6 address literal (one per family)';
+
+/** `::ffff:a.b.c.d`: the IPv4 address an IPv6 socket would use; a socket of either family can bind it only as IPv4. */
+const MAPPED = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i;
+
+/**
+ * `sourceAddress` validated: an IP literal, or an array of one or two (one IPv4, one IPv6). An
+ * IPv4-mapped IPv6 address counts as its IPv4 address. Undefined when unset.
+ */
+export function resolveSourceAddress(value: unknown, name: string): SourceAddresses | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== 'string' || isIP(value) === 0)
-    throw new InvalidOptionError(name, 'an IPv4 or IPv6 address literal', value);
-  return value;
+  const list: readonly unknown[] = Array.isArray(value) ? value : [value];
+  if (list.length === 0 || list.length > 2) throw new InvalidOptionError(name, EXPECTED, value);
+  let ipv4: string | undefined;
+  let ipv6: string | undefined;
+  for (const item of list) {
+    const address = typeof item === 'string' ? (MAPPED.exec(item)?.[1] ?? item) : undefined;
+    const family = address === undefined ? 0 : isIP(address);
+    if (family === 0) throw new InvalidOptionError(name, EXPECTED, value);
+    if ((family === 4 ? ipv4 : ipv6) !== undefined)
+      throw new InvalidOptionError(name, `${EXPECTED}; got two IPv${family} addresses`, value);
+    if (family === 4) ipv4 = address;
+    else ipv6 = address;
+  }
+  return { ipv4, ipv6 };
+}
+
+/** The source address for a peer of `family` (4 or 6), or undefined: the system's choice. */
+export function sourceFor(sources: SourceAddresses, family: number): string | undefined {
+  return family === 6 ? sources.ipv6 : sources.ipv4;
+}
+
+/**
+ * `net.connect()` options that bind to the source of `host`'s family. Node binds before it
+ * resolves a host name, so a name is resolved in the family of the source it gets: IPv4 when
+ * there is an IPv4 source, else IPv6.
+ */
+export function sourceConnectOptions(
+  sources: SourceAddresses,
+  host: string,
+): { localAddress?: string; family?: number } {
+  const family = isIP(host);
+  if (family !== 0) {
+    const localAddress = sourceFor(sources, family);
+    return localAddress === undefined ? {} : { localAddress };
+  }
+  if (sources.ipv4 !== undefined) return { localAddress: sources.ipv4, family: 4 };
+  return { localAddress: sources.ipv6 as string, family: 6 };
 }

@@ -38,6 +38,13 @@ export class SharedBandwidth {
   }
 }
 
+/**
+ * A debt under this many milliseconds of the rate is relayed at once: a timer cannot wait less,
+ * and a new connection's first small write (its bucket starts empty) would otherwise always wait
+ * a millisecond. It bounds what passes ahead of the rate to 1 ms of it.
+ */
+const SLACK_MS = 1;
+
 function onUploadTimer(connection: RateLimitedConnection): void {
   connection.uploadMayResume();
 }
@@ -49,10 +56,14 @@ function onDownloadTimer(connection: RateLimitedConnection): void {
  * A {@link TcpConnection} under `bandwidth` limits. A proxy without limits never creates one, so
  * its relay runs the plain class, untouched.
  *
- * After each chunk is relayed, the direction's budgets are charged; when one is in debt the
- * proxy stops reading from the sender until the debt is paid (a timer), and only then reads
- * again, unless the receiver's write buffer still holds it back (its 'drain' resumes it).
- * Nothing is buffered beyond the one chunk already read.
+ * Each chunk read is charged to the direction's budgets before it is relayed: when they have
+ * the bytes, it goes on at once; when one is in debt, the chunk is held (with any that follow
+ * before the sender is paused) and the proxy stops reading from the sender until the debt is
+ * paid (a timer), then relays what it held and reads again, unless the receiver's write buffer
+ * still holds it back (its 'drain' resumes it). So the limits hold from the first byte, also for
+ * what the client sent before its upstream connected (relayed once paid for), and across many
+ * connections sharing a budget. Memory: at most the one read per direction (and the early
+ * bytes, `maxEarlyData`) per connection.
  */
 export class RateLimitedConnection extends TcpConnection {
   private readonly upload: RateLimiter | undefined;
@@ -61,6 +72,14 @@ export class RateLimitedConnection extends TcpConnection {
   private sharedDownload: RateLimiter | undefined;
   private uploadTimer: NodeJS.Timeout | undefined;
   private downloadTimer: NodeJS.Timeout | undefined;
+  /** Client bytes charged and waiting for their budget, in order. */
+  private heldUpload: Buffer[] | undefined;
+  private heldDownload: Buffer[] | undefined;
+  /** The upstream the early bytes wait to be flushed to, while their budget is paid. */
+  private earlyTo: RelaySocket | undefined;
+  /** A side's FIN that came while its bytes were held: passed on after them. */
+  private clientEndHeld = false;
+  private upstreamEndHeld = false;
 
   constructor(
     host: ConnectionHost,
@@ -80,46 +99,76 @@ export class RateLimitedConnection extends TcpConnection {
   override upstreamConnect(): void {
     // Per-upstream shared budgets are known once the upstream is.
     [this.sharedUpload, this.sharedDownload] = this.shared.budgets(this.upstream);
-    const before = this.bytesToUpstream;
     super.upstreamConnect();
-    // What the client sent while its upstream was chosen and dialled (held, up to
-    // `maxEarlyData`) has just gone out: charged like any chunk, so that it counts against the
-    // budgets instead of coming on top of them.
-    const early = this.bytesToUpstream - before;
-    if (early > 0) this.chargeUpload(early);
+  }
+
+  /**
+   * What the client sent while its upstream was chosen and dialled (held, up to
+   * `maxEarlyData`) is charged like any chunk, and flushed once the budgets have it.
+   */
+  protected override flushEarly(socket: RelaySocket): void {
+    const bytes = this.earlyLength();
+    const wait = bytes === 0 ? 0 : this.takeUpload(bytes);
+    if (wait <= SLACK_MS) {
+      super.flushEarly(socket);
+      return;
+    }
+    this.earlyTo = socket;
+    this.holdUpload(wait);
   }
 
   /** @internal */
   override clientData(chunk: Buffer): boolean {
-    const flowing = super.clientData(chunk);
-    if (!this.connected) return flowing;
-    return this.chargeUpload(chunk.length) && flowing;
-  }
-
-  /** Charges `bytes` sent to the upstream; false when the client is paused to pay for them. */
-  private chargeUpload(bytes: number): boolean {
-    const wait = Math.max(this.upload?.take(bytes) ?? 0, this.sharedUpload?.take(bytes) ?? 0);
-    if (wait === 0) return true;
-    this.host.stats.uploadThrottled++;
-    this.client.pause();
-    if (this.uploadTimer !== undefined) clearTimeout(this.uploadTimer);
-    this.uploadTimer = setTimeout(onUploadTimer, wait, this);
+    // Before the connect, the chunk joins the early bytes (charged when they are flushed).
+    if (!this.connected) return super.clientData(chunk);
+    const wait = this.takeUpload(chunk.length);
+    if (wait <= SLACK_MS && this.uploadTimer === undefined) return super.clientData(chunk);
+    // A copy: a chunk read into the shared buffer is reused by the next read.
+    (this.heldUpload ??= []).push(Buffer.from(chunk));
+    if (wait > 0) this.holdUpload(wait);
     return false;
   }
 
   /** @internal */
   override upstreamData(chunk: Buffer): boolean {
-    const flowing = super.upstreamData(chunk);
     const wait = Math.max(
       this.download?.take(chunk.length) ?? 0,
       this.sharedDownload?.take(chunk.length) ?? 0,
     );
-    if (wait === 0) return flowing;
-    this.host.stats.downloadThrottled++;
-    this.upstreamSocket?.pause();
-    if (this.downloadTimer !== undefined) clearTimeout(this.downloadTimer);
-    this.downloadTimer = setTimeout(onDownloadTimer, wait, this);
+    if (wait <= SLACK_MS && this.downloadTimer === undefined) return super.upstreamData(chunk);
+    (this.heldDownload ??= []).push(Buffer.from(chunk));
+    if (wait > 0) {
+      if (this.downloadTimer === undefined) this.host.stats.downloadThrottled++;
+      else clearTimeout(this.downloadTimer);
+      this.upstreamSocket?.pause();
+      this.downloadTimer = setTimeout(onDownloadTimer, wait, this);
+    }
     return false;
+  }
+
+  /** Charges `bytes` from the client; the milliseconds until the budgets have them (0: now). */
+  private takeUpload(bytes: number): number {
+    return Math.max(this.upload?.take(bytes) ?? 0, this.sharedUpload?.take(bytes) ?? 0);
+  }
+
+  /** Stops reading the client for `wait` ms: what it sent is relayed then. */
+  private holdUpload(wait: number): void {
+    if (this.uploadTimer === undefined) this.host.stats.uploadThrottled++;
+    else clearTimeout(this.uploadTimer);
+    this.client.pause();
+    this.uploadTimer = setTimeout(onUploadTimer, wait, this);
+  }
+
+  /** @internal */
+  override clientEnd(): void {
+    if (this.uploadTimer === undefined) super.clientEnd();
+    else this.clientEndHeld = true;
+  }
+
+  /** @internal */
+  override upstreamEnd(): void {
+    if (this.downloadTimer === undefined) super.upstreamEnd();
+    else this.upstreamEndHeld = true;
   }
 
   /** The upstream drained; the client may send again unless its budget is still in debt. @internal */
@@ -132,16 +181,40 @@ export class RateLimitedConnection extends TcpConnection {
     if (this.downloadTimer === undefined) super.clientDrain();
   }
 
-  /** The upload debt is paid: read the client again, unless the upstream is still full. @internal */
+  /**
+   * The upload debt is paid: relay what was held, pass on a FIN that waited for it, and read
+   * the client again, unless the upstream is full. @internal
+   */
   uploadMayResume(): void {
     this.uploadTimer = undefined;
-    if (this.upstreamSocket?.writableNeedDrain !== true) this.client.resume();
+    const early = this.earlyTo;
+    this.earlyTo = undefined;
+    if (early !== undefined) {
+      if (early !== this.upstreamSocket) return;
+      super.flushEarly(early);
+    }
+    const held = this.heldUpload;
+    this.heldUpload = undefined;
+    let flowing = true;
+    if (held !== undefined) for (const chunk of held) flowing = super.clientData(chunk) && flowing;
+    if (this.clientEndHeld) {
+      this.clientEndHeld = false;
+      super.clientEnd();
+    } else if (flowing && this.upstreamSocket?.writableNeedDrain !== true) this.client.resume();
   }
 
   /** @internal */
   downloadMayResume(): void {
     this.downloadTimer = undefined;
-    if (!this.client.writableNeedDrain) this.upstreamSocket?.resume();
+    const held = this.heldDownload;
+    this.heldDownload = undefined;
+    let flowing = true;
+    if (held !== undefined)
+      for (const chunk of held) flowing = super.upstreamData(chunk) && flowing;
+    if (this.upstreamEndHeld) {
+      this.upstreamEndHeld = false;
+      super.upstreamEnd();
+    } else if (flowing && !this.client.writableNeedDrain) this.upstreamSocket?.resume();
   }
 
   protected override clearTimers(): void {
@@ -149,5 +222,6 @@ export class RateLimitedConnection extends TcpConnection {
     if (this.uploadTimer !== undefined) clearTimeout(this.uploadTimer);
     if (this.downloadTimer !== undefined) clearTimeout(this.downloadTimer);
     this.uploadTimer = this.downloadTimer = undefined;
+    this.heldUpload = this.heldDownload = this.earlyTo = undefined;
   }
 }

@@ -54,6 +54,7 @@ import type { DataFilterFactory } from '../filter/dataFilter.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { HandleSocket, probeTcp, tcpUnderTlsSocket } from '../net/HandleSocket.js';
 import { uvError } from '../net/uvError.js';
+import { sourceConnectOptions } from '../net/sourceAddress.js';
 import type { RelaySocket } from '../net/RelaySocket.js';
 
 // ERR_HTTP2_STREAM_ERROR: an HTTP/2 tunnel stream was reset (RST_STREAM), the tunnel's reset.
@@ -650,12 +651,14 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /** `net.connect()` options for `state`'s upstream. */
   private socketOptions(state: UpstreamState): net.TcpNetConnectOpts {
     const options = this.host.options;
+    const sources = options.sourceAddress;
     return {
       host: state.host,
       port: state.port,
       allowHalfOpen: true,
       noDelay: options.noDelay,
       ...options.upstreamSocket,
+      ...(sources !== undefined && sourceConnectOptions(sources, state.host)),
     };
   }
 
@@ -938,8 +941,15 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.attemptFailed(state, error);
   }
 
+  /** Bytes the client sent while we were connecting, not delivered yet. */
+  protected earlyLength(): number {
+    let bytes = 0;
+    for (const chunk of this.early ?? []) bytes += chunk.length;
+    return bytes;
+  }
+
   /** Delivers what the client sent while we were connecting, then lets the client flow. */
-  private flushEarly(socket: RelaySocket): void {
+  protected flushEarly(socket: RelaySocket): void {
     let preamble: Buffer | undefined;
     try {
       // Over TLS the header already went out in clear, before the handshake.

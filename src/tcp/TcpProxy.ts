@@ -316,6 +316,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       handleUpstreams:
         this.options.relay === 'handle' &&
         this.options.upstreamSocket === undefined &&
+        this.options.sourceAddress === undefined &&
         handleBindings() !== null,
       filterFailed: (error) => {
         reportError(this, new FilterError(error));

@@ -179,6 +179,8 @@ export function resolveTcpOptions(input: unknown): {
   return {
     options,
     ...upstream,
+    // Health checks go out from the connections' source address.
+    manager: { ...upstream.manager, sourceAddress: options.sourceAddress },
     identity,
     tls: raw.tls,
     terminateTls: raw.terminateTls,

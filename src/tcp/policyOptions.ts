@@ -1,4 +1,5 @@
 import { resolveSourceAddress } from '../net/sourceAddress.js';
+import type { SourceAddresses } from '../net/sourceAddress.js';
 import { InvalidOptionError } from '../errors.js';
 import {
   boolean,
@@ -80,8 +81,13 @@ export interface TcpPolicyOptions {
   readonly halfCloseTimeout?: number;
   /** TCP keepalive on client and upstream sockets: `true` or options. Default off. */
   readonly keepAlive?: boolean | KeepAliveOptions;
-  /** Local IP address upstream connections are made from (nginx `proxy_bind`). Default: the system's choice. */
-  readonly sourceAddress?: string;
+  /**
+   * Local IP address upstream connections are made from (nginx `proxy_bind`, HAProxy `source`),
+   * or one per family, `['192.0.2.1', '2001:db8::1']` (Envoy `extra_source_addresses`): each
+   * upstream gets the one of its family. A family without one: the system's choice. Default:
+   * the system's choice.
+   */
+  readonly sourceAddress?: string | readonly string[];
   /** Jittered delay between connect attempts. Default off (retry at once). */
   readonly connectBackoff?: boolean | ConnectBackoffOptions;
   /**
@@ -109,7 +115,6 @@ export interface ResolvedBandwidth {
 
 /** Socket options added to every upstream `net.connect()`; undefined when none is set. */
 export interface UpstreamSocketOptions {
-  readonly localAddress?: string;
   readonly keepAlive?: boolean;
   readonly keepAliveInitialDelay?: number;
 }
@@ -122,7 +127,8 @@ export interface ResolvedTcpPolicy {
   /** Keepalive initial delay for client sockets, or undefined when off. */
   readonly clientKeepAlive: number | undefined;
   readonly upstreamSocket: UpstreamSocketOptions | undefined;
-  readonly sourceAddress: string | undefined;
+  /** Bound per upstream by its family (see `sourceConnectOptions`). */
+  readonly sourceAddress: SourceAddresses | undefined;
   readonly backoffBase: number;
   readonly backoffMax: number;
   readonly connectDeadline: number;
@@ -150,7 +156,6 @@ export function resolveTcpPolicy(raw: Readonly<Record<string, unknown>>): Resolv
   const sourceAddress = resolveSourceAddress(raw.sourceAddress, 'sourceAddress');
   const [backoffBase, backoffMax] = resolveBackoff(raw.connectBackoff);
   const upstreamSocket: UpstreamSocketOptions = {
-    ...(sourceAddress !== undefined && { localAddress: sourceAddress }),
     ...(keepAlive?.upstream === true && {
       keepAlive: true,
       keepAliveInitialDelay: keepAlive.initialDelay,

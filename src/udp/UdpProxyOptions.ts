@@ -9,6 +9,7 @@ import { UDP_TLS } from '../upstream/tcpOnlyTls.js';
 import { parseAddressList } from '../net/addressList.js';
 import { ClientLimiter } from '../net/ClientLimiter.js';
 import { resolveSourceAddress } from '../net/sourceAddress.js';
+import type { SourceAddresses } from '../net/sourceAddress.js';
 import type { UpstreamManagerOptions } from '../upstream/UpstreamManager.js';
 import { resolveUpstreamOptions, UPSTREAM_OPTION_KEYS } from '../upstream/UpstreamOptions.js';
 import type { UpstreamOptions } from '../upstream/UpstreamOptions.js';
@@ -54,8 +55,12 @@ export interface UdpProxyOptions extends UpstreamOptions {
   readonly maxResponses?: number;
   /** Close a session after this many datagrams from the client (nginx `proxy_requests`). Default Infinity. */
   readonly maxRequests?: number;
-  /** Local IP address session sockets are bound to (nginx `proxy_bind`). Default: the system's choice. */
-  readonly sourceAddress?: string;
+  /**
+   * Local IP address session sockets are bound to (nginx `proxy_bind`), or one per family,
+   * `['192.0.2.1', '2001:db8::1']` (Envoy `extra_source_addresses`): each session gets the one of
+   * its upstream's family. A family without one: the system's choice. Default: the system's choice.
+   */
+  readonly sourceAddress?: string | readonly string[];
   /**
    * Each session's upstream socket: `'handle'` (default) is libuv's UDP handle itself, connected
    * to the upstream, with no `dgram.Socket` around it (a third less CPU per new session); with
@@ -121,7 +126,7 @@ export interface ResolvedUdpOptions {
   readonly maxDatagramSize: number;
   readonly maxResponses: number;
   readonly maxRequests: number;
-  readonly sourceAddress: string | undefined;
+  readonly sourceAddress: SourceAddresses | undefined;
   readonly relay: 'handle' | 'dgram';
   readonly closeOnHealthFailure: boolean;
   readonly perPacketBalancing: boolean;
@@ -208,7 +213,10 @@ export function resolveUdpOptions(input: unknown): {
     deny: raw.deny === undefined ? undefined : parseAddressList(raw.deny, 'deny'),
     perClient: ClientLimiter.from(raw.perClient, 'perClient', ['maxSessions', 'sessionsPerSecond']),
   };
-  return { options, ...resolveUpstreamOptions(raw, 'udp'), access };
+  const upstream = resolveUpstreamOptions(raw, 'udp');
+  // Health checks go out from the sessions' source address.
+  const manager = { ...upstream.manager, sourceAddress: options.sourceAddress };
+  return { options, ...upstream, manager, access };
 }
 
 function resolveProxyProtocol(value: unknown): boolean {

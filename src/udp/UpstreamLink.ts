@@ -8,6 +8,7 @@ import type { SessionHost } from './SessionHost.js';
 import { sendDatagram, udpBindings } from './udpHandle.js';
 import type { UdpHandle } from './udpHandle.js';
 import { uvError } from '../net/uvError.js';
+import { sourceFor } from '../net/sourceAddress.js';
 
 /** Where a link failed: setting up its socket, an 'error' event after setup, or one send. */
 export type LinkFailure = 'setup' | 'receive' | 'send';
@@ -142,7 +143,9 @@ export class UpstreamLink {
 
   private connect(address: string, family: number): void {
     this.maxPayload = family === 6 ? MAX_UDP6_PAYLOAD : MAX_UDP4_PAYLOAD;
-    if (this.host.options.relay === 'handle' && this.host.options.sourceAddress === undefined) {
+    const sources = this.host.options.sourceAddress;
+    const source = sources === undefined ? undefined : sourceFor(sources, family);
+    if (this.host.options.relay === 'handle' && source === undefined) {
       const bindings = udpBindings();
       if (bindings !== null) {
         this.connectHandle(new bindings.UDP(), address, family);
@@ -166,9 +169,8 @@ export class UpstreamLink {
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
     socket.on('message', this.onMessage);
-    const source = this.host.options.sourceAddress;
     if (source !== undefined) {
-      // nginx proxy_bind: bind first; a failure (EADDRNOTAVAIL, a family mismatch) is an 'error'.
+      // nginx proxy_bind: bind first; a failure (EADDRNOTAVAIL) is an 'error'.
       try {
         socket.bind({ address: source, port: 0, exclusive: true }, () => {
           if (!this.closed) this.connectSocket(socket, address);

@@ -1,5 +1,6 @@
 import { HealthCheckError } from '../errors.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
+import type { SourceAddresses } from '../net/sourceAddress.js';
 import type { ResolvedHealthCheck } from './healthOptions.js';
 import { tcpProbe } from './tcpProbe.js';
 import type { ProbeDone, ProbeSpec, ProbeTls } from './tcpProbe.js';
@@ -29,6 +30,8 @@ export interface HealthCheckerHooks {
   preamble?(upstream: UpstreamCandidate, protocol: 'tcp' | 'udp'): Buffer | undefined;
   /** TLS settings for TCP checks of a TLS upstream: the check completes a handshake. */
   tls?(upstream: UpstreamCandidate): ProbeTls | undefined;
+  /** The proxy's `sourceAddress`: checks are made from it, as its connections are. */
+  readonly sourceAddress?: SourceAddresses | undefined;
 }
 
 /** Proxy-wide check counters (they survive upstream removal). */
@@ -168,6 +171,7 @@ export class HealthChecker {
       tls: tcp ? this.hooks.tls?.(state) : undefined,
       send: this.options.send,
       expect: this.options.expect,
+      source: this.hooks.sourceAddress,
     };
     let done = false;
     const complete = (error: HealthCheckError | undefined): void => {

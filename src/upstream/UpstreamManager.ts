@@ -2,6 +2,7 @@ import { thrownMessage, UpstreamSourceError } from '../errors.js';
 import type { AdminOverride } from './adminOverride.js';
 import { validateAdminOverride } from './adminOverride.js';
 import type { HealthCheckError } from '../errors.js';
+import type { SourceAddresses } from '../net/sourceAddress.js';
 import { HealthChecker } from './HealthChecker.js';
 import type { ProbeTls } from './tcpProbe.js';
 import type { ResolvedHealthCheck, ResolvedOutlierDetection } from './healthOptions.js';
@@ -36,6 +37,8 @@ export interface UpstreamManagerOptions {
   readonly slowStart?: ResolvedSlowStart | undefined;
   /** The owning proxy's protocol: a UDP proxy refuses upstreams with `tls`. Default `'tcp'`. */
   readonly protocol?: 'tcp' | 'udp';
+  /** The proxy's `sourceAddress`: health checks are made from it too. */
+  readonly sourceAddress?: SourceAddresses | undefined;
 }
 
 /** What the manager tells the proxy that owns it. */
@@ -117,6 +120,7 @@ export class UpstreamManager {
         },
         preamble: (upstream, protocol) => this.hooks.checkPreamble?.(upstream, protocol),
         tls: (upstream) => this.hooks.checkTls?.(upstream),
+        sourceAddress: options.sourceAddress,
       });
     }
     if (options.outlierDetection) {

@@ -1,6 +1,8 @@
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import { asError, HealthCheckError } from '../errors.js';
+import { sourceConnectOptions } from '../net/sourceAddress.js';
+import type { SourceAddresses } from '../net/sourceAddress.js';
 import type { UpstreamTls } from '../tls/UpstreamTls.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
 import { MAX_REPLY_BYTES, describeReply, replyMatches } from './replyMatcher.js';
@@ -19,6 +21,8 @@ export interface ProbeSpec {
   readonly expect: Buffer | RegExp | undefined;
   /** Complete a TLS handshake after the preamble; `send`/`expect` then go through TLS. */
   readonly tls?: ProbeTls | undefined;
+  /** Local addresses to check from (the proxy's `sourceAddress`); undefined: the system's choice. */
+  readonly source?: SourceAddresses | undefined;
 }
 
 /** Called once with the outcome (undefined = passed); never after the probe was cancelled. */
@@ -33,7 +37,12 @@ export function tcpProbe(host: string, port: number, spec: ProbeSpec, done: Prob
   const address = net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
   let settled = false;
   let reply = Buffer.alloc(0);
-  const raw: Socket = net.connect({ host, port });
+  const source = spec.source;
+  const raw: Socket = net.connect({
+    host,
+    port,
+    ...(source !== undefined && sourceConnectOptions(source, host)),
+  });
   let socket: Socket = raw;
   const finish = (error: HealthCheckError | undefined): void => {
     if (settled) return;

@@ -3,6 +3,7 @@ import type { Socket } from 'node:dgram';
 import { lookup } from 'node:dns';
 import net from 'node:net';
 import { HealthCheckError } from '../errors.js';
+import { sourceFor } from '../net/sourceAddress.js';
 import { describeReply, replyMatches } from './replyMatcher.js';
 import type { ProbeDone, ProbeSpec } from './tcpProbe.js';
 
@@ -42,16 +43,25 @@ export function udpProbe(host: string, port: number, spec: ProbeSpec, done: Prob
       }
     });
     sock.unref();
-    sock.connect(port, ip, () => {
-      if (settled) return;
-      const payload = Buffer.concat([
-        spec.preamble ?? Buffer.alloc(0),
-        spec.send ?? Buffer.alloc(0),
-      ]);
-      sock.send(payload, (err) => {
-        if (err) fail(err);
+    const exchange = (): void => {
+      sock.connect(port, ip, () => {
+        if (settled) return;
+        const payload = Buffer.concat([
+          spec.preamble ?? Buffer.alloc(0),
+          spec.send ?? Buffer.alloc(0),
+        ]);
+        sock.send(payload, (err) => {
+          if (err) fail(err);
+        });
       });
-    });
+    };
+    const source = spec.source === undefined ? undefined : sourceFor(spec.source, family);
+    if (source === undefined) exchange();
+    // From the sessions' source address; a bind failure is an 'error' (fails the check).
+    else
+      sock.bind({ address: source, port: 0, exclusive: true }, () => {
+        if (!settled) exchange();
+      });
   };
   const family = net.isIP(host);
   if (family !== 0) probe(host, family);

@@ -46,7 +46,7 @@ describe('connection policy in the config file', () => {
             upstreams: [{ host: '127.0.0.1', port: 53, maxConnections: 10 }],
             maxRequests: 1,
             maxResponses: 1,
-            sourceAddress: '127.0.0.1',
+            sourceAddress: ['127.0.0.1', '::1'],
           },
         ],
       },
@@ -66,6 +66,11 @@ describe('connection policy in the config file', () => {
     assert.equal(resolved.halfCloseTimeout, 30_000);
     assert.equal(tcp.upstreams()[0]?.maxConnections, 100);
     assert.equal(udp.upstreams()[0]?.maxConnections, 10);
+    assert.deepEqual(resolved.sourceAddress, { ipv4: '127.0.0.1', ipv6: undefined });
+    assert.deepEqual(
+      (udp as unknown as { options: Record<string, unknown> }).options.sourceAddress,
+      { ipv4: '127.0.0.1', ipv6: '::1' },
+    );
     closeAll(config.listeners);
   });
 

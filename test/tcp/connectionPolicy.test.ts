@@ -224,10 +224,10 @@ describe('sourceAddress', () => {
 
   test('a source the upstream cannot be reached from is a connect error, not a crash', async () => {
     const echo = await echoServer();
-    // An IPv6 source for an IPv4 upstream: the bind fails (EINVAL), on loopback only.
+    // An address of no interface here (TEST-NET-1): the bind fails (EADDRNOTAVAIL).
     const { proxy, port, closes } = await startProxy({
       upstreams: [local(echo.port)],
-      sourceAddress: '::1',
+      sourceAddress: '192.0.2.1',
       maxConnectAttempts: 1,
     });
     const client = dial(port);

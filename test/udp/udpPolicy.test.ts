@@ -100,7 +100,8 @@ describe('UdpProxy policy options', () => {
     const upstream = await whoAmI();
     const proxy = new UdpProxy({
       upstreams: [{ host: '127.0.0.1', port: upstream.port }],
-      sourceAddress: '::1',
+      // An address of no interface here (TEST-NET-1): the bind fails (EADDRNOTAVAIL).
+      sourceAddress: '192.0.2.1',
     });
     const errors: Error[] = [];
     proxy.on('upstreamError', (_session, _upstream, error) => errors.push(error));
