@@ -134,6 +134,11 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
  */
 const FIRST_BYTES_TIMEOUT = 10_000;
 /**
+ * How long an HTTP/1.1 client refused an answer has to close its side before its connection is
+ * closed anyway (nginx's `lingering_timeout`).
+ */
+const REFUSED_LINGER_MS = 5_000;
+/**
  * The status a request whose client left before its answer is reported with (nothing is sent):
  * nginx's "client closed request", so access logs read as elsewhere.
  */
@@ -1123,6 +1128,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     socket.end(
       `HTTP/1.1 ${String(status)} ${text}\r\n${challenge}Content-Length: 0\r\nConnection: close\r\n\r\n`,
     );
+    lingerThenClose(socket);
   }
 
   private answerH2(stream: ServerHttp2Stream, status: number): void {
@@ -1137,6 +1143,25 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       { endStream: true },
     );
   }
+}
+
+/**
+ * After an HTTP/1.1 refusal (our side ended): the connection waits for the client to close its
+ * side, as the listener allows half-open connections. What the client still sends (bytes sent
+ * after its request) is read and dropped, so its FIN is seen and unread bytes do not turn our
+ * close into a reset that may cost it the answer; a client that never closes is cut after
+ * `REFUSED_LINGER_MS` (nginx's lingering close), where it held the socket for good.
+ */
+function lingerThenClose(socket: Socket): void {
+  if (socket.destroyed) return;
+  socket.resume();
+  const timer = setTimeout(() => {
+    socket.destroy();
+  }, REFUSED_LINGER_MS);
+  timer.unref();
+  socket.once('close', () => {
+    clearTimeout(timer);
+  });
 }
 
 /** The status Node's own HTTP server answers a parser error with; `undefined`: not a request. */
