@@ -605,8 +605,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       // its handshake, and an HTTP/2 session would wait for a 'secureConnect' that never comes.
       (secure as TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
       // ALPN said h2: the HTTP/2 server reads the TLS socket natively (no preface sniffing).
-      if (outcome.info.alpnProtocol === 'h2') this.toH2(secure, facts);
-      else this.sniff(secure, facts);
+      // HTTP/2 has no half-close: the client's FIN ends the connection, as with Node's own
+      // server (the handshake kept the socket half-open for HTTP/1.1), else the session would
+      // stay in CLOSE-WAIT with its tunnels until they idled out.
+      if (outcome.info.alpnProtocol === 'h2') {
+        secure.allowHalfOpen = false;
+        this.toH2(secure, facts);
+      } else this.sniff(secure, facts);
     });
     this.handshakes.add(handshake);
     handshake.start();
