@@ -4,6 +4,7 @@ import http2 from 'node:http2';
 import type { Http2Server, Http2Session, ServerHttp2Stream } from 'node:http2';
 import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { listenWithAccess, socketAccess } from '../net/unixSocketFile.js';
 import type { UnixSocketAccess, UnixSocketFile } from '../net/unixSocketFile.js';
 import type { TLSSocket } from 'node:tls';
@@ -134,10 +135,10 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
  */
 const FIRST_BYTES_TIMEOUT = 10_000;
 /**
- * How long an HTTP/1.1 client refused an answer has to close its side before its connection is
- * closed anyway (nginx's `lingering_timeout`).
+ * How long a client has to close its side once the server ended the connection (an HTTP/1.1
+ * refusal, an HTTP/2 session's GOAWAY) before it is closed anyway (nginx's `lingering_timeout`).
  */
-const REFUSED_LINGER_MS = 5_000;
+const LINGER_MS = 5_000;
 /**
  * The status a request whose client left before its answer is reported with (nothing is sent):
  * nginx's "client closed request", so access logs read as elsewhere.
@@ -656,6 +657,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     this.accepting = facts;
     this.h2.emit('connection', socket);
     this.accepting = undefined;
+    // A session that closes (its idle GOAWAY, the client's GOAWAY) ends the connection, and Node
+    // then waits for the client to close its side, for as long as it takes: a client (or a path)
+    // that never does would hold the socket and the session for good.
+    socket.once('finish', () => {
+      closeWithin(socket, LINGER_MS);
+    });
   }
 
   private h1Connect(request: IncomingMessage, socket: Socket, head: Buffer): void {
@@ -1155,14 +1162,20 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
  * side, as the listener allows half-open connections. What the client still sends (bytes sent
  * after its request) is read and dropped, so its FIN is seen and unread bytes do not turn our
  * close into a reset that may cost it the answer; a client that never closes is cut after
- * `REFUSED_LINGER_MS` (nginx's lingering close), where it held the socket for good.
+ * `LINGER_MS` (nginx's lingering close), where it held the socket for good.
  */
 function lingerThenClose(socket: Socket): void {
   if (socket.destroyed) return;
   socket.resume();
+  closeWithin(socket, LINGER_MS);
+}
+
+/** Destroys `socket` `ms` from now unless it has closed by then. */
+function closeWithin(socket: Duplex, ms: number): void {
+  if (socket.destroyed) return;
   const timer = setTimeout(() => {
     socket.destroy();
-  }, REFUSED_LINGER_MS);
+  }, ms);
   timer.unref();
   socket.once('close', () => {
     clearTimeout(timer);

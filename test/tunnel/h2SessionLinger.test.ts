@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import http2 from 'node:http2';
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import { test } from 'node:test';
+import tls from 'node:tls';
+import { TunnelServer } from '../../src/index.js';
+import { echoServer, listen, waitFor } from '../helpers/net.js';
+import { selfSignedCert } from '../helpers/tlsPeers.js';
+import { tool } from '../helpers/tools.js';
+
+/** src/tunnel/TunnelServer.ts: how long a closing connection waits for the client's side. */
+const LINGER_MS = 5_000;
+
+// A TunnelServer closes an HTTP/2 session that carries no stream for `idleTimeout` (GOAWAY, then
+// the end of the connection). Node then waits for the client to close its side: a client, or a
+// path, that never did held the server's socket and the session for good.
+for (const secure of [false, true])
+  test(`an idle HTTP/2 session ${secure ? 'over TLS' : 'in cleartext'} closed by the server, the client never closing its side: the connection is closed within ${String(LINGER_MS)} ms`, async (t) => {
+    const openssl = secure ? tool(t, 'openssl') : undefined;
+    if (secure && openssl === undefined) return;
+    const cert = openssl === undefined ? undefined : await selfSignedCert(openssl, 'localhost');
+    const echo = await echoServer();
+    const server = new TunnelServer({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      idleTimeout: 300,
+      ...(cert !== undefined && { terminateTls: { cert: cert.cert, key: cert.key } }),
+    });
+    const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+    // The path to the server passes bytes both ways, never a FIN nor a close.
+    const sockets = new Set<Socket>();
+    const forwarder = net.createServer({ allowHalfOpen: true }, (inbound) => {
+      const outbound = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      for (const socket of [inbound, outbound]) {
+        sockets.add(socket);
+        socket.on('error', () => undefined);
+      }
+      inbound.pipe(outbound, { end: false });
+      outbound.pipe(inbound, { end: false });
+      forwarder.emit('outbound', outbound);
+    });
+    const forwarderPort = await listen(forwarder);
+    const outbound = waitFor<[Socket]>(forwarder, 'outbound');
+    const session = http2.connect(`${secure ? 'https' : 'http'}://localhost`, {
+      createConnection: () =>
+        cert === undefined
+          ? net.connect(forwarderPort, '127.0.0.1')
+          : tls.connect({
+              host: '127.0.0.1',
+              port: forwarderPort,
+              servername: 'localhost',
+              ca: cert.cert,
+              ALPNProtocols: ['h2'],
+            }),
+    });
+    session.on('error', () => undefined);
+    t.after(async () => {
+      session.destroy();
+      for (const socket of sockets) socket.destroy();
+      forwarder.close();
+      await server.close();
+      await echo.close();
+    });
+    const stream = session.request({
+      ':method': 'CONNECT',
+      ':authority': `127.0.0.1:${String(echo.port)}`,
+    });
+    stream.on('error', () => undefined);
+    stream.write('ping');
+    await waitFor(stream, 'data');
+    const [serverSide] = await outbound;
+    const ended = waitFor(serverSide, 'end', 5_000);
+    stream.close();
+    // The idle GOAWAY, then the server's FIN (which the path does not pass on).
+    await ended;
+    const since = performance.now();
+    for (let i = 0; i < 400 && server.stats().h2_sessions_active > 0; i++)
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    const waited = performance.now() - since;
+    assert.equal(server.stats().h2_sessions_active, 0, 'the session closed');
+    assert.ok(waited < LINGER_MS + 2_000, `closed after ${waited.toFixed(0)} ms`);
+  });
