@@ -270,6 +270,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   /** Open streams per HTTP/2 session. */
   private readonly streams = new Map<Http2Session, number>();
   private accepting: ClientFacts | undefined;
+  /** The connection each HTTP/2 session runs on (its `socket` property cannot be destroyed). */
+  private readonly sessionSockets = new WeakMap<Http2Session, Duplex>();
+  private acceptingSocket: Duplex | undefined;
   /** The socket file made with a `mode`/`user`/`group`, removed at close. */
   private socketFile: UnixSocketFile | undefined;
   /** The `listen()` call still binding, if any: `close()` waits for it. */
@@ -337,6 +340,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     });
     this.h2.on('session', (session) => {
       this.facts.set(session, this.accepting ?? UNKNOWN_CLIENT);
+      if (this.acceptingSocket !== undefined)
+        this.sessionSockets.set(session, this.acceptingSocket);
       this.counters.sessions++;
       this.streams.set(session, 0);
       session.once('close', () => {
@@ -655,8 +660,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private toH2(socket: Socket | PrefacedSocket, facts: ClientFacts): void {
     // The server emits 'session' while taking the connection: that links it to the client.
     this.accepting = facts;
+    this.acceptingSocket = socket;
     this.h2.emit('connection', socket);
     this.accepting = undefined;
+    this.acceptingSocket = undefined;
     // A session that closes (its idle GOAWAY, the client's GOAWAY) ends the connection, and Node
     // then waits for the client to close its side, for as long as it takes: a client (or a path)
     // that never does would hold the socket and the session for good.
@@ -777,7 +784,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     const idleTimeout = this.options.idleTimeout;
     if (idleTimeout === 0 || session.closed || session.destroyed) return;
     const timer = setTimeout(() => {
-      if (this.streams.get(session) === 0) session.close();
+      if (this.streams.get(session) !== 0) return;
+      session.close();
+      // Node ends the connection once what it queued is written: a client that stopped reading
+      // never lets that happen, and would keep the session and its socket.
+      const socket = this.sessionSockets.get(session);
+      if (socket !== undefined) closeWithin(socket, LINGER_MS);
     }, idleTimeout);
     timer.unref();
     this.idleSessions.set(session, timer);
