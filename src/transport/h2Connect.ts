@@ -29,6 +29,11 @@ const SESSION_WINDOW = 16 * 1024 * 1024;
 const IDLE_SESSION_MS = 30_000;
 /** How long a session has to answer a PING once a tunnel on it went unanswered. */
 const PING_TIMEOUT_MS = 5_000;
+/**
+ * How long a session that closed with no stream left (our idle close, the proxy's GOAWAY) waits
+ * for the proxy to close the connection once ours is ended, before its socket is destroyed.
+ */
+const CLOSE_LINGER_MS = 5_000;
 
 /** An error that the relay reads as a reset of the upstream (`upstream_reset`). */
 function resetError(message: string): Error {
@@ -114,6 +119,8 @@ class PooledSession {
   /** The proxy's first SETTINGS arrived (its stream limit is known). */
   settled = false;
   private idleTimer: NodeJS.Timeout | undefined;
+  /** Bounds the wait for the proxy to close the connection (see `linger`). */
+  private lingerTimer: NodeJS.Timeout | undefined;
   /** A PING is out to check the session (see `check`). */
   private checking = false;
   private readonly pool: AddressPool;
@@ -157,11 +164,38 @@ class PooledSession {
   closed(): void {
     this.streams--;
     if (this.pool.waiting.length > 0) this.pool.drain();
-    if (this.streams > 0 || this.session.destroyed) return;
+    if (this.streams > 0) return;
+    // Closing (a GOAWAY) and this was its last stream: Node ends the connection now.
+    if (this.session.closed || this.session.destroyed) {
+      this.linger();
+      return;
+    }
     this.idleTimer = setTimeout(() => {
       this.session.close();
+      this.linger();
     }, IDLE_SESSION_MS);
     this.idleTimer.unref();
+  }
+
+  /**
+   * The session closes with no stream left: Node sends GOAWAY, ends its socket and waits for
+   * the proxy to close the connection, for as long as it takes. A proxy that keeps it open (or
+   * a path that died) would hold the socket, and the session (no 'close'), for good: after
+   * `CLOSE_LINGER_MS` both are destroyed (nginx's `lingering_timeout`, HAProxy's `timeout
+   * server-fin`).
+   */
+  linger(): void {
+    if (this.lingerTimer !== undefined || this.socket()?.destroyed !== false) return;
+    this.lingerTimer = setTimeout(() => {
+      this.destroy();
+    }, CLOSE_LINGER_MS);
+    this.lingerTimer.unref();
+  }
+
+  /** The session and its socket closed. */
+  ended(): void {
+    if (this.lingerTimer !== undefined) clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
   }
 
   /**
@@ -427,9 +461,12 @@ export class H2SessionPool {
     });
     session.once('goaway', () => {
       pooled.retire();
+      // Node closes the session now (after its streams): none left, it ends the connection.
+      if (pooled.streams === 0) pooled.linger();
     });
     session.once('close', () => {
       this.unclosed.delete(pooled);
+      pooled.ended();
       pooled.retire();
     });
     pool.sessions.push(pooled);

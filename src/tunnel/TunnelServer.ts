@@ -4,6 +4,7 @@ import http2 from 'node:http2';
 import type { Http2Server, Http2Session, ServerHttp2Stream } from 'node:http2';
 import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { listenWithAccess, socketAccess } from '../net/unixSocketFile.js';
 import type { UnixSocketAccess, UnixSocketFile } from '../net/unixSocketFile.js';
 import type { TLSSocket } from 'node:tls';
@@ -139,6 +140,11 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
  */
 const FIRST_BYTES_TIMEOUT = 10_000;
 /**
+ * How long a client has to close its side once the server ended the connection (an HTTP/1.1
+ * refusal, an HTTP/2 session's GOAWAY) before it is closed anyway (nginx's `lingering_timeout`).
+ */
+const LINGER_MS = 5_000;
+/**
  * The status a request whose client left before its answer is reported with (nothing is sent):
  * nginx's "client closed request", so access logs read as elsewhere.
  */
@@ -269,6 +275,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   /** Open streams per HTTP/2 session. */
   private readonly streams = new Map<Http2Session, number>();
   private accepting: ClientFacts | undefined;
+  /** The connection each HTTP/2 session runs on (its `socket` property cannot be destroyed). */
+  private readonly sessionSockets = new WeakMap<Http2Session, Duplex>();
+  private acceptingSocket: Duplex | undefined;
   /** The socket file made with a `mode`/`user`/`group`, removed at close. */
   private socketFile: UnixSocketFile | undefined;
   /** The `listen()` call still binding, if any: `close()` waits for it. */
@@ -336,6 +345,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     });
     this.h2.on('session', (session) => {
       this.facts.set(session, this.accepting ?? UNKNOWN_CLIENT);
+      if (this.acceptingSocket !== undefined)
+        this.sessionSockets.set(session, this.acceptingSocket);
       this.counters.sessions++;
       this.streams.set(session, 0);
       session.once('close', () => {
@@ -609,8 +620,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       // its handshake, and an HTTP/2 session would wait for a 'secureConnect' that never comes.
       (secure as TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
       // ALPN said h2: the HTTP/2 server reads the TLS socket natively (no preface sniffing).
-      if (outcome.info.alpnProtocol === 'h2') this.toH2(secure, facts);
-      else this.sniff(secure, facts);
+      // HTTP/2 has no half-close: the client's FIN ends the connection, as with Node's own
+      // server (the handshake kept the socket half-open for HTTP/1.1), else the session would
+      // stay in CLOSE-WAIT with its tunnels until they idled out.
+      if (outcome.info.alpnProtocol === 'h2') {
+        secure.allowHalfOpen = false;
+        this.toH2(secure, facts);
+      } else this.sniff(secure, facts);
     });
     this.handshakes.add(handshake);
     handshake.start();
@@ -653,8 +669,16 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private toH2(socket: Socket | PrefacedSocket, facts: ClientFacts): void {
     // The server emits 'session' while taking the connection: that links it to the client.
     this.accepting = facts;
+    this.acceptingSocket = socket;
     this.h2.emit('connection', socket);
     this.accepting = undefined;
+    this.acceptingSocket = undefined;
+    // A session that closes (its idle GOAWAY, the client's GOAWAY) ends the connection, and Node
+    // then waits for the client to close its side, for as long as it takes: a client (or a path)
+    // that never does would hold the socket and the session for good.
+    socket.once('finish', () => {
+      closeWithin(socket, LINGER_MS);
+    });
   }
 
   private h1Connect(request: IncomingMessage, socket: Socket, head: Buffer): void {
@@ -769,7 +793,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     const idleTimeout = this.options.idleTimeout;
     if (idleTimeout === 0 || session.closed || session.destroyed) return;
     const timer = setTimeout(() => {
-      if (this.streams.get(session) === 0) session.close();
+      if (this.streams.get(session) !== 0) return;
+      session.close();
+      // Node ends the connection once what it queued is written: a client that stopped reading
+      // never lets that happen, and would keep the session and its socket.
+      const socket = this.sessionSockets.get(session);
+      if (socket !== undefined) closeWithin(socket, LINGER_MS);
     }, idleTimeout);
     timer.unref();
     this.idleSessions.set(session, timer);
@@ -1132,6 +1161,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     socket.end(
       `HTTP/1.1 ${String(status)} ${text}\r\n${challenge}Content-Length: 0\r\nConnection: close\r\n\r\n`,
     );
+    lingerThenClose(socket);
   }
 
   private answerH2(stream: ServerHttp2Stream, status: number): void {
@@ -1146,6 +1176,31 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       { endStream: true },
     );
   }
+}
+
+/**
+ * After an HTTP/1.1 refusal (our side ended): the connection waits for the client to close its
+ * side, as the listener allows half-open connections. What the client still sends (bytes sent
+ * after its request) is read and dropped, so its FIN is seen and unread bytes do not turn our
+ * close into a reset that may cost it the answer; a client that never closes is cut after
+ * `LINGER_MS` (nginx's lingering close), where it held the socket for good.
+ */
+function lingerThenClose(socket: Socket): void {
+  if (socket.destroyed) return;
+  socket.resume();
+  closeWithin(socket, LINGER_MS);
+}
+
+/** Destroys `socket` `ms` from now unless it has closed by then. */
+function closeWithin(socket: Duplex, ms: number): void {
+  if (socket.destroyed) return;
+  const timer = setTimeout(() => {
+    socket.destroy();
+  }, ms);
+  timer.unref();
+  socket.once('close', () => {
+    clearTimeout(timer);
+  });
 }
 
 /** The status Node's own HTTP server answers a parser error with; `undefined`: not a request. */
