@@ -43,15 +43,18 @@ export function sourceFor(sources: SourceAddresses, family: number): string | un
   return family === 6 ? sources.ipv6 : sources.ipv4;
 }
 
+/** What {@link sourceConnectOptions} adds to `net.connect()` / `tls.connect()` options. */
+export interface SourceConnectOptions {
+  readonly localAddress?: string;
+  readonly family?: number;
+}
+
 /**
  * `net.connect()` options that bind to the source of `host`'s family. Node binds before it
  * resolves a host name, so a name is resolved in the family of the source it gets: IPv4 when
  * there is an IPv4 source, else IPv6.
  */
-export function sourceConnectOptions(
-  sources: SourceAddresses,
-  host: string,
-): { localAddress?: string; family?: number } {
+export function sourceConnectOptions(sources: SourceAddresses, host: string): SourceConnectOptions {
   const family = isIP(host);
   if (family !== 0) {
     const localAddress = sourceFor(sources, family);

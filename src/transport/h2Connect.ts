@@ -11,6 +11,7 @@ import { Duplex as DuplexStream, PassThrough } from 'node:stream';
 import type { Duplex } from 'node:stream';
 import { asError, TunnelRefusedError } from '../errors.js';
 import { kResetStream } from '../net/closeSocket.js';
+import type { SourceConnectOptions } from '../net/sourceAddress.js';
 import { proxyTlsOptions, TUNNEL_READY } from './httpConnect.js';
 import type { ProxyTunnelRequest, ResolvedTunnel } from './tunnelOptions.js';
 import { parseAuthority } from './tunnelOptions.js';
@@ -274,7 +275,7 @@ export class H2SessionPool {
    */
   private request(dial: ProxyTunnelRequest, headers: OutgoingHttpHeaders): Duplex {
     const { host, port, tunnel, target } = dial;
-    const pool = this.poolFor(host, port, tunnel);
+    const pool = this.poolFor(host, port, tunnel, dial.source);
     const proxy = `${host}:${String(port)}`;
     const pooled =
       pool.waiting.length > 0
@@ -376,14 +377,20 @@ export class H2SessionPool {
     });
   }
 
-  private poolFor(host: string, port: number, tunnel: ResolvedTunnel): AddressPool {
+  /** `source` is the agent's, the same for every tunnel to host:port: not part of the key. */
+  private poolFor(
+    host: string,
+    port: number,
+    tunnel: ResolvedTunnel,
+    source: SourceConnectOptions | undefined,
+  ): AddressPool {
     const key = `${host}|${String(port)}`;
     const pool = this.pools.get(tunnel)?.get(key);
     if (pool !== undefined) return pool;
     const connect = (): PooledSession => {
       // A pool forgotten while a refused tunnel of it was sent again comes back (for stats).
       this.remember(tunnel, key, created);
-      return this.connect(host, port, tunnel, created);
+      return this.connect(host, port, tunnel, created, source);
     };
     const created = new AddressPool(connect, tunnel.maxStreamsPerSession, (empty) => {
       this.forget(tunnel, key, empty);
@@ -415,9 +422,10 @@ export class H2SessionPool {
     port: number,
     tunnel: ResolvedTunnel,
     pool: AddressPool,
+    source: SourceConnectOptions | undefined,
   ): PooledSession {
     let socket: Duplex | undefined;
-    const session = connectSession(host, port, tunnel, (created) => {
+    const session = connectSession(host, port, tunnel, source, (created) => {
       socket = created;
     });
     const pooled = new PooledSession(session, pool, () => socket);
@@ -595,6 +603,7 @@ function connectSession(
   host: string,
   port: number,
   tunnel: ResolvedTunnel,
+  source: SourceConnectOptions | undefined,
   created: (socket: Duplex) => void,
 ): ClientHttp2Session {
   const hostPart = host.includes(':') ? `[${host}]` : host;
@@ -606,9 +615,15 @@ function connectSession(
     createConnection: () => {
       const socket =
         tlsOptions === undefined
-          ? net.connect({ host, port, noDelay: true })
+          ? net.connect({ host, port, noDelay: true, ...source })
           : tls
-              .connect({ host, port, ALPNProtocols: ['h2'], ...proxyTlsOptions(host, tlsOptions) })
+              .connect({
+                host,
+                port,
+                ALPNProtocols: ['h2'],
+                ...proxyTlsOptions(host, tlsOptions),
+                ...source,
+              })
               .setNoDelay(true);
       created(socket);
       return socket;

@@ -104,16 +104,17 @@ export function openHttp1Tunnel(
   counters: TunnelCounters,
   noDelay: boolean,
 ): Socket {
-  const { host, port, tunnel, target } = dial;
+  const { host, port, tunnel, target, source } = dial;
   const socket =
     tunnel.tls === undefined
-      ? net.connect({ host, port, allowHalfOpen: true, noDelay })
+      ? net.connect({ host, port, allowHalfOpen: true, noDelay, ...source })
       : tls.connect(
           halfOpen({
             host,
             port,
             ALPNProtocols: ['http/1.1'],
             ...proxyTlsOptions(host, tunnel.tls),
+            ...source,
           }),
         );
   if (tunnel.tls !== undefined && noDelay) socket.setNoDelay(true);
