@@ -1,7 +1,6 @@
 import type { Socket } from 'node:net';
 import { asError } from '../errors.js';
 import type { Duplex } from 'node:stream';
-import { sourceConnectOptions } from '../net/sourceAddress.js';
 import type { SourceAddresses } from '../net/sourceAddress.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { failedStream, H2SessionPool } from './h2Connect.js';
@@ -90,7 +89,7 @@ export class TunnelAgent {
         port: state.port,
         tunnel: resolved,
         target: tunnelTarget(resolved, peer),
-        ...(sources !== undefined && { source: sourceConnectOptions(sources, state.host) }),
+        ...(sources !== undefined && { sources }),
       };
     } catch (err) {
       this.counters.failed++;

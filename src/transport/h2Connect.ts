@@ -1,6 +1,4 @@
 import http2 from 'node:http2';
-import net from 'node:net';
-import tls from 'node:tls';
 import type {
   ClientHttp2Session,
   ClientHttp2Stream,
@@ -11,8 +9,8 @@ import { Duplex as DuplexStream, PassThrough } from 'node:stream';
 import type { Duplex } from 'node:stream';
 import { asError, TunnelRefusedError } from '../errors.js';
 import { kResetStream } from '../net/closeSocket.js';
-import type { SourceConnectOptions } from '../net/sourceAddress.js';
-import { proxyTlsOptions, TUNNEL_READY } from './httpConnect.js';
+import type { SourceAddresses } from '../net/sourceAddress.js';
+import { proxySocket, proxyTlsOptions, proxyTlsSocket, TUNNEL_READY } from './httpConnect.js';
 import type { ProxyTunnelRequest, ResolvedTunnel } from './tunnelOptions.js';
 import { parseAuthority } from './tunnelOptions.js';
 import { expandUdpPath } from './capsules.js';
@@ -275,7 +273,7 @@ export class H2SessionPool {
    */
   private request(dial: ProxyTunnelRequest, headers: OutgoingHttpHeaders): Duplex {
     const { host, port, tunnel, target } = dial;
-    const pool = this.poolFor(host, port, tunnel, dial.source);
+    const pool = this.poolFor(host, port, tunnel, dial.sources);
     const proxy = `${host}:${String(port)}`;
     const pooled =
       pool.waiting.length > 0
@@ -377,12 +375,12 @@ export class H2SessionPool {
     });
   }
 
-  /** `source` is the agent's, the same for every tunnel to host:port: not part of the key. */
+  /** `source` is the agent's `sourceAddress`, the same for every tunnel to host:port: not part of the key. */
   private poolFor(
     host: string,
     port: number,
     tunnel: ResolvedTunnel,
-    source: SourceConnectOptions | undefined,
+    source: SourceAddresses | undefined,
   ): AddressPool {
     const key = `${host}|${String(port)}`;
     const pool = this.pools.get(tunnel)?.get(key);
@@ -422,7 +420,7 @@ export class H2SessionPool {
     port: number,
     tunnel: ResolvedTunnel,
     pool: AddressPool,
-    source: SourceConnectOptions | undefined,
+    source: SourceAddresses | undefined,
   ): PooledSession {
     let socket: Duplex | undefined;
     const session = connectSession(host, port, tunnel, source, (created) => {
@@ -603,7 +601,7 @@ function connectSession(
   host: string,
   port: number,
   tunnel: ResolvedTunnel,
-  source: SourceConnectOptions | undefined,
+  source: SourceAddresses | undefined,
   created: (socket: Duplex) => void,
 ): ClientHttp2Session {
   const hostPart = host.includes(':') ? `[${host}]` : host;
@@ -615,16 +613,11 @@ function connectSession(
     createConnection: () => {
       const socket =
         tlsOptions === undefined
-          ? net.connect({ host, port, noDelay: true, ...source })
-          : tls
-              .connect({
-                host,
-                port,
-                ALPNProtocols: ['h2'],
-                ...proxyTlsOptions(host, tlsOptions),
-                ...source,
-              })
-              .setNoDelay(true);
+          ? proxySocket({ host, port, noDelay: true }, source)
+          : proxyTlsSocket(
+              { host, port, ALPNProtocols: ['h2'], ...proxyTlsOptions(host, tlsOptions) },
+              source,
+            ).setNoDelay(true);
       created(socket);
       return socket;
     },

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { InvalidOptionError } from '../errors.js';
-import type { SourceConnectOptions } from '../net/sourceAddress.js';
+import type { SourceAddresses } from '../net/sourceAddress.js';
 import {
   boolean,
   integer,
@@ -70,8 +70,8 @@ export interface ProxyTunnelRequest {
   readonly tunnel: ResolvedTunnel;
   /** The authority asked for (`host:port`). */
   readonly target: string;
-  /** Where the connection to the proxy is bound (the proxy's `sourceAddress`); absent: the system's choice. */
-  readonly source?: SourceConnectOptions;
+  /** The proxy's `sourceAddress`: the connection to the HTTP proxy is made from it. */
+  readonly sources?: SourceAddresses;
 }
 
 /** A validated tunnel with defaults applied (internal). */
