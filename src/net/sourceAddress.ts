@@ -1,4 +1,8 @@
-import { isIP } from 'node:net';
+import dns from 'node:dns';
+import net, { isIP } from 'node:net';
+import type { Socket, TcpNetConnectOpts } from 'node:net';
+import tls from 'node:tls';
+import type { ConnectionOptions, TLSSocket } from 'node:tls';
 import { InvalidOptionError } from '../errors.js';
 
 /**
@@ -43,15 +47,19 @@ export function sourceFor(sources: SourceAddresses, family: number): string | un
   return family === 6 ? sources.ipv6 : sources.ipv4;
 }
 
+/** What {@link sourceConnectOptions} adds to `net.connect()` / `tls.connect()` options. */
+export interface SourceConnectOptions {
+  readonly localAddress?: string;
+  readonly family?: number;
+}
+
 /**
- * `net.connect()` options that bind to the source of `host`'s family. Node binds before it
- * resolves a host name, so a name is resolved in the family of the source it gets: IPv4 when
- * there is an IPv4 source, else IPv6.
+ * `net.connect()` options that bind to the source of `host`'s family. Node fixes the local
+ * address before it resolves a host name, so a name is resolved in the family of the source it
+ * gets: IPv4 when there is an IPv4 source, else IPv6 ({@link connectFrom} resolves a name
+ * first when there is a source of each family).
  */
-export function sourceConnectOptions(
-  sources: SourceAddresses,
-  host: string,
-): { localAddress?: string; family?: number } {
+export function sourceConnectOptions(sources: SourceAddresses, host: string): SourceConnectOptions {
   const family = isIP(host);
   if (family !== 0) {
     const localAddress = sourceFor(sources, family);
@@ -59,4 +67,53 @@ export function sourceConnectOptions(
   }
   if (sources.ipv4 !== undefined) return { localAddress: sources.ipv4, family: 4 };
   return { localAddress: sources.ipv6 as string, family: 6 };
+}
+
+/**
+ * Whether `host` is resolved before its socket is bound: a name, with a source of each family.
+ * Node fixes the local address before it resolves, which would confine the name to one family.
+ */
+export function resolvesFirst(sources: SourceAddresses, host: string): boolean {
+  return sources.ipv4 !== undefined && sources.ipv6 !== undefined && isIP(host) === 0;
+}
+
+/** Node's connect asks for `ADDRCONFIG` when it resolves any family (not on Windows). */
+const LOOKUP_HINTS = process.platform === 'win32' ? 0 : dns.ADDRCONFIG;
+
+/**
+ * `net.connect(options)` from the source of the upstream's family. A host name with a source of
+ * each family is resolved first, as Node's own connect resolves it (`dns.lookup`, any family,
+ * `ADDRCONFIG`; the first address), then connected to from the source of the family it resolved
+ * to. The socket is returned at once, connecting (writes wait for 'connect'); a failed lookup
+ * destroys it with the lookup's error (`ENOTFOUND`), as Node's connect does.
+ */
+export function connectFrom(options: TcpNetConnectOpts, sources: SourceAddresses): Socket {
+  const host = options.host ?? 'localhost';
+  if (!resolvesFirst(sources, host))
+    return net.connect({ ...options, ...sourceConnectOptions(sources, host) });
+  const socket = new net.Socket(options);
+  // As during Node's own lookup: writes are held, and a TLS socket around it waits for 'connect'.
+  (socket as { connecting: boolean }).connecting = true;
+  dns.lookup(host, { hints: LOOKUP_HINTS }, (err, address, family) => {
+    if (socket.destroyed) return;
+    if (err !== null) socket.destroy(err);
+    else socket.connect({ ...options, host: address, localAddress: sourceFor(sources, family) });
+  });
+  return socket;
+}
+
+/**
+ * `tls.connect(options)` from the source of the peer's family: in one socket, or over
+ * {@link connectFrom}'s when a host name is resolved first.
+ */
+export function tlsConnectFrom(options: ConnectionOptions, sources: SourceAddresses): TLSSocket {
+  const host = options.host ?? 'localhost';
+  if (!resolvesFirst(sources, host))
+    return tls.connect({ ...options, ...sourceConnectOptions(sources, host) });
+  const { port = 443 } = options;
+  const halfOpen = (options as { allowHalfOpen?: boolean }).allowHalfOpen === true;
+  return tls.connect({
+    ...options,
+    socket: connectFrom({ host, port, allowHalfOpen: halfOpen }, sources),
+  });
 }

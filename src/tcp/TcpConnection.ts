@@ -54,7 +54,7 @@ import type { DataFilterFactory } from '../filter/dataFilter.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { HandleSocket, probeTcp, tcpUnderTlsSocket } from '../net/HandleSocket.js';
 import { uvError } from '../net/uvError.js';
-import { sourceConnectOptions } from '../net/sourceAddress.js';
+import { connectFrom, resolvesFirst, sourceConnectOptions } from '../net/sourceAddress.js';
 import type { RelaySocket } from '../net/RelaySocket.js';
 
 // ERR_HTTP2_STREAM_ERROR: an HTTP/2 tunnel stream was reset (RST_STREAM), the tunnel's reset.
@@ -640,25 +640,25 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     const onRead = this.filters === undefined ? onUpstreamRead : onUpstreamReadFiltered;
     if (this.host.handleUpstreams && isIP(state.host) !== 0)
       return HandleSocket.connect(state.host, state.port, options.noDelay, onRead);
-    return net.connect({
+    const socketOptions: net.TcpNetConnectOpts = {
       ...this.socketOptions(state),
       ...(options.relay !== 'stream' && {
         onread: { buffer: sharedReadBuffer(), callback: onRead },
       }),
-    });
+    };
+    const sources = options.sourceAddress;
+    return sources === undefined ? net.connect(socketOptions) : connectFrom(socketOptions, sources);
   }
 
-  /** `net.connect()` options for `state`'s upstream. */
+  /** `net.connect()` options for `state`'s upstream (the source address apart). */
   private socketOptions(state: UpstreamState): net.TcpNetConnectOpts {
     const options = this.host.options;
-    const sources = options.sourceAddress;
     return {
       host: state.host,
       port: state.port,
       allowHalfOpen: true,
       noDelay: options.noDelay,
       ...options.upstreamSocket,
-      ...(sources !== undefined && sourceConnectOptions(sources, state.host)),
     };
   }
 
@@ -872,15 +872,26 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
         );
         if (socket !== null) return socket;
       }
-      if (!this.host.preamble)
-        return this.host.upstreamTls.connect(target, this.serverName, socketOptions);
-      const tcp = net.connect(socketOptions);
+      const sources = this.host.options.sourceAddress;
+      // A name resolved before it is bound (see connectFrom) needs its own TCP socket.
+      const resolved = sources !== undefined && resolvesFirst(sources, state.host);
+      if (!this.host.preamble && !resolved)
+        return this.host.upstreamTls.connect(
+          target,
+          this.serverName,
+          sources === undefined
+            ? socketOptions
+            : { ...socketOptions, ...sourceConnectOptions(sources, state.host) },
+        );
+      const tcp =
+        sources === undefined ? net.connect(socketOptions) : connectFrom(socketOptions, sources);
       raw = tcp;
       // Its errors reach the TLS socket, which reports them.
       tcp.on('error', ignoreError);
-      tcp.once('connect', () => {
-        if (this.reason === undefined) this.sendPreamble(tcp);
-      });
+      if (this.host.preamble)
+        tcp.once('connect', () => {
+          if (this.reason === undefined) this.sendPreamble(tcp);
+        });
       return this.host.upstreamTls.wrapConnecting(tcp, target, this.serverName);
     } catch (err) {
       raw?.destroy();

@@ -310,7 +310,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       selector,
       stats: this.counters,
       upstreamTls: this.upstreamTls,
-      tunnels: () => (this.tunnelAgent ??= new TunnelAgent()),
+      tunnels: () => (this.tunnelAgent ??= new TunnelAgent(this.options.sourceAddress)),
       preamble: send === undefined ? undefined : (connection) => proxyHeaderFor(connection, send),
       filters: this.filterFactories,
       handleUpstreams:

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { asError } from '../errors.js';
 import type { Duplex } from 'node:stream';
+import type { SourceAddresses } from '../net/sourceAddress.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { failedStream, H2SessionPool } from './h2Connect.js';
 import { openHttp1Tunnel } from './httpConnect.js';
@@ -42,6 +43,13 @@ export class TunnelAgent {
   private h2: H2SessionPool | undefined;
 
   /**
+   * `sources`: the proxy's `sourceAddress`. The connection to the HTTP proxy is what leaves this
+   * host, so it is bound as a direct upstream connection would be. One agent per proxy, and the
+   * option is per proxy: its HTTP/2 sessions to one proxy endpoint all have the same source.
+   */
+  constructor(private readonly sources?: SourceAddresses) {}
+
+  /**
    * Opens a tunnel through `state` (the HTTP proxy) for `peer`. The returned stream is owned by
    * the caller at once; it emits `TUNNEL_READY` when bytes may flow, or 'error' (a
    * `TunnelRefusedError` for a non-2xx answer) and 'close'.
@@ -74,12 +82,14 @@ export class TunnelAgent {
   ): ProxyTunnelRequest | Error {
     const resolved = resolveTunnel(tunnel);
     this.counters.requests++;
+    const sources = this.sources;
     try {
       return {
         host: state.host,
         port: state.port,
         tunnel: resolved,
         target: tunnelTarget(resolved, peer),
+        ...(sources !== undefined && { sources }),
       };
     } catch (err) {
       this.counters.failed++;

@@ -1,6 +1,4 @@
 import http2 from 'node:http2';
-import net from 'node:net';
-import tls from 'node:tls';
 import type {
   ClientHttp2Session,
   ClientHttp2Stream,
@@ -11,7 +9,8 @@ import { Duplex as DuplexStream, PassThrough } from 'node:stream';
 import type { Duplex } from 'node:stream';
 import { asError, TunnelRefusedError } from '../errors.js';
 import { kResetStream } from '../net/closeSocket.js';
-import { proxyTlsOptions, TUNNEL_READY } from './httpConnect.js';
+import type { SourceAddresses } from '../net/sourceAddress.js';
+import { proxySocket, proxyTlsOptions, proxyTlsSocket, TUNNEL_READY } from './httpConnect.js';
 import type { ProxyTunnelRequest, ResolvedTunnel } from './tunnelOptions.js';
 import { parseAuthority } from './tunnelOptions.js';
 import { expandUdpPath } from './capsules.js';
@@ -308,7 +307,7 @@ export class H2SessionPool {
    */
   private request(dial: ProxyTunnelRequest, headers: OutgoingHttpHeaders): Duplex {
     const { host, port, tunnel, target } = dial;
-    const pool = this.poolFor(host, port, tunnel);
+    const pool = this.poolFor(host, port, tunnel, dial.sources);
     const proxy = `${host}:${String(port)}`;
     const pooled =
       pool.waiting.length > 0
@@ -410,14 +409,20 @@ export class H2SessionPool {
     });
   }
 
-  private poolFor(host: string, port: number, tunnel: ResolvedTunnel): AddressPool {
+  /** `source` is the agent's `sourceAddress`, the same for every tunnel to host:port: not part of the key. */
+  private poolFor(
+    host: string,
+    port: number,
+    tunnel: ResolvedTunnel,
+    source: SourceAddresses | undefined,
+  ): AddressPool {
     const key = `${host}|${String(port)}`;
     const pool = this.pools.get(tunnel)?.get(key);
     if (pool !== undefined) return pool;
     const connect = (): PooledSession => {
       // A pool forgotten while a refused tunnel of it was sent again comes back (for stats).
       this.remember(tunnel, key, created);
-      return this.connect(host, port, tunnel, created);
+      return this.connect(host, port, tunnel, created, source);
     };
     const created = new AddressPool(connect, tunnel.maxStreamsPerSession, (empty) => {
       this.forget(tunnel, key, empty);
@@ -449,9 +454,10 @@ export class H2SessionPool {
     port: number,
     tunnel: ResolvedTunnel,
     pool: AddressPool,
+    source: SourceAddresses | undefined,
   ): PooledSession {
     let socket: Duplex | undefined;
-    const session = connectSession(host, port, tunnel, (created) => {
+    const session = connectSession(host, port, tunnel, source, (created) => {
       socket = created;
     });
     const pooled = new PooledSession(session, pool, () => socket);
@@ -632,6 +638,7 @@ function connectSession(
   host: string,
   port: number,
   tunnel: ResolvedTunnel,
+  source: SourceAddresses | undefined,
   created: (socket: Duplex) => void,
 ): ClientHttp2Session {
   const hostPart = host.includes(':') ? `[${host}]` : host;
@@ -643,10 +650,11 @@ function connectSession(
     createConnection: () => {
       const socket =
         tlsOptions === undefined
-          ? net.connect({ host, port, noDelay: true })
-          : tls
-              .connect({ host, port, ALPNProtocols: ['h2'], ...proxyTlsOptions(host, tlsOptions) })
-              .setNoDelay(true);
+          ? proxySocket({ host, port, noDelay: true }, source)
+          : proxyTlsSocket(
+              { host, port, ALPNProtocols: ['h2'], ...proxyTlsOptions(host, tlsOptions) },
+              source,
+            ).setNoDelay(true);
       created(socket);
       return socket;
     },

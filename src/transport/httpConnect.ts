@@ -4,6 +4,8 @@ import net from 'node:net';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { TunnelRefusedError } from '../errors.js';
+import { connectFrom, tlsConnectFrom } from '../net/sourceAddress.js';
+import type { SourceAddresses } from '../net/sourceAddress.js';
 import type { ProxyTunnelRequest, TunnelTlsOptions } from './tunnelOptions.js';
 import type { TunnelCounters } from './TunnelStats.js';
 import { statusClass } from './TunnelStats.js';
@@ -23,6 +25,19 @@ export function proxyTlsOptions(host: string, options: TunnelTlsOptions): tls.Co
     ...(options.ca !== undefined && { ca: options.ca as string | Buffer | (string | Buffer)[] }),
     rejectUnauthorized: options.rejectUnauthorized ?? true,
   };
+}
+
+/** The TCP connection to an HTTP proxy, from `sources` (the proxy's `sourceAddress`) if set. */
+export function proxySocket(options: net.TcpNetConnectOpts, sources?: SourceAddresses): Socket {
+  return sources === undefined ? net.connect(options) : connectFrom(options, sources);
+}
+
+/** {@link proxySocket} with TLS. */
+export function proxyTlsSocket(
+  options: tls.ConnectionOptions,
+  sources?: SourceAddresses,
+): tls.TLSSocket {
+  return sources === undefined ? tls.connect(options) : tlsConnectFrom(options, sources);
 }
 
 /** An error of Node's HTTP parser (llhttp): the proxy's answer is not HTTP/1.1. */
@@ -104,17 +119,18 @@ export function openHttp1Tunnel(
   counters: TunnelCounters,
   noDelay: boolean,
 ): Socket {
-  const { host, port, tunnel, target } = dial;
+  const { host, port, tunnel, target, sources } = dial;
   const socket =
     tunnel.tls === undefined
-      ? net.connect({ host, port, allowHalfOpen: true, noDelay })
-      : tls.connect(
+      ? proxySocket({ host, port, allowHalfOpen: true, noDelay }, sources)
+      : proxyTlsSocket(
           halfOpen({
             host,
             port,
             ALPNProtocols: ['http/1.1'],
             ...proxyTlsOptions(host, tunnel.tls),
           }),
+          sources,
         );
   if (tunnel.tls !== undefined && noDelay) socket.setNoDelay(true);
   let answered = false;

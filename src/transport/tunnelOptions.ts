@@ -1,5 +1,6 @@
 import net from 'node:net';
 import { InvalidOptionError } from '../errors.js';
+import type { SourceAddresses } from '../net/sourceAddress.js';
 import {
   boolean,
   integer,
@@ -69,6 +70,8 @@ export interface ProxyTunnelRequest {
   readonly tunnel: ResolvedTunnel;
   /** The authority asked for (`host:port`). */
   readonly target: string;
+  /** The proxy's `sourceAddress`: the connection to the HTTP proxy is made from it. */
+  readonly sources?: SourceAddresses;
 }
 
 /** A validated tunnel with defaults applied (internal). */

@@ -152,7 +152,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       selector,
       counters: this.counters,
       quic: this.options.quic && new QuicRouter(this.options.quic, this.upstreamSet),
-      tunnels: () => (this.tunnelAgent ??= new TunnelAgent()),
+      tunnels: () => (this.tunnelAgent ??= new TunnelAgent(this.options.sourceAddress)),
       countDrop: (reason) => this.countDrop(reason),
       emitDrop: (drop) => {
         this.emitDrop(drop);

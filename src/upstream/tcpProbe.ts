@@ -1,7 +1,7 @@
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import { asError, HealthCheckError } from '../errors.js';
-import { sourceConnectOptions } from '../net/sourceAddress.js';
+import { connectFrom } from '../net/sourceAddress.js';
 import type { SourceAddresses } from '../net/sourceAddress.js';
 import type { UpstreamTls } from '../tls/UpstreamTls.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
@@ -38,11 +38,8 @@ export function tcpProbe(host: string, port: number, spec: ProbeSpec, done: Prob
   let settled = false;
   let reply = Buffer.alloc(0);
   const source = spec.source;
-  const raw: Socket = net.connect({
-    host,
-    port,
-    ...(source !== undefined && sourceConnectOptions(source, host)),
-  });
+  const raw: Socket =
+    source === undefined ? net.connect({ host, port }) : connectFrom({ host, port }, source);
   let socket: Socket = raw;
   const finish = (error: HealthCheckError | undefined): void => {
     if (settled) return;
