@@ -3,7 +3,7 @@ import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import tls from 'node:tls';
 import { test } from 'node:test';
-import { TcpProxy } from '../../src/index.js';
+import { TcpProxy, TunnelServer } from '../../src/index.js';
 import { SNI_CONTEXTS, SniContextCache } from '../../src/tls/sniContexts.js';
 import { opensslClient } from '../helpers/openssl.js';
 import { testServer } from '../helpers/testServer.js';
@@ -73,6 +73,23 @@ for (const relay of ['handle', 'onread'] as const) {
     assert.equal(proxy.stats().downstream_tls_context_builds, 2);
   });
 }
+
+test('TunnelServer: its sniCallback answers are cached too, and the builds counted in stats() and metrics()', async (t) => {
+  const p = await pki(t);
+  if (p === undefined) return;
+  const server = new TunnelServer({
+    upstreams: [{ host: '127.0.0.1', port: 9 }],
+    terminateTls: {
+      sniCallback: () => ({ cert: Buffer.from(p.first.cert), key: Buffer.from(p.first.key) }),
+    },
+  });
+  t.after(() => server.close());
+  const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
+  for (let i = 0; i < 5; i++)
+    assert.equal(await handshake(port, 'app.test', p.ca.cert), p.first.fingerprint256);
+  assert.equal(server.stats().downstream_tls_context_builds, 1);
+  assert.match(server.metrics(), /^l4proxy_tunnel_server_downstream_tls_context_builds_total 1$/m);
+});
 
 test('the context cache keys by content (cert, key, passphrase, part boundaries) and is bounded', () => {
   const cache = new SniContextCache();
