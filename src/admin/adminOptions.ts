@@ -12,6 +12,7 @@ import {
 import { TcpProxy } from '../tcp/TcpProxy.js';
 import { UdpProxy } from '../udp/UdpProxy.js';
 import type { TlsCertificateInfo } from '../tls/certificateInfo.js';
+import type { MetricFamily } from '../metrics/prometheus.js';
 import type { AdminListener } from './AdminListener.js';
 
 /** A listener the admin server does not observe, for its certificates (`/certs`, `/metrics`). */
@@ -45,6 +46,11 @@ export interface AdminServerOptions {
    * (the CLI's tunnel listeners: `TunnelServer.certificates()`), by name. Called on every request.
    */
   readonly certificateListeners?: () => readonly AdminCertificateListener[];
+  /**
+   * Further metric families `/metrics` renders after the listeners' (the CLI passes its tunnel
+   * listeners' `l4proxy_tunnel_server_*`, labelled `listener`). Called on every request.
+   */
+  readonly metricFamilies?: () => readonly MetricFamily[];
   /** Record latency histograms for `/metrics` (library helper only). Default true. */
   readonly histograms?: boolean;
   /** Concurrent admin connections (`server.maxConnections`). Default 16. */
@@ -76,6 +82,7 @@ export interface ResolvedAdminOptions {
   readonly config: (() => unknown) | undefined;
   readonly ready: (() => boolean) | undefined;
   readonly certificateListeners: (() => readonly AdminCertificateListener[]) | undefined;
+  readonly metricFamilies: (() => readonly MetricFamily[]) | undefined;
   readonly histograms: boolean;
   readonly maxConnections: number;
   readonly maxBodySize: number;
@@ -106,6 +113,7 @@ const KEYS = [
   'config',
   'ready',
   'certificateListeners',
+  'metricFamilies',
   'histograms',
   ...ADMIN_LIMIT_KEYS,
 ];
@@ -136,6 +144,10 @@ export function resolveAdminOptions(options: unknown): ResolvedAdminOptions {
     certificateListeners: optionalFunction<() => readonly AdminCertificateListener[]>(
       raw.certificateListeners,
       'certificateListeners',
+    ),
+    metricFamilies: optionalFunction<() => readonly MetricFamily[]>(
+      raw.metricFamilies,
+      'metricFamilies',
     ),
     histograms: boolean(raw.histograms, 'histograms', true),
     maxConnections: integer(raw.maxConnections, 'maxConnections', 16, { min: 1, max: 10_000 }),

@@ -228,6 +228,7 @@ async function route(admin: AdminServer, req: IncomingMessage, res: ServerRespon
     const families: MetricFamily[] = [];
     for (const listener of admin.adminListeners())
       families.push(...listenerMetricFamilies(listener));
+    families.push(...(admin.options.metricFamilies?.() ?? []));
     for (const { name, certificates } of admin.options.certificateListeners?.() ?? [])
       families.push(...certificateFamilies(certificates, { listener: name }));
     if (admin.authLimiter !== undefined) families.push(...authLimiterFamilies(admin.authLimiter));

@@ -5,6 +5,7 @@ import { ADMIN_LIMIT_KEYS, isBearerToken, resolveAdminOptions } from '../admin/a
 import type { AdminCertificateListener, ResolvedAdminOptions } from '../admin/adminOptions.js';
 import { isLoopbackHost } from '../admin/auth.js';
 import { InvalidOptionError } from '../errors.js';
+import type { MetricFamily } from '../metrics/prometheus.js';
 import { isRecord, knownKeys } from '../internal/validate.js';
 import type { HostPort } from './address.js';
 import { formatHostPort, parseHostPort } from './address.js';
@@ -155,6 +156,8 @@ export interface CliAdminContext {
   readonly limits?: AdminLimits | undefined;
   /** Listeners that are not admin listeners (tunnel listeners), for `/certs` and `/metrics`. */
   readonly certificateListeners?: () => readonly AdminCertificateListener[];
+  /** Families of listeners that are not admin listeners (tunnel listeners), for `/metrics`. */
+  readonly metricFamilies?: () => readonly MetricFamily[];
 }
 
 /**
@@ -171,6 +174,7 @@ export function cliAdminServer(context: CliAdminContext, token?: string): AdminS
     ...(context.certificateListeners !== undefined && {
       certificateListeners: context.certificateListeners,
     }),
+    ...(context.metricFamilies !== undefined && { metricFamilies: context.metricFamilies }),
     config: () => ({ settings: context.settings, listeners: instance.listenerConfigs() }),
   });
   server.on('control', (entry) => {

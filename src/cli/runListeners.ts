@@ -243,6 +243,9 @@ export async function runListeners(
         settings,
         ready: () => !draining,
         certificateListeners: () => tunnels.certificateListeners(),
+        // The families --metrics renders for the tunnel listeners; their certificates' come
+        // from certificateListeners, as every listener's.
+        metricFamilies: () => tunnels.adminFamilies(),
       });
       adminRef.server = served.server;
       ops.info('admin listening', { address: served.address });

@@ -311,6 +311,16 @@ export class TunnelListeners {
     return tunnelListenerFamilies(this.stats());
   }
 
+  /**
+   * The same without the certificates' expiry family, for the admin API: it renders those from
+   * `certificateListeners()` (once, as for every listener).
+   */
+  adminFamilies(): MetricFamily[] {
+    return tunnelListenerFamilies(
+      this.stats().map(({ name, stats }) => ({ name, stats: { ...stats, certificates: [] } })),
+    );
+  }
+
   /** Re-reads `file`: new upstreams and TLS settings (files re-read) apply at once. */
   async reload(file: string): Promise<void> {
     if (this.running.size === 0) return;

@@ -65,6 +65,7 @@ const TLS_HELP: HelpTable<TlsStats> = {
   downstream_tls_fail_verify_cert: 'Clients refused for a missing or unverified certificate.',
   downstream_tls_handshake_timeout: 'Client TLS handshakes that timed out.',
   downstream_tls_connection_error: 'Other failed client TLS handshakes.',
+  downstream_tls_context_builds: 'TLS contexts built from sniCallback certificate answers.',
 };
 
 const TCP_HELP: HelpTable<TcpProxyStats> = {

@@ -74,7 +74,7 @@ export class DownstreamHandleTls extends TerminationHandshake<HandleSocket> {
       }
     };
     if (name === '') proceed(null);
-    else selectContext(this.settings, name, () => this.finished, proceed);
+    else selectContext(this.settings, this.stats, name, () => this.finished, proceed);
   };
 
   private readonly onHandshakeDone = (): void => {

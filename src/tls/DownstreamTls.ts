@@ -82,7 +82,7 @@ export class DownstreamTls extends TerminationHandshake<TLSSocket> {
       secureContext: settings.defaultContext,
       ...(selects && {
         SNICallback: (name: string, cb: (err: Error | null, ctx?: SecureContext) => void) => {
-          selectContext(settings, name, () => this.finished, cb);
+          selectContext(settings, stats, name, () => this.finished, cb);
         },
       }),
       ...(settings.alpn !== undefined && { ALPNProtocols: settings.alpn }),
@@ -194,6 +194,7 @@ export function selectsBySni(settings: ResolvedTerminateTls): boolean {
  */
 export function selectContext(
   settings: ResolvedTerminateTls,
+  stats: TlsStats,
   name: string,
   finished: () => boolean,
   cb: (err: Error | null, ctx?: SecureContext) => void,
@@ -208,7 +209,7 @@ export function selectContext(
     if (finished()) return;
     let context: SecureContext;
     try {
-      context = toContext(settings, result);
+      context = toContext(settings, stats, result);
     } catch (err) {
       cb(asError(err));
       return;
@@ -238,11 +239,15 @@ function remember(settings: ResolvedTerminateTls, name: string, result: SniCallb
   else served.record(name, undefined, result);
 }
 
-function toContext(settings: ResolvedTerminateTls, result: SniCallbackResult): SecureContext {
+function toContext(
+  settings: ResolvedTerminateTls,
+  stats: TlsStats,
+  result: SniCallbackResult,
+): SecureContext {
   if (result === undefined) return settings.defaultContext;
   const answer: unknown = result;
   if (typeof answer === 'object' && answer !== null) {
-    if ('cert' in answer) return settings.contextFor(result as TlsCertificate);
+    if ('cert' in answer) return settings.contextFor(result as TlsCertificate, stats);
     // A SecureContext holds OpenSSL's context; anything else would, depending on the relay
     // path, serve the default certificate or fail: it fails on both, saying why.
     const context = (answer as { context?: unknown }).context;

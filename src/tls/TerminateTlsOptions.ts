@@ -7,6 +7,8 @@ import type { PemInput, TlsVersion } from './pem.js';
 import { describeCertificate } from './certificateInfo.js';
 import type { TlsCertificateInfo } from './certificateInfo.js';
 import { SniServedCertificates } from './sniServed.js';
+import { SniContextCache } from './sniContexts.js';
+import type { TlsStats } from './tlsStats.js';
 import {
   alpnList,
   groupList,
@@ -57,8 +59,10 @@ export interface TerminateTlsOptions {
   readonly certificates?: readonly SniCertificate[];
   /**
    * Certificates loaded at run time: called for a server name that `certificates` does not match
-   * (sync or async; results are not cached, cache yourself). A throw or rejection fails that
-   * handshake (`tls_handshake_failed`).
+   * (sync or async), on every such handshake. The context built from a `{ cert, key }` answer is
+   * kept by its content (the last 100), so an equal answer, even a new object, is not parsed
+   * again and a renewed certificate is served at once. A throw or rejection fails that handshake
+   * (`tls_handshake_failed`).
    */
   readonly sniCallback?: (serverName: string) => SniCallbackResult | PromiseLike<SniCallbackResult>;
   /** ALPN protocols the proxy accepts, in its order of preference. Default none. */
@@ -112,8 +116,11 @@ export interface ResolvedTerminateTls {
   readonly alpn: string[] | undefined;
   readonly clientCertificate: 'none' | 'optional' | 'required';
   readonly handshakeTimeout: number;
-  /** Builds a context for a certificate from `sniCallback` with the same settings. */
-  readonly contextFor: (certificate: TlsCertificate) => SecureContext;
+  /**
+   * The context for a certificate from `sniCallback`, with the same settings: built once per
+   * content (cached, bounded), counted in `stats.downstream_tls_context_builds` when built.
+   */
+  readonly contextFor: (certificate: TlsCertificate, stats: TlsStats) => SecureContext;
   /** The static certificates (default, then `certificates`), described once here. */
   readonly served: readonly TlsCertificateInfo[];
   /** With `sniCallback`: the certificates it served (bounded), as they are answered. */
@@ -256,7 +263,20 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
     alpn: alpnList(value.alpn, `${name}.alpn`),
     clientCertificate,
     handshakeTimeout: duration(value.handshakeTimeout, `${name}.handshakeTimeout`, 10_000, 1),
-    contextFor: (certificate) => build(certificate, `${name}.sniCallback result`),
+    contextFor: callbackContexts(build, `${name}.sniCallback result`),
+  };
+}
+
+/** {@link ResolvedTerminateTls.contextFor}: `build` once per certificate content. */
+function callbackContexts(
+  build: (certificate: TlsCertificate, path: string) => SecureContext,
+  path: string,
+): ResolvedTerminateTls['contextFor'] {
+  const cache = new SniContextCache();
+  return (certificate, stats) => {
+    const { context, built } = cache.get(certificate, () => build(certificate, path));
+    if (built) stats.downstream_tls_context_builds++;
+    return context;
   };
 }
 

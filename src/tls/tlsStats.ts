@@ -25,6 +25,11 @@ export interface TlsStats {
   downstream_tls_handshake_timeout: number;
   /** Other client handshake failures. */
   downstream_tls_connection_error: number;
+  /**
+   * TLS contexts built from `terminateTls.sniCallback` answers given as `{ cert, key }` (once per
+   * distinct certificate and key while cached; a steady rise means the cache misses).
+   */
+  downstream_tls_context_builds: number;
 }
 
 /** A zeroed counter set. */
@@ -41,5 +46,6 @@ export function tlsCounters(): TlsStats {
     downstream_tls_fail_verify_cert: 0,
     downstream_tls_handshake_timeout: 0,
     downstream_tls_connection_error: 0,
+    downstream_tls_context_builds: 0,
   };
 }

@@ -459,6 +459,33 @@ describe('AdminServer', () => {
     await open.close();
   });
 
+  test("metricFamilies: /metrics renders them after the listeners'; a non-function is refused naming it", async () => {
+    assert.throws(
+      () => createAdminServer({ proxies: { web: proxy }, metricFamilies: 42 as never }),
+      (err: unknown) => err instanceof InvalidOptionError && err.option === 'metricFamilies',
+    );
+    const withFamilies = createAdminServer({
+      proxies: { web: proxy },
+      metricFamilies: () => [
+        {
+          name: 'l4proxy_tunnel_server_tunnel_opened_total',
+          help: 'Tunnels opened (200).',
+          type: 'counter',
+          samples: [{ labels: { listener: 'egress' }, value: 3 }],
+        },
+      ],
+    });
+    const at = (await withFamilies.listen({ port: 0 })).port;
+    try {
+      const res = await adminRequest(at, 'GET', '/metrics');
+      assert.equal(res.status, 200);
+      assert.match(res.text, /^l4proxy_tunnel_server_tunnel_opened_total\{listener="egress"\} 3$/m);
+      assert.match(res.text, /^l4proxy_tcp_downstream_cx_total\{listener="web"\} \d+$/m);
+    } finally {
+      await withFamilies.close();
+    }
+  });
+
   test('a token no client could send (space, line break, non-ASCII) fails at construction, unshown', () => {
     for (const token of ['two words', 'trailing\n', 'caf\u00e9']) {
       assert.throws(

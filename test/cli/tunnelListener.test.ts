@@ -107,6 +107,32 @@ describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }
     await tunnel.stop();
   });
 
+  test("the admin API's /metrics has the tunnel listener's families, as --metrics has them", async (t) => {
+    const tunnel = await startTunnelCli(
+      t,
+      { upstreams: [{ host: '127.0.0.1', port: originPort }] },
+      { args: ['--metrics', '127.0.0.1:0', '--admin', '127.0.0.1:0'] },
+    );
+    const metricsAt = await metricsAddress(tunnel.cli);
+    const admin = await tunnel.cli.waitLine('stderr', (l) => l.msg === 'admin listening', 10_000);
+    const fetched = await tunnel.curl(originUrl);
+    assert.equal(fetched.stdout, 'origin 200', fetched.stderr);
+    await tunnel.cli.waitLine('stdout', (l) => l.msg === 'tunnel closed');
+    /** The `l4proxy_tunnel_server_*` lines of a /metrics answer, HELP and TYPE included. */
+    const tunnelLines = async (address: string): Promise<string[]> =>
+      (await httpGet(`http://${address}/metrics`)).body
+        .split('\n')
+        .filter((line) => /^(# (HELP|TYPE) )?l4proxy_tunnel_server_/.test(line));
+    const fromMetrics = await tunnelLines(metricsAt);
+    assert.ok(
+      fromMetrics.includes('l4proxy_tunnel_server_tunnel_opened_total{listener="egress"} 1'),
+      fromMetrics.join('\n'),
+    );
+    // Once each: the admin API renders the same families, no more.
+    assert.deepEqual(await tunnelLines(String(admin.address)), fromMetrics);
+    await tunnel.stop();
+  });
+
   test('a dns block is the upstream source: dnsmasq names the upstreams CONNECT may reach; a failing lookup is logged', async (t) => {
     const dns = await testDnsmasq(t, { hosts: { 'up.example.test': ['127.0.0.1'] } });
     if (dns === undefined) return;

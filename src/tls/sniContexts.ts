@@ -1,0 +1,78 @@
+import { createHash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
+import type { SecureContext } from 'node:tls';
+import type { PemInput } from './pem.js';
+
+/** Contexts kept for `sniCallback` answers given as `{ cert, key }`; the least recently used go first. */
+export const SNI_CONTEXTS = 100;
+
+/** The parts of an answer a context is built from. */
+interface Certificate {
+  readonly cert: PemInput;
+  readonly key: PemInput;
+  readonly passphrase?: string | undefined;
+}
+
+/**
+ * Contexts built from `sniCallback` answers, by their content (a SHA-256 of cert, key and
+ * passphrase): building one parses the certificate and key (about a millisecond of CPU), so a
+ * callback answering `{ cert, key }` for every handshake, even as fresh but equal objects, would
+ * otherwise turn a ClientHello flood into a CPU flood. Other content (a renewed certificate) is
+ * another key, so it is served at once. Bounded to {@link SNI_CONTEXTS} contexts.
+ */
+export class SniContextCache {
+  private readonly byDigest = new Map<string, SecureContext>();
+
+  /** The context for `certificate`: a cached one, else `build()`'s (kept; a throw is not). */
+  get(
+    certificate: Certificate,
+    build: () => SecureContext,
+  ): { context: SecureContext; built: boolean } {
+    const digest = digestOf(certificate);
+    // Not PEM inputs at all: building fails, saying why.
+    if (digest === undefined) return { context: build(), built: true };
+    const known = this.byDigest.get(digest);
+    if (known !== undefined) {
+      // Most recently used last: the first key is the one to evict.
+      this.byDigest.delete(digest);
+      this.byDigest.set(digest, known);
+      return { context: known, built: false };
+    }
+    const context = build();
+    this.byDigest.set(digest, context);
+    if (this.byDigest.size > SNI_CONTEXTS) {
+      const oldest = this.byDigest.keys().next().value;
+      if (oldest !== undefined) this.byDigest.delete(oldest);
+    }
+    return { context, built: true };
+  }
+}
+
+/** The content's digest; undefined when a part is not a string, a Buffer or an array of them. */
+function digestOf(certificate: Certificate): string | undefined {
+  const cert = partsOf(certificate.cert);
+  const key = partsOf(certificate.key);
+  const passphrase: unknown = certificate.passphrase;
+  if (cert === undefined || key === undefined) return undefined;
+  if (passphrase !== undefined && typeof passphrase !== 'string') return undefined;
+  const hash = createHash('sha256');
+  for (const parts of [cert, key, passphrase === undefined ? [] : [passphrase]]) {
+    // Each part with its length first, so `['ab', 'c']` and `['a', 'bc']` differ.
+    hash.update(`${parts.length};`);
+    for (const part of parts) addPart(hash, part);
+  }
+  return hash.digest('base64');
+}
+
+function partsOf(value: unknown): readonly (string | Buffer)[] | undefined {
+  const parts: unknown[] = Array.isArray(value) ? value : [value];
+  return parts.every((part) => typeof part === 'string' || Buffer.isBuffer(part))
+    ? parts
+    : undefined;
+}
+
+function addPart(hash: Hash, part: string | Buffer): void {
+  const bytes = typeof part === 'string' ? Buffer.from(part) : part;
+  hash.update(`${bytes.length}:`);
+  hash.update(bytes);
+}
