@@ -95,6 +95,11 @@ export function tunnelServerFamilies(
       'gauge',
       'The most streams one HTTP/2 session carries now.',
     ),
+    scalar(
+      'h2_reset_floods_total',
+      'counter',
+      'HTTP/2 client sessions closed for resetting most of their streams before their answer.',
+    ),
     scalar('downstream_tls_handshake', 'counter', 'TLS handshakes completed with clients.'),
     scalar('downstream_tls_failed', 'counter', 'TLS handshakes with clients that failed.'),
     scalar('upstream_tls_handshake', 'counter', 'TLS handshakes completed with upstreams.'),

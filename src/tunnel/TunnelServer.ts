@@ -120,6 +120,11 @@ export interface TunnelServerStats extends ProxyHealthStats {
   /** Tunnel streams open now over all HTTP/2 sessions, and the most one session carries now. */
   readonly h2_streams_active: number;
   readonly h2_streams_per_session_max: number;
+  /**
+   * HTTP/2 client sessions closed (GOAWAY `ENHANCE_YOUR_CALM`) for resetting more than 100 of
+   * their streams before their answer, and more than half of them (Rapid Reset, CVE-2023-44487).
+   */
+  readonly h2_reset_floods_total: number;
   /** TLS listener (`terminateTls`): handshakes completed and failed. */
   readonly downstream_tls_handshake: number;
   readonly downstream_tls_failed: number;
@@ -150,8 +155,26 @@ const CLIENT_GONE_STATUS = 499;
  * `maxStreamsPerSession`; a client needing more opens another session, as clients do.
  */
 const MAX_STREAMS_PER_SESSION = 100;
+/**
+ * Streams an HTTP/2 client session may reset before their answer (each may have cost a target
+ * dial) while they are more than half of its streams: one more closes the session with GOAWAY
+ * `ENHANCE_YOUR_CALM` (Rapid Reset, CVE-2023-44487). Envoy's premature-reset rule (more than half
+ * the streams) with a budget of one `maxConcurrentStreams`; nghttp2's own (1000 resets, then 33
+ * a second) only sends a GOAWAY and leaves the connection open.
+ */
+const MAX_EARLY_RESETS = MAX_STREAMS_PER_SESSION;
 /** HTTP/2 connection receive window (the stream window is 1 MiB, in the SETTINGS). */
 const SESSION_WINDOW = 16 * 1024 * 1024;
+
+/** The streams of an HTTP/2 client session. */
+interface SessionStreams {
+  /** Open now. */
+  open: number;
+  /** Opened since the session started. */
+  opened: number;
+  /** Closed before their answer was sent. */
+  early: number;
+}
 
 /** Who a client connection is: its addresses and, on a TLS listener, what TLS negotiated. */
 interface ClientFacts {
@@ -266,8 +289,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private readonly headTimers = new WeakMap<Socket, NodeJS.Timeout>();
   /** The idle timer of each HTTP/2 session that carries no stream now. */
   private readonly idleSessions = new WeakMap<Http2Session, NodeJS.Timeout>();
-  /** Open streams per HTTP/2 session. */
-  private readonly streams = new Map<Http2Session, number>();
+  /** Streams of each HTTP/2 session: open now, opened, and reset before their answer. */
+  private readonly streams = new Map<Http2Session, SessionStreams>();
   private accepting: ClientFacts | undefined;
   /** The socket file made with a `mode`/`user`/`group`, removed at close. */
   private socketFile: UnixSocketFile | undefined;
@@ -285,6 +308,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     tx: 0,
     connections: 0,
     sessions: 0,
+    resetFloods: 0,
   };
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
@@ -337,7 +361,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     this.h2.on('session', (session) => {
       this.facts.set(session, this.accepting ?? UNKNOWN_CLIENT);
       this.counters.sessions++;
-      this.streams.set(session, 0);
+      this.streams.set(session, { open: 0, opened: 0, early: 0 });
+      // Here, not in the server's 'stream' event: a stream its client reset in the same read as
+      // its headers arrives destroyed, without its session.
+      session.on('stream', (stream: ServerHttp2Stream) => {
+        this.countStream(session, stream);
+      });
       session.once('close', () => {
         this.streams.delete(session);
         clearTimeout(this.idleSessions.get(session));
@@ -490,9 +519,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     let streams = 0;
     let most = 0;
     const certificates = this.certificates();
-    for (const count of this.streams.values()) {
-      streams += count;
-      most = Math.max(most, count);
+    for (const { open } of this.streams.values()) {
+      streams += open;
+      most = Math.max(most, open);
     }
     return {
       tunnel_requests_total: this.counters.requests,
@@ -507,6 +536,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       h2_sessions_active: this.streams.size,
       h2_streams_active: streams,
       h2_streams_per_session_max: most,
+      h2_reset_floods_total: this.counters.resetFloods,
       downstream_tls_handshake: this.tlsStats.downstream_tls_handshake,
       downstream_tls_failed:
         this.tlsStats.downstream_tls_connection_error +
@@ -710,7 +740,6 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private h2Stream(stream: ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     stream.on('error', ignoreError);
     const session = stream.session;
-    if (session !== undefined) this.countStream(session, stream);
     const protocol = headers[':protocol'];
     const post =
       headers[':method'] === 'POST' &&
@@ -751,14 +780,32 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   }
 
   private countStream(session: Http2Session, stream: ServerHttp2Stream): void {
-    this.streams.set(session, (this.streams.get(session) ?? 0) + 1);
+    const count = this.streams.get(session);
+    if (count === undefined) return;
+    count.opened++;
+    if (stream.destroyed) {
+      if (!stream.headersSent) this.earlyReset(session, count);
+      return;
+    }
+    count.open++;
     clearTimeout(this.idleSessions.get(session));
     stream.once('close', () => {
-      const count = this.streams.get(session);
-      if (count === undefined) return;
-      this.streams.set(session, count - 1);
-      if (count === 1) this.idleSession(session);
+      count.open--;
+      // Closed unanswered: its client reset it (or left) while it was admitted or dialled.
+      if (!stream.headersSent) this.earlyReset(session, count);
+      if (count.open === 0) this.idleSession(session);
     });
+  }
+
+  /** Counts a stream reset before its answer; closes a session that resets most of its streams. */
+  private earlyReset(session: Http2Session, count: SessionStreams): void {
+    count.early++;
+    if (count.early <= MAX_EARLY_RESETS || count.early * 2 <= count.opened) return;
+    if (session.destroyed) return;
+    this.counters.resetFloods++;
+    // Its open streams end with it, their relays and dials with them.
+    const error = new Error('HTTP/2 client reset most of its streams before their answer');
+    session.destroy(error, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
   /**
@@ -769,7 +816,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     const idleTimeout = this.options.idleTimeout;
     if (idleTimeout === 0 || session.closed || session.destroyed) return;
     const timer = setTimeout(() => {
-      if (this.streams.get(session) === 0) session.close();
+      if (this.streams.get(session)?.open === 0) session.close();
     }, idleTimeout);
     timer.unref();
     this.idleSessions.set(session, timer);
