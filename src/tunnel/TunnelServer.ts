@@ -649,10 +649,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   /** Hands a connection to the HTTP/2 or the HTTP/1.1 server, by its first bytes. */
   private sniff(socket: Socket, facts: ClientFacts): void {
     let seen = Buffer.alloc(0);
+    let head = false;
     // A client that sends nothing is not held forever (the HTTP servers' own timeouts start
     // only once they have the connection).
     const timer = setTimeout(() => {
-      socket.destroy();
+      if (head) this.headTimeout(socket);
+      else socket.destroy();
     }, FIRST_BYTES_TIMEOUT);
     timer.unref();
     socket.once('close', () => {
@@ -666,6 +668,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       socket.off('data', onData);
       if (!h2) {
         // A partial request head holds the socket no longer than no request at all would.
+        head = true;
         this.headTimers.set(socket, timer);
         socket.pause();
         socket.unshift(seen);
@@ -689,6 +692,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
 
   private h1Connect(request: IncomingMessage, socket: Socket, head: Buffer): void {
     clearTimeout(this.headTimers.get(socket));
+    // Its head completed after it was answered 408 (closing): not a request any more.
+    if (socket.writableEnded) return;
     const facts = this.facts.get(socket) ?? UNKNOWN_CLIENT;
     const authority = request.url ?? '';
     const tunnel = this.request({ version: 'h1', authority, headers: request.headers, facts });
@@ -707,6 +712,21 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       if (head.length > 0) outcome.socket.write(head);
       this.relay(tunnel, socket, outcome.socket, outcome.state);
     });
+  }
+
+  /**
+   * An HTTP/1.1 request head still incomplete after the first-bytes timeout (a slow loris):
+   * answered 408 and counted `bad_request`, as Node's own `requestTimeout` answers and HAProxy's
+   * `timeout http-request` does, where it was closed uncounted.
+   */
+  private headTimeout(socket: Socket): void {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    this.answerH1(socket, 408);
+    socket.destroySoon();
+    this.h1Refused(socket, '', {}, 408);
   }
 
   /**
