@@ -125,6 +125,12 @@ export interface TunnelServerStats extends ProxyHealthStats {
    * their streams before their answer, and more than half of them (Rapid Reset, CVE-2023-44487).
    */
   readonly h2_reset_floods_total: number;
+  /**
+   * HTTP/2 client sessions ended by the client's protocol error: frames Node or nghttp2 refused
+   * (a CONTINUATION flood, headers an HPACK decoder refuses, too many invalid frames) or its
+   * GOAWAY with an error code. Not counted: a client that resets or leaves its connection.
+   */
+  readonly h2_session_errors_total: number;
   /** TLS listener (`terminateTls`): handshakes completed and failed. */
   readonly downstream_tls_handshake: number;
   readonly downstream_tls_failed: number;
@@ -163,6 +169,8 @@ const MAX_STREAMS_PER_SESSION = 100;
  * a second) only sends a GOAWAY and leaves the connection open.
  */
 const MAX_EARLY_RESETS = MAX_STREAMS_PER_SESSION;
+/** What such a session is destroyed with (its 'error', which the server's sessionError gets). */
+const RESET_FLOOD = new Error('HTTP/2 client reset most of its streams before their answer');
 /** HTTP/2 connection receive window (the stream window is 1 MiB, in the SETTINGS). */
 const SESSION_WINDOW = 16 * 1024 * 1024;
 
@@ -309,6 +317,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     connections: 0,
     sessions: 0,
     resetFloods: 0,
+    sessionErrors: 0,
   };
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
@@ -381,8 +390,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         // A session destroyed meanwhile.
       }
     });
-    this.h2.on('sessionError', () => {
-      // The session's streams end with it; their relays reset the targets.
+    this.h2.on('sessionError', (error: NodeJS.ErrnoException) => {
+      // The session's streams end with it; their relays reset the targets. Its socket's errors
+      // (ECONNRESET: the client left) are no protocol error; a Rapid Reset is counted apart.
+      if (error !== RESET_FLOOD && error.code?.startsWith('ERR_HTTP2_') === true)
+        this.counters.sessionErrors++;
     });
     this.manager.start();
   }
@@ -537,6 +549,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       h2_streams_active: streams,
       h2_streams_per_session_max: most,
       h2_reset_floods_total: this.counters.resetFloods,
+      h2_session_errors_total: this.counters.sessionErrors,
       downstream_tls_handshake: this.tlsStats.downstream_tls_handshake,
       downstream_tls_failed:
         this.tlsStats.downstream_tls_connection_error +
@@ -824,8 +837,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     if (session.destroyed) return;
     this.counters.resetFloods++;
     // Its open streams end with it, their relays and dials with them.
-    const error = new Error('HTTP/2 client reset most of its streams before their answer');
-    session.destroy(error, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    session.destroy(RESET_FLOOD, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
   /**
