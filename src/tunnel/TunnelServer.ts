@@ -122,7 +122,8 @@ export interface TunnelServerStats extends ProxyHealthStats {
   readonly h2_streams_per_session_max: number;
   /**
    * HTTP/2 client sessions closed (GOAWAY `ENHANCE_YOUR_CALM`) for resetting more than 100 of
-   * their streams before their answer, and more than half of them (Rapid Reset, CVE-2023-44487).
+   * their streams before their answer and within 1 s, and more than half of them (Rapid Reset,
+   * CVE-2023-44487).
    */
   readonly h2_reset_floods_total: number;
   /**
@@ -169,6 +170,11 @@ const MAX_STREAMS_PER_SESSION = 100;
  * a second) only sends a GOAWAY and leaves the connection open.
  */
 const MAX_EARLY_RESETS = MAX_STREAMS_PER_SESSION;
+/**
+ * Only a stream closed within this long of its arrival counts as reset early (ms): a client whose
+ * own timeout gave up on a slow dial is no attacker (Envoy's `premature_reset_min_stream_lifetime`).
+ */
+const EARLY_RESET_WINDOW = 1_000;
 /** What such a session is destroyed with (its 'error', which the server's sessionError gets). */
 const RESET_FLOOD = new Error('HTTP/2 client reset most of its streams before their answer');
 /** HTTP/2 connection receive window (the stream window is 1 MiB, in the SETTINGS). */
@@ -822,10 +828,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     }
     count.open++;
     clearTimeout(this.idleSessions.get(session));
+    const arrived = performance.now();
     stream.once('close', () => {
       count.open--;
-      // Closed unanswered: its client reset it (or left) while it was admitted or dialled.
-      if (!stream.headersSent) this.earlyReset(session, count);
+      // Closed unanswered, at once: its client reset it while it was admitted or dialled.
+      if (!stream.headersSent && performance.now() - arrived < EARLY_RESET_WINDOW)
+        this.earlyReset(session, count);
       if (count.open === 0) this.idleSession(session);
     });
   }

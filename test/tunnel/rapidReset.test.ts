@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import http2 from 'node:http2';
 import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { TunnelServer } from '../../src/index.js';
@@ -140,4 +141,48 @@ test('HTTP/2: a client closing its answered tunnels is no Rapid Reset (150 tunne
   }
   await echoes(first.stream, 'still open');
   assert.equal(server.stats().h2_reset_floods_total, 0);
+});
+
+test('HTTP/2: CONNECTs a client gives up on after 1 s of a hanging dial are no Rapid Reset (200 streams)', async (t) => {
+  const python = tool(t, 'python3');
+  if (python === undefined) return;
+  const hole = await blackholePort(python);
+  const server = new TunnelServer({ route: () => ({ host: '127.0.0.1', port: hole.port }) });
+  const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+  t.after(async () => {
+    await server.close();
+    hole.close();
+  });
+  const session = http2.connect(`http://127.0.0.1:${String(port)}`);
+  session.on('error', () => undefined);
+  t.after(() => {
+    session.destroy();
+  });
+  await waitFor(session, 'remoteSettings');
+  // Two batches of 100 (the session's stream limit), each reset unanswered after 1.1 s, as a
+  // client whose connect timeout is shorter than the server's would.
+  for (let batch = 0; batch < 2; batch++) {
+    const streams = Array.from({ length: 100 }, () => {
+      const stream = session.request({ ':method': 'CONNECT', ':authority': 'target.example:443' });
+      stream.on('error', () => undefined);
+      return stream;
+    });
+    await withTimeout(
+      new Promise<void>((resolve) => {
+        const check = (): void => {
+          if (server.stats().h2_streams_active >= 100) resolve();
+          else setImmediate(check);
+        };
+        check();
+      }),
+      2_000,
+      'the streams arriving',
+    );
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    for (const stream of streams) stream.close(8);
+    await Promise.all(streams.map((stream) => waitFor(stream, 'close')));
+  }
+  assert.equal(session.closed || session.destroyed, false);
+  assert.equal(server.stats().h2_reset_floods_total, 0);
+  assert.equal(server.stats().tunnel_requests_total, 200);
 });
