@@ -95,6 +95,16 @@ export function tunnelServerFamilies(
       'gauge',
       'The most streams one HTTP/2 session carries now.',
     ),
+    scalar(
+      'h2_reset_floods_total',
+      'counter',
+      'HTTP/2 client sessions closed for resetting most of their streams before their answer.',
+    ),
+    scalar(
+      'h2_session_errors_total',
+      'counter',
+      "HTTP/2 client sessions ended by the client's protocol error (frames refused, GOAWAY with an error).",
+    ),
     scalar('downstream_tls_handshake', 'counter', 'TLS handshakes completed with clients.'),
     scalar('downstream_tls_failed', 'counter', 'TLS handshakes with clients that failed.'),
     scalar(

@@ -121,6 +121,18 @@ export interface TunnelServerStats extends ProxyHealthStats {
   /** Tunnel streams open now over all HTTP/2 sessions, and the most one session carries now. */
   readonly h2_streams_active: number;
   readonly h2_streams_per_session_max: number;
+  /**
+   * HTTP/2 client sessions closed (GOAWAY `ENHANCE_YOUR_CALM`) for resetting more than 100 of
+   * their streams before their answer and within 1 s, and more than half of them (Rapid Reset,
+   * CVE-2023-44487).
+   */
+  readonly h2_reset_floods_total: number;
+  /**
+   * HTTP/2 client sessions ended by the client's protocol error: frames Node or nghttp2 refused
+   * (a CONTINUATION flood, headers an HPACK decoder refuses, too many invalid frames) or its
+   * GOAWAY with an error code. Not counted: a client that resets or leaves its connection.
+   */
+  readonly h2_session_errors_total: number;
   /** TLS listener (`terminateTls`): handshakes completed and failed. */
   readonly downstream_tls_handshake: number;
   readonly downstream_tls_failed: number;
@@ -158,8 +170,33 @@ const CLIENT_GONE_STATUS = 499;
  * `maxStreamsPerSession`; a client needing more opens another session, as clients do.
  */
 const MAX_STREAMS_PER_SESSION = 100;
+/**
+ * Streams an HTTP/2 client session may reset before their answer (each may have cost a target
+ * dial) while they are more than half of its streams: one more closes the session with GOAWAY
+ * `ENHANCE_YOUR_CALM` (Rapid Reset, CVE-2023-44487). Envoy's premature-reset rule (more than half
+ * the streams) with a budget of one `maxConcurrentStreams`; nghttp2's own (1000 resets, then 33
+ * a second) only sends a GOAWAY and leaves the connection open.
+ */
+const MAX_EARLY_RESETS = MAX_STREAMS_PER_SESSION;
+/**
+ * Only a stream closed within this long of its arrival counts as reset early (ms): a client whose
+ * own timeout gave up on a slow dial is no attacker (Envoy's `premature_reset_min_stream_lifetime`).
+ */
+const EARLY_RESET_WINDOW = 1_000;
+/** What such a session is destroyed with (its 'error', which the server's sessionError gets). */
+const RESET_FLOOD = new Error('HTTP/2 client reset most of its streams before their answer');
 /** HTTP/2 connection receive window (the stream window is 1 MiB, in the SETTINGS). */
 const SESSION_WINDOW = 16 * 1024 * 1024;
+
+/** The streams of an HTTP/2 client session. */
+interface SessionStreams {
+  /** Open now. */
+  open: number;
+  /** Opened since the session started. */
+  opened: number;
+  /** Closed before their answer was sent. */
+  early: number;
+}
 
 /** Who a client connection is: its addresses and, on a TLS listener, what TLS negotiated. */
 interface ClientFacts {
@@ -274,8 +311,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private readonly headTimers = new WeakMap<Socket, NodeJS.Timeout>();
   /** The idle timer of each HTTP/2 session that carries no stream now. */
   private readonly idleSessions = new WeakMap<Http2Session, NodeJS.Timeout>();
-  /** Open streams per HTTP/2 session. */
-  private readonly streams = new Map<Http2Session, number>();
+  /** Streams of each HTTP/2 session: open now, opened, and reset before their answer. */
+  private readonly streams = new Map<Http2Session, SessionStreams>();
   private accepting: ClientFacts | undefined;
   /** The connection each HTTP/2 session runs on (its `socket` property cannot be destroyed). */
   private readonly sessionSockets = new WeakMap<Http2Session, Duplex>();
@@ -296,6 +333,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     tx: 0,
     connections: 0,
     sessions: 0,
+    resetFloods: 0,
+    sessionErrors: 0,
   };
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
@@ -350,7 +389,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       if (this.acceptingSocket !== undefined)
         this.sessionSockets.set(session, this.acceptingSocket);
       this.counters.sessions++;
-      this.streams.set(session, 0);
+      this.streams.set(session, { open: 0, opened: 0, early: 0 });
+      // Here, not in the server's 'stream' event: a stream its client reset in the same read as
+      // its headers arrives destroyed, without its session.
+      session.on('stream', (stream: ServerHttp2Stream) => {
+        this.countStream(session, stream);
+      });
       session.once('close', () => {
         this.streams.delete(session);
         clearTimeout(this.idleSessions.get(session));
@@ -365,8 +409,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         // A session destroyed meanwhile.
       }
     });
-    this.h2.on('sessionError', () => {
-      // The session's streams end with it; their relays reset the targets.
+    this.h2.on('sessionError', (error: NodeJS.ErrnoException) => {
+      // The session's streams end with it; their relays reset the targets. Its socket's errors
+      // (ECONNRESET: the client left) are no protocol error; a Rapid Reset is counted apart.
+      if (error !== RESET_FLOOD && error.code?.startsWith('ERR_HTTP2_') === true)
+        this.counters.sessionErrors++;
     });
     this.manager.start();
   }
@@ -503,9 +550,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     let streams = 0;
     let most = 0;
     const certificates = this.certificates();
-    for (const count of this.streams.values()) {
-      streams += count;
-      most = Math.max(most, count);
+    for (const { open } of this.streams.values()) {
+      streams += open;
+      most = Math.max(most, open);
     }
     return {
       tunnel_requests_total: this.counters.requests,
@@ -520,6 +567,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       h2_sessions_active: this.streams.size,
       h2_streams_active: streams,
       h2_streams_per_session_max: most,
+      h2_reset_floods_total: this.counters.resetFloods,
+      h2_session_errors_total: this.counters.sessionErrors,
       downstream_tls_handshake: this.tlsStats.downstream_tls_handshake,
       downstream_tls_failed:
         this.tlsStats.downstream_tls_connection_error +
@@ -638,10 +687,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   /** Hands a connection to the HTTP/2 or the HTTP/1.1 server, by its first bytes. */
   private sniff(socket: Socket, facts: ClientFacts): void {
     let seen = Buffer.alloc(0);
+    let head = false;
     // A client that sends nothing is not held forever (the HTTP servers' own timeouts start
     // only once they have the connection).
     const timer = setTimeout(() => {
-      socket.destroy();
+      if (head) this.headTimeout(socket);
+      else socket.destroy();
     }, FIRST_BYTES_TIMEOUT);
     timer.unref();
     socket.once('close', () => {
@@ -655,6 +706,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       socket.off('data', onData);
       if (!h2) {
         // A partial request head holds the socket no longer than no request at all would.
+        head = true;
         this.headTimers.set(socket, timer);
         socket.pause();
         socket.unshift(seen);
@@ -686,6 +738,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
 
   private h1Connect(request: IncomingMessage, socket: Socket, head: Buffer): void {
     clearTimeout(this.headTimers.get(socket));
+    // Its head completed after it was answered 408 (closing): not a request any more.
+    if (socket.writableEnded) return;
     const facts = this.facts.get(socket) ?? UNKNOWN_CLIENT;
     const authority = request.url ?? '';
     const tunnel = this.request({ version: 'h1', authority, headers: request.headers, facts });
@@ -704,6 +758,21 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       if (head.length > 0) outcome.socket.write(head);
       this.relay(tunnel, socket, outcome.socket, outcome.state);
     });
+  }
+
+  /**
+   * An HTTP/1.1 request head still incomplete after the first-bytes timeout (a slow loris):
+   * answered 408 and counted `bad_request`, as Node's own `requestTimeout` answers and HAProxy's
+   * `timeout http-request` does, where it was closed uncounted.
+   */
+  private headTimeout(socket: Socket): void {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    this.answerH1(socket, 408);
+    socket.destroySoon();
+    this.h1Refused(socket, '', {}, 408);
   }
 
   /**
@@ -737,7 +806,6 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private h2Stream(stream: ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     stream.on('error', ignoreError);
     const session = stream.session;
-    if (session !== undefined) this.countStream(session, stream);
     const protocol = headers[':protocol'];
     const post =
       headers[':method'] === 'POST' &&
@@ -778,14 +846,33 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   }
 
   private countStream(session: Http2Session, stream: ServerHttp2Stream): void {
-    this.streams.set(session, (this.streams.get(session) ?? 0) + 1);
+    const count = this.streams.get(session);
+    if (count === undefined) return;
+    count.opened++;
+    if (stream.destroyed) {
+      if (!stream.headersSent) this.earlyReset(session, count);
+      return;
+    }
+    count.open++;
     clearTimeout(this.idleSessions.get(session));
+    const arrived = performance.now();
     stream.once('close', () => {
-      const count = this.streams.get(session);
-      if (count === undefined) return;
-      this.streams.set(session, count - 1);
-      if (count === 1) this.idleSession(session);
+      count.open--;
+      // Closed unanswered, at once: its client reset it while it was admitted or dialled.
+      if (!stream.headersSent && performance.now() - arrived < EARLY_RESET_WINDOW)
+        this.earlyReset(session, count);
+      if (count.open === 0) this.idleSession(session);
     });
+  }
+
+  /** Counts a stream reset before its answer; closes a session that resets most of its streams. */
+  private earlyReset(session: Http2Session, count: SessionStreams): void {
+    count.early++;
+    if (count.early <= MAX_EARLY_RESETS || count.early * 2 <= count.opened) return;
+    if (session.destroyed) return;
+    this.counters.resetFloods++;
+    // Its open streams end with it, their relays and dials with them.
+    session.destroy(RESET_FLOOD, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
   /**
@@ -796,7 +883,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     const idleTimeout = this.options.idleTimeout;
     if (idleTimeout === 0 || session.closed || session.destroyed) return;
     const timer = setTimeout(() => {
-      if (this.streams.get(session) !== 0) return;
+      if (this.streams.get(session)?.open !== 0) return;
       session.close();
       // Node ends the connection once what it queued is written: a client that stopped reading
       // never lets that happen, and would keep the session and its socket.

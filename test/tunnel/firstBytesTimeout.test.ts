@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { TunnelServer } from '../../src/index.js';
+import type { TunnelSummary } from '../../src/index.js';
 import { closed, connect, readAll } from '../helpers/net.js';
 
 // The limit is a constant of TunnelServer (FIRST_BYTES_TIMEOUT, 10 s), neither an option nor
@@ -9,10 +10,12 @@ test('TunnelServer closes a client that sends nothing, or no whole request head,
   const server = new TunnelServer({ route: 'direct', authorize: () => true });
   const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
   t.after(() => server.close());
+  const summaries: TunnelSummary[] = [];
+  server.on('tunnelClose', (summary) => summaries.push(summary));
   // A slow-loris client: the first line of a CONNECT, then nothing (waited out alongside).
   const partial = await connect(port);
   partial.write('CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n');
-  const partialClosed = closed(partial, 15_000);
+  const partialAnswer = readAll(partial, 15_000);
   const silent = await connect(port);
   let received = 0;
   silent.on('data', (chunk: Buffer) => {
@@ -26,7 +29,14 @@ test('TunnelServer closes a client that sends nothing, or no whole request head,
   // Not closed for some other reason at once: held until the limit (timers never fire early by
   // more than a millisecond).
   assert.ok(waited >= 9_900, `closed after ${waited.toFixed(0)} ms`);
-  assert.equal(await partialClosed, undefined, 'the partial head: closed as well');
+  // The partial head: answered 408 and counted (it was closed without a word, counted nowhere),
+  // as Node's requestTimeout and HAProxy's `timeout http-request` answer; the silent one: not.
+  assert.match((await partialAnswer).toString(), /^HTTP\/1\.1 408 /);
+  assert.equal(server.stats().tunnel_refused_reasons.bad_request, 1);
+  assert.deepEqual(
+    summaries.map((summary) => [summary.status, summary.refusal]),
+    [[408, 'bad_request']],
+  );
   // The listener is unharmed: the next client gets an answer.
   const next = await connect(port);
   next.end('GET / HTTP/1.1\r\nHost: x\r\n\r\n');

@@ -1,0 +1,114 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { TunnelServer } from '../../src/index.js';
+import { h2Connect, h2Response } from '../helpers/h2Connect.js';
+import { clientPreface, connectBlock, END_HEADERS, frame, FRAME } from '../helpers/h2Frames.js';
+import { closed, connect, echoServer, waitFor } from '../helpers/net.js';
+
+/**
+ * HTTP/2 floods Node and nghttp2 end on their own, against a TunnelServer: a CONTINUATION flood
+ * (CVE-2024-27983 family: headers that never end, nghttp2 allows 8 CONTINUATION frames) and an
+ * HPACK bomb (a 4000-byte header put in the dynamic table once, then referenced by a 1-byte index
+ * 2000 times per stream: 8 MB decoded from 2 KB; each stream is refused, and the session after
+ * a few hundred). Each session was closed (bounded) but counted
+ * nowhere an operator sees: the server ignored its sessionError. Counted now in
+ * `h2_session_errors_total`; a client resetting its TCP connection is not.
+ */
+/** Resolves once `done()` holds, checked every 10 ms for at most 2 s. */
+async function settled(done: () => boolean): Promise<void> {
+  for (let turn = 0; turn < 200 && !done(); turn++)
+    await new Promise((resolve) => setTimeout(resolve, 10));
+}
+
+const attacks: readonly (readonly [string, (authority: string) => Buffer])[] = [
+  [
+    'a CONTINUATION flood',
+    (authority) => {
+      const header = Buffer.concat([
+        Buffer.from([0x00, 3]),
+        Buffer.from('x-a'),
+        Buffer.from([100]),
+      ]);
+      const continuation = frame(
+        FRAME.CONTINUATION,
+        0,
+        1,
+        Buffer.concat([header, Buffer.alloc(100, 0x62)]),
+      );
+      return Buffer.concat([
+        frame(FRAME.HEADERS, 0, 1, connectBlock(authority)),
+        ...Array.from({ length: 200 }, () => continuation),
+      ]);
+    },
+  ],
+  [
+    'an HPACK bomb',
+    (authority) => {
+      // Literal with incremental indexing, new name: x-bomb, a 4000-byte value (length 127+3873).
+      const length = Buffer.from([0x7f, (3873 & 0x7f) | 0x80, 3873 >> 7]);
+      const insert = Buffer.concat([
+        Buffer.from([0x40, 6]),
+        Buffer.from('x-bomb'),
+        length,
+        Buffer.alloc(4000, 0x62),
+      ]);
+      // 0xbe: indexed field 62, the first dynamic table entry.
+      const refs = Buffer.alloc(2000, 0xbe);
+      return Buffer.concat(
+        Array.from({ length: 400 }, (_, i) =>
+          frame(
+            FRAME.HEADERS,
+            END_HEADERS,
+            1 + 2 * i,
+            Buffer.concat([i === 0 ? insert : Buffer.alloc(0), connectBlock(authority), refs]),
+          ),
+        ),
+      );
+    },
+  ],
+];
+
+for (const [name, attack] of attacks) {
+  test(`HTTP/2: ${name} ends its session, counted in h2_session_errors_total; a tunnel beside keeps flowing`, async (t) => {
+    const echo = await echoServer();
+    const server = new TunnelServer({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
+    const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+    t.after(async () => {
+      await server.close();
+      await echo.close();
+    });
+    const authority = `127.0.0.1:${String(echo.port)}`;
+    const legit = h2Connect(t, port, authority);
+    assert.equal((await h2Response(legit.stream))[':status'], 200);
+    const attacker = await connect(port);
+    t.after(() => attacker.destroy());
+    const gone = closed(attacker, 5_000);
+    attacker.write(Buffer.concat([clientPreface(), attack(authority)]));
+    await gone;
+    // The session's error is emitted after its socket is destroyed: bounded, 2 s.
+    await settled(() => server.stats().h2_session_errors_total > 0);
+    assert.equal(server.stats().h2_session_errors_total, 1);
+    assert.equal(server.stats().tunnel_opened_total, 1, 'the attack opened no tunnel');
+    assert.match(server.metrics(), /^l4proxy_tunnel_server_h2_session_errors_total 1$/m);
+    const reply = waitFor<[Buffer]>(legit.stream, 'data');
+    legit.stream.write('still flowing');
+    assert.equal((await reply)[0].toString(), 'still flowing');
+  });
+}
+
+test('HTTP/2: a client resetting its TCP connection is no session error', async (t) => {
+  const echo = await echoServer();
+  const server = new TunnelServer({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
+  const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+  t.after(async () => {
+    await server.close();
+    await echo.close();
+  });
+  const client = await connect(port);
+  client.write(clientPreface());
+  await waitFor(client, 'data');
+  client.resetAndDestroy();
+  await settled(() => server.stats().h2_sessions_active === 0);
+  assert.equal(server.stats().h2_sessions_active, 0);
+  assert.equal(server.stats().h2_session_errors_total, 0);
+});
