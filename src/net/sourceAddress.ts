@@ -1,6 +1,6 @@
 import dns from 'node:dns';
 import net, { isIP } from 'node:net';
-import type { Socket, TcpNetConnectOpts } from 'node:net';
+import type { LookupFunction, Socket, TcpNetConnectOpts } from 'node:net';
 import tls from 'node:tls';
 import type { ConnectionOptions, TLSSocket } from 'node:tls';
 import { InvalidOptionError } from '../errors.js';
@@ -83,8 +83,8 @@ const LOOKUP_HINTS = process.platform === 'win32' ? 0 : dns.ADDRCONFIG;
 /**
  * `net.connect(options)` from the source of the upstream's family. A host name with a source of
  * each family is resolved first, as Node's own connect resolves it (`dns.lookup`, any family,
- * `ADDRCONFIG`; the first address), then connected to from the source of the family it resolved
- * to. The socket is returned at once, connecting (writes wait for 'connect'); a failed lookup
+ * `ADDRCONFIG`; the first address; with `options.lookup` when set, as Node's connect), then
+ * connected to from the source of the family it resolved to. The socket is returned at once, connecting (writes wait for 'connect'); a failed lookup
  * destroys it with the lookup's error (`ENOTFOUND`), as Node's connect does.
  */
 export function connectFrom(options: TcpNetConnectOpts, sources: SourceAddresses): Socket {
@@ -94,10 +94,16 @@ export function connectFrom(options: TcpNetConnectOpts, sources: SourceAddresses
   const socket = new net.Socket(options);
   // As during Node's own lookup: writes are held, and a TLS socket around it waits for 'connect'.
   (socket as { connecting: boolean }).connecting = true;
-  dns.lookup(host, { hints: LOOKUP_HINTS }, (err, address, family) => {
+  // The caller's `lookup` if any, as Node's connect uses it (a TunnelServer's filters denyTargets).
+  const lookup: LookupFunction = options.lookup ?? dns.lookup;
+  lookup(host, { hints: LOOKUP_HINTS }, (err, address, family) => {
     if (socket.destroyed) return;
     if (err !== null) socket.destroy(err);
-    else socket.connect({ ...options, host: address, localAddress: sourceFor(sources, family) });
+    else {
+      const ip = address as string;
+      const localAddress = sourceFor(sources, family ?? isIP(ip));
+      socket.connect({ ...options, host: ip, localAddress });
+    }
   });
   return socket;
 }

@@ -3,6 +3,8 @@ import type { LookupAddress } from 'node:dns';
 import net from 'node:net';
 import type { BlockList, LookupFunction, Socket } from 'node:net';
 import { addressIn } from '../net/addressList.js';
+import { connectFrom } from '../net/sourceAddress.js';
+import type { SourceAddresses } from '../net/sourceAddress.js';
 import {
   ConnectFailedError,
   ConnectTimeoutError,
@@ -47,6 +49,8 @@ export interface DialHost {
   readonly route: TunnelRouteMode;
   /** `denyTargets`: addresses never dialled. */
   readonly denyTargets?: BlockList | undefined;
+  /** `sourceAddress`: the local addresses targets are dialled from. */
+  readonly sourceAddress?: SourceAddresses | undefined;
   readonly connectTimeout: number;
   readonly maxConnectAttempts: number;
 }
@@ -400,15 +404,18 @@ export class TunnelDial implements TunnelSelectionContext {
       this.failed(state, new ConnectFailedError(state.address, err), 'connect_failed');
       return;
     }
-    const raw = net.connect({
+    const options: net.TcpNetConnectOpts = {
       host: state.host,
       port: state.port,
       allowHalfOpen: true,
       noDelay: true,
       // A name is checked on what it resolves to when connecting, so a second answer (DNS
-      // rebinding between a hook's check and the dial) cannot slip past.
+      // rebinding between a hook's check and the dial) cannot slip past (connectFrom resolves
+      // a name with this lookup too).
       ...(deny !== undefined && { lookup: allowedLookup(deny) }),
-    });
+    };
+    const sources = this.host.sourceAddress;
+    const raw = sources === undefined ? net.connect(options) : connectFrom(options, sources);
     this.socket = raw;
     const onError = (err: Error): void => {
       if (this.socket !== raw) return;

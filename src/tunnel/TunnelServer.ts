@@ -364,6 +364,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       upstreamTls: this.upstreamTls,
       route: route === 'function' ? 'direct' : route,
       denyTargets: this.options.denyTargets,
+      sourceAddress: this.options.sourceAddress,
       connectTimeout: this.options.connectTimeout,
       maxConnectAttempts: this.options.maxConnectAttempts,
     };
@@ -926,7 +927,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         bytesToTarget: () => totals.bytesToTarget,
         bytesFromTarget: () => totals.bytesFromTarget,
       };
-      const totals = relayUdp(stream, state, this.options.udpIdleTimeout, {
+      const totals = relayUdp(stream, state, this.options, {
         ready: (error) => {
           // The client left while the UDP socket connected: nothing to answer (respond throws).
           if (clientGone(stream)) {

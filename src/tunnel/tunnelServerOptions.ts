@@ -1,5 +1,7 @@
 import type { BlockList } from 'node:net';
 import { parseAddressList } from '../net/addressList.js';
+import { resolveSourceAddress } from '../net/sourceAddress.js';
+import type { SourceAddresses } from '../net/sourceAddress.js';
 import { InvalidOptionError } from '../errors.js';
 import {
   duration,
@@ -69,6 +71,14 @@ export interface TunnelServerOptions {
    * unspecified ranges: see docs/tunneling.md. Default none.
    */
   readonly denyTargets?: readonly string[];
+  /**
+   * Local address the server's own connections to targets leave from: one IP literal, or one
+   * per family (`['192.0.2.1', '2001:db8::1']`), as TcpProxy's `sourceAddress` (squid
+   * `tcp_outgoing_address`, nginx `proxy_bind`, Envoy `upstream_bind_config`). TCP tunnels (and
+   * TLS origination over them), CONNECT-UDP sockets and health checks; a target of a family
+   * without one: the system's choice. A bind that fails is a failed connect (502). Default none.
+   */
+  readonly sourceAddress?: string | readonly string[];
   /** Upstreams tried per tunnel before 502 (each a different one). Default 3. */
   readonly maxConnectAttempts?: number;
   /**
@@ -118,6 +128,7 @@ export interface ResolvedTunnelServerOptions {
   readonly routeFunction:
     Extract<TunnelServerOptions['route'], (r: TunnelRequest) => unknown> | undefined;
   readonly denyTargets: BlockList | undefined;
+  readonly sourceAddress: SourceAddresses | undefined;
   readonly maxConnectAttempts: number;
   readonly maxTunnels: number;
   readonly tls: unknown;
@@ -142,6 +153,7 @@ const KEYS = [
   'slowStart',
   'route',
   'denyTargets',
+  'sourceAddress',
   'maxConnectAttempts',
   'maxTunnels',
   'tls',
@@ -193,9 +205,11 @@ export function resolveTunnelServerOptions(options: unknown): ResolvedTunnelServ
       "'direct' only with admit or authorize (otherwise the server is an open proxy)",
       route,
     );
+  const sourceAddress = resolveSourceAddress(raw.sourceAddress, 'sourceAddress');
   return {
     upstreams: raw.upstreams ?? [],
-    manager: resolveUpstreamManagerOptions(raw, 'tcp'),
+    // Health checks leave from the same source as the tunnels (as a TcpProxy's do).
+    manager: { ...resolveUpstreamManagerOptions(raw, 'tcp'), sourceAddress },
     selector: optionalFunction<UpstreamSelector>(raw.selector, 'selector') ?? roundRobin(),
     route: typeof route === 'function' ? 'function' : route,
     routeFunction:
@@ -204,6 +218,7 @@ export function resolveTunnelServerOptions(options: unknown): ResolvedTunnelServ
         : undefined,
     denyTargets:
       raw.denyTargets === undefined ? undefined : parseAddressList(raw.denyTargets, 'denyTargets'),
+    sourceAddress,
     maxConnectAttempts: integer(raw.maxConnectAttempts, 'maxConnectAttempts', 3, {
       min: 1,
       max: 100,

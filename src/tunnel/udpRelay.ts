@@ -2,6 +2,8 @@ import dgram from 'node:dgram';
 import http2 from 'node:http2';
 import net from 'node:net';
 import type { ServerHttp2Stream } from 'node:http2';
+import { sourceFor } from '../net/sourceAddress.js';
+import type { SourceAddresses } from '../net/sourceAddress.js';
 import { CapsuleParser, datagramCapsule } from '../transport/capsules.js';
 import type { RelayEnd } from './relayStreams.js';
 
@@ -79,18 +81,26 @@ export interface UdpRelayEvents {
   readonly done: (totals: UdpRelayTotals, end: RelayEnd) => void;
 }
 
+/** The server's settings a relay uses: its idle timeout (0: none) and `sourceAddress`. */
+export interface UdpRelaySettings {
+  readonly udpIdleTimeout: number;
+  readonly sourceAddress: SourceAddresses | undefined;
+}
+
 /**
  * Connects a UDP socket to host:port (an IP literal) and relays it with the stream: DATAGRAM
  * capsules out as datagrams, datagrams in as capsules. Ends (and closes the socket) with the
  * stream; `done` runs once. Returns the relay's counts, kept current while it runs (for stats).
+ * With a `sourceAddress` of the target's family, the socket is bound to it first.
  */
 export function relayUdp(
   stream: ServerHttp2Stream,
   target: { readonly host: string; readonly port: number },
-  idleTimeout: number,
+  settings: UdpRelaySettings,
   events: UdpRelayEvents,
 ): Readonly<UdpRelayTotals> {
   const { host, port } = target;
+  const { udpIdleTimeout: idleTimeout, sourceAddress: sources } = settings;
   const { ready, done } = events;
   const totals: UdpRelayTotals = {
     datagramsToTarget: 0,
@@ -152,7 +162,7 @@ export function relayUdp(
     totals.bytesToTarget += payload.length;
     socket.send(Buffer.from(payload));
   });
-  socket.connect(port, host, () => {
+  const onConnect = (): void => {
     connected = true;
     ready();
     // The stream closed while the socket connected: its 'close' is past, so end here.
@@ -178,6 +188,13 @@ export function relayUdp(
       };
       idle = setTimeout(check, idleTimeout);
     }
-  });
+  };
+  const source = sources === undefined ? undefined : sourceFor(sources, family);
+  if (source === undefined) socket.connect(port, host, onConnect);
+  // nginx proxy_bind: bind first; a failure (EADDRNOTAVAIL) is an 'error', as a refused connect.
+  else
+    socket.bind({ address: source, port: 0, exclusive: true }, () => {
+      socket.connect(port, host, onConnect);
+    });
   return totals;
 }
