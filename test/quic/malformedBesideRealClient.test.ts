@@ -1,20 +1,17 @@
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UdpProxy } from '../../src/udp/UdpProxy.js';
 import type { UdpSessionSummary } from '../../src/udp/events.js';
 import { readLongHeader } from '../../src/protocol/quicHeader.js';
 import { QUIC_V1 } from '../../src/protocol/quicKeys.js';
 import { withTimeout } from '../helpers/net.js';
-import { findTool, requireTools } from '../helpers/tools.js';
 import { closeSocket, udpSocket } from '../udp/helpers.js';
 import { buildInitial } from '../protocol/quicInitialFixtures.js';
-import { runHttp3Client, startHttp3Server } from './ngtcp2Peers.js';
-import type { Http3Server } from './ngtcp2Peers.js';
+import { http3Pair, runHttp3Client } from './ngtcp2Peers.js';
 
 /**
  * Malformed traffic beside a real QUIC transfer: while ngtcp2's gtlsclient uploads through the
@@ -22,23 +19,6 @@ import type { Http3Server } from './ngtcp2Peers.js';
  * packets carrying the real connection's IDs. Each must be counted where docs/quic.md says, and
  * the real transfer must complete on its server, its session untouched.
  */
-
-const TOOLS = ['gtlsserver', 'gtlsclient', 'openssl', 'unshare'] as const;
-type Tools = Record<(typeof TOOLS)[number], string>;
-
-function tools(): Tools | string {
-  const found: Partial<Tools> = {};
-  for (const name of TOOLS) {
-    const path = findTool(name);
-    if (path === undefined) {
-      const reason = `${name} is not installed (ngtcp2-client, ngtcp2-server, openssl, util-linux; see .ci/run)`;
-      if (requireTools) throw new Error(`L4PROXY_REQUIRE_TOOLS=1 but ${reason}`);
-      return reason;
-    }
-    found[name] = path;
-  }
-  return found as Tools;
-}
 
 /** Client datagram counts (through the relay) at which a round of hostile datagrams goes out. */
 const ROUNDS_AT = [5, 60, 200, 400, 700];
@@ -155,33 +135,10 @@ async function relay(proxyPort: number, seen: Seen) {
 }
 
 describe('UdpProxy quic: malformed traffic beside a real ngtcp2 transfer', () => {
-  const found = tools();
-  let dir = '';
-  let alpha: Http3Server | undefined;
-  let beta: Http3Server | undefined;
-
-  before(async () => {
-    if (typeof found === 'string') return;
-    dir = mkdtempSync(join(tmpdir(), 'l4proxy-quic-hostile-'));
-    alpha = await startHttp3Server(found.gtlsserver, found.openssl, dir, 'alpha.test');
-    beta = await startHttp3Server(found.gtlsserver, found.openssl, dir, 'beta.test');
+  const pair = http3Pair('l4proxy-quic-hostile-', (dir) => {
     writeFileSync(join(dir, 'upload.bin'), randomBytes(2 << 20));
   });
-
-  after(async () => {
-    await alpha?.stop();
-    await beta?.stop();
-    if (dir !== '') rmSync(dir, { recursive: true, force: true });
-  });
-
-  function ready(t: TestContext): [Tools, Http3Server, Http3Server] | undefined {
-    if (typeof found === 'string') {
-      t.skip(found);
-      return undefined;
-    }
-    assert.ok(alpha && beta);
-    return [found, alpha, beta];
-  }
+  const ready = (t: TestContext) => pair.ready(t);
 
   test('garbage, cut and forged Initials and stolen IDs are counted; the upload completes on its server', async (t) => {
     const peers = ready(t);
@@ -213,10 +170,10 @@ describe('UdpProxy quic: malformed traffic beside a real ngtcp2 transfer', () =>
     const run = await runHttp3Client(
       paths.gtlsclient,
       paths.unshare,
-      dir,
+      pair.dir,
       'beta.test',
       front.port,
-      [`--data=${join(dir, 'upload.bin')}`],
+      [`--data=${join(pair.dir, 'upload.bin')}`],
       30_000,
     );
     await Promise.all(front.rounds);

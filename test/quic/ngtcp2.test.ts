@@ -1,65 +1,21 @@
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UdpProxy } from '../../src/udp/UdpProxy.js';
 import type { UdpQuicOptions } from '../../src/quic/quicOptions.js';
 import type { UdpSessionInfo } from '../../src/udp/events.js';
-import { findTool, requireTools } from '../helpers/tools.js';
 import { hasIpv6Loopback } from '../udp/helpers.js';
-import { runHttp3Client, startHttp3Server } from './ngtcp2Peers.js';
+import { http3Pair, runHttp3Client } from './ngtcp2Peers.js';
 import type { Http3Server } from './ngtcp2Peers.js';
 
-const TOOLS = ['gtlsserver', 'gtlsclient', 'openssl', 'unshare'] as const;
-
-/** The tools' paths, or a skip reason (a failure under L4PROXY_REQUIRE_TOOLS=1). */
-function tools(): Record<(typeof TOOLS)[number], string> | string {
-  const found: Partial<Record<(typeof TOOLS)[number], string>> = {};
-  for (const name of TOOLS) {
-    const path = findTool(name);
-    if (path === undefined) {
-      const reason = `${name} is not installed (ngtcp2-client, ngtcp2-server, openssl, util-linux; see .ci/run)`;
-      if (requireTools) throw new Error(`L4PROXY_REQUIRE_TOOLS=1 but ${reason}`);
-      return reason;
-    }
-    found[name] = path;
-  }
-  return found as Record<(typeof TOOLS)[number], string>;
-}
-
 describe('UdpProxy quic with ngtcp2 HTTP/3 peers', () => {
-  const found = tools();
-  let dir = '';
-  let alpha: Http3Server | undefined;
-  let beta: Http3Server | undefined;
-
-  before(async () => {
-    if (typeof found === 'string') return;
-    dir = mkdtempSync(join(tmpdir(), 'l4proxy-quic-'));
-    alpha = await startHttp3Server(found.gtlsserver, found.openssl, dir, 'alpha.test');
-    beta = await startHttp3Server(found.gtlsserver, found.openssl, dir, 'beta.test');
+  const pair = http3Pair('l4proxy-quic-', (dir) => {
     writeFileSync(join(dir, 'upload.bin'), randomBytes(8 << 20));
   });
-
-  after(async () => {
-    await alpha?.stop();
-    await beta?.stop();
-    if (dir !== '') rmSync(dir, { recursive: true, force: true });
-  });
-
-  function ready(
-    t: TestContext,
-  ): [Record<(typeof TOOLS)[number], string>, Http3Server, Http3Server] | undefined {
-    if (typeof found === 'string') {
-      t.skip(found);
-      return undefined;
-    }
-    assert.ok(alpha && beta);
-    return [found, alpha, beta];
-  }
+  const ready = (t: TestContext) => pair.ready(t);
 
   function proxyFor(
     a: Http3Server,
@@ -86,8 +42,8 @@ describe('UdpProxy quic with ngtcp2 HTTP/3 peers', () => {
     try {
       const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
       const [toAlpha, toBeta] = await Promise.all([
-        runHttp3Client(paths.gtlsclient, paths.unshare, dir, 'alpha.test', port),
-        runHttp3Client(paths.gtlsclient, paths.unshare, dir, 'beta.test', port),
+        runHttp3Client(paths.gtlsclient, paths.unshare, pair.dir, 'alpha.test', port),
+        runHttp3Client(paths.gtlsclient, paths.unshare, pair.dir, 'beta.test', port),
       ]);
       assert.equal(toAlpha.body, 'served by alpha.test\n', toAlpha.output.slice(-2000));
       assert.equal(toBeta.body, 'served by beta.test\n', toBeta.output.slice(-2000));
@@ -111,11 +67,18 @@ describe('UdpProxy quic with ngtcp2 HTTP/3 peers', () => {
       proxy.on('session', (s) => sessions.push(s));
       try {
         const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
-        const run = await runHttp3Client(paths.gtlsclient, paths.unshare, dir, 'alpha.test', port, [
-          `--data=${join(dir, 'upload.bin')}`,
-          '--change-local-addr=150ms',
-          '--nat-rebinding',
-        ]);
+        const run = await runHttp3Client(
+          paths.gtlsclient,
+          paths.unshare,
+          pair.dir,
+          'alpha.test',
+          port,
+          [
+            `--data=${join(pair.dir, 'upload.bin')}`,
+            '--change-local-addr=150ms',
+            '--nat-rebinding',
+          ],
+        );
         assert.ok(run.rebound, `the client rebound: ${run.output}`);
         assert.ok(sessions.length >= 2, 'the rebound client opened a second session');
         const firstUpstream = sessions[0]?.upstream?.id;
@@ -148,7 +111,7 @@ describe('UdpProxy quic with ngtcp2 HTTP/3 peers', () => {
     }
     const [paths, a, b] = peers;
     // The client resolves the names to ::1 (its own hosts file); the servers stay on 127.0.0.1.
-    const v6 = join(dir, 'ipv6');
+    const v6 = join(pair.dir, 'ipv6');
     mkdirSync(v6, { recursive: true });
     writeFileSync(join(v6, 'hosts'), '::1 localhost\n::1 alpha.test\n::1 beta.test\n');
     const proxy = proxyFor(a, b, { sni: true, connectionIdRouting: true }, true);
@@ -157,7 +120,7 @@ describe('UdpProxy quic with ngtcp2 HTTP/3 peers', () => {
     try {
       const { port } = await proxy.bind({ port: 0, address: '::1' });
       const run = await runHttp3Client(paths.gtlsclient, paths.unshare, v6, 'beta.test', port, [
-        `--data=${join(dir, 'upload.bin')}`,
+        `--data=${join(pair.dir, 'upload.bin')}`,
         '--change-local-addr=150ms',
         '--nat-rebinding',
       ]);

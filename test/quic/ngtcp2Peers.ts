@@ -1,7 +1,11 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
+import type { TestContext } from 'node:test';
+import { findTool, requireTools } from '../helpers/tools.js';
 import { withTimeout } from '../helpers/net.js';
 import { selfSignedCertFiles } from '../helpers/tlsPeers.js';
 import { closeSocket, freeUdpPort, nextMessage, stopChild, udpSocket } from '../udp/helpers.js';
@@ -160,4 +164,69 @@ export async function runHttp3Client(
   }
   const file = join(download, 'index.html');
   return { body: existsSync(file) ? readFileSync(file, 'utf8') : undefined, rebound, output };
+}
+
+/** The programs the ngtcp2 tests run. */
+const TOOLS = ['gtlsserver', 'gtlsclient', 'openssl', 'unshare'] as const;
+export type Ngtcp2Tools = Record<(typeof TOOLS)[number], string>;
+
+/** The tools' paths, or a skip reason (a failure under L4PROXY_REQUIRE_TOOLS=1). */
+export function ngtcp2Tools(): Ngtcp2Tools | string {
+  const found: Partial<Ngtcp2Tools> = {};
+  for (const name of TOOLS) {
+    const path = findTool(name);
+    if (path === undefined) {
+      const reason = `${name} is not installed (ngtcp2-client, ngtcp2-server, openssl, util-linux; see .ci/run)`;
+      if (requireTools) throw new Error(`L4PROXY_REQUIRE_TOOLS=1 but ${reason}`);
+      return reason;
+    }
+    found[name] = path;
+  }
+  return found as Ngtcp2Tools;
+}
+
+/** Two HTTP/3 servers for a `describe` block: `alpha.test` and `beta.test`. */
+export interface Http3Pair {
+  /** The tools and both servers, or undefined once the test is skipped (a tool is missing). */
+  ready(t: TestContext): [Ngtcp2Tools, Http3Server, Http3Server] | undefined;
+  /** Their temporary folder (certificates, what `prepare` wrote); removed after the block. */
+  readonly dir: string;
+}
+
+/**
+ * Registers, in the calling `describe`, the hooks that start `gtlsserver` for `alpha.test` and
+ * `beta.test` in a temporary folder named after `prefix` (after `prepare` wrote what the tests
+ * need there) and stop them after the block.
+ */
+export function http3Pair(prefix: string, prepare?: (dir: string) => void): Http3Pair {
+  const found = ngtcp2Tools();
+  let dir = '';
+  let alpha: Http3Server | undefined;
+  let beta: Http3Server | undefined;
+  before(async () => {
+    if (typeof found === 'string') return;
+    dir = mkdtempSync(join(tmpdir(), prefix));
+    prepare?.(dir);
+    alpha = await startHttp3Server(found.gtlsserver, found.openssl, dir, 'alpha.test');
+    beta = await startHttp3Server(found.gtlsserver, found.openssl, dir, 'beta.test');
+  });
+  after(async () => {
+    await alpha?.stop();
+    await beta?.stop();
+    if (dir !== '') rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    ready(t) {
+      if (typeof found === 'string') {
+        t.skip(found);
+        return undefined;
+      }
+      if (alpha === undefined || beta === undefined)
+        throw new Error('the HTTP/3 servers did not start');
+      return [found, alpha, beta];
+    },
+    get dir() {
+      return dir;
+    },
+  };
 }

@@ -1,4 +1,4 @@
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -13,7 +13,8 @@ import type { UdpQuicOptions } from '../../src/quic/quicOptions.js';
 import { withTimeout } from '../helpers/net.js';
 import { findTool, requireTools } from '../helpers/tools.js';
 import { closeSocket, stopChild, udpSocket } from '../udp/helpers.js';
-import { runHttp3Client, startHttp3Server } from './ngtcp2Peers.js';
+import { http3Pair, runHttp3Client, startHttp3Server } from './ngtcp2Peers.js';
+import type { Ngtcp2Tools } from './ngtcp2Peers.js';
 import type { Http3Server } from './ngtcp2Peers.js';
 
 /**
@@ -22,27 +23,10 @@ import type { Http3Server } from './ngtcp2Peers.js';
  * Initials must be the one they sent, however their ClientHello is laid out.
  */
 
-const TOOLS = ['gtlsserver', 'gtlsclient', 'openssl', 'unshare'] as const;
-type Tools = Record<(typeof TOOLS)[number], string>;
-
 /** A 247-byte host name ending in `.beta.test`, resolved through the client's private hosts. */
 const LONG_NAME = `${['a'.repeat(61), 'a'.repeat(61), 'a'.repeat(61), 'b'.repeat(51)].join('.')}.beta.test`;
 /** GnuTLS sends a key share for its first group: an FFDHE8192 one (1 KB) pushes the hello past one packet. */
 const LARGE_HELLO = '--groups=-GROUP-ALL:+GROUP-FFDHE8192:+GROUP-X25519';
-
-function tools(): Tools | string {
-  const found: Partial<Tools> = {};
-  for (const name of TOOLS) {
-    const path = findTool(name);
-    if (path === undefined) {
-      const reason = `${name} is not installed (ngtcp2-client, ngtcp2-server, openssl, util-linux; see .ci/run)`;
-      if (requireTools) throw new Error(`L4PROXY_REQUIRE_TOOLS=1 but ${reason}`);
-      return reason;
-    }
-    found[name] = path;
-  }
-  return found as Tools;
-}
 
 /**
  * A UDP relay between a client and the proxy that records the client's datagrams until the first
@@ -132,36 +116,13 @@ function isV2Initial(datagram: Buffer): boolean {
 }
 
 describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () => {
-  const found = tools();
-  let dir = '';
-  let alpha: Http3Server | undefined;
-  let beta: Http3Server | undefined;
-
-  before(async () => {
-    if (typeof found === 'string') return;
-    dir = mkdtempSync(join(tmpdir(), 'l4proxy-quic-real-'));
+  const pair = http3Pair('l4proxy-quic-real-', (dir) => {
     writeFileSync(
       join(dir, 'hosts'),
       `127.0.0.1 localhost\n127.0.0.1 alpha.test\n127.0.0.1 beta.test\n127.0.0.1 ${LONG_NAME}\n`,
     );
-    alpha = await startHttp3Server(found.gtlsserver, found.openssl, dir, 'alpha.test');
-    beta = await startHttp3Server(found.gtlsserver, found.openssl, dir, 'beta.test');
   });
-
-  after(async () => {
-    await alpha?.stop();
-    await beta?.stop();
-    if (dir !== '') rmSync(dir, { recursive: true, force: true });
-  });
-
-  function ready(t: TestContext): [Tools, Http3Server, Http3Server] | undefined {
-    if (typeof found === 'string') {
-      t.skip(found);
-      return undefined;
-    }
-    assert.ok(alpha && beta);
-    return [found, alpha, beta];
-  }
+  const ready = (t: TestContext) => pair.ready(t);
 
   /** The proxy, routing a name ending in an upstream's id there (else the first), recording names. */
   function proxyFor(
@@ -189,7 +150,7 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
 
   /** gtlsclient through a relay to the proxy; the relay's record, the body, the names seen. */
   async function viaProxy(
-    paths: Tools,
+    paths: Ngtcp2Tools,
     a: Http3Server,
     b: Http3Server,
     host: string,
@@ -204,7 +165,7 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
         const run = await runHttp3Client(
           paths.gtlsclient,
           paths.unshare,
-          dir,
+          pair.dir,
           host,
           relay.port,
           extra,
@@ -251,13 +212,18 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
     t.after(() => proxy.close());
     const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
     // The default hello fits in 1 KB: read, routed by its name.
-    const fits = await runHttp3Client(paths.gtlsclient, paths.unshare, dir, 'beta.test', port);
+    const fits = await runHttp3Client(paths.gtlsclient, paths.unshare, pair.dir, 'beta.test', port);
     assert.equal(fits.body, 'served by beta.test\n', fits.output.slice(-2000));
     // An FFDHE8192 key share makes it over 1 KB: the limit stops the reading, and the fallback
     // ('route') chooses without a name (the first upstream).
-    const over = await runHttp3Client(paths.gtlsclient, paths.unshare, dir, 'beta.test', port, [
-      LARGE_HELLO,
-    ]);
+    const over = await runHttp3Client(
+      paths.gtlsclient,
+      paths.unshare,
+      pair.dir,
+      'beta.test',
+      port,
+      [LARGE_HELLO],
+    );
     assert.equal(over.body, 'served by alpha.test\n', over.output.slice(-2000));
     assert.deepEqual(names, ['beta.test', undefined]);
     const quic = proxy.stats().quic;
@@ -282,9 +248,14 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
     proxy.on('sessionClose', (s) => closed.push(s.reason));
     const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
     // The client tries until its idle timeout (3 s), each flight opening sessions that are closed.
-    const over = await runHttp3Client(paths.gtlsclient, paths.unshare, dir, 'beta.test', port, [
-      LARGE_HELLO,
-    ]);
+    const over = await runHttp3Client(
+      paths.gtlsclient,
+      paths.unshare,
+      pair.dir,
+      'beta.test',
+      port,
+      [LARGE_HELLO],
+    );
     assert.ok(!over.body?.includes('served by'), `no response: ${String(over.body)}`);
     // A session still waiting for the rest of a hello ends within maxInitialWait (1 s).
     if (proxy.stats().downstream_sess_active > 0)
@@ -338,7 +309,7 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
       const { proxy, names } = proxyFor(a, b);
       t.after(() => proxy.close());
       const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
-      const own = mkdtempSync(join(dir, 'resume-'));
+      const own = mkdtempSync(join(pair.dir, 'resume-'));
       const resume = [`--session-file=${join(own, 'session')}`, `--tp-file=${join(own, 'tp')}`];
       const firstFlights: Buffer[][] = [];
       // The first run stores a ticket and the server's transport parameters; the second resumes
@@ -349,7 +320,7 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
           const result = await runHttp3Client(
             paths.gtlsclient,
             paths.unshare,
-            dir,
+            pair.dir,
             'beta.test',
             relay.port,
             [...extra, ...resume],
@@ -384,7 +355,7 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
       const servers: Http3Server[] = [];
       t.after(() => Promise.all(servers.map((s) => s.stop())));
       // Their own directory: the certificate files of the shared servers stay theirs.
-      const own = mkdtempSync(join(dir, 'retry-'));
+      const own = mkdtempSync(join(pair.dir, 'retry-'));
       for (const name of ['alpha.test', 'beta.test'])
         servers.push(
           await startHttp3Server(paths.gtlsserver, paths.openssl, own, name, ['--validate-addr']),
@@ -405,7 +376,7 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
     const [paths] = peers;
     const servers: Http3Server[] = [];
     t.after(() => Promise.all(servers.map((s) => s.stop())));
-    const own = mkdtempSync(join(dir, 'retry-'));
+    const own = mkdtempSync(join(pair.dir, 'retry-'));
     for (const name of ['alpha.test', 'beta.test'])
       servers.push(
         await startHttp3Server(paths.gtlsserver, paths.openssl, own, name, ['--validate-addr']),
@@ -489,7 +460,7 @@ describe('UdpProxy quic: real clients Initials routed by the SNI they sent', () 
     const spki = ['alpha.test', 'beta.test'].map((name) =>
       createHash('sha256')
         .update(
-          new X509Certificate(readFileSync(join(dir, `${name}.crt`))).publicKey.export({
+          new X509Certificate(readFileSync(join(pair.dir, `${name}.crt`))).publicKey.export({
             type: 'spki',
             format: 'der',
           }),
