@@ -1,14 +1,17 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import http2 from 'node:http2';
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
+import tls from 'node:tls';
 import { InvalidOptionError, TunnelServer } from '../../src/index.js';
 import { curlTunnel } from '../helpers/curl.js';
 import { h2Response } from '../helpers/h2Connect.js';
 import { httpOriginPort } from '../helpers/httpOrigin.js';
 import { closed, echoServer, readUntil, waitFor, withTimeout } from '../helpers/net.js';
+import { selfSignedCert } from '../helpers/tlsPeers.js';
 import { tool } from '../helpers/tools.js';
 
 type Options = ConstructorParameters<typeof TunnelServer>[0];
@@ -124,6 +127,86 @@ describe('TunnelServer perClient and maxConnections', () => {
     await until(() => server.stats().client_connections_active === 0, 'no connection left');
     const again = await curlTunnel(curl, proxy, url);
     assert.equal(again.stdout, 'origin 200', again.stderr);
+  });
+
+  test('HTTP/2 sessions count: with two held from 127.0.0.1, h2load (a real HTTP/2 client) is reset; once one closes, it is answered', async (t) => {
+    const h2load = tool(t, 'h2load');
+    if (h2load === undefined) return;
+    const { server, port } = await startServer(t, { perClient: { maxConnections: 2 } });
+    const sessions = [0, 1].map(() => {
+      const session = http2.connect(`http://127.0.0.1:${String(port)}`);
+      session.on('error', () => undefined);
+      t.after(() => {
+        session.destroy();
+      });
+      return session;
+    });
+    await until(() => server.stats().h2_sessions_active === 2, 'two sessions held');
+    /** One h2load request (prior knowledge h2c): its "requests:" line, and the 4xx count. */
+    const run = () =>
+      withTimeout(
+        new Promise<string>((resolve) => {
+          execFile(
+            h2load,
+            ['-n', '1', '-c', '1', `http://127.0.0.1:${String(port)}/`],
+            { encoding: 'utf8', timeout: 5_000 },
+            (_error, stdout) => {
+              resolve(stdout);
+            },
+          );
+        }),
+        8_000,
+        'h2load',
+      );
+    const refused = await run();
+    assert.match(refused, /1 errored/);
+    assert.equal(server.stats().client_connections_refused.client_limit, 1);
+    sessions[0]?.destroy();
+    await until(() => server.stats().client_connections_active === 1, 'one session left');
+    // Served now: a GET is answered 405 (CONNECT only), an HTTP status all the same.
+    assert.match(await run(), /status codes: 0 2xx, 0 3xx, 1 4xx/);
+  });
+
+  test('on a TLS listener the limit applies before TLS: a refused client costs no handshake; a TLS connection, and one left mid-handshake, give their slot back', async (t) => {
+    const openssl = tool(t, 'openssl');
+    if (openssl === undefined) return;
+    const cert = await selfSignedCert(openssl, 'localhost');
+    const { server, port } = await startServer(t, {
+      terminateTls: { cert: cert.cert, key: cert.key },
+      perClient: { maxConnections: 1 },
+    });
+    const secure = () => {
+      const socket = tls.connect({
+        host: '127.0.0.1',
+        port,
+        servername: 'localhost',
+        ca: cert.cert,
+      });
+      socket.on('error', () => undefined);
+      t.after(() => {
+        socket.destroy();
+      });
+      return socket;
+    };
+    const first = secure();
+    await waitFor(first, 'secureConnect');
+    await refusedFrom(port, '127.0.0.1');
+    await until(
+      () => server.stats().client_connections_refused.client_limit === 1,
+      'refused before TLS',
+    );
+    assert.equal(server.stats().downstream_tls_handshake, 1);
+    assert.equal(server.stats().downstream_tls_failed, 0);
+    first.destroy();
+    await until(() => server.stats().client_connections_active === 0, 'the TLS one released');
+    // A client that leaves in the middle of its handshake (sends nothing, then closes).
+    const quiet = await from(t, port, '127.0.0.1');
+    await until(() => server.stats().client_connections_active === 1, 'the quiet one held');
+    quiet.destroy();
+    await until(() => server.stats().client_connections_active === 0, 'the quiet one released');
+    const again = secure();
+    await waitFor(again, 'secureConnect');
+    assert.equal(server.stats().client_connections_refused.client_limit, 1);
   });
 
   test('maxConnections 2: a third connection, whatever its address, is reset (max_connections); a closed one frees its slot', async (t) => {
