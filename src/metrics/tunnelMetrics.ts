@@ -87,6 +87,16 @@ export function tunnelServerFamilies(
       })),
     },
     scalar('client_connections_total', 'counter', 'Client connections accepted.'),
+    scalar('client_connections_active', 'gauge', 'Client connections open now.'),
+    {
+      name: `${prefix}client_connections_refused_total`,
+      help: 'Client connections reset at accept, by reason (max_connections, client_limit, rate_limited).',
+      type: 'counter',
+      samples: Object.entries(stats.client_connections_refused).map(([reason, value]) => ({
+        labels: { ...labels, reason },
+        value,
+      })),
+    },
     scalar('h2_sessions_total', 'counter', 'HTTP/2 client sessions opened.'),
     scalar('h2_sessions_active', 'gauge', 'HTTP/2 client sessions open now.'),
     scalar('h2_streams_active', 'gauge', 'Streams open now over all HTTP/2 sessions.'),

@@ -115,6 +115,14 @@ export interface TunnelServerStats extends ProxyHealthStats {
   readonly tunnel_tx_bytes_total: number;
   /** Client connections accepted (each may carry many tunnels over HTTP/2). */
   readonly client_connections_total: number;
+  /** Client connections open now (TLS handshakes, idle and HTTP/2 ones included). */
+  readonly client_connections_active: number;
+  /**
+   * Client connections reset at accept, by reason: `max_connections` (`maxConnections` were
+   * open), `client_limit` (`perClient.maxConnections`), `rate_limited`
+   * (`perClient.connectionsPerSecond`). Not in `client_connections_total`.
+   */
+  readonly client_connections_refused: Readonly<Record<ConnectionRefusal, number>>;
   /** HTTP/2 client sessions opened, and open now. */
   readonly h2_sessions_total: number;
   readonly h2_sessions_active: number;
@@ -231,6 +239,9 @@ interface IncomingTunnel {
   readonly facts: ClientFacts;
 }
 
+/** Why a client connection was reset at accept (`maxConnections`, `perClient`). */
+export type ConnectionRefusal = 'max_connections' | 'client_limit' | 'rate_limited';
+
 /** A refusal as counted and reported. */
 interface Refusal {
   readonly status: number;
@@ -335,6 +346,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     sessions: 0,
     resetFloods: 0,
     sessionErrors: 0,
+    connectionsRefused: { max_connections: 0, client_limit: 0, rate_limited: 0 },
   };
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
@@ -564,6 +576,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       tunnel_rx_bytes_total: rx,
       tunnel_tx_bytes_total: tx,
       client_connections_total: this.counters.connections,
+      client_connections_active: this.sockets.size,
+      client_connections_refused: { ...this.counters.connectionsRefused },
       h2_sessions_total: this.counters.sessions,
       h2_sessions_active: this.streams.size,
       h2_streams_active: streams,
@@ -609,6 +623,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
 
   private async shutdown(): Promise<void> {
     this.manager.stop();
+    this.options.perClient?.close();
     // A listen() still binding finishes first (net.Server emits neither 'listening' nor 'error'
     // for a bind that close() overtook, and a host name still being looked up would bind after
     // it); it then rejects (its failure is its caller's), and the listener is closed below.
@@ -647,9 +662,23 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   /** Takes a client: the TLS handshake first on a TLS listener, then HTTP/2 or HTTP/1.1. */
   private accept(socket: Socket): void {
     socket.on('error', ignoreError);
+    // A Unix socket client has no address: all count as one client, as for a TcpProxy.
+    const address = socket.remoteAddress ?? '';
+    const refusal = this.connectionRefusal(address);
+    if (refusal !== undefined) {
+      this.counters.connectionsRefused[refusal]++;
+      // Nothing was read nor answered: a reset tells the client at once (as TcpProxy's refusals,
+      // nginx stream `limit_conn`, Envoy's `max_connections`), where reading its request for a
+      // 503 would hold the very resources the limit is there to bound.
+      socket.resetAndDestroy();
+      return;
+    }
+    const perClient = this.options.perClient;
     this.sockets.add(socket);
     socket.once('close', () => {
       this.sockets.delete(socket);
+      // Released on every path: each ends with the socket's 'close'.
+      perClient?.release(address);
       this.checkSettled();
     });
     this.counters.connections++;
@@ -685,6 +714,15 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     handshake.start();
   }
 
+  /**
+   * Why a new connection may not be taken (`maxConnections`, then `perClient`), or undefined;
+   * an undefined verdict with `perClient` has acquired its slot (released at its 'close').
+   */
+  private connectionRefusal(address: string): ConnectionRefusal | undefined {
+    if (this.sockets.size >= this.options.maxConnections) return 'max_connections';
+    return this.options.perClient?.acquire(address);
+  }
+
   /** Hands a connection to the HTTP/2 or the HTTP/1.1 server, by its first bytes. */
   private sniff(socket: Socket, facts: ClientFacts): void {
     let seen = Buffer.alloc(0);
@@ -699,12 +737,20 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     socket.once('close', () => {
       clearTimeout(timer);
     });
+    // A client that leaves (FIN) before its first request bytes has nothing to be answered: on
+    // a half-open listener the socket would otherwise hold its slot (and a `maxConnections` or
+    // `perClient` one) until the timer above.
+    const onEnd = (): void => {
+      socket.destroy();
+    };
+    socket.once('end', onEnd);
     const onData = (chunk: Buffer): void => {
       seen = Buffer.concat([seen, chunk]);
       const length = Math.min(seen.length, PREFACE.length);
       const h2 = seen.subarray(0, length).equals(PREFACE.subarray(0, length));
       if (h2 && seen.length < PREFACE.length) return;
       socket.off('data', onData);
+      socket.off('end', onEnd);
       if (!h2) {
         // A partial request head holds the socket no longer than no request at all would.
         head = true;

@@ -2,6 +2,8 @@ import type { BlockList } from 'node:net';
 import { parseAddressList } from '../net/addressList.js';
 import { resolveSourceAddress } from '../net/sourceAddress.js';
 import type { SourceAddresses } from '../net/sourceAddress.js';
+import { ClientLimiter } from '../net/ClientLimiter.js';
+import type { PerClientLimits } from '../net/ClientLimiter.js';
 import { InvalidOptionError } from '../errors.js';
 import {
   duration,
@@ -87,6 +89,19 @@ export interface TunnelServerOptions {
    * `limit_conn` answers. Default Infinity.
    */
   readonly maxTunnels?: number;
+  /**
+   * Client connections open at once (TCP, counted from the accept, before TLS, whatever they
+   * carry: HTTP/1.1 tunnels, HTTP/2 sessions, idle ones); a connection beyond is reset at once
+   * (`client_connections_refused.max_connections`), as TcpProxy's. Default Infinity.
+   */
+  readonly maxConnections?: number;
+  /**
+   * Limits per client address, as TcpProxy's `perClient`: connections open at once and new
+   * connections per second (`{ maxConnections, connectionsPerSecond, burst, ipv4Prefix,
+   * ipv6Prefix }`); a connection beyond is reset at once (`client_limit`, `rate_limited`).
+   * Default none.
+   */
+  readonly perClient?: PerClientLimits;
   /** TLS origination to upstreams (as TcpProxy `tls`; an upstream's own `tls` wins). Off unless set. */
   readonly tls?: UpstreamTlsOptions;
   /**
@@ -131,6 +146,9 @@ export interface ResolvedTunnelServerOptions {
   readonly sourceAddress: SourceAddresses | undefined;
   readonly maxConnectAttempts: number;
   readonly maxTunnels: number;
+  readonly maxConnections: number;
+  /** Undefined when no per-client limit is set (nothing is tracked). */
+  readonly perClient: ClientLimiter | undefined;
   readonly tls: unknown;
   readonly terminateTls: unknown;
   readonly admit: { readonly hook: TunnelAdmissionHook; readonly timeout: number } | undefined;
@@ -156,6 +174,8 @@ const KEYS = [
   'sourceAddress',
   'maxConnectAttempts',
   'maxTunnels',
+  'maxConnections',
+  'perClient',
   'tls',
   'terminateTls',
   'admit',
@@ -224,6 +244,8 @@ export function resolveTunnelServerOptions(options: unknown): ResolvedTunnelServ
       max: 100,
     }),
     maxTunnels: limit(raw.maxTunnels, 'maxTunnels', Infinity),
+    maxConnections: limit(raw.maxConnections, 'maxConnections', Infinity),
+    perClient: ClientLimiter.from(raw.perClient, 'perClient'),
     tls: raw.tls,
     terminateTls: raw.terminateTls,
     admit: hook === undefined ? undefined : { hook, timeout: admitTimeout },
