@@ -177,12 +177,13 @@ describe('UdpProxy upstream failover (maxConnectAttempts)', () => {
     t.after(() => proxy.close());
     const client = await udpSocket();
     t.after(() => closeSocket(client));
-    const started = Date.now();
     client.send('1', port, '127.0.0.1');
     await withTimeout(once(silent, 'message'), 3_000, 'the silent upstream');
+    // The proxy started its window before it sent datagram 1, so before this moment.
+    const sent = Date.now();
     await closeSocket(silent);
     // Past the 1 ms window (event-loop turns, bounded), the next datagram meets the closed port.
-    for (let i = 0; i < 10_000 && Date.now() - started < 3; i++)
+    for (let i = 0; i < 10_000 && Date.now() - sent < 3; i++)
       await new Promise((resolve) => setImmediate(resolve));
     const closed = nextClose(proxy);
     client.send('2', port, '127.0.0.1');
