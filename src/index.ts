@@ -212,6 +212,7 @@ export type { HttpTunnel, TunnelPeer, TunnelTlsOptions } from './transport/tunne
 export type { TunnelStats } from './transport/TunnelStats.js';
 export { TunnelServer } from './tunnel/TunnelServer.js';
 export type {
+  TunnelConnectionRefusal,
   TunnelListenOptions,
   TunnelRequest,
   TunnelServerEvents,

@@ -122,7 +122,7 @@ export interface TunnelServerStats extends ProxyHealthStats {
    * open), `client_limit` (`perClient.maxConnections`), `rate_limited`
    * (`perClient.connectionsPerSecond`). Not in `client_connections_total`.
    */
-  readonly client_connections_refused: Readonly<Record<ConnectionRefusal, number>>;
+  readonly client_connections_refused: Readonly<Record<TunnelConnectionRefusal, number>>;
   /** HTTP/2 client sessions opened, and open now. */
   readonly h2_sessions_total: number;
   readonly h2_sessions_active: number;
@@ -240,7 +240,7 @@ interface IncomingTunnel {
 }
 
 /** Why a client connection was reset at accept (`maxConnections`, `perClient`). */
-export type ConnectionRefusal = 'max_connections' | 'client_limit' | 'rate_limited';
+export type TunnelConnectionRefusal = 'max_connections' | 'client_limit' | 'rate_limited';
 
 /** A refusal as counted and reported. */
 interface Refusal {
@@ -718,7 +718,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
    * Why a new connection may not be taken (`maxConnections`, then `perClient`), or undefined;
    * an undefined verdict with `perClient` has acquired its slot (released at its 'close').
    */
-  private connectionRefusal(address: string): ConnectionRefusal | undefined {
+  private connectionRefusal(address: string): TunnelConnectionRefusal | undefined {
     if (this.sockets.size >= this.options.maxConnections) return 'max_connections';
     return this.options.perClient?.acquire(address);
   }
