@@ -1,3 +1,4 @@
+import type { Socket as DgramSocket } from 'node:dgram';
 import dns from 'node:dns';
 import net, { isIP } from 'node:net';
 import type { LookupFunction, Socket, TcpNetConnectOpts } from 'node:net';
@@ -47,6 +48,22 @@ export function sourceFor(sources: SourceAddresses, family: number): string | un
   return family === 6 ? sources.ipv6 : sources.ipv4;
 }
 
+/**
+ * Runs `then` once `socket` is bound to the source of `family` (nginx `proxy_bind`: bind first),
+ * or at once when `sources` has none: the system's choice at connect. A bind failure
+ * (`EADDRNOTAVAIL`) is the socket's 'error', as a refused connect would be.
+ */
+export function bindDgramFrom(
+  socket: DgramSocket,
+  sources: SourceAddresses | undefined,
+  family: number,
+  then: () => void,
+): void {
+  const address = sources === undefined ? undefined : sourceFor(sources, family);
+  if (address === undefined) then();
+  else socket.bind({ address, port: 0, exclusive: true }, then);
+}
+
 /** What {@link sourceConnectOptions} adds to `net.connect()` / `tls.connect()` options. */
 export interface SourceConnectOptions {
   readonly localAddress?: string;
@@ -87,7 +104,11 @@ const LOOKUP_HINTS = process.platform === 'win32' ? 0 : dns.ADDRCONFIG;
  * connected to from the source of the family it resolved to. The socket is returned at once, connecting (writes wait for 'connect'); a failed lookup
  * destroys it with the lookup's error (`ENOTFOUND`), as Node's connect does.
  */
-export function connectFrom(options: TcpNetConnectOpts, sources: SourceAddresses): Socket {
+export function connectFrom(
+  options: TcpNetConnectOpts,
+  sources: SourceAddresses | undefined,
+): Socket {
+  if (sources === undefined) return net.connect(options);
   const host = options.host ?? 'localhost';
   if (!resolvesFirst(sources, host))
     return net.connect({ ...options, ...sourceConnectOptions(sources, host) });
@@ -112,7 +133,11 @@ export function connectFrom(options: TcpNetConnectOpts, sources: SourceAddresses
  * `tls.connect(options)` from the source of the peer's family: in one socket, or over
  * {@link connectFrom}'s when a host name is resolved first.
  */
-export function tlsConnectFrom(options: ConnectionOptions, sources: SourceAddresses): TLSSocket {
+export function tlsConnectFrom(
+  options: ConnectionOptions,
+  sources: SourceAddresses | undefined,
+): TLSSocket {
+  if (sources === undefined) return tls.connect(options);
   const host = options.host ?? 'localhost';
   if (!resolvesFirst(sources, host))
     return tls.connect({ ...options, ...sourceConnectOptions(sources, host) });

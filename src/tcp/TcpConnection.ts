@@ -646,8 +646,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
         onread: { buffer: sharedReadBuffer(), callback: onRead },
       }),
     };
-    const sources = options.sourceAddress;
-    return sources === undefined ? net.connect(socketOptions) : connectFrom(socketOptions, sources);
+    return connectFrom(socketOptions, options.sourceAddress);
   }
 
   /** `net.connect()` options for `state`'s upstream (the source address apart). */
@@ -883,8 +882,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
             ? socketOptions
             : { ...socketOptions, ...sourceConnectOptions(sources, state.host) },
         );
-      const tcp =
-        sources === undefined ? net.connect(socketOptions) : connectFrom(socketOptions, sources);
+      const tcp = connectFrom(socketOptions, sources);
       raw = tcp;
       // Its errors reach the TLS socket, which reports them.
       tcp.on('error', ignoreError);

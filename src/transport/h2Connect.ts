@@ -10,7 +10,8 @@ import type { Duplex } from 'node:stream';
 import { asError, TunnelRefusedError } from '../errors.js';
 import { kResetStream } from '../net/closeSocket.js';
 import type { SourceAddresses } from '../net/sourceAddress.js';
-import { proxySocket, proxyTlsOptions, proxyTlsSocket, TUNNEL_READY } from './httpConnect.js';
+import { proxyTlsOptions, TUNNEL_READY } from './httpConnect.js';
+import { connectFrom, tlsConnectFrom } from '../net/sourceAddress.js';
 import type { ProxyTunnelRequest, ResolvedTunnel } from './tunnelOptions.js';
 import { parseAuthority } from './tunnelOptions.js';
 import { expandUdpPath } from './capsules.js';
@@ -650,8 +651,8 @@ function connectSession(
     createConnection: () => {
       const socket =
         tlsOptions === undefined
-          ? proxySocket({ host, port, noDelay: true }, source)
-          : proxyTlsSocket(
+          ? connectFrom({ host, port, noDelay: true }, source)
+          : tlsConnectFrom(
               { host, port, ALPNProtocols: ['h2'], ...proxyTlsOptions(host, tlsOptions) },
               source,
             ).setNoDelay(true);

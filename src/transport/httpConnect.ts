@@ -5,7 +5,6 @@ import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { TunnelRefusedError } from '../errors.js';
 import { connectFrom, tlsConnectFrom } from '../net/sourceAddress.js';
-import type { SourceAddresses } from '../net/sourceAddress.js';
 import type { ProxyTunnelRequest, TunnelTlsOptions } from './tunnelOptions.js';
 import type { TunnelCounters } from './TunnelStats.js';
 import { statusClass } from './TunnelStats.js';
@@ -25,19 +24,6 @@ export function proxyTlsOptions(host: string, options: TunnelTlsOptions): tls.Co
     ...(options.ca !== undefined && { ca: options.ca as string | Buffer | (string | Buffer)[] }),
     rejectUnauthorized: options.rejectUnauthorized ?? true,
   };
-}
-
-/** The TCP connection to an HTTP proxy, from `sources` (the proxy's `sourceAddress`) if set. */
-export function proxySocket(options: net.TcpNetConnectOpts, sources?: SourceAddresses): Socket {
-  return sources === undefined ? net.connect(options) : connectFrom(options, sources);
-}
-
-/** {@link proxySocket} with TLS. */
-export function proxyTlsSocket(
-  options: tls.ConnectionOptions,
-  sources?: SourceAddresses,
-): tls.TLSSocket {
-  return sources === undefined ? tls.connect(options) : tlsConnectFrom(options, sources);
 }
 
 /** An error of Node's HTTP parser (llhttp): the proxy's answer is not HTTP/1.1. */
@@ -122,8 +108,8 @@ export function openHttp1Tunnel(
   const { host, port, tunnel, target, sources } = dial;
   const socket =
     tunnel.tls === undefined
-      ? proxySocket({ host, port, allowHalfOpen: true, noDelay }, sources)
-      : proxyTlsSocket(
+      ? connectFrom({ host, port, allowHalfOpen: true, noDelay }, sources)
+      : tlsConnectFrom(
           halfOpen({
             host,
             port,

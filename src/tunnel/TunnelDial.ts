@@ -414,8 +414,7 @@ export class TunnelDial implements TunnelSelectionContext {
       // a name with this lookup too).
       ...(deny !== undefined && { lookup: allowedLookup(deny) }),
     };
-    const sources = this.host.sourceAddress;
-    const raw = sources === undefined ? net.connect(options) : connectFrom(options, sources);
+    const raw = connectFrom(options, this.host.sourceAddress);
     this.socket = raw;
     const onError = (err: Error): void => {
       if (this.socket !== raw) return;

@@ -2,7 +2,7 @@ import dgram from 'node:dgram';
 import http2 from 'node:http2';
 import net from 'node:net';
 import type { ServerHttp2Stream } from 'node:http2';
-import { sourceFor } from '../net/sourceAddress.js';
+import { bindDgramFrom } from '../net/sourceAddress.js';
 import type { SourceAddresses } from '../net/sourceAddress.js';
 import { CapsuleParser, datagramCapsule } from '../transport/capsules.js';
 import type { RelayEnd } from './relayStreams.js';
@@ -189,12 +189,8 @@ export function relayUdp(
       idle = setTimeout(check, idleTimeout);
     }
   };
-  const source = sources === undefined ? undefined : sourceFor(sources, family);
-  if (source === undefined) socket.connect(port, host, onConnect);
-  // nginx proxy_bind: bind first; a failure (EADDRNOTAVAIL) is an 'error', as a refused connect.
-  else
-    socket.bind({ address: source, port: 0, exclusive: true }, () => {
-      socket.connect(port, host, onConnect);
-    });
+  bindDgramFrom(socket, sources, family, () => {
+    socket.connect(port, host, onConnect);
+  });
   return totals;
 }

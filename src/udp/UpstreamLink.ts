@@ -8,7 +8,7 @@ import type { SessionHost } from './SessionHost.js';
 import { sendDatagram, udpBindings } from './udpHandle.js';
 import type { UdpHandle } from './udpHandle.js';
 import { uvError } from '../net/uvError.js';
-import { sourceFor } from '../net/sourceAddress.js';
+import { bindDgramFrom, sourceFor } from '../net/sourceAddress.js';
 
 /** Where a link failed: setting up its socket, an 'error' event after setup, or one send. */
 export type LinkFailure = 'setup' | 'receive' | 'send';
@@ -169,18 +169,17 @@ export class UpstreamLink {
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
     socket.on('message', this.onMessage);
-    if (source !== undefined) {
-      // nginx proxy_bind: bind first; a failure (EADDRNOTAVAIL) is an 'error'.
-      try {
-        socket.bind({ address: source, port: 0, exclusive: true }, () => {
-          if (!this.closed) this.connectSocket(socket, address);
-        });
-      } catch (err) {
-        this.setupFailed(toError(err));
-      }
+    if (source === undefined) {
+      this.connectSocket(socket, address);
       return;
     }
-    this.connectSocket(socket, address);
+    try {
+      bindDgramFrom(socket, sources, family, () => {
+        if (!this.closed) this.connectSocket(socket, address);
+      });
+    } catch (err) {
+      this.setupFailed(toError(err));
+    }
   }
 
   private connectSocket(socket: Socket, address: string): void {

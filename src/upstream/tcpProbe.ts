@@ -38,8 +38,7 @@ export function tcpProbe(host: string, port: number, spec: ProbeSpec, done: Prob
   let settled = false;
   let reply = Buffer.alloc(0);
   const source = spec.source;
-  const raw: Socket =
-    source === undefined ? net.connect({ host, port }) : connectFrom({ host, port }, source);
+  const raw: Socket = connectFrom({ host, port }, source);
   let socket: Socket = raw;
   const finish = (error: HealthCheckError | undefined): void => {
     if (settled) return;

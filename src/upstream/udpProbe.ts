@@ -3,7 +3,7 @@ import type { Socket } from 'node:dgram';
 import { lookup } from 'node:dns';
 import net from 'node:net';
 import { HealthCheckError } from '../errors.js';
-import { sourceFor } from '../net/sourceAddress.js';
+import { bindDgramFrom } from '../net/sourceAddress.js';
 import { describeReply, replyMatches } from './replyMatcher.js';
 import type { ProbeDone, ProbeSpec } from './tcpProbe.js';
 
@@ -43,7 +43,9 @@ export function udpProbe(host: string, port: number, spec: ProbeSpec, done: Prob
       }
     });
     sock.unref();
-    const exchange = (): void => {
+    // From the sessions' source address; a bind failure is an 'error' (fails the check).
+    bindDgramFrom(sock, spec.source, family, () => {
+      if (settled) return;
       sock.connect(port, ip, () => {
         if (settled) return;
         const payload = Buffer.concat([
@@ -54,14 +56,7 @@ export function udpProbe(host: string, port: number, spec: ProbeSpec, done: Prob
           if (err) fail(err);
         });
       });
-    };
-    const source = spec.source === undefined ? undefined : sourceFor(spec.source, family);
-    if (source === undefined) exchange();
-    // From the sessions' source address; a bind failure is an 'error' (fails the check).
-    else
-      sock.bind({ address: source, port: 0, exclusive: true }, () => {
-        if (!settled) exchange();
-      });
+    });
   };
   const family = net.isIP(host);
   if (family !== 0) probe(host, family);
