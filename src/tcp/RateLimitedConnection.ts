@@ -131,18 +131,10 @@ export class RateLimitedConnection extends TcpConnection {
 
   /** @internal */
   override upstreamData(chunk: Buffer): boolean {
-    const wait = Math.max(
-      this.download?.take(chunk.length) ?? 0,
-      this.sharedDownload?.take(chunk.length) ?? 0,
-    );
+    const wait = this.takeDownload(chunk.length);
     if (wait <= SLACK_MS && this.downloadTimer === undefined) return super.upstreamData(chunk);
     (this.heldDownload ??= []).push(Buffer.from(chunk));
-    if (wait > 0) {
-      if (this.downloadTimer === undefined) this.host.stats.downloadThrottled++;
-      else clearTimeout(this.downloadTimer);
-      this.upstreamSocket?.pause();
-      this.downloadTimer = setTimeout(onDownloadTimer, wait, this);
-    }
+    if (wait > 0) this.holdDownload(wait);
     return false;
   }
 
@@ -157,6 +149,19 @@ export class RateLimitedConnection extends TcpConnection {
     else clearTimeout(this.uploadTimer);
     this.client.pause();
     this.uploadTimer = setTimeout(onUploadTimer, wait, this);
+  }
+
+  /** Charges `bytes` from the upstream; the milliseconds until the budgets have them (0: now). */
+  private takeDownload(bytes: number): number {
+    return Math.max(this.download?.take(bytes) ?? 0, this.sharedDownload?.take(bytes) ?? 0);
+  }
+
+  /** Stops reading the upstream for `wait` ms: what it sent is relayed then. */
+  private holdDownload(wait: number): void {
+    if (this.downloadTimer === undefined) this.host.stats.downloadThrottled++;
+    else clearTimeout(this.downloadTimer);
+    this.upstreamSocket?.pause();
+    this.downloadTimer = setTimeout(onDownloadTimer, wait, this);
   }
 
   /** @internal */
