@@ -203,7 +203,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   private firstCheckDelay(): number {
     const { idleTimeout, maxConnectAttempts } = this.host.options;
     if (maxConnectAttempts <= 1) return idleTimeout;
-    const window = this.failoverWindow() + 1;
+    const window = this.host.options.connectTimeout + 1;
     return idleTimeout > 0 ? Math.min(idleTimeout, window) : window;
   }
 
@@ -240,8 +240,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     const link = this.link;
     if (link !== undefined) {
       // The upstream had `connectTimeout` to refuse: past it, nothing more is kept for failover.
-      if (link.kept !== undefined && this.lastActivity - link.keptSince > this.failoverWindow())
-        link.kept = undefined;
+      if (link.kept !== undefined && this.lastActivity > link.keptUntil) link.kept = undefined;
       if (link.ready) {
         if (!link.send(msg)) this.drop(DropReason.SEND_QUEUE_FULL, 'client', len);
       } else if (this.reserve(len)) {
@@ -371,7 +370,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     this.pending = undefined;
     if (this.movable(state)) {
       link.kept = [];
-      link.keptSince = this.attempts === 1 ? this.lastActivity : Date.now();
+      link.keptUntil =
+        (this.attempts === 1 ? this.lastActivity : Date.now()) + this.host.options.connectTimeout;
     }
     link.open();
   };
@@ -388,10 +388,6 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       this.quic === undefined &&
       state.upstream.tunnel === undefined
     );
-  }
-
-  private failoverWindow(): number {
-    return this.host.options.connectTimeout;
   }
 
   /**
@@ -583,7 +579,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
    */
   private failover(link: UpstreamLink, error: Error): boolean {
     const kept = link.kept as Buffer[];
-    if (Date.now() - link.keptSince > this.failoverWindow()) return false;
+    if (Date.now() > link.keptUntil) return false;
     const queue = link.queue;
     link.queue = undefined;
     if (queue !== undefined) this.waiting -= queue.length;
@@ -762,7 +758,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   private keptWindowLeft(now: number): number {
     const link = this.link;
     if (link?.kept === undefined) return Infinity;
-    const left = link.keptSince + this.failoverWindow() - now;
+    const left = link.keptUntil - now;
     if (left >= 0) return left + 1;
     link.kept = undefined;
     return Infinity;

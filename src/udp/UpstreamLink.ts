@@ -88,8 +88,8 @@ export class UpstreamLink {
    */
   kept: Buffer[] | undefined;
   keptBytes = 0;
-  /** When keeping started (ms since the epoch), for the `connectTimeout` window. */
-  keptSince = 0;
+  /** When keeping ends (ms since the epoch): `connectTimeout` after the upstream was chosen. */
+  keptUntil = 0;
   /** Replies received on this link (the session counts the first as an upstream success). */
   datagramsReceived = 0;
   /** Datagrams and bytes handed to the socket. */
