@@ -1,4 +1,5 @@
 import type { MetricFamily } from '../metrics/prometheus.js';
+import { setRecent } from '../internal/recentMap.js';
 
 /** The limiter's settings: the admin options `authFailures`, `authFailureWindow`, `authFailureSources`. */
 export interface AuthLimits {
@@ -65,13 +66,8 @@ export class AuthFailureLimiter {
     const entry =
       kept !== undefined && now - kept.start < this.limits.window ? kept : { start: now, count: 0 };
     entry.count++;
-    this.entries.delete(address);
-    this.entries.set(address, entry);
     // Insertion order is failure order: the first key failed least recently.
-    if (this.entries.size > this.limits.sources) {
-      const oldest = this.entries.keys().next().value;
-      if (oldest !== undefined) this.entries.delete(oldest);
-    }
+    setRecent(this.entries, address, entry, this.limits.sources);
   }
 }
 

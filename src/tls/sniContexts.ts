@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Hash } from 'node:crypto';
 import type { SecureContext } from 'node:tls';
 import type { PemInput } from './pem.js';
+import { setRecent } from '../internal/recentMap.js';
 
 /** Contexts kept for `sniCallback` answers given as `{ cert, key }`; the least recently used go first. */
 export const SNI_CONTEXTS = 100;
@@ -33,17 +34,11 @@ export class SniContextCache {
     if (digest === undefined) return { context: build(), built: true };
     const known = this.byDigest.get(digest);
     if (known !== undefined) {
-      // Most recently used last: the first key is the one to evict.
-      this.byDigest.delete(digest);
-      this.byDigest.set(digest, known);
+      setRecent(this.byDigest, digest, known, SNI_CONTEXTS);
       return { context: known, built: false };
     }
     const context = build();
-    this.byDigest.set(digest, context);
-    if (this.byDigest.size > SNI_CONTEXTS) {
-      const oldest = this.byDigest.keys().next().value;
-      if (oldest !== undefined) this.byDigest.delete(oldest);
-    }
+    setRecent(this.byDigest, digest, context, SNI_CONTEXTS);
     return { context, built: true };
   }
 }

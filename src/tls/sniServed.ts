@@ -3,6 +3,7 @@ import type { SecureContext } from 'node:tls';
 import { describeCertificate } from './certificateInfo.js';
 import type { TlsCertificateInfo } from './certificateInfo.js';
 import type { PemInput } from './pem.js';
+import { setRecent } from '../internal/recentMap.js';
 
 /** Server names whose `sniCallback` certificate is remembered; the least recently served go first. */
 export const SNI_SERVED_NAMES = 100;
@@ -35,20 +36,15 @@ export class SniServedCertificates {
       return;
     }
     const known = this.byName.get(name);
-    this.byName.delete(name);
     if (known?.answer === answer) {
-      this.byName.set(name, known);
+      setRecent(this.byName, name, known, SNI_SERVED_NAMES);
       return;
     }
     const info =
       cert !== undefined
         ? describeCertificate(cert, 'server', this.source)
         : describeContext(context, this.source);
-    this.byName.set(name, { answer, info });
-    if (this.byName.size > SNI_SERVED_NAMES) {
-      const oldest = this.byName.keys().next().value;
-      if (oldest !== undefined) this.byName.delete(oldest);
-    }
+    setRecent(this.byName, name, { answer, info }, SNI_SERVED_NAMES);
   }
 
   /** Each distinct certificate served (by issuer and serial), with the names it was served for. */
