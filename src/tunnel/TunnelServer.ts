@@ -58,6 +58,7 @@ import { resolveTunnelServerOptions } from './tunnelServerOptions.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { isThenable } from '../internal/isThenable.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
+import { closeSocket } from '../net/closeSocket.js';
 
 export type { TunnelRequest } from './tunnelRequest.js';
 export type { TunnelServerOptions, TunnelTarget } from './tunnelServerOptions.js';
@@ -669,8 +670,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       this.counters.connectionsRefused[refusal]++;
       // Nothing was read nor answered: a reset tells the client at once (as TcpProxy's refusals,
       // nginx stream `limit_conn`, Envoy's `max_connections`), where reading its request for a
-      // 503 would hold the very resources the limit is there to bound.
-      socket.resetAndDestroy();
+      // 503 would hold the very resources the limit is there to bound. A pipe (a Unix socket
+      // listener) cannot be reset: it is closed.
+      closeSocket(socket, true);
       return;
     }
     const perClient = this.options.perClient;

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import http2 from 'node:http2';
 import net from 'node:net';
+import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
@@ -13,6 +14,7 @@ import { httpOriginPort } from '../helpers/httpOrigin.js';
 import { closed, echoServer, readUntil, waitFor, withTimeout } from '../helpers/net.js';
 import { selfSignedCert } from '../helpers/tlsPeers.js';
 import { tool } from '../helpers/tools.js';
+import { socketDir } from '../helpers/unixSocket.js';
 
 type Options = ConstructorParameters<typeof TunnelServer>[0];
 
@@ -301,6 +303,32 @@ describe('TunnelServer perClient and maxConnections', () => {
     );
     await from(t, port, '127.0.0.2');
     await until(() => server.stats().client_connections_active === 2, 'another client held');
+  });
+
+  test('on a Unix socket listener a refused client is closed (a pipe cannot be reset), and nothing throws into the host', async (t) => {
+    const path = join(socketDir(t, 'l4t-limit-'), 't.sock');
+    const server = new TunnelServer({
+      upstreams: [{ host: '127.0.0.1', port: 9 }],
+      maxConnections: 1,
+    });
+    t.after(() => server.close());
+    await server.listen({ path });
+    const held = net.connect({ path });
+    held.on('error', () => undefined);
+    t.after(() => {
+      held.destroy();
+    });
+    await waitFor(held, 'connect');
+    await until(() => server.stats().client_connections_active === 1, 'the first connection held');
+    const refused = net.connect({ path });
+    refused.on('error', () => undefined);
+    refused.resume();
+    await withTimeout(
+      new Promise((resolve) => refused.once('close', resolve)),
+      5_000,
+      'the refused connection closed',
+    );
+    assert.equal(server.stats().client_connections_refused.max_connections, 1);
   });
 
   test('bad maxConnections and perClient fail at construction naming the option', () => {
