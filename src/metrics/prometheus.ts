@@ -66,6 +66,8 @@ const TLS_HELP: HelpTable<TlsStats> = {
   downstream_tls_handshake_timeout: 'Client TLS handshakes that timed out.',
   downstream_tls_connection_error: 'Other failed client TLS handshakes.',
   downstream_tls_context_builds: 'TLS contexts built from sniCallback certificate answers.',
+  downstream_tls_context_build_errors:
+    'sniCallback certificate answers OpenSSL refused to build a TLS context from.',
 };
 
 const TCP_HELP: HelpTable<TcpProxyStats> = {

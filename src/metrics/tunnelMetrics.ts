@@ -122,6 +122,11 @@ export function tunnelServerFamilies(
       'counter',
       'TLS contexts built from sniCallback certificate answers.',
     ),
+    scalar(
+      'downstream_tls_context_build_errors',
+      'counter',
+      'sniCallback certificate answers OpenSSL refused to build a TLS context from.',
+    ),
     scalar('upstream_tls_handshake', 'counter', 'TLS handshakes completed with upstreams.'),
     scalar(
       'upstream_tls_session_reused',

@@ -67,42 +67,82 @@ export function bindDgramFrom(
 /** What {@link sourceConnectOptions} adds to `net.connect()` / `tls.connect()` options. */
 export interface SourceConnectOptions {
   readonly localAddress?: string;
-  readonly family?: number;
 }
 
 /**
- * `net.connect()` options that bind to the source of `host`'s family. Node fixes the local
- * address before it resolves a host name, so a name is resolved in the family of the source it
- * gets: IPv4 when there is an IPv4 source, else IPv6 ({@link connectFrom} resolves a name
- * first when there is a source of each family).
+ * `net.connect()` options that bind to the source of `host`'s family: an IP literal (a name is
+ * resolved first: see {@link resolvesFirst}). None when its family has no source.
  */
 export function sourceConnectOptions(sources: SourceAddresses, host: string): SourceConnectOptions {
-  const family = isIP(host);
-  if (family !== 0) {
-    const localAddress = sourceFor(sources, family);
-    return localAddress === undefined ? {} : { localAddress };
-  }
-  if (sources.ipv4 !== undefined) return { localAddress: sources.ipv4, family: 4 };
-  return { localAddress: sources.ipv6 as string, family: 6 };
+  const localAddress = sourceFor(sources, isIP(host));
+  return localAddress === undefined ? {} : { localAddress };
 }
 
 /**
- * Whether `host` is resolved before its socket is bound: a name, with a source of each family.
- * Node fixes the local address before it resolves, which would confine the name to one family.
+ * Whether `host` is resolved before its socket is bound: a name. Node fixes the local address
+ * before it resolves, which would confine the name to that address's family (an IPv6-only name
+ * with an IPv4 source: `ENOTFOUND`), where an IP upstream of the other family gets the system's
+ * choice.
  */
-export function resolvesFirst(sources: SourceAddresses, host: string): boolean {
-  return sources.ipv4 !== undefined && sources.ipv6 !== undefined && isIP(host) === 0;
+export function resolvesFirst(host: string): boolean {
+  return isIP(host) === 0;
 }
 
 /** Node's connect asks for `ADDRCONFIG` when it resolves any family (not on Windows). */
 const LOOKUP_HINTS = process.platform === 'win32' ? 0 : dns.ADDRCONFIG;
 
+/** What {@link lookupFrom} calls back with: as `dns.lookup`'s callback for one address. */
+export type LookupFromCallback = (
+  err: NodeJS.ErrnoException | null,
+  address: string,
+  family: number,
+) => void;
+
 /**
- * `net.connect(options)` from the source of the upstream's family. A host name with a source of
- * each family is resolved first, as Node's own connect resolves it (`dns.lookup`, any family,
- * `ADDRCONFIG`; the first address; with `options.lookup` when set, as Node's connect), then
- * connected to from the source of the family it resolved to. The socket is returned at once, connecting (writes wait for 'connect'); a failed lookup
- * destroys it with the lookup's error (`ENOTFOUND`), as Node's connect does.
+ * Resolves the name `host` for a socket bound to `sources`: every address (`all`, any family),
+ * then the first of a family with a source, else the first (the system's choice, as an IP
+ * upstream of that family gets). So a name of both families is reached from the source there
+ * is, and a name only of the other family is still reached. `lookup` is `dns.lookup` unless the
+ * caller has its own (a TunnelServer's that applies `denyTargets`); `hints` are its caller's
+ * (Node's connect asks for `ADDRCONFIG`).
+ */
+export function lookupFrom(
+  host: string,
+  sources: SourceAddresses,
+  done: LookupFromCallback,
+  lookup: LookupFunction = dns.lookup,
+  hints = 0,
+): void {
+  lookup(host, { all: true, hints }, (err, addresses, family) => {
+    if (err !== null) {
+      done(err, '', 0);
+      return;
+    }
+    // A caller's lookup that answers one address despite `all`.
+    if (typeof addresses === 'string') {
+      done(null, addresses, family ?? isIP(addresses));
+      return;
+    }
+    const chosen = addresses.find((entry) => sourceFor(sources, entry.family) !== undefined);
+    const answer = chosen ?? addresses[0];
+    if (answer === undefined) {
+      const error: NodeJS.ErrnoException = new Error(`getaddrinfo ENOTFOUND ${host}`);
+      error.code = 'ENOTFOUND';
+      error.syscall = 'getaddrinfo';
+      done(error, '', 0);
+      return;
+    }
+    done(null, answer.address, answer.family);
+  });
+}
+
+/**
+ * `net.connect(options)` from the source of the upstream's family. A host name is resolved first
+ * ({@link lookupFrom}: as Node's own connect resolves it, `dns.lookup`, any family, `ADDRCONFIG`,
+ * with `options.lookup` when set; the first address of a family with a source, else the first),
+ * then connected to from the source of the family it resolved to, if any. The socket is returned
+ * at once, connecting (writes wait for 'connect'); a failed lookup destroys it with the lookup's
+ * error (`ENOTFOUND`), as Node's connect does.
  */
 export function connectFrom(
   options: TcpNetConnectOpts,
@@ -110,22 +150,31 @@ export function connectFrom(
 ): Socket {
   if (sources === undefined) return net.connect(options);
   const host = options.host ?? 'localhost';
-  if (!resolvesFirst(sources, host))
+  if (!resolvesFirst(host))
     return net.connect({ ...options, ...sourceConnectOptions(sources, host) });
   const socket = new net.Socket(options);
   // As during Node's own lookup: writes are held, and a TLS socket around it waits for 'connect'.
   (socket as { connecting: boolean }).connecting = true;
   // The caller's `lookup` if any, as Node's connect uses it (a TunnelServer's filters denyTargets).
   const lookup: LookupFunction = options.lookup ?? dns.lookup;
-  lookup(host, { hints: LOOKUP_HINTS }, (err, address, family) => {
-    if (socket.destroyed) return;
-    if (err !== null) socket.destroy(err);
-    else {
-      const ip = address as string;
-      const localAddress = sourceFor(sources, family ?? isIP(ip));
-      socket.connect({ ...options, host: ip, localAddress });
-    }
-  });
+  lookupFrom(
+    host,
+    sources,
+    (err, address, family) => {
+      if (socket.destroyed) return;
+      if (err !== null) socket.destroy(err);
+      else {
+        const localAddress = sourceFor(sources, family);
+        socket.connect({
+          ...options,
+          host: address,
+          ...(localAddress !== undefined && { localAddress }),
+        });
+      }
+    },
+    lookup,
+    LOOKUP_HINTS,
+  );
   return socket;
 }
 
@@ -139,7 +188,7 @@ export function tlsConnectFrom(
 ): TLSSocket {
   if (sources === undefined) return tls.connect(options);
   const host = options.host ?? 'localhost';
-  if (!resolvesFirst(sources, host))
+  if (!resolvesFirst(host))
     return tls.connect({ ...options, ...sourceConnectOptions(sources, host) });
   const { port = 443 } = options;
   const halfOpen = (options as { allowHalfOpen?: boolean }).allowHalfOpen === true;

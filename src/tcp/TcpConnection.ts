@@ -873,7 +873,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       }
       const sources = this.host.options.sourceAddress;
       // A name resolved before it is bound (see connectFrom) needs its own TCP socket.
-      const resolved = sources !== undefined && resolvesFirst(sources, state.host);
+      const resolved = sources !== undefined && resolvesFirst(state.host);
       if (!this.host.preamble && !resolved)
         return this.host.upstreamTls.connect(
           target,

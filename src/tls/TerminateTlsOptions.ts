@@ -118,7 +118,8 @@ export interface ResolvedTerminateTls {
   readonly handshakeTimeout: number;
   /**
    * The context for a certificate from `sniCallback`, with the same settings: built once per
-   * content (cached, bounded), counted in `stats.downstream_tls_context_builds` when built.
+   * content (cached, bounded), counted in `stats.downstream_tls_context_builds` when built; a
+   * refused pair throws, cached as well, counted in `stats.downstream_tls_context_build_errors`.
    */
   readonly contextFor: (certificate: TlsCertificate, stats: TlsStats) => SecureContext;
   /** The static certificates (default, then `certificates`), described once here. */
@@ -274,7 +275,14 @@ function callbackContexts(
 ): ResolvedTerminateTls['contextFor'] {
   const cache = new SniContextCache();
   return (certificate, stats) => {
-    const { context, built } = cache.get(certificate, () => build(certificate, path));
+    const { context, built } = cache.get(certificate, () => {
+      try {
+        return build(certificate, path);
+      } catch (err) {
+        stats.downstream_tls_context_build_errors++;
+        throw err;
+      }
+    });
     if (built) stats.downstream_tls_context_builds++;
     return context;
   };

@@ -2,9 +2,13 @@ import { createHash } from 'node:crypto';
 import type { Hash } from 'node:crypto';
 import type { SecureContext } from 'node:tls';
 import type { PemInput } from './pem.js';
+import { asError } from '../errors.js';
 import { setRecent } from '../internal/recentMap.js';
 
-/** Contexts kept for `sniCallback` answers given as `{ cert, key }`; the least recently used go first. */
+/**
+ * Contexts (and refusals) kept for `sniCallback` answers given as `{ cert, key }`; the least
+ * recently used go first.
+ */
 export const SNI_CONTEXTS = 100;
 
 /** The parts of an answer a context is built from. */
@@ -18,13 +22,15 @@ interface Certificate {
  * Contexts built from `sniCallback` answers, by their content (a SHA-256 of cert, key and
  * passphrase): building one parses the certificate and key (about a millisecond of CPU), so a
  * callback answering `{ cert, key }` for every handshake, even as fresh but equal objects, would
- * otherwise turn a ClientHello flood into a CPU flood. Other content (a renewed certificate) is
- * another key, so it is served at once. Bounded to {@link SNI_CONTEXTS} contexts.
+ * otherwise turn a ClientHello flood into a CPU flood. A pair OpenSSL refused (a key that is not
+ * the certificate's, a bad PEM) is kept as its error, thrown again without parsing: the flood
+ * costs the same with a broken answer. Other content (a renewed certificate) is another key, so
+ * it is served at once. Bounded to {@link SNI_CONTEXTS} entries.
  */
 export class SniContextCache {
-  private readonly byDigest = new Map<string, SecureContext>();
+  private readonly byDigest = new Map<string, SecureContext | Error>();
 
-  /** The context for `certificate`: a cached one, else `build()`'s (kept; a throw is not). */
+  /** The context for `certificate`: a cached one, else `build()`'s; `build()`'s throw is kept and rethrown. */
   get(
     certificate: Certificate,
     build: () => SecureContext,
@@ -35,9 +41,18 @@ export class SniContextCache {
     const known = this.byDigest.get(digest);
     if (known !== undefined) {
       setRecent(this.byDigest, digest, known, SNI_CONTEXTS);
+      if (known instanceof Error) throw known;
       return { context: known, built: false };
     }
-    const context = build();
+    let context: SecureContext;
+    try {
+      context = build();
+    } catch (err) {
+      // The same error each time: the handshake fails with the same reason, counted alike.
+      const error = asError(err);
+      setRecent(this.byDigest, digest, error, SNI_CONTEXTS);
+      throw error;
+    }
     setRecent(this.byDigest, digest, context, SNI_CONTEXTS);
     return { context, built: true };
   }

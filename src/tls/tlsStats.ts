@@ -30,6 +30,11 @@ export interface TlsStats {
    * distinct certificate and key while cached; a steady rise means the cache misses).
    */
   downstream_tls_context_builds: number;
+  /**
+   * `sniCallback` `{ cert, key }` answers OpenSSL refused to build a context from (a key that is
+   * not the certificate's, a bad PEM): once per distinct answer while cached, as builds are.
+   */
+  downstream_tls_context_build_errors: number;
 }
 
 /** A zeroed counter set. */
@@ -47,5 +52,6 @@ export function tlsCounters(): TlsStats {
     downstream_tls_handshake_timeout: 0,
     downstream_tls_connection_error: 0,
     downstream_tls_context_builds: 0,
+    downstream_tls_context_build_errors: 0,
   };
 }

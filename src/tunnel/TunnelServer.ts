@@ -147,6 +147,8 @@ export interface TunnelServerStats extends ProxyHealthStats {
   readonly downstream_tls_failed: number;
   /** Contexts built from `terminateTls.sniCallback` `{ cert, key }` answers (cached by content). */
   readonly downstream_tls_context_builds: number;
+  /** Of those answers, the ones OpenSSL refused (cached by content too: one per distinct answer). */
+  readonly downstream_tls_context_build_errors: number;
   /**
    * TLS origination (`tls`): handshakes completed with upstreams, of those resumed from a cached
    * session, and failed (not trusted, name mismatch, timeout, other errors).
@@ -591,6 +593,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         this.tlsStats.downstream_tls_fail_verify_cert +
         this.tlsStats.downstream_tls_handshake_timeout,
       downstream_tls_context_builds: this.tlsStats.downstream_tls_context_builds,
+      downstream_tls_context_build_errors: this.tlsStats.downstream_tls_context_build_errors,
       upstream_tls_handshake: this.tlsStats.upstream_tls_handshake,
       upstream_tls_session_reused: this.tlsStats.upstream_tls_session_reused,
       upstream_tls_failed:

@@ -23,6 +23,16 @@ function onSelectionTimeout(session: UdpSession): void {
   session.selectionTimedOut();
 }
 
+function onChoiceTimeout(session: UdpSession): void {
+  session.choicesTimedOut();
+}
+
+/** A datagram waiting for its own async choice (`perPacketBalancing`), until `deadline`. */
+interface PendingChoice {
+  readonly msg: Buffer;
+  readonly deadline: number;
+}
+
 /** What happens to datagrams still waiting when a session closes for `reason`. */
 function dropReasonFor(reason: SessionCloseReason): DropReason {
   switch (reason) {
@@ -87,8 +97,17 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   private attempts = 1;
   /** The upstreams that refused this session's datagrams, once one has (see `failover`). */
   private triedStates: UpstreamState[] | undefined;
-  /** Bounds an async selector's answer by `connectTimeout` (armed only for a promise). */
+  /**
+   * Bounds an async selector's answer by `connectTimeout` (armed only for a promise); with
+   * `perPacketBalancing`, the oldest datagram's wait for its choice (see `choosing`).
+   */
   private selectTimer: NodeJS.Timeout | undefined;
+  /**
+   * Per-packet balancing with an async selector: the datagrams waiting for their choice, oldest
+   * first (a Set keeps insertion order; answers may come in any order). Each holds a place in
+   * `maxPendingDatagrams`; one timer per session, not per datagram, drops them at `connectTimeout`.
+   */
+  private choosing: Set<PendingChoice> | undefined;
   private responses = 0;
 
   private reason: SessionCloseReason | undefined;
@@ -420,18 +439,58 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       return;
     }
     if (!this.reserve(msg.length)) return;
-    // Async per-packet selection costs a closure per datagram; sync selectors avoid it.
+    // Async per-packet selection costs a closure and an entry per datagram; sync selectors avoid it.
+    const choice: PendingChoice = {
+      msg,
+      deadline: this.lastActivity + this.host.options.connectTimeout,
+    };
+    const choosing = (this.choosing ??= new Set());
+    choosing.add(choice);
+    if (this.selectTimer === undefined) this.armChoiceTimer(this.host.options.connectTimeout);
     Promise.resolve(result).then(
-      (choice) => {
+      (answer) => {
+        // Dropped already: it waited past `connectTimeout`, or the session ended.
+        if (!choosing.delete(choice)) return;
         this.waiting--;
-        if (this.reason !== undefined) this.drop(DropReason.SESSION_CLOSED, 'client', msg.length);
-        else this.routeTo(choice, msg);
+        this.routeTo(answer, msg);
       },
       (err: unknown) => {
+        if (!choosing.delete(choice)) return;
         this.waiting--;
         this.drop(DropReason.SELECTOR_ERROR, 'client', msg.length, selectorError(err));
       },
     );
+  }
+
+  private armChoiceTimer(ms: number): void {
+    const timer = setTimeout(onChoiceTimeout, ms, this);
+    timer.unref();
+    this.selectTimer = timer;
+  }
+
+  /**
+   * @internal The oldest datagrams waiting for their choice waited `connectTimeout`: dropped as
+   * `selector_error` (a late answer then finds them gone), as a session's own selection is bounded.
+   */
+  choicesTimedOut(): void {
+    this.selectTimer = undefined;
+    const choosing = this.choosing;
+    if (choosing === undefined) return;
+    const now = Date.now();
+    let error: SelectorError | undefined;
+    for (const choice of choosing) {
+      // Deadlines grow in insertion order: the first one not past is where the timer goes next.
+      if (choice.deadline > now) {
+        this.armChoiceTimer(choice.deadline - now);
+        return;
+      }
+      choosing.delete(choice);
+      this.waiting--;
+      error ??= new SelectorError(
+        `The upstream selector did not answer for a datagram within connectTimeout (${String(this.host.options.connectTimeout)} ms): make its promise settle (resolve with an upstream or null, or reject).`,
+      );
+      this.drop(DropReason.SELECTOR_ERROR, 'client', choice.msg.length, error);
+    }
   }
 
   private routeTo(choice: SelectionResult, msg: Buffer): void {
@@ -636,6 +695,14 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     if (pending !== undefined) {
       this.waiting -= pending.length;
       for (const msg of pending) this.drop(dropReason, 'client', msg.length, error);
+    }
+    if (this.choosing !== undefined) {
+      // Their late answers find them gone.
+      for (const choice of this.choosing) {
+        this.waiting--;
+        this.drop(dropReason, 'client', choice.msg.length, error);
+      }
+      this.choosing.clear();
     }
     if (this.link !== undefined) this.closeLink(this.link, dropReason, error);
     if (this.links !== undefined) {

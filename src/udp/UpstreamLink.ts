@@ -8,7 +8,7 @@ import type { SessionHost } from './SessionHost.js';
 import { sendDatagram, udpBindings } from './udpHandle.js';
 import type { UdpHandle } from './udpHandle.js';
 import { uvError } from '../net/uvError.js';
-import { bindDgramFrom, sourceFor } from '../net/sourceAddress.js';
+import { bindDgramFrom, lookupFrom, sourceFor } from '../net/sourceAddress.js';
 
 /** Where a link failed: setting up its socket, an 'error' event after setup, or one send. */
 export type LinkFailure = 'setup' | 'receive' | 'send';
@@ -125,7 +125,10 @@ export class UpstreamLink {
       this.connect(state.host, family);
       return;
     }
-    lookup(state.host, this.onResolved);
+    const sources = this.host.options.sourceAddress;
+    // With a source, a name's address of the source's family first (see lookupFrom).
+    if (sources === undefined) lookup(state.host, this.onResolved);
+    else lookupFrom(state.host, sources, this.onResolved);
   }
 
   private readonly onResolved = (

@@ -3,7 +3,7 @@ import type { Socket } from 'node:dgram';
 import { lookup } from 'node:dns';
 import net from 'node:net';
 import { HealthCheckError } from '../errors.js';
-import { bindDgramFrom } from '../net/sourceAddress.js';
+import { bindDgramFrom, lookupFrom } from '../net/sourceAddress.js';
 import { describeReply, replyMatches } from './replyMatcher.js';
 import type { ProbeDone, ProbeSpec } from './tcpProbe.js';
 
@@ -61,10 +61,17 @@ export function udpProbe(host: string, port: number, spec: ProbeSpec, done: Prob
   const family = net.isIP(host);
   if (family !== 0) probe(host, family);
   else {
-    lookup(host, (err, ip, resolvedFamily) => {
+    const resolved = (
+      err: NodeJS.ErrnoException | null,
+      ip: string,
+      resolvedFamily: number,
+    ): void => {
       if (err) fail(err);
       else probe(ip, resolvedFamily);
-    });
+    };
+    // With a source, a name's address of the source's family first, as the sessions resolve it.
+    if (spec.source === undefined) lookup(host, resolved);
+    else lookupFrom(host, spec.source, resolved);
   }
   return () => {
     settled = true;

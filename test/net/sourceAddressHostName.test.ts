@@ -3,26 +3,33 @@ import dns from 'node:dns';
 import type { LookupAddress } from 'node:dns';
 import http from 'node:http';
 import https from 'node:https';
+import type { RemoteInfo } from 'node:dgram';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TestContext } from 'node:test';
 import { describe, test } from 'node:test';
 import tls from 'node:tls';
-import { TcpProxy } from '../../src/index.js';
+import { TcpProxy, UdpProxy } from '../../src/index.js';
 import type { Upstream } from '../../src/index.js';
 import { closed, connect, readAll, socketServer, withTimeout } from '../helpers/net.js';
 import type { TestServer } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 import { selfSignedCert } from '../helpers/tlsPeers.js';
 import { tool } from '../helpers/tools.js';
-import { hasIpv6Loopback } from '../udp/helpers.js';
+import { closeSocket, hasIpv6Loopback, request, udpSocket } from '../udp/helpers.js';
 
 /** Names with one address family each, served by {@link fakeResolver}. */
 const V6_ONLY = 'v6-only.l4proxy.test';
 const V4_ONLY = 'v4-only.l4proxy.test';
 const UNANSWERED = 'unanswered.l4proxy.test';
+/** Both families, IPv6 first (as `localhost` is on many hosts, and getaddrinfo's RFC 6724 order). */
+const V6_FIRST = 'v6-first.l4proxy.test';
 const RECORDS: Readonly<Record<string, readonly LookupAddress[]>> = {
   [V6_ONLY]: [{ address: '::1', family: 6 }],
   [V4_ONLY]: [{ address: '127.0.0.1', family: 4 }],
+  [V6_FIRST]: [
+    { address: '::1', family: 6 },
+    { address: '127.0.0.1', family: 4 },
+  ],
 };
 
 type LookupCallback = (
@@ -269,4 +276,204 @@ describe('sourceAddress of both families: a host name upstream is resolved in bo
       assert.equal(await sourceSeen(port), '::1');
       assert.deepEqual(peers, ['::1']);
     });
+});
+
+/** A TLS upstream on `host` answering each connection with the address it came from. */
+async function tlsWhoAmI(
+  t: TestContext,
+  openssl: string,
+  host: string,
+): Promise<{ port: number; ca: string }> {
+  const cert = await selfSignedCert(openssl, 'localhost');
+  const server = tls.createServer({ key: cert.key, cert: cert.cert }, (socket) => {
+    socket.on('error', () => undefined);
+    socket.end(socket.remoteAddress ?? '');
+  });
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+  t.after(
+    () =>
+      new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      ),
+  );
+  return { port: (server.address() as AddressInfo).port, ca: cert.cert };
+}
+
+/** A UDP upstream on `host` answering each datagram with the address it came from. */
+async function udpWhoAmI(t: TestContext, host: string): Promise<number> {
+  const socket = await udpSocket(host);
+  t.after(() => closeSocket(socket));
+  socket.on('message', (_msg: Buffer, rinfo: RemoteInfo) => {
+    socket.send(rinfo.address, rinfo.port, rinfo.address);
+  });
+  return socket.address().port;
+}
+
+describe('sourceAddress of one family: a host name upstream is reached as an IP upstream of its family would be', () => {
+  test("an IPv6-only name with an IPv4 source, and an IPv4-only name with an IPv6 source, are connected to from the system's choice", async (t) => {
+    if (!(await ipv6(t))) return;
+    fakeResolver(t);
+    const v6 = await whoAmI('::1');
+    t.after(() => v6.close());
+    const v4 = await whoAmI('127.0.0.1');
+    t.after(() => v4.close());
+    const cases = [
+      { host: V6_ONLY, port: v6.port, source: '127.0.0.2', seen: '::1' },
+      { host: V4_ONLY, port: v4.port, source: '::1', seen: '127.0.0.1' },
+    ];
+    for (const relay of ['handle', 'onread', 'stream'] as const)
+      for (const { host, port: upstreamPort, source, seen } of cases) {
+        const { proxy, port, closes } = await startProxy({
+          upstreams: [{ host, port: upstreamPort }],
+          sourceAddress: source,
+          maxConnectAttempts: 1,
+          relay,
+        });
+        t.after(() => proxy.close());
+        assert.equal(await sourceSeen(port), seen, `${relay} ${host}`);
+        const [summary] = await closes(1);
+        assert.equal(summary?.reason, 'completed', `${relay} ${host}`);
+        assert.equal(proxy.stats().upstream_cx_connect_fail, 0, `${relay} ${host}`);
+        await proxy.close();
+      }
+  });
+
+  test('a name of both families (IPv6 first) is reached over IPv4 from the IPv4 source', async (t) => {
+    fakeResolver(t);
+    const v4 = await whoAmI('127.0.0.1');
+    t.after(() => v4.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: V6_FIRST, port: v4.port }],
+      sourceAddress: '127.0.0.2',
+      maxConnectAttempts: 1,
+    });
+    t.after(() => proxy.close());
+    assert.equal(await sourceSeen(port), '127.0.0.2');
+  });
+
+  test('a TLS upstream named IPv6-only, with an IPv4 source, is reached', async (t) => {
+    const openssl = tool(t, 'openssl');
+    if (openssl === undefined || !(await ipv6(t))) return;
+    fakeResolver(t);
+    const upstream = await tlsWhoAmI(t, openssl, '::1');
+    const { proxy, port } = await startProxy({
+      upstreams: [
+        { host: V6_ONLY, port: upstream.port, tls: { ca: upstream.ca, servername: 'localhost' } },
+      ],
+      sourceAddress: '127.0.0.2',
+      maxConnectAttempts: 1,
+    });
+    t.after(() => proxy.close());
+    assert.equal(await sourceSeen(port), '::1');
+  });
+
+  test('health checks of an IPv6-only name, with an IPv4 source, reach it', async (t) => {
+    if (!(await ipv6(t))) return;
+    fakeResolver(t);
+    let seen: ((address: string) => void) | undefined;
+    const upstream = await socketServer((socket) => {
+      seen?.(socket.remoteAddress ?? '');
+      socket.destroy();
+    }, '::1');
+    t.after(() => upstream.close());
+    const checked = withTimeout(
+      new Promise<string>((resolve) => (seen = resolve)),
+      5_000,
+      'a health check',
+    );
+    const proxy = new TcpProxy({
+      upstreams: [{ host: V6_ONLY, port: upstream.port }],
+      sourceAddress: '127.0.0.2',
+      healthCheck: { interval: 50, timeout: 1_000 },
+    });
+    t.after(() => proxy.close());
+    await proxy.listen({ port: 0, host: '127.0.0.1' });
+    assert.equal(await checked, '::1');
+  });
+
+  test('a tunnel upstream whose HTTP proxy is named IPv6-only, with an IPv4 source, is reached', async (t) => {
+    if (!(await ipv6(t))) return;
+    fakeResolver(t);
+    const target = await whoAmI('127.0.0.1');
+    t.after(() => target.close());
+    const sockets = new Set<Socket>();
+    const httpProxy = http.createServer();
+    httpProxy.on('connect', (request: http.IncomingMessage, socket: Socket) => {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+      socket.end(`HTTP/1.1 200 OK\r\n\r\n${request.socket.remoteAddress ?? ''}`);
+    });
+    await new Promise<void>((resolve) => httpProxy.listen(0, '::1', resolve));
+    t.after(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const socket of sockets) socket.destroy();
+          httpProxy.close(() => {
+            resolve();
+          });
+        }),
+    );
+    const { proxy, port } = await startProxy({
+      upstreams: [
+        {
+          host: V6_ONLY,
+          port: (httpProxy.address() as AddressInfo).port,
+          tunnel: { target: `127.0.0.1:${target.port}` },
+        },
+      ],
+      sourceAddress: '127.0.0.2',
+      maxConnectAttempts: 1,
+    });
+    t.after(() => proxy.close());
+    assert.equal(await sourceSeen(port), '::1');
+  });
+
+  test("UDP: a name of both families (IPv6 first) is reached from the IPv4 source, an IPv6-only one from the system's choice", async (t) => {
+    if (!(await ipv6(t))) return;
+    fakeResolver(t);
+    const v4 = await udpWhoAmI(t, '127.0.0.1');
+    const v6 = await udpWhoAmI(t, '::1');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    for (const relay of ['handle', 'dgram'] as const)
+      for (const [host, upstreamPort, seen] of [
+        [V6_FIRST, v4, '127.0.0.2'],
+        [V6_ONLY, v6, '::1'],
+      ] as const) {
+        const proxy = new UdpProxy({
+          upstreams: [{ host, port: upstreamPort }],
+          sourceAddress: '127.0.0.2',
+          relay,
+        });
+        t.after(() => proxy.close());
+        const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+        assert.equal((await request(client, port, 'who')).toString(), seen, `${relay} ${host}`);
+        await proxy.close();
+      }
+  });
+
+  test('UDP health checks of a name of both families (IPv6 first) come from the IPv4 source', async (t) => {
+    fakeResolver(t);
+    const upstream = await udpSocket();
+    t.after(() => closeSocket(upstream));
+    const checked = withTimeout(
+      new Promise<string>((resolve) => {
+        upstream.on('message', (_msg: Buffer, rinfo: RemoteInfo) => {
+          resolve(rinfo.address);
+        });
+      }),
+      5_000,
+      'a health check',
+    );
+    const proxy = new UdpProxy({
+      upstreams: [{ host: V6_FIRST, port: upstream.address().port }],
+      sourceAddress: '127.0.0.2',
+      healthCheck: { interval: 50, timeout: 1_000, udp: { send: 'ping' } },
+    });
+    t.after(() => proxy.close());
+    await proxy.bind({ port: 0, address: '127.0.0.1' });
+    assert.equal(await checked, '127.0.0.2');
+  });
 });

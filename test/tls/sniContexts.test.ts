@@ -105,7 +105,58 @@ test('the context cache keys by content (cert, key, passphrase, part boundaries)
   const notPem = { cert: 42 as unknown as string, key: 'K' };
   assert.equal(cache.get(notPem, build).built, true);
   assert.equal(cache.get(notPem, build).built, true);
+  // A refused pair is kept too: the same error again, without building.
+  let refusals = 0;
+  const refuse = (): tls.SecureContext => {
+    refusals++;
+    throw new Error('key values mismatch');
+  };
+  const thrown: unknown[] = [];
+  for (const cert of ['bad', Buffer.from('bad')])
+    assert.throws(
+      () => cache.get({ cert, key: 'K' }, refuse),
+      (err) => thrown.push(err) > 0,
+    );
+  assert.equal(thrown[0], thrown[1]);
+  assert.equal(refusals, 1);
   // Bounded: once SNI_CONTEXTS others were used since, the first is built again.
   for (let i = 0; i < SNI_CONTEXTS; i++) cache.get({ cert: `C${i}`, key: 'K' }, build);
   assert.equal(cache.get({ cert: 'A', key: 'K' }, build).built, true);
 });
+
+for (const relay of ['handle', 'onread'] as const) {
+  test(`relay ${relay}: an sniCallback answering the same broken { cert, key } is parsed once; every handshake still fails, counted alike`, async (t) => {
+    const p = await pki(t);
+    if (p === undefined) return;
+    const upstream = await testServer(t, (socket) => socket.end('hello\n'));
+    const proxy = new TcpProxy({
+      relay,
+      upstreams: [{ host: '127.0.0.1', port: upstream }],
+      terminateTls: {
+        // A certificate with another certificate's key: OpenSSL refuses the pair once it parsed both.
+        sniCallback: () => ({ cert: Buffer.from(p.first.cert), key: Buffer.from(p.renewed.key) }),
+      },
+    });
+    t.after(() => proxy.close({ drainTimeout: 0 }));
+    const { port } = await proxy.listen({ host: '127.0.0.1', port: 0 });
+    // Every context the proxy builds from now on goes through here: the parses, counted.
+    let parses = 0;
+    const createSecureContext = tls.createSecureContext.bind(tls);
+    t.mock.method(tls, 'createSecureContext', (options?: tls.SecureContextOptions) => {
+      parses++;
+      return createSecureContext(options);
+    });
+    const args = ['-connect', `127.0.0.1:${port}`, '-servername', 'app.test'];
+    for (let i = 1; i <= 2; i++) {
+      const out = await opensslClient(p.openssl, args);
+      assert.doesNotMatch(out, /-----BEGIN CERTIFICATE-----/, 'no certificate served');
+      assert.equal(proxy.stats().downstream_tls_connection_error, i, out);
+    }
+    assert.equal(parses, 1);
+    const stats = proxy.stats();
+    assert.equal(stats.downstream_tls_context_build_errors, 1);
+    assert.equal(stats.downstream_tls_context_builds, 0);
+    assert.equal(stats.downstream_tls_handshake, 0);
+    assert.match(proxy.metrics(), /^l4proxy_tcp_downstream_tls_context_build_errors_total 1$/m);
+  });
+}

@@ -585,6 +585,109 @@ describe('UdpProxy selectors', () => {
     assert.deepEqual([...timers.values()], []);
   });
 
+  test("with perPacketBalancing, bounds each datagram's async choice by connectTimeout: selector_error, a late answer ignored, the session unstuck", async (t) => {
+    const echo = await udpEcho('E:');
+    t.after(() => echo.close());
+    // The choice timer is found by its callback's name: one per session, not one per datagram.
+    const timers = new Set<number>();
+    let armed = 0;
+    const hook = createHook({
+      init(id, type, _trigger, resource) {
+        const callback = (resource as { _onTimeout?: { name?: string } })._onTimeout;
+        if (type !== 'Timeout' || callback?.name !== 'onChoiceTimeout') return;
+        armed++;
+        timers.add(id);
+      },
+      destroy(id) {
+        timers.delete(id);
+      },
+    }).enable();
+    t.after(() => hook.disable());
+    let mode: 'never' | 'async' | 'sync' = 'sync';
+    const late: (() => void)[] = [];
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      perPacketBalancing: true,
+      connectTimeout: 200,
+      maxPendingDatagrams: 2,
+      selector: (ctx) => {
+        const [upstream] = ctx.candidates;
+        if (mode === 'sync') return upstream;
+        if (mode === 'async') return Promise.resolve(upstream);
+        return new Promise((resolve) => {
+          late.push(() => {
+            resolve(upstream);
+          });
+        });
+      },
+    });
+    t.after(() => proxy.close());
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const drops = collect<UdpDrop>(proxy, 'dropped');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    // A synchronous selector arms no timer.
+    assert.equal((await request(client, port, 'sync')).toString(), 'E:sync');
+    assert.equal(armed, 0);
+    mode = 'never';
+    const sent = Date.now();
+    for (const payload of ['1', '2', '3']) client.send(payload, port, '127.0.0.1');
+    // Two wait (maxPendingDatagrams), the third is refused; the two go at connectTimeout.
+    await until(proxy, 'dropped', () => drops.length === 3);
+    const waited = Date.now() - sent;
+    assert.deepEqual(
+      drops.map((d) => d.reason),
+      ['pending_overflow', 'selector_error', 'selector_error'],
+    );
+    assert.ok(waited >= 150 && waited < 3_000, String(waited));
+    assert.equal(drops[1]?.error?.name, 'SelectorError');
+    assert.match(drops[1].error.message, /connectTimeout \(200 ms\)/);
+    assert.equal(armed, 1, 'one timer for the session');
+    // The late answers send nothing and count nothing more.
+    // (The selector was asked for the refused one too: it was refused once its answer was a promise.)
+    assert.equal(late.length, 3);
+    for (const answer of late) answer();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(echo.received, 1);
+    assert.equal(proxy.stats().dropped.selector_error, 2);
+    // The session is not stuck: the next datagram's choice is made and it goes.
+    mode = 'async';
+    assert.equal((await request(client, port, 'next')).toString(), 'E:next');
+    const stats = proxy.stats();
+    assert.equal(stats.downstream_sess_total, 1);
+    assert.equal(stats.dropped.selector_error, 2);
+    // No choice timer is left armed once the proxy has closed.
+    await withTimeout(proxy.close(), 3_000, 'proxy.close()');
+    const deadline = Date.now() + 2_000;
+    for (let i = 0; i < 1_000 && timers.size > 0 && Date.now() < deadline; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    assert.deepEqual([...timers], []);
+  });
+
+  test('with perPacketBalancing, datagrams waiting for their async choice are dropped when the session ends, not at their late answer', async (t) => {
+    const echo = await udpEcho('E:');
+    t.after(() => echo.close());
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      perPacketBalancing: true,
+      connectTimeout: 60_000,
+      selector: () => new Promise(() => undefined),
+    });
+    t.after(() => proxy.close());
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const drops = collect<UdpDrop>(proxy, 'dropped');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    client.send('a', port, '127.0.0.1');
+    await until(proxy, 'session', () => proxy.sessions().length === 1);
+    const [session] = proxy.sessions();
+    session?.close();
+    await until(proxy, 'dropped', () => drops.length === 1);
+    assert.equal(drops[0]?.reason, 'session_closed');
+    assert.equal(echo.received, 0);
+  });
+
   test('clears the selection timer when an async selector answers in time, or the proxy closes first', async (t) => {
     const echo = await udpEcho('E:');
     t.after(() => echo.close());
