@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { curl } from '../helpers/curl.js';
+import { curlH2Twice } from '../helpers/curl.js';
 import { httpGet } from '../helpers/httpGet.js';
 import { tool } from '../helpers/tools.js';
 import { configDir, metricsAddress, runCli } from './cli.js';
@@ -23,21 +23,8 @@ test('CLI tunnel listener sessionIdleTimeout: an idle HTTP/2 session gets GOAWAY
     { args: ['--metrics', '127.0.0.1:0'] },
   );
   const url = `http://127.0.0.1:${String(tunnel.port)}/`;
-  // Two requests 1 s apart on one curl: the session idles in between.
-  const result = await curl(curlPath, [
-    '-sv',
-    '--http2-prior-knowledge',
-    '--rate',
-    '1/s',
-    '-w',
-    '%{http_code}:%{num_connects} ',
-    '-o',
-    '/dev/null',
-    url,
-    '-o',
-    '/dev/null',
-    url,
-  ]);
+  // Two requests 1 s apart on one curl: the session idles in between (each answered 405).
+  const result = await curlH2Twice(curlPath, url);
   assert.equal(result.stdout, '405:1 405:1 ', result.stderr);
   assert.match(result.stderr, /GOAWAY, error=0\b/);
   // The metrics server reads the listeners' stats as they come: polled (every 20 ms, 5 s at most).

@@ -12,7 +12,7 @@ import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { InvalidOptionError, TunnelServer } from '../../src/index.js';
 import type { TunnelServerOptions } from '../../src/index.js';
-import { curl } from '../helpers/curl.js';
+import { curlH2Twice } from '../helpers/curl.js';
 import { h2Connect, h2Response } from '../helpers/h2Connect.js';
 import { closed, connect, echoServer, readUntil, waitFor, withTimeout } from '../helpers/net.js';
 import { tool } from '../helpers/tools.js';
@@ -81,20 +81,7 @@ describe('TunnelServer sessionIdleTimeout (HTTP/2)', () => {
     const url = `http://127.0.0.1:${String(port)}/`;
     // Two requests 1 s apart (`--rate`): the first's session idles meanwhile. Each is a GET,
     // answered 405 (a tunnel server takes CONNECT): what matters is the connection under it.
-    const result = await curl(curlPath, [
-      '-sv',
-      '--http2-prior-knowledge',
-      '--rate',
-      '1/s',
-      '-w',
-      '%{http_code}:%{num_connects} ',
-      '-o',
-      '/dev/null',
-      url,
-      '-o',
-      '/dev/null',
-      url,
-    ]);
+    const result = await curlH2Twice(curlPath, url);
     // Reused, the second request would make no connect (`:0`).
     assert.equal(result.stdout, '405:1 405:1 ', result.stderr);
     assert.match(result.stderr, /GOAWAY, error=0\b/);
