@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
-import { InvalidOptionError, TunnelServer } from '../../src/index.js';
+import { InvalidOptionError, TcpProxy, TunnelServer } from '../../src/index.js';
 import type { TunnelServerOptions } from '../../src/index.js';
 import { curlH2Twice } from '../helpers/curl.js';
 import { h2Connect, h2Response } from '../helpers/h2Connect.js';
@@ -145,6 +145,39 @@ describe('TunnelServer sessionIdleTimeout (HTTP/2)', () => {
     assert.equal(closedByServer, false);
     assert.equal(kept.stats().h2_sessions_active, 1);
     assert.equal(kept.stats().client_connections_idle_closed_total, 0);
+  });
+});
+
+describe('TunnelServer sessionIdleTimeout with this library as the client', () => {
+  test("a TcpProxy's pooled HTTP/2 session closed idle by the server: its next tunnel opens a new session, no connection fails", async (t) => {
+    const { server, port, authority } = await serverToEcho(t, { sessionIdleTimeout: IDLE });
+    const proxy = new TcpProxy({
+      upstreams: [{ host: '127.0.0.1', port, tunnel: { protocol: 'h2', target: authority } }],
+    });
+    t.after(() => proxy.close({ drainTimeout: 0 }));
+    const { port: proxyPort } = await proxy.listen({ port: 0, host: '127.0.0.1' });
+    const roundTrip = async (text: string): Promise<void> => {
+      const client = await connect(proxyPort);
+      client.write(text);
+      await readUntil(client, new RegExp(text));
+      client.end();
+      await closed(client);
+    };
+    await roundTrip('first');
+    // The server closes the session its tunnel left idle (polled: 25 ms, 10 s at most).
+    await withTimeout(
+      (async () => {
+        for (let i = 0; i < 400 && server.stats().client_connections_idle_closed_total < 1; i++)
+          await new Promise((resolve) => setTimeout(resolve, 25));
+      })(),
+      11_000,
+      'the idle session closed',
+    );
+    await roundTrip('second');
+    const tunnels = proxy.stats().tunnels;
+    assert.equal(tunnels?.h2_sessions_opened_total, 2);
+    assert.equal(tunnels.tunnel_opened_total, 2);
+    assert.equal(tunnels.tunnel_failed_total, 0);
   });
 });
 
