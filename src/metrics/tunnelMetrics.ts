@@ -97,6 +97,11 @@ export function tunnelServerFamilies(
         value,
       })),
     },
+    scalar(
+      'client_connections_idle_closed_total',
+      'counter',
+      'Client connections closed for carrying no tunnel (HTTP/2 sessions idle for sessionIdleTimeout, connections that sent nothing).',
+    ),
     scalar('h2_sessions_total', 'counter', 'HTTP/2 client sessions opened.'),
     scalar('h2_sessions_active', 'gauge', 'HTTP/2 client sessions open now.'),
     scalar('h2_streams_active', 'gauge', 'Streams open now over all HTTP/2 sessions.'),

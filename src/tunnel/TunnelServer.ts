@@ -124,6 +124,12 @@ export interface TunnelServerStats extends ProxyHealthStats {
    * (`perClient.connectionsPerSecond`). Not in `client_connections_total`.
    */
   readonly client_connections_refused: Readonly<Record<TunnelConnectionRefusal, number>>;
+  /**
+   * Client connections the server closed for carrying no tunnel: HTTP/2 sessions with no stream
+   * for `sessionIdleTimeout` (GOAWAY `NO_ERROR`), and connections that sent no request byte
+   * within `sessionIdleTimeout` or 10 s, whichever is shorter.
+   */
+  readonly client_connections_idle_closed_total: number;
   /** HTTP/2 client sessions opened, and open now. */
   readonly h2_sessions_total: number;
   readonly h2_sessions_active: number;
@@ -349,6 +355,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     sessions: 0,
     resetFloods: 0,
     sessionErrors: 0,
+    idleClosed: 0,
     connectionsRefused: { max_connections: 0, client_limit: 0, rate_limited: 0 },
   };
 
@@ -581,6 +588,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       client_connections_total: this.counters.connections,
       client_connections_active: this.sockets.size,
       client_connections_refused: { ...this.counters.connectionsRefused },
+      client_connections_idle_closed_total: this.counters.idleClosed,
       h2_sessions_total: this.counters.sessions,
       h2_sessions_active: this.streams.size,
       h2_streams_active: streams,
@@ -733,11 +741,16 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     let seen = Buffer.alloc(0);
     let head = false;
     // A client that sends nothing is not held forever (the HTTP servers' own timeouts start
-    // only once they have the connection).
-    const timer = setTimeout(() => {
+    // only once they have the connection): it carries no tunnel, closed as an idle session is.
+    const silence = this.silenceTimeout();
+    const expire = (): void => {
       if (head) this.headTimeout(socket);
-      else socket.destroy();
-    }, FIRST_BYTES_TIMEOUT);
+      else {
+        if (seen.length === 0) this.counters.idleClosed++;
+        socket.destroy();
+      }
+    };
+    let timer = setTimeout(expire, silence);
     timer.unref();
     socket.once('close', () => {
       clearTimeout(timer);
@@ -749,7 +762,15 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       socket.destroy();
     };
     socket.once('end', onEnd);
+    const accepted = silence < FIRST_BYTES_TIMEOUT ? performance.now() : 0;
     const onData = (chunk: Buffer): void => {
+      // A shorter `sessionIdleTimeout` bounds the silence only: a request has begun, it has what
+      // is left of the first-bytes timeout.
+      if (seen.length === 0 && silence < FIRST_BYTES_TIMEOUT) {
+        clearTimeout(timer);
+        timer = setTimeout(expire, FIRST_BYTES_TIMEOUT - (performance.now() - accepted));
+        timer.unref();
+      }
       seen = Buffer.concat([seen, chunk]);
       const length = Math.min(seen.length, PREFACE.length);
       const h2 = seen.subarray(0, length).equals(PREFACE.subarray(0, length));
@@ -771,6 +792,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       this.toH2(new PrefacedSocket(socket, seen), facts);
     };
     socket.on('data', onData);
+  }
+
+  /** How long a connection may stay silent before its first byte: `sessionIdleTimeout` or 10 s. */
+  private silenceTimeout(): number {
+    const idle = this.options.sessionIdleTimeout;
+    return idle === 0 ? FIRST_BYTES_TIMEOUT : Math.min(idle, FIRST_BYTES_TIMEOUT);
   }
 
   private toH2(socket: Socket | PrefacedSocket, facts: ClientFacts): void {
@@ -928,14 +955,17 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   }
 
   /**
-   * A session with no stream is closed (GOAWAY) after `idleTimeout`, as an idle tunnel is: else
-   * a client that opened one and sends nothing more would hold it forever.
+   * A session with no stream is closed gracefully after `sessionIdleTimeout`: GOAWAY `NO_ERROR`
+   * (its last stream id tells the client a request crossing it was not processed, to be sent
+   * again on a new session), then the end of the connection once it is written. Else a client
+   * that opened one and sends nothing more would hold a descriptor and nghttp2's state.
    */
   private idleSession(session: Http2Session): void {
-    const idleTimeout = this.options.idleTimeout;
+    const idleTimeout = this.options.sessionIdleTimeout;
     if (idleTimeout === 0 || session.closed || session.destroyed) return;
     const timer = setTimeout(() => {
-      if (this.streams.get(session)?.open !== 0) return;
+      if (this.streams.get(session)?.open !== 0 || session.closed || session.destroyed) return;
+      this.counters.idleClosed++;
       session.close();
       // Node ends the connection once what it queued is written: a client that stopped reading
       // never lets that happen, and would keep the session and its socket.

@@ -126,6 +126,16 @@ export interface TunnelServerOptions {
   /** Idle timeout of a CONNECT-UDP tunnel, ms (0: none). Default 60 000 (as UDP sessions). */
   readonly udpIdleTimeout?: number;
   /**
+   * How long a client connection may carry no tunnel, ms (0: no limit): an HTTP/2 session with
+   * no stream open is then closed gracefully (GOAWAY `NO_ERROR`; the client opens a new one
+   * for its next tunnel), and a connection that has sent no request byte yet is closed (at the
+   * latest 10 s after its accept, as before). A session with a tunnel open is never closed by
+   * it; its timer restarts when its last stream closes. Default 60 000 (nghttpx
+   * `--frontend-keep-alive-timeout`; nginx `keepalive_timeout` 75 s; Envoy HCM `idle_timeout`;
+   * HAProxy `timeout http-keep-alive`).
+   */
+  readonly sessionIdleTimeout?: number;
+  /**
    * Also accept HTTP/2 `POST` requests to this path as TCP tunnels to their `:authority` (Envoy's
    * `use_post` peers). Default none: POST answers 405.
    */
@@ -157,6 +167,7 @@ export interface ResolvedTunnelServerOptions {
   readonly connectTimeout: number;
   readonly idleTimeout: number;
   readonly udpIdleTimeout: number;
+  readonly sessionIdleTimeout: number;
   readonly udpPath: string;
   readonly postPath: string | undefined;
 }
@@ -184,6 +195,7 @@ const KEYS = [
   'connectTimeout',
   'idleTimeout',
   'udpIdleTimeout',
+  'sessionIdleTimeout',
   'udpPath',
   'postPath',
 ] as const;
@@ -256,6 +268,7 @@ export function resolveTunnelServerOptions(options: unknown): ResolvedTunnelServ
     connectTimeout: duration(raw.connectTimeout, 'connectTimeout', 10_000, 1),
     idleTimeout: duration(raw.idleTimeout, 'idleTimeout', 3_600_000),
     udpIdleTimeout: duration(raw.udpIdleTimeout, 'udpIdleTimeout', 60_000),
+    sessionIdleTimeout: duration(raw.sessionIdleTimeout, 'sessionIdleTimeout', 60_000),
     udpPath: raw.udpPath === undefined ? DEFAULT_UDP_PATH : udpTemplate(raw.udpPath),
     postPath: postPathOption(raw.postPath),
   };

@@ -71,3 +71,25 @@ export function shell(line: string, env: NodeJS.ProcessEnv): Promise<CurlResult>
     line,
   );
 }
+
+/**
+ * Two HTTP/2 (prior knowledge) GETs of `url` by one curl, 1 s apart (`--rate`): its connection
+ * idles in between. stdout is `<status>:<connects made>` per request, stderr curl's `-v` (where
+ * it logs a GOAWAY it received).
+ */
+export function curlH2Twice(path: string, url: string): Promise<CurlResult> {
+  return curl(path, [
+    '-sv',
+    '--http2-prior-knowledge',
+    '--rate',
+    '1/s',
+    '-w',
+    '%{http_code}:%{num_connects} ',
+    '-o',
+    '/dev/null',
+    url,
+    '-o',
+    '/dev/null',
+    url,
+  ]);
+}

@@ -337,11 +337,11 @@ describe('TunnelServer user code that fails oddly', () => {
 });
 
 describe('TunnelServer HTTP/2 sessions', () => {
-  test('a session that carries no stream is closed after idleTimeout (GOAWAY), once its tunnels are gone', async (t) => {
+  test('a session that carries no stream is closed after sessionIdleTimeout (GOAWAY), once its tunnels are gone', async (t) => {
     const echo = await echoServer();
     const { server, port } = await startTunnelServer({
       upstreams: [{ host: '127.0.0.1', port: echo.port }],
-      idleTimeout: 300,
+      sessionIdleTimeout: 300,
     });
     t.after(async () => {
       await server.close();

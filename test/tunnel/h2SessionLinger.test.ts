@@ -16,7 +16,7 @@ import { tool } from '../helpers/tools.js';
 const LINGER_MS = 5_000;
 
 /**
- * A TunnelServer (`idleTimeout` 300 ms, to `target`) and a Node HTTP/2 client reaching it
+ * A TunnelServer (`idleTimeout` and `sessionIdleTimeout` 300 ms, to `target`) and a Node HTTP/2 client reaching it
  * through a path that passes bytes both ways, never a FIN nor a close; `serverSide` is the
  * path's socket to the server. Everything is closed after the test.
  */
@@ -29,6 +29,7 @@ async function throughHalfOpenPath(
   const server = new TunnelServer({
     upstreams: [{ host: '127.0.0.1', port: target.port }],
     idleTimeout: 300,
+    sessionIdleTimeout: 300,
     ...(cert !== undefined && { terminateTls: { cert: cert.cert, key: cert.key } }),
   });
   const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
@@ -86,7 +87,7 @@ async function sessionsGone(server: TunnelServer): Promise<number> {
   return performance.now() - since;
 }
 
-// A TunnelServer closes an HTTP/2 session that carries no stream for `idleTimeout` (GOAWAY, then
+// A TunnelServer closes an HTTP/2 session that carries no stream for `sessionIdleTimeout` (GOAWAY, then
 // the end of the connection). Node then waits for the client to close its side: a client, or a
 // path, that never did held the server's socket and the session for good.
 for (const secure of [false, true])
