@@ -112,6 +112,18 @@ describe('sni: routing passthrough TLS by server name to real TLS servers', () =
     assert.deepEqual(summaries.map((s) => s.serverName).sort(), ['a.test', 'b.test']);
   });
 
+  test('an absolute server name (trailing dot, as Chromium sends for https://a.test./) is routed by the name without its dot', async (t) => {
+    const testCert = await cert(t);
+    if (!testCert) return;
+    const { proxy, a, seen } = await sniRig(t, testCert);
+    const visit = await tlsVisit(proxy.port, { servername: 'A.Test.' });
+    assert.equal(visit.greeting, 'hello from a');
+    assert.deepEqual(seen, [{ serverName: 'a.test', alpn: undefined }]);
+    assert.deepEqual(a.serverNames, ['A.Test.'], 'the server got the untouched ClientHello');
+    const [summary] = await proxy.closed(1);
+    assert.equal(summary?.serverName, 'a.test');
+  });
+
   test('openssl s_client -servername reaches the named server and completes the handshake', async (t) => {
     const testCert = await cert(t);
     const openssl = tool(t, 'openssl');
