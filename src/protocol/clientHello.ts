@@ -8,7 +8,10 @@ import type { TlsClientHelloErrorReason } from '../errors.js';
 
 /** What a ClientHello says about where the client wants to go. */
 export interface ClientHello {
-  /** SNI host name (RFC 6066), lower-cased; absent when the client sent none. */
+  /**
+   * SNI host name (RFC 6066), lower-cased, without the final dot of an absolute name (`a.test.`
+   * is `a.test`); absent when the client sent none.
+   */
   readonly serverName?: string;
   /** ALPN protocol names in the client's order (bytes as latin1, lossless), e.g. `['h2', 'http/1.1']`. */
   readonly alpn?: readonly string[];
@@ -120,12 +123,15 @@ function parseServerName(data: Buffer): string | undefined {
     if (type !== 0) continue;
     if (name !== undefined) throw new TlsClientHelloError('bad_sni', 'more than one host_name');
     const text = value.toString('latin1');
-    if (text.length > 255 || !HOST_NAME.test(text))
+    // The absolute form `name.` is the same name: Chromium sends it for https://name./, and
+    // OpenSSL, BoringSSL, nginx and HAProxy take it. Refusing it would reset those clients.
+    const bare = text.endsWith('.') ? text.slice(0, -1) : text;
+    if (text.length > 255 || !HOST_NAME.test(bare))
       throw new TlsClientHelloError(
         'bad_sni',
         `host_name ${JSON.stringify(text.slice(0, 64))} is not a DNS name`,
       );
-    name = text.toLowerCase();
+    name = bare.toLowerCase();
   }
   return name;
 }

@@ -11,7 +11,9 @@ import { withSslTlvs } from '../tls/sslTlv.js';
 /**
  * The PROXY header naming a connection's client (the original client when the proxy accepted a
  * header itself) and the address it reached. A client without an IP address (a Unix socket) is
- * sent as UNKNOWN: the upstream then uses the proxy's own address, as the spec says.
+ * sent as v1 UNKNOWN or v2 LOCAL: the upstream then uses the proxy's own address, as the spec
+ * says. Not v2 PROXY with AF_UNSPEC: the spec lets receivers refuse that, and HAProxy does
+ * (it sends LOCAL itself for such clients).
  */
 export function proxyHeaderFor(connection: TcpConnectionInfo, send: ProxyProtocolSend): Buffer {
   const user = send.version === 2 && send.tlvs ? send.tlvs(connection) : undefined;
@@ -25,7 +27,7 @@ export function proxyHeaderFor(connection: TcpConnectionInfo, send: ProxyProtoco
   const base = tlvs === undefined ? {} : { tlvs };
   const header: ProxyHeader =
     ends === undefined
-      ? { version: send.version, command: 'PROXY', protocol: 'UNKNOWN', ...base }
+      ? { version: send.version, command: nameless(send.version), protocol: 'UNKNOWN', ...base }
       : {
           version: send.version,
           command: 'PROXY',
@@ -35,6 +37,11 @@ export function proxyHeaderFor(connection: TcpConnectionInfo, send: ProxyProtoco
           ...base,
         };
   return encodeProxyHeader(header, { crc32c: send.version === 2 && send.crc32c });
+}
+
+/** The command of a header naming no client: v1 has only PROXY (UNKNOWN), v2 says LOCAL. */
+function nameless(version: 1 | 2): 'LOCAL' | 'PROXY' {
+  return version === 2 ? 'LOCAL' : 'PROXY';
 }
 
 /** The accepted header's TLVs of the chosen types, then the connection's own. */

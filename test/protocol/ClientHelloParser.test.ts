@@ -163,6 +163,18 @@ describe('ClientHelloParser outcomes and errors', () => {
     );
   });
 
+  test('an absolute name (trailing dot, as Chromium sends for https://name./) is the name without its dot', () => {
+    const records = (name: string): Buffer =>
+      recordsOf(buildHandshake([sniExtension(name)]), [16_384]);
+    const result = feed(records('Name.Example.'), 1);
+    assert.equal(result?.kind, 'sni');
+    assert.equal(result.serverName, 'name.example');
+    assert.equal(result.hello.serverName, 'name.example');
+    fails(records('.'), 'bad_sni');
+    fails(records('name.example..'), 'bad_sni');
+    fails(records(`${'a.'.repeat(127)}b.`), 'bad_sni');
+  });
+
   test('fails with too_long once the hello cannot fit in maxBytes', () => {
     const big = recordsOf(buildHandshake([extension(21, Buffer.alloc(3000))]), [16_384]);
     fails(big, 'too_long', { maxBytes: 2048 });

@@ -1,6 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Server, Socket } from 'node:net';
 import type { ProxyHeader } from '../../src/protocol/ProxyHeader.js';
 import { ProxyHeaderParser } from '../../src/protocol/ProxyHeaderParser.js';
@@ -10,6 +12,7 @@ import { startHaproxy } from '../helpers/haproxy.js';
 import { connect, listen, readAll, withTimeout } from '../helpers/net.js';
 import { freePort } from '../helpers/peerProcess.js';
 import { tool } from '../helpers/tools.js';
+import { testCa } from '../helpers/tlsCa.js';
 import { haproxyAcceptingProxy, nginxReportingClient } from '../helpers/proxyProtocolReceivers.js';
 
 /** What the PROXY-aware Node server saw on one connection. */
@@ -161,6 +164,71 @@ describe('PROXY protocol interop: haproxy as the sender', () => {
     } finally {
       await haproxy.stop();
       await node.close();
+    }
+  });
+});
+
+describe('PROXY protocol interop: haproxy send-proxy-v2-ssl-cn', () => {
+  test('readProxyTlvs reads the SSL, ALPN, AUTHORITY and UNIQUE_ID TLVs haproxy writes as haproxy logs them', async (t) => {
+    const openssl = tool(t, 'openssl');
+    if (!tool(t, 'haproxy') || openssl === undefined) return;
+    const ca = await testCa(t, openssl);
+    const server = await ca.issue('localhost', ['localhost', 'name.test', 'other.test']);
+    const client = await ca.issue('proxied-client.example', ['client.example'], 'client');
+    const node = await proxyAwareServer();
+    t.after(() => node.close());
+    const port = await freePort();
+    const haproxy = await startHaproxy(
+      [
+        'listen in',
+        `  bind 127.0.0.1:${port} ssl crt ${server.bundleFile} ca-file ${ca.certFile} verify optional alpn h2,http/1.1`,
+        '  unique-id-format %ci_%cp',
+        '  log-format "LOGGED %[ssl_fc_protocol] %[ssl_fc_cipher] %[ssl_c_s_dn(cn)] %[ssl_fc_sni] %ID"',
+        `  server s1 127.0.0.1:${node.port} send-proxy-v2-ssl-cn proxy-v2-options ssl,cert-sig,cert-key,ssl-cipher,authority,crc32c,unique-id`,
+      ].join('\n'),
+    );
+    t.after(() => haproxy.stop());
+    const visits = [
+      { servername: 'Name.Test', ALPNProtocols: ['h2'], cert: client.cert, key: client.key },
+      { servername: 'other.test', maxVersion: 'TLSv1.2' as const },
+    ];
+    for (const options of visits) {
+      const socket = tls.connect({ port, host: '127.0.0.1', ca: ca.cert, ...options });
+      socket.on('error', () => undefined);
+      await withTimeout(once(socket, 'secureConnect'), 5_000, 'the TLS handshake with haproxy');
+      const local = `${socket.localAddress ?? ''}_${socket.localPort ?? 0}`;
+      const version = socket.getProtocol() ?? '';
+      socket.end('over tls');
+      const { header, payload } = await node.next();
+      socket.destroy();
+      assert.equal(payload, 'over tls');
+      assert.ok(
+        header.tlvs?.some((tlv) => tlv.type === 0x03),
+        'a CRC32C TLV, verified',
+      );
+      const fields = readProxyTlvs(header.tlvs ?? []);
+      const logged = await haproxy.waitForOutput(new RegExp(`LOGGED .* ${local}\\b`));
+      const line = logged.split('\n').find((l) => l.includes(` ${local}`)) ?? '';
+      const [, logVersion, logCipher, logCn, logSni] = line.split(' ');
+      assert.equal(fields.authority, options.servername, 'AUTHORITY is the SNI as sent');
+      assert.equal(logSni, options.servername);
+      assert.equal(fields.alpn, options.ALPNProtocols?.[0]);
+      assert.equal(fields.uniqueId?.toString(), local);
+      assert.equal(fields.ssl?.version, version);
+      assert.equal(fields.ssl.version, logVersion);
+      assert.equal(fields.ssl.cipher, logCipher, "the cipher, in OpenSSL's name");
+      assert.equal(fields.ssl.verify, 0);
+      assert.equal(fields.ssl.sigAlg, 'ecdsa-with-SHA256');
+      assert.equal(fields.ssl.keyAlg, 'EC256');
+      if (options.cert === undefined) {
+        assert.equal(fields.ssl.client, 0x01, 'PP2_CLIENT_SSL only');
+        assert.equal(fields.ssl.cn, undefined);
+        assert.equal(logCn, '-');
+      } else {
+        assert.equal(fields.ssl.client, 0x07, 'SSL, CERT_CONN and CERT_SESS');
+        assert.equal(fields.ssl.cn, 'proxied-client.example', 'the CN');
+        assert.equal(logCn, fields.ssl.cn);
+      }
     }
   });
 });

@@ -347,6 +347,38 @@ describe('acceptProxyProtocol: the header’s client is the client', () => {
     assert.equal(echo.accepted(), 2);
   });
 
+  test('a v1 TCP6 client written uncompressed or in upper case is the client as a v2 header or a socket names it', async (t) => {
+    const seen: string[] = [];
+    const { proxy } = await acceptingProxy(t, {
+      proxyProtocol: 'v1',
+      selector: (ctx: SelectionContext) => {
+        seen.push(`${ctx.clientAddress} ${ctx.localAddress}`);
+        return ctx.candidates[0];
+      },
+    });
+    // Java's InetAddress writes the uncompressed form; others upper case.
+    const lines = [
+      'PROXY TCP6 2001:DB8:0:0:0:0:0:7 0:0:0:0:0:0:0:1 4000 443\r\n',
+      'PROXY TCP6 ::FFFF:192.0.2.7 2001:db8:0::1 4001 443\r\n',
+    ];
+    const forwarded: string[] = [];
+    for (const line of lines) {
+      const client = dialFrom(proxy.port);
+      client.socket.end(line);
+      forwarded.push((await client.done).data.toString());
+    }
+    assert.deepEqual(seen, ['2001:db8::7 ::1', '::ffff:192.0.2.7 2001:db8::1']);
+    assert.deepEqual(forwarded, [
+      'PROXY TCP6 2001:db8::7 ::1 4000 443\r\n',
+      'PROXY TCP6 ::ffff:192.0.2.7 2001:db8::1 4001 443\r\n',
+    ]);
+    const summaries = await proxy.closed(2);
+    assert.deepEqual(summaries.map((s) => s.clientAddress).sort(), [
+      '2001:db8::7',
+      '::ffff:192.0.2.7',
+    ]);
+  });
+
   test('LOCAL (v2) and UNKNOWN (v1) headers name nobody: the TCP peer stays the client', async (t) => {
     const { proxy } = await acceptingProxy(t, {
       proxyProtocol: 'v1',

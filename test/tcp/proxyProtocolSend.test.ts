@@ -1,12 +1,15 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
+import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { echoServer } from '../helpers/net.js';
 import { dialFrom, received, recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
 import { tool } from '../helpers/tools.js';
+import { socketDir } from '../helpers/unixSocket.js';
 import { haproxyAcceptingProxy, nginxReportingClient } from '../helpers/proxyProtocolReceivers.js';
-import { decodeProxyHeader } from '../../src/index.js';
+import { TcpProxy, decodeProxyHeader } from '../../src/index.js';
 import type { TcpConnectionInfo, TcpProxyOptions } from '../../src/index.js';
 import { proxyHeaderFor } from '../../src/tcp/proxyHeaderFor.js';
 
@@ -138,6 +141,33 @@ describe('TcpProxy proxyProtocol: real receivers learn the real client', () => {
     const [summary] = await proxy.closed(1);
     assert.equal(summary?.clientAddress, '::ffff:127.0.0.1', 'Node reports the mapped address');
   });
+});
+
+describe('TcpProxy proxyProtocol: a client without an IP address (Unix socket listener)', () => {
+  for (const version of ['v1', 'v2'] as const) {
+    test(`is sent as ${version === 'v1' ? 'UNKNOWN' : 'LOCAL with its TLVs'}, which haproxy accept-proxy takes (it refuses v2 PROXY with AF_UNSPEC)`, async (t) => {
+      if (!tool(t, 'haproxy')) return;
+      const haproxy = await haproxyAcceptingProxy('client=%ci authority=%[fc_pp_authority]');
+      t.after(() => haproxy.stop());
+      const proxy = new TcpProxy({
+        upstreams: [{ host: '127.0.0.1', port: haproxy.port }],
+        proxyProtocol:
+          version === 'v1' ? 'v1' : { version: 'v2', tlvs: () => ({ authority: 'unix.test' }) },
+      });
+      t.after(() => proxy.close({ drainTimeout: 0 }));
+      const path = join(socketDir(t, 'l4pp-'), 'p.sock');
+      await proxy.listen({ path });
+      const client = net.connect({ path });
+      t.after(() => client.destroy());
+      client.on('error', () => undefined);
+      client.write(`from unix ${version}`);
+      const reply = await received(client, `from unix ${version}`.length);
+      assert.equal(reply.toString(), `from unix ${version}`, 'haproxy took the header and relayed');
+      client.end();
+      // haproxy uses its own connection's address, as the spec says for LOCAL and UNKNOWN.
+      await haproxy.waitForOutput(/client=127\.0\.0\.1 authority=/);
+    });
+  }
 });
 
 describe('TcpProxy proxyProtocol: the header names the client', () => {

@@ -2,6 +2,9 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import net from 'node:net';
 import tls from 'node:tls';
 import { TlsClientHelloError, encodeProxyHeader } from '../../src/index.js';
@@ -110,6 +113,71 @@ describe('sni: routing passthrough TLS by server name to real TLS servers', () =
     assert.deepEqual(b.serverNames, ['b.test']);
     const summaries = await proxy.closed(2);
     assert.deepEqual(summaries.map((s) => s.serverName).sort(), ['a.test', 'b.test']);
+  });
+
+  test('an absolute server name (trailing dot, as Chromium sends for https://a.test./) is routed by the name without its dot', async (t) => {
+    const testCert = await cert(t);
+    if (!testCert) return;
+    const { proxy, a, seen } = await sniRig(t, testCert);
+    const visit = await tlsVisit(proxy.port, { servername: 'A.Test.' });
+    assert.equal(visit.greeting, 'hello from a');
+    assert.deepEqual(seen, [{ serverName: 'a.test', alpn: undefined }]);
+    assert.deepEqual(a.serverNames, ['A.Test.'], 'the server got the untouched ClientHello');
+    const [summary] = await proxy.closed(1);
+    assert.equal(summary?.serverName, 'a.test');
+  });
+
+  test('headless Chromium to https://a.test./ (absolute name, GREASE, ECH GREASE, a post-quantum key share) is routed to a.test', async (t) => {
+    const testCert = await cert(t);
+    const chromium = tool(t, 'chromium');
+    if (!testCert || chromium === undefined) return;
+    const { proxy, a, seen } = await sniRig(t, testCert);
+    const profile = mkdtempSync(join(tmpdir(), 'l4proxy-chromium-sni-'));
+    t.after(() => {
+      rmSync(profile, { recursive: true, force: true });
+    });
+    const child = spawn(
+      chromium,
+      [
+        '--headless=new',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--disable-extensions',
+        '--disable-dev-shm-usage',
+        '--ignore-certificate-errors',
+        // Every name to loopback: nothing leaves the machine.
+        '--host-resolver-rules=MAP * 127.0.0.1',
+        `--user-data-dir=${profile}`,
+        '--dump-dom',
+        `https://A.Test.:${proxy.port}/`,
+      ],
+      { stdio: ['ignore', 'ignore', 'ignore'] },
+    );
+    child.on('error', () => undefined);
+    const exited = new Promise<void>((resolve) => {
+      child.once('exit', () => {
+        resolve();
+      });
+    });
+    t.after(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
+    // The peer is no HTTP server: Chromium completes the handshake, gets no page, and exits.
+    await withTimeout(exited, 30_000, 'chromium to exit');
+    assert.ok(seen.length > 0, 'Chromium connected through the proxy');
+    assert.ok(
+      seen.every((s) => s.serverName === 'a.test'),
+      `routed as a.test: ${JSON.stringify(seen)}`,
+    );
+    assert.ok(a.handshakes() > 0, 'the handshake completed with a.test, through the proxy');
+    assert.ok(
+      a.serverNames.every((name) => name === 'a.test.'),
+      'the hello went on as sent',
+    );
   });
 
   test('openssl s_client -servername reaches the named server and completes the handshake', async (t) => {
