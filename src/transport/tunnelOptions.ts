@@ -110,6 +110,8 @@ export const DEFAULT_UDP_PATH = '/.well-known/masque/udp/{target_host}/{target_p
 export function parseAuthority(authority: string): { host: string; port: number } | undefined {
   const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([\w\-.~!$&'()*+,;=%]+)):(\d{1,5})$/.exec(authority);
   if (match === null) return undefined;
+  // Brackets hold an IPv6 address only (RFC 3986 IP-literal): '[192.0.2.1]' is not an authority.
+  if (match[1] !== undefined && !net.isIPv6(match[1])) return undefined;
   const port = Number(match[3]);
   if (port < 1 || port > 65535) return undefined;
   return { host: match[1] ?? match[2] ?? '', port };

@@ -12,6 +12,7 @@ import {
   ListenError,
   ProxyClosedError,
   TunnelRefusedError,
+  TcpProxy,
   TunnelServer,
   UdpProxy,
 } from '../../src/index.js';
@@ -279,6 +280,27 @@ describe('TunnelServer authorize', () => {
       await server.close();
     }
     await echo.close();
+  });
+
+  test('a bracketed authority that is not an IPv6 address ([127.0.0.1]:port) is a bad request (400), and a tunnel target of that form is refused at construction', async (t) => {
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const { server, port } = await startTunnelServer(allowAll);
+    t.after(() => server.close());
+    const authority = `[127.0.0.1]:${String(echo.port)}`;
+    const client = await connect(port);
+    client.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+    assert.match((await readAll(client, 3_000)).toString(), /^HTTP\/1\.1 400 /);
+    assert.equal(server.stats().tunnel_refused_reasons.bad_request, 1);
+    const tunnelTo = (target: string) => () =>
+      new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: 3128, tunnel: { target } }] });
+    assert.throws(tunnelTo('[192.0.2.1]:443'), (err: unknown) => {
+      assert.ok(err instanceof InvalidOptionError);
+      assert.equal(err.option, 'upstreams[0].tunnel.target');
+      return true;
+    });
+    tunnelTo('[::1]:443')();
+    tunnelTo('[::ffff:192.0.2.1]:443')();
   });
 
   for (const verdict of [200, 101, 1000, 2.5])
