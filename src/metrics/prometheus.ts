@@ -375,7 +375,16 @@ function formatSample(name: string, sample: MetricSample): string {
 /**
  * Renders families in the Prometheus text exposition format (version 0.0.4). Families of the
  * same name (several proxies, several workers) are merged under one HELP and TYPE line, as the
- * format requires.
+ * format requires: two `metrics()` strings put end to end repeat them, and Prometheus refuses
+ * such a scrape whole.
+ *
+ * @example
+ * // Two proxies in one scrape, told apart by a label.
+ * res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE });
+ * res.end(renderFamilies([
+ *   ...tcpFamilies(web.stats(), { listener: 'web' }),
+ *   ...udpFamilies(dns.stats(), { listener: 'dns' }),
+ * ]));
  */
 export function renderFamilies(families: Iterable<MetricFamily>): string {
   const merged = new Map<string, { family: MetricFamily; samples: MetricSample[] }>();

@@ -7,6 +7,7 @@ import tls from 'node:tls';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { createAdminServer, TcpProxy, TunnelServer, UdpProxy } from '../../src/index.js';
+import * as l4proxy from '../../src/index.js';
 import { LatencyRecorder } from '../../src/metrics/latency.js';
 import { PROMETHEUS_CONTENT_TYPE, renderFamilies } from '../../src/metrics/prometheus.js';
 import { tunnelServerFamilies } from '../../src/metrics/tunnelMetrics.js';
@@ -227,6 +228,44 @@ describe('promtool check metrics: the library expositions', () => {
     assert.match(await readUntil(socket, /\r\n\r\n/), /^HTTP\/1\.1 200 /);
     socket.destroy();
     await assertPromtoolClean(promtool, tunnels.metrics(), 'TunnelServer');
+  });
+
+  test('several proxies in one scrape: their metrics() end to end are refused; the public tcpFamilies, udpFamilies and tunnelServerFamilies through renderFamilies pass', async (t) => {
+    const promtool = tool(t, 'promtool');
+    if (promtool === undefined) return;
+    const web = new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: 1 }] });
+    const db = new TcpProxy({ upstreams: [{ host: '::1', port: 2 }] });
+    const dns = new UdpProxy({ upstreams: [{ host: 'localhost', port: 53 }] });
+    const tunnels = new TunnelServer({ route: 'direct', authorize: () => true });
+    t.after(async () => {
+      await Promise.all([web.close(), db.close(), dns.close(), tunnels.close()]);
+    });
+    // What a user without these functions could only write: Prometheus drops the whole scrape.
+    const joined = await promtoolCheck(promtool, web.metrics() + db.metrics());
+    assert.equal(joined.code, 1);
+    assert.match(joined.output, /second HELP line for metric name/);
+    const families = await assertPromtoolClean(
+      promtool,
+      l4proxy.renderFamilies([
+        ...l4proxy.tcpFamilies(web.stats(), { listener: 'web' }),
+        ...l4proxy.tcpFamilies(db.stats(), { listener: 'db' }),
+        ...l4proxy.udpFamilies(dns.stats(), { listener: 'dns' }),
+        ...l4proxy.tunnelServerFamilies(tunnels.stats(), { listener: 'egress' }),
+      ]),
+      'several proxies',
+    );
+    assert.deepEqual(labelValues(families, 'l4proxy_tcp_downstream_cx_total', 'listener'), [
+      'db',
+      'web',
+    ]);
+    assert.deepEqual(labelValues(families, 'l4proxy_udp_downstream_sess_total', 'listener'), [
+      'dns',
+    ]);
+    assert.deepEqual(
+      labelValues(families, 'l4proxy_tunnel_server_tunnel_requests_total', 'listener'),
+      ['egress'],
+    );
+    assert.equal(l4proxy.PROMETHEUS_CONTENT_TYPE, 'text/plain; version=0.0.4; charset=utf-8');
   });
 
   test('the admin server: several proxies and metricFamilies merged, auth counters, its Content-Type', async (t) => {
