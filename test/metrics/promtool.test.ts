@@ -470,7 +470,14 @@ async function cliExpositions(t: TestContext, workers: number): Promise<void> {
   };
 
   await traffic(0);
-  const before = await scrape('before the reload');
+  // A connection open across the reload: its generation drains, summed, then is carried.
+  const held = net.connect(at(edge), '127.0.0.1');
+  held.on('error', () => undefined);
+  held.write('held');
+  await readUntil(held, /held/);
+  const scrapes: [string, Map<string, number>][] = [
+    ['before the reload', await scrape('before the reload')],
+  ];
   // A new idleTimeout: new TCP generations, the old ones' counters carried; a new upstream.
   dir.write('l4proxy.json', config(30_000, [{ host: '127.0.0.1', port: 3 }]));
   process.kill(cli.pid, 'SIGHUP');
@@ -480,14 +487,21 @@ async function cliExpositions(t: TestContext, workers: number): Promise<void> {
     Math.max(workers, 1),
     15_000,
   );
-  const after = await scrape('after the reload');
+  scrapes.push(['after the reload', await scrape('after the reload')]);
+  held.end();
+  await cli.waitLines(
+    'stdout',
+    (l) => l.msg === 'connection closed' && l.listener === edge,
+    5,
+    10_000,
+  );
+  scrapes.push(['after the drained generation closed', await scrape('after the drain')]);
   await traffic(1);
-  const later = await scrape('after more traffic');
-  for (const [what, next] of [
-    ['after the reload', after],
-    ['after more traffic', later],
-  ] as const) {
-    const lower = [...before].filter(([key, value]) => (next.get(key) ?? -1) < value);
+  scrapes.push(['after more traffic', await scrape('after more traffic')]);
+  for (let i = 1; i < scrapes.length; i++) {
+    const [, previous] = scrapes[i - 1] as [string, Map<string, number>];
+    const [what, next] = scrapes[i] as [string, Map<string, number>];
+    const lower = [...previous].filter(([key, value]) => (next.get(key) ?? -1) < value);
     assert.deepEqual(lower, [], `no counter series went down or vanished ${what}`);
   }
   process.kill(cli.pid, 'SIGTERM');
