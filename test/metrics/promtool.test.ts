@@ -447,19 +447,31 @@ async function cliExpositions(t: TestContext, workers: number): Promise<void> {
     assert.match(await readUntil(connect, /\r\n\r\n/), /^HTTP\/1\.1 200 /);
     connect.destroy();
   };
+  // A worker that does not answer within 1 s is left out of a scrape (docs/operations.md): on a
+  // loaded machine that happens, so a scrape missing one is taken again (at most 5 times).
+  const everyWorker = async (): Promise<string> => {
+    const want = workers === 0 ? [] : ['1', '2'];
+    for (let attempt = 1; ; attempt++) {
+      const metrics = await httpGet(`http://${metricsAt}/metrics`);
+      assert.equal(metrics.status, 200);
+      assert.equal(metrics.type, PROMETHEUS_CONTENT_TYPE);
+      const seen = labelValues(
+        parseExposition(metrics.body),
+        'l4proxy_tcp_downstream_cx_total',
+        'worker',
+      );
+      if (attempt === 5 || JSON.stringify(seen) === JSON.stringify(want)) {
+        assert.deepEqual(seen, want, 'every worker answered');
+        return metrics.body;
+      }
+    }
+  };
   const scrape = async (when: string): Promise<Map<string, number>> => {
-    const metrics = await httpGet(`http://${metricsAt}/metrics`);
-    assert.equal(metrics.status, 200);
-    assert.equal(metrics.type, PROMETHEUS_CONTENT_TYPE);
-    const families = await assertPromtoolClean(promtool, metrics.body, `--metrics ${when}`);
+    const families = await assertPromtoolClean(promtool, await everyWorker(), `--metrics ${when}`);
     assert.ok(
       labelValues(families, 'l4proxy_tcp_upstream_host_cx_total', 'upstream').includes(ODD_ID),
     );
     assert.ok(labelValues(families, 'l4proxy_tcp_downstream_cx_total', 'listener').includes(edge));
-    assert.deepEqual(
-      labelValues(families, 'l4proxy_tcp_downstream_cx_total', 'worker'),
-      workers === 0 ? [] : ['1', '2'],
-    );
     const admin = await adminRequest(Number(/:(\d+)$/.exec(adminAt)?.[1]), 'GET', '/metrics', {
       token,
     });
