@@ -425,6 +425,13 @@ export function renderFamilies(families: Iterable<MetricFamily>): string {
     if (entry === undefined) {
       checkFamily(family);
       merged.set(family.name, { family, samples: [...family.samples] });
+    } else if (entry.family.type !== family.type) {
+      // Merged under the first one's TYPE, its samples would not parse as that type.
+      throw new InvalidOptionError(
+        `${family.name}.type`,
+        `${entry.family.type}, as the family of that name before it`,
+        family.type,
+      );
     } else entry.samples.push(...family.samples);
     for (const sample of family.samples) checkSample(family.name, sample, labelNames);
   }

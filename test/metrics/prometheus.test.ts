@@ -212,6 +212,7 @@ describe('renderFamilies', () => {
     };
     refused([{ ...family, name: 'app-requests' }], /^name$/, /"app-requests"/);
     refused([{ ...family, type: 'summary' as 'counter' }], /type$/, /"summary"/);
+    refused([family, { ...family, type: 'gauge' }], /type$/, /"gauge"/);
     refused(
       [{ ...family, samples: [{ labels: {}, value: undefined as unknown as number }] }],
       /value$/,
