@@ -248,5 +248,13 @@ export type { AdminMode, AdminOverride } from './upstream/adminOverride.js';
 export { LatencyRecorder, latencyFamilies } from './metrics/latency.js';
 export type { LatencySnapshot } from './metrics/latency.js';
 export type { HistogramSnapshot } from './metrics/histogram.js';
-export { renderFamilies } from './metrics/prometheus.js';
+// Several proxies in one scrape: their families merged by renderFamilies (metrics() strings
+// concatenated would repeat HELP and TYPE, and Prometheus drops such a scrape whole).
+export {
+  PROMETHEUS_CONTENT_TYPE,
+  renderFamilies,
+  tcpFamilies,
+  udpFamilies,
+} from './metrics/prometheus.js';
+export { tunnelServerFamilies } from './metrics/tunnelMetrics.js';
 export type { MetricFamily, MetricLabels, MetricSample } from './metrics/prometheus.js';

@@ -3,6 +3,7 @@ import type { UdpProxyStats, UdpUpstreamStats } from '../udp/UdpProxyStats.js';
 import type { TlsStats } from '../tls/tlsStats.js';
 import type { UdpQuicStats } from '../quic/QuicStats.js';
 import type { ProxyHealthStats, UpstreamHealthStats } from '../upstream/healthStats.js';
+import { InvalidOptionError } from '../errors.js';
 import { tunnelFamilies } from './tunnelMetrics.js';
 import { certificateFamilies } from './certificateMetrics.js';
 
@@ -374,17 +375,67 @@ function formatSample(name: string, sample: MetricSample): string {
   return `${series}${labels === '' ? '' : `{${labels}}`} ${formatValue(sample.value)}`;
 }
 
+const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+const TYPES: ReadonlySet<string> = new Set(['counter', 'gauge', 'histogram']);
+
+/**
+ * A name or type the text format cannot carry (a label such as `pod-name` given to
+ * `tcpFamilies(stats, labels)`, a family from `metricFamilies`) is refused here, naming it:
+ * rendered, it would make Prometheus drop the whole scrape, and nothing would say why.
+ */
+function checkFamily(family: MetricFamily): void {
+  if (typeof family.name !== 'string' || !METRIC_NAME.test(family.name))
+    throw new InvalidOptionError('name', 'a Prometheus metric name', family.name);
+  if (!TYPES.has(family.type))
+    throw new InvalidOptionError(`${family.name}.type`, 'counter, gauge or histogram', family.type);
+}
+
+/** A sample's label names (each checked once per render) and its value, as for checkFamily. */
+function checkSample(name: string, sample: MetricSample, labelNames: Set<string>): void {
+  if (typeof sample.value !== 'number')
+    throw new InvalidOptionError(`${name} value`, 'a number', sample.value);
+  for (const label of Object.keys(sample.labels)) {
+    if (labelNames.has(label)) continue;
+    if (!LABEL_NAME.test(label))
+      throw new InvalidOptionError(`${name} labels`, 'Prometheus label names', label);
+    labelNames.add(label);
+  }
+}
+
 /**
  * Renders families in the Prometheus text exposition format (version 0.0.4). Families of the
  * same name (several proxies, several workers) are merged under one HELP and TYPE line, as the
- * format requires.
+ * format requires: two `metrics()` strings put end to end repeat them, and Prometheus refuses
+ * such a scrape whole. A family or label name the format cannot carry, a type other than
+ * counter, gauge or histogram, or a value that is not a number throws an
+ * {@link InvalidOptionError} naming it (rendered, Prometheus would drop the whole scrape).
+ *
+ * @example
+ * // Two proxies in one scrape, told apart by a label.
+ * res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE });
+ * res.end(renderFamilies([
+ *   ...tcpFamilies(web.stats(), { listener: 'web' }),
+ *   ...udpFamilies(dns.stats(), { listener: 'dns' }),
+ * ]));
  */
 export function renderFamilies(families: Iterable<MetricFamily>): string {
   const merged = new Map<string, { family: MetricFamily; samples: MetricSample[] }>();
+  const labelNames = new Set<string>();
   for (const family of families) {
     const entry = merged.get(family.name);
-    if (entry === undefined) merged.set(family.name, { family, samples: [...family.samples] });
-    else entry.samples.push(...family.samples);
+    if (entry === undefined) {
+      checkFamily(family);
+      merged.set(family.name, { family, samples: [...family.samples] });
+    } else if (entry.family.type !== family.type) {
+      // Merged under the first one's TYPE, its samples would not parse as that type.
+      throw new InvalidOptionError(
+        `${family.name}.type`,
+        `${entry.family.type}, as the family of that name before it`,
+        family.type,
+      );
+    } else entry.samples.push(...family.samples);
+    for (const sample of family.samples) checkSample(family.name, sample, labelNames);
   }
   const lines: string[] = [];
   for (const { family, samples } of merged.values()) {

@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { TcpProxy, UdpProxy } from '../../src/index.js';
-import type { TcpProxyStats, UdpProxyStats } from '../../src/index.js';
+import {
+  createAdminServer,
+  InvalidOptionError,
+  LatencyRecorder,
+  TcpProxy,
+  UdpProxy,
+} from '../../src/index.js';
+import type { MetricFamily, TcpProxyStats, UdpProxyStats } from '../../src/index.js';
+import { adminRequest } from '../helpers/adminClient.js';
 import { renderFamilies, tcpFamilies, udpMetrics } from '../../src/metrics/prometheus.js';
 import net from 'node:net';
 import { closed, connect, echoServer, readAll, refusedPort } from '../helpers/net.js';
@@ -181,6 +188,50 @@ describe('renderFamilies', () => {
       }),
       0,
     );
+  });
+
+  test('refuses, naming it, what the text format cannot carry (Prometheus would drop the whole scrape): a label or family name, a type, a value', async () => {
+    await using proxy = new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: 1 }] });
+    const latency = new LatencyRecorder('tcp');
+    const refused = (families: Iterable<MetricFamily>, option: RegExp, received: RegExp): void => {
+      assert.throws(
+        () => renderFamilies(families),
+        (err: unknown) =>
+          err instanceof InvalidOptionError &&
+          option.test(err.option) &&
+          received.test(err.message),
+      );
+    };
+    refused(latency.families({ 'pod-name': 'a' }), /labels$/, /"pod-name"/);
+    refused(tcpFamilies(proxy.stats(), { '0zone': 'a' }), /labels$/, /"0zone"/);
+    const family: MetricFamily = {
+      name: 'app_requests_total',
+      help: 'Requests.',
+      type: 'counter',
+      samples: [{ labels: {}, value: 1 }],
+    };
+    refused([{ ...family, name: 'app-requests' }], /^name$/, /"app-requests"/);
+    refused([{ ...family, type: 'summary' as 'counter' }], /type$/, /"summary"/);
+    refused([family, { ...family, type: 'gauge' }], /type$/, /"gauge"/);
+    refused(
+      [{ ...family, samples: [{ labels: {}, value: undefined as unknown as number }] }],
+      /value$/,
+      /undefined/,
+    );
+    // The same, valid, renders; the admin server answers what it refuses with a 500 naming it.
+    assert.match(renderFamilies([family]), /^app_requests_total 1$/m);
+    const admin = createAdminServer({
+      proxies: { web: proxy },
+      metricFamilies: () => [{ ...family, samples: [{ labels: { 'pod-name': 'a' }, value: 1 }] }],
+    });
+    const { port } = await admin.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const reply = await adminRequest(port, 'GET', '/metrics');
+      assert.equal(reply.status, 500);
+      assert.match(reply.text, /pod-name/);
+    } finally {
+      await admin.close();
+    }
   });
 
   test('renders an empty exposition for no families and a fresh UDP proxy without traffic', async () => {
