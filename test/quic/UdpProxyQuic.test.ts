@@ -234,6 +234,39 @@ describe('UdpProxy quic option', () => {
     }
   });
 
+  test('a datagram of 1 700 tiny coalesced Initials is a parse error after 4 of them; a real client beside it is served', async () => {
+    const dcid = Buffer.from('0011223344556677', 'hex');
+    const flood = Buffer.concat(
+      Array.from({ length: 1_700 }, (_, pn) =>
+        buildInitial({ version: QUIC_V1, dcid, packetNumber: pn, frames: Buffer.from([0x01]) }),
+      ),
+    );
+    assert.ok(flood.length <= 65_507);
+    const { proxy, port } = await proxyWith({ quic: { fallback: 'drop' }, selector: byName });
+    const closed = closes(proxy);
+    const firstClose = new Promise<void>((resolve) =>
+      proxy.once('sessionClose', () => {
+        resolve();
+      }),
+    );
+    const attacker = await udpSocket();
+    client = await udpSocket();
+    try {
+      attacker.send(flood, port, '127.0.0.1');
+      await withTimeout(firstClose, 3_000, 'the session to close');
+      assert.equal(closed[0]?.reason, 'quic_no_client_hello');
+      assert.match(closed[0].error?.message ?? '', /too_many_packets/);
+      assert.equal(proxy.stats().quic?.quic_parse_errors, 1);
+      assert.equal(proxy.stats().dropped.quic_no_client_hello, 1);
+      client.send(V1_CLIENT_INITIAL, port, '127.0.0.1');
+      assert.equal((await nextMessage(client)).subarray(-1).toString(), 'A');
+    } finally {
+      await closeSocket(attacker);
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
   test("a truncated Initial (cut inside its connection IDs) is a parse error: fallback 'drop' closes its session", async () => {
     const { proxy, port } = await proxyWith({ quic: { fallback: 'drop' }, selector: byName });
     const closed = closes(proxy);
