@@ -424,11 +424,14 @@ describe('UdpProxy sessions', () => {
     client.send('q', port, '127.0.0.1');
     const [, session] = await withTimeout(query, 3_000, 'the query upstream');
     const asked = Date.now();
-    // The upstream answers at 140 ms, then this process is busy until past the expiry (200 ms):
-    // the next turn of the event loop runs its due timers before the poll that reads the reply.
+    // The upstream answers at 140 ms, after that turn's poll, then this process is busy until
+    // past the expiry (200 ms): the loop runs its due timers before the poll that reads the reply.
     setTimeout(() => {
+      // Sent before the next immediate runs (dgram's lookup answers on the next tick).
       setImmediate(() => {
         upstream.send('late', session.port, session.address);
+      });
+      setImmediate(() => {
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, asked + 260 - Date.now());
       });
     }, 140);
