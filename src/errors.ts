@@ -249,6 +249,7 @@ export type QuicInitialErrorReason =
   | 'connection_close'
   | 'too_long'
   | 'too_fragmented'
+  | 'too_many_packets'
   | 'bad_client_hello';
 
 /**

@@ -34,6 +34,8 @@ export class QuicSession {
   private parser: QuicInitialParser | undefined;
   private datagrams = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** Set between `maxInitialWait` running out and the check after the poll. */
+  private waitEnd: NodeJS.Immediate | undefined;
   private connection: QuicConnection | undefined;
   /** The client's first DCID, registered with the server's first ID. */
   private clientCid: Buffer | undefined;
@@ -137,8 +139,18 @@ export class QuicSession {
     return false;
   }
 
+  /**
+   * Timers run before the poll that reads sockets: the rest of a ClientHello that reached the
+   * bound socket before the wait ran out (the event loop was busy) is read in that poll, after
+   * which `onWaitEnded` finds the parser done. One immediate per expiry, none per datagram.
+   */
   private readonly onWaitExpired = (): void => {
     this.timer = undefined;
+    this.waitEnd = setImmediate(this.onWaitEnded);
+  };
+
+  private readonly onWaitEnded = (): void => {
+    this.waitEnd = undefined;
     if (this.parser === undefined || this.owner.closed) return;
     this.router.counters.incomplete++;
     const error = new QuicInitialError(
@@ -152,6 +164,8 @@ export class QuicSession {
     this.parser = undefined;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
+    if (this.waitEnd !== undefined) clearImmediate(this.waitEnd);
+    this.waitEnd = undefined;
   }
 
   private rememberClientCid(msg: Buffer): void {

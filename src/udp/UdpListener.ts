@@ -5,6 +5,7 @@ import { kernelDrops, socketInode } from './kernelDrops.js';
 import { dgramHandle, sendDatagram } from './udpHandle.js';
 import type { UdpHandle } from './udpHandle.js';
 import { uvError } from '../net/uvError.js';
+import { asError } from '../errors.js';
 
 /** What a bound socket reports to the proxy that owns it (internal seam). */
 export interface ListenerOwner {
@@ -112,9 +113,22 @@ export class UdpListener {
     this.counters.txDatagrams++;
     this.counters.txBytes += msg.length;
     const handle = this.handle;
-    if (handle === undefined) this.socket.send(msg, port, address, this.onSent);
+    if (handle === undefined) this.sendOnSocket(msg, port, address);
     else this.sendOnHandle(handle, msg, port, address);
     return true;
+  }
+
+  /**
+   * `dgram` checks the port before sending and throws for port 0: the source of a client's
+   * datagram forged through a raw socket (RFC 768's "no reply wanted"), which no reply can reach.
+   * Counted as a failed send, as on the handle, where sendmsg(2) refuses it (EINVAL).
+   */
+  private sendOnSocket(msg: Buffer, port: number, address: string): void {
+    try {
+      this.socket.send(msg, port, address, this.onSent);
+    } catch (err) {
+      process.nextTick(this.onSent, asError(err));
+    }
   }
 
   /**

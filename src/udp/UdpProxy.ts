@@ -36,7 +36,7 @@ import type { UdpProxyStats } from './UdpProxyStats.js';
 import { createUdpCounters, snapshotUdpStats } from './UdpProxyStats.js';
 import { UdpSession } from './UdpSession.js';
 import { localDatagramHeader } from './datagramProxyHeader.js';
-import { kernelDrops } from './kernelDrops.js';
+import { KernelDropReader } from './kernelDrops.js';
 import { reusePortOption } from '../net/reusePort.js';
 import { channels } from '../internal/channels.js';
 import { udpMetrics } from '../metrics/prometheus.js';
@@ -99,6 +99,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   private live = 0;
   /** Kernel drops of bound sockets already closed. */
   private closedKernelDrops = 0;
+  private readonly dropReader = new KernelDropReader();
   private openSockets = 0;
   private nextId = 1;
   private closing: Promise<void> | undefined;
@@ -393,7 +394,9 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     const inodes = new Set<number>();
     for (const listener of this.bound) if (listener.inode !== undefined) inodes.add(listener.inode);
     let total = this.closedKernelDrops;
-    for (const drops of kernelDrops(inodes).values()) total += drops;
+    // The reader may answer from its last read, which can name sockets closed since.
+    const drops = this.dropReader.read(inodes);
+    for (const inode of inodes) total += drops.get(inode) ?? 0;
     return total;
   }
 

@@ -115,6 +115,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   private abort: AbortController | undefined;
   private lastActivity = this.startTime;
   private idleTimer: NodeJS.Timeout | undefined;
+  /** Set between the idle timer finding the session idle and the check after the poll. */
+  private idleConfirm: NodeJS.Immediate | undefined;
   /** The session filters (with the `sessionFilters` option); undefined on the plain path. */
   private filters: UdpSessionFilter[] | undefined;
   /** QUIC state, set by the proxy right after construction when the `quic` option is on. */
@@ -686,6 +688,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     this.error = error;
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
+    if (this.idleConfirm !== undefined) clearImmediate(this.idleConfirm);
+    this.idleConfirm = undefined;
     this.clearSelectTimer();
     this.abort?.abort(error ?? new ProxyClosedError(`Session ended: ${reason}.`));
     this.quic?.close();
@@ -804,8 +808,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       const idleFor = now - this.lastActivity;
       if (idleFor >= idleTimeout) {
         this.idleTimer = undefined;
-        this.host.counters.idleTimeouts++;
-        this.terminate(SessionCloseReason.IDLE_TIMEOUT);
+        this.idleConfirm = setImmediate(this.onIdleConfirm, this.lastActivity);
         return;
       }
       next = Math.min(next, idleTimeout - idleFor);
@@ -816,6 +819,23 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     }
     this.idleTimer = setTimeout(this.onIdleCheck, next);
     this.idleTimer.unref();
+  };
+
+  /**
+   * The idle timer found the session idle; this runs after the poll phase of the same turn of the
+   * event loop. Timers run before that poll, so a datagram that reached either socket before the
+   * expiry (the loop was busy) is read first: it stamped `lastActivity`, and the session goes on
+   * rather than lose it with its socket. One immediate per expiry, none per datagram.
+   */
+  private readonly onIdleConfirm = (stamp: number): void => {
+    this.idleConfirm = undefined;
+    if (this.reason !== undefined) return;
+    if (this.lastActivity !== stamp) {
+      this.onIdleCheck();
+      return;
+    }
+    this.host.counters.idleTimeouts++;
+    this.terminate(SessionCloseReason.IDLE_TIMEOUT);
   };
 
   /**

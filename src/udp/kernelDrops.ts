@@ -1,5 +1,6 @@
 import type { Socket } from 'node:dgram';
 import { readFileSync, readlinkSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 
 /*
  * Datagrams the kernel dropped for one socket before the proxy could read them: mostly a full
@@ -39,24 +40,118 @@ export function socketInode(socket: Socket): number | undefined {
 const INODE_COLUMN = 9;
 const DROPS_COLUMN = 12;
 
+const TABLES = ['/proc/net/udp', '/proc/net/udp6'];
+
+/**
+ * Tables larger than this (about 2 000 sockets, 25 ms for the kernel to list) are read in the
+ * background: see {@link KernelDropReader}.
+ */
+export const LARGE_TABLES = 256 * 1024;
+
 /** The kernel's drop count of each inode in `inodes` found now (absent: the socket is gone). */
 export function kernelDrops(inodes: ReadonlySet<number>): Map<number, number> {
+  return readTables(inodes)[0];
+}
+
+/** The drop counts of `inodes`, and the bytes of table read to find them. */
+function readTables(inodes: ReadonlySet<number>): [Map<number, number>, number] {
+  let size = 0;
   const found = new Map<number, number>();
-  if (inodes.size === 0) return found;
-  for (const table of ['/proc/net/udp', '/proc/net/udp6']) {
+  if (inodes.size === 0) return [found, size];
+  for (const table of TABLES) {
     let text: string;
     try {
       text = readFileSync(table, 'latin1');
     } catch {
       continue;
     }
-    for (const line of text.split('\n')) {
-      const columns = line.trim().split(/\s+/);
-      const inode = Number(columns[INODE_COLUMN]);
-      if (!inodes.has(inode)) continue;
+    size += text.length;
+    if (dropsIn(text, inodes, found)) break;
+  }
+  return [found, size];
+}
+
+/**
+ * Adds the drops of the sockets of `inodes` listed in `text` (a /proc/net/udp table) to
+ * `found`; true once all are found. Only the lines that hold an inode are split: the table has
+ * a line per UDP socket of the network namespace, thousands when sessions are.
+ */
+function dropsIn(text: string, inodes: ReadonlySet<number>, found: Map<number, number>): boolean {
+  for (const inode of inodes) {
+    const needle = ` ${String(inode)} `;
+    for (let at = text.indexOf(needle); at >= 0; at = text.indexOf(needle, at + 1)) {
+      const start = text.lastIndexOf('\n', at) + 1;
+      const end = text.indexOf('\n', at);
+      const columns = text
+        .slice(start, end < 0 ? text.length : end)
+        .trim()
+        .split(/\s+/);
+      // The same digits may stand in another column (uid, timeout): the inode column decides.
+      if (Number(columns[INODE_COLUMN]) !== inode) continue;
       found.set(inode, Number(columns[DROPS_COLUMN]) || 0);
-      if (found.size === inodes.size) return found;
+      break;
     }
   }
-  return found;
+  return found.size === inodes.size;
+}
+
+/**
+ * Reads the drop counts for `stats()`. The kernel lists every UDP socket of the namespace in
+ * /proc/net/udp (a proxy's session sockets, other workers', other programs'), about 15 µs each:
+ * read on the event loop, 12 000 sessions made each `stats()` (each scrape, each status line)
+ * stall every session for 250 ms. While the tables are small they are read at each call, as
+ * before; once they are larger than {@link LARGE_TABLES}, each call returns the counts of the
+ * last read and starts the next one in the background (the thread pool), if none is under way:
+ * a figure at most one read old, never one that stalls the proxy.
+ */
+export class KernelDropReader {
+  private large = false;
+  private reading = false;
+  private last = new Map<number, number>();
+
+  /** The drop count of each inode in `inodes`, as of now or of the last background read. */
+  read(inodes: ReadonlySet<number>): ReadonlyMap<number, number> {
+    if (inodes.size === 0) return this.last;
+    if (!this.large) {
+      const [found, size] = readTables(inodes);
+      this.settle(found, size);
+      return found;
+    }
+    if (!this.reading) {
+      this.reading = true;
+      this.readInBackground(inodes).then(
+        ([found, size]) => {
+          this.settle(found, size);
+        },
+        () => {
+          this.reading = false;
+        },
+      );
+    }
+    return this.last;
+  }
+
+  private async readInBackground(
+    inodes: ReadonlySet<number>,
+  ): Promise<[Map<number, number>, number]> {
+    let size = 0;
+    const found = new Map<number, number>();
+    for (const table of TABLES) {
+      let text: string;
+      try {
+        text = await readFile(table, 'latin1');
+      } catch {
+        continue;
+      }
+      size += text.length;
+      if (dropsIn(text, inodes, found)) break;
+    }
+    return [found, size];
+  }
+
+  private settle(found: Map<number, number>, size: number): void {
+    this.last = found;
+    this.large = size > LARGE_TABLES;
+    this.reading = false;
+  }
 }

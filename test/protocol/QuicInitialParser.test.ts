@@ -230,6 +230,37 @@ describe('QuicInitialParser', () => {
     );
   });
 
+  test('a datagram of many tiny coalesced Initials is refused after 4 packets, before decrypting the rest', () => {
+    // Initial keys are public: anyone can seal valid 38-byte Initials (PING only) and coalesce
+    // 1 700 of them in one 64 KiB datagram, each an AES-GCM open for whoever reads them.
+    const tiny = (pn: number) =>
+      buildInitial({ version: QUIC_V1, dcid, packetNumber: pn, frames: Buffer.from([0x01]) });
+    const parser = new QuicInitialParser();
+    const datagram = Buffer.concat(Array.from({ length: 1_700 }, (_, pn) => tiny(pn)));
+    assert.throws(
+      () => parser.push(datagram),
+      (e: unknown) => e instanceof QuicInitialError && e.reason === 'too_many_packets',
+    );
+    assert.equal(parser.packets, 4, 'no packet past the bound was decrypted');
+    // Real stacks send one Initial per datagram (coalescing only across encryption levels): a
+    // ClientHello spread over datagrams of one Initial each, or four in one, is read as before.
+    const halves = [hello.subarray(0, 40), hello.subarray(40)];
+    const spread = new QuicInitialParser();
+    assert.equal(spread.push(tiny(0)), undefined);
+    const four = Buffer.concat([
+      tiny(1),
+      tiny(2),
+      buildInitial({ version: QUIC_V1, dcid, packetNumber: 3, frames: cryptoFrame(0, halves[0]!) }),
+      buildInitial({
+        version: QUIC_V1,
+        dcid,
+        packetNumber: 4,
+        frames: cryptoFrame(40, halves[1]!),
+      }),
+    ]);
+    assert.equal(spread.push(four)?.kind, 'sni');
+  });
+
   test('after an error, push throws the same error; after a result, push refuses', () => {
     const parser = new QuicInitialParser();
     const bad = buildInitial({ version: QUIC_V1, dcid, frames: Buffer.from([0x08]) });

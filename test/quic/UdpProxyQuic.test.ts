@@ -160,6 +160,50 @@ describe('UdpProxy quic option', () => {
     }
   });
 
+  test('the rest of a ClientHello that reached the proxy before maxInitialWait ran out is read, even when the event loop was busy past it', async () => {
+    const hello = buildHandshake([sniExtension('example.com'), alpnExtension(['h3'])]);
+    const dcid = Buffer.alloc(8, 4);
+    const half = 30;
+    const part = (packetNumber: number, offset: number, data: Buffer) =>
+      buildInitial({
+        version: QUIC_V1,
+        dcid,
+        packetNumber,
+        frames: cryptoFrame(offset, data),
+        padTo: 1100,
+      });
+    const { proxy, port } = await proxyWith({ quic: { maxInitialWait: 200 }, selector: byName });
+    client = await udpSocket();
+    try {
+      const opened = new Promise<void>((resolve) =>
+        proxy.once('session', () => {
+          resolve();
+        }),
+      );
+      client.send(part(0, half, hello.subarray(half)), port, '127.0.0.1');
+      await withTimeout(opened, 3_000, 'the session');
+      const started = Date.now();
+      // The rest goes at 140 ms, after that turn's poll, then this process is busy until past
+      // maxInitialWait (200 ms): the loop runs its due timers before the poll that reads it.
+      setTimeout(() => {
+        // Sent before the next immediate runs (dgram's lookup answers on the next tick).
+        setImmediate(() => {
+          client.send(part(1, 0, hello.subarray(0, half)), port, '127.0.0.1');
+        });
+        setImmediate(() => {
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, started + 260 - Date.now());
+        });
+      }, 140);
+      const first = await nextMessage(client);
+      assert.equal(first.subarray(-1).toString(), 'A', 'routed by the name it sent');
+      assert.equal(proxy.sessions()[0]?.serverName, 'example.com');
+      assert.equal(proxy.stats().quic?.quic_incomplete, 0);
+    } finally {
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
   test('non-QUIC datagrams pass as without the option', async () => {
     const { proxy, port } = await proxyWith({ quic: { fallback: 'drop' }, selector: byName });
     client = await udpSocket();
@@ -231,6 +275,39 @@ describe('UdpProxy quic option', () => {
         await closeSocket(client);
         await proxy.close();
       }
+    }
+  });
+
+  test('a datagram of 1 700 tiny coalesced Initials is a parse error after 4 of them; a real client beside it is served', async () => {
+    const dcid = Buffer.from('0011223344556677', 'hex');
+    const flood = Buffer.concat(
+      Array.from({ length: 1_700 }, (_, pn) =>
+        buildInitial({ version: QUIC_V1, dcid, packetNumber: pn, frames: Buffer.from([0x01]) }),
+      ),
+    );
+    assert.ok(flood.length <= 65_507);
+    const { proxy, port } = await proxyWith({ quic: { fallback: 'drop' }, selector: byName });
+    const closed = closes(proxy);
+    const firstClose = new Promise<void>((resolve) =>
+      proxy.once('sessionClose', () => {
+        resolve();
+      }),
+    );
+    const attacker = await udpSocket();
+    client = await udpSocket();
+    try {
+      attacker.send(flood, port, '127.0.0.1');
+      await withTimeout(firstClose, 3_000, 'the session to close');
+      assert.equal(closed[0]?.reason, 'quic_no_client_hello');
+      assert.match(closed[0].error?.message ?? '', /too_many_packets/);
+      assert.equal(proxy.stats().quic?.quic_parse_errors, 1);
+      assert.equal(proxy.stats().dropped.quic_no_client_hello, 1);
+      client.send(V1_CLIENT_INITIAL, port, '127.0.0.1');
+      assert.equal((await nextMessage(client)).subarray(-1).toString(), 'A');
+    } finally {
+      await closeSocket(attacker);
+      await closeSocket(client);
+      await proxy.close();
     }
   });
 

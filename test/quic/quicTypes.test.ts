@@ -46,6 +46,7 @@ test('every QuicInitialError reason and quic stat is documented in docs/quic.md'
     connection_close: true,
     too_long: true,
     too_fragmented: true,
+    too_many_packets: true,
     bad_client_hello: true,
   };
   const proxy = new UdpProxy({ quic: true });

@@ -1,6 +1,6 @@
 import { createHook } from 'node:async_hooks';
 import { lookup } from 'node:dns/promises';
-import type { Socket } from 'node:dgram';
+import type { RemoteInfo, Socket } from 'node:dgram';
 import { once } from 'node:events';
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
@@ -19,6 +19,7 @@ import {
   dig,
   freeUdpPort,
   hasIpv6Loopback,
+  nextMessage,
   request,
   startDnsmasq,
   udpEcho,
@@ -406,6 +407,39 @@ describe('UdpProxy sessions', () => {
     assert.equal(closes[0]?.reason, 'idle_timeout');
     assert.equal(closes[0].datagramsFromClient, 12);
     assert.ok(closes[0].durationMs >= Date.now() - started - 50 - 400);
+  });
+
+  test('a reply that reached the session socket before its idle expiry is relayed, not lost with the socket', async (t) => {
+    const upstream = await udpSocket();
+    t.after(() => closeSocket(upstream));
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: upstream.address().port }],
+      idleTimeout: 200,
+    });
+    t.after(() => proxy.close());
+    const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    const query = once(upstream, 'message') as Promise<[Buffer, RemoteInfo]>;
+    client.send('q', port, '127.0.0.1');
+    const [, session] = await withTimeout(query, 3_000, 'the query upstream');
+    const asked = Date.now();
+    // The upstream answers at 140 ms, after that turn's poll, then this process is busy until
+    // past the expiry (200 ms): the loop runs its due timers before the poll that reads the reply.
+    setTimeout(() => {
+      // Sent before the next immediate runs (dgram's lookup answers on the next tick).
+      setImmediate(() => {
+        upstream.send('late', session.port, session.address);
+      });
+      setImmediate(() => {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, asked + 260 - Date.now());
+      });
+    }, 140);
+    assert.equal((await nextMessage(client)).toString(), 'late');
+    await until(proxy, 'sessionClose', () => closes.length === 1);
+    assert.equal(closes[0]?.reason, 'idle_timeout');
+    assert.equal(closes[0].datagramsToClient, 1);
+    assert.equal(proxy.stats().downstream_sess_total, 1);
   });
 
   test('resolves an upstream host name when the session socket is set up', async (t) => {

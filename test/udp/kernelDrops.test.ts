@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
 import { TcpProxy, UdpProxy } from '../../src/index.js';
 import { startPeer } from '../helpers/peerProcess.js';
 import { tool } from '../helpers/tools.js';
-import { freeDnsPort, udpEcho } from './helpers.js';
+import { closeSocket, freeDnsPort, udpEcho, udpSocket } from './helpers.js';
 
 const SENT = 400;
 
@@ -63,6 +65,53 @@ describe('UDP kernel drops (receive buffer overflow)', () => {
     const dropped = stats.downstream_rx_datagram_dropped;
     await proxy.close();
     assert.equal(proxy.stats().downstream_rx_datagram_dropped, dropped);
+  });
+
+  test('with thousands of UDP sockets on the host, stats() does not read /proc/net/udp on the event loop; the drops are still counted', async (t) => {
+    if (process.platform !== 'linux') {
+      t.skip('per-socket drop counts come from /proc/net/udp (Linux)');
+      return;
+    }
+    // /proc/net/udp lists every UDP socket of the network namespace: a proxy's own session
+    // sockets (one per session, so thousands under a flood of sources), other workers', others'.
+    const others = await Promise.all(Array.from({ length: 4_000 }, () => udpSocket()));
+    t.after(() => Promise.all(others.map(closeSocket)));
+    let started = performance.now();
+    const table = readFileSync('/proc/net/udp', 'latin1');
+    const readMs = performance.now() - started;
+    t.diagnostic(`/proc/net/udp: ${String(table.length)} bytes, read in ${readMs.toFixed(1)} ms`);
+    const upstream = await udpEcho();
+    const proxy = new UdpProxy({ upstreams: [{ host: '127.0.0.1', port: upstream.port }] });
+    t.after(async () => {
+      await proxy.close();
+      await upstream.close();
+    });
+    const bound = await proxy.bind({ port: 0, address: '127.0.0.1', recvBufferSize: 1 });
+    assert.equal(proxy.stats().downstream_rx_datagram_dropped, 0);
+    floodWhileBlocked(bound.port);
+    // A scrape must not stall every session for as long as the kernel takes to list the table:
+    // the first call found the tables large, so this one answers the figure of that read (taken
+    // before the flood: 0) and starts the next read in the background. A read on the event loop
+    // would already see the drops.
+    started = performance.now();
+    let stats = proxy.stats();
+    const statsMs = performance.now() - started;
+    t.diagnostic(`stats(): ${statsMs.toFixed(2)} ms`);
+    assert.equal(
+      stats.downstream_rx_datagram_dropped,
+      0,
+      'no read of the tables on the event loop',
+    );
+    const deadline = Date.now() + 5_000;
+    while (
+      stats.downstream_sess_rx_datagrams + stats.downstream_rx_datagram_dropped < SENT &&
+      Date.now() < deadline
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      stats = proxy.stats();
+    }
+    assert.ok(stats.downstream_rx_datagram_dropped > 0, 'the kernel dropped some');
+    assert.equal(stats.downstream_sess_rx_datagrams + stats.downstream_rx_datagram_dropped, SENT);
   });
 
   test('iperf3 -u through the proxy: every datagram it sent was read by the proxy or counted as a kernel drop', async (t) => {
