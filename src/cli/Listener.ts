@@ -204,8 +204,8 @@ export class Listener {
     const after = next.config.raw;
     const upstreamsChanged = upstreamsKey(before) !== upstreamsKey(after);
     const optionsChanged = optionsKey(before) !== optionsKey(after);
-    this.config = next.config;
     if (optionsChanged && this.current instanceof TcpProxy && next.proxy instanceof TcpProxy) {
+      this.config = next.config;
       this.retire(this.current);
       this.current = next.proxy;
       this.latency?.attach(next.proxy);
@@ -217,6 +217,11 @@ export class Listener {
       this.forgetCarriedUpstreams();
     }
     void next.proxy.close();
+    // Options that wait for a restart stay as in force: the next reload names them again (a
+    // revert names nothing), and the admin API's /config shows what runs.
+    this.config = optionsChanged
+      ? { ...this.config, path: next.config.path, raw: { ...before, upstreams: after.upstreams } }
+      : next.config;
     return {
       upstreamsChanged,
       replaced: false,

@@ -343,10 +343,14 @@ export class TunnelListeners {
       }
       const before = entry.config.raw;
       const after = config.raw;
+      // What runs now: the keys applied below are taken from `after`, the rest wait for a restart
+      // (the next reload names them again, a revert names nothing).
+      const inForce: Record<string, unknown> = { ...before };
       try {
         // A new dns block needs a restart (below): until then the running source keeps the list.
         if (!same(before.upstreams, after.upstreams) && same(before.dns, after.dns)) {
           entry.server.setUpstreams(config.options.upstreams ?? []);
+          inForce.upstreams = after.upstreams;
           changed.push(`${config.name}.upstreams`);
         }
         if (
@@ -357,6 +361,8 @@ export class TunnelListeners {
             needsRestart.push(`${config.name}.terminateTls`);
           else {
             entry.server.setTerminateTls(config.options.terminateTls);
+            inForce.terminateTls = after.terminateTls;
+            inForce.$tlsFiles = after.$tlsFiles;
             changed.push(`${config.name}.terminateTls`);
           }
         }
@@ -365,6 +371,7 @@ export class TunnelListeners {
           listener: config.name,
           reason: thrownMessage(err),
         });
+        entry.config = { ...entry.config, raw: inForce };
         continue;
       }
       for (const key of new Set([...Object.keys(before), ...Object.keys(after)]))
@@ -373,7 +380,7 @@ export class TunnelListeners {
           !same(before[key], after[key])
         )
           needsRestart.push(`${config.name}.${key}`);
-      entry.config = { ...entry.config, raw: after };
+      entry.config = { ...entry.config, raw: inForce };
     }
     for (const name of this.running.keys())
       if (!next.some((config) => config.name === name)) needsRestart.push(name);

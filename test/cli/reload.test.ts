@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { configDir, startCli } from './cli.js';
+import type { CliProcess, LogLine } from './cli.js';
+
+/** Sends SIGHUP and waits for the `n`-th line whose `msg` starts with `prefix`. */
+async function reloadAndWait(cli: CliProcess, prefix: string, n: number): Promise<LogLine> {
+  process.kill(cli.pid, 'SIGHUP');
+  const lines = await cli.waitLines('stderr', (l) => l.msg.startsWith(prefix), n);
+  return lines[n - 1]!;
+}
+
+describe('l4proxy reload (SIGHUP)', () => {
+  test('a change that needs a restart is named again by every reload until the restart, and not once reverted', async (t) => {
+    const dir = configDir(t);
+    const listeners = (idleTimeout: number, maxConnections: number) => [
+      {
+        name: 'dns',
+        protocol: 'udp',
+        listen: '127.0.0.1:0',
+        idleTimeout,
+        upstreams: [{ host: '127.0.0.1', port: 53 }],
+      },
+      {
+        name: 'egress',
+        protocol: 'tunnel',
+        listen: '127.0.0.1:0',
+        maxConnections,
+        upstreams: [{ host: '127.0.0.1', port: 80 }],
+      },
+    ];
+    const file = dir.write('l4proxy.json', { listeners: listeners(30_000, 100) });
+    const cli = startCli(t, ['--config', file, '--admin', '127.0.0.1:0']);
+    const admin = String(
+      (await cli.waitLine('stderr', (l) => l.msg === 'admin listening')).address,
+    );
+    await cli.waitLine('stderr', (l) => l.msg === 'ready');
+    const udpRestart = ['listeners[0].idleTimeout (dns)'];
+
+    // A changed UDP option and a changed tunnel option: both need a restart.
+    dir.write('l4proxy.json', { listeners: listeners(31_000, 50) });
+    let reloaded = await reloadAndWait(cli, 'config reloaded', 1);
+    let tunnels = await cli.waitLines('stderr', (l) => l.msg.startsWith('tunnel listeners'), 1);
+    assert.deepEqual(reloaded.needsRestart, udpRestart);
+    assert.deepEqual(tunnels[0]!.needsRestart, ['egress.maxConnections']);
+
+    // The same file again: nothing was restarted, the changes still wait for it.
+    reloaded = await reloadAndWait(cli, 'config reloaded', 2);
+    tunnels = await cli.waitLines('stderr', (l) => l.msg.startsWith('tunnel listeners'), 2);
+    assert.deepEqual(reloaded.needsRestart, udpRestart, 'still pending');
+    assert.deepEqual(tunnels[1]!.needsRestart, ['egress.maxConnections'], 'still pending');
+    // The admin API's /config shows the options in force, not those waiting for a restart.
+    const config = (await (await fetch(`http://${admin}/config`)).json()) as {
+      listeners: { name: string; idleTimeout?: number }[];
+    };
+    assert.equal(config.listeners.find((l) => l.name === 'dns')?.idleTimeout, 30_000);
+
+    // Back to the values in force: nothing needs a restart any more.
+    dir.write('l4proxy.json', { listeners: listeners(30_000, 100) });
+    reloaded = await reloadAndWait(cli, 'config reloaded', 3);
+    tunnels = await cli.waitLines('stderr', (l) => l.msg.startsWith('tunnel listeners'), 3);
+    assert.equal(reloaded.msg, 'config reloaded');
+    assert.deepEqual(reloaded.needsRestart, []);
+    assert.equal(tunnels[2]!.msg, 'tunnel listeners reloaded');
+    assert.deepEqual(tunnels[2]!.needsRestart, []);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+});
