@@ -18,6 +18,8 @@ export interface ReloadOutcome {
   readonly needsRestart: readonly string[];
   /** The settings of the file just applied (those a reload applies are read from here). */
   readonly settings?: Settings;
+  /** Not applied: the listeners drain (nothing new is served any more). */
+  readonly draining?: boolean;
 }
 
 /** How the listeners of a {@link ListenerSet} listen and what they record. */
@@ -37,6 +39,7 @@ export interface ListenerSetOptions {
 export class ListenerSet {
   private readonly listeners = new Map<string, Listener>();
   private reloading: Promise<ReloadOutcome> | undefined;
+  private draining = false;
   /** The top-level settings in force at start, each as JSON: changing one needs a restart. */
   private readonly settings: ReadonlyMap<string, string>;
   private readonly inForce: (settings: Settings) => object;
@@ -115,6 +118,11 @@ export class ListenerSet {
       } catch (err) {
         return { ok: false, error: (err as Error).message, changed: [], needsRestart: [] };
       }
+      // A drain started meanwhile: a new generation would serve nobody, and never be closed.
+      if (this.draining) {
+        closeAll(config.listeners);
+        return { ok: false, draining: true, changed: [], needsRestart: [] };
+      }
       const outcome = this.apply(config.listeners);
       // Operator overrides (admin API) last until a reload: the file is the truth again.
       for (const listener of this.listeners.values()) clearOverrides(listener.proxies());
@@ -166,6 +174,7 @@ export class ListenerSet {
 
   /** Drains every listener (see {@link Listener.drain}). */
   async drain(drainTimeout: number): Promise<void> {
+    this.draining = true;
     await Promise.all([...this.listeners.values()].map((listener) => listener.drain(drainTimeout)));
   }
 }

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { configDir, startCli } from './cli.js';
+import { connect } from '../helpers/net.js';
+import { roundTrip, taggedEcho } from '../helpers/testServer.js';
+import { configDir, listenPort, startCli } from './cli.js';
 import type { CliProcess, LogLine } from './cli.js';
 
 /** Sends SIGHUP and waits for the `n`-th line whose `msg` starts with `prefix`. */
@@ -66,4 +68,39 @@ describe('l4proxy reload (SIGHUP)', () => {
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(), 0);
   });
+
+  for (const workers of [undefined, 2])
+    test(`a SIGHUP during a drain is ignored and said so${workers === undefined ? '' : ` (--workers ${workers})`}`, async (t) => {
+      const upstream = await taggedEcho(t, 'A:');
+      const dir = configDir(t);
+      const listener = (idleTimeout: number) => ({
+        name: 'web',
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        idleTimeout,
+        upstreams: [{ host: '127.0.0.1', port: upstream }],
+      });
+      const file = dir.write('l4proxy.json', { listeners: [listener(60_000)] });
+      const args = ['--config', file, '--drain-timeout', '20s'];
+      const cli = startCli(t, workers === undefined ? args : [...args, '--workers', '2']);
+      const port = await listenPort(cli);
+      await cli.waitLine('stderr', (l) => l.msg === 'ready');
+      // A live connection keeps the drain going.
+      const live = await connect(port);
+      t.after(() => live.destroy());
+      assert.equal(await roundTrip(live, '1'), 'A:1');
+      process.kill(cli.pid, 'SIGTERM');
+      await cli.waitLine('stderr', (l) => l.msg === 'draining');
+
+      // New options would start a proxy generation that no connection can reach any more.
+      dir.write('l4proxy.json', { listeners: [listener(61_000)] });
+      process.kill(cli.pid, 'SIGHUP');
+      const ignored = await cli.waitLine('stderr', (l) => l.msg === 'reload ignored: draining');
+      assert.equal(ignored.level, 40);
+      assert.equal(await roundTrip(live, '2'), 'A:2', 'the live connection still flows');
+      live.end();
+      assert.equal(await cli.exited(), 0);
+      const reloaded = cli.stderr.filter((l) => /^(config reloaded|reloading workers)/.test(l.msg));
+      assert.deepEqual(reloaded, [], 'nothing was reloaded');
+    });
 });
