@@ -206,6 +206,8 @@ export class Listener {
     const optionsChanged = optionsKey(before) !== optionsKey(after);
     if (optionsChanged && this.current instanceof TcpProxy && next.proxy instanceof TcpProxy) {
       this.config = next.config;
+      // An upstream found down stays out: the new generation's first check is yet to come.
+      next.proxy.inheritHealth(this.current);
       this.retire(this.current);
       this.current = next.proxy;
       this.latency?.attach(next.proxy);

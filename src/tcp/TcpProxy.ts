@@ -941,6 +941,15 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     return this.manager.override(id, override);
   }
 
+  /**
+   * Starts from `previous`'s health check verdicts (upstreams it shares, same address): the CLI's
+   * reload calls it on the generation that replaces `previous`. Nothing without `healthCheck`.
+   * @internal
+   */
+  inheritHealth(previous: TcpProxy): void {
+    this.manager.inheritHealth(previous.upstreamSet.list());
+  }
+
   /** Live connections. */
   connections(): TcpConnectionInfo[] {
     return [...this.live];

@@ -226,6 +226,26 @@ export class UpstreamManager {
     return true;
   }
 
+  /**
+   * Takes the active health checks' verdicts of `previous`, the upstreams of a proxy this one
+   * replaces (the CLI's reload), for the upstreams both have at the same address and this one has
+   * not checked yet: an upstream found down stays out until `healthyThreshold` checks pass,
+   * instead of being healthy again until this proxy's first check.
+   */
+  inheritHealth(previous: readonly UpstreamState[]): void {
+    if (this.checker === undefined) return;
+    let changed = false;
+    for (const before of previous) {
+      const state = this.set.get(before.id);
+      if (state === undefined || state.address !== before.address || state.health.checks > 0)
+        continue;
+      if (state.checkHealthy === before.checkHealthy) continue;
+      state.checkHealthy = before.checkHealthy;
+      changed = true;
+    }
+    if (changed) this.set.changed();
+  }
+
   /** Proxy-wide counters. */
   totals(): UpstreamTotals {
     return {

@@ -103,4 +103,45 @@ describe('l4proxy reload (SIGHUP)', () => {
       const reloaded = cli.stderr.filter((l) => /^(config reloaded|reloading workers)/.test(l.msg));
       assert.deepEqual(reloaded, [], 'nothing was reloaded');
     });
+
+  test('an upstream its health checks found down stays out of the new generation a reload starts', async (t) => {
+    const live = await taggedEcho(t, 'A:');
+    // Answers, but not what the check expects: each check fails at its timeout, so a new
+    // generation that forgot the verdict would take it as healthy for that long at least.
+    const sick = await taggedEcho(t, 'S:');
+    const dir = configDir(t);
+    const listener = (idleTimeout: number) => ({
+      name: 'web',
+      protocol: 'tcp',
+      listen: '127.0.0.1:0',
+      idleTimeout,
+      maxConnectAttempts: 1,
+      healthCheck: { interval: 1000, timeout: 500, tcp: { send: 'PING', expect: 'A:PING' } },
+      upstreams: [
+        { host: '127.0.0.1', port: sick, id: 'sick' },
+        { host: '127.0.0.1', port: live, id: 'live' },
+      ],
+    });
+    const file = dir.write('l4proxy.json', { listeners: [listener(60_000)] });
+    const cli = startCli(t, ['--config', file]);
+    const port = await listenPort(cli);
+    const down = await cli.waitLine('stderr', (l) => l.msg === 'upstream unhealthy');
+    assert.equal(down.upstream, 'sick');
+
+    // New options: a new proxy generation takes the new connections.
+    dir.write('l4proxy.json', { listeners: [listener(61_000)] });
+    const reloaded = await reloadAndWait(cli, 'config reloaded', 1);
+    assert.deepEqual(reloaded.changed, ['web: options (new connections use them)']);
+    const replies: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const socket = await connect(port);
+      replies.push(await roundTrip(socket, String(i)));
+      socket.destroy();
+    }
+    assert.deepEqual(replies, ['A:0', 'A:1', 'A:2', 'A:3'], 'every new connection to the live one');
+    // The verdict did not flip: no second `upstream unhealthy` line for the same state.
+    assert.equal(cli.stderr.filter((l) => l.msg === 'upstream unhealthy').length, 1);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
 });
