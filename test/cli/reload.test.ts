@@ -144,4 +144,40 @@ describe('l4proxy reload (SIGHUP)', () => {
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(), 0);
   });
+
+  test("a TCP listener's backlog is the listening socket's: a changed one needs a restart", async (t) => {
+    const upstream = await taggedEcho(t, 'A:');
+    const dir = configDir(t);
+    const listener = (backlog: number, idleTimeout = 60_000) => ({
+      name: 'web',
+      protocol: 'tcp',
+      listen: '127.0.0.1:0',
+      backlog,
+      idleTimeout,
+      upstreams: [{ host: '127.0.0.1', port: upstream }],
+    });
+    const file = dir.write('l4proxy.json', { listeners: [listener(100)] });
+    const cli = startCli(t, ['--config', file]);
+    const port = await listenPort(cli);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready');
+    const pending = ['listeners[0].backlog (web)'];
+
+    // listen(2) took the backlog: only a new listening socket (a restart) changes it.
+    dir.write('l4proxy.json', { listeners: [listener(300)] });
+    let reloaded = await reloadAndWait(cli, 'config reloaded', 1);
+    assert.equal(reloaded.msg, 'config reloaded; some changes need a restart');
+    assert.deepEqual(reloaded.changed, []);
+    assert.deepEqual(reloaded.needsRestart, pending);
+
+    // With another option: that one applies (a new generation), the backlog still waits.
+    dir.write('l4proxy.json', { listeners: [listener(300, 61_000)] });
+    reloaded = await reloadAndWait(cli, 'config reloaded', 2);
+    assert.deepEqual(reloaded.changed, ['web: options (new connections use them)']);
+    assert.deepEqual(reloaded.needsRestart, pending);
+    const socket = await connect(port);
+    assert.equal(await roundTrip(socket, 'x'), 'A:x');
+    socket.destroy();
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
 });
