@@ -4,6 +4,7 @@ import { Listener, listenKey } from './Listener.js';
 import { formatListen } from './address.js';
 import type { ListenerStats, ProxyObserver } from './Listener.js';
 import type { Logger } from './jsonLogger.js';
+import type { TunnelListenerConfig } from './tunnelListeners.js';
 import type { AdminListener } from '../admin/AdminListener.js';
 import { clearOverrides } from '../admin/runtimeControl.js';
 import { backlogFields } from './listenBacklog.js';
@@ -18,6 +19,8 @@ export interface ReloadOutcome {
   readonly needsRestart: readonly string[];
   /** The settings of the file just applied (those a reload applies are read from here). */
   readonly settings?: Settings;
+  /** The file's tunnel listeners (`TunnelListeners.reload` takes them), when it was accepted. */
+  readonly tunnels?: readonly TunnelListenerConfig[];
   /** Not applied: the listeners drain (nothing new is served any more). */
   readonly draining?: boolean;
 }
@@ -127,10 +130,11 @@ export class ListenerSet {
       // Operator overrides (admin API) last until a reload: the file is the truth again.
       for (const listener of this.listeners.values()) clearOverrides(listener.proxies());
       const changed = changedSettings(this.settings, settingsByKey(this.inForce(config.settings)));
-      if (changed.length === 0) return { ...outcome, settings: config.settings };
+      const read = { settings: config.settings, tunnels: config.tunnels };
+      if (changed.length === 0) return { ...outcome, ...read };
       return {
         ...outcome,
-        settings: config.settings,
+        ...read,
         needsRestart: [...outcome.needsRestart, `settings (${changed.join(', ')})`],
       };
     };

@@ -163,9 +163,12 @@ export async function runListeners(
     const outcome = await running.reload(settings.file);
     logReload(ops, outcome);
     if (outcome.draining === true) return;
-    await tunnels.reload(settings.file);
+    // A refused file changes nothing, the tunnel listeners included.
+    if (outcome.ok) {
+      tunnels.reload(outcome.tunnels ?? []);
+      warningDays = outcome.settings?.certificateExpiryWarningDays;
+    }
     // Renewed certificates (or a new warning period) are judged again.
-    if (outcome.ok) warningDays = outcome.settings?.certificateExpiryWarningDays;
     checkCertificates(warningDays);
   };
 

@@ -180,4 +180,50 @@ describe('l4proxy reload (SIGHUP)', () => {
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(), 0);
   });
+
+  test('a refused file changes nothing: not the tunnel listeners either', async (t) => {
+    const dir = configDir(t);
+    const listeners = (port: number, tunnelTo: number) => [
+      {
+        name: 'web',
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: '127.0.0.1', port }],
+      },
+      {
+        name: 'egress',
+        protocol: 'tunnel',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: '127.0.0.1', port: tunnelTo }],
+      },
+    ];
+    const file = dir.write('l4proxy.json', { listeners: listeners(9, 1001) });
+    const cli = startCli(t, ['--config', file]);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready');
+
+    // A bad port in the TCP listener, and new tunnel upstreams: all of it is refused (twice: the
+    // file stays until the second refusal, so any read of the first reload found it).
+    dir.write('l4proxy.json', { listeners: listeners(70_000, 1002) });
+    const refused = await reloadAndWait(cli, 'reload refused', 1);
+    assert.match(String(refused.reason), /listeners\[0\]\.upstreams\[0\]\.port/);
+    await reloadAndWait(cli, 'reload refused', 2);
+    // The running file again: nothing to change, for the tunnel listener as for the others.
+    dir.write('l4proxy.json', { listeners: listeners(9, 1001) });
+    const reloaded = await reloadAndWait(cli, 'config reloaded', 1);
+    assert.deepEqual(reloaded.changed, []);
+    const after = cli.stderr.indexOf(reloaded);
+    await cli.waitLine(
+      'stderr',
+      (l) => l.msg.startsWith('tunnel listeners') && cli.stderr.indexOf(l) > after,
+    );
+    const tunnelLines = cli.stderr.filter((l) => l.msg.startsWith('tunnel listeners'));
+    assert.deepEqual(
+      tunnelLines.map((l) => [l.msg, l.changed]),
+      [['tunnel listeners reloaded', []]],
+      'one tunnel line, for the file applied, with nothing changed',
+    );
+    assert.equal(cli.stderr.filter((l) => l.level >= 50).length, 2, 'an error line per refusal');
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
 });
