@@ -950,6 +950,16 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     this.manager.inheritHealth(previous.upstreamSet.list());
   }
 
+  /**
+   * A generation the CLI's reload replaced serves no new client: its active health checks stop,
+   * else every reload while connections last added a full set of checks against every upstream.
+   * Kept with `closeOnHealthFailure`, whose verdicts end its connections.
+   * @internal
+   */
+  stopHealthChecks(): void {
+    if (!this.options.closeOnHealthFailure) this.manager.stopChecks();
+  }
+
   /** Live connections. */
   connections(): TcpConnectionInfo[] {
     return [...this.live];

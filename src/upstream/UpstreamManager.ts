@@ -161,6 +161,11 @@ export class UpstreamManager {
     }
   }
 
+  /** Stops the active health checks alone (verdicts stay as they are). */
+  stopChecks(): void {
+    this.checker?.stop();
+  }
+
   /** Stops the source, health checks and ejection timers. The set itself stays usable. */
   stop(): void {
     this.checker?.stop();

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { connect } from '../helpers/net.js';
-import { roundTrip, taggedEcho } from '../helpers/testServer.js';
+import { EventEmitter } from 'node:events';
+import { connect, waitFor } from '../helpers/net.js';
+import { roundTrip, taggedEcho, testServer } from '../helpers/testServer.js';
 import { configDir, listenPort, startCli } from './cli.js';
 import type { CliProcess, LogLine } from './cli.js';
 
@@ -226,4 +227,56 @@ describe('l4proxy reload (SIGHUP)', () => {
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(), 0);
   });
+
+  for (const closeOnHealthFailure of [false, true])
+    test(`a generation a reload replaced ${closeOnHealthFailure ? 'keeps its health checks with closeOnHealthFailure' : 'stops its health checks while its connections last'}`, async (t) => {
+      // The upstream tells each generation's checks apart by what they send.
+      const checks: string[] = [];
+      const seen = new EventEmitter();
+      const upstream = await testServer(t, (socket) => {
+        socket.on('data', (chunk) => {
+          const text = chunk.toString();
+          if (text.startsWith('CHECK')) {
+            checks.push(text);
+            seen.emit('check');
+          } else socket.write(`A:${text}`);
+        });
+        socket.on('end', () => socket.end());
+      });
+      const dir = configDir(t);
+      const listener = (generation: number) => ({
+        name: 'web',
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        healthCheck: { interval: 100, tcp: { send: `CHECK${String(generation)}` } },
+        closeOnHealthFailure,
+        upstreams: [{ host: '127.0.0.1', port: upstream }],
+      });
+      const file = dir.write('l4proxy.json', { listeners: [listener(0)] });
+      const cli = startCli(t, ['--config', file]);
+      const port = await listenPort(cli);
+      await cli.waitLine('stderr', (l) => l.msg === 'ready');
+      // A live connection keeps the first generation.
+      const live = await connect(port);
+      t.after(() => live.destroy());
+      assert.equal(await roundTrip(live, 'x'), 'A:x');
+
+      dir.write('l4proxy.json', { listeners: [listener(1)] });
+      await reloadAndWait(cli, 'config reloaded', 1);
+      const before = checks.filter((c) => c === 'CHECK0').length;
+      // Five checks of the new generation: 400 ms at least, four of the old one's intervals.
+      const newChecks = (): number => checks.filter((c) => c === 'CHECK1').length;
+      for (let i = 0; i < 40 && newChecks() < 5; i++) await waitFor(seen, 'check');
+      assert.ok(newChecks() >= 5);
+      const after = checks.filter((c) => c === 'CHECK0').length;
+      const more = `the old generation checked ${String(after - before)} more times`;
+      // With closeOnHealthFailure its verdicts end its connections: it checks on. Else one check may
+      // have been on its way as the reload came.
+      if (closeOnHealthFailure) assert.ok(after - before >= 2, more);
+      else assert.ok(after - before <= 1, more);
+      assert.equal(await roundTrip(live, 'y'), 'A:y', 'its connection still flows');
+      live.end();
+      process.kill(cli.pid, 'SIGTERM');
+      assert.equal(await cli.exited(), 0);
+    });
 });
