@@ -240,8 +240,8 @@ export class Listener {
 
   private retire(proxy: TcpProxy): void {
     this.retired.add(proxy);
-    // The new generation checks the upstreams now (it took these verdicts).
-    proxy.stopHealthChecks();
+    // The new generation checks and discovers the upstreams now (it took these verdicts).
+    proxy.replaced();
     const release = (): void => {
       if (proxy.connections().length > 0 || !this.retired.has(proxy)) return;
       this.retired.delete(proxy);

@@ -951,13 +951,16 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   }
 
   /**
-   * A generation the CLI's reload replaced serves no new client: its active health checks stop,
-   * else every reload while connections last added a full set of checks against every upstream.
-   * Kept with `closeOnHealthFailure`, whose verdicts end its connections.
+   * A generation the CLI's reload replaced serves no new client: its active health checks and
+   * its upstream source (`dns`) stop, else every reload while connections last added a full set
+   * of checks against every upstream and of lookups. Checks are kept with
+   * `closeOnHealthFailure`, the source with `upstreamDrainTimeout`: their outcomes end its
+   * connections.
    * @internal
    */
-  stopHealthChecks(): void {
+  replaced(): void {
     if (!this.options.closeOnHealthFailure) this.manager.stopChecks();
+    if (this.options.upstreamDrainTimeout === 0) this.manager.stopSource();
   }
 
   /** Live connections. */

@@ -166,11 +166,8 @@ export class UpstreamManager {
     this.checker?.stop();
   }
 
-  /** Stops the source, health checks and ejection timers. The set itself stays usable. */
-  stop(): void {
-    this.checker?.stop();
-    this.detector?.stop();
-    this.slowStart?.stop();
+  /** Stops the upstream source alone (the set stays as its last list made it). */
+  stopSource(): void {
     if (this.sink === undefined) return;
     this.sink = undefined;
     try {
@@ -178,6 +175,14 @@ export class UpstreamManager {
     } catch (err) {
       this.sourceFailed(err);
     }
+  }
+
+  /** Stops the source, health checks and ejection timers. The set itself stays usable. */
+  stop(): void {
+    this.checker?.stop();
+    this.detector?.stop();
+    this.slowStart?.stop();
+    this.stopSource();
   }
 
   /**

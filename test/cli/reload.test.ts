@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { connect, waitFor } from '../helpers/net.js';
 import { roundTrip, taggedEcho, testServer } from '../helpers/testServer.js';
+import { eventually } from '../reliability/load.js';
+import { testDnsmasq } from '../upstream/dnsmasq.js';
 import { configDir, listenPort, startCli } from './cli.js';
 import type { CliProcess, LogLine } from './cli.js';
 
@@ -279,4 +282,52 @@ describe('l4proxy reload (SIGHUP)', () => {
       process.kill(cli.pid, 'SIGTERM');
       assert.equal(await cli.exited(), 0);
     });
+
+  test('a generation a reload replaced stops its dns lookups while its connections last', async (t) => {
+    const dir = configDir(t);
+    const queries = dir.write('queries.log', '');
+    const dns = await testDnsmasq(t, {
+      hosts: { 'gen0.example.test': ['127.0.0.1'], 'gen1.example.test': ['127.0.0.1'] },
+      args: ['--log-queries', `--log-facility=${queries}`],
+    });
+    if (dns === undefined) return;
+    const upstream = await taggedEcho(t, 'A:');
+    // Each generation looks up a name of its own: the log tells them apart.
+    const listener = (generation: number) => ({
+      name: 'web',
+      protocol: 'tcp',
+      listen: '127.0.0.1:0',
+      dns: {
+        name: `gen${String(generation)}.example.test`,
+        type: 'A',
+        port: upstream,
+        servers: [dns.server],
+        refreshInterval: 100,
+      },
+    });
+    const lookups = (generation: number): number =>
+      readFileSync(queries, 'utf8').split(`gen${String(generation)}.example.test from`).length - 1;
+    const file = dir.write('l4proxy.json', { listeners: [listener(0)] });
+    const cli = startCli(t, ['--config', file]);
+    const port = await listenPort(cli);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready');
+    await eventually(() => Promise.resolve(lookups(0) > 0), 'a lookup of gen0', 5_000);
+    // A live connection keeps the first generation.
+    const live = await connect(port);
+    t.after(() => live.destroy());
+    assert.equal(await roundTrip(live, 'x'), 'A:x');
+
+    dir.write('l4proxy.json', { listeners: [listener(1)] });
+    await reloadAndWait(cli, 'config reloaded', 1);
+    const before = lookups(0);
+    // Five lookups of the new generation: 400 ms at least, four of the old one's refreshes.
+    await eventually(() => Promise.resolve(lookups(1) >= 5), 'five lookups of gen1', 5_000);
+    const more = lookups(0) - before;
+    // One may have been on its way as the reload came.
+    assert.ok(more <= 1, `the old generation looked up ${String(more)} more times`);
+    assert.equal(await roundTrip(live, 'y'), 'A:y', 'its connection still flows');
+    live.end();
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
 });
