@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { connect, waitFor } from '../helpers/net.js';
 import { roundTrip, taggedEcho, testServer } from '../helpers/testServer.js';
 import { eventually } from '../reliability/load.js';
@@ -311,11 +312,20 @@ describe('l4proxy reload (SIGHUP)', () => {
     const cli = startCli(t, ['--config', file]);
     const port = await listenPort(cli);
     await cli.waitLine('stderr', (l) => l.msg === 'ready');
-    await eventually(() => Promise.resolve(lookups(0) > 0), 'a lookup of gen0', 5_000);
-    // A live connection keeps the first generation.
-    const live = await connect(port);
-    t.after(() => live.destroy());
-    assert.equal(await roundTrip(live, 'x'), 'A:x');
+    // A live connection keeps the first generation (once its first lookup found the upstream).
+    let live: Socket | undefined;
+    await eventually(
+      async () => {
+        const socket = await connect(port);
+        const reply = await roundTrip(socket, 'x').catch(() => undefined);
+        if (reply === 'A:x') live = socket;
+        else socket.destroy();
+        return live !== undefined;
+      },
+      'a connection through the upstream gen0 names',
+      5_000,
+    );
+    t.after(() => live?.destroy());
 
     dir.write('l4proxy.json', { listeners: [listener(1)] });
     await reloadAndWait(cli, 'config reloaded', 1);
@@ -325,8 +335,8 @@ describe('l4proxy reload (SIGHUP)', () => {
     const more = lookups(0) - before;
     // One may have been on its way as the reload came.
     assert.ok(more <= 1, `the old generation looked up ${String(more)} more times`);
-    assert.equal(await roundTrip(live, 'y'), 'A:y', 'its connection still flows');
-    live.end();
+    assert.equal(await roundTrip(live!, 'y'), 'A:y', 'its connection still flows');
+    live!.end();
     process.kill(cli.pid, 'SIGTERM');
     assert.equal(await cli.exited(), 0);
   });
