@@ -201,31 +201,47 @@ export class Listener {
    */
   reload(next: PreparedListener): ListenerReload {
     const before = this.config.raw;
-    const after = next.config.raw;
+    // The listening socket's own options wait for a restart, as its address does.
+    const listenChanged =
+      this.protocol === 'tcp' ? changedKeys(before, next.config.raw, TCP_LISTEN_KEYS) : [];
+    const after =
+      listenChanged.length === 0
+        ? next.config.raw
+        : withKeysOf(next.config.raw, before, TCP_LISTEN_KEYS);
     const upstreamsChanged = upstreamsKey(before) !== upstreamsKey(after);
     const optionsChanged = optionsKey(before) !== optionsKey(after);
-    this.config = next.config;
     if (optionsChanged && this.current instanceof TcpProxy && next.proxy instanceof TcpProxy) {
+      // (`unixSocket` parsed is read at start only.)
+      this.config = { ...next.config, raw: after, backlog: this.config.backlog };
+      // An upstream found down stays out: the new generation's first check is yet to come.
+      next.proxy.inheritHealth(this.current);
       this.retire(this.current);
       this.current = next.proxy;
       this.latency?.attach(next.proxy);
       this.observe(this.config, next.proxy);
-      return { upstreamsChanged, replaced: true, needsRestart: [] };
+      return { upstreamsChanged, replaced: true, needsRestart: listenChanged };
     }
     if (upstreamsChanged) {
       this.current.setUpstreams(next.proxy.upstreams().map((s) => s.upstream));
       this.forgetCarriedUpstreams();
     }
     void next.proxy.close();
+    // Options that wait for a restart stay as in force: the next reload names them again (a
+    // revert names nothing), and the admin API's /config shows what runs.
+    this.config = optionsChanged
+      ? { ...this.config, path: next.config.path, raw: { ...before, upstreams: after.upstreams } }
+      : { ...next.config, raw: after, backlog: this.config.backlog };
     return {
       upstreamsChanged,
       replaced: false,
-      needsRestart: optionsChanged ? changedKeys(before, after) : [],
+      needsRestart: [...listenChanged, ...(optionsChanged ? changedKeys(before, after) : [])],
     };
   }
 
   private retire(proxy: TcpProxy): void {
     this.retired.add(proxy);
+    // The new generation checks and discovers the upstreams now (it took these verdicts).
+    proxy.replaced();
     const release = (): void => {
       if (proxy.connections().length > 0 || !this.retired.has(proxy)) return;
       this.retired.delete(proxy);
@@ -336,17 +352,35 @@ function countedOnce(stats: TcpProxyStats, current: TcpProxyStats): TcpProxyStat
   };
 }
 
-/** Top-level option names whose values differ (upstreams excluded). */
+/**
+ * A TCP listener's options that the listening socket took (listen(2)'s backlog, the socket file's
+ * mode and owner): as its address, only a restart changes them.
+ */
+const TCP_LISTEN_KEYS: readonly string[] = ['backlog', 'unixSocket'];
+
+/** Top-level option names whose values differ (upstreams excluded), among `only` when given. */
 function changedKeys(
   before: Readonly<Record<string, unknown>>,
   after: Readonly<Record<string, unknown>>,
+  only?: readonly string[],
 ): string[] {
-  const keys = new Set([...Object.keys(before), ...Object.keys(after)]);
+  const keys = new Set(only ?? [...Object.keys(before), ...Object.keys(after)]);
   keys.delete('upstreams');
   keys.delete('name');
   return [...keys].filter(
     (key) => optionsKey({ [key]: before[key] }) !== optionsKey({ [key]: after[key] }),
   );
+}
+
+/** `options` with the values (or the absence) of `keys` taken from `from`. */
+function withKeysOf(
+  options: Readonly<Record<string, unknown>>,
+  from: Readonly<Record<string, unknown>>,
+  keys: readonly string[],
+): Readonly<Record<string, unknown>> {
+  const merged = Object.entries(options).filter(([key]) => !keys.includes(key));
+  for (const key of keys) if (key in from) merged.push([key, from[key]]);
+  return Object.fromEntries(merged);
 }
 
 /**

@@ -4,6 +4,7 @@ import { Listener, listenKey } from './Listener.js';
 import { formatListen } from './address.js';
 import type { ListenerStats, ProxyObserver } from './Listener.js';
 import type { Logger } from './jsonLogger.js';
+import type { TunnelListenerConfig } from './tunnelListeners.js';
 import type { AdminListener } from '../admin/AdminListener.js';
 import { clearOverrides } from '../admin/runtimeControl.js';
 import { backlogFields } from './listenBacklog.js';
@@ -18,6 +19,10 @@ export interface ReloadOutcome {
   readonly needsRestart: readonly string[];
   /** The settings of the file just applied (those a reload applies are read from here). */
   readonly settings?: Settings;
+  /** The file's tunnel listeners (`TunnelListeners.reload` takes them), when it was accepted. */
+  readonly tunnels?: readonly TunnelListenerConfig[];
+  /** Not applied: the listeners drain (nothing new is served any more). */
+  readonly draining?: boolean;
 }
 
 /** How the listeners of a {@link ListenerSet} listen and what they record. */
@@ -37,6 +42,7 @@ export interface ListenerSetOptions {
 export class ListenerSet {
   private readonly listeners = new Map<string, Listener>();
   private reloading: Promise<ReloadOutcome> | undefined;
+  private draining = false;
   /** The top-level settings in force at start, each as JSON: changing one needs a restart. */
   private readonly settings: ReadonlyMap<string, string>;
   private readonly inForce: (settings: Settings) => object;
@@ -115,14 +121,20 @@ export class ListenerSet {
       } catch (err) {
         return { ok: false, error: (err as Error).message, changed: [], needsRestart: [] };
       }
+      // A drain started meanwhile: a new generation would serve nobody, and never be closed.
+      if (this.draining) {
+        closeAll(config.listeners);
+        return { ok: false, draining: true, changed: [], needsRestart: [] };
+      }
       const outcome = this.apply(config.listeners);
       // Operator overrides (admin API) last until a reload: the file is the truth again.
       for (const listener of this.listeners.values()) clearOverrides(listener.proxies());
       const changed = changedSettings(this.settings, settingsByKey(this.inForce(config.settings)));
-      if (changed.length === 0) return { ...outcome, settings: config.settings };
+      const read = { settings: config.settings, tunnels: config.tunnels };
+      if (changed.length === 0) return { ...outcome, ...read };
       return {
         ...outcome,
-        settings: config.settings,
+        ...read,
         needsRestart: [...outcome.needsRestart, `settings (${changed.join(', ')})`],
       };
     };
@@ -166,6 +178,7 @@ export class ListenerSet {
 
   /** Drains every listener (see {@link Listener.drain}). */
   async drain(drainTimeout: number): Promise<void> {
+    this.draining = true;
     await Promise.all([...this.listeners.values()].map((listener) => listener.drain(drainTimeout)));
   }
 }

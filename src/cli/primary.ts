@@ -21,7 +21,7 @@ import { removeStaleSocket } from './unixSocket.js';
 import { ClusterSocketFiles } from './clusterSocketFiles.js';
 import { WorkerRelay } from './workerRelay.js';
 import { tunnelListenerFamilies } from './tunnelListeners.js';
-import { stopRequested, takeSignals, signalExitCode } from './signals.js';
+import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
 import type { TunnelListenerStats } from './tunnelListeners.js';
 
 /** How long a worker has to answer a stats request before a scrape goes on without it. */
@@ -303,12 +303,21 @@ export class Primary {
       this.ops.warn('no config file (quick form): nothing to reload');
       return;
     }
+    if (this.draining) {
+      this.ops.warn(RELOAD_WHILE_DRAINING);
+      return;
+    }
     try {
       closeAll((await loadConfigFile(file)).listeners);
     } catch (err) {
       this.ops.error('reload refused, keeping the running configuration', {
         reason: (err as Error).message,
       });
+      return;
+    }
+    // Read after an await: a stop signal may have started the drain meanwhile.
+    if (this.drainStarted()) {
+      this.ops.warn(RELOAD_WHILE_DRAINING);
       return;
     }
     this.ops.info('reloading workers', { workers: this.slots.size });

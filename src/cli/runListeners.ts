@@ -15,12 +15,16 @@ import { answerRelayed } from '../admin/relayedRequest.js';
 import type { AdminServer } from '../admin/AdminServer.js';
 import type { EffectiveSettings } from './settings.js';
 import { TunnelListeners } from './tunnelListeners.js';
-import { stopRequested, takeSignals, signalExitCode } from './signals.js';
+import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { DEFAULT_CERTIFICATE_WARNING_DAYS, warnExpiringCertificates } from './certificateExpiry.js';
 
 /** Logs what a reload did. */
 export function logReload(ops: Logger, outcome: ReloadOutcome): void {
+  if (outcome.draining === true) {
+    ops.warn(RELOAD_WHILE_DRAINING);
+    return;
+  }
   if (!outcome.ok) {
     ops.error('reload refused, keeping the running configuration', { reason: outcome.error });
     return;
@@ -152,11 +156,19 @@ export async function runListeners(
       ops.warn('no config file (quick form): nothing to reload');
       return;
     }
+    if (draining) {
+      ops.warn(RELOAD_WHILE_DRAINING);
+      return;
+    }
     const outcome = await running.reload(settings.file);
     logReload(ops, outcome);
-    await tunnels.reload(settings.file);
+    if (outcome.draining === true) return;
+    // A refused file changes nothing, the tunnel listeners included.
+    if (outcome.ok) {
+      tunnels.reload(outcome.tunnels ?? []);
+      warningDays = outcome.settings?.certificateExpiryWarningDays;
+    }
     // Renewed certificates (or a new warning period) are judged again.
-    if (outcome.ok) warningDays = outcome.settings?.certificateExpiryWarningDays;
     checkCertificates(warningDays);
   };
 

@@ -48,6 +48,12 @@ export function takeSignals(actions: SignalActions): void {
   state.reload = false;
 }
 
+/**
+ * What a SIGHUP during a drain logs (at warn): nothing new is served any more, so a new
+ * configuration would serve nobody.
+ */
+export const RELOAD_WHILE_DRAINING = 'reload ignored: draining';
+
 /** Exit code for a process ended by a signal it could not wait on: 128 + the signal number. */
 export function signalExitCode(signal: NodeJS.Signals): number {
   return signal === 'SIGINT' ? 130 : signal === 'SIGHUP' ? 129 : 143;

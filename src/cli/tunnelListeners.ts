@@ -1,7 +1,6 @@
 import type { AdminCertificateListener } from '../admin/adminOptions.js';
-import { readConfigText } from './configText.js';
 import { InvalidOptionError, L4Error, thrownMessage } from '../errors.js';
-import { isRecord, knownKeys } from '../internal/validate.js';
+import { knownKeys } from '../internal/validate.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { tunnelServerFamilies } from '../metrics/tunnelMetrics.js';
 import { TunnelServer } from '../tunnel/TunnelServer.js';
@@ -19,7 +18,7 @@ import {
   UNIX_PREFIX,
 } from './address.js';
 import type { Logger } from './jsonLogger.js';
-import { applyTunnelModule, importListenerModules } from './moduleConfig.js';
+import { applyTunnelModule } from './moduleConfig.js';
 import { sourceErrorLogger } from './accessLog.js';
 import { buildSelector } from './selectorConfig.js';
 import { TlsFileError, readTlsFiles } from './tlsConfig.js';
@@ -142,28 +141,6 @@ function dnsSource(value: unknown, path: string): DnsSource {
     const option = err.option === 'DnsSource options' ? '' : `.${err.option}`;
     throw new TunnelConfigError(`${path}${option}`, tail);
   }
-}
-
-/** The tunnel listeners of a config file (its other listeners ignored), for a reload. */
-async function readTunnelListeners(file: string): Promise<TunnelListenerConfig[]> {
-  const json: unknown = JSON.parse(await readConfigText(file));
-  // Modules are imported again for the new entries (Node's cache returns the code first loaded).
-  const unimported = await importListenerModules(json, file);
-  if (unimported !== undefined) throw new TunnelConfigError(unimported.path, unimported.message);
-  const list = isRecord(json) && Array.isArray(json.listeners) ? json.listeners : [];
-  const out: TunnelListenerConfig[] = [];
-  list.forEach((entry: unknown, index) => {
-    if (isRecord(entry) && entry.protocol === 'tunnel')
-      out.push(
-        prepareTunnelListener(
-          entry,
-          `listeners[${index}]`,
-          file,
-          out.map((t) => t.name),
-        ),
-      );
-  });
-  return out;
 }
 
 function same(a: unknown, b: unknown): boolean {
@@ -321,18 +298,13 @@ export class TunnelListeners {
     );
   }
 
-  /** Re-reads `file`: new upstreams and TLS settings (files re-read) apply at once. */
-  async reload(file: string): Promise<void> {
+  /**
+   * Takes the tunnel listeners of a config file a reload accepted (the file read and validated
+   * once, for every listener: a refused file changes none): new upstreams and TLS settings (files
+   * re-read) apply at once.
+   */
+  reload(next: readonly TunnelListenerConfig[]): void {
     if (this.running.size === 0) return;
-    let next: TunnelListenerConfig[];
-    try {
-      next = await readTunnelListeners(file);
-    } catch (err) {
-      this.ops.error('tunnel listeners: reload refused, keeping the running configuration', {
-        reason: err instanceof TunnelConfigError ? `${err.path}: ${err.message}` : String(err),
-      });
-      return;
-    }
     const changed: string[] = [];
     const needsRestart: string[] = [];
     for (const config of next) {
@@ -343,10 +315,14 @@ export class TunnelListeners {
       }
       const before = entry.config.raw;
       const after = config.raw;
+      // What runs now: the keys applied below are taken from `after`, the rest wait for a restart
+      // (the next reload names them again, a revert names nothing).
+      const inForce: Record<string, unknown> = { ...before };
       try {
         // A new dns block needs a restart (below): until then the running source keeps the list.
         if (!same(before.upstreams, after.upstreams) && same(before.dns, after.dns)) {
           entry.server.setUpstreams(config.options.upstreams ?? []);
+          inForce.upstreams = after.upstreams;
           changed.push(`${config.name}.upstreams`);
         }
         if (
@@ -357,6 +333,8 @@ export class TunnelListeners {
             needsRestart.push(`${config.name}.terminateTls`);
           else {
             entry.server.setTerminateTls(config.options.terminateTls);
+            inForce.terminateTls = after.terminateTls;
+            inForce.$tlsFiles = after.$tlsFiles;
             changed.push(`${config.name}.terminateTls`);
           }
         }
@@ -365,6 +343,7 @@ export class TunnelListeners {
           listener: config.name,
           reason: thrownMessage(err),
         });
+        entry.config = { ...entry.config, raw: inForce };
         continue;
       }
       for (const key of new Set([...Object.keys(before), ...Object.keys(after)]))
@@ -373,7 +352,7 @@ export class TunnelListeners {
           !same(before[key], after[key])
         )
           needsRestart.push(`${config.name}.${key}`);
-      entry.config = { ...entry.config, raw: after };
+      entry.config = { ...entry.config, raw: inForce };
     }
     for (const name of this.running.keys())
       if (!next.some((config) => config.name === name)) needsRestart.push(name);

@@ -941,6 +941,28 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     return this.manager.override(id, override);
   }
 
+  /**
+   * Starts from `previous`'s health check verdicts (upstreams it shares, same address): the CLI's
+   * reload calls it on the generation that replaces `previous`. Nothing without `healthCheck`.
+   * @internal
+   */
+  inheritHealth(previous: TcpProxy): void {
+    this.manager.inheritHealth(previous.upstreamSet.list());
+  }
+
+  /**
+   * A generation the CLI's reload replaced serves no new client: its active health checks and
+   * its upstream source (`dns`) stop, else every reload while connections last added a full set
+   * of checks against every upstream and of lookups. Checks are kept with
+   * `closeOnHealthFailure`, the source with `upstreamDrainTimeout`: their outcomes end its
+   * connections.
+   * @internal
+   */
+  replaced(): void {
+    if (!this.options.closeOnHealthFailure) this.manager.stopChecks();
+    if (this.options.upstreamDrainTimeout === 0) this.manager.stopSource();
+  }
+
   /** Live connections. */
   connections(): TcpConnectionInfo[] {
     return [...this.live];

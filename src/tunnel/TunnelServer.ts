@@ -1001,8 +1001,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       }
       const state = outcome.state;
       let opened = false;
+      let cut = false;
       const handle: LiveTunnel = {
         destroy: () => {
+          cut = true;
           stream.close(http2.constants.NGHTTP2_CANCEL);
         },
         bytesToTarget: () => totals.bytesToTarget,
@@ -1049,7 +1051,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
             authority: tunnel.authority,
             clientAddress: tunnel.clientAddress,
             status: 200,
-            end,
+            end: cut ? 'proxy_closed' : end,
             bytesToTarget: totals.bytesToTarget,
             bytesFromTarget: totals.bytesFromTarget,
             upstream: state.id,
@@ -1268,8 +1270,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     state: UpstreamState,
   ): void {
     this.counters.opened++;
+    let cut = false;
     const handle: LiveTunnel = {
       destroy: () => {
+        cut = true;
         resetSide(client);
         target.destroy();
       },
@@ -1292,7 +1296,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         authority: tunnel.authority,
         clientAddress: tunnel.clientAddress,
         status: 200,
-        end,
+        // Cut by close(): the resets it made are its own, not the client's or the target's.
+        end: cut ? 'proxy_closed' : end,
         bytesToTarget: toTarget,
         bytesFromTarget: fromTarget,
         upstream: state.id,

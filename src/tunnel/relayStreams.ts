@@ -8,7 +8,13 @@ import type { ServerHttp2Stream } from 'node:http2';
 const { NGHTTP2_CONNECT_ERROR } = http2.constants;
 
 /** How a relayed tunnel ended. */
-export type RelayEnd = 'completed' | 'client_reset' | 'target_reset' | 'idle_timeout';
+export type RelayEnd =
+  | 'completed'
+  | 'client_reset'
+  | 'target_reset'
+  | 'idle_timeout'
+  /** The server's `close()` cut it (a CLI drain). */
+  | 'proxy_closed';
 
 /** Resets one side: RST for a TCP socket, RST_STREAM(CONNECT_ERROR) for an HTTP/2 stream. */
 export function resetSide(side: Duplex): void {

@@ -161,11 +161,13 @@ export class UpstreamManager {
     }
   }
 
-  /** Stops the source, health checks and ejection timers. The set itself stays usable. */
-  stop(): void {
+  /** Stops the active health checks alone (verdicts stay as they are). */
+  stopChecks(): void {
     this.checker?.stop();
-    this.detector?.stop();
-    this.slowStart?.stop();
+  }
+
+  /** Stops the upstream source alone (the set stays as its last list made it). */
+  stopSource(): void {
     if (this.sink === undefined) return;
     this.sink = undefined;
     try {
@@ -173,6 +175,14 @@ export class UpstreamManager {
     } catch (err) {
       this.sourceFailed(err);
     }
+  }
+
+  /** Stops the source, health checks and ejection timers. The set itself stays usable. */
+  stop(): void {
+    this.checker?.stop();
+    this.detector?.stop();
+    this.slowStart?.stop();
+    this.stopSource();
   }
 
   /**
@@ -224,6 +234,26 @@ export class UpstreamManager {
     state.weight = state.configuredWeight;
     this.set.changed();
     return true;
+  }
+
+  /**
+   * Takes the active health checks' verdicts of `previous`, the upstreams of a proxy this one
+   * replaces (the CLI's reload), for the upstreams both have at the same address and this one has
+   * not checked yet: an upstream found down stays out until `healthyThreshold` checks pass,
+   * instead of being healthy again until this proxy's first check.
+   */
+  inheritHealth(previous: readonly UpstreamState[]): void {
+    if (this.checker === undefined) return;
+    let changed = false;
+    for (const before of previous) {
+      const state = this.set.get(before.id);
+      if (state === undefined || state.address !== before.address || state.health.checks > 0)
+        continue;
+      if (state.checkHealthy === before.checkHealthy) continue;
+      state.checkHealthy = before.checkHealthy;
+      changed = true;
+    }
+    if (changed) this.set.changed();
   }
 
   /** Proxy-wide counters. */
