@@ -1,3 +1,4 @@
+import { adminAllows } from './adminOverride.js';
 import type { ResolvedOutlierDetection } from './healthOptions.js';
 import type { UpstreamSet } from './UpstreamSet.js';
 import type { UpstreamState } from './UpstreamState.js';
@@ -42,8 +43,9 @@ interface OutlierRecord {
  * eject an upstream. The n-th ejection lasts n × `baseEjectionTime`, capped at
  * `maxEjectionTime`; the count drops by one for every `baseEjectionTime` the upstream then
  * stays in service. At most `maxEjectedPercent` of the set is ejected at once (at least one
- * upstream always may be), and the last healthy upstream is never ejected: an ejection only
- * helps when traffic has somewhere else to go.
+ * upstream always may be), and the last healthy upstream the operator lets traffic reach (not
+ * drained nor disabled) is never ejected: an ejection only helps when traffic has somewhere
+ * else to go.
  *
  * @example
  * const detector = new OutlierDetector(set, resolved, { transition: (s, ejected) => {} });
@@ -140,7 +142,8 @@ export class OutlierDetector {
     let otherHealthy = 0;
     for (const member of members) {
       if (member.ejectedUntil !== 0) ejected++;
-      else if (member !== state && member.healthy) otherHealthy++;
+      // A drained or disabled upstream takes no traffic: it is nowhere else to go.
+      else if (member !== state && member.healthy && adminAllows(member)) otherHealthy++;
     }
     const allowed = Math.max(
       1,

@@ -138,6 +138,20 @@ describe('OutlierDetector', () => {
     alone.stop();
   });
 
+  test('never ejects the last upstream traffic may reach: a drained or disabled one is no alternative', () => {
+    for (const mode of ['drain', 'maint'] as const) {
+      const set = setOf(2);
+      const { detector: d } = detector(set, { consecutiveFailures: 1, maxEjectedPercent: 100 });
+      at(set, 1).admin = { mode, weight: undefined };
+      set.changed();
+      d.recordFailure(at(set, 0));
+      assert.equal(at(set, 0).healthy, true, `${mode}: the other upstream takes no traffic`);
+      assert.deepEqual(set.available(), [at(set, 0)]);
+      assert.equal(d.totals.overflow, 1, 'the skipped ejection is counted');
+      d.stop();
+    }
+  });
+
   test('forgets upstreams that left the set, and stop() clears every ejection timer', async () => {
     const tracker = trackResources();
     const set = setOf(4);
@@ -294,6 +308,47 @@ describe('TcpProxy passive ejection', () => {
     await proxy.close();
     await good.close();
     await flaky.close();
+  });
+});
+
+describe('TcpProxy passive ejection and operator overrides', () => {
+  test('an upstream failing while the only other one is drained is not ejected: once it is back, clients are served at once, not refused with no_upstream', async (t) => {
+    const flaky = await flakyServer();
+    const other = await flakyServer();
+    t.after(async () => {
+      await flaky.close();
+      await other.close();
+    });
+    await flaky.down();
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: flaky.port, id: 'flaky' },
+        { host: '127.0.0.1', port: other.port, id: 'other' },
+      ],
+      outlierDetection: { consecutiveFailures: 2, baseEjectionTime: 60_000, maxEjectedPercent: 50 },
+    });
+    t.after(() => proxy.close());
+    assert.equal(proxy.overrideUpstream('other', { mode: 'drain', weight: undefined }), true);
+    for (let i = 0; i < 3; i++) {
+      // The proxy resets a client it cannot serve: that may reach the client first.
+      const client = await connect(port).catch(() => undefined);
+      if (client) await readAll(client).catch(() => undefined);
+    }
+    const summaries = await closes(3);
+    assert.deepEqual(
+      summaries.map((s) => s.reason),
+      ['connect_failed', 'connect_failed', 'connect_failed'],
+      'each client tried the failing upstream; none was refused with no_upstream',
+    );
+    assert.equal(proxy.stats().upstreams.flaky?.ejected, false, 'nowhere else to go: not ejected');
+    assert.equal(proxy.stats().outlier_ejections_total, 0);
+    await flaky.up();
+    const client = await connect(port);
+    const reply = readAll(client);
+    client.end('x');
+    assert.equal((await reply).toString(), 'x', 'served as soon as the upstream is back');
+    await closes(4);
+    assert.equal(other.accepted, 0, 'the drained upstream got nothing');
   });
 });
 
