@@ -41,8 +41,8 @@ interface OutlierRecord {
 /**
  * Passive health checking: `consecutiveFailures` connect failures in a row (for UDP: ICMP errors)
  * eject an upstream. The n-th ejection lasts n × `baseEjectionTime`, capped at
- * `maxEjectionTime`; the count drops by one for every `baseEjectionTime` the upstream then
- * stays in service. At most `maxEjectedPercent` of the set is ejected at once (at least one
+ * `maxEjectionTime` (n stops growing there); the count drops by one for every
+ * `baseEjectionTime` the upstream then stays in service. At most `maxEjectedPercent` of the set is ejected at once (at least one
  * upstream always may be), and the last healthy upstream the operator lets traffic reach (not
  * drained nor disabled) is never ejected: an ejection only helps when traffic has somewhere
  * else to go.
@@ -159,7 +159,10 @@ export class OutlierDetector {
       const decay = Math.floor((now - record.releasedAt) / baseEjectionTime);
       record.multiplier = Math.max(0, record.multiplier - decay);
     }
-    record.multiplier++;
+    // The count stops where the time reaches its cap (as Envoy's): past it, more ejections
+    // would not lengthen this one, only the quiet time needed to get back to the base.
+    const ceiling = Math.ceil(maxEjectionTime / baseEjectionTime);
+    record.multiplier = Math.min(record.multiplier + 1, ceiling);
     const time = Math.min(baseEjectionTime * record.multiplier, maxEjectionTime);
     state.ejectedUntil = now + time;
     state.health.ejections++;

@@ -102,6 +102,31 @@ describe('OutlierDetector', () => {
     d.stop();
   });
 
+  test('many ejections do not lengthen the way back: after maxEjectionTime / baseEjectionTime quiet periods, the next ejection lasts baseEjectionTime again', (t) => {
+    let now = 1_000_000_000;
+    t.mock.method(Date, 'now', () => now);
+    const set = setOf(2);
+    const { detector: d } = detector(set, {
+      consecutiveFailures: 1,
+      baseEjectionTime: 10_000,
+      maxEjectionTime: 30_000,
+    });
+    const a = at(set, 0);
+    const ejectFor = (): number => {
+      d.recordFailure(a);
+      const length = a.ejectedUntil - now;
+      d.release(a);
+      return length;
+    };
+    // A flapping upstream: 20 ejections, each right after the last one ended.
+    for (let i = 0; i < 20; i++) ejectFor();
+    assert.equal(ejectFor(), 30_000, 'capped at maxEjectionTime');
+    // In service for 3 x baseEjectionTime: as many steps as the cap holds.
+    now += 30_000;
+    assert.equal(ejectFor(), 10_000, 'back to baseEjectionTime, as a first ejection');
+    d.stop();
+  });
+
   test('never ejects more than maxEjectedPercent of the set, and always allows one', () => {
     const set = setOf(10);
     const { detector: d } = detector(set, { consecutiveFailures: 1, maxEjectedPercent: 20 });
