@@ -275,8 +275,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         },
       }),
       // Only on TCP checks: a UDP check of a TCP upstream's UDP port speaks another protocol.
-      checkPreamble: (_upstream, protocol) => (protocol === 'tcp' ? local : undefined),
+      // A tunnel upstream's check reaches the HTTP proxy, not the target: the PROXY header and
+      // the upstream's TLS belong inside the tunnel, and the proxy would refuse them.
+      checkPreamble: (upstream, protocol) =>
+        protocol === 'tcp' && upstream.upstream.tunnel === undefined ? local : undefined,
       checkTls: (upstream) => {
+        if (upstream.upstream.tunnel !== undefined) return undefined;
         const settings = this.upstreamTls.settingsFor(upstream.upstream);
         return settings && { settings, tls: this.upstreamTls };
       },
