@@ -420,6 +420,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     return this.current;
   }
 
+  /** `upstream.generation` when this connection dialled it: which address it is on. */
+  get upstreamGeneration(): number {
+    return this.currentGeneration;
+  }
+
   /** Whether a close reason was decided (a method, so the compiler does not narrow it away). */
   private ended(): boolean {
     return this.reason !== undefined;

@@ -21,7 +21,7 @@ import {
 import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import { UpstreamManager } from '../upstream/UpstreamManager.js';
-import type { UpstreamManagerHooks } from '../upstream/UpstreamManager.js';
+import type { MovedUpstream, UpstreamManagerHooks } from '../upstream/UpstreamManager.js';
 import { upstreamEventHooks } from '../upstream/upstreamEventHooks.js';
 import type { UpstreamSet } from '../upstream/UpstreamSet.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
@@ -269,37 +269,60 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         changed: () => {
           this.scheduleQueueDrain();
         },
-        removed: (removed) => {
+        removed: (removed, moved) => {
           this.upstreamTls.retain(this.upstreamSet.list());
-          this.drainRemoved(removed);
+          this.drainRemoved(removed, moved);
         },
       }),
       // Only on TCP checks: a UDP check of a TCP upstream's UDP port speaks another protocol.
-      checkPreamble: (_upstream, protocol) => (protocol === 'tcp' ? local : undefined),
+      // A tunnel upstream's check reaches the HTTP proxy, not the target: the PROXY header and
+      // the upstream's TLS belong inside the tunnel, and the proxy would refuse them.
+      checkPreamble: (upstream, protocol) =>
+        protocol === 'tcp' && upstream.upstream.tunnel === undefined ? local : undefined,
       checkTls: (upstream) => {
+        if (upstream.upstream.tunnel !== undefined) return undefined;
         const settings = this.upstreamTls.settingsFor(upstream.upstream);
         return settings && { settings, tls: this.upstreamTls };
       },
     };
   }
 
-  /** Closes connections still on `removed` upstreams once `upstreamDrainTimeout` has passed. */
-  private drainRemoved(removed: readonly UpstreamState[]): void {
+  /**
+   * Closes connections still on `removed` upstreams, or on the address a `moved` one left, once
+   * `upstreamDrainTimeout` has passed.
+   */
+  private drainRemoved(removed: readonly UpstreamState[], moved: readonly MovedUpstream[]): void {
     const deadline = this.options.upstreamDrainTimeout;
-    if (removed.length === 0 || deadline === 0) return;
+    if ((removed.length === 0 && moved.length === 0) || deadline === 0) return;
     const gone = new Set(removed);
+    const left = new Map(moved.map((move) => [move.state, move]));
     const timer = setTimeout(() => {
       this.upstreamDrains.delete(timer);
       for (const connection of [...this.live]) {
-        const state = connection.upstream;
-        if (state === undefined || !gone.has(state)) continue;
-        // Back in the set at the same address meanwhile: nothing to drain.
-        if (this.upstreamSet.get(state.id)?.address === state.address) continue;
-        connection.terminate(CloseReason.UPSTREAM_REMOVED);
+        if (this.leftTheSet(connection, gone, left))
+          connection.terminate(CloseReason.UPSTREAM_REMOVED);
       }
     }, deadline);
     timer.unref();
     this.upstreamDrains.add(timer);
+  }
+
+  /** Whether `connection` is on an address that left the set and has not come back. */
+  private leftTheSet(
+    connection: TcpConnection,
+    gone: ReadonlySet<UpstreamState>,
+    left: ReadonlyMap<UpstreamState, MovedUpstream>,
+  ): boolean {
+    const state = connection.upstream;
+    if (state === undefined) return false;
+    // Back in the set at the same address meanwhile: nothing to drain.
+    if (gone.has(state)) return this.upstreamSet.get(state.id)?.address !== state.address;
+    const move = left.get(state);
+    return (
+      move !== undefined &&
+      connection.upstreamGeneration <= move.generation &&
+      this.upstreamSet.get(state.id)?.address !== move.address
+    );
   }
 
   private createHost(selector: UpstreamSelector): ConnectionHost {

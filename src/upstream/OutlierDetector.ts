@@ -1,3 +1,4 @@
+import { adminAllows } from './adminOverride.js';
 import type { ResolvedOutlierDetection } from './healthOptions.js';
 import type { UpstreamSet } from './UpstreamSet.js';
 import type { UpstreamState } from './UpstreamState.js';
@@ -40,10 +41,11 @@ interface OutlierRecord {
 /**
  * Passive health checking: `consecutiveFailures` connect failures in a row (for UDP: ICMP errors)
  * eject an upstream. The n-th ejection lasts n × `baseEjectionTime`, capped at
- * `maxEjectionTime`; the count drops by one for every `baseEjectionTime` the upstream then
- * stays in service. At most `maxEjectedPercent` of the set is ejected at once (at least one
- * upstream always may be), and the last healthy upstream is never ejected: an ejection only
- * helps when traffic has somewhere else to go.
+ * `maxEjectionTime` (n stops growing there); the count drops by one for every
+ * `baseEjectionTime` the upstream then stays in service. At most `maxEjectedPercent` of the set is ejected at once (at least one
+ * upstream always may be), and the last healthy upstream the operator lets traffic reach (not
+ * drained nor disabled) is never ejected: an ejection only helps when traffic has somewhere
+ * else to go.
  *
  * @example
  * const detector = new OutlierDetector(set, resolved, { transition: (s, ejected) => {} });
@@ -140,7 +142,8 @@ export class OutlierDetector {
     let otherHealthy = 0;
     for (const member of members) {
       if (member.ejectedUntil !== 0) ejected++;
-      else if (member !== state && member.healthy) otherHealthy++;
+      // A drained or disabled upstream takes no traffic: it is nowhere else to go.
+      else if (member !== state && member.healthy && adminAllows(member)) otherHealthy++;
     }
     const allowed = Math.max(
       1,
@@ -156,7 +159,10 @@ export class OutlierDetector {
       const decay = Math.floor((now - record.releasedAt) / baseEjectionTime);
       record.multiplier = Math.max(0, record.multiplier - decay);
     }
-    record.multiplier++;
+    // The count stops where the time reaches its cap (as Envoy's): past it, more ejections
+    // would not lengthen this one, only the quiet time needed to get back to the base.
+    const ceiling = Math.ceil(maxEjectionTime / baseEjectionTime);
+    record.multiplier = Math.min(record.multiplier + 1, ceiling);
     const time = Math.min(baseEjectionTime * record.multiplier, maxEjectionTime);
     state.ejectedUntil = now + time;
     state.health.ejections++;

@@ -41,14 +41,26 @@ export interface UpstreamManagerOptions {
   readonly sourceAddress?: SourceAddresses | undefined;
 }
 
+/** An upstream that stayed in the set under its id but was given another host or port. */
+export interface MovedUpstream {
+  readonly state: UpstreamState;
+  /** `state.generation` before the move: connections dialled at it (or before) are on `address`. */
+  readonly generation: number;
+  /** The `host:port` it left. */
+  readonly address: string;
+}
+
 /** What the manager tells the proxy that owns it. */
 export interface UpstreamManagerHooks {
   /** One health verdict flipped (`healthy` is that source's verdict; `upstream.healthy` is the sum). */
   health(upstream: UpstreamState, healthy: boolean, change: UpstreamHealthChange): void;
   /** The source failed, or sent a list that was refused; the last good set stays. */
   sourceError(error: Error): void;
-  /** The set was replaced (by `setUpstreams()` or the source); `removed` left it. */
-  membership(removed: readonly UpstreamState[]): void;
+  /**
+   * The set was replaced (by `setUpstreams()` or the source); `removed` left it, `moved` stayed
+   * under their id at another address.
+   */
+  membership(removed: readonly UpstreamState[], moved: readonly MovedUpstream[]): void;
   /** Bytes sent first on each health check of `protocol` (a PROXY protocol LOCAL header). */
   checkPreamble?(upstream: UpstreamCandidate, protocol: 'tcp' | 'udp'): Buffer | undefined;
   /** TLS settings of TCP checks of a TLS upstream (the handshake must complete). */
@@ -193,6 +205,8 @@ export class UpstreamManager {
    */
   setUpstreams(upstreams: unknown, name: string): boolean {
     const before = this.set.list();
+    const generations = before.map((state) => state.generation);
+    const addresses = before.map((state) => state.address);
     if (this.udp) refuseUdpTls(upstreams, name);
     if (!this.set.set(upstreams, name)) return false;
     if (this.slowStart !== undefined) {
@@ -201,7 +215,16 @@ export class UpstreamManager {
     }
     this.checker?.sync();
     this.detector?.sync();
-    this.hooks.membership(before.filter((state) => !state.member));
+    const moved: MovedUpstream[] = [];
+    before.forEach((state, i) => {
+      const generation = generations[i] ?? state.generation;
+      if (state.member && state.generation !== generation)
+        moved.push({ state, generation, address: addresses[i] ?? '' });
+    });
+    this.hooks.membership(
+      before.filter((state) => !state.member),
+      moved,
+    );
     return true;
   }
 

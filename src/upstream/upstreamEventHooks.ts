@@ -1,6 +1,6 @@
 import { runSafely } from '../internal/emit.js';
 import type { UpstreamEvents } from './UpstreamEvents.js';
-import type { UpstreamManagerHooks } from './UpstreamManager.js';
+import type { MovedUpstream, UpstreamManagerHooks } from './UpstreamManager.js';
 import type { UpstreamCandidate, UpstreamState } from './UpstreamState.js';
 
 /** A proxy as the shared hooks see it: its emitter and its current upstream list. */
@@ -18,8 +18,11 @@ export interface UpstreamChangeHandlers {
   closeTrafficTo(upstream: UpstreamState): void;
   /** After a health verdict or the set changed, before (health) or after (set) the event. */
   changed?(): void;
-  /** Upstreams that left the set (after `upstreamsChange`, before `changed`). */
-  removed?(removed: readonly UpstreamState[]): void;
+  /**
+   * Upstreams that left the set, and ids that stayed at another address (after
+   * `upstreamsChange`, before `changed`).
+   */
+  removed?(removed: readonly UpstreamState[], moved: readonly MovedUpstream[]): void;
 }
 
 /**
@@ -41,9 +44,9 @@ export function upstreamEventHooks(
     sourceError: (error) => {
       runSafely(() => proxy.emit('upstreamSourceError', error));
     },
-    membership: (removed) => {
+    membership: (removed, moved) => {
       runSafely(() => proxy.emit('upstreamsChange', proxy.upstreams()));
-      handlers.removed?.(removed);
+      handlers.removed?.(removed, moved);
       handlers.changed?.();
     },
   };

@@ -74,6 +74,39 @@ describe(
       assert.equal(stats.tunnels?.tunnel_opened_total, 1);
     });
 
+    test('health checks of a tunnel upstream check the HTTP proxy: no TLS handshake and no PROXY header sent to it, so the upstream stays healthy', async (t) => {
+      const rig = await startProxy({
+        upstreams: [
+          {
+            id: 'tunnelled',
+            host: '127.0.0.1',
+            port: squid.port,
+            tunnel: { target: `127.0.0.1:${sPort}` },
+            tls: { ca: ca.cert, servername: 'localhost' },
+          },
+        ],
+        proxyProtocol: 'v1',
+        // A check through the proxy: it must reach squid bare, as an HTTP request.
+        healthCheck: {
+          interval: 50,
+          jitter: 0,
+          timeout: 2_000,
+          tcp: {
+            send: `CONNECT 127.0.0.1:${sPort} HTTP/1.1\r\nHost: 127.0.0.1:${sPort}\r\n\r\n`,
+            expect: /^HTTP\/1\.[01] 200/,
+          },
+        },
+      });
+      t.after(() => rig.proxy.close({ drainTimeout: 0 }));
+      const upstream = () => rig.proxy.stats().upstreams.tunnelled;
+      // Three completed checks (the first alone could fail it), bounded in count and time.
+      for (let i = 0; i < 250 && (upstream()?.health_check_attempts ?? 0) < 3; i++)
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.ok((upstream()?.health_check_attempts ?? 0) >= 3, 'the checks ran');
+      assert.equal(upstream()?.health_check_failures, 0, 'squid accepted every check');
+      assert.equal(upstream()?.healthy, true);
+    });
+
     test('a certificate from another CA fails inside the tunnel: upstream_tls_untrusted', async (t) => {
       const rig = await startProxy({
         upstreams: [

@@ -102,6 +102,31 @@ describe('OutlierDetector', () => {
     d.stop();
   });
 
+  test('many ejections do not lengthen the way back: after maxEjectionTime / baseEjectionTime quiet periods, the next ejection lasts baseEjectionTime again', (t) => {
+    let now = 1_000_000_000;
+    t.mock.method(Date, 'now', () => now);
+    const set = setOf(2);
+    const { detector: d } = detector(set, {
+      consecutiveFailures: 1,
+      baseEjectionTime: 10_000,
+      maxEjectionTime: 30_000,
+    });
+    const a = at(set, 0);
+    const ejectFor = (): number => {
+      d.recordFailure(a);
+      const length = a.ejectedUntil - now;
+      d.release(a);
+      return length;
+    };
+    // A flapping upstream: 20 ejections, each right after the last one ended.
+    for (let i = 0; i < 20; i++) ejectFor();
+    assert.equal(ejectFor(), 30_000, 'capped at maxEjectionTime');
+    // In service for 3 x baseEjectionTime: as many steps as the cap holds.
+    now += 30_000;
+    assert.equal(ejectFor(), 10_000, 'back to baseEjectionTime, as a first ejection');
+    d.stop();
+  });
+
   test('never ejects more than maxEjectedPercent of the set, and always allows one', () => {
     const set = setOf(10);
     const { detector: d } = detector(set, { consecutiveFailures: 1, maxEjectedPercent: 20 });
@@ -136,6 +161,20 @@ describe('OutlierDetector', () => {
     assert.equal(at(single, 0).healthy, true);
     d.stop();
     alone.stop();
+  });
+
+  test('never ejects the last upstream traffic may reach: a drained or disabled one is no alternative', () => {
+    for (const mode of ['drain', 'maint'] as const) {
+      const set = setOf(2);
+      const { detector: d } = detector(set, { consecutiveFailures: 1, maxEjectedPercent: 100 });
+      at(set, 1).admin = { mode, weight: undefined };
+      set.changed();
+      d.recordFailure(at(set, 0));
+      assert.equal(at(set, 0).healthy, true, `${mode}: the other upstream takes no traffic`);
+      assert.deepEqual(set.available(), [at(set, 0)]);
+      assert.equal(d.totals.overflow, 1, 'the skipped ejection is counted');
+      d.stop();
+    }
   });
 
   test('forgets upstreams that left the set, and stop() clears every ejection timer', async () => {
@@ -294,6 +333,47 @@ describe('TcpProxy passive ejection', () => {
     await proxy.close();
     await good.close();
     await flaky.close();
+  });
+});
+
+describe('TcpProxy passive ejection and operator overrides', () => {
+  test('an upstream failing while the only other one is drained is not ejected: once it is back, clients are served at once, not refused with no_upstream', async (t) => {
+    const flaky = await flakyServer();
+    const other = await flakyServer();
+    t.after(async () => {
+      await flaky.close();
+      await other.close();
+    });
+    await flaky.down();
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: flaky.port, id: 'flaky' },
+        { host: '127.0.0.1', port: other.port, id: 'other' },
+      ],
+      outlierDetection: { consecutiveFailures: 2, baseEjectionTime: 60_000, maxEjectedPercent: 50 },
+    });
+    t.after(() => proxy.close());
+    assert.equal(proxy.overrideUpstream('other', { mode: 'drain', weight: undefined }), true);
+    for (let i = 0; i < 3; i++) {
+      // The proxy resets a client it cannot serve: that may reach the client first.
+      const client = await connect(port).catch(() => undefined);
+      if (client) await readAll(client).catch(() => undefined);
+    }
+    const summaries = await closes(3);
+    assert.deepEqual(
+      summaries.map((s) => s.reason),
+      ['connect_failed', 'connect_failed', 'connect_failed'],
+      'each client tried the failing upstream; none was refused with no_upstream',
+    );
+    assert.equal(proxy.stats().upstreams.flaky?.ejected, false, 'nowhere else to go: not ejected');
+    assert.equal(proxy.stats().outlier_ejections_total, 0);
+    await flaky.up();
+    const client = await connect(port);
+    const reply = readAll(client);
+    client.end('x');
+    assert.equal((await reply).toString(), 'x', 'served as soon as the upstream is back');
+    await closes(4);
+    assert.equal(other.accepted, 0, 'the drained upstream got nothing');
   });
 });
 

@@ -156,6 +156,34 @@ describe('upstreamDrainTimeout', () => {
     await stays.close();
   });
 
+  test('an id given another address drains the connections on the address it left; new ones go to the new address and stay', async (t) => {
+    const before = await echoServer();
+    const after = await echoServer();
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [local(before.port, 'db')],
+      upstreamDrainTimeout: 100,
+    });
+    t.after(async () => {
+      await proxy.close({ drainTimeout: 0 });
+      await before.close();
+      await after.close();
+    });
+    const old = await connect(port);
+    await waitFor(proxy, 'upstreamConnect');
+    proxy.setUpstreams([local(after.port, 'db')]);
+    const fresh = await connect(port);
+    await waitFor(proxy, 'upstreamConnect');
+    await closed(old);
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.UPSTREAM_REMOVED);
+    assert.equal(summary.upstream?.id, 'db');
+    const reply = readAll(fresh);
+    fresh.end('on the new address');
+    assert.equal((await reply).toString(), 'on the new address');
+    const [, second] = await closes(2);
+    assert.equal(second?.reason, CloseReason.COMPLETED);
+  });
+
   test('by default (0) and for an upstream that came back, live connections are never forced closed', async () => {
     const echo = await echoServer();
     for (const options of [
