@@ -40,6 +40,13 @@ export interface DnsSourceOptions {
   readonly respectTtl?: boolean;
   /** Floor of a TTL-driven refresh (a TTL of 0 would otherwise spin). Default 1000. */
   readonly minRefreshInterval?: number;
+  /**
+   * Time before the lookup after a failed one (no answer at all: servers down, timeouts,
+   * SERVFAIL), doubled at each failure in a row up to `refreshInterval`, so a proxy that starts
+   * while its DNS is down gets its upstreams within about this long of DNS coming back. Default
+   * 1000 (HAProxy resolvers' `timeout retry`; Envoy `dns_failure_refresh_rate`).
+   */
+  readonly failureRefreshInterval?: number;
   /** Time one query waits for an answer before it is retried. Default 5000. */
   readonly timeout?: number;
   /** Attempts per query (per server) before the lookup fails. Default 2. */
@@ -82,6 +89,7 @@ interface ResolvedDnsOptions {
   readonly refreshInterval: number;
   readonly respectTtl: boolean;
   readonly minRefreshInterval: number;
+  readonly failureRefreshInterval: number;
   readonly onEmpty: 'keep' | 'clear';
   readonly srvTargets: DnsAddressType | 'hostname';
 }
@@ -112,6 +120,7 @@ const KEYS = [
   'refreshInterval',
   'respectTtl',
   'minRefreshInterval',
+  'failureRefreshInterval',
   'timeout',
   'tries',
   'onEmpty',
@@ -124,7 +133,8 @@ const EMPTY_CODES = new Set(['ENODATA', 'ENOTFOUND']);
  * An {@link UpstreamSource} that follows DNS: A/AAAA records (with a fixed port) or SRV records
  * (Kubernetes headless services, Consul), through a `node:dns` `Resolver` with its own servers.
  * SRV priority becomes `Upstream.priority` (for `failover()`), SRV weight becomes `weight`
- * (weight 0 becomes 1). A failed lookup keeps the last good set and is reported; a query of it
+ * (weight 0 becomes 1). A failed lookup keeps the last good set, is reported and is retried
+ * sooner (`failureRefreshInterval`, doubling); a query of it
  * that fails while others answer (AAAA of `'A/AAAA'`, one SRV target) gives its last good answer
  * and is reported; an empty answer does what `onEmpty` says. A list is delivered only when the
  * set changed: resolvers rotate their answers, so lists are sorted (priority, then id) and
@@ -141,6 +151,8 @@ export class DnsSource implements UpstreamSource {
   private sink: UpstreamSink | undefined;
   private timer: NodeJS.Timeout | undefined;
   private generation = 0;
+  /** Lookups failed in a row: the next retry waits twice as long (see retryDelay). */
+  private failuresInARow = 0;
   private delivered = false;
   private last: readonly Upstream[] = [];
   private counters = { lookups: 0, failures: 0, empty: 0, updates: 0 };
@@ -167,6 +179,12 @@ export class DnsSource implements UpstreamSource {
       refreshInterval,
       respectTtl: boolean(raw.respectTtl, 'respectTtl', true),
       minRefreshInterval: duration(raw.minRefreshInterval, 'minRefreshInterval', 1_000, 1),
+      failureRefreshInterval: duration(
+        raw.failureRefreshInterval,
+        'failureRefreshInterval',
+        1_000,
+        1,
+      ),
       onEmpty: oneOf(raw.onEmpty, 'onEmpty', ['keep', 'clear'], 'keep') as 'keep' | 'clear',
       srvTargets: oneOf(raw.srvTargets, 'srvTargets', [...ADDRESS_TYPES, 'hostname'], 'A') as
         DnsAddressType | 'hostname',
@@ -200,6 +218,7 @@ export class DnsSource implements UpstreamSource {
   start(sink: UpstreamSink): void {
     this.stop();
     this.sink = sink;
+    this.failuresInARow = 0;
     this.refresh(this.generation);
   }
 
@@ -242,6 +261,7 @@ export class DnsSource implements UpstreamSource {
 
   private answered(answer: Answer, generation: number): void {
     const { refreshInterval, respectTtl, minRefreshInterval } = this.options;
+    this.failuresInARow = 0;
     if (answer.upstreams.length === 0) {
       this.counters.empty++;
       if (this.options.onEmpty === 'keep') {
@@ -286,7 +306,15 @@ export class DnsSource implements UpstreamSource {
         ? err
         : new UpstreamSourceError(`DNS ${this.describe()} failed: ${String(err)}`, err);
     this.report(error);
-    this.schedule(this.options.refreshInterval, generation);
+    this.schedule(this.retryDelay(), generation);
+  }
+
+  /** `failureRefreshInterval`, doubled at each failure in a row, at most `refreshInterval`. */
+  private retryDelay(): number {
+    const { refreshInterval, failureRefreshInterval } = this.options;
+    const delay = failureRefreshInterval * 2 ** Math.min(this.failuresInARow, 30);
+    this.failuresInARow++;
+    return Math.min(refreshInterval, delay);
   }
 
   private report(error: Error): void {

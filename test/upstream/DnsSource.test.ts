@@ -255,6 +255,36 @@ describe('DnsSource against dnsmasq', () => {
     await dns.close();
   });
 
+  test('failureRefreshInterval: a source that starts while its DNS server is down gets its upstreams soon after the server is back, not a refreshInterval later', async (t) => {
+    const dns = await testDnsmasq(t, { hosts: { [NAME]: ['127.0.0.2'] } });
+    if (dns === undefined) return;
+    await dns.stop();
+    const s = sink();
+    const source = new DnsSource({
+      name: NAME,
+      port: 80,
+      servers: [dns.server],
+      refreshInterval: 600_000,
+      failureRefreshInterval: 50,
+      timeout: 200,
+      tries: 1,
+    });
+    t.after(() => {
+      source.stop();
+    });
+    source.start(s);
+    // Lookups fail (the port refuses) and are retried after 50, 100, 200 ms...: not ten minutes.
+    await lookupsReach(source, 3);
+    assert.ok(source.stats().failures >= 3, 'each failed lookup counted');
+    assert.equal(s.lists.length, 0);
+    await dns.start();
+    await s.next('list', 10_000);
+    assert.deepEqual(
+      s.lists[0]?.map((u) => `${u.host}:${String(u.port)}`),
+      ['127.0.0.2:80'],
+    );
+  });
+
   test('respectTtl: a TTL shorter than refreshInterval brings the next lookup forward', async (t) => {
     const dns = await testDnsmasq(t, { hosts: { [NAME]: ['127.0.0.2'] }, ttl: 1 });
     if (dns === undefined) return;
@@ -626,6 +656,8 @@ describe('DnsSource', () => {
     [{ name: NAME, port: 80, servers: [''] }, 'servers[0]'],
     [{ name: NAME, port: 80, servers: ['not an address'] }, 'servers'],
     [{ name: NAME, port: 80, refreshInterval: 0 }, 'refreshInterval'],
+    [{ name: NAME, port: 80, failureRefreshInterval: 0 }, 'failureRefreshInterval'],
+    [{ name: NAME, port: 80, failureRefreshInterval: 'soon' }, 'failureRefreshInterval'],
     [{ name: NAME, port: 80, respectTtl: 'yes' }, 'respectTtl'],
     [{ name: NAME, port: 80, tries: 0 }, 'tries'],
     [{ name: NAME, port: 80, onEmpty: 'drop' }, 'onEmpty'],
