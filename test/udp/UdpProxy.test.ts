@@ -414,7 +414,7 @@ describe('UdpProxy sessions', () => {
     t.after(() => closeSocket(upstream));
     const { proxy, port } = await startProxy({
       upstreams: [{ host: '127.0.0.1', port: upstream.address().port }],
-      idleTimeout: 200,
+      idleTimeout: 600,
     });
     t.after(() => proxy.close());
     const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
@@ -424,17 +424,18 @@ describe('UdpProxy sessions', () => {
     client.send('q', port, '127.0.0.1');
     const [, session] = await withTimeout(query, 3_000, 'the query upstream');
     const asked = Date.now();
-    // The upstream answers at 140 ms, after that turn's poll, then this process is busy until
-    // past the expiry (200 ms): the loop runs its due timers before the poll that reads the reply.
+    // The upstream answers at 300 ms, after that turn's poll, then this process is busy until
+    // past the expiry (600 ms): the loop runs its due timers before the poll that reads the reply.
+    // (The margins let a loaded machine fire the 300 ms timer up to 300 ms late.)
     setTimeout(() => {
       // Sent before the next immediate runs (dgram's lookup answers on the next tick).
       setImmediate(() => {
         upstream.send('late', session.port, session.address);
       });
       setImmediate(() => {
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, asked + 260 - Date.now());
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, asked + 700 - Date.now());
       });
-    }, 140);
+    }, 300);
     assert.equal((await nextMessage(client)).toString(), 'late');
     await until(proxy, 'sessionClose', () => closes.length === 1);
     assert.equal(closes[0]?.reason, 'idle_timeout');
