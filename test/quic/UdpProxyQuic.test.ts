@@ -172,7 +172,7 @@ describe('UdpProxy quic option', () => {
         frames: cryptoFrame(offset, data),
         padTo: 1100,
       });
-    const { proxy, port } = await proxyWith({ quic: { maxInitialWait: 200 }, selector: byName });
+    const { proxy, port } = await proxyWith({ quic: { maxInitialWait: 600 }, selector: byName });
     client = await udpSocket();
     try {
       const opened = new Promise<void>((resolve) =>
@@ -183,17 +183,18 @@ describe('UdpProxy quic option', () => {
       client.send(part(0, half, hello.subarray(half)), port, '127.0.0.1');
       await withTimeout(opened, 3_000, 'the session');
       const started = Date.now();
-      // The rest goes at 140 ms, after that turn's poll, then this process is busy until past
-      // maxInitialWait (200 ms): the loop runs its due timers before the poll that reads it.
+      // The rest goes at 300 ms, after that turn's poll, then this process is busy until past
+      // maxInitialWait (600 ms): the loop runs its due timers before the poll that reads it.
+      // (The margins let a loaded machine fire the 300 ms timer up to 300 ms late.)
       setTimeout(() => {
         // Sent before the next immediate runs (dgram's lookup answers on the next tick).
         setImmediate(() => {
           client.send(part(1, 0, hello.subarray(0, half)), port, '127.0.0.1');
         });
         setImmediate(() => {
-          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, started + 260 - Date.now());
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, started + 700 - Date.now());
         });
-      }, 140);
+      }, 300);
       const first = await nextMessage(client);
       assert.equal(first.subarray(-1).toString(), 'A', 'routed by the name it sent');
       assert.equal(proxy.sessions()[0]?.serverName, 'example.com');
