@@ -348,6 +348,7 @@ function countedOnce(stats: TcpProxyStats, current: TcpProxyStats): TcpProxyStat
     ...(summed as unknown as TcpProxyStats),
     outlier_ejections_active: ejected,
     upstream_slow_start_active: current.upstream_slow_start_active,
+    upstream_panic_active: current.upstream_panic_active,
     ...(current.certificates !== undefined && { certificates: current.certificates }),
   };
 }

@@ -229,7 +229,11 @@ function worstFlags<T extends object>(summed: T, a: T, b: T): T {
   return { ...summed, upstreams, ...upstreamStateGauges(upstreams, a, b) };
 }
 
-/** The cluster's `outlier_ejections_active` and `upstream_slow_start_active`, where present. */
+/**
+ * The cluster's `outlier_ejections_active`, `upstream_slow_start_active` and
+ * `upstream_panic_active`, where present: each the larger of the two (the workers run one
+ * config), not their sum.
+ */
 function upstreamStateGauges(
   upstreams: Record<string, UpstreamFlags>,
   a: object,
@@ -248,5 +252,9 @@ function upstreamStateGauges(
   const rampB = numberOf(b, 'upstream_slow_start_active');
   if (rampA !== undefined || rampB !== undefined)
     gauges.upstream_slow_start_active = Math.max(rampA ?? 0, rampB ?? 0);
+  const panicA = numberOf(a, 'upstream_panic_active');
+  const panicB = numberOf(b, 'upstream_panic_active');
+  if (panicA !== undefined || panicB !== undefined)
+    gauges.upstream_panic_active = Math.max(panicA ?? 0, panicB ?? 0);
   return gauges;
 }

@@ -46,6 +46,8 @@ const PROXY_HEALTH_HELP: HelpTable<ProxyHealthStats> = {
   upstream_source_updates: 'Upstream lists applied from the upstream source.',
   upstream_source_errors: 'Upstream source failures (refused lists included).',
   upstream_slow_start_active: 'Upstreams whose weight is ramping up now (slowStart).',
+  upstream_panic_active:
+    'Panic mode on (1): under panicThreshold percent of the upstreams healthy, all are selectable.',
 };
 
 const UPSTREAM_HEALTH_HELP: HelpTable<UpstreamHealthStats> = {

@@ -78,6 +78,8 @@ export interface UpstreamTotals {
   readonly sourceErrors: number;
   /** Upstreams whose weight is ramping up now (slow start). */
   readonly slowStartActive: number;
+  /** 1 while panic mode is on (`panicThreshold`), else 0. */
+  readonly panicActive: number;
 }
 
 /**
@@ -290,6 +292,7 @@ export class UpstreamManager {
       sourceUpdates: this.sourceUpdates,
       sourceErrors: this.sourceErrors,
       slowStartActive: this.slowStart?.active ?? 0,
+      panicActive: this.set.panicking ? 1 : 0,
     };
   }
 

@@ -14,6 +14,8 @@ export class UpstreamSet {
   private states = new Map<string, UpstreamState>();
   private all: readonly UpstreamState[] = [];
   private availableCache: readonly UpstreamState[] | undefined;
+  /** Whether `availableCache` is the panic-mode list (every upstream the operator allows). */
+  private panicCache = false;
   /** Members with a finite `maxConnections`; empty when no upstream has a cap (the usual case). */
   private capped: readonly UpstreamState[] = [];
   /** `available()` minus upstreams at their cap, and the list it was filtered from. */
@@ -149,7 +151,14 @@ export class UpstreamSet {
     const panic =
       this.panicThreshold > 0 && healthy.length * 100 < this.panicThreshold * eligible.length;
     this.availableCache = panic ? eligible : healthy;
+    this.panicCache = panic;
     return this.availableCache;
+  }
+
+  /** Whether panic mode is on now: fewer than `panicThreshold` percent of the set is healthy. */
+  get panicking(): boolean {
+    this.healthyOrPanic();
+    return this.panicCache;
   }
 
   /**

@@ -33,6 +33,11 @@ export interface ProxyHealthStats {
   readonly upstream_source_errors: number;
   /** Upstreams whose weight is ramping up now (`slowStart`). */
   readonly upstream_slow_start_active: number;
+  /**
+   * 1 while panic mode is on: fewer than `panicThreshold` percent of the upstreams are healthy,
+   * so every upstream the operator allows is selectable (Envoy's panic mode); else 0.
+   */
+  readonly upstream_panic_active: number;
 }
 
 export function upstreamHealthStats(state: UpstreamState): UpstreamHealthStats {
@@ -57,5 +62,6 @@ export function proxyHealthStats(totals: UpstreamTotals): ProxyHealthStats {
     upstream_source_updates: totals.sourceUpdates,
     upstream_source_errors: totals.sourceErrors,
     upstream_slow_start_active: totals.slowStartActive,
+    upstream_panic_active: totals.panicActive,
   };
 }

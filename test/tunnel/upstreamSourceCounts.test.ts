@@ -61,6 +61,7 @@ test('a TunnelServer counts its upstream source updates and errors as a TcpProxy
     'outlier_ejections_active',
     'outlier_ejections_overflow',
     'upstream_slow_start_active',
+    'upstream_panic_active',
   ] as const) {
     assert.equal(stats[key], 0, key);
     const name = key.endsWith('_active') || key.endsWith('_total') ? key : `${key}_total`;

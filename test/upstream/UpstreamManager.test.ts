@@ -219,7 +219,7 @@ describe('upstreamDrainTimeout', () => {
 });
 
 describe('panicThreshold', () => {
-  test('off by default: unhealthy upstreams get nothing; below the threshold every upstream is used', async () => {
+  test('off by default: unhealthy upstreams get nothing; below the threshold every upstream is used, and upstream_panic_active says so', async () => {
     const live = await flakyServer();
     const deadA = await flakyServer();
     const deadB = await flakyServer();
@@ -243,6 +243,13 @@ describe('panicThreshold', () => {
         (stats.upstreams.a?.upstream_cx_total ?? 0) + (stats.upstreams.b?.upstream_cx_total ?? 0);
       if (panicThreshold === undefined) assert.equal(deadAttempts, 0);
       else assert.ok(deadAttempts > 0, 'panic mode spreads over every upstream');
+      // One of three healthy: under 50%, so panic mode is on with the threshold, off without.
+      const panic = panicThreshold === undefined ? 0 : 1;
+      assert.equal(stats.upstream_panic_active, panic);
+      assert.match(
+        proxy.metrics(),
+        new RegExp(`^l4proxy_tcp_upstream_panic_active ${panic}$`, 'm'),
+      );
       await proxy.close();
     }
     for (const value of [-1, 101, '50']) {
