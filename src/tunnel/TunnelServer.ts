@@ -674,7 +674,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     // A listen() still binding finishes first (net.Server emits neither 'listening' nor 'error'
     // for a bind that close() overtook, and a host name still being looked up would bind after
     // it); it then rejects (its failure is its caller's), and the listener is closed below.
-    await this.binding?.catch(ignoreError);
+    // Otherwise the listener closes before close() returns: a host that logs "draining" after
+    // it (the CLI) takes no new connection.
+    if (this.binding !== undefined) await this.binding.catch(ignoreError);
     this.draining = true;
     const closed = new Promise<void>((resolveClose) => {
       this.listener.close(() => {
