@@ -228,3 +228,50 @@ test(
     await server.close();
   },
 );
+
+test(
+  'a request being admitted when the drain starts opens its tunnel, which drains as the others',
+  { timeout: 30_000 },
+  async () => {
+    const echo = await echoServer();
+    // The admit hook holds the request until the drain has begun.
+    let admit: (verdict: boolean) => void = () => undefined;
+    let asked: () => void = () => undefined;
+    const pending = withTimeout(
+      new Promise<void>((resolve) => (asked = resolve)),
+      5_000,
+      'the admit hook',
+    );
+    const server = new TunnelServer({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      admit: () =>
+        new Promise<boolean>((resolve) => {
+          admit = resolve;
+          asked();
+        }),
+    });
+    const closes: TunnelSummary[] = [];
+    server.on('tunnelClose', (summary) => closes.push(summary));
+    const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+    const authority = `127.0.0.1:${String(echo.port)}`;
+    const client = await connect(port);
+    try {
+      client.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+      await pending;
+      const closing = server.close({ drainTimeout: 10_000 });
+      admit(true);
+      await readUntil(client, /^HTTP\/1\.1 200 /);
+      await echoed(client, 'admitted during the drain');
+      client.end();
+      await withTimeout(closing, 5_000, 'the drain to end');
+      assert.deepEqual(
+        closes.map((summary) => [summary.status, summary.end]),
+        [[200, 'completed']],
+      );
+    } finally {
+      client.destroy();
+      await server.close({ drainTimeout: 0 });
+      await echo.close();
+    }
+  },
+);
