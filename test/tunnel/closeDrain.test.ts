@@ -16,6 +16,7 @@ import {
   withTimeout,
 } from '../helpers/net.js';
 import { tool } from '../helpers/tools.js';
+import { udpEcho } from '../udp/helpers.js';
 
 /** A TunnelServer to a local echo server (and `more` upstreams), its summaries collected. */
 async function drainable(more: readonly { host: string; port: number }[] = []): Promise<{
@@ -272,6 +273,50 @@ test(
       client.destroy();
       await server.close({ drainTimeout: 0 });
       await echo.close();
+    }
+  },
+);
+
+test(
+  'a CONNECT-UDP tunnel keeps relaying datagrams through the drain and is cut at its deadline',
+  { timeout: 30_000 },
+  async () => {
+    const target = await udpEcho();
+    const server = new TunnelServer({ upstreams: [{ host: '127.0.0.1', port: target.port }] });
+    const closes: TunnelSummary[] = [];
+    server.on('tunnelClose', (summary) => closes.push(summary));
+    const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+    const session = http2.connect(`http://127.0.0.1:${String(port)}`);
+    session.on('error', () => undefined);
+    try {
+      await waitFor(session, 'remoteSettings');
+      const stream = session.request({
+        ':method': 'CONNECT',
+        ':protocol': 'connect-udp',
+        ':scheme': 'http',
+        ':authority': `127.0.0.1:${String(port)}`,
+        ':path': `/.well-known/masque/udp/127.0.0.1/${String(target.port)}/`,
+        'capsule-protocol': '?1',
+      });
+      stream.on('error', () => undefined);
+      await waitFor(stream, 'response');
+      const goaway = waitFor(session, 'goaway');
+      const closing = server.close({ drainTimeout: 500 });
+      await goaway;
+      // A DATAGRAM capsule (type 0, Context ID 0) goes to the target and back during the drain.
+      const datagram = Buffer.concat([Buffer.from([0x00, 6, 0x00]), Buffer.from('drain')]);
+      const echo = waitFor<[Buffer]>(stream, 'data');
+      stream.write(datagram);
+      assert.deepEqual((await echo)[0], datagram);
+      await withTimeout(closing, 5_000, 'the drain deadline');
+      assert.deepEqual(
+        closes.map((summary) => [summary.protocol, summary.end]),
+        [['connect-udp', 'proxy_closed']],
+      );
+    } finally {
+      session.destroy();
+      await server.close({ drainTimeout: 0 });
+      await target.close();
     }
   },
 );
