@@ -105,15 +105,19 @@ export async function runListeners(
       ops.error('drain did not finish in time, exiting');
       process.exit(1);
     }, settings.drainTimeout + 5_000).unref();
-    const cutBefore = cutConnections(running.stats());
-    // Listeners stop accepting synchronously here, so 'draining' means "no new connections".
-    const drained = Promise.all([running.drain(settings.drainTimeout), tunnels.close()]);
+    const cutBefore = cutConnections(running.stats()) + tunnels.cut();
+    // Listeners stop accepting synchronously here, so 'draining' means "no new connections";
+    // tunnel listeners drain alike (HTTP/2 sessions get GOAWAY, live tunnels go on).
+    const drained = Promise.all([
+      running.drain(settings.drainTimeout),
+      tunnels.drain(settings.drainTimeout),
+    ]);
     ops.info('draining', { reason: why, drainTimeout: settings.drainTimeout });
     await drained;
     // A second signal cut the drain short: its exit is under way.
     if (cutting) return;
-    // Connections still open at the deadline were cut (proxy_closed): the drain overran.
-    const cut = cutConnections(running.stats()) - cutBefore;
+    // Connections and tunnels still open at the deadline were cut (proxy_closed): it overran.
+    const cut = cutConnections(running.stats()) + tunnels.cut() - cutBefore;
     if (cut > 0) {
       ops.warn('drain deadline passed, connections cut; exiting', {
         cut,
@@ -135,7 +139,7 @@ export async function runListeners(
     if (cutting) process.exit(code);
     cutting = true;
     let timer: NodeJS.Timeout | undefined;
-    const cut = Promise.all([running.drain(0), tunnels.close()]).catch(ignoreError);
+    const cut = Promise.all([running.drain(0), tunnels.drain(0)]).catch(ignoreError);
     await Promise.race([cut, new Promise((resolve) => (timer = setTimeout(resolve, CUT_WAIT_MS)))]);
     clearTimeout(timer);
     await flushed();

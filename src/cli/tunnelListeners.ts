@@ -206,6 +206,8 @@ export class TunnelListeners {
     string,
     { config: TunnelListenerConfig; server: TunnelServer; address: string }
   >();
+  /** Tunnels the servers cut (`proxy_closed`): by a drain's deadline, or a second signal. */
+  private cutTunnels = 0;
 
   /**
    * @param logs `ops` for errors and reloads; `access` gets one `tunnel closed` line per tunnel
@@ -237,6 +239,9 @@ export class TunnelListeners {
           'upstreamSourceError',
           sourceErrorLogger(this.ops, { listener: config.name, protocol: 'tunnel' }),
         );
+      server.on('tunnelClose', (summary) => {
+        if (summary.end === 'proxy_closed') this.cutTunnels++;
+      });
       const access = this.logs.access;
       if (access.enabled('info'))
         server.on('tunnelClose', (summary) => {
@@ -362,10 +367,26 @@ export class TunnelListeners {
     else this.ops.info('tunnel listeners reloaded', fields);
   }
 
-  /** Closes every tunnel listener and its tunnels. */
+  /** Tunnels cut so far (`end: 'proxy_closed'`): what a drain's deadline cut. */
+  cut(): number {
+    return this.cutTunnels;
+  }
+
+  /**
+   * Drains every tunnel listener (`TunnelServer.close({ drainTimeout })`): no new connection,
+   * GOAWAY to HTTP/2 sessions, live tunnels finish for `drainTimeout` ms, then are cut. A later
+   * call with a shorter time hastens it (a second signal: 0). The listeners stay listed, so
+   * stats and metrics show them to the end.
+   */
+  async drain(drainTimeout: number): Promise<void> {
+    const servers = [...this.running.values()].map((entry) => entry.server);
+    await Promise.all(servers.map((server) => server.close({ drainTimeout })));
+  }
+
+  /** Closes every tunnel listener and ends its tunnels now. */
   async close(): Promise<void> {
     const servers = [...this.running.values()].map((entry) => entry.server);
     this.running.clear();
-    await Promise.all(servers.map((server) => server.close()));
+    await Promise.all(servers.map((server) => server.close({ drainTimeout: 0 })));
   }
 }

@@ -17,7 +17,13 @@ import {
   SelectorError,
   thrownMessage,
 } from '../errors.js';
-import { integer, isRecord, optionalRecord } from '../internal/validate.js';
+import {
+  duration,
+  integer,
+  isRecord,
+  optionalRecord,
+  rejectUnknownKeys,
+} from '../internal/validate.js';
 import { validateUpstream } from '../upstream/Upstream.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import { parseAuthority } from '../transport/tunnelOptions.js';
@@ -59,6 +65,7 @@ import { ignoreError } from '../internal/ignoreError.js';
 import { isThenable } from '../internal/isThenable.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { closeSocket } from '../net/closeSocket.js';
+import type { CloseOptions } from '../tcp/TcpProxy.js';
 
 export type { TunnelRequest } from './tunnelRequest.js';
 export type { TunnelServerOptions, TunnelTarget } from './tunnelServerOptions.js';
@@ -91,7 +98,7 @@ export interface TunnelServerEvents {
   /** The upstream source failed; the last good set stays. */
   upstreamSourceError: [error: Error];
   error: [error: Error];
-  /** The server closed: its listener closed and every tunnel and client connection ended. */
+  /** The server closed: its listener closed and every tunnel and client connection ended (drained or cut). */
   close: [];
 }
 
@@ -344,6 +351,19 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private closing: Promise<void> | undefined;
   /** Set by `close()`: resolves it once no tunnel, client socket or HTTP/2 session is left. */
   private settled: (() => void) | undefined;
+  /**
+   * Connections waiting for or sending their first request (no tunnel, no request being
+   * answered), each with its TCP socket: a drain closes them. The HTTP socket is the TLS one on a
+   * TLS listener.
+   */
+  private readonly waiting = new Map<Duplex, Socket>();
+  /** Set by `close()` once it has stopped accepting: new connections and sessions are refused. */
+  private draining = false;
+  /** The `drainTimeout` of a `close()` made before the drain began (a `listen()` still binding). */
+  private drainRequested = Infinity;
+  /** While draining: when (Date.now()) and by which timer what is left gets destroyed. */
+  private drainDeadline = Infinity;
+  private drainTimer: NodeJS.Timeout | undefined;
   private readonly counters = {
     requests: 0,
     opened: 0,
@@ -398,6 +418,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     });
     this.h1.on('request', (request: IncomingMessage, response: http.ServerResponse) => {
       clearTimeout(this.headTimers.get(request.socket));
+      this.waiting.delete(request.socket);
       response.writeHead(405, { allow: 'CONNECT', connection: 'close' }).end();
       this.h1Refused(request.socket, request.headers.host ?? '', request.headers, 405);
     });
@@ -620,53 +641,128 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   }
 
   /**
-   * Stops accepting and ends every tunnel and client connection now. Idempotent: every call
-   * returns the same promise; a closed server cannot listen again (create a new one).
+   * Stops accepting at once and drains: HTTP/2 sessions get GOAWAY (`NO_ERROR`) and close with
+   * their last tunnel, connections with no request are closed, requests already being admitted
+   * or dialled are answered, and live tunnels go on for `drainTimeout` ms; then what is left is
+   * destroyed (`end: 'proxy_closed'`). Default 0: everything ends now, as `close()` always did
+   * (TcpProxy's default is 30 000). Every call returns the same promise; a later call with a
+   * shorter `drainTimeout` brings the deadline forward (`{ drainTimeout: 0 }`: end them now). A
+   * closed server cannot listen again (create a new one).
+   * @throws {InvalidOptionError} naming `drainTimeout` (or an unknown key).
    */
-  close(): Promise<void> {
-    this.closing ??= this.shutdown();
+  close(options: CloseOptions = {}): Promise<void> {
+    const raw = optionalRecord(options, 'close options');
+    rejectUnknownKeys(raw, ['drainTimeout'], '');
+    const drainTimeout = duration(raw.drainTimeout, 'drainTimeout', 0);
+    if (this.closing) {
+      // A second signal or a host's own shutdown deadline: it may only hasten the end.
+      if (raw.drainTimeout !== undefined) this.hastenDrain(drainTimeout);
+      return this.closing;
+    }
+    this.drainRequested = drainTimeout;
+    this.closing = this.shutdown();
     return this.closing;
   }
 
-  /** `await using server = new TunnelServer(...)`: closes at scope exit. */
+  /** `await using server = new TunnelServer(...)`: closes at scope exit (drainTimeout 0). */
   [Symbol.asyncDispose](): Promise<void> {
-    return this.close();
+    return this.close({ drainTimeout: 0 });
   }
 
   private async shutdown(): Promise<void> {
     this.manager.stop();
-    this.options.perClient?.close();
     // A listen() still binding finishes first (net.Server emits neither 'listening' nor 'error'
     // for a bind that close() overtook, and a host name still being looked up would bind after
     // it); it then rejects (its failure is its caller's), and the listener is closed below.
-    await this.binding?.catch(ignoreError);
+    // Otherwise the listener closes before close() returns: a host that logs "draining" after
+    // it (the CLI) takes no new connection.
+    if (this.binding !== undefined) await this.binding.catch(ignoreError);
+    this.draining = true;
     const closed = new Promise<void>((resolveClose) => {
       this.listener.close(() => {
         resolveClose();
       });
     });
+    // libuv removes only the private name a socket file with a mode or owner was bound under;
+    // the listener closed at once, its file goes now, not after the drain.
+    const removed = this.socketFile?.remove();
+    // A handshake has no request yet: nothing to drain.
     for (const handshake of [...this.handshakes]) handshake.abort();
-    for (const tunnel of [...this.live]) tunnel.destroy();
-    for (const socket of [...this.sockets]) socket.destroy();
+    if (this.drainRequested > 0) this.goAway();
     // Destroyed, tunnels and sessions end on their sockets' 'close' events, a turn later: close()
     // resolves once every tunnelClose is out and stats() shows nothing active.
-    // libuv removes only the private name a socket file with a mode or owner was bound under.
-    await Promise.all([closed, this.ended(), this.socketFile?.remove()]);
+    await Promise.all([closed, this.drain(this.drainRequested), removed]);
+    this.options.perClient?.close();
     emitSafely(this, 'close');
   }
 
-  /** Resolves once no tunnel, client socket or HTTP/2 session is open. */
-  private ended(): Promise<void> {
+  /**
+   * The start of a drain: each HTTP/2 session gets GOAWAY `NO_ERROR` (its open streams go on, new
+   * ones are refused; Node closes it with its last stream), and connections waiting for or sending
+   * their first request are closed (Envoy's listener drain, nginx's graceful shutdown).
+   */
+  private goAway(): void {
+    for (const session of [...this.streams.keys()]) {
+      if (session.closed || session.destroyed) continue;
+      session.close();
+      // Node ends the connection once what it queued is written (see idleSession).
+      const socket = this.sessionSockets.get(session);
+      if (socket !== undefined && this.streams.get(session)?.open === 0)
+        closeWithin(socket, LINGER_MS);
+    }
+    for (const [socket, raw] of [...this.waiting]) {
+      socket.destroy();
+      raw.destroy();
+    }
+  }
+
+  /** Resolves once no tunnel, client socket or HTTP/2 session is open; what is left at `ms` is cut. */
+  private drain(ms: number): Promise<void> {
+    if (!this.anyOpen()) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      this.settled = resolve;
-      this.checkSettled();
+      this.settled = () => {
+        clearTimeout(this.drainTimer);
+        this.drainTimer = undefined;
+        resolve();
+      };
+      this.terminateIn(ms);
     });
+  }
+
+  /** Destroys what is still open in `ms` (now for 0), replacing an earlier deadline. */
+  private terminateIn(ms: number): void {
+    clearTimeout(this.drainTimer);
+    this.drainDeadline = Date.now() + ms;
+    if (ms === 0) {
+      this.drainTimer = undefined;
+      this.terminateAll();
+    } else this.drainTimer = setTimeout(this.terminateAll, ms);
+  }
+
+  /** A later `close()`: an earlier deadline than the running drain's replaces it. */
+  private hastenDrain(ms: number): void {
+    // Still binding: the drain takes the shorter time when it begins.
+    if (!this.draining) this.drainRequested = Math.min(this.drainRequested, ms);
+    else if (this.settled !== undefined && Date.now() + ms < this.drainDeadline)
+      this.terminateIn(ms);
+  }
+
+  /** Ends every tunnel and client connection now (the drain deadline passed). */
+  private readonly terminateAll = (): void => {
+    for (const handshake of [...this.handshakes]) handshake.abort();
+    for (const tunnel of [...this.live]) tunnel.destroy();
+    for (const socket of [...this.sockets]) socket.destroy();
+  };
+
+  /** Whether a tunnel, client socket or HTTP/2 session is still open. */
+  private anyOpen(): boolean {
+    return this.live.size > 0 || this.sockets.size > 0 || this.streams.size > 0;
   }
 
   /** Called as tunnels, sockets and sessions end: resolves a pending `close()` with the last. */
   private checkSettled(): void {
     if (this.settled === undefined) return;
-    if (this.live.size > 0 || this.sockets.size > 0 || this.streams.size > 0) return;
+    if (this.anyOpen()) return;
     this.settled();
     this.settled = undefined;
   }
@@ -674,6 +770,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   /** Takes a client: the TLS handshake first on a TLS listener, then HTTP/2 or HTTP/1.1. */
   private accept(socket: Socket): void {
     socket.on('error', ignoreError);
+    // Taken from the backlog as the listener closed: a drain takes nothing new.
+    if (this.draining) {
+      closeSocket(socket, true);
+      return;
+    }
     // A Unix socket client has no address: all count as one client, as for a TcpProxy.
     const address = socket.remoteAddress ?? '';
     const refusal = this.connectionRefusal(address);
@@ -698,7 +799,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     const facts: ClientFacts = { identity: socketIdentity(socket), tls: undefined };
     const settings = this.terminateTls;
     if (settings === undefined) {
-      this.sniff(socket, facts);
+      this.sniff(socket, socket, facts);
       return;
     }
     const handshake = new DownstreamTls(socket, settings, this.tlsStats, (outcome) => {
@@ -721,7 +822,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       if (outcome.info.alpnProtocol === 'h2') {
         secure.allowHalfOpen = false;
         this.toH2(secure, facts);
-      } else this.sniff(secure, facts);
+      } else this.sniff(secure, socket, facts);
     });
     this.handshakes.add(handshake);
     handshake.start();
@@ -736,8 +837,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     return this.options.perClient?.acquire(address);
   }
 
-  /** Hands a connection to the HTTP/2 or the HTTP/1.1 server, by its first bytes. */
-  private sniff(socket: Socket, facts: ClientFacts): void {
+  /**
+   * Hands a connection to the HTTP/2 or the HTTP/1.1 server, by its first bytes; `raw` is its TCP
+   * socket (`socket` itself but on a TLS listener).
+   */
+  private sniff(socket: Socket, raw: Socket, facts: ClientFacts): void {
+    // Until its request: a drain closes it.
+    this.waiting.set(socket, raw);
     let seen = Buffer.alloc(0);
     let head = false;
     // A client that sends nothing is not held forever (the HTTP servers' own timeouts start
@@ -754,6 +860,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     timer.unref();
     socket.once('close', () => {
       clearTimeout(timer);
+      this.waiting.delete(socket);
     });
     // A client that leaves (FIN) before its first request bytes has nothing to be answered: on
     // a half-open listener the socket would otherwise hold its slot (and a `maxConnections` or
@@ -789,6 +896,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         return;
       }
       clearTimeout(timer);
+      // Its sessions are drained with GOAWAY.
+      this.waiting.delete(socket);
       this.toH2(new PrefacedSocket(socket, seen), facts);
     };
     socket.on('data', onData);
@@ -817,6 +926,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
 
   private h1Connect(request: IncomingMessage, socket: Socket, head: Buffer): void {
     clearTimeout(this.headTimers.get(socket));
+    // A request being answered: a drain lets it open its tunnel or be refused.
+    this.waiting.delete(socket);
     // Its head completed after it was answered 408 (closing): not a request any more.
     if (socket.writableEnded) return;
     const facts = this.facts.get(socket) ?? UNKNOWN_CLIENT;
