@@ -75,6 +75,7 @@ import { AdmissionCheck } from '../filter/admission.js';
 import type { AdmissionConfig } from '../filter/admission.js';
 import type { DataFilterFactory } from '../filter/dataFilter.js';
 import type { PrereadResults } from '../preread/types.js';
+import { DrainDeadline } from '../internal/drainDeadline.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { listenWithAccess, socketAccess } from '../net/unixSocketFile.js';
 import type { UnixSocketAccess, UnixSocketFile } from '../net/unixSocketFile.js';
@@ -203,9 +204,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   /** `listen()` calls still binding: `close()` waits for them (each closes its server itself). */
   private readonly listening = new Set<Promise<unknown>>();
   private drained: (() => void) | undefined;
-  /** While draining: when (Date.now()) and by which timer what is left gets destroyed. */
-  private drainDeadline = Infinity;
-  private drainTimer: NodeJS.Timeout | undefined;
+  /** While draining: when what is left gets destroyed. */
+  private readonly drainDeadline = new DrainDeadline(() => {
+    this.terminateAll();
+  });
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
   constructor(options: TcpProxyOptions = {}) {
@@ -1101,27 +1103,17 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     if (this.live.size === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
       this.drained = () => {
-        clearTimeout(this.drainTimer);
+        this.drainDeadline.clear();
         this.drained = undefined;
         resolve();
       };
-      this.terminateIn(drainTimeout);
+      this.drainDeadline.set(drainTimeout);
     });
-  }
-
-  /** Destroys what is still live in `ms` (now for 0), replacing an earlier deadline. */
-  private terminateIn(ms: number): void {
-    clearTimeout(this.drainTimer);
-    this.drainDeadline = Date.now() + ms;
-    if (ms === 0) {
-      this.drainTimer = undefined;
-      this.terminateAll();
-    } else this.drainTimer = setTimeout(this.terminateAll, ms);
   }
 
   /** A later `close()`: an earlier deadline than the running drain's replaces it. */
   private hastenDrain(ms: number): void {
-    if (this.drained !== undefined && Date.now() + ms < this.drainDeadline) this.terminateIn(ms);
+    this.drainDeadline.hasten(ms);
   }
 
   /** Ends every live connection now (the drain deadline passed). */

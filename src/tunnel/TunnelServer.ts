@@ -61,6 +61,7 @@ import type {
   TunnelTarget,
 } from './tunnelServerOptions.js';
 import { resolveTunnelServerOptions } from './tunnelServerOptions.js';
+import { DrainDeadline } from '../internal/drainDeadline.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { isThenable } from '../internal/isThenable.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
@@ -361,9 +362,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private draining = false;
   /** The `drainTimeout` of a `close()` made before the drain began (a `listen()` still binding). */
   private drainRequested = Infinity;
-  /** While draining: when (Date.now()) and by which timer what is left gets destroyed. */
-  private drainDeadline = Infinity;
-  private drainTimer: NodeJS.Timeout | undefined;
+  /** While draining: when what is left gets destroyed. */
+  private readonly drainDeadline = new DrainDeadline(() => {
+    this.terminateAll();
+  });
   private readonly counters = {
     requests: 0,
     opened: 0,
@@ -721,30 +723,18 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     if (!this.anyOpen()) return Promise.resolve();
     return new Promise<void>((resolve) => {
       this.settled = () => {
-        clearTimeout(this.drainTimer);
-        this.drainTimer = undefined;
+        this.drainDeadline.clear();
         resolve();
       };
-      this.terminateIn(ms);
+      this.drainDeadline.set(ms);
     });
-  }
-
-  /** Destroys what is still open in `ms` (now for 0), replacing an earlier deadline. */
-  private terminateIn(ms: number): void {
-    clearTimeout(this.drainTimer);
-    this.drainDeadline = Date.now() + ms;
-    if (ms === 0) {
-      this.drainTimer = undefined;
-      this.terminateAll();
-    } else this.drainTimer = setTimeout(this.terminateAll, ms);
   }
 
   /** A later `close()`: an earlier deadline than the running drain's replaces it. */
   private hastenDrain(ms: number): void {
     // Still binding: the drain takes the shorter time when it begins.
     if (!this.draining) this.drainRequested = Math.min(this.drainRequested, ms);
-    else if (this.settled !== undefined && Date.now() + ms < this.drainDeadline)
-      this.terminateIn(ms);
+    else this.drainDeadline.hasten(ms);
   }
 
   /** Ends every tunnel and client connection now (the drain deadline passed). */

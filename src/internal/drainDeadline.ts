@@ -1,0 +1,35 @@
+/**
+ * The deadline of a proxy's drain (`close({ drainTimeout })`): at it, `terminate` ends what is
+ * still open. A later, shorter `close()` brings it forward; it never moves back. TcpProxy and the
+ * TunnelServer drain alike.
+ */
+export class DrainDeadline {
+  private timer: NodeJS.Timeout | undefined;
+  private at = Infinity;
+  private pending = false;
+
+  constructor(private readonly terminate: () => void) {}
+
+  /** Ends what is left in `ms` (now for 0), replacing an earlier deadline. */
+  set(ms: number): void {
+    clearTimeout(this.timer);
+    this.pending = true;
+    this.at = Date.now() + ms;
+    if (ms === 0) {
+      this.timer = undefined;
+      this.terminate();
+    } else this.timer = setTimeout(this.terminate, ms);
+  }
+
+  /** During a drain, a deadline `ms` from now replaces the current one if it is sooner. */
+  hasten(ms: number): void {
+    if (this.pending && Date.now() + ms < this.at) this.set(ms);
+  }
+
+  /** The drain is over (nothing left open): no deadline any more. */
+  clear(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pending = false;
+  }
+}
