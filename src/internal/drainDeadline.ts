@@ -1,3 +1,5 @@
+import { duration, optionalRecord, rejectUnknownKeys } from './validate.js';
+
 /**
  * The deadline of a proxy's drain (`close({ drainTimeout })`): at it, `terminate` ends what is
  * still open. A later, shorter `close()` brings it forward; it never moves back. TcpProxy and the
@@ -32,4 +34,15 @@ export class DrainDeadline {
     this.timer = undefined;
     this.pending = false;
   }
+}
+
+/**
+ * The `drainTimeout` of `close(options)`, validated; undefined when not given (each proxy has its
+ * own default, and a later call without one must not hasten a drain).
+ * @throws {InvalidOptionError} naming `drainTimeout` or an unknown key.
+ */
+export function closeDrainTimeout(options: unknown): number | undefined {
+  const raw = optionalRecord(options, 'close options');
+  rejectUnknownKeys(raw, ['drainTimeout'], '');
+  return raw.drainTimeout === undefined ? undefined : duration(raw.drainTimeout, 'drainTimeout', 0);
 }

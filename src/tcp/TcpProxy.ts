@@ -11,13 +11,7 @@ import {
   ResourceExhaustedError,
 } from '../errors.js';
 import { emitSafely, reportError } from '../internal/emit.js';
-import {
-  boolean,
-  duration,
-  integer,
-  optionalRecord,
-  rejectUnknownKeys,
-} from '../internal/validate.js';
+import { boolean, integer, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
 import type { Upstream } from '../upstream/Upstream.js';
 import { UpstreamManager } from '../upstream/UpstreamManager.js';
@@ -75,7 +69,7 @@ import { AdmissionCheck } from '../filter/admission.js';
 import type { AdmissionConfig } from '../filter/admission.js';
 import type { DataFilterFactory } from '../filter/dataFilter.js';
 import type { PrereadResults } from '../preread/types.js';
-import { DrainDeadline } from '../internal/drainDeadline.js';
+import { closeDrainTimeout, DrainDeadline } from '../internal/drainDeadline.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { listenWithAccess, socketAccess } from '../net/unixSocketFile.js';
 import type { UnixSocketAccess, UnixSocketFile } from '../net/unixSocketFile.js';
@@ -1058,15 +1052,13 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
    * shorter `drainTimeout` brings the deadline forward (`{ drainTimeout: 0 }`: end them now).
    */
   close(options: CloseOptions = {}): Promise<void> {
-    const raw = optionalRecord(options, 'close options');
-    rejectUnknownKeys(raw, ['drainTimeout'], '');
-    const drainTimeout = duration(raw.drainTimeout, 'drainTimeout', 30_000);
+    const drainTimeout = closeDrainTimeout(options);
     if (this.closing) {
       // A second signal or a host's own shutdown deadline: it may only hasten the end.
-      if (raw.drainTimeout !== undefined) this.hastenDrain(drainTimeout);
+      if (drainTimeout !== undefined) this.hastenDrain(drainTimeout);
       return this.closing;
     }
-    this.closing = this.shutdown(drainTimeout);
+    this.closing = this.shutdown(drainTimeout ?? 30_000);
     return this.closing;
   }
 

@@ -17,13 +17,7 @@ import {
   SelectorError,
   thrownMessage,
 } from '../errors.js';
-import {
-  duration,
-  integer,
-  isRecord,
-  optionalRecord,
-  rejectUnknownKeys,
-} from '../internal/validate.js';
+import { integer, isRecord, optionalRecord } from '../internal/validate.js';
 import { validateUpstream } from '../upstream/Upstream.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import { parseAuthority } from '../transport/tunnelOptions.js';
@@ -61,7 +55,7 @@ import type {
   TunnelTarget,
 } from './tunnelServerOptions.js';
 import { resolveTunnelServerOptions } from './tunnelServerOptions.js';
-import { DrainDeadline } from '../internal/drainDeadline.js';
+import { closeDrainTimeout, DrainDeadline } from '../internal/drainDeadline.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { isThenable } from '../internal/isThenable.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
@@ -653,15 +647,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
    * @throws {InvalidOptionError} naming `drainTimeout` (or an unknown key).
    */
   close(options: CloseOptions = {}): Promise<void> {
-    const raw = optionalRecord(options, 'close options');
-    rejectUnknownKeys(raw, ['drainTimeout'], '');
-    const drainTimeout = duration(raw.drainTimeout, 'drainTimeout', 0);
+    const drainTimeout = closeDrainTimeout(options);
     if (this.closing) {
       // A second signal or a host's own shutdown deadline: it may only hasten the end.
-      if (raw.drainTimeout !== undefined) this.hastenDrain(drainTimeout);
+      if (drainTimeout !== undefined) this.hastenDrain(drainTimeout);
       return this.closing;
     }
-    this.drainRequested = drainTimeout;
+    this.drainRequested = drainTimeout ?? 0;
     this.closing = this.shutdown();
     return this.closing;
   }
