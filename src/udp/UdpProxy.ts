@@ -97,8 +97,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   private readonly bound = new Set<UdpListener>();
   private readonly owner: ListenerOwner;
   private live = 0;
-  /** Kernel drops of bound sockets already closed. */
-  private closedKernelDrops = 0;
+  /** Bound sockets closed (or closing): their kernel drops still count. */
+  private readonly unbound: UdpListener[] = [];
   private readonly dropReader = new KernelDropReader();
   private openSockets = 0;
   private nextId = 1;
@@ -393,7 +393,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   private kernelDrops(): number {
     const inodes = new Set<number>();
     for (const listener of this.bound) if (listener.inode !== undefined) inodes.add(listener.inode);
-    let total = this.closedKernelDrops;
+    let total = 0;
+    for (const listener of this.unbound) total += listener.dropsAtClose;
     // The reader may answer from its last read, which can name sockets closed since.
     const drops = this.dropReader.read(inodes);
     for (const inode of inodes) total += drops.get(inode) ?? 0;
@@ -418,8 +419,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     this.manager.stop();
     const listeners = [...this.bound];
     this.bound.clear();
-    const closed = listeners.map((listener) => listener.close());
-    for (const listener of listeners) this.closedKernelDrops += listener.dropsAtClose;
+    const closed = listeners.map((listener) => listener.close(this.dropReader));
+    this.unbound.push(...listeners);
     for (const listener of listeners) {
       for (const session of [...listener.sessions()]) {
         session.terminate(SessionCloseReason.PROXY_CLOSED);
