@@ -70,14 +70,17 @@ export interface CliProcess {
 
 /**
  * Starts `l4proxy args...` (with Node's options `nodeArgs`); the test's `after` kills it by PID if
- * it is still running.
+ * it is still running. `wrapper` is a command that execs the rest (`prlimit --nofile=...`), so
+ * the PID is still l4proxy's.
  */
 export function startCli(
   t: TestContext,
   args: readonly string[],
   nodeArgs: readonly string[] = [],
+  wrapper: readonly string[] = [],
 ): CliProcess {
-  const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], {
+  const command = [...wrapper, process.execPath, ...nodeArgs, CLI, ...args];
+  const child = spawn(command[0] as string, command.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const stdout: LogLine[] = [];

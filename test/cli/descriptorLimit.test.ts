@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
+import { httpGet } from '../helpers/httpGet.js';
+import { tool } from '../helpers/tools.js';
+import { startDnsmasq } from '../udp/helpers.js';
+import { configDir, listenPort, metricsAddress, startCli } from './cli.js';
+import type { CliProcess, LogLine } from './cli.js';
+import { digAnswer, floodFromSources } from './udpFlood.js';
+
+/*
+ * The CLI under a low open-files limit (`prlimit`, always lower than the test's own), its UDP
+ * listener flooded from many sources: one socket per session, so a flood can take every
+ * descriptor of the process.
+ */
+
+/** `prlimit --nofile=limit:limit --`, or undefined (the test skipped) where it cannot be had. */
+function lowLimit(t: TestContext, limit: number): string[] | undefined {
+  if (process.platform !== 'linux') {
+    t.skip('needs the whole 127.0.0.0/8 on loopback and prlimit (Linux)');
+    return undefined;
+  }
+  const prlimit = tool(t, 'prlimit');
+  return prlimit === undefined
+    ? undefined
+    : [prlimit, `--nofile=${String(limit)}:${String(limit)}`, '--'];
+}
+
+/** The value of the `dns` listener's sample of `name` in `/metrics`, or 0. */
+function sample(text: string, name: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{listener="dns"} `));
+  return line === undefined ? 0 : Number(line.split(' ').pop());
+}
+
+/** dig until it is answered (the flood's sessions idled out), bounded in count and time. */
+async function answeredAgain(dig: string, port: number, name: string): Promise<string> {
+  let answer = '';
+  for (let attempt = 0; attempt < 10 && answer === ''; attempt++) {
+    answer = await digAnswer(dig, port, name, 1).catch(() => '');
+  }
+  return answer;
+}
+
+function isShortage(line: LogLine): boolean {
+  return (
+    line.msg === 'proxy error' &&
+    line.listener === 'dns' &&
+    (line.err as { code?: string } | undefined)?.code === 'ERR_L4_RESOURCE_EXHAUSTED'
+  );
+}
+
+async function startDnsCli(
+  t: TestContext,
+  wrapper: string[],
+  dnsPort: number,
+  udpOptions: Record<string, unknown>,
+): Promise<{ cli: CliProcess; port: number; metrics: string }> {
+  const file = configDir(t).write('l4proxy.json', {
+    listeners: [
+      {
+        name: 'dns',
+        protocol: 'udp',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: '127.0.0.1', port: dnsPort }],
+        idleTimeout: 1_500,
+        ...udpOptions,
+      },
+    ],
+  });
+  const args = ['--config', file, '--status-interval', '0', '--metrics', '127.0.0.1:0'];
+  const cli = startCli(t, args, [], wrapper);
+  const port = await listenPort(cli, 'dns');
+  const metrics = `http://${await metricsAddress(cli)}/metrics`;
+  return { cli, port, metrics };
+}
+
+describe('l4proxy under a low open-files limit', () => {
+  test('a UDP flood past the limit (an explicit maxSessions above it): the shortage is logged once a second and counted, and dig is answered again once the sessions idle out', async (t) => {
+    const wrapper = lowLimit(t, 200);
+    if (wrapper === undefined) return;
+    const dig = tool(t, 'dig');
+    if (dig === undefined) return;
+    const dns = await startDnsmasq(t, 'limit.test', '192.0.2.7');
+    if (dns === undefined) return;
+    const { cli, port, metrics } = await startDnsCli(t, wrapper, dns.port, { maxSessions: 10_000 });
+    assert.equal(await digAnswer(dig, port, 'limit.test'), '192.0.2.7');
+    const started = Date.now();
+    assert.equal(await floodFromSources(port, 600, 'limit.test', 5), 600);
+    // Sessions past the limit cannot get a socket: the operator hears of it, once a second.
+    await cli.waitLine('stderr', isShortage, 5_000);
+    assert.equal(await answeredAgain(dig, port, 'limit.test'), '192.0.2.7', 'served again');
+    const shortages = cli.stderr.filter(isShortage).length;
+    const seconds = (Date.now() - started) / 1_000;
+    t.diagnostic(`${String(shortages)} shortage line(s) in ${seconds.toFixed(1)} s`);
+    assert.ok(shortages <= Math.ceil(seconds) + 1, `${String(shortages)} lines`);
+    const text = (await httpGet(metrics)).body;
+    const exhausted = sample(text, 'l4proxy_udp_resource_exhausted_total');
+    t.diagnostic(`resource_exhausted ${String(exhausted)}`);
+    assert.ok(exhausted > 0, 'counted in /metrics');
+    assert.equal(cli.child.exitCode, null, 'still running');
+    cli.child.kill('SIGTERM');
+    await cli.exited();
+  });
+});
