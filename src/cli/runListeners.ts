@@ -67,6 +67,8 @@ export async function runListeners(
     await flushed();
     process.exit(0);
   }
+  // With --workers each worker has the same limit and the same listeners: worker 1 speaks.
+  if (worker === undefined || worker === '1') logDescriptorBudget(ops, config);
   // The admin server starts after the listeners; new proxy generations (reloads) join its events.
   const adminRef: { server?: AdminServer } = {};
   const running = new ListenerSet(
@@ -288,4 +290,19 @@ function cutConnections(listeners: readonly ListenerStats[]): number {
 
 function reply(message: WorkerMessage): void {
   process.send?.(message);
+}
+
+/**
+ * The open-files limit and the caps the listeners that set none got from it, once at start: an
+ * operator sees why a flood meets `max_sessions` at that figure, and what to set to change it.
+ */
+function logDescriptorBudget(ops: Logger, config: Config): void {
+  const budget = config.descriptors;
+  if (budget === undefined) return;
+  const derived = config.listeners.flatMap(({ config: listener }) =>
+    listener.derivedCap === undefined
+      ? []
+      : [{ listener: listener.name, [listener.derivedCap.option]: listener.derivedCap.value }],
+  );
+  ops.info('open files limit', { ...budget, derived });
 }

@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
+import { chmodSync } from 'node:fs';
+import { adminRequest } from '../helpers/adminClient.js';
 import { httpGet } from '../helpers/httpGet.js';
+import { connect } from '../helpers/net.js';
+import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { tool } from '../helpers/tools.js';
 import { startDnsmasq } from '../udp/helpers.js';
 import { configDir, listenPort, metricsAddress, startCli } from './cli.js';
@@ -98,6 +102,82 @@ describe('l4proxy under a low open-files limit', () => {
     t.diagnostic(`resource_exhausted ${String(exhausted)}`);
     assert.ok(exhausted > 0, 'counted in /metrics');
     assert.equal(cli.child.exitCode, null, 'still running');
+    cli.child.kill('SIGTERM');
+    await cli.exited();
+  });
+
+  test('no maxSessions nor maxConnections set: the CLI derives them from the open-files limit, so a UDP flood meets max_sessions while the TCP listener, the admin API and /metrics go on', async (t) => {
+    const wrapper = lowLimit(t, 256);
+    if (wrapper === undefined) return;
+    const dig = tool(t, 'dig');
+    if (dig === undefined) return;
+    const dns = await startDnsmasq(t, 'limit.test', '192.0.2.7');
+    if (dns === undefined) return;
+    const echo = await taggedEcho(t, 'echo:');
+    const dir = configDir(t);
+    const token = 'a-token-of-more-than-sixteen-chars';
+    const tokenFile = dir.write('token', `${token}\n`);
+    chmodSync(tokenFile, 0o600);
+    const file = dir.write('l4proxy.json', {
+      admin: { listen: '127.0.0.1:0', tokenFile },
+      listeners: [
+        {
+          name: 'app',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: echo }],
+        },
+        {
+          name: 'dns',
+          protocol: 'udp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: dns.port }],
+          // Long enough to hold the flood's sessions while the test looks.
+          idleTimeout: 4_000,
+        },
+      ],
+    });
+    const args = ['--config', file, '--status-interval', '0', '--metrics', '127.0.0.1:0'];
+    const cli = startCli(t, args, [], wrapper);
+    const admin = Number(
+      /:(\d+)$/.exec(
+        String((await cli.waitLine('stderr', (l) => l.msg === 'admin listening')).address),
+      )?.[1],
+    );
+    const tcpPort = await listenPort(cli, 'app');
+    const udpPort = await listenPort(cli, 'dns');
+    const metrics = `http://${await metricsAddress(cli)}/metrics`;
+    // The figures, logged at start: 256 - 128 reserved, split between the two listeners.
+    const limits = await cli.waitLine('stderr', (l) => l.msg === 'open files limit');
+    t.diagnostic(JSON.stringify(limits));
+    assert.equal(limits.openFiles, 256);
+    assert.deepEqual(limits.derived, [
+      { listener: 'app', maxConnections: 32 },
+      { listener: 'dns', maxSessions: 64 },
+    ]);
+    assert.equal(await floodFromSources(udpPort, 600, 'limit.test', 6), 600);
+    // The flood holds the session table (as nginx's and Envoy's would), not every descriptor.
+    const text = (await httpGet(metrics)).body;
+    const dropped =
+      /^l4proxy_udp_datagrams_dropped_total\{listener="dns",reason="max_sessions"\} (\d+)$/m;
+    t.diagnostic(
+      `active ${String(sample(text, 'l4proxy_udp_downstream_sess_active'))}, max_sessions ${dropped.exec(text)?.[1] ?? '?'}`,
+    );
+    assert.equal(sample(text, 'l4proxy_udp_downstream_sess_active'), 64);
+    assert.ok(Number(dropped.exec(text)?.[1]) > 0, 'refused as max_sessions');
+    assert.equal(sample(text, 'l4proxy_udp_resource_exhausted_total'), 0);
+    assert.equal((await adminRequest(admin, 'GET', '/upstreams', { token })).status, 200);
+    const client = await connect(tcpPort);
+    t.after(() => client.destroy());
+    assert.equal(await roundTrip(client, 'ping'), 'echo:ping');
+    client.destroy();
+    assert.deepEqual(
+      cli.stderr.filter((l) => l.msg === 'proxy error'),
+      [],
+      'no descriptor shortage',
+    );
+    // Once the flood idles out, new clients get sessions again.
+    assert.equal(await answeredAgain(dig, udpPort, 'limit.test'), '192.0.2.7');
     cli.child.kill('SIGTERM');
     await cli.exited();
   });
