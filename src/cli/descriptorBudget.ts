@@ -69,7 +69,8 @@ export function descriptorBudget(
 
 /**
  * The cap a listener that set none gets from its share: a TCP listener's `maxConnections` (two
- * descriptors each), a UDP listener's `maxSessions` (one each); undefined when it set its own.
+ * descriptors each), a UDP listener's `maxSessions` (one each, or one per configured upstream
+ * with `perPacketBalancing`, which keeps a socket to each); undefined when it set its own.
  */
 export function derivedCap(
   protocol: 'tcp' | 'udp',
@@ -81,7 +82,10 @@ export function derivedCap(
     return entry.maxConnections === undefined
       ? { option: 'maxConnections', value: Math.max(1, Math.floor(budget.perListener / 2)) }
       : undefined;
-  return entry.maxSessions === undefined
-    ? { option: 'maxSessions', value: Math.max(1, budget.perListener) }
-    : undefined;
+  if (entry.maxSessions !== undefined) return undefined;
+  const links =
+    entry.perPacketBalancing === true && Array.isArray(entry.upstreams)
+      ? Math.max(1, entry.upstreams.length)
+      : 1;
+  return { option: 'maxSessions', value: Math.max(1, Math.floor(budget.perListener / links)) };
 }

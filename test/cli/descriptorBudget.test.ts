@@ -40,6 +40,12 @@ describe('the open-files limit split between listeners', () => {
     const budget = descriptorBudget(512, 2);
     assert.deepEqual(derivedCap('tcp', {}, budget), { option: 'maxConnections', value: 96 });
     assert.deepEqual(derivedCap('udp', {}, budget), { option: 'maxSessions', value: 192 });
+    // Per-packet balancing keeps a socket to each upstream in every session.
+    const three = [1, 2, 3].map((port) => ({ host: '127.0.0.1', port }));
+    assert.deepEqual(derivedCap('udp', { perPacketBalancing: true, upstreams: three }, budget), {
+      option: 'maxSessions',
+      value: 64,
+    });
     // An explicit value wins, whatever it is.
     assert.equal(derivedCap('tcp', { maxConnections: 100_000 }, budget), undefined);
     assert.equal(derivedCap('udp', { maxSessions: 100_000 }, budget), undefined);
