@@ -89,3 +89,34 @@ export function derivedCap(
       : 1;
   return { option: 'maxSessions', value: Math.max(1, Math.floor(budget.perListener / links)) };
 }
+
+/** A listener's own cap, when it can take more descriptors than the limit leaves to listeners. */
+export interface CapAboveLimit {
+  readonly listener: string;
+  readonly maxConnections?: number;
+  readonly maxSessions?: number;
+}
+
+/**
+ * The listeners whose own `maxConnections` (two descriptors each) or `maxSessions` (one each) can
+ * take more than the limit less what is reserved: a flood on one of them starves the rest of the
+ * process before it meets its cap. The explicit value still wins; the operator is told at start.
+ */
+export function capsAboveLimit(
+  listeners: readonly {
+    readonly name: string;
+    readonly protocol: 'tcp' | 'udp';
+    readonly raw: Readonly<Record<string, unknown>>;
+  }[],
+  budget: DescriptorBudget,
+): CapAboveLimit[] {
+  const room = budget.openFiles - budget.reserved;
+  const found: CapAboveLimit[] = [];
+  for (const { name, protocol, raw } of listeners) {
+    const option = protocol === 'tcp' ? 'maxConnections' : 'maxSessions';
+    const cap = raw[option];
+    if (typeof cap === 'number' && cap * (protocol === 'tcp' ? 2 : 1) > room)
+      found.push({ listener: name, [option]: cap });
+  }
+  return found;
+}

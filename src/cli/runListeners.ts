@@ -7,6 +7,7 @@ import type { ReloadOutcome } from './ListenerSet.js';
 import type { Logger } from './jsonLogger.js';
 import { createOutputs, CUT_WAIT_MS, ignoreUnusedSignals, statusPeriod } from './outputs.js';
 import { isPipeOrSocket } from './pipePieces.js';
+import { capsAboveLimit } from './descriptorBudget.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
@@ -305,4 +306,13 @@ function logDescriptorBudget(ops: Logger, config: Config): void {
       : [{ listener: listener.name, [listener.derivedCap.option]: listener.derivedCap.value }],
   );
   ops.info('open files limit', { ...budget, derived });
+  const above = capsAboveLimit(
+    config.listeners.map((listener) => listener.config),
+    budget,
+  );
+  if (above.length > 0)
+    ops.warn('a listener cap exceeds the open-files limit: a flood on it starves the others', {
+      openFiles: budget.openFiles,
+      listeners: above,
+    });
 }

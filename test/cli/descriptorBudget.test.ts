@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { closeAll, validateConfig } from '../../src/cli/config.js';
-import { derivedCap, descriptorBudget, openFilesLimit } from '../../src/cli/descriptorBudget.js';
+import {
+  capsAboveLimit,
+  derivedCap,
+  descriptorBudget,
+  openFilesLimit,
+} from '../../src/cli/descriptorBudget.js';
 
 const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
 Max cpu time              unlimited            unlimited            seconds
@@ -90,6 +95,22 @@ describe('the open-files limit split between listeners', () => {
       [{ option: 'maxConnections', value: 125 }, { option: 'maxSessions', value: 250 }, undefined],
     );
     assert.equal(config.listeners[0]?.config.raw.maxConnections, undefined, 'raw as written');
+    // An explicit cap is kept even above the limit; the command warns of it at start.
+    assert.deepEqual(
+      capsAboveLimit(
+        [
+          { name: 'a', protocol: 'tcp', raw: { maxConnections: 500 } },
+          { name: 'b', protocol: 'tcp', raw: { maxConnections: 501 } },
+          { name: 'c', protocol: 'udp', raw: { maxSessions: 1_001 } },
+          { name: 'd', protocol: 'udp', raw: {} },
+        ],
+        { openFiles: 1_128, reserved: 128, perListener: 250 },
+      ),
+      [
+        { listener: 'b', maxConnections: 501 },
+        { listener: 'c', maxSessions: 1_001 },
+      ],
+    );
     const unknown = validateConfig(
       {
         listeners: [

@@ -45,6 +45,25 @@ async function answeredAgain(dig: string, port: number, name: string): Promise<s
   return answer;
 }
 
+/**
+ * `/metrics` once it answers: while the flood's sessions hold every descriptor, its connections
+ * are reset. Tries again at each access line (a session ended, freeing its socket), bounded in
+ * count and time.
+ */
+async function metricsOnceServed(cli: CliProcess, url: string): Promise<string> {
+  const deadline = Date.now() + 10_000;
+  for (let attempt = 0; attempt < 100 && Date.now() < deadline; attempt++) {
+    try {
+      return (await httpGet(url)).body;
+    } catch {
+      // Reset: still out of descriptors.
+    }
+    const seen = cli.stdout.length;
+    await cli.waitLines('stdout', () => true, seen + 1, 2_000).catch(() => undefined);
+  }
+  throw new Error(`${url} did not answer within 10 s`);
+}
+
 function isShortage(line: LogLine): boolean {
   return (
     line.msg === 'proxy error' &&
@@ -87,6 +106,9 @@ describe('l4proxy under a low open-files limit', () => {
     const dns = await startDnsmasq(t, 'limit.test', '192.0.2.7');
     if (dns === undefined) return;
     const { cli, port, metrics } = await startDnsCli(t, wrapper, dns.port, { maxSessions: 10_000 });
+    // Told at start, before any flood.
+    const warning = await cli.waitLine('stderr', (l) => l.msg.startsWith('a listener cap exceeds'));
+    assert.deepEqual(warning.listeners, [{ listener: 'dns', maxSessions: 10_000 }]);
     assert.equal(await digAnswer(dig, port, 'limit.test'), '192.0.2.7');
     const started = Date.now();
     assert.equal(await floodFromSources(port, 600, 'limit.test', 5), 600);
@@ -97,7 +119,7 @@ describe('l4proxy under a low open-files limit', () => {
     const seconds = (Date.now() - started) / 1_000;
     t.diagnostic(`${String(shortages)} shortage line(s) in ${seconds.toFixed(1)} s`);
     assert.ok(shortages <= Math.ceil(seconds) + 1, `${String(shortages)} lines`);
-    const text = (await httpGet(metrics)).body;
+    const text = await metricsOnceServed(cli, metrics);
     const exhausted = sample(text, 'l4proxy_udp_resource_exhausted_total');
     t.diagnostic(`resource_exhausted ${String(exhausted)}`);
     assert.ok(exhausted > 0, 'counted in /metrics');
