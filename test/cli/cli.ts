@@ -160,12 +160,16 @@ export function startCli(
   };
 }
 
-/** Runs `l4proxy args...` to completion: exit code, stdout and stderr text. */
+/** Runs `l4proxy args...` to completion (through `wrapper`, as startCli): exit code, stdout and stderr text. */
 export function runCli(
   args: readonly string[],
   ms = 10_000,
+  wrapper: readonly string[] = [],
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const command = [...wrapper, process.execPath, CLI, ...args];
+  const child = spawn(command[0] as string, command.slice(1), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));

@@ -8,7 +8,7 @@ import { connect } from '../helpers/net.js';
 import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { tool } from '../helpers/tools.js';
 import { startDnsmasq } from '../udp/helpers.js';
-import { configDir, listenPort, metricsAddress, startCli } from './cli.js';
+import { configDir, listenPort, metricsAddress, runCli, startCli } from './cli.js';
 import type { CliProcess, LogLine } from './cli.js';
 import { digAnswer, floodFromSources } from './udpFlood.js';
 
@@ -202,5 +202,25 @@ describe('l4proxy under a low open-files limit', () => {
     assert.equal(await answeredAgain(dig, udpPort, 'limit.test'), '192.0.2.7');
     cli.child.kill('SIGTERM');
     await cli.exited();
+  });
+
+  test('--check shows the caps the start would derive, and not for a listener that sets its own', async (t) => {
+    const wrapper = lowLimit(t, 512);
+    if (wrapper === undefined) return;
+    const upstreams = [{ host: '127.0.0.1', port: 1 }];
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [
+        { name: 'web', protocol: 'tcp', listen: '127.0.0.1:0', upstreams },
+        { name: 'dns', protocol: 'udp', listen: '127.0.0.1:0', upstreams },
+        { name: 'own', protocol: 'udp', listen: '127.0.0.1:1', upstreams, maxSessions: 10 },
+      ],
+    });
+    const checked = await runCli(['--config', file, '--check'], 10_000, wrapper);
+    assert.equal(checked.code, 0, checked.stderr);
+    // 512 - 128 reserved, split three ways: 128 each.
+    assert.match(
+      checked.stdout,
+      /: ok, 3 listener\(s\): .*; open files 512: web maxConnections 64, dns maxSessions 128\n$/,
+    );
   });
 });
