@@ -163,6 +163,8 @@ const UDP_HELP: HelpTable<UdpProxyStats> = {
   upstream_sess_tx_bytes: 'Bytes sent to upstreams.',
   upstream_sess_rx_errors: 'Setup failures and receive (ICMP) errors on session sockets.',
   upstream_sess_tx_errors: 'Sends to upstreams that failed.',
+  resource_exhausted:
+    'Session sockets that could not be created because the proxy ran out of file descriptors.',
   datagrams_dropped: null,
   ...PROXY_HEALTH_HELP,
 };

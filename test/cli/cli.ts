@@ -70,14 +70,17 @@ export interface CliProcess {
 
 /**
  * Starts `l4proxy args...` (with Node's options `nodeArgs`); the test's `after` kills it by PID if
- * it is still running.
+ * it is still running. `wrapper` is a command that execs the rest (`prlimit --nofile=...`), so
+ * the PID is still l4proxy's.
  */
 export function startCli(
   t: TestContext,
   args: readonly string[],
   nodeArgs: readonly string[] = [],
+  wrapper: readonly string[] = [],
 ): CliProcess {
-  const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], {
+  const command = [...wrapper, process.execPath, ...nodeArgs, CLI, ...args];
+  const child = spawn(command[0] as string, command.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const stdout: LogLine[] = [];
@@ -157,12 +160,16 @@ export function startCli(
   };
 }
 
-/** Runs `l4proxy args...` to completion: exit code, stdout and stderr text. */
+/** Runs `l4proxy args...` to completion (through `wrapper`, as startCli): exit code, stdout and stderr text. */
 export function runCli(
   args: readonly string[],
   ms = 10_000,
+  wrapper: readonly string[] = [],
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const command = [...wrapper, process.execPath, CLI, ...args];
+  const child = spawn(command[0] as string, command.slice(1), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
