@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { tmpdir } from 'node:os';
 import { dirname, join, normalize } from 'node:path';
 import { test } from 'node:test';
+import { promisify } from 'node:util';
 import {
   CloseReason,
   DropReason,
@@ -10,6 +13,10 @@ import {
   RejectReason,
   SessionCloseReason,
 } from '../src/index.js';
+import { NGINX_STREAM_MODULE } from './helpers/nginx.js';
+import { tool } from './helpers/tools.js';
+
+const run = promisify(execFile);
 
 const read = (path: string): string =>
   readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
@@ -138,6 +145,56 @@ test('every link between the docs reaches a file that exists, and a heading or a
     });
   });
   assert.deepEqual(dead, []);
+});
+
+/** The ```nginx or ```haproxy blocks of the docs, each a configuration a reader may copy. */
+function peerConfigs(lang: 'nginx' | 'haproxy'): { where: string; code: string }[] {
+  return DOCS.flatMap((doc) => {
+    const text = read(doc);
+    return [...text.matchAll(new RegExp(`^\`\`\`${lang}\\n([\\s\\S]*?)^\`\`\``, 'gm'))].map(
+      (match) => ({
+        where: `${doc}:${text.slice(0, match.index).split('\n').length}`,
+        code: match[1] ?? '',
+      }),
+    );
+  });
+}
+
+test('the nginx and HAProxy configurations the docs show pass nginx -t and haproxy -c', async (t) => {
+  const nginx = tool(t, 'nginx');
+  const haproxy = tool(t, 'haproxy');
+  if (nginx === undefined || haproxy === undefined) return;
+  const nginxBlocks = peerConfigs('nginx');
+  const haproxyBlocks = peerConfigs('haproxy');
+  assert.ok(nginxBlocks.length >= 2 && haproxyBlocks.length >= 3, 'the blocks are found');
+  const dir = mkdtempSync(join(tmpdir(), 'l4proxy-docs-peers-'));
+  t.after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  // Neither checker binds the addresses, so 10.0.0.7 and ports in use are fine.
+  const check = async (where: string, program: string, args: string[]): Promise<string[]> => {
+    try {
+      await run(program, args, { timeout: 10_000 });
+      return [];
+    } catch (err) {
+      const { stdout = '', stderr = '' } = err as { stdout?: string; stderr?: string };
+      return [`${where}: ${stdout}${stderr}`];
+    }
+  };
+  const errors: string[] = [];
+  for (const [i, { where, code }] of nginxBlocks.entries()) {
+    const file = join(dir, `nginx-${String(i)}.conf`);
+    const module = existsSync(NGINX_STREAM_MODULE) ? `load_module ${NGINX_STREAM_MODULE};` : '';
+    const head = `${module}\nerror_log ${join(dir, 'error.log')};\npid ${join(dir, 'nginx.pid')};`;
+    writeFileSync(file, `${head}\nevents {}\n${code}`);
+    errors.push(...(await check(where, nginx, ['-t', '-q', '-c', file, '-p', dir])));
+  }
+  for (const [i, { where, code }] of haproxyBlocks.entries()) {
+    const file = join(dir, `haproxy-${String(i)}.cfg`);
+    writeFileSync(file, code);
+    errors.push(...(await check(where, haproxy, ['-c', '-f', file])));
+  }
+  assert.deepEqual(errors, []);
 });
 
 test('the Kubernetes manifests parse, their l4proxy configuration is valid, and they mean what their comments say', async () => {
