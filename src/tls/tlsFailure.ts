@@ -66,6 +66,23 @@ const WHAT_TO_DO: Record<TlsFailureCode, string> = {
   [ErrorCode.TLS_CLIENT_CERT]: 'the client must present a certificate signed by terminateTls.ca',
 };
 
+/**
+ * Node's errors for an upstream whose answer to the ClientHello is no TLS at all: a hang-up before
+ * any record (`ECONNRESET`, "socket disconnected before secure TLS connection was established"),
+ * or bytes that are not a TLS record (a plain server's reply).
+ */
+const NOT_TLS = new Set([
+  'ECONNRESET',
+  'ERR_SSL_WRONG_VERSION_NUMBER',
+  'ERR_SSL_PACKET_LENGTH_TOO_LONG',
+  'ERR_SSL_HTTP_REQUEST',
+]);
+
+/** Origination: the upstream hung up on the ClientHello or answered in clear. */
+const UPSTREAM_NOT_TLS =
+  'check that the upstream speaks TLS on this port from its first byte (a plain server does not, ' +
+  'nor one that starts TLS in-band, such as PostgreSQL before 17), then TLS versions, ciphers and client certificates';
+
 /** Origination: the proxy is the client whose certificate the upstream refused. */
 const UPSTREAM_CLIENT_CERT =
   "the upstream requires a client certificate it trusts: set 'tls.cert' and 'tls.key'";
@@ -73,13 +90,19 @@ const UPSTREAM_CLIENT_CERT =
 /** The error of one failed origination handshake with `address`. */
 export function upstreamTlsError(address: string, err: unknown): TlsHandshakeError {
   const code = upstreamFailureCode(err);
-  const detail = thrownMessage(err);
+  const detail = thrownMessage(err).trim(); // OpenSSL's messages end with a line break
   return new TlsHandshakeError(
     code,
     'upstream',
-    `TLS handshake with upstream ${address} failed (${detail}): ${code === ErrorCode.TLS_CLIENT_CERT ? UPSTREAM_CLIENT_CERT : WHAT_TO_DO[code]}.`,
+    `TLS handshake with upstream ${address} failed (${detail}): ${upstreamWhatToDo(code, err)}.`,
     err,
   );
+}
+
+function upstreamWhatToDo(code: TlsFailureCode, err: unknown): string {
+  if (code === ErrorCode.TLS_CLIENT_CERT) return UPSTREAM_CLIENT_CERT;
+  if (code === ErrorCode.TLS_HANDSHAKE && NOT_TLS.has(codeOf(err))) return UPSTREAM_NOT_TLS;
+  return WHAT_TO_DO[code];
 }
 
 /** The error of an origination handshake that ran out of time. */
