@@ -17,6 +17,8 @@ import { listenerFamilies, startMetricsServer } from './metricsServer.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import type { EffectiveSettings } from './settings.js';
 import { startPrimaryAdmin } from './primaryAdmin.js';
+import { waitingForDns } from './adminConfig.js';
+import type { AdminReadiness } from '../admin/adminOptions.js';
 import { removeStaleSocket } from './unixSocket.js';
 import { ClusterSocketFiles } from './clusterSocketFiles.js';
 import { WorkerRelay } from './workerRelay.js';
@@ -61,6 +63,12 @@ export class Primary {
   private cutBy: NodeJS.Signals | undefined;
   private failed = false;
   private ready = new Set<number>();
+  /** Workers whose `dns` listeners have had their first answer (`l4proxy:warm`). */
+  private readonly warm = new Set<number>();
+  /** Every worker was warm once: /ready no longer waits for DNS (a respawn waits for `ready`). */
+  private warmedUp = false;
+  /** The names of the listeners with `dns`, for the 503 reason. */
+  private dnsListeners = '';
   private readonly ops: Logger;
   private readonly status;
   private readonly flushed: () => Promise<void>;
@@ -90,6 +98,10 @@ export class Primary {
   async start(config: Config): Promise<void> {
     // The primary only validated the config; the workers build their own proxies.
     closeAll(config.listeners);
+    this.dnsListeners = config.listeners
+      .filter((listener) => listener.dns !== undefined)
+      .map((listener) => listener.config.name)
+      .join(', ');
     // A Unix socket is the primary's (cluster shares it): its stale file goes before the workers
     // listen, and a worker does not probe it (the probe would be a connection it then serves).
     for (const { listen } of [...config.listeners.map((l) => l.config), ...config.tunnels])
@@ -137,7 +149,7 @@ export class Primary {
     if (this.settings.admin !== undefined) {
       try {
         const served = await startPrimaryAdmin(this.settings.admin, {
-          ready: () => !this.draining && this.ready.size === this.settings.workers,
+          ready: () => this.readiness(),
           collect: () => this.collect(),
           families: () => this.families(),
           relay: (request) => this.relay.ask(request),
@@ -157,6 +169,22 @@ export class Primary {
     }
     if (this.drainStarted()) return;
     this.status.start(statusPeriod(this.settings.statusInterval));
+  }
+
+  /**
+   * `/ready`: every worker listening, and (once, at start) every worker's `dns` listeners with
+   * their first answer, as a single process; not while draining.
+   */
+  private readiness(): AdminReadiness {
+    if (this.draining || this.ready.size !== this.settings.workers) return false;
+    if (this.warmedUp) return true;
+    const cold = [...this.ready].filter((slot) => !this.warm.has(slot)).sort((a, b) => a - b);
+    const workers = cold.join(', ');
+    const reason =
+      this.dnsListeners === ''
+        ? `waiting for the listeners of worker ${workers}`
+        : `${waitingForDns(this.dnsListeners)} in worker ${workers}`;
+    return { ready: false, reason };
   }
 
   /** Read after an await: a signal may have started the drain meanwhile. */
@@ -180,6 +208,11 @@ export class Primary {
   private onMessage(slot: number, message: WorkerMessage): void {
     if (message.type === 'l4proxy:admin') {
       this.relay.onReply(slot, message.id, message.reply);
+      return;
+    }
+    if (message.type === 'l4proxy:warm') {
+      this.warm.add(slot);
+      if (this.warm.size === this.settings.workers) this.warmedUp = true;
       return;
     }
     if (message.type === 'l4proxy:ready') {
@@ -230,6 +263,7 @@ export class Primary {
       process.exit(1);
     }
     this.ready.delete(slot);
+    this.warm.delete(slot);
     this.ops.error('worker exited, replacing it', { worker: slot, code, signal });
     setTimeout(() => {
       if (!this.draining) this.fork(slot);

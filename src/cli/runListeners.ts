@@ -11,9 +11,10 @@ import { capsAboveLimit } from './descriptorBudget.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
-import { cliAdminServer, startCliAdmin } from './adminConfig.js';
+import { cliAdminServer, startCliAdmin, waitingForDns } from './adminConfig.js';
 import { answerRelayed } from '../admin/relayedRequest.js';
 import type { AdminServer } from '../admin/AdminServer.js';
+import type { AdminReadiness } from '../admin/adminOptions.js';
 import type { EffectiveSettings } from './settings.js';
 import { TunnelListeners } from './tunnelListeners.js';
 import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
@@ -96,6 +97,13 @@ export async function runListeners(
   }
 
   let draining = false;
+  // Not ready until every `dns` listener has its first answer (Envoy's cluster warming), nor
+  // once draining; a reload's new DNS source does not take a warm process out of rotation.
+  const ready = (): AdminReadiness => {
+    if (draining) return false;
+    const waiting = running.waitingForDns();
+    return waiting === undefined ? true : { ready: false, reason: waitingForDns(waiting) };
+  };
   // Read after an await: a signal may have started the drain meanwhile.
   const drainStarted = (): boolean => draining;
   const drain = async (why: string): Promise<void> => {
@@ -217,12 +225,17 @@ export async function runListeners(
         instance: running,
         ops,
         settings,
-        ready: () => !draining,
+        ready,
         certificateListeners: () => tunnels.certificateListeners(),
       });
     reply({
       type: 'l4proxy:ready',
       addresses: [...running.addresses(), ...tunnels.addresses()],
+    });
+    // Apart from `ready` (listening, which the primary's start and respawns wait for): the
+    // primary's /ready also waits for this.
+    void running.whenWarm().then(() => {
+      reply({ type: 'l4proxy:warm' });
     });
     checkCertificates(warningDays);
     return;
@@ -260,7 +273,7 @@ export async function runListeners(
         instance: running,
         ops,
         settings,
-        ready: () => !draining,
+        ready,
         certificateListeners: () => tunnels.certificateListeners(),
         // The families --metrics renders for the tunnel listeners; their certificates' come
         // from certificateListeners, as every listener's.
