@@ -116,6 +116,7 @@ async function main(argv: readonly string[]): Promise<void> {
   const settings = effectiveSettings(args, config);
   if (args.check) {
     closeAll(config.listeners);
+    for (const warning of args.warnings) process.stderr.write(`l4proxy: warning: ${warning}\n`);
     // The start reads the admin token before serving: a check that skipped it said "ok" to a
     // configuration that then failed to start (a missing token file, an open address without one).
     if (settings.admin !== undefined) await checkAdmin(settings.admin, config.source);
@@ -132,10 +133,16 @@ async function main(argv: readonly string[]): Promise<void> {
     return;
   }
   if (settings.workers > 1 && cluster.isPrimary) {
-    await new Primary(settings).start(config);
+    await new Primary(settings).start(config, args.warnings);
     return;
   }
-  await runListeners(config, settings, settingsInForce(args));
+  // A worker parses the same flags: the primary has said it.
+  await runListeners(
+    config,
+    settings,
+    settingsInForce(args),
+    cluster.isWorker ? [] : args.warnings,
+  );
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

@@ -95,7 +95,9 @@ export class Primary {
   }
 
   /** Validated config in hand: forks the workers and wires signals. */
-  async start(config: Config): Promise<void> {
+  async start(config: Config, warnings: readonly string[] = []): Promise<void> {
+    // Flags valid but likely not what was meant (`--drain-timeout 30000`): said once, here.
+    for (const warning of warnings) this.ops.warn(warning);
     // The primary only validated the config; the workers build their own proxies.
     closeAll(config.listeners);
     this.dnsListeners = config.listeners

@@ -45,6 +45,8 @@ export async function runListeners(
   config: Config,
   settings: EffectiveSettings,
   inForce?: (file: Settings) => object,
+  /** Flags that are valid but likely not what was meant (`--drain-timeout 30000`). */
+  warnings: readonly string[] = [],
 ): Promise<void> {
   const worker = cluster.isWorker
     ? (process.env.L4PROXY_WORKER ?? String(cluster.worker?.id))
@@ -62,6 +64,7 @@ export async function runListeners(
   );
   // A worker too: `systemctl kill` and `kill -- -PGID` signal every process of the service.
   ignoreUnusedSignals(ops);
+  for (const warning of warnings) ops.warn(warning);
   const early = stopRequested();
   if (early !== undefined) {
     // Stopped while the config was read: nothing is open yet, so nothing to drain.
