@@ -22,7 +22,7 @@ import type { AdminReadiness } from '../admin/adminOptions.js';
 import { removeStaleSocket } from './unixSocket.js';
 import { ClusterSocketFiles } from './clusterSocketFiles.js';
 import { WorkerRelay } from './workerRelay.js';
-import { tunnelListenerFamilies } from './tunnelListeners.js';
+import { dnsOf, tunnelListenerFamilies } from './tunnelListeners.js';
 import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
 import type { TunnelListenerStats } from './tunnelListeners.js';
 
@@ -100,10 +100,10 @@ export class Primary {
     for (const warning of warnings) this.ops.warn(warning);
     // The primary only validated the config; the workers build their own proxies.
     closeAll(config.listeners);
-    this.dnsListeners = config.listeners
-      .filter((listener) => listener.dns !== undefined)
-      .map((listener) => listener.config.name)
-      .join(', ');
+    this.dnsListeners = [
+      ...config.listeners.filter((l) => l.dns !== undefined).map((l) => l.config.name),
+      ...config.tunnels.filter((tunnel) => dnsOf(tunnel) !== undefined).map((t) => t.name),
+    ].join(', ');
     // A Unix socket is the primary's (cluster shares it): its stale file goes before the workers
     // listen, and a worker does not probe it (the probe would be a connection it then serves).
     for (const { listen } of [...config.listeners.map((l) => l.config), ...config.tunnels])

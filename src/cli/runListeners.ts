@@ -104,7 +104,7 @@ export async function runListeners(
   // once draining; a reload's new DNS source does not take a warm process out of rotation.
   const ready = (): AdminReadiness => {
     if (draining) return false;
-    const waiting = running.waitingForDns();
+    const waiting = running.waitingForDns() ?? tunnels.waitingForDns();
     return waiting === undefined ? true : { ready: false, reason: waitingForDns(waiting) };
   };
   // Read after an await: a signal may have started the drain meanwhile.
@@ -237,7 +237,7 @@ export async function runListeners(
     });
     // Apart from `ready` (listening, which the primary's start and respawns wait for): the
     // primary's /ready also waits for this.
-    void running.whenWarm().then(() => {
+    void Promise.all([running.whenWarm(), tunnels.whenWarm()]).then(() => {
       reply({ type: 'l4proxy:warm' });
     });
     checkCertificates(warningDays);

@@ -90,6 +90,35 @@ describe('l4proxy /ready waits for the first DNS answer (Envoy cluster warming)'
     });
   }
 
+  test('a tunnel listener with dns is waited for as well', async (t) => {
+    const dns = await gatedDns(t);
+    const upstream = await taggedEcho(t, 'A:');
+    const [web] = (config(dns, upstream, 'egress.example.test') as { listeners: object[] })
+      .listeners;
+    const file = configDir(t).write('l4proxy.json', {
+      admin: { listen: '127.0.0.1:0' },
+      listeners: [
+        // A listener without dns is warm from the start.
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: upstream }],
+        },
+        { ...web, name: 'egress', protocol: 'tunnel' },
+      ],
+    });
+    const { cli, admin } = await start(t, file);
+    await dns.waitQueries('egress.example.test', 1);
+    const cold = await ready(admin);
+    assert.equal(cold.status, 503);
+    assert.equal(cold.body.reason, 'waiting for the first DNS answer of listener egress');
+    dns.set('answer');
+    await eventually(async () => (await ready(admin)).status === 200, '/ready 200', 10_000);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(), 0);
+  });
+
   test('a first lookup that fails warms the listener too (Envoy), and is logged as before', async (t) => {
     const dns = await gatedDns(t);
     const upstream = await taggedEcho(t, 'A:');
