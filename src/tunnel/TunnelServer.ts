@@ -1,3 +1,4 @@
+import { checkSocketFd, fdOption } from '../net/adoptedSocket.js';
 import http from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import http2 from 'node:http2';
@@ -281,7 +282,26 @@ export type TunnelListenOptions = Omit<net.ListenOptions, 'signal'> & {
   readonly user?: string | number | undefined;
   /** With `path`: the socket file's group, a group name or gid. Default: the process's. */
   readonly group?: string | number | undefined;
+  /**
+   * Adopt this already-bound stream socket instead of binding one (systemd socket activation, a
+   * binary upgrade), as `TcpProxy.listen({ fd })`: no `port`, `host` or `path` with it.
+   * `close()` closes the descriptor.
+   */
+  readonly fd?: number | undefined;
 };
+
+/** What `fd` cannot be given with: the socket has its address and its file. */
+const TUNNEL_FD_EXCLUDES = [
+  'port',
+  'host',
+  'path',
+  'ipv6Only',
+  'reusePort',
+  'exclusive',
+  'mode',
+  'user',
+  'group',
+];
 
 /** An open tunnel: how to cut it, and its bytes so far (counted in stats while it runs). */
 interface LiveTunnel {
@@ -474,6 +494,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   async listen(options: TunnelListenOptions = {}): Promise<AddressInfo | string> {
     const raw = optionalRecord(options, 'listen options');
     integer(raw.port, 'port', 0, { min: 0, max: 65535 });
+    const fd = fdOption(raw, TUNNEL_FD_EXCLUDES);
+    if (fd !== undefined) checkSocketFd(fd);
     const access = socketAccess(options);
     // net.Server would close the listener on abort behind the server's back (and never settle
     // listen() for a signal aborted already); TcpProxy and UdpProxy refuse it too.
