@@ -8,7 +8,9 @@ import type { UdpProxyStats } from '../udp/UdpProxyStats.js';
 import type { AdminListener } from '../admin/AdminListener.js';
 import { LatencyRecorder } from '../metrics/latency.js';
 import type { LatencySnapshot } from '../metrics/latency.js';
-import { formatHostPort, UNIX_PREFIX } from './address.js';
+import { formatHostPort, formatListen, UNIX_PREFIX } from './address.js';
+import { claimSystemdSocket } from './socketActivation.js';
+import { checkSocketFd } from '../net/adoptedSocket.js';
 import { removeStaleSocket } from './unixSocket.js';
 import { listenWithAccess } from '../net/unixSocketFile.js';
 import type { UnixSocketFile } from '../net/unixSocketFile.js';
@@ -123,15 +125,20 @@ export class Listener {
 
   /** Listens (TCP) or binds (UDP); rejects with the system error's message. */
   async start(): Promise<string> {
-    const { host, port, ipv6Only } = this.config.listen;
+    const { host, port, ipv6Only, systemd } = this.config.listen;
+    // A socket systemd passed: taken now, so a second listener naming it is told.
+    const fd = systemd === undefined ? undefined : claimSystemdSocket(systemd);
     if (this.current instanceof UdpProxy) {
-      const bound = await this.current.bind({
-        port,
-        ...(host !== '' && { address: host }),
-        ...(ipv6Only && { ipv6Only }),
-        ...(this.reusePort && { reusePort: true }),
-        ...this.config.socketBuffers,
-      });
+      const where =
+        fd === undefined
+          ? {
+              port,
+              ...(host !== '' && { address: host }),
+              ...(ipv6Only && { ipv6Only }),
+              ...(this.reusePort && { reusePort: true }),
+            }
+          : { fd };
+      const bound = await this.current.bind({ ...where, ...this.config.socketBuffers });
       this.address = formatHostPort(bound.address, bound.port);
       return this.address;
     }
@@ -158,15 +165,22 @@ export class Listener {
       const names = { user: `${where}.user`, group: `${where}.group` };
       this.socketFile = await listenWithAccess(server, unix, backlog, access, names);
     } else {
+      if (fd !== undefined) checkSocketFd(fd);
       await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
+        server.once('error', (err: NodeJS.ErrnoException) => {
+          // Node's answer to a passed datagram socket is a bare EINVAL.
+          const kind = fd !== undefined && err.code === 'EINVAL' ? ' (is it a datagram socket?)' : '';
+          reject(kind === '' ? err : new Error(`fd ${fd}: ${err.message}${kind}`));
+        });
         const shared = this.reusePort ? { reusePort: true, exclusive: true } : {};
         const where =
-          unix === undefined
-            ? { port, ...(host !== '' && { host }), ...(ipv6Only && { ipv6Only }) }
-            : { path: unix };
+          fd !== undefined
+            ? { fd }
+            : unix === undefined
+              ? { port, ...(host !== '' && { host }), ...(ipv6Only && { ipv6Only }) }
+              : { path: unix };
         server.listen({ ...where, backlog, ...shared }, () => {
-          server.off('error', reject);
+          server.removeAllListeners('error');
           resolve();
         });
       });
@@ -190,7 +204,7 @@ export class Listener {
     const bound = server.address();
     this.address =
       typeof bound === 'string' || bound === null
-        ? `${UNIX_PREFIX}${unix ?? ''}`
+        ? `${UNIX_PREFIX}${unix ?? bound ?? ''}`
         : formatHostPort(bound.address, bound.port);
     return this.address;
   }
@@ -401,6 +415,6 @@ function onlyUpstreamsOf(carried: TcpProxyStats, running: TcpProxyStats): TcpPro
  * socket can change) needs a restart.
  */
 export function listenKey(listen: ListenAddress): string {
-  if (listen.path !== undefined) return `${UNIX_PREFIX}${listen.path}`;
+  if (listen.systemd !== undefined || listen.path !== undefined) return formatListen(listen);
   return `${listen.host}:${listen.port}${listen.ipv6Only ? ' ipv6Only' : ''}`;
 }

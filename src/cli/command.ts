@@ -15,6 +15,7 @@ import { runListeners } from './runListeners.js';
 import { effectiveSettings, settingsInForce } from './settings.js';
 import { describeBacklog, listenerBacklog } from './listenBacklog.js';
 import { describeTunnelListener } from './tunnelListeners.js';
+import { takeSystemdSockets } from './socketActivation.js';
 import { adminHost, readAdminToken } from './adminConfig.js';
 import type { AdminSettings } from './adminConfig.js';
 
@@ -60,6 +61,14 @@ function describeListeners(config: Config, backlog: number | undefined): string 
     .join(', ');
 }
 
+/** The config path of the first listener adopting a socket systemd passed, if any. */
+function passedSocketUser(config: Config): string | undefined {
+  const listener = config.listeners.find(({ config: l }) => l.listen.systemd !== undefined);
+  if (listener !== undefined) return `${listener.config.path}.listen`;
+  const tunnel = config.tunnels.find((t) => t.listen.systemd !== undefined);
+  return tunnel === undefined ? undefined : `${tunnel.path}.listen`;
+}
+
 /** What the start would refuse about the admin API, for `--check`: exits 1 with the reason. */
 async function checkAdmin(admin: AdminSettings, source: string): Promise<void> {
   try {
@@ -102,6 +111,16 @@ async function main(argv: readonly string[]): Promise<void> {
     process.exit(1);
   }
   const settings = effectiveSettings(args, config);
+  const passed = passedSocketUser(config);
+  if (passed !== undefined && settings.workers > 1) {
+    // Workers each need a socket of their own (SO_REUSEPORT) or the primary's (cluster): one
+    // passed descriptor can be neither, so the start is refused rather than half-served.
+    process.stderr.write(
+      `${config.source}: ${passed}: a socket passed by systemd is served by one process; ` +
+        `run with --workers 1 (got ${settings.workers}), or one service per worker\n`,
+    );
+    process.exit(1);
+  }
   if (args.check) {
     closeAll(config.listeners);
     // The start reads the admin token before serving: a check that skipped it said "ok" to a
@@ -117,6 +136,8 @@ async function main(argv: readonly string[]): Promise<void> {
     process.stdout.write(`${config.source}: ok, ${count} listener(s): ${listeners}\n`);
     return;
   }
+  // Read (and unset, so that children never take them for theirs) before anything runs.
+  if (cluster.isPrimary) takeSystemdSockets();
   if (settings.workers > 1 && cluster.isPrimary) {
     await new Primary(settings).start(config);
     return;

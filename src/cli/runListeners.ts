@@ -15,6 +15,7 @@ import { answerRelayed } from '../admin/relayedRequest.js';
 import type { AdminServer } from '../admin/AdminServer.js';
 import type { EffectiveSettings } from './settings.js';
 import { TunnelListeners } from './tunnelListeners.js';
+import { unclaimedSystemdSockets } from './socketActivation.js';
 import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { DEFAULT_CERTIFICATE_WARNING_DAYS, warnExpiringCertificates } from './certificateExpiry.js';
@@ -91,6 +92,12 @@ export async function runListeners(
     ops.log('fatal', (err as Error).message);
     process.exit(1);
   }
+  const unclaimed = unclaimedSystemdSockets();
+  // Still bound: their clients would wait for an accept that never comes.
+  if (unclaimed.length > 0)
+    ops.warn('sockets passed by systemd that no listener uses', {
+      sockets: unclaimed.map(({ fd, name }) => `${name} (fd ${fd})`),
+    });
 
   let draining = false;
   // Read after an await: a signal may have started the drain meanwhile.

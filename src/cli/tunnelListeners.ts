@@ -4,19 +4,15 @@ import { knownKeys } from '../internal/validate.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { tunnelServerFamilies } from '../metrics/tunnelMetrics.js';
 import { TunnelServer } from '../tunnel/TunnelServer.js';
+import type { TunnelListenOptions } from '../tunnel/TunnelServer.js';
 import { DnsSource } from '../upstream/DnsSource.js';
 import type { DnsSourceOptions } from '../upstream/DnsSource.js';
 import type { TunnelServerStats } from '../tunnel/TunnelServer.js';
 import type { TunnelServerOptions } from '../tunnel/tunnelServerOptions.js';
 import cluster from 'node:cluster';
 import type { ListenAddress } from './address.js';
-import {
-  formatHostPort,
-  formatListen,
-  parseHostPort,
-  parseUnixListen,
-  UNIX_PREFIX,
-} from './address.js';
+import { formatHostPort, formatListen, parseListen, UNIX_PREFIX } from './address.js';
+import { claimSystemdSocket } from './socketActivation.js';
 import type { Logger } from './jsonLogger.js';
 import { applyTunnelModule } from './moduleConfig.js';
 import { sourceErrorLogger } from './accessLog.js';
@@ -71,15 +67,16 @@ export function prepareTunnelListener(
   // `unix:/path` as for a TCP listener (a tunnel listener is one): HTTP CONNECT over a socket.
   const listen =
     typeof listenText === 'string' || typeof listenText === 'number'
-      ? (parseUnixListen(String(listenText)) ?? parseHostPort(String(listenText), 0))
+      ? parseListen(String(listenText))
       : undefined;
   if (!listen?.ok)
     throw new TunnelConfigError(
       `${path}.listen`,
       `expected ${listen?.expected ?? '"host:port"'}, received ${JSON.stringify(listenText)}`,
     );
-  const address: ListenAddress = { ipv6Only: false, ...listen.value };
-  const fallback = `tunnel:${address.path === undefined ? formatHostPort(address.host, address.port) : `${UNIX_PREFIX}${address.path}`}`;
+  const address: ListenAddress = listen.value;
+  const plain = address.path === undefined && address.systemd === undefined;
+  const fallback = `tunnel:${plain ? formatHostPort(address.host, address.port) : formatListen(address)}`;
   const name = entry.name ?? fallback;
   if (typeof name !== 'string' || name === '' || takenNames.includes(name))
     throw new TunnelConfigError(
@@ -181,7 +178,15 @@ async function listenOn(
   listen: ListenAddress,
   unixSocket: UnixSocketAccess | undefined,
 ): Promise<string> {
-  const { host, port, path } = listen;
+  const { host, port, path, systemd } = listen;
+  if (systemd !== undefined) {
+    // A Unix stream socket resolves with its path, as `listen({ path })` does.
+    const adopt: TunnelListenOptions = { fd: claimSystemdSocket(systemd) };
+    const bound = await server.listen(adopt);
+    return typeof bound === 'string'
+      ? `${UNIX_PREFIX}${bound}`
+      : formatHostPort(bound.address, bound.port);
+  }
   if (path === undefined) {
     const bound = await server.listen({ port, ...(host !== '' && { host }) });
     return formatHostPort(bound.address, bound.port);

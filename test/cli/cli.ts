@@ -64,9 +64,14 @@ export interface CliProcess {
     count: number,
     ms?: number,
   ): Promise<LogLine[]>;
+  /** The first non-JSON stderr line (already seen or coming) that matches, bounded in time. */
+  waitText(match: RegExp, ms?: number): Promise<string>;
   /** Resolves with the exit code (or signal name), bounded in time. */
   exited(ms?: number): Promise<number | string>;
 }
+
+/** How the command is started: `argv` is `node [nodeArgs] main.js args...`; default as is. */
+export type Launcher = (argv: readonly string[]) => readonly [string, readonly string[]];
 
 /**
  * Starts `l4proxy args...` (with Node's options `nodeArgs`); the test's `after` kills it by PID if
@@ -76,10 +81,11 @@ export function startCli(
   t: TestContext,
   args: readonly string[],
   nodeArgs: readonly string[] = [],
+  launcher?: Launcher,
 ): CliProcess {
-  const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const argv = [process.execPath, ...nodeArgs, CLI, ...args];
+  const [command, commandArgs] = launcher?.(argv) ?? [argv[0]!, argv.slice(1)];
+  const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
   const stdout: LogLine[] = [];
   const stderr: LogLine[] = [];
   const text: string[] = [];
@@ -153,6 +159,22 @@ export function startCli(
     text,
     waitLines,
     waitLine: async (stream, match, ms) => (await waitLines(stream, match, 1, ms))[0]!,
+    waitText: (match, ms = 5_000) =>
+      withTimeout(
+        new Promise<string>((resolve, reject) => {
+          const check = (): void => {
+            const found = text.find((line) => match.test(line));
+            if (found !== undefined || exit !== undefined) wakers.delete(check);
+            if (found !== undefined) resolve(found);
+            else if (exit !== undefined)
+              reject(new Error(`exited (${exit}) first; stderr: ${text.join('\n')}`));
+          };
+          wakers.add(check);
+          check();
+        }),
+        ms,
+        `a stderr line matching ${String(match)}; so far: ${text.join(' ')}`,
+      ),
     exited: (ms = 10_000) => withTimeout(exitPromise, ms, 'l4proxy to exit'),
   };
 }
