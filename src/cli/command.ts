@@ -15,7 +15,7 @@ import { runListeners } from './runListeners.js';
 import { effectiveSettings, settingsInForce } from './settings.js';
 import { describeBacklog, listenerBacklog } from './listenBacklog.js';
 import { describeTunnelListener } from './tunnelListeners.js';
-import { takeSystemdSockets } from './socketActivation.js';
+import { takeSystemdSockets, UPGRADE_ENV } from './socketActivation.js';
 import { adminHost, readAdminToken } from './adminConfig.js';
 import type { AdminSettings } from './adminConfig.js';
 
@@ -119,6 +119,11 @@ async function main(argv: readonly string[]): Promise<void> {
       `${config.source}: ${passed}: a socket passed by systemd is served by one process; ` +
         `run with --workers 1 (got ${settings.workers}), or one service per worker\n`,
     );
+    process.exit(1);
+  }
+  if (process.env[UPGRADE_ENV] !== undefined && settings.workers > 1) {
+    // Started by a SIGUSR2 upgrade: the old process, which keeps serving, logs this exit.
+    process.stderr.write(`${config.source}: an upgrade (SIGUSR2) cannot start --workers\n`);
     process.exit(1);
   }
   if (args.check) {

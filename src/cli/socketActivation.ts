@@ -5,6 +5,8 @@
  * the socket and queues its clients while the service restarts.
  */
 
+import { closeSync } from 'node:fs';
+
 /** The first passed descriptor (`SD_LISTEN_FDS_START`). */
 const FIRST_FD = 3;
 
@@ -71,4 +73,60 @@ function describe(sockets: Map<number, string>): string {
   if (sockets.size === 0)
     return total === 0 ? 'LISTEN_FDS passed none to this process' : 'the others are taken';
   return `left: ${[...sockets].map(([fd, name]) => `${name} (fd ${fd})`).join(', ')}`;
+}
+
+/**
+ * The variable a binary upgrade (SIGUSR2, src/cli/upgrade.ts) passes the listening sockets in:
+ * a JSON object from each listener's key (`tcp 127.0.0.1:8080`) to its descriptor in the new
+ * process. Not sd_listen_fds: its `LISTEN_PID` would have to be the child's pid before it runs.
+ */
+export const UPGRADE_ENV = 'L4PROXY_UPGRADE_FDS';
+
+/** Sockets the process being upgraded passed, by listener key, not yet adopted. */
+let inherited: Map<string, number> | undefined;
+
+/**
+ * Reads (and unsets) {@link UPGRADE_ENV} once. Returns whether this process was started by a
+ * binary upgrade: it then reports to its parent over IPC (src/cli/upgrade.ts).
+ */
+export function takeUpgradeSockets(env: NodeJS.ProcessEnv = process.env): boolean {
+  if (inherited !== undefined) return true;
+  const text = env.L4PROXY_UPGRADE_FDS;
+  delete env.L4PROXY_UPGRADE_FDS;
+  if (text === undefined) return false;
+  inherited = new Map();
+  try {
+    const parsed = JSON.parse(text) as unknown;
+    if (typeof parsed === 'object' && parsed !== null)
+      for (const [key, fd] of Object.entries(parsed))
+        if (Number.isSafeInteger(fd) && (fd as number) >= 3) inherited.set(key, fd as number);
+  } catch {
+    // Not ours to read: no sockets, every listener binds its own.
+  }
+  return true;
+}
+
+/** The descriptor passed for the listener `key`, taken; undefined when none was. */
+export function claimInherited(key: string): number | undefined {
+  const fd = inherited?.get(key);
+  inherited?.delete(key);
+  return fd;
+}
+
+/**
+ * Closes the passed sockets no listener took (listeners the new config dropped): once the old
+ * process closes its copies, nothing listens there any more, as after a restart. Returns their
+ * keys.
+ */
+export function closeUnclaimedInherited(): string[] {
+  const keys = [...(inherited ?? new Map<string, number>()).keys()];
+  for (const fd of inherited?.values() ?? []) {
+    try {
+      closeSync(fd);
+    } catch {
+      // Closed already.
+    }
+  }
+  inherited?.clear();
+  return keys;
 }

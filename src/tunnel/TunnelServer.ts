@@ -680,6 +680,20 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     return this.closing;
   }
 
+  /**
+   * @internal The listening socket's descriptor, for a binary upgrade that passes it on (the CLI's
+   * SIGUSR2). Undefined when not listening.
+   */
+  listeningFd(): number | undefined {
+    const fd = (this.listener as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+  }
+
+  /** @internal A Unix socket's file is the next process's now: `close()` leaves it. */
+  leaveSocketFile(): void {
+    this.socketFile = undefined;
+  }
+
   /** `await using server = new TunnelServer(...)`: closes at scope exit (drainTimeout 0). */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close({ drainTimeout: 0 });

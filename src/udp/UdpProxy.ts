@@ -240,6 +240,16 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     return address;
   }
 
+  /** @internal The bound sockets' descriptors, for a binary upgrade that passes them on. */
+  listeningFds(): number[] {
+    const fds: number[] = [];
+    for (const listener of this.bound) {
+      const fd = dgramHandle(listener.socket)?.fd;
+      if (typeof fd === 'number' && fd >= 0) fds.push(fd);
+    }
+    return fds;
+  }
+
   /** Addresses the proxy is bound to. */
   addresses(): AddressInfo[] {
     return [...this.bound].map((listener) => listener.socket.address());

@@ -57,12 +57,17 @@ export interface CliProcess {
     match: (line: LogLine) => boolean,
     ms?: number,
   ): Promise<LogLine>;
-  /** Lines of `stream` matching, once there are `count`, bounded in time. */
+  /**
+   * Lines of `stream` matching, once there are `count`, bounded in time. Rejects when the process
+   * exits first, unless `afterExit` (lines of a process it started that shares its stdout and
+   * stderr: a binary upgrade's).
+   */
   waitLines(
     stream: 'stdout' | 'stderr',
     match: (line: LogLine) => boolean,
     count: number,
     ms?: number,
+    afterExit?: boolean,
   ): Promise<LogLine[]>;
   /** The first non-JSON stderr line (already seen or coming) that matches, bounded in time. */
   waitText(match: RegExp, ms?: number): Promise<string>;
@@ -126,6 +131,7 @@ export function startCli(
     match: (line: LogLine) => boolean,
     count: number,
     ms = 5_000,
+    afterExit = false,
   ): Promise<LogLine[]> => {
     const lines = stream === 'stdout' ? stdout : stderr;
     return withTimeout(
@@ -135,7 +141,7 @@ export function startCli(
           if (found.length >= count) {
             wakers.delete(check);
             resolve(found);
-          } else if (exit !== undefined) {
+          } else if (exit !== undefined && !afterExit) {
             wakers.delete(check);
             reject(
               new Error(
