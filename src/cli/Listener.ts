@@ -153,7 +153,8 @@ export class Listener {
     // A socket systemd passed (taken now, so a second listener naming it is told), or the one
     // the process this one upgrades listened on for the same address (SIGUSR2).
     const fd =
-      systemd === undefined ? claimInherited(this.handOverKey) : claimSystemdSocket(systemd);
+      claimInherited(this.handOverKey) ??
+      (systemd === undefined ? undefined : claimSystemdSocket(systemd));
     if (this.current instanceof UdpProxy) {
       const where =
         fd === undefined

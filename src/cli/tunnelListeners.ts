@@ -185,7 +185,8 @@ async function listenOn(
   unixSocket: UnixSocketAccess | undefined,
 ): Promise<{ address: string; adopted: boolean }> {
   const { host, port, path, systemd } = listen;
-  const fd = systemd === undefined ? claimInherited(tunnelKey(listen)) : undefined;
+  // An upgrade passes every socket, a systemd one included, under the listener's key.
+  const fd = claimInherited(tunnelKey(listen));
   if (systemd !== undefined || fd !== undefined) {
     // A Unix stream socket resolves with its path, as `listen({ path })` does.
     const adopt: TunnelListenOptions = { fd: fd ?? claimSystemdSocket(systemd ?? '') };

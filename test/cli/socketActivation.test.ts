@@ -228,4 +228,61 @@ describe('CLI: systemd socket activation', () => {
     );
     assert.equal(closed.length, sent + 1);
   });
+
+  test('SIGUSR2 hands systemd-passed sockets to the new process, which serves them', async (t) => {
+    const activate = tool(t, 'systemd-socket-activate');
+    if (activate === undefined) return;
+    const upstream = await echoServer();
+    const udpUpstream = await udpEcho('u:');
+    t.after(() => Promise.all([upstream.close(), udpUpstream.close()]));
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [
+        {
+          protocol: 'tcp',
+          listen: 'systemd:web',
+          upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+        },
+        {
+          protocol: 'udp',
+          listen: 'systemd:dns',
+          upstreams: [{ host: '127.0.0.1', port: udpUpstream.port }],
+        },
+      ],
+    });
+    const { cli, tcp, udp } = await activated(t, activate, ['--config', file], 1);
+    killLeftovers(t, cli);
+    assert.equal(await echoed(tcp, 'first'), 'first');
+    const first = await cli.waitLine('stderr', (l) => l.msg === 'ready', 10_000);
+    process.kill(first.pid, 'SIGUSR2');
+    const [next] = await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'ready' && l.pid !== first.pid,
+      1,
+      20_000,
+      true,
+    );
+    assert.deepEqual(
+      (next!.listeners as { address: string }[]).map((l) => l.address),
+      [`127.0.0.1:${tcp}`, `127.0.0.1:${udp}`],
+    );
+    assert.equal(await echoed(tcp, 'second'), 'second');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    assert.equal((await request(client, udp, 'two')).toString(), 'u:two');
+    await cli.waitLines(
+      'stdout',
+      (l) => l.msg === 'connection closed' && l.pid === next!.pid,
+      1,
+      5_000,
+      true,
+    );
+    process.kill(next!.pid, 'SIGTERM');
+    await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'drained, exiting' && l.pid === next!.pid,
+      1,
+      10_000,
+      true,
+    );
+  });
 });
