@@ -254,10 +254,14 @@ export class UpstreamManager {
     const admin = validateAdminOverride(override);
     const state = this.set.get(id);
     if (state === undefined) return false;
+    const leavesMaint = state.admin?.mode === 'maint' && admin?.mode !== 'maint';
     state.admin = admin;
     state.configuredWeight = admin?.weight ?? state.upstream.weight ?? 1;
     state.weight = state.configuredWeight;
     this.set.changed();
+    // As HAProxy's `slowstart`: back from maintenance, the upstream ramps up as one back from
+    // failing checks does (a drained one stayed up, so it does not).
+    if (leavesMaint && state.healthy) this.slowStart?.begin(state);
     return true;
   }
 
