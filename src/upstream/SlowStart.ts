@@ -70,6 +70,14 @@ export class SlowStart {
     }
   }
 
+  /**
+   * Configured weights changed (an override, a new list): ramping upstreams take their share of
+   * the new weight now, not the full weight until the next step.
+   */
+  refresh(): void {
+    if (this.started.size > 0) this.apply();
+  }
+
   /** Stops every ramp: weights go back to their configured values. */
   stop(): void {
     if (this.timer !== undefined) clearInterval(this.timer);

@@ -214,6 +214,7 @@ export class UpstreamManager {
     if (this.slowStart !== undefined) {
       const known = new Set(before);
       for (const state of this.set.list()) if (!known.has(state)) this.slowStart.begin(state);
+      this.slowStart.refresh();
     }
     this.checker?.sync();
     this.detector?.sync();
@@ -260,8 +261,10 @@ export class UpstreamManager {
     state.weight = state.configuredWeight;
     this.set.changed();
     // As HAProxy's `slowstart`: back from maintenance, the upstream ramps up as one back from
-    // failing checks does (a drained one stayed up, so it does not).
+    // failing checks does (a drained one stayed up, so it does not). A weight set while it ramps
+    // is ramped too, not in force at once until the next step.
     if (leavesMaint && state.healthy) this.slowStart?.begin(state);
+    else this.slowStart?.refresh();
     return true;
   }
 

@@ -122,6 +122,7 @@ describe('slowStart', () => {
     });
     await echo.close();
   });
+
   /** Two upstreams 'a' and 'b' that answer with their id, behind a proxy with a long ramp. */
   async function tagged(): Promise<{ proxy: TcpProxy; port: number; servers: TestServer[] }> {
     const servers = await Promise.all(
@@ -178,6 +179,34 @@ describe('slowStart', () => {
       assert.equal(proxy.stats().upstream_slow_start_active, 0);
       const seen = await picks(port, 10);
       assert.equal(seen.filter((id) => id === 'b').length, 5, seen.join(''));
+    } finally {
+      await proxy.close();
+      await Promise.all(servers.map((server) => server.close()));
+    }
+  });
+
+  test('a weight set while an upstream ramps is ramped too, at once', async () => {
+    const { proxy, port, servers } = await tagged();
+    const weightOf = (id: string): number | undefined =>
+      proxy.upstreams().find((u) => u.id === id)?.weight;
+    try {
+      proxy.overrideUpstream('b', { mode: 'maint', weight: undefined });
+      proxy.overrideUpstream('b', { mode: 'ready', weight: undefined });
+      // HAProxy's `set weight` during slowstart: the new weight, throttled.
+      proxy.overrideUpstream('b', { mode: 'ready', weight: 100 });
+      assert.equal(weightOf('b'), 10, 'minWeightPercent of the new weight, not 100');
+      const seen = await picks(port, 20);
+      assert.equal(seen.filter((id) => id === 'b').length, 10, seen.join(''));
+      assert.equal(proxy.stats().upstream_slow_start_active, 1);
+      // Drain and back (with the weight kept) leaves it on the ramp maint began.
+      proxy.overrideUpstream('b', { mode: 'drain', weight: 100 });
+      proxy.overrideUpstream('b', { mode: 'ready', weight: 100 });
+      assert.equal(weightOf('b'), 10, 'still on its ramp, neither ended nor restarted');
+      // A new list with another weight for a ramping upstream: ramped too.
+      proxy.overrideUpstream('b', undefined);
+      proxy.setUpstreams(proxy.upstreams().map((u) => ({ ...u.upstream, weight: 50 })));
+      assert.equal(weightOf('b'), 5, 'minWeightPercent of the weight in the new list');
+      assert.equal(weightOf('a'), 50, 'not ramping: the new weight at once');
     } finally {
       await proxy.close();
       await Promise.all(servers.map((server) => server.close()));
