@@ -238,6 +238,7 @@ export class UpstreamManager {
    */
   upstreamFailed(state: UpstreamState, generation = state.generation): void {
     this.detector?.recordFailure(state, generation);
+    if (generation === state.generation) this.checker?.expedite(state);
   }
 
   /** A connect attempt (or a UDP exchange) with `state` succeeded. */
