@@ -961,12 +961,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   }
 
   /**
-   * Starts from `previous`'s health check verdicts (upstreams it shares, same address): the CLI's
-   * reload calls it on the generation that replaces `previous`. Nothing without `healthCheck`.
+   * Starts from `previous`'s health check verdicts and outlier ejections (upstreams it shares,
+   * same address): the CLI's reload calls it on the generation that replaces `previous`.
    * @internal
    */
   inheritHealth(previous: TcpProxy): void {
-    this.manager.inheritHealth(previous.upstreamSet.list());
+    this.manager.inheritHealth(previous.manager);
   }
 
   /**

@@ -270,22 +270,29 @@ export class UpstreamManager {
   }
 
   /**
-   * Takes the active health checks' verdicts of `previous`, the upstreams of a proxy this one
-   * replaces (the CLI's reload), for the upstreams both have at the same address and this one has
-   * not checked yet: an upstream found down stays out until `healthyThreshold` checks pass,
-   * instead of being healthy again until this proxy's first check.
+   * Takes what `previous`, the manager of a proxy this one replaces (the CLI's reload), knew of the
+   * upstreams both have at the same address: the active checks' verdict of those this one has not
+   * checked yet (an upstream found down stays out until `healthyThreshold` checks pass, instead of
+   * being healthy again until this proxy's first check), and outlier detection's failure streak,
+   * ejection count and ejection in force (as HAProxy's `load-server-state-from-file` carries a
+   * server's state across a reload).
    */
-  inheritHealth(previous: readonly UpstreamState[]): void {
-    if (this.checker === undefined) return;
-    let changed = false;
-    for (const before of previous) {
+  inheritHealth(previous: UpstreamManager): void {
+    const pairs: [UpstreamState, UpstreamState][] = [];
+    for (const before of previous.set.list()) {
       const state = this.set.get(before.id);
-      if (state === undefined || state.address !== before.address || state.health.checks > 0)
-        continue;
-      if (state.checkHealthy === before.checkHealthy) continue;
-      state.checkHealthy = before.checkHealthy;
-      changed = true;
+      if (state !== undefined && state.address === before.address) pairs.push([state, before]);
     }
+    let changed = false;
+    if (this.checker !== undefined) {
+      for (const [state, before] of pairs) {
+        if (state.health.checks > 0 || state.checkHealthy === before.checkHealthy) continue;
+        state.checkHealthy = before.checkHealthy;
+        changed = true;
+      }
+    }
+    if (this.detector !== undefined && previous.detector !== undefined)
+      changed = this.detector.inherit(previous.detector, pairs) || changed;
     if (changed) this.set.changed();
   }
 
