@@ -275,7 +275,7 @@ export class UpstreamManager {
    * checked yet (an upstream found down stays out until `healthyThreshold` checks pass, instead of
    * being healthy again until this proxy's first check), and outlier detection's failure streak,
    * ejection count and ejection in force (as HAProxy's `load-server-state-from-file` carries a
-   * server's state across a reload).
+   * server's state across a reload); and slow start's ramps (`inheritRamps`).
    */
   inheritHealth(previous: UpstreamManager): void {
     const pairs: [UpstreamState, UpstreamState][] = [];
@@ -294,6 +294,22 @@ export class UpstreamManager {
     if (this.detector !== undefined && previous.detector !== undefined)
       changed = this.detector.inherit(previous.detector, pairs) || changed;
     if (changed) this.set.changed();
+    this.inheritRamps(previous, pairs);
+  }
+
+  /**
+   * Slow start across the reload, as `setUpstreams()` would have it: a ramp in progress goes on
+   * from where it is, and an upstream the previous proxy did not have ramps up as one that joins.
+   */
+  private inheritRamps(
+    previous: UpstreamManager,
+    pairs: readonly (readonly [UpstreamState, UpstreamState])[],
+  ): void {
+    const slowStart = this.slowStart;
+    if (slowStart === undefined) return;
+    if (previous.slowStart !== undefined) slowStart.inherit(previous.slowStart, pairs);
+    const known = new Set(previous.set.list().map((state) => state.id));
+    for (const state of this.set.list()) if (!known.has(state.id)) slowStart.begin(state);
   }
 
   /** Proxy-wide counters. */

@@ -212,4 +212,21 @@ describe('slowStart', () => {
       await Promise.all(servers.map((server) => server.close()));
     }
   });
+  test("a CLI reload's new generation goes on with the ramps and ramps the upstreams it adds", async () => {
+    const options = { slowStart: { window: 60_000, minWeightPercent: 10 } };
+    const previous = new TcpProxy({ ...options, upstreams: [local(1, 10, 'a')] });
+    previous.setUpstreams([local(1, 10, 'a'), local(2, 10, 'b')]);
+    assert.equal(previous.upstreams().find((u) => u.id === 'b')?.weight, 1, 'b joined: ramping');
+    // What the CLI's reload does when a listener's options change: a new proxy, then inherit.
+    const next = new TcpProxy({
+      ...options,
+      upstreams: [local(1, 10, 'a'), local(2, 10, 'b'), local(3, 10, 'c')],
+    });
+    next.inheritHealth(previous);
+    const weights = Object.fromEntries(next.upstreams().map((u) => [u.id, u.weight]));
+    assert.deepEqual(weights, { a: 10, b: 1, c: 1 }, 'b still ramping, c new: ramping');
+    assert.equal(next.stats().upstream_slow_start_active, 2);
+    await previous.close();
+    await next.close();
+  });
 });
