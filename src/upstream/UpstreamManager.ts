@@ -299,7 +299,8 @@ export class UpstreamManager {
 
   /**
    * Slow start across the reload, as `setUpstreams()` would have it: a ramp in progress goes on
-   * from where it is, and an upstream the previous proxy did not have ramps up as one that joins.
+   * from where it is, and an upstream the previous proxy did not have (or had in maintenance)
+   * ramps up as one that joins (or leaves maintenance).
    */
   private inheritRamps(
     previous: UpstreamManager,
@@ -310,6 +311,11 @@ export class UpstreamManager {
     if (previous.slowStart !== undefined) slowStart.inherit(previous.slowStart, pairs);
     const known = new Set(previous.set.list().map((state) => state.id));
     for (const state of this.set.list()) if (!known.has(state.id)) slowStart.begin(state);
+    // The reload clears the operator's overrides: one in maintenance leaves it here, and ramps
+    // as it would leaving it by the admin API (this generation never saw the override).
+    for (const [state, before] of pairs)
+      if (before.admin?.mode === 'maint' && state.admin === undefined && state.healthy)
+        slowStart.begin(state);
   }
 
   /** Proxy-wide counters. */

@@ -229,4 +229,20 @@ describe('slowStart', () => {
     await previous.close();
     await next.close();
   });
+
+  test('an upstream in maint when a reload clears the overrides ramps up in the new generation', async () => {
+    const options = { slowStart: { window: 60_000, minWeightPercent: 10 } };
+    const upstreams = [local(1, 10, 'a'), local(2, 10, 'b')];
+    const previous = new TcpProxy({ ...options, upstreams });
+    previous.overrideUpstream('a', { mode: 'maint', weight: undefined });
+    const next = new TcpProxy({ ...options, upstreams });
+    next.inheritHealth(previous);
+    // The CLI then clears every override, in both generations; the new one had none.
+    for (const proxy of [previous, next])
+      for (const id of ['a', 'b']) proxy.overrideUpstream(id, undefined);
+    const weights = Object.fromEntries(next.upstreams().map((u) => [u.id, u.weight]));
+    assert.deepEqual(weights, { a: 1, b: 10 }, 'a left maint with the reload: ramping');
+    await previous.close();
+    await next.close();
+  });
 });
