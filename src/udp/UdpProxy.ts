@@ -2,6 +2,7 @@ import type { UpstreamCandidate, UpstreamState } from '../upstream/UpstreamState
 import type { AdminOverride } from '../upstream/adminOverride.js';
 import dgram from 'node:dgram';
 import type { RemoteInfo, Socket } from 'node:dgram';
+import { tunnelCheckTls } from '../transport/httpConnect.js';
 import { proxyTunnelStats, TunnelAgent } from '../transport/TunnelAgent.js';
 import { lookup } from 'node:dns';
 import { isIP } from 'node:net';
@@ -128,6 +129,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     const hooks: UpstreamManagerHooks = {
       ...events,
       checkPreamble: (_upstream, protocol) => (protocol === 'udp' ? local : undefined),
+      // A TCP check of a CONNECT-UDP upstream reached over TLS completes the TLS to the proxy.
+      checkTls: (upstream) => tunnelCheckTls(upstream.upstream),
     };
     this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, hooks);
     this.upstreamSet = this.manager.set;
