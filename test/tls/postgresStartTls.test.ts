@@ -16,6 +16,7 @@ import type { PostgresCluster, PostgresTools } from '../helpers/postgres.js';
 import { testCa } from '../helpers/tlsCa.js';
 import type { TestCa } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
+import { configDir, listenPort, startCli } from '../cli/cli.js';
 import { connect, readAll, socketServer, withTimeout } from '../helpers/net.js';
 import { tcpMetrics } from '../../src/metrics/prometheus.js';
 
@@ -311,4 +312,32 @@ test('startTls takes only a protocol it knows, named in the error, on the proxy 
   );
   // An upstream's own tls lays startTls over the proxy's other settings.
   new TcpProxy({ upstreams: [{ ...upstream, tls: { startTls: 'postgres' } }] });
+});
+
+test('CLI: the docs/tls.md recipe (tls.caFile + startTls, the postgres inspector refusing psql its SSLRequest) serves psql; a server with ssl off shows in the access line', async (t) => {
+  const r = await rig(t);
+  if (r === undefined) return;
+  const [secure, plain] = await Promise.all([tlsCluster(t, r), testCluster(t, r.pg, [])]);
+  const dir = configDir(t);
+  dir.write('db-ca.pem', r.ca.cert);
+  const listener = (name: string, port: number): Record<string, unknown> => ({
+    name,
+    protocol: 'tcp',
+    listen: '127.0.0.1:0',
+    upstreams: [{ host: '127.0.0.1', port }],
+    tls: { caFile: 'db-ca.pem', startTls: 'postgres' },
+    preread: { inspectors: { pg: { type: 'postgres', sslRequest: 'refuse' } } },
+  });
+  const file = dir.write('l4proxy.json', {
+    listeners: [listener('pg', secure.port), listener('no-ssl', plain.port)],
+  });
+  const cli = startCli(t, ['--config', file]);
+  const port = await listenPort(cli, 'pg');
+  const refusing = await listenPort(cli, 'no-ssl');
+  for (const sslmode of ['disable', 'prefer'])
+    assert.equal(await psqlVia(r.pg.psql, port, `sslmode=${sslmode}`, SSL), 't|TLSv1.3');
+  await assert.rejects(psqlVia(r.pg.psql, refusing, 'sslmode=disable', SSL));
+  const line = await cli.waitLine('stdout', (l) => l.listener === 'no-ssl');
+  assert.equal(line.reason, 'upstream_tls_starttls_refused');
+  assert.equal((line.err as { code?: string } | undefined)?.code, 'ERR_L4_TLS_STARTTLS_REFUSED');
 });
