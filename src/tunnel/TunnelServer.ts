@@ -625,7 +625,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         this.tlsStats.upstream_tls_fail_verify_error +
         this.tlsStats.upstream_tls_fail_verify_san +
         this.tlsStats.upstream_tls_handshake_timeout +
-        this.tlsStats.upstream_tls_connection_error,
+        this.tlsStats.upstream_tls_connection_error +
+        this.tlsStats.upstream_tls_starttls_refused +
+        this.tlsStats.upstream_tls_starttls_protocol_error,
       ...proxyHealthStats(this.manager.totals()),
       ...(certificates.length > 0 && { certificates }),
     };
