@@ -116,6 +116,12 @@ export interface TunnelServerStats extends ProxyHealthStats {
   readonly tunnel_refused_reasons: Readonly<Record<string, number>>;
   readonly tunnel_rx_bytes_total: number;
   readonly tunnel_tx_bytes_total: number;
+  /**
+   * Tunnels that opened and ended, by how they ended (`end` of `tunnelClose`): `completed`,
+   * `client_reset`, `target_reset`, `idle_timeout`, and `proxy_closed`, those `close()` cut (a
+   * drain's deadline, or a drain hastened to 0), as TcpProxy's `close_reasons`.
+   */
+  readonly tunnel_close_reasons: Readonly<Record<RelayEnd, number>>;
   /** Client connections accepted (each may carry many tunnels over HTTP/2). */
   readonly client_connections_total: number;
   /** Client connections open now (TLS handshakes, idle and HTTP/2 ones included). */
@@ -132,9 +138,20 @@ export interface TunnelServerStats extends ProxyHealthStats {
    * within `sessionIdleTimeout` or 10 s, whichever is shorter.
    */
   readonly client_connections_idle_closed_total: number;
+  /**
+   * Client connections a drain (`close({ drainTimeout })`) closed as it began because they
+   * carried no request (Envoy's `downstream_cx_drain_close`); HTTP/2 sessions it sent GOAWAY
+   * are counted in `h2_sessions_drained_total`.
+   */
+  readonly client_connections_drain_closed_total: number;
   /** HTTP/2 client sessions opened, and open now. */
   readonly h2_sessions_total: number;
   readonly h2_sessions_active: number;
+  /**
+   * HTTP/2 client sessions a drain sent GOAWAY `NO_ERROR` (their open tunnels run on; each
+   * closes with its last one, or is cut at the deadline).
+   */
+  readonly h2_sessions_drained_total: number;
   /** Tunnel streams open now over all HTTP/2 sessions, and the most one session carries now. */
   readonly h2_streams_active: number;
   readonly h2_streams_per_session_max: number;
@@ -372,6 +389,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     resetFloods: 0,
     sessionErrors: 0,
     idleClosed: 0,
+    drainClosed: 0,
+    drainedSessions: 0,
+    ends: { completed: 0, client_reset: 0, target_reset: 0, idle_timeout: 0, proxy_closed: 0 },
     connectionsRefused: { max_connections: 0, client_limit: 0, rate_limited: 0 },
   };
 
@@ -602,12 +622,15 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       tunnel_refused_reasons: { ...this.counters.reasons },
       tunnel_rx_bytes_total: rx,
       tunnel_tx_bytes_total: tx,
+      tunnel_close_reasons: { ...this.counters.ends },
       client_connections_total: this.counters.connections,
       client_connections_active: this.sockets.size,
       client_connections_refused: { ...this.counters.connectionsRefused },
       client_connections_idle_closed_total: this.counters.idleClosed,
+      client_connections_drain_closed_total: this.counters.drainClosed,
       h2_sessions_total: this.counters.sessions,
       h2_sessions_active: this.streams.size,
+      h2_sessions_drained_total: this.counters.drainedSessions,
       h2_streams_active: streams,
       h2_streams_per_session_max: most,
       h2_reset_floods_total: this.counters.resetFloods,
@@ -698,6 +721,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private goAway(): void {
     for (const session of [...this.streams.keys()]) {
       if (session.closed || session.destroyed) continue;
+      this.counters.drainedSessions++;
       session.close();
       // Node ends the connection once what it queued is written (see idleSession).
       const socket = this.sessionSockets.get(session);
@@ -705,6 +729,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         closeWithin(socket, LINGER_MS);
     }
     for (const [socket, raw] of [...this.waiting]) {
+      this.counters.drainClosed++;
       socket.destroy();
       raw.destroy();
     }
@@ -1138,13 +1163,15 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
           this.held.delete(tunnel);
           this.counters.rx += totals.bytesToTarget;
           this.counters.tx += totals.bytesFromTarget;
+          const ended = cut ? 'proxy_closed' : end;
+          this.counters.ends[ended]++;
           emitSafely(this, 'tunnelClose', {
             version: 'h2',
             protocol: 'connect-udp',
             authority: tunnel.authority,
             clientAddress: tunnel.clientAddress,
             status: 200,
-            end: cut ? 'proxy_closed' : end,
+            end: ended,
             bytesToTarget: totals.bytesToTarget,
             bytesFromTarget: totals.bytesFromTarget,
             upstream: state.id,
@@ -1383,14 +1410,16 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       state.counters.rxBytes += fromTarget;
       this.counters.rx += toTarget;
       this.counters.tx += fromTarget;
+      // Cut by close(): the resets it made are its own, not the client's or the target's.
+      const ended = cut ? 'proxy_closed' : end;
+      this.counters.ends[ended]++;
       emitSafely(this, 'tunnelClose', {
         version: tunnel.version,
         protocol: tunnel.protocol,
         authority: tunnel.authority,
         clientAddress: tunnel.clientAddress,
         status: 200,
-        // Cut by close(): the resets it made are its own, not the client's or the target's.
-        end: cut ? 'proxy_closed' : end,
+        end: ended,
         bytesToTarget: toTarget,
         bytesFromTarget: fromTarget,
         upstream: state.id,
