@@ -112,7 +112,7 @@ export interface TunnelServerStats extends ProxyHealthStats {
   readonly tunnel_opened_total: number;
   /** Requests answered with a non-2xx status, by status class. */
   readonly tunnel_refused: Readonly<Record<string, number>>;
-  /** Requests refused, by reason (`admission`, `not_routable`, `no_upstream`, `connect_failed`, `resource_exhausted`, ...). */
+  /** Requests refused, by reason (`admission`, `not_routable`, `no_upstream`, `connect_failed`, `headers_timeout`, ...). */
   readonly tunnel_refused_reasons: Readonly<Record<string, number>>;
   readonly tunnel_rx_bytes_total: number;
   readonly tunnel_tx_bytes_total: number;
@@ -135,7 +135,7 @@ export interface TunnelServerStats extends ProxyHealthStats {
   /**
    * Client connections the server closed for carrying no tunnel: HTTP/2 sessions with no stream
    * for `sessionIdleTimeout` (GOAWAY `NO_ERROR`), and connections that sent no request byte
-   * within `sessionIdleTimeout` or 10 s, whichever is shorter.
+   * within `sessionIdleTimeout` or `headersTimeout`, whichever is shorter.
    */
   readonly client_connections_idle_closed_total: number;
   /**
@@ -184,11 +184,6 @@ export interface TunnelServerStats extends ProxyHealthStats {
 }
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
-/**
- * Time a client has to send its first request bytes (ms), and an HTTP/1.1 client its whole
- * request head: the HTTP/1.1 server's own `headersTimeout` runs only on a server that listens.
- */
-const FIRST_BYTES_TIMEOUT = 10_000;
 /**
  * How long a client has to close its side once the server ended the connection (an HTTP/1.1
  * refusal, an HTTP/2 session's GOAWAY) before it is closed anyway (nginx's `lingering_timeout`).
@@ -854,7 +849,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     let seen = Buffer.alloc(0);
     let head = false;
     // A client that sends nothing is not held forever (the HTTP servers' own timeouts start
-    // only once they have the connection): it carries no tunnel, closed as an idle session is.
+    // only once they have the connection; the HTTP/1.1 server's `headersTimeout` runs only on a
+    // server that listens): it carries no tunnel, closed as an idle session is.
+    const headTimeout = this.options.headersTimeout;
     const silence = this.silenceTimeout();
     const expire = (): void => {
       if (head) this.headTimeout(socket);
@@ -876,13 +873,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       socket.destroy();
     };
     socket.once('end', onEnd);
-    const accepted = silence < FIRST_BYTES_TIMEOUT ? performance.now() : 0;
+    const accepted = silence < headTimeout ? performance.now() : 0;
     const onData = (chunk: Buffer): void => {
       // A shorter `sessionIdleTimeout` bounds the silence only: a request has begun, it has what
-      // is left of the first-bytes timeout.
-      if (seen.length === 0 && silence < FIRST_BYTES_TIMEOUT) {
+      // is left of `headersTimeout`.
+      if (seen.length === 0 && silence < headTimeout) {
         clearTimeout(timer);
-        timer = setTimeout(expire, FIRST_BYTES_TIMEOUT - (performance.now() - accepted));
+        timer = setTimeout(expire, headTimeout - (performance.now() - accepted));
         timer.unref();
       }
       seen = Buffer.concat([seen, chunk]);
@@ -910,10 +907,14 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     socket.on('data', onData);
   }
 
-  /** How long a connection may stay silent before its first byte: `sessionIdleTimeout` or 10 s. */
+  /**
+   * How long a connection may stay silent before its first byte: `sessionIdleTimeout` or
+   * `headersTimeout`, whichever is shorter.
+   */
   private silenceTimeout(): number {
     const idle = this.options.sessionIdleTimeout;
-    return idle === 0 ? FIRST_BYTES_TIMEOUT : Math.min(idle, FIRST_BYTES_TIMEOUT);
+    const head = this.options.headersTimeout;
+    return idle === 0 ? head : Math.min(idle, head);
   }
 
   private toH2(socket: Socket | PrefacedSocket, facts: ClientFacts): void {
@@ -958,9 +959,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   }
 
   /**
-   * An HTTP/1.1 request head still incomplete after the first-bytes timeout (a slow loris):
-   * answered 408 and counted `bad_request`, as Node's own `requestTimeout` answers and HAProxy's
-   * `timeout http-request` does, where it was closed uncounted.
+   * An HTTP/1.1 request head still incomplete after `headersTimeout` (a slow loris):
+   * answered 408 and counted `headers_timeout`, as Node's own `requestTimeout` answers and
+   * HAProxy's `timeout http-request` does.
    */
   private headTimeout(socket: Socket): void {
     if (!socket.writable) {
@@ -969,7 +970,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     }
     this.answerH1(socket, 408);
     socket.destroySoon();
-    this.h1Refused(socket, '', {}, 408);
+    this.h1Refused(socket, '', {}, 408, 'headers_timeout');
   }
 
   /**
@@ -994,10 +995,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     authority: string,
     headers: http.IncomingHttpHeaders,
     status: number,
+    reason: 'bad_request' | 'headers_timeout' = 'bad_request',
   ): void {
     const facts = this.facts.get(socket) ?? UNKNOWN_CLIENT;
     this.counters.requests++;
-    this.badRequest({ version: 'h1', authority, headers, facts }, status);
+    this.badRequest({ version: 'h1', authority, headers, facts }, status, reason);
   }
 
   private h2Stream(stream: ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
@@ -1208,11 +1210,15 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   }
 
   /** A request refused before it was a tunnel request (no authority, not CONNECT): counted once. */
-  private badRequest(incoming: IncomingTunnel, status: number): void {
+  private badRequest(
+    incoming: IncomingTunnel,
+    status: number,
+    reason: 'bad_request' | 'headers_timeout' = 'bad_request',
+  ): void {
     const { version, authority, facts, protocol = 'connect' } = incoming;
     this.refused(
       { version, protocol, authority, clientAddress: facts.identity.address },
-      { status, reason: 'bad_request' },
+      { status, reason },
     );
   }
 
