@@ -343,6 +343,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private readonly facts = new WeakMap<object, ClientFacts>();
   /** The request head deadline of each HTTP/1.1 client (cleared once its request arrived). */
   private readonly headTimers = new WeakMap<Socket, NodeJS.Timeout>();
+  /** HTTP/2 sessions a drain sent GOAWAY: each is destroyed once its last stream closed. */
+  private readonly goingAway = new WeakSet<Http2Session>();
   /** The idle timer of each HTTP/2 session that carries no stream now. */
   private readonly idleSessions = new WeakMap<Http2Session, NodeJS.Timeout>();
   /** Streams of each HTTP/2 session: open now, opened, and reset before their answer. */
@@ -717,6 +719,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     for (const session of [...this.streams.keys()]) {
       if (session.closed || session.destroyed) continue;
       this.counters.drainedSessions++;
+      this.goingAway.add(session);
       session.close();
       // Node ends the connection once what it queued is written (see idleSession).
       const socket = this.sessionSockets.get(session);
@@ -1061,6 +1064,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       if (!stream.headersSent && performance.now() - arrived < EARLY_RESET_WINDOW)
         this.earlyReset(session, count);
       if (count.open === 0) this.idleSession(session);
+      if (count.open === 0 && this.draining && this.goingAway.has(session)) finishClosing(session);
     });
   }
 
@@ -1494,6 +1498,19 @@ function lingerThenClose(socket: Socket): void {
   if (socket.destroyed) return;
   socket.resume();
   closeWithin(socket, LINGER_MS);
+}
+
+/**
+ * A session a drain closed with streams open (GOAWAY) whose last stream has just closed:
+ * destroyed, which ends its connection (then `closeWithin` the linger). Node does it itself on a
+ * native socket, but not on a cleartext HTTP/2 connection read through PrefacedSocket (a JS
+ * stream): that session stayed open, and a client that closed its side went unnoticed, until
+ * the drain's deadline cut it. A turn later: the stream's last frames are written first.
+ */
+function finishClosing(session: Http2Session): void {
+  setImmediate(() => {
+    if (!session.destroyed) session.destroy();
+  });
 }
 
 /** Destroys `socket` `ms` from now unless it has closed by then. */
