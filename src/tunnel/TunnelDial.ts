@@ -74,6 +74,8 @@ export type DialOutcome =
 /** Why a tunnel was refused (the `reason` label of the refusal counters). */
 export type TunnelRefusal =
   | 'bad_request'
+  /** An HTTP/1.1 request head not complete within `headersTimeout` (408). */
+  | 'headers_timeout'
   | 'admission'
   | 'not_routable'
   /** The target's address is in `denyTargets` (403). */
@@ -98,6 +100,7 @@ export type TunnelRefusal =
  */
 const REFUSALS: Readonly<Record<TunnelRefusal, true>> = {
   bad_request: true,
+  headers_timeout: true,
   admission: true,
   not_routable: true,
   target_denied: true,
