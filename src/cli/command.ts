@@ -69,6 +69,18 @@ function passedSocketUser(config: Config): string | undefined {
   return tunnel === undefined ? undefined : `${tunnel.path}.listen`;
 }
 
+/**
+ * `; open files 512: redis maxConnections 96, dns maxSessions 192` for the listeners that set no
+ * cap (see descriptorBudget.ts), or nothing: `--check` shows what the start would apply.
+ */
+function describeDerivedCaps(config: Config): string {
+  const derived = config.listeners.flatMap(({ config: l }) =>
+    l.derivedCap === undefined ? [] : [`${l.name} ${l.derivedCap.option} ${l.derivedCap.value}`],
+  );
+  if (config.descriptors === undefined || derived.length === 0) return '';
+  return `; open files ${config.descriptors.openFiles}: ${derived.join(', ')}`;
+}
+
 /** What the start would refuse about the admin API, for `--check`: exits 1 with the reason. */
 async function checkAdmin(admin: AdminSettings, source: string): Promise<void> {
   try {
@@ -138,7 +150,9 @@ async function main(argv: readonly string[]): Promise<void> {
       .filter((text) => text !== '')
       .join(', ');
     const count = config.listeners.length + config.tunnels.length;
-    process.stdout.write(`${config.source}: ok, ${count} listener(s): ${listeners}\n`);
+    process.stdout.write(
+      `${config.source}: ok, ${count} listener(s): ${listeners}${describeDerivedCaps(config)}\n`,
+    );
     return;
   }
   // Read (and unset, so that children never take them for theirs) before anything runs.

@@ -1,3 +1,5 @@
+import { derivedCap, descriptorBudget, openFilesLimit } from './descriptorBudget.js';
+import type { DerivedCap, DescriptorBudget } from './descriptorBudget.js';
 import { dirname, resolve } from 'node:path';
 import { DnsSource } from '../upstream/DnsSource.js';
 import type { DnsSourceOptions } from '../upstream/DnsSource.js';
@@ -68,6 +70,8 @@ export interface ListenerConfig {
   readonly socketBuffers?: SocketBuffers;
   /** A Unix socket file's mode, user and group (`unixSocket`), if any is set. */
   readonly unixSocket?: UnixSocketAccess;
+  /** The cap it got from its share of the open-files limit, having set none (not in `raw`). */
+  readonly derivedCap?: DerivedCap;
 }
 
 /** The `recvBufferSize` and `sendBufferSize` of a UDP listener, as `UdpProxy.bind()` takes them. */
@@ -103,6 +107,8 @@ export interface Config {
   /** `"protocol": "tunnel"` listeners (TunnelServer, src/cli/tunnelListeners.ts). */
   readonly tunnels: readonly TunnelListenerConfig[];
   readonly settings: Settings;
+  /** How the open-files limit was split between the listeners; undefined where unknown. */
+  readonly descriptors?: DescriptorBudget;
 }
 
 /** The keys a config file may have at its top. */
@@ -155,8 +161,15 @@ export async function loadConfigFile(file: string): Promise<Config> {
   return validateConfig(json, file);
 }
 
-/** Validates a parsed config (`source` names it in errors) and constructs every proxy. */
-export function validateConfig(json: unknown, source: string): Config {
+/**
+ * Validates a parsed config (`source` names it in errors) and constructs every proxy; listeners
+ * that set no cap get a share of the open-files limit `openFiles()` reads (see descriptorBudget.ts).
+ */
+export function validateConfig(
+  json: unknown,
+  source: string,
+  openFiles: () => number | undefined = openFilesLimit,
+): Config {
   if (!isRecord(json))
     throw new ConfigError(source, '', 'expected a JSON object { "listeners": [...] }');
   for (const key of Object.keys(json)) {
@@ -173,6 +186,7 @@ export function validateConfig(json: unknown, source: string): Config {
       `expected a non-empty array of listeners, received ${describeJson(list)}`,
     );
   }
+  const descriptors = descriptorBudget(openFiles(), list.length);
   const listeners: PreparedListener[] = [];
   const tunnels: TunnelListenerConfig[] = [];
   // Every listen address so far, tunnel listeners' too (they are TCP listeners).
@@ -191,7 +205,7 @@ export function validateConfig(json: unknown, source: string): Config {
         bound.push({ protocol: 'tcp', listen, path, ipv6OnlyKey: false });
         return;
       }
-      const listener = prepareListener(entry, path, source, listeners, bound);
+      const listener = prepareListener(entry, path, source, listeners, bound, descriptors);
       listeners.push(listener);
       const { protocol, listen } = listener.config;
       bound.push({ protocol, listen, path, ipv6OnlyKey: true });
@@ -200,7 +214,7 @@ export function validateConfig(json: unknown, source: string): Config {
     closeAll(listeners);
     throw err;
   }
-  return { source, listeners, tunnels, settings };
+  return { source, listeners, tunnels, settings, ...(descriptors && { descriptors }) };
 }
 
 function prepareTunnel(
@@ -309,6 +323,7 @@ function prepareListener(
   source: string,
   earlier: readonly PreparedListener[],
   bound: readonly BoundAddress[],
+  descriptors: DescriptorBudget | undefined,
 ): PreparedListener {
   if (!isRecord(entry))
     throw fieldError(source, path, 'an object { "protocol", "listen", "upstreams" }', entry);
@@ -371,6 +386,7 @@ function prepareListener(
   try {
     // Tunnel CA files are read with the listener's own TLS files, for the same change detection.
     const tunnels = tunnelUpstreams(files.entry, files.raw, source);
+    const cap = derivedCap(protocol, entry, descriptors);
     config = {
       name,
       protocol,
@@ -380,8 +396,9 @@ function prepareListener(
       backlog,
       ...(socketBuffers !== undefined && { socketBuffers }),
       ...(unixSocket !== undefined && { unixSocket }),
+      ...(cap !== undefined && { derivedCap: cap }),
     };
-    proxy = construct(protocol, tunnels.entry, dns);
+    proxy = construct(protocol, tunnels.entry, dns, cap);
   } catch (err) {
     dns?.stop();
     if (err instanceof InvalidOptionError) {
@@ -507,10 +524,12 @@ function construct(
   protocol: 'tcp' | 'udp',
   entry: Readonly<Record<string, unknown>>,
   dns: DnsSource | undefined,
+  cap: DerivedCap | undefined,
 ): TcpProxy | UdpProxy {
   const options: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(entry))
     if (!CLI_KEYS.includes(key)) options[key] = value;
+  if (cap !== undefined) options[cap.option] = cap.value;
   if (dns !== undefined) options.upstreamSource = dns;
   if (entry.selector !== undefined) options.selector = buildSelector(entry.selector);
   applyPolicyConfig(options);

@@ -7,6 +7,7 @@ import type { ReloadOutcome } from './ListenerSet.js';
 import type { Logger } from './jsonLogger.js';
 import { createOutputs, CUT_WAIT_MS, ignoreUnusedSignals, statusPeriod } from './outputs.js';
 import { isPipeOrSocket } from './pipePieces.js';
+import { capsAboveLimit } from './descriptorBudget.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
@@ -78,6 +79,8 @@ export async function runListeners(
     await flushed();
     process.exit(0);
   }
+  // With --workers each worker has the same limit and the same listeners: worker 1 speaks.
+  if (worker === undefined || worker === '1') logDescriptorBudget(ops, config);
   // The admin server starts after the listeners; new proxy generations (reloads) join its events.
   const adminRef: { server?: AdminServer } = {};
   const running = new ListenerSet(
@@ -376,4 +379,28 @@ function cutConnections(listeners: readonly ListenerStats[]): number {
 
 function reply(message: WorkerMessage): void {
   process.send?.(message);
+}
+
+/**
+ * The open-files limit and the caps the listeners that set none got from it, once at start: an
+ * operator sees why a flood meets `max_sessions` at that figure, and what to set to change it.
+ */
+function logDescriptorBudget(ops: Logger, config: Config): void {
+  const budget = config.descriptors;
+  if (budget === undefined) return;
+  const derived = config.listeners.flatMap(({ config: listener }) =>
+    listener.derivedCap === undefined
+      ? []
+      : [{ listener: listener.name, [listener.derivedCap.option]: listener.derivedCap.value }],
+  );
+  ops.info('open files limit', { ...budget, derived });
+  const above = capsAboveLimit(
+    config.listeners.map((listener) => listener.config),
+    budget,
+  );
+  if (above.length > 0)
+    ops.warn('a listener cap exceeds the open-files limit: a flood on it starves the others', {
+      openFiles: budget.openFiles,
+      listeners: above,
+    });
 }

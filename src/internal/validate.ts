@@ -28,6 +28,15 @@ function rangeText({ min, max }: IntegerRange): string {
   return 'an integer';
 }
 
+function isIntegerIn(value: unknown, range: IntegerRange): value is number {
+  return (
+    typeof value === 'number' &&
+    Number.isSafeInteger(value) &&
+    (range.min === undefined || value >= range.min) &&
+    (range.max === undefined || value <= range.max)
+  );
+}
+
 /** An integer within range, or `fallback` when undefined. */
 export function integer(
   value: unknown,
@@ -36,20 +45,16 @@ export function integer(
   range: IntegerRange = {},
 ): number {
   if (value === undefined) return fallback;
-  if (
-    typeof value !== 'number' ||
-    !Number.isSafeInteger(value) ||
-    (range.min !== undefined && value < range.min) ||
-    (range.max !== undefined && value > range.max)
-  ) {
-    throw new InvalidOptionError(name, rangeText(range), value);
-  }
+  if (!isIntegerIn(value, range)) throw new InvalidOptionError(name, rangeText(range), value);
   return value;
 }
 
 /** A duration in milliseconds: integer >= 0 (0 often means "disabled"), at most ~24.8 days (timer limit). */
 export function duration(value: unknown, name: string, fallback: number, min = 0): number {
-  return integer(value, name, fallback, { min, max: 2_147_483_647 });
+  const range = { min, max: 2_147_483_647 };
+  if (value === undefined || isIntegerIn(value, range)) return value ?? fallback;
+  // Say the unit: a config written after nginx's or the CLI flags' ("5s") has none to guess from.
+  throw new InvalidOptionError(name, `milliseconds, ${rangeText(range)}`, value);
 }
 
 /** A positive integer limit, or Infinity for "unlimited". */

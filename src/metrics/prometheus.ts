@@ -63,6 +63,10 @@ const TLS_HELP: HelpTable<TlsStats> = {
   upstream_tls_fail_verify_san: 'Upstream certificates not naming the server name.',
   upstream_tls_handshake_timeout: 'Upstream TLS handshakes that timed out.',
   upstream_tls_connection_error: 'Other failed upstream TLS handshakes.',
+  upstream_tls_starttls_refused:
+    'Upstreams that refused the in-band request for TLS (tls.startTls).',
+  upstream_tls_starttls_protocol_error:
+    'Upstreams that answered the in-band request for TLS wrongly (tls.startTls).',
   downstream_tls_handshake: 'TLS handshakes completed with clients.',
   downstream_tls_session_reused: 'Client TLS handshakes that resumed a session.',
   downstream_tls_fail_verify_cert: 'Clients refused for a missing or unverified certificate.',
@@ -163,6 +167,8 @@ const UDP_HELP: HelpTable<UdpProxyStats> = {
   upstream_sess_tx_bytes: 'Bytes sent to upstreams.',
   upstream_sess_rx_errors: 'Setup failures and receive (ICMP) errors on session sockets.',
   upstream_sess_tx_errors: 'Sends to upstreams that failed.',
+  resource_exhausted:
+    'Session sockets that could not be created because the proxy ran out of file descriptors.',
   datagrams_dropped: null,
   ...PROXY_HEALTH_HELP,
 };

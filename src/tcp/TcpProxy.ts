@@ -28,6 +28,7 @@ import type {
   TcpRejection,
 } from './events.js';
 import { TcpConnection } from './TcpConnection.js';
+import { tunnelCheckTls } from '../transport/httpConnect.js';
 import { proxyTunnelStats, TunnelAgent } from '../transport/TunnelAgent.js';
 import { ExhaustionBackoff } from './ExhaustionBackoff.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
@@ -281,11 +282,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       }),
       // Only on TCP checks: a UDP check of a TCP upstream's UDP port speaks another protocol.
       // A tunnel upstream's check reaches the HTTP proxy, not the target: the PROXY header and
-      // the upstream's TLS belong inside the tunnel, and the proxy would refuse them.
+      // the upstream's TLS belong inside the tunnel, and the proxy would refuse them; the TLS
+      // to the proxy itself (`tunnel.tls`) is the proxy's, and the check completes it.
       checkPreamble: (upstream, protocol) =>
         protocol === 'tcp' && upstream.upstream.tunnel === undefined ? local : undefined,
       checkTls: (upstream) => {
-        if (upstream.upstream.tunnel !== undefined) return undefined;
+        if (upstream.upstream.tunnel !== undefined) return tunnelCheckTls(upstream.upstream);
         const settings = this.upstreamTls.settingsFor(upstream.upstream);
         return settings && { settings, tls: this.upstreamTls };
       },
@@ -970,12 +972,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   }
 
   /**
-   * Starts from `previous`'s health check verdicts (upstreams it shares, same address): the CLI's
-   * reload calls it on the generation that replaces `previous`. Nothing without `healthCheck`.
+   * Starts from `previous`'s health check verdicts and outlier ejections (upstreams it shares,
+   * same address): the CLI's reload calls it on the generation that replaces `previous`.
    * @internal
    */
   inheritHealth(previous: TcpProxy): void {
-    this.manager.inheritHealth(previous.upstreamSet.list());
+    this.manager.inheritHealth(previous.manager);
   }
 
   /**

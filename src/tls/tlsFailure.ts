@@ -64,7 +64,27 @@ const WHAT_TO_DO: Record<TlsFailureCode, string> = {
     "check that the upstream speaks TLS on this port, or raise 'tls.handshakeTimeout'",
   [ErrorCode.TLS_HANDSHAKE]: 'check TLS versions, ciphers and client certificates on both sides',
   [ErrorCode.TLS_CLIENT_CERT]: 'the client must present a certificate signed by terminateTls.ca',
+  // Their errors are made with their own advice (startTls.ts): never through upstreamTlsError.
+  [ErrorCode.TLS_STARTTLS_REFUSED]: "turn TLS on in the server, or take 'tls.startTls' off",
+  [ErrorCode.TLS_STARTTLS_PROTOCOL]: "check that the upstream speaks the 'tls.startTls' protocol",
 };
+
+/**
+ * Node's errors for an upstream whose answer to the ClientHello is no TLS at all: a hang-up before
+ * any record (`ECONNRESET`, "socket disconnected before secure TLS connection was established"),
+ * or bytes that are not a TLS record (a plain server's reply).
+ */
+const NOT_TLS = new Set([
+  'ECONNRESET',
+  'ERR_SSL_WRONG_VERSION_NUMBER',
+  'ERR_SSL_PACKET_LENGTH_TOO_LONG',
+  'ERR_SSL_HTTP_REQUEST',
+]);
+
+/** Origination: the upstream hung up on the ClientHello or answered in clear. */
+const UPSTREAM_NOT_TLS =
+  'check that the upstream speaks TLS on this port from its first byte (a plain server does not, ' +
+  'nor one that starts TLS in-band, such as PostgreSQL before 17), then TLS versions, ciphers and client certificates';
 
 /** Origination: the proxy is the client whose certificate the upstream refused. */
 const UPSTREAM_CLIENT_CERT =
@@ -73,13 +93,19 @@ const UPSTREAM_CLIENT_CERT =
 /** The error of one failed origination handshake with `address`. */
 export function upstreamTlsError(address: string, err: unknown): TlsHandshakeError {
   const code = upstreamFailureCode(err);
-  const detail = thrownMessage(err);
+  const detail = thrownMessage(err).trim(); // OpenSSL's messages end with a line break
   return new TlsHandshakeError(
     code,
     'upstream',
-    `TLS handshake with upstream ${address} failed (${detail}): ${code === ErrorCode.TLS_CLIENT_CERT ? UPSTREAM_CLIENT_CERT : WHAT_TO_DO[code]}.`,
+    `TLS handshake with upstream ${address} failed (${detail}): ${upstreamWhatToDo(code, err)}.`,
     err,
   );
+}
+
+function upstreamWhatToDo(code: TlsFailureCode, err: unknown): string {
+  if (code === ErrorCode.TLS_CLIENT_CERT) return UPSTREAM_CLIENT_CERT;
+  if (code === ErrorCode.TLS_HANDSHAKE && NOT_TLS.has(codeOf(err))) return UPSTREAM_NOT_TLS;
+  return WHAT_TO_DO[code];
 }
 
 /** The error of an origination handshake that ran out of time. */
@@ -103,6 +129,12 @@ export function countUpstreamFailure(stats: TlsStats, error: TlsHandshakeError):
     case ErrorCode.TLS_HANDSHAKE_TIMEOUT:
       stats.upstream_tls_handshake_timeout++;
       break;
+    case ErrorCode.TLS_STARTTLS_REFUSED:
+      stats.upstream_tls_starttls_refused++;
+      break;
+    case ErrorCode.TLS_STARTTLS_PROTOCOL:
+      stats.upstream_tls_starttls_protocol_error++;
+      break;
     default:
       stats.upstream_tls_connection_error++;
   }
@@ -119,6 +151,10 @@ export function upstreamTlsCloseReason(error: TlsHandshakeError): CloseReason {
       return CloseReason.UPSTREAM_TLS_TIMEOUT;
     case ErrorCode.TLS_CLIENT_CERT:
       return CloseReason.UPSTREAM_TLS_CLIENT_CERT;
+    case ErrorCode.TLS_STARTTLS_REFUSED:
+      return CloseReason.UPSTREAM_TLS_STARTTLS_REFUSED;
+    case ErrorCode.TLS_STARTTLS_PROTOCOL:
+      return CloseReason.UPSTREAM_TLS_STARTTLS_PROTOCOL;
     default:
       return CloseReason.UPSTREAM_TLS_FAILED;
   }

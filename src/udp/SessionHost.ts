@@ -24,6 +24,8 @@ export interface SessionHost {
   /** The proxy's CONNECT-UDP tunnels (created on first use, by tunnel upstreams only). */
   tunnels(): TunnelAgent;
   emitUpstreamError(session: UdpSession, state: UpstreamState, error: Error): void;
+  /** A session socket could not be created for lack of file descriptors (EMFILE/ENFILE). */
+  resourceExhausted(state: UpstreamState, error: Error): void;
   /**
    * An upstream proved unreachable (ICMP error): passive ejection counts it, unless the upstream
    * has left the address the link dialled (`generation`, see `UpstreamState.generation`).

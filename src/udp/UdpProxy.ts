@@ -1,7 +1,8 @@
-import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
+import type { UpstreamCandidate, UpstreamState } from '../upstream/UpstreamState.js';
 import type { AdminOverride } from '../upstream/adminOverride.js';
 import dgram from 'node:dgram';
 import type { RemoteInfo, Socket } from 'node:dgram';
+import { tunnelCheckTls } from '../transport/httpConnect.js';
 import { proxyTunnelStats, TunnelAgent } from '../transport/TunnelAgent.js';
 import { lookup } from 'node:dns';
 import { isIP } from 'node:net';
@@ -13,7 +14,9 @@ import {
   InvalidOptionError,
   ListenError,
   ProxyClosedError,
+  ResourceExhaustedError,
 } from '../errors.js';
+import { ShortageReports } from '../net/descriptorExhaustion.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import { boolean, integer, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
 import type { UpstreamSelector } from '../select/SelectionContext.js';
@@ -108,9 +111,10 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   private readonly bound = new Set<UdpListener>();
   private readonly owner: ListenerOwner;
   private live = 0;
-  /** Kernel drops of bound sockets already closed. */
-  private closedKernelDrops = 0;
+  /** Bound sockets closed (or closing): their kernel drops still count. */
+  private readonly unbound: UdpListener[] = [];
   private readonly dropReader = new KernelDropReader();
+  private readonly shortages = new ShortageReports();
   private openSockets = 0;
   private nextId = 1;
   private closing: Promise<void> | undefined;
@@ -136,6 +140,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     const hooks: UpstreamManagerHooks = {
       ...events,
       checkPreamble: (_upstream, protocol) => (protocol === 'udp' ? local : undefined),
+      // A TCP check of a CONNECT-UDP upstream reached over TLS completes the TLS to the proxy.
+      checkTls: (upstream) => tunnelCheckTls(upstream.upstream),
     };
     this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, hooks);
     this.upstreamSet = this.manager.set;
@@ -177,6 +183,9 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       },
       emitUpstreamError: (session, state, error) => {
         emitSafely(this, 'upstreamError', session, state, error);
+      },
+      resourceExhausted: (state, error) => {
+        this.descriptorShortage(state, error);
       },
       filterFailed: (error) => {
         reportError(this, new FilterError(error));
@@ -299,6 +308,22 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     if (channels.udpSession.hasSubscribers) channels.udpSession.publish({ proxy: this, session });
   }
 
+  /**
+   * A session socket could not be created (EMFILE/ENFILE): the process's shortage, which starves
+   * every listener of the process, not the upstream's failure. Counted, and reported on `error`
+   * at most once a second (a flood fails once per new source), with how many since the last.
+   */
+  private descriptorShortage(state: UpstreamState, error: Error): void {
+    this.counters.resourceExhausted++;
+    const count = this.shortages.record();
+    if (count === 0) return;
+    const message =
+      `No file descriptor left for a session socket to upstream ${state.address}` +
+      ` (${String(count)} session(s) since the last report): ${error.message}.` +
+      ' Lower maxSessions, or raise the open-files limit (ulimit -n, LimitNOFILE=).';
+    reportError(this, new ResourceExhaustedError(message, error));
+  }
+
   /** `upstream` failed its health checks: end its sessions (`closeOnHealthFailure`). */
   private closeSessionsTo(upstream: UpstreamCandidate): void {
     for (const listener of this.bound)
@@ -415,7 +440,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   private kernelDrops(): number {
     const inodes = new Set<number>();
     for (const listener of this.bound) if (listener.inode !== undefined) inodes.add(listener.inode);
-    let total = this.closedKernelDrops;
+    let total = 0;
+    for (const listener of this.unbound) total += listener.dropsAtClose;
     // The reader may answer from its last read, which can name sockets closed since.
     const drops = this.dropReader.read(inodes);
     for (const inode of inodes) total += drops.get(inode) ?? 0;
@@ -440,8 +466,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     this.manager.stop();
     const listeners = [...this.bound];
     this.bound.clear();
-    const closed = listeners.map((listener) => listener.close());
-    for (const listener of listeners) this.closedKernelDrops += listener.dropsAtClose;
+    const closed = listeners.map((listener) => listener.close(this.dropReader));
+    this.unbound.push(...listeners);
     for (const listener of listeners) {
       for (const session of [...listener.sessions()]) {
         session.terminate(SessionCloseReason.PROXY_CLOSED);

@@ -77,6 +77,11 @@ export interface UdpProxyStats extends ProxyHealthStats {
   readonly upstream_sess_rx_errors: number;
   /** Sends to upstreams that failed. */
   readonly upstream_sess_tx_errors: number;
+  /**
+   * Session sockets that could not be created because the process or the system ran out of file
+   * descriptors (EMFILE/ENFILE): those sessions ended `socket_error`. TCP's `resource_exhausted`.
+   */
+  readonly resource_exhausted: number;
   /** Datagrams not forwarded, all reasons. */
   readonly datagrams_dropped: number;
   /** Datagrams not forwarded, by reason (every reason present, zero when none). */
@@ -114,6 +119,7 @@ export interface UdpCounters {
   upstreamTxBytes: number;
   upstreamRxErrors: number;
   upstreamTxErrors: number;
+  resourceExhausted: number;
   droppedTotal: number;
   dropped: Record<DropReason, number>;
   closeReasons: Record<SessionCloseReason, number>;
@@ -143,6 +149,7 @@ export function createUdpCounters(): UdpCounters {
     upstreamTxBytes: 0,
     upstreamRxErrors: 0,
     upstreamTxErrors: 0,
+    resourceExhausted: 0,
     droppedTotal: 0,
     dropped: countPerReason(DropReason),
     closeReasons: countPerReason(SessionCloseReason),
@@ -205,6 +212,7 @@ export function snapshotUdpStats(sources: UdpStatsSources): UdpProxyStats {
     upstream_sess_tx_bytes: counters.upstreamTxBytes,
     upstream_sess_rx_errors: counters.upstreamRxErrors,
     upstream_sess_tx_errors: counters.upstreamTxErrors,
+    resource_exhausted: counters.resourceExhausted,
     datagrams_dropped: counters.droppedTotal,
     dropped: { ...counters.dropped },
     session_close_reasons: { ...counters.closeReasons },

@@ -15,6 +15,7 @@ import type { LinkFailure, LinkOwner } from './UpstreamLink.js';
 import { isUnreachable, maxPayloadTo } from './UpstreamLink.js';
 import type { UpstreamLink } from './UpstreamLink.js';
 import { linkTo } from '../transport/linkTo.js';
+import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import type { QuicSession, QuicSessionOwner } from '../quic/QuicSession.js';
 
 const EMPTY: readonly UpstreamState[] = [];
@@ -610,6 +611,8 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
    */
   linkFailed(link: UpstreamLink, error: Error, kind: LinkFailure): void {
     this.host.emitUpstreamError(this, link.state, error);
+    if (kind === 'setup' && isDescriptorExhaustion(error))
+      this.host.resourceExhausted(link.state, error);
     if (kind !== 'setup' && isUnreachable(error))
       this.host.upstreamFailed(link.state, link.generation);
     // A transient send failure (ENOBUFS, EAGAIN, ...) is counted by the link; the session goes on.

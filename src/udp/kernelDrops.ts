@@ -48,11 +48,6 @@ const TABLES = ['/proc/net/udp', '/proc/net/udp6'];
  */
 export const LARGE_TABLES = 256 * 1024;
 
-/** The kernel's drop count of each inode in `inodes` found now (absent: the socket is gone). */
-export function kernelDrops(inodes: ReadonlySet<number>): Map<number, number> {
-  return readTables(inodes)[0];
-}
-
 /** The drop counts of `inodes`, and the bytes of table read to find them. */
 function readTables(inodes: ReadonlySet<number>): [Map<number, number>, number] {
   let size = 0;
@@ -62,6 +57,28 @@ function readTables(inodes: ReadonlySet<number>): [Map<number, number>, number] 
     let text: string;
     try {
       text = readFileSync(table, 'latin1');
+    } catch {
+      continue;
+    }
+    size += text.length;
+    if (dropsIn(text, inodes, found)) break;
+  }
+  return [found, size];
+}
+
+/**
+ * The drop counts of `inodes` (absent: the socket is gone), and the bytes of table read to find
+ * them, read in the thread pool: the event loop goes on meanwhile.
+ */
+export async function readTablesInBackground(
+  inodes: ReadonlySet<number>,
+): Promise<[Map<number, number>, number]> {
+  let size = 0;
+  const found = new Map<number, number>();
+  for (const table of TABLES) {
+    let text: string;
+    try {
+      text = await readFile(table, 'latin1');
     } catch {
       continue;
     }
@@ -119,7 +136,7 @@ export class KernelDropReader {
     }
     if (!this.reading) {
       this.reading = true;
-      this.readInBackground(inodes).then(
+      readTablesInBackground(inodes).then(
         ([found, size]) => {
           this.settle(found, size);
         },
@@ -131,22 +148,9 @@ export class KernelDropReader {
     return this.last;
   }
 
-  private async readInBackground(
-    inodes: ReadonlySet<number>,
-  ): Promise<[Map<number, number>, number]> {
-    let size = 0;
-    const found = new Map<number, number>();
-    for (const table of TABLES) {
-      let text: string;
-      try {
-        text = await readFile(table, 'latin1');
-      } catch {
-        continue;
-      }
-      size += text.length;
-      if (dropsIn(text, inodes, found)) break;
-    }
-    return [found, size];
+  /** The drop count of `inode` as of the last read (0 if none found it). */
+  lastKnown(inode: number): number {
+    return this.last.get(inode) ?? 0;
   }
 
   private settle(found: Map<number, number>, size: number): void {

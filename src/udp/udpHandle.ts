@@ -29,6 +29,7 @@ export interface UdpHandle {
     hasCallback: boolean,
   ): number;
   recvStart(): number;
+  recvStop(): number;
   close(): void;
 }
 
@@ -51,7 +52,8 @@ function loadBindings(): UdpBindings | null {
   if (udp === null) return null;
   const { UDP, SendWrap } = udp;
   if (typeof SendWrap !== 'function') return null;
-  if (!hasMethods(UDP, ['connect', 'connect6', 'send', 'recvStart', 'close'])) return null;
+  if (!hasMethods(UDP, ['connect', 'connect6', 'send', 'recvStart', 'recvStop', 'close']))
+    return null;
   return {
     UDP: UDP as UdpBindings['UDP'],
     SendWrap: SendWrap as UdpBindings['SendWrap'],

@@ -80,16 +80,20 @@ export type Launcher = (argv: readonly string[]) => readonly [string, readonly s
 
 /**
  * Starts `l4proxy args...` (with Node's options `nodeArgs`); the test's `after` kills it by PID if
- * it is still running.
+ * it is still running. `wrapper` is a command that execs the rest (`prlimit --nofile=...`), so
+ * the PID is still l4proxy's.
  */
 export function startCli(
   t: TestContext,
   args: readonly string[],
   nodeArgs: readonly string[] = [],
-  launcher?: Launcher,
+  wrapper: readonly string[] | Launcher = [],
 ): CliProcess {
   const argv = [process.execPath, ...nodeArgs, CLI, ...args];
-  const [command, commandArgs] = launcher?.(argv) ?? [argv[0]!, argv.slice(1)];
+  // A wrapper program (prlimit ...) goes first; a launcher rewrites the whole command line.
+  const line = typeof wrapper === 'function' ? undefined : [...wrapper, ...argv];
+  const [command, commandArgs] =
+    typeof wrapper === 'function' ? wrapper(argv) : [line![0]!, line!.slice(1)];
   const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
   const stdout: LogLine[] = [];
   const stderr: LogLine[] = [];
@@ -185,12 +189,16 @@ export function startCli(
   };
 }
 
-/** Runs `l4proxy args...` to completion: exit code, stdout and stderr text. */
+/** Runs `l4proxy args...` to completion (through `wrapper`, as startCli): exit code, stdout and stderr text. */
 export function runCli(
   args: readonly string[],
   ms = 10_000,
+  wrapper: readonly string[] = [],
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const command = [...wrapper, process.execPath, CLI, ...args];
+  const child = spawn(command[0] as string, command.slice(1), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));

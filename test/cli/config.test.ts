@@ -19,7 +19,7 @@ describe('config validation', () => {
     );
     assert.equal(
       configErrorOf({ listeners: [tcp({ connectTimeout: -1 })] }),
-      'l4proxy.json: listeners[0].connectTimeout: expected an integer from 1 to 2147483647, received -1',
+      'l4proxy.json: listeners[0].connectTimeout: expected milliseconds, an integer from 1 to 2147483647, received -1',
     );
     assert.equal(
       configErrorOf({ listeners: [{ ...tcp(), protocol: 'udp', proxyProtocol: 'v1' }] }),

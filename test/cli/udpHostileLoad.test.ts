@@ -1,71 +1,12 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import dgram from 'node:dgram';
-import { once } from 'node:events';
 import { describe, test } from 'node:test';
 import { httpGet } from '../helpers/httpGet.js';
-import { withTimeout } from '../helpers/net.js';
 import { tool } from '../helpers/tools.js';
 import { startDnsmasq } from '../udp/helpers.js';
 import { configDir, listenPort, metricsAddress, startCli } from './cli.js';
+import { digAnswer, floodFromSources } from './udpFlood.js';
 
 const SOURCES = 2_000;
-const BATCH = 200;
-
-/** A DNS query (A, recursion desired) for `name`, with id `id`. */
-function dnsQuery(id: number, name: string): Buffer {
-  const labels = name
-    .split('.')
-    .map((label) => Buffer.concat([Buffer.from([label.length]), Buffer.from(label)]));
-  return Buffer.concat([
-    Buffer.from([id >> 8, id & 0xff, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
-    ...labels,
-    Buffer.from([0, 0, 1, 0, 1]),
-  ]);
-}
-
-/**
- * One query from each of `count` source addresses (127.3.x.y, one socket each, `BATCH` at a
- * time, each closed once its query is sent): what a flood of forged sources looks like to the
- * proxy, each opening a session. Returns the datagrams sent.
- */
-async function floodFromSources(port: number, count: number, name: string): Promise<number> {
-  let sent = 0;
-  for (let first = 0; first < count; first += BATCH) {
-    const sockets: dgram.Socket[] = [];
-    for (let i = first; i < Math.min(count, first + BATCH); i++) {
-      const socket = dgram.createSocket('udp4');
-      socket.on('error', () => undefined);
-      socket.bind(0, `127.3.${String(i >> 7)}.${String((i & 0x7f) + 1)}`);
-      sockets.push(socket);
-    }
-    await withTimeout(Promise.all(sockets.map((s) => once(s, 'listening'))), 5_000, 'binds');
-    await Promise.all(
-      sockets.map(
-        (socket, i) =>
-          new Promise<void>((resolve) => {
-            socket.send(dnsQuery(first + i, name), port, '127.0.0.1', () => {
-              sent++;
-              resolve();
-            });
-          }),
-      ),
-    );
-    for (const socket of sockets) socket.close();
-  }
-  return sent;
-}
-
-/** dig as a well-behaved resolver does it: up to 3 tries, 1 s each. */
-function digAnswer(digPath: string, port: number, name: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const args = ['@127.0.0.1', '-p', String(port), name, '+short', '+tries=3', '+time=1'];
-    execFile(digPath, args, { timeout: 10_000 }, (err, stdout) => {
-      if (err !== null) reject(new Error(`dig failed: ${err.message}`, { cause: err }));
-      else resolve(stdout.trim());
-    });
-  });
-}
 
 /** The value of the listener's sample of `name` in `/metrics` (`labels` after its own), or 0. */
 function sample(text: string, name: string, labels = ''): number {

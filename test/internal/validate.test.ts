@@ -34,3 +34,16 @@ test('an unknown option names the known option a typo most likely meant', () => 
     'Invalid option "zzz": expected one of the known options (...), received 1.',
   );
 });
+
+test('a duration given with a unit, as nginx writes one, is refused saying it is milliseconds', () => {
+  // `--drain-timeout 30s` takes units; the options and the config file's keys take milliseconds.
+  assert.throws(() => new TcpProxy({ upstreams: [], healthCheck: { interval: '5s' } } as never), {
+    name: 'InvalidOptionError',
+    message:
+      'Invalid option "healthCheck.interval": expected milliseconds, an integer from 1 to 2147483647, received "5s".',
+  });
+  assert.throws(() => new UdpProxy({ upstreams: [], idleTimeout: '30s' } as never), {
+    message:
+      'Invalid option "idleTimeout": expected milliseconds, an integer from 0 to 2147483647, received "30s".',
+  });
+});

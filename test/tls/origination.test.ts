@@ -388,6 +388,46 @@ describe('TLS origination failures are connect failures, retried on another upst
     });
   }
 
+  // A plain server on the port, or one that starts TLS in-band (PostgreSQL before 17 reads the
+  // ClientHello as a startup packet and hangs up): the error says to check the port speaks TLS,
+  // not TLS versions and ciphers, which were never reached.
+  const notTls = {
+    'hangs up on the ClientHello': (socket: net.Socket) => {
+      socket.once('data', () => socket.end());
+    },
+    'answers in clear': (socket: net.Socket) => {
+      socket.once('data', () =>
+        socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n'),
+      );
+    },
+  };
+  for (const relay of ['handle', 'stream'] as const) {
+    for (const [what, serve] of Object.entries(notTls)) {
+      test(`an upstream that ${what} is told to speak TLS on its port (relay: ${relay})`, async (t) => {
+        const p = await getPki(t);
+        if (p === undefined) return;
+        const port = await testServer(t, (socket) => {
+          socket.on('error', () => undefined);
+          serve(socket);
+        });
+        const rig = await proxyFor(t, {
+          relay,
+          upstreams: [{ host: '127.0.0.1', port }],
+          maxConnectAttempts: 1,
+          tls: { ca: p.ca.cert, servername: 'localhost' },
+        });
+        const client = await connect(rig.port);
+        client.end('a');
+        await withTimeout(readAll(client), 10_000, 'the proxy closing the client');
+        const [summary] = await rig.closes(1);
+        assert.equal(summary?.reason, 'upstream_tls_failed');
+        const error = summary.error as L4Error | undefined;
+        assert.equal(error?.code, 'ERR_L4_TLS_HANDSHAKE');
+        assert.match(error.message, /check that the upstream speaks TLS on this port/);
+      });
+    }
+  }
+
   test('handshake timeout (a server that never answers): ERR_L4_TLS_HANDSHAKE_TIMEOUT', async (t) => {
     const p = await getPki(t);
     if (p === undefined) return;

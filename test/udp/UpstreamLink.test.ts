@@ -40,6 +40,8 @@ describe('UpstreamLink setup failures', () => {
     assert.ok(stats.dropped.socket_error >= 5, `socket_error drops: ${stats.dropped.socket_error}`);
     assert.equal(stats.session_close_reasons.socket_error, stats.dropped.socket_error);
     assert.equal(answered + stats.dropped.socket_error, clients.length);
+    // The process's shortage, counted as such (reported on 'error' once a second).
+    assert.equal(stats.resource_exhausted, stats.dropped.socket_error);
     // Once the sessions expire, descriptors are free again and new clients are served.
     await child.next('drained', 5_000);
     assert.equal((await request(clients[0]!, port, 'again')).toString(), 'again');

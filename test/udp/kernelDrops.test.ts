@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import fs, { readFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
 import { TcpProxy, UdpProxy } from '../../src/index.js';
@@ -9,6 +10,27 @@ import { tool } from '../helpers/tools.js';
 import { closeSocket, freeDnsPort, udpEcho, udpSocket } from './helpers.js';
 
 const SENT = 400;
+
+/**
+ * Counts the synchronous reads of /proc/net/udp{,6} while `run` runs (fs.readFileSync wrapped, and
+ * the wrapper made what the library's `import { readFileSync }` binding calls).
+ */
+function syncTableReads(run: () => void): number {
+  const original = fs.readFileSync;
+  let reads = 0;
+  fs.readFileSync = ((path: unknown, ...rest: unknown[]) => {
+    if (typeof path === 'string' && path.startsWith('/proc/net/udp')) reads++;
+    return (original as (...args: unknown[]) => unknown)(path, ...rest);
+  }) as typeof fs.readFileSync;
+  syncBuiltinESMExports();
+  try {
+    run();
+  } finally {
+    fs.readFileSync = original;
+    syncBuiltinESMExports();
+  }
+  return reads;
+}
 
 /** A separate process sends SENT datagrams of 1 KB to `port` while this one is blocked in execFileSync. */
 function floodWhileBlocked(port: number): void {
@@ -110,6 +132,49 @@ describe('UDP kernel drops (receive buffer overflow)', () => {
       await new Promise((resolve) => setTimeout(resolve, 10));
       stats = proxy.stats();
     }
+    assert.ok(stats.downstream_rx_datagram_dropped > 0, 'the kernel dropped some');
+    assert.equal(stats.downstream_sess_rx_datagrams + stats.downstream_rx_datagram_dropped, SENT);
+  });
+
+  test('with thousands of UDP sockets on the host, close() does not read /proc/net/udp on the event loop; the final drop count is kept', async (t) => {
+    if (process.platform !== 'linux') {
+      t.skip('per-socket drop counts come from /proc/net/udp (Linux)');
+      return;
+    }
+    // A large table (as a proxy with thousands of sessions sees it): a read on the event loop at
+    // close() stalled every other proxy of the process for as long as the kernel took to list it.
+    const others = await Promise.all(Array.from({ length: 4_000 }, () => udpSocket()));
+    t.after(() => Promise.all(others.map(closeSocket)));
+    const upstream = await udpEcho();
+    t.after(() => upstream.close());
+    const proxy = new UdpProxy({ upstreams: [{ host: '127.0.0.1', port: upstream.port }] });
+    t.after(() => proxy.close());
+    const bound = await proxy.bind({ port: 0, address: '127.0.0.1', recvBufferSize: 1 });
+    assert.equal(proxy.stats().downstream_rx_datagram_dropped, 0);
+    floodWhileBlocked(bound.port);
+    // Read what the socket had queued, so that its drops are all the kernel will ever count.
+    const deadline = Date.now() + 5_000;
+    let read = 0;
+    while (Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const now = proxy.stats().downstream_sess_rx_datagrams;
+      if (now === read && now > 0) break;
+      read = now;
+    }
+    let closed: Promise<void> | undefined;
+    assert.equal(
+      syncTableReads(() => {
+        closed = proxy.close();
+      }),
+      0,
+      'no read of the tables on the event loop',
+    );
+    await closed;
+    // Nothing read the drops since the flood but close(): its read in the background found them.
+    const stats = proxy.stats();
+    t.diagnostic(
+      `read ${String(stats.downstream_sess_rx_datagrams)}, kernel-dropped ${String(stats.downstream_rx_datagram_dropped)}`,
+    );
     assert.ok(stats.downstream_rx_datagram_dropped > 0, 'the kernel dropped some');
     assert.equal(stats.downstream_sess_rx_datagrams + stats.downstream_rx_datagram_dropped, SENT);
   });

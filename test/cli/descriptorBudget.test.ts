@@ -1,0 +1,127 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { closeAll, validateConfig } from '../../src/cli/config.js';
+import {
+  capsAboveLimit,
+  derivedCap,
+  descriptorBudget,
+  openFilesLimit,
+} from '../../src/cli/descriptorBudget.js';
+
+const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
+Max cpu time              unlimited            unlimited            seconds
+Max open files            512                  4096                 files
+Max locked memory         8388608              8388608              bytes
+`;
+
+describe('the open-files limit split between listeners', () => {
+  test('the soft limit is read from /proc/self/limits; unlimited or unreadable derives nothing', () => {
+    assert.equal(
+      openFilesLimit(() => LIMITS),
+      512,
+    );
+    assert.equal(
+      openFilesLimit(() => LIMITS.replace(/512 /, 'unlimited')),
+      undefined,
+    );
+    assert.equal(
+      openFilesLimit(() => {
+        throw new Error('ENOENT');
+      }),
+      undefined,
+    );
+    if (process.platform === 'linux') assert.ok((openFilesLimit() ?? 0) > 0, 'this process');
+  });
+
+  test('a tenth is reserved (at least 128, at most half), the rest split equally; TCP gets half its share, UDP all of it', () => {
+    assert.deepEqual(descriptorBudget(512, 2), { openFiles: 512, reserved: 128, perListener: 192 });
+    assert.deepEqual(descriptorBudget(65_536, 4), {
+      openFiles: 65_536,
+      reserved: 6_554,
+      perListener: 14_745,
+    });
+    assert.deepEqual(descriptorBudget(100, 1), { openFiles: 100, reserved: 50, perListener: 50 });
+    assert.equal(descriptorBudget(undefined, 2), undefined);
+    const budget = descriptorBudget(512, 2);
+    assert.deepEqual(derivedCap('tcp', {}, budget), { option: 'maxConnections', value: 96 });
+    assert.deepEqual(derivedCap('udp', {}, budget), { option: 'maxSessions', value: 192 });
+    // Per-packet balancing keeps a socket to each upstream in every session.
+    const three = [1, 2, 3].map((port) => ({ host: '127.0.0.1', port }));
+    assert.deepEqual(derivedCap('udp', { perPacketBalancing: true, upstreams: three }, budget), {
+      option: 'maxSessions',
+      value: 64,
+    });
+    // An explicit value wins, whatever it is.
+    assert.equal(derivedCap('tcp', { maxConnections: 100_000 }, budget), undefined);
+    assert.equal(derivedCap('udp', { maxSessions: 100_000 }, budget), undefined);
+    // A share too small for one connection still admits one.
+    assert.deepEqual(derivedCap('tcp', {}, descriptorBudget(3, 3)), {
+      option: 'maxConnections',
+      value: 1,
+    });
+  });
+
+  test('validateConfig: every listener counts in the split, tunnel ones included; explicit caps are kept and raw stays as written', () => {
+    const config = validateConfig(
+      {
+        listeners: [
+          { protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: 1 }] },
+          {
+            protocol: 'udp',
+            listen: '127.0.0.1:0',
+            upstreams: [{ host: '127.0.0.1', port: 1 }],
+          },
+          {
+            name: 'capped',
+            protocol: 'udp',
+            listen: '127.0.0.1:1',
+            upstreams: [{ host: '127.0.0.1', port: 1 }],
+            maxSessions: 10,
+          },
+          {
+            protocol: 'tunnel',
+            listen: '127.0.0.1:0',
+            upstreams: [{ host: '127.0.0.1', port: 1 }],
+          },
+        ],
+      },
+      'l4proxy.json',
+      () => 1_128,
+    );
+    closeAll(config.listeners);
+    assert.deepEqual(config.descriptors, { openFiles: 1_128, reserved: 128, perListener: 250 });
+    assert.deepEqual(
+      config.listeners.map((l) => l.config.derivedCap),
+      [{ option: 'maxConnections', value: 125 }, { option: 'maxSessions', value: 250 }, undefined],
+    );
+    assert.equal(config.listeners[0]?.config.raw.maxConnections, undefined, 'raw as written');
+    // An explicit cap is kept even above the limit; the command warns of it at start.
+    assert.deepEqual(
+      capsAboveLimit(
+        [
+          { name: 'a', protocol: 'tcp', raw: { maxConnections: 500 } },
+          { name: 'b', protocol: 'tcp', raw: { maxConnections: 501 } },
+          { name: 'c', protocol: 'udp', raw: { maxSessions: 1_001 } },
+          { name: 'd', protocol: 'udp', raw: {} },
+        ],
+        { openFiles: 1_128, reserved: 128, perListener: 250 },
+      ),
+      [
+        { listener: 'b', maxConnections: 501 },
+        { listener: 'c', maxSessions: 1_001 },
+      ],
+    );
+    const unknown = validateConfig(
+      {
+        listeners: [
+          { protocol: 'udp', listen: '127.0.0.1:0', upstreams: [{ host: '127.0.0.1', port: 1 }] },
+        ],
+      },
+      'l4proxy.json',
+      () => undefined,
+    );
+    closeAll(unknown.listeners);
+    assert.equal(unknown.descriptors, undefined);
+    assert.equal(unknown.listeners[0]?.config.derivedCap, undefined);
+  });
+});
