@@ -1,3 +1,4 @@
+import { checkSocketFd, fdOption } from '../net/adoptedSocket.js';
 import http from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import http2 from 'node:http2';
@@ -293,7 +294,26 @@ export type TunnelListenOptions = Omit<net.ListenOptions, 'signal'> & {
   readonly user?: string | number | undefined;
   /** With `path`: the socket file's group, a group name or gid. Default: the process's. */
   readonly group?: string | number | undefined;
+  /**
+   * Adopt this already-bound stream socket instead of binding one (systemd socket activation, a
+   * binary upgrade), as `TcpProxy.listen({ fd })`: no `port`, `host` or `path` with it.
+   * `close()` closes the descriptor.
+   */
+  readonly fd?: number | undefined;
 };
+
+/** What `fd` cannot be given with: the socket has its address and its file. */
+const TUNNEL_FD_EXCLUDES = [
+  'port',
+  'host',
+  'path',
+  'ipv6Only',
+  'reusePort',
+  'exclusive',
+  'mode',
+  'user',
+  'group',
+];
 
 /** An open tunnel: how to cut it, and its bytes so far (counted in stats while it runs). */
 interface LiveTunnel {
@@ -491,6 +511,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   async listen(options: TunnelListenOptions = {}): Promise<AddressInfo | string> {
     const raw = optionalRecord(options, 'listen options');
     integer(raw.port, 'port', 0, { min: 0, max: 65535 });
+    const fd = fdOption(raw, TUNNEL_FD_EXCLUDES);
+    if (fd !== undefined) checkSocketFd(fd);
     const access = socketAccess(options);
     // net.Server would close the listener on abort behind the server's back (and never settle
     // listen() for a signal aborted already); TcpProxy and UdpProxy refuse it too.
@@ -678,6 +700,20 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     this.drainRequested = drainTimeout ?? 0;
     this.closing = this.shutdown();
     return this.closing;
+  }
+
+  /**
+   * @internal The listening socket's descriptor, for a binary upgrade that passes it on (the CLI's
+   * SIGUSR2). Undefined when not listening.
+   */
+  listeningFd(): number | undefined {
+    const fd = (this.listener as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+  }
+
+  /** @internal A Unix socket's file is the next process's now: `close()` leaves it. */
+  leaveSocketFile(): void {
+    this.socketFile = undefined;
   }
 
   /** `await using server = new TunnelServer(...)`: closes at scope exit (drainTimeout 0). */
