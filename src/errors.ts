@@ -23,6 +23,8 @@ export const ErrorCode = {
   TLS_HANDSHAKE_TIMEOUT: 'ERR_L4_TLS_HANDSHAKE_TIMEOUT',
   TLS_HANDSHAKE: 'ERR_L4_TLS_HANDSHAKE',
   TLS_CLIENT_CERT: 'ERR_L4_TLS_CLIENT_CERT',
+  TLS_STARTTLS_REFUSED: 'ERR_L4_TLS_STARTTLS_REFUSED',
+  TLS_STARTTLS_PROTOCOL: 'ERR_L4_TLS_STARTTLS_PROTOCOL',
   PARSER_FINISHED: 'ERR_L4_PARSER_FINISHED',
   ADMISSION: 'ERR_L4_ADMISSION',
   FILTER: 'ERR_L4_FILTER',
@@ -290,13 +292,17 @@ export type TlsFailureCode =
   | typeof ErrorCode.TLS_NAME_MISMATCH
   | typeof ErrorCode.TLS_HANDSHAKE_TIMEOUT
   | typeof ErrorCode.TLS_HANDSHAKE
-  | typeof ErrorCode.TLS_CLIENT_CERT;
+  | typeof ErrorCode.TLS_CLIENT_CERT
+  | typeof ErrorCode.TLS_STARTTLS_REFUSED
+  | typeof ErrorCode.TLS_STARTTLS_PROTOCOL;
 
 /**
  * A TLS handshake failed, with an upstream (origination) or a client (termination). `code` names
  * the cause: the peer's certificate is not trusted (`ERR_L4_TLS_UNTRUSTED`), does not name the
  * host (`ERR_L4_TLS_NAME_MISMATCH`), the handshake took too long (`ERR_L4_TLS_HANDSHAKE_TIMEOUT`),
- * a client gave no valid certificate (`ERR_L4_TLS_CLIENT_CERT`), or anything else
+ * a client gave no valid certificate (`ERR_L4_TLS_CLIENT_CERT`), an upstream with `tls.startTls`
+ * refused the in-band request for TLS (`ERR_L4_TLS_STARTTLS_REFUSED`) or answered it wrongly
+ * (`ERR_L4_TLS_STARTTLS_PROTOCOL`), or anything else
  * (`ERR_L4_TLS_HANDSHAKE`: protocol versions, ciphers, alerts, the peer hanging up). `cause` is
  * Node's error, when there was one.
  */

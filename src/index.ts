@@ -157,6 +157,7 @@ export type {
 export { TlsHandshakeError } from './errors.js';
 export type { TlsFailureCode } from './errors.js';
 export type { UpstreamTlsOptions, UpstreamTlsSetting } from './tls/UpstreamTlsOptions.js';
+export type { StartTlsProtocol } from './tls/startTls.js';
 export type {
   TerminateTlsOptions,
   TlsCertificate,

@@ -8,7 +8,9 @@ import type { UdpProxyStats } from '../udp/UdpProxyStats.js';
 import type { AdminListener } from '../admin/AdminListener.js';
 import { LatencyRecorder } from '../metrics/latency.js';
 import type { LatencySnapshot } from '../metrics/latency.js';
-import { formatHostPort, UNIX_PREFIX } from './address.js';
+import { formatHostPort, formatListen, UNIX_PREFIX } from './address.js';
+import { claimInherited, claimSystemdSocket } from './socketActivation.js';
+import { checkSocketFd } from '../net/adoptedSocket.js';
 import { removeStaleSocket } from './unixSocket.js';
 import { listenWithAccess } from '../net/unixSocketFile.js';
 import type { UnixSocketFile } from '../net/unixSocketFile.js';
@@ -143,6 +145,30 @@ export class Listener {
     return cluster.isWorker && this.config.listen.port !== 0 && reusePortSupported();
   }
 
+  /** What a binary upgrade passes this listener's socket under: protocol and address. */
+  get handOverKey(): string {
+    return `${this.config.protocol} ${listenKey(this.config.listen)}`;
+  }
+
+  /** The listening socket's descriptor, for a binary upgrade that passes it on (SIGUSR2). */
+  listeningFd(): number | undefined {
+    if (this.current instanceof UdpProxy) return this.current.listeningFds()[0];
+    const fd = (this.server as unknown as { _handle?: { fd?: unknown } | null } | undefined)
+      ?._handle?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+  }
+
+  /**
+   * A Unix socket bound by its path without `unixSocket`: closing it unlinks the file (libuv),
+   * which a new process given the socket (SIGUSR2) would then serve without.
+   */
+  unlinksFile = false;
+
+  /** A Unix socket's file is the next process's now (an upgrade): the drain leaves it. */
+  leaveSocketFile(): void {
+    this.socketFile = undefined;
+  }
+
   /** The accept queue length this TCP listener listens with. */
   get backlog(): number {
     return listenerBacklog(this.config.raw, this.backlogDefault);
@@ -150,15 +176,23 @@ export class Listener {
 
   /** Listens (TCP) or binds (UDP); rejects with the system error's message. */
   async start(): Promise<string> {
-    const { host, port, ipv6Only } = this.config.listen;
+    const { host, port, ipv6Only, systemd } = this.config.listen;
+    // A socket systemd passed (taken now, so a second listener naming it is told), or the one
+    // the process this one upgrades listened on for the same address (SIGUSR2).
+    const fd =
+      claimInherited(this.handOverKey) ??
+      (systemd === undefined ? undefined : claimSystemdSocket(systemd));
     if (this.current instanceof UdpProxy) {
-      const bound = await this.current.bind({
-        port,
-        ...(host !== '' && { address: host }),
-        ...(ipv6Only && { ipv6Only }),
-        ...(this.reusePort && { reusePort: true }),
-        ...this.config.socketBuffers,
-      });
+      const where =
+        fd === undefined
+          ? {
+              port,
+              ...(host !== '' && { address: host }),
+              ...(ipv6Only && { ipv6Only }),
+              ...(this.reusePort && { reusePort: true }),
+            }
+          : { fd };
+      const bound = await this.current.bind({ ...where, ...this.config.socketBuffers });
       this.address = formatHostPort(bound.address, bound.port);
       return this.address;
     }
@@ -177,23 +211,33 @@ export class Listener {
     const backlog = this.backlog;
     const unix = this.config.listen.path;
     // With --workers the primary removed a stale file (src/cli/primary.ts).
-    if (unix !== undefined && !cluster.isWorker) await removeStaleSocket(unix);
+    if (unix !== undefined && fd === undefined && !cluster.isWorker) await removeStaleSocket(unix);
     // With --workers the primary binds the socket and sets its file (src/cli/clusterSocketFiles.ts).
     const access = cluster.isWorker ? undefined : this.config.unixSocket;
-    if (unix !== undefined && access !== undefined) {
+    // Bound by path here (not adopted, no private name): libuv unlinks the file when it closes.
+    this.unlinksFile = unix !== undefined && access === undefined && fd === undefined;
+    if (unix !== undefined && access !== undefined && fd === undefined) {
       const where = `${this.config.path}.unixSocket`;
       const names = { user: `${where}.user`, group: `${where}.group` };
       this.socketFile = await listenWithAccess(server, unix, backlog, access, names);
     } else {
+      if (fd !== undefined) checkSocketFd(fd);
       await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
+        server.once('error', (err: NodeJS.ErrnoException) => {
+          // Node's answer to a passed datagram socket is a bare EINVAL.
+          const kind =
+            fd !== undefined && err.code === 'EINVAL' ? ' (is it a datagram socket?)' : '';
+          reject(kind === '' ? err : new Error(`fd ${fd}: ${err.message}${kind}`));
+        });
         const shared = this.reusePort ? { reusePort: true, exclusive: true } : {};
         const where =
-          unix === undefined
-            ? { port, ...(host !== '' && { host }), ...(ipv6Only && { ipv6Only }) }
-            : { path: unix };
+          fd !== undefined
+            ? { fd }
+            : unix === undefined
+              ? { port, ...(host !== '' && { host }), ...(ipv6Only && { ipv6Only }) }
+              : { path: unix };
         server.listen({ ...where, backlog, ...shared }, () => {
-          server.off('error', reject);
+          server.removeAllListeners('error');
           resolve();
         });
       });
@@ -217,7 +261,7 @@ export class Listener {
     const bound = server.address();
     this.address =
       typeof bound === 'string' || bound === null
-        ? `${UNIX_PREFIX}${unix ?? ''}`
+        ? `${UNIX_PREFIX}${unix ?? bound ?? ''}`
         : formatHostPort(bound.address, bound.port);
     return this.address;
   }
@@ -430,6 +474,6 @@ function onlyUpstreamsOf(carried: TcpProxyStats, running: TcpProxyStats): TcpPro
  * socket can change) needs a restart.
  */
 export function listenKey(listen: ListenAddress): string {
-  if (listen.path !== undefined) return `${UNIX_PREFIX}${listen.path}`;
+  if (listen.systemd !== undefined || listen.path !== undefined) return formatListen(listen);
   return `${listen.host}:${listen.port}${listen.ipv6Only ? ' ipv6Only' : ''}`;
 }

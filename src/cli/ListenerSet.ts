@@ -106,6 +106,26 @@ export class ListenerSet {
     await Promise.all([...this.listeners.values()].map((listener) => listener.whenWarm));
   }
 
+  /** Every listener's socket with its key, for a binary upgrade (SIGUSR2). */
+  handOver(): { key: string; fd: number }[] {
+    const sockets: { key: string; fd: number }[] = [];
+    for (const listener of this.listeners.values()) {
+      const fd = listener.listeningFd();
+      if (fd !== undefined) sockets.push({ key: listener.handOverKey, fd });
+    }
+    return sockets;
+  }
+
+  /** Listeners whose socket file would go with this process (see `Listener.unlinksFile`). */
+  unlinkingFiles(): string[] {
+    return [...this.listeners.values()].filter((l) => l.unlinksFile).map((l) => l.name);
+  }
+
+  /** Unix socket files are the new process's after an upgrade: the drain leaves them. */
+  leaveSocketFiles(): void {
+    for (const listener of this.listeners.values()) listener.leaveSocketFile();
+  }
+
   /** Stats of every listener. */
   stats(): ListenerStats[] {
     return [...this.listeners.values()].map((listener) => listener.stats());

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { SYSTEMD_PREFIX } from './socketActivation.js';
 
 /** A `host:port` pair as the CLI reads it (`[::1]:8080` for IPv6 literals). */
 export interface HostPort {
@@ -36,6 +37,8 @@ export interface ListenAddress extends HostPort {
   readonly ipv6Only: boolean;
   /** A Unix socket path (`"listen": "unix:/run/l4proxy.sock"`) instead of host and port. */
   readonly path?: string;
+  /** The name of a socket systemd passed (`"listen": "systemd:web"`) instead of an address. */
+  readonly systemd?: string;
 }
 
 /** The prefix of a Unix socket listen address, as nginx writes it (`listen unix:/path`). */
@@ -55,8 +58,37 @@ export function parseUnixListen(
   return { ok: true, value: { host: '', port: 0, ipv6Only: false, path } };
 }
 
+/**
+ * A `systemd:<name>` listen address: the socket systemd passed under that `FileDescriptorName=`
+ * (host `''`, port 0: its address is the socket's), or undefined when `text` is no such address.
+ */
+export function parseSystemdListen(
+  text: string,
+): { ok: true; value: ListenAddress } | { ok: false; expected: string } | undefined {
+  if (!text.startsWith(SYSTEMD_PREFIX)) return undefined;
+  const name = text.slice(SYSTEMD_PREFIX.length);
+  // FileDescriptorName=: up to 255 printable characters, no colon (sd_listen_fds_with_names).
+  if (!/^[\x21-\x39\x3b-\x7e]{1,255}$/.test(name))
+    return {
+      ok: false,
+      expected: '"systemd:<name>", the FileDescriptorName= of a socket systemd passes',
+    };
+  return { ok: true, value: { host: '', port: 0, ipv6Only: false, systemd: name } };
+}
+
+/** Any listen address as the config writes it: `unix:/path`, `systemd:<name>` or `host:port`. */
+export function parseListen(
+  text: string,
+): { ok: true; value: ListenAddress } | { ok: false; expected: string } {
+  const special = parseUnixListen(text) ?? parseSystemdListen(text);
+  if (special !== undefined) return special;
+  const plain = parseHostPort(text, 0);
+  return plain.ok ? { ok: true, value: { ...plain.value, ipv6Only: false } } : plain;
+}
+
 /** A listen address as the config writes it: `host:port` (`*` for all) or `unix:/path`. */
 export function formatListen(listen: ListenAddress): string {
+  if (listen.systemd !== undefined) return `${SYSTEMD_PREFIX}${listen.systemd}`;
   if (listen.path !== undefined) return `${UNIX_PREFIX}${listen.path}`;
   return formatHostPort(listen.host || '*', listen.port);
 }
@@ -68,6 +100,8 @@ export function formatListen(listen: ListenAddress): string {
  * beside `[::]:443` (nginx's usual pair, where `[::]` is IPv6-only by default) overlaps.
  */
 export function listenOverlaps(a: ListenAddress, b: ListenAddress): boolean {
+  // A passed socket is one socket: the same name twice, never an address of its own.
+  if (a.systemd !== undefined || b.systemd !== undefined) return a.systemd === b.systemd;
   // A Unix socket takes its path only: the same path twice, never a port.
   if (a.path !== undefined || b.path !== undefined) return a.path === b.path;
   if (a.port !== b.port || a.port === 0) return false;
@@ -93,7 +127,7 @@ export function takesIPv4(address: ListenAddress): boolean {
 
 function takes(address: ListenAddress, family: 4 | 6): 'all' | 'one' | 'none' {
   const { host, ipv6Only } = address;
-  if (address.path !== undefined) return 'none';
+  if (address.path !== undefined || address.systemd !== undefined) return 'none';
   if (host === '' || (isIP(host) === 6 && /^[0:]+$/.test(host)))
     return family === 6 || !ipv6Only ? 'all' : 'none';
   if (host === '0.0.0.0') return family === 4 ? 'all' : 'none';

@@ -15,6 +15,7 @@ import { runListeners } from './runListeners.js';
 import { effectiveSettings, settingsInForce } from './settings.js';
 import { describeBacklog, listenerBacklog } from './listenBacklog.js';
 import { describeTunnelListener } from './tunnelListeners.js';
+import { takeSystemdSockets, UPGRADE_ENV } from './socketActivation.js';
 import { adminHost, readAdminToken } from './adminConfig.js';
 import type { AdminSettings } from './adminConfig.js';
 
@@ -58,6 +59,14 @@ function describeListeners(config: Config, backlog: number | undefined): string 
       return `${l.name} (${where}, ${describeBacklog(listenerBacklog(l.raw, backlog))})`;
     })
     .join(', ');
+}
+
+/** The config path of the first listener adopting a socket systemd passed, if any. */
+function passedSocketUser(config: Config): string | undefined {
+  const listener = config.listeners.find(({ config: l }) => l.listen.systemd !== undefined);
+  if (listener !== undefined) return `${listener.config.path}.listen`;
+  const tunnel = config.tunnels.find((t) => t.listen.systemd !== undefined);
+  return tunnel === undefined ? undefined : `${tunnel.path}.listen`;
 }
 
 /**
@@ -114,6 +123,21 @@ async function main(argv: readonly string[]): Promise<void> {
     process.exit(1);
   }
   const settings = effectiveSettings(args, config);
+  const passed = passedSocketUser(config);
+  if (passed !== undefined && settings.workers > 1) {
+    // Workers each need a socket of their own (SO_REUSEPORT) or the primary's (cluster): one
+    // passed descriptor can be neither, so the start is refused rather than half-served.
+    process.stderr.write(
+      `${config.source}: ${passed}: a socket passed by systemd is served by one process; ` +
+        `run with --workers 1 (got ${settings.workers}), or one service per worker\n`,
+    );
+    process.exit(1);
+  }
+  if (process.env[UPGRADE_ENV] !== undefined && settings.workers > 1) {
+    // Started by a SIGUSR2 upgrade: the old process, which keeps serving, logs this exit.
+    process.stderr.write(`${config.source}: an upgrade (SIGUSR2) cannot start --workers\n`);
+    process.exit(1);
+  }
   if (args.check) {
     closeAll(config.listeners);
     for (const warning of args.warnings) process.stderr.write(`l4proxy: warning: ${warning}\n`);
@@ -132,6 +156,8 @@ async function main(argv: readonly string[]): Promise<void> {
     );
     return;
   }
+  // Read (and unset, so that children never take them for theirs) before anything runs.
+  if (cluster.isPrimary) takeSystemdSockets();
   if (settings.workers > 1 && cluster.isPrimary) {
     await new Primary(settings).start(config, args.warnings);
     return;

@@ -11,12 +11,12 @@ import { isIP } from 'node:net';
 import type { HostPort, ListenAddress } from './address.js';
 import {
   formatHostPort,
+  formatListen,
   isDualStack,
   listenOverlaps,
   parseHostPort,
-  parseUnixListen,
+  parseListen,
   takesIPv4,
-  UNIX_PREFIX,
 } from './address.js';
 import { jsonErrorPosition } from './jsonErrorPosition.js';
 import { isLogLevel } from './jsonLogger.js';
@@ -335,12 +335,13 @@ function prepareListener(
   const listenText = entry.listen;
   const listen =
     typeof listenText === 'string' || typeof listenText === 'number'
-      ? (parseUnixListen(String(listenText)) ?? parseHostPort(String(listenText), 0))
+      ? parseListen(String(listenText))
       : undefined;
   if (!listen?.ok) {
     throw fieldError(source, `${path}.listen`, listen?.expected ?? '"host:port"', listenText);
   }
   const parsed: HostPort & { readonly path?: string } = listen.value;
+  const passed = listen.value.systemd;
   const unix = parsed.path;
   if (unix !== undefined && protocol !== 'tcp')
     throw fieldError(
@@ -361,7 +362,7 @@ function prepareListener(
   const overlap = overlapping(bound, protocol, address, true);
   if (overlap !== undefined) throw fieldError(source, `${path}.listen`, overlap, listenText);
   const dns = entry.dns === undefined ? undefined : dnsSource(entry.dns, source, `${path}.dns`);
-  const fallback = `${protocol}:${unix === undefined ? formatHostPort(listen.value.host, listen.value.port) : `${UNIX_PREFIX}${unix}`}`;
+  const fallback = `${protocol}:${unix === undefined && passed === undefined ? formatHostPort(listen.value.host, listen.value.port) : formatListen(listen.value)}`;
   const taken = earlier.some((other) => other.config.name === fallback);
   const name = entry.name ?? (taken ? `${fallback}#${earlier.length}` : fallback);
   if (typeof name !== 'string' || name === '')

@@ -221,8 +221,11 @@ export function statusPeriod(configured: number | undefined): number {
  * runs whatever code a local user sends it, and SIGUSR2 (HAProxy's reload, nginx's binary
  * upgrade) ends the process at once, cutting every connection without a drain.
  */
-export function ignoreUnusedSignals(ops: Logger): void {
-  for (const signal of ['SIGUSR1', 'SIGUSR2'] as const)
+export function ignoreUnusedSignals(
+  ops: Logger,
+  signals: readonly ('SIGUSR1' | 'SIGUSR2')[] = ['SIGUSR1', 'SIGUSR2'],
+): void {
+  for (const signal of signals)
     process.on(signal, () => {
       ops.warn('signal ignored: SIGHUP reloads the config, SIGTERM drains', { signal });
     });

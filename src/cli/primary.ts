@@ -1,3 +1,4 @@
+import { UPGRADE_REFUSED_WORKERS } from './upgrade.js';
 import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';
 import type { Config } from './config.js';
@@ -121,7 +122,12 @@ export class Primary {
       await this.flushed();
       process.exit(1);
     }
-    ignoreUnusedSignals(this.ops);
+    ignoreUnusedSignals(this.ops, ['SIGUSR1']);
+    // Workers share cluster's sockets or own SO_REUSEPORT ones: none can be passed to a new
+    // process as they are (docs/operations.md, "Restart and upgrade").
+    process.on('SIGUSR2', () => {
+      this.ops.warn(UPGRADE_REFUSED_WORKERS, { signal: 'SIGUSR2' });
+    });
     const early = stopRequested();
     if (early !== undefined) {
       // Stopped while the config was read: no worker forked yet, nothing to drain.

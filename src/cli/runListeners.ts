@@ -17,6 +17,14 @@ import type { AdminServer } from '../admin/AdminServer.js';
 import type { AdminReadiness } from '../admin/adminOptions.js';
 import type { EffectiveSettings } from './settings.js';
 import { TunnelListeners } from './tunnelListeners.js';
+import {
+  closeUnclaimedInherited,
+  takeUpgradeSockets,
+  unclaimedSystemdSockets,
+} from './socketActivation.js';
+import { startUpgrade, UPGRADE_REFUSED_UNIX, upgradeListening } from './upgrade.js';
+import type { StartedUpgrade } from './upgrade.js';
+import type { Server } from 'node:http';
 import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { DEFAULT_CERTIFICATE_WARNING_DAYS, warnExpiringCertificates } from './certificateExpiry.js';
@@ -63,7 +71,10 @@ export async function runListeners(
     worker !== undefined && isPipeOrSocket(1),
   );
   // A worker too: `systemctl kill` and `kill -- -PGID` signal every process of the service.
-  ignoreUnusedSignals(ops);
+  // SIGUSR2 upgrades a process running alone (below, once it is ready).
+  ignoreUnusedSignals(ops, worker === undefined ? ['SIGUSR1'] : ['SIGUSR1', 'SIGUSR2']);
+  // Started by a binary upgrade: the old process waits to hear that this one listens.
+  const upgraded = worker === undefined && takeUpgradeSockets();
   for (const warning of warnings) ops.warn(warning);
   const early = stopRequested();
   if (early !== undefined) {
@@ -98,6 +109,19 @@ export async function runListeners(
     ops.log('fatal', (err as Error).message);
     process.exit(1);
   }
+  if (upgraded) {
+    const dropped = closeUnclaimedInherited();
+    if (dropped.length > 0)
+      ops.info('upgrade: closed the sockets of listeners the config no longer has', {
+        listeners: dropped,
+      });
+  }
+  const unclaimed = unclaimedSystemdSockets();
+  // Still bound: their clients would wait for an accept that never comes.
+  if (unclaimed.length > 0)
+    ops.warn('sockets passed by systemd that no listener uses', {
+      sockets: unclaimed.map(({ fd, name }) => `${name} (fd ${fd})`),
+    });
 
   let draining = false;
   // Not ready until every `dns` listener has its first answer (Envoy's cluster warming), nor
@@ -258,16 +282,31 @@ export async function runListeners(
     reload: () => void reload(),
   });
   if (drainStarted()) return;
+  // The old process stops accepting and frees the metrics and admin addresses now.
+  if (upgraded) {
+    ops.info('upgrade: listening, the old process hands over');
+    await upgradeListening();
+  }
+  // After a handover, failing to serve metrics or admin must not end the only process serving.
+  const fatalOrNot = async (message: string): Promise<void> => {
+    if (upgraded) {
+      ops.error(message);
+      return;
+    }
+    ops.log('fatal', message);
+    await running.drain(0);
+    process.exit(1);
+  };
+  let metricsServer: Server | undefined;
   if (settings.metrics !== undefined) {
     try {
       const served = await startMetricsServer(settings.metrics, () =>
         Promise.resolve([...listenerFamilies(running.stats()), ...tunnels.families()]),
       );
+      metricsServer = served.server;
       ops.info('metrics listening', { address: served.address, path: '/metrics' });
     } catch (err) {
-      ops.log('fatal', `cannot serve metrics: ${(err as Error).message}`);
-      await running.drain(0);
-      process.exit(1);
+      await fatalOrNot(`cannot serve metrics: ${(err as Error).message}`);
     }
   }
   if (settings.admin !== undefined) {
@@ -285,9 +324,7 @@ export async function runListeners(
       adminRef.server = served.server;
       ops.info('admin listening', { address: served.address });
     } catch (err) {
-      ops.log('fatal', `cannot serve the admin API: ${(err as Error).message}`);
-      await running.drain(0);
-      process.exit(1);
+      await fatalOrNot(`cannot serve the admin API: ${(err as Error).message}`);
     }
   }
   // A stop signal while metrics or admin started: the drain is under way, the start is over.
@@ -295,6 +332,57 @@ export async function runListeners(
   status.start(statusPeriod(settings.statusInterval));
   ops.info('ready', { listeners: [...running.addresses(), ...tunnels.addresses()] });
   checkCertificates(warningDays);
+
+  // SIGUSR2: a binary upgrade (src/cli/upgrade.ts). This process serves on until the new one
+  // listens on every address; then it stops accepting, frees metrics and admin, and drains.
+  let upgrading = false;
+  const upgrade = async (): Promise<void> => {
+    if (draining) {
+      ops.warn('upgrade ignored: draining', { signal: 'SIGUSR2' });
+      return;
+    }
+    if (upgrading) {
+      ops.warn('upgrade ignored: one is under way', { signal: 'SIGUSR2' });
+      return;
+    }
+    const unlinking = [...running.unlinkingFiles(), ...tunnels.unlinkingFiles()];
+    if (unlinking.length > 0) {
+      ops.warn(UPGRADE_REFUSED_UNIX, { signal: 'SIGUSR2', listeners: unlinking });
+      return;
+    }
+    upgrading = true;
+    const sockets = [...running.handOver(), ...tunnels.handOver()];
+    ops.info('upgrade: starting a new process', { sockets: sockets.map(({ key }) => key) });
+    let started: StartedUpgrade;
+    try {
+      started = await startUpgrade(sockets);
+    } catch (err) {
+      upgrading = false;
+      ops.error('upgrade failed, still serving', { reason: (err as Error).message });
+      return;
+    }
+    running.leaveSocketFiles();
+    tunnels.leaveSocketFiles();
+    ops.info('upgrade: the new process listens; draining', { newPid: started.pid });
+    // Stops accepting at once; exits once drained (or at --drain-timeout), as on SIGTERM.
+    void drain('upgrade');
+    const freed: Promise<unknown>[] = [];
+    if (metricsServer !== undefined) freed.push(closeServer(metricsServer));
+    if (adminRef.server !== undefined) freed.push(adminRef.server.close());
+    await Promise.allSettled(freed);
+    started.go();
+  };
+  process.on('SIGUSR2', () => void upgrade());
+}
+
+/** Stops a server accepting and ends its idle keep-alive connections; resolves once closed. */
+function closeServer(server: Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.close(() => {
+      resolve();
+    });
+    server.closeAllConnections();
+  });
 }
 
 /** TCP connections the proxies closed themselves (`proxy_closed`): cut by a drain's deadline. */

@@ -4,19 +4,16 @@ import { knownKeys } from '../internal/validate.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { tunnelServerFamilies } from '../metrics/tunnelMetrics.js';
 import { TunnelServer } from '../tunnel/TunnelServer.js';
+import type { TunnelListenOptions } from '../tunnel/TunnelServer.js';
 import { DnsSource } from '../upstream/DnsSource.js';
 import type { DnsSourceOptions } from '../upstream/DnsSource.js';
 import type { TunnelServerStats } from '../tunnel/TunnelServer.js';
 import type { TunnelServerOptions } from '../tunnel/tunnelServerOptions.js';
 import cluster from 'node:cluster';
 import type { ListenAddress } from './address.js';
-import {
-  formatHostPort,
-  formatListen,
-  parseHostPort,
-  parseUnixListen,
-  UNIX_PREFIX,
-} from './address.js';
+import { formatHostPort, formatListen, parseListen, UNIX_PREFIX } from './address.js';
+import { claimInherited, claimSystemdSocket } from './socketActivation.js';
+import { listenKey } from './Listener.js';
 import type { Logger } from './jsonLogger.js';
 import { applyTunnelModule } from './moduleConfig.js';
 import { sourceErrorLogger } from './accessLog.js';
@@ -71,15 +68,16 @@ export function prepareTunnelListener(
   // `unix:/path` as for a TCP listener (a tunnel listener is one): HTTP CONNECT over a socket.
   const listen =
     typeof listenText === 'string' || typeof listenText === 'number'
-      ? (parseUnixListen(String(listenText)) ?? parseHostPort(String(listenText), 0))
+      ? parseListen(String(listenText))
       : undefined;
   if (!listen?.ok)
     throw new TunnelConfigError(
       `${path}.listen`,
       `expected ${listen?.expected ?? '"host:port"'}, received ${JSON.stringify(listenText)}`,
     );
-  const address: ListenAddress = { ipv6Only: false, ...listen.value };
-  const fallback = `tunnel:${address.path === undefined ? formatHostPort(address.host, address.port) : `${UNIX_PREFIX}${address.path}`}`;
+  const address: ListenAddress = listen.value;
+  const plain = address.path === undefined && address.systemd === undefined;
+  const fallback = `tunnel:${plain ? formatHostPort(address.host, address.port) : formatListen(address)}`;
   const name = entry.name ?? fallback;
   if (typeof name !== 'string' || name === '' || takenNames.includes(name))
     throw new TunnelConfigError(
@@ -176,6 +174,11 @@ export function tunnelListenerFamilies(
   );
 }
 
+/** What a binary upgrade passes a tunnel listener's socket under. */
+function tunnelKey(listen: ListenAddress): string {
+  return `tunnel ${listenKey(listen)}`;
+}
+
 /**
  * Listens on `listen`; resolves with the bound address as logged (`host:port`, `unix:/path`). A
  * Unix socket's stale file (its process died) is removed first, as for a TCP listener; with
@@ -186,11 +189,23 @@ async function listenOn(
   server: TunnelServer,
   listen: ListenAddress,
   unixSocket: UnixSocketAccess | undefined,
-): Promise<string> {
-  const { host, port, path } = listen;
+): Promise<{ address: string; adopted: boolean }> {
+  const { host, port, path, systemd } = listen;
+  // An upgrade passes every socket, a systemd one included, under the listener's key.
+  const fd = claimInherited(tunnelKey(listen));
+  if (systemd !== undefined || fd !== undefined) {
+    // A Unix stream socket resolves with its path, as `listen({ path })` does.
+    const adopt: TunnelListenOptions = { fd: fd ?? claimSystemdSocket(systemd ?? '') };
+    const bound = await server.listen(adopt);
+    const address =
+      typeof bound === 'string'
+        ? `${UNIX_PREFIX}${bound}`
+        : formatHostPort(bound.address, bound.port);
+    return { address, adopted: true };
+  }
   if (path === undefined) {
     const bound = await server.listen({ port, ...(host !== '' && { host }) });
-    return formatHostPort(bound.address, bound.port);
+    return { address: formatHostPort(bound.address, bound.port), adopted: false };
   }
   if (cluster.isWorker) {
     // The primary binds cluster's shared socket and gives its file the mode and owner.
@@ -199,7 +214,7 @@ async function listenOn(
     await removeStaleSocket(path);
     await server.listen({ path, ...unixSocket });
   }
-  return `${UNIX_PREFIX}${path}`;
+  return { address: `${UNIX_PREFIX}${path}`, adopted: false };
 }
 
 /**
@@ -210,7 +225,7 @@ async function listenOn(
 export class TunnelListeners {
   private readonly running = new Map<
     string,
-    { config: TunnelListenerConfig; server: TunnelServer; address: string }
+    { config: TunnelListenerConfig; server: TunnelServer; address: string; adopted: boolean }
   >();
   /** Tunnels the servers cut (`proxy_closed`): by a drain's deadline, or a second signal. */
   private cutTunnels = 0;
@@ -272,8 +287,8 @@ export class TunnelListeners {
           });
         });
       try {
-        const address = await listenOn(server, config.listen, config.unixSocket);
-        this.running.set(config.name, { config, server, address });
+        const { address, adopted } = await listenOn(server, config.listen, config.unixSocket);
+        this.running.set(config.name, { config, server, address, adopted });
         this.ops.info('listening', { listener: config.name, protocol: 'tunnel', address });
       } catch (err) {
         await server.close();
@@ -281,6 +296,34 @@ export class TunnelListeners {
         throw err;
       }
     }
+  }
+
+  /** Every tunnel listener's socket with its key, for a binary upgrade (SIGUSR2). */
+  handOver(): { key: string; fd: number }[] {
+    const sockets: { key: string; fd: number }[] = [];
+    for (const { config, server } of this.running.values()) {
+      const fd = server.listeningFd();
+      if (fd !== undefined) sockets.push({ key: tunnelKey(config.listen), fd });
+    }
+    return sockets;
+  }
+
+  /**
+   * Listeners on a Unix socket bound by path without `unixSocket` (not adopted): closing them
+   * unlinks the file (libuv), which a new process given the socket would serve without.
+   */
+  unlinkingFiles(): string[] {
+    return [...this.running.values()]
+      .filter(
+        ({ config, adopted }) =>
+          config.listen.path !== undefined && config.unixSocket === undefined && !adopted,
+      )
+      .map(({ config }) => config.name);
+  }
+
+  /** Unix socket files are the new process's after an upgrade: the drain leaves them. */
+  leaveSocketFiles(): void {
+    for (const { server } of this.running.values()) server.leaveSocketFile();
   }
 
   /** Bound addresses, as `ListenerSet.addresses()` lists them. */

@@ -63,6 +63,10 @@ const TLS_HELP: HelpTable<TlsStats> = {
   upstream_tls_fail_verify_san: 'Upstream certificates not naming the server name.',
   upstream_tls_handshake_timeout: 'Upstream TLS handshakes that timed out.',
   upstream_tls_connection_error: 'Other failed upstream TLS handshakes.',
+  upstream_tls_starttls_refused:
+    'Upstreams that refused the in-band request for TLS (tls.startTls).',
+  upstream_tls_starttls_protocol_error:
+    'Upstreams that answered the in-band request for TLS wrongly (tls.startTls).',
   downstream_tls_handshake: 'TLS handshakes completed with clients.',
   downstream_tls_session_reused: 'Client TLS handshakes that resumed a session.',
   downstream_tls_fail_verify_cert: 'Clients refused for a missing or unverified certificate.',

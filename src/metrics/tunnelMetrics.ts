@@ -78,6 +78,15 @@ export function tunnelServerFamilies(
     scalar('tunnel_rx_bytes_total', 'counter', 'Bytes relayed from clients to targets.'),
     scalar('tunnel_tx_bytes_total', 'counter', 'Bytes relayed from targets to clients.'),
     {
+      name: `${prefix}tunnel_closed_total`,
+      help: 'Tunnels that opened and ended, by how they ended (proxy_closed: cut by a drain).',
+      type: 'counter',
+      samples: Object.entries(stats.tunnel_close_reasons).map(([reason, value]) => ({
+        labels: { ...labels, reason },
+        value,
+      })),
+    },
+    {
       name: `${prefix}tunnel_refused_reasons_total`,
       help: 'Requests refused, by reason (admission, not_routable, no_upstream, connect_failed, ...).',
       type: 'counter',
@@ -102,8 +111,14 @@ export function tunnelServerFamilies(
       'counter',
       'Client connections closed for carrying no tunnel (HTTP/2 sessions idle for sessionIdleTimeout, connections that sent nothing).',
     ),
+    scalar(
+      'client_connections_drain_closed_total',
+      'counter',
+      'Client connections a drain closed as it began, for carrying no request.',
+    ),
     scalar('h2_sessions_total', 'counter', 'HTTP/2 client sessions opened.'),
     scalar('h2_sessions_active', 'gauge', 'HTTP/2 client sessions open now.'),
+    scalar('h2_sessions_drained_total', 'counter', 'HTTP/2 client sessions a drain sent GOAWAY.'),
     scalar('h2_streams_active', 'gauge', 'Streams open now over all HTTP/2 sessions.'),
     scalar(
       'h2_streams_per_session_max',

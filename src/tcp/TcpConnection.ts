@@ -19,6 +19,7 @@ import { refusedUnprocessed } from '../transport/h2Connect.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
 import type { UpstreamTlsTarget } from '../tls/UpstreamTls.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
+import { negotiateStartTls } from '../tls/startTls.js';
 import {
   countUpstreamFailure,
   refusedClientCert,
@@ -787,7 +788,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (socket === undefined || state === undefined || this.reason !== undefined) return;
     const tls = this.upstreamTls;
     if (tls !== undefined && this.rawUpstream === undefined) {
-      if (state.upstream.tunnel === undefined) this.handshakeUpstreamTls(asNetSocket(socket), tls);
+      if (state.upstream.tunnel === undefined && tls.startTls === undefined)
+        this.handshakeUpstreamTls(asNetSocket(socket), tls);
       else this.startUpstreamTls(asNetSocket(socket), state, tls);
       return;
     }
@@ -823,8 +825,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   }
 
   /**
-   * A tunnel to a TLS upstream is up: the PROXY header (if any) goes first in clear, as HAProxy sends
-   * it, then the handshake runs under `handshakeTimeout`; its 'secureConnect' comes back to
+   * A tunnel to a TLS upstream is up, or TCP to one with `startTls`: the PROXY header (if any)
+   * goes first in clear, as HAProxy sends it, then the in-band request for TLS (`startTls`) and
+   * the handshake run under `handshakeTimeout`; its 'secureConnect' comes back to
    * `upstreamConnect`. From here the TLS socket is the upstream socket.
    */
   private startUpstreamTls(raw: Socket, state: UpstreamState, tls: ResolvedUpstreamTls): void {
@@ -832,12 +835,33 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = setTimeout(onConnectTimeout, tls.handshakeTimeout, this);
     this.connectTimer.unref();
+    // Kept on the TLS attempt's own raw socket: plain connections carry no field for it. With
+    // `startTls`, the handshake time includes the request for it.
+    (raw as TimedRawSocket)[kTlsStartedAt] = performance.now();
+    if (tls.startTls === undefined) this.secureUpstream(raw, state, tls);
+    else this.requestUpstreamTls(raw, state, tls);
+  }
+
+  /**
+   * `startTls`: asks the upstream for TLS in clear; its `S` starts the handshake. Meanwhile `raw`
+   * is this attempt's TLS raw socket: its errors, and the timeout, fail the attempt as a handshake.
+   */
+  private requestUpstreamTls(raw: Socket, state: UpstreamState, tls: ResolvedUpstreamTls): void {
+    this.rawUpstream = raw;
+    negotiateStartTls(raw, state.address, (error) => {
+      // The attempt may have ended meanwhile (the client gone, a timeout): nothing left to do.
+      if (this.upstreamSocket !== raw || this.reason !== undefined) return;
+      if (error === undefined) this.secureUpstream(raw, state, tls);
+      else this.tlsAttemptFailed(state, error);
+    });
+  }
+
+  /** The handshake over `raw` (connected, what goes in clear sent): the TLS socket replaces it. */
+  private secureUpstream(raw: Socket, state: UpstreamState, tls: ResolvedUpstreamTls): void {
     raw.off('error', onUpstreamError);
     raw.off('close', onUpstreamClose);
     raw.on('error', ignoreError);
     this.rawUpstream = raw;
-    // Kept on the TLS attempt's own raw socket: plain connections carry no field for it.
-    (raw as TimedRawSocket)[kTlsStartedAt] = performance.now();
     let secure: Socket;
     try {
       secure = this.host.upstreamTls.start(raw, this.tlsTarget(state, tls), this.serverName);
@@ -866,6 +890,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     const socketOptions = this.socketOptions(state);
     let raw: Socket | undefined;
     try {
+      // In-band TLS: TCP alone; on 'connect' the request, then TLS over it (startUpstreamTls).
+      if (tls.startTls !== undefined)
+        return connectFrom(socketOptions, this.host.options.sourceAddress);
       if (this.host.handleUpstreams && this.filters === undefined && isIP(state.host) !== 0) {
         const socket = this.host.upstreamTls.connectHandle(
           target,

@@ -28,6 +28,7 @@ import type {
   TcpRejection,
 } from './events.js';
 import { TcpConnection } from './TcpConnection.js';
+import { tunnelCheckTls } from '../transport/httpConnect.js';
 import { proxyTunnelStats, TunnelAgent } from '../transport/TunnelAgent.js';
 import { ExhaustionBackoff } from './ExhaustionBackoff.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
@@ -46,6 +47,7 @@ import type { RelaySocket } from '../net/RelaySocket.js';
 import { defaultBacklog } from '../net/listenBacklog.js';
 import { inheritNoDelay, markNoDelay } from '../net/inheritedNoDelay.js';
 import { reusePortOption } from '../net/reusePort.js';
+import { checkSocketFd, fdOption } from '../net/adoptedSocket.js';
 import { fixedLocalAddress, presetLocalAddress } from '../net/knownLocalAddress.js';
 import type { ResolvedTcpOptions, TcpProxyOptions } from './TcpProxyOptions.js';
 import { resolveTcpOptions } from './TcpProxyOptions.js';
@@ -103,6 +105,14 @@ export interface ListenOptions {
    * them. Node 22.12 and later on Linux; an `InvalidOptionError` on older Node. Default false.
    */
   readonly reusePort?: boolean;
+  /**
+   * Adopt this already-bound stream socket (TCP or Unix) instead of binding one: a descriptor
+   * inherited from systemd socket activation or from the process being upgraded, so connections
+   * queued on it meanwhile are served, not refused. Excludes `port`, `host`, `path`, `ipv6Only`,
+   * `reusePort`, `mode`, `user` and `group` (the socket has its address); `backlog` is applied
+   * again by listen(2). `close()` closes the descriptor. Not in a `node:cluster` worker.
+   */
+  readonly fd?: number;
 }
 
 /** How `close()` ends live connections. */
@@ -272,11 +282,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       }),
       // Only on TCP checks: a UDP check of a TCP upstream's UDP port speaks another protocol.
       // A tunnel upstream's check reaches the HTTP proxy, not the target: the PROXY header and
-      // the upstream's TLS belong inside the tunnel, and the proxy would refuse them.
+      // the upstream's TLS belong inside the tunnel, and the proxy would refuse them; the TLS
+      // to the proxy itself (`tunnel.tls`) is the proxy's, and the check completes it.
       checkPreamble: (upstream, protocol) =>
         protocol === 'tcp' && upstream.upstream.tunnel === undefined ? local : undefined,
       checkTls: (upstream) => {
-        if (upstream.upstream.tunnel !== undefined) return undefined;
+        if (upstream.upstream.tunnel !== undefined) return tunnelCheckTls(upstream.upstream);
         const settings = this.upstreamTls.settingsFor(upstream.upstream);
         return settings && { settings, tls: this.upstreamTls };
       },
@@ -402,7 +413,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   }
 
   private async bind(
-    listenOptions: net.ListenOptions,
+    listenOptions: NodeListen,
     access: UnixSocketAccess | undefined,
   ): Promise<AddressInfo | string> {
     // TCP_NODELAY goes on the listening socket once (inherited), or per connection in the relay.
@@ -961,12 +972,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
   }
 
   /**
-   * Starts from `previous`'s health check verdicts (upstreams it shares, same address): the CLI's
-   * reload calls it on the generation that replaces `previous`. Nothing without `healthCheck`.
+   * Starts from `previous`'s health check verdicts and outlier ejections (upstreams it shares,
+   * same address): the CLI's reload calls it on the generation that replaces `previous`.
    * @internal
    */
   inheritHealth(previous: TcpProxy): void {
-    this.manager.inheritHealth(previous.upstreamSet.list());
+    this.manager.inheritHealth(previous.manager);
   }
 
   /**
@@ -1155,13 +1166,16 @@ const NOTHING_KNOWN: RejectDetails = {};
  */
 async function listenOn(
   server: Server,
-  options: net.ListenOptions,
+  options: NodeListen,
   access: UnixSocketAccess | undefined,
 ): Promise<UnixSocketFile | undefined> {
   const failed = (err: Error): Error =>
     err instanceof InvalidOptionError
       ? err
-      : new ListenError(`Cannot listen on ${describeListen(options)}: ${err.message}`, err);
+      : new ListenError(
+          `Cannot listen on ${describeListen(options)}: ${err.message}${fdHint(options, err)}`,
+          err,
+        );
   if (access !== undefined && options.path !== undefined)
     return listenWithAccess(server, options.path, options.backlog, access).catch((err: unknown) => {
       throw failed(err as Error);
@@ -1179,13 +1193,18 @@ async function listenOn(
   return undefined;
 }
 
-function validateListenOptions(options: unknown, fallbackBacklog: number): net.ListenOptions {
+function validateListenOptions(options: unknown, fallbackBacklog: number): NodeListen {
   const raw = optionalRecord(options, 'listen options');
   rejectUnknownKeys(
     raw,
-    ['port', 'host', 'ipv6Only', 'path', 'backlog', 'reusePort', 'mode', 'user', 'group'],
+    ['port', 'host', 'ipv6Only', 'path', 'backlog', 'reusePort', 'mode', 'user', 'group', 'fd'],
     '',
   );
+  const fd = fdOption(raw, FD_EXCLUDES);
+  if (fd !== undefined) {
+    checkSocketFd(fd);
+    return { fd, backlog: integer(raw.backlog, 'backlog', fallbackBacklog, { min: 1 }) };
+  }
   const reusePort = reusePortOption(raw.reusePort);
   if (raw.path !== undefined) {
     if (typeof raw.path !== 'string' || raw.path === '') {
@@ -1202,7 +1221,7 @@ function validateListenOptions(options: unknown, fallbackBacklog: number): net.L
   if (raw.host !== undefined && (typeof raw.host !== 'string' || raw.host === '')) {
     throw new InvalidOptionError('host', 'a non-empty host name or address', raw.host);
   }
-  const result: net.ListenOptions = {
+  const result: NodeListen = {
     port: integer(raw.port, 'port', 0, { min: 0, max: 65535 }),
     ipv6Only: boolean(raw.ipv6Only, 'ipv6Only', false),
     backlog: integer(raw.backlog, 'backlog', fallbackBacklog, { min: 1 }),
@@ -1213,7 +1232,21 @@ function validateListenOptions(options: unknown, fallbackBacklog: number): net.L
   return result;
 }
 
-function describeListen(options: net.ListenOptions): string {
+/** `net.Server.listen()`'s options, with the `fd` it takes from a handle-like object. */
+type NodeListen = net.ListenOptions & { fd?: number };
+
+/** What `fd` cannot be given with: the socket has its address and its file. */
+const FD_EXCLUDES = ['port', 'host', 'path', 'ipv6Only', 'reusePort', 'mode', 'user', 'group'];
+
+/** Node's answer to an adopted descriptor of the wrong kind is a bare EINVAL. */
+function fdHint(options: NodeListen, err: Error): string {
+  return options.fd !== undefined && (err as NodeJS.ErrnoException).code === 'EINVAL'
+    ? ' (is it a UDP socket? fd takes a TCP or Unix stream socket)'
+    : '';
+}
+
+function describeListen(options: NodeListen): string {
+  if (options.fd !== undefined) return `fd ${options.fd}`;
   if (options.path !== undefined) return options.path;
   return `${options.host ?? '(all addresses)'}:${options.port ?? 0}`;
 }

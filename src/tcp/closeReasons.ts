@@ -65,6 +65,16 @@ export const CloseReason = {
    */
   UPSTREAM_TLS_CLIENT_CERT: 'upstream_tls_client_cert',
   /**
+   * As above, but the upstream (`tls.startTls: 'postgres'`) answered the SSLRequest `N`: it does
+   * not offer TLS (`ERR_L4_TLS_STARTTLS_REFUSED`).
+   */
+  UPSTREAM_TLS_STARTTLS_REFUSED: 'upstream_tls_starttls_refused',
+  /**
+   * As above, but the upstream answered the SSLRequest with anything but one `S` or `N` byte, or
+   * closed first (`ERR_L4_TLS_STARTTLS_PROTOCOL`).
+   */
+  UPSTREAM_TLS_STARTTLS_PROTOCOL: 'upstream_tls_starttls_protocol',
+  /**
    * One side had sent its FIN and nothing moved for `halfCloseTimeout` ms (HAProxy
    * `timeout client-fin`/`server-fin`).
    */

@@ -1,5 +1,7 @@
 import { describeCertificate } from './certificateInfo.js';
 import type { TlsCertificateInfo } from './certificateInfo.js';
+import { START_TLS_PROTOCOLS } from './startTls.js';
+import type { StartTlsProtocol } from './startTls.js';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
@@ -68,8 +70,19 @@ export interface UpstreamTlsOptions {
   readonly rejectUnauthorized?: boolean;
   /** Resume TLS sessions per upstream (abbreviated handshakes). Default true. */
   readonly sessionResumption?: boolean;
-  /** Time the TLS handshake may take after the TCP connect. Default 5000 ms. */
+  /**
+   * Time the TLS handshake may take after the TCP connect (with `startTls`, the in-band request
+   * for TLS included). Default 5000 ms.
+   */
   readonly handshakeTimeout?: number;
+  /**
+   * Ask for TLS in-band first, for a server that expects it: `'postgres'` sends PostgreSQL's
+   * `SSLRequest` in clear (after a PROXY header, if any) and starts the handshake on its one-byte
+   * answer `S`; `N` (no TLS), another answer or more than that byte fails the attempt
+   * (`ERR_L4_TLS_STARTTLS_REFUSED` / `ERR_L4_TLS_STARTTLS_PROTOCOL`), retried on another upstream
+   * (Envoy `postgres_proxy` `upstream_ssl: REQUIRE`). Default none: the handshake starts at once.
+   */
+  readonly startTls?: StartTlsProtocol;
 }
 
 /** `tls` on an upstream: options, or `false` to speak plain TCP to it whatever the proxy says. */
@@ -90,6 +103,7 @@ const KEYS = [
   'rejectUnauthorized',
   'sessionResumption',
   'handshakeTimeout',
+  'startTls',
 ] as const;
 
 /** Fields that shape the secure context (the rest are per connection). */
@@ -116,6 +130,8 @@ export interface ResolvedUpstreamTls {
   readonly rejectUnauthorized: boolean;
   readonly sessionResumption: boolean;
   readonly handshakeTimeout: number;
+  /** In-band request for TLS before the handshake; undefined: none. */
+  readonly startTls: StartTlsProtocol | undefined;
   /** The client certificate presented (mTLS), when these settings built their own context. */
   readonly certificate: TlsCertificateInfo | undefined;
 }
@@ -166,6 +182,15 @@ export function checkUpstreamTlsShape(
   boolean(value.rejectUnauthorized, `${name}.rejectUnauthorized`, true);
   boolean(value.sessionResumption, `${name}.sessionResumption`, true);
   duration(value.handshakeTimeout, `${name}.handshakeTimeout`, 5_000, 1);
+  if (
+    value.startTls !== undefined &&
+    !(START_TLS_PROTOCOLS as readonly unknown[]).includes(value.startTls)
+  )
+    throw new InvalidOptionError(
+      `${name}.startTls`,
+      START_TLS_PROTOCOLS.map((protocol) => `'${protocol}'`).join(' or '),
+      value.startTls,
+    );
   return value;
 }
 
@@ -213,6 +238,7 @@ export function resolveUpstreamTls(
     rejectUnauthorized: (raw.rejectUnauthorized as boolean | undefined) ?? true,
     sessionResumption: (raw.sessionResumption as boolean | undefined) ?? true,
     handshakeTimeout: (raw.handshakeTimeout as number | undefined) ?? 5_000,
+    startTls: raw.startTls as StartTlsProtocol | undefined,
     // Described where the context is built: a shared one is reported with its owner.
     certificate:
       shared === undefined && raw.cert !== undefined

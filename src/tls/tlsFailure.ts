@@ -64,6 +64,9 @@ const WHAT_TO_DO: Record<TlsFailureCode, string> = {
     "check that the upstream speaks TLS on this port, or raise 'tls.handshakeTimeout'",
   [ErrorCode.TLS_HANDSHAKE]: 'check TLS versions, ciphers and client certificates on both sides',
   [ErrorCode.TLS_CLIENT_CERT]: 'the client must present a certificate signed by terminateTls.ca',
+  // Their errors are made with their own advice (startTls.ts): never through upstreamTlsError.
+  [ErrorCode.TLS_STARTTLS_REFUSED]: "turn TLS on in the server, or take 'tls.startTls' off",
+  [ErrorCode.TLS_STARTTLS_PROTOCOL]: "check that the upstream speaks the 'tls.startTls' protocol",
 };
 
 /**
@@ -126,6 +129,12 @@ export function countUpstreamFailure(stats: TlsStats, error: TlsHandshakeError):
     case ErrorCode.TLS_HANDSHAKE_TIMEOUT:
       stats.upstream_tls_handshake_timeout++;
       break;
+    case ErrorCode.TLS_STARTTLS_REFUSED:
+      stats.upstream_tls_starttls_refused++;
+      break;
+    case ErrorCode.TLS_STARTTLS_PROTOCOL:
+      stats.upstream_tls_starttls_protocol_error++;
+      break;
     default:
       stats.upstream_tls_connection_error++;
   }
@@ -142,6 +151,10 @@ export function upstreamTlsCloseReason(error: TlsHandshakeError): CloseReason {
       return CloseReason.UPSTREAM_TLS_TIMEOUT;
     case ErrorCode.TLS_CLIENT_CERT:
       return CloseReason.UPSTREAM_TLS_CLIENT_CERT;
+    case ErrorCode.TLS_STARTTLS_REFUSED:
+      return CloseReason.UPSTREAM_TLS_STARTTLS_REFUSED;
+    case ErrorCode.TLS_STARTTLS_PROTOCOL:
+      return CloseReason.UPSTREAM_TLS_STARTTLS_PROTOCOL;
     default:
       return CloseReason.UPSTREAM_TLS_FAILED;
   }

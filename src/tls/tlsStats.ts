@@ -15,6 +15,13 @@ export interface TlsStats {
   upstream_tls_handshake_timeout: number;
   /** Other upstream handshake failures (alerts, versions, the upstream hanging up). */
   upstream_tls_connection_error: number;
+  /** Upstreams with `tls.startTls` that answered the request for TLS with a refusal (`N`). */
+  upstream_tls_starttls_refused: number;
+  /**
+   * Upstreams with `tls.startTls` that answered the request for TLS with anything but one byte
+   * `S` or `N`, or closed first.
+   */
+  upstream_tls_starttls_protocol_error: number;
   /** TLS handshakes completed with clients (termination). */
   downstream_tls_handshake: number;
   /** Of those, handshakes that resumed a session (tickets). */
@@ -46,6 +53,8 @@ export function tlsCounters(): TlsStats {
     upstream_tls_fail_verify_san: 0,
     upstream_tls_handshake_timeout: 0,
     upstream_tls_connection_error: 0,
+    upstream_tls_starttls_refused: 0,
+    upstream_tls_starttls_protocol_error: 0,
     downstream_tls_handshake: 0,
     downstream_tls_session_reused: 0,
     downstream_tls_fail_verify_cert: 0,

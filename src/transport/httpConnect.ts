@@ -5,7 +5,10 @@ import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { TunnelRefusedError } from '../errors.js';
 import { connectFrom, tlsConnectFrom } from '../net/sourceAddress.js';
+import type { Upstream } from '../upstream/Upstream.js';
+import type { ProbeTls } from '../upstream/tcpProbe.js';
 import type { ProxyTunnelRequest, TunnelTlsOptions } from './tunnelOptions.js';
+import { resolveTunnel } from './tunnelOptions.js';
 import type { TunnelCounters } from './TunnelStats.js';
 import { statusClass } from './TunnelStats.js';
 
@@ -24,6 +27,20 @@ export function proxyTlsOptions(host: string, options: TunnelTlsOptions): tls.Co
     ...(options.ca !== undefined && { ca: options.ca as string | Buffer | (string | Buffer)[] }),
     rejectUnauthorized: options.rejectUnauthorized ?? true,
   };
+}
+
+/**
+ * TLS of a health check of a tunnel upstream with `tunnel.tls`: the check completes the handshake
+ * with the HTTP proxy its tunnels would (same CA, name and ALPN), and `send`/`expect` go through
+ * it. Undefined for a plain upstream or a cleartext proxy.
+ */
+export function tunnelCheckTls(upstream: Upstream): ProbeTls | undefined {
+  if (upstream.tunnel === undefined) return undefined;
+  // Validated (and cached) when the upstream joined the set: no throw here.
+  const tunnel = resolveTunnel(upstream.tunnel);
+  if (tunnel.tls === undefined) return undefined;
+  const alpn = tunnel.protocol === 'h2' ? 'h2' : 'http/1.1';
+  return { proxy: { ALPNProtocols: [alpn], ...proxyTlsOptions(upstream.host, tunnel.tls) } };
 }
 
 /** An error of Node's HTTP parser (llhttp): the proxy's answer is not HTTP/1.1. */

@@ -17,6 +17,7 @@ import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import type { UpstreamTls } from '../tls/UpstreamTls.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
+import { negotiateStartTls } from '../tls/startTls.js';
 import { countUpstreamFailure, upstreamTlsError, upstreamTlsTimeout } from '../tls/tlsFailure.js';
 import type {
   SelectionContext,
@@ -73,6 +74,8 @@ export type DialOutcome =
 /** Why a tunnel was refused (the `reason` label of the refusal counters). */
 export type TunnelRefusal =
   | 'bad_request'
+  /** An HTTP/1.1 request head not complete within `headersTimeout` (408). */
+  | 'headers_timeout'
   | 'admission'
   | 'not_routable'
   /** The target's address is in `denyTargets` (403). */
@@ -97,6 +100,7 @@ export type TunnelRefusal =
  */
 const REFUSALS: Readonly<Record<TunnelRefusal, true>> = {
   bad_request: true,
+  headers_timeout: true,
   admission: true,
   not_routable: true,
   target_denied: true,
@@ -445,9 +449,38 @@ export class TunnelDial implements TunnelSelectionContext {
     });
   }
 
-  /** TCP is up to a TLS upstream: the handshake, under its own `handshakeTimeout`. */
+  /**
+   * TCP is up to a TLS upstream: the handshake (after the in-band request for it, `startTls`),
+   * under its own `handshakeTimeout`.
+   */
   private startTls(state: UpstreamState, raw: Socket, settings: ResolvedUpstreamTls): void {
     this.clearTimer();
+    if (settings.startTls === undefined) {
+      this.handshake(state, raw, settings);
+      return;
+    }
+    // One clock for the request and the handshake after it, as TcpProxy's.
+    this.startHandshakeTimer(state, settings);
+    const onError = (err: Error): void => {
+      if (this.socket === raw) this.tlsFailed(state, upstreamTlsError(state.address, err));
+    };
+    raw.on('error', onError);
+    negotiateStartTls(raw, state.address, (error) => {
+      raw.off('error', onError);
+      if (this.socket !== raw) return;
+      if (error === undefined) this.handshake(state, raw, settings);
+      else this.tlsFailed(state, error);
+    });
+  }
+
+  private startHandshakeTimer(state: UpstreamState, settings: ResolvedUpstreamTls): void {
+    this.startTimer(() => {
+      this.tlsFailed(state, upstreamTlsTimeout(state.address, settings.handshakeTimeout));
+    }, settings.handshakeTimeout);
+  }
+
+  /** The handshake over `raw`, connected (after `startTls`'s `S`: its timer is running). */
+  private handshake(state: UpstreamState, raw: Socket, settings: ResolvedUpstreamTls): void {
     let secure: Socket;
     try {
       secure = this.host.upstreamTls.start(
@@ -473,9 +506,7 @@ export class TunnelDial implements TunnelSelectionContext {
     };
     secure.on('error', onError);
     secure.once('close', onClose);
-    this.startTimer(() => {
-      this.tlsFailed(state, upstreamTlsTimeout(state.address, settings.handshakeTimeout));
-    }, settings.handshakeTimeout);
+    if (settings.startTls === undefined) this.startHandshakeTimer(state, settings);
     secure.once('secureConnect', () => {
       if (this.socket !== secure) return;
       handOver(secure, onError, onClose);

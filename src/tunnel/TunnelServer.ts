@@ -1,3 +1,4 @@
+import { checkSocketFd, fdOption } from '../net/adoptedSocket.js';
 import http from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import http2 from 'node:http2';
@@ -112,10 +113,16 @@ export interface TunnelServerStats extends ProxyHealthStats {
   readonly tunnel_opened_total: number;
   /** Requests answered with a non-2xx status, by status class. */
   readonly tunnel_refused: Readonly<Record<string, number>>;
-  /** Requests refused, by reason (`admission`, `not_routable`, `no_upstream`, `connect_failed`, `resource_exhausted`, ...). */
+  /** Requests refused, by reason (`admission`, `not_routable`, `no_upstream`, `connect_failed`, `headers_timeout`, ...). */
   readonly tunnel_refused_reasons: Readonly<Record<string, number>>;
   readonly tunnel_rx_bytes_total: number;
   readonly tunnel_tx_bytes_total: number;
+  /**
+   * Tunnels that opened and ended, by how they ended (`end` of `tunnelClose`): `completed`,
+   * `client_reset`, `target_reset`, `idle_timeout`, and `proxy_closed`, those `close()` cut (a
+   * drain's deadline, or a drain hastened to 0), as TcpProxy's `close_reasons`.
+   */
+  readonly tunnel_close_reasons: Readonly<Record<RelayEnd, number>>;
   /** Client connections accepted (each may carry many tunnels over HTTP/2). */
   readonly client_connections_total: number;
   /** Client connections open now (TLS handshakes, idle and HTTP/2 ones included). */
@@ -129,12 +136,23 @@ export interface TunnelServerStats extends ProxyHealthStats {
   /**
    * Client connections the server closed for carrying no tunnel: HTTP/2 sessions with no stream
    * for `sessionIdleTimeout` (GOAWAY `NO_ERROR`), and connections that sent no request byte
-   * within `sessionIdleTimeout` or 10 s, whichever is shorter.
+   * within `sessionIdleTimeout` or `headersTimeout`, whichever is shorter.
    */
   readonly client_connections_idle_closed_total: number;
+  /**
+   * Client connections a drain (`close({ drainTimeout })`) closed as it began because they
+   * carried no request (Envoy's `downstream_cx_drain_close`); HTTP/2 sessions it sent GOAWAY
+   * are counted in `h2_sessions_drained_total`.
+   */
+  readonly client_connections_drain_closed_total: number;
   /** HTTP/2 client sessions opened, and open now. */
   readonly h2_sessions_total: number;
   readonly h2_sessions_active: number;
+  /**
+   * HTTP/2 client sessions a drain sent GOAWAY `NO_ERROR` (their open tunnels run on; each
+   * closes with its last one, or is cut at the deadline).
+   */
+  readonly h2_sessions_drained_total: number;
   /** Tunnel streams open now over all HTTP/2 sessions, and the most one session carries now. */
   readonly h2_streams_active: number;
   readonly h2_streams_per_session_max: number;
@@ -167,11 +185,6 @@ export interface TunnelServerStats extends ProxyHealthStats {
 }
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
-/**
- * Time a client has to send its first request bytes (ms), and an HTTP/1.1 client its whole
- * request head: the HTTP/1.1 server's own `headersTimeout` runs only on a server that listens.
- */
-const FIRST_BYTES_TIMEOUT = 10_000;
 /**
  * How long a client has to close its side once the server ended the connection (an HTTP/1.1
  * refusal, an HTTP/2 session's GOAWAY) before it is closed anyway (nginx's `lingering_timeout`).
@@ -281,7 +294,26 @@ export type TunnelListenOptions = Omit<net.ListenOptions, 'signal'> & {
   readonly user?: string | number | undefined;
   /** With `path`: the socket file's group, a group name or gid. Default: the process's. */
   readonly group?: string | number | undefined;
+  /**
+   * Adopt this already-bound stream socket instead of binding one (systemd socket activation, a
+   * binary upgrade), as `TcpProxy.listen({ fd })`: no `port`, `host` or `path` with it.
+   * `close()` closes the descriptor.
+   */
+  readonly fd?: number | undefined;
 };
+
+/** What `fd` cannot be given with: the socket has its address and its file. */
+const TUNNEL_FD_EXCLUDES = [
+  'port',
+  'host',
+  'path',
+  'ipv6Only',
+  'reusePort',
+  'exclusive',
+  'mode',
+  'user',
+  'group',
+];
 
 /** An open tunnel: how to cut it, and its bytes so far (counted in stats while it runs). */
 interface LiveTunnel {
@@ -331,6 +363,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private readonly facts = new WeakMap<object, ClientFacts>();
   /** The request head deadline of each HTTP/1.1 client (cleared once its request arrived). */
   private readonly headTimers = new WeakMap<Socket, NodeJS.Timeout>();
+  /** HTTP/2 sessions a drain sent GOAWAY: each is destroyed once its last stream closed. */
+  private readonly goingAway = new WeakSet<Http2Session>();
   /** The idle timer of each HTTP/2 session that carries no stream now. */
   private readonly idleSessions = new WeakMap<Http2Session, NodeJS.Timeout>();
   /** Streams of each HTTP/2 session: open now, opened, and reset before their answer. */
@@ -372,6 +406,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     resetFloods: 0,
     sessionErrors: 0,
     idleClosed: 0,
+    drainClosed: 0,
+    drainedSessions: 0,
+    ends: { completed: 0, client_reset: 0, target_reset: 0, idle_timeout: 0, proxy_closed: 0 },
     connectionsRefused: { max_connections: 0, client_limit: 0, rate_limited: 0 },
   };
 
@@ -474,6 +511,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   async listen(options: TunnelListenOptions = {}): Promise<AddressInfo | string> {
     const raw = optionalRecord(options, 'listen options');
     integer(raw.port, 'port', 0, { min: 0, max: 65535 });
+    const fd = fdOption(raw, TUNNEL_FD_EXCLUDES);
+    if (fd !== undefined) checkSocketFd(fd);
     const access = socketAccess(options);
     // net.Server would close the listener on abort behind the server's back (and never settle
     // listen() for a signal aborted already); TcpProxy and UdpProxy refuse it too.
@@ -602,12 +641,15 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       tunnel_refused_reasons: { ...this.counters.reasons },
       tunnel_rx_bytes_total: rx,
       tunnel_tx_bytes_total: tx,
+      tunnel_close_reasons: { ...this.counters.ends },
       client_connections_total: this.counters.connections,
       client_connections_active: this.sockets.size,
       client_connections_refused: { ...this.counters.connectionsRefused },
       client_connections_idle_closed_total: this.counters.idleClosed,
+      client_connections_drain_closed_total: this.counters.drainClosed,
       h2_sessions_total: this.counters.sessions,
       h2_sessions_active: this.streams.size,
+      h2_sessions_drained_total: this.counters.drainedSessions,
       h2_streams_active: streams,
       h2_streams_per_session_max: most,
       h2_reset_floods_total: this.counters.resetFloods,
@@ -625,7 +667,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         this.tlsStats.upstream_tls_fail_verify_error +
         this.tlsStats.upstream_tls_fail_verify_san +
         this.tlsStats.upstream_tls_handshake_timeout +
-        this.tlsStats.upstream_tls_connection_error,
+        this.tlsStats.upstream_tls_connection_error +
+        this.tlsStats.upstream_tls_starttls_refused +
+        this.tlsStats.upstream_tls_starttls_protocol_error,
       ...proxyHealthStats(this.manager.totals()),
       ...(certificates.length > 0 && { certificates }),
     };
@@ -656,6 +700,20 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     this.drainRequested = drainTimeout ?? 0;
     this.closing = this.shutdown();
     return this.closing;
+  }
+
+  /**
+   * @internal The listening socket's descriptor, for a binary upgrade that passes it on (the CLI's
+   * SIGUSR2). Undefined when not listening.
+   */
+  listeningFd(): number | undefined {
+    const fd = (this.listener as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+  }
+
+  /** @internal A Unix socket's file is the next process's now: `close()` leaves it. */
+  leaveSocketFile(): void {
+    this.socketFile = undefined;
   }
 
   /** `await using server = new TunnelServer(...)`: closes at scope exit (drainTimeout 0). */
@@ -698,6 +756,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private goAway(): void {
     for (const session of [...this.streams.keys()]) {
       if (session.closed || session.destroyed) continue;
+      this.counters.drainedSessions++;
+      this.goingAway.add(session);
       session.close();
       // Node ends the connection once what it queued is written (see idleSession).
       const socket = this.sessionSockets.get(session);
@@ -705,6 +765,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         closeWithin(socket, LINGER_MS);
     }
     for (const [socket, raw] of [...this.waiting]) {
+      this.counters.drainClosed++;
       socket.destroy();
       raw.destroy();
     }
@@ -829,7 +890,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     let seen = Buffer.alloc(0);
     let head = false;
     // A client that sends nothing is not held forever (the HTTP servers' own timeouts start
-    // only once they have the connection): it carries no tunnel, closed as an idle session is.
+    // only once they have the connection; the HTTP/1.1 server's `headersTimeout` runs only on a
+    // server that listens): it carries no tunnel, closed as an idle session is.
+    const headTimeout = this.options.headersTimeout;
     const silence = this.silenceTimeout();
     const expire = (): void => {
       if (head) this.headTimeout(socket);
@@ -851,13 +914,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       socket.destroy();
     };
     socket.once('end', onEnd);
-    const accepted = silence < FIRST_BYTES_TIMEOUT ? performance.now() : 0;
+    const accepted = silence < headTimeout ? performance.now() : 0;
     const onData = (chunk: Buffer): void => {
       // A shorter `sessionIdleTimeout` bounds the silence only: a request has begun, it has what
-      // is left of the first-bytes timeout.
-      if (seen.length === 0 && silence < FIRST_BYTES_TIMEOUT) {
+      // is left of `headersTimeout`.
+      if (seen.length === 0 && silence < headTimeout) {
         clearTimeout(timer);
-        timer = setTimeout(expire, FIRST_BYTES_TIMEOUT - (performance.now() - accepted));
+        timer = setTimeout(expire, headTimeout - (performance.now() - accepted));
         timer.unref();
       }
       seen = Buffer.concat([seen, chunk]);
@@ -885,10 +948,14 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     socket.on('data', onData);
   }
 
-  /** How long a connection may stay silent before its first byte: `sessionIdleTimeout` or 10 s. */
+  /**
+   * How long a connection may stay silent before its first byte: `sessionIdleTimeout` or
+   * `headersTimeout`, whichever is shorter.
+   */
   private silenceTimeout(): number {
     const idle = this.options.sessionIdleTimeout;
-    return idle === 0 ? FIRST_BYTES_TIMEOUT : Math.min(idle, FIRST_BYTES_TIMEOUT);
+    const head = this.options.headersTimeout;
+    return idle === 0 ? head : Math.min(idle, head);
   }
 
   private toH2(socket: Socket | PrefacedSocket, facts: ClientFacts): void {
@@ -933,9 +1000,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   }
 
   /**
-   * An HTTP/1.1 request head still incomplete after the first-bytes timeout (a slow loris):
-   * answered 408 and counted `bad_request`, as Node's own `requestTimeout` answers and HAProxy's
-   * `timeout http-request` does, where it was closed uncounted.
+   * An HTTP/1.1 request head still incomplete after `headersTimeout` (a slow loris):
+   * answered 408 and counted `headers_timeout`, as Node's own `requestTimeout` answers and
+   * HAProxy's `timeout http-request` does.
    */
   private headTimeout(socket: Socket): void {
     if (!socket.writable) {
@@ -944,7 +1011,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     }
     this.answerH1(socket, 408);
     socket.destroySoon();
-    this.h1Refused(socket, '', {}, 408);
+    this.h1Refused(socket, '', {}, 408, 'headers_timeout');
   }
 
   /**
@@ -969,10 +1036,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     authority: string,
     headers: http.IncomingHttpHeaders,
     status: number,
+    reason: 'bad_request' | 'headers_timeout' = 'bad_request',
   ): void {
     const facts = this.facts.get(socket) ?? UNKNOWN_CLIENT;
     this.counters.requests++;
-    this.badRequest({ version: 'h1', authority, headers, facts }, status);
+    this.badRequest({ version: 'h1', authority, headers, facts }, status, reason);
   }
 
   private h2Stream(stream: ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
@@ -1034,6 +1102,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       if (!stream.headersSent && performance.now() - arrived < EARLY_RESET_WINDOW)
         this.earlyReset(session, count);
       if (count.open === 0) this.idleSession(session);
+      if (count.open === 0 && this.draining && this.goingAway.has(session)) finishClosing(session);
     });
   }
 
@@ -1138,13 +1207,15 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
           this.held.delete(tunnel);
           this.counters.rx += totals.bytesToTarget;
           this.counters.tx += totals.bytesFromTarget;
+          const ended = cut ? 'proxy_closed' : end;
+          this.counters.ends[ended]++;
           emitSafely(this, 'tunnelClose', {
             version: 'h2',
             protocol: 'connect-udp',
             authority: tunnel.authority,
             clientAddress: tunnel.clientAddress,
             status: 200,
-            end: cut ? 'proxy_closed' : end,
+            end: ended,
             bytesToTarget: totals.bytesToTarget,
             bytesFromTarget: totals.bytesFromTarget,
             upstream: state.id,
@@ -1181,11 +1252,15 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   }
 
   /** A request refused before it was a tunnel request (no authority, not CONNECT): counted once. */
-  private badRequest(incoming: IncomingTunnel, status: number): void {
+  private badRequest(
+    incoming: IncomingTunnel,
+    status: number,
+    reason: 'bad_request' | 'headers_timeout' = 'bad_request',
+  ): void {
     const { version, authority, facts, protocol = 'connect' } = incoming;
     this.refused(
       { version, protocol, authority, clientAddress: facts.identity.address },
-      { status, reason: 'bad_request' },
+      { status, reason },
     );
   }
 
@@ -1383,14 +1458,16 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       state.counters.rxBytes += fromTarget;
       this.counters.rx += toTarget;
       this.counters.tx += fromTarget;
+      // Cut by close(): the resets it made are its own, not the client's or the target's.
+      const ended = cut ? 'proxy_closed' : end;
+      this.counters.ends[ended]++;
       emitSafely(this, 'tunnelClose', {
         version: tunnel.version,
         protocol: tunnel.protocol,
         authority: tunnel.authority,
         clientAddress: tunnel.clientAddress,
         status: 200,
-        // Cut by close(): the resets it made are its own, not the client's or the target's.
-        end: cut ? 'proxy_closed' : end,
+        end: ended,
         bytesToTarget: toTarget,
         bytesFromTarget: fromTarget,
         upstream: state.id,
@@ -1459,6 +1536,19 @@ function lingerThenClose(socket: Socket): void {
   if (socket.destroyed) return;
   socket.resume();
   closeWithin(socket, LINGER_MS);
+}
+
+/**
+ * A session a drain closed with streams open (GOAWAY) whose last stream has just closed:
+ * destroyed, which ends its connection (then `closeWithin` the linger). Node does it itself on a
+ * native socket, but not on a cleartext HTTP/2 connection read through PrefacedSocket (a JS
+ * stream): that session stayed open, and a client that closed its side went unnoticed, until
+ * the drain's deadline cut it. A turn later: the stream's last frames are written first.
+ */
+function finishClosing(session: Http2Session): void {
+  setImmediate(() => {
+    if (!session.destroyed) session.destroy();
+  });
 }
 
 /** Destroys `socket` `ms` from now unless it has closed by then. */

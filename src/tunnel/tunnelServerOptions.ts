@@ -136,6 +136,17 @@ export interface TunnelServerOptions {
    */
   readonly sessionIdleTimeout?: number;
   /**
+   * How long an HTTP/1.1 client has, from its connection (after its TLS handshake), to send its
+   * whole request head, ms: one still incomplete then (a slow loris, trickling bytes or
+   * stalled) is answered 408 and closed (`tunnel_refused_reasons.headers_timeout`), one that
+   * sent nothing is closed (`client_connections_idle_closed_total`; a shorter
+   * `sessionIdleTimeout` closes it sooner). An HTTP/2 client's first request is bounded by
+   * `sessionIdleTimeout` instead (its session carries no stream until the request's headers are
+   * complete). Default 10 000 (HAProxy `timeout http-request`; Envoy `request_headers_timeout`;
+   * nginx `client_header_timeout`, 60 s; squid `request_timeout`, 5 min).
+   */
+  readonly headersTimeout?: number;
+  /**
    * Also accept HTTP/2 `POST` requests to this path as TCP tunnels to their `:authority` (Envoy's
    * `use_post` peers). Default none: POST answers 405.
    */
@@ -168,6 +179,7 @@ export interface ResolvedTunnelServerOptions {
   readonly idleTimeout: number;
   readonly udpIdleTimeout: number;
   readonly sessionIdleTimeout: number;
+  readonly headersTimeout: number;
   readonly udpPath: string;
   readonly postPath: string | undefined;
 }
@@ -196,6 +208,7 @@ const KEYS = [
   'idleTimeout',
   'udpIdleTimeout',
   'sessionIdleTimeout',
+  'headersTimeout',
   'udpPath',
   'postPath',
 ] as const;
@@ -269,6 +282,7 @@ export function resolveTunnelServerOptions(options: unknown): ResolvedTunnelServ
     idleTimeout: duration(raw.idleTimeout, 'idleTimeout', 3_600_000),
     udpIdleTimeout: duration(raw.udpIdleTimeout, 'udpIdleTimeout', 60_000),
     sessionIdleTimeout: duration(raw.sessionIdleTimeout, 'sessionIdleTimeout', 60_000),
+    headersTimeout: duration(raw.headersTimeout, 'headersTimeout', 10_000, 1),
     udpPath: raw.udpPath === undefined ? DEFAULT_UDP_PATH : udpTemplate(raw.udpPath),
     postPath: postPathOption(raw.postPath),
   };

@@ -2,6 +2,7 @@ import type { UpstreamCandidate, UpstreamState } from '../upstream/UpstreamState
 import type { AdminOverride } from '../upstream/adminOverride.js';
 import dgram from 'node:dgram';
 import type { RemoteInfo, Socket } from 'node:dgram';
+import { tunnelCheckTls } from '../transport/httpConnect.js';
 import { proxyTunnelStats, TunnelAgent } from '../transport/TunnelAgent.js';
 import { lookup } from 'node:dns';
 import { isIP } from 'node:net';
@@ -40,6 +41,9 @@ import { UdpSession } from './UdpSession.js';
 import { localDatagramHeader } from './datagramProxyHeader.js';
 import { KernelDropReader } from './kernelDrops.js';
 import { reusePortOption } from '../net/reusePort.js';
+import { checkSocketFd, fdOption } from '../net/adoptedSocket.js';
+import { ignoreError } from '../internal/ignoreError.js';
+import { dgramHandle } from './udpHandle.js';
 import { channels } from '../internal/channels.js';
 import { udpMetrics } from '../metrics/prometheus.js';
 import { QuicRouter } from '../quic/QuicRouter.js';
@@ -67,6 +71,13 @@ export interface BindOptions {
    * an `InvalidOptionError` on older Node. Default false.
    */
   readonly reusePort?: boolean;
+  /**
+   * Adopt this already-bound UDP socket instead of binding one: a descriptor inherited from
+   * systemd socket activation or from the process being upgraded. Excludes `port`, `address`,
+   * `ipv6Only` and `reusePort` (the socket has its address); the buffer sizes still apply.
+   * `close()` closes the descriptor. Not in a `node:cluster` worker.
+   */
+  readonly fd?: number;
 }
 
 interface ResolvedBind {
@@ -76,6 +87,7 @@ interface ResolvedBind {
   recvBufferSize: number | undefined;
   sendBufferSize: number | undefined;
   reusePort: boolean;
+  fd: number | undefined;
 }
 
 /**
@@ -128,6 +140,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     const hooks: UpstreamManagerHooks = {
       ...events,
       checkPreamble: (_upstream, protocol) => (protocol === 'udp' ? local : undefined),
+      // A TCP check of a CONNECT-UDP upstream reached over TLS completes the TLS to the proxy.
+      checkTls: (upstream) => tunnelCheckTls(upstream.upstream),
     };
     this.manager = new UpstreamManager(resolved.upstreams, resolved.manager, hooks);
     this.upstreamSet = this.manager.set;
@@ -207,7 +221,8 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
 
   private async bindResolved(options: ResolvedBind): Promise<AddressInfo> {
     let socket: Socket;
-    if (options.address === undefined) {
+    if (options.fd !== undefined) socket = adoptSocket(options, options.fd);
+    else if (options.address === undefined) {
       try {
         socket = await bindSocket(options, '::', 6);
       } catch {
@@ -232,6 +247,16 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     const address = socket.address();
     emitSafely(this, 'listening', address);
     return address;
+  }
+
+  /** @internal The bound sockets' descriptors, for a binary upgrade that passes them on. */
+  listeningFds(): number[] {
+    const fds: number[] = [];
+    for (const listener of this.bound) {
+      const fd = dgramHandle(listener.socket)?.fd;
+      if (typeof fd === 'number' && fd >= 0) fds.push(fd);
+    }
+    return fds;
   }
 
   /** Addresses the proxy is bound to. */
@@ -470,9 +495,12 @@ function validateBindOptions(options: unknown): ResolvedBind {
   const raw = optionalRecord(options, 'bind options');
   rejectUnknownKeys(
     raw,
-    ['port', 'address', 'ipv6Only', 'recvBufferSize', 'sendBufferSize', 'reusePort'],
+    ['port', 'address', 'ipv6Only', 'recvBufferSize', 'sendBufferSize', 'reusePort', 'fd'],
     '',
   );
+  // dgram adopts descriptors from 1 (0 it takes for "no fd").
+  const fd = fdOption(raw, ['port', 'address', 'ipv6Only', 'reusePort'], 1);
+  if (fd !== undefined) checkSocketFd(fd);
   const reusePort = reusePortOption(raw.reusePort);
   if (raw.address !== undefined && (typeof raw.address !== 'string' || raw.address === '')) {
     throw new InvalidOptionError('address', 'a non-empty host name or IP address', raw.address);
@@ -488,6 +516,7 @@ function validateBindOptions(options: unknown): ResolvedBind {
     recvBufferSize: bufferSize('recvBufferSize'),
     sendBufferSize: bufferSize('sendBufferSize'),
     reusePort,
+    fd,
   };
 }
 
@@ -502,6 +531,41 @@ function resolveAddress(address: string): Promise<[string, number]> {
       else resolve([ip, ipFamily]);
     });
   });
+}
+
+/**
+ * A `dgram.Socket` on an inherited bound descriptor. Its family is known only once it is open,
+ * and `dgram` fixes it at creation (which send and lookup it uses): it is opened as `udp4`, and
+ * an IPv6 one moves to a `udp6` socket (the handle passed as `bind()` takes it from a cluster
+ * primary). Throws a ListenError for a descriptor that is not UDP (left open: it was never taken).
+ */
+function adoptSocket(options: ResolvedBind, fd: number): Socket {
+  const probe = dgram.createSocket({ type: 'udp4', lookup: literalLookup4 } as dgram.SocketOptions);
+  probe.on('error', ignoreError);
+  try {
+    probe.bind({ fd, exclusive: true });
+  } catch (err) {
+    throw new ListenError(`Cannot adopt fd ${fd} as a UDP socket: ${asError(err).message}`, err);
+  }
+  let socket = probe;
+  if (probe.address().family === 'IPv6') {
+    const handle = dgramHandle(probe);
+    if (handle === undefined) {
+      probe.close();
+      throw new ListenError(`Cannot adopt IPv6 UDP fd ${fd}: Node's udp_wrap is unavailable`, null);
+    }
+    socket = dgram.createSocket({ type: 'udp6', lookup: literalLookup6 } as dgram.SocketOptions);
+    socket.bind(handle as unknown as dgram.BindOptions);
+  }
+  probe.off('error', ignoreError);
+  try {
+    if (options.recvBufferSize !== undefined) socket.setRecvBufferSize(options.recvBufferSize);
+    if (options.sendBufferSize !== undefined) socket.setSendBufferSize(options.sendBufferSize);
+  } catch (err) {
+    socket.close();
+    throw new ListenError(`Cannot size the buffers of UDP fd ${fd}: ${asError(err).message}`, err);
+  }
+  return socket;
 }
 
 /** Binds a socket of the right family; rejects with ListenError (the socket closed) on failure. */

@@ -7,6 +7,8 @@ import { hasMethods, loadOnce, nodeBinding } from '../internal/nodeBinding.js';
  * it is missing, {@link udpBindings} returns null and links use `dgram`.
  */
 export interface UdpHandle {
+  /** The socket's descriptor (-1 on platforms without one). */
+  readonly fd?: number;
   onmessage: (
     this: UdpHandle,
     nread: number,

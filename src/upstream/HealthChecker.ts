@@ -61,6 +61,8 @@ type Probe = (host: string, port: number, spec: ProbeSpec, done: ProbeDone) => (
  * Active health checks of every upstream of a set, protocol-agnostic: TCP connect (optionally
  * send/expect) or UDP send/expect. Each upstream has its own schedule; the next check starts
  * `interval` (± jitter) after the previous one ended, so checks of one upstream never overlap.
+ * The first checks of upstreams added together are spread over one `interval` (HAProxy's way),
+ * and a real connect failure brings an upstream's first check forward (`expedite`).
  *
  * A new upstream counts as healthy until its first check; that first check alone can make it
  * unhealthy (HAProxy's `init-state up`). After that, `unhealthyThreshold` consecutive failures
@@ -102,11 +104,28 @@ export class HealthChecker {
         this.entries.delete(state);
       }
     }
+    const added: UpstreamState[] = [];
     for (const state of current) {
       const entry = this.entries.get(state);
-      if (entry === undefined) this.add(state);
+      if (entry === undefined) added.push(state);
       else if (entry.address !== state.address) this.restart(entry);
     }
+    added.forEach((state, i) => {
+      this.add(state, this.firstDelay(i, added.length));
+    });
+  }
+
+  /**
+   * A real connect to (or exchange with) `state` failed before its first check ran: run that
+   * check now rather than at its place in the spread, so an upstream dead at start is found
+   * after one failed connection, not up to `interval` later. Nothing once it was checked.
+   */
+  expedite(state: UpstreamState): void {
+    const entry = this.entries.get(state);
+    if (entry === undefined || entry.checked || entry.cancel !== undefined) return;
+    if (entry.timer) clearTimeout(entry.timer);
+    entry.timer = undefined;
+    this.run(entry);
   }
 
   /** Stops every check: timers cleared, probe sockets destroyed. Verdicts stay as they are. */
@@ -116,7 +135,19 @@ export class HealthChecker {
     this.entries.clear();
   }
 
-  private add(state: UpstreamState): void {
+  /**
+   * When the `i`-th of `count` upstreams added together is first checked: spread over one
+   * `interval` in list order, as HAProxy spreads a backend's first checks (server i of n at
+   * inter * i / n), so a large set is not checked in one burst at start and at each reload;
+   * each within its slot by up to `jitter × interval`, so proxies started together do not align.
+   */
+  private firstDelay(i: number, count: number): number {
+    const { interval, jitter } = this.options;
+    const slot = interval / count;
+    return i * slot + Math.random() * Math.min(slot, jitter * interval);
+  }
+
+  private add(state: UpstreamState, delay: number): void {
     const entry: Entry = {
       state,
       address: state.address,
@@ -127,7 +158,7 @@ export class HealthChecker {
       checked: false,
     };
     this.entries.set(state, entry);
-    this.schedule(entry, Math.random() * this.options.jitter * this.options.interval);
+    this.schedule(entry, delay);
   }
 
   /**

@@ -114,6 +114,41 @@ export class OutlierDetector {
     }
   }
 
+  /**
+   * Takes over what `previous` (the detector of a proxy this one replaces) knew of each pair's old
+   * upstream, for the new one at the same address: its failure streak, its ejection count and an
+   * ejection still in force, for what is left of it (at most this one's `maxEjectionTime`). No
+   * ejection is counted nor reported: it is the same ejection, seen by the next generation.
+   * Returns whether an ejection was taken over.
+   */
+  inherit(
+    previous: OutlierDetector,
+    pairs: readonly (readonly [UpstreamState, UpstreamState])[],
+  ): boolean {
+    if (this.stopped) return false;
+    const now = Date.now();
+    let ejected = false;
+    for (const [state, before] of pairs) {
+      const old = previous.records.get(before);
+      if (old === undefined || this.records.has(state) || old.generation !== before.generation)
+        continue;
+      const record = this.record(state);
+      record.failures = old.failures;
+      record.multiplier = old.multiplier;
+      record.releasedAt = old.releasedAt;
+      const left = Math.min(before.ejectedUntil - now, this.options.maxEjectionTime);
+      if (before.ejectedUntil === 0 || left <= 0 || state.ejectedUntil !== 0) continue;
+      state.ejectedUntil = now + left;
+      record.timer = setTimeout(() => {
+        record.timer = undefined;
+        this.end(state, record);
+      }, left);
+      record.timer.unref();
+      ejected = true;
+    }
+    return ejected;
+  }
+
   /** Clears every timer; no ejection starts or ends afterwards. */
   stop(): void {
     this.stopped = true;

@@ -60,14 +60,34 @@ export class SlowStart {
     return this.started.size;
   }
 
-  /** `state` joined or became healthy: start (or restart) its ramp. */
-  begin(state: UpstreamState): void {
-    this.started.set(state, Date.now());
+  /** `state` joined or became healthy: start (or restart) its ramp, begun at `since`. */
+  begin(state: UpstreamState, since = Date.now()): void {
+    this.started.set(state, since);
     this.apply();
     if (this.timer === undefined) {
       this.timer = setInterval(this.apply, Math.max(1, Math.round(this.options.window / STEPS)));
       this.timer.unref();
     }
+  }
+
+  /**
+   * Continues the ramps of `previous` (the slow start of a proxy this one replaces) for each
+   * pair's new upstream, from where they are: the new generation's upstreams do not jump to full
+   * weight mid-ramp (HAProxy's state file keeps a server's slowstart going across a reload).
+   */
+  inherit(previous: SlowStart, pairs: readonly (readonly [UpstreamState, UpstreamState])[]): void {
+    for (const [state, before] of pairs) {
+      const since = previous.started.get(before);
+      if (since !== undefined) this.begin(state, since);
+    }
+  }
+
+  /**
+   * Configured weights changed (an override, a new list): ramping upstreams take their share of
+   * the new weight now, not the full weight until the next step.
+   */
+  refresh(): void {
+    if (this.started.size > 0) this.apply();
   }
 
   /** Stops every ramp: weights go back to their configured values. */

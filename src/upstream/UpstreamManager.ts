@@ -214,6 +214,7 @@ export class UpstreamManager {
     if (this.slowStart !== undefined) {
       const known = new Set(before);
       for (const state of this.set.list()) if (!known.has(state)) this.slowStart.begin(state);
+      this.slowStart.refresh();
     }
     this.checker?.sync();
     this.detector?.sync();
@@ -237,6 +238,7 @@ export class UpstreamManager {
    */
   upstreamFailed(state: UpstreamState, generation = state.generation): void {
     this.detector?.recordFailure(state, generation);
+    if (generation === state.generation) this.checker?.expedite(state);
   }
 
   /** A connect attempt (or a UDP exchange) with `state` succeeded. */
@@ -254,31 +256,66 @@ export class UpstreamManager {
     const admin = validateAdminOverride(override);
     const state = this.set.get(id);
     if (state === undefined) return false;
+    const leavesMaint = state.admin?.mode === 'maint' && admin?.mode !== 'maint';
     state.admin = admin;
     state.configuredWeight = admin?.weight ?? state.upstream.weight ?? 1;
     state.weight = state.configuredWeight;
     this.set.changed();
+    // As HAProxy's `slowstart`: back from maintenance, the upstream ramps up as one back from
+    // failing checks does (a drained one stayed up, so it does not). A weight set while it ramps
+    // is ramped too, not in force at once until the next step.
+    if (leavesMaint && state.healthy) this.slowStart?.begin(state);
+    else this.slowStart?.refresh();
     return true;
   }
 
   /**
-   * Takes the active health checks' verdicts of `previous`, the upstreams of a proxy this one
-   * replaces (the CLI's reload), for the upstreams both have at the same address and this one has
-   * not checked yet: an upstream found down stays out until `healthyThreshold` checks pass,
-   * instead of being healthy again until this proxy's first check.
+   * Takes what `previous`, the manager of a proxy this one replaces (the CLI's reload), knew of the
+   * upstreams both have at the same address: the active checks' verdict of those this one has not
+   * checked yet (an upstream found down stays out until `healthyThreshold` checks pass, instead of
+   * being healthy again until this proxy's first check), and outlier detection's failure streak,
+   * ejection count and ejection in force (as HAProxy's `load-server-state-from-file` carries a
+   * server's state across a reload); and slow start's ramps (`inheritRamps`).
    */
-  inheritHealth(previous: readonly UpstreamState[]): void {
-    if (this.checker === undefined) return;
-    let changed = false;
-    for (const before of previous) {
+  inheritHealth(previous: UpstreamManager): void {
+    const pairs: [UpstreamState, UpstreamState][] = [];
+    for (const before of previous.set.list()) {
       const state = this.set.get(before.id);
-      if (state === undefined || state.address !== before.address || state.health.checks > 0)
-        continue;
-      if (state.checkHealthy === before.checkHealthy) continue;
-      state.checkHealthy = before.checkHealthy;
-      changed = true;
+      if (state !== undefined && state.address === before.address) pairs.push([state, before]);
     }
+    let changed = false;
+    if (this.checker !== undefined) {
+      for (const [state, before] of pairs) {
+        if (state.health.checks > 0 || state.checkHealthy === before.checkHealthy) continue;
+        state.checkHealthy = before.checkHealthy;
+        changed = true;
+      }
+    }
+    if (this.detector !== undefined && previous.detector !== undefined)
+      changed = this.detector.inherit(previous.detector, pairs) || changed;
     if (changed) this.set.changed();
+    this.inheritRamps(previous, pairs);
+  }
+
+  /**
+   * Slow start across the reload, as `setUpstreams()` would have it: a ramp in progress goes on
+   * from where it is, and an upstream the previous proxy did not have (or had in maintenance)
+   * ramps up as one that joins (or leaves maintenance).
+   */
+  private inheritRamps(
+    previous: UpstreamManager,
+    pairs: readonly (readonly [UpstreamState, UpstreamState])[],
+  ): void {
+    const slowStart = this.slowStart;
+    if (slowStart === undefined) return;
+    if (previous.slowStart !== undefined) slowStart.inherit(previous.slowStart, pairs);
+    const known = new Set(previous.set.list().map((state) => state.id));
+    for (const state of this.set.list()) if (!known.has(state.id)) slowStart.begin(state);
+    // The reload clears the operator's overrides: one in maintenance leaves it here, and ramps
+    // as it would leaving it by the admin API (this generation never saw the override).
+    for (const [state, before] of pairs)
+      if (before.admin?.mode === 'maint' && state.admin === undefined && state.healthy)
+        slowStart.begin(state);
   }
 
   /** Proxy-wide counters. */

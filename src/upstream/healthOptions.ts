@@ -32,7 +32,11 @@ export interface UdpHealthCheck {
 export interface HealthCheckOptions {
   /** Time between the end of one check of an upstream and the start of the next. Default 5000. */
   readonly interval?: number;
-  /** Each interval is spread by up to ± this fraction of it (0-1), so checks do not align. Default 0.1. */
+  /**
+   * Each interval is spread by up to ± this fraction of it (0-1), so checks do not align; the
+   * first checks of upstreams added together are spread over one interval, each within its slot
+   * by up to this fraction. Default 0.1.
+   */
   readonly jitter?: number;
   /** A check that has not passed after this long fails. Default 2000. */
   readonly timeout?: number;

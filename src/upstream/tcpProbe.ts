@@ -1,17 +1,22 @@
 import net from 'node:net';
+import { connect as connectTls } from 'node:tls';
+import type { ConnectionOptions } from 'node:tls';
 import type { Socket } from 'node:net';
 import { asError, HealthCheckError } from '../errors.js';
 import { connectFrom } from '../net/sourceAddress.js';
 import type { SourceAddresses } from '../net/sourceAddress.js';
+import { negotiateStartTls } from '../tls/startTls.js';
 import type { UpstreamTls } from '../tls/UpstreamTls.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
 import { MAX_REPLY_BYTES, describeReply, replyMatches } from './replyMatcher.js';
 
-/** TLS settings of a check of a TLS upstream: the same the proxy's connections use. */
-export interface ProbeTls {
-  readonly settings: ResolvedUpstreamTls;
-  readonly tls: UpstreamTls;
-}
+/**
+ * TLS settings of a check: of a TLS upstream, the same the proxy's connections use; of a tunnel
+ * upstream with `tunnel.tls`, the `node:tls` options of the connection to the HTTP proxy.
+ */
+export type ProbeTls =
+  | { readonly settings: ResolvedUpstreamTls; readonly tls: UpstreamTls }
+  | { readonly proxy: ConnectionOptions };
 
 /** What one probe sends and expects. */
 export interface ProbeSpec {
@@ -102,22 +107,42 @@ export function tcpProbe(host: string, port: number, spec: ProbeSpec, done: Prob
       return;
     }
     if (preamble !== undefined) raw.write(preamble);
-    raw.off('error', onError);
-    raw.off('close', onClose);
-    raw.on('error', () => undefined);
-    try {
-      socket = tls.tls.start(raw, { settings: tls.settings, id: address, host, port }, undefined);
-    } catch (err) {
-      onError(asError(err));
+    const handshake = (): void => {
+      raw.off('error', onError);
+      raw.off('close', onClose);
+      raw.on('error', () => undefined);
+      try {
+        socket =
+          'proxy' in tls
+            ? tlsConnect(raw, tls.proxy)
+            : tls.tls.start(raw, { settings: tls.settings, id: address, host, port }, undefined);
+      } catch (err) {
+        onError(asError(err));
+        return;
+      }
+      socket.on('error', onError);
+      socket.on('close', onClose);
+      socket.once('secureConnect', exchange);
+    };
+    if ('proxy' in tls || tls.settings.startTls === undefined) {
+      handshake();
       return;
     }
-    socket.on('error', onError);
-    socket.on('close', onClose);
-    socket.once('secureConnect', exchange);
+    // Ask for TLS in-band first, as the proxy's connections do.
+    negotiateStartTls(raw, address, (error) => {
+      if (settled) return;
+      if (error === undefined) handshake();
+      else onError(error);
+    });
   });
   return () => {
     settled = true;
     socket.destroy();
     raw.destroy();
   };
+}
+
+/** A TLS client on the connected `raw` socket (a check of an HTTP proxy reached over TLS). */
+function tlsConnect(raw: Socket, options: ConnectionOptions): Socket {
+  return connectTls({ ...options, socket: raw });
 }

@@ -57,16 +57,26 @@ export interface CliProcess {
     match: (line: LogLine) => boolean,
     ms?: number,
   ): Promise<LogLine>;
-  /** Lines of `stream` matching, once there are `count`, bounded in time. */
+  /**
+   * Lines of `stream` matching, once there are `count`, bounded in time. Rejects when the process
+   * exits first, unless `afterExit` (lines of a process it started that shares its stdout and
+   * stderr: a binary upgrade's).
+   */
   waitLines(
     stream: 'stdout' | 'stderr',
     match: (line: LogLine) => boolean,
     count: number,
     ms?: number,
+    afterExit?: boolean,
   ): Promise<LogLine[]>;
+  /** The first non-JSON stderr line (already seen or coming) that matches, bounded in time. */
+  waitText(match: RegExp, ms?: number): Promise<string>;
   /** Resolves with the exit code (or signal name), bounded in time. */
   exited(ms?: number): Promise<number | string>;
 }
+
+/** How the command is started: `argv` is `node [nodeArgs] main.js args...`; default as is. */
+export type Launcher = (argv: readonly string[]) => readonly [string, readonly string[]];
 
 /**
  * Starts `l4proxy args...` (with Node's options `nodeArgs`); the test's `after` kills it by PID if
@@ -77,12 +87,14 @@ export function startCli(
   t: TestContext,
   args: readonly string[],
   nodeArgs: readonly string[] = [],
-  wrapper: readonly string[] = [],
+  wrapper: readonly string[] | Launcher = [],
 ): CliProcess {
-  const command = [...wrapper, process.execPath, ...nodeArgs, CLI, ...args];
-  const child = spawn(command[0] as string, command.slice(1), {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const argv = [process.execPath, ...nodeArgs, CLI, ...args];
+  // A wrapper program (prlimit ...) goes first; a launcher rewrites the whole command line.
+  const line = typeof wrapper === 'function' ? undefined : [...wrapper, ...argv];
+  const [command, commandArgs] =
+    typeof wrapper === 'function' ? wrapper(argv) : [line![0]!, line!.slice(1)];
+  const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
   const stdout: LogLine[] = [];
   const stderr: LogLine[] = [];
   const text: string[] = [];
@@ -123,6 +135,7 @@ export function startCli(
     match: (line: LogLine) => boolean,
     count: number,
     ms = 5_000,
+    afterExit = false,
   ): Promise<LogLine[]> => {
     const lines = stream === 'stdout' ? stdout : stderr;
     return withTimeout(
@@ -132,7 +145,7 @@ export function startCli(
           if (found.length >= count) {
             wakers.delete(check);
             resolve(found);
-          } else if (exit !== undefined) {
+          } else if (exit !== undefined && !afterExit) {
             wakers.delete(check);
             reject(
               new Error(
@@ -156,6 +169,22 @@ export function startCli(
     text,
     waitLines,
     waitLine: async (stream, match, ms) => (await waitLines(stream, match, 1, ms))[0]!,
+    waitText: (match, ms = 5_000) =>
+      withTimeout(
+        new Promise<string>((resolve, reject) => {
+          const check = (): void => {
+            const found = text.find((line) => match.test(line));
+            if (found !== undefined || exit !== undefined) wakers.delete(check);
+            if (found !== undefined) resolve(found);
+            else if (exit !== undefined)
+              reject(new Error(`exited (${exit}) first; stderr: ${text.join('\n')}`));
+          };
+          wakers.add(check);
+          check();
+        }),
+        ms,
+        `a stderr line matching ${String(match)}; so far: ${text.join(' ')}`,
+      ),
     exited: (ms = 10_000) => withTimeout(exitPromise, ms, 'l4proxy to exit'),
   };
 }

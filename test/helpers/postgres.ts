@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -70,15 +70,48 @@ export async function psqlVia(
   return stdout.trim();
 }
 
+/**
+ * TLS for a cluster: `ssl = on` with this certificate and key (PEM), and `hostssl` rules only, so
+ * the server refuses any TCP client that did not negotiate TLS.
+ */
+export interface PostgresTls {
+  readonly cert: string;
+  readonly key: string;
+}
+
 /** A cluster with `databases` for one test: {@link startPostgres}, stopped by the test's `after`. */
 export async function testCluster(
   t: TestContext,
   tools: PostgresTools,
   databases: readonly string[],
+  tls?: PostgresTls,
 ): Promise<PostgresCluster> {
-  const cluster = await startPostgres(tools.bin, tools.psql, databases);
+  const cluster = await startPostgres(tools.bin, tools.psql, databases, tls);
   t.after(() => cluster.stop());
   return cluster;
+}
+
+/** The certificate files (the key owned by the server user, 0600, as it demands), `hostssl` only. */
+function serveTls(dir: string, data: string, tls: PostgresTls): string[] {
+  const cert = join(dir, 'server.crt');
+  const key = join(dir, 'server.key');
+  writeFileSync(cert, tls.cert);
+  writeFileSync(key, tls.key, { mode: 0o600 });
+  if (process.getuid?.() === 0) {
+    chownSync(cert, NOBODY_UID, NOBODY_UID);
+    chownSync(key, NOBODY_UID, NOBODY_UID);
+  }
+  // Over TCP, TLS or nothing: a client (or proxy) in clear is refused by the server itself.
+  writeFileSync(
+    join(data, 'pg_hba.conf'),
+    [
+      'local all all trust',
+      'hostssl all all 127.0.0.1/32 trust',
+      'hostnossl all all 127.0.0.1/32 reject',
+      '',
+    ].join('\n'),
+  );
+  return ['-c ssl=on', `-c ssl_cert_file=${cert}`, `-c ssl_key_file=${key}`];
 }
 
 function asServerUser(command: string, args: readonly string[]): [string, string[]] {
@@ -94,6 +127,7 @@ export async function startPostgres(
   bin: string,
   psql: string,
   databases: readonly string[],
+  tls?: PostgresTls,
 ): Promise<PostgresCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'l4proxy-pg-'));
   if (process.getuid?.() === 0) chownSync(dir, NOBODY_UID, NOBODY_UID);
@@ -130,6 +164,7 @@ export async function startPostgres(
       '-c fsync=off',
       '-c shared_buffers=16MB',
       '-c max_connections=20',
+      ...(tls === undefined ? [] : serveTls(dir, data, tls)),
     ].join(' ');
     await pgCtl(['-D', data, '-l', log, '-o', settings, '-w', '-t', '30', 'start']);
     for (const database of databases) await query(`CREATE DATABASE ${database}`);

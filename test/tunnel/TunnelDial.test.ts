@@ -19,6 +19,7 @@ import { startOpensslServer } from '../helpers/openssl.js';
 import { echoServer, refusedPort, socketServer, withTimeout } from '../helpers/net.js';
 import { issueServerAndClient, sharedPki } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
+import { postgresTools, testCluster } from '../helpers/postgres.js';
 
 const getPki = sharedPki(issueServerAndClient);
 
@@ -330,5 +331,40 @@ describe('TunnelDial failures: every timer unref’d and cleared, the socket clo
     assert.match(String(error?.message), /no TLS today/);
     assert.ok(raw !== undefined);
     if (!raw.destroyed) await withTimeout(once(raw, 'close'), 5_000, 'the raw socket to close');
+  });
+});
+
+describe('TunnelDial with tls.startTls', () => {
+  test('postgres: the SSLRequest first, then the handshake, to a hostssl-only PostgreSQL; a server with ssl off is refused as upstream_tls', async (t) => {
+    const pg = postgresTools(t);
+    const pki = await getPki(t);
+    if (pg === undefined || pki === undefined) return;
+    const [secure, plain] = await Promise.all([
+      testCluster(t, pg, [], { cert: pki.server.cert, key: pki.server.key }),
+      testCluster(t, pg, []),
+    ]);
+    const settings = { ca: pki.ca.cert, startTls: 'postgres' };
+    const up = await dialOnce(
+      t,
+      dialHost(t, [{ host: '127.0.0.1', port: secure.port }], { tls: settings }),
+      secure.port,
+    );
+    destroyOnExit(t, up.outcome);
+    assert.ok(up.outcome.ok);
+    const socket = up.outcome.socket;
+    assert.ok(socket instanceof tls.TLSSocket);
+    assert.equal(socket.authorized, true);
+    const refused = await dialOnce(
+      t,
+      dialHost(t, [{ host: '127.0.0.1', port: plain.port }], { tls: settings }),
+      plain.port,
+    );
+    assert.ok(!refused.outcome.ok);
+    assert.equal(refused.outcome.reason, 'upstream_tls');
+    assert.equal(
+      (refused.outcome.error as { code?: string } | undefined)?.code,
+      'ERR_L4_TLS_STARTTLS_REFUSED',
+    );
+    await refused.timers.allGone();
   });
 });

@@ -721,6 +721,7 @@ describe('TunnelServer refusal reasons', () => {
     t.after(() => server.close());
     const reasons = [
       'bad_request',
+      'headers_timeout',
       'admission',
       'not_routable',
       'target_denied',

@@ -4,8 +4,8 @@ import { TunnelServer } from '../../src/index.js';
 import type { TunnelSummary } from '../../src/index.js';
 import { closed, connect, readAll } from '../helpers/net.js';
 
-// The limit is a constant of TunnelServer (FIRST_BYTES_TIMEOUT, 10 s), neither an option nor
-// injectable: this one test waits it out, on the close event, bounded at 15 s.
+// The default of `headersTimeout` (10 s): this one test waits it out, on the close event,
+// bounded at 15 s (test/tunnel/headersTimeout.test.ts sets shorter ones).
 test('TunnelServer closes a client that sends nothing, or no whole request head, within 10 s; the server keeps serving', async (t) => {
   const server = new TunnelServer({ route: 'direct', authorize: () => true });
   const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
@@ -29,13 +29,14 @@ test('TunnelServer closes a client that sends nothing, or no whole request head,
   // Not closed for some other reason at once: held until the limit (timers never fire early by
   // more than a millisecond).
   assert.ok(waited >= 9_900, `closed after ${waited.toFixed(0)} ms`);
-  // The partial head: answered 408 and counted (it was closed without a word, counted nowhere),
-  // as Node's requestTimeout and HAProxy's `timeout http-request` answer; the silent one: not.
+  // The partial head: answered 408 and counted `headers_timeout` (it was closed without a word,
+  // counted nowhere), as Node's requestTimeout and HAProxy's `timeout http-request` answer; the
+  // silent one: not.
   assert.match((await partialAnswer).toString(), /^HTTP\/1\.1 408 /);
-  assert.equal(server.stats().tunnel_refused_reasons.bad_request, 1);
+  assert.equal(server.stats().tunnel_refused_reasons.headers_timeout, 1);
   assert.deepEqual(
     summaries.map((summary) => [summary.status, summary.refusal]),
-    [[408, 'bad_request']],
+    [[408, 'headers_timeout']],
   );
   // The listener is unharmed: the next client gets an answer.
   const next = await connect(port);

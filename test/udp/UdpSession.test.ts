@@ -3,7 +3,15 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { blackhole, proxyChild } from './child.js';
 import type { Child } from './child.js';
-import { closeSocket, countFds, request, rssKb, udpEcho, udpSocket } from './helpers.js';
+import {
+  closeSocket,
+  countFds,
+  request,
+  rssKb,
+  udpEcho,
+  udpQueuedBytes,
+  udpSocket,
+} from './helpers.js';
 
 /** Opens `count` sessions through the proxy (one client socket each, one round trip each). */
 async function openSessions(port: number, count: number): Promise<Socket[]> {
@@ -93,16 +101,23 @@ describe('UdpSession under a flood', () => {
       return peak;
     }
 
-    /** Stats once the proxy has read everything still queued for it (two equal snapshots). */
+    /**
+     * Stats once the proxy has read everything still queued for it: its listening socket's
+     * receive queue empty (a proxy descheduled on a loaded machine can leave two equal snapshots
+     * with datagrams still queued), and two equal snapshots.
+     */
     async function settled(): Promise<Awaited<ReturnType<Child['stats']>>> {
       let last = await child.stats();
-      for (let i = 0; i < 50; i++) {
+      for (let i = 0; i < 100; i++) {
         await new Promise((resolve) => setTimeout(resolve, 100));
         const next = await child.stats();
-        if (next.downstream_sess_rx_datagrams === last.downstream_sess_rx_datagrams) return next;
+        const queued = await udpQueuedBytes(port);
+        const drained = queued === undefined || queued === 0;
+        if (drained && next.downstream_sess_rx_datagrams === last.downstream_sess_rx_datagrams)
+          return next;
         last = next;
       }
-      throw new Error('the proxy kept receiving for 5 s after the flood');
+      throw new Error('the proxy kept receiving for 10 s after the flood');
     }
 
     const baseline = await rssKb(child.pid);

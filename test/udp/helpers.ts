@@ -255,6 +255,32 @@ export async function countFds(pid: number): Promise<number> {
   return (await readdir(`/proc/${pid}/fd`)).length;
 }
 
+/**
+ * Bytes waiting in the receive queues of the UDP sockets bound to local `port` (every address,
+ * both families), from /proc/net/udp{,6}: 0 once a reader has taken everything sent to it.
+ * Undefined where the tables cannot be read (not Linux).
+ */
+export async function udpQueuedBytes(port: number): Promise<number | undefined> {
+  const { readFile } = await import('node:fs/promises');
+  const portHex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  let queued = 0;
+  for (const table of ['/proc/net/udp', '/proc/net/udp6']) {
+    let text: string;
+    try {
+      text = await readFile(table, 'latin1');
+    } catch {
+      return undefined;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      // sl local_address rem_address st tx_queue:rx_queue ...
+      const [, local, , , queues] = line.trim().split(/\s+/);
+      if (local?.endsWith(portHex) !== true || queues === undefined) continue;
+      queued += Number.parseInt(queues.split(':')[1] ?? '0', 16);
+    }
+  }
+  return queued;
+}
+
 /** Resident set size of a process in kB, from /proc/<pid>/status. */
 export async function rssKb(pid: number): Promise<number> {
   const { readFile } = await import('node:fs/promises');

@@ -8,7 +8,14 @@ import { resolveHealthCheck } from '../../src/upstream/healthOptions.js';
 import type { HealthCheckOptions, TcpHealthCheck } from '../../src/upstream/healthOptions.js';
 import { UpstreamSet } from '../../src/upstream/UpstreamSet.js';
 import type { UpstreamState } from '../../src/upstream/UpstreamState.js';
-import { connect, readAll, withTimeout } from '../helpers/net.js';
+import {
+  connect,
+  echoServer,
+  readAll,
+  refusedPort,
+  socketServer,
+  withTimeout,
+} from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 import { closedUdpPort, flakyServer, nextEvent, trackResources, udpServer } from './helpers.js';
 
@@ -487,5 +494,73 @@ describe('TcpProxy active health checks', () => {
     await fast.close();
     assert.deepEqual(await tracker.settled(), {});
     tracker.stop();
+  });
+  test('the first checks of a large set are spread over the interval, not sent in one burst', async () => {
+    const count = 200;
+    const times: number[] = [];
+    const t0 = Date.now();
+    let reached: () => void = () => undefined;
+    const all = new Promise<void>((resolve) => {
+      reached = resolve;
+    });
+    const checks = await socketServer((socket) => {
+      times.push(Date.now() - t0);
+      if (times.length === count) reached();
+      socket.destroy();
+    });
+    const upstreams = Array.from({ length: count }, (_, i) => ({
+      host: '127.0.0.1',
+      port: checks.port,
+      id: `u${i}`,
+    }));
+    const proxy = new TcpProxy({ upstreams, healthCheck: { interval: 1_000, jitter: 0.1 } });
+    try {
+      await withTimeout(all, 5_000, `${count} first checks`);
+      const first = times.slice(0, count);
+      // HAProxy's spread (server i of n at inter * i / n): 20 per 100 ms; a burst put all 200 in
+      // the first 100 ms (jitter 0.1 of 1 s).
+      const windows = new Map<number, number>();
+      for (const time of first) {
+        const window = Math.floor(time / 100);
+        windows.set(window, (windows.get(window) ?? 0) + 1);
+      }
+      const busiest = Math.max(...windows.values());
+      // Loose (a loaded machine stalls timers, which then fire together); a burst is all 200.
+      assert.ok(busiest <= 80, `at most 80 checks per 100 ms, got ${busiest}: ${first.join(',')}`);
+      assert.ok((first.at(-1) ?? 0) >= 700, `spread over the interval: ${first.join(',')}`);
+    } finally {
+      await proxy.close();
+      await checks.close();
+    }
+  });
+
+  test('a connect failure to an upstream not yet checked runs its first check at once', async () => {
+    const live = await echoServer();
+    const dead = await refusedPort();
+    const proxy = new TcpProxy({
+      upstreams: [
+        { host: '127.0.0.1', port: live.port, id: 'live' },
+        { host: '127.0.0.1', port: dead, id: 'dead' },
+      ],
+      // Spread over 60 s: 'dead' would be checked 30 s after start.
+      healthCheck: { interval: 60_000, jitter: 0 },
+      selector: (ctx) => ctx.candidates.find((c) => c.id === 'dead') ?? ctx.candidates[0],
+    });
+    const address = (await proxy.listen({ port: 0, host: '127.0.0.1' })) as { port: number };
+    try {
+      assert.equal(proxy.stats().upstreams.dead?.health_check_attempts, 0, 'not checked yet');
+      const down = nextEvent(proxy, 'upstreamHealth', (u, healthy) => u.id === 'dead' && !healthy);
+      const client = await connect(address.port);
+      const reply = readAll(client);
+      client.end('x');
+      assert.equal(String(await reply), 'x', 'retried on the live upstream');
+      const [, , change] = await down;
+      assert.equal(change.source, 'active');
+      assert.equal(proxy.stats().upstreams.dead?.health_check_attempts, 1);
+      assert.equal(proxy.upstreams().find((u) => u.id === 'dead')?.healthy, false);
+    } finally {
+      await proxy.close();
+      await live.close();
+    }
   });
 });

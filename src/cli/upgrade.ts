@@ -1,0 +1,146 @@
+/*
+ * Binary upgrade on SIGUSR2, as nginx does it: the running process starts a new one (the same
+ * Node, options and arguments, so a newly installed l4proxy is what runs), passing its listening
+ * sockets as inherited descriptors. The new process reads the config again, adopts the sockets of
+ * listeners that still exist, opens the others, and says so; only then does the old one stop
+ * accepting (the kernel keeps each socket and its queue, held by the new process), let the new
+ * one bind the metrics and admin addresses, and drain. Until then a failure of the new process
+ * (bad config, exit, silence) leaves the old one serving.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { UPGRADE_ENV } from './socketActivation.js';
+import { asError } from '../errors.js';
+
+/** What SIGUSR2 logs (at warn) with `--workers`. */
+export const UPGRADE_REFUSED_WORKERS =
+  'signal ignored: SIGUSR2 upgrades a single process, not --workers (restart it instead)';
+
+/**
+ * What SIGUSR2 logs (at warn) with a Unix socket listener bound by its path alone: libuv unlinks
+ * such a file when the socket closes here, and the new process would serve a socket nobody finds.
+ */
+export const UPGRADE_REFUSED_UNIX =
+  'signal ignored: SIGUSR2 cannot hand over a Unix socket listener without "unixSocket" (its file would go with this process); set unixSocket.mode, or restart';
+
+/** How long the new process has to listen before the old one gives up on it. */
+export const UPGRADE_TIMEOUT_MS = 30_000;
+
+/** How long a new process waits for the old one's go-ahead before it goes on alone. */
+const GO_TIMEOUT_MS = 10_000;
+
+/** IPC messages of an upgrade (old ↔ new). */
+const LISTENING = 'l4proxy:upgrade-listening';
+const GO = 'l4proxy:upgrade-go';
+
+/** A new process that listens on every address, waiting for {@link StartedUpgrade.go}. */
+export interface StartedUpgrade {
+  readonly pid: number;
+  /** Tells it the old process stopped accepting and closed metrics and admin. */
+  go(): void;
+}
+
+/** A socket to pass, under the listener key the new process looks it up by. */
+export interface PassedSocket {
+  readonly key: string;
+  readonly fd: number;
+}
+
+/**
+ * Starts the new process with `sockets`; resolves once it listens on every address, rejects
+ * (having killed it, by its pid, if it still runs) when it exits first, fails to start, or
+ * stays silent for `timeoutMs`.
+ */
+export function startUpgrade(
+  sockets: readonly PassedSocket[],
+  timeoutMs = UPGRADE_TIMEOUT_MS,
+): Promise<StartedUpgrade> {
+  // In the new process the descriptors are 3, 4, ... in this order; the IPC channel follows.
+  const fds: Record<string, number> = {};
+  sockets.forEach(({ key }, index) => (fds[key] = 3 + index));
+  let child: ChildProcess;
+  try {
+    child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+      stdio: ['inherit', 'inherit', 'inherit', ...sockets.map(({ fd }) => fd), 'ipc'],
+      env: { ...process.env, [UPGRADE_ENV]: JSON.stringify(fds) },
+    });
+  } catch (err) {
+    return Promise.reject(asError(err));
+  }
+  return new Promise<StartedUpgrade>((resolve, reject) => {
+    const fail = (reason: string): void => {
+      cleanup();
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      reject(new Error(reason));
+    };
+    const onExit = (code: number | null, signal: string | null): void => {
+      fail(`the new process exited (${signal ?? String(code)}) before it listened`);
+    };
+    const onError = (err: Error): void => {
+      fail(`the new process could not start: ${err.message}`);
+    };
+    const onMessage = (message: unknown): void => {
+      if ((message as { type?: unknown } | null)?.type !== LISTENING) return;
+      cleanup();
+      const pid = child.pid ?? -1;
+      // The new process runs on alone: its exit is not this one's business any more.
+      child.on('error', () => undefined);
+      resolve({
+        pid,
+        go: () => {
+          if (child.connected)
+            child.send({ type: GO }, () => {
+              if (child.connected) child.disconnect();
+            });
+          child.unref();
+        },
+      });
+    };
+    const timer = setTimeout(() => {
+      fail(`the new process did not listen within ${timeoutMs} ms`);
+    }, timeoutMs);
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      child.off('exit', onExit);
+      child.off('error', onError);
+      child.off('message', onMessage);
+    };
+    child.on('exit', onExit);
+    child.on('error', onError);
+    child.on('message', onMessage);
+  });
+}
+
+/**
+ * In a process started by an upgrade, once every listener listens: tells the old process, and
+ * waits (bounded) until it stopped accepting and freed the metrics and admin addresses. Goes on
+ * alone when the old process is gone or silent.
+ */
+export async function upgradeListening(): Promise<void> {
+  const send = process.send?.bind(process);
+  if (send === undefined || !process.connected) return;
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      process.off('message', onMessage);
+      process.off('disconnect', done);
+      resolve();
+    };
+    const onMessage = (message: unknown): void => {
+      if ((message as { type?: unknown } | null)?.type === GO) done();
+    };
+    const timer = setTimeout(done, GO_TIMEOUT_MS);
+    process.on('message', onMessage);
+    process.on('disconnect', done);
+    send({ type: LISTENING }, (err: Error | null) => {
+      if (err !== null) done();
+    });
+  });
+  // The channel must not keep this process tied to the old one (or alive). Read again: the old
+  // one may have gone while this one waited, and a disconnect then would be an 'error'.
+  if (ipcConnected()) process.disconnect();
+}
+
+function ipcConnected(): boolean {
+  return process.connected;
+}

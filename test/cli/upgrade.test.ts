@@ -1,0 +1,298 @@
+/**
+ * Binary upgrade on SIGUSR2 (nginx's): the running command starts a new one with its listening
+ * sockets, and stops accepting only once the new one listens. Clients connecting throughout are
+ * neither refused nor reset, a connection open on the old process finishes there, and a new
+ * process that cannot start leaves the old one serving.
+ */
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { dirname, join } from 'node:path';
+import type { Socket } from 'node:net';
+import { describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
+import { connect, echoServer, readAll, withTimeout } from '../helpers/net.js';
+import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
+import { configDir, startCli } from './cli.js';
+import type { CliProcess, LogLine } from './cli.js';
+import { UPGRADE_REFUSED_UNIX, UPGRADE_REFUSED_WORKERS } from '../../src/cli/upgrade.js';
+
+/** Every process that logged on this command's stderr (the new one too): killed by PID at the end. */
+function killLeftovers(t: TestContext, cli: CliProcess): void {
+  t.after(() => {
+    for (const pid of new Set(cli.stderr.map((line) => line.pid)))
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Gone already.
+      }
+  });
+}
+
+async function echoed(port: number, payload: string): Promise<string> {
+  const client = await connect(port);
+  const reply = readAll(client);
+  client.end(payload);
+  return (await reply).toString();
+}
+
+const portOf = (line: LogLine, name: string): number => {
+  const listener = (line.listeners as { name: string; address: string }[]).find(
+    (l) => l.name === name,
+  );
+  return Number(/:(\d+)$/.exec(listener?.address ?? '')?.[1]);
+};
+
+/** The next data `socket` reads, bounded in time. */
+function nextData(socket: Socket): Promise<string> {
+  return withTimeout(
+    new Promise<string>((resolve) =>
+      socket.once('data', (chunk: Buffer) => {
+        resolve(chunk.toString());
+      }),
+    ),
+    5_000,
+    'data',
+  );
+}
+
+describe('CLI: binary upgrade on SIGUSR2', () => {
+  test('clients connecting throughout the upgrade are all served; a live connection finishes on the old process; the new one serves the rest', async (t) => {
+    const upstream = await echoServer();
+    const udpUpstream = await udpEcho('u:');
+    t.after(() => Promise.all([upstream.close(), udpUpstream.close()]));
+    const file = configDir(t).write('l4proxy.json', {
+      metrics: '127.0.0.1:0',
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+        },
+        {
+          name: 'dns',
+          protocol: 'udp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: udpUpstream.port }],
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file, '--drain-timeout', '10s']);
+    killLeftovers(t, cli);
+    const first = await cli.waitLine('stderr', (l) => l.msg === 'ready', 10_000);
+    const [tcp, udp] = [portOf(first, 'web'), portOf(first, 'dns')];
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    assert.equal((await request(client, udp, 'one')).toString(), 'u:one');
+    // A long connection on the old process: half its transfer now, half after the handover.
+    const long = await connect(tcp);
+    const longReply = nextData(long);
+    long.write('first half;');
+    assert.equal(await longReply, 'first half;');
+
+    process.kill(cli.pid, 'SIGUSR2');
+    await cli.waitLine('stderr', (l) => l.msg === 'upgrade: starting a new process');
+    // A second one while the first is under way is ignored.
+    process.kill(cli.pid, 'SIGUSR2');
+    await cli.waitLine('stderr', (l) => l.msg === 'upgrade ignored: one is under way');
+    const second = cli
+      .waitLines('stderr', (l) => l.msg === 'ready' && l.pid !== cli.pid, 1, 20_000, true)
+      .then(([line]) => line!);
+    // Clients from the moment the new process adopted the sockets: the handover follows at once.
+    await cli.waitLine('stderr', (l) => l.msg === 'listening' && l.pid !== cli.pid, 20_000);
+    const state = { handedOver: false };
+    void second.then(
+      () => (state.handedOver = true),
+      () => undefined,
+    );
+    const failures: string[] = [];
+    const inFlight = new Set<Promise<void>>();
+    let sent = 0;
+    let after = 0;
+    const deadline = Date.now() + 25_000;
+    while (sent < 400 && after < 40 && Date.now() < deadline) {
+      const n = sent++;
+      if (state.handedOver) after++;
+      const checked = (async (): Promise<void> => {
+        try {
+          const reply = await withTimeout(echoed(tcp, `client ${n}`), 10_000, `client ${n}`);
+          if (reply !== `client ${n}`) failures.push(`client ${n}: ${JSON.stringify(reply)}`);
+        } catch (err) {
+          failures.push(`client ${n}: ${(err as Error).message}`);
+        }
+      })();
+      inFlight.add(checked);
+      void checked.finally(() => inFlight.delete(checked));
+      if (inFlight.size >= 50) await Promise.race(inFlight);
+    }
+    await Promise.all(inFlight);
+    const ready = await second;
+    assert.deepEqual(failures, []);
+    assert.ok(after >= 40, `${sent} clients, ${after} after the handover`);
+    assert.deepEqual(
+      [portOf(ready, 'web'), portOf(ready, 'dns')],
+      [tcp, udp],
+      'the new process adopted the same sockets',
+    );
+    assert.equal(
+      cli.stderr.filter((l) => l.msg === 'upgrade: starting a new process').length,
+      1,
+      'one new process',
+    );
+    await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'metrics listening' && l.pid === ready.pid,
+      1,
+      5_000,
+      true,
+    );
+    assert.equal((await request(client, udp, 'two')).toString(), 'u:two');
+
+    // The old process still relays the long connection, draining; it exits once that ends.
+    const rest = readAll(long);
+    long.end('second half');
+    assert.equal((await rest).toString(), 'second half');
+    assert.equal(await cli.exited(15_000), 0);
+    const closed = await cli.waitLines(
+      'stdout',
+      (l) => l.msg === 'connection closed',
+      sent + 1,
+      10_000,
+      true,
+    );
+    assert.deepEqual(
+      closed.filter((l) => l.reason !== 'completed').map((l) => `${l.pid} ${String(l.reason)}`),
+      [],
+    );
+    const longLine = closed.find((l) => l.bytesFromClient === 'first half;second half'.length);
+    assert.equal(longLine?.pid, cli.pid, 'the long connection finished on the old process');
+    assert.ok(
+      closed.some((l) => l.pid === ready.pid),
+      'connections after the handover were served by the new process',
+    );
+    process.kill(ready.pid, 'SIGTERM');
+    await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'drained, exiting' && l.pid === ready.pid,
+      1,
+      10_000,
+      true,
+    );
+  });
+
+  test('a new process that cannot start (a broken config) leaves the old one serving', async (t) => {
+    const upstream = await echoServer();
+    t.after(() => upstream.close());
+    const dir = configDir(t);
+    const file = dir.write('l4proxy.json', {});
+    const sock = join(dirname(file), 'l4.sock');
+    const valid = {
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+        },
+        // A Unix socket is handed over with its file, which the old process leaves in place.
+        {
+          name: 'sock',
+          protocol: 'tcp',
+          listen: `unix:${sock}`,
+          unixSocket: { mode: '0660' },
+          upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+        },
+      ],
+    };
+    writeFileSync(file, JSON.stringify(valid));
+    const cli = startCli(t, ['--config', file]);
+    killLeftovers(t, cli);
+    const ready = await cli.waitLine('stderr', (l) => l.msg === 'ready', 10_000);
+    const tcp = portOf(ready, 'web');
+    writeFileSync(file, '{ "listeners": [ { "protocol": "tcp", ');
+    process.kill(cli.pid, 'SIGUSR2');
+    const failed = await cli.waitLine(
+      'stderr',
+      (l) => l.msg === 'upgrade failed, still serving',
+      20_000,
+    );
+    assert.match(String(failed.reason), /exited \(1\) before it listened/);
+    assert.equal(await echoed(tcp, 'still here'), 'still here');
+    // Fixed, the next SIGUSR2 upgrades.
+    writeFileSync(file, JSON.stringify(valid));
+    process.kill(cli.pid, 'SIGUSR2');
+    const [next] = await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'ready' && l.pid !== cli.pid,
+      1,
+      20_000,
+      true,
+    );
+    assert.equal(await cli.exited(15_000), 0);
+    assert.equal(await echoed(tcp, 'new'), 'new');
+    const unixClient = net.connect(sock);
+    unixClient.on('error', () => undefined);
+    const unixReply = readAll(unixClient);
+    unixClient.end('over the socket file');
+    assert.equal((await unixReply).toString(), 'over the socket file');
+    process.kill(next!.pid, 'SIGTERM');
+    await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'drained, exiting' && l.pid === next!.pid,
+      1,
+      10_000,
+      true,
+    );
+  });
+
+  test('a Unix socket listener without unixSocket (libuv would unlink its file) refuses the upgrade', async (t) => {
+    const upstream = await echoServer();
+    t.after(() => upstream.close());
+    const file = configDir(t).write('l4proxy.json', {});
+    writeFileSync(
+      file,
+      JSON.stringify({
+        listeners: [
+          {
+            name: 'sock',
+            protocol: 'tcp',
+            listen: `unix:${join(dirname(file), 'plain.sock')}`,
+            upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+          },
+        ],
+      }),
+    );
+    const cli = startCli(t, ['--config', file]);
+    killLeftovers(t, cli);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready', 10_000);
+    process.kill(cli.pid, 'SIGUSR2');
+    const refused = await cli.waitLine('stderr', (l) => l.msg === UPGRADE_REFUSED_UNIX);
+    assert.deepEqual(refused.listeners, ['sock']);
+    assert.ok(!cli.stderr.some((l) => l.msg === 'upgrade: starting a new process'));
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(15_000), 0);
+  });
+
+  test('with --workers, SIGUSR2 is refused with a warn line and nothing changes', async (t) => {
+    const upstream = await echoServer();
+    t.after(() => upstream.close());
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file, '--workers', '2']);
+    killLeftovers(t, cli);
+    await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.pid === cli.pid, 20_000);
+    process.kill(cli.pid, 'SIGUSR2');
+    await cli.waitLine('stderr', (l) => l.msg === UPGRADE_REFUSED_WORKERS && l.pid === cli.pid);
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(15_000), 0);
+  });
+});
