@@ -242,7 +242,11 @@ export type {
   AdminListenOptions,
   AdminServerEvents,
 } from './admin/AdminServer.js';
-export type { AdminCertificateListener, AdminServerOptions } from './admin/adminOptions.js';
+export type {
+  AdminCertificateListener,
+  AdminReadiness,
+  AdminServerOptions,
+} from './admin/adminOptions.js';
 export type { AdminListener } from './admin/AdminListener.js';
 export type { UpstreamReport } from './admin/upstreamReport.js';
 export type { AdminMode, AdminOverride } from './upstream/adminOverride.js';

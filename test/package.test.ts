@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -83,4 +85,20 @@ test('the published package points somewhere: repository, homepage, bugs, and ab
     .map((match) => match[1] ?? '')
     .filter((target) => !/^(https?:|mailto:|#)/.test(target));
   assert.deepEqual(relative, [], 'relative links in README.md');
+});
+
+test('npm start says it is compiling before the silent half-minute build', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'l4proxy-start-'));
+  try {
+    // Without node_modules the build fails at once: what npm start printed before it is the point.
+    copyFileSync(join(ROOT, 'package.json'), join(dir, 'package.json'));
+    const run = await promisify(execFile)('npm', ['start'], { cwd: dir, timeout: 60_000 }).then(
+      () => ({ stdout: '', failed: false }),
+      (err: unknown) => ({ stdout: (err as { stdout?: string }).stdout ?? '', failed: true }),
+    );
+    assert.ok(run.failed, 'no compiler there: the build fails');
+    assert.match(run.stdout, /^Compiling with tsc, about half a minute\.\.\.$/m);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

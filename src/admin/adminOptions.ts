@@ -39,8 +39,12 @@ export interface AdminServerOptions {
   readonly token?: string | undefined;
   /** What `GET /config` shows (secrets are redacted). Default: each listener's upstreams. */
   readonly config?: () => unknown;
-  /** What `GET /ready` reports. Default: every proxy is listening (or bound). */
-  readonly ready?: () => boolean;
+  /**
+   * What `GET /ready` reports: a boolean, or `{ ready, reason }` whose `reason` the 503 body shows
+   * (`{ "status": "not ready", "reason": "..." }`). Called on every probe. Default: every proxy is
+   * listening (or bound).
+   */
+  readonly ready?: () => AdminReadiness;
   /**
    * Listeners besides `proxies` / `listeners` whose certificates `GET /certs` and `/metrics` show
    * (the CLI's tunnel listeners: `TunnelServer.certificates()`), by name. Called on every request.
@@ -75,12 +79,15 @@ export interface AdminServerOptions {
   readonly authFailureSources?: number;
 }
 
+/** What a `ready` callback answers: ready or not, and for a "not ready" why, if it knows. */
+export type AdminReadiness = boolean | { readonly ready: boolean; readonly reason?: string };
+
 export interface ResolvedAdminOptions {
   readonly proxies: Readonly<Record<string, TcpProxy | UdpProxy>> | undefined;
   readonly listeners: (() => readonly AdminListener[]) | undefined;
   readonly token: string | undefined;
   readonly config: (() => unknown) | undefined;
-  readonly ready: (() => boolean) | undefined;
+  readonly ready: (() => AdminReadiness) | undefined;
   readonly certificateListeners: (() => readonly AdminCertificateListener[]) | undefined;
   readonly metricFamilies: (() => readonly MetricFamily[]) | undefined;
   readonly histograms: boolean;
@@ -140,7 +147,7 @@ export function resolveAdminOptions(options: unknown): ResolvedAdminOptions {
     listeners,
     token: raw.token === undefined ? undefined : bearerToken(raw.token),
     config: optionalFunction<() => unknown>(raw.config, 'config'),
-    ready: optionalFunction<() => boolean>(raw.ready, 'ready'),
+    ready: optionalFunction<() => AdminReadiness>(raw.ready, 'ready'),
     certificateListeners: optionalFunction<() => readonly AdminCertificateListener[]>(
       raw.certificateListeners,
       'certificateListeners',

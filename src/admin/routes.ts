@@ -8,6 +8,7 @@ import type { TcpProxyStats } from '../tcp/TcpProxyStats.js';
 import type { UdpProxyStats } from '../udp/UdpProxyStats.js';
 import type { AdminListener } from './AdminListener.js';
 import type { AdminServer } from './AdminServer.js';
+import type { AdminReadiness } from './adminOptions.js';
 import {
   AdminHttpError,
   readJsonBody,
@@ -66,7 +67,7 @@ export function handleRequest(admin: AdminServer, req: IncomingMessage, res: Ser
 export function answerOpenRoute(
   req: IncomingMessage,
   res: ServerResponse,
-  request: { readonly path: string; readonly read: boolean; readonly ready: () => boolean },
+  request: { readonly path: string; readonly read: boolean; readonly ready: () => AdminReadiness },
 ): boolean {
   const { path, read } = request;
   const asset = ASSETS[path];
@@ -87,8 +88,13 @@ export function answerOpenRoute(
   }
   if (path === '/ready') {
     requireRead(read);
-    const ready = request.ready();
-    sendJson(req, res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
+    const answer = request.ready();
+    const ready = typeof answer === 'boolean' ? answer : answer.ready;
+    const reason = typeof answer === 'boolean' || ready ? undefined : answer.reason;
+    sendJson(req, res, ready ? 200 : 503, {
+      status: ready ? 'ready' : 'not ready',
+      ...(reason !== undefined && { reason }),
+    });
     return true;
   }
   return false;
@@ -107,7 +113,7 @@ export interface AdminRequest {
 
 /** How {@link readAdminRequest} answers the probes and checks the token. */
 export interface AdminAccess {
-  readonly ready: () => boolean;
+  readonly ready: () => AdminReadiness;
   readonly authorized: (req: IncomingMessage) => boolean;
   /**
    * Refuse a `Host` that DNS rebinding could have produced: set when there is no token, so
@@ -393,7 +399,7 @@ function report(listener: AdminListener, id: string): unknown {
   return upstreamReports(listener).find((u) => u.id === id);
 }
 
-function isReady(admin: AdminServer): boolean {
+function isReady(admin: AdminServer): AdminReadiness {
   const ready = admin.options.ready;
   if (ready !== undefined) return ready();
   return admin

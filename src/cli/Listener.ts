@@ -23,6 +23,7 @@ import { reusePortSupported } from '../net/reusePort.js';
 import { fixedLocalAddress, presetLocalAddress } from '../net/knownLocalAddress.js';
 import { inheritNoDelay, markNoDelay } from '../net/inheritedNoDelay.js';
 import { acceptHandles } from '../net/acceptHandles.js';
+import type { DnsSource } from '../upstream/DnsSource.js';
 
 /** Attaches logging (or anything else) to every proxy a listener creates. */
 export type ProxyObserver = (listener: ListenerConfig, proxy: TcpProxy | UdpProxy) => void;
@@ -67,6 +68,11 @@ export class Listener {
   private address = '';
   /** Latency histograms over every generation, when recorded. */
   readonly latency: LatencyRecorder | undefined;
+  /** No `dns`, or a DNS source of some generation completed its first lookup: stays true. */
+  private warm = false;
+  private onWarm: () => void = () => undefined;
+  /** Resolves once the listener is warm (see {@link warmedUp}). */
+  readonly whenWarm: Promise<void>;
 
   constructor(
     prepared: PreparedListener,
@@ -80,6 +86,27 @@ export class Listener {
     this.latency = recordLatency ? new LatencyRecorder(this.config.protocol) : undefined;
     this.latency?.attach(this.current);
     observe(this.config, this.current);
+    this.whenWarm = new Promise((resolve) => (this.onWarm = resolve));
+    this.watchDns(prepared.dns);
+  }
+
+  /**
+   * Whether the listener has had its first DNS answer (or failure), as Envoy warms a DNS cluster
+   * before it is ready; true without `dns`. Once true it stays (a reload's new source does not
+   * take a ready process out of its load balancer).
+   */
+  get warmedUp(): boolean {
+    return this.warm;
+  }
+
+  private watchDns(dns: DnsSource | undefined): void {
+    if (this.warm) return;
+    const warmUp = (): void => {
+      this.warm = true;
+      this.onWarm();
+    };
+    if (dns === undefined) warmUp();
+    else void dns.whenWarmed().then(warmUp);
   }
 
   get name(): string {
@@ -263,6 +290,8 @@ export class Listener {
       this.current = next.proxy;
       this.latency?.attach(next.proxy);
       this.observe(this.config, next.proxy);
+      // Not warm yet: the retired generation's source stopped, the new one's answer counts.
+      this.watchDns(next.dns);
       return { upstreamsChanged, replaced: true, needsRestart: listenChanged };
     }
     if (upstreamsChanged) {

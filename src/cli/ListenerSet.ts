@@ -95,6 +95,17 @@ export class ListenerSet {
     }
   }
 
+  /** The first listener still waiting for its first DNS answer (or failure), if any. */
+  waitingForDns(): string | undefined {
+    for (const listener of this.listeners.values()) if (!listener.warmedUp) return listener.name;
+    return undefined;
+  }
+
+  /** Resolves once every listener is warm (see {@link Listener.warmedUp}). */
+  async whenWarm(): Promise<void> {
+    await Promise.all([...this.listeners.values()].map((listener) => listener.whenWarm));
+  }
+
   /** Every listener's socket with its key, for a binary upgrade (SIGUSR2). */
   handOver(): { key: string; fd: number }[] {
     const sockets: { key: string; fd: number }[] = [];

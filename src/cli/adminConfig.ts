@@ -2,7 +2,11 @@ import { readFile, stat } from 'node:fs/promises';
 import { createAdminServer } from '../admin/AdminServer.js';
 import type { AdminServer } from '../admin/AdminServer.js';
 import { ADMIN_LIMIT_KEYS, isBearerToken, resolveAdminOptions } from '../admin/adminOptions.js';
-import type { AdminCertificateListener, ResolvedAdminOptions } from '../admin/adminOptions.js';
+import type {
+  AdminCertificateListener,
+  AdminReadiness,
+  ResolvedAdminOptions,
+} from '../admin/adminOptions.js';
 import { isLoopbackHost } from '../admin/auth.js';
 import { InvalidOptionError } from '../errors.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
@@ -144,14 +148,19 @@ function sendable(token: string, source: string): string {
   return token;
 }
 
+/** The 503 reason of `/ready` while a listener's DNS source has not answered yet. */
+export function waitingForDns(listeners: string): string {
+  return `waiting for the first DNS answer of listener ${listeners}`;
+}
+
 /** What the CLI's admin server needs from the process. */
 export interface CliAdminContext {
   readonly instance: ListenerSet;
   readonly ops: Logger;
   /** Effective settings, shown (redacted) by `/config`. */
   readonly settings: unknown;
-  /** False while starting and once draining. */
-  readonly ready: () => boolean;
+  /** Not ready while starting (until the first DNS answers) and once draining. */
+  readonly ready: () => AdminReadiness;
   /** The file's `admin` bounds; the library's defaults for the rest. */
   readonly limits?: AdminLimits | undefined;
   /** Listeners that are not admin listeners (tunnel listeners), for `/certs` and `/metrics`. */

@@ -37,6 +37,8 @@ export interface CliArgs {
   readonly adminTokenFile: string | undefined;
   /** Accept queue length of TCP listeners that set none. */
   readonly backlog: number | undefined;
+  /** What the start logs as `warn` lines: flags that are valid but likely not what was meant. */
+  readonly warnings: readonly string[];
 }
 
 /** Usage text of `l4proxy --help`. */
@@ -62,7 +64,8 @@ Options:
   -h, --help                 this text
   -V, --version              the version
 
-Durations: a number with a unit (500ms, 30s, 2m); a bare number is seconds.
+Durations: a number with a unit (500ms, 30s, 2m); a bare number is seconds (the config file's
+durations are milliseconds: a bare flag value of 1000 or more is warned about).
 `;
 
 /** Parses a duration flag: `500ms`, `30s`, `2m`, or a bare number of seconds. */
@@ -77,6 +80,35 @@ export function parseDuration(text: string, flag: string): number {
   if (ms > 2_147_483_647)
     throw new UsageError(`${flag}: at most 2147483647 ms, received "${text}"`);
   return ms;
+}
+
+/** From this many bare seconds on, a duration flag was likely given milliseconds (as the file takes). */
+const BARE_SECONDS_WARNING = 1_000;
+
+/**
+ * The warning for a bare number of seconds that looks like milliseconds (`--drain-timeout 30000`
+ * copied from the file's `drainTimeout: 30000`): valid, but 8 hours, not 30 seconds.
+ */
+export function bareSecondsWarning(text: string, flag: string): string | undefined {
+  if (!/^\d+(?:\.\d+)?$/.test(text) || Number(text) < BARE_SECONDS_WARNING) return undefined;
+  const meant = Number(text) / 1_000;
+  const written = Number.isInteger(meant) ? `${String(meant)}s` : `${text}ms`;
+  return `${flag} ${text} is ${text} s (${spelled(Number(text))}); write ${written} for ${String(meant)} seconds`;
+}
+
+/** `30000` seconds as `8 h 20 min`. */
+function spelled(seconds: number): string {
+  const whole = Math.round(seconds);
+  const parts: [number, string][] = [
+    [Math.floor(whole / 86_400), 'd'],
+    [Math.floor((whole % 86_400) / 3_600), 'h'],
+    [Math.floor((whole % 3_600) / 60), 'min'],
+    [whole % 60, 's'],
+  ];
+  return parts
+    .filter(([count]) => count > 0)
+    .map(([count, unit]) => `${String(count)} ${unit}`)
+    .join(' ');
 }
 
 function parseQuick(positionals: readonly string[]): CliArgs['quick'] {
@@ -180,6 +212,10 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
   }
   const drain = values['drain-timeout'];
   const status = values['status-interval'];
+  const warnings = [
+    drain === undefined ? undefined : bareSecondsWarning(drain, '--drain-timeout'),
+    status === undefined ? undefined : bareSecondsWarning(status, '--status-interval'),
+  ].filter((warning) => warning !== undefined);
   return {
     help,
     version,
@@ -194,5 +230,6 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
     admin,
     adminTokenFile: values['admin-token-file'],
     backlog: backlog === undefined ? undefined : Number(backlog),
+    warnings,
   };
 }

@@ -140,6 +140,7 @@ async function main(argv: readonly string[]): Promise<void> {
   }
   if (args.check) {
     closeAll(config.listeners);
+    for (const warning of args.warnings) process.stderr.write(`l4proxy: warning: ${warning}\n`);
     // The start reads the admin token before serving: a check that skipped it said "ok" to a
     // configuration that then failed to start (a missing token file, an open address without one).
     if (settings.admin !== undefined) await checkAdmin(settings.admin, config.source);
@@ -158,10 +159,16 @@ async function main(argv: readonly string[]): Promise<void> {
   // Read (and unset, so that children never take them for theirs) before anything runs.
   if (cluster.isPrimary) takeSystemdSockets();
   if (settings.workers > 1 && cluster.isPrimary) {
-    await new Primary(settings).start(config);
+    await new Primary(settings).start(config, args.warnings);
     return;
   }
-  await runListeners(config, settings, settingsInForce(args));
+  // A worker parses the same flags: the primary has said it.
+  await runListeners(
+    config,
+    settings,
+    settingsInForce(args),
+    cluster.isWorker ? [] : args.warnings,
+  );
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

@@ -84,6 +84,8 @@ export interface SocketBuffers {
 export interface PreparedListener {
   readonly config: ListenerConfig;
   readonly proxy: TcpProxy | UdpProxy;
+  /** The `dns` block's source (started by `proxy`), for readiness: its first answer. */
+  readonly dns?: DnsSource;
 }
 
 /** Process-wide settings a config file may hold; command-line flags override them. */
@@ -424,7 +426,7 @@ function prepareListener(
     void proxy.close();
     throw fieldError(source, `${path}.upstreams`, UPSTREAMS_EXPECTED, entry.upstreams);
   }
-  return { config, proxy };
+  return { config, proxy, ...(dns !== undefined && { dns }) };
 }
 
 /** Bytes, as `dgram`'s `recvBufferSize`/`sendBufferSize` take them (an int; the kernel caps them). */

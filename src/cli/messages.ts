@@ -17,6 +17,8 @@ export type WorkerMessage =
       readonly type: 'l4proxy:ready';
       readonly addresses: readonly { name: string; address: string }[];
     }
+  /** Every listener with `dns` has had its first answer (or failure): sent once, after ready. */
+  | { readonly type: 'l4proxy:warm' }
   | {
       readonly type: 'l4proxy:stats';
       readonly id: number;

@@ -18,10 +18,12 @@ import { listenerFamilies, startMetricsServer } from './metricsServer.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import type { EffectiveSettings } from './settings.js';
 import { startPrimaryAdmin } from './primaryAdmin.js';
+import { waitingForDns } from './adminConfig.js';
+import type { AdminReadiness } from '../admin/adminOptions.js';
 import { removeStaleSocket } from './unixSocket.js';
 import { ClusterSocketFiles } from './clusterSocketFiles.js';
 import { WorkerRelay } from './workerRelay.js';
-import { tunnelListenerFamilies } from './tunnelListeners.js';
+import { dnsOf, tunnelListenerFamilies } from './tunnelListeners.js';
 import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
 import type { TunnelListenerStats } from './tunnelListeners.js';
 
@@ -62,6 +64,12 @@ export class Primary {
   private cutBy: NodeJS.Signals | undefined;
   private failed = false;
   private ready = new Set<number>();
+  /** Workers whose `dns` listeners have had their first answer (`l4proxy:warm`). */
+  private readonly warm = new Set<number>();
+  /** Every worker was warm once: /ready no longer waits for DNS (a respawn waits for `ready`). */
+  private warmedUp = false;
+  /** The names of the listeners with `dns`, for the 503 reason. */
+  private dnsListeners = '';
   private readonly ops: Logger;
   private readonly status;
   private readonly flushed: () => Promise<void>;
@@ -88,9 +96,15 @@ export class Primary {
   }
 
   /** Validated config in hand: forks the workers and wires signals. */
-  async start(config: Config): Promise<void> {
+  async start(config: Config, warnings: readonly string[] = []): Promise<void> {
+    // Flags valid but likely not what was meant (`--drain-timeout 30000`): said once, here.
+    for (const warning of warnings) this.ops.warn(warning);
     // The primary only validated the config; the workers build their own proxies.
     closeAll(config.listeners);
+    this.dnsListeners = [
+      ...config.listeners.filter((l) => l.dns !== undefined).map((l) => l.config.name),
+      ...config.tunnels.filter((tunnel) => dnsOf(tunnel) !== undefined).map((t) => t.name),
+    ].join(', ');
     // A Unix socket is the primary's (cluster shares it): its stale file goes before the workers
     // listen, and a worker does not probe it (the probe would be a connection it then serves).
     for (const { listen } of [...config.listeners.map((l) => l.config), ...config.tunnels])
@@ -143,7 +157,7 @@ export class Primary {
     if (this.settings.admin !== undefined) {
       try {
         const served = await startPrimaryAdmin(this.settings.admin, {
-          ready: () => !this.draining && this.ready.size === this.settings.workers,
+          ready: () => this.readiness(),
           collect: () => this.collect(),
           families: () => this.families(),
           relay: (request) => this.relay.ask(request),
@@ -163,6 +177,22 @@ export class Primary {
     }
     if (this.drainStarted()) return;
     this.status.start(statusPeriod(this.settings.statusInterval));
+  }
+
+  /**
+   * `/ready`: every worker listening, and (once, at start) every worker's `dns` listeners with
+   * their first answer, as a single process; not while draining.
+   */
+  private readiness(): AdminReadiness {
+    if (this.draining || this.ready.size !== this.settings.workers) return false;
+    if (this.warmedUp) return true;
+    const cold = [...this.ready].filter((slot) => !this.warm.has(slot)).sort((a, b) => a - b);
+    const workers = cold.join(', ');
+    const reason =
+      this.dnsListeners === ''
+        ? `waiting for the listeners of worker ${workers}`
+        : `${waitingForDns(this.dnsListeners)} in worker ${workers}`;
+    return { ready: false, reason };
   }
 
   /** Read after an await: a signal may have started the drain meanwhile. */
@@ -186,6 +216,11 @@ export class Primary {
   private onMessage(slot: number, message: WorkerMessage): void {
     if (message.type === 'l4proxy:admin') {
       this.relay.onReply(slot, message.id, message.reply);
+      return;
+    }
+    if (message.type === 'l4proxy:warm') {
+      this.warm.add(slot);
+      if (this.warm.size === this.settings.workers) this.warmedUp = true;
       return;
     }
     if (message.type === 'l4proxy:ready') {
@@ -236,6 +271,7 @@ export class Primary {
       process.exit(1);
     }
     this.ready.delete(slot);
+    this.warm.delete(slot);
     this.ops.error('worker exited, replacing it', { worker: slot, code, signal });
     setTimeout(() => {
       if (!this.draining) this.fork(slot);

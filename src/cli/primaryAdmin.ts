@@ -13,6 +13,7 @@ import {
   sendMetrics,
 } from '../admin/httpReply.js';
 import type { RelayedAdminRequest } from '../admin/relayedRequest.js';
+import type { AdminReadiness } from '../admin/adminOptions.js';
 import { readAdminRequest, requireRead, unknownEndpoint } from '../admin/routes.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { formatHostPort } from './address.js';
@@ -26,7 +27,8 @@ import type { RelayOutcome } from './workerRelay.js';
 
 /** What the cluster primary's admin server reads. */
 export interface PrimaryAdminContext {
-  readonly ready: () => boolean;
+  /** Every worker ready and warmed up (its first DNS answers), and not draining. */
+  readonly ready: () => AdminReadiness;
   /** Sends a request to every worker and gathers the answers (bounded). */
   readonly relay: (request: RelayedAdminRequest) => Promise<RelayOutcome>;
   /** Keeps a control request for workers that start later (until the next reload). */

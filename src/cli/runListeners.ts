@@ -11,9 +11,10 @@ import { capsAboveLimit } from './descriptorBudget.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
-import { cliAdminServer, startCliAdmin } from './adminConfig.js';
+import { cliAdminServer, startCliAdmin, waitingForDns } from './adminConfig.js';
 import { answerRelayed } from '../admin/relayedRequest.js';
 import type { AdminServer } from '../admin/AdminServer.js';
+import type { AdminReadiness } from '../admin/adminOptions.js';
 import type { EffectiveSettings } from './settings.js';
 import { TunnelListeners } from './tunnelListeners.js';
 import {
@@ -52,6 +53,8 @@ export async function runListeners(
   config: Config,
   settings: EffectiveSettings,
   inForce?: (file: Settings) => object,
+  /** Flags that are valid but likely not what was meant (`--drain-timeout 30000`). */
+  warnings: readonly string[] = [],
 ): Promise<void> {
   const worker = cluster.isWorker
     ? (process.env.L4PROXY_WORKER ?? String(cluster.worker?.id))
@@ -72,6 +75,7 @@ export async function runListeners(
   ignoreUnusedSignals(ops, worker === undefined ? ['SIGUSR1'] : ['SIGUSR1', 'SIGUSR2']);
   // Started by a binary upgrade: the old process waits to hear that this one listens.
   const upgraded = worker === undefined && takeUpgradeSockets();
+  for (const warning of warnings) ops.warn(warning);
   const early = stopRequested();
   if (early !== undefined) {
     // Stopped while the config was read: nothing is open yet, so nothing to drain.
@@ -120,6 +124,13 @@ export async function runListeners(
     });
 
   let draining = false;
+  // Not ready until every `dns` listener has its first answer (Envoy's cluster warming), nor
+  // once draining; a reload's new DNS source does not take a warm process out of rotation.
+  const ready = (): AdminReadiness => {
+    if (draining) return false;
+    const waiting = running.waitingForDns() ?? tunnels.waitingForDns();
+    return waiting === undefined ? true : { ready: false, reason: waitingForDns(waiting) };
+  };
   // Read after an await: a signal may have started the drain meanwhile.
   const drainStarted = (): boolean => draining;
   const drain = async (why: string): Promise<void> => {
@@ -241,12 +252,17 @@ export async function runListeners(
         instance: running,
         ops,
         settings,
-        ready: () => !draining,
+        ready,
         certificateListeners: () => tunnels.certificateListeners(),
       });
     reply({
       type: 'l4proxy:ready',
       addresses: [...running.addresses(), ...tunnels.addresses()],
+    });
+    // Apart from `ready` (listening, which the primary's start and respawns wait for): the
+    // primary's /ready also waits for this.
+    void Promise.all([running.whenWarm(), tunnels.whenWarm()]).then(() => {
+      reply({ type: 'l4proxy:warm' });
     });
     checkCertificates(warningDays);
     return;
@@ -299,7 +315,7 @@ export async function runListeners(
         instance: running,
         ops,
         settings,
-        ready: () => !draining,
+        ready,
         certificateListeners: () => tunnels.certificateListeners(),
         // The families --metrics renders for the tunnel listeners; their certificates' come
         // from certificateListeners, as every listener's.

@@ -129,6 +129,12 @@ function jsonKeys(option: string, expected: string): string {
   });
 }
 
+/** The listener's `dns` source (a reload keeps it: a new `dns` block needs a restart). */
+export function dnsOf(config: TunnelListenerConfig): DnsSource | undefined {
+  const source = config.options.upstreamSource;
+  return source instanceof DnsSource ? source : undefined;
+}
+
 /** A `dns` block as a `DnsSource` (not started); InvalidOptionError becomes `<path>.<option>`. */
 function dnsSource(value: unknown, path: string): DnsSource {
   try {
@@ -239,6 +245,18 @@ export class TunnelListeners {
 
   get size(): number {
     return this.configs.length;
+  }
+
+  /** The first tunnel listener whose `dns` has not completed its first lookup (readiness). */
+  waitingForDns(): string | undefined {
+    return this.configs.find((config) => dnsOf(config)?.warmed === false)?.name;
+  }
+
+  /** Resolves once every tunnel listener's `dns`, if any, completed its first lookup. */
+  async whenWarm(): Promise<void> {
+    await Promise.all(
+      this.configs.map((config) => dnsOf(config)?.whenWarmed() ?? Promise.resolve()),
+    );
   }
 
   /** Listens on every address; rejects (after closing what opened) on the first failure. */

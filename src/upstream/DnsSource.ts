@@ -159,6 +159,9 @@ export class DnsSource implements UpstreamSource {
   /** The last good answer of each address query (`'A name'`), for one that fails next time. */
   private answers = new Map<string, Address[]>();
   private lastError: Error | undefined;
+  private warm = false;
+  /** Callers of whenWarmed() before the first lookup completed. */
+  private warmWaiters: (() => void)[] = [];
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
   constructor(options: DnsSourceOptions) {
@@ -236,6 +239,25 @@ export class DnsSource implements UpstreamSource {
     return this.last;
   }
 
+  /**
+   * Whether the first lookup has completed: answered (even with no record) or failed, as Envoy
+   * warms a DNS cluster (its first resolution, whatever its outcome; a failure is then retried
+   * after `failureRefreshInterval`). Stays true, across stop() and start(). A field read: cheap
+   * enough for a readiness probe (`createAdminServer({ ready })`).
+   */
+  get warmed(): boolean {
+    return this.warm;
+  }
+
+  /**
+   * Resolves once {@link warmed} is true (at once if it is already). Never rejects; stays pending
+   * if the source is stopped before its first lookup completes.
+   */
+  whenWarmed(): Promise<void> {
+    if (this.warm) return Promise.resolve();
+    return new Promise((resolve) => this.warmWaiters.push(resolve));
+  }
+
   /** Lookup counters. */
   stats(): DnsSourceStats {
     return { ...this.counters, lastError: this.lastError };
@@ -272,6 +294,7 @@ export class DnsSource implements UpstreamSource {
         );
       } else this.deliver([]);
       this.schedule(refreshInterval, generation);
+      this.warmUp();
       return;
     }
     this.deliver(answer.upstreams);
@@ -281,6 +304,7 @@ export class DnsSource implements UpstreamSource {
         ? Math.min(refreshInterval, Math.max(minRefreshInterval, ttl * 1000))
         : refreshInterval;
     this.schedule(delay, generation);
+    this.warmUp();
   }
 
   /**
@@ -307,6 +331,14 @@ export class DnsSource implements UpstreamSource {
         : new UpstreamSourceError(`DNS ${this.describe()} failed: ${String(err)}`, err);
     this.report(error);
     this.schedule(this.retryDelay(), generation);
+    this.warmUp();
+  }
+
+  /** The first lookup completed (its list, or its failure, already went to the sink). */
+  private warmUp(): void {
+    if (this.warm) return;
+    this.warm = true;
+    for (const resolve of this.warmWaiters.splice(0)) resolve();
   }
 
   /** `failureRefreshInterval`, doubled at each failure in a row, at most `refreshInterval`. */
