@@ -172,7 +172,12 @@ describe('l4proxy reload (SIGHUP)', () => {
     await cli.waitLine('stderr', (l) => l.msg === 'ready');
     // Round robin: one of the first two connections goes to 'dead', fails, and ejects it.
     const ejected = cli.waitLine('stderr', (l) => l.msg === 'upstream unhealthy');
-    for (let i = 0; i < 2; i++) (await connect(port)).destroy();
+    // Each waits for its answer: a client gone before the proxy dials makes no attempt at all.
+    for (let i = 0; i < 2; i++) {
+      const socket = await connect(port);
+      await roundTrip(socket, String(i)).catch(() => undefined);
+      socket.destroy();
+    }
     assert.equal((await ejected).upstream, 'dead');
     assert.equal((await ejected).source, 'passive');
 
