@@ -434,6 +434,17 @@ describe('TcpProxy active health checks', () => {
     };
     await roundTrips(4);
     assert.ok(b.accepted >= 2);
+    // b's first check has passed (its second started: checks of one upstream never overlap), so
+    // going down takes unhealthyThreshold failures. The first checks are spread over the
+    // interval: on a loaded machine b's may not have run yet, and a first check alone decides.
+    await withTimeout(
+      (async () => {
+        while ((proxy.stats().upstreams.b?.health_check_attempts ?? 0) < 2)
+          await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      5_000,
+      "b's first check",
+    );
     const down = nextEvent(proxy, 'upstreamHealth', (u, healthy) => u.id === 'b' && !healthy);
     await b.down();
     const [upstream, healthy, change] = await down;
