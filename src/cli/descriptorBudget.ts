@@ -25,14 +25,15 @@ export interface DescriptorBudget {
    * lookups, the admin API, /metrics, log files.
    */
   readonly reserved: number;
-  /** Descriptors of each listener's share (tunnel listeners count, and get none derived). */
+  /** Descriptors of each listener's share (tunnel listeners' too). */
   readonly perListener: number;
 }
 
 /** A cap a listener gets from its share, in the option it sets. */
 export type DerivedCap =
   | { readonly option: 'maxConnections'; readonly value: number }
-  | { readonly option: 'maxSessions'; readonly value: number };
+  | { readonly option: 'maxSessions'; readonly value: number }
+  | { readonly option: 'maxTunnels'; readonly value: number };
 
 /**
  * The soft open-files limit from `/proc/self/limits` (`Max open files  <soft>  <hard>  files`);
@@ -88,6 +89,24 @@ export function derivedCap(
       ? Math.max(1, entry.upstreams.length)
       : 1;
   return { option: 'maxSessions', value: Math.max(1, Math.floor(budget.perListener / links)) };
+}
+
+/**
+ * The caps a tunnel listener (TunnelServer) that set none gets from its share: a client connection
+ * holds one descriptor and a tunnel one more (its upstream socket, TCP or UDP), so `maxConnections`
+ * and `maxTunnels` get half the share each: an HTTP/1.1 client (a connection a tunnel) and an
+ * HTTP/2 one (many tunnels on one connection) both stay within it. An explicit value wins.
+ */
+export function derivedTunnelCaps(
+  entry: Readonly<Record<string, unknown>>,
+  budget: DescriptorBudget | undefined,
+): DerivedCap[] {
+  if (budget === undefined) return [];
+  const value = Math.max(1, Math.floor(budget.perListener / 2));
+  const caps: DerivedCap[] = [];
+  if (entry.maxConnections === undefined) caps.push({ option: 'maxConnections', value });
+  if (entry.maxTunnels === undefined) caps.push({ option: 'maxTunnels', value });
+  return caps;
 }
 
 /** A listener's own cap, when it can take more descriptors than the limit leaves to listeners. */
