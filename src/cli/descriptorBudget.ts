@@ -114,6 +114,7 @@ export interface CapAboveLimit {
   readonly listener: string;
   readonly maxConnections?: number;
   readonly maxSessions?: number;
+  readonly maxTunnels?: number;
 }
 
 /**
@@ -124,7 +125,7 @@ export interface CapAboveLimit {
 export function capsAboveLimit(
   listeners: readonly {
     readonly name: string;
-    readonly protocol: 'tcp' | 'udp';
+    readonly protocol: 'tcp' | 'udp' | 'tunnel';
     readonly raw: Readonly<Record<string, unknown>>;
   }[],
   budget: DescriptorBudget,
@@ -132,10 +133,36 @@ export function capsAboveLimit(
   const room = budget.openFiles - budget.reserved;
   const found: CapAboveLimit[] = [];
   for (const { name, protocol, raw } of listeners) {
+    if (protocol === 'tunnel') {
+      const above = tunnelCapsAbove(name, raw, room);
+      if (above !== undefined) found.push(above);
+      continue;
+    }
     const option = protocol === 'tcp' ? 'maxConnections' : 'maxSessions';
     const cap = raw[option];
     if (typeof cap === 'number' && cap * (protocol === 'tcp' ? 2 : 1) > room)
       found.push({ listener: name, [option]: cap });
   }
   return found;
+}
+
+/**
+ * A tunnel listener's own caps, when their descriptors (one a client connection, one a tunnel's
+ * upstream) can exceed `room`; a cap it left to the share counts nothing here (the share fits).
+ */
+function tunnelCapsAbove(
+  listener: string,
+  raw: Readonly<Record<string, unknown>>,
+  room: number,
+): CapAboveLimit | undefined {
+  const own = (option: 'maxConnections' | 'maxTunnels'): number | undefined =>
+    typeof raw[option] === 'number' ? raw[option] : undefined;
+  const connections = own('maxConnections');
+  const tunnels = own('maxTunnels');
+  if ((connections ?? 0) + (tunnels ?? 0) <= room) return undefined;
+  return {
+    listener,
+    ...(connections !== undefined && { maxConnections: connections }),
+    ...(tunnels !== undefined && { maxTunnels: tunnels }),
+  };
 }

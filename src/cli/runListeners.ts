@@ -320,7 +320,10 @@ function logDescriptorBudget(ops: Logger, config: Config): void {
   ];
   ops.info('open files limit', { ...budget, derived });
   const above = capsAboveLimit(
-    config.listeners.map((listener) => listener.config),
+    [
+      ...config.listeners.map((listener) => listener.config),
+      ...config.tunnels.map(({ name, raw }) => ({ name, protocol: 'tunnel' as const, raw })),
+    ],
     budget,
   );
   if (above.length > 0)

@@ -162,12 +162,19 @@ describe('the open-files limit split between listeners', () => {
           { name: 'b', protocol: 'tcp', raw: { maxConnections: 501 } },
           { name: 'c', protocol: 'udp', raw: { maxSessions: 1_001 } },
           { name: 'd', protocol: 'udp', raw: {} },
+          // A tunnel listener: a descriptor a client connection, one a tunnel.
+          { name: 'e', protocol: 'tunnel', raw: { maxConnections: 500, maxTunnels: 500 } },
+          { name: 'f', protocol: 'tunnel', raw: { maxConnections: 500, maxTunnels: 501 } },
+          { name: 'g', protocol: 'tunnel', raw: { maxTunnels: 1_001 } },
+          { name: 'h', protocol: 'tunnel', raw: {} },
         ],
         { openFiles: 1_128, reserved: 128, perListener: 250 },
       ),
       [
         { listener: 'b', maxConnections: 501 },
         { listener: 'c', maxSessions: 1_001 },
+        { listener: 'f', maxConnections: 500, maxTunnels: 501 },
+        { listener: 'g', maxTunnels: 1_001 },
       ],
     );
     const unknown = validateConfig(
