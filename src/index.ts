@@ -42,6 +42,7 @@ export type { UpstreamSink, UpstreamSource } from './upstream/UpstreamSource.js'
 export { DnsSource } from './upstream/DnsSource.js';
 export type { DnsAddressType, DnsSourceOptions, DnsSourceStats } from './upstream/DnsSource.js';
 export type {
+  HealthBytes,
   HealthCheckOptions,
   HealthExpect,
   OutlierDetectionOptions,

@@ -9,13 +9,21 @@
  * keeps this to a few seconds.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { closeAll, TOP_KEYS, validateConfig } from '../src/cli/config.js';
+import { importListenerModules } from '../src/cli/moduleConfig.js';
 import { selfSignedCertFiles } from './helpers/tlsPeers.js';
 import { tool } from './helpers/tools.js';
 
@@ -58,7 +66,7 @@ interface Block {
   readonly code: string;
 }
 
-function blocks(lang: 'ts' | 'json'): Block[] {
+function blocks(lang: 'ts' | 'json' | 'js'): Block[] {
   const files = [
     'README.md',
     ...readdirSync(`${ROOT}docs`)
@@ -214,23 +222,47 @@ function withFiles(value: unknown, dir: string, pem: { key: string; cert: string
 test('every CLI config example of docs/*.md passes the validation of l4proxy --check', async (t) => {
   const openssl = tool(t, 'openssl');
   if (openssl === undefined) return;
+  // A block that is not JSON (a `[...]` placeholder) would otherwise be left out here, unseen.
+  const notJson = blocks('json').flatMap((block) => {
+    try {
+      JSON.parse(block.code);
+      return [];
+    } catch (err) {
+      return [`${block.where}: ${(err as Error).message}`];
+    }
+  });
+  assert.deepEqual(notJson, [], 'json blocks that do not parse');
   const configs = blocks('json').flatMap((block) => {
     const config = asConfig(block.code);
     return config === undefined ? [] : [{ ...block, config }];
   });
   assert.ok(configs.length >= 7, `found ${configs.length} config examples`);
+  assert.ok(
+    configs.some(({ config }) => JSON.stringify(config).includes('"module":')),
+    'a config with a listener module is among them',
+  );
   const dir = mkdtempSync(join(tmpdir(), 'l4proxy-docs-'));
   t.after(() => {
     rmSync(dir, { recursive: true, force: true });
   });
   const pem = await selfSignedCertFiles(openssl, dir, 'docs.test');
-  const errors = configs.flatMap(({ where, config }) => {
+  // A listener's `module` is the docs' own: a js block of the same page opening `// hooks.mjs`.
+  for (const block of blocks('js')) {
+    const name = /^\/\/ (\S+\.mjs)\n/.exec(block.code)?.[1];
+    if (name !== undefined) writeFileSync(join(dir, name), block.code);
+  }
+  const file = join(dir, 'l4proxy.json');
+  const errors: string[] = [];
+  for (const { where, config } of configs) {
     try {
-      closeAll(validateConfig(withFiles(config, dir, pem), join(dir, 'l4proxy.json')).listeners);
-      return [];
+      const json = withFiles(config, dir, pem);
+      // As --check does: the modules imported first, then the options validated.
+      const unimported = await importListenerModules(json, file);
+      if (unimported !== undefined) throw new Error(`${unimported.path}: ${unimported.message}`);
+      closeAll(validateConfig(json, file).listeners);
     } catch (err) {
-      return [`${where}: ${(err as Error).message}`];
+      errors.push(`${where}: ${(err as Error).message}`);
     }
-  });
+  }
   assert.deepEqual(errors, []);
 });

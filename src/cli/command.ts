@@ -74,9 +74,14 @@ function passedSocketUser(config: Config): string | undefined {
  * cap (see descriptorBudget.ts), or nothing: `--check` shows what the start would apply.
  */
 function describeDerivedCaps(config: Config): string {
-  const derived = config.listeners.flatMap(({ config: l }) =>
-    l.derivedCap === undefined ? [] : [`${l.name} ${l.derivedCap.option} ${l.derivedCap.value}`],
-  );
+  const derived = [
+    ...config.listeners.flatMap(({ config: l }) =>
+      l.derivedCap === undefined ? [] : [`${l.name} ${l.derivedCap.option} ${l.derivedCap.value}`],
+    ),
+    ...config.tunnels.flatMap((l) =>
+      (l.derivedCaps ?? []).map((cap) => `${l.name} ${cap.option} ${cap.value}`),
+    ),
+  ];
   if (config.descriptors === undefined || derived.length === 0) return '';
   return `; open files ${config.descriptors.openFiles}: ${derived.join(', ')}`;
 }

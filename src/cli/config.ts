@@ -1,4 +1,9 @@
-import { derivedCap, descriptorBudget, openFilesLimit } from './descriptorBudget.js';
+import {
+  derivedCap,
+  derivedTunnelCaps,
+  descriptorBudget,
+  openFilesLimit,
+} from './descriptorBudget.js';
 import type { DerivedCap, DescriptorBudget } from './descriptorBudget.js';
 import { dirname, resolve } from 'node:path';
 import { DnsSource } from '../upstream/DnsSource.js';
@@ -198,7 +203,7 @@ export function validateConfig(
       const path = `listeners[${index}]`;
       if (isRecord(entry) && entry.protocol === 'tunnel') {
         const names = [...listeners.map((l) => l.config.name), ...tunnels.map((t) => t.name)];
-        const tunnel = prepareTunnel(entry, path, source, names);
+        const tunnel = prepareTunnel(entry, path, source, names, descriptors);
         const listen = { ...tunnel.listen, ipv6Only: false };
         const overlap = overlapping(bound, 'tcp', listen, false);
         if (overlap !== undefined)
@@ -224,9 +229,11 @@ function prepareTunnel(
   path: string,
   source: string,
   names: readonly string[],
+  descriptors: DescriptorBudget | undefined,
 ): TunnelListenerConfig {
   try {
-    const tunnel = prepareTunnelListener(entry, path, source, names);
+    const caps = derivedTunnelCaps(entry, descriptors);
+    const tunnel = prepareTunnelListener(entry, path, source, names, caps);
     const unix = tunnel.listen.path !== undefined;
     const unixSocket = unixSocketAccess(entry.unixSocket, unix, source, path);
     return unixSocket === undefined ? tunnel : { ...tunnel, unixSocket };

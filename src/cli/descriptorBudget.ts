@@ -25,14 +25,15 @@ export interface DescriptorBudget {
    * lookups, the admin API, /metrics, log files.
    */
   readonly reserved: number;
-  /** Descriptors of each listener's share (tunnel listeners count, and get none derived). */
+  /** Descriptors of each listener's share (tunnel listeners' too). */
   readonly perListener: number;
 }
 
 /** A cap a listener gets from its share, in the option it sets. */
 export type DerivedCap =
   | { readonly option: 'maxConnections'; readonly value: number }
-  | { readonly option: 'maxSessions'; readonly value: number };
+  | { readonly option: 'maxSessions'; readonly value: number }
+  | { readonly option: 'maxTunnels'; readonly value: number };
 
 /**
  * The soft open-files limit from `/proc/self/limits` (`Max open files  <soft>  <hard>  files`);
@@ -90,11 +91,30 @@ export function derivedCap(
   return { option: 'maxSessions', value: Math.max(1, Math.floor(budget.perListener / links)) };
 }
 
+/**
+ * The caps a tunnel listener (TunnelServer) that set none gets from its share: a client connection
+ * holds one descriptor and a tunnel one more (its upstream socket, TCP or UDP), so `maxConnections`
+ * and `maxTunnels` get half the share each: an HTTP/1.1 client (a connection a tunnel) and an
+ * HTTP/2 one (many tunnels on one connection) both stay within it. An explicit value wins.
+ */
+export function derivedTunnelCaps(
+  entry: Readonly<Record<string, unknown>>,
+  budget: DescriptorBudget | undefined,
+): DerivedCap[] {
+  if (budget === undefined) return [];
+  const value = Math.max(1, Math.floor(budget.perListener / 2));
+  const caps: DerivedCap[] = [];
+  if (entry.maxConnections === undefined) caps.push({ option: 'maxConnections', value });
+  if (entry.maxTunnels === undefined) caps.push({ option: 'maxTunnels', value });
+  return caps;
+}
+
 /** A listener's own cap, when it can take more descriptors than the limit leaves to listeners. */
 export interface CapAboveLimit {
   readonly listener: string;
   readonly maxConnections?: number;
   readonly maxSessions?: number;
+  readonly maxTunnels?: number;
 }
 
 /**
@@ -105,7 +125,7 @@ export interface CapAboveLimit {
 export function capsAboveLimit(
   listeners: readonly {
     readonly name: string;
-    readonly protocol: 'tcp' | 'udp';
+    readonly protocol: 'tcp' | 'udp' | 'tunnel';
     readonly raw: Readonly<Record<string, unknown>>;
   }[],
   budget: DescriptorBudget,
@@ -113,10 +133,36 @@ export function capsAboveLimit(
   const room = budget.openFiles - budget.reserved;
   const found: CapAboveLimit[] = [];
   for (const { name, protocol, raw } of listeners) {
+    if (protocol === 'tunnel') {
+      const above = tunnelCapsAbove(name, raw, room);
+      if (above !== undefined) found.push(above);
+      continue;
+    }
     const option = protocol === 'tcp' ? 'maxConnections' : 'maxSessions';
     const cap = raw[option];
     if (typeof cap === 'number' && cap * (protocol === 'tcp' ? 2 : 1) > room)
       found.push({ listener: name, [option]: cap });
   }
   return found;
+}
+
+/**
+ * A tunnel listener's own caps, when their descriptors (one a client connection, one a tunnel's
+ * upstream) can exceed `room`; a cap it left to the share counts nothing here (the share fits).
+ */
+function tunnelCapsAbove(
+  listener: string,
+  raw: Readonly<Record<string, unknown>>,
+  room: number,
+): CapAboveLimit | undefined {
+  const own = (option: 'maxConnections' | 'maxTunnels'): number | undefined =>
+    typeof raw[option] === 'number' ? raw[option] : undefined;
+  const connections = own('maxConnections');
+  const tunnels = own('maxTunnels');
+  if ((connections ?? 0) + (tunnels ?? 0) <= room) return undefined;
+  return {
+    listener,
+    ...(connections !== undefined && { maxConnections: connections }),
+    ...(tunnels !== undefined && { maxTunnels: tunnels }),
+  };
 }

@@ -404,14 +404,30 @@ function reply(message: WorkerMessage): void {
 function logDescriptorBudget(ops: Logger, config: Config): void {
   const budget = config.descriptors;
   if (budget === undefined) return;
-  const derived = config.listeners.flatMap(({ config: listener }) =>
-    listener.derivedCap === undefined
-      ? []
-      : [{ listener: listener.name, [listener.derivedCap.option]: listener.derivedCap.value }],
-  );
+  const derived = [
+    ...config.listeners.flatMap(({ config: listener }) =>
+      listener.derivedCap === undefined
+        ? []
+        : [{ listener: listener.name, [listener.derivedCap.option]: listener.derivedCap.value }],
+    ),
+    // A tunnel listener's two caps in one entry.
+    ...config.tunnels.flatMap((tunnel) =>
+      tunnel.derivedCaps === undefined
+        ? []
+        : [
+            Object.fromEntries<string | number>([
+              ['listener', tunnel.name],
+              ...tunnel.derivedCaps.map((cap): [string, number] => [cap.option, cap.value]),
+            ]),
+          ],
+    ),
+  ];
   ops.info('open files limit', { ...budget, derived });
   const above = capsAboveLimit(
-    config.listeners.map((listener) => listener.config),
+    [
+      ...config.listeners.map((listener) => listener.config),
+      ...config.tunnels.map(({ name, raw }) => ({ name, protocol: 'tunnel' as const, raw })),
+    ],
     budget,
   );
   if (above.length > 0)

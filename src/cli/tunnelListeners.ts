@@ -20,6 +20,7 @@ import { sourceErrorLogger } from './accessLog.js';
 import { buildSelector } from './selectorConfig.js';
 import { TlsFileError, readTlsFiles } from './tlsConfig.js';
 import { removeStaleSocket } from './unixSocket.js';
+import type { DerivedCap } from './descriptorBudget.js';
 import type { UnixSocketAccess } from '../net/unixSocketFile.js';
 
 /** Keys of a `"protocol": "tunnel"` listener the CLI reads itself; the rest are TunnelServer options. */
@@ -37,6 +38,8 @@ export interface TunnelListenerConfig {
   readonly options: TunnelServerOptions;
   /** A Unix socket file's mode, user and group (`unixSocket`), if any is set. */
   readonly unixSocket?: UnixSocketAccess;
+  /** The caps it got from its share of the open-files limit, having set none (not in `raw`). */
+  readonly derivedCaps?: readonly DerivedCap[];
 }
 
 /** Why a tunnel listener entry was refused: the JSON path and what was expected. */
@@ -62,6 +65,7 @@ export function prepareTunnelListener(
   path: string,
   source: string,
   takenNames: readonly string[],
+  derivedCaps: readonly DerivedCap[] = [],
 ): TunnelListenerConfig {
   const listenText = entry.listen;
   // A number gets the same hint as for other listeners (`a port alone is ":3128"`).
@@ -94,6 +98,7 @@ export function prepareTunnelListener(
   const options: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(files.entry))
     if (!CLI_KEYS.includes(key)) options[key] = value;
+  for (const cap of derivedCaps) options[cap.option] = cap.value;
   // The server built at start starts the source again (the check server below stops it).
   if (entry.dns !== undefined) options.upstreamSource = dnsSource(entry.dns, `${path}.dns`);
   try {
@@ -112,7 +117,8 @@ export function prepareTunnelListener(
     if (err instanceof L4Error) throw new TunnelConfigError(path, err.message);
     throw err;
   }
-  return { name, listen: address, path, raw: files.raw, options };
+  const config = { name, listen: address, path, raw: files.raw, options };
+  return derivedCaps.length === 0 ? config : { ...config, derivedCaps };
 }
 
 /**

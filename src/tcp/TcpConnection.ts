@@ -19,7 +19,7 @@ import { refusedUnprocessed } from '../transport/h2Connect.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
 import type { UpstreamTlsTarget } from '../tls/UpstreamTls.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
-import { negotiateStartTls } from '../tls/startTls.js';
+import { negotiateStartTls, startTlsError } from '../tls/startTls.js';
 import {
   countUpstreamFailure,
   refusedClientCert,
@@ -1313,7 +1313,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       return;
     }
     if (!this.connected && this.rawUpstream !== undefined) {
-      this.tlsAttemptFailed(state, upstreamTlsError(state.address, err));
+      const error =
+        startTlsError(this.rawUpstream, state.address, err) ?? upstreamTlsError(state.address, err);
+      this.tlsAttemptFailed(state, error);
       return;
     }
     if (!this.connected && !this.resentUnprocessed && refusedUnprocessed(err)) {

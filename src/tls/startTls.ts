@@ -15,6 +15,9 @@ const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
 const YES = 0x53; // 'S'
 const NO = 0x4e; // 'N'
 
+/** Raw sockets waiting for the answer to their SSLRequest (see {@link startTlsError}). */
+const awaiting = new WeakSet<Duplex>();
+
 /** Undefined: the server agreed, nothing past its answer was read; else why not. */
 export type StartTlsDone = (error: TlsHandshakeError | undefined) => void;
 
@@ -29,6 +32,7 @@ export type StartTlsDone = (error: TlsHandshakeError | undefined) => void;
  */
 export function negotiateStartTls(raw: Duplex, address: string, done: StartTlsDone): () => void {
   const stop = (): void => {
+    awaiting.delete(raw);
     raw.off('data', onData);
     raw.off('end', onEnd);
   };
@@ -49,10 +53,27 @@ export function negotiateStartTls(raw: Duplex, address: string, done: StartTlsDo
     stop();
     done(startTlsProtocolError(address, 'closed the connection without answering'));
   };
+  awaiting.add(raw);
   raw.on('data', onData);
   raw.on('end', onEnd);
   raw.write(SSL_REQUEST);
   return stop;
+}
+
+/**
+ * The error `err` of `raw` (its caller's 'error' handler got it) as a `startTls` failure when
+ * `raw` still waits for the answer to its SSLRequest: a server that resets the connection
+ * instead of answering broke the in-band exchange as one that closes does (a generic handshake
+ * failure would send the operator after certificates). Undefined otherwise: the handshake's.
+ */
+export function startTlsError(
+  raw: Duplex,
+  address: string,
+  err: Error,
+): TlsHandshakeError | undefined {
+  if (!awaiting.has(raw)) return undefined;
+  const code = (err as NodeJS.ErrnoException).code ?? err.message;
+  return startTlsProtocolError(address, `reset the connection without answering (${code})`, err);
 }
 
 /** What the server answered instead of a single `S`, for the error message. */
@@ -74,10 +95,15 @@ export function startTlsRefused(address: string): TlsHandshakeError {
 }
 
 /** The server did not answer the SSLRequest with one byte (or closed first). */
-export function startTlsProtocolError(address: string, detail: string): TlsHandshakeError {
+export function startTlsProtocolError(
+  address: string,
+  detail: string,
+  cause?: unknown,
+): TlsHandshakeError {
   return new TlsHandshakeError(
     ErrorCode.TLS_STARTTLS_PROTOCOL,
     'upstream',
     `Upstream ${address} ${detail} to the PostgreSQL SSLRequest: check that it is a PostgreSQL server (or a pooler that speaks its protocol) on this port.`,
+    cause,
   );
 }

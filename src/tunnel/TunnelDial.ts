@@ -17,7 +17,7 @@ import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import type { UpstreamTls } from '../tls/UpstreamTls.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
-import { negotiateStartTls } from '../tls/startTls.js';
+import { negotiateStartTls, startTlsError } from '../tls/startTls.js';
 import { countUpstreamFailure, upstreamTlsError, upstreamTlsTimeout } from '../tls/tlsFailure.js';
 import type {
   SelectionContext,
@@ -462,7 +462,9 @@ export class TunnelDial implements TunnelSelectionContext {
     // One clock for the request and the handshake after it, as TcpProxy's.
     this.startHandshakeTimer(state, settings);
     const onError = (err: Error): void => {
-      if (this.socket === raw) this.tlsFailed(state, upstreamTlsError(state.address, err));
+      if (this.socket !== raw) return;
+      const error = startTlsError(raw, state.address, err) ?? upstreamTlsError(state.address, err);
+      this.tlsFailed(state, error);
     };
     raw.on('error', onError);
     negotiateStartTls(raw, state.address, (error) => {

@@ -4,21 +4,29 @@ import { resolveSlowStart } from './SlowStart.js';
 import { InvalidOptionError } from '../errors.js';
 import { duration, integer, isRecord, rejectUnknownKeys } from '../internal/validate.js';
 
-/** What a health-check reply must contain: bytes, a string (its UTF-8 bytes) or a regular expression. */
-export type HealthExpect = string | Uint8Array | RegExp;
+/**
+ * Health-check bytes: a string (its UTF-8 bytes), bytes, or bytes written as `{ hex }` (hex
+ * digits, spaces between them allowed) or `{ base64 }`: the forms a JSON config file can carry
+ * for any byte, as HAProxy's `tcp-check send-binary` / `expect binary` take hex.
+ */
+export type HealthBytes =
+  string | Uint8Array | { readonly hex: string } | { readonly base64: string };
+
+/** What a health-check reply must contain: bytes (as {@link HealthBytes}) or a regular expression. */
+export type HealthExpect = HealthBytes | RegExp;
 
 /** TCP check: connect, optionally send bytes and wait for a reply containing `expect`. */
 export interface TcpHealthCheck {
-  /** Bytes (or a UTF-8 string) written once connected. */
-  readonly send?: string | Uint8Array;
+  /** Bytes (or a UTF-8 string, `{ hex }`, `{ base64 }`) written once connected. */
+  readonly send?: HealthBytes;
   /** The reply must contain these bytes, or match this regular expression (tested on the UTF-8 text). */
   readonly expect?: HealthExpect;
 }
 
 /** UDP check: send a probe datagram, wait for a reply (matching `expect` when given). */
 export interface UdpHealthCheck {
-  /** The probe datagram. */
-  readonly send: string | Uint8Array;
+  /** The probe datagram (bytes, a UTF-8 string, `{ hex }` or `{ base64 }`). */
+  readonly send: HealthBytes;
   /** A reply must contain these bytes, or match this regular expression; any reply passes when unset. */
   readonly expect?: HealthExpect;
 }
@@ -176,7 +184,42 @@ function bytes(value: unknown, name: string): Buffer | undefined {
   if (value === undefined) return undefined;
   if (typeof value === 'string' && value !== '') return Buffer.from(value, 'utf8');
   if (value instanceof Uint8Array && value.length > 0) return Buffer.from(value);
-  throw new InvalidOptionError(name, 'non-empty bytes or a non-empty string', value);
+  if (isRecord(value) && !(value instanceof RegExp)) return encodedBytes(value, name);
+  throw new InvalidOptionError(
+    name,
+    'non-empty bytes, a non-empty string, { hex } or { base64 }',
+    value,
+  );
+}
+
+const HEX = /^(?:[0-9a-fA-F]{2})+$/;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/**
+ * `{ hex }` or `{ base64 }`: a JSON string cannot carry a byte from 0x80 up (it is sent as UTF-8),
+ * so a config file writes binary probes this way. Buffer.from() skips what it cannot decode, so
+ * the text is checked first.
+ */
+function encodedBytes(value: Record<string, unknown>, name: string): Buffer {
+  rejectUnknownKeys(value, ['hex', 'base64'], name);
+  if (value.hex === undefined && value.base64 === undefined) {
+    throw new InvalidOptionError(name, '{ hex } or { base64 }', value);
+  }
+  if (value.hex !== undefined && value.base64 !== undefined) {
+    throw new InvalidOptionError(`${name}.base64`, 'either hex or base64, not both', value.base64);
+  }
+  if (value.hex !== undefined) {
+    const digits = typeof value.hex === 'string' ? value.hex.replace(/[ \t]+/g, '') : undefined;
+    if (digits === undefined || !HEX.test(digits)) {
+      throw new InvalidOptionError(`${name}.hex`, 'an even number of hex digits', value.hex);
+    }
+    return Buffer.from(digits, 'hex');
+  }
+  const text = value.base64;
+  if (typeof text !== 'string' || text === '' || !BASE64.test(text)) {
+    throw new InvalidOptionError(`${name}.base64`, 'non-empty padded base64 text', text);
+  }
+  return Buffer.from(text, 'base64');
 }
 
 function expectation(value: unknown, name: string): Buffer | RegExp | undefined {

@@ -61,6 +61,55 @@ describe('the open-files limit split between listeners', () => {
     });
   });
 
+  test('a tunnel listener that sets no maxConnections / maxTunnels gets half its share for each; an explicit one wins', () => {
+    const config = validateConfig(
+      {
+        listeners: [
+          {
+            name: 'own-connections',
+            protocol: 'tunnel',
+            listen: '127.0.0.1:0',
+            upstreams: [{ host: '127.0.0.1', port: 1 }],
+            maxConnections: 7,
+          },
+          {
+            name: 'own-both',
+            protocol: 'tunnel',
+            listen: '127.0.0.1:1',
+            upstreams: [{ host: '127.0.0.1', port: 1 }],
+            maxConnections: 7,
+            maxTunnels: 9,
+          },
+        ],
+      },
+      'l4proxy.json',
+      () => 628,
+    );
+    assert.deepEqual(config.descriptors, { openFiles: 628, reserved: 128, perListener: 250 });
+    const [own, both] = config.tunnels;
+    assert.ok(own && both);
+    assert.deepEqual(own.derivedCaps, [{ option: 'maxTunnels', value: 125 }]);
+    assert.equal(own.options.maxConnections, 7);
+    assert.equal(own.options.maxTunnels, 125);
+    assert.equal(both.derivedCaps, undefined);
+    assert.equal(both.options.maxTunnels, 9);
+    const unknown = validateConfig(
+      {
+        listeners: [
+          {
+            protocol: 'tunnel',
+            listen: '127.0.0.1:0',
+            upstreams: [{ host: '127.0.0.1', port: 1 }],
+          },
+        ],
+      },
+      'l4proxy.json',
+      () => undefined,
+    );
+    assert.equal(unknown.tunnels[0]?.derivedCaps, undefined);
+    assert.equal(unknown.tunnels[0]?.options.maxTunnels, undefined);
+  });
+
   test('validateConfig: every listener counts in the split, tunnel ones included; explicit caps are kept and raw stays as written', () => {
     const config = validateConfig(
       {
@@ -95,6 +144,16 @@ describe('the open-files limit split between listeners', () => {
       [{ option: 'maxConnections', value: 125 }, { option: 'maxSessions', value: 250 }, undefined],
     );
     assert.equal(config.listeners[0]?.config.raw.maxConnections, undefined, 'raw as written');
+    // The tunnel listener: a descriptor a client connection, one a tunnel (its upstream).
+    assert.deepEqual(config.tunnels[0]?.derivedCaps, [
+      { option: 'maxConnections', value: 125 },
+      { option: 'maxTunnels', value: 125 },
+    ]);
+    const tunnel = config.tunnels[0];
+    assert.ok(tunnel);
+    assert.equal(tunnel.options.maxConnections, 125);
+    assert.equal(tunnel.options.maxTunnels, 125);
+    assert.equal(tunnel.raw.maxTunnels, undefined, 'raw as written');
     // An explicit cap is kept even above the limit; the command warns of it at start.
     assert.deepEqual(
       capsAboveLimit(
@@ -103,12 +162,19 @@ describe('the open-files limit split between listeners', () => {
           { name: 'b', protocol: 'tcp', raw: { maxConnections: 501 } },
           { name: 'c', protocol: 'udp', raw: { maxSessions: 1_001 } },
           { name: 'd', protocol: 'udp', raw: {} },
+          // A tunnel listener: a descriptor a client connection, one a tunnel.
+          { name: 'e', protocol: 'tunnel', raw: { maxConnections: 500, maxTunnels: 500 } },
+          { name: 'f', protocol: 'tunnel', raw: { maxConnections: 500, maxTunnels: 501 } },
+          { name: 'g', protocol: 'tunnel', raw: { maxTunnels: 1_001 } },
+          { name: 'h', protocol: 'tunnel', raw: {} },
         ],
         { openFiles: 1_128, reserved: 128, perListener: 250 },
       ),
       [
         { listener: 'b', maxConnections: 501 },
         { listener: 'c', maxSessions: 1_001 },
+        { listener: 'f', maxConnections: 500, maxTunnels: 501 },
+        { listener: 'g', maxTunnels: 1_001 },
       ],
     );
     const unknown = validateConfig(

@@ -223,4 +223,25 @@ describe('l4proxy under a low open-files limit', () => {
       /: ok, 3 listener\(s\): .*; open files 512: web maxConnections 64, dns maxSessions 128\n$/,
     );
   });
+
+  test('a tunnel listener that sets no caps gets maxConnections and maxTunnels from its share: --check shows them, the start logs them', async (t) => {
+    const wrapper = lowLimit(t, 384);
+    if (wrapper === undefined) return;
+    const upstreams = [{ host: '127.0.0.1', port: 1 }];
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [{ name: 'proxy', protocol: 'tunnel', listen: '127.0.0.1:0', upstreams }],
+    });
+    const checked = await runCli(['--config', file, '--check'], 10_000, wrapper);
+    assert.equal(checked.code, 0, checked.stderr);
+    // 384 - 128 reserved: 256, half a client connection each, half a tunnel's upstream each.
+    assert.match(
+      checked.stdout,
+      /; open files 384: proxy maxConnections 128, proxy maxTunnels 128\n$/,
+    );
+    const cli = startCli(t, ['--config', file, '--status-interval', '0'], [], wrapper);
+    const limits = await cli.waitLine('stderr', (l) => l.msg === 'open files limit');
+    assert.deepEqual(limits.derived, [{ listener: 'proxy', maxConnections: 128, maxTunnels: 128 }]);
+    cli.child.kill('SIGTERM');
+    await cli.exited();
+  });
 });

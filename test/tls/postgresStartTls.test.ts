@@ -178,7 +178,7 @@ test('startTls postgres: health checks ask for TLS first: a server with ssl off 
 const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
 
 /** How the scripted server answers the SSLRequest. */
-type Answer = 'tls' | 'silent' | 'close' | Buffer;
+type Answer = 'tls' | 'silent' | 'close' | 'reset' | Buffer;
 
 interface ScriptedServer {
   readonly port: number;
@@ -212,6 +212,7 @@ async function scriptedServer(t: TestContext, answer: Answer, ca: TestCa): Promi
       before.push(got.subarray(0, at).toString('latin1'));
       if (answer === 'silent') return;
       if (answer === 'close') socket.end();
+      else if (answer === 'reset') socket.resetAndDestroy();
       else if (answer !== 'tls') socket.write(answer);
       else {
         socket.pause();
@@ -252,7 +253,7 @@ test('startTls postgres: the PROXY header goes first, then the SSLRequest; sessi
   assert.equal(stats.upstream_tls_session_reused, 2);
 });
 
-test('startTls postgres: an answer other than one S or N byte, or none, fails the attempt with upstream_tls_starttls_protocol', async (t) => {
+test('startTls postgres: an answer other than one S or N byte, none, or a reset, fails the attempt with upstream_tls_starttls_protocol', async (t) => {
   const openssl = tool(t, 'openssl');
   if (openssl === undefined) return;
   const ca = await testCa(t, openssl);
@@ -261,6 +262,8 @@ test('startTls postgres: an answer other than one S or N byte, or none, fails th
     [Buffer.from('Sinjected'), /sent 9 bytes \(first 0x53\) where one was expected/],
     [Buffer.from('E'), /answered 0x45 instead of 'S' or 'N'/],
     ['close', /closed the connection without answering/],
+    // A reset (RST) in place of the answer: the same exchange broken, not a handshake failure.
+    ['reset', /reset the connection without answering \(ECONNRESET\)/],
   ];
   for (const [answer, message] of cases) {
     const server = await scriptedServer(t, answer, ca);

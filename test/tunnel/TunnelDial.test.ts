@@ -367,4 +367,29 @@ describe('TunnelDial with tls.startTls', () => {
     );
     await refused.timers.allGone();
   });
+
+  test('postgres: a server that resets the connection instead of answering the SSLRequest fails as ERR_L4_TLS_STARTTLS_PROTOCOL', async (t) => {
+    const server = await socketServer((socket) => {
+      let got = 0;
+      socket.on('data', (chunk: Buffer) => {
+        got += chunk.length;
+        if (got >= 8) socket.resetAndDestroy();
+      });
+    });
+    t.after(() => server.close());
+    // No CA needed: no handshake begins.
+    const settings = { startTls: 'postgres' };
+    const reset = await dialOnce(
+      t,
+      dialHost(t, [{ host: '127.0.0.1', port: server.port }], { tls: settings }),
+      server.port,
+    );
+    assert.ok(!reset.outcome.ok);
+    assert.equal(reset.outcome.reason, 'upstream_tls');
+    const error = reset.outcome.error as { code?: string; message?: string } | undefined;
+    assert.ok(error);
+    assert.equal(error.code, 'ERR_L4_TLS_STARTTLS_PROTOCOL');
+    assert.match(String(error.message), /reset the connection without answering \(ECONNRESET\)/);
+    await reset.timers.allGone();
+  });
 });

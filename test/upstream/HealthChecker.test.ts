@@ -393,6 +393,14 @@ describe('healthCheck options', () => {
     [{ udp: {} }, 'healthCheck.udp.send'],
     [{ tcp: {}, udp: { send: 'x' } }, 'healthCheck.udp'],
     [{ intervall: 5 }, 'healthCheck.intervall'],
+    [{ udp: { send: { hex: '04d216f' } } }, 'healthCheck.udp.send.hex'],
+    [{ udp: { send: { hex: '04zz' } } }, 'healthCheck.udp.send.hex'],
+    [{ udp: { send: { hex: '' } } }, 'healthCheck.udp.send.hex'],
+    [{ tcp: { expect: { base64: 'BNIWLw' } } }, 'healthCheck.tcp.expect.base64'],
+    [{ tcp: { send: { base64: 'BN!W' } } }, 'healthCheck.tcp.send.base64'],
+    [{ tcp: { send: { hex: '00', base64: 'AA==' } } }, 'healthCheck.tcp.send.base64'],
+    [{ tcp: { send: { binary: '00' } } }, 'healthCheck.tcp.send.binary'],
+    [{ tcp: { send: {} } }, 'healthCheck.tcp.send'],
   ];
   for (const [healthCheck, option] of cases) {
     test(`rejects an invalid ${option} with ERR_L4_INVALID_OPTION naming it`, () => {
@@ -402,6 +410,24 @@ describe('healthCheck options', () => {
       );
     });
   }
+
+  test('send and expect take bytes as { hex } (spaces allowed) or { base64 }: any byte, as a config file can write it', () => {
+    const udp = resolveHealthCheck(
+      { udp: { send: { hex: '00 00 00 08 04d2162F' }, expect: { base64: 'gP8=' } } },
+      'healthCheck',
+      'udp',
+    );
+    assert.ok(udp);
+    assert.deepEqual(udp.send, Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]));
+    assert.deepEqual(udp.expect, Buffer.from([0x80, 0xff]));
+    assert.throws(
+      () => resolveHealthCheck({ udp: { send: { hex: '04d216f' } } }, 'healthCheck', 'udp'),
+      {
+        message:
+          'Invalid option "healthCheck.udp.send.hex": expected an even number of hex digits, received "04d216f".',
+      },
+    );
+  });
 
   test('a UDP proxy needs a probe: resolveHealthCheck names healthCheck.udp', () => {
     assert.throws(
