@@ -2,13 +2,13 @@ import type { Duplex } from 'node:stream';
 import { ErrorCode, TlsHandshakeError } from '../errors.js';
 
 /**
- * Protocols whose servers negotiate TLS in-band before the handshake (`tls.startTls`). Only
+ * A protocol whose servers negotiate TLS in-band before the handshake (`tls.startTls`). Only
  * PostgreSQL for now: an `SSLRequest` in clear, answered with one byte.
  */
-export const START_TLS_PROTOCOLS = ['postgres'] as const;
+export type StartTlsProtocol = 'postgres';
 
-/** A protocol of {@link START_TLS_PROTOCOLS}. */
-export type StartTlsProtocol = (typeof START_TLS_PROTOCOLS)[number];
+/** Every {@link StartTlsProtocol}, for validation. */
+export const START_TLS_PROTOCOLS: readonly StartTlsProtocol[] = ['postgres'];
 
 /** PostgreSQL's SSLRequest: Int32 length 8, Int32 code 80877103 (1234 << 16 | 5679). */
 const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
