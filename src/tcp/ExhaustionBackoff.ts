@@ -1,6 +1,7 @@
+import { ShortageReports } from '../net/descriptorExhaustion.js';
+
 const FIRST_PAUSE = 50;
 const MAX_PAUSE = 1_000;
-const REPORT_INTERVAL = 1_000;
 
 /**
  * What the proxy does when it runs out of file descriptors. Node offers no way to pause accept()
@@ -10,15 +11,15 @@ const REPORT_INTERVAL = 1_000;
  * refused at once (a refusal frees their descriptor at once, where a doomed upstream socket()
  * would fail anyway). The first upstream connect that succeeds ends the backoff.
  *
- * Reports are rate-limited to one per second, so a storm of failures costs one event.
+ * Reports are rate-limited to one per second ({@link ShortageReports}, as `UdpProxy`'s), so a
+ * storm of failures costs one event.
  */
 export class ExhaustionBackoff {
   /** Descriptor shortages seen (upstream sockets that could not be created, accept errors). */
   count = 0;
   private pause = 0;
   private until = 0;
-  private lastReport = -Infinity;
-  private unreported = 0;
+  private readonly reports = new ShortageReports();
 
   /**
    * Records one shortage. Returns how many shortages to report now (this one and those held back
@@ -26,14 +27,9 @@ export class ExhaustionBackoff {
    */
   record(now = Date.now()): number {
     this.count++;
-    this.unreported++;
     this.pause = Math.min(Math.max(this.pause * 2, FIRST_PAUSE), MAX_PAUSE);
     this.until = now + this.pause;
-    if (now - this.lastReport < REPORT_INTERVAL) return 0;
-    this.lastReport = now;
-    const count = this.unreported;
-    this.unreported = 0;
-    return count;
+    return this.reports.record(now);
   }
 
   /** Whether new clients are refused now. */
