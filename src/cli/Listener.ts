@@ -10,7 +10,7 @@ import { LatencyRecorder } from '../metrics/latency.js';
 import type { LatencySnapshot } from '../metrics/latency.js';
 import { formatHostPort, formatListen, UNIX_PREFIX } from './address.js';
 import { claimInherited, claimSystemdSocket } from './socketActivation.js';
-import { checkSocketFd } from '../net/adoptedSocket.js';
+import { checkSocketFd, serverFd } from '../net/adoptedSocket.js';
 import { removeStaleSocket } from './unixSocket.js';
 import { listenWithAccess } from '../net/unixSocketFile.js';
 import type { UnixSocketFile } from '../net/unixSocketFile.js';
@@ -153,9 +153,7 @@ export class Listener {
   /** The listening socket's descriptor, for a binary upgrade that passes it on (SIGUSR2). */
   listeningFd(): number | undefined {
     if (this.current instanceof UdpProxy) return this.current.listeningFds()[0];
-    const fd = (this.server as unknown as { _handle?: { fd?: unknown } | null } | undefined)
-      ?._handle?.fd;
-    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+    return serverFd(this.server);
   }
 
   /**

@@ -47,3 +47,12 @@ export function checkSocketFd(fd: number): void {
   }
   if (!socket) throw new ListenError(`Cannot adopt fd ${fd}: it is not a socket`, undefined);
 }
+
+/**
+ * The descriptor of a listening `net.Server` (through Node's internal handle: no public API gives
+ * it), for a binary upgrade that passes it to the next process; undefined when not listening.
+ */
+export function serverFd(server: object | undefined): number | undefined {
+  const fd = (server as { _handle?: { fd?: unknown } | null } | undefined)?._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}

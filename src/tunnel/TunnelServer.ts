@@ -1,4 +1,4 @@
-import { checkSocketFd, fdOption } from '../net/adoptedSocket.js';
+import { checkSocketFd, fdOption, serverFd } from '../net/adoptedSocket.js';
 import http from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import http2 from 'node:http2';
@@ -707,8 +707,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
    * SIGUSR2). Undefined when not listening.
    */
   listeningFd(): number | undefined {
-    const fd = (this.listener as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
-    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+    return serverFd(this.listener);
   }
 
   /** @internal A Unix socket's file is the next process's now: `close()` leaves it. */
