@@ -9,7 +9,8 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
-import { connect, echoServer, readAll, withTimeout } from '../helpers/net.js';
+import { connect, echoServer } from '../helpers/net.js';
+import { continuousClients, echoed } from './continuousClients.js';
 import { tool } from '../helpers/tools.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
 import { accessLinesAtExit, configDir, configErrorOf, runCli, startCli } from './cli.js';
@@ -81,13 +82,6 @@ function killLeftovers(t: TestContext, cli: CliProcess): void {
         // Gone already.
       }
   });
-}
-
-async function echoed(port: number, payload: string): Promise<string> {
-  const client = await connect(port);
-  const reply = readAll(client);
-  client.end(payload);
-  return (await reply).toString();
 }
 
 describe('CLI: systemd socket activation', () => {
@@ -184,27 +178,11 @@ describe('CLI: systemd socket activation', () => {
       () => (state.restarted = true),
       () => undefined,
     );
-    const failures: string[] = [];
-    const inFlight = new Set<Promise<void>>();
-    let sent = 0;
-    let afterRestart = 0;
-    const deadline = Date.now() + 20_000;
-    while (sent < 400 && afterRestart < 40 && Date.now() < deadline) {
-      const n = sent++;
-      if (state.restarted) afterRestart++;
-      const checked = (async (): Promise<void> => {
-        try {
-          const reply = await withTimeout(echoed(tcp, `client ${n}`), 10_000, `client ${n}`);
-          if (reply !== `client ${n}`) failures.push(`client ${n}: ${JSON.stringify(reply)}`);
-        } catch (err) {
-          failures.push(`client ${n}: ${(err as Error).message}`);
-        }
-      })();
-      inFlight.add(checked);
-      void checked.finally(() => inFlight.delete(checked));
-      if (inFlight.size >= 50) await Promise.race(inFlight);
-    }
-    await Promise.all(inFlight);
+    const {
+      sent,
+      after: afterRestart,
+      failures,
+    } = await continuousClients(tcp, () => state.restarted, 20_000);
     const ready = await second;
     assert.deepEqual(failures, []);
     assert.ok(afterRestart >= 40, `${sent} clients, ${afterRestart} after the restart`);

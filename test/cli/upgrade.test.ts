@@ -12,6 +12,7 @@ import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { connect, echoServer, readAll, withTimeout } from '../helpers/net.js';
+import { continuousClients, echoed } from './continuousClients.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
 import { configDir, startCli } from './cli.js';
 import type { CliProcess, LogLine } from './cli.js';
@@ -27,13 +28,6 @@ function killLeftovers(t: TestContext, cli: CliProcess): void {
         // Gone already.
       }
   });
-}
-
-async function echoed(port: number, payload: string): Promise<string> {
-  const client = await connect(port);
-  const reply = readAll(client);
-  client.end(payload);
-  return (await reply).toString();
 }
 
 const portOf = (line: LogLine, name: string): number => {
@@ -106,27 +100,7 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
       () => (state.handedOver = true),
       () => undefined,
     );
-    const failures: string[] = [];
-    const inFlight = new Set<Promise<void>>();
-    let sent = 0;
-    let after = 0;
-    const deadline = Date.now() + 25_000;
-    while (sent < 400 && after < 40 && Date.now() < deadline) {
-      const n = sent++;
-      if (state.handedOver) after++;
-      const checked = (async (): Promise<void> => {
-        try {
-          const reply = await withTimeout(echoed(tcp, `client ${n}`), 10_000, `client ${n}`);
-          if (reply !== `client ${n}`) failures.push(`client ${n}: ${JSON.stringify(reply)}`);
-        } catch (err) {
-          failures.push(`client ${n}: ${(err as Error).message}`);
-        }
-      })();
-      inFlight.add(checked);
-      void checked.finally(() => inFlight.delete(checked));
-      if (inFlight.size >= 50) await Promise.race(inFlight);
-    }
-    await Promise.all(inFlight);
+    const { sent, after, failures } = await continuousClients(tcp, () => state.handedOver, 25_000);
     const ready = await second;
     assert.deepEqual(failures, []);
     assert.ok(after >= 40, `${sent} clients, ${after} after the handover`);
