@@ -8,6 +8,7 @@ import { SessionCloseReason, TcpProxy, UdpProxy } from '../../src/index.js';
 import type { TcpConnectionSummary, UdpSessionSummary } from '../../src/index.js';
 import { connect, echoServer, readAll, refusedPorts, waitFor } from '../helpers/net.js';
 import { fuzzRuns } from '../helpers/fuzz.js';
+import { binaryUnit } from '../helpers/binaryUnit.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
 
 const udpBase: UdpSessionSummary = {
@@ -143,7 +144,7 @@ describe('access log serialization', () => {
 
   test('any string, escapes, control characters and lone surrogates included, reads back as written', () => {
     fc.assert(
-      fc.property(fc.string({ unit: 'binary', maxLength: 40 }), (text) => {
+      fc.property(fc.string({ unit: binaryUnit, maxLength: 40 }), (text) => {
         const members = udpMembers({
           ...udpBase,
           serverName: text,

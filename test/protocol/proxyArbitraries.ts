@@ -8,6 +8,7 @@ import type {
 import { ipv6FromBytes } from '../../src/protocol/ipAddress.js';
 import { ProxyTlvType } from '../../src/protocol/proxyTlv.js';
 import { proxyTlvs } from '../../src/protocol/proxyTlvFields.js';
+import { binaryUnit } from '../helpers/binaryUnit.js';
 
 /** fast-check arbitraries of valid PROXY protocol headers, shared by the property tests. */
 
@@ -39,7 +40,7 @@ const inetEndpoint = (address: fc.Arbitrary<string>): fc.Arbitrary<ProxyInetEndp
   fc.record({ address, port }, { noNullPrototype: true });
 
 const unixPath = fc
-  .string({ unit: 'binary', maxLength: 40 })
+  .string({ unit: binaryUnit, maxLength: 40 })
   .filter(
     (s) => !s.includes('\0') && Buffer.from(s).toString() === s && Buffer.byteLength(s) <= 108,
   );
