@@ -270,8 +270,11 @@ export async function runListeners(
 
   // A stop signal received while the listeners opened drains now (exit 0, as any stop); a SIGHUP
   // reads the config again, which may have changed after the start read it.
+  // An upgrade whose new process has not said it listens yet: a stop signal cancels it.
+  let unconfirmed: AbortController | undefined;
   takeSignals({
     stop: (signal) => {
+      unconfirmed?.abort();
       if (!draining) {
         void drain(signal);
         return;
@@ -354,12 +357,17 @@ export async function runListeners(
     const sockets = [...running.handOver(), ...tunnels.handOver()];
     ops.info('upgrade: starting a new process', { sockets: sockets.map(({ key }) => key) });
     let started: StartedUpgrade;
+    unconfirmed = new AbortController();
     try {
-      started = await startUpgrade(sockets);
+      started = await startUpgrade(sockets, undefined, unconfirmed.signal);
     } catch (err) {
       upgrading = false;
-      ops.error('upgrade failed, still serving', { reason: (err as Error).message });
+      const reason = (err as Error).message;
+      if (drainStarted()) ops.warn('upgrade cancelled: stopping', { reason });
+      else ops.error('upgrade failed, still serving', { reason });
       return;
+    } finally {
+      unconfirmed = undefined;
     }
     running.leaveSocketFiles();
     tunnels.leaveSocketFiles();

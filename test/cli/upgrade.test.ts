@@ -5,6 +5,7 @@
  * process that cannot start leaves the old one serving.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
@@ -217,6 +218,38 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
       1,
       10_000,
       true,
+    );
+  });
+
+  test('a stop signal before the new process listens cancels the upgrade: the new process stops too', async (t) => {
+    const upstream = await echoServer();
+    t.after(() => upstream.close());
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file]);
+    killLeftovers(t, cli);
+    // The new process writes to the same stderr: the pipe closes once every process has ended.
+    const allGone = once(cli.child, 'close');
+    await cli.waitLine('stderr', (l) => l.msg === 'ready', 10_000);
+    process.kill(cli.pid, 'SIGUSR2');
+    await cli.waitLine('stderr', (l) => l.msg === 'upgrade: starting a new process');
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(15_000), 0);
+    // Before, the new process ran on alone (its parent gone), serving after the operator's stop.
+    await withTimeout(allGone, 15_000, 'the new process to end');
+    assert.ok(cli.stderr.some((l) => l.msg === 'upgrade cancelled: stopping' && l.pid === cli.pid));
+    assert.deepEqual(
+      cli.stderr.filter((l) => l.msg === 'ready' && l.pid !== cli.pid),
+      [],
+      'the new process never said ready',
     );
   });
 
