@@ -27,6 +27,7 @@ import type { StartedUpgrade } from './upgrade.js';
 import type { Server } from 'node:http';
 import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
 import { ignoreError } from '../internal/ignoreError.js';
+import { timerDelay } from '../internal/timerDelay.js';
 import { DEFAULT_CERTIFICATE_WARNING_DAYS, warnExpiringCertificates } from './certificateExpiry.js';
 
 /** Logs what a reload did. */
@@ -139,10 +140,13 @@ export async function runListeners(
     status.stop();
 
     // A drain that hangs (it should not) must not keep the process forever.
-    setTimeout(() => {
-      ops.error('drain did not finish in time, exiting');
-      process.exit(1);
-    }, settings.drainTimeout + 5_000).unref();
+    setTimeout(
+      () => {
+        ops.error('drain did not finish in time, exiting');
+        process.exit(1);
+      },
+      timerDelay(settings.drainTimeout + 5_000),
+    ).unref();
     const cutBefore = cutConnections(running.stats()) + tunnels.cut();
     // Listeners stop accepting synchronously here, so 'draining' means "no new connections";
     // tunnel listeners drain alike (HTTP/2 sessions get GOAWAY, live tunnels go on).
