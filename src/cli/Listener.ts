@@ -9,7 +9,7 @@ import type { AdminListener } from '../admin/AdminListener.js';
 import { LatencyRecorder } from '../metrics/latency.js';
 import type { LatencySnapshot } from '../metrics/latency.js';
 import { formatHostPort, formatListen, UNIX_PREFIX } from './address.js';
-import { claimInherited, claimSystemdSocket } from './socketActivation.js';
+import { claimInherited, claimInheritedStream, claimSystemdSocket } from './socketActivation.js';
 import { checkSocketFd, serverFd } from '../net/adoptedSocket.js';
 import { removeStaleSocket } from './unixSocket.js';
 import { listenWithAccess } from '../net/unixSocketFile.js';
@@ -177,9 +177,11 @@ export class Listener {
     const { host, port, ipv6Only, systemd } = this.config.listen;
     // A socket systemd passed (taken now, so a second listener naming it is told), or the one
     // the process this one upgrades listened on for the same address (SIGUSR2).
-    const fd =
-      claimInherited(this.handOverKey) ??
-      (systemd === undefined ? undefined : claimSystemdSocket(systemd));
+    const inherited =
+      this.protocol === 'tcp'
+        ? claimInheritedStream('tcp', listenKey(this.config.listen))
+        : claimInherited(this.handOverKey);
+    const fd = inherited ?? (systemd === undefined ? undefined : claimSystemdSocket(systemd));
     if (this.current instanceof UdpProxy) {
       const where =
         fd === undefined

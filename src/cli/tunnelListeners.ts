@@ -12,7 +12,7 @@ import type { TunnelServerOptions } from '../tunnel/tunnelServerOptions.js';
 import cluster from 'node:cluster';
 import type { ListenAddress } from './address.js';
 import { formatHostPort, formatListen, parseListen, UNIX_PREFIX } from './address.js';
-import { claimInherited, claimSystemdSocket } from './socketActivation.js';
+import { claimInheritedStream, claimSystemdSocket } from './socketActivation.js';
 import { listenKey } from './Listener.js';
 import type { Logger } from './jsonLogger.js';
 import { applyTunnelModule } from './moduleConfig.js';
@@ -198,7 +198,7 @@ async function listenOn(
 ): Promise<{ address: string; adopted: boolean }> {
   const { host, port, path, systemd } = listen;
   // An upgrade passes every socket, a systemd one included, under the listener's key.
-  const fd = claimInherited(tunnelKey(listen));
+  const fd = claimInheritedStream('tunnel', listenKey(listen));
   if (systemd !== undefined || fd !== undefined) {
     // A Unix stream socket resolves with its path, as `listen({ path })` does.
     const adopt: TunnelListenOptions = { fd: fd ?? claimSystemdSocket(systemd ?? '') };

@@ -253,6 +253,51 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
     );
   });
 
+  test('a TCP listener the new config turns into a tunnel listener on the same address takes its socket over', async (t) => {
+    const upstream = await echoServer();
+    t.after(() => upstream.close());
+    const listener = {
+      name: 'web',
+      protocol: 'tcp',
+      listen: '127.0.0.1:0',
+      upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+    };
+    const file = configDir(t).write('l4proxy.json', { listeners: [listener] });
+    const cli = startCli(t, ['--config', file]);
+    killLeftovers(t, cli);
+    const port = portOf(await cli.waitLine('stderr', (l) => l.msg === 'ready', 10_000), 'web');
+    writeFileSync(file, JSON.stringify({ listeners: [{ ...listener, protocol: 'tunnel' }] }));
+    process.kill(cli.pid, 'SIGUSR2');
+    // Before, the new process bound a socket of its own: on a fixed port EADDRINUSE (the old
+    // one held it) and `upgrade failed, still serving`; on port 0, another port.
+    const ready = await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'ready' && l.pid !== cli.pid,
+      1,
+      20_000,
+      true,
+    );
+    assert.equal(portOf(ready[0]!, 'web'), port, 'the same socket');
+    assert.equal(await cli.exited(15_000), 0);
+    const client = await connect(port);
+    t.after(() => client.destroy());
+    const head = nextData(client);
+    client.write(`CONNECT 127.0.0.1:${upstream.port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    assert.match(await head, /^HTTP\/1\.1 200/);
+    const echo = nextData(client);
+    client.write('through the tunnel');
+    assert.equal(await echo, 'through the tunnel');
+    client.destroy();
+    process.kill(ready[0]!.pid, 'SIGTERM');
+    await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'drained, exiting' && l.pid === ready[0]!.pid,
+      1,
+      10_000,
+      true,
+    );
+  });
+
   test('a Unix socket listener without unixSocket (libuv would unlink its file) refuses the upgrade', async (t) => {
     const upstream = await echoServer();
     t.after(() => upstream.close());
