@@ -13,6 +13,7 @@ import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { connect, echoServer, readAll, withTimeout } from '../helpers/net.js';
+import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { continuousClients, echoed } from './continuousClients.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
 import { configDir, startCli } from './cli.js';
@@ -292,6 +293,54 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
     await cli.waitLines(
       'stderr',
       (l) => l.msg === 'drained, exiting' && l.pid === ready[0]!.pid,
+      1,
+      10_000,
+      true,
+    );
+  });
+
+  test('listeners on port 0 of one host each keep their own socket', async (t) => {
+    const [a, b] = await Promise.all([taggedEcho(t, 'A:'), taggedEcho(t, 'B:')]);
+    const listener = (name: string, port: number): object => ({
+      name,
+      protocol: 'tcp',
+      listen: '127.0.0.1:0',
+      upstreams: [{ host: '127.0.0.1', port }],
+    });
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [listener('a', a), listener('b', b)],
+    });
+    const cli = startCli(t, ['--config', file]);
+    killLeftovers(t, cli);
+    const first = await cli.waitLine('stderr', (l) => l.msg === 'ready', 10_000);
+    process.kill(cli.pid, 'SIGUSR2');
+    const [ready] = await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'ready' && l.pid !== cli.pid,
+      1,
+      20_000,
+      true,
+    );
+    // Before, both were passed as "tcp 127.0.0.1:0": a took b's socket (port and clients), b
+    // bound a new port, and a's port closed with the old process.
+    assert.deepEqual(
+      [portOf(ready!, 'a'), portOf(ready!, 'b')],
+      [portOf(first, 'a'), portOf(first, 'b')],
+    );
+    assert.equal(await cli.exited(15_000), 0);
+    for (const [name, tag] of [
+      ['a', 'A:'],
+      ['b', 'B:'],
+    ] as const) {
+      const client = await connect(portOf(ready!, name));
+      t.after(() => client.destroy());
+      assert.equal(await roundTrip(client, 'x'), `${tag}x`, name);
+      client.destroy();
+    }
+    process.kill(ready!.pid, 'SIGTERM');
+    await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'drained, exiting' && l.pid === ready!.pid,
       1,
       10_000,
       true,
