@@ -254,65 +254,24 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
     );
   });
 
-  test('a TCP listener the new config turns into a tunnel listener on the same address takes its socket over', async (t) => {
+  test('listeners on port 0 of one host each keep their own socket; a tcp listener turned into a tunnel one takes its socket over', async (t) => {
     const upstream = await echoServer();
     t.after(() => upstream.close());
-    const listener = {
-      name: 'web',
-      protocol: 'tcp',
-      listen: '127.0.0.1:0',
-      upstreams: [{ host: '127.0.0.1', port: upstream.port }],
-    };
-    const file = configDir(t).write('l4proxy.json', { listeners: [listener] });
-    const cli = startCli(t, ['--config', file]);
-    killLeftovers(t, cli);
-    const port = portOf(await cli.waitLine('stderr', (l) => l.msg === 'ready', 10_000), 'web');
-    writeFileSync(file, JSON.stringify({ listeners: [{ ...listener, protocol: 'tunnel' }] }));
-    process.kill(cli.pid, 'SIGUSR2');
-    // Before, the new process bound a socket of its own: on a fixed port EADDRINUSE (the old
-    // one held it) and `upgrade failed, still serving`; on port 0, another port.
-    const ready = await cli.waitLines(
-      'stderr',
-      (l) => l.msg === 'ready' && l.pid !== cli.pid,
-      1,
-      20_000,
-      true,
-    );
-    assert.equal(portOf(ready[0]!, 'web'), port, 'the same socket');
-    assert.equal(await cli.exited(15_000), 0);
-    const client = await connect(port);
-    t.after(() => client.destroy());
-    const head = nextData(client);
-    client.write(`CONNECT 127.0.0.1:${upstream.port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
-    assert.match(await head, /^HTTP\/1\.1 200/);
-    const echo = nextData(client);
-    client.write('through the tunnel');
-    assert.equal(await echo, 'through the tunnel');
-    client.destroy();
-    process.kill(ready[0]!.pid, 'SIGTERM');
-    await cli.waitLines(
-      'stderr',
-      (l) => l.msg === 'drained, exiting' && l.pid === ready[0]!.pid,
-      1,
-      10_000,
-      true,
-    );
-  });
-
-  test('listeners on port 0 of one host each keep their own socket', async (t) => {
-    const [a, b] = await Promise.all([taggedEcho(t, 'A:'), taggedEcho(t, 'B:')]);
-    const listener = (name: string, port: number): object => ({
+    const b = await taggedEcho(t, 'B:');
+    const listener = (name: string, port: number): Record<string, unknown> => ({
       name,
       protocol: 'tcp',
       listen: '127.0.0.1:0',
       upstreams: [{ host: '127.0.0.1', port }],
     });
     const file = configDir(t).write('l4proxy.json', {
-      listeners: [listener('a', a), listener('b', b)],
+      listeners: [listener('a', upstream.port), listener('b', b)],
     });
     const cli = startCli(t, ['--config', file]);
     killLeftovers(t, cli);
     const first = await cli.waitLine('stderr', (l) => l.msg === 'ready', 10_000);
+    const tunnel = { ...listener('a', upstream.port), protocol: 'tunnel' };
+    writeFileSync(file, JSON.stringify({ listeners: [tunnel, listener('b', b)] }));
     process.kill(cli.pid, 'SIGUSR2');
     const [ready] = await cli.waitLines(
       'stderr',
@@ -321,22 +280,27 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
       20_000,
       true,
     );
-    // Before, both were passed as "tcp 127.0.0.1:0": a took b's socket (port and clients), b
-    // bound a new port, and a's port closed with the old process.
+    // Before, both were passed as "tcp 127.0.0.1:0": b took a's socket (its port and clients)
+    // and a new port for a; and a tunnel listener took no tcp listener's socket (on a fixed
+    // port: EADDRINUSE, the old process held it, `upgrade failed, still serving`).
     assert.deepEqual(
       [portOf(ready!, 'a'), portOf(ready!, 'b')],
       [portOf(first, 'a'), portOf(first, 'b')],
     );
     assert.equal(await cli.exited(15_000), 0);
-    for (const [name, tag] of [
-      ['a', 'A:'],
-      ['b', 'B:'],
-    ] as const) {
-      const client = await connect(portOf(ready!, name));
-      t.after(() => client.destroy());
-      assert.equal(await roundTrip(client, 'x'), `${tag}x`, name);
-      client.destroy();
-    }
+    const client = await connect(portOf(ready!, 'b'));
+    t.after(() => client.destroy());
+    assert.equal(await roundTrip(client, 'x'), 'B:x');
+    client.destroy();
+    const tunnelled = await connect(portOf(ready!, 'a'));
+    t.after(() => tunnelled.destroy());
+    const head = nextData(tunnelled);
+    tunnelled.write(`CONNECT 127.0.0.1:${upstream.port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    assert.match(await head, /^HTTP\/1\.1 200/);
+    const echo = nextData(tunnelled);
+    tunnelled.write('through the tunnel');
+    assert.equal(await echo, 'through the tunnel');
+    tunnelled.destroy();
     process.kill(ready!.pid, 'SIGTERM');
     await cli.waitLines(
       'stderr',
