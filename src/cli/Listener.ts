@@ -9,7 +9,7 @@ import type { AdminListener } from '../admin/AdminListener.js';
 import { LatencyRecorder } from '../metrics/latency.js';
 import type { LatencySnapshot } from '../metrics/latency.js';
 import { formatHostPort, formatListen, UNIX_PREFIX } from './address.js';
-import { claimInherited, claimSystemdSocket } from './socketActivation.js';
+import { claimInherited, claimInheritedStream, claimSystemdSocket } from './socketActivation.js';
 import { checkSocketFd, serverFd } from '../net/adoptedSocket.js';
 import { removeStaleSocket } from './unixSocket.js';
 import { listenWithAccess } from '../net/unixSocketFile.js';
@@ -147,7 +147,7 @@ export class Listener {
 
   /** What a binary upgrade passes this listener's socket under: protocol and address. */
   get handOverKey(): string {
-    return `${this.config.protocol} ${listenKey(this.config.listen)}`;
+    return `${this.config.protocol} ${handOverAddress(this.config.listen, this.name)}`;
   }
 
   /** The listening socket's descriptor, for a binary upgrade that passes it on (SIGUSR2). */
@@ -177,9 +177,11 @@ export class Listener {
     const { host, port, ipv6Only, systemd } = this.config.listen;
     // A socket systemd passed (taken now, so a second listener naming it is told), or the one
     // the process this one upgrades listened on for the same address (SIGUSR2).
-    const fd =
-      claimInherited(this.handOverKey) ??
-      (systemd === undefined ? undefined : claimSystemdSocket(systemd));
+    const inherited =
+      this.protocol === 'tcp'
+        ? claimInheritedStream('tcp', handOverAddress(this.config.listen, this.name))
+        : claimInherited(this.handOverKey);
+    const fd = inherited ?? (systemd === undefined ? undefined : claimSystemdSocket(systemd));
     if (this.current instanceof UdpProxy) {
       const where =
         fd === undefined
@@ -465,6 +467,17 @@ function onlyUpstreamsOf(carried: TcpProxyStats, running: TcpProxyStats): TcpPro
     Object.entries(carried.upstreams).filter(([id]) => id in running.upstreams),
   );
   return { ...carried, upstreams };
+}
+
+/**
+ * What a binary upgrade passes a listener's socket under, after its kind: its listen address,
+ * and for port 0 its name too: several listeners may ask for "any port" at one host, and the
+ * address alone would give one the socket of another (its port, and its clients).
+ */
+export function handOverAddress(listen: ListenAddress, name: string): string {
+  const key = listenKey(listen);
+  const ephemeral = listen.port === 0 && listen.systemd === undefined && listen.path === undefined;
+  return ephemeral ? `${key} ${name}` : key;
 }
 
 /**

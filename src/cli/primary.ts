@@ -26,6 +26,7 @@ import { WorkerRelay } from './workerRelay.js';
 import { dnsOf, tunnelListenerFamilies } from './tunnelListeners.js';
 import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
 import type { TunnelListenerStats } from './tunnelListeners.js';
+import { timerDelay } from '../internal/timerDelay.js';
 
 /** How long a worker has to answer a stats request before a scrape goes on without it. */
 const STATS_TIMEOUT = 1_000;
@@ -291,11 +292,14 @@ export class Primary {
       workers: this.slots.size,
     });
     this.broadcast({ type: 'l4proxy:drain' });
-    setTimeout(() => {
-      this.ops.error('workers did not finish draining in time, killing them');
-      this.stopWorkers();
-      process.exit(1);
-    }, this.settings.drainTimeout + 10_000).unref();
+    setTimeout(
+      () => {
+        this.ops.error('workers did not finish draining in time, killing them');
+        this.stopWorkers();
+        process.exit(1);
+      },
+      timerDelay(this.settings.drainTimeout + 10_000),
+    ).unref();
     if (this.slots.size === 0) this.exit();
   }
 

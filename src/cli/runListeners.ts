@@ -27,6 +27,7 @@ import type { StartedUpgrade } from './upgrade.js';
 import type { Server } from 'node:http';
 import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
 import { ignoreError } from '../internal/ignoreError.js';
+import { timerDelay } from '../internal/timerDelay.js';
 import { DEFAULT_CERTIFICATE_WARNING_DAYS, warnExpiringCertificates } from './certificateExpiry.js';
 
 /** Logs what a reload did. */
@@ -139,10 +140,13 @@ export async function runListeners(
     status.stop();
 
     // A drain that hangs (it should not) must not keep the process forever.
-    setTimeout(() => {
-      ops.error('drain did not finish in time, exiting');
-      process.exit(1);
-    }, settings.drainTimeout + 5_000).unref();
+    setTimeout(
+      () => {
+        ops.error('drain did not finish in time, exiting');
+        process.exit(1);
+      },
+      timerDelay(settings.drainTimeout + 5_000),
+    ).unref();
     const cutBefore = cutConnections(running.stats()) + tunnels.cut();
     // Listeners stop accepting synchronously here, so 'draining' means "no new connections";
     // tunnel listeners drain alike (HTTP/2 sessions get GOAWAY, live tunnels go on).
@@ -270,8 +274,11 @@ export async function runListeners(
 
   // A stop signal received while the listeners opened drains now (exit 0, as any stop); a SIGHUP
   // reads the config again, which may have changed after the start read it.
+  // An upgrade whose new process has not said it listens yet: a stop signal cancels it.
+  let unconfirmed: AbortController | undefined;
   takeSignals({
     stop: (signal) => {
+      unconfirmed?.abort();
       if (!draining) {
         void drain(signal);
         return;
@@ -354,12 +361,17 @@ export async function runListeners(
     const sockets = [...running.handOver(), ...tunnels.handOver()];
     ops.info('upgrade: starting a new process', { sockets: sockets.map(({ key }) => key) });
     let started: StartedUpgrade;
+    unconfirmed = new AbortController();
     try {
-      started = await startUpgrade(sockets);
+      started = await startUpgrade(sockets, undefined, unconfirmed.signal);
     } catch (err) {
       upgrading = false;
-      ops.error('upgrade failed, still serving', { reason: (err as Error).message });
+      const reason = (err as Error).message;
+      if (drainStarted()) ops.warn('upgrade cancelled: stopping', { reason });
+      else ops.error('upgrade failed, still serving', { reason });
       return;
+    } finally {
+      unconfirmed = undefined;
     }
     running.leaveSocketFiles();
     tunnels.leaveSocketFiles();

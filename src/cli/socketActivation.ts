@@ -114,6 +114,17 @@ export function claimInherited(key: string): number | undefined {
 }
 
 /**
+ * The descriptor passed for the stream listener (`tcp` or `tunnel`) at `address` (its
+ * `listenKey`), taken; under the other kind's key too: both listen on a TCP (or Unix stream)
+ * socket, so a listener the new config turned from one into the other takes its socket over,
+ * where binding its address anew would fail (the old process still holds it).
+ */
+export function claimInheritedStream(kind: 'tcp' | 'tunnel', address: string): number | undefined {
+  const other = kind === 'tcp' ? 'tunnel' : 'tcp';
+  return claimInherited(`${kind} ${address}`) ?? claimInherited(`${other} ${address}`);
+}
+
+/**
  * Closes the passed sockets no listener took (listeners the new config dropped): once the old
  * process closes its copies, nothing listens there any more, as after a restart. Returns their
  * keys.

@@ -12,8 +12,8 @@ import type { TunnelServerOptions } from '../tunnel/tunnelServerOptions.js';
 import cluster from 'node:cluster';
 import type { ListenAddress } from './address.js';
 import { formatHostPort, formatListen, parseListen, UNIX_PREFIX } from './address.js';
-import { claimInherited, claimSystemdSocket } from './socketActivation.js';
-import { listenKey } from './Listener.js';
+import { claimInheritedStream, claimSystemdSocket } from './socketActivation.js';
+import { handOverAddress } from './Listener.js';
 import type { Logger } from './jsonLogger.js';
 import { applyTunnelModule } from './moduleConfig.js';
 import { sourceErrorLogger } from './accessLog.js';
@@ -181,8 +181,8 @@ export function tunnelListenerFamilies(
 }
 
 /** What a binary upgrade passes a tunnel listener's socket under. */
-function tunnelKey(listen: ListenAddress): string {
-  return `tunnel ${listenKey(listen)}`;
+function tunnelKey(listen: ListenAddress, name: string): string {
+  return `tunnel ${handOverAddress(listen, name)}`;
 }
 
 /**
@@ -194,11 +194,12 @@ function tunnelKey(listen: ListenAddress): string {
 async function listenOn(
   server: TunnelServer,
   listen: ListenAddress,
+  name: string,
   unixSocket: UnixSocketAccess | undefined,
 ): Promise<{ address: string; adopted: boolean }> {
   const { host, port, path, systemd } = listen;
   // An upgrade passes every socket, a systemd one included, under the listener's key.
-  const fd = claimInherited(tunnelKey(listen));
+  const fd = claimInheritedStream('tunnel', handOverAddress(listen, name));
   if (systemd !== undefined || fd !== undefined) {
     // A Unix stream socket resolves with its path, as `listen({ path })` does.
     const adopt: TunnelListenOptions = { fd: fd ?? claimSystemdSocket(systemd ?? '') };
@@ -293,7 +294,12 @@ export class TunnelListeners {
           });
         });
       try {
-        const { address, adopted } = await listenOn(server, config.listen, config.unixSocket);
+        const { address, adopted } = await listenOn(
+          server,
+          config.listen,
+          config.name,
+          config.unixSocket,
+        );
         this.running.set(config.name, { config, server, address, adopted });
         this.ops.info('listening', { listener: config.name, protocol: 'tunnel', address });
       } catch (err) {
@@ -309,7 +315,7 @@ export class TunnelListeners {
     const sockets: { key: string; fd: number }[] = [];
     for (const { config, server } of this.running.values()) {
       const fd = server.listeningFd();
-      if (fd !== undefined) sockets.push({ key: tunnelKey(config.listen), fd });
+      if (fd !== undefined) sockets.push({ key: tunnelKey(config.listen, config.name), fd });
     }
     return sockets;
   }

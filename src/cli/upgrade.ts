@@ -49,11 +49,14 @@ export interface PassedSocket {
 /**
  * Starts the new process with `sockets`; resolves once it listens on every address, rejects
  * (having killed it, by its pid, if it still runs) when it exits first, fails to start, or
- * stays silent for `timeoutMs`.
+ * stays silent for `timeoutMs`. `cancel` (this process is told to stop before the new one
+ * listens) sends it SIGTERM, so it drains what it may have accepted on the adopted sockets
+ * instead of running on alone, and rejects.
  */
 export function startUpgrade(
   sockets: readonly PassedSocket[],
   timeoutMs = UPGRADE_TIMEOUT_MS,
+  cancel?: AbortSignal,
 ): Promise<StartedUpgrade> {
   // In the new process the descriptors are 3, 4, ... in this order; the IPC channel follows.
   const fds: Record<string, number> = {};
@@ -68,10 +71,13 @@ export function startUpgrade(
     return Promise.reject(asError(err));
   }
   return new Promise<StartedUpgrade>((resolve, reject) => {
-    const fail = (reason: string): void => {
+    const fail = (reason: string, signal: NodeJS.Signals = 'SIGKILL'): void => {
       cleanup();
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       reject(new Error(reason));
+    };
+    const onCancel = (): void => {
+      fail('cancelled: this process was told to stop', 'SIGTERM');
     };
     const onExit = (code: number | null, signal: string | null): void => {
       fail(`the new process exited (${signal ?? String(code)}) before it listened`);
@@ -101,6 +107,7 @@ export function startUpgrade(
     }, timeoutMs);
     const cleanup = (): void => {
       clearTimeout(timer);
+      cancel?.removeEventListener('abort', onCancel);
       child.off('exit', onExit);
       child.off('error', onError);
       child.off('message', onMessage);
@@ -108,6 +115,8 @@ export function startUpgrade(
     child.on('exit', onExit);
     child.on('error', onError);
     child.on('message', onMessage);
+    if (cancel?.aborted === true) onCancel();
+    else cancel?.addEventListener('abort', onCancel);
   });
 }
 

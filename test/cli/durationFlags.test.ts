@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { bareSecondsWarning, parseCliArgs } from '../../src/cli/args.js';
-import { taggedEcho } from '../helpers/testServer.js';
-import { runCli, startCli } from './cli.js';
+import { connect } from '../helpers/net.js';
+import { roundTrip, taggedEcho } from '../helpers/testServer.js';
+import { listenPort, runCli, startCli } from './cli.js';
 
 const QUICK = ['tcp', '127.0.0.1:0', '127.0.0.1:9'];
 
@@ -58,5 +59,25 @@ describe('duration flags: a bare number of 1000 or more (milliseconds, as the fi
       plain.stderr.filter((l) => l.level === 40),
       [],
     );
+  });
+
+  test('the longest drain timeout accepted (2147483647 ms) waits for the connections, alone and with --workers', async (t) => {
+    const upstream = await taggedEcho(t, 'A:');
+    const quick = ['tcp', '127.0.0.1:0', `127.0.0.1:${String(upstream)}`];
+    for (const workers of [[], ['--workers', '2']]) {
+      const cli = startCli(t, [...quick, '--drain-timeout', '2147483647ms', ...workers]);
+      await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.pid === cli.pid, 15_000);
+      const client = await connect(await listenPort(cli));
+      t.after(() => client.destroy());
+      assert.equal(await roundTrip(client, 'x'), 'A:x');
+      process.kill(cli.pid, 'SIGTERM');
+      await cli.waitLine('stderr', (l) => l.msg === 'draining' && l.pid === cli.pid);
+      // Before, the drain's watchdog (the timeout plus a margin) passed setTimeout's largest
+      // delay, which Node turns into 1 ms: the process exited 1 at once, cutting the client.
+      assert.equal(await roundTrip(client, 'y'), 'A:y', 'still relayed during the drain');
+      client.end();
+      assert.equal(await cli.exited(15_000), 0);
+      assert.ok(!cli.stderr.some((l) => /did not finish/.test(l.msg)));
+    }
   });
 });

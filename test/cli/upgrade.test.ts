@@ -5,6 +5,7 @@
  * process that cannot start leaves the old one serving.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
@@ -12,6 +13,7 @@ import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { connect, echoServer, readAll, withTimeout } from '../helpers/net.js';
+import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { continuousClients, echoed } from './continuousClients.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
 import { configDir, startCli } from './cli.js';
@@ -214,6 +216,95 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
     await cli.waitLines(
       'stderr',
       (l) => l.msg === 'drained, exiting' && l.pid === next!.pid,
+      1,
+      10_000,
+      true,
+    );
+  });
+
+  test('a stop signal before the new process listens cancels the upgrade: the new process stops too', async (t) => {
+    const upstream = await echoServer();
+    t.after(() => upstream.close());
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [
+        {
+          name: 'web',
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+        },
+      ],
+    });
+    const cli = startCli(t, ['--config', file]);
+    killLeftovers(t, cli);
+    // The new process writes to the same stderr: the pipe closes once every process has ended.
+    const allGone = once(cli.child, 'close');
+    await cli.waitLine('stderr', (l) => l.msg === 'ready', 10_000);
+    process.kill(cli.pid, 'SIGUSR2');
+    await cli.waitLine('stderr', (l) => l.msg === 'upgrade: starting a new process');
+    process.kill(cli.pid, 'SIGTERM');
+    assert.equal(await cli.exited(15_000), 0);
+    // Before, the new process ran on alone (its parent gone), serving after the operator's stop.
+    await withTimeout(allGone, 15_000, 'the new process to end');
+    assert.ok(cli.stderr.some((l) => l.msg === 'upgrade cancelled: stopping' && l.pid === cli.pid));
+    assert.deepEqual(
+      cli.stderr.filter((l) => l.msg === 'ready' && l.pid !== cli.pid),
+      [],
+      'the new process never said ready',
+    );
+  });
+
+  test('listeners on port 0 of one host each keep their own socket; a tcp listener turned into a tunnel one takes its socket over', async (t) => {
+    const upstream = await echoServer();
+    t.after(() => upstream.close());
+    const b = await taggedEcho(t, 'B:');
+    const listener = (name: string, port: number): Record<string, unknown> => ({
+      name,
+      protocol: 'tcp',
+      listen: '127.0.0.1:0',
+      upstreams: [{ host: '127.0.0.1', port }],
+    });
+    const file = configDir(t).write('l4proxy.json', {
+      listeners: [listener('a', upstream.port), listener('b', b)],
+    });
+    const cli = startCli(t, ['--config', file]);
+    killLeftovers(t, cli);
+    const first = await cli.waitLine('stderr', (l) => l.msg === 'ready', 10_000);
+    const tunnel = { ...listener('a', upstream.port), protocol: 'tunnel' };
+    writeFileSync(file, JSON.stringify({ listeners: [tunnel, listener('b', b)] }));
+    process.kill(cli.pid, 'SIGUSR2');
+    const [ready] = await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'ready' && l.pid !== cli.pid,
+      1,
+      20_000,
+      true,
+    );
+    // Before, both were passed as "tcp 127.0.0.1:0": b took a's socket (its port and clients)
+    // and a new port for a; and a tunnel listener took no tcp listener's socket (on a fixed
+    // port: EADDRINUSE, the old process held it, `upgrade failed, still serving`).
+    assert.deepEqual(
+      [portOf(ready!, 'a'), portOf(ready!, 'b')],
+      [portOf(first, 'a'), portOf(first, 'b')],
+    );
+    assert.equal(await cli.exited(15_000), 0);
+    const client = await connect(portOf(ready!, 'b'));
+    t.after(() => client.destroy());
+    assert.equal(await roundTrip(client, 'x'), 'B:x');
+    client.destroy();
+    const tunnelled = await connect(portOf(ready!, 'a'));
+    t.after(() => tunnelled.destroy());
+    const head = nextData(tunnelled);
+    tunnelled.write(`CONNECT 127.0.0.1:${upstream.port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    assert.match(await head, /^HTTP\/1\.1 200/);
+    const echo = nextData(tunnelled);
+    tunnelled.write('through the tunnel');
+    assert.equal(await echo, 'through the tunnel');
+    tunnelled.destroy();
+    process.kill(ready!.pid, 'SIGTERM');
+    await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'drained, exiting' && l.pid === ready!.pid,
       1,
       10_000,
       true,
