@@ -53,7 +53,6 @@ export function decodeTicketKeys(value: unknown): { keys: Buffer[]; due: number 
 
 /** The environment variable a process passes its ticket keys to one it starts in (JSON). */
 export const TICKET_KEYS_ENV = 'L4PROXY_TICKET_KEYS';
-// (Read and unset below by its name: a computed `delete` is what the lint refuses.)
 
 /**
  * The ticket keys a parent process passed in {@link TICKET_KEYS_ENV}, if valid; the variable is
