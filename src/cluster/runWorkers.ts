@@ -52,10 +52,8 @@ export interface WorkerGroup {
 }
 
 const WORKER_ENV = 'L4PROXY_WORKER';
-/** IPC: the primary's ticket keys (after each rotation, and when a worker asks). */
+/** IPC: the primary's ticket keys (after each rotation, and once a worker listens). */
 const KEYS_MESSAGE = 'l4proxy:ticket-keys';
-/** IPC: a worker asks for the keys (a rotation may have come while it started). */
-const KEYS_REQUEST = 'l4proxy:ticket-keys-request';
 
 /** Whether an IPC message is of `type`. */
 function isMessage(message: unknown, type: string): boolean {
@@ -74,7 +72,6 @@ function workerTicketKeys(): void {
     const state = decodeTicketKeys(message);
     if (state !== undefined) ring.set(state.keys);
   });
-  process.send?.({ type: KEYS_REQUEST }, () => undefined);
 }
 
 /** Sends `state` to `child` (a send failing as it goes away is of no consequence). */
@@ -130,8 +127,11 @@ export async function runWorkers<T>(
       [WORKER_ENV]: String(worker),
       [TICKET_KEYS_ENV]: JSON.stringify(keys.state()),
     });
-    child.on('message', (message: unknown) => {
-      if (isMessage(message, KEYS_REQUEST)) sendKeys(child, keys.state());
+    // A rotation while the worker started may have come before its handler: once it listens
+    // (its handler is set by then), it gets the keys again. No message of ours goes the other
+    // way: a primary's own 'message' handlers see only their workers'.
+    child.on('listening', () => {
+      sendKeys(child, keys.state());
     });
     forked.push(child);
   }
