@@ -12,6 +12,7 @@ import type { Config } from './config.js';
 import { closeAll, ConfigError, loadConfigFile, validateConfig } from './config.js';
 import { Primary } from './primary.js';
 import { runListeners } from './runListeners.js';
+import { takeCliTicketKeys } from './ticketKeys.js';
 import { effectiveSettings, settingsInForce } from './settings.js';
 import { describeBacklog, listenerBacklog } from './listenBacklog.js';
 import { describeTunnelListener } from './tunnelListeners.js';
@@ -116,6 +117,8 @@ async function main(argv: readonly string[]): Promise<void> {
     process.stdout.write(`${version()}\n`);
     return;
   }
+  // Before any proxy is built: every TLS termination without key files shares these.
+  takeCliTicketKeys(cluster.isWorker);
   let config: Config;
   try {
     if (args.config !== undefined) config = await loadConfigFile(args.config);

@@ -105,6 +105,8 @@ export interface Settings {
   readonly backlog?: number;
   /** Warn about certificates expiring within this many days (0: never). Applied on reload. */
   readonly certificateExpiryWarningDays?: number;
+  /** Milliseconds between rotations of the generated TLS session ticket keys (0: never). */
+  readonly ticketKeyRotation?: number;
 }
 
 /** A validated configuration: listeners with their proxies constructed, and settings. */
@@ -130,6 +132,7 @@ export const TOP_KEYS = [
   'accessLog',
   'backlog',
   'certificateExpiryWarningDays',
+  'ticketKeyRotation',
 ];
 /** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
 const CLI_KEYS = [
@@ -322,6 +325,18 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
         warningDays,
       );
     settings.certificateExpiryWarningDays = warningDays;
+  }
+  const rotation = json.ticketKeyRotation;
+  if (rotation !== undefined) {
+    // At least a second: a ticket must outlive the time a client takes to come back.
+    if (rotation !== 0 && !isIntegerIn(rotation, 1_000, 2_147_483_647))
+      throw fieldError(
+        source,
+        'ticketKeyRotation',
+        'milliseconds, 0 (never rotate) or an integer from 1000 to 2147483647',
+        rotation,
+      );
+    settings.ticketKeyRotation = rotation;
   }
   return settings;
 }

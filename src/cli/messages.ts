@@ -1,6 +1,7 @@
 import type { RelayedAdminReply, RelayedAdminRequest } from '../admin/relayedRequest.js';
 import type { ListenerStats } from './Listener.js';
 import type { TunnelListenerStats } from './tunnelListeners.js';
+import type { TicketKeysMessage } from './ticketKeys.js';
 
 /** Messages the cluster primary sends a worker over IPC. */
 export type PrimaryMessage =
@@ -9,7 +10,9 @@ export type PrimaryMessage =
   | { readonly type: 'l4proxy:stats'; readonly id: number }
   | { readonly type: 'l4proxy:admin'; readonly id: number; readonly request: RelayedAdminRequest }
   /** A second stop signal: cut what is still open, write its access lines, exit. */
-  | { readonly type: 'l4proxy:exit' };
+  | { readonly type: 'l4proxy:exit' }
+  /** The TLS session ticket keys in force (at a worker's ready, after each rotation). */
+  | TicketKeysMessage;
 
 /** Messages a worker sends the primary over IPC. */
 export type WorkerMessage =

@@ -25,6 +25,7 @@ import { ClusterSocketFiles } from './clusterSocketFiles.js';
 import { WorkerRelay } from './workerRelay.js';
 import { dnsOf, tunnelListenerFamilies } from './tunnelListeners.js';
 import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
+import { cliTicketKeys, ticketKeyFamilies, ticketKeysEnv } from './ticketKeys.js';
 import type { TunnelListenerStats } from './tunnelListeners.js';
 import { timerDelay } from '../internal/timerDelay.js';
 
@@ -136,6 +137,11 @@ export class Primary {
       await this.flushed();
       process.exit(0);
     }
+    // Every worker gets the keys at fork and after each rotation: a client resumes on any.
+    cliTicketKeys().rotation?.start(this.settings.ticketKeyRotation, (state) => {
+      this.broadcast({ type: 'l4proxy:ticket-keys', ...state });
+      this.ops.info('tls ticket keys rotated', { keys: state.keys.length });
+    });
     for (let slot = 1; slot <= this.settings.workers; slot++) this.fork(slot);
     // A signal received while the workers were forked is acted on now.
     takeSignals({
@@ -202,7 +208,12 @@ export class Primary {
   }
 
   private fork(slot: number): void {
-    const fork = (): Worker => cluster.fork({ L4PROXY_WORKER: String(slot) });
+    const keys = cliTicketKeys().rotation;
+    const fork = (): Worker =>
+      cluster.fork({
+        L4PROXY_WORKER: String(slot),
+        ...(keys !== undefined && ticketKeysEnv(keys)),
+      });
     const worker = this.socketFiles === undefined ? fork() : this.socketFiles.forking(fork);
     this.slots.set(slot, worker);
     this.reloadsAtFork.set(slot, this.reloads);
@@ -235,6 +246,7 @@ export class Primary {
       if (worker !== undefined) {
         this.relay.replay(worker);
         this.catchUpReload(slot, worker);
+        this.catchUpTicketKeys(worker);
       }
       this.ops.info('worker ready', {
         worker: slot,
@@ -384,6 +396,16 @@ export class Primary {
     worker.send({ type: 'l4proxy:reload' } satisfies PrimaryMessage);
   }
 
+  /**
+   * The keys in force, to a worker that just started: a rotation while it started reached no
+   * handler (the keys it got at fork would miss the newest one, which its peers encrypt with).
+   */
+  private catchUpTicketKeys(worker: Worker): void {
+    const keys = cliTicketKeys().rotation;
+    if (keys === undefined || !worker.isConnected()) return;
+    worker.send({ type: 'l4proxy:ticket-keys', ...keys.state() } satisfies PrimaryMessage);
+  }
+
   private broadcast(message: PrimaryMessage): void {
     for (const worker of this.slots.values()) if (worker.isConnected()) worker.send(message);
   }
@@ -411,9 +433,13 @@ export class Primary {
 
   private async families(): Promise<MetricFamily[]> {
     const byWorker = await this.collect();
-    return [...byWorker].flatMap(([slot, stats]) => [
-      ...listenerFamilies(stats, { worker: String(slot) }),
-      ...tunnelListenerFamilies(this.tunnelStats.get(slot) ?? [], { worker: String(slot) }),
-    ]);
+    return [
+      ...[...byWorker].flatMap(([slot, stats]) => [
+        ...listenerFamilies(stats, { worker: String(slot) }),
+        ...tunnelListenerFamilies(this.tunnelStats.get(slot) ?? [], { worker: String(slot) }),
+      ]),
+      // The primary makes and rotates the keys: its own series, without a worker label.
+      ...ticketKeyFamilies(),
+    ];
   }
 }

@@ -22,7 +22,18 @@ import {
   takeUpgradeSockets,
   unclaimedSystemdSockets,
 } from './socketActivation.js';
-import { startUpgrade, UPGRADE_REFUSED_UNIX, upgradeListening } from './upgrade.js';
+import {
+  startUpgrade,
+  UPGRADE_REFUSED_UNIX,
+  UPGRADE_TIMEOUT_MS,
+  upgradeListening,
+} from './upgrade.js';
+import {
+  cliTicketKeys,
+  takeTicketKeysMessage,
+  ticketKeyFamilies,
+  ticketKeysEnv,
+} from './ticketKeys.js';
 import type { StartedUpgrade } from './upgrade.js';
 import type { Server } from 'node:http';
 import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
@@ -232,6 +243,7 @@ export async function runListeners(
       if (message.type === 'l4proxy:drain') void drain('primary');
       else if (message.type === 'l4proxy:reload') void reload();
       else if (message.type === 'l4proxy:exit') void cutAndExit(1);
+      else if (message.type === 'l4proxy:ticket-keys') takeTicketKeysMessage(message);
       else if (message.type === 'l4proxy:admin') {
         const server = adminRef.server;
         reply({
@@ -308,7 +320,11 @@ export async function runListeners(
   if (settings.metrics !== undefined) {
     try {
       const served = await startMetricsServer(settings.metrics, () =>
-        Promise.resolve([...listenerFamilies(running.stats()), ...tunnels.families()]),
+        Promise.resolve([
+          ...listenerFamilies(running.stats()),
+          ...tunnels.families(),
+          ...ticketKeyFamilies(),
+        ]),
       );
       metricsServer = served.server;
       ops.info('metrics listening', { address: served.address, path: '/metrics' });
@@ -326,7 +342,7 @@ export async function runListeners(
         certificateListeners: () => tunnels.certificateListeners(),
         // The families --metrics renders for the tunnel listeners; their certificates' come
         // from certificateListeners, as every listener's.
-        metricFamilies: () => tunnels.adminFamilies(),
+        metricFamilies: () => [...tunnels.adminFamilies(), ...ticketKeyFamilies()],
       });
       adminRef.server = served.server;
       ops.info('admin listening', { address: served.address });
@@ -337,6 +353,10 @@ export async function runListeners(
   // A stop signal while metrics or admin started: the drain is under way, the start is over.
   if (drainStarted()) return;
   status.start(statusPeriod(settings.statusInterval));
+  const keys = cliTicketKeys().rotation;
+  keys?.start(settings.ticketKeyRotation, (state) => {
+    ops.info('tls ticket keys rotated', { keys: state.keys.length });
+  });
   ops.info('ready', { listeners: [...running.addresses(), ...tunnels.addresses()] });
   checkCertificates(warningDays);
 
@@ -363,7 +383,13 @@ export async function runListeners(
     let started: StartedUpgrade;
     unconfirmed = new AbortController();
     try {
-      started = await startUpgrade(sockets, undefined, unconfirmed.signal);
+      // The new process encrypts and decrypts tickets with the same keys: none is lost.
+      started = await startUpgrade(
+        sockets,
+        UPGRADE_TIMEOUT_MS,
+        unconfirmed.signal,
+        keys === undefined ? {} : ticketKeysEnv(keys),
+      );
     } catch (err) {
       upgrading = false;
       const reason = (err as Error).message;

@@ -5,6 +5,7 @@ import type { CliArgs } from './args.js';
 import type { Config, Settings } from './config.js';
 import type { LogLevel } from './jsonLogger.js';
 import { workerCount } from '../cluster/runWorkers.js';
+import { DEFAULT_TICKET_KEY_ROTATION } from '../tls/TicketKeyRotation.js';
 
 /** Settings in force: command-line flags over the config file over defaults. */
 export interface EffectiveSettings {
@@ -22,6 +23,8 @@ export interface EffectiveSettings {
   readonly accessLog: AccessLogSettings | undefined;
   /** Accept queue length of TCP listeners that set none; undefined: the library's default. */
   readonly backlog: number | undefined;
+  /** Milliseconds between rotations of the generated TLS session ticket keys; 0: never. */
+  readonly ticketKeyRotation: number;
 }
 
 /** Merges flags, file settings and defaults. */
@@ -48,6 +51,7 @@ function mergeSettings(args: CliArgs, file: Settings): EffectiveSettings {
     admin: adminSettings(args, file.admin),
     accessLog: file.accessLog,
     backlog: args.backlog ?? file.backlog,
+    ticketKeyRotation: file.ticketKeyRotation ?? DEFAULT_TICKET_KEY_ROTATION,
   };
 }
 

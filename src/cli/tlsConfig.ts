@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { thrownMessage } from '../errors.js';
 import { isRecord } from '../internal/validate.js';
+import { readTicketKeyFiles, TicketKeyFileError } from './ticketKeyFiles.js';
 
 /** PEM options a config file may give as files instead (`caFile` for `ca`, ...). */
 const FILE_KEYS: readonly (readonly [file: string, option: string])[] = [
@@ -84,6 +86,7 @@ export function readTlsFiles(
         read(certificate, `${path}.terminateTls.certificates[${i}]`),
       );
     }
+    if (isRecord(terminate)) ticketKeysOf(terminate, base, `${path}.terminateTls`, digest);
     next.terminateTls = terminate;
   }
   // An upstream's own `tls` (its CA, or a client certificate for it alone) takes files too.
@@ -94,6 +97,34 @@ export function readTlsFiles(
         : upstream,
     );
   return { entry: next, raw: { ...entry, $tlsFiles: digest.digest('hex') } };
+}
+
+/**
+ * A `terminateTls` block's `ticketKeyFiles` read into the library's `ticketKeys` (in place).
+ * Keys never sit in the config file itself: a `ticketKeys` there is refused.
+ */
+function ticketKeysOf(
+  terminate: Record<string, unknown>,
+  base: string,
+  at: string,
+  digest: Hash,
+): void {
+  if (terminate.ticketKeys !== undefined)
+    throw new TlsFileError(
+      `${at}.ticketKeys`,
+      'keys are not written in the config file: give them as files, "ticketKeyFiles": ["current.key", "previous.key"]',
+    );
+  const files = terminate.ticketKeyFiles;
+  if (files === undefined) return;
+  delete terminate.ticketKeyFiles;
+  try {
+    terminate.ticketKeys = readTicketKeyFiles(files, base, `${at}.ticketKeyFiles`, (text) => {
+      digest.update(text);
+    });
+  } catch (err) {
+    if (err instanceof TicketKeyFileError) throw new TlsFileError(err.path, err.message);
+    throw err;
+  }
 }
 
 /**

@@ -47,16 +47,18 @@ export interface PassedSocket {
 }
 
 /**
- * Starts the new process with `sockets`; resolves once it listens on every address, rejects
- * (having killed it, by its pid, if it still runs) when it exits first, fails to start, or
- * stays silent for `timeoutMs`. `cancel` (this process is told to stop before the new one
- * listens) sends it SIGTERM, so it drains what it may have accepted on the adopted sockets
- * instead of running on alone, and rejects.
+ * Starts the new process with `sockets` (and `env` added to this one's environment: the TLS
+ * ticket keys); resolves once it listens on every address, rejects (having killed it, by its
+ * pid, if it still runs) when it exits first, fails to start, or stays silent for `timeoutMs`.
+ * `cancel` (this process is told to stop before the new one listens) sends it SIGTERM, so it
+ * drains what it may have accepted on the adopted sockets instead of running on alone, and
+ * rejects.
  */
 export function startUpgrade(
   sockets: readonly PassedSocket[],
   timeoutMs = UPGRADE_TIMEOUT_MS,
   cancel?: AbortSignal,
+  env: Readonly<Record<string, string>> = {},
 ): Promise<StartedUpgrade> {
   // In the new process the descriptors are 3, 4, ... in this order; the IPC channel follows.
   const fds: Record<string, number> = {};
@@ -65,7 +67,7 @@ export function startUpgrade(
   try {
     child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
       stdio: ['inherit', 'inherit', 'inherit', ...sockets.map(({ fd }) => fd), 'ipc'],
-      env: { ...process.env, [UPGRADE_ENV]: JSON.stringify(fds) },
+      env: { ...process.env, ...env, [UPGRADE_ENV]: JSON.stringify(fds) },
     });
   } catch (err) {
     return Promise.reject(asError(err));

@@ -2,7 +2,17 @@ import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { InvalidOptionError } from '../errors.js';
+import { duration } from '../internal/validate.js';
 import { reusePortSupported } from '../net/reusePort.js';
+import {
+  decodeTicketKeys,
+  takeTicketKeysFromEnv,
+  TICKET_KEYS_ENV,
+  useSharedTicketKeys,
+} from '../tls/sharedTicketKeys.js';
+import type { TicketKeyState } from '../tls/sharedTicketKeys.js';
+import { randomTicketKey, TicketKeyRing } from '../tls/ticketKeys.js';
+import { DEFAULT_TICKET_KEY_ROTATION, TicketKeyRotation } from '../tls/TicketKeyRotation.js';
 
 /** What each worker's `start` is told. */
 export interface WorkerContext {
@@ -21,6 +31,13 @@ export interface WorkerContext {
 export interface RunWorkersOptions {
   /** Worker processes: a number (1 to 1024), or `'auto'` for `os.availableParallelism()`. Default `'auto'`. */
   readonly workers?: number | 'auto';
+  /**
+   * Milliseconds between rotations of the TLS session ticket keys the primary makes and gives to
+   * every worker (a `terminateTls` without `ticketKeys` uses them, so a client resumes on any
+   * worker). Default 3 600 000 (hourly; the two previous keys still decrypt, so a ticket is
+   * honoured for its 2-hour lifetime); 0 never rotates.
+   */
+  readonly ticketKeyRotation?: number;
 }
 
 /** The workers, as the primary sees them. */
@@ -35,6 +52,32 @@ export interface WorkerGroup {
 }
 
 const WORKER_ENV = 'L4PROXY_WORKER';
+/** IPC: the primary's ticket keys (after each rotation, and once a worker listens). */
+const KEYS_MESSAGE = 'l4proxy:ticket-keys';
+
+/** Whether an IPC message is of `type`. */
+function isMessage(message: unknown, type: string): boolean {
+  return (message as { type?: unknown } | null)?.type === type;
+}
+
+/**
+ * In a worker: the primary's ticket keys become this process's shared ones, before any proxy is
+ * built, and follow the primary's rotations.
+ */
+function workerTicketKeys(): void {
+  const ring = new TicketKeyRing(takeTicketKeysFromEnv()?.keys ?? [randomTicketKey()]);
+  useSharedTicketKeys(ring);
+  process.on('message', (message: unknown) => {
+    if (!isMessage(message, KEYS_MESSAGE)) return;
+    const state = decodeTicketKeys(message);
+    if (state !== undefined) ring.set(state.keys);
+  });
+}
+
+/** Sends `state` to `child` (a send failing as it goes away is of no consequence). */
+function sendKeys(child: Worker, state: TicketKeyState): void {
+  if (child.isConnected()) child.send({ type: KEYS_MESSAGE, ...state }, () => undefined);
+}
 
 /** `workers` resolved to a count (`'auto'`: one per core the process may use). */
 export function workerCount(workers: number | 'auto' = 'auto'): number {
@@ -56,21 +99,42 @@ export function workerCount(workers: number | 'auto' = 'auto'): number {
  *   await proxy.listen({ port: 8080, reusePort });
  *   process.once('SIGTERM', () => void proxy.close());
  * });
- * @throws {InvalidOptionError} (rejection) for a bad `workers`.
+ * @throws {InvalidOptionError} (rejection) for a bad `workers` or `ticketKeyRotation`.
  */
 export async function runWorkers<T>(
   start: (context: WorkerContext) => T | Promise<T>,
   options: RunWorkersOptions = {},
 ): Promise<WorkerGroup | Awaited<T>> {
   const workers = workerCount(options.workers);
+  const period = duration(
+    options.ticketKeyRotation,
+    'ticketKeyRotation',
+    DEFAULT_TICKET_KEY_ROTATION,
+  );
   const reusePort = reusePortSupported();
   if (cluster.isWorker) {
     const worker = Number(process.env[WORKER_ENV] ?? cluster.worker?.id ?? 1);
+    workerTicketKeys();
     return await start({ worker, workers, reusePort });
   }
   const forked: Worker[] = [];
-  for (let worker = 1; worker <= workers; worker++)
-    forked.push(cluster.fork({ [WORKER_ENV]: String(worker) }));
+  const keys = new TicketKeyRotation();
+  keys.start(period, (state) => {
+    for (const child of forked) sendKeys(child, state);
+  });
+  for (let worker = 1; worker <= workers; worker++) {
+    const child = cluster.fork({
+      [WORKER_ENV]: String(worker),
+      [TICKET_KEYS_ENV]: JSON.stringify(keys.state()),
+    });
+    // A rotation while the worker started may have come before its handler: once it listens
+    // (its handler is set by then), it gets the keys again. No message of ours goes the other
+    // way: a primary's own 'message' handlers see only their workers'.
+    child.on('listening', () => {
+      sendKeys(child, keys.state());
+    });
+    forked.push(child);
+  }
   await Promise.all(
     forked.map(
       (child) =>
@@ -84,8 +148,9 @@ export async function runWorkers<T>(
   );
   return {
     workers: forked,
-    stop: (signal: NodeJS.Signals = 'SIGTERM') =>
-      Promise.all(
+    stop: (signal: NodeJS.Signals = 'SIGTERM') => {
+      keys.stop();
+      return Promise.all(
         forked.map(
           (child) =>
             new Promise<void>((resolve) => {
@@ -106,6 +171,7 @@ export async function runWorkers<T>(
               if (child.isConnected()) child.disconnect();
             }),
         ),
-      ).then(() => undefined),
+      ).then(() => undefined);
+    },
   };
 }

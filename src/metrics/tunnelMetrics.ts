@@ -138,6 +138,11 @@ export function tunnelServerFamilies(
     scalar('downstream_tls_handshake', 'counter', 'TLS handshakes completed with clients.'),
     scalar('downstream_tls_failed', 'counter', 'TLS handshakes with clients that failed.'),
     scalar(
+      'downstream_tls_session_reused',
+      'counter',
+      'TLS handshakes with clients that resumed a session (a ticket).',
+    ),
+    scalar(
       'downstream_tls_context_builds',
       'counter',
       'TLS contexts built from sniCallback certificate answers.',

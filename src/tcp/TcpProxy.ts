@@ -64,7 +64,7 @@ import { DownstreamTls } from '../tls/DownstreamTls.js';
 import type { DownstreamTlsInfo, DownstreamTlsOutcome } from '../tls/DownstreamTls.js';
 import { DownstreamHandleTls } from '../tls/DownstreamHandleTls.js';
 import { tlsWrapBinding } from '../tls/tlsWrap.js';
-import { resolveTerminateTls } from '../tls/TerminateTlsOptions.js';
+import { resolveTerminateTls, withTicketKeys } from '../tls/TerminateTlsOptions.js';
 import type { TlsCertificateInfo } from '../tls/certificateInfo.js';
 import type { ResolvedTerminateTls, TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
 import { AdmissionCheck } from '../filter/admission.js';
@@ -1049,7 +1049,24 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
         'a proxy constructed with terminateTls (termination cannot be switched on later)',
         options,
       );
-    this.terminateTls = resolveTerminateTls(options);
+    this.terminateTls = resolveTerminateTls(options, 'terminateTls', this.terminateTls);
+  }
+
+  /**
+   * Replaces the session ticket keys (`terminateTls.ticketKeys`: the first encrypts, all
+   * decrypt) for handshakes that start after the call, without building the contexts again: a
+   * rotation. Tickets under a key left out get a full handshake.
+   *
+   * @throws {InvalidOptionError} naming `ticketKeys`; the old keys stay in force.
+   */
+  setTicketKeys(keys: readonly Buffer[]): void {
+    if (this.terminateTls === undefined)
+      throw new InvalidOptionError(
+        'terminateTls',
+        'a proxy constructed with terminateTls (ticket keys are for TLS termination)',
+        'keys',
+      );
+    this.terminateTls = withTicketKeys(this.terminateTls, keys, 'ticketKeys');
   }
 
   /** `stats()` in the Prometheus text exposition format (`l4proxy_tcp_*` metrics). */

@@ -2,13 +2,21 @@ import { constants } from 'node:crypto';
 import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import { InvalidOptionError, thrownMessage } from '../errors.js';
-import { duration, isRecord, optionalFunction, rejectUnknownKeys } from '../internal/validate.js';
+import {
+  boolean,
+  duration,
+  isRecord,
+  optionalFunction,
+  rejectUnknownKeys,
+} from '../internal/validate.js';
 import type { PemInput, TlsVersion } from './pem.js';
 import { describeCertificate } from './certificateInfo.js';
 import type { TlsCertificateInfo } from './certificateInfo.js';
 import { SniServedCertificates } from './sniServed.js';
 import { SniContextCache } from './sniContexts.js';
 import type { TlsStats } from './tlsStats.js';
+import { sharedTicketKeys } from './sharedTicketKeys.js';
+import { ticketKeyList, TicketKeyRing, TicketKeySource } from './ticketKeys.js';
 import {
   alpnList,
   groupList,
@@ -22,6 +30,8 @@ import {
 
 /** OpenSSL's `SSL_OP_NO_RENEGOTIATION`. */
 const NO_RENEGOTIATION = constants.SSL_OP_NO_RENEGOTIATION;
+/** OpenSSL's `SSL_OP_NO_TICKET`: no session tickets (`sessionTickets: false`). */
+const NO_TICKET = constants.SSL_OP_NO_TICKET;
 
 /** A certificate (chain) and its private key, PEM. */
 export interface TlsCertificate {
@@ -88,6 +98,21 @@ export interface TerminateTlsOptions {
   readonly ca?: PemInput;
   /** Time a client has to complete its handshake. Default 10 000 ms. */
   readonly handshakeTimeout?: number;
+  /**
+   * Session ticket keys (nginx `ssl_session_ticket_key`, HAProxy `tls-ticket-keys`, Envoy
+   * `session_ticket_keys`): 1 to 16 Buffers of 48 bytes each, laid out as Node's `ticketKeys`
+   * (16-byte name, 16-byte HMAC secret, 16-byte AES key). The first encrypts new tickets; every
+   * one decrypts, and a ticket under a later one is renewed under the first. Give every process
+   * and host behind one address the same keys, so a client resumes wherever it lands; replace
+   * them at run time with `setTicketKeys()`. Default: the keys `runWorkers()` (or the CLI) shares
+   * between its processes, else Node's random keys, one set per proxy, lost with it.
+   */
+  readonly ticketKeys?: readonly Buffer[];
+  /**
+   * `false`: no session tickets (nginx `ssl_session_tickets off`): a client's every handshake is
+   * a full one. Default true.
+   */
+  readonly sessionTickets?: boolean;
 }
 
 const KEYS = [
@@ -104,6 +129,8 @@ const KEYS = [
   'clientCertificate',
   'ca',
   'handshakeTimeout',
+  'ticketKeys',
+  'sessionTickets',
 ] as const;
 
 /** Termination settings, contexts built. Replaced as a whole on reload. */
@@ -126,6 +153,13 @@ export interface ResolvedTerminateTls {
   readonly served: readonly TlsCertificateInfo[];
   /** With `sniCallback`: the certificates it served (bounded), as they are answered. */
   readonly sniServed: SniServedCertificates | undefined;
+  /** Whether clients get session tickets (`sessionTickets`). */
+  readonly sessionTickets: boolean;
+  /**
+   * Where the default context takes its ticket keys from (`ticketKeys`, or the process's shared
+   * keys); undefined: Node's own keys of that context, or no tickets.
+   */
+  readonly ticketKeys: TicketKeySource | undefined;
 }
 
 function certificateShape(value: unknown, name: string, needsNames: boolean): void {
@@ -154,8 +188,16 @@ function certificateShape(value: unknown, name: string, needsNames: boolean): vo
   }
 }
 
-/** Validates termination options and builds every context. @throws {InvalidOptionError} */
-export function resolveTerminateTls(value: unknown, name = 'terminateTls'): ResolvedTerminateTls {
+/**
+ * Validates termination options and builds every context. Without `ticketKeys`, the keys of
+ * `previous` (the settings these replace) stay in force, as Node's `setSecureContext()` keeps a
+ * server's. @throws {InvalidOptionError}
+ */
+export function resolveTerminateTls(
+  value: unknown,
+  name = 'terminateTls',
+  previous?: ResolvedTerminateTls,
+): ResolvedTerminateTls {
   if (!isRecord(value)) throw new InvalidOptionError(name, 'an object', value);
   rejectUnknownKeys(value, KEYS, name);
   const hasDefault = value.cert !== undefined || value.key !== undefined;
@@ -189,13 +231,25 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
     throw new InvalidOptionError(`${name}.ca`, 'the CAs client certificates must chain to', ca);
   if (value.passphrase !== undefined && typeof value.passphrase !== 'string')
     throw new InvalidOptionError(`${name}.passphrase`, 'a string', value.passphrase);
+  const sessionTickets = boolean(value.sessionTickets, `${name}.sessionTickets`, true);
+  const ticketKeys =
+    value.ticketKeys === undefined
+      ? undefined
+      : ticketKeyList(value.ticketKeys, `${name}.ticketKeys`);
+  if (!sessionTickets && ticketKeys !== undefined)
+    throw new InvalidOptionError(
+      `${name}.ticketKeys`,
+      'no keys when sessionTickets is false (no tickets are issued)',
+      'keys',
+    );
   const base: tls.SecureContextOptions = {
     minVersion: tlsVersion(value.minVersion, `${name}.minVersion`) ?? 'TLSv1.2',
-    // Session resumption with client certificates needs a session id context (OpenSSL).
+    // Session resumption with client certificates needs a session id context (OpenSSL); the same
+    // in every process, so that a TLS 1.2 ticket from one resumes at another (workers, hosts).
     sessionIdContext: 'l4proxy',
     // Client-started renegotiation refused, as nginx and HAProxy refuse it: it only serves a
     // client that wants the server to do a full handshake's work again.
-    secureOptions: NO_RENEGOTIATION,
+    secureOptions: sessionTickets ? NO_RENEGOTIATION : NO_RENEGOTIATION | NO_TICKET,
   };
   const maxVersion = tlsVersion(value.maxVersion, `${name}.maxVersion`);
   versionRange(base.minVersion as TlsVersion, maxVersion, name);
@@ -253,9 +307,13 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
       else byName.set(lower, context);
     }
   });
+  const keySource = sessionTickets ? ticketKeySource(ticketKeys, previous) : undefined;
+  keySource?.attach(defaultContext);
   return {
     served: servedCertificates(value, list as SniCertificate[], name),
     defaultContext,
+    sessionTickets,
+    ticketKeys: keySource,
     byName,
     byWildcard,
     sniCallback,
@@ -266,6 +324,46 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
     handshakeTimeout: duration(value.handshakeTimeout, `${name}.handshakeTimeout`, 10_000, 1),
     contextFor: callbackContexts(build, `${name}.sniCallback result`),
   };
+}
+
+/**
+ * Where a termination's ticket keys come from: its own `ticketKeys`, else those of the settings
+ * it replaces, else the process's shared keys (runWorkers, the CLI), else none (Node's own).
+ */
+function ticketKeySource(
+  keys: Buffer[] | undefined,
+  previous: ResolvedTerminateTls | undefined,
+): TicketKeySource | undefined {
+  if (keys !== undefined) return new TicketKeySource(new TicketKeyRing(keys), false);
+  if (previous?.ticketKeys !== undefined) return previous.ticketKeys;
+  const shared = sharedTicketKeys();
+  return shared === undefined ? undefined : new TicketKeySource(shared, true);
+}
+
+/**
+ * `settings` with the ticket keys `value` (validated as `name`) in force for the handshakes that
+ * start from now on; the contexts are not built again.
+ * @throws {InvalidOptionError} naming `name`, or its `sessionTickets` when that is false.
+ */
+export function withTicketKeys(
+  settings: ResolvedTerminateTls,
+  value: unknown,
+  name: string,
+): ResolvedTerminateTls {
+  const keys = ticketKeyList(value, name);
+  if (!settings.sessionTickets)
+    throw new InvalidOptionError(
+      name,
+      'keys for a termination that issues tickets (sessionTickets is false)',
+      'keys',
+    );
+  if (settings.ticketKeys !== undefined) {
+    settings.ticketKeys.replace(keys, [settings.defaultContext]);
+    return settings;
+  }
+  const source = new TicketKeySource(new TicketKeyRing(keys), false);
+  source.attach(settings.defaultContext);
+  return { ...settings, ticketKeys: source };
 }
 
 /** {@link ResolvedTerminateTls.contextFor}: `build` once per certificate content. */

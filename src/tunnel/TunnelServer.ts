@@ -32,7 +32,7 @@ import type { ClientIdentity } from '../tcp/ClientPreface.js';
 import { socketIdentity } from '../tcp/ClientPreface.js';
 import { DownstreamTls } from '../tls/DownstreamTls.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
-import { resolveTerminateTls } from '../tls/TerminateTlsOptions.js';
+import { resolveTerminateTls, withTicketKeys } from '../tls/TerminateTlsOptions.js';
 import type { TlsCertificateInfo } from '../tls/certificateInfo.js';
 import type { ResolvedTerminateTls, TerminateTlsOptions } from '../tls/TerminateTlsOptions.js';
 import { UpstreamTls } from '../tls/UpstreamTls.js';
@@ -171,6 +171,8 @@ export interface TunnelServerStats extends ProxyHealthStats {
   /** TLS listener (`terminateTls`): handshakes completed and failed. */
   readonly downstream_tls_handshake: number;
   readonly downstream_tls_failed: number;
+  /** Of the handshakes completed, those that resumed a session (a ticket). */
+  readonly downstream_tls_session_reused: number;
   /** Contexts built from `terminateTls.sniCallback` `{ cert, key }` answers (cached by content). */
   readonly downstream_tls_context_builds: number;
   /** Of those answers, the ones OpenSSL refused (cached by content too: one per distinct answer). */
@@ -274,12 +276,12 @@ interface Refusal {
 }
 
 /** Termination settings of the listener: ALPN `h2` then `http/1.1` unless given. */
-function resolveListenerTls(value: unknown): ResolvedTerminateTls {
+function resolveListenerTls(value: unknown, previous?: ResolvedTerminateTls): ResolvedTerminateTls {
   const withAlpn =
     typeof value === 'object' && value !== null && !('alpn' in value)
       ? { ...value, alpn: ['h2', 'http/1.1'] }
       : value;
-  return resolveTerminateTls(withAlpn, 'terminateTls');
+  return resolveTerminateTls(withAlpn, 'terminateTls', previous);
 }
 
 /**
@@ -588,7 +590,22 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   setTerminateTls(options: TerminateTlsOptions): void {
     if (this.terminateTls === undefined)
       throw new InvalidOptionError('terminateTls', 'set at construction to be replaced', options);
-    this.terminateTls = resolveListenerTls(options);
+    this.terminateTls = resolveListenerTls(options, this.terminateTls);
+  }
+
+  /**
+   * Replaces the session ticket keys (`terminateTls.ticketKeys`) for handshakes that start after
+   * the call, without building the contexts again. Only on a server built with `terminateTls`.
+   * @throws {InvalidOptionError} naming `ticketKeys`; the old keys stay.
+   */
+  setTicketKeys(keys: readonly Buffer[]): void {
+    if (this.terminateTls === undefined)
+      throw new InvalidOptionError(
+        'terminateTls',
+        'set at construction to take ticket keys',
+        'keys',
+      );
+    this.terminateTls = withTicketKeys(this.terminateTls, keys, 'ticketKeys');
   }
 
   /** Replaces the upstreams; live tunnels finish on their own. @throws {InvalidOptionError} */
@@ -655,6 +672,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       h2_reset_floods_total: this.counters.resetFloods,
       h2_session_errors_total: this.counters.sessionErrors,
       downstream_tls_handshake: this.tlsStats.downstream_tls_handshake,
+      downstream_tls_session_reused: this.tlsStats.downstream_tls_session_reused,
       downstream_tls_failed:
         this.tlsStats.downstream_tls_connection_error +
         this.tlsStats.downstream_tls_fail_verify_cert +

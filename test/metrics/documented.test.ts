@@ -1,12 +1,22 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
+import tls from 'node:tls';
 import { LatencyRecorder, TcpProxy, TunnelServer, UdpProxy } from '../../src/index.js';
 import { renderFamilies, tcpFamilies, udpFamilies } from '../../src/metrics/prometheus.js';
 import { TunnelAgent } from '../../src/transport/TunnelAgent.js';
 import { certificateFamilies } from '../../src/metrics/certificateMetrics.js';
 import { AuthFailureLimiter, authLimiterFamilies } from '../../src/admin/authLimiter.js';
 import { parseExposition } from './exposition.js';
+import { takeCliTicketKeys, ticketKeyFamilies } from '../../src/cli/ticketKeys.js';
+import { useSharedTicketKeys } from '../../src/tls/sharedTicketKeys.js';
+
+/** The CLI's ticket key families, its keys made and used by a context (then unshared again). */
+function cliTicketKeyFamilies(): ReturnType<typeof ticketKeyFamilies> {
+  takeCliTicketKeys(false).ring.attach(tls.createSecureContext());
+  useSharedTicketKeys(undefined);
+  return ticketKeyFamilies();
+}
 
 /** `a_{b,c}_d` → `a_b_d`, `a_c_d` (every group, in turn). */
 function expand(pattern: string): string[] {
@@ -81,6 +91,8 @@ async function exposedFamilies(): Promise<Set<string>> {
       ]),
       // An admin server with a token adds its own.
       ...authLimiterFamilies(new AuthFailureLimiter({ failures: 10, window: 1, sources: 1 })),
+      // The CLI's generated ticket keys, once a termination uses them.
+      ...cliTicketKeyFamilies(),
     ]) + server.metrics();
   await tcp.close();
   await udp.close();
