@@ -3,7 +3,6 @@ import type { SecureContext } from 'node:tls';
 import { HandleSocket } from '../net/HandleSocket.js';
 import type { TcpHandle } from '../net/HandleSocket.js';
 import { ignoreError } from '../internal/ignoreError.js';
-import { RejectReason } from '../tcp/closeReasons.js';
 import { describePeer, handshakeInfo, selectContext, selectsBySni } from './DownstreamTls.js';
 import { TerminationHandshake } from './TerminationHandshake.js';
 import type { CheckedPeer, DownstreamTlsOutcome } from './DownstreamTls.js';

@@ -2,9 +2,10 @@ import type { X509Certificate } from 'node:crypto';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import type { SecureContext, TLSSocket } from 'node:tls';
-import { asError, describe, ErrorCode, thrownMessage, TlsHandshakeError } from '../errors.js';
+import { asError, describe, thrownMessage } from '../errors.js';
+import type { TlsHandshakeError } from '../errors.js';
 import { isThenable } from '../internal/isThenable.js';
-import { RejectReason } from '../tcp/closeReasons.js';
+import type { RejectReason } from '../tcp/closeReasons.js';
 import type {
   ResolvedTerminateTls,
   SniCallbackResult,

@@ -254,7 +254,7 @@ export function resolveTerminateTls(value: unknown, name = 'terminateTls'): Reso
   const groups = groupList(value.groups, `${name}.groups`);
   if (groups !== undefined) base.ecdhCurve = groups;
   if (ca !== undefined) base.ca = ca;
-  if (crl !== undefined) base.crl = crl as string[];
+  if (crl !== undefined) base.crl = crl;
   const build = (certificate: Partial<TlsCertificate>, path: string): SecureContext => {
     try {
       return tls.createSecureContext({

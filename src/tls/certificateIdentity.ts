@@ -56,6 +56,7 @@ const SAN_PREFIX: Readonly<Record<string, SubjectAltNameType>> = {
 };
 
 /** A JSON string at the start of the text: Node quotes a SAN value holding `,`, `"` or `\`. */
+// eslint-disable-next-line no-control-regex -- JSON strings exclude control characters
 const QUOTED = /^"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/;
 
 /**
