@@ -155,6 +155,8 @@ export class CertificateIdentity {
 
 const TYPES: readonly SubjectAltNameType[] = ['dns', 'uri', 'ip', 'email'];
 
+const FORMS = ['exact', 'prefix', 'suffix'] as const;
+
 /** A DNS name against `exact`: case-insensitive; a leading `*.` in the certificate is one label. */
 function dnsExact(exact: string): (name: string) => boolean {
   const want = exact.toLowerCase();
@@ -180,16 +182,18 @@ function ipExact(exact: string, name: string): (name: string) => boolean {
 function matcher(value: unknown, name: string): Matcher {
   if (!isRecord(value)) throw new InvalidOptionError(name, 'an object { type, exact }', value);
   rejectUnknownKeys(value, ['type', 'exact', 'prefix', 'suffix'], name);
+  const given = FORMS.filter((key) => value[key] !== undefined);
+  for (const key of given) {
+    if (typeof value[key] !== 'string' || value[key] === '')
+      throw new InvalidOptionError(`${name}.${key}`, 'a non-empty string', value[key]);
+  }
   const type = value.type as SubjectAltNameType;
   if (!TYPES.includes(type))
     throw new InvalidOptionError(`${name}.type`, "'dns', 'uri', 'ip' or 'email'", value.type);
-  const given = (['exact', 'prefix', 'suffix'] as const).filter((key) => value[key] !== undefined);
   const form = given[0];
   if (given.length !== 1 || form === undefined)
     throw new InvalidOptionError(name, 'exactly one of exact, prefix or suffix', value);
-  const text = value[form];
-  if (typeof text !== 'string' || text === '')
-    throw new InvalidOptionError(`${name}.${form}`, 'a non-empty string', text);
+  const text = value[form] as string;
   if (type === 'ip') {
     if (form !== 'exact') throw new InvalidOptionError(`${name}.${form}`, "'exact' for ip", text);
     return { type, test: ipExact(text, name) };
