@@ -25,6 +25,8 @@ export const ErrorCode = {
   TLS_CLIENT_CERT: 'ERR_L4_TLS_CLIENT_CERT',
   TLS_STARTTLS_REFUSED: 'ERR_L4_TLS_STARTTLS_REFUSED',
   TLS_STARTTLS_PROTOCOL: 'ERR_L4_TLS_STARTTLS_PROTOCOL',
+  TLS_REVOKED: 'ERR_L4_TLS_REVOKED',
+  TLS_PIN_MISMATCH: 'ERR_L4_TLS_PIN_MISMATCH',
   PARSER_FINISHED: 'ERR_L4_PARSER_FINISHED',
   ADMISSION: 'ERR_L4_ADMISSION',
   FILTER: 'ERR_L4_FILTER',
@@ -294,12 +296,15 @@ export type TlsFailureCode =
   | typeof ErrorCode.TLS_HANDSHAKE
   | typeof ErrorCode.TLS_CLIENT_CERT
   | typeof ErrorCode.TLS_STARTTLS_REFUSED
-  | typeof ErrorCode.TLS_STARTTLS_PROTOCOL;
+  | typeof ErrorCode.TLS_STARTTLS_PROTOCOL
+  | typeof ErrorCode.TLS_REVOKED
+  | typeof ErrorCode.TLS_PIN_MISMATCH;
 
 /**
  * A TLS handshake failed, with an upstream (origination) or a client (termination). `code` names
  * the cause: the peer's certificate is not trusted (`ERR_L4_TLS_UNTRUSTED`), does not name the
- * host (`ERR_L4_TLS_NAME_MISMATCH`), the handshake took too long (`ERR_L4_TLS_HANDSHAKE_TIMEOUT`),
+ * host or none of the `subjectAltNames` matchers (`ERR_L4_TLS_NAME_MISMATCH`), is revoked by a
+ * `crl` (`ERR_L4_TLS_REVOKED`), matches none of the `pins` (`ERR_L4_TLS_PIN_MISMATCH`), the handshake took too long (`ERR_L4_TLS_HANDSHAKE_TIMEOUT`),
  * a client gave no valid certificate (`ERR_L4_TLS_CLIENT_CERT`), an upstream with `tls.startTls`
  * refused the in-band request for TLS (`ERR_L4_TLS_STARTTLS_REFUSED`) or answered it wrongly
  * (`ERR_L4_TLS_STARTTLS_PROTOCOL`), or anything else

@@ -167,6 +167,11 @@ export type {
 } from './tls/TerminateTlsOptions.js';
 export type { DownstreamTlsInfo, TlsPeerCertificate } from './tls/DownstreamTls.js';
 export type { TlsVersion, PemInput } from './tls/pem.js';
+export type {
+  SubjectAltNameMatcher,
+  SubjectAltNameType,
+  CertificatePins,
+} from './tls/certificateIdentity.js';
 export type { TlsStats } from './tls/tlsStats.js';
 export type { TlsCertificateInfo } from './tls/certificateInfo.js';
 export { sslTlvFields } from './tls/sslTlv.js';

@@ -11,7 +11,12 @@ const FILE_KEYS: readonly (readonly [file: string, option: string])[] = [
   ['caFile', 'ca'],
   ['certFile', 'cert'],
   ['keyFile', 'key'],
+  // Revocation lists: one file or several (one per CA), re-read on SIGHUP as certificates are.
+  ['crlFile', 'crl'],
 ];
+
+/** File keys that may name several files (their contents are given as a list). */
+const LIST_KEYS = new Set(['crlFile']);
 
 /** Why a TLS file option was refused: the JSON path and what was wrong. */
 export class TlsFileError extends Error {
@@ -61,19 +66,30 @@ export function readTlsFiles(
     for (const [fileKey, option] of FILE_KEYS) {
       const file = block[fileKey];
       if (file === undefined) continue;
-      if (typeof file !== 'string' || file === '')
-        throw new TlsFileError(`${at}.${fileKey}`, 'expected a file path');
+      const several = LIST_KEYS.has(fileKey) && Array.isArray(file);
+      const files: unknown[] = several ? (file as unknown[]) : [file];
+      if (files.length === 0 || !files.every((f) => typeof f === 'string' && f !== ''))
+        throw new TlsFileError(
+          `${at}.${fileKey}`,
+          LIST_KEYS.has(fileKey)
+            ? 'expected a file path or a non-empty array of them'
+            : 'expected a file path',
+        );
       if (block[option] !== undefined)
         throw new TlsFileError(`${at}.${fileKey}`, `give either ${fileKey} or ${option}, not both`);
-      const full = resolve(base, file);
-      let text: string;
-      try {
-        text = readFileSync(full, 'utf8');
-      } catch (err) {
-        throw new TlsFileError(`${at}.${fileKey}`, `cannot read ${full}: ${thrownMessage(err)}`);
-      }
-      digest.update(`${at}.${fileKey}\0${text}\0`);
-      out[option] = text;
+      const texts = (files as string[]).map((name, i) => {
+        const full = resolve(base, name);
+        const where = several ? `${at}.${fileKey}[${i}]` : `${at}.${fileKey}`;
+        let text: string;
+        try {
+          text = readFileSync(full, 'utf8');
+        } catch (err) {
+          throw new TlsFileError(where, `cannot read ${full}: ${thrownMessage(err)}`);
+        }
+        digest.update(`${where}\0${text}\0`);
+        return text;
+      });
+      out[option] = several ? texts : texts[0];
     }
     return out;
   };
@@ -147,7 +163,9 @@ export function tlsFilesOf(
   if (!isRecord(block)) return undefined;
   const named = FILE_KEYS.flatMap(([fileKey]) => {
     const file = block[fileKey];
-    return typeof file === 'string' ? [`${fileKey} ${JSON.stringify(file)}`] : [];
+    return typeof file === 'string' || Array.isArray(file)
+      ? [`${fileKey} ${JSON.stringify(file)}`]
+      : [];
   });
   return named.length > 0 ? named.join(', ') : undefined;
 }

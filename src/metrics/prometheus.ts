@@ -61,6 +61,8 @@ const TLS_HELP: HelpTable<TlsStats> = {
   upstream_tls_session_reused: 'Upstream TLS handshakes that resumed a session.',
   upstream_tls_fail_verify_error: 'Upstream certificates not signed by a trusted CA.',
   upstream_tls_fail_verify_san: 'Upstream certificates not naming the server name.',
+  upstream_tls_fail_verify_revoked: 'Upstream certificates revoked by tls.crl.',
+  upstream_tls_fail_verify_cert_hash: 'Upstream certificates matching none of tls.pins.',
   upstream_tls_handshake_timeout: 'Upstream TLS handshakes that timed out.',
   upstream_tls_connection_error: 'Other failed upstream TLS handshakes.',
   upstream_tls_starttls_refused:
@@ -70,6 +72,11 @@ const TLS_HELP: HelpTable<TlsStats> = {
   downstream_tls_handshake: 'TLS handshakes completed with clients.',
   downstream_tls_session_reused: 'Client TLS handshakes that resumed a session.',
   downstream_tls_fail_verify_cert: 'Clients refused for a missing or unverified certificate.',
+  downstream_tls_fail_verify_revoked: 'Clients refused for a certificate terminateTls.crl revokes.',
+  downstream_tls_fail_verify_san:
+    'Clients refused for a certificate matching none of terminateTls.subjectAltNames.',
+  downstream_tls_fail_verify_cert_hash:
+    'Clients refused for a certificate matching none of terminateTls.pins.',
   downstream_tls_handshake_timeout: 'Client TLS handshakes that timed out.',
   downstream_tls_connection_error: 'Other failed client TLS handshakes.',
   downstream_tls_context_builds: 'TLS contexts built from sniCallback certificate answers.',

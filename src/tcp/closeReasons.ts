@@ -74,6 +74,10 @@ export const CloseReason = {
    * closed first (`ERR_L4_TLS_STARTTLS_PROTOCOL`).
    */
   UPSTREAM_TLS_STARTTLS_PROTOCOL: 'upstream_tls_starttls_protocol',
+  /** As above, but a `tls.crl` revokes the upstream's certificate (`ERR_L4_TLS_REVOKED`). */
+  UPSTREAM_TLS_REVOKED: 'upstream_tls_revoked',
+  /** As above, but the certificate matches none of `tls.pins` (`ERR_L4_TLS_PIN_MISMATCH`). */
+  UPSTREAM_TLS_PIN_MISMATCH: 'upstream_tls_pin_mismatch',
   /**
    * One side had sent its FIN and nothing moved for `halfCloseTimeout` ms (HAProxy
    * `timeout client-fin`/`server-fin`).
@@ -128,6 +132,12 @@ export const RejectReason = {
   TLS_HANDSHAKE_TIMEOUT: 'tls_handshake_timeout',
   /** TLS termination: a client certificate was required and none, or one that did not verify, was given. */
   TLS_CLIENT_CERT: 'tls_client_cert',
+  /** TLS termination: `terminateTls.crl` revokes the client's certificate. */
+  TLS_CLIENT_CERT_REVOKED: 'tls_client_cert_revoked',
+  /** TLS termination: the client's certificate matches none of `terminateTls.subjectAltNames`. */
+  TLS_CLIENT_CERT_SAN: 'tls_client_cert_san',
+  /** TLS termination: the client's certificate matches none of `terminateTls.pins`. */
+  TLS_CLIENT_CERT_PIN: 'tls_client_cert_pin',
   /** Every upstream was at its `maxConnections` and `queue.maxLength` clients already waited. */
   QUEUE_FULL: 'queue_full',
   /** The client waited `queue.timeout` ms in the queue without an upstream slot freeing up. */

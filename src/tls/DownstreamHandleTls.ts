@@ -3,15 +3,9 @@ import type { SecureContext } from 'node:tls';
 import { HandleSocket } from '../net/HandleSocket.js';
 import type { TcpHandle } from '../net/HandleSocket.js';
 import { ignoreError } from '../internal/ignoreError.js';
-import { RejectReason } from '../tcp/closeReasons.js';
-import {
-  handshakeInfo,
-  missingClientCertError,
-  selectContext,
-  selectsBySni,
-} from './DownstreamTls.js';
+import { describePeer, handshakeInfo, selectContext, selectsBySni } from './DownstreamTls.js';
 import { TerminationHandshake } from './TerminationHandshake.js';
-import type { DownstreamTlsOutcome, TlsPeerCertificate } from './DownstreamTls.js';
+import type { CheckedPeer, DownstreamTlsOutcome } from './DownstreamTls.js';
 import type { ResolvedTerminateTls } from './TerminateTlsOptions.js';
 import { alpnBuffer, nativeContext, wrapTcp } from './tlsWrap.js';
 import type { TlsWrap, Wrap } from './tlsWrap.js';
@@ -82,11 +76,8 @@ export class DownstreamHandleTls extends TerminationHandshake<HandleSocket> {
     const ssl = this.ssl;
     const mode = this.settings.clientCertificate;
     const peer = mode === 'none' ? undefined : peerCertificate(ssl);
-    if (mode === 'required' && peer?.verified !== true) {
-      this.refuse(RejectReason.TLS_CLIENT_CERT, missingClientCertError());
-      return;
-    }
-    const info = handshakeInfo(this.stats, this.startedAt, peer, {
+    if (mode !== 'none' && this.refusesPeer(peer)) return;
+    const info = handshakeInfo(this.stats, this.startedAt, peer?.info, {
       version: ssl.getProtocol(),
       cipher: ssl.getCipher()?.name,
       serverName: ssl.getServername(),
@@ -104,7 +95,7 @@ export class DownstreamHandleTls extends TerminationHandshake<HandleSocket> {
 }
 
 /** The client's certificate, or undefined when it sent none. */
-function peerCertificate(ssl: TlsWrap): TlsPeerCertificate | undefined {
+function peerCertificate(ssl: TlsWrap): CheckedPeer | undefined {
   const raw = ssl.getPeerCertificate(false)?.raw;
   if (!Buffer.isBuffer(raw)) return undefined;
   let x509: X509Certificate;
@@ -114,11 +105,5 @@ function peerCertificate(ssl: TlsWrap): TlsPeerCertificate | undefined {
     // OpenSSL parsed it for the handshake; should Node not, the client counts as unverified.
     return undefined;
   }
-  const cn = /^CN=(.*)$/m.exec(x509.subject)?.[1];
-  return {
-    subject: x509.subject,
-    commonName: cn,
-    fingerprint256: x509.fingerprint256,
-    verified: (ssl.verifyError() ?? null) === null,
-  };
+  return describePeer(x509, ssl.verifyError() ?? null);
 }

@@ -1,9 +1,11 @@
+import type { X509Certificate } from 'node:crypto';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import type { SecureContext, TLSSocket } from 'node:tls';
-import { asError, describe, ErrorCode, thrownMessage, TlsHandshakeError } from '../errors.js';
+import { asError, describe, thrownMessage } from '../errors.js';
+import type { TlsHandshakeError } from '../errors.js';
 import { isThenable } from '../internal/isThenable.js';
-import { RejectReason } from '../tcp/closeReasons.js';
+import type { RejectReason } from '../tcp/closeReasons.js';
 import type {
   ResolvedTerminateTls,
   SniCallbackResult,
@@ -26,6 +28,29 @@ export interface TlsPeerCertificate {
   readonly fingerprint256: string;
   /** Whether it chained to `terminateTls.ca`. Always true with `clientCertificate: 'required'`. */
   readonly verified: boolean;
+}
+
+/** A client's certificate as the handshake left it: described, parsed, and OpenSSL's verdict. */
+export interface CheckedPeer {
+  readonly info: TlsPeerCertificate;
+  readonly x509: X509Certificate;
+  /** Null when it verified. */
+  readonly verifyError: Error | null;
+}
+
+/** The description of a client certificate, with OpenSSL's verdict on it. */
+export function describePeer(x509: X509Certificate, verifyError: Error | null): CheckedPeer {
+  const cn = /^CN=(.*)$/m.exec(x509.subject)?.[1];
+  return {
+    info: {
+      subject: x509.subject,
+      commonName: cn,
+      fingerprint256: x509.fingerprint256,
+      verified: verifyError === null,
+    },
+    x509,
+    verifyError,
+  };
 }
 
 /** What a terminated TLS connection negotiated; on the connection, its events and selectors. */
@@ -109,11 +134,8 @@ export class DownstreamTls extends TerminationHandshake<TLSSocket> {
     const socket = this.socket;
     const mode = this.settings.clientCertificate;
     const peer = mode === 'none' ? undefined : peerCertificate(socket);
-    if (mode === 'required' && peer?.verified !== true) {
-      this.refuse(RejectReason.TLS_CLIENT_CERT, missingClientCertError());
-      return;
-    }
-    const info = handshakeInfo(this.stats, this.startedAt, peer, {
+    if (mode !== 'none' && this.refusesPeer(peer)) return;
+    const info = handshakeInfo(this.stats, this.startedAt, peer?.info, {
       version: socket.getProtocol(),
       cipher: socket.getCipher().name,
       serverName: (socket as TLSSocket & { servername?: unknown }).servername,
@@ -170,15 +192,6 @@ export function handshakeInfo(
     peer,
     handshakeMs: performance.now() - startedAt,
   };
-}
-
-/** `clientCertificate: 'required'` and no certificate that chains to the CA. */
-export function missingClientCertError(): TlsHandshakeError {
-  return new TlsHandshakeError(
-    ErrorCode.TLS_CLIENT_CERT,
-    'downstream',
-    'The client presented no certificate that chains to terminateTls.ca.',
-  );
 }
 
 /** Whether a terminated client needs a certificate chosen by its server name. */
@@ -259,7 +272,7 @@ function toContext(
 }
 
 /** The client's certificate as the connection shows it, or undefined when it sent none. */
-function peerCertificate(socket: TLSSocket): TlsPeerCertificate | undefined {
+function peerCertificate(socket: TLSSocket): CheckedPeer | undefined {
   const x509 = socket.getPeerX509Certificate();
   if (x509 === undefined) return undefined;
   // Node sets `authorized` only for sockets of a tls.Server; ask OpenSSL's verdict directly.
@@ -267,11 +280,5 @@ function peerCertificate(socket: TLSSocket): TlsPeerCertificate | undefined {
   const verify = handle?.verifyError;
   const verifyError =
     typeof verify === 'function' ? verify.call(handle) : new Error('no verification result');
-  const cn = /^CN=(.*)$/m.exec(x509.subject)?.[1];
-  return {
-    subject: x509.subject,
-    commonName: cn,
-    fingerprint256: x509.fingerprint256,
-    verified: verifyError === null,
-  };
+  return describePeer(x509, verifyError ?? null);
 }

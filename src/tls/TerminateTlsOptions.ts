@@ -13,6 +13,12 @@ import type { PemInput, TlsVersion } from './pem.js';
 import { describeCertificate } from './certificateInfo.js';
 import type { TlsCertificateInfo } from './certificateInfo.js';
 import { SniServedCertificates } from './sniServed.js';
+import { resolveIdentity } from './certificateIdentity.js';
+import type {
+  CertificateIdentity,
+  CertificatePins,
+  SubjectAltNameMatcher,
+} from './certificateIdentity.js';
 import { SniContextCache } from './sniContexts.js';
 import type { TlsStats } from './tlsStats.js';
 import { sharedTicketKeys } from './sharedTicketKeys.js';
@@ -21,6 +27,7 @@ import {
   alpnList,
   groupList,
   optionalCa,
+  optionalCrl,
   pemOption,
   tlsVersion,
   versionRange,
@@ -96,6 +103,26 @@ export interface TerminateTlsOptions {
   readonly clientCertificate?: 'none' | 'optional' | 'required';
   /** CAs client certificates must chain to. Required when `clientCertificate` is not `'none'`. */
   readonly ca?: PemInput;
+  /**
+   * Certificate revocation lists (PEM) of the CAs in `ca`: a client whose certificate one of them
+   * revokes is refused (`tls_client_cert_revoked`) with `'required'`, and counts as unverified
+   * with `'optional'`. Once given, every CA of a client's chain needs its CRL, and an expired CRL
+   * fails every certificate of its CA (OpenSSL's `CRL_CHECK_ALL`, as nginx `ssl_crl` and Envoy's
+   * `crl`). Needs `clientCertificate`. Default none.
+   */
+  readonly crl?: PemInput;
+  /**
+   * Names the client's certificate must carry one of (Envoy `match_typed_subject_alt_names`):
+   * a certificate that matches none is refused (`tls_client_cert_san`). Needs
+   * `clientCertificate`. Default none: any name.
+   */
+  readonly subjectAltNames?: readonly SubjectAltNameMatcher[];
+  /**
+   * Pins on the client's certificate (Envoy `verify_certificate_spki` / `verify_certificate_hash`),
+   * checked after the chain: one that matches none is refused (`tls_client_cert_pin`). Needs
+   * `clientCertificate`. Default none.
+   */
+  readonly pins?: CertificatePins;
   /** Time a client has to complete its handshake. Default 10 000 ms. */
   readonly handshakeTimeout?: number;
   /**
@@ -128,6 +155,9 @@ const KEYS = [
   'groups',
   'clientCertificate',
   'ca',
+  'crl',
+  'subjectAltNames',
+  'pins',
   'handshakeTimeout',
   'ticketKeys',
   'sessionTickets',
@@ -142,6 +172,8 @@ export interface ResolvedTerminateTls {
   readonly sniCallback: TerminateTlsOptions['sniCallback'];
   readonly alpn: string[] | undefined;
   readonly clientCertificate: 'none' | 'optional' | 'required';
+  /** Client certificate SAN matchers and pins; undefined (nothing checked) when neither is set. */
+  readonly identity: CertificateIdentity | undefined;
   readonly handshakeTimeout: number;
   /**
    * The context for a certificate from `sniCallback`, with the same settings: built once per
@@ -242,6 +274,16 @@ export function resolveTerminateTls(
       'no keys when sessionTickets is false (no tickets are issued)',
       'keys',
     );
+  const crl = optionalCrl(value.crl, `${name}.crl`);
+  const identity = resolveIdentity(value.subjectAltNames, value.pins, name);
+  for (const key of ['crl', 'subjectAltNames', 'pins'] as const) {
+    if (value[key] !== undefined && clientCertificate === 'none')
+      throw new InvalidOptionError(
+        `${name}.clientCertificate`,
+        `'optional' or 'required' with ${name}.${key} (client certificates are asked for)`,
+        clientCertificate,
+      );
+  }
   const base: tls.SecureContextOptions = {
     minVersion: tlsVersion(value.minVersion, `${name}.minVersion`) ?? 'TLSv1.2',
     // Session resumption with client certificates needs a session id context (OpenSSL); the same
@@ -266,6 +308,7 @@ export function resolveTerminateTls(
   const groups = groupList(value.groups, `${name}.groups`);
   if (groups !== undefined) base.ecdhCurve = groups;
   if (ca !== undefined) base.ca = ca;
+  if (crl !== undefined) base.crl = crl;
   const build = (certificate: Partial<TlsCertificate>, path: string): SecureContext => {
     try {
       return tls.createSecureContext({
@@ -321,6 +364,7 @@ export function resolveTerminateTls(
       sniCallback === undefined ? undefined : new SniServedCertificates(`${name}.sniCallback`),
     alpn: alpnList(value.alpn, `${name}.alpn`),
     clientCertificate,
+    identity,
     handshakeTimeout: duration(value.handshakeTimeout, `${name}.handshakeTimeout`, 10_000, 1),
     contextFor: callbackContexts(build, `${name}.sniCallback result`),
   };

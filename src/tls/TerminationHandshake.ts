@@ -3,7 +3,14 @@ import type { RelaySocket } from '../net/RelaySocket.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import type { DownstreamTlsOutcome } from './DownstreamTls.js';
 import type { ResolvedTerminateTls } from './TerminateTlsOptions.js';
-import { countDownstreamFailure, downstreamTlsFailure, peerGone } from './tlsFailure.js';
+import {
+  clientCertRefusal,
+  clientIdentityRefusal,
+  countDownstreamFailure,
+  downstreamTlsFailure,
+  peerGone,
+} from './tlsFailure.js';
+import type { CheckedPeer } from './DownstreamTls.js';
 import type { TlsStats } from './tlsStats.js';
 
 /**
@@ -78,6 +85,26 @@ export abstract class TerminationHandshake<S extends RelaySocket> {
     this.timer = undefined;
     this.refuse(RejectReason.TLS_HANDSHAKE_TIMEOUT, handshakeTimeoutError(this.settings));
   };
+
+  /**
+   * Refuses a client whose certificate the settings do not accept: none that verified with
+   * `'required'` (revoked, missing, untrusted), or one that fails `subjectAltNames` or `pins`
+   * (only checked when given). True when refused.
+   */
+  protected refusesPeer(peer: CheckedPeer | undefined): boolean {
+    if (this.settings.clientCertificate === 'required' && peer?.info.verified !== true) {
+      const { reason, error } = clientCertRefusal(peer?.verifyError);
+      this.refuse(reason, error);
+      return true;
+    }
+    const identity = this.settings.identity;
+    if (identity === undefined || peer === undefined) return false;
+    const failure = identity.check(peer.x509);
+    if (failure === undefined) return false;
+    const { reason, error } = clientIdentityRefusal(failure, peer.info.subject);
+    this.refuse(reason, error);
+    return true;
+  }
 
   protected refuse(reason: RejectReason, error: TlsHandshakeError): void {
     if (this.finished) return;

@@ -139,9 +139,10 @@ class UpstreamHandleTls {
     if (key?.type === 'DH' && (key.size ?? 0) < MIN_DH_SIZE) return weakDhError(key.size ?? 0);
     const error = ssl.verifyError();
     if (error || ssl.isSessionReused()) return error;
-    const { servername, host } = this.request;
+    const { servername, host, settings } = this.request;
     const cert = ssl.getPeerCertificate(false) as unknown as PeerCertificate;
-    return tls.checkServerIdentity(servername ?? host, cert);
+    const check = settings.checkIdentity ?? tls.checkServerIdentity;
+    return check(servername ?? host, cert);
   }
 
   private readonly onNewSession = (_id: Buffer, session: Buffer): void => {

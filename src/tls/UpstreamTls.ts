@@ -191,6 +191,9 @@ export class UpstreamTls {
       ...(servername !== undefined && { servername }),
       secureContext: settings.context,
       rejectUnauthorized: settings.rejectUnauthorized,
+      ...(settings.checkIdentity !== undefined && {
+        checkServerIdentity: settings.checkIdentity,
+      }),
       ...(settings.alpn !== undefined && { ALPNProtocols: settings.alpn }),
       ...(session !== undefined && later === undefined && { session }),
     });

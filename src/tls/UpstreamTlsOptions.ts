@@ -2,6 +2,10 @@ import { describeCertificate } from './certificateInfo.js';
 import type { TlsCertificateInfo } from './certificateInfo.js';
 import { START_TLS_PROTOCOLS } from './startTls.js';
 import type { StartTlsProtocol } from './startTls.js';
+import { resolveIdentity } from './certificateIdentity.js';
+import { upstreamIdentityCheck } from './upstreamIdentity.js';
+import type { ServerIdentityCheck } from './upstreamIdentity.js';
+import type { CertificatePins, SubjectAltNameMatcher } from './certificateIdentity.js';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
@@ -12,6 +16,7 @@ import {
   alpnList,
   groupList,
   optionalCa,
+  optionalCrl,
   optionalPem,
   tlsVersion,
   versionRange,
@@ -31,6 +36,29 @@ import {
 export interface UpstreamTlsOptions {
   /** CAs that may sign the upstream's certificate. Default: Node's default trust store. */
   readonly ca?: PemInput;
+  /**
+   * Certificate revocation lists (PEM) of the CAs that sign upstream certificates: a revoked
+   * certificate fails the attempt (`ERR_L4_TLS_REVOKED`), retried on another upstream. Once
+   * given, every CA of the chain needs its CRL, and an expired CRL fails every certificate of
+   * its CA (`ERR_L4_TLS_UNTRUSTED`; OpenSSL's `CRL_CHECK_ALL`, as nginx `proxy_ssl_crl` and
+   * Envoy's `crl`). Default none.
+   */
+  readonly crl?: PemInput;
+  /**
+   * Names the upstream's certificate must carry one of (Envoy `match_typed_subject_alt_names`,
+   * HAProxy `verifyhost`): checked after the chain, **in place of** the host-name check (as
+   * Envoy does), so a certificate naming a SPIFFE ID and not the dialled host is accepted. A
+   * certificate that matches none fails the attempt (`ERR_L4_TLS_NAME_MISMATCH`). Default
+   * none: the host name (or `servername`) is checked. Needs `rejectUnauthorized`.
+   */
+  readonly subjectAltNames?: readonly SubjectAltNameMatcher[];
+  /**
+   * Pins on the upstream's certificate (Envoy `verify_certificate_spki` /
+   * `verify_certificate_hash`), checked after the chain and the name, in addition to them: a
+   * certificate that matches none fails the attempt (`ERR_L4_TLS_PIN_MISMATCH`). Default none.
+   * Needs `rejectUnauthorized`.
+   */
+  readonly pins?: CertificatePins;
   /** Client certificate (chain) for mutual TLS; needs `key`. */
   readonly cert?: PemInput;
   /** Private key of `cert`. */
@@ -90,6 +118,9 @@ export type UpstreamTlsSetting = UpstreamTlsOptions | false;
 
 const KEYS = [
   'ca',
+  'crl',
+  'subjectAltNames',
+  'pins',
   'cert',
   'key',
   'passphrase',
@@ -109,6 +140,7 @@ const KEYS = [
 /** Fields that shape the secure context (the rest are per connection). */
 const CONTEXT_KEYS = [
   'ca',
+  'crl',
   'cert',
   'key',
   'passphrase',
@@ -128,6 +160,11 @@ export interface ResolvedUpstreamTls {
   readonly forwardServerName: boolean;
   readonly alpn: string[] | undefined;
   readonly rejectUnauthorized: boolean;
+  /**
+   * The check of `subjectAltNames` and `pins` (with the host-name check unless SANs are given);
+   * undefined when neither is set: Node's host-name check alone, nothing more per handshake.
+   */
+  readonly checkIdentity: ServerIdentityCheck | undefined;
   readonly sessionResumption: boolean;
   readonly handshakeTimeout: number;
   /** In-band request for TLS before the handshake; undefined: none. */
@@ -150,6 +187,8 @@ export function checkUpstreamTlsShape(
     throw new InvalidOptionError(name, allowFalse ? 'an object or false' : 'an object', value);
   rejectUnknownKeys(value, KEYS, name);
   optionalCa(value.ca, `${name}.ca`);
+  optionalCrl(value.crl, `${name}.crl`);
+  resolveIdentity(value.subjectAltNames, value.pins, name);
   optionalPem(value.cert, `${name}.cert`);
   optionalPem(value.key, `${name}.key`);
   if ((value.cert === undefined) !== (value.key === undefined))
@@ -207,6 +246,7 @@ function buildContext(raw: Record<string, unknown>, name: string): SecureContext
   };
   if (raw.maxVersion !== undefined) options.maxVersion = raw.maxVersion as TlsVersion;
   if (raw.ca !== undefined) options.ca = raw.ca as PemInput as string[];
+  if (raw.crl !== undefined) options.crl = raw.crl as PemInput as string[];
   if (raw.cert !== undefined) options.cert = raw.cert as PemInput as string[];
   if (raw.key !== undefined) options.key = raw.key as PemInput as string[];
   if (raw.passphrase !== undefined) options.passphrase = raw.passphrase as string;
@@ -229,13 +269,22 @@ export function resolveUpstreamTls(
   name: string,
   shared?: SecureContext,
 ): ResolvedUpstreamTls {
+  const rejectUnauthorized = (raw.rejectUnauthorized as boolean | undefined) ?? true;
+  const identity = resolveIdentity(raw.subjectAltNames, raw.pins, name);
+  if (identity !== undefined && !rejectUnauthorized)
+    throw new InvalidOptionError(
+      `${name}.rejectUnauthorized`,
+      `true with ${name}.${raw.subjectAltNames === undefined ? 'pins' : 'subjectAltNames'} (an unverified certificate's names and pins prove nothing)`,
+      false,
+    );
   return {
     id: nextId++,
     context: shared ?? buildContext(raw, name),
     servername: raw.servername as string | false | undefined,
     forwardServerName: (raw.forwardServerName as boolean | undefined) ?? false,
     alpn: raw.alpn === undefined ? undefined : [...(raw.alpn as string[])],
-    rejectUnauthorized: (raw.rejectUnauthorized as boolean | undefined) ?? true,
+    rejectUnauthorized,
+    checkIdentity: identity === undefined ? undefined : upstreamIdentityCheck(identity, name),
     sessionResumption: (raw.sessionResumption as boolean | undefined) ?? true,
     handshakeTimeout: (raw.handshakeTimeout as number | undefined) ?? 5_000,
     startTls: raw.startTls as StartTlsProtocol | undefined,

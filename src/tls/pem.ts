@@ -153,3 +153,29 @@ export function groupList(value: unknown, name: string): string | undefined {
   }
   return value;
 }
+
+/**
+ * A `crl` option: PEM certificate revocation lists (`-----BEGIN X509 CRL-----`), each parsed by
+ * OpenSSL here so a bad one is named where it is given, not at the first handshake.
+ */
+export function optionalCrl(
+  value: unknown,
+  name: string,
+): string | Buffer | (string | Buffer)[] | undefined {
+  const pem = optionalPem(value, name);
+  if (pem === undefined) return undefined;
+  for (const part of Array.isArray(pem) ? pem : [pem]) {
+    if (!part.includes('-----BEGIN X509 CRL-----'))
+      throw new InvalidOptionError(name, 'PEM revocation lists (-----BEGIN X509 CRL-----)', value);
+  }
+  try {
+    tls.createSecureContext({ crl: pem as string[] });
+  } catch (err) {
+    throw new InvalidOptionError(
+      name,
+      `revocation lists OpenSSL accepts (${thrownMessage(err)})`,
+      value,
+    );
+  }
+  return pem;
+}

@@ -3,6 +3,34 @@ import type { TlsFailureCode } from '../errors.js';
 import { CloseReason, RejectReason } from '../tcp/closeReasons.js';
 import type { TlsStats } from './tlsStats.js';
 
+/**
+ * OpenSSL verify results about a configured `crl` itself rather than the certificate: missing for
+ * a CA of the chain, expired, not yet valid, or not signed by its CA. The certificate cannot be
+ * trusted, as OpenSSL (and nginx, Envoy) decide: untrusted, with advice about the CRL.
+ */
+const CRL_PROBLEMS = [
+  'UNABLE_TO_GET_CRL',
+  'CRL_HAS_EXPIRED',
+  'CRL_NOT_YET_VALID',
+  'CRL_SIGNATURE_FAILURE',
+  'UNABLE_TO_GET_CRL_ISSUER',
+  'UNABLE_TO_DECRYPT_CRL_SIGNATURE',
+  'ERROR_IN_CRL_LAST_UPDATE_FIELD',
+  'ERROR_IN_CRL_NEXT_UPDATE_FIELD',
+] as const;
+
+/** What to do about a CRL problem, `option` being where the CRLs are given. */
+function crlAdvice(option: string): string {
+  return `renew the CRL in '${option}' (it expired or is not valid yet), or give one for every CA of the chain`;
+}
+
+/** OpenSSL's verify result for a certificate a CRL revokes. */
+const REVOKED = 'CERT_REVOKED';
+
+/** Internal codes of the identity checks (certificateIdentity.ts), on the errors they make. */
+export const SAN_MISMATCH = 'ERR_L4_SAN_MISMATCH';
+export const PIN_MISMATCH = 'ERR_L4_PIN_MISMATCH';
+
 /** OpenSSL verify results that mean "this certificate is not signed by anyone we trust". */
 const UNTRUSTED = new Set([
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
@@ -13,7 +41,6 @@ const UNTRUSTED = new Set([
   'CERT_HAS_EXPIRED',
   'CERT_NOT_YET_VALID',
   'CERT_SIGNATURE_FAILURE',
-  'CERT_REVOKED',
   'CERT_UNTRUSTED',
   'CERT_REJECTED',
   'INVALID_CA',
@@ -22,6 +49,7 @@ const UNTRUSTED = new Set([
   'CERT_CHAIN_TOO_LONG',
   'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
   'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  ...CRL_PROBLEMS,
 ]);
 
 const NAME_MISMATCH = new Set(['ERR_TLS_CERT_ALTNAME_INVALID', 'HOSTNAME_MISMATCH']);
@@ -51,7 +79,9 @@ function codeOf(err: unknown): string {
 export function upstreamFailureCode(err: unknown): TlsFailureCode {
   const code = codeOf(err);
   if (UNTRUSTED.has(code)) return ErrorCode.TLS_UNTRUSTED;
-  if (NAME_MISMATCH.has(code)) return ErrorCode.TLS_NAME_MISMATCH;
+  if (NAME_MISMATCH.has(code) || code === SAN_MISMATCH) return ErrorCode.TLS_NAME_MISMATCH;
+  if (code === REVOKED) return ErrorCode.TLS_REVOKED;
+  if (code === PIN_MISMATCH) return ErrorCode.TLS_PIN_MISMATCH;
   if (CERT_ALERT.test(code)) return ErrorCode.TLS_CLIENT_CERT;
   return ErrorCode.TLS_HANDSHAKE;
 }
@@ -67,7 +97,23 @@ const WHAT_TO_DO: Record<TlsFailureCode, string> = {
   // Their errors are made with their own advice (startTls.ts): never through upstreamTlsError.
   [ErrorCode.TLS_STARTTLS_REFUSED]: "turn TLS on in the server, or take 'tls.startTls' off",
   [ErrorCode.TLS_STARTTLS_PROTOCOL]: "check that the upstream speaks the 'tls.startTls' protocol",
+  [ErrorCode.TLS_REVOKED]:
+    "its certificate is revoked by 'tls.crl': the upstream must be given a new certificate",
+  [ErrorCode.TLS_PIN_MISMATCH]:
+    "its certificate matches none of 'tls.pins': pin its new key or certificate, or fix the upstream",
 };
+
+/**
+ * Makes a `tls.connect()`-style identity error (`checkServerIdentity`'s): the certificate
+ * matches none of the SAN matchers (`'san'`) or pins (`'pin'`).
+ */
+export function identityError(failure: 'san' | 'pin', option: string): Error {
+  const error =
+    failure === 'san'
+      ? new Error(`the certificate matches none of ${option}.subjectAltNames`)
+      : new Error(`the certificate matches none of ${option}.pins`);
+  return Object.assign(error, { code: failure === 'san' ? SAN_MISMATCH : PIN_MISMATCH });
+}
 
 /**
  * Node's errors for an upstream whose answer to the ClientHello is no TLS at all: a hang-up before
@@ -104,6 +150,9 @@ export function upstreamTlsError(address: string, err: unknown): TlsHandshakeErr
 
 function upstreamWhatToDo(code: TlsFailureCode, err: unknown): string {
   if (code === ErrorCode.TLS_CLIENT_CERT) return UPSTREAM_CLIENT_CERT;
+  if (code === ErrorCode.TLS_NAME_MISMATCH && codeOf(err) === SAN_MISMATCH)
+    return "give the upstream a certificate with one of those names, or fix 'tls.subjectAltNames'";
+  if ((CRL_PROBLEMS as readonly string[]).includes(codeOf(err))) return crlAdvice('tls.crl');
   if (code === ErrorCode.TLS_HANDSHAKE && NOT_TLS.has(codeOf(err))) return UPSTREAM_NOT_TLS;
   return WHAT_TO_DO[code];
 }
@@ -126,6 +175,12 @@ export function countUpstreamFailure(stats: TlsStats, error: TlsHandshakeError):
     case ErrorCode.TLS_NAME_MISMATCH:
       stats.upstream_tls_fail_verify_san++;
       break;
+    case ErrorCode.TLS_REVOKED:
+      stats.upstream_tls_fail_verify_revoked++;
+      break;
+    case ErrorCode.TLS_PIN_MISMATCH:
+      stats.upstream_tls_fail_verify_cert_hash++;
+      break;
     case ErrorCode.TLS_HANDSHAKE_TIMEOUT:
       stats.upstream_tls_handshake_timeout++;
       break;
@@ -147,6 +202,10 @@ export function upstreamTlsCloseReason(error: TlsHandshakeError): CloseReason {
       return CloseReason.UPSTREAM_TLS_UNTRUSTED;
     case ErrorCode.TLS_NAME_MISMATCH:
       return CloseReason.UPSTREAM_TLS_NAME_MISMATCH;
+    case ErrorCode.TLS_REVOKED:
+      return CloseReason.UPSTREAM_TLS_REVOKED;
+    case ErrorCode.TLS_PIN_MISMATCH:
+      return CloseReason.UPSTREAM_TLS_PIN_MISMATCH;
     case ErrorCode.TLS_HANDSHAKE_TIMEOUT:
       return CloseReason.UPSTREAM_TLS_TIMEOUT;
     case ErrorCode.TLS_CLIENT_CERT:
@@ -215,9 +274,73 @@ export function downstreamTlsFailure(
   };
 }
 
+/**
+ * `clientCertificate: 'required'` and no certificate that verified: revoked by `crl`, or missing,
+ * or not chaining to `ca` (`verifyError` says which; none when no certificate came).
+ */
+export function clientCertRefusal(verifyError: Error | null | undefined): {
+  error: TlsHandshakeError;
+  reason: RejectReason;
+} {
+  const code = codeOf(verifyError);
+  if (code === REVOKED) {
+    return {
+      error: new TlsHandshakeError(
+        ErrorCode.TLS_REVOKED,
+        'downstream',
+        "The client's certificate is revoked by terminateTls.crl.",
+        verifyError,
+      ),
+      reason: RejectReason.TLS_CLIENT_CERT_REVOKED,
+    };
+  }
+  const why =
+    verifyError === null || verifyError === undefined
+      ? 'The client presented no certificate that chains to terminateTls.ca.'
+      : `The client's certificate did not verify (${code || thrownMessage(verifyError)}): ${
+          (CRL_PROBLEMS as readonly string[]).includes(code)
+            ? crlAdvice('terminateTls.crl')
+            : WHAT_TO_DO[ErrorCode.TLS_CLIENT_CERT]
+        }.`;
+  return {
+    error: new TlsHandshakeError(ErrorCode.TLS_CLIENT_CERT, 'downstream', why, verifyError),
+    reason: RejectReason.TLS_CLIENT_CERT,
+  };
+}
+
+/** A client certificate that failed `terminateTls.subjectAltNames` or `terminateTls.pins`. */
+export function clientIdentityRefusal(
+  failure: 'san' | 'pin',
+  subject: string,
+): { error: TlsHandshakeError; reason: RejectReason } {
+  const who = subject.replaceAll('\n', ', ');
+  return failure === 'san'
+    ? {
+        error: new TlsHandshakeError(
+          ErrorCode.TLS_NAME_MISMATCH,
+          'downstream',
+          `The client's certificate (${who}) matches none of terminateTls.subjectAltNames.`,
+        ),
+        reason: RejectReason.TLS_CLIENT_CERT_SAN,
+      }
+    : {
+        error: new TlsHandshakeError(
+          ErrorCode.TLS_PIN_MISMATCH,
+          'downstream',
+          `The client's certificate (${who}) matches none of terminateTls.pins.`,
+        ),
+        reason: RejectReason.TLS_CLIENT_CERT_PIN,
+      };
+}
+
 /** Counts one refused termination handshake by its rejection reason. */
 export function countDownstreamFailure(stats: TlsStats, reason: RejectReason): void {
   if (reason === RejectReason.TLS_CLIENT_CERT) stats.downstream_tls_fail_verify_cert++;
+  else if (reason === RejectReason.TLS_CLIENT_CERT_REVOKED)
+    stats.downstream_tls_fail_verify_revoked++;
+  else if (reason === RejectReason.TLS_CLIENT_CERT_SAN) stats.downstream_tls_fail_verify_san++;
+  else if (reason === RejectReason.TLS_CLIENT_CERT_PIN)
+    stats.downstream_tls_fail_verify_cert_hash++;
   else if (reason === RejectReason.TLS_HANDSHAKE_TIMEOUT) stats.downstream_tls_handshake_timeout++;
   else stats.downstream_tls_connection_error++;
 }

@@ -11,6 +11,10 @@ export interface TlsStats {
   upstream_tls_fail_verify_error: number;
   /** Upstream certificates that did not name the server name asked for. */
   upstream_tls_fail_verify_san: number;
+  /** Upstream certificates a `tls.crl` revokes. */
+  upstream_tls_fail_verify_revoked: number;
+  /** Upstream certificates that matched none of `tls.pins` (Envoy's `fail_verify_cert_hash`). */
+  upstream_tls_fail_verify_cert_hash: number;
   /** Upstream handshakes that took longer than `tls.handshakeTimeout`. */
   upstream_tls_handshake_timeout: number;
   /** Other upstream handshake failures (alerts, versions, the upstream hanging up). */
@@ -28,6 +32,12 @@ export interface TlsStats {
   downstream_tls_session_reused: number;
   /** Clients refused for a missing or unverified client certificate. */
   downstream_tls_fail_verify_cert: number;
+  /** Clients refused for a certificate `terminateTls.crl` revokes. */
+  downstream_tls_fail_verify_revoked: number;
+  /** Clients refused for a certificate that matches none of `terminateTls.subjectAltNames`. */
+  downstream_tls_fail_verify_san: number;
+  /** Clients refused for a certificate that matches none of `terminateTls.pins`. */
+  downstream_tls_fail_verify_cert_hash: number;
   /** Client handshakes that took longer than `terminateTls.handshakeTimeout`. */
   downstream_tls_handshake_timeout: number;
   /** Other client handshake failures. */
@@ -51,6 +61,8 @@ export function tlsCounters(): TlsStats {
     upstream_tls_session_reused: 0,
     upstream_tls_fail_verify_error: 0,
     upstream_tls_fail_verify_san: 0,
+    upstream_tls_fail_verify_revoked: 0,
+    upstream_tls_fail_verify_cert_hash: 0,
     upstream_tls_handshake_timeout: 0,
     upstream_tls_connection_error: 0,
     upstream_tls_starttls_refused: 0,
@@ -58,6 +70,9 @@ export function tlsCounters(): TlsStats {
     downstream_tls_handshake: 0,
     downstream_tls_session_reused: 0,
     downstream_tls_fail_verify_cert: 0,
+    downstream_tls_fail_verify_revoked: 0,
+    downstream_tls_fail_verify_san: 0,
+    downstream_tls_fail_verify_cert_hash: 0,
     downstream_tls_handshake_timeout: 0,
     downstream_tls_connection_error: 0,
     downstream_tls_context_builds: 0,

@@ -676,6 +676,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       downstream_tls_failed:
         this.tlsStats.downstream_tls_connection_error +
         this.tlsStats.downstream_tls_fail_verify_cert +
+        this.tlsStats.downstream_tls_fail_verify_revoked +
+        this.tlsStats.downstream_tls_fail_verify_san +
+        this.tlsStats.downstream_tls_fail_verify_cert_hash +
         this.tlsStats.downstream_tls_handshake_timeout,
       downstream_tls_context_builds: this.tlsStats.downstream_tls_context_builds,
       downstream_tls_context_build_errors: this.tlsStats.downstream_tls_context_build_errors,
@@ -684,6 +687,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       upstream_tls_failed:
         this.tlsStats.upstream_tls_fail_verify_error +
         this.tlsStats.upstream_tls_fail_verify_san +
+        this.tlsStats.upstream_tls_fail_verify_revoked +
+        this.tlsStats.upstream_tls_fail_verify_cert_hash +
         this.tlsStats.upstream_tls_handshake_timeout +
         this.tlsStats.upstream_tls_connection_error +
         this.tlsStats.upstream_tls_starttls_refused +

@@ -22,7 +22,12 @@ export interface TestCa {
   readonly dir: string;
   readonly cert: string;
   readonly certFile: string;
-  /** Issues a certificate for `cn` with DNS/IP subject alternative names, valid `days` (1). */
+  /** The CA's private key (to sign revocation lists). */
+  readonly keyFile: string;
+  /**
+   * Issues a certificate for `cn` with DNS/IP subject alternative names (or any type, written
+   * `URI:spiffe://...`, `email:...`), valid `days` (1).
+   */
   issue(
     cn: string,
     names?: readonly string[],
@@ -74,13 +79,16 @@ export async function makeCa(openssl: string, name = 'l4proxy test CA'): Promise
     dir,
     cert: readFileSync(certFile, 'utf8'),
     certFile,
+    keyFile,
     async issue(cn, names = [cn], purpose = 'server', days = 1) {
       const id = `${++serial}-${cn.replace(/[^A-Za-z0-9]/g, '_')}`;
       const key = join(dir, `${id}.key`);
       const csr = join(dir, `${id}.csr`);
       const cert = join(dir, `${id}.pem`);
       const ext = join(dir, `${id}.ext`);
-      const san = names.map((n) => (/^[\d.]+$|:/.test(n) ? `IP:${n}` : `DNS:${n}`)).join(',');
+      const san = names
+        .map((n) => (/^(URI|email):/.test(n) ? n : /^[\d.]+$|:/.test(n) ? `IP:${n}` : `DNS:${n}`))
+        .join(',');
       writeFileSync(
         ext,
         [

@@ -1,0 +1,36 @@
+import { X509Certificate } from 'node:crypto';
+import tls from 'node:tls';
+import type { PeerCertificate } from 'node:tls';
+import { asError } from '../errors.js';
+import type { CertificateIdentity } from './certificateIdentity.js';
+import { identityError } from './tlsFailure.js';
+
+/** `tls.connect()`'s `checkServerIdentity`: an error when the certificate is not the one wanted. */
+export type ServerIdentityCheck = (hostname: string, cert: PeerCertificate) => Error | undefined;
+
+/**
+ * The identity check of an upstream's certificate, run after its chain verified on a full
+ * handshake: the SAN matchers in place of Node's host-name check when given (Envoy: with
+ * `match_typed_subject_alt_names` the dialled name is not checked), then the pins, in addition.
+ * Built once per settings; `option` names them in errors.
+ */
+export function upstreamIdentityCheck(
+  identity: CertificateIdentity,
+  option: string,
+): ServerIdentityCheck {
+  return (hostname, cert) => {
+    if (!identity.hasSubjectAltNames) {
+      const error = tls.checkServerIdentity(hostname, cert);
+      if (error !== undefined) return error;
+    }
+    let x509: X509Certificate;
+    try {
+      x509 = new X509Certificate(cert.raw);
+    } catch (err) {
+      // OpenSSL took it for the handshake; a certificate Node cannot parse proves nothing.
+      return asError(err);
+    }
+    const failure = identity.check(x509);
+    return failure === undefined ? undefined : identityError(failure, option);
+  };
+}
