@@ -23,6 +23,8 @@ import { reusePortSupported } from '../net/reusePort.js';
 import { fixedLocalAddress, presetLocalAddress } from '../net/knownLocalAddress.js';
 import { inheritNoDelay, markNoDelay } from '../net/inheritedNoDelay.js';
 import { acceptHandles } from '../net/acceptHandles.js';
+import { claimWorkerSocket, isHandle } from './workerSockets.js';
+import type { OfferedSocket, SocketHandle } from './workerSockets.js';
 import type { DnsSource } from '../upstream/DnsSource.js';
 
 /** Attaches logging (or anything else) to every proxy a listener creates. */
@@ -150,6 +152,26 @@ export class Listener {
     return `${this.config.protocol} ${handOverAddress(this.config.listen, this.name)}`;
   }
 
+  /** With --workers: whether every worker serves the same socket (cluster's, or one handed so). */
+  private sharedSocket = true;
+
+  /**
+   * With --workers, for an upgrade: this listener's socket as the primary gathers it, with the
+   * handle when this worker holds one (not under cluster's round robin, which holds it in the
+   * primary).
+   */
+  offerSocket(): { offer: OfferedSocket; handle: SocketHandle | undefined } {
+    const handle =
+      this.current instanceof UdpProxy
+        ? this.current.listeningHandles()[0]
+        : (this.server as unknown as { _handle?: unknown } | undefined)?._handle;
+    const owned = isHandle(handle) && typeof handle.fd === 'number' && handle.fd >= 0;
+    return {
+      offer: { key: this.handOverKey, shared: this.sharedSocket, address: this.address },
+      handle: owned ? handle : undefined,
+    };
+  }
+
   /** The listening socket's descriptor, for a binary upgrade that passes it on (SIGUSR2). */
   listeningFd(): number | undefined {
     if (this.current instanceof UdpProxy) return this.current.listeningFds()[0];
@@ -175,13 +197,25 @@ export class Listener {
   /** Listens (TCP) or binds (UDP); rejects with the system error's message. */
   async start(): Promise<string> {
     const { host, port, ipv6Only, systemd } = this.config.listen;
+    // With --workers after an upgrade (SIGUSR2): the socket the primary handed this worker.
+    const handed = cluster.isWorker ? claimWorkerSocket(this.handOverKey) : undefined;
+    this.sharedSocket = handed?.shared ?? !this.reusePort;
     // A socket systemd passed (taken now, so a second listener naming it is told), or the one
     // the process this one upgrades listened on for the same address (SIGUSR2).
     const inherited =
-      this.protocol === 'tcp'
-        ? claimInheritedStream('tcp', handOverAddress(this.config.listen, this.name))
-        : claimInherited(this.handOverKey);
-    const fd = inherited ?? (systemd === undefined ? undefined : claimSystemdSocket(systemd));
+      handed !== undefined
+        ? undefined
+        : this.protocol === 'tcp'
+          ? claimInheritedStream('tcp', handOverAddress(this.config.listen, this.name))
+          : claimInherited(this.handOverKey);
+    const fd =
+      inherited ??
+      (handed !== undefined || systemd === undefined ? undefined : claimSystemdSocket(systemd));
+    if (this.current instanceof UdpProxy && handed !== undefined) {
+      const bound = this.current.bindHandle(handed.handle, this.config.socketBuffers);
+      this.address = formatHostPort(bound.address, bound.port);
+      return this.address;
+    }
     if (this.current instanceof UdpProxy) {
       const where =
         fd === undefined
@@ -216,7 +250,16 @@ export class Listener {
     const access = cluster.isWorker ? undefined : this.config.unixSocket;
     // Bound by path here (not adopted, no private name): libuv unlinks the file when it closes.
     this.unlinksFile = unix !== undefined && access === undefined && fd === undefined;
-    if (unix !== undefined && access !== undefined && fd === undefined) {
+    if (handed !== undefined) {
+      // Listened on here, not through cluster: Node does so for a handle it is given.
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(handed.handle, backlog, () => {
+          server.removeAllListeners('error');
+          resolve();
+        });
+      });
+    } else if (unix !== undefined && access !== undefined && fd === undefined) {
       const where = `${this.config.path}.unixSocket`;
       const names = { user: `${where}.user`, group: `${where}.group` };
       this.socketFile = await listenWithAccess(server, unix, backlog, access, names);

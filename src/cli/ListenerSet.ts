@@ -116,6 +116,11 @@ export class ListenerSet {
     return sockets;
   }
 
+  /** With --workers: every listener's socket for an upgrade, with the handles this worker holds. */
+  offerSockets(): ReturnType<Listener['offerSocket']>[] {
+    return [...this.listeners.values()].map((listener) => listener.offerSocket());
+  }
+
   /** Listeners whose socket file would go with this process (see `Listener.unlinksFile`). */
   unlinkingFiles(): string[] {
     return [...this.listeners.values()].filter((l) => l.unlinksFile).map((l) => l.name);

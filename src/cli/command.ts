@@ -17,6 +17,7 @@ import { effectiveSettings, settingsInForce } from './settings.js';
 import { describeBacklog, listenerBacklog } from './listenBacklog.js';
 import { describeTunnelListener } from './tunnelListeners.js';
 import { takeSystemdSockets, UPGRADE_ENV } from './socketActivation.js';
+import { UPGRADE_HANDLES_ENV } from './upgrade.js';
 import { adminHost, readAdminToken } from './adminConfig.js';
 import type { AdminSettings } from './adminConfig.js';
 
@@ -141,9 +142,16 @@ async function main(argv: readonly string[]): Promise<void> {
     );
     process.exit(1);
   }
-  if (process.env[UPGRADE_ENV] !== undefined && settings.workers > 1) {
-    // Started by a SIGUSR2 upgrade: the old process, which keeps serving, logs this exit.
-    process.stderr.write(`${config.source}: an upgrade (SIGUSR2) cannot start --workers\n`);
+  const upgradeFds = process.env[UPGRADE_ENV];
+  const fromWorkers = process.env[UPGRADE_HANDLES_ENV] !== undefined;
+  delete process.env.L4PROXY_UPGRADE_HANDLES;
+  if (upgradeFds !== undefined && cluster.isPrimary && fromWorkers !== settings.workers > 1) {
+    // Started by a SIGUSR2 upgrade: the old process, which keeps serving, logs this exit. A
+    // single process passes descriptors, a --workers primary handles: the mode stays the same.
+    process.stderr.write(
+      `${config.source}: an upgrade (SIGUSR2) keeps the process model: ` +
+        `${fromWorkers ? 'from --workers, run --workers' : 'from a single process, run --workers 1'}; restart to change it\n`,
+    );
     process.exit(1);
   }
   if (args.check) {

@@ -2,6 +2,7 @@ import type { RelayedAdminReply, RelayedAdminRequest } from '../admin/relayedReq
 import type { ListenerStats } from './Listener.js';
 import type { TunnelListenerStats } from './tunnelListeners.js';
 import type { TicketKeysMessage } from './ticketKeys.js';
+import type { OfferedSocket } from './workerSockets.js';
 
 /** Messages the cluster primary sends a worker over IPC. */
 export type PrimaryMessage =
@@ -12,7 +13,13 @@ export type PrimaryMessage =
   /** A second stop signal: cut what is still open, write its access lines, exit. */
   | { readonly type: 'l4proxy:exit' }
   /** The TLS session ticket keys in force (at a worker's ready, after each rotation). */
-  | TicketKeysMessage;
+  | TicketKeysMessage
+  /** An upgrade (SIGUSR2) gathers the listening sockets: send yours (`l4proxy:offer`). */
+  | { readonly type: 'l4proxy:handover'; readonly id: number }
+  /** One socket of this worker's slot (with its handle), after `l4proxy:want-sockets`. */
+  | { readonly type: 'l4proxy:socket'; readonly key: string; readonly shared: boolean }
+  /** Every socket of this worker's slot was sent. */
+  | { readonly type: 'l4proxy:sockets-end' };
 
 /** Messages a worker sends the primary over IPC. */
 export type WorkerMessage =
@@ -29,7 +36,13 @@ export type WorkerMessage =
       /** The worker's tunnel listeners (`"protocol": "tunnel"`), for the primary's metrics. */
       readonly tunnels?: readonly TunnelListenerStats[];
     }
-  | { readonly type: 'l4proxy:admin'; readonly id: number; readonly reply: RelayedAdminReply };
+  | { readonly type: 'l4proxy:admin'; readonly id: number; readonly reply: RelayedAdminReply }
+  /** A worker of an upgraded generation asks for the sockets of its slot. */
+  | { readonly type: 'l4proxy:want-sockets' }
+  /** One listener's socket, with its handle when this worker holds one (`l4proxy:handover`). */
+  | { readonly type: 'l4proxy:offer'; readonly id: number; readonly socket: OfferedSocket }
+  /** Every socket of this worker was offered. */
+  | { readonly type: 'l4proxy:offered'; readonly id: number };
 
 function isOurs(value: unknown): value is { type: string } {
   return (

@@ -1,4 +1,14 @@
-import { UPGRADE_REFUSED_WORKERS } from './upgrade.js';
+import {
+  receiveUpgradeHandles,
+  startUpgrade,
+  UPGRADE_REFUSED_WORKERS,
+  upgradeListening,
+} from './upgrade.js';
+import { ClusterListeners, socketsForSlot, WORKER_SOCKETS_ENV } from './workerSockets.js';
+import type { HandedSocket, OfferedSocket, SocketHandle } from './workerSockets.js';
+import { takeUpgradeSockets } from './socketActivation.js';
+import { listenKey } from './Listener.js';
+import type { Server } from 'node:http';
 import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';
 import type { Config } from './config.js';
@@ -28,6 +38,7 @@ import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } fro
 import { cliTicketKeys, ticketKeyFamilies, ticketKeysEnv } from './ticketKeys.js';
 import type { TunnelListenerStats } from './tunnelListeners.js';
 import { timerDelay } from '../internal/timerDelay.js';
+import { ignoreError } from '../internal/ignoreError.js';
 
 /** How long a worker has to answer a stats request before a scrape goes on without it. */
 const STATS_TIMEOUT = 1_000;
@@ -38,6 +49,21 @@ const STATS_TIMEOUT = 1_000;
 const CUT_EXIT_WAIT = CUT_WAIT_MS + 2 * OUTPUT_FLUSH_MS + 1_000;
 /** Pause before a crashed worker is replaced, so a worker that dies at start cannot spin. */
 const RESPAWN_DELAY = 1_000;
+/**
+ * How long an upgrade waits, once this primary stopped accepting, for its workers to take the
+ * connections cluster's round robin accepted and queued here (closed if still queued).
+ */
+const DELIVERY_WAIT = 2_000;
+/** How long the workers have to offer their sockets to an upgrade (SIGUSR2). */
+const GATHER_TIMEOUT = 5_000;
+
+/** An upgrade's gathering of the workers' sockets, under way. */
+interface Gathering {
+  readonly id: number;
+  offer(slot: number, socket: OfferedSocket, handle: SocketHandle | undefined): void;
+  offered(slot: number): void;
+  fail(reason: string): void;
+}
 
 /**
  * The cluster primary: forks `workers` processes that each run every listener (on Node >= 22.12
@@ -75,6 +101,21 @@ export class Primary {
   private readonly ops: Logger;
   private readonly status;
   private readonly flushed: () => Promise<void>;
+  /** Cluster's round-robin listening handles in this process (an upgrade hands them over). */
+  private readonly clusterListeners = new ClusterListeners();
+  /**
+   * Started by an upgrade: the sockets the old primary handed over, kept for the life of this
+   * generation (a replaced worker adopts them again), closed when it drains.
+   */
+  private handed: HandedSocket[] = [];
+  private gathering: Gathering | undefined;
+  private upgrading = false;
+  /** No tunnel or Unix socket listener: SIGUSR2 can hand every socket over. */
+  private upgradable = true;
+  /** Resolves once every worker is ready for the first time. */
+  private allReady: () => void = () => undefined;
+  private metricsServer: Server | undefined;
+  private adminServer: Server | undefined;
   /** Admin requests relayed to the workers (upstreams, events, config, runtime control). */
   private readonly relay = new WorkerRelay(() =>
     Array.from({ length: this.settings.workers }, (_, index) => ({
@@ -103,6 +144,12 @@ export class Primary {
     for (const warning of warnings) this.ops.warn(warning);
     // The primary only validated the config; the workers build their own proxies.
     closeAll(config.listeners);
+    // Started by an upgrade (SIGUSR2): the old primary's sockets, before any worker asks.
+    const upgraded = takeUpgradeSockets();
+    if (upgraded) this.keepHanded(await receiveUpgradeHandles(), config);
+    this.upgradable =
+      config.tunnels.length === 0 &&
+      config.listeners.every((l) => l.config.listen.path === undefined);
     this.dnsListeners = [
       ...config.listeners.filter((l) => l.dns !== undefined).map((l) => l.config.name),
       ...config.tunnels.filter((tunnel) => dnsOf(tunnel) !== undefined).map((t) => t.name),
@@ -125,11 +172,8 @@ export class Primary {
       process.exit(1);
     }
     ignoreUnusedSignals(this.ops, ['SIGUSR1']);
-    // Workers share cluster's sockets or own SO_REUSEPORT ones: none can be passed to a new
-    // process as they are (docs/operations.md, "Restart and upgrade").
-    process.on('SIGUSR2', () => {
-      this.ops.warn(UPGRADE_REFUSED_WORKERS, { signal: 'SIGUSR2' });
-    });
+    // A binary upgrade of the primary and its workers (src/cli/workerSockets.ts).
+    process.on('SIGUSR2', () => void this.upgrade());
     const early = stopRequested();
     if (early !== undefined) {
       // Stopped while the config was read: no worker forked yet, nothing to drain.
@@ -142,6 +186,7 @@ export class Primary {
       this.broadcast({ type: 'l4proxy:ticket-keys', ...state });
       this.ops.info('tls ticket keys rotated', { keys: state.keys.length });
     });
+    const ready = new Promise<void>((resolve) => (this.allReady = resolve));
     for (let slot = 1; slot <= this.settings.workers; slot++) this.fork(slot);
     // A signal received while the workers were forked is acted on now.
     takeSignals({
@@ -151,14 +196,31 @@ export class Primary {
       reload: () => void this.reload(),
     });
     if (this.drainStarted()) return;
+    if (upgraded) {
+      // The old primary stops accepting and frees metrics and admin once every worker listens
+      // (a worker that cannot start ends this process: the old one serves on).
+      await ready;
+      if (this.drainStarted()) return;
+      this.ops.info('upgrade: listening, the old process hands over');
+      await upgradeListening();
+    }
+    const fatalOrNot = (message: string): void => {
+      // After a handover, failing to serve metrics or admin must not end the only generation.
+      if (upgraded) {
+        this.ops.error(message);
+        return;
+      }
+      this.ops.log('fatal', message);
+      this.stopWorkers();
+      process.exit(1);
+    };
     if (this.settings.metrics !== undefined) {
       try {
         const served = await startMetricsServer(this.settings.metrics, () => this.families());
+        this.metricsServer = served.server;
         this.ops.info('metrics listening', { address: served.address, path: '/metrics' });
       } catch (err) {
-        this.ops.log('fatal', `cannot serve metrics: ${(err as Error).message}`);
-        this.stopWorkers();
-        process.exit(1);
+        fatalOrNot(`cannot serve metrics: ${(err as Error).message}`);
       }
     }
     if (this.settings.admin !== undefined) {
@@ -175,11 +237,10 @@ export class Primary {
             this.ops.warn(message);
           },
         });
+        this.adminServer = served.server;
         this.ops.info('admin listening', { address: served.address });
       } catch (err) {
-        this.ops.log('fatal', `cannot serve the admin API: ${(err as Error).message}`);
-        this.stopWorkers();
-        process.exit(1);
+        fatalOrNot(`cannot serve the admin API: ${(err as Error).message}`);
       }
     }
     if (this.drainStarted()) return;
@@ -213,19 +274,35 @@ export class Primary {
       cluster.fork({
         L4PROXY_WORKER: String(slot),
         ...(keys !== undefined && ticketKeysEnv(keys)),
+        // An upgraded generation: the worker asks for its slot's sockets first.
+        ...(this.handed.length > 0 && { [WORKER_SOCKETS_ENV]: '1' }),
       });
     const worker = this.socketFiles === undefined ? fork() : this.socketFiles.forking(fork);
     this.slots.set(slot, worker);
+    this.clusterListeners.watch(worker);
     this.reloadsAtFork.set(slot, this.reloads);
-    worker.on('message', (message: unknown) => {
-      if (isWorkerMessage(message)) this.onMessage(slot, message);
+    worker.on('message', (message: unknown, handle: unknown) => {
+      if (isWorkerMessage(message)) this.onMessage(slot, message, handle as SocketHandle);
     });
     worker.on('exit', (code, signal) => {
       this.onExit(slot, worker, code, signal);
     });
   }
 
-  private onMessage(slot: number, message: WorkerMessage): void {
+  private onMessage(slot: number, message: WorkerMessage, handle?: SocketHandle): void {
+    if (message.type === 'l4proxy:want-sockets') {
+      this.sendSockets(slot);
+      return;
+    }
+    if (message.type === 'l4proxy:offer') {
+      if (this.gathering?.id === message.id) this.gathering.offer(slot, message.socket, handle);
+      else handle?.close();
+      return;
+    }
+    if (message.type === 'l4proxy:offered') {
+      if (this.gathering?.id === message.id) this.gathering.offered(slot);
+      return;
+    }
     if (message.type === 'l4proxy:admin') {
       this.relay.onReply(slot, message.id, message.reply);
       return;
@@ -254,8 +331,10 @@ export class Primary {
         workerPid: this.slots.get(slot)?.process.pid,
         listeners: message.addresses,
       });
-      if (this.ready.size === this.settings.workers)
+      if (this.ready.size === this.settings.workers) {
         this.ops.info('ready', { workers: this.settings.workers });
+        this.allReady();
+      }
       return;
     }
     const request = this.pending.get(message.id);
@@ -270,6 +349,7 @@ export class Primary {
     this.slots.delete(slot);
     this.tunnelStats.delete(slot);
     this.relay.workerGone(slot);
+    this.gathering?.fail(`worker ${slot} exited`);
     if (this.draining) {
       // Only the drain's own outcome counts: a worker that crashed earlier was replaced, and the
       // exit code of a stop must not report it again.
@@ -296,10 +376,18 @@ export class Primary {
       this.cutWorkers(signal);
       return;
     }
+    this.drain(signal);
+  }
+
+  /** Every worker stops accepting and exits once drained (or at --drain-timeout); then this one. */
+  private drain(reason: string): void {
     this.draining = true;
     this.status.stop();
+    // Its copies of the sockets would keep them listening, with nobody to accept.
+    for (const { handle } of this.handed) handle.close();
+    this.handed = [];
     this.ops.info('draining', {
-      reason: signal,
+      reason,
       drainTimeout: this.settings.drainTimeout,
       workers: this.slots.size,
     });
@@ -366,7 +454,10 @@ export class Primary {
       return;
     }
     try {
-      closeAll((await loadConfigFile(file)).listeners);
+      const next = await loadConfigFile(file);
+      closeAll(next.listeners);
+      // A listener the file no longer has: the socket handed at the upgrade goes with it.
+      if (!this.drainStarted()) this.keepHanded(this.handed, next);
     } catch (err) {
       this.ops.error('reload refused, keeping the running configuration', {
         reason: (err as Error).message,
@@ -404,6 +495,183 @@ export class Primary {
     const keys = cliTicketKeys().rotation;
     if (keys === undefined || !worker.isConnected()) return;
     worker.send({ type: 'l4proxy:ticket-keys', ...keys.state() } satisfies PrimaryMessage);
+  }
+
+  /**
+   * Keeps the handed sockets of listeners `config` has; closes the others, and those of worker
+   * slots this generation does not have (fewer workers): kept, the kernel would still send them
+   * their share of the clients, for nobody to accept.
+   */
+  private keepHanded(handed: readonly HandedSocket[], config: Config): void {
+    const keys = new Set(
+      config.listeners.map(({ config: l }) => `${l.protocol} ${listenKey(l.listen)}`),
+    );
+    const extra: string[] = [];
+    this.handed = handed.filter(({ key, slot, handle }) => {
+      if (keys.has(key) && (slot === undefined || slot <= this.settings.workers)) return true;
+      if (keys.has(key)) extra.push(`${key} #${slot}`);
+      handle.close();
+      return false;
+    });
+    if (extra.length > 0)
+      this.ops.warn('upgrade: fewer workers than before, closed the sockets of the others', {
+        sockets: extra,
+      });
+  }
+
+  /** A worker of an upgraded generation asked for its slot's sockets (handles over IPC). */
+  private sendSockets(slot: number): void {
+    const worker = this.slots.get(slot);
+    if (worker === undefined || !worker.isConnected()) return;
+    for (const { key, slot: owner, handle } of socketsForSlot(this.handed, slot))
+      worker.send(
+        { type: 'l4proxy:socket', key, shared: owner === undefined } satisfies PrimaryMessage,
+        handle as never,
+        {},
+        ignoreError,
+      );
+    worker.send({ type: 'l4proxy:sockets-end' } satisfies PrimaryMessage, ignoreError);
+  }
+
+  /**
+   * SIGUSR2: starts a new primary (the same Node, options and arguments) with every listening
+   * socket; once its workers all listen, this generation stops accepting, frees metrics and
+   * admin, and drains as on SIGTERM. Until then a failure leaves this generation serving.
+   */
+  private async upgrade(): Promise<void> {
+    if (this.draining) {
+      this.ops.warn('upgrade ignored: draining', { signal: 'SIGUSR2' });
+      return;
+    }
+    if (this.upgrading) {
+      this.ops.warn('upgrade ignored: one is under way', { signal: 'SIGUSR2' });
+      return;
+    }
+    if (!this.upgradable) {
+      this.ops.warn(UPGRADE_REFUSED_WORKERS, { signal: 'SIGUSR2' });
+      return;
+    }
+    if (this.ready.size !== this.settings.workers) {
+      this.ops.warn('upgrade ignored: a worker is starting', { signal: 'SIGUSR2' });
+      return;
+    }
+    this.upgrading = true;
+    let sockets: HandedSocket[];
+    try {
+      sockets = await this.gather();
+    } catch (err) {
+      this.upgrading = false;
+      this.ops.error('upgrade failed, still serving', { reason: (err as Error).message });
+      return;
+    }
+    this.ops.info('upgrade: starting a new process', {
+      sockets: sockets.map(({ key, slot }) => (slot === undefined ? key : `${key} #${slot}`)),
+    });
+    let started;
+    try {
+      // The new generation encrypts and decrypts tickets with the same keys: none is lost.
+      const keys = cliTicketKeys().rotation;
+      started = await startUpgrade(
+        [],
+        undefined,
+        undefined,
+        keys === undefined ? {} : ticketKeysEnv(keys),
+        sockets,
+      );
+    } catch (err) {
+      this.upgrading = false;
+      this.closeCopies(sockets);
+      this.ops.error('upgrade failed, still serving', { reason: (err as Error).message });
+      return;
+    }
+    this.closeCopies(sockets);
+    this.ops.info('upgrade: the new process listens; draining', { newPid: started.pid });
+    // This process stops accepting, its workers take what it accepted, then they drain.
+    this.clusterListeners.stopAccepting();
+    await this.clusterListeners.whenDelivered(DELIVERY_WAIT);
+    if (!this.drainStarted()) this.drain('upgrade');
+    const freed: Promise<void>[] = [];
+    for (const server of [this.metricsServer, this.adminServer])
+      if (server !== undefined)
+        freed.push(
+          new Promise<void>((resolve) => {
+            server.close(() => {
+              resolve();
+            });
+            server.closeAllConnections();
+          }),
+        );
+    await Promise.allSettled(freed);
+    started.go();
+  }
+
+  /**
+   * Closes the handles the workers sent (their own and the next generation's stay open); not
+   * cluster's round-robin ones, nor those this generation was handed (it keeps them).
+   */
+  private closeCopies(sockets: readonly HandedSocket[]): void {
+    for (const { handle } of sockets)
+      if (!this.clusterListeners.owns(handle) && !this.handed.some((h) => h.handle === handle))
+        handle.close();
+  }
+
+  /**
+   * Every listening socket of this generation, from each worker (the handles it holds) and from
+   * cluster's round robin in this process; rejects (the copies closed) when a worker exits,
+   * stays silent for GATHER_TIMEOUT, or a listener's socket is found nowhere.
+   */
+  private gather(): Promise<HandedSocket[]> {
+    const id = this.nextRequest++;
+    const workers = [...this.slots].filter(([, worker]) => worker.isConnected());
+    const waiting = new Set(workers.map(([slot]) => slot));
+    const sockets: HandedSocket[] = [];
+    const missing: string[] = [];
+    return new Promise((resolve, reject) => {
+      const finish = (reason?: string): void => {
+        clearTimeout(timer);
+        this.gathering = undefined;
+        if (reason === undefined && missing.length === 0) {
+          resolve(sockets);
+          return;
+        }
+        this.closeCopies(sockets);
+        reject(new Error(reason ?? `no socket found for ${missing.join(', ')}`));
+      };
+      const timer = setTimeout(() => {
+        finish(`workers did not offer their sockets within ${GATHER_TIMEOUT} ms`);
+      }, GATHER_TIMEOUT);
+      this.gathering = {
+        id,
+        offer: (slot, socket, handle) => {
+          if (socket.shared && sockets.some(({ key }) => key === socket.key)) {
+            handle?.close();
+            return;
+          }
+          const found =
+            handle ??
+            (socket.key.startsWith('tcp ')
+              ? this.clusterListeners.find(socket.address)
+              : undefined);
+          if (found === undefined) missing.push(socket.key);
+          else
+            sockets.push({
+              key: socket.key,
+              slot: socket.shared ? undefined : slot,
+              handle: found,
+            });
+        },
+        offered: (slot) => {
+          waiting.delete(slot);
+          if (waiting.size === 0) finish();
+        },
+        fail: (reason) => {
+          finish(`${reason} during the upgrade`);
+        },
+      };
+      for (const [, worker] of workers)
+        worker.send({ type: 'l4proxy:handover', id } satisfies PrimaryMessage);
+      if (waiting.size === 0) finish('no worker runs');
+    });
   }
 
   private broadcast(message: PrimaryMessage): void {

@@ -35,6 +35,7 @@ import {
   ticketKeysEnv,
 } from './ticketKeys.js';
 import type { StartedUpgrade } from './upgrade.js';
+import { closeUnclaimedWorkerSockets, receiveWorkerSockets } from './workerSockets.js';
 import type { Server } from 'node:http';
 import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
 import { ignoreError } from '../internal/ignoreError.js';
@@ -115,12 +116,15 @@ export async function runListeners(
   ref.listeners = running;
   const tunnels = new TunnelListeners(config.tunnels, { ops, access });
   try {
+    // A worker of a generation an upgrade started: the sockets of its slot first.
+    if (worker !== undefined) await receiveWorkerSockets();
     await running.start();
     await tunnels.start();
   } catch (err) {
     ops.log('fatal', (err as Error).message);
     process.exit(1);
   }
+  if (worker !== undefined) closeUnclaimedWorkerSockets();
   if (upgraded) {
     const dropped = closeUnclaimedInherited();
     if (dropped.length > 0)
@@ -244,6 +248,8 @@ export async function runListeners(
       else if (message.type === 'l4proxy:reload') void reload();
       else if (message.type === 'l4proxy:exit') void cutAndExit(1);
       else if (message.type === 'l4proxy:ticket-keys') takeTicketKeysMessage(message);
+      else if (message.type === 'l4proxy:handover') offerSockets(running, message.id);
+      else if (message.type === 'l4proxy:socket' || message.type === 'l4proxy:sockets-end') return;
       else if (message.type === 'l4proxy:admin') {
         const server = adminRef.server;
         reply({
@@ -433,6 +439,21 @@ function cutConnections(listeners: readonly ListenerStats[]): number {
 
 function reply(message: WorkerMessage): void {
   process.send?.(message);
+}
+
+/**
+ * An upgrade with --workers gathers the listening sockets: each one goes to the primary, with
+ * its handle when this worker holds one (the primary keeps cluster's round-robin ones).
+ */
+function offerSockets(running: ListenerSet, id: number): void {
+  for (const { offer, handle } of running.offerSockets())
+    process.send?.(
+      { type: 'l4proxy:offer', id, socket: offer } satisfies WorkerMessage,
+      handle as never,
+      {},
+      ignoreError,
+    );
+  reply({ type: 'l4proxy:offered', id });
 }
 
 /**

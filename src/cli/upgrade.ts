@@ -11,10 +11,18 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { UPGRADE_ENV } from './socketActivation.js';
 import { asError } from '../errors.js';
+import type { HandedSocket } from './workerSockets.js';
+import { isHandle } from './workerSockets.js';
 
-/** What SIGUSR2 logs (at warn) with `--workers`. */
+/** What SIGUSR2 logs (at warn) with `--workers` and a listener it cannot hand over yet. */
 export const UPGRADE_REFUSED_WORKERS =
-  'signal ignored: SIGUSR2 upgrades a single process, not --workers (restart it instead)';
+  'signal ignored: SIGUSR2 with --workers hands over TCP and UDP listeners on IP addresses, not tunnel or Unix socket listeners (restart instead)';
+
+/**
+ * The variable telling a new process that the old one, a `--workers` primary, passes the sockets
+ * as handles over IPC (src/cli/workerSockets.ts) rather than as inherited descriptors.
+ */
+export const UPGRADE_HANDLES_ENV = 'L4PROXY_UPGRADE_HANDLES';
 
 /**
  * What SIGUSR2 logs (at warn) with a Unix socket listener bound by its path alone: libuv unlinks
@@ -32,6 +40,10 @@ const GO_TIMEOUT_MS = 10_000;
 /** IPC messages of an upgrade (old ↔ new). */
 const LISTENING = 'l4proxy:upgrade-listening';
 const GO = 'l4proxy:upgrade-go';
+/** A `--workers` upgrade: the new primary is ready for the handles; one handle; the last one. */
+const HELLO = 'l4proxy:upgrade-hello';
+const SOCKET = 'l4proxy:upgrade-socket';
+const SOCKETS_END = 'l4proxy:upgrade-sockets-end';
 
 /** A new process that listens on every address, waiting for {@link StartedUpgrade.go}. */
 export interface StartedUpgrade {
@@ -59,6 +71,8 @@ export function startUpgrade(
   timeoutMs = UPGRADE_TIMEOUT_MS,
   cancel?: AbortSignal,
   env: Readonly<Record<string, string>> = {},
+  /** With `--workers`: the sockets, sent as handles over IPC once the new primary asks. */
+  handed?: readonly HandedSocket[],
 ): Promise<StartedUpgrade> {
   // In the new process the descriptors are 3, 4, ... in this order; the IPC channel follows.
   const fds: Record<string, number> = {};
@@ -67,11 +81,17 @@ export function startUpgrade(
   try {
     child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
       stdio: ['inherit', 'inherit', 'inherit', ...sockets.map(({ fd }) => fd), 'ipc'],
-      env: { ...process.env, ...env, [UPGRADE_ENV]: JSON.stringify(fds) },
+      env: {
+        ...process.env,
+        ...env,
+        [UPGRADE_ENV]: JSON.stringify(fds),
+        ...(handed !== undefined && { [UPGRADE_HANDLES_ENV]: '1' }),
+      },
     });
   } catch (err) {
     return Promise.reject(asError(err));
   }
+  if (handed !== undefined) sendHandles(child, handed);
   return new Promise<StartedUpgrade>((resolve, reject) => {
     const fail = (reason: string, signal: NodeJS.Signals = 'SIGKILL'): void => {
       cleanup();
@@ -154,4 +174,54 @@ export async function upgradeListening(): Promise<void> {
 
 function ipcConnected(): boolean {
   return process.connected;
+}
+
+/** Sends `handed` to the new primary once it says it listens for them (before, they would be lost). */
+function sendHandles(child: ChildProcess, handed: readonly HandedSocket[]): void {
+  const onHello = (message: unknown): void => {
+    if ((message as { type?: unknown } | null)?.type !== HELLO) return;
+    child.off('message', onHello);
+    for (const { key, slot, handle } of handed)
+      if (child.connected) child.send({ type: SOCKET, key, slot }, handle as never, {}, ignore);
+    if (child.connected) child.send({ type: SOCKETS_END }, ignore);
+  };
+  child.on('message', onHello);
+}
+
+function ignore(): void {
+  // A failed send: the new process is gone, which its 'exit' reports.
+}
+
+/** How long a new `--workers` primary waits for the old one's sockets. */
+const HANDLES_TIMEOUT_MS = 10_000;
+
+/**
+ * In a `--workers` primary started by an upgrade: asks the old primary for the listening sockets
+ * and resolves with them (bounded: with what came, when the old one is gone or silent).
+ */
+export async function receiveUpgradeHandles(): Promise<HandedSocket[]> {
+  const send = process.send?.bind(process);
+  const handed: HandedSocket[] = [];
+  if (send === undefined || !process.connected) return handed;
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      process.off('message', onMessage);
+      process.off('disconnect', done);
+      resolve();
+    };
+    const onMessage = (message: unknown, handle: unknown): void => {
+      const m = message as { type?: unknown; key?: unknown; slot?: unknown } | null;
+      if (m?.type === SOCKETS_END) done();
+      else if (m?.type === SOCKET && typeof m.key === 'string' && isHandle(handle))
+        handed.push({ key: m.key, slot: typeof m.slot === 'number' ? m.slot : undefined, handle });
+    };
+    const timer = setTimeout(done, HANDLES_TIMEOUT_MS);
+    process.on('message', onMessage);
+    process.on('disconnect', done);
+    send({ type: HELLO }, (err: Error | null) => {
+      if (err !== null) done();
+    });
+  });
+  return handed;
 }

@@ -236,6 +236,23 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       socket.close();
       throw new ProxyClosedError();
     }
+    return this.serve(socket);
+  }
+
+  /**
+   * @internal With `--workers`, after a binary upgrade: serves the bound UDP handle another
+   * process passed over IPC (`dgram.Native`), in this process even in a cluster worker.
+   * @throws {ListenError} when it is not a bound UDP handle.
+   */
+  bindHandle(
+    handle: object,
+    buffers: { readonly recvBufferSize?: number; readonly sendBufferSize?: number } = {},
+  ): AddressInfo {
+    if (this.closing) throw new ProxyClosedError();
+    return this.serve(adoptHandle(handle, buffers));
+  }
+
+  private serve(socket: Socket): AddressInfo {
     const listener = new UdpListener(
       this.owner,
       socket,
@@ -247,6 +264,16 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     const address = socket.address();
     emitSafely(this, 'listening', address);
     return address;
+  }
+
+  /** @internal The bound sockets' handles, for a binary upgrade with `--workers` (IPC). */
+  listeningHandles(): object[] {
+    const handles: object[] = [];
+    for (const listener of this.bound) {
+      const handle = dgramHandle(listener.socket);
+      if (handle !== undefined) handles.push(handle);
+    }
+    return handles;
   }
 
   /** @internal The bound sockets' descriptors, for a binary upgrade that passes them on. */
@@ -565,6 +592,33 @@ function adoptSocket(options: ResolvedBind, fd: number): Socket {
     socket.close();
     throw new ListenError(`Cannot size the buffers of UDP fd ${fd}: ${asError(err).message}`, err);
   }
+  return socket;
+}
+
+/** A `dgram.Socket` on a bound UDP handle of Node's, of the family the handle is bound in. */
+function adoptHandle(
+  handle: object,
+  buffers: { readonly recvBufferSize?: number; readonly sendBufferSize?: number },
+): Socket {
+  const out: { family?: unknown } = {};
+  const getsockname = (handle as { getsockname?: (out: object) => number }).getsockname;
+  if (typeof getsockname !== 'function' || getsockname.call(handle, out) !== 0)
+    throw new ListenError('Cannot adopt a UDP handle: it is not bound', null);
+  const v6 = out.family === 'IPv6' || out.family === 6;
+  const socket = dgram.createSocket({
+    type: v6 ? 'udp6' : 'udp4',
+    lookup: v6 ? literalLookup6 : literalLookup4,
+  } as dgram.SocketOptions);
+  socket.on('error', ignoreError);
+  try {
+    socket.bind(handle as unknown as dgram.BindOptions);
+    if (buffers.recvBufferSize !== undefined) socket.setRecvBufferSize(buffers.recvBufferSize);
+    if (buffers.sendBufferSize !== undefined) socket.setSendBufferSize(buffers.sendBufferSize);
+  } catch (err) {
+    socket.close();
+    throw new ListenError(`Cannot adopt a UDP handle: ${asError(err).message}`, err);
+  }
+  socket.off('error', ignoreError);
   return socket;
 }
 

@@ -339,19 +339,24 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
     assert.equal(await cli.exited(15_000), 0);
   });
 
-  test('with --workers, SIGUSR2 is refused with a warn line and nothing changes', async (t) => {
+  test('with --workers, a Unix socket listener refuses SIGUSR2 with a warn line and nothing changes', async (t) => {
     const upstream = await echoServer();
     t.after(() => upstream.close());
-    const file = configDir(t).write('l4proxy.json', {
-      listeners: [
-        {
-          name: 'web',
-          protocol: 'tcp',
-          listen: '127.0.0.1:0',
-          upstreams: [{ host: '127.0.0.1', port: upstream.port }],
-        },
-      ],
-    });
+    const file = configDir(t).write('l4proxy.json', {});
+    writeFileSync(
+      file,
+      JSON.stringify({
+        listeners: [
+          {
+            name: 'sock',
+            protocol: 'tcp',
+            listen: `unix:${join(dirname(file), 'workers.sock')}`,
+            unixSocket: { mode: '0660' },
+            upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+          },
+        ],
+      }),
+    );
     const cli = startCli(t, ['--config', file, '--workers', '2']);
     killLeftovers(t, cli);
     await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.pid === cli.pid, 20_000);
