@@ -105,6 +105,10 @@ export interface Settings {
   readonly backlog?: number;
   /** Warn about certificates expiring within this many days (0: never). Applied on reload. */
   readonly certificateExpiryWarningDays?: number;
+  /** Where the operator's overrides are saved and read back at start (absolute path). */
+  readonly stateFile?: string;
+  /** What a reload does with the operator's overrides (default `keep`). Applied on reload. */
+  readonly overridesOnReload?: 'keep' | 'clear';
 }
 
 /** A validated configuration: listeners with their proxies constructed, and settings. */
@@ -130,6 +134,8 @@ export const TOP_KEYS = [
   'accessLog',
   'backlog',
   'certificateExpiryWarningDays',
+  'stateFile',
+  'overridesOnReload',
 ];
 /** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
 const CLI_KEYS = [
@@ -322,6 +328,18 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
         warningDays,
       );
     settings.certificateExpiryWarningDays = warningDays;
+  }
+  if (json.stateFile !== undefined) {
+    if (typeof json.stateFile !== 'string' || json.stateFile === '')
+      throw fieldError(source, 'stateFile', 'a file path', json.stateFile);
+    // Beside the config file, as every path in it.
+    settings.stateFile = resolve(dirname(source), json.stateFile);
+  }
+  const onReload = json.overridesOnReload;
+  if (onReload !== undefined) {
+    if (onReload !== 'keep' && onReload !== 'clear')
+      throw fieldError(source, 'overridesOnReload', '"keep" or "clear"', onReload);
+    settings.overridesOnReload = onReload;
   }
   return settings;
 }

@@ -22,6 +22,8 @@ export interface EffectiveSettings {
   readonly accessLog: AccessLogSettings | undefined;
   /** Accept queue length of TCP listeners that set none; undefined: the library's default. */
   readonly backlog: number | undefined;
+  /** Where the operator's overrides are saved (`stateFile`), or undefined for nowhere. */
+  readonly stateFile: string | undefined;
 }
 
 /** Merges flags, file settings and defaults. */
@@ -48,6 +50,7 @@ function mergeSettings(args: CliArgs, file: Settings): EffectiveSettings {
     admin: adminSettings(args, file.admin),
     accessLog: file.accessLog,
     backlog: args.backlog ?? file.backlog,
+    stateFile: file.stateFile,
   };
 }
 
