@@ -46,7 +46,7 @@ export function parseStateFile(text: string): OverridesByListener {
     throw new Error(
       `version ${JSON.stringify(json.version)}: this l4proxy reads version ${STATE_FILE_VERSION}`,
     );
-  return validateOverridesByListener(json.listeners, 'listeners');
+  return validateOverridesByListener(json.overrides, 'overrides');
 }
 
 /**
@@ -66,7 +66,7 @@ export function formatStateFile(overrides: OverridesByListener, time = Date.now(
   const state = {
     version: STATE_FILE_VERSION,
     savedAt: new Date(time).toISOString(),
-    listeners: overrides,
+    overrides,
   };
   return `${JSON.stringify(state, null, 2)}\n`;
 }

@@ -178,15 +178,15 @@ describe('CLI: operator overrides across reload, upgrade and restart', () => {
     // Written atomically at the exit: version 1, a in maintenance.
     const saved = JSON.parse(readFileSync(stateFile, 'utf8')) as {
       version: number;
-      listeners: Record<string, { id: string; mode: string }[]>;
+      overrides: Record<string, { id: string; mode: string }[]>;
     };
     assert.equal(saved.version, 1);
     assert.deepEqual(
-      saved.listeners.web?.map((e) => [e.id, e.mode]),
+      saved.overrides.web?.map((e) => [e.id, e.mode]),
       [['a', 'maint']],
     );
     // Plus a stale entry for an upstream the config does not have: logged, ignored.
-    saved.listeners.web?.push({ ...saved.listeners.web[0]!, id: 'gone' });
+    saved.overrides.web?.push({ ...saved.overrides.web[0]!, id: 'gone' });
     writeFileSync(stateFile, JSON.stringify(saved));
 
     // A restart reads the file before it listens.
@@ -208,7 +208,7 @@ describe('CLI: operator overrides across reload, upgrade and restart', () => {
     assert.equal(await again.exited(), 0);
 
     // A corrupt file: a clear warning, and the config's state.
-    writeFileSync(stateFile, '{"version": 1, "listeners": {"web": [{"id": "a", "mode": "off"');
+    writeFileSync(stateFile, '{"version": 1, "overrides": {"web": [{"id": "a", "mode": "off"');
     const corrupt = startCli(t, ['--config', file]);
     killLeftovers(t, corrupt);
     const warned = await corrupt.waitLine(
@@ -279,9 +279,9 @@ describe('CLI: operator overrides across reload, upgrade and restart', () => {
     assert.equal(await cli.exited(15_000), 0);
     // The primary keeps the file, from what it replays: a in maintenance, b's weight gone.
     const saved = JSON.parse(readFileSync(stateFile, 'utf8')) as {
-      listeners: Record<string, { id: string; mode: string; weight?: number }[]>;
+      overrides: Record<string, { id: string; mode: string; weight?: number }[]>;
     };
-    assert.deepEqual(saved.listeners, {
+    assert.deepEqual(saved.overrides, {
       web: [{ id: 'a', address: `127.0.0.1:${a}`, configuredWeight: 1, mode: 'maint' }],
     });
   });
