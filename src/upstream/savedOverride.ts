@@ -20,7 +20,7 @@ export interface SavedOverride {
   readonly weight: number | undefined;
 }
 
-/** What {@link restoreOverrides} did: how many it applied, and why the others went. */
+/** What `restoreOverrides()` did: how many it applied, and why the others went. */
 export interface RestoredOverrides {
   /** Overrides now in force (in full or their mode alone). */
   readonly restored: number;

@@ -126,9 +126,9 @@ describe('CLI: operator overrides across reload, upgrade and restart', () => {
     ]);
     const afterReload = await upstreams(admin);
     assert.equal(afterReload.a?.admin, 'maint', 'still out of rotation after the reload');
-    assert.equal(afterReload.a?.overrideFrom, 'reload');
+    assert.equal(afterReload.a.overrideFrom, 'reload');
     assert.equal(afterReload.b?.weight, 3, "the config's new weight wins over the override's");
-    assert.equal(afterReload.b?.overrideFrom, undefined);
+    assert.equal(afterReload.b.overrideFrom, undefined);
     assert.deepEqual(await answers(port, 4), ['B:', 'B:', 'B:', 'B:']);
     const events = (await (await fetch(`http://${admin}/events`)).json()) as {
       events: { reason: string; detail: string }[];
@@ -163,7 +163,7 @@ describe('CLI: operator overrides across reload, upgrade and restart', () => {
     );
     const afterUpgrade = await upstreams(newAdmin);
     assert.equal(afterUpgrade.a?.admin, 'maint', 'still out of rotation after the upgrade');
-    assert.equal(afterUpgrade.a?.overrideFrom, 'upgrade');
+    assert.equal(afterUpgrade.a.overrideFrom, 'upgrade');
     assert.deepEqual(await answers(port, 4), ['B:', 'B:', 'B:', 'B:']);
     assert.equal(await cli.exited(15_000), 0, 'the old process drained');
     process.kill(upgraded, 'SIGTERM');
@@ -186,7 +186,7 @@ describe('CLI: operator overrides across reload, upgrade and restart', () => {
       [['a', 'maint']],
     );
     // Plus a stale entry for an upstream the config does not have: logged, ignored.
-    saved.overrides.web?.push({ ...saved.overrides.web[0]!, id: 'gone' });
+    saved.overrides.web.push({ ...saved.overrides.web[0]!, id: 'gone' });
     writeFileSync(stateFile, JSON.stringify(saved));
 
     // A restart reads the file before it listens.
@@ -202,7 +202,7 @@ describe('CLI: operator overrides across reload, upgrade and restart', () => {
     const againPort = portOf(await again.waitLine('stderr', (l) => l.msg === 'ready'));
     const afterRestart = await upstreams(againAdmin);
     assert.equal(afterRestart.a?.admin, 'maint', 'still out of rotation after a restart');
-    assert.equal(afterRestart.a?.overrideFrom, 'stateFile');
+    assert.equal(afterRestart.a.overrideFrom, 'stateFile');
     assert.deepEqual(await answers(againPort, 3), ['B:', 'B:', 'B:']);
     process.kill(again.pid, 'SIGTERM');
     assert.equal(await again.exited(), 0);
