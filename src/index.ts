@@ -255,7 +255,8 @@ export type {
 } from './admin/adminOptions.js';
 export type { AdminListener } from './admin/AdminListener.js';
 export type { UpstreamReport } from './admin/upstreamReport.js';
-export type { AdminMode, AdminOverride } from './upstream/adminOverride.js';
+export type { AdminMode, AdminOverride, OverrideOrigin } from './upstream/adminOverride.js';
+export type { RestoredOverrides, SavedOverride } from './upstream/savedOverride.js';
 export { LatencyRecorder, latencyFamilies } from './metrics/latency.js';
 export type { LatencySnapshot } from './metrics/latency.js';
 export type { HistogramSnapshot } from './metrics/histogram.js';

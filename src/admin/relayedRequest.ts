@@ -1,4 +1,5 @@
 import { thrownMessage } from '../errors.js';
+import type { OverrideOrigin } from '../upstream/adminOverride.js';
 import type { AdminServer } from './AdminServer.js';
 import { AdminHttpError, errorBody } from './httpReply.js';
 import { applyControl, decodeSegment, JSON_READERS } from './routes.js';
@@ -14,6 +15,8 @@ export interface RelayedAdminRequest {
   readonly body: Readonly<Record<string, unknown>>;
   /** Who asked, for the `control` event and the log. */
   readonly remoteAddress: string | undefined;
+  /** A control request replayed by the primary: where the override first came from. */
+  readonly origin?: OverrideOrigin;
 }
 
 /** A worker's answer: the status and JSON body its own admin server would have sent. */
@@ -36,7 +39,7 @@ export function answerRelayed(admin: AdminServer, request: RelayedAdminRequest):
     const target = segments.slice(1).map(decodeSegment);
     return {
       status: 200,
-      body: applyControl(admin, target, request.body, request.remoteAddress),
+      body: applyControl(admin, target, request.body, request.remoteAddress, request.origin),
     };
   } catch (err) {
     const failure =

@@ -22,6 +22,7 @@ import type { AuthFailureLimiter } from './authLimiter.js';
 import { authLimiterFamilies } from './authLimiter.js';
 import { redact } from './redact.js';
 import type { ControlAction } from './runtimeControl.js';
+import type { OverrideOrigin } from '../upstream/adminOverride.js';
 import {
   applyOverride,
   closeUpstreamConnections,
@@ -323,6 +324,8 @@ export function applyControl(
   [listenerName, upstreamId, action]: readonly string[],
   body: Readonly<Record<string, unknown>>,
   remoteAddress: string | undefined,
+  /** Where the override came from when not from this request (a cluster primary's replay). */
+  origin?: OverrideOrigin,
 ): unknown {
   const listener = admin.adminListeners().find((l) => l.name === listenerName);
   if (listener === undefined) {
@@ -368,10 +371,11 @@ export function applyControl(
     const [field] = Object.keys(body);
     throw new AdminHttpError(400, `body.${field ?? ''}: ${verb} takes no body`, field);
   }
+  const next = nextOverride(currentOverride(proxies, upstreamId), verb, weight);
   applyOverride(
     proxies,
     upstreamId,
-    nextOverride(currentOverride(proxies, upstreamId), verb, weight),
+    next === undefined || origin === undefined ? next : { ...next, origin },
   );
   admin.control({
     action: verb,

@@ -1,3 +1,4 @@
+import type { OverrideOrigin } from '../upstream/adminOverride.js';
 import { UpstreamState } from '../upstream/UpstreamState.js';
 import type { AdminListener } from './AdminListener.js';
 
@@ -9,6 +10,11 @@ export interface UpstreamReport {
   readonly selectable: boolean;
   /** `ready`, `drain` (no new connections, live ones finish) or `maint` (disabled). */
   readonly admin: 'ready' | 'drain' | 'maint';
+  /**
+   * With an override in force, where it came from: `admin` (set here), `reload`, `upgrade` or
+   * `stateFile` (carried over); absent without one.
+   */
+  readonly overrideFrom?: OverrideOrigin;
   readonly health: {
     /** Verdict of active health checks (true when none run). */
     readonly active: boolean;
@@ -47,6 +53,7 @@ export function upstreamReports(listener: AdminListener): UpstreamReport[] {
       address: state.address,
       selectable: state.healthy && (state.admin === undefined || state.admin.mode === 'ready'),
       admin: state.admin?.mode ?? 'ready',
+      ...(state.admin !== undefined && { overrideFrom: state.admin.origin ?? 'admin' }),
       health: {
         active: state.checkHealthy,
         ejected: state.ejectedUntil !== 0,

@@ -7,6 +7,8 @@ import type { Logger } from './jsonLogger.js';
 import type { TunnelListenerConfig } from './tunnelListeners.js';
 import type { AdminListener } from '../admin/AdminListener.js';
 import { clearOverrides } from '../admin/runtimeControl.js';
+import type { OverrideOrigin } from '../upstream/adminOverride.js';
+import type { SavedOverride } from '../upstream/savedOverride.js';
 import { backlogFields } from './listenBacklog.js';
 import { thrownMessage } from '../errors.js';
 
@@ -23,6 +25,19 @@ export interface ReloadOutcome {
   readonly tunnels?: readonly TunnelListenerConfig[];
   /** Not applied: the listeners drain (nothing new is served any more). */
   readonly draining?: boolean;
+  /** What became of the operator's overrides, when there were any. */
+  readonly overrides?: OverridesCarried;
+}
+
+/** The operator's overrides of every listener, by listener name (a state file's content). */
+export type OverridesByListener = Readonly<Record<string, readonly SavedOverride[]>>;
+
+/** What {@link ListenerSet.restoreOverrides} did, for the log line. */
+export interface OverridesCarried {
+  /** Overrides in force again. */
+  readonly restored: number;
+  /** `listener/upstream: why` of each one that was not (or lost its weight). */
+  readonly dropped: readonly string[];
 }
 
 /** How the listeners of a {@link ListenerSet} listen and what they record. */
@@ -75,6 +90,44 @@ export class ListenerSet {
   /** The running listeners' configuration as written (for the admin API's `/config`). */
   listenerConfigs(): Readonly<Record<string, unknown>>[] {
     return [...this.listeners.values()].map((listener) => listener.rawConfig);
+  }
+
+  /** The operator's overrides in force, by listener (each listener's current proxy's). */
+  overrides(): Record<string, SavedOverride[]> {
+    const saved: Record<string, SavedOverride[]> = {};
+    for (const listener of this.listeners.values()) {
+      const entries = listener.proxies()[0]?.overrides() ?? [];
+      if (entries.length > 0) saved[listener.name] = entries;
+    }
+    return saved;
+  }
+
+  /**
+   * Puts saved overrides back on every proxy generation of each listener, by the rule of
+   * `restoreOverrides()` (an upstream at another address gets none, a changed configured weight
+   * wins over the saved one). A listener the config no longer has drops its overrides.
+   *
+   * @throws {InvalidOptionError} naming a bad entry (from a file): nothing is applied then.
+   */
+  restoreOverrides(saved: OverridesByListener, origin: OverrideOrigin): OverridesCarried {
+    let restored = 0;
+    const dropped: string[] = [];
+    for (const [name, entries] of Object.entries(saved)) {
+      const proxies = this.listeners.get(name)?.proxies() ?? [];
+      const [current, ...older] = proxies;
+      if (current === undefined) {
+        for (const entry of entries) dropped.push(`${name}/${entry.id}: no such listener`);
+        continue;
+      }
+      const outcome = current.restoreOverrides(entries, origin);
+      for (const proxy of older) proxy.restoreOverrides(entries, origin);
+      restored += outcome.restored;
+      for (const id of outcome.unknown) dropped.push(`${name}/${id}: no such upstream`);
+      for (const id of outcome.moved) dropped.push(`${name}/${id}: address changed`);
+      for (const id of outcome.reweighted)
+        dropped.push(`${name}/${id}: configured weight changed (its weight override dropped)`);
+    }
+    return { restored, dropped };
   }
 
   /** Listens on every address; on a failure, closes what was opened and rejects. */
@@ -162,9 +215,14 @@ export class ListenerSet {
         closeAll(config.listeners);
         return { ok: false, draining: true, changed: [], needsRestart: [] };
       }
-      const outcome = this.apply(config.listeners);
-      // Operator overrides (admin API) last until a reload: the file is the truth again.
-      for (const listener of this.listeners.values()) clearOverrides(listener.proxies());
+      const before = this.overrides();
+      const applied = this.apply(config.listeners);
+      // The operator's overrides outlast a reload (HAProxy's state file rule), unless told not to.
+      let overrides: OverridesCarried | undefined;
+      if (config.settings.overridesOnReload === 'clear')
+        for (const listener of this.listeners.values()) clearOverrides(listener.proxies());
+      else if (Object.keys(before).length > 0) overrides = this.restoreOverrides(before, 'reload');
+      const outcome = overrides === undefined ? applied : { ...applied, overrides };
       const changed = changedSettings(this.settings, settingsByKey(this.inForce(config.settings)));
       const read = { settings: config.settings, tunnels: config.tunnels };
       if (changed.length === 0) return { ...outcome, ...read };
@@ -227,6 +285,7 @@ function sameListen(listener: Listener, next: PreparedListener): boolean {
 function asWritten(settings: Settings): object {
   const compared: Record<string, unknown> = { ...settings };
   delete compared.certificateExpiryWarningDays;
+  delete compared.overridesOnReload;
   return compared;
 }
 

@@ -167,6 +167,8 @@ export interface CliAdminContext {
   readonly certificateListeners?: () => readonly AdminCertificateListener[];
   /** Families of listeners that are not admin listeners (tunnel listeners), for `/metrics`. */
   readonly metricFamilies?: () => readonly MetricFamily[];
+  /** Called after each operator action (the state file is saved then). */
+  readonly onControl?: () => void;
 }
 
 /**
@@ -188,6 +190,7 @@ export function cliAdminServer(context: CliAdminContext, token?: string): AdminS
   });
   server.on('control', (entry) => {
     ops.info('admin action', { ...entry });
+    context.onControl?.();
   });
   server.on('error', (err) => {
     ops.error('admin server error', { err });

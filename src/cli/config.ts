@@ -107,6 +107,10 @@ export interface Settings {
   readonly certificateExpiryWarningDays?: number;
   /** Milliseconds between rotations of the generated TLS session ticket keys (0: never). */
   readonly ticketKeyRotation?: number;
+  /** Where the operator's overrides are saved and read back at start (absolute path). */
+  readonly stateFile?: string;
+  /** What a reload does with the operator's overrides (default `keep`). Applied on reload. */
+  readonly overridesOnReload?: 'keep' | 'clear';
 }
 
 /** A validated configuration: listeners with their proxies constructed, and settings. */
@@ -133,6 +137,8 @@ export const TOP_KEYS = [
   'backlog',
   'certificateExpiryWarningDays',
   'ticketKeyRotation',
+  'stateFile',
+  'overridesOnReload',
 ];
 /** Keys the CLI reads itself; every other listener key is a TcpProxy/UdpProxy option. */
 const CLI_KEYS = [
@@ -337,6 +343,18 @@ function validateSettings(json: Record<string, unknown>, source: string): Settin
         rotation,
       );
     settings.ticketKeyRotation = rotation;
+  }
+  if (json.stateFile !== undefined) {
+    if (typeof json.stateFile !== 'string' || json.stateFile === '')
+      throw fieldError(source, 'stateFile', 'a file path', json.stateFile);
+    // Beside the config file, as every path in it.
+    settings.stateFile = resolve(dirname(source), json.stateFile);
+  }
+  const onReload = json.overridesOnReload;
+  if (onReload !== undefined) {
+    if (onReload !== 'keep' && onReload !== 'clear')
+      throw fieldError(source, 'overridesOnReload', '"keep" or "clear"', onReload);
+    settings.overridesOnReload = onReload;
   }
   return settings;
 }

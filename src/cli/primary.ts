@@ -33,6 +33,9 @@ import type { AdminReadiness } from '../admin/adminOptions.js';
 import { removeStaleSocket } from './unixSocket.js';
 import { ClusterSocketFiles } from './clusterSocketFiles.js';
 import { WorkerRelay } from './workerRelay.js';
+import { carriedBy, configuredUpstreams } from './configuredUpstreams.js';
+import type { ConfiguredUpstreams } from './configuredUpstreams.js';
+import { readStateFile, StateFileWriter } from './stateFile.js';
 import { dnsOf, tunnelListenerFamilies } from './tunnelListeners.js';
 import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
 import { cliTicketKeys, ticketKeyFamilies, ticketKeysEnv } from './ticketKeys.js';
@@ -92,6 +95,10 @@ export class Primary {
   private cutBy: NodeJS.Signals | undefined;
   private failed = false;
   private ready = new Set<number>();
+  /** The config's upstreams, by which a reload's carried overrides are judged. */
+  private upstreams: ConfiguredUpstreams = { listeners: new Map() };
+  /** `stateFile`: the primary keeps it, from the overrides it replays to workers. */
+  private stateFile: StateFileWriter | undefined;
   /** Workers whose `dns` listeners have had their first answer (`l4proxy:warm`). */
   private readonly warm = new Set<number>();
   /** Every worker was warm once: /ready no longer waits for DNS (a respawn waits for `ready`). */
@@ -142,6 +149,7 @@ export class Primary {
   async start(config: Config, warnings: readonly string[] = []): Promise<void> {
     // Flags valid but likely not what was meant (`--drain-timeout 30000`): said once, here.
     for (const warning of warnings) this.ops.warn(warning);
+    this.upstreams = configuredUpstreams(config.listeners);
     // The primary only validated the config; the workers build their own proxies.
     closeAll(config.listeners);
     // Started by an upgrade (SIGUSR2): the old primary's sockets, before any worker asks.
@@ -150,6 +158,7 @@ export class Primary {
     this.upgradable =
       config.tunnels.length === 0 &&
       config.listeners.every((l) => l.config.listen.path === undefined);
+    await this.restoreState();
     this.dnsListeners = [
       ...config.listeners.filter((l) => l.dns !== undefined).map((l) => l.config.name),
       ...config.tunnels.filter((tunnel) => dnsOf(tunnel) !== undefined).map((t) => t.name),
@@ -230,8 +239,9 @@ export class Primary {
           collect: () => this.collect(),
           families: () => this.families(),
           relay: (request) => this.relay.ask(request),
-          remember: (request) => {
-            this.relay.remember(request);
+          remember: (request, seen) => {
+            this.relay.remember(request, seen);
+            void this.stateFile?.save();
           },
           warn: (message) => {
             this.ops.warn(message);
@@ -436,7 +446,8 @@ export class Primary {
     if (this.failed) this.ops.warn('drained, a worker cut connections or failed; exiting');
     else this.ops.info('drained, exiting');
     const code = this.failed ? 1 : 0;
-    void this.flushed().then(() => process.exit(code));
+    const saved = this.stateFile?.save() ?? Promise.resolve();
+    void saved.then(() => this.flushed()).then(() => process.exit(code));
   }
 
   private stopWorkers(): void {
@@ -453,11 +464,12 @@ export class Primary {
       this.ops.warn(RELOAD_WHILE_DRAINING);
       return;
     }
+    let config: Config;
     try {
-      const next = await loadConfigFile(file);
-      closeAll(next.listeners);
+      config = await loadConfigFile(file);
+      closeAll(config.listeners);
       // A listener the file no longer has: the socket handed at the upgrade goes with it.
-      if (!this.drainStarted()) this.keepHanded(this.handed, next);
+      if (!this.drainStarted()) this.keepHanded(this.handed, config);
     } catch (err) {
       this.ops.error('reload refused, keeping the running configuration', {
         reason: (err as Error).message,
@@ -470,10 +482,35 @@ export class Primary {
       return;
     }
     this.ops.info('reloading workers', { workers: this.slots.size });
-    // Workers clear operator overrides on a successful reload: a restarted one must not replay them.
-    this.relay.forget();
+    // The workers keep the operator's overrides the new file does not overrule (or clear them
+    // all): a restarted one is replayed the same.
+    this.upstreams = configuredUpstreams(config.listeners);
+    if (config.settings.overridesOnReload === 'clear') this.relay.forget();
+    else this.relay.carry(carriedBy(this.upstreams));
+    void this.stateFile?.save();
     this.reloads++;
     this.broadcast({ type: 'l4proxy:reload' });
+  }
+
+  /**
+   * `stateFile`: the overrides it holds are replayed to every worker that starts later (each
+   * worker read the file itself before it listened), and it is written from what the primary
+   * replays from now on. The workers speak for what they restored.
+   */
+  private async restoreState(): Promise<void> {
+    const file = this.settings.stateFile;
+    if (file === undefined) return;
+    this.stateFile = new StateFileWriter(
+      file,
+      () => this.relay.overrides(),
+      (reason) => {
+        this.ops.error('cannot write the state file', { stateFile: file, reason });
+      },
+    );
+    this.relay.carry(carriedBy(this.upstreams));
+    const read = await readStateFile(file);
+    if (read.kind !== 'read') return;
+    this.relay.seed(read.overrides, 'stateFile');
   }
 
   /**

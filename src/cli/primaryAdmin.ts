@@ -23,7 +23,7 @@ import type { ListenerStats } from './Listener.js';
 import type { ClusterReply } from './clusterAdmin.js';
 import { controlOutcome, firstConfig, mergeEvents, mergeUpstreams } from './clusterAdmin.js';
 import { sumStats } from './sumStats.js';
-import type { RelayOutcome } from './workerRelay.js';
+import type { RelayOutcome, UpstreamSeen } from './workerRelay.js';
 
 /** What the cluster primary's admin server reads. */
 export interface PrimaryAdminContext {
@@ -31,8 +31,11 @@ export interface PrimaryAdminContext {
   readonly ready: () => AdminReadiness;
   /** Sends a request to every worker and gathers the answers (bounded). */
   readonly relay: (request: RelayedAdminRequest) => Promise<RelayOutcome>;
-  /** Keeps a control request for workers that start later (until the next reload). */
-  readonly remember: (request: RelayedAdminRequest) => void;
+  /**
+   * Keeps a control request for workers that start later (and the state file); `seen` is the
+   * upstream's address and configured weight as the workers reported them.
+   */
+  readonly remember: (request: RelayedAdminRequest, seen: UpstreamSeen | undefined) => void;
   /** Stats of every worker that answers, by worker slot. */
   readonly collect: () => Promise<Map<number, readonly ListenerStats[]>>;
   readonly families: () => Promise<MetricFamily[]>;
@@ -133,9 +136,9 @@ async function route(
     } as const;
     const outcome = await context.relay(relayed);
     const reply = controlOutcome(outcome);
-    // Drain, disable, enable and weight last until the next reload, on restarted workers too.
+    // Drain, disable, enable and weight outlast reloads, on restarted workers too.
     if ((reply.status === 200 || reply.status === 503) && segments[2] !== 'close')
-      context.remember(relayed);
+      context.remember(relayed, seenIn(reply.body));
     sendJson(req, res, reply.status, reply.body);
     return;
   }
@@ -164,6 +167,15 @@ async function route(
     }),
   );
   sendJson(req, res, reply.status, reply.body);
+}
+
+/** The upstream's address and configured weight in a control reply, if it has them. */
+function seenIn(body: unknown): UpstreamSeen | undefined {
+  const upstream = (body as { upstream?: { address?: unknown; configuredWeight?: unknown } })
+    .upstream;
+  if (typeof upstream?.address !== 'string' || typeof upstream.configuredWeight !== 'number')
+    return undefined;
+  return { address: upstream.address, configuredWeight: upstream.configuredWeight };
 }
 
 /** Reads relayed to every worker, and how their answers merge. */

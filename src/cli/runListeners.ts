@@ -40,6 +40,8 @@ import type { Server } from 'node:http';
 import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { timerDelay } from '../internal/timerDelay.js';
+import { recordRestored, restoreAtStart } from './restoredOverrides.js';
+import { StateFileWriter } from './stateFile.js';
 import { DEFAULT_CERTIFICATE_WARNING_DAYS, warnExpiringCertificates } from './certificateExpiry.js';
 
 /** Logs what a reload did. */
@@ -52,7 +54,15 @@ export function logReload(ops: Logger, outcome: ReloadOutcome): void {
     ops.error('reload refused, keeping the running configuration', { reason: outcome.error });
     return;
   }
-  const fields = { changed: outcome.changed, needsRestart: outcome.needsRestart };
+  const fields = {
+    changed: outcome.changed,
+    needsRestart: outcome.needsRestart,
+    // The operator's overrides carried over, and those the new file overruled.
+    ...(outcome.overrides && {
+      overridesKept: outcome.overrides.restored,
+      overridesDropped: outcome.overrides.dropped,
+    }),
+  };
   if (outcome.needsRestart.length > 0)
     ops.warn('config reloaded; some changes need a restart', fields);
   else ops.info('config reloaded', fields);
@@ -114,6 +124,24 @@ export async function runListeners(
     },
   );
   ref.listeners = running;
+  // Before anything is accepted: the overrides of the process this one replaces.
+  const restored = await restoreAtStart(running, ops, {
+    upgraded,
+    stateFile: settings.stateFile,
+    speaks: worker === undefined || worker === '1',
+  });
+  // A single process keeps the file; with --workers the primary does.
+  const stateFile = settings.stateFile;
+  const state =
+    stateFile === undefined || worker !== undefined
+      ? undefined
+      : new StateFileWriter(
+          stateFile,
+          () => running.overrides(),
+          (reason) => {
+            ops.error('cannot write the state file', { stateFile, reason });
+          },
+        );
   const tunnels = new TunnelListeners(config.tunnels, { ops, access });
   try {
     // A worker of a generation an upgrade started: the sockets of its slot first.
@@ -170,7 +198,10 @@ export async function runListeners(
       tunnels.drain(settings.drainTimeout),
     ]);
     ops.info('draining', { reason: why, drainTimeout: settings.drainTimeout });
+    // The new process of an upgrade has the overrides, and the file is its own now.
+    const saved = why === 'upgrade' ? undefined : state?.save();
     await drained;
+    await saved;
     // A second signal cut the drain short: its exit is under way.
     if (cutting) return;
     // Connections and tunnels still open at the deadline were cut (proxy_closed): it overran.
@@ -224,6 +255,11 @@ export async function runListeners(
     const outcome = await running.reload(settings.file);
     logReload(ops, outcome);
     if (outcome.draining === true) return;
+    if (outcome.overrides !== undefined) {
+      const recent = adminRef.server?.recent;
+      if (recent !== undefined) recordRestored(recent, running, 'reload', outcome.overrides);
+    }
+    if (outcome.ok) void state?.save();
     // A refused file changes nothing, the tunnel listeners included.
     if (outcome.ok) {
       tunnels.reload(outcome.tunnels ?? []);
@@ -277,6 +313,8 @@ export async function runListeners(
         ready,
         certificateListeners: () => tunnels.certificateListeners(),
       });
+    if (adminRef.server !== undefined && restored !== undefined)
+      recordRestored(adminRef.server.recent, running, restored.origin, restored.carried);
     reply({
       type: 'l4proxy:ready',
       addresses: [...running.addresses(), ...tunnels.addresses()],
@@ -349,8 +387,11 @@ export async function runListeners(
         // The families --metrics renders for the tunnel listeners; their certificates' come
         // from certificateListeners, as every listener's.
         metricFamilies: () => [...tunnels.adminFamilies(), ...ticketKeyFamilies()],
+        ...(state !== undefined && { onControl: () => void state.save() }),
       });
       adminRef.server = served.server;
+      if (restored !== undefined)
+        recordRestored(served.server.recent, running, restored.origin, restored.carried);
       ops.info('admin listening', { address: served.address });
     } catch (err) {
       await fatalOrNot(`cannot serve the admin API: ${(err as Error).message}`);
@@ -389,12 +430,15 @@ export async function runListeners(
     let started: StartedUpgrade;
     unconfirmed = new AbortController();
     try {
-      // The new process encrypts and decrypts tickets with the same keys: none is lost.
+      // The new process encrypts and decrypts tickets with the same keys (none is lost), and asks
+      // for the operator's overrides before it listens.
       started = await startUpgrade(
         sockets,
         UPGRADE_TIMEOUT_MS,
         unconfirmed.signal,
         keys === undefined ? {} : ticketKeysEnv(keys),
+        undefined,
+        () => running.overrides(),
       );
     } catch (err) {
       upgrading = false;

@@ -25,6 +25,8 @@ export interface EffectiveSettings {
   readonly backlog: number | undefined;
   /** Milliseconds between rotations of the generated TLS session ticket keys; 0: never. */
   readonly ticketKeyRotation: number;
+  /** Where the operator's overrides are saved (`stateFile`), or undefined for nowhere. */
+  readonly stateFile: string | undefined;
 }
 
 /** Merges flags, file settings and defaults. */
@@ -52,6 +54,7 @@ function mergeSettings(args: CliArgs, file: Settings): EffectiveSettings {
     accessLog: file.accessLog,
     backlog: args.backlog ?? file.backlog,
     ticketKeyRotation: file.ticketKeyRotation ?? DEFAULT_TICKET_KEY_ROTATION,
+    stateFile: file.stateFile,
   };
 }
 

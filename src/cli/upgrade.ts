@@ -44,6 +44,12 @@ const GO = 'l4proxy:upgrade-go';
 const HELLO = 'l4proxy:upgrade-hello';
 const SOCKET = 'l4proxy:upgrade-socket';
 const SOCKETS_END = 'l4proxy:upgrade-sockets-end';
+/** The new process asks for the old one's state (the operator's overrides), and gets it. */
+const STATE_ASKED = 'l4proxy:upgrade-state?';
+const STATE = 'l4proxy:upgrade-state';
+
+/** How long a new process waits for the old one's state before it starts without. */
+const STATE_TIMEOUT_MS = 5_000;
 
 /** A new process that listens on every address, waiting for {@link StartedUpgrade.go}. */
 export interface StartedUpgrade {
@@ -73,6 +79,8 @@ export function startUpgrade(
   env: Readonly<Record<string, string>> = {},
   /** With `--workers`: the sockets, sent as handles over IPC once the new primary asks. */
   handed?: readonly HandedSocket[],
+  /** What the new process is given when it asks (see {@link inheritedState}). */
+  state: () => unknown = () => undefined,
 ): Promise<StartedUpgrade> {
   // In the new process the descriptors are 3, 4, ... in this order; the IPC channel follows.
   const fds: Record<string, number> = {};
@@ -108,7 +116,12 @@ export function startUpgrade(
       fail(`the new process could not start: ${err.message}`);
     };
     const onMessage = (message: unknown): void => {
-      if ((message as { type?: unknown } | null)?.type !== LISTENING) return;
+      const type = (message as { type?: unknown } | null)?.type;
+      if (type === STATE_ASKED) {
+        if (child.connected) child.send({ type: STATE, state: state() }, ignoreSendError);
+        return;
+      }
+      if (type !== LISTENING) return;
       cleanup();
       const pid = child.pid ?? -1;
       // The new process runs on alone: its exit is not this one's business any more.
@@ -170,6 +183,41 @@ export async function upgradeListening(): Promise<void> {
   // The channel must not keep this process tied to the old one (or alive). Read again: the old
   // one may have gone while this one waited, and a disconnect then would be an 'error'.
   if (ipcConnected()) process.disconnect();
+}
+
+/**
+ * In a process started by an upgrade, before it listens: the old process's state (what its
+ * `startUpgrade` `state` gave), or undefined when there is none, the old one is gone, or it does
+ * not answer within a few seconds.
+ */
+export async function inheritedState(): Promise<unknown> {
+  const send = process.send?.bind(process);
+  if (send === undefined || !process.connected) return undefined;
+  return new Promise<unknown>((resolve) => {
+    const done = (state: unknown): void => {
+      clearTimeout(timer);
+      process.off('message', onMessage);
+      process.off('disconnect', gone);
+      resolve(state);
+    };
+    const gone = (): void => {
+      done(undefined);
+    };
+    const onMessage = (message: unknown): void => {
+      const reply = message as { type?: unknown; state?: unknown } | null;
+      if (reply?.type === STATE) done(reply.state);
+    };
+    const timer = setTimeout(gone, STATE_TIMEOUT_MS);
+    process.on('message', onMessage);
+    process.on('disconnect', gone);
+    send({ type: STATE_ASKED }, (err: Error | null) => {
+      if (err !== null) gone();
+    });
+  });
+}
+
+function ignoreSendError(): void {
+  // The new process went away: its exit fails the upgrade on its own.
 }
 
 function ipcConnected(): boolean {

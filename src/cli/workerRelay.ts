@@ -1,6 +1,10 @@
 import type { Worker } from 'node:cluster';
 import type { RelayedAdminReply, RelayedAdminRequest } from '../admin/relayedRequest.js';
 import type { PrimaryMessage } from './messages.js';
+import type { ControlAction } from '../admin/runtimeControl.js';
+import { CONTROL_ACTIONS, nextOverride } from '../admin/runtimeControl.js';
+import type { AdminOverride, OverrideOrigin } from '../upstream/adminOverride.js';
+import type { SavedOverride } from '../upstream/savedOverride.js';
 
 /** How long a worker has to answer a relayed admin request. */
 export const RELAY_TIMEOUT = 2_000;
@@ -37,9 +41,11 @@ interface Pending {
 export class WorkerRelay {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
-  private remembered: RelayedAdminRequest[] = [];
-  /** Reloads so far (each one clears the overrides). */
+  private remembered: KeptRequest[] = [];
+  /** Reloads that cleared the overrides so far. */
   private generation = 0;
+  /** The last reload's rule for what it carried; undefined before any. */
+  private keeps: ((kept: KeptRequest) => boolean) | undefined;
   /** The generation each request was sent in: one that a reload overtook is not kept. */
   private readonly sentIn = new WeakMap<RelayedAdminRequest, number>();
 
@@ -102,53 +108,159 @@ export class WorkerRelay {
   }
 
   /**
-   * Keeps a control request that changed state, for workers that start later. A request sent
-   * before the last reload is dropped: the workers got the reload after it, which cleared it.
+   * Keeps a control request that changed state, for workers that start later; `seen` is the
+   * upstream's address and configured weight the workers reported. A request sent before a
+   * reload that cleared the overrides (`overridesOnReload: "clear"`) is dropped.
    */
-  remember(request: RelayedAdminRequest): void {
+  remember(
+    request: RelayedAdminRequest,
+    seen?: UpstreamSeen,
+    origin: OverrideOrigin = 'admin',
+  ): void {
     const sent = this.sentIn.get(request);
     if (sent !== undefined && sent !== this.generation) return;
+    const kept = keptRequest(request, seen, origin);
+    if (this.keeps !== undefined && kept.target !== undefined && !this.keeps(kept)) return;
     // Only the last mode (drain, disable, enable) and the last weight of an upstream count: the
     // earlier ones go, so a script that sets weights all day never pushes out an older disable.
-    const slot = overrideSlot(request);
-    if (slot !== undefined)
-      this.remembered = this.remembered.filter((kept) => overrideSlot(kept) !== slot);
-    this.remembered.push(request);
+    if (kept.slot !== undefined)
+      this.remembered = this.remembered.filter((other) => other.slot !== kept.slot);
+    this.remembered.push(kept);
     if (this.remembered.length > MAX_REMEMBERED) this.remembered.shift();
   }
 
-  /** A reload cleared every override: nothing to replay any more. */
+  /** A reload cleared every override (`overridesOnReload: "clear"`): nothing to replay any more. */
   forget(): void {
     this.generation++;
     this.remembered = [];
   }
 
+  /**
+   * A reload carried the overrides: those `keeps` refuses (the workers dropped them by the same
+   * rule) go, and it judges requests answered later too.
+   */
+  carry(keeps: (kept: KeptRequest) => boolean): void {
+    this.keeps = keeps;
+    this.remembered = this.remembered
+      .filter((kept) => kept.target === undefined || keeps(kept))
+      .map((kept) => ({ ...kept, origin: 'reload' }));
+  }
+
+  /** Remembers the overrides `saved` (a state file's) as the requests that would set them. */
+  seed(saved: Readonly<Record<string, readonly SavedOverride[]>>, origin: OverrideOrigin): void {
+    for (const [listener, entries] of Object.entries(saved)) {
+      for (const entry of entries) {
+        const at = `/upstreams/${encodeURIComponent(listener)}/${encodeURIComponent(entry.id)}`;
+        const seen = { address: entry.address, configuredWeight: entry.configuredWeight };
+        const request = (action: string, body: Record<string, unknown>): RelayedAdminRequest => ({
+          method: 'POST',
+          path: `${at}/${action}`,
+          body,
+          remoteAddress: origin,
+        });
+        if (entry.mode !== 'ready')
+          this.remember(request(entry.mode === 'maint' ? 'disable' : 'drain', {}), seen, origin);
+        if (entry.weight !== undefined)
+          this.remember(request('weight', { weight: entry.weight }), seen, origin);
+      }
+    }
+  }
+
+  /** The overrides the remembered requests add up to, by listener (a state file's content). */
+  overrides(): Record<string, SavedOverride[]> {
+    type Folded = Map<string, { override: AdminOverride; seen: UpstreamSeen }>;
+    const folded = new Map<string, Folded>();
+    for (const kept of this.remembered) {
+      const { target, seen } = kept;
+      if (target === undefined || seen === undefined) continue;
+      const byId: Folded = folded.get(target.listener) ?? (new Map() as Folded);
+      folded.set(target.listener, byId);
+      const before = byId.get(target.upstream);
+      const weight = target.action === 'weight' ? weightOf(kept.request.body) : undefined;
+      const next = nextOverride(before?.override, target.action, weight);
+      if (next === undefined) byId.delete(target.upstream);
+      else byId.set(target.upstream, { override: next, seen });
+    }
+    const saved: Record<string, SavedOverride[]> = {};
+    for (const [listener, byId] of folded) {
+      const entries = [...byId].map(([id, { override, seen }]) => ({
+        id,
+        address: seen.address,
+        configuredWeight: seen.configuredWeight,
+        mode: override.mode,
+        weight: override.weight,
+      }));
+      if (entries.length > 0) saved[listener] = entries;
+    }
+    return saved;
+  }
+
   /** Sends the remembered control requests to a worker that just became ready (in order). */
   replay(worker: Worker): void {
-    for (const request of this.remembered) {
+    for (const { request, origin } of this.remembered) {
       if (!worker.isConnected()) return;
       // Id 0 is never pending: the answers are not waited for.
       worker.send({
         type: 'l4proxy:admin',
         id: 0,
-        request: { ...request, remoteAddress: 'primary (replayed on worker start)' },
+        request: {
+          ...request,
+          remoteAddress: 'primary (replayed on worker start)',
+          ...(origin !== 'admin' && { origin }),
+        },
       } satisfies PrimaryMessage);
     }
   }
 }
 
-/**
- * What a control request overrides: `listener/upstream` and `mode` or `weight` (a mode action
- * keeps the weight and the other way round, so the last of each is the state). Undefined for a
- * path that does not decode: such a request is kept as is.
- */
-function overrideSlot(request: RelayedAdminRequest): string | undefined {
+/** An upstream's address and configured weight, as the workers reported them. */
+export interface UpstreamSeen {
+  readonly address: string;
+  readonly configuredWeight: number;
+}
+
+/** A remembered control request, decoded. */
+export interface KeptRequest {
+  readonly request: RelayedAdminRequest;
+  /** Its listener, upstream and action; undefined for a path that does not decode (kept as is). */
+  readonly target:
+    | { readonly listener: string; readonly upstream: string; readonly action: OverrideAction }
+    | undefined;
+  /**
+   * What it overrides: `listener/upstream` and `mode` or `weight` (a mode action keeps the weight
+   * and the other way round, so the last of each is the state).
+   */
+  readonly slot: string | undefined;
+  readonly seen: UpstreamSeen | undefined;
+  /** Where the override came from: an action, or a reload or the state file that carried it. */
+  readonly origin: OverrideOrigin;
+}
+
+type OverrideAction = Exclude<ControlAction, 'close'>;
+
+function keptRequest(
+  request: RelayedAdminRequest,
+  seen: UpstreamSeen | undefined,
+  origin: OverrideOrigin,
+): KeptRequest {
   const [, , listener, upstream, action] = request.path.split('/');
-  if (listener === undefined || upstream === undefined || action === undefined) return undefined;
+  const none = { request, target: undefined, slot: undefined, seen, origin };
+  if (listener === undefined || upstream === undefined || action === undefined) return none;
+  if (!CONTROL_ACTIONS.includes(action as ControlAction) || action === 'close') return none;
   try {
-    const target = JSON.stringify([decodeURIComponent(listener), decodeURIComponent(upstream)]);
-    return `${target} ${action === 'weight' ? 'weight' : 'mode'}`;
+    const target = {
+      listener: decodeURIComponent(listener),
+      upstream: decodeURIComponent(upstream),
+      action: action as OverrideAction,
+    };
+    const slot = `${JSON.stringify([target.listener, target.upstream])} ${action === 'weight' ? 'weight' : 'mode'}`;
+    return { request, target, slot, seen, origin };
   } catch {
-    return undefined;
+    return none;
   }
+}
+
+/** The weight of a `weight` request's body (null: back to the configured one). */
+function weightOf(body: Readonly<Record<string, unknown>>): number | null {
+  return typeof body.weight === 'number' ? body.weight : null;
 }

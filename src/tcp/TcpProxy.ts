@@ -1,5 +1,6 @@
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
-import type { AdminOverride } from '../upstream/adminOverride.js';
+import type { AdminOverride, OverrideOrigin } from '../upstream/adminOverride.js';
+import type { RestoredOverrides, SavedOverride } from '../upstream/savedOverride.js';
 import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { EventEmitter } from 'eventemitter3';
@@ -969,6 +970,30 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
    */
   overrideUpstream(id: string, override: AdminOverride | undefined): boolean {
     return this.manager.override(id, override);
+  }
+
+  /**
+   * The operator's overrides in force, each with its upstream's address and configured weight:
+   * what {@link restoreOverrides} of another proxy (a replacement, a later process) takes.
+   */
+  overrides(): SavedOverride[] {
+    return this.manager.overrides();
+  }
+
+  /**
+   * Puts overrides saved by {@link overrides} (this proxy's predecessor's, or read back from a
+   * file) on the upstreams of the same id, as HAProxy's `load-server-state-from-file`: an upstream
+   * now at another address gets none, one whose configured weight changed keeps the mode alone
+   * (the config's weight wins), ids this proxy does not have are listed and skipped. `origin`
+   * is what reports show (`UpstreamReport.overrideFrom`).
+   *
+   * @throws {InvalidOptionError} naming the bad entry of `saved`; nothing is applied then.
+   */
+  restoreOverrides(
+    saved: readonly SavedOverride[],
+    origin: OverrideOrigin = 'reload',
+  ): RestoredOverrides {
+    return this.manager.restoreOverrides(saved, origin);
   }
 
   /**

@@ -1,6 +1,8 @@
 import { thrownMessage, UpstreamSourceError } from '../errors.js';
-import type { AdminOverride } from './adminOverride.js';
+import type { AdminOverride, OverrideOrigin } from './adminOverride.js';
 import { validateAdminOverride } from './adminOverride.js';
+import type { RestoredOverrides, SavedOverride } from './savedOverride.js';
+import { carryOverride, saveOverride, validateSavedOverrides } from './savedOverride.js';
 import type { HealthCheckError } from '../errors.js';
 import type { SourceAddresses } from '../net/sourceAddress.js';
 import { HealthChecker } from './HealthChecker.js';
@@ -269,19 +271,66 @@ export class UpstreamManager {
     return true;
   }
 
+  /** The overrides in force, as saved for {@link restoreOverrides} (another proxy's, or later). */
+  overrides(): SavedOverride[] {
+    const saved: SavedOverride[] = [];
+    for (const state of this.set.list()) {
+      const entry = saveOverride(state);
+      if (entry !== undefined) saved.push(entry);
+    }
+    return saved;
+  }
+
+  /**
+   * Puts `saved` overrides on the upstreams of the same id, as HAProxy applies its state file: one
+   * at another address now gets none (its own is cleared), one whose configured weight changed
+   * keeps its mode alone. Upstreams `saved` does not name keep theirs.
+   *
+   * @throws {InvalidOptionError} naming the bad entry of `saved`; nothing is applied then.
+   */
+  restoreOverrides(saved: unknown, origin: OverrideOrigin): RestoredOverrides {
+    const entries = validateSavedOverrides(saved, 'overrides');
+    const unknown: string[] = [];
+    const moved: string[] = [];
+    const reweighted: string[] = [];
+    let restored = 0;
+    for (const entry of entries) {
+      const state = this.set.get(entry.id);
+      if (state === undefined) {
+        unknown.push(entry.id);
+        continue;
+      }
+      const carried = carryOverride(entry, state, origin);
+      if (carried.kind === 'moved') moved.push(entry.id);
+      else if (carried.kind === 'reweighted') reweighted.push(entry.id);
+      const override = carried.kind === 'moved' ? undefined : carried.override;
+      if (override !== undefined) restored++;
+      if (override !== undefined || state.admin !== undefined) this.override(entry.id, override);
+    }
+    return { restored, unknown, moved, reweighted };
+  }
+
   /**
    * Takes what `previous`, the manager of a proxy this one replaces (the CLI's reload), knew of the
    * upstreams both have at the same address: the active checks' verdict of those this one has not
    * checked yet (an upstream found down stays out until `healthyThreshold` checks pass, instead of
    * being healthy again until this proxy's first check), and outlier detection's failure streak,
    * ejection count and ejection in force (as HAProxy's `load-server-state-from-file` carries a
-   * server's state across a reload); and slow start's ramps (`inheritRamps`).
+   * server's state across a reload); slow start's ramps (`inheritRamps`); and the operator's
+   * overrides, by the rule of {@link restoreOverrides}.
    */
   inheritHealth(previous: UpstreamManager): void {
     const pairs: [UpstreamState, UpstreamState][] = [];
     for (const before of previous.set.list()) {
       const state = this.set.get(before.id);
       if (state !== undefined && state.address === before.address) pairs.push([state, before]);
+    }
+    // The operator's overrides first: slow start then sees which upstreams stay in maintenance.
+    for (const [state, before] of pairs) {
+      const saved = saveOverride(before);
+      const carried = saved === undefined ? undefined : carryOverride(saved, state, 'reload');
+      if (carried !== undefined && carried.kind !== 'moved' && carried.override !== undefined)
+        this.override(state.id, carried.override);
     }
     let changed = false;
     if (this.checker !== undefined) {
@@ -311,11 +360,7 @@ export class UpstreamManager {
     if (previous.slowStart !== undefined) slowStart.inherit(previous.slowStart, pairs);
     const known = new Set(previous.set.list().map((state) => state.id));
     for (const state of this.set.list()) if (!known.has(state.id)) slowStart.begin(state);
-    // The reload clears the operator's overrides: one in maintenance leaves it here, and ramps
-    // as it would leaving it by the admin API (this generation never saw the override).
-    for (const [state, before] of pairs)
-      if (before.admin?.mode === 'maint' && state.admin === undefined && state.healthy)
-        slowStart.begin(state);
+    // An override in maintenance carried over (inheritHealth): no ramp until it leaves it.
   }
 
   /** Proxy-wide counters. */

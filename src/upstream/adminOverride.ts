@@ -9,11 +9,22 @@ import type { UpstreamState } from './UpstreamState.js';
  */
 export type AdminMode = 'ready' | 'drain' | 'maint';
 
-/** An operator's override of one upstream; it lasts until cleared (the CLI clears it on reload). */
+/**
+ * Where an override in force came from: the admin API (or `overrideUpstream()`) in this proxy,
+ * or carried from before a reload, a binary upgrade, or a state file read at start.
+ */
+export type OverrideOrigin = 'admin' | 'reload' | 'upgrade' | 'stateFile';
+
+/**
+ * An operator's override of one upstream; it lasts until cleared, and a reload, an upgrade or a
+ * state file carries it (`restoreOverrides()`).
+ */
 export interface AdminOverride {
   readonly mode: AdminMode;
   /** Weight in force instead of the configured one, or undefined to keep it. */
   readonly weight: number | undefined;
+  /** Where it came from (reports show it); default `'admin'`. */
+  readonly origin?: OverrideOrigin;
 }
 
 /** Whether the operator lets new connections go to `state` (no override: yes). */
@@ -22,17 +33,25 @@ export function adminAllows(state: UpstreamState): boolean {
 }
 
 const MODES: readonly string[] = ['ready', 'drain', 'maint'];
+const ORIGINS: readonly string[] = ['admin', 'reload', 'upgrade', 'stateFile'];
 
 /** Checks an override from JavaScript callers; `undefined` (clear) passes. */
 export function validateAdminOverride(value: unknown): AdminOverride | undefined {
   if (value === undefined) return undefined;
   const record = requireRecord(value, 'override');
-  rejectUnknownKeys(record, ['mode', 'weight'], 'override');
+  rejectUnknownKeys(record, ['mode', 'weight', 'origin'], 'override');
   if (typeof record.mode !== 'string' || !MODES.includes(record.mode))
     throw new InvalidOptionError('override.mode', '"ready", "drain" or "maint"', record.mode);
   const weight =
     record.weight === undefined
       ? undefined
       : integer(record.weight, 'override.weight', 1, { min: 1, max: 1_000_000 });
-  return { mode: record.mode as AdminMode, weight };
+  if (record.origin !== undefined && !ORIGINS.includes(record.origin as string))
+    throw new InvalidOptionError(
+      'override.origin',
+      '"admin", "reload", "upgrade" or "stateFile"',
+      record.origin,
+    );
+  const origin = record.origin as OverrideOrigin | undefined;
+  return { mode: record.mode as AdminMode, weight, ...(origin !== undefined && { origin }) };
 }

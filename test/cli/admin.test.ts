@@ -35,7 +35,7 @@ interface ClusterReply {
 }
 
 describe('l4proxy --admin', () => {
-  test('curl reads the API and drains an upstream; the action is logged; SIGHUP clears it', async (t) => {
+  test('curl reads the API and drains an upstream; the action is logged; SIGHUP keeps it', async (t) => {
     const curlPath = tool(t, 'curl');
     if (curlPath === undefined) return;
     const { cli, admin, port } = await startAdminCli(t, {
@@ -97,8 +97,8 @@ describe('l4proxy --admin', () => {
     ).listeners.web.upstreams;
     assert.deepEqual(
       reports.map((u) => u.admin),
-      ['ready', 'ready'],
-      'a reload ends overrides',
+      ['drain', 'ready'],
+      'a reload keeps overrides (docs/operations.md, overridesOnReload)',
     );
 
     const metrics = await curl(curlPath, ['-fsS', ...auth, `http://${admin}/metrics`]);
@@ -414,11 +414,12 @@ describe('l4proxy --admin', () => {
     });
   }
 
-  test('with workers: a drain that a SIGHUP overtakes is not replayed to a worker that restarts', async (t) => {
+  test('with workers and overridesOnReload "clear": a drain that a SIGHUP overtakes is not replayed to a worker that restarts', async (t) => {
     const { cli, admin } = await startAdminCli(t, {
       token: TOKEN,
       upstreams: { a: await taggedEcho(t, 'A:'), b: await taggedEcho(t, 'B:') },
       workers: 2,
+      settings: { overridesOnReload: 'clear' },
     });
     const started = await cli.waitLines('stderr', (l) => l.msg === 'worker ready', 2, 15_000);
     const pidOf = (slot: number): number =>

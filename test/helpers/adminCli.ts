@@ -21,6 +21,8 @@ export interface AdminCliOptions {
   readonly workers?: number;
   /** The `admin` block's bounds (`maxBodySize`, `headersTimeout`...), if any. */
   readonly limits?: Readonly<Record<string, number>>;
+  /** Other top-level settings of the file (`overridesOnReload`...). */
+  readonly settings?: Readonly<Record<string, unknown>>;
 }
 
 /**
@@ -36,6 +38,7 @@ export async function startAdminCli(t: TestContext, options: AdminCliOptions): P
     id,
   }));
   const file = dir.write('l4proxy.json', {
+    ...options.settings,
     ...(options.workers === undefined ? {} : { workers: options.workers }),
     admin: { listen: '127.0.0.1:0', tokenFile, ...options.limits },
     listeners: [{ name: 'web', protocol: 'tcp', listen: '127.0.0.1:0', upstreams }],
