@@ -2,14 +2,14 @@ import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
-import { InvalidOptionError, TcpProxy } from '../../src/index.js';
+import { InvalidOptionError, TcpProxy, UdpProxy } from '../../src/index.js';
 import type { HealthCheckOptions, TcpProxyOptions, Upstream } from '../../src/index.js';
 import { resolveHealthCheck } from '../../src/upstream/healthOptions.js';
 import { httpProbe } from '../../src/upstream/httpReply.js';
 import { startNginxHttp } from '../helpers/nginxHttp.js';
 import { freePort } from '../helpers/peerProcess.js';
 import type { PeerProcess } from '../helpers/peerProcess.js';
-import { connect, echoServer, readAll, socketServer } from '../helpers/net.js';
+import { connect, echoServer, readAll, socketServer, withTimeout } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 import { sharedPki } from '../helpers/tlsCa.js';
 import type { IssuedCert } from '../helpers/tlsCa.js';
@@ -275,6 +275,25 @@ describe('HTTP health checks against nginx', () => {
     assert.equal(hostOnly.proxy.stats().upstreams.picky?.health_check_healthy, false);
     assert.equal(both.proxy.stats().upstreams.picky?.health_check_healthy, true);
     assert.equal(both.proxy.stats().upstreams.picky?.health_check_failures, 0);
+  });
+  test('a UdpProxy checks its upstreams over HTTP on TCP (a QUIC server with an HTTP/1.1 port)', async (t) => {
+    const w = await startWeb(t);
+    if (w === undefined) return;
+    const proxy = new UdpProxy({
+      upstreams: [at('ok', w.ports.ok), at('down', w.ports.down)],
+      healthCheck: { ...CHECK, http: { path: '/healthz' } },
+    });
+    t.after(() => proxy.close());
+    const down = new Promise<string>((resolve) => {
+      proxy.on('upstreamHealth', (upstream, healthy, change) => {
+        if (!healthy) resolve(`${upstream.id}: ${change.detail}`);
+      });
+    });
+    await proxy.bind({ port: 0, address: '127.0.0.1' });
+    assert.match(
+      await withTimeout(down, 5_000, 'down unhealthy'),
+      /^down: HTTP health check .*status 503 /,
+    );
   });
 });
 
