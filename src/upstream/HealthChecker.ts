@@ -228,14 +228,7 @@ export class HealthChecker {
   }
 
   private timeoutError(state: UpstreamState, port: number, tls: boolean): HealthCheckError {
-    const http = this.options.http !== undefined;
-    const kind = http
-      ? tls
-        ? 'HTTPS'
-        : 'HTTP'
-      : tls
-        ? 'TLS'
-        : this.options.protocol.toUpperCase();
+    const kind = checkKind(this.options, tls);
     return new HealthCheckError(
       `${kind} health check of ${state.host}:${port} timed out after ${this.options.timeout} ms`,
     );
@@ -291,4 +284,10 @@ export class HealthChecker {
     entry.cancel?.();
     entry.timer = entry.cancel = undefined;
   }
+}
+
+/** How a check names itself in its failures: HTTP, HTTPS, TLS, TCP or UDP. */
+function checkKind(options: ResolvedHealthCheck, tls: boolean): string {
+  if (options.http !== undefined) return tls ? 'HTTPS' : 'HTTP';
+  return tls ? 'TLS' : options.protocol.toUpperCase();
 }
