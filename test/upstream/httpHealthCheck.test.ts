@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
-import { InvalidOptionError, TcpProxy, UdpProxy } from '../../src/index.js';
+import { InvalidOptionError, TcpProxy, TunnelServer, UdpProxy } from '../../src/index.js';
 import type { HealthCheckOptions, TcpProxyOptions, Upstream } from '../../src/index.js';
 import { resolveHealthCheck } from '../../src/upstream/healthOptions.js';
 import { httpProbe } from '../../src/upstream/httpReply.js';
@@ -294,6 +294,23 @@ describe('HTTP health checks against nginx', () => {
       await withTimeout(down, 5_000, 'down unhealthy'),
       /^down: HTTP health check .*status 503 /,
     );
+  });
+  test("a TunnelServer checks a TLS upstream through its TLS, as a TcpProxy does (it checked in clear: nginx's 400)", async (t) => {
+    const w = await startWeb(t);
+    if (w === undefined) return;
+    const server = new TunnelServer({
+      upstreams: [at('tls', w.ports.tls, { ca: w.ca, servername: 'localhost' })],
+      healthCheck: { ...CHECK, http: { path: '/healthz', expectBody: 'https ready' } },
+    });
+    t.after(() => server.close({ drainTimeout: 0 }));
+    await server.listen({ port: 0, host: '127.0.0.1' });
+    const deadline = Date.now() + 10_000;
+    while (server.stats().upstream_health_check_attempts < 2) {
+      assert.ok(Date.now() < deadline, 'two checks within 10 s');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(server.stats().upstream_health_check_failures, 0);
+    assert.equal(server.upstreams()[0]?.healthy, true);
   });
 });
 
