@@ -49,6 +49,7 @@ export type {
   TcpHealthCheck,
   UdpHealthCheck,
 } from './upstream/healthOptions.js';
+export type { HttpHealthCheck } from './upstream/httpCheckOptions.js';
 export type { UpstreamHealthChange } from './upstream/UpstreamManager.js';
 export type { UpstreamOptions } from './upstream/UpstreamOptions.js';
 export type { UpstreamEvents } from './upstream/UpstreamEvents.js';

@@ -241,8 +241,8 @@ function configWith(row: Row, kind: string, path: string, value: unknown): unkno
   const target: Record<string, unknown> = kind === 'file' ? {} : listener;
   for (const [prefix, siblings, only] of all) {
     if (!path.startsWith(`${prefix}.`) || (only ?? kind) !== kind) continue;
-    // A health check is TCP or UDP: a key of the TCP one is checked without the UDP probe.
-    if (prefix === 'healthCheck' && /^healthCheck\.tcp\b/.test(path)) continue;
+    // A health check is TCP, UDP or HTTP: a key of the TCP or HTTP one is checked without the UDP probe.
+    if (prefix === 'healthCheck' && /^healthCheck\.(?:tcp|http)\b/.test(path)) continue;
     for (const [key, sibling] of Object.entries(structuredClone(siblings)))
       setPath(target, `${prefix}.${key}`, sibling);
   }

@@ -433,6 +433,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
         // Tunnels on a removed upstream finish on their own; its TLS sessions go now (as TcpProxy).
         this.upstreamTls.retain(this.manager.set.list());
       },
+      // A TLS upstream's check completes the TLS the tunnels would (as a TcpProxy's): a plain
+      // connect proves little, and an HTTP check in clear reaches a TLS port that answers 400.
+      checkTls: (upstream) => {
+        const settings = this.upstreamTls.settingsFor(upstream.upstream);
+        return settings && { settings, tls: this.upstreamTls };
+      },
     });
     const route = this.options.route;
     this.dialHost = {

@@ -2,6 +2,7 @@ import { HealthCheckError } from '../errors.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import type { SourceAddresses } from '../net/sourceAddress.js';
 import type { ResolvedHealthCheck } from './healthOptions.js';
+import { httpProbe } from './httpReply.js';
 import { tcpProbe } from './tcpProbe.js';
 import type { ProbeDone, ProbeSpec, ProbeTls } from './tcpProbe.js';
 import { udpProbe } from './udpProbe.js';
@@ -196,13 +197,15 @@ export class HealthChecker {
   private run(entry: Entry): void {
     const { state } = entry;
     const port = this.options.port ?? state.port;
-    const tcp = this.options.protocol === 'tcp';
+    const { http, protocol } = this.options;
+    const tls = protocol === 'tcp' ? this.hooks.tls?.(state) : undefined;
     const spec: ProbeSpec = {
-      preamble: this.hooks.preamble?.(state, this.options.protocol),
-      tls: tcp ? this.hooks.tls?.(state) : undefined,
+      preamble: this.hooks.preamble?.(state, protocol),
+      tls,
       send: this.options.send,
       expect: this.options.expect,
       source: this.hooks.sourceAddress,
+      http: http && httpProbe(http, state.host, port, tls !== undefined),
     };
     let done = false;
     const complete = (error: HealthCheckError | undefined): void => {
@@ -218,14 +221,14 @@ export class HealthChecker {
         this.schedule(entry, this.nextDelay());
     };
     entry.timer = setTimeout(() => {
-      complete(this.timeoutError(state, port, spec.tls !== undefined));
+      complete(this.timeoutError(state, port, tls !== undefined));
     }, this.options.timeout);
     entry.timer.unref();
     entry.cancel = this.probe(state.host, port, spec, complete);
   }
 
   private timeoutError(state: UpstreamState, port: number, tls: boolean): HealthCheckError {
-    const kind = tls ? 'TLS' : this.options.protocol.toUpperCase();
+    const kind = checkKind(this.options, tls);
     return new HealthCheckError(
       `${kind} health check of ${state.host}:${port} timed out after ${this.options.timeout} ms`,
     );
@@ -281,4 +284,10 @@ export class HealthChecker {
     entry.cancel?.();
     entry.timer = entry.cancel = undefined;
   }
+}
+
+/** How a check names itself in its failures: HTTP, HTTPS, TLS, TCP or UDP. */
+function checkKind(options: ResolvedHealthCheck, tls: boolean): string {
+  if (options.http !== undefined) return tls ? 'HTTPS' : 'HTTP';
+  return tls ? 'TLS' : options.protocol.toUpperCase();
 }

@@ -10,6 +10,7 @@ import type { ProbeTls } from './tcpProbe.js';
 import type { ResolvedHealthCheck, ResolvedOutlierDetection } from './healthOptions.js';
 import { OutlierDetector } from './OutlierDetector.js';
 import { SlowStart } from './SlowStart.js';
+import { refuseHttpCheckTunnels } from './httpCheckTunnels.js';
 import { refuseUdpTls } from './tcpOnlyTls.js';
 import type { ResolvedSlowStart } from './SlowStart.js';
 import type { UpstreamSink, UpstreamSource } from './UpstreamSource.js';
@@ -104,6 +105,7 @@ export class UpstreamManager {
   private readonly source: UpstreamSource | undefined;
   private sink: UpstreamSink | undefined;
   private readonly udp: boolean;
+  private readonly httpCheck: boolean;
   private sourceUpdates = 0;
   private sourceErrors = 0;
 
@@ -116,6 +118,8 @@ export class UpstreamManager {
     this.set.panicThreshold = options.panicThreshold;
     this.udp = options.protocol === 'udp';
     if (this.udp) refuseUdpTls(initial, 'upstreams');
+    this.httpCheck = options.healthCheck?.http !== undefined;
+    if (this.httpCheck) refuseHttpCheckTunnels(initial, 'upstreams');
     this.set.set(initial, 'upstreams');
     this.source = options.source;
     if (options.slowStart) this.slowStart = new SlowStart(this.set, options.slowStart);
@@ -212,6 +216,7 @@ export class UpstreamManager {
     const generations = before.map((state) => state.generation);
     const addresses = before.map((state) => state.address);
     if (this.udp) refuseUdpTls(upstreams, name);
+    if (this.httpCheck) refuseHttpCheckTunnels(upstreams, name);
     if (!this.set.set(upstreams, name)) return false;
     if (this.slowStart !== undefined) {
       const known = new Set(before);

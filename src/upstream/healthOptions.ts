@@ -2,6 +2,8 @@ import type { UpstreamManagerOptions } from './UpstreamManager.js';
 import { validateUpstreamSource } from './UpstreamSource.js';
 import { resolveSlowStart } from './SlowStart.js';
 import { InvalidOptionError } from '../errors.js';
+import { resolveHttpCheck } from './httpCheckOptions.js';
+import type { HttpHealthCheck, ResolvedHttpCheck } from './httpCheckOptions.js';
 import { duration, integer, isRecord, rejectUnknownKeys } from '../internal/validate.js';
 
 /**
@@ -56,8 +58,10 @@ export interface HealthCheckOptions {
   readonly port?: number;
   /** TCP check (the default for a TCP proxy: a plain connect). */
   readonly tcp?: TcpHealthCheck;
-  /** UDP check. Set either `tcp` or `udp`, not both. */
+  /** UDP check. Set one of `tcp`, `udp` and `http`. */
   readonly udp?: UdpHealthCheck;
+  /** HTTP/1.1 check over TCP (and the upstream's TLS): a request, an expected status and body. */
+  readonly http?: HttpHealthCheck;
 }
 
 /** Health-check options with defaults applied. */
@@ -71,6 +75,8 @@ export interface ResolvedHealthCheck {
   readonly protocol: 'tcp' | 'udp';
   readonly send: Buffer | undefined;
   readonly expect: Buffer | RegExp | undefined;
+  /** The HTTP check (`protocol` is then `'tcp'`), or undefined. */
+  readonly http: ResolvedHttpCheck | undefined;
 }
 
 /**
@@ -108,6 +114,7 @@ const HEALTH_KEYS = [
   'port',
   'tcp',
   'udp',
+  'http',
 ] as const;
 
 const OUTLIER_KEYS = [
@@ -136,6 +143,10 @@ export function resolveHealthCheck(
   if (value.tcp !== undefined && value.udp !== undefined) {
     throw new InvalidOptionError(`${name}.udp`, 'either tcp or udp, not both', value.udp);
   }
+  if (value.http !== undefined && (value.tcp !== undefined || value.udp !== undefined)) {
+    const what = `either http or ${value.tcp !== undefined ? 'tcp' : 'udp'}, not both`;
+    throw new InvalidOptionError(`${name}.http`, what, value.http);
+  }
   const probe = resolveProbe(value, name, defaultProtocol);
   return {
     interval: duration(value.interval, `${name}.interval`, 5_000, 1),
@@ -161,13 +172,17 @@ function resolveProbe(
   value: Record<string, unknown>,
   name: string,
   defaultProtocol: 'tcp' | 'udp',
-): Pick<ResolvedHealthCheck, 'protocol' | 'send' | 'expect'> {
+): Pick<ResolvedHealthCheck, 'protocol' | 'send' | 'expect' | 'http'> {
+  if (value.http !== undefined) {
+    const http = resolveHttpCheck(value.http, `${name}.http`);
+    return { protocol: 'tcp', send: undefined, expect: undefined, http };
+  }
   const protocol = value.udp !== undefined ? 'udp' : value.tcp !== undefined ? 'tcp' : undefined;
   if (protocol === undefined) {
     if (defaultProtocol === 'udp') {
       throw new InvalidOptionError(`${name}.udp`, 'a probe { send, expect? }', undefined);
     }
-    return { protocol: 'tcp', send: undefined, expect: undefined };
+    return { protocol: 'tcp', send: undefined, expect: undefined, http: undefined };
   }
   const path = `${name}.${protocol}`;
   const probe = value[protocol];
@@ -177,7 +192,7 @@ function resolveProbe(
   if (protocol === 'udp' && send === undefined) {
     throw new InvalidOptionError(`${path}.send`, 'a probe datagram (bytes or a string)', undefined);
   }
-  return { protocol, send, expect: expectation(probe.expect, `${path}.expect`) };
+  return { protocol, send, expect: expectation(probe.expect, `${path}.expect`), http: undefined };
 }
 
 function bytes(value: unknown, name: string): Buffer | undefined {

@@ -8,6 +8,8 @@ import type { SourceAddresses } from '../net/sourceAddress.js';
 import { negotiateStartTls } from '../tls/startTls.js';
 import type { UpstreamTls } from '../tls/UpstreamTls.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
+import { MAX_BODY_BYTES, MAX_HEAD_BYTES } from './httpReply.js';
+import type { HttpProbe } from './httpReply.js';
 import { MAX_REPLY_BYTES, describeReply, replyMatches } from './replyMatcher.js';
 
 /**
@@ -28,6 +30,8 @@ export interface ProbeSpec {
   readonly tls?: ProbeTls | undefined;
   /** Local addresses to check from (the proxy's `sourceAddress`); undefined: the system's choice. */
   readonly source?: SourceAddresses | undefined;
+  /** An HTTP check: its request replaces `send`, its judge replaces `expect`. */
+  readonly http?: HttpProbe | undefined;
 }
 
 /** Called once with the outcome (undefined = passed); never after the probe was cancelled. */
@@ -52,7 +56,7 @@ export function tcpProbe(host: string, port: number, spec: ProbeSpec, done: Prob
     raw.destroy();
     done(error);
   };
-  const kind = spec.tls === undefined ? 'TCP' : 'TLS';
+  const kind = probeKind(spec);
   const onError = (err: Error): void => {
     finish(new HealthCheckError(`${kind} health check of ${address} failed: ${err.message}`, err));
   };
@@ -67,6 +71,14 @@ export function tcpProbe(host: string, port: number, spec: ProbeSpec, done: Prob
   raw.on('close', onClose);
   raw.unref();
   const exchange = (): void => {
+    if (spec.http !== undefined) {
+      httpExchange(socket, spec.http, (verdict) => {
+        const failure =
+          verdict === undefined ? undefined : `${kind} health check of ${address}: ${verdict}`;
+        finish(failure === undefined ? undefined : new HealthCheckError(failure));
+      });
+      return;
+    }
     const { send, expect } = spec;
     const payload = send ?? Buffer.alloc(0);
     if (expect === undefined) {
@@ -95,7 +107,7 @@ export function tcpProbe(host: string, port: number, spec: ProbeSpec, done: Prob
     if (tls === undefined) {
       // One write for preamble and probe, as before TLS existed.
       if (preamble !== undefined) {
-        if (spec.send === undefined && spec.expect === undefined) {
+        if (spec.send === undefined && spec.expect === undefined && spec.http === undefined) {
           raw.write(preamble, () => {
             finish(undefined);
           });
@@ -140,6 +152,46 @@ export function tcpProbe(host: string, port: number, spec: ProbeSpec, done: Prob
     socket.destroy();
     raw.destroy();
   };
+}
+
+function probeKind(spec: ProbeSpec): string {
+  if (spec.http !== undefined) return spec.tls === undefined ? 'HTTP' : 'HTTPS';
+  return spec.tls === undefined ? 'TCP' : 'TLS';
+}
+
+/** Bytes an HTTP check reads at most: a whole head and a body, with room for chunk framing. */
+const MAX_HTTP_REPLY = MAX_HEAD_BYTES + 2 * MAX_BODY_BYTES;
+
+/**
+ * Writes the request of an HTTP check and judges the reply as it comes, and once more when the
+ * upstream ends it; `settle` gets undefined (passed) or why it failed.
+ */
+function httpExchange(
+  socket: Socket,
+  http: HttpProbe,
+  settle: (failure: string | undefined) => void,
+): void {
+  // The check speaks HTTP/1.1: an upstream that chose h2 by ALPN would not understand it.
+  const alpn = (socket as { alpnProtocol?: string | false }).alpnProtocol;
+  if (alpn === 'h2') {
+    settle('the upstream chose h2 by ALPN; HTTP checks speak HTTP/1.1 (offer http/1.1)');
+    return;
+  }
+  let reply = Buffer.alloc(0);
+  const decide = (ended: boolean): void => {
+    const verdict = http.judge(reply, ended);
+    if (verdict !== undefined) settle('fail' in verdict ? verdict.fail : undefined);
+    else if (reply.length > MAX_HTTP_REPLY)
+      settle(`no verdict in the first ${MAX_HTTP_REPLY} bytes`);
+  };
+  socket.on('data', (chunk: Buffer) => {
+    reply = Buffer.concat([reply, chunk]);
+    decide(false);
+  });
+  socket.once('end', () => {
+    decide(true);
+  });
+  socket.write(http.request);
 }
 
 /** A TLS client on the connected `raw` socket (a check of an HTTP proxy reached over TLS). */
