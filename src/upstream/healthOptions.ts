@@ -192,8 +192,19 @@ function resolveProbe(
   if (protocol === 'udp' && send === undefined) {
     throw new InvalidOptionError(`${path}.send`, 'a probe datagram (bytes or a string)', undefined);
   }
+  // A larger probe fails every send (EMSGSIZE), so every upstream would go down with no reason.
+  if (protocol === 'udp' && send !== undefined && send.length > MAX_UDP_PROBE_BYTES) {
+    throw new InvalidOptionError(
+      `${path}.send`,
+      `at most ${String(MAX_UDP_PROBE_BYTES)} bytes (the largest UDP datagram over IPv4)`,
+      `${String(send.length)} bytes`,
+    );
+  }
   return { protocol, send, expect: expectation(probe.expect, `${path}.expect`), http: undefined };
 }
+
+/** The largest UDP payload over IPv4: 65 535 bytes less the IP and UDP headers. */
+const MAX_UDP_PROBE_BYTES = 65_507;
 
 function bytes(value: unknown, name: string): Buffer | undefined {
   if (value === undefined) return undefined;

@@ -429,6 +429,18 @@ describe('healthCheck options', () => {
     );
   });
 
+  test('a UDP probe larger than a datagram can carry is refused, naming healthCheck.udp.send', () => {
+    const largest = { udp: { send: Buffer.alloc(65_507, 1) } };
+    assert.equal(resolveHealthCheck(largest, 'healthCheck', 'udp')?.send?.length, 65_507);
+    assert.throws(
+      () => resolveHealthCheck({ udp: { send: Buffer.alloc(65_508, 1) } }, 'healthCheck', 'udp'),
+      {
+        message:
+          'Invalid option "healthCheck.udp.send": expected at most 65507 bytes (the largest UDP datagram over IPv4), received "65508 bytes".',
+      },
+    );
+  });
+
   test('a UDP proxy needs a probe: resolveHealthCheck names healthCheck.udp', () => {
     assert.throws(
       () => resolveHealthCheck({}, 'healthCheck', 'udp'),
