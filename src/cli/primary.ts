@@ -117,6 +117,8 @@ export class Primary {
   private handed: HandedSocket[] = [];
   private gathering: Gathering | undefined;
   private upgrading = false;
+  /** A SIGUSR2 that came while a worker was (re)starting: acted on once every worker is ready. */
+  private upgradeDeferred = false;
   /** No tunnel or Unix socket listener: SIGUSR2 can hand every socket over. */
   private upgradable = true;
   /** Resolves once every worker is ready for the first time. */
@@ -344,6 +346,10 @@ export class Primary {
       if (this.ready.size === this.settings.workers) {
         this.ops.info('ready', { workers: this.settings.workers });
         this.allReady();
+        if (this.upgradeDeferred) {
+          this.upgradeDeferred = false;
+          void this.upgrade();
+        }
       }
       return;
     }
@@ -589,7 +595,10 @@ export class Primary {
       return;
     }
     if (this.ready.size !== this.settings.workers) {
-      this.ops.warn('upgrade ignored: a worker is starting', { signal: 'SIGUSR2' });
+      // A worker being replaced has no sockets to offer yet; the signal is not lost (an operator
+      // or a deploy script sends it once), it waits for the replacement (or a drain, which wins).
+      this.upgradeDeferred = true;
+      this.ops.info('upgrade deferred: a worker is starting', { signal: 'SIGUSR2' });
       return;
     }
     this.upgrading = true;

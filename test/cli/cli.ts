@@ -158,7 +158,9 @@ export function startCli(
         check();
       }),
       ms,
-      `${count} matching ${stream} line(s); stderr so far: ${JSON.stringify(stderr.map((l) => l.msg))} ${text.join(' ')}`,
+      // Described when the wait ends, so the lines logged while waiting are shown too.
+      () =>
+        `${count} matching ${stream} line(s); stderr so far: ${JSON.stringify(stderr.map((l) => `${l.pid} ${l.msg}`))} ${text.join(' ')}`,
     );
   };
   return {

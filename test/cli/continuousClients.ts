@@ -20,7 +20,7 @@ export interface ClientsSeen {
 /**
  * Echo-checked clients to an echo behind `port`, opened one after another with up to 50 in
  * flight, while processes change behind the port: until 40 have started after `switched()`
- * turned true, or 400 in all, or `ms` passed (bounded in count and time).
+ * turned true, or 4 000 in all (a slow handover under load), or `ms` passed (bounded in count and time).
  */
 export async function continuousClients(
   port: number,
@@ -32,7 +32,7 @@ export async function continuousClients(
   let sent = 0;
   let after = 0;
   const deadline = Date.now() + ms;
-  while (sent < 400 && after < 40 && Date.now() < deadline) {
+  while (sent < 4_000 && after < 40 && Date.now() < deadline) {
     const n = sent++;
     if (switched()) after++;
     const checked = (async (): Promise<void> => {

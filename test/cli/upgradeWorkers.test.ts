@@ -139,6 +139,7 @@ describe('CLI: binary upgrade on SIGUSR2 with --workers', () => {
     );
     const { sent, after, failures } = await continuousClients(tcp, () => state.handedOver, 30_000);
     const primary = (await second).pid;
+    t.diagnostic(`${sent} clients, ${after} after the handover`);
     assert.deepEqual(failures, []);
     assert.ok(after >= 40, `${sent} clients, ${after} after the handover`);
     await cli.waitLine('stderr', (l) => l.msg === 'metrics listening' && l.pid === primary, 10_000);
@@ -172,8 +173,9 @@ describe('CLI: binary upgrade on SIGUSR2 with --workers', () => {
     );
 
     // The new generation upgrades in turn (its sockets are the ones it was handed), while one of
-    // its workers is killed: the gathering fails (the worker is replaced, with its sockets) or
-    // had ended (the next generation holds them); either way the clients are served.
+    // its workers is killed: the gathering fails (the worker is replaced, with its sockets), had
+    // ended (the next generation holds them), or the primary saw the exit before the signal and
+    // deferred the upgrade until the replacement is ready; either way the clients are served.
     // The first generation has exited: lines of the others are waited for past its exit.
     const seen = async (match: (line: LogLine) => boolean, ms: number): Promise<LogLine> =>
       (await cli.waitLines('stderr', match, 1, ms, true))[0]!;
@@ -204,7 +206,30 @@ describe('CLI: binary upgrade on SIGUSR2 with --workers', () => {
     await seen((l) => l.msg === 'drained, exiting' && l.pid === primary, 20_000);
     assert.equal(await echoed(tcp, 'third'), 'third');
     assert.equal((await request(client, udp, 'three')).toString(), 'u:three');
-    process.kill(third.pid, 'SIGTERM');
+
+    // A SIGUSR2 while a crashed worker is being replaced waits for the replacement (a deploy
+    // script signals once), then upgrades: it was ignored with a warning before.
+    const thirdWorker = Number(
+      (await seen((l) => l.msg === 'worker ready' && l.pid === third.pid, 10_000)).workerPid,
+    );
+    process.kill(thirdWorker, 'SIGKILL');
+    await seen((l) => l.msg === 'worker exited, replacing it' && l.pid === third.pid, 10_000);
+    const fourth = seen(
+      (l) =>
+        l.msg === 'upgrade: listening, the old process hands over' &&
+        l.pid !== primary &&
+        l.pid !== third.pid,
+      30_000,
+    );
+    process.kill(third.pid, 'SIGUSR2');
+    await seen(
+      (l) => l.msg === 'upgrade deferred: a worker is starting' && l.pid === third.pid,
+      10_000,
+    );
+    const fourthPid = (await fourth).pid;
     await seen((l) => l.msg === 'drained, exiting' && l.pid === third.pid, 20_000);
+    assert.equal(await echoed(tcp, 'fourth'), 'fourth');
+    process.kill(fourthPid, 'SIGTERM');
+    await seen((l) => l.msg === 'drained, exiting' && l.pid === fourthPid, 20_000);
   });
 });

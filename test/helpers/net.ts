@@ -4,11 +4,16 @@ import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 
 /** Rejects after `ms` with a message naming what was awaited, so a stuck test fails fast. */
-export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+export function withTimeout<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string | (() => string),
+): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
+      const described = typeof what === 'string' ? what : what();
+      reject(new Error(`timed out after ${ms} ms waiting for ${described}`));
     }, ms);
   });
   return Promise.race([promise, timeout]).finally(() => {
