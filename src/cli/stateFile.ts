@@ -92,10 +92,14 @@ export function parseStateFile(text: string): OverridesByListener {
  */
 export function validateOverridesByListener(value: unknown, name: string): OverridesByListener {
   if (!isRecord(value)) throw new Error(`${name}: expected an object`);
-  const overrides: Record<string, ReturnType<typeof validateSavedOverrides>> = {};
-  for (const [listener, entries] of Object.entries(value))
-    overrides[listener] = validateSavedOverrides(entries, `${name}.${listener}`);
-  return overrides;
+  // Own properties, each: a listener named "__proto__" (JSON.parse makes it an own key) must
+  // not become the prototype of the result, as an assignment would make it.
+  return Object.fromEntries(
+    Object.entries(value).map(([listener, entries]) => [
+      listener,
+      validateSavedOverrides(entries, `${name}.${listener}`),
+    ]),
+  );
 }
 
 /** The file's text for `overrides`. */

@@ -179,6 +179,13 @@ describe('stateFile reads', () => {
       const read = await readStateFile(path);
       assert.equal(read.kind, 'invalid', `case ${i}: ${JSON.stringify(read).slice(0, 200)}`);
     }
+    // A listener named __proto__ is a listener name (no such listener), not the prototype.
+    const proto = join(dir, 'proto.json');
+    const entry = { id: 'a', address: 'x:1', configuredWeight: 1, mode: 'drain' };
+    writeFileSync(proto, `{"version":1,"overrides":{"__proto__":[${JSON.stringify(entry)}]}}`);
+    const read = await readBack(proto);
+    assert.equal(Object.getPrototypeOf(read), Object.prototype);
+    assert.deepEqual(Object.keys(read), ['__proto__']);
     // And a file this process wrote reads back.
     const good = join(dir, 'good.json');
     writeFileSync(good, formatStateFile(drained(3)));
