@@ -37,7 +37,7 @@ export { reusePortSupported } from './net/reusePort.js';
 
 // Upstreams and sources: the upstream shape, live state, discovery and health.
 export type { Upstream } from './upstream/Upstream.js';
-export type { UpstreamCandidate } from './upstream/UpstreamState.js';
+export type { CheckFailure, UpstreamCandidate } from './upstream/UpstreamState.js';
 export type { UpstreamSink, UpstreamSource } from './upstream/UpstreamSource.js';
 export { DnsSource } from './upstream/DnsSource.js';
 export type { DnsAddressType, DnsSourceOptions, DnsSourceStats } from './upstream/DnsSource.js';

@@ -201,7 +201,7 @@ export const STATUS_PAGE_SCRIPT = `'use strict';
       body.appendChild(el('tr', { 'data-upstream': u.id, 'data-listener': name, 'data-state': state }, [
         el('td', {}, [el('span', { class: 'dot' }), document.createTextNode(u.id)]),
         el('td', { class: 'state', text: STATE_TEXT[state] }),
-        el('td', { text: health }),
+        el('td', u.health.lastFailure ? { text: health, title: 'last check failure: ' + u.health.lastFailure.reason } : { text: health }),
         el('td', { text: u.weight === u.configuredWeight ? String(u.weight) : u.weight + ' (was ' + u.configuredWeight + ')' }),
         el('td', { 'data-field': 'active', text: String(u.active) }),
         el('td', { text: String(u.total) }),

@@ -1,5 +1,6 @@
 import type { OverrideOrigin } from '../upstream/adminOverride.js';
 import { UpstreamState } from '../upstream/UpstreamState.js';
+import type { CheckFailure } from '../upstream/UpstreamState.js';
 import type { AdminListener } from './AdminListener.js';
 
 /** One upstream in `GET /upstreams`: health by source, weight, load and the operator's override. */
@@ -23,6 +24,8 @@ export interface UpstreamReport {
     readonly ejectedUntil: number;
     readonly checks: number;
     readonly checkFailures: number;
+    /** The last failed active check: its reason and time (ms since epoch); absent until one failed. */
+    readonly lastFailure?: CheckFailure;
     readonly ejections: number;
   };
   /** Weight in force, and the configured one (they differ after a weight override). */
@@ -60,6 +63,7 @@ export function upstreamReports(listener: AdminListener): UpstreamReport[] {
         ejectedUntil: state.ejectedUntil,
         checks: state.health.checks,
         checkFailures: state.health.checkFailures,
+        ...(state.lastCheckFailure !== undefined && { lastFailure: state.lastCheckFailure }),
         ejections: state.health.ejections,
       },
       weight: state.weight,

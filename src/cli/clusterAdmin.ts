@@ -1,6 +1,7 @@
 import type { RelayedAdminReply } from '../admin/relayedRequest.js';
 import type { UpstreamReport } from '../admin/upstreamReport.js';
 import { isRecord } from '../internal/validate.js';
+import type { CheckFailure } from '../upstream/UpstreamState.js';
 import type { RelayOutcome } from './workerRelay.js';
 
 /** The JSON reply of the primary's admin server for a relayed request. */
@@ -119,6 +120,7 @@ function mergeReport(base: UpstreamReport, views: [number, UpstreamReport][]): u
       ejectedUntil: Math.max(...views.map(([, r]) => r.health.ejectedUntil)),
       checks: sum((r) => r.health.checks),
       checkFailures: sum((r) => r.health.checkFailures),
+      ...lastFailure(views),
       ejections: sum((r) => r.health.ejections),
     },
     active: sum((r) => r.active),
@@ -139,6 +141,16 @@ function mergeReport(base: UpstreamReport, views: [number, UpstreamReport][]): u
       ]),
     ),
   };
+}
+
+/** The latest check failure any worker saw of one upstream, as `health.lastFailure`. */
+function lastFailure(views: [number, UpstreamReport][]): { lastFailure?: CheckFailure } {
+  let latest: CheckFailure | undefined;
+  for (const [, r] of views) {
+    const seen = r.health.lastFailure;
+    if (seen !== undefined && (latest === undefined || seen.time > latest.time)) latest = seen;
+  }
+  return latest === undefined ? {} : { lastFailure: latest };
 }
 
 /** `GET /events` over workers: every worker's events, tagged with it, newest first (100 at most). */

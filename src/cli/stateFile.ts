@@ -5,7 +5,8 @@
  * object, versioned; written whole under a temporary name and renamed over the file, so a reader
  * (or a crash) never meets half of it.
  */
-import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, rename, unlink, writeFile } from 'node:fs/promises';
 import { thrownMessage } from '../errors.js';
 import { isRecord } from '../internal/validate.js';
 import { validateSavedOverrides } from '../upstream/savedOverride.js';
@@ -13,6 +14,12 @@ import type { OverridesByListener } from './ListenerSet.js';
 
 /** The format's version: a file of another one is refused (with a warning), not guessed at. */
 export const STATE_FILE_VERSION = 1;
+
+/**
+ * Largest state file read: some 100 000 overrides. A bigger file is not one this process wrote;
+ * reading it whole could exhaust the memory of a proxy that is starting.
+ */
+export const MAX_STATE_FILE_BYTES = 16 * 1024 * 1024;
 
 /** What reading the state file found. */
 export type StateFileRead =
@@ -26,7 +33,7 @@ export type StateFileRead =
 export async function readStateFile(path: string): Promise<StateFileRead> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readBounded(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
     return { kind: 'invalid', reason: thrownMessage(err) };
@@ -35,6 +42,36 @@ export async function readStateFile(path: string): Promise<StateFileRead> {
     return { kind: 'read', overrides: parseStateFile(text) };
   } catch (err) {
     return { kind: 'invalid', reason: thrownMessage(err) };
+  }
+}
+
+/**
+ * The text of a regular file of at most {@link MAX_STATE_FILE_BYTES}. Opened without blocking
+ * and checked before reading: a FIFO put in its place would block the start until a writer came,
+ * a device (`/dev/zero`) would be read forever.
+ * @throws {Error} saying why not.
+ */
+async function readBounded(path: string): Promise<string> {
+  const file = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const stat = await file.stat();
+    if (!stat.isFile()) throw new Error(`${path}: not a regular file`);
+    if (stat.size > MAX_STATE_FILE_BYTES)
+      throw new Error(`${path}: ${stat.size} bytes, over ${MAX_STATE_FILE_BYTES}`);
+    // Read to its end, not its stat size: a file growing meanwhile is still bounded.
+    const chunks: Buffer[] = [];
+    let length = 0;
+    for (;;) {
+      const { bytesRead, buffer } = await file.read(Buffer.alloc(64 * 1024), 0, 64 * 1024, null);
+      if (bytesRead === 0) break;
+      chunks.push(buffer.subarray(0, bytesRead));
+      length += bytesRead;
+      if (length > MAX_STATE_FILE_BYTES)
+        throw new Error(`${path}: over ${MAX_STATE_FILE_BYTES} bytes`);
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  } finally {
+    await file.close();
   }
 }
 
@@ -55,10 +92,14 @@ export function parseStateFile(text: string): OverridesByListener {
  */
 export function validateOverridesByListener(value: unknown, name: string): OverridesByListener {
   if (!isRecord(value)) throw new Error(`${name}: expected an object`);
-  const overrides: Record<string, ReturnType<typeof validateSavedOverrides>> = {};
-  for (const [listener, entries] of Object.entries(value))
-    overrides[listener] = validateSavedOverrides(entries, `${name}.${listener}`);
-  return overrides;
+  // Own properties, each: a listener named "__proto__" (JSON.parse makes it an own key) must
+  // not become the prototype of the result, as an assignment would make it.
+  return Object.fromEntries(
+    Object.entries(value).map(([listener, entries]) => [
+      listener,
+      validateSavedOverrides(entries, `${name}.${listener}`),
+    ]),
+  );
 }
 
 /** The file's text for `overrides`. */
@@ -106,7 +147,10 @@ export class StateFileWriter {
   private async writeOnce(): Promise<void> {
     const temporary = `${this.path}.${process.pid}.tmp`;
     try {
-      await writeFile(temporary, formatStateFile(this.snapshot()), { mode: 0o600 });
+      // A temporary file left by a crash (containers reuse PIDs) would keep its own mode (0644,
+      // say) through the rename, and a symbolic link there would be followed: created anew, here.
+      await unlink(temporary).catch(() => undefined);
+      await writeFile(temporary, formatStateFile(this.snapshot()), { mode: 0o600, flag: 'wx' });
       await rename(temporary, this.path);
     } catch (err) {
       this.failed(thrownMessage(err));

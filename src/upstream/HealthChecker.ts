@@ -172,6 +172,7 @@ export class HealthChecker {
     entry.address = entry.state.address;
     entry.passes = entry.fails = 0;
     entry.checked = false;
+    entry.state.lastCheckFailure = undefined;
     if (!entry.state.checkHealthy) {
       const detail = `address changed to ${entry.address}: healthy until its first check`;
       this.flip(entry.state, true, undefined, detail);
@@ -248,6 +249,8 @@ export class HealthChecker {
     if (error !== undefined) {
       this.totals.failures++;
       state.health.checkFailures++;
+      // Kept after the upstream recovers: the operator's answer to "why was it down?".
+      state.lastCheckFailure = { reason: error.message, time: Date.now() };
       entry.fails++;
       entry.passes = 0;
       if (state.checkHealthy && (firstCheck || entry.fails >= this.options.unhealthyThreshold)) {

@@ -25,6 +25,16 @@ export interface UpstreamCandidate {
   readonly healthy: boolean;
   /** Cap on `active` (`Infinity` when none); at it, the upstream is not a candidate. */
   readonly maxConnections: number;
+  /** The last active health check that failed, if any did (since start or an address change). */
+  readonly lastCheckFailure?: CheckFailure | undefined;
+}
+
+/** Why and when an active health check of an upstream last failed. */
+export interface CheckFailure {
+  /** The check's error message (`HTTP health check of 10.0.0.7:80: status 503 ...`). */
+  readonly reason: string;
+  /** When it failed, in ms since the epoch. */
+  readonly time: number;
 }
 
 /** Counters kept per upstream; they survive `setUpstreams` for ids that stay. */
@@ -84,6 +94,7 @@ export class UpstreamState implements UpstreamCandidate {
   configuredWeight: number;
   /** Result of active health checks (true until a check says otherwise). */
   checkHealthy = true;
+  lastCheckFailure: CheckFailure | undefined = undefined;
   /** Passive ejection: not selectable until this time (ms since epoch); 0 when not ejected. */
   ejectedUntil = 0;
   /** Whether this upstream is still in the configured set. */

@@ -1,5 +1,5 @@
 import type { UpstreamTotals } from './UpstreamManager.js';
-import type { UpstreamState } from './UpstreamState.js';
+import type { CheckFailure, UpstreamState } from './UpstreamState.js';
 
 /** Health fields of one upstream in a stats snapshot (TCP and UDP alike). */
 export interface UpstreamHealthStats {
@@ -7,6 +7,8 @@ export interface UpstreamHealthStats {
   readonly health_check_healthy: boolean;
   readonly health_check_attempts: number;
   readonly health_check_failures: number;
+  /** The last failed active health check (why, and when): present once one failed. */
+  readonly health_check_last_failure?: CheckFailure;
   /** Passively ejected now. */
   readonly ejected: boolean;
   readonly ejections_total: number;
@@ -45,6 +47,9 @@ export function upstreamHealthStats(state: UpstreamState): UpstreamHealthStats {
     health_check_healthy: state.checkHealthy,
     health_check_attempts: state.health.checks,
     health_check_failures: state.health.checkFailures,
+    ...(state.lastCheckFailure !== undefined && {
+      health_check_last_failure: state.lastCheckFailure,
+    }),
     ejected: state.ejectedUntil !== 0,
     ejections_total: state.health.ejections,
     admin_drain: state.admin?.mode === 'drain',

@@ -9,7 +9,7 @@ import { negotiateStartTls } from '../tls/startTls.js';
 import type { UpstreamTls } from '../tls/UpstreamTls.js';
 import type { ResolvedUpstreamTls } from '../tls/UpstreamTlsOptions.js';
 import { MAX_BODY_BYTES, MAX_HEAD_BYTES } from './httpReply.js';
-import type { HttpProbe } from './httpReply.js';
+import type { HttpProbe, ReplyVerdict } from './httpReply.js';
 import { MAX_REPLY_BYTES, describeReply, replyMatches } from './replyMatcher.js';
 
 /**
@@ -177,19 +177,18 @@ function httpExchange(
     settle('the upstream chose h2 by ALPN; HTTP checks speak HTTP/1.1 (offer http/1.1)');
     return;
   }
-  let reply = Buffer.alloc(0);
-  const decide = (ended: boolean): void => {
-    const verdict = http.judge(reply, ended);
+  const reader = http.reader();
+  let received = 0;
+  const decide = (verdict: ReplyVerdict): void => {
     if (verdict !== undefined) settle('fail' in verdict ? verdict.fail : undefined);
-    else if (reply.length > MAX_HTTP_REPLY)
-      settle(`no verdict in the first ${MAX_HTTP_REPLY} bytes`);
+    else if (received > MAX_HTTP_REPLY) settle(`no verdict in the first ${MAX_HTTP_REPLY} bytes`);
   };
   socket.on('data', (chunk: Buffer) => {
-    reply = Buffer.concat([reply, chunk]);
-    decide(false);
+    received += chunk.length;
+    decide(reader.push(chunk));
   });
   socket.once('end', () => {
-    decide(true);
+    decide(reader.end());
   });
   socket.write(http.request);
 }

@@ -81,6 +81,23 @@ describe('cluster admin merge rules', () => {
     });
   });
 
+  test('/upstreams: the last check failure is the latest any worker saw', () => {
+    const failed = (reason: string, time: number) =>
+      report({ health: { ...report({}).health, lastFailure: { reason, time } } });
+    const merged = mergeUpstreams(
+      outcome([
+        [1, 200, listing(failed('status 503', 2_000))],
+        [2, 200, listing(report({}))],
+        [3, 200, listing(failed('timed out', 1_000))],
+      ]),
+    );
+    const body = merged.body as { listeners: { web: { upstreams: UpstreamReport[] } } };
+    assert.deepEqual(body.listeners.web.upstreams[0]?.health.lastFailure, {
+      reason: 'status 503',
+      time: 2_000,
+    });
+  });
+
   test('/upstreams: no worker answered is a 503 naming them', () => {
     const merged = mergeUpstreams(outcome([], [[1, 'not running (starting or restarting)']]));
     assert.equal(merged.status, 503);
