@@ -608,13 +608,10 @@ export class Primary {
     try {
       // The new generation encrypts and decrypts tickets with the same keys: none is lost.
       const keys = cliTicketKeys().rotation;
-      started = await startUpgrade(
-        [],
-        undefined,
-        undefined,
-        keys === undefined ? {} : ticketKeysEnv(keys),
-        sockets,
-      );
+      started = await startUpgrade({
+        handed: sockets,
+        ...(keys !== undefined && { env: ticketKeysEnv(keys) }),
+      });
     } catch (err) {
       this.upgrading = false;
       this.closeCopies(sockets);

@@ -22,12 +22,7 @@ import {
   takeUpgradeSockets,
   unclaimedSystemdSockets,
 } from './socketActivation.js';
-import {
-  startUpgrade,
-  UPGRADE_REFUSED_UNIX,
-  UPGRADE_TIMEOUT_MS,
-  upgradeListening,
-} from './upgrade.js';
+import { startUpgrade, UPGRADE_REFUSED_UNIX, upgradeListening } from './upgrade.js';
 import {
   cliTicketKeys,
   takeTicketKeysMessage,
@@ -432,14 +427,12 @@ export async function runListeners(
     try {
       // The new process encrypts and decrypts tickets with the same keys (none is lost), and asks
       // for the operator's overrides before it listens.
-      started = await startUpgrade(
+      started = await startUpgrade({
         sockets,
-        UPGRADE_TIMEOUT_MS,
-        unconfirmed.signal,
-        keys === undefined ? {} : ticketKeysEnv(keys),
-        undefined,
-        () => running.overrides(),
-      );
+        cancel: unconfirmed.signal,
+        ...(keys !== undefined && { env: ticketKeysEnv(keys) }),
+        state: () => running.overrides(),
+      });
     } catch (err) {
       upgrading = false;
       const reason = (err as Error).message;

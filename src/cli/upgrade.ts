@@ -64,24 +64,46 @@ export interface PassedSocket {
   readonly fd: number;
 }
 
+/** What {@link startUpgrade} gives the new process, and how long it waits for it. */
+export interface UpgradeStart {
+  /** Listening sockets passed as inherited descriptors (a process running alone); default none. */
+  readonly sockets?: readonly PassedSocket[];
+  /**
+   * With `--workers`: the listening sockets, sent as handles over IPC once the new primary asks
+   * (its workers adopt them); the new process is told to expect them.
+   */
+  readonly handed?: readonly HandedSocket[];
+  /** How long the new process has to listen on every address; default {@link UPGRADE_TIMEOUT_MS}. */
+  readonly timeoutMs?: number;
+  /**
+   * Aborted when this process is told to stop before the new one listens: the new one gets
+   * SIGTERM, so it drains what it may have accepted on the adopted sockets instead of running on
+   * alone.
+   */
+  readonly cancel?: AbortSignal;
+  /** Added to this process's environment for the new one (the TLS ticket keys); default none. */
+  readonly env?: Readonly<Record<string, string>>;
+  /**
+   * What the new process is given when it asks, before it listens (the operator's overrides, see
+   * {@link inheritedState}); default nothing.
+   */
+  readonly state?: () => unknown;
+}
+
 /**
- * Starts the new process with `sockets` (and `env` added to this one's environment: the TLS
- * ticket keys); resolves once it listens on every address, rejects (having killed it, by its
- * pid, if it still runs) when it exits first, fails to start, or stays silent for `timeoutMs`.
- * `cancel` (this process is told to stop before the new one listens) sends it SIGTERM, so it
- * drains what it may have accepted on the adopted sockets instead of running on alone, and
- * rejects.
+ * Starts the new process (see {@link UpgradeStart}); resolves once it listens on every address,
+ * rejects (having killed it, by its pid, if it still runs) when it exits first, fails to start,
+ * stays silent for `timeoutMs`, or `cancel` aborts.
  */
-export function startUpgrade(
-  sockets: readonly PassedSocket[],
-  timeoutMs = UPGRADE_TIMEOUT_MS,
-  cancel?: AbortSignal,
-  env: Readonly<Record<string, string>> = {},
-  /** With `--workers`: the sockets, sent as handles over IPC once the new primary asks. */
-  handed?: readonly HandedSocket[],
-  /** What the new process is given when it asks (see {@link inheritedState}). */
-  state: () => unknown = () => undefined,
-): Promise<StartedUpgrade> {
+export function startUpgrade(start: UpgradeStart = {}): Promise<StartedUpgrade> {
+  const {
+    sockets = [],
+    handed,
+    timeoutMs = UPGRADE_TIMEOUT_MS,
+    cancel,
+    env = {},
+    state = () => undefined,
+  } = start;
   // In the new process the descriptors are 3, 4, ... in this order; the IPC channel follows.
   const fds: Record<string, number> = {};
   sockets.forEach(({ key }, index) => (fds[key] = 3 + index));
