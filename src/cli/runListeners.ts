@@ -32,7 +32,13 @@ import {
 import type { StartedUpgrade } from './upgrade.js';
 import { closeUnclaimedWorkerSockets, receiveWorkerSockets } from './workerSockets.js';
 import type { Server } from 'node:http';
-import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
+import {
+  PRIMARY_GONE,
+  RELOAD_WHILE_DRAINING,
+  stopRequested,
+  takeSignals,
+  signalExitCode,
+} from './signals.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { timerDelay } from '../internal/timerDelay.js';
 import { recordRestored, restoreAtStart } from './restoredOverrides.js';
@@ -271,7 +277,7 @@ export async function runListeners(
     takeSignals({
       stop: (signal) => void drain(signal),
       reload: () => undefined,
-      primaryGone: () => void drain('primary gone'),
+      primaryGone: () => void drain(PRIMARY_GONE),
     });
     process.on('message', (message: unknown) => {
       if (!isPrimaryMessage(message)) return;
@@ -474,8 +480,12 @@ function cutConnections(listeners: readonly ListenerStats[]): number {
   return cut;
 }
 
+/**
+ * To the primary, if it is still there: a send without a callback on a closed channel would be
+ * an uncaught 'error' (the worker crashed mid-drain when its primary went first).
+ */
 function reply(message: WorkerMessage): void {
-  process.send?.(message);
+  if (process.connected) process.send?.(message, undefined, {}, ignoreError);
 }
 
 /**
