@@ -22,7 +22,12 @@ import {
   takeUpgradeSockets,
   unclaimedSystemdSockets,
 } from './socketActivation.js';
-import { startUpgrade, UPGRADE_REFUSED_UNIX, upgradeListening } from './upgrade.js';
+import {
+  startUpgrade,
+  takeUpgradeStateFlag,
+  UPGRADE_REFUSED_UNIX,
+  upgradeListening,
+} from './upgrade.js';
 import {
   cliTicketKeys,
   takeTicketKeysMessage,
@@ -127,7 +132,8 @@ export async function runListeners(
   ref.listeners = running;
   // Before anything is accepted: the overrides of the process this one replaces.
   const restored = await restoreAtStart(running, ops, {
-    upgraded,
+    // A worker of a primary an upgrade started asks it, as a process running alone asks the old one.
+    upgraded: worker === undefined ? upgraded : takeUpgradeStateFlag(),
     stateFile: settings.stateFile,
     speaks: worker === undefined || worker === '1',
   });

@@ -51,6 +51,29 @@ const STATE = 'l4proxy:upgrade-state';
 /** How long a new process waits for the old one's state before it starts without. */
 const STATE_TIMEOUT_MS = 5_000;
 
+/**
+ * Set by a `--workers` primary started by an upgrade on the workers it forks first: each asks it
+ * (as a process running alone asks the old one) for the old generation's state before it listens.
+ */
+export const UPGRADE_STATE_ENV = 'L4PROXY_UPGRADE_STATE';
+
+/** In a cluster worker: whether its primary has an upgrade's state for it (the flag taken). */
+export function takeUpgradeStateFlag(env: NodeJS.ProcessEnv = process.env): boolean {
+  const set = env[UPGRADE_STATE_ENV] === '1';
+  delete env.L4PROXY_UPGRADE_STATE;
+  return set;
+}
+
+/** Whether `message` asks for the state (see {@link inheritedState}). */
+export function isStateRequest(message: unknown): boolean {
+  return (message as { type?: unknown } | null)?.type === STATE_ASKED;
+}
+
+/** The answer to a state request: what {@link inheritedState} resolves with, there. */
+export function stateAnswer(state: unknown): { readonly type: string; readonly state: unknown } {
+  return { type: STATE, state };
+}
+
 /** A new process that listens on every address, waiting for {@link StartedUpgrade.go}. */
 export interface StartedUpgrade {
   readonly pid: number;
@@ -138,12 +161,11 @@ export function startUpgrade(start: UpgradeStart = {}): Promise<StartedUpgrade> 
       fail(`the new process could not start: ${err.message}`);
     };
     const onMessage = (message: unknown): void => {
-      const type = (message as { type?: unknown } | null)?.type;
-      if (type === STATE_ASKED) {
-        if (child.connected) child.send({ type: STATE, state: state() }, ignoreSendError);
+      if (isStateRequest(message)) {
+        if (child.connected) child.send(stateAnswer(state()), ignoreSendError);
         return;
       }
-      if (type !== LISTENING) return;
+      if ((message as { type?: unknown } | null)?.type !== LISTENING) return;
       cleanup();
       const pid = child.pid ?? -1;
       // The new process runs on alone: its exit is not this one's business any more.
@@ -210,7 +232,8 @@ export async function upgradeListening(): Promise<void> {
 /**
  * In a process started by an upgrade, before it listens: the old process's state (what its
  * `startUpgrade` `state` gave), or undefined when there is none, the old one is gone, or it does
- * not answer within a few seconds.
+ * not answer within a few seconds. In a worker of a `--workers` primary started by an upgrade
+ * ({@link UPGRADE_STATE_ENV}): the same state, which that primary got so.
  */
 export async function inheritedState(): Promise<unknown> {
   const send = process.send?.bind(process);
