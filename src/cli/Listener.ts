@@ -194,23 +194,36 @@ export class Listener {
     return listenerBacklog(this.config.raw, this.backlogDefault);
   }
 
+  /** With --workers after an upgrade (SIGUSR2): the socket the primary handed this worker. */
+  private claimHanded(): { handle: SocketHandle; shared: boolean } | undefined {
+    return cluster.isWorker ? claimWorkerSocket(this.handOverKey) : undefined;
+  }
+
+  /**
+   * Started by a binary upgrade (SIGUSR2) of a process running alone: the descriptor the old one
+   * listened on for the same address, taken (a TCP listener may take a tunnel listener's).
+   */
+  private claimUpgraded(): number | undefined {
+    if (this.protocol === 'udp') return claimInherited(this.handOverKey);
+    return claimInheritedStream('tcp', handOverAddress(this.config.listen, this.name));
+  }
+
+  /**
+   * `listen: "systemd:NAME"`: the descriptor systemd passed under that name, taken now, so a second
+   * listener naming it is told; throws when none (or several) has it.
+   */
+  private claimSystemd(): number | undefined {
+    const { systemd } = this.config.listen;
+    return systemd === undefined ? undefined : claimSystemdSocket(systemd);
+  }
+
   /** Listens (TCP) or binds (UDP); rejects with the system error's message. */
   async start(): Promise<string> {
-    const { host, port, ipv6Only, systemd } = this.config.listen;
-    // With --workers after an upgrade (SIGUSR2): the socket the primary handed this worker.
-    const handed = cluster.isWorker ? claimWorkerSocket(this.handOverKey) : undefined;
+    const { host, port, ipv6Only } = this.config.listen;
+    // One source at most, in this order; none: the socket is opened here.
+    const handed = this.claimHanded();
+    const fd = handed === undefined ? (this.claimUpgraded() ?? this.claimSystemd()) : undefined;
     this.sharedSocket = handed?.shared ?? !this.reusePort;
-    // A socket systemd passed (taken now, so a second listener naming it is told), or the one
-    // the process this one upgrades listened on for the same address (SIGUSR2).
-    const inherited =
-      handed !== undefined
-        ? undefined
-        : this.protocol === 'tcp'
-          ? claimInheritedStream('tcp', handOverAddress(this.config.listen, this.name))
-          : claimInherited(this.handOverKey);
-    const fd =
-      inherited ??
-      (handed !== undefined || systemd === undefined ? undefined : claimSystemdSocket(systemd));
     if (this.current instanceof UdpProxy && handed !== undefined) {
       const bound = this.current.bindHandle(handed.handle, this.config.socketBuffers);
       this.address = formatHostPort(bound.address, bound.port);

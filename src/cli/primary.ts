@@ -1,13 +1,17 @@
 import {
+  inheritedState,
+  isStateRequest,
   receiveUpgradeHandles,
   startUpgrade,
+  stateAnswer,
   UPGRADE_REFUSED_WORKERS,
+  UPGRADE_STATE_ENV,
   upgradeListening,
 } from './upgrade.js';
 import { ClusterListeners, socketsForSlot, WORKER_SOCKETS_ENV } from './workerSockets.js';
 import type { HandedSocket, OfferedSocket, SocketHandle } from './workerSockets.js';
 import { takeUpgradeSockets } from './socketActivation.js';
-import { listenKey } from './Listener.js';
+import { handOverAddress } from './Listener.js';
 import type { Server } from 'node:http';
 import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';
@@ -35,7 +39,7 @@ import { ClusterSocketFiles } from './clusterSocketFiles.js';
 import { WorkerRelay } from './workerRelay.js';
 import { carriedBy, configuredUpstreams } from './configuredUpstreams.js';
 import type { ConfiguredUpstreams } from './configuredUpstreams.js';
-import { readStateFile, StateFileWriter } from './stateFile.js';
+import { readStateFile, StateFileWriter, validateOverridesByListener } from './stateFile.js';
 import { dnsOf, tunnelListenerFamilies } from './tunnelListeners.js';
 import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
 import { cliTicketKeys, ticketKeyFamilies, ticketKeysEnv } from './ticketKeys.js';
@@ -115,6 +119,12 @@ export class Primary {
    * generation (a replaced worker adopts them again), closed when it drains.
    */
   private handed: HandedSocket[] = [];
+  /**
+   * Started by an upgrade: the old generation's overrides as it sent them, for the first workers
+   * to restore before they listen (each judges them by the config, as a single process does);
+   * dropped once they are all ready (a worker started later is replayed what this one keeps).
+   */
+  private inherited: unknown;
   private gathering: Gathering | undefined;
   private upgrading = false;
   /** A SIGUSR2 that came while a worker was (re)starting: acted on once every worker is ready. */
@@ -156,7 +166,11 @@ export class Primary {
     closeAll(config.listeners);
     // Started by an upgrade (SIGUSR2): the old primary's sockets, before any worker asks.
     const upgraded = takeUpgradeSockets();
-    if (upgraded) this.keepHanded(await receiveUpgradeHandles(), config);
+    if (upgraded) {
+      this.keepHanded(await receiveUpgradeHandles(), config);
+      // The operator's overrides, before any worker asks for them.
+      this.inherited = await inheritedState();
+    }
     this.upgradable =
       config.tunnels.length === 0 &&
       config.listeners.every((l) => l.config.listen.path === undefined);
@@ -288,13 +302,18 @@ export class Primary {
         ...(keys !== undefined && ticketKeysEnv(keys)),
         // An upgraded generation: the worker asks for its slot's sockets first.
         ...(this.handed.length > 0 && { [WORKER_SOCKETS_ENV]: '1' }),
+        // And for the old generation's overrides (before it listens, as a single process).
+        ...(this.inherited !== undefined && { [UPGRADE_STATE_ENV]: '1' }),
       });
     const worker = this.socketFiles === undefined ? fork() : this.socketFiles.forking(fork);
     this.slots.set(slot, worker);
     this.clusterListeners.watch(worker);
     this.reloadsAtFork.set(slot, this.reloads);
     worker.on('message', (message: unknown, handle: unknown) => {
-      if (isWorkerMessage(message)) this.onMessage(slot, message, handle as SocketHandle);
+      // (An upgrade's message, named l4proxy: too: not a WorkerMessage.)
+      if (isStateRequest(message)) {
+        if (worker.isConnected()) worker.send(stateAnswer(this.inherited), ignoreError);
+      } else if (isWorkerMessage(message)) this.onMessage(slot, message, handle as SocketHandle);
     });
     worker.on('exit', (code, signal) => {
       this.onExit(slot, worker, code, signal);
@@ -345,6 +364,7 @@ export class Primary {
       });
       if (this.ready.size === this.settings.workers) {
         this.ops.info('ready', { workers: this.settings.workers });
+        this.inherited = undefined;
         this.allReady();
         if (this.upgradeDeferred) {
           this.upgradeDeferred = false;
@@ -505,15 +525,24 @@ export class Primary {
    */
   private async restoreState(): Promise<void> {
     const file = this.settings.stateFile;
-    if (file === undefined) return;
-    this.stateFile = new StateFileWriter(
-      file,
-      () => this.relay.overrides(),
-      (reason) => {
-        this.ops.error('cannot write the state file', { stateFile: file, reason });
-      },
-    );
+    if (file !== undefined)
+      this.stateFile = new StateFileWriter(
+        file,
+        () => this.relay.overrides(),
+        (reason) => {
+          this.ops.error('cannot write the state file', { stateFile: file, reason });
+        },
+      );
+    // An upgrade's overrides come first, as in a single process (restoredOverrides.ts); the
+    // workers say what they restored and dropped, and worker 1 warns of a state not valid.
+    const upgrade = validOverrides(this.inherited);
+    if (upgrade === undefined && file === undefined) return;
     this.relay.carry(carriedBy(this.upstreams));
+    if (upgrade !== undefined) {
+      this.relay.seed(upgrade, 'upgrade');
+      return;
+    }
+    if (file === undefined) return;
     const read = await readStateFile(file);
     if (read.kind !== 'read') return;
     this.relay.seed(read.overrides, 'stateFile');
@@ -547,7 +576,7 @@ export class Primary {
    */
   private keepHanded(handed: readonly HandedSocket[], config: Config): void {
     const keys = new Set(
-      config.listeners.map(({ config: l }) => `${l.protocol} ${listenKey(l.listen)}`),
+      config.listeners.map(({ config: l }) => `${l.protocol} ${handOverAddress(l.listen, l.name)}`),
     );
     const extra: string[] = [];
     this.handed = handed.filter(({ key, slot, handle }) => {
@@ -617,13 +646,12 @@ export class Primary {
     try {
       // The new generation encrypts and decrypts tickets with the same keys: none is lost.
       const keys = cliTicketKeys().rotation;
-      started = await startUpgrade(
-        [],
-        undefined,
-        undefined,
-        keys === undefined ? {} : ticketKeysEnv(keys),
-        sockets,
-      );
+      started = await startUpgrade({
+        handed: sockets,
+        ...(keys !== undefined && { env: ticketKeysEnv(keys) }),
+        // What this primary replays to its workers: the operator's overrides in force.
+        state: () => this.relay.overrides(),
+      });
     } catch (err) {
       this.upgrading = false;
       this.closeCopies(sockets);
@@ -755,5 +783,17 @@ export class Primary {
       // The primary makes and rotates the keys: its own series, without a worker label.
       ...ticketKeyFamilies(),
     ];
+  }
+}
+
+/** `state` as overrides by listener, or undefined when there is none or it is not valid. */
+function validOverrides(
+  state: unknown,
+): ReturnType<typeof validateOverridesByListener> | undefined {
+  if (state === undefined) return undefined;
+  try {
+    return validateOverridesByListener(state, 'overrides');
+  } catch {
+    return undefined;
   }
 }

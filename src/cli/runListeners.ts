@@ -24,8 +24,8 @@ import {
 } from './socketActivation.js';
 import {
   startUpgrade,
+  takeUpgradeStateFlag,
   UPGRADE_REFUSED_UNIX,
-  UPGRADE_TIMEOUT_MS,
   upgradeListening,
 } from './upgrade.js';
 import {
@@ -37,7 +37,13 @@ import {
 import type { StartedUpgrade } from './upgrade.js';
 import { closeUnclaimedWorkerSockets, receiveWorkerSockets } from './workerSockets.js';
 import type { Server } from 'node:http';
-import { RELOAD_WHILE_DRAINING, stopRequested, takeSignals, signalExitCode } from './signals.js';
+import {
+  PRIMARY_GONE,
+  RELOAD_WHILE_DRAINING,
+  stopRequested,
+  takeSignals,
+  signalExitCode,
+} from './signals.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { timerDelay } from '../internal/timerDelay.js';
 import { recordRestored, restoreAtStart } from './restoredOverrides.js';
@@ -126,7 +132,8 @@ export async function runListeners(
   ref.listeners = running;
   // Before anything is accepted: the overrides of the process this one replaces.
   const restored = await restoreAtStart(running, ops, {
-    upgraded,
+    // A worker of a primary an upgrade started asks it, as a process running alone asks the old one.
+    upgraded: worker === undefined ? upgraded : takeUpgradeStateFlag(),
     stateFile: settings.stateFile,
     speaks: worker === undefined || worker === '1',
   });
@@ -276,7 +283,7 @@ export async function runListeners(
     takeSignals({
       stop: (signal) => void drain(signal),
       reload: () => undefined,
-      primaryGone: () => void drain('primary gone'),
+      primaryGone: () => void drain(PRIMARY_GONE),
     });
     process.on('message', (message: unknown) => {
       if (!isPrimaryMessage(message)) return;
@@ -432,14 +439,12 @@ export async function runListeners(
     try {
       // The new process encrypts and decrypts tickets with the same keys (none is lost), and asks
       // for the operator's overrides before it listens.
-      started = await startUpgrade(
+      started = await startUpgrade({
         sockets,
-        UPGRADE_TIMEOUT_MS,
-        unconfirmed.signal,
-        keys === undefined ? {} : ticketKeysEnv(keys),
-        undefined,
-        () => running.overrides(),
-      );
+        cancel: unconfirmed.signal,
+        ...(keys !== undefined && { env: ticketKeysEnv(keys) }),
+        state: () => running.overrides(),
+      });
     } catch (err) {
       upgrading = false;
       const reason = (err as Error).message;
@@ -481,8 +486,12 @@ function cutConnections(listeners: readonly ListenerStats[]): number {
   return cut;
 }
 
+/**
+ * To the primary, if it is still there: a send without a callback on a closed channel would be
+ * an uncaught 'error' (the worker crashed mid-drain when its primary went first).
+ */
 function reply(message: WorkerMessage): void {
-  process.send?.(message);
+  if (process.connected) process.send?.(message, undefined, {}, ignoreError);
 }
 
 /**

@@ -23,17 +23,34 @@ export interface SignalActions {
   primaryGone?(): void;
 }
 
+/**
+ * How long a cluster worker whose primary went away while it was starting may go on starting:
+ * a start that ends in time drains what its listeners accepted meanwhile; one that does not (a
+ * listen through cluster waits for the primary's answer, which will never come) exits.
+ */
+export const ORPHANED_START_MS = 3_000;
+
+/** What a worker whose primary went away logs as the reason of its stop. */
+export const PRIMARY_GONE = 'primary gone';
+
 /** Signals received before {@link takeSignals}, and the actions once taken. */
 const state: {
   installed: boolean;
   stop?: StopSignal;
+  /** A cluster worker's primary went away during startup. */
+  primaryGone: boolean;
+  /** Ends a worker whose start outlives its primary by more than ORPHANED_START_MS. */
+  orphaned?: NodeJS.Timeout | undefined;
   reload: boolean;
   actions?: SignalActions;
-} = { installed: false, reload: false };
+} = { installed: false, primaryGone: false, reload: false };
 
-/** A stop signal received during startup, if any: the start should open nothing more. */
-export function stopRequested(): StopSignal | undefined {
-  return state.stop;
+/**
+ * A stop signal received during startup, or {@link PRIMARY_GONE} (a cluster worker's primary
+ * went away), if any: the start should open nothing more.
+ */
+export function stopRequested(): StopSignal | typeof PRIMARY_GONE | undefined {
+  return state.stop ?? (state.primaryGone ? PRIMARY_GONE : undefined);
 }
 
 /**
@@ -43,7 +60,10 @@ export function stopRequested(): StopSignal | undefined {
 export function takeSignals(actions: SignalActions): void {
   installSignals();
   state.actions = actions;
+  clearTimeout(state.orphaned);
+  state.orphaned = undefined;
   if (state.stop !== undefined) actions.stop(state.stop);
+  else if (state.primaryGone) primaryGone(actions);
   else if (state.reload) actions.reload();
   state.reload = false;
 }
@@ -96,8 +116,22 @@ function onPrimaryGone(): void {
   // Node's own handler, next, exits unless the disconnect was asked for: this one was not, but
   // the worker stops on its own terms.
   if (cluster.worker !== undefined) cluster.worker.exitedAfterDisconnect = true;
-  if (state.actions?.primaryGone !== undefined) state.actions.primaryGone();
-  else onStop('SIGTERM');
+  if (state.actions !== undefined) {
+    primaryGone(state.actions);
+    return;
+  }
+  // Still starting: the start stops at its next check, or drains once its listeners are open;
+  // but a start waiting on the primary (a listen through cluster) would wait forever, kept alive
+  // by its proxies' timers. Not ref'd: a start with nothing left to do ends the process anyway.
+  state.primaryGone = true;
+  state.orphaned ??= setTimeout(() => {
+    process.exit(0);
+  }, ORPHANED_START_MS).unref();
+}
+
+function primaryGone(actions: SignalActions): void {
+  if (actions.primaryGone !== undefined) actions.primaryGone();
+  else actions.stop('SIGTERM');
 }
 
 function ignoreSignal(): void {

@@ -51,6 +51,29 @@ const STATE = 'l4proxy:upgrade-state';
 /** How long a new process waits for the old one's state before it starts without. */
 const STATE_TIMEOUT_MS = 5_000;
 
+/**
+ * Set by a `--workers` primary started by an upgrade on the workers it forks first: each asks it
+ * (as a process running alone asks the old one) for the old generation's state before it listens.
+ */
+export const UPGRADE_STATE_ENV = 'L4PROXY_UPGRADE_STATE';
+
+/** In a cluster worker: whether its primary has an upgrade's state for it (the flag taken). */
+export function takeUpgradeStateFlag(env: NodeJS.ProcessEnv = process.env): boolean {
+  const set = env[UPGRADE_STATE_ENV] === '1';
+  delete env.L4PROXY_UPGRADE_STATE;
+  return set;
+}
+
+/** Whether `message` asks for the state (see {@link inheritedState}). */
+export function isStateRequest(message: unknown): boolean {
+  return (message as { type?: unknown } | null)?.type === STATE_ASKED;
+}
+
+/** The answer to a state request: what {@link inheritedState} resolves with, there. */
+export function stateAnswer(state: unknown): { readonly type: string; readonly state: unknown } {
+  return { type: STATE, state };
+}
+
 /** A new process that listens on every address, waiting for {@link StartedUpgrade.go}. */
 export interface StartedUpgrade {
   readonly pid: number;
@@ -64,24 +87,46 @@ export interface PassedSocket {
   readonly fd: number;
 }
 
+/** What {@link startUpgrade} gives the new process, and how long it waits for it. */
+export interface UpgradeStart {
+  /** Listening sockets passed as inherited descriptors (a process running alone); default none. */
+  readonly sockets?: readonly PassedSocket[];
+  /**
+   * With `--workers`: the listening sockets, sent as handles over IPC once the new primary asks
+   * (its workers adopt them); the new process is told to expect them.
+   */
+  readonly handed?: readonly HandedSocket[];
+  /** How long the new process has to listen on every address; default {@link UPGRADE_TIMEOUT_MS}. */
+  readonly timeoutMs?: number;
+  /**
+   * Aborted when this process is told to stop before the new one listens: the new one gets
+   * SIGTERM, so it drains what it may have accepted on the adopted sockets instead of running on
+   * alone.
+   */
+  readonly cancel?: AbortSignal;
+  /** Added to this process's environment for the new one (the TLS ticket keys); default none. */
+  readonly env?: Readonly<Record<string, string>>;
+  /**
+   * What the new process is given when it asks, before it listens (the operator's overrides, see
+   * {@link inheritedState}); default nothing.
+   */
+  readonly state?: () => unknown;
+}
+
 /**
- * Starts the new process with `sockets` (and `env` added to this one's environment: the TLS
- * ticket keys); resolves once it listens on every address, rejects (having killed it, by its
- * pid, if it still runs) when it exits first, fails to start, or stays silent for `timeoutMs`.
- * `cancel` (this process is told to stop before the new one listens) sends it SIGTERM, so it
- * drains what it may have accepted on the adopted sockets instead of running on alone, and
- * rejects.
+ * Starts the new process (see {@link UpgradeStart}); resolves once it listens on every address,
+ * rejects (having killed it, by its pid, if it still runs) when it exits first, fails to start,
+ * stays silent for `timeoutMs`, or `cancel` aborts.
  */
-export function startUpgrade(
-  sockets: readonly PassedSocket[],
-  timeoutMs = UPGRADE_TIMEOUT_MS,
-  cancel?: AbortSignal,
-  env: Readonly<Record<string, string>> = {},
-  /** With `--workers`: the sockets, sent as handles over IPC once the new primary asks. */
-  handed?: readonly HandedSocket[],
-  /** What the new process is given when it asks (see {@link inheritedState}). */
-  state: () => unknown = () => undefined,
-): Promise<StartedUpgrade> {
+export function startUpgrade(start: UpgradeStart = {}): Promise<StartedUpgrade> {
+  const {
+    sockets = [],
+    handed,
+    timeoutMs = UPGRADE_TIMEOUT_MS,
+    cancel,
+    env = {},
+    state = () => undefined,
+  } = start;
   // In the new process the descriptors are 3, 4, ... in this order; the IPC channel follows.
   const fds: Record<string, number> = {};
   sockets.forEach(({ key }, index) => (fds[key] = 3 + index));
@@ -116,12 +161,11 @@ export function startUpgrade(
       fail(`the new process could not start: ${err.message}`);
     };
     const onMessage = (message: unknown): void => {
-      const type = (message as { type?: unknown } | null)?.type;
-      if (type === STATE_ASKED) {
-        if (child.connected) child.send({ type: STATE, state: state() }, ignoreSendError);
+      if (isStateRequest(message)) {
+        if (child.connected) child.send(stateAnswer(state()), ignoreSendError);
         return;
       }
-      if (type !== LISTENING) return;
+      if ((message as { type?: unknown } | null)?.type !== LISTENING) return;
       cleanup();
       const pid = child.pid ?? -1;
       // The new process runs on alone: its exit is not this one's business any more.
@@ -188,7 +232,8 @@ export async function upgradeListening(): Promise<void> {
 /**
  * In a process started by an upgrade, before it listens: the old process's state (what its
  * `startUpgrade` `state` gave), or undefined when there is none, the old one is gone, or it does
- * not answer within a few seconds.
+ * not answer within a few seconds. In a worker of a `--workers` primary started by an upgrade
+ * ({@link UPGRADE_STATE_ENV}): the same state, which that primary got so.
  */
 export async function inheritedState(): Promise<unknown> {
   const send = process.send?.bind(process);

@@ -160,6 +160,7 @@ export async function receiveWorkerSockets(env: NodeJS.ProcessEnv = process.env)
     const done = (): void => {
       clearTimeout(timer);
       process.off('message', onMessage);
+      process.off('disconnect', done);
       resolve();
     };
     const onMessage = (message: unknown, handle: unknown): void => {
@@ -170,7 +171,13 @@ export async function receiveWorkerSockets(env: NodeJS.ProcessEnv = process.env)
     };
     const timer = setTimeout(done, SOCKETS_TIMEOUT_MS);
     process.on('message', onMessage);
-    process.send?.({ type: 'l4proxy:want-sockets' });
+    // The primary gone: nothing more comes (and the start stops at once, see signals.ts).
+    process.on('disconnect', done);
+    if (!process.connected) done();
+    else
+      process.send?.({ type: 'l4proxy:want-sockets' }, undefined, {}, (err: Error | null) => {
+        if (err !== null) done();
+      });
   });
 }
 

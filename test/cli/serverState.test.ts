@@ -285,4 +285,93 @@ describe('CLI: operator overrides across reload, upgrade and restart', () => {
       web: [{ id: 'a', address: `127.0.0.1:${a}`, configuredWeight: 1, mode: 'maint' }],
     });
   });
+
+  test('with --workers 2 and no stateFile: a disable and a weight outlast SIGUSR2, every new worker has them before it listens', async (t) => {
+    const [a, b] = [await taggedEcho(t, 'A:'), await taggedEcho(t, 'B:')];
+    const dir = configDir(t);
+    const withoutFile: Record<string, unknown> = { ...config(a, b, 2), workers: 2 };
+    delete withoutFile.stateFile;
+    const file = dir.write('l4proxy.json', withoutFile);
+    const cli = startCli(t, ['--config', file, '--drain-timeout', '5s']);
+    killLeftovers(t, cli);
+    const admin = String(
+      (await cli.waitLine('stderr', (l) => l.msg === 'admin listening', 20_000)).address,
+    );
+    const port = portOf(await cli.waitLine('stderr', (l) => l.msg === 'worker ready', 20_000));
+    await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.pid === cli.pid, 20_000);
+    assert.equal(await post(admin, '/upstreams/web/a/disable'), 200);
+    assert.equal(await post(admin, '/upstreams/web/b/weight', { weight: 7 }), 200);
+
+    process.kill(cli.pid, 'SIGUSR2');
+    const [ready] = await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'ready' && l.workers === 2 && l.pid !== cli.pid,
+      1,
+      30_000,
+      true,
+    );
+    const primary = ready!.pid;
+    // Worker 1 of the new generation speaks for what its workers restored, before they listened.
+    const newReady = cli.stderr.filter((l) => l.msg === 'worker ready' && l.pid === primary);
+    // Port 0 too: the new workers listen on the socket the old generation handed over.
+    assert.deepEqual(
+      newReady.map((l) => portOf(l)),
+      [port, port],
+    );
+    const newWorkers = new Set(newReady.map((l) => l.workerPid));
+    const restored = cli.stderr.find(
+      (l) => l.msg === 'overrides restored' && newWorkers.has(l.pid),
+    );
+    assert.equal(restored?.from, 'upgrade', 'the new workers restored the old overrides');
+    assert.equal(restored.restored, 2);
+    const spoken = cli.stderr.filter((l) => l.pid === restored.pid).map((l) => l.msg);
+    assert.ok(spoken.indexOf('overrides restored') < spoken.indexOf('listening'));
+    const newAdmin = String(
+      (
+        await cli.waitLines(
+          'stderr',
+          (l) => l.msg === 'admin listening' && l.pid === primary,
+          1,
+          10_000,
+          true,
+        )
+      )[0]!.address,
+    );
+    const merged = (await (await fetch(`http://${newAdmin}/upstreams`)).json()) as {
+      workers: { answered: number[] };
+      listeners: {
+        web: {
+          upstreams: {
+            id: string;
+            weight: number;
+            overrideFrom?: string;
+            byWorker: Record<string, { admin: string; weight: number }>;
+          }[];
+        };
+      };
+    };
+    assert.deepEqual(merged.workers.answered, [1, 2]);
+    const [ra, rb] = merged.listeners.web.upstreams;
+    assert.deepEqual(
+      Object.values(ra?.byWorker ?? {}).map((w) => w.admin),
+      ['maint', 'maint'],
+      'out of rotation on both new workers',
+    );
+    assert.deepEqual(
+      Object.values(rb?.byWorker ?? {}).map((w) => w.weight),
+      [7, 7],
+      "the operator's weight on both new workers",
+    );
+    assert.equal(ra?.overrideFrom, 'upgrade');
+    assert.equal(await cli.exited(15_000), 0, 'the old generation drained');
+    assert.deepEqual(await answers(port, 4), ['B:', 'B:', 'B:', 'B:']);
+    process.kill(primary, 'SIGTERM');
+    await cli.waitLines(
+      'stderr',
+      (l) => l.msg === 'drained, exiting' && l.pid === primary,
+      1,
+      15_000,
+      true,
+    );
+  });
 });

@@ -411,6 +411,10 @@ async function cliExpositions(t: TestContext, workers: number): Promise<void> {
   const adminAt = String(
     (await cli.waitLine('stderr', (l) => l.msg === 'admin listening')).address,
   );
+  // The primary serves metrics while its workers start, and a scrape asks only the ready ones:
+  // scrapes taken back to back while worker 2 still started all missed it (2 runs of 6 under load).
+  if (workers > 0)
+    await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.workers === workers, 30_000);
   const client = await udpSocket();
   t.after(() => closeSocket(client));
 
