@@ -265,3 +265,54 @@ export async function accessLinesAtExit(cli: CliProcess, ms = 5_000): Promise<Lo
     await withTimeout(once(stdout, 'close'), ms, "l4proxy's stdout to close");
   return cli.stdout.filter((l) => l.msg === 'connection closed' || l.msg === 'session closed');
 }
+
+/**
+ * Every process that logged on this command's stderr (a binary upgrade's new process, a process
+ * a restart or an activator started): killed by PID at the end of the test if still there.
+ */
+export function killLeftovers(t: TestContext, cli: CliProcess): void {
+  t.after(() => {
+    for (const pid of new Set(cli.stderr.map((line) => line.pid)))
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Gone already.
+      }
+  });
+}
+
+/** The port of listener `name` (the first one without a name) in a `ready` line's `listeners`. */
+export function portOf(line: LogLine, name?: string): number {
+  const listeners = line.listeners as { name: string; address: string }[];
+  const listener = name === undefined ? listeners[0] : listeners.find((l) => l.name === name);
+  return Number(/:(\d+)$/.exec(listener?.address ?? '')?.[1]);
+}
+
+/**
+ * The `ready` line of the next process on this command's stderr, one other than `previous` (the
+ * new process of a binary upgrade, or of a restart), bounded in time: the first process may
+ * have exited by then.
+ */
+export async function readyAfter(
+  cli: CliProcess,
+  previous = cli.pid,
+  ms = 20_000,
+): Promise<LogLine> {
+  const [line] = await cli.waitLines(
+    'stderr',
+    (l) => l.msg === 'ready' && l.pid !== previous,
+    1,
+    ms,
+    true,
+  );
+  return line!;
+}
+
+/**
+ * Stops process `pid` of this command (an upgrade's new process: not the child itself) with
+ * SIGTERM, and waits for its `drained, exiting` line.
+ */
+export async function stopDrained(cli: CliProcess, pid: number, ms = 10_000): Promise<void> {
+  process.kill(pid, 'SIGTERM');
+  await cli.waitLines('stderr', (l) => l.msg === 'drained, exiting' && l.pid === pid, 1, ms, true);
+}
