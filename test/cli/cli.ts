@@ -14,6 +14,14 @@ import { withTimeout } from '../helpers/net.js';
 /** The built CLI entry point. */
 export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
+/**
+ * How long a wait for a log line or an exit may take unless the test says otherwise. A wait
+ * ends at the line, so a passing test never waits this long; it is generous because on a
+ * loaded machine (CI's 2 cores, other test files running beside) a Node start-up alone has
+ * taken over 5 s, the former default, and failed tests that were right.
+ */
+export const DEADLINE = 20_000;
+
 /** A JSON log line. */
 export type LogLine = Record<string, unknown> & { msg: string; level: number; pid: number };
 
@@ -134,7 +142,7 @@ export function startCli(
     stream: 'stdout' | 'stderr',
     match: (line: LogLine) => boolean,
     count: number,
-    ms = 5_000,
+    ms = DEADLINE,
     afterExit = false,
   ): Promise<LogLine[]> => {
     const lines = stream === 'stdout' ? stdout : stderr;
@@ -169,7 +177,7 @@ export function startCli(
     text,
     waitLines,
     waitLine: async (stream, match, ms) => (await waitLines(stream, match, 1, ms))[0]!,
-    waitText: (match, ms = 5_000) =>
+    waitText: (match, ms = DEADLINE) =>
       withTimeout(
         new Promise<string>((resolve, reject) => {
           const check = (): void => {
@@ -185,14 +193,14 @@ export function startCli(
         ms,
         `a stderr line matching ${String(match)}; so far: ${text.join(' ')}`,
       ),
-    exited: (ms = 10_000) => withTimeout(exitPromise, ms, 'l4proxy to exit'),
+    exited: (ms = DEADLINE) => withTimeout(exitPromise, ms, 'l4proxy to exit'),
   };
 }
 
 /** Runs `l4proxy args...` to completion (through `wrapper`, as startCli): exit code, stdout and stderr text. */
 export function runCli(
   args: readonly string[],
-  ms = 10_000,
+  ms = DEADLINE,
   wrapper: readonly string[] = [],
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const command = [...wrapper, process.execPath, CLI, ...args];
@@ -258,7 +266,7 @@ export function configErrorOf(json: unknown): string {
 }
 
 /** Every access line of `cli` once it exited and its stdout closed (nothing more can come). */
-export async function accessLinesAtExit(cli: CliProcess, ms = 5_000): Promise<LogLine[]> {
+export async function accessLinesAtExit(cli: CliProcess, ms = DEADLINE): Promise<LogLine[]> {
   await cli.exited(ms);
   const stdout = cli.child.stdout;
   if (stdout !== null && !stdout.closed)
