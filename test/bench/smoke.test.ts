@@ -42,7 +42,8 @@ function runHarness(out: string, contenders: string[], scenarios?: string[]): Pr
     out,
   ];
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, args, { timeout: 120_000 }, (error, stdout, stderr) => {
+    // Bounded, generously: ~35 s on a quiet 2-core machine, over 120 s seen at load ~18.
+    execFile(process.execPath, args, { timeout: 400_000 }, (error, stdout, stderr) => {
       if (error) reject(new Error(`${error.message}\n${stderr}`));
       else resolve(stdout);
     });

@@ -29,7 +29,8 @@ test('the tunnel contenders run beside l4proxy and report figures (no timing ass
     ...['--scenarios', 'tcp-connect,tcp-rr', '--contenders', 'l4proxy,tunnel-h1,tunnel-h2'],
   ];
   await new Promise<void>((resolve, reject) => {
-    execFile(process.execPath, args, { timeout: 60_000 }, (error, _stdout, stderr) => {
+    // Bounded, generously: a few seconds on a quiet machine, several times that under load.
+    execFile(process.execPath, args, { timeout: 200_000 }, (error, _stdout, stderr) => {
       if (error) reject(new Error(`${error.message}\n${stderr}`));
       else resolve();
     });

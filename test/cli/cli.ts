@@ -14,6 +14,18 @@ import { withTimeout } from '../helpers/net.js';
 /** The built CLI entry point. */
 export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
+/**
+ * The least time a wait for a log line or an exit is given, whatever bound the test passes. A
+ * wait ends at its line, so a passing test never waits this long; it is generous because on a
+ * loaded machine (CI's 2 cores, other test files running beside) a Node start-up alone took
+ * over 5 s and a `--workers 2` one over 10 s, and failed tests that were right. A test that
+ * proves something is prompt measures the time; none relies on such a bound running out.
+ */
+export const DEADLINE = 20_000;
+
+/** `ms`, or {@link DEADLINE} if that is longer. */
+const atLeast = (ms: number): number => Math.max(ms, DEADLINE);
+
 /** A JSON log line. */
 export type LogLine = Record<string, unknown> & { msg: string; level: number; pid: number };
 
@@ -51,16 +63,19 @@ export interface CliProcess {
   readonly stderr: LogLine[];
   /** Non-JSON stderr text, if any. */
   readonly text: string[];
-  /** The first line (already seen or coming) of `stream` that matches, bounded in time. */
+  /**
+   * The first line (already seen or coming) of `stream` that matches, within `ms` (at least
+   * {@link DEADLINE}).
+   */
   waitLine(
     stream: 'stdout' | 'stderr',
     match: (line: LogLine) => boolean,
     ms?: number,
   ): Promise<LogLine>;
   /**
-   * Lines of `stream` matching, once there are `count`, bounded in time. Rejects when the process
-   * exits first, unless `afterExit` (lines of a process it started that shares its stdout and
-   * stderr: a binary upgrade's).
+   * Lines of `stream` matching, once there are `count`, within `ms` (at least {@link DEADLINE}).
+   * Rejects when the process exits first, unless `afterExit` (lines of a process it started that
+   * shares its stdout and stderr: a binary upgrade's).
    */
   waitLines(
     stream: 'stdout' | 'stderr',
@@ -69,9 +84,12 @@ export interface CliProcess {
     ms?: number,
     afterExit?: boolean,
   ): Promise<LogLine[]>;
-  /** The first non-JSON stderr line (already seen or coming) that matches, bounded in time. */
+  /**
+   * The first non-JSON stderr line (already seen or coming) that matches, within `ms` (at least
+   * {@link DEADLINE}).
+   */
   waitText(match: RegExp, ms?: number): Promise<string>;
-  /** Resolves with the exit code (or signal name), bounded in time. */
+  /** Resolves with the exit code (or signal name), within `ms` (at least {@link DEADLINE}). */
   exited(ms?: number): Promise<number | string>;
 }
 
@@ -134,7 +152,7 @@ export function startCli(
     stream: 'stdout' | 'stderr',
     match: (line: LogLine) => boolean,
     count: number,
-    ms = 5_000,
+    ms = DEADLINE,
     afterExit = false,
   ): Promise<LogLine[]> => {
     const lines = stream === 'stdout' ? stdout : stderr;
@@ -157,7 +175,7 @@ export function startCli(
         wakers.add(check);
         check();
       }),
-      ms,
+      atLeast(ms),
       // Described when the wait ends, so the lines logged while waiting are shown too.
       () =>
         `${count} matching ${stream} line(s); stderr so far: ${JSON.stringify(stderr.map((l) => `${l.pid} ${l.msg}`))} ${text.join(' ')}`,
@@ -171,7 +189,7 @@ export function startCli(
     text,
     waitLines,
     waitLine: async (stream, match, ms) => (await waitLines(stream, match, 1, ms))[0]!,
-    waitText: (match, ms = 5_000) =>
+    waitText: (match, ms = DEADLINE) =>
       withTimeout(
         new Promise<string>((resolve, reject) => {
           const check = (): void => {
@@ -184,17 +202,17 @@ export function startCli(
           wakers.add(check);
           check();
         }),
-        ms,
+        atLeast(ms),
         `a stderr line matching ${String(match)}; so far: ${text.join(' ')}`,
       ),
-    exited: (ms = 10_000) => withTimeout(exitPromise, ms, 'l4proxy to exit'),
+    exited: (ms = DEADLINE) => withTimeout(exitPromise, atLeast(ms), 'l4proxy to exit'),
   };
 }
 
 /** Runs `l4proxy args...` to completion (through `wrapper`, as startCli): exit code, stdout and stderr text. */
 export function runCli(
   args: readonly string[],
-  ms = 10_000,
+  ms = DEADLINE,
   wrapper: readonly string[] = [],
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const command = [...wrapper, process.execPath, CLI, ...args];
@@ -211,7 +229,7 @@ export function runCli(
         resolve({ code, stdout, stderr });
       }),
     ),
-    ms,
+    atLeast(ms),
     `l4proxy ${args.join(' ')}`,
   ).catch((err: unknown) => {
     child.kill('SIGKILL');
@@ -260,10 +278,61 @@ export function configErrorOf(json: unknown): string {
 }
 
 /** Every access line of `cli` once it exited and its stdout closed (nothing more can come). */
-export async function accessLinesAtExit(cli: CliProcess, ms = 5_000): Promise<LogLine[]> {
+export async function accessLinesAtExit(cli: CliProcess, ms = DEADLINE): Promise<LogLine[]> {
   await cli.exited(ms);
   const stdout = cli.child.stdout;
   if (stdout !== null && !stdout.closed)
-    await withTimeout(once(stdout, 'close'), ms, "l4proxy's stdout to close");
+    await withTimeout(once(stdout, 'close'), atLeast(ms), "l4proxy's stdout to close");
   return cli.stdout.filter((l) => l.msg === 'connection closed' || l.msg === 'session closed');
+}
+
+/**
+ * Every process that logged on this command's stderr (a binary upgrade's new process, a process
+ * a restart or an activator started): killed by PID at the end of the test if still there.
+ */
+export function killLeftovers(t: TestContext, cli: CliProcess): void {
+  t.after(() => {
+    for (const pid of new Set(cli.stderr.map((line) => line.pid)))
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Gone already.
+      }
+  });
+}
+
+/** The port of listener `name` (the first one without a name) in a `ready` line's `listeners`. */
+export function portOf(line: LogLine, name?: string): number {
+  const listeners = line.listeners as { name: string; address: string }[];
+  const listener = name === undefined ? listeners[0] : listeners.find((l) => l.name === name);
+  return Number(/:(\d+)$/.exec(listener?.address ?? '')?.[1]);
+}
+
+/**
+ * The `ready` line of the next process on this command's stderr, one other than `previous` (the
+ * new process of a binary upgrade, or of a restart), bounded in time: the first process may
+ * have exited by then.
+ */
+export async function readyAfter(
+  cli: CliProcess,
+  previous = cli.pid,
+  ms = 20_000,
+): Promise<LogLine> {
+  const [line] = await cli.waitLines(
+    'stderr',
+    (l) => l.msg === 'ready' && l.pid !== previous,
+    1,
+    ms,
+    true,
+  );
+  return line!;
+}
+
+/**
+ * Stops process `pid` of this command (an upgrade's new process: not the child itself) with
+ * SIGTERM, and waits for its `drained, exiting` line.
+ */
+export async function stopDrained(cli: CliProcess, pid: number, ms = 10_000): Promise<void> {
+  process.kill(pid, 'SIGTERM');
+  await cli.waitLines('stderr', (l) => l.msg === 'drained, exiting' && l.pid === pid, 1, ms, true);
 }

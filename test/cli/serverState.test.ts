@@ -8,24 +8,10 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import type { TestContext } from 'node:test';
 import type { UpstreamReport } from '../../src/index.js';
 import { connect } from '../helpers/net.js';
 import { roundTrip, taggedEcho } from '../helpers/testServer.js';
-import { configDir, startCli } from './cli.js';
-import type { CliProcess, LogLine } from './cli.js';
-
-/** Every process that logged on this command's stderr (an upgrade's too): killed by PID at the end. */
-function killLeftovers(t: TestContext, cli: CliProcess): void {
-  t.after(() => {
-    for (const pid of new Set(cli.stderr.map((line) => line.pid)))
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // Gone already.
-      }
-  });
-}
+import { configDir, killLeftovers, portOf, readyAfter, startCli, stopDrained } from './cli.js';
 
 interface Upstreams {
   readonly listeners: { web: { upstreams: (UpstreamReport & { byWorker?: object })[] } };
@@ -61,11 +47,6 @@ async function answers(port: number, count: number): Promise<string[]> {
   }
   return tags;
 }
-
-const portOf = (line: LogLine): number => {
-  const [listener] = line.listeners as { address: string }[];
-  return Number(/:(\d+)$/.exec(listener?.address ?? '')?.[1]);
-};
 
 /** The config: `a` and `b` on `web`, `b` with `weightB`, plus `extra` listener options. */
 function config(
@@ -139,14 +120,7 @@ describe('CLI: operator overrides across reload, upgrade and restart', () => {
 
     // A binary upgrade: the new process gets the overrides before it listens.
     process.kill(cli.pid, 'SIGUSR2');
-    const [ready] = await cli.waitLines(
-      'stderr',
-      (l) => l.msg === 'ready' && l.pid !== cli.pid,
-      1,
-      20_000,
-      true,
-    );
-    const upgraded = ready!.pid;
+    const upgraded = (await readyAfter(cli)).pid;
     const restored = cli.stderr.find((l) => l.msg === 'overrides restored' && l.pid === upgraded);
     assert.equal(restored?.from, 'upgrade');
     assert.equal(restored.restored, 1);
@@ -166,14 +140,7 @@ describe('CLI: operator overrides across reload, upgrade and restart', () => {
     assert.equal(afterUpgrade.a.overrideFrom, 'upgrade');
     assert.deepEqual(await answers(port, 4), ['B:', 'B:', 'B:', 'B:']);
     assert.equal(await cli.exited(15_000), 0, 'the old process drained');
-    process.kill(upgraded, 'SIGTERM');
-    await cli.waitLines(
-      'stderr',
-      (l) => l.msg === 'drained, exiting' && l.pid === upgraded,
-      1,
-      15_000,
-      true,
-    );
+    await stopDrained(cli, upgraded, 15_000);
 
     // Written atomically at the exit: version 1, a in maintenance.
     const saved = JSON.parse(readFileSync(stateFile, 'utf8')) as {

@@ -13,7 +13,16 @@ import { connect, echoServer } from '../helpers/net.js';
 import { continuousClients, echoed } from './continuousClients.js';
 import { tool } from '../helpers/tools.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
-import { accessLinesAtExit, configDir, configErrorOf, runCli, startCli } from './cli.js';
+import {
+  accessLinesAtExit,
+  configDir,
+  configErrorOf,
+  killLeftovers,
+  readyAfter,
+  runCli,
+  startCli,
+  stopDrained,
+} from './cli.js';
 import type { CliProcess, Launcher } from './cli.js';
 
 /** A port nothing listens on right now (bound, then closed): the activator takes no port 0. */
@@ -70,18 +79,6 @@ async function activated(
       if (attempt === 5) throw err;
     }
   }
-}
-
-/** Every l4proxy process the activator ran: killed by PID at the end if still there. */
-function killLeftovers(t: TestContext, cli: CliProcess): void {
-  t.after(() => {
-    for (const pid of new Set(cli.stderr.map((line) => line.pid)))
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // Gone already.
-      }
-  });
 }
 
 describe('CLI: systemd socket activation', () => {
@@ -232,15 +229,9 @@ describe('CLI: systemd socket activation', () => {
     assert.equal(await echoed(tcp, 'first'), 'first');
     const first = await cli.waitLine('stderr', (l) => l.msg === 'ready', 10_000);
     process.kill(first.pid, 'SIGUSR2');
-    const [next] = await cli.waitLines(
-      'stderr',
-      (l) => l.msg === 'ready' && l.pid !== first.pid,
-      1,
-      20_000,
-      true,
-    );
+    const next = await readyAfter(cli, first.pid);
     assert.deepEqual(
-      (next!.listeners as { address: string }[]).map((l) => l.address),
+      (next.listeners as { address: string }[]).map((l) => l.address),
       [`127.0.0.1:${tcp}`, `127.0.0.1:${udp}`],
     );
     assert.equal(await echoed(tcp, 'second'), 'second');
@@ -249,18 +240,11 @@ describe('CLI: systemd socket activation', () => {
     assert.equal((await request(client, udp, 'two')).toString(), 'u:two');
     await cli.waitLines(
       'stdout',
-      (l) => l.msg === 'connection closed' && l.pid === next!.pid,
+      (l) => l.msg === 'connection closed' && l.pid === next.pid,
       1,
       5_000,
       true,
     );
-    process.kill(next!.pid, 'SIGTERM');
-    await cli.waitLines(
-      'stderr',
-      (l) => l.msg === 'drained, exiting' && l.pid === next!.pid,
-      1,
-      10_000,
-      true,
-    );
+    await stopDrained(cli, next.pid);
   });
 });

@@ -18,9 +18,9 @@ import { testCa } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
 import { startNginx } from '../helpers/nginx.js';
 import { freePort } from '../helpers/peerProcess.js';
-import { metricsAddress, startCli } from './cli.js';
+import { killLeftovers, metricsAddress, portOf, readyAfter, startCli, stopDrained } from './cli.js';
 import { closeAll, ConfigError, validateConfig } from '../../src/cli/config.js';
-import type { CliProcess, LogLine } from './cli.js';
+import type { LogLine } from './cli.js';
 import { readTicketKeyFiles } from '../../src/cli/ticketKeyFiles.js';
 
 /** A scratch directory for keys, certificates and sessions, removed after the test. */
@@ -58,24 +58,6 @@ async function sClient(
   const verdict = /^(New|Reused), TLSv1\.[23]/m.exec(out)?.[1];
   assert.ok(verdict === 'New' || verdict === 'Reused', out);
   return verdict;
-}
-
-const portOf = (line: LogLine, name: string): number => {
-  const listeners = line.listeners as { name: string; address: string }[];
-  const address = listeners.find((l) => l.name === name)?.address ?? '';
-  return Number(/:(\d+)$/.exec(address)?.[1]);
-};
-
-/** Every process that logged on this command's stderr (an upgrade's too): killed at the end. */
-function killLeftovers(t: TestContext, cli: CliProcess): void {
-  t.after(() => {
-    for (const pid of new Set(cli.stderr.map((line) => line.pid)))
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // Gone already.
-      }
-  });
 }
 
 describe('CLI: TLS session tickets', () => {
@@ -215,21 +197,12 @@ describe('CLI: TLS session tickets', () => {
 
     // A binary upgrade: the new process gets the generated keys and reads the same files.
     process.kill(cli.pid, 'SIGUSR2');
-    const upgraded = await cli
-      .waitLines('stderr', (l) => l.msg === 'ready' && l.pid !== cli.pid, 1, 20_000, true)
-      .then(([line]) => line!);
+    const upgraded = await readyAfter(cli);
     assert.deepEqual([portOf(upgraded, 'gen'), portOf(upgraded, 'files')], [gen, files]);
     assert.equal(await cli.exited(15_000), 0, 'the old process drained and left');
     assert.equal(await sClient(openssl, gen, { sessIn: tg }), 'Reused', 'across the upgrade');
     assert.equal(await sClient(openssl, files, { sessIn: tf2 }), 'Reused');
-    process.kill(upgraded.pid, 'SIGTERM');
-    await cli.waitLines(
-      'stderr',
-      (l) => l.msg === 'drained, exiting' && l.pid === upgraded.pid,
-      1,
-      10_000,
-      true,
-    );
+    await stopDrained(cli, upgraded.pid);
   });
 
   test('one key file serves nginx and l4proxy: a ticket nginx issues under it verifies and decrypts with the key l4proxy reads', async (t) => {

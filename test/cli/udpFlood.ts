@@ -54,13 +54,20 @@ export async function floodFromSources(
   return sent;
 }
 
-/** dig as a well-behaved resolver does it: up to `tries` tries, 1 s each. */
+/**
+ * dig as a well-behaved resolver does it: up to `tries` tries, 1 s each. The answer lines; a try
+ * that timed out before the one answered prints a `;; communications error` line, left out.
+ * With no answer, all dig printed.
+ */
 export function digAnswer(digPath: string, port: number, name: string, tries = 3): Promise<string> {
   return new Promise((resolve, reject) => {
     const args = ['@127.0.0.1', '-p', String(port), name, '+short', `+tries=${String(tries)}`];
     execFile(digPath, [...args, '+time=1'], { timeout: 10_000 }, (err, stdout) => {
       if (err !== null) reject(new Error(`dig failed: ${err.message}`, { cause: err }));
-      else resolve(stdout.trim());
+      else {
+        const answer = stdout.split('\n').filter((line) => line !== '' && !line.startsWith(';;'));
+        resolve(answer.length > 0 ? answer.join('\n') : stdout.trim());
+      }
     });
   });
 }

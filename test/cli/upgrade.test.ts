@@ -16,28 +16,8 @@ import { connect, echoServer, readAll, withTimeout } from '../helpers/net.js';
 import { roundTrip, taggedEcho } from '../helpers/testServer.js';
 import { continuousClients, echoed } from './continuousClients.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
-import { configDir, startCli } from './cli.js';
-import type { CliProcess, LogLine } from './cli.js';
+import { configDir, killLeftovers, portOf, readyAfter, startCli, stopDrained } from './cli.js';
 import { UPGRADE_REFUSED_UNIX, UPGRADE_REFUSED_WORKERS } from '../../src/cli/upgrade.js';
-
-/** Every process that logged on this command's stderr (the new one too): killed by PID at the end. */
-function killLeftovers(t: TestContext, cli: CliProcess): void {
-  t.after(() => {
-    for (const pid of new Set(cli.stderr.map((line) => line.pid)))
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // Gone already.
-      }
-  });
-}
-
-const portOf = (line: LogLine, name: string): number => {
-  const listener = (line.listeners as { name: string; address: string }[]).find(
-    (l) => l.name === name,
-  );
-  return Number(/:(\d+)$/.exec(listener?.address ?? '')?.[1]);
-};
 
 /** The next data `socket` reads, bounded in time. */
 function nextData(socket: Socket): Promise<string> {
@@ -50,6 +30,20 @@ function nextData(socket: Socket): Promise<string> {
     5_000,
     'data',
   );
+}
+
+/** A config file with one listener `sock` on Unix socket `name` beside it (plus `extra`), to an echo. */
+async function unixSocketConfig(t: TestContext, name: string, extra: object): Promise<string> {
+  const upstream = await echoServer();
+  t.after(() => upstream.close());
+  const file = configDir(t).write('l4proxy.json', {});
+  const listen = `unix:${join(dirname(file), name)}`;
+  const upstreams = [{ host: '127.0.0.1', port: upstream.port }];
+  writeFileSync(
+    file,
+    JSON.stringify({ listeners: [{ name: 'sock', protocol: 'tcp', listen, ...extra, upstreams }] }),
+  );
+  return file;
 }
 
 describe('CLI: binary upgrade on SIGUSR2', () => {
@@ -92,9 +86,7 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
     // A second one while the first is under way is ignored.
     process.kill(cli.pid, 'SIGUSR2');
     await cli.waitLine('stderr', (l) => l.msg === 'upgrade ignored: one is under way');
-    const second = cli
-      .waitLines('stderr', (l) => l.msg === 'ready' && l.pid !== cli.pid, 1, 20_000, true)
-      .then(([line]) => line!);
+    const second = readyAfter(cli);
     // Clients from the moment the new process adopted the sockets: the handover follows at once.
     await cli.waitLine('stderr', (l) => l.msg === 'listening' && l.pid !== cli.pid, 20_000);
     const state = { handedOver: false };
@@ -147,14 +139,7 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
       closed.some((l) => l.pid === ready.pid),
       'connections after the handover were served by the new process',
     );
-    process.kill(ready.pid, 'SIGTERM');
-    await cli.waitLines(
-      'stderr',
-      (l) => l.msg === 'drained, exiting' && l.pid === ready.pid,
-      1,
-      10_000,
-      true,
-    );
+    await stopDrained(cli, ready.pid);
   });
 
   test('a new process that cannot start (a broken config) leaves the old one serving', async (t) => {
@@ -198,13 +183,7 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
     // Fixed, the next SIGUSR2 upgrades.
     writeFileSync(file, JSON.stringify(valid));
     process.kill(cli.pid, 'SIGUSR2');
-    const [next] = await cli.waitLines(
-      'stderr',
-      (l) => l.msg === 'ready' && l.pid !== cli.pid,
-      1,
-      20_000,
-      true,
-    );
+    const next = await readyAfter(cli);
     assert.equal(await cli.exited(15_000), 0);
     assert.equal(await echoed(tcp, 'new'), 'new');
     const unixClient = net.connect(sock);
@@ -212,14 +191,7 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
     const unixReply = readAll(unixClient);
     unixClient.end('over the socket file');
     assert.equal((await unixReply).toString(), 'over the socket file');
-    process.kill(next!.pid, 'SIGTERM');
-    await cli.waitLines(
-      'stderr',
-      (l) => l.msg === 'drained, exiting' && l.pid === next!.pid,
-      1,
-      10_000,
-      true,
-    );
+    await stopDrained(cli, next.pid);
   });
 
   test('a stop signal before the new process listens cancels the upgrade: the new process stops too', async (t) => {
@@ -273,26 +245,20 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
     const tunnel = { ...listener('a', upstream.port), protocol: 'tunnel' };
     writeFileSync(file, JSON.stringify({ listeners: [tunnel, listener('b', b)] }));
     process.kill(cli.pid, 'SIGUSR2');
-    const [ready] = await cli.waitLines(
-      'stderr',
-      (l) => l.msg === 'ready' && l.pid !== cli.pid,
-      1,
-      20_000,
-      true,
-    );
+    const ready = await readyAfter(cli);
     // Before, both were passed as "tcp 127.0.0.1:0": b took a's socket (its port and clients)
     // and a new port for a; and a tunnel listener took no tcp listener's socket (on a fixed
     // port: EADDRINUSE, the old process held it, `upgrade failed, still serving`).
     assert.deepEqual(
-      [portOf(ready!, 'a'), portOf(ready!, 'b')],
+      [portOf(ready, 'a'), portOf(ready, 'b')],
       [portOf(first, 'a'), portOf(first, 'b')],
     );
     assert.equal(await cli.exited(15_000), 0);
-    const client = await connect(portOf(ready!, 'b'));
+    const client = await connect(portOf(ready, 'b'));
     t.after(() => client.destroy());
     assert.equal(await roundTrip(client, 'x'), 'B:x');
     client.destroy();
-    const tunnelled = await connect(portOf(ready!, 'a'));
+    const tunnelled = await connect(portOf(ready, 'a'));
     t.after(() => tunnelled.destroy());
     const head = nextData(tunnelled);
     tunnelled.write(`CONNECT 127.0.0.1:${upstream.port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
@@ -301,33 +267,11 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
     tunnelled.write('through the tunnel');
     assert.equal(await echo, 'through the tunnel');
     tunnelled.destroy();
-    process.kill(ready!.pid, 'SIGTERM');
-    await cli.waitLines(
-      'stderr',
-      (l) => l.msg === 'drained, exiting' && l.pid === ready!.pid,
-      1,
-      10_000,
-      true,
-    );
+    await stopDrained(cli, ready.pid);
   });
 
   test('a Unix socket listener without unixSocket (libuv would unlink its file) refuses the upgrade', async (t) => {
-    const upstream = await echoServer();
-    t.after(() => upstream.close());
-    const file = configDir(t).write('l4proxy.json', {});
-    writeFileSync(
-      file,
-      JSON.stringify({
-        listeners: [
-          {
-            name: 'sock',
-            protocol: 'tcp',
-            listen: `unix:${join(dirname(file), 'plain.sock')}`,
-            upstreams: [{ host: '127.0.0.1', port: upstream.port }],
-          },
-        ],
-      }),
-    );
+    const file = await unixSocketConfig(t, 'plain.sock', {});
     const cli = startCli(t, ['--config', file]);
     killLeftovers(t, cli);
     await cli.waitLine('stderr', (l) => l.msg === 'ready', 10_000);
@@ -340,23 +284,7 @@ describe('CLI: binary upgrade on SIGUSR2', () => {
   });
 
   test('with --workers, a Unix socket listener refuses SIGUSR2 with a warn line and nothing changes', async (t) => {
-    const upstream = await echoServer();
-    t.after(() => upstream.close());
-    const file = configDir(t).write('l4proxy.json', {});
-    writeFileSync(
-      file,
-      JSON.stringify({
-        listeners: [
-          {
-            name: 'sock',
-            protocol: 'tcp',
-            listen: `unix:${join(dirname(file), 'workers.sock')}`,
-            unixSocket: { mode: '0660' },
-            upstreams: [{ host: '127.0.0.1', port: upstream.port }],
-          },
-        ],
-      }),
-    );
+    const file = await unixSocketConfig(t, 'workers.sock', { unixSocket: { mode: '0660' } });
     const cli = startCli(t, ['--config', file, '--workers', '2']);
     killLeftovers(t, cli);
     await cli.waitLine('stderr', (l) => l.msg === 'ready' && l.pid === cli.pid, 20_000);
