@@ -15,20 +15,8 @@ import { freePort } from '../helpers/peerProcess.js';
 import { reusePortSupported } from '../../src/net/reusePort.js';
 import { continuousClients, echoed } from './continuousClients.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
-import { configDir, startCli } from './cli.js';
-import type { CliProcess, LogLine } from './cli.js';
-
-/** Every process that logged on this command's stderr (the new generation too): killed by PID. */
-function killLeftovers(t: TestContext, cli: CliProcess): void {
-  t.after(() => {
-    for (const pid of new Set(cli.stderr.map((line) => line.pid)))
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // Gone already.
-      }
-  });
-}
+import { configDir, killLeftovers, startCli } from './cli.js';
+import type { LogLine } from './cli.js';
 
 /** The next data `socket` reads, bounded in time. */
 function nextData(socket: Socket): Promise<string> {
