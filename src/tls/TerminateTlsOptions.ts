@@ -21,6 +21,7 @@ import type {
 } from './certificateIdentity.js';
 import { SniContextCache } from './sniContexts.js';
 import type { TlsStats } from './tlsStats.js';
+import { sessionIdContext } from './sessionIdContext.js';
 import { sharedTicketKeys } from './sharedTicketKeys.js';
 import { ticketKeyList, TicketKeyRing, TicketKeySource } from './ticketKeys.js';
 import {
@@ -286,9 +287,16 @@ export function resolveTerminateTls(
   }
   const base: tls.SecureContextOptions = {
     minVersion: tlsVersion(value.minVersion, `${name}.minVersion`) ?? 'TLSv1.2',
-    // Session resumption with client certificates needs a session id context (OpenSSL); the same
-    // in every process, so that a TLS 1.2 ticket from one resumes at another (workers, hosts).
-    sessionIdContext: 'l4proxy',
+    // Session resumption with client certificates needs a session id context (OpenSSL): the same
+    // in every process for the same settings, so that a ticket from one resumes at another
+    // (workers, hosts), and another wherever a client's certificate is judged otherwise.
+    sessionIdContext: sessionIdContext({
+      clientCertificate,
+      ca,
+      crl,
+      subjectAltNames: value.subjectAltNames,
+      pins: value.pins,
+    }),
     // Client-started renegotiation refused, as nginx and HAProxy refuse it: it only serves a
     // client that wants the server to do a full handshake's work again.
     secureOptions: sessionTickets ? NO_RENEGOTIATION : NO_RENEGOTIATION | NO_TICKET,

@@ -16,6 +16,7 @@ import {
   alpnList,
   groupList,
   optionalCa,
+  crlList,
   optionalCrl,
   optionalPem,
   tlsVersion,
@@ -246,7 +247,7 @@ function buildContext(raw: Record<string, unknown>, name: string): SecureContext
   };
   if (raw.maxVersion !== undefined) options.maxVersion = raw.maxVersion as TlsVersion;
   if (raw.ca !== undefined) options.ca = raw.ca as PemInput as string[];
-  if (raw.crl !== undefined) options.crl = raw.crl as PemInput as string[];
+  if (raw.crl !== undefined) options.crl = crlList(raw.crl as PemInput);
   if (raw.cert !== undefined) options.cert = raw.cert as PemInput as string[];
   if (raw.key !== undefined) options.key = raw.key as PemInput as string[];
   if (raw.passphrase !== undefined) options.passphrase = raw.passphrase as string;

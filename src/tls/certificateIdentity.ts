@@ -161,7 +161,8 @@ const FORMS = ['exact', 'prefix', 'suffix'] as const;
 function dnsExact(exact: string): (name: string) => boolean {
   const want = exact.toLowerCase();
   const dot = want.indexOf('.');
-  const parent = dot < 0 ? undefined : want.slice(dot + 1);
+  // The wildcard stands for one whole label: not an empty one (`.example.com`), as in Envoy.
+  const parent = dot <= 0 ? undefined : want.slice(dot + 1);
   return (name) => {
     const lower = name.toLowerCase();
     if (lower === want) return true;
@@ -172,7 +173,9 @@ function dnsExact(exact: string): (name: string) => boolean {
 /** An IP SAN against an address, whatever the spelling of either. */
 function ipExact(exact: string, name: string): (name: string) => boolean {
   const family = net.isIP(exact);
-  if (family === 0) throw new InvalidOptionError(`${name}.exact`, 'an IP address', exact);
+  // A certificate's address has no zone: `fe80::1%eth0` would match `fe80::1` of any link.
+  if (family === 0 || exact.includes('%'))
+    throw new InvalidOptionError(`${name}.exact`, 'an IP address (without a zone)', exact);
   const list = new net.BlockList();
   const type = family === 4 ? 'ipv4' : 'ipv6';
   list.addAddress(exact, type);

@@ -154,22 +154,39 @@ export function groupList(value: unknown, name: string): string | undefined {
   return value;
 }
 
+const CRL_BLOCK = /-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----/g;
+
+/**
+ * Each revocation list of a `crl` option as a PEM text of its own: Node's `addCRL` reads only the
+ * first list of a text (`PEM_read_bio_X509_CRL` once), so the others of a file holding one per CA
+ * (what nginx's `ssl_crl` takes) were dropped without a word, and that CA's certificates failed
+ * `UNABLE_TO_GET_CRL`.
+ */
+export function crlList(pem: PemInput): string[] {
+  const parts: readonly (string | Buffer)[] = Array.isArray(pem) ? pem : [pem as string | Buffer];
+  return parts.flatMap((part) => part.toString('latin1').match(CRL_BLOCK) ?? []);
+}
+
 /**
  * A `crl` option: PEM certificate revocation lists (`-----BEGIN X509 CRL-----`), each parsed by
- * OpenSSL here so a bad one is named where it is given, not at the first handshake.
+ * OpenSSL here so a bad one is named where it is given, not at the first handshake. Returned one
+ * list per entry ({@link crlList}).
  */
-export function optionalCrl(
-  value: unknown,
-  name: string,
-): string | Buffer | (string | Buffer)[] | undefined {
+export function optionalCrl(value: unknown, name: string): string[] | undefined {
   const pem = optionalPem(value, name);
   if (pem === undefined) return undefined;
+  const what = 'PEM revocation lists (-----BEGIN X509 CRL----- to -----END X509 CRL-----)';
+  let begun = 0;
   for (const part of Array.isArray(pem) ? pem : [pem]) {
-    if (!part.includes('-----BEGIN X509 CRL-----'))
-      throw new InvalidOptionError(name, 'PEM revocation lists (-----BEGIN X509 CRL-----)', value);
+    const count = part.toString('latin1').split('-----BEGIN X509 CRL-----').length - 1;
+    if (count === 0) throw new InvalidOptionError(name, what, value);
+    begun += count;
   }
+  const lists = crlList(pem);
+  // A list begun but not ended (a truncated file) would be left out.
+  if (lists.length !== begun) throw new InvalidOptionError(name, what, value);
   try {
-    tls.createSecureContext({ crl: pem as string[] });
+    tls.createSecureContext({ crl: lists });
   } catch (err) {
     throw new InvalidOptionError(
       name,
@@ -177,5 +194,5 @@ export function optionalCrl(
       value,
     );
   }
-  return pem;
+  return lists;
 }

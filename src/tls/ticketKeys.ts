@@ -63,6 +63,16 @@ interface NativeContext {
 const NO_KEY = Buffer.alloc(16);
 
 /**
+ * The answer that issues no ticket: Node reads a name and an IV of 16 bytes from every answer to
+ * an encryption, whatever its result, and aborts the process (a failed `Buffer::Length` check)
+ * when they are missing.
+ */
+const NO_TICKET: TicketKeyAnswer = [0, NO_KEY, NO_KEY, NO_KEY, NO_KEY];
+
+/** The answer for a ticket no key reads: a full handshake. */
+const NOT_FOUND: TicketKeyAnswer = [0, NO_KEY, NO_KEY];
+
+/**
  * Random bytes for ticket IVs, filled 4 KiB at once: one `randomFillSync` call costs ~12 µs
  * whatever its size (Node 20, OpenSSL 3.0), a slice of the pool ~0.1 µs. An IV is sent in clear
  * in its ticket; it only has to be unpredictable and used once, and Node copies it at once.
@@ -165,15 +175,15 @@ export class TicketKeyRing {
       if (encrypt) {
         const key = this.keys[0];
         // No key (yet): 0 issues no ticket, the handshake goes on.
-        if (key === undefined) return [0, NO_KEY, NO_KEY];
+        if (key === undefined) return NO_TICKET;
         return [1, key.subarray(16, 32), key.subarray(32, 48), key.subarray(0, 16), nextIv()];
       }
       const index = this.keys.findIndex((key) => key.subarray(0, 16).equals(name));
       const key = this.keys[index];
-      if (key === undefined) return [0, NO_KEY, NO_KEY];
+      if (key === undefined) return NOT_FOUND;
       return [index === 0 ? 1 : 2, key.subarray(16, 32), key.subarray(32, 48)];
     } catch {
-      return [0, NO_KEY, NO_KEY];
+      return encrypt ? NO_TICKET : NOT_FOUND;
     }
   }
 }

@@ -32,6 +32,7 @@ const getPki = sharedPki(async (ca) => ({
     'email:ops@example.com',
     'URI:spiffe://td/a',
   ]),
+  wildcard: await ca.issue('wildcard', ['*.example.com']),
 }));
 type Pki = NonNullable<Awaited<ReturnType<typeof getPki>>>;
 
@@ -88,6 +89,25 @@ describe('subject alternative names and pins, unit', () => {
     assert.equal(match([{ type: 'uri', exact: 'spiffe://td/b' }]), 'san');
     assert.equal(match([{ type: 'dns', exact: 'spiffe://td/a' }]), 'san', 'types are not mixed');
     assert.equal(match([{ type: 'ip', exact: '127.0.0.2' }]), 'san');
+  });
+
+  test("a wildcard certificate covers one whole label, as Envoy's dnsNameMatch; an IP matcher takes no zone", async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const wildcard = new X509Certificate(p.wildcard.cert);
+    const match = (exact: string): string | undefined =>
+      resolveIdentity([{ type: 'dns', exact }], undefined, 'x')?.check(wildcard);
+    assert.equal(match('a.example.com'), undefined);
+    assert.equal(match('A.EXAMPLE.COM'), undefined);
+    assert.equal(match('*.example.com'), undefined, 'the name itself');
+    assert.equal(match('a.b.example.com'), 'san', 'one label only');
+    assert.equal(match('example.com'), 'san');
+    assert.equal(match('.example.com'), 'san', 'an empty label is no label');
+    assert.throws(
+      () => resolveIdentity([{ type: 'ip', exact: 'fe80::1%eth0' }], undefined, 'x'),
+      (err: unknown) =>
+        err instanceof InvalidOptionError && /"x\.subjectAltNames\[0\]\.exact"/.test(err.message),
+    );
   });
 
   test('invalid matchers and pins fail at construction, naming the option', () => {

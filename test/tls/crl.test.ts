@@ -9,8 +9,8 @@ import { InvalidOptionError } from '../../src/errors.js';
 import { opensslClient, startOpensslServer } from '../helpers/openssl.js';
 import { recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
-import { sharedPki } from '../helpers/tlsCa.js';
-import type { IssuedCert, SharedPki } from '../helpers/tlsCa.js';
+import { makeCa, sharedPki } from '../helpers/tlsCa.js';
+import type { IssuedCert, SharedPki, TestCa } from '../helpers/tlsCa.js';
 import { revocationList } from '../helpers/tlsCrl.js';
 import { echoServer, socketServer, withTimeout } from '../helpers/net.js';
 import { configDir, listenPort, startCli } from '../cli/cli.js';
@@ -36,6 +36,35 @@ const getPki = sharedPki<Omit<Certs, 'crl' | 'expiredCrl'>>(async (ca) => ({
 }));
 
 let lists: Promise<Pick<Certs, 'crl' | 'expiredCrl'>> | undefined;
+
+/** A second CA, its certificates, and its CRL revoking `revokedClient`. */
+interface OtherCa {
+  readonly ca: TestCa;
+  readonly server: IssuedCert;
+  readonly client: IssuedCert;
+  readonly revokedClient: IssuedCert;
+  readonly crl: string;
+}
+
+let otherCa: Promise<OtherCa> | undefined;
+
+function other(p: Pki): Promise<OtherCa> {
+  otherCa ??= (async () => {
+    const ca = await makeCa(p.openssl, 'second test CA');
+    process.once('exit', () => {
+      ca.remove();
+    });
+    const revokedClient = await ca.issue('other-revoked', ['other-revoked'], 'client');
+    return {
+      ca,
+      server: await ca.issue('localhost', ['localhost', '127.0.0.1']),
+      client: await ca.issue('other-client', ['other-client'], 'client'),
+      revokedClient,
+      crl: await revocationList(p.openssl, ca, [revokedClient]),
+    };
+  })();
+  return otherCa;
+}
 
 async function pki(t: TestContext): Promise<Pki | undefined> {
   const p = await getPki(t);
@@ -158,6 +187,44 @@ describe('terminateTls.crl', () => {
     assert.match(String(rejection.error?.message), /CRL_HAS_EXPIRED.*renew the CRL/);
   });
 
+  test('one PEM text holding the CRLs of two CAs: both are in force (Node reads only the first of a text)', async (t) => {
+    const p = await pki(t);
+    if (p === undefined) return;
+    const o = await other(p);
+    const rig = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: await greeter(t) }],
+      terminateTls: {
+        cert: p.server.cert,
+        key: p.server.key,
+        clientCertificate: 'required',
+        ca: [p.ca.cert, o.ca.cert],
+        // One file's text, as crlFile reads it: this CA's list, then the second CA's.
+        crl: `${p.crl}${o.crl}`,
+      },
+    });
+    for (const client of [p.client, o.client]) {
+      const out = await sClient(p, rig.port, client);
+      assert.match(out, /hello over mtls/, out);
+    }
+    for (const client of [p.revokedClient, o.revokedClient]) {
+      const out = await sClient(p, rig.port, client);
+      assert.doesNotMatch(out, /hello over mtls/, out);
+    }
+    const rejections = await rig.rejected(2);
+    assert.deepEqual(
+      rejections.map((r) => r.reason),
+      ['tls_client_cert_revoked', 'tls_client_cert_revoked'],
+    );
+    // Origination likewise: an upstream certified by the second CA.
+    const upstream = await startOpensslServer(p.openssl, o.server);
+    t.after(() => upstream.stop());
+    const origin = await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+      tls: { ca: [p.ca.cert, o.ca.cert], crl: `${p.crl}${o.crl}` },
+    });
+    assert.equal(await reply(origin.port, 'olleh\n'), 'hello\n');
+  });
+
   test('a CRL that is not PEM, or without client certificates, is refused naming the option', async (t) => {
     const p = await pki(t);
     if (p === undefined) return;
@@ -182,6 +249,15 @@ describe('terminateTls.crl', () => {
       () => new TcpProxy({ ...base, tls: { crl: 'nonsense' } }),
       (err: unknown) => err instanceof InvalidOptionError && /"tls\.crl"/.test(err.message),
     );
+    // A second list that does not parse, or is cut short, was left out without a word.
+    const bad = '-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n';
+    const cut = p.crl.slice(0, p.crl.indexOf('-----END'));
+    for (const crl of [`${p.crl}${bad}`, `${p.crl}${cut}`, [p.crl, `${p.crl}${cut}`]])
+      assert.throws(
+        () => new TcpProxy({ ...base, tls: { ca: p.ca.cert, crl } }),
+        (err: unknown) => err instanceof InvalidOptionError && /"tls\.crl"/.test(err.message),
+        JSON.stringify(crl).slice(-60),
+      );
   });
 });
 

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import net from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
@@ -96,6 +97,17 @@ async function echo(t: TestContext): Promise<number> {
 
 const key = (): Buffer => randomBytes(48);
 
+/**
+ * Where the ticket starting at `at` in a saved session's DER ends: OpenSSL keeps it as
+ * `[10] EXPLICIT OCTET STRING`, whose length is in the header just before it.
+ */
+function ticketEnd(der: Buffer, at: number): number {
+  if (der[at - 2] === 0x04) return at + der[at - 1]!;
+  if (der[at - 3] === 0x04 && der[at - 2] === 0x81) return at + der[at - 1]!;
+  if (der[at - 4] === 0x04 && der[at - 3] === 0x82) return at + der.readUInt16BE(at - 2);
+  throw new Error('no OCTET STRING header before the ticket');
+}
+
 describe('session ticket keys (terminateTls.ticketKeys)', () => {
   for (const relay of ['handle', 'stream'] as const) {
     test(`relay ${relay}: proxies with the same keys resume each other's tickets (TLS 1.3 and 1.2); one with its own keys does not`, async (t) => {
@@ -163,6 +175,75 @@ describe('session ticket keys (terminateTls.ticketKeys)', () => {
       assert.match(second, /^Reused, TLSv1\.3/m, `${name}: ${second}`);
     }
     assert.equal(b.proxy.stats().downstream_tls_session_reused, 2);
+  });
+
+  test('openssl s_client offering tampered tickets (bad MAC, unknown or older key name, random body): full handshakes, nothing thrown (TLS 1.3 and 1.2)', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const port = await testServer(t, (socket) => socket.end('hello\n'));
+    const [current, older] = [key(), key()];
+    const rig = await tlsProxy(t, port, {
+      cert: p.localhost.cert,
+      key: p.localhost.key,
+      ticketKeys: [current, older],
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'l4proxy-tickets-'));
+    t.after(() => {
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const common = ['-servername', 'localhost', '-CAfile', p.ca.certFile, '-verify_return_error'];
+    const connect = ['-connect', `127.0.0.1:${rig.port}`];
+    const tampers: [string, (ticket: Buffer) => void][] = [
+      ['a flipped byte of its MAC', (ticket) => (ticket[ticket.length - 1]! ^= 1)],
+      ['an unknown key name', (ticket) => ticket.fill(0xab, 0, 16)],
+      ['the older key name', (ticket) => older.copy(ticket, 0, 0, 16)],
+      ['random bytes after the name', (ticket) => randomBytes(ticket.length - 16).copy(ticket, 16)],
+    ];
+    let handshakes = 0;
+    for (const version of ['-tls1_3', '-tls1_2']) {
+      const file = join(dir, `${version}.pem`);
+      const first = await opensslClient(p.openssl, [
+        ...connect,
+        version,
+        ...common,
+        '-sess_out',
+        file,
+        '-ign_eof',
+      ]);
+      handshakes++;
+      assert.match(first, /^New, /m, first);
+      const pem = readFileSync(file, 'latin1');
+      const der = Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+      // The ticket starts with the current key's name, sent in clear.
+      const at = der.indexOf(current.subarray(0, 16));
+      assert.ok(at > 0, `${version}: the ticket in the saved session`);
+      const end = ticketEnd(der, at);
+      for (const [what, tamper] of tampers) {
+        const copy = Buffer.from(der);
+        tamper(copy.subarray(at, end));
+        const edited = join(dir, 'edited.pem');
+        writeFileSync(
+          edited,
+          `-----BEGIN SSL SESSION PARAMETERS-----\n${copy.toString('base64')}\n-----END SSL SESSION PARAMETERS-----\n`,
+        );
+        const out = await opensslClient(p.openssl, [
+          ...connect,
+          version,
+          ...common,
+          '-sess_in',
+          edited,
+          '-ign_eof',
+        ]);
+        handshakes++;
+        assert.match(out, /^New, /m, `${version}, ${what}: ${out}`);
+        assert.match(out, /hello/, `${version}, ${what}: served`);
+      }
+    }
+    await rig.closed(handshakes);
+    const stats = rig.proxy.stats();
+    assert.equal(stats.downstream_tls_session_reused, 0);
+    assert.equal(stats.downstream_tls_handshake, handshakes);
+    assert.deepEqual(rig.errors, []);
   });
 
   test('rotation: setTicketKeys([new, old]) resumes old tickets and renews them under the new key; without the old key, a full handshake', async (t) => {
@@ -351,7 +432,30 @@ describe('ticket key ring and rotation', () => {
     assert.equal(unknown[0], 0);
     assert.equal(unknown[2].length, 16, 'Node needs 16-byte keys even for "not found"');
     const empty = new TicketKeyRing([]);
-    assert.equal(empty.answer(Buffer.alloc(16), true)[0], 0, 'no key yet: no ticket');
+    const none = empty.answer(Buffer.alloc(16), true);
+    assert.equal(none[0], 0, 'no key yet: no ticket');
+    // Node reads a 16-byte name and IV from every answer to an encryption (it aborts otherwise).
+    assert.deepEqual([none[3]?.length, none[4]?.length], [16, 16]);
+  });
+
+  test('a ring without a key: the handshake completes without a ticket (Node aborted the process)', async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    const context = tls.createSecureContext({ cert: p.localhost.cert, key: p.localhost.key });
+    new TicketKeyRing([]).attach(context);
+    const server = net.createServer((raw) => {
+      const socket = new tls.TLSSocket(raw, { isServer: true, secureContext: context });
+      socket.on('error', () => socket.destroy());
+      socket.once('secure', () => socket.end('hello\n'));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => server.close());
+    const { port } = server.address() as net.AddressInfo;
+    for (const maxVersion of ['TLSv1.3', 'TLSv1.2'] as const) {
+      const { session, reused } = await handshake(p, port, { maxVersion });
+      assert.equal(reused, false);
+      assert.equal(session, undefined, `${maxVersion}: no ticket`);
+    }
   });
 
   test('keys replaced are zeroed; a Node without the callback gets the first key, set again on a change', () => {
