@@ -1,4 +1,4 @@
-import net, { isIP } from 'node:net';
+import net from 'node:net';
 import type { Socket } from 'node:net';
 import {
   ConnectFailedError,
@@ -55,6 +55,7 @@ import type { DataFilterFactory } from '../filter/dataFilter.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { HandleSocket, probeTcp, tcpUnderTlsSocket } from '../net/HandleSocket.js';
 import { uvError } from '../net/uvError.js';
+import { ipFamily } from '../net/ipFamily.js';
 import { connectFrom, resolvesFirst, sourceConnectOptions } from '../net/sourceAddress.js';
 import type { RelaySocket } from '../net/RelaySocket.js';
 
@@ -644,7 +645,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (tunnel !== undefined) return this.host.tunnels().open(state, tunnel, this, options.noDelay);
     if (tls !== undefined) return this.openTlsUpstream(state, tls);
     const onRead = this.filters === undefined ? onUpstreamRead : onUpstreamReadFiltered;
-    if (this.host.handleUpstreams && isIP(state.host) !== 0)
+    if (this.host.handleUpstreams && ipFamily(state.host) !== 0)
       return HandleSocket.connect(state.host, state.port, options.noDelay, onRead);
     const socketOptions: net.TcpNetConnectOpts = {
       ...this.socketOptions(state),
@@ -893,7 +894,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       // In-band TLS: TCP alone; on 'connect' the request, then TLS over it (startUpstreamTls).
       if (tls.startTls !== undefined)
         return connectFrom(socketOptions, this.host.options.sourceAddress);
-      if (this.host.handleUpstreams && this.filters === undefined && isIP(state.host) !== 0) {
+      if (this.host.handleUpstreams && this.filters === undefined && ipFamily(state.host) !== 0) {
         const socket = this.host.upstreamTls.connectHandle(
           target,
           this.serverName,
