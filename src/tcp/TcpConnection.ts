@@ -626,8 +626,12 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.upstreamSocket = socket;
     socket.on('error', onUpstreamError);
     socket.on('close', onUpstreamClose);
+    // A socket connects once: `on`, as `once` would wrap the handler in a new closure and, on
+    // its removal, `delete` the event from the socket's listener table, which makes it a slow
+    // dictionary for the listeners added next (per connection).
+    if (state.upstream.tunnel === undefined) socket.on('connect', onUpstreamConnect);
     // An HTTP CONNECT tunnel upstream (src/transport/): its socket or stream is ready on TUNNEL_READY.
-    socket.once(state.upstream.tunnel === undefined ? 'connect' : TUNNEL_READY, onUpstreamConnect);
+    else socket.once(TUNNEL_READY, onUpstreamConnect);
     this.connectTimer = setTimeout(onConnectTimeout, options.connectTimeout, this);
     this.connectTimer.unref();
   }
