@@ -295,7 +295,8 @@ describe('access log serialization', () => {
     const buffer = new LineBuffer((bytes) => {
       writes.push(bytes.toString('utf8'));
       wrote();
-    }, 50);
+    }, 1_000);
+    // A second apart: two loop turns take longer than 50 ms on a loaded machine (it failed so).
     buffer.text('a\n');
     buffer.endLine();
     await new Promise((resolve) => setImmediate(resolve));
@@ -309,8 +310,8 @@ describe('access log serialization', () => {
       written,
       new Promise((_, reject) => {
         guard = setTimeout(() => {
-          reject(new Error('no write within 2 s'));
-        }, 2_000);
+          reject(new Error('no write within 10 s'));
+        }, 10_000);
       }),
     ]);
     clearTimeout(guard);
