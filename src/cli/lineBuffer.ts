@@ -6,8 +6,6 @@ const BLOCK_BYTES = FLUSH_AT + 8_192;
 const LINE_BYTES = 4_096;
 /** Enough for any number's text (`-1.2345678901234567e-308` is 24 characters). */
 const NUMBER_ROOM = 32;
-/** Constant pieces up to this long are copied byte by byte (see `bytes`). */
-const SHORT_BYTES = 64;
 const QUOTE = 0x22;
 const ZERO = 0x30;
 const NULL_BYTES = Buffer.from('null');
@@ -43,12 +41,7 @@ export class LineBuffer {
   bytes(constant: Uint8Array): void {
     const length = constant.length;
     if (this.used + length > this.block.length) this.makeRoom(length);
-    const block = this.block;
-    let at = this.used;
-    // A key is a few dozen bytes: copied in the loop the compiler inlines, where `set` is a
-    // call into a builtin that costs more than the copy (17 per access line).
-    if (length > SHORT_BYTES) block.set(constant, at);
-    else for (let i = 0; i < length; i++) block[at++] = constant[i] ?? 0;
+    this.block.set(constant, this.used);
     this.used += length;
   }
 
