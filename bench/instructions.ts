@@ -6,6 +6,12 @@
  * on a loaded machine where `npm run bench` cannot; kernel work (the system calls) is not counted.
  *
  *   npm run build:test && node build/bench/instructions.js [--scenarios tcp-rr,udp-pps] [--runs 2]
+ *     [--contenders l4proxy,l4proxy-cli,naive] [--keep DIR]
+ *
+ * `l4proxy-cli` is the `l4proxy` command with one listener from a config file and its access log
+ * on (stdout to /dev/null), as `npm run bench` runs it. `--keep DIR` keeps every callgrind output
+ * file and the V8 perf map of each run there (`node --perf-basic-prof`), for `callgrind_annotate`
+ * and `bench/callgrindJs.js`, which names the JIT-compiled JavaScript functions.
  *
  * Each contender runs under `valgrind --tool=callgrind --smc-check=all-non-file node
  * --single-threaded` (no background compiler or GC threads); the echo backend and the client run
@@ -13,15 +19,30 @@
  * turn of the contender's event loop. A figure is the difference of the totals of a run of N
  * operations and one of 3N, divided by 2N: start-up and most JIT warm-up cancel out. Needs
  * valgrind (Debian package `valgrind`).
+ *
+ * With `--warm W` a figure is one run instead: W operations, then V8's optimizing compiler
+ * turned off (bench/servers/freezeJit.ts), callgrind's counters zeroed (`callgrind_control`),
+ * N operations, the counters dumped; divided by N. The difference method still counts TurboFan
+ * compiling (about half of a new connection's count after 1 200 of them, session 22); this
+ * one counts the optimized steady state that a benchmark of seconds runs in.
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { benchScript } from './lib/paths.js';
 
 interface Scenario {
@@ -44,8 +65,33 @@ const { values } = parseArgs({
   options: {
     scenarios: { type: 'string', default: Object.keys(SCENARIOS).join(',') },
     runs: { type: 'string', default: '1' },
+    contenders: { type: 'string', default: 'l4proxy,naive' },
+    keep: { type: 'string' },
+    warm: { type: 'string', default: '0' },
+    count: { type: 'string' },
+    help: { type: 'boolean', default: false },
   },
 });
+if (values.help) {
+  console.log(`usage: node build/bench/instructions.js [options]
+  --scenarios a,b    ${Object.keys(SCENARIOS).join(', ')} (default all)
+  --contenders a,b   l4proxy, l4proxy-cli, naive (default l4proxy,naive)
+  --runs N           pairs of runs (N and 3N operations) per scenario and contender (default 1)
+  --warm W           W operations first, V8's optimizing compiler then turned off, and N
+                     operations counted alone (callgrind_control --zero, --dump): one run per
+                     figure, the steady state without JIT warm-up (default 0: the difference of
+                     runs of N and 3N operations)
+  --count N          operations counted (default per scenario: ${Object.entries(SCENARIOS)
+    .map(([name, scenario]) => `${name} ${String(scenario.count)}`)
+    .join(', ')})
+  --keep DIR         keep each run's callgrind.out and V8 perf map in DIR`);
+  process.exit(0);
+}
+const keep = values.keep;
+const warm = Number(values.warm);
+if (keep !== undefined) mkdirSync(keep, { recursive: true });
+/** The built CLI (build/src/cli/main.js). */
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'l4proxy-callgrind-'));
 
 /** Keep-alive round trips of 32 bytes on one connection. */
@@ -141,6 +187,17 @@ async function echoBackend(protocol: 'tcp' | 'udp'): Promise<{ port: number; clo
 }
 
 function contenderArgs(contender: string, scenario: Scenario, upstream: number): string[] {
+  if (contender === 'l4proxy-cli') {
+    const listener: Record<string, unknown> = {
+      protocol: scenario.protocol,
+      listen: '127.0.0.1:0',
+      upstreams: [{ host: '127.0.0.1', port: upstream }],
+    };
+    if (scenario.responses > 0) listener.maxResponses = scenario.responses;
+    const file = join(work, 'l4proxy.json');
+    writeFileSync(file, JSON.stringify({ listeners: [listener] }));
+    return [CLI, '--config', file, '--status-interval', '0'];
+  }
   if (contender === 'l4proxy')
     return [
       benchScript('servers/l4proxy.js'),
@@ -153,7 +210,12 @@ function contenderArgs(contender: string, scenario: Scenario, upstream: number):
 }
 
 /** Total instructions of one contender process serving `count` operations. */
-async function instructions(contender: string, scenario: Scenario, count: number): Promise<number> {
+async function instructions(
+  contender: string,
+  scenarioName: string,
+  scenario: Scenario,
+  count: number,
+): Promise<number> {
   const backend = await echoBackend(scenario.protocol);
   const out = join(work, `callgrind.${contender}.${String(count)}`);
   const child = spawn(
@@ -164,31 +226,99 @@ async function instructions(contender: string, scenario: Scenario, count: number
       `--callgrind-out-file=${out}`,
       process.execPath,
       '--single-threaded',
+      ...(keep === undefined ? [] : ['--perf-basic-prof']),
+      // Tiers up 8 times sooner: the warm-up reaches the optimized steady state a benchmark of
+      // seconds runs in (with the default budget a few thousand connections leave many
+      // functions in baseline code), then the compiler stops (freezeJit).
+      ...(warm > 0
+        ? [
+            '--interrupt-budget=8448',
+            // V8's memory reducer starts full collections when the allocation rate per second
+            // is low, which it is under callgrind's fifty-fold slow-down, not at a benchmark's
+            // rate: they would be counted as the proxy's work.
+            '--no-memory-reducer',
+            '--import',
+            pathToFileURL(benchScript('servers/freezeJit.js')).href,
+          ]
+        : []),
       ...contenderArgs(contender, scenario, backend.port),
     ],
-    { stdio: ['ignore', 'ignore', 'ignore', 'ipc'] },
+    // No IPC channel for the command: it would take it for an upgrade's.
+    {
+      stdio:
+        contender === 'l4proxy-cli'
+          ? ['ignore', 'ignore', 'pipe']
+          : ['ignore', 'ignore', 'pipe', 'ipc'],
+      cwd: work,
+    },
   );
+  let stderr = '';
+  let frozen: (() => void) | undefined = undefined;
+  child.stderr?.on('data', (chunk: Buffer) => {
+    if (stderr.length < 100_000) stderr += chunk.toString('utf8');
+    if (frozen !== undefined && stderr.includes('l4proxy-bench: jit frozen')) frozen();
+  });
   try {
     const port = await new Promise<number>((resolve, reject) => {
       child.once('message', (message: { port: number }) => {
         resolve(message.port);
       });
+      // The CLI says where it listens on stderr; valgrind's own lines go there too.
+      child.stderr?.on('data', () => {
+        const line = stderr.split('\n').find((row) => row.includes('"msg":"listening"'));
+        const match = line === undefined ? null : /"address":"[^"]*:(\d+)"/.exec(line);
+        if (match !== null) resolve(Number(match[1]));
+      });
       child.once('exit', (code) => {
         reject(new Error(`${contender} exited (${String(code)})`));
       });
     });
-    await scenario.client(port, count);
+    if (warm > 0) {
+      // Warmed up (JIT tiers reached): count only the operations that follow.
+      await scenario.client(port, warm);
+      await new Promise<void>((resolve, reject) => {
+        frozen = resolve;
+        child.kill('SIGURG');
+        setTimeout(() => {
+          reject(new Error(`${contender} did not freeze its JIT`));
+        }, 60_000).unref();
+      });
+      await callgrindControl('--zero', child.pid!);
+      await scenario.client(port, count);
+      await callgrindControl('--dump', child.pid!);
+    } else await scenario.client(port, count);
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGTERM');
     await exited;
-    const total = /^(?:summary|totals): (\d+)/m.exec(readFileSync(out, 'utf8'))?.[1];
+    const file = warm > 0 ? `${out}.1` : out;
+    const total = /^(?:summary|totals): (\d+)/m.exec(readFileSync(file, 'utf8'))?.[1];
     if (total === undefined) throw new Error(`no total in ${out}`);
+    if (keep !== undefined) {
+      const name = `${scenarioName}.${contender}.${String(count)}`;
+      copyFileSync(file, join(keep, `callgrind.${name}.out`));
+      const map = join('/tmp', `perf-${String(child.pid)}.map`);
+      if (existsSync(map)) {
+        copyFileSync(map, join(keep, `perf.${name}.map`));
+        rmSync(map, { force: true });
+      }
+    }
     return Number(total);
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
     backend.close();
     rmSync(out, { force: true });
+    rmSync(`${out}.1`, { force: true });
   }
+}
+
+/** Runs `callgrind_control` (through vgdb) on the process under callgrind. */
+function callgrindControl(command: string, pid: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('callgrind_control', [command, String(pid)], { timeout: 60_000 }, (err) => {
+      if (err === null) resolve();
+      else reject(new Error(`callgrind_control ${command} failed: ${err.message}`));
+    });
+  });
 }
 
 try {
@@ -196,13 +326,21 @@ try {
   console.log('| scenario | contender | instructions per operation |');
   console.log('| --- | --- | --: |');
   for (const name of values.scenarios.split(',')) {
-    const scenario = SCENARIOS[name];
-    if (scenario === undefined) throw new Error(`unknown scenario ${name}`);
-    for (const contender of ['l4proxy', 'naive'])
+    const known = SCENARIOS[name];
+    if (known === undefined) throw new Error(`unknown scenario ${name}`);
+    const scenario = values.count === undefined ? known : { ...known, count: Number(values.count) };
+    for (const contender of values.contenders.split(','))
       for (let run = 0; run < runs; run++) {
-        const short = await instructions(contender, scenario, scenario.count);
-        const long = await instructions(contender, scenario, scenario.count * 3);
-        const perOperation = Math.round((long - short) / (scenario.count * 2));
+        let perOperation: number;
+        if (warm > 0)
+          perOperation = Math.round(
+            (await instructions(contender, name, scenario, scenario.count)) / scenario.count,
+          );
+        else {
+          const short = await instructions(contender, name, scenario, scenario.count);
+          const long = await instructions(contender, name, scenario, scenario.count * 3);
+          perOperation = Math.round((long - short) / (scenario.count * 2));
+        }
         console.log(`| ${name} | ${contender} | ${perOperation.toLocaleString('en-US')} |`);
       }
   }

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
-import { isIP } from 'node:net';
 import type { RelaySocket } from './RelaySocket.js';
 import { uvError } from './uvError.js';
+import { ipFamily } from './ipFamily.js';
 import { hasMethods, loadOnce, nodeBinding } from '../internal/nodeBinding.js';
 import { copyOut, sharedReadBuffer } from './sharedReadBuffer.js';
 import type { SharedReadCallback } from './sharedReadBuffer.js';
@@ -98,7 +98,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     request.port = port;
     request[kOwner] = socket;
     const err =
-      isIP(host) === 6 ? tcp.connect6(request, host, port) : tcp.connect(request, host, port);
+      ipFamily(host) === 6 ? tcp.connect6(request, host, port) : tcp.connect(request, host, port);
     // Reported from the close callback, once the caller has its listeners on.
     if (err !== 0) socket.destroy(uvError(err, 'connect', host, port));
     // A TLS stream reads once connected (its handshake starts then).

@@ -1,4 +1,4 @@
-import net, { isIP } from 'node:net';
+import net from 'node:net';
 import type { Socket } from 'node:net';
 import {
   ConnectFailedError,
@@ -55,6 +55,7 @@ import type { DataFilterFactory } from '../filter/dataFilter.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { HandleSocket, probeTcp, tcpUnderTlsSocket } from '../net/HandleSocket.js';
 import { uvError } from '../net/uvError.js';
+import { ipFamily } from '../net/ipFamily.js';
 import { connectFrom, resolvesFirst, sourceConnectOptions } from '../net/sourceAddress.js';
 import type { RelaySocket } from '../net/RelaySocket.js';
 
@@ -625,8 +626,12 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.upstreamSocket = socket;
     socket.on('error', onUpstreamError);
     socket.on('close', onUpstreamClose);
+    // A socket connects once: `on`, as `once` would wrap the handler in a new closure and, on
+    // its removal, `delete` the event from the socket's listener table, which makes it a slow
+    // dictionary for the listeners added next (per connection).
+    if (state.upstream.tunnel === undefined) socket.on('connect', onUpstreamConnect);
     // An HTTP CONNECT tunnel upstream (src/transport/): its socket or stream is ready on TUNNEL_READY.
-    socket.once(state.upstream.tunnel === undefined ? 'connect' : TUNNEL_READY, onUpstreamConnect);
+    else socket.once(TUNNEL_READY, onUpstreamConnect);
     this.connectTimer = setTimeout(onConnectTimeout, options.connectTimeout, this);
     this.connectTimer.unref();
   }
@@ -644,7 +649,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (tunnel !== undefined) return this.host.tunnels().open(state, tunnel, this, options.noDelay);
     if (tls !== undefined) return this.openTlsUpstream(state, tls);
     const onRead = this.filters === undefined ? onUpstreamRead : onUpstreamReadFiltered;
-    if (this.host.handleUpstreams && isIP(state.host) !== 0)
+    if (this.host.handleUpstreams && ipFamily(state.host) !== 0)
       return HandleSocket.connect(state.host, state.port, options.noDelay, onRead);
     const socketOptions: net.TcpNetConnectOpts = {
       ...this.socketOptions(state),
@@ -893,7 +898,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       // In-band TLS: TCP alone; on 'connect' the request, then TLS over it (startUpstreamTls).
       if (tls.startTls !== undefined)
         return connectFrom(socketOptions, this.host.options.sourceAddress);
-      if (this.host.handleUpstreams && this.filters === undefined && isIP(state.host) !== 0) {
+      if (this.host.handleUpstreams && this.filters === undefined && ipFamily(state.host) !== 0) {
         const socket = this.host.upstreamTls.connectHandle(
           target,
           this.serverName,
