@@ -275,7 +275,7 @@ export function downstreamTlsFailure(
 }
 
 /**
- * `clientCertificate: 'required'` and no certificate that verified: revoked by `crl`, or missing,
+ * `clientCertificate: 'required'` (or `'optional'`, with a certificate) and none that verified: revoked by `crl`, or missing,
  * or not chaining to `ca` (`verifyError` says which; none when no certificate came).
  */
 export function clientCertRefusal(verifyError: Error | null | undefined): {
