@@ -4,6 +4,8 @@ import type { TestContext } from 'node:test';
 import { TcpProxy, TunnelServer } from '../../src/index.js';
 import type { ClientCertificateMode, TerminateTlsOptions } from '../../src/index.js';
 import { InvalidOptionError } from '../../src/errors.js';
+import { closeAll, validateConfig } from '../../src/cli/config.js';
+import { configErrorOf } from '../cli/cli.js';
 import { opensslClient } from '../helpers/openssl.js';
 import { recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
@@ -253,6 +255,33 @@ describe("terminateTls.clientCertificate 'optional' and 'optionalNoCa'", () => {
       }
       assert.equal(server.stats().downstream_tls_handshake, mode === 'optional' ? 1 : 2);
     }
+  });
+
+  test("CLI config (--check): terminateTls.clientCertificate 'optionalNoCa' is taken, a misspelling refused naming the key", async (t) => {
+    const p = await pki(t);
+    if (p === undefined) return;
+    const config = (clientCertificate: string): unknown => ({
+      listeners: [
+        {
+          protocol: 'tcp',
+          listen: '127.0.0.1:0',
+          upstreams: [{ host: '127.0.0.1', port: 1 }],
+          terminateTls: {
+            certFile: p.server.certFile,
+            keyFile: p.server.keyFile,
+            caFile: p.ca.certFile,
+            clientCertificate,
+          },
+        },
+      ],
+    });
+    for (const mode of ['optional', 'optionalNoCa']) {
+      closeAll(validateConfig(config(mode), 'l4proxy.json').listeners);
+    }
+    assert.match(
+      configErrorOf(config('optional_no_ca')),
+      /listeners\[0\]\.terminateTls\.clientCertificate: expected 'none', 'optional', 'optionalNoCa' or 'required'/,
+    );
   });
 
   test('clientCertificate takes the four modes; another value is refused naming the option', async (t) => {
