@@ -1,6 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { TcpProxy, TunnelServer } from '../../src/index.js';
 import type { ClientCertificateMode, TerminateTlsOptions } from '../../src/index.js';
 import { InvalidOptionError } from '../../src/errors.js';
@@ -13,12 +15,17 @@ import { sharedPki } from '../helpers/tlsCa.js';
 import type { IssuedCert, SharedPki } from '../helpers/tlsCa.js';
 import { revocationList } from '../helpers/tlsCrl.js';
 import { testServer } from '../helpers/testServer.js';
+import { startNginx } from '../helpers/nginx.js';
+import { startHaproxy } from '../helpers/haproxy.js';
+import { freePort } from '../helpers/peerProcess.js';
+import { tool } from '../helpers/tools.js';
 
 /**
  * `terminateTls.clientCertificate` `'optional'` and `'optionalNoCa'` against `openssl s_client`
  * presenting no certificate, a good one, and one of each kind that fails a check. `'optional'`
  * refuses a presented certificate that fails, as nginx `ssl_verify_client optional` and HAProxy
- * `verify optional` do; `'optionalNoCa'` admits it unverified, as Envoy's `ACCEPT_UNTRUSTED`.
+ * `verify optional` do (compared with both, run here); `'optionalNoCa'` admits it unverified, as
+ * Envoy's `ACCEPT_UNTRUSTED`.
  */
 
 const GREETING = 'hello over optional mtls';
@@ -230,6 +237,75 @@ describe("terminateTls.clientCertificate 'optional' and 'optionalNoCa'", () => {
       assert.deepEqual(rig.errors, []);
     });
   }
+
+  test('nginx ssl_verify_client optional and HAProxy verify optional admit and refuse the clients l4proxy does; optional_no_ca, fewer than optionalNoCa', async (t) => {
+    const p = await pki(t);
+    if (p === undefined || tool(t, 'nginx') === undefined || tool(t, 'haproxy') === undefined)
+      return;
+    const upstream = await greeter(t);
+    const crlFile = join(p.ca.dir, 'modes-crl.pem');
+    writeFileSync(crlFile, p.crl);
+    const ports = {
+      optional: await freePort(),
+      optional_no_ca: await freePort(),
+      haproxy: await freePort(),
+    };
+    const server = (mode: 'optional' | 'optional_no_ca'): string =>
+      [
+        `server { listen 127.0.0.1:${ports[mode]} ssl;`,
+        `  ssl_certificate ${p.server.certFile}; ssl_certificate_key ${p.server.keyFile};`,
+        `  ssl_client_certificate ${p.ca.certFile}; ssl_crl ${crlFile};`,
+        `  ssl_verify_client ${mode}; proxy_pass 127.0.0.1:${upstream}; }`,
+      ].join('\n');
+    const nginx = await startNginx(`${server('optional')}\n${server('optional_no_ca')}`);
+    t.after(() => nginx.stop());
+    const haproxy = await startHaproxy(
+      [
+        'listen optional',
+        `  bind 127.0.0.1:${ports.haproxy} ssl crt ${p.server.bundleFile} verify optional ca-file ${p.ca.certFile} crl-file ${crlFile}`,
+        `  server greeter 127.0.0.1:${upstream}`,
+      ].join('\n'),
+    );
+    t.after(() => haproxy.stop());
+    const clients = CASES.slice(0, 5); // nginx and HAProxy have no subjectAltNames check
+    const served = async (port: number): Promise<boolean[]> => {
+      const seen: boolean[] = [];
+      for (const c of clients) seen.push((await sClient(p, port, c.cert(p))).includes(GREETING));
+      return seen;
+    };
+    const optional = await proxyFor(t, p, 'optional', 'handle');
+    const noCa = await proxyFor(t, p, 'optionalNoCa', 'handle');
+    // Each server's clients in turn, the five servers at once.
+    const [
+      nginxOptional,
+      haproxyOptional,
+      l4proxyOptional,
+      nginxOptionalNoCa,
+      l4proxyOptionalNoCa,
+    ] = await Promise.all(
+      [ports.optional, ports.haproxy, optional.port, ports.optional_no_ca, noCa.port].map(served),
+    );
+    const result = {
+      nginxOptional,
+      haproxyOptional,
+      l4proxyOptional,
+      nginxOptionalNoCa,
+      l4proxyOptionalNoCa,
+    };
+    // No certificate, good, untrusted, expired, revoked: nginx's optional_no_ca admits only the
+    // unknown issuer; 'optionalNoCa' admits every one, as Envoy's ACCEPT_UNTRUSTED.
+    assert.deepEqual(
+      result,
+      {
+        nginxOptional: [true, true, false, false, false],
+        haproxyOptional: [true, true, false, false, false],
+        l4proxyOptional: [true, true, false, false, false],
+        nginxOptionalNoCa: [true, true, true, false, false],
+        l4proxyOptionalNoCa: [true, true, true, true, true],
+      },
+      nginx.output() + haproxy.output(),
+    );
+  });
 
   test("TunnelServer's TLS listener: 'optional' refuses an untrusted certificate, 'optionalNoCa' tunnels it", async (t) => {
     const p = await pki(t);
