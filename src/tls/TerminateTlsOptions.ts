@@ -114,9 +114,9 @@ export interface TerminateTlsOptions {
   /**
    * Certificate revocation lists (PEM) of the CAs in `ca`: a client whose certificate one of them
    * revokes is refused (`tls_client_cert_revoked`) with `'required'` and `'optional'`, and counts
-   * as unverified with `'optionalNoCa'`. Once given, every CA of a client's chain needs its CRL, and an expired CRL
-   * fails every certificate of its CA (OpenSSL's `CRL_CHECK_ALL`, as nginx `ssl_crl` and Envoy's
-   * `crl`). Needs `clientCertificate`. Default none.
+   * as unverified with `'optionalNoCa'`. Once given, every CA of a client's chain needs its CRL,
+   * and an expired CRL fails every certificate of its CA (OpenSSL's `CRL_CHECK_ALL`, as nginx
+   * `ssl_crl` and Envoy's `crl`). Needs `clientCertificate`. Default none.
    */
   readonly crl?: PemInput;
   /**
