@@ -161,6 +161,7 @@ export type { TlsFailureCode } from './errors.js';
 export type { UpstreamTlsOptions, UpstreamTlsSetting } from './tls/UpstreamTlsOptions.js';
 export type { StartTlsProtocol } from './tls/startTls.js';
 export type {
+  ClientCertificateMode,
   TerminateTlsOptions,
   TlsCertificate,
   SniCertificate,

@@ -75,9 +75,9 @@ export class DownstreamHandleTls extends TerminationHandshake<HandleSocket> {
     if (this.finished) return;
     const ssl = this.ssl;
     const mode = this.settings.clientCertificate;
-    const peer = mode === 'none' ? undefined : peerCertificate(ssl);
-    if (mode !== 'none' && this.refusesPeer(peer)) return;
-    const info = handshakeInfo(this.stats, this.startedAt, peer?.info, {
+    const peer = mode === 'none' ? undefined : this.admittedPeer(peerCertificate(ssl));
+    if (peer === false) return;
+    const info = handshakeInfo(this.stats, this.startedAt, peer, {
       version: ssl.getProtocol(),
       cipher: ssl.getCipher()?.name,
       serverName: ssl.getServername(),

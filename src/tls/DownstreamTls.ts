@@ -26,7 +26,11 @@ export interface TlsPeerCertificate {
   readonly commonName: string | undefined;
   /** SHA-256 fingerprint, colon-separated hex (as `getPeerCertificate().fingerprint256`). */
   readonly fingerprint256: string;
-  /** Whether it chained to `terminateTls.ca`. Always true with `clientCertificate: 'required'`. */
+  /**
+   * Whether it passed every check: chained to `terminateTls.ca`, not revoked by `crl`, matched
+   * `subjectAltNames` and `pins` where given. False only with `clientCertificate: 'optionalNoCa'`
+   * (the other modes refuse such a client).
+   */
   readonly verified: boolean;
 }
 
@@ -133,9 +137,9 @@ export class DownstreamTls extends TerminationHandshake<TLSSocket> {
   private readonly onSecure = (): void => {
     const socket = this.socket;
     const mode = this.settings.clientCertificate;
-    const peer = mode === 'none' ? undefined : peerCertificate(socket);
-    if (mode !== 'none' && this.refusesPeer(peer)) return;
-    const info = handshakeInfo(this.stats, this.startedAt, peer?.info, {
+    const peer = mode === 'none' ? undefined : this.admittedPeer(peerCertificate(socket));
+    if (peer === false) return;
+    const info = handshakeInfo(this.stats, this.startedAt, peer, {
       version: socket.getProtocol(),
       cipher: socket.getCipher().name,
       serverName: (socket as TLSSocket & { servername?: unknown }).servername,

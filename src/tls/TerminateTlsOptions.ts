@@ -41,6 +41,11 @@ const NO_RENEGOTIATION = constants.SSL_OP_NO_RENEGOTIATION;
 /** OpenSSL's `SSL_OP_NO_TICKET`: no session tickets (`sessionTickets: false`). */
 const NO_TICKET = constants.SSL_OP_NO_TICKET;
 
+/** How a TLS termination asks clients for certificates (`terminateTls.clientCertificate`). */
+export type ClientCertificateMode = 'none' | 'optional' | 'optionalNoCa' | 'required';
+
+const MODES: readonly ClientCertificateMode[] = ['none', 'optional', 'optionalNoCa', 'required'];
+
 /** A certificate (chain) and its private key, PEM. */
 export interface TlsCertificate {
   readonly cert: PemInput;
@@ -96,32 +101,35 @@ export interface TerminateTlsOptions {
    */
   readonly groups?: string;
   /**
-   * Client certificates (mutual TLS): `'none'` (default) asks for none; `'optional'` asks, and a
-   * client without one (or with one that does not verify) is still admitted, with `tls.peer`
-   * telling which; `'required'` refuses clients without a certificate signed by `ca`
-   * (`tls_client_cert`).
+   * Client certificates (mutual TLS): `'none'` (default) asks for none. `'optional'` asks: a
+   * client without one is admitted (`tls.peer` undefined), one whose certificate fails a check
+   * (`ca`, `crl`, `subjectAltNames`, `pins`) is refused as with `'required'` (nginx
+   * `ssl_verify_client optional`, HAProxy `verify optional`). `'optionalNoCa'` asks and admits
+   * any certificate, `tls.peer.verified` saying whether it passed every check (Envoy
+   * `ACCEPT_UNTRUSTED`; nginx `optional_no_ca`). `'required'` refuses clients without a
+   * certificate that passes them (`tls_client_cert`).
    */
-  readonly clientCertificate?: 'none' | 'optional' | 'required';
+  readonly clientCertificate?: ClientCertificateMode;
   /** CAs client certificates must chain to. Required when `clientCertificate` is not `'none'`. */
   readonly ca?: PemInput;
   /**
    * Certificate revocation lists (PEM) of the CAs in `ca`: a client whose certificate one of them
-   * revokes is refused (`tls_client_cert_revoked`) with `'required'`, and counts as unverified
-   * with `'optional'`. Once given, every CA of a client's chain needs its CRL, and an expired CRL
-   * fails every certificate of its CA (OpenSSL's `CRL_CHECK_ALL`, as nginx `ssl_crl` and Envoy's
-   * `crl`). Needs `clientCertificate`. Default none.
+   * revokes is refused (`tls_client_cert_revoked`) with `'required'` and `'optional'`, and counts
+   * as unverified with `'optionalNoCa'`. Once given, every CA of a client's chain needs its CRL,
+   * and an expired CRL fails every certificate of its CA (OpenSSL's `CRL_CHECK_ALL`, as nginx
+   * `ssl_crl` and Envoy's `crl`). Needs `clientCertificate`. Default none.
    */
   readonly crl?: PemInput;
   /**
    * Names the client's certificate must carry one of (Envoy `match_typed_subject_alt_names`):
-   * a certificate that matches none is refused (`tls_client_cert_san`). Needs
-   * `clientCertificate`. Default none: any name.
+   * a certificate that matches none is refused (`tls_client_cert_san`; with `'optionalNoCa'`,
+   * admitted unverified). Needs `clientCertificate`. Default none: any name.
    */
   readonly subjectAltNames?: readonly SubjectAltNameMatcher[];
   /**
    * Pins on the client's certificate (Envoy `verify_certificate_spki` / `verify_certificate_hash`),
-   * checked after the chain: one that matches none is refused (`tls_client_cert_pin`). Needs
-   * `clientCertificate`. Default none.
+   * checked after the chain: one that matches none is refused (`tls_client_cert_pin`; with
+   * `'optionalNoCa'`, admitted unverified). Needs `clientCertificate`. Default none.
    */
   readonly pins?: CertificatePins;
   /** Time a client has to complete its handshake. Default 10 000 ms. */
@@ -172,7 +180,7 @@ export interface ResolvedTerminateTls {
   readonly byWildcard: ReadonlyMap<string, SecureContext>;
   readonly sniCallback: TerminateTlsOptions['sniCallback'];
   readonly alpn: string[] | undefined;
-  readonly clientCertificate: 'none' | 'optional' | 'required';
+  readonly clientCertificate: ClientCertificateMode;
   /** Client certificate SAN matchers and pins; undefined (nothing checked) when neither is set. */
   readonly identity: CertificateIdentity | undefined;
   readonly handshakeTimeout: number;
@@ -248,15 +256,11 @@ export function resolveTerminateTls(
   );
   if (!hasDefault && list.length === 0 && sniCallback === undefined)
     throw new InvalidOptionError(name, 'a cert and key, certificates, or an sniCallback', value);
-  const clientCertificate = value.clientCertificate ?? 'none';
-  if (
-    clientCertificate !== 'none' &&
-    clientCertificate !== 'optional' &&
-    clientCertificate !== 'required'
-  )
+  const clientCertificate = (value.clientCertificate ?? 'none') as ClientCertificateMode;
+  if (!MODES.includes(clientCertificate))
     throw new InvalidOptionError(
       `${name}.clientCertificate`,
-      "'none', 'optional' or 'required'",
+      "'none', 'optional', 'optionalNoCa' or 'required'",
       clientCertificate,
     );
   const ca = optionalCa(value.ca, `${name}.ca`);
@@ -281,7 +285,7 @@ export function resolveTerminateTls(
     if (value[key] !== undefined && clientCertificate === 'none')
       throw new InvalidOptionError(
         `${name}.clientCertificate`,
-        `'optional' or 'required' with ${name}.${key} (client certificates are asked for)`,
+        `'optional', 'optionalNoCa' or 'required' with ${name}.${key} (client certificates are asked for)`,
         clientCertificate,
       );
   }

@@ -10,7 +10,7 @@ import {
   downstreamTlsFailure,
   peerGone,
 } from './tlsFailure.js';
-import type { CheckedPeer } from './DownstreamTls.js';
+import type { CheckedPeer, TlsPeerCertificate } from './DownstreamTls.js';
 import type { TlsStats } from './tlsStats.js';
 
 /**
@@ -87,23 +87,28 @@ export abstract class TerminationHandshake<S extends RelaySocket> {
   };
 
   /**
-   * Refuses a client whose certificate the settings do not accept: none that verified with
-   * `'required'` (revoked, missing, untrusted), or one that fails `subjectAltNames` or `pins`
-   * (only checked when given). True when refused.
+   * The client's certificate as the connection shows it, or `false` when the settings refuse
+   * it (counted): with `'required'`, none that passed every check; with `'optional'`, one that
+   * was presented and failed a check (untrusted, expired, revoked, `subjectAltNames`, `pins`),
+   * as nginx `ssl_verify_client optional` and HAProxy `verify optional` refuse it. With
+   * `'optionalNoCa'` nothing is refused: a certificate that fails a check is `verified: false`.
    */
-  protected refusesPeer(peer: CheckedPeer | undefined): boolean {
-    if (this.settings.clientCertificate === 'required' && peer?.info.verified !== true) {
+  protected admittedPeer(peer: CheckedPeer | undefined): TlsPeerCertificate | undefined | false {
+    const mode = this.settings.clientCertificate;
+    if (peer === undefined && mode !== 'required') return undefined;
+    if (peer?.info.verified !== true) {
+      if (mode === 'optionalNoCa') return peer?.info;
       const { reason, error } = clientCertRefusal(peer?.verifyError);
       this.refuse(reason, error);
-      return true;
+      return false;
     }
     const identity = this.settings.identity;
-    if (identity === undefined || peer === undefined) return false;
-    const failure = identity.check(peer.x509);
-    if (failure === undefined) return false;
+    const failure = identity?.check(peer.x509);
+    if (failure === undefined) return peer.info;
+    if (mode === 'optionalNoCa') return { ...peer.info, verified: false };
     const { reason, error } = clientIdentityRefusal(failure, peer.info.subject);
     this.refuse(reason, error);
-    return true;
+    return false;
   }
 
   protected refuse(reason: RejectReason, error: TlsHandshakeError): void {

@@ -275,8 +275,9 @@ export function downstreamTlsFailure(
 }
 
 /**
- * `clientCertificate: 'required'` and no certificate that verified: revoked by `crl`, or missing,
- * or not chaining to `ca` (`verifyError` says which; none when no certificate came).
+ * A client certificate that did not verify, with `clientCertificate: 'required'` (also missing)
+ * or `'optional'`: revoked by `crl`, or missing, or not chaining to `ca` (`verifyError` says
+ * which; none when no certificate came).
  */
 export function clientCertRefusal(verifyError: Error | null | undefined): {
   error: TlsHandshakeError;
