@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
 import type { PemInput } from './pem.js';
+import type { ClientCertificateMode } from './TerminateTlsOptions.js';
 
 /** The session id context of a termination that asks for no client certificate. */
 const NO_CLIENT_CERTIFICATE = 'l4proxy';
 
 /** What decides whether a termination accepts a client's certificate. */
 export interface ClientVerification {
-  readonly clientCertificate: 'none' | 'optional' | 'required';
+  readonly clientCertificate: ClientCertificateMode;
   readonly ca: PemInput | undefined;
   readonly crl: PemInput | undefined;
   /** The validated `subjectAltNames` and `pins` option values, as given. */
