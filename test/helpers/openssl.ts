@@ -62,3 +62,19 @@ export function opensslClient(
     child.stdin?.end(input);
   });
 }
+
+/**
+ * `s_client` arguments for a client of a proxy on 127.0.0.1:`port` serving `localhost`: it
+ * trusts `caFile`, and presents `client`'s certificate when given.
+ */
+export function clientArgs(port: number, caFile: string, client?: IssuedCert): string[] {
+  return [
+    '-connect',
+    `127.0.0.1:${port}`,
+    '-servername',
+    'localhost',
+    '-CAfile',
+    caFile,
+    ...(client === undefined ? [] : ['-cert', client.certFile, '-key', client.keyFile]),
+  ];
+}

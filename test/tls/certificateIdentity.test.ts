@@ -8,7 +8,7 @@ import { TcpProxy } from '../../src/index.js';
 import type { TcpProxyOptions, UpstreamTlsOptions } from '../../src/index.js';
 import { InvalidOptionError } from '../../src/errors.js';
 import { resolveIdentity, subjectAltNames } from '../../src/tls/certificateIdentity.js';
-import { opensslClient, startOpensslServer } from '../helpers/openssl.js';
+import { clientArgs, opensslClient, startOpensslServer } from '../helpers/openssl.js';
 import type { OpensslServer } from '../helpers/openssl.js';
 import { recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
@@ -151,19 +151,7 @@ async function greeter(t: TestContext): Promise<number> {
 
 /** `openssl s_client` with `client`'s certificate through the proxy; all it printed. */
 function sClient(p: Pki, port: number, client: IssuedCert): Promise<string> {
-  return opensslClient(p.openssl, [
-    '-connect',
-    `127.0.0.1:${port}`,
-    '-servername',
-    'localhost',
-    '-CAfile',
-    p.ca.certFile,
-    '-cert',
-    client.certFile,
-    '-key',
-    client.keyFile,
-    '-ign_eof',
-  ]);
+  return opensslClient(p.openssl, [...clientArgs(port, p.ca.certFile, client), '-ign_eof']);
 }
 
 describe('terminateTls.subjectAltNames and terminateTls.pins (openssl s_client)', () => {

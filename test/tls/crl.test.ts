@@ -6,7 +6,7 @@ import tls from 'node:tls';
 import { TcpProxy } from '../../src/index.js';
 import type { TcpProxyOptions } from '../../src/index.js';
 import { InvalidOptionError } from '../../src/errors.js';
-import { opensslClient, startOpensslServer } from '../helpers/openssl.js';
+import { clientArgs, opensslClient, startOpensslServer } from '../helpers/openssl.js';
 import { recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
 import { makeCa, sharedPki } from '../helpers/tlsCa.js';
@@ -93,19 +93,7 @@ async function proxyFor(t: TestContext, options: TcpProxyOptions): Promise<Recor
 
 /** `openssl s_client` with `client`'s certificate through the proxy; all it printed. */
 function sClient(p: Pki, port: number, client: IssuedCert): Promise<string> {
-  return opensslClient(p.openssl, [
-    '-connect',
-    `127.0.0.1:${port}`,
-    '-servername',
-    'localhost',
-    '-CAfile',
-    p.ca.certFile,
-    '-cert',
-    client.certFile,
-    '-key',
-    client.keyFile,
-    '-ign_eof',
-  ]);
+  return opensslClient(p.openssl, [...clientArgs(port, p.ca.certFile, client), '-ign_eof']);
 }
 
 describe('terminateTls.crl', () => {

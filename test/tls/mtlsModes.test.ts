@@ -8,7 +8,7 @@ import type { ClientCertificateMode, TerminateTlsOptions } from '../../src/index
 import { InvalidOptionError } from '../../src/errors.js';
 import { closeAll, validateConfig } from '../../src/cli/config.js';
 import { configErrorOf } from '../cli/cli.js';
-import { opensslClient } from '../helpers/openssl.js';
+import { clientArgs, opensslClient } from '../helpers/openssl.js';
 import { recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
 import { sharedPki } from '../helpers/tlsCa.js';
@@ -141,20 +141,7 @@ async function proxyFor(
 
 /** `openssl s_client` (with `cert`, if any) to `port`; all it printed. */
 function sClient(p: Rig, port: number, cert: IssuedCert | undefined, input = ''): Promise<string> {
-  return opensslClient(
-    p.openssl,
-    [
-      '-connect',
-      `127.0.0.1:${port}`,
-      '-servername',
-      'localhost',
-      '-CAfile',
-      p.ca.certFile,
-      ...(cert === undefined ? [] : ['-cert', cert.certFile, '-key', cert.keyFile]),
-      '-ign_eof',
-    ],
-    input,
-  );
+  return opensslClient(p.openssl, [...clientArgs(port, p.ca.certFile, cert), '-ign_eof'], input);
 }
 
 describe("terminateTls.clientCertificate 'optional' and 'optionalNoCa'", () => {

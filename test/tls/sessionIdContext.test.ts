@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import type { TerminateTlsOptions } from '../../src/index.js';
-import { opensslClient } from '../helpers/openssl.js';
+import { clientArgs, opensslClient } from '../helpers/openssl.js';
 import { recordingProxy } from '../helpers/recordingProxy.js';
 import type { RecordingProxy } from '../helpers/recordingProxy.js';
 import { makeCa, sharedPki } from '../helpers/tlsCa.js';
@@ -80,17 +80,8 @@ function sClient(
   session: ['-sess_out' | '-sess_in', string],
 ): Promise<string> {
   return opensslClient(p.openssl, [
-    '-connect',
-    `127.0.0.1:${port}`,
+    ...clientArgs(port, p.ca.certFile, client),
     `-${version}`,
-    '-servername',
-    'localhost',
-    '-CAfile',
-    p.ca.certFile,
-    '-cert',
-    client.certFile,
-    '-key',
-    client.keyFile,
     ...session,
     // Until the proxy closes: TLS 1.3 tickets come after the handshake.
     '-ign_eof',
