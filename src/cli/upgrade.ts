@@ -13,6 +13,7 @@ import { UPGRADE_ENV } from './socketActivation.js';
 import { asError } from '../errors.js';
 import type { HandedSocket } from './workerSockets.js';
 import { isHandle } from './workerSockets.js';
+import { askParent } from './askParent.js';
 
 /** What SIGUSR2 logs (at warn) with `--workers` and a listener it cannot hand over yet. */
 export const UPGRADE_REFUSED_WORKERS =
@@ -205,25 +206,12 @@ export function startUpgrade(start: UpgradeStart = {}): Promise<StartedUpgrade> 
  * alone when the old process is gone or silent.
  */
 export async function upgradeListening(): Promise<void> {
-  const send = process.send?.bind(process);
-  if (send === undefined || !process.connected) return;
-  await new Promise<void>((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      process.off('message', onMessage);
-      process.off('disconnect', done);
-      resolve();
-    };
-    const onMessage = (message: unknown): void => {
-      if ((message as { type?: unknown } | null)?.type === GO) done();
-    };
-    const timer = setTimeout(done, GO_TIMEOUT_MS);
-    process.on('message', onMessage);
-    process.on('disconnect', done);
-    send({ type: LISTENING }, (err: Error | null) => {
-      if (err !== null) done();
-    });
-  });
+  if (process.send === undefined || !process.connected) return;
+  await askParent(
+    { type: LISTENING },
+    (message) => (message as { type?: unknown } | null)?.type === GO,
+    GO_TIMEOUT_MS,
+  );
   // The channel must not keep this process tied to the old one (or alive). Read again: the old
   // one may have gone while this one waited, and a disconnect then would be an 'error'.
   if (ipcConnected()) process.disconnect();
@@ -236,29 +224,18 @@ export async function upgradeListening(): Promise<void> {
  * ({@link UPGRADE_STATE_ENV}): the same state, which that primary got so.
  */
 export async function inheritedState(): Promise<unknown> {
-  const send = process.send?.bind(process);
-  if (send === undefined || !process.connected) return undefined;
-  return new Promise<unknown>((resolve) => {
-    const done = (state: unknown): void => {
-      clearTimeout(timer);
-      process.off('message', onMessage);
-      process.off('disconnect', gone);
-      resolve(state);
-    };
-    const gone = (): void => {
-      done(undefined);
-    };
-    const onMessage = (message: unknown): void => {
+  let state: unknown;
+  await askParent(
+    { type: STATE_ASKED },
+    (message) => {
       const reply = message as { type?: unknown; state?: unknown } | null;
-      if (reply?.type === STATE) done(reply.state);
-    };
-    const timer = setTimeout(gone, STATE_TIMEOUT_MS);
-    process.on('message', onMessage);
-    process.on('disconnect', gone);
-    send({ type: STATE_ASKED }, (err: Error | null) => {
-      if (err !== null) gone();
-    });
-  });
+      if (reply?.type !== STATE) return false;
+      state = reply.state;
+      return true;
+    },
+    STATE_TIMEOUT_MS,
+  );
+  return state;
 }
 
 function ignoreSendError(): void {
@@ -293,28 +270,17 @@ const HANDLES_TIMEOUT_MS = 10_000;
  * and resolves with them (bounded: with what came, when the old one is gone or silent).
  */
 export async function receiveUpgradeHandles(): Promise<HandedSocket[]> {
-  const send = process.send?.bind(process);
   const handed: HandedSocket[] = [];
-  if (send === undefined || !process.connected) return handed;
-  await new Promise<void>((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      process.off('message', onMessage);
-      process.off('disconnect', done);
-      resolve();
-    };
-    const onMessage = (message: unknown, handle: unknown): void => {
+  await askParent(
+    { type: HELLO },
+    (message, handle) => {
       const m = message as { type?: unknown; key?: unknown; slot?: unknown } | null;
-      if (m?.type === SOCKETS_END) done();
-      else if (m?.type === SOCKET && typeof m.key === 'string' && isHandle(handle))
+      if (m?.type === SOCKETS_END) return true;
+      if (m?.type === SOCKET && typeof m.key === 'string' && isHandle(handle))
         handed.push({ key: m.key, slot: typeof m.slot === 'number' ? m.slot : undefined, handle });
-    };
-    const timer = setTimeout(done, HANDLES_TIMEOUT_MS);
-    process.on('message', onMessage);
-    process.on('disconnect', done);
-    send({ type: HELLO }, (err: Error | null) => {
-      if (err !== null) done();
-    });
-  });
+      return false;
+    },
+    HANDLES_TIMEOUT_MS,
+  );
   return handed;
 }

@@ -14,6 +14,7 @@ import cluster from 'node:cluster';
 import { subscribe } from 'node:diagnostics_channel';
 import type { AddressInfo } from 'node:net';
 import { formatHostPort } from './address.js';
+import { askParent } from './askParent.js';
 
 /** A listening socket on its way to the next generation. */
 export interface HandedSocket {
@@ -155,30 +156,19 @@ const received = new Map<string, { handle: SocketHandle; shared: boolean }>();
 export async function receiveWorkerSockets(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const expected = env[WORKER_SOCKETS_ENV];
   delete env.L4PROXY_WORKER_SOCKETS;
-  if (expected === undefined || !cluster.isWorker || process.send === undefined) return;
-  await new Promise<void>((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      process.off('message', onMessage);
-      process.off('disconnect', done);
-      resolve();
-    };
-    const onMessage = (message: unknown, handle: unknown): void => {
+  if (expected === undefined || !cluster.isWorker) return;
+  // The primary gone: nothing more comes (and the start stops at once, see signals.ts).
+  await askParent(
+    { type: 'l4proxy:want-sockets' },
+    (message, handle) => {
       const m = message as { type?: unknown; key?: unknown; shared?: unknown } | null;
-      if (m?.type === 'l4proxy:sockets-end') done();
-      else if (m?.type === 'l4proxy:socket' && typeof m.key === 'string' && isHandle(handle))
+      if (m?.type === 'l4proxy:sockets-end') return true;
+      if (m?.type === 'l4proxy:socket' && typeof m.key === 'string' && isHandle(handle))
         received.set(m.key, { handle, shared: m.shared === true });
-    };
-    const timer = setTimeout(done, SOCKETS_TIMEOUT_MS);
-    process.on('message', onMessage);
-    // The primary gone: nothing more comes (and the start stops at once, see signals.ts).
-    process.on('disconnect', done);
-    if (!process.connected) done();
-    else
-      process.send?.({ type: 'l4proxy:want-sockets' }, undefined, {}, (err: Error | null) => {
-        if (err !== null) done();
-      });
-  });
+      return false;
+    },
+    SOCKETS_TIMEOUT_MS,
+  );
 }
 
 /** The handle the primary handed this worker for the listener `key`, taken; undefined if none. */
