@@ -32,6 +32,13 @@ export interface TlsPeerCertificate {
    * (the other modes refuse such a client).
    */
   readonly verified: boolean;
+  /**
+   * Why it is not verified (absent when it is): OpenSSL's verification code (`CERT_HAS_EXPIRED`,
+   * `UNABLE_TO_GET_ISSUER_CERT_LOCALLY`, `CERT_REVOKED`, ...), or `ERR_L4_TLS_NAME_MISMATCH` /
+   * `ERR_L4_TLS_PIN_MISMATCH` when it failed `subjectAltNames` / `pins`. As nginx's
+   * `$ssl_client_verify` (`FAILED:reason`) and HAProxy's `ssl_c_verify` tell it.
+   */
+  readonly verifyError?: string;
 }
 
 /** A client's certificate as the handshake left it: described, parsed, and OpenSSL's verdict. */
@@ -45,16 +52,23 @@ export interface CheckedPeer {
 /** The description of a client certificate, with OpenSSL's verdict on it. */
 export function describePeer(x509: X509Certificate, verifyError: Error | null): CheckedPeer {
   const cn = /^CN=(.*)$/m.exec(x509.subject)?.[1];
+  const info: TlsPeerCertificate = {
+    subject: x509.subject,
+    commonName: cn,
+    fingerprint256: x509.fingerprint256,
+    verified: verifyError === null,
+  };
   return {
-    info: {
-      subject: x509.subject,
-      commonName: cn,
-      fingerprint256: x509.fingerprint256,
-      verified: verifyError === null,
-    },
+    info: verifyError === null ? info : { ...info, verifyError: verifyCode(verifyError) },
     x509,
     verifyError,
   };
+}
+
+/** OpenSSL's code for a failed verification (Node puts it in `code`), else its message. */
+function verifyCode(err: Error): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  return typeof code === 'string' && code !== '' ? code : err.message;
 }
 
 /** What a terminated TLS connection negotiated; on the connection, its events and selectors. */

@@ -105,7 +105,11 @@ export abstract class TerminationHandshake<S extends RelaySocket> {
     const identity = this.settings.identity;
     const failure = identity?.check(peer.x509);
     if (failure === undefined) return peer.info;
-    if (mode === 'optionalNoCa') return { ...peer.info, verified: false };
+    if (mode === 'optionalNoCa') {
+      const verifyError =
+        failure === 'san' ? ErrorCode.TLS_NAME_MISMATCH : ErrorCode.TLS_PIN_MISMATCH;
+      return { ...peer.info, verified: false, verifyError };
+    }
     const { reason, error } = clientIdentityRefusal(failure, peer.info.subject);
     this.refuse(reason, error);
     return false;
