@@ -26,8 +26,8 @@ const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/;
  * The HTTP/1.x inspector (Envoy `http_inspector`, HAProxy `req.payload` rules): waits for the end
  * of the request headers and matches with `{ protocol: 'http1', method, path, version, host,
  * hostname, hostHeader }` (`host` is the Host header lower-cased, or the authority of an
- * absolute-form target or of a CONNECT, `hostname` the same without its port, `hostHeader` the
- * Host header). Bytes that cannot start a request line are skipped at once, so a TLS or binary
+ * absolute-form target or of a CONNECT, `hostname` the same without its port nor the final dot of
+ * an absolute name, `hostHeader` the Host header). Bytes that cannot start a request line are skipped at once, so a TLS or binary
  * client is not delayed.
  * A line may end in a bare LF as well as CRLF (RFC 9112 section 2.2 allows it, and nginx and
  * HAProxy accept it): the inspector must split lines as the upstream will, or a client could have
@@ -91,7 +91,7 @@ function inspectRequest(bytes: Buffer, maxHeaderBytes: number): PrereadVerdict {
       path: requestLine[2],
       version: requestLine[3],
       host,
-      hostname: host === undefined ? undefined : withoutPort(host),
+      hostname: host === undefined ? undefined : hostnameOf(host),
       hostHeader,
     },
   };
@@ -118,6 +118,15 @@ function headerValue(lines: readonly string[], name: string): string | undefined
 function authorityHost(authority: string): string | undefined {
   const host = authority.slice(authority.lastIndexOf('@') + 1).toLowerCase();
   return host === '' ? undefined : host;
+}
+
+/**
+ * The name without its port nor the final dot of an absolute name (`b.test.` is `b.test`): nginx
+ * strips it and picks `server_name b.test`, as the TLS inspector strips it from the SNI.
+ */
+function hostnameOf(host: string): string {
+  const name = withoutPort(host);
+  return name.length > 1 && name.endsWith('.') ? name.slice(0, -1) : name;
 }
 
 function withoutPort(host: string): string {
