@@ -98,13 +98,26 @@ test('admit: a pending check counts against maxConnections, and closing the prox
   assert.equal(proxy.stats().downstream_cx_total, 0);
 });
 
-test('user code that throws a value String() cannot convert ends only its connection, with its reason', async (t) => {
+test('user code that throws a value String() cannot convert, or a verdict that throws, ends only its connection', async (t) => {
   const echo = await echoServer();
   t.after(() => echo.close());
   // Object.create(null) has no toString: describing it once threw out of the proxy's handlers.
   const odd = (): never => {
     throw Object.create(null) as Error;
   };
+  const trap = {
+    get reject(): string {
+      throw new Error('no reason');
+    },
+  };
+  const hostile = new Proxy(
+    {},
+    {
+      has(): boolean {
+        throw new Error('no such thing');
+      },
+    },
+  ) as { reject: string };
   const cases = [
     { options: { selector: odd }, reason: 'selector_error' },
     {
@@ -120,6 +133,11 @@ test('user code that throws a value String() cannot convert ends only its connec
       options: { admit: () => ({ reject: Object.create(null) as string }) },
       reason: 'admission_rejected',
     },
+    // A verdict whose `reject` cannot be read: judging it threw out of the check (the async
+    // one as an unhandled rejection, which ends the process).
+    { options: { admit: () => trap }, reason: 'admission_error' },
+    { options: { admit: () => Promise.resolve(trap) }, reason: 'admission_error' },
+    { options: { admit: () => Promise.resolve(hostile) }, reason: 'admission_error' },
     { options: { preread: { inspectors: { odd } } }, reason: 'preread_rejected' },
     { options: { filters: [() => ({ onClientData: odd })] }, reason: 'filter_error' },
   ] as const;
