@@ -118,6 +118,18 @@ test('user code that throws a value String() cannot convert, or a verdict that t
       },
     },
   ) as { reject: string };
+  const actionTrap = {
+    get action(): 'skip' {
+      throw new Error('no action');
+    },
+  };
+  const replyTrap = {
+    action: 'reply' as const,
+    consume: 0,
+    get data(): Buffer {
+      throw new Error('no data');
+    },
+  };
   const cases = [
     { options: { selector: odd }, reason: 'selector_error' },
     {
@@ -139,6 +151,15 @@ test('user code that throws a value String() cannot convert, or a verdict that t
     { options: { admit: () => Promise.resolve(trap) }, reason: 'admission_error' },
     { options: { admit: () => Promise.resolve(hostile) }, reason: 'admission_error' },
     { options: { preread: { inspectors: { odd } } }, reason: 'preread_rejected' },
+    // Likewise an inspector's verdict whose action (or reply data) throws when read.
+    {
+      options: { preread: { inspectors: { trap: () => actionTrap } } },
+      reason: 'preread_rejected',
+    },
+    {
+      options: { preread: { inspectors: { trap: () => replyTrap } } },
+      reason: 'preread_rejected',
+    },
     { options: { filters: [() => ({ onClientData: odd })] }, reason: 'filter_error' },
   ] as const;
   for (const { options, reason } of cases) {
