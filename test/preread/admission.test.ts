@@ -130,6 +130,22 @@ test('user code that throws a value String() cannot convert, or a verdict that t
       throw new Error('no data');
     },
   };
+  const hostTrap = {
+    port: 1,
+    get host(): string {
+      throw new Error('no host');
+    },
+  };
+  const endTrap = {
+    get end(): true {
+      throw new Error('no end');
+    },
+  };
+  const filterTrap = {
+    get onClientData(): () => undefined {
+      throw new Error('no callback');
+    },
+  };
   const cases = [
     { options: { selector: odd }, reason: 'selector_error' },
     {
@@ -161,6 +177,11 @@ test('user code that throws a value String() cannot convert, or a verdict that t
       reason: 'preread_rejected',
     },
     { options: { filters: [() => ({ onClientData: odd })] }, reason: 'filter_error' },
+    // And what a selector or a data filter returns, read the same way.
+    { options: { selector: () => hostTrap }, reason: 'selector_error' },
+    { options: { selector: () => Promise.resolve(hostTrap) }, reason: 'selector_error' },
+    { options: { filters: [() => ({ onClientData: () => endTrap })] }, reason: 'filter_error' },
+    { options: { filters: [() => filterTrap] }, reason: 'filter_error' },
   ] as const;
   for (const { options, reason } of cases) {
     const { proxy, port } = await startProxy({
