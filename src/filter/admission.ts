@@ -168,7 +168,20 @@ function admissionContext(identity: ClientIdentity, signal: AbortSignal): Admiss
   };
 }
 
+/**
+ * The outcome of what the hook answered. Reading its `reject` runs user code (a getter, a Proxy
+ * trap) that may throw: that is the hook's failure, never an exception out of the check (nor,
+ * from the async path, an unhandled rejection).
+ */
 function judge(verdict: unknown): AdmissionOutcome {
+  try {
+    return verdictOutcome(verdict);
+  } catch (err) {
+    return hookFailed(err);
+  }
+}
+
+function verdictOutcome(verdict: unknown): AdmissionOutcome {
   if (verdict === true || verdict === undefined) return ALLOWED;
   if (verdict === false)
     return {

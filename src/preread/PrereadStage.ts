@@ -7,6 +7,7 @@ import type {
   PrereadResults,
   PrereadVerdict,
 } from './types.js';
+import { MORE, SKIP } from './types.js';
 
 /** The resolved `preread` option. */
 export interface PrereadConfig {
@@ -140,19 +141,21 @@ export class PrereadStage {
 
   /** One inspector's verdict; user code that throws or answers nonsense rejects the client. */
   private ask(name: string, inspector: PrereadInspector, bytes: Buffer): PrereadVerdict {
-    let verdict: PrereadVerdict;
+    // Reading the verdict runs user code too (a getter, a Proxy trap): inside the try, and each
+    // field read once, into a verdict of our own.
     try {
-      verdict = inspector(bytes, this.context);
+      const verdict = inspector(bytes, this.context);
+      const action = (verdict as { action?: unknown } | undefined)?.action;
+      // Only a verdict without an action can be a promise: the check costs nothing otherwise.
+      if (action === undefined && isPromised(verdict))
+        return {
+          action: 'reject',
+          reason: `inspector ${name} returned a Promise: inspectors are synchronous`,
+        };
+      return checked(action, verdict, bytes.length);
     } catch (err) {
       return { action: 'reject', reason: `inspector ${name} threw: ${thrownMessage(err)}` };
     }
-    // Only a verdict without an action can be a promise: the check costs nothing otherwise.
-    if ((verdict as { action?: unknown } | undefined)?.action === undefined && isPromised(verdict))
-      return {
-        action: 'reject',
-        reason: `inspector ${name} returned a Promise: inspectors are synchronous`,
-      };
-    return checked(verdict, bytes.length);
   }
 }
 
@@ -160,19 +163,31 @@ type AnswerVerdict = Extract<PrereadVerdict, { action: 'reply' | 'startTls' }>;
 
 const START_TLS: PrereadOutcome = Object.freeze({ kind: 'startTls' });
 
-const ACTIONS = new Set(['more', 'match', 'skip', 'reject', 'reply', 'startTls']);
-
-function checked(verdict: PrereadVerdict, available: number): PrereadVerdict {
-  const action = (verdict as { action?: unknown } | undefined)?.action;
-  if (typeof action !== 'string' || !ACTIONS.has(action))
-    return { action: 'reject', reason: 'inspector returned no verdict' };
-  if (action === 'reply' || action === 'startTls') {
-    const { data, consume } = verdict as AnswerVerdict;
-    const valid =
-      Buffer.isBuffer(data) && Number.isInteger(consume) && consume >= 0 && consume <= available;
-    if (!valid) return { action: 'reject', reason: `inspector ${action} is not { data, consume }` };
+/** A verdict of our own with the fields `action` needs, each read once from the inspector's. */
+function checked(action: unknown, verdict: PrereadVerdict, available: number): PrereadVerdict {
+  switch (action) {
+    case 'more':
+      return MORE;
+    case 'skip':
+      return SKIP;
+    case 'match':
+      return { action, metadata: (verdict as { metadata: PrereadMetadata }).metadata };
+    case 'reject': {
+      const { reason, error } = verdict as { reason: string; error?: Error };
+      return error === undefined ? { action, reason } : { action, reason, error };
+    }
+    case 'reply':
+    case 'startTls': {
+      const { data, consume } = verdict as AnswerVerdict;
+      const valid =
+        Buffer.isBuffer(data) && Number.isInteger(consume) && consume >= 0 && consume <= available;
+      if (!valid)
+        return { action: 'reject', reason: `inspector ${action} is not { data, consume }` };
+      return { action, data, consume };
+    }
+    default:
+      return { action: 'reject', reason: 'inspector returned no verdict' };
   }
-  return verdict;
 }
 
 /** The held chunks as one buffer (kept as the single held chunk, so it is joined only once). */

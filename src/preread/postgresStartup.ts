@@ -85,13 +85,16 @@ function inspectStartup(bytes: Buffer, ctx: PrereadContext, refuseSsl: boolean):
   const parameters = startupParameters(bytes, 8, length);
   if (parameters === undefined) return SKIP;
   const user = parameters.get('user');
+  // The server opens the user's database when `database` is absent or empty (PgBouncer too):
+  // reporting '' would route on a database no server opens.
+  const database = parameters.get('database') || user;
   return {
     action: 'match',
     metadata: {
       protocol: 'postgres',
       protocolVersion: `${code >>> 16}.${code & 0xffff}`,
       user,
-      database: parameters.get('database') ?? user,
+      database,
       applicationName: parameters.get('application_name'),
     },
   };

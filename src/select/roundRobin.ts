@@ -25,6 +25,9 @@ export function roundRobin(): UpstreamSelector {
       if (triedOf(ctx).length > 0 && last?.holdsAll(candidates)) return last.nextAmong(candidates);
       cycle = SmoothCycle.build(candidates);
       if (cycle === undefined) return smoothPick(candidates, current);
+      // The set changed (health, a cap crossed, slow start, admin): start the new cycle anywhere.
+      // Each restarted at its head, a set changing between picks sent every pick to its first.
+      if (last !== undefined) cycle.startAt(Math.floor(Math.random() * 0x1_0000_0000));
       cycles.set(candidates, cycle);
       last = cycle;
     }

@@ -1,9 +1,13 @@
+import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { SelectionContext } from './SelectionContext.js';
 import type { PrereadResults } from '../preread/types.js';
 import type { ProxyTlv } from '../protocol/ProxyHeader.js';
 
-/** Delegates every field to the proxy's context except `candidates`. */
+/**
+ * Delegates every field to the proxy's context except `candidates`. The optional fields are not
+ * checked by `implements`: test/select/withCandidates.test.ts lists them all.
+ */
 class NarrowedContext implements SelectionContext {
   constructor(
     private readonly base: SelectionContext,
@@ -33,11 +37,17 @@ class NarrowedContext implements SelectionContext {
   get alpn(): readonly string[] | undefined {
     return this.base.alpn;
   }
+  get tls(): DownstreamTlsInfo | undefined {
+    return this.base.tls;
+  }
   get preread(): PrereadResults | undefined {
     return this.base.preread;
   }
   get proxyTlvs(): readonly ProxyTlv[] | undefined {
     return this.base.proxyTlvs;
+  }
+  get quicVersion(): number | undefined {
+    return this.base.quicVersion;
   }
   get attempt(): number {
     return this.base.attempt;

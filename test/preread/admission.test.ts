@@ -98,12 +98,53 @@ test('admit: a pending check counts against maxConnections, and closing the prox
   assert.equal(proxy.stats().downstream_cx_total, 0);
 });
 
-test('user code that throws a value String() cannot convert ends only its connection, with its reason', async (t) => {
+test('user code that throws a value String() cannot convert, or a verdict that throws, ends only its connection', async (t) => {
   const echo = await echoServer();
   t.after(() => echo.close());
   // Object.create(null) has no toString: describing it once threw out of the proxy's handlers.
   const odd = (): never => {
     throw Object.create(null) as Error;
+  };
+  const trap = {
+    get reject(): string {
+      throw new Error('no reason');
+    },
+  };
+  const hostile = new Proxy(
+    {},
+    {
+      has(): boolean {
+        throw new Error('no such thing');
+      },
+    },
+  ) as { reject: string };
+  const actionTrap = {
+    get action(): 'skip' {
+      throw new Error('no action');
+    },
+  };
+  const replyTrap = {
+    action: 'reply' as const,
+    consume: 0,
+    get data(): Buffer {
+      throw new Error('no data');
+    },
+  };
+  const hostTrap = {
+    port: 1,
+    get host(): string {
+      throw new Error('no host');
+    },
+  };
+  const endTrap = {
+    get end(): true {
+      throw new Error('no end');
+    },
+  };
+  const filterTrap = {
+    get onClientData(): () => undefined {
+      throw new Error('no callback');
+    },
   };
   const cases = [
     { options: { selector: odd }, reason: 'selector_error' },
@@ -120,8 +161,27 @@ test('user code that throws a value String() cannot convert ends only its connec
       options: { admit: () => ({ reject: Object.create(null) as string }) },
       reason: 'admission_rejected',
     },
+    // A verdict whose `reject` cannot be read: judging it threw out of the check (the async
+    // one as an unhandled rejection, which ends the process).
+    { options: { admit: () => trap }, reason: 'admission_error' },
+    { options: { admit: () => Promise.resolve(trap) }, reason: 'admission_error' },
+    { options: { admit: () => Promise.resolve(hostile) }, reason: 'admission_error' },
     { options: { preread: { inspectors: { odd } } }, reason: 'preread_rejected' },
+    // Likewise an inspector's verdict whose action (or reply data) throws when read.
+    {
+      options: { preread: { inspectors: { trap: () => actionTrap } } },
+      reason: 'preread_rejected',
+    },
+    {
+      options: { preread: { inspectors: { trap: () => replyTrap } } },
+      reason: 'preread_rejected',
+    },
     { options: { filters: [() => ({ onClientData: odd })] }, reason: 'filter_error' },
+    // And what a selector or a data filter returns, read the same way.
+    { options: { selector: () => hostTrap }, reason: 'selector_error' },
+    { options: { selector: () => Promise.resolve(hostTrap) }, reason: 'selector_error' },
+    { options: { filters: [() => ({ onClientData: () => endTrap })] }, reason: 'filter_error' },
+    { options: { filters: [() => filterTrap] }, reason: 'filter_error' },
   ] as const;
   for (const { options, reason } of cases) {
     const { proxy, port } = await startProxy({

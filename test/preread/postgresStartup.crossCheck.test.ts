@@ -7,6 +7,7 @@ import type { PrereadMetadata } from '../../src/index.js';
 import { closeAfter, listen, withTimeout } from '../helpers/net.js';
 import { tool } from '../helpers/tools.js';
 import { prereadContext } from '../helpers/prereadContext.js';
+import { postgresTools, testCluster } from '../helpers/postgres.js';
 
 /*
  * The postgresStartup inspector cross-checked against libpq: psql connects with the parameters
@@ -101,5 +102,95 @@ test('psql (libpq) startup messages: the user, database and application name it 
       assert.equal(metadata[key], value, `${conninfo}: ${key}`);
     if (!('applicationName' in expected))
       assert.ok(metadata.applicationName === undefined || metadata.applicationName === 'psql');
+  }
+});
+
+/** A startup message (protocol 3.0) with these parameters, in this order. */
+function startupMessage(parameters: readonly (readonly [string, string])[]): Buffer {
+  const body = Buffer.concat([
+    ...parameters.map(([name, value]) => Buffer.from(`${name}\0${value}\0`)),
+    Buffer.from([0]),
+  ]);
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(8 + body.length, 0);
+  head.writeUInt32BE(0x0003_0000, 4);
+  return Buffer.concat([head, body]);
+}
+
+/**
+ * Sends `startup` to a real server (trust auth), then `select current_database()`: the database
+ * the server opened, or its error message.
+ */
+function databaseOpened(port: number, startup: Buffer): Promise<string> {
+  const socket = net.connect(port, '127.0.0.1');
+  socket.on('error', () => undefined);
+  socket.write(startup);
+  let held = Buffer.alloc(0);
+  let ready = 0;
+  let value = '';
+  const result = new Promise<string>((resolve) => {
+    socket.on('close', () => {
+      resolve(value === '' ? 'closed' : value);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      held = Buffer.concat([held, chunk]);
+      while (held.length >= 5 && held.length >= 1 + held.readUInt32BE(1)) {
+        const type = String.fromCharCode(held[0] ?? 0);
+        const body = held.subarray(5, 1 + held.readUInt32BE(1));
+        held = held.subarray(1 + held.readUInt32BE(1));
+        if (type === 'E') value = `error: ${body.toString('latin1')}`;
+        if (type === 'D') value = body.toString('utf8', 6, 6 + body.readInt32BE(2));
+        if (type !== 'Z') continue;
+        if (++ready === 2) {
+          socket.end(Buffer.from([0x58, 0, 0, 0, 4])); // Terminate
+          return;
+        }
+        const sql = Buffer.from('select current_database()\0');
+        const query = Buffer.alloc(5);
+        query.write('Q');
+        query.writeUInt32BE(4 + sql.length, 1);
+        socket.write(Buffer.concat([query, sql]));
+      }
+    });
+  });
+  return withTimeout(result, 15_000, 'the server to answer select current_database()');
+}
+
+test('the database the inspector reads is the one a real server opens (empty, repeated)', async (t) => {
+  const pg = postgresTools(t);
+  if (pg === undefined) return;
+  const cluster = await testCluster(t, pg, ['app']);
+  const cases: [string, [string, string][]][] = [
+    // The server takes an empty database as none: the user's name (as PgBouncer does).
+    [
+      'an empty database',
+      [
+        ['user', 'postgres'],
+        ['database', ''],
+      ],
+    ],
+    ['no database', [['user', 'postgres']]],
+    [
+      'database twice, the last one wins',
+      [
+        ['database', 'postgres'],
+        ['user', 'postgres'],
+        ['database', 'app'],
+      ],
+    ],
+    [
+      'database twice, the last one empty',
+      [
+        ['user', 'postgres'],
+        ['database', 'app'],
+        ['database', ''],
+      ],
+    ],
+  ];
+  for (const [name, parameters] of cases) {
+    const startup = startupMessage(parameters);
+    const verdict = postgresStartup()(startup, ctx);
+    const read = verdict.action === 'match' ? verdict.metadata.database : verdict.action;
+    assert.equal(read, await databaseOpened(cluster.port, startup), name);
   }
 });

@@ -91,6 +91,39 @@ describe('roundRobin', () => {
     assert.deepEqual(Object.fromEntries(counts), { a: 100, b: 100, c: 200 });
   });
 
+  test('a set that changes between picks (a flapping upstream) still gets its shares', () => {
+    // d flaps: every pick sees a new candidates array. A cycle restarted at its start on each
+    // change sent every pick to its first member, a (nginx keeps each peer's current weight).
+    for (const weights of [
+      [1, 1, 1, 1],
+      [3, 1, 1, 1],
+    ]) {
+      const set = new UpstreamSet(upstreams(weights));
+      const d = set.get('d');
+      assert.ok(d !== undefined);
+      const selector = roundRobin();
+      const counts = countPicks(
+        selector,
+        () => {
+          d.checkHealthy = !d.checkHealthy;
+          set.changed();
+          return contextFor(set);
+        },
+        1_200,
+      );
+      const total = weights.slice(0, 3).reduce((sum, w) => sum + w, 0);
+      for (const [i, id] of ['a', 'b', 'c'].entries()) {
+        // Half the picks see a, b, c alone, half see d too: each at least its share of the smaller total.
+        const share = (weights[i] ?? 0) / (total + 1);
+        const got = (counts.get(id) ?? 0) / 1_200;
+        assert.ok(
+          got > share * 0.7,
+          `weights ${weights.join(',')}: ${id} got ${got}, share ${share}`,
+        );
+      }
+    }
+  });
+
   test('through a TcpProxy, weights 2,1,1 spread 8 connections as 4,2,2', async () => {
     const rig = await echoRig(roundRobin(), 3, (i) => ({ weight: i === 0 ? 2 : 1 }));
     try {

@@ -103,6 +103,45 @@ describe('withCandidates', () => {
     }
   });
 
+  test('hands every field of the context to the inner selector, tls and quicVersion included', () => {
+    // Required<>: a field added to SelectionContext fails to compile here until it is listed, so
+    // the loop below covers it (failover() and CLI routes dropped ctx.tls and ctx.quicVersion).
+    const set = tenants();
+    const full: Required<SelectionContext> = {
+      protocol: 'tcp',
+      clientAddress: '192.0.2.7',
+      clientPort: 40_000,
+      clientFamily: 'IPv4',
+      localAddress: '127.0.0.1',
+      localPort: 443,
+      serverName: 'api.example',
+      alpn: ['h2'],
+      tls: {
+        version: 'TLSv1.3',
+        cipher: 'TLS_AES_128_GCM_SHA256',
+        serverName: 'api.example',
+        alpnProtocol: 'h2',
+        sessionReused: false,
+        peer: undefined,
+        handshakeMs: 1,
+      },
+      preread: { http: { protocol: 'http1' } },
+      proxyTlvs: [{ type: 0xe0, value: Buffer.from('x') }],
+      quicVersion: 1,
+      attempt: 1,
+      tried: [],
+      candidates: set.list(),
+      upstreams: set.list(),
+      signal: new AbortController().signal,
+    };
+    const subset = set.list().slice(3);
+    const narrowed = withCandidates(full, subset);
+    for (const field of Object.keys(full) as (keyof SelectionContext)[]) {
+      if (field === 'candidates') assert.equal(narrowed.candidates, subset);
+      else assert.equal(narrowed[field], full[field], field);
+    }
+  });
+
   test('route by SNI, then least connections inside the tenant group', () => {
     const set = tenants();
     set.get('api-0')!.active = 5;

@@ -45,6 +45,11 @@ export class SmoothCycle {
     return new SmoothCycle(candidates, order);
   }
 
+  /** Moves the cursor to `position` (modulo the cycle's length): where the next pick is read. */
+  startAt(position: number): void {
+    this.cursor = position % this.order.length;
+  }
+
   /** The next upstream of the cycle. */
   next(): UpstreamCandidate | undefined {
     const index = this.order[this.cursor] ?? 0;
