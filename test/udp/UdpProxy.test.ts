@@ -723,6 +723,48 @@ describe('UdpProxy selectors', () => {
     assert.equal(echo.received, 0);
   });
 
+  test('with perPacketBalancing, a datagram dropped as pending_overflow whose async choice later rejects leaves no unhandled rejection', async (t) => {
+    const echo = await udpEcho('E:');
+    t.after(() => echo.close());
+    // Node ends the process on an unhandled rejection: the host's, not the proxy's, to decide.
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => {
+      unhandled.push(reason);
+    };
+    process.on('unhandledRejection', onUnhandled);
+    t.after(() => process.off('unhandledRejection', onUnhandled));
+    const refuse: (() => void)[] = [];
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      perPacketBalancing: true,
+      maxPendingDatagrams: 1,
+      selector: () =>
+        new Promise((_resolve, reject) => {
+          refuse.push(() => {
+            reject(new Error('no upstream for this one'));
+          });
+        }),
+    });
+    t.after(() => proxy.close());
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const drops = collect<UdpDrop>(proxy, 'dropped');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    client.send('a', port, '127.0.0.1');
+    client.send('b', port, '127.0.0.1');
+    await until(proxy, 'dropped', () => drops.length === 1);
+    assert.equal(drops[0]?.reason, 'pending_overflow');
+    assert.equal(refuse.length, 2, 'the selector was asked for both');
+    for (const reject of refuse) reject();
+    await until(proxy, 'dropped', () => drops.length === 2);
+    assert.equal(drops[1]?.reason, 'selector_error');
+    // Unhandled rejections are reported once the microtasks of the turn have run.
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.deepEqual(unhandled, []);
+    assert.equal(echo.received, 0);
+  });
+
   test('clears the selection timer when an async selector answers in time, or the proxy closes first', async (t) => {
     const echo = await udpEcho('E:');
     t.after(() => echo.close());
