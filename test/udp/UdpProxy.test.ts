@@ -950,6 +950,33 @@ describe('UdpProxy lifecycle', () => {
     assert.equal(proxy.stats().upstream_sess_active, 0);
   });
 
+  test('close() called again by a sessionClose listener during close() returns the same promise: one shutdown, one close event', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    });
+    let closeEvents = 0;
+    proxy.on('close', () => closeEvents++);
+    // A host that closes the proxy from its sessionClose listener (its last session, an error).
+    const fromListener: Promise<void>[] = [];
+    proxy.on('sessionClose', () => fromListener.push(proxy.close()));
+    const clients = await Promise.all([udpSocket(), udpSocket()]);
+    t.after(() => Promise.all(clients.map(closeSocket)));
+    for (const client of clients) await request(client, port, 'hi');
+    const first = proxy.close();
+    assert.equal(fromListener.length, 2);
+    for (const promise of fromListener) assert.equal(promise, first);
+    await withTimeout(fromListener[0] ?? first, 5_000, 'close() from the listener');
+    // Resolved once the bound socket is closed: its port can be bound again.
+    const again = new UdpProxy({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
+    await again.bind({ port, address: '127.0.0.1' });
+    await again.close();
+    await first;
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(closeEvents, 1);
+  });
+
   test('sessions() lists live sessions; session.close() ends one with closed_by_user', async (t) => {
     const echo = await udpEcho();
     t.after(() => echo.close());
