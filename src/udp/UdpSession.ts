@@ -600,11 +600,17 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     try {
       out = filterDatagram(filters, callback, msg);
     } catch (err) {
-      this.terminate(SessionCloseReason.FILTER_ERROR, new FilterError(err));
+      const error = new FilterError(err);
+      // The datagram in hand goes with the session: counted, as those waiting in it are.
+      this.drop(DropReason.SESSION_CLOSED, from, msg.length, error);
+      this.terminate(SessionCloseReason.FILTER_ERROR, error);
       return undefined;
     }
     // A filter may have ended its own session (`session.close()`): nothing more goes out.
-    if (this.reason !== undefined) return undefined;
+    if (this.reason !== undefined) {
+      this.drop(DropReason.SESSION_CLOSED, from, msg.length);
+      return undefined;
+    }
     if (out === undefined) this.drop(DropReason.FILTERED, from, msg.length);
     return out;
   }
