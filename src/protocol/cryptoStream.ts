@@ -38,6 +38,7 @@ export class CryptoStream {
         'too_long',
         `CRYPTO data up to offset ${end} exceeds the ${this.#maxBytes}-byte limit`,
       );
+    this.#sameAsBefore(offset, end, data);
     if (end > this.#buffer.length) {
       const grown = Buffer.alloc(Math.min(this.#maxBytes, Math.max(end, this.#buffer.length * 2)));
       this.#buffer.copy(grown);
@@ -45,6 +46,28 @@ export class CryptoStream {
     }
     this.#buffer.set(data, offset);
     this.#merge(offset, end);
+  }
+
+  /**
+   * Data at an offset already received must not change (RFC 9000 section 2.2), and a receiver
+   * may discard a copy it already has: ngtcp2's reorder buffer writes only into its gaps, so the
+   * server keeps the first copy. Written over it, a later, different copy made this reader see
+   * another ClientHello than the server (a name route passed with one name while the server
+   * reads another); it is refused instead (the session gets the `fallback`).
+   */
+  #sameAsBefore(start: number, end: number, data: Uint8Array): void {
+    for (const [lo, hi] of this.#ranges) {
+      if (lo >= end) return;
+      if (hi <= start) continue;
+      const from = Math.max(lo, start);
+      const to = Math.min(hi, end);
+      const before = this.#buffer.subarray(from, to);
+      if (Buffer.compare(before, data.subarray(from - start, to - start)) !== 0)
+        throw new QuicInitialError(
+          'bad_frame',
+          `CRYPTO data at offsets ${String(from)}-${String(to)} differs from what was received there before`,
+        );
+    }
   }
 
   #merge(start: number, end: number): void {

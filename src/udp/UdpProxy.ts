@@ -510,7 +510,16 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
    * socket is closed. Idempotent: every call returns the same promise.
    */
   close(): Promise<void> {
-    this.closing ??= this.shutdown();
+    if (this.closing === undefined) {
+      // Set before the shutdown starts: it ends sessions at once, and a `sessionClose` listener
+      // that calls close() again must get this promise, not start a second shutdown (which
+      // resolved before the bound sockets had closed, and emitted `close` twice).
+      let settle: ((value: Promise<void>) => void) | undefined;
+      this.closing = new Promise<void>((resolve) => {
+        settle = resolve;
+      });
+      settle?.(this.shutdown());
+    }
     return this.closing;
   }
 

@@ -208,6 +208,16 @@ export function resolveUdpOptions(input: unknown): {
       'no quic option with perPacketBalancing (a QUIC connection needs one upstream)',
       raw.quic,
     );
+  const quic = options.quic;
+  // The datagrams of a ClientHello wait in the session: one dropped there (pending_overflow) is
+  // never read, and a hello spread over more datagrams than may wait (Chromium's takes two) was
+  // routed without its name once `maxInitialWait` ran out.
+  if (quic?.sni === true && quic.maxInitialDatagrams > options.maxPendingDatagrams)
+    throw new InvalidOptionError(
+      'quic.maxInitialDatagrams',
+      `at most maxPendingDatagrams (${String(options.maxPendingDatagrams)}), within which a ClientHello's datagrams wait: lower quic.maxInitialDatagrams or raise maxPendingDatagrams`,
+      quic.maxInitialDatagrams,
+    );
   const access: UdpAccess = {
     allow: raw.allow === undefined ? undefined : parseAddressList(raw.allow, 'allow'),
     deny: raw.deny === undefined ? undefined : parseAddressList(raw.deny, 'deny'),

@@ -5,6 +5,7 @@ import type { UdpSessionFilter, UdpSessionFilterFactory } from '../filter/sessio
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
 import { selectorError } from '../select/internal/selectorOutcome.js';
 import { isThenable } from '../internal/isThenable.js';
+import { ignoreError } from '../internal/ignoreError.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
 import type { UdpSessionInfo, UdpSessionSummary } from './events.js';
@@ -441,7 +442,12 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       this.routeTo(result, msg);
       return;
     }
-    if (!this.reserve(msg.length)) return;
+    if (!this.reserve(msg.length)) {
+      // Dropped (pending_overflow), its answer unread: a rejection nobody handles would end the
+      // host process (Node's default for unhandled rejections).
+      Promise.resolve(result).then(undefined, ignoreError);
+      return;
+    }
     // Async per-packet selection costs a closure and an entry per datagram; sync selectors avoid it.
     const choice: PendingChoice = {
       msg,
@@ -594,11 +600,17 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     try {
       out = filterDatagram(filters, callback, msg);
     } catch (err) {
-      this.terminate(SessionCloseReason.FILTER_ERROR, new FilterError(err));
+      const error = new FilterError(err);
+      // The datagram in hand goes with the session: counted, as those waiting in it are.
+      this.drop(DropReason.SESSION_CLOSED, from, msg.length, error);
+      this.terminate(SessionCloseReason.FILTER_ERROR, error);
       return undefined;
     }
     // A filter may have ended its own session (`session.close()`): nothing more goes out.
-    if (this.reason !== undefined) return undefined;
+    if (this.reason !== undefined) {
+      this.drop(DropReason.SESSION_CLOSED, from, msg.length);
+      return undefined;
+    }
     if (out === undefined) this.drop(DropReason.FILTERED, from, msg.length);
     return out;
   }

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { UdpProxy } from '../../src/index.js';
-import type { UdpSessionFilterFactory, UdpSessionSummary } from '../../src/index.js';
+import type { UdpDrop, UdpSessionFilterFactory, UdpSessionSummary } from '../../src/index.js';
 import { closeSocket, dig, request, startDnsmasq, udpEcho, udpSocket } from '../udp/helpers.js';
 import { tool } from '../helpers/tools.js';
 import { withTimeout } from '../helpers/net.js';
@@ -166,36 +166,66 @@ test('a session filter factory that throws: the filters made before it still hea
   assert.deepEqual(closedWith, ['filter_error']);
 });
 
-test('a session filter that closes its own session: the datagram it returns is not sent, nor counted', async (t) => {
+test('a session filter that closes its own session or throws: the datagram in hand is not sent, and counted dropped (session_closed)', async (t) => {
   const echo = await udpEcho();
   t.after(() => echo.close());
-  for (const side of ['onClientDatagram', 'onUpstreamDatagram'] as const) {
-    const proxy = new UdpProxy({
-      upstreams: [{ host: '127.0.0.1', port: echo.port }],
-      sessionFilters: [
-        (session) => ({
-          [side]: (datagram: Buffer) => {
-            session.close();
-            return datagram;
-          },
-        }),
-      ],
-    });
-    const summaries: UdpSessionSummary[] = [];
-    proxy.on('sessionClose', (s) => summaries.push(s));
-    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
-    const client = await udpSocket();
-    const received = echo.received;
-    await assert.rejects(request(client, port, 'after close', '127.0.0.1', 300), /timed out/);
-    await proxy.close();
-    await closeSocket(client);
-    const summary = summaries[0];
-    assert.equal(summary?.reason, 'closed_by_user', side);
-    if (side === 'onClientDatagram') {
-      assert.equal(echo.received, received, 'the upstream got nothing');
-      assert.equal(summary.bytesToUpstream, 0);
+  for (const ending of ['close', 'throw'] as const) {
+    for (const side of ['onClientDatagram', 'onUpstreamDatagram'] as const) {
+      const label = `${ending} in ${side}`;
+      const proxy = new UdpProxy({
+        upstreams: [{ host: '127.0.0.1', port: echo.port }],
+        sessionFilters: [
+          (session) => ({
+            [side]: (datagram: Buffer) => {
+              if (ending === 'throw') throw new Error('filter bug');
+              session.close();
+              return datagram;
+            },
+          }),
+        ],
+      });
+      const summaries: UdpSessionSummary[] = [];
+      proxy.on('sessionClose', (s) => summaries.push(s));
+      const drops: UdpDrop[] = [];
+      proxy.on('dropped', (d) => drops.push(d));
+      const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+      const client = await udpSocket();
+      const received = echo.received;
+      const replies: Buffer[] = [];
+      client.on('message', (reply: Buffer) => replies.push(reply));
+      const ended = new Promise((resolve) => proxy.once('sessionClose', resolve));
+      client.send('after close', port, '127.0.0.1');
+      await withTimeout(ended, 5_000, `the session to end (${label})`);
+      // Its socket closed with it: no reply can come after this.
+      await proxy.close();
+      assert.deepEqual(replies, [], label);
+      await closeSocket(client);
+      const summary = summaries[0];
+      assert.equal(summary?.reason, ending === 'close' ? 'closed_by_user' : 'filter_error', label);
+      const from = side === 'onClientDatagram' ? 'client' : 'upstream';
+      assert.deepEqual(
+        drops.map((d) => [d.reason, d.from]),
+        [['session_closed', from]],
+        label,
+      );
+      const stats = proxy.stats();
+      if (side === 'onClientDatagram') {
+        assert.equal(echo.received, received, 'the upstream got nothing');
+        assert.equal(summary.bytesToUpstream, 0);
+      }
+      // Every datagram from the client is sent or counted dropped; every reply alike.
+      assert.equal(
+        stats.downstream_sess_rx_datagrams,
+        stats.upstream_sess_tx_datagrams + (from === 'client' ? stats.datagrams_dropped : 0),
+        label,
+      );
+      assert.equal(
+        stats.upstream_sess_rx_datagrams,
+        stats.downstream_sess_tx_datagrams + (from === 'upstream' ? stats.datagrams_dropped : 0),
+        label,
+      );
+      assert.equal(summary.bytesToClient, 0, label);
+      assert.equal(stats.downstream_sess_tx_bytes, 0, label);
     }
-    assert.equal(summary.bytesToClient, 0, side);
-    assert.equal(proxy.stats().downstream_sess_tx_bytes, 0, side);
   }
 });

@@ -153,6 +153,49 @@ describe('QuicInitialParser', () => {
     assert.equal(result.initial.packets, 2);
   });
 
+  test('CRYPTO data sent again (a retransmission, overlapping frames) is read; a different copy at the same offsets is a bad_frame', () => {
+    const packet = (packetNumber: number, frames: Buffer): Buffer =>
+      buildInitial({ version: QUIC_V1, dcid, packetNumber, frames, padTo: 1100 });
+    // The same bytes again, whole or overlapping: a retransmission.
+    const again = new QuicInitialParser();
+    assert.equal(again.push(packet(0, cryptoFrame(0, hello.subarray(0, 40)))), undefined);
+    const read = again.push(
+      packet(
+        1,
+        Buffer.concat([cryptoFrame(20, hello.subarray(20)), cryptoFrame(0, hello.subarray(0, 30))]),
+      ),
+    );
+    assert.ok(read?.kind === 'sni');
+    assert.equal(read.serverName, 'h3.example');
+    // Two ClientHellos of one length at the same offsets: ngtcp2 keeps the first copy (its reorder
+    // buffer writes only into gaps), so reading the second routed on a name the server never saw.
+    const first = buildHandshake([sniExtension('internal.test'), alpnExtension(['h3'])]);
+    const second = buildHandshake([sniExtension('publicly.test'), alpnExtension(['h3'])]);
+    assert.equal(first.length, second.length);
+    for (const datagrams of [
+      // The end of the first (its name) in one datagram, the whole second in the next.
+      [packet(0, cryptoFrame(20, first.subarray(20))), packet(1, cryptoFrame(0, second))],
+      // Both frames in one packet.
+      [packet(0, Buffer.concat([cryptoFrame(0, first), cryptoFrame(0, second)]))],
+      // The second overlaps only the end of what the first sent (the name's bytes).
+      [
+        packet(0, cryptoFrame(0, first.subarray(0, first.length - 10))),
+        packet(1, cryptoFrame(first.length - 30, second.subarray(first.length - 30))),
+      ],
+    ]) {
+      const parser = new QuicInitialParser();
+      assert.throws(
+        () => {
+          for (const datagram of datagrams) parser.push(datagram);
+        },
+        (error: unknown) =>
+          error instanceof QuicInitialError &&
+          error.reason === 'bad_frame' &&
+          /differs from what was received/.test(error.message),
+      );
+    }
+  });
+
   test('coalesced Initial and 0-RTT packets; a 0-RTT-only datagram is skipped', () => {
     const initial = buildInitial({
       version: QUIC_V2,

@@ -546,6 +546,51 @@ describe('UdpProxy quic option', () => {
     assert.throws(() => new UdpProxy({ quic: { bogus: 1 } as never }), /quic\.bogus/);
   });
 
+  test('quic.maxInitialDatagrams above maxPendingDatagrams is refused at construction (a hello over more datagrams than may wait lost its name)', async () => {
+    // Before: the second Initial of a two-datagram hello (Chromium's) was dropped as
+    // pending_overflow, never read, and the session routed without a name after maxInitialWait.
+    assert.throws(
+      () => new UdpProxy({ maxPendingDatagrams: 1, quic: {} }),
+      (error: unknown) =>
+        error instanceof InvalidOptionError &&
+        error.option === 'quic.maxInitialDatagrams' &&
+        /maxPendingDatagrams \(1\)/.test(error.message),
+    );
+    assert.throws(
+      () => new UdpProxy({ maxPendingDatagrams: 3, quic: { maxInitialDatagrams: 4 } }),
+      /quic\.maxInitialDatagrams/,
+    );
+    // Without the ClientHello peek nothing waits for it; at the bound, the hello is read whole.
+    await new UdpProxy({ maxPendingDatagrams: 1, quic: { sni: false } }).close();
+    const hello = buildHandshake([sniExtension('example.com'), alpnExtension(['h3'])]);
+    const dcid = Buffer.alloc(8, 9);
+    const { proxy, port } = await proxyWith({
+      maxPendingDatagrams: 2,
+      quic: { maxInitialDatagrams: 2 },
+      selector: byName,
+    });
+    client = await udpSocket();
+    try {
+      for (const [packetNumber, frames] of [
+        [0, cryptoFrame(30, hello.subarray(30))],
+        [1, cryptoFrame(0, hello.subarray(0, 30))],
+      ] as const) {
+        client.send(
+          buildInitial({ version: QUIC_V1, dcid, packetNumber, frames, padTo: 1100 }),
+          port,
+          '127.0.0.1',
+        );
+      }
+      const first = await nextMessage(client);
+      assert.equal(first.subarray(-1).toString(), 'A');
+      assert.equal(proxy.sessions()[0]?.serverName, 'example.com');
+      assert.equal(proxy.stats().dropped.pending_overflow, 0);
+    } finally {
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
   test('after a Version Negotiation, a client that keeps its source port is routed by the ClientHello of its next Initial', async () => {
     // A server that answers a long header of an unknown version with a Version Negotiation packet
     // (RFC 8999 section 6: version 0, the client's CIDs swapped, the versions it supports).

@@ -723,6 +723,48 @@ describe('UdpProxy selectors', () => {
     assert.equal(echo.received, 0);
   });
 
+  test('with perPacketBalancing, a datagram dropped as pending_overflow whose async choice later rejects leaves no unhandled rejection', async (t) => {
+    const echo = await udpEcho('E:');
+    t.after(() => echo.close());
+    // Node ends the process on an unhandled rejection: the host's, not the proxy's, to decide.
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => {
+      unhandled.push(reason);
+    };
+    process.on('unhandledRejection', onUnhandled);
+    t.after(() => process.off('unhandledRejection', onUnhandled));
+    const refuse: (() => void)[] = [];
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      perPacketBalancing: true,
+      maxPendingDatagrams: 1,
+      selector: () =>
+        new Promise((_resolve, reject) => {
+          refuse.push(() => {
+            reject(new Error('no upstream for this one'));
+          });
+        }),
+    });
+    t.after(() => proxy.close());
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const drops = collect<UdpDrop>(proxy, 'dropped');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    client.send('a', port, '127.0.0.1');
+    client.send('b', port, '127.0.0.1');
+    await until(proxy, 'dropped', () => drops.length === 1);
+    assert.equal(drops[0]?.reason, 'pending_overflow');
+    assert.equal(refuse.length, 2, 'the selector was asked for both');
+    for (const reject of refuse) reject();
+    await until(proxy, 'dropped', () => drops.length === 2);
+    assert.equal(drops[1]?.reason, 'selector_error');
+    // Unhandled rejections are reported once the microtasks of the turn have run.
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.deepEqual(unhandled, []);
+    assert.equal(echo.received, 0);
+  });
+
   test('clears the selection timer when an async selector answers in time, or the proxy closes first', async (t) => {
     const echo = await udpEcho('E:');
     t.after(() => echo.close());
@@ -906,6 +948,33 @@ describe('UdpProxy lifecycle', () => {
     );
     assert.equal(proxy.stats().downstream_sess_active, 0);
     assert.equal(proxy.stats().upstream_sess_active, 0);
+  });
+
+  test('close() called again by a sessionClose listener during close() returns the same promise: one shutdown, one close event', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    });
+    let closeEvents = 0;
+    proxy.on('close', () => closeEvents++);
+    // A host that closes the proxy from its sessionClose listener (its last session, an error).
+    const fromListener: Promise<void>[] = [];
+    proxy.on('sessionClose', () => fromListener.push(proxy.close()));
+    const clients = await Promise.all([udpSocket(), udpSocket()]);
+    t.after(() => Promise.all(clients.map(closeSocket)));
+    for (const client of clients) await request(client, port, 'hi');
+    const first = proxy.close();
+    assert.equal(fromListener.length, 2);
+    for (const promise of fromListener) assert.equal(promise, first);
+    await withTimeout(fromListener[0] ?? first, 5_000, 'close() from the listener');
+    // Resolved once the bound socket is closed: its port can be bound again.
+    const again = new UdpProxy({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
+    await again.bind({ port, address: '127.0.0.1' });
+    await again.close();
+    await first;
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(closeEvents, 1);
   });
 
   test('sessions() lists live sessions; session.close() ends one with closed_by_user', async (t) => {
