@@ -28,6 +28,11 @@ function onChoiceTimeout(session: UdpSession): void {
   session.choicesTimedOut();
 }
 
+/** See `UdpSession.idleConfirmed`: no closure per session for an expiry most never reach. */
+function onIdleConfirm(session: UdpSession, stamp: number): void {
+  session.idleConfirmed(stamp);
+}
+
 /** A datagram waiting for its own async choice (`perPacketBalancing`), until `deadline`. */
 interface PendingChoice {
   readonly msg: Buffer;
@@ -318,7 +323,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   private select(): void {
     const pinned = this.quic?.pinned;
     if (pinned !== undefined) {
-      this.onSelected(pinned);
+      this.selected(pinned);
       return;
     }
     this.selecting = true;
@@ -330,7 +335,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       return;
     }
     if (isThenable(result)) this.awaitSelection(result);
-    else this.onSelected(result);
+    else this.selected(result);
   }
 
   /**
@@ -342,7 +347,15 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     const timer = setTimeout(onSelectionTimeout, this.host.options.connectTimeout, this);
     timer.unref();
     this.selectTimer = timer;
-    Promise.resolve(result).then(this.onSelected, this.onSelectorFailed);
+    // The closures only for a promise: a synchronous selector, the usual one, needs none.
+    Promise.resolve(result).then(
+      (choice) => {
+        this.selected(choice);
+      },
+      (err: unknown) => {
+        this.selectorFailed(err);
+      },
+    );
   }
 
   /** @internal The selector's promise did not settle within `connectTimeout`. */
@@ -363,14 +376,14 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     this.selectTimer = undefined;
   }
 
-  private readonly onSelectorFailed = (err: unknown): void => {
+  private selectorFailed(err: unknown): void {
     // A late rejection (the session ended on its timer, or closed) changes nothing.
     if (this.reason !== undefined) return;
     this.clearSelectTimer();
     this.terminate(SessionCloseReason.SELECTOR_ERROR, selectorError(err));
-  };
+  }
 
-  private readonly onSelected = (choice: SelectionResult): void => {
+  private selected(choice: SelectionResult): void {
     // A late answer (the session ended on its timer, or closed) is ignored.
     if (this.reason !== undefined) return;
     this.clearSelectTimer();
@@ -396,7 +409,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
         (this.attempts === 1 ? this.lastActivity : Date.now()) + this.host.options.connectTimeout;
     }
     link.open();
-  };
+  }
 
   /**
    * Whether this session's datagrams are kept, to be sent again to another upstream if `state`
@@ -811,7 +824,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       const idleFor = now - this.lastActivity;
       if (idleFor >= idleTimeout) {
         this.idleTimer = undefined;
-        this.idleConfirm = setImmediate(this.onIdleConfirm, this.lastActivity);
+        this.idleConfirm = setImmediate(onIdleConfirm, this, this.lastActivity);
         return;
       }
       next = Math.min(next, idleTimeout - idleFor);
@@ -829,8 +842,10 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
    * event loop. Timers run before that poll, so a datagram that reached either socket before the
    * expiry (the loop was busy) is read first: it stamped `lastActivity`, and the session goes on
    * rather than lose it with its socket. One immediate per expiry, none per datagram.
+   *
+   * @internal
    */
-  private readonly onIdleConfirm = (stamp: number): void => {
+  idleConfirmed(stamp: number): void {
     this.idleConfirm = undefined;
     if (this.reason !== undefined) return;
     if (this.lastActivity !== stamp) {
@@ -839,7 +854,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     }
     this.host.counters.idleTimeouts++;
     this.terminate(SessionCloseReason.IDLE_TIMEOUT);
-  };
+  }
 
   /**
    * Ms until the session's link stops keeping datagrams for failover, or Infinity when it keeps
