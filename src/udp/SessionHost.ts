@@ -8,6 +8,7 @@ import type { UdpSession } from './UdpSession.js';
 import type { ResolvedUdpOptions } from './UdpProxyOptions.js';
 import type { UdpCounters } from './UdpProxyStats.js';
 import type { QuicRouter } from '../quic/QuicRouter.js';
+import type { FirstCheckQueue } from './FirstCheckQueue.js';
 
 /** What a {@link UdpSession} and its upstream links need from the proxy that owns them (internal seam). */
 export interface SessionHost {
@@ -15,6 +16,8 @@ export interface SessionHost {
   readonly upstreams: UpstreamSet;
   readonly selector: UpstreamSelector;
   readonly counters: UdpCounters;
+  /** Sessions' first idle checks; undefined when there are none (`idleTimeout` 0, no failover). */
+  readonly firstChecks: FirstCheckQueue | undefined;
   /** The QUIC side, only with the `quic` option. */
   readonly quic: QuicRouter | undefined;
   /** Counts a dropped datagram; true when someone observes drops (then call `emitDrop`). */

@@ -17,7 +17,9 @@ export interface ListenerOwner {
 /**
  * One bound socket of a proxy and the sessions of the clients that reached it. Sessions are
  * found in O(1) by client address then port (nested maps: no key string is built per datagram,
- * and IPv4 and IPv6 clients can never collide).
+ * and IPv4 and IPv6 clients can never collide). An address with one session, the usual case (a
+ * resolver, a client behind its own address), maps to the session itself: the map by port is
+ * made only for a second port, rather than made and dropped with every session.
  */
 export class UdpListener {
   readonly socket: Socket;
@@ -37,7 +39,7 @@ export class UdpListener {
   private readonly owner: ListenerOwner;
   private readonly counters: UdpCounters;
   private readonly maxSendQueue: number;
-  private readonly byAddress = new Map<string, Map<number, UdpSession>>();
+  private readonly byAddress = new Map<string, UdpSession | Map<number, UdpSession>>();
   /** Sessions that took `maxRequests` datagrams: no longer found by address, still live. */
   private detached: Set<UdpSession> | undefined;
 
@@ -75,24 +77,39 @@ export class UdpListener {
 
   /** The session of a client, if it has one. */
   find(address: string, port: number): UdpSession | undefined {
-    return this.byAddress.get(address)?.get(port);
+    const found = this.byAddress.get(address);
+    if (found === undefined) return undefined;
+    if (found instanceof Map) return found.get(port);
+    return found.clientPort === port ? found : undefined;
   }
 
   add(session: UdpSession): void {
-    let byPort = this.byAddress.get(session.clientAddress);
-    if (byPort === undefined) {
-      byPort = new Map();
-      this.byAddress.set(session.clientAddress, byPort);
-    }
-    byPort.set(session.clientPort, session);
+    const address = session.clientAddress;
+    const found = this.byAddress.get(address);
+    if (found === undefined || (!(found instanceof Map) && found.clientPort === session.clientPort))
+      this.byAddress.set(address, session);
+    else if (found instanceof Map) found.set(session.clientPort, session);
+    else
+      this.byAddress.set(
+        address,
+        new Map([
+          [found.clientPort, found],
+          [session.clientPort, session],
+        ]),
+      );
   }
 
   remove(session: UdpSession): void {
     this.detached?.delete(session);
-    const byPort = this.byAddress.get(session.clientAddress);
-    if (byPort?.get(session.clientPort) !== session) return;
-    byPort.delete(session.clientPort);
-    if (byPort.size === 0) this.byAddress.delete(session.clientAddress);
+    const address = session.clientAddress;
+    const found = this.byAddress.get(address);
+    if (found === session) {
+      this.byAddress.delete(address);
+      return;
+    }
+    if (!(found instanceof Map) || found.get(session.clientPort) !== session) return;
+    found.delete(session.clientPort);
+    if (found.size === 0) this.byAddress.delete(address);
   }
 
   /**
@@ -106,7 +123,10 @@ export class UdpListener {
 
   /** Every live session of this socket. */
   *sessions(): IterableIterator<UdpSession> {
-    for (const byPort of this.byAddress.values()) yield* byPort.values();
+    for (const found of this.byAddress.values()) {
+      if (found instanceof Map) yield* found.values();
+      else yield found;
+    }
     if (this.detached !== undefined) yield* this.detached;
   }
 

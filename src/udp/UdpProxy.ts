@@ -39,6 +39,7 @@ import { resolveUdpOptions } from './UdpProxyOptions.js';
 import type { UdpProxyStats } from './UdpProxyStats.js';
 import { createUdpCounters, snapshotUdpStats } from './UdpProxyStats.js';
 import { UdpSession } from './UdpSession.js';
+import { FirstCheckQueue } from './FirstCheckQueue.js';
 import { localDatagramHeader } from './datagramProxyHeader.js';
 import { KernelDropReader } from './kernelDrops.js';
 import { reusePortOption } from '../net/reusePort.js';
@@ -171,6 +172,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       selector,
       counters: this.counters,
       quic: this.options.quic && new QuicRouter(this.options.quic, this.upstreamSet),
+      firstChecks: firstChecksFor(this.options),
       tunnels: () => (this.tunnelAgent ??= new TunnelAgent(this.options.sourceAddress)),
       countDrop: (reason) => this.countDrop(reason),
       emitDrop: (drop) => {
@@ -541,6 +543,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       });
       this.socketsDrained = undefined;
     }
+    this.host.firstChecks?.close();
     this.tunnelAgent?.close();
     this.access.perClient?.close();
     emitSafely(this, 'close');
@@ -550,6 +553,23 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/**
+ * When a session is first checked: at `idleTimeout`, or sooner with failover on, so that what a
+ * link keeps for it (see `UpstreamLink.kept`) goes once its window has passed even if no datagram
+ * comes after it (one-way traffic: syslog, metrics) rather than at idle expiry. Undefined: never.
+ */
+function firstChecksFor(options: ResolvedUdpOptions): FirstCheckQueue | undefined {
+  const { idleTimeout, maxConnectAttempts } = options;
+  const window = options.connectTimeout + 1;
+  const delay =
+    maxConnectAttempts <= 1
+      ? idleTimeout
+      : idleTimeout > 0
+        ? Math.min(idleTimeout, window)
+        : window;
+  return delay > 0 ? new FirstCheckQueue(delay) : undefined;
 }
 
 function validateBindOptions(options: unknown): ResolvedBind {

@@ -18,6 +18,7 @@ import type { UpstreamLink } from './UpstreamLink.js';
 import { linkTo } from '../transport/linkTo.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import type { QuicSession, QuicSessionOwner } from '../quic/QuicSession.js';
+import type { QueuedCheck } from './FirstCheckQueue.js';
 
 const EMPTY: readonly UpstreamState[] = [];
 
@@ -27,6 +28,15 @@ function onSelectionTimeout(session: UdpSession): void {
 
 function onChoiceTimeout(session: UdpSession): void {
   session.choicesTimedOut();
+}
+
+function onIdleCheck(session: UdpSession): void {
+  session.idleCheck();
+}
+
+/** See `UdpSession.idleConfirmed`: no closure per session for an expiry most never reach. */
+function onIdleConfirm(session: UdpSession, stamp: number): void {
+  session.idleConfirmed(stamp);
 }
 
 /** A datagram waiting for its own async choice (`perPacketBalancing`), until `deadline`. */
@@ -56,10 +66,13 @@ function dropReasonFor(reason: SessionCloseReason): DropReason {
  * the connected socket(s) to its upstream(s), relays both ways, expires when idle, and ends with
  * exactly one summary.
  *
- * Handlers are bound once per session; the hot path updates plain counters and stamps
- * `lastActivity` (one self re-arming timer per session checks it, never a timer per datagram).
+ * The hot path updates plain counters and stamps `lastActivity`, never a timer per datagram:
+ * the proxy's queue of first checks looks at it once (see `FirstCheckQueue`), and a session that
+ * outlives that check arms its own self re-arming timer.
  */
-export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, QuicSessionOwner {
+export class UdpSession
+  implements UdpSessionInfo, SelectionContext, LinkOwner, QuicSessionOwner, QueuedCheck
+{
   readonly id: number;
   readonly protocol = 'udp' as const;
   readonly clientAddress: string;
@@ -116,7 +129,16 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   private error: Error | undefined;
   private abort: AbortController | undefined;
   private lastActivity = this.startTime;
+  /** The idle checks after the first (which the host's `firstChecks` queue runs). */
   private idleTimer: NodeJS.Timeout | undefined;
+  /** @internal The session's place in the host's `firstChecks` queue. */
+  checkAt = 0;
+  /** @internal */
+  prevCheck: QueuedCheck | undefined;
+  /** @internal */
+  nextCheck: QueuedCheck | undefined;
+  /** @internal */
+  checkQueued = false;
   /** Set between the idle timer finding the session idle and the check after the poll. */
   private idleConfirm: NodeJS.Immediate | undefined;
   /** The session filters (with the `sessionFilters` option); undefined on the plain path. */
@@ -206,28 +228,12 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
 
   // ---- lifecycle ----------------------------------------------------------------------------
 
-  /** Arms the idle timer and handles the first datagram. */
+  /** Queues the first idle check (see `firstCheckDelay`) and handles the first datagram. */
   start(first: Buffer): void {
     const factories = this.host.options.sessionFilters;
     if (factories !== undefined && !this.openFilters(factories)) return;
-    const firstCheck = this.firstCheckDelay();
-    if (firstCheck > 0) {
-      this.idleTimer = setTimeout(this.onIdleCheck, firstCheck);
-      this.idleTimer.unref();
-    }
+    this.host.firstChecks?.add(this, this.startTime);
     this.fromClient(first);
-  }
-
-  /**
-   * When the session's one timer first fires: at `idleTimeout`, or sooner with failover on, so
-   * that what a link keeps for it (see `UpstreamLink.kept`) goes once its window has passed even
-   * if no datagram comes after it (one-way traffic: syslog, metrics) rather than at idle expiry.
-   */
-  private firstCheckDelay(): number {
-    const { idleTimeout, maxConnectAttempts } = this.host.options;
-    if (maxConnectAttempts <= 1) return idleTimeout;
-    const window = this.host.options.connectTimeout + 1;
-    return idleTimeout > 0 ? Math.min(idleTimeout, window) : window;
   }
 
   /** Ends the session now, reason `closed_by_user`. */
@@ -319,7 +325,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
   private select(): void {
     const pinned = this.quic?.pinned;
     if (pinned !== undefined) {
-      this.onSelected(pinned);
+      this.selected(pinned);
       return;
     }
     this.selecting = true;
@@ -331,7 +337,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       return;
     }
     if (isThenable(result)) this.awaitSelection(result);
-    else this.onSelected(result);
+    else this.selected(result);
   }
 
   /**
@@ -343,7 +349,15 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     const timer = setTimeout(onSelectionTimeout, this.host.options.connectTimeout, this);
     timer.unref();
     this.selectTimer = timer;
-    Promise.resolve(result).then(this.onSelected, this.onSelectorFailed);
+    // The closures only for a promise: a synchronous selector, the usual one, needs none.
+    Promise.resolve(result).then(
+      (choice) => {
+        this.selected(choice);
+      },
+      (err: unknown) => {
+        this.selectorFailed(err);
+      },
+    );
   }
 
   /** @internal The selector's promise did not settle within `connectTimeout`. */
@@ -364,14 +378,14 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     this.selectTimer = undefined;
   }
 
-  private readonly onSelectorFailed = (err: unknown): void => {
+  private selectorFailed(err: unknown): void {
     // A late rejection (the session ended on its timer, or closed) changes nothing.
     if (this.reason !== undefined) return;
     this.clearSelectTimer();
     this.terminate(SessionCloseReason.SELECTOR_ERROR, selectorError(err));
-  };
+  }
 
-  private readonly onSelected = (choice: SelectionResult): void => {
+  private selected(choice: SelectionResult): void {
     // A late answer (the session ended on its timer, or closed) is ignored.
     if (this.reason !== undefined) return;
     this.clearSelectTimer();
@@ -397,7 +411,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
         (this.attempts === 1 ? this.lastActivity : Date.now()) + this.host.options.connectTimeout;
     }
     link.open();
-  };
+  }
 
   /**
    * Whether this session's datagrams are kept, to be sent again to another upstream if `state`
@@ -701,6 +715,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     if (this.reason !== undefined) return;
     this.reason = reason;
     this.error = error;
+    if (this.checkQueued) this.host.firstChecks?.remove(this);
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
     if (this.idleConfirm !== undefined) clearImmediate(this.idleConfirm);
@@ -811,11 +826,19 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
     };
   }
 
+  /** @internal The first check, from the host's `firstChecks` queue. */
+  firstCheck(): void {
+    this.idleCheck();
+  }
+
   /**
-   * Fires at most once per `idleTimeout` (and once at the end of a failover window); traffic only
-   * stamps `lastActivity`, so the relay never touches a timer per datagram.
+   * Runs at most once per `idleTimeout` (and once at the end of a failover window): first from the
+   * host's `firstChecks` queue, then on the session's own timer; traffic only stamps
+   * `lastActivity`, so the relay never touches a timer per datagram.
+   *
+   * @internal
    */
-  private readonly onIdleCheck = (): void => {
+  idleCheck(): void {
     const now = Date.now();
     let next = this.keptWindowLeft(now);
     const idleTimeout = this.host.options.idleTimeout;
@@ -823,7 +846,7 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       const idleFor = now - this.lastActivity;
       if (idleFor >= idleTimeout) {
         this.idleTimer = undefined;
-        this.idleConfirm = setImmediate(this.onIdleConfirm, this.lastActivity);
+        this.idleConfirm = setImmediate(onIdleConfirm, this, this.lastActivity);
         return;
       }
       next = Math.min(next, idleTimeout - idleFor);
@@ -832,26 +855,28 @@ export class UdpSession implements UdpSessionInfo, SelectionContext, LinkOwner, 
       this.idleTimer = undefined;
       return;
     }
-    this.idleTimer = setTimeout(this.onIdleCheck, next);
+    this.idleTimer = setTimeout(onIdleCheck, next, this);
     this.idleTimer.unref();
-  };
+  }
 
   /**
    * The idle timer found the session idle; this runs after the poll phase of the same turn of the
    * event loop. Timers run before that poll, so a datagram that reached either socket before the
    * expiry (the loop was busy) is read first: it stamped `lastActivity`, and the session goes on
    * rather than lose it with its socket. One immediate per expiry, none per datagram.
+   *
+   * @internal
    */
-  private readonly onIdleConfirm = (stamp: number): void => {
+  idleConfirmed(stamp: number): void {
     this.idleConfirm = undefined;
     if (this.reason !== undefined) return;
     if (this.lastActivity !== stamp) {
-      this.onIdleCheck();
+      this.idleCheck();
       return;
     }
     this.host.counters.idleTimeouts++;
     this.terminate(SessionCloseReason.IDLE_TIMEOUT);
-  };
+  }
 
   /**
    * Ms until the session's link stops keeping datagrams for failover, or Infinity when it keeps

@@ -1,13 +1,13 @@
 import dgram from 'node:dgram';
 import type { Socket } from 'node:dgram';
 import { lookup } from 'node:dns';
-import { isIP } from 'node:net';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { literalLookup4, literalLookup6 } from './literalLookup.js';
 import type { SessionHost } from './SessionHost.js';
 import { sendDatagram, udpBindings } from './udpHandle.js';
 import type { UdpHandle } from './udpHandle.js';
 import { uvError } from '../net/uvError.js';
+import { ipFamily } from '../net/ipFamily.js';
 import { bindDgramFrom, lookupFrom, sourceFor } from '../net/sourceAddress.js';
 
 /** Where a link failed: setting up its socket, an 'error' event after setup, or one send. */
@@ -101,6 +101,8 @@ export class UpstreamLink {
   private socket: Socket | undefined;
   /** The bare UDP handle used instead of `socket` (`relay: 'handle'`). */
   private handle: LinkHandle | undefined;
+  /** The `dgram` socket's send callback (made with the socket: the bare handle needs none). */
+  private onSent: ((err: Error | null) => void) | undefined;
   private counted = false;
   private socketOpen = false;
   /**
@@ -120,29 +122,30 @@ export class UpstreamLink {
   open(): void {
     const state = this.state;
     this.countOpened();
-    const family = isIP(state.host);
+    // Remembered per address: `isIP` runs a regular expression for every new session.
+    const family = ipFamily(state.host);
     if (family !== 0) {
       this.connect(state.host, family);
       return;
     }
     const sources = this.host.options.sourceAddress;
     // With a source, a name's address of the source's family first (see lookupFrom).
-    if (sources === undefined) lookup(state.host, this.onResolved);
-    else lookupFrom(state.host, sources, this.onResolved);
+    // The closure only for a name: a literal address, the usual upstream, needs none.
+    const resolved = (err: NodeJS.ErrnoException | null, address: string, family: number): void => {
+      this.resolved(err, address, family);
+    };
+    if (sources === undefined) lookup(state.host, resolved);
+    else lookupFrom(state.host, sources, resolved);
   }
 
-  private readonly onResolved = (
-    err: NodeJS.ErrnoException | null,
-    address: string,
-    family: number,
-  ): void => {
+  private resolved(err: NodeJS.ErrnoException | null, address: string, family: number): void {
     if (this.closed) return;
     if (err !== null) {
       this.setupFailed(err);
       return;
     }
     this.connect(address, family);
-  };
+  }
 
   private connect(address: string, family: number): void {
     this.maxPayload = family === 6 ? MAX_UDP6_PAYLOAD : MAX_UDP4_PAYLOAD;
@@ -169,9 +172,19 @@ export class UpstreamLink {
     this.socketOpen = true;
     this.host.socketOpened();
     // Handlers go on before anything can fail; bind errors (EMFILE) are emitted inside connect().
-    socket.on('error', this.onError);
-    socket.on('close', this.onClose);
-    socket.on('message', this.onMessage);
+    // The `dgram` path's closures: the bare handle (the default) calls the methods themselves.
+    socket.on('error', (err: Error) => {
+      this.socketFailed(err);
+    });
+    socket.on('close', () => {
+      this.socketClosed();
+    });
+    socket.on('message', (msg: Buffer) => {
+      this.replied(msg);
+    });
+    this.onSent = (err: Error | null) => {
+      this.sent(err);
+    };
     if (source === undefined) {
       this.connectSocket(socket, address);
       return;
@@ -196,7 +209,7 @@ export class UpstreamLink {
     // With a literal address (our lookup answers at once), connect() has bound and connected the
     // socket before it returns, unless connect(2) failed: then its 'error' follows on the next
     // tick, and a send meanwhile throws (see send()). So no getpeername per session to check.
-    this.onConnect();
+    this.connected();
   }
 
   /**
@@ -221,32 +234,32 @@ export class UpstreamLink {
       );
       return;
     }
-    this.onConnect();
+    this.connected();
   }
 
   /** A datagram, or a receive error (an ICMP error of the connected socket), on the handle. @internal */
   handleMessage(nread: number, msg: Buffer | undefined): void {
     if (nread < 0) {
-      this.onError(uvError(nread, 'recvmsg'));
+      this.socketFailed(uvError(nread, 'recvmsg'));
       return;
     }
-    if (msg !== undefined) this.onMessage(msg);
+    if (msg !== undefined) this.replied(msg);
   }
 
-  /** Sends on the bare handle; a failure reaches `onSent` on the next tick, as with `dgram`. */
+  /** Sends on the bare handle; a failure reaches `sent` on the next tick, as with `dgram`. */
   private sendOnHandle(handle: UdpHandle, list: Buffer[]): void {
     this.inFlight++;
     const result = sendDatagram(handle, list, this);
     if (result >= 1) this.inFlight--;
-    else if (result < 0) process.nextTick(this.onSent, uvError(result, 'send'));
+    else if (result < 0) process.nextTick(sentLater, this, uvError(result, 'send'));
   }
 
   /** @internal */
   handleSent(status: number): void {
-    this.onSent(status < 0 ? uvError(status, 'send') : null);
+    this.sent(status < 0 ? uvError(status, 'send') : null);
   }
 
-  private readonly onConnect = (): void => {
+  private connected(): void {
     if (this.closed) return;
     this.ready = true;
     const queue = this.queue;
@@ -255,7 +268,7 @@ export class UpstreamLink {
     this.owner.unqueued(queue.length);
     // Send callbacks run on a later tick, so nothing here can close the link mid-flush.
     for (const msg of queue) if (!this.send(msg)) this.owner.sendQueueFull(msg.length);
-  };
+  }
 
   /**
    * Sends `msg` to the upstream, or holds it until the socket is connected. The caller has
@@ -367,7 +380,8 @@ export class UpstreamLink {
     return true;
   }
 
-  private readonly onSent = (err: Error | null): void => {
+  /** @internal A send completed (`err` null) or failed. */
+  sent(err: Error | null): void {
     this.inFlight--;
     if (err === null) return;
     this.host.counters.upstreamTxErrors++;
@@ -375,15 +389,15 @@ export class UpstreamLink {
     if (this.closed) return;
     // An ICMP error may surface on a send instead of a receive: same meaning.
     this.owner.linkFailed(this, err, 'send');
-  };
+  }
 
-  private readonly onMessage = (msg: Buffer): void => {
+  private replied(msg: Buffer): void {
     if (this.closed) return;
     this.countReceived(msg.length);
     this.owner.fromUpstream(this, msg);
-  };
+  }
 
-  private readonly onError = (err: Error): void => {
+  private socketFailed(err: Error): void {
     if (this.closed) return;
     if (!this.ready) {
       this.setupFailed(err);
@@ -391,7 +405,7 @@ export class UpstreamLink {
     }
     this.countFailure();
     this.owner.linkFailed(this, err, 'receive');
-  };
+  }
 
   private setupFailed(err: Error): void {
     if (this.closed) return;
@@ -399,20 +413,21 @@ export class UpstreamLink {
     this.owner.linkFailed(this, err, 'setup');
   }
 
-  private readonly onClose = (): void => {
+  private socketClosed(): void {
     if (!this.socketOpen) return;
     this.socketOpen = false;
     this.host.socketClosed();
-  };
+  }
 
   /** Closes the socket at once (its file descriptor is released synchronously). Idempotent. */
   close(): void {
     if (!this.markClosed()) return;
     const handle = this.handle;
     if (handle !== undefined) {
-      // Closed at once (the descriptor too); 'close' accounting on the next tick, as dgram's.
+      // Closed at once, the descriptor too (libuv frees the handle later, owing nothing to the
+      // proxy): accounted for now, not on a tick of its own per session as dgram's 'close'.
       handle.close();
-      process.nextTick(this.onClose);
+      this.socketClosed();
       return;
     }
     const socket = this.socket;
@@ -421,9 +436,14 @@ export class UpstreamLink {
       socket.close();
     } catch {
       // dgram refused (its handle is gone): no 'close' event will come, so account for it here.
-      this.onClose();
+      this.socketClosed();
     }
   }
+}
+
+/** A send on the bare handle failed at once: reported on the next tick, as `dgram` does. */
+function sentLater(link: UpstreamLink, err: Error): void {
+  link.sent(err);
 }
 
 const kLink = Symbol('l4proxy.upstreamLink');
