@@ -122,12 +122,17 @@ describe('FirstCheckQueue', () => {
         started,
       );
     });
+    // The queue's timer is unref'd (it must not hold a host open): this one, ref'd, keeps the
+    // test's event loop alive until the check runs, or fails it after 10 s.
+    let guard: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_resolve, reject) => {
-      setTimeout(() => {
+      guard = setTimeout(() => {
         reject(new Error('no check within 10 s'));
-      }, 10_000).unref();
+      }, 10_000);
     });
-    const at = await Promise.race([checked, deadline]);
+    const at = await Promise.race([checked, deadline]).finally(() => {
+      clearTimeout(guard);
+    });
     assert.ok(at - started >= 19, `checked after ${String(at - started)} ms`);
   });
 });
