@@ -27,6 +27,7 @@
  * one counts the optimized steady state that a benchmark of seconds runs in.
  */
 import { execFile, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import {
   copyFileSync,
@@ -44,6 +45,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { benchScript } from './lib/paths.js';
+import { tlsScenarios } from './lib/tlsInstructions.js';
+import type { TlsLaunch, TlsSetup } from './lib/tlsInstructions.js';
 
 interface Scenario {
   readonly protocol: 'tcp' | 'udp';
@@ -52,6 +55,8 @@ interface Scenario {
   /** UDP: replies per session before it closes (0: unlimited). */
   readonly responses: number;
   readonly client: (port: number, count: number) => Promise<void>;
+  /** A TLS scenario's own backend and contenders (bench/lib/tlsInstructions.ts). */
+  readonly tls?: TlsSetup;
 }
 
 const SCENARIOS: Record<string, Scenario> = {
@@ -60,12 +65,15 @@ const SCENARIOS: Record<string, Scenario> = {
   'udp-pps': { protocol: 'udp', count: 2_000, responses: 0, client: datagrams },
   'udp-sessions': { protocol: 'udp', count: 300, responses: 1, client: sessions },
 };
+const work = mkdtempSync(join(tmpdir(), 'l4proxy-callgrind-'));
+for (const [name, scenario] of Object.entries(tlsScenarios(work)))
+  SCENARIOS[name] = { protocol: 'tcp', responses: 0, ...scenario };
 
 const { values } = parseArgs({
   options: {
     scenarios: { type: 'string', default: Object.keys(SCENARIOS).join(',') },
     runs: { type: 'string', default: '1' },
-    contenders: { type: 'string', default: 'l4proxy,naive' },
+    contenders: { type: 'string' },
     keep: { type: 'string' },
     warm: { type: 'string', default: '0' },
     count: { type: 'string' },
@@ -75,7 +83,8 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(`usage: node build/bench/instructions.js [options]
   --scenarios a,b    ${Object.keys(SCENARIOS).join(', ')} (default all)
-  --contenders a,b   l4proxy, l4proxy-cli, naive (default l4proxy,naive)
+  --contenders a,b   l4proxy, l4proxy-cli, naive; nginx in the TLS scenarios (tls*; default
+                     l4proxy,naive, or l4proxy,nginx when every scenario is a TLS one)
   --runs N           pairs of runs (N and 3N operations) per scenario and contender (default 1)
   --warm W           W operations first, V8's optimizing compiler then turned off, and N
                      operations counted alone (callgrind_control --zero, --dump): one run per
@@ -92,7 +101,6 @@ const warm = Number(values.warm);
 if (keep !== undefined) mkdirSync(keep, { recursive: true });
 /** The built CLI (build/src/cli/main.js). */
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-const work = mkdtempSync(join(tmpdir(), 'l4proxy-callgrind-'));
 
 /** Keep-alive round trips of 32 bytes on one connection. */
 async function roundTrips(port: number, count: number): Promise<void> {
@@ -216,7 +224,19 @@ async function instructions(
   scenario: Scenario,
   count: number,
 ): Promise<number> {
-  const backend = await echoBackend(scenario.protocol);
+  const backend =
+    scenario.tls === undefined
+      ? await echoBackend(scenario.protocol)
+      : await scenario.tls.backend(work);
+  const launch: TlsLaunch =
+    scenario.tls === undefined
+      ? {
+          command: process.execPath,
+          args: contenderArgs(contender, scenario, backend.port),
+          node: true,
+        }
+      : await scenario.tls.launch(contender, backend.port, work);
+  const node = launch.node;
   const out = join(work, `callgrind.${contender}.${String(count)}`);
   const child = spawn(
     'valgrind',
@@ -224,29 +244,14 @@ async function instructions(
       '--tool=callgrind',
       '--smc-check=all-non-file',
       `--callgrind-out-file=${out}`,
-      process.execPath,
-      '--single-threaded',
-      ...(keep === undefined ? [] : ['--perf-basic-prof']),
-      // Tiers up 8 times sooner: the warm-up reaches the optimized steady state a benchmark of
-      // seconds runs in (with the default budget a few thousand connections leave many
-      // functions in baseline code), then the compiler stops (freezeJit).
-      ...(warm > 0
-        ? [
-            '--interrupt-budget=8448',
-            // V8's memory reducer starts full collections when the allocation rate per second
-            // is low, which it is under callgrind's fifty-fold slow-down, not at a benchmark's
-            // rate: they would be counted as the proxy's work.
-            '--no-memory-reducer',
-            '--import',
-            pathToFileURL(benchScript('servers/freezeJit.js')).href,
-          ]
-        : []),
-      ...contenderArgs(contender, scenario, backend.port),
+      launch.command,
+      ...(node ? nodeFlags() : []),
+      ...launch.args,
     ],
     // No IPC channel for the command: it would take it for an upgrade's.
     {
       stdio:
-        contender === 'l4proxy-cli'
+        contender === 'l4proxy-cli' || !node
           ? ['ignore', 'ignore', 'pipe']
           : ['ignore', 'ignore', 'pipe', 'ipc'],
       cwd: work,
@@ -259,34 +264,32 @@ async function instructions(
     if (frozen !== undefined && stderr.includes('l4proxy-bench: jit frozen')) frozen();
   });
   try {
-    const port = await new Promise<number>((resolve, reject) => {
-      child.once('message', (message: { port: number }) => {
-        resolve(message.port);
-      });
-      // The CLI says where it listens on stderr; valgrind's own lines go there too.
-      child.stderr?.on('data', () => {
-        const line = stderr.split('\n').find((row) => row.includes('"msg":"listening"'));
-        const match = line === undefined ? null : /"address":"[^"]*:(\d+)"/.exec(line);
-        if (match !== null) resolve(Number(match[1]));
-      });
-      child.once('exit', (code) => {
-        reject(new Error(`${contender} exited (${String(code)})`));
-      });
-    });
+    const port =
+      launch.port !== undefined
+        ? await listening(launch.port, child)
+        : await new Promise<number>((resolve, reject) => {
+            child.once('message', (message: { port: number }) => {
+              resolve(message.port);
+            });
+            // The CLI says where it listens on stderr; valgrind's own lines go there too.
+            child.stderr?.on('data', () => {
+              const line = stderr.split('\n').find((row) => row.includes('"msg":"listening"'));
+              const match = line === undefined ? null : /"address":"[^"]*:(\d+)"/.exec(line);
+              if (match !== null) resolve(Number(match[1]));
+            });
+            child.once('exit', (code) => {
+              reject(new Error(`${contender} exited (${String(code)}): ${stderr.slice(-500)}`));
+            });
+          });
     if (warm > 0) {
       // Warmed up (JIT tiers reached): count only the operations that follow.
       await scenario.client(port, warm);
-      await new Promise<void>((resolve, reject) => {
-        frozen = resolve;
-        child.kill('SIGURG');
-        setTimeout(() => {
-          reject(new Error(`${contender} did not freeze its JIT`));
-        }, 60_000).unref();
-      });
+      if (node) await freezeJit(child, contender, (resolve) => (frozen = resolve));
       await callgrindControl('--zero', child.pid!);
       await scenario.client(port, count);
       await callgrindControl('--dump', child.pid!);
     } else await scenario.client(port, count);
+
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGTERM');
     await exited;
@@ -311,6 +314,63 @@ async function instructions(
   }
 }
 
+/** Node's flags for a contender under callgrind. */
+function nodeFlags(): string[] {
+  return [
+    '--single-threaded',
+    ...(keep === undefined ? [] : ['--perf-basic-prof']),
+    // Tiers up 8 times sooner: the warm-up reaches the optimized steady state a benchmark of
+    // seconds runs in (with the default budget a few thousand connections leave many
+    // functions in baseline code), then the compiler stops (freezeJit).
+    ...(warm > 0
+      ? [
+          '--interrupt-budget=8448',
+          // V8's memory reducer starts full collections when the allocation rate per second
+          // is low, which it is under callgrind's fifty-fold slow-down, not at a benchmark's
+          // rate: they would be counted as the proxy's work.
+          '--no-memory-reducer',
+          '--import',
+          pathToFileURL(benchScript('servers/freezeJit.js')).href,
+        ]
+      : []),
+  ];
+}
+
+/** Turns the Node contender's optimizing compiler off (freezeJit.ts); resolves once it says so. */
+function freezeJit(
+  child: ChildProcess,
+  contender: string,
+  onFrozen: (resolve: () => void) => void,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    onFrozen(resolve);
+    child.kill('SIGURG');
+    setTimeout(() => {
+      reject(new Error(`${contender} did not freeze its JIT`));
+    }, 60_000).unref();
+  });
+}
+
+/** Resolves with `port` once the contender accepts on it (bounded: valgrind starts slowly). */
+async function listening(port: number, child: ChildProcess): Promise<number> {
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline && child.exitCode === null) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => {
+        resolve(false);
+      });
+    });
+    if (ok) return port;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`nothing listens on 127.0.0.1:${String(port)}`);
+}
+
 /** Runs `callgrind_control` (through vgdb) on the process under callgrind. */
 function callgrindControl(command: string, pid: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -329,7 +389,9 @@ try {
     const known = SCENARIOS[name];
     if (known === undefined) throw new Error(`unknown scenario ${name}`);
     const scenario = values.count === undefined ? known : { ...known, count: Number(values.count) };
-    for (const contender of values.contenders.split(','))
+    const contenders =
+      values.contenders ?? (known.tls === undefined ? 'l4proxy,naive' : 'l4proxy,nginx');
+    for (const contender of contenders.split(','))
       for (let run = 0; run < runs; run++) {
         let perOperation: number;
         if (warm > 0)
