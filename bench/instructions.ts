@@ -77,6 +77,7 @@ const { values } = parseArgs({
     keep: { type: 'string' },
     warm: { type: 'string', default: '0' },
     count: { type: 'string' },
+    'cache-sim': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -93,11 +94,14 @@ if (values.help) {
   --count N          operations counted (default per scenario: ${Object.entries(SCENARIOS)
     .map(([name, scenario]) => `${name} ${String(scenario.count)}`)
     .join(', ')})
-  --keep DIR         keep each run's callgrind.out and V8 perf map in DIR`);
+  --keep DIR         keep each run's callgrind.out and V8 perf map in DIR
+  --cache-sim        also simulate caches and branches (callgrind --cache-sim --branch-sim) and
+                     print estimated cycles per operation beside the instructions (see below)`);
   process.exit(0);
 }
 const keep = values.keep;
 const warm = Number(values.warm);
+const cacheSim = values['cache-sim'];
 if (keep !== undefined) mkdirSync(keep, { recursive: true });
 /** The built CLI (build/src/cli/main.js). */
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -223,7 +227,7 @@ async function instructions(
   scenarioName: string,
   scenario: Scenario,
   count: number,
-): Promise<number> {
+): Promise<Counts> {
   const backend =
     scenario.tls === undefined
       ? await echoBackend(scenario.protocol)
@@ -244,6 +248,7 @@ async function instructions(
       '--tool=callgrind',
       '--smc-check=all-non-file',
       `--callgrind-out-file=${out}`,
+      ...(cacheSim ? ['--cache-sim=yes', '--branch-sim=yes'] : []),
       launch.command,
       ...(node ? nodeFlags() : []),
       ...launch.args,
@@ -294,7 +299,7 @@ async function instructions(
     child.kill('SIGTERM');
     await exited;
     const file = warm > 0 ? `${out}.1` : out;
-    const total = /^(?:summary|totals): (\d+)/m.exec(readFileSync(file, 'utf8'))?.[1];
+    const total = counts(readFileSync(file, 'utf8'));
     if (total === undefined) throw new Error(`no total in ${out}`);
     if (keep !== undefined) {
       const name = `${scenarioName}.${contender}.${String(count)}`;
@@ -305,13 +310,37 @@ async function instructions(
         rmSync(map, { force: true });
       }
     }
-    return Number(total);
+    return total;
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
     backend.close();
     rmSync(out, { force: true });
     rmSync(`${out}.1`, { force: true });
   }
+}
+
+/** What one run counted: instructions, and with `--cache-sim` an estimate of cycles. */
+interface Counts {
+  readonly instructions: number;
+  readonly cycles: number | undefined;
+}
+
+/**
+ * The totals of a callgrind output file. With cache and branch simulation, cycles are estimated
+ * as KCachegrind does (`CEst`): instructions + 10 × (L1 misses + mispredicted branches) + 100 ×
+ * last-level misses; like the instructions, that does not depend on the machine's load, and it
+ * shows what instruction counts hide (code that runs few instructions but misses the caches).
+ */
+function counts(text: string): Counts | undefined {
+  const events = /^events: (.*)$/m.exec(text)?.[1]?.trim().split(/\s+/);
+  const totals = /^(?:summary|totals): (.*)$/m.exec(text)?.[1]?.trim().split(/\s+/).map(Number);
+  if (events === undefined || totals === undefined || totals[0] === undefined) return undefined;
+  const at = (name: string): number => totals[events.indexOf(name)] ?? 0;
+  if (!events.includes('D1mr')) return { instructions: totals[0], cycles: undefined };
+  const l1 = at('I1mr') + at('D1mr') + at('D1mw');
+  const ll = at('ILmr') + at('DLmr') + at('DLmw');
+  const branches = at('Bcm') + at('Bim');
+  return { instructions: at('Ir'), cycles: at('Ir') + 10 * (l1 + branches) + 100 * ll };
 }
 
 /** Node's flags for a contender under callgrind. */
@@ -383,8 +412,10 @@ function callgrindControl(command: string, pid: number): Promise<void> {
 
 try {
   const runs = Number(values.runs);
-  console.log('| scenario | contender | instructions per operation |');
-  console.log('| --- | --- | --: |');
+  console.log(
+    `| scenario | contender | instructions per operation |${cacheSim ? ' estimated cycles per operation |' : ''}`,
+  );
+  console.log(`| --- | --- | --: |${cacheSim ? ' --: |' : ''}`);
   for (const name of values.scenarios.split(',')) {
     const known = SCENARIOS[name];
     if (known === undefined) throw new Error(`unknown scenario ${name}`);
@@ -394,16 +425,26 @@ try {
     for (const contender of contenders.split(','))
       for (let run = 0; run < runs; run++) {
         let perOperation: number;
-        if (warm > 0)
-          perOperation = Math.round(
-            (await instructions(contender, name, scenario, scenario.count)) / scenario.count,
-          );
-        else {
+        let cycles: number | undefined;
+        if (warm > 0) {
+          const counted = await instructions(contender, name, scenario, scenario.count);
+          perOperation = Math.round(counted.instructions / scenario.count);
+          cycles =
+            counted.cycles === undefined ? undefined : Math.round(counted.cycles / scenario.count);
+        } else {
           const short = await instructions(contender, name, scenario, scenario.count);
           const long = await instructions(contender, name, scenario, scenario.count * 3);
-          perOperation = Math.round((long - short) / (scenario.count * 2));
+          const per = scenario.count * 2;
+          perOperation = Math.round((long.instructions - short.instructions) / per);
+          cycles =
+            long.cycles === undefined || short.cycles === undefined
+              ? undefined
+              : Math.round((long.cycles - short.cycles) / per);
         }
-        console.log(`| ${name} | ${contender} | ${perOperation.toLocaleString('en-US')} |`);
+        const cyclesColumn = cycles === undefined ? '' : ` ${cycles.toLocaleString('en-US')} |`;
+        console.log(
+          `| ${name} | ${contender} | ${perOperation.toLocaleString('en-US')} |${cyclesColumn}`,
+        );
       }
   }
 } finally {
