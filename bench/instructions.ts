@@ -25,6 +25,9 @@
  * N operations, the counters dumped; divided by N. The difference method still counts TurboFan
  * compiling (about half of a new connection's count after 1 200 of them, session 22); this
  * one counts the optimized steady state that a benchmark of seconds runs in.
+ *
+ * The TLS scenarios (`tls*`, bench/lib/tlsInstructions.ts) count l4proxy beside nginx `stream`
+ * with `ssl` (one process under the same callgrind) per handshake, origination or MiB of bulk.
  */
 import { execFile, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';

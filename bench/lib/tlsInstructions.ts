@@ -1,11 +1,12 @@
 /**
  * The TLS scenarios of `bench/instructions.ts` (issue 14): termination handshakes (full TLS 1.2,
- * resumed TLS 1.2, full TLS 1.3), origination with session resumption, and bulk through an
- * originating proxy in front of a terminating one, each counted for l4proxy (the library, in
- * `bench/servers/l4proxyTls.ts`) and for nginx `stream` with `ssl` (one process: `daemon off;
- * master_process off;`) under the same callgrind. The TLS clients, the plain echo or sink and the
- * TLS upstream run in the harness, outside valgrind; the certificates (EC P-256, as
- * `bench/tls.ts`) are made by `openssl` in a temp dir.
+ * resumed TLS 1.2, full TLS 1.3, full TLS 1.2 with a client certificate required), origination
+ * with session resumption, and bulk through an originating proxy in front of a terminating one,
+ * each counted for l4proxy (the library, in `bench/servers/l4proxyTls.ts`) and for nginx
+ * `stream` with `ssl` (one process: `daemon off; master_process off;`) under the same callgrind.
+ * The TLS clients and the plain echo or sink run in the harness, the origination's TLS upstream
+ * (nginx, as in `bench/tls.ts`) in a process of its own, all outside valgrind; the certificates
+ * (EC P-256, as `bench/tls.ts`) are made by `openssl` in a temp dir.
  */
 import { execFileSync } from 'node:child_process';
 import net from 'node:net';
@@ -40,7 +41,7 @@ export interface TlsSetup {
   launch(contender: string, upstream: number, dir: string): Promise<TlsLaunch>;
 }
 
-type Mode = 'terminate' | 'originate' | 'both';
+type Mode = 'terminate' | 'terminate-mtls' | 'originate' | 'both';
 
 /** Makes the CA and the server's certificate for `localhost` in `dir` once. */
 function certificates(dir: string): void {
@@ -83,6 +84,33 @@ function certificates(dir: string): void {
     file('server.csr'),
   ]);
   writeFileSync(file('ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
+  // The client's certificate, for the scenario that requires one.
+  openssl([
+    'req',
+    '-new',
+    ...ec,
+    '-subj',
+    '/CN=bench client',
+    '-keyout',
+    file('client.key'),
+    '-out',
+    file('client.csr'),
+  ]);
+  openssl([
+    'x509',
+    '-req',
+    '-in',
+    file('client.csr'),
+    '-CA',
+    file('ca.pem'),
+    '-CAkey',
+    file('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    file('client.pem'),
+    '-days',
+    '1',
+  ]);
   openssl([
     'x509',
     '-req',
@@ -175,6 +203,8 @@ async function nginx(mode: Mode, upstream: number, dir: string): Promise<TlsLaun
   let servers: string;
   if (mode === 'terminate')
     servers = `server { listen 127.0.0.1:${port} ssl; ${ssl} proxy_pass 127.0.0.1:${upstream}; }`;
+  else if (mode === 'terminate-mtls')
+    servers = `server { listen 127.0.0.1:${port} ssl; ${ssl} ssl_verify_client on; ssl_client_certificate ${file('ca.pem')}; proxy_pass 127.0.0.1:${upstream}; }`;
   else if (mode === 'originate')
     servers = `server { listen 127.0.0.1:${port}; ${originate} proxy_pass 127.0.0.1:${upstream}; }`;
   else {
@@ -224,11 +254,15 @@ function handshakes(
   dir: string,
   version: 'TLSv1.2' | 'TLSv1.3',
   resume: boolean,
+  withCertificate = false,
 ): (port: number, count: number) => Promise<void> {
   // The session of each contender (a port is one contender's process): another's would not resume.
   const sessions = new Map<number, Buffer>();
   return async (port, count) => {
     const ca = readFileSync(join(dir, 'ca.pem'));
+    const own = withCertificate
+      ? { cert: readFileSync(join(dir, 'client.pem')), key: readFileSync(join(dir, 'client.key')) }
+      : {};
     for (let i = 0; i < count; i++)
       await new Promise<void>((resolve, reject) => {
         const session = sessions.get(port);
@@ -239,6 +273,7 @@ function handshakes(
           servername: 'localhost',
           minVersion: version,
           maxVersion: version,
+          ...own,
           ...(resume && session !== undefined ? { session } : {}),
         });
         socket.on('error', reject);
@@ -328,6 +363,11 @@ export function tlsScenarios(dir: string): Record<string, TlsScenario> {
       count: 200,
       client: handshakes(dir, 'TLSv1.3', false),
       tls: setup('terminate'),
+    },
+    'tls12-mtls': {
+      count: 200,
+      client: handshakes(dir, 'TLSv1.2', false, true),
+      tls: setup('terminate-mtls'),
     },
     'tls-originate': { count: 200, client: plainConnections, tls: setup('originate') },
     'tls-bulk': { count: 32, client: megabytes, tls: setup('both') },
