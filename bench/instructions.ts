@@ -25,8 +25,12 @@
  * N operations, the counters dumped; divided by N. The difference method still counts TurboFan
  * compiling (about half of a new connection's count after 1 200 of them, session 22); this
  * one counts the optimized steady state that a benchmark of seconds runs in.
+ *
+ * The TLS scenarios (`tls*`, bench/lib/tlsInstructions.ts) count l4proxy beside nginx `stream`
+ * with `ssl` (one process under the same callgrind) per handshake, origination or MiB of bulk.
  */
 import { execFile, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import {
   copyFileSync,
@@ -44,6 +48,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { benchScript } from './lib/paths.js';
+import { tlsScenarios } from './lib/tlsInstructions.js';
+import type { TlsLaunch, TlsSetup } from './lib/tlsInstructions.js';
 
 interface Scenario {
   readonly protocol: 'tcp' | 'udp';
@@ -54,6 +60,8 @@ interface Scenario {
   readonly client: (port: number, count: number) => Promise<void>;
   /** The `--warm` phase, when it differs from `client`. */
   readonly warmClient?: (port: number, count: number) => Promise<void>;
+  /** A TLS scenario's own backend and contenders (bench/lib/tlsInstructions.ts). */
+  readonly tls?: TlsSetup;
 }
 
 const SCENARIOS: Record<string, Scenario> = {
@@ -68,22 +76,27 @@ const SCENARIOS: Record<string, Scenario> = {
   },
   'udp-sessions': { protocol: 'udp', count: 300, responses: 1, client: sessions },
 };
+const work = mkdtempSync(join(tmpdir(), 'l4proxy-callgrind-'));
+for (const [name, scenario] of Object.entries(tlsScenarios(work)))
+  SCENARIOS[name] = { protocol: 'tcp', responses: 0, ...scenario };
 
 const { values } = parseArgs({
   options: {
     scenarios: { type: 'string', default: Object.keys(SCENARIOS).join(',') },
     runs: { type: 'string', default: '1' },
-    contenders: { type: 'string', default: 'l4proxy,naive' },
+    contenders: { type: 'string' },
     keep: { type: 'string' },
     warm: { type: 'string', default: '0' },
     count: { type: 'string' },
+    'cache-sim': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (values.help) {
   console.log(`usage: node build/bench/instructions.js [options]
   --scenarios a,b    ${Object.keys(SCENARIOS).join(', ')} (default all)
-  --contenders a,b   l4proxy, l4proxy-cli, naive (default l4proxy,naive)
+  --contenders a,b   l4proxy, l4proxy-cli, naive; nginx in the TLS scenarios (tls*; default
+                     l4proxy,naive, or l4proxy,nginx when every scenario is a TLS one)
   --runs N           pairs of runs (N and 3N operations) per scenario and contender (default 1)
   --warm W           W operations first, V8's optimizing compiler then turned off, and N
                      operations counted alone (callgrind_control --zero, --dump): one run per
@@ -92,15 +105,17 @@ if (values.help) {
   --count N          operations counted (default per scenario: ${Object.entries(SCENARIOS)
     .map(([name, scenario]) => `${name} ${String(scenario.count)}`)
     .join(', ')})
-  --keep DIR         keep each run's callgrind.out and V8 perf map in DIR`);
+  --keep DIR         keep each run's callgrind.out and V8 perf map in DIR
+  --cache-sim        also simulate caches and branches (callgrind --cache-sim --branch-sim) and
+                     print estimated cycles per operation beside the instructions (see below)`);
   process.exit(0);
 }
 const keep = values.keep;
 const warm = Number(values.warm);
+const cacheSim = values['cache-sim'];
 if (keep !== undefined) mkdirSync(keep, { recursive: true });
 /** The built CLI (build/src/cli/main.js). */
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-const work = mkdtempSync(join(tmpdir(), 'l4proxy-callgrind-'));
 
 /** Keep-alive round trips of 32 bytes on one connection. */
 async function roundTrips(port: number, count: number): Promise<void> {
@@ -235,8 +250,20 @@ async function instructions(
   scenarioName: string,
   scenario: Scenario,
   count: number,
-): Promise<number> {
-  const backend = await echoBackend(scenario.protocol);
+): Promise<Counts> {
+  const backend =
+    scenario.tls === undefined
+      ? await echoBackend(scenario.protocol)
+      : await scenario.tls.backend(work);
+  const launch: TlsLaunch =
+    scenario.tls === undefined
+      ? {
+          command: process.execPath,
+          args: contenderArgs(contender, scenario, backend.port),
+          node: true,
+        }
+      : await scenario.tls.launch(contender, backend.port, work);
+  const node = launch.node;
   const out = join(work, `callgrind.${contender}.${String(count)}`);
   const child = spawn(
     'valgrind',
@@ -244,29 +271,15 @@ async function instructions(
       '--tool=callgrind',
       '--smc-check=all-non-file',
       `--callgrind-out-file=${out}`,
-      process.execPath,
-      '--single-threaded',
-      ...(keep === undefined ? [] : ['--perf-basic-prof']),
-      // Tiers up 8 times sooner: the warm-up reaches the optimized steady state a benchmark of
-      // seconds runs in (with the default budget a few thousand connections leave many
-      // functions in baseline code), then the compiler stops (freezeJit).
-      ...(warm > 0
-        ? [
-            '--interrupt-budget=8448',
-            // V8's memory reducer starts full collections when the allocation rate per second
-            // is low, which it is under callgrind's fifty-fold slow-down, not at a benchmark's
-            // rate: they would be counted as the proxy's work.
-            '--no-memory-reducer',
-            '--import',
-            pathToFileURL(benchScript('servers/freezeJit.js')).href,
-          ]
-        : []),
-      ...contenderArgs(contender, scenario, backend.port),
+      ...(cacheSim ? ['--cache-sim=yes', '--branch-sim=yes'] : []),
+      launch.command,
+      ...(node ? nodeFlags() : []),
+      ...launch.args,
     ],
     // No IPC channel for the command: it would take it for an upgrade's.
     {
       stdio:
-        contender === 'l4proxy-cli'
+        contender === 'l4proxy-cli' || !node
           ? ['ignore', 'ignore', 'pipe']
           : ['ignore', 'ignore', 'pipe', 'ipc'],
       cwd: work,
@@ -279,39 +292,37 @@ async function instructions(
     if (frozen !== undefined && stderr.includes('l4proxy-bench: jit frozen')) frozen();
   });
   try {
-    const port = await new Promise<number>((resolve, reject) => {
-      child.once('message', (message: { port: number }) => {
-        resolve(message.port);
-      });
-      // The CLI says where it listens on stderr; valgrind's own lines go there too.
-      child.stderr?.on('data', () => {
-        const line = stderr.split('\n').find((row) => row.includes('"msg":"listening"'));
-        const match = line === undefined ? null : /"address":"[^"]*:(\d+)"/.exec(line);
-        if (match !== null) resolve(Number(match[1]));
-      });
-      child.once('exit', (code) => {
-        reject(new Error(`${contender} exited (${String(code)})`));
-      });
-    });
+    const port =
+      launch.port !== undefined
+        ? await listening(launch.port, child)
+        : await new Promise<number>((resolve, reject) => {
+            child.once('message', (message: { port: number }) => {
+              resolve(message.port);
+            });
+            // The CLI says where it listens on stderr; valgrind's own lines go there too.
+            child.stderr?.on('data', () => {
+              const line = stderr.split('\n').find((row) => row.includes('"msg":"listening"'));
+              const match = line === undefined ? null : /"address":"[^"]*:(\d+)"/.exec(line);
+              if (match !== null) resolve(Number(match[1]));
+            });
+            child.once('exit', (code) => {
+              reject(new Error(`${contender} exited (${String(code)}): ${stderr.slice(-500)}`));
+            });
+          });
     if (warm > 0) {
       // Warmed up (JIT tiers reached): count only the operations that follow.
       await (scenario.warmClient ?? scenario.client)(port, warm);
-      await new Promise<void>((resolve, reject) => {
-        frozen = resolve;
-        child.kill('SIGURG');
-        setTimeout(() => {
-          reject(new Error(`${contender} did not freeze its JIT`));
-        }, 60_000).unref();
-      });
+      if (node) await freezeJit(child, contender, (resolve) => (frozen = resolve));
       await callgrindControl('--zero', child.pid!);
       await scenario.client(port, count);
       await callgrindControl('--dump', child.pid!);
     } else await scenario.client(port, count);
+
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGTERM');
     await exited;
     const file = warm > 0 ? `${out}.1` : out;
-    const total = /^(?:summary|totals): (\d+)/m.exec(readFileSync(file, 'utf8'))?.[1];
+    const total = counts(readFileSync(file, 'utf8'));
     if (total === undefined) throw new Error(`no total in ${out}`);
     if (keep !== undefined) {
       const name = `${scenarioName}.${contender}.${String(count)}`;
@@ -322,13 +333,94 @@ async function instructions(
         rmSync(map, { force: true });
       }
     }
-    return Number(total);
+    return total;
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
     backend.close();
     rmSync(out, { force: true });
     rmSync(`${out}.1`, { force: true });
   }
+}
+
+/** What one run counted: instructions, and with `--cache-sim` an estimate of cycles. */
+interface Counts {
+  readonly instructions: number;
+  readonly cycles: number | undefined;
+}
+
+/**
+ * The totals of a callgrind output file. With cache and branch simulation, cycles are estimated
+ * as KCachegrind does (`CEst`): instructions + 10 × (L1 misses + mispredicted branches) + 100 ×
+ * last-level misses; like the instructions, that does not depend on the machine's load, and it
+ * shows what instruction counts hide (code that runs few instructions but misses the caches).
+ */
+function counts(text: string): Counts | undefined {
+  const events = /^events: (.*)$/m.exec(text)?.[1]?.trim().split(/\s+/);
+  const totals = /^(?:summary|totals): (.*)$/m.exec(text)?.[1]?.trim().split(/\s+/).map(Number);
+  if (events === undefined || totals === undefined || totals[0] === undefined) return undefined;
+  const at = (name: string): number => totals[events.indexOf(name)] ?? 0;
+  if (!events.includes('D1mr')) return { instructions: totals[0], cycles: undefined };
+  const l1 = at('I1mr') + at('D1mr') + at('D1mw');
+  const ll = at('ILmr') + at('DLmr') + at('DLmw');
+  const branches = at('Bcm') + at('Bim');
+  return { instructions: at('Ir'), cycles: at('Ir') + 10 * (l1 + branches) + 100 * ll };
+}
+
+/** Node's flags for a contender under callgrind. */
+function nodeFlags(): string[] {
+  return [
+    '--single-threaded',
+    ...(keep === undefined ? [] : ['--perf-basic-prof']),
+    // Tiers up 8 times sooner: the warm-up reaches the optimized steady state a benchmark of
+    // seconds runs in (with the default budget a few thousand connections leave many
+    // functions in baseline code), then the compiler stops (freezeJit).
+    ...(warm > 0
+      ? [
+          '--interrupt-budget=8448',
+          // V8's memory reducer starts full collections when the allocation rate per second
+          // is low, which it is under callgrind's fifty-fold slow-down, not at a benchmark's
+          // rate: they would be counted as the proxy's work.
+          '--no-memory-reducer',
+          '--import',
+          pathToFileURL(benchScript('servers/freezeJit.js')).href,
+        ]
+      : []),
+  ];
+}
+
+/** Turns the Node contender's optimizing compiler off (freezeJit.ts); resolves once it says so. */
+function freezeJit(
+  child: ChildProcess,
+  contender: string,
+  onFrozen: (resolve: () => void) => void,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    onFrozen(resolve);
+    child.kill('SIGURG');
+    setTimeout(() => {
+      reject(new Error(`${contender} did not freeze its JIT`));
+    }, 60_000).unref();
+  });
+}
+
+/** Resolves with `port` once the contender accepts on it (bounded: valgrind starts slowly). */
+async function listening(port: number, child: ChildProcess): Promise<number> {
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline && child.exitCode === null) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => {
+        resolve(false);
+      });
+    });
+    if (ok) return port;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`nothing listens on 127.0.0.1:${String(port)}`);
 }
 
 /** Runs `callgrind_control` (through vgdb) on the process under callgrind. */
@@ -343,25 +435,39 @@ function callgrindControl(command: string, pid: number): Promise<void> {
 
 try {
   const runs = Number(values.runs);
-  console.log('| scenario | contender | instructions per operation |');
-  console.log('| --- | --- | --: |');
+  console.log(
+    `| scenario | contender | instructions per operation |${cacheSim ? ' estimated cycles per operation |' : ''}`,
+  );
+  console.log(`| --- | --- | --: |${cacheSim ? ' --: |' : ''}`);
   for (const name of values.scenarios.split(',')) {
     const known = SCENARIOS[name];
     if (known === undefined) throw new Error(`unknown scenario ${name}`);
     const scenario = values.count === undefined ? known : { ...known, count: Number(values.count) };
-    for (const contender of values.contenders.split(','))
+    const contenders =
+      values.contenders ?? (known.tls === undefined ? 'l4proxy,naive' : 'l4proxy,nginx');
+    for (const contender of contenders.split(','))
       for (let run = 0; run < runs; run++) {
         let perOperation: number;
-        if (warm > 0)
-          perOperation = Math.round(
-            (await instructions(contender, name, scenario, scenario.count)) / scenario.count,
-          );
-        else {
+        let cycles: number | undefined;
+        if (warm > 0) {
+          const counted = await instructions(contender, name, scenario, scenario.count);
+          perOperation = Math.round(counted.instructions / scenario.count);
+          cycles =
+            counted.cycles === undefined ? undefined : Math.round(counted.cycles / scenario.count);
+        } else {
           const short = await instructions(contender, name, scenario, scenario.count);
           const long = await instructions(contender, name, scenario, scenario.count * 3);
-          perOperation = Math.round((long - short) / (scenario.count * 2));
+          const per = scenario.count * 2;
+          perOperation = Math.round((long.instructions - short.instructions) / per);
+          cycles =
+            long.cycles === undefined || short.cycles === undefined
+              ? undefined
+              : Math.round((long.cycles - short.cycles) / per);
         }
-        console.log(`| ${name} | ${contender} | ${perOperation.toLocaleString('en-US')} |`);
+        const cyclesColumn = cycles === undefined ? '' : ` ${cycles.toLocaleString('en-US')} |`;
+        console.log(
+          `| ${name} | ${contender} | ${perOperation.toLocaleString('en-US')} |${cyclesColumn}`,
+        );
       }
   }
 } finally {

@@ -1,6 +1,7 @@
 /**
  * l4proxy with TLS, as a contender of bench/tls.ts, in its own process.
- * argv: 'terminate' | 'originate' | 'originate-noresume' | 'both', upstream port, cert file,
+ * argv: 'terminate' | 'terminate-mtls' | 'originate' | 'originate-noresume' | 'both', upstream
+ * port, cert file,
  * key file, CA file. `both` runs an originating proxy in front of a terminating one (bulk runs).
  * Sends `{ port }` over IPC once listening; exits on SIGTERM.
  */
@@ -20,6 +21,14 @@ async function listen(proxy: TcpProxy): Promise<number> {
 let port: number;
 if (mode === 'terminate') {
   port = await listen(new TcpProxy({ upstreams, terminateTls }));
+} else if (mode === 'terminate-mtls') {
+  // Clients must present a certificate the CA signed (nginx `ssl_verify_client on`).
+  port = await listen(
+    new TcpProxy({
+      upstreams,
+      terminateTls: { ...terminateTls, clientCertificate: 'required', ca },
+    }),
+  );
 } else if (mode === 'both') {
   const inner = await listen(new TcpProxy({ upstreams, terminateTls }));
   port = await listen(
