@@ -160,6 +160,43 @@ describe('UdpProxy quic option', () => {
     }
   });
 
+  // Pins a documented limit (docs/quic.md, "A name route is not an access boundary"): a UDP
+  // session is one client address and port, and a client may run several QUIC connections over
+  // one socket (quic-go's HTTP/3 client does, to every server it talks to). Dropping a second
+  // connection's Initial would blackhole those clients; routing it apart needs per-connection
+  // sessions. Until then, this is what happens, and the docs say so.
+  test("a second QUIC connection from the same address and port rides the first one's session and upstream", async () => {
+    const names: (string | undefined)[] = [];
+    const { proxy, port } = await proxyWith({
+      quic: {},
+      selector: (ctx) => {
+        names.push(ctx.serverName);
+        return byName(ctx);
+      },
+    });
+    client = await udpSocket();
+    const initial = (name: string, dcid: Buffer) =>
+      buildInitial({
+        version: QUIC_V1,
+        dcid,
+        frames: cryptoFrame(0, buildHandshake([sniExtension(name), alpnExtension(['h3'])])),
+        padTo: 1100,
+      });
+    try {
+      client.send(initial('example.com', Buffer.alloc(8, 1)), port, '127.0.0.1');
+      assert.equal((await nextMessage(client)).subarray(-1).toString(), 'A');
+      // A new connection (new DCID, another name that routes to b) from the same socket.
+      client.send(initial('other.example', Buffer.alloc(8, 2)), port, '127.0.0.1');
+      assert.equal((await nextMessage(client)).subarray(-1).toString(), 'A');
+      assert.deepEqual(names, ['example.com']);
+      assert.equal(proxy.sessions().length, 1);
+      assert.equal(proxy.stats().quic?.quic_initials_parsed, 1);
+    } finally {
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
   test('the rest of a ClientHello that reached the proxy before maxInitialWait ran out is read, even when the event loop was busy past it', async () => {
     const hello = buildHandshake([sniExtension('example.com'), alpnExtension(['h3'])]);
     const dcid = Buffer.alloc(8, 4);
