@@ -7,7 +7,15 @@ import type { TcpProxyOptions } from '../../src/index.js';
 import { HandleSocket, handleBindings } from '../../src/net/HandleSocket.js';
 import { handlePort, recordHandleWrites } from '../helpers/handleWrites.js';
 import type { HandleWrite } from '../helpers/handleWrites.js';
-import { closed, connect, echoServer, readAll, refusedPort, withTimeout } from '../helpers/net.js';
+import {
+  closed,
+  connect,
+  echoServer,
+  readAll,
+  refusedPort,
+  waitFor,
+  withTimeout,
+} from '../helpers/net.js';
 import { openHandles, startProxy } from '../helpers/proxy.js';
 
 const MiB = 1024 * 1024;
@@ -125,6 +133,33 @@ describe("relay: 'handle' (the default): plain TCP on bare libuv handles", () =>
     for (let i = 0; i < 100 && (openHandles().TCPSocketWrap ?? 0) > before; i++)
       await new Promise((resolve) => setImmediate(resolve));
     assert.equal(openHandles().TCPSocketWrap ?? 0, before);
+  });
+
+  test('a clean end is passed on without a zero-length write to check it', async (t) => {
+    // The check is for an end libuv made up from a reset right after a read; an end read as
+    // such (read returned 0) is a FIN and costs no system call to check.
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    });
+    t.after(() => proxy.close());
+    const toClient = recordHandleWrites(t, (h) => handlePort(h, 'local') === port);
+    const toUpstream = recordHandleWrites(t, (h) => handlePort(h, 'remote') === echo.port);
+    const client = await connect(port);
+    const reply = readAll(client);
+    // The reply first, then the FIN: the end comes on its own read.
+    const echoed = waitFor(client, 'data');
+    client.write('ping');
+    await echoed;
+    client.end();
+    assert.equal((await reply).toString(), 'ping');
+    assert.equal((await closes(1))[0]?.reason, CloseReason.COMPLETED);
+    const empty = (writes: readonly HandleWrite[]): number =>
+      writes.filter((w) => w.chunks.every((chunk) => chunk.length === 0)).length;
+    assert.equal(empty(toClient), 0, 'zero-length writes to the client');
+    assert.equal(empty(toUpstream), 0, 'zero-length writes to the upstream');
+    assert.equal(toClient.length + toUpstream.length, 2);
   });
 
   test('a write after end, and a destroy twice, neither throw nor emit', async () => {
