@@ -384,7 +384,16 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     if (this.writableEnded || this.destroyed) return this;
     this.writableEnded = true;
     this.writableCorked = 0;
-    if (!this.connecting && !this.securing) this.shutdown();
+    if (this.connecting || this.securing) return this;
+    if (this.readableEnded && this.writableLength === 0 && !this.encrypted) {
+      // Read to its end and nothing left to write: close(2) sends the FIN that shutdown(2) would
+      // (the kernel still sends what it holds first), and the socket would close right after.
+      // One system call and one libuv interest change fewer per connection.
+      this.finished = true;
+      this.destroy();
+      return this;
+    }
+    this.shutdown();
     return this;
   }
 
