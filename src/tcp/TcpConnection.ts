@@ -74,7 +74,9 @@ const NOTHING = Buffer.alloc(0);
  * after a partial read as an end of stream (the socket hung up), and the reset itself only on
  * the next write, which may never come: forwarding that "end" would give the other side a clean
  * FIN for a failure. A zero-length write costs one syscall, sends nothing, and fails at once
- * (`socket.errored`) on a reset socket; its 'error' event follows on the next tick.
+ * (`socket.errored`) on a reset socket; its 'error' event follows on the next tick. A relay
+ * handle knows when its end came from a read that returned 0 (`endMayHideReset`): that one, the
+ * usual end, is a FIN and is not checked.
  */
 function revealsReset(socket: RelaySocket | undefined): boolean {
   if (socket === undefined || socket.destroyed || socket.writableEnded) return false;
@@ -86,6 +88,8 @@ function revealsReset(socket: RelaySocket | undefined): boolean {
   if (isTls(socket)) return tlsTransportLost(socket);
   // Queued bytes would hold the probe back; the reset then shows when they are written.
   if (socket.writableLength > 0) return false;
+  // An end read as such (a read that returned 0) is a FIN: no system call to check it.
+  if (socket instanceof HandleSocket && !socket.endMayHideReset) return false;
   socket.write(NOTHING);
   return socket.errored !== null;
 }

@@ -2,15 +2,45 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
 import { CloseReason } from '../../src/index.js';
 import type { TcpProxyOptions } from '../../src/index.js';
 import { HandleSocket, handleBindings } from '../../src/net/HandleSocket.js';
 import { handlePort, recordHandleWrites } from '../helpers/handleWrites.js';
-import type { HandleWrite } from '../helpers/handleWrites.js';
-import { closed, connect, echoServer, readAll, refusedPort, withTimeout } from '../helpers/net.js';
+import type { HandleWrite, WrittenHandle } from '../helpers/handleWrites.js';
+import {
+  closed,
+  connect,
+  echoServer,
+  readAll,
+  refusedPort,
+  waitFor,
+  withTimeout,
+} from '../helpers/net.js';
 import { openHandles, startProxy } from '../helpers/proxy.js';
 
 const MiB = 1024 * 1024;
+
+/** The ports of every TCP handle of this process that asks libuv for a shutdown, in order. */
+function recordShutdowns(
+  t: TestContext,
+): { local: number | undefined; remote: number | undefined }[] {
+  const binding = (
+    process as unknown as { binding(name: string): Record<string, unknown> }
+  ).binding('tcp_wrap');
+  type Shutdown = (this: WrittenHandle, request: unknown) => number;
+  const proto = (binding.TCP as { prototype: { shutdown: Shutdown } }).prototype;
+  const { shutdown } = proto;
+  const handles: { local: number | undefined; remote: number | undefined }[] = [];
+  proto.shutdown = function (this: WrittenHandle, request) {
+    handles.push({ local: handlePort(this, 'local'), remote: handlePort(this, 'remote') });
+    return shutdown.call(this, request);
+  };
+  t.after(() => {
+    proto.shutdown = shutdown;
+  });
+  return handles;
+}
 
 function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
@@ -125,6 +155,62 @@ describe("relay: 'handle' (the default): plain TCP on bare libuv handles", () =>
     for (let i = 0; i < 100 && (openHandles().TCPSocketWrap ?? 0) > before; i++)
       await new Promise((resolve) => setImmediate(resolve));
     assert.equal(openHandles().TCPSocketWrap ?? 0, before);
+  });
+
+  test('a clean end is passed on without a zero-length write to check it', async (t) => {
+    // The check is for an end libuv made up from a reset right after a read; an end read as
+    // such (read returned 0) is a FIN and costs no system call to check.
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    });
+    t.after(() => proxy.close());
+    const toClient = recordHandleWrites(t, (h) => handlePort(h, 'local') === port);
+    const toUpstream = recordHandleWrites(t, (h) => handlePort(h, 'remote') === echo.port);
+    const client = await connect(port);
+    const reply = readAll(client);
+    // The reply first, then the FIN: the end comes on its own read.
+    const echoed = waitFor(client, 'data');
+    client.write('ping');
+    await echoed;
+    client.end();
+    assert.equal((await reply).toString(), 'ping');
+    assert.equal((await closes(1))[0]?.reason, CloseReason.COMPLETED);
+    const empty = (writes: readonly HandleWrite[]): number =>
+      writes.filter((w) => w.chunks.every((chunk) => chunk.length === 0)).length;
+    assert.equal(empty(toClient), 0, 'zero-length writes to the client');
+    assert.equal(empty(toUpstream), 0, 'zero-length writes to the upstream');
+    assert.equal(toClient.length + toUpstream.length, 2);
+  });
+
+  test('a socket read to its end is closed without a shutdown(2) first; the peer still gets its FIN', async (t) => {
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+    });
+    t.after(() => proxy.close());
+    const shutdowns = recordShutdowns(t);
+    const client = await connect(port);
+    const reply = readAll(client);
+    const ended = waitFor(client, 'end');
+    const clientClosed = closed(client);
+    const echoed = waitFor(client, 'data');
+    client.write('ping');
+    await echoed;
+    // The client's FIN goes on to the echo server (a shutdown: the reply may still come), whose
+    // own FIN then ends the client, whose side of the proxy has nothing left to read or write.
+    client.end();
+    await ended;
+    assert.equal((await reply).toString(), 'ping');
+    assert.equal(await clientClosed, undefined);
+    assert.equal((await closes(1))[0]?.reason, CloseReason.COMPLETED);
+    // The proxy's own sockets: to the echo server, and the one it accepted from the client.
+    const proxySide = shutdowns.flatMap((h) =>
+      h.remote === echo.port ? ['upstream'] : h.local === port ? ['client'] : [],
+    );
+    assert.deepEqual(proxySide, ['upstream']);
   });
 
   test('a write after end, and a destroy twice, neither throw nor emit', async () => {
