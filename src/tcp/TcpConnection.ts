@@ -1500,7 +1500,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   halfCloseCheck(): void {
     const halfCloseTimeout = this.host.options.halfCloseTimeout;
     const idleFor = Date.now() - this.lastActivity;
-    if (idleFor >= halfCloseTimeout && !this.connecting()) {
+    if (idleFor >= halfCloseTimeout && !this.connecting() && !this.throttled()) {
       this.idleTimer = undefined;
       this.host.stats.halfCloseTimeouts++;
       this.terminate(CloseReason.HALF_CLOSE_TIMEOUT);
@@ -1519,7 +1519,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   idleCheck(): void {
     const idleTimeout = this.host.options.idleTimeout;
     const idleFor = Date.now() - this.lastActivity;
-    if (idleFor >= idleTimeout && !this.connecting()) {
+    if (idleFor >= idleTimeout && !this.connecting() && !this.throttled()) {
       this.idleTimer = undefined;
       this.host.stats.idleTimeouts++;
       this.terminate(CloseReason.IDLE_TIMEOUT);
@@ -1538,6 +1538,15 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
    */
   private connecting(): boolean {
     return this.connectTimer !== undefined;
+  }
+
+  /**
+   * A `bandwidth` budget holds this connection's bytes back (`RateLimitedConnection`): it is
+   * not idle, it waits for the proxy, so the idle and half-close clocks do not end it, as nginx
+   * stops `proxy_timeout` while a read is delayed by `proxy_upload_rate`/`proxy_download_rate`.
+   */
+  protected throttled(): boolean {
+    return false;
   }
 
   /** @internal */
