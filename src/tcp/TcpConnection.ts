@@ -28,6 +28,7 @@ import {
   upstreamTlsTimeout,
 } from '../tls/tlsFailure.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
+import { resetBehindEnd } from '../net/resetBehindEnd.js';
 import { coalesceTlsRecord, roomWhileCorked } from '../net/coalescedWrites.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
 import { selectorError } from '../select/internal/selectorOutcome.js';
@@ -77,7 +78,9 @@ const NOTHING = Buffer.alloc(0);
  * (`socket.errored`) on a reset socket; its 'error' event follows on the next tick.
  */
 function revealsReset(socket: RelaySocket | undefined): boolean {
-  if (socket === undefined || socket.destroyed || socket.writableEnded) return false;
+  if (socket === undefined || socket.destroyed) return false;
+  // The proxy ended this side already: libuv refuses the write, the descriptor is read instead.
+  if (socket.writableEnded) return resetBehindEnd(socket);
   // Not through TLS: there the write goes to Node's TLS layer, which holds a zero-length write
   // until its pending encrypted bytes (TLS 1.3 session tickets after a handshake) are written,
   // and nothing writes them once the peer has closed: the socket never finished, and the
