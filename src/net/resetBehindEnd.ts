@@ -9,14 +9,14 @@ const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
 const ONE_BYTE = Buffer.alloc(1);
 
 /**
- * Whether a TCP socket that just reported its end, after the proxy had ended its own side of it,
- * was in fact reset; the socket is then destroyed with the reset's error, which the relay handles
- * as any reset. libuv reports bytes and a RST that arrive together as an end (it reads the
- * bytes, sees the socket hung up, and does not read again), and after `end()` it refuses every
- * write, so the zero-length write that tells a reset apart before (`revealsReset`) cannot be
- * made. A read on the descriptor itself tells instead: at an end nothing is left to read, so it
- * returns 0 after a FIN and fails with the reset's error (ECONNRESET) after a RST. One syscall,
- * on the second end of a connection only.
+ * Whether a TCP socket that just reported its end was in fact reset, where the zero-length write
+ * that tells (`revealsReset`) cannot: after the proxy's `end()` libuv refuses every write, and
+ * behind queued writes it would wait; the socket is then destroyed with the reset's error, which
+ * the relay handles as any reset. libuv reports bytes and a RST that arrive together as an end
+ * (it reads the bytes, sees the socket hung up, and does not read again). A read on the
+ * descriptor itself tells: at an end nothing is left to read, so it returns 0 after a FIN and
+ * fails with the reset's error (ECONNRESET) after a RST. One syscall, on the second end of a
+ * connection (or an end with writes queued) only.
  */
 export function resetBehindEnd(socket: RelaySocket): boolean {
   const fd = descriptorOf(socket);

@@ -87,8 +87,8 @@ function revealsReset(socket: RelaySocket | undefined): boolean {
   // connection never closed (`openssl s_time -new` left most of its connections that way).
   // The TCP connection under it is probed instead.
   if (isTls(socket)) return tlsTransportLost(socket);
-  // Queued bytes would hold the probe back; the reset then shows when they are written.
-  if (socket.writableLength > 0) return false;
+  // Queued bytes would hold the probe back, and the FIN would go out before their write fails.
+  if (socket.writableLength > 0) return resetBehindEnd(socket);
   socket.write(NOTHING);
   return socket.errored !== null;
 }

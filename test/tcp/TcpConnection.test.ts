@@ -373,6 +373,44 @@ for (const relay of ['handle', 'onread', 'stream'] as const)
       );
     });
 
+    test('a client that sends and resets while its replies queue resets the upstream, never a FIN first', async (t) => {
+      // The client reads nothing, so the proxy holds writes to it: the zero-length write that
+      // tells a reset from an end would queue behind them, and used not to be made.
+      const upstreamSaw: Promise<'RST' | 'FIN'>[] = [];
+      const upstream = await socketServer((socket) => {
+        socket.on('data', () => undefined);
+        upstreamSaw.push(howItEnded(socket));
+        socket.write(Buffer.alloc(8 * 1024 * 1024, 3));
+      });
+      t.after(() => upstream.close());
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [local(upstream.port)],
+        relay,
+      });
+      t.after(() => proxy.close({ drainTimeout: 0 }));
+      for (let i = 0; i < 5; i++) {
+        const client = await connect(port);
+        t.after(() => client.destroy());
+        client.pause();
+        // Until the proxy's writes to this client queue (the upstream paused for it).
+        const paused = proxy.stats().upstream_flow_control_paused_reading_total;
+        await eventuallyTrue(
+          () => proxy.stats().upstream_flow_control_paused_reading_total > paused,
+        );
+        client.write(Buffer.alloc(1000, 2), () => client.resetAndDestroy());
+        await closes(i + 1, 5_000);
+      }
+      const summaries = await closes(5, 5_000);
+      assert.deepEqual(
+        summaries.map((summary) => summary.reason),
+        Array.from({ length: 5 }, () => CloseReason.DOWNSTREAM_RESET),
+      );
+      assert.deepEqual(
+        await Promise.all(upstreamSaw),
+        Array.from({ length: 5 }, () => 'RST'),
+      );
+    });
+
     test('an upstream reset resets the client (reason upstream_reset)', async () => {
       const upstream = await socketServer((socket) => {
         socket.once('data', () => socket.resetAndDestroy());
