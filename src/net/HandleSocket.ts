@@ -133,6 +133,12 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     return handle === undefined || this.destroyed ? 0 : probeTcp(handle);
   }
 
+  /** The descriptor of this socket's TCP connection (under its TLS stream, if any); -1 if none. */
+  descriptor(): number {
+    const fd = (this.under ?? this.handle).fd;
+    return this.destroyed || fd === undefined ? -1 : fd;
+  }
+
   /**
    * Writes `chunk` in clear on the TCP handle under this socket's TLS stream, before its
    * handshake (a PROXY header, as HAProxy sends it); on a plain socket, a write like any other.
@@ -646,6 +652,8 @@ export interface TcpHandle {
   [kOwner]?: HandleSocket;
   /** On Node's TLS stream over a TCP handle: that TCP handle. */
   _parent?: TcpHandle;
+  /** The socket's descriptor (POSIX; -1 on Windows). */
+  readonly fd?: number;
   onread: (this: TcpHandle) => void;
   readStart(): number;
   readStop(): number;

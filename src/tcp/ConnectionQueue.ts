@@ -16,6 +16,8 @@ export interface QueuedClient {
 export interface QueueOwner {
   /** `client` waited `timeout` ms without a slot: refuse it. */
   expired(client: QueuedClient): void;
+  /** `client`'s socket closed while it waited: what it holds (its per-client slot) goes back. */
+  left(client: QueuedClient): void;
 }
 
 const kEntry = Symbol('l4proxy.queueEntry');
@@ -106,6 +108,7 @@ export class ConnectionQueue {
     if (entry.gone) return;
     this.release(entry);
     entry.gone = true;
+    this.owner.left(entry);
   }
 
   private release(entry: QueuedClient): void {

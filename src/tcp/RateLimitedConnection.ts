@@ -222,6 +222,11 @@ export class RateLimitedConnection extends TcpConnection {
     } else if (flowing && !this.client.writableNeedDrain) this.upstreamSocket?.resume();
   }
 
+  /** Bytes are held for a budget (either way): the idle clocks wait for them. */
+  protected override throttled(): boolean {
+    return this.uploadTimer !== undefined || this.downloadTimer !== undefined;
+  }
+
   protected override clearTimers(): void {
     super.clearTimers();
     if (this.uploadTimer !== undefined) clearTimeout(this.uploadTimer);

@@ -28,6 +28,7 @@ import {
   upstreamTlsTimeout,
 } from '../tls/tlsFailure.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
+import { resetBehindEnd } from '../net/resetBehindEnd.js';
 import { coalesceTlsRecord, roomWhileCorked } from '../net/coalescedWrites.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
 import { selectorError } from '../select/internal/selectorOutcome.js';
@@ -79,17 +80,19 @@ const NOTHING = Buffer.alloc(0);
  * usual end, is a FIN and is not checked.
  */
 function revealsReset(socket: RelaySocket | undefined): boolean {
-  if (socket === undefined || socket.destroyed || socket.writableEnded) return false;
+  if (socket === undefined || socket.destroyed) return false;
+  // An end read as such (a read that returned 0) is a FIN: no system call to check it.
+  if (socket instanceof HandleSocket && !socket.endMayHideReset) return false;
+  // The proxy ended this side already: libuv refuses the write, the descriptor is read instead.
+  if (socket.writableEnded) return resetBehindEnd(socket);
   // Not through TLS: there the write goes to Node's TLS layer, which holds a zero-length write
   // until its pending encrypted bytes (TLS 1.3 session tickets after a handshake) are written,
   // and nothing writes them once the peer has closed: the socket never finished, and the
   // connection never closed (`openssl s_time -new` left most of its connections that way).
   // The TCP connection under it is probed instead.
   if (isTls(socket)) return tlsTransportLost(socket);
-  // Queued bytes would hold the probe back; the reset then shows when they are written.
-  if (socket.writableLength > 0) return false;
-  // An end read as such (a read that returned 0) is a FIN: no system call to check it.
-  if (socket instanceof HandleSocket && !socket.endMayHideReset) return false;
+  // Queued bytes would hold the probe back, and the FIN would go out before their write fails.
+  if (socket.writableLength > 0) return resetBehindEnd(socket);
   socket.write(NOTHING);
   return socket.errored !== null;
 }
@@ -1504,7 +1507,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   halfCloseCheck(): void {
     const halfCloseTimeout = this.host.options.halfCloseTimeout;
     const idleFor = Date.now() - this.lastActivity;
-    if (idleFor >= halfCloseTimeout && !this.connecting()) {
+    if (idleFor >= halfCloseTimeout && !this.connecting() && !this.throttled()) {
       this.idleTimer = undefined;
       this.host.stats.halfCloseTimeouts++;
       this.terminate(CloseReason.HALF_CLOSE_TIMEOUT);
@@ -1523,7 +1526,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   idleCheck(): void {
     const idleTimeout = this.host.options.idleTimeout;
     const idleFor = Date.now() - this.lastActivity;
-    if (idleFor >= idleTimeout && !this.connecting()) {
+    if (idleFor >= idleTimeout && !this.connecting() && !this.throttled()) {
       this.idleTimer = undefined;
       this.host.stats.idleTimeouts++;
       this.terminate(CloseReason.IDLE_TIMEOUT);
@@ -1542,6 +1545,15 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
    */
   private connecting(): boolean {
     return this.connectTimer !== undefined;
+  }
+
+  /**
+   * A `bandwidth` budget holds this connection's bytes back (`RateLimitedConnection`): it is
+   * not idle, it waits for the proxy, so the idle and half-close clocks do not end it, as nginx
+   * stops `proxy_timeout` while a read is delayed by `proxy_upload_rate`/`proxy_download_rate`.
+   */
+  protected throttled(): boolean {
+    return false;
   }
 
   /** @internal */

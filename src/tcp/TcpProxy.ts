@@ -259,6 +259,11 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       expired: (client) => {
         this.refuseQueued(client, RejectReason.QUEUE_TIMEOUT);
       },
+      // Refused as a client gone in its preface is: its per-client slot goes back, and every
+      // client accepted is either a connection or a rejection.
+      left: (client) => {
+        this.refuseQueued(client, RejectReason.CLIENT_GONE);
+      },
     });
     this.manager.start();
   }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { CloseReason } from '../../src/index.js';
@@ -18,6 +19,31 @@ import {
 import { startProxy } from '../helpers/proxy.js';
 
 const local = (port: number): Upstream => ({ host: '127.0.0.1', port });
+
+/**
+ * How a peer's end of `socket` came: `'RST'` (an error, or an end after which a read of the
+ * descriptor fails: libuv reports bytes and a RST that arrive together as an end) or `'FIN'`.
+ */
+function howItEnded(socket: Socket): Promise<'RST' | 'FIN'> {
+  return withTimeout(
+    new Promise<'RST' | 'FIN'>((resolve) => {
+      socket.on('error', () => {
+        resolve('RST');
+      });
+      socket.on('end', () => {
+        const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+        try {
+          if (fd !== undefined) readSync(fd, Buffer.alloc(1), 0, 1, null);
+          resolve('FIN');
+        } catch {
+          resolve('RST');
+        }
+      });
+    }),
+    5_000,
+    'the end of a socket',
+  );
+}
 
 /** Resolves once `condition` holds, checking on each turn of the event loop (bounded: 5 s). */
 async function eventuallyTrue(condition: () => boolean): Promise<void> {
@@ -276,6 +302,112 @@ for (const relay of ['handle', 'onread', 'stream'] as const)
       assert.deepEqual(
         summaries.map((summary) => summary.reason),
         Array.from({ length: 10 }, () => CloseReason.DOWNSTREAM_RESET),
+      );
+    });
+
+    test('after the client ends, an upstream that answers and resets at once resets the client, never a FIN', async (t) => {
+      // The client half-closed, so the proxy ended its upstream side: libuv refuses the
+      // zero-length write that tells a reset from an end, and the reply's RST came as an end.
+      const upstream = await socketServer((socket) => {
+        socket.on('data', () => undefined);
+        socket.once('end', () => {
+          socket.write(Buffer.alloc(1000, 1), () => socket.resetAndDestroy());
+        });
+      });
+      t.after(() => upstream.close());
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [local(upstream.port)],
+        relay,
+      });
+      t.after(() => proxy.close({ drainTimeout: 0 }));
+      const seen = await Promise.all(
+        Array.from({ length: 10 }, async () => {
+          const client = await connect(port);
+          t.after(() => client.destroy());
+          client.on('data', () => undefined);
+          const ended = howItEnded(client);
+          client.end('request');
+          return ended;
+        }),
+      );
+      const summaries = await closes(10, 5_000);
+      assert.deepEqual(
+        summaries.map((summary) => summary.reason),
+        Array.from({ length: 10 }, () => CloseReason.UPSTREAM_RESET),
+      );
+      assert.deepEqual(
+        seen,
+        Array.from({ length: 10 }, () => 'RST'),
+      );
+    });
+
+    test('after the upstream ends, a client that sends and resets at once resets the upstream, never a FIN', async (t) => {
+      const upstreamSaw: Promise<'RST' | 'FIN'>[] = [];
+      const upstream = await socketServer((socket) => {
+        socket.on('data', () => undefined);
+        upstreamSaw.push(howItEnded(socket));
+        socket.end('hello');
+      });
+      t.after(() => upstream.close());
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [local(upstream.port)],
+        relay,
+      });
+      t.after(() => proxy.close({ drainTimeout: 0 }));
+      for (let i = 0; i < 10; i++) {
+        const client = await connect(port);
+        t.after(() => client.destroy());
+        client.on('data', () => undefined);
+        // The proxy passed the upstream's FIN on: the client then sends and resets at once.
+        await waitFor(client, 'end');
+        client.write(Buffer.alloc(1000, 2), () => client.resetAndDestroy());
+      }
+      const summaries = await closes(10, 5_000);
+      assert.deepEqual(
+        summaries.map((summary) => summary.reason),
+        Array.from({ length: 10 }, () => CloseReason.DOWNSTREAM_RESET),
+      );
+      assert.deepEqual(
+        await Promise.all(upstreamSaw),
+        Array.from({ length: 10 }, () => 'RST'),
+      );
+    });
+
+    test('a client that sends and resets while its replies queue resets the upstream, never a FIN first', async (t) => {
+      // The client reads nothing, so the proxy holds writes to it: the zero-length write that
+      // tells a reset from an end would queue behind them, and used not to be made.
+      const upstreamSaw: Promise<'RST' | 'FIN'>[] = [];
+      const upstream = await socketServer((socket) => {
+        socket.on('data', () => undefined);
+        upstreamSaw.push(howItEnded(socket));
+        socket.write(Buffer.alloc(8 * 1024 * 1024, 3));
+      });
+      t.after(() => upstream.close());
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [local(upstream.port)],
+        relay,
+      });
+      t.after(() => proxy.close({ drainTimeout: 0 }));
+      for (let i = 0; i < 5; i++) {
+        const client = await connect(port);
+        t.after(() => client.destroy());
+        client.pause();
+        // Until the proxy's writes to this client queue (the upstream paused for it).
+        const paused = proxy.stats().upstream_flow_control_paused_reading_total;
+        await eventuallyTrue(
+          () => proxy.stats().upstream_flow_control_paused_reading_total > paused,
+        );
+        client.write(Buffer.alloc(1000, 2), () => client.resetAndDestroy());
+        await closes(i + 1, 5_000);
+      }
+      const summaries = await closes(5, 5_000);
+      assert.deepEqual(
+        summaries.map((summary) => summary.reason),
+        Array.from({ length: 5 }, () => CloseReason.DOWNSTREAM_RESET),
+      );
+      assert.deepEqual(
+        await Promise.all(upstreamSaw),
+        Array.from({ length: 5 }, () => 'RST'),
       );
     });
 

@@ -319,11 +319,46 @@ describe('per-upstream maxConnections and the queue', () => {
     await closing;
     assert.deepEqual(
       rejections.map((r) => r.reason),
-      [RejectReason.PROXY_CLOSING],
+      [RejectReason.CLIENT_GONE, RejectReason.PROXY_CLOSING],
     );
     await firstDone;
     await backend.close();
   });
+
+  for (const relay of ['handle', 'stream'] as const) {
+    test(`relay ${relay}: a client that leaves the queue gives its perClient slot back and is refused client_gone`, async () => {
+      const backend = await countingBackend(true);
+      const { proxy, port } = await startProxy({
+        upstreams: [local(backend.port, 1)],
+        perClient: { maxConnections: 2 },
+        relay,
+      });
+      const rejections: TcpRejection[] = [];
+      proxy.on('rejected', (rejection) => rejections.push(rejection));
+      const first = await connect(port);
+      const firstDone = closed(first);
+      first.write('A');
+      await until(() => backend.order.length === 1, 'the first client upstream');
+      // Three times over: each leaver took the second of the client's two slots.
+      for (let i = 0; i < 3; i++) {
+        const leaving = await connect(port);
+        const leavingDone = closed(leaving);
+        await until(() => proxy.stats().downstream_cx_queued_active === 1, `leaver ${i} queued`);
+        leaving.resetAndDestroy();
+        await leavingDone;
+        await until(() => rejections.length === i + 1, `leaver ${i} refused`);
+        assert.equal(rejections[i]?.reason, RejectReason.CLIENT_GONE);
+        assert.equal(proxy.stats().downstream_cx_queued_active, 0);
+      }
+      const stats = proxy.stats();
+      assert.equal(stats.rejected_reasons.client_limit, 0);
+      assert.equal(stats.rejected_reasons.client_gone, 3);
+      backend.release();
+      await firstDone;
+      await proxy.close();
+      await backend.close();
+    });
+  }
 
   test('a selector that returns an upstream at its cap is asked again, never over the cap', async () => {
     const full = await countingBackend(true);
