@@ -9,11 +9,17 @@ export class DrainDeadline {
   private timer: NodeJS.Timeout | undefined;
   private at = Infinity;
   private pending = false;
+  /** A deadline asked for before the drain began (a `close()` nested in the first one's start). */
+  private early = Infinity;
 
   constructor(private readonly terminate: () => void) {}
 
-  /** Ends what is left in `ms` (now for 0), replacing an earlier deadline. */
+  /** Ends what is left in `ms` (now for 0), or sooner if a `hasten()` came first. */
   set(ms: number): void {
+    if (this.early !== Infinity) {
+      ms = Math.max(0, Math.min(ms, this.early - Date.now()));
+      this.early = Infinity;
+    }
     clearTimeout(this.timer);
     this.pending = true;
     this.at = Date.now() + ms;
@@ -23,13 +29,18 @@ export class DrainDeadline {
     } else this.timer = setTimeout(this.terminate, ms);
   }
 
-  /** During a drain, a deadline `ms` from now replaces the current one if it is sooner. */
+  /**
+   * During a drain, a deadline `ms` from now replaces the current one if it is sooner; before it,
+   * the drain will start with it if it is sooner than the drain's own.
+   */
   hasten(ms: number): void {
-    if (this.pending && Date.now() + ms < this.at) this.set(ms);
+    if (!this.pending) this.early = Math.min(this.early, Date.now() + ms);
+    else if (Date.now() + ms < this.at) this.set(ms);
   }
 
   /** The drain is over (nothing left open): no deadline any more. */
   clear(): void {
+    this.early = Infinity;
     clearTimeout(this.timer);
     this.timer = undefined;
     this.pending = false;

@@ -76,6 +76,7 @@ import { closeDrainTimeout, DrainDeadline } from '../internal/drainDeadline.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { listenWithAccess, socketAccess } from '../net/unixSocketFile.js';
 import type { UnixSocketAccess, UnixSocketFile } from '../net/unixSocketFile.js';
+import { promiseBeforeRun } from '../internal/promiseBeforeRun.js';
 
 /** Where `listen()` binds: a TCP port (0 for ephemeral) on a host, or a Unix socket path. */
 export interface ListenOptions {
@@ -1116,8 +1117,12 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       if (drainTimeout !== undefined) this.hastenDrain(drainTimeout);
       return this.closing;
     }
-    this.closing = this.shutdown(drainTimeout ?? 30_000);
-    return this.closing;
+    return promiseBeforeRun(
+      (promise) => {
+        this.closing = promise;
+      },
+      () => this.shutdown(drainTimeout ?? 30_000),
+    );
   }
 
   private async shutdown(drainTimeout: number): Promise<void> {

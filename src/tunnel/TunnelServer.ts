@@ -62,6 +62,7 @@ import { isThenable } from '../internal/isThenable.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { closeSocket } from '../net/closeSocket.js';
 import type { CloseOptions } from '../tcp/TcpProxy.js';
+import { promiseBeforeRun } from '../internal/promiseBeforeRun.js';
 
 export type { TunnelRequest } from './tunnelRequest.js';
 export type { TunnelServerOptions, TunnelTarget } from './tunnelServerOptions.js';
@@ -727,8 +728,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       return this.closing;
     }
     this.drainRequested = drainTimeout ?? 0;
-    this.closing = this.shutdown();
-    return this.closing;
+    return promiseBeforeRun(
+      (promise) => {
+        this.closing = promise;
+      },
+      () => this.shutdown(),
+    );
   }
 
   /**

@@ -50,6 +50,7 @@ import { channels } from '../internal/channels.js';
 import { udpMetrics } from '../metrics/prometheus.js';
 import { QuicRouter } from '../quic/QuicRouter.js';
 import { checkQuicLbServers } from '../quic/quicOptions.js';
+import { promiseBeforeRun } from '../internal/promiseBeforeRun.js';
 
 /** Where `bind()` binds a UDP socket. */
 export interface BindOptions {
@@ -512,17 +513,15 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
    * socket is closed. Idempotent: every call returns the same promise.
    */
   close(): Promise<void> {
-    if (this.closing === undefined) {
-      // Set before the shutdown starts: it ends sessions at once, and a `sessionClose` listener
-      // that calls close() again must get this promise, not start a second shutdown (which
-      // resolved before the bound sockets had closed, and emitted `close` twice).
-      let settle: ((value: Promise<void>) => void) | undefined;
-      this.closing = new Promise<void>((resolve) => {
-        settle = resolve;
-      });
-      settle?.(this.shutdown());
-    }
-    return this.closing;
+    return (
+      this.closing ??
+      promiseBeforeRun(
+        (promise) => {
+          this.closing = promise;
+        },
+        () => this.shutdown(),
+      )
+    );
   }
 
   private async shutdown(): Promise<void> {

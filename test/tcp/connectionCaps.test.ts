@@ -262,6 +262,34 @@ describe('per-upstream maxConnections and the queue', () => {
     await backend.close();
   });
 
+  test('close() called again by a rejected listener while the first one starts returns its promise, and a drainTimeout 0 given there ends the drain at once', async () => {
+    const backend = await countingBackend(true);
+    const { proxy, port } = await startProxy({
+      upstreams: [local(backend.port, 1)],
+      queue: { maxLength: 1, timeout: 30_000 },
+    });
+    const first = await connect(port);
+    first.write('A');
+    await until(() => backend.order.length === 1, 'the first client upstream');
+    const second = await connect(port);
+    await until(() => proxy.stats().downstream_cx_queued_active === 1, 'B queued');
+    // close() refuses the queued client at once (proxy_closing): its listener asks again.
+    let nested: Promise<void> | undefined;
+    proxy.on('rejected', () => {
+      nested ??= proxy.close({ drainTimeout: 0 });
+    });
+    let closes = 0;
+    proxy.on('close', () => closes++);
+    const closing = proxy.close({ drainTimeout: 30_000 });
+    assert.equal(nested, closing, "the nested close() got the first one's promise");
+    await withTimeout(closing, 10_000, 'close(), hastened to 0 by the nested call');
+    await closed(first);
+    await closed(second);
+    assert.equal(closes, 1);
+    backend.release();
+    await backend.close();
+  });
+
   test('a full queue and a queue timeout refuse with their own reasons', async () => {
     const backend = await countingBackend(true);
     const { proxy, port } = await startProxy({
