@@ -31,7 +31,7 @@
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +41,7 @@ import { run, start, stop } from './lib/processes.js';
 import { loadgenWarmupSeconds } from './lib/scenarios.js';
 import { buildLoadgen, findTool, loadAverage } from './lib/tools.js';
 import { startCliWith } from './lib/cliContender.js';
+import { writeBenchCertificates } from './lib/benchCertificates.js';
 
 const args = process.argv.slice(2);
 const option = (name: string, fallback: number): number => {
@@ -62,72 +63,6 @@ const haproxy = need('haproxy');
 const loadgen = buildLoadgen(need('cc'));
 const dir = mkdtempSync(join(tmpdir(), 'l4proxy-bench-tls-'));
 const file = (name: string): string => join(dir, name);
-
-function certificates(): void {
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1'];
-  execFileSync(
-    openssl,
-    [
-      'req',
-      '-x509',
-      ...ec,
-      '-subj',
-      '/CN=bench CA',
-      '-keyout',
-      file('ca.key'),
-      '-out',
-      file('ca.pem'),
-      '-addext',
-      'basicConstraints=critical,CA:TRUE',
-    ],
-    { stdio: 'ignore' },
-  );
-  execFileSync(
-    openssl,
-    [
-      'req',
-      '-new',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-subj',
-      '/CN=localhost',
-      '-keyout',
-      file('server.key'),
-      '-out',
-      file('server.csr'),
-    ],
-    { stdio: 'ignore' },
-  );
-  writeFileSync(file('ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
-  execFileSync(
-    openssl,
-    [
-      'x509',
-      '-req',
-      '-in',
-      file('server.csr'),
-      '-CA',
-      file('ca.pem'),
-      '-CAkey',
-      file('ca.key'),
-      '-CAcreateserial',
-      '-out',
-      file('server.pem'),
-      '-days',
-      '1',
-      '-extfile',
-      file('ext'),
-    ],
-    { stdio: 'ignore' },
-  );
-  execFileSync('sh', [
-    '-c',
-    `cat ${file('server.pem')} ${file('server.key')} > ${file('bundle.pem')}`,
-  ]);
-}
 
 async function waitPort(port: number): Promise<void> {
   const net = await import('node:net');
@@ -400,7 +335,12 @@ async function measure(
   }
 }
 
-certificates();
+writeBenchCertificates(dir, { openssl });
+// HAProxy's `crt` takes the certificate and its key in one file.
+writeFileSync(
+  file('bundle.pem'),
+  Buffer.concat([readFileSync(file('server.pem')), readFileSync(file('server.key'))]),
+);
 const echo = start(loadgen, ['echo-tcp', '0'], { stdio: ['ignore', 'pipe', 'ignore'] });
 const echoPort = await new Promise<number>((resolve) => {
   echo.stdout?.once('data', (chunk: Buffer) => {

@@ -8,16 +8,16 @@
  * (nginx, as in `bench/tls.ts`) in a process of its own, all outside valgrind; the certificates
  * (EC P-256, as `bench/tls.ts`) are made by `openssl` in a temp dir.
  */
-import { execFileSync } from 'node:child_process';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { benchScript } from './paths.js';
 import { freePort, waitListening } from './net.js';
 import { start, stop } from './processes.js';
 import { findTool } from './tools.js';
+import { writeBenchCertificates } from './benchCertificates.js';
 
 /** What the harness runs under callgrind for one TLS contender. */
 export interface TlsLaunch {
@@ -43,91 +43,11 @@ export interface TlsSetup {
 
 type Mode = 'terminate' | 'terminate-mtls' | 'originate' | 'both';
 
-/** Makes the CA and the server's certificate for `localhost` in `dir` once. */
+/** Makes the CA, the server's certificate for `localhost` and a client's in `dir` once. */
 function certificates(dir: string): void {
-  const file = (name: string): string => join(dir, name);
   if (findTool('openssl') === undefined) throw new Error('openssl is needed for the TLS scenarios');
-  try {
-    readFileSync(file('server.pem'));
-    return;
-  } catch {
-    // Not made yet.
-  }
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  const openssl = (args: string[]): void => {
-    execFileSync('openssl', args, { stdio: 'ignore' });
-  };
-  openssl([
-    'req',
-    '-x509',
-    ...ec,
-    '-days',
-    '1',
-    '-subj',
-    '/CN=bench CA',
-    '-keyout',
-    file('ca.key'),
-    '-out',
-    file('ca.pem'),
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-  ]);
-  openssl([
-    'req',
-    '-new',
-    ...ec,
-    '-subj',
-    '/CN=localhost',
-    '-keyout',
-    file('server.key'),
-    '-out',
-    file('server.csr'),
-  ]);
-  writeFileSync(file('ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
-  // The client's certificate, for the scenario that requires one.
-  openssl([
-    'req',
-    '-new',
-    ...ec,
-    '-subj',
-    '/CN=bench client',
-    '-keyout',
-    file('client.key'),
-    '-out',
-    file('client.csr'),
-  ]);
-  openssl([
-    'x509',
-    '-req',
-    '-in',
-    file('client.csr'),
-    '-CA',
-    file('ca.pem'),
-    '-CAkey',
-    file('ca.key'),
-    '-CAcreateserial',
-    '-out',
-    file('client.pem'),
-    '-days',
-    '1',
-  ]);
-  openssl([
-    'x509',
-    '-req',
-    '-in',
-    file('server.csr'),
-    '-CA',
-    file('ca.pem'),
-    '-CAkey',
-    file('ca.key'),
-    '-CAcreateserial',
-    '-out',
-    file('server.pem'),
-    '-days',
-    '1',
-    '-extfile',
-    file('ext'),
-  ]);
+  if (existsSync(join(dir, 'server.pem'))) return;
+  writeBenchCertificates(dir, { client: true });
 }
 
 /** The plain echo backend of a termination. */
