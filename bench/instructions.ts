@@ -48,6 +48,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { benchScript } from './lib/paths.js';
+import { echoConnections } from './lib/echoClients.js';
 import { tlsScenarios } from './lib/tlsInstructions.js';
 import type { TlsLaunch, TlsSetup } from './lib/tlsInstructions.js';
 
@@ -66,7 +67,7 @@ interface Scenario {
 
 const SCENARIOS: Record<string, Scenario> = {
   'tcp-rr': { protocol: 'tcp', count: 2_000, responses: 0, client: roundTrips },
-  'tcp-connect': { protocol: 'tcp', count: 400, responses: 0, client: connections },
+  'tcp-connect': { protocol: 'tcp', count: 400, responses: 0, client: echoConnections },
   'udp-pps': {
     protocol: 'udp',
     count: 2_000,
@@ -140,24 +141,6 @@ async function roundTrips(port: number, count: number): Promise<void> {
     });
   });
   socket.destroy();
-}
-
-/** New connections one after another: 32 bytes, their echo, close. */
-async function connections(port: number, count: number): Promise<void> {
-  for (let i = 0; i < count; i++)
-    await new Promise<void>((resolve, reject) => {
-      const socket = net.connect(port, '127.0.0.1');
-      socket.on('error', reject);
-      socket.on('connect', () => socket.write(Buffer.alloc(32, 2)));
-      let received = 0;
-      socket.on('data', (data: Buffer) => {
-        received += data.length;
-        if (received >= 32) socket.end();
-      });
-      socket.on('close', () => {
-        resolve();
-      });
-    });
 }
 
 /** Sends `message` from `socket` until a reply comes, then calls `onReply` (a lost datagram is resent). */

@@ -18,6 +18,7 @@ import { freePort, waitListening } from './net.js';
 import { start, stop } from './processes.js';
 import { findTool } from './tools.js';
 import { writeBenchCertificates } from './benchCertificates.js';
+import { echoConnections, endAfterEcho } from './echoClients.js';
 
 /** What the harness runs under callgrind for one TLS contender. */
 export interface TlsLaunch {
@@ -204,34 +205,9 @@ function handshakes(
             reject(new Error(`handshake ${String(i)} did not resume`));
           socket.write(Buffer.alloc(32, 2));
         });
-        let received = 0;
-        socket.on('data', (data: Buffer) => {
-          received += data.length;
-          if (received >= 32) socket.end();
-        });
-        socket.on('close', () => {
-          resolve();
-        });
+        endAfterEcho(socket, resolve);
       });
   };
-}
-
-/** Plain connections one after another: 32 bytes, their echo, close (origination). */
-async function plainConnections(port: number, count: number): Promise<void> {
-  for (let i = 0; i < count; i++)
-    await new Promise<void>((resolve, reject) => {
-      const socket = net.connect(port, '127.0.0.1');
-      socket.on('error', reject);
-      socket.on('connect', () => socket.write(Buffer.alloc(32, 2)));
-      let received = 0;
-      socket.on('data', (data: Buffer) => {
-        received += data.length;
-        if (received >= 32) socket.end();
-      });
-      socket.on('close', () => {
-        resolve();
-      });
-    });
 }
 
 /** One plain connection that sends `count` MiB (64 KiB writes, backpressure honoured) and ends. */
@@ -289,7 +265,7 @@ export function tlsScenarios(dir: string): Record<string, TlsScenario> {
       client: handshakes(dir, 'TLSv1.2', false, true),
       tls: setup('terminate-mtls'),
     },
-    'tls-originate': { count: 200, client: plainConnections, tls: setup('originate') },
+    'tls-originate': { count: 200, client: echoConnections, tls: setup('originate') },
     'tls-bulk': { count: 32, client: megabytes, tls: setup('both') },
   };
 }
