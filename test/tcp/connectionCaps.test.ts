@@ -94,6 +94,14 @@ const local = (port: number, maxConnections?: number): Upstream => ({
   ...(maxConnections !== undefined && { maxConnections }),
 });
 
+/** A client that reached `backend` (which holds it) through the proxy on `port`. */
+async function heldUpstream(port: number, backend: { order: readonly unknown[] }): Promise<Socket> {
+  const first = await connect(port);
+  first.write('A');
+  await until(() => backend.order.length === 1, 'the first client upstream');
+  return first;
+}
+
 /** Polls `condition` every few ms, at most `ms` in all (the proxy has no event for "queued"). */
 async function until(condition: () => boolean, what: string, ms = 5_000): Promise<void> {
   const end = Date.now() + ms;
@@ -268,9 +276,7 @@ describe('per-upstream maxConnections and the queue', () => {
       upstreams: [local(backend.port, 1)],
       queue: { maxLength: 1, timeout: 30_000 },
     });
-    const first = await connect(port);
-    first.write('A');
-    await until(() => backend.order.length === 1, 'the first client upstream');
+    const first = await heldUpstream(port, backend);
     const second = await connect(port);
     await until(() => proxy.stats().downstream_cx_queued_active === 1, 'B queued');
     // close() refuses the queued client at once (proxy_closing): its listener asks again.
@@ -298,9 +304,7 @@ describe('per-upstream maxConnections and the queue', () => {
     });
     const rejections: TcpRejection[] = [];
     proxy.on('rejected', (rejection) => rejections.push(rejection));
-    const first = await connect(port);
-    first.write('A');
-    await until(() => backend.order.length === 1, 'the first client upstream');
+    const first = await heldUpstream(port, backend);
     const second = await connect(port);
     await until(() => proxy.stats().downstream_cx_queued_active === 1, 'B queued');
     const third = dial(port);
@@ -397,9 +401,7 @@ describe('per-upstream maxConnections and the queue', () => {
       upstreams,
       selector: (ctx) => ctx.upstreams.find((u) => !ctx.tried.includes(u)),
     });
-    const first = await connect(port);
-    first.write('A');
-    await until(() => full.order.length === 1, 'the first client upstream');
+    const first = await heldUpstream(port, full);
     const second = await connect(port);
     const reply = readAll(second);
     second.end('B');
