@@ -5,13 +5,12 @@
  * served, never refused.
  */
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import { once } from 'node:events';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { connect, echoServer } from '../helpers/net.js';
 import { continuousClients, echoed } from './continuousClients.js';
 import { tool } from '../helpers/tools.js';
+import { freePort } from '../helpers/peerProcess.js';
 import { closeSocket, request, udpEcho, udpSocket } from '../udp/helpers.js';
 import {
   accessLinesAtExit,
@@ -24,21 +23,6 @@ import {
   stopDrained,
 } from './cli.js';
 import type { CliProcess, Launcher } from './cli.js';
-
-/** A port nothing listens on right now (bound, then closed): the activator takes no port 0. */
-async function freePort(protocol: 'tcp' | 'udp'): Promise<number> {
-  if (protocol === 'tcp') {
-    const server = net.createServer().listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    const { port } = server.address() as net.AddressInfo;
-    await new Promise((resolve) => server.close(resolve));
-    return port;
-  }
-  const socket = await udpSocket();
-  const { port } = socket.address();
-  await closeSocket(socket);
-  return port;
-}
 
 const quote = (word: string): string => `'${word.replace(/'/g, `'\\''`)}'`;
 
@@ -70,7 +54,7 @@ async function activated(
   runs: number,
 ): Promise<{ cli: CliProcess; tcp: number; udp: number }> {
   for (let attempt = 1; ; attempt++) {
-    const [tcp, udp] = [await freePort('tcp'), await freePort('udp')];
+    const [tcp, udp] = [await freePort(), await freePort('127.0.0.1', 'udp')];
     const cli = startCli(t, args, [], activator(activate, tcp, udp, runs));
     try {
       await cli.waitText(new RegExp(`Listening on 127\\.0\\.0\\.1:${tcp} as 3`));

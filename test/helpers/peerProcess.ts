@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import dgram from 'node:dgram';
 import net from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { withTimeout } from './net.js';
 
 /** A program a test started (nginx, haproxy, ...), stopped by PID. */
@@ -15,20 +15,72 @@ export interface PeerProcess {
   stop(): Promise<void>;
 }
 
-/** A TCP port free on `host` now (bound to 0, then released). */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, host, resolve);
+/** The kernel's ephemeral range: ports it hands to `listen(0)` and to outgoing connections. */
+function ephemeralRange(): readonly [number, number] {
+  try {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')
+      .trim()
+      .split(/\s+/)
+      .map(Number);
+    if (low !== undefined && high !== undefined && low > 0 && high >= low) return [low, high];
+  } catch {
+    // Not Linux: the IANA dynamic range.
+  }
+  return [49152, 65535];
+}
+
+/** Ports this process handed out already: a second call never repeats one before it is bound. */
+const handedOut = new Set<number>();
+
+/** Resolves whether `port` could be bound on `host` now (bound, then released). */
+function bindable(host: string, port: number, protocol: 'tcp' | 'udp'): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (protocol === 'udp') {
+      const socket = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+      socket.once('error', () => {
+        socket.close();
+        resolve(false);
+      });
+      socket.bind(port, host, () => {
+        socket.close(() => {
+          resolve(true);
+        });
+      });
+      return;
+    }
+    const server = net.createServer();
+    server.once('error', () => {
+      resolve(false);
+    });
+    server.listen(port, host, () => {
+      server.close(() => {
+        resolve(true);
+      });
+    });
   });
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) =>
-    server.close(() => {
-      resolve();
-    }),
-  );
-  return port;
+}
+
+/**
+ * A port free on `host` now, for a program the test starts and configures with it (nginx,
+ * HAProxy, PostgreSQL: they take no port 0). It is drawn at random from below the kernel's
+ * ephemeral range, so that no outgoing connection and no `listen(0)` of a test running beside
+ * this one can take it before the program binds it: a port from `listen(0)`, released, was taken
+ * so under load, and the program then failed to start.
+ */
+export async function freePort(
+  host = '127.0.0.1',
+  protocol: 'tcp' | 'udp' = 'tcp',
+): Promise<number> {
+  const [low] = ephemeralRange();
+  const first = 10_000;
+  const span = low - first;
+  for (let attempt = 0; span > 0 && attempt < 200; attempt++) {
+    const port = first + Math.floor(Math.random() * span);
+    if (handedOut.has(port) || !(await bindable(host, port, protocol))) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error(`no free ${protocol} port on ${host} below ${String(low)} after 200 tries`);
 }
 
 /** True once something accepts a TCP connection on host:port. */
