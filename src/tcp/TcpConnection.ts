@@ -1165,10 +1165,15 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   /**
    * `clientEnd` for a client whose FIN came before `start`: what the filters hold is flushed (it
-   * goes with the early bytes) and the half-close timer runs. False when a filter ended it.
+   * goes with the early bytes) and the half-close timer runs. False when a filter ended it, or
+   * the end was a reset.
    */
   private endedBeforeStart(): boolean {
     this.clientEnded = true;
+    // A reset seen as an end while the client waited (bytes and RST read together in the queue):
+    // its 'error' follows and fails the connection before any upstream is dialled. Taken as a
+    // FIN, its bytes went to the upstream and then a FIN, a request the upstream would serve.
+    if (this.clientFamily !== 'unix' && revealsReset(this.client)) return false;
     if (this.filters !== undefined && !this.flushToUpstream(this.filters)) return false;
     if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
     return true;
