@@ -296,7 +296,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /** `current.generation` when it was dialled (an outcome about an address it has since left is ignored). */
   private currentGeneration = 0;
   /** Counters of the current upstream; a scratch object until one is chosen (no branch per chunk). */
-  private upstreamCounters: UpstreamCounters = zeroUpstreamCounters();
+  protected upstreamCounters: UpstreamCounters = zeroUpstreamCounters();
   protected connected = false;
   /** The upstreams tried in this round of attempts (see `nextRound`). */
   private triedStates: UpstreamState[] | undefined;
@@ -1070,6 +1070,15 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
    */
   clientData(chunk: Buffer): boolean {
     this.bytesFromClient += chunk.length;
+    return this.forwardClient(chunk);
+  }
+
+  /**
+   * A client chunk counted as received (when it was read: bytes held for a `bandwidth` budget
+   * count as received even if the connection ends before they go on, as nginx and Envoy count
+   * them) to the upstream, or held until it connects. False when the client was paused.
+   */
+  protected forwardClient(chunk: Buffer): boolean {
     this.lastActivity = Date.now();
     const socket = this.upstreamSocket;
     if (this.connected && socket !== undefined) {
@@ -1090,6 +1099,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   upstreamData(chunk: Buffer): boolean {
     this.bytesFromUpstream += chunk.length;
     this.upstreamCounters.rxBytes += chunk.length;
+    return this.forwardUpstream(chunk);
+  }
+
+  /** An upstream chunk counted as received, to the client; false when the upstream was paused. */
+  protected forwardUpstream(chunk: Buffer): boolean {
     this.lastActivity = Date.now();
     this.bytesToClient += chunk.length;
     if (this.client.write(chunk) || roomWhileCorked(this.client)) return true;
