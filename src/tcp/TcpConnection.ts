@@ -61,7 +61,14 @@ import { connectFrom, resolvesFirst, sourceConnectOptions } from '../net/sourceA
 import type { RelaySocket } from '../net/RelaySocket.js';
 
 // ERR_HTTP2_STREAM_ERROR: an HTTP/2 tunnel stream was reset (RST_STREAM), the tunnel's reset.
-const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_HTTP2_STREAM_ERROR']);
+// ENOTCONN: a relay handle's shutdown(2) failed, the peer having reset the connection unread.
+const RESET_CODES = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'ECONNABORTED',
+  'ENOTCONN',
+  'ERR_HTTP2_STREAM_ERROR',
+]);
 const EMPTY: readonly UpstreamState[] = [];
 
 function isReset(err: Error): boolean {
