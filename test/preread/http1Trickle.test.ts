@@ -129,7 +129,7 @@ test('the verdict of every split of the bytes into reads is that of the bytes re
       const ends = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
       assert.deepEqual(inReads(inspect, bytes, ends), expected);
     }),
-    { numRuns: fuzzRuns(2000) },
+    { numRuns: fuzzRuns(1000) },
   );
 });
 
