@@ -425,8 +425,16 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   }
 
   /** @internal */
-  shutdownDone(): void {
+  shutdownDone(status = 0): void {
     if (this.destroyed) return;
+    // shutdown(2) fails (ENOTCONN) once the peer reset the connection. A handle that is not
+    // reading (paused while the other side's writes are full) has not seen the reset: taken as
+    // done, as net.Socket takes it, the socket stayed open, half of a connection nobody would
+    // finish until a timer ended it. The failure is reported as the reset it is.
+    if (status < 0) {
+      this.destroy(uvError(status, 'shutdown'));
+      return;
+    }
     this.finished = true;
     this.closeIfDone();
   }
@@ -788,8 +796,8 @@ function onHandleWritten(this: WriteRequest, status: number): void {
   this[kOwner]?.writeDone(this.async ? this.bytes : 0, status);
 }
 
-function onHandleShutdown(this: ShutdownRequest): void {
-  this[kOwner]?.shutdownDone();
+function onHandleShutdown(this: ShutdownRequest, status: number): void {
+  this[kOwner]?.shutdownDone(status);
 }
 
 function onHandleConnected(this: ConnectRequest, status: number): void {

@@ -1,5 +1,6 @@
 import { integer, optionalRecord, rejectUnknownKeys } from '../internal/validate.js';
-import type { PrereadInspector, PrereadVerdict } from './types.js';
+import { SeenBytes } from './SeenBytes.js';
+import type { PrereadContext, PrereadInspector, PrereadVerdict } from './types.js';
 import { MORE, SKIP } from './types.js';
 
 /** Options of {@link http1}. */
@@ -22,8 +23,6 @@ const OWS = /^[ \t]+|[ \t]+$/g;
 const MAX_METHOD = 32;
 /** A line ends in LF, with or without a CR before it. */
 const LINE_END = /\r?\n/;
-/** The end of the headers: a line end followed by an empty line. */
-const HEADERS_END = /\n\r?\n/;
 /** An absolute-form request-target (RFC 9112 3.2.2): scheme "://" then the authority. */
 const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/;
 
@@ -48,38 +47,105 @@ export function http1(options: Http1Options = {}): PrereadInspector {
     min: 64,
     max: 1 << 20,
   });
-  return (bytes) => inspectRequest(bytes, maxHeaderBytes);
+  // The inspector is given every byte read so far on each call. Searching them all again cost
+  // quadratic CPU (3 s for 64 KiB of headers trickled a byte per read). Each connection keeps its
+  // scan and looks only at the bytes it has not seen.
+  const scans = new WeakMap<PrereadContext, RequestScan>();
+  return (bytes, ctx) => {
+    let scan = scans.get(ctx);
+    if (scan === undefined || !scan.seen.continuedBy(bytes)) {
+      scan = new RequestScan(maxHeaderBytes);
+      scans.set(ctx, scan);
+    }
+    scan.seen.take(bytes);
+    const verdict = scan.inspect(bytes);
+    if (verdict.action !== 'more') scans.delete(ctx);
+    return verdict;
+  };
 }
 
-function inspectRequest(bytes: Buffer, maxHeaderBytes: number): PrereadVerdict {
-  // Empty lines before the request line are ignored (RFC 9112 2.2; nginx and HAProxy skip any
-  // CR and LF there): they count towards the limit, as they fill the server's header buffer.
-  const start = requestStart(bytes, maxHeaderBytes + 1);
-  if (start === bytes.length) return start > maxHeaderBytes ? SKIP : MORE;
-  const space = bytes.indexOf(0x20, start);
-  const method = bytes.toString(
-    'latin1',
-    start,
-    space < 0 ? Math.min(bytes.length, start + MAX_METHOD + 1) : space,
-  );
-  if (method.length > MAX_METHOD || (method !== '' && !TOKEN.test(method))) return SKIP;
-  // Headers of `maxHeaderBytes` and their blank line (up to 4 bytes) is all there is to read.
-  const text = bytes.toString(
-    'latin1',
-    start,
-    Math.max(start, Math.min(bytes.length, maxHeaderBytes + 4)),
-  );
-  const lineEnd = text.indexOf('\n');
-  if (lineEnd >= 0 && !REQUEST_LINE.test(text.slice(0, withoutCr(text, lineEnd)))) return SKIP;
-  // One regex search (not a loop over lines, nor a native search for a needle made of the
-  // commonest byte, both slow when a client trickles short lines: the whole text is searched on
-  // every read). The first LF followed by an empty line (LF or CRLF) ends the headers.
-  const lf = text.search(HEADERS_END);
-  // Headers of `maxHeaderBytes` may still get their blank line (up to 3 more bytes) in the next read.
-  if (lf < 0) return bytes.length - 3 > maxHeaderBytes ? SKIP : MORE;
-  const end = withoutCr(text, lf);
-  if (start + end > maxHeaderBytes) return SKIP;
-  const lines = text.slice(0, end).split(LINE_END);
+/**
+ * Where one connection's request stands. Each field is a fact about a prefix of the bytes, so it
+ * holds for every call whose bytes extend them: the verdict is that of a one-shot parse.
+ */
+class RequestScan {
+  readonly seen = new SeenBytes();
+  /** Index of the request line's first byte; -1 while only CR and LF were read. */
+  private start = -1;
+  /** The next byte to look at: for the request start, then for an LF that may end the headers. */
+  private scanned = 0;
+  /** The method was checked up to the space after it. */
+  private methodChecked = false;
+  /** The request line (up to its LF) was checked. */
+  private lineChecked = false;
+
+  constructor(private readonly maxHeaderBytes: number) {}
+
+  inspect(bytes: Buffer): PrereadVerdict {
+    const max = this.maxHeaderBytes;
+    if (this.start < 0) {
+      // Empty lines before the request line are ignored (RFC 9112 2.2; nginx and HAProxy skip any
+      // CR and LF there): they count towards the limit, as they fill the server's header buffer.
+      const limit = Math.min(bytes.length, max + 1);
+      let at = this.scanned;
+      while (at < limit && (bytes[at] === 0x0d || bytes[at] === 0x0a)) at++;
+      this.scanned = at;
+      if (at === limit) return bytes.length > max ? SKIP : MORE;
+      this.start = at;
+    }
+    if (!this.methodChecked && !this.checkMethod(bytes)) return SKIP;
+    // Headers of `maxHeaderBytes` and their blank line (up to 4 bytes) is all there is to read.
+    const view = bytes.subarray(0, Math.max(this.start, Math.min(bytes.length, max + 4)));
+    // The first LF followed by an empty line (LF or CRLF) ends the headers. Each LF is looked at
+    // once, but for one whose next bytes have not arrived yet.
+    for (let lf = view.indexOf(0x0a, this.scanned); lf >= 0; lf = view.indexOf(0x0a, lf + 1)) {
+      if (!this.lineChecked) {
+        const line = view.toString('latin1', this.start, withoutCr(view, lf));
+        if (!REQUEST_LINE.test(line)) return SKIP;
+        this.lineChecked = true;
+      }
+      const next = view[lf + 1];
+      const after = view[lf + 2];
+      if (next === undefined || (next === 0x0d && after === undefined)) {
+        this.scanned = lf;
+        return this.waiting(bytes);
+      }
+      if (next === 0x0a || (next === 0x0d && after === 0x0a)) return this.request(bytes, lf);
+    }
+    this.scanned = view.length;
+    return this.waiting(bytes);
+  }
+
+  /** False when the bytes at the start cannot be a method (nginx reads 32 bytes at most). */
+  private checkMethod(bytes: Buffer): boolean {
+    const start = this.start;
+    const space = bytes.indexOf(0x20, start);
+    const method = bytes.toString(
+      'latin1',
+      start,
+      space < 0 ? Math.min(bytes.length, start + MAX_METHOD + 1) : space,
+    );
+    if (method.length > MAX_METHOD || (method !== '' && !TOKEN.test(method))) return false;
+    this.methodChecked = space >= 0;
+    return true;
+  }
+
+  /** The end of the headers is not read yet. */
+  private waiting(bytes: Buffer): PrereadVerdict {
+    // Headers of `maxHeaderBytes` may still get their blank line (up to 3 more bytes) in the next read.
+    return bytes.length - 3 > this.maxHeaderBytes ? SKIP : MORE;
+  }
+
+  /** The verdict on the request whose headers end at the LF at `lf` (read once, whole). */
+  private request(bytes: Buffer, lf: number): PrereadVerdict {
+    const end = withoutCr(bytes, lf);
+    if (end > this.maxHeaderBytes) return SKIP;
+    const lines = bytes.toString('latin1', this.start, end).split(LINE_END);
+    return requestVerdict(lines);
+  }
+}
+
+function requestVerdict(lines: readonly string[]): PrereadVerdict {
   const requestLine = REQUEST_LINE.exec(lines[0] ?? '');
   if (requestLine === null) return SKIP;
   const hostHeader = headerValue(lines, 'host')?.toLowerCase();
@@ -110,17 +176,9 @@ function inspectRequest(bytes: Buffer, maxHeaderBytes: number): PrereadVerdict {
   };
 }
 
-/** Index of the first byte that is neither CR nor LF (looking at `limit` bytes at most). */
-function requestStart(bytes: Buffer, limit: number): number {
-  const end = Math.min(bytes.length, limit);
-  let at = 0;
-  while (at < end && (bytes[at] === 0x0d || bytes[at] === 0x0a)) at++;
-  return at === end ? bytes.length : at;
-}
-
 /** `lf` (the index of an LF), or the index of the CR just before it. */
-function withoutCr(text: string, lf: number): number {
-  return lf > 0 && text.charCodeAt(lf - 1) === 0x0d ? lf - 1 : lf;
+function withoutCr(bytes: Buffer, lf: number): number {
+  return lf > 0 && bytes[lf - 1] === 0x0d ? lf - 1 : lf;
 }
 
 function headerValue(lines: readonly string[], name: string): string | undefined {

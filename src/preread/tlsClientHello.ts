@@ -4,6 +4,7 @@ import {
   ClientHelloParser,
   DEFAULT_CLIENT_HELLO_MAX_BYTES,
 } from '../protocol/ClientHelloParser.js';
+import { SeenBytes } from './SeenBytes.js';
 import type { PrereadContext, PrereadInspector, PrereadVerdict } from './types.js';
 import { MORE, SKIP } from './types.js';
 
@@ -41,46 +42,21 @@ export function tlsClientHello(options: TlsClientHelloOptions = {}): PrereadInsp
   const progress = new WeakMap<PrereadContext, Progress>();
   return (bytes, ctx) => {
     let state = progress.get(ctx);
-    if (state === undefined || !state.continuedBy(bytes)) {
+    if (state === undefined || !state.seen.continuedBy(bytes)) {
       state = new Progress(new ClientHelloParser({ maxBytes }));
       progress.set(ctx, state);
     }
-    const verdict = inspectClientHello(state.parser, state.take(bytes));
+    const verdict = inspectClientHello(state.parser, state.seen.take(bytes));
     if (verdict.action !== 'more') progress.delete(ctx);
     return verdict;
   };
 }
 
-/**
- * One connection's parser and a copy of the bytes it was fed. The copy tells whether the next
- * call's bytes extend them (the stage may have dropped bytes another inspector answered, or a
- * context may be reused by hand): the parser's state depends only on the bytes, so any call
- * whose bytes start with the same ones may go on from there; another starts afresh.
- */
+/** One connection's parser, and the bytes it was fed (its state depends on them only). */
 class Progress {
-  private seen = Buffer.alloc(0);
-  private length = 0;
+  readonly seen = new SeenBytes();
 
   constructor(readonly parser: ClientHelloParser) {}
-
-  continuedBy(bytes: Buffer): boolean {
-    return (
-      bytes.length >= this.length && bytes.compare(this.seen, 0, this.length, 0, this.length) === 0
-    );
-  }
-
-  /** The bytes after those already fed, recorded as fed. */
-  take(bytes: Buffer): Buffer {
-    const fresh = bytes.subarray(this.length);
-    if (this.length + fresh.length > this.seen.length) {
-      const grown = Buffer.allocUnsafe(Math.max(2 * this.seen.length, this.length + fresh.length));
-      this.seen.copy(grown, 0, 0, this.length);
-      this.seen = grown;
-    }
-    fresh.copy(this.seen, this.length);
-    this.length += fresh.length;
-    return fresh;
-  }
 }
 
 function inspectClientHello(parser: ClientHelloParser, bytes: Buffer): PrereadVerdict {

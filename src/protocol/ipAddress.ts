@@ -22,6 +22,14 @@ export function isStrictIPv6(text: string): boolean {
   return !tail.includes('.') || isStrictIPv4(tail);
 }
 
+/**
+ * The RFC 5952 text of a valid IPv6 text (checked with {@link isStrictIPv6} first): the address
+ * a v2 header carrying the same 16 bytes decodes to, and the one HAProxy logs for it.
+ */
+export function canonicalIPv6(text: string): string {
+  return ipv6FromBytes(ipv6ToBytes(text), 0);
+}
+
 /** The 4 bytes of a valid dotted quad. */
 export function ipv4ToBytes(text: string): Buffer {
   return Buffer.from(text.split('.').map(Number));

@@ -1,6 +1,6 @@
 import { InvalidOptionError, ProxyProtocolError } from '../errors.js';
 import type { ProxyHeader, ProxyInetEndpoint } from './ProxyHeader.js';
-import { isStrictIPv4, isStrictIPv6 } from './ipAddress.js';
+import { canonicalIPv6, isStrictIPv4, isStrictIPv6 } from './ipAddress.js';
 import { checkPort } from './proxyEndpoint.js';
 
 /**
@@ -56,12 +56,16 @@ export function parseV1Line(line: string, complete: boolean): ProxyHeader | unde
   if (fields.length !== 5)
     throw new ProxyProtocolError('bad_v1_line', `${fields.length + 1} fields instead of 6`);
   const [, src = '', dst = '', srcPort = '', dstPort = ''] = fields;
+  // One address, one text: `0:0::1`, `::FFFF:1.2.3.4` and `::ffff:102:304` are written as the v2
+  // decoder writes their bytes (RFC 5952, as HAProxy reports them), so an allow list, a per-client
+  // limit or a log sees the same client however its sender spelled it.
+  const address = protocol === 'TCP6' ? canonicalIPv6 : (text: string): string => text;
   return {
     version: 1,
     command: 'PROXY',
     protocol,
-    source: { address: src, port: Number(srcPort) },
-    destination: { address: dst, port: Number(dstPort) },
+    source: { address: address(src), port: Number(srcPort) },
+    destination: { address: address(dst), port: Number(dstPort) },
   };
 }
 

@@ -5,7 +5,6 @@ import { ErrorCode, L4Error, ProxyProtocolError, TlsClientHelloError } from '../
 import { addressIn } from '../net/addressList.js';
 import type { ProxyHeader } from '../protocol/ProxyHeader.js';
 import { ProxyHeaderParser } from '../protocol/ProxyHeaderParser.js';
-import { ipv6FromBytes, ipv6ToBytes } from '../protocol/ipAddress.js';
 import { RejectReason } from './closeReasons.js';
 import type { DownstreamTlsInfo } from '../tls/DownstreamTls.js';
 import { PrereadStage, tlsIdentity } from '../preread/PrereadStage.js';
@@ -482,22 +481,17 @@ function identityFromHeader(peer: ClientIdentity, header: ProxyHeader): ClientId
       return { ...peer, proxyHeader: header, family: 'unix', address: header.source.path, port: 0 };
     default: {
       const v6 = header.protocol === 'TCP6' || header.protocol === 'UDP6';
-      // v1 carries IPv6 as the sender wrote it (`2001:DB8:0:0::7`, Java's `0:0:0:0:0:0:0:1`);
-      // v2 decodes to canonical text already. The client is named as Node names a socket's peer.
-      const text = v6 && header.version === 1 ? canonicalIPv6 : (address: string) => address;
+      // Both versions decode IPv6 to canonical text (`2001:DB8:0:0::7` from a v1 line is
+      // `2001:db8::7`): the client is named as Node names a socket's peer.
       return {
         ...peer,
         proxyHeader: header,
-        address: text(header.source.address),
+        address: header.source.address,
         port: header.source.port,
         family: v6 ? 'IPv6' : 'IPv4',
-        localAddress: text(header.destination.address),
+        localAddress: header.destination.address,
         localPort: header.destination.port,
       };
     }
   }
-}
-
-function canonicalIPv6(address: string): string {
-  return ipv6FromBytes(ipv6ToBytes(address), 0);
 }

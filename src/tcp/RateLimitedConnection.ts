@@ -123,6 +123,8 @@ export class RateLimitedConnection extends TcpConnection {
     if (!this.connected) return super.clientData(chunk);
     const wait = this.takeUpload(chunk.length);
     if (wait <= SLACK_MS && this.uploadTimer === undefined) return super.clientData(chunk);
+    // Received now, relayed later (or never, if the connection ends first): counted now.
+    this.bytesFromClient += chunk.length;
     // A copy: a chunk read into the shared buffer is reused by the next read.
     (this.heldUpload ??= []).push(Buffer.from(chunk));
     if (wait > 0) this.holdUpload(wait);
@@ -133,6 +135,8 @@ export class RateLimitedConnection extends TcpConnection {
   override upstreamData(chunk: Buffer): boolean {
     const wait = this.takeDownload(chunk.length);
     if (wait <= SLACK_MS && this.downloadTimer === undefined) return super.upstreamData(chunk);
+    this.bytesFromUpstream += chunk.length;
+    this.upstreamCounters.rxBytes += chunk.length;
     (this.heldDownload ??= []).push(Buffer.from(chunk));
     if (wait > 0) this.holdDownload(wait);
     return false;
@@ -201,7 +205,8 @@ export class RateLimitedConnection extends TcpConnection {
     const held = this.heldUpload;
     this.heldUpload = undefined;
     let flowing = true;
-    if (held !== undefined) for (const chunk of held) flowing = super.clientData(chunk) && flowing;
+    if (held !== undefined)
+      for (const chunk of held) flowing = this.forwardClient(chunk) && flowing;
     if (this.clientEndHeld) {
       this.clientEndHeld = false;
       super.clientEnd();
@@ -215,7 +220,7 @@ export class RateLimitedConnection extends TcpConnection {
     this.heldDownload = undefined;
     let flowing = true;
     if (held !== undefined)
-      for (const chunk of held) flowing = super.upstreamData(chunk) && flowing;
+      for (const chunk of held) flowing = this.forwardUpstream(chunk) && flowing;
     if (this.upstreamEndHeld) {
       this.upstreamEndHeld = false;
       super.upstreamEnd();

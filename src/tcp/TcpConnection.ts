@@ -61,7 +61,14 @@ import { connectFrom, resolvesFirst, sourceConnectOptions } from '../net/sourceA
 import type { RelaySocket } from '../net/RelaySocket.js';
 
 // ERR_HTTP2_STREAM_ERROR: an HTTP/2 tunnel stream was reset (RST_STREAM), the tunnel's reset.
-const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_HTTP2_STREAM_ERROR']);
+// ENOTCONN: a relay handle's shutdown(2) failed, the peer having reset the connection unread.
+const RESET_CODES = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'ECONNABORTED',
+  'ENOTCONN',
+  'ERR_HTTP2_STREAM_ERROR',
+]);
 const EMPTY: readonly UpstreamState[] = [];
 
 function isReset(err: Error): boolean {
@@ -296,7 +303,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /** `current.generation` when it was dialled (an outcome about an address it has since left is ignored). */
   private currentGeneration = 0;
   /** Counters of the current upstream; a scratch object until one is chosen (no branch per chunk). */
-  private upstreamCounters: UpstreamCounters = zeroUpstreamCounters();
+  protected upstreamCounters: UpstreamCounters = zeroUpstreamCounters();
   protected connected = false;
   /** The upstreams tried in this round of attempts (see `nextRound`). */
   private triedStates: UpstreamState[] | undefined;
@@ -1070,6 +1077,15 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
    */
   clientData(chunk: Buffer): boolean {
     this.bytesFromClient += chunk.length;
+    return this.forwardClient(chunk);
+  }
+
+  /**
+   * A client chunk counted as received (when it was read: bytes held for a `bandwidth` budget
+   * count as received even if the connection ends before they go on, as nginx and Envoy count
+   * them) to the upstream, or held until it connects. False when the client was paused.
+   */
+  protected forwardClient(chunk: Buffer): boolean {
     this.lastActivity = Date.now();
     const socket = this.upstreamSocket;
     if (this.connected && socket !== undefined) {
@@ -1090,6 +1106,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   upstreamData(chunk: Buffer): boolean {
     this.bytesFromUpstream += chunk.length;
     this.upstreamCounters.rxBytes += chunk.length;
+    return this.forwardUpstream(chunk);
+  }
+
+  /** An upstream chunk counted as received, to the client; false when the upstream was paused. */
+  protected forwardUpstream(chunk: Buffer): boolean {
     this.lastActivity = Date.now();
     this.bytesToClient += chunk.length;
     if (this.client.write(chunk) || roomWhileCorked(this.client)) return true;
@@ -1165,10 +1186,15 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   /**
    * `clientEnd` for a client whose FIN came before `start`: what the filters hold is flushed (it
-   * goes with the early bytes) and the half-close timer runs. False when a filter ended it.
+   * goes with the early bytes) and the half-close timer runs. False when a filter ended it, or
+   * the end was a reset.
    */
   private endedBeforeStart(): boolean {
     this.clientEnded = true;
+    // A reset seen as an end while the client waited (bytes and RST read together in the queue):
+    // its 'error' follows and fails the connection before any upstream is dialled. Taken as a
+    // FIN, its bytes went to the upstream and then a FIN, a request the upstream would serve.
+    if (this.clientFamily !== 'unix' && revealsReset(this.client)) return false;
     if (this.filters !== undefined && !this.flushToUpstream(this.filters)) return false;
     if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
     return true;

@@ -8,7 +8,7 @@ import { ProxyHeaderParser } from '../../src/protocol/ProxyHeaderParser.js';
 import { encodeProxyHeader } from '../../src/protocol/encodeProxyHeader.js';
 import { ProxyTlvType } from '../../src/protocol/proxyTlv.js';
 import { fuzzRuns } from '../helpers/fuzz.js';
-import { anyHeader, chunksOf, v2Header } from './proxyArbitraries.js';
+import { anyHeader, asDecoded, chunksOf, v2Header } from './proxyArbitraries.js';
 
 const runs = fuzzRuns(2000);
 const cuts = fc.array(fc.nat(), { maxLength: 12 });
@@ -37,13 +37,13 @@ function survives(chunks: readonly Buffer[], maxLength?: number): ProxyHeaderRes
 }
 
 describe('PROXY protocol codec properties (fast-check)', () => {
-  test('decode(encode(header)) deep-equals the header, for v1 and v2', () => {
+  test('decode(encode(header)) deep-equals the header (v1 IPv6 in canonical form), for v1 and v2', () => {
     fc.assert(
       fc.property(anyHeader, (header) => {
         const bytes = encodeProxyHeader(header);
         const result = new ProxyHeaderParser().push(bytes);
         assert.ok(result);
-        assert.deepEqual(result.header, header);
+        assert.deepEqual(result.header, asDecoded(header));
         assert.equal(result.length, bytes.length);
         assert.equal(result.rest.length, 0);
       }),
@@ -72,7 +72,7 @@ describe('PROXY protocol codec properties (fast-check)', () => {
         const wire = Buffer.concat([encodeProxyHeader(header), payload]);
         const { result, after } = feed(new ProxyHeaderParser(), chunksOf(wire, points));
         assert.ok(result);
-        assert.deepEqual(result.header, header);
+        assert.deepEqual(result.header, asDecoded(header));
         assert.deepEqual(Buffer.concat([result.rest, ...after]), Buffer.from(payload));
       }),
       { numRuns: runs },

@@ -5,7 +5,7 @@ import type {
   ProxyTlv,
   ProxyUnixEndpoint,
 } from '../../src/protocol/ProxyHeader.js';
-import { ipv6FromBytes } from '../../src/protocol/ipAddress.js';
+import { canonicalIPv6, ipv6FromBytes } from '../../src/protocol/ipAddress.js';
 import { ProxyTlvType } from '../../src/protocol/proxyTlv.js';
 import { proxyTlvs } from '../../src/protocol/proxyTlvFields.js';
 import { binaryUnit } from '../helpers/binaryUnit.js';
@@ -123,6 +123,19 @@ export const v1Header: fc.Arbitrary<ProxyHeader> = fc.oneof(
     { noNullPrototype: true },
   ),
 );
+
+/**
+ * `header` as decoding names it: a v1 IPv6 address in the RFC 5952 text v2 gives the same
+ * bytes (canonical text is checked against an independent oracle in ipAddress.test.ts).
+ */
+export function asDecoded(header: ProxyHeader): ProxyHeader {
+  if (header.version !== 1 || header.protocol !== 'TCP6') return header;
+  return {
+    ...header,
+    source: { ...header.source, address: canonicalIPv6(header.source.address) },
+    destination: { ...header.destination, address: canonicalIPv6(header.destination.address) },
+  };
+}
 
 const v2Canonical6 = ipv6Bytes.map((b) => ipv6FromBytes(b, 0));
 

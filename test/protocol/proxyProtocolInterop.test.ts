@@ -5,7 +5,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Server, Socket } from 'node:net';
 import type { ProxyHeader } from '../../src/protocol/ProxyHeader.js';
-import { ProxyHeaderParser } from '../../src/protocol/ProxyHeaderParser.js';
+import { ProxyHeaderParser, decodeProxyHeader } from '../../src/protocol/ProxyHeaderParser.js';
 import { encodeProxyHeader } from '../../src/protocol/encodeProxyHeader.js';
 import { proxyTlvs, readProxyTlvs } from '../../src/protocol/proxyTlvFields.js';
 import { startHaproxy } from '../helpers/haproxy.js';
@@ -285,6 +285,66 @@ describe('PROXY protocol interop: haproxy as the receiver', () => {
             ),
           );
         }
+      }
+    } finally {
+      await haproxy.stop();
+    }
+  });
+
+  test('a v1 TCP6 address reads as haproxy reads it and as v2 decodes its bytes; what haproxy refuses is refused', async (t) => {
+    if (!tool(t, 'haproxy')) return;
+    const decode = (line: string): string => {
+      try {
+        const header = new ProxyHeaderParser().push(Buffer.from(line, 'latin1'))?.header;
+        return header?.protocol === 'TCP6' ? header.source.address : 'none';
+      } catch {
+        return 'refused';
+      }
+    };
+    const haproxy = await haproxyAcceptingProxy('client=%ci:%cp');
+    try {
+      // Spellings of one address each (upper case, zeros written out, a dotted tail or not).
+      const spellings = [
+        '::FFFF:192.0.2.7',
+        '::ffff:c000:207',
+        '0:0:0:0:0:ffff:192.0.2.7',
+        '0:0::1',
+        '2001:0DB8:0000:0000:0000:0000:0000:0007',
+        '2001:db8:0:0:1:0:0:1',
+        '::1:2:3:4:5:6:7',
+      ];
+      for (const [i, address] of spellings.entries()) {
+        const port = 4000 + i;
+        const line = `PROXY TCP6 ${address} ::1 ${port} 443\r\n`;
+        const ours = decode(line);
+        const v2 = decodeProxyHeader(
+          encodeProxyHeader({
+            version: 2,
+            command: 'PROXY',
+            protocol: 'TCP6',
+            source: { address, port },
+            destination: { address: '::1', port: 443 },
+          }),
+        );
+        assert.equal(v2.header.protocol === 'TCP6' && v2.header.source.address, ours, address);
+        const socket = await connect(haproxy.port);
+        const reply = readAll(socket);
+        socket.end(`${line}ping`);
+        assert.equal((await reply).toString(), 'ping', `haproxy took ${address}`);
+        socket.destroy();
+        const logged = await haproxy.waitForOutput(new RegExp(`client=\\S+:${port}`));
+        const haproxyRead = new RegExp(`client=(\\S+):${port}`).exec(logged)?.[1];
+        assert.equal(ours, haproxyRead, address);
+      }
+      const refused = ['fe80::1%eth0', '::ffff:01.2.3.4', '1:2:3:4:5:6:7:8:9', ':::1', '1.2.3.4'];
+      for (const [i, address] of refused.entries()) {
+        assert.equal(decode(`PROXY TCP6 ${address} ::1 5000 443\r\n`), 'refused', address);
+        const socket = await connect(haproxy.port);
+        const reply = readAll(socket);
+        socket.end(`PROXY TCP6 ${address} ::1 5000 443\r\nping`);
+        assert.equal((await reply).toString(), '', `haproxy refused ${address}`);
+        socket.destroy();
+        await haproxy.waitForOutput(new RegExp(`(invalid PROXY protocol header[^]*){${i + 1}}`));
       }
     } finally {
       await haproxy.stop();

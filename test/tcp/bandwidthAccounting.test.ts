@@ -1,0 +1,93 @@
+/**
+ * Bytes a `bandwidth` budget holds (read, waiting for their turn) were received: they count in
+ * `bytesFromClient`/`bytesFromUpstream` and the stats' rx counters when they are read, as nginx
+ * (`$bytes_received`, added at each recv) and Envoy (`downstream_cx_rx_bytes_total`) count them,
+ * even when the connection ends before they go on. They were counted only when relayed, so a
+ * connection that failed while they waited lost them from its summary and from the stats.
+ */
+import assert from 'node:assert/strict';
+import type { Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
+import type { TcpConnectionSummary, TcpProxy } from '../../src/index.js';
+import { connect, socketServer, withTimeout } from '../helpers/net.js';
+import { startProxy } from '../helpers/proxy.js';
+
+/**
+ * 2 000 bytes at 100 bytes/s: held about 20 s, far longer than any test waits. One write of them
+ * on loopback is one segment, read whole by the proxy's first read.
+ */
+const RATE = 100;
+const SIZE = 2_000;
+
+async function until(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+/** A proxy with `bandwidth` in front of an upstream that hands out its sockets, and a client. */
+async function throttled(
+  t: TestContext,
+  bandwidth: { upload?: number; download?: number },
+): Promise<{
+  proxy: TcpProxy;
+  client: Socket;
+  upstream: Socket;
+  summary: Promise<TcpConnectionSummary>;
+}> {
+  const accepted: Socket[] = [];
+  const server = await socketServer((socket) => accepted.push(socket));
+  t.after(() => server.close());
+  const { proxy, port, closes } = await startProxy({
+    upstreams: [{ host: '127.0.0.1', port: server.port }],
+    bandwidth,
+  });
+  t.after(() => proxy.close({ drainTimeout: 0 }));
+  const client = await connect(port);
+  t.after(() => client.destroy());
+  await until(() => accepted.length === 1, 'the upstream connection');
+  const summary = closes(1, 15_000).then((all) => all[0] as TcpConnectionSummary);
+  return { proxy, client, upstream: accepted[0] as Socket, summary };
+}
+
+describe('bandwidth: bytes held for their budget are counted as received', () => {
+  test('upload: the upstream resets while client bytes wait', async (t) => {
+    const { proxy, client, upstream, summary } = await throttled(t, { upload: RATE });
+    let delivered = 0;
+    upstream.on('data', (chunk: Buffer) => (delivered += chunk.length));
+    client.write(Buffer.alloc(SIZE, 1));
+    await until(() => proxy.stats().bandwidth_upload_throttled === 1, 'the upload held');
+    upstream.resetAndDestroy();
+    const closed = await withTimeout(summary, 15_000, 'connectionClose');
+    assert.equal(closed.reason, 'upstream_reset');
+    assert.equal(delivered, 0, 'nothing was relayed');
+    assert.equal(closed.bytesFromClient, SIZE);
+    assert.equal(closed.bytesToUpstream, 0);
+    const stats = proxy.stats();
+    assert.equal(stats.downstream_cx_rx_bytes_total, SIZE);
+    assert.equal(stats.upstream_cx_tx_bytes_total, 0);
+  });
+
+  test('download: the client resets while upstream bytes wait', async (t) => {
+    const { proxy, client, upstream, summary } = await throttled(t, { download: RATE });
+    let delivered = 0;
+    client.on('data', (chunk: Buffer) => (delivered += chunk.length));
+    upstream.write(Buffer.alloc(SIZE, 2));
+    await until(() => proxy.stats().bandwidth_download_throttled === 1, 'the download held');
+    client.resetAndDestroy();
+    const closed = await withTimeout(summary, 15_000, 'connectionClose');
+    assert.equal(closed.reason, 'downstream_reset');
+    assert.equal(delivered, 0, 'nothing was relayed');
+    assert.equal(closed.bytesFromUpstream, SIZE);
+    assert.equal(closed.bytesToClient, 0);
+    const stats = proxy.stats();
+    assert.equal(stats.upstream_cx_rx_bytes_total, SIZE);
+    const [perUpstream] = Object.values(stats.upstreams);
+    assert.equal(perUpstream?.upstream_cx_rx_bytes_total, SIZE);
+    assert.equal(stats.downstream_cx_tx_bytes_total, 0);
+  });
+});
