@@ -29,7 +29,7 @@
  * The TLS scenarios (`tls*`, bench/lib/tlsInstructions.ts) count l4proxy beside nginx `stream`
  * with `ssl` (one process under the same callgrind) per handshake, origination or MiB of bulk.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import {
@@ -359,7 +359,7 @@ function nodeFlags(): string[] {
     // functions in baseline code), then the compiler stops (freezeJit).
     ...(warm > 0
       ? [
-          '--interrupt-budget=8448',
+          ...(takesInterruptBudget() ? ['--interrupt-budget=8448'] : []),
           // V8's memory reducer starts full collections when the allocation rate per second
           // is low, which it is under callgrind's fifty-fold slow-down, not at a benchmark's
           // rate: they would be counted as the proxy's work.
@@ -369,6 +369,19 @@ function nodeFlags(): string[] {
         ]
       : []),
   ];
+}
+
+let interruptBudget: boolean | undefined;
+
+/**
+ * Whether this Node's V8 has `--interrupt-budget` (Node 20's V8 11.3; later V8s dropped it and
+ * refuse to start with it): without it the warm-up tiers up at V8's own pace.
+ */
+function takesInterruptBudget(): boolean {
+  interruptBudget ??= /^ {2}--interrupt-budget \(/m.test(
+    execFileSync(process.execPath, ['--v8-options'], { encoding: 'utf8' }),
+  );
+  return interruptBudget;
 }
 
 /** Turns the Node contender's optimizing compiler off (freezeJit.ts); resolves once it says so. */
