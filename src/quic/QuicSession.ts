@@ -68,8 +68,7 @@ export class QuicSession {
    * now; false while the ClientHello is incomplete (or the session was dropped).
    */
   admit(msg: Buffer): boolean {
-    if (this.connection === undefined && this.router.options.connectionIdRouting)
-      this.rememberClientCid(msg);
+    if (this.connection === undefined && this.router.tracksIds) this.rememberClientCid(msg);
     const parser = this.parser;
     if (parser === undefined) return true;
     // An empty first datagram (a keepalive, a probe) holds no packet: not QUIC, route it now
@@ -186,7 +185,7 @@ export class QuicSession {
    */
   fromServer(msg: Buffer): boolean {
     if (this.versionProbe !== undefined && this.versionNegotiation(msg)) return true;
-    if (!this.router.options.connectionIdRouting) return false;
+    if (!this.router.tracksIds) return false;
     const first = msg[0];
     if (first === undefined || !isLongHeader(first)) return false;
     const header = readLongHeader(msg, 0, msg.length);
@@ -199,6 +198,21 @@ export class QuicSession {
     }
     this.router.register(connection, header.scid);
     return false;
+  }
+
+  /**
+   * Whether `dcid` names this session's connection: the client's first DCID, or an ID the
+   * server gave in a long header (`tracksIds` only).
+   */
+  knows(dcid: Buffer): boolean {
+    if (this.clientCid?.equals(dcid) === true) return true;
+    const cids = this.connection?.cids;
+    return cids !== undefined && cids.includes(dcid.toString('latin1'));
+  }
+
+  /** Whether this session is a path of `connection`. */
+  carries(connection: QuicConnection): boolean {
+    return this.connection === connection;
   }
 
   /**
