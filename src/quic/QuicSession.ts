@@ -2,10 +2,17 @@ import { QuicInitialError } from '../errors.js';
 import { QuicInitialParser } from '../protocol/QuicInitialParser.js';
 import type { QuicInitialResult } from '../protocol/QuicInitialParser.js';
 import { isLongHeader, readLongHeader } from '../protocol/quicHeader.js';
+import { quicVersionProfile } from '../protocol/quicKeys.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import type { QuicConnection, QuicRouter } from './QuicRouter.js';
 
 const NOT_QUIC: QuicInitialResult = { kind: 'not_quic' };
+
+/**
+ * Retry IDs a connection keeps: the first Retry's, which the client takes, and one more should
+ * that one be lost on its way. With the client's first DCID and the server's handshake ID, four.
+ */
+const MAX_RETRY_IDS = 2;
 
 /** What a {@link QuicSession} needs from the UDP session it belongs to (internal seam). */
 export interface QuicSessionOwner {
@@ -39,6 +46,8 @@ export class QuicSession {
   private connection: QuicConnection | undefined;
   /** The client's first DCID, registered with the server's first ID. */
   private clientCid: Buffer | undefined;
+  /** Retry packets whose ID was registered (see `MAX_RETRY_IDS`). */
+  private retryIds = 0;
   /**
    * The CIDs of the client's first long header (a version this session may not share with the
    * server) until the server's first datagram: a Version Negotiation echoing them ends the session.
@@ -195,6 +204,14 @@ export class QuicSession {
     if (connection === undefined) {
       connection = this.connection = this.router.connection(state);
       if (this.clientCid !== undefined) this.router.register(connection, this.clientCid);
+    }
+    // A server answers each Initial it wants validated with a Retry of a new ID, and the client
+    // takes the first it receives (RFC 9000 17.2.5.2): a client that sent its Initials again
+    // before one came back would fill the connection's IDs with Retries' and leave no room for
+    // the ID of the server's handshake, the one its later packets carry.
+    if (quicVersionProfile(header.version)?.retryType === header.typeBits) {
+      if (this.retryIds >= MAX_RETRY_IDS) return false;
+      this.retryIds++;
     }
     this.router.register(connection, header.scid);
     return false;

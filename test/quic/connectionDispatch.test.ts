@@ -220,26 +220,46 @@ describe('QUIC sessionPerConnection: one session per connection of a client sock
     }
   });
 
-  test("the Initial after a server's Retry (new DCID, the Retry's SCID) stays on its session", async () => {
-    const retryCid = Buffer.from('f0f1f2f3f4f5f6f7', 'hex');
-    const retrying = await quicServer('R', retryCid, 0xf0);
+  test("Initials after a server's Retries (the Retry's ID, then the handshake's) stay on their session", async () => {
+    // Every Initial to the first DCID gets a Retry of a new ID (the client sent its Initial three
+    // times before one came back); the rest a Handshake-type reply naming the server's own ID.
+    const serverCid = Buffer.from('5e5e5e5e5e5e5e5e', 'hex');
+    const retryCid = (n: number) => Buffer.alloc(8, 0xf0 + n);
+    const socket = await udpSocket();
+    let retries = 0;
+    socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
+      const retry = msg.subarray(6, 14).equals(dcid1);
+      const scid = retry ? retryCid(retries++) : serverCid;
+      const head = Buffer.from([retry ? 0xf0 : 0xe0, 0, 0, 0, 1, 0, scid.length]);
+      socket.send(Buffer.concat([head, scid, Buffer.from('R')]), rinfo.port, rinfo.address);
+    });
     const proxy = new UdpProxy({
-      upstreams: [{ id: 'r', host: '127.0.0.1', port: retrying.port }],
+      upstreams: [{ id: 'r', host: '127.0.0.1', port: socket.address().port }],
       quic: {},
     });
     const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
     client = await udpSocket();
+    const send = async (msg: Buffer): Promise<string> => {
+      client.send(msg, port, '127.0.0.1');
+      return reply(client);
+    };
     try {
-      client.send(initial('a.example', dcid1), port, '127.0.0.1');
-      assert.ok((await reply(client)).endsWith('R'));
-      client.send(initial('a.example', retryCid), port, '127.0.0.1');
-      assert.ok((await reply(client)).endsWith('R'));
+      for (let n = 0; n < 3; n++)
+        assert.ok((await send(initial('a.example', dcid1, n))).endsWith('R'));
+      assert.equal(retries, 3);
+      // The client takes the first Retry: its next Initials carry that ID, then the server's.
+      assert.ok((await send(initial('a.example', retryCid(0)))).endsWith('R'));
+      assert.ok((await send(initial('a.example', serverCid, 1))).endsWith('R'));
+      assert.ok((await send(short(serverCid, 'x'))).endsWith('R'));
       assert.equal(proxy.sessions().length, 1);
+      assert.equal(proxy.sessions()[0]?.datagramsFromClient, 6);
       assert.equal(proxy.stats().quic?.quic_connection_sessions, 0);
+      // The client's first DCID, the first two Retries' IDs, the server's.
+      assert.equal(proxy.stats().quic?.quic_cids_active, 4);
     } finally {
       await closeSocket(client);
       await proxy.close();
-      await retrying.close();
+      await closeSocket(socket);
     }
   });
 
