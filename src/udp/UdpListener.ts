@@ -128,10 +128,6 @@ export class UdpListener {
   }
 
   /**
-   * Stops routing the client's datagrams to `session` (it reached `maxRequests`): the next one
-   * opens a new session, while this one stays live for replies until it ends.
-   */
-  /**
    * A session of a socket's group of QUIC connections ends: when it was the one found by address
    * and port, the next oldest takes its place; the last one left is alone again.
    */
@@ -150,6 +146,10 @@ export class UdpListener {
       found.set(session.clientPort, next);
   }
 
+  /**
+   * Stops routing the client's datagrams to `session` (it reached `maxRequests`): the next one
+   * opens a new session, while this one stays live for replies until it ends.
+   */
   detach(session: UdpSession): void {
     this.remove(session);
     (this.detached ??= new Set()).add(session);
