@@ -158,8 +158,11 @@ export class UdpListener {
   /** Every live session of this socket. */
   *sessions(): IterableIterator<UdpSession> {
     for (const found of this.byAddress.values()) {
-      if (!(found instanceof Map)) yield* found.connections ?? [found];
-      else for (const session of found.values()) yield* session.connections ?? [session];
+      for (const session of found instanceof Map ? found.values() : [found]) {
+        // The other QUIC connections of the session's client socket, when it has several.
+        if (session.connections === undefined) yield session;
+        else yield* session.connections;
+      }
     }
     if (this.detached !== undefined) yield* this.detached;
   }
