@@ -145,6 +145,8 @@ const UDP_QUIC_HELP: HelpTable<UdpQuicStats> = {
     'New client addresses whose QUIC-LB server ID maps to an upstream id not in the set.',
   quic_version_negotiations:
     'Sessions closed after their upstream answered with a QUIC Version Negotiation.',
+  quic_connection_sessions:
+    'Sessions opened for another QUIC connection of a client socket that had a session.',
   quic_cids_active: 'QUIC connection IDs tracked now.',
 };
 

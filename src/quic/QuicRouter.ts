@@ -29,6 +29,11 @@ export interface QuicConnection {
 export class QuicRouter {
   readonly options: ResolvedQuicOptions;
   readonly counters: QuicCounters = createQuicCounters();
+  /**
+   * Whether connections' IDs are learnt (the client's first DCID, the server's SCIDs): for
+   * `connectionIdRouting`, and to tell a client socket's connections apart (`sessionPerConnection`).
+   */
+  readonly tracksIds: boolean;
   private readonly upstreams: UpstreamSet;
   private readonly byCid = new Map<string, QuicConnection>();
   /** How many tracked IDs have each length: the lengths to try on a short header. */
@@ -37,6 +42,7 @@ export class QuicRouter {
   constructor(options: ResolvedQuicOptions, upstreams: UpstreamSet) {
     this.options = options;
     this.upstreams = upstreams;
+    this.tracksIds = options.connectionIdRouting || options.sessionPerConnection;
   }
 
   /** Gives a new session its QUIC state: pinned to a known connection's upstream, or inspecting. */
@@ -109,13 +115,18 @@ export class QuicRouter {
     return { state, cids: [], sessions: 1 };
   }
 
-  /** Adds an ID to a connection (bounded); a known ID keeps its first owner. */
+  /**
+   * Adds an ID to a connection (bounded). A known ID keeps its first owner in the table; the
+   * connection still lists it, so that its own client socket's datagrams naming it are told
+   * apart from a new connection's (see `connectionDispatch`).
+   */
   register(connection: QuicConnection, cid: Buffer): void {
     if (cid.length === 0 || connection.cids.length >= MAX_CIDS_PER_CONNECTION) return;
     const key = cid.toString('latin1');
+    if (connection.cids.includes(key)) return;
+    connection.cids.push(key);
     if (this.byCid.has(key)) return;
     this.byCid.set(key, connection);
-    connection.cids.push(key);
     this.lengths.set(cid.length, (this.lengths.get(cid.length) ?? 0) + 1);
   }
 

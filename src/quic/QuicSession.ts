@@ -2,10 +2,17 @@ import { QuicInitialError } from '../errors.js';
 import { QuicInitialParser } from '../protocol/QuicInitialParser.js';
 import type { QuicInitialResult } from '../protocol/QuicInitialParser.js';
 import { isLongHeader, readLongHeader } from '../protocol/quicHeader.js';
+import { quicVersionProfile } from '../protocol/quicKeys.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import type { QuicConnection, QuicRouter } from './QuicRouter.js';
 
 const NOT_QUIC: QuicInitialResult = { kind: 'not_quic' };
+
+/**
+ * Retry IDs a connection keeps: the first Retry's, which the client takes, and one more should
+ * that one be lost on its way. With the client's first DCID and the server's handshake ID, four.
+ */
+const MAX_RETRY_IDS = 2;
 
 /** What a {@link QuicSession} needs from the UDP session it belongs to (internal seam). */
 export interface QuicSessionOwner {
@@ -39,6 +46,8 @@ export class QuicSession {
   private connection: QuicConnection | undefined;
   /** The client's first DCID, registered with the server's first ID. */
   private clientCid: Buffer | undefined;
+  /** Retry packets whose ID was registered (see `MAX_RETRY_IDS`). */
+  private retryIds = 0;
   /**
    * The CIDs of the client's first long header (a version this session may not share with the
    * server) until the server's first datagram: a Version Negotiation echoing them ends the session.
@@ -68,8 +77,7 @@ export class QuicSession {
    * now; false while the ClientHello is incomplete (or the session was dropped).
    */
   admit(msg: Buffer): boolean {
-    if (this.connection === undefined && this.router.options.connectionIdRouting)
-      this.rememberClientCid(msg);
+    if (this.connection === undefined && this.router.tracksIds) this.rememberClientCid(msg);
     const parser = this.parser;
     if (parser === undefined) return true;
     // An empty first datagram (a keepalive, a probe) holds no packet: not QUIC, route it now
@@ -186,7 +194,7 @@ export class QuicSession {
    */
   fromServer(msg: Buffer): boolean {
     if (this.versionProbe !== undefined && this.versionNegotiation(msg)) return true;
-    if (!this.router.options.connectionIdRouting) return false;
+    if (!this.router.tracksIds) return false;
     const first = msg[0];
     if (first === undefined || !isLongHeader(first)) return false;
     const header = readLongHeader(msg, 0, msg.length);
@@ -197,8 +205,31 @@ export class QuicSession {
       connection = this.connection = this.router.connection(state);
       if (this.clientCid !== undefined) this.router.register(connection, this.clientCid);
     }
+    // A server answers each Initial it wants validated with a Retry of a new ID, and the client
+    // takes the first it receives (RFC 9000 17.2.5.2): a client that sent its Initials again
+    // before one came back would fill the connection's IDs with Retries' and leave no room for
+    // the ID of the server's handshake, the one its later packets carry.
+    if (quicVersionProfile(header.version)?.retryType === header.typeBits) {
+      if (this.retryIds >= MAX_RETRY_IDS) return false;
+      this.retryIds++;
+    }
     this.router.register(connection, header.scid);
     return false;
+  }
+
+  /**
+   * Whether `dcid` names this session's connection: the client's first DCID, or an ID the
+   * server gave in a long header (`tracksIds` only).
+   */
+  knows(dcid: Buffer): boolean {
+    if (this.clientCid?.equals(dcid) === true) return true;
+    const cids = this.connection?.cids;
+    return cids !== undefined && cids.includes(dcid.toString('latin1'));
+  }
+
+  /** Whether this session is a path of `connection`. */
+  carries(connection: QuicConnection): boolean {
+    return this.connection === connection;
   }
 
   /**

@@ -12,6 +12,7 @@ export interface QuicCounters {
   quicLbRouted: number;
   quicLbMissing: number;
   versionNegotiations: number;
+  connectionSessions: number;
 }
 
 /** The `quic` section of `UdpProxy.stats()`, present when the `quic` option is set. */
@@ -49,6 +50,11 @@ export interface UdpQuicStats {
    * is closed (`quic_version_negotiation`) so the client's next Initial is routed afresh.
    */
   readonly quic_version_negotiations: number;
+  /**
+   * Sessions opened for another QUIC connection of a client socket that had a session
+   * (`sessionPerConnection`): each chose its upstream by its own ClientHello.
+   */
+  readonly quic_connection_sessions: number;
   /** Connection IDs tracked now (gauge). */
   readonly quic_cids_active: number;
 }
@@ -67,6 +73,7 @@ export function createQuicCounters(): QuicCounters {
     quicLbRouted: 0,
     quicLbMissing: 0,
     versionNegotiations: 0,
+    connectionSessions: 0,
   };
 }
 
@@ -84,6 +91,7 @@ export function snapshotQuicStats(counters: QuicCounters, cidsActive: number): U
     quic_lb_routed: counters.quicLbRouted,
     quic_lb_missing_upstream: counters.quicLbMissing,
     quic_version_negotiations: counters.versionNegotiations,
+    quic_connection_sessions: counters.connectionSessions,
     quic_cids_active: cidsActive,
   };
 }

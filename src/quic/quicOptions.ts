@@ -44,6 +44,19 @@ export interface UdpQuicOptions {
    * validates the new path itself). Default false.
    */
   readonly connectionIdRouting?: boolean;
+  /**
+   * Give each QUIC connection of a client socket (address and port) its own session: a v1/v2
+   * Initial whose Destination Connection ID none of the socket's sessions knows opens a new one,
+   * with its own upstream socket and its own selection by its own ClientHello; later datagrams go
+   * to the session of the connection they name. Off, every connection of a socket rides its first
+   * session and that session's upstream (so a name route is no access boundary). Default true.
+   */
+  readonly sessionPerConnection?: boolean;
+  /**
+   * With `sessionPerConnection`: QUIC connections (sessions) one client socket may have at once;
+   * an Initial of another is dropped (`quic_connection_limit`). Default 8, 1-1024.
+   */
+  readonly maxConnectionsPerSocket?: number;
   /** Route by server IDs encoded in connection IDs (QUIC-LB plaintext algorithm). Default off. */
   readonly quicLb?: QuicLbOptions;
 }
@@ -70,6 +83,8 @@ export interface ResolvedQuicOptions {
   readonly maxClientHelloBytes: number;
   readonly fallback: 'route' | 'drop';
   readonly connectionIdRouting: boolean;
+  readonly sessionPerConnection: boolean;
+  readonly maxConnectionsPerSocket: number;
   readonly quicLb: ResolvedQuicLb | undefined;
 }
 
@@ -88,6 +103,8 @@ const KNOWN = [
   'maxClientHelloBytes',
   'fallback',
   'connectionIdRouting',
+  'sessionPerConnection',
+  'maxConnectionsPerSocket',
   'quicLb',
 ];
 
@@ -114,6 +131,13 @@ export function resolveQuicOptions(value: unknown, name = 'quic'): ResolvedQuicO
     ),
     fallback,
     connectionIdRouting: boolean(raw.connectionIdRouting, `${name}.connectionIdRouting`, false),
+    sessionPerConnection: boolean(raw.sessionPerConnection, `${name}.sessionPerConnection`, true),
+    maxConnectionsPerSocket: integer(
+      raw.maxConnectionsPerSocket,
+      `${name}.maxConnectionsPerSocket`,
+      8,
+      { min: 1, max: 1024 },
+    ),
     quicLb: raw.quicLb === undefined ? undefined : resolveQuicLb(raw.quicLb, `${name}.quicLb`),
   };
 }

@@ -99,8 +99,23 @@ export class UdpListener {
       );
   }
 
+  /**
+   * Adds the session of another QUIC connection of `first`'s client socket (`quic`
+   * `sessionPerConnection`): `first` stays the one found by address and port, the others are
+   * reached through its `connections`.
+   */
+  addConnection(first: UdpSession, session: UdpSession): void {
+    const group = (first.connections ??= [first]);
+    group.push(session);
+    session.connections = group;
+  }
+
   remove(session: UdpSession): void {
     this.detached?.delete(session);
+    if (session.connections !== undefined) {
+      this.leaveConnections(session, session.connections);
+      return;
+    }
     const address = session.clientAddress;
     const found = this.byAddress.get(address);
     if (found === session) {
@@ -110,6 +125,25 @@ export class UdpListener {
     if (!(found instanceof Map) || found.get(session.clientPort) !== session) return;
     found.delete(session.clientPort);
     if (found.size === 0) this.byAddress.delete(address);
+  }
+
+  /**
+   * A session of a socket's group of QUIC connections ends: when it was the one found by address
+   * and port, the next oldest takes its place; the last one left is alone again.
+   */
+  private leaveConnections(session: UdpSession, group: UdpSession[]): void {
+    const at = group.indexOf(session);
+    if (at < 0) return;
+    group.splice(at, 1);
+    session.connections = undefined;
+    const next = group[0];
+    if (next === undefined) return;
+    if (group.length === 1) next.connections = undefined;
+    if (at !== 0) return;
+    const found = this.byAddress.get(session.clientAddress);
+    if (found === session) this.byAddress.set(session.clientAddress, next);
+    else if (found instanceof Map && found.get(session.clientPort) === session)
+      found.set(session.clientPort, next);
   }
 
   /**
@@ -124,8 +158,11 @@ export class UdpListener {
   /** Every live session of this socket. */
   *sessions(): IterableIterator<UdpSession> {
     for (const found of this.byAddress.values()) {
-      if (found instanceof Map) yield* found.values();
-      else yield found;
+      for (const session of found instanceof Map ? found.values() : [found]) {
+        // The other QUIC connections of the session's client socket, when it has several.
+        if (session.connections === undefined) yield session;
+        else yield* session.connections;
+      }
     }
     if (this.detached !== undefined) yield* this.detached;
   }

@@ -49,6 +49,7 @@ import { dgramHandle } from './udpHandle.js';
 import { channels } from '../internal/channels.js';
 import { udpMetrics } from '../metrics/prometheus.js';
 import { QuicRouter } from '../quic/QuicRouter.js';
+import { connectionSession } from '../quic/connectionDispatch.js';
 import { checkQuicLbServers } from '../quic/quicOptions.js';
 import { promiseBeforeRun } from '../internal/promiseBeforeRun.js';
 
@@ -155,10 +156,17 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       resolved.manager.source !== undefined,
     );
     this.host = this.createHost(resolved.selector);
+    // The hot path is chosen once: a proxy without per-connection QUIC sessions pays nothing.
+    const router = this.host.quic;
     this.owner = {
-      receive: (listener, msg, rinfo) => {
-        this.receive(listener, msg, rinfo);
-      },
+      receive:
+        router?.options.sessionPerConnection === true
+          ? (listener, msg, rinfo) => {
+              this.receiveQuic(router, listener, msg, rinfo);
+            }
+          : (listener, msg, rinfo) => {
+              this.receive(listener, msg, rinfo);
+            },
       listenerError: (_listener, error) => {
         reportError(this, error);
       },
@@ -308,11 +316,42 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     this.open(listener, msg, rinfo);
   }
 
-  /** A new client: open a session for it, unless its datagram or the limits forbid it. */
-  private open(listener: UdpListener, msg: Buffer, rinfo: RemoteInfo): void {
+  /**
+   * The hot path with `quic.sessionPerConnection`: a datagram from a client socket that has
+   * sessions goes to the one of the QUIC connection it names; a new connection's Initial opens
+   * a session of its own.
+   */
+  private receiveQuic(
+    router: QuicRouter,
+    listener: UdpListener,
+    msg: Buffer,
+    rinfo: RemoteInfo,
+  ): void {
+    const counters = this.counters;
+    counters.rxDatagrams++;
+    counters.rxBytes += msg.length;
+    const first = listener.find(rinfo.address, rinfo.port);
+    if (first === undefined) {
+      this.open(listener, msg, rinfo);
+      return;
+    }
+    const session = connectionSession(router, first, msg);
+    if (session !== undefined) session.fromClient(msg);
+    else this.open(listener, msg, rinfo, first);
+  }
+
+  /**
+   * A new client, or (`first` set) a new QUIC connection of a client socket that has sessions:
+   * open a session for it, unless its datagram or the limits forbid it.
+   */
+  private open(listener: UdpListener, msg: Buffer, rinfo: RemoteInfo, first?: UdpSession): void {
     if (this.closing) return;
     if (msg.length > this.options.maxDatagramSize) {
       this.refuse(DropReason.OVERSIZED, rinfo, msg.length);
+      return;
+    }
+    if (first !== undefined && !this.connectionAllowed(first)) {
+      this.refuse(DropReason.QUIC_CONNECTION_LIMIT, rinfo, msg.length);
       return;
     }
     if (this.live >= this.options.maxSessions) {
@@ -329,14 +368,25 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       return;
     }
     const session = new UdpSession(this.host, listener, rinfo, this.nextId++);
-    listener.add(session);
+    if (first === undefined) listener.add(session);
+    else listener.addConnection(first, session);
     this.live++;
     this.counters.sessTotal++;
-    if (this.host.quic !== undefined) session.quic = this.host.quic.attach(session, msg);
+    const quic = this.host.quic;
+    if (quic !== undefined) {
+      if (first !== undefined) quic.counters.connectionSessions++;
+      session.quic = quic.attach(session, msg);
+    }
     session.start(msg);
     if (session.closed) return;
     emitSafely(this, 'session', session);
     if (channels.udpSession.hasSubscribers) channels.udpSession.publish({ proxy: this, session });
+  }
+
+  /** Whether `first`'s client socket may open one more QUIC connection (`maxConnectionsPerSocket`). */
+  private connectionAllowed(first: UdpSession): boolean {
+    const count = first.connections?.length ?? 1;
+    return count < (this.host.quic?.options.maxConnectionsPerSocket ?? 1);
   }
 
   /**

@@ -145,6 +145,12 @@ export class UdpSession
   private filters: UdpSessionFilter[] | undefined;
   /** QUIC state, set by the proxy right after construction when the `quic` option is on. */
   quic: QuicSession | undefined;
+  /**
+   * With `quic.sessionPerConnection`: every session of this client socket, one per QUIC
+   * connection, oldest first, shared by all of them (kept by the listener); undefined while the
+   * socket has one session.
+   */
+  connections: UdpSession[] | undefined;
 
   /** The PROXY v2 header naming this client, prepended to every datagram sent upstream. */
   get proxyHeader(): Buffer | undefined {

@@ -84,6 +84,11 @@ export const DropReason = {
   UPSTREAM_REFUSED: 'upstream_refused',
   /** It waited in a session closed as `quic_no_client_hello` (`quic.fallback: 'drop'`). */
   QUIC_NO_CLIENT_HELLO: 'quic_no_client_hello',
+  /**
+   * A QUIC Initial of a new connection from a client socket that already had
+   * `quic.maxConnectionsPerSocket` sessions (`quic.sessionPerConnection`).
+   */
+  QUIC_CONNECTION_LIMIT: 'quic_connection_limit',
 } as const;
 
 /** Union of every drop reason string. */

@@ -23,6 +23,8 @@ test('a UDP listener takes the quic option from the config file', () => {
           maxInitialWait: 500,
           fallback: 'drop',
           connectionIdRouting: true,
+          sessionPerConnection: true,
+          maxConnectionsPerSocket: 4,
           quicLb: { serverIdLength: 2, servers: { '0a01': 'a', '0a02': 'b' } },
         }),
       ],
@@ -53,6 +55,12 @@ test('a bad quic option is named with its path in the file', () => {
       ),
     (err: unknown) =>
       err instanceof ConfigError && err.message.includes('listeners[0].quic.quicLb.servers'),
+  );
+  assert.throws(
+    () => validateConfig({ listeners: [udp({ maxConnectionsPerSocket: 0 })] }, 'l4proxy.json'),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      err.message.startsWith('l4proxy.json: listeners[0].quic.maxConnectionsPerSocket:'),
   );
 });
 

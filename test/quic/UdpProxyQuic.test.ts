@@ -160,12 +160,19 @@ describe('UdpProxy quic option', () => {
     }
   });
 
-  // Pins a documented limit (docs/quic.md, "A name route is not an access boundary"): a UDP
-  // session is one client address and port, and a client may run several QUIC connections over
-  // one socket (quic-go's HTTP/3 client does, to every server it talks to). Dropping a second
-  // connection's Initial would blackhole those clients; routing it apart needs per-connection
-  // sessions. Until then, this is what happens, and the docs say so.
-  test("a second QUIC connection from the same address and port rides the first one's session and upstream", async () => {
+  const namedInitial = (name: string, dcid: Buffer) =>
+    buildInitial({
+      version: QUIC_V1,
+      dcid,
+      frames: cryptoFrame(0, buildHandshake([sniExtension(name), alpnExtension(['h3'])])),
+      padTo: 1100,
+    });
+
+  // docs/quic.md, "A name route is an access boundary": a client may run several QUIC
+  // connections over one socket (quic-go's HTTP/3 client does, to every server it talks to).
+  // Each connection's Initial opens a session of its own, routed by its own name. (Before
+  // sessionPerConnection, the second Initial rode the first session to upstream A.)
+  test('a second QUIC connection from the same address and port gets its own session, routed by its own name', async () => {
     const names: (string | undefined)[] = [];
     const { proxy, port } = await proxyWith({
       quic: {},
@@ -175,22 +182,51 @@ describe('UdpProxy quic option', () => {
       },
     });
     client = await udpSocket();
-    const initial = (name: string, dcid: Buffer) =>
-      buildInitial({
-        version: QUIC_V1,
-        dcid,
-        frames: cryptoFrame(0, buildHandshake([sniExtension(name), alpnExtension(['h3'])])),
-        padTo: 1100,
-      });
     try {
-      client.send(initial('example.com', Buffer.alloc(8, 1)), port, '127.0.0.1');
+      client.send(namedInitial('example.com', Buffer.alloc(8, 1)), port, '127.0.0.1');
       assert.equal((await nextMessage(client)).subarray(-1).toString(), 'A');
       // A new connection (new DCID, another name that routes to b) from the same socket.
-      client.send(initial('other.example', Buffer.alloc(8, 2)), port, '127.0.0.1');
+      client.send(namedInitial('other.example', Buffer.alloc(8, 2)), port, '127.0.0.1');
+      assert.equal((await nextMessage(client)).subarray(-1).toString(), 'B');
+      assert.deepEqual(names, ['example.com', 'other.example']);
+      const sessions = proxy.sessions();
+      assert.deepEqual(
+        sessions.map((s) => [s.clientPort, s.serverName, s.upstream?.id]),
+        [
+          [client.address().port, 'example.com', 'a'],
+          [client.address().port, 'other.example', 'b'],
+        ],
+      );
+      const stats = proxy.stats();
+      assert.equal(stats.quic?.quic_initials_parsed, 2);
+      assert.equal(stats.quic.quic_connection_sessions, 1);
+      assert.equal(stats.downstream_sess_total, 2);
+      assert.match(proxy.metrics(), /^l4proxy_udp_quic_connection_sessions_total 1$/m);
+    } finally {
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
+  test('sessionPerConnection: false: a second QUIC connection from the same socket rides the first session and its upstream', async () => {
+    const names: (string | undefined)[] = [];
+    const { proxy, port } = await proxyWith({
+      quic: { sessionPerConnection: false },
+      selector: (ctx) => {
+        names.push(ctx.serverName);
+        return byName(ctx);
+      },
+    });
+    client = await udpSocket();
+    try {
+      client.send(namedInitial('example.com', Buffer.alloc(8, 1)), port, '127.0.0.1');
+      assert.equal((await nextMessage(client)).subarray(-1).toString(), 'A');
+      client.send(namedInitial('other.example', Buffer.alloc(8, 2)), port, '127.0.0.1');
       assert.equal((await nextMessage(client)).subarray(-1).toString(), 'A');
       assert.deepEqual(names, ['example.com']);
       assert.equal(proxy.sessions().length, 1);
       assert.equal(proxy.stats().quic?.quic_initials_parsed, 1);
+      assert.equal(proxy.stats().quic?.quic_connection_sessions, 0);
     } finally {
       await closeSocket(client);
       await proxy.close();
@@ -581,6 +617,15 @@ describe('UdpProxy quic option', () => {
     );
     assert.throws(() => new UdpProxy({ quic: {}, perPacketBalancing: true }), /"quic"/);
     assert.throws(() => new UdpProxy({ quic: { bogus: 1 } as never }), /quic\.bogus/);
+    assert.throws(
+      () => new UdpProxy({ quic: { sessionPerConnection: 'yes' as never } }),
+      /quic\.sessionPerConnection/,
+    );
+    for (const bad of [0, 1025, 2.5])
+      assert.throws(
+        () => new UdpProxy({ quic: { maxConnectionsPerSocket: bad } }),
+        /quic\.maxConnectionsPerSocket/,
+      );
   });
 
   test('quic.maxInitialDatagrams above maxPendingDatagrams is refused at construction (a hello over more datagrams than may wait lost its name)', async () => {
