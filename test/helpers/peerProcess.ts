@@ -72,7 +72,8 @@ export async function freePort(
   protocol: 'tcp' | 'udp' = 'tcp',
 ): Promise<number> {
   const [low] = ephemeralRange();
-  const first = 10_000;
+  // 10 000 to 20 000 is refusedPort()'s (helpers/net.ts): ports nothing may listen on.
+  const first = 20_000;
   const span = low - first;
   for (let attempt = 0; span > 0 && attempt < 200; attempt++) {
     const port = first + Math.floor(Math.random() * span);
