@@ -9,7 +9,7 @@ export interface PeerProcess {
   readonly pid: number;
   /** Everything the program wrote to stdout and stderr so far. */
   output(): string;
-  /** Resolves with the output once `pattern` appears in it (bounded). */
+  /** Resolves with the output once `pattern` appears in it (bounded, 10 s by default). */
   waitForOutput(pattern: RegExp, ms?: number): Promise<string>;
   /** SIGTERM, then SIGKILL after 3 s; resolves once the process exited. */
   stop(): Promise<void>;
@@ -84,6 +84,9 @@ export async function freePort(
   throw new Error(`no free ${protocol} port on ${host} below ${String(low)} after 200 tries`);
 }
 
+/** How long a started program has to accept its first connection. */
+const START_MS = 20_000;
+
 /** True once something accepts a TCP connection on host:port. */
 function accepts(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -137,7 +140,7 @@ export async function startPeer(
   const peer: PeerProcess = {
     pid,
     output: () => text,
-    waitForOutput: (pattern, ms = 5_000) =>
+    waitForOutput: (pattern, ms = 10_000) =>
       withTimeout(
         new Promise<string>((resolve) => {
           const check = (): void => {
@@ -159,12 +162,17 @@ export async function startPeer(
       clearTimeout(timer);
     },
   };
-  for (let attempt = 0; attempt < 100 && !state.exited; attempt++) {
+  // Bounded by time, not tries: a program starting on a loaded 2-core machine (CI) can take
+  // several seconds, which 100 tries of 50 ms did not always cover.
+  const deadline = performance.now() + START_MS;
+  for (let attempt = 0; attempt < 1_000 && !state.exited; attempt++) {
     if (await accepts('127.0.0.1', readyPort)) return peer;
+    if (performance.now() > deadline) break;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   await peer.stop();
-  throw new Error(`${command} did not start listening on ${readyPort}: ${text}`);
+  const why = state.exited ? 'exited' : `was not listening after ${String(START_MS)} ms`;
+  throw new Error(`${command} ${why} on ${readyPort}: ${text}`);
 }
 
 /**

@@ -222,7 +222,8 @@ async function startDnsmasqOnce(
       });
       check();
     }),
-    5_000,
+    // A start on a loaded machine (CI) can take seconds: generous, an exit ends it at once.
+    15_000,
     'dnsmasq start',
   ).catch(() => false);
   if (!started) {
