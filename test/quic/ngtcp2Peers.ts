@@ -110,6 +110,8 @@ export interface ClientRun {
 /**
  * Runs `gtlsclient` against `host` (resolved through a private /etc/hosts) and `port`, fetching
  * /index.html; `extra` adds options (upload, rebinding). Bounded by `limitMs`, then killed by PID.
+ * The bound is generous: an 8 MB upload took 16 s on a loaded 2-core machine, and went past the
+ * 20 s it was; a client that stalls ends sooner by its own `--timeout=3s`.
  */
 export async function runHttp3Client(
   gtlsclient: string,
@@ -118,7 +120,7 @@ export async function runHttp3Client(
   host: string,
   port: number,
   extra: readonly string[] = [],
-  limitMs = 20_000,
+  limitMs = 60_000,
 ): Promise<ClientRun> {
   const hosts = join(dir, 'hosts');
   if (!existsSync(hosts))
@@ -162,7 +164,11 @@ export async function runHttp3Client(
     });
   });
   try {
-    await withTimeout(exited, limitMs, 'gtlsclient to exit');
+    await withTimeout(
+      exited,
+      limitMs,
+      () => `gtlsclient to exit; the tail of its output:\n${output.slice(-3_000)}`,
+    );
   } finally {
     await stopChild(child, 'SIGKILL');
   }

@@ -79,7 +79,7 @@ describe('TunnelServer sessionIdleTimeout (HTTP/2)', () => {
     if (curlPath === undefined) return;
     const { server, port } = await serverToEcho(t, { sessionIdleTimeout: IDLE });
     const url = `http://127.0.0.1:${String(port)}/`;
-    // Two requests 1 s apart (`--rate`): the first's session idles meanwhile. Each is a GET,
+    // Two requests 3 s apart (`--rate`): the first's session idles meanwhile. Each is a GET,
     // answered 405 (a tunnel server takes CONNECT): what matters is the connection under it.
     const result = await curlH2Twice(curlPath, url);
     // Reused, the second request would make no connect (`:0`).

@@ -146,7 +146,7 @@ export async function stopChild(child: ChildProcess, signal?: NodeJS.Signals): P
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = once(child, 'exit');
   if (signal !== undefined && child.pid !== undefined) process.kill(child.pid, signal);
-  await withTimeout(exited, 5_000, 'child exit');
+  await withTimeout(exited, 15_000, 'child exit');
 }
 
 /** A dnsmasq instance answering `name` with `answer`, on 127.0.0.1 and an ephemeral port. */
