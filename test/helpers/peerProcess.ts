@@ -117,7 +117,7 @@ export async function startPeer(
     ...(cwd !== undefined && { cwd }),
   });
   let text = '';
-  const state = { exited: false };
+  const state = { exited: false, stopping: false, started: false };
   const listeners = new Set<() => void>();
   const collect = (chunk: Buffer): void => {
     text += chunk.toString('utf8');
@@ -126,8 +126,14 @@ export async function startPeer(
   child.stdout.on('data', collect);
   child.stderr.on('data', collect);
   const exit = new Promise<void>((resolve) => {
-    child.once('exit', () => {
+    child.once('exit', (code, signal) => {
       state.exited = true;
+      // A peer that dies during a test leaves it failing on a refused connection or a timeout
+      // that says nothing of why: its output goes to the test's stderr, which CI shows.
+      if (state.started && !state.stopping)
+        process.stderr.write(
+          `${command} (pid ${String(child.pid)}) exited during the test (${String(code ?? signal)}); its output:\n${text.slice(-3_000)}\n`,
+        );
       resolve();
     });
     child.once('error', (error) => {
@@ -155,6 +161,7 @@ export async function startPeer(
         `${command} output matching ${String(pattern)} (got: ${text.slice(-500)})`,
       ),
     async stop() {
+      state.stopping = true;
       if (state.exited) return;
       child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 3_000);
@@ -166,7 +173,10 @@ export async function startPeer(
   // several seconds, which 100 tries of 50 ms did not always cover.
   const deadline = performance.now() + START_MS;
   for (let attempt = 0; attempt < 1_000 && !state.exited; attempt++) {
-    if (await accepts('127.0.0.1', readyPort)) return peer;
+    if (await accepts('127.0.0.1', readyPort)) {
+      state.started = true;
+      return peer;
+    }
     if (performance.now() > deadline) break;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
