@@ -7,6 +7,7 @@ import type { TestContext } from 'node:test';
 import { closeAll, validateConfig } from '../../src/cli/config.js';
 import { Listener } from '../../src/cli/Listener.js';
 import { closeAfter, withTimeout } from '../helpers/net.js';
+import { freePort } from '../helpers/peerProcess.js';
 import { closeSocket, udpSocket } from '../udp/helpers.js';
 import { configErrorOf } from './cli.js';
 
@@ -180,19 +181,13 @@ async function upstreams(
   };
 }
 
-/** A port free on both families now: bound on dual-stack `::` with port 0, then released. */
-async function freeDualStackPort(protocol: 'tcp' | 'udp'): Promise<number> {
-  if (protocol === 'udp') {
-    const socket = await udpSocket('::');
-    const port = socket.address().port;
-    await closeSocket(socket);
-    return port;
-  }
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '::', resolve));
-  const port = (server.address() as AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+/**
+ * A port free on both families now (checked on dual-stack `::`), drawn below the ephemeral range
+ * ({@link freePort}): one from `listen(0)`, released, could be taken by another socket before
+ * the listeners bind it.
+ */
+function freeDualStackPort(protocol: 'tcp' | 'udp'): Promise<number> {
+  return freePort('::', protocol);
 }
 
 function tcpReply(host: string, port: number): Promise<string> {

@@ -23,7 +23,7 @@ test('CLI tunnel listener sessionIdleTimeout: an idle HTTP/2 session gets GOAWAY
     { args: ['--metrics', '127.0.0.1:0'] },
   );
   const url = `http://127.0.0.1:${String(tunnel.port)}/`;
-  // Two requests 1 s apart on one curl: the session idles in between (each answered 405).
+  // Two requests 3 s apart on one curl: the session idles in between (each answered 405).
   const result = await curlH2Twice(curlPath, url);
   assert.equal(result.stdout, '405:1 405:1 ', result.stderr);
   assert.match(result.stderr, /GOAWAY, error=0\b/);

@@ -31,7 +31,7 @@ test('the prom-client example exports the same series and values as proxy.metric
   t.after(() => {
     if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
   });
-  const [line] = await waitFor<[string]>(createInterface({ input: child.stdout }), 'line', 10_000);
+  const [line] = await waitFor<[string]>(createInterface({ input: child.stdout }), 'line', 20_000);
   const ready = JSON.parse(line) as { proxyPort: number; metricsPort: number };
   for (let i = 0; i < 3; i++) {
     const socket = await connect(ready.proxyPort);

@@ -8,17 +8,18 @@ export interface CurlResult {
   readonly stderr: string;
 }
 
-/** Runs `curl args...` (a real, independent HTTP client), bounded in time. */
+/** Runs `curl args...` (a real, independent HTTP client), bounded in time (`maxSeconds`). */
 export function curl(
   path: string,
   args: readonly string[],
   env: NodeJS.ProcessEnv = {},
+  maxSeconds = 5,
 ): Promise<CurlResult> {
   return withTimeout(
     new Promise<CurlResult>((resolve) => {
       execFile(
         path,
-        ['--max-time', '5', ...args],
+        ['--max-time', String(maxSeconds), ...args],
         { env: { ...process.env, ...env }, encoding: 'utf8' },
         (error, stdout, stderr) => {
           const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
@@ -26,7 +27,7 @@ export function curl(
         },
       );
     }),
-    8_000,
+    (maxSeconds + 3) * 1_000,
     `curl ${args.join(' ')}`,
   );
 }
@@ -73,23 +74,35 @@ export function shell(line: string, env: NodeJS.ProcessEnv): Promise<CurlResult>
 }
 
 /**
- * Two HTTP/2 (prior knowledge) GETs of `url` by one curl, 1 s apart (`--rate`): its connection
- * idles in between. stdout is `<status>:<connects made>` per request, stderr curl's `-v` (where
- * it logs a GOAWAY it received).
+ * Two HTTP/2 (prior knowledge) GETs of `url` by one curl, `rate` apart (`--rate`; 3 s by
+ * default): its connection idles in between, and curl reads nothing from it meanwhile. stdout is
+ * `<status>:<connects made>` per request, stderr curl's `-v` (where it logs a GOAWAY it
+ * received). The gap leaves the server time to send a GOAWAY on a loaded machine: with 1 s, a
+ * server process stalled that long had curl reuse the connection as the GOAWAY came, and the
+ * second request failed.
  */
-export function curlH2Twice(path: string, url: string): Promise<CurlResult> {
-  return curl(path, [
-    '-sv',
-    '--http2-prior-knowledge',
-    '--rate',
-    '1/s',
-    '-w',
-    '%{http_code}:%{num_connects} ',
-    '-o',
-    '/dev/null',
-    url,
-    '-o',
-    '/dev/null',
-    url,
-  ]);
+export function curlH2Twice(
+  path: string,
+  url: string,
+  rate: '1/s' | '20/m' = '20/m',
+): Promise<CurlResult> {
+  return curl(
+    path,
+    [
+      '-sv',
+      '--http2-prior-knowledge',
+      '--rate',
+      rate,
+      '-w',
+      '%{http_code}:%{num_connects} ',
+      '-o',
+      '/dev/null',
+      url,
+      '-o',
+      '/dev/null',
+      url,
+    ],
+    {},
+    15,
+  );
 }

@@ -203,8 +203,10 @@ export async function refusedPorts(count: number, taken: readonly number[]): Pro
 export async function refusedPort(): Promise<number> {
   // Below the kernel's ephemeral range, which bind(0) and connect() draw from: a port freed there
   // could be handed at once to a server of a test file running in parallel, and "refused" would
-  // answer. Here only an explicit bind can take it, and the suite binds port 0.
-  const [low, high] = [20_000, Math.min(32_000, ephemeralLow() - 1)];
+  // answer. Here only an explicit bind can take it, and the suite binds port 0 or a port of
+  // freePort() (peerProcess.ts) or freeDnsPort() (udp/helpers.ts), which draw from 20 000 up: a
+  // peer another file started there later would answer too.
+  const [low, high] = [10_000, Math.min(20_000, ephemeralLow() - 1)];
   for (let draw = 0; draw < 50; draw++) {
     const port = low + Math.floor(Math.random() * (high - low));
     if (await refuses(port)) return port;

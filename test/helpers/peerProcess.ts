@@ -9,7 +9,7 @@ export interface PeerProcess {
   readonly pid: number;
   /** Everything the program wrote to stdout and stderr so far. */
   output(): string;
-  /** Resolves with the output once `pattern` appears in it (bounded). */
+  /** Resolves with the output once `pattern` appears in it (bounded, 10 s by default). */
   waitForOutput(pattern: RegExp, ms?: number): Promise<string>;
   /** SIGTERM, then SIGKILL after 3 s; resolves once the process exited. */
   stop(): Promise<void>;
@@ -72,7 +72,8 @@ export async function freePort(
   protocol: 'tcp' | 'udp' = 'tcp',
 ): Promise<number> {
   const [low] = ephemeralRange();
-  const first = 10_000;
+  // 10 000 to 20 000 is refusedPort()'s (helpers/net.ts): ports nothing may listen on.
+  const first = 20_000;
   const span = low - first;
   for (let attempt = 0; span > 0 && attempt < 200; attempt++) {
     const port = first + Math.floor(Math.random() * span);
@@ -82,6 +83,9 @@ export async function freePort(
   }
   throw new Error(`no free ${protocol} port on ${host} below ${String(low)} after 200 tries`);
 }
+
+/** How long a started program has to accept its first connection. */
+const START_MS = 20_000;
 
 /** True once something accepts a TCP connection on host:port. */
 function accepts(host: string, port: number): Promise<boolean> {
@@ -113,7 +117,7 @@ export async function startPeer(
     ...(cwd !== undefined && { cwd }),
   });
   let text = '';
-  const state = { exited: false };
+  const state = { exited: false, stopping: false, started: false };
   const listeners = new Set<() => void>();
   const collect = (chunk: Buffer): void => {
     text += chunk.toString('utf8');
@@ -122,8 +126,14 @@ export async function startPeer(
   child.stdout.on('data', collect);
   child.stderr.on('data', collect);
   const exit = new Promise<void>((resolve) => {
-    child.once('exit', () => {
+    child.once('exit', (code, signal) => {
       state.exited = true;
+      // A peer that dies during a test leaves it failing on a refused connection or a timeout
+      // that says nothing of why: its output goes to the test's stderr, which CI shows.
+      if (state.started && !state.stopping)
+        process.stderr.write(
+          `${command} (pid ${String(child.pid)}) exited during the test (${String(code ?? signal)}); its output:\n${text.slice(-3_000)}\n`,
+        );
       resolve();
     });
     child.once('error', (error) => {
@@ -136,7 +146,7 @@ export async function startPeer(
   const peer: PeerProcess = {
     pid,
     output: () => text,
-    waitForOutput: (pattern, ms = 5_000) =>
+    waitForOutput: (pattern, ms = 10_000) =>
       withTimeout(
         new Promise<string>((resolve) => {
           const check = (): void => {
@@ -151,6 +161,7 @@ export async function startPeer(
         `${command} output matching ${String(pattern)} (got: ${text.slice(-500)})`,
       ),
     async stop() {
+      state.stopping = true;
       if (state.exited) return;
       child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 3_000);
@@ -158,12 +169,20 @@ export async function startPeer(
       clearTimeout(timer);
     },
   };
-  for (let attempt = 0; attempt < 100 && !state.exited; attempt++) {
-    if (await accepts('127.0.0.1', readyPort)) return peer;
+  // Bounded by time, not tries: a program starting on a loaded 2-core machine (CI) can take
+  // several seconds, which 100 tries of 50 ms did not always cover.
+  const deadline = performance.now() + START_MS;
+  for (let attempt = 0; attempt < 1_000 && !state.exited; attempt++) {
+    if (await accepts('127.0.0.1', readyPort)) {
+      state.started = true;
+      return peer;
+    }
+    if (performance.now() > deadline) break;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   await peer.stop();
-  throw new Error(`${command} did not start listening on ${readyPort}: ${text}`);
+  const why = state.exited ? 'exited' : `was not listening after ${String(START_MS)} ms`;
+  throw new Error(`${command} ${why} on ${readyPort}: ${text}`);
 }
 
 /**

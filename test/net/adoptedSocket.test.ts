@@ -146,7 +146,7 @@ describe('listen({ fd }): adopting a bound socket', () => {
       const early = await connect(tcpPort);
       const earlyReply = readAll(early);
       early.end('queued before the child listened');
-      const ready = (await child.next('ready', 10_000)) as unknown as {
+      const ready = (await child.next('ready', 20_000)) as unknown as {
         tcpAddress: net.AddressInfo;
         udpAddress: net.AddressInfo;
         tunnelAddress: net.AddressInfo;

@@ -67,7 +67,7 @@ async function startChild(
         resolve(m as { port: number });
       }),
     ),
-    10_000,
+    20_000,
     'the proxy child to listen',
   );
   return { child, port };

@@ -164,13 +164,17 @@ describe("terminateTls.clientCertificate 'optional' and 'optionalNoCa'", () => {
           assert.match(out, new RegExp(GREETING), `${c.name}: ${out}`);
           await rig.closed(++admitted);
           const peer = rig.summaries.at(-1)?.tls?.peer;
-          assert.deepEqual(peer && [peer.commonName, peer.verified], c.optional.admitted, c.name);
+          assert.deepEqual(
+            peer && [peer.commonName, peer.verified],
+            c.optional.admitted,
+            `${c.name}: ${out}`,
+          );
         } else {
           assert.doesNotMatch(out, new RegExp(GREETING), `${c.name}: ${out}`);
           const rejection = (await rig.rejected(++refused))[refused - 1];
-          assert.equal(rejection?.reason, c.optional.reason, c.name);
+          assert.equal(rejection?.reason, c.optional.reason, `${c.name}: ${out}`);
           const error = rejection.error as { code?: string; message: string } | undefined;
-          assert.equal(error?.code, c.optional.code, c.name);
+          assert.equal(error?.code, c.optional.code, `${c.name}: ${String(error?.message)}`);
           if (c.optional.message) assert.match(error.message, c.optional.message, c.name);
         }
       }
@@ -320,10 +324,10 @@ describe("terminateTls.clientCertificate 'optional' and 'optionalNoCa'", () => {
       const untrusted = await sClient(p, port, p.untrusted, connect);
       if (mode === 'optional') {
         assert.doesNotMatch(untrusted, new RegExp(GREETING), untrusted);
-        assert.equal(server.stats().downstream_tls_failed, 1);
+        assert.equal(server.stats().downstream_tls_failed, 1, untrusted);
       } else {
         assert.match(untrusted, new RegExp(GREETING), untrusted);
-        assert.equal(server.stats().downstream_tls_failed, 0);
+        assert.equal(server.stats().downstream_tls_failed, 0, untrusted);
       }
       assert.equal(server.stats().downstream_tls_handshake, mode === 'optional' ? 1 : 2);
     }

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import tls from 'node:tls';
 import { InvalidOptionError, postgresStartup, TcpProxy } from '../../src/index.js';
-import type { TcpProxyOptions } from '../../src/index.js';
+import type { TcpConnectionSummary, TcpProxyOptions } from '../../src/index.js';
 import { startProxy } from '../helpers/proxy.js';
 import type { ProxyUnderTest } from '../helpers/proxy.js';
 import { postgresTools, psqlVia, testCluster } from '../helpers/postgres.js';
@@ -48,6 +48,18 @@ async function proxyFor(t: TestContext, options: TcpProxyOptions): Promise<Proxy
   return proxy;
 }
 
+/** Close summaries as a failure message: reason, error and bytes of each (CI shows only this). */
+function described(summaries: readonly TcpConnectionSummary[]): string {
+  return JSON.stringify(
+    summaries.map((s) => ({
+      reason: s.reason,
+      error: s.error && `${String((s.error as { code?: string }).code)}: ${s.error.message}`,
+      bytesFromClient: s.bytesFromClient,
+      bytesToClient: s.bytesToClient,
+    })),
+  );
+}
+
 /** What a `postgres` inspector answering psql's SSLRequest `N` adds to a proxy. */
 const refuseClientSsl = {
   preread: { inspectors: { pg: postgresStartup({ sslRequest: 'refuse' }) } },
@@ -73,6 +85,7 @@ test('startTls postgres: psql in clear (sslmode disable and prefer) reaches a ho
   assert.deepEqual(
     summaries.map((s) => s.reason),
     ['completed', 'completed'],
+    described(summaries),
   );
   const stats = proxy.stats();
   assert.equal(stats.upstream_tls_handshake, 2);
@@ -96,7 +109,7 @@ test('startTls postgres: a server answering N (ssl off) fails the attempt with u
   });
   assert.match(await psqlVia(r.pg.psql, both.port, 'sslmode=disable', SSL), /^t\|TLSv1\.3$/);
   const [retried] = await both.closes(1);
-  assert.equal(retried?.reason, 'completed');
+  assert.equal(retried?.reason, 'completed', described([retried!]));
   assert.equal(retried.upstream?.id, 'secure');
   assert.equal(retried.attempts, 2);
   const stats = both.proxy.stats();

@@ -21,9 +21,11 @@ test('a drain sends GOAWAY to curl idle between two HTTP/2 requests: curl closes
   const server = new TunnelServer({ upstreams: [{ host: '127.0.0.1', port: 9 }] });
   t.after(() => server.close({ drainTimeout: 0 }));
   const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
-  // curl's first request (a GET: 405) answered, its session idles for about 1 s.
+  // curl's first request (a GET: 405) answered, its session idles for about 1 s: curl reads
+  // the GOAWAY only when it wakes for its second request, which must come well before the
+  // linger (the test drains the server at once, so the short gap holds under load).
   const answered = waitFor(server, 'tunnelClose');
-  const fetched = curlH2Twice(curlPath, `http://127.0.0.1:${String(port)}/`);
+  const fetched = curlH2Twice(curlPath, `http://127.0.0.1:${String(port)}/`, '1/s');
   await answered;
   assert.equal(server.stats().h2_sessions_active, 1);
   const started = performance.now();

@@ -368,7 +368,8 @@ describe('UdpProxy sessions', () => {
     t.after(() => b.close());
     const { proxy, port } = await startProxy({
       upstreams: [{ host: '127.0.0.1', port: a.port }],
-      idleTimeout: 300,
+      // c1's session must outlive a stall between its two requests on a loaded machine.
+      idleTimeout: 1_000,
     });
     t.after(() => proxy.close());
     const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
@@ -390,23 +391,25 @@ describe('UdpProxy sessions', () => {
     t.after(() => echo.close());
     const { proxy, port } = await startProxy({
       upstreams: [{ host: '127.0.0.1', port: echo.port }],
-      idleTimeout: 400,
+      // 1 s: a process stalled past the gap between two requests (100 ms) on a loaded machine
+      // expired the session between them with 400 ms.
+      idleTimeout: 1_000,
     });
     t.after(() => proxy.close());
     const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
     const client = await udpSocket();
     t.after(() => closeSocket(client));
     const started = Date.now();
-    // Keep traffic flowing for ~3 idle periods: the session must survive it.
-    for (let i = 0; i < 12; i++) {
+    // Keep traffic flowing for 1.5 idle periods and more: the session must survive it.
+    for (let i = 0; i < 15; i++) {
       await request(client, port, `k${i}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     assert.equal(closes.length, 0);
     await until(proxy, 'sessionClose', () => closes.length === 1);
     assert.equal(closes[0]?.reason, 'idle_timeout');
-    assert.equal(closes[0].datagramsFromClient, 12);
-    assert.ok(closes[0].durationMs >= Date.now() - started - 50 - 400);
+    assert.equal(closes[0].datagramsFromClient, 15);
+    assert.ok(closes[0].durationMs >= Date.now() - started - 50 - 1_000);
   });
 
   test('a reply that reached the session socket before its idle expiry is relayed, not lost with the socket', async (t) => {

@@ -13,12 +13,20 @@ import {
   udpSocket,
 } from './helpers.js';
 
-/** Opens `count` sessions through the proxy (one client socket each, one round trip each). */
+/**
+ * Opens `count` sessions through the proxy (one client socket each, one round trip each), all at
+ * once: one after the other took longer than the idle timeout on a loaded machine, and the first
+ * sessions expired before the count.
+ */
 async function openSessions(port: number, count: number): Promise<Socket[]> {
   const clients = await Promise.all(Array.from({ length: count }, () => udpSocket()));
-  for (const [index, client] of clients.entries()) {
-    assert.equal((await request(client, port, `c${index}`)).toString(), `c${index}`);
-  }
+  const replies = await Promise.all(
+    clients.map(async (client, index) => (await request(client, port, `c${index}`)).toString()),
+  );
+  assert.deepEqual(
+    replies,
+    clients.map((_client, index) => `c${index}`),
+  );
   return clients;
 }
 
@@ -35,7 +43,8 @@ describe('UdpSession expiry frees sockets (proxy in a child process)', () => {
     t.after(() => echo.close());
     const { child, port } = await proxyChild({
       upstreams: [{ host: '127.0.0.1', port: echo.port }],
-      idleTimeout: 500,
+      // Long enough for 50 round trips and a count on a loaded machine (500 ms was not).
+      idleTimeout: 2_000,
     });
     t.after(() => child.stop());
     await warmUp(child, port);
@@ -44,7 +53,7 @@ describe('UdpSession expiry frees sockets (proxy in a child process)', () => {
     t.after(() => Promise.all(clients.map(closeSocket)));
     const during = await countFds(child.pid);
     assert.equal(during - before, 50, 'one socket per live session');
-    await child.next('drained', 5_000);
+    await child.next('drained', 15_000);
     const after = await countFds(child.pid);
     assert.equal(after, before, 'every session socket closed on expiry');
     const stats = await child.stats();
@@ -82,6 +91,9 @@ describe('UdpSession under a flood', () => {
       {
         upstreams: [{ host: '127.0.0.1', port: upstream.port }],
         maxPendingDatagrams: 64,
+        // The selector holds until 'release': a flood that outlasted the default 5 s on a
+        // loaded machine ended held sessions (selector_error) and dropped their 64 otherwise.
+        connectTimeout: 120_000,
       },
       { manualSelector: true },
     );

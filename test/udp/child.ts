@@ -33,7 +33,7 @@ export class Child {
   }
 
   /** The next message of `type` (messages of other types stay queued), bounded in time. */
-  async next(type: string, ms = 5_000): Promise<Message> {
+  async next(type: string, ms = 10_000): Promise<Message> {
     return withTimeout(
       (async () => {
         for (;;) {
@@ -51,7 +51,7 @@ export class Child {
   }
 
   /** Sends a request and waits for the reply of the same type. */
-  async ask(type: 'stats' | 'release' | 'close', ms = 5_000): Promise<Message> {
+  async ask(type: 'stats' | 'release' | 'close', ms = 10_000): Promise<Message> {
     this.process.send({ type });
     return this.next(type, ms);
   }
@@ -84,7 +84,7 @@ export async function proxyChild(
         );
   const child = new Child(processHandle);
   try {
-    const ready = await child.next('ready', 10_000);
+    const ready = await child.next('ready', 20_000);
     return { child, port: ready.port! };
   } catch (err) {
     await child.stop();
@@ -98,7 +98,7 @@ export async function blackhole(): Promise<{ child: Child; port: number }> {
     fork(`${fixtures}blackhole.js`, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
   );
   try {
-    const ready = await child.next('ready', 10_000);
+    const ready = await child.next('ready', 20_000);
     return { child, port: ready.port! };
   } catch (err) {
     await child.stop();

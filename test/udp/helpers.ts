@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import type { TestContext } from 'node:test';
 import { withTimeout } from '../helpers/net.js';
+import { freePort } from '../helpers/peerProcess.js';
 import { tool } from '../helpers/tools.js';
 
 /** Binds a UDP socket on `host` and an ephemeral port. */
@@ -75,12 +76,14 @@ export async function request(
   return reply;
 }
 
-/** A UDP port on 127.0.0.1 that nothing listens on (bound, then released). */
-export async function freeUdpPort(host = '127.0.0.1'): Promise<number> {
-  const socket = await udpSocket(host);
-  const port = socket.address().port;
-  await closeSocket(socket);
-  return port;
+/**
+ * A UDP port on `host` that nothing listens on, drawn below the ephemeral range by
+ * {@link freePort}: a port from `bind(0)`, released, could be handed at once to another UDP
+ * socket binding port 0 (a client or proxy of this test or of one running beside it), which
+ * would then answer where ICMP port unreachable was expected, or hold the port a peer binds.
+ */
+export function freeUdpPort(host = '127.0.0.1'): Promise<number> {
+  return freePort(host, 'udp');
 }
 
 /** The lowest port the kernel hands out for outgoing connections (`ip_local_port_range`). */
@@ -129,7 +132,8 @@ async function bindsBoth(port: number): Promise<boolean> {
  */
 export async function freeDnsPort(): Promise<number> {
   const high = ephemeralLow() - 1;
-  const low = Math.min(10_000, high - 1_000);
+  // From 20 000, as freePort(): below is refusedPort()'s, ports nothing may listen on.
+  const low = Math.min(20_000, high - 1_000);
   for (let attempt = 0; attempt < 50; attempt++) {
     const port = low + Math.floor(Math.random() * (high - low));
     if (await bindsBoth(port)) return port;
@@ -142,7 +146,7 @@ export async function stopChild(child: ChildProcess, signal?: NodeJS.Signals): P
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = once(child, 'exit');
   if (signal !== undefined && child.pid !== undefined) process.kill(child.pid, signal);
-  await withTimeout(exited, 5_000, 'child exit');
+  await withTimeout(exited, 15_000, 'child exit');
 }
 
 /** A dnsmasq instance answering `name` with `answer`, on 127.0.0.1 and an ephemeral port. */
@@ -218,7 +222,8 @@ async function startDnsmasqOnce(
       });
       check();
     }),
-    5_000,
+    // A start on a loaded machine (CI) can take seconds: generous, an exit ends it at once.
+    15_000,
     'dnsmasq start',
   ).catch(() => false);
   if (!started) {

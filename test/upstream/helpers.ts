@@ -4,6 +4,7 @@ import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import type { TcpProxy, TcpProxyEvents } from '../../src/index.js';
 import { withTimeout } from '../helpers/net.js';
+import { freePort } from '../helpers/peerProcess.js';
 
 const TRACKED = ['Timeout', 'TCPWRAP', 'UDPWRAP', 'QUERYWRAP', 'GETADDRINFOREQWRAP'];
 
@@ -156,21 +157,13 @@ export async function udpServer(
   };
 }
 
-/** A UDP port on 127.0.0.1 with nobody bound (bound, then released): datagrams get ICMP unreachable. */
-export async function closedUdpPort(): Promise<number> {
-  const socket = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) =>
-    socket.bind(0, '127.0.0.1', () => {
-      resolve();
-    }),
-  );
-  const { port } = socket.address();
-  await new Promise<void>((resolve) =>
-    socket.close(() => {
-      resolve();
-    }),
-  );
-  return port;
+/**
+ * A UDP port on 127.0.0.1 with nobody bound: datagrams get ICMP unreachable. Drawn below the
+ * ephemeral range ({@link freePort}): one from `bind(0)`, released, could go at once to another
+ * socket binding port 0, which would then answer.
+ */
+export function closedUdpPort(): Promise<number> {
+  return freePort('127.0.0.1', 'udp');
 }
 
 interface Untyped {

@@ -306,7 +306,7 @@ function servers(): Promise<{ main: number; mute: number }> {
       if (out.includes('\n')) resolve(JSON.parse(out) as { main: number; mute: number });
     });
   });
-  return withTimeout(ports, 10_000, 'the misbehaving servers to listen');
+  return withTimeout(ports, 20_000, 'the misbehaving servers to listen');
 }
 
 /**
