@@ -48,6 +48,28 @@ async function proxyFor(t: TestContext, options: TcpProxyOptions): Promise<Proxy
   return proxy;
 }
 
+/**
+ * A psql session's end through the proxy: `completed`, or `upstream_reset` (ECONNRESET) after
+ * the answer was relayed. psql sends Terminate and its FIN together; the proxy passes both on,
+ * its FIN as a TLS close_notify, and PostgreSQL's backend exits on Terminate. When the
+ * close_notify reaches it before it closes its socket, the backend closes with it unread and its
+ * kernel sends a reset in place of a FIN: the proxy reports what the wire carried. Seen under
+ * load (lane F, session 24: 1 run in 3 at --test-concurrency=4), with the same bytes relayed as
+ * the clean end.
+ */
+function assertSessionEnd(
+  summary: TcpConnectionSummary | undefined,
+): asserts summary is TcpConnectionSummary {
+  assert.ok(summary !== undefined);
+  if (summary.reason === 'completed') return;
+  assert.equal(summary.reason, 'upstream_reset', described([summary]));
+  assert.equal(
+    (summary.error as { code?: string } | undefined)?.code,
+    'ECONNRESET',
+    described([summary]),
+  );
+}
+
 /** Close summaries as a failure message: reason, error and bytes of each (CI shows only this). */
 function described(summaries: readonly TcpConnectionSummary[]): string {
   return JSON.stringify(
@@ -82,11 +104,8 @@ test('startTls postgres: psql in clear (sslmode disable and prefer) reaches a ho
   assert.match(await psqlVia(r.pg.psql, port, 'sslmode=disable', SSL), /^t\|TLSv1\.3$/);
   assert.match(await psqlVia(r.pg.psql, port, 'sslmode=prefer', SSL), /^t\|TLSv1\.3$/);
   const summaries = await closes(2);
-  assert.deepEqual(
-    summaries.map((s) => s.reason),
-    ['completed', 'completed'],
-    described(summaries),
-  );
+  // Each psql printed its row above: the answer was relayed whole before any reset.
+  for (const summary of summaries) assertSessionEnd(summary);
   const stats = proxy.stats();
   assert.equal(stats.upstream_tls_handshake, 2);
   assert.equal(stats.upstream_tls_starttls_refused, 0);
@@ -109,7 +128,7 @@ test('startTls postgres: a server answering N (ssl off) fails the attempt with u
   });
   assert.match(await psqlVia(r.pg.psql, both.port, 'sslmode=disable', SSL), /^t\|TLSv1\.3$/);
   const [retried] = await both.closes(1);
-  assert.equal(retried?.reason, 'completed', described([retried!]));
+  assertSessionEnd(retried);
   assert.equal(retried.upstream?.id, 'secure');
   assert.equal(retried.attempts, 2);
   const stats = both.proxy.stats();
