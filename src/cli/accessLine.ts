@@ -85,14 +85,12 @@ const STARTED = new TimedPiece(',"startTime":', ',"durationMs":');
  */
 export function tcpSummaryMembers(out: LineBuffer, s: TcpConnectionSummary): void {
   writeClient(out, s);
-  out.bytes(PEER.get(s.peerAddress));
-  out.number(s.peerPort);
+  out.keyNumber(PEER.get(s.peerAddress), s.peerPort);
   if (s.serverName !== undefined) member(out, K.serverName, s.serverName);
   if (s.tls !== undefined) json(out, K.tls, s.tls);
   if (s.preread !== undefined) json(out, K.preread, s.preread);
   if (s.upstream !== undefined) out.bytes(TCP_UPSTREAM.get(s.upstream.id));
-  out.bytes(s.upstreamConnected ? K.connected : K.notConnected);
-  out.number(s.attempts);
+  out.keyNumber(s.upstreamConnected ? K.connected : K.notConnected, s.attempts);
   writeBytes(out, s);
   writeTimes(out, s);
   if (s.error !== undefined) json(out, K.err, s.error);
@@ -101,42 +99,33 @@ export function tcpSummaryMembers(out: LineBuffer, s: TcpConnectionSummary): voi
 /** A UDP session's summary as access-line members; see {@link tcpSummaryMembers}. */
 export function udpSummaryMembers(out: LineBuffer, s: UdpSessionSummary): void {
   writeClient(out, s);
-  out.bytes(s.upstream === undefined ? K.datagramsFromClient : UDP_UPSTREAM.get(s.upstream.id));
-  out.number(s.datagramsFromClient);
-  out.bytes(K.bytesFromClient);
-  out.number(s.bytesFromClient);
-  out.bytes(K.datagramsToUpstream);
-  out.number(s.datagramsToUpstream);
-  out.bytes(K.bytesToUpstream);
-  out.number(s.bytesToUpstream);
-  out.bytes(K.datagramsFromUpstream);
-  out.number(s.datagramsFromUpstream);
-  out.bytes(K.bytesFromUpstream);
-  out.number(s.bytesFromUpstream);
-  out.bytes(K.datagramsToClient);
-  out.number(s.datagramsToClient);
-  out.bytes(K.bytesToClient);
-  out.number(s.bytesToClient);
+  out.keyNumber(
+    s.upstream === undefined ? K.datagramsFromClient : UDP_UPSTREAM.get(s.upstream.id),
+    s.datagramsFromClient,
+  );
+  out.keyNumber(K.bytesFromClient, s.bytesFromClient);
+  out.keyNumber(K.datagramsToUpstream, s.datagramsToUpstream);
+  out.keyNumber(K.bytesToUpstream, s.bytesToUpstream);
+  out.keyNumber(K.datagramsFromUpstream, s.datagramsFromUpstream);
+  out.keyNumber(K.bytesFromUpstream, s.bytesFromUpstream);
+  out.keyNumber(K.datagramsToClient, s.datagramsToClient);
+  out.keyNumber(K.bytesToClient, s.bytesToClient);
   writeTimes(out, s);
   if (s.serverName !== undefined) member(out, K.serverName, s.serverName);
   if (s.alpn !== undefined) json(out, K.alpn, s.alpn);
   if (s.quicVersion !== undefined) {
-    out.bytes(K.quicVersion);
-    out.number(s.quicVersion);
+    out.keyNumber(K.quicVersion, s.quicVersion);
   }
   if (s.error !== undefined) json(out, K.err, s.error);
 }
 
 /** The members both summaries start with: id, reason, and the client's side. */
 function writeClient(out: LineBuffer, s: TcpConnectionSummary | UdpSessionSummary): void {
-  out.bytes(K.id);
-  out.number(s.id);
+  out.keyNumber(K.id, s.id);
   out.bytes(REASON.get(s.reason));
   out.string(s.clientAddress);
-  out.bytes(K.clientPort);
-  out.number(s.clientPort);
-  out.bytes(localPieces(s.clientFamily).get(s.localAddress));
-  out.number(s.localPort);
+  out.keyNumber(K.clientPort, s.clientPort);
+  out.keyNumber(localPieces(s.clientFamily).get(s.localAddress), s.localPort);
 }
 
 /** A client on a Unix socket listener has no IP family (it was written `IPv6`). */
@@ -145,19 +134,14 @@ function localPieces(family: 'IPv4' | 'IPv6' | 'unix'): MemberPieces {
 }
 
 function writeBytes(out: LineBuffer, s: TcpConnectionSummary): void {
-  out.bytes(K.bytesFromClient);
-  out.number(s.bytesFromClient);
-  out.bytes(K.bytesToUpstream);
-  out.number(s.bytesToUpstream);
-  out.bytes(K.bytesFromUpstream);
-  out.number(s.bytesFromUpstream);
-  out.bytes(K.bytesToClient);
-  out.number(s.bytesToClient);
+  out.keyNumber(K.bytesFromClient, s.bytesFromClient);
+  out.keyNumber(K.bytesToUpstream, s.bytesToUpstream);
+  out.keyNumber(K.bytesFromUpstream, s.bytesFromUpstream);
+  out.keyNumber(K.bytesToClient, s.bytesToClient);
 }
 
 function writeTimes(out: LineBuffer, s: TcpConnectionSummary | UdpSessionSummary): void {
-  out.bytes(STARTED.at(s.startTime));
-  out.number(s.durationMs);
+  out.keyNumber(STARTED.at(s.startTime), s.durationMs);
 }
 
 function member(out: LineBuffer, key: Buffer, value: string): void {

@@ -45,10 +45,34 @@ export class LineBuffer {
     this.used += length;
   }
 
+  /**
+   * A member with a number for value: its key (constant bytes, leading comma included) and the
+   * number as {@link number} writes it, in one call (a line's counters, ports, times).
+   */
+  keyNumber(key: Uint8Array, value: number): void {
+    const length = key.length;
+    if (this.used + length + NUMBER_ROOM > this.block.length) this.makeRoom(length + NUMBER_ROOM);
+    const block = this.block;
+    block.set(key, this.used);
+    const at = this.used + length;
+    // One digit (a counter of datagrams, attempts, a duration under 10 ms): no digit count.
+    if (value >= 0 && value < 10 && (value | 0) === value) {
+      block[at] = ZERO + value;
+      this.used = at + 1;
+    } else if (value >= 0 && Number.isSafeInteger(value))
+      this.used = writeInteger(block, at, value);
+    else {
+      this.used = at;
+      this.number(value);
+    }
+  }
+
   /** A number as JSON: integers as digits, without a string; what JSON cannot hold as null. */
   number(value: number): void {
     if (this.used + NUMBER_ROOM > this.block.length) this.makeRoom(NUMBER_ROOM);
-    if (value >= 0 && Number.isSafeInteger(value)) {
+    if (value >= 0 && value < 10 && (value | 0) === value) {
+      this.block[this.used++] = ZERO + value;
+    } else if (value >= 0 && Number.isSafeInteger(value)) {
       this.used = writeInteger(this.block, this.used, value);
     } else if (Number.isFinite(value)) {
       this.used += this.block.write(String(value), this.used, 'latin1');
@@ -199,6 +223,7 @@ export class TimedPiece {
   private time = -1;
   private bytes: Buffer = EMPTY;
   private readonly timeAt: number;
+  private readonly restLength: number;
   /** The times whose digits fit where the current time's are: [low, high). */
   private low = 0;
   private high = 0;
@@ -208,15 +233,21 @@ export class TimedPiece {
     private readonly rest: string,
   ) {
     this.timeAt = Buffer.byteLength(head);
+    this.restLength = Buffer.byteLength(rest);
   }
 
   /** The piece with `time` (epoch milliseconds; any number is written as JSON writes it). */
   at(time: number): Buffer {
-    if (time === this.time) return this.bytes;
+    const last = this.time;
+    if (time === last) return this.bytes;
     this.time = time;
-    if (time >= this.low && time < this.high && Number.isSafeInteger(time))
-      writeInteger(this.bytes, this.timeAt, time);
-    else this.build(time);
+    if (time >= this.low && time < this.high && Number.isSafeInteger(time)) {
+      const end = this.bytes.length - this.restLength;
+      // A later time (the usual case): the difference added to the last digits, carried.
+      if (time > last && time - last < 1_000_000)
+        addDigits(this.bytes, this.timeAt, end, time - last);
+      else writeInteger(this.bytes, this.timeAt, time);
+    } else this.build(time);
     return this.bytes;
   }
 
@@ -227,5 +258,18 @@ export class TimedPiece {
     const integer = /^[1-9]\d*$/.test(text);
     this.low = integer ? 10 ** (text.length - 1) : 0;
     this.high = integer ? 10 ** text.length : 0;
+  }
+}
+
+/**
+ * Adds `delta` (> 0) to the decimal digits in `block` from `start` to `end` (exclusive), carrying
+ * from the last one; the sum must have as many digits. Costs one step per digit that changes.
+ */
+function addDigits(block: Buffer, start: number, end: number, delta: number): void {
+  let carry = delta;
+  for (let at = end - 1; carry > 0 && at >= start; at--) {
+    const sum = (block[at] ?? ZERO) - ZERO + carry;
+    carry = (sum / 10) | 0;
+    block[at] = ZERO + sum - carry * 10;
   }
 }
