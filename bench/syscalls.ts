@@ -1,7 +1,8 @@
 /**
  * System calls per operation (optional, not part of `bench/run.ts`): what each proxy asks of the
- * kernel per keep-alive round trip (`tcp-rr`: 32 connections, 32 bytes each way) and per new
- * connection (`tcp-connect`: 16 at a time, 32 bytes, their echo, close), counted by `perf stat`
+ * kernel per keep-alive round trip (`tcp-rr`: 32 connections, 32 bytes each way), per new
+ * connection (`tcp-connect`: 16 at a time, 32 bytes, their echo, close), per UDP round trip
+ * (`udp-pps`) and per new UDP session (`udp-sessions`: one datagram and its reply), counted by `perf stat`
  * on the proxy's processes over one run of the C load generator. l4proxy (the library, default
  * options) beside the naive proxy, nginx and HAProxy. A count per operation does not depend on
  * what else the machine is doing, except how many events one `epoll_wait` returns (more under
@@ -22,10 +23,35 @@ import { run } from './lib/processes.js';
 import { summarize } from './lib/stats.js';
 import { buildLoadgen, ensureTools } from './lib/tools.js';
 
-/** The load generator's arguments after the port, but for the seconds. */
-const SCENARIOS: Record<string, (port: number, seconds: number) => (string | number)[]> = {
-  'tcp-rr': (port, seconds) => ['tcp-rr', port, 32, seconds, 32],
-  'tcp-connect': (port, seconds) => ['tcp-connect', port, 16, seconds, 32],
+/** A scenario: its protocol, replies per UDP session (0: unlimited), the load generator's arguments. */
+interface SyscallScenario {
+  readonly protocol: 'tcp' | 'udp';
+  readonly responses: number;
+  readonly args: (port: number, seconds: number) => (string | number)[];
+}
+
+/** As `npm run bench` runs them (bench/lib/scenarios.ts). */
+const SCENARIOS: Record<string, SyscallScenario> = {
+  'tcp-rr': {
+    protocol: 'tcp',
+    responses: 0,
+    args: (port, seconds) => ['tcp-rr', port, 32, seconds, 32],
+  },
+  'tcp-connect': {
+    protocol: 'tcp',
+    responses: 0,
+    args: (port, seconds) => ['tcp-connect', port, 16, seconds, 32],
+  },
+  'udp-pps': {
+    protocol: 'udp',
+    responses: 0,
+    args: (port, seconds) => ['udp-rr', port, 8, 32, seconds, 64],
+  },
+  'udp-sessions': {
+    protocol: 'udp',
+    responses: 1,
+    args: (port, seconds) => ['udp-sessions', port, 32, seconds, 64],
+  },
 };
 
 /** Counted system calls (Node's libuv and nginx/HAProxy name some differently). */
@@ -38,6 +64,8 @@ const CALLS = [
   'write',
   'writev',
   'sendto',
+  'recvmsg',
+  'sendmsg',
   'accept4',
   'socket',
   'connect',
@@ -75,13 +103,11 @@ async function count(
 ): Promise<Map<string, number>> {
   const contender = CONTENDERS.find((c) => c.name === name);
   if (contender === undefined) throw new Error(`unknown contender ${name}`);
-  const args = SCENARIOS[scenario];
-  if (args === undefined) throw new Error(`unknown scenario ${scenario}`);
-  const backend = await startBackend('echo-tcp', loadgen, tools);
-  const proxy = await contender.start(
-    { protocol: 'tcp', upstreamPort: backend.port, responses: 0 },
-    tools,
-  );
+  const setup = SCENARIOS[scenario];
+  if (setup === undefined) throw new Error(`unknown scenario ${scenario}`);
+  const { protocol, responses, args } = setup;
+  const backend = await startBackend(protocol === 'tcp' ? 'echo-tcp' : 'echo-udp', loadgen, tools);
+  const proxy = await contender.start({ protocol, upstreamPort: backend.port, responses }, tools);
   const dir = mkdtempSync(join(tmpdir(), 'l4proxy-syscalls-'));
   try {
     // Unmeasured first: V8's compilers settle, as in the benchmark's warm-up.

@@ -1,5 +1,6 @@
 import type { TcpConnectionSummary } from '../tcp/events.js';
 import type { UdpSessionSummary } from '../udp/events.js';
+import { TimedPiece } from './lineBuffer.js';
 import type { LineBuffer } from './lineBuffer.js';
 
 /** A constant piece of a line as UTF-8 bytes. */
@@ -8,23 +9,12 @@ const piece = (text: string): Buffer => Buffer.from(text, 'utf8');
 // Each member's key with its leading comma, encoded once.
 const K = {
   id: piece(',"id":'),
-  reason: piece(',"reason":'),
-  clientAddress: piece(',"clientAddress":'),
   clientPort: piece(',"clientPort":'),
-  ipv4: piece(',"clientFamily":"IPv4"'),
-  ipv6: piece(',"clientFamily":"IPv6"'),
-  unix: piece(',"clientFamily":"unix"'),
-  localAddress: piece(',"localAddress":'),
-  localPort: piece(',"localPort":'),
-  peerAddress: piece(',"peerAddress":'),
-  peerPort: piece(',"peerPort":'),
   serverName: piece(',"serverName":'),
   tls: piece(',"tls":'),
   preread: piece(',"preread":'),
-  upstream: piece(',"upstream":'),
-  connected: piece(',"upstreamConnected":true'),
-  notConnected: piece(',"upstreamConnected":false'),
-  attempts: piece(',"attempts":'),
+  connected: piece(',"upstreamConnected":true,"attempts":'),
+  notConnected: piece(',"upstreamConnected":false,"attempts":'),
   bytesFromClient: piece(',"bytesFromClient":'),
   bytesToUpstream: piece(',"bytesToUpstream":'),
   bytesFromUpstream: piece(',"bytesFromUpstream":'),
@@ -33,12 +23,57 @@ const K = {
   datagramsToUpstream: piece(',"datagramsToUpstream":'),
   datagramsFromUpstream: piece(',"datagramsFromUpstream":'),
   datagramsToClient: piece(',"datagramsToClient":'),
-  startTime: piece(',"startTime":'),
-  durationMs: piece(',"durationMs":'),
   alpn: piece(',"alpn":'),
   quicVersion: piece(',"quicVersion":'),
   err: piece(',"err":'),
 };
+
+/** Distinct values a {@link MemberPieces} holds before it starts over (a bound on its memory). */
+const PIECES_HELD = 256;
+
+/**
+ * A string member whose values repeat from line to line (a close reason, the listener's own
+ * address, an upstream's id), each value encoded once with its key before it and the constant
+ * that follows it (`,"reason":"idle_timeout","clientAddress":`): one copy per line where the key,
+ * the value's characters one by one and the next key were three writes.
+ */
+class MemberPieces {
+  private readonly pieces = new Map<string, Buffer>();
+
+  constructor(
+    /** The member's key with its leading comma, `,"reason":`. */
+    private readonly key: string,
+    /** What always follows the value (the next member's key), or ''. */
+    private readonly next = '',
+  ) {}
+
+  /** The bytes of `<key><value as JSON><next>`. */
+  get(value: string): Buffer {
+    const piece = this.pieces.get(value);
+    return piece === undefined ? this.add(value) : piece;
+  }
+
+  private add(value: string): Buffer {
+    if (this.pieces.size >= PIECES_HELD) this.pieces.clear();
+    const piece = Buffer.from(`${this.key}${JSON.stringify(value)}${this.next}`, 'utf8');
+    this.pieces.set(value, piece);
+    return piece;
+  }
+}
+
+// The string members cached so, each with the constant after it in its line.
+const REASON = new MemberPieces(',"reason":', ',"clientAddress":');
+/** The client's family and the local address, by family. */
+const LOCAL = {
+  IPv4: new MemberPieces(',"clientFamily":"IPv4","localAddress":', ',"localPort":'),
+  IPv6: new MemberPieces(',"clientFamily":"IPv6","localAddress":', ',"localPort":'),
+  unix: new MemberPieces(',"clientFamily":"unix","localAddress":', ',"localPort":'),
+};
+const PEER = new MemberPieces(',"peerAddress":', ',"peerPort":');
+const TCP_UPSTREAM = new MemberPieces(',"upstream":');
+const UDP_UPSTREAM = new MemberPieces(',"upstream":', ',"datagramsFromClient":');
+/** The start time with its key and the next one, rewritten when it changes. */
+const STARTED = new TimedPiece(',"startTime":', ',"durationMs":');
 
 /**
  * A TCP connection's summary as access-line members (`,"id":1,...`), written field by field
@@ -50,17 +85,12 @@ const K = {
  */
 export function tcpSummaryMembers(out: LineBuffer, s: TcpConnectionSummary): void {
   writeClient(out, s);
-  out.bytes(K.peerAddress);
-  out.string(s.peerAddress);
-  out.bytes(K.peerPort);
-  out.number(s.peerPort);
+  out.keyNumber(PEER.get(s.peerAddress), s.peerPort);
   if (s.serverName !== undefined) member(out, K.serverName, s.serverName);
   if (s.tls !== undefined) json(out, K.tls, s.tls);
   if (s.preread !== undefined) json(out, K.preread, s.preread);
-  if (s.upstream !== undefined) member(out, K.upstream, s.upstream.id);
-  out.bytes(s.upstreamConnected ? K.connected : K.notConnected);
-  out.bytes(K.attempts);
-  out.number(s.attempts);
+  if (s.upstream !== undefined) out.bytes(TCP_UPSTREAM.get(s.upstream.id));
+  out.keyNumber(s.upstreamConnected ? K.connected : K.notConnected, s.attempts);
   writeBytes(out, s);
   writeTimes(out, s);
   if (s.error !== undefined) json(out, K.err, s.error);
@@ -69,68 +99,49 @@ export function tcpSummaryMembers(out: LineBuffer, s: TcpConnectionSummary): voi
 /** A UDP session's summary as access-line members; see {@link tcpSummaryMembers}. */
 export function udpSummaryMembers(out: LineBuffer, s: UdpSessionSummary): void {
   writeClient(out, s);
-  if (s.upstream !== undefined) member(out, K.upstream, s.upstream.id);
-  out.bytes(K.datagramsFromClient);
-  out.number(s.datagramsFromClient);
-  out.bytes(K.bytesFromClient);
-  out.number(s.bytesFromClient);
-  out.bytes(K.datagramsToUpstream);
-  out.number(s.datagramsToUpstream);
-  out.bytes(K.bytesToUpstream);
-  out.number(s.bytesToUpstream);
-  out.bytes(K.datagramsFromUpstream);
-  out.number(s.datagramsFromUpstream);
-  out.bytes(K.bytesFromUpstream);
-  out.number(s.bytesFromUpstream);
-  out.bytes(K.datagramsToClient);
-  out.number(s.datagramsToClient);
-  out.bytes(K.bytesToClient);
-  out.number(s.bytesToClient);
+  out.keyNumber(
+    s.upstream === undefined ? K.datagramsFromClient : UDP_UPSTREAM.get(s.upstream.id),
+    s.datagramsFromClient,
+  );
+  out.keyNumber(K.bytesFromClient, s.bytesFromClient);
+  out.keyNumber(K.datagramsToUpstream, s.datagramsToUpstream);
+  out.keyNumber(K.bytesToUpstream, s.bytesToUpstream);
+  out.keyNumber(K.datagramsFromUpstream, s.datagramsFromUpstream);
+  out.keyNumber(K.bytesFromUpstream, s.bytesFromUpstream);
+  out.keyNumber(K.datagramsToClient, s.datagramsToClient);
+  out.keyNumber(K.bytesToClient, s.bytesToClient);
   writeTimes(out, s);
   if (s.serverName !== undefined) member(out, K.serverName, s.serverName);
   if (s.alpn !== undefined) json(out, K.alpn, s.alpn);
   if (s.quicVersion !== undefined) {
-    out.bytes(K.quicVersion);
-    out.number(s.quicVersion);
+    out.keyNumber(K.quicVersion, s.quicVersion);
   }
   if (s.error !== undefined) json(out, K.err, s.error);
 }
 
 /** The members both summaries start with: id, reason, and the client's side. */
 function writeClient(out: LineBuffer, s: TcpConnectionSummary | UdpSessionSummary): void {
-  out.bytes(K.id);
-  out.number(s.id);
-  member(out, K.reason, s.reason);
-  member(out, K.clientAddress, s.clientAddress);
-  out.bytes(K.clientPort);
-  out.number(s.clientPort);
-  out.bytes(familyPiece(s.clientFamily));
-  member(out, K.localAddress, s.localAddress);
-  out.bytes(K.localPort);
-  out.number(s.localPort);
+  out.keyNumber(K.id, s.id);
+  out.bytes(REASON.get(s.reason));
+  out.string(s.clientAddress);
+  out.keyNumber(K.clientPort, s.clientPort);
+  out.keyNumber(localPieces(s.clientFamily).get(s.localAddress), s.localPort);
 }
 
 /** A client on a Unix socket listener has no IP family (it was written `IPv6`). */
-function familyPiece(family: 'IPv4' | 'IPv6' | 'unix'): Buffer {
-  return family === 'IPv4' ? K.ipv4 : family === 'IPv6' ? K.ipv6 : K.unix;
+function localPieces(family: 'IPv4' | 'IPv6' | 'unix'): MemberPieces {
+  return family === 'IPv4' ? LOCAL.IPv4 : family === 'IPv6' ? LOCAL.IPv6 : LOCAL.unix;
 }
 
 function writeBytes(out: LineBuffer, s: TcpConnectionSummary): void {
-  out.bytes(K.bytesFromClient);
-  out.number(s.bytesFromClient);
-  out.bytes(K.bytesToUpstream);
-  out.number(s.bytesToUpstream);
-  out.bytes(K.bytesFromUpstream);
-  out.number(s.bytesFromUpstream);
-  out.bytes(K.bytesToClient);
-  out.number(s.bytesToClient);
+  out.keyNumber(K.bytesFromClient, s.bytesFromClient);
+  out.keyNumber(K.bytesToUpstream, s.bytesToUpstream);
+  out.keyNumber(K.bytesFromUpstream, s.bytesFromUpstream);
+  out.keyNumber(K.bytesToClient, s.bytesToClient);
 }
 
 function writeTimes(out: LineBuffer, s: TcpConnectionSummary | UdpSessionSummary): void {
-  out.bytes(K.startTime);
-  out.number(s.startTime);
-  out.bytes(K.durationMs);
-  out.number(s.durationMs);
+  out.keyNumber(STARTED.at(s.startTime), s.durationMs);
 }
 
 function member(out: LineBuffer, key: Buffer, value: string): void {

@@ -1,7 +1,7 @@
 import type { TcpProxy } from '../tcp/TcpProxy.js';
 import type { UdpProxy } from '../udp/UdpProxy.js';
-import type { TcpConnectionInfo, TcpConnectionSummary } from '../tcp/events.js';
-import type { UdpSessionInfo, UdpSessionSummary } from '../udp/events.js';
+import type { TcpConnectionInfo } from '../tcp/events.js';
+import type { UdpSessionInfo } from '../udp/events.js';
 import { compileFormat } from './accessLogFormat.js';
 import type { AccessLogSettings, AccessLogType, AccessRecord } from './accessLogFormat.js';
 import type { ListenerConfig } from './config.js';
@@ -29,10 +29,8 @@ export function observeProxy(
 ): void {
   const { access, ops } = logs;
   const base = { listener: listener.name, protocol: listener.protocol };
-  // The access line's leading members, encoded once per listener.
-  const prefix = Buffer.from(
-    `,"listener":${JSON.stringify(listener.name)},"protocol":"${listener.protocol}"`,
-  );
+  // The access line's leading members, encoded once per listener with the line's opening.
+  const lead = `,"listener":${JSON.stringify(listener.name)},"protocol":"${listener.protocol}"`;
   const logged = access.enabled('info');
   const onError = (err: Error): void => {
     ops.error('proxy error', { ...base, err });
@@ -47,14 +45,7 @@ export function observeProxy(
     const tcp = proxy as TcpProxy;
     tcp.on('error', onError);
     if (logged) {
-      const write = access.lineWriter(
-        'info',
-        'connection closed',
-        (out, summary: TcpConnectionSummary) => {
-          out.bytes(prefix);
-          tcpSummaryMembers(out, summary);
-        },
-      );
+      const write = access.lineWriter('info', 'connection closed', tcpSummaryMembers, lead);
       tcp.on('connectionClose', write);
     }
     logFailures(ops, base, tcp);
@@ -63,10 +54,7 @@ export function observeProxy(
   const udp = proxy as UdpProxy;
   udp.on('error', onError);
   if (logged) {
-    const write = access.lineWriter('info', 'session closed', (out, summary: UdpSessionSummary) => {
-      out.bytes(prefix);
-      udpSummaryMembers(out, summary);
-    });
+    const write = access.lineWriter('info', 'session closed', udpSummaryMembers, lead);
     udp.on('sessionClose', write);
   }
   logFailures(ops, base, udp);

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { LineBuffer } from './lineBuffer.js';
+import { LineBuffer, TimedPiece } from './lineBuffer.js';
 
 /** Log levels, numbered as pino numbers them. */
 export const LOG_LEVELS = {
@@ -72,23 +72,24 @@ export class Logger {
   /**
    * A writer of lines at one level with one message, each line's members (`,"a":1,"b":"x"`, each
    * with its leading comma) written by `members` straight into the line buffer, and everything
-   * else but the time encoded once: the access log's per-line writer. Writes nothing below the
+   * else but the time encoded once: the access log's per-line writer. `lead` (JSON members, each
+   * with its leading comma) follows the bound members on every line. Writes nothing below the
    * threshold.
    */
   lineWriter<T>(
     level: Exclude<LogLevel, 'silent'>,
     msg: string,
     members: (out: LineBuffer, value: T) => void,
+    lead = '',
   ): (value: T) => void {
     if (!this.enabled(level)) return () => undefined;
-    const head = Buffer.from(`{"level":${LOG_LEVELS[level]},"time":`);
-    const middle = Buffer.from(`,${this.base}${this.boundMembers}`);
+    const head = `{"level":${LOG_LEVELS[level]},"time":`;
+    const rest = `,${this.base}${this.boundMembers}${lead}`;
+    const opening = new TimedPiece(head, rest);
     const tail = Buffer.from(`,"msg":${JSON.stringify(msg)}}\n`);
     const out = this.lines;
     return (value) => {
-      out.bytes(head);
-      out.number(Date.now());
-      out.bytes(middle);
+      out.bytes(opening.at(Date.now()));
       members(out, value);
       out.bytes(tail);
       out.endLine();

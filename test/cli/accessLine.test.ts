@@ -147,12 +147,16 @@ describe('access log serialization', () => {
       fc.property(fc.string({ unit: binaryUnit, maxLength: 40 }), (text) => {
         const members = udpMembers({
           ...udpBase,
+          reason: text as SessionCloseReason,
+          localAddress: text,
           serverName: text,
           upstream: { id: text, host: '127.0.0.1', port: 9 },
         });
         const line = parsed(members);
         assert.equal(line.serverName, text);
         assert.equal(line.upstream, text);
+        assert.equal(line.reason, text);
+        assert.equal(line.localAddress, text);
         assert.ok(members.includes(`"serverName":${JSON.stringify(text)}`));
       }),
       { numRuns: fuzzRuns(500) },
@@ -169,6 +173,31 @@ describe('access log serialization', () => {
     for (const startTime of [
       1_764_806_400_000_000, 1_000_000, 1_000_001, 999_999, 1_765_000_000_000, 1_765_000_099_999,
     ])
+      assert.equal(parsed(udpMembers({ ...udpBase, startTime })).startTime, startTime);
+  });
+
+  test('times that follow each other (later, earlier, the same, more digits) are written exactly', () => {
+    // The start time's digits are kept from line to line and updated: any sequence reads back.
+    const step = fc.oneof(
+      fc.integer({ min: 0, max: 3 }),
+      fc.integer({ min: 1, max: 2_000_000 }),
+      fc.integer({ min: -2_000_000, max: -1 }),
+    );
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 2e13 }),
+        fc.array(step, { minLength: 1, maxLength: 30 }),
+        (first, steps) => {
+          let startTime = first;
+          for (const delta of steps) {
+            startTime = Math.max(0, startTime + delta);
+            assert.equal(parsed(udpMembers({ ...udpBase, startTime })).startTime, startTime);
+          }
+        },
+      ),
+      { numRuns: fuzzRuns(300) },
+    );
+    for (const startTime of [999_998, 999_999, 1_000_000, 1_000_009, 999_999, 0, 9, 10, 1.5, -3])
       assert.equal(parsed(udpMembers({ ...udpBase, startTime })).startTime, startTime);
   });
 
