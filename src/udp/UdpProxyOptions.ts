@@ -112,6 +112,11 @@ export interface UdpPerClientLimits {
   readonly ipv4Prefix?: number;
   /** IPv6 prefix length that makes one client (1-128). Default 128: each address. */
   readonly ipv6Prefix?: number;
+  /**
+   * Clients remembered at most (HAProxy stick-table `size`): past it, the longest-known client
+   * with no session is forgotten. Bounds memory under a flood of (spoofed) sources. Default 100 000.
+   */
+  readonly tableSize?: number;
 }
 
 /** Access control of a UdpProxy, resolved. */
