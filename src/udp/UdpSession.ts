@@ -538,6 +538,11 @@ export class UdpSession
   }
 
   private routeTo(choice: SelectionResult, msg: Buffer): void {
+    // The selector ended the session (`close()`, or the proxy's): no link may open for it now.
+    if (this.reason !== undefined) {
+      this.drop(DropReason.SESSION_CLOSED, 'client', msg.length);
+      return;
+    }
     const resolved = this.resolve(choice);
     if (typeof resolved === 'string') {
       const reason =
