@@ -164,6 +164,9 @@ const UDP_HELP: HelpTable<UdpProxyStats> = {
   downstream_sess_no_route: 'Datagrams dropped because no upstream could be chosen.',
   idle_timeout: 'Sessions closed by idleTimeout.',
   max_requests_reached: 'Sessions that took maxRequests datagrams from their client.',
+  per_client_table_active: 'Client addresses the perClient limits remember now.',
+  per_client_table_evicted:
+    'Clients with no session forgotten to keep that table within tableSize.',
   upstream_sess_retry: 'Sessions moved to another upstream after theirs refused them.',
   upstream_sess_attempts_exceeded: 'Sessions refused by maxConnectAttempts upstreams.',
   upstream_sess_refused_datagrams:

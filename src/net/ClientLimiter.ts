@@ -20,7 +20,16 @@ export interface PerClientLimits {
    * `src` and nginx's `$binary_remote_addr`; 64 counts a site's whole /64 as one client.
    */
   readonly ipv6Prefix?: number;
+  /**
+   * Clients remembered at most (HAProxy stick-table `size`, nginx's zone size). A client with
+   * nothing open is remembered while its bucket refills; past this many, the longest-known such
+   * client is forgotten (its bucket full again if it comes back). Default 100 000.
+   */
+  readonly tableSize?: number;
 }
+
+/** `tableSize` by default: about 15 MB of entries (about 150 bytes each). */
+const DEFAULT_TABLE_SIZE = 100_000;
 
 interface ClientEntry {
   active: number;
@@ -43,10 +52,15 @@ export class ClientLimiter {
   private readonly maxConnections: number;
   private readonly rate: number;
   private readonly burst: number;
+  private readonly tableSize: number;
+  /** Idle clients forgotten to keep the table within `tableSize`. */
+  evicted = 0;
   /** The key a client is counted under (its network when a prefix is set). */
   private readonly keyOf: (address: string) => string;
   private readonly clients = new Map<string, ClientEntry>();
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** Where `evict` goes on from: the table in insertion order (see `evict`). */
+  private oldest: MapIterator<[string, ClientEntry]> | undefined;
 
   constructor(
     maxConnections: number,
@@ -54,10 +68,12 @@ export class ClientLimiter {
     burst: number,
     ipv4Prefix = 32,
     ipv6Prefix = 128,
+    tableSize = DEFAULT_TABLE_SIZE,
   ) {
     this.maxConnections = maxConnections;
     this.rate = rate;
     this.burst = burst;
+    this.tableSize = tableSize;
     // Full lengths (the default) key by the address as before: no prefix work per connection.
     this.keyOf =
       ipv4Prefix === 32 && ipv6Prefix === 128
@@ -80,7 +96,11 @@ export class ClientLimiter {
     if (value === undefined) return undefined;
     const raw = optionalRecord(value, name);
     const [concurrentKey, rateKey] = keys;
-    rejectUnknownKeys(raw, [concurrentKey, rateKey, 'burst', 'ipv4Prefix', 'ipv6Prefix'], name);
+    rejectUnknownKeys(
+      raw,
+      [concurrentKey, rateKey, 'burst', 'ipv4Prefix', 'ipv6Prefix', 'tableSize'],
+      name,
+    );
     const maxConnections = limit(raw[concurrentKey], `${name}.${concurrentKey}`, Infinity);
     const rate = limit(raw[rateKey], `${name}.${rateKey}`, Infinity);
     // Checked with or without a rate (a burst of "10" or 0 is a mistake either way); without a
@@ -88,9 +108,13 @@ export class ClientLimiter {
     const burst = integer(raw.burst, `${name}.burst`, Math.max(1, Math.ceil(rate)), { min: 1 });
     const ipv4Prefix = integer(raw.ipv4Prefix, `${name}.ipv4Prefix`, 32, { min: 1, max: 32 });
     const ipv6Prefix = integer(raw.ipv6Prefix, `${name}.ipv6Prefix`, 128, { min: 1, max: 128 });
+    const tableSize = integer(raw.tableSize, `${name}.tableSize`, DEFAULT_TABLE_SIZE, {
+      min: 1,
+      max: 100_000_000,
+    });
     if (maxConnections === Infinity && rate === Infinity) return undefined;
     const bucket = rate === Infinity ? Infinity : burst;
-    return new ClientLimiter(maxConnections, rate, bucket, ipv4Prefix, ipv6Prefix);
+    return new ClientLimiter(maxConnections, rate, bucket, ipv4Prefix, ipv6Prefix, tableSize);
   }
 
   /** Admits one connection for `address`, or says why not. Admitted ones must be `release()`d. */
@@ -98,6 +122,7 @@ export class ClientLimiter {
     const key = this.keyOf(address);
     let entry = this.clients.get(key);
     if (entry === undefined) {
+      if (this.clients.size >= this.tableSize) this.evict();
       entry = { active: 0, tokens: this.burst, refilledAt: now };
       this.clients.set(key, entry);
       this.scheduleSweep();
@@ -137,6 +162,7 @@ export class ClientLimiter {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
     this.clients.clear();
+    this.oldest = undefined;
   }
 
   private refill(entry: ClientEntry, now: number): void {
@@ -144,6 +170,33 @@ export class ClientLimiter {
     const elapsed = (now - entry.refilledAt) / 1000;
     entry.tokens = Math.min(this.burst, entry.tokens + elapsed * this.rate);
     entry.refilledAt = now;
+  }
+
+  /**
+   * Forgets the longest-known client with nothing open, to make room: a flood of distinct sources
+   * (spoofed over UDP) would otherwise hold one entry each until its bucket refills and the sweep
+   * runs. Clients with something open are kept (their releases need them), moved to the back so
+   * the next search does not pass them again; when all have, the table outgrows `tableSize` by
+   * what is open (bounded by `maxSessions`/`maxConnections`).
+   */
+  private evict(): void {
+    const clients = this.clients;
+    for (let left = clients.size; left > 0; left--) {
+      let next = this.oldest?.next();
+      if (next === undefined || next.done === true) {
+        // One iterator kept across calls: a new one would walk past every slot deleted before it.
+        this.oldest = clients.entries();
+        next = this.oldest.next();
+        if (next.done === true) return;
+      }
+      const [key, entry] = next.value;
+      clients.delete(key);
+      if (entry.active === 0) {
+        this.evicted++;
+        return;
+      }
+      clients.set(key, entry);
+    }
   }
 
   /** Drops entries with nothing open and a full bucket. */

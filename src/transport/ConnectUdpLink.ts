@@ -75,11 +75,7 @@ export class ConnectUdpLink extends UpstreamLink {
     stream.once(TUNNEL_READY, () => {
       if (this.stream !== stream) return;
       this.ready = true;
-      const queue = this.queue;
-      if (queue === undefined || this.closed) return;
-      this.queue = undefined;
-      this.owner.unqueued(queue.length);
-      for (const msg of queue) if (!this.send(msg)) this.owner.sendQueueFull(msg.length);
+      if (!this.closed) this.flushQueue();
     });
   }
 

@@ -534,6 +534,7 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
       upstreams,
       totals: this.manager.totals(),
       kernelDropped: this.kernelDrops(),
+      perClient: this.access.perClient,
     });
     const withQuic =
       this.host.quic === undefined ? stats : { ...stats, quic: this.host.quic.stats() };

@@ -53,7 +53,11 @@ export interface UdpProxyOptions extends UpstreamOptions {
   readonly maxDatagramSize?: number;
   /** Close a session after this many replies from the upstream (nginx `proxy_responses`). Default Infinity. */
   readonly maxResponses?: number;
-  /** Close a session after this many datagrams from the client (nginx `proxy_requests`). Default Infinity. */
+  /**
+   * After this many datagrams from the client, its next one opens a new session (nginx
+   * `proxy_requests`); this one lives on for replies, until `idleTimeout` (60 000 when that is 0).
+   * Default Infinity.
+   */
   readonly maxRequests?: number;
   /**
    * Local IP address session sockets are bound to (nginx `proxy_bind`), or one per family,
@@ -108,6 +112,11 @@ export interface UdpPerClientLimits {
   readonly ipv4Prefix?: number;
   /** IPv6 prefix length that makes one client (1-128). Default 128: each address. */
   readonly ipv6Prefix?: number;
+  /**
+   * Clients remembered at most (HAProxy stick-table `size`): past it, the longest-known client
+   * with no session is forgotten. Bounds memory under a flood of (spoofed) sources. Default 100 000.
+   */
+  readonly tableSize?: number;
 }
 
 /** Access control of a UdpProxy, resolved. */

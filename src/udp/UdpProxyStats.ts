@@ -6,6 +6,7 @@ import type { UpstreamTotals } from '../upstream/UpstreamManager.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
 import type { UdpQuicStats } from '../quic/QuicStats.js';
+import type { ClientLimiter } from '../net/ClientLimiter.js';
 
 /** Counters and gauges of one upstream in {@link UdpProxyStats}. */
 export interface UdpUpstreamStats extends UpstreamHealthStats {
@@ -56,6 +57,10 @@ export interface UdpProxyStats extends ProxyHealthStats {
   readonly idle_timeout: number;
   /** Sessions that took `maxRequests` datagrams (the client's next one opened a new session). */
   readonly max_requests_reached: number;
+  /** Client addresses (or networks) the `perClient` limits remember now; 0 without them. */
+  readonly per_client_table_active: number;
+  /** Clients with no session forgotten to keep that table within `perClient.tableSize`. */
+  readonly per_client_table_evicted: number;
   /** Sessions moved to another upstream after theirs refused them (`maxConnectAttempts`). */
   readonly upstream_sess_retry: number;
   /** Sessions refused by as many upstreams as `maxConnectAttempts` allows (ended `upstream_error`). */
@@ -181,11 +186,13 @@ export interface UdpStatsSources {
   readonly totals: UpstreamTotals;
   /** Datagrams the kernel dropped on the bound sockets. */
   readonly kernelDropped: number;
+  /** The `perClient` limiter, when set. */
+  readonly perClient: ClientLimiter | undefined;
 }
 
 /** Builds the public snapshot. */
 export function snapshotUdpStats(sources: UdpStatsSources): UdpProxyStats {
-  const { counters, activeSessions, upstreams, totals, kernelDropped } = sources;
+  const { counters, activeSessions, upstreams, totals, kernelDropped, perClient } = sources;
   const perUpstream: Record<string, UdpUpstreamStats> = {};
   for (const state of upstreams) perUpstream[state.id] = upstreamStats(state);
   return {
@@ -201,6 +208,8 @@ export function snapshotUdpStats(sources: UdpStatsSources): UdpProxyStats {
     downstream_sess_no_route: counters.noRoute,
     idle_timeout: counters.idleTimeouts,
     max_requests_reached: counters.maxRequestsReached,
+    per_client_table_active: perClient?.size ?? 0,
+    per_client_table_evicted: perClient?.evicted ?? 0,
     upstream_sess_retry: counters.retries,
     upstream_sess_attempts_exceeded: counters.attemptsExceeded,
     upstream_sess_refused_datagrams: counters.refusedDatagrams,

@@ -22,6 +22,15 @@ import type { QueuedCheck } from './FirstCheckQueue.js';
 
 const EMPTY: readonly UpstreamState[] = [];
 
+/**
+ * How long a session past `maxRequests` lasts without a datagram when `idleTimeout` is 0: its
+ * client can no longer reach it, so nothing else would end one whose replies never come (a leak
+ * any client could grow, one session per `maxRequests` datagrams). nginx's `proxy_timeout`,
+ * which bounds such a session, cannot be turned off; this is `idleTimeout`'s default (Envoy's
+ * udp_proxy `idle_timeout` default too).
+ */
+export const DETACHED_IDLE_TIMEOUT = 60_000;
+
 function onSelectionTimeout(session: UdpSession): void {
   session.selectionTimedOut();
 }
@@ -124,6 +133,8 @@ export class UdpSession
    */
   private choosing: Set<PendingChoice> | undefined;
   private responses = 0;
+  /** Set when the session took `maxRequests` datagrams with `idleTimeout` 0 (see `detach`). */
+  private detached = false;
 
   private reason: SessionCloseReason | undefined;
   private error: Error | undefined;
@@ -253,10 +264,7 @@ export class UdpSession
   fromClient(msg: Buffer): void {
     const len = msg.length;
     // nginx's proxy_requests: the client's next datagram opens a new session.
-    if (++this.datagramsFromClient === this.host.options.maxRequests) {
-      this.host.counters.maxRequestsReached++;
-      this.listener.detach(this);
-    }
+    if (++this.datagramsFromClient === this.host.options.maxRequests) this.detach();
     this.bytesFromClient += len;
     this.lastActivity = Date.now();
     if (this.filters !== undefined) {
@@ -286,6 +294,19 @@ export class UdpSession
     if (!this.reserve(len)) return;
     (this.pending ??= []).push(msg);
     if (!this.selecting && (this.quic === undefined || this.quic.admit(msg))) this.select();
+  }
+
+  /** The client's next datagram opens a new session; this one lives on for replies. */
+  private detach(): void {
+    this.host.counters.maxRequestsReached++;
+    this.listener.detach(this);
+    if (this.host.options.idleTimeout > 0) return;
+    // No idle timeout: bounded by DETACHED_IDLE_TIMEOUT instead (see idleCheck), checked from
+    // now unless a check is already on its way (the failover window's).
+    this.detached = true;
+    if (this.idleTimer !== undefined || this.checkQueued) return;
+    this.idleTimer = setTimeout(onIdleCheck, DETACHED_IDLE_TIMEOUT, this);
+    this.idleTimer.unref();
   }
 
   /** QuicSessionOwner: the ClientHello wait ended on its timer; choose the upstream now. */
@@ -523,6 +544,11 @@ export class UdpSession
   }
 
   private routeTo(choice: SelectionResult, msg: Buffer): void {
+    // The selector ended the session (`close()`, or the proxy's): no link may open for it now.
+    if (this.reason !== undefined) {
+      this.drop(DropReason.SESSION_CLOSED, 'client', msg.length);
+      return;
+    }
     const resolved = this.resolve(choice);
     if (typeof resolved === 'string') {
       const reason =
@@ -847,7 +873,7 @@ export class UdpSession
   idleCheck(): void {
     const now = Date.now();
     let next = this.keptWindowLeft(now);
-    const idleTimeout = this.host.options.idleTimeout;
+    const idleTimeout = this.detached ? DETACHED_IDLE_TIMEOUT : this.host.options.idleTimeout;
     if (idleTimeout > 0) {
       const idleFor = now - this.lastActivity;
       if (idleFor >= idleTimeout) {

@@ -262,12 +262,24 @@ export class UpstreamLink {
   private connected(): void {
     if (this.closed) return;
     this.ready = true;
+    this.flushQueue();
+  }
+
+  /**
+   * Sends what waited for the link to be ready, oldest first, each counted out as it leaves. The
+   * rest stays on the link meanwhile: a send that throws puts its datagram back in front (see
+   * `send()`) and stops the flush, and a `dropped` listener that closes the session (the drop of
+   * a datagram too large or past `maxSendQueue`) leaves them to be dropped with the link.
+   */
+  protected flushQueue(): void {
     const queue = this.queue;
     if (queue === undefined) return;
-    this.queue = undefined;
-    this.owner.unqueued(queue.length);
-    // Send callbacks run on a later tick, so nothing here can close the link mid-flush.
-    for (const msg of queue) if (!this.send(msg)) this.owner.sendQueueFull(msg.length);
+    while (this.ready && queue.length > 0) {
+      const msg = queue.shift() as Buffer;
+      this.owner.unqueued(1);
+      if (!this.send(msg)) this.owner.sendQueueFull(msg.length);
+    }
+    if (this.queue === queue && queue.length === 0) this.queue = undefined;
   }
 
   /**
@@ -305,7 +317,7 @@ export class UpstreamLink {
       // Not connected after all: connect(2) failed and its 'error' (a setup failure) is on its
       // way. The datagram waits again, counted as waiting, and is dropped with the link.
       this.ready = false;
-      (this.queue ??= []).push(msg);
+      (this.queue ??= []).unshift(msg);
       this.owner.requeued();
       return true;
     }

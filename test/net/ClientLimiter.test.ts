@@ -140,4 +140,43 @@ describe('ClientLimiter', () => {
     assert.equal(limiter.size, 6);
     limiter.close();
   });
+
+  test('tableSize bounds the clients remembered under a flood of distinct sources (100 000), never forgetting one with something open', () => {
+    const flood = (limiter: ClientLimiter, from = 0, count = 100_000): void => {
+      // One session each, ended at once: its bucket is not full, so the entry stays (10 s sweep).
+      for (let i = from; i < from + count; i++) {
+        const address = `127.${String((i >> 16) & 255)}.${String((i >> 8) & 255)}.${String(i & 255)}`;
+        assert.equal(limiter.acquire(address, 0), undefined);
+        limiter.release(address, 0);
+      }
+    };
+    const keys = ['maxSessions', 'sessionsPerSecond'] as const;
+    const bounded = ClientLimiter.from(
+      { sessionsPerSecond: 1, tableSize: 1_000 },
+      'perClient',
+      keys,
+    )!;
+    assert.equal(bounded.acquire('192.0.2.1', 0), undefined, 'a client with a session open');
+    flood(bounded);
+    assert.equal(bounded.size, 1_000);
+    assert.equal(bounded.evicted, 100_000 + 1 - 1_000);
+    assert.equal(bounded.active('192.0.2.1'), 1, 'kept through the flood');
+    bounded.release('192.0.2.1', 0);
+    assert.equal(bounded.acquire('192.0.2.1', 0), 'rate_limited', 'its spent bucket too');
+    bounded.close();
+    // The default: 100 000 entries at most (about 15 MB), whatever the flood.
+    const byDefault = ClientLimiter.from({ sessionsPerSecond: 1 }, 'perClient', keys)!;
+    flood(byDefault);
+    flood(byDefault, 100_000, 10);
+    assert.equal(byDefault.size, 100_000);
+    assert.equal(byDefault.evicted, 10);
+    byDefault.close();
+  });
+
+  test('tableSize is validated', () => {
+    refusesNaming([
+      [{ maxConnections: 1, tableSize: 0 }, 'perClient.tableSize'],
+      [{ maxConnections: 1, tableSize: 1.5 }, 'perClient.tableSize'],
+    ]);
+  });
 });

@@ -1,6 +1,8 @@
 import type { Socket } from 'node:dgram';
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { UdpProxy } from '../../src/index.js';
+import { withTimeout } from '../helpers/net.js';
 import { blackhole, proxyChild } from './child.js';
 import type { Child } from './child.js';
 import {
@@ -160,5 +162,37 @@ describe('UdpSession under a flood', () => {
         `dropped ${final.datagrams_dropped}; RSS ${(baseline / 1024).toFixed(1)} MB + ${growthMb.toFixed(1)} MB at peak`,
     );
     assert.ok(growthMb < 64, `proxy RSS grew by ${growthMb.toFixed(1)} MB`);
+  });
+});
+
+describe('UdpSession reentrancy', () => {
+  test('a per-packet selector that closes its own session: the datagram is dropped, no upstream socket is left open', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    let closing = false;
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      perPacketBalancing: true,
+      selector: (ctx) => {
+        if (closing) for (const session of proxy.sessions()) session.close();
+        return ctx.upstreams[0];
+      },
+    });
+    t.after(() => withTimeout(proxy.close(), 5_000, 'proxy.close()'));
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const drops: string[] = [];
+    proxy.on('dropped', (drop) => drops.push(drop.reason));
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    assert.equal((await request(client, port, 'first')).toString(), 'first');
+    closing = true;
+    const closed = new Promise((resolve) => proxy.once('sessionClose', resolve));
+    client.send('second', port, '127.0.0.1');
+    await withTimeout(closed, 5_000, 'sessionClose');
+    assert.deepEqual(drops, ['session_closed']);
+    const stats = proxy.stats();
+    assert.equal(stats.upstream_sess_active, 0, 'no link opened for a closed session');
+    assert.equal(stats.upstream_sess_total, 1);
+    assert.equal(stats.upstream_sess_tx_datagrams, 1);
   });
 });

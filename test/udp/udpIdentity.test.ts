@@ -309,4 +309,38 @@ describe('UdpProxy client identity', () => {
     await proxy.close();
     await echo.close();
   });
+
+  test('perClient.tableSize bounds the clients remembered under a flood of distinct source addresses (127.1.x.y)', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    // Each session ends at its reply with its bucket spent: its client stays remembered (until
+    // the bucket refills and the sweep runs), unless the table is full.
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      maxResponses: 1,
+      perClient: { sessionsPerSecond: 1, tableSize: 200 },
+    });
+    t.after(() => proxy.close());
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const sources = 600;
+    for (let batch = 0; batch < sources; batch += 50) {
+      const clients = await Promise.all(
+        Array.from({ length: 50 }, (_, i) =>
+          clientFrom(`127.1.${String((batch + i) >> 8)}.${String((batch + i) & 255)}`),
+        ),
+      );
+      try {
+        const replies = await Promise.all(clients.map((client) => request(client, port, 'q')));
+        assert.ok(replies.every((reply) => reply.toString() === 'q'));
+      } finally {
+        await Promise.all(clients.map(closeSocket));
+      }
+    }
+    const stats = proxy.stats();
+    assert.equal(stats.downstream_sess_total, sources, 'every source admitted');
+    assert.equal(stats.per_client_table_active, 200);
+    assert.equal(stats.per_client_table_evicted, sources - 200);
+    assert.match(proxy.metrics(), /^l4proxy_udp_per_client_table_active 200$/m);
+    assert.match(proxy.metrics(), /^l4proxy_udp_per_client_table_evicted_total 400$/m);
+  });
 });

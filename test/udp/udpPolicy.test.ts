@@ -82,6 +82,67 @@ describe('UdpProxy policy options', () => {
     await upstream.close();
   });
 
+  // maxConnectAttempts 1: no first check is queued, the detached session arms its own timer.
+  for (const maxConnectAttempts of [1, 3])
+    test(
+      `maxRequests with idleTimeout 0 (maxConnectAttempts ${String(maxConnectAttempts)}): a session its client can no longer reach ends after 60 s without a datagram; one it can still reach stays`,
+      { timeout: 20_000 },
+      async (t) => {
+        // A silent upstream: nothing (no reply, no maxResponses) would end the sessions.
+        const upstream = await udpSocket();
+        t.after(() => closeSocket(upstream));
+        let received = 0;
+        let onReceived = (): void => undefined;
+        upstream.on('message', () => {
+          received++;
+          onReceived();
+        });
+        const proxy = new UdpProxy({
+          upstreams: [{ host: '127.0.0.1', port: upstream.address().port }],
+          idleTimeout: 0,
+          maxRequests: 2,
+          maxConnectAttempts,
+        });
+        t.after(() => proxy.close());
+        const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+        const [detached, attached] = await Promise.all([udpSocket(), udpSocket()]);
+        t.after(() => Promise.all([closeSocket(detached), closeSocket(attached)]));
+        const closes: UdpSessionSummary[] = [];
+        proxy.on('sessionClose', (summary) => closes.push(summary));
+        // The sessions' clocks and timers are the test's from here (real sockets, real immediates).
+        t.mock.timers.enable({ apis: ['setTimeout', 'Date'] });
+        const arrived = new Promise<void>((resolve) => {
+          onReceived = () => {
+            if (received === 3) resolve();
+          };
+        });
+        detached.send('a', port, '127.0.0.1');
+        detached.send('b', port, '127.0.0.1'); // its second: maxRequests reached
+        attached.send('c', port, '127.0.0.1');
+        await arrived;
+        assert.equal(proxy.stats().max_requests_reached, 1);
+        assert.equal(proxy.sessions().length, 2);
+        t.mock.timers.tick(59_999);
+        const settle = async (): Promise<void> => {
+          // The idle expiry is confirmed on an immediate after the timer (see idleConfirmed).
+          for (let turn = 0; turn < 20 && closes.length === 0; turn++)
+            await new Promise((resolve) => setImmediate(resolve));
+        };
+        await settle();
+        assert.equal(closes.length, 0, 'not before 60 s');
+        t.mock.timers.tick(1);
+        await settle();
+        t.mock.timers.reset();
+        assert.deepEqual(
+          closes.map((summary) => [summary.reason, summary.datagramsFromClient]),
+          [[SessionCloseReason.IDLE_TIMEOUT, 2]],
+        );
+        const stats = proxy.stats();
+        assert.equal(stats.idle_timeout, 1);
+        assert.equal(stats.downstream_sess_active, 1, 'the session its client still reaches stays');
+      },
+    );
+
   test('sourceAddress: session sockets are bound to it (127.0.0.2 on loopback)', async () => {
     const upstream = await whoAmI();
     const proxy = new UdpProxy({
