@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { connect, socketServer, withTimeout } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
+import { until } from '../helpers/until.js';
 
 /*
  * shutdown(2) fails (ENOTCONN) on a connection the peer reset. A relay handle that is not
@@ -12,14 +13,6 @@ import { startProxy } from '../helpers/proxy.js';
  * the connection stayed half-open until a timer ended it (an hour by default), its summary
  * `idle_timeout` for a client that reset. The failure is the reset: the relay must see it.
  */
-
-async function until(condition: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 describe('a failed shutdown(2)', () => {
   test('relay handle: a paused client that resets, then the upstream ends: downstream_reset at once', async () => {

@@ -7,12 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import type { TcpConnectionSummary, TcpProxy } from '../../src/index.js';
 import { connect, socketServer, withTimeout } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
+import { until } from '../helpers/until.js';
 
 /**
  * 2 000 bytes at 100 bytes/s: held about 20 s, far longer than any test waits. One write of them
@@ -20,14 +20,6 @@ import { startProxy } from '../helpers/proxy.js';
  */
 const RATE = 100;
 const SIZE = 2_000;
-
-async function until(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 /** A proxy with `bandwidth` in front of an upstream that hands out its sockets, and a client. */
 async function throttled(

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Server, Socket } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { CloseReason, InvalidOptionError, RejectReason, TcpProxy } from '../../src/index.js';
 import type { TcpRejection, Upstream } from '../../src/index.js';
@@ -10,6 +9,7 @@ import { closed, connect, dial, listen, readAll, waitFor, withTimeout } from '..
 import { openHandles, startProxy } from '../helpers/proxy.js';
 import { selfSignedCert } from '../helpers/tlsPeers.js';
 import { tool } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
 
 /**
  * A backend that counts its concurrent connections (highest seen), records the first bytes of
@@ -100,15 +100,6 @@ async function heldUpstream(port: number, backend: { order: readonly unknown[] }
   first.write('A');
   await until(() => backend.order.length === 1, 'the first client upstream');
   return first;
-}
-
-/** Polls `condition` every few ms, at most `ms` in all (the proxy has no event for "queued"). */
-async function until(condition: () => boolean, what: string, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(5);
-  }
 }
 
 describe('per-upstream maxConnections and the queue', () => {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { closed, connect, socketServer, withTimeout } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
+import { until } from '../helpers/until.js';
 
 /*
  * A client waiting in the queue for an upstream slot is read (into its socket's buffer), not
@@ -17,14 +17,6 @@ import { startProxy } from '../helpers/proxy.js';
 interface Ending {
   bytes: string;
   how: string;
-}
-
-async function until(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(5);
-  }
 }
 
 describe('a queued client that sends and resets', () => {
