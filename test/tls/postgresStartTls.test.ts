@@ -55,7 +55,8 @@ async function proxyFor(t: TestContext, options: TcpProxyOptions): Promise<Proxy
  * close_notify reaches it before it closes its socket, the backend closes with it unread and its
  * kernel sends a reset in place of a FIN: the proxy reports what the wire carried. Seen under
  * load (lane F, session 24: 1 run in 3 at --test-concurrency=4), with the same bytes relayed as
- * the clean end.
+ * the clean end. Kept as a reset on purpose: docs/tls.md#reset-after-end (pinned, with redis,
+ * by test/tls/resetAfterEnd.test.ts).
  */
 function assertSessionEnd(
   summary: TcpConnectionSummary | undefined,
