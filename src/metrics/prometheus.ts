@@ -90,6 +90,9 @@ const TCP_HELP: HelpTable<TcpProxyStats> = {
   downstream_cx_overflow: 'Clients refused because maxConnections connections were active.',
   preread_inspected: 'Clients whose first bytes went through the preread inspectors.',
   admission_allowed: 'Clients the admit hook allowed.',
+  per_client_table_active: 'Client addresses the perClient limits remember now.',
+  per_client_table_evicted:
+    'Clients with no connection forgotten to keep that table within tableSize.',
   downstream_cx_rejected: null,
   downstream_cx_no_route: 'Connections closed because no upstream could be chosen.',
   downstream_cx_rx_bytes_total: 'Bytes received from clients.',

@@ -1041,6 +1041,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
       rejectReasons: this.rejectReasons,
       totals: this.manager.totals(),
       tls: this.tlsStats,
+      perClient: this.identity.perClient,
     });
     const tunnels = proxyTunnelStats(this.tunnelAgent, upstreams);
     const certificates = this.certificates();

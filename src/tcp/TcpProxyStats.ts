@@ -1,4 +1,5 @@
 import { countPerReason } from '../internal/reasonCounts.js';
+import type { ClientLimiter } from '../net/ClientLimiter.js';
 import { proxyHealthStats, upstreamHealthStats } from '../upstream/healthStats.js';
 import type { ProxyHealthStats, UpstreamHealthStats } from '../upstream/healthStats.js';
 import type { UpstreamTotals } from '../upstream/UpstreamManager.js';
@@ -75,6 +76,10 @@ export interface TcpProxyStats extends ProxyHealthStats, Readonly<TlsStats> {
   readonly preread_matched: Readonly<Record<string, number>>;
   /** Clients the `admit` hook allowed (its refusals are in `rejected_reasons`). */
   readonly admission_allowed: number;
+  /** Client addresses (or networks) the `perClient` limits remember now; 0 without them. */
+  readonly per_client_table_active: number;
+  /** Clients with nothing open forgotten to keep that table within `perClient.tableSize`. */
+  readonly per_client_table_evicted: number;
   /** Refused clients by rejection reason (every reason present, zero when none). */
   readonly rejected_reasons: Readonly<Record<RejectReason, number>>;
   /** Closed connections by close reason (every reason present, zero when none). */
@@ -108,11 +113,13 @@ export interface TcpStatsSources {
   readonly rejectReasons: Partial<Record<RejectReason, number>>;
   readonly totals: UpstreamTotals;
   readonly tls: TlsStats;
+  /** The `perClient` limiter, when set. */
+  readonly perClient: ClientLimiter | undefined;
 }
 
 /** Builds the public snapshot. */
 export function snapshotTcpStats(sources: TcpStatsSources): TcpProxyStats {
-  const { counters, closed, live, upstreams, rejectReasons, totals, tls } = sources;
+  const { counters, closed, live, upstreams, rejectReasons, totals, tls, perClient } = sources;
   let rx = closed.rxBytes;
   let tx = closed.txBytes;
   let upRx = closed.upstreamRxBytes;
@@ -174,6 +181,8 @@ export function snapshotTcpStats(sources: TcpStatsSources): TcpProxyStats {
     preread_inspected: counters.prereadInspected,
     preread_matched: { ...counters.prereadMatched },
     admission_allowed: counters.admissionAllowed,
+    per_client_table_active: perClient?.size ?? 0,
+    per_client_table_evicted: perClient?.evicted ?? 0,
     rejected_reasons: rejected,
     close_reasons: reasons,
     ...proxyHealthStats(totals),

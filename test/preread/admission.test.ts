@@ -4,6 +4,7 @@ import { firstLine } from '../../src/index.js';
 import type { AdmissionContext, TcpRejection } from '../../src/index.js';
 import { closed, dial, echoServer, readAll } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
+import { until } from '../helpers/until.js';
 
 test('admit: allows, refuses with its own reason, times out, and fails safely; every outcome counted', async (t) => {
   const echo = await echoServer();
@@ -57,15 +58,6 @@ test('admit: allows, refuses with its own reason, times out, and fails safely; e
   assert.equal(stats.admission_allowed, 1);
   await closes(1);
 });
-
-/** Polls (bounded: 200 x 5 ms) until `ready()` holds. */
-async function until(ready: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (ready()) return;
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 test('admit: a pending check counts against maxConnections, and closing the proxy refuses it', async (t) => {
   const echo = await echoServer();

@@ -4,6 +4,7 @@ import type { RemoteInfo, Socket } from 'node:dgram';
 import { InvalidOptionError } from '../../src/errors.js';
 import { UdpProxy } from '../../src/udp/UdpProxy.js';
 import type { UdpSessionSummary } from '../../src/udp/events.js';
+import type { UdpQuicOptions } from '../../src/quic/quicOptions.js';
 import type { SelectionContext } from '../../src/select/SelectionContext.js';
 import { QUIC_V1, QUIC_V2 } from '../../src/protocol/quicKeys.js';
 import { withTimeout } from '../helpers/net.js';
@@ -168,26 +169,36 @@ describe('UdpProxy quic option', () => {
       padTo: 1100,
     });
 
-  // docs/quic.md, "A name route is an access boundary": a client may run several QUIC
-  // connections over one socket (quic-go's HTTP/3 client does, to every server it talks to).
-  // Each connection's Initial opens a session of its own, routed by its own name. (Before
-  // sessionPerConnection, the second Initial rode the first session to upstream A.)
-  test('a second QUIC connection from the same address and port gets its own session, routed by its own name', async () => {
+  /** A proxy routing by name (`byName`) with `quic`; `names`: each name its selector was given. */
+  async function nameRouted(quic: UdpQuicOptions) {
     const names: (string | undefined)[] = [];
     const { proxy, port } = await proxyWith({
-      quic: {},
+      quic,
       selector: (ctx) => {
         names.push(ctx.serverName);
         return byName(ctx);
       },
     });
+    return { proxy, port, names };
+  }
+
+  /** The client's Initial for `name` (a DCID of eight `dcidByte`s): the tag of the upstream that answered. */
+  async function initialTo(port: number, name: string, dcidByte: number): Promise<string> {
+    client.send(namedInitial(name, Buffer.alloc(8, dcidByte)), port, '127.0.0.1');
+    return (await nextMessage(client)).subarray(-1).toString();
+  }
+
+  // docs/quic.md, "A name route is an access boundary": a client may run several QUIC
+  // connections over one socket (quic-go's HTTP/3 client does, to every server it talks to).
+  // Each connection's Initial opens a session of its own, routed by its own name. (Before
+  // sessionPerConnection, the second Initial rode the first session to upstream A.)
+  test('a second QUIC connection from the same address and port gets its own session, routed by its own name', async () => {
+    const { proxy, port, names } = await nameRouted({});
     client = await udpSocket();
     try {
-      client.send(namedInitial('example.com', Buffer.alloc(8, 1)), port, '127.0.0.1');
-      assert.equal((await nextMessage(client)).subarray(-1).toString(), 'A');
+      assert.equal(await initialTo(port, 'example.com', 1), 'A');
       // A new connection (new DCID, another name that routes to b) from the same socket.
-      client.send(namedInitial('other.example', Buffer.alloc(8, 2)), port, '127.0.0.1');
-      assert.equal((await nextMessage(client)).subarray(-1).toString(), 'B');
+      assert.equal(await initialTo(port, 'other.example', 2), 'B');
       assert.deepEqual(names, ['example.com', 'other.example']);
       const sessions = proxy.sessions();
       assert.deepEqual(
@@ -209,20 +220,11 @@ describe('UdpProxy quic option', () => {
   });
 
   test('sessionPerConnection: false: a second QUIC connection from the same socket rides the first session and its upstream', async () => {
-    const names: (string | undefined)[] = [];
-    const { proxy, port } = await proxyWith({
-      quic: { sessionPerConnection: false },
-      selector: (ctx) => {
-        names.push(ctx.serverName);
-        return byName(ctx);
-      },
-    });
+    const { proxy, port, names } = await nameRouted({ sessionPerConnection: false });
     client = await udpSocket();
     try {
-      client.send(namedInitial('example.com', Buffer.alloc(8, 1)), port, '127.0.0.1');
-      assert.equal((await nextMessage(client)).subarray(-1).toString(), 'A');
-      client.send(namedInitial('other.example', Buffer.alloc(8, 2)), port, '127.0.0.1');
-      assert.equal((await nextMessage(client)).subarray(-1).toString(), 'A');
+      assert.equal(await initialTo(port, 'example.com', 1), 'A');
+      assert.equal(await initialTo(port, 'other.example', 2), 'A');
       assert.deepEqual(names, ['example.com']);
       assert.equal(proxy.sessions().length, 1);
       assert.equal(proxy.stats().quic?.quic_initials_parsed, 1);
@@ -312,14 +314,7 @@ describe('UdpProxy quic option', () => {
     const bad = Buffer.from(V1_CLIENT_INITIAL);
     bad[100] = (bad[100] ?? 0) ^ 1;
     for (const fallback of ['drop', 'route'] as const) {
-      const names: (string | undefined)[] = [];
-      const { proxy, port } = await proxyWith({
-        quic: { fallback },
-        selector: (ctx) => {
-          names.push(ctx.serverName);
-          return byName(ctx);
-        },
-      });
+      const { proxy, port, names } = await nameRouted({ fallback });
       const closed = closes(proxy);
       const firstClose = new Promise<void>((resolve) =>
         proxy.once('sessionClose', () => {

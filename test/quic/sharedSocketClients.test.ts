@@ -9,7 +9,7 @@ import { UdpProxy } from '../../src/udp/UdpProxy.js';
 import type { UdpSessionSummary } from '../../src/udp/events.js';
 import { closeSocket, udpSocket } from '../udp/helpers.js';
 import { http3Pair, runHttp3Client } from './ngtcp2Peers.js';
-import type { Http3Server, Ngtcp2Tools } from './ngtcp2Peers.js';
+import type { ClientRun, Http3Server, Ngtcp2Tools } from './ngtcp2Peers.js';
 
 /** The clients' Source Connection IDs (gtlsclient --scid): how replies find their client. */
 const SCIDS = { 'alpha.test': 'a1a1a1a1a1a1a1a1', 'beta.test': 'b2b2b2b2b2b2b2b2' } as const;
@@ -82,60 +82,81 @@ describe('QUIC connections of one client socket, each routed by its own name (gt
     return Promise.all([run('alpha.test'), run('beta.test')]);
   }
 
-  test('two names from one socket reach two servers; short headers find their connection', async (t) => {
+  /** What both clients got through the shared socket, and the proxy they went through. */
+  interface SharedRun {
+    readonly proxy: UdpProxy;
+    readonly closed: readonly UdpSessionSummary[];
+    /** The shared socket's port: every session's client port. */
+    readonly sharedPort: number;
+    readonly toAlpha: ClientRun;
+    readonly toBeta: ClientRun;
+  }
+
+  /**
+   * Both clients at once through one shared socket and a proxy routing the `allowed` names;
+   * `check` is given what they got, before the proxy closes. Nothing when the peers are missing
+   * (the test skipped).
+   */
+  async function throughSharedSocket(
+    t: TestContext,
+    allowed: readonly string[],
+    check: (run: SharedRun) => void,
+  ): Promise<void> {
     const peers = ready(t);
     if (!peers) return;
     const [paths, a, b] = peers;
-    const proxy = proxyFor(a, b, ['alpha.test', 'beta.test']);
+    const proxy = proxyFor(a, b, allowed);
     const closed: UdpSessionSummary[] = [];
     proxy.on('sessionClose', (summary) => closed.push(summary));
     const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
     const socket = await sharedSocket(port);
     try {
       const [toAlpha, toBeta] = await bothClients(paths, socket.port);
-      assert.equal(toAlpha.body, 'served by alpha.test\n', toAlpha.output.slice(-2000));
-      assert.equal(toBeta.body, 'served by beta.test\n', toBeta.output.slice(-2000));
-      const sessions = proxy.sessions();
-      assert.deepEqual(sessions.map((s) => [s.clientPort, s.serverName, s.upstream?.id]).sort(), [
-        [socket.sharedPort, 'alpha.test', 'alpha.test'],
-        [socket.sharedPort, 'beta.test', 'beta.test'],
-      ]);
-      // Each carried its 1 MiB upload: the handshake's long headers alone are a few KB.
-      for (const session of sessions) assert.ok(session.bytesFromClient > 1 << 20);
-      const stats = proxy.stats();
-      assert.equal(stats.quic?.quic_connection_sessions, 1);
-      assert.equal(stats.downstream_sess_total, 2);
-      assert.deepEqual(closed, []);
+      check({ proxy, closed, sharedPort: socket.sharedPort, toAlpha, toBeta });
     } finally {
       await socket.close();
       await proxy.close();
     }
+  }
+
+  test('two names from one socket reach two servers; short headers find their connection', async (t) => {
+    await throughSharedSocket(
+      t,
+      ['alpha.test', 'beta.test'],
+      ({ proxy, closed, sharedPort, toAlpha, toBeta }) => {
+        assert.equal(toAlpha.body, 'served by alpha.test\n', toAlpha.output.slice(-2000));
+        assert.equal(toBeta.body, 'served by beta.test\n', toBeta.output.slice(-2000));
+        const sessions = proxy.sessions();
+        assert.deepEqual(sessions.map((s) => [s.clientPort, s.serverName, s.upstream?.id]).sort(), [
+          [sharedPort, 'alpha.test', 'alpha.test'],
+          [sharedPort, 'beta.test', 'beta.test'],
+        ]);
+        // Each carried its 1 MiB upload: the handshake's long headers alone are a few KB.
+        for (const session of sessions) assert.ok(session.bytesFromClient > 1 << 20);
+        const stats = proxy.stats();
+        assert.equal(stats.quic?.quic_connection_sessions, 1);
+        assert.equal(stats.downstream_sess_total, 2);
+        assert.deepEqual(closed, []);
+      },
+    );
   });
 
   test('a name no route allows is refused on its own connection while the allowed one is served', async (t) => {
-    const peers = ready(t);
-    if (!peers) return;
-    const [paths, a, b] = peers;
-    const proxy = proxyFor(a, b, ['alpha.test']);
-    const closed: UdpSessionSummary[] = [];
-    proxy.on('sessionClose', (summary) => closed.push(summary));
-    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
-    const socket = await sharedSocket(port);
-    try {
-      const [toAlpha, toBeta] = await bothClients(paths, socket.port);
-      assert.equal(toAlpha.body, 'served by alpha.test\n', toAlpha.output.slice(-2000));
-      assert.ok(!toBeta.body?.includes('served by'), `beta.test was served: ${toBeta.output}`);
-      const refused = closed.filter((s) => s.serverName === 'beta.test');
-      assert.ok(refused.length >= 1, 'the beta.test connection opened sessions');
-      assert.ok(refused.every((s) => s.reason === 'no_upstream' && s.upstream === undefined));
-      assert.deepEqual(
-        proxy.sessions().map((s) => [s.clientPort, s.serverName, s.upstream?.id]),
-        [[socket.sharedPort, 'alpha.test', 'alpha.test']],
-      );
-      assert.equal(proxy.stats().upstreams['beta.test']?.upstream_sess_total, 0);
-    } finally {
-      await socket.close();
-      await proxy.close();
-    }
+    await throughSharedSocket(
+      t,
+      ['alpha.test'],
+      ({ proxy, closed, sharedPort, toAlpha, toBeta }) => {
+        assert.equal(toAlpha.body, 'served by alpha.test\n', toAlpha.output.slice(-2000));
+        assert.ok(!toBeta.body?.includes('served by'), `beta.test was served: ${toBeta.output}`);
+        const refused = closed.filter((s) => s.serverName === 'beta.test');
+        assert.ok(refused.length >= 1, 'the beta.test connection opened sessions');
+        assert.ok(refused.every((s) => s.reason === 'no_upstream' && s.upstream === undefined));
+        assert.deepEqual(
+          proxy.sessions().map((s) => [s.clientPort, s.serverName, s.upstream?.id]),
+          [[sharedPort, 'alpha.test', 'alpha.test']],
+        );
+        assert.equal(proxy.stats().upstreams['beta.test']?.upstream_sess_total, 0);
+      },
+    );
   });
 });

@@ -17,6 +17,7 @@ import {
   withTimeout,
 } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
+import { until } from '../helpers/until.js';
 
 const local = (port: number): Upstream => ({ host: '127.0.0.1', port });
 
@@ -43,15 +44,6 @@ function howItEnded(socket: Socket): Promise<'RST' | 'FIN'> {
     5_000,
     'the end of a socket',
   );
-}
-
-/** Resolves once `condition` holds, checking on each turn of the event loop (bounded: 5 s). */
-async function eventuallyTrue(condition: () => boolean): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met within 5 s');
-    await new Promise((resolve) => setImmediate(resolve));
-  }
 }
 
 for (const relay of ['handle', 'onread', 'stream'] as const)
@@ -295,7 +287,7 @@ for (const relay of ['handle', 'onread', 'stream'] as const)
         const client = await connect(port);
         t.after(() => client.destroy());
         // Wait until the proxy is relaying (its upstream accepted), then send and reset at once.
-        await eventuallyTrue(() => accepted > i);
+        await until(() => accepted > i, 'the upstream to accept');
         client.write(Buffer.alloc(1000, 2), () => client.resetAndDestroy());
       }
       const summaries = await closes(10, 5_000);
@@ -394,8 +386,9 @@ for (const relay of ['handle', 'onread', 'stream'] as const)
         client.pause();
         // Until the proxy's writes to this client queue (the upstream paused for it).
         const paused = proxy.stats().upstream_flow_control_paused_reading_total;
-        await eventuallyTrue(
+        await until(
           () => proxy.stats().upstream_flow_control_paused_reading_total > paused,
+          'the upstream paused for the client',
         );
         client.write(Buffer.alloc(1000, 2), () => client.resetAndDestroy());
         await closes(i + 1, 5_000);

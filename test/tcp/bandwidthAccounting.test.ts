@@ -46,15 +46,29 @@ async function throttled(
   return { proxy, client, upstream: accepted[0] as Socket, summary };
 }
 
+/**
+ * SIZE bytes sent one way through a proxy whose `direction` budget holds them, then the receiving
+ * end reset while they wait: the proxy, the connection's summary, and the bytes relayed.
+ */
+async function resetWhileHeld(
+  t: TestContext,
+  direction: 'upload' | 'download',
+): Promise<{ proxy: TcpProxy; closed: TcpConnectionSummary; delivered: number }> {
+  const { proxy, client, upstream, summary } = await throttled(t, { [direction]: RATE });
+  const [sender, receiver] = direction === 'upload' ? [client, upstream] : [upstream, client];
+  let delivered = 0;
+  receiver.on('data', (chunk: Buffer) => (delivered += chunk.length));
+  sender.write(Buffer.alloc(SIZE, 1));
+  const held = () => proxy.stats()[`bandwidth_${direction}_throttled`];
+  await until(() => held() === 1, `the ${direction} held`);
+  receiver.resetAndDestroy();
+  const closed = await withTimeout(summary, 15_000, 'connectionClose');
+  return { proxy, closed, delivered };
+}
+
 describe('bandwidth: bytes held for their budget are counted as received', () => {
   test('upload: the upstream resets while client bytes wait', async (t) => {
-    const { proxy, client, upstream, summary } = await throttled(t, { upload: RATE });
-    let delivered = 0;
-    upstream.on('data', (chunk: Buffer) => (delivered += chunk.length));
-    client.write(Buffer.alloc(SIZE, 1));
-    await until(() => proxy.stats().bandwidth_upload_throttled === 1, 'the upload held');
-    upstream.resetAndDestroy();
-    const closed = await withTimeout(summary, 15_000, 'connectionClose');
+    const { proxy, closed, delivered } = await resetWhileHeld(t, 'upload');
     assert.equal(closed.reason, 'upstream_reset');
     assert.equal(delivered, 0, 'nothing was relayed');
     assert.equal(closed.bytesFromClient, SIZE);
@@ -65,13 +79,7 @@ describe('bandwidth: bytes held for their budget are counted as received', () =>
   });
 
   test('download: the client resets while upstream bytes wait', async (t) => {
-    const { proxy, client, upstream, summary } = await throttled(t, { download: RATE });
-    let delivered = 0;
-    client.on('data', (chunk: Buffer) => (delivered += chunk.length));
-    upstream.write(Buffer.alloc(SIZE, 2));
-    await until(() => proxy.stats().bandwidth_download_throttled === 1, 'the download held');
-    client.resetAndDestroy();
-    const closed = await withTimeout(summary, 15_000, 'connectionClose');
+    const { proxy, closed, delivered } = await resetWhileHeld(t, 'download');
     assert.equal(closed.reason, 'downstream_reset');
     assert.equal(delivered, 0, 'nothing was relayed');
     assert.equal(closed.bytesFromUpstream, SIZE);

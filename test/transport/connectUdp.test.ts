@@ -11,6 +11,7 @@ import { matchUdpPath } from '../../src/tunnel/udpRelay.js';
 import { withTimeout } from '../helpers/net.js';
 import { tool } from '../helpers/tools.js';
 import { dig, startDnsmasq } from '../udp/helpers.js';
+import { until } from '../helpers/until.js';
 
 describe('RFC 9297 capsules and the RFC 9298 template', () => {
   test('DATAGRAM capsules round-trip, split anywhere, unknown capsules skipped', () => {
@@ -98,13 +99,7 @@ describe('UDP over HTTP/2 CONNECT-UDP, l4proxy at both ends', () => {
     await proxy.close();
     assert.equal(proxy.stats().upstream_sess_active, 0);
     // Closing the sessions closes their requests: the server sees both tunnels end.
-    await withTimeout(
-      (async () => {
-        while (summaries.length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
-      })(),
-      5_000,
-      'the server to see both CONNECT-UDP requests close',
-    );
+    await until(() => summaries.length >= 2, 'the server to see both CONNECT-UDP requests close');
     assert.equal(server.stats().tunnel_active, 0);
     assert.ok((summaries[0]?.bytesToTarget ?? 0) > 0);
     assert.equal(summaries[0]?.upstream, `127.0.0.1:${dns.port}`);

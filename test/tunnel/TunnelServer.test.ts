@@ -32,6 +32,7 @@ import { listeningServers, startProxy } from '../helpers/proxy.js';
 import { tool } from '../helpers/tools.js';
 import { udpEcho } from '../udp/helpers.js';
 import { configErrorOf } from '../cli/cli.js';
+import { until } from '../helpers/until.js';
 
 const allowAll = { authorize: () => true, route: 'direct' as const };
 
@@ -127,13 +128,7 @@ describe('TunnelServer: the terminating side of CONNECT', () => {
     assert.equal(fetched.code, 0);
     assert.equal(fetched.stdout, 'through the tunnel');
     assert.deepEqual(seen, [`h1 127.0.0.1:${originPort}`, `h1 127.0.0.1:${originPort}`]);
-    await withTimeout(
-      (async () => {
-        while (summaries.length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
-      })(),
-      5_000,
-      'two tunnel summaries',
-    );
+    await until(() => summaries.length >= 2, 'two tunnel summaries');
     assert.deepEqual(
       summaries.map((summary) => summary.status),
       [407, 200],
@@ -468,13 +463,7 @@ describe('TunnelServer maxTunnels', () => {
     });
     const authority = `127.0.0.1:${String(echo.port)}`;
     const waiting = connectThrough(port, authority);
-    await withTimeout(
-      (async () => {
-        while (admitFirst === undefined) await new Promise((resolve) => setTimeout(resolve, 5));
-      })(),
-      5_000,
-      'the first request in admission',
-    );
+    await until(() => admitFirst !== undefined, 'the first request in admission');
     const second = await connectThrough(port, authority);
     assert.equal(second.status, 200);
     const third = await connectThrough(port, authority);
@@ -680,13 +669,7 @@ describe('TunnelServer byte counters', () => {
       await closed(client);
       await proxy.close();
       // Counted once: its close adds nothing that the live count had already shown.
-      await withTimeout(
-        (async () => {
-          while (server.stats().tunnel_active > 0) await new Promise((r) => setTimeout(r, 10));
-        })(),
-        5_000,
-        'the tunnel to close',
-      );
+      await until(() => server.stats().tunnel_active === 0, 'the tunnel to close');
       assert.equal(server.stats().tunnel_rx_bytes_total, payload.length);
       assert.equal(server.stats().tunnel_tx_bytes_total, payload.length);
     });
@@ -703,13 +686,7 @@ describe('TunnelServer byte counters', () => {
     assert.equal(live.tunnel_rx_bytes_total, 600);
     assert.equal(live.tunnel_tx_bytes_total, 600);
     await proxy.close();
-    await withTimeout(
-      (async () => {
-        while (server.stats().tunnel_active > 0) await new Promise((r) => setTimeout(r, 10));
-      })(),
-      5_000,
-      'the CONNECT-UDP tunnel to close',
-    );
+    await until(() => server.stats().tunnel_active === 0, 'the CONNECT-UDP tunnel to close');
     assert.equal(server.stats().tunnel_rx_bytes_total, 600);
     assert.equal(server.stats().tunnel_tx_bytes_total, 600);
   });
@@ -773,13 +750,7 @@ describe('TunnelServer HTTP/1.1 half-close', () => {
     const reply = readAll(client);
     client.end(`CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\npayload`);
     assert.match((await reply).toString(), /^HTTP\/1\.1 200 [^]*\r\n\r\npayload$/);
-    await withTimeout(
-      (async () => {
-        while (summaries.length < 1) await new Promise((resolve) => setTimeout(resolve, 10));
-      })(),
-      5_000,
-      'the tunnel to close',
-    );
+    await until(() => summaries.length >= 1, 'the tunnel to close');
     assert.equal(summaries[0]?.end, 'completed');
     assert.equal(server.stats().tunnel_active, 0);
     assert.equal(echo.sockets.size, 0, 'the target connection closed');
@@ -792,13 +763,7 @@ describe('TunnelServer CONNECT-UDP summaries', () => {
     const answer = once(client, 'message');
     client.send('ping', address.port, '127.0.0.1');
     await withTimeout(answer, 5_000, 'the echoed datagram');
-    await withTimeout(
-      (async () => {
-        while (summaries.length < 1) await new Promise((resolve) => setTimeout(resolve, 10));
-      })(),
-      5_000,
-      'the tunnel to idle out',
-    );
+    await until(() => summaries.length >= 1, 'the tunnel to idle out');
     assert.equal(summaries[0]?.protocol, 'connect-udp');
     assert.equal(summaries[0].end, 'idle_timeout');
     assert.equal(summaries[0].bytesToTarget, 4);

@@ -15,6 +15,7 @@ import { closed, echoServer, readUntil, waitFor, withTimeout } from '../helpers/
 import { selfSignedCert } from '../helpers/tlsPeers.js';
 import { tool } from '../helpers/tools.js';
 import { socketDir } from '../helpers/unixSocket.js';
+import { until } from '../helpers/until.js';
 
 type Options = ConstructorParameters<typeof TunnelServer>[0];
 
@@ -54,19 +55,6 @@ async function refusedFrom(port: number, source: string): Promise<void> {
     new Promise((resolve) => socket.once('close', resolve)),
     5_000,
     'the refused connection closed',
-  );
-}
-
-/** Polls `check` (every 5 ms, at most 5 s): the server's counters move on socket events. */
-async function until(check: () => boolean, what: string): Promise<void> {
-  await withTimeout(
-    (async () => {
-      for (let i = 0; i < 1_000 && !check(); i++)
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      assert.ok(check(), what);
-    })(),
-    6_000,
-    what,
   );
 }
 

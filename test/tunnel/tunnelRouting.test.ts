@@ -16,6 +16,7 @@ import { startProxy } from '../helpers/proxy.js';
 import { makeCa } from '../helpers/tlsCa.js';
 import type { IssuedCert, TestCa } from '../helpers/tlsCa.js';
 import { findTool, requireTools, tool } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
 
 async function tunnelServer(t: TestContext, options: TunnelServerOptions) {
   const server = new TunnelServer(options);
@@ -23,16 +24,10 @@ async function tunnelServer(t: TestContext, options: TunnelServerOptions) {
   server.on('tunnelClose', (summary) => summaries.push(summary));
   const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
   t.after(() => server.close());
-  const closes = (count: number) =>
-    withTimeout(
-      (async () => {
-        // Bounded by withTimeout; the summaries arrive on socket events.
-        while (summaries.length < count) await new Promise((resolve) => setImmediate(resolve));
-        return summaries;
-      })(),
-      5_000,
-      `${count} tunnel summaries`,
-    );
+  const closes = async (count: number) => {
+    await until(() => summaries.length >= count, `${count} tunnel summaries`);
+    return summaries;
+  };
   return { server, port, summaries, closes };
 }
 

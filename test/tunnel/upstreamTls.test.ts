@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { TestContext } from 'node:test';
 import { TunnelServer } from '../../src/index.js';
 import type { TunnelSelector } from '../../src/index.js';
 import { connect, readAll, readUntil } from '../helpers/net.js';
 import { startOpensslServer } from '../helpers/openssl.js';
 import { issueServerAndClient, sharedPki } from '../helpers/tlsCa.js';
+import { until } from '../helpers/until.js';
 
 const getPki = sharedPki(issueServerAndClient);
 
@@ -21,12 +21,6 @@ async function through(proxyPort: number, port: number, line: string): Promise<v
   assert.match(await readUntil(client, new RegExp(reversed)), new RegExp(reversed));
   client.end();
   await readAll(client);
-}
-
-async function until(t: TestContext, check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(check(), `timed out waiting for ${what}`);
-  t.diagnostic(what);
 }
 
 describe('TunnelServer TLS origination against openssl s_server', () => {
@@ -52,7 +46,7 @@ describe('TunnelServer TLS origination against openssl s_server', () => {
       wanted = id;
       await through(port, server.port, `ping ${id}`);
       closed++;
-      await until(t, () => tunnels.stats().tunnel_active === 0, `tunnel ${String(closed)} closed`);
+      await until(() => tunnels.stats().tunnel_active === 0, `tunnel ${String(closed)} closed`);
     };
     await via('a');
     await via('b');

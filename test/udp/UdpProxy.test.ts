@@ -14,6 +14,7 @@ import {
 } from '../../src/index.js';
 import { tool } from '../helpers/tools.js';
 import { withTimeout } from '../helpers/net.js';
+import { until as pollUntil } from '../helpers/until.js';
 import {
   closeSocket,
   dig,
@@ -616,11 +617,7 @@ describe('UdpProxy selectors', () => {
     assert.equal(echo.received, 1);
     // No selection timer is left armed: the proxy closes cleanly and its timers are gone.
     await withTimeout(proxy.close(), 3_000, 'proxy.close()');
-    const deadline = Date.now() + 2_000;
-    for (let i = 0; i < 1_000 && timers.size > 0 && Date.now() < deadline; i++) {
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    assert.deepEqual([...timers.values()], []);
+    await pollUntil(() => timers.size === 0, 'no selection timer left armed');
   });
 
   test("with perPacketBalancing, bounds each datagram's async choice by connectTimeout: selector_error, a late answer ignored, the session unstuck", async (t) => {
@@ -696,11 +693,7 @@ describe('UdpProxy selectors', () => {
     assert.equal(stats.dropped.selector_error, 2);
     // No choice timer is left armed once the proxy has closed.
     await withTimeout(proxy.close(), 3_000, 'proxy.close()');
-    const deadline = Date.now() + 2_000;
-    for (let i = 0; i < 1_000 && timers.size > 0 && Date.now() < deadline; i++) {
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    assert.deepEqual([...timers], []);
+    await pollUntil(() => timers.size === 0, 'no choice timer left armed');
   });
 
   test('with perPacketBalancing, datagrams waiting for their async choice are dropped when the session ends, not at their late answer', async (t) => {
@@ -802,11 +795,7 @@ describe('UdpProxy selectors', () => {
     // The proxy closes at once: it does not wait out the 60 s bound.
     await withTimeout(proxy.close(), 3_000, 'proxy.close()');
     assert.deepEqual(closes.map((c) => c.reason).sort(), ['proxy_closed', 'proxy_closed']);
-    const deadline = Date.now() + 2_000;
-    for (let i = 0; i < 1_000 && timers.size > 0 && Date.now() < deadline; i++) {
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    assert.equal(timers.size, 0);
+    await pollUntil(() => timers.size === 0, 'no choice timer left armed');
   });
 
   test('holds datagrams while an async selector decides, in order, up to maxPendingDatagrams', async (t) => {
@@ -1025,6 +1014,7 @@ describe('UdpProxy lifecycle', () => {
       assert.ok([...alive.values()].includes('UDPWRAP'));
     }
     // destroy hooks run asynchronously (from an immediate) after handles closed and timers cleared.
+    // Polled on immediates, not with until(): its own timers would be Timeouts the hook counts.
     const deadline = Date.now() + 2_000;
     for (let i = 0; i < 1_000 && alive.size > 0 && Date.now() < deadline; i++) {
       await new Promise((resolve) => setImmediate(resolve));

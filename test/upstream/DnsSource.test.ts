@@ -13,6 +13,7 @@ import {
 import type { DnsSourceOptions, Upstream } from '../../src/index.js';
 import { closed, connect, dial, readAll, withTimeout } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
+import { until } from '../helpers/until.js';
 import { testDnsmasq } from './dnsmasq.js';
 import { closeSocket, freeUdpPort, udpSocket } from '../udp/helpers.js';
 import { nextEvent, trackResources } from './helpers.js';
@@ -305,10 +306,7 @@ describe('DnsSource against dnsmasq', () => {
     ignoring.start(s2);
     await Promise.all([s1.next('list'), s2.next('list')]);
     // The TTL is 1 s: the next lookup comes after about a second instead of ten minutes.
-    const deadline = Date.now() + 5_000;
-    while (following.stats().lookups < 2 && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await until(() => following.stats().lookups >= 2, 'the second lookup, after the TTL');
     assert.equal(following.stats().lookups, 2);
     assert.equal(ignoring.stats().lookups, 1);
     following.stop();
@@ -679,12 +677,7 @@ describe('DnsSource', () => {
  * after the previous one was answered and handled.
  */
 async function lookupsReach(source: DnsSource, count: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    if (source.stats().lookups > count) return;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error(`fewer than ${count} lookups within 10 s (${source.stats().lookups})`);
+  await until(() => source.stats().lookups > count, `${count} lookups settled`, 10_000);
 }
 
 async function startProxyWith(source: DnsSource): Promise<Awaited<ReturnType<typeof startProxy>>> {

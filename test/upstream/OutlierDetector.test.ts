@@ -9,6 +9,7 @@ import type { UpstreamState } from '../../src/upstream/UpstreamState.js';
 import { connect, readAll, withTimeout } from '../helpers/net.js';
 import { closeSocket, nextMessage, udpSocket } from '../udp/helpers.js';
 import { startProxy } from '../helpers/proxy.js';
+import { until } from '../helpers/until.js';
 import { flakyServer, nextEvent, trackResources, udpServer } from './helpers.js';
 
 function setOf(count: number): UpstreamSet {
@@ -57,7 +58,7 @@ describe('OutlierDetector', () => {
     assert.equal(a.health.ejections, 1);
     assert.deepEqual(d.totals, { ejections: 1, overflow: 0 });
     const start = Date.now();
-    await waitUntil(() => a.healthy, 2_000);
+    await until(() => a.healthy, 'a back after its ejection');
     assert.ok(Date.now() - start >= 40);
     assert.deepEqual(
       events.map(([id, ejected]) => [id, ejected]),
@@ -475,11 +476,3 @@ describe('UdpProxy passive ejection and setUpstreams', () => {
     assert.equal(fresh.received, 1);
   });
 });
-
-async function waitUntil(condition: () => boolean, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}

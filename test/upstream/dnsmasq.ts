@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { tool } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
 import { freeDnsPort } from '../udp/helpers.js';
 
 /** A dnsmasq child serving `example.test` on 127.0.0.1 and an ephemeral UDP port. */
@@ -131,10 +132,12 @@ export async function startDnsmasq(binary: string, options: DnsmasqOptions = {})
       // Wait until dnsmasq serves the new records (inotify is asynchronous).
       const [name, addresses] = Object.entries(records)[0] ?? ['', []];
       if (name === '') return;
-      await until(async () => {
-        const got = await query(port, name);
-        return got.join(',') === [...addresses].sort().join(',');
-      });
+      // Bounded by 10 s: inotify and dnsmasq lag under load.
+      await until(
+        async () => (await query(port, name)).join(',') === [...addresses].sort().join(','),
+        `dnsmasq to serve the new records of ${name}`,
+        10_000,
+      );
     },
     stop,
     async start(newSrv, args) {
@@ -176,15 +179,4 @@ async function ready(port: number, proc: ChildProcess): Promise<boolean> {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return false;
-}
-
-/** Polls `condition` until true, bounded by 10 s: inotify and dnsmasq lag under load. */
-async function until(condition: () => Promise<boolean>): Promise<void> {
-  const deadline = performance.now() + 10_000;
-  for (let i = 0; i < 1_000; i++) {
-    if (await condition()) return;
-    if (performance.now() > deadline) break;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error('dnsmasq did not pick up the new records within 10 s');
 }

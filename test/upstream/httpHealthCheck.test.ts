@@ -15,6 +15,7 @@ import { sharedPki } from '../helpers/tlsCa.js';
 import type { IssuedCert } from '../helpers/tlsCa.js';
 import { tool } from '../helpers/tools.js';
 import { nextEvent, trackResources } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 /*
  * HTTP health checks against real nginx: one nginx per file serves every case's upstream on its
@@ -101,11 +102,7 @@ async function checkedProxy(
 async function checked(proxy: TcpProxy, ids: readonly string[], count: number): Promise<void> {
   const done = (): boolean =>
     ids.every((id) => (proxy.stats().upstreams[id]?.health_check_attempts ?? 0) >= count);
-  const deadline = Date.now() + 10_000;
-  while (!done()) {
-    assert.ok(Date.now() < deadline, `${ids.join(', ')}: ${count} checks each within 10 s`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  await until(done, `${ids.join(', ')}: ${count} checks each`);
 }
 
 /** The bodies of `count` requests through the proxy, each on its own connection (round robin). */
@@ -304,11 +301,7 @@ describe('HTTP health checks against nginx', () => {
     });
     t.after(() => server.close({ drainTimeout: 0 }));
     await server.listen({ port: 0, host: '127.0.0.1' });
-    const deadline = Date.now() + 10_000;
-    while (server.stats().upstream_health_check_attempts < 2) {
-      assert.ok(Date.now() < deadline, 'two checks within 10 s');
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await until(() => server.stats().upstream_health_check_attempts >= 2, 'two checks');
     assert.equal(server.stats().upstream_health_check_failures, 0);
     assert.equal(server.upstreams()[0]?.healthy, true);
   });

@@ -1,0 +1,109 @@
+/**
+ * docs/tls.md, "An upstream that resets after the client's end": when the proxy originates TLS,
+ * a client's FIN goes on as close_notify (then FIN), and an upstream that closes its socket with
+ * that alert unread makes its kernel send a reset in place of a FIN. PostgreSQL does so after a
+ * Terminate, redis after a QUIT. The proxy reports `upstream_reset` (ECONNRESET, or ENOTCONN when
+ * the reset came before its shutdown) though every byte was relayed both ways, as HAProxy logs
+ * `SD` for it: a reset says the peer closed with bytes unread, and which bytes the proxy cannot
+ * tell. redis-server is the peer: unlike PostgreSQL it sends no close_notify before its reset, so
+ * the proxy sees the reset and nothing else, every time.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
+import type { TcpProxyOptions } from '../../src/index.js';
+import { connect, withTimeout } from '../helpers/net.js';
+import { freePort, startPeer } from '../helpers/peerProcess.js';
+import type { PeerProcess } from '../helpers/peerProcess.js';
+import { startProxy } from '../helpers/proxy.js';
+import { issueServerAndClient, sharedPki } from '../helpers/tlsCa.js';
+import { tool } from '../helpers/tools.js';
+
+const getPki = sharedPki(issueServerAndClient);
+
+/**
+ * `DEBUG SLEEP 1` holds redis (its whole event loop, so it reads nothing) for 1 s after it read
+ * the commands, while the proxy passes the client's end on: QUIT then closes a socket whose
+ * close_notify is queued unread. Without it, a redis quicker than the proxy could close first
+ * (a FIN), and the alert would meet a closed socket after the proxy had seen that FIN.
+ */
+const COMMANDS = 'PING\r\nDEBUG SLEEP 1\r\nQUIT\r\n';
+const REPLIES = '+PONG\r\n+OK\r\n+OK\r\n';
+
+interface Redis {
+  readonly peer: PeerProcess;
+  readonly port: number;
+  readonly ca: string;
+}
+
+/** One redis-server for the file (its TLS port only, DEBUG allowed), stopped after it. */
+let shared: Promise<Redis> | undefined;
+after(async () => {
+  if (shared !== undefined) await (await shared).peer.stop();
+});
+
+/** The file's redis-server, started by the first test; undefined (skipped) without it. */
+async function tlsRedis(t: TestContext): Promise<Redis | undefined> {
+  const p = await getPki(t);
+  const redisServer = tool(t, 'redis-server');
+  if (p === undefined || redisServer === undefined) return undefined;
+  shared ??= (async () => {
+    const port = await freePort();
+    const args = [
+      ...['--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1'],
+      ...['--tls-cert-file', p.server.certFile, '--tls-key-file', p.server.keyFile],
+      ...['--tls-ca-cert-file', p.ca.certFile, '--tls-auth-clients', 'no'],
+      ...['--save', '', '--appendonly', 'no', '--enable-debug-command', 'yes'],
+    ];
+    return { peer: await startPeer(redisServer, args, port), port, ca: p.ca.cert };
+  })();
+  return shared;
+}
+
+describe("TLS origination: an upstream that resets after the client's end", () => {
+  for (const relay of ['handle', 'stream'] as const satisfies TcpProxyOptions['relay'][]) {
+    test(`redis QUIT with the close_notify unread: upstream_reset, every byte relayed (relay: '${relay}')`, async (t) => {
+      const peer = await tlsRedis(t);
+      if (peer === undefined) return;
+      const { proxy, port, closes } = await startProxy({
+        upstreams: [{ host: '127.0.0.1', port: peer.port }],
+        tls: { ca: peer.ca },
+        relay,
+      });
+      t.after(() => proxy.close({ drainTimeout: 0 }));
+      const client = await connect(port);
+      let received = '';
+      client.on('data', (chunk: Buffer) => (received += chunk.toString()));
+      const closed = new Promise<Error | undefined>((resolve) => {
+        let error: Error | undefined;
+        client.on('error', (err) => (error = err));
+        client.once('close', () => {
+          resolve(error);
+        });
+      });
+      // Commands and FIN together, as psql sends Terminate and its FIN.
+      client.end(COMMANDS);
+      const [summary] = await closes(1, 15_000);
+      assert.ok(summary !== undefined);
+      const code = (summary.error as { code?: string } | undefined)?.code;
+      assert.equal(summary.reason, 'upstream_reset', `${summary.reason}: ${String(code)}`);
+      assert.ok(code === 'ECONNRESET' || code === 'ENOTCONN', String(code));
+      // Every byte both ways was relayed before the reset: the reset is not a loss of the proxy's.
+      assert.equal(summary.bytesFromClient, COMMANDS.length);
+      assert.equal(summary.bytesToUpstream, COMMANDS.length);
+      assert.equal(summary.bytesFromUpstream, REPLIES.length);
+      assert.equal(summary.bytesToClient, REPLIES.length);
+      // The client is reset after the replies (docs/tcp.md, "Resets"), or ends if none was read.
+      const error = await withTimeout(closed, 10_000, 'the client closed');
+      assert.equal(received, REPLIES);
+      assert.ok(error === undefined || (error as { code?: string }).code === 'ECONNRESET');
+      const stats = proxy.stats();
+      assert.equal(stats.close_reasons.upstream_reset, 1);
+      assert.equal(stats.close_reasons.completed, 0);
+      assert.match(
+        proxy.metrics(),
+        /^l4proxy_tcp_downstream_cx_closed_total\{reason="upstream_reset"\} 1$/m,
+      );
+    });
+  }
+});
