@@ -61,6 +61,7 @@ import { ignoreError } from '../internal/ignoreError.js';
 import { isThenable } from '../internal/isThenable.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { closeSocket } from '../net/closeSocket.js';
+import { defaultBacklog } from '../net/listenBacklog.js';
 import type { CloseOptions } from '../tcp/TcpProxy.js';
 import { promiseBeforeRun } from '../internal/promiseBeforeRun.js';
 
@@ -288,7 +289,8 @@ function resolveListenerTls(value: unknown, previous?: ResolvedTerminateTls): Re
 /**
  * Where {@link TunnelServer.listen} binds: `net.Server.listen()` options but `signal` (use
  * `close()`); with `path`, the socket file's `mode`, `user` and `group` as `TcpProxy.listen()`
- * takes them (HAProxy's `bind /path mode 660 user ... group ...`).
+ * takes them (HAProxy's `bind /path mode 660 user ... group ...`). `backlog` (the accept queue)
+ * defaults as `TcpProxy.listen()`'s: `maxConnections` when set, else `net.core.somaxconn`.
  */
 export type TunnelListenOptions = Omit<net.ListenOptions, 'signal'> & {
   /** With `path`: the socket file's permission bits (`0o660` or `'660'`). Default: the umask's. */
@@ -522,6 +524,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     integer(raw.port, 'port', 0, { min: 0, max: 65535 });
     const fd = fdOption(raw, TUNNEL_FD_EXCLUDES);
     if (fd !== undefined) checkSocketFd(fd);
+    // Sized as TcpProxy's (HAProxy from `maxconn`), where Node's fixed 511 dropped SYNs in a burst.
+    const backlog = integer(raw.backlog, 'backlog', defaultBacklog(this.options.maxConnections), {
+      min: 1,
+    });
     const access = socketAccess(options);
     // net.Server would close the listener on abort behind the server's back (and never settle
     // listen() for a signal aborted already); TcpProxy and UdpProxy refuse it too.
@@ -530,7 +536,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     if (this.closing) throw new ProxyClosedError('The tunnel server is closed: create a new one.');
     if (this.binding !== undefined || this.listener.listening)
       throw new InvalidOptionError('listen', 'one listen() per tunnel server', options);
-    this.binding = this.bind(options, access);
+    this.binding = this.bind({ ...options, backlog }, access);
     try {
       const address = await this.binding;
       emitSafely(this, 'listening', address);

@@ -239,7 +239,7 @@ test('an unknown tunnel listener key lists the keys a JSON tunnel listener knows
   });
   assert.match(
     message,
-    /^l4proxy\.json: listeners\[0\]\.dsn: expected one of the known options \(name, protocol, listen, selector, module, dns, unixSocket, upstreams, /,
+    /^l4proxy\.json: listeners\[0\]\.dsn: expected one of the known options \(name, protocol, listen, selector, module, dns, unixSocket, backlog, upstreams, /,
   );
   assert.match(message, /\(did you mean "dns"\?\)/);
   assert.doesNotMatch(message, /upstreamSource/);
