@@ -46,6 +46,7 @@ import type { Upstream } from '../upstream/Upstream.js';
 import type { UpstreamCandidate, UpstreamState } from '../upstream/UpstreamState.js';
 import type { AdmissionCheck } from '../filter/admission.js';
 import { admitTunnel } from './tunnelAdmission.js';
+import { checkAuthorityNames } from './authorityNames.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import type { DialHost, DialOutcome, TunnelRefusal } from './TunnelDial.js';
 import { routeTimeout, TunnelDial, zeroRefusals } from './TunnelDial.js';
@@ -421,6 +422,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   constructor(options: TunnelServerOptions = {}) {
     super();
     this.options = resolveTunnelServerOptions(options);
+    checkAuthorityNames(this.options.upstreams, 'upstreams');
     this.upstreamTls = new UpstreamTls(this.options.tls, this.tlsStats);
     this.upstreamTls.prepare(this.options.upstreams);
     if (this.options.terminateTls !== undefined)
@@ -623,6 +625,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
 
   /** Replaces the upstreams; live tunnels finish on their own. @throws {InvalidOptionError} */
   setUpstreams(upstreams: readonly Upstream[]): void {
+    checkAuthorityNames(upstreams, 'upstreams');
     this.upstreamTls.prepare(upstreams);
     this.manager.setUpstreams(upstreams, 'upstreams');
   }
