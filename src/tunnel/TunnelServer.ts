@@ -369,6 +369,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private readonly facts = new WeakMap<object, ClientFacts>();
   /** The request head deadline of each HTTP/1.1 client (cleared once its request arrived). */
   private readonly headTimers = new WeakMap<Socket, NodeJS.Timeout>();
+  /**
+   * HTTP/1.1 connections answered 405 (`connection: close`): Node's parser still emits what the
+   * client pipelined behind that request, which is not read as a request (squid and HAProxy stop
+   * reading there), so neither admitted, dialled nor counted.
+   */
+  private readonly closingHeads = new WeakSet<Socket>();
   /** HTTP/2 sessions a drain sent GOAWAY: each is destroyed once its last stream closed. */
   private readonly goingAway = new WeakSet<Http2Session>();
   /** The idle timer of each HTTP/2 session that carries no stream now. */
@@ -463,10 +469,14 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       this.h1Connect(request, socket, head);
     });
     this.h1.on('request', (request: IncomingMessage, response: http.ServerResponse) => {
-      clearTimeout(this.headTimers.get(request.socket));
-      this.waiting.delete(request.socket);
+      const socket = request.socket;
+      // Pipelined behind a request answered 405: the connection closes, this is no request.
+      if (this.closingHeads.has(socket)) return;
+      this.closingHeads.add(socket);
+      clearTimeout(this.headTimers.get(socket));
+      this.waiting.delete(socket);
       response.writeHead(405, { allow: 'CONNECT', connection: 'close' }).end();
-      this.h1Refused(request.socket, request.headers.host ?? '', request.headers, 405);
+      this.h1Refused(socket, request.headers.host ?? '', request.headers, 405);
     });
     this.h1.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
       this.h1ClientError(error, socket);
@@ -1019,8 +1029,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     clearTimeout(this.headTimers.get(socket));
     // A request being answered: a drain lets it open its tunnel or be refused.
     this.waiting.delete(socket);
-    // Its head completed after it was answered 408 (closing): not a request any more.
-    if (socket.writableEnded) return;
+    // Its head completed after it was answered 408, or it came behind a request answered 405
+    // (closing): not a request any more.
+    if (socket.writableEnded || this.closingHeads.has(socket)) return;
     const facts = this.facts.get(socket) ?? UNKNOWN_CLIENT;
     const authority = request.url ?? '';
     const tunnel = this.request({ version: 'h1', authority, headers: request.headers, facts });
