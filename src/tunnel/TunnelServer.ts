@@ -468,16 +468,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     this.h1.on('connect', (request: IncomingMessage, socket: Socket, head: Buffer) => {
       this.h1Connect(request, socket, head);
     });
-    this.h1.on('request', (request: IncomingMessage, response: http.ServerResponse) => {
-      const socket = request.socket;
-      // Pipelined behind a request answered 405: the connection closes, this is no request.
-      if (this.closingHeads.has(socket)) return;
-      this.closingHeads.add(socket);
-      clearTimeout(this.headTimers.get(socket));
-      this.waiting.delete(socket);
-      response.writeHead(405, { allow: 'CONNECT', connection: 'close' }).end();
-      this.h1Refused(socket, request.headers.host ?? '', request.headers, 405);
-    });
+    // Every request but CONNECT is refused 405, one with an `Expect` header too: left to Node,
+    // it got a 417 (an unknown expectation) or a 100 Continue inviting a body, uncounted, and the
+    // connection stayed open until `headersTimeout` answered it again 408.
+    for (const event of ['request', 'checkContinue', 'checkExpectation'] as const)
+      this.h1.on(event, (request: IncomingMessage, response: http.ServerResponse) => {
+        this.h1NotConnect(request, response);
+      });
     this.h1.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
       this.h1ClientError(error, socket);
     });
@@ -1050,6 +1047,18 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       if (head.length > 0) outcome.socket.write(head);
       this.relay(tunnel, socket, outcome.socket, outcome.state);
     });
+  }
+
+  /** A request other than CONNECT: 405, and the connection closes. */
+  private h1NotConnect(request: IncomingMessage, response: http.ServerResponse): void {
+    const socket = request.socket;
+    // Pipelined behind a request answered 405: the connection closes, this is no request.
+    if (this.closingHeads.has(socket)) return;
+    this.closingHeads.add(socket);
+    clearTimeout(this.headTimers.get(socket));
+    this.waiting.delete(socket);
+    response.writeHead(405, { allow: 'CONNECT', connection: 'close' }).end();
+    this.h1Refused(socket, request.headers.host ?? '', request.headers, 405);
   }
 
   /**

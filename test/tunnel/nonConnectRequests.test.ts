@@ -1,4 +1,7 @@
 /**
+ * HTTP/1.1 requests other than CONNECT on a TunnelServer: each is refused 405 and the connection
+ * closes, counted once (`bad_request`).
+ *
  * An HTTP/1.1 client that pipelines a CONNECT behind a request the server refuses with 405 and
  * `connection: close`: Node's parser still emitted the CONNECT, which was admitted, routed and
  * dialled (the upstream accepted a connection), then counted as a second request refused 499
@@ -10,7 +13,9 @@ import net from 'node:net';
 import { test } from 'node:test';
 import { TunnelServer } from '../../src/index.js';
 import type { TunnelSummary } from '../../src/index.js';
+import { curl } from '../helpers/curl.js';
 import { echoServer, withTimeout } from '../helpers/net.js';
+import { tool } from '../helpers/tools.js';
 
 test('a CONNECT pipelined behind a refused GET is neither admitted, dialled nor counted', async (t) => {
   const upstream = await echoServer();
@@ -63,4 +68,40 @@ test('a CONNECT pipelined behind a refused GET is neither admitted, dialled nor 
   const stats = server.stats();
   assert.equal(stats.tunnel_requests_total, 2);
   assert.equal(stats.tunnel_refused_reasons.client_gone, 0);
+});
+
+/**
+ * A request with an `Expect` header was left to Node's HTTP server: an expectation it does not
+ * know got its 417 (keep-alive), `100-continue` a 100 inviting the body, neither counted, and the
+ * connection stayed open until `headersTimeout` answered 408 and counted `headers_timeout`.
+ */
+test('curl with an Expect header gets 405 at once, counted as one bad request', async (t) => {
+  const curlPath = tool(t, 'curl');
+  if (curlPath === undefined) return;
+  const server = new TunnelServer({ upstreams: [{ host: '127.0.0.1', port: 9 }] });
+  const summaries: TunnelSummary[] = [];
+  server.on('tunnelClose', (summary) => summaries.push(summary));
+  const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+  t.after(() => server.close({ drainTimeout: 0 }));
+  for (const expect of ['Expect: bogus', 'Expect: 100-continue']) {
+    const result = await curl(curlPath, [
+      '-sS',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      '-H',
+      expect,
+      '--data',
+      'x=1',
+      `http://127.0.0.1:${port}/`,
+    ]);
+    // The old code answered `Expect: bogus` 417 (Node's own answer) and held the connection.
+    assert.equal(result.stdout, '405', `${expect}: ${result.stderr}`);
+  }
+  assert.deepEqual(
+    summaries.map((s) => `${s.status} ${s.refusal ?? ''}`),
+    ['405 bad_request', '405 bad_request'],
+  );
+  assert.equal(server.stats().tunnel_requests_total, 2);
 });
