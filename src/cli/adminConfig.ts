@@ -8,7 +8,7 @@ import type {
   ResolvedAdminOptions,
 } from '../admin/adminOptions.js';
 import { isLoopbackHost } from '../admin/auth.js';
-import { InvalidOptionError } from '../errors.js';
+import { InvalidOptionError, thrownMessage } from '../errors.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import { isRecord, knownKeys } from '../internal/validate.js';
 import type { HostPort } from './address.js';
@@ -115,10 +115,21 @@ export async function readAdminToken(
 ): Promise<string | undefined> {
   if (settings.tokenFile !== undefined) {
     const file = settings.tokenFile;
-    const text = await readFile(file, 'utf8');
+    let text: string;
+    let mode: number;
+    try {
+      text = await readFile(file, 'utf8');
+      mode = (await stat(file)).mode & 0o777;
+    } catch (err) {
+      // The system's message names neither the setting nor the remedy.
+      throw new Error(
+        `cannot read the admin token file ${file} (admin.tokenFile, --admin-token-file): ${thrownMessage(err)}; ` +
+          `write the token there (openssl rand -hex 24 > ${file}; chmod 600 ${file}) or name another file`,
+        { cause: err },
+      );
+    }
     const token = text.split('\n')[0]?.trim() ?? '';
     if (token === '') throw new Error(`admin token file ${file} is empty`);
-    const mode = (await stat(file)).mode & 0o777;
     if (process.platform !== 'win32' && (mode & 0o077) !== 0)
       warn(
         `admin token file ${file} is readable by other users (mode ${mode.toString(8).padStart(4, '0')}): chmod 600 ${file}`,

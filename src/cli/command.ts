@@ -162,7 +162,7 @@ async function main(argv: readonly string[]): Promise<void> {
     if (settings.admin !== undefined) await checkAdmin(settings.admin, config.source);
     const listeners = [
       describeListeners(config, settings.backlog),
-      ...config.tunnels.map(describeTunnelListener),
+      ...config.tunnels.map((tunnel) => describeTunnelListener(tunnel, settings.backlog)),
     ]
       .filter((text) => text !== '')
       .join(', ');

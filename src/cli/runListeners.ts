@@ -149,7 +149,7 @@ export async function runListeners(
             ops.error('cannot write the state file', { stateFile, reason });
           },
         );
-  const tunnels = new TunnelListeners(config.tunnels, { ops, access });
+  const tunnels = new TunnelListeners(config.tunnels, { ops, access }, settings.backlog);
   try {
     // A worker of a generation an upgrade started: the sockets of its slot first.
     if (worker !== undefined) await receiveWorkerSockets();

@@ -22,9 +22,25 @@ import { TlsFileError, readTlsFiles } from './tlsConfig.js';
 import { removeStaleSocket } from './unixSocket.js';
 import type { DerivedCap } from './descriptorBudget.js';
 import type { UnixSocketAccess } from '../net/unixSocketFile.js';
+import {
+  BACKLOG_EXPECTED,
+  backlogFields,
+  describeBacklog,
+  isBacklog,
+  listenerBacklog,
+} from './listenBacklog.js';
 
 /** Keys of a `"protocol": "tunnel"` listener the CLI reads itself; the rest are TunnelServer options. */
-const CLI_KEYS = ['name', 'protocol', 'listen', 'selector', 'module', 'dns', 'unixSocket'];
+const CLI_KEYS = [
+  'name',
+  'protocol',
+  'listen',
+  'selector',
+  'module',
+  'dns',
+  'unixSocket',
+  'backlog',
+];
 
 /** A `"protocol": "tunnel"` listener of a config file, validated (its server is built at start). */
 export interface TunnelListenerConfig {
@@ -87,6 +103,11 @@ export function prepareTunnelListener(
     throw new TunnelConfigError(
       `${path}.name`,
       `expected a non-empty name no other listener has, received ${JSON.stringify(name)}`,
+    );
+  if (entry.backlog !== undefined && !isBacklog(entry.backlog))
+    throw new TunnelConfigError(
+      `${path}.backlog`,
+      `expected ${BACKLOG_EXPECTED}, received ${JSON.stringify(entry.backlog)}`,
     );
   let files;
   try {
@@ -157,11 +178,17 @@ function same(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
-/** One line for `--check` and the startup log: `name (tunnel host:port[, tls])`. */
-export function describeTunnelListener(config: TunnelListenerConfig): string {
+/**
+ * One line for `--check`: `name (tunnel host:port[, tls], backlog n)`; `backlog` is the
+ * process-wide one (`--backlog`, the file's top-level key) for a listener that sets none.
+ */
+export function describeTunnelListener(
+  config: TunnelListenerConfig,
+  backlog: number | undefined,
+): string {
   const where = formatListen(config.listen);
   const tls = config.options.terminateTls === undefined ? '' : ', tls';
-  return `${config.name} (tunnel ${where}${tls})`;
+  return `${config.name} (tunnel ${where}${tls}, ${describeBacklog(listenerBacklog(config.raw, backlog))})`;
 }
 
 /** One tunnel listener's stats, by its name. */
@@ -195,14 +222,14 @@ async function listenOn(
   server: TunnelServer,
   listen: ListenAddress,
   name: string,
-  unixSocket: UnixSocketAccess | undefined,
+  { unixSocket, backlog }: { unixSocket: UnixSocketAccess | undefined; backlog: number },
 ): Promise<{ address: string; adopted: boolean }> {
   const { host, port, path, systemd } = listen;
   // An upgrade passes every socket, a systemd one included, under the listener's key.
   const fd = claimInheritedStream('tunnel', handOverAddress(listen, name));
   if (systemd !== undefined || fd !== undefined) {
     // A Unix stream socket resolves with its path, as `listen({ path })` does.
-    const adopt: TunnelListenOptions = { fd: fd ?? claimSystemdSocket(systemd ?? '') };
+    const adopt: TunnelListenOptions = { fd: fd ?? claimSystemdSocket(systemd ?? ''), backlog };
     const bound = await server.listen(adopt);
     const address =
       typeof bound === 'string'
@@ -211,15 +238,15 @@ async function listenOn(
     return { address, adopted: true };
   }
   if (path === undefined) {
-    const bound = await server.listen({ port, ...(host !== '' && { host }) });
+    const bound = await server.listen({ port, backlog, ...(host !== '' && { host }) });
     return { address: formatHostPort(bound.address, bound.port), adopted: false };
   }
   if (cluster.isWorker) {
     // The primary binds cluster's shared socket and gives its file the mode and owner.
-    await server.listen({ path });
+    await server.listen({ path, backlog });
   } else {
     await removeStaleSocket(path);
-    await server.listen({ path, ...unixSocket });
+    await server.listen({ path, backlog, ...unixSocket });
   }
   return { address: `${UNIX_PREFIX}${path}`, adopted: false };
 }
@@ -244,6 +271,8 @@ export class TunnelListeners {
   constructor(
     private readonly configs: readonly TunnelListenerConfig[],
     private readonly logs: { readonly ops: Logger; readonly access: Logger },
+    /** `--backlog` or the file's top-level `backlog`, for listeners that set none. */
+    private readonly backlogDefault?: number,
   ) {}
 
   private get ops(): Logger {
@@ -293,15 +322,19 @@ export class TunnelListeners {
             ...rest,
           });
         });
+      const backlog = listenerBacklog(config.raw, this.backlogDefault);
       try {
-        const { address, adopted } = await listenOn(
-          server,
-          config.listen,
-          config.name,
-          config.unixSocket,
-        );
+        const { address, adopted } = await listenOn(server, config.listen, config.name, {
+          unixSocket: config.unixSocket,
+          backlog,
+        });
         this.running.set(config.name, { config, server, address, adopted });
-        this.ops.info('listening', { listener: config.name, protocol: 'tunnel', address });
+        this.ops.info('listening', {
+          listener: config.name,
+          protocol: 'tunnel',
+          address,
+          ...backlogFields(backlog),
+        });
       } catch (err) {
         await server.close();
         await this.close();

@@ -46,6 +46,7 @@ import type { Upstream } from '../upstream/Upstream.js';
 import type { UpstreamCandidate, UpstreamState } from '../upstream/UpstreamState.js';
 import type { AdmissionCheck } from '../filter/admission.js';
 import { admitTunnel } from './tunnelAdmission.js';
+import { checkAuthorityNames } from './authorityNames.js';
 import { RejectReason } from '../tcp/closeReasons.js';
 import type { DialHost, DialOutcome, TunnelRefusal } from './TunnelDial.js';
 import { routeTimeout, TunnelDial, zeroRefusals } from './TunnelDial.js';
@@ -61,6 +62,7 @@ import { ignoreError } from '../internal/ignoreError.js';
 import { isThenable } from '../internal/isThenable.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { closeSocket } from '../net/closeSocket.js';
+import { defaultBacklog } from '../net/listenBacklog.js';
 import type { CloseOptions } from '../tcp/TcpProxy.js';
 import { promiseBeforeRun } from '../internal/promiseBeforeRun.js';
 
@@ -288,7 +290,8 @@ function resolveListenerTls(value: unknown, previous?: ResolvedTerminateTls): Re
 /**
  * Where {@link TunnelServer.listen} binds: `net.Server.listen()` options but `signal` (use
  * `close()`); with `path`, the socket file's `mode`, `user` and `group` as `TcpProxy.listen()`
- * takes them (HAProxy's `bind /path mode 660 user ... group ...`).
+ * takes them (HAProxy's `bind /path mode 660 user ... group ...`). `backlog` (the accept queue)
+ * defaults as `TcpProxy.listen()`'s: `maxConnections` when set, else `net.core.somaxconn`.
  */
 export type TunnelListenOptions = Omit<net.ListenOptions, 'signal'> & {
   /** With `path`: the socket file's permission bits (`0o660` or `'660'`). Default: the umask's. */
@@ -366,6 +369,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private readonly facts = new WeakMap<object, ClientFacts>();
   /** The request head deadline of each HTTP/1.1 client (cleared once its request arrived). */
   private readonly headTimers = new WeakMap<Socket, NodeJS.Timeout>();
+  /**
+   * HTTP/1.1 connections answered 405 (`connection: close`): Node's parser still emits what the
+   * client pipelined behind that request, which is not read as a request (squid and HAProxy stop
+   * reading there), so neither admitted, dialled nor counted.
+   */
+  private readonly closingHeads = new WeakSet<Socket>();
   /** HTTP/2 sessions a drain sent GOAWAY: each is destroyed once its last stream closed. */
   private readonly goingAway = new WeakSet<Http2Session>();
   /** The idle timer of each HTTP/2 session that carries no stream now. */
@@ -419,6 +428,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   constructor(options: TunnelServerOptions = {}) {
     super();
     this.options = resolveTunnelServerOptions(options);
+    checkAuthorityNames(this.options.upstreams, 'upstreams');
     this.upstreamTls = new UpstreamTls(this.options.tls, this.tlsStats);
     this.upstreamTls.prepare(this.options.upstreams);
     if (this.options.terminateTls !== undefined)
@@ -458,12 +468,13 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     this.h1.on('connect', (request: IncomingMessage, socket: Socket, head: Buffer) => {
       this.h1Connect(request, socket, head);
     });
-    this.h1.on('request', (request: IncomingMessage, response: http.ServerResponse) => {
-      clearTimeout(this.headTimers.get(request.socket));
-      this.waiting.delete(request.socket);
-      response.writeHead(405, { allow: 'CONNECT', connection: 'close' }).end();
-      this.h1Refused(request.socket, request.headers.host ?? '', request.headers, 405);
-    });
+    // Every request but CONNECT is refused 405, one with an `Expect` header too: left to Node,
+    // it got a 417 (an unknown expectation) or a 100 Continue inviting a body, uncounted, and the
+    // connection stayed open until `headersTimeout` answered it again 408.
+    for (const event of ['request', 'checkContinue', 'checkExpectation'] as const)
+      this.h1.on(event, (request: IncomingMessage, response: http.ServerResponse) => {
+        this.h1NotConnect(request, response);
+      });
     this.h1.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
       this.h1ClientError(error, socket);
     });
@@ -522,6 +533,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     integer(raw.port, 'port', 0, { min: 0, max: 65535 });
     const fd = fdOption(raw, TUNNEL_FD_EXCLUDES);
     if (fd !== undefined) checkSocketFd(fd);
+    // Sized as TcpProxy's (HAProxy from `maxconn`), where Node's fixed 511 dropped SYNs in a burst.
+    const backlog = integer(raw.backlog, 'backlog', defaultBacklog(this.options.maxConnections), {
+      min: 1,
+    });
     const access = socketAccess(options);
     // net.Server would close the listener on abort behind the server's back (and never settle
     // listen() for a signal aborted already); TcpProxy and UdpProxy refuse it too.
@@ -530,7 +545,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     if (this.closing) throw new ProxyClosedError('The tunnel server is closed: create a new one.');
     if (this.binding !== undefined || this.listener.listening)
       throw new InvalidOptionError('listen', 'one listen() per tunnel server', options);
-    this.binding = this.bind(options, access);
+    this.binding = this.bind({ ...options, backlog }, access);
     try {
       const address = await this.binding;
       emitSafely(this, 'listening', address);
@@ -617,6 +632,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
 
   /** Replaces the upstreams; live tunnels finish on their own. @throws {InvalidOptionError} */
   setUpstreams(upstreams: readonly Upstream[]): void {
+    checkAuthorityNames(upstreams, 'upstreams');
     this.upstreamTls.prepare(upstreams);
     this.manager.setUpstreams(upstreams, 'upstreams');
   }
@@ -1010,8 +1026,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     clearTimeout(this.headTimers.get(socket));
     // A request being answered: a drain lets it open its tunnel or be refused.
     this.waiting.delete(socket);
-    // Its head completed after it was answered 408 (closing): not a request any more.
-    if (socket.writableEnded) return;
+    // Its head completed after it was answered 408, or it came behind a request answered 405
+    // (closing): not a request any more.
+    if (socket.writableEnded || this.closingHeads.has(socket)) return;
     const facts = this.facts.get(socket) ?? UNKNOWN_CLIENT;
     const authority = request.url ?? '';
     const tunnel = this.request({ version: 'h1', authority, headers: request.headers, facts });
@@ -1030,6 +1047,18 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       if (head.length > 0) outcome.socket.write(head);
       this.relay(tunnel, socket, outcome.socket, outcome.state);
     });
+  }
+
+  /** A request other than CONNECT: 405, and the connection closes. */
+  private h1NotConnect(request: IncomingMessage, response: http.ServerResponse): void {
+    const socket = request.socket;
+    // Pipelined behind a request answered 405: the connection closes, this is no request.
+    if (this.closingHeads.has(socket)) return;
+    this.closingHeads.add(socket);
+    clearTimeout(this.headTimers.get(socket));
+    this.waiting.delete(socket);
+    response.writeHead(405, { allow: 'CONNECT', connection: 'close' }).end();
+    this.h1Refused(socket, request.headers.host ?? '', request.headers, 405);
   }
 
   /**

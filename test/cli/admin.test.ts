@@ -488,7 +488,12 @@ describe('l4proxy --admin', () => {
     });
     const checked = await runCli(['--check', '--config', missing]);
     assert.equal(checked.code, 1, checked.stdout);
-    assert.match(checked.stderr, /missing\.json: admin: ENOENT.*no-such\.token/);
+    // What failed, which setting names the file, and what to do (the system's ENOENT alone said
+    // neither).
+    assert.match(
+      checked.stderr,
+      /missing\.json: admin: cannot read the admin token file \S*no-such\.token \(admin\.tokenFile, --admin-token-file\): ENOENT.*; write the token there \(openssl rand -hex 24 >/,
+    );
     const open = dir.write('open.json', { admin: '0.0.0.0:0', listeners });
     const refused = await runCli(['--check', '--config', open]);
     assert.equal(refused.code, 1, refused.stdout);

@@ -239,8 +239,21 @@ test('an unknown tunnel listener key lists the keys a JSON tunnel listener knows
   });
   assert.match(
     message,
-    /^l4proxy\.json: listeners\[0\]\.dsn: expected one of the known options \(name, protocol, listen, selector, module, dns, unixSocket, upstreams, /,
+    /^l4proxy\.json: listeners\[0\]\.dsn: expected one of the known options \(name, protocol, listen, selector, module, dns, unixSocket, backlog, upstreams, /,
   );
   assert.match(message, /\(did you mean "dns"\?\)/);
   assert.doesNotMatch(message, /upstreamSource/);
+});
+
+test('a tunnel listener upstream whose metadata.authority is no host:port is refused naming it', () => {
+  const message = configErrorOf({
+    listeners: [
+      {
+        protocol: 'tunnel',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: '127.0.0.1', port: 5432, metadata: { authority: 'db.internal' } }],
+      },
+    ],
+  });
+  assert.match(message, /^l4proxy\.json: listeners\[0\]\.upstreams\[0\]\.metadata\.authority: /);
 });

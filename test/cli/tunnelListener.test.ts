@@ -69,7 +69,7 @@ describe('CLI: "protocol": "tunnel" listeners (TunnelServer)', { skip: missing }
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(
       ok.stdout,
-      /ok, 1 listener\(s\): tunnel:127\.0\.0\.1:0 \(tunnel 127\.0\.0\.1:0, tls\)/,
+      /ok, 1 listener\(s\): tunnel:127\.0\.0\.1:0 \(tunnel 127\.0\.0\.1:0, tls, backlog \d+\)/,
     );
     const bad = dir.write('bad.json', {
       listeners: [{ protocol: 'tunnel', listen: '127.0.0.1:0', route: 'direct' }],

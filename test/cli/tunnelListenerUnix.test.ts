@@ -49,7 +49,7 @@ describe('l4proxy: a tunnel listener on "listen": "unix:/path"', () => {
     // The old code refused it: listeners[0].listen: expected "host:port".
     const check = await runCli(['--check', '--config', file]);
     assert.equal(check.code, 0, check.stderr);
-    assert.match(check.stdout, new RegExp(`egress \\(tunnel unix:${sock}\\)`));
+    assert.match(check.stdout, new RegExp(`egress \\(tunnel unix:${sock}, backlog \\d+\\)`));
     const cli = startCli(t, ['--config', file]);
     const listening = await cli.waitLine('stderr', (l) => l.msg === 'listening');
     assert.equal(listening.address, `unix:${sock}`);
