@@ -109,6 +109,8 @@ export class QuicInitialParser {
   #failure: QuicInitialError | undefined;
   /** Initial packets read from the current datagram (see `MAX_INITIALS_PER_DATAGRAM`). */
   #inDatagram = 0;
+  /** The DCID of the current datagram's first packet (see `#foreign`). */
+  #datagramDcid: Buffer | undefined;
 
   constructor(options: QuicInitialParserOptions = {}) {
     const opts = optionalRecord(options, 'options');
@@ -135,6 +137,7 @@ export class QuicInitialParser {
       : Buffer.from(datagram.buffer, datagram.byteOffset, datagram.byteLength);
     try {
       const result = this.#datagram(bytes);
+      this.#datagramDcid = undefined;
       if (result !== undefined) this.#done = true;
       return result;
     } catch (error) {
@@ -186,6 +189,8 @@ export class QuicInitialParser {
       throw new QuicInitialError('bad_header', 'connection ID longer than 20 bytes');
     if (header.typeBits === profile.retryType)
       throw new QuicInitialError('bad_header', 'a Retry packet from a client');
+    // RFC 9000 12.2: a datagram belongs to the connection its first packet names.
+    this.#datagramDcid ??= header.dcid;
     let cursor = header.afterCids;
     const initial = header.typeBits === profile.initialType;
     if (initial) {
@@ -204,6 +209,7 @@ export class QuicInitialParser {
       if (this.#profile === undefined) return 'not_quic';
       return end;
     }
+    if (this.#foreign(header.dcid)) return end;
     if (this.#profile === undefined) {
       this.#profile = profile;
       this.#dcid = Buffer.from(header.dcid);
@@ -224,12 +230,24 @@ export class QuicInitialParser {
     return result ?? end;
   }
 
+  /**
+   * Whether an Initial belongs to another connection than the one being read, and is skipped
+   * unread: a DCID other than the first Initial's (RFC 9000 7.2: until the server answers, a
+   * client uses one DCID, so another one is another connection, or a server would drop it), or
+   * other than the DCID of its datagram's first packet (RFC 9000 12.2: receivers ignore such
+   * coalesced packets, as ngtcp2 and quic-go do). Read, they made this reader see a ClientHello
+   * the server never did: a datagram coalescing `[DCID A: the start] [DCID B: the end, name X]`
+   * completed a name X here while the server, reading A alone, took the end of another
+   * ClientHello (name Y) from the client's next datagram.
+   */
+  #foreign(dcid: Buffer): boolean {
+    if (this.#datagramDcid?.equals(dcid) === false) return true;
+    return this.#dcid !== undefined && !this.#dcid.equals(dcid);
+  }
+
   #keysFor(profile: QuicVersionProfile, dcid: Buffer): InitialKeys {
-    // After a Retry the client switches to the DCID the server chose: new keys.
-    if (this.#keys === undefined || this.#dcid === undefined || !this.#dcid.equals(dcid)) {
-      this.#keys = deriveClientInitialKeys(profile, dcid);
-      this.#dcid = Buffer.from(dcid);
-    }
+    // One DCID per parser (see `#foreign`): the keys are derived once.
+    this.#keys ??= deriveClientInitialKeys(profile, dcid);
     return this.#keys;
   }
 

@@ -196,6 +196,54 @@ describe('QuicInitialParser', () => {
     }
   });
 
+  test("Initials of another DCID are skipped unread, as a server reads them: the name is the one the first DCID's packets carry", () => {
+    // Two ClientHellos of one length that differ only from their name on.
+    const x = buildHandshake([sniExtension('allowed.test'), alpnExtension(['h3'])]);
+    const y = buildHandshake([sniExtension('private.test'), alpnExtension(['h3'])]);
+    assert.equal(x.length, y.length);
+    let k = 0;
+    while (x[k] === y[k]) k++;
+    const other = Buffer.from('99aabbccddeeff00', 'hex');
+    const initial = (id: Buffer, packetNumber: number, frames: Buffer): Buffer =>
+      buildInitial({ version: QUIC_V1, dcid: id, packetNumber, frames, padTo: 100 });
+    const start = initial(dcid, 0, cryptoFrame(0, x.subarray(0, k)));
+    // The end of y under the first DCID, which completes the server's ClientHello: name y.
+    const rest = initial(dcid, 1, cryptoFrame(k, y.subarray(k)));
+    for (const [label, datagrams] of [
+      // RFC 9000 12.2: a packet coalesced after one of another DCID is ignored by receivers.
+      [
+        'coalesced after the first packet',
+        [Buffer.concat([start, initial(other, 1, cryptoFrame(k, x.subarray(k)))])],
+      ],
+      // RFC 9000 7.2: until the server answers, the client keeps its first DCID.
+      ['in a datagram of its own', [start, initial(other, 1, cryptoFrame(k, x.subarray(k)))]],
+      // A short DCID, which no server takes as a new connection's, in a datagram of its own.
+      [
+        'with a 4-byte DCID',
+        [start, initial(other.subarray(0, 4), 1, cryptoFrame(k, x.subarray(k)))],
+      ],
+      // A datagram whose first packet names another connection is that connection's, whole.
+      [
+        'coalesced behind a packet of another DCID',
+        [
+          start,
+          Buffer.concat([
+            initial(other, 1, cryptoFrame(0, x.subarray(0, k))),
+            initial(dcid, 2, cryptoFrame(k, x.subarray(k))),
+          ]),
+        ],
+      ],
+    ] as const) {
+      const parser = new QuicInitialParser();
+      for (const datagram of datagrams) assert.equal(parser.push(datagram), undefined, label);
+      const result = parser.push(rest);
+      assert.ok(result?.kind === 'sni', label);
+      assert.equal(result.serverName, 'private.test', label);
+      assert.deepEqual(result.initial.dcid, dcid, label);
+      assert.equal(result.initial.packets, 2, label);
+    }
+  });
+
   test('coalesced Initial and 0-RTT packets; a 0-RTT-only datagram is skipped', () => {
     const initial = buildInitial({
       version: QUIC_V2,

@@ -160,6 +160,47 @@ describe('UdpProxy quic option', () => {
     }
   });
 
+  // A forged Initial of another DCID coalesced behind the first carried the end of a ClientHello
+  // naming example.com: the proxy read it and routed to A, while a server ignores it (RFC 9000
+  // 12.2; ngtcp2, quic-go) and completed the ClientHello from the client's next datagram, whose
+  // end names another server: a name route passed by a name the server never saw.
+  test('a coalesced Initial of another DCID is skipped as a server skips it: the session is routed by the name the server reads', async () => {
+    const x = buildHandshake([sniExtension('example.com'), alpnExtension(['h3'])]);
+    const y = buildHandshake([sniExtension('private.com'), alpnExtension(['h3'])]);
+    let k = 0;
+    while (x[k] === y[k]) k++;
+    const dcid = Buffer.alloc(8, 4);
+    const initial = (id: Buffer, packetNumber: number, frames: Buffer): Buffer =>
+      buildInitial({ version: QUIC_V1, dcid: id, packetNumber, frames, padTo: 500 });
+    const names: (string | undefined)[] = [];
+    const { proxy, port } = await proxyWith({
+      quic: {},
+      selector: (ctx) => {
+        names.push(ctx.serverName);
+        return byName(ctx);
+      },
+    });
+    client = await udpSocket();
+    try {
+      client.send(
+        Buffer.concat([
+          initial(dcid, 0, cryptoFrame(0, x.subarray(0, k))),
+          initial(Buffer.alloc(8, 5), 1, cryptoFrame(k, x.subarray(k))),
+        ]),
+        port,
+        '127.0.0.1',
+      );
+      client.send(initial(dcid, 1, cryptoFrame(k, y.subarray(k))), port, '127.0.0.1');
+      const reply = await nextMessage(client);
+      assert.equal(reply.subarray(-1).toString(), 'B');
+      assert.deepEqual(names, ['private.com']);
+      assert.equal(proxy.sessions()[0]?.serverName, 'private.com');
+    } finally {
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
   const namedInitial = (name: string, dcid: Buffer) =>
     buildInitial({
       version: QUIC_V1,
