@@ -66,6 +66,14 @@ const FRAME_CONNECTION_CLOSE = 0x1c;
  */
 const MAX_INITIALS_PER_DATAGRAM = 4;
 
+/**
+ * RFC 9000 section 14.1: a server discards an Initial carried in a datagram shorter than this
+ * (ngtcp2 and quic-go do), so the reader skips it too: read, a short datagram could end a
+ * ClientHello here with one name while the server, which never saw it, completed another from
+ * the client's next datagram. Clients pad their Initials' datagrams to at least this size.
+ */
+const MIN_INITIAL_DATAGRAM = 1200;
+
 /** Pre-allocated result for non-QUIC input. */
 const NOT_QUIC: QuicInitialResult = { kind: 'not_quic' };
 
@@ -89,7 +97,8 @@ interface PacketBounds {
  *
  * `push(datagram)` returns undefined while more datagrams are needed, a {@link QuicInitialResult}
  * once decided, or throws {@link QuicInitialError} (malformed, undecryptable, or longer than
- * `maxBytes`). Packets other than Initial (0-RTT, Handshake) coalesced in a datagram are skipped.
+ * `maxBytes`). Packets other than Initial (0-RTT, Handshake) coalesced in a datagram are skipped,
+ * as are Initials a server does not read: of another DCID, or in a datagram under 1200 bytes.
  *
  * @example
  * const peek = new QuicInitialParser();
@@ -109,6 +118,8 @@ export class QuicInitialParser {
   #failure: QuicInitialError | undefined;
   /** Initial packets read from the current datagram (see `MAX_INITIALS_PER_DATAGRAM`). */
   #inDatagram = 0;
+  /** Set by the first v1/v2 Initial header, read or skipped: the input is QUIC from then on. */
+  #quic = false;
   /** The DCID of the current datagram's first packet (see `#foreign`). */
   #datagramDcid: Buffer | undefined;
 
@@ -158,7 +169,7 @@ export class QuicInitialParser {
       // Short header, or trailing zero padding some stacks add after coalesced packets: the rest
       // of the datagram holds nothing a proxy can read.
       if ((first & 0x80) === 0) {
-        if (this.#profile === undefined) return NOT_QUIC;
+        if (!this.#quic) return NOT_QUIC;
         return undefined;
       }
       const next = this.#packet(bytes, at);
@@ -176,11 +187,11 @@ export class QuicInitialParser {
     if (header === undefined || profile === undefined) {
       // A v1/v2 Initial cut short is a malformed Initial (its fallback applies), not another
       // protocol: its first byte and version say what it is.
-      if (header === undefined && (this.#profile !== undefined || truncatedInitial(bytes, at)))
+      if (header === undefined && (this.#quic || truncatedInitial(bytes, at)))
         throw new QuicInitialError('bad_header', 'truncated long header');
       // Another version (or Version Negotiation) at the start: pass it as not QUIC we can read;
       // later in a datagram, nothing more can be read.
-      if (this.#profile === undefined) return 'not_quic';
+      if (!this.#quic) return 'not_quic';
       return bytes.length;
     }
     if (this.#profile !== undefined && profile !== this.#profile)
@@ -206,10 +217,11 @@ export class QuicInitialParser {
     const end = pnOffset + length[0];
     if (!initial) {
       // 0-RTT or Handshake: not readable here, skipped by its length.
-      if (this.#profile === undefined) return 'not_quic';
+      if (!this.#quic) return 'not_quic';
       return end;
     }
-    if (this.#foreign(header.dcid)) return end;
+    this.#quic = true;
+    if (bytes.length < MIN_INITIAL_DATAGRAM || this.#foreign(header.dcid)) return end;
     if (this.#profile === undefined) {
       this.#profile = profile;
       this.#dcid = Buffer.from(header.dcid);
