@@ -74,6 +74,13 @@ const MAX_INITIALS_PER_DATAGRAM = 4;
  */
 const MIN_INITIAL_DATAGRAM = 1200;
 
+/**
+ * Initial packets read before the ClientHello must be complete: `MAX_INITIALS_PER_DATAGRAM` in
+ * each of `quic.maxInitialDatagrams`' largest value. Bounds the packet numbers kept (see
+ * `#seen`) for a caller that pushes datagrams without a bound of its own.
+ */
+const MAX_INITIALS = 256;
+
 /** Pre-allocated result for non-QUIC input. */
 const NOT_QUIC: QuicInitialResult = { kind: 'not_quic' };
 
@@ -118,6 +125,13 @@ export class QuicInitialParser {
   #failure: QuicInitialError | undefined;
   /** Initial packets read from the current datagram (see `MAX_INITIALS_PER_DATAGRAM`). */
   #inDatagram = 0;
+  /**
+   * The packet numbers read. RFC 9000 12.3: a receiver discards a packet whose number it has
+   * processed (ngtcp2 does, before decrypting it); read, a second packet of a number carrying the
+   * end of a ClientHello with one name completed it here, while the server, which dropped it,
+   * completed another from the client's next packet.
+   */
+  readonly #seen = new Set<number>();
   /** Set by the first v1/v2 Initial header, read or skipped: the input is QUIC from then on. */
   #quic = false;
   /** The DCID of the current datagram's first packet (see `#foreign`). */
@@ -237,6 +251,7 @@ export class QuicInitialParser {
       );
     const keys = this.#keysFor(profile, header.dcid);
     const payload = this.#unprotect(bytes, { at, pnOffset, end }, keys);
+    if (payload === undefined) return end;
     this.#packets++;
     const result = this.#frames(payload);
     return result ?? end;
@@ -263,8 +278,11 @@ export class QuicInitialParser {
     return this.#keys;
   }
 
-  /** Removes header protection and decrypts; returns the plaintext frames. */
-  #unprotect(bytes: Buffer, packet: PacketBounds, keys: InitialKeys): Buffer {
+  /**
+   * Removes header protection and decrypts; returns the plaintext frames, or undefined for a
+   * packet number already read (skipped, see `#seen`).
+   */
+  #unprotect(bytes: Buffer, packet: PacketBounds, keys: InitialKeys): Buffer | undefined {
     const { at, pnOffset, end } = packet;
     // RFC 9001 5.4.2: the sample starts 4 bytes after the packet number's offset.
     if (pnOffset + 4 + 16 > end)
@@ -283,6 +301,7 @@ export class QuicInitialParser {
       truncated = truncated * 256 + byte;
     }
     const packetNumber = decodePacketNumber(this.#largestPn, truncated, pnLength * 8);
+    if (this.#seen.has(packetNumber)) return undefined;
     const plain = openPayload(keys, packetNumber, aad, bytes.subarray(pnOffset + pnLength, end));
     if (plain === undefined)
       throw new QuicInitialError('decrypt_failed', 'the Initial keys of its DCID do not open it');
@@ -290,6 +309,12 @@ export class QuicInitialParser {
     if ((firstByte & 0x0c) !== 0)
       throw new QuicInitialError('bad_header', 'reserved header bits are set');
     if (packetNumber > this.#largestPn) this.#largestPn = packetNumber;
+    if (this.#seen.size >= MAX_INITIALS)
+      throw new QuicInitialError(
+        'too_long',
+        `no complete ClientHello in ${MAX_INITIALS} Initial packets`,
+      );
+    this.#seen.add(packetNumber);
     return plain;
   }
 

@@ -284,6 +284,31 @@ describe('QuicInitialParser', () => {
     assert.equal(new QuicInitialParser().push(short), undefined);
   });
 
+  test('a packet number read before is skipped unread, as a server discards it (RFC 9000 12.3); 256 packets at most', () => {
+    const x = buildHandshake([sniExtension('allowed.test'), alpnExtension(['h3'])]);
+    const y = buildHandshake([sniExtension('private.test'), alpnExtension(['h3'])]);
+    let k = 0;
+    while (x[k] === y[k]) k++;
+    const initial = (packetNumber: number, frames: Buffer): Buffer =>
+      buildInitial({ version: QUIC_V1, dcid, packetNumber, frames });
+    const parser = new QuicInitialParser();
+    assert.equal(parser.push(initial(0, cryptoFrame(0, x.subarray(0, k)))), undefined);
+    // Packet number 0 again, with the end of x: ngtcp2 discards it before decrypting it.
+    assert.equal(parser.push(initial(0, cryptoFrame(k, x.subarray(k)))), undefined);
+    const result = parser.push(initial(1, cryptoFrame(k, y.subarray(k))));
+    assert.ok(result?.kind === 'sni');
+    assert.equal(result.serverName, 'private.test');
+    assert.equal(result.initial.packets, 2);
+    // The numbers kept are bounded: a ClientHello that 256 packets did not complete never will.
+    const pings = new QuicInitialParser();
+    for (let pn = 0; pn < 256; pn++)
+      assert.equal(pings.push(initial(pn, Buffer.from([0x01]))), undefined);
+    assert.throws(
+      () => pings.push(initial(256, Buffer.from([0x01]))),
+      (e: unknown) => e instanceof QuicInitialError && e.reason === 'too_long',
+    );
+  });
+
   test('coalesced Initial and 0-RTT packets; a 0-RTT-only datagram is skipped', () => {
     const initial = buildInitial({
       version: QUIC_V2,

@@ -243,6 +243,44 @@ describe('UdpProxy quic option', () => {
     }
   });
 
+  // A second packet of number 0 carrying the end of a ClientHello naming example.com routed the
+  // session to A; servers discard it (RFC 9000 12.3; ngtcp2 before decrypting it) and completed
+  // the ClientHello from packet 1, with another name.
+  test('a packet number already read is skipped as a server skips it: the session is routed by the name the server reads', async () => {
+    const x = buildHandshake([sniExtension('example.com'), alpnExtension(['h3'])]);
+    const y = buildHandshake([sniExtension('private.com'), alpnExtension(['h3'])]);
+    let k = 0;
+    while (x[k] === y[k]) k++;
+    const dcid = Buffer.alloc(8, 7);
+    const names: (string | undefined)[] = [];
+    const { proxy, port } = await proxyWith({
+      quic: {},
+      selector: (ctx) => {
+        names.push(ctx.serverName);
+        return byName(ctx);
+      },
+    });
+    client = await udpSocket();
+    try {
+      for (const [packetNumber, frames] of [
+        [0, cryptoFrame(0, x.subarray(0, k))],
+        [0, cryptoFrame(k, x.subarray(k))],
+        [1, cryptoFrame(k, y.subarray(k))],
+      ] as const)
+        client.send(
+          buildInitial({ version: QUIC_V1, dcid, packetNumber, frames }),
+          port,
+          '127.0.0.1',
+        );
+      const reply = await nextMessage(client);
+      assert.equal(reply.subarray(-1).toString(), 'B');
+      assert.deepEqual(names, ['private.com']);
+    } finally {
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
   const namedInitial = (name: string, dcid: Buffer) =>
     buildInitial({
       version: QUIC_V1,
