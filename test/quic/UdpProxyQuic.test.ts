@@ -281,6 +281,78 @@ describe('UdpProxy quic option', () => {
     }
   });
 
+  // A Retry leaves no state on the server: the client's next Initial opens a connection whose
+  // ClientHello the server reads afresh. It forwarded unread, a client routed by example.com
+  // could name another server after the Retry and reach it on the chosen upstream.
+  test('after a Retry, an Initial with another ClientHello ends the session unsent (quic_no_client_hello); the same one passes', async () => {
+    const retryCid = Buffer.alloc(8, 0x42);
+    const server = await udpSocket();
+    const got: Buffer[] = [];
+    server.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
+      got.push(msg);
+      if (got.length > 1) return;
+      // A v1 Retry: type 3, DCID the client's SCID (empty), SCID the new ID, a token, a tag.
+      const head = Buffer.from([0xf0, 0, 0, 0, 1, 0, retryCid.length]);
+      server.send(Buffer.concat([head, retryCid, Buffer.alloc(20, 9)]), rinfo.port, rinfo.address);
+    });
+    const named = (name: string, dcid: Buffer, packetNumber: number): Buffer =>
+      buildInitial({
+        version: QUIC_V1,
+        dcid,
+        packetNumber,
+        frames: cryptoFrame(0, buildHandshake([sniExtension(name), alpnExtension(['h3'])])),
+      });
+    const proxy = new UdpProxy({
+      upstreams: [{ id: 'a', host: '127.0.0.1', port: server.address().port }],
+      selector: (ctx) => (ctx.serverName === 'example.com' ? ctx.candidates[0] : undefined),
+      quic: {},
+    });
+    const summaries = closes(proxy);
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    try {
+      for (const [after, passes] of [
+        ['private.com', false],
+        ['example.com', true],
+      ] as const) {
+        got.length = 0;
+        client = await udpSocket();
+        client.send(named('example.com', Buffer.alloc(8, 1), 0), port, '127.0.0.1');
+        const retry = await nextMessage(client);
+        assert.equal(retry[0], 0xf0);
+        const closed = summaries.length;
+        // The client's Initial to the Retry's ID, then one to its first DCID again.
+        client.send(named(after, retryCid, 1), port, '127.0.0.1');
+        client.send(named(after, Buffer.alloc(8, 1), 2), port, '127.0.0.1');
+        if (passes) {
+          await withTimeout(
+            (async () => {
+              while (got.length < 3) await new Promise((r) => server.once('message', r));
+            })(),
+            10_000,
+            'the Initials after the Retry',
+          );
+          assert.equal(summaries.length, closed);
+        } else {
+          await withTimeout(
+            (async () => {
+              while (summaries.length === closed)
+                await new Promise((r) => proxy.once('sessionClose', r));
+            })(),
+            10_000,
+            'the session to end',
+          );
+          assert.equal(summaries[closed]?.reason, 'quic_no_client_hello');
+          assert.equal(got.length, 1, 'only the first Initial reached the server');
+          assert.equal(proxy.stats().quic?.quic_parse_errors, 1);
+        }
+        await closeSocket(client);
+      }
+    } finally {
+      await proxy.close();
+      await closeSocket(server);
+    }
+  });
+
   const namedInitial = (name: string, dcid: Buffer) =>
     buildInitial({
       version: QUIC_V1,
