@@ -66,6 +66,21 @@ const FRAME_CONNECTION_CLOSE = 0x1c;
  */
 const MAX_INITIALS_PER_DATAGRAM = 4;
 
+/**
+ * RFC 9000 section 14.1: a server discards an Initial carried in a datagram shorter than this
+ * (ngtcp2 and quic-go do), so the reader skips it too: read, a short datagram could end a
+ * ClientHello here with one name while the server, which never saw it, completed another from
+ * the client's next datagram. Clients pad their Initials' datagrams to at least this size.
+ */
+const MIN_INITIAL_DATAGRAM = 1200;
+
+/**
+ * Initial packets read before the ClientHello must be complete: `MAX_INITIALS_PER_DATAGRAM` in
+ * each of `quic.maxInitialDatagrams`' largest value. Bounds the packet numbers kept (see
+ * `#seen`) for a caller that pushes datagrams without a bound of its own.
+ */
+const MAX_INITIALS = 256;
+
 /** Pre-allocated result for non-QUIC input. */
 const NOT_QUIC: QuicInitialResult = { kind: 'not_quic' };
 
@@ -89,7 +104,8 @@ interface PacketBounds {
  *
  * `push(datagram)` returns undefined while more datagrams are needed, a {@link QuicInitialResult}
  * once decided, or throws {@link QuicInitialError} (malformed, undecryptable, or longer than
- * `maxBytes`). Packets other than Initial (0-RTT, Handshake) coalesced in a datagram are skipped.
+ * `maxBytes`). Packets other than Initial (0-RTT, Handshake) coalesced in a datagram are skipped,
+ * as are Initials a server does not read: of another DCID, or in a datagram under 1200 bytes.
  *
  * @example
  * const peek = new QuicInitialParser();
@@ -109,6 +125,17 @@ export class QuicInitialParser {
   #failure: QuicInitialError | undefined;
   /** Initial packets read from the current datagram (see `MAX_INITIALS_PER_DATAGRAM`). */
   #inDatagram = 0;
+  /**
+   * The packet numbers read. RFC 9000 12.3: a receiver discards a packet whose number it has
+   * processed (ngtcp2 does, before decrypting it); read, a second packet of a number carrying the
+   * end of a ClientHello with one name completed it here, while the server, which dropped it,
+   * completed another from the client's next packet.
+   */
+  readonly #seen = new Set<number>();
+  /** Set by the first v1/v2 Initial header, read or skipped: the input is QUIC from then on. */
+  #quic = false;
+  /** The DCID of the current datagram's first packet (see `#foreign`). */
+  #datagramDcid: Buffer | undefined;
 
   constructor(options: QuicInitialParserOptions = {}) {
     const opts = optionalRecord(options, 'options');
@@ -135,6 +162,7 @@ export class QuicInitialParser {
       : Buffer.from(datagram.buffer, datagram.byteOffset, datagram.byteLength);
     try {
       const result = this.#datagram(bytes);
+      this.#datagramDcid = undefined;
       if (result !== undefined) this.#done = true;
       return result;
     } catch (error) {
@@ -155,7 +183,7 @@ export class QuicInitialParser {
       // Short header, or trailing zero padding some stacks add after coalesced packets: the rest
       // of the datagram holds nothing a proxy can read.
       if ((first & 0x80) === 0) {
-        if (this.#profile === undefined) return NOT_QUIC;
+        if (!this.#quic) return NOT_QUIC;
         return undefined;
       }
       const next = this.#packet(bytes, at);
@@ -173,11 +201,11 @@ export class QuicInitialParser {
     if (header === undefined || profile === undefined) {
       // A v1/v2 Initial cut short is a malformed Initial (its fallback applies), not another
       // protocol: its first byte and version say what it is.
-      if (header === undefined && (this.#profile !== undefined || truncatedInitial(bytes, at)))
+      if (header === undefined && (this.#quic || truncatedInitial(bytes, at)))
         throw new QuicInitialError('bad_header', 'truncated long header');
       // Another version (or Version Negotiation) at the start: pass it as not QUIC we can read;
       // later in a datagram, nothing more can be read.
-      if (this.#profile === undefined) return 'not_quic';
+      if (!this.#quic) return 'not_quic';
       return bytes.length;
     }
     if (this.#profile !== undefined && profile !== this.#profile)
@@ -186,6 +214,8 @@ export class QuicInitialParser {
       throw new QuicInitialError('bad_header', 'connection ID longer than 20 bytes');
     if (header.typeBits === profile.retryType)
       throw new QuicInitialError('bad_header', 'a Retry packet from a client');
+    // RFC 9000 12.2: a datagram belongs to the connection its first packet names.
+    this.#datagramDcid ??= header.dcid;
     let cursor = header.afterCids;
     const initial = header.typeBits === profile.initialType;
     if (initial) {
@@ -201,9 +231,11 @@ export class QuicInitialParser {
     const end = pnOffset + length[0];
     if (!initial) {
       // 0-RTT or Handshake: not readable here, skipped by its length.
-      if (this.#profile === undefined) return 'not_quic';
+      if (!this.#quic) return 'not_quic';
       return end;
     }
+    this.#quic = true;
+    if (bytes.length < MIN_INITIAL_DATAGRAM || this.#foreign(header.dcid)) return end;
     if (this.#profile === undefined) {
       this.#profile = profile;
       this.#dcid = Buffer.from(header.dcid);
@@ -219,22 +251,38 @@ export class QuicInitialParser {
       );
     const keys = this.#keysFor(profile, header.dcid);
     const payload = this.#unprotect(bytes, { at, pnOffset, end }, keys);
+    if (payload === undefined) return end;
     this.#packets++;
     const result = this.#frames(payload);
     return result ?? end;
   }
 
+  /**
+   * Whether an Initial belongs to another connection than the one being read, and is skipped
+   * unread: a DCID other than the first Initial's (RFC 9000 7.2: until the server answers, a
+   * client uses one DCID, so another one is another connection, or a server would drop it), or
+   * other than the DCID of its datagram's first packet (RFC 9000 12.2: receivers ignore such
+   * coalesced packets, as ngtcp2 and quic-go do). Read, they made this reader see a ClientHello
+   * the server never did: a datagram coalescing `[DCID A: the start] [DCID B: the end, name X]`
+   * completed a name X here while the server, reading A alone, took the end of another
+   * ClientHello (name Y) from the client's next datagram.
+   */
+  #foreign(dcid: Buffer): boolean {
+    if (this.#datagramDcid?.equals(dcid) === false) return true;
+    return this.#dcid !== undefined && !this.#dcid.equals(dcid);
+  }
+
   #keysFor(profile: QuicVersionProfile, dcid: Buffer): InitialKeys {
-    // After a Retry the client switches to the DCID the server chose: new keys.
-    if (this.#keys === undefined || this.#dcid === undefined || !this.#dcid.equals(dcid)) {
-      this.#keys = deriveClientInitialKeys(profile, dcid);
-      this.#dcid = Buffer.from(dcid);
-    }
+    // One DCID per parser (see `#foreign`): the keys are derived once.
+    this.#keys ??= deriveClientInitialKeys(profile, dcid);
     return this.#keys;
   }
 
-  /** Removes header protection and decrypts; returns the plaintext frames. */
-  #unprotect(bytes: Buffer, packet: PacketBounds, keys: InitialKeys): Buffer {
+  /**
+   * Removes header protection and decrypts; returns the plaintext frames, or undefined for a
+   * packet number already read (skipped, see `#seen`).
+   */
+  #unprotect(bytes: Buffer, packet: PacketBounds, keys: InitialKeys): Buffer | undefined {
     const { at, pnOffset, end } = packet;
     // RFC 9001 5.4.2: the sample starts 4 bytes after the packet number's offset.
     if (pnOffset + 4 + 16 > end)
@@ -253,6 +301,7 @@ export class QuicInitialParser {
       truncated = truncated * 256 + byte;
     }
     const packetNumber = decodePacketNumber(this.#largestPn, truncated, pnLength * 8);
+    if (this.#seen.has(packetNumber)) return undefined;
     const plain = openPayload(keys, packetNumber, aad, bytes.subarray(pnOffset + pnLength, end));
     if (plain === undefined)
       throw new QuicInitialError('decrypt_failed', 'the Initial keys of its DCID do not open it');
@@ -260,6 +309,12 @@ export class QuicInitialParser {
     if ((firstByte & 0x0c) !== 0)
       throw new QuicInitialError('bad_header', 'reserved header bits are set');
     if (packetNumber > this.#largestPn) this.#largestPn = packetNumber;
+    if (this.#seen.size >= MAX_INITIALS)
+      throw new QuicInitialError(
+        'too_long',
+        `no complete ClientHello in ${MAX_INITIALS} Initial packets`,
+      );
+    this.#seen.add(packetNumber);
     return plain;
   }
 

@@ -14,6 +14,9 @@ const NOT_QUIC: QuicInitialResult = { kind: 'not_quic' };
  */
 const MAX_RETRY_IDS = 2;
 
+/** Connection IDs whose Initials are read again after a Retry (see `recheck`). */
+const MAX_RECHECKS = 4;
+
 /** What a {@link QuicSession} needs from the UDP session it belongs to (internal seam). */
 export interface QuicSessionOwner {
   readonly closed: boolean;
@@ -53,6 +56,11 @@ export class QuicSession {
    * server) until the server's first datagram: a Version Negotiation echoing them ends the session.
    */
   private versionProbe: { readonly dcid: Buffer; readonly scid: Buffer } | undefined;
+  /**
+   * Set by a Retry from the server, when the session was routed by the ClientHello it read: the
+   * client's Initials from then on, read again by DCID (`null` once read), see `recheck`.
+   */
+  private rechecks: Map<string, QuicInitialParser | null> | undefined;
 
   constructor(
     router: QuicRouter,
@@ -194,9 +202,10 @@ export class QuicSession {
    */
   fromServer(msg: Buffer): boolean {
     if (this.versionProbe !== undefined && this.versionNegotiation(msg)) return true;
-    if (!this.router.tracksIds) return false;
     const first = msg[0];
     if (first === undefined || !isLongHeader(first)) return false;
+    if (this.quicVersion !== undefined) this.retried(msg);
+    if (!this.router.tracksIds) return false;
     const header = readLongHeader(msg, 0, msg.length);
     const state = this.owner.upstream;
     if (header === undefined || state === undefined || header.version === 0) return false;
@@ -214,6 +223,71 @@ export class QuicSession {
       this.retryIds++;
     }
     this.router.register(connection, header.scid);
+    return false;
+  }
+
+  /**
+   * A Retry keeps no state on the server: the client's next Initial (to the Retry's ID, or to
+   * its first DCID again, which a server that retries only under load may then take) opens a
+   * connection whose ClientHello the server reads afresh. The client must send the same one
+   * (RFC 9000 17.2.5.2), but nothing on the server checks that: unread here, another name than
+   * the one the session was routed by could reach the chosen server. Read again from here on.
+   */
+  private retried(msg: Buffer): void {
+    const header = readLongHeader(msg, 0, msg.length);
+    if (header === undefined || quicVersionProfile(header.version)?.retryType !== header.typeBits)
+      return;
+    this.rechecks = new Map();
+  }
+
+  /** Whether the client's datagrams are read again before they are forwarded (see `retried`). */
+  get rechecking(): boolean {
+    return this.rechecks !== undefined;
+  }
+
+  /**
+   * A client datagram after a Retry, before it is forwarded. False when it completes a
+   * ClientHello other than the one the session was routed by, or one that cannot be read: the
+   * session has ended (`fallback: 'drop'`'s reason, counted in `quic_parse_errors`), the
+   * datagram must not be sent.
+   */
+  recheck(msg: Buffer): boolean {
+    const rechecks = this.rechecks;
+    const first = msg[0];
+    if (rechecks === undefined || first === undefined || !isLongHeader(first)) return true;
+    const header = readLongHeader(msg, 0, msg.length);
+    const profile = header && quicVersionProfile(header.version);
+    if (header === undefined || profile?.initialType !== header.typeBits) return true;
+    const key = header.dcid.toString('latin1');
+    let parser = rechecks.get(key);
+    if (parser === null) return true;
+    if (parser === undefined) {
+      if (rechecks.size >= MAX_RECHECKS) return this.refused('too many connection IDs');
+      parser = new QuicInitialParser({ maxBytes: this.router.options.maxClientHelloBytes });
+      rechecks.set(key, parser);
+    }
+    let result: QuicInitialResult | undefined;
+    try {
+      result = parser.push(msg);
+    } catch (error) {
+      return this.refused((error as Error).message);
+    }
+    if (result === undefined) return true;
+    rechecks.set(key, null);
+    const name = result.kind === 'sni' ? result.serverName : undefined;
+    const alpn = result.kind === 'not_quic' ? undefined : result.initial.hello.alpn;
+    if (name === this.serverName && sameList(alpn, this.alpn)) return true;
+    return this.refused(`another ClientHello (server name ${String(name)})`);
+  }
+
+  private refused(what: string): false {
+    this.router.counters.parseErrors++;
+    this.owner.dropForQuic(
+      new QuicInitialError(
+        'bad_client_hello',
+        `After a Retry, the client's Initial carried ${what}: not the ClientHello the session was routed by`,
+      ),
+    );
     return false;
   }
 
@@ -254,4 +328,9 @@ export class QuicSession {
     this.connection = undefined;
     if (connection !== undefined) this.router.release(connection);
   }
+}
+
+function sameList(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return a.length === b.length && a.every((item, i) => item === b[i]);
 }

@@ -276,6 +276,11 @@ export class UdpSession
       this.drop(DropReason.OVERSIZED, 'client', len);
       return;
     }
+    // After a Retry, a ClientHello other than the one read ends the session (QuicSession.recheck).
+    if (this.quic?.rechecking === true && !this.quic.recheck(msg)) {
+      this.drop(DropReason.QUIC_NO_CLIENT_HELLO, 'client', len);
+      return;
+    }
     if (this.links !== undefined || this.host.options.perPacketBalancing) {
       this.selectFor(msg);
       return;

@@ -6,7 +6,13 @@ import { QuicInitialParser } from '../../src/protocol/QuicInitialParser.js';
 import type { QuicInitialResult } from '../../src/protocol/QuicInitialParser.js';
 import { QUIC_V1, QUIC_V2 } from '../../src/protocol/quicKeys.js';
 import { fuzzRuns } from '../helpers/fuzz.js';
-import { ackFrame, buildInitial, cryptoFrame, opaqueLongPacket } from './quicInitialFixtures.js';
+import {
+  ackFrame,
+  buildInitial,
+  cryptoFrame,
+  opaqueLongPacket,
+  padded,
+} from './quicInitialFixtures.js';
 import { alpnExtension, buildHandshake, sniExtension } from './tlsHelloFixtures.js';
 import { V1_CLIENT_INITIAL } from './quicVectors.js';
 
@@ -83,7 +89,7 @@ describe('QuicInitialParser properties (fast-check)', () => {
             const group = packets.slice(i, i + 2);
             if (extras)
               group.push(opaqueLongPacket(version, version === QUIC_V1 ? 1 : 2, dcid, 30));
-            datagrams.push(Buffer.concat(group));
+            datagrams.push(padded(Buffer.concat(group)));
           }
           const result = feed(datagrams);
           assert.ok(result?.kind === 'sni', JSON.stringify(result));

@@ -11,7 +11,7 @@ import {
   QUIC_V2,
 } from '../../src/protocol/quicKeys.js';
 import { alpnExtension, buildHandshake, sniExtension } from './tlsHelloFixtures.js';
-import { buildInitial, cryptoFrame, opaqueLongPacket } from './quicInitialFixtures.js';
+import { buildInitial, cryptoFrame, opaqueLongPacket, padded } from './quicInitialFixtures.js';
 import {
   RFC_DCID,
   V1_CLIENT_INITIAL,
@@ -87,7 +87,7 @@ describe('parseQuicInitial on the RFC sample packets', () => {
   });
 
   test('the server Initial of A.3 is not a client Initial', () => {
-    assert.throws(() => parseQuicInitial(V1_SERVER_INITIAL), QuicInitialError);
+    assert.throws(() => parseQuicInitial(padded(V1_SERVER_INITIAL)), QuicInitialError);
   });
 
   test('a v1 or v2 Initial cut inside its header is a bad_header error, not another protocol', () => {
@@ -135,14 +135,14 @@ describe('QuicInitialParser', () => {
       dcid,
       packetNumber: 0,
       frames: cryptoFrame(half, hello.subarray(half)),
-      padTo: 1100,
+      padTo: 1200,
     });
     const b = buildInitial({
       version: QUIC_V1,
       dcid,
       packetNumber: 1,
       frames: cryptoFrame(0, hello.subarray(0, half)),
-      padTo: 1100,
+      padTo: 1200,
     });
     const parser = new QuicInitialParser();
     assert.equal(parser.push(a), undefined);
@@ -155,7 +155,7 @@ describe('QuicInitialParser', () => {
 
   test('CRYPTO data sent again (a retransmission, overlapping frames) is read; a different copy at the same offsets is a bad_frame', () => {
     const packet = (packetNumber: number, frames: Buffer): Buffer =>
-      buildInitial({ version: QUIC_V1, dcid, packetNumber, frames, padTo: 1100 });
+      buildInitial({ version: QUIC_V1, dcid, packetNumber, frames, padTo: 1200 });
     // The same bytes again, whole or overlapping: a retransmission.
     const again = new QuicInitialParser();
     assert.equal(again.push(packet(0, cryptoFrame(0, hello.subarray(0, 40)))), undefined);
@@ -194,6 +194,119 @@ describe('QuicInitialParser', () => {
           /differs from what was received/.test(error.message),
       );
     }
+  });
+
+  test("Initials of another DCID are skipped unread, as a server reads them: the name is the one the first DCID's packets carry", () => {
+    // Two ClientHellos of one length that differ only from their name on.
+    const x = buildHandshake([sniExtension('allowed.test'), alpnExtension(['h3'])]);
+    const y = buildHandshake([sniExtension('private.test'), alpnExtension(['h3'])]);
+    assert.equal(x.length, y.length);
+    let k = 0;
+    while (x[k] === y[k]) k++;
+    const other = Buffer.from('99aabbccddeeff00', 'hex');
+    const initial = (id: Buffer, packetNumber: number, frames: Buffer): Buffer =>
+      buildInitial({ version: QUIC_V1, dcid: id, packetNumber, frames });
+    const start = initial(dcid, 0, cryptoFrame(0, x.subarray(0, k)));
+    // The end of y under the first DCID, which completes the server's ClientHello: name y.
+    const rest = initial(dcid, 1, cryptoFrame(k, y.subarray(k)));
+    for (const [label, datagrams] of [
+      // RFC 9000 12.2: a packet coalesced after one of another DCID is ignored by receivers.
+      [
+        'coalesced after the first packet',
+        [Buffer.concat([start, initial(other, 1, cryptoFrame(k, x.subarray(k)))])],
+      ],
+      // RFC 9000 7.2: until the server answers, the client keeps its first DCID.
+      ['in a datagram of its own', [start, initial(other, 1, cryptoFrame(k, x.subarray(k)))]],
+      // A short DCID, which no server takes as a new connection's, in a datagram of its own.
+      [
+        'with a 4-byte DCID',
+        [start, initial(other.subarray(0, 4), 1, cryptoFrame(k, x.subarray(k)))],
+      ],
+      // A datagram whose first packet names another connection is that connection's, whole.
+      [
+        'coalesced behind a packet of another DCID',
+        [
+          start,
+          Buffer.concat([
+            initial(other, 1, cryptoFrame(0, x.subarray(0, k))),
+            initial(dcid, 2, cryptoFrame(k, x.subarray(k))),
+          ]),
+        ],
+      ],
+    ] as const) {
+      const parser = new QuicInitialParser();
+      for (const datagram of datagrams) assert.equal(parser.push(datagram), undefined, label);
+      const result = parser.push(rest);
+      assert.ok(result?.kind === 'sni', label);
+      assert.equal(result.serverName, 'private.test', label);
+      assert.deepEqual(result.initial.dcid, dcid, label);
+      assert.equal(result.initial.packets, 2, label);
+    }
+  });
+
+  test('an Initial in a datagram under 1200 bytes is skipped unread, as a server discards it (RFC 9000 14.1)', () => {
+    const x = buildHandshake([sniExtension('allowed.test'), alpnExtension(['h3'])]);
+    const y = buildHandshake([sniExtension('private.test'), alpnExtension(['h3'])]);
+    let k = 0;
+    while (x[k] === y[k]) k++;
+    const parser = new QuicInitialParser();
+    const start = buildInitial({
+      version: QUIC_V1,
+      dcid,
+      frames: cryptoFrame(0, x.subarray(0, k)),
+    });
+    assert.equal(parser.push(start), undefined);
+    // The end of x in a short datagram: ngtcp2 and quic-go servers never read it.
+    const short = buildInitial({
+      version: QUIC_V1,
+      dcid,
+      packetNumber: 1,
+      frames: cryptoFrame(k, x.subarray(k)),
+      padTo: 0,
+    });
+    assert.ok(short.length < 1200);
+    assert.equal(parser.push(short), undefined);
+    // A short datagram's Initial is still QUIC: not `not_quic`, even with zeros after it.
+    assert.equal(parser.push(Buffer.concat([short, Buffer.alloc(8)])), undefined);
+    // The end of y, padded: the ClientHello the server completes.
+    const rest = buildInitial({
+      version: QUIC_V1,
+      dcid,
+      packetNumber: 2,
+      frames: cryptoFrame(k, y.subarray(k)),
+    });
+    assert.equal(rest.length, 1200);
+    const result = parser.push(rest);
+    assert.ok(result?.kind === 'sni');
+    assert.equal(result.serverName, 'private.test');
+    assert.equal(result.initial.packets, 2);
+    // A first datagram under 1200 bytes: QUIC, waiting for an Initial a server reads.
+    assert.equal(new QuicInitialParser().push(short), undefined);
+  });
+
+  test('a packet number read before is skipped unread, as a server discards it (RFC 9000 12.3); 256 packets at most', () => {
+    const x = buildHandshake([sniExtension('allowed.test'), alpnExtension(['h3'])]);
+    const y = buildHandshake([sniExtension('private.test'), alpnExtension(['h3'])]);
+    let k = 0;
+    while (x[k] === y[k]) k++;
+    const initial = (packetNumber: number, frames: Buffer): Buffer =>
+      buildInitial({ version: QUIC_V1, dcid, packetNumber, frames });
+    const parser = new QuicInitialParser();
+    assert.equal(parser.push(initial(0, cryptoFrame(0, x.subarray(0, k)))), undefined);
+    // Packet number 0 again, with the end of x: ngtcp2 discards it before decrypting it.
+    assert.equal(parser.push(initial(0, cryptoFrame(k, x.subarray(k)))), undefined);
+    const result = parser.push(initial(1, cryptoFrame(k, y.subarray(k))));
+    assert.ok(result?.kind === 'sni');
+    assert.equal(result.serverName, 'private.test');
+    assert.equal(result.initial.packets, 2);
+    // The numbers kept are bounded: a ClientHello that 256 packets did not complete never will.
+    const pings = new QuicInitialParser();
+    for (let pn = 0; pn < 256; pn++)
+      assert.equal(pings.push(initial(pn, Buffer.from([0x01]))), undefined);
+    assert.throws(
+      () => pings.push(initial(256, Buffer.from([0x01]))),
+      (e: unknown) => e instanceof QuicInitialError && e.reason === 'too_long',
+    );
   });
 
   test('coalesced Initial and 0-RTT packets; a 0-RTT-only datagram is skipped', () => {
@@ -277,7 +390,13 @@ describe('QuicInitialParser', () => {
     // Initial keys are public: anyone can seal valid 38-byte Initials (PING only) and coalesce
     // 1 700 of them in one 64 KiB datagram, each an AES-GCM open for whoever reads them.
     const tiny = (pn: number) =>
-      buildInitial({ version: QUIC_V1, dcid, packetNumber: pn, frames: Buffer.from([0x01]) });
+      buildInitial({
+        version: QUIC_V1,
+        dcid,
+        packetNumber: pn,
+        frames: Buffer.from([0x01]),
+        padTo: 0,
+      });
     const parser = new QuicInitialParser();
     const datagram = Buffer.concat(Array.from({ length: 1_700 }, (_, pn) => tiny(pn)));
     assert.throws(

@@ -38,7 +38,10 @@ export interface InitialSpec {
   readonly pnLength?: number;
   /** Plaintext frames (PADDING added so the sample fits). */
   readonly frames: Buffer;
-  /** Pad the plaintext with PADDING frames to this many bytes. */
+  /**
+   * Pad the plaintext with PADDING frames to this many bytes. Default: a 1200-byte packet, the
+   * least a server reads an Initial in (RFC 9000 14.1).
+   */
   readonly padTo?: number;
   /** Derive keys from this DCID instead (a wrong key). */
   readonly keyCid?: Buffer;
@@ -52,10 +55,13 @@ export function buildInitial(spec: InitialSpec): Buffer {
   const pnLength = spec.pnLength ?? 4;
   const pn = spec.packetNumber ?? 0;
   let plain = spec.frames;
-  const minimum = Math.max(spec.padTo ?? 0, 4 - pnLength);
-  if (plain.length < minimum) plain = Buffer.concat([plain, Buffer.alloc(minimum - plain.length)]);
-  const scid = spec.scid ?? Buffer.alloc(0);
   const token = spec.token ?? Buffer.alloc(0);
+  const scid = spec.scid ?? Buffer.alloc(0);
+  // The header (with a 2-byte Length field) and the AEAD tag.
+  const cids = 2 + spec.dcid.length + scid.length;
+  const overhead = 5 + cids + varint(token.length).length + token.length + 2 + pnLength + 16;
+  const minimum = Math.max(spec.padTo ?? 1200 - overhead, 4 - pnLength);
+  if (plain.length < minimum) plain = Buffer.concat([plain, Buffer.alloc(minimum - plain.length)]);
   const first = 0xc0 | (profile.initialType << 4) | (pnLength - 1);
   const pnBytes = Buffer.alloc(pnLength);
   for (let i = 0; i < pnLength; i++) pnBytes[pnLength - 1 - i] = Math.floor(pn / 256 ** i) & 0xff;
@@ -81,6 +87,15 @@ export function buildInitial(spec: InitialSpec): Buffer {
   for (let i = 0; i < pnLength; i++)
     packet[pnOffset + i] = (packet[pnOffset + i] ?? 0) ^ (mask[1 + i] ?? 0);
   return packet;
+}
+
+/**
+ * A datagram of at least `size` bytes: zeros after its packets, which receivers skip (RFC 9000
+ * 14.1: servers discard Initials in datagrams under 1200 bytes; clients pad, often this way).
+ */
+export function padded(datagram: Buffer, size = 1200): Buffer {
+  if (datagram.length >= size) return datagram;
+  return Buffer.concat([datagram, Buffer.alloc(size - datagram.length)]);
 }
 
 /** A long-header packet of another type (0-RTT or Handshake): opaque bytes with a valid length. */

@@ -132,7 +132,7 @@ describe('UdpProxy quic option', () => {
           version: QUIC_V1,
           dcid,
           frames: cryptoFrame(half, hello.subarray(half)),
-          padTo: 1100,
+          padTo: 1200,
         }),
         port,
         '127.0.0.1',
@@ -146,7 +146,7 @@ describe('UdpProxy quic option', () => {
           dcid,
           packetNumber: 1,
           frames: cryptoFrame(0, hello.subarray(0, half)),
-          padTo: 1100,
+          padTo: 1200,
         }),
         port,
         '127.0.0.1',
@@ -161,12 +161,205 @@ describe('UdpProxy quic option', () => {
     }
   });
 
+  // A forged Initial of another DCID coalesced behind the first carried the end of a ClientHello
+  // naming example.com: the proxy read it and routed to A, while a server ignores it (RFC 9000
+  // 12.2; ngtcp2, quic-go) and completed the ClientHello from the client's next datagram, whose
+  // end names another server: a name route passed by a name the server never saw.
+  test('a coalesced Initial of another DCID is skipped as a server skips it: the session is routed by the name the server reads', async () => {
+    const x = buildHandshake([sniExtension('example.com'), alpnExtension(['h3'])]);
+    const y = buildHandshake([sniExtension('private.com'), alpnExtension(['h3'])]);
+    let k = 0;
+    while (x[k] === y[k]) k++;
+    const dcid = Buffer.alloc(8, 4);
+    const initial = (id: Buffer, packetNumber: number, frames: Buffer): Buffer =>
+      buildInitial({ version: QUIC_V1, dcid: id, packetNumber, frames });
+    const names: (string | undefined)[] = [];
+    const { proxy, port } = await proxyWith({
+      quic: {},
+      selector: (ctx) => {
+        names.push(ctx.serverName);
+        return byName(ctx);
+      },
+    });
+    client = await udpSocket();
+    try {
+      client.send(
+        Buffer.concat([
+          initial(dcid, 0, cryptoFrame(0, x.subarray(0, k))),
+          initial(Buffer.alloc(8, 5), 1, cryptoFrame(k, x.subarray(k))),
+        ]),
+        port,
+        '127.0.0.1',
+      );
+      client.send(initial(dcid, 1, cryptoFrame(k, y.subarray(k))), port, '127.0.0.1');
+      const reply = await nextMessage(client);
+      assert.equal(reply.subarray(-1).toString(), 'B');
+      assert.deepEqual(names, ['private.com']);
+      assert.equal(proxy.sessions()[0]?.serverName, 'private.com');
+    } finally {
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
+  // The end of a ClientHello naming example.com in a datagram under 1200 bytes, which servers
+  // discard (RFC 9000 14.1; ngtcp2, quic-go), routed the session to A; the server completed the
+  // ClientHello from the client's next datagram, with another name.
+  test('an Initial in a datagram under 1200 bytes is skipped as a server skips it: the session is routed by the name the server reads', async () => {
+    const x = buildHandshake([sniExtension('example.com'), alpnExtension(['h3'])]);
+    const y = buildHandshake([sniExtension('private.com'), alpnExtension(['h3'])]);
+    let k = 0;
+    while (x[k] === y[k]) k++;
+    const dcid = Buffer.alloc(8, 6);
+    const names: (string | undefined)[] = [];
+    const { proxy, port } = await proxyWith({
+      quic: {},
+      selector: (ctx) => {
+        names.push(ctx.serverName);
+        return byName(ctx);
+      },
+    });
+    client = await udpSocket();
+    try {
+      for (const [packetNumber, frames, padTo] of [
+        [0, cryptoFrame(0, x.subarray(0, k)), undefined],
+        [1, cryptoFrame(k, x.subarray(k)), 0],
+        [2, cryptoFrame(k, y.subarray(k)), undefined],
+      ] as const) {
+        const datagram = buildInitial({
+          version: QUIC_V1,
+          dcid,
+          packetNumber,
+          frames,
+          ...(padTo !== undefined && { padTo }),
+        });
+        client.send(datagram, port, '127.0.0.1');
+      }
+      const reply = await nextMessage(client);
+      assert.equal(reply.subarray(-1).toString(), 'B');
+      assert.deepEqual(names, ['private.com']);
+    } finally {
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
+  // A second packet of number 0 carrying the end of a ClientHello naming example.com routed the
+  // session to A; servers discard it (RFC 9000 12.3; ngtcp2 before decrypting it) and completed
+  // the ClientHello from packet 1, with another name.
+  test('a packet number already read is skipped as a server skips it: the session is routed by the name the server reads', async () => {
+    const x = buildHandshake([sniExtension('example.com'), alpnExtension(['h3'])]);
+    const y = buildHandshake([sniExtension('private.com'), alpnExtension(['h3'])]);
+    let k = 0;
+    while (x[k] === y[k]) k++;
+    const dcid = Buffer.alloc(8, 7);
+    const names: (string | undefined)[] = [];
+    const { proxy, port } = await proxyWith({
+      quic: {},
+      selector: (ctx) => {
+        names.push(ctx.serverName);
+        return byName(ctx);
+      },
+    });
+    client = await udpSocket();
+    try {
+      for (const [packetNumber, frames] of [
+        [0, cryptoFrame(0, x.subarray(0, k))],
+        [0, cryptoFrame(k, x.subarray(k))],
+        [1, cryptoFrame(k, y.subarray(k))],
+      ] as const)
+        client.send(
+          buildInitial({ version: QUIC_V1, dcid, packetNumber, frames }),
+          port,
+          '127.0.0.1',
+        );
+      const reply = await nextMessage(client);
+      assert.equal(reply.subarray(-1).toString(), 'B');
+      assert.deepEqual(names, ['private.com']);
+    } finally {
+      await closeSocket(client);
+      await proxy.close();
+    }
+  });
+
+  // A Retry leaves no state on the server: the client's next Initial opens a connection whose
+  // ClientHello the server reads afresh. It forwarded unread, a client routed by example.com
+  // could name another server after the Retry and reach it on the chosen upstream.
+  test('after a Retry, an Initial with another ClientHello ends the session unsent (quic_no_client_hello); the same one passes', async () => {
+    const retryCid = Buffer.alloc(8, 0x42);
+    const server = await udpSocket();
+    const got: Buffer[] = [];
+    server.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
+      got.push(msg);
+      if (got.length > 1) return;
+      // A v1 Retry: type 3, DCID the client's SCID (empty), SCID the new ID, a token, a tag.
+      const head = Buffer.from([0xf0, 0, 0, 0, 1, 0, retryCid.length]);
+      server.send(Buffer.concat([head, retryCid, Buffer.alloc(20, 9)]), rinfo.port, rinfo.address);
+    });
+    const named = (name: string, dcid: Buffer, packetNumber: number): Buffer =>
+      buildInitial({
+        version: QUIC_V1,
+        dcid,
+        packetNumber,
+        frames: cryptoFrame(0, buildHandshake([sniExtension(name), alpnExtension(['h3'])])),
+      });
+    const proxy = new UdpProxy({
+      upstreams: [{ id: 'a', host: '127.0.0.1', port: server.address().port }],
+      selector: (ctx) => (ctx.serverName === 'example.com' ? ctx.candidates[0] : undefined),
+      quic: {},
+    });
+    const summaries = closes(proxy);
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    try {
+      for (const [after, passes] of [
+        ['private.com', false],
+        ['example.com', true],
+      ] as const) {
+        got.length = 0;
+        client = await udpSocket();
+        client.send(named('example.com', Buffer.alloc(8, 1), 0), port, '127.0.0.1');
+        const retry = await nextMessage(client);
+        assert.equal(retry[0], 0xf0);
+        const closed = summaries.length;
+        // The client's Initial to the Retry's ID, then one to its first DCID again.
+        client.send(named(after, retryCid, 1), port, '127.0.0.1');
+        client.send(named(after, Buffer.alloc(8, 1), 2), port, '127.0.0.1');
+        if (passes) {
+          await withTimeout(
+            (async () => {
+              while (got.length < 3) await new Promise((r) => server.once('message', r));
+            })(),
+            10_000,
+            'the Initials after the Retry',
+          );
+          assert.equal(summaries.length, closed);
+        } else {
+          await withTimeout(
+            (async () => {
+              while (summaries.length === closed)
+                await new Promise((r) => proxy.once('sessionClose', r));
+            })(),
+            10_000,
+            'the session to end',
+          );
+          assert.equal(summaries[closed]?.reason, 'quic_no_client_hello');
+          assert.equal(got.length, 1, 'only the first Initial reached the server');
+          assert.equal(proxy.stats().quic?.quic_parse_errors, 1);
+        }
+        await closeSocket(client);
+      }
+    } finally {
+      await proxy.close();
+      await closeSocket(server);
+    }
+  });
+
   const namedInitial = (name: string, dcid: Buffer) =>
     buildInitial({
       version: QUIC_V1,
       dcid,
       frames: cryptoFrame(0, buildHandshake([sniExtension(name), alpnExtension(['h3'])])),
-      padTo: 1100,
+      padTo: 1200,
     });
 
   /** A proxy routing by name (`byName`) with `quic`; `names`: each name its selector was given. */
@@ -245,7 +438,7 @@ describe('UdpProxy quic option', () => {
         dcid,
         packetNumber,
         frames: cryptoFrame(offset, data),
-        padTo: 1100,
+        padTo: 1200,
       });
     const { proxy, port } = await proxyWith({ quic: { maxInitialWait: 600 }, selector: byName });
     client = await udpSocket();
@@ -351,7 +544,13 @@ describe('UdpProxy quic option', () => {
     const dcid = Buffer.from('0011223344556677', 'hex');
     const flood = Buffer.concat(
       Array.from({ length: 1_700 }, (_, pn) =>
-        buildInitial({ version: QUIC_V1, dcid, packetNumber: pn, frames: Buffer.from([0x01]) }),
+        buildInitial({
+          version: QUIC_V1,
+          dcid,
+          packetNumber: pn,
+          frames: Buffer.from([0x01]),
+          padTo: 0,
+        }),
       ),
     );
     assert.ok(flood.length <= 65_507);
@@ -415,7 +614,7 @@ describe('UdpProxy quic option', () => {
       version: QUIC_V1,
       dcid,
       frames: cryptoFrame(0, hello.subarray(0, 10)),
-      padTo: 1100,
+      padTo: 1200,
     });
     const { proxy, port } = await proxyWith({
       quic: { maxInitialWait: 50, maxInitialDatagrams: 2 },
@@ -434,7 +633,7 @@ describe('UdpProxy quic option', () => {
           dcid,
           packetNumber: 1,
           frames: cryptoFrame(10, hello.subarray(10, 20)),
-          padTo: 1100,
+          padTo: 1200,
         }),
         port,
         '127.0.0.1',
@@ -573,7 +772,7 @@ describe('UdpProxy quic option', () => {
       version: QUIC_V1,
       dcid: Buffer.alloc(8, 5),
       frames: cryptoFrame(0, hello.subarray(0, 10)),
-      padTo: 1100,
+      padTo: 1200,
     });
     const { proxy, port } = await proxyWith({
       quic: { maxInitialWait: 60_000, connectionIdRouting: true },
@@ -653,7 +852,7 @@ describe('UdpProxy quic option', () => {
         [1, cryptoFrame(0, hello.subarray(0, 30))],
       ] as const) {
         client.send(
-          buildInitial({ version: QUIC_V1, dcid, packetNumber, frames, padTo: 1100 }),
+          buildInitial({ version: QUIC_V1, dcid, packetNumber, frames, padTo: 1200 }),
           port,
           '127.0.0.1',
         );

@@ -50,7 +50,7 @@ const initial = (name: string, dcid: Buffer, packetNumber = 0) =>
     dcid,
     packetNumber,
     frames: cryptoFrame(0, buildHandshake([sniExtension(name), alpnExtension(['h3'])])),
-    padTo: 1100,
+    padTo: 1200,
   });
 
 /** A short-header datagram whose DCID is `cid`. */

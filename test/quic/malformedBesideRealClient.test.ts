@@ -69,7 +69,7 @@ function hostileDatagrams(seen: Seen): Buffer[] {
       version: QUIC_V1,
       dcid: randomBytes(8),
       frames: Buffer.from([0x1c, 0, 0, 0]),
-      padTo: 1150,
+      padTo: 1200,
     }),
     // the real connection's IDs from elsewhere (2): pinned to its server, which ignores them.
     Buffer.concat([Buffer.from([0x40]), serverCid, randomBytes(100)]),
