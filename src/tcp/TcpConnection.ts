@@ -157,6 +157,15 @@ function asNetSocket(socket: RelaySocket): Socket {
   return socket as unknown as Socket;
 }
 
+/**
+ * Whether `socket` is a TLS stream on a bare handle that a write reaches at once, done with the
+ * bytes when it returns: a chunk read into the shared buffer then goes to it without the copy a
+ * plain socket's pending write needs (a bandwidth budget holding it makes its own copy).
+ */
+function takesWriteAtOnce(socket: RelaySocket | undefined): boolean {
+  return socket instanceof HandleSocket && socket.takesWriteAtOnce();
+}
+
 /** Whether the socket is a `TLSSocket` (decrypted data arrives a record at a time). */
 function isTls(socket: RelaySocket): boolean {
   return (socket as RelaySocket & { encrypted?: boolean }).encrypted === true;
@@ -1047,6 +1056,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   /** A client chunk in the shared read buffer (`onread`); false pauses the client. @internal */
   clientRead(bytes: number, buffer: Buffer): boolean {
+    const socket = this.upstreamSocket;
+    if (this.connected && takesWriteAtOnce(socket))
+      return this.clientData(buffer.subarray(0, bytes));
     const chunk = copyForWrite(bytes, buffer);
     const more = this.clientData(chunk);
     afterWrite(chunk, this.connected ? this.upstreamSocket : undefined);
@@ -1064,6 +1076,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   /** An upstream chunk in the shared read buffer (`onread`); false pauses it. @internal */
   upstreamRead(bytes: number, buffer: Buffer): boolean {
+    if (takesWriteAtOnce(this.client)) return this.upstreamData(buffer.subarray(0, bytes));
     const chunk = copyForWrite(bytes, buffer);
     const more = this.upstreamData(chunk);
     afterWrite(chunk, this.client);
