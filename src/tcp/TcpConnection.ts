@@ -29,7 +29,12 @@ import {
 } from '../tls/tlsFailure.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { resetBehindEnd } from '../net/resetBehindEnd.js';
-import { coalesceTlsRecord, roomWhileCorked } from '../net/coalescedWrites.js';
+import {
+  afterRecord,
+  coalesceTlsRecord,
+  copyRecord,
+  roomWhileCorked,
+} from '../net/coalescedWrites.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
 import { selectorError } from '../select/internal/selectorOutcome.js';
 import { isThenable } from '../internal/isThenable.js';
@@ -1066,12 +1071,14 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   }
 
   /**
-   * {@link clientRead} for decrypted records: the upstream write waits for the turn's others. A
-   * held record keeps its copy, so each gets one of its own size rather than a read-sized block.
-   * @internal
+   * {@link clientRead} for decrypted records: the upstream write waits for the turn's others,
+   * each record copied into the block the turn's records share (`copyRecord`). @internal
    */
   clientTlsRead(bytes: number, buffer: Buffer): boolean {
-    return this.clientTlsData(copyOut(bytes, buffer));
+    const chunk = copyRecord(bytes, buffer);
+    const more = this.clientTlsData(chunk);
+    afterRecord(chunk, this.connected ? this.upstreamSocket : undefined);
+    return more;
   }
 
   /** An upstream chunk in the shared read buffer (`onread`); false pauses it. @internal */
@@ -1144,9 +1151,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   /** A decrypted record of a TLS upstream on a bare handle, in the shared buffer. @internal */
   upstreamTlsRead(bytes: number, buffer: Buffer): boolean {
-    const chunk = copyOut(bytes, buffer);
+    const chunk = copyRecord(bytes, buffer);
     coalesceTlsRecord(this.client, chunk);
-    return this.upstreamData(chunk);
+    const more = this.upstreamData(chunk);
+    afterRecord(chunk, this.client);
+    return more;
   }
 
   /** A decrypted chunk from the TLS upstream; its client write waits for the turn's others. @internal */
