@@ -280,6 +280,24 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     return this.send(chunk);
   }
 
+  /**
+   * Whether a write now would go to Node's TLS stream at once, which is done with the bytes when
+   * the call returns: OpenSSL encrypts them into the stream's output, or Node copies what it
+   * cannot encrypt yet (`TLSWrap::DoWrite`, Node 20 to 26). The caller may then write a view of a
+   * buffer it reuses right after (the shared read buffer), without a copy of its own.
+   */
+  takesWriteAtOnce(): boolean {
+    return (
+      this.encrypted &&
+      !this.tlsWriting &&
+      this.writableCorked === 0 &&
+      !this.connecting &&
+      !this.securing &&
+      !this.destroyed &&
+      !this.writableEnded
+    );
+  }
+
   /** Whether the caller may go on writing (as `net.Socket`'s 16 KiB high-water mark says). */
   private room(): boolean {
     if (this.writableLength < HIGH_WATER_MARK) return true;

@@ -29,7 +29,12 @@ import {
 } from '../tls/tlsFailure.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { resetBehindEnd } from '../net/resetBehindEnd.js';
-import { coalesceTlsRecord, roomWhileCorked } from '../net/coalescedWrites.js';
+import {
+  afterRecord,
+  coalesceTlsRecord,
+  copyRecord,
+  roomWhileCorked,
+} from '../net/coalescedWrites.js';
 import type { SelectionContext, SelectionResult } from '../select/SelectionContext.js';
 import { selectorError } from '../select/internal/selectorOutcome.js';
 import { isThenable } from '../internal/isThenable.js';
@@ -155,6 +160,15 @@ function own<T extends RelaySocket>(socket: T, connection: TcpConnection): T & O
  */
 function asNetSocket(socket: RelaySocket): Socket {
   return socket as unknown as Socket;
+}
+
+/**
+ * Whether `socket` is a TLS stream on a bare handle that a write reaches at once, done with the
+ * bytes when it returns: a chunk read into the shared buffer then goes to it without the copy a
+ * plain socket's pending write needs (a bandwidth budget holding it makes its own copy).
+ */
+function takesWriteAtOnce(socket: RelaySocket | undefined): boolean {
+  return socket instanceof HandleSocket && socket.takesWriteAtOnce();
 }
 
 /** Whether the socket is a `TLSSocket` (decrypted data arrives a record at a time). */
@@ -1047,6 +1061,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   /** A client chunk in the shared read buffer (`onread`); false pauses the client. @internal */
   clientRead(bytes: number, buffer: Buffer): boolean {
+    const socket = this.upstreamSocket;
+    if (this.connected && takesWriteAtOnce(socket))
+      return this.clientData(buffer.subarray(0, bytes));
     const chunk = copyForWrite(bytes, buffer);
     const more = this.clientData(chunk);
     afterWrite(chunk, this.connected ? this.upstreamSocket : undefined);
@@ -1054,16 +1071,19 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   }
 
   /**
-   * {@link clientRead} for decrypted records: the upstream write waits for the turn's others. A
-   * held record keeps its copy, so each gets one of its own size rather than a read-sized block.
-   * @internal
+   * {@link clientRead} for decrypted records: the upstream write waits for the turn's others,
+   * each record copied into the block the turn's records share (`copyRecord`). @internal
    */
   clientTlsRead(bytes: number, buffer: Buffer): boolean {
-    return this.clientTlsData(copyOut(bytes, buffer));
+    const chunk = copyRecord(bytes, buffer);
+    const more = this.clientTlsData(chunk);
+    afterRecord(chunk, this.connected ? this.upstreamSocket : undefined);
+    return more;
   }
 
   /** An upstream chunk in the shared read buffer (`onread`); false pauses it. @internal */
   upstreamRead(bytes: number, buffer: Buffer): boolean {
+    if (takesWriteAtOnce(this.client)) return this.upstreamData(buffer.subarray(0, bytes));
     const chunk = copyForWrite(bytes, buffer);
     const more = this.upstreamData(chunk);
     afterWrite(chunk, this.client);
@@ -1131,9 +1151,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   /** A decrypted record of a TLS upstream on a bare handle, in the shared buffer. @internal */
   upstreamTlsRead(bytes: number, buffer: Buffer): boolean {
-    const chunk = copyOut(bytes, buffer);
+    const chunk = copyRecord(bytes, buffer);
     coalesceTlsRecord(this.client, chunk);
-    return this.upstreamData(chunk);
+    const more = this.upstreamData(chunk);
+    afterRecord(chunk, this.client);
+    return more;
   }
 
   /** A decrypted chunk from the TLS upstream; its client write waits for the turn's others. @internal */

@@ -7,7 +7,13 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import tls from 'node:tls';
-import { COALESCED_BYTES } from '../../src/net/coalescedWrites.js';
+import {
+  COALESCED_BYTES,
+  afterRecord,
+  coalesceTlsRecord,
+  copyRecord,
+} from '../../src/net/coalescedWrites.js';
+import type { RelaySocket } from '../../src/net/RelaySocket.js';
 import { readAll, withTimeout } from '../helpers/net.js';
 import { handlePort, recordHandleWrites } from '../helpers/handleWrites.js';
 import type { WrittenHandle } from '../helpers/handleWrites.js';
@@ -232,6 +238,162 @@ describe('TLS records are written to the plain side coalesced, one writev per lo
     const calls = counted.single + counted.vectored;
     assert.ok(counted.vectored > 0, `no writev: ${JSON.stringify({ ...counted, sockets: 0 })}`);
     assert.ok(calls <= data.length / RECORD / 2, `${String(calls)} writes: not coalesced`);
+    assert.deepEqual(rig.errors, []);
+  });
+});
+
+/** A plain upstream per connection that reads in bursts of `burst` bytes, pausing between them. */
+async function slowCollectors(
+  t: TestContext,
+  burst: number,
+): Promise<{ port: number; received: Promise<Buffer>[] }> {
+  const received: Promise<Buffer>[] = [];
+  const port = await testServer(t, (socket) => {
+    received.push(
+      new Promise<Buffer>((resolve) => {
+        const chunks: Buffer[] = [];
+        let sinceStop = 0;
+        socket.on('data', (chunk: Buffer) => {
+          chunks.push(chunk);
+          sinceStop += chunk.length;
+          if (sinceStop < burst) return;
+          sinceStop = 0;
+          socket.pause();
+          setTimeout(() => socket.resume(), 2);
+        });
+        socket.on('end', () => {
+          resolve(Buffer.concat(chunks));
+          socket.end();
+        });
+      }),
+    );
+  });
+  return { port, received };
+}
+
+/**
+ * A destination as the record block sees it: corked by `coalesceTlsRecord`, and when uncorked it
+ * either takes everything at once or leaves `pending` bytes in flight.
+ */
+function destination(pending: () => number): RelaySocket & { held: Buffer[] } {
+  const socket = {
+    held: [] as Buffer[],
+    writableCorked: 0,
+    writableLength: 0,
+    cork() {
+      socket.writableCorked++;
+    },
+    uncork() {
+      socket.writableCorked = 0;
+      socket.writableLength = pending();
+    },
+    write(chunk: Buffer) {
+      socket.held.push(chunk);
+      socket.writableLength += chunk.length;
+      return true;
+    },
+  };
+  return socket as unknown as RelaySocket & { held: Buffer[] };
+}
+
+/** A full record read into a (shared) buffer: `fill` repeated. */
+function record(fill: number): Buffer {
+  return Buffer.alloc(RECORD, fill);
+}
+
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+describe('decrypted records share one block, reused while their writes complete at once', () => {
+  test('a record whose write is left pending keeps its bytes; one written at once gives its place back', async () => {
+    // One turn whose flush completes: the next turn's record takes the same place.
+    const quick = destination(() => 0);
+    // Whatever the block held before this test (an earlier test's records) is given back.
+    const warm = copyRecord(RECORD, record(0));
+    coalesceTlsRecord(quick, warm);
+    quick.write(warm);
+    afterRecord(warm, quick);
+    await nextTurn();
+    const first = copyRecord(RECORD, record(1));
+    coalesceTlsRecord(quick, first);
+    quick.write(first);
+    afterRecord(first, quick);
+    await nextTurn();
+    const second = copyRecord(RECORD, record(2));
+    assert.equal(second.buffer, first.buffer, 'a new block after a completed flush');
+    assert.equal(second.byteOffset, first.byteOffset, 'not reused from its start');
+    coalesceTlsRecord(quick, second);
+    quick.write(second);
+    afterRecord(second, quick);
+    await nextTurn();
+    // A turn whose flush leaves its write pending: later records must not overwrite it.
+    const slow = destination(() => RECORD);
+    const pending = copyRecord(RECORD, record(3));
+    coalesceTlsRecord(slow, pending);
+    slow.write(pending);
+    afterRecord(pending, slow);
+    await nextTurn();
+    const later = [4, 5, 6, 7, 8, 9, 10, 11, 12].map((fill) => {
+      const chunk = copyRecord(RECORD, record(fill));
+      afterRecord(chunk, quick);
+      return chunk;
+    });
+    assert.ok(
+      pending.every((byte) => byte === 3),
+      'a pending record was overwritten',
+    );
+    assert.ok(
+      later.every(
+        (chunk) => chunk.buffer !== pending.buffer || chunk.byteOffset > pending.byteOffset,
+      ),
+    );
+    // A record kept (early data, no destination yet) or written to a socket that left it
+    // pending, uncorked: kept as it was too.
+    for (const keep of [undefined, destination(() => RECORD)]) {
+      const kept = copyRecord(RECORD, record(13));
+      if (keep !== undefined) keep.write(kept);
+      afterRecord(kept, keep);
+      for (let i = 0; i < 9; i++) afterRecord(copyRecord(RECORD, record(14)), quick);
+      assert.ok(
+        kept.every((byte) => byte === 13),
+        'a kept record was overwritten',
+      );
+    }
+  });
+
+  test('one TLS client read fast: its records come from a handful of blocks, byte-exact', async (t) => {
+    const pki = await localhost(t);
+    if (!pki) return;
+    const upstream = await collector(t);
+    const written = recordHandleWrites(
+      t,
+      (handle) => handlePort(handle, 'remote') === upstream.port,
+    );
+    const rig = await terminating(t, pki.cert, upstream.port);
+    const data = randomBytes(8 * MiB);
+    sendOverTls(rig, pki.ca.cert, data);
+    const received = await withTimeout(upstream.received, 20_000, 'the upstream received all');
+    assert.equal(sha256(received), sha256(data));
+    const chunks = written.flatMap((write) => write.chunks.filter((chunk) => chunk.length > 0));
+    const blocks = new Set(chunks.map((chunk) => chunk.buffer)).size;
+    // A copy of its own per record was one block each (512 here).
+    assert.ok(blocks * 8 <= chunks.length, `${chunks.length} records in ${blocks} blocks`);
+    assert.deepEqual(rig.errors, []);
+  });
+
+  test('three TLS clients at once to slow upstreams: every byte intact while writes go pending', async (t) => {
+    const pki = await localhost(t);
+    if (!pki) return;
+    const upstream = await slowCollectors(t, 256 * 1024);
+    const rig = await terminating(t, pki.cert, upstream.port);
+    const uploads = Array.from({ length: 3 }, () => randomBytes(6 * MiB));
+    for (const data of uploads) sendOverTls(rig, pki.ca.cert, data);
+    await rig.closed(uploads.length, 60_000);
+    assert.equal(upstream.received.length, uploads.length);
+    const got = (await Promise.all(upstream.received)).map(sha256).sort();
+    assert.deepEqual(got, uploads.map(sha256).sort());
+    assert.ok(rig.proxy.stats().downstream_flow_control_paused_reading_total > 0, 'never paused');
     assert.deepEqual(rig.errors, []);
   });
 });
