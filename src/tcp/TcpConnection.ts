@@ -105,6 +105,24 @@ function revealsReset(socket: RelaySocket | undefined): boolean {
 }
 
 /**
+ * Whether a `net.Socket` side the proxy stopped reading (paused while the other side's writes
+ * were full) was reset unread, checked before a FIN is passed on to it. Its shutdown(2) would
+ * fail ENOTCONN, a status Node's `net.Socket` drops (its `afterShutdown` ignores it): the FIN
+ * would be taken as sent and the connection left half-open until a timer ended it, its reason
+ * `idle_timeout` for a peer that reset. The zero-length write of {@link revealsReset} tells, and
+ * its 'error' follows as that side's reset. A relay handle reports its failed shutdown itself,
+ * and a side being read sees its reset: neither is probed, so a FIN costs one check.
+ */
+function resetUnread(socket: RelaySocket): boolean {
+  if (socket instanceof HandleSocket || !socket.isPaused() || socket.destroyed) return false;
+  if (isTls(socket)) return tlsTransportLost(socket);
+  // Queued writes fail on a reset socket, and tell instead; the probe would wait behind them.
+  if (socket.writableLength > 0) return false;
+  socket.write(NOTHING);
+  return socket.errored !== null;
+}
+
+/**
  * Whether the TCP connection under a TLS socket is gone (a reset its TLS layer saw as an end);
  * the socket is then destroyed with the error, which the relay handles as a reset.
  */
@@ -1180,7 +1198,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     // A Unix socket has no reset: a zero-length write to a client that closed fully fails EPIPE.
     if (this.clientFamily !== 'unix' && revealsReset(this.client)) return;
     if (this.filters !== undefined && !this.flushToUpstream(this.filters)) return;
-    if (this.connected) this.upstreamSocket?.end();
+    const upstream = this.upstreamSocket;
+    if (this.connected && upstream !== undefined) {
+      if (resetUnread(upstream)) return;
+      upstream.end();
+    }
     if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
   }
 
@@ -1206,6 +1228,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     // An upstream reset seen as an end: its 'error' follows, and resets the client instead.
     if (revealsReset(this.upstreamSocket)) return;
     if (this.filters !== undefined && !this.flushToClient(this.filters)) return;
+    // A Unix client has no reset: the probe would fail EPIPE on one that closed cleanly.
+    if (this.clientFamily !== 'unix' && resetUnread(this.client)) return;
     this.client.end();
     if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
   }
