@@ -107,25 +107,33 @@ function sslValue(ssl: ProxySslFields): Buffer {
   const { client, verify } = requireRecord(ssl, 'ssl');
   rejectUnknownKeys(ssl as unknown as Record<string, unknown>, SSL_FIELDS, 'ssl');
   const head = Buffer.alloc(5);
-  head.writeUInt8(bits(client, 'ssl.client') & 0xff, 0);
-  head.writeUInt32BE(bits(verify, 'ssl.verify') >>> 0, 1);
+  head.writeUInt8(bits(client, 'ssl.client', 0xff), 0);
+  head.writeUInt32BE(bits(verify, 'ssl.verify', 0xffffffff), 1);
   const subs: ProxyTlv[] = [];
   for (const [field, type] of SSL_STRINGS) {
     const value = ssl[field];
     if (value !== undefined)
-      subs.push({ type, value: Buffer.from(text(value, `ssl.${field}`), 'utf8') });
+      subs.push({ type, value: subValue(Buffer.from(text(value, `ssl.${field}`), 'utf8'), field) });
   }
   if (ssl.clientCert !== undefined)
     subs.push({
       type: ProxySslSubtype.CLIENT_CERT,
-      value: bytes(ssl.clientCert, 'ssl.clientCert'),
+      value: subValue(bytes(ssl.clientCert, 'ssl.clientCert'), 'clientCert'),
     });
   return Buffer.concat([head, joinTlvs(subs)]);
 }
 
-function bits(value: unknown, name: string): number {
-  if (typeof value !== 'number' || !Number.isInteger(value))
-    throw new InvalidOptionError(name, 'an integer', value);
+/** A sub-TLV's value, whose 16-bit length must hold it (a longer one was a RangeError). */
+function subValue(value: Buffer, field: string): Buffer {
+  if (value.length > 0xffff)
+    throw new InvalidOptionError(`ssl.${field}`, 'at most 65535 bytes', `${value.length} bytes`);
+  return value;
+}
+
+/** An integer field of `max` bits' range: one out of it was silently cut to its low bits. */
+function bits(value: unknown, name: string, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max)
+    throw new InvalidOptionError(name, `an integer from 0 to ${max}`, value);
   return value;
 }
 
