@@ -73,14 +73,14 @@ export function proxyTlvs(fields: ProxyTlvFields): ProxyTlv[] {
     tlvs.push({ type, value });
   };
   if (fields.alpn !== undefined)
-    add(ProxyTlvType.ALPN, Buffer.from(text(fields.alpn, 'alpn'), 'latin1'));
+    add(ProxyTlvType.ALPN, Buffer.from(latin1(fields.alpn, 'alpn'), 'latin1'));
   if (fields.authority !== undefined)
     add(ProxyTlvType.AUTHORITY, Buffer.from(text(fields.authority, 'authority'), 'utf8'));
   if (fields.uniqueId !== undefined)
     add(ProxyTlvType.UNIQUE_ID, bytes(fields.uniqueId, 'uniqueId'));
   if (fields.ssl !== undefined) add(ProxyTlvType.SSL, sslValue(fields.ssl));
   if (fields.netns !== undefined)
-    add(ProxyTlvType.NETNS, Buffer.from(text(fields.netns, 'netns'), 'latin1'));
+    add(ProxyTlvType.NETNS, Buffer.from(latin1(fields.netns, 'netns'), 'latin1'));
   const custom: unknown = fields.custom ?? [];
   if (!Array.isArray(custom)) throw new InvalidOptionError('custom', 'an array of TLVs', custom);
   custom.forEach((tlv: unknown, i) => {
@@ -95,6 +95,17 @@ export function proxyTlvs(fields: ProxyTlvFields): ProxyTlv[] {
 function text(value: unknown, name: string): string {
   if (typeof value !== 'string') throw new InvalidOptionError(name, 'a string', value);
   return value;
+}
+
+/**
+ * A string field written one byte per character: a character above U+00FF would be cut to its
+ * low byte (`'h\u0132'` went out as `h2`, `'n\u0129'` as `n)`), another value than the caller's.
+ */
+function latin1(value: unknown, name: string): string {
+  const checked = text(value, name);
+  if (/[\u0100-\u{10ffff}]/u.test(checked))
+    throw new InvalidOptionError(name, 'one byte per character (latin1)', value);
+  return checked;
 }
 
 /** A private copy of a Buffer (or any Uint8Array) field. */

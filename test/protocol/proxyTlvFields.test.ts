@@ -93,7 +93,7 @@ describe('proxyTlvs / readProxyTlvs', () => {
       );
   });
 
-  test('refuse SSL fields their wire field cannot hold, with InvalidOptionError naming the field', () => {
+  test('refuse fields their wire field cannot hold, with InvalidOptionError naming the field', () => {
     // A client byte of 300 went out as 44, a verify of 2^40 as 0 (verified), and a sub-TLV
     // over 65535 bytes threw a RangeError from Buffer.writeUInt16BE.
     const cases: [ProxySslFields, string][] = [
@@ -104,6 +104,17 @@ describe('proxyTlvs / readProxyTlvs', () => {
       [{ client: 1, verify: 0, cn: 'x'.repeat(0x10000) }, 'ssl.cn'],
       [{ client: 1, verify: 0, clientCert: Buffer.alloc(0x10000) }, 'ssl.clientCert'],
     ];
+    // One byte per character: U+0132 went out as '2', U+0129 as ')' (a valid netns).
+    for (const [fields, option] of [
+      [{ alpn: 'h\u0132' }, 'alpn'],
+      [{ netns: 'n\u0129' }, 'netns'],
+    ] as const)
+      assert.throws(
+        () => proxyTlvs(fields),
+        (e: unknown) => e instanceof InvalidOptionError && e.option === option,
+        option,
+      );
+    assert.equal(readProxyTlvs(proxyTlvs({ alpn: '\u00ff\u0000' })).alpn, '\u00ff\u0000');
     for (const [ssl, option] of cases)
       assert.throws(
         () => proxyTlvs({ ssl }),
