@@ -385,6 +385,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.clientAddress = identity.address;
     this.clientPort = identity.port;
     this.clientFamily = identity.family;
+    this.unixClient = identity.peerAddress === '';
     this.localAddress = identity.localAddress;
     this.localPort = identity.localPort;
     this.peerAddress = identity.peerAddress;
@@ -405,6 +406,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   }
 
   private resumeAfterPreface = false;
+  /**
+   * The client's transport is a Unix socket (its peer has no address), whatever client an
+   * accepted PROXY header names: a TCP load balancer may name a UNIX_STREAM client, a local
+   * HAProxy on a Unix socket names TCP ones. A reset is told by the transport (a Unix socket has
+   * none), not by the family of the client named.
+   */
+  private readonly unixClient: boolean;
 
   // ---- SelectionContext -------------------------------------------------------------------
 
@@ -1196,7 +1204,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.clientEnded = true;
     // A client reset seen as an end: its 'error' follows, and resets the upstream instead.
     // A Unix socket has no reset: a zero-length write to a client that closed fully fails EPIPE.
-    if (this.clientFamily !== 'unix' && revealsReset(this.client)) return;
+    if (!this.unixClient && revealsReset(this.client)) return;
     if (this.filters !== undefined && !this.flushToUpstream(this.filters)) return;
     const upstream = this.upstreamSocket;
     if (this.connected && upstream !== undefined) {
@@ -1216,7 +1224,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     // A reset seen as an end while the client waited (bytes and RST read together in the queue):
     // its 'error' follows and fails the connection before any upstream is dialled. Taken as a
     // FIN, its bytes went to the upstream and then a FIN, a request the upstream would serve.
-    if (this.clientFamily !== 'unix' && revealsReset(this.client)) return false;
+    if (!this.unixClient && revealsReset(this.client)) return false;
     if (this.filters !== undefined && !this.flushToUpstream(this.filters)) return false;
     if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
     return true;
@@ -1229,7 +1237,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (revealsReset(this.upstreamSocket)) return;
     if (this.filters !== undefined && !this.flushToClient(this.filters)) return;
     // A Unix client has no reset: the probe would fail EPIPE on one that closed cleanly.
-    if (this.clientFamily !== 'unix' && resetUnread(this.client)) return;
+    if (!this.unixClient && resetUnread(this.client)) return;
     this.client.end();
     if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
   }
