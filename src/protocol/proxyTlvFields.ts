@@ -73,14 +73,14 @@ export function proxyTlvs(fields: ProxyTlvFields): ProxyTlv[] {
     tlvs.push({ type, value });
   };
   if (fields.alpn !== undefined)
-    add(ProxyTlvType.ALPN, Buffer.from(text(fields.alpn, 'alpn'), 'latin1'));
+    add(ProxyTlvType.ALPN, Buffer.from(latin1(fields.alpn, 'alpn'), 'latin1'));
   if (fields.authority !== undefined)
     add(ProxyTlvType.AUTHORITY, Buffer.from(text(fields.authority, 'authority'), 'utf8'));
   if (fields.uniqueId !== undefined)
     add(ProxyTlvType.UNIQUE_ID, bytes(fields.uniqueId, 'uniqueId'));
   if (fields.ssl !== undefined) add(ProxyTlvType.SSL, sslValue(fields.ssl));
   if (fields.netns !== undefined)
-    add(ProxyTlvType.NETNS, Buffer.from(text(fields.netns, 'netns'), 'latin1'));
+    add(ProxyTlvType.NETNS, Buffer.from(latin1(fields.netns, 'netns'), 'latin1'));
   const custom: unknown = fields.custom ?? [];
   if (!Array.isArray(custom)) throw new InvalidOptionError('custom', 'an array of TLVs', custom);
   custom.forEach((tlv: unknown, i) => {
@@ -97,6 +97,17 @@ function text(value: unknown, name: string): string {
   return value;
 }
 
+/**
+ * A string field written one byte per character: a character above U+00FF would be cut to its
+ * low byte (`'h\u0132'` went out as `h2`, `'n\u0129'` as `n)`), another value than the caller's.
+ */
+function latin1(value: unknown, name: string): string {
+  const checked = text(value, name);
+  if (/[\u0100-\u{10ffff}]/u.test(checked))
+    throw new InvalidOptionError(name, 'one byte per character (latin1)', value);
+  return checked;
+}
+
 /** A private copy of a Buffer (or any Uint8Array) field. */
 function bytes(value: unknown, name: string): Buffer {
   if (!(value instanceof Uint8Array)) throw new InvalidOptionError(name, 'a Buffer', value);
@@ -107,25 +118,33 @@ function sslValue(ssl: ProxySslFields): Buffer {
   const { client, verify } = requireRecord(ssl, 'ssl');
   rejectUnknownKeys(ssl as unknown as Record<string, unknown>, SSL_FIELDS, 'ssl');
   const head = Buffer.alloc(5);
-  head.writeUInt8(bits(client, 'ssl.client') & 0xff, 0);
-  head.writeUInt32BE(bits(verify, 'ssl.verify') >>> 0, 1);
+  head.writeUInt8(bits(client, 'ssl.client', 0xff), 0);
+  head.writeUInt32BE(bits(verify, 'ssl.verify', 0xffffffff), 1);
   const subs: ProxyTlv[] = [];
   for (const [field, type] of SSL_STRINGS) {
     const value = ssl[field];
     if (value !== undefined)
-      subs.push({ type, value: Buffer.from(text(value, `ssl.${field}`), 'utf8') });
+      subs.push({ type, value: subValue(Buffer.from(text(value, `ssl.${field}`), 'utf8'), field) });
   }
   if (ssl.clientCert !== undefined)
     subs.push({
       type: ProxySslSubtype.CLIENT_CERT,
-      value: bytes(ssl.clientCert, 'ssl.clientCert'),
+      value: subValue(bytes(ssl.clientCert, 'ssl.clientCert'), 'clientCert'),
     });
   return Buffer.concat([head, joinTlvs(subs)]);
 }
 
-function bits(value: unknown, name: string): number {
-  if (typeof value !== 'number' || !Number.isInteger(value))
-    throw new InvalidOptionError(name, 'an integer', value);
+/** A sub-TLV's value, whose 16-bit length must hold it (a longer one was a RangeError). */
+function subValue(value: Buffer, field: string): Buffer {
+  if (value.length > 0xffff)
+    throw new InvalidOptionError(`ssl.${field}`, 'at most 65535 bytes', `${value.length} bytes`);
+  return value;
+}
+
+/** An integer field of `max` bits' range: one out of it was silently cut to its low bits. */
+function bits(value: unknown, name: string, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max)
+    throw new InvalidOptionError(name, `an integer from 0 to ${max}`, value);
   return value;
 }
 

@@ -110,6 +110,24 @@ function revealsReset(socket: RelaySocket | undefined): boolean {
 }
 
 /**
+ * Whether a `net.Socket` side the proxy stopped reading (paused while the other side's writes
+ * were full) was reset unread, checked before a FIN is passed on to it. Its shutdown(2) would
+ * fail ENOTCONN, a status Node's `net.Socket` drops (its `afterShutdown` ignores it): the FIN
+ * would be taken as sent and the connection left half-open until a timer ended it, its reason
+ * `idle_timeout` for a peer that reset. The zero-length write of {@link revealsReset} tells, and
+ * its 'error' follows as that side's reset. A relay handle reports its failed shutdown itself,
+ * and a side being read sees its reset: neither is probed, so a FIN costs one check.
+ */
+function resetUnread(socket: RelaySocket): boolean {
+  if (socket instanceof HandleSocket || !socket.isPaused() || socket.destroyed) return false;
+  if (isTls(socket)) return tlsTransportLost(socket);
+  // Queued writes fail on a reset socket, and tell instead; the probe would wait behind them.
+  if (socket.writableLength > 0) return false;
+  socket.write(NOTHING);
+  return socket.errored !== null;
+}
+
+/**
  * Whether the TCP connection under a TLS socket is gone (a reset its TLS layer saw as an end);
  * the socket is then destroyed with the error, which the relay handles as a reset.
  */
@@ -381,6 +399,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.clientAddress = identity.address;
     this.clientPort = identity.port;
     this.clientFamily = identity.family;
+    this.unixClient = identity.peerAddress === '';
     this.localAddress = identity.localAddress;
     this.localPort = identity.localPort;
     this.peerAddress = identity.peerAddress;
@@ -401,6 +420,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   }
 
   private resumeAfterPreface = false;
+  /**
+   * The client's transport is a Unix socket (its peer has no address), whatever client an
+   * accepted PROXY header names: a TCP load balancer may name a UNIX_STREAM client, a local
+   * HAProxy on a Unix socket names TCP ones. A reset is told by the transport (a Unix socket has
+   * none), not by the family of the client named.
+   */
+  private readonly unixClient: boolean;
 
   // ---- SelectionContext -------------------------------------------------------------------
 
@@ -1200,9 +1226,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.clientEnded = true;
     // A client reset seen as an end: its 'error' follows, and resets the upstream instead.
     // A Unix socket has no reset: a zero-length write to a client that closed fully fails EPIPE.
-    if (this.clientFamily !== 'unix' && revealsReset(this.client)) return;
+    if (!this.unixClient && revealsReset(this.client)) return;
     if (this.filters !== undefined && !this.flushToUpstream(this.filters)) return;
-    if (this.connected) this.upstreamSocket?.end();
+    const upstream = this.upstreamSocket;
+    if (this.connected && upstream !== undefined) {
+      if (resetUnread(upstream)) return;
+      upstream.end();
+    }
     if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
   }
 
@@ -1216,7 +1246,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     // A reset seen as an end while the client waited (bytes and RST read together in the queue):
     // its 'error' follows and fails the connection before any upstream is dialled. Taken as a
     // FIN, its bytes went to the upstream and then a FIN, a request the upstream would serve.
-    if (this.clientFamily !== 'unix' && revealsReset(this.client)) return false;
+    if (!this.unixClient && revealsReset(this.client)) return false;
     if (this.filters !== undefined && !this.flushToUpstream(this.filters)) return false;
     if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
     return true;
@@ -1228,6 +1258,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     // An upstream reset seen as an end: its 'error' follows, and resets the client instead.
     if (revealsReset(this.upstreamSocket)) return;
     if (this.filters !== undefined && !this.flushToClient(this.filters)) return;
+    // A Unix client has no reset: the probe would fail EPIPE on one that closed cleanly.
+    if (!this.unixClient && resetUnread(this.client)) return;
     this.client.end();
     if (this.host.options.halfCloseTimeout > 0) this.armHalfClose();
   }

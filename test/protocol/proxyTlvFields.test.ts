@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { InvalidOptionError } from '../../src/errors.js';
 import { ProxySslClient, ProxyTlvType } from '../../src/protocol/proxyTlv.js';
 import { proxyTlvs, readProxyTlvs } from '../../src/protocol/proxyTlvFields.js';
-import type { ProxyTlvFields } from '../../src/protocol/proxyTlvFields.js';
+import type { ProxySslFields, ProxyTlvFields } from '../../src/protocol/proxyTlvFields.js';
 
 describe('proxyTlvs / readProxyTlvs', () => {
   test('build the registered TLVs with the spec type codes, in a fixed order', () => {
@@ -91,6 +91,40 @@ describe('proxyTlvs / readProxyTlvs', () => {
         (e: unknown) => e instanceof InvalidOptionError && e.option === option,
         option,
       );
+  });
+
+  test('refuse fields their wire field cannot hold, with InvalidOptionError naming the field', () => {
+    // A client byte of 300 went out as 44, a verify of 2^40 as 0 (verified), and a sub-TLV
+    // over 65535 bytes threw a RangeError from Buffer.writeUInt16BE.
+    const cases: [ProxySslFields, string][] = [
+      [{ client: 0x100, verify: 0 }, 'ssl.client'],
+      [{ client: -1, verify: 0 }, 'ssl.client'],
+      [{ client: 1, verify: 2 ** 40 }, 'ssl.verify'],
+      [{ client: 1, verify: -1 }, 'ssl.verify'],
+      [{ client: 1, verify: 0, cn: 'x'.repeat(0x10000) }, 'ssl.cn'],
+      [{ client: 1, verify: 0, clientCert: Buffer.alloc(0x10000) }, 'ssl.clientCert'],
+    ];
+    // One byte per character: U+0132 went out as '2', U+0129 as ')' (a valid netns).
+    for (const [fields, option] of [
+      [{ alpn: 'h\u0132' }, 'alpn'],
+      [{ netns: 'n\u0129' }, 'netns'],
+    ] as const)
+      assert.throws(
+        () => proxyTlvs(fields),
+        (e: unknown) => e instanceof InvalidOptionError && e.option === option,
+        option,
+      );
+    assert.equal(readProxyTlvs(proxyTlvs({ alpn: '\u00ff\u0000' })).alpn, '\u00ff\u0000');
+    for (const [ssl, option] of cases)
+      assert.throws(
+        () => proxyTlvs({ ssl }),
+        (e: unknown) => e instanceof InvalidOptionError && e.option === option,
+        option,
+      );
+    const [max] = proxyTlvs({
+      ssl: { client: 0xff, verify: 0xffffffff, clientCert: Buffer.alloc(0xffff) },
+    });
+    assert.equal(readProxyTlvs(max === undefined ? [] : [max]).ssl?.verify, 0xffffffff);
   });
 
   test('refuse a custom TLV outside 0xE0-0xEF', () => {
