@@ -2,6 +2,7 @@ import type { TcpConnectionSummary } from '../tcp/events.js';
 import type { UdpSessionSummary } from '../udp/events.js';
 import { TimedPiece } from './lineBuffer.js';
 import type { LineBuffer } from './lineBuffer.js';
+import { LineTemplate } from './lineTemplate.js';
 
 /** A constant piece of a line as UTF-8 bytes. */
 const piece = (text: string): Buffer => Buffer.from(text, 'utf8');
@@ -39,13 +40,24 @@ const PIECES_HELD = 256;
  */
 class MemberPieces {
   private readonly pieces = new Map<string, Buffer>();
+  /** Bytes before the value's opening quote, and after its closing one. */
+  private readonly before: number;
+  private readonly after: number;
 
   constructor(
     /** The member's key with its leading comma, `,"reason":`. */
     private readonly key: string,
     /** What always follows the value (the next member's key), or ''. */
     private readonly next = '',
-  ) {}
+  ) {
+    this.before = Buffer.byteLength(key) + 1;
+    this.after = Buffer.byteLength(next) + 1;
+  }
+
+  /** Records value `index`, inside its quotes, in `piece` written at `at` of the line. */
+  region(t: LineTemplate, index: number, at: number, piece: Buffer, value: string): void {
+    t.record(index, at + this.before, at + piece.length - this.after, value);
+  }
 
   /** The bytes of `<key><value as JSON><next>`. */
   get(value: string): Buffer {
@@ -74,6 +86,39 @@ const TCP_UPSTREAM = new MemberPieces(',"upstream":');
 const UDP_UPSTREAM = new MemberPieces(',"upstream":', ',"datagramsFromClient":');
 /** The start time with its key and the next one, rewritten when it changes. */
 const STARTED = new TimedPiece(',"startTime":', ',"durationMs":');
+/** Where the client's family starts in a {@link LOCAL} piece. */
+const FAMILY_AT = Buffer.byteLength(',"clientFamily":"');
+/** What a serializer records its values in when no line writer gave it a template. */
+const UNUSED = new LineTemplate(24);
+
+/**
+ * The values of a line as {@link LineTemplate} numbers them: the time (0, the line's opening),
+ * then the members both summaries begin with, then each protocol's.
+ */
+const F = {
+  id: 1,
+  reason: 2,
+  clientAddress: 3,
+  clientPort: 4,
+  clientFamily: 5,
+  localAddress: 6,
+  localPort: 7,
+  // TCP
+  peerAddress: 8,
+  peerPort: 9,
+  tcpUpstream: 10,
+  upstreamConnected: 11,
+  attempts: 12,
+  bytesFromClient: 13,
+  bytesToUpstream: 14,
+  bytesFromUpstream: 15,
+  bytesToClient: 16,
+  // UDP: the upstream, then the eight counters from 9.
+  udpUpstream: 8,
+  counters: 9,
+  startTime: 17,
+  durationMs: 18,
+} as const;
 
 /**
  * A TCP connection's summary as access-line members (`,"id":1,...`), written field by field
@@ -83,49 +128,171 @@ const STARTED = new TimedPiece(',"startTime":', ',"durationMs":');
  * are escaped only when they hold a character that needs it. `TCP_KEYS` below makes the
  * compiler fail when the summary gains a field this function does not write.
  */
-export function tcpSummaryMembers(out: LineBuffer, s: TcpConnectionSummary): void {
-  writeClient(out, s);
-  out.keyNumber(PEER.get(s.peerAddress), s.peerPort);
+export function tcpSummaryMembers(
+  out: LineBuffer,
+  s: TcpConnectionSummary,
+  t: LineTemplate = UNUSED,
+): void {
+  writeClient(out, s, t);
+  const peer = PEER.get(s.peerAddress);
+  PEER.region(t, F.peerAddress, out.position, peer, s.peerAddress);
+  numberAt(out, t, F.peerPort, peer, s.peerPort);
   if (s.serverName !== undefined) member(out, K.serverName, s.serverName);
   if (s.tls !== undefined) json(out, K.tls, s.tls);
   if (s.preread !== undefined) json(out, K.preread, s.preread);
-  if (s.upstream !== undefined) out.bytes(TCP_UPSTREAM.get(s.upstream.id));
-  out.keyNumber(s.upstreamConnected ? K.connected : K.notConnected, s.attempts);
-  writeBytes(out, s);
-  writeTimes(out, s);
+  if (s.upstream !== undefined) {
+    const upstream = TCP_UPSTREAM.get(s.upstream.id);
+    TCP_UPSTREAM.region(t, F.tcpUpstream, out.position, upstream, s.upstream.id);
+    out.bytes(upstream);
+  }
+  t.record(F.upstreamConnected, 0, 0, s.upstreamConnected);
+  numberAt(out, t, F.attempts, s.upstreamConnected ? K.connected : K.notConnected, s.attempts);
+  writeBytes(out, s, t);
+  writeTimes(out, s, t);
   if (s.error !== undefined) json(out, K.err, s.error);
+  t.valid = s.upstream !== undefined && !tcpHasRareMembers(s);
+}
+
+/** Whether a TCP line has members a template does not hold (it is then written piece by piece). */
+function tcpHasRareMembers(s: TcpConnectionSummary): boolean {
+  return (
+    s.serverName !== undefined ||
+    s.tls !== undefined ||
+    s.preread !== undefined ||
+    s.error !== undefined
+  );
+}
+
+/**
+ * Rewrites the last TCP line's template for `s`; false when a value changed its length or the
+ * line has members the template does not (see {@link LineTemplate}).
+ */
+export function tcpSummaryPatch(t: LineTemplate, s: TcpConnectionSummary): boolean {
+  if (s.upstream === undefined || tcpHasRareMembers(s)) return false;
+  return (
+    patchClient(t, s) &&
+    t.string(F.peerAddress, s.peerAddress) &&
+    t.number(F.peerPort, s.peerPort) &&
+    t.string(F.tcpUpstream, s.upstream.id) &&
+    t.same(F.upstreamConnected, s.upstreamConnected) &&
+    t.number(F.attempts, s.attempts) &&
+    t.number(F.bytesFromClient, s.bytesFromClient) &&
+    t.number(F.bytesToUpstream, s.bytesToUpstream) &&
+    t.number(F.bytesFromUpstream, s.bytesFromUpstream) &&
+    t.number(F.bytesToClient, s.bytesToClient) &&
+    patchTimes(t, s)
+  );
 }
 
 /** A UDP session's summary as access-line members; see {@link tcpSummaryMembers}. */
-export function udpSummaryMembers(out: LineBuffer, s: UdpSessionSummary): void {
-  writeClient(out, s);
-  out.keyNumber(
-    s.upstream === undefined ? K.datagramsFromClient : UDP_UPSTREAM.get(s.upstream.id),
-    s.datagramsFromClient,
-  );
-  out.keyNumber(K.bytesFromClient, s.bytesFromClient);
-  out.keyNumber(K.datagramsToUpstream, s.datagramsToUpstream);
-  out.keyNumber(K.bytesToUpstream, s.bytesToUpstream);
-  out.keyNumber(K.datagramsFromUpstream, s.datagramsFromUpstream);
-  out.keyNumber(K.bytesFromUpstream, s.bytesFromUpstream);
-  out.keyNumber(K.datagramsToClient, s.datagramsToClient);
-  out.keyNumber(K.bytesToClient, s.bytesToClient);
-  writeTimes(out, s);
+export function udpSummaryMembers(
+  out: LineBuffer,
+  s: UdpSessionSummary,
+  t: LineTemplate = UNUSED,
+): void {
+  writeClient(out, s, t);
+  let first = K.datagramsFromClient;
+  if (s.upstream !== undefined) {
+    first = UDP_UPSTREAM.get(s.upstream.id);
+    UDP_UPSTREAM.region(t, F.udpUpstream, out.position, first, s.upstream.id);
+  }
+  const c = F.counters;
+  numberAt(out, t, c, first, s.datagramsFromClient);
+  numberAt(out, t, c + 1, K.bytesFromClient, s.bytesFromClient);
+  numberAt(out, t, c + 2, K.datagramsToUpstream, s.datagramsToUpstream);
+  numberAt(out, t, c + 3, K.bytesToUpstream, s.bytesToUpstream);
+  numberAt(out, t, c + 4, K.datagramsFromUpstream, s.datagramsFromUpstream);
+  numberAt(out, t, c + 5, K.bytesFromUpstream, s.bytesFromUpstream);
+  numberAt(out, t, c + 6, K.datagramsToClient, s.datagramsToClient);
+  numberAt(out, t, c + 7, K.bytesToClient, s.bytesToClient);
+  writeTimes(out, s, t);
   if (s.serverName !== undefined) member(out, K.serverName, s.serverName);
   if (s.alpn !== undefined) json(out, K.alpn, s.alpn);
   if (s.quicVersion !== undefined) {
     out.keyNumber(K.quicVersion, s.quicVersion);
   }
   if (s.error !== undefined) json(out, K.err, s.error);
+  t.valid = s.upstream !== undefined && !udpHasRareMembers(s);
+}
+
+/** Whether a UDP line has members a template does not hold (QUIC's, an error). */
+function udpHasRareMembers(s: UdpSessionSummary): boolean {
+  return (
+    s.serverName !== undefined ||
+    s.alpn !== undefined ||
+    s.quicVersion !== undefined ||
+    s.error !== undefined
+  );
+}
+
+/** Rewrites the last UDP line's template for `s`; see {@link tcpSummaryPatch}. */
+export function udpSummaryPatch(t: LineTemplate, s: UdpSessionSummary): boolean {
+  if (s.upstream === undefined || udpHasRareMembers(s)) return false;
+  const c = F.counters;
+  return (
+    patchClient(t, s) &&
+    t.string(F.udpUpstream, s.upstream.id) &&
+    t.number(c, s.datagramsFromClient) &&
+    t.number(c + 1, s.bytesFromClient) &&
+    t.number(c + 2, s.datagramsToUpstream) &&
+    t.number(c + 3, s.bytesToUpstream) &&
+    t.number(c + 4, s.datagramsFromUpstream) &&
+    t.number(c + 5, s.bytesFromUpstream) &&
+    t.number(c + 6, s.datagramsToClient) &&
+    t.number(c + 7, s.bytesToClient) &&
+    patchTimes(t, s)
+  );
 }
 
 /** The members both summaries start with: id, reason, and the client's side. */
-function writeClient(out: LineBuffer, s: TcpConnectionSummary | UdpSessionSummary): void {
-  out.keyNumber(K.id, s.id);
-  out.bytes(REASON.get(s.reason));
+function writeClient(
+  out: LineBuffer,
+  s: TcpConnectionSummary | UdpSessionSummary,
+  t: LineTemplate,
+): void {
+  numberAt(out, t, F.id, K.id, s.id);
+  const reason = REASON.get(s.reason);
+  REASON.region(t, F.reason, out.position, reason, s.reason);
+  out.bytes(reason);
+  const at = out.position;
   out.string(s.clientAddress);
-  out.keyNumber(K.clientPort, s.clientPort);
-  out.keyNumber(localPieces(s.clientFamily).get(s.localAddress), s.localPort);
+  t.record(F.clientAddress, at + 1, out.position - 1, s.clientAddress);
+  numberAt(out, t, F.clientPort, K.clientPort, s.clientPort);
+  const local = localPieces(s.clientFamily);
+  const piece = local.get(s.localAddress);
+  const start = out.position + FAMILY_AT;
+  t.record(F.clientFamily, start, start + s.clientFamily.length, s.clientFamily);
+  local.region(t, F.localAddress, out.position, piece, s.localAddress);
+  numberAt(out, t, F.localPort, piece, s.localPort);
+}
+
+function patchClient(t: LineTemplate, s: TcpConnectionSummary | UdpSessionSummary): boolean {
+  return (
+    t.number(F.id, s.id) &&
+    t.string(F.reason, s.reason) &&
+    t.string(F.clientAddress, s.clientAddress) &&
+    t.number(F.clientPort, s.clientPort) &&
+    t.string(F.clientFamily, s.clientFamily) &&
+    t.string(F.localAddress, s.localAddress) &&
+    t.number(F.localPort, s.localPort)
+  );
+}
+
+function patchTimes(t: LineTemplate, s: TcpConnectionSummary | UdpSessionSummary): boolean {
+  return t.number(F.startTime, s.startTime) && t.number(F.durationMs, s.durationMs);
+}
+
+/** A number member (`key` written before it), its digits recorded as value `index`. */
+function numberAt(
+  out: LineBuffer,
+  t: LineTemplate,
+  index: number,
+  key: Uint8Array,
+  value: number,
+): void {
+  const start = out.position + key.length;
+  out.keyNumber(key, value);
+  t.recordNumber(index, start, out.position, value);
 }
 
 /** A client on a Unix socket listener has no IP family (it was written `IPv6`). */
@@ -133,15 +300,23 @@ function localPieces(family: 'IPv4' | 'IPv6' | 'unix'): MemberPieces {
   return family === 'IPv4' ? LOCAL.IPv4 : family === 'IPv6' ? LOCAL.IPv6 : LOCAL.unix;
 }
 
-function writeBytes(out: LineBuffer, s: TcpConnectionSummary): void {
-  out.keyNumber(K.bytesFromClient, s.bytesFromClient);
-  out.keyNumber(K.bytesToUpstream, s.bytesToUpstream);
-  out.keyNumber(K.bytesFromUpstream, s.bytesFromUpstream);
-  out.keyNumber(K.bytesToClient, s.bytesToClient);
+function writeBytes(out: LineBuffer, s: TcpConnectionSummary, t: LineTemplate): void {
+  numberAt(out, t, F.bytesFromClient, K.bytesFromClient, s.bytesFromClient);
+  numberAt(out, t, F.bytesToUpstream, K.bytesToUpstream, s.bytesToUpstream);
+  numberAt(out, t, F.bytesFromUpstream, K.bytesFromUpstream, s.bytesFromUpstream);
+  numberAt(out, t, F.bytesToClient, K.bytesToClient, s.bytesToClient);
 }
 
-function writeTimes(out: LineBuffer, s: TcpConnectionSummary | UdpSessionSummary): void {
-  out.keyNumber(STARTED.at(s.startTime), s.durationMs);
+function writeTimes(
+  out: LineBuffer,
+  s: TcpConnectionSummary | UdpSessionSummary,
+  t: LineTemplate,
+): void {
+  const piece = STARTED.at(s.startTime);
+  const at = out.position;
+  const end = at + piece.length - STARTED.restLength;
+  t.recordNumber(F.startTime, at + STARTED.timeAt, end, s.startTime);
+  numberAt(out, t, F.durationMs, piece, s.durationMs);
 }
 
 function member(out: LineBuffer, key: Buffer, value: string): void {

@@ -6,7 +6,12 @@ import { compileFormat } from './accessLogFormat.js';
 import type { AccessLogSettings, AccessLogType, AccessRecord } from './accessLogFormat.js';
 import type { ListenerConfig } from './config.js';
 import type { Logger } from './jsonLogger.js';
-import { tcpSummaryMembers, udpSummaryMembers } from './accessLine.js';
+import {
+  tcpSummaryMembers,
+  tcpSummaryPatch,
+  udpSummaryMembers,
+  udpSummaryPatch,
+} from './accessLine.js';
 import { formatHostPort } from './address.js';
 import type { UpstreamCandidate } from '../upstream/UpstreamState.js';
 import type { UpstreamHealthChange } from '../upstream/UpstreamManager.js';
@@ -45,7 +50,13 @@ export function observeProxy(
     const tcp = proxy as TcpProxy;
     tcp.on('error', onError);
     if (logged) {
-      const write = access.lineWriter('info', 'connection closed', tcpSummaryMembers, lead);
+      const write = access.lineWriter(
+        'info',
+        'connection closed',
+        tcpSummaryMembers,
+        lead,
+        tcpSummaryPatch,
+      );
       tcp.on('connectionClose', write);
     }
     logFailures(ops, base, tcp);
@@ -54,7 +65,13 @@ export function observeProxy(
   const udp = proxy as UdpProxy;
   udp.on('error', onError);
   if (logged) {
-    const write = access.lineWriter('info', 'session closed', udpSummaryMembers, lead);
+    const write = access.lineWriter(
+      'info',
+      'session closed',
+      udpSummaryMembers,
+      lead,
+      udpSummaryPatch,
+    );
     udp.on('sessionClose', write);
   }
   logFailures(ops, base, udp);

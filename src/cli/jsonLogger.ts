@@ -1,5 +1,15 @@
 import { hostname } from 'node:os';
 import { LineBuffer, TimedPiece } from './lineBuffer.js';
+import { LineTemplate } from './lineTemplate.js';
+
+/** Values a line writer's template can hold (the time and a summary's members). */
+const TEMPLATE_FIELDS = 24;
+
+/**
+ * Rewrites a line writer's template for `value` (its members, the time is done): false when a
+ * value cannot be rewritten in place, and the line is written piece by piece.
+ */
+export type LinePatch<T> = (template: LineTemplate, value: T) => boolean;
 
 /** Log levels, numbered as pino numbers them. */
 export const LOG_LEVELS = {
@@ -74,13 +84,16 @@ export class Logger {
    * with its leading comma) written by `members` straight into the line buffer, and everything
    * else but the time encoded once: the access log's per-line writer. `lead` (JSON members, each
    * with its leading comma) follows the bound members on every line. Writes nothing below the
-   * threshold.
+   * threshold. With `patch`, a line is the last one with its changed values rewritten in place
+   * (see {@link LineTemplate}) when it can be: `members` records the values it writes (value 0 is
+   * the time) and marks the template valid when it recorded them all.
    */
   lineWriter<T>(
     level: Exclude<LogLevel, 'silent'>,
     msg: string,
-    members: (out: LineBuffer, value: T) => void,
+    members: (out: LineBuffer, value: T, template: LineTemplate) => void,
     lead = '',
+    patch?: LinePatch<T>,
   ): (value: T) => void {
     if (!this.enabled(level)) return () => undefined;
     const head = `{"level":${LOG_LEVELS[level]},"time":`;
@@ -88,10 +101,27 @@ export class Logger {
     const opening = new TimedPiece(head, rest);
     const tail = Buffer.from(`,"msg":${JSON.stringify(msg)}}\n`);
     const out = this.lines;
+    const template = new LineTemplate(TEMPLATE_FIELDS);
     return (value) => {
-      out.bytes(opening.at(Date.now()));
-      members(out, value);
+      const time = Date.now();
+      if (
+        patch !== undefined &&
+        template.valid &&
+        template.number(0, time) &&
+        patch(template, value)
+      ) {
+        out.bytes(template.line());
+        out.endLine();
+        return;
+      }
+      template.valid = false;
+      const piece = opening.at(time);
+      const at = out.position;
+      out.bytes(piece);
+      template.recordNumber(0, at + opening.timeAt, at + piece.length - opening.restLength, time);
+      members(out, value, template);
       out.bytes(tail);
+      if (patch !== undefined && template.recorded()) template.keep(out.lineBytes());
       out.endLine();
     };
   }

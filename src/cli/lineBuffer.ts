@@ -107,6 +107,16 @@ export class LineBuffer {
     this.used += this.block.write(value, this.used, 'utf8');
   }
 
+  /** Bytes written of the line in progress (where the next piece goes in it). */
+  get position(): number {
+    return this.used - this.lineStart;
+  }
+
+  /** The line in progress, as written so far (valid until the next write). */
+  lineBytes(): Uint8Array {
+    return this.block.subarray(this.lineStart, this.used);
+  }
+
   /** Ends the line written since the last one: it is whole now, and goes out with the block. */
   endLine(): void {
     this.lineStart = this.used;
@@ -167,14 +177,14 @@ export class LineBuffer {
  * The digits of a non-negative safe integer at `at` (room for 16 bytes); returns where they end.
  * Epoch milliseconds and large counters go as two halves that are small integers each.
  */
-export function writeInteger(block: Buffer, at: number, value: number): number {
+export function writeInteger(block: Uint8Array, at: number, value: number): number {
   if (value <= 0x3fffffff) return writeDigits(block, at, value);
   const high = Math.floor(value / 1e9);
   return writePadded(block, writeDigits(block, at, high), value - high * 1e9, 9);
 }
 
 /** The digits of a small non-negative integer (below 2^30) at `at`; returns where they end. */
-function writeDigits(block: Buffer, at: number, value: number): number {
+function writeDigits(block: Uint8Array, at: number, value: number): number {
   const end = at + digitCount(value);
   let position = end;
   let rest = value;
@@ -202,7 +212,7 @@ function digitCount(value: number): number {
 }
 
 /** `value` (an integer below 10^width) as exactly `width` digits, zeros first. */
-function writePadded(block: Buffer, at: number, value: number, width: number): number {
+function writePadded(block: Uint8Array, at: number, value: number, width: number): number {
   let rest = value;
   for (let position = at + width - 1; position >= at; position--) {
     const next = (rest / 10) | 0;
@@ -222,8 +232,9 @@ function writePadded(block: Buffer, at: number, value: number, width: number): n
 export class TimedPiece {
   private time = -1;
   private bytes: Buffer = EMPTY;
-  private readonly timeAt: number;
-  private readonly restLength: number;
+  /** Where the time's digits start in the piece, and how many bytes follow them. */
+  readonly timeAt: number;
+  readonly restLength: number;
   /** The times whose digits fit where the current time's are: [low, high). */
   private low = 0;
   private high = 0;
