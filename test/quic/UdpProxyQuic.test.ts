@@ -166,21 +166,11 @@ describe('UdpProxy quic option', () => {
   // 12.2; ngtcp2, quic-go) and completed the ClientHello from the client's next datagram, whose
   // end names another server: a name route passed by a name the server never saw.
   test('a coalesced Initial of another DCID is skipped as a server skips it: the session is routed by the name the server reads', async () => {
-    const x = buildHandshake([sniExtension('example.com'), alpnExtension(['h3'])]);
-    const y = buildHandshake([sniExtension('private.com'), alpnExtension(['h3'])]);
-    let k = 0;
-    while (x[k] === y[k]) k++;
+    const { x, y, k } = divergingHellos();
     const dcid = Buffer.alloc(8, 4);
     const initial = (id: Buffer, packetNumber: number, frames: Buffer): Buffer =>
       buildInitial({ version: QUIC_V1, dcid: id, packetNumber, frames });
-    const names: (string | undefined)[] = [];
-    const { proxy, port } = await proxyWith({
-      quic: {},
-      selector: (ctx) => {
-        names.push(ctx.serverName);
-        return byName(ctx);
-      },
-    });
+    const { proxy, port, names } = await nameRouted({});
     client = await udpSocket();
     try {
       client.send(
@@ -206,19 +196,9 @@ describe('UdpProxy quic option', () => {
   // discard (RFC 9000 14.1; ngtcp2, quic-go), routed the session to A; the server completed the
   // ClientHello from the client's next datagram, with another name.
   test('an Initial in a datagram under 1200 bytes is skipped as a server skips it: the session is routed by the name the server reads', async () => {
-    const x = buildHandshake([sniExtension('example.com'), alpnExtension(['h3'])]);
-    const y = buildHandshake([sniExtension('private.com'), alpnExtension(['h3'])]);
-    let k = 0;
-    while (x[k] === y[k]) k++;
+    const { x, y, k } = divergingHellos();
     const dcid = Buffer.alloc(8, 6);
-    const names: (string | undefined)[] = [];
-    const { proxy, port } = await proxyWith({
-      quic: {},
-      selector: (ctx) => {
-        names.push(ctx.serverName);
-        return byName(ctx);
-      },
-    });
+    const { proxy, port, names } = await nameRouted({});
     client = await udpSocket();
     try {
       for (const [packetNumber, frames, padTo] of [
@@ -248,19 +228,9 @@ describe('UdpProxy quic option', () => {
   // session to A; servers discard it (RFC 9000 12.3; ngtcp2 before decrypting it) and completed
   // the ClientHello from packet 1, with another name.
   test('a packet number already read is skipped as a server skips it: the session is routed by the name the server reads', async () => {
-    const x = buildHandshake([sniExtension('example.com'), alpnExtension(['h3'])]);
-    const y = buildHandshake([sniExtension('private.com'), alpnExtension(['h3'])]);
-    let k = 0;
-    while (x[k] === y[k]) k++;
+    const { x, y, k } = divergingHellos();
     const dcid = Buffer.alloc(8, 7);
-    const names: (string | undefined)[] = [];
-    const { proxy, port } = await proxyWith({
-      quic: {},
-      selector: (ctx) => {
-        names.push(ctx.serverName);
-        return byName(ctx);
-      },
-    });
+    const { proxy, port, names } = await nameRouted({});
     client = await udpSocket();
     try {
       for (const [packetNumber, frames] of [
@@ -361,6 +331,18 @@ describe('UdpProxy quic option', () => {
       frames: cryptoFrame(0, buildHandshake([sniExtension(name), alpnExtension(['h3'])])),
       padTo: 1200,
     });
+
+  /**
+   * ClientHellos naming example.com (`x`) and private.com (`y`), the same up to byte `k`: a
+   * client can send `x`'s start and then either end.
+   */
+  function divergingHellos(): { x: Buffer; y: Buffer; k: number } {
+    const x = buildHandshake([sniExtension('example.com'), alpnExtension(['h3'])]);
+    const y = buildHandshake([sniExtension('private.com'), alpnExtension(['h3'])]);
+    let k = 0;
+    while (x[k] === y[k]) k++;
+    return { x, y, k };
+  }
 
   /** A proxy routing by name (`byName`) with `quic`; `names`: each name its selector was given. */
   async function nameRouted(quic: UdpQuicOptions) {
