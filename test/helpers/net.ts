@@ -246,3 +246,30 @@ function refuses(port: number): Promise<boolean> {
     });
   });
 }
+
+/**
+ * Reads `socket` to its end, stopping for a moment after every `burst` bytes, so that the writer
+ * on the other side (the proxy) meets a full socket and its writes stay pending.
+ */
+export function readSlowly(socket: Socket, burst: number): Promise<Buffer> {
+  return withTimeout(
+    new Promise<Buffer>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let sinceStop = 0;
+      socket.on('data', (chunk: Buffer) => {
+        chunks.push(chunk);
+        sinceStop += chunk.length;
+        if (sinceStop < burst) return;
+        sinceStop = 0;
+        socket.pause();
+        setTimeout(() => socket.resume(), 2);
+      });
+      socket.on('end', () => {
+        resolve(Buffer.concat(chunks));
+      });
+      socket.on('error', reject);
+    }),
+    60_000,
+    'the slow reader to reach the end',
+  );
+}

@@ -14,7 +14,7 @@ import {
   copyRecord,
 } from '../../src/net/coalescedWrites.js';
 import type { RelaySocket } from '../../src/net/RelaySocket.js';
-import { readAll, withTimeout } from '../helpers/net.js';
+import { readAll, readSlowly, withTimeout } from '../helpers/net.js';
 import { handlePort, recordHandleWrites } from '../helpers/handleWrites.js';
 import type { WrittenHandle } from '../helpers/handleWrites.js';
 import { freePort, startPeer } from '../helpers/peerProcess.js';
@@ -250,21 +250,9 @@ async function slowCollectors(
   const received: Promise<Buffer>[] = [];
   const port = await testServer(t, (socket) => {
     received.push(
-      new Promise<Buffer>((resolve) => {
-        const chunks: Buffer[] = [];
-        let sinceStop = 0;
-        socket.on('data', (chunk: Buffer) => {
-          chunks.push(chunk);
-          sinceStop += chunk.length;
-          if (sinceStop < burst) return;
-          sinceStop = 0;
-          socket.pause();
-          setTimeout(() => socket.resume(), 2);
-        });
-        socket.on('end', () => {
-          resolve(Buffer.concat(chunks));
-          socket.end();
-        });
+      readSlowly(socket, burst).then((bytes) => {
+        socket.end();
+        return bytes;
       }),
     );
   });

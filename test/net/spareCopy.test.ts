@@ -5,7 +5,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import tls from 'node:tls';
 import type { TestContext } from 'node:test';
-import { withTimeout } from '../helpers/net.js';
+import { readSlowly, withTimeout } from '../helpers/net.js';
 import type { TcpProxy } from '../../src/index.js';
 import { startProxy } from '../helpers/proxy.js';
 import { testServer } from '../helpers/testServer.js';
@@ -19,33 +19,6 @@ const MiB = 1024 * 1024;
 
 function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
-}
-
-/**
- * Reads `socket` to its end, stopping for a moment after every `burst` bytes, so that the writer
- * on the other side (the proxy) meets a full socket and its writes stay pending.
- */
-function readSlowly(socket: Socket, burst: number): Promise<Buffer> {
-  return withTimeout(
-    new Promise<Buffer>((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      let sinceStop = 0;
-      socket.on('data', (chunk: Buffer) => {
-        chunks.push(chunk);
-        sinceStop += chunk.length;
-        if (sinceStop < burst) return;
-        sinceStop = 0;
-        socket.pause();
-        setTimeout(() => socket.resume(), 2);
-      });
-      socket.on('end', () => {
-        resolve(Buffer.concat(chunks));
-      });
-      socket.on('error', reject);
-    }),
-    60_000,
-    'the slow reader to reach the end',
-  );
 }
 
 /** A client of a TcpProxy in front of 127.0.0.1:`backendPort`; both closed after the test. */
