@@ -45,6 +45,8 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   private paused = false;
   /** The shutdown completed (FIN sent after every write). */
   private finished = false;
+  /** A shutdown that failed while reading: the end of stream that follows is this reset. */
+  private shutdownFailure: Error | undefined;
   /** A TLS stream's shutdown waits for its writes (see {@link shutdown}). */
   private shutdownAfterWrites = false;
   /** Writes held while corked, connecting or a TLS write is in flight, in order. */
@@ -246,6 +248,10 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     }
     // libuv stopped reading at the end of stream.
     this.reading = false;
+    if (this.shutdownFailure !== undefined) {
+      this.destroy(this.shutdownFailure);
+      return;
+    }
     this.readableEnded = true;
     this.endMayHideReset = this.encrypted || previous === this;
     this.emit('end');
@@ -450,7 +456,11 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     // done, as net.Socket takes it, the socket stayed open, half of a connection nobody would
     // finish until a timer ended it. The failure is reported as the reset it is.
     if (status < 0) {
-      this.destroy(uvError(status, 'shutdown'));
+      const error = uvError(status, 'shutdown');
+      // Reading, the reset is behind what the peer sent before it (a reply that crossed this
+      // FIN): the reads deliver those bytes first, then fail or end, and the end is this reset.
+      if (this.reading) this.shutdownFailure = error;
+      else this.destroy(error);
       return;
     }
     this.finished = true;
