@@ -61,6 +61,8 @@ export class QuicSession {
    * client's Initials from then on, read again by DCID (`null` once read), see `recheck`.
    */
   private rechecks: Map<string, QuicInitialParser | null> | undefined;
+  /** Connection IDs whose Initials were read again (see `MAX_RECHECKS`). */
+  private rechecked = 0;
 
   constructor(
     router: QuicRouter,
@@ -235,9 +237,16 @@ export class QuicSession {
    */
   private retried(msg: Buffer): void {
     const header = readLongHeader(msg, 0, msg.length);
-    if (header === undefined || quicVersionProfile(header.version)?.retryType !== header.typeBits)
+    if (header === undefined) return;
+    if (quicVersionProfile(header.version)?.retryType === header.typeBits) {
+      this.rechecks ??= new Map();
       return;
-    this.rechecks = new Map();
+    }
+    // The server's own ID, in its Initial and Handshake packets: the client's Initials to it
+    // (acknowledging the server's) belong to the connection the server opened, sealed with the
+    // keys of the ID it read the ClientHello under. They carry no ClientHello, and the keys of
+    // their own DCID do not open them: read, they failed as undecryptable and ended the session.
+    this.rechecks?.set(header.scid.toString('latin1'), null);
   }
 
   /** Whether the client's datagrams are read again before they are forwarded (see `retried`). */
@@ -262,7 +271,8 @@ export class QuicSession {
     let parser = rechecks.get(key);
     if (parser === null) return true;
     if (parser === undefined) {
-      if (rechecks.size >= MAX_RECHECKS) return this.refused('too many connection IDs');
+      if (this.rechecked >= MAX_RECHECKS) return this.refused('too many connection IDs');
+      this.rechecked++;
       parser = new QuicInitialParser({ maxBytes: this.router.options.maxClientHelloBytes });
       rechecks.set(key, parser);
     }

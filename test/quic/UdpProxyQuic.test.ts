@@ -258,9 +258,12 @@ describe('UdpProxy quic option', () => {
   test('after a Retry, an Initial with another ClientHello ends the session unsent (quic_no_client_hello); the same one passes', async () => {
     const retryCid = Buffer.alloc(8, 0x42);
     const server = await udpSocket();
+    const serverCid = Buffer.alloc(8, 0x5e);
     const got: Buffer[] = [];
+    let lastPeer = { port: 0 };
     server.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
       got.push(msg);
+      lastPeer = rinfo;
       if (got.length > 1) return;
       // A v1 Retry: type 3, DCID the client's SCID (empty), SCID the new ID, a token, a tag.
       const head = Buffer.from([0xf0, 0, 0, 0, 1, 0, retryCid.length]);
@@ -303,6 +306,35 @@ describe('UdpProxy quic option', () => {
             'the Initials after the Retry',
           );
           assert.equal(summaries.length, closed);
+          // The server's Initial from its own ID; the client acknowledges it in an Initial to
+          // that ID, sealed with the keys of the Retry's ID (the one the server read the hello
+          // under): forwarded, not read as a ClientHello of its own DCID.
+          const serverInitial = Buffer.concat([
+            Buffer.from([0xc0, 0, 0, 0, 1, 0, serverCid.length]),
+            serverCid,
+            Buffer.from([0, 0x40, 20]),
+            Buffer.alloc(20, 7),
+          ]);
+          server.send(serverInitial, lastPeer.port, '127.0.0.1');
+          await nextMessage(client);
+          const ack = Buffer.from([0x02, 0, 0, 0, 0]);
+          const acked = buildInitial({
+            version: QUIC_V1,
+            dcid: serverCid,
+            keyCid: retryCid,
+            packetNumber: 3,
+            frames: ack,
+          });
+          client.send(acked, port, '127.0.0.1');
+          await withTimeout(
+            (async () => {
+              while (got.length < 4) await new Promise((r) => server.once('message', r));
+            })(),
+            10_000,
+            "the client's Initial to the server's ID",
+          );
+          assert.equal(summaries.length, closed);
+          assert.equal(proxy.stats().quic?.quic_parse_errors, 1);
         } else {
           await withTimeout(
             (async () => {

@@ -39,7 +39,9 @@ describe('slowStart', () => {
     const inner = roundRobin();
     const proxy = new TcpProxy({
       upstreams: [local(echo.port, 100, 'old')],
-      slowStart: { window: 400, minWeightPercent: 10 },
+      // A window long enough to be seen in steps by a test on a loaded machine (CI saw the
+      // connection below take most of a 400 ms window, and only its last step).
+      slowStart: { window: 2_000, minWeightPercent: 10 },
       selector: (ctx: SelectionContext) => {
         const joined = ctx.candidates.find((c) => c.id === 'new');
         if (joined !== undefined) seen.push(joined.weight);
@@ -62,9 +64,9 @@ describe('slowStart', () => {
     client.end('x');
     await reply;
     assert.ok((seen[0] ?? 100) < 100, `selector saw weight ${seen[0]}`);
-    // Bounded wait for the ramp to end (window 400 ms); weights only grow meanwhile.
+    // Bounded wait for the ramp to end (window 2 s); weights only grow meanwhile.
     const observed: number[] = [];
-    for (let i = 0; i < 200 && weightOf('new') !== 100; i++) {
+    for (let i = 0; i < 1_000 && weightOf('new') !== 100; i++) {
       observed.push(weightOf('new') ?? 0);
       await sleep(10);
     }
