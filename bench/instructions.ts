@@ -1,7 +1,8 @@
 /**
  * Instructions per operation (optional, not part of `bench/run.ts`): the user-space instructions
- * the proxy executes per keep-alive round trip, new connection, UDP round trip and new UDP
- * session, counted by `valgrind --tool=callgrind`, l4proxy (the library, default options) beside
+ * the proxy executes per keep-alive round trip, new connection, MiB of bulk (`tcp-bulk`: one
+ * connection to an echo backend, each MiB relayed both ways), UDP round trip and new UDP session,
+ * counted by `valgrind --tool=callgrind`, l4proxy (the library, default options) beside
  * the naive relays. A count does not depend on what else the machine is doing, so this measures
  * on a loaded machine where `npm run bench` cannot; kernel work (the system calls) is not counted.
  *
@@ -68,6 +69,7 @@ interface Scenario {
 const SCENARIOS: Record<string, Scenario> = {
   'tcp-rr': { protocol: 'tcp', count: 2_000, responses: 0, client: roundTrips },
   'tcp-connect': { protocol: 'tcp', count: 400, responses: 0, client: echoConnections },
+  'tcp-bulk': { protocol: 'tcp', count: 64, responses: 0, client: bulk },
   'udp-pps': {
     protocol: 'udp',
     count: 2_000,
@@ -138,6 +140,34 @@ async function roundTrips(port: number, count: number): Promise<void> {
         }
         socket.write(message);
       }
+    });
+  });
+  socket.destroy();
+}
+
+/**
+ * `count` MiB on one connection to the echo backend and back (an operation is a MiB relayed each
+ * way), written in 64 KiB chunks as fast as the proxy takes them.
+ */
+async function bulk(port: number, count: number): Promise<void> {
+  const socket = net.connect(port, '127.0.0.1');
+  const chunk = Buffer.alloc(64 * 1024, 7);
+  const total = count * 1024 * 1024;
+  let sent = 0;
+  let received = 0;
+  await new Promise<void>((resolve, reject) => {
+    socket.on('error', reject);
+    const pump = (): void => {
+      while (sent < total) {
+        sent += chunk.length;
+        if (!socket.write(chunk)) return;
+      }
+    };
+    socket.on('connect', pump);
+    socket.on('drain', pump);
+    socket.on('data', (data: Buffer) => {
+      received += data.length;
+      if (received >= total) socket.end(resolve);
     });
   });
   socket.destroy();

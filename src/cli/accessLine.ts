@@ -225,6 +225,16 @@ function udpHasRareMembers(s: UdpSessionSummary): boolean {
   );
 }
 
+/**
+ * A summary's template slot (see `LineSlot`): its duration's digit count, 1, 2, 3 or more. The
+ * duration is the value whose length changes most from line to line (sessions of 8 ms and of
+ * 12 ms alternate), and a line whose length changes is written piece by piece.
+ */
+export function durationSlot(s: TcpConnectionSummary | UdpSessionSummary): number {
+  const ms = s.durationMs;
+  return ms < 10 ? 0 : ms < 100 ? 1 : ms < 1_000 ? 2 : 3;
+}
+
 /** Rewrites the last UDP line's template for `s`; see {@link tcpSummaryPatch}. */
 export function udpSummaryPatch(t: LineTemplate, s: UdpSessionSummary): boolean {
   if (s.upstream === undefined || udpHasRareMembers(s)) return false;

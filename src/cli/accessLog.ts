@@ -7,6 +7,7 @@ import type { AccessLogSettings, AccessLogType, AccessRecord } from './accessLog
 import type { ListenerConfig } from './config.js';
 import type { Logger } from './jsonLogger.js';
 import {
+  durationSlot,
   tcpSummaryMembers,
   tcpSummaryPatch,
   udpSummaryMembers,
@@ -56,6 +57,7 @@ export function observeProxy(
         tcpSummaryMembers,
         lead,
         tcpSummaryPatch,
+        durationSlot,
       );
       tcp.on('connectionClose', write);
     }
@@ -71,6 +73,7 @@ export function observeProxy(
       udpSummaryMembers,
       lead,
       udpSummaryPatch,
+      durationSlot,
     );
     udp.on('sessionClose', write);
   }

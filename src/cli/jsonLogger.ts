@@ -11,6 +11,16 @@ const TEMPLATE_FIELDS = 24;
  */
 export type LinePatch<T> = (template: LineTemplate, value: T) => boolean;
 
+/**
+ * Which of a line writer's templates (0 to {@link TEMPLATE_SLOTS} - 1) a value's line is patched
+ * in: values whose lines differ in length from one line to the next (a duration of 8 ms, then of
+ * 12) each keep a template of their own, so that neither undoes the other's.
+ */
+export type LineSlot<T> = (value: T) => number;
+
+/** Templates a line writer keeps with a {@link LineSlot}. */
+export const TEMPLATE_SLOTS = 4;
+
 /** Log levels, numbered as pino numbers them. */
 export const LOG_LEVELS = {
   trace: 10,
@@ -86,7 +96,8 @@ export class Logger {
    * with its leading comma) follows the bound members on every line. Writes nothing below the
    * threshold. With `patch`, a line is the last one with its changed values rewritten in place
    * (see {@link LineTemplate}) when it can be: `members` records the values it writes (value 0 is
-   * the time) and marks the template valid when it recorded them all.
+   * the time) and marks the template valid when it recorded them all. With `slot`, one template
+   * per slot (a slot out of range takes the first).
    */
   lineWriter<T>(
     level: Exclude<LogLevel, 'silent'>,
@@ -94,6 +105,7 @@ export class Logger {
     members: (out: LineBuffer, value: T, template: LineTemplate) => void,
     lead = '',
     patch?: LinePatch<T>,
+    slot?: LineSlot<T>,
   ): (value: T) => void {
     if (!this.enabled(level)) return () => undefined;
     const head = `{"level":${LOG_LEVELS[level]},"time":`;
@@ -101,9 +113,13 @@ export class Logger {
     const opening = new TimedPiece(head, rest);
     const tail = Buffer.from(`,"msg":${JSON.stringify(msg)}}\n`);
     const out = this.lines;
-    const template = new LineTemplate(TEMPLATE_FIELDS);
+    const first = new LineTemplate(TEMPLATE_FIELDS);
+    const templates = [first];
+    if (slot !== undefined)
+      while (templates.length < TEMPLATE_SLOTS) templates.push(new LineTemplate(TEMPLATE_FIELDS));
     return (value) => {
       const time = Date.now();
+      const template = slot === undefined ? first : (templates[slot(value)] ?? first);
       if (
         patch !== undefined &&
         template.valid &&

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import {
+  durationSlot,
   SUMMARY_KEYS,
   tcpSummaryMembers,
   tcpSummaryPatch,
@@ -11,7 +12,7 @@ import {
 import { LineBuffer } from '../../src/cli/lineBuffer.js';
 import type { LineTemplate } from '../../src/cli/lineTemplate.js';
 import { Logger } from '../../src/cli/jsonLogger.js';
-import type { LinePatch } from '../../src/cli/jsonLogger.js';
+import type { LinePatch, LineSlot } from '../../src/cli/jsonLogger.js';
 import type { TcpConnectionSummary, UdpSessionSummary } from '../../src/index.js';
 import { SessionCloseReason } from '../../src/index.js';
 import { fuzzRuns } from '../helpers/fuzz.js';
@@ -92,6 +93,7 @@ function bothWays<T>(
   members: (out: LineBuffer, value: T, template?: LineTemplate) => void,
   patch: LinePatch<T>,
   summaries: readonly T[],
+  slot?: LineSlot<T>,
 ): { patched: string[]; pieces: string[]; rewritten: number } {
   const patched: string[] = [];
   const pieces: string[] = [];
@@ -103,7 +105,14 @@ function bothWays<T>(
   };
   const logger = (lines: string[]): Logger =>
     new Logger('info', new LineBuffer((bytes) => lines.push(bytes.toString('utf8')), null));
-  const withTemplate = logger(patched).lineWriter('info', 'closed', members, ',"l":1', counted);
+  const withTemplate = logger(patched).lineWriter(
+    'info',
+    'closed',
+    members,
+    ',"l":1',
+    counted,
+    slot,
+  );
   const without = logger(pieces).lineWriter('info', 'closed', members, ',"l":1');
   for (const summary of summaries) {
     const before = Date.now();
@@ -147,6 +156,29 @@ function inARow<T extends object>(
     });
 }
 
+/** A UDP session's summary as the benchmark's sessions close (one answer, one upstream). */
+const udpBase: UdpSessionSummary = {
+  id: 100,
+  reason: SessionCloseReason.MAX_RESPONSES,
+  error: undefined,
+  clientAddress: '127.0.0.1',
+  clientPort: 40_000,
+  clientFamily: 'IPv4',
+  localAddress: '127.0.0.1',
+  localPort: 5353,
+  upstream: { id: '127.0.0.1:53', host: '127.0.0.1', port: 53 },
+  datagramsFromClient: 1,
+  bytesFromClient: 64,
+  datagramsToUpstream: 1,
+  bytesToUpstream: 64,
+  datagramsFromUpstream: 1,
+  bytesFromUpstream: 64,
+  datagramsToClient: 1,
+  bytesToClient: 64,
+  startTime: 1_765_000_000_000,
+  durationMs: 3,
+};
+
 describe('access line template', () => {
   test('UDP lines rewritten in place are the bytes written piece by piece, in any sequence', () => {
     let rewritten = 0;
@@ -154,6 +186,8 @@ describe('access line template', () => {
       fc.property(inARow(udpSummary, UDP_KEYS), (summaries) => {
         const both = bothWays(udpSummaryMembers, udpSummaryPatch, summaries);
         assert.deepEqual(both.patched, both.pieces);
+        const slotted = bothWays(udpSummaryMembers, udpSummaryPatch, summaries, durationSlot);
+        assert.deepEqual(slotted.patched, slotted.pieces);
         rewritten += both.rewritten;
       }),
       { numRuns: fuzzRuns(400) },
@@ -169,6 +203,8 @@ describe('access line template', () => {
       fc.property(inARow(tcpSummary, TCP_KEYS), (summaries) => {
         const both = bothWays(tcpSummaryMembers, tcpSummaryPatch, summaries);
         assert.deepEqual(both.patched, both.pieces);
+        const slotted = bothWays(tcpSummaryMembers, tcpSummaryPatch, summaries, durationSlot);
+        assert.deepEqual(slotted.patched, slotted.pieces);
         rewritten += both.rewritten;
       }),
       { numRuns: fuzzRuns(400) },
@@ -177,27 +213,7 @@ describe('access line template', () => {
   });
 
   test('a run of similar sessions is rewritten in place: id, port and times change, length kept', () => {
-    const base: UdpSessionSummary = {
-      id: 100,
-      reason: SessionCloseReason.MAX_RESPONSES,
-      error: undefined,
-      clientAddress: '127.0.0.1',
-      clientPort: 40_000,
-      clientFamily: 'IPv4',
-      localAddress: '127.0.0.1',
-      localPort: 5353,
-      upstream: { id: '127.0.0.1:53', host: '127.0.0.1', port: 53 },
-      datagramsFromClient: 1,
-      bytesFromClient: 64,
-      datagramsToUpstream: 1,
-      bytesToUpstream: 64,
-      datagramsFromUpstream: 1,
-      bytesFromUpstream: 64,
-      datagramsToClient: 1,
-      bytesToClient: 64,
-      startTime: 1_765_000_000_000,
-      durationMs: 3,
-    };
+    const base = udpBase;
     const summaries = Array.from({ length: 50 }, (_, i) => ({
       ...base,
       id: 100 + i,
@@ -208,5 +224,20 @@ describe('access line template', () => {
     const both = bothWays(udpSummaryMembers, udpSummaryPatch, summaries);
     assert.deepEqual(both.patched, both.pieces);
     assert.equal(both.rewritten, 49);
+  });
+
+  test('durations of 1, 2 and 3 digits in turn each keep a template (one per digit count)', () => {
+    const summaries = Array.from({ length: 60 }, (_, i) => ({
+      ...udpBase,
+      id: 100 + i,
+      startTime: udpBase.startTime + i,
+      durationMs: [7, 12, 345][i % 3]!,
+    }));
+    const slotted = bothWays(udpSummaryMembers, udpSummaryPatch, summaries, durationSlot);
+    assert.deepEqual(slotted.patched, slotted.pieces);
+    // The first line of each digit count is written piece by piece, every later one rewritten.
+    assert.equal(slotted.rewritten, 57);
+    // With one template, every line changes the duration's length and none is rewritten.
+    assert.equal(bothWays(udpSummaryMembers, udpSummaryPatch, summaries).rewritten, 0);
   });
 });
