@@ -14,6 +14,17 @@ const TUNNEL_EXPORTS = ['admit', 'authorize', 'route'] as const;
 
 type ListenerModule = Readonly<Partial<Record<(typeof EXPORTS)[number], unknown>>>;
 
+/**
+ * What to add to a refusal of `option` when it is a hook a JSON file cannot hold (`"admit":
+ * "allow"`): the `module` export that sets it; empty for any other option.
+ */
+export function moduleExportHint(option: string): string {
+  const root = /^\w+/.exec(option)?.[0] ?? '';
+  return (EXPORTS as readonly string[]).includes(root)
+    ? `; a function cannot be written in a config file: export ${root} from the listener's "module" (docs/programmable.md#hooks-from-a-module-cli)`
+    : '';
+}
+
 /** Modules imported for the listener entries of a config file, by entry. */
 const loaded = new WeakMap<object, ListenerModule>();
 

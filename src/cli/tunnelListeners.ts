@@ -15,7 +15,7 @@ import { formatHostPort, formatListen, parseListen, UNIX_PREFIX } from './addres
 import { claimInheritedStream, claimSystemdSocket } from './socketActivation.js';
 import { handOverAddress } from './Listener.js';
 import type { Logger } from './jsonLogger.js';
-import { applyTunnelModule } from './moduleConfig.js';
+import { applyTunnelModule, moduleExportHint } from './moduleConfig.js';
 import { sourceErrorLogger } from './accessLog.js';
 import { buildSelector } from './selectorConfig.js';
 import { TlsFileError, readTlsFiles } from './tlsConfig.js';
@@ -133,7 +133,7 @@ export function prepareTunnelListener(
         jsonKeys(
           err.option,
           err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, ''),
-        ),
+        ) + moduleExportHint(err.option),
       );
     if (err instanceof L4Error) throw new TunnelConfigError(path, err.message);
     throw err;
