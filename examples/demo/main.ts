@@ -109,12 +109,13 @@ async function main(): Promise<void> {
   const ok = replies.every((reply, i) => reply.endsWith(`hello from client ${i + 1}`));
   if (!ok) throw new Error('a reply did not match its request');
 
+  const stopped = stopSignal(); // listening before the line that says Ctrl-C works
   console.log(`\nThe proxy stays up on 127.0.0.1:${port}; try it from another terminal:`);
   console.log(
     `  nc 127.0.0.1 ${port}   then type a line: an upstream echoes it, prefixed with its name`,
   );
   console.log('Ctrl-C stops it.');
-  await stopSignal();
+  await stopped;
 
   await proxy.close({ drainTimeout: 0 }); // a reader's nc is cut, not waited for
   for (const socket of accepted) socket.destroy();
