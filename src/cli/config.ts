@@ -450,7 +450,7 @@ function prepareListener(
         source,
         `${path}.${err.option}`,
         files === undefined
-          ? jsonKeys(err.option, tail) + moduleExportHint(err.option)
+          ? jsonKeys(err.option, tail) + moduleExportHint(err.option, tail)
           : tail.replace(/, received (undefined|an object)$/, `, received ${files}`),
       );
     }

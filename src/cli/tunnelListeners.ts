@@ -127,14 +127,13 @@ export function prepareTunnelListener(
     applyTunnelModule(entry, options);
     void new TunnelServer(options).close();
   } catch (err) {
-    if (err instanceof InvalidOptionError)
+    if (err instanceof InvalidOptionError) {
+      const tail = err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, '');
       throw new TunnelConfigError(
         `${path}.${err.option}`,
-        jsonKeys(
-          err.option,
-          err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, ''),
-        ) + moduleExportHint(err.option),
+        jsonKeys(err.option, tail) + moduleExportHint(err.option, tail),
       );
+    }
     if (err instanceof L4Error) throw new TunnelConfigError(path, err.message);
     throw err;
   }

@@ -104,11 +104,14 @@ test('a hook written in the config file itself is refused with where it goes: an
       hook,
     );
   }
-  // Any other option's refusal is left as it was.
-  assert.throws(
-    () => {
-      closeAll(validateConfig({ listeners: [{ ...tcp, connectTimeout: 'x' }] }, 'f').listeners);
-    },
-    (err: Error) => !err.message.includes('module'),
-  );
+  // Any other refusal is left as it was: another option, or a hook refused for another reason.
+  const direct = { protocol: 'tunnel', listen: '127.0.0.1:0', route: 'direct' };
+  for (const listener of [{ ...tcp, connectTimeout: 'x' }, direct]) {
+    assert.throws(
+      () => {
+        closeAll(validateConfig({ listeners: [listener] }, 'f').listeners);
+      },
+      (err: Error) => !err.message.includes('module'),
+    );
+  }
 });
