@@ -279,3 +279,49 @@ interface Manifest {
     };
   };
 }
+
+/** The keys the CLI knows at `config`'s `zzz_unknown`, from the list its refusal names. */
+async function keysKnownBeside(config: Record<string, unknown>): Promise<string[]> {
+  const { closeAll, validateConfig } = await import('../src/cli/config.js');
+  try {
+    closeAll(validateConfig(config, 'l4proxy.json').listeners);
+  } catch (err) {
+    const list = /expected one of the known [\w ]+ \(([^)]+)\)/.exec((err as Error).message)?.[1];
+    assert.ok(list !== undefined, (err as Error).message);
+    return list.split(', ');
+  }
+  assert.fail('an unknown key is refused');
+}
+
+test('every key a config file may hold (top level, admin, each listener protocol) is documented', async () => {
+  const options = read('docs/options.md');
+  const prose = read('docs/operations.md') + read('docs/tunneling.md');
+  const upstreams = [{ host: '::1', port: 1 }];
+  const listener = (protocol: string): Record<string, unknown> => ({
+    protocol,
+    listen: '127.0.0.1:0',
+    ...(protocol === 'tunnel' ? {} : { upstreams }),
+    zzz_unknown: 1,
+  });
+  const places: [kind: string, config: Record<string, unknown>][] = [
+    ['file', { listeners: [], zzz_unknown: 1 }],
+    ['admin', { admin: { zzz_unknown: 1 }, listeners: [] }],
+    ...['tcp', 'udp', 'tunnel'].map((p): [string, Record<string, unknown>] => [
+      p,
+      { listeners: [listener(p)] },
+    ]),
+  ];
+  const undocumented: string[] = [];
+  let checked = 0;
+  for (const [kind, config] of places) {
+    for (const key of await keysKnownBeside(config)) {
+      checked++;
+      // A library option: its matrix row names `tcp:key`; a key of the CLI's own: its table.
+      const inMatrix = options.includes(`\`${kind}:${key}`);
+      const inProse = prose.includes(`\`${key}\``) || prose.includes(`"${key}":`);
+      if (!inMatrix && !inProse) undocumented.push(`${kind}: ${key}`);
+    }
+  }
+  assert.deepEqual(undocumented, []);
+  assert.ok(checked > 120, `${checked} keys checked`);
+});

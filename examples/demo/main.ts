@@ -3,7 +3,8 @@
  *
  * Starts three echo upstreams inside this process (one weighted 2) and a fourth address where
  * nothing listens, puts a TcpProxy in front, pushes traffic through it from a few clients, prints
- * what happened, and exits 0.
+ * what happened, then stays up for the reader to try it (it prints how) until Ctrl-C (SIGINT) or
+ * SIGTERM, which close the proxy and the upstreams and exit 0.
  */
 import net from 'node:net';
 import type { AddressInfo, Server } from 'node:net';
@@ -12,9 +13,14 @@ import type { TcpConnectionSummary, Upstream } from '../../src/index.js';
 
 const CLIENTS = 12;
 
+/** Sockets the upstreams accepted: a reader's `nc` left open must not hold the exit. */
+const accepted = new Set<net.Socket>();
+
 async function echoUpstream(name: string): Promise<{ server: Server; port: number }> {
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     socket.on('error', () => undefined);
+    accepted.add(socket);
+    socket.once('close', () => accepted.delete(socket));
     socket.write(`[${name}] `);
     socket.pipe(socket);
   });
@@ -100,12 +106,37 @@ async function main(): Promise<void> {
     `\n${summaries.length} connections, ${retried} needed a retry, ${stats.downstream_cx_rx_bytes_total} bytes in, ${stats.downstream_cx_tx_bytes_total} bytes out.`,
   );
 
-  await proxy.close();
+  const ok = replies.every((reply, i) => reply.endsWith(`hello from client ${i + 1}`));
+  if (!ok) throw new Error('a reply did not match its request');
+
+  const stopped = stopSignal(); // listening before the line that says Ctrl-C works
+  console.log(`\nThe proxy stays up on 127.0.0.1:${port}; try it from another terminal:`);
+  console.log(
+    `  nc 127.0.0.1 ${port}   then type a line: an upstream echoes it, prefixed with its name`,
+  );
+  console.log('Ctrl-C stops it.');
+  await stopped;
+
+  await proxy.close({ drainTimeout: 0 }); // a reader's nc is cut, not waited for
+  for (const socket of accepted) socket.destroy();
   await Promise.all(
     upstreamServers.map(({ server }) => new Promise((resolve) => server.close(resolve))),
   );
-  const ok = replies.every((reply, i) => reply.endsWith(`hello from client ${i + 1}`));
-  if (!ok) throw new Error('a reply did not match its request');
+  console.log(`\nStopped after ${proxy.stats().downstream_cx_total} connections.`);
+}
+
+/** Resolves on the first Ctrl-C (SIGINT) or SIGTERM; a second one exits at once. */
+function stopSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    const stop = (): void => {
+      if (stopping) process.exit(130);
+      stopping = true;
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
 }
 
 main().then(

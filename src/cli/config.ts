@@ -29,7 +29,7 @@ import type { LogLevel } from './jsonLogger.js';
 import { buildSelector } from './selectorConfig.js';
 import { applyPolicyConfig } from './policyConfig.js';
 import { programmableOptions } from './routeConfig.js';
-import { importListenerModules } from './moduleConfig.js';
+import { importListenerModules, moduleExportHint } from './moduleConfig.js';
 import { parseAdminSetting } from './adminConfig.js';
 import type { AdminSettings } from './adminConfig.js';
 import { parseAccessLogSetting } from './accessLogFormat.js';
@@ -450,7 +450,7 @@ function prepareListener(
         source,
         `${path}.${err.option}`,
         files === undefined
-          ? jsonKeys(err.option, tail)
+          ? jsonKeys(err.option, tail) + moduleExportHint(err.option, tail)
           : tail.replace(/, received (undefined|an object)$/, `, received ${files}`),
       );
     }

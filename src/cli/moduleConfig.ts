@@ -14,6 +14,18 @@ const TUNNEL_EXPORTS = ['admit', 'authorize', 'route'] as const;
 
 type ListenerModule = Readonly<Partial<Record<(typeof EXPORTS)[number], unknown>>>;
 
+/**
+ * What to add to a refusal of `option` that asked for a function (`"admit": "allow"`), which a
+ * JSON file cannot hold: the `module` export that sets it; empty for any other refusal (a tunnel's
+ * `"route": "direct"` without `authorize` is refused for another reason).
+ */
+export function moduleExportHint(option: string, expected: string): string {
+  const root = /^\w+/.exec(option)?.[0] ?? '';
+  return (EXPORTS as readonly string[]).includes(root) && /\bfunctions?\b/.test(expected)
+    ? `; a function cannot be written in a config file: export ${root} from the listener's "module" (docs/programmable.md#hooks-from-a-module-cli)`
+    : '';
+}
+
 /** Modules imported for the listener entries of a config file, by entry. */
 const loaded = new WeakMap<object, ListenerModule>();
 

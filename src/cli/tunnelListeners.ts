@@ -15,7 +15,7 @@ import { formatHostPort, formatListen, parseListen, UNIX_PREFIX } from './addres
 import { claimInheritedStream, claimSystemdSocket } from './socketActivation.js';
 import { handOverAddress } from './Listener.js';
 import type { Logger } from './jsonLogger.js';
-import { applyTunnelModule } from './moduleConfig.js';
+import { applyTunnelModule, moduleExportHint } from './moduleConfig.js';
 import { sourceErrorLogger } from './accessLog.js';
 import { buildSelector } from './selectorConfig.js';
 import { TlsFileError, readTlsFiles } from './tlsConfig.js';
@@ -127,14 +127,13 @@ export function prepareTunnelListener(
     applyTunnelModule(entry, options);
     void new TunnelServer(options).close();
   } catch (err) {
-    if (err instanceof InvalidOptionError)
+    if (err instanceof InvalidOptionError) {
+      const tail = err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, '');
       throw new TunnelConfigError(
         `${path}.${err.option}`,
-        jsonKeys(
-          err.option,
-          err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, ''),
-        ),
+        jsonKeys(err.option, tail) + moduleExportHint(err.option, tail),
       );
+    }
     if (err instanceof L4Error) throw new TunnelConfigError(path, err.message);
     throw err;
   }

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { formatHostPort, parseHostPort } from '../../src/cli/address.js';
-import { parseCliArgs, parseDuration, UsageError } from '../../src/cli/args.js';
+import { parseCliArgs, parseDuration, USAGE, UsageError } from '../../src/cli/args.js';
 
 test('host:port parsing accepts IPv4, host names, bracketed IPv6 and :port', () => {
   assert.deepEqual(parseHostPort('127.0.0.1:8080', 0), {
@@ -94,4 +95,77 @@ test('a listen address given as a port alone says how a port alone is written', 
     () => parseCliArgs(['tcp', ':8080', '80']),
     (err: Error) => err instanceof UsageError && !err.message.includes('a port alone'),
   );
+});
+
+/** `--flag` → its placeholder (`<d>`) and default, from the usage text or from a doc's table. */
+type Flags = Map<string, { placeholder: string; defaultText: string }>;
+
+/** The flags `l4proxy --help` prints, each with its `(default ...)`, if it says one. */
+function usageFlags(): Flags {
+  const flags: Flags = new Map();
+  for (const [, flag = '', placeholder = '', text = ''] of USAGE.matchAll(
+    /^ {2}(?:-\w, )? *(--[a-z-]+)(?: (<[^>]+>))? +(.*)$/gm,
+  )) {
+    const defaultText = /\(default ([^);]+)/.exec(text)?.[1] ?? /(\w+) \(default\)/.exec(text)?.[1];
+    flags.set(flag, { placeholder, defaultText: defaultText ?? '' });
+  }
+  return flags;
+}
+
+/** The flag table of docs/operations.md, "The command": flag, placeholder and Default cell. */
+function documentedFlags(): Flags {
+  const text = readFileSync(new URL('../../../docs/operations.md', import.meta.url), 'utf8');
+  const section = text.slice(text.indexOf('## The command'), text.indexOf('### Config file'));
+  const flags: Flags = new Map();
+  for (const [, flag = '', placeholder = '', defaultText = ''] of section.matchAll(
+    /^\| `(?:-\w, )?(--[a-z-]+)(?: (<[^>]+>))?` *\|[^|]*\| *(.*?) *\|$/gm,
+  )) {
+    flags.set(flag, { placeholder: placeholder.replace('\\|', '|'), defaultText });
+  }
+  return flags;
+}
+
+/** The options `parseCliArgs` gives `util.parseArgs`, read from its source. */
+function parserFlags(): string[] {
+  const source = readFileSync(new URL('../../../src/cli/args.ts', import.meta.url), 'utf8');
+  return [...source.matchAll(/^ +'?([a-z-]+)'?: \{ type: '(?:string|boolean)'/gm)].map(
+    ([, name = '']) => `--${name}`,
+  );
+}
+
+test('l4proxy --help, the parser and the flag table of docs/operations.md name the same flags, placeholders and defaults', () => {
+  const usage = usageFlags();
+  const documented = documentedFlags();
+  assert.ok(usage.size >= 12, `${usage.size} flags in the usage`);
+  assert.deepEqual(
+    [...usage.keys()].sort(),
+    [...documented.keys()].sort(),
+    '--help against the docs',
+  );
+  assert.deepEqual([...usage.keys()].sort(), parserFlags().sort(), '--help against the parser');
+  for (const [flag, { placeholder, defaultText }] of usage) {
+    const doc = documented.get(flag);
+    assert.equal(doc?.placeholder, placeholder, `${flag}: the same placeholder`);
+    // The first word of the default (`30s`, `maxConnections`) is in the docs' Default cell.
+    const first = defaultText.split(/[ ,]/)[0] ?? '';
+    assert.ok(
+      doc.defaultText.includes(first),
+      `${flag}: default "${defaultText}" in "${doc.defaultText}"`,
+    );
+  }
+  // Every placeholder the docs show is one the parser takes, with a value of that shape.
+  const samples: Record<string, string> = {
+    '<file>': 'l4proxy.json',
+    '<level>': 'warn',
+    '<d>': '2s',
+    '<n|auto>': 'auto',
+    '<n>': '128',
+    '<host:port>': '127.0.0.1:9090',
+    '<f>': 'token',
+  };
+  for (const [flag, { placeholder }] of documented) {
+    const argv = placeholder === '' ? [flag] : [flag, samples[placeholder] ?? '?'];
+    assert.doesNotThrow(() => parseCliArgs(['--config', 'l4proxy.json', ...argv]), flag);
+  }
+  assert.throws(() => parseCliArgs(['--config', 'l4proxy.json', '--no-such-flag']), UsageError);
 });

@@ -83,3 +83,35 @@ test('a listener module gives a config-file listener its admit hook, filters and
     closeAll(validateConfig({ listeners: [listener] }, 'inline').listeners);
   }, /inline: listeners\[0\]\.module: expected the path of a JavaScript module/);
 });
+
+test('a hook written in the config file itself is refused with where it goes: an export of the listener module', () => {
+  const tcp = { protocol: 'tcp', listen: '127.0.0.1:0', upstreams: [{ host: '::1', port: 1 }] };
+  const cases: [listener: Record<string, unknown>, path: string, hook: string][] = [
+    [{ ...tcp, admit: 'allow' }, 'admit', 'admit'],
+    [{ ...tcp, filters: ['gzip'] }, 'filters\\[0\\]', 'filters'],
+    [{ ...tcp, protocol: 'udp', sessionFilters: {} }, 'sessionFilters', 'sessionFilters'],
+    [{ protocol: 'tunnel', listen: '127.0.0.1:0', authorize: 'token' }, 'authorize', 'authorize'],
+    [{ protocol: 'tunnel', listen: '127.0.0.1:0', route: 'mtach' }, 'route', 'route'],
+  ];
+  for (const [listener, path, hook] of cases) {
+    assert.throws(
+      () => {
+        closeAll(validateConfig({ listeners: [listener] }, 'l4proxy.json').listeners);
+      },
+      new RegExp(
+        `l4proxy\\.json: listeners\\[0\\]\\.${path}: expected .*; a function cannot be written in a config file: export ${hook} from the listener's "module" \\(docs/programmable\\.md#hooks-from-a-module-cli\\)$`,
+      ),
+      hook,
+    );
+  }
+  // Any other refusal is left as it was: another option, or a hook refused for another reason.
+  const direct = { protocol: 'tunnel', listen: '127.0.0.1:0', route: 'direct' };
+  for (const listener of [{ ...tcp, connectTimeout: 'x' }, direct]) {
+    assert.throws(
+      () => {
+        closeAll(validateConfig({ listeners: [listener] }, 'f').listeners);
+      },
+      (err: Error) => !err.message.includes('module'),
+    );
+  }
+});

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import tls from 'node:tls';
 import { LatencyRecorder, TcpProxy, TunnelServer, UdpProxy } from '../../src/index.js';
@@ -115,4 +115,56 @@ test('docs/operations.md lists every metric family exposed, with its type and la
   assert.deepEqual(undocumented, [], 'exposed but not documented (name type labels)');
   assert.deepEqual(missing, [], 'documented but not exposed (name type labels)');
   assert.ok(exposed.size > 100, `${exposed.size} families`);
+});
+
+/** Files a reader copies metric names from: the docs, the dashboard, the manifests, examples. */
+function filesNamingMetrics(): string[] {
+  const root = new URL('../../../', import.meta.url);
+  const under = (dir: string, ext: RegExp): string[] =>
+    readdirSync(new URL(dir, root), { recursive: true, encoding: 'utf8' })
+      .filter((file) => ext.test(file))
+      .map((file) => `${dir}${file}`);
+  return [
+    'README.md',
+    ...under('docs/', /^[^/]+\.md$|^(grafana|kubernetes)\/.*\.(json|ya?ml)$/),
+    ...under('examples/', /\.(ts|md)$/),
+  ];
+}
+
+/**
+ * Every `l4proxy_...` name in `text` with its line: a `_{a,b}` group is expanded into one name per
+ * member; `{label}` or `{label="x"}` after the name is its labels, not part of it. A name ending
+ * in `_` or followed by `*` or `${` is a prefix (`l4proxy_tcp_upstream_tls_*`).
+ */
+function mentionedMetrics(text: string): { name: string; prefix: boolean; line: number }[] {
+  const found: { name: string; prefix: boolean; line: number }[] = [];
+  for (const match of text.matchAll(/l4proxy_(?:[a-z0-9_]|_\{[a-z0-9_,]+\})+/g)) {
+    const after = text.slice(match.index + match[0].length, match.index + match[0].length + 2);
+    const prefix = match[0].endsWith('_') || after.startsWith('*') || after === '${';
+    const line = text.slice(0, match.index).split('\n').length;
+    for (const name of expand(match[0])) found.push({ name, prefix, line });
+  }
+  return found;
+}
+
+test('every metric name the docs, the Grafana dashboard, the Kubernetes manifests and the examples mention is one the proxy exposes', async () => {
+  const exposed = new Set<string>();
+  for (const entry of await exposedFamilies()) {
+    const [name = '', type] = entry.split(' ');
+    exposed.add(name);
+    if (type === 'histogram')
+      for (const end of ['_bucket', '_sum', '_count']) exposed.add(name + end);
+  }
+  const unknown: string[] = [];
+  let checked = 0;
+  for (const file of filesNamingMetrics()) {
+    const text = readFileSync(new URL(`../../../${file}`, import.meta.url), 'utf8');
+    for (const { name, prefix, line } of mentionedMetrics(text)) {
+      checked++;
+      const known = prefix ? [...exposed].some((each) => each.startsWith(name)) : exposed.has(name);
+      if (!known) unknown.push(`${file}:${line}: ${name}`);
+    }
+  }
+  assert.deepEqual(unknown, [], 'named in the docs but never exposed');
+  assert.ok(checked > 200, `${checked} names checked`);
 });
