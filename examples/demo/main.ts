@@ -3,8 +3,9 @@
  *
  * Starts three echo upstreams inside this process (one weighted 2) and a fourth address where
  * nothing listens, puts a TcpProxy in front, pushes traffic through it from a few clients, prints
- * what happened, then stays up for the reader to try it (it prints how) until Ctrl-C (SIGINT) or
- * SIGTERM, which close the proxy and the upstreams and exit 0.
+ * what happened. On a terminal (or with `--stay`) it then stays up for the reader to try it (it
+ * prints how) until Ctrl-C (SIGINT) or SIGTERM; otherwise (a script, CI, a pipe) it stops at once.
+ * Either way it closes the proxy and the upstreams and exits 0.
  */
 import net from 'node:net';
 import type { AddressInfo, Server } from 'node:net';
@@ -109,13 +110,16 @@ async function main(): Promise<void> {
   const ok = replies.every((reply, i) => reply.endsWith(`hello from client ${i + 1}`));
   if (!ok) throw new Error('a reply did not match its request');
 
-  const stopped = stopSignal(); // listening before the line that says Ctrl-C works
-  console.log(`\nThe proxy stays up on 127.0.0.1:${port}; try it from another terminal:`);
-  console.log(
-    `  nc 127.0.0.1 ${port}   then type a line: an upstream echoes it, prefixed with its name`,
-  );
-  console.log('Ctrl-C stops it.');
-  await stopped;
+  // A script running `npm start` (no terminal) gets its exit; a reader gets a proxy to try.
+  if (process.stdout.isTTY || process.argv.includes('--stay')) {
+    const stopped = stopSignal(); // listening before the line that says Ctrl-C works
+    console.log(`\nThe proxy stays up on 127.0.0.1:${port}; try it from another terminal:`);
+    console.log(
+      `  nc 127.0.0.1 ${port}   then type a line: an upstream echoes it, prefixed with its name`,
+    );
+    console.log('Ctrl-C stops it.');
+    await stopped;
+  }
 
   await proxy.close({ drainTimeout: 0 }); // a reader's nc is cut, not waited for
   for (const socket of accepted) socket.destroy();

@@ -8,8 +8,24 @@ import { closed, connect, readUntil, withTimeout } from '../helpers/net.js';
 
 const DEMO = fileURLToPath(new URL('../../examples/demo/main.js', import.meta.url));
 
-test('npm start demo: proxies every client, prints the table, says what to try, stays up; Ctrl-C (SIGINT) stops it with exit 0 and nothing on stderr', async (t) => {
+test('npm start demo without a terminal (a script, CI): prints the table and exits 0 on its own', async () => {
   const child = spawn(process.execPath, [DEMO], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+  const [code, signal] = (await withTimeout(once(child, 'exit'), DEADLINE, 'the demo to exit')) as [
+    number | null,
+    NodeJS.Signals | null,
+  ];
+  assert.deepEqual({ code, signal, stderr }, { code: 0, signal: null, stderr: '' });
+  assert.match(stdout, /12 connections, 3 needed a retry/);
+  assert.doesNotMatch(stdout, /Ctrl-C stops it/);
+  assert.match(stdout, /Stopped after 12 connections\.\n$/);
+});
+
+test('npm start demo on a terminal (--stay here): proxies every client, prints the table, says what to try, stays up; Ctrl-C (SIGINT) stops it with exit 0 and nothing on stderr', async (t) => {
+  const child = spawn(process.execPath, [DEMO, '--stay'], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
   t.after(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
