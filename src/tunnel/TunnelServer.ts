@@ -351,7 +351,6 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
   private readonly h1 = http.createServer({ maxHeaderSize: MAX_REQUEST_HEAD });
   private readonly h2: Http2Server = http2.createServer({
     settings: {
-      maxHeaderListSize: MAX_REQUEST_HEAD,
       initialWindowSize: 1024 * 1024,
       enableConnectProtocol: true,
       maxConcurrentStreams: MAX_STREAMS_PER_SESSION,
