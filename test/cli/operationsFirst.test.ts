@@ -10,36 +10,14 @@ import net from 'node:net';
 import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { configDir, startCli } from './cli.js';
-import { freePort } from '../helpers/peerProcess.js';
-import { listen } from '../helpers/net.js';
+import { accepts, freePort } from '../helpers/peerProcess.js';
+import { closeAfter, listen } from '../helpers/net.js';
 
 /** A port something else listens on for the rest of the test. */
 async function busyPort(t: TestContext): Promise<number> {
   const server = net.createServer();
-  const port = await listen(server);
-  t.after(
-    () =>
-      new Promise<void>((resolve) =>
-        server.close(() => {
-          resolve();
-        }),
-      ),
-  );
-  return port;
-}
-
-/** True when a TCP connection to 127.0.0.1:port is accepted. */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => {
-      resolve(false);
-    });
-  });
+  closeAfter(t, server);
+  return listen(server);
 }
 
 async function failsFirst(
@@ -78,8 +56,8 @@ async function failsFirst(
     ),
     [],
   );
-  assert.equal(await accepts(tcpPort), false, 'the TCP listener is still bound');
-  assert.equal(await accepts(tunnelPort), false, 'the tunnel listener is still bound');
+  assert.equal(await accepts('127.0.0.1', tcpPort), false, 'the TCP listener is still bound');
+  assert.equal(await accepts('127.0.0.1', tunnelPort), false, 'the tunnel listener is still bound');
 }
 
 test('an unreadable admin token file ends the start before any listener listens', async (t) => {
