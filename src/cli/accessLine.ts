@@ -168,19 +168,25 @@ function tcpHasRareMembers(s: TcpConnectionSummary): boolean {
  * line has members the template does not (see {@link LineTemplate}).
  */
 export function tcpSummaryPatch(t: LineTemplate, s: TcpConnectionSummary): boolean {
-  if (s.upstream === undefined || tcpHasRareMembers(s)) return false;
+  return summaryPatch(t, s, tcpHasRareMembers, patchTcpMembers);
+}
+
+/** The TCP members between the client's and the times. */
+function patchTcpMembers(
+  t: LineTemplate,
+  s: TcpConnectionSummary,
+  upstream: { readonly id: string },
+): boolean {
   return (
-    patchClient(t, s) &&
     t.string(F.peerAddress, s.peerAddress) &&
     t.number(F.peerPort, s.peerPort) &&
-    t.string(F.tcpUpstream, s.upstream.id) &&
+    t.string(F.tcpUpstream, upstream.id) &&
     t.same(F.upstreamConnected, s.upstreamConnected) &&
     t.number(F.attempts, s.attempts) &&
     t.number(F.bytesFromClient, s.bytesFromClient) &&
     t.number(F.bytesToUpstream, s.bytesToUpstream) &&
     t.number(F.bytesFromUpstream, s.bytesFromUpstream) &&
-    t.number(F.bytesToClient, s.bytesToClient) &&
-    patchTimes(t, s)
+    t.number(F.bytesToClient, s.bytesToClient)
   );
 }
 
@@ -237,11 +243,18 @@ export function durationSlot(s: TcpConnectionSummary | UdpSessionSummary): numbe
 
 /** Rewrites the last UDP line's template for `s`; see {@link tcpSummaryPatch}. */
 export function udpSummaryPatch(t: LineTemplate, s: UdpSessionSummary): boolean {
-  if (s.upstream === undefined || udpHasRareMembers(s)) return false;
+  return summaryPatch(t, s, udpHasRareMembers, patchUdpMembers);
+}
+
+/** The UDP members between the client's and the times. */
+function patchUdpMembers(
+  t: LineTemplate,
+  s: UdpSessionSummary,
+  upstream: { readonly id: string },
+): boolean {
   const c = F.counters;
   return (
-    patchClient(t, s) &&
-    t.string(F.udpUpstream, s.upstream.id) &&
+    t.string(F.udpUpstream, upstream.id) &&
     t.number(c, s.datagramsFromClient) &&
     t.number(c + 1, s.bytesFromClient) &&
     t.number(c + 2, s.datagramsToUpstream) &&
@@ -249,9 +262,23 @@ export function udpSummaryPatch(t: LineTemplate, s: UdpSessionSummary): boolean 
     t.number(c + 4, s.datagramsFromUpstream) &&
     t.number(c + 5, s.bytesFromUpstream) &&
     t.number(c + 6, s.datagramsToClient) &&
-    t.number(c + 7, s.bytesToClient) &&
-    patchTimes(t, s)
+    t.number(c + 7, s.bytesToClient)
   );
+}
+
+/**
+ * The one patch of both protocols: a line with an upstream and no rare member has the client's
+ * members, the protocol's own, then the times (module-level functions: nothing allocated per line).
+ */
+function summaryPatch<S extends TcpConnectionSummary | UdpSessionSummary>(
+  t: LineTemplate,
+  s: S,
+  rare: (s: S) => boolean,
+  members: (t: LineTemplate, s: S, upstream: { readonly id: string }) => boolean,
+): boolean {
+  const upstream = s.upstream;
+  if (upstream === undefined || rare(s)) return false;
+  return patchClient(t, s) && members(t, s, upstream) && patchTimes(t, s);
 }
 
 /** The members both summaries start with: id, reason, and the client's side. */

@@ -240,3 +240,14 @@ export async function startCliAdmin(
   const bound = await server.listen({ host, port: settings.listen.port });
   return { server, address: formatHostPort(bound.address, bound.port) };
 }
+
+/**
+ * The fatal line of an admin server that could not start, naming the setting at fault: the
+ * token file's errors name theirs; any other (an address in use, a privileged port) is the
+ * address's.
+ */
+export function adminStartFailure(err: unknown): string {
+  const message = thrownMessage(err);
+  const key = message.includes('admin.tokenFile') ? '' : ' (admin.listen, --admin)';
+  return `cannot serve the admin API${key}: ${message}`;
+}

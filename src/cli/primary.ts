@@ -32,7 +32,7 @@ import { listenerFamilies, startMetricsServer } from './metricsServer.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import type { EffectiveSettings } from './settings.js';
 import { startPrimaryAdmin } from './primaryAdmin.js';
-import { waitingForDns } from './adminConfig.js';
+import { adminStartFailure, waitingForDns } from './adminConfig.js';
 import type { AdminReadiness } from '../admin/adminOptions.js';
 import { removeStaleSocket } from './unixSocket.js';
 import { ClusterSocketFiles } from './clusterSocketFiles.js';
@@ -175,6 +175,7 @@ export class Primary {
       config.tunnels.length === 0 &&
       config.listeners.every((l) => l.config.listen.path === undefined);
     await this.restoreState();
+    if (!upgraded) await this.serveOperations(false);
     this.dnsListeners = [
       ...config.listeners.filter((l) => l.dns !== undefined).map((l) => l.config.name),
       ...config.tunnels.filter((tunnel) => dnsOf(tunnel) !== undefined).map((t) => t.name),
@@ -229,6 +230,18 @@ export class Primary {
       this.ops.info('upgrade: listening, the old process hands over');
       await upgradeListening();
     }
+    if (upgraded) await this.serveOperations(true);
+    if (this.drainStarted()) return;
+    this.status.start(statusPeriod(this.settings.statusInterval));
+  }
+
+  /**
+   * Metrics and admin. Before any worker is forked (and any Unix socket bound), so that a setting
+   * that fails (an unreadable token file, an address in use) ends the start before a connection
+   * is accepted; after a binary upgrade's handover instead (`upgraded`), as the old primary holds
+   * their addresses until then, and a failure is then only logged.
+   */
+  private async serveOperations(upgraded: boolean): Promise<void> {
     const fatalOrNot = (message: string): void => {
       // After a handover, failing to serve metrics or admin must not end the only generation.
       if (upgraded) {
@@ -245,7 +258,7 @@ export class Primary {
         this.metricsServer = served.server;
         this.ops.info('metrics listening', { address: served.address, path: '/metrics' });
       } catch (err) {
-        fatalOrNot(`cannot serve metrics: ${(err as Error).message}`);
+        fatalOrNot(`cannot serve metrics (metrics, --metrics): ${(err as Error).message}`);
       }
     }
     if (this.settings.admin !== undefined) {
@@ -266,11 +279,9 @@ export class Primary {
         this.adminServer = served.server;
         this.ops.info('admin listening', { address: served.address });
       } catch (err) {
-        fatalOrNot(`cannot serve the admin API: ${(err as Error).message}`);
+        fatalOrNot(adminStartFailure(err));
       }
     }
-    if (this.drainStarted()) return;
-    this.status.start(statusPeriod(this.settings.statusInterval));
   }
 
   /**

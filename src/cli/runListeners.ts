@@ -11,7 +11,7 @@ import { capsAboveLimit } from './descriptorBudget.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
-import { cliAdminServer, startCliAdmin, waitingForDns } from './adminConfig.js';
+import { adminStartFailure, cliAdminServer, startCliAdmin, waitingForDns } from './adminConfig.js';
 import { answerRelayed } from '../admin/relayedRequest.js';
 import type { AdminServer } from '../admin/AdminServer.js';
 import type { AdminReadiness } from '../admin/adminOptions.js';
@@ -150,6 +150,65 @@ export async function runListeners(
           },
         );
   const tunnels = new TunnelListeners(config.tunnels, { ops, access }, settings.backlog);
+  let draining = false;
+  let listening = false;
+  // Not ready until the listeners listen and every `dns` listener has its first answer (Envoy's
+  // cluster warming), nor once draining; a reload's new DNS source does not take a warm process
+  // out of rotation.
+  const ready = (): AdminReadiness => {
+    if (draining || !listening) return false;
+    const waiting = running.waitingForDns() ?? tunnels.waitingForDns();
+    return waiting === undefined ? true : { ready: false, reason: waitingForDns(waiting) };
+  };
+  // Metrics and admin: before the listeners, so that a setting that fails (an unreadable token
+  // file, an address in use) ends the start before any connection is accepted; after a binary
+  // upgrade's handover instead, as the old process holds their addresses until then.
+  let metricsServer: Server | undefined;
+  const serveOperations = async (fatalOrNot: (message: string) => Promise<void>): Promise<void> => {
+    if (settings.metrics !== undefined) {
+      try {
+        const served = await startMetricsServer(settings.metrics, () =>
+          Promise.resolve([
+            ...listenerFamilies(running.stats()),
+            ...tunnels.families(),
+            ...ticketKeyFamilies(),
+          ]),
+        );
+        metricsServer = served.server;
+        ops.info('metrics listening', { address: served.address, path: '/metrics' });
+      } catch (err) {
+        await fatalOrNot(`cannot serve metrics (metrics, --metrics): ${(err as Error).message}`);
+      }
+    }
+    if (settings.admin !== undefined) {
+      try {
+        const served = await startCliAdmin(settings.admin, {
+          instance: running,
+          ops,
+          settings,
+          ready,
+          certificateListeners: () => tunnels.certificateListeners(),
+          // The families --metrics renders for the tunnel listeners; their certificates' come
+          // from certificateListeners, as every listener's.
+          metricFamilies: () => [...tunnels.adminFamilies(), ...ticketKeyFamilies()],
+          ...(state !== undefined && { onControl: () => void state.save() }),
+        });
+        adminRef.server = served.server;
+        if (restored !== undefined)
+          recordRestored(served.server.recent, running, restored.origin, restored.carried);
+        ops.info('admin listening', { address: served.address });
+      } catch (err) {
+        await fatalOrNot(adminStartFailure(err));
+      }
+    }
+  };
+  // Alone and not an upgrade's new process: nothing listens yet, so a failure ends it cleanly.
+  if (worker === undefined && !upgraded)
+    await serveOperations(async (message) => {
+      ops.log('fatal', message);
+      await flushed();
+      process.exit(1);
+    });
   try {
     // A worker of a generation an upgrade started: the sockets of its slot first.
     if (worker !== undefined) await receiveWorkerSockets();
@@ -159,6 +218,7 @@ export async function runListeners(
     ops.log('fatal', (err as Error).message);
     process.exit(1);
   }
+  listening = true;
   if (worker !== undefined) closeUnclaimedWorkerSockets();
   if (upgraded) {
     const dropped = closeUnclaimedInherited();
@@ -174,14 +234,6 @@ export async function runListeners(
       sockets: unclaimed.map(({ fd, name }) => `${name} (fd ${fd})`),
     });
 
-  let draining = false;
-  // Not ready until every `dns` listener has its first answer (Envoy's cluster warming), nor
-  // once draining; a reload's new DNS source does not take a warm process out of rotation.
-  const ready = (): AdminReadiness => {
-    if (draining) return false;
-    const waiting = running.waitingForDns() ?? tunnels.waitingForDns();
-    return waiting === undefined ? true : { ready: false, reason: waitingForDns(waiting) };
-  };
   // Read after an await: a signal may have started the drain meanwhile.
   const drainStarted = (): boolean => draining;
   const drain = async (why: string): Promise<void> => {
@@ -367,43 +419,7 @@ export async function runListeners(
     await running.drain(0);
     process.exit(1);
   };
-  let metricsServer: Server | undefined;
-  if (settings.metrics !== undefined) {
-    try {
-      const served = await startMetricsServer(settings.metrics, () =>
-        Promise.resolve([
-          ...listenerFamilies(running.stats()),
-          ...tunnels.families(),
-          ...ticketKeyFamilies(),
-        ]),
-      );
-      metricsServer = served.server;
-      ops.info('metrics listening', { address: served.address, path: '/metrics' });
-    } catch (err) {
-      await fatalOrNot(`cannot serve metrics: ${(err as Error).message}`);
-    }
-  }
-  if (settings.admin !== undefined) {
-    try {
-      const served = await startCliAdmin(settings.admin, {
-        instance: running,
-        ops,
-        settings,
-        ready,
-        certificateListeners: () => tunnels.certificateListeners(),
-        // The families --metrics renders for the tunnel listeners; their certificates' come
-        // from certificateListeners, as every listener's.
-        metricFamilies: () => [...tunnels.adminFamilies(), ...ticketKeyFamilies()],
-        ...(state !== undefined && { onControl: () => void state.save() }),
-      });
-      adminRef.server = served.server;
-      if (restored !== undefined)
-        recordRestored(served.server.recent, running, restored.origin, restored.carried);
-      ops.info('admin listening', { address: served.address });
-    } catch (err) {
-      await fatalOrNot(`cannot serve the admin API: ${(err as Error).message}`);
-    }
-  }
+  if (upgraded) await serveOperations(fatalOrNot);
   // A stop signal while metrics or admin started: the drain is under way, the start is over.
   if (drainStarted()) return;
   status.start(statusPeriod(settings.statusInterval));

@@ -1351,13 +1351,17 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   private filterEndedUpstream(): void {
     if (this.clientEnded) return;
     this.clientEnded = true;
-    if (this.connected) this.upstreamSocket?.end();
+    const upstream = this.upstreamSocket;
+    // As a client's FIN: an upstream reset while paused would take the FIN silently.
+    if (this.connected && upstream !== undefined && !resetUnread(upstream)) upstream.end();
   }
 
   /** A filter ended upstream-to-client: the client gets its FIN; later upstream bytes are dropped. */
   private filterEndedClient(): void {
     if (this.upstreamEnded) return;
     this.upstreamEnded = true;
+    // As an upstream's FIN: a client reset while paused would take the FIN silently.
+    if (!this.unixClient && resetUnread(this.client)) return;
     this.client.end();
   }
 

@@ -65,6 +65,7 @@ import { closeSocket } from '../net/closeSocket.js';
 import { defaultBacklog } from '../net/listenBacklog.js';
 import type { CloseOptions } from '../tcp/TcpProxy.js';
 import { promiseBeforeRun } from '../internal/promiseBeforeRun.js';
+import { headerListSize, MAX_REQUEST_HEAD } from './requestHeadLimit.js';
 
 export type { TunnelRequest } from './tunnelRequest.js';
 export type { TunnelServerOptions, TunnelTarget } from './tunnelServerOptions.js';
@@ -347,7 +348,7 @@ interface LiveTunnel {
 export class TunnelServer extends EventEmitter<TunnelServerEvents> implements AsyncDisposable {
   private readonly options: ResolvedTunnelServerOptions;
   private readonly listener: Server;
-  private readonly h1 = http.createServer();
+  private readonly h1 = http.createServer({ maxHeaderSize: MAX_REQUEST_HEAD });
   private readonly h2: Http2Server = http2.createServer({
     settings: {
       initialWindowSize: 1024 * 1024,
@@ -478,8 +479,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     this.h1.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
       this.h1ClientError(error, socket);
     });
-    this.h2.on('stream', (stream, headers) => {
-      this.h2Stream(stream, headers);
+    // Node passes the raw list after the flags (missing from its types).
+    this.h2.on('stream', (stream, headers, _flags, ...more: unknown[]) => {
+      const raw = more[0];
+      if (Array.isArray(raw) && headerListSize(raw) > MAX_REQUEST_HEAD)
+        this.h2TooLarge(stream, headers);
+      else this.h2Stream(stream, headers);
     });
     this.h2.on('session', (session) => {
       this.facts.set(session, this.accepting ?? UNKNOWN_CLIENT);
@@ -1103,6 +1108,15 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     const facts = this.facts.get(socket) ?? UNKNOWN_CLIENT;
     this.counters.requests++;
     this.badRequest({ version: 'h1', authority, headers, facts }, status, reason);
+  }
+
+  /** Headers over {@link MAX_REQUEST_HEAD}: 431, counted `bad_request` (as HTTP/1.1's). */
+  private h2TooLarge(stream: ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    stream.on('error', ignoreError);
+    this.answerH2(stream, 431);
+    this.counters.requests++;
+    const facts = this.factsOf(stream.session);
+    this.badRequest({ version: 'h2', authority: '', headers, facts }, 431);
   }
 
   private h2Stream(stream: ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {

@@ -88,7 +88,7 @@ export async function freePort(
 const START_MS = 20_000;
 
 /** True once something accepts a TCP connection on host:port. */
-function accepts(host: string, port: number): Promise<boolean> {
+export function accepts(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host, port });
     socket.once('connect', () => {

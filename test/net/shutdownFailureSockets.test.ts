@@ -36,64 +36,78 @@ const SIDES: readonly [string, Partial<TcpProxyOptions>][] = [
   ["relay 'handle' with an admit hook (a net.Socket client)", { admit: () => true }],
 ];
 
-describe('a failed shutdown(2) on a net.Socket side', () => {
-  for (const [name, options] of SIDES) {
-    test(`${name}: a paused client that resets, then the upstream ends: downstream_reset at once`, async () => {
-      const accepted: Socket[] = [];
-      const upstream = await socketServer((socket) => {
-        socket.pause();
-        accepted.push(socket);
-      });
-      const { proxy, port, closes } = await startProxy({
-        upstreams: [{ host: '127.0.0.1', port: upstream.port }],
-        idleTimeout: 60_000,
-        ...options,
-      });
-      try {
-        const client = await connect(port);
-        await until(() => accepted.length === 1, 'the upstream connection');
-        await fill(client, () => proxy.stats().downstream_flow_control_paused_reading_total > 0);
-        client.resetAndDestroy();
-        await new Promise((resolve) => client.once('close', resolve));
-        (accepted[0] as Socket).end();
-        const [summary] = await withTimeout(closes(1), 10_000, 'the connection to close');
-        assert.equal(summary?.reason, 'downstream_reset');
-      } finally {
-        await proxy.close({ drainTimeout: 0 });
-        await upstream.close();
-      }
-    });
-  }
+/** A filter that passes bytes on and ends their direction at a 0x01 byte (the fill is zeros). */
+const endAtMarker = (chunk: Buffer) => (chunk.includes(1) ? ({ end: true } as const) : chunk);
+const MARKER = Buffer.from([1]);
 
-  for (const [name, options] of SIDES.slice(0, 2)) {
-    test(`${name}: a paused upstream that resets, then the client ends: upstream_reset at once`, async () => {
-      const accepted: Socket[] = [];
-      const upstream = await socketServer((socket) => {
-        accepted.push(socket);
-      });
-      const { proxy, port, closes } = await startProxy({
-        upstreams: [{ host: '127.0.0.1', port: upstream.port }],
-        idleTimeout: 60_000,
-        ...options,
-      });
-      try {
-        const client = await connect(port);
-        client.pause();
-        await until(() => accepted.length === 1, 'the upstream connection');
-        const server = accepted[0] as Socket;
-        await fill(server, () => proxy.stats().upstream_flow_control_paused_reading_total > 0);
-        server.resetAndDestroy();
-        await new Promise((resolve) => server.once('close', resolve));
-        client.end();
-        const [summary] = await withTimeout(closes(1), 10_000, 'the connection to close');
-        assert.equal(summary?.reason, 'upstream_reset');
-        client.destroy();
-      } finally {
-        await proxy.close({ drainTimeout: 0 });
-        await upstream.close();
-      }
-    });
+/**
+ * The proxy stops reading `paused` (its writes fill the other side, which does not read), then
+ * `paused` resets; the other side then ends its direction, by a FIN or (`byFilter`) by a byte a
+ * data filter ends the direction at. The connection must close at once as that side's reset.
+ */
+async function resetThenEnd(
+  paused: 'client' | 'upstream',
+  options: Partial<TcpProxyOptions>,
+  byFilter: boolean,
+): Promise<void> {
+  const accepted: Socket[] = [];
+  const upstream = await socketServer((socket) => {
+    if (paused === 'client') socket.pause();
+    accepted.push(socket);
+  });
+  const { proxy, port, closes } = await startProxy({
+    upstreams: [{ host: '127.0.0.1', port: upstream.port }],
+    idleTimeout: 60_000,
+    ...options,
+    ...(byFilter && {
+      filters: [() => ({ onClientData: endAtMarker, onUpstreamData: endAtMarker })],
+    }),
+  });
+  try {
+    const client = await connect(port);
+    if (paused === 'upstream') client.pause();
+    await until(() => accepted.length === 1, 'the upstream connection');
+    const server = accepted[0] as Socket;
+    const [writer, other] = paused === 'client' ? [client, server] : [server, client];
+    const stats = proxy.stats();
+    await fill(writer, () =>
+      paused === 'client'
+        ? proxy.stats().downstream_flow_control_paused_reading_total > 0
+        : proxy.stats().upstream_flow_control_paused_reading_total >
+          stats.upstream_flow_control_paused_reading_total,
+    );
+    writer.resetAndDestroy();
+    await new Promise((resolve) => writer.once('close', resolve));
+    if (byFilter) other.write(MARKER);
+    else other.end();
+    const [summary] = await withTimeout(closes(1), 10_000, 'the connection to close');
+    assert.equal(summary?.reason, paused === 'client' ? 'downstream_reset' : 'upstream_reset');
+    client.destroy();
+  } finally {
+    await proxy.close({ drainTimeout: 0 });
+    await upstream.close();
   }
+}
+
+describe('a failed shutdown(2) on a net.Socket side', () => {
+  // The relay handle reports its own failed shutdown: only a net.Socket upstream is probed.
+  for (const paused of ['client', 'upstream'] as const)
+    for (const [name, options] of paused === 'client' ? SIDES : SIDES.slice(0, 2)) {
+      const end = paused === 'client' ? 'the upstream ends' : 'the client ends';
+      const reason = paused === 'client' ? 'downstream_reset' : 'upstream_reset';
+      test(`${name}: a paused ${paused} that resets, then ${end}: ${reason} at once`, async () => {
+        await resetThenEnd(paused, options, false);
+      });
+    }
+
+  // The FIN a data filter sends when it ends a direction went out unprobed.
+  for (const paused of ['client', 'upstream'] as const)
+    for (const [name, options] of SIDES.slice(0, 2)) {
+      const reason = paused === 'client' ? 'downstream_reset' : 'upstream_reset';
+      test(`${name}, a data filter: a paused ${paused} that resets, then the filter ends the direction to it: ${reason} at once`, async () => {
+        await resetThenEnd(paused, options, true);
+      });
+    }
 });
 
 describe('a failed shutdown(2) under TLS', () => {
