@@ -487,8 +487,11 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   connectDone(status: number, host: string, port: number): void {
     if (this.destroyed) return;
     if (status < 0) {
-      this.destroy(uvError(status, 'connect', host, port));
-      return;
+      const error = uvError(status, 'connect', host, port);
+      if (!this.establishedThenReset(error)) {
+        this.destroy(error);
+        return;
+      }
     }
     this.connecting = false;
     if (this.noDelayOnConnect) this.setNoDelay(true);
@@ -497,6 +500,23 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     if (!this.securing) this.releaseHeld();
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- releaseHeld() may destroy it
     if (!this.destroyed) this.emit('connect');
+  }
+
+  /**
+   * Whether a connect's failure is a reset that came after the handshake completed: libuv reads
+   * the connect's result from `SO_ERROR` once it runs, and an upstream that accepted, sent a
+   * greeting or a refusal (redis's maximum of clients, an SMTP 421) and reset before then shows
+   * as a connect that failed `ECONNRESET` (`EPIPE` behind its FIN); a refusal is `ECONNREFUSED`.
+   * The connection existed and what the upstream sent waits in the kernel: it connects, its
+   * reads deliver those bytes, and the end that follows is this reset, as if read after them.
+   * Taken as a failed connect, the bytes were dropped and the reset called `connect_failed`.
+   */
+  private establishedThenReset(error: Error): boolean {
+    if (!this.reading || this.encrypted) return false;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ECONNRESET' && code !== 'EPIPE') return false;
+    this.failure = error;
+    return true;
   }
 
   /**
