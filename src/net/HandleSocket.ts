@@ -45,8 +45,8 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   private paused = false;
   /** The shutdown completed (FIN sent after every write). */
   private finished = false;
-  /** A shutdown that failed while reading: the end of stream that follows is this reset. */
-  private shutdownFailure: Error | undefined;
+  /** A write or shutdown that failed while reading: the end of stream that follows is this reset. */
+  private failure: Error | undefined;
   /** A TLS stream's shutdown waits for its writes (see {@link shutdown}). */
   private shutdownAfterWrites = false;
   /** Writes held while corked, connecting or a TLS write is in flight, in order. */
@@ -248,8 +248,8 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     }
     // libuv stopped reading at the end of stream.
     this.reading = false;
-    if (this.shutdownFailure !== undefined) {
-      this.destroy(this.shutdownFailure);
+    if (this.failure !== undefined) {
+      this.destroy(this.failure);
       return;
     }
     this.readableEnded = true;
@@ -344,7 +344,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
 
   private sent(request: WriteRequest, err: number): boolean {
     if (err !== 0) {
-      this.destroy(uvError(err, 'write'));
+      this.failed(uvError(err, 'write'));
       return false;
     }
     const b = live as Bindings;
@@ -368,7 +368,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     this.writableLength -= bytes;
     this.tlsWriting = false;
     if (status < 0) {
-      this.destroy(uvError(status, 'write'));
+      this.failed(uvError(status, 'write'));
       return;
     }
     // What the relay wrote meanwhile (on a TLS stream), in one writev.
@@ -456,15 +456,29 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     // done, as net.Socket takes it, the socket stayed open, half of a connection nobody would
     // finish until a timer ended it. The failure is reported as the reset it is.
     if (status < 0) {
-      const error = uvError(status, 'shutdown');
-      // Reading, the reset is behind what the peer sent before it (a reply that crossed this
-      // FIN): the reads deliver those bytes first, then fail or end, and the end is this reset.
-      if (this.reading) this.shutdownFailure = error;
-      else this.destroy(error);
+      this.failed(uvError(status, 'shutdown'));
       return;
     }
     this.finished = true;
     this.closeIfDone();
+  }
+
+  /**
+   * A write or the shutdown failed: the peer reset the connection. Reading, the reset is behind
+   * what the peer sent before it (an answer that crossed this write or FIN, waiting in the
+   * kernel's receive queue, which a reset does not empty): the reads deliver those bytes first,
+   * then fail or end, and the end is this reset. Destroyed at once, the answer was lost (an
+   * upstream answering then closing on a request it did not read whole). Not reading (paused),
+   * or another failure than a reset, it is destroyed at once. No write or end goes out meanwhile.
+   */
+  private failed(error: Error): void {
+    if (!this.reading || !PEER_RESET.has((error as NodeJS.ErrnoException).code ?? '')) {
+      this.destroy(error);
+      return;
+    }
+    this.failure ??= error;
+    this.writableEnded = true;
+    this.held = undefined;
   }
 
   // ---- connect ------------------------------------------------------------------------------
@@ -473,8 +487,11 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   connectDone(status: number, host: string, port: number): void {
     if (this.destroyed) return;
     if (status < 0) {
-      this.destroy(uvError(status, 'connect', host, port));
-      return;
+      const error = uvError(status, 'connect', host, port);
+      if (!this.establishedThenReset(error)) {
+        this.destroy(error);
+        return;
+      }
     }
     this.connecting = false;
     if (this.noDelayOnConnect) this.setNoDelay(true);
@@ -483,6 +500,23 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     if (!this.securing) this.releaseHeld();
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- releaseHeld() may destroy it
     if (!this.destroyed) this.emit('connect');
+  }
+
+  /**
+   * Whether a connect's failure is a reset that came after the handshake completed: libuv reads
+   * the connect's result from `SO_ERROR` once it runs, and an upstream that accepted, sent a
+   * greeting or a refusal (redis's maximum of clients, an SMTP 421) and reset before then shows
+   * as a connect that failed `ECONNRESET` (`EPIPE` behind its FIN); a refusal is `ECONNREFUSED`.
+   * The connection existed and what the upstream sent waits in the kernel: it connects, its
+   * reads deliver those bytes, and the end that follows is this reset, as if read after them.
+   * Taken as a failed connect, the bytes were dropped and the reset called `connect_failed`.
+   */
+  private establishedThenReset(error: Error): boolean {
+    if (!this.reading || this.encrypted) return false;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ECONNRESET' && code !== 'EPIPE') return false;
+    this.failure = error;
+    return true;
   }
 
   /**
@@ -611,6 +645,9 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
 }
 
 const NOTHING = new Uint8Array(0);
+
+/** A write's or shutdown's failure that says the peer reset: its reads then end (see `failed`). */
+const PEER_RESET = new Set(['ECONNRESET', 'EPIPE', 'ENOTCONN']);
 
 /**
  * `lastData`: the socket whose read callback ran last, if that read brought bytes; an end that
