@@ -596,13 +596,16 @@ class PendingTunnel extends DuplexStream {
     encoding: BufferEncoding,
     callback: (error?: Error | null) => void,
   ): void {
-    // Done once the stream takes it without buffering past its mark, else at its 'drain': the
-    // relay's backpressure then sees this tunnel's buffer, as with the stream itself.
+    // Done once the stream has written it (its own callback), not once it took it: the relay
+    // reuses a chunk's memory as soon as this tunnel's buffer is empty (`afterWrite`), so a chunk
+    // the stream still held was overwritten by the next read, another connection's bytes. The
+    // relay's backpressure sees this tunnel's buffer, as with the stream itself.
     const send = (): void => {
       const inner = this.inner;
-      if (inner === undefined || inner.write(chunk, encoding)) callback();
+      if (inner === undefined) callback();
       else
-        inner.once('drain', () => {
+        inner.write(chunk, encoding, () => {
+          // A failed write fails the stream, and its 'error' or 'close' ends this tunnel.
           callback();
         });
     };
