@@ -322,7 +322,7 @@ export class H2SessionPool {
     const stream = this.stream(pooled, headers);
     if (stream instanceof Error) return failedStream(stream);
     (stream as unknown as Record<symbol, () => void>)[kResetStream] = () => {
-      if (!stream.destroyed) stream.close(NGHTTP2_CONNECT_ERROR);
+      resetTunnelStream(stream);
     };
     this.watch(stream, pooled, proxy, target, {
       ready: () => stream.emit(TUNNEL_READY),
@@ -511,6 +511,18 @@ export class H2SessionPool {
 }
 
 /**
+ * Resets a tunnel's stream (RST_STREAM CONNECT_ERROR). One that HTTP/2 closed already (the proxy
+ * ended or reset it) but that still holds bytes the relay had paused is destroyed instead: Node
+ * destroys a closed stream only once its reader took those bytes, and its `close()` does nothing
+ * on a closed stream, so a client reset while the relay was paused left the connection open.
+ */
+function resetTunnelStream(stream: ClientHttp2Stream): void {
+  if (stream.destroyed) return;
+  if (stream.closed) stream.destroy();
+  else stream.close(NGHTTP2_CONNECT_ERROR);
+}
+
+/**
  * A tunnel that waits for room on a session (see `AddressPool`), then carries its stream's bytes
  * both ways. It is what the relay holds from the start, so the stream behind it may change: one
  * the proxy refused unprocessed (REFUSED_STREAM) is sent again once, on a session with room.
@@ -536,7 +548,7 @@ class PendingTunnel extends DuplexStream {
     super({ allowHalfOpen: true });
     (this as unknown as Record<symbol, () => void>)[kResetStream] = () => {
       if (this.inner === undefined || this.inner.destroyed) this.destroy();
-      else this.inner.close(NGHTTP2_CONNECT_ERROR);
+      else resetTunnelStream(this.inner);
     };
   }
 
@@ -596,13 +608,16 @@ class PendingTunnel extends DuplexStream {
     encoding: BufferEncoding,
     callback: (error?: Error | null) => void,
   ): void {
-    // Done once the stream takes it without buffering past its mark, else at its 'drain': the
-    // relay's backpressure then sees this tunnel's buffer, as with the stream itself.
+    // Done once the stream has written it (its own callback), not once it took it: the relay
+    // reuses a chunk's memory as soon as this tunnel's buffer is empty (`afterWrite`), so a chunk
+    // the stream still held was overwritten by the next read, another connection's bytes. The
+    // relay's backpressure sees this tunnel's buffer, as with the stream itself.
     const send = (): void => {
       const inner = this.inner;
-      if (inner === undefined || inner.write(chunk, encoding)) callback();
+      if (inner === undefined) callback();
       else
-        inner.once('drain', () => {
+        inner.write(chunk, encoding, () => {
+          // A failed write fails the stream, and its 'error' or 'close' ends this tunnel.
           callback();
         });
     };

@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import http2 from 'node:http2';
 import tls from 'node:tls';
 import type { ServerHttp2Stream } from 'node:http2';
+import { resetBehindEnd } from '../net/resetBehindEnd.js';
 
 const { NGHTTP2_CONNECT_ERROR } = http2.constants;
 
@@ -42,14 +43,45 @@ export function resetSide(side: Duplex): void {
 
 const NOTHING = Buffer.alloc(0);
 
+/** How long the bytes queued on a client's stream may take to leave before its reset goes anyway. */
+const RESET_FLUSH_MS = 1_000;
+
+/**
+ * Resets the client's side after the target reset: an HTTP/2 stream first sends what the target
+ * sent before its reset (nghttp2 drops DATA still queued behind a RST_STREAM), for at most
+ * {@link RESET_FLUSH_MS} (a client that stopped reading holds them for good); a socket is reset
+ * at once, as the TCP relay does.
+ */
+function resetClient(client: Duplex): void {
+  if (!isHttp2Stream(client) || client.destroyed || client.writableLength === 0) {
+    resetSide(client);
+    return;
+  }
+  const reset = (): void => {
+    clearTimeout(timer);
+    resetSide(client);
+  };
+  const timer = setTimeout(reset, RESET_FLUSH_MS);
+  timer.unref();
+  client.once('close', () => {
+    clearTimeout(timer);
+  });
+  // Writes complete in order: this callback runs once the bytes before it were sent.
+  client.write(NOTHING, reset);
+}
+
 /**
  * Whether a TCP socket that just ended was in fact reset: libuv may report a reset that follows
  * a read as an end of stream; a zero-length write fails at once on a reset socket (its 'error'
  * follows). The same probe as the TCP relay's.
  */
 function revealsReset(side: Duplex): boolean {
-  if (isHttp2Stream(side) || side.destroyed || side.writableEnded) return false;
-  if (side.writableLength > 0) return false;
+  if (isHttp2Stream(side) || side.destroyed) return false;
+  // The relay ended this side already (libuv refuses the write), or bytes are queued (the probe
+  // would wait behind them): the descriptor is read instead, as TcpConnection does. Without it,
+  // a target that answered and reset after the client's end gave the client a clean end.
+  if (side.writableEnded || side.writableLength > 0)
+    return side instanceof net.Socket && resetBehindEnd(side);
   side.write(NOTHING);
   return side.errored !== null;
 }
@@ -77,12 +109,14 @@ export function relayStreams(
     if (--open > 0) return;
     done(end ?? 'completed', target.bytesWritten, target.bytesRead);
   };
-  const failed = (side: RelayEnd, other: Duplex) => (): void => {
-    end ??= side;
-    resetSide(other);
-  };
-  client.on('error', failed('client_reset', target));
-  target.on('error', failed('target_reset', client));
+  client.on('error', (): void => {
+    end ??= 'client_reset';
+    resetSide(target);
+  });
+  target.on('error', (): void => {
+    end ??= 'target_reset';
+    resetClient(client);
+  });
   client.once('close', closed);
   target.once('close', closed);
   // An HTTP/2 stream closed by RST_STREAM(CANCEL/NO_ERROR) emits 'aborted' and no error.
@@ -101,7 +135,7 @@ export function relayStreams(
   target.once('close', () => {
     if (!client.destroyed && !target.readableEnded) {
       end ??= 'target_reset';
-      resetSide(client);
+      resetClient(client);
     }
   });
   if (idleTimeout > 0) {
