@@ -60,6 +60,8 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   private tlsWriting = false;
   private peer: PeerName | undefined;
   private local: PeerName | undefined;
+  /** The family of the address this socket dialled: its reset needs no getpeername(2). */
+  private dialedFamily: 'IPv4' | 'IPv6' | undefined;
 
   /** @param handle an accepted handle, or one being connected (`connecting`). */
   constructor(handle: TcpHandle, connecting = false) {
@@ -106,8 +108,9 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     request.address = host;
     request.port = port;
     request[kOwner] = socket;
-    const err =
-      ipFamily(host) === 6 ? tcp.connect6(request, host, port) : tcp.connect(request, host, port);
+    const v6 = ipFamily(host) === 6;
+    socket.dialedFamily = v6 ? 'IPv6' : 'IPv4';
+    const err = v6 ? tcp.connect6(request, host, port) : tcp.connect(request, host, port);
     // Reported from the close callback, once the caller has its listeners on.
     if (err !== 0) socket.destroy(uvError(err, 'connect', host, port));
     // A TLS stream reads once connected (its handshake starts then).
@@ -617,7 +620,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     return this.peerName()?.port;
   }
   get remoteFamily(): string | undefined {
-    return this.peerName()?.family;
+    return this.peer?.family ?? this.dialedFamily ?? this.peerName()?.family;
   }
   get localAddress(): string | undefined {
     return this.localName()?.address;

@@ -15,14 +15,9 @@ export function closeSocket(socket: RelaySocket, reset: boolean): void {
     resetStream();
     return;
   }
-  const family = socket.remoteFamily;
   // After end() libuv refuses the reset (EINVAL) and Node then never emits 'close': destroy.
-  if (
-    reset &&
-    !socket.connecting &&
-    !socket.writableEnded &&
-    (family === 'IPv4' || family === 'IPv6')
-  ) {
+  // The family is read last: it may cost a getpeername(2), and only a reset needs it.
+  if (reset && !socket.connecting && !socket.writableEnded && isTcp(socket.remoteFamily)) {
     try {
       socket.resetAndDestroy();
       return;
@@ -31,4 +26,8 @@ export function closeSocket(socket: RelaySocket, reset: boolean): void {
     }
   }
   socket.destroy();
+}
+
+function isTcp(family: string | undefined): boolean {
+  return family === 'IPv4' || family === 'IPv6';
 }
