@@ -135,6 +135,27 @@ export function readAll(socket: Socket, ms = 10_000): Promise<Buffer> {
   );
 }
 
+/**
+ * Opens `rounds` connections to `port` one after another, sends `request` and a FIN on each (or
+ * nothing), reads each to its end, and returns the answers `expected` refuses (JSON-quoted):
+ * answers a proxy lost or cut short, counted over enough rounds to catch a race.
+ */
+export async function lostAnswers(
+  port: number,
+  rounds: number,
+  request: string | Uint8Array | undefined,
+  expected: (reply: string) => boolean,
+): Promise<string[]> {
+  const lost: string[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const client = await connect(port);
+    if (request !== undefined) client.end(request);
+    const reply = (await readAll(client)).toString('latin1');
+    if (!expected(reply)) lost.push(JSON.stringify(reply));
+  }
+  return lost;
+}
+
 /** Reads from `socket` until its text matches `pattern` (bounded); rejects if it closes first. */
 export function readUntil(socket: Socket, pattern: RegExp, ms = 10_000): Promise<string> {
   let text = '';

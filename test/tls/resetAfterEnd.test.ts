@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import type { TcpProxyOptions } from '../../src/index.js';
-import { connect, readAll, withTimeout } from '../helpers/net.js';
+import { connect, lostAnswers, withTimeout } from '../helpers/net.js';
 import { startNginxHttp } from '../helpers/nginxHttp.js';
 import { freePort, startPeer } from '../helpers/peerProcess.js';
 import type { PeerProcess } from '../helpers/peerProcess.js';
@@ -144,13 +144,9 @@ describe("TLS origination: an answer that crosses the client's end, then a reset
         relay,
       });
       t.after(() => proxy.close({ drainTimeout: 0 }));
-      const lost: string[] = [];
-      for (let i = 0; i < ROUNDS; i++) {
-        const client = await connect(port);
-        client.end(REQUEST);
-        const reply = (await readAll(client)).toString('latin1');
-        if (!reply.endsWith('\r\n\r\nanswered')) lost.push(JSON.stringify(reply));
-      }
+      const lost = await lostAnswers(port, ROUNDS, REQUEST, (reply) =>
+        reply.endsWith('\r\n\r\nanswered'),
+      );
       await until(() => summaries.length === ROUNDS, `${String(ROUNDS)} connections closed`);
       assert.deepEqual(lost, [], `${String(lost.length)} of ${String(ROUNDS)} answers lost`);
       for (const summary of summaries) {

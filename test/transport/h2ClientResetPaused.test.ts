@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { test } from 'node:test';
-import { TcpProxy, TunnelServer } from '../../src/index.js';
 import type { TcpConnectionSummary } from '../../src/index.js';
-import { echoServer, withTimeout } from '../helpers/net.js';
+import { withTimeout } from '../helpers/net.js';
+import { h2EchoChain } from './h2EchoChain.js';
 import { until } from '../helpers/until.js';
 
 const CLIENTS = 100;
@@ -34,26 +34,9 @@ function exchange(port: number, data: Buffer, reset: boolean): Promise<void> {
 // the connection stayed open, its client gone, until idleTimeout: 1 or 2 of 20 resetting
 // clients in each run. Every connection must close, the resets as downstream_reset.
 test('h2 tunnels: clients that reset while their stream was paused and closed: every connection closes', async (t) => {
-  const echo = await echoServer();
-  const server = new TunnelServer({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
-  const { port: tunnelPort } = await server.listen({ port: 0, host: '127.0.0.1' });
-  const proxy = new TcpProxy({
-    upstreams: [
-      {
-        host: '127.0.0.1',
-        port: tunnelPort,
-        tunnel: { target: `127.0.0.1:${String(echo.port)}`, protocol: 'h2' },
-      },
-    ],
-  });
+  const { proxy, port } = await h2EchoChain(t);
   const closes: TcpConnectionSummary[] = [];
   proxy.on('connectionClose', (summary) => closes.push(summary));
-  const { port } = await proxy.listen({ port: 0, host: '127.0.0.1' });
-  t.after(async () => {
-    await proxy.close();
-    await server.close();
-    await echo.close();
-  });
   await withTimeout(
     Promise.all(
       Array.from({ length: CLIENTS }, (_, i) => exchange(port, randomBytes(SIZE), i % 5 === 0)),

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { test } from 'node:test';
-import { TcpProxy, TunnelServer } from '../../src/index.js';
-import { echoServer, withTimeout } from '../helpers/net.js';
+import { withTimeout } from '../helpers/net.js';
+import { h2EchoChain } from './h2EchoChain.js';
 
 const CLIENTS = 30;
 const SIZE = 200_000;
@@ -29,24 +29,7 @@ function exchange(port: number, data: Buffer): Promise<Buffer> {
 // shared spare block), and such tunnels carried another connection's bytes: 3 of 80 clients in
 // a run, each ending with 4 443 bytes of another's. Every byte must come back as sent.
 test('h2 tunnels that waited for a session carry their own bytes (no chunk reused while its stream held it)', async (t) => {
-  const echo = await echoServer();
-  const server = new TunnelServer({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
-  const { port: tunnelPort } = await server.listen({ port: 0, host: '127.0.0.1' });
-  const proxy = new TcpProxy({
-    upstreams: [
-      {
-        host: '127.0.0.1',
-        port: tunnelPort,
-        tunnel: { target: `127.0.0.1:${String(echo.port)}`, protocol: 'h2' },
-      },
-    ],
-  });
-  const { port } = await proxy.listen({ port: 0, host: '127.0.0.1' });
-  t.after(async () => {
-    await proxy.close();
-    await server.close();
-    await echo.close();
-  });
+  const { proxy, port } = await h2EchoChain(t);
   const sent = Array.from({ length: CLIENTS }, () => randomBytes(SIZE));
   const received = await withTimeout(
     Promise.all(sent.map((data) => exchange(port, data))),
