@@ -320,6 +320,12 @@ export class Primary {
     this.slots.set(slot, worker);
     this.clusterListeners.watch(worker);
     this.reloadsAtFork.set(slot, this.reloads);
+    // A message sent as the worker dies fails (EPIPE) as an 'error' on the Worker, which, with no
+    // listener, ended the primary (an upgrade's handover request to a worker killed meanwhile).
+    // Its 'exit' follows and is handled there; the failed message is only logged.
+    worker.on('error', (err) => {
+      this.ops.log('debug', 'a message to a worker failed', { worker: slot, error: err.message });
+    });
     worker.on('message', (message: unknown, handle: unknown) => {
       // (An upgrade's message, named l4proxy: too: not a WorkerMessage.)
       if (isStateRequest(message)) {
