@@ -2,6 +2,7 @@ import { QuicInitialError } from '../errors.js';
 import { QuicInitialParser } from '../protocol/QuicInitialParser.js';
 import type { QuicInitialResult } from '../protocol/QuicInitialParser.js';
 import { isLongHeader, readLongHeader } from '../protocol/quicHeader.js';
+import type { LongHeader } from '../protocol/quicHeader.js';
 import { quicVersionProfile } from '../protocol/quicKeys.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
 import type { QuicConnection, QuicRouter } from './QuicRouter.js';
@@ -206,9 +207,9 @@ export class QuicSession {
     if (this.versionProbe !== undefined && this.versionNegotiation(msg)) return true;
     const first = msg[0];
     if (first === undefined || !isLongHeader(first)) return false;
-    if (this.quicVersion !== undefined) this.retried(msg);
-    if (!this.router.tracksIds) return false;
     const header = readLongHeader(msg, 0, msg.length);
+    if (header !== undefined && this.quicVersion !== undefined) this.retried(header);
+    if (!this.router.tracksIds) return false;
     const state = this.owner.upstream;
     if (header === undefined || state === undefined || header.version === 0) return false;
     let connection = this.connection;
@@ -235,9 +236,7 @@ export class QuicSession {
    * (RFC 9000 17.2.5.2), but nothing on the server checks that: unread here, another name than
    * the one the session was routed by could reach the chosen server. Read again from here on.
    */
-  private retried(msg: Buffer): void {
-    const header = readLongHeader(msg, 0, msg.length);
-    if (header === undefined) return;
+  private retried(header: LongHeader): void {
     if (quicVersionProfile(header.version)?.retryType === header.typeBits) {
       this.rechecks ??= new Map();
       return;
