@@ -25,26 +25,38 @@ interface Rig {
   allClosed(): Promise<void>;
 }
 
+/** SIGSTOP and SIGCONT for a dnsmasq child. */
+interface Holdable {
+  hold(): void;
+  /**
+   * Idempotent; each test calls it in a `finally`: startDnsmasq's after hook sends SIGTERM,
+   * which a stopped process does not act on until it is continued.
+   */
+  resume(): void;
+}
+
+function holdable(dns: Dnsmasq): Holdable {
+  const pid = dns.child.pid;
+  assert.ok(pid !== undefined);
+  let held = false;
+  return {
+    hold() {
+      process.kill(pid, 'SIGSTOP');
+      held = true;
+    },
+    resume() {
+      if (held && dns.child.exitCode === null) process.kill(pid, 'SIGCONT');
+      held = false;
+    },
+  };
+}
+
 async function rig(t: TestContext, options: Omit<UdpProxyOptions, 'upstreams'>) {
   const digPath = tool(t, 'dig');
   if (digPath === undefined) return undefined;
   const dns = await startDnsmasq(t, 'example.test', '10.1.2.3');
   if (dns === undefined) return undefined;
-  const pid = dns.child.pid;
-  assert.ok(pid !== undefined);
-  let held = false;
-  const server = {
-    hold(): void {
-      process.kill(pid, 'SIGSTOP');
-      held = true;
-    },
-    /** Idempotent; each test calls it in a `finally`: startDnsmasq's after hook sends SIGTERM,
-     * which a stopped process does not act on until it is continued. */
-    resume(): void {
-      if (held && dns.child.exitCode === null) process.kill(pid, 'SIGCONT');
-      held = false;
-    },
-  };
+  const server = holdable(dns);
   const proxy = new UdpProxy({
     upstreams: [{ id: 'dns', host: '127.0.0.1', port: dns.port }],
     ...options,
@@ -112,11 +124,7 @@ describe('UdpProxy with a DNS upstream that stops answering (dnsmasq SIGSTOP) an
     }
   });
 
-  async function stopThenContinue(
-    r: Rig,
-    digPath: string,
-    server: { hold(): void; resume(): void },
-  ): Promise<void> {
+  async function stopThenContinue(r: Rig, digPath: string, server: Holdable): Promise<void> {
     assert.deepEqual(await dig(digPath, r.port, 1), { answer: '10.1.2.3', code: 0 });
 
     server.hold();
@@ -169,5 +177,55 @@ describe('UdpProxy with a DNS upstream that stops answering (dnsmasq SIGSTOP) an
     assert.equal(stats.session_close_reasons.max_responses, stats.downstream_sess_total);
     assert.equal(stats.upstreams.dns?.upstream_sess_rx_datagrams, stats.downstream_sess_total);
     assert.equal(stats.downstream_sess_tx_datagrams, stats.downstream_sess_total);
+  });
+
+  test('a UDP health check with a DNS query as its probe takes the held server out: every dig is answered by the other at its first try', async (t) => {
+    const digPath = tool(t, 'dig');
+    if (digPath === undefined) return;
+    const held = await startDnsmasq(t, 'example.test', '10.1.2.3');
+    const other = await startDnsmasq(t, 'example.test', '10.1.2.4');
+    if (held === undefined || other === undefined) return;
+    // A query for example.test A, ID 0xc0de: the answer starts with the same ID.
+    const query = Buffer.concat([
+      Buffer.from('c0de01000001000000000000', 'hex'),
+      Buffer.from([7, ...Buffer.from('example'), 4, ...Buffer.from('test'), 0]),
+      Buffer.from('00010001', 'hex'),
+    ]);
+    const proxy = new UdpProxy({
+      upstreams: [
+        { id: 'held', host: '127.0.0.1', port: held.port },
+        { id: 'other', host: '127.0.0.1', port: other.port },
+      ],
+      maxResponses: 1,
+      idleTimeout: 2_000,
+      healthCheck: {
+        interval: 100,
+        timeout: 300,
+        unhealthyThreshold: 2,
+        udp: { send: query, expect: { hex: 'c0de' } },
+      },
+    });
+    t.after(() => proxy.close());
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const server = holdable(held);
+    try {
+      const down = new Promise<void>((resolve) => {
+        proxy.on('upstreamHealth', (upstream, healthy) => {
+          if (upstream.id === 'held' && !healthy) resolve();
+        });
+      });
+      server.hold();
+      await withTimeout(down, 20_000, 'the held server to be found down');
+      for (let i = 0; i < 4; i++)
+        assert.deepEqual(await dig(digPath, port, 1), { answer: '10.1.2.4', code: 0 });
+      const stats = proxy.stats();
+      const stopped = stats.upstreams.held;
+      assert.ok(stopped);
+      assert.equal(stopped.healthy, false);
+      assert.ok(stopped.health_check_failures >= 1);
+      assert.equal(stopped.upstream_sess_total, 0);
+    } finally {
+      server.resume();
+    }
   });
 });
