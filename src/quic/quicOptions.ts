@@ -26,7 +26,10 @@ export interface UdpQuicOptions {
   readonly sni?: boolean;
   /** Datagrams a new session may take to complete its ClientHello. Default 4, 1-64. */
   readonly maxInitialDatagrams?: number;
-  /** Milliseconds a new session may wait for its ClientHello. Default 1000, 1 ms to 24.8 days. */
+  /**
+   * Milliseconds a new session may wait for its ClientHello. Default 5000 (as TCP's `sni.timeout`):
+   * long enough for a client's second retransmission of a lost half of its hello. 1 ms to 24.8 days.
+   */
   readonly maxInitialWait?: number;
   /** CRYPTO bytes a ClientHello may span. Default 16384, 64-1 MiB. */
   readonly maxClientHelloBytes?: number;
@@ -122,7 +125,7 @@ export function resolveQuicOptions(value: unknown, name = 'quic'): ResolvedQuicO
       min: 1,
       max: 64,
     }),
-    maxInitialWait: duration(raw.maxInitialWait, `${name}.maxInitialWait`, 1000, 1),
+    maxInitialWait: duration(raw.maxInitialWait, `${name}.maxInitialWait`, 5000, 1),
     maxClientHelloBytes: integer(
       raw.maxClientHelloBytes,
       `${name}.maxClientHelloBytes`,
