@@ -29,6 +29,7 @@ import {
 } from '../tls/tlsFailure.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { resetBehindEnd } from '../net/resetBehindEnd.js';
+import { readBeforeReset } from '../net/readBeforeReset.js';
 import {
   afterRecord,
   coalesceTlsRecord,
@@ -1138,6 +1139,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.bytesToUpstream += chunk.length;
       this.upstreamCounters.txBytes += chunk.length;
       if (socket.write(chunk) || roomWhileCorked(socket)) return true;
+      // A write that failed on the upstream's reset: its answer, unread, goes to the client first.
+      if (socket.errored !== null) readBeforeReset(socket, (bytes) => this.lateUpstreamData(bytes));
       this.pauseClient();
       return false;
     }
@@ -1160,9 +1163,28 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.lastActivity = Date.now();
     this.bytesToClient += chunk.length;
     if (this.client.write(chunk) || roomWhileCorked(this.client)) return true;
+    // A write that failed on the client's reset: what it sent before goes upstream first.
+    if (this.client.errored !== null)
+      readBeforeReset(this.client, (bytes) => this.lateClientData(bytes));
     this.host.stats.upstreamPaused++;
     this.upstreamSocket?.pause();
     return false;
+  }
+
+  /**
+   * What a reset upstream sent before its reset, read after a write to it failed
+   * (`readBeforeReset`): relayed as any chunk. False once the upstream is paused or the
+   * connection ended.
+   */
+  private lateUpstreamData(chunk: Buffer): boolean {
+    if (this.reason !== undefined) return false;
+    return this.filters === undefined ? this.upstreamData(chunk) : this.filteredUpstreamData(chunk);
+  }
+
+  /** {@link lateUpstreamData} for a reset client. */
+  private lateClientData(chunk: Buffer): boolean {
+    if (this.reason !== undefined) return false;
+    return this.filters === undefined ? this.clientData(chunk) : this.filteredClientData(chunk);
   }
 
   /**
