@@ -29,7 +29,7 @@ import {
 } from '../tls/tlsFailure.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { resetBehindEnd } from '../net/resetBehindEnd.js';
-import { readBeforeReset } from '../net/readBeforeReset.js';
+import { greetingBeforeReset, keepGreeting, readBeforeReset } from '../net/readBeforeReset.js';
 import {
   afterRecord,
   coalesceTlsRecord,
@@ -712,7 +712,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
         onread: { buffer: sharedReadBuffer(), callback: onRead },
       }),
     };
-    return connectFrom(socketOptions, options.sourceAddress);
+    const socket = connectFrom(socketOptions, options.sourceAddress);
+    keepGreeting(socket);
+    return socket;
   }
 
   /** `net.connect()` options for `state`'s upstream (the source address apart). */
@@ -1436,6 +1438,14 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.tlsAttemptFailed(state, error);
       return;
     }
+    const greeting =
+      this.connected || this.upstreamSocket === undefined
+        ? undefined
+        : greetingBeforeReset(this.upstreamSocket);
+    if (greeting !== undefined) {
+      this.connectedThenReset(state, err, greeting);
+      return;
+    }
     if (!this.connected && !this.resentUnprocessed && refusedUnprocessed(err)) {
       this.resendUnprocessed(state);
       return;
@@ -1454,6 +1464,33 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     }
     state.counters.errors++;
     this.fail(isReset(err) ? CloseReason.UPSTREAM_RESET : CloseReason.UPSTREAM_ERROR, err, true);
+  }
+
+  /**
+   * A plain `net.Socket` upstream accepted, sent `greeting` (possibly nothing) and reset before
+   * its connect was taken as done (`keepGreeting`): it is connected, its greeting relayed, then
+   * the end is `upstream_reset`, as a relay handle takes it; not retried, not a failed connect.
+   */
+  private connectedThenReset(state: UpstreamState, err: Error, greeting: readonly Buffer[]): void {
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
+    this.connected = true;
+    this.lastActivity = Date.now();
+    this.error = undefined;
+    this.host.upstreamSucceeded(state, this.currentGeneration);
+    if (
+      this.filters !== undefined &&
+      (!this.filtersSee(() => this.filters?.upstreamConnected(state)) || this.closedByFilter())
+    )
+      return;
+    this.host.emitUpstreamConnect(this, state);
+    for (const chunk of greeting) if (!this.lateUpstreamData(chunk)) break;
+    // A listener or a filter may have closed the connection.
+    if (this.ended()) return;
+    state.counters.errors++;
+    this.fail(CloseReason.UPSTREAM_RESET, err, true);
   }
 
   /**
