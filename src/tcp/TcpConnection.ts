@@ -29,6 +29,7 @@ import {
 } from '../tls/tlsFailure.js';
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { resetBehindEnd } from '../net/resetBehindEnd.js';
+import { greetingBeforeReset, keepGreeting, readBeforeReset } from '../net/readBeforeReset.js';
 import {
   afterRecord,
   coalesceTlsRecord,
@@ -711,7 +712,9 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
         onread: { buffer: sharedReadBuffer(), callback: onRead },
       }),
     };
-    return connectFrom(socketOptions, options.sourceAddress);
+    const socket = connectFrom(socketOptions, options.sourceAddress);
+    keepGreeting(socket);
+    return socket;
   }
 
   /** `net.connect()` options for `state`'s upstream (the source address apart). */
@@ -1138,6 +1141,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.bytesToUpstream += chunk.length;
       this.upstreamCounters.txBytes += chunk.length;
       if (socket.write(chunk) || roomWhileCorked(socket)) return true;
+      // A write that failed on the upstream's reset: its answer, unread, goes to the client first.
+      if (socket.errored !== null) readBeforeReset(socket, (bytes) => this.lateUpstreamData(bytes));
       this.pauseClient();
       return false;
     }
@@ -1160,9 +1165,28 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.lastActivity = Date.now();
     this.bytesToClient += chunk.length;
     if (this.client.write(chunk) || roomWhileCorked(this.client)) return true;
+    // A write that failed on the client's reset: what it sent before goes upstream first.
+    if (this.client.errored !== null)
+      readBeforeReset(this.client, (bytes) => this.lateClientData(bytes));
     this.host.stats.upstreamPaused++;
     this.upstreamSocket?.pause();
     return false;
+  }
+
+  /**
+   * What a reset upstream sent before its reset, read after a write to it failed
+   * (`readBeforeReset`): relayed as any chunk. False once the upstream is paused or the
+   * connection ended.
+   */
+  private lateUpstreamData(chunk: Buffer): boolean {
+    if (this.reason !== undefined) return false;
+    return this.filters === undefined ? this.upstreamData(chunk) : this.filteredUpstreamData(chunk);
+  }
+
+  /** {@link lateUpstreamData} for a reset client. */
+  private lateClientData(chunk: Buffer): boolean {
+    if (this.reason !== undefined) return false;
+    return this.filters === undefined ? this.clientData(chunk) : this.filteredClientData(chunk);
   }
 
   /**
@@ -1414,6 +1438,14 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.tlsAttemptFailed(state, error);
       return;
     }
+    const greeting =
+      this.connected || this.upstreamSocket === undefined
+        ? undefined
+        : greetingBeforeReset(this.upstreamSocket);
+    if (greeting !== undefined) {
+      this.connectedThenReset(state, err, greeting);
+      return;
+    }
     if (!this.connected && !this.resentUnprocessed && refusedUnprocessed(err)) {
       this.resendUnprocessed(state);
       return;
@@ -1432,6 +1464,33 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     }
     state.counters.errors++;
     this.fail(isReset(err) ? CloseReason.UPSTREAM_RESET : CloseReason.UPSTREAM_ERROR, err, true);
+  }
+
+  /**
+   * A plain `net.Socket` upstream accepted, sent `greeting` (possibly nothing) and reset before
+   * its connect was taken as done (`keepGreeting`): it is connected, its greeting relayed, then
+   * the end is `upstream_reset`, as a relay handle takes it; not retried, not a failed connect.
+   */
+  private connectedThenReset(state: UpstreamState, err: Error, greeting: readonly Buffer[]): void {
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
+    this.connected = true;
+    this.lastActivity = Date.now();
+    this.error = undefined;
+    this.host.upstreamSucceeded(state, this.currentGeneration);
+    if (
+      this.filters !== undefined &&
+      (!this.filtersSee(() => this.filters?.upstreamConnected(state)) || this.closedByFilter())
+    )
+      return;
+    this.host.emitUpstreamConnect(this, state);
+    for (const chunk of greeting) if (!this.lateUpstreamData(chunk)) break;
+    // A listener or a filter may have closed the connection.
+    if (this.ended()) return;
+    state.counters.errors++;
+    this.fail(CloseReason.UPSTREAM_RESET, err, true);
   }
 
   /**
