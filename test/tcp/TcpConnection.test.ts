@@ -671,23 +671,29 @@ describe('TcpConnection timeouts', () => {
     const echo = await echoServer();
     const { proxy, port, closes } = await startProxy({
       upstreams: [local(echo.port)],
-      idleTimeout: 200,
+      idleTimeout: 1000,
     });
     const client = await connect(port);
     const started = Date.now();
     let echoed = 0;
+    let pings = 0;
     client.on('data', (chunk: Buffer) => (echoed += chunk.length));
-    // Ping every ~50 ms for ~600 ms: three idle periods, never idle for one.
-    for (let i = 0; i < 12; i++) {
+    // Ping every ~50 ms for 2.2 s: over two idle periods, never idle for one (a loaded machine
+    // may stall the loop for hundreds of ms: the idle timeout is 20 times the gap).
+    while (Date.now() - started < 2200 && pings < 200) {
+      pings++;
       client.write('.');
       await waitFor(client, 'data');
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    assert.ok(Date.now() - started >= 550);
+    assert.ok(
+      Date.now() - started >= 2200,
+      `${String(pings)} pings in ${String(Date.now() - started)} ms`,
+    );
     client.end();
     const [summary] = await closes(1);
     assert.equal(summary?.reason, CloseReason.COMPLETED);
-    assert.ok(echoed >= 12);
+    assert.ok(echoed >= pings);
     await proxy.close();
     await echo.close();
   });
