@@ -4,6 +4,7 @@ import { TunnelServer } from '../../src/index.js';
 import { h2Connect, h2Response } from '../helpers/h2Connect.js';
 import { clientPreface, connectBlock, END_HEADERS, frame, FRAME } from '../helpers/h2Frames.js';
 import { closed, connect, echoServer, waitFor } from '../helpers/net.js';
+import { until } from '../helpers/until.js';
 
 /**
  * HTTP/2 floods Node and nghttp2 end on their own, against a TunnelServer: a CONTINUATION flood
@@ -14,11 +15,6 @@ import { closed, connect, echoServer, waitFor } from '../helpers/net.js';
  * nowhere an operator sees: the server ignored its sessionError. Counted now in
  * `h2_session_errors_total`; a client resetting its TCP connection is not.
  */
-/** Resolves once `done()` holds, checked every 10 ms for at most 2 s. */
-async function settled(done: () => boolean): Promise<void> {
-  for (let turn = 0; turn < 200 && !done(); turn++)
-    await new Promise((resolve) => setTimeout(resolve, 10));
-}
 
 const attacks: readonly (readonly [string, (authority: string) => Buffer])[] = [
   [
@@ -82,15 +78,16 @@ for (const [name, attack] of attacks) {
     assert.equal((await h2Response(legit.stream))[':status'], 200);
     const attacker = await connect(port);
     t.after(() => attacker.destroy());
-    const gone = closed(attacker, 5_000);
+    // Generous: under load, nghttp2 decoding hundreds of header blocks takes its time.
+    const gone = closed(attacker, 30_000);
     attacker.write(Buffer.concat([clientPreface(), attack(authority)]));
     await gone;
-    // The session's error is emitted after its socket is destroyed: bounded, 2 s.
-    await settled(() => server.stats().h2_session_errors_total > 0);
+    // The session's error is emitted after its socket is destroyed.
+    await until(() => server.stats().h2_session_errors_total > 0, 'the session error counted');
     assert.equal(server.stats().h2_session_errors_total, 1);
     assert.equal(server.stats().tunnel_opened_total, 1, 'the attack opened no tunnel');
     assert.match(server.metrics(), /^l4proxy_tunnel_server_h2_session_errors_total 1$/m);
-    const reply = waitFor<[Buffer]>(legit.stream, 'data');
+    const reply = waitFor<[Buffer]>(legit.stream, 'data', 20_000);
     legit.stream.write('still flowing');
     assert.equal((await reply)[0].toString(), 'still flowing');
   });
@@ -108,7 +105,6 @@ test('HTTP/2: a client resetting its TCP connection is no session error', async 
   client.write(clientPreface());
   await waitFor(client, 'data');
   client.resetAndDestroy();
-  await settled(() => server.stats().h2_sessions_active === 0);
-  assert.equal(server.stats().h2_sessions_active, 0);
+  await until(() => server.stats().h2_sessions_active === 0, 'the session to close');
   assert.equal(server.stats().h2_session_errors_total, 0);
 });
