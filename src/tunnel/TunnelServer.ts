@@ -23,6 +23,7 @@ import { validateUpstream } from '../upstream/Upstream.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import { parseAuthority } from '../transport/tunnelOptions.js';
 import { matchUdpPath, relayUdp } from './udpRelay.js';
+import type { UdpRelayDrop } from './udpRelay.js';
 import { statusClass } from '../transport/TunnelStats.js';
 import type { RelayEnd } from './relayStreams.js';
 import { relayStreams, resetSide } from './relayStreams.js';
@@ -172,6 +173,12 @@ export interface TunnelServerStats extends ProxyHealthStats {
    * GOAWAY with an error code. Not counted: a client that resets or leaves its connection.
    */
   readonly h2_session_errors_total: number;
+  /**
+   * CONNECT-UDP datagrams dropped, by reason: `oversized` (a client's payload larger than the
+   * target's family carries: 65 507 bytes over IPv4, 65 527 over IPv6), `send_queue_full` (a
+   * target's datagram while more than 256 KiB of capsules waited on the client's stream).
+   */
+  readonly udp_datagrams_dropped: Readonly<Record<UdpRelayDrop, number>>;
   /** TLS listener (`terminateTls`): handshakes completed and failed. */
   readonly downstream_tls_handshake: number;
   readonly downstream_tls_failed: number;
@@ -423,6 +430,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     drainedSessions: 0,
     ends: { completed: 0, client_reset: 0, target_reset: 0, idle_timeout: 0, proxy_closed: 0 },
     connectionsRefused: { max_connections: 0, client_limit: 0, rate_limited: 0 },
+    udpDropped: { oversized: 0, send_queue_full: 0 } as Record<UdpRelayDrop, number>,
   };
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
@@ -699,6 +707,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       h2_streams_per_session_max: most,
       h2_reset_floods_total: this.counters.resetFloods,
       h2_session_errors_total: this.counters.sessionErrors,
+      udp_datagrams_dropped: { ...this.counters.udpDropped },
       downstream_tls_handshake: this.tlsStats.downstream_tls_handshake,
       downstream_tls_session_reused: this.tlsStats.downstream_tls_session_reused,
       downstream_tls_failed:
@@ -1297,6 +1306,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
             upstream: state.id,
           });
           this.checkSettled();
+        },
+        dropped: (reason) => {
+          this.counters.udpDropped[reason]++;
         },
       });
     });
