@@ -131,6 +131,11 @@ export function tunnelServerFamilies(
       'HTTP/2 client sessions closed for resetting most of their streams before their answer.',
     ),
     scalar(
+      'h2_header_floods_total',
+      'counter',
+      'HTTP/2 client sessions closed at their 10th request with headers over 16 KiB.',
+    ),
+    scalar(
       'h2_session_errors_total',
       'counter',
       "HTTP/2 client sessions ended by the client's protocol error (frames refused, GOAWAY with an error).",
