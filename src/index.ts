@@ -230,6 +230,7 @@ export type {
   TunnelSummary,
   TunnelTarget,
 } from './tunnel/TunnelServer.js';
+export type { UdpRelayDrop } from './tunnel/udpRelay.js';
 export type { RelayEnd } from './tunnel/relayStreams.js';
 export type {
   TunnelAdmissionContext,

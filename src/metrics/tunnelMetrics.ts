@@ -131,10 +131,24 @@ export function tunnelServerFamilies(
       'HTTP/2 client sessions closed for resetting most of their streams before their answer.',
     ),
     scalar(
+      'h2_header_floods_total',
+      'counter',
+      'HTTP/2 client sessions closed at their 10th request with headers over 16 KiB.',
+    ),
+    scalar(
       'h2_session_errors_total',
       'counter',
       "HTTP/2 client sessions ended by the client's protocol error (frames refused, GOAWAY with an error).",
     ),
+    {
+      name: `${prefix}udp_datagrams_dropped_total`,
+      help: 'CONNECT-UDP datagrams dropped, by reason (oversized, send_queue_full).',
+      type: 'counter',
+      samples: Object.entries(stats.udp_datagrams_dropped).map(([reason, value]) => ({
+        labels: { ...labels, reason },
+        value,
+      })),
+    },
     scalar('downstream_tls_handshake', 'counter', 'TLS handshakes completed with clients.'),
     scalar('downstream_tls_failed', 'counter', 'TLS handshakes with clients that failed.'),
     scalar(

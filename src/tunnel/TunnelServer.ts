@@ -23,6 +23,7 @@ import { validateUpstream } from '../upstream/Upstream.js';
 import { emitSafely, reportError } from '../internal/emit.js';
 import { parseAuthority } from '../transport/tunnelOptions.js';
 import { matchUdpPath, relayUdp } from './udpRelay.js';
+import type { UdpRelayDrop } from './udpRelay.js';
 import { statusClass } from '../transport/TunnelStats.js';
 import type { RelayEnd } from './relayStreams.js';
 import { relayStreams, resetSide } from './relayStreams.js';
@@ -167,11 +168,22 @@ export interface TunnelServerStats extends ProxyHealthStats {
    */
   readonly h2_reset_floods_total: number;
   /**
+   * HTTP/2 client sessions closed (GOAWAY `ENHANCE_YOUR_CALM`) at their 10th request whose
+   * header list was over 16 KiB (each answered 431).
+   */
+  readonly h2_header_floods_total: number;
+  /**
    * HTTP/2 client sessions ended by the client's protocol error: frames Node or nghttp2 refused
    * (a CONTINUATION flood, headers an HPACK decoder refuses, too many invalid frames) or its
    * GOAWAY with an error code. Not counted: a client that resets or leaves its connection.
    */
   readonly h2_session_errors_total: number;
+  /**
+   * CONNECT-UDP datagrams dropped, by reason: `oversized` (a client's payload larger than the
+   * target's family carries: 65 507 bytes over IPv4, 65 527 over IPv6), `send_queue_full` (a
+   * target's datagram while more than 256 KiB of capsules waited on the client's stream).
+   */
+  readonly udp_datagrams_dropped: Readonly<Record<UdpRelayDrop, number>>;
   /** TLS listener (`terminateTls`): handshakes completed and failed. */
   readonly downstream_tls_handshake: number;
   readonly downstream_tls_failed: number;
@@ -223,6 +235,16 @@ const MAX_EARLY_RESETS = MAX_STREAMS_PER_SESSION;
 const EARLY_RESET_WINDOW = 1_000;
 /** What such a session is destroyed with (its 'error', which the server's sessionError gets). */
 const RESET_FLOOD = new Error('HTTP/2 client reset most of its streams before their answer');
+/**
+ * Header blocks over {@link MAX_REQUEST_HEAD} one HTTP/2 session may send (each answered 431):
+ * the last closes it with GOAWAY `ENHANCE_YOUR_CALM`. Each costs a decode of up to 64 KiB, and a
+ * client pacing them under the stream limit was answered 431 for ever (3 000 in 3 s on one
+ * session). Envoy resets the connection at the first (`http2.header_overflow`), nghttpx answers
+ * 431 without bound; an HTTP/1.1 431 ends its connection.
+ */
+const MAX_OVERSIZED_HEADERS = 10;
+/** What such a session is destroyed with (its 'error', which the server's sessionError gets). */
+const HEADER_FLOOD = new Error('HTTP/2 client sent too many header blocks over the limit');
 /** HTTP/2 connection receive window (the stream window is 1 MiB, in the SETTINGS). */
 const SESSION_WINDOW = 16 * 1024 * 1024;
 
@@ -234,6 +256,8 @@ interface SessionStreams {
   opened: number;
   /** Closed before their answer was sent. */
   early: number;
+  /** Header blocks over the limit (answered 431). */
+  oversized: number;
 }
 
 /** Who a client connection is: its addresses and, on a TLS listener, what TLS negotiated. */
@@ -417,12 +441,14 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     connections: 0,
     sessions: 0,
     resetFloods: 0,
+    headerFloods: 0,
     sessionErrors: 0,
     idleClosed: 0,
     drainClosed: 0,
     drainedSessions: 0,
     ends: { completed: 0, client_reset: 0, target_reset: 0, idle_timeout: 0, proxy_closed: 0 },
     connectionsRefused: { max_connections: 0, client_limit: 0, rate_limited: 0 },
+    udpDropped: { oversized: 0, send_queue_full: 0 } as Record<UdpRelayDrop, number>,
   };
 
   /** @throws {InvalidOptionError} naming the first invalid option. */
@@ -491,7 +517,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       if (this.acceptingSocket !== undefined)
         this.sessionSockets.set(session, this.acceptingSocket);
       this.counters.sessions++;
-      this.streams.set(session, { open: 0, opened: 0, early: 0 });
+      this.streams.set(session, { open: 0, opened: 0, early: 0, oversized: 0 });
       // Here, not in the server's 'stream' event: a stream its client reset in the same read as
       // its headers arrives destroyed, without its session.
       session.on('stream', (stream: ServerHttp2Stream) => {
@@ -514,8 +540,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     this.h2.on('sessionError', (error: NodeJS.ErrnoException) => {
       // The session's streams end with it; their relays reset the targets. Its socket's errors
       // (ECONNRESET: the client left) are no protocol error; a Rapid Reset is counted apart.
-      if (error !== RESET_FLOOD && error.code?.startsWith('ERR_HTTP2_') === true)
-        this.counters.sessionErrors++;
+      const flood = error === RESET_FLOOD || error === HEADER_FLOOD;
+      if (!flood && error.code?.startsWith('ERR_HTTP2_') === true) this.counters.sessionErrors++;
     });
     this.manager.start();
   }
@@ -698,7 +724,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
       h2_streams_active: streams,
       h2_streams_per_session_max: most,
       h2_reset_floods_total: this.counters.resetFloods,
+      h2_header_floods_total: this.counters.headerFloods,
       h2_session_errors_total: this.counters.sessionErrors,
+      udp_datagrams_dropped: { ...this.counters.udpDropped },
       downstream_tls_handshake: this.tlsStats.downstream_tls_handshake,
       downstream_tls_session_reused: this.tlsStats.downstream_tls_session_reused,
       downstream_tls_failed:
@@ -1110,13 +1138,28 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
     this.badRequest({ version: 'h1', authority, headers, facts }, status, reason);
   }
 
-  /** Headers over {@link MAX_REQUEST_HEAD}: 431, counted `bad_request` (as HTTP/1.1's). */
+  /**
+   * Headers over {@link MAX_REQUEST_HEAD}: 431, counted `bad_request` (as HTTP/1.1's); the
+   * session's {@link MAX_OVERSIZED_HEADERS}th closes it.
+   */
   private h2TooLarge(stream: ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     stream.on('error', ignoreError);
     this.answerH2(stream, 431);
     this.counters.requests++;
-    const facts = this.factsOf(stream.session);
+    const session = stream.session;
+    const facts = this.factsOf(session);
     this.badRequest({ version: 'h2', authority: '', headers, facts }, 431);
+    const count = session === undefined ? undefined : this.streams.get(session);
+    if (count === undefined || ++count.oversized < MAX_OVERSIZED_HEADERS) return;
+    if (session === undefined || session.destroyed) return;
+    this.counters.headerFloods++;
+    // The GOAWAY first, the destroy a turn later: destroyed at once, a cleartext session (read
+    // through PrefacedSocket) lost its GOAWAY. Its other streams end with it, their relays too.
+    const calm = http2.constants.NGHTTP2_ENHANCE_YOUR_CALM;
+    session.goaway(calm);
+    setImmediate(() => {
+      if (!session.destroyed) session.destroy(HEADER_FLOOD, calm);
+    });
   }
 
   private h2Stream(stream: ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
@@ -1297,6 +1340,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> implements As
             upstream: state.id,
           });
           this.checkSettled();
+        },
+        dropped: (reason) => {
+          this.counters.udpDropped[reason]++;
         },
       });
     });

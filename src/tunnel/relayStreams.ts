@@ -17,11 +17,18 @@ export type RelayEnd =
   /** The server's `close()` cut it (a CLI drain). */
   | 'proxy_closed';
 
-/** Resets one side: RST for a TCP socket, RST_STREAM(CONNECT_ERROR) for an HTTP/2 stream. */
+/**
+ * Resets one side: RST for a TCP socket, RST_STREAM(CONNECT_ERROR) for an HTTP/2 stream. A stream
+ * HTTP/2 closed already (END_STREAM both ways) that still holds bytes the relay had paused is
+ * destroyed instead: Node destroys such a stream only once its reader took those bytes, and its
+ * `close()` does nothing on a closed stream, so the tunnel stayed open for good.
+ */
 export function resetSide(side: Duplex): void {
   if (side.destroyed) return;
   if (isHttp2Stream(side)) {
-    (side as ServerHttp2Stream).close(NGHTTP2_CONNECT_ERROR);
+    const stream = side as ServerHttp2Stream;
+    if (stream.closed) stream.destroy();
+    else stream.close(NGHTTP2_CONNECT_ERROR);
     return;
   }
   // A TLS socket wraps its TCP socket: resetting under it is not safe in Node; destroy it.

@@ -5,7 +5,9 @@
  * Without the check a stream carried about 60 KB of headers (up to nghttp2's 64 KiB HPACK field
  * bound) where HTTP/1.1 stopped at 16 KiB. It is not advertised as `SETTINGS_MAX_HEADER_LIST_SIZE`:
  * with that setting Node resets an HPACK bomb's streams one by one instead of ending its session
- * (`h2_session_errors_total`, test/tunnel/h2ProtocolFloods).
+ * (`h2_session_errors_total`, test/tunnel/h2ProtocolFloods); nghttpx and Envoy do not advertise it
+ * either (the setting is advisory). A session's 10th request over it closes the session
+ * (`h2_header_floods_total`).
  */
 export const MAX_REQUEST_HEAD = 16_384;
 

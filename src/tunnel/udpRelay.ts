@@ -11,6 +11,19 @@ import type { RelayEnd } from './relayStreams.js';
 const MAX_STREAM_BACKLOG = 256 * 1024;
 /** How long the client has to end its side once the server ended an open tunnel's stream. */
 const END_GRACE_MS = 1_000;
+/**
+ * The largest UDP payload of each family (65 535 less the IPv4 and UDP headers; less the UDP
+ * header in IPv6's payload length): a capsule may carry up to 64 KiB, a larger payload fails to
+ * send (EMSGSIZE), which Node drops silently when the send has no callback.
+ */
+const MAX_PAYLOAD = { 4: 65_507, 6: 65_527 } as const;
+
+/**
+ * Why a relay dropped a datagram: `oversized`, a client's payload too large for the target's
+ * family; `send_queue_full`, a target's datagram while more than 256 KiB of capsules waited on
+ * the client's stream (a client that reads slowly).
+ */
+export type UdpRelayDrop = 'oversized' | 'send_queue_full';
 
 /**
  * Ends an open tunnel's stream as an orderly close (RFC 8441 section 4, RFC 9113 section 8.5):
@@ -79,6 +92,8 @@ export interface UdpRelayEvents {
   readonly ready: (error?: Error) => void;
   /** Once, when the relay ended, with its byte counts and how it ended. */
   readonly done: (totals: UdpRelayTotals, end: RelayEnd) => void;
+  /** A datagram dropped, and why. */
+  readonly dropped: (reason: UdpRelayDrop) => void;
 }
 
 /** The server's settings a relay uses: its idle timeout (0: none) and `sourceAddress`. */
@@ -101,7 +116,7 @@ export function relayUdp(
 ): Readonly<UdpRelayTotals> {
   const { host, port } = target;
   const { udpIdleTimeout: idleTimeout, sourceAddress: sources } = settings;
-  const { ready, done } = events;
+  const { ready, done, dropped } = events;
   const totals: UdpRelayTotals = {
     datagramsToTarget: 0,
     datagramsFromTarget: 0,
@@ -114,6 +129,7 @@ export function relayUdp(
     return totals;
   }
   const socket = dgram.createSocket(family === 6 ? 'udp6' : 'udp4');
+  const maxPayload = MAX_PAYLOAD[family === 6 ? 6 : 4];
   let connected = false;
   let finished = false;
   let idle: NodeJS.Timeout | undefined;
@@ -145,7 +161,11 @@ export function relayUdp(
   });
   socket.on('message', (msg: Buffer) => {
     lastActivity = Date.now();
-    if (stream.destroyed || stream.writableLength > MAX_STREAM_BACKLOG) return;
+    if (stream.destroyed) return;
+    if (stream.writableLength > MAX_STREAM_BACKLOG) {
+      dropped('send_queue_full');
+      return;
+    }
     totals.datagramsFromTarget++;
     totals.bytesFromTarget += msg.length;
     const [header, payload] = datagramCapsule(msg);
@@ -158,6 +178,10 @@ export function relayUdp(
     // Capsules the client sent while its end was on the way: the socket is closed.
     if (finished) return;
     lastActivity = Date.now();
+    if (payload.length > maxPayload) {
+      dropped('oversized');
+      return;
+    }
     totals.datagramsToTarget++;
     totals.bytesToTarget += payload.length;
     socket.send(Buffer.from(payload));

@@ -16,6 +16,7 @@ import {
 import { blackholePort } from '../helpers/blackhole.js';
 import { closed, connect, echoServer, waitFor, withTimeout } from '../helpers/net.js';
 import type { TestServer } from '../helpers/net.js';
+import { until } from '../helpers/until.js';
 import { tool } from '../helpers/tools.js';
 
 /** `ENHANCE_YOUR_CALM`, the GOAWAY code of a session closed for abuse. */
@@ -60,7 +61,7 @@ test('HTTP/2 Rapid Reset: a session resetting its CONNECTs at once is closed (GO
   const attacker = await connect(port);
   t.after(() => attacker.destroy());
   const frames = readFrames(attacker);
-  const gone = closed(attacker, 5_000);
+  const gone = closed(attacker, 30_000);
   const block = connectBlock(authority);
   // 1000 streams, each HEADERS then RST_STREAM, in one write (about 60 KB).
   const flood = [clientPreface()];
@@ -101,7 +102,7 @@ test('HTTP/2 Rapid Reset while the dials hang: at most about 100 target connects
   const attacker = await connect(port);
   t.after(() => attacker.destroy());
   const frames = readFrames(attacker);
-  const gone = closed(attacker, 5_000);
+  const gone = closed(attacker, 30_000);
   attacker.write(clientPreface());
   const block = connectBlock('target.example:443');
   // Each reset waits for the server to route (the dial starts in the same turn): a target
@@ -121,7 +122,12 @@ test('HTTP/2 Rapid Reset while the dials hang: at most about 100 target connects
   if (frames.goaway !== undefined) assert.equal(frames.goaway.code, ENHANCE_YOUR_CALM);
   assert.ok(routed <= 102, `${String(routed)} target dials`);
   assert.equal(server.stats().h2_reset_floods_total, 1);
-  assert.equal(server.stats().tunnel_refused_reasons.client_gone, routed);
+  // The server's streams close after the client saw its connection close (101 of 102 once,
+  // under load): each dial's refusal is awaited, bounded.
+  await until(
+    () => server.stats().tunnel_refused_reasons.client_gone === routed,
+    'every dial refused client_gone',
+  );
 });
 
 test('HTTP/2: a client closing its answered tunnels is no Rapid Reset (150 tunnels opened and cancelled)', async (t) => {

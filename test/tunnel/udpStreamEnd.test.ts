@@ -8,6 +8,7 @@ import type { TestContext } from 'node:test';
 import { TunnelServer } from '../../src/index.js';
 import type { TunnelSummary } from '../../src/index.js';
 import { waitFor, withTimeout } from '../helpers/net.js';
+import { until } from '../helpers/until.js';
 import { udpEcho } from '../udp/helpers.js';
 
 /** A DATAGRAM capsule (type 0, Context ID 0) carrying `payload` (under 63 bytes). */
@@ -86,9 +87,13 @@ async function rig(t: TestContext) {
   t.after(() => {
     session.destroy();
   });
-  await withTimeout(once(session, 'remoteSettings'), 5_000, 'the server SETTINGS');
-  /** Opens a CONNECT-UDP request and resolves once it is answered 200. */
-  const open = async () => {
+  await withTimeout(once(session, 'remoteSettings'), 20_000, 'the server SETTINGS');
+  /**
+   * Opens a CONNECT-UDP request and resolves once it is answered 200. A `first` datagram goes
+   * with the request, so it is relayed before the idle timer starts, however slow the client
+   * is to see the 200 (under load, a datagram sent after it could meet the idle timeout).
+   */
+  const open = async (first?: string) => {
     const stream = session.request({
       ':method': 'CONNECT',
       ':protocol': 'connect-udp',
@@ -99,22 +104,27 @@ async function rig(t: TestContext) {
     });
     const seen = { ended: false, aborted: false };
     stream.on('error', () => undefined);
+    const echo =
+      first === undefined
+        ? undefined
+        : withTimeout(once(stream, 'data'), 20_000, 'the echo').then(([data]) => data as Buffer);
+    if (first !== undefined) stream.write(capsule(first));
     stream.on('end', () => (seen.ended = true));
     // 'aborted': the server reset the stream while our side was open.
     stream.on('aborted', () => (seen.aborted = true));
     const [headers] = await withTimeout(
-      waitFor<[http2.IncomingHttpHeaders]>(stream, 'response'),
-      5_000,
+      waitFor<[http2.IncomingHttpHeaders]>(stream, 'response', 20_000),
+      20_000,
       'the 200',
     );
     assert.equal(headers[':status'], 200);
     // Not events.once: a reset stream emits 'error' first, which would reject it.
     const closed = withTimeout(
       new Promise((resolve) => stream.once('close', resolve)),
-      5_000,
+      20_000,
       'the stream to close',
     );
-    return { stream, seen, closed };
+    return { stream, seen, closed, echo };
   };
   return { server, session, summaries, open, resets: wire.resets };
 }
@@ -122,10 +132,8 @@ async function rig(t: TestContext) {
 describe('TunnelServer: how a CONNECT-UDP stream ends', () => {
   test('an idle timeout ends the stream with END_STREAM, not a reset; the client ends its side and it closes cleanly', async (t) => {
     const { session, summaries, open, resets } = await rig(t);
-    const { stream, seen, closed } = await open();
-    const echo = withTimeout(once(stream, 'data'), 5_000, 'the echo');
-    stream.write(capsule('hi'));
-    assert.deepEqual((await echo)[0], capsule('hi'));
+    const { stream, seen, closed, echo } = await open('hi');
+    assert.deepEqual(await echo, capsule('hi'));
     // The client ends its side when the server ends its own, as an RFC 9298 client does, a
     // round trip later (a PING's: the network's delay); a datagram it sends meanwhile is
     // dropped, not sent to a closed socket.
@@ -140,6 +148,8 @@ describe('TunnelServer: how a CONNECT-UDP stream ends', () => {
     assert.deepEqual(resets, []);
     assert.deepEqual(seen, { ended: true, aborted: false });
     assert.equal(stream.rstCode, http2.constants.NGHTTP2_NO_ERROR);
+    // The server sees the stream close after the client does: its summary may come later.
+    await until(() => summaries.length > 0, 'the tunnelClose');
     assert.deepEqual(
       summaries.map((s) => [s.protocol, s.end]),
       [['connect-udp', 'idle_timeout']],
@@ -165,6 +175,7 @@ describe('TunnelServer: how a CONNECT-UDP stream ends', () => {
     stream.write(Buffer.from([0x00, 0x80, 0x02, 0x00, 0x00]));
     await closed;
     assert.equal(stream.rstCode, http2.constants.NGHTTP2_PROTOCOL_ERROR);
+    await until(() => summaries.length > 0, 'the tunnelClose');
     assert.deepEqual(
       summaries.map((s) => s.end),
       ['client_reset'],
