@@ -28,10 +28,6 @@ export class LineBuffer {
   /** Where the line being written starts: what precedes it is whole lines. */
   private lineStart = 0;
   private scheduled = false;
-  /** The flush timer, made once and re-armed (`refresh()`): no timer made per flush. */
-  private timer: NodeJS.Timeout | undefined;
-  /** Whether the `'exit'` handler is on (once, for the buffer's life: no listener per flush). */
-  private exitHooked = false;
   private readonly flushBound = (): void => {
     this.flush();
   };
@@ -130,20 +126,18 @@ export class LineBuffer {
       // Lines left at an unforeseen exit go out from the 'exit' handler (whole, to a file or a
       // pipe with room; a pipe that is full keeps them queued and they are lost): a planned
       // exit awaits the outputs' `flushed()` first.
-      if (!this.exitHooked) {
-        this.exitHooked = true;
-        process.on('exit', this.flushBound);
-      }
+      process.on('exit', this.flushBound);
       if (this.delayMs === 0) setImmediate(this.flushBound);
-      else if (this.timer === undefined)
-        this.timer = setTimeout(this.flushBound, this.delayMs).unref();
-      else this.timer.refresh();
+      else setTimeout(this.flushBound, this.delayMs).unref();
     }
   }
 
   /** Hands out the whole lines written so far. */
   flush(): void {
-    this.scheduled = false;
+    if (this.scheduled) {
+      this.scheduled = false;
+      process.off('exit', this.flushBound);
+    }
     const whole = this.lineStart;
     if (whole === 0) return;
     if (this.delayMs === null) {
