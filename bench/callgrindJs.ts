@@ -7,6 +7,7 @@
  *
  *   node build/bench/callgrindJs.js LONG.out LONG.map [SHORT.out SHORT.map] [--per 800] [--top 60]
  *     [--callers Builtins_LoadIC]   (who calls functions whose name starts so, and at what cost)
+ *     [--callees 'JS:*udpSummaryPatch']   (what functions whose name starts so call, inclusive)
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -47,6 +48,9 @@ function lookup(entries: readonly MapEntry[], address: bigint): string | undefin
 /** Inclusive cost of calls to `callee`, per calling function (filled by {@link selfCosts}). */
 const callers = new Map<string, number>();
 let callee: string | undefined = undefined;
+/** Inclusive cost of the calls made by `caller`, per called function. */
+const callees = new Map<string, number>();
+let caller: string | undefined = undefined;
 
 /** Self cost (first event) per function name, read from a callgrind output file. */
 function selfCosts(file: string, map: readonly MapEntry[], sign = 1): Map<string, number> {
@@ -76,10 +80,11 @@ function selfCosts(file: string, map: readonly MapEntry[], sign = 1): Map<string
     else if (/^[-+*0-9]/.test(line)) {
       if (inCall) {
         inCall = false;
-        if (callee !== undefined && called.startsWith(callee)) {
-          const cost = Number(line.split(' ')[1] ?? 0) * sign;
+        const cost = Number(line.split(' ')[1] ?? 0) * sign;
+        if (callee !== undefined && called.startsWith(callee))
           callers.set(current, (callers.get(current) ?? 0) + cost);
-        }
+        if (caller !== undefined && current.startsWith(caller))
+          callees.set(called, (callees.get(called) ?? 0) + cost);
         continue;
       }
       const cost = Number(line.split(' ')[1] ?? 0);
@@ -109,6 +114,7 @@ const { values, positionals } = parseArgs({
     per: { type: 'string', default: '1' },
     top: { type: 'string', default: '60' },
     callers: { type: 'string' },
+    callees: { type: 'string' },
   },
 });
 const [longOut, longMap, shortOut, shortMap] = positionals;
@@ -117,6 +123,7 @@ if (longOut === undefined || longMap === undefined) {
   process.exit(2);
 }
 callee = values.callers;
+caller = values.callees;
 const long = selfCosts(longOut, readMap(longMap));
 const short =
   shortOut !== undefined && shortMap !== undefined
@@ -133,6 +140,15 @@ for (const row of rows.slice(0, Number(values.top)))
 if (callee !== undefined) {
   console.log(`\ncallers of ${callee} (inclusive cost of the calls)`);
   for (const [name, cost] of [...callers].sort((a, b) => b[1] - a[1]).slice(0, 40))
+    console.log(
+      `${Math.round(cost / per)
+        .toString()
+        .padStart(9)}  ${name}`,
+    );
+}
+if (caller !== undefined) {
+  console.log(`\ncalled by ${caller} (inclusive cost of the calls)`);
+  for (const [name, cost] of [...callees].sort((a, b) => b[1] - a[1]).slice(0, 40))
     console.log(
       `${Math.round(cost / per)
         .toString()

@@ -165,28 +165,30 @@ function tcpHasRareMembers(s: TcpConnectionSummary): boolean {
 
 /**
  * Rewrites the last TCP line's template for `s`; false when a value changed its length or the
- * line has members the template does not (see {@link LineTemplate}).
+ * line has members the template does not (see {@link LineTemplate}). Each value is compared with
+ * the template's before anything is called: only what changed (the id, the port, the times) is
+ * rewritten.
  */
 export function tcpSummaryPatch(t: LineTemplate, s: TcpConnectionSummary): boolean {
-  return summaryPatch(t, s, tcpHasRareMembers, patchTcpMembers);
-}
-
-/** The TCP members between the client's and the times. */
-function patchTcpMembers(
-  t: LineTemplate,
-  s: TcpConnectionSummary,
-  upstream: { readonly id: string },
-): boolean {
+  const upstream = s.upstream;
+  if (upstream === undefined || tcpHasRareMembers(s)) return false;
+  const n = t.numbers;
+  const v = t.values;
   return (
-    t.string(F.peerAddress, s.peerAddress) &&
-    t.number(F.peerPort, s.peerPort) &&
-    t.string(F.tcpUpstream, upstream.id) &&
-    t.same(F.upstreamConnected, s.upstreamConnected) &&
-    t.number(F.attempts, s.attempts) &&
-    t.number(F.bytesFromClient, s.bytesFromClient) &&
-    t.number(F.bytesToUpstream, s.bytesToUpstream) &&
-    t.number(F.bytesFromUpstream, s.bytesFromUpstream) &&
-    t.number(F.bytesToClient, s.bytesToClient)
+    patchClient(t, s) &&
+    (s.peerAddress === v[F.peerAddress] || t.string(F.peerAddress, s.peerAddress)) &&
+    (s.peerPort === n[F.peerPort] || t.number(F.peerPort, s.peerPort)) &&
+    (upstream.id === v[F.tcpUpstream] || t.string(F.tcpUpstream, upstream.id)) &&
+    s.upstreamConnected === v[F.upstreamConnected] &&
+    (s.attempts === n[F.attempts] || t.number(F.attempts, s.attempts)) &&
+    (s.bytesFromClient === n[F.bytesFromClient] ||
+      t.number(F.bytesFromClient, s.bytesFromClient)) &&
+    (s.bytesToUpstream === n[F.bytesToUpstream] ||
+      t.number(F.bytesToUpstream, s.bytesToUpstream)) &&
+    (s.bytesFromUpstream === n[F.bytesFromUpstream] ||
+      t.number(F.bytesFromUpstream, s.bytesFromUpstream)) &&
+    (s.bytesToClient === n[F.bytesToClient] || t.number(F.bytesToClient, s.bytesToClient)) &&
+    patchTimes(t, s)
   );
 }
 
@@ -241,44 +243,35 @@ export function durationSlot(s: TcpConnectionSummary | UdpSessionSummary): numbe
   return ms < 10 ? 0 : ms < 100 ? 1 : ms < 1_000 ? 2 : 3;
 }
 
+/**
+ * A summary's line's `time`: its close time, `startTime + durationMs` (the proxy read the clock
+ * once as it closed, for `durationMs`; the line reads it no more). The clock's when those are not
+ * epoch milliseconds.
+ */
+export function closeTime(s: TcpConnectionSummary | UdpSessionSummary): number {
+  const time = s.startTime + s.durationMs;
+  return time >= 0 && Number.isSafeInteger(time) ? time : Date.now();
+}
+
 /** Rewrites the last UDP line's template for `s`; see {@link tcpSummaryPatch}. */
 export function udpSummaryPatch(t: LineTemplate, s: UdpSessionSummary): boolean {
-  return summaryPatch(t, s, udpHasRareMembers, patchUdpMembers);
-}
-
-/** The UDP members between the client's and the times. */
-function patchUdpMembers(
-  t: LineTemplate,
-  s: UdpSessionSummary,
-  upstream: { readonly id: string },
-): boolean {
+  const upstream = s.upstream;
+  if (upstream === undefined || udpHasRareMembers(s)) return false;
+  const n = t.numbers;
   const c = F.counters;
   return (
-    t.string(F.udpUpstream, upstream.id) &&
-    t.number(c, s.datagramsFromClient) &&
-    t.number(c + 1, s.bytesFromClient) &&
-    t.number(c + 2, s.datagramsToUpstream) &&
-    t.number(c + 3, s.bytesToUpstream) &&
-    t.number(c + 4, s.datagramsFromUpstream) &&
-    t.number(c + 5, s.bytesFromUpstream) &&
-    t.number(c + 6, s.datagramsToClient) &&
-    t.number(c + 7, s.bytesToClient)
+    patchClient(t, s) &&
+    (upstream.id === t.values[F.udpUpstream] || t.string(F.udpUpstream, upstream.id)) &&
+    (s.datagramsFromClient === n[c] || t.number(c, s.datagramsFromClient)) &&
+    (s.bytesFromClient === n[c + 1] || t.number(c + 1, s.bytesFromClient)) &&
+    (s.datagramsToUpstream === n[c + 2] || t.number(c + 2, s.datagramsToUpstream)) &&
+    (s.bytesToUpstream === n[c + 3] || t.number(c + 3, s.bytesToUpstream)) &&
+    (s.datagramsFromUpstream === n[c + 4] || t.number(c + 4, s.datagramsFromUpstream)) &&
+    (s.bytesFromUpstream === n[c + 5] || t.number(c + 5, s.bytesFromUpstream)) &&
+    (s.datagramsToClient === n[c + 6] || t.number(c + 6, s.datagramsToClient)) &&
+    (s.bytesToClient === n[c + 7] || t.number(c + 7, s.bytesToClient)) &&
+    patchTimes(t, s)
   );
-}
-
-/**
- * The one patch of both protocols: a line with an upstream and no rare member has the client's
- * members, the protocol's own, then the times (module-level functions: nothing allocated per line).
- */
-function summaryPatch<S extends TcpConnectionSummary | UdpSessionSummary>(
-  t: LineTemplate,
-  s: S,
-  rare: (s: S) => boolean,
-  members: (t: LineTemplate, s: S, upstream: { readonly id: string }) => boolean,
-): boolean {
-  const upstream = s.upstream;
-  if (upstream === undefined || rare(s)) return false;
-  return patchClient(t, s) && members(t, s, upstream) && patchTimes(t, s);
 }
 
 /** The members both summaries start with: id, reason, and the client's side. */
@@ -304,19 +297,25 @@ function writeClient(
 }
 
 function patchClient(t: LineTemplate, s: TcpConnectionSummary | UdpSessionSummary): boolean {
+  const n = t.numbers;
+  const v = t.values;
   return (
-    t.number(F.id, s.id) &&
-    t.string(F.reason, s.reason) &&
-    t.string(F.clientAddress, s.clientAddress) &&
-    t.number(F.clientPort, s.clientPort) &&
-    t.string(F.clientFamily, s.clientFamily) &&
-    t.string(F.localAddress, s.localAddress) &&
-    t.number(F.localPort, s.localPort)
+    (s.id === n[F.id] || t.number(F.id, s.id)) &&
+    (s.reason === v[F.reason] || t.string(F.reason, s.reason)) &&
+    (s.clientAddress === v[F.clientAddress] || t.string(F.clientAddress, s.clientAddress)) &&
+    (s.clientPort === n[F.clientPort] || t.number(F.clientPort, s.clientPort)) &&
+    (s.clientFamily === v[F.clientFamily] || t.string(F.clientFamily, s.clientFamily)) &&
+    (s.localAddress === v[F.localAddress] || t.string(F.localAddress, s.localAddress)) &&
+    (s.localPort === n[F.localPort] || t.number(F.localPort, s.localPort))
   );
 }
 
 function patchTimes(t: LineTemplate, s: TcpConnectionSummary | UdpSessionSummary): boolean {
-  return t.number(F.startTime, s.startTime) && t.number(F.durationMs, s.durationMs);
+  const n = t.numbers;
+  return (
+    (s.startTime === n[F.startTime] || t.number(F.startTime, s.startTime)) &&
+    (s.durationMs === n[F.durationMs] || t.number(F.durationMs, s.durationMs))
+  );
 }
 
 /** A number member (`key` written before it), its digits recorded as value `index`. */

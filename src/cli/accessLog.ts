@@ -7,6 +7,7 @@ import type { AccessLogSettings, AccessLogType, AccessRecord } from './accessLog
 import type { ListenerConfig } from './config.js';
 import type { Logger } from './jsonLogger.js';
 import {
+  closeTime,
   durationSlot,
   tcpSummaryMembers,
   tcpSummaryPatch,
@@ -51,14 +52,12 @@ export function observeProxy(
     const tcp = proxy as TcpProxy;
     tcp.on('error', onError);
     if (logged) {
-      const write = access.lineWriter(
-        'info',
-        'connection closed',
-        tcpSummaryMembers,
+      const write = access.lineWriter('info', 'connection closed', tcpSummaryMembers, {
         lead,
-        tcpSummaryPatch,
-        durationSlot,
-      );
+        patch: tcpSummaryPatch,
+        slot: durationSlot,
+        time: closeTime,
+      });
       tcp.on('connectionClose', write);
     }
     logFailures(ops, base, tcp);
@@ -67,14 +66,12 @@ export function observeProxy(
   const udp = proxy as UdpProxy;
   udp.on('error', onError);
   if (logged) {
-    const write = access.lineWriter(
-      'info',
-      'session closed',
-      udpSummaryMembers,
+    const write = access.lineWriter('info', 'session closed', udpSummaryMembers, {
       lead,
-      udpSummaryPatch,
-      durationSlot,
-    );
+      patch: udpSummaryPatch,
+      slot: durationSlot,
+      time: closeTime,
+    });
     udp.on('sessionClose', write);
   }
   logFailures(ops, base, udp);

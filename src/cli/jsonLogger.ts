@@ -21,6 +21,22 @@ export type LineSlot<T> = (value: T) => number;
 /** Templates a line writer keeps with a {@link LineSlot}. */
 export const TEMPLATE_SLOTS = 4;
 
+/** How a {@link Logger.lineWriter} writes its lines, beyond its members. */
+export interface LineWriterOptions<T> {
+  /** JSON members, each with its leading comma, after the bound members on every line. */
+  readonly lead?: string;
+  /** Rewrites the last line for the next value (see {@link LinePatch}). */
+  readonly patch?: LinePatch<T>;
+  /** One template per slot (see {@link LineSlot}; a slot out of range takes the first). */
+  readonly slot?: LineSlot<T>;
+  /**
+   * The line's `time` (epoch milliseconds) read from its value, where the value carries the
+   * moment it stands for (a close summary its close time): no clock read of the line's own.
+   * Without it, the clock's when the line is written.
+   */
+  readonly time?: (value: T) => number;
+}
+
 /** Log levels, numbered as pino numbers them. */
 export const LOG_LEVELS = {
   trace: 10,
@@ -92,22 +108,19 @@ export class Logger {
   /**
    * A writer of lines at one level with one message, each line's members (`,"a":1,"b":"x"`, each
    * with its leading comma) written by `members` straight into the line buffer, and everything
-   * else but the time encoded once: the access log's per-line writer. `lead` (JSON members, each
-   * with its leading comma) follows the bound members on every line. Writes nothing below the
+   * else but the time encoded once: the access log's per-line writer. Writes nothing below the
    * threshold. With `patch`, a line is the last one with its changed values rewritten in place
    * (see {@link LineTemplate}) when it can be: `members` records the values it writes (value 0 is
-   * the time) and marks the template valid when it recorded them all. With `slot`, one template
-   * per slot (a slot out of range takes the first).
+   * the time) and marks the template valid when it recorded them all.
    */
   lineWriter<T>(
     level: Exclude<LogLevel, 'silent'>,
     msg: string,
     members: (out: LineBuffer, value: T, template: LineTemplate) => void,
-    lead = '',
-    patch?: LinePatch<T>,
-    slot?: LineSlot<T>,
+    options: LineWriterOptions<T> = {},
   ): (value: T) => void {
     if (!this.enabled(level)) return () => undefined;
+    const { lead = '', patch, slot, time: timeOf = Date.now } = options;
     const head = `{"level":${LOG_LEVELS[level]},"time":`;
     const rest = `,${this.base}${this.boundMembers}${lead}`;
     const opening = new TimedPiece(head, rest);
@@ -118,12 +131,12 @@ export class Logger {
     if (slot !== undefined)
       while (templates.length < TEMPLATE_SLOTS) templates.push(new LineTemplate(TEMPLATE_FIELDS));
     return (value) => {
-      const time = Date.now();
+      const time = timeOf(value);
       const template = slot === undefined ? first : (templates[slot(value)] ?? first);
       if (
         patch !== undefined &&
         template.valid &&
-        template.number(0, time) &&
+        (time === template.numbers[0] || template.number(0, time)) &&
         patch(template, value)
       ) {
         out.bytes(template.line());

@@ -22,9 +22,13 @@ export class LineTemplate {
   private bytes = new Uint8Array(0);
   private readonly starts: Int32Array;
   private readonly ends: Int32Array;
-  /** Numbers as they are written (NaN: not rewritable), strings and others apart. */
-  private readonly numbers: Float64Array;
-  private readonly values: unknown[];
+  /**
+   * Numbers as they are written (NaN: not rewritable), strings and others apart: a patch
+   * compares a value with its entry here before it calls {@link number} or {@link string}, so
+   * a value that did not change (most of a line's) costs a comparison, not a call.
+   */
+  readonly numbers: Float64Array;
+  readonly values: unknown[];
   /** Whether the bytes hold a whole line whose values were all recorded. */
   valid = false;
 
@@ -67,11 +71,6 @@ export class LineTemplate {
   /** The line as patched. */
   line(): Uint8Array {
     return this.bytes;
-  }
-
-  /** Whether value `index` is the same as the template's (a value that is never rewritten). */
-  same(index: number, value: unknown): boolean {
-    return this.values[index] === value;
   }
 
   /** Rewrites number `index` when it keeps its digit count; false when it cannot. */

@@ -7,8 +7,18 @@ import type { AccessLogSettings } from '../../src/cli/accessLogFormat.js';
 import type { ListenerConfig } from '../../src/cli/config.js';
 import { Logger } from '../../src/cli/jsonLogger.js';
 import net from 'node:net';
-import { dial, listen, refusedPort, withTimeout } from '../helpers/net.js';
-import { closeSocket, freeUdpPort, udpSocket } from '../udp/helpers.js';
+import type { TcpConnectionSummary, UdpSessionSummary } from '../../src/index.js';
+import {
+  connect,
+  dial,
+  echoServer,
+  listen,
+  readAll,
+  refusedPort,
+  waitFor,
+  withTimeout,
+} from '../helpers/net.js';
+import { closeSocket, freeUdpPort, request, udpEcho, udpSocket } from '../udp/helpers.js';
 
 function listenerConfig(protocol: 'tcp' | 'udp'): ListenerConfig {
   return {
@@ -222,6 +232,77 @@ describe('observeProxy: upstream source errors on the operations log, at warn', 
         ['DNS A lookup of x failed: ETIMEOUT', undefined],
         ['DNS A lookup of x failed: ETIMEOUT', 10],
         ['DNS A lookup of x failed: ECONNREFUSED', undefined],
+      ],
+    );
+  });
+});
+
+describe('observeProxy: the access line', () => {
+  /** An access log whose lines a test reads back, parsed. */
+  function accessLog(): {
+    logs: { access: Logger; ops: Logger };
+    lines: Record<string, unknown>[];
+  } {
+    const lines: Record<string, unknown>[] = [];
+    const access = new Logger('info', (text) => {
+      lines.push(JSON.parse(text) as Record<string, unknown>);
+    });
+    return { logs: { access, ops: new Logger('silent', () => undefined) }, lines };
+  }
+
+  /** The summary again, one day earlier: a line written with the clock's time would not match. */
+  const dayEarlier = <S extends { startTime: number }>(summary: S): S => ({
+    ...summary,
+    startTime: summary.startTime - 86_400_000,
+  });
+
+  test("TCP: the line's time is the close time its summary carries, no clock read of its own", async (t: TestContext) => {
+    const echo = await echoServer();
+    t.after(() => echo.close());
+    const proxy = new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
+    t.after(() => proxy.close({ drainTimeout: 0 }));
+    const { logs, lines } = accessLog();
+    observeProxy(logs, listenerConfig('tcp'), proxy);
+    const closed = waitFor<[TcpConnectionSummary]>(proxy, 'connectionClose');
+    const { port } = await proxy.listen({ port: 0, host: '127.0.0.1' });
+    const client = await connect(port);
+    client.end('ping');
+    assert.equal((await readAll(client)).toString(), 'ping');
+    const [summary] = await closed;
+    const earlier = dayEarlier(summary);
+    proxy.emit('connectionClose', earlier);
+    assert.deepEqual(
+      lines.map((line) => [line.id, line.time]),
+      [
+        [summary.id, summary.startTime + summary.durationMs],
+        [summary.id, earlier.startTime + earlier.durationMs],
+      ],
+    );
+  });
+
+  test("UDP: the line's time is the close time its summary carries, no clock read of its own", async (t: TestContext) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const proxy = new UdpProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port }],
+      maxResponses: 1,
+    });
+    t.after(() => proxy.close());
+    const { logs, lines } = accessLog();
+    observeProxy(logs, listenerConfig('udp'), proxy);
+    const closed = waitFor<[UdpSessionSummary]>(proxy, 'sessionClose');
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    await request(client, port, 'ping');
+    const [summary] = await closed;
+    const earlier = dayEarlier(summary);
+    proxy.emit('sessionClose', earlier);
+    assert.deepEqual(
+      lines.map((line) => [line.id, line.time]),
+      [
+        [summary.id, summary.startTime + summary.durationMs],
+        [summary.id, earlier.startTime + earlier.durationMs],
       ],
     );
   });

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import {
+  closeTime,
   durationSlot,
   SUMMARY_KEYS,
   tcpSummaryMembers,
@@ -87,9 +88,10 @@ const tcpSummary: fc.Arbitrary<TcpConnectionSummary> = fc.record({
 
 /**
  * The lines a writer with a template and one without write for `summaries`, the time member
- * set aside (each writer reads the clock itself) and checked to be the clock's.
+ * set aside (it is checked to be the summary's close time, or the clock's when the summary's
+ * times are not epoch milliseconds).
  */
-function bothWays<T>(
+function bothWays<T extends TcpConnectionSummary | UdpSessionSummary>(
   members: (out: LineBuffer, value: T, template?: LineTemplate) => void,
   patch: LinePatch<T>,
   summaries: readonly T[],
@@ -105,23 +107,26 @@ function bothWays<T>(
   };
   const logger = (lines: string[]): Logger =>
     new Logger('info', new LineBuffer((bytes) => lines.push(bytes.toString('utf8')), null));
-  const withTemplate = logger(patched).lineWriter(
-    'info',
-    'closed',
-    members,
-    ',"l":1',
-    counted,
-    slot,
-  );
-  const without = logger(pieces).lineWriter('info', 'closed', members, ',"l":1');
+  const lead = ',"l":1';
+  const withTemplate = logger(patched).lineWriter('info', 'closed', members, {
+    lead,
+    patch: counted,
+    time: closeTime,
+    ...(slot !== undefined && { slot }),
+  });
+  const without = logger(pieces).lineWriter('info', 'closed', members, { lead, time: closeTime });
   for (const summary of summaries) {
     const before = Date.now();
     withTemplate(summary);
     without(summary);
     const after = Date.now();
+    const close = summary.startTime + summary.durationMs;
+    const closed = close >= 0 && Number.isSafeInteger(close);
     for (const line of [patched.at(-1)!, pieces.at(-1)!]) {
       const written = (JSON.parse(line) as { time: number }).time;
-      assert.ok(written >= before && written <= after, `time ${written} in ${before}-${after}`);
+      if (closed) assert.equal(written, close, 'the close time');
+      else
+        assert.ok(written >= before && written <= after, `time ${written} in ${before}-${after}`);
     }
   }
   const timeless = (line: string): string => line.replace(/"time":\d+,/, '"time":0,');
