@@ -48,6 +48,11 @@ export interface ListenerSetOptions {
   readonly recordLatency?: boolean;
   /** The settings a file puts in force (flags and defaults applied); default: the file's own. */
   readonly inForce?: ((settings: Settings) => object) | undefined;
+  /**
+   * Why a reload must refuse a file the start would refuse (its admin token file unreadable...),
+   * or undefined; asked before anything is applied. Default: nothing is refused so.
+   */
+  readonly refuse?: ((settings: Settings) => Promise<string | undefined>) | undefined;
 }
 
 /**
@@ -61,6 +66,7 @@ export class ListenerSet {
   /** The top-level settings in force at start, each as JSON: changing one needs a restart. */
   private readonly settings: ReadonlyMap<string, string>;
   private readonly inForce: (settings: Settings) => object;
+  private readonly refuse: ((settings: Settings) => Promise<string | undefined>) | undefined;
   /** The config file (or `command line`), to say where a listen address that failed is set. */
   private readonly source: string;
 
@@ -70,8 +76,9 @@ export class ListenerSet {
     observe: ProxyObserver,
     options: ListenerSetOptions = {},
   ) {
-    const { backlog, recordLatency = false, inForce = asWritten } = options;
+    const { backlog, recordLatency = false, inForce = asWritten, refuse } = options;
     this.inForce = inForce;
+    this.refuse = refuse;
     this.settings = settingsByKey(inForce(config.settings));
     this.source = config.source;
     for (const prepared of config.listeners) {
@@ -209,6 +216,13 @@ export class ListenerSet {
         config = await loadConfigFile(file);
       } catch (err) {
         return { ok: false, error: (err as Error).message, changed: [], needsRestart: [] };
+      }
+      // What the restart this file asks for would refuse (as --check does), refused now.
+      const refused = await this.refuse?.(config.settings);
+      if (refused !== undefined) {
+        closeAll(config.listeners);
+        const error = `${config.source}: ${refused}`;
+        return { ok: false, error, changed: [], needsRestart: [] };
       }
       // A drain started meanwhile: a new generation would serve nobody, and never be closed.
       if (this.draining) {

@@ -225,6 +225,23 @@ export function adminHost(settings: AdminSettings, token: string | undefined): s
 }
 
 /**
+ * Why the start would refuse `settings` (a token file it cannot read, a non-loopback address
+ * without a token), or undefined: a reload refuses such a file as `--check` does, since the
+ * restart it asks for would fail.
+ */
+export async function adminRefusal(
+  settings: AdminSettings | undefined,
+): Promise<string | undefined> {
+  if (settings === undefined) return undefined;
+  try {
+    adminHost(settings, await readAdminToken(settings));
+    return undefined;
+  } catch (err) {
+    return `admin: ${thrownMessage(err)}`;
+  }
+}
+
+/**
  * Starts the admin server of a single-process CLI. Refuses (rejects) a non-loopback address
  * without a token. Every operator action is logged on the operational log.
  */

@@ -175,7 +175,7 @@ async function main(argv: readonly string[]): Promise<void> {
   // Read (and unset, so that children never take them for theirs) before anything runs.
   if (cluster.isPrimary) takeSystemdSockets();
   if (settings.workers > 1 && cluster.isPrimary) {
-    await new Primary(settings).start(config, args.warnings);
+    await new Primary(settings, settingsInForce(args)).start(config, args.warnings);
     return;
   }
   // A worker parses the same flags: the primary has said it.

@@ -15,7 +15,7 @@ import { handOverAddress } from './Listener.js';
 import type { Server } from 'node:http';
 import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';
-import type { Config } from './config.js';
+import type { Config, Settings } from './config.js';
 import { closeAll, loadConfigFile } from './config.js';
 import type { ListenerStats } from './Listener.js';
 import {
@@ -32,7 +32,7 @@ import { listenerFamilies, startMetricsServer } from './metricsServer.js';
 import type { MetricFamily } from '../metrics/prometheus.js';
 import type { EffectiveSettings } from './settings.js';
 import { startPrimaryAdmin } from './primaryAdmin.js';
-import { adminStartFailure, waitingForDns } from './adminConfig.js';
+import { adminRefusal, adminStartFailure, waitingForDns } from './adminConfig.js';
 import type { AdminReadiness } from '../admin/adminOptions.js';
 import { removeStaleSocket } from './unixSocket.js';
 import { ClusterSocketFiles } from './clusterSocketFiles.js';
@@ -144,7 +144,11 @@ export class Primary {
     })),
   );
 
-  constructor(private readonly settings: EffectiveSettings) {
+  constructor(
+    private readonly settings: EffectiveSettings,
+    /** The settings a file puts in force (flags applied), for what a reload must refuse. */
+    private readonly inForce?: (file: Settings) => EffectiveSettings,
+  ) {
     const outputs = createOutputs(settings.logLevel, {}, () =>
       this.collect().then((byWorker) =>
         [...byWorker].flatMap(([worker, stats]) =>
@@ -511,6 +515,12 @@ export class Primary {
     try {
       config = await loadConfigFile(file);
       closeAll(config.listeners);
+      // What the restart this file asks for would refuse (as --check does), refused now.
+      const refused =
+        this.inForce === undefined
+          ? undefined
+          : await adminRefusal(this.inForce(config.settings).admin);
+      if (refused !== undefined) throw new Error(`${config.source}: ${refused}`);
       // A listener the file no longer has: the socket handed at the upgrade goes with it.
       if (!this.drainStarted()) this.keepHanded(this.handed, config);
     } catch (err) {

@@ -11,7 +11,13 @@ import { capsAboveLimit } from './descriptorBudget.js';
 import { isPrimaryMessage } from './messages.js';
 import type { WorkerMessage } from './messages.js';
 import { listenerFamilies, startMetricsServer } from './metricsServer.js';
-import { adminStartFailure, cliAdminServer, startCliAdmin, waitingForDns } from './adminConfig.js';
+import {
+  adminRefusal,
+  adminStartFailure,
+  cliAdminServer,
+  startCliAdmin,
+  waitingForDns,
+} from './adminConfig.js';
 import { answerRelayed } from '../admin/relayedRequest.js';
 import type { AdminServer } from '../admin/AdminServer.js';
 import type { AdminReadiness } from '../admin/adminOptions.js';
@@ -81,7 +87,7 @@ export function logReload(ops: Logger, outcome: ReloadOutcome): void {
 export async function runListeners(
   config: Config,
   settings: EffectiveSettings,
-  inForce?: (file: Settings) => object,
+  inForce?: (file: Settings) => EffectiveSettings,
   /** Flags that are valid but likely not what was meant (`--drain-timeout 30000`). */
   warnings: readonly string[] = [],
 ): Promise<void> {
@@ -127,6 +133,11 @@ export async function runListeners(
       backlog: settings.backlog,
       recordLatency: settings.metrics !== undefined || settings.admin !== undefined,
       inForce,
+      // With --workers the primary serves the admin API and refuses such a file once, for all.
+      ...(worker === undefined &&
+        inForce !== undefined && {
+          refuse: (file: Settings) => adminRefusal(inForce(file).admin),
+        }),
     },
   );
   ref.listeners = running;

@@ -414,7 +414,9 @@ export class TunnelListeners {
    * re-read) apply at once.
    */
   reload(next: readonly TunnelListenerConfig[]): void {
-    if (this.running.size === 0) return;
+    // None ran and none is asked for: nothing to say. A tunnel listener the file adds to a
+    // process without one is named as needing a restart, as when others run.
+    if (this.running.size === 0 && next.length === 0) return;
     const changed: string[] = [];
     const needsRestart: string[] = [];
     for (const config of next) {
