@@ -113,8 +113,9 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     const err = v6 ? tcp.connect6(request, host, port) : tcp.connect(request, host, port);
     // Reported from the close callback, once the caller has its listeners on.
     if (err !== 0) socket.destroy(uvError(err, 'connect', host, port));
-    // A TLS stream reads once connected (its handshake starts then).
-    else if (top === tcp) socket.readWhileConnecting();
+    // A TLS stream too: its reads start its TCP handle's, and nothing is read before 'connect',
+    // whose listener sends the ClientHello in the same callback.
+    else socket.readWhileConnecting();
     return socket;
   }
 

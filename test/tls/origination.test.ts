@@ -215,6 +215,32 @@ test('redis-server with only its TLS port, driven by redis-cli and redis-benchma
   assert.equal(stats.upstream_tls_connection_error, 0);
 });
 
+/**
+ * For each read started on a TLS stream of this process driven by the relay's bare handle
+ * (`UpstreamHandleTls`): whether its TCP connect was still under way. Started then, libuv
+ * registers the socket with epoll once for the connect and the reads (one `epoll_ctl` fewer).
+ */
+function recordTlsReadStarts(t: TestContext): boolean[] {
+  const binding = (
+    process as unknown as { binding(name: string): Record<string, unknown> }
+  ).binding('tls_wrap');
+  type ReadStart = (this: object) => number;
+  const proto = (binding.TLSWrap as { prototype: { readStart: ReadStart } }).prototype;
+  const { readStart } = proto;
+  const connecting: boolean[] = [];
+  proto.readStart = function (this: object) {
+    const owner = Object.getOwnPropertySymbols(this)
+      .filter((key) => key.description === 'l4proxy.handleOwner')
+      .map((key) => (this as Record<symbol, { connecting?: boolean } | undefined>)[key])[0];
+    if (owner !== undefined) connecting.push(owner.connecting === true);
+    return readStart.call(this);
+  };
+  t.after(() => {
+    proto.readStart = readStart;
+  });
+  return connecting;
+}
+
 describe('TLS origination resumes sessions against openssl s_server', () => {
   for (const version of ['-tls1_2', '-tls1_3'] as const) {
     test(`every connection after the first resumes (${version})`, async (t) => {
@@ -222,6 +248,7 @@ describe('TLS origination resumes sessions against openssl s_server', () => {
       if (p === undefined) return;
       const server = await startOpensslServer(p.openssl, p.server, { version });
       t.after(() => server.stop());
+      const readStarts = recordTlsReadStarts(t);
       const rig = await proxyFor(t, {
         upstreams: [{ host: '127.0.0.1', port: server.port }],
         tls: { ca: p.ca.cert, servername: 'localhost' },
@@ -241,6 +268,8 @@ describe('TLS origination resumes sessions against openssl s_server', () => {
       // still resume, and Node still counts them verified.
       assert.equal(stats.upstream_tls_session_reused, 2);
       assert.equal(stats.upstream_tls_connection_error, 0);
+      // Each upstream's TLS stream read from its TCP connect on (the handshake ran on it).
+      assert.deepEqual(readStarts, [true, true, true]);
     });
   }
 
