@@ -12,7 +12,9 @@
  *   arrives, so under TLS 1.3 it never resumes against any server.
  * - origination: the C load generator opens plain TCP connections (one 64-byte echo each)
  *   through each contender, which speaks TLS to a shared TLS upstream (nginx `listen ssl` in
- *   front of the echo backend). l4proxy with and without session resumption.
+ *   front of the echo backend). l4proxy with and without session resumption, and nginx and
+ *   HAProxy each with and without: both resume by default (`proxy_ssl_session_reuse on`,
+ *   HAProxy's `ssl-reuse`), so l4proxy without resumption compares with their rows without.
  *
  * - bulk: iperf3 (plain) through each contender twice, originating TLS to itself and terminating
  *   it again in the same process (nginx: two servers, HAProxy: two listens, one worker/thread), so
@@ -405,12 +407,29 @@ try {
             ),
         ],
         [
+          'nginx (no resumption)',
+          () =>
+            startNginx(
+              'orig-noreuse',
+              `proxy_ssl on; proxy_ssl_session_reuse off; proxy_ssl_verify on; proxy_ssl_trusted_certificate ${file('ca.pem')}; proxy_ssl_name localhost; proxy_ssl_server_name on; proxy_pass 127.0.0.1:${upstream.port};`,
+            ),
+        ],
+        [
           'haproxy',
           () =>
             startHaproxy(
               'orig',
               '',
               `127.0.0.1:${upstream.port} ssl verify required ca-file ${file('ca.pem')} sni str(localhost) verifyhost localhost`,
+            ),
+        ],
+        [
+          'haproxy (no resumption)',
+          () =>
+            startHaproxy(
+              'orig-noreuse',
+              '',
+              `127.0.0.1:${upstream.port} ssl verify required ca-file ${file('ca.pem')} sni str(localhost) verifyhost localhost no-ssl-reuse`,
             ),
         ],
       ],

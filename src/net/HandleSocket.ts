@@ -76,21 +76,22 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
 
   /**
    * Connects to `host` (an IP address) and `port`; `'connect'` or `'error'` and `'close'` follow.
-   * Reads go to `onRead` once connected.
+   * Reads go to `onRead` once connected. With `layer`, the socket drives the handle it wraps
+   * around the TCP handle (Node's TLS stream).
    */
   static connect(
     host: string,
     port: number,
     noDelay: boolean,
     onRead: SharedReadCallback,
-    layer?: (tcp: TcpHandle) => TcpHandle,
+    layer?: HandleLayer,
   ): HandleSocket {
     const b = requireBindings();
     const tcp = new b.TCP(b.socketType);
     let top = tcp;
     if (layer !== undefined) {
       try {
-        top = layer(tcp);
+        top = layer.wrap(tcp);
       } catch (err) {
         tcp.close(noop);
         throw err;
@@ -100,6 +101,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     if (top !== tcp) {
       socket.encrypted = true;
       socket.securing = true;
+      socket.layer = layer;
     }
     socket.readCallback = onRead;
     socket.noDelayOnConnect = noDelay;
@@ -113,8 +115,9 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     const err = v6 ? tcp.connect6(request, host, port) : tcp.connect(request, host, port);
     // Reported from the close callback, once the caller has its listeners on.
     if (err !== 0) socket.destroy(uvError(err, 'connect', host, port));
-    // A TLS stream reads once connected (its handshake starts then).
-    else if (top === tcp) socket.readWhileConnecting();
+    // A TLS stream too: its reads start its TCP handle's, and nothing is read before 'connect',
+    // whose listener sends the ClientHello in the same callback.
+    else socket.readWhileConnecting();
     return socket;
   }
 
@@ -123,6 +126,9 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
    * stream would take them, but an end before its ClientHello breaks the handshake).
    */
   private securing = false;
+
+  /** What runs the protocol over this socket's TCP handle, told of its connect and end first. */
+  layer: HandleLayer | undefined;
 
   /** The TCP handle under this socket's TLS stream (its `_parent`, set by `wrapTcp`). */
   private get under(): TcpHandle | undefined {
@@ -257,6 +263,7 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     }
     this.readableEnded = true;
     this.endMayHideReset = this.encrypted || previous === this;
+    this.layer?.ended();
     this.emit('end');
     this.closeIfDone();
   }
@@ -502,7 +509,9 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
     this.startReading();
     if (!this.securing) this.releaseHeld();
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- releaseHeld() may destroy it
-    if (!this.destroyed) this.emit('connect');
+    if (this.destroyed) return;
+    this.layer?.connected();
+    this.emit('connect');
   }
 
   /**
@@ -547,18 +556,24 @@ export class HandleSocket extends EventEmitter implements RelaySocket {
   destroy(error?: Error): this {
     if (this.destroyed) return this;
     this.markDestroyed(error);
-    // Node's TLS stream closes its TCP handle and calls back with no `this`.
-    if (this.encrypted) {
-      const tls = this.handle as TcpHandle & TlsStreamHandle;
-      tls.close(() => {
-        // Frees the OpenSSL connection now, as a TLSSocket does on close: left to the garbage
-        // collector, each one stays counted as external memory in V8 until then, and that
-        // count brings on major collections (12 in 4 s of resumed handshakes).
-        tls.destroySSL();
-        this.closed();
-      });
+    // Node's TLS stream: its TCP handle is closed, as the stream's own close() (Node's
+    // `_tls_wrap`) does for a stream no TLSSocket drives, without the two closures it and its
+    // callback would make per connection.
+    const under = this.under;
+    if (under !== undefined) {
+      under[kOwner] = this;
+      under.close(onTlsTcpClosed);
     } else this.handle.close(onHandleClosed);
     return this;
+  }
+
+  /** @internal The TCP handle under this socket's TLS stream closed. */
+  tlsClosed(): void {
+    // Frees the OpenSSL connection now, as a TLSSocket does on close: left to the garbage
+    // collector, each one stays counted as external memory in V8 until then, and that count
+    // brings on major collections (12 in 4 s of resumed handshakes).
+    (this.handle as TcpHandle & TlsStreamHandle).destroySSL();
+    this.closed();
   }
 
   /** Closes with a reset (RST), so the peer can tell failure from a clean end. */
@@ -716,6 +731,28 @@ interface PeerName {
 }
 
 const kOwner = Symbol('l4proxy.handleOwner');
+
+/**
+ * A protocol over the TCP handle of a socket {@link HandleSocket.connect} opens (Node's TLS
+ * stream, `UpstreamHandleTls`): called directly, before the socket's own listeners, where
+ * listeners added with `once` would cost two closures and two objects per connection.
+ */
+export interface HandleLayer {
+  /**
+   * The handle the socket drives instead of `tcp`, wrapped around it.
+   * @throws when it cannot be set up (the socket then closes `tcp`).
+   */
+  wrap(tcp: TcpHandle): TcpHandle;
+  /** TCP is up; the socket's `'connect'` listeners run next. */
+  connected(): void;
+  /** The end of stream was read; the socket's `'end'` listeners run next. */
+  ended(): void;
+}
+
+/** The socket that drives `handle` (a TCP handle, or the TLS stream a layer wrapped around it). */
+export function handleOwner(handle: object): HandleSocket | undefined {
+  return (handle as TcpHandle)[kOwner];
+}
 
 /** Node's TLS stream over a TCP handle (`DownstreamHandleTls`, `UpstreamHandleTls`). */
 interface TlsStreamHandle {
@@ -878,4 +915,8 @@ function noop(): void {
 
 function onHandleClosed(this: TcpHandle): void {
   this[kOwner]?.closed();
+}
+
+function onTlsTcpClosed(this: TcpHandle): void {
+  this[kOwner]?.tlsClosed();
 }

@@ -949,12 +949,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
    */
   private openTlsUpstream(state: UpstreamState, tls: ResolvedUpstreamTls): RelaySocket | undefined {
     const target = this.tlsTarget(state, tls);
-    const socketOptions = this.socketOptions(state);
     let raw: Socket | undefined;
     try {
       // In-band TLS: TCP alone; on 'connect' the request, then TLS over it (startUpstreamTls).
       if (tls.startTls !== undefined)
-        return connectFrom(socketOptions, this.host.options.sourceAddress);
+        return connectFrom(this.socketOptions(state), this.host.options.sourceAddress);
       if (this.host.handleUpstreams && this.filters === undefined && ipFamily(state.host) !== 0) {
         const socket = this.host.upstreamTls.connectHandle(
           target,
@@ -965,6 +964,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
         );
         if (socket !== null) return socket;
       }
+      // Built only here: a bare handle takes none of net.connect()'s options.
+      const socketOptions = this.socketOptions(state);
       const sources = this.host.options.sourceAddress;
       // A name resolved before it is bound (see connectFrom) needs its own TCP socket.
       const resolved = sources !== undefined && resolvesFirst(state.host);

@@ -1,27 +1,37 @@
 import tls from 'node:tls';
 import { asError } from '../errors.js';
 import type { PeerCertificate } from 'node:tls';
-import { HandleSocket } from '../net/HandleSocket.js';
-import type { TcpHandle } from '../net/HandleSocket.js';
+import { HandleSocket, handleOwner } from '../net/HandleSocket.js';
+import type { HandleLayer, TcpHandle } from '../net/HandleSocket.js';
 import type { SharedReadCallback } from '../net/sharedReadBuffer.js';
-import type { ResolvedUpstreamTls } from './UpstreamTlsOptions.js';
+import type { UpstreamTlsTarget } from './UpstreamTls.js';
 import { alpnBuffer, wrapTcp } from './tlsWrap.js';
 import type { TlsWrap, Wrap } from './tlsWrap.js';
 
+/** Keeps the sessions upstreams give, for resumption (`UpstreamTls`). */
+export interface SessionKeeper {
+  /** Keeps `session` of an upstream, under `key`, for the next connection to it. */
+  keep(key: string, target: UpstreamTlsTarget, session: Buffer): void;
+}
+
 /** What one origination on a bare handle needs (see {@link connectTlsHandle}). */
 export interface UpstreamHandleTlsRequest {
-  readonly host: string;
-  readonly port: number;
+  /** The upstream's address and its TLS settings. */
+  readonly target: UpstreamTlsTarget;
   readonly noDelay: boolean;
   /** Decrypted records from the upstream, in the shared read buffer. */
   readonly onRead: SharedReadCallback;
-  readonly settings: ResolvedUpstreamTls;
-  /** SNI to send, if any; the certificate is checked against it, else against `host`. */
+  /** SNI to send, if any; the certificate is checked against it, else against the host. */
   readonly servername: string | undefined;
   /** A saved session to resume (DER). */
   readonly session: Buffer | undefined;
-  /** Hears each session the upstream gives once the handshake is verified; none: no resumption. */
-  readonly onSession: ((session: Buffer) => void) | undefined;
+  /**
+   * Keeps the first session the upstream gives once the handshake is verified, under
+   * `sessionKey` (a TLS 1.3 server gives two by default: one is enough for the next
+   * connection); undefined: no resumption.
+   */
+  readonly sessionKey: string | undefined;
+  readonly keeper: SessionKeeper;
   /**
    * Runs when TCP is up, before the ClientHello: writes what must go in clear first (a PROXY
    * header, with `socket.writeClear`); false stops there (the connection failed meanwhile).
@@ -51,24 +61,26 @@ function weakDhError(size: number): Error {
  * handshake is verified, as Node does. The socket emits `'connect'` (TCP), then
  * `'secureConnect'`, or `'error'` with Node's own error for a failed handshake.
  */
-class UpstreamHandleTls {
+class UpstreamHandleTls implements HandleLayer {
   readonly socket: HandleSocket;
   private ssl: TlsWrap | undefined;
   private readonly request: UpstreamHandleTlsRequest;
+  private readonly tlsWrap: Wrap;
   private verified = false;
+  /** A session was kept (or is pending until the handshake is verified): later ones are not. */
+  private sessionTaken = false;
   private pendingSession: Buffer | undefined;
 
   constructor(wrap: Wrap, request: UpstreamHandleTlsRequest) {
     this.request = request;
-    const { host, port, noDelay, onRead } = request;
-    this.socket = HandleSocket.connect(host, port, noDelay, onRead, (tcp) => this.layer(wrap, tcp));
-    this.socket.once('connect', this.onTcpConnect);
-    this.socket.once('end', this.onEndBeforeSecure);
+    this.tlsWrap = wrap;
+    const { host, port } = request.target;
+    this.socket = HandleSocket.connect(host, port, request.noDelay, request.onRead, this);
   }
 
   /** The TLS stream over `tcp`, set up before the TCP connect (as `tls.connect()` does). */
-  private layer(wrap: Wrap, tcp: TcpHandle): TcpHandle {
-    const ssl = wrapTcp(wrap, tcp, this.request.settings.context, false);
+  wrap(tcp: TcpHandle): TcpHandle {
+    const ssl = wrapTcp(this.tlsWrap, tcp, this.request.target.settings.context, false);
     this.ssl = ssl;
     try {
       this.configure(ssl);
@@ -81,20 +93,23 @@ class UpstreamHandleTls {
   }
 
   private configure(ssl: TlsWrap): void {
-    const { settings, servername, session, onSession } = this.request;
+    const { target, servername, session, sessionKey } = this.request;
+    const settings = target.settings;
     ssl.setVerifyMode(true, settings.rejectUnauthorized);
-    ssl.onhandshakedone = this.onHandshakeDone;
-    ssl.onerror = this.onTlsError;
+    // One function of each for every connection: `this` is the TLS stream, whose socket leads here.
+    ssl.onhandshakedone = onHandshakeDone;
+    ssl.onerror = onTlsError;
     if (settings.alpn !== undefined) ssl.setALPNProtocols(alpnBuffer(settings.alpn));
     if (servername !== undefined) ssl.setServername(servername);
     if (session !== undefined) setSession(ssl, session);
-    if (onSession !== undefined) {
-      ssl.onnewsession = this.onNewSession;
+    if (sessionKey !== undefined) {
+      ssl.onnewsession = onNewSession;
       ssl.enableSessionCallbacks();
     }
   }
 
-  private readonly onTcpConnect = (): void => {
+  /** TCP is up: what goes in clear first, then the ClientHello. */
+  connected(): void {
     const socket = this.socket;
     if (!this.request.beforeHandshake(socket)) return;
     if (socket.destroyed) return;
@@ -103,9 +118,10 @@ class UpstreamHandleTls {
     } catch (err) {
       socket.destroy(asError(err));
     }
-  };
+  }
 
-  private readonly onHandshakeDone = (): void => {
+  /** @internal */
+  handshakeDone(): void {
     const ssl = this.ssl;
     // Once: a renegotiation the server asks for (TLS 1.2) completes again, as with tls.connect,
     // whose 'secure' listener runs once.
@@ -117,21 +133,20 @@ class UpstreamHandleTls {
       error = asError(err);
     }
     this.socket.sessionReused = ssl.isSessionReused();
-    if (error && this.request.settings.rejectUnauthorized) {
+    if (error && this.request.target.settings.rejectUnauthorized) {
       this.socket.destroy(error);
       return;
     }
     this.verified = true;
-    this.socket.off('end', this.onEndBeforeSecure);
     const pending = this.pendingSession;
     this.pendingSession = undefined;
-    if (pending !== undefined) this.request.onSession?.(pending);
+    if (pending !== undefined) this.keep(pending);
     this.socket.emit('secureConnect');
     // What the relay wrote meanwhile (and its end) goes once OpenSSL is off the stack: this runs
     // inside its read, before the client's Finished is written out, and an end here would shut
     // the TCP down under it (EPIPE).
     setImmediate(releaseWrites, this.socket);
-  };
+  }
 
   /** What `tls.connect()` checks once the handshake is done (its `onConnectSecure`). */
   private verify(ssl: TlsWrap): Error | null | undefined {
@@ -143,31 +158,58 @@ class UpstreamHandleTls {
     }
     const error = ssl.verifyError();
     if (error || ssl.isSessionReused()) return error;
-    const { servername, host, settings } = this.request;
+    const { servername, target } = this.request;
     const cert = ssl.getPeerCertificate(false) as unknown as PeerCertificate;
-    const check = settings.checkIdentity ?? tls.checkServerIdentity;
-    return check(servername ?? host, cert);
+    const check = target.settings.checkIdentity ?? tls.checkServerIdentity;
+    return check(servername ?? target.host, cert);
   }
 
-  private readonly onNewSession = (_id: Buffer, session: Buffer): void => {
+  /** @internal */
+  newSession(session: Buffer): void {
+    if (this.sessionTaken) return;
+    this.sessionTaken = true;
     // A TLS 1.2 session comes before the handshake is verified: held until then, as Node does.
-    if (this.verified) this.request.onSession?.(session);
+    if (this.verified) this.keep(session);
     else this.pendingSession = session;
-  };
+  }
+
+  private keep(session: Buffer): void {
+    const { keeper, sessionKey, target } = this.request;
+    if (sessionKey !== undefined) keeper.keep(sessionKey, target, session);
+  }
 
   /** The upstream closed before the handshake completed: Node's error for it, at once. */
-  private readonly onEndBeforeSecure = (): void => {
+  ended(): void {
     if (this.verified) return;
-    const { host, port } = this.request;
+    const { host, port } = this.request.target;
     const error = new Error(
       'Client network socket disconnected before secure TLS connection was established',
     );
     this.socket.destroy(Object.assign(error, { code: 'ECONNRESET', host, port }));
-  };
+  }
 
-  private readonly onTlsError = (err: Error): void => {
+  /** @internal */
+  tlsError(err: Error): void {
     this.socket.destroy(err);
-  };
+  }
+}
+
+/** The origination whose TLS stream is `ssl` (its socket's layer). */
+function originationOf(ssl: TlsWrap): UpstreamHandleTls | undefined {
+  const layer = handleOwner(ssl)?.layer;
+  return layer instanceof UpstreamHandleTls ? layer : undefined;
+}
+
+function onHandshakeDone(this: TlsWrap): void {
+  originationOf(this)?.handshakeDone();
+}
+
+function onNewSession(this: TlsWrap, _id: Buffer, session: Buffer): void {
+  originationOf(this)?.newSession(session);
+}
+
+function onTlsError(this: TlsWrap, err: Error): void {
+  originationOf(this)?.tlsError(err);
 }
 
 /** Resumes `session`; one OpenSSL cannot decode is dropped (a full handshake follows). */

@@ -12,6 +12,7 @@ import { sessionDer, sessionWithoutPeer } from './sessionWithoutPeer.js';
 import { HandleSocket } from '../net/HandleSocket.js';
 import type { SharedReadCallback } from '../net/sharedReadBuffer.js';
 import { connectTlsHandle } from './UpstreamHandleTls.js';
+import type { SessionKeeper } from './UpstreamHandleTls.js';
 import { tlsWrapBinding } from './tlsWrap.js';
 
 /** Sessions kept per proxy (one per upstream and server name); the oldest goes first beyond. */
@@ -19,9 +20,18 @@ const MAX_SESSIONS = 1_024;
 
 /** A session kept for resumption, with the upstream (id and address) it belongs to. */
 interface SavedSession {
-  readonly session: Buffer;
+  /** The latest; replaced in place by the next connection's (the same upstream). */
+  session: Buffer;
   /** {@link upstreamKey} of its upstream. */
   readonly upstream: string;
+}
+
+/** A session key with what it was made of (see `UpstreamTls.sessionKey`). */
+interface LastKey {
+  readonly host: string;
+  readonly port: number;
+  readonly servername: string | undefined;
+  readonly key: string;
 }
 
 /** What identifies an upstream's sessions: its id and the address they were made with. */
@@ -51,12 +61,14 @@ export interface UpstreamTlsTarget {
  * TLS origination of one proxy: the proxy-wide settings, each upstream's merged settings (built
  * once per upstream `tls` object), and one resumable session per upstream and server name.
  */
-export class UpstreamTls {
+export class UpstreamTls implements SessionKeeper {
   readonly stats: TlsStats;
   private readonly proxyRaw: Record<string, unknown> | undefined;
   private readonly proxyWide: ResolvedUpstreamTls | undefined;
   private readonly perUpstream = new WeakMap<object, ResolvedUpstreamTls>();
   private readonly sessions = new Map<string, SavedSession>();
+  /** Per settings and upstream id, the session key made last (see {@link sessionKey}). */
+  private lastKeys = new WeakMap<ResolvedUpstreamTls, Map<string, LastKey>>();
 
   /** @throws {InvalidOptionError} naming `tls.*`. */
   constructor(value: unknown, stats: TlsStats) {
@@ -202,7 +214,7 @@ export class UpstreamTls {
     socket.allowHalfOpen = true;
     if (key !== undefined) {
       socket.on('session', (ticket: Buffer) => {
-        this.remember(key, target, ticket);
+        this.keep(key, target, ticket);
       });
     }
     return socket;
@@ -222,24 +234,17 @@ export class UpstreamTls {
   ): HandleSocket | null {
     const wrap = tlsWrapBinding();
     if (wrap === null) return null;
-    const { settings, host, port } = target;
-    const servername = serverNameFor(settings, host, clientServerName);
+    const servername = serverNameFor(target.settings, target.host, clientServerName);
     const key = this.sessionKey(target, servername);
     const saved = key === undefined ? undefined : this.sessions.get(key)?.session;
     return connectTlsHandle(wrap, {
-      host,
-      port,
+      target,
       noDelay,
       onRead,
-      settings,
       servername,
       session: saved === undefined ? undefined : sessionDer(saved),
-      onSession:
-        key === undefined
-          ? undefined
-          : (session) => {
-              this.remember(key, target, session);
-            },
+      sessionKey: key,
+      keeper: this,
       beforeHandshake,
     });
   }
@@ -254,20 +259,41 @@ export class UpstreamTls {
     if (reused) this.stats.upstream_tls_session_reused++;
   }
 
-  /** Where sessions for `target` and `servername` are kept; undefined without resumption. */
+  /**
+   * Where sessions for `target` and `servername` are kept; undefined without resumption. The
+   * key made last for the same settings and upstream is given again while its address and name
+   * are the same: no string built, and one whose hash is already known, per connection.
+   */
   private sessionKey(
     target: UpstreamTlsTarget,
     servername: string | undefined,
   ): string | undefined {
-    const { settings, host } = target;
-    return settings.sessionResumption
-      ? `${settings.id}\0${upstreamKey(target.id, host, target.port)}\0${servername ?? ''}`
-      : undefined;
+    const { settings, id, host, port } = target;
+    if (!settings.sessionResumption) return undefined;
+    let byId = this.lastKeys.get(settings);
+    if (byId === undefined) this.lastKeys.set(settings, (byId = new Map<string, LastKey>()));
+    const last = byId.get(id);
+    if (last?.host === host && last.port === port && last.servername === servername)
+      return last.key;
+    const key = `${settings.id}\0${upstreamKey(id, host, port)}\0${servername ?? ''}`;
+    // One per upstream: a client's own server name (forwardServerName) replaces it, no more.
+    byId.set(id, { host, port, servername, key });
+    return key;
   }
 
-  /** Keeps `session` for the next connection to `key`, without the certificate nobody reads. */
-  private remember(key: string, target: UpstreamTlsTarget, session: Buffer): void {
-    this.sessions.delete(key);
+  /**
+   * Keeps `session` for the next connection to `key`, without the certificate nobody reads.
+   * @internal
+   */
+  keep(key: string, target: UpstreamTlsTarget, session: Buffer): void {
+    const saved = this.sessions.get(key);
+    // Moved to the end (the most recent), the entry itself reused.
+    if (saved !== undefined) {
+      this.sessions.delete(key);
+      saved.session = sessionWithoutPeer(session);
+      this.sessions.set(key, saved);
+      return;
+    }
     this.sessions.set(key, {
       session: sessionWithoutPeer(session),
       upstream: upstreamKey(target.id, target.host, target.port),
@@ -284,6 +310,8 @@ export class UpstreamTls {
    * they would crowd out live upstreams' sessions once {@link MAX_SESSIONS} is reached.
    */
   retain(upstreams: readonly Omit<UpstreamTlsTarget, 'settings'>[]): void {
+    // Keys of upstreams that left go too; the others are made again once.
+    this.lastKeys = new WeakMap();
     if (this.sessions.size === 0) return;
     const live = new Set(upstreams.map((u) => upstreamKey(u.id, u.host, u.port)));
     for (const [key, saved] of this.sessions)

@@ -27,56 +27,76 @@ const SEQUENCE_TAG = 0x30;
 /** Node's prefix on client sessions, followed by a 16-bit length and the server name. */
 const NODE_SESSION_PREFIX = Buffer.from('\0nodejs:tls:session:1\0', 'latin1');
 
-interface Element {
-  /** Offset of the element's first byte (its tag). */
-  readonly start: number;
+/**
+ * The element {@link readElement} read last: one object for every call (a session has a dozen
+ * elements, and a TLS 1.3 handshake gives two sessions), not one per element.
+ */
+const element = {
   /** Offset just past its contents. */
-  readonly end: number;
-  readonly tag: number;
+  end: 0,
+  tag: 0,
   /** Offset of its contents. */
-  readonly contents: number;
-}
+  contents: 0,
+};
 
-/** The DER element at `start`, or undefined when it does not fit in `der` (or is not DER). */
-function elementAt(der: Buffer, start: number): Element | undefined {
+/** Reads the DER element at `start` into {@link element}; false when it does not fit in `der` (or is not DER). */
+function readElement(der: Buffer, start: number): boolean {
   const tag = der[start];
   const first = der[start + 1];
   // Multi-byte tags do not occur in a session; an indefinite length (0x80) is not DER.
   if (tag === undefined || first === undefined || (tag & 0x1f) === 0x1f || first === 0x80)
-    return undefined;
+    return false;
   let length = first;
   let contents = start + 2;
   if (first > 0x80) {
     const octets = first & 0x7f;
     // Four length octets cover any buffer Node can hold; a session is a few KB.
-    if (octets > 4 || contents + octets > der.length) return undefined;
+    if (octets > 4 || contents + octets > der.length) return false;
     length = 0;
     for (let i = 0; i < octets; i++) length = length * 256 + (der[contents + i] ?? 0);
     contents += octets;
   }
   const end = contents + length;
-  return end > der.length ? undefined : { start, end, tag, contents };
+  if (end > der.length) return false;
+  element.end = end;
+  element.tag = tag;
+  element.contents = contents;
+  return true;
 }
 
-/** A DER length field for `length`. */
-function lengthOctets(length: number): Buffer {
-  if (length < 0x80) return Buffer.from([length]);
-  const octets: number[] = [];
-  for (let rest = length; rest > 0; rest = Math.floor(rest / 256)) octets.unshift(rest % 256);
-  return Buffer.from([0x80 | octets.length, ...octets]);
+/** How many bytes the DER length field of `length` takes. */
+function lengthSize(length: number): number {
+  let size = 1;
+  if (length >= 0x80) for (let rest = length; rest > 0; rest = Math.floor(rest / 256)) size++;
+  return size;
+}
+
+/** Writes the DER length field of `length` (of {@link lengthSize} bytes) into `out` at `at`. */
+function writeLength(out: Buffer, at: number, length: number): void {
+  const size = lengthSize(length);
+  if (size === 1) {
+    out[at] = length;
+    return;
+  }
+  out[at] = 0x80 | (size - 1);
+  for (let i = size - 1, rest = length; i > 0; i--, rest = Math.floor(rest / 256))
+    out[at + i] = rest % 256;
 }
 
 /** `INTEGER 1` (the encoding's version) then `INTEGER 0x0304` (TLS 1.3) open the contents. */
 const TLS13_SESSION_START = Buffer.from([0x02, 0x01, 0x01, 0x02, 0x02, 0x03, 0x04]);
 
-function isTls13Session(der: Buffer, contents: number): boolean {
-  return der.subarray(contents, contents + TLS13_SESSION_START.length).equals(TLS13_SESSION_START);
+/** Whether `bytes` are in `buffer` at `at` (compared in place: no view made). */
+function bytesAt(buffer: Buffer, at: number, bytes: Buffer): boolean {
+  if (at + bytes.length > buffer.length) return false;
+  for (let i = 0; i < bytes.length; i++) if (buffer[at + i] !== bytes[i]) return false;
+  return true;
 }
 
 /** Where the DER starts: after Node's prefix and server name when there is one, else at 0. */
 function derOffset(session: Buffer): number {
   const prefix = NODE_SESSION_PREFIX.length;
-  if (!session.subarray(0, prefix).equals(NODE_SESSION_PREFIX)) return 0;
+  if (!bytesAt(session, 0, NODE_SESSION_PREFIX)) return 0;
   if (session.length < prefix + 2) return session.length;
   return prefix + 2 + session.readUInt16BE(prefix);
 }
@@ -92,27 +112,31 @@ export function sessionDer(session: Buffer): Buffer {
 
 /**
  * `session` (DER, as Node's `'session'` event gives it) without the server's certificate when it
- * is a TLS 1.3 session; else the same buffer.
+ * is a TLS 1.3 session; else the same buffer. The result is built in one buffer.
  */
 export function sessionWithoutPeer(session: Buffer): Buffer {
   const start = derOffset(session);
-  const outer = elementAt(session, start);
-  if (outer?.tag !== SEQUENCE_TAG || outer.end !== session.length) return session;
-  if (!isTls13Session(session, outer.contents)) return session;
-  let peer: Element | undefined;
-  for (let at = outer.contents; at < outer.end;) {
-    const element = elementAt(session, at);
-    if (element === undefined || element.end > outer.end) return session;
-    if (element.tag === PEER_TAG) peer = element;
-    at = element.end;
+  if (!readElement(session, start)) return session;
+  const { tag, contents, end } = element;
+  if (tag !== SEQUENCE_TAG || end !== session.length) return session;
+  if (!bytesAt(session, contents, TLS13_SESSION_START)) return session;
+  let peerStart = -1;
+  let peerEnd = -1;
+  for (let at = contents; at < end; at = element.end) {
+    if (!readElement(session, at) || element.end > end) return session;
+    if (element.tag === PEER_TAG) {
+      peerStart = at;
+      peerEnd = element.end;
+    }
   }
-  if (peer === undefined) return session;
-  const contentLength = outer.end - outer.contents - (peer.end - peer.start);
-  return Buffer.concat([
-    session.subarray(0, start),
-    Buffer.from([SEQUENCE_TAG]),
-    lengthOctets(contentLength),
-    session.subarray(outer.contents, peer.start),
-    session.subarray(peer.end, outer.end),
-  ]);
+  if (peerStart < 0) return session;
+  const contentLength = end - contents - (peerEnd - peerStart);
+  const header = 1 + lengthSize(contentLength);
+  const out = Buffer.allocUnsafe(start + header + contentLength);
+  session.copy(out, 0, 0, start);
+  out[start] = SEQUENCE_TAG;
+  writeLength(out, start + 1, contentLength);
+  const kept = session.copy(out, start + header, contents, peerStart);
+  session.copy(out, start + header + kept, peerEnd, end);
+  return out;
 }

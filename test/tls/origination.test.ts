@@ -32,6 +32,7 @@ import type { TestCert, TlsPeer } from '../helpers/tlsPeers.js';
 import { issueServerAndClient, sharedPki } from '../helpers/tlsCa.js';
 import { testServer } from '../helpers/testServer.js';
 import { tool } from '../helpers/tools.js';
+import { UpstreamTls } from '../../src/tls/UpstreamTls.js';
 
 type Pki = NonNullable<Awaited<ReturnType<typeof getPki>>>;
 
@@ -215,6 +216,48 @@ test('redis-server with only its TLS port, driven by redis-cli and redis-benchma
   assert.equal(stats.upstream_tls_connection_error, 0);
 });
 
+/**
+ * For each read started on a TLS stream of this process driven by the relay's bare handle
+ * (`UpstreamHandleTls`): whether its TCP connect was still under way. Started then, libuv
+ * registers the socket with epoll once for the connect and the reads (one `epoll_ctl` fewer).
+ */
+function recordTlsReadStarts(t: TestContext): boolean[] {
+  const binding = (
+    process as unknown as { binding(name: string): Record<string, unknown> }
+  ).binding('tls_wrap');
+  type ReadStart = (this: object) => number;
+  const proto = (binding.TLSWrap as { prototype: { readStart: ReadStart } }).prototype;
+  const { readStart } = proto;
+  const connecting: boolean[] = [];
+  proto.readStart = function (this: object) {
+    const owner = Object.getOwnPropertySymbols(this)
+      .filter((key) => key.description === 'l4proxy.handleOwner')
+      .map((key) => (this as Record<symbol, { connecting?: boolean } | undefined>)[key])[0];
+    if (owner !== undefined) connecting.push(owner.connecting === true);
+    return readStart.call(this);
+  };
+  t.after(() => {
+    proto.readStart = readStart;
+  });
+  return connecting;
+}
+
+/** Counts the sessions the proxy keeps for resumption (`UpstreamTls.keep`). */
+function countKeptSessions(t: TestContext): { kept: number } {
+  const proto = UpstreamTls.prototype;
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- called with its `this` below
+  const { keep } = proto;
+  const count = { kept: 0 };
+  proto.keep = function (this: UpstreamTls, ...args: Parameters<UpstreamTls['keep']>) {
+    count.kept++;
+    keep.apply(this, args);
+  };
+  t.after(() => {
+    proto.keep = keep;
+  });
+  return count;
+}
+
 describe('TLS origination resumes sessions against openssl s_server', () => {
   for (const version of ['-tls1_2', '-tls1_3'] as const) {
     test(`every connection after the first resumes (${version})`, async (t) => {
@@ -222,6 +265,8 @@ describe('TLS origination resumes sessions against openssl s_server', () => {
       if (p === undefined) return;
       const server = await startOpensslServer(p.openssl, p.server, { version });
       t.after(() => server.stop());
+      const readStarts = recordTlsReadStarts(t);
+      const sessions = countKeptSessions(t);
       const rig = await proxyFor(t, {
         upstreams: [{ host: '127.0.0.1', port: server.port }],
         tls: { ca: p.ca.cert, servername: 'localhost' },
@@ -241,6 +286,11 @@ describe('TLS origination resumes sessions against openssl s_server', () => {
       // still resume, and Node still counts them verified.
       assert.equal(stats.upstream_tls_session_reused, 2);
       assert.equal(stats.upstream_tls_connection_error, 0);
+      // Each upstream's TLS stream read from its TCP connect on (the handshake ran on it).
+      assert.deepEqual(readStarts, [true, true, true]);
+      // One session kept per TLS 1.3 connection, though s_server gives two per handshake; a
+      // resumed TLS 1.2 handshake gives none.
+      assert.equal(sessions.kept, version === '-tls1_3' ? 3 : 1);
     });
   }
 
