@@ -855,15 +855,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       else this.startUpstreamTls(asNetSocket(socket), state, tls);
       return;
     }
-    if (this.connectTimer) clearTimeout(this.connectTimer);
-    this.connectTimer = undefined;
-    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
-    this.deadlineTimer = undefined;
-    this.connected = true;
-    // The idle clock starts now (see `connecting`).
-    this.lastActivity = Date.now();
-    this.error = undefined;
-    this.host.upstreamSucceeded(state, this.currentGeneration);
+    this.markConnected(state);
     if (tls !== undefined) this.host.upstreamTls.secured(asNetSocket(socket));
     // A bare handle (plain, or TLS since `connectHandle`) reads through its callback.
     if (
@@ -1467,12 +1459,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.fail(isReset(err) ? CloseReason.UPSTREAM_RESET : CloseReason.UPSTREAM_ERROR, err, true);
   }
 
-  /**
-   * A plain `net.Socket` upstream accepted, sent `greeting` (possibly nothing) and reset before
-   * its connect was taken as done (`keepGreeting`): it is connected, its greeting relayed, then
-   * the end is `upstream_reset`, as a relay handle takes it; not retried, not a failed connect.
-   */
-  private connectedThenReset(state: UpstreamState, err: Error, greeting: readonly Buffer[]): void {
+  /** The upstream's connect is done: its timers stop, the idle clock starts (see `connecting`). */
+  private markConnected(state: UpstreamState): void {
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
@@ -1481,6 +1469,15 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.lastActivity = Date.now();
     this.error = undefined;
     this.host.upstreamSucceeded(state, this.currentGeneration);
+  }
+
+  /**
+   * A plain `net.Socket` upstream accepted, sent `greeting` (possibly nothing) and reset before
+   * its connect was taken as done (`keepGreeting`): it is connected, its greeting relayed, then
+   * the end is `upstream_reset`, as a relay handle takes it; not retried, not a failed connect.
+   */
+  private connectedThenReset(state: UpstreamState, err: Error, greeting: readonly Buffer[]): void {
+    this.markConnected(state);
     if (
       this.filters !== undefined &&
       (!this.filtersSee(() => this.filters?.upstreamConnected(state)) || this.closedByFilter())
