@@ -332,7 +332,7 @@ export function resolveTerminateTls(
     } catch (err) {
       throw (
         cipherListError(err, name, value.ciphers) ??
-        passphraseError(err, path, certificate.passphrase) ??
+        passphraseError(err, path, certificate.passphrase, certificate.key) ??
         new InvalidOptionError(
           path,
           `a certificate and key OpenSSL accepts (${thrownMessage(err)})`,

@@ -258,7 +258,7 @@ function buildContext(raw: Record<string, unknown>, name: string): SecureContext
   } catch (err) {
     throw (
       cipherListError(err, name, raw.ciphers) ??
-      passphraseError(err, name, raw.passphrase) ??
+      passphraseError(err, name, raw.passphrase, raw.key) ??
       new InvalidOptionError(name, `settings OpenSSL accepts (${thrownMessage(err)})`, raw)
     );
   }

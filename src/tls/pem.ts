@@ -76,20 +76,37 @@ export function cipherListError(
 /**
  * The error for a key OpenSSL could not decrypt (`ERR_OSSL_BAD_DECRYPT`: an encrypted key whose
  * `passphrase` is wrong or missing), naming `<name>.passphrase` and never showing it; undefined
- * for any other error.
+ * for any other error. A wrong passphrase passes the cipher's padding check about once in 256
+ * tries, and OpenSSL then fails to decode the garbage (`ERR_OSSL_UNSUPPORTED`): for an encrypted
+ * `key` given a passphrase, that is the same mistake.
  */
 export function passphraseError(
   err: unknown,
   name: string,
   passphrase: unknown,
+  key: unknown,
 ): InvalidOptionError | undefined {
-  if ((err as { code?: unknown } | null)?.code !== 'ERR_OSSL_BAD_DECRYPT') return undefined;
+  const code = (err as { code?: unknown } | null)?.code;
+  const wrongKey =
+    code === 'ERR_OSSL_BAD_DECRYPT' ||
+    (code === 'ERR_OSSL_UNSUPPORTED' && passphrase !== undefined && isEncryptedKey(key));
+  if (!wrongKey) return undefined;
   const option = `${name}.passphrase`;
   const expected = 'the passphrase the key was encrypted with (OpenSSL: bad decrypt)';
   const error = new InvalidOptionError(option, expected, undefined);
   if (passphrase !== undefined)
     error.message = `Invalid option "${option}": expected ${expected}, received a string that does not decrypt the key.`;
   return error;
+}
+
+/** A PEM key (or list of them) encrypted with a passphrase. */
+function isEncryptedKey(key: unknown): boolean {
+  const keys: unknown[] = Array.isArray(key) ? key : [key];
+  return keys.some(
+    (entry) =>
+      (typeof entry === 'string' || Buffer.isBuffer(entry)) &&
+      entry.toString().includes('ENCRYPTED'),
+  );
 }
 
 /** An ALPN protocol list (non-empty strings of 1-255 bytes), or undefined. */

@@ -185,3 +185,37 @@ test('terminateTls.certificates[].passphrase: the encrypted key of a certificate
   assert.match(out, /^hello from upstream$/m, out);
   assert.equal(proxy.stats().downstream_tls_handshake, 1);
 });
+
+test('tls.passphrase: a wrong passphrase that passes the cipher padding check (OpenSSL then fails to decode, ~1 in 256) is still named tls.passphrase, on both ends', (t) => {
+  const openssl = tool(t, 'openssl');
+  if (openssl === undefined) return;
+  const { cert, key } = encryptedPair(openssl, 'right');
+  // Bounded: one wrong passphrase in 256 decrypts to garbage with valid padding; 4 000 tries miss
+  // one with a probability of about 1e-7.
+  let unlucky: string | undefined;
+  for (let i = 0; i < 4000 && unlucky === undefined; i++) {
+    try {
+      tls.createSecureContext({ cert, key, passphrase: `wrong-${String(i)}` });
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 'ERR_OSSL_UNSUPPORTED')
+        unlucky = `wrong-${String(i)}`;
+    }
+  }
+  assert.ok(unlucky !== undefined, 'a wrong passphrase that OpenSSL fails to decode');
+  assert.throws(
+    () =>
+      new TcpProxy({
+        upstreams: [{ host: '127.0.0.1', port: 1 }],
+        tls: { cert, key, passphrase: unlucky },
+      }),
+    (err: unknown) => err instanceof InvalidOptionError && err.option === 'tls.passphrase',
+  );
+  assert.throws(
+    () =>
+      new TcpProxy({
+        upstreams: [{ host: '127.0.0.1', port: 1 }],
+        terminateTls: { cert, key, passphrase: unlucky },
+      }),
+    (err: unknown) => err instanceof InvalidOptionError && err.option === 'terminateTls.passphrase',
+  );
+});
