@@ -88,8 +88,16 @@ describe("TLS origination: an upstream that resets after the client's end", () =
       const [summary] = await closes(1, 15_000);
       assert.ok(summary !== undefined);
       const code = (summary.error as { code?: string } | undefined)?.code;
-      assert.equal(summary.reason, 'upstream_reset', `${summary.reason}: ${String(code)}`);
-      assert.ok(code === 'ECONNRESET' || code === 'ENOTCONN', String(code));
+      // Reset, as redis closes with our close_notify unread; or, when redis read the close_notify
+      // in the same read as QUIT (the client sends both at once: a loaded machine's timing), its
+      // close is clean and 'completed' is the truth (once in a CI run of session 27).
+      const reason = summary.reason;
+      assert.ok(
+        reason === 'upstream_reset' || reason === 'completed',
+        `${reason}: ${String(code)}`,
+      );
+      if (reason === 'upstream_reset')
+        assert.ok(code === 'ECONNRESET' || code === 'ENOTCONN', String(code));
       // Every byte both ways was relayed before the reset: the reset is not a loss of the proxy's.
       assert.equal(summary.bytesFromClient, COMMANDS.length);
       assert.equal(summary.bytesToUpstream, COMMANDS.length);
@@ -100,11 +108,11 @@ describe("TLS origination: an upstream that resets after the client's end", () =
       assert.equal(received, REPLIES);
       assert.ok(error === undefined || (error as { code?: string }).code === 'ECONNRESET');
       const stats = proxy.stats();
-      assert.equal(stats.close_reasons.upstream_reset, 1);
-      assert.equal(stats.close_reasons.completed, 0);
+      assert.equal(stats.close_reasons[reason], 1);
+      assert.equal(stats.close_reasons.upstream_reset + stats.close_reasons.completed, 1);
       assert.match(
         proxy.metrics(),
-        /^l4proxy_tcp_downstream_cx_closed_total\{reason="upstream_reset"\} 1$/m,
+        new RegExp(`^l4proxy_tcp_downstream_cx_closed_total\\{reason="${reason}"\\} 1$`, 'm'),
       );
     });
   }
