@@ -33,6 +33,7 @@ export type { UdpSessionInfo, UdpSessionSummary, UdpDrop, UdpProxyEvents } from 
 export { SessionCloseReason, DropReason } from './udp/closeReasons.js';
 export { runWorkers, workerCount } from './cluster/runWorkers.js';
 export type { RunWorkersOptions, WorkerContext, WorkerGroup } from './cluster/runWorkers.js';
+export type { RoundRobinRefusal, RoundRobinStats } from './cluster/roundRobinGuard.js';
 export { reusePortSupported } from './net/reusePort.js';
 
 // Upstreams and sources: the upstream shape, live state, discovery and health.

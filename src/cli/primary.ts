@@ -46,6 +46,8 @@ import { cliTicketKeys, ticketKeyFamilies, ticketKeysEnv } from './ticketKeys.js
 import type { TunnelListenerStats } from './tunnelListeners.js';
 import { timerDelay } from '../internal/timerDelay.js';
 import { ignoreError } from '../internal/ignoreError.js';
+import { roundRobinGuard } from '../cluster/roundRobinGuard.js';
+import { roundRobinFamilies } from '../metrics/roundRobinMetrics.js';
 
 /** How long a worker has to answer a stats request before a scrape goes on without it. */
 const STATS_TIMEOUT = 1_000;
@@ -809,6 +811,8 @@ export class Primary {
       ]),
       // The primary makes and rotates the keys: its own series, without a worker label.
       ...ticketKeyFamilies(),
+      // Round robin accepts in the primary (Node 20): what it holds and refused.
+      ...roundRobinFamilies(roundRobinGuard().stats()),
     ];
   }
 }

@@ -11,8 +11,8 @@
  * so no connection waiting in one is reset (closing one of several SO_REUSEPORT sockets would).
  */
 import cluster from 'node:cluster';
-import { subscribe } from 'node:diagnostics_channel';
-import type { AddressInfo } from 'node:net';
+import type { Worker } from 'node:cluster';
+import { roundRobinGuard } from '../cluster/roundRobinGuard.js';
 import { formatHostPort } from './address.js';
 import { askParent } from './askParent.js';
 
@@ -54,72 +54,34 @@ const SOCKETS_TIMEOUT_MS = 10_000;
  */
 export class ClusterListeners {
   private readonly handles = new Map<string, SocketHandle>();
-  /** Connections round robin accepted here, and those a worker took (acknowledged). */
-  private accepted = 0;
-  private delivered = 0;
-  private onDelivered: (() => void) | undefined;
+  private readonly guard = roundRobinGuard();
 
   constructor() {
-    subscribe('tracing:net.server.listen:asyncEnd', (message) => {
-      const server = (message as { server?: { _handle?: unknown; address?: () => unknown } })
-        .server;
-      const handle = server?._handle as SocketHandle | null | undefined;
-      const address = server?.address?.() as AddressInfo | string | null | undefined;
-      if (handle == null || typeof address !== 'object' || address === null) return;
-      this.adoptRoundRobin(handle, formatHostPort(address.address, address.port));
+    // Round robin's handle is the one whose `onconnection` is set again once it listens (to hand
+    // connections out): the guard finds it (and bounds what it queues here).
+    this.guard.listening((handle, address) => {
+      if (typeof address === 'object')
+        this.handles.set(formatHostPort(address.address, address.port), handle as SocketHandle);
     });
+  }
+
+  /** Follows `worker`'s hand-offs (see roundRobinGuard.ts). */
+  watch(worker: Worker): void {
+    this.guard.watch(worker);
   }
 
   /**
-   * Every server listening in this process passes here; round robin's is the one whose
-   * `onconnection` is set again once it listens (to hand connections out), and only then is it
-   * kept, its accepted connections counted. Round robin queues them here until a worker takes
-   * one, and closes those still queued when the last worker stops listening: an upgrade waits
-   * for the queue to empty ({@link whenDelivered}) before the old workers drain.
-   */
-  private adoptRoundRobin(handle: SocketHandle, address: string): void {
-    let current = (handle as { onconnection?: unknown }).onconnection;
-    Object.defineProperty(handle, 'onconnection', {
-      configurable: true,
-      get: () => current,
-      set: (fn: unknown) => {
-        if (typeof fn !== 'function') {
-          current = fn;
-          return;
-        }
-        this.handles.set(address, handle);
-        current = (status: number, client: unknown) => {
-          if (status === 0 && client != null) this.accepted++;
-          return (fn as (status: number, client: unknown) => unknown).call(handle, status, client);
-        };
-      },
-    });
-  }
-
-  /** Counts the connections `worker` took from round robin (cluster's `accepted` acknowledgements). */
-  watch(worker: { readonly process: NodeJS.EventEmitter }): void {
-    worker.process.on('internalMessage', (message: unknown) => {
-      const m = message as { cmd?: unknown; ack?: unknown; accepted?: unknown } | null;
-      if (m?.cmd !== 'NODE_CLUSTER' || m.ack === undefined || m.accepted !== true) return;
-      this.delivered++;
-      if (this.delivered >= this.accepted) this.onDelivered?.();
-    });
-  }
-
-  /**
-   * Resolves once every connection round robin accepted here went to a worker, or after `ms`
-   * (a worker that died with connections on their way leaves the count short).
+   * Resolves once every connection round robin accepted here went to a worker (or was closed),
+   * or after `ms`. Round robin closes those still queued when the last worker stops listening:
+   * an upgrade waits for the queue to empty before the old workers drain.
    */
   whenDelivered(ms: number): Promise<void> {
-    if (this.delivered >= this.accepted) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      const done = (): void => {
+      const timer = setTimeout(resolve, ms);
+      void this.guard.whenIdle().then(() => {
         clearTimeout(timer);
-        this.onDelivered = undefined;
         resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.onDelivered = done;
+      });
     });
   }
 

@@ -4,6 +4,8 @@ import { availableParallelism } from 'node:os';
 import { InvalidOptionError } from '../errors.js';
 import { duration } from '../internal/validate.js';
 import { reusePortSupported } from '../net/reusePort.js';
+import { roundRobinGuard } from './roundRobinGuard.js';
+import type { RoundRobinStats } from './roundRobinGuard.js';
 import {
   decodeTicketKeys,
   takeTicketKeysFromEnv,
@@ -49,6 +51,12 @@ export interface WorkerGroup {
    * proxies closed and drained), as a plain process would: no `process.exit()` needed.
    */
   stop(signal?: NodeJS.Signals): Promise<void>;
+  /**
+   * Where cluster's round robin accepts in this primary (Node before 22.12, a port 0 listener):
+   * the connections it holds now and those it reset (its queue full, or a worker at its
+   * open-files limit twice). See docs/scaling-out.md.
+   */
+  roundRobin(): RoundRobinStats;
 }
 
 const WORKER_ENV = 'L4PROXY_WORKER';
@@ -118,6 +126,8 @@ export async function runWorkers<T>(
     return await start({ worker, workers, reusePort });
   }
   const forked: Worker[] = [];
+  // Before the first fork: round robin's listening handles are found as they listen.
+  const guard = roundRobinGuard();
   const keys = new TicketKeyRotation();
   keys.start(period, (state) => {
     for (const child of forked) sendKeys(child, state);
@@ -133,6 +143,7 @@ export async function runWorkers<T>(
     child.on('listening', () => {
       sendKeys(child, keys.state());
     });
+    guard.watch(child);
     forked.push(child);
   }
   await Promise.all(
@@ -148,6 +159,7 @@ export async function runWorkers<T>(
   );
   return {
     workers: forked,
+    roundRobin: () => guard.stats(),
     stop: (signal: NodeJS.Signals = 'SIGTERM') => {
       keys.stop();
       return Promise.all(
