@@ -6,6 +6,7 @@ import { LatencyRecorder, TcpProxy, TunnelServer, UdpProxy } from '../../src/ind
 import { renderFamilies, tcpFamilies, udpFamilies } from '../../src/metrics/prometheus.js';
 import { TunnelAgent } from '../../src/transport/TunnelAgent.js';
 import { certificateFamilies } from '../../src/metrics/certificateMetrics.js';
+import { roundRobinFamilies } from '../../src/metrics/roundRobinMetrics.js';
 import { AuthFailureLimiter, authLimiterFamilies } from '../../src/admin/authLimiter.js';
 import { parseExposition } from './exposition.js';
 import { takeCliTicketKeys, ticketKeyFamilies } from '../../src/cli/ticketKeys.js';
@@ -93,6 +94,14 @@ async function exposedFamilies(): Promise<Set<string>> {
       ...authLimiterFamilies(new AuthFailureLimiter({ failures: 10, window: 1, sources: 1 })),
       // The CLI's generated ticket keys, once a termination uses them.
       ...cliTicketKeyFamilies(),
+      // The CLI primary's, where cluster's round robin accepts there.
+      ...roundRobinFamilies({
+        listeners: 1,
+        queued: 0,
+        limit: 1,
+        refused: { queue_full: 0, no_descriptor: 0 },
+        lostHandoffs: 0,
+      }),
     ]) + server.metrics();
   await tcp.close();
   await udp.close();
