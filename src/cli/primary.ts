@@ -48,6 +48,7 @@ import { timerDelay } from '../internal/timerDelay.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import { roundRobinGuard } from '../cluster/roundRobinGuard.js';
 import { roundRobinFamilies } from '../metrics/roundRobinMetrics.js';
+import { reportRoundRobinRefusals } from './roundRobinReport.js';
 
 /** How long a worker has to answer a stats request before a scrape goes on without it. */
 const STATS_TIMEOUT = 1_000;
@@ -161,6 +162,7 @@ export class Primary {
     this.ops = outputs.ops;
     this.status = outputs.status;
     this.flushed = outputs.flushed;
+    reportRoundRobinRefusals(roundRobinGuard(), this.ops);
   }
 
   /** Validated config in hand: forks the workers and wires signals. */

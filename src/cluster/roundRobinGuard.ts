@@ -91,6 +91,7 @@ export class RoundRobinGuard {
   private readonly lost = new WeakMap<object, number>();
   private readonly onListening: RoundRobinListening[] = [];
   private readonly onIdle: (() => void)[] = [];
+  private readonly onRefused: ((reason: RoundRobinRefusal) => void)[] = [];
 
   constructor(readonly limit: number = defaultLimit()) {
     subscribe('tracing:net.server.listen:asyncEnd', (message) => {
@@ -106,6 +107,11 @@ export class RoundRobinGuard {
   /** Calls `listener` with each round-robin listening handle as round robin takes it over. */
   listening(listener: RoundRobinListening): void {
     this.onListening.push(listener);
+  }
+
+  /** Calls `listener` with the reason of each connection reset here. */
+  refusals(listener: (reason: RoundRobinRefusal) => void): void {
+    this.onRefused.push(listener);
   }
 
   /** Resolves once nothing is queued here (every accepted connection taken or closed). */
@@ -179,7 +185,7 @@ export class RoundRobinGuard {
     this.lost.set(client, lost);
     const accepted = lost >= MAX_LOST_HANDOFFS;
     if (accepted) {
-      this.refused.no_descriptor++;
+      this.refuse('no_descriptor');
       resetHandle(client);
     }
     // After child_process has handled the NACK (its listener comes first): cluster's own
@@ -210,7 +216,7 @@ export class RoundRobinGuard {
           if (status !== 0 || client == null)
             return (fn as OnConnection).call(handle, status, client);
           if (this.queued >= this.limit) {
-            this.refused.queue_full++;
+            this.refuse('queue_full');
             resetHandle(client);
             return undefined;
           }
@@ -219,6 +225,11 @@ export class RoundRobinGuard {
         };
       },
     });
+  }
+
+  private refuse(reason: RoundRobinRefusal): void {
+    this.refused[reason]++;
+    for (const listener of this.onRefused) listener(reason);
   }
 
   /** Counts `client` as queued until its handle is closed (by round robin, or here). */

@@ -106,6 +106,13 @@ test('--workers 2 out of descriptors, flooded past them: the primary holds a bou
   );
   assert.ok(metric(text, 'l4proxy_cluster_lost_handoffs_total') > 0, 'workers lost hand-offs');
   assert.ok(metric(text, 'l4proxy_cluster_refused_total') > 0, 'the primary counts its refusals');
+  // And says so, once a second at most.
+  const warned = await cli.waitLine(
+    'stderr',
+    (l) => l.msg === 'connections reset by the primary (cluster round robin)',
+  );
+  assert.equal(warned.level, 40);
+  assert.ok(Number(warned.no_descriptor) > 0, JSON.stringify(warned));
 
   for (const socket of sockets) socket.destroy();
   await until(async () => {
@@ -123,6 +130,8 @@ test('--workers 2 out of descriptors, flooded past them: the primary holds a bou
   const after = (await httpGet(metrics)).body;
   assert.equal(metric(after, 'l4proxy_cluster_queued_connections'), 0);
   assert.ok(descriptors(cli.pid) <= idle + 2, `primary back to ${String(idle)} descriptors`);
+  const warnings = cli.stderr.filter((l) => l.msg === warned.msg).length;
+  assert.ok(warnings <= 30, `${String(warnings)} warn lines`);
   cli.child.kill('SIGTERM');
   await cli.exited();
 });
