@@ -26,7 +26,7 @@ import type { ChildProcess } from 'node:child_process';
 import { subscribe } from 'node:diagnostics_channel';
 import { Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { descriptorBudget, openFilesLimit } from '../cli/descriptorBudget.js';
+import { descriptorBudget, openFilesLimit } from '../internal/descriptorBudget.js';
 
 /** Why the primary refused a connection round robin accepted. */
 export type RoundRobinRefusal = 'queue_full' | 'no_descriptor';
