@@ -39,7 +39,7 @@ export function readBeforeReset(socket: RelaySocket, deliver: (chunk: Buffer) =>
  * Reads descriptor `fd` at once until it is empty, fails (the reset) or `deliver` returns false
  * (at most {@link MAX_READS} reads); each chunk a copy of its own.
  */
-function readQueue(fd: number, deliver: (chunk: Buffer) => boolean): void {
+export function readQueue(fd: number, deliver: (chunk: Buffer) => boolean): void {
   const buffer = (readBuffer ??= Buffer.allocUnsafe(64 * 1024));
   for (let reads = 0; reads < MAX_READS; reads++) {
     let bytes: number;

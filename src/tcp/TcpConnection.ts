@@ -30,6 +30,7 @@ import {
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { resetBehindEnd } from '../net/resetBehindEnd.js';
 import { greetingBeforeReset, keepGreeting, readBeforeReset } from '../net/readBeforeReset.js';
+import { answerBeforeReset, keepAnswer } from '../tls/answerBeforeReset.js';
 import {
   afterRecord,
   coalesceTlsRecord,
@@ -497,6 +498,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     client.on('end', onClientEnd);
     if (this.host.filters !== undefined && !this.openFilters(this.host.filters)) return;
     const filtered = this.filters !== undefined;
+    if (isTls(client) && !(client instanceof HandleSocket)) keepAnswer(client);
     const onRead = filtered ? onClientReadFiltered : isTls(client) ? onClientTlsRead : onClientRead;
     const sharedBuffer =
       client instanceof HandleSocket
@@ -857,6 +859,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     }
     this.markConnected(state);
     if (tls !== undefined) this.host.upstreamTls.secured(asNetSocket(socket));
+    // A TLSSocket (not a bare handle): what it decrypts after a failed write is kept (see there).
+    if (isTls(socket) && !(socket instanceof HandleSocket)) keepAnswer(socket);
     // A bare handle (plain, or TLS since `connectHandle`) reads through its callback.
     if (
       !(socket instanceof HandleSocket) &&
@@ -1410,6 +1414,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /** @internal */
   clientError(err: Error): void {
     if (this.reason !== undefined) return;
+    // A TLS client whose write failed on its reset: what it sent before goes upstream first.
+    const answer = answerBeforeReset(this.client);
+    if (answer !== undefined) {
+      for (const chunk of answer) if (!this.lateClientData(chunk)) break;
+      // A filter may have closed the connection.
+      if (this.ended()) return;
+    }
     this.fail(
       isReset(err) ? CloseReason.DOWNSTREAM_RESET : CloseReason.DOWNSTREAM_ERROR,
       err,
@@ -1454,6 +1465,13 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.rawUpstream !== undefined && this.bytesFromUpstream === 0 && refusedClientCert(err)) {
       this.clientCertRefused(state, err);
       return;
+    }
+    // A TLSSocket whose write failed on the upstream's reset: its answer goes to the client first.
+    const answer = answerBeforeReset(this.upstreamSocket);
+    if (answer !== undefined) {
+      for (const chunk of answer) if (!this.lateUpstreamData(chunk)) break;
+      // A filter may have closed the connection.
+      if (this.ended()) return;
     }
     state.counters.errors++;
     this.fail(isReset(err) ? CloseReason.UPSTREAM_RESET : CloseReason.UPSTREAM_ERROR, err, true);
