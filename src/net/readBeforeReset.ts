@@ -23,7 +23,8 @@ let readBuffer: Buffer | undefined;
  * once, each chunk given to `deliver` until it returns false (the other side is full: the relay
  * paused this one, whose bytes a destroy drops, as a paused relay handle's), the queue is empty,
  * or the read fails (the reset). Plain TCP only: a TLS socket's bytes must go through its TLS
- * layer, and a tunnel's stream has no descriptor. Costs nothing unless such a write failed.
+ * layer (`decryptBeforeReset`), and a tunnel's stream has no descriptor. Costs nothing unless
+ * such a write failed.
  */
 export function readBeforeReset(socket: RelaySocket, deliver: (chunk: Buffer) => boolean): void {
   const code = (socket.errored as { code?: unknown } | null)?.code;

@@ -30,7 +30,7 @@ import {
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { resetBehindEnd } from '../net/resetBehindEnd.js';
 import { greetingBeforeReset, keepGreeting, readBeforeReset } from '../net/readBeforeReset.js';
-import { answerBeforeReset, keepAnswer } from '../tls/answerBeforeReset.js';
+import { decryptBeforeReset } from '../tls/decryptBeforeReset.js';
 import {
   afterRecord,
   coalesceTlsRecord,
@@ -498,7 +498,6 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     client.on('end', onClientEnd);
     if (this.host.filters !== undefined && !this.openFilters(this.host.filters)) return;
     const filtered = this.filters !== undefined;
-    if (isTls(client) && !(client instanceof HandleSocket)) keepAnswer(client);
     const onRead = filtered ? onClientReadFiltered : isTls(client) ? onClientTlsRead : onClientRead;
     const sharedBuffer =
       client instanceof HandleSocket
@@ -859,8 +858,6 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     }
     this.markConnected(state);
     if (tls !== undefined) this.host.upstreamTls.secured(asNetSocket(socket));
-    // A TLSSocket (not a bare handle): what it decrypts after a failed write is kept (see there).
-    if (isTls(socket) && !(socket instanceof HandleSocket)) keepAnswer(socket);
     // A bare handle (plain, or TLS since `connectHandle`) reads through its callback.
     if (
       !(socket instanceof HandleSocket) &&
@@ -1139,7 +1136,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.upstreamCounters.txBytes += chunk.length;
       if (socket.write(chunk) || roomWhileCorked(socket)) return true;
       // A write that failed on the upstream's reset: its answer, unread, goes to the client first.
-      if (socket.errored !== null) readBeforeReset(socket, (bytes) => this.lateUpstreamData(bytes));
+      if (socket.errored !== null) this.readUpstreamBeforeReset(socket);
       this.pauseClient();
       return false;
     }
@@ -1163,11 +1160,24 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.bytesToClient += chunk.length;
     if (this.client.write(chunk) || roomWhileCorked(this.client)) return true;
     // A write that failed on the client's reset: what it sent before goes upstream first.
-    if (this.client.errored !== null)
-      readBeforeReset(this.client, (bytes) => this.lateClientData(bytes));
+    if (this.client.errored !== null) this.readClientBeforeReset(this.client);
     this.host.stats.upstreamPaused++;
     this.upstreamSocket?.pause();
     return false;
+  }
+
+  /** A write to the upstream failed: what it sent before its reset is relayed first. */
+  private readUpstreamBeforeReset(socket: RelaySocket): void {
+    const deliver = (bytes: Buffer): boolean => this.lateUpstreamData(bytes);
+    if (isTls(socket)) decryptBeforeReset(socket, deliver);
+    else readBeforeReset(socket, deliver);
+  }
+
+  /** A write to the client failed: what it sent before its reset goes upstream first. */
+  private readClientBeforeReset(socket: RelaySocket): void {
+    const deliver = (bytes: Buffer): boolean => this.lateClientData(bytes);
+    if (isTls(socket)) decryptBeforeReset(socket, deliver);
+    else readBeforeReset(socket, deliver);
   }
 
   /**
@@ -1414,13 +1424,6 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   /** @internal */
   clientError(err: Error): void {
     if (this.reason !== undefined) return;
-    // A TLS client whose write failed on its reset: what it sent before goes upstream first.
-    const answer = answerBeforeReset(this.client);
-    if (answer !== undefined) {
-      for (const chunk of answer) if (!this.lateClientData(chunk)) break;
-      // A filter may have closed the connection.
-      if (this.ended()) return;
-    }
     this.fail(
       isReset(err) ? CloseReason.DOWNSTREAM_RESET : CloseReason.DOWNSTREAM_ERROR,
       err,
@@ -1465,13 +1468,6 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     if (this.rawUpstream !== undefined && this.bytesFromUpstream === 0 && refusedClientCert(err)) {
       this.clientCertRefused(state, err);
       return;
-    }
-    // A TLSSocket whose write failed on the upstream's reset: its answer goes to the client first.
-    const answer = answerBeforeReset(this.upstreamSocket);
-    if (answer !== undefined) {
-      for (const chunk of answer) if (!this.lateUpstreamData(chunk)) break;
-      // A filter may have closed the connection.
-      if (this.ended()) return;
     }
     state.counters.errors++;
     this.fail(isReset(err) ? CloseReason.UPSTREAM_RESET : CloseReason.UPSTREAM_ERROR, err, true);

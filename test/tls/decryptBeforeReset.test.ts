@@ -3,8 +3,10 @@
  * closes with bytes it never read makes its kernel send a reset; the proxy's next write to it
  * fails (EPIPE, ECONNRESET) while the answer waits, encrypted, in the proxy's receive queue. Node
  * destroys a socket whose write failed, descriptor and queue with it: the answer was lost. The
- * queue is now read into the socket's TLS layer as it is destroyed (src/tls/answerBeforeReset.ts)
- * and what it decrypts is relayed before the reset, as the relay handle does.
+ * queue is now read into the socket's TLS layer when the write fails, before Node destroys it
+ * (src/tls/decryptBeforeReset.ts), and what it decrypts is relayed before the reset, as the relay
+ * handle does. On the old code 6 ('onread'), 178 ('stream'), 5 (sourceAddress), 41 (filters) and
+ * 200 (the TLS client) of 200 answers were lost.
  *
  * Upstream: redis-server on its TLS port only (QUIT answers +OK and closes, the bytes behind it
  * unread), as test/net/writeFailure.test.ts for plain TCP. Client: a node:tls client that answers
