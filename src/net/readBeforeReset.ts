@@ -23,7 +23,8 @@ let readBuffer: Buffer | undefined;
  * once, each chunk given to `deliver` until it returns false (the other side is full: the relay
  * paused this one, whose bytes a destroy drops, as a paused relay handle's), the queue is empty,
  * or the read fails (the reset). Plain TCP only: a TLS socket's bytes must go through its TLS
- * layer, and a tunnel's stream has no descriptor. Costs nothing unless such a write failed.
+ * layer (`decryptBeforeReset`), and a tunnel's stream has no descriptor. Costs nothing unless
+ * such a write failed.
  */
 export function readBeforeReset(socket: RelaySocket, deliver: (chunk: Buffer) => boolean): void {
   const code = (socket.errored as { code?: unknown } | null)?.code;
@@ -39,7 +40,7 @@ export function readBeforeReset(socket: RelaySocket, deliver: (chunk: Buffer) =>
  * Reads descriptor `fd` at once until it is empty, fails (the reset) or `deliver` returns false
  * (at most {@link MAX_READS} reads); each chunk a copy of its own.
  */
-function readQueue(fd: number, deliver: (chunk: Buffer) => boolean): void {
+export function readQueue(fd: number, deliver: (chunk: Buffer) => boolean): void {
   const buffer = (readBuffer ??= Buffer.allocUnsafe(64 * 1024));
   for (let reads = 0; reads < MAX_READS; reads++) {
     let bytes: number;

@@ -30,6 +30,7 @@ import {
 import { isDescriptorExhaustion } from '../net/descriptorExhaustion.js';
 import { resetBehindEnd } from '../net/resetBehindEnd.js';
 import { greetingBeforeReset, keepGreeting, readBeforeReset } from '../net/readBeforeReset.js';
+import { decryptBeforeReset } from '../tls/decryptBeforeReset.js';
 import {
   afterRecord,
   coalesceTlsRecord,
@@ -1135,7 +1136,7 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.upstreamCounters.txBytes += chunk.length;
       if (socket.write(chunk) || roomWhileCorked(socket)) return true;
       // A write that failed on the upstream's reset: its answer, unread, goes to the client first.
-      if (socket.errored !== null) readBeforeReset(socket, (bytes) => this.lateUpstreamData(bytes));
+      if (socket.errored !== null) this.readUpstreamBeforeReset(socket);
       this.pauseClient();
       return false;
     }
@@ -1159,11 +1160,24 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.bytesToClient += chunk.length;
     if (this.client.write(chunk) || roomWhileCorked(this.client)) return true;
     // A write that failed on the client's reset: what it sent before goes upstream first.
-    if (this.client.errored !== null)
-      readBeforeReset(this.client, (bytes) => this.lateClientData(bytes));
+    if (this.client.errored !== null) this.readClientBeforeReset(this.client);
     this.host.stats.upstreamPaused++;
     this.upstreamSocket?.pause();
     return false;
+  }
+
+  /** A write to the upstream failed: what it sent before its reset is relayed first. */
+  private readUpstreamBeforeReset(socket: RelaySocket): void {
+    const deliver = (bytes: Buffer): boolean => this.lateUpstreamData(bytes);
+    if (isTls(socket)) decryptBeforeReset(socket, deliver);
+    else readBeforeReset(socket, deliver);
+  }
+
+  /** A write to the client failed: what it sent before its reset goes upstream first. */
+  private readClientBeforeReset(socket: RelaySocket): void {
+    const deliver = (bytes: Buffer): boolean => this.lateClientData(bytes);
+    if (isTls(socket)) decryptBeforeReset(socket, deliver);
+    else readBeforeReset(socket, deliver);
   }
 
   /**
