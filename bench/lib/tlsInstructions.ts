@@ -1,9 +1,11 @@
 /**
  * The TLS scenarios of `bench/instructions.ts` (issue 14): termination handshakes (full TLS 1.2,
  * resumed TLS 1.2, full TLS 1.3, full TLS 1.2 with a client certificate required), origination
- * with session resumption, and bulk through an originating proxy in front of a terminating one,
- * each counted for l4proxy (the library, in `bench/servers/l4proxyTls.ts`) and for nginx
- * `stream` with `ssl` (one process: `daemon off; master_process off;`) under the same callgrind.
+ * with session resumption (`tls-originate`) and without (`tls-originate-full`: nginx with
+ * `proxy_ssl_session_reuse off`), and bulk through an originating proxy in front of a terminating
+ * one, each counted for l4proxy (the library, in `bench/servers/l4proxyTls.ts`) and for nginx
+ * `stream` with `ssl` (one process: `daemon off; master_process off;`) under the same callgrind;
+ * termination and origination for `l4proxy-cli` too (the command, its access log on).
  * The TLS clients and the plain echo or sink run in the harness, the origination's TLS upstream
  * (nginx, as in `bench/tls.ts`) in a process of its own, all outside valgrind; the certificates
  * (EC P-256, as `bench/tls.ts`) are made by `openssl` in a temp dir.
@@ -13,12 +15,18 @@ import type { AddressInfo } from 'node:net';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
 import { benchScript } from './paths.js';
 import { freePort, waitListening } from './net.js';
 import { start, stop } from './processes.js';
 import { findTool } from './tools.js';
 import { writeBenchCertificates } from './benchCertificates.js';
 import { echoConnections, endAfterEcho } from './echoClients.js';
+
+/** The built CLI (build/src/cli/main.js). */
+function cliScript(): string {
+  return fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+}
 
 /** What the harness runs under callgrind for one TLS contender. */
 export interface TlsLaunch {
@@ -42,7 +50,7 @@ export interface TlsSetup {
   launch(contender: string, upstream: number, dir: string): Promise<TlsLaunch>;
 }
 
-type Mode = 'terminate' | 'terminate-mtls' | 'originate' | 'both';
+type Mode = 'terminate' | 'terminate-mtls' | 'originate' | 'originate-noresume' | 'both';
 
 /** Makes the CA, the server's certificate for `localhost` and a client's in `dir` once. */
 function certificates(dir: string): void {
@@ -120,13 +128,15 @@ async function nginx(mode: Mode, upstream: number, dir: string): Promise<TlsLaun
   const port = await freePort();
   const file = (name: string): string => join(dir, name);
   const ssl = `ssl_certificate ${file('server.pem')}; ssl_certificate_key ${file('server.key')};`;
-  const originate = `proxy_ssl on; proxy_ssl_verify on; proxy_ssl_trusted_certificate ${file('ca.pem')}; proxy_ssl_name localhost; proxy_ssl_server_name on;`;
+  // nginx resumes upstream sessions by default (`proxy_ssl_session_reuse on`).
+  const reuse = mode === 'originate-noresume' ? 'proxy_ssl_session_reuse off; ' : '';
+  const originate = `proxy_ssl on; ${reuse}proxy_ssl_verify on; proxy_ssl_trusted_certificate ${file('ca.pem')}; proxy_ssl_name localhost; proxy_ssl_server_name on;`;
   let servers: string;
   if (mode === 'terminate')
     servers = `server { listen 127.0.0.1:${port} ssl; ${ssl} proxy_pass 127.0.0.1:${upstream}; }`;
   else if (mode === 'terminate-mtls')
     servers = `server { listen 127.0.0.1:${port} ssl; ${ssl} ssl_verify_client on; ssl_client_certificate ${file('ca.pem')}; proxy_pass 127.0.0.1:${upstream}; }`;
-  else if (mode === 'originate')
+  else if (mode === 'originate' || mode === 'originate-noresume')
     servers = `server { listen 127.0.0.1:${port}; ${originate} proxy_pass 127.0.0.1:${upstream}; }`;
   else {
     const inner = await freePort();
@@ -149,15 +159,51 @@ async function nginx(mode: Mode, upstream: number, dir: string): Promise<TlsLaun
   return { command: binary, args: ['-c', conf, '-p', dir], node: false, port };
 }
 
+/**
+ * The `l4proxy` command for `mode` (termination or origination), its TLS from a config file as an
+ * operator gives it: its access log on (stdout, ignored by the harness), and every termination on
+ * the command's own ticket keys (a JavaScript callback per ticket, where the library leaves
+ * tickets to Node's keys).
+ */
+function cli(mode: Mode, upstream: number, dir: string): TlsLaunch {
+  const file = (name: string): string => join(dir, name);
+  let tlsOptions: Record<string, unknown>;
+  if (mode === 'terminate')
+    tlsOptions = { terminateTls: { certFile: file('server.pem'), keyFile: file('server.key') } };
+  else if (mode === 'originate' || mode === 'originate-noresume')
+    tlsOptions = {
+      tls: {
+        caFile: file('ca.pem'),
+        servername: 'localhost',
+        sessionResumption: mode === 'originate',
+      },
+    };
+  else throw new Error(`no l4proxy-cli contender for ${mode}`);
+  const listener = {
+    protocol: 'tcp',
+    listen: '127.0.0.1:0',
+    upstreams: [{ host: '127.0.0.1', port: upstream }],
+    ...tlsOptions,
+  };
+  const config = file(`l4proxy.${mode}.json`);
+  writeFileSync(config, JSON.stringify({ listeners: [listener] }));
+  return {
+    command: process.execPath,
+    args: [cliScript(), '--config', config, '--status-interval', '0'],
+    node: true,
+  };
+}
+
 function setup(mode: Mode): TlsSetup {
   return {
     backend: (dir) => {
       certificates(dir);
-      if (mode === 'originate') return tlsUpstream(dir);
+      if (mode === 'originate' || mode === 'originate-noresume') return tlsUpstream(dir);
       return mode === 'both' ? sink() : echo();
     },
     launch: async (contender, upstream, dir) => {
       if (contender === 'nginx') return nginx(mode, upstream, dir);
+      if (contender === 'l4proxy-cli') return cli(mode, upstream, dir);
       if (contender !== 'l4proxy') throw new Error(`no TLS scenario for ${contender}`);
       const script = benchScript('servers/l4proxyTls.js');
       const files = ['server.pem', 'server.key', 'ca.pem'].map((name) => join(dir, name));
@@ -266,6 +312,11 @@ export function tlsScenarios(dir: string): Record<string, TlsScenario> {
       tls: setup('terminate-mtls'),
     },
     'tls-originate': { count: 200, client: echoConnections, tls: setup('originate') },
+    'tls-originate-full': {
+      count: 200,
+      client: echoConnections,
+      tls: setup('originate-noresume'),
+    },
     'tls-bulk': { count: 32, client: megabytes, tls: setup('both') },
   };
 }

@@ -1,6 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import tls from 'node:tls';
-import type { SecureContext, TLSSocket } from 'node:tls';
+import type { SecureContext } from 'node:tls';
 import { HandleSocket } from '../net/HandleSocket.js';
 import type { TcpHandle } from '../net/HandleSocket.js';
 import { ignoreError } from '../internal/ignoreError.js';
@@ -9,6 +8,7 @@ import { TerminationHandshake } from './TerminationHandshake.js';
 import type { CheckedPeer, DownstreamTlsOutcome } from './DownstreamTls.js';
 import type { ResolvedTerminateTls } from './TerminateTlsOptions.js';
 import { alpnBuffer, nativeContext, wrapTcp } from './tlsWrap.js';
+import { peerX509 } from './peerX509.js';
 import type { TlsWrap, Wrap } from './tlsWrap.js';
 import type { TlsStats } from './tlsStats.js';
 
@@ -95,25 +95,10 @@ export class DownstreamHandleTls extends TerminationHandshake<HandleSocket> {
   }
 }
 
-/**
- * `TLSSocket.prototype.getPeerX509Certificate`: public API, which wraps its `_handle`'s native
- * certificate in an `X509Certificate` (Node 20, 22, 24 and 26 alike). Called on the bare TLS stream
- * it gives the certificate OpenSSL already parsed, where `new X509Certificate(raw)` parsed it again
- * (2.7 million instructions per handshake on Node 20's OpenSSL 3.0) after `getPeerCertificate()`
- * built its legacy object only for `raw`.
- */
-// eslint-disable-next-line @typescript-eslint/unbound-method -- called with a receiver of its own
-const peerX509 = tls.TLSSocket.prototype.getPeerX509Certificate;
-
 /** The client's certificate, or undefined when it sent none. */
 function peerCertificate(ssl: TlsWrap): CheckedPeer | undefined {
-  let wrapped: unknown;
-  try {
-    wrapped = peerX509.call({ _handle: ssl } as unknown as TLSSocket);
-  } catch {
-    wrapped = undefined;
-  }
-  if (wrapped instanceof X509Certificate) return describePeer(wrapped, ssl.verifyError() ?? null);
+  const wrapped = peerX509(ssl);
+  if (wrapped !== undefined) return describePeer(wrapped, ssl.verifyError() ?? null);
   // None, or a Node whose method differs: the certificate's DER, parsed here.
   const raw = ssl.getPeerCertificate(false)?.raw;
   if (!Buffer.isBuffer(raw)) return undefined;

@@ -6,6 +6,8 @@ import type { HandleLayer, TcpHandle } from '../net/HandleSocket.js';
 import type { SharedReadCallback } from '../net/sharedReadBuffer.js';
 import type { UpstreamTlsTarget } from './UpstreamTls.js';
 import { alpnBuffer, wrapTcp } from './tlsWrap.js';
+import { certificateMatchesHost } from './hostMatch.js';
+import { peerX509 } from './peerX509.js';
 import type { TlsWrap, Wrap } from './tlsWrap.js';
 
 /** Keeps the sessions upstreams give, for resumption (`UpstreamTls`). */
@@ -159,9 +161,14 @@ class UpstreamHandleTls implements HandleLayer {
     const error = ssl.verifyError();
     if (error || ssl.isSessionReused()) return error;
     const { servername, target } = this.request;
-    const cert = ssl.getPeerCertificate(false) as unknown as PeerCertificate;
-    const check = target.settings.checkIdentity ?? tls.checkServerIdentity;
-    return check(servername ?? target.host, cert);
+    const host = servername ?? target.host;
+    const check = target.settings.checkIdentity;
+    // Node's check alone: OpenSSL's match on the certificate it parsed proves it passes.
+    const x509 = check === undefined ? peerX509(ssl) : undefined;
+    if (x509 !== undefined && certificateMatchesHost(x509, host)) return undefined;
+    // Taken from `x509` once it was asked for: the stream's own now starts at the issuer (peerX509).
+    const cert = (x509?.toLegacyObject() ?? ssl.getPeerCertificate(false)) as PeerCertificate;
+    return (check ?? tls.checkServerIdentity)(host, cert);
   }
 
   /** @internal */

@@ -416,6 +416,47 @@ describe('TLS origination failures are connect failures, retried on another upst
   });
 
   for (const relay of ['handle', 'stream'] as const) {
+    test(`the upstream's name is checked as Node checks it: wildcard, partial wildcard, IP, mismatch (relay: ${relay})`, async (t) => {
+      const p = await getPki(t);
+      if (p === undefined) return;
+      // OpenSSL matches the wildcard and the IP address; only Node's check accepts `a*i`.
+      const peer = await peerFor(
+        t,
+        'named',
+        await p.ca.issue('named.test', ['*.wild.test', 'a*i.partial.test', '127.0.0.1']),
+      );
+      const cases: [string | false, string | undefined][] = [
+        ['x.wild.test', undefined],
+        ['api.partial.test', undefined],
+        [false, undefined],
+        ['a.b.wild.test', 'ERR_L4_TLS_NAME_MISMATCH'],
+        ['bpi.partial.test', 'ERR_L4_TLS_NAME_MISMATCH'],
+      ];
+      for (const [servername, expected] of cases) {
+        const rig = await tlsProxyTo(t, p, relay, peer.port, { servername }, ONE_ATTEMPT);
+        const errors: L4Error[] = [];
+        rig.proxy.on('upstreamError', (_c, _u, error) => errors.push(error));
+        const client = await connect(rig.port);
+        client.end('x');
+        const text = (await readAll(client)).toString();
+        const [summary] = await rig.closes(1);
+        const label = `servername ${String(servername)}`;
+        assert.deepEqual(
+          errors.map((e) => e.code),
+          expected === undefined ? [] : [expected],
+          label,
+        );
+        assert.equal(text, expected === undefined ? 'hello from named\nx' : '', label);
+        assert.equal(summary?.upstreamConnected, expected === undefined, label);
+        const stats = rig.proxy.stats();
+        assert.equal(stats.upstream_tls_handshake, expected === undefined ? 1 : 0, label);
+        assert.equal(stats.upstream_tls_fail_verify_san, expected === undefined ? 0 : 1, label);
+        await rig.proxy.close({ drainTimeout: 0 });
+      }
+    });
+  }
+
+  for (const relay of ['handle', 'stream'] as const) {
     test(`an upstream that closes before the handshake fails the attempt then, not at the timeout (relay: ${relay})`, async (t) => {
       const p = await getPki(t);
       if (p === undefined) return;
