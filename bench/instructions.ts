@@ -7,12 +7,14 @@
  * on a loaded machine where `npm run bench` cannot; kernel work (the system calls) is not counted.
  *
  *   npm run build:test && node build/bench/instructions.js [--scenarios tcp-rr,udp-pps] [--runs 2]
- *     [--contenders l4proxy,l4proxy-cli,naive] [--keep DIR]
+ *     [--contenders l4proxy,l4proxy-cli,naive] [--keep DIR] [--base DIR]
  *
  * `l4proxy-cli` is the `l4proxy` command with one listener from a config file and its access log
  * on (stdout to /dev/null), as `npm run bench` runs it. `--keep DIR` keeps every callgrind output
  * file and the V8 perf map of each run there (`node --perf-basic-prof`), for `callgrind_annotate`
- * and `bench/callgrindJs.js`, which names the JIT-compiled JavaScript functions.
+ * and `bench/callgrindJs.js`, which names the JIT-compiled JavaScript functions. `--base DIR`
+ * (another checkout, built there) adds `l4proxy@base` and `l4proxy-cli@base`, that build's
+ * contenders run the same way, and prints HEAD ÷ base per scenario.
  *
  * Each contender runs under `valgrind --tool=callgrind --smc-check=all-non-file node
  * --single-threaded` (no background compiler or GC threads); the echo backend and the client run
@@ -48,6 +50,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { headCommit, openBase } from './lib/base.js';
 import { benchScript } from './lib/paths.js';
 import { echoConnections } from './lib/echoClients.js';
 import { tlsScenarios } from './lib/tlsInstructions.js';
@@ -92,6 +95,7 @@ const { values } = parseArgs({
     warm: { type: 'string', default: '0' },
     count: { type: 'string' },
     'cache-sim': { type: 'boolean', default: false },
+    base: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -99,7 +103,10 @@ if (values.help) {
   console.log(`usage: node build/bench/instructions.js [options]
   --scenarios a,b    ${Object.keys(SCENARIOS).join(', ')} (default all)
   --contenders a,b   l4proxy, l4proxy-cli, naive; nginx in the TLS scenarios (tls*; default
-                     l4proxy,naive, or l4proxy,nginx when every scenario is a TLS one)
+                     l4proxy,naive, or l4proxy,nginx when every scenario is a TLS one);
+                     l4proxy@base, l4proxy-cli@base with --base
+  --base DIR         another checkout of l4proxy with its build: adds l4proxy@base and
+                     l4proxy-cli@base (unless --contenders names one) and prints HEAD ÷ base
   --runs N           pairs of runs (N and 3N operations) per scenario and contender (default 1)
   --warm W           W operations first, V8's optimizing compiler then turned off, and N
                      operations counted alone (callgrind_control --zero, --dump): one run per
@@ -114,6 +121,8 @@ if (values.help) {
   process.exit(0);
 }
 const keep = values.keep;
+const base = values.base === undefined ? undefined : openBase(values.base);
+const BASE_CONTENDERS = ['l4proxy@base', 'l4proxy-cli@base'];
 const warm = Number(values.warm);
 const cacheSim = values['cache-sim'];
 if (keep !== undefined) mkdirSync(keep, { recursive: true });
@@ -234,8 +243,15 @@ async function echoBackend(protocol: 'tcp' | 'udp'): Promise<{ port: number; clo
   return { port: socket.address().port, close: () => socket.close() };
 }
 
+/** The contender's own script, or `--base`'s for `l4proxy@base` and `l4proxy-cli@base`. */
+function script(contender: string): { server: string; cli: string } {
+  if (!contender.endsWith('@base')) return { server: benchScript('servers/l4proxy.js'), cli: CLI };
+  if (base === undefined) throw new Error(`${contender} needs --base DIR`);
+  return base;
+}
+
 function contenderArgs(contender: string, scenario: Scenario, upstream: number): string[] {
-  if (contender === 'l4proxy-cli') {
+  if (contender === 'l4proxy-cli' || contender === 'l4proxy-cli@base') {
     const listener: Record<string, unknown> = {
       protocol: scenario.protocol,
       listen: '127.0.0.1:0',
@@ -244,11 +260,11 @@ function contenderArgs(contender: string, scenario: Scenario, upstream: number):
     if (scenario.responses > 0) listener.maxResponses = scenario.responses;
     const file = join(work, 'l4proxy.json');
     writeFileSync(file, JSON.stringify({ listeners: [listener] }));
-    return [CLI, '--config', file, '--status-interval', '0'];
+    return [script(contender).cli, '--config', file, '--status-interval', '0'];
   }
-  if (contender === 'l4proxy')
+  if (contender === 'l4proxy' || contender === 'l4proxy@base')
     return [
-      benchScript('servers/l4proxy.js'),
+      script(contender).server,
       scenario.protocol,
       String(upstream),
       String(scenario.responses),
@@ -292,7 +308,7 @@ async function instructions(
     // No IPC channel for the command: it would take it for an upgrade's.
     {
       stdio:
-        contender === 'l4proxy-cli' || !node
+        contender.startsWith('l4proxy-cli') || !node
           ? ['ignore', 'ignore', 'pipe']
           : ['ignore', 'ignore', 'pipe', 'ipc'],
       cwd: work,
@@ -462,8 +478,33 @@ function callgrindControl(command: string, pid: number): Promise<void> {
   });
 }
 
+/** Each scenario's HEAD ÷ base, library and command, from the counts printed above. */
+function baseRatios(counted: { name: string; contender: string; perOperation: number }[]): void {
+  if (base === undefined) return;
+  console.log(
+    `\nHEAD ${headCommit()} ÷ base ${base.commit} (${base.dir}), instructions per operation:\n`,
+  );
+  console.log('| scenario | library | command |');
+  console.log('| --- | --: | --: |');
+  const mean = (name: string, contender: string): number | undefined => {
+    const rows = counted.filter((row) => row.name === name && row.contender === contender);
+    return rows.length === 0
+      ? undefined
+      : rows.reduce((sum, row) => sum + row.perOperation, 0) / rows.length;
+  };
+  const show = (name: string, head: string): string => {
+    const a = mean(name, head);
+    const b = mean(name, `${head}@base`);
+    return a === undefined || b === undefined || b === 0 ? '–' : (a / b).toFixed(3);
+  };
+  for (const name of new Set(counted.map((row) => row.name)))
+    console.log(`| ${name} | ${show(name, 'l4proxy')} | ${show(name, 'l4proxy-cli')} |`);
+}
+
 try {
   const runs = Number(values.runs);
+  const table: { name: string; contender: string; perOperation: number }[] = [];
+  if (base !== undefined) console.log(`base: ${base.dir} at ${base.commit}\n`);
   console.log(
     `| scenario | contender | instructions per operation |${cacheSim ? ' estimated cycles per operation |' : ''}`,
   );
@@ -472,9 +513,16 @@ try {
     const known = SCENARIOS[name];
     if (known === undefined) throw new Error(`unknown scenario ${name}`);
     const scenario = values.count === undefined ? known : { ...known, count: Number(values.count) };
-    const contenders =
-      values.contenders ?? (known.tls === undefined ? 'l4proxy,naive' : 'l4proxy,nginx');
-    for (const contender of contenders.split(','))
+    const named = (
+      values.contenders ?? (known.tls === undefined ? 'l4proxy,naive' : 'l4proxy,nginx')
+    ).split(',');
+    const withBase =
+      base === undefined ||
+      known.tls !== undefined ||
+      named.some((c) => BASE_CONTENDERS.includes(c))
+        ? named
+        : [...named, ...BASE_CONTENDERS];
+    for (const contender of withBase)
       for (let run = 0; run < runs; run++) {
         let perOperation: number;
         let cycles: number | undefined;
@@ -493,12 +541,14 @@ try {
               ? undefined
               : Math.round((long.cycles - short.cycles) / per);
         }
+        table.push({ name, contender, perOperation });
         const cyclesColumn = cycles === undefined ? '' : ` ${cycles.toLocaleString('en-US')} |`;
         console.log(
           `| ${name} | ${contender} | ${perOperation.toLocaleString('en-US')} |${cyclesColumn}`,
         );
       }
   }
+  baseRatios(table);
 } finally {
   rmSync(work, { recursive: true, force: true });
 }

@@ -6,13 +6,16 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONTENDERS } from './lib/contenders.js';
+import { headCommit } from './lib/base.js';
+import { baseContenders, preflightBase } from './lib/baseContenders.js';
+import { CONTENDER_NAMES, CONTENDERS } from './lib/contenders.js';
 import type { Contender } from './lib/contenders.js';
 import { startBackend } from './lib/backends.js';
 import type { Backend } from './lib/backends.js';
 import { parseOptions } from './lib/options.js';
 import type { BenchOptions } from './lib/options.js';
-import { CpuMeter, MachineMeter } from './lib/procStat.js';
+import { pin } from './lib/placement.js';
+import { CpuMeter, family, MachineMeter } from './lib/procStat.js';
 import { markdown } from './lib/report.js';
 import type { BenchResults, ContenderResult, ScenarioResult } from './lib/results.js';
 import type { Sample, Scenario, ScenarioContext } from './lib/scenarios.js';
@@ -78,6 +81,7 @@ async function measure(
     context.tools,
   );
   try {
+    await pin(context.placement.proxy, running.pids());
     const pids = running.pids();
     const warmup = scenario.warmup === undefined ? 0 : loadgenWarmupSeconds(context.duration);
     const meters = new RunMeters(pids, backend.pid, warmup);
@@ -158,12 +162,14 @@ async function runScenario(
   const profileDir = options.profile ? join(options.outDir, 'profiles', scenario.id) : undefined;
   const backend = await startBackend(scenario.backend, context.loadgen, context.tools);
   try {
+    await pin(context.placement.load, family(backend.pid));
     const reps = Math.min(options.reps, scenario.maxReps ?? options.reps);
     for (let rep = 0; rep < reps; rep++) {
       for (const contender of rotate(here, rep)) {
         const result = out.results[contender.name]!;
         try {
           const sample = await measure(scenario, contender, backend, context, profileDir);
+          sample.rep = rep;
           result.samples.push(sample);
           const shown = scenario.metrics
             .map((m) => `${m.key}=${sample.values[m.key]?.toFixed(m.digits) ?? '–'}`)
@@ -204,7 +210,15 @@ async function main(): Promise<void> {
   const cc = tools.get('cc');
   const loadgen = cc === undefined ? '' : buildLoadgen(cc);
   if (cc === undefined) tools.delete('cc');
-  const contenders = CONTENDERS.filter((c) => options.contenders.includes(c.name));
+  const base = options.base === undefined ? [] : baseContenders(options.base);
+  const contenders = [...CONTENDERS, ...base]
+    .filter((c) => options.contenders.includes(c.name))
+    .sort((a, b) => CONTENDER_NAMES.indexOf(a.name) - CONTENDER_NAMES.indexOf(b.name));
+  if (options.base !== undefined) {
+    const named = base.filter((c) => options.contenders.includes(c.name));
+    await preflightBase(options.base, named);
+    log(`base: ${options.base.dir} at ${options.base.commit}, checked`);
+  }
   // The proxy holds two descriptors per idle connection; HAProxy is configured for 6000.
   const openFiles = raiseOpenFiles(2 * options.idleConnections + 200);
   const idleConnections = Math.min(
@@ -226,6 +240,7 @@ async function main(): Promise<void> {
     duration: options.duration,
     idleConnections: options.idleConnections,
     idleHold: options.idleHold,
+    placement: options.placement,
   };
   const scenarios: ScenarioResult[] = [];
   for (const scenario of options.scenarios) {
@@ -245,6 +260,10 @@ async function main(): Promise<void> {
       idleConnections: options.idleConnections,
       idleHold: options.idleHold,
       profile: options.profile,
+      pin: options.placement.proxy !== undefined,
+      ...(options.base && {
+        base: { dir: options.base.dir, commit: options.base.commit, head: headCommit() },
+      }),
     },
     machine,
     contenders: contenders.map((c) => ({

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { onCpus } from './placement.js';
 import { run } from './processes.js';
 import type { Scenario, ScenarioContext } from './scenarios.js';
 
@@ -29,12 +30,17 @@ function childSeconds(out: string): number {
 }
 
 /** Runs one h2load burst of `n` clients against `port`. */
-async function h2loadBurst(h2load: string, n: string, port: number) {
+async function h2loadBurst(h2load: string, n: string, port: number, cpuList?: string) {
   const before = listenOverflows();
   // bash's `times` reports h2load's CPU once it has exited.
   const out = await run(
-    'bash',
-    ['-c', `"$0" --h1 -n "$1" -c "$1" "$2"; times`, h2load, n, `http://127.0.0.1:${port}/`],
+    ...onCpus(cpuList, 'bash', [
+      '-c',
+      `"$0" --h1 -n "$1" -c "$1" "$2"; times`,
+      h2load,
+      n,
+      `http://127.0.0.1:${port}/`,
+    ]),
     120_000,
   );
   const overflows = listenOverflows() - before;
@@ -78,8 +84,9 @@ function burstScenario(warm: boolean): Scenario {
     async run(port, _pids, context) {
       const h2load = context.tools.get('h2load')!;
       const n = String(burstSize(context));
-      if (warm) await h2loadBurst(h2load, n, port);
-      return h2loadBurst(h2load, n, port);
+      const cpuList = context.placement.load;
+      if (warm) await h2loadBurst(h2load, n, port, cpuList);
+      return h2loadBurst(h2load, n, port, cpuList);
     },
   };
 }

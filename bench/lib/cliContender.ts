@@ -7,7 +7,7 @@ import type { ProxySetup, Running } from './contenders.js';
 import { start, stop } from './processes.js';
 
 /** The built CLI (build/src/cli/main.js). */
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
 /** Resolves with the port of the CLI's first `listening` line on stderr (bounded). */
 function listeningPort(child: ChildProcess, ms = 10_000): Promise<number> {
@@ -44,16 +44,17 @@ function listeningPort(child: ChildProcess, ms = 10_000): Promise<number> {
 /**
  * The `l4proxy` command as an operator runs it: one listener from a config file, default
  * options, the access log ON at its default level (one JSON line per connection or session,
- * written to stdout, here /dev/null), the status line off. `workers` > 1 adds `--workers`.
+ * written to stdout, here /dev/null), the status line off. `workers` > 1 adds `--workers`; `cli`
+ * is another build's main.js (`--base`).
  */
-export async function startCli(setup: ProxySetup, workers = 1): Promise<Running> {
+export async function startCli(setup: ProxySetup, workers = 1, cli = CLI): Promise<Running> {
   const listener: Record<string, unknown> = {
     protocol: setup.protocol,
     listen: '127.0.0.1:0',
     upstreams: [{ host: '127.0.0.1', port: setup.upstreamPort }],
   };
   if (setup.protocol === 'udp' && setup.responses > 0) listener.maxResponses = setup.responses;
-  return startCliWith(listener, workers, setup.profileDir);
+  return startCliWith(listener, workers, setup.profileDir, cli);
 }
 
 /**
@@ -64,11 +65,12 @@ export async function startCliWith(
   listener: Record<string, unknown>,
   workers = 1,
   profileDir?: string,
+  cli = CLI,
 ): Promise<Running> {
   const dir = mkdtempSync(join(tmpdir(), 'l4proxy-bench-cli-'));
   const file = join(dir, 'l4proxy.json');
   writeFileSync(file, JSON.stringify({ listeners: [listener] }));
-  const args = [CLI, '--config', file, '--status-interval', '0'];
+  const args = [cli, '--config', file, '--status-interval', '0'];
   if (workers > 1) args.push('--workers', String(workers));
   // For A/B runs of a CLI setting, e.g. L4PROXY_BENCH_CLI_ARGS="--log-level warn".
   args.push(...(process.env.L4PROXY_BENCH_CLI_ARGS?.split(' ').filter(Boolean) ?? []));

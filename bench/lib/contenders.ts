@@ -18,6 +18,8 @@ export const CONTENDER_NAMES = [
   'direct',
   'l4proxy',
   'l4proxy-cli',
+  'l4proxy@base',
+  'l4proxy-cli@base',
   'l4proxy-2w',
   'naive',
   'haproxy',
@@ -31,6 +33,9 @@ export const CONTENDER_NAMES = [
 
 /** Contenders run only when named with --contenders (the HTTP tunnels). */
 export const OPTIONAL_CONTENDERS: readonly ContenderName[] = ['tunnel-h1', 'tunnel-h2'];
+
+/** The contenders of another checkout's build, run with `--base DIR` (bench/lib/baseContenders.ts). */
+export const BASE_CONTENDERS: readonly ContenderName[] = ['l4proxy@base', 'l4proxy-cli@base'];
 
 /**
  * The cost of the programmable data path (one pass-through filter; preread): in every default
@@ -70,8 +75,18 @@ export interface Contender {
   start(setup: ProxySetup, tools: ReadonlyMap<ToolName, string>): Promise<Running>;
 }
 
-async function forkNode(
+function forkNode(
   script: string,
+  args: string[],
+  profileDir?: string,
+  processes?: (pid: number) => number[],
+): Promise<Running> {
+  return forkScript(benchScript(script), args, profileDir, processes);
+}
+
+/** Forks a Node contender script (its absolute path) that sends `{ port }` once listening. */
+export async function forkScript(
+  path: string,
   args: string[],
   profileDir?: string,
   processes: (pid: number) => number[] = (pid) => [pid],
@@ -81,13 +96,13 @@ async function forkNode(
     ...extra,
     ...(profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir]),
   ];
-  const child = track(fork(benchScript(script), args, { execArgv, stdio: 'ignore' }));
+  const child = track(fork(path, args, { execArgv, stdio: 'ignore' }));
   const port = await new Promise<number>((resolve, reject) => {
     child.once('message', (message) => {
       resolve((message as { port: number }).port);
     });
     child.once('exit', (code) => {
-      reject(new Error(`${script} exited ${code}`));
+      reject(new Error(`${path} exited ${code}`));
     });
   });
   return { port, pids: () => processes(child.pid!), stop: () => stop(child) };

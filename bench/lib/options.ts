@@ -1,6 +1,10 @@
 import { parseArgs } from 'node:util';
-import { CONTENDER_NAMES, OPTIONAL_CONTENDERS } from './contenders.js';
+import { openBase } from './base.js';
+import type { BaseBuild } from './base.js';
+import { BASE_CONTENDERS, CONTENDER_NAMES, OPTIONAL_CONTENDERS } from './contenders.js';
 import type { ContenderName } from './contenders.js';
+import { pinnedPlacement, UNPINNED } from './placement.js';
+import type { Placement } from './placement.js';
 import { repoRoot } from './paths.js';
 import { SCENARIOS } from './scenarios.js';
 import type { Scenario } from './scenarios.js';
@@ -41,6 +45,10 @@ export interface BenchOptions {
   install: boolean;
   outDir: string;
   profile: boolean;
+  /** `--base DIR`: another checkout's build, measured as `l4proxy@base` and `l4proxy-cli@base`. */
+  base: BaseBuild | undefined;
+  /** `--pin`: the proxy on one CPU, load generator and backend on the other. */
+  placement: Placement;
 }
 
 /** The usage text. */
@@ -57,6 +65,9 @@ export const USAGE = `usage: npm run bench -- [options]
                       3 repetitions of 1.5 s, 5000 idle connections held 25 s (flags given win)
   --profile           write --cpu-prof profiles of the Node contenders (l4proxy, naive, ...) under
                       <out>/profiles/<scenario>/<contender>/ and summarize them
+  --base DIR          also run DIR's build (another checkout of l4proxy, built there) as
+                      contenders l4proxy@base and l4proxy-cli@base, and report HEAD ÷ base
+  --pin               the proxy on CPU 1, load generator and backend on CPU 0 (every contender)
   --no-install        never apt-get install missing programs
   --out DIR           where results go (default bench/results)`;
 
@@ -75,6 +86,20 @@ function list<T extends string>(
     return matches;
   });
   return all.filter((name) => picked.includes(name));
+}
+
+/**
+ * The contenders asked for, with `--base`'s two added unless one of them was named: a base
+ * contender without `--base` is a mistake.
+ */
+function withBase(names: ContenderName[], base: BaseBuild | undefined): ContenderName[] {
+  const named = names.filter((name) => BASE_CONTENDERS.includes(name));
+  if (base === undefined) {
+    if (named.length > 0) throw new Error(`contender ${named[0]!} needs --base DIR\n${USAGE}`);
+    return names;
+  }
+  if (named.length > 0) return names;
+  return CONTENDER_NAMES.filter((name) => names.includes(name) || BASE_CONTENDERS.includes(name));
 }
 
 function positive(text: string | undefined, fallback: number, what: string): number {
@@ -100,6 +125,8 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       profile: { type: 'boolean', default: false },
       'no-install': { type: 'boolean', default: false },
       out: { type: 'string' },
+      base: { type: 'string' },
+      pin: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -110,14 +137,16 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     SCENARIOS.map((s) => s.id),
     'scenario',
   );
+  const base = values.base === undefined ? undefined : openBase(values.base);
+  const contenders = list(
+    values.contenders ?? (final ? FINAL_CONTENDERS.join(',') : undefined),
+    CONTENDER_NAMES,
+    'contender',
+    [...OPTIONAL_CONTENDERS, ...BASE_CONTENDERS],
+  );
   return {
     scenarios: SCENARIOS.filter((s) => ids.includes(s.id)),
-    contenders: list(
-      values.contenders ?? (final ? FINAL_CONTENDERS.join(',') : undefined),
-      CONTENDER_NAMES,
-      'contender',
-      OPTIONAL_CONTENDERS,
-    ),
+    contenders: withBase(contenders, base),
     reps: Math.round(positive(values.reps, values.quick ? 1 : 3, 'reps')),
     duration: positive(values.duration, values.quick ? 1 : final ? 1.5 : 3, 'duration'),
     idleConnections: Math.round(
@@ -127,5 +156,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     install: !values['no-install'],
     outDir: values.out ?? `${repoRoot}bench/results`,
     profile: values.profile,
+    base,
+    placement: values.pin ? pinnedPlacement() : UNPINNED,
   };
 }

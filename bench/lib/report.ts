@@ -1,6 +1,7 @@
 import { CONTENDER_NAMES } from './contenders.js';
 import type { ContenderName } from './contenders.js';
 import type { BenchResults, ContenderResult, ScenarioResult } from './results.js';
+import { RATIO_PAIRS, repRatios } from './repRatios.js';
 import type { MetricSpec } from './scenarios.js';
 import type { Summary } from './stats.js';
 import { ratio } from './stats.js';
@@ -86,6 +87,55 @@ function detailTables(scenario: ScenarioResult): string[] {
   return out;
 }
 
+/**
+ * Rep by rep ratios of the pairs that ran (HEAD ÷ base, library ÷ naive, CLI ÷ library): the
+ * contenders of one rep run within seconds of each other, so a rep's ratio sees one state of the
+ * machine where the ratio of medians may divide a fast minute by a slow one.
+ */
+function repRatioTable(results: BenchResults): string[] {
+  const rows: string[] = [];
+  for (const scenario of results.scenarios) {
+    if (scenario.skipped !== undefined) continue;
+    for (const metric of scenario.metrics)
+      for (const pair of RATIO_PAIRS) {
+        const r = repRatios(scenario, pair, metric.key);
+        if (r === undefined) continue;
+        const arrow = metric.better === 'higher' ? '↑' : '↓';
+        const reps = r.perRep.map((x) => num(x, 2)).join(', ');
+        rows.push(
+          `| ${scenario.id} | ${metric.label} ${arrow} | ${pair.label} | ${num(r.medianOfReps, 2)} | ${reps} | ${num(r.spread, 2)} | ${num(r.ofMedians, 2)} |`,
+        );
+      }
+  }
+  if (rows.length === 0) return [];
+  return [
+    '## Ratios per repetition',
+    '',
+    'Each rep runs every contender once, within seconds; a ratio per rep divides two runs made under the same conditions. Read the median of the reps first; spread = max ÷ min of the reps (1.00: every rep agreed). ↑: above 1 is better for the first named; ↓: below 1 is.',
+    '',
+    '| scenario | metric | ratio | median of reps | per rep | spread | ratio of medians |',
+    '|---|---|---|---:|---|---:|---:|',
+    ...rows,
+    '',
+  ];
+}
+
+/** The lines that say what else this run compared: the base, the placement. */
+function setupLines(results: BenchResults): string[] {
+  const lines: string[] = [];
+  const base = results.options.base;
+  if (base !== undefined)
+    lines.push(
+      `Base: \`${base.dir}\` at commit ${base.commit} (contenders l4proxy@base, l4proxy-cli@base), against HEAD ${base.head}.`,
+    );
+  lines.push(
+    results.options.pin === true
+      ? 'Pinned (`--pin`): every proxy on CPU 1 (all its threads), load generator and backend on CPU 0.'
+      : 'Nothing pinned.',
+  );
+  return lines;
+}
+
 /** The Markdown report of a run. */
 export function markdown(results: BenchResults): string {
   const m = results.machine;
@@ -99,6 +149,7 @@ export function markdown(results: BenchResults): string {
     `Load average at start ${m.loadAverageStart}, at end ${m.loadAverageEnd ?? '?'}.`,
     `Runs: ${results.options.reps} repetitions × ${results.options.duration} s per scenario and contender, interleaved, each on a fresh proxy process; medians (min – max). Idle connections: ${results.options.idleConnections}, held idle ${results.options.idleHold} s for the steady RSS reading.`,
     'CPU columns: median cores used during the run (100% = one core busy); "other CPU" is what the rest of the machine (other jobs, kernel threads) kept busy meanwhile: the noise.',
+    ...setupLines(results),
     '',
     '## Summary (medians; ↑ higher is better, ↓ lower is better)',
     '',
@@ -113,6 +164,7 @@ export function markdown(results: BenchResults): string {
         `| ${t.what} | ${t.target} | ${t.measured} | ${t.met === undefined ? '–' : t.met ? 'yes' : 'no'} |`,
     ),
     '',
+    ...repRatioTable(results),
     '## Details',
     '',
     ...results.scenarios.flatMap(detailTables),

@@ -44,6 +44,10 @@ export interface BenchResults {
     /** Seconds tcp-idle-rss held its connections idle before the steady reading. */
     idleHold: number;
     profile: boolean;
+    /** `--pin`: the proxy on one CPU, load generator and backend on another. */
+    pin?: boolean;
+    /** `--base DIR`: the checkout measured as `l4proxy@base` and `l4proxy-cli@base`. */
+    base?: { dir: string; commit: string; head: string };
   };
   machine: MachineInfo;
   contenders: { name: ContenderName; description: string; available: boolean; note?: string }[];

@@ -1,6 +1,8 @@
 import type { ContenderName, Protocol } from './contenders.js';
 import { pssBytes, rssBytes } from './procStat.js';
 import { burst, warmBurst } from './burst.js';
+import { onCpus } from './placement.js';
+import type { Placement } from './placement.js';
 import { run, start, stop, waitForLine } from './processes.js';
 import type { ToolName } from './tools.js';
 
@@ -28,6 +30,8 @@ export interface Sample {
   otherCpu?: number;
   /** Failed operations or lost datagrams during the measured window. */
   errors: number;
+  /** Which repetition (from 0; filled by the runner): contenders of one run within seconds. */
+  rep?: number;
 }
 
 /** What a scenario runs with. */
@@ -39,6 +43,8 @@ export interface ScenarioContext {
   readonly idleConnections: number;
   /** Seconds the idle connections are held before the steady-state RSS reading. */
   readonly idleHold: number;
+  /** Where the load generators run (`--pin`). */
+  readonly placement: Placement;
 }
 
 /** Backend programs, started once per scenario and shared by every contender. */
@@ -90,7 +96,10 @@ async function loadgen(
   context: ScenarioContext,
   args: (string | number)[],
 ): Promise<LoadgenResult> {
-  const out = await run(context.loadgen, args.map(String), context.duration * 1000 + 30_000);
+  const out = await run(
+    ...onCpus(context.placement.load, context.loadgen, args.map(String)),
+    context.duration * 1000 + 30_000,
+  );
   return JSON.parse(out.trim().split('\n').pop()!) as LoadgenResult;
 }
 
@@ -152,14 +161,13 @@ interface IperfJson {
  * second apart, then an error naming iperf3's reason.
  */
 async function iperf(
-  iperf3: string,
-  args: string[],
+  command: [string, string[]],
   timeoutMs: number,
 ): Promise<{ bitsPerSecond: number; hostCpu: number }> {
   let reason = '';
   for (let attempt = 0; attempt < 3; attempt++) {
     if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 500));
-    const json = JSON.parse(await run(iperf3, args, timeoutMs)) as IperfJson;
+    const json = JSON.parse(await run(...command, timeoutMs)) as IperfJson;
     const bitsPerSecond = json.end?.sum_received?.bits_per_second;
     const hostCpu = json.end?.cpu_utilization_percent?.host_total;
     if (json.error === undefined && bitsPerSecond !== undefined && hostCpu !== undefined)
@@ -196,7 +204,10 @@ function bulk(streams: number, reverse: boolean): Scenario {
       else args.push('-n', `${Math.max(1, Math.round(context.duration * 200))}M`);
       if (reverse) args.push('-R');
       const iperf3 = context.tools.get('iperf3')!;
-      const result = await iperf(iperf3, args, context.duration * 1000 + 30_000);
+      const result = await iperf(
+        onCpus(context.placement.load, iperf3, args),
+        context.duration * 1000 + 30_000,
+      );
       return {
         values: { gbps: result.bitsPerSecond / 1e9 },
         loadgenCpu: result.hostCpu / 100,
@@ -260,11 +271,12 @@ const idleRss: Scenario = {
     const before = rssBytes(pids());
     const pssBefore = pssBytes(pids());
     const child = start(
-      context.loadgen,
-      ['tcp-idle', String(port), String(context.idleConnections)],
-      {
-        stdio: ['pipe', 'pipe', 'ignore'],
-      },
+      ...onCpus(context.placement.load, context.loadgen, [
+        'tcp-idle',
+        String(port),
+        String(context.idleConnections),
+      ]),
+      { stdio: ['pipe', 'pipe', 'ignore'] },
     );
     try {
       const line = await waitForLine(child, /^ready \d+/, 120_000);
