@@ -250,7 +250,8 @@ export class UdpSession
     const factories = this.host.options.sessionFilters;
     if (factories !== undefined && !this.openFilters(factories)) return;
     this.host.firstChecks?.add(this, this.startTime);
-    this.fromClient(first);
+    // Stamped already: `lastActivity` starts as `startTime`, the first datagram's arrival.
+    this.relay(first);
   }
 
   /** Ends the session now, reason `closed_by_user`. */
@@ -262,11 +263,16 @@ export class UdpSession
 
   /** A datagram from the client. */
   fromClient(msg: Buffer): void {
+    this.lastActivity = Date.now();
+    this.relay(msg);
+  }
+
+  /** A datagram from the client, its arrival stamped in `lastActivity`. */
+  private relay(msg: Buffer): void {
     const len = msg.length;
     // nginx's proxy_requests: the client's next datagram opens a new session.
     if (++this.datagramsFromClient === this.host.options.maxRequests) this.detach();
     this.bytesFromClient += len;
-    this.lastActivity = Date.now();
     if (this.filters !== undefined) {
       const out = this.filtered(this.filters, 'onClientDatagram', msg, 'client');
       if (out === undefined) return;
@@ -297,7 +303,10 @@ export class UdpSession
       return;
     }
     if (!this.reserve(len)) return;
-    (this.pending ??= []).push(msg);
+    // Made with its datagram: a push onto an empty array grows it to 17 slots, for one datagram
+    // in most sessions.
+    if (this.pending === undefined) this.pending = [msg];
+    else this.pending.push(msg);
     if (!this.selecting && (this.quic === undefined || this.quic.admit(msg))) this.select();
   }
 

@@ -337,7 +337,9 @@ export class UpstreamLink {
       this.kept = undefined;
       return;
     }
-    kept.push(msg);
+    // The first one in an array of its own: a push onto the empty one would grow it to 17 slots.
+    if (kept.length === 0) this.kept = [msg];
+    else kept.push(msg);
     this.keptBytes += msg.length;
   }
 

@@ -45,6 +45,35 @@ async function clientFrom(address: string): Promise<dgram.Socket> {
   return socket;
 }
 
+/**
+ * Client sockets on one port number, one per loopback address: the port is the first one's
+ * ephemeral port, tried again with a new one (3 times at most) when another address has it in use.
+ */
+async function clientsOnOnePort(addresses: readonly string[]): Promise<dgram.Socket[]> {
+  for (let attempt = 1; ; attempt++) {
+    const first = await clientFrom(addresses[0] as string);
+    const sockets = [first];
+    try {
+      for (const address of addresses.slice(1)) {
+        const socket = dgram.createSocket('udp4');
+        sockets.push(socket);
+        socket.on('error', () => undefined);
+        await new Promise<void>((resolve, reject) => {
+          socket.once('error', reject);
+          socket.bind(first.address().port, address, () => {
+            socket.off('error', reject);
+            resolve();
+          });
+        });
+      }
+      return sockets;
+    } catch (err) {
+      await Promise.all(sockets.map((socket) => closeSocket(socket).catch(() => undefined)));
+      if (attempt >= 3) throw err;
+    }
+  }
+}
+
 describe('UdpProxy client identity', () => {
   test("proxyProtocol 'v2' prepends a UDP4 header naming the client to every datagram", async () => {
     const upstream = await proxyAwareUpstream();
@@ -262,6 +291,48 @@ describe('UdpProxy client identity', () => {
     for (const s of [a, b, c, elsewhere]) await closeSocket(s);
     await proxy.close();
     await echo.close();
+  });
+
+  test('clients on one port from three addresses each keep their own session, as sessions come and go', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const proxy = new UdpProxy({ upstreams: [{ host: '127.0.0.1', port: echo.port }] });
+    t.after(() => proxy.close());
+    const { port } = await proxy.bind({ port: 0, address: '127.0.0.1' });
+    const clients = await clientsOnOnePort(['127.0.0.2', '127.0.0.3', '127.0.0.4']);
+    t.after(() => Promise.all(clients.map(closeSocket)));
+    const [a, b, c] = clients as [dgram.Socket, dgram.Socket, dgram.Socket];
+    const shared = a.address().port;
+    for (const [client, name] of [
+      [a, 'a'],
+      [b, 'b'],
+      [c, 'c'],
+      [a, 'a2'],
+      [c, 'c2'],
+    ] as const)
+      assert.equal((await request(client, port, name)).toString(), name);
+    const byAddress = (): string[] =>
+      proxy
+        .sessions()
+        .map((s) => `${s.clientAddress}:${String(s.clientPort)}`)
+        .sort();
+    const three = ['127.0.0.2', '127.0.0.3', '127.0.0.4'].map((ip) => `${ip}:${String(shared)}`);
+    assert.deepEqual(byAddress(), three);
+    // The first client's session ends: the two others are still found, no new session opens.
+    proxy
+      .sessions()
+      .find((s) => s.clientAddress === '127.0.0.2')
+      ?.close();
+    for (const [client, name] of [
+      [b, 'b3'],
+      [c, 'c3'],
+    ] as const)
+      assert.equal((await request(client, port, name)).toString(), name);
+    assert.equal(proxy.stats().downstream_sess_total, 3);
+    // It comes back: a new session of its own, beside the others.
+    assert.equal((await request(a, port, 'a4')).toString(), 'a4');
+    assert.equal(proxy.stats().downstream_sess_total, 4);
+    assert.deepEqual(byAddress(), three);
   });
 
   test('perClient.ipv4Prefix 24: sessions from 127.0.0.2 and 127.0.0.3 count as one client', async (t) => {
