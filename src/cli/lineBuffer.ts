@@ -33,11 +33,25 @@ export class LineBuffer {
   private lineStart = 0;
   /** Whole lines wait for the timer (and the exit flush holds the buffer). */
   private waiting = false;
-  /** The flush timer (or immediate) is pending: one at a time, whatever the size flushes do. */
+  /** The end-of-turn flush is pending (`delayMs` 0): one at a time. */
   private armed = false;
-  private readonly timerFired = (): void => {
+  private readonly immediateFired = (): void => {
     this.armed = false;
     this.flush();
+  };
+  /**
+   * The flush timer (`delayMs` > 0): an interval that runs while lines keep coming and stops at
+   * its first period without any, so a busy log makes no timer per flush (Node re-arms it in
+   * place) and an idle one no wakeups.
+   */
+  private timer: NodeJS.Timeout | undefined = undefined;
+  private readonly timerFired = (): void => {
+    if (this.waiting) {
+      this.flush();
+      return;
+    }
+    clearInterval(this.timer);
+    this.timer = undefined;
   };
 
   constructor(
@@ -135,12 +149,16 @@ export class LineBuffer {
       // or a pipe with room; a pipe that is full keeps them queued and they are lost): a planned
       // exit awaits the outputs' `flushed()` first.
       waitingAtExit(this);
-      // A timer still pending from before a size flush serves: it fires within `delayMs` of
+      // A flush still pending from before a size flush serves: it comes within `delayMs` of
       // this line too, and a busy log makes no timer per 64 KiB.
-      if (this.armed) return;
-      this.armed = true;
-      if (this.delayMs === 0) setImmediate(this.timerFired);
-      else setTimeout(this.timerFired, this.delayMs).unref();
+      if (this.delayMs === 0) {
+        if (this.armed) return;
+        this.armed = true;
+        setImmediate(this.immediateFired);
+      } else if (this.timer === undefined) {
+        this.timer = setInterval(this.timerFired, this.delayMs);
+        this.timer.unref();
+      }
     }
   }
 

@@ -78,11 +78,16 @@ test('a busy buffer arms one flush timer, not one per 64 KiB it writes at once',
     return true;
   }, 20);
   const realSetTimeout = globalThis.setTimeout;
+  const realSetInterval = globalThis.setInterval;
   let timers = 0;
   globalThis.setTimeout = ((...args: Parameters<typeof realSetTimeout>) => {
     timers++;
     return realSetTimeout(...args);
   }) as typeof realSetTimeout;
+  globalThis.setInterval = (...args: Parameters<typeof realSetInterval>) => {
+    timers++;
+    return realSetInterval(...args);
+  };
   let expected: string[];
   try {
     // 300 KiB of lines in one turn: four flushes by size, then lines that wait for the timer.
@@ -91,6 +96,7 @@ test('a busy buffer arms one flush timer, not one per 64 KiB it writes at once',
     buffer.endLine();
   } finally {
     globalThis.setTimeout = realSetTimeout;
+    globalThis.setInterval = realSetInterval;
   }
   // Before: a size flush forgot its pending timer, and the next line armed another (5 here).
   assert.equal(timers, 1, 'one timer');
@@ -141,4 +147,40 @@ test('lines still waiting for their timer are written when the process exits', a
     'third',
   ]);
   assert.ok(stdout.startsWith('first\nexiting\n'), 'what was flushed went first');
+});
+
+test('the flush timer stops at its first period without lines, and the next line starts it again', async () => {
+  const writes: string[] = [];
+  const buffer = new LineBuffer((bytes) => {
+    writes.push(bytes.toString('latin1'));
+    return true;
+  }, 20);
+  const realSetInterval = globalThis.setInterval;
+  const realClearInterval = globalThis.clearInterval;
+  const started = new Set<unknown>();
+  let stopped = 0;
+  globalThis.setInterval = (...args: Parameters<typeof realSetInterval>) => {
+    const timer = realSetInterval(...args);
+    started.add(timer);
+    return timer;
+  };
+  globalThis.clearInterval = (timer: Parameters<typeof realClearInterval>[0]) => {
+    if (started.has(timer)) stopped++;
+    realClearInterval(timer);
+  };
+  try {
+    for (const round of [1, 2]) {
+      buffer.text(`line ${String(round)}\n`);
+      buffer.endLine();
+      // Bounded: 500 turns of 10 ms at most (the period is 20 ms).
+      for (let turn = 0; turn < 500 && stopped < round; turn++)
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal(stopped, round, 'the idle timer stopped');
+      assert.equal(started.size, round, 'one timer per burst of lines');
+    }
+  } finally {
+    globalThis.setInterval = realSetInterval;
+    globalThis.clearInterval = realClearInterval;
+  }
+  assert.deepEqual(writes, ['line 1\n', 'line 2\n']);
 });
