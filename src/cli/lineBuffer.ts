@@ -21,19 +21,41 @@ const EMPTY = Buffer.alloc(0);
  * at the end of the event-loop turn when `delayMs` is 0, at once beyond 64 KiB, and at exit.
  * With `delayMs` null every line goes out as it ends and `output` must use the bytes before it
  * returns (the block is written over by the next line): the form a string sink is adapted with.
+ *
+ * Otherwise `output` returns `true` when it is done with the bytes (written through, or dropped)
+ * and the block is written again; anything else (a write queued on a pipe) leaves the bytes to
+ * it, and the next line gets a new block.
  */
 export class LineBuffer {
   private block: Buffer = EMPTY;
   private used = 0;
   /** Where the line being written starts: what precedes it is whole lines. */
   private lineStart = 0;
-  private scheduled = false;
-  private readonly flushBound = (): void => {
+  /** Whole lines wait for the timer (and the exit flush holds the buffer). */
+  private waiting = false;
+  /** The end-of-turn flush is pending (`delayMs` 0): one at a time. */
+  private armed = false;
+  private readonly immediateFired = (): void => {
+    this.armed = false;
     this.flush();
+  };
+  /**
+   * The flush timer (`delayMs` > 0): an interval that runs while lines keep coming and stops at
+   * its first period without any, so a busy log makes no timer per flush (Node re-arms it in
+   * place) and an idle one no wakeups.
+   */
+  private timer: NodeJS.Timeout | undefined = undefined;
+  private readonly timerFired = (): void => {
+    if (this.waiting) {
+      this.flush();
+      return;
+    }
+    clearInterval(this.timer);
+    this.timer = undefined;
   };
 
   constructor(
-    private readonly output: (bytes: Buffer) => void,
+    private readonly output: (bytes: Buffer) => unknown,
     private readonly delayMs: number | null,
   ) {}
 
@@ -121,34 +143,43 @@ export class LineBuffer {
   endLine(): void {
     this.lineStart = this.used;
     if (this.delayMs === null || this.used >= FLUSH_AT) this.flush();
-    else if (!this.scheduled) {
-      this.scheduled = true;
-      // Lines left at an unforeseen exit go out from the 'exit' handler (whole, to a file or a
-      // pipe with room; a pipe that is full keeps them queued and they are lost): a planned
+    else if (!this.waiting) {
+      this.waiting = true;
+      // Lines left at an unforeseen exit go out from the one 'exit' handler (whole, to a file
+      // or a pipe with room; a pipe that is full keeps them queued and they are lost): a planned
       // exit awaits the outputs' `flushed()` first.
-      process.on('exit', this.flushBound);
-      if (this.delayMs === 0) setImmediate(this.flushBound);
-      else setTimeout(this.flushBound, this.delayMs).unref();
+      waitingAtExit(this);
+      // A flush still pending from before a size flush serves: it comes within `delayMs` of
+      // this line too, and a busy log makes no timer per 64 KiB.
+      if (this.delayMs === 0) {
+        if (this.armed) return;
+        this.armed = true;
+        setImmediate(this.immediateFired);
+      } else if (this.timer === undefined) {
+        this.timer = setInterval(this.timerFired, this.delayMs);
+        this.timer.unref();
+      }
     }
   }
 
   /** Hands out the whole lines written so far. */
   flush(): void {
-    if (this.scheduled) {
-      this.scheduled = false;
-      process.off('exit', this.flushBound);
+    if (this.waiting) {
+      this.waiting = false;
+      waiting.delete(this);
     }
     const whole = this.lineStart;
     if (whole === 0) return;
+    const block = this.block;
     if (this.delayMs === null) {
       this.used = this.lineStart = 0;
-      this.output(this.block.subarray(0, whole));
+      this.output(block.subarray(0, whole));
       return;
     }
-    // The output may hold the bytes (a write queued on a pipe): the next line gets a new block.
-    const out = this.block.subarray(0, whole);
+    const out = block.subarray(0, whole);
     this.carryOver(this.used - whole, 0);
-    this.output(out);
+    // Done with the bytes: the block serves the next lines, unless a line started meanwhile.
+    if (this.output(out) === true && this.block === EMPTY) this.block = block;
   }
 
   /** Room for `bytes` more: whole lines go out, the line in progress moves to a larger block. */
@@ -171,6 +202,20 @@ export class LineBuffer {
     this.used = partial;
     this.lineStart = 0;
   }
+}
+
+/** Buffers with lines waiting for their timer: what the exit flushes. */
+const waiting = new Set<LineBuffer>();
+let exitHandled = false;
+
+/** Puts `buffer` with those the exit flushes; the 'exit' listener is added once per process. */
+function waitingAtExit(buffer: LineBuffer): void {
+  waiting.add(buffer);
+  if (exitHandled) return;
+  exitHandled = true;
+  process.on('exit', () => {
+    for (const left of waiting) left.flush();
+  });
 }
 
 /**

@@ -142,13 +142,19 @@ export function createOutputs(
   );
   // Access lines to a file or a pipe go out every 100 ms (one write(2) for many connections);
   // a person watching a terminal sees them at the end of each event-loop turn.
+  // True when done with the bytes: dropped, or written through (nothing left held by stdout: a
+  // file, /dev/null, a pipe with room), and the buffer writes its next lines in the same block.
   const lines = new LineBuffer(
     (bytes) => {
-      if (broken.stdout) return;
-      if (!accessBound.admits(bytes.length, 0)) return;
+      if (broken.stdout) return true;
+      if (!accessBound.admits(bytes.length, 0)) return true;
       if (stdout.isTTY === true) shown.status?.clear();
-      if (pieces !== undefined) pieces.write(bytes);
-      else stdout.write(bytes);
+      if (pieces !== undefined) {
+        pieces.write(bytes);
+        return false;
+      }
+      stdout.write(bytes);
+      return stdout.writableLength === 0;
     },
     stdout.isTTY === true ? 0 : ACCESS_FLUSH_MS,
   );
