@@ -45,11 +45,11 @@ import {
   writeFileSync,
 } from 'node:fs';
 import net from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { startEchoInProcess } from './lib/backends.js';
 import { headCommit, openBase } from './lib/base.js';
 import { benchScript } from './lib/paths.js';
 import { echoConnections } from './lib/echoClients.js';
@@ -226,23 +226,6 @@ async function sessions(port: number, count: number): Promise<void> {
   for (let i = 0; i < count; i++) await exchange(dgram.createSocket('udp4'), port, () => false);
 }
 
-async function echoBackend(protocol: 'tcp' | 'udp'): Promise<{ port: number; close(): void }> {
-  if (protocol === 'tcp') {
-    const server = net.createServer((socket) => {
-      socket.on('error', () => undefined);
-      socket.pipe(socket);
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return { port: (server.address() as AddressInfo).port, close: () => server.close() };
-  }
-  const socket = dgram.createSocket('udp4');
-  socket.on('message', (message, from) => {
-    socket.send(message, from.port, from.address);
-  });
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-  return { port: socket.address().port, close: () => socket.close() };
-}
-
 /** The contender's own script, or `--base`'s for `l4proxy@base` and `l4proxy-cli@base`. */
 function script(contender: string): { server: string; cli: string } {
   if (!contender.endsWith('@base')) return { server: benchScript('servers/l4proxy.js'), cli: CLI };
@@ -282,7 +265,7 @@ async function instructions(
 ): Promise<Counts> {
   const backend =
     scenario.tls === undefined
-      ? await echoBackend(scenario.protocol)
+      ? await startEchoInProcess(scenario.protocol)
       : await scenario.tls.backend(work);
   const launch: TlsLaunch =
     scenario.tls === undefined

@@ -1,4 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { freePort } from './net.js';
 import { start, stop, waitForLine } from './processes.js';
 import type { BackendKind } from './scenarios.js';
@@ -46,4 +49,28 @@ export async function startBackend(
   const child = start(loadgen, [kind, '0'], { stdio: ['ignore', 'pipe', 'ignore'] });
   const line = await ready(child, /^ready \d+/);
   return { port: Number(line.split(' ')[1]), pid: child.pid!, stop: () => stop(child) };
+}
+
+/**
+ * An echo server in this process on 127.0.0.1 (TCP: each connection piped to itself; UDP: each
+ * datagram sent back to its sender): the backend of the instruction counts and of a base's
+ * preflight, where the C echo server's own process is not wanted.
+ */
+export async function startEchoInProcess(
+  protocol: 'tcp' | 'udp',
+): Promise<{ port: number; close(): void }> {
+  if (protocol === 'tcp') {
+    const server = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.pipe(socket);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return { port: (server.address() as AddressInfo).port, close: () => server.close() };
+  }
+  const socket = dgram.createSocket('udp4');
+  socket.on('message', (message, from) => {
+    socket.send(message, from.port, from.address);
+  });
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  return { port: socket.address().port, close: () => socket.close() };
 }

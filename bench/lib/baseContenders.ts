@@ -1,6 +1,6 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
-import type { AddressInfo } from 'node:net';
+import { startEchoInProcess } from './backends.js';
 import type { BaseBuild } from './base.js';
 import { BaseCheckoutError } from './base.js';
 import { startCli } from './cliContender.js';
@@ -32,24 +32,6 @@ export function baseContenders(base: BaseBuild): Contender[] {
       start: (setup) => startCli(setup, 1, base.cli),
     },
   ];
-}
-
-/** An echo server on 127.0.0.1 for the preflight. */
-async function echo(protocol: Protocol): Promise<{ port: number; close(): void }> {
-  if (protocol === 'tcp') {
-    const server = net.createServer((socket) => {
-      socket.on('error', () => undefined);
-      socket.pipe(socket);
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return { port: (server.address() as AddressInfo).port, close: () => server.close() };
-  }
-  const socket = dgram.createSocket('udp4');
-  socket.on('message', (message, from) => {
-    socket.send(message, from.port, from.address);
-  });
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-  return { port: socket.address().port, close: () => socket.close() };
 }
 
 /** Sends 32 bytes through the proxy and resolves once they came back (bounded). */
@@ -97,7 +79,7 @@ function roundTrip(protocol: Protocol, port: number, ms = 10_000): Promise<void>
 export async function preflightBase(base: BaseBuild, contenders: readonly Contender[]) {
   for (const contender of contenders)
     for (const protocol of contender.protocols) {
-      const backend = await echo(protocol);
+      const backend = await startEchoInProcess(protocol);
       let running: Running | undefined;
       try {
         running = await contender.start(

@@ -15,15 +15,13 @@
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import type { TcpProxyOptions } from '../../src/index.js';
 import { lostAnswers, socketServer, withTimeout } from '../helpers/net.js';
-import { freePort, startPeer } from '../helpers/peerProcess.js';
-import type { PeerProcess } from '../helpers/peerProcess.js';
 import { startProxy } from '../helpers/proxy.js';
 import { issueServerAndClient, sharedPki } from '../helpers/tlsCa.js';
-import { tool } from '../helpers/tools.js';
+import { tlsRedisPerFile } from '../helpers/tlsRedis.js';
 import { until } from '../helpers/until.js';
 
 const getPki = sharedPki(issueServerAndClient);
@@ -33,35 +31,7 @@ const REPLIES = '+PONG\r\n+OK\r\n';
 /** QUIT, then more than one read of redis (16 KiB) and one of the proxy (64 KiB) behind it. */
 const REQUEST = Buffer.concat([Buffer.from('PING\r\nQUIT\r\n'), Buffer.alloc(192 * 1024, 'x')]);
 
-interface Redis {
-  readonly peer: PeerProcess;
-  readonly port: number;
-  readonly ca: string;
-}
-
-/** One redis-server for the file (its TLS port only), stopped after it. */
-let shared: Promise<Redis> | undefined;
-after(async () => {
-  if (shared !== undefined) await (await shared).peer.stop();
-});
-
-/** The file's redis-server, started by the first test; undefined (skipped) without it. */
-async function tlsRedis(t: TestContext): Promise<Redis | undefined> {
-  const p = await getPki(t);
-  const redisServer = tool(t, 'redis-server');
-  if (p === undefined || redisServer === undefined) return undefined;
-  shared ??= (async () => {
-    const port = await freePort();
-    const args = [
-      ...['--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1'],
-      ...['--tls-cert-file', p.server.certFile, '--tls-key-file', p.server.keyFile],
-      ...['--tls-ca-cert-file', p.ca.certFile, '--tls-auth-clients', 'no'],
-      ...['--save', '', '--appendonly', 'no'],
-    ];
-    return { peer: await startPeer(redisServer, args, port), port, ca: p.ca.cert };
-  })();
-  return shared;
-}
+const tlsRedis = tlsRedisPerFile(getPki);
 
 /**
  * 200 clients through a proxy originating TLS with `options` to redis: each gets the answers to

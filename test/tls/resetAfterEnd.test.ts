@@ -10,14 +10,14 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import type { TestContext } from 'node:test';
 import type { TcpProxyOptions } from '../../src/index.js';
 import { connect, lostAnswers, withTimeout } from '../helpers/net.js';
 import { startNginxHttp } from '../helpers/nginxHttp.js';
-import { freePort, startPeer } from '../helpers/peerProcess.js';
+import { freePort } from '../helpers/peerProcess.js';
 import type { PeerProcess } from '../helpers/peerProcess.js';
 import { startProxy } from '../helpers/proxy.js';
 import { issueServerAndClient, sharedPki } from '../helpers/tlsCa.js';
+import { tlsRedisPerFile } from '../helpers/tlsRedis.js';
 import { tool } from '../helpers/tools.js';
 import { until } from '../helpers/until.js';
 
@@ -32,35 +32,7 @@ const getPki = sharedPki(issueServerAndClient);
 const COMMANDS = 'PING\r\nDEBUG SLEEP 1\r\nQUIT\r\n';
 const REPLIES = '+PONG\r\n+OK\r\n+OK\r\n';
 
-interface Redis {
-  readonly peer: PeerProcess;
-  readonly port: number;
-  readonly ca: string;
-}
-
-/** One redis-server for the file (its TLS port only, DEBUG allowed), stopped after it. */
-let shared: Promise<Redis> | undefined;
-after(async () => {
-  if (shared !== undefined) await (await shared).peer.stop();
-});
-
-/** The file's redis-server, started by the first test; undefined (skipped) without it. */
-async function tlsRedis(t: TestContext): Promise<Redis | undefined> {
-  const p = await getPki(t);
-  const redisServer = tool(t, 'redis-server');
-  if (p === undefined || redisServer === undefined) return undefined;
-  shared ??= (async () => {
-    const port = await freePort();
-    const args = [
-      ...['--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1'],
-      ...['--tls-cert-file', p.server.certFile, '--tls-key-file', p.server.keyFile],
-      ...['--tls-ca-cert-file', p.ca.certFile, '--tls-auth-clients', 'no'],
-      ...['--save', '', '--appendonly', 'no', '--enable-debug-command', 'yes'],
-    ];
-    return { peer: await startPeer(redisServer, args, port), port, ca: p.ca.cert };
-  })();
-  return shared;
-}
+const tlsRedis = tlsRedisPerFile(getPki, ['--enable-debug-command', 'yes']);
 
 describe("TLS origination: an upstream that resets after the client's end", () => {
   for (const relay of ['handle', 'stream'] as const satisfies TcpProxyOptions['relay'][]) {
