@@ -23,7 +23,7 @@ import {
 } from '../helpers/net.js';
 import { startProxy } from '../helpers/proxy.js';
 import type { ProxyUnderTest } from '../helpers/proxy.js';
-import { freePort, startPeer } from '../helpers/peerProcess.js';
+import { freePort } from '../helpers/peerProcess.js';
 import { startHaproxy } from '../helpers/haproxy.js';
 import { startOpensslServer } from '../helpers/openssl.js';
 import type { OpensslServer } from '../helpers/openssl.js';
@@ -31,6 +31,7 @@ import { selfSignedCert, tlsPeer } from '../helpers/tlsPeers.js';
 import type { TestCert, TlsPeer } from '../helpers/tlsPeers.js';
 import { issueServerAndClient, sharedPki } from '../helpers/tlsCa.js';
 import { testServer } from '../helpers/testServer.js';
+import { tlsRedisPerFile } from '../helpers/tlsRedis.js';
 import { tool } from '../helpers/tools.js';
 import { UpstreamTls } from '../../src/tls/UpstreamTls.js';
 
@@ -38,6 +39,7 @@ type Pki = NonNullable<Awaited<ReturnType<typeof getPki>>>;
 
 /** One CA, a server certificate for localhost/127.0.0.1 and a client certificate per file. */
 const getPki = sharedPki(issueServerAndClient);
+const tlsRedis = tlsRedisPerFile(getPki);
 
 /** A {@link tlsPeer} that the test's `after` closes. */
 async function peerFor(t: TestContext, name: string, cert: TestCert): Promise<TlsPeer> {
@@ -153,42 +155,16 @@ describe('TLS origination against openssl s_server -Verify (client certificate r
 });
 
 test('redis-server with only its TLS port, driven by redis-cli and redis-benchmark in plain TCP', async (t) => {
-  const p = await getPki(t);
-  if (p === undefined) return;
-  const redisServer = tool(t, 'redis-server');
   const redisCli = tool(t, 'redis-cli');
   const redisBenchmark = tool(t, 'redis-benchmark');
-  if (!redisServer || !redisCli || !redisBenchmark) return;
-  const port = await freePort();
-  const redis = await startPeer(
-    redisServer,
-    [
-      '--port',
-      '0',
-      '--tls-port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--tls-cert-file',
-      p.server.certFile,
-      '--tls-key-file',
-      p.server.keyFile,
-      '--tls-ca-cert-file',
-      p.ca.certFile,
-      '--tls-auth-clients',
-      'no',
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-    ],
-    port,
-  );
-  t.after(() => redis.stop());
+  if (!redisCli || !redisBenchmark) return;
+  const redis = await tlsRedis(t);
+  if (redis === undefined) return;
+  const { port } = redis;
   // The upstream is an IP: no SNI is sent, and the certificate must name 127.0.0.1 (it does).
   const rig = await proxyFor(t, {
     upstreams: [{ host: '127.0.0.1', port }],
-    tls: { ca: p.ca.cert },
+    tls: { ca: redis.ca },
   });
   const cli = (...args: string[]): Promise<string> =>
     runTool(redisCli, ['-h', '127.0.0.1', '-p', String(rig.port), ...args]);
