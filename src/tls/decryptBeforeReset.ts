@@ -1,6 +1,7 @@
 import type { TLSSocket } from 'node:tls';
 import { HandleSocket, tcpUnderTlsSocket } from '../net/HandleSocket.js';
 import { readQueue } from '../net/readBeforeReset.js';
+import { loadOnce, nodeBinding } from '../internal/nodeBinding.js';
 
 /** At most this much decrypted answer is taken: the relay passes on one writer's buffer of it. */
 const MAX_ANSWER = 1024 * 1024;
@@ -11,6 +12,30 @@ interface TlsStream {
   onread: (this: TlsStream, decrypted?: ArrayBuffer) => void;
   /** Takes bytes as if its TCP handle had read them (Node's `initRead` feeds it so). */
   receive?: (ciphertext: Uint8Array) => void;
+}
+
+/**
+ * Where Node's stream reader finds what a read gave (`stream_base_commons`' `onStreamRead`): the
+ * byte count and the offset into the `ArrayBuffer` passed, which is not the chunk itself on every
+ * Node (Node 26 passes a larger buffer: taking all of it sent process memory on), or null where
+ * the binding cannot be had, and then no drain is made.
+ */
+const readState = loadOnce((): ReadState | null => {
+  const stream = nodeBinding('stream_wrap');
+  const { streamBaseState, kReadBytesOrError, kArrayBufferOffset } = stream ?? {};
+  if (
+    !(streamBaseState instanceof Int32Array) ||
+    typeof kReadBytesOrError !== 'number' ||
+    typeof kArrayBufferOffset !== 'number'
+  )
+    return null;
+  return { state: streamBaseState, bytes: kReadBytesOrError, offset: kArrayBufferOffset };
+});
+
+interface ReadState {
+  readonly state: Int32Array;
+  readonly bytes: number;
+  readonly offset: number;
 }
 
 /** The chunks of the drain under way (one at a time; a nested one keeps its own). */
@@ -51,6 +76,7 @@ function decryptQueue(socket: TLSSocket): Buffer[] | undefined {
   const stream = (socket as unknown as { _handle?: TlsStream | null })._handle;
   const fd = tcpUnderTlsSocket(socket)?.fd;
   if (typeof stream?.receive !== 'function' || typeof fd !== 'number' || fd < 0) return undefined;
+  if (readState() === null) return undefined;
   const outer = collected;
   const outerBytes = collectedBytes;
   const answer: Buffer[] = [];
@@ -73,9 +99,16 @@ function decryptQueue(socket: TLSSocket): Buffer[] | undefined {
   return answer;
 }
 
-/** The TLS stream's reader during a drain: each decrypted chunk, in an `ArrayBuffer` of its own. */
+/**
+ * The TLS stream's reader during a drain: each decrypted chunk copied out of the buffer Node
+ * passes, by the byte count and offset it left in the stream state.
+ */
 function collect(this: TlsStream, decrypted?: ArrayBuffer): void {
-  if (decrypted === undefined || collected === undefined) return;
-  collected.push(Buffer.from(decrypted));
-  collectedBytes += decrypted.byteLength;
+  const read = readState();
+  if (decrypted === undefined || collected === undefined || read === null) return;
+  const bytes = read.state[read.bytes] ?? 0;
+  const offset = read.state[read.offset] ?? 0;
+  if (bytes <= 0 || offset < 0 || offset + bytes > decrypted.byteLength) return;
+  collected.push(Buffer.from(new Uint8Array(decrypted, offset, bytes)));
+  collectedBytes += bytes;
 }
