@@ -1,10 +1,7 @@
-import {
-  derivedCap,
-  derivedTunnelCaps,
-  descriptorBudget,
-  openFilesLimit,
-} from './descriptorBudget.js';
-import type { DerivedCap, DescriptorBudget } from './descriptorBudget.js';
+import { derivedCap, derivedTunnelCaps } from './descriptorBudget.js';
+import type { DerivedCap } from './descriptorBudget.js';
+import { descriptorBudget, openFilesLimit } from '../internal/descriptorBudget.js';
+import type { DescriptorBudget } from '../internal/descriptorBudget.js';
 import { dirname, resolve } from 'node:path';
 import { DnsSource } from '../upstream/DnsSource.js';
 import type { DnsSourceOptions } from '../upstream/DnsSource.js';

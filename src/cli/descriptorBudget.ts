@@ -1,8 +1,4 @@
-import { descriptorBudget, openFilesLimit } from '../internal/descriptorBudget.js';
 import type { DescriptorBudget } from '../internal/descriptorBudget.js';
-
-export { descriptorBudget, openFilesLimit };
-export type { DescriptorBudget };
 
 /** A cap a listener gets from its share, in the option it sets. */
 export type DerivedCap =

@@ -148,6 +148,16 @@ function transportError(socket: RelaySocket): number {
 }
 
 /**
+ * What a peer sent before the reset that failed a write to it, read at once and given to
+ * `deliver`: through its TLS layer where it has one (`decryptBeforeReset`), else from the TCP
+ * descriptor (`readBeforeReset`).
+ */
+function readAnswerBeforeReset(socket: RelaySocket, deliver: (bytes: Buffer) => boolean): void {
+  if (isTls(socket)) decryptBeforeReset(socket, deliver);
+  else readBeforeReset(socket, deliver);
+}
+
+/**
  * Each socket points back at its connection, so one set of module-level handlers serves every
  * connection (`this` is the socket): no closure per handler per connection.
  */
@@ -1136,7 +1146,8 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.upstreamCounters.txBytes += chunk.length;
       if (socket.write(chunk) || roomWhileCorked(socket)) return true;
       // A write that failed on the upstream's reset: its answer, unread, goes to the client first.
-      if (socket.errored !== null) this.readUpstreamBeforeReset(socket);
+      if (socket.errored !== null)
+        readAnswerBeforeReset(socket, (bytes) => this.lateUpstreamData(bytes));
       this.pauseClient();
       return false;
     }
@@ -1160,24 +1171,11 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
     this.bytesToClient += chunk.length;
     if (this.client.write(chunk) || roomWhileCorked(this.client)) return true;
     // A write that failed on the client's reset: what it sent before goes upstream first.
-    if (this.client.errored !== null) this.readClientBeforeReset(this.client);
+    if (this.client.errored !== null)
+      readAnswerBeforeReset(this.client, (bytes) => this.lateClientData(bytes));
     this.host.stats.upstreamPaused++;
     this.upstreamSocket?.pause();
     return false;
-  }
-
-  /** A write to the upstream failed: what it sent before its reset is relayed first. */
-  private readUpstreamBeforeReset(socket: RelaySocket): void {
-    const deliver = (bytes: Buffer): boolean => this.lateUpstreamData(bytes);
-    if (isTls(socket)) decryptBeforeReset(socket, deliver);
-    else readBeforeReset(socket, deliver);
-  }
-
-  /** A write to the client failed: what it sent before its reset goes upstream first. */
-  private readClientBeforeReset(socket: RelaySocket): void {
-    const deliver = (bytes: Buffer): boolean => this.lateClientData(bytes);
-    if (isTls(socket)) decryptBeforeReset(socket, deliver);
-    else readBeforeReset(socket, deliver);
   }
 
   /**

@@ -1,12 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { closeAll, validateConfig } from '../../src/cli/config.js';
-import {
-  capsAboveLimit,
-  derivedCap,
-  descriptorBudget,
-  openFilesLimit,
-} from '../../src/cli/descriptorBudget.js';
+import { capsAboveLimit, derivedCap } from '../../src/cli/descriptorBudget.js';
+import { descriptorBudget, openFilesLimit } from '../../src/internal/descriptorBudget.js';
 
 const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
 Max cpu time              unlimited            unlimited            seconds
