@@ -3,7 +3,7 @@
  * and origination, l4proxy beside nginx `stream` with `ssl` and HAProxy with `ssl`, in the same
  * run, one process / worker / thread each, as medians of `--runs` and ratios to nginx.
  *
- *   npm run build && node build/bench/tls.js [--seconds 5] [--runs 3]
+ *   npm run build && node build/bench/tls.js [--seconds 5] [--runs 3] [--only resumed,origination]
  *
  * - termination, full handshakes: `openssl s_time -new` against each contender (TLS in front of
  *   the C echo backend), once pinned to TLS 1.3 and once to TLS 1.2.
@@ -26,9 +26,11 @@
  * Every contender offers TLS 1.2 and 1.3 (nginx is told `ssl_protocols TLSv1.2 TLSv1.3`: Debian's
  * nginx 1.22 offers only up to 1.2 by default, which made earlier runs compare TLS 1.3 against
  * 1.2). The contenders of a row run side by side: all started, each warmed up by one unmeasured
- * run, then measured in turn, `--runs` times. A rate is operations divided by the wall time the
- * client took (s_time prints whole seconds only); beside it, the contender's own CPU time per
- * operation from /proc, which does not depend on how fast the client on the same cores is.
+ * run, then measured in turn, `--runs` times; a ratio to nginx is the median of the runs' own
+ * ratios (each run's contenders measured within seconds of each other), the runs' in brackets.
+ * A rate is operations divided by the wall time the client took (s_time prints whole seconds
+ * only); beside it, the contender's own CPU time per operation from /proc, which does not depend
+ * on how fast the client on the same cores is.
  */
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -52,6 +54,11 @@ const option = (name: string, fallback: number): number => {
 };
 const seconds = option('seconds', 5);
 const runs = option('runs', 3);
+/** `--only a,b`: the rows whose title contains one of these words (`resumed`, `origination`). */
+const only = (() => {
+  const at = args.indexOf('--only');
+  return at >= 0 ? (args[at + 1] ?? '').split(',').filter(Boolean) : [];
+})();
 
 function need(name: string): string {
   const path = findTool(name);
@@ -284,9 +291,14 @@ async function connects(running: Running): Promise<Sample> {
   return { rate: result.rate, cpuMicros: (cpu * 1e6) / Math.max(result.ops, 1) };
 }
 
-function median(values: number[]): number {
+/** The median (the mean of the two middle values of an even count); NaN of nothing. */
+function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? 0;
+  const middle = sorted.length / 2;
+  if (sorted.length === 0) return Number.NaN;
+  return sorted.length % 2 === 1
+    ? sorted[Math.floor(middle)]!
+    : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 /**
@@ -300,6 +312,7 @@ async function measure(
   probe: Probe,
   unit = '/s',
 ): Promise<void> {
+  if (only.length > 0 && !only.some((word) => label.includes(word))) return;
   const started: [string, Running][] = [];
   const samples = new Map<string, Sample[]>();
   try {
@@ -313,28 +326,44 @@ async function measure(
   } finally {
     for (const [, running] of started) await running.stop();
   }
-  const rateOf = (name: string): number => median((samples.get(name) ?? []).map((s) => s.rate));
-  const cpuOf = (name: string): number | undefined => {
-    const values = (samples.get(name) ?? []).flatMap((s) =>
-      s.cpuMicros === undefined ? [] : [s.cpuMicros],
-    );
-    return values.length === 0 ? undefined : median(values);
-  };
-  const nginxRate = rateOf('nginx');
-  const nginxCpu = cpuOf('nginx');
+  const nginx = samples.get('nginx') ?? [];
   console.log(`\n${label} (median of ${String(runs)} × ${String(seconds)} s, interleaved)`);
   for (const [name] of contenders) {
-    const rate = rateOf(name);
-    const cpu = cpuOf(name);
-    const ratio = nginxRate > 0 ? `${(rate / nginxRate).toFixed(2)}× nginx` : '';
-    const cpuText =
-      cpu === undefined
+    const own = samples.get(name) ?? [];
+    const rate = median(own.map((s) => s.rate));
+    const cpu = median(own.flatMap((s) => (s.cpuMicros === undefined ? [] : [s.cpuMicros])));
+    // Divided run by run (the contenders of one run are measured within seconds of each other):
+    // steadier on a noisy machine than the ratio of two medians taken over different moments.
+    const ratios = perRun(own, nginx, (mine, theirs) => mine.rate / theirs.rate);
+    const cpuRatios = perRun(own, nginx, (mine, theirs) =>
+      mine.cpuMicros === undefined || theirs.cpuMicros === undefined || mine.cpuMicros <= 0
+        ? undefined
+        : theirs.cpuMicros / mine.cpuMicros,
+    );
+    const ratio =
+      ratios.length === 0
         ? ''
-        : `   CPU ${cpu.toFixed(0).padStart(5)} µs/op${nginxCpu !== undefined && cpu > 0 ? ` (nginx ÷ this: ${(nginxCpu / cpu).toFixed(2)})` : ''}`;
+        : `${median(ratios).toFixed(2)}× nginx${name === 'nginx' ? '' : ` (${ratios.map((r) => r.toFixed(2)).join(', ')})`}`;
+    const cpuText = Number.isNaN(cpu)
+      ? ''
+      : `   CPU ${cpu.toFixed(0).padStart(5)} µs/op${cpuRatios.length === 0 ? '' : ` (nginx ÷ this: ${median(cpuRatios).toFixed(2)})`}`;
     console.log(
       `  ${name.padEnd(24)} ${rate.toFixed(unit === '/s' ? 0 : 2).padStart(8)} ${unit}   ${ratio}${cpuText}`,
     );
   }
+}
+
+/** `ratio` of each run's sample to nginx's in the same run, where both are there and it is defined. */
+function perRun(
+  own: readonly Sample[],
+  nginx: readonly Sample[],
+  ratio: (mine: Sample, theirs: Sample) => number | undefined,
+): number[] {
+  return own.flatMap((mine, run) => {
+    const theirs = nginx[run];
+    const value = theirs === undefined || theirs.rate <= 0 ? undefined : ratio(mine, theirs);
+    return value === undefined || !Number.isFinite(value) ? [] : [value];
+  });
 }
 
 writeBenchCertificates(dir, { openssl });
