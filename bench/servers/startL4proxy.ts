@@ -44,7 +44,20 @@ export async function startL4proxy(
   return { port: address.port, close: () => proxy.close() };
 }
 
+/**
+ * `L4PROXY_BENCH_TCP_OPTIONS`: JSON options merged into every TCP variant, to count or time a
+ * setting that is not the default (`{"relay":"onread"}`) with the same harness.
+ */
+function extraTcpOptions(): TcpProxyOptions {
+  const text = process.env.L4PROXY_BENCH_TCP_OPTIONS;
+  return text === undefined || text === '' ? {} : (JSON.parse(text) as TcpProxyOptions);
+}
+
 function tcpVariant(variant: string | undefined): TcpProxyOptions {
+  return { ...variantOptions(variant), ...extraTcpOptions() };
+}
+
+function variantOptions(variant: string | undefined): TcpProxyOptions {
   if (variant === 'filter')
     return {
       filters: [() => ({ onClientData: () => undefined, onUpstreamData: () => undefined })],
