@@ -38,10 +38,13 @@ if (mode === 'terminate') {
     }),
   );
 } else {
+  // L4PROXY_BENCH_TLS_OPTIONS: JSON merged into `tls`, to count a setting that is not the
+  // default (`{"subjectAltNames":[{"type":"dns","exact":"localhost"}]}`) with the same harness.
+  const extra = JSON.parse(process.env.L4PROXY_BENCH_TLS_OPTIONS || '{}') as object;
   port = await listen(
     new TcpProxy({
       upstreams,
-      tls: { ca, servername: 'localhost', sessionResumption: mode === 'originate' },
+      tls: { ca, servername: 'localhost', sessionResumption: mode === 'originate', ...extra },
     }),
   );
 }
