@@ -162,13 +162,17 @@ class UpstreamHandleTls implements HandleLayer {
     if (error || ssl.isSessionReused()) return error;
     const { servername, target } = this.request;
     const host = servername ?? target.host;
-    const check = target.settings.checkIdentity;
-    // Node's check alone: OpenSSL's match on the certificate it parsed proves it passes.
-    const x509 = check === undefined ? peerX509(ssl) : undefined;
-    if (x509 !== undefined && certificateMatchesHost(x509, host)) return undefined;
+    const { checkIdentity, checkIdentityX509 } = target.settings;
+    const x509 = peerX509(ssl);
+    if (x509 !== undefined) {
+      // SANs or pins: checked on the certificate OpenSSL parsed.
+      if (checkIdentityX509 !== undefined) return checkIdentityX509(host, x509);
+      // Node's check alone: OpenSSL's match on that certificate proves it passes.
+      if (certificateMatchesHost(x509, host)) return undefined;
+    }
     // Taken from `x509` once it was asked for: the stream's own now starts at the issuer (peerX509).
     const cert = (x509?.toLegacyObject() ?? ssl.getPeerCertificate(false)) as PeerCertificate;
-    return (check ?? tls.checkServerIdentity)(host, cert);
+    return (checkIdentity ?? tls.checkServerIdentity)(host, cert);
   }
 
   /** @internal */

@@ -3,8 +3,8 @@ import type { TlsCertificateInfo } from './certificateInfo.js';
 import { START_TLS_PROTOCOLS } from './startTls.js';
 import type { StartTlsProtocol } from './startTls.js';
 import { resolveIdentity } from './certificateIdentity.js';
-import { upstreamIdentityCheck } from './upstreamIdentity.js';
-import type { ServerIdentityCheck } from './upstreamIdentity.js';
+import { upstreamIdentityCheck, upstreamX509IdentityCheck } from './upstreamIdentity.js';
+import type { ServerIdentityCheck, X509IdentityCheck } from './upstreamIdentity.js';
 import type { CertificatePins, SubjectAltNameMatcher } from './certificateIdentity.js';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -166,6 +166,8 @@ export interface ResolvedUpstreamTls {
    * undefined when neither is set: Node's host-name check alone, nothing more per handshake.
    */
   readonly checkIdentity: ServerIdentityCheck | undefined;
+  /** The same check on an `X509Certificate` (origination on the bare handle). */
+  readonly checkIdentityX509: X509IdentityCheck | undefined;
   readonly sessionResumption: boolean;
   readonly handshakeTimeout: number;
   /** In-band request for TLS before the handshake; undefined: none. */
@@ -286,6 +288,8 @@ export function resolveUpstreamTls(
     alpn: raw.alpn === undefined ? undefined : [...(raw.alpn as string[])],
     rejectUnauthorized,
     checkIdentity: identity === undefined ? undefined : upstreamIdentityCheck(identity, name),
+    checkIdentityX509:
+      identity === undefined ? undefined : upstreamX509IdentityCheck(identity, name),
     sessionResumption: (raw.sessionResumption as boolean | undefined) ?? true,
     handshakeTimeout: (raw.handshakeTimeout as number | undefined) ?? 5_000,
     startTls: raw.startTls as StartTlsProtocol | undefined,

@@ -4,9 +4,13 @@ import type { PeerCertificate } from 'node:tls';
 import { asError } from '../errors.js';
 import type { CertificateIdentity } from './certificateIdentity.js';
 import { identityError } from './tlsFailure.js';
+import { certificateMatchesHost } from './hostMatch.js';
 
 /** `tls.connect()`'s `checkServerIdentity`: an error when the certificate is not the one wanted. */
 export type ServerIdentityCheck = (hostname: string, cert: PeerCertificate) => Error | undefined;
+
+/** The same check on the certificate OpenSSL parsed (origination on the bare handle). */
+export type X509IdentityCheck = (hostname: string, x509: X509Certificate) => Error | undefined;
 
 /**
  * The identity check of an upstream's certificate, run after its chain verified on a full
@@ -29,6 +33,26 @@ export function upstreamIdentityCheck(
     } catch (err) {
       // OpenSSL took it for the handshake; a certificate Node cannot parse proves nothing.
       return asError(err);
+    }
+    const failure = identity.check(x509);
+    return failure === undefined ? undefined : identityError(failure, option);
+  };
+}
+
+/**
+ * {@link upstreamIdentityCheck} on the certificate as OpenSSL already parsed it: no legacy object
+ * built and no second parse of its DER (388 k instructions a full handshake for the legacy
+ * object alone), unless the host-name check needs Node's own verdict (a name OpenSSL did not
+ * match, or `tls.checkServerIdentity` replaced).
+ */
+export function upstreamX509IdentityCheck(
+  identity: CertificateIdentity,
+  option: string,
+): X509IdentityCheck {
+  return (hostname, x509) => {
+    if (!identity.hasSubjectAltNames && !certificateMatchesHost(x509, hostname)) {
+      const error = tls.checkServerIdentity(hostname, x509.toLegacyObject());
+      if (error !== undefined) return error;
     }
     const failure = identity.check(x509);
     return failure === undefined ? undefined : identityError(failure, option);

@@ -285,6 +285,14 @@ describe('tls.subjectAltNames and tls.pins (origination to openssl s_server)', (
         pins: { certificate: [certificateHash(p, p.server)] },
       });
       assert.equal(hashed.answer, 'hello\n');
+      // Pins alone keep the host-name check: the right key for the wrong name still fails.
+      const misnamed = await through(plain, {
+        servername: 'elsewhere.example',
+        pins: { spki: [spkiPin(p, p.server)] },
+      });
+      assert.notEqual(misnamed.answer, 'hello\n');
+      assert.equal(misnamed.rig.summaries[0]?.reason, 'upstream_tls_name_mismatch');
+      assert.equal(misnamed.rig.proxy.stats().upstream_tls_fail_verify_san, 1);
       const mismatch = await through(plain, { pins: { spki: [spkiPin(p, p.spiffeServer)] } });
       assert.notEqual(mismatch.answer, 'hello\n');
       const summary = mismatch.rig.summaries[0];
