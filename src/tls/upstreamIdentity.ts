@@ -34,9 +34,18 @@ export function upstreamIdentityCheck(
       // OpenSSL took it for the handshake; a certificate Node cannot parse proves nothing.
       return asError(err);
     }
-    const failure = identity.check(x509);
-    return failure === undefined ? undefined : identityError(failure, option);
+    return pinsAndNames(identity, option, x509);
   };
+}
+
+/** The SAN matchers and pins on a parsed certificate: an error naming `option`, or undefined. */
+function pinsAndNames(
+  identity: CertificateIdentity,
+  option: string,
+  x509: X509Certificate,
+): Error | undefined {
+  const failure = identity.check(x509);
+  return failure === undefined ? undefined : identityError(failure, option);
 }
 
 /**
@@ -54,7 +63,6 @@ export function upstreamX509IdentityCheck(
       const error = tls.checkServerIdentity(hostname, x509.toLegacyObject());
       if (error !== undefined) return error;
     }
-    const failure = identity.check(x509);
-    return failure === undefined ? undefined : identityError(failure, option);
+    return pinsAndNames(identity, option, x509);
   };
 }
