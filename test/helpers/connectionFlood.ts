@@ -1,4 +1,4 @@
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import type { Socket } from 'node:net';
 
@@ -54,4 +54,14 @@ function floodClient(port: number, sockets: Socket[], ms: number): Promise<Flood
 /** Open descriptors of process `pid` (Linux's /proc). */
 export function descriptors(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** The PIDs of process `pid`'s children (Linux's /proc, every thread's list). */
+export function childProcesses(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/task`).flatMap((task) =>
+    readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8')
+      .split(' ')
+      .filter((word) => word !== '')
+      .map(Number),
+  );
 }
