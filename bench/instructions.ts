@@ -102,7 +102,7 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(`usage: node build/bench/instructions.js [options]
   --scenarios a,b    ${Object.keys(SCENARIOS).join(', ')} (default all)
-  --contenders a,b   l4proxy, l4proxy-cli, naive; nginx in the TLS scenarios (tls*; default
+  --contenders a,b   l4proxy, l4proxy-cli, naive, floor (UDP only); nginx in the TLS scenarios (tls*; default
                      l4proxy,naive, or l4proxy,nginx when every scenario is a TLS one);
                      l4proxy@base, l4proxy-cli@base with --base
   --base DIR         another checkout of l4proxy with its build: adds l4proxy@base and
@@ -253,7 +253,8 @@ function contenderArgs(contender: string, scenario: Scenario, upstream: number):
       String(scenario.responses),
     ];
   if (scenario.protocol === 'tcp') return [benchScript('servers/naiveTcp.js'), String(upstream)];
-  return [benchScript('servers/naiveUdp.js'), String(upstream), String(scenario.responses)];
+  const relay = contender === 'floor' ? 'servers/floorUdp.js' : 'servers/naiveUdp.js';
+  return [benchScript(relay), String(upstream), String(scenario.responses)];
 }
 
 /** Total instructions of one contender process serving `count` operations. */

@@ -22,6 +22,7 @@ export const CONTENDER_NAMES = [
   'l4proxy-cli@base',
   'l4proxy-2w',
   'naive',
+  'floor',
   'haproxy',
   'haproxy-splice',
   'nginx',
@@ -32,7 +33,7 @@ export const CONTENDER_NAMES = [
 ] as const;
 
 /** Contenders run only when named with --contenders (the HTTP tunnels). */
-export const OPTIONAL_CONTENDERS: readonly ContenderName[] = ['tunnel-h1', 'tunnel-h2'];
+export const OPTIONAL_CONTENDERS: readonly ContenderName[] = ['tunnel-h1', 'tunnel-h2', 'floor'];
 
 /** The contenders of another checkout's build, run with `--base DIR` (bench/lib/baseContenders.ts). */
 export const BASE_CONTENDERS: readonly ContenderName[] = ['l4proxy@base', 'l4proxy-cli@base'];
@@ -290,6 +291,18 @@ export const CONTENDERS: readonly Contender[] = [
             [String(setup.upstreamPort), String(setup.responses)],
             setup.profileDir,
           ),
+  },
+  {
+    name: 'floor',
+    description:
+      "UDP only, run when named: the least JavaScript a Node relay can run per datagram (bench/servers/floorUdp.ts, libuv's handles straight, no features): the ceiling for any Node proxy",
+    protocols: ['udp'],
+    start: (setup) =>
+      forkNode(
+        'servers/floorUdp.js',
+        [String(setup.upstreamPort), String(setup.responses)],
+        setup.profileDir,
+      ),
   },
   haproxy('haproxy', false),
   haproxy('haproxy-splice', true),

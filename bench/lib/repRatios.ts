@@ -16,6 +16,8 @@ export const RATIO_PAIRS: readonly RatioPair[] = [
   { over: 'l4proxy-cli', under: 'l4proxy-cli@base', label: 'CLI, HEAD ÷ base' },
   { over: 'l4proxy', under: 'naive', label: 'library ÷ naive' },
   { over: 'l4proxy-cli', under: 'l4proxy', label: 'CLI ÷ library' },
+  { over: 'floor', under: 'naive', label: 'floor ÷ naive' },
+  { over: 'l4proxy', under: 'floor', label: 'library ÷ floor' },
 ];
 
 /** One pair's ratios in one scenario, for one metric. */
