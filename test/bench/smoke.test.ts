@@ -137,3 +137,19 @@ test('the cost contenders (a pass-through filter, preread) run and are reported'
   for (const name of COST_CONTENDERS)
     assert.match(printed, new RegExp(`\\| ${name} \\| [\\d,]+ \\|`), `${name} row`);
 });
+
+test('the floor contender relays UDP beside the naive relay and the library, with its ratios per rep', async (t) => {
+  if (!tool(t, 'cc')) return;
+  const out = mkdtempSync(join(tmpdir(), 'l4proxy-bench-smoke-'));
+  t.after(() => {
+    rmSync(out, { recursive: true, force: true });
+  });
+  const printed = await runHarness(out, ['l4proxy', 'naive', 'floor'], ['udp-pps', 'udp-sessions']);
+  const rows = [...printed.matchAll(/^\| floor \| ([\d,]+) \|/gm)].map((m) =>
+    Number(m[1]!.replaceAll(',', '')),
+  );
+  assert.ok(rows.length >= 2, `a floor row per scenario:\n${printed}`);
+  for (const rate of rows) assert.ok(rate > 0, `the floor relayed: ${String(rate)}/s`);
+  assert.match(printed, /floor ÷ naive/);
+  assert.match(printed, /library ÷ floor/);
+});
