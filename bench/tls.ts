@@ -22,6 +22,8 @@
  *
  * l4proxy runs twice in the handshake rows: as a library in a process of its own, and as the
  * `l4proxy` command with the same TLS from its config file (certificate files, access log on).
+ * The termination rows also run Node's own `tls.createServer` echoing in-process, with no
+ * upstream (bench/servers/nodeTlsEcho.ts): what a Node TLS server costs before proxying anything.
  *
  * Every contender offers TLS 1.2 and 1.3 (nginx is told `ssl_protocols TLSv1.2 TLSv1.3`: Debian's
  * nginx 1.22 offers only up to 1.2 by default, which made earlier runs compare TLS 1.3 against
@@ -160,6 +162,26 @@ async function startL4proxy(mode: string, upstream: number): Promise<Running> {
     });
     child.once('exit', () => {
       reject(new Error('l4proxy exited'));
+    });
+  });
+  return { port, pids: () => [child.pid ?? 0], stop: () => stop(child) };
+}
+
+/**
+ * Node's own TLS server echoing in-process (bench/servers/nodeTlsEcho.ts): no proxying at all,
+ * what a `node:tls` server costs per handshake.
+ */
+async function startNodeTls(): Promise<Running> {
+  const script = fileURLToPath(new URL('./servers/nodeTlsEcho.js', import.meta.url));
+  const child: ChildProcess = fork(script, [file('server.pem'), file('server.key')], {
+    stdio: 'ignore',
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (m: { port: number }) => {
+      resolve(m.port);
+    });
+    child.once('exit', () => {
+      reject(new Error('the node:tls server exited'));
     });
   });
   return { port, pids: () => [child.pid ?? 0], stop: () => stop(child) };
@@ -388,6 +410,7 @@ try {
   const terminators: [string, () => Promise<Running>][] = [
     ['l4proxy', () => startL4proxy('terminate', echoPort)],
     ['l4proxy CLI', () => startL4proxyCli('terminate', echoPort)],
+    ['node:tls server (echo)', startNodeTls],
     [
       'nginx',
       () =>
