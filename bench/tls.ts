@@ -149,39 +149,34 @@ async function startHaproxy(name: string, bind: string, server: string): Promise
   return { port, pids: () => family(child.pid ?? 0), stop: () => stop(child) };
 }
 
-async function startL4proxy(mode: string, upstream: number): Promise<Running> {
-  const script = fileURLToPath(new URL('./servers/l4proxyTls.js', import.meta.url));
-  const child: ChildProcess = fork(
-    script,
-    [mode, String(upstream), file('server.pem'), file('server.key'), file('ca.pem')],
-    { stdio: 'ignore' },
-  );
-  const port = await new Promise<number>((resolve, reject) => {
-    child.once('message', (m: { port: number }) => {
-      resolve(m.port);
-    });
-    child.once('exit', () => {
-      reject(new Error('l4proxy exited'));
-    });
-  });
-  return { port, pids: () => [child.pid ?? 0], stop: () => stop(child) };
+function startL4proxy(mode: string, upstream: number): Promise<Running> {
+  return forkServer('l4proxyTls.js', [
+    mode,
+    String(upstream),
+    file('server.pem'),
+    file('server.key'),
+    file('ca.pem'),
+  ]);
 }
 
 /**
  * Node's own TLS server echoing in-process (bench/servers/nodeTlsEcho.ts): no proxying at all,
  * what a `node:tls` server costs per handshake.
  */
-async function startNodeTls(): Promise<Running> {
-  const script = fileURLToPath(new URL('./servers/nodeTlsEcho.js', import.meta.url));
-  const child: ChildProcess = fork(script, [file('server.pem'), file('server.key')], {
-    stdio: 'ignore',
-  });
+function startNodeTls(): Promise<Running> {
+  return forkServer('nodeTlsEcho.js', [file('server.pem'), file('server.key')]);
+}
+
+/** Forks `bench/servers/<name>` with `args`; resolves once it reports its port over IPC. */
+async function forkServer(name: string, args: string[]): Promise<Running> {
+  const script = fileURLToPath(new URL(`./servers/${name}`, import.meta.url));
+  const child: ChildProcess = fork(script, args, { stdio: 'ignore' });
   const port = await new Promise<number>((resolve, reject) => {
     child.once('message', (m: { port: number }) => {
       resolve(m.port);
     });
     child.once('exit', () => {
-      reject(new Error('the node:tls server exited'));
+      reject(new Error(`${name} exited`));
     });
   });
   return { port, pids: () => [child.pid ?? 0], stop: () => stop(child) };
