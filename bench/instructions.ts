@@ -252,9 +252,12 @@ function contenderArgs(contender: string, scenario: Scenario, upstream: number):
       String(upstream),
       String(scenario.responses),
     ];
+  if (contender === 'floor') {
+    if (scenario.protocol === 'tcp') throw new Error('floor is a UDP relay: run it in udp-* only');
+    return [benchScript('servers/floorUdp.js'), String(upstream), String(scenario.responses)];
+  }
   if (scenario.protocol === 'tcp') return [benchScript('servers/naiveTcp.js'), String(upstream)];
-  const relay = contender === 'floor' ? 'servers/floorUdp.js' : 'servers/naiveUdp.js';
-  return [benchScript(relay), String(upstream), String(scenario.responses)];
+  return [benchScript('servers/naiveUdp.js'), String(upstream), String(scenario.responses)];
 }
 
 /** Total instructions of one contender process serving `count` operations. */

@@ -34,19 +34,18 @@
  * only); beside it, the contender's own CPU time per operation from /proc, which does not depend
  * on how fast the client on the same cores is.
  */
-import { fork } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { freePort } from './lib/net.js';
 import { cpuSeconds, family } from './lib/procStat.js';
 import { run, start, stop } from './lib/processes.js';
 import { loadgenWarmupSeconds } from './lib/scenarios.js';
 import { buildLoadgen, findTool, loadAverage } from './lib/tools.js';
 import { startCliWith } from './lib/cliContender.js';
+import { forkScript } from './lib/contenders.js';
+import { benchScript } from './lib/paths.js';
 import { writeBenchCertificates } from './lib/benchCertificates.js';
 
 const args = process.argv.slice(2);
@@ -150,7 +149,7 @@ async function startHaproxy(name: string, bind: string, server: string): Promise
 }
 
 function startL4proxy(mode: string, upstream: number): Promise<Running> {
-  return forkServer('l4proxyTls.js', [
+  return forkScript(benchScript('servers/l4proxyTls.js'), [
     mode,
     String(upstream),
     file('server.pem'),
@@ -164,22 +163,10 @@ function startL4proxy(mode: string, upstream: number): Promise<Running> {
  * what a `node:tls` server costs per handshake.
  */
 function startNodeTls(): Promise<Running> {
-  return forkServer('nodeTlsEcho.js', [file('server.pem'), file('server.key')]);
-}
-
-/** Forks `bench/servers/<name>` with `args`; resolves once it reports its port over IPC. */
-async function forkServer(name: string, args: string[]): Promise<Running> {
-  const script = fileURLToPath(new URL(`./servers/${name}`, import.meta.url));
-  const child: ChildProcess = fork(script, args, { stdio: 'ignore' });
-  const port = await new Promise<number>((resolve, reject) => {
-    child.once('message', (m: { port: number }) => {
-      resolve(m.port);
-    });
-    child.once('exit', () => {
-      reject(new Error(`${name} exited`));
-    });
-  });
-  return { port, pids: () => [child.pid ?? 0], stop: () => stop(child) };
+  return forkScript(benchScript('servers/nodeTlsEcho.js'), [
+    file('server.pem'),
+    file('server.key'),
+  ]);
 }
 
 /**
