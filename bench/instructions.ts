@@ -102,7 +102,8 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(`usage: node build/bench/instructions.js [options]
   --scenarios a,b    ${Object.keys(SCENARIOS).join(', ')} (default all)
-  --contenders a,b   l4proxy, l4proxy-cli, naive, floor (UDP only); nginx in the TLS scenarios (tls*; default
+  --contenders a,b   l4proxy, l4proxy-cli, naive, floor (UDP only); nginx in the TLS scenarios and
+                     node-tls (Node's own TLS server) in the termination ones (tls*; default
                      l4proxy,naive, or l4proxy,nginx when every scenario is a TLS one);
                      l4proxy@base, l4proxy-cli@base with --base
   --base DIR         another checkout of l4proxy with its build: adds l4proxy@base and

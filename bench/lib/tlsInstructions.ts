@@ -194,6 +194,19 @@ function cli(mode: Mode, upstream: number, dir: string): TlsLaunch {
   };
 }
 
+/**
+ * Node's own `tls.createServer` echoing, no upstream (bench/servers/nodeTlsEcho.ts): what a Node
+ * TLS server costs per handshake before it proxies anything. Termination scenarios only.
+ */
+function nodeTls(mode: Mode, dir: string): TlsLaunch {
+  if (mode !== 'terminate') throw new Error(`no node-tls contender for ${mode}`);
+  return {
+    command: process.execPath,
+    args: [benchScript('servers/nodeTlsEcho.js'), join(dir, 'server.pem'), join(dir, 'server.key')],
+    node: true,
+  };
+}
+
 function setup(mode: Mode): TlsSetup {
   return {
     backend: (dir) => {
@@ -204,6 +217,7 @@ function setup(mode: Mode): TlsSetup {
     launch: async (contender, upstream, dir) => {
       if (contender === 'nginx') return nginx(mode, upstream, dir);
       if (contender === 'l4proxy-cli') return cli(mode, upstream, dir);
+      if (contender === 'node-tls') return nodeTls(mode, dir);
       if (contender !== 'l4proxy') throw new Error(`no TLS scenario for ${contender}`);
       const script = benchScript('servers/l4proxyTls.js');
       const files = ['server.pem', 'server.key', 'ca.pem'].map((name) => join(dir, name));
