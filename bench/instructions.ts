@@ -257,6 +257,8 @@ function contenderArgs(contender: string, scenario: Scenario, upstream: number):
     if (scenario.protocol === 'tcp') throw new Error('floor is a UDP relay: run it in udp-* only');
     return [benchScript('servers/floorUdp.js'), String(upstream), String(scenario.responses)];
   }
+  if (contender !== 'naive')
+    throw new Error(`unknown contender ${contender} for ${scenario.protocol}`);
   if (scenario.protocol === 'tcp') return [benchScript('servers/naiveTcp.js'), String(upstream)];
   return [benchScript('servers/naiveUdp.js'), String(upstream), String(scenario.responses)];
 }
