@@ -345,8 +345,10 @@ export class FilterError extends L4Error {
 
 /** Short, safe description of a received value for error messages. */
 export function describe(value: unknown): string {
-  if (typeof value === 'string')
-    return JSON.stringify(value.length > 64 ? value.slice(0, 64) + '…' : value);
+  if (typeof value === 'string') {
+    const text = withoutPem(value);
+    return JSON.stringify(text.length > 64 ? text.slice(0, 64) + '…' : text);
+  }
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint')
     return String(value);
   if (value === null) return 'null';
@@ -355,6 +357,18 @@ export function describe(value: unknown): string {
   if (typeof value === 'function') return 'a function';
   if (typeof value === 'symbol') return value.toString();
   return 'an object';
+}
+
+/** The start of each PEM block (`-----BEGIN EC PRIVATE KEY-----`, possibly JSON-escaped). */
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----(?:[\s\S]*?-----END \1-----|[\s\S]*)/g;
+
+/**
+ * `text` with every PEM block replaced by its label (`<PEM EC PRIVATE KEY>`): an error message
+ * quoting the start of a key would show part of the key itself (17 of an EC key's 32 secret
+ * bytes fit in 64 characters), and goes to logs.
+ */
+export function withoutPem(text: string): string {
+  return text.includes('-----BEGIN ') ? text.replace(PEM_BLOCK, '<PEM $1>') : text;
 }
 
 /**

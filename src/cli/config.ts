@@ -5,7 +5,7 @@ import type { DescriptorBudget } from '../internal/descriptorBudget.js';
 import { dirname, resolve } from 'node:path';
 import { DnsSource } from '../upstream/DnsSource.js';
 import type { DnsSourceOptions } from '../upstream/DnsSource.js';
-import { InvalidOptionError, L4Error, ModeUnsupportedError } from '../errors.js';
+import { InvalidOptionError, L4Error, ModeUnsupportedError, withoutPem } from '../errors.js';
 import { isRecord, knownKeys } from '../internal/validate.js';
 import { TcpProxy } from '../tcp/TcpProxy.js';
 import { UdpProxy } from '../udp/UdpProxy.js';
@@ -605,7 +605,7 @@ function fieldError(
 /** A received JSON value, short. */
 export function describeJson(value: unknown): string {
   if (value === undefined) return 'nothing';
-  const text = JSON.stringify(value);
+  const text = withoutPem(JSON.stringify(value));
   return text.length > 64 ? `${text.slice(0, 64)}…` : text;
 }
 

@@ -35,6 +35,7 @@ import {
   cipherListError,
   passphraseError,
 } from './pem.js';
+import { checkKeyPairs } from './keyPairs.js';
 
 /** OpenSSL's `SSL_OP_NO_RENEGOTIATION`. */
 const NO_RENEGOTIATION = constants.SSL_OP_NO_RENEGOTIATION;
@@ -322,8 +323,9 @@ export function resolveTerminateTls(
   if (ca !== undefined) base.ca = ca;
   if (crl !== undefined) base.crl = crl;
   const build = (certificate: Partial<TlsCertificate>, path: string): SecureContext => {
+    let context: SecureContext;
     try {
-      return tls.createSecureContext({
+      context = tls.createSecureContext({
         ...base,
         ...(certificate.cert !== undefined && { cert: certificate.cert as string[] }),
         ...(certificate.key !== undefined && { key: certificate.key as string[] }),
@@ -340,6 +342,9 @@ export function resolveTerminateTls(
         )
       );
     }
+    if (certificate.cert !== undefined && certificate.key !== undefined)
+      checkKeyPairs(certificate.cert, certificate.key, certificate.passphrase, path);
+    return context;
   };
   const defaultContext = build(
     hasDefault

@@ -24,6 +24,7 @@ import {
   cipherListError,
   passphraseError,
 } from './pem.js';
+import { checkKeyPairs } from './keyPairs.js';
 
 /**
  * TLS origination: the proxy speaks TLS to the upstream (HAProxy `server ... ssl verify required`,
@@ -194,8 +195,18 @@ export function checkUpstreamTlsShape(
   resolveIdentity(value.subjectAltNames, value.pins, name);
   optionalPem(value.cert, `${name}.cert`);
   optionalPem(value.key, `${name}.key`);
-  if ((value.cert === undefined) !== (value.key === undefined))
-    throw new InvalidOptionError(`${name}.key`, 'both cert and key, or neither', value.key);
+  if (value.cert === undefined && value.key !== undefined)
+    throw new InvalidOptionError(
+      `${name}.cert`,
+      "the certificate of 'key' (both, or neither)",
+      undefined,
+    );
+  if (value.cert !== undefined && value.key === undefined)
+    throw new InvalidOptionError(
+      `${name}.key`,
+      "the private key of 'cert' (both, or neither)",
+      undefined,
+    );
   if (value.passphrase !== undefined && typeof value.passphrase !== 'string')
     throw new InvalidOptionError(`${name}.passphrase`, 'a string', value.passphrase);
   const servername = value.servername;
@@ -255,8 +266,9 @@ function buildContext(raw: Record<string, unknown>, name: string): SecureContext
   if (raw.passphrase !== undefined) options.passphrase = raw.passphrase as string;
   if (raw.ciphers !== undefined) options.ciphers = raw.ciphers as string;
   if (raw.groups !== undefined) options.ecdhCurve = raw.groups as string;
+  let context: SecureContext;
   try {
-    return tls.createSecureContext(options);
+    context = tls.createSecureContext(options);
   } catch (err) {
     throw (
       cipherListError(err, name, raw.ciphers) ??
@@ -264,6 +276,14 @@ function buildContext(raw: Record<string, unknown>, name: string): SecureContext
       new InvalidOptionError(name, `settings OpenSSL accepts (${thrownMessage(err)})`, raw)
     );
   }
+  if (raw.cert !== undefined && raw.key !== undefined)
+    checkKeyPairs(
+      raw.cert as PemInput,
+      raw.key as PemInput,
+      raw.passphrase as string | undefined,
+      name,
+    );
+  return context;
 }
 
 /** Resolves validated settings into what a connection needs (builds the context when asked). */

@@ -958,12 +958,64 @@ describe('PROXY protocol v2 SSL TLVs', () => {
       assert.ok(haproxySsl && l4Ssl);
       // Every field HAProxy sends, l4proxy sends with the same value.
       for (const [key, value] of Object.entries(haproxySsl)) {
-        if (key === 'verify') assert.equal(l4Ssl.verify === 0, value === 0, `verify (${i})`);
-        else assert.deepEqual(l4Ssl[key as keyof ProxySslFields], value, `${key} (${i})`);
+        assert.deepEqual(l4Ssl[key as keyof ProxySslFields], value, `${key} (${i})`);
       }
     }
     assert.equal(ours[0]?.cn, 'proxy-client');
     assert.equal(ours[1]?.cn, undefined);
+  });
+
+  test("an untrusted client certificate: verify is OpenSSL's number for why, as HAProxy sends it", async (t) => {
+    const p = await getPki(t);
+    if (p === undefined) return;
+    if (tool(t, 'haproxy') === undefined) return;
+    const stranger = await (
+      await testCa(t, p.openssl, 'another CA')
+    ).issue('stranger', ['stranger'], 'client');
+    const fromHaproxy = await headerRecorder(t);
+    const fromL4proxy = await headerRecorder(t);
+    const port = await freePort();
+    // HAProxy admits a certificate that fails verification only when told to ignore the errors,
+    // as l4proxy's 'optionalNoCa' does.
+    const haproxy = await startHaproxy(
+      [
+        'listen tls_in',
+        `  bind 127.0.0.1:${port} ssl crt ${p.localhost.bundleFile} verify optional ca-file ${p.ca.certFile} ca-ignore-err all crt-ignore-err all`,
+        `  server rec 127.0.0.1:${fromHaproxy.port} send-proxy-v2-ssl-cn`,
+      ].join('\n'),
+    );
+    t.after(() => haproxy.stop());
+    const visitAsStranger = (to: number): Promise<string> => {
+      const socket = tls.connect({
+        port: to,
+        host: '127.0.0.1',
+        ca: p.ca.cert,
+        servername: 'localhost',
+        cert: stranger.cert,
+        key: stranger.key,
+      });
+      socket.on('error', () => undefined);
+      return readAll(socket).then((b) => b.toString());
+    };
+    await proxyFor(t, {
+      upstreams: [{ host: '127.0.0.1', port: fromL4proxy.port }],
+      proxyProtocol: { version: 'v2', ssl: true },
+      terminateTls: {
+        cert: p.localhost.cert,
+        key: p.localhost.key,
+        clientCertificate: 'optionalNoCa',
+        ca: p.ca.cert,
+      },
+    }).then(async (rig) => {
+      assert.equal(await visitAsStranger(port), 'ok\n');
+      assert.equal(await visitAsStranger(rig.port), 'ok\n');
+    });
+    const [theirs] = await Promise.all(fromHaproxy.ssl);
+    const [ours] = await Promise.all(fromL4proxy.ssl);
+    assert.ok(theirs && ours);
+    assert.notEqual(theirs.verify, 0, 'HAProxy says the certificate did not verify');
+    assert.equal(ours.verify, theirs.verify);
+    assert.equal(ours.cn, 'stranger');
   });
 });
 
