@@ -32,7 +32,7 @@ import type { AdminSettings } from './adminConfig.js';
 import { parseAccessLogSetting } from './accessLogFormat.js';
 import type { AccessLogSettings } from './accessLogFormat.js';
 import { BACKLOG_EXPECTED, isBacklog } from './listenBacklog.js';
-import { TlsFileError, readTlsFiles, tlsFilesOf } from './tlsConfig.js';
+import { TlsFileError, readTlsFiles, tlsFilesOf, tlsFileWords } from './tlsConfig.js';
 import type { TlsFiles } from './tlsConfig.js';
 import { readConfigText } from './configText.js';
 import { parseSocketMode, parseSocketOwner, restricts } from '../net/unixSocketFile.js';
@@ -441,13 +441,14 @@ function prepareListener(
   } catch (err) {
     dns?.stop();
     if (err instanceof InvalidOptionError) {
-      const tail = err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, '');
-      const files = tlsFilesOf(entry, err.option);
+      const said = err.message.slice(`Invalid option "${err.option}": `.length).replace(/\.$/, '');
+      const { option, expected: tail } = tlsFileWords(entry, err.option, said);
+      const files = tlsFilesOf(entry, option);
       throw new ConfigError(
         source,
-        `${path}.${err.option}`,
+        `${path}.${option}`,
         files === undefined
-          ? jsonKeys(err.option, tail) + moduleExportHint(err.option, tail)
+          ? jsonKeys(option, tail) + moduleExportHint(option, tail)
           : tail.replace(/, received (undefined|an object)$/, `, received ${files}`),
       );
     }

@@ -3,7 +3,7 @@ import type { Hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { thrownMessage } from '../errors.js';
-import { isRecord } from '../internal/validate.js';
+import { isRecord, knownKeys } from '../internal/validate.js';
 import { readTicketKeyFiles, TicketKeyFileError } from './ticketKeyFiles.js';
 
 /** PEM options a config file may give as files instead (`caFile` for `ca`, ...). */
@@ -153,13 +153,7 @@ export function tlsFilesOf(
   entry: Readonly<Record<string, unknown>>,
   option: string,
 ): string | undefined {
-  let block: unknown = entry;
-  for (const step of option.match(/[^.[\]]+/g) ?? []) {
-    block =
-      isRecord(block) || Array.isArray(block)
-        ? (block as Record<string, unknown>)[step]
-        : undefined;
-  }
+  const block = blockAt(entry, option);
   if (!isRecord(block)) return undefined;
   const named = FILE_KEYS.flatMap(([fileKey]) => {
     const file = block[fileKey];
@@ -168,4 +162,58 @@ export function tlsFilesOf(
       : [];
   });
   return named.length > 0 ? named.join(', ') : undefined;
+}
+
+/** The library's name of each option a config file may give as files instead. */
+const FILE_OF: ReadonlyMap<string, string> = new Map([
+  ...FILE_KEYS.map(([fileKey, option]) => [option, fileKey] as const),
+  ['ticketKeys', 'ticketKeyFiles'],
+]);
+
+/**
+ * A library error about a TLS block's PEM option told in the config file's words: `…tls.key`
+ * is `…tls.keyFile` where the entry names a file for it (in the option and in the message), and
+ * a TLS block's list of known options shows the file keys a config file takes beside the PEM
+ * ones, so that a misspelt `caFlie` gets its "did you mean".
+ */
+export function tlsFileWords(
+  entry: Readonly<Record<string, unknown>>,
+  option: string,
+  expected: string,
+): { option: string; expected: string } {
+  const at = option.lastIndexOf('.');
+  const parentPath = at < 0 ? '' : option.slice(0, at);
+  const key = option.slice(at + 1);
+  const parent = at < 0 ? entry : blockAt(entry, parentPath);
+  if (!isRecord(parent)) return { option, expected };
+  let words = expected;
+  for (const [pem, fileKey] of FILE_OF)
+    if (parent[fileKey] !== undefined)
+      words = words.replaceAll(`'${parentPath}.${pem}'`, `'${parentPath}.${fileKey}'`);
+  const fileKey = FILE_OF.get(key);
+  if (fileKey !== undefined && parent[fileKey] !== undefined) {
+    words = words.replace(/, received "keys"$/, `, received ${JSON.stringify(parent[fileKey])}`);
+    return { option: `${parentPath}.${fileKey}`, expected: words };
+  }
+  const known = /one of the known options \(([^)]*)\)(?: \(did you mean "[^"]*"\?\))?/;
+  const list = known.exec(words)?.[1]?.split(', ');
+  if (list?.includes('cert') === true && list.includes('key')) {
+    const keys = [...list, ...FILE_KEYS.map(([file]) => file)].filter(
+      (name) => name !== 'ticketKeys',
+    );
+    if (list.includes('ticketKeys')) keys.push('ticketKeyFiles');
+    words = words.replace(known, knownKeys(key, keys, 'options'));
+  }
+  return { option, expected: words };
+}
+
+/** The value at a dotted path with `[i]` steps (`terminateTls.certificates[0]`) in `entry`. */
+function blockAt(entry: Readonly<Record<string, unknown>>, path: string): unknown {
+  let block: unknown = entry;
+  for (const step of path.match(/[^.[\]]+/g) ?? [])
+    block =
+      isRecord(block) || Array.isArray(block)
+        ? (block as Record<string, unknown>)[step]
+        : undefined;
+  return block;
 }

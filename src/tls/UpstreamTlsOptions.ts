@@ -198,13 +198,13 @@ export function checkUpstreamTlsShape(
   if (value.cert === undefined && value.key !== undefined)
     throw new InvalidOptionError(
       `${name}.cert`,
-      "the certificate of 'key' (both, or neither)",
+      `the certificate of '${name}.key' (both, or neither)`,
       undefined,
     );
   if (value.cert !== undefined && value.key === undefined)
     throw new InvalidOptionError(
       `${name}.key`,
-      "the private key of 'cert' (both, or neither)",
+      `the private key of '${name}.cert' (both, or neither)`,
       undefined,
     );
   if (value.passphrase !== undefined && typeof value.passphrase !== 'string')

@@ -29,14 +29,14 @@ export function checkKeyPairs(
       throw pairError(
         `${path}.key`,
         `the private key of a certificate in '${path}.cert'`,
-        `${typeName(privateKey)} key that matches none of them (${leafTypes(leaves)})`,
+        `${typeName(privateKey)} that matches none of them (${leafTypes(leaves)})`,
       );
   for (const leaf of leaves)
     if (!keys.some((privateKey) => leaf.checkPrivateKey(privateKey)))
       throw pairError(
         `${path}.cert`,
         `a certificate whose private key is in '${path}.key'`,
-        `${typeName(leaf.publicKey)} certificate for which no key was given (${keyTypes(keys)})`,
+        `a certificate for ${typeName(leaf.publicKey)} for which no key was given (${keyTypes(keys)})`,
       );
 }
 
@@ -58,14 +58,13 @@ function pairError(option: string, expected: string, received: string): InvalidO
 }
 
 function typeName(key: KeyObject): string {
-  const type = key.asymmetricKeyType ?? 'unknown';
-  return `${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type.toUpperCase()}`;
+  return `a key of type ${(key.asymmetricKeyType ?? 'unknown').toUpperCase()}`;
 }
 
 function leafTypes(leaves: readonly X509Certificate[]): string {
-  return `certificates: ${leaves.map((leaf) => leaf.publicKey.asymmetricKeyType ?? '?').join(', ')}`;
+  return `certificates: ${leaves.map((leaf) => (leaf.publicKey.asymmetricKeyType ?? '?').toUpperCase()).join(', ')}`;
 }
 
 function keyTypes(keys: readonly KeyObject[]): string {
-  return `keys: ${keys.map((key) => key.asymmetricKeyType ?? '?').join(', ')}`;
+  return `keys: ${keys.map((key) => (key.asymmetricKeyType ?? '?').toUpperCase()).join(', ')}`;
 }

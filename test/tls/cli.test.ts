@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import assert from 'node:assert/strict';
 import tls from 'node:tls';
 import { validateConfig, closeAll } from '../../src/cli/config.js';
@@ -138,6 +139,61 @@ test('config: a key and certificate OpenSSL refuses (swapped files) are named by
     new RegExp(
       `listeners\\[0\\]\\.terminateTls\\.certificates\\[0\\]: expected .*, received certFile ${quoted(other.certFile)}, keyFile ${quoted(cert.keyFile)}$`,
     ),
+  );
+});
+
+test('config: a key of another type than its certificate, a misspelt file key and ticket key files without tickets are told in the file keys written', async (t) => {
+  const openssl = tool(t, 'openssl');
+  if (openssl === undefined) return;
+  const ca = await testCa(t, openssl);
+  const dir = configDir(t);
+  const file = dir.write('l4proxy.json', '{}');
+  const cert = await ca.issue('localhost');
+  const { privateKey } = generateKeyPairSync('ed25519');
+  const edKey = dir.write('ed.key', privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
+  const ticketKey = dir.write('ticket.key', Buffer.alloc(48, 7).toString('latin1'));
+  const listener = (extra: Record<string, unknown>): unknown => ({
+    listeners: [
+      {
+        protocol: 'tcp',
+        listen: '127.0.0.1:0',
+        upstreams: [{ host: '127.0.0.1', port: 1 }],
+        ...extra,
+      },
+    ],
+  });
+  const refused = (config: unknown, message: RegExp): void => {
+    assert.throws(
+      () => validateConfig(config, file),
+      (err: Error) => {
+        assert.match(err.message, message);
+        assert.doesNotMatch(err.message, /BEGIN|MC4C/);
+        return true;
+      },
+    );
+  };
+  refused(
+    listener({ terminateTls: { certFile: cert.certFile, keyFile: edKey } }),
+    /listeners\[0\]\.terminateTls\.keyFile: expected the private key of a certificate in 'terminateTls\.certFile', received a key of type ED25519 that matches none of them \(certificates: EC\)$/,
+  );
+  refused(
+    listener({ tls: { caFile: cert.certFile, certFile: cert.certFile, keyFile: edKey } }),
+    /listeners\[0\]\.tls\.keyFile: .*'tls\.certFile'.*ED25519/,
+  );
+  refused(
+    listener({ tls: { caFlie: cert.certFile } }),
+    /listeners\[0\]\.tls\.caFlie: expected one of the known options \(.*caFile.*\) \(did you mean "caFile"\?\)/,
+  );
+  refused(
+    listener({
+      terminateTls: {
+        certFile: cert.certFile,
+        keyFile: cert.keyFile,
+        sessionTickets: false,
+        ticketKeyFiles: [ticketKey],
+      },
+    }),
+    /listeners\[0\]\.terminateTls\.ticketKeyFiles: expected no keys when sessionTickets is false .*, received \[".*ticket\.key"\]$/,
   );
 });
 
