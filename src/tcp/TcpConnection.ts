@@ -1433,6 +1433,10 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
   upstreamError(err: Error): void {
     const state = this.current;
     if (state === undefined) return;
+    // The connection ended already (the client gone, a filter's error, the proxy closing): this
+    // is the attempt it abandoned, torn down by `fail` (an HTTP/2 tunnel stream reports its own
+    // RST_STREAM as an error), not a failure of the upstream, nor a reason to try another.
+    if (this.reason !== undefined) return;
     if (!this.connected && isDescriptorExhaustion(err)) {
       this.outOfDescriptors(state, err);
       return;
@@ -1462,7 +1466,6 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
       this.attemptFailed(state, refused ? err : new ConnectFailedError(state.address, err));
       return;
     }
-    if (this.reason !== undefined) return;
     if (this.rawUpstream !== undefined && this.bytesFromUpstream === 0 && refusedClientCert(err)) {
       this.clientCertRefused(state, err);
       return;

@@ -41,6 +41,8 @@ function resetError(message: string): Error {
 }
 
 const kUnprocessed = Symbol('l4proxy.unprocessed');
+/** Set on a tunnel stream that l4proxy reset itself (see `resetTunnelStream`). */
+const kAbandoned = Symbol('l4proxy.abandoned');
 
 /**
  * A tunnel stream the proxy refused unprocessed (RST_STREAM REFUSED_STREAM, or above a GOAWAY's
@@ -395,9 +397,10 @@ export class H2SessionPool {
         if (retried) return;
         if (!answered && stream.rstCode === NGHTTP2_REFUSED_STREAM)
           owner.fail(unprocessedError(proxy));
-        else if (!answered && !stream.destroyed)
+        else if (!answered && !stream.destroyed && !abandoned(stream))
           owner.fail(resetError(`The proxy ${proxy} closed the tunnel stream unanswered.`));
-        // We gave up on the answer (a connect timeout, the client gone): is the session alive?
+        // We gave up on the answer (a connect timeout, the client gone, a filter's error, the
+        // proxy closing): not the proxy's failure, but is the session alive?
         else if (!answered) pooled.check();
         return;
       }
@@ -518,8 +521,20 @@ export class H2SessionPool {
  */
 function resetTunnelStream(stream: ClientHttp2Stream): void {
   if (stream.destroyed) return;
-  if (stream.closed) stream.destroy();
-  else stream.close(NGHTTP2_CONNECT_ERROR);
+  if (stream.closed) {
+    stream.destroy();
+    return;
+  }
+  // Our own reset closes the stream as the proxy's would ('aborted', not destroyed yet): one
+  // abandoned before the answer (the client gone, a filter's error) is not the proxy closing it
+  // unanswered, a connect failure counted against it.
+  (stream as unknown as Record<symbol, boolean>)[kAbandoned] = true;
+  stream.close(NGHTTP2_CONNECT_ERROR);
+}
+
+/** Whether l4proxy reset `stream` itself (`resetTunnelStream`). */
+function abandoned(stream: ClientHttp2Stream): boolean {
+  return (stream as unknown as Partial<Record<symbol, boolean>>)[kAbandoned] === true;
 }
 
 /**
