@@ -84,8 +84,13 @@ function blocks(lang: 'ts' | 'json' | 'js'): Block[] {
   });
 }
 
-/** The library's exports a block names without importing them get imported for it. */
+/**
+ * The library's exports a block names without importing them get imported for it, unless it
+ * imports from `l4proxy` itself: a block with its own import line is copied as it stands, so that
+ * line must be complete (a name missing from it is reported as tsc's "Cannot find name").
+ */
 function withImports(code: string, exported: readonly string[]): string {
+  const importsLibrary = /^import\s[^;]*\bfrom\s+'l4proxy'/m.test(code);
   const imported = new Set<string>();
   for (const [, names = ''] of code.matchAll(/import\s+(?:type\s+)?\{([^}]*)\}\s*from/g)) {
     for (const name of names.split(',')) {
@@ -102,6 +107,7 @@ function withImports(code: string, exported: readonly string[]): string {
   const optionsAlone = /^\s*\w+\s*:/.test(code); // `quic: { ... }`
   const missing = exported.filter(
     (name) =>
+      !importsLibrary &&
       !imported.has(name) &&
       !declared(name) &&
       (new RegExp(`\\b${name}\\b`).test(code) ||
