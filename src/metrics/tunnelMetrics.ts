@@ -5,7 +5,10 @@ import { proxyHealthFamilies, renderFamilies } from './prometheus.js';
 import { certificateFamilies } from './certificateMetrics.js';
 
 const COUNTERS = [
-  ['tunnel_requests_total', 'HTTP CONNECT (and CONNECT-UDP) requests sent to tunnel proxies.'],
+  [
+    'tunnel_requests_total',
+    'HTTP CONNECT (and CONNECT-UDP) attempts through tunnel proxies, counted as each starts.',
+  ],
   ['tunnel_opened_total', 'Tunnels the proxy accepted (2xx).'],
   ['tunnel_failed_total', 'Tunnel attempts that failed without an HTTP status.'],
   ['h2_sessions_opened_total', 'HTTP/2 sessions opened to tunnel proxies.'],

@@ -1,6 +1,6 @@
 /** Counters of HTTP tunnels opened by one proxy (internal, mutable). */
 export interface TunnelCounters {
-  /** CONNECT requests sent (every attempt). */
+  /** CONNECT attempts, counted as each starts (its request may never reach the proxy). */
   requests: number;
   /** Tunnels established (2xx). */
   opened: number;
@@ -14,7 +14,11 @@ export interface TunnelCounters {
 
 /** Tunnel statistics in `stats().tunnels` (present once a tunnel upstream was used). */
 export interface TunnelStats {
-  /** CONNECT (or CONNECT-UDP) requests sent, every attempt counted. */
+  /**
+   * CONNECT (or CONNECT-UDP) attempts, each counted when it starts, whether or not its request
+   * reached the proxy (one to an unreachable proxy counts too): each one ends counted in
+   * `tunnel_opened_total`, `tunnel_refused` or `tunnel_failed_total`.
+   */
   readonly tunnel_requests_total: number;
   /** Tunnels the proxy accepted (2xx). */
   readonly tunnel_opened_total: number;
