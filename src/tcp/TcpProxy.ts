@@ -473,6 +473,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
    * net.createServer({ allowHalfOpen: true }, (socket) => proxy.handle(socket)).listen(8080);
    */
   handle(socket: Socket): void {
+    // A caller's mistake, told as one (not as a TypeError from deep inside).
+    if (!(socket instanceof net.Socket))
+      throw new InvalidOptionError('handle(socket)', 'a net.Socket or tls.TLSSocket', socket);
     // The error handler goes on before anything else can fail.
     socket.on('error', ignoreError);
     socket.allowHalfOpen = true;

@@ -538,3 +538,20 @@ describe('TcpProxy close', () => {
     }
   });
 });
+
+test('handle() given something that is not a socket throws an InvalidOptionError naming it, not a TypeError', async () => {
+  const proxy = new TcpProxy({ upstreams: [{ host: '127.0.0.1', port: 9 }] });
+  const notSockets: unknown[] = [undefined, null, {}, 42, 'socket'];
+  for (const bad of notSockets)
+    assert.throws(
+      () => {
+        proxy.handle(bad as Socket);
+      },
+      (err: unknown) =>
+        err instanceof InvalidOptionError &&
+        err instanceof L4Error &&
+        err.option === 'handle(socket)' &&
+        /a net\.Socket or tls\.TLSSocket/.test(err.message),
+    );
+  await proxy.close();
+});
