@@ -51,7 +51,11 @@ export interface UdpProxyOptions extends UpstreamOptions {
   readonly maxSessions?: number;
   /** Larger datagrams (either direction) are dropped. Default 65 507, 1-65 535. */
   readonly maxDatagramSize?: number;
-  /** Close a session after this many replies from the upstream (nginx `proxy_responses`). Default Infinity. */
+  /**
+   * Close a session after this many replies from the upstream relayed to the client (nginx
+   * `proxy_responses`); a reply dropped (oversized, filtered, send queue full) does not count.
+   * Default Infinity.
+   */
   readonly maxResponses?: number;
   /**
    * After this many datagrams from the client, its next one opens a new session (nginx

@@ -615,17 +615,21 @@ export class UdpSession
     // What UDP cannot carry to the client would fail after the fact (EMSGSIZE), counted as sent:
     // an IPv6 upstream's reply above IPv4's limit (`maxDatagramSize` over 65 507), or a filter's
     // larger datagram.
+    // Only a reply relayed to the client counts toward `maxResponses`: one dropped here (oversized,
+    // send queue full) leaves the session waiting for the next.
+    let relayed = false;
     if (len > this.host.options.maxDatagramSize || msg.length > this.maxToClient) {
       this.drop(DropReason.OVERSIZED, 'upstream', len);
     } else if (this.listener.sendTo(msg, this.clientPort, this.clientAddress)) {
       this.datagramsToClient++;
       // What was sent: a session filter may have replaced the datagram with one of another size.
       this.bytesToClient += msg.length;
+      relayed = true;
     } else {
       this.drop(DropReason.SEND_QUEUE_FULL, 'upstream', len);
     }
     if (negotiated) this.terminate(SessionCloseReason.QUIC_VERSION_NEGOTIATION);
-    else if (++this.responses >= this.host.options.maxResponses) {
+    else if (relayed && ++this.responses >= this.host.options.maxResponses) {
       this.terminate(SessionCloseReason.MAX_RESPONSES);
     }
   }

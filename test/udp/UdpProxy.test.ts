@@ -258,6 +258,39 @@ describe('UdpProxy sessions', () => {
     assert.equal(echo.received, 2);
   });
 
+  test('a reply dropped as oversized does not count toward maxResponses: the valid one after it goes out', async (t) => {
+    // Each query is answered twice: first with 600 bytes (over maxDatagramSize), then with 10.
+    const upstream = await udpSocket();
+    t.after(() => closeSocket(upstream));
+    upstream.on('message', (_msg: Buffer, rinfo: RemoteInfo) => {
+      upstream.send(Buffer.alloc(600, 1), rinfo.port, rinfo.address);
+      upstream.send(Buffer.alloc(10, 2), rinfo.port, rinfo.address);
+    });
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: upstream.address().port }],
+      maxDatagramSize: 500,
+      maxResponses: 1,
+    });
+    t.after(() => proxy.close());
+    const drops = collect<UdpDrop>(proxy, 'dropped');
+    const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    const reply = await request(client, port, 'query');
+    assert.deepEqual(reply, Buffer.alloc(10, 2));
+    await until(proxy, 'sessionClose', () => closes.length === 1);
+    assert.deepEqual(
+      drops.map((drop) => [drop.reason, drop.from, drop.size]),
+      [['oversized', 'upstream', 600]],
+    );
+    assert.equal(closes[0]?.reason, 'max_responses');
+    assert.equal(closes[0].datagramsFromUpstream, 2);
+    assert.equal(closes[0].datagramsToClient, 1);
+    const stats = proxy.stats();
+    assert.equal(stats.session_close_reasons.max_responses, 1);
+    assert.equal(stats.downstream_sess_tx_datagrams, 1);
+  });
+
   for (const relay of ['handle', 'dgram'] as const) {
     test(`an IPv6 upstream's reply too large for an IPv4 client is dropped as oversized, not sent (relay '${relay}')`, async (t) => {
       if (!(await hasIpv6Loopback())) {
