@@ -289,6 +289,15 @@ describe('UdpProxy sessions', () => {
     const stats = proxy.stats();
     assert.equal(stats.session_close_reasons.max_responses, 1);
     assert.equal(stats.downstream_sess_tx_datagrams, 1);
+    // docs/udp.md, Statistics: datagrams_dropped counts the reply dropped on its way back too.
+    assert.equal(
+      stats.downstream_sess_rx_datagrams +
+        stats.upstream_sess_refused_datagrams +
+        stats.upstream_sess_rx_datagrams,
+      stats.upstream_sess_tx_datagrams +
+        stats.downstream_sess_tx_datagrams +
+        stats.datagrams_dropped,
+    );
   });
 
   for (const relay of ['handle', 'dgram'] as const) {

@@ -50,11 +50,16 @@ async function replies(socket: Socket, count: number): Promise<string[]> {
   return got;
 }
 
-/** Every datagram from clients is sent, refused and taken back, or dropped: nothing unaccounted. */
+/**
+ * Every datagram from clients is sent, refused and taken back, or dropped, and every one from
+ * upstreams is sent to its client or dropped: nothing unaccounted (docs/udp.md, Statistics).
+ */
 function assertAccounted(stats: UdpProxyStats): void {
   assert.equal(
-    stats.downstream_sess_rx_datagrams + stats.upstream_sess_refused_datagrams,
-    stats.upstream_sess_tx_datagrams + stats.datagrams_dropped,
+    stats.downstream_sess_rx_datagrams +
+      stats.upstream_sess_refused_datagrams +
+      stats.upstream_sess_rx_datagrams,
+    stats.upstream_sess_tx_datagrams + stats.downstream_sess_tx_datagrams + stats.datagrams_dropped,
   );
 }
 
