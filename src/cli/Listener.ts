@@ -372,7 +372,7 @@ export class Listener {
     // The new generation checks and discovers the upstreams now (it took these verdicts).
     proxy.replaced();
     const release = (): void => {
-      if (proxy.connections().length > 0 || !this.retired.has(proxy)) return;
+      if (proxy.liveConnections() > 0 || !this.retired.has(proxy)) return;
       this.retired.delete(proxy);
       // Its counters stay in the totals; its gauges (ejections, sessions held now) end with it.
       const final = endedStats(proxy.stats());

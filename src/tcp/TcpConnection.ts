@@ -41,7 +41,7 @@ import type { SelectionContext, SelectionResult } from '../select/SelectionConte
 import { selectorError } from '../select/internal/selectorOutcome.js';
 import { isThenable } from '../internal/isThenable.js';
 import type { UpstreamCounters, UpstreamState } from '../upstream/UpstreamState.js';
-import { zeroUpstreamCounters } from '../upstream/UpstreamState.js';
+import { candidateSnapshot, zeroUpstreamCounters } from '../upstream/UpstreamState.js';
 import { CloseReason } from './closeReasons.js';
 import type { TcpConnectionInfo, TcpConnectionSummary } from './events.js';
 import type { ConnectionHost } from './ConnectionHost.js';
@@ -557,6 +557,39 @@ export class TcpConnection implements TcpConnectionInfo, SelectionContext {
 
   close(): void {
     this.terminate(CloseReason.CLOSED_BY_USER);
+  }
+
+  /**
+   * A plain snapshot of the connection (`connections()`): the documented fields as they are now,
+   * and a `close()` that ends this connection. No internals, and JSON-serializable.
+   */
+  info(): TcpConnectionInfo {
+    const upstream = this.current;
+    return {
+      id: this.id,
+      clientAddress: this.clientAddress,
+      clientPort: this.clientPort,
+      clientFamily: this.clientFamily,
+      localAddress: this.localAddress,
+      localPort: this.localPort,
+      peerAddress: this.peerAddress,
+      peerPort: this.peerPort,
+      serverName: this.serverName,
+      alpn: this.alpn,
+      tls: this.tls,
+      preread: this.preread,
+      proxyTlvs: this.proxyTlvs,
+      startTime: this.startTime,
+      upstream: upstream === undefined ? undefined : candidateSnapshot(upstream),
+      attempts: this.attempts,
+      attemptStartedAt: this.attemptStartedAt,
+      upstreamTlsStartedAt: this.upstreamTlsStartedAt,
+      bytesFromClient: this.bytesFromClient,
+      bytesToClient: this.bytesToClient,
+      close: () => {
+        this.close();
+      },
+    };
   }
 
   // ---- selection and connect ----------------------------------------------------------------

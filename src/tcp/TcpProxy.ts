@@ -1027,9 +1027,24 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> implements AsyncDispo
     if (this.options.upstreamDrainTimeout === 0) this.manager.stopSource();
   }
 
-  /** Live connections. */
+  /**
+   * Live connections, as plain snapshots: the {@link TcpConnectionInfo} fields as they are now
+   * (call again for fresh counts) and `close()`. JSON-serializable.
+   */
   connections(): TcpConnectionInfo[] {
-    return [...this.live];
+    const result: TcpConnectionInfo[] = [];
+    for (const connection of this.live) result.push(connection.info());
+    return result;
+  }
+
+  /**
+   * How many connections are live, without building their snapshots (the CLI asks at each close
+   * of a retired proxy's connection).
+   *
+   * @internal
+   */
+  liveConnections(): number {
+    return this.live.size;
   }
 
   /** A snapshot of counters and gauges, named after Envoy's tcp_proxy and cluster stats. */

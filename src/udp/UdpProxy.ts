@@ -517,11 +517,14 @@ export class UdpProxy extends EventEmitter<UdpProxyEvents> implements AsyncDispo
     return this.manager.restoreOverrides(saved, origin);
   }
 
-  /** Live sessions. */
+  /**
+   * Live sessions, as plain snapshots: the {@link UdpSessionInfo} fields as they are now (call
+   * again for fresh counts) and `close()`. JSON-serializable.
+   */
   sessions(): UdpSessionInfo[] {
     const result: UdpSessionInfo[] = [];
     for (const listener of this.bound)
-      for (const session of listener.sessions()) result.push(session);
+      for (const session of listener.sessions()) result.push(session.info());
     return result;
   }
 

@@ -7,6 +7,7 @@ import { selectorError } from '../select/internal/selectorOutcome.js';
 import { isThenable } from '../internal/isThenable.js';
 import { ignoreError } from '../internal/ignoreError.js';
 import type { UpstreamState } from '../upstream/UpstreamState.js';
+import { candidateSnapshot } from '../upstream/UpstreamState.js';
 import { DropReason, SessionCloseReason } from './closeReasons.js';
 import type { UdpSessionInfo, UdpSessionSummary } from './events.js';
 import type { SessionHost } from './SessionHost.js';
@@ -257,6 +258,34 @@ export class UdpSession
   /** Ends the session now, reason `closed_by_user`. */
   close(): void {
     this.terminate(SessionCloseReason.CLOSED_BY_USER);
+  }
+
+  /**
+   * A plain snapshot of the session (`sessions()`): the documented fields as they are now, and
+   * a `close()` that ends this session. No internals, and JSON-serializable.
+   */
+  info(): UdpSessionInfo {
+    const upstream = this.current;
+    return {
+      id: this.id,
+      clientAddress: this.clientAddress,
+      clientPort: this.clientPort,
+      clientFamily: this.clientFamily,
+      localAddress: this.localAddress,
+      localPort: this.localPort,
+      startTime: this.startTime,
+      upstream: upstream === undefined ? undefined : candidateSnapshot(upstream),
+      serverName: this.serverName,
+      alpn: this.alpn,
+      quicVersion: this.quicVersion,
+      datagramsFromClient: this.datagramsFromClient,
+      bytesFromClient: this.bytesFromClient,
+      datagramsToClient: this.datagramsToClient,
+      bytesToClient: this.bytesToClient,
+      close: () => {
+        this.close();
+      },
+    };
   }
 
   // ---- client to upstream -------------------------------------------------------------------

@@ -53,6 +53,26 @@ export interface UpstreamCounters {
   errors: number;
 }
 
+/**
+ * A plain copy of an upstream's documented fields as they are now: what `sessions()` and
+ * `connections()` hand out, with none of the live state's internals (JSON-serializable).
+ */
+export function candidateSnapshot(candidate: UpstreamCandidate): UpstreamCandidate {
+  return {
+    id: candidate.id,
+    host: candidate.host,
+    port: candidate.port,
+    weight: candidate.weight,
+    priority: candidate.priority,
+    metadata: candidate.metadata,
+    upstream: candidate.upstream,
+    active: candidate.active,
+    healthy: candidate.healthy,
+    maxConnections: candidate.maxConnections,
+    lastCheckFailure: candidate.lastCheckFailure,
+  };
+}
+
 /** Fresh, all-zero upstream counters. */
 export function zeroUpstreamCounters(): UpstreamCounters {
   return {

@@ -418,6 +418,84 @@ describe('TcpProxy live upstreams', () => {
   });
 });
 
+describe('TcpProxy connections()', () => {
+  test('returns plain snapshots: the documented fields only, JSON-serializable', async () => {
+    const echo = await echoServer();
+    const { proxy, port, closes } = await startProxy({
+      upstreams: [{ ...local(echo.port), id: 'echo' }],
+    });
+    const client = await connect(port);
+    await waitFor(proxy, 'upstreamConnect');
+    const echoed = waitFor(client, 'data');
+    client.write('hello');
+    await echoed;
+    const [connection] = proxy.connections();
+    assert.ok(connection);
+    assert.deepEqual(Object.keys(connection).sort(), [
+      'alpn',
+      'attemptStartedAt',
+      'attempts',
+      'bytesFromClient',
+      'bytesToClient',
+      'clientAddress',
+      'clientFamily',
+      'clientPort',
+      'close',
+      'id',
+      'localAddress',
+      'localPort',
+      'peerAddress',
+      'peerPort',
+      'preread',
+      'proxyTlvs',
+      'serverName',
+      'startTime',
+      'tls',
+      'upstream',
+      'upstreamTlsStartedAt',
+    ]);
+    const json = JSON.parse(JSON.stringify(proxy.connections())) as unknown;
+    assert.deepEqual(json, [
+      {
+        id: connection.id,
+        clientAddress: '127.0.0.1',
+        clientPort: client.localPort,
+        clientFamily: 'IPv4',
+        localAddress: '127.0.0.1',
+        localPort: port,
+        peerAddress: '127.0.0.1',
+        peerPort: client.localPort,
+        startTime: connection.startTime,
+        upstream: {
+          id: 'echo',
+          host: '127.0.0.1',
+          port: echo.port,
+          weight: 1,
+          priority: 0,
+          upstream: { host: '127.0.0.1', port: echo.port, id: 'echo' },
+          active: 1,
+          healthy: true,
+          // JSON has no Infinity: the cap that is not set reads null.
+          maxConnections: null,
+        },
+        attempts: 1,
+        attemptStartedAt: connection.attemptStartedAt,
+        upstreamTlsStartedAt: 0,
+        bytesFromClient: 5,
+        bytesToClient: 5,
+      },
+    ]);
+    // Its close() still ends the live connection.
+    connection.close();
+    const [summary] = await closes(1);
+    assert.equal(summary?.reason, CloseReason.CLOSED_BY_USER);
+    assert.equal(proxy.connections().length, 0);
+    client.destroy();
+    await proxy.close();
+    await echo.close();
+  });
+});
+
 describe('TcpProxy close', () => {
   test('close() stops accepting and lets a live connection finish within drainTimeout', async () => {
     const echo = await echoServer();

@@ -1030,6 +1030,76 @@ describe('UdpProxy lifecycle', () => {
     assert.equal(proxy.sessions().length, 0);
   });
 
+  test('sessions() returns plain snapshots: the documented fields only, JSON-serializable', async (t) => {
+    const echo = await udpEcho();
+    t.after(() => echo.close());
+    const { proxy, port } = await startProxy({
+      upstreams: [{ host: '127.0.0.1', port: echo.port, id: 'echo', metadata: { zone: 'a' } }],
+    });
+    t.after(() => proxy.close());
+    const closes = collect<UdpSessionSummary>(proxy, 'sessionClose');
+    const client = await udpSocket();
+    t.after(() => closeSocket(client));
+    await request(client, port, 'hello');
+    const [session] = proxy.sessions();
+    assert.ok(session);
+    assert.deepEqual(Object.keys(session).sort(), [
+      'alpn',
+      'bytesFromClient',
+      'bytesToClient',
+      'clientAddress',
+      'clientFamily',
+      'clientPort',
+      'close',
+      'datagramsFromClient',
+      'datagramsToClient',
+      'id',
+      'localAddress',
+      'localPort',
+      'quicVersion',
+      'serverName',
+      'startTime',
+      'upstream',
+    ]);
+    const json = JSON.parse(JSON.stringify(proxy.sessions())) as unknown;
+    assert.deepEqual(json, [
+      {
+        id: session.id,
+        clientAddress: '127.0.0.1',
+        clientPort: client.address().port,
+        clientFamily: 'IPv4',
+        localAddress: '127.0.0.1',
+        localPort: port,
+        startTime: session.startTime,
+        upstream: {
+          id: 'echo',
+          host: '127.0.0.1',
+          port: echo.port,
+          weight: 1,
+          priority: 0,
+          metadata: { zone: 'a' },
+          upstream: { host: '127.0.0.1', port: echo.port, id: 'echo', metadata: { zone: 'a' } },
+          active: 1,
+          healthy: true,
+          // JSON has no Infinity: the cap that is not set reads null.
+          maxConnections: null,
+        },
+        datagramsFromClient: 1,
+        bytesFromClient: 5,
+        datagramsToClient: 1,
+        bytesToClient: 5,
+      },
+    ]);
+    // A snapshot: later traffic shows in the next call, not in the one already taken.
+    await request(client, port, 'again');
+    assert.equal(session.datagramsFromClient, 1);
+    assert.equal(proxy.sessions()[0]?.datagramsFromClient, 2);
+    // Its close() still ends the live session.
+    session.close();
+    assert.equal(closes[0]?.reason, 'closed_by_user');
+    assert.equal(proxy.sessions().length, 0);
+  });
+
   test('leaves no socket or timer behind after close()', async (t) => {
     const echo = await udpEcho();
     t.after(() => echo.close());
