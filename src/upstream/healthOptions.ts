@@ -237,7 +237,11 @@ function encodedBytes(value: Record<string, unknown>, name: string): Buffer {
   if (value.hex !== undefined) {
     const digits = typeof value.hex === 'string' ? value.hex.replace(/[ \t]+/g, '') : undefined;
     if (digits === undefined || !HEX.test(digits)) {
-      throw new InvalidOptionError(`${name}.hex`, 'an even number of hex digits', value.hex);
+      throw new InvalidOptionError(
+        `${name}.hex`,
+        'hex digits only (0-9, a-f; spaces between bytes allowed), an even number of them',
+        value.hex,
+      );
     }
     return Buffer.from(digits, 'hex');
   }

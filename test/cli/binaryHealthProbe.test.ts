@@ -121,5 +121,8 @@ test('a config file with an odd number of hex digits in a probe is refused namin
     ],
   });
   assert.match(message, /listeners\[0\]\.healthCheck\.udp\.send\.hex/);
-  assert.match(message, /an even number of hex digits/);
+  assert.match(
+    message,
+    /hex digits only \(0-9, a-f; spaces between bytes allowed\), an even number of them/,
+  );
 });

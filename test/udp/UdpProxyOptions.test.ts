@@ -41,6 +41,22 @@ describe('UdpProxyOptions', () => {
     rejectsOption('fast', 'options');
   });
 
+  test('a healthCheck { hex } probe with a character that is not a hex digit is refused saying hex digits only', () => {
+    // An even count of characters that are not all hex digits was told "an even number of hex
+    // digits"; an odd count of valid ones still is told both.
+    for (const hex of ['c0de gg01', 'zz', '0x04d2', '04d216f']) {
+      assert.throws(
+        () => new UdpProxy({ healthCheck: { udp: { send: { hex } } } }),
+        (err: unknown) =>
+          err instanceof InvalidOptionError &&
+          err.option === 'healthCheck.udp.send.hex' &&
+          err.message ===
+            `Invalid option "healthCheck.udp.send.hex": expected hex digits only (0-9, a-f; spaces between bytes allowed), an even number of them, received "${hex}".`,
+        hex,
+      );
+    }
+  });
+
   test('accepts the documented boundaries', () => {
     for (const options of [
       { idleTimeout: 0 },

@@ -424,7 +424,7 @@ describe('healthCheck options', () => {
       () => resolveHealthCheck({ udp: { send: { hex: '04d216f' } } }, 'healthCheck', 'udp'),
       {
         message:
-          'Invalid option "healthCheck.udp.send.hex": expected an even number of hex digits, received "04d216f".',
+          'Invalid option "healthCheck.udp.send.hex": expected hex digits only (0-9, a-f; spaces between bytes allowed), an even number of them, received "04d216f".',
       },
     );
   });
