@@ -87,6 +87,20 @@ export class InvalidOptionError extends L4Error {
   }
 }
 
+/**
+ * An {@link InvalidOptionError} whose "received" part is said in words rather than shown: for a
+ * value that must not appear in a message or a log (a key, a passphrase).
+ */
+export function invalidOptionInWords(
+  option: string,
+  expected: string,
+  received: string,
+): InvalidOptionError {
+  const error = new InvalidOptionError(option, expected, undefined);
+  error.message = `Invalid option "${option}": expected ${expected}, received ${received}.`;
+  return error;
+}
+
 /** A proxy mode other than `'non-transparent'` was requested. */
 export class ModeUnsupportedError extends L4Error {
   constructor(received: unknown) {

@@ -1,6 +1,6 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { InvalidOptionError } from '../errors.js';
+import { invalidOptionInWords } from '../errors.js';
 import type { PemInput } from './pem.js';
 
 /**
@@ -26,14 +26,14 @@ export function checkKeyPairs(
   if (leaves === undefined || keys === undefined) return;
   for (const privateKey of keys)
     if (!leaves.some((leaf) => leaf.checkPrivateKey(privateKey)))
-      throw pairError(
+      throw invalidOptionInWords(
         `${path}.key`,
         `the private key of a certificate in '${path}.cert'`,
         `${typeName(privateKey)} that matches none of them (${leafTypes(leaves)})`,
       );
   for (const leaf of leaves)
     if (!keys.some((privateKey) => leaf.checkPrivateKey(privateKey)))
-      throw pairError(
+      throw invalidOptionInWords(
         `${path}.cert`,
         `a certificate whose private key is in '${path}.key'`,
         `a certificate for ${typeName(leaf.publicKey)} for which no key was given (${keyTypes(keys)})`,
@@ -48,13 +48,6 @@ function parsed<T>(input: PemInput, parse: (pem: string | Buffer) => T): T[] | u
   } catch {
     return undefined;
   }
-}
-
-/** The error, its "received" part in words (never the key itself). */
-function pairError(option: string, expected: string, received: string): InvalidOptionError {
-  const error = new InvalidOptionError(option, expected, undefined);
-  error.message = `Invalid option "${option}": expected ${expected}, received ${received}.`;
-  return error;
 }
 
 function typeName(key: KeyObject): string {

@@ -1,6 +1,6 @@
 import tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
-import { InvalidOptionError, thrownMessage } from '../errors.js';
+import { InvalidOptionError, invalidOptionInWords, thrownMessage } from '../errors.js';
 
 /** PEM text or bytes, or several (a CA bundle, a chain). */
 export type PemInput = string | Buffer | readonly (string | Buffer)[];
@@ -93,10 +93,9 @@ export function passphraseError(
   if (!wrongKey) return undefined;
   const option = `${name}.passphrase`;
   const expected = 'the passphrase the key was encrypted with (OpenSSL: bad decrypt)';
-  const error = new InvalidOptionError(option, expected, undefined);
-  if (passphrase !== undefined)
-    error.message = `Invalid option "${option}": expected ${expected}, received a string that does not decrypt the key.`;
-  return error;
+  return passphrase === undefined
+    ? new InvalidOptionError(option, expected, undefined)
+    : invalidOptionInWords(option, expected, 'a string that does not decrypt the key');
 }
 
 /** A PEM key (or list of them) encrypted with a passphrase. */
