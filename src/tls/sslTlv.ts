@@ -37,36 +37,36 @@ export function sslTlvFields(tls: DownstreamTlsInfo): ProxySslFields {
  * `crypto_common.cc` maps), so that the TLV's `verify` carries the number HAProxy sends
  * (`ssl_c_verify`), not only "non-zero".
  */
-const X509_VERIFY_RESULTS: Readonly<Record<string, number>> = {
-  UNABLE_TO_GET_ISSUER_CERT: 2,
-  UNABLE_TO_GET_CRL: 3,
-  UNABLE_TO_DECRYPT_CERT_SIGNATURE: 4,
-  UNABLE_TO_DECRYPT_CRL_SIGNATURE: 5,
-  UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY: 6,
-  CERT_SIGNATURE_FAILURE: 7,
-  CRL_SIGNATURE_FAILURE: 8,
-  CERT_NOT_YET_VALID: 9,
-  CERT_HAS_EXPIRED: 10,
-  CRL_NOT_YET_VALID: 11,
-  CRL_HAS_EXPIRED: 12,
-  ERROR_IN_CERT_NOT_BEFORE_FIELD: 13,
-  ERROR_IN_CERT_NOT_AFTER_FIELD: 14,
-  ERROR_IN_CRL_LAST_UPDATE_FIELD: 15,
-  ERROR_IN_CRL_NEXT_UPDATE_FIELD: 16,
-  OUT_OF_MEM: 17,
-  DEPTH_ZERO_SELF_SIGNED_CERT: 18,
-  SELF_SIGNED_CERT_IN_CHAIN: 19,
-  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 20,
-  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 21,
-  CERT_CHAIN_TOO_LONG: 22,
-  CERT_REVOKED: 23,
-  INVALID_CA: 24,
-  PATH_LENGTH_EXCEEDED: 25,
-  INVALID_PURPOSE: 26,
-  CERT_UNTRUSTED: 27,
-  CERT_REJECTED: 28,
-  HOSTNAME_MISMATCH: 62,
-};
+const X509_VERIFY_RESULTS: ReadonlyMap<string, number> = new Map([
+  ['UNABLE_TO_GET_ISSUER_CERT', 2],
+  ['UNABLE_TO_GET_CRL', 3],
+  ['UNABLE_TO_DECRYPT_CERT_SIGNATURE', 4],
+  ['UNABLE_TO_DECRYPT_CRL_SIGNATURE', 5],
+  ['UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY', 6],
+  ['CERT_SIGNATURE_FAILURE', 7],
+  ['CRL_SIGNATURE_FAILURE', 8],
+  ['CERT_NOT_YET_VALID', 9],
+  ['CERT_HAS_EXPIRED', 10],
+  ['CRL_NOT_YET_VALID', 11],
+  ['CRL_HAS_EXPIRED', 12],
+  ['ERROR_IN_CERT_NOT_BEFORE_FIELD', 13],
+  ['ERROR_IN_CERT_NOT_AFTER_FIELD', 14],
+  ['ERROR_IN_CRL_LAST_UPDATE_FIELD', 15],
+  ['ERROR_IN_CRL_NEXT_UPDATE_FIELD', 16],
+  ['OUT_OF_MEM', 17],
+  ['DEPTH_ZERO_SELF_SIGNED_CERT', 18],
+  ['SELF_SIGNED_CERT_IN_CHAIN', 19],
+  ['UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 20],
+  ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 21],
+  ['CERT_CHAIN_TOO_LONG', 22],
+  ['CERT_REVOKED', 23],
+  ['INVALID_CA', 24],
+  ['PATH_LENGTH_EXCEEDED', 25],
+  ['INVALID_PURPOSE', 26],
+  ['CERT_UNTRUSTED', 27],
+  ['CERT_REJECTED', 28],
+  ['HOSTNAME_MISMATCH', 62],
+]);
 
 /**
  * The `verify` of a certificate that did not verify: OpenSSL's number for Node's code, or 1
@@ -74,9 +74,7 @@ const X509_VERIFY_RESULTS: Readonly<Record<string, number>> = {
  * `subjectAltNames` and `pins` checks).
  */
 function verifyResult(code: string | undefined): number {
-  return code !== undefined && Object.hasOwn(X509_VERIFY_RESULTS, code)
-    ? (X509_VERIFY_RESULTS[code] ?? 1)
-    : 1;
+  return X509_VERIFY_RESULTS.get(code ?? '') ?? 1;
 }
 
 /**
