@@ -6,7 +6,7 @@ import { dirname, resolve } from 'node:path';
 import { DnsSource } from '../upstream/DnsSource.js';
 import type { DnsSourceOptions } from '../upstream/DnsSource.js';
 import { InvalidOptionError, L4Error, ModeUnsupportedError, withoutPem } from '../errors.js';
-import { isRecord, knownKeys } from '../internal/validate.js';
+import { isRecord, KNOWN_OPTIONS_PHRASE, knownKeys } from '../internal/validate.js';
 import { TcpProxy } from '../tcp/TcpProxy.js';
 import { UdpProxy } from '../udp/UdpProxy.js';
 import { isIP } from 'node:net';
@@ -552,8 +552,7 @@ const NOT_IN_JSON = new Set(['upstreamSource', 'mode']);
 function jsonKeys(option: string, expected: string): string {
   if (/[.[]/.test(option)) return expected;
   // The suggestion is made again from the keys a JSON listener knows (`nmae` is near `name`).
-  const known = /one of the known options \(([^)]*)\)(?: \(did you mean "[^"]*"\?\))?/;
-  return expected.replace(known, (_match, list: string) => {
+  return expected.replace(KNOWN_OPTIONS_PHRASE, (_match, list: string) => {
     const keys = list.split(', ').filter((key) => !NOT_IN_JSON.has(key));
     return knownKeys(option, [...new Set([...CLI_KEYS, ...keys])], 'options');
   });

@@ -3,7 +3,7 @@ import type { Hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { thrownMessage } from '../errors.js';
-import { isRecord, knownKeys } from '../internal/validate.js';
+import { isRecord, KNOWN_OPTIONS_PHRASE, knownKeys } from '../internal/validate.js';
 import { readTicketKeyFiles, TicketKeyFileError } from './ticketKeyFiles.js';
 
 /** PEM options a config file may give as files instead (`caFile` for `ca`, ...). */
@@ -195,14 +195,13 @@ export function tlsFileWords(
     words = words.replace(/, received "keys"$/, `, received ${JSON.stringify(parent[fileKey])}`);
     return { option: `${parentPath}.${fileKey}`, expected: words };
   }
-  const known = /one of the known options \(([^)]*)\)(?: \(did you mean "[^"]*"\?\))?/;
-  const list = known.exec(words)?.[1]?.split(', ');
+  const list = KNOWN_OPTIONS_PHRASE.exec(words)?.[1]?.split(', ');
   if (list?.includes('cert') === true && list.includes('key')) {
     const keys = [...list, ...FILE_KEYS.map(([file]) => file)].filter(
       (name) => name !== 'ticketKeys',
     );
     if (list.includes('ticketKeys')) keys.push('ticketKeyFiles');
-    words = words.replace(known, knownKeys(key, keys, 'options'));
+    words = words.replace(KNOWN_OPTIONS_PHRASE, knownKeys(key, keys, 'options'));
   }
   return { option, expected: words };
 }

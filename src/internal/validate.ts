@@ -114,6 +114,10 @@ export function rejectUnknownKeys(
   }
 }
 
+/** The phrase `knownKeys(key, known, 'options')` writes, its list captured (to write it again). */
+export const KNOWN_OPTIONS_PHRASE =
+  /one of the known options \(([^)]*)\)(?: \(did you mean "[^"]*"\?\))?/;
+
 /**
  * What an unknown key should have been: `one of the known options (a, b, c)`, and the one a typo
  * most likely meant (`(did you mean "connectTimeout"?)`) when one is near enough.
