@@ -39,14 +39,9 @@ function firstData(
   );
 }
 
-test('config: TLS file options are read relative to the config file; errors name the option', async (t) => {
-  const openssl = tool(t, 'openssl');
-  if (openssl === undefined) return;
-  const ca = await testCa(t, openssl);
-  const dir = configDir(t);
-  const file = dir.write('l4proxy.json', '{}');
-  const cert = await ca.issue('localhost');
-  const listener = (extra: Record<string, unknown>): unknown => ({
+/** A config of one TCP listener with `extra` (its TLS blocks) beside a placeholder upstream. */
+function listener(extra: Record<string, unknown>): unknown {
+  return {
     listeners: [
       {
         protocol: 'tcp',
@@ -55,7 +50,16 @@ test('config: TLS file options are read relative to the config file; errors name
         ...extra,
       },
     ],
-  });
+  };
+}
+
+test('config: TLS file options are read relative to the config file; errors name the option', async (t) => {
+  const openssl = tool(t, 'openssl');
+  if (openssl === undefined) return;
+  const ca = await testCa(t, openssl);
+  const dir = configDir(t);
+  const file = dir.write('l4proxy.json', '{}');
+  const cert = await ca.issue('localhost');
   const ok = validateConfig(
     listener({
       tls: { caFile: ca.certFile, servername: 'localhost', groups: 'X25519:P-256' },
@@ -152,16 +156,6 @@ test('config: a key of another type than its certificate, a misspelt file key an
   const { privateKey } = generateKeyPairSync('ed25519');
   const edKey = dir.write('ed.key', privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
   const ticketKey = dir.write('ticket.key', Buffer.alloc(48, 7).toString('latin1'));
-  const listener = (extra: Record<string, unknown>): unknown => ({
-    listeners: [
-      {
-        protocol: 'tcp',
-        listen: '127.0.0.1:0',
-        upstreams: [{ host: '127.0.0.1', port: 1 }],
-        ...extra,
-      },
-    ],
-  });
   const refused = (config: unknown, message: RegExp): void => {
     assert.throws(
       () => validateConfig(config, file),
